@@ -1,0 +1,70 @@
+#include "dataplane/component_loop.hpp"
+
+#include "dataplane/clock.hpp"
+
+namespace flotilla {
+
+ComponentLoop::ComponentLoop(Doorbell& bell, CounterBlock& counters, WaitPolicy policy)
+    : counters_(&counters), waiter_(bell, counters, policy), timers_(monotonic_ms()) {}
+
+Status ComponentLoop::add_input(RingConsumer& ring, InputHandler handler) {
+  if (input_count_ == kMaxInputs) return Error{Errc::exhausted, 0, "component loop inputs"};
+  if (!handler) return Error{Errc::invalid_argument, 0, "input without a handler"};
+  inputs_[input_count_++] = Input{&ring, std::move(handler), false};
+  return {};
+}
+
+bool ComponentLoop::poll_once() {
+  bool worked = false;
+  for (std::size_t i = 0; i < input_count_; ++i) {
+    Input& input = inputs_[i];
+    if (input.faulted) continue;
+    auto received = input.ring->recv_burst(burst_);
+    if (!received) {
+      input.faulted = true;  // the ring counted the corruption itself
+      continue;
+    }
+    if (received.value() == 0) continue;
+    worked = true;
+    input.handler(std::span<const Message>(burst_.data(), received.value()));
+  }
+  const std::uint64_t now = monotonic_ms();
+  if (now > timers_.now_ms()) {
+    const std::size_t fired = timers_.advance(now);
+    if (fired != 0) {
+      counters_->add(Counter::timers_fired, fired);
+      worked = true;
+    }
+  }
+  counters_->add(Counter::heartbeat);
+  return worked;
+}
+
+bool ComponentLoop::any_input_ready() const {
+  for (std::size_t i = 0; i < input_count_; ++i) {
+    if (!inputs_[i].faulted && inputs_[i].ring->has_input()) return true;
+  }
+  return false;
+}
+
+void ComponentLoop::run() {
+  while (!stopping_.load(std::memory_order_relaxed)) {
+    const bool worked = poll_once();
+    const std::uint64_t now_ns = monotonic_ns();
+    if (worked) {
+      waiter_.on_work(now_ns);
+      continue;
+    }
+    // Never sleep past the next timer.
+    std::chrono::nanoseconds max_sleep = std::chrono::nanoseconds::max();
+    if (auto next = timers_.next_expiry_hint()) {
+      const std::uint64_t now_ms = now_ns / 1'000'000;
+      max_sleep = *next > now_ms ? std::chrono::milliseconds(*next - now_ms)
+                                 : std::chrono::nanoseconds(0);
+    }
+    waiter_.on_idle(now_ns, [this] { return any_input_ready(); }, max_sleep);
+  }
+  stopping_.store(false, std::memory_order_relaxed);
+}
+
+}  // namespace flotilla

@@ -1,0 +1,68 @@
+// The one main loop every component runs, in the MINIX 3 server style: poll the input rings in
+// bursts, hand each burst to its handler, fire due timers, beat the heartbeat, and wait on the
+// doorbell when there is nothing to do. Messages are the component's only interface.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <span>
+
+#include "dataplane/counters.hpp"
+#include "dataplane/doorbell.hpp"
+#include "dataplane/idle_waiter.hpp"
+#include "dataplane/message.hpp"
+#include "dataplane/ring.hpp"
+#include "dataplane/timer_wheel.hpp"
+
+namespace flotilla {
+
+class ComponentLoop {
+ public:
+  static constexpr std::size_t kMaxInputs = 32;
+  static constexpr std::size_t kBurst = 32;
+
+  // The handler gets a private copy of each burst; it must validate what it reads.
+  using InputHandler = std::function<void(std::span<const Message>)>;
+
+  // `bell` and `counters` are this component's own, in shared memory.
+  ComponentLoop(Doorbell& bell, CounterBlock& counters, WaitPolicy policy);
+
+  Status add_input(RingConsumer& ring, InputHandler handler);
+
+  TimerWheel& timers() { return timers_; }
+  CounterBlock& counters() { return *counters_; }
+  std::uint64_t now_ms() const { return timers_.now_ms(); }
+
+  // One pass over inputs and timers. Returns true when it did any work.
+  bool poll_once();
+  // Runs passes, waiting when idle, until stop() is called (from a handler or a timer).
+  void run();
+  void stop() { stopping_.store(true, std::memory_order_relaxed); }
+
+  // An input whose ring reported a corrupt index is set aside (and counted) rather than polled
+  // again; the supervisor decides what happens to that channel.
+  bool input_faulted(std::size_t input) const {
+    return input < input_count_ && inputs_[input].faulted;
+  }
+
+ private:
+  struct Input {
+    RingConsumer* ring = nullptr;
+    InputHandler handler;
+    bool faulted = false;
+  };
+
+  bool any_input_ready() const;
+
+  CounterBlock* counters_;
+  IdleWaiter waiter_;
+  TimerWheel timers_;
+  std::array<Input, kMaxInputs> inputs_{};
+  std::size_t input_count_ = 0;
+  std::array<Message, kBurst> burst_{};
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace flotilla

@@ -1,0 +1,92 @@
+#include "dataplane/shared_region.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <utility>
+
+namespace flotilla {
+namespace {
+
+std::size_t page_round_up(std::size_t size) {
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return (size + page - 1) / page * page;
+}
+
+Result<std::byte*> map(int fd, std::size_t size, SharedRegion::Access access) {
+  const int prot = access == SharedRegion::Access::read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+  // MAP_POPULATE: take the page faults now, not on the data path.
+  void* base = ::mmap(nullptr, size, prot, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (base == MAP_FAILED) return Error::from_errno("mmap");
+  return static_cast<std::byte*>(base);
+}
+
+}  // namespace
+
+Result<SharedRegion> SharedRegion::create(std::string_view name, std::size_t size) {
+  if (size == 0) return Error{Errc::invalid_argument, 0, "region size is zero"};
+  const std::string memfd_name(name.substr(0, 200));
+  UniqueFd fd(::memfd_create(memfd_name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd.valid()) return Error::from_errno("memfd_create");
+  size = page_round_up(size);
+  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return Error::from_errno("ftruncate");
+  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    return Error::from_errno("seal region");
+  }
+  auto base = map(fd.get(), size, Access::read_write);
+  if (!base) return base.error();
+  return SharedRegion(std::move(fd), base.value(), size, Access::read_write);
+}
+
+Result<SharedRegion> SharedRegion::attach(UniqueFd fd, Access access) {
+  if (!fd.valid()) return Error{Errc::invalid_argument, 0, "attach region: no descriptor"};
+  const int seals = ::fcntl(fd.get(), F_GET_SEALS);
+  if (seals < 0) return Error::from_errno("attach region: F_GET_SEALS");
+  if ((seals & F_SEAL_SHRINK) == 0) {
+    return Error{Errc::bad_layout, 0, "attach region: not sealed against shrinking"};
+  }
+  struct stat info {};
+  if (::fstat(fd.get(), &info) != 0) return Error::from_errno("attach region: fstat");
+  if (info.st_size <= 0) return Error{Errc::bad_layout, 0, "attach region: empty"};
+  const auto size = static_cast<std::size_t>(info.st_size);
+  auto base = map(fd.get(), size, access);
+  if (!base) return base.error();
+  return SharedRegion(std::move(fd), base.value(), size, access);
+}
+
+Result<UniqueFd> SharedRegion::reopen_read_only() const {
+  const std::string path = "/proc/self/fd/" + std::to_string(fd_.get());
+  UniqueFd read_only(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!read_only.valid()) return Error::from_errno("reopen region read-only");
+  return read_only;
+}
+
+SharedRegion::SharedRegion(SharedRegion&& other) noexcept
+    : fd_(std::move(other.fd_)),
+      base_(std::exchange(other.base_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      access_(other.access_) {}
+
+SharedRegion& SharedRegion::operator=(SharedRegion&& other) noexcept {
+  if (this != &other) {
+    unmap();
+    fd_ = std::move(other.fd_);
+    base_ = std::exchange(other.base_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    access_ = other.access_;
+  }
+  return *this;
+}
+
+SharedRegion::~SharedRegion() { unmap(); }
+
+void SharedRegion::unmap() {
+  if (base_ != nullptr) ::munmap(base_, size_);
+  base_ = nullptr;
+  size_ = 0;
+}
+
+}  // namespace flotilla

@@ -1,0 +1,59 @@
+// A named shared-memory region on a memfd. The creator seals its size, so a peer that maps it can
+// never be made to fault by someone shrinking the file. Regions travel between processes as file
+// descriptors (see fd_passing.hpp).
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string_view>
+
+#include "dataplane/result.hpp"
+#include "dataplane/unique_fd.hpp"
+
+namespace flotilla {
+
+class SharedRegion {
+ public:
+  enum class Access { read_write, read_only };
+
+  // Creates a zero-filled region of `size` bytes (rounded up to a page), mapped read-write.
+  static Result<SharedRegion> create(std::string_view name, std::size_t size);
+  // Maps a region received from another process. Refuses a file that is not sealed against
+  // shrinking, since a peer could truncate it and make every access fault.
+  static Result<SharedRegion> attach(UniqueFd fd, Access access = Access::read_write);
+
+  SharedRegion(SharedRegion&& other) noexcept;
+  SharedRegion& operator=(SharedRegion&& other) noexcept;
+  SharedRegion(const SharedRegion&) = delete;
+  SharedRegion& operator=(const SharedRegion&) = delete;
+  ~SharedRegion();
+
+  std::byte* data() const { return base_; }
+  std::size_t size() const { return size_; }
+  std::span<std::byte> bytes() const { return {base_, size_}; }
+  int fd() const { return fd_.get(); }
+  Access access() const { return access_; }
+
+  // A new descriptor to the same memory that can only be mapped read-only: what the supervisor
+  // hands to a component that may look but not touch (the packet filter's view of the pool).
+  Result<UniqueFd> reopen_read_only() const;
+
+  // A pointer to a T at `offset`, or nullptr when T would not fit inside the region.
+  template <class T>
+  T* at(std::size_t offset) const {
+    if (offset > size_ || size_ - offset < sizeof(T) || offset % alignof(T) != 0) return nullptr;
+    return reinterpret_cast<T*>(base_ + offset);
+  }
+
+ private:
+  SharedRegion(UniqueFd fd, std::byte* base, std::size_t size, Access access)
+      : fd_(std::move(fd)), base_(base), size_(size), access_(access) {}
+  void unmap();
+
+  UniqueFd fd_;
+  std::byte* base_ = nullptr;
+  std::size_t size_ = 0;
+  Access access_ = Access::read_write;
+};
+
+}  // namespace flotilla
