@@ -14,6 +14,7 @@ std::string_view counter_name(Counter counter) {
     case Counter::futex_waits: return "futex_waits";
     case Counter::futex_wakes: return "futex_wakes";
     case Counter::wasted_wakes: return "wasted_wakes";
+    case Counter::sleep_timeouts: return "sleep_timeouts";
     case Counter::drops: return "drops";
     case Counter::corrupt: return "corrupt";
     case Counter::timers_fired: return "timers_fired";

@@ -23,6 +23,7 @@ enum class Counter : std::uint32_t {
   futex_waits,      // futex wait system calls made
   futex_wakes,      // futex wake system calls made, as a producer waking a sleeping consumer
   wasted_wakes,     // woke from a doorbell and found no work
+  sleep_timeouts,   // sleeps that ended by their time limit, not by a wake-up
   drops,            // inputs dropped for any reason
   corrupt,          // inputs rejected as malformed: bad index, bad handle, bad message
   timers_fired,

@@ -99,7 +99,11 @@ class IdleWaiter {
       outcome = futex_wait(bell_->sequence, sequence, timeout);
     }
     bell_->sleeping.store(Doorbell::awake, std::memory_order_relaxed);
-    if (outcome == WaitOutcome::woken && !ready()) counters_->add(Counter::wasted_wakes);
+    if (outcome == WaitOutcome::timed_out) {
+      counters_->add(Counter::sleep_timeouts);
+    } else if (outcome == WaitOutcome::woken && !ready()) {
+      counters_->add(Counter::wasted_wakes);
+    }
   }
 
   Doorbell* bell_;

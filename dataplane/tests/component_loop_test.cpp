@@ -1,0 +1,161 @@
+#include <atomic>
+#include <new>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dataplane/component_loop.hpp"
+#include "dataplane/shared_region.hpp"
+#include "dataplane/tests/test_support.hpp"
+
+namespace flotilla {
+namespace {
+
+using testing::checked_message;
+using testing::fork_child;
+using testing::is_checked_message;
+using testing::wait_child;
+
+struct LoopFixture {
+  static constexpr std::uint32_t kCapacity = 64;
+  LoopFixture()
+      : region(SharedRegion::create("loop-test", 2 * RingLayout::bytes_for(kCapacity)).value()) {
+    EXPECT_TRUE(format_ring(ring(0), kCapacity));
+    EXPECT_TRUE(format_ring(ring(1), kCapacity));
+  }
+  std::span<std::byte> ring(int which) const {
+    return region.bytes().subspan(which * RingLayout::bytes_for(kCapacity),
+                                  RingLayout::bytes_for(kCapacity));
+  }
+  SharedRegion region;
+  Doorbell bell;
+  CounterBlock counters;
+};
+
+TEST(ComponentLoop, HandsEachBurstToItsInputsHandler) {
+  LoopFixture fixture;
+  auto producer_a = RingProducer::attach(fixture.ring(0), 1, &fixture.bell, nullptr);
+  auto producer_b = RingProducer::attach(fixture.ring(1), 1, &fixture.bell, nullptr);
+  auto consumer_a = RingConsumer::attach(fixture.ring(0), 1, &fixture.counters);
+  auto consumer_b = RingConsumer::attach(fixture.ring(1), 1, &fixture.counters);
+  ASSERT_TRUE(producer_a && producer_b && consumer_a && consumer_b);
+  ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::busy_poll());
+  std::uint64_t next_a = 0, next_b = 1000;
+  bool in_order = true;
+  ASSERT_TRUE(loop.add_input(*consumer_a, [&](std::span<const Message> burst) {
+    for (const auto& message : burst) in_order &= is_checked_message(message, next_a++);
+  }));
+  ASSERT_TRUE(loop.add_input(*consumer_b, [&](std::span<const Message> burst) {
+    for (const auto& message : burst) in_order &= is_checked_message(message, next_b++);
+  }));
+  for (std::uint64_t i = 0; i < 40; ++i) {
+    const Message a = checked_message(i), b = checked_message(1000 + i);
+    ASSERT_EQ(producer_a->send_burst(std::span(&a, 1)).value(), 1u);
+    ASSERT_EQ(producer_b->send_burst(std::span(&b, 1)).value(), 1u);
+  }
+  EXPECT_TRUE(loop.poll_once());
+  EXPECT_TRUE(loop.poll_once());  // 40 messages: a 32-message burst, then the rest
+  EXPECT_FALSE(loop.poll_once());
+  EXPECT_TRUE(in_order);
+  EXPECT_EQ(next_a, 40u);
+  EXPECT_EQ(next_b, 1040u);
+  EXPECT_EQ(fixture.counters.read(Counter::heartbeat), 3u);
+  EXPECT_EQ(fixture.counters.read(Counter::messages_in), 80u);
+}
+
+TEST(ComponentLoop, RefusesInputsBeyondItsLimitOrWithoutHandler) {
+  LoopFixture fixture;
+  auto consumer = RingConsumer::attach(fixture.ring(0), 1, nullptr);
+  ASSERT_TRUE(consumer);
+  ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::busy_poll());
+  EXPECT_EQ(loop.add_input(*consumer, nullptr).error().code, Errc::invalid_argument);
+  for (std::size_t i = 0; i < ComponentLoop::kMaxInputs; ++i) {
+    ASSERT_TRUE(loop.add_input(*consumer, [](std::span<const Message>) {}));
+  }
+  EXPECT_EQ(loop.add_input(*consumer, [](std::span<const Message>) {}).error().code,
+            Errc::exhausted);
+}
+
+TEST(ComponentLoop, CorruptInputIsSetAsideAndCountedOnce) {
+  LoopFixture fixture;
+  auto consumer = RingConsumer::attach(fixture.ring(0), 1, &fixture.counters);
+  ASSERT_TRUE(consumer);
+  ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::busy_poll());
+  int calls = 0;
+  ASSERT_TRUE(loop.add_input(*consumer, [&](std::span<const Message>) { ++calls; }));
+  reinterpret_cast<RingLayout*>(fixture.ring(0).data())->head.value.store(1u << 30);
+  for (int i = 0; i < 10; ++i) loop.poll_once();
+  EXPECT_TRUE(loop.input_faulted(0));
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(fixture.counters.read(Counter::corrupt), 1u);
+}
+
+TEST(ComponentLoop, TimersFireAndCanStopTheLoop) {
+  LoopFixture fixture;
+  ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::dedicated_core());
+  int ticks = 0;
+  Timer tick([&](Timer& self) {
+    if (++ticks == 5) {
+      loop.stop();
+    } else {
+      loop.timers().arm(self, loop.now_ms() + 2);
+    }
+  });
+  loop.timers().arm(tick, loop.now_ms() + 2);
+  loop.run();  // returns only through the timer's stop()
+  EXPECT_EQ(ticks, 5);
+  EXPECT_EQ(fixture.counters.read(Counter::timers_fired), 5u);
+}
+
+// A sleeping loop in another process is woken by a producer's doorbell and serves every message.
+TEST(ComponentLoop, SleepingLoopWakesForEveryMessage) {
+  LoopFixture fixture;
+  auto shared = SharedRegion::create("loop-test-side", 4096);
+  ASSERT_TRUE(shared);
+  struct Side {
+    Doorbell bell;
+    CounterBlock counters;
+    std::atomic<std::uint64_t> served{0};
+  };
+  auto* side = new (shared->data()) Side{};
+  constexpr std::uint64_t kMessages = 2000;
+  const pid_t server = fork_child([&] {
+    auto consumer = RingConsumer::attach(fixture.ring(0), 1, &side->counters);
+    if (!consumer) return 2;
+    WaitPolicy policy = WaitPolicy::shared_core();
+    ComponentLoop loop(side->bell, side->counters, policy);
+    std::uint64_t expected = 0;
+    bool ok = true;
+    if (!loop.add_input(*consumer, [&](std::span<const Message> burst) {
+          for (const auto& message : burst) ok &= is_checked_message(message, expected++);
+          side->served.store(expected);
+          if (expected == kMessages) loop.stop();
+        })) {
+      return 3;
+    }
+    loop.run();
+    return ok ? 0 : 4;
+  });
+  ASSERT_GT(server, 0);
+  auto producer = RingProducer::attach(fixture.ring(0), 1, &side->bell, &fixture.counters);
+  ASSERT_TRUE(producer);
+  for (std::uint64_t i = 0; i < kMessages; ++i) {
+    const Message message = checked_message(i);
+    while (producer->send_burst(std::span(&message, 1)).value() == 0) cpu_relax();
+    // Pace the sender so the server really goes to sleep between some of the messages.
+    if (i % 100 == 0) {
+      while (side->served.load() <= i) cpu_relax();
+      while (side->bell.sleeping.load() == Doorbell::awake &&
+             side->counters.read(Counter::sleeps) == 0) {
+        cpu_relax();
+      }
+    }
+  }
+  EXPECT_EQ(wait_child(server), 0);
+  EXPECT_EQ(side->served.load(), kMessages);
+  EXPECT_GT(side->counters.read(Counter::sleeps), 0u);
+  EXPECT_GT(fixture.counters.read(Counter::futex_wakes), 0u);
+}
+
+}  // namespace
+}  // namespace flotilla

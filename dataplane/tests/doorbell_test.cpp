@@ -1,0 +1,202 @@
+// The doorbell protocol: sleeping flag, fence, re-check, futex. The stress test runs 100,000
+// sleep/wake round trips between two processes with random delays; a lost wake-up would show as a
+// sleep that ended by its (long) time limit instead of a wake, and is counted, not timed.
+#include <atomic>
+#include <chrono>
+#include <new>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dataplane/channel.hpp"
+#include "dataplane/clock.hpp"
+#include "dataplane/idle_waiter.hpp"
+#include "dataplane/shared_region.hpp"
+#include "dataplane/tests/test_support.hpp"
+
+namespace flotilla {
+namespace {
+
+using testing::checked_message;
+using testing::fork_child;
+using testing::is_checked_message;
+using testing::wait_child;
+
+struct alignas(kCacheLine) PingPongSide {
+  Doorbell bell_a;
+  Doorbell bell_b;
+  CounterBlock counters_a;
+  CounterBlock counters_b;
+};
+
+constexpr std::uint32_t kCapacity = 64;
+
+// Sleeps at once when idle, and for so long that only a wake-up can end the sleep in practice.
+WaitPolicy always_sleep() {
+  WaitPolicy policy;
+  policy.spin_min = std::chrono::nanoseconds(0);
+  policy.spin_max = std::chrono::nanoseconds(0);
+  policy.sleep_max = std::chrono::seconds(20);
+  return policy;
+}
+
+// Waits for exactly one message on `in`, sleeping on `bell` whenever the ring is empty.
+Result<Message> receive_one(RingConsumer& in, IdleWaiter& waiter) {
+  Message message;
+  for (;;) {
+    auto got = in.recv_burst(std::span<Message>(&message, 1));
+    if (!got) return got.error();
+    if (got.value() == 1) {
+      waiter.on_work(monotonic_ns());
+      return message;
+    }
+    waiter.on_idle(monotonic_ns(), [&] { return in.has_input(); }, std::chrono::seconds(20));
+  }
+}
+
+void spin_for(std::chrono::nanoseconds delay) {
+  const auto until = MonoClock::now() + delay;
+  while (MonoClock::now() < until) cpu_relax();
+}
+
+TEST(Doorbell, HundredThousandSleepWakeCyclesLoseNoWakeUp) {
+  constexpr std::uint64_t kCycles = 100'000;
+  auto region = SharedRegion::create("doorbell-test", channel_bytes(kCapacity) + sizeof(PingPongSide));
+  ASSERT_TRUE(region);
+  ASSERT_TRUE(format_channel(region->bytes(), kCapacity));
+  auto* side = new (region->data() + channel_bytes(kCapacity)) PingPongSide{};
+
+  // Side b echoes every message back after a random delay, sleeping whenever it has nothing.
+  const pid_t echo = fork_child([&] {
+    auto end = attach_channel(region->bytes(), kCapacity, ChannelSide::b, 1, &side->bell_a,
+                              &side->counters_b);
+    if (!end) return 2;
+    IdleWaiter waiter(side->bell_b, side->counters_b, always_sleep());
+    std::mt19937_64 random(99);
+    for (std::uint64_t i = 0; i < kCycles; ++i) {
+      auto message = receive_one(end->in, waiter);
+      if (!message || !is_checked_message(message.value(), i)) return 4;
+      spin_for(std::chrono::nanoseconds(random() % 20'000));
+      auto sent = end->out.send_burst(std::span<const Message>(&message.value(), 1));
+      if (!sent || sent.value() != 1) return 5;
+    }
+    return 0;
+  });
+  ASSERT_GT(echo, 0);
+
+  auto end = attach_channel(region->bytes(), kCapacity, ChannelSide::a, 1, &side->bell_b,
+                            &side->counters_a);
+  ASSERT_TRUE(end);
+  IdleWaiter waiter(side->bell_a, side->counters_a, always_sleep());
+  std::mt19937_64 random(1234);
+  for (std::uint64_t i = 0; i < kCycles; ++i) {
+    spin_for(std::chrono::nanoseconds(random() % 20'000));
+    const Message ping = checked_message(i);
+    ASSERT_EQ(end->out.send_burst(std::span<const Message>(&ping, 1)).value(), 1u);
+    auto pong = receive_one(end->in, waiter);
+    ASSERT_TRUE(pong) << pong.error().message();
+    ASSERT_TRUE(is_checked_message(pong.value(), i)) << "cycle " << i;
+  }
+  ASSERT_EQ(wait_child(echo), 0);
+
+  const CounterBlock& a = side->counters_a;
+  const CounterBlock& b = side->counters_b;
+  EXPECT_EQ(a.read(Counter::sleep_timeouts) + b.read(Counter::sleep_timeouts), 0u)
+      << "a sleeper was not woken: a lost wake-up";
+  // The test must really have slept and woken across processes, many times.
+  EXPECT_GT(a.read(Counter::sleeps) + b.read(Counter::sleeps), kCycles / 2);
+  EXPECT_GT(a.read(Counter::futex_wakes) + b.read(Counter::futex_wakes), kCycles / 2);
+  std::printf("sleeps a=%llu b=%llu, futex wakes a=%llu b=%llu, wasted wakes %llu\n",
+              static_cast<unsigned long long>(a.read(Counter::sleeps)),
+              static_cast<unsigned long long>(b.read(Counter::sleeps)),
+              static_cast<unsigned long long>(a.read(Counter::futex_wakes)),
+              static_cast<unsigned long long>(b.read(Counter::futex_wakes)),
+              static_cast<unsigned long long>(a.read(Counter::wasted_wakes) +
+                                              b.read(Counter::wasted_wakes)));
+}
+
+TEST(Doorbell, ProducerMakesNoSystemCallWhileConsumerIsAwake) {
+  Doorbell bell;
+  CounterBlock counters;
+  for (int i = 0; i < 1000; ++i) ring_doorbell(bell, &counters);
+  EXPECT_EQ(counters.read(Counter::futex_wakes), 0u);
+  EXPECT_EQ(bell.sequence.load(), 0u);
+}
+
+TEST(Doorbell, ProducerWakesASleeperOnceAndLowersTheFlag) {
+  Doorbell bell;
+  CounterBlock counters;
+  bell.sleeping.store(Doorbell::futex_sleep);
+  ring_doorbell(bell, &counters);
+  ring_doorbell(bell, &counters);  // the flag is already down: no second syscall
+  EXPECT_EQ(counters.read(Counter::futex_wakes), 1u);
+  EXPECT_EQ(bell.sequence.load(), 1u);
+  EXPECT_EQ(bell.sleeping.load(), Doorbell::awake);
+}
+
+TEST(Doorbell, FutexWaitReturnsAtOnceWhenTheWordMoved) {
+  std::atomic<std::uint32_t> word{5};
+  EXPECT_EQ(futex_wait(word, 4, std::chrono::seconds(10)), WaitOutcome::woken);
+  EXPECT_EQ(futex_wait(word, 5, std::chrono::milliseconds(1)), WaitOutcome::timed_out);
+}
+
+TEST(IdleWaiter, RecheckBeforeSleepingCatchesLateWork) {
+  Doorbell bell;
+  CounterBlock counters;
+  IdleWaiter waiter(bell, counters, always_sleep());
+  bool checked = false;
+  // ready() says work arrived between the last poll and the flag: the waiter must not sleep.
+  waiter.on_idle(monotonic_ns(), [&] { return checked = true; }, std::chrono::seconds(20));
+  EXPECT_TRUE(checked);
+  EXPECT_EQ(counters.read(Counter::sleeps), 0u);
+  EXPECT_EQ(bell.sleeping.load(), Doorbell::awake);
+}
+
+TEST(IdleWaiter, SleepIsBoundedByTheCallersDeadline) {
+  Doorbell bell;
+  CounterBlock counters;
+  IdleWaiter waiter(bell, counters, always_sleep());
+  waiter.on_idle(monotonic_ns(), [] { return false; }, std::chrono::milliseconds(1));
+  EXPECT_EQ(counters.read(Counter::sleeps), 1u);
+  EXPECT_EQ(counters.read(Counter::sleep_timeouts), 1u);
+}
+
+TEST(IdleWaiter, BusyPollNeverSleeps) {
+  Doorbell bell;
+  CounterBlock counters;
+  IdleWaiter waiter(bell, counters, WaitPolicy::busy_poll());
+  const std::uint64_t start = monotonic_ns();
+  for (int i = 0; i < 1000; ++i) waiter.on_idle(start + 1'000'000'000ull * i, [] { return false; },
+                                                std::chrono::seconds(1));
+  EXPECT_EQ(counters.read(Counter::sleeps), 0u);
+}
+
+TEST(IdleWaiter, SpinBudgetFollowsArrivalGaps) {
+  Doorbell bell;
+  CounterBlock counters;
+  IdleWaiter waiter(bell, counters, WaitPolicy::dedicated_core());
+  const auto& policy = waiter.policy();
+  const auto max = static_cast<std::uint64_t>(policy.spin_max.count());
+  const auto min = static_cast<std::uint64_t>(policy.spin_min.count());
+  EXPECT_EQ(waiter.spin_budget_ns(), max);
+  // Work keeps arriving 3 µs after the loop goes idle: the budget settles near twice that.
+  std::uint64_t now = 1'000'000;
+  for (int i = 0; i < 100; ++i) {
+    waiter.on_idle(now, [] { return false; }, std::chrono::seconds(1));
+    now += 3'000;
+    waiter.on_work(now);
+  }
+  EXPECT_GE(waiter.spin_budget_ns(), 5'000u);
+  EXPECT_LE(waiter.spin_budget_ns(), 7'000u);
+  // Gaps far longer than a wake-up costs: spinning would be wasted, so the budget drops to the floor.
+  for (int i = 0; i < 100; ++i) {
+    waiter.on_idle(now, [] { return false; }, std::chrono::nanoseconds(0));
+    now += 10'000'000;
+    waiter.on_work(now);
+  }
+  EXPECT_EQ(waiter.spin_budget_ns(), min);
+}
+
+}  // namespace
+}  // namespace flotilla

@@ -1,0 +1,77 @@
+// Helpers shared by the dataplane tests: child processes, and messages that prove their own
+// integrity (a sequence number plus a checksum over the rest, so a torn or stale slot shows).
+#pragma once
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+
+#include "dataplane/message.hpp"
+
+namespace flotilla::testing {
+
+struct CheckedBody {
+  std::uint64_t sequence;
+  std::uint64_t words[5];
+  std::uint64_t checksum;
+};
+static_assert(sizeof(CheckedBody) <= Message::kBodyBytes);
+
+inline std::uint64_t mix(std::uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  return x ^ (x >> 33);
+}
+
+inline std::uint64_t checksum_of(const CheckedBody& body) {
+  std::uint64_t sum = mix(body.sequence);
+  for (std::uint64_t word : body.words) sum = mix(sum ^ word);
+  return sum;
+}
+
+inline Message checked_message(std::uint64_t sequence) {
+  CheckedBody body{};
+  body.sequence = sequence;
+  for (std::uint64_t i = 0; i < 5; ++i) body.words[i] = mix(sequence * 5 + i + 1);
+  body.checksum = checksum_of(body);
+  return Message::make(MessageKind::data, body);
+}
+
+// True when the message is whole (its checksum matches its contents) and carries `expected`.
+inline bool is_checked_message(const Message& message, std::uint64_t expected) {
+  if (message.kind != MessageKind::data) return false;
+  const auto body = message.read<CheckedBody>();
+  return body.sequence == expected && body.checksum == checksum_of(body);
+}
+
+// Runs `body` in a forked child that exits with body's return value, and dies with the parent.
+inline pid_t fork_child(const std::function<int()>& body) {
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(3);
+    ::_exit(body());
+  }
+  return pid;
+}
+
+// Waits for a child and returns its exit code, or 128+signal when a signal ended it.
+inline int wait_child(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+}  // namespace flotilla::testing
