@@ -1,7 +1,5 @@
 #include "dataplane/component_loop.hpp"
 
-#include "dataplane/clock.hpp"
-
 namespace flotilla {
 
 ComponentLoop::ComponentLoop(Doorbell& bell, CounterBlock& counters, WaitPolicy policy)
@@ -14,7 +12,7 @@ Status ComponentLoop::add_input(RingConsumer& ring, InputHandler handler) {
   return {};
 }
 
-bool ComponentLoop::poll_once() {
+bool ComponentLoop::poll_once(std::uint64_t now_ns) {
   bool worked = false;
   for (std::size_t i = 0; i < input_count_; ++i) {
     Input& input = inputs_[i];
@@ -28,7 +26,7 @@ bool ComponentLoop::poll_once() {
     worked = true;
     input.handler(std::span<const Message>(burst_.data(), received.value()));
   }
-  const std::uint64_t now = monotonic_ms();
+  const std::uint64_t now = now_ns / 1'000'000;
   if (now > timers_.now_ms()) {
     const std::size_t fired = timers_.advance(now);
     if (fired != 0) {
@@ -49,9 +47,8 @@ bool ComponentLoop::any_input_ready() const {
 
 void ComponentLoop::run() {
   while (!stopping_.load(std::memory_order_relaxed)) {
-    const bool worked = poll_once();
     const std::uint64_t now_ns = monotonic_ns();
-    if (worked) {
+    if (poll_once(now_ns)) {
       waiter_.on_work(now_ns);
       continue;
     }

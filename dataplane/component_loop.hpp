@@ -9,6 +9,7 @@
 #include <functional>
 #include <span>
 
+#include "dataplane/clock.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/doorbell.hpp"
 #include "dataplane/idle_waiter.hpp"
@@ -36,7 +37,8 @@ class ComponentLoop {
   std::uint64_t now_ms() const { return timers_.now_ms(); }
 
   // One pass over inputs and timers. Returns true when it did any work.
-  bool poll_once();
+  bool poll_once() { return poll_once(monotonic_ns()); }
+  bool poll_once(std::uint64_t now_ns);
   // Runs passes, waiting when idle, until stop() is called (from a handler or a timer).
   void run();
   void stop() { stopping_.store(true, std::memory_order_relaxed); }
