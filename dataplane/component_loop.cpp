@@ -12,6 +12,13 @@ Status ComponentLoop::add_input(RingConsumer& ring, InputHandler handler) {
   return {};
 }
 
+Status ComponentLoop::add_poller(Poller poller) {
+  if (poller_count_ == kMaxInputs) return Error{Errc::exhausted, 0, "component loop pollers"};
+  if (!poller) return Error{Errc::invalid_argument, 0, "poller is empty"};
+  pollers_[poller_count_++] = std::move(poller);
+  return {};
+}
+
 bool ComponentLoop::poll_once(std::uint64_t now_ns) {
   bool worked = false;
   for (std::size_t i = 0; i < input_count_; ++i) {
@@ -26,6 +33,7 @@ bool ComponentLoop::poll_once(std::uint64_t now_ns) {
     worked = true;
     input.handler(std::span<const Message>(burst_.data(), received.value()));
   }
+  for (std::size_t i = 0; i < poller_count_; ++i) worked |= pollers_[i]();
   const std::uint64_t now = now_ns / 1'000'000;
   if (now > timers_.now_ms()) {
     const std::size_t fired = timers_.advance(now);

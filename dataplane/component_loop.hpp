@@ -31,6 +31,10 @@ class ComponentLoop {
   ComponentLoop(Doorbell& bell, CounterBlock& counters, WaitPolicy policy);
 
   Status add_input(RingConsumer& ring, InputHandler handler);
+  // Work the loop cannot see in its rings (retrying sends a full ring refused, flushing a batch):
+  // called once a pass; returns whether it did anything, which keeps the loop from sleeping.
+  using Poller = std::function<bool()>;
+  Status add_poller(Poller poller);
 
   TimerWheel& timers() { return timers_; }
   CounterBlock& counters() { return *counters_; }
@@ -63,6 +67,8 @@ class ComponentLoop {
   TimerWheel timers_;
   std::array<Input, kMaxInputs> inputs_{};
   std::size_t input_count_ = 0;
+  std::array<Poller, kMaxInputs> pollers_{};
+  std::size_t poller_count_ = 0;
   std::array<Message, kBurst> burst_{};
   std::atomic<bool> stopping_{false};
 };

@@ -76,6 +76,19 @@ TEST(ComponentLoop, RefusesInputsBeyondItsLimitOrWithoutHandler) {
             Errc::exhausted);
 }
 
+TEST(ComponentLoop, PollersRunEveryPassAndCountAsWork) {
+  LoopFixture fixture;
+  ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::busy_poll());
+  int backlog = 3;
+  ASSERT_TRUE(loop.add_poller([&] { return backlog > 0 && backlog-- > 0; }));
+  EXPECT_EQ(loop.add_poller(nullptr).error().code, Errc::invalid_argument);
+  EXPECT_TRUE(loop.poll_once());
+  EXPECT_TRUE(loop.poll_once());
+  EXPECT_TRUE(loop.poll_once());
+  EXPECT_FALSE(loop.poll_once());
+  EXPECT_EQ(backlog, 0);
+}
+
 TEST(ComponentLoop, CorruptInputIsSetAsideAndCountedOnce) {
   LoopFixture fixture;
   auto consumer = RingConsumer::attach(fixture.ring(0), 1, &fixture.counters);

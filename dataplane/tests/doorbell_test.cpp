@@ -61,7 +61,7 @@ void spin_for(std::chrono::nanoseconds delay) {
 }
 
 TEST(Doorbell, HundredThousandSleepWakeCyclesLoseNoWakeUp) {
-  constexpr std::uint64_t kCycles = 100'000;
+  const std::uint64_t kCycles = 100'000 * testing::test_scale();
   auto region = SharedRegion::create("doorbell-test", channel_bytes(kCapacity) + sizeof(PingPongSide));
   ASSERT_TRUE(region);
   ASSERT_TRUE(format_channel(region->bytes(), kCapacity));

@@ -54,7 +54,7 @@ struct ProcessRing {
 };
 
 TEST(RingProcesses, TenMillionMessagesArriveWholeAndInOrder) {
-  constexpr std::uint64_t kMessages = 10'000'000;
+  const std::uint64_t kMessages = 10'000'000 * testing::test_scale();
   ProcessRing shared(1024);
   SharedSide& side = *shared.side;
 
@@ -117,7 +117,7 @@ TEST(RingProcesses, TenMillionMessagesArriveWholeAndInOrder) {
 }
 
 TEST(RingProcesses, ProducerKilledAtRandomPointsLeavesWholePrefix) {
-  constexpr int kKills = 200;
+  const int kKills = 200 * static_cast<int>(testing::test_scale());
   constexpr std::uint64_t kFinalMessages = 1000;
   ProcessRing shared(256);
   SharedSide& side = *shared.side;

@@ -51,6 +51,15 @@ inline bool is_checked_message(const Message& message, std::uint64_t expected) {
   return body.sequence == expected && body.checksum == checksum_of(body);
 }
 
+// How many times larger the stress tests run: 1 in the unit suite, more in the slow suite
+// (FLOTILLA_TEST_SCALE, set by meson for the slow registrations).
+inline std::uint64_t test_scale() {
+  const char* text = std::getenv("FLOTILLA_TEST_SCALE");
+  if (text == nullptr) return 1;
+  const unsigned long long scale = std::strtoull(text, nullptr, 10);
+  return scale == 0 ? 1 : scale;
+}
+
 // Runs `body` in a forked child that exits with body's return value, and dies with the parent.
 inline pid_t fork_child(const std::function<int()>& body) {
   const pid_t parent = ::getpid();
