@@ -67,12 +67,14 @@ class IdleWaiter {
     sleep(ready, std::min(max_sleep, policy_.sleep_max));
   }
 
-  // Current spin budget in nanoseconds.
+  // Current spin budget in nanoseconds. While recent gaps are shorter than a wake-up costs, spin
+  // the whole budget: under load the only gaps are stalls of the producer (an interrupt, a
+  // preemption), and sleeping through one of those costs both sides a system call. Once the gaps
+  // grow longer than that, spinning only burns the core, so give it up almost at once.
   std::uint64_t spin_budget_ns() const {
-    const auto low = static_cast<std::uint64_t>(policy_.spin_min.count());
     const auto high = static_cast<std::uint64_t>(policy_.spin_max.count());
-    if (average_gap_ns_ >= high) return low;  // arrivals are further apart than a wake-up costs
-    return std::clamp(2 * average_gap_ns_, low, high);
+    if (average_gap_ns_ < high) return high;
+    return static_cast<std::uint64_t>(policy_.spin_min.count());
   }
 
   const WaitPolicy& policy() const { return policy_; }
