@@ -100,11 +100,21 @@ std::size_t BufferPool::alloc_burst(ComponentId owner, std::span<BufferHandle> o
   return found;
 }
 
+Error BufferPool::refuse(Errc code) const {
+  if (counters_ != nullptr) counters_->add(Counter::bad_handles);
+  return Error{code, 0, "buffer handle"};
+}
+
 Status BufferPool::check_range(const BufferHandle& handle) const {
   if (handle.pool != id_ || handle.index >= buffer_count_ ||
       std::uint32_t{handle.offset} + handle.length > buffer_size_) {
-    return Error{Errc::bad_handle, 0, "buffer handle"};
+    return refuse(Errc::bad_handle);
   }
+  return {};
+}
+
+Status BufferPool::check_generation(const BufferHandle& handle, std::uint64_t state) const {
+  if (generation_of_state(state) != handle.generation) return refuse(Errc::stale_handle);
   return {};
 }
 
@@ -118,10 +128,8 @@ Status BufferPool::transition(const BufferHandle& handle, ComponentId from, Comp
                                                     std::memory_order_acquire)) {
     return {};
   }
-  if (generation_of_state(expected) != handle.generation) {
-    return Error{Errc::stale_handle, 0, "buffer handle"};
-  }
-  return Error{Errc::not_owner, 0, "buffer handle"};
+  if (auto status = check_generation(handle, expected); !status) return status;
+  return refuse(Errc::not_owner);
 }
 
 Status BufferPool::free(ComponentId owner, const BufferHandle& handle) {
@@ -140,20 +148,14 @@ Result<std::uint32_t> BufferPool::retire_handle(ComponentId owner, const BufferH
 
 Status BufferPool::validate(const BufferHandle& handle) const {
   if (auto status = check_range(handle); !status) return status;
-  const std::uint64_t state = states_[handle.index].load(std::memory_order_acquire);
-  if (generation_of_state(state) != handle.generation) {
-    return Error{Errc::stale_handle, 0, "buffer handle"};
-  }
-  return {};
+  return check_generation(handle, states_[handle.index].load(std::memory_order_acquire));
 }
 
 Result<std::span<std::byte>> BufferPool::bytes(ComponentId owner, const BufferHandle& handle) const {
   if (auto status = check_range(handle); !status) return status.error();
   const std::uint64_t state = states_[handle.index].load(std::memory_order_acquire);
-  if (generation_of_state(state) != handle.generation) {
-    return Error{Errc::stale_handle, 0, "buffer handle"};
-  }
-  if (owner_of_state(state) != owner) return Error{Errc::not_owner, 0, "buffer handle"};
+  if (auto status = check_generation(handle, state); !status) return status.error();
+  if (owner_of_state(state) != owner) return refuse(Errc::not_owner);
   std::byte* start = data_ + std::size_t{handle.index} * buffer_size_ + handle.offset;
   return std::span<std::byte>(start, handle.length);
 }
@@ -202,10 +204,7 @@ std::size_t PoolCache::alloc_burst(std::span<BufferHandle> out) {
 
 Status PoolCache::free(const BufferHandle& handle) {
   auto generation = pool_->retire_handle(owner_, handle);
-  if (!generation) {
-    if (counters_ != nullptr) counters_->add(Counter::corrupt);
-    return generation.error();
-  }
+  if (!generation) return generation.error();
   if (size_ == kCapacity) spill(kCapacity / 2);
   cache_[size_++] = BufferHandle{handle.index, generation.value(), pool_->id(), 0, 0, 0};
   return {};
@@ -228,10 +227,8 @@ void PoolCache::refill() {
 void PoolCache::spill(std::size_t count) {
   while (count-- > 0 && size_ > 0) {
     // Cached handles are current by construction; a failure means someone else rewrote the
-    // state word, which we count rather than trust.
-    if (!pool_->free(owner_, cache_[--size_]) && counters_ != nullptr) {
-      counters_->add(Counter::corrupt);
-    }
+    // state word. The pool has counted it; the buffer stays with whoever owns it now.
+    (void)pool_->free(owner_, cache_[--size_]);
   }
 }
 

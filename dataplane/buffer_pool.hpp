@@ -65,6 +65,9 @@ class BufferPool {
   // Wraps a region received from the supervisor, after checking its header.
   static Result<BufferPool> attach(SharedRegion region);
 
+  // Where this process counts the handles it refuses (its component's block; may be null).
+  void set_counters(CounterBlock* counters) { counters_ = counters; }
+
   PoolId id() const { return id_; }
   std::uint32_t buffer_size() const { return buffer_size_; }
   std::uint32_t buffer_count() const { return buffer_count_; }
@@ -95,6 +98,8 @@ class BufferPool {
  private:
   BufferPool(SharedRegion region, const PoolHeader& header);
   Status check_range(const BufferHandle& handle) const;
+  Status check_generation(const BufferHandle& handle, std::uint64_t state) const;
+  Error refuse(Errc code) const;
   Status transition(const BufferHandle& handle, ComponentId from, ComponentId to,
                     std::uint32_t generation_step);
 
@@ -105,24 +110,24 @@ class BufferPool {
   std::uint32_t buffer_size_ = 0;
   std::uint32_t buffer_count_ = 0;
   std::uint32_t cursor_ = 0;  // where this process's next free-buffer scan starts
+  CounterBlock* counters_ = nullptr;
 };
 
 // A component's private cache in front of a pool, so that allocation and free work in bursts and
 // the shared state words are touched as little as possible. Cached buffers stay owned by the
-// component (reclaim finds them after a crash).
+// component (reclaim finds them after a crash). Refused handles are counted by the pool.
 class PoolCache {
  public:
   static constexpr std::size_t kCapacity = 256;
   static constexpr std::size_t kRefill = 64;
 
-  PoolCache(BufferPool& pool, ComponentId owner, CounterBlock* counters = nullptr)
-      : pool_(&pool), owner_(owner), counters_(counters) {}
+  PoolCache(BufferPool& pool, ComponentId owner) : pool_(&pool), owner_(owner) {}
   PoolCache(const PoolCache&) = delete;
   PoolCache& operator=(const PoolCache&) = delete;
 
   std::size_t alloc_burst(std::span<BufferHandle> out);
-  // Frees handles into the cache. Each one is checked; a handle that fails is left out, counted,
-  // and reported through the return value (how many were freed).
+  // Frees handles into the cache. Each one is checked; a handle that fails is left out (and
+  // counted by the pool), so the return value, how many were freed, can fall short.
   std::size_t free_burst(std::span<const BufferHandle> handles);
   Status free(const BufferHandle& handle);
   // Returns every cached buffer to the pool.
@@ -137,7 +142,6 @@ class PoolCache {
 
   BufferPool* pool_;
   ComponentId owner_;
-  CounterBlock* counters_;
   std::array<BufferHandle, kCapacity> cache_{};
   std::size_t size_ = 0;
 };

@@ -17,6 +17,7 @@ std::string_view counter_name(Counter counter) {
     case Counter::sleep_timeouts: return "sleep_timeouts";
     case Counter::drops: return "drops";
     case Counter::corrupt: return "corrupt";
+    case Counter::bad_handles: return "bad_handles";
     case Counter::timers_fired: return "timers_fired";
     case Counter::count_: break;
   }

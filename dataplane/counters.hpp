@@ -25,7 +25,8 @@ enum class Counter : std::uint32_t {
   wasted_wakes,     // woke from a doorbell and found no work
   sleep_timeouts,   // sleeps that ended by their time limit, not by a wake-up
   drops,            // inputs dropped for any reason
-  corrupt,          // inputs rejected as malformed: bad index, bad handle, bad message
+  corrupt,          // inputs rejected as malformed: bad ring index, bad message
+  bad_handles,      // buffer handles refused: out of range, stale, or not the holder's
   timers_fired,
   count_,
 };

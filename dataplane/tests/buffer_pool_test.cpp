@@ -75,8 +75,10 @@ TEST(BufferPool, DoubleFreeIsRefused) {
   EXPECT_EQ(pool.bytes(kDriver, handle).error().code, Errc::stale_handle);
 }
 
-TEST(BufferPool, ForeignAndCorruptHandlesAreRefused) {
+TEST(BufferPool, ForeignAndCorruptHandlesAreRefusedAndCounted) {
   BufferPool pool = make_pool();
+  CounterBlock counters;
+  pool.set_counters(&counters);
   BufferHandle handle;
   ASSERT_EQ(pool.alloc_burst(kDriver, std::span(&handle, 1)), 1u);
   EXPECT_EQ(pool.free(kIp, handle).error().code, Errc::not_owner);
@@ -99,6 +101,7 @@ TEST(BufferPool, ForeignAndCorruptHandlesAreRefused) {
   BufferHandle wrong_generation = handle;
   wrong_generation.generation += 5;
   EXPECT_EQ(pool.free(kDriver, wrong_generation).error().code, Errc::stale_handle);
+  EXPECT_EQ(counters.read(Counter::bad_handles), 9u);
   // None of that disturbed the real owner.
   EXPECT_EQ(pool.owner_of(handle.index), kDriver);
   EXPECT_TRUE(pool.free(kDriver, handle));
@@ -142,14 +145,16 @@ TEST(BufferPool, AttachRejectsCorruptHeader) {
 TEST(PoolCache, WorksInBurstsAndRefusesDoubleFree) {
   BufferPool pool = make_pool(512);
   CounterBlock counters;
-  PoolCache cache(pool, kDriver, &counters);
+  pool.set_counters(&counters);
+  PoolCache cache(pool, kDriver);
   std::vector<BufferHandle> handles(40);
   ASSERT_EQ(cache.alloc_burst(handles), 40u);
   EXPECT_EQ(pool.count_owned(kDriver), PoolCache::kRefill);  // one refill burst
   EXPECT_EQ(cache.free_burst(handles), 40u);
   EXPECT_EQ(cache.free_burst(std::span(handles).subspan(0, 3)), 0u);
-  EXPECT_EQ(counters.read(Counter::corrupt), 3u);
+  EXPECT_EQ(counters.read(Counter::bad_handles), 3u);
   EXPECT_EQ(cache.free(handles[0]).error().code, Errc::stale_handle);
+  EXPECT_EQ(counters.read(Counter::bad_handles), 4u);
   cache.drain();
   EXPECT_EQ(pool.count_free(), 512u);
 }
