@@ -4,39 +4,6 @@
 #include <new>
 
 namespace flotilla {
-namespace {
-
-struct AttachedRing {
-  RingLayout* layout;
-  std::uint64_t capacity;
-  std::uint64_t head;
-  std::uint64_t tail;
-};
-
-Result<AttachedRing> validate(std::span<std::byte> memory) {
-  if (memory.size() < RingLayout::slots_offset() ||
-      reinterpret_cast<std::uintptr_t>(memory.data()) % kCacheLine != 0) {
-    return Error{Errc::invalid_argument, 0, "ring memory too small or misaligned"};
-  }
-  auto* layout = reinterpret_cast<RingLayout*>(memory.data());
-  // Read each shared field once: the other end may be rewriting them as we look.
-  const std::uint64_t magic = layout->header.magic;
-  const std::uint32_t version = layout->header.version;
-  const std::uint32_t capacity = layout->header.capacity;
-  if (magic != RingHeader::kMagic || version != RingHeader::kVersion) {
-    return Error{Errc::bad_layout, 0, "ring header magic/version"};
-  }
-  if (capacity < 2 || capacity > kMaxRingCapacity || !std::has_single_bit(capacity) ||
-      RingLayout::bytes_for(capacity) > memory.size()) {
-    return Error{Errc::bad_layout, 0, "ring capacity"};
-  }
-  const std::uint64_t head = layout->head.value.load(std::memory_order_acquire);
-  const std::uint64_t tail = layout->tail.value.load(std::memory_order_acquire);
-  if (head - tail > capacity) return Error{Errc::corrupt_index, 0, "ring indices out of range"};
-  return AttachedRing{layout, capacity, head, tail};
-}
-
-}  // namespace
 
 Status format_ring(std::span<std::byte> memory, std::uint32_t capacity) {
   if (capacity < 2 || capacity > kMaxRingCapacity || !std::has_single_bit(capacity)) {
@@ -57,46 +24,59 @@ Status format_ring(std::span<std::byte> memory, std::uint32_t capacity) {
   return {};
 }
 
+Result<RingEnd::Attached> RingEnd::adopt(std::span<std::byte> memory, CounterBlock* counters) {
+  if (memory.size() < RingLayout::slots_offset() ||
+      reinterpret_cast<std::uintptr_t>(memory.data()) % kCacheLine != 0) {
+    return Error{Errc::invalid_argument, 0, "ring memory too small or misaligned"};
+  }
+  const auto refuse = [counters](Errc code, const char* what) {
+    if (counters != nullptr) counters->add(Counter::corrupt);
+    return Error{code, 0, what};
+  };
+  auto* layout = reinterpret_cast<RingLayout*>(memory.data());
+  // Read each shared field once: the other end may be rewriting them as we look.
+  const std::uint64_t magic = layout->header.magic;
+  const std::uint32_t version = layout->header.version;
+  const std::uint32_t capacity = layout->header.capacity;
+  if (magic != RingHeader::kMagic || version != RingHeader::kVersion) {
+    return refuse(Errc::bad_layout, "ring header magic/version");
+  }
+  if (capacity < 2 || capacity > kMaxRingCapacity || !std::has_single_bit(capacity) ||
+      RingLayout::bytes_for(capacity) > memory.size()) {
+    return refuse(Errc::bad_layout, "ring capacity");
+  }
+  const std::uint64_t head = layout->head.value.load(std::memory_order_acquire);
+  const std::uint64_t tail = layout->tail.value.load(std::memory_order_acquire);
+  if (head - tail > capacity) return refuse(Errc::corrupt_index, "ring indices out of range");
+
+  layout_ = layout;
+  slots_ = reinterpret_cast<Message*>(memory.data() + RingLayout::slots_offset());
+  capacity_ = capacity;
+  mask_ = capacity - 1;
+  counters_ = counters;
+  return Attached{head, tail};
+}
+
 Result<RingProducer> RingProducer::attach(std::span<std::byte> memory, std::uint64_t incarnation,
                                           Doorbell* consumer_bell, CounterBlock* counters) {
-  auto ring = validate(memory);
-  if (!ring) {
-    if (counters != nullptr && ring.error().code != Errc::invalid_argument) {
-      counters->add(Counter::corrupt);
-    }
-    return ring.error();
-  }
   RingProducer producer;
-  producer.layout_ = ring->layout;
-  producer.slots_ = reinterpret_cast<Message*>(memory.data() + RingLayout::slots_offset());
-  producer.capacity_ = ring->capacity;
-  producer.mask_ = ring->capacity - 1;
-  producer.head_ = ring->head;
-  producer.tail_seen_ = ring->tail;
+  auto indices = producer.adopt(memory, counters);
+  if (!indices) return indices.error();
+  producer.head_ = indices->head;
+  producer.tail_seen_ = indices->tail;
   producer.bell_ = consumer_bell;
-  producer.counters_ = counters;
-  ring->layout->header.producer_incarnation.store(incarnation, std::memory_order_release);
+  producer.layout_->header.producer_incarnation.store(incarnation, std::memory_order_release);
   return producer;
 }
 
 Result<RingConsumer> RingConsumer::attach(std::span<std::byte> memory, std::uint64_t incarnation,
                                           CounterBlock* counters) {
-  auto ring = validate(memory);
-  if (!ring) {
-    if (counters != nullptr && ring.error().code != Errc::invalid_argument) {
-      counters->add(Counter::corrupt);
-    }
-    return ring.error();
-  }
   RingConsumer consumer;
-  consumer.layout_ = ring->layout;
-  consumer.slots_ = reinterpret_cast<Message*>(memory.data() + RingLayout::slots_offset());
-  consumer.capacity_ = ring->capacity;
-  consumer.mask_ = ring->capacity - 1;
-  consumer.tail_ = ring->tail;
-  consumer.head_seen_ = ring->tail;
-  consumer.counters_ = counters;
-  ring->layout->header.consumer_incarnation.store(incarnation, std::memory_order_release);
+  auto indices = consumer.adopt(memory, counters);
+  if (!indices) return indices.error();
+  consumer.tail_ = indices->tail;
+  consumer.head_seen_ = indices->tail;
+  consumer.layout_->header.consumer_incarnation.store(incarnation, std::memory_order_release);
   return consumer;
 }
 

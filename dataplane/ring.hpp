@@ -57,7 +57,32 @@ inline constexpr std::uint32_t kMaxRingCapacity = 1u << 20;
 // Writes an empty ring into `memory`. Capacity must be a power of two in [2, kMaxRingCapacity].
 Status format_ring(std::span<std::byte> memory, std::uint32_t capacity);
 
-class RingProducer {
+// What both ends hold: the ring's shape as validated at attach. It is never read from the shared
+// header again, so a header rewritten later cannot steer an access outside the ring.
+class RingEnd {
+ public:
+  std::uint32_t capacity() const { return static_cast<std::uint32_t>(capacity_); }
+
+ protected:
+  struct Attached {
+    std::uint64_t head;
+    std::uint64_t tail;
+  };
+  // Validates the ring in `memory` and adopts its shape; a corrupt ring is counted in `counters`.
+  Result<Attached> adopt(std::span<std::byte> memory, CounterBlock* counters);
+  Error corrupt_index(const char* what) {
+    if (counters_ != nullptr) counters_->add(Counter::corrupt);
+    return Error{Errc::corrupt_index, 0, what};
+  }
+
+  RingLayout* layout_ = nullptr;
+  Message* slots_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t mask_ = 0;
+  CounterBlock* counters_ = nullptr;
+};
+
+class RingProducer : public RingEnd {
  public:
   RingProducer() = default;
   // Takes over the producer end of a formatted ring as incarnation `incarnation`. `consumer_bell`
@@ -70,7 +95,7 @@ class RingProducer {
     std::uint64_t room = capacity_ - (head_ - tail_seen_);
     if (room < messages.size()) {
       tail_seen_ = layout_->tail.value.load(std::memory_order_acquire);
-      if (head_ - tail_seen_ > capacity_) return corrupt_tail();
+      if (head_ - tail_seen_ > capacity_) return corrupt_index("ring tail out of range");
       room = capacity_ - (head_ - tail_seen_);
     }
     const std::size_t count = std::min<std::size_t>(room, messages.size());
@@ -92,29 +117,18 @@ class RingProducer {
     return count;
   }
 
-  std::uint32_t capacity() const { return static_cast<std::uint32_t>(capacity_); }
   std::uint64_t published() const { return head_; }
   std::uint64_t consumer_incarnation() const {
     return layout_->header.consumer_incarnation.load(std::memory_order_acquire);
   }
 
  private:
-  Error corrupt_tail() {
-    if (counters_ != nullptr) counters_->add(Counter::corrupt);
-    return Error{Errc::corrupt_index, 0, "ring tail out of range"};
-  }
-
-  RingLayout* layout_ = nullptr;
-  Message* slots_ = nullptr;
-  std::uint64_t capacity_ = 0;
-  std::uint64_t mask_ = 0;
   std::uint64_t head_ = 0;       // our own index, authoritative while we live
   std::uint64_t tail_seen_ = 0;  // cached copy of the consumer's index
   Doorbell* bell_ = nullptr;
-  CounterBlock* counters_ = nullptr;
 };
 
-class RingConsumer {
+class RingConsumer : public RingEnd {
  public:
   RingConsumer() = default;
   static Result<RingConsumer> attach(std::span<std::byte> memory, std::uint64_t incarnation,
@@ -125,7 +139,10 @@ class RingConsumer {
   Result<std::size_t> recv_burst(std::span<Message> out) {
     if (head_seen_ == tail_) {
       head_seen_ = layout_->head.value.load(std::memory_order_acquire);
-      if (head_seen_ - tail_ > capacity_) return corrupt_head();
+      if (head_seen_ - tail_ > capacity_) {
+        head_seen_ = tail_;
+        return corrupt_index("ring head out of range");
+      }
       if (head_seen_ == tail_) return std::size_t{0};
     }
     const std::size_t count = std::min<std::size_t>(head_seen_ - tail_, out.size());
@@ -147,26 +164,14 @@ class RingConsumer {
     return layout_->head.value.load(std::memory_order_acquire) != tail_;
   }
 
-  std::uint32_t capacity() const { return static_cast<std::uint32_t>(capacity_); }
   std::uint64_t consumed() const { return tail_; }
   std::uint64_t producer_incarnation() const {
     return layout_->header.producer_incarnation.load(std::memory_order_acquire);
   }
 
  private:
-  Error corrupt_head() {
-    head_seen_ = tail_;
-    if (counters_ != nullptr) counters_->add(Counter::corrupt);
-    return Error{Errc::corrupt_index, 0, "ring head out of range"};
-  }
-
-  RingLayout* layout_ = nullptr;
-  Message* slots_ = nullptr;
-  std::uint64_t capacity_ = 0;
-  std::uint64_t mask_ = 0;
   std::uint64_t tail_ = 0;       // our own index
   std::uint64_t head_seen_ = 0;  // cached copy of the producer's index
-  CounterBlock* counters_ = nullptr;
 };
 
 }  // namespace flotilla
