@@ -22,6 +22,7 @@ class SharedRegion {
   // shrinking, since a peer could truncate it and make every access fault.
   static Result<SharedRegion> attach(UniqueFd fd, Access access = Access::read_write);
 
+  SharedRegion() = default;  // holds nothing: size 0, no descriptor
   SharedRegion(SharedRegion&& other) noexcept;
   SharedRegion& operator=(SharedRegion&& other) noexcept;
   SharedRegion(const SharedRegion&) = delete;

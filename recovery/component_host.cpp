@@ -1,0 +1,169 @@
+#include "recovery/component_host.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace flotilla::recovery {
+namespace {
+
+// Takes over a descriptor the supervisor placed at `fd`, keeping its number. Close-on-exec, so
+// nothing this component might start inherits it.
+Result<SharedRegion> attach_fd(int fd) {
+  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    return Error::from_errno("component: missing descriptor from the supervisor");
+  }
+  return SharedRegion::attach(UniqueFd(fd));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) {
+  std::unique_ptr<ComponentHost> host(new ComponentHost());
+  auto control = attach_fd(kControlFd);
+  if (!control) return control.error();
+  host->control_ = std::move(control.value());
+  if (host->control_.size() < ControlBlock::region_bytes()) {
+    return Error{Errc::bad_layout, 0, "control region too small"};
+  }
+  host->block_ = reinterpret_cast<ControlBlock*>(host->control_.data());
+  ControlBlock& block = *host->block_;
+  if (block.magic != ControlBlock::kMagic || block.version != ControlBlock::kVersion ||
+      block.id == kNoComponent || block.id >= kMaxComponents ||
+      block.channel_count > kMaxChannelsPerComponent) {
+    return Error{Errc::bad_layout, 0, "control block"};
+  }
+  block.name[kNameBytes - 1] = '\0';
+  host->incarnation_ = block.incarnation;
+  // A first incarnation has nothing to recover from.
+  host->recovery_reported_ = host->incarnation_ <= 1;
+
+  auto bells = attach_fd(kBellsFd);
+  if (!bells) return bells.error();
+  host->bells_region_ = std::move(bells.value());
+  if (host->bells_region_.size() < sizeof(DoorbellTable)) {
+    return Error{Errc::bad_layout, 0, "doorbell region too small"};
+  }
+  auto* table = reinterpret_cast<DoorbellTable*>(host->bells_region_.data());
+
+  auto state = attach_fd(kStateFd);
+  if (!state) return state.error();
+  host->state_ = std::move(state.value());
+
+  auto pool_region = attach_fd(kPoolFd);
+  if (!pool_region) return pool_region.error();
+  auto pool = BufferPool::attach(std::move(pool_region.value()));
+  if (!pool) return pool.error();
+  host->pool_.emplace(std::move(pool.value()));
+  host->pool_->set_counters(&block.counters);
+
+  for (std::uint32_t i = 0; i < block.channel_count; ++i) {
+    const ChannelGrant grant = block.channels[i];
+    if (grant.peer == kNoComponent || grant.peer >= kMaxComponents) {
+      return Error{Errc::bad_layout, 0, "channel grant names no peer"};
+    }
+    auto region = attach_fd(grant.fd);
+    if (!region) return region.error();
+    const auto side = grant.side == ChannelSideCode::a ? ChannelSide::a : ChannelSide::b;
+    auto end = attach_channel(region->bytes(), grant.capacity, side, host->incarnation_,
+                              &table->bells[grant.peer], &block.counters);
+    if (!end) return end.error();
+    host->channel_regions_.push_back(std::move(region.value()));
+    host->channels_.push_back(end.value());
+  }
+
+  auto rings = host->control_.bytes().subspan(ControlBlock::rings_offset());
+  auto in = RingConsumer::attach(rings.subspan(0, ControlBlock::ring_bytes()), host->incarnation_,
+                                 &block.counters);
+  auto out = RingProducer::attach(rings.subspan(ControlBlock::ring_bytes(), ControlBlock::ring_bytes()),
+                                  host->incarnation_, nullptr, &block.counters);
+  if (!in) return in.error();
+  if (!out) return out.error();
+  host->control_in_ = in.value();
+  host->control_out_ = out.value();
+
+  host->loop_ = std::make_unique<ComponentLoop>(table->bells[block.id], block.counters, policy);
+  ComponentHost* self = host.get();
+  if (auto s = host->loop_->add_input(host->control_in_,
+                                      [self](std::span<const Message> m) { self->on_control(m); });
+      !s) {
+    return s.error();
+  }
+  if (auto s = host->loop_->add_poller([self] { return self->poll_faults(); }); !s) return s.error();
+  return host;
+}
+
+ChannelEnd* ComponentHost::channel(std::string_view name) {
+  for (std::uint32_t i = 0; i < channels_.size(); ++i) {
+    if (name == std::string_view(block_->channels[i].name)) return &channels_[i];
+  }
+  return nullptr;
+}
+
+ComponentId ComponentHost::peer_of(std::string_view name) const {
+  for (std::uint32_t i = 0; i < channels_.size(); ++i) {
+    if (name == std::string_view(block_->channels[i].name)) return block_->channels[i].peer;
+  }
+  return kNoComponent;
+}
+
+bool ComponentHost::poll_faults() {
+  const auto fault = static_cast<Fault>(
+      block_->fault_request.exchange(static_cast<std::uint32_t>(Fault::none), std::memory_order_acq_rel));
+  switch (fault) {
+    case Fault::none:
+      return false;
+    case Fault::crash:
+      ::raise(SIGSEGV);
+      return true;
+    case Fault::abort:
+      std::abort();
+    case Fault::hang:
+      for (;;) ::pause();  // the loop, and with it the heartbeat, stops here
+    case Fault::corrupt:
+      corrupt_next_ = true;
+      return true;
+  }
+  block_->counters.add(Counter::corrupt);  // a fault code we do not know
+  return false;
+}
+
+void ComponentHost::on_control(std::span<const Message> messages) {
+  for (const Message& message : messages) {
+    if (message.kind != MessageKind::peer_restarted) {
+      block_->counters.add(Counter::corrupt);
+      continue;
+    }
+    const auto notice = message.read<PeerRestartedNotice>();
+    if (notice.peer == kNoComponent || notice.peer >= kMaxComponents) {
+      block_->counters.add(Counter::corrupt);
+      continue;
+    }
+    if (peer_restarted_) peer_restarted_(notice.peer, notice.incarnation);
+  }
+}
+
+Result<std::size_t> ComponentHost::send(ChannelEnd& channel, std::span<const Message> messages) {
+  if (!corrupt_next_ || messages.empty()) return channel.out.send_burst(messages);
+  Message garbled = messages[0];
+  for (std::size_t i = 0; i < garbled.body.size(); ++i) {
+    garbled.body[i] = static_cast<std::byte>(0xa5 ^ (i * 37));
+  }
+  auto sent = channel.out.send_burst(std::span(&garbled, 1));
+  if (!sent || sent.value() == 0) return sent;
+  corrupt_next_ = false;
+  auto rest = channel.out.send_burst(messages.subspan(1));
+  if (!rest) return rest;
+  return 1 + rest.value();
+}
+
+void ComponentHost::report_recovered() {
+  const Message notice = Message::make(kRecoveredKind, RecoveredNotice{incarnation_});
+  auto sent = control_out_.send_burst(std::span(&notice, 1));
+  recovery_reported_ = sent && sent.value() == 1;
+}
+
+}  // namespace flotilla::recovery

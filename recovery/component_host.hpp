@@ -1,0 +1,77 @@
+// The component's side of the supervisor contract. A component started by the supervisor calls
+// ComponentHost::attach(), which maps what it was handed at the fixed descriptors (see
+// control_block.hpp), attaches its channels as this incarnation, and builds its component loop.
+// The host also carries out injected faults inside the loop and tells the supervisor when the
+// first message after a restart has been served ("recovered").
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/buffer_pool.hpp"
+#include "dataplane/channel.hpp"
+#include "dataplane/component_loop.hpp"
+#include "dataplane/shared_region.hpp"
+#include "recovery/control_block.hpp"
+
+namespace flotilla::recovery {
+
+class ComponentHost {
+ public:
+  using PeerRestarted = std::function<void(ComponentId peer, std::uint64_t incarnation)>;
+
+  static Result<std::unique_ptr<ComponentHost>> attach(WaitPolicy policy);
+
+  ComponentId id() const { return block_->id; }
+  std::uint64_t incarnation() const { return incarnation_; }
+  std::string_view name() const { return block_->name; }
+
+  // A channel by its configured name, or nullptr when this component was not given it.
+  ChannelEnd* channel(std::string_view name);
+  ComponentId peer_of(std::string_view channel_name) const;
+
+  ComponentLoop& loop() { return *loop_; }
+  CounterBlock& counters() { return block_->counters; }
+  std::span<std::byte> state() { return state_.bytes(); }
+  BufferPool& pool() { return *pool_; }
+
+  void on_peer_restarted(PeerRestarted handler) { peer_restarted_ = std::move(handler); }
+
+  // Sends on a channel. The only difference from out.send_burst(): an injected `corrupt` fault
+  // garbles the next message sent here, which the receiver must reject.
+  Result<std::size_t> send(ChannelEnd& channel, std::span<const Message> messages);
+
+  // Call after serving a message. The first call of a restarted incarnation reports "recovered".
+  void served() {
+    if (!recovery_reported_) report_recovered();
+  }
+
+  void run() { loop_->run(); }
+
+ private:
+  ComponentHost() = default;
+  bool poll_faults();
+  void on_control(std::span<const Message> messages);
+  void report_recovered();
+
+  SharedRegion control_;
+  SharedRegion bells_region_;
+  SharedRegion state_;
+  std::optional<BufferPool> pool_;
+  ControlBlock* block_ = nullptr;
+  std::uint64_t incarnation_ = 0;
+  std::vector<SharedRegion> channel_regions_;
+  std::vector<ChannelEnd> channels_;
+  RingConsumer control_in_;
+  RingProducer control_out_;
+  std::unique_ptr<ComponentLoop> loop_;
+  PeerRestarted peer_restarted_;
+  bool recovery_reported_ = false;
+  bool corrupt_next_ = false;
+};
+
+}  // namespace flotilla::recovery

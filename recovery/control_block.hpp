@@ -1,0 +1,84 @@
+// What the supervisor hands every component it starts, in one shared region per component: who it
+// is (name, id, incarnation), which channels it was given and on which descriptors, its counters
+// and heartbeat, the fault it has been asked to inject, and a control ring in each direction.
+//
+// The descriptors a component receives sit at fixed numbers, so nothing needs parsing:
+//   3 control region (this layout)   4 doorbells of every component   5 state store
+//   6 buffer pool                    7.. one per channel, in ChannelGrant order
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "dataplane/counters.hpp"
+#include "dataplane/doorbell.hpp"
+#include "dataplane/message.hpp"
+#include "dataplane/ring.hpp"
+
+namespace flotilla::recovery {
+
+inline constexpr int kControlFd = 3;
+inline constexpr int kBellsFd = 4;
+inline constexpr int kStateFd = 5;
+inline constexpr int kPoolFd = 6;
+inline constexpr int kFirstChannelFd = 7;
+
+inline constexpr std::uint32_t kMaxComponents = 64;  // ids 1..63; 0 is "nobody"
+inline constexpr std::uint32_t kMaxChannelsPerComponent = 16;
+inline constexpr std::uint32_t kNameBytes = 32;
+inline constexpr std::uint32_t kControlRingCapacity = 64;
+
+enum class ChannelSideCode : std::uint32_t { a = 0, b = 1 };
+
+struct ChannelGrant {
+  char name[kNameBytes];
+  std::uint32_t capacity;
+  ChannelSideCode side;
+  ComponentId peer;
+  std::int32_t fd;
+};
+
+enum class Fault : std::uint32_t { none = 0, crash = 1, abort = 2, hang = 3, corrupt = 4 };
+
+// Control messages. Supervisor -> component: peer_restarted. Component -> supervisor: recovered.
+inline constexpr auto kRecoveredKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 1);
+
+struct PeerRestartedNotice {
+  ComponentId peer;
+  std::uint32_t reserved;
+  std::uint64_t incarnation;
+};
+
+struct RecoveredNotice {
+  std::uint64_t incarnation;
+};
+
+struct alignas(kCacheLine) ControlBlock {
+  static constexpr std::uint64_t kMagic = 0x6c7274436f6c6646ull;  // "FloCtrl"
+  static constexpr std::uint32_t kVersion = 1;
+
+  std::uint64_t magic;
+  std::uint32_t version;
+  ComponentId id;
+  std::uint64_t incarnation;
+  char name[kNameBytes];
+  std::uint32_t channel_count;
+  std::uint32_t reserved;
+  ChannelGrant channels[kMaxChannelsPerComponent];
+
+  alignas(kCacheLine) std::atomic<std::uint32_t> fault_request;  // a Fault, set by the supervisor
+  alignas(kCacheLine) CounterBlock counters;
+  // Then two rings of kControlRingCapacity messages: to the component, to the supervisor.
+
+  static constexpr std::size_t rings_offset() {
+    return (sizeof(ControlBlock) + kCacheLine - 1) / kCacheLine * kCacheLine;
+  }
+  static constexpr std::size_t ring_bytes() { return RingLayout::bytes_for(kControlRingCapacity); }
+  static constexpr std::size_t region_bytes() { return rings_offset() + 2 * ring_bytes(); }
+};
+
+struct DoorbellTable {
+  Doorbell bells[kMaxComponents];
+};
+
+}  // namespace flotilla::recovery

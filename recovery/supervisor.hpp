@@ -1,0 +1,101 @@
+// The supervisor: the one trusted process. It creates every shared region and channel, starts each
+// component with only the descriptors it needs, pinned to its core, and watches it through a pidfd
+// (exits, signals) and its heartbeat (hangs). A component that fails is restarted as a new
+// incarnation with the same channels and state store, the buffers it held are reclaimed, and its
+// peers are told so that they resend what was outstanding. A component that crashes too often in
+// a window is marked failed instead of being restarted in a loop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dataplane/buffer_pool.hpp"
+#include "dataplane/result.hpp"
+#include "dataplane/ring.hpp"
+#include "dataplane/shared_region.hpp"
+#include "recovery/config.hpp"
+#include "recovery/control_block.hpp"
+#include "recovery/event_log.hpp"
+
+namespace flotilla::recovery {
+
+enum class ComponentStatus { not_started, running, awaiting_restart, failed, stopped };
+std::string_view status_name(ComponentStatus status);
+
+struct ComponentView {
+  std::string name;
+  ComponentId id;
+  ComponentStatus status;
+  std::uint64_t incarnation;
+  pid_t pid;
+  std::size_t restarts;
+};
+
+class Supervisor {
+ public:
+  // `binary_dir` is where bare component binary names are looked up.
+  static Result<std::unique_ptr<Supervisor>> create(SupervisorConfig config,
+                                                    const std::string& binary_dir);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Spawns every component.
+  Status start();
+  // One round of watching: exits, heartbeats, due restarts, control messages. Waits at most
+  // `timeout` for something to happen.
+  void poll(std::chrono::milliseconds timeout);
+  void run_for(std::chrono::milliseconds duration);
+  // Kills every component and reaps it.
+  void stop();
+
+  Status inject(std::string_view component, Fault fault);
+
+  const EventLog& log() const { return log_; }
+  std::optional<ComponentView> component(std::string_view name) const;
+  std::vector<ComponentView> components() const;
+  // The state-store region of a component (the supervisor keeps it across restarts).
+  std::span<std::byte> state_of(std::string_view name) const;
+  const CounterBlock* counters_of(std::string_view name) const;
+  BufferPool& pool() { return *pool_; }
+
+ private:
+  struct Slot;
+  struct Channel;
+
+  Supervisor(SupervisorConfig config, std::vector<std::string> binaries);
+  Status create_regions();
+  Status spawn(Slot& slot);
+  void handle_exit(Slot& slot);
+  void check_heartbeat(Slot& slot, std::uint64_t now);
+  void notify_peers(const Slot& restarted);
+  void drain_control(Slot& slot);
+  Slot* find(std::string_view name);
+  const Slot* find(std::string_view name) const;
+  std::uint64_t now_ns() const;
+  // `at_ns` 0 means now.
+  void record(EventKind kind, const Slot& slot, std::string detail, std::uint64_t value = 0,
+              std::uint64_t at_ns = 0);
+
+  SupervisorConfig config_;
+  std::vector<std::string> binaries_;
+  std::uint64_t started_ns_;
+  std::optional<SharedRegion> bells_region_;
+  DoorbellTable* bells_ = nullptr;
+  std::optional<BufferPool> pool_;
+  std::vector<std::unique_ptr<Channel>> channels_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  EventLog log_;
+  bool stopping_ = false;
+};
+
+}  // namespace flotilla::recovery

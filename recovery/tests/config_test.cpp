@@ -1,0 +1,89 @@
+#include <gtest/gtest.h>
+
+#include "recovery/config.hpp"
+
+namespace flotilla::recovery {
+namespace {
+
+std::string error_of(std::string_view text) {
+  auto outcome = parse_config(text, "test.toml");
+  if (auto* error = std::get_if<ConfigError>(&outcome)) return error->message;
+  return "";
+}
+
+TEST(Config, ReadsComponentsChannelsAndPolicy) {
+  auto outcome = parse_config(R"(
+[supervisor]
+heartbeat_timeout_ms = 80
+crash_limit = 3
+crash_window_ms = 5000
+pool_buffers = 1024
+buffer_size = 4096
+
+[[component]]
+name = "ip"
+binary = "flotilla-ip"
+args = ["--verbose"]
+core = 1
+state_bytes = 65536
+
+[[component]]
+name = "driver"
+binary = "/opt/flotilla/driver"
+
+[[channel]]
+name = "driver-ip"
+a = "driver"
+b = "ip"
+capacity = 512
+)", "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& config = std::get<SupervisorConfig>(outcome);
+  EXPECT_EQ(config.heartbeat_timeout.count(), 80);
+  EXPECT_EQ(config.restart.crash_limit, 3u);
+  EXPECT_EQ(config.restart.window.count(), 5000);
+  EXPECT_EQ(config.pool_buffers, 1024u);
+  EXPECT_EQ(config.buffer_size, 4096u);
+  ASSERT_EQ(config.components.size(), 2u);
+  EXPECT_EQ(config.components[0].name, "ip");
+  EXPECT_EQ(config.components[0].args, std::vector<std::string>{"--verbose"});
+  EXPECT_EQ(config.components[0].core, 1);
+  EXPECT_EQ(config.components[0].state_bytes, 65536u);
+  EXPECT_EQ(config.components[1].core, -1);
+  ASSERT_EQ(config.channels.size(), 1u);
+  EXPECT_EQ(config.channels[0].a, "driver");
+  EXPECT_EQ(config.channels[0].capacity, 512u);
+}
+
+TEST(Config, ErrorsNameTheirLine) {
+  EXPECT_EQ(error_of("[[component]]\nname = \"a\"\nbinary = \"x\"\nbogus = 1\n"),
+            "test.toml:4: unknown key 'bogus' in [[component]]");
+  EXPECT_EQ(error_of("[supervisor]\nheartbeat_timeout_ms = \"fast\"\n"),
+            "test.toml:2: 'heartbeat_timeout_ms' must be an integer");
+  EXPECT_EQ(error_of("[supervisor]\nheartbeat_timeout_ms = 1\n"),
+            "test.toml:2: 'heartbeat_timeout_ms' must be between 5 and 60000");
+  EXPECT_EQ(error_of("[[component]]\nname = \"a\"\nbinary = \"x\"\n[[component]]\nname = \"a\"\n"
+                     "binary = \"y\"\n"),
+            "test.toml:5: component 'a' is declared twice");
+  EXPECT_EQ(error_of("[[component]]\nname = \"a b\"\nbinary = \"x\"\n"),
+            "test.toml:2: component name must be 1-31 characters of [A-Za-z0-9_.-]");
+  EXPECT_EQ(error_of("[[component]]\nname = \"a\"\nbinary = \"x\"\n[[channel]]\nname = \"c\"\n"
+                     "a = \"a\"\nb = \"nobody\"\n"),
+            "test.toml:7: no component named 'nobody'");
+  EXPECT_EQ(error_of("[[component]]\nname = \"a\"\nbinary = \"x\"\n[[component]]\nname = \"b\"\n"
+                     "binary = \"x\"\n[[channel]]\nname = \"c\"\na = \"a\"\nb = \"b\"\ncapacity = 100\n"),
+            "test.toml:11: 'capacity' must be a power of two");
+  EXPECT_EQ(error_of("[[component]]\nname = \"a\"\n"), "test.toml:1: missing 'binary'");
+}
+
+TEST(Config, SyntaxErrorsNameTheirLine) {
+  const std::string error = error_of("[supervisor]\nheartbeat_timeout_ms = = 3\n");
+  EXPECT_EQ(error.rfind("test.toml:2: ", 0), 0u) << error;
+}
+
+TEST(Config, NeedsAtLeastOneComponent) {
+  EXPECT_EQ(error_of(""), "test.toml: no [[component]] declared");
+}
+
+}  // namespace
+}  // namespace flotilla::recovery

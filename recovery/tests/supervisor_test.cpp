@@ -1,0 +1,240 @@
+// The supervisor against real component processes: a three-process echo chain whose middle is
+// crashed, aborted and hung again and again while requests stream through it; the crash-loop
+// limit; descriptors across restarts.
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <random>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "recovery/supervisor.hpp"
+#include "recovery/tests/echo_protocol.hpp"
+
+namespace flotilla::recovery {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string echo_binary() {
+  const char* path = std::getenv("ECHO_COMPONENT");
+  return path != nullptr ? path : "";
+}
+
+SupervisorConfig chain_config() {
+  const std::string text = R"(
+[supervisor]
+heartbeat_timeout_ms = 50
+crash_limit = 100000
+crash_window_ms = 1000
+
+[[component]]
+name = "client"
+binary = ")" + echo_binary() + R"("
+args = ["--role", "client"]
+[[component]]
+name = "middle"
+binary = ")" + echo_binary() + R"("
+args = ["--role", "middle"]
+[[component]]
+name = "server"
+binary = ")" + echo_binary() + R"("
+args = ["--role", "server"]
+
+[[channel]]
+name = "client-middle"
+a = "client"
+b = "middle"
+capacity = 256
+[[channel]]
+name = "middle-server"
+a = "middle"
+b = "server"
+capacity = 256
+)";
+  auto outcome = parse_config(text, "chain.toml");
+  if (auto* error = std::get_if<ConfigError>(&outcome)) ADD_FAILURE() << error->message;
+  return std::get<SupervisorConfig>(outcome);
+}
+
+// Runs the supervisor until `done()` or the deadline; returns whether done() became true.
+template <class Done>
+bool run_until(Supervisor& supervisor, Done&& done, std::chrono::milliseconds deadline) {
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    supervisor.poll(2ms);
+  }
+  return true;
+}
+
+std::set<int> open_fds(pid_t pid) {
+  std::set<int> fds;
+  const std::string path = pid == 0 ? "/proc/self/fd" : "/proc/" + std::to_string(pid) + "/fd";
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return fds;
+  while (dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] != '.') fds.insert(std::atoi(entry->d_name));
+  }
+  if (pid == 0) fds.erase(::dirfd(dir));  // the listing's own descriptor
+  ::closedir(dir);
+  return fds;
+}
+
+class SupervisorChain : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+    auto created = Supervisor::create(chain_config(), "/");
+    ASSERT_TRUE(created) << created.error().message();
+    supervisor = std::move(created.value());
+    ASSERT_TRUE(supervisor->start());
+    client = reinterpret_cast<echo::ClientState*>(supervisor->state_of("client").data());
+    server = reinterpret_cast<echo::ServerState*>(supervisor->state_of("server").data());
+    ASSERT_TRUE(run_until(*supervisor, [&] { return client->answered.load() > 1000; }, 10s))
+        << "the chain never got going";
+  }
+
+  // Injects `fault` into the middle and waits until its next incarnation has served a message.
+  void fail_middle_and_wait(Fault fault) {
+    const auto before = supervisor->log().count(EventKind::recovered, "middle");
+    const auto incarnation = supervisor->component("middle")->incarnation;
+    ASSERT_TRUE(supervisor->inject("middle", fault));
+    ASSERT_TRUE(run_until(
+        *supervisor,
+        [&] { return supervisor->log().count(EventKind::recovered, "middle") > before; }, 5s))
+        << "middle did not recover from incarnation " << incarnation;
+    EXPECT_EQ(supervisor->component("middle")->incarnation, incarnation + 1);
+  }
+
+  // Stops the stream and waits until every request sent has been answered.
+  void finish_stream() {
+    client->stop_after.store(client->sent_next.load() + 500);
+    ASSERT_TRUE(run_until(*supervisor, [&] { return client->done.load() == 1; }, 30s))
+        << "answered " << client->answered.load() << " of " << client->stop_after.load();
+    const std::uint64_t total = client->stop_after.load();
+    EXPECT_EQ(client->answered.load(), total);
+    EXPECT_EQ(server->applied_next.load(), total);
+    std::uint64_t sum = 0;
+    for (std::uint64_t s = 0; s < total; ++s) sum += echo::value_of(s);
+    EXPECT_EQ(server->sum.load(), sum) << "a request was applied twice or not at all";
+  }
+
+  std::unique_ptr<Supervisor> supervisor;
+  echo::ClientState* client = nullptr;
+  echo::ServerState* server = nullptr;
+};
+
+TEST_F(SupervisorChain, EveryRequestAnsweredOnceThroughCrashesAbortsAndHangs) {
+  constexpr int kEach = 100;
+  const Fault kinds[] = {Fault::crash, Fault::abort, Fault::hang};
+  std::mt19937 random(5);
+  for (int round = 0; round < kEach; ++round) {
+    for (Fault fault : kinds) {
+      supervisor->run_for(std::chrono::milliseconds(1 + random() % 10));  // a random moment
+      fail_middle_and_wait(fault);
+      if (HasFatalFailure()) return;
+    }
+  }
+  finish_stream();
+
+  const EventLog& log = supervisor->log();
+  EXPECT_EQ(log.count(EventKind::fault_injected, "middle"), 3u * kEach);
+  EXPECT_EQ(log.count(EventKind::exit, "middle"), 3u * kEach);
+  EXPECT_EQ(log.count(EventKind::hang_detected, "middle"), 1u * kEach);
+  EXPECT_EQ(log.count(EventKind::restart, "middle"), 3u * kEach);
+  EXPECT_EQ(log.count(EventKind::recovered, "middle"), 3u * kEach);
+  std::size_t segv = 0, abrt = 0, killed = 0;
+  for (const Event& event : log.events()) {
+    if (event.kind != EventKind::exit) continue;
+    segv += event.value == SIGSEGV;
+    abrt += event.value == SIGABRT;
+    killed += event.value == SIGKILL;
+  }
+  EXPECT_EQ(segv, 1u * kEach);
+  EXPECT_EQ(abrt, 1u * kEach);
+  EXPECT_EQ(killed, 1u * kEach);
+  // Every recovery follows its detection and carries how long it took.
+  std::uint64_t detected_at = 0;
+  for (const Event& event : log.events()) {
+    if (event.component != "middle") continue;
+    if (event.kind == EventKind::exit || event.kind == EventKind::hang_detected) {
+      if (detected_at == 0) detected_at = event.at_ns;
+    } else if (event.kind == EventKind::recovered) {
+      ASSERT_NE(detected_at, 0u) << "recovered without a detection";
+      EXPECT_GT(event.value, 0u);
+      EXPECT_EQ(event.value, event.at_ns - detected_at);
+      detected_at = 0;
+    }
+  }
+  EXPECT_EQ(client->rejected.load() + server->rejected.load(), 0u);  // only `corrupt` garbles
+  EXPECT_EQ(supervisor->component("client")->incarnation, 1u);
+  EXPECT_EQ(supervisor->component("server")->incarnation, 1u);
+}
+
+TEST_F(SupervisorChain, GarbledMessageIsRejectedCountedAndRecovered) {
+  for (int i = 0; i < 5; ++i) {
+    const auto rejected = client->rejected.load() + server->rejected.load();
+    ASSERT_TRUE(supervisor->inject("middle", Fault::corrupt));
+    ASSERT_TRUE(run_until(*supervisor, [&] {
+      return client->rejected.load() + server->rejected.load() > rejected;
+    }, 5s));
+  }
+  finish_stream();
+  EXPECT_EQ(client->rejected.load() + server->rejected.load(), 5u);
+  EXPECT_EQ(supervisor->component("middle")->incarnation, 1u);  // garbling is not a crash
+}
+
+TEST_F(SupervisorChain, RestartsLeakNoDescriptors) {
+  const std::set<int> supervisor_fds = open_fds(0);
+  for (int i = 0; i < 20; ++i) fail_middle_and_wait(Fault::crash);
+  EXPECT_EQ(open_fds(0), supervisor_fds) << "the supervisor keeps descriptors of dead incarnations";
+  const pid_t middle = supervisor->component("middle")->pid;
+  // stdio, control, doorbells, state, pool, and its two channels: nothing else.
+  EXPECT_EQ(open_fds(middle), (std::set<int>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  finish_stream();
+}
+
+TEST(Supervisor, CrashLoopIsStoppedAndReported) {
+  if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+  auto outcome = parse_config(R"(
+[supervisor]
+crash_limit = 5
+crash_window_ms = 10000
+max_backoff_ms = 20
+[[component]]
+name = "doomed"
+binary = ")" + echo_binary() + R"("
+args = ["--role", "crash-at-start"]
+)", "loop.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome));
+  auto supervisor = Supervisor::create(std::get<SupervisorConfig>(outcome), "/");
+  ASSERT_TRUE(supervisor);
+  ASSERT_TRUE((*supervisor)->start());
+  ASSERT_TRUE(run_until(**supervisor, [&] {
+    return (*supervisor)->component("doomed")->status == ComponentStatus::failed;
+  }, 10s));
+  (*supervisor)->run_for(200ms);  // and it stays down
+  const EventLog& log = (*supervisor)->log();
+  EXPECT_EQ(log.count(EventKind::exit), 5u);
+  EXPECT_EQ(log.count(EventKind::restart), 4u);
+  EXPECT_EQ(log.count(EventKind::failed), 1u);
+  EXPECT_EQ((*supervisor)->component("doomed")->status, ComponentStatus::failed);
+  EXPECT_EQ((*supervisor)->component("doomed")->pid, -1);
+}
+
+TEST(Supervisor, RefusesMissingBinaryAndUnknownComponent) {
+  SupervisorConfig config;
+  config.components.push_back(ComponentConfig{"ghost", "/nonexistent/flotilla-ghost", {}, -1, 4096});
+  auto supervisor = Supervisor::create(config, "/");
+  ASSERT_FALSE(supervisor);
+  EXPECT_EQ(supervisor.error().code, Errc::system);
+}
+
+}  // namespace
+}  // namespace flotilla::recovery
