@@ -14,7 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "recovery/supervisor.hpp"
-#include "recovery/tests/echo_protocol.hpp"
+#include "apps/echo/echo_protocol.hpp"
 
 namespace flotilla::recovery {
 namespace {

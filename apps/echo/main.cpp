@@ -1,4 +1,4 @@
-// flotilla-echo-component: the three roles of the echo chain (client, middle, server) the
+// flotilla-echo: the three roles of the echo chain (client, middle, server) the
 // supervisor tests run, plus `crash-at-start` for the crash-loop test. Started by the supervisor
 // only; it takes everything else from the descriptors the supervisor hands it.
 #include <signal.h>
@@ -9,7 +9,7 @@
 
 #include "dataplane/clock.hpp"
 #include "recovery/component_host.hpp"
-#include "recovery/tests/echo_protocol.hpp"
+#include "apps/echo/echo_protocol.hpp"
 
 namespace flotilla::recovery::echo {
 namespace {
@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   const std::string_view role = argc == 3 && std::strcmp(argv[1], "--role") == 0 ? argv[2] : "";
   if (role == "crash-at-start") ::raise(SIGSEGV);
   if (role != "client" && role != "middle" && role != "server") {
-    std::fprintf(stderr, "usage: flotilla-echo-component --role client|middle|server|crash-at-start\n"
+    std::fprintf(stderr, "usage: flotilla-echo --role client|middle|server|crash-at-start\n"
                          "(started by the supervisor, which hands it its channels)\n");
     return 64;
   }
