@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "dataplane/clock.hpp"
+
 namespace flotilla::recovery {
 namespace {
 
@@ -161,7 +163,8 @@ Result<std::size_t> ComponentHost::send(ChannelEnd& channel, std::span<const Mes
 }
 
 void ComponentHost::report_recovered() {
-  const Message notice = Message::make(kRecoveredKind, RecoveredNotice{incarnation_});
+  // The time is taken here, not when the supervisor gets round to reading its control rings.
+  const Message notice = Message::make(kRecoveredKind, RecoveredNotice{incarnation_, monotonic_ns()});
   auto sent = control_out_.send_burst(std::span(&notice, 1));
   recovery_reported_ = sent && sent.value() == 1;
 }

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string_view>
 
 #include "dataplane/counters.hpp"
 #include "dataplane/doorbell.hpp"
@@ -40,6 +41,28 @@ struct ChannelGrant {
 
 enum class Fault : std::uint32_t { none = 0, crash = 1, abort = 2, hang = 3, corrupt = 4 };
 
+inline std::string_view fault_name(Fault fault) {
+  switch (fault) {
+    case Fault::none: return "none";
+    case Fault::crash: return "crash";
+    case Fault::abort: return "abort";
+    case Fault::hang: return "hang";
+    case Fault::corrupt: return "corrupt";
+  }
+  return "unknown";
+}
+
+// The faults a user may inject, by name; false for anything else.
+inline bool parse_fault(std::string_view name, Fault* fault) {
+  for (Fault candidate : {Fault::crash, Fault::abort, Fault::hang, Fault::corrupt}) {
+    if (name == fault_name(candidate)) {
+      *fault = candidate;
+      return true;
+    }
+  }
+  return false;
+}
+
 // Control messages. Supervisor -> component: peer_restarted. Component -> supervisor: recovered.
 inline constexpr auto kRecoveredKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 1);
 
@@ -51,6 +74,7 @@ struct PeerRestartedNotice {
 
 struct RecoveredNotice {
   std::uint64_t incarnation;
+  std::uint64_t served_at_ns;  // CLOCK_MONOTONIC when the first message was served
 };
 
 struct alignas(kCacheLine) ControlBlock {

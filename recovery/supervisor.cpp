@@ -83,6 +83,9 @@ void copy_name(char (&out)[kNameBytes], const std::string& name) {
 [[noreturn]] void exec_component(const char* binary, char* const* argv, const int* fds,
                                  std::size_t fd_count, int core) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  sigset_t none;  // the supervisor blocks signals it reads through a signalfd; components must not
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
   if (core >= 0) (void)pin_to_core(core);
   int moved[kMaxChannelsPerComponent + 8];
   for (std::size_t i = 0; i < fd_count; ++i) {
@@ -337,17 +340,22 @@ void Supervisor::drain_control(Slot& slot) {
     const auto notice = messages[i].read<RecoveredNotice>();
     if (!slot.awaiting_recovery || notice.incarnation != slot.incarnation) continue;
     slot.awaiting_recovery = false;
-    const std::uint64_t now = now_ns();
-    const std::uint64_t took = now - slot.detected_ns;
+    // Served-at comes from the component; trust it only when it falls between detection and now.
+    std::uint64_t at = now_ns();
+    if (notice.served_at_ns > started_ns_ && notice.served_at_ns - started_ns_ >= slot.detected_ns &&
+        notice.served_at_ns - started_ns_ <= at) {
+      at = notice.served_at_ns - started_ns_;
+    }
+    const std::uint64_t took = at - slot.detected_ns;
     char detail[64];
     std::snprintf(detail, sizeof(detail), "%.3f ms after the failure was detected",
                   static_cast<double>(took) / 1e6);
-    record(EventKind::recovered, slot, detail, took, now);
+    record(EventKind::recovered, slot, detail, took, at);
   }
 }
 
-void Supervisor::poll(std::chrono::milliseconds timeout) {
-  std::vector<pollfd> watched;
+void Supervisor::poll(std::chrono::milliseconds timeout, std::span<pollfd> extra) {
+  std::vector<pollfd> watched(extra.begin(), extra.end());
   std::vector<Slot*> owners;
   for (auto& slot : slots_) {
     if (slot->status == ComponentStatus::running && slot->pidfd.valid()) {
@@ -355,12 +363,19 @@ void Supervisor::poll(std::chrono::milliseconds timeout) {
       owners.push_back(slot.get());
     }
   }
-  // Wake often enough to see a heartbeat stop well within its limit.
-  const auto tick = std::min<std::chrono::milliseconds>(timeout, config_.heartbeat_timeout / 5);
-  const int ready = ::poll(watched.data(), watched.size(), static_cast<int>(std::max<std::int64_t>(tick.count(), 1)));
+  // Wake often enough to see a heartbeat stop well within its limit, and in time for restarts.
+  std::int64_t wait_ms = std::min<std::chrono::milliseconds>(timeout, config_.heartbeat_timeout / 5).count();
+  const std::uint64_t before = now_ns();
+  for (const auto& slot : slots_) {
+    if (slot->status != ComponentStatus::awaiting_restart) continue;
+    const std::uint64_t due = slot->restart_due_ns > before ? slot->restart_due_ns - before : 0;
+    wait_ms = std::min<std::int64_t>(wait_ms, static_cast<std::int64_t>((due + 999'999) / 1'000'000));
+  }
+  const int ready = ::poll(watched.data(), watched.size(), static_cast<int>(std::max<std::int64_t>(wait_ms, 0)));
+  for (std::size_t i = 0; i < extra.size(); ++i) extra[i].revents = ready > 0 ? watched[i].revents : 0;
   if (ready > 0) {
-    for (std::size_t i = 0; i < watched.size(); ++i) {
-      if ((watched[i].revents & (POLLIN | POLLHUP)) != 0) handle_exit(*owners[i]);
+    for (std::size_t i = extra.size(); i < watched.size(); ++i) {
+      if ((watched[i].revents & (POLLIN | POLLHUP)) != 0) handle_exit(*owners[i - extra.size()]);
     }
   }
   const std::uint64_t now = now_ns();
@@ -412,8 +427,7 @@ Status Supervisor::inject(std::string_view component, Fault fault) {
     return Error{Errc::invalid_argument, 0, "component is not running"};
   }
   slot->block->fault_request.store(static_cast<std::uint32_t>(fault), std::memory_order_release);
-  static constexpr const char* kNames[] = {"none", "crash", "abort", "hang", "corrupt"};
-  record(EventKind::fault_injected, *slot, kNames[static_cast<std::uint32_t>(fault)]);
+  record(EventKind::fault_injected, *slot, std::string(fault_name(fault)));
   // Wake it if it sleeps, so the fault happens now rather than at its next timeout.
   Doorbell& bell = bells_->bells[slot->id];
   bell.sequence.fetch_add(1, std::memory_order_release);

@@ -6,6 +6,7 @@
 // a window is marked failed instead of being restarted in a loop.
 #pragma once
 
+#include <poll.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -52,8 +53,9 @@ class Supervisor {
   // Spawns every component.
   Status start();
   // One round of watching: exits, heartbeats, due restarts, control messages. Waits at most
-  // `timeout` for something to happen.
-  void poll(std::chrono::milliseconds timeout);
+  // `timeout` for something to happen; `extra` descriptors (a control socket, say) are polled
+  // too, and their revents filled in, so a caller can serve them from the same wait.
+  void poll(std::chrono::milliseconds timeout, std::span<pollfd> extra = {});
   void run_for(std::chrono::milliseconds duration);
   // Kills every component and reaps it.
   void stop();

@@ -3,6 +3,7 @@
 // only; it takes everything else from the descriptors the supervisor hands it.
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstring>
 #include <string_view>
@@ -20,13 +21,15 @@ State* state_in(ComponentHost& host) {
   return reinterpret_cast<State*>(host.state().data());
 }
 
-int run_client(ComponentHost& host) {
+// `rate`: requests per second, 0 for as fast as the chain goes.
+int run_client(ComponentHost& host, std::uint64_t rate) {
   ChannelEnd* link = host.channel("client-middle");
   auto* state = state_in<ClientState>(host);
   if (link == nullptr || state == nullptr) return 2;
   bool answered[kWindow] = {};
   std::uint64_t lowest = 0;  // lowest unanswered sequence
   std::uint64_t last_progress = 0;
+  const std::uint64_t started_ns = monotonic_ns();
 
   const auto send_from = [&](std::uint64_t first) {
     Message burst[kWindow];
@@ -69,7 +72,9 @@ int run_client(ComponentHost& host) {
     const std::uint64_t stop = state->stop_after.load();
     std::uint64_t next = state->sent_next.load();
     bool worked = false;
-    while (next - lowest < kWindow && (stop == 0 || next < stop)) {
+    std::uint64_t allowed = ~std::uint64_t{0};
+    if (rate != 0) allowed = static_cast<std::uint64_t>((monotonic_ns() - started_ns) * 1e-9 * rate);
+    while (next - lowest < kWindow && (stop == 0 || next < stop) && next < allowed) {
       const Message request = make(kRequest, next);
       auto sent = host.send(*link, std::span(&request, 1));
       if (!sent || sent.value() == 0) break;
@@ -146,19 +151,23 @@ int run_server(ComponentHost& host) {
 
 int main(int argc, char** argv) {
   using namespace flotilla::recovery;
-  const std::string_view role = argc == 3 && std::strcmp(argv[1], "--role") == 0 ? argv[2] : "";
+  CLI::App app{"flotilla-echo: one role of the echo chain (client -> middle -> server). Started by "
+               "the supervisor, which hands it its channels and state store."};
+  app.name("flotilla-echo");
+  std::string role;
+  std::uint64_t rate = 0;
+  app.add_option("--role", role, "Which part of the chain to play")
+      ->required()
+      ->check(CLI::IsMember({"client", "middle", "server", "crash-at-start"}));
+  app.add_option("--rate", rate, "Client: requests per second (0: as fast as the chain goes)");
+  CLI11_PARSE(app, argc, argv);
   if (role == "crash-at-start") ::raise(SIGSEGV);
-  if (role != "client" && role != "middle" && role != "server") {
-    std::fprintf(stderr, "usage: flotilla-echo --role client|middle|server|crash-at-start\n"
-                         "(started by the supervisor, which hands it its channels)\n");
-    return 64;
-  }
   auto host = ComponentHost::attach(flotilla::WaitPolicy::shared_core());
   if (!host) {
-    std::fprintf(stderr, "echo %s: %s\n", argv[2], host.error().message().c_str());
+    std::fprintf(stderr, "echo %s: %s\n", role.c_str(), host.error().message().c_str());
     return 3;
   }
-  if (role == "client") return echo::run_client(**host);
+  if (role == "client") return echo::run_client(**host, rate);
   if (role == "middle") return echo::run_middle(**host);
   return echo::run_server(**host);
 }

@@ -1,0 +1,234 @@
+// flotilla: the command line of a running stack. `up` starts the supervisor, the rest talk to it
+// through its control socket.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "recovery/config.hpp"
+#include "recovery/control_socket.hpp"
+
+using namespace flotilla;
+using namespace flotilla::recovery;
+
+namespace {
+
+std::string g_socket;
+
+[[noreturn]] void die(const std::string& message, int code = 1) {
+  std::fprintf(stderr, "flotilla: %s\n", message.c_str());
+  std::exit(code);
+}
+
+// One request to the running supervisor; exits with a clear message when it cannot be had.
+std::string ask(const std::string& request) {
+  std::string refusal;
+  auto reply = control_request(g_socket, request, &refusal);
+  if (reply) return reply.value();
+  if (reply.error().code == Errc::closed) {
+    die("the stack is not running (no supervisor at " + g_socket + "); start it with 'flotilla up'");
+  }
+  if (!refusal.empty()) die(refusal, 2);
+  die(reply.error().message());
+}
+
+bool running() {
+  std::string refusal;
+  return control_request(g_socket, "status", &refusal).ok();
+}
+
+int cmd_up(const std::string& config_path) {
+  if (running()) die("already running (supervisor at " + g_socket + ")");
+  if (!config_path.empty()) {  // check it here, so a bad file is reported to the user directly
+    auto outcome = load_config_file(config_path);
+    if (auto* error = std::get_if<ConfigError>(&outcome)) die(error->message, 2);
+  }
+  const std::filesystem::path own_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  const std::string supervisor = own_dir / "flotilla-supervisor";
+  const std::string log_path = std::filesystem::path(g_socket).parent_path() / "supervisor.log";
+  std::filesystem::create_directories(std::filesystem::path(g_socket).parent_path());
+  const std::string absolute_config =
+      config_path.empty() ? "" : std::filesystem::absolute(config_path).string();
+
+  const pid_t first = ::fork();
+  if (first < 0) die("fork failed");
+  if (first == 0) {
+    // Detach from the terminal and from this process: the supervisor outlives `flotilla up`.
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (null < 0 || log < 0) ::_exit(126);
+    ::dup2(null, 0);
+    ::dup2(log, 1);
+    ::dup2(log, 2);
+    std::vector<std::string> words{supervisor, "--socket", g_socket};
+    if (!absolute_config.empty()) words.insert(words.end(), {"--config", absolute_config});
+    std::vector<char*> argv;
+    for (auto& word : words) argv.push_back(word.data());
+    argv.push_back(nullptr);
+    ::execv(supervisor.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::waitpid(first, nullptr, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!running()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      die("the supervisor did not come up; see " + log_path);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::printf("flotilla is up (control socket %s, log %s)\n%s", g_socket.c_str(), log_path.c_str(),
+              ask("status").c_str());
+  return 0;
+}
+
+int cmd_down() {
+  ask("down");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (running()) {
+    if (std::chrono::steady_clock::now() > deadline) die("the supervisor did not stop in 10 s");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::printf("flotilla is down\n");
+  return 0;
+}
+
+// Prints events from `from` on; returns the index after the last one.
+std::uint64_t print_events(std::uint64_t from) {
+  for (;;) {
+    const std::string reply = ask("events " + std::to_string(from));
+    const std::size_t marker = reply.rfind("next ");
+    if (marker == std::string::npos) die("malformed reply from the supervisor");
+    std::fputs(reply.substr(0, marker).c_str(), stdout);
+    const std::uint64_t next = std::stoull(reply.substr(marker + 5));
+    if (next == from) return next;
+    from = next;
+  }
+}
+
+int cmd_events(bool follow) {
+  std::uint64_t next = print_events(0);
+  while (follow) {
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    std::string refusal;
+    if (!control_request(g_socket, "status", &refusal)) {
+      std::printf("(the supervisor has stopped)\n");
+      return 0;
+    }
+    next = print_events(next);
+  }
+  return 0;
+}
+
+using CounterTable = std::map<std::string, std::map<std::string, std::uint64_t>>;
+
+CounterTable read_counters() {
+  CounterTable table;
+  std::istringstream lines(ask("counters"));
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string component;
+    words >> component;
+    for (std::string pair; words >> pair;) {
+      const auto equals = pair.find('=');
+      if (equals != std::string::npos) table[component][pair.substr(0, equals)] = std::stoull(pair.substr(equals + 1));
+    }
+  }
+  return table;
+}
+
+int cmd_top(int count) {
+  const bool terminal = ::isatty(STDOUT_FILENO) != 0;
+  CounterTable previous = read_counters();
+  for (int round = 0; count == 0 || round < count; ++round) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const CounterTable current = read_counters();
+    if (terminal) std::printf("\033[H\033[2J");
+    std::printf("%-16s %12s %12s %10s %10s %10s %8s %8s\n", "component", "msgs in/s", "msgs out/s",
+                "sleeps/s", "wakes/s", "drops/s", "corrupt", "beats/s");
+    for (const auto& [component, values] : current) {
+      const auto rate = [&](const char* name) {
+        const auto before = previous[component][name];
+        const auto now = values.count(name) != 0 ? values.at(name) : 0;
+        return static_cast<unsigned long long>(now >= before ? now - before : 0);
+      };
+      std::printf("%-16s %12llu %12llu %10llu %10llu %10llu %8llu %8llu\n", component.c_str(),
+                  rate("messages_in"), rate("messages_out"), rate("sleeps"), rate("futex_wakes"),
+                  rate("drops"), static_cast<unsigned long long>(values.at("corrupt")), rate("heartbeat"));
+    }
+    std::fflush(stdout);
+    previous = current;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"flotilla: run and watch the Flotilla network stack"};
+  app.name("flotilla");
+  app.require_subcommand(1);
+  g_socket = default_socket_path();
+  app.add_option("--socket", g_socket, "Supervisor control socket (or $FLOTILLA_SOCKET)")
+      ->capture_default_str();
+
+  std::string config_path;
+  auto* up = app.add_subcommand("up", "Start the supervisor and every component");
+  up->add_option("--config", config_path, "TOML configuration (default: the embedded one)")
+      ->check(CLI::ExistingFile);
+  auto* down = app.add_subcommand("down", "Stop every component and the supervisor");
+  bool json = false;
+  auto* status = app.add_subcommand("status", "Show each component's state");
+  status->add_flag("--json", json, "Machine-readable output");
+  bool follow = false;
+  auto* events = app.add_subcommand("events", "Show the event log: starts, exits, restarts, recoveries");
+  events->add_flag("--follow,-f", follow, "Keep printing new events");
+  int count = 0;
+  auto* top = app.add_subcommand("top", "Live counters of every component, refreshed every second");
+  top->add_option("--count,-n", count, "Stop after this many refreshes (default: until Ctrl-C)")
+      ->check(CLI::NonNegativeNumber);
+  auto* names = app.add_subcommand("names", "Show the name fleet's table");
+  std::string component;
+  std::string fault;
+  double at_seconds = 0;
+  auto* inject = app.add_subcommand("inject", "Inject a fault into a component");
+  inject->add_option("COMPONENT", component, "Component name (see 'flotilla status')")->required();
+  inject->add_option("FAULT", fault, "crash (SIGSEGV in its loop), abort, hang (loop and heartbeat stop), "
+                                     "or corrupt (one outgoing message garbled)")
+      ->required()
+      ->check(CLI::IsMember({"crash", "abort", "hang", "corrupt"}));
+  inject->add_option("--at", at_seconds, "Seconds from now (default: at once)")
+      ->check(CLI::Range(0.0, 86400.0));
+  CLI11_PARSE(app, argc, argv);
+
+  if (*up) return cmd_up(config_path);
+  if (*down) return cmd_down();
+  if (*status) {
+    std::fputs(ask(json ? "status-json" : "status").c_str(), stdout);
+    return 0;
+  }
+  if (*events) return cmd_events(follow);
+  if (*top) return cmd_top(count);
+  if (*names) {
+    std::fputs(ask("names").c_str(), stdout);
+    return 0;
+  }
+  if (*inject) {
+    const auto at_ms = static_cast<long long>(at_seconds * 1000.0 + 0.5);
+    std::fputs(ask("inject " + component + " " + fault + (at_ms > 0 ? " " + std::to_string(at_ms) : "")).c_str(),
+               stdout);
+    return 0;
+  }
+  return 0;
+}

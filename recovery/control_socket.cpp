@@ -1,0 +1,255 @@
+#include "recovery/control_socket.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <sstream>
+
+namespace flotilla::recovery {
+namespace {
+
+Result<sockaddr_un> address_of(const std::string& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(address.sun_path)) {
+    return Error{Errc::invalid_argument, 0, "control socket path is empty or too long"};
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  return address;
+}
+
+std::vector<std::string> words_of(const std::string& text) {
+  std::istringstream stream(text);
+  std::vector<std::string> words;
+  for (std::string word; stream >> word;) words.push_back(word);
+  return words;
+}
+
+bool parse_number(const std::string& text, std::uint64_t* value) {
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), *value);
+  return error == std::errc() && end == text.data() + text.size();
+}
+
+std::string json_escape(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    if (static_cast<unsigned char>(c) >= 0x20) out.push_back(c);
+  }
+  return out;
+}
+
+std::string status_text(const Supervisor& supervisor) {
+  std::ostringstream out;
+  char line[160];
+  std::snprintf(line, sizeof(line), "%-20s %3s  %-10s %11s %8s %8s\n", "component", "id", "status",
+                "incarnation", "pid", "restarts");
+  out << line;
+  for (const ComponentView& view : supervisor.components()) {
+    std::snprintf(line, sizeof(line), "%-20s %3u  %-10s %11llu %8d %8zu\n", view.name.c_str(), view.id,
+                  std::string(status_name(view.status)).c_str(),
+                  static_cast<unsigned long long>(view.incarnation), view.pid, view.restarts);
+    out << line;
+  }
+  return out.str();
+}
+
+std::string status_json(const Supervisor& supervisor) {
+  std::ostringstream out;
+  out << "{\"components\":[";
+  bool first = true;
+  for (const ComponentView& view : supervisor.components()) {
+    out << (first ? "" : ",") << "{\"name\":\"" << json_escape(view.name) << "\",\"id\":" << view.id
+        << ",\"status\":\"" << status_name(view.status) << "\",\"incarnation\":" << view.incarnation
+        << ",\"pid\":" << view.pid << ",\"restarts\":" << view.restarts << "}";
+    first = false;
+  }
+  out << "],\"events\":" << supervisor.log().events().size() << "}\n";
+  return out.str();
+}
+
+std::string counters_text(const Supervisor& supervisor) {
+  std::ostringstream out;
+  for (const ComponentView& view : supervisor.components()) {
+    const CounterBlock* counters = supervisor.counters_of(view.name);
+    out << view.name;
+    for (std::size_t i = 0; i < kCounterCount; ++i) {
+      const auto counter = static_cast<Counter>(i);
+      out << ' ' << counter_name(counter) << '=' << counters->read(counter);
+    }
+    out << '\n';
+  }
+  return out.str();
+}
+
+}  // namespace
+
+std::string default_socket_path() {
+  if (const char* path = std::getenv("FLOTILLA_SOCKET"); path != nullptr && *path != '\0') return path;
+  if (::getuid() == 0) return "/run/flotilla/control.sock";
+  return "/tmp/flotilla-" + std::to_string(::getuid()) + "/control.sock";
+}
+
+Result<ControlServer> ControlServer::listen(const std::string& path) {
+  auto address = address_of(path);
+  if (!address) return address.error();
+  // The socket's folder is ours alone; creating it 0700 keeps others out before chmod does.
+  const std::string folder = path.substr(0, path.find_last_of('/'));
+  if (!folder.empty() && ::mkdir(folder.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Error::from_errno("control socket folder");
+  }
+  ControlServer server;
+  server.listener_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!server.listener_.valid()) return Error::from_errno("control socket");
+  ::unlink(path.c_str());  // a stale socket from a supervisor that died; callers check liveness first
+  if (::bind(server.listener_.get(), reinterpret_cast<const sockaddr*>(&address.value()),
+             sizeof(sockaddr_un)) != 0) {
+    return Error::from_errno("control socket bind");
+  }
+  if (::chmod(path.c_str(), 0600) != 0) return Error::from_errno("control socket chmod");
+  if (::listen(server.listener_.get(), 16) != 0) return Error::from_errno("control socket listen");
+  server.path_ = path;
+  return server;
+}
+
+ControlServer::~ControlServer() {
+  if (listener_.valid() && !path_.empty()) ::unlink(path_.c_str());
+}
+
+std::vector<pollfd> ControlServer::pollfds() const {
+  std::vector<pollfd> fds{pollfd{listener_.get(), POLLIN, 0}};
+  for (const UniqueFd& client : clients_) fds.push_back(pollfd{client.get(), POLLIN, 0});
+  return fds;
+}
+
+void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& ready) {
+  std::vector<std::size_t> finished;
+  for (std::size_t i = 1; i < ready.size() && i - 1 < clients_.size(); ++i) {
+    if (ready[i].revents == 0) continue;
+    const int fd = clients_[i - 1].get();
+    std::string request(kMaxControlPacket, '\0');
+    const ssize_t got = ::recv(fd, request.data(), request.size(), MSG_DONTWAIT);
+    if (got <= 0) {
+      if (got == 0 || (errno != EAGAIN && errno != EINTR)) finished.push_back(i - 1);
+      continue;
+    }
+    request.resize(static_cast<std::size_t>(got));
+    std::string reply = handle(supervisor, request);
+    if (reply.size() > kMaxControlPacket) reply = "error: reply too large\n";
+    ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
+  for (auto it = finished.rbegin(); it != finished.rend(); ++it) {
+    clients_.erase(clients_.begin() + static_cast<std::ptrdiff_t>(*it));
+  }
+  if (!ready.empty() && (ready[0].revents & POLLIN) != 0) {
+    for (;;) {
+      UniqueFd client(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+      if (!client.valid()) break;
+      ucred peer{};
+      socklen_t length = sizeof(peer);
+      if (::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 ||
+          (peer.uid != 0 && peer.uid != ::getuid())) {
+        static constexpr char kRefused[] = "error: permission denied: not the supervisor's user\n";
+        ::send(client.get(), kRefused, sizeof(kRefused) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        continue;
+      }
+      clients_.push_back(std::move(client));
+    }
+  }
+}
+
+void ControlServer::run_schedule(Supervisor& supervisor) {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = schedule_.begin(); it != schedule_.end();) {
+    if (it->at > now) {
+      ++it;
+      continue;
+    }
+    (void)supervisor.inject(it->component, it->fault);  // a component that is down is skipped
+    it = schedule_.erase(it);
+  }
+}
+
+std::string ControlServer::handle(Supervisor& supervisor, const std::string& request) {
+  const std::vector<std::string> words = words_of(request);
+  if (words.empty()) return "error: empty request\n";
+  const std::string& verb = words[0];
+  if (verb == "status" && words.size() == 1) return "ok\n" + status_text(supervisor);
+  if (verb == "status-json" && words.size() == 1) return "ok\n" + status_json(supervisor);
+  if (verb == "counters" && words.size() == 1) return "ok\n" + counters_text(supervisor);
+  if (verb == "events" && words.size() == 2) {
+    std::uint64_t from = 0;
+    if (!parse_number(words[1], &from)) return "error: events takes a start index\n";
+    const auto& events = supervisor.log().events();
+    std::string reply = "ok\n";
+    std::size_t index = std::min<std::size_t>(from, events.size());
+    for (std::size_t sent = 0; index < events.size() && sent < kEventsPerReply; ++index, ++sent) {
+      reply += format_event(events[index]) + "\n";
+    }
+    return reply + "next " + std::to_string(index) + "\n";
+  }
+  if (verb == "inject" && (words.size() == 3 || words.size() == 4)) {
+    Fault fault = Fault::none;
+    if (!parse_fault(words[2], &fault)) {
+      return "error: unknown fault '" + words[2] + "' (crash, abort, hang or corrupt)\n";
+    }
+    if (!supervisor.component(words[1])) return "error: no component named '" + words[1] + "'\n";
+    std::uint64_t at_ms = 0;
+    if (words.size() == 4 && !parse_number(words[3], &at_ms)) {
+      return "error: the delay must be whole milliseconds\n";
+    }
+    if (at_ms > 0) {
+      schedule_.push_back(Scheduled{std::chrono::steady_clock::now() + std::chrono::milliseconds(at_ms),
+                                    words[1], fault});
+      return "ok\nscheduled " + words[2] + " of " + words[1] + " in " + std::to_string(at_ms) + " ms\n";
+    }
+    if (auto status = supervisor.inject(words[1], fault); !status) {
+      return "error: " + words[1] + " is not running\n";
+    }
+    return "ok\ninjected " + words[2] + " into " + words[1] + "\n";
+  }
+  if (verb == "names" && words.size() == 1) {
+    return "error: no name fleet in this configuration yet\n";
+  }
+  if (verb == "down" && words.size() == 1) {
+    down_requested_ = true;
+    return "ok\nstopping\n";
+  }
+  return "error: unknown request '" + request.substr(0, 64) + "'\n";
+}
+
+Result<std::string> control_request(const std::string& path, const std::string& request,
+                                    std::string* error_text) {
+  auto address = address_of(path);
+  if (!address) return address.error();
+  UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!socket.valid()) return Error::from_errno("socket");
+  if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address.value()),
+                sizeof(sockaddr_un)) != 0) {
+    if (errno == ENOENT || errno == ECONNREFUSED) return Error{Errc::closed, errno, "connect"};
+    return Error::from_errno("connect to the supervisor");
+  }
+  timeval limit{10, 0};  // a supervisor that does not answer in 10 s is as good as gone
+  ::setsockopt(socket.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+  if (::send(socket.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0) {
+    return Error::from_errno("send to the supervisor");
+  }
+  std::string reply(kMaxControlPacket, '\0');
+  const ssize_t got = ::recv(socket.get(), reply.data(), reply.size(), 0);
+  if (got < 0) return Error::from_errno("no answer from the supervisor");
+  if (got == 0) return Error{Errc::closed, 0, "the supervisor hung up"};
+  reply.resize(static_cast<std::size_t>(got));
+  if (reply.rfind("ok\n", 0) == 0) return reply.substr(3);
+  if (error_text != nullptr) {
+    *error_text = reply.rfind("error: ", 0) == 0 ? reply.substr(7) : reply;
+    while (!error_text->empty() && error_text->back() == '\n') error_text->pop_back();
+  }
+  return Error{Errc::invalid_argument, 0, "the supervisor refused the request"};
+}
+
+}  // namespace flotilla::recovery

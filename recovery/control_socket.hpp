@@ -1,0 +1,67 @@
+// The supervisor's control socket: a Unix SOCK_SEQPACKET socket, mode 0600, that accepts only
+// clients running as the supervisor's own user or root (checked with SO_PEERCRED). One request
+// is one packet of text; one reply is one packet, "ok" or "error: <why>" on its first line and
+// the answer after it.
+//
+// Requests:  status | status-json | events FROM | counters | inject COMPONENT FAULT [AT_MS] |
+//            names | down
+#pragma once
+
+#include <poll.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dataplane/result.hpp"
+#include "dataplane/unique_fd.hpp"
+#include "recovery/supervisor.hpp"
+
+namespace flotilla::recovery {
+
+inline constexpr std::size_t kMaxControlPacket = 64 * 1024;
+inline constexpr std::size_t kEventsPerReply = 200;
+
+// $FLOTILLA_SOCKET, else /run/flotilla/control.sock for root, /tmp/flotilla-UID/control.sock
+// for anyone else.
+std::string default_socket_path();
+
+class ControlServer {
+ public:
+  static Result<ControlServer> listen(const std::string& path);
+  ControlServer(ControlServer&&) = default;
+  ControlServer& operator=(ControlServer&&) = default;
+  ~ControlServer();
+
+  // Descriptors to wait on, to pass to Supervisor::poll; then serve() with the same array.
+  std::vector<pollfd> pollfds() const;
+  void serve(Supervisor& supervisor, const std::vector<pollfd>& ready);
+  // Carries out injections scheduled with AT_MS once they are due.
+  void run_schedule(Supervisor& supervisor);
+
+  bool down_requested() const { return down_requested_; }
+
+ private:
+  ControlServer() = default;
+  std::string handle(Supervisor& supervisor, const std::string& request);
+
+  struct Scheduled {
+    std::chrono::steady_clock::time_point at;
+    std::string component;
+    Fault fault;
+  };
+
+  std::string path_;
+  UniqueFd listener_;
+  std::vector<UniqueFd> clients_;
+  std::vector<Scheduled> schedule_;
+  bool down_requested_ = false;
+};
+
+// Client side: sends one request and returns the reply's body, or the error the supervisor gave
+// (Errc::closed when no supervisor listens at `path`). `error_text` receives the reason.
+Result<std::string> control_request(const std::string& path, const std::string& request,
+                                    std::string* error_text);
+
+}  // namespace flotilla::recovery
