@@ -7,12 +7,14 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <set>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "recovery/default_config.hpp"
 #include "recovery/supervisor.hpp"
 #include "apps/echo/echo_protocol.hpp"
 
@@ -26,41 +28,21 @@ std::string echo_binary() {
   return path != nullptr ? path : "";
 }
 
+// The default configuration (the echo chain), made harder: the client unpaced, and no crash-loop
+// limit in the way of hundreds of injected faults.
 SupervisorConfig chain_config() {
-  const std::string text = R"(
-[supervisor]
-heartbeat_timeout_ms = 50
-crash_limit = 100000
-crash_window_ms = 1000
-
-[[component]]
-name = "client"
-binary = ")" + echo_binary() + R"("
-args = ["--role", "client"]
-[[component]]
-name = "middle"
-binary = ")" + echo_binary() + R"("
-args = ["--role", "middle"]
-[[component]]
-name = "server"
-binary = ")" + echo_binary() + R"("
-args = ["--role", "server"]
-
-[[channel]]
-name = "client-middle"
-a = "client"
-b = "middle"
-capacity = 256
-[[channel]]
-name = "middle-server"
-a = "middle"
-b = "server"
-capacity = 256
-)";
-  auto outcome = parse_config(text, "chain.toml");
+  auto outcome = parse_config(kDefaultConfig, "<default config>");
   if (auto* error = std::get_if<ConfigError>(&outcome)) ADD_FAILURE() << error->message;
-  return std::get<SupervisorConfig>(outcome);
+  SupervisorConfig config = std::get<SupervisorConfig>(outcome);
+  config.restart.crash_limit = 100'000;
+  config.restart.window = std::chrono::milliseconds(1000);
+  for (auto& component : config.components) {
+    if (component.name == "client") component.args = {"--role", "client"};
+  }
+  return config;
 }
+
+std::string echo_folder() { return std::filesystem::path(echo_binary()).parent_path(); }
 
 // Runs the supervisor until `done()` or the deadline; returns whether done() became true.
 template <class Done>
@@ -90,7 +72,7 @@ class SupervisorChain : public ::testing::Test {
  protected:
   void SetUp() override {
     if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
-    auto created = Supervisor::create(chain_config(), "/");
+    auto created = Supervisor::create(chain_config(), echo_folder());
     ASSERT_TRUE(created) << created.error().message();
     supervisor = std::move(created.value());
     ASSERT_TRUE(supervisor->start());
