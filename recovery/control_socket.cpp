@@ -56,6 +56,12 @@ std::string status_text(const Supervisor& supervisor) {
                   static_cast<unsigned long long>(view.incarnation), view.pid, view.restarts);
     out << line;
   }
+  const auto& events = supervisor.log().events();
+  const std::size_t shown = std::min<std::size_t>(events.size(), 5);
+  out << "\nlast " << shown << " of " << events.size() << " events ('flotilla events' for all):\n";
+  for (std::size_t i = events.size() - shown; i < events.size(); ++i) {
+    out << format_event(events[i]) << '\n';
+  }
   return out.str();
 }
 

@@ -109,6 +109,7 @@ TEST_F(Cli, UpInjectWatchAndDown) {
   outcome = run("status");
   EXPECT_EQ(outcome.exit_code, 0);
   for (const char* name : {"client", "middle", "server"}) EXPECT_TRUE(contains(outcome.output, name));
+  EXPECT_TRUE(contains(outcome.output, "start     server#1")) << outcome.output;  // recent events
   EXPECT_TRUE(contains(run("status --json").output, "{\"name\":\"middle\",\"id\":2,\"status\":\"running\""));
 
   outcome = run("inject middle crash");
