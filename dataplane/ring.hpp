@@ -117,6 +117,14 @@ class RingProducer : public RingEnd {
     return count;
   }
 
+  // Free slots right now (re-reads the consumer's index): lets a sender that must not split a
+  // group of messages check before it sends.
+  Result<std::size_t> room() {
+    tail_seen_ = layout_->tail.value.load(std::memory_order_acquire);
+    if (head_ - tail_seen_ > capacity_) return corrupt_index("ring tail out of range");
+    return static_cast<std::size_t>(capacity_ - (head_ - tail_seen_));
+  }
+
   std::uint64_t published() const { return head_; }
   std::uint64_t consumer_incarnation() const {
     return layout_->header.consumer_incarnation.load(std::memory_order_acquire);

@@ -75,6 +75,23 @@ TEST(Ring, FullRingTakesOnlyWhatFitsAndCountsIt) {
   EXPECT_EQ(ring.producer_counters.read(Counter::ring_full), 1u);
 }
 
+TEST(Ring, RoomFollowsTheConsumerAndRefusesACorruptTail) {
+  RingFixture ring(4);
+  auto producer = RingProducer::attach(ring.memory(), 1, nullptr, &ring.producer_counters);
+  auto consumer = RingConsumer::attach(ring.memory(), 1, nullptr);
+  ASSERT_TRUE(producer && consumer);
+  EXPECT_EQ(producer->room().value(), 4u);
+  auto batch = sequence_of(0, 3);
+  ASSERT_EQ(producer->send_burst(batch).value(), 3u);
+  EXPECT_EQ(producer->room().value(), 1u);
+  std::vector<Message> out(2);
+  ASSERT_EQ(consumer->recv_burst(out).value(), 2u);
+  EXPECT_EQ(producer->room().value(), 3u);
+  ring.layout().tail.value.store(100);
+  EXPECT_EQ(producer->room().error().code, Errc::corrupt_index);
+  EXPECT_EQ(ring.producer_counters.read(Counter::corrupt), 1u);
+}
+
 TEST(Ring, EmptyRingGivesNothing) {
   RingFixture ring(4);
   auto consumer = RingConsumer::attach(ring.memory(), 1, nullptr);
