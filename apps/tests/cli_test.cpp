@@ -146,15 +146,22 @@ TEST_F(Cli, UpInjectWatchAndDown) {
     ::execl("/bin/sh", "sh", "-c", ("exec " + follow).c_str(), nullptr);
     ::_exit(127);
   }
-  std::this_thread::sleep_for(300ms);
+  const auto followed = [&] {
+    std::ifstream file(folder_ / "follow.txt");
+    return std::string((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  };
+  const auto wait_for = [&](const std::string& part) {
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!contains(followed(), part) && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(20ms);
+    }
+    return contains(followed(), part);
+  };
+  EXPECT_TRUE(wait_for("start     client#1"));
   ASSERT_EQ(run("inject middle abort").exit_code, 0);
-  std::this_thread::sleep_for(500ms);
+  EXPECT_TRUE(wait_for("SIGABRT")) << followed();  // printed by the follower, as it happened
   ::kill(follower, SIGTERM);
   ::waitpid(follower, nullptr, 0);
-  std::ifstream followed(folder_ / "follow.txt");
-  const std::string text((std::istreambuf_iterator<char>(followed)), std::istreambuf_iterator<char>());
-  EXPECT_TRUE(contains(text, "start     client#1"));
-  EXPECT_TRUE(contains(text, "SIGABRT")) << text;
 
   outcome = run("down");
   EXPECT_EQ(outcome.exit_code, 0) << outcome.output;
