@@ -43,21 +43,6 @@ Pair make_pair(std::uint32_t capacity) {
   return pair;
 }
 
-// Four chunks: both names are long.
-NameMessage big_prepare() {
-  NameMessage message;
-  message.kind = NameMsgKind::prepare;
-  message.from = 2;
-  message.txn = TxnId{77, 5, 2, 1};
-  Change change;
-  change.op = ChangeOp::add_member;
-  change.name = "/" + std::string(47, 'g');
-  change.member = "/net/tcp/" + std::string(38, '0');
-  change.owner = 9;
-  change.weight = 3;
-  put_change(message, change);
-  return message;
-}
 
 std::size_t chunks_of(const NameMessage& message) {
   std::array<Message, kMaxChunks> chunks;
@@ -66,7 +51,7 @@ std::size_t chunks_of(const NameMessage& message) {
 
 TEST(NameTransport, RoundTripOverARealRing) {
   Pair pair = make_pair(64);
-  const NameMessage prepare = big_prepare();
+  const NameMessage prepare = testing::long_prepare();
   const NameMessage lookup = NameClient::lookup_request(42, 7, "/svc/x");
   ASSERT_EQ(chunks_of(prepare), kMaxChunks);
   for (int round = 0; round < 40; ++round) {  // enough rounds to wrap the 64-slot ring
@@ -97,7 +82,7 @@ TEST(NameTransport, RoundTripOverARealRing) {
 
 TEST(NameTransport, FullRingTakesAllChunksOrNone) {
   Pair pair = make_pair(8);
-  const NameMessage prepare = big_prepare();  // 4 chunks
+  const NameMessage prepare = testing::long_prepare();  // 4 chunks
   const NameMessage lookup = NameClient::lookup_request(42, 7, "/svc/x");
   const std::size_t lookup_chunks = chunks_of(lookup);
   ASSERT_GE(lookup_chunks, 2u);
@@ -152,18 +137,18 @@ TEST(NameTransport, GarbageIsCountedAndDropped) {
   garbage.push_back(Message::make(kNameChunkKind, bogus));
   // The first chunk of a real message, then the first chunk of the next one: the first is cut.
   std::array<Message, kMaxChunks> chunks;
-  const std::size_t count = encode_chunks(big_prepare(), 500, chunks);
+  const std::size_t count = encode_chunks(testing::long_prepare(), 500, chunks);
   garbage.push_back(chunks[0]);
   ASSERT_TRUE(raw.send_burst(garbage).ok());
 
   // A good message after all that still arrives whole.
-  ASSERT_EQ(*pair.a.send(big_prepare()), SendOutcome::sent);
+  ASSERT_EQ(*pair.a.send(testing::long_prepare()), SendOutcome::sent);
   std::vector<NameMessage> got;
   auto received = pair.b.receive(got);
   ASSERT_TRUE(received.ok());
   ASSERT_EQ(*received, 1u);
-  EXPECT_EQ(name_of(got[0]), name_of(big_prepare()));
-  EXPECT_EQ(member_of(got[0]), member_of(big_prepare()));
+  EXPECT_EQ(name_of(got[0]), name_of(testing::long_prepare()));
+  EXPECT_EQ(member_of(got[0]), member_of(testing::long_prepare()));
   const TransportStats& stats = pair.b.stats();
   // wrong kind, orphan continuation, bad count, and the cut-off message: four.
   EXPECT_EQ(stats.chunks_rejected, 4u);
@@ -176,7 +161,7 @@ TEST(NameTransport, CorruptConsumerIndexIsAnError) {
   Pair pair = make_pair(8);
   auto* layout = reinterpret_cast<RingLayout*>(pair.region.data());  // side a's producer ring
   layout->tail.value.store(1'000, std::memory_order_release);        // "consumed" the future
-  auto sent = pair.a.send(big_prepare());
+  auto sent = pair.a.send(testing::long_prepare());
   ASSERT_FALSE(sent.ok());
   EXPECT_EQ(sent.error().code, Errc::corrupt_index);
 }

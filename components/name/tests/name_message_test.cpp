@@ -2,27 +2,14 @@
 
 #include "components/name/name_client.hpp"
 #include "components/name/name_message.hpp"
+#include "components/name/tests/change_builders.hpp"
 
 namespace flotilla::name {
 namespace {
 
-NameMessage sample_prepare() {
-  NameMessage message;
-  message.kind = NameMsgKind::prepare;
-  message.from = 2;
-  message.txn = TxnId{77, 5, 2, 1};
-  Change change;
-  change.op = ChangeOp::add_member;
-  change.name = "/" + std::string(47, 'g');
-  change.member = "/net/tcp/" + std::string(38, '0');
-  change.owner = 9;
-  change.weight = 3;
-  put_change(message, change);
-  return message;
-}
 
 TEST(NameMessage, ChunksRoundTripAndTrimTrailingZeros) {
-  const NameMessage prepare = sample_prepare();
+  const NameMessage prepare = testing::long_prepare();
   ASSERT_TRUE(well_formed(prepare));
   std::array<Message, kMaxChunks> chunks;
   const std::size_t count = encode_chunks(prepare, 41, chunks);
@@ -48,7 +35,7 @@ TEST(NameMessage, ChunksRoundTripAndTrimTrailingZeros) {
 
 TEST(NameMessage, AssemblerRejectsChunksOutOfPlace) {
   std::array<Message, kMaxChunks> chunks;
-  const std::size_t count = encode_chunks(sample_prepare(), 1, chunks);
+  const std::size_t count = encode_chunks(testing::long_prepare(), 1, chunks);
   ChunkAssembler assembler;
   EXPECT_FALSE(assembler.push(chunks[1]).has_value());  // no start
   EXPECT_EQ(assembler.rejected(), 1u);
@@ -68,7 +55,7 @@ TEST(NameMessage, AssemblerRejectsChunksOutOfPlace) {
 }
 
 TEST(NameMessage, WellFormedRejectsBadFields) {
-  const NameMessage good = sample_prepare();
+  const NameMessage good = testing::long_prepare();
   auto broken = [&](auto edit) {
     NameMessage message = good;
     edit(message);
