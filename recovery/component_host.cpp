@@ -63,6 +63,7 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
   host->pool_->set_counters(&block.counters);
 
   for (std::uint32_t i = 0; i < block.channel_count; ++i) {
+    block.channels[i].name[kNameBytes - 1] = '\0';
     const ChannelGrant grant = block.channels[i];
     if (grant.peer == kNoComponent || grant.peer >= kMaxComponents) {
       return Error{Errc::bad_layout, 0, "channel grant names no peer"};
@@ -136,7 +137,11 @@ bool ComponentHost::poll_faults() {
 void ComponentHost::on_control(std::span<const Message> messages) {
   for (const Message& message : messages) {
     if (message.kind != MessageKind::peer_restarted) {
-      block_->counters.add(Counter::corrupt);
+      if (control_handler_) {
+        control_handler_(message);
+      } else {
+        block_->counters.add(Counter::corrupt);
+      }
       continue;
     }
     const auto notice = message.read<PeerRestartedNotice>();
@@ -160,6 +165,11 @@ Result<std::size_t> ComponentHost::send(ChannelEnd& channel, std::span<const Mes
   auto rest = channel.out.send_burst(messages.subspan(1));
   if (!rest) return rest;
   return 1 + rest.value();
+}
+
+bool ComponentHost::send_control(const Message& message) {
+  auto sent = control_out_.send_burst(std::span(&message, 1));
+  return sent && sent.value() == 1;
 }
 
 void ComponentHost::report_recovered() {

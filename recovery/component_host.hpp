@@ -23,6 +23,8 @@ namespace flotilla::recovery {
 class ComponentHost {
  public:
   using PeerRestarted = std::function<void(ComponentId peer, std::uint64_t incarnation)>;
+  // Control messages other than peer_restarted; the handler validates them.
+  using ControlHandler = std::function<void(const Message& message)>;
 
   static Result<std::unique_ptr<ComponentHost>> attach(WaitPolicy policy);
 
@@ -33,6 +35,11 @@ class ComponentHost {
   // A channel by its configured name, or nullptr when this component was not given it.
   ChannelEnd* channel(std::string_view name);
   ComponentId peer_of(std::string_view channel_name) const;
+  // Every channel this component was given, in grant order.
+  std::size_t channel_count() const { return channels_.size(); }
+  std::string_view channel_name(std::size_t index) const { return block_->channels[index].name; }
+  ComponentId channel_peer(std::size_t index) const { return block_->channels[index].peer; }
+  ChannelEnd& channel_at(std::size_t index) { return channels_[index]; }
 
   ComponentLoop& loop() { return *loop_; }
   CounterBlock& counters() { return block_->counters; }
@@ -40,6 +47,9 @@ class ComponentHost {
   BufferPool& pool() { return *pool_; }
 
   void on_peer_restarted(PeerRestarted handler) { peer_restarted_ = std::move(handler); }
+  void on_control_message(ControlHandler handler) { control_handler_ = std::move(handler); }
+  // Sends a message to the supervisor on the control ring; false when the ring is full.
+  bool send_control(const Message& message);
 
   // Sends on a channel. The only difference from out.send_burst(): an injected `corrupt` fault
   // garbles the next message sent here, which the receiver must reject.
@@ -70,6 +80,7 @@ class ComponentHost {
   RingProducer control_out_;
   std::unique_ptr<ComponentLoop> loop_;
   PeerRestarted peer_restarted_;
+  ControlHandler control_handler_;
   bool recovery_reported_ = false;
   bool corrupt_next_ = false;
 };

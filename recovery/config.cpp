@@ -129,8 +129,8 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
     component.state_bytes = integer<std::uint32_t>(table, "state_bytes", 4096, 64, 1u << 30);
     config.components.push_back(std::move(component));
   }
-  if (config.components.size() >= kMaxComponents) {
-    fail(*array, "at most " + std::to_string(kMaxComponents - 1) + " components");
+  if (config.components.size() >= kSupervisorId) {  // the supervisor's own id is the last
+    fail(*array, "at most " + std::to_string(kSupervisorId - 1) + " components");
   }
 }
 

@@ -25,6 +25,10 @@ inline constexpr int kPoolFd = 6;
 inline constexpr int kFirstChannelFd = 7;
 
 inline constexpr std::uint32_t kMaxComponents = 64;  // ids 1..63; 0 is "nobody"
+// The supervisor's own id as the peer of the channels it opens to name servers (a client of the
+// fleet); configured components get ids 1..62.
+inline constexpr ComponentId kSupervisorId = kMaxComponents - 1;
+inline constexpr const char* kSupervisorChannel = "supervisor";
 inline constexpr std::uint32_t kMaxChannelsPerComponent = 16;
 inline constexpr std::uint32_t kNameBytes = 32;
 inline constexpr std::uint32_t kControlRingCapacity = 64;
@@ -63,8 +67,20 @@ inline bool parse_fault(std::string_view name, Fault* fault) {
   return false;
 }
 
-// Control messages. Supervisor -> component: peer_restarted. Component -> supervisor: recovered.
+// Control messages. Supervisor -> component: peer_restarted, and to name servers member_down and
+// member_up. Component -> supervisor: recovered, and from a name server fleet_joined.
 inline constexpr auto kRecoveredKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 1);
+inline constexpr auto kMemberDownKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 2);
+inline constexpr auto kMemberUpKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 3);
+inline constexpr auto kFleetJoinedKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 4);
+
+// member_down: `member` died, force it out. member_up: `member` restarted and joins; `donor` sends
+// it the snapshot. fleet_joined: the sender (`member`) installed its snapshot and serves.
+struct FleetNotice {
+  ComponentId member;
+  ComponentId donor;
+  std::uint64_t incarnation;
+};
 
 struct PeerRestartedNotice {
   ComponentId peer;

@@ -220,7 +220,25 @@ std::string ControlServer::handle(Supervisor& supervisor, const std::string& req
     return "ok\ninjected " + words[2] + " into " + words[1] + "\n";
   }
   if (verb == "names" && words.size() == 1) {
-    return "error: no name fleet in this configuration yet\n";
+    auto rows = supervisor.names();
+    if (!rows) return std::string("error: ") + rows.error().context + "\n";
+    std::string reply = "ok\n";
+    char line[256];
+    std::snprintf(line, sizeof(line), "%-24s %-11s %-12s %-11s %s\n", "NAME", "KIND", "OWNER",
+                  "INCARNATION", "VERSION");
+    reply += line;
+    for (const NameRow& row : *rows) {
+      std::string owner = std::to_string(row.owner);
+      for (const auto& view : supervisor.components()) {
+        if (view.id == row.owner) owner = view.name;
+      }
+      std::snprintf(line, sizeof(line), "%-24s %-11s %-12s %-11llu %llu%s%s\n", row.name.c_str(),
+                    row.kind.c_str(), owner.c_str(), static_cast<unsigned long long>(row.incarnation),
+                    static_cast<unsigned long long>(row.version), row.members.empty() ? "" : "  ",
+                    row.members.c_str());
+      reply += line;
+    }
+    return reply;
   }
   if (verb == "down" && words.size() == 1) {
     down_requested_ = true;

@@ -1,5 +1,6 @@
 // The configuration `flotilla up` uses when given none. Until the network stack exists it runs
-// the echo chain: a client streaming requests through a middle component to a server.
+// the echo chain (a client streaming requests through a middle component to a server) and a name
+// fleet of two servers, in which the supervisor registers every component as /proc/<name>.
 #pragma once
 
 namespace flotilla::recovery {
@@ -25,6 +26,14 @@ name = "server"
 binary = "flotilla-echo"
 args = ["--role", "server"]
 
+[[component]]
+name = "name0"
+binary = "flotilla-name-server"
+
+[[component]]
+name = "name1"
+binary = "flotilla-name-server"
+
 [[channel]]
 name = "client-middle"
 a = "client"
@@ -35,6 +44,12 @@ capacity = 256
 name = "middle-server"
 a = "middle"
 b = "server"
+capacity = 256
+
+[[channel]]
+name = "fleet-name0-name1"
+a = "name0"
+b = "name1"
 capacity = 256
 )";
 

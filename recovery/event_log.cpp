@@ -15,6 +15,8 @@ std::string_view event_kind_name(EventKind kind) {
     case EventKind::failed: return "failed";
     case EventKind::fault_injected: return "inject";
     case EventKind::stopped: return "stopped";
+    case EventKind::registered: return "registered";
+    case EventKind::joined: return "joined";
   }
   return "unknown";
 }

@@ -18,6 +18,8 @@ enum class EventKind {
   failed,          // too many crashes in the window: no more restarts
   fault_injected,  // a fault was requested
   stopped,         // shut down on request
+  registered,      // its /proc/<name> entry names this incarnation in the name fleet
+  joined,          // a restarted name server installed a live member's table and serves
 };
 
 std::string_view event_kind_name(EventKind kind);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <new>
 
+#include "components/name/channel_transport.hpp"
 #include "dataplane/channel.hpp"
 #include "dataplane/clock.hpp"
 #include "dataplane/cpu.hpp"
@@ -47,6 +48,15 @@ struct Supervisor::Slot {
   RingConsumer from_component;
   std::vector<std::size_t> channels;  // indices into channels_
 
+  // Name servers only: the channel the supervisor opened to it, as a client of the fleet.
+  bool name_server = false;
+  bool fleet_ready = false;  // serving: a founder, or a joiner that reported fleet_joined
+  bool fleet_alone = false;  // told to found the fleet again alone (no live member to copy)
+  ComponentId fleet_donor = kNoComponent;  // the member a joiner copies the table from
+  SharedRegion fleet_region;
+  name::NameChannel fleet_link;
+  std::vector<name::NameMessage> fleet_received;
+
   ComponentStatus status = ComponentStatus::not_started;
   std::uint64_t incarnation = 0;
   pid_t pid = -1;
@@ -65,6 +75,24 @@ struct Supervisor::Slot {
 };
 
 namespace {
+
+constexpr std::string_view kNameServerBinary = "flotilla-name-server";
+constexpr std::uint32_t kFleetLinkCapacity = 256;
+constexpr std::uint64_t kRegistrationTimeoutNs = 2'000'000'000;
+
+bool is_name_server_binary(std::string_view path) {
+  const auto slash = path.rfind('/');
+  return (slash == std::string_view::npos ? path : path.substr(slash + 1)) == kNameServerBinary;
+}
+
+std::string_view entry_kind_name(name::EntryKind kind) {
+  switch (kind) {
+    case name::EntryKind::direct: return "direct";
+    case name::EntryKind::indirect: return "indirect";
+    case name::EntryKind::reservation: return "reservation";
+  }
+  return "unknown";
+}
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -168,6 +196,18 @@ Status Supervisor::create_regions() {
     if (!consumer) return consumer.error();
     slot->to_component = producer.value();
     slot->from_component = consumer.value();
+    if (is_name_server_binary(slot->binary)) {
+      slot->name_server = true;
+      auto link = SharedRegion::create("flotilla-channel-supervisor-" + slot->config.name,
+                                       channel_bytes(kFleetLinkCapacity));
+      if (!link) return link.error();
+      slot->fleet_region = std::move(link.value());
+      if (auto s = format_channel(slot->fleet_region.bytes(), kFleetLinkCapacity); !s) return s;
+      auto end = attach_channel(slot->fleet_region.bytes(), kFleetLinkCapacity, ChannelSide::a, 1,
+                                &bells_->bells[slot->id], nullptr);
+      if (!end) return end.error();
+      slot->fleet_link = name::NameChannel::wrap(end.value());
+    }
     slots_.push_back(std::move(slot));
   }
 
@@ -186,6 +226,11 @@ Status Supervisor::create_regions() {
     slots_[channel->a]->channels.push_back(channels_.size());
     slots_[channel->b]->channels.push_back(channels_.size());
     channels_.push_back(std::move(channel));
+  }
+  for (const auto& slot : slots_) {
+    if (slot->name_server && slot->channels.size() >= kMaxChannelsPerComponent) {
+      return Error{Errc::invalid_argument, 0, "a name server has no channel left for the supervisor"};
+    }
   }
   return {};
 }
@@ -222,6 +267,16 @@ Status Supervisor::spawn(Slot& slot) {
     grant.fd = kControlFd + static_cast<int>(fd_count);
     fds[fd_count++] = channel.region.fd();
   }
+  if (slot.name_server) {
+    ChannelGrant& grant = block.channels[slot.channels.size()];
+    copy_name(grant.name, kSupervisorChannel);
+    grant.capacity = kFleetLinkCapacity;
+    grant.side = ChannelSideCode::b;
+    grant.peer = kSupervisorId;
+    grant.fd = kControlFd + static_cast<int>(fd_count);
+    fds[fd_count++] = slot.fleet_region.fd();
+    block.channel_count = static_cast<std::uint32_t>(slot.channels.size() + 1);
+  }
 
   // argv is built before fork: the child must not allocate.
   std::vector<std::string> words{slot.binary};
@@ -248,6 +303,16 @@ Status Supervisor::spawn(Slot& slot) {
   slot.heartbeat_changed_ns = now_ns();
   record(slot.incarnation == 1 ? EventKind::start : EventKind::restart, slot,
          "pid " + std::to_string(pid) + (slot.config.core >= 0 ? ", core " + std::to_string(slot.config.core) : ""));
+  // A founder serves from the start; a restarted name server once it reports fleet_joined.
+  slot.fleet_ready = slot.name_server && slot.incarnation == 1;
+  slot.fleet_alone = false;
+  slot.fleet_donor = kNoComponent;
+  if (slot.name_server && slot.incarnation > 1) fleet_member_up(slot);
+  if (has_name_fleet()) {
+    const std::size_t index = static_cast<std::size_t>(slot.id - 1);
+    std::erase_if(registrations_, [index](const Registration& r) { return r.slot == index; });
+    registrations_.push_back(Registration{index, slot.incarnation});
+  }
   return {};
 }
 
@@ -266,6 +331,15 @@ void Supervisor::handle_exit(Slot& slot) {
   if (slot.killed_for_hang) how += " (killed after hang)";
   record(EventKind::exit, slot, how, static_cast<std::uint64_t>(info.si_status), now);
   if (!slot.killed_for_hang) slot.detected_ns = now;
+
+  if (slot.name_server) {
+    slot.fleet_ready = false;
+    if (!stopping_) fleet_member_down(slot);
+    for (Registration& registration : registrations_) {
+      if (registration.server == &slot) registration.server = nullptr;  // resend elsewhere
+    }
+    if (dump_server_ == &slot) dump_server_ = nullptr;
+  }
 
   const std::size_t reclaimed = pool_->reclaim(slot.id);
   record(EventKind::reclaimed, slot, std::to_string(reclaimed) + " buffers", reclaimed);
@@ -336,6 +410,19 @@ void Supervisor::drain_control(Slot& slot) {
   auto received = slot.from_component.recv_burst(messages);
   if (!received) return;
   for (std::size_t i = 0; i < received.value(); ++i) {
+    if (messages[i].kind == kFleetJoinedKind) {
+      const auto notice = messages[i].read<FleetNotice>();
+      if (!slot.name_server || notice.member != slot.id || notice.incarnation != slot.incarnation) {
+        ++fleet_stats_.bad_messages;
+        continue;
+      }
+      if (!slot.fleet_ready) {
+        slot.fleet_ready = true;
+        slot.fleet_alone = false;
+        record(EventKind::joined, slot, "serving");
+      }
+      continue;
+    }
     if (messages[i].kind != kRecoveredKind) continue;
     const auto notice = messages[i].read<RecoveredNotice>();
     if (!slot.awaiting_recovery || notice.incarnation != slot.incarnation) continue;
@@ -393,6 +480,7 @@ void Supervisor::poll(std::chrono::milliseconds timeout, std::span<pollfd> extra
     }
     drain_control(*slot);
   }
+  pump_fleet();
 }
 
 void Supervisor::run_for(std::chrono::milliseconds duration) {
@@ -447,6 +535,195 @@ const Supervisor::Slot* Supervisor::find(std::string_view name) const {
     if (slot->config.name == name) return slot.get();
   }
   return nullptr;
+}
+
+// ---- The name fleet ----
+
+bool Supervisor::has_name_fleet() const {
+  return std::any_of(slots_.begin(), slots_.end(), [](const auto& slot) { return slot->name_server; });
+}
+
+Supervisor::Slot* Supervisor::serving_name_server(std::string_view name) {
+  for (auto& slot : slots_) {
+    if (!slot->name_server || slot->status != ComponentStatus::running) continue;
+    if (!slot->fleet_ready && !slot->fleet_alone) continue;  // a founder-again queues until it serves
+    if (name.empty() || slot->config.name == name) return slot.get();
+  }
+  return nullptr;
+}
+
+void Supervisor::fleet_member_down(const Slot& dead) {
+  const Message notice = Message::make(kMemberDownKind, FleetNotice{dead.id, kNoComponent, dead.incarnation});
+  for (auto& slot : slots_) {
+    if (slot.get() == &dead || !slot->name_server || slot->status != ComponentStatus::running) continue;
+    // A full control ring means a server that does not read it; the supervisor cannot help that.
+    if (auto sent = slot->to_component.send_burst(std::span(&notice, 1)); !sent || sent.value() != 1) {
+      ++fleet_stats_.bad_messages;
+    }
+  }
+  // A joiner that was copying from the dead member needs another donor.
+  for (auto& slot : slots_) {
+    if (slot->name_server && slot->status == ComponentStatus::running && !slot->fleet_ready &&
+        !slot->fleet_alone && slot->fleet_donor == dead.id) {
+      fleet_member_up(*slot);
+    }
+  }
+}
+
+void Supervisor::fleet_member_up(Slot& joiner) {
+  Slot* donor = nullptr;
+  for (auto& slot : slots_) {
+    if (slot.get() != &joiner && slot->name_server && slot->status == ComponentStatus::running &&
+        (slot->fleet_ready || slot->fleet_alone)) {
+      donor = slot.get();
+      break;
+    }
+  }
+  if (donor == nullptr) {
+    // Nobody holds the table: the joiner founds the fleet again, empty, and every running
+    // component is registered anew. (Its own control ring gets the notice, naming itself.)
+    joiner.fleet_alone = true;
+    joiner.fleet_donor = joiner.id;
+    const Message alone = Message::make(kMemberUpKind, FleetNotice{joiner.id, joiner.id, joiner.incarnation});
+    if (auto sent = joiner.to_component.send_burst(std::span(&alone, 1)); !sent || sent.value() != 1) {
+      ++fleet_stats_.bad_messages;
+    }
+    for (auto& slot : slots_) {
+      if (slot->status != ComponentStatus::running) continue;
+      const std::size_t index = static_cast<std::size_t>(slot->id - 1);
+      std::erase_if(registrations_, [index](const Registration& r) { return r.slot == index; });
+      registrations_.push_back(Registration{index, slot->incarnation});
+    }
+    return;
+  }
+  joiner.fleet_donor = donor->id;
+  const Message notice = Message::make(kMemberUpKind, FleetNotice{joiner.id, donor->id, joiner.incarnation});
+  for (auto& slot : slots_) {
+    if (slot.get() == &joiner || !slot->name_server || slot->status != ComponentStatus::running) continue;
+    if (auto sent = slot->to_component.send_burst(std::span(&notice, 1)); !sent || sent.value() != 1) {
+      ++fleet_stats_.bad_messages;
+    }
+  }
+}
+
+void Supervisor::on_fleet_message(Slot& server, const name::NameMessage& message) {
+  if (message.client != kSupervisorId || message.from != server.id) {
+    ++fleet_stats_.bad_messages;
+    return;
+  }
+  if (name::is_snapshot_kind(message.kind)) {
+    if (dump_server_ != &server || !dump_) return;  // a late dump we stopped waiting for
+    dump_->feed(message);
+    return;
+  }
+  if (message.kind != name::NameMsgKind::reply) {
+    ++fleet_stats_.bad_messages;
+    return;
+  }
+  for (auto it = registrations_.begin(); it != registrations_.end(); ++it) {
+    if (it->server != &server || it->cookie != message.cookie) continue;
+    if (message.status != name::NameErrc::ok) {
+      ++fleet_stats_.registration_failures;
+      it->server = nullptr;  // try again
+      return;
+    }
+    const Slot& owner = *slots_[it->slot];
+    ++fleet_stats_.registrations;
+    log_.add(Event{now_ns(), EventKind::registered, owner.config.name, it->incarnation,
+                   "/proc/" + owner.config.name + " via " + server.config.name, message.version});
+    registrations_.erase(it);
+    return;
+  }
+  // A reply to a registration resent or superseded since: nothing to do.
+}
+
+void Supervisor::pump_fleet() {
+  for (auto& slot : slots_) {
+    if (!slot->name_server) continue;
+    slot->fleet_received.clear();
+    auto got = slot->fleet_link.receive(slot->fleet_received, 256);
+    if (!got) {
+      ++fleet_stats_.bad_messages;
+      continue;
+    }
+    for (const auto& message : slot->fleet_received) on_fleet_message(*slot, message);
+  }
+  const std::uint64_t now = now_ns();
+  for (Registration& registration : registrations_) {
+    if (registration.server != nullptr) {
+      if (now - registration.sent_ns < kRegistrationTimeoutNs) continue;
+      ++fleet_stats_.registration_failures;  // no answer: ask again, maybe elsewhere
+      registration.server = nullptr;
+    }
+    Slot* server = serving_name_server();
+    if (server == nullptr) return;  // queued until a name server serves
+    const Slot& owner = *slots_[registration.slot];
+    name::NameMessage request;
+    request.kind = name::NameMsgKind::request;
+    request.from = name::kClientSource;
+    request.client = kSupervisorId;
+    request.cookie = next_cookie_++;
+    name::Change change;
+    change.op = name::ChangeOp::register_direct;
+    change.name = "/proc/" + owner.config.name;
+    change.owner = owner.id;
+    change.endpoint = name::Endpoint{owner.id, 0, registration.incarnation};
+    name::put_change(request, change);
+    auto sent = server->fleet_link.send(request);
+    if (!sent) {
+      ++fleet_stats_.bad_messages;
+      continue;
+    }
+    if (*sent != name::SendOutcome::sent) return;  // ring full: next round
+    registration.server = server;
+    registration.cookie = request.cookie;
+    registration.sent_ns = now;
+  }
+}
+
+Result<std::vector<NameRow>> Supervisor::names(std::string_view server_name,
+                                               std::chrono::milliseconds timeout) {
+  if (!has_name_fleet()) return Error{Errc::invalid_argument, 0, "no name fleet in this configuration"};
+  Slot* server = serving_name_server(server_name);
+  if (server == nullptr) {
+    return Error{Errc::invalid_argument, 0,
+                 server_name.empty() ? "no name server is serving" : "that name server is not serving"};
+  }
+  name::NameMessage request;
+  request.kind = name::NameMsgKind::dump;
+  request.from = name::kClientSource;
+  request.client = kSupervisorId;
+  const auto deadline = MonoClock::now() + timeout;
+  dump_server_ = server;
+  dump_ = std::make_unique<name::SnapshotDecoder>();
+  bool asked = false;
+  while (MonoClock::now() < deadline && dump_server_ == server &&
+         dump_->state() == name::SnapshotDecoder::State::receiving) {
+    if (!asked) {
+      auto sent = server->fleet_link.send(request);
+      if (!sent) break;
+      asked = *sent == name::SendOutcome::sent;
+    }
+    poll(std::chrono::milliseconds(5));
+  }
+  const bool complete = dump_server_ == server && dump_->state() == name::SnapshotDecoder::State::complete;
+  dump_server_ = nullptr;
+  if (!complete) {
+    dump_.reset();
+    return Error{Errc::invalid_argument, 0, "no complete table from the name server"};
+  }
+  std::vector<NameRow> rows;
+  for (const auto& [name, entry] : dump_->snapshot().table.entries()) {
+    NameRow row{name, std::string(entry_kind_name(entry.kind)), entry.owner,
+                entry.endpoint.incarnation, entry.endpoint.endpoint, entry.version, {}};
+    for (const auto& member : entry.members) {
+      if (!row.members.empty()) row.members += ' ';
+      row.members += member.name + ":" + std::to_string(member.weight);
+    }
+    rows.push_back(std::move(row));
+  }
+  dump_.reset();
+  return rows;
 }
 
 std::optional<ComponentView> Supervisor::component(std::string_view name) const {

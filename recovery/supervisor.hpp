@@ -23,6 +23,7 @@
 #include "dataplane/result.hpp"
 #include "dataplane/ring.hpp"
 #include "dataplane/shared_region.hpp"
+#include "components/name/snapshot_stream.hpp"
 #include "recovery/config.hpp"
 #include "recovery/control_block.hpp"
 #include "recovery/event_log.hpp"
@@ -31,6 +32,23 @@ namespace flotilla::recovery {
 
 enum class ComponentStatus { not_started, running, awaiting_restart, failed, stopped };
 std::string_view status_name(ComponentStatus status);
+
+// One entry of the name table, as a name server reported it.
+struct NameRow {
+  std::string name;
+  std::string kind;  // direct, indirect, reservation
+  ComponentId owner;
+  std::uint64_t incarnation;  // of the endpoint (direct entries)
+  std::uint32_t endpoint;
+  std::uint64_t version;
+  std::string members;  // indirect: "name:weight ..."
+};
+
+struct FleetStats {
+  std::uint64_t registrations = 0;          // acknowledged by the fleet
+  std::uint64_t registration_failures = 0;  // refused, timed out, or the server died: retried
+  std::uint64_t bad_messages = 0;           // from name servers: malformed, unexpected, or a bad ring
+};
 
 struct ComponentView {
   std::string name;
@@ -70,9 +88,26 @@ class Supervisor {
   const CounterBlock* counters_of(std::string_view name) const;
   BufferPool& pool() { return *pool_; }
 
+  // The name fleet: the components whose binary is flotilla-name-server. The supervisor registers
+  // /proc/<component> after every spawn and asks a server for its table here. `server` empty:
+  // the lowest-id serving one. Keeps watching (poll) while it waits, up to `timeout`.
+  bool has_name_fleet() const;
+  Result<std::vector<NameRow>> names(std::string_view server = {},
+                                     std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+  const FleetStats& fleet_stats() const { return fleet_stats_; }
+  // Registrations not yet acknowledged.
+  std::size_t pending_registrations() const { return registrations_.size(); }
+
  private:
   struct Slot;
   struct Channel;
+  struct Registration {
+    std::size_t slot;
+    std::uint64_t incarnation;
+    Slot* server = nullptr;  // in flight to this name server
+    std::uint64_t cookie = 0;
+    std::uint64_t sent_ns = 0;
+  };
 
   Supervisor(SupervisorConfig config, std::vector<std::string> binaries);
   Status create_regions();
@@ -81,6 +116,11 @@ class Supervisor {
   void check_heartbeat(Slot& slot, std::uint64_t now);
   void notify_peers(const Slot& restarted);
   void drain_control(Slot& slot);
+  void fleet_member_down(const Slot& dead);
+  void fleet_member_up(Slot& joiner);
+  void pump_fleet();
+  void on_fleet_message(Slot& server, const name::NameMessage& message);
+  Slot* serving_name_server(std::string_view name = {});
   Slot* find(std::string_view name);
   const Slot* find(std::string_view name) const;
   std::uint64_t now_ns() const;
@@ -98,6 +138,11 @@ class Supervisor {
   std::vector<std::unique_ptr<Slot>> slots_;
   EventLog log_;
   bool stopping_ = false;
+  std::deque<Registration> registrations_;
+  std::uint64_t next_cookie_ = 1;
+  FleetStats fleet_stats_;
+  Slot* dump_server_ = nullptr;  // a names() dump in progress
+  std::unique_ptr<name::SnapshotDecoder> dump_;
 };
 
 }  // namespace flotilla::recovery

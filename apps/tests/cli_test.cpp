@@ -109,7 +109,8 @@ TEST_F(Cli, UpInjectWatchAndDown) {
   outcome = run("status");
   EXPECT_EQ(outcome.exit_code, 0);
   for (const char* name : {"client", "middle", "server"}) EXPECT_TRUE(contains(outcome.output, name));
-  EXPECT_TRUE(contains(outcome.output, "start     server#1")) << outcome.output;  // recent events
+  EXPECT_TRUE(contains(outcome.output, "'flotilla events' for all")) << outcome.output;  // recent events
+  EXPECT_TRUE(events_show("start     server#1"));
   EXPECT_TRUE(contains(run("status --json").output, "{\"name\":\"middle\",\"id\":2,\"status\":\"running\""));
 
   outcome = run("inject middle crash");
@@ -135,9 +136,12 @@ TEST_F(Cli, UpInjectWatchAndDown) {
   EXPECT_TRUE(contains(outcome.output, "msgs in/s"));
   EXPECT_TRUE(contains(outcome.output, "server"));
 
+  // The default configuration runs a name fleet in which every component is registered.
   outcome = run("names");
-  EXPECT_EQ(outcome.exit_code, 2);
-  EXPECT_TRUE(contains(outcome.output, "no name fleet"));
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.output;
+  for (const char* name : {"/proc/client", "/proc/middle", "/proc/server", "/proc/name0", "/proc/name1"}) {
+    EXPECT_TRUE(contains(outcome.output, name)) << name << "\n" << outcome.output;
+  }
 
   // events --follow keeps printing until stopped.
   const std::string follow = cli_path() + " events --follow > " + (folder_ / "follow.txt").string() + " 2>&1";

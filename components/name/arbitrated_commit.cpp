@@ -1,6 +1,7 @@
 // The NameServer's plumbing, client side and initiator role. The arbiter and replica roles are in
 // arbiter_replica.cpp.
 #include "components/name/arbitrated_commit.hpp"
+#include "components/name/snapshot_stream.hpp"
 
 #include <algorithm>
 
@@ -27,6 +28,38 @@ MemberId NameServer::arbiter_for(std::string_view name) const {
 }
 
 void NameServer::handle(const NameMessage& message, std::vector<Envelope>& out) {
+  if (is_snapshot_kind(message.kind)) {
+    if (installed_ || message.from == kClientSource) {
+      ++counters_.stray_snapshot;
+      return;
+    }
+    if (!joining_) joining_ = std::make_shared<SnapshotDecoder>();
+    if (message.from != joining_from_) {  // a new donor (the last one died): start over
+      joining_->reset();
+      joining_from_ = message.from;
+    }
+    const auto state = joining_->feed(message);
+    if (state == SnapshotDecoder::State::failed) {
+      ++counters_.bad_snapshots;
+      joining_->reset();  // the next stream starts clean
+    } else if (state == SnapshotDecoder::State::complete) {
+      const Snapshot snapshot = joining_->snapshot();
+      joining_.reset();
+      install(snapshot, out);
+    }
+    return;
+  }
+  if (message.kind == NameMsgKind::dump) {
+    if (!well_formed(message)) {
+      ++counters_.malformed;
+      return;
+    }
+    if (!installed_) return;  // nothing to show yet; the client asks again
+    for (const NameMessage& record : encode_snapshot(snapshot(), config_.self, message.client)) {
+      out.push_back(Envelope{true, message.client, record});
+    }
+    return;
+  }
   if (!installed_) {
     queued_before_install_.push_back(message);
     return;
@@ -64,6 +97,13 @@ void NameServer::dispatch(const NameMessage& message, std::vector<Envelope>& out
     case NameMsgKind::outcome_query: return on_outcome_query(message, out);
     case NameMsgKind::outcome_reply: return on_outcome_reply(message, out);
     case NameMsgKind::reply:  // servers do not take replies; well_formed lets clients parse them
+    case NameMsgKind::snapshot_entry:  // handle() takes these before dispatch
+    case NameMsgKind::snapshot_group:
+    case NameMsgKind::snapshot_prepared:
+    case NameMsgKind::snapshot_commit:
+    case NameMsgKind::snapshot_member:
+    case NameMsgKind::snapshot_done:
+    case NameMsgKind::dump:
     case NameMsgKind::none:
       ++counters_.malformed;
       return;
@@ -312,6 +352,12 @@ void NameServer::add_member(MemberId joiner, std::vector<Envelope>& out) {
 
 Snapshot NameServer::snapshot() const {
   return Snapshot{table_, prepared_, recent_commits_, members_, epoch_};
+}
+
+void NameServer::send_snapshot(MemberId joiner, std::vector<Envelope>& out) const {
+  for (const NameMessage& record : encode_snapshot(snapshot(), config_.self)) {
+    out.push_back(Envelope{false, joiner, record});
+  }
 }
 
 void NameServer::install(const Snapshot& snapshot, std::vector<Envelope>& out) {

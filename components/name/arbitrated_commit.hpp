@@ -14,9 +14,9 @@
 // prepared is "in doubt" and is resolved by asking the survivors: committed if any survivor
 // committed it, else dropped (a commit is only sent after every member prepared, so all survivors
 // hold it either way). A joiner installs a Snapshot of a live member. In this layer the snapshot is
-// one in-process object; over channels it would travel as a run of NameMessages from the donor
-// after add_member: one per table entry (name, kind, owner, endpoint, version), one per group
-// member, one per prepared change (a prepare record) and a final one carrying the count and the
+// one in-process object; over channels it travels as a run of NameMessages from the donor
+// after add_member (snapshot_stream.hpp): one per table entry, one per group member, one per
+// prepared change (a prepare record), one per member and a final one carrying the count and the
 // table digest, which the joiner checks before it starts serving. Until installed, a joiner queues
 // what it receives and replays it afterwards.
 #pragma once
@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <tuple>
@@ -49,8 +50,12 @@ struct ServerConfig {
   std::uint64_t seed = 1;                     // picks members of indirect names
 };
 
+class SnapshotDecoder;
+
 struct ServerCounters {
   std::uint64_t malformed = 0;      // failed well_formed(): dropped
+  std::uint64_t bad_snapshots = 0;  // snapshot streams refused (bad record, count or digest)
+  std::uint64_t stray_snapshot = 0; // snapshot records while not joining: dropped
   std::uint64_t not_member = 0;     // from a member id not (or no longer) in the fleet: dropped
   std::uint64_t commits = 0;        // changes applied to this replica
   std::uint64_t retries = 0;        // attempts this initiator rolled back
@@ -92,6 +97,11 @@ class NameServer {
   void add_member(MemberId joiner, std::vector<Envelope>& out);
   Snapshot snapshot() const;
   void install(const Snapshot& snapshot, std::vector<Envelope>& out);
+  // The donor's side of a join over channels: snapshot() as a stream of records (snapshot_stream.hpp)
+  // to `joiner`, after add_member(joiner). A joiner feeds such records to handle() and installs
+  // the snapshot once the stream checks out. A client's `dump` is answered with the same stream.
+  void send_snapshot(MemberId joiner, std::vector<Envelope>& out) const;
+  bool installed() const { return installed_; }
 
   const NameTable& table() const { return table_; }
   const ServerCounters& counters() const { return counters_; }
@@ -187,6 +197,8 @@ class NameServer {
   std::set<std::tuple<std::uint64_t, std::uint32_t, MemberId, std::uint16_t>> recent_index_;
   std::deque<NameMessage> loopback_;  // messages to self, handled before returning
   std::vector<NameMessage> queued_before_install_;
+  std::shared_ptr<SnapshotDecoder> joining_;  // created where SnapshotDecoder is complete
+  MemberId joining_from_ = 0;                 // the donor of the stream in progress
   ServerCounters counters_;
 };
 

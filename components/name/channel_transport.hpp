@@ -56,6 +56,9 @@ class NameChannel {
                                     ChannelSide side, std::uint64_t incarnation,
                                     Doorbell* peer_bell, CounterBlock* counters);
 
+  // Wraps a channel end some other code attached (a supervised component's ComponentHost).
+  static NameChannel wrap(ChannelEnd end) { return NameChannel(end); }
+
   NameChannel() = default;
 
   // All or nothing. An error means the ring is corrupt (the peer wrote an index out of range,
@@ -94,6 +97,9 @@ class ServerPump {
   // One pass: receive from every channel and hand the messages to the server, tick it with
   // `now_ms`, route what it sends, and retry the backlog. Returns the messages handled.
   Result<std::size_t> poll(std::uint64_t now_ms);
+
+  // Routes envelopes the caller got from the server outside poll() (membership changes, say).
+  Status submit(std::vector<Envelope>& out) { return route(out); }
 
   bool has_input() const;
   std::size_t backlog() const;

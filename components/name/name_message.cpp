@@ -22,6 +22,9 @@ bool carries_name(NameMsgKind kind) {
     case NameMsgKind::abort:
     case NameMsgKind::outcome_query:
     case NameMsgKind::outcome_reply:
+    case NameMsgKind::snapshot_entry:
+    case NameMsgKind::snapshot_group:
+    case NameMsgKind::snapshot_prepared:
       return true;
     default:
       return false;
@@ -93,11 +96,13 @@ bool well_formed(const NameMessage& message) {
   if (static_cast<std::uint8_t>(message.op) > kLastChangeOp) return false;
   if (static_cast<std::uint8_t>(message.status) > kLastNameErrc) return false;
   const bool from_client =
-      message.kind == NameMsgKind::request || message.kind == NameMsgKind::lookup;
+      message.kind == NameMsgKind::request || message.kind == NameMsgKind::lookup ||
+      message.kind == NameMsgKind::dump;
   if (from_client != (message.from == kClientSource)) return false;
   if (carries_name(message.kind) && validate_name(name_of(message)) != NameErrc::ok) return false;
   if (sent_by_initiator(message.kind) && message.txn.initiator != message.from) return false;
-  if (message.kind == NameMsgKind::request || message.kind == NameMsgKind::prepare) {
+  if (message.kind == NameMsgKind::request || message.kind == NameMsgKind::prepare ||
+      message.kind == NameMsgKind::snapshot_prepared) {
     return change_well_formed(message);
   }
   return true;

@@ -43,8 +43,16 @@ enum class NameMsgKind : std::uint8_t {
   abort = 13,         // initiator -> all members: forget the prepared change
   outcome_query = 14,  // member -> members: did anyone commit this orphaned change?
   outcome_reply = 15,  // status ok = committed here
+  // A snapshot stream (see snapshot_stream.hpp): donor -> joiner, or server -> client for a dump.
+  snapshot_entry = 16,     // name, owner, endpoint, version; weight = EntryKind
+  snapshot_group = 17,     // name = the indirect entry, member + weight = one of its members
+  snapshot_prepared = 18,  // a prepared change: txn + the change, status ok or in_doubt below
+  snapshot_commit = 19,    // txn of a recent commit
+  snapshot_member = 20,    // version = a fleet member id
+  snapshot_done = 21,      // version = entry count, expires_ms = table digest, epoch
+  dump = 22,               // client -> server: send me a snapshot stream of your table
 };
-inline constexpr std::uint8_t kLastNameMsgKind = static_cast<std::uint8_t>(NameMsgKind::outcome_reply);
+inline constexpr std::uint8_t kLastNameMsgKind = static_cast<std::uint8_t>(NameMsgKind::dump);
 
 // Identifies one attempt of one change. Priority ignores the attempt, so a retried change keeps
 // its age and eventually becomes the oldest contender: that is what rules out livelock.

@@ -92,6 +92,9 @@ class NameTable {
 
   const Entry* find(std::string_view name) const;
   std::size_t size() const { return entries_.size(); }
+  const std::map<std::string, Entry, std::less<>>& entries() const { return entries_; }
+  // Puts an entry in as it stands on another replica (installing a snapshot), replacing any.
+  void restore(std::string name, Entry entry) { entries_[std::move(name)] = std::move(entry); }
   const TableConfig& config() const { return config_; }
 
   // Covers names, kinds, owners, versions and contents: equal tables have equal digests.

@@ -1,0 +1,169 @@
+// The name fleet under the supervisor, with the default configuration: every component is
+// registered as /proc/<name> at its incarnation, re-registered after a restart, registrations go
+// on through the surviving name server while the other is down, and a restarted name server
+// copies the table from the live one.
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "recovery/default_config.hpp"
+#include "recovery/supervisor.hpp"
+
+namespace flotilla::recovery {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string component_folder() {
+  const char* path = std::getenv("ECHO_COMPONENT");
+  return path != nullptr ? std::filesystem::path(path).parent_path().string() : "";
+}
+
+template <class Done>
+bool run_until(Supervisor& supervisor, Done&& done, std::chrono::milliseconds deadline = 20s) {
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    supervisor.poll(2ms);
+  }
+  return true;
+}
+
+const NameRow* row_of(const std::vector<NameRow>& rows, const std::string& name) {
+  for (const NameRow& row : rows) {
+    if (row.name == name) return &row;
+  }
+  return nullptr;
+}
+
+class NameFleet : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (component_folder().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+    auto outcome = parse_config(kDefaultConfig, "<default config>");
+    ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome));
+    SupervisorConfig config = std::get<SupervisorConfig>(outcome);
+    config.heartbeat_timeout = 500ms;  // a slow, noisy machine must not turn this into hang tests
+    auto created = Supervisor::create(std::move(config), component_folder());
+    ASSERT_TRUE(created) << created.error().message();
+    supervisor = std::move(created.value());
+    ASSERT_TRUE(supervisor->start());
+  }
+
+  std::size_t registered(const std::string& component) const {
+    return supervisor->log().count(EventKind::registered, component);
+  }
+
+  bool all_registered() const { return supervisor->pending_registrations() == 0; }
+
+  // The incarnation /proc/<component> names in `server`'s table, 0 when absent.
+  std::uint64_t incarnation_in_table(const std::string& component, std::string_view server = {}) {
+    auto rows = supervisor->names(server, 5s);
+    if (!rows) return 0;
+    const NameRow* row = row_of(*rows, "/proc/" + component);
+    return row == nullptr ? 0 : row->incarnation;
+  }
+
+  void crash(const std::string& component, std::uint64_t to_incarnation) {
+    ASSERT_TRUE(supervisor->inject(component, Fault::crash));
+    ASSERT_TRUE(run_until(*supervisor, [&] {
+      auto view = supervisor->component(component);
+      return view->incarnation == to_incarnation && view->status == ComponentStatus::running;
+    }));
+  }
+
+  std::unique_ptr<Supervisor> supervisor;
+};
+
+TEST_F(NameFleet, EveryComponentIsRegisteredAtItsFirstIncarnation) {
+  ASSERT_TRUE(supervisor->has_name_fleet());
+  ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
+  auto rows = supervisor->names();
+  ASSERT_TRUE(rows) << rows.error().message();
+  for (const auto& view : supervisor->components()) {
+    const NameRow* row = row_of(*rows, "/proc/" + view.name);
+    ASSERT_NE(row, nullptr) << view.name;
+    EXPECT_EQ(row->kind, "direct");
+    EXPECT_EQ(row->owner, view.id);
+    EXPECT_EQ(row->incarnation, 1u);
+    EXPECT_EQ(row->version, 1u);
+    EXPECT_EQ(registered(view.name), 1u);
+  }
+  EXPECT_EQ(supervisor->fleet_stats().bad_messages, 0u);
+}
+
+TEST_F(NameFleet, ARestartedComponentIsRegisteredAgain) {
+  ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
+  crash("middle", 2);
+  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 2; }));
+  EXPECT_EQ(incarnation_in_table("middle"), 2u);
+  EXPECT_EQ(incarnation_in_table("middle", "name1"), 2u);
+}
+
+TEST_F(NameFleet, RegistrationsGoOnWithoutADeadServerAndItRejoins) {
+  ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
+  ASSERT_TRUE(supervisor->inject("name0", Fault::crash));
+  ASSERT_TRUE(run_until(*supervisor, [&] { return supervisor->log().count(EventKind::exit, "name0") == 1; }));
+  // name0 is down or joining: middle's new incarnation is registered through name1.
+  crash("middle", 2);
+  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 2; }));
+  ASSERT_TRUE(run_until(*supervisor, [&] { return supervisor->log().count(EventKind::joined, "name0") == 1; }));
+  ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
+  EXPECT_EQ(registered("name0"), 2u);
+
+  auto from0 = supervisor->names("name0");
+  auto from1 = supervisor->names("name1");
+  ASSERT_TRUE(from0) << from0.error().message();
+  ASSERT_TRUE(from1) << from1.error().message();
+  ASSERT_EQ(from0->size(), from1->size());
+  for (std::size_t i = 0; i < from0->size(); ++i) {
+    const NameRow& a = (*from0)[i];
+    const NameRow& b = (*from1)[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.owner, b.owner) << a.name;
+    EXPECT_EQ(a.incarnation, b.incarnation) << a.name;
+    EXPECT_EQ(a.version, b.version) << a.name;
+  }
+  EXPECT_EQ(incarnation_in_table("middle", "name0"), 2u);
+  EXPECT_EQ(incarnation_in_table("name0", "name1"), 2u);
+
+  // Once rejoined, name0 takes part in new changes again.
+  crash("middle", 3);
+  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 3; }));
+  EXPECT_EQ(incarnation_in_table("middle", "name0"), 3u);
+  EXPECT_EQ(incarnation_in_table("middle", "name1"), 3u);
+  EXPECT_EQ(supervisor->fleet_stats().bad_messages, 0u);
+}
+
+// Both servers die close together: whichever way the restarts interleave (the second copies from
+// the first, or one founds the fleet again and everything is registered anew), the fleet ends up
+// serving the current incarnation of every component from both servers.
+TEST_F(NameFleet, BothServersDieAndTheFleetComesBack) {
+  ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
+  ASSERT_TRUE(supervisor->inject("name0", Fault::crash));
+  ASSERT_TRUE(run_until(*supervisor, [&] { return supervisor->log().count(EventKind::exit, "name0") == 1; }));
+  crash("name1", 2);
+  const auto serving = [&](const char* server) {
+    return supervisor->log().count(EventKind::joined, server) >= 1;
+  };
+  ASSERT_TRUE(run_until(*supervisor, [&] { return serving("name0") && serving("name1") && all_registered(); }));
+  auto from0 = supervisor->names("name0");
+  auto from1 = supervisor->names("name1");
+  ASSERT_TRUE(from0) << from0.error().message();
+  ASSERT_TRUE(from1) << from1.error().message();
+  for (const auto& view : supervisor->components()) {
+    const NameRow* a = row_of(*from0, "/proc/" + view.name);
+    const NameRow* b = row_of(*from1, "/proc/" + view.name);
+    ASSERT_NE(a, nullptr) << view.name;
+    ASSERT_NE(b, nullptr) << view.name;
+    EXPECT_EQ(a->incarnation, view.incarnation) << view.name;
+    EXPECT_EQ(b->incarnation, view.incarnation) << view.name;
+    EXPECT_EQ(a->version, b->version) << view.name;
+  }
+}
+
+}  // namespace
+}  // namespace flotilla::recovery
