@@ -14,11 +14,11 @@ namespace {
 
 // Takes over a descriptor the supervisor placed at `fd`, keeping its number. Close-on-exec, so
 // nothing this component might start inherits it.
-Result<SharedRegion> attach_fd(int fd) {
+Result<SharedRegion> attach_fd(int fd, SharedRegion::Access access = SharedRegion::Access::read_write) {
   if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
     return Error::from_errno("component: missing descriptor from the supervisor");
   }
-  return SharedRegion::attach(UniqueFd(fd));
+  return SharedRegion::attach(UniqueFd(fd), access);
 }
 
 }  // namespace
@@ -78,6 +78,19 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
     host->channels_.push_back(end.value());
   }
 
+  if (block.region_count > kMaxRegionsPerComponent) {
+    return Error{Errc::bad_layout, 0, "control block: too many regions"};
+  }
+  for (std::uint32_t i = 0; i < block.region_count; ++i) {
+    RegionGrant& grant = block.regions[i];
+    grant.name[kNameBytes - 1] = '\0';
+    const auto access = grant.writable != 0 ? SharedRegion::Access::read_write
+                                            : SharedRegion::Access::read_only;
+    auto region = attach_fd(grant.fd, access);
+    if (!region) return region.error();
+    host->regions_.push_back(std::move(region.value()));
+  }
+
   auto rings = host->control_.bytes().subspan(ControlBlock::rings_offset());
   auto in = RingConsumer::attach(rings.subspan(0, ControlBlock::ring_bytes()), host->incarnation_,
                                  &block.counters);
@@ -97,6 +110,13 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
   }
   if (auto s = host->loop_->add_poller([self] { return self->poll_faults(); }); !s) return s.error();
   return host;
+}
+
+std::span<std::byte> ComponentHost::region(std::string_view name) {
+  for (std::uint32_t i = 0; i < regions_.size(); ++i) {
+    if (name == std::string_view(block_->regions[i].name)) return regions_[i].bytes();
+  }
+  return {};
 }
 
 ChannelEnd* ComponentHost::channel(std::string_view name) {

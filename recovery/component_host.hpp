@@ -44,6 +44,9 @@ class ComponentHost {
   ComponentLoop& loop() { return *loop_; }
   CounterBlock& counters() { return block_->counters; }
   std::span<std::byte> state() { return state_.bytes(); }
+  // A region the configuration declared for this component, empty when it was not given one.
+  // Mapped read-only when this component is among its readers: a write then faults.
+  std::span<std::byte> region(std::string_view name);
   BufferPool& pool() { return *pool_; }
 
   void on_peer_restarted(PeerRestarted handler) { peer_restarted_ = std::move(handler); }
@@ -75,6 +78,7 @@ class ComponentHost {
   ControlBlock* block_ = nullptr;
   std::uint64_t incarnation_ = 0;
   std::vector<SharedRegion> channel_regions_;
+  std::vector<SharedRegion> regions_;
   std::vector<ChannelEnd> channels_;
   RingConsumer control_in_;
   RingProducer control_out_;

@@ -167,13 +167,69 @@ void read_channels(const toml::table& root, SupervisorConfig& config) {
     if (!std::has_single_bit(channel.capacity)) {
       fail(*table.get("capacity"), "'capacity' must be a power of two");
     }
+    // One grant stays free for the supervisor's own link to a name server.
     for (int end : {a, b}) {
-      if (++per_component[static_cast<std::size_t>(end)] > kMaxChannelsPerComponent) {
+      if (++per_component[static_cast<std::size_t>(end)] > kMaxChannelsPerComponent - 1) {
         fail(node, "component '" + config.components[static_cast<std::size_t>(end)].name +
-                       "' has more than " + std::to_string(kMaxChannelsPerComponent) + " channels");
+                       "' has more than " + std::to_string(kMaxChannelsPerComponent - 1) + " channels");
       }
     }
     config.channels.push_back(std::move(channel));
+  }
+}
+
+std::vector<std::string> component_list(const toml::table& table, std::string_view key,
+                                        const SupervisorConfig& config) {
+  std::vector<std::string> names;
+  const toml::node* node = table.get(key);
+  if (node == nullptr) return names;
+  const toml::array* list = node->as_array();
+  if (list == nullptr) fail(*node, "'" + std::string(key) + "' must be an array of component names");
+  for (const toml::node& item : *list) {
+    if (!item.is_string()) fail(item, "'" + std::string(key) + "' must be an array of component names");
+    std::string name(*item.value<std::string_view>());
+    bool known = false;
+    for (const auto& component : config.components) known |= component.name == name;
+    if (!known) fail(item, "no component named '" + name + "'");
+    names.push_back(std::move(name));
+  }
+  return names;
+}
+
+void read_regions(const toml::table& root, SupervisorConfig& config) {
+  const toml::array* array = array_of_tables(root, "region");
+  if (array == nullptr) return;
+  std::set<std::string> names;
+  std::vector<std::uint32_t> per_component(config.components.size(), 0);
+  for (const toml::node& node : *array) {
+    const toml::table& table = *node.as_table();
+    reject_unknown_keys(table, {"name", "bytes", "writers", "readers"}, "[[region]]");
+    RegionConfig region;
+    region.name = text(table, "name", node);
+    if (!valid_name(region.name)) {
+      fail(*table.get("name"), "region name must be 1-31 characters of [A-Za-z0-9_.-]");
+    }
+    if (!names.insert(region.name).second) {
+      fail(*table.get("name"), "region '" + region.name + "' is declared twice");
+    }
+    if (table.get("bytes") == nullptr) fail(node, "missing 'bytes'");
+    region.bytes = integer<std::uint64_t>(table, "bytes", 0, 1, std::int64_t{1} << 32);
+    region.writers = component_list(table, "writers", config);
+    region.readers = component_list(table, "readers", config);
+    std::set<std::string> users;
+    for (const auto* list : {&region.writers, &region.readers}) {
+      for (const auto& name : *list) {
+        if (!users.insert(name).second) fail(node, "component '" + name + "' is listed twice");
+        for (std::size_t i = 0; i < config.components.size(); ++i) {
+          if (config.components[i].name == name && ++per_component[i] > kMaxRegionsPerComponent) {
+            fail(node, "component '" + name + "' has more than " +
+                           std::to_string(kMaxRegionsPerComponent) + " regions");
+          }
+        }
+      }
+    }
+    if (users.empty()) fail(node, "region '" + region.name + "' has no writers or readers");
+    config.regions.push_back(std::move(region));
   }
 }
 
@@ -190,10 +246,11 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name) 
   }
   SupervisorConfig config;
   try {
-    reject_unknown_keys(root, {"supervisor", "component", "channel"}, "the top level");
+    reject_unknown_keys(root, {"supervisor", "component", "channel", "region"}, "the top level");
     read_supervisor(root, config);
     read_components(root, config);
     read_channels(root, config);
+    read_regions(root, config);
   } catch (const Invalid& invalid) {
     return ConfigError{source + ":" + std::to_string(invalid.line) + ": " + invalid.message};
   }

@@ -27,6 +27,13 @@ struct ChannelConfig {
   std::uint32_t capacity = 1024;
 };
 
+struct RegionConfig {
+  std::string name;
+  std::uint64_t bytes = 0;
+  std::vector<std::string> writers;  // map it read-write
+  std::vector<std::string> readers;  // map it read-only
+};
+
 struct RestartPolicy {
   std::uint32_t crash_limit = 5;                      // this many crashes ...
   std::chrono::milliseconds window{10'000};           // ... within this window: marked failed
@@ -41,6 +48,7 @@ struct SupervisorConfig {
   std::uint32_t buffer_size = 2048;
   std::vector<ComponentConfig> components;
   std::vector<ChannelConfig> channels;
+  std::vector<RegionConfig> regions;
 };
 
 struct ConfigError {

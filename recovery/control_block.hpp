@@ -4,7 +4,8 @@
 //
 // The descriptors a component receives sit at fixed numbers, so nothing needs parsing:
 //   3 control region (this layout)   4 doorbells of every component   5 state store
-//   6 buffer pool                    7.. one per channel, in ChannelGrant order
+//   6 buffer pool                    7.. one per channel, in ChannelGrant order, then one per
+//                                    declared region, in RegionGrant order
 #pragma once
 
 #include <atomic>
@@ -34,6 +35,17 @@ inline constexpr std::uint32_t kNameBytes = 32;
 inline constexpr std::uint32_t kControlRingCapacity = 64;
 
 enum class ChannelSideCode : std::uint32_t { a = 0, b = 1 };
+
+inline constexpr std::uint32_t kMaxRegionsPerComponent = 8;
+
+// A shared region the configuration declares ([[region]]): named, sized, and handed to some
+// components writable and to others read-only.
+struct RegionGrant {
+  char name[kNameBytes];
+  std::uint64_t bytes;
+  std::int32_t fd;
+  std::uint32_t writable;
+};
 
 struct ChannelGrant {
   char name[kNameBytes];
@@ -95,7 +107,7 @@ struct RecoveredNotice {
 
 struct alignas(kCacheLine) ControlBlock {
   static constexpr std::uint64_t kMagic = 0x6c7274436f6c6646ull;  // "FloCtrl"
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;
 
   std::uint64_t magic;
   std::uint32_t version;
@@ -105,6 +117,9 @@ struct alignas(kCacheLine) ControlBlock {
   std::uint32_t channel_count;
   std::uint32_t reserved;
   ChannelGrant channels[kMaxChannelsPerComponent];
+  std::uint32_t region_count;
+  std::uint32_t reserved_regions;
+  RegionGrant regions[kMaxRegionsPerComponent];
 
   alignas(kCacheLine) std::atomic<std::uint32_t> fault_request;  // a Fault, set by the supervisor
   alignas(kCacheLine) CounterBlock counters;

@@ -37,6 +37,12 @@ struct Supervisor::Channel {
   std::size_t b;
 };
 
+struct Supervisor::DeclaredRegion {
+  RegionConfig config;
+  SharedRegion region;
+  UniqueFd read_only;  // what readers get: it cannot be mapped writable
+};
+
 struct Supervisor::Slot {
   ComponentConfig config;
   std::string binary;
@@ -47,6 +53,7 @@ struct Supervisor::Slot {
   RingProducer to_component;
   RingConsumer from_component;
   std::vector<std::size_t> channels;  // indices into channels_
+  std::vector<std::pair<std::size_t, bool>> regions;  // indices into regions_, writable
 
   // Name servers only: the channel the supervisor opened to it, as a client of the fleet.
   bool name_server = false;
@@ -115,7 +122,7 @@ void copy_name(char (&out)[kNameBytes], const std::string& name) {
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   if (core >= 0) (void)pin_to_core(core);
-  int moved[kMaxChannelsPerComponent + 8];
+  int moved[kMaxChannelsPerComponent + kMaxRegionsPerComponent + 4];
   for (std::size_t i = 0; i < fd_count; ++i) {
     moved[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 64);  // out of the way of the targets
     if (moved[i] < 0) ::_exit(126);
@@ -232,6 +239,24 @@ Status Supervisor::create_regions() {
       return Error{Errc::invalid_argument, 0, "a name server has no channel left for the supervisor"};
     }
   }
+
+  for (const auto& config : config_.regions) {
+    auto region = SharedRegion::create("flotilla-region-" + config.name, config.bytes);
+    if (!region) return region.error();
+    auto read_only = region->reopen_read_only();
+    if (!read_only) return read_only.error();
+    const std::size_t index = regions_.size();
+    regions_.push_back(std::make_unique<DeclaredRegion>(
+        DeclaredRegion{config, std::move(region.value()), std::move(read_only.value())}));
+    for (auto& slot : slots_) {
+      for (const auto& name : config.writers) {
+        if (name == slot->config.name) slot->regions.emplace_back(index, true);
+      }
+      for (const auto& name : config.readers) {
+        if (name == slot->config.name) slot->regions.emplace_back(index, false);
+      }
+    }
+  }
   return {};
 }
 
@@ -250,7 +275,7 @@ Status Supervisor::spawn(Slot& slot) {
   block.fault_request.store(static_cast<std::uint32_t>(Fault::none), std::memory_order_release);
   block.channel_count = static_cast<std::uint32_t>(slot.channels.size());
 
-  int fds[kMaxChannelsPerComponent + 8];
+  int fds[kMaxChannelsPerComponent + kMaxRegionsPerComponent + 4];
   std::size_t fd_count = 0;
   fds[fd_count++] = slot.control.fd();
   fds[fd_count++] = bells_region_->fd();
@@ -276,6 +301,17 @@ Status Supervisor::spawn(Slot& slot) {
     grant.fd = kControlFd + static_cast<int>(fd_count);
     fds[fd_count++] = slot.fleet_region.fd();
     block.channel_count = static_cast<std::uint32_t>(slot.channels.size() + 1);
+  }
+  block.region_count = static_cast<std::uint32_t>(slot.regions.size());
+  for (std::size_t i = 0; i < slot.regions.size(); ++i) {
+    const auto [index, writable] = slot.regions[i];
+    const DeclaredRegion& declared = *regions_[index];
+    RegionGrant& grant = block.regions[i];
+    copy_name(grant.name, declared.config.name);
+    grant.bytes = declared.region.size();
+    grant.writable = writable ? 1 : 0;
+    grant.fd = kControlFd + static_cast<int>(fd_count);
+    fds[fd_count++] = writable ? declared.region.fd() : declared.read_only.get();
   }
 
   // argv is built before fork: the child must not allocate.

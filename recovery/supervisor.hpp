@@ -135,6 +135,8 @@ class Supervisor {
   DoorbellTable* bells_ = nullptr;
   std::optional<BufferPool> pool_;
   std::vector<std::unique_ptr<Channel>> channels_;
+  struct DeclaredRegion;
+  std::vector<std::unique_ptr<DeclaredRegion>> regions_;
   std::vector<std::unique_ptr<Slot>> slots_;
   EventLog log_;
   bool stopping_ = false;

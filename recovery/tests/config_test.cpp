@@ -81,6 +81,32 @@ TEST(Config, SyntaxErrorsNameTheirLine) {
   EXPECT_EQ(error.rfind("test.toml:2: ", 0), 0u) << error;
 }
 
+TEST(Config, ReadsRegionsAndRefusesBadOnes) {
+  const std::string components =
+      "[[component]]\nname = \"ip\"\nbinary = \"x\"\n[[component]]\nname = \"pf\"\nbinary = \"x\"\n";
+  auto outcome = parse_config(components +
+                                  "[[region]]\nname = \"routes\"\nbytes = 65536\nwriters = [\"ip\"]\n"
+                                  "readers = [\"pf\"]\n",
+                              "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& regions = std::get<SupervisorConfig>(outcome).regions;
+  ASSERT_EQ(regions.size(), 1u);
+  EXPECT_EQ(regions[0].name, "routes");
+  EXPECT_EQ(regions[0].bytes, 65536u);
+  EXPECT_EQ(regions[0].writers, std::vector<std::string>{"ip"});
+  EXPECT_EQ(regions[0].readers, std::vector<std::string>{"pf"});
+
+  EXPECT_EQ(error_of(components + "[[region]]\nname = \"r\"\nbytes = 64\nreaders = [\"tcp\"]\n"),
+            "test.toml:10: no component named 'tcp'");
+  EXPECT_EQ(error_of(components + "[[region]]\nname = \"r\"\nwriters = [\"ip\"]\n"),
+            "test.toml:7: missing 'bytes'");
+  EXPECT_EQ(error_of(components + "[[region]]\nname = \"r\"\nbytes = 64\nwriters = [\"ip\"]\n"
+                                  "readers = [\"ip\"]\n"),
+            "test.toml:7: component 'ip' is listed twice");
+  EXPECT_EQ(error_of(components + "[[region]]\nname = \"r\"\nbytes = 64\n"),
+            "test.toml:7: region 'r' has no writers or readers");
+}
+
 TEST(Config, NeedsAtLeastOneComponent) {
   EXPECT_EQ(error_of(""), "test.toml: no [[component]] declared");
 }

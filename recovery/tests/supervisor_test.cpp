@@ -2,11 +2,13 @@
 // crashed, aborted and hung again and again while requests stream through it; the crash-loop
 // limit; descriptors across restarts.
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -180,6 +182,41 @@ TEST_F(SupervisorChain, RestartsLeakNoDescriptors) {
   // stdio, control, doorbells, state, pool, and its two channels: nothing else.
   EXPECT_EQ(open_fds(middle), (std::set<int>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
   finish_stream();
+}
+
+// The access mode a process holds descriptor `fd` with (O_RDONLY, O_RDWR, ...), from fdinfo.
+int access_mode(pid_t pid, int fd) {
+  std::ifstream info("/proc/" + std::to_string(pid) + "/fdinfo/" + std::to_string(fd));
+  for (std::string key; info >> key;) {
+    if (key == "flags:") {
+      std::string octal;
+      info >> octal;
+      return static_cast<int>(std::stoul(octal, nullptr, 8)) & O_ACCMODE;
+    }
+  }
+  return -1;
+}
+
+TEST(Supervisor, DeclaredRegionGoesOnlyToItsComponentsWithTheirAccess) {
+  if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+  SupervisorConfig config = chain_config();
+  config.regions.push_back(RegionConfig{"routes", 10'000, {"client"}, {"middle"}});
+  auto supervisor = Supervisor::create(std::move(config), echo_folder());
+  ASSERT_TRUE(supervisor) << supervisor.error().message();
+  ASSERT_TRUE((*supervisor)->start());
+  (*supervisor)->run_for(300ms);
+  const pid_t client = (*supervisor)->component("client")->pid;
+  const pid_t middle = (*supervisor)->component("middle")->pid;
+  const pid_t server = (*supervisor)->component("server")->pid;
+  ASSERT_GT(client, 0);
+  // client: stdio, 3-6, one channel (7), then the region (8).
+  EXPECT_EQ(open_fds(client), (std::set<int>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(access_mode(client, 8), O_RDWR);
+  // middle: two channels (7, 8), then the region (9), which it may only read.
+  EXPECT_EQ(open_fds(middle), (std::set<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  EXPECT_EQ(access_mode(middle, 9), O_RDONLY);
+  // server was not given it.
+  EXPECT_EQ(open_fds(server), (std::set<int>{0, 1, 2, 3, 4, 5, 6, 7}));
 }
 
 TEST(Supervisor, CrashLoopIsStoppedAndReported) {
