@@ -129,7 +129,7 @@ ControlServer::~ControlServer() {
 
 std::vector<pollfd> ControlServer::pollfds() const {
   std::vector<pollfd> fds{pollfd{listener_.get(), POLLIN, 0}};
-  for (const UniqueFd& client : clients_) fds.push_back(pollfd{client.get(), POLLIN, 0});
+  for (const Client& client : clients_) fds.push_back(pollfd{client.fd.get(), POLLIN, 0});
   return fds;
 }
 
@@ -137,7 +137,7 @@ void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& rea
   std::vector<std::size_t> finished;
   for (std::size_t i = 1; i < ready.size() && i - 1 < clients_.size(); ++i) {
     if (ready[i].revents == 0) continue;
-    const int fd = clients_[i - 1].get();
+    const int fd = clients_[i - 1].fd.get();
     std::string request(kMaxControlPacket, '\0');
     const ssize_t got = ::recv(fd, request.data(), request.size(), MSG_DONTWAIT);
     if (got <= 0) {
@@ -145,6 +145,14 @@ void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& rea
       continue;
     }
     request.resize(static_cast<std::size_t>(got));
+    if (!clients_[i - 1].permitted) {
+      // Answered only after its request is read, so that closing does not reset the connection
+      // and swallow the answer.
+      static constexpr char kRefused[] = "error: permission denied: not the supervisor's user\n";
+      ::send(fd, kRefused, sizeof(kRefused) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      finished.push_back(i - 1);
+      continue;
+    }
     std::string reply = handle(supervisor, request);
     if (reply.size() > kMaxControlPacket) reply = "error: reply too large\n";
     ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -158,13 +166,9 @@ void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& rea
       if (!client.valid()) break;
       ucred peer{};
       socklen_t length = sizeof(peer);
-      if (::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 ||
-          (peer.uid != 0 && peer.uid != ::getuid())) {
-        static constexpr char kRefused[] = "error: permission denied: not the supervisor's user\n";
-        ::send(client.get(), kRefused, sizeof(kRefused) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        continue;
-      }
-      clients_.push_back(std::move(client));
+      const bool permitted = ::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) == 0 &&
+                             (peer.uid == 0 || peer.uid == ::getuid());
+      clients_.push_back(Client{std::move(client), permitted});
     }
   }
 }
@@ -260,11 +264,16 @@ Result<std::string> control_request(const std::string& path, const std::string& 
   }
   timeval limit{10, 0};  // a supervisor that does not answer in 10 s is as good as gone
   ::setsockopt(socket.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
-  if (::send(socket.get(), request.data(), request.size(), MSG_NOSIGNAL) < 0) {
+  // A supervisor that refuses us answers at once and hangs up, so our send may fail: its answer
+  // is still waiting to be read, and it says why.
+  const bool sent = ::send(socket.get(), request.data(), request.size(), MSG_NOSIGNAL) >= 0;
+  const int send_errno = errno;
+  std::string reply(kMaxControlPacket, '\0');
+  const ssize_t got = ::recv(socket.get(), reply.data(), reply.size(), sent ? 0 : MSG_DONTWAIT);
+  if (!sent && got <= 0) {
+    errno = send_errno;
     return Error::from_errno("send to the supervisor");
   }
-  std::string reply(kMaxControlPacket, '\0');
-  const ssize_t got = ::recv(socket.get(), reply.data(), reply.size(), 0);
   if (got < 0) return Error::from_errno("no answer from the supervisor");
   if (got == 0) return Error{Errc::closed, 0, "the supervisor hung up"};
   reply.resize(static_cast<std::size_t>(got));

@@ -54,7 +54,11 @@ class ControlServer {
 
   std::string path_;
   UniqueFd listener_;
-  std::vector<UniqueFd> clients_;
+  struct Client {
+    UniqueFd fd;
+    bool permitted;  // peer credentials: root or the supervisor's own user
+  };
+  std::vector<Client> clients_;
   std::vector<Scheduled> schedule_;
   bool down_requested_ = false;
 };
