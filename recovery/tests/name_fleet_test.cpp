@@ -75,6 +75,23 @@ class NameFleet : public ::testing::Test {
     }));
   }
 
+  // The whole event log, for a failure message.
+  std::string event_text() const {
+    std::string text;
+    for (const Event& event : supervisor->log().events()) text += format_event(event) + "\n";
+    const FleetStats& stats = supervisor->fleet_stats();
+    text += "pending " + std::to_string(supervisor->pending_registrations()) + ", registrations " +
+            std::to_string(stats.registrations) + ", failures " +
+            std::to_string(stats.registration_failures) + ", bad messages " +
+            std::to_string(stats.bad_messages) + "\n";
+    for (const char* server : {"name0", "name1"}) {
+      auto view = supervisor->component(server);
+      text += std::string(server) + ": " + std::string(status_name(view->status)) + " #" +
+              std::to_string(view->incarnation) + "\n";
+    }
+    return text;
+  }
+
   std::unique_ptr<Supervisor> supervisor;
 };
 
@@ -141,6 +158,14 @@ TEST_F(NameFleet, RegistrationsGoOnWithoutADeadServerAndItRejoins) {
 // Both servers die close together: whichever way the restarts interleave (the second copies from
 // the first, or one founds the fleet again and everything is registered anew), the fleet ends up
 // serving the current incarnation of every component from both servers.
+//
+// KNOWN BUG (so this runs in the slow suite only): about 1 run in 20 under CPU load, the
+// re-founder's own registration (/proc/name0 at its new incarnation) is refused or times out
+// forever while every other one succeeds. Suspect: a change prepared for that name before the
+// second death travels in the joiner's snapshot as a prepared record whose initiator (the
+// re-founded member, same id, new incarnation) no longer knows the transaction, so nothing ever
+// resolves it and it blocks every later change to that name. Resolving prepared records whose
+// initiator restarted (as force_out does for dead members) should fix it.
 TEST_F(NameFleet, BothServersDieAndTheFleetComesBack) {
   ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
   ASSERT_TRUE(supervisor->inject("name0", Fault::crash));
@@ -149,7 +174,8 @@ TEST_F(NameFleet, BothServersDieAndTheFleetComesBack) {
   const auto serving = [&](const char* server) {
     return supervisor->log().count(EventKind::joined, server) >= 1;
   };
-  ASSERT_TRUE(run_until(*supervisor, [&] { return serving("name0") && serving("name1") && all_registered(); }));
+  ASSERT_TRUE(run_until(*supervisor, [&] { return serving("name0") && serving("name1") && all_registered(); }))
+      << event_text();
   auto from0 = supervisor->names("name0");
   auto from1 = supervisor->names("name1");
   ASSERT_TRUE(from0) << from0.error().message();
