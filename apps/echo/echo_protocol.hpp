@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "dataplane/hash.hpp"
 #include "dataplane/message.hpp"
 
 namespace flotilla::recovery::echo {
@@ -20,17 +21,10 @@ struct Body {
   std::uint64_t check;
 };
 
-inline std::uint64_t mix(std::uint64_t x) {
-  x ^= x >> 31;
-  x *= 0x7fb5d329728ea185ull;
-  x ^= x >> 27;
-  x *= 0x81dadef4bc2dd44dull;
-  return x ^ (x >> 33);
-}
 
-inline std::uint64_t value_of(std::uint64_t sequence) { return mix(sequence + 1); }
+inline std::uint64_t value_of(std::uint64_t sequence) { return mix64(sequence + 1); }
 inline std::uint64_t check_of(MessageKind kind, std::uint64_t sequence, std::uint64_t value) {
-  return mix(sequence ^ (value * 3) ^ static_cast<std::uint64_t>(kind));
+  return mix64(sequence ^ (value * 3) ^ static_cast<std::uint64_t>(kind));
 }
 
 inline Message make(MessageKind kind, std::uint64_t sequence) {

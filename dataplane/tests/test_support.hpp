@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <functional>
 
+#include "dataplane/hash.hpp"
 #include "dataplane/message.hpp"
 
 namespace flotilla::testing {
@@ -22,24 +23,17 @@ struct CheckedBody {
 };
 static_assert(sizeof(CheckedBody) <= Message::kBodyBytes);
 
-inline std::uint64_t mix(std::uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  return x ^ (x >> 33);
-}
 
 inline std::uint64_t checksum_of(const CheckedBody& body) {
-  std::uint64_t sum = mix(body.sequence);
-  for (std::uint64_t word : body.words) sum = mix(sum ^ word);
+  std::uint64_t sum = mix64(body.sequence);
+  for (std::uint64_t word : body.words) sum = mix64(sum ^ word);
   return sum;
 }
 
 inline Message checked_message(std::uint64_t sequence) {
   CheckedBody body{};
   body.sequence = sequence;
-  for (std::uint64_t i = 0; i < 5; ++i) body.words[i] = mix(sequence * 5 + i + 1);
+  for (std::uint64_t i = 0; i < 5; ++i) body.words[i] = mix64(sequence * 5 + i + 1);
   body.checksum = checksum_of(body);
   return Message::make(MessageKind::data, body);
 }
