@@ -64,6 +64,22 @@ std::string text(const toml::table& table, std::string_view key, const toml::nod
   return std::string(*node->value<std::string_view>());
 }
 
+// The table's 'name': valid, and not used before by another of the same kind.
+std::string unique_name(const toml::table& table, const toml::node& owner, std::set<std::string>& taken,
+                        const std::string& kind) {
+  std::string name = text(table, "name", owner);
+  if (!valid_name(name)) fail(*table.get("name"), kind + " name must be 1-31 characters of [A-Za-z0-9_.-]");
+  if (!taken.insert(name).second) fail(*table.get("name"), kind + " '" + name + "' is declared twice");
+  return name;
+}
+
+int component_index(const SupervisorConfig& config, const std::string& name) {
+  for (std::size_t i = 0; i < config.components.size(); ++i) {
+    if (config.components[i].name == name) return static_cast<int>(i);
+  }
+  return -1;
+}
+
 const toml::array* array_of_tables(const toml::table& root, std::string_view key) {
   const toml::node* node = root.get(key);
   if (node == nullptr) return nullptr;
@@ -108,13 +124,7 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
     const toml::table& table = *node.as_table();
     reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes"}, "[[component]]");
     ComponentConfig component;
-    component.name = text(table, "name", node);
-    if (!valid_name(component.name)) {
-      fail(*table.get("name"), "component name must be 1-31 characters of [A-Za-z0-9_.-]");
-    }
-    if (!names.insert(component.name).second) {
-      fail(*table.get("name"), "component '" + component.name + "' is declared twice");
-    }
+    component.name = unique_name(table, node, names, "component");
     component.binary = text(table, "binary", node);
     if (component.binary.empty()) fail(*table.get("binary"), "'binary' is empty");
     if (const toml::node* args = table.get("args")) {
@@ -139,27 +149,15 @@ void read_channels(const toml::table& root, SupervisorConfig& config) {
   if (array == nullptr) return;
   std::set<std::string> names;
   std::vector<std::uint32_t> per_component(config.components.size(), 0);
-  const auto find = [&](const std::string& name) -> int {
-    for (std::size_t i = 0; i < config.components.size(); ++i) {
-      if (config.components[i].name == name) return static_cast<int>(i);
-    }
-    return -1;
-  };
   for (const toml::node& node : *array) {
     const toml::table& table = *node.as_table();
     reject_unknown_keys(table, {"name", "a", "b", "capacity"}, "[[channel]]");
     ChannelConfig channel;
-    channel.name = text(table, "name", node);
-    if (!valid_name(channel.name)) {
-      fail(*table.get("name"), "channel name must be 1-31 characters of [A-Za-z0-9_.-]");
-    }
-    if (!names.insert(channel.name).second) {
-      fail(*table.get("name"), "channel '" + channel.name + "' is declared twice");
-    }
+    channel.name = unique_name(table, node, names, "channel");
     channel.a = text(table, "a", node);
     channel.b = text(table, "b", node);
-    const int a = find(channel.a);
-    const int b = find(channel.b);
+    const int a = component_index(config, channel.a);
+    const int b = component_index(config, channel.b);
     if (a < 0) fail(*table.get("a"), "no component named '" + channel.a + "'");
     if (b < 0) fail(*table.get("b"), "no component named '" + channel.b + "'");
     if (a == b) fail(node, "a channel joins two different components");
@@ -188,9 +186,7 @@ std::vector<std::string> component_list(const toml::table& table, std::string_vi
   for (const toml::node& item : *list) {
     if (!item.is_string()) fail(item, "'" + std::string(key) + "' must be an array of component names");
     std::string name(*item.value<std::string_view>());
-    bool known = false;
-    for (const auto& component : config.components) known |= component.name == name;
-    if (!known) fail(item, "no component named '" + name + "'");
+    if (component_index(config, name) < 0) fail(item, "no component named '" + name + "'");
     names.push_back(std::move(name));
   }
   return names;
@@ -205,13 +201,7 @@ void read_regions(const toml::table& root, SupervisorConfig& config) {
     const toml::table& table = *node.as_table();
     reject_unknown_keys(table, {"name", "bytes", "writers", "readers"}, "[[region]]");
     RegionConfig region;
-    region.name = text(table, "name", node);
-    if (!valid_name(region.name)) {
-      fail(*table.get("name"), "region name must be 1-31 characters of [A-Za-z0-9_.-]");
-    }
-    if (!names.insert(region.name).second) {
-      fail(*table.get("name"), "region '" + region.name + "' is declared twice");
-    }
+    region.name = unique_name(table, node, names, "region");
     if (table.get("bytes") == nullptr) fail(node, "missing 'bytes'");
     region.bytes = integer<std::uint64_t>(table, "bytes", 0, 1, std::int64_t{1} << 32);
     region.writers = component_list(table, "writers", config);
@@ -220,11 +210,10 @@ void read_regions(const toml::table& root, SupervisorConfig& config) {
     for (const auto* list : {&region.writers, &region.readers}) {
       for (const auto& name : *list) {
         if (!users.insert(name).second) fail(node, "component '" + name + "' is listed twice");
-        for (std::size_t i = 0; i < config.components.size(); ++i) {
-          if (config.components[i].name == name && ++per_component[i] > kMaxRegionsPerComponent) {
-            fail(node, "component '" + name + "' has more than " +
-                           std::to_string(kMaxRegionsPerComponent) + " regions");
-          }
+        if (++per_component[static_cast<std::size_t>(component_index(config, name))] >
+            kMaxRegionsPerComponent) {
+          fail(node, "component '" + name + "' has more than " +
+                         std::to_string(kMaxRegionsPerComponent) + " regions");
         }
       }
     }
