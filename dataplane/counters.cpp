@@ -1,5 +1,8 @@
 #include "dataplane/counters.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 namespace flotilla {
 
 std::string_view counter_name(Counter counter) {
@@ -22,6 +25,31 @@ std::string_view counter_name(Counter counter) {
     case Counter::count_: break;
   }
   return "unknown";
+}
+
+}  // namespace flotilla
+
+namespace flotilla {
+
+NamedCounter* NamedCounterTable::find_or_add(std::string_view name) {
+  if (name.empty() || name.size() >= kCounterNameBytes) return nullptr;
+  const std::size_t existing = published();
+  for (std::size_t i = 0; i < existing; ++i) {
+    if (std::string_view(entries[i].name, ::strnlen(entries[i].name, kCounterNameBytes)) == name) {
+      return &entries[i];
+    }
+  }
+  if (existing >= kMaxNamedCounters) return nullptr;
+  NamedCounter& entry = entries[existing];
+  std::memset(entry.name, 0, sizeof(entry.name));
+  std::memcpy(entry.name, name.data(), name.size());
+  entry.value.store(0, std::memory_order_relaxed);
+  count.store(static_cast<std::uint32_t>(existing + 1), std::memory_order_release);
+  return &entry;
+}
+
+std::size_t NamedCounterTable::published() const {
+  return std::min<std::size_t>(count.load(std::memory_order_acquire), kMaxNamedCounters);
 }
 
 }  // namespace flotilla

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string_view>
 
+
 #include "dataplane/cpu.hpp"
 
 namespace flotilla {
@@ -46,6 +47,42 @@ struct alignas(kCacheLine) CounterBlock {
   std::uint64_t read(Counter counter) const {
     return values[static_cast<std::size_t>(counter)].load(std::memory_order_relaxed);
   }
+};
+
+}  // namespace flotilla
+
+namespace flotilla {
+
+// Counters a component names itself ("bad_checksum", "arp_flood_ignored", ...), for what the fixed
+// set above cannot say. They sit in shared memory beside the fixed block, with the same single
+// writer rule. A restarted component finds the names its earlier incarnations registered and
+// keeps counting on them, so totals span restarts.
+inline constexpr std::size_t kMaxNamedCounters = 96;
+inline constexpr std::size_t kCounterNameBytes = 40;
+
+struct NamedCounter {
+  char name[kCounterNameBytes];
+  std::atomic<std::uint64_t> value;
+
+  void add(std::uint64_t amount = 1) {
+    value.store(value.load(std::memory_order_relaxed) + amount, std::memory_order_relaxed);
+  }
+  std::uint64_t read() const { return value.load(std::memory_order_relaxed); }
+};
+
+struct alignas(kCacheLine) NamedCounterTable {
+  // Published with a release store after the entry's name is written; readers load it with
+  // acquire and still treat the names as untrusted bytes.
+  std::atomic<std::uint32_t> count{0};
+  std::uint32_t reserved = 0;
+  NamedCounter entries[kMaxNamedCounters];
+
+  // The counter called `name`, registered on first use. Returns nullptr when the table is full or
+  // the name is empty or too long: the caller then counts nowhere (register at start-up, not on
+  // the data path, so that is seen at once).
+  NamedCounter* find_or_add(std::string_view name);
+  // Entries safe to read: at most kMaxNamedCounters whatever the count word says.
+  std::size_t published() const;
 };
 
 }  // namespace flotilla

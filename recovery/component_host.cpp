@@ -55,7 +55,9 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
   if (!state) return state.error();
   host->state_ = std::move(state.value());
 
-  auto pool_region = attach_fd(kPoolFd);
+  const auto pool_access = block.pool_writable != 0 ? SharedRegion::Access::read_write
+                                                    : SharedRegion::Access::read_only;
+  auto pool_region = attach_fd(kPoolFd, pool_access);
   if (!pool_region) return pool_region.error();
   auto pool = BufferPool::attach(std::move(pool_region.value()));
   if (!pool) return pool.error();
@@ -110,6 +112,12 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
   }
   if (auto s = host->loop_->add_poller([self] { return self->poll_faults(); }); !s) return s.error();
   return host;
+}
+
+NamedCounter& ComponentHost::named_counter(std::string_view name) {
+  NamedCounter* counter = block_->named_counters.find_or_add(name);
+  if (counter != nullptr) return *counter;
+  return overflow_counter_;
 }
 
 std::span<std::byte> ComponentHost::region(std::string_view name) {

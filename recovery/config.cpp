@@ -1,6 +1,7 @@
 #include "recovery/config.hpp"
 
 #include <bit>
+#include <optional>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -122,7 +123,8 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
   std::set<std::string> names;
   for (const toml::node& node : *array) {
     const toml::table& table = *node.as_table();
-    reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes"}, "[[component]]");
+    reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes", "pool"},
+                        "[[component]]");
     ComponentConfig component;
     component.name = unique_name(table, node, names, "component");
     component.binary = text(table, "binary", node);
@@ -137,6 +139,13 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
     }
     component.core = integer<int>(table, "core", -1, -1, 1023);
     component.state_bytes = integer<std::uint32_t>(table, "state_bytes", 4096, 64, 1u << 30);
+    if (const toml::node* pool = table.get("pool")) {
+      const std::string access = text(table, "pool", node);
+      if (access != "read-write" && access != "read-only") {
+        fail(*pool, "'pool' must be \"read-write\" or \"read-only\"");
+      }
+      component.pool_writable = access == "read-write";
+    }
     config.components.push_back(std::move(component));
   }
   if (config.components.size() >= kSupervisorId) {  // the supervisor's own id is the last
@@ -222,6 +231,125 @@ void read_regions(const toml::table& root, SupervisorConfig& config) {
   }
 }
 
+std::string optional_text(const toml::table& table, std::string_view key, std::string fallback) {
+  const toml::node* node = table.get(key);
+  if (node == nullptr) return fallback;
+  if (!node->is_string()) fail(*node, "'" + std::string(key) + "' must be a string");
+  return std::string(*node->value<std::string_view>());
+}
+
+const toml::table* table_of(const toml::table& root, std::string_view key) {
+  const toml::node* node = root.get(key);
+  if (node == nullptr) return nullptr;
+  const toml::table* table = node->as_table();
+  if (table == nullptr) fail(*node, "[" + std::string(key) + "] must be a table");
+  return table;
+}
+
+bool valid_interface_name(std::string_view name) {
+  // The kernel's limit is IFNAMSIZ - 1; '/' and whitespace are refused by the kernel too.
+  if (name.empty() || name.size() > 15) return false;
+  for (char c : name) {
+    if (c == '/' || c == ' ' || c == '\t' || c == '\n' || c == ':') return false;
+  }
+  return true;
+}
+
+void read_network(const toml::table& root, SupervisorConfig& config) {
+  const toml::table* table = table_of(root, "network");
+  if (table == nullptr) return;
+  config.has_network = true;
+  reject_unknown_keys(*table,
+                      {"driver", "namespace", "stack_interface", "peer_interface", "stack_address",
+                       "peer_address", "gateway", "memwire_path", "memwire_side", "dpdk_device",
+                       "create_peer"},
+                      "[network]");
+  NetworkConfig& network = config.network;
+  network.driver = optional_text(*table, "driver", network.driver);
+  if (network.driver != "af_xdp" && network.driver != "dpdk" && network.driver != "memwire") {
+    fail(*table->get("driver"), "'driver' must be \"af_xdp\", \"dpdk\" or \"memwire\"");
+  }
+  network.peer_namespace = optional_text(*table, "namespace", network.peer_namespace);
+  network.stack_interface = optional_text(*table, "stack_interface", network.stack_interface);
+  network.peer_interface = optional_text(*table, "peer_interface", network.peer_interface);
+  for (const char* key : {"stack_interface", "peer_interface"}) {
+    const toml::node* node = table->get(key);
+    if (node != nullptr && !valid_interface_name(*node->value<std::string_view>())) {
+      fail(*node, "'" + std::string(key) + "' must be an interface name of 1-15 characters");
+    }
+  }
+  if (table->get("namespace") != nullptr && !valid_name(network.peer_namespace)) {
+    fail(*table->get("namespace"), "'namespace' must be 1-31 characters of [A-Za-z0-9_.-]");
+  }
+  network.stack_address = optional_text(*table, "stack_address", network.stack_address);
+  network.peer_address = optional_text(*table, "peer_address", network.peer_address);
+  network.gateway = optional_text(*table, "gateway", network.gateway);
+  network.memwire_path = optional_text(*table, "memwire_path", network.memwire_path);
+  network.memwire_side = optional_text(*table, "memwire_side", network.memwire_side);
+  if (network.memwire_side != "a" && network.memwire_side != "b") {
+    fail(*table->get("memwire_side"), "'memwire_side' must be \"a\" or \"b\"");
+  }
+  network.dpdk_device = optional_text(*table, "dpdk_device", network.dpdk_device);
+  if (const toml::node* create = table->get("create_peer")) {
+    if (!create->is_boolean()) fail(*create, "'create_peer' must be true or false");
+    network.create_peer = *create->value<bool>();
+  }
+}
+
+void read_filter(const toml::table& root, SupervisorConfig& config) {
+  const toml::table* table = table_of(root, "filter");
+  if (table == nullptr) return;
+  reject_unknown_keys(*table, {"rules"}, "[filter]");
+  config.filter_rules = optional_text(*table, "rules", "");
+}
+
+// The value a `${...}` placeholder in a component's args stands for; nullopt when unknown.
+std::optional<std::string> placeholder_value(const SupervisorConfig& config, std::string_view key) {
+  const NetworkConfig& n = config.network;
+  const std::pair<std::string_view, const std::string*> known[] = {
+      {"network.driver", &n.driver},
+      {"network.namespace", &n.peer_namespace},
+      {"network.stack_interface", &n.stack_interface},
+      {"network.peer_interface", &n.peer_interface},
+      {"network.stack_address", &n.stack_address},
+      {"network.peer_address", &n.peer_address},
+      {"network.gateway", &n.gateway},
+      {"network.memwire_path", &n.memwire_path},
+      {"network.memwire_side", &n.memwire_side},
+      {"network.dpdk_device", &n.dpdk_device},
+      {"filter.rules", &config.filter_rules},
+  };
+  for (const auto& [name, value] : known) {
+    if (name == key) return *value;
+  }
+  return std::nullopt;
+}
+
+void expand_placeholders(const toml::table& root, SupervisorConfig& config) {
+  const toml::array* array = array_of_tables(root, "component");
+  for (std::size_t c = 0; c < config.components.size(); ++c) {
+    const toml::table& table = *(*array)[c].as_table();
+    for (std::size_t a = 0; a < config.components[c].args.size(); ++a) {
+      std::string& arg = config.components[c].args[a];
+      const toml::node& where = *(*table.get("args")->as_array()).get(a);
+      std::string expanded;
+      std::size_t at = 0;
+      while (true) {
+        const std::size_t open = arg.find("${", at);
+        if (open == std::string::npos) break;
+        const std::size_t close = arg.find('}', open);
+        if (close == std::string::npos) fail(where, "unterminated '${' in args");
+        const std::string key = arg.substr(open + 2, close - open - 2);
+        const auto value = placeholder_value(config, key);
+        if (!value) fail(where, "unknown placeholder '${" + key + "}' in args");
+        expanded += arg.substr(at, open - at) + *value;
+        at = close + 1;
+      }
+      arg = expanded + arg.substr(at);
+    }
+  }
+}
+
 }  // namespace
 
 ConfigOutcome parse_config(std::string_view text, std::string_view source_name) {
@@ -235,9 +363,13 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name) 
   }
   SupervisorConfig config;
   try {
-    reject_unknown_keys(root, {"supervisor", "component", "channel", "region"}, "the top level");
+    reject_unknown_keys(root, {"supervisor", "component", "channel", "region", "network", "filter"},
+                        "the top level");
     read_supervisor(root, config);
+    read_network(root, config);
+    read_filter(root, config);
     read_components(root, config);
+    expand_placeholders(root, config);
     read_channels(root, config);
     read_regions(root, config);
   } catch (const Invalid& invalid) {

@@ -18,6 +18,7 @@ struct ComponentConfig {
   std::vector<std::string> args;
   int core = -1;  // -1: let the kernel place it
   std::uint32_t state_bytes = 4096;  // the state-store region kept across restarts
+  bool pool_writable = true;  // false: the pool is mapped read-only ("pool = 'read-only'")
 };
 
 struct ChannelConfig {
@@ -40,6 +41,23 @@ struct RestartPolicy {
   std::chrono::milliseconds max_backoff{500};         // restart delay doubles per recent crash
 };
 
+// The embedded network `flotilla up` builds (a namespace with the kernel's stack as the peer, joined
+// to Flotilla by a veth pair) and the packet filter's rules. Components see these values through
+// `${network.KEY}` and `${filter.rules}` placeholders in their args.
+struct NetworkConfig {
+  std::string driver = "af_xdp";          // af_xdp | dpdk | memwire
+  std::string peer_namespace = "flo-peer";
+  std::string stack_interface = "flo-stack";  // the veth end Flotilla drives (root namespace)
+  std::string peer_interface = "flo-peer0";   // the veth end inside the peer namespace
+  std::string stack_address = "10.77.0.2/24";
+  std::string peer_address = "10.77.0.1/24";
+  std::string gateway;                     // empty: no default route
+  std::string memwire_path = "/dev/shm/flotilla-memwire";
+  std::string memwire_side = "a";
+  std::string dpdk_device;                 // empty: net_af_packet on stack_interface
+  bool create_peer = true;                 // false: use an interface that already exists
+};
+
 struct SupervisorConfig {
   std::chrono::milliseconds heartbeat_timeout{50};
   std::chrono::milliseconds startup_grace{2'000};     // before the first heartbeat is due
@@ -49,6 +67,9 @@ struct SupervisorConfig {
   std::vector<ComponentConfig> components;
   std::vector<ChannelConfig> channels;
   std::vector<RegionConfig> regions;
+  NetworkConfig network;
+  std::string filter_rules;  // [filter] rules: the packet filter's rule text
+  bool has_network = false;  // a [network] table was given: `flotilla up` builds it
 };
 
 struct ConfigError {

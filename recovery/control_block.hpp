@@ -107,7 +107,7 @@ struct RecoveredNotice {
 
 struct alignas(kCacheLine) ControlBlock {
   static constexpr std::uint64_t kMagic = 0x6c7274436f6c6646ull;  // "FloCtrl"
-  static constexpr std::uint32_t kVersion = 2;
+  static constexpr std::uint32_t kVersion = 3;
 
   std::uint64_t magic;
   std::uint32_t version;
@@ -122,7 +122,9 @@ struct alignas(kCacheLine) ControlBlock {
   RegionGrant regions[kMaxRegionsPerComponent];
 
   alignas(kCacheLine) std::atomic<std::uint32_t> fault_request;  // a Fault, set by the supervisor
+  std::uint32_t pool_writable;  // 0: the pool is mapped read-only (the packet filter)
   alignas(kCacheLine) CounterBlock counters;
+  NamedCounterTable named_counters;
   // Then two rings of kControlRingCapacity messages: to the component, to the supervisor.
 
   static constexpr std::size_t rings_offset() {

@@ -35,6 +35,18 @@ bool parse_number(const std::string& text, std::uint64_t* value) {
   return error == std::errc() && end == text.data() + text.size();
 }
 
+// A counter name a component chose: shown only when it is a plain word, so a confused or hostile
+// component cannot break the line-oriented answer.
+bool printable_word(std::string_view name) {
+  if (name.empty()) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 std::string json_escape(std::string_view text) {
   std::string out;
   for (char c : text) {
@@ -87,6 +99,14 @@ std::string counters_text(const Supervisor& supervisor) {
     for (std::size_t i = 0; i < kCounterCount; ++i) {
       const auto counter = static_cast<Counter>(i);
       out << ' ' << counter_name(counter) << '=' << counters->read(counter);
+    }
+    // Names come from the component: only printable words are shown.
+    const NamedCounterTable* named = supervisor.named_counters_of(view.name);
+    for (std::size_t i = 0; i < named->published(); ++i) {
+      const NamedCounter& entry = named->entries[i];
+      const std::string_view name(entry.name, ::strnlen(entry.name, kCounterNameBytes));
+      if (!printable_word(name)) continue;
+      out << ' ' << name << '=' << entry.read();
     }
     out << '\n';
   }

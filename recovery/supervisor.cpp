@@ -103,6 +103,9 @@ Status Supervisor::create_regions() {
   auto pool = BufferPool::create(1, config_.buffer_size, config_.pool_buffers);
   if (!pool) return pool.error();
   pool_.emplace(std::move(pool.value()));
+  auto pool_read_only = pool_->region().reopen_read_only();
+  if (!pool_read_only) return pool_read_only.error();
+  pool_read_only_ = std::move(pool_read_only.value());
 
   for (std::size_t i = 0; i < config_.components.size(); ++i) {
     auto slot = std::make_unique<Slot>();
@@ -209,7 +212,8 @@ Status Supervisor::spawn(Slot& slot) {
   fds[fd_count++] = slot.control.fd();
   fds[fd_count++] = bells_region_->fd();
   fds[fd_count++] = slot.state.fd();
-  fds[fd_count++] = pool_->region().fd();
+  fds[fd_count++] = slot.config.pool_writable ? pool_->region().fd() : pool_read_only_.get();
+  block.pool_writable = slot.config.pool_writable ? 1 : 0;
   for (std::size_t i = 0; i < slot.channels.size(); ++i) {
     const Channel& channel = *channels_[slot.channels[i]];
     const bool side_a = slots_[channel.a].get() == &slot;
@@ -525,6 +529,11 @@ std::span<std::byte> Supervisor::state_of(std::string_view name) const {
 const CounterBlock* Supervisor::counters_of(std::string_view name) const {
   const Slot* slot = find(name);
   return slot == nullptr ? nullptr : &slot->block->counters;
+}
+
+const NamedCounterTable* Supervisor::named_counters_of(std::string_view name) const {
+  const Slot* slot = find(name);
+  return slot == nullptr ? nullptr : &slot->block->named_counters;
 }
 
 }  // namespace flotilla::recovery

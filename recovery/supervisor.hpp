@@ -86,6 +86,7 @@ class Supervisor {
   // The state-store region of a component (the supervisor keeps it across restarts).
   std::span<std::byte> state_of(std::string_view name) const;
   const CounterBlock* counters_of(std::string_view name) const;
+  const NamedCounterTable* named_counters_of(std::string_view name) const;
   BufferPool& pool() { return *pool_; }
 
   // The name fleet: the components whose binary is flotilla-name-server. The supervisor registers
@@ -134,6 +135,7 @@ class Supervisor {
   std::optional<SharedRegion> bells_region_;
   DoorbellTable* bells_ = nullptr;
   std::optional<BufferPool> pool_;
+  UniqueFd pool_read_only_;  // what components with `pool = "read-only"` get
   std::vector<std::unique_ptr<Channel>> channels_;
   struct DeclaredRegion;
   std::vector<std::unique_ptr<DeclaredRegion>> regions_;
