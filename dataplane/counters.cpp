@@ -31,21 +31,21 @@ std::string_view counter_name(Counter counter) {
 
 namespace flotilla {
 
-NamedCounter* NamedCounterTable::find_or_add(std::string_view name) {
-  if (name.empty() || name.size() >= kCounterNameBytes) return nullptr;
+NamedCounter& NamedCounterTable::counter(std::string_view name) {
+  if (name.empty() || name.size() >= kCounterNameBytes) return overflow;
   const std::size_t existing = published();
   for (std::size_t i = 0; i < existing; ++i) {
     if (std::string_view(entries[i].name, ::strnlen(entries[i].name, kCounterNameBytes)) == name) {
-      return &entries[i];
+      return entries[i];
     }
   }
-  if (existing >= kMaxNamedCounters) return nullptr;
+  if (existing >= kMaxNamedCounters) return overflow;
   NamedCounter& entry = entries[existing];
   std::memset(entry.name, 0, sizeof(entry.name));
   std::memcpy(entry.name, name.data(), name.size());
   entry.value.store(0, std::memory_order_relaxed);
   count.store(static_cast<std::uint32_t>(existing + 1), std::memory_order_release);
-  return &entry;
+  return entry;
 }
 
 std::size_t NamedCounterTable::published() const {

@@ -76,11 +76,12 @@ struct alignas(kCacheLine) NamedCounterTable {
   std::atomic<std::uint32_t> count{0};
   std::uint32_t reserved = 0;
   NamedCounter entries[kMaxNamedCounters];
+  // Where counts go when the table is full or a name is empty or too long; not shown anywhere.
+  // Register at start-up, not on the data path, so a missing counter is seen at once.
+  NamedCounter overflow;
 
-  // The counter called `name`, registered on first use. Returns nullptr when the table is full or
-  // the name is empty or too long: the caller then counts nowhere (register at start-up, not on
-  // the data path, so that is seen at once).
-  NamedCounter* find_or_add(std::string_view name);
+  // The counter called `name`, registered on first use.
+  NamedCounter& counter(std::string_view name);
   // Entries safe to read: at most kMaxNamedCounters whatever the count word says.
   std::size_t published() const;
 };

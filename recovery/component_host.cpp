@@ -114,12 +114,6 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
   return host;
 }
 
-NamedCounter& ComponentHost::named_counter(std::string_view name) {
-  NamedCounter* counter = block_->named_counters.find_or_add(name);
-  if (counter != nullptr) return *counter;
-  return overflow_counter_;
-}
-
 std::span<std::byte> ComponentHost::region(std::string_view name) {
   for (std::uint32_t i = 0; i < regions_.size(); ++i) {
     if (name == std::string_view(block_->regions[i].name)) return regions_[i].bytes();

@@ -43,9 +43,8 @@ class ComponentHost {
 
   ComponentLoop& loop() { return *loop_; }
   CounterBlock& counters() { return block_->counters; }
-  // A counter of this component's own naming, shown by `flotilla status`/`top`. Register at
-  // start-up. When the table is full the counts go to a private sink nobody sees.
-  NamedCounter& named_counter(std::string_view name);
+  // Counters of this component's own naming, shown by `flotilla top` and the `counters` request.
+  NamedCounterTable& named_counters() { return block_->named_counters; }
   std::span<std::byte> state() { return state_.bytes(); }
   // A region the configuration declared for this component, empty when it was not given one.
   // Mapped read-only when this component is among its readers: a write then faults.
@@ -90,7 +89,6 @@ class ComponentHost {
   ControlHandler control_handler_;
   bool recovery_reported_ = false;
   bool corrupt_next_ = false;
-  NamedCounter overflow_counter_{};
 };
 
 }  // namespace flotilla::recovery

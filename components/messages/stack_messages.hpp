@@ -5,6 +5,8 @@
 //
 // Who talks to whom (one channel per pair):
 //   driver <-> ip     frame                     an Ethernet frame, either direction
+//   driver  -> ip     link_info                 the device's MAC and MTU (at start, and again
+//                                               whenever IP restarts)
 //   ip      -> pf     verdict_request           "may this IPv4 packet pass?"; IP keeps the buffer
 //   pf      -> ip     verdict                   the answer, matched by ticket
 //   ip     <-> udp    transport_packet          a UDP datagram (handle starts at the UDP header)
@@ -34,6 +36,7 @@ inline constexpr MessageKind kSocketOpenKind = stack_kind(5);
 inline constexpr MessageKind kSocketStatusKind = stack_kind(6);
 inline constexpr MessageKind kSocketDatagramKind = stack_kind(7);
 inline constexpr MessageKind kSocketCloseKind = stack_kind(8);
+inline constexpr MessageKind kLinkInfoKind = stack_kind(9);
 
 // Bytes a transport leaves free in front of its header, so IP can put the IPv4 and Ethernet headers
 // in the same buffer without copying.
@@ -42,6 +45,12 @@ inline constexpr std::uint16_t kHeadroom = 128;
 // driver <-> ip. `frame` covers the Ethernet header and everything after it.
 struct FrameBody {
   BufferHandle frame;
+};
+
+// driver -> ip.
+struct LinkInfoBody {
+  std::uint8_t mac[6];
+  std::uint16_t mtu;  // the largest IP packet the link carries (1500 on Ethernet)
 };
 
 enum class Direction : std::uint8_t { in = 0, out = 1 };
@@ -86,7 +95,39 @@ struct PortBindingBody {
   std::uint16_t local_port;
 };
 
+// app <-> udp: the native socket API (sockets/udp_sockets.hpp). The application picks socket ids.
+// open: bind a UDP socket to local_port (0: an ephemeral port). status: the answer to open, or an
+// error that closed the socket; error is 0 or an errno value. datagram: payload only; on the way
+// out at least kHeadroom + 8 bytes precede it in the buffer. close: release the socket.
+struct SocketOpenBody {
+  std::uint32_t socket;
+  std::uint16_t local_port;
+  std::uint8_t protocol;
+  std::uint8_t reserved;
+};
+
+struct SocketStatusBody {
+  std::uint32_t socket;
+  std::int32_t error;
+  std::uint16_t local_port;
+  std::uint16_t reserved;
+};
+
+struct SocketDatagramBody {
+  BufferHandle payload;
+  std::uint32_t socket;
+  std::uint32_t remote_address;
+  std::uint16_t remote_port;
+  std::uint16_t local_port;
+};
+
+struct SocketCloseBody {
+  std::uint32_t socket;
+};
+
 static_assert(sizeof(FrameBody) <= Message::kBodyBytes);
+static_assert(sizeof(SocketDatagramBody) <= Message::kBodyBytes);
+static_assert(sizeof(LinkInfoBody) <= Message::kBodyBytes);
 static_assert(sizeof(VerdictRequestBody) <= Message::kBodyBytes);
 static_assert(sizeof(VerdictBody) <= Message::kBodyBytes);
 static_assert(sizeof(TransportPacketBody) <= Message::kBodyBytes);

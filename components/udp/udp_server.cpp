@@ -1,0 +1,224 @@
+#include "components/udp/udp_server.hpp"
+
+#include <atomic>
+#include <cerrno>
+
+#include "components/wire/udp.hpp"
+
+namespace flotilla::udp {
+namespace {
+
+constexpr std::uint8_t kProtocolUdp = 17;
+
+std::atomic_ref<std::uint32_t> state_word(SocketEntry& entry) {
+  return std::atomic_ref<std::uint32_t>(entry.state);
+}
+
+}  // namespace
+
+std::size_t UdpServer::state_bytes_for(std::size_t sockets) {
+  return sizeof(UdpStateHeader) + sockets * sizeof(SocketEntry);
+}
+
+UdpServer::UdpServer(BufferPool& pool, ComponentId self, std::uint32_t local_address,
+                     UdpOutputs& outputs, NamedCounterTable& table)
+    : pool_(&pool), self_(self), local_address_(local_address), outputs_(&outputs) {
+  counters_.datagrams_in = &table.counter("datagrams_in");
+  counters_.datagrams_out = &table.counter("datagrams_out");
+  counters_.bad_length = &table.counter("bad_length");
+  counters_.bad_checksum = &table.counter("bad_checksum");
+  counters_.no_socket = &table.counter("no_socket");
+  counters_.app_queue_full = &table.counter("app_queue_full");
+  counters_.ip_queue_full = &table.counter("ip_queue_full");
+  counters_.bad_request = &table.counter("bad_request");
+  counters_.port_in_use = &table.counter("port_in_use");
+  counters_.sockets_full = &table.counter("sockets_full");
+}
+
+Result<std::unique_ptr<UdpServer>> UdpServer::create(BufferPool& pool, ComponentId self,
+                                                     std::uint32_t local_address,
+                                                     std::span<std::byte> state, UdpOutputs& outputs,
+                                                     NamedCounterTable& counters) {
+  if (state.size() < state_bytes_for(16)) {
+    return Error{Errc::invalid_argument, 0, "udp: state store too small (state_bytes)"};
+  }
+  std::unique_ptr<UdpServer> server(new UdpServer(pool, self, local_address, outputs, counters));
+  auto* header = reinterpret_cast<UdpStateHeader*>(state.data());
+  const std::size_t capacity = (state.size() - sizeof(UdpStateHeader)) / sizeof(SocketEntry);
+  auto* entries = reinterpret_cast<SocketEntry*>(state.data() + sizeof(UdpStateHeader));
+  server->header_ = header;
+  server->sockets_ = std::span<SocketEntry>(entries, capacity);
+  if (header->magic == UdpStateHeader::kMagic && header->version == UdpStateHeader::kVersion &&
+      header->capacity == capacity) {
+    server->restored_ = true;
+    return server;
+  }
+  header->magic = 0;
+  header->version = UdpStateHeader::kVersion;
+  header->capacity = static_cast<std::uint32_t>(capacity);
+  header->next_ephemeral = kEphemeralFirst;
+  for (SocketEntry& entry : server->sockets_) state_word(entry).store(0, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  header->magic = UdpStateHeader::kMagic;
+  return server;
+}
+
+SocketEntry* UdpServer::find_port(std::uint16_t port) {
+  for (SocketEntry& entry : sockets_) {
+    if (state_word(entry).load(std::memory_order_acquire) == 1 && entry.local_port == port) return &entry;
+  }
+  return nullptr;
+}
+
+SocketEntry* UdpServer::find_socket(ComponentId app, std::uint32_t socket) {
+  for (SocketEntry& entry : sockets_) {
+    if (state_word(entry).load(std::memory_order_acquire) == 1 && entry.app == app &&
+        entry.socket == socket) {
+      return &entry;
+    }
+  }
+  return nullptr;
+}
+
+SocketEntry* UdpServer::free_entry() {
+  for (SocketEntry& entry : sockets_) {
+    if (state_word(entry).load(std::memory_order_relaxed) == 0) return &entry;
+  }
+  return nullptr;
+}
+
+std::uint16_t UdpServer::pick_ephemeral() {
+  for (std::uint32_t tries = 0; tries < 65536 - kEphemeralFirst; ++tries) {
+    std::uint16_t port = header_->next_ephemeral;
+    header_->next_ephemeral = port == 65535 ? kEphemeralFirst : static_cast<std::uint16_t>(port + 1);
+    if (find_port(port) == nullptr) return port;
+  }
+  return 0;
+}
+
+std::size_t UdpServer::open_sockets() const {
+  std::size_t count = 0;
+  for (const SocketEntry& entry : sockets_) {
+    count += std::atomic_ref<const std::uint32_t>(entry.state).load(std::memory_order_relaxed) == 1;
+  }
+  return count;
+}
+
+void UdpServer::drop(const BufferHandle& handle, NamedCounter* reason) {
+  reason->add();
+  (void)pool_->free(self_, handle);
+}
+
+void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
+  stack::SocketStatusBody status{open.socket, 0, 0, 0};
+  if (open.protocol != kProtocolUdp || find_socket(app, open.socket) != nullptr) {
+    counters_.bad_request->add();
+    status.error = EINVAL;
+  } else if (open.local_port != 0 && find_port(open.local_port) != nullptr) {
+    counters_.port_in_use->add();
+    status.error = EADDRINUSE;
+  } else if (SocketEntry* entry = free_entry(); entry == nullptr) {
+    counters_.sockets_full->add();
+    status.error = ENOBUFS;
+  } else {
+    const std::uint16_t port = open.local_port != 0 ? open.local_port : pick_ephemeral();
+    if (port == 0) {
+      status.error = EADDRINUSE;
+    } else {
+      entry->socket = open.socket;
+      entry->app = app;
+      entry->local_port = port;
+      state_word(*entry).store(1, std::memory_order_release);
+      status.local_port = port;
+      outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::claim, port});
+    }
+  }
+  (void)outputs_->status_to_app(app, status);
+}
+
+void UdpServer::release(SocketEntry& entry) {
+  const std::uint16_t port = entry.local_port;
+  state_word(entry).store(0, std::memory_order_release);
+  outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::release, port});
+}
+
+void UdpServer::on_close(ComponentId app, const stack::SocketCloseBody& close) {
+  SocketEntry* entry = find_socket(app, close.socket);
+  if (entry == nullptr) {
+    counters_.bad_request->add();
+    return;
+  }
+  release(*entry);
+}
+
+void UdpServer::on_app_restarted(ComponentId app) {
+  for (SocketEntry& entry : sockets_) {
+    if (state_word(entry).load(std::memory_order_acquire) == 1 && entry.app == app) release(entry);
+  }
+}
+
+void UdpServer::claim_all() {
+  for (SocketEntry& entry : sockets_) {
+    if (state_word(entry).load(std::memory_order_acquire) != 1) continue;
+    outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::claim, entry.local_port});
+  }
+}
+
+void UdpServer::on_app_datagram(ComponentId app, const stack::SocketDatagramBody& datagram) {
+  const BufferHandle& payload = datagram.payload;
+  auto bytes = pool_->bytes(self_, payload);
+  if (!bytes) return;  // counted by the pool; not ours to free
+  SocketEntry* entry = find_socket(app, datagram.socket);
+  if (entry == nullptr || payload.offset < kHeadersBefore || payload.length > 65507 ||
+      datagram.remote_address == 0 || datagram.remote_port == 0) {
+    drop(payload, counters_.bad_request);
+    return;
+  }
+  BufferHandle segment = payload;
+  segment.offset = static_cast<std::uint16_t>(payload.offset - 8);
+  segment.length = static_cast<std::uint16_t>(payload.length + 8);
+  auto segment_bytes = pool_->bytes(self_, segment);
+  if (!segment_bytes) return;
+  wire::emit_udp(segment_bytes.value(), entry->local_port, datagram.remote_port, local_address_,
+                 datagram.remote_address, payload.length);
+  const stack::TransportPacketBody packet{.segment = segment,
+                                          .remote_address = datagram.remote_address,
+                                          .local_address = local_address_,
+                                          .remote_port = datagram.remote_port,
+                                          .local_port = entry->local_port,
+                                          .protocol = kProtocolUdp,
+                                          .reserved = {}};
+  if (outputs_->to_ip(packet)) {
+    counters_.datagrams_out->add();
+  } else {
+    drop(segment, counters_.ip_queue_full);
+  }
+}
+
+void UdpServer::on_ip_packet(const stack::TransportPacketBody& packet) {
+  auto bytes = pool_->bytes(self_, packet.segment);
+  if (!bytes) return;
+  auto datagram = wire::UdpDatagram::parse(bytes.value(), packet.remote_address, packet.local_address);
+  if (!datagram) {
+    drop(packet.segment, datagram.error() == wire::WireError::bad_checksum ? counters_.bad_checksum
+                                                                          : counters_.bad_length);
+    return;
+  }
+  counters_.datagrams_in->add();
+  SocketEntry* entry = find_port(datagram->destination_port());
+  if (entry == nullptr) {
+    drop(packet.segment, counters_.no_socket);
+    return;
+  }
+  BufferHandle payload = packet.segment;
+  payload.offset = static_cast<std::uint16_t>(payload.offset + 8);
+  payload.length = static_cast<std::uint16_t>(datagram->payload().size());
+  const stack::SocketDatagramBody body{.payload = payload,
+                                       .socket = entry->socket,
+                                       .remote_address = packet.remote_address,
+                                       .remote_port = datagram->source_port(),
+                                       .local_port = entry->local_port};
+  if (!outputs_->to_app(entry->app, body)) drop(payload, counters_.app_queue_full);
+}
+
+}  // namespace flotilla::udp

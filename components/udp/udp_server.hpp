@@ -1,0 +1,106 @@
+// The UDP server's logic: sockets that applications open over their channel, ports claimed in IP's
+// flow table, datagrams checked (length, checksum) on the way in and given their header on the
+// way out. The socket table lives in the state store, so a restarted UDP server still knows every
+// socket and claims its ports again; applications notice nothing but the datagrams lost meanwhile.
+//
+// Kept apart from the process (components/udp/main.cpp) so tests can drive it with plain calls.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "components/messages/stack_messages.hpp"
+#include "dataplane/buffer_pool.hpp"
+#include "dataplane/counters.hpp"
+#include "dataplane/result.hpp"
+
+namespace flotilla::udp {
+
+// Where the UDP server's messages go. Calls that pass a buffer return true when it was handed off
+// and sent; on false the server still owns it.
+class UdpOutputs {
+ public:
+  virtual ~UdpOutputs() = default;
+  virtual bool to_ip(const stack::TransportPacketBody& packet) = 0;
+  virtual bool bind_port(const stack::PortBindingBody& binding) = 0;
+  virtual bool to_app(ComponentId app, const stack::SocketDatagramBody& datagram) = 0;
+  virtual bool status_to_app(ComponentId app, const stack::SocketStatusBody& status) = 0;
+};
+
+struct SocketEntry {
+  std::uint32_t state;  // 0 free, 1 bound; published last with a release store
+  std::uint32_t socket;
+  ComponentId app;
+  std::uint16_t local_port;
+  std::uint16_t reserved;
+};
+
+struct UdpStateHeader {
+  static constexpr std::uint64_t kMagic = 0x6574617453706455ull;  // "UdpState"
+  static constexpr std::uint32_t kVersion = 1;
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t capacity;
+  std::uint16_t next_ephemeral;
+  std::uint16_t reserved[3];
+};
+
+class UdpServer {
+ public:
+  static constexpr std::uint16_t kEphemeralFirst = 49152;
+  // Bytes a datagram from an application needs in front of its payload: UDP, IPv4 and Ethernet.
+  static constexpr std::uint16_t kHeadersBefore = 8 + 20 + 14;
+
+  static std::size_t state_bytes_for(std::size_t sockets);
+  static Result<std::unique_ptr<UdpServer>> create(BufferPool& pool, ComponentId self,
+                                                   std::uint32_t local_address,
+                                                   std::span<std::byte> state, UdpOutputs& outputs,
+                                                   NamedCounterTable& counters);
+
+  void on_open(ComponentId app, const stack::SocketOpenBody& open);
+  void on_close(ComponentId app, const stack::SocketCloseBody& close);
+  void on_app_datagram(ComponentId app, const stack::SocketDatagramBody& datagram);
+  void on_ip_packet(const stack::TransportPacketBody& packet);
+  // The application restarted: its sockets are gone.
+  void on_app_restarted(ComponentId app);
+  // IP restarted, or this server did: claim every bound port again (claims are idempotent).
+  void claim_all();
+
+  std::size_t open_sockets() const;
+  bool restored() const { return restored_; }
+
+ private:
+  UdpServer(BufferPool& pool, ComponentId self, std::uint32_t local_address, UdpOutputs& outputs,
+            NamedCounterTable& counters);
+  SocketEntry* find_port(std::uint16_t port);
+  SocketEntry* find_socket(ComponentId app, std::uint32_t socket);
+  SocketEntry* free_entry();
+  std::uint16_t pick_ephemeral();
+  void release(SocketEntry& entry);
+  void drop(const BufferHandle& handle, NamedCounter* reason);
+
+  BufferPool* pool_;
+  ComponentId self_;
+  std::uint32_t local_address_;
+  UdpOutputs* outputs_;
+  UdpStateHeader* header_ = nullptr;
+  std::span<SocketEntry> sockets_;
+  bool restored_ = false;
+
+  struct Counters {
+    NamedCounter* datagrams_in;
+    NamedCounter* datagrams_out;
+    NamedCounter* bad_length;
+    NamedCounter* bad_checksum;
+    NamedCounter* no_socket;
+    NamedCounter* app_queue_full;
+    NamedCounter* ip_queue_full;
+    NamedCounter* bad_request;
+    NamedCounter* port_in_use;
+    NamedCounter* sockets_full;
+  } counters_{};
+};
+
+}  // namespace flotilla::udp
