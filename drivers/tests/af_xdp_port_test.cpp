@@ -439,6 +439,72 @@ TEST_F(AfXdpPortTest, BlockRulesDropEarlyAndAreCounted) {
   EXPECT_EQ(port->set_block_rules(too_many).error().code, Errc::invalid_argument);
 }
 
+TEST_F(AfXdpPortTest, RulesWithPortsCannotMatchLaterFragments) {
+  auto port = open_port(options());
+  ASSERT_TRUE(port);
+  UniqueFd sender = veth_->socket_inside(SOCK_DGRAM);
+  ASSERT_TRUE(sender.valid());
+  const int dont = IP_PMTUDISC_DONT;  // let the kernel fragment instead of refusing
+  ASSERT_EQ(::setsockopt(sender.get(), IPPROTO_IP, IP_MTU_DISCOVER, &dont, sizeof dont), 0);
+  const sockaddr_in to = address_of(veth_->fake_address, 9999);
+  // Three fragments at MTU 1500. The bytes read as port 9999 (0x270f) wherever a later fragment
+  // starts, so a program that took a later fragment's first bytes for ports would drop it too.
+  std::string big;
+  while (big.size() < 3000) big += "\x27\x0f";
+  std::uint32_t fake = 0;
+  ::inet_pton(AF_INET, veth_->fake_address.c_str(), &fake);
+
+  // Sends the datagram and counts the fragments that reach the port, by fragment offset.
+  auto send_and_count = [&](std::uint64_t expected_drops,
+                            std::size_t expected_fragments) -> std::pair<std::size_t, std::size_t> {
+    EXPECT_EQ(::sendto(sender.get(), big.data(), big.size(), 0,
+                       reinterpret_cast<const sockaddr*>(&to), sizeof to),
+              static_cast<ssize_t>(big.size()));
+    std::size_t first = 0, later = 0;
+    std::array<BufferHandle, 32> burst{};
+    const std::uint64_t give_up = monotonic_ms() + kGiveUpMs;
+    while ((port->early_drops() < expected_drops || first + later < expected_fragments) &&
+           monotonic_ms() < give_up) {
+      (void)port->service();
+      const std::size_t count = port->receive_burst(burst);
+      for (std::size_t i = 0; i < count; ++i) {
+        auto bytes = pool_->bytes(kDriver, burst[i]);
+        EXPECT_TRUE(bytes);
+        if (!bytes) continue;
+        const std::byte* frame = bytes->data();
+        std::uint32_t destination = 0;
+        if (bytes->size() >= 34 && read16(frame + 12) == 0x0800) {
+          std::memcpy(&destination, frame + 14 + 16, 4);
+          if (destination == fake) ++((read16(frame + 14 + 6) & 0x1fff) == 0 ? first : later);
+        }
+        EXPECT_TRUE(pool_->free(kDriver, burst[i]));
+      }
+    }
+    return std::pair{first, later};
+  };
+
+  // A port rule drops the first fragment (it has the ports) and must let the others through.
+  flotilla_xdp_block_rule ports_rule{};
+  ports_rule.protocol = IPPROTO_UDP;
+  ports_rule.src_port_max = 0xffff;
+  ports_rule.dst_port_min = 9999;
+  ports_rule.dst_port_max = 9999;
+  ASSERT_TRUE(port->set_block_rules(std::span(&ports_rule, 1)));
+  EXPECT_EQ(send_and_count(1, 2), (std::pair<std::size_t, std::size_t>{0, 2}));
+  EXPECT_EQ(port->early_drops(), 1u);
+
+  // A rule without ports (UDP to the neighbour's address) drops every fragment.
+  flotilla_xdp_block_rule address_rule{};
+  address_rule.protocol = IPPROTO_UDP;
+  address_rule.dst_addr = fake;
+  address_rule.dst_mask = 0xffffffffu;
+  address_rule.src_port_max = 0xffff;
+  address_rule.dst_port_max = 0xffff;
+  ASSERT_TRUE(port->set_block_rules(std::span(&address_rule, 1)));
+  EXPECT_EQ(send_and_count(4, 0), (std::pair<std::size_t, std::size_t>{0, 0}));
+  EXPECT_EQ(port->early_drops(), 4u);
+}
+
 TEST_F(AfXdpPortTest, RestartAfterSigkillReplacesTheDeadProgram) {
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);
