@@ -160,6 +160,14 @@ Result<std::span<std::byte>> BufferPool::bytes(ComponentId owner, const BufferHa
   return std::span<std::byte>(start, handle.length);
 }
 
+Result<BufferHandle> BufferPool::owned_handle(ComponentId owner, std::uint32_t index) const {
+  if (index >= buffer_count_) return refuse(Errc::bad_handle);
+  if (owner == kNoComponent) return Error{Errc::invalid_argument, 0, "buffer owner is nobody"};
+  const std::uint64_t state = states_[index].load(std::memory_order_acquire);
+  if (owner_of_state(state) != owner) return refuse(Errc::not_owner);
+  return BufferHandle{index, generation_of_state(state), id_, 0, 0, 0};
+}
+
 std::size_t BufferPool::reclaim(ComponentId owner) {
   if (owner == kNoComponent) return 0;
   std::size_t returned = 0;

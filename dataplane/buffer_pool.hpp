@@ -72,6 +72,11 @@ class BufferPool {
   std::uint32_t buffer_size() const { return buffer_size_; }
   std::uint32_t buffer_count() const { return buffer_count_; }
   const SharedRegion& region() const { return region_; }
+  // Every buffer's bytes, back to back, page aligned: buffer i starts at i * buffer_size(). A
+  // device that reads and writes the pool directly (the AF_XDP UMEM) registers this span.
+  std::span<std::byte> data_area() const {
+    return {data_, std::size_t{buffer_size_} * buffer_count_};
+  }
 
   // Claims up to out.size() free buffers for `owner`. Returns how many it found.
   std::size_t alloc_burst(ComponentId owner, std::span<BufferHandle> out);
@@ -85,6 +90,10 @@ class BufferPool {
 
   // The data bytes a handle names, after checking it names a buffer `owner` holds.
   Result<std::span<std::byte>> bytes(ComponentId owner, const BufferHandle& handle) const;
+  // A fresh handle (offset and length 0) for buffer `index` at its current generation, if `owner`
+  // holds it. For a device that hands back bare buffer indices (AF_XDP rings carry addresses): the
+  // owner check keeps a bogus index from resurrecting someone else's buffer.
+  Result<BufferHandle> owned_handle(ComponentId owner, std::uint32_t index) const;
   // Range and generation checks without an owner check.
   Status validate(const BufferHandle& handle) const;
 

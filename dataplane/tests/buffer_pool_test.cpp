@@ -122,6 +122,52 @@ TEST(BufferPool, HandOffMovesOwnership) {
   EXPECT_EQ(pool.hand_off(handle, kIp, kNoComponent).error().code, Errc::invalid_argument);
 }
 
+TEST(BufferPool, DataAreaCoversEveryBufferInIndexOrder) {
+  BufferPool pool = make_pool(16);
+  const auto area = pool.data_area();
+  EXPECT_EQ(area.size(), 16u * kDefaultBufferSize);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(area.data()) % 4096, 0u);
+  std::vector<BufferHandle> handles(16);
+  ASSERT_EQ(pool.alloc_burst(kDriver, handles), 16u);
+  for (auto handle : handles) {
+    handle.offset = 100;
+    handle.length = 1;
+    auto bytes = pool.bytes(kDriver, handle);
+    ASSERT_TRUE(bytes);
+    EXPECT_EQ(bytes->data(), area.data() + std::size_t{handle.index} * kDefaultBufferSize + 100);
+  }
+}
+
+TEST(BufferPool, OwnedHandleRebuildsTheCurrentHandleForItsOwnerOnly) {
+  BufferPool pool = make_pool(16);
+  CounterBlock counters;
+  pool.set_counters(&counters);
+  BufferHandle handle;
+  ASSERT_EQ(pool.alloc_burst(kDriver, std::span(&handle, 1)), 1u);
+  auto generation = pool.retire_handle(kDriver, handle);  // the generation moves on
+  ASSERT_TRUE(generation);
+
+  auto rebuilt = pool.owned_handle(kDriver, handle.index);
+  ASSERT_TRUE(rebuilt);
+  EXPECT_EQ(rebuilt->index, handle.index);
+  EXPECT_EQ(rebuilt->generation, generation.value());
+  EXPECT_EQ(rebuilt->pool, pool.id());
+  EXPECT_EQ(rebuilt->offset, 0u);
+  EXPECT_EQ(rebuilt->length, 0u);
+
+  // Only the holder gets a handle; a free buffer, another component's or a bad index do not.
+  EXPECT_EQ(pool.owned_handle(kIp, handle.index).error().code, Errc::not_owner);
+  EXPECT_EQ(pool.owned_handle(kNoComponent, handle.index).error().code, Errc::invalid_argument);
+  EXPECT_EQ(pool.owned_handle(kDriver, 16).error().code, Errc::bad_handle);
+  EXPECT_EQ(pool.owned_handle(kDriver, (handle.index + 1) % 16).error().code, Errc::not_owner);
+  EXPECT_EQ(counters.read(Counter::bad_handles), 3u);
+
+  // The rebuilt handle is the real one: it frees the buffer, and then the index is nobody's.
+  ASSERT_TRUE(pool.free(kDriver, rebuilt.value()));
+  EXPECT_EQ(pool.owned_handle(kDriver, handle.index).error().code, Errc::not_owner);
+  EXPECT_EQ(pool.count_free(), 16u);
+}
+
 TEST(BufferPool, AttachRejectsCorruptHeader) {
   BufferPool pool = make_pool(16);
   auto fd = pool.region().reopen_read_only();
