@@ -1,11 +1,104 @@
-// The configuration `flotilla up` uses when given none. Until the network stack exists it runs
-// the echo chain (a client streaming requests through a middle component to a server) and a name
-// fleet of two servers, in which the supervisor registers every component as /proc/<name>.
+// The configuration `flotilla up` uses when given none: the network stack on the embedded network
+// (a namespace `flo-peer` with the kernel's stack at 10.77.0.1, joined by a veth pair to Flotilla
+// at 10.77.0.2), a UDP echo server on port 7, and a name fleet of two servers in which the
+// supervisor registers every component as /proc/<name>. Needs root (namespaces, XDP).
+//
+// Also the echo chain configuration (a client streaming requests through a middle component to a
+// server, and the name fleet), which needs no privileges; the supervisor's own tests run it.
 #pragma once
 
 namespace flotilla::recovery {
 
-inline constexpr const char* kDefaultConfig = R"(# flotilla default configuration
+inline constexpr const char* kDefaultConfig = R"(# flotilla default configuration: the stack on the embedded network
+[supervisor]
+heartbeat_timeout_ms = 50
+crash_limit = 5
+crash_window_ms = 10000
+
+[network]
+driver = "af_xdp"
+namespace = "flo-peer"
+stack_interface = "flo-stack"
+peer_interface = "flo-peer0"
+stack_address = "10.77.0.2/24"
+peer_address = "10.77.0.1/24"
+
+[filter]
+rules = """
+pass all
+"""
+
+[[component]]
+name = "driver"
+binary = "flotilla-driver"
+args = ["--type", "${network.driver}", "--interface", "${network.stack_interface}",
+        "--dpdk-device", "${network.dpdk_device}", "--memwire-path", "${network.memwire_path}",
+        "--memwire-side", "${network.memwire_side}", "--block-rules", "${filter.rules}"]
+
+[[component]]
+name = "ip"
+binary = "flotilla-ip"
+args = ["--address", "${network.stack_address}", "--gateway", "${network.gateway}"]
+state_bytes = 2097152
+
+[[component]]
+name = "pf"
+binary = "flotilla-pf"
+args = ["--rules", "${filter.rules}"]
+pool = "read-only"
+state_bytes = 1048576
+
+[[component]]
+name = "udp"
+binary = "flotilla-udp"
+args = ["--address", "${network.stack_address}"]
+state_bytes = 65536
+
+[[component]]
+name = "echo"
+binary = "flotilla-udp-echo"
+args = ["--role", "server", "--port", "7"]
+
+[[component]]
+name = "name0"
+binary = "flotilla-name-server"
+
+[[component]]
+name = "name1"
+binary = "flotilla-name-server"
+
+[[channel]]
+name = "driver-ip"
+a = "driver"
+b = "ip"
+capacity = 1024
+
+[[channel]]
+name = "ip-pf"
+a = "ip"
+b = "pf"
+capacity = 1024
+
+[[channel]]
+name = "ip-udp"
+a = "ip"
+b = "udp"
+capacity = 1024
+
+[[channel]]
+name = "udp-echo"
+a = "udp"
+b = "echo"
+capacity = 1024
+
+[[channel]]
+name = "fleet-name0-name1"
+a = "name0"
+b = "name1"
+capacity = 256
+)";
+
+inline constexpr const char* kEchoChainConfig = R"(# the echo chain and a name fleet: what the supervisor tests run
 [supervisor]
 heartbeat_timeout_ms = 50
 crash_limit = 5

@@ -39,6 +39,19 @@ int run_command(const std::vector<std::string>& argv, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+std::string network_precondition(const NetworkConfig& network) {
+  if (::geteuid() != 0) {
+    return "the embedded network (namespace " + network.peer_namespace + ", veth " +
+           network.stack_interface + ") needs root; run as root, or use a memwire configuration "
+           "(two Flotilla stacks joined in shared memory: see README, 'Without root')";
+  }
+  if (embedded_network_exists(network)) {
+    return "namespace " + network.peer_namespace + " or interface " + network.stack_interface +
+           " exists already (a stack still up, or left over): run 'flotilla down'";
+  }
+  return "";
+}
+
 bool embedded_network_exists(const NetworkConfig& network) {
   return std::filesystem::exists("/run/netns/" + network.peer_namespace) ||
          ::if_nametoindex(network.stack_interface.c_str()) != 0;
@@ -57,10 +70,6 @@ Status create_embedded_network(const NetworkConfig& network, std::string* detail
        "gso", "off"},
       {"ip", "link", "set", network.stack_interface, "up"},
   };
-  // The stack's end carries no kernel addresses: no IPv6 either, so the kernel sends nothing on it.
-  {
-    std::ofstream("/proc/sys/net/ipv6/conf/default/disable_ipv6");  // probe only
-  }
   for (std::size_t i = 0; i < steps.size(); ++i) {
     std::string output;
     if (run_command(steps[i], &output) != 0) {
@@ -71,6 +80,7 @@ Status create_embedded_network(const NetworkConfig& network, std::string* detail
       return Error{Errc::system, 0, "creating the embedded network"};
     }
     if (i == 1) {
+      // The stack's end carries no kernel addresses, no IPv6 either: the kernel sends nothing on it.
       std::ofstream disable("/proc/sys/net/ipv6/conf/" + network.stack_interface + "/disable_ipv6");
       disable << "1\n";
     }

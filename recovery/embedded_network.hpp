@@ -9,11 +9,16 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "dataplane/result.hpp"
 #include "recovery/config.hpp"
 
 namespace flotilla::recovery {
+
+// Why the network cannot be made here, for the user ("" when it can): not root, or a namespace or
+// interface of the same name exists already.
+std::string network_precondition(const NetworkConfig& network);
 
 // Whether the namespace or the stack's interface already exists.
 bool embedded_network_exists(const NetworkConfig& network);

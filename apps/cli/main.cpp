@@ -15,6 +15,8 @@
 #include <thread>
 
 #include "recovery/config.hpp"
+#include "recovery/default_config.hpp"
+#include "recovery/embedded_network.hpp"
 #include "recovery/control_socket.hpp"
 
 using namespace flotilla;
@@ -48,9 +50,13 @@ bool running() {
 
 int cmd_up(const std::string& config_path) {
   if (running()) die("already running (supervisor at " + g_socket + ")");
-  if (!config_path.empty()) {  // check it here, so a bad file is reported to the user directly
-    auto outcome = load_config_file(config_path);
-    if (auto* error = std::get_if<ConfigError>(&outcome)) die(error->message, 2);
+  // Checked here, so a bad file or a missing privilege is reported to the user directly.
+  auto outcome = config_path.empty() ? parse_config(kDefaultConfig, "<default config>")
+                                     : load_config_file(config_path);
+  if (auto* error = std::get_if<ConfigError>(&outcome)) die(error->message, 2);
+  const SupervisorConfig& config = std::get<SupervisorConfig>(outcome);
+  if (config.has_network && config.network.create_peer && config.network.driver != "memwire") {
+    if (std::string problem = network_precondition(config.network); !problem.empty()) die(problem);
   }
   const std::filesystem::path own_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
   const std::string supervisor = own_dir / "flotilla-supervisor";
@@ -93,6 +99,20 @@ int cmd_up(const std::string& config_path) {
 }
 
 int cmd_down() {
+  if (!running()) {
+    // A supervisor that was killed leaves its network behind; the default one is recognised (only
+    // for the default control socket: a stack on another socket may own that network).
+    auto outcome = parse_config(kDefaultConfig, "<default config>");
+    const NetworkConfig& network = std::get<SupervisorConfig>(outcome).network;
+    const bool default_stack = std::getenv("FLOTILLA_SOCKET") == nullptr;
+    if (default_stack && ::geteuid() == 0 && embedded_network_exists(network)) {
+      remove_embedded_network(network);
+      std::printf("flotilla was not running; removed the network it left behind (%s, %s)\n",
+                  network.peer_namespace.c_str(), network.stack_interface.c_str());
+      return 0;
+    }
+    die("the stack is not running (no supervisor at " + g_socket + "); nothing to stop");
+  }
   ask("down");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (running()) {

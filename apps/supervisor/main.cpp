@@ -12,6 +12,7 @@
 #include <string>
 
 #include "recovery/config.hpp"
+#include "recovery/embedded_network.hpp"
 #include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
 #include "recovery/supervisor.hpp"
@@ -48,6 +49,32 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string own_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  const SupervisorConfig& config = std::get<SupervisorConfig>(outcome);
+  // The embedded network is made before any component starts and removed after the last stops.
+  const bool builds_network = config.has_network && config.network.create_peer &&
+                              config.network.driver != "memwire";
+  const NetworkConfig network = config.network;
+  if (builds_network) {
+    if (std::string problem = network_precondition(network); !problem.empty()) {
+      std::fprintf(stderr, "flotilla-supervisor: %s\n", problem.c_str());
+      return 1;
+    }
+    std::string detail;
+    if (!create_embedded_network(network, &detail)) {
+      std::fprintf(stderr, "flotilla-supervisor: creating the network: %s\n", detail.c_str());
+      return 1;
+    }
+    std::printf("flotilla-supervisor: network %s: %s (peer, in namespace %s) <-> %s (Flotilla)\n",
+                network.peer_namespace.c_str(), network.peer_interface.c_str(),
+                network.peer_namespace.c_str(), network.stack_interface.c_str());
+  }
+  struct NetworkCleanup {
+    bool active;
+    const NetworkConfig& network;
+    ~NetworkCleanup() {
+      if (active) remove_embedded_network(network);
+    }
+  } cleanup{builds_network, network};
   auto supervisor = Supervisor::create(std::get<SupervisorConfig>(std::move(outcome)), own_dir);
   if (!supervisor) {
     std::fprintf(stderr, "flotilla-supervisor: %s\n", supervisor.error().message().c_str());
@@ -90,5 +117,6 @@ int main(int argc, char** argv) {
   }
   (*supervisor)->stop();
   std::printf("flotilla-supervisor: stopped\n");
+  std::fflush(stdout);
   return 0;
 }

@@ -43,7 +43,7 @@ class NameFleet : public ::testing::Test {
  protected:
   void SetUp() override {
     if (component_folder().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
-    auto outcome = parse_config(kDefaultConfig, "<default config>");
+    auto outcome = parse_config(kEchoChainConfig, "<echo chain config>");
     ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome));
     SupervisorConfig config = std::get<SupervisorConfig>(outcome);
     config.heartbeat_timeout = 500ms;  // a slow, noisy machine must not turn this into hang tests

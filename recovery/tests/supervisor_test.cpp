@@ -33,7 +33,7 @@ std::string echo_binary() {
 // The default configuration (the echo chain), made harder: the client unpaced, and no crash-loop
 // limit in the way of hundreds of injected faults.
 SupervisorConfig chain_config() {
-  auto outcome = parse_config(kDefaultConfig, "<default config>");
+  auto outcome = parse_config(kEchoChainConfig, "<echo chain config>");
   if (auto* error = std::get_if<ConfigError>(&outcome)) ADD_FAILURE() << error->message;
   SupervisorConfig config = std::get<SupervisorConfig>(outcome);
   config.restart.crash_limit = 100'000;
