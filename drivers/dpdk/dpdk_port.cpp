@@ -106,7 +106,12 @@ Status init_eal_once(const DpdkOptions& options, bool pci) {
   std::vector<std::string> args = {"flotilla-driver", "--no-huge", "--no-shconf", "-m", "256",
                                    "--file-prefix", file_prefix(), "--log-level=warning",
                                    "--no-telemetry", lcore_argument()};
-  if (!pci) args.emplace_back("--no-pci");
+  if (pci) {
+    args.emplace_back("-a");  // probe only our device, not every PCI NIC bound to a DPDK driver
+    args.push_back(options.device);
+  } else {
+    args.emplace_back("--no-pci");
+  }
   args.insert(args.end(), options.eal_args.begin(), options.eal_args.end());
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
@@ -148,14 +153,20 @@ Result<std::unique_ptr<DpdkPort>> DpdkPort::open(const DpdkOptions& options, Buf
 
 Status DpdkPort::start(const DpdkOptions& options) {
   device_name_ = options.device.substr(0, options.device.find(','));
+  // A PCI ethdev is named by its full address, domain included.
+  if (bus_is_pci_ && std::count(device_name_.begin(), device_name_.end(), ':') == 1) {
+    device_name_ = "0000:" + device_name_;
+  }
+  // A PCI device is probed by EAL at start (-a); a vdev, or a device closed before, is probed now.
   if (rte_eth_dev_get_port_by_name(device_name_.c_str(), &port_id_) != 0) {
     const int probed = rte_dev_probe(options.device.c_str());
     if (probed != 0) return dpdk_error(probed, "rte_dev_probe (no such driver or device?)");
-    port_probed_ = true;
     if (rte_eth_dev_get_port_by_name(device_name_.c_str(), &port_id_) != 0) {
+      (void)rte_eal_hotplug_remove(bus_is_pci_ ? "pci" : "vdev", device_name_.c_str());
       return Error{Errc::invalid_argument, 0, "dpdk device probed but no ethdev port by its name"};
     }
   }
+  port_probed_ = true;
 
   rte_eth_dev_info info{};
   if (int code = rte_eth_dev_info_get(port_id_, &info); code != 0) {

@@ -7,19 +7,20 @@
 // by the driver component), transmit copies a Flotilla buffer into a fresh mbuf and frees the
 // Flotilla buffer at once. Measured copy cost per 1500-byte frame (print_copy_cost in
 // drivers/tests/dpdk_test.cpp; 2-vCPU Firecracker VM, debugoptimized, pinned, bursts of 32, warm
-// caches, medians of 12 runs on a busy machine, load average ~2.8, no steal): about 85 ns into an
-// mbuf (range 70-97: mbuf alloc from a cached mempool + append + memcpy + bulk free) and about
-// 72 ns out of one (range 65-81: PoolCache alloc + handle check + memcpy + PoolCache free). That
-// is 18-21 GB/s, near plain memcpy speed, and small next to the af_packet / af_xdp system call per
-// burst; a benchmark will pin it down. With hugepages and an external-memory mempool over the
-// pool, both copies could go; not done here.
+// caches, no steal): into an mbuf (mbuf alloc from a cached mempool + append + memcpy + bulk free)
+// about 45 ns, out of one (PoolCache alloc + handle check + memcpy + PoolCache free) about 43 ns,
+// in the runs where the machine was quiet; 70-120 ns each in 20 runs while others loaded it (load
+// average 3-4). 1500 B in 45 ns is ~33 GB/s, so it is the memcpy plus a few ns of bookkeeping, and
+// small next to the af_packet / af_xdp system call per burst; a benchmark will pin it down. With
+// hugepages and an external-memory mempool over the pool both copies could go; not done here.
 //
 // EAL can be initialised once per process. The first open() does it (--no-huge --no-shconf -m 256
 // --file-prefix flo<pid>, --no-pci unless the device is a PCI address, one lcore with the calling
 // thread's current CPU set, then the configured extra arguments) and remembers the outcome; later
 // opens reuse it, or return the remembered error. EAL failures come back as an Error, never an
-// abort. The device is probed with rte_dev_probe and removed again on close, so a port can be
-// opened, closed and opened again in one process. Close removes EAL's runtime directory
+// abort. A vdev is probed with rte_dev_probe (a PCI device by EAL itself, -a <address>) and the
+// device is closed and removed again on close, so a port can be opened, closed and opened again in
+// one process. One port per device: the port takes the device over. Close removes EAL's runtime directory
 // (/var/run/dpdk/flo<pid>), and open removes stale flo<pid> directories of dead processes.
 #pragma once
 
@@ -83,7 +84,7 @@ class DpdkPort final : public PacketPort {
   PoolCache cache_;
   ComponentId owner_;
   std::uint16_t port_id_ = 0;
-  bool port_probed_ = false;  // we probed the device, so we remove it on close
+  bool port_probed_ = false;  // the device is ours: closed and removed on close
   bool port_started_ = false;
   bool bus_is_pci_ = false;
   std::string device_name_;  // the ethdev name: the device spec up to its first comma
