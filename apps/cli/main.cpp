@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "components/pf/rules.hpp"
 #include "recovery/config.hpp"
 #include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
@@ -57,6 +58,10 @@ int cmd_up(const std::string& config_path) {
   const SupervisorConfig& config = std::get<SupervisorConfig>(outcome);
   if (config.has_network && config.network.create_peer && config.network.driver != "memwire") {
     if (std::string problem = network_precondition(config.network); !problem.empty()) die(problem);
+  }
+  if (!config.filter_rules.empty()) {
+    auto rules = pf::parse_rules(config.filter_rules, (config_path.empty() ? "<default config>" : config_path) + " [filter] rules");
+    if (auto* error = std::get_if<pf::RuleError>(&rules)) die(error->message, 2);
   }
   const std::filesystem::path own_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
   const std::string supervisor = own_dir / "flotilla-supervisor";
