@@ -8,7 +8,7 @@ namespace flotilla::wire {
 namespace {
 
 std::uint32_t fold(std::uint64_t sum) {
-  // Folding a non-zero sum never gives 0, so "all zero" (0) and "negative zero" (0xffff) stay apart.
+  // Folding a non-zero sum never gives 0: "all zero" (0) and "negative zero" (0xffff) stay apart.
   while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
   return static_cast<std::uint32_t>(sum);
 }

@@ -32,7 +32,9 @@ class Ipv4Packet {
   std::uint16_t identification() const { return load_be16(bytes_, 4); }
   bool dont_fragment() const { return (load_u8(bytes_, 6) & 0x40) != 0; }
   bool more_fragments() const { return (load_u8(bytes_, 6) & 0x20) != 0; }
-  std::size_t fragment_offset_bytes() const { return std::size_t{load_be16(bytes_, 6) & 0x1fffu} * 8; }
+  std::size_t fragment_offset_bytes() const {
+    return std::size_t{load_be16(bytes_, 6) & 0x1fffu} * 8;
+  }
   bool is_fragment() const { return more_fragments() || fragment_offset_bytes() != 0; }
   std::uint8_t ttl() const { return load_u8(bytes_, 8); }
   std::uint8_t protocol() const { return load_u8(bytes_, 9); }

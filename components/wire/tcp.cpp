@@ -54,8 +54,8 @@ Checked<TcpSegment> TcpSegment::parse(std::span<std::byte> bytes, std::uint32_t 
     return WireError::bad_header_length;
   }
   if (segment_checksum(bytes, source, destination) != 0) return WireError::bad_checksum;
-  const bool options_ok =
-      walk_options(segment.options(), [](std::uint8_t, std::span<const std::byte>) { return true; });
+  const auto any_option = [](std::uint8_t, std::span<const std::byte>) { return true; };
+  const bool options_ok = walk_options(segment.options(), any_option);
   if (!options_ok) return WireError::bad_option;
   return segment;
 }
@@ -116,22 +116,34 @@ std::size_t emit_tcp_options(std::span<std::byte> out, const TcpOptions& options
   const auto put32 = [&](std::uint32_t value) { store_be32(buffer, at, value); at += 4; };
 
   if (options.mss) {
-    put(kTcpOptionMss), put(4), put16(*options.mss);
+    put(kTcpOptionMss);
+    put(4);
+    put16(*options.mss);
   }
   if (options.timestamps) {
     // SACK permitted rides in the two bytes NOPs would otherwise fill (the layout Linux uses).
     if (options.sack_permitted) {
-      put(kTcpOptionSackPermitted), put(2);
+      put(kTcpOptionSackPermitted);
+      put(2);
     } else {
-      put(kTcpOptionNop), put(kTcpOptionNop);
+      put(kTcpOptionNop);
+      put(kTcpOptionNop);
     }
-    put(kTcpOptionTimestamps), put(10), put32(options.timestamps->first),
-        put32(options.timestamps->second);
+    put(kTcpOptionTimestamps);
+    put(10);
+    put32(options.timestamps->first);
+    put32(options.timestamps->second);
   } else if (options.sack_permitted) {
-    put(kTcpOptionNop), put(kTcpOptionNop), put(kTcpOptionSackPermitted), put(2);
+    put(kTcpOptionNop);
+    put(kTcpOptionNop);
+    put(kTcpOptionSackPermitted);
+    put(2);
   }
   if (options.window_scale) {
-    put(kTcpOptionNop), put(kTcpOptionWindowScale), put(3), put(*options.window_scale);
+    put(kTcpOptionNop);
+    put(kTcpOptionWindowScale);
+    put(3);
+    put(*options.window_scale);
   }
   const std::size_t count = options.sack_block_count < kMaxSackBlocks ? options.sack_block_count
                                                                       : kMaxSackBlocks;
@@ -140,10 +152,13 @@ std::size_t emit_tcp_options(std::span<std::byte> out, const TcpOptions& options
                                : 0;
   const std::size_t blocks = count < room ? count : room;
   if (blocks > 0) {
-    put(kTcpOptionNop), put(kTcpOptionNop), put(kTcpOptionSack);
+    put(kTcpOptionNop);
+    put(kTcpOptionNop);
+    put(kTcpOptionSack);
     put(static_cast<std::uint8_t>(2 + blocks * kSackBlockBytes));
     for (std::size_t i = 0; i < blocks; ++i) {
-      put32(options.sack_blocks[i].first), put32(options.sack_blocks[i].second);
+      put32(options.sack_blocks[i].first);
+      put32(options.sack_blocks[i].second);
     }
   }
   // Every group above is a whole number of 4-byte words already.

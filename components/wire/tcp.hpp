@@ -51,7 +51,9 @@ class TcpSegment {
   std::uint16_t destination_port() const { return load_be16(bytes_, 2); }
   std::uint32_t sequence() const { return load_be32(bytes_, 4); }
   std::uint32_t acknowledgment() const { return load_be32(bytes_, 8); }
-  std::size_t header_length() const { return static_cast<std::size_t>(load_u8(bytes_, 12) >> 4) * 4; }
+  std::size_t header_length() const {
+    return static_cast<std::size_t>(load_u8(bytes_, 12) >> 4) * 4;
+  }
   std::uint8_t flags() const { return load_u8(bytes_, 13); }
   bool has_flags(std::uint8_t mask) const { return (flags() & mask) == mask; }
   std::uint16_t window() const { return load_be16(bytes_, 14); }

@@ -22,7 +22,9 @@ constexpr int kIterations = 100000;
 class Buffer {
  public:
   Buffer(std::size_t size, std::mt19937& random) : size_(size), data_(new std::byte[size]) {
-    for (std::size_t i = 0; i < size; ++i) data_[i] = std::byte{static_cast<std::uint8_t>(random())};
+    for (std::size_t i = 0; i < size; ++i) {
+      data_[i] = std::byte{static_cast<std::uint8_t>(random())};
+    }
   }
   std::span<std::byte> span() const { return {data_.get(), size_}; }
 
@@ -70,7 +72,10 @@ TEST_F(WireFuzz, Arp) {
     Buffer buffer(random_length(random_) % 64, random_);
     const auto span = buffer.span();
     if (span.size() >= 8 && random_() % 2) {  // make the fixed fields plausible half the time
-      store_be16(span, 0, 1), store_be16(span, 2, 0x0800), store_u8(span, 4, 6), store_u8(span, 5, 4);
+      store_be16(span, 0, 1);
+      store_be16(span, 2, 0x0800);
+      store_u8(span, 4, 6);
+      store_u8(span, 5, 4);
       store_be16(span, 6, static_cast<std::uint16_t>(random_() % 4));
     }
     const auto arp = ArpPacket::parse(span);

@@ -100,7 +100,9 @@ TEST(Icmp, EchoReplyIntoAnotherAndOverlappingBuffer) {
 
 std::vector<std::byte> udp_packet(std::size_t payload_length) {
   std::vector<std::byte> bytes(20 + payload_length);
-  for (std::size_t i = 20; i < bytes.size(); ++i) bytes[i] = std::byte{static_cast<std::uint8_t>(i)};
+  for (std::size_t i = 20; i < bytes.size(); ++i) {
+    bytes[i] = std::byte{static_cast<std::uint8_t>(i)};
+  }
   const Ipv4Header header{.source = test::kHostA, .destination = test::kHostB,
                           .protocol = kProtocolUdp,
                           .payload_length = static_cast<std::uint16_t>(payload_length)};

@@ -98,7 +98,9 @@ TEST(Udp, EmitMatchesKnownDatagram) {
 TEST(Udp, EmitParseRoundTripIncludingEmptyPayload) {
   for (std::size_t payload_length : {0u, 1u, 2u, 3u, 1472u}) {
     std::vector<std::byte> out(8 + payload_length);
-    for (std::size_t i = 8; i < out.size(); ++i) out[i] = std::byte{static_cast<std::uint8_t>(i * 7)};
+    for (std::size_t i = 8; i < out.size(); ++i) {
+      out[i] = std::byte{static_cast<std::uint8_t>(i * 7)};
+    }
     ASSERT_EQ(emit_udp(out, 1234, 5678, 0xc0000201, 0xc0000202, payload_length),
               8 + payload_length);
     const auto udp = UdpDatagram::parse(out, 0xc0000201, 0xc0000202);
