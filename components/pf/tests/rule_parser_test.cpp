@@ -276,5 +276,38 @@ TEST(RuleParser, FuzzRandomText) {
   EXPECT_GT(parsed_count, 100u);  // the word half reaches valid rules often
 }
 
+// Valid rule files with random bytes changed, inserted or removed: errors deep inside rules.
+TEST(RuleParser, FuzzMutatedRuleFiles) {
+  std::mt19937 random(99);
+  const std::string valid =
+      "# rules\n"
+      "block in proto udp to port 9999\n"
+      "pass in proto tcp from 10.77.0.0/24 to port 5201 keep state\n"
+      "block out proto icmp to 10.77.0.1\n"
+      "pass all\n"
+      "block in quick proto tcp from any port 1:1023 to 10.77.0.2 port 22\n";
+  ASSERT_TRUE(std::holds_alternative<RuleSet>(parse_rules(valid, "valid")));
+  std::size_t errors = 0;
+  for (int round = 0; round < 20000; ++round) {
+    std::string text = valid;
+    const int edits = 1 + static_cast<int>(random() % 3);
+    for (int e = 0; e < edits && !text.empty(); ++e) {
+      const std::size_t at = random() % text.size();
+      switch (random() % 3) {
+        case 0: text[at] = static_cast<char>(random() % 256); break;
+        case 1: text.insert(at, 1, static_cast<char>(random() % 256)); break;
+        default: text.erase(at, 1); break;
+      }
+    }
+    auto result = parse_rules(text, "mutated");
+    if (auto* error = std::get_if<RuleError>(&result)) {
+      ++errors;
+      EXPECT_LE(error->line, 9u);  // six lines, plus up to three inserted newlines
+      EXPECT_GE(error->column, 1u);
+    }
+  }
+  EXPECT_GT(errors, 5000u);
+}
+
 }  // namespace
 }  // namespace flotilla::pf
