@@ -10,8 +10,8 @@
 // caches, no steal): into an mbuf (mbuf alloc from a cached mempool + append + memcpy + bulk free)
 // about 45 ns, out of one (PoolCache alloc + handle check + memcpy + PoolCache free) about 43 ns,
 // in the runs where the machine was quiet; 70-120 ns each in 20 runs while others loaded it (load
-// average 3-4). 1500 B in 45 ns is ~33 GB/s, so it is the memcpy plus a few ns of bookkeeping, and
-// small next to the af_packet / af_xdp system call per burst; a benchmark will pin it down. With
+// average 3-4). 1500 B in 45 ns is ~33 GB/s; small next to the af_packet / af_xdp system call per
+// burst; a benchmark will pin it down. With
 // hugepages and an external-memory mempool over the pool both copies could go; not done here.
 //
 // EAL can be initialised once per process. The first open() does it (--no-huge --no-shconf -m 256
@@ -20,7 +20,12 @@
 // opens reuse it, or return the remembered error. EAL failures come back as an Error, never an
 // abort. A vdev is probed with rte_dev_probe (a PCI device by EAL itself, -a <address>) and the
 // device is closed and removed again on close, so a port can be opened, closed and opened again in
-// one process. One port per device: the port takes the device over. Close removes EAL's runtime directory
+// one process. One port per device: the port takes the device over.
+//
+// Seen on this machine: net_af_xdp on a veth needs rx_descriptors of 1024 or more (256 makes its
+// xsk set-up fail with EINVAL), and a net_af_xdp port opened, closed and opened again in the same
+// process failed with 2048 descriptors ("Failed to create xsk socket"); a restarted driver is a
+// new process, so this does not bite the stack. net_af_packet reopens fine. Close removes EAL's runtime directory
 // (/var/run/dpdk/flo<pid>), and open removes stale flo<pid> directories of dead processes.
 #pragma once
 
