@@ -20,6 +20,7 @@
 
 #include "components/messages/buffer_send.hpp"
 #include "components/pf/rules.hpp"
+#include "components/pf/xdp_offload.hpp"
 #include "dataplane/hash.hpp"
 #include "drivers/af_xdp/af_xdp_port.hpp"
 #include "drivers/dpdk/dpdk_port.hpp"

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 
@@ -50,7 +51,7 @@ struct IpSettings {
 
 // What IP keeps in its state store, so a restarted IP needs nothing from anyone: its settings, the
 // link it was told about, its routes and the flow table.
-struct IpStateHeader {
+struct alignas(64) IpStateHeader {
   static constexpr std::uint64_t kMagic = 0x6574617453704946ull;  // "FIpState"
   static constexpr std::uint32_t kVersion = 1;
   std::uint64_t magic;
