@@ -158,8 +158,9 @@ class StackTest : public ::testing::Test {
     const CommandOutcome up = run_cli("up --config " + (folder_ / "stack.toml").string());
     started_ = up.exit_code == 0;
     ASSERT_TRUE(started_) << up.output;
-    // Up means the supervisor answers; wait until the driver has announced the link to IP.
-    ASSERT_TRUE(wait_for([&] { return counter("driver", "rx_frames") >= 0 && counter("ip", "frames_in") >= 0; }, 10s));
+    // Up means the supervisor answers; wait until the driver and IP have registered their counters.
+    ASSERT_TRUE(wait_for([&] { return counter("driver", "rx_frames") >= 0 && counter("ip", "frames_in") >= 0; }, 10s))
+        << events();
   }
 
   void TearDown() override {
@@ -185,7 +186,6 @@ class StackTest : public ::testing::Test {
     if (!reply) return table;
     std::istringstream lines(reply.value());
     std::string line;
-    std::getline(lines, line);  // "ok"
     while (std::getline(lines, line)) {
       std::istringstream words(line);
       std::string component;
