@@ -5,6 +5,8 @@
 #pragma once
 
 #include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -17,6 +19,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -47,6 +50,44 @@ inline CommandOutcome run_cli(const std::string& arguments) {
   const int status = ::pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
+
+// A command running in the background, with its output collected when it ends.
+class BackgroundCommand {
+ public:
+  explicit BackgroundCommand(std::vector<std::string> argv) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], 1);
+      ::dup2(fds[1], 2);
+      std::vector<char*> words;
+      for (auto& word : argv) words.push_back(word.data());
+      words.push_back(nullptr);
+      ::execvp(words[0], words.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    out_ = fds[0];
+  }
+  ~BackgroundCommand() { (void)finish(true); }
+  // Waits for the command to end by itself (interrupt = false) or interrupts it; returns its output.
+  std::string finish(bool interrupt = false) {
+    if (pid_ <= 0) return output_;
+    if (interrupt) ::kill(pid_, SIGINT);
+    char chunk[4096];
+    for (ssize_t got; (got = ::read(out_, chunk, sizeof(chunk))) > 0;) output_.append(chunk, static_cast<std::size_t>(got));
+    ::close(out_);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    return output_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  std::string output_;
+};
 
 // Runs `body` on a thread that has entered the network namespace `name`; returns its result.
 template <class Body>
@@ -85,6 +126,7 @@ inline StackNames unique_names() {
 inline std::string stack_config(const StackNames& names, const std::string& rules,
                                 const std::string& extra = "") {
   return "[supervisor]\nheartbeat_timeout_ms = 200\ncrash_limit = 1000\ncrash_window_ms = 1000\n"
+         "max_backoff_ms = 0\n"
          "\n[network]\ndriver = \"af_xdp\"\nnamespace = \"" + names.peer_namespace +
          "\"\nstack_interface = \"" + names.stack_interface + "\"\npeer_interface = \"" +
          names.peer_interface + "\"\nstack_address = \"" + names.stack_address +
@@ -217,10 +259,21 @@ class StackTest : public ::testing::Test {
     return true;
   }
 
+  // The whole event log (the supervisor hands it out in pages).
   std::string events() const {
-    std::string refusal;
-    auto reply = recovery::control_request(socket_, "events 0", &refusal);
-    return reply ? reply.value() : "";
+    std::string all;
+    std::uint64_t from = 0;
+    for (;;) {
+      std::string refusal;
+      auto reply = recovery::control_request(socket_, "events " + std::to_string(from), &refusal);
+      if (!reply) return all;
+      const std::size_t marker = reply.value().rfind("next ");
+      if (marker == std::string::npos) return all;
+      all += reply.value().substr(0, marker);
+      const std::uint64_t next = std::stoull(reply.value().substr(marker + 5));
+      if (next == from) return all;
+      from = next;
+    }
   }
 
   StackNames names_;
