@@ -51,6 +51,17 @@ inline CommandOutcome run_cli(const std::string& arguments) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
+// Polls `condition` every 20 ms until it holds or `deadline` passes.
+template <class Condition>
+bool wait_for(Condition&& condition, std::chrono::milliseconds deadline) {
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
 // A command running in the background, with its output collected when it ends.
 class BackgroundCommand {
  public:
@@ -124,10 +135,10 @@ inline StackNames unique_names() {
 // The stack's components: driver, ip, pf, udp and a UDP echo server on port 7. `extra` is appended
 // to the configuration (more components and channels).
 inline std::string stack_config(const StackNames& names, const std::string& rules,
-                                const std::string& extra = "") {
+                                const std::string& extra = "", const std::string& driver = "af_xdp") {
   return "[supervisor]\nheartbeat_timeout_ms = 200\ncrash_limit = 1000\ncrash_window_ms = 1000\n"
          "max_backoff_ms = 0\n"
-         "\n[network]\ndriver = \"af_xdp\"\nnamespace = \"" + names.peer_namespace +
+         "\n[network]\ndriver = \"" + driver + "\"\nnamespace = \"" + names.peer_namespace +
          "\"\nstack_interface = \"" + names.stack_interface + "\"\npeer_interface = \"" +
          names.peer_interface + "\"\nstack_address = \"" + names.stack_address +
          "/24\"\npeer_address = \"" + names.peer_address + "/24\"\n"
@@ -136,7 +147,7 @@ inline std::string stack_config(const StackNames& names, const std::string& rule
 [[component]]
 name = "driver"
 binary = "flotilla-driver"
-args = ["--type", "af_xdp", "--interface", "${network.stack_interface}", "--block-rules", "${filter.rules}"]
+args = ["--type", "${network.driver}", "--interface", "${network.stack_interface}", "--block-rules", "${filter.rules}"]
 
 [[component]]
 name = "ip"
@@ -187,7 +198,8 @@ b = "echo"
 class StackTest : public ::testing::Test {
  protected:
   // Starts the stack; the test fails (and later steps skip) when it does not come up.
-  void start(const std::string& rules = "pass all", const std::string& extra = "") {
+  void start(const std::string& rules = "pass all", const std::string& extra = "",
+             const std::string& driver = "af_xdp") {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, veth, XDP)";
     if (build_root().empty()) GTEST_SKIP() << "FLOTILLA_BUILD_ROOT is not set (run through meson test)";
     names_ = unique_names();
@@ -196,7 +208,7 @@ class StackTest : public ::testing::Test {
     folder_ = pattern;
     socket_ = (folder_ / "control.sock").string();
     ::setenv("FLOTILLA_SOCKET", socket_.c_str(), 1);
-    std::ofstream(folder_ / "stack.toml") << stack_config(names_, rules, extra);
+    std::ofstream(folder_ / "stack.toml") << stack_config(names_, rules, extra, driver);
     const CommandOutcome up = run_cli("up --config " + (folder_ / "stack.toml").string());
     started_ = up.exit_code == 0;
     ASSERT_TRUE(started_) << up.output;
@@ -247,16 +259,6 @@ class StackTest : public ::testing::Test {
     if (c == table.end()) return -1;
     auto value = c->second.find(name);
     return value == c->second.end() ? -1 : static_cast<std::int64_t>(value->second);
-  }
-
-  template <class Condition>
-  static bool wait_for(Condition&& condition, std::chrono::milliseconds deadline) {
-    const auto until = std::chrono::steady_clock::now() + deadline;
-    while (!condition()) {
-      if (std::chrono::steady_clock::now() > until) return false;
-      std::this_thread::sleep_for(20ms);
-    }
-    return true;
   }
 
   // The whole event log (the supervisor hands it out in pages).

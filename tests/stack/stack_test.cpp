@@ -110,6 +110,15 @@ TEST_F(Stack, PingsAreAllAnsweredAndArpResolvesBothWays) {
   EXPECT_GE(counter("ip", "arp_requests_in"), 1);
 }
 
+TEST_F(Stack, TheDpdkDriverCarriesTheSameTraffic) {
+  // DPDK's net_af_packet PMD on the same veth end, with copies between mbufs and the pool.
+  start("pass all", "", "dpdk");
+  EXPECT_EQ(ping(names_, 200), 200);
+  const EchoOutcome outcome = kernel_echo_client(names_, 1000, 7);
+  EXPECT_EQ(outcome.verified, 1000);
+  EXPECT_GE(counter("driver", "rx_frames"), 1200);
+}
+
 TEST_F(Stack, KernelClientGetsEveryDatagramBackExactly) {
   start();
   const EchoOutcome outcome = kernel_echo_client(names_, 10'000, 7);
