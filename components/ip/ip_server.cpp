@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "components/wire/arp.hpp"
+#include "components/wire/bytes.hpp"
 #include "components/wire/checksum.hpp"
 #include "components/wire/ethernet.hpp"
 #include "components/wire/icmp.hpp"
@@ -303,10 +304,8 @@ void IpServer::deliver_inbound(const BufferHandle& packet_handle, std::uint64_t 
     drop(packet_handle, counters_.wire_errors[static_cast<std::size_t>(wire::WireError::too_short)]);
     return;
   }
-  const std::uint16_t remote_port = static_cast<std::uint16_t>(
-      (std::to_integer<unsigned>(transport[0]) << 8) | std::to_integer<unsigned>(transport[1]));
-  const std::uint16_t local_port = static_cast<std::uint16_t>(
-      (std::to_integer<unsigned>(transport[2]) << 8) | std::to_integer<unsigned>(transport[3]));
+  const std::uint16_t remote_port = wire::load_be16(transport, 0);
+  const std::uint16_t local_port = wire::load_be16(transport, 2);
   const auto owner = flows_->lookup(packet->protocol(), packet->destination(), local_port,
                                     packet->source(), remote_port);
   if (!owner) {
@@ -365,13 +364,14 @@ void IpServer::answer_echo(const BufferHandle& packet_handle, std::span<std::byt
   filter_then(Stage::outbound, narrowed(packet_handle, 0, wire::kIpv4HeaderBytes + icmp_bytes), now_ms);
 }
 
-void IpServer::send_port_unreachable(std::span<const std::byte> offending, std::uint64_t now_ms) {
+void IpServer::send_port_unreachable(std::span<std::byte> offending, std::uint64_t now_ms) {
+  auto offending_packet = wire::Ipv4Packet::parse(offending);
+  // RFC 1122: never about a broadcast, a non-first fragment or another ICMP error.
+  if (!offending_packet || !wire::icmp_error_allowed(offending_packet.value())) return;
   if (icmp_tokens_ == 0) {
     counters_.icmp_rate_limited->add();
     return;
   }
-  auto offending_packet = wire::Ipv4Packet::parse(std::span(const_cast<std::byte*>(offending.data()), offending.size()));
-  if (!offending_packet) return;
   auto handle = allocate();
   if (!handle) return;
   --icmp_tokens_;
@@ -479,8 +479,7 @@ void IpServer::on_transport_packet(ComponentId from, const stack::TransportPacke
     return;
   }
   // Only the flow's owner may send from its port (a transport cannot speak for another's flow).
-  const std::uint16_t local_port = static_cast<std::uint16_t>(
-      (std::to_integer<unsigned>(bytes.value()[0]) << 8) | std::to_integer<unsigned>(bytes.value()[1]));
+  const std::uint16_t local_port = wire::load_be16(bytes.value(), 0);
   const auto owner = flows_->lookup(body.protocol, header_->settings.address, local_port,
                                     body.remote_address, body.remote_port);
   if (!owner || *owner != from) {

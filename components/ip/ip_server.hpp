@@ -114,7 +114,7 @@ class IpServer {
   void receive_ipv4(const BufferHandle& frame, std::span<std::byte> bytes, std::uint64_t now_ms);
   void deliver_inbound(const BufferHandle& packet, std::uint64_t now_ms);
   void answer_echo(const BufferHandle& packet, std::span<std::byte> bytes, std::uint64_t now_ms);
-  void send_port_unreachable(std::span<const std::byte> offending, std::uint64_t now_ms);
+  void send_port_unreachable(std::span<std::byte> offending, std::uint64_t now_ms);
 
   // Send path: a complete IPv4 packet (handle starts at the IPv4 header) goes through the filter,
   // then routing and ARP, then to the driver.
