@@ -443,7 +443,7 @@ TEST_F(StackRecovery, PingFloodSurvivesTwentyCrashesOfPfIpAndDriver) {
                              "0.001", "-W", "2", "-q", names_.stack_address});
     std::this_thread::sleep_for(300ms);
     for (int crash = 0; crash < kCrashes; ++crash) {
-      const CommandOutcome injected = run_cli("inject " + component + " crash");
+      const CommandOutcome injected = cli("inject " + component + " crash");
       ASSERT_EQ(injected.exit_code, 0) << injected.output;
       const bool recovered = wait_for([&] {
         return recovery_times(events(), component).size() >= recovered_before + static_cast<std::size_t>(crash) + 1;

@@ -1,0 +1,306 @@
+// Running a whole Flotilla stack for tests and benchmarks: `flotilla up` on a configuration of the
+// caller's own (a namespace and veth pair with names unique to this process), torn down by
+// `flotilla down` whatever happens. Helpers run code inside the peer namespace (the kernel's side),
+// read the components' counters, and wait for events.
+#pragma once
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "recovery/control_socket.hpp"
+#include "recovery/embedded_network.hpp"
+
+namespace flotilla::testing {
+
+using namespace std::chrono_literals;
+
+// The build folder: $FLOTILLA_BUILD_ROOT, or the one this program was built in (tests/ and perf/
+// sit one level below it).
+inline std::string build_root() {
+  if (const char* path = std::getenv("FLOTILLA_BUILD_ROOT"); path != nullptr && *path != '\0') return path;
+  std::error_code error;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+  return error ? "" : self.parent_path().parent_path().string();
+}
+
+struct CommandOutcome {
+  int exit_code;
+  std::string output;
+};
+
+inline CommandOutcome run_cli(const std::string& arguments) {
+  const std::string command = build_root() + "/apps/flotilla " + arguments + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string output;
+  char chunk[4096];
+  while (std::size_t got = std::fread(chunk, 1, sizeof(chunk), pipe)) output.append(chunk, got);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+// Polls `condition` every 20 ms until it holds or `deadline` passes.
+template <class Condition>
+bool wait_for(Condition&& condition, std::chrono::milliseconds deadline) {
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+// A command running in the background, with its output collected when it ends.
+class BackgroundCommand {
+ public:
+  explicit BackgroundCommand(std::vector<std::string> argv) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], 1);
+      ::dup2(fds[1], 2);
+      std::vector<char*> words;
+      for (auto& word : argv) words.push_back(word.data());
+      words.push_back(nullptr);
+      ::execvp(words[0], words.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    out_ = fds[0];
+  }
+  ~BackgroundCommand() { (void)finish(true); }
+  // Waits for the command to end by itself (interrupt = false) or interrupts it; returns its output.
+  std::string finish(bool interrupt = false) {
+    if (pid_ <= 0) return output_;
+    if (interrupt) ::kill(pid_, SIGINT);
+    char chunk[4096];
+    for (ssize_t got; (got = ::read(out_, chunk, sizeof(chunk))) > 0;) output_.append(chunk, static_cast<std::size_t>(got));
+    ::close(out_);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    return output_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  std::string output_;
+};
+
+// Runs `body` on a thread that has entered the network namespace `name`; returns its result.
+template <class Body>
+auto in_namespace(const std::string& name, Body&& body) -> decltype(body()) {
+  using Out = decltype(body());
+  Out out{};
+  std::thread worker([&] {
+    const int fd = ::open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
+      std::fprintf(stderr, "cannot enter namespace %s\n", name.c_str());
+      if (fd >= 0) ::close(fd);
+      return;
+    }
+    ::close(fd);
+    out = body();
+  });
+  worker.join();
+  return out;
+}
+
+struct StackNames {
+  std::string peer_namespace;
+  std::string stack_interface;
+  std::string peer_interface;
+  std::string stack_address = "10.79.0.2";
+  std::string peer_address = "10.79.0.1";
+};
+
+inline StackNames unique_names() {
+  const std::string id = std::to_string(::getpid() % 10'000'000);
+  return StackNames{"flo" + id + "p", "flo" + id + "s", "flo" + id + "q"};
+}
+
+// The stack's components: driver, ip, pf, udp and a UDP echo server on port 7. `extra` is appended
+// to the configuration (more components and channels).
+inline std::string stack_config(const StackNames& names, const std::string& rules,
+                                const std::string& extra = "", const std::string& driver = "af_xdp") {
+  return "[supervisor]\nheartbeat_timeout_ms = 200\ncrash_limit = 1000\ncrash_window_ms = 1000\n"
+         "max_backoff_ms = 0\n"
+         "\n[network]\ndriver = \"" + driver + "\"\nnamespace = \"" + names.peer_namespace +
+         "\"\nstack_interface = \"" + names.stack_interface + "\"\npeer_interface = \"" +
+         names.peer_interface + "\"\nstack_address = \"" + names.stack_address +
+         "/24\"\npeer_address = \"" + names.peer_address + "/24\"\n"
+         "\n[filter]\nrules = \"\"\"\n" + rules + "\n\"\"\"\n"
+         R"(
+[[component]]
+name = "driver"
+binary = "flotilla-driver"
+args = ["--type", "${network.driver}", "--interface", "${network.stack_interface}", "--block-rules", "${filter.rules}"]
+
+[[component]]
+name = "ip"
+binary = "flotilla-ip"
+args = ["--address", "${network.stack_address}"]
+state_bytes = 2097152
+
+[[component]]
+name = "pf"
+binary = "flotilla-pf"
+args = ["--rules", "${filter.rules}"]
+pool = "read-only"
+state_bytes = 1048576
+
+[[component]]
+name = "udp"
+binary = "flotilla-udp"
+args = ["--address", "${network.stack_address}"]
+state_bytes = 65536
+
+[[component]]
+name = "echo"
+binary = "flotilla-udp-echo"
+args = ["--role", "server", "--port", "7"]
+
+[[channel]]
+name = "driver-ip"
+a = "driver"
+b = "ip"
+
+[[channel]]
+name = "ip-pf"
+a = "ip"
+b = "pf"
+
+[[channel]]
+name = "ip-udp"
+a = "ip"
+b = "udp"
+
+[[channel]]
+name = "udp-echo"
+a = "udp"
+b = "echo"
+)" + extra;
+}
+
+// A stack started with `flotilla up` on a configuration written to `folder`, with its own control
+// socket there; stop() (or the destructor) brings it down and removes its network.
+class RunningStack {
+ public:
+  RunningStack() = default;
+  RunningStack(const RunningStack&) = delete;
+  RunningStack& operator=(const RunningStack&) = delete;
+  ~RunningStack() { stop(); }
+
+  // Returns "" when the stack is up, otherwise what went wrong.
+  std::string start(const StackNames& names, const std::string& config_text) {
+    names_ = names;
+    char pattern[] = "/tmp/flotilla-stack-XXXXXX";
+    if (::mkdtemp(pattern) == nullptr) return "mkdtemp failed";
+    folder_ = pattern;
+    socket_ = (folder_ / "control.sock").string();
+    std::ofstream(folder_ / "stack.toml") << config_text;
+    const CommandOutcome up = cli("up --config " + (folder_ / "stack.toml").string());
+    started_ = up.exit_code == 0;
+    if (!started_) return up.output;
+    // Up means the supervisor answers; wait until the driver and IP have registered their counters.
+    if (!wait_for([&] { return counter("driver", "rx_frames") >= 0 && counter("ip", "frames_in") >= 0; },
+                  std::chrono::seconds(10))) {
+      return "the stack did not start serving:\n" + events();
+    }
+    return "";
+  }
+
+  // Returns the output of `flotilla down` ("" when nothing was running).
+  std::string stop() {
+    std::string output;
+    if (started_) {
+      output = cli("down").output;
+      started_ = false;
+    }
+    if (!names_.peer_namespace.empty()) {
+      // Whatever happened, nothing of ours stays behind.
+      recovery::NetworkConfig network;
+      network.peer_namespace = names_.peer_namespace;
+      network.stack_interface = names_.stack_interface;
+      recovery::remove_embedded_network(network);
+      names_ = StackNames{};
+    }
+    if (!folder_.empty()) {
+      std::filesystem::remove_all(folder_);
+      folder_.clear();
+    }
+    return output;
+  }
+
+  CommandOutcome cli(const std::string& arguments) const { return run_cli("--socket " + socket_ + " " + arguments); }
+
+  // Every counter of every component, as `flotilla top` reads them.
+  std::map<std::string, std::map<std::string, std::uint64_t>> all_counters() const {
+    std::map<std::string, std::map<std::string, std::uint64_t>> table;
+    std::string refusal;
+    auto reply = recovery::control_request(socket_, "counters", &refusal);
+    if (!reply) return table;
+    std::istringstream lines(reply.value());
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream words(line);
+      std::string component;
+      words >> component;
+      for (std::string pair; words >> pair;) {
+        const auto equals = pair.find('=');
+        if (equals != std::string::npos) table[component][pair.substr(0, equals)] = std::stoull(pair.substr(equals + 1));
+      }
+    }
+    return table;
+  }
+
+  // One counter; -1 when the component or counter does not exist (yet).
+  std::int64_t counter(const std::string& component, const std::string& name) const {
+    auto table = all_counters();
+    auto c = table.find(component);
+    if (c == table.end()) return -1;
+    auto value = c->second.find(name);
+    return value == c->second.end() ? -1 : static_cast<std::int64_t>(value->second);
+  }
+
+  // The whole event log (the supervisor hands it out in pages).
+  std::string events() const {
+    std::string all;
+    std::uint64_t from = 0;
+    for (;;) {
+      std::string refusal;
+      auto reply = recovery::control_request(socket_, "events " + std::to_string(from), &refusal);
+      if (!reply) return all;
+      const std::size_t marker = reply.value().rfind("next ");
+      if (marker == std::string::npos) return all;
+      all += reply.value().substr(0, marker);
+      const std::uint64_t next = std::stoull(reply.value().substr(marker + 5));
+      if (next == from) return all;
+      from = next;
+    }
+  }
+
+  const StackNames& names() const { return names_; }
+
+ private:
+  StackNames names_;
+  std::filesystem::path folder_;
+  std::string socket_;
+  bool started_ = false;
+};
+
+}  // namespace flotilla::testing
