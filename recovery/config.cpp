@@ -296,11 +296,30 @@ void read_network(const toml::table& root, SupervisorConfig& config) {
   }
 }
 
-void read_filter(const toml::table& root, SupervisorConfig& config) {
+void read_filter(const toml::table& root, std::string_view text, SupervisorConfig& config) {
   const toml::table* table = table_of(root, "filter");
   if (table == nullptr) return;
   reject_unknown_keys(*table, {"rules"}, "[filter]");
   config.filter_rules = optional_text(*table, "rules", "");
+  if (const toml::node* rules = table->get("rules")) {
+    // A multi-line string whose opening quotes end their line starts on the next one (TOML drops
+    // that newline), so rule errors can name the line in the file.
+    std::uint32_t line = line_of(*rules);
+    std::size_t at = 0;
+    for (std::uint32_t l = 1; l < line && at != std::string_view::npos; ++l) {
+      at = text.find('\n', at);
+      if (at != std::string_view::npos) ++at;
+    }
+    if (at != std::string_view::npos) {
+      const std::string_view first = text.substr(at, text.find('\n', at) - at);
+      const std::size_t quotes = first.find("\"\"\"");
+      if (quotes != std::string_view::npos &&
+          first.find_first_not_of(" \t\r", quotes + 3) == std::string_view::npos) {
+        ++line;
+      }
+    }
+    config.filter_rules_line = line;
+  }
 }
 
 // The value a `${...}` placeholder in a component's args stands for; nullopt when unknown.
@@ -367,7 +386,7 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name) 
                         "the top level");
     read_supervisor(root, config);
     read_network(root, config);
-    read_filter(root, config);
+    read_filter(root, text, config);
     read_components(root, config);
     expand_placeholders(root, config);
     read_channels(root, config);

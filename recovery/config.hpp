@@ -69,6 +69,7 @@ struct SupervisorConfig {
   std::vector<RegionConfig> regions;
   NetworkConfig network;
   std::string filter_rules;  // [filter] rules: the packet filter's rule text
+  std::uint32_t filter_rules_line = 0;  // the source line the rule text's first line is on
   bool has_network = false;  // a [network] table was given: `flotilla up` builds it
 };
 

@@ -60,7 +60,9 @@ int cmd_up(const std::string& config_path) {
     if (std::string problem = network_precondition(config.network); !problem.empty()) die(problem);
   }
   if (!config.filter_rules.empty()) {
-    auto rules = pf::parse_rules(config.filter_rules, (config_path.empty() ? "<default config>" : config_path) + " [filter] rules");
+    // Padded so the parser's line numbers are the file's.
+    const std::string padded(config.filter_rules_line > 0 ? config.filter_rules_line - 1 : 0, '\n');
+    auto rules = pf::parse_rules(padded + config.filter_rules, config_path.empty() ? "<default config>" : config_path);
     if (auto* error = std::get_if<pf::RuleError>(&rules)) die(error->message, 2);
   }
   const std::filesystem::path own_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();

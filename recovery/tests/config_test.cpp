@@ -76,6 +76,49 @@ TEST(Config, ErrorsNameTheirLine) {
   EXPECT_EQ(error_of("[[component]]\nname = \"a\"\n"), "test.toml:1: missing 'binary'");
 }
 
+TEST(Config, NetworkFilterAndPlaceholders) {
+  auto outcome = parse_config(R"([network]
+driver = "memwire"
+stack_address = "10.1.2.3/16"
+memwire_side = "b"
+
+[filter]
+rules = """
+pass all
+"""
+
+[[component]]
+name = "ip"
+binary = "flotilla-ip"
+args = ["--address", "${network.stack_address}", "--rules=${filter.rules}", "${network.memwire_side}!"]
+pool = "read-only"
+)", "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const SupervisorConfig& config = std::get<SupervisorConfig>(outcome);
+  EXPECT_TRUE(config.has_network);
+  EXPECT_EQ(config.network.driver, "memwire");
+  EXPECT_EQ(config.network.peer_namespace, "flo-peer");  // the default
+  EXPECT_EQ(config.filter_rules, "pass all\n");
+  EXPECT_EQ(config.filter_rules_line, 8u);  // the rules start on the line after the quotes
+  ASSERT_EQ(config.components[0].args.size(), 4u);
+  EXPECT_EQ(config.components[0].args[1], "10.1.2.3/16");
+  EXPECT_EQ(config.components[0].args[2], "--rules=pass all\n");
+  EXPECT_EQ(config.components[0].args[3], "b!");
+  EXPECT_FALSE(config.components[0].pool_writable);
+
+  EXPECT_EQ(error_of("[network]\ndriver = \"tap\"\n"),
+            "test.toml:2: 'driver' must be \"af_xdp\", \"dpdk\" or \"memwire\"");
+  EXPECT_EQ(error_of("[network]\nstack_interface = \"a-very-long-interface\"\n"),
+            "test.toml:2: 'stack_interface' must be an interface name of 1-15 characters");
+  EXPECT_EQ(error_of("[[component]]\nname = \"a\"\nbinary = \"x\"\nargs = [\"${network.nope}\"]\n"),
+            "test.toml:4: unknown placeholder '${network.nope}' in args");
+  EXPECT_EQ(error_of("[[component]]\nname = \"a\"\nbinary = \"x\"\nargs = [\"${network.driver\"]\n"),
+            "test.toml:4: unterminated '${' in args");
+  EXPECT_EQ(error_of("[[component]]\nname = \"a\"\nbinary = \"x\"\npool = \"some\"\n"),
+            "test.toml:4: 'pool' must be \"read-write\" or \"read-only\"");
+  EXPECT_EQ(error_of("[filter]\nrules = 3\n"), "test.toml:2: 'rules' must be a string");
+}
+
 TEST(Config, SyntaxErrorsNameTheirLine) {
   const std::string error = error_of("[supervisor]\nheartbeat_timeout_ms = = 3\n");
   EXPECT_EQ(error.rfind("test.toml:2: ", 0), 0u) << error;
