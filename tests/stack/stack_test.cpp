@@ -466,6 +466,23 @@ TEST_F(StackRecovery, PingFloodSurvivesTwentyCrashesOfPfIpAndDriver) {
   EXPECT_EQ(pf_lost, 0) << "a pf crash must lose no packet";
 }
 
+TEST(StackRules, WithoutRootUpExplainsAndPointsToMemwire) {
+  if (build_root().empty()) GTEST_SKIP() << "the build folder is unknown";
+  // As root, run the CLI as nobody; otherwise this test already runs without root.
+  const std::string as_user = ::geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
+  const std::string command = as_user + build_root() + "/apps/flotilla --socket /tmp/flotilla-nobody-" +
+                              std::to_string(::getpid()) + ".sock up 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char chunk[1024];
+  while (std::size_t got = std::fread(chunk, 1, sizeof(chunk), pipe)) output.append(chunk, got);
+  const int status = ::pclose(pipe);
+  EXPECT_EQ(WEXITSTATUS(status), 1) << output;
+  EXPECT_NE(output.find("needs root"), std::string::npos) << output;
+  EXPECT_NE(output.find("memwire"), std::string::npos) << output;
+}
+
 TEST(StackRules, ARuleFileWithAnErrorIsRejectedWithItsLine) {
   if (build_root().empty()) GTEST_SKIP() << "the build folder is unknown";
   char pattern[] = "/tmp/flotilla-rules-test-XXXXXX";
