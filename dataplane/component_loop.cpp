@@ -3,7 +3,7 @@
 namespace flotilla {
 
 ComponentLoop::ComponentLoop(Doorbell& bell, CounterBlock& counters, WaitPolicy policy)
-    : counters_(&counters), waiter_(bell, counters, policy), timers_(monotonic_ms()) {}
+    : bell_(&bell), counters_(&counters), waiter_(bell, counters, policy), timers_(monotonic_ms()) {}
 
 Status ComponentLoop::add_input(RingConsumer& ring, InputHandler handler) {
   if (input_count_ == kMaxInputs) return Error{Errc::exhausted, 0, "component loop inputs"};
@@ -67,7 +67,10 @@ void ComponentLoop::run() {
       max_sleep = *next > now_ms ? std::chrono::milliseconds(*next - now_ms)
                                  : std::chrono::nanoseconds(0);
     }
-    waiter_.on_idle(now_ns, [this] { return any_input_ready(); }, max_sleep);
+    waiter_.on_idle(now_ns, [this] {
+      if (sleep_hook_) sleep_hook_();
+      return any_input_ready();
+    }, max_sleep);
   }
   stopping_.store(false, std::memory_order_relaxed);
 }

@@ -36,6 +36,14 @@ class ComponentLoop {
   using Poller = std::function<bool()>;
   Status add_poller(Poller poller);
 
+  // Called whenever the loop is about to block on its doorbell (and again as it wakes). A component
+  // whose work also arrives from outside its rings, such as a driver's device, uses it to arrange
+  // for that work to ring the doorbell; the doorbell's sequence was read before the hook runs, so
+  // a ring from here on is never lost.
+  using SleepHook = std::function<void()>;
+  void set_sleep_hook(SleepHook hook) { sleep_hook_ = std::move(hook); }
+  Doorbell& doorbell() { return *bell_; }
+
   TimerWheel& timers() { return timers_; }
   CounterBlock& counters() { return *counters_; }
   std::uint64_t now_ms() const { return timers_.now_ms(); }
@@ -62,8 +70,10 @@ class ComponentLoop {
 
   bool any_input_ready() const;
 
+  Doorbell* bell_;
   CounterBlock* counters_;
   IdleWaiter waiter_;
+  SleepHook sleep_hook_;
   TimerWheel timers_;
   std::array<Input, kMaxInputs> inputs_{};
   std::size_t input_count_ = 0;

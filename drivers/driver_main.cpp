@@ -3,8 +3,9 @@
 // handed to IP as they are, in pool buffers, and frames from IP go to the device. A restart
 // builds the port afresh (the supervisor has already reclaimed the dead incarnation's buffers).
 //
-// Waiting: the device cannot ring a doorbell, so when idle the driver sleeps on its doorbell
-// (which IP rings when it sends) for at most --idle-poll-us, then polls the device again.
+// Waiting: the driver sleeps on its doorbell, which IP rings when it sends. A device with a
+// descriptor (AF_XDP) wakes it through a DeviceWaker thread; one without (DPDK, memwire) is polled
+// again after at most --idle-poll-us.
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -14,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -23,6 +25,7 @@
 #include "components/pf/xdp_offload.hpp"
 #include "dataplane/hash.hpp"
 #include "drivers/af_xdp/af_xdp_port.hpp"
+#include "drivers/device_waker.hpp"
 #include "drivers/dpdk/dpdk_port.hpp"
 #include "drivers/memwire/memwire_port.hpp"
 #include "recovery/component_host.hpp"
@@ -120,7 +123,8 @@ int main(int argc, char** argv) {
   app.add_option("--block-rules", options.block_rules,
                  "af_xdp: the packet filter's rules; stateless block rules are dropped in XDP");
   app.add_option("--channel", options.channel, "Channel to IP")->capture_default_str();
-  app.add_option("--idle-poll-us", options.idle_poll_us, "Longest sleep before polling the device again")
+  app.add_option("--idle-poll-us", options.idle_poll_us,
+                 "dpdk, memwire: longest sleep before polling the device again")
       ->check(CLI::Range(10u, 100000u))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (options.type != "memwire" && options.interface.empty() && options.dpdk_device.empty()) {
@@ -133,7 +137,8 @@ int main(int argc, char** argv) {
   }
 
   WaitPolicy policy = WaitPolicy::shared_core();
-  policy.sleep_max = std::chrono::microseconds(options.idle_poll_us);
+  // AF_XDP's socket wakes the loop (DeviceWaker); other devices are polled on a timer.
+  if (options.type != "af_xdp") policy.sleep_max = std::chrono::microseconds(options.idle_poll_us);
   auto attached = recovery::ComponentHost::attach(policy);
   if (!attached) {
     std::fprintf(stderr, "flotilla-driver: %s\n", attached.error().message().c_str());
@@ -211,6 +216,11 @@ int main(int argc, char** argv) {
   host.on_peer_restarted([&](ComponentId peer, std::uint64_t) {
     if (peer == ip_id) announce_link();
   });
+  std::optional<drivers::DeviceWaker> waker;
+  if (port.wait_fd() >= 0) {
+    waker.emplace(port.wait_fd(), host.loop().doorbell());
+    host.loop().set_sleep_hook([&] { waker->arm(); });
+  }
   // Device counters are mirrored into named counters for `flotilla top`.
   Timer mirror([&](Timer& self) {
     const drivers::PortStats stats = port.stats();

@@ -42,6 +42,10 @@ class PacketPort {
   // transmit completions, kicking the kernel. Returns whether it did anything.
   virtual bool service() = 0;
 
+  // A descriptor that polls readable when frames wait (AF_XDP's socket), so the driver can sleep
+  // until the device has work; -1 when the device has none and must be polled on a timer.
+  virtual int wait_fd() const { return -1; }
+
   virtual PortStats stats() const = 0;
   virtual std::string describe() const = 0;  // e.g. "af_xdp veth0 queue 0 (native, copy)"
 };

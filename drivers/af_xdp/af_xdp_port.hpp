@@ -60,6 +60,7 @@ class AfXdpPort final : public PacketPort {
   std::size_t transmit_burst(std::span<const BufferHandle> frames) override;
   bool service() override;
   PortStats stats() const override;
+  int wait_fd() const override { return fd(); }
   std::string describe() const override;
 
   // Replaces the block rules (at most FLOTILLA_XDP_MAX_RULES): each given rule is written to a
