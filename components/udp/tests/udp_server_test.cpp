@@ -72,6 +72,7 @@ class FakeOutputs final : public UdpOutputs {
     return true;
   }
   bool bind_port(const stack::PortBindingBody& binding) override {
+    if (!accept_bindings) return false;
     bindings.push_back(binding);
     return true;
   }
@@ -86,6 +87,7 @@ class FakeOutputs final : public UdpOutputs {
   }
 
   bool accept_ip = true;
+  bool accept_bindings = true;
   bool accept_app = true;
   std::vector<ToIp> to_ip_packets;
   std::vector<stack::PortBindingBody> bindings;
@@ -247,6 +249,20 @@ TEST_F(UdpServerTest, EphemeralPortsAreDistinctAndSkipTakenOnes) {
   ASSERT_EQ(outputs_.bindings.size(), 3u);
   expect_binding(0, stack::BindingChange::claim, first.local_port);
   expect_binding(2, stack::BindingChange::claim, second.local_port);
+}
+
+TEST_F(UdpServerTest, OpenWhoseClaimCannotReachIpFails) {
+  // The claim is what makes IP deliver the port's datagrams: a socket whose claim was not sent
+  // would be bound but deaf, so the open fails and can be retried.
+  outputs_.accept_bindings = false;
+  EXPECT_EQ(open(kAppA, 1, 5000).error, EAGAIN);
+  EXPECT_EQ(server_->open_sockets(), 0u);
+  EXPECT_EQ(count("ip_queue_full"), 1u);
+  outputs_.accept_bindings = true;
+  const auto status = open(kAppA, 1, 5000);
+  EXPECT_EQ(status.error, 0);
+  EXPECT_EQ(status.local_port, 5000);
+  EXPECT_EQ(server_->open_sockets(), 1u);
 }
 
 TEST_F(UdpServerTest, FullTableAnswersEnobufs) {
