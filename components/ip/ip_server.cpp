@@ -191,11 +191,19 @@ void IpServer::receive_arp(const BufferHandle& frame, std::span<std::byte> bytes
   (request ? counters_.arp_requests_in : counters_.arp_replies_in)->add();
   // RFC 826: update an entry we have; create one only when the packet was addressed to us. A
   // sender claiming our address or a broadcast one is never learned.
-  if (sender != 0 && sender != kLimitedBroadcast && !is_local(sender)) {
-    arp_.learn(sender, sender_mac, now_ms, for_us);
-  }
+  const bool learnable = sender != 0 && sender != kLimitedBroadcast && !is_local(sender);
+  if (learnable) arp_.learn(sender, sender_mac, now_ms, for_us);
+  const auto release_waiting = [&] {
+    waiting_for_arp_.take(sender, [&](const BufferHandle& packet) { transmit_to(packet, sender_mac); });
+  };
   if (!for_us) {
     drop(frame, counters_.arp_not_for_us);
+    // It may still have resolved an entry we were resolving (a gratuitous ARP from the host we
+    // asked about): what waits for that entry can go, but only to the MAC the cache now holds.
+    if (learnable && waiting_for_arp_.waiting_for(sender) != 0 &&
+        arp_.lookup(sender, now_ms) == sender_mac) {
+      release_waiting();
+    }
     return;
   }
   if (request) {
@@ -216,7 +224,7 @@ void IpServer::receive_arp(const BufferHandle& frame, std::span<std::byte> bytes
     (void)cache_.free(frame);
   }
   // Anything that waited for this sender can go now.
-  waiting_for_arp_.take(sender, [&](const BufferHandle& packet) { transmit_to(packet, sender_mac); });
+  release_waiting();
 }
 
 void IpServer::receive_ipv4(const BufferHandle& frame, std::span<std::byte> bytes, std::uint64_t now_ms) {

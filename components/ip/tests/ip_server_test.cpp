@@ -407,6 +407,23 @@ TEST_F(IpServerTest, OutboundPacketWaitsForArpAndTheReplyReleasesIt) {
             wire::Ipv4Packet::parse(wire::EthernetFrame::parse(outputs_.frames[2])->payload())->identification());
 }
 
+TEST_F(IpServerTest, GratuitousArpAlsoReleasesWaitingPackets) {
+  claim(kUdpOwner, 5000);
+  send_from_transport(kUdpOwner, 5000, kPeerAddress, 4000, pattern(8, 1));
+  ASSERT_EQ(outputs_.frames.size(), 1u);
+  expect_arp_request_for(outputs_.frames[0], kPeerAddress);
+  // The peer announces itself (target = sender) instead of answering: not addressed to us, but
+  // it updates the entry we are resolving (RFC 826), so what waits for it can go.
+  now_ += 5;
+  inject_frame(ethernet_frame(wire::kBroadcastMac, kPeerMac, wire::kEtherTypeArp,
+                              arp_packet(wire::kArpRequest, kPeerMac, kPeerAddress, kZeroMac,
+                                         kPeerAddress)));
+  EXPECT_EQ(count("arp_not_for_us"), 1u);
+  ASSERT_EQ(outputs_.frames.size(), 2u);
+  auto packet = expect_ipv4_frame(outputs_.frames[1], kPeerMac);
+  EXPECT_EQ(packet.destination(), kPeerAddress);
+}
+
 TEST_F(IpServerTest, OffLinkPacketGoesToTheGatewaysMac) {
   claim(kUdpOwner, 5000);
   send_from_transport(kUdpOwner, 5000, kFarAway, 53, pattern(12, 2));
