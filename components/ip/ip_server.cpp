@@ -37,6 +37,15 @@ BufferHandle widened(const BufferHandle& handle, std::size_t front) {
   return out;
 }
 
+// Whether an inbound packet came in a frame sent to a link-level broadcast or multicast address.
+// The frame's Ethernet header is still in the buffer, in front of the packet (also after
+// reassembly, which rewrites only from the IPv4 header on).
+bool came_as_link_broadcast(const BufferPool& pool, ComponentId self, const BufferHandle& packet) {
+  if (packet.offset < wire::kEthernetHeaderBytes) return false;
+  auto frame = pool.bytes(self, widened(packet, wire::kEthernetHeaderBytes));
+  return frame && wire::is_multicast_mac(wire::EthernetFrame::unchecked(frame.value()).destination());
+}
+
 }  // namespace
 
 std::size_t IpServer::state_bytes_needed() {
@@ -317,7 +326,9 @@ void IpServer::deliver_inbound(const BufferHandle& packet_handle, std::uint64_t 
   const auto owner = flows_->lookup(packet->protocol(), packet->destination(), local_port,
                                     packet->source(), remote_port);
   if (!owner) {
-    if (packet->protocol() == wire::kProtocolUdp) {
+    // RFC 1122 3.2.2: no ICMP error about a datagram sent as a link-layer broadcast.
+    if (packet->protocol() == wire::kProtocolUdp &&
+        !came_as_link_broadcast(*pool_, self_, packet_handle)) {
       send_port_unreachable(bytes.value(), now_ms);
     }
     drop(packet_handle, counters_.no_listener);

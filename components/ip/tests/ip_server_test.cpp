@@ -693,6 +693,21 @@ TEST_F(IpServerTest, UdpToAnUnclaimedPortGetsPortUnreachable) {
   EXPECT_TRUE(std::equal(offending.begin(), offending.begin() + quoted, icmp->payload().begin()));
 }
 
+TEST_F(IpServerTest, NoPortUnreachableAboutALinkBroadcast) {
+  learn_peer();
+  // Unicast to our address but in a broadcast frame: RFC 1122 3.2.2 forbids the ICMP error.
+  const Bytes packet = ipv4_packet(kPeerAddress, kOurAddress, wire::kProtocolUdp,
+                                   udp_datagram(4000, 6000, kPeerAddress, kOurAddress, pattern(8, 5)));
+  inject_frame(ethernet_frame(wire::kBroadcastMac, kPeerMac, wire::kEtherTypeIpv4, packet));
+  EXPECT_EQ(count("no_listener"), 1u);
+  EXPECT_EQ(count("port_unreachable_sent"), 0u);
+  EXPECT_TRUE(outputs_.frames.empty());
+  // The same datagram in a frame to our MAC is answered.
+  inject_frame(ipv4_frame(packet));
+  EXPECT_EQ(count("port_unreachable_sent"), 1u);
+  EXPECT_EQ(outputs_.frames.size(), 1u);
+}
+
 TEST_F(IpServerTest, PortUnreachableIsRateLimited) {
   learn_peer();
   const Bytes frame = udp_frame_to_us(6000, pattern(4, 5));
