@@ -37,6 +37,15 @@ BufferHandle widened(const BufferHandle& handle, std::size_t front) {
   return out;
 }
 
+// Whether an inbound packet came in a frame sent to a link-level broadcast or multicast address.
+// The frame's Ethernet header is still in the buffer, in front of the packet (also after
+// reassembly, which rewrites only from the IPv4 header on).
+bool came_as_link_broadcast(const BufferPool& pool, ComponentId self, const BufferHandle& packet) {
+  if (packet.offset < wire::kEthernetHeaderBytes) return false;
+  auto frame = pool.bytes(self, widened(packet, wire::kEthernetHeaderBytes));
+  return frame && wire::is_multicast_mac(wire::EthernetFrame::unchecked(frame.value()).destination());
+}
+
 }  // namespace
 
 std::size_t IpServer::state_bytes_needed() {
@@ -191,11 +200,19 @@ void IpServer::receive_arp(const BufferHandle& frame, std::span<std::byte> bytes
   (request ? counters_.arp_requests_in : counters_.arp_replies_in)->add();
   // RFC 826: update an entry we have; create one only when the packet was addressed to us. A
   // sender claiming our address or a broadcast one is never learned.
-  if (sender != 0 && sender != kLimitedBroadcast && !is_local(sender)) {
-    arp_.learn(sender, sender_mac, now_ms, for_us);
-  }
+  const bool learnable = sender != 0 && sender != kLimitedBroadcast && !is_local(sender);
+  if (learnable) arp_.learn(sender, sender_mac, now_ms, for_us);
+  const auto release_waiting = [&] {
+    waiting_for_arp_.take(sender, [&](const BufferHandle& packet) { transmit_to(packet, sender_mac); });
+  };
   if (!for_us) {
     drop(frame, counters_.arp_not_for_us);
+    // It may still have resolved an entry we were resolving (a gratuitous ARP from the host we
+    // asked about): what waits for that entry can go, but only to the MAC the cache now holds.
+    if (learnable && waiting_for_arp_.waiting_for(sender) != 0 &&
+        arp_.lookup(sender, now_ms) == sender_mac) {
+      release_waiting();
+    }
     return;
   }
   if (request) {
@@ -216,7 +233,7 @@ void IpServer::receive_arp(const BufferHandle& frame, std::span<std::byte> bytes
     (void)cache_.free(frame);
   }
   // Anything that waited for this sender can go now.
-  waiting_for_arp_.take(sender, [&](const BufferHandle& packet) { transmit_to(packet, sender_mac); });
+  release_waiting();
 }
 
 void IpServer::receive_ipv4(const BufferHandle& frame, std::span<std::byte> bytes, std::uint64_t now_ms) {
@@ -309,7 +326,9 @@ void IpServer::deliver_inbound(const BufferHandle& packet_handle, std::uint64_t 
   const auto owner = flows_->lookup(packet->protocol(), packet->destination(), local_port,
                                     packet->source(), remote_port);
   if (!owner) {
-    if (packet->protocol() == wire::kProtocolUdp) {
+    // RFC 1122 3.2.2: no ICMP error about a datagram sent as a link-layer broadcast.
+    if (packet->protocol() == wire::kProtocolUdp &&
+        !came_as_link_broadcast(*pool_, self_, packet_handle)) {
       send_port_unreachable(bytes.value(), now_ms);
     }
     drop(packet_handle, counters_.no_listener);

@@ -124,13 +124,18 @@ void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
     const std::uint16_t port = open.local_port != 0 ? open.local_port : pick_ephemeral();
     if (port == 0) {
       status.error = EADDRINUSE;
+    } else if (!outputs_->bind_port(
+                   stack::PortBindingBody{kProtocolUdp, stack::BindingChange::claim, port})) {
+      // IP never heard of the port, so it would deliver nothing to it: fail the open (the
+      // application may retry) rather than bind a deaf socket.
+      counters_.ip_queue_full->add();
+      status.error = EAGAIN;
     } else {
       entry->socket = open.socket;
       entry->app = app;
       entry->local_port = port;
       state_word(*entry).store(1, std::memory_order_release);
       status.local_port = port;
-      outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::claim, port});
     }
   }
   (void)outputs_->status_to_app(app, status);

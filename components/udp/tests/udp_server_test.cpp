@@ -1,0 +1,470 @@
+// UdpServer driven with plain calls: applications open, send and close; IP delivers datagrams; a
+// fake UdpOutputs records what goes to IP and to the applications. A real BufferPool checks the
+// buffer accounting: the server keeps no buffer, so after each test every buffer is free again and
+// the pool never refused a handle (no double free, no use after hand-off).
+#include "components/udp/udp_server.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <string_view>
+#include <vector>
+
+#include "components/ip/tests/test_region.hpp"
+#include "components/wire/udp.hpp"
+
+namespace flotilla::udp {
+namespace {
+
+using Bytes = std::vector<std::byte>;
+using ip::testing::TestRegion;
+
+constexpr ComponentId kIp = 2;
+constexpr ComponentId kUdp = 4;
+constexpr ComponentId kAppA = 7;
+constexpr ComponentId kAppB = 8;
+constexpr std::uint32_t kPoolBuffers = 256;
+constexpr std::uint8_t kProtocolUdp = 17;
+constexpr std::uint32_t kOurAddress = 0x0a4d0002;   // 10.77.0.2
+constexpr std::uint32_t kPeerAddress = 0x0a4d0001;  // 10.77.0.1
+// Where IP's segments start in their buffers: behind a frame's Ethernet and IPv4 headers.
+constexpr std::uint16_t kSegmentOffset = 64 + 14 + 20;
+
+Bytes pattern(std::size_t length, std::uint8_t seed) {
+  Bytes out(length);
+  for (std::size_t i = 0; i < length; ++i) out[i] = std::byte{static_cast<std::uint8_t>(seed + i * 5)};
+  return out;
+}
+
+Bytes udp_datagram(std::uint16_t source_port, std::uint16_t destination_port,
+                   std::span<const std::byte> payload) {
+  Bytes out(wire::kUdpHeaderBytes + payload.size());
+  std::copy(payload.begin(), payload.end(), out.begin() + wire::kUdpHeaderBytes);
+  EXPECT_EQ(wire::emit_udp(out, source_port, destination_port, kPeerAddress, kOurAddress, payload.size()),
+            out.size());
+  return out;
+}
+
+struct ToApp {
+  ComponentId app;
+  stack::SocketDatagramBody body;
+  Bytes payload;
+};
+struct ToIp {
+  stack::TransportPacketBody body;
+  Bytes segment;
+};
+struct StatusToApp {
+  ComponentId app;
+  stack::SocketStatusBody body;
+};
+
+// Takes the buffers UDP passes on like the peer would (hand-off), copies them and frees them.
+class FakeOutputs final : public UdpOutputs {
+ public:
+  explicit FakeOutputs(BufferPool& pool) : pool_(pool) {}
+
+  bool to_ip(const stack::TransportPacketBody& packet) override {
+    if (!accept_ip) return false;
+    to_ip_packets.push_back(ToIp{packet, take(packet.segment, kIp)});
+    return true;
+  }
+  bool bind_port(const stack::PortBindingBody& binding) override {
+    if (!accept_bindings) return false;
+    bindings.push_back(binding);
+    return true;
+  }
+  bool to_app(ComponentId app, const stack::SocketDatagramBody& datagram) override {
+    if (!accept_app) return false;
+    to_app_datagrams.push_back(ToApp{app, datagram, take(datagram.payload, app)});
+    return true;
+  }
+  bool status_to_app(ComponentId app, const stack::SocketStatusBody& status) override {
+    statuses.push_back(StatusToApp{app, status});
+    return true;
+  }
+
+  bool accept_ip = true;
+  bool accept_bindings = true;
+  bool accept_app = true;
+  std::vector<ToIp> to_ip_packets;
+  std::vector<stack::PortBindingBody> bindings;
+  std::vector<ToApp> to_app_datagrams;
+  std::vector<StatusToApp> statuses;
+
+ private:
+  Bytes take(const BufferHandle& handle, ComponentId to) {
+    auto bytes = pool_.bytes(kUdp, handle);
+    EXPECT_TRUE(bytes.ok()) << "UDP passed on a buffer it does not hold";
+    if (!bytes) return {};
+    Bytes copy(bytes->begin(), bytes->end());
+    EXPECT_TRUE(pool_.hand_off(handle, kUdp, to).ok());
+    EXPECT_TRUE(pool_.free(to, handle).ok());
+    return copy;
+  }
+
+  BufferPool& pool_;
+};
+
+class UdpServerTest : public ::testing::Test {
+ protected:
+  UdpServerTest() : pool_(make_pool()), outputs_(pool_), region_(UdpServer::state_bytes_for(16)) {}
+
+  static BufferPool make_pool() {
+    auto pool = BufferPool::create(1, 2048, kPoolBuffers);
+    if (!pool) std::abort();  // nothing to test without a pool
+    return std::move(pool).value();
+  }
+
+  void SetUp() override {
+    pool_.set_counters(&pool_counters_);
+    start_server();
+    ASSERT_NE(server_, nullptr);
+    EXPECT_FALSE(server_->restored());
+  }
+
+  void TearDown() override {
+    EXPECT_EQ(pool_.count_free(), kPoolBuffers) << "a buffer was kept or lost";
+    EXPECT_EQ(pool_counters_.read(Counter::bad_handles), 0u) << "the pool refused a handle";
+  }
+
+  void start_server() {
+    auto created = UdpServer::create(pool_, kUdp, kOurAddress, region_.bytes(), outputs_, counters_);
+    ASSERT_TRUE(created.ok()) << created.error().message();
+    server_ = std::move(created).value();
+  }
+
+  // Opens a socket and returns the status it got.
+  stack::SocketStatusBody open(ComponentId app, std::uint32_t socket, std::uint16_t port,
+                               std::uint8_t protocol = kProtocolUdp) {
+    const std::size_t before = outputs_.statuses.size();
+    server_->on_open(app, stack::SocketOpenBody{socket, port, protocol, 0});
+    EXPECT_EQ(outputs_.statuses.size(), before + 1) << "every open is answered";
+    if (outputs_.statuses.size() != before + 1) return {};
+    EXPECT_EQ(outputs_.statuses.back().app, app);
+    EXPECT_EQ(outputs_.statuses.back().body.socket, socket);
+    return outputs_.statuses.back().body;
+  }
+
+  BufferHandle give_to_udp(ComponentId owner, std::span<const std::byte> bytes, std::uint16_t offset) {
+    BufferHandle handle;
+    EXPECT_EQ(pool_.alloc_burst(owner, std::span(&handle, 1)), 1u);
+    handle.offset = offset;
+    handle.length = static_cast<std::uint16_t>(bytes.size());
+    auto data = pool_.bytes(owner, handle);
+    EXPECT_TRUE(data.ok());
+    if (data) std::copy(bytes.begin(), bytes.end(), data->begin());
+    EXPECT_TRUE(pool_.hand_off(handle, owner, kUdp).ok());
+    return handle;
+  }
+
+  // A segment from IP, as it delivers one (handle at the UDP header).
+  BufferHandle from_ip(std::span<const std::byte> segment, std::uint16_t local_port) {
+    const BufferHandle handle = give_to_udp(kIp, segment, kSegmentOffset);
+    server_->on_ip_packet(stack::TransportPacketBody{.segment = handle,
+                                                     .remote_address = kPeerAddress,
+                                                     .local_address = kOurAddress,
+                                                     .remote_port = 4000,
+                                                     .local_port = local_port,
+                                                     .protocol = kProtocolUdp,
+                                                     .reserved = {}});
+    return handle;
+  }
+
+  // An application's datagram: payload only, with `headroom` bytes free in front of it.
+  BufferHandle from_app(ComponentId app, std::uint32_t socket, std::span<const std::byte> payload,
+                        std::uint16_t remote_port = 4000,
+                        std::uint16_t headroom = stack::kHeadroom + 8) {
+    const BufferHandle handle = give_to_udp(app, payload, headroom);
+    server_->on_app_datagram(app, stack::SocketDatagramBody{.payload = handle,
+                                                            .socket = socket,
+                                                            .remote_address = kPeerAddress,
+                                                            .remote_port = remote_port,
+                                                            .local_port = 0});
+    return handle;
+  }
+
+  std::uint64_t count(std::string_view name) const {
+    for (std::size_t i = 0; i < counters_.published(); ++i) {
+      if (std::string_view(counters_.entries[i].name) == name) return counters_.entries[i].read();
+    }
+    ADD_FAILURE() << "no counter named " << name;
+    return 0;
+  }
+
+  void expect_binding(std::size_t index, stack::BindingChange change, std::uint16_t port) {
+    ASSERT_LT(index, outputs_.bindings.size());
+    EXPECT_EQ(outputs_.bindings[index].protocol, kProtocolUdp);
+    EXPECT_EQ(outputs_.bindings[index].change, change);
+    EXPECT_EQ(outputs_.bindings[index].local_port, port);
+  }
+
+  BufferPool pool_;
+  CounterBlock pool_counters_{};
+  FakeOutputs outputs_;
+  NamedCounterTable counters_{};
+  TestRegion region_;
+  std::unique_ptr<UdpServer> server_;
+};
+
+// ---- sockets ----
+
+TEST_F(UdpServerTest, OpenClaimsThePortAndReportsIt) {
+  const auto status = open(kAppA, 1, 5000);
+  EXPECT_EQ(status.error, 0);
+  EXPECT_EQ(status.local_port, 5000);
+  ASSERT_EQ(outputs_.bindings.size(), 1u);
+  expect_binding(0, stack::BindingChange::claim, 5000);
+  EXPECT_EQ(server_->open_sockets(), 1u);
+}
+
+TEST_F(UdpServerTest, PortInUseAndBadOpensAreRefused) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  auto status = open(kAppB, 1, 5000);
+  EXPECT_EQ(status.error, EADDRINUSE);
+  EXPECT_EQ(count("port_in_use"), 1u);
+  status = open(kAppA, 2, 5000);  // the same app, another socket: the port is still taken
+  EXPECT_EQ(status.error, EADDRINUSE);
+  status = open(kAppA, 1, 5001);  // the socket id is in use
+  EXPECT_EQ(status.error, EINVAL);
+  status = open(kAppA, 3, 5002, 6);  // not UDP
+  EXPECT_EQ(status.error, EINVAL);
+  EXPECT_EQ(count("bad_request"), 2u);
+  EXPECT_EQ(outputs_.bindings.size(), 1u) << "a refused open claimed a port";
+  EXPECT_EQ(server_->open_sockets(), 1u);
+}
+
+TEST_F(UdpServerTest, EphemeralPortsAreDistinctAndSkipTakenOnes) {
+  const auto first = open(kAppA, 1, 0);
+  ASSERT_EQ(first.error, 0);
+  EXPECT_GE(first.local_port, UdpServer::kEphemeralFirst);
+  ASSERT_EQ(open(kAppA, 2, first.local_port + 1).error, 0);  // taken explicitly
+  const auto second = open(kAppB, 1, 0);
+  ASSERT_EQ(second.error, 0);
+  EXPECT_GE(second.local_port, UdpServer::kEphemeralFirst);
+  EXPECT_NE(second.local_port, first.local_port);
+  EXPECT_NE(second.local_port, first.local_port + 1);
+  ASSERT_EQ(outputs_.bindings.size(), 3u);
+  expect_binding(0, stack::BindingChange::claim, first.local_port);
+  expect_binding(2, stack::BindingChange::claim, second.local_port);
+}
+
+TEST_F(UdpServerTest, OpenWhoseClaimCannotReachIpFails) {
+  // The claim is what makes IP deliver the port's datagrams: a socket whose claim was not sent
+  // would be bound but deaf, so the open fails and can be retried.
+  outputs_.accept_bindings = false;
+  EXPECT_EQ(open(kAppA, 1, 5000).error, EAGAIN);
+  EXPECT_EQ(server_->open_sockets(), 0u);
+  EXPECT_EQ(count("ip_queue_full"), 1u);
+  outputs_.accept_bindings = true;
+  const auto status = open(kAppA, 1, 5000);
+  EXPECT_EQ(status.error, 0);
+  EXPECT_EQ(status.local_port, 5000);
+  EXPECT_EQ(server_->open_sockets(), 1u);
+}
+
+TEST_F(UdpServerTest, FullTableAnswersEnobufs) {
+  const std::size_t capacity = (region_.bytes().size() - sizeof(UdpStateHeader)) / sizeof(SocketEntry);
+  for (std::uint32_t socket = 0; socket < capacity; ++socket) {
+    ASSERT_EQ(open(kAppA, socket, 0).error, 0);
+  }
+  EXPECT_EQ(open(kAppA, 1000, 0).error, ENOBUFS);
+  EXPECT_EQ(count("sockets_full"), 1u);
+  EXPECT_EQ(server_->open_sockets(), capacity);
+}
+
+TEST_F(UdpServerTest, CloseReleasesThePort) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  server_->on_close(kAppB, {1});  // not B's socket
+  EXPECT_EQ(count("bad_request"), 1u);
+  EXPECT_EQ(server_->open_sockets(), 1u);
+  server_->on_close(kAppA, {1});
+  ASSERT_EQ(outputs_.bindings.size(), 2u);
+  expect_binding(1, stack::BindingChange::release, 5000);
+  EXPECT_EQ(server_->open_sockets(), 0u);
+  server_->on_close(kAppA, {1});
+  EXPECT_EQ(count("bad_request"), 2u);
+  EXPECT_EQ(open(kAppB, 9, 5000).error, 0);  // free for anyone now
+}
+
+// ---- datagrams from IP ----
+
+TEST_F(UdpServerTest, DatagramFromIpGoesToTheOwningApp) {
+  ASSERT_EQ(open(kAppA, 11, 5000).error, 0);
+  ASSERT_EQ(open(kAppB, 12, 5001).error, 0);
+  const Bytes payload = pattern(300, 3);
+  const BufferHandle segment = from_ip(udp_datagram(4000, 5001, payload), 5001);
+  ASSERT_EQ(outputs_.to_app_datagrams.size(), 1u);
+  const ToApp& delivered = outputs_.to_app_datagrams[0];
+  EXPECT_EQ(delivered.app, kAppB);
+  EXPECT_EQ(delivered.body.socket, 12u);
+  EXPECT_EQ(delivered.body.payload.index, segment.index);
+  EXPECT_EQ(delivered.body.payload.offset, kSegmentOffset + 8);
+  EXPECT_EQ(delivered.body.payload.length, payload.size());
+  EXPECT_EQ(delivered.payload, payload);
+  EXPECT_EQ(delivered.body.remote_address, kPeerAddress);
+  EXPECT_EQ(delivered.body.remote_port, 4000);
+  EXPECT_EQ(delivered.body.local_port, 5001);
+  EXPECT_EQ(count("datagrams_in"), 1u);
+}
+
+TEST_F(UdpServerTest, TrailingBytesAndZeroChecksumAreFine) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  // Bytes past the UDP length (IP padding) are not payload.
+  Bytes padded = udp_datagram(4000, 5000, pattern(5, 1));
+  padded.resize(padded.size() + 7);
+  from_ip(padded, 5000);
+  ASSERT_EQ(outputs_.to_app_datagrams.size(), 1u);
+  EXPECT_EQ(outputs_.to_app_datagrams[0].payload, pattern(5, 1));
+  // A zero checksum means "none" over IPv4.
+  Bytes unchecked = udp_datagram(4000, 5000, pattern(6, 2));
+  wire::store_be16(unchecked, 6, 0);
+  from_ip(unchecked, 5000);
+  ASSERT_EQ(outputs_.to_app_datagrams.size(), 2u);
+  EXPECT_EQ(outputs_.to_app_datagrams[1].payload, pattern(6, 2));
+}
+
+TEST_F(UdpServerTest, BadDatagramsFromIpAreCountedAndFreed) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  Bytes bad_checksum = udp_datagram(4000, 5000, pattern(20, 1));
+  bad_checksum[12] ^= std::byte{0x40};
+  from_ip(bad_checksum, 5000);
+  EXPECT_EQ(count("bad_checksum"), 1u);
+
+  Bytes too_long = udp_datagram(4000, 5000, pattern(20, 1));
+  wire::store_be16(too_long, 4, static_cast<std::uint16_t>(too_long.size() + 1));
+  from_ip(too_long, 5000);
+  Bytes too_small = udp_datagram(4000, 5000, pattern(20, 1));
+  wire::store_be16(too_small, 4, 7);
+  from_ip(too_small, 5000);
+  from_ip(pattern(6, 0), 5000);  // not even a header
+  EXPECT_EQ(count("bad_length"), 3u);
+
+  from_ip(udp_datagram(4000, 5999, pattern(20, 1)), 5999);  // nobody's port
+  EXPECT_EQ(count("no_socket"), 1u);
+  EXPECT_TRUE(outputs_.to_app_datagrams.empty());
+}
+
+TEST_F(UdpServerTest, AppThatCannotTakeADatagramLosesIt) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  outputs_.accept_app = false;
+  from_ip(udp_datagram(4000, 5000, pattern(20, 1)), 5000);
+  EXPECT_EQ(count("app_queue_full"), 1u);
+}
+
+// ---- datagrams from applications ----
+
+TEST_F(UdpServerTest, AppDatagramGetsItsHeaderAndGoesToIp) {
+  const auto status = open(kAppA, 1, 0);
+  ASSERT_EQ(status.error, 0);
+  const Bytes payload = pattern(200, 9);
+  const BufferHandle handle = from_app(kAppA, 1, payload, 6000);
+  ASSERT_EQ(outputs_.to_ip_packets.size(), 1u);
+  const ToIp& sent = outputs_.to_ip_packets[0];
+  EXPECT_EQ(sent.body.segment.index, handle.index);
+  EXPECT_EQ(sent.body.segment.offset, handle.offset - 8);
+  EXPECT_EQ(sent.body.segment.length, payload.size() + 8);
+  EXPECT_EQ(sent.body.remote_address, kPeerAddress);
+  EXPECT_EQ(sent.body.local_address, kOurAddress);
+  EXPECT_EQ(sent.body.remote_port, 6000);
+  EXPECT_EQ(sent.body.local_port, status.local_port);
+  EXPECT_EQ(sent.body.protocol, kProtocolUdp);
+  // The header as the peer will check it: ports, length, checksum over the pseudo header.
+  Bytes segment = sent.segment;
+  auto datagram = wire::UdpDatagram::parse(segment, kOurAddress, kPeerAddress);
+  ASSERT_TRUE(datagram.ok()) << "bad UDP header or checksum";
+  EXPECT_NE(datagram->checksum(), 0) << "IPv4 UDP from us always carries a checksum";
+  EXPECT_EQ(datagram->source_port(), status.local_port);
+  EXPECT_EQ(datagram->destination_port(), 6000);
+  EXPECT_EQ(datagram->length(), payload.size() + 8);
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), datagram->payload().begin(), datagram->payload().end()));
+  EXPECT_EQ(count("datagrams_out"), 1u);
+}
+
+TEST_F(UdpServerTest, BadAppDatagramsAreRefusedAndFreed) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  from_app(kAppA, 2, pattern(10, 1));  // no such socket
+  from_app(kAppB, 1, pattern(10, 1));  // A's socket id, from B
+  from_app(kAppA, 1, pattern(10, 1), 0);  // no remote port
+  from_app(kAppA, 1, pattern(10, 1), 4000, UdpServer::kHeadersBefore - 1);  // no room for headers
+  EXPECT_EQ(count("bad_request"), 4u);
+  EXPECT_TRUE(outputs_.to_ip_packets.empty());
+  // Just enough headroom works.
+  from_app(kAppA, 1, pattern(10, 1), 4000, UdpServer::kHeadersBefore);
+  EXPECT_EQ(outputs_.to_ip_packets.size(), 1u);
+}
+
+TEST_F(UdpServerTest, IpThatCannotTakeADatagramLosesIt) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  outputs_.accept_ip = false;
+  from_app(kAppA, 1, pattern(10, 1));
+  EXPECT_EQ(count("ip_queue_full"), 1u);
+  EXPECT_EQ(count("datagrams_out"), 0u);
+}
+
+// ---- restarts ----
+
+TEST_F(UdpServerTest, AppRestartReleasesOnlyItsPorts) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  ASSERT_EQ(open(kAppA, 2, 5001).error, 0);
+  ASSERT_EQ(open(kAppB, 1, 5002).error, 0);
+  outputs_.bindings.clear();
+  server_->on_app_restarted(kAppA);
+  ASSERT_EQ(outputs_.bindings.size(), 2u);
+  std::vector<std::uint16_t> released;
+  for (const auto& binding : outputs_.bindings) {
+    EXPECT_EQ(binding.change, stack::BindingChange::release);
+    released.push_back(binding.local_port);
+  }
+  std::sort(released.begin(), released.end());
+  EXPECT_EQ(released, (std::vector<std::uint16_t>{5000, 5001}));
+  EXPECT_EQ(server_->open_sockets(), 1u);
+
+  from_ip(udp_datagram(4000, 5000, pattern(4, 1)), 5000);
+  EXPECT_EQ(count("no_socket"), 1u);
+  from_ip(udp_datagram(4000, 5002, pattern(4, 1)), 5002);
+  ASSERT_EQ(outputs_.to_app_datagrams.size(), 1u);
+  EXPECT_EQ(outputs_.to_app_datagrams[0].app, kAppB);
+  // The restarted app starts afresh with its old socket ids and ports.
+  EXPECT_EQ(open(kAppA, 1, 5000).error, 0);
+}
+
+TEST_F(UdpServerTest, ServerRestartKeepsSocketsAndClaimsThemAgain) {
+  ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
+  const auto ephemeral = open(kAppB, 7, 0);
+  ASSERT_EQ(ephemeral.error, 0);
+  ASSERT_EQ(open(kAppA, 2, 5001).error, 0);
+  server_->on_close(kAppA, {2});
+  server_.reset();
+  outputs_.bindings.clear();
+
+  start_server();
+  ASSERT_NE(server_, nullptr);
+  EXPECT_TRUE(server_->restored());
+  EXPECT_EQ(server_->open_sockets(), 2u);
+  server_->claim_all();
+  ASSERT_EQ(outputs_.bindings.size(), 2u);
+  std::vector<std::uint16_t> claimed;
+  for (const auto& binding : outputs_.bindings) {
+    EXPECT_EQ(binding.change, stack::BindingChange::claim);
+    claimed.push_back(binding.local_port);
+  }
+  std::sort(claimed.begin(), claimed.end());
+  EXPECT_EQ(claimed, (std::vector<std::uint16_t>{5000, ephemeral.local_port}));
+
+  // The same sockets receive, and the ports stay taken.
+  from_ip(udp_datagram(4000, ephemeral.local_port, pattern(4, 1)), ephemeral.local_port);
+  ASSERT_EQ(outputs_.to_app_datagrams.size(), 1u);
+  EXPECT_EQ(outputs_.to_app_datagrams[0].app, kAppB);
+  EXPECT_EQ(outputs_.to_app_datagrams[0].body.socket, 7u);
+  EXPECT_EQ(open(kAppB, 8, 5000).error, EADDRINUSE);
+  // Ephemeral ports go on from where they were, not from the start again.
+  const auto next = open(kAppB, 9, 0);
+  ASSERT_EQ(next.error, 0);
+  EXPECT_NE(next.local_port, ephemeral.local_port);
+}
+
+}  // namespace
+}  // namespace flotilla::udp
