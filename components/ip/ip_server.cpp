@@ -546,6 +546,10 @@ void IpServer::transmit(const BufferHandle& packet, std::uint64_t now_ms) {
     drop(packet, counters_.arp_queue_full);
     return;
   }
+  resolve(next_hop, now_ms);
+}
+
+void IpServer::resolve(std::uint32_t next_hop, std::uint64_t now_ms) {
   switch (arp_.want(next_hop, now_ms)) {
     case ResolveStep::send_request: send_arp(1, Mac{}, next_hop); break;
     case ResolveStep::wait: break;
@@ -607,6 +611,13 @@ void IpServer::on_port_binding(ComponentId from, const stack::PortBindingBody& b
 void IpServer::on_tick(std::uint64_t now_ms) {
   arp_.expire(now_ms);
   reassembler_.expire(now_ms);
+  // Ask again for next hops still unresolved, so one lost request does not strand what waits.
+  std::array<std::uint32_t, 256> hops{};
+  std::size_t hop_count = 0;
+  waiting_for_arp_.for_each_hop([&](std::uint32_t hop) {
+    if (hop_count < hops.size()) hops[hop_count++] = hop;
+  });
+  for (std::size_t i = 0; i < hop_count; ++i) resolve(hops[i], now_ms);
   if (now_ms >= kArpWaitMs) {
     waiting_for_arp_.drop_older_than(now_ms - kArpWaitMs,
                                      [&](const BufferHandle& h) { drop(h, counters_.arp_unresolved); });

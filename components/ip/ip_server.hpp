@@ -122,6 +122,8 @@ class IpServer {
   void transmit(const BufferHandle& packet, std::uint64_t now_ms);
   void transmit_to(const BufferHandle& packet, const Mac& destination);
   void send_arp(std::uint16_t operation, const Mac& target_mac, std::uint32_t target_address);
+  // Sends an ARP request for `next_hop` when one is due, or gives up on what waits for it.
+  void resolve(std::uint32_t next_hop, std::uint64_t now_ms);
 
   bool ask_filter(PendingVerdict& entry, std::uint64_t now_ms);
   void drop(const BufferHandle& handle, NamedCounter* reason);

@@ -37,6 +37,11 @@ class PendingQueue {
 
   std::size_t size() const { return size_; }
   std::size_t waiting_for(std::uint32_t next_hop) const;
+  // Calls each(next_hop) for every address something waits for. `each` must not change the queue.
+  template <class F>
+  void for_each_hop(F&& each) const {
+    for (const Queue& queue : queues_) each(queue.next_hop);
+  }
 
  private:
   static constexpr std::uint32_t kNone = ~std::uint32_t{0};
