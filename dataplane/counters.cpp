@@ -22,6 +22,7 @@ std::string_view counter_name(Counter counter) {
     case Counter::corrupt: return "corrupt";
     case Counter::bad_handles: return "bad_handles";
     case Counter::timers_fired: return "timers_fired";
+    case Counter::yields: return "yields";
     case Counter::count_: break;
   }
   return "unknown";

@@ -29,6 +29,7 @@ enum class Counter : std::uint32_t {
   corrupt,          // inputs rejected as malformed: bad ring index, bad message
   bad_handles,      // buffer handles refused: out of range, stale, or not the holder's
   timers_fired,
+  yields,           // times the loop gave its core away with sched_yield while traffic was warm
   count_,
 };
 
