@@ -172,6 +172,37 @@ TEST(IdleWaiter, BusyPollNeverSleeps) {
   EXPECT_EQ(counters.read(Counter::sleeps), 0u);
 }
 
+TEST(IdleWaiter, SharedCoreYieldsWhileTrafficIsWarmAndSleepsWhenCold) {
+  Doorbell bell;
+  CounterBlock counters;
+  IdleWaiter waiter(bell, counters, WaitPolicy::shared_core());
+  const auto yield_max = static_cast<std::uint64_t>(waiter.policy().yield_max.count());
+  ASSERT_GT(yield_max, 0u);
+  // Work arrives every 20 us: past the 2 us spin, the waiter yields its core and never sleeps.
+  std::uint64_t now = 1'000'000;
+  for (int i = 0; i < 100; ++i) {
+    waiter.on_idle(now, [] { return false; }, std::chrono::seconds(1));
+    waiter.on_idle(now + 10'000, [] { return false; }, std::chrono::seconds(1));
+    now += 20'000;
+    waiter.on_work(now);
+  }
+  EXPECT_GE(counters.read(Counter::yields), 100u);
+  EXPECT_EQ(counters.read(Counter::sleeps), 0u);
+  EXPECT_EQ(waiter.yield_budget_ns(), yield_max);
+  // Gaps of 10 ms: yielding would only burn the core, so the waiter sleeps instead.
+  for (int i = 0; i < 100; ++i) {
+    waiter.on_idle(now, [] { return false; }, std::chrono::seconds(1));
+    now += 10'000'000;
+    waiter.on_work(now);
+  }
+  EXPECT_EQ(waiter.yield_budget_ns(), 0u);
+  const std::uint64_t yields = counters.read(Counter::yields);
+  waiter.on_idle(now, [] { return false; }, std::chrono::seconds(1));
+  waiter.on_idle(now + 50'000, [] { return false; }, std::chrono::nanoseconds(0));
+  EXPECT_EQ(counters.read(Counter::yields), yields);
+  EXPECT_EQ(counters.read(Counter::sleeps), 1u);
+}
+
 TEST(IdleWaiter, SpinBudgetFollowsArrivalGaps) {
   Doorbell bell;
   CounterBlock counters;
