@@ -54,6 +54,13 @@ struct alignas(kCacheLine) PoolHeader {
 inline constexpr std::uint32_t kDefaultBufferSize = 2048;
 inline constexpr std::uint32_t kMaxBufferSize = 4096;  // AF_XDP chunk limit
 
+// Buffers a component parks to keep them across its own crash: they belong to parked_owner(id),
+// which reclaim(id) leaves alone, and the component's next incarnation takes them back (IP parks
+// the packets waiting for a filter verdict, so a restarted IP can ask again instead of losing
+// them). Component ids stay below this base.
+inline constexpr ComponentId kParkedOwnerBase = 1u << 16;
+constexpr ComponentId parked_owner(ComponentId id) { return kParkedOwnerBase + id; }
+
 class BufferPool {
  public:
   // Bytes of shared memory a pool of this shape needs.

@@ -325,6 +325,8 @@ void Supervisor::handle_exit(Slot& slot) {
   }
   if (slot.recent_crashes_ns.size() >= config_.restart.crash_limit) {
     slot.status = ComponentStatus::failed;
+    // No next incarnation will take back what this one parked.
+    (void)pool_->reclaim(parked_owner(slot.id));
     record(EventKind::failed, slot,
            std::to_string(slot.recent_crashes_ns.size()) + " crashes within " +
                std::to_string(config_.restart.window.count()) + " ms; not restarting");

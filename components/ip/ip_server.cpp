@@ -49,7 +49,7 @@ bool came_as_link_broadcast(const BufferPool& pool, ComponentId self, const Buff
 }  // namespace
 
 std::size_t IpServer::state_bytes_needed() {
-  return sizeof(IpStateHeader) + kRouteBytes + (1u << 20);
+  return sizeof(IpStateHeader) + kRouteBytes + kVerdictTableBytes + (1u << 20);
 }
 
 IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, NamedCounterTable& table)
@@ -82,6 +82,7 @@ IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, Named
   counters_.filter_queue_full = counter("filter_queue_full");
   counters_.filter_stale_verdicts = counter("filter_stale_verdicts");
   counters_.filter_resubmitted = counter("filter_resubmitted");
+  counters_.verdicts_restored = counter("verdicts_restored");
   counters_.delivered = counter("delivered");
   counters_.deliver_refused = counter("deliver_refused");
   counters_.transport_bad = counter("transport_bad");
@@ -105,7 +106,9 @@ Result<std::unique_ptr<IpServer>> IpServer::create(BufferPool& pool, ComponentId
   const bool valid = header->magic == IpStateHeader::kMagic &&
                      header->version == IpStateHeader::kVersion;
   auto route_bytes = state.subspan(sizeof(IpStateHeader), kRouteBytes);
-  auto flow_bytes = state.subspan(sizeof(IpStateHeader) + kRouteBytes);
+  auto verdict_bytes = state.subspan(sizeof(IpStateHeader) + kRouteBytes, kVerdictTableBytes);
+  auto flow_bytes = state.subspan(sizeof(IpStateHeader) + kRouteBytes + kVerdictTableBytes);
+  server->verdicts_ = std::span(reinterpret_cast<PendingVerdict*>(verdict_bytes.data()), kMaxPendingVerdicts);
   auto routes = RouteTable::attach(route_bytes);
   if (!routes) return routes.error();
   auto flows = FlowTable::attach(flow_bytes);
@@ -115,8 +118,11 @@ Result<std::unique_ptr<IpServer>> IpServer::create(BufferPool& pool, ComponentId
   server->header_ = header;
   if (valid) {
     server->restored_ = true;
+    server->adopt_parked_verdicts();
     return server;
   }
+  for (PendingVerdict& entry : server->verdicts_) entry = PendingVerdict{};
+  (void)pool.reclaim(parked_owner(self));  // nothing is pending in a fresh store
   // A fresh store: settings from the arguments, the on-link route and the default route.
   header->magic = 0;
   header->version = IpStateHeader::kVersion;
@@ -434,12 +440,57 @@ void IpServer::filter_then(Stage stage, const BufferHandle& packet, std::uint64_
     PendingVerdict& entry = verdicts_[ticket % kMaxPendingVerdicts];
     if (entry.stage != Stage::free) continue;
     next_ticket_ = ticket + 1;
-    entry = PendingVerdict{packet, ticket, stage, false, now_ms};
-    ++pending_count_;
+    if (!pool_->hand_off(packet, self_, parked_owner(self_))) return;  // counted by the pool
+    publish(entry, PendingVerdict{0, ticket, packet, stage, false, {}, now_ms});
     ask_filter(entry, now_ms);
     return;
   }
   drop(packet, counters_.filter_queue_full);
+}
+
+void IpServer::publish(PendingVerdict& entry, const PendingVerdict& value) {
+  std::atomic_ref<std::uint32_t>(entry.state).store(0, std::memory_order_relaxed);
+  entry.ticket = value.ticket;
+  entry.packet = value.packet;
+  entry.stage = value.stage;
+  entry.requested = value.requested;
+  entry.asked_ms = value.asked_ms;
+  std::atomic_ref<std::uint32_t>(entry.state).store(1, std::memory_order_release);
+  ++pending_count_;
+}
+
+void IpServer::retire(PendingVerdict& entry) {
+  std::atomic_ref<std::uint32_t>(entry.state).store(0, std::memory_order_release);
+  entry.stage = Stage::free;
+  --pending_count_;
+}
+
+// A restarted IP finds the packets its dead incarnation had waiting for a verdict: those whose
+// buffers are still parked are kept and asked about again on the first tick; anything else
+// parked (a crash between parking and publishing) goes back to the pool.
+void IpServer::adopt_parked_verdicts() {
+  const ComponentId parked = parked_owner(self_);
+  for (PendingVerdict& entry : verdicts_) {
+    const bool published = std::atomic_ref<std::uint32_t>(entry.state).load(std::memory_order_acquire) == 1;
+    const bool kept = published && entry.stage != Stage::free &&
+                      pool_->validate(entry.packet).ok() && pool_->owner_of(entry.packet.index) == parked &&
+                      pool_->hand_off(entry.packet, parked, self_).ok();
+    if (!kept) {
+      std::atomic_ref<std::uint32_t>(entry.state).store(0, std::memory_order_relaxed);
+      entry.stage = Stage::free;
+      continue;
+    }
+    entry.requested = false;  // ask on the first tick
+    ++pending_count_;
+    counters_.verdicts_restored->add();
+  }
+  (void)pool_->reclaim(parked);  // parked, but named by no entry
+  for (PendingVerdict& entry : verdicts_) {
+    if (entry.stage != Stage::free) (void)pool_->hand_off(entry.packet, self_, parked);
+  }
+  for (const PendingVerdict& entry : verdicts_) {
+    if (entry.stage != Stage::free) next_ticket_ = std::max(next_ticket_, entry.ticket + 1);
+  }
 }
 
 bool IpServer::ask_filter(PendingVerdict& entry, std::uint64_t now_ms) {
@@ -461,8 +512,8 @@ void IpServer::on_verdict(const stack::VerdictBody& verdict, std::uint64_t now_m
     return;
   }
   const PendingVerdict done = entry;
-  entry.stage = Stage::free;
-  --pending_count_;
+  retire(entry);
+  if (!pool_->hand_off(done.packet, parked_owner(self_), self_)) return;  // counted by the pool
   if (verdict.action != stack::Action::pass) {
     drop(done.packet, done.stage == Stage::inbound ? counters_.filter_blocked_in
                                                    : counters_.filter_blocked_out);

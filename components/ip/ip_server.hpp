@@ -38,7 +38,8 @@ class IpOutputs {
   virtual bool send_frame(const BufferHandle& frame) = 0;
   // false also when there is no filter: IpServer then passes everything.
   virtual bool has_filter() const = 0;
-  // The filter only reads the buffer; IP keeps it. false: the request could not be sent now.
+  // The filter only reads the buffer; IP keeps it (parked: parked_owner(self)). false: the request
+  // could not be sent now.
   virtual bool request_verdict(const stack::VerdictRequestBody& request) = 0;
   virtual bool deliver(ComponentId owner, const stack::TransportPacketBody& packet) = 0;
 };
@@ -50,10 +51,11 @@ struct IpSettings {
 };
 
 // What IP keeps in its state store, so a restarted IP needs nothing from anyone: its settings, the
-// link it was told about, its routes and the flow table.
+// link it was told about, its routes, the packets waiting for a filter verdict, and the flow table.
+// Layout: this header, the route table (kRouteBytes), the verdict table, then the flow table.
 struct alignas(64) IpStateHeader {
   static constexpr std::uint64_t kMagic = 0x6574617453704946ull;  // "FIpState"
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;
   std::uint64_t magic;
   std::uint32_t version;
   std::uint32_t has_link;
@@ -94,18 +96,31 @@ class IpServer {
   std::size_t pending_verdicts() const { return pending_count_; }
   const FlowTable& flows() const { return *flows_; }
   const RouteTable& routes() const { return *routes_; }
-  // Buffers IpServer holds right now (waiting for a verdict or for ARP): for accounting in tests.
+  // Buffers IpServer holds right now, its own or parked (waiting for a verdict or for ARP, or in
+  // its cache): for accounting in tests.
   std::size_t buffers_held() const;
 
  private:
   enum class Stage : std::uint8_t { free = 0, inbound, outbound };
+  // A packet waiting for its verdict, in the state store. The packet's buffer is parked
+  // (parked_owner(self)) while the entry is published, so it outlives an IP crash and the next
+  // incarnation asks the filter again. Published last, with a release store of `state`; a crash
+  // between parking and publishing leaves a parked buffer no entry names, which the next
+  // incarnation frees.
   struct PendingVerdict {
-    BufferHandle packet;  // starts at the IPv4 header
+    std::uint32_t state = 0;  // 0 free, 1 published (accessed through std::atomic_ref)
     std::uint32_t ticket = 0;
+    BufferHandle packet;  // starts at the IPv4 header
     Stage stage = Stage::free;
     bool requested = false;  // sent to the filter (false: waiting for ring room or a filter)
+    std::uint8_t reserved[6] = {};
     std::uint64_t asked_ms = 0;  // when it was last sent: an answer lost on the way is asked again
   };
+  static constexpr std::size_t kVerdictTableBytes =
+      (kMaxPendingVerdicts * sizeof(PendingVerdict) + 63) / 64 * 64;
+  void adopt_parked_verdicts();
+  void publish(PendingVerdict& entry, const PendingVerdict& value);
+  void retire(PendingVerdict& entry);
 
   IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, NamedCounterTable& counters);
 
@@ -141,7 +156,7 @@ class IpServer {
   ArpCache arp_;
   PendingQueue waiting_for_arp_;
   Reassembler reassembler_;
-  std::array<PendingVerdict, kMaxPendingVerdicts> verdicts_{};
+  std::span<PendingVerdict> verdicts_;  // kMaxPendingVerdicts entries in the state store
   std::size_t pending_count_ = 0;
   std::uint32_t next_ticket_ = 1;
   std::uint16_t next_identification_ = 1;
@@ -177,6 +192,7 @@ class IpServer {
     NamedCounter* filter_queue_full;
     NamedCounter* filter_stale_verdicts;
     NamedCounter* filter_resubmitted;
+    NamedCounter* verdicts_restored;
     NamedCounter* delivered;
     NamedCounter* deliver_refused;
     NamedCounter* transport_bad;

@@ -107,8 +107,9 @@ int main(int argc, char** argv) {
       }
       const auto request = message.read<stack::VerdictRequestBody>();
       stack::VerdictBody verdict{request.ticket, stack::Action::block, 0, 0, request.packet.generation};
-      // IP owns the buffer; a handle that is not IP's, or bytes that do not parse, are blocked.
-      auto bytes = host.pool().bytes(ip_id, request.packet);
+      // IP keeps the buffer, parked while it waits for this verdict; a handle that is not IP's,
+      // or bytes that do not parse, are blocked.
+      auto bytes = host.pool().bytes(parked_owner(ip_id), request.packet);
       const auto summary = bytes ? summarize(bytes.value(), request.direction) : std::nullopt;
       if (!summary) {
         unreadable.add();

@@ -136,8 +136,8 @@ class FakeOutputs final : public IpOutputs {
   bool request_verdict(const stack::VerdictRequestBody& request) override {
     ++verdict_attempts;
     if (!accept_verdicts) return false;
-    // The filter only reads; IP still owns the buffer.
-    auto bytes = pool_.bytes(kIp, request.packet);
+    // The filter only reads; IP still holds the buffer, parked while it waits for the verdict.
+    auto bytes = pool_.bytes(parked_owner(kIp), request.packet);
     EXPECT_TRUE(bytes.ok()) << "verdict request names a buffer IP does not hold";
     verdict_requests.push_back(request);
     verdict_packets.push_back(bytes.ok() ? Bytes(bytes->begin(), bytes->end()) : Bytes{});
@@ -217,6 +217,9 @@ class IpServerTest : public ::testing::Test {
  protected:
   IpServerTest() : pool_(make_pool()), outputs_(pool_), region_(IpServer::state_bytes_needed()) {}
 
+  // Buffers IP holds: its own and those it parked while they wait for a verdict.
+  std::size_t ip_owned() const { return pool_.count_owned(kIp) + pool_.count_owned(parked_owner(kIp)); }
+
   static BufferPool make_pool() {
     auto pool = BufferPool::create(1, 2048, kPoolBuffers);
     if (!pool) std::abort();  // nothing to test without a pool
@@ -239,9 +242,9 @@ class IpServerTest : public ::testing::Test {
     EXPECT_EQ(pool_.count_owned(kUdpOwner), 0u);
     EXPECT_EQ(pool_.count_owned(kIntruder), 0u);
     if (server_ != nullptr) {
-      EXPECT_EQ(pool_.count_owned(kIp), server_->buffers_held());
+      EXPECT_EQ(ip_owned(), server_->buffers_held());
     }
-    EXPECT_EQ(pool_.count_free() + pool_.count_owned(kIp), kPoolBuffers);
+    EXPECT_EQ(pool_.count_free() + ip_owned(), kPoolBuffers);
     EXPECT_EQ(pool_counters_.read(Counter::bad_handles), 0u) << "the pool refused a handle";
   }
 
@@ -453,7 +456,7 @@ TEST_F(IpServerTest, ArpGiveUpDropsTheWaitingPackets) {
   server_->on_tick(now_ + 3001);
   EXPECT_EQ(count("arp_unresolved"), 2u);
   // Both buffers went back (to IP's cache): none is waiting any more.
-  EXPECT_EQ(pool_.count_owned(kIp), server_->buffers_held());
+  EXPECT_EQ(ip_owned(), server_->buffers_held());
   // Only ARP requests were sent; nothing for the dropped packets.
   for (std::size_t i = 0; i < outputs_.frames.size(); ++i) expect_arp_request_for(outputs_.frames[i], kOtherOnLink);
   const std::size_t sent = outputs_.frames.size();
@@ -883,7 +886,7 @@ TEST_F(IpServerTest, HostileFramesAreCountedAndFreed) {
     const std::uint64_t before = count(test_case.counter);
     inject_frame(test_case.frame);
     EXPECT_EQ(count(test_case.counter), before + 1);
-    EXPECT_EQ(pool_.count_owned(kIp), server_->buffers_held()) << "the frame was not freed";
+    EXPECT_EQ(ip_owned(), server_->buffers_held()) << "the frame was not freed";
   }
   EXPECT_TRUE(outputs_.frames.empty());
   EXPECT_TRUE(outputs_.deliveries.empty());
@@ -897,7 +900,7 @@ TEST_F(IpServerTest, HostileFramesAreCountedAndFreed) {
 TEST_F(IpServerTest, FramesBeforeTheLinkIsKnownAreDropped) {
   outputs_.frames.clear();
   server_.reset();
-  ASSERT_EQ(pool_.count_free() + pool_.count_owned(kIp), kPoolBuffers);
+  ASSERT_EQ(pool_.count_free() + ip_owned(), kPoolBuffers);
   (void)pool_.reclaim(kIp);
   TestRegion fresh(IpServer::state_bytes_needed());
   const IpSettings settings{.address = kOurAddress, .prefix_length = 24, .gateway = 0};
@@ -936,7 +939,7 @@ TEST_F(IpServerTest, TwoFragmentsAreReassembledIntoOneDatagram) {
   const std::size_t split = 504;  // a multiple of 8
   inject_frame(fragment_frame(77, 0, true, std::span(datagram).first(split)));
   EXPECT_TRUE(outputs_.deliveries.empty());
-  EXPECT_EQ(pool_.count_owned(kIp), server_->buffers_held()) << "the first fragment's buffer";
+  EXPECT_EQ(ip_owned(), server_->buffers_held()) << "the first fragment's buffer";
   inject_frame(fragment_frame(77, split, false, std::span(datagram).subspan(split)));
   EXPECT_EQ(count("fragments_in"), 2u);
   EXPECT_EQ(count("fragments_reassembled"), 1u);
@@ -1013,6 +1016,46 @@ TEST_F(IpServerTest, RestartOnTheSameStateKeepsSettingsAndFlows) {
   inject_frame(udp_frame_to_us(5353, pattern(10, 1)));
   ASSERT_EQ(outputs_.deliveries.size(), 1u);
   EXPECT_EQ(outputs_.deliveries[0].owner, kUdpOwner);
+}
+
+TEST_F(IpServerTest, RestartedIpAsksAgainAboutThePacketsThatWaitedForAVerdict) {
+  learn_peer();
+  outputs_.filter = true;
+  const Bytes data = pattern(24, 0x33);
+  inject_frame(ipv4_frame(ipv4_packet(kPeerAddress, kOurAddress, wire::kProtocolIcmp, echo_request(7, 8, data))));
+  ASSERT_EQ(outputs_.verdict_requests.size(), 1u);
+  const auto before_crash = outputs_.verdict_requests[0];
+  // A buffer parked by the dead incarnation but named by no entry (it died between the two steps).
+  BufferHandle orphan;
+  ASSERT_EQ(pool_.alloc_burst(parked_owner(kIp), std::span(&orphan, 1)), 1u);
+
+  // IP dies: the supervisor reclaims what it owned, but not what it parked.
+  server_.reset();
+  (void)pool_.reclaim(kIp);
+  EXPECT_EQ(pool_.count_owned(parked_owner(kIp)), 2u);
+  auto created = IpServer::create(pool_, kIp, region_.bytes(), IpSettings{}, outputs_, counters_);
+  ASSERT_TRUE(created.ok());
+  server_ = std::move(created).value();
+  EXPECT_EQ(server_->pending_verdicts(), 1u);
+  EXPECT_EQ(count("verdicts_restored"), 1u);
+  EXPECT_EQ(pool_.count_owned(parked_owner(kIp)), 1u) << "the orphan went back to the pool";
+  learn_peer();  // the ARP cache is private memory: the new incarnation learns the peer again
+  const std::size_t frames_before = outputs_.frames.size();
+
+  // The first tick asks again; the answer to the old request is stale, the new one counts.
+  server_->on_tick(now_ + 1);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 2u);
+  const auto after_crash = outputs_.verdict_requests[1];
+  EXPECT_EQ(after_crash.ticket, before_crash.ticket);
+  EXPECT_EQ(after_crash.packet.index, before_crash.packet.index);
+  EXPECT_EQ(outputs_.verdict_packets[1], outputs_.verdict_packets[0]);
+  server_->on_verdict(verdict_for(after_crash, stack::Action::pass), now_ + 2);
+  // The echo reply now waits for its own verdict, and then leaves.
+  ASSERT_EQ(outputs_.verdict_requests.size(), 3u);
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[2], stack::Action::pass), now_ + 3);
+  ASSERT_EQ(outputs_.frames.size(), frames_before + 1);
+  auto reply = expect_ipv4_frame(outputs_.frames.back(), kPeerMac);
+  EXPECT_EQ(reply.destination(), kPeerAddress);
 }
 
 }  // namespace
