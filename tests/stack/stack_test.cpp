@@ -110,6 +110,30 @@ TEST_F(Stack, PingsAreAllAnsweredAndArpResolvesBothWays) {
   EXPECT_GE(counter("ip", "arp_requests_in"), 1);
 }
 
+// The filter reads packets IP keeps, through a read-only mapping of the pool: it could neither
+// change nor free one. IP maps the same pool read-write.
+TEST_F(Stack, TheFilterMapsThePoolReadOnly) {
+  start();
+  auto pool_mappings = [&](const std::string& component) {
+    const std::string status = cli("status").output;
+    std::istringstream lines(status);
+    std::string permissions;
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream words(line);
+      std::string name, id, state, incarnation;
+      int pid = 0;
+      if (!(words >> name >> id >> state >> incarnation >> pid) || name != component) continue;
+      std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+      for (std::string map; std::getline(maps, map);) {
+        if (map.find("memfd:flotilla-pool") != std::string::npos) permissions += map.substr(map.find(' ') + 1, 4) + " ";
+      }
+    }
+    return permissions;
+  };
+  EXPECT_EQ(pool_mappings("pf"), "r--s ");
+  EXPECT_EQ(pool_mappings("ip"), "rw-s ");
+}
+
 TEST_F(Stack, TheDpdkDriverCarriesTheSameTraffic) {
   // DPDK's net_af_packet PMD on the same veth end, with copies between mbufs and the pool.
   start("pass all", "", "dpdk");
