@@ -221,12 +221,16 @@ int main(int argc, char** argv) {
     waker.emplace(port.wait_fd(), host.loop().doorbell());
     host.loop().set_sleep_hook([&] { waker->arm(); });
   }
-  // Device counters are mirrored into named counters for `flotilla top`.
+  // Device counters are mirrored into named counters for `flotilla top`. A new port counts from
+  // zero, so each incarnation adds its counts to what the earlier ones left.
+  const std::uint64_t rx_dropped_before = device_rx_dropped.read();
+  const std::uint64_t tx_dropped_before = device_tx_dropped.read();
+  const std::uint64_t early_drops_before = xdp_early_drops.read();
   Timer mirror([&](Timer& self) {
     const drivers::PortStats stats = port.stats();
-    device_rx_dropped.value.store(stats.rx_dropped, std::memory_order_relaxed);
-    device_tx_dropped.value.store(stats.tx_dropped, std::memory_order_relaxed);
-    xdp_early_drops.value.store(stats.early_drops, std::memory_order_relaxed);
+    device_rx_dropped.value.store(rx_dropped_before + stats.rx_dropped, std::memory_order_relaxed);
+    device_tx_dropped.value.store(tx_dropped_before + stats.tx_dropped, std::memory_order_relaxed);
+    xdp_early_drops.value.store(early_drops_before + stats.early_drops, std::memory_order_relaxed);
     host.loop().timers().arm(self, host.loop().now_ms() + 100);
   });
   host.loop().timers().arm(mirror, host.loop().now_ms() + 100);
