@@ -16,7 +16,8 @@ namespace {
 // nothing this component might start inherits it.
 Result<SharedRegion> attach_fd(int fd, SharedRegion::Access access = SharedRegion::Access::read_write) {
   if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
-    return Error::from_errno("component: missing descriptor from the supervisor");
+    return Error::from_errno("not started by the Flotilla supervisor (its descriptors are missing); "
+                             "components run under 'flotilla up'");
   }
   return SharedRegion::attach(UniqueFd(fd), access);
 }
