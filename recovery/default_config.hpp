@@ -96,6 +96,13 @@ name = "fleet-name0-name1"
 a = "name0"
 b = "name1"
 capacity = 256
+
+# The echo server's socket state, exposed to it by the UDP server (sockets/exposed_sockets.hpp).
+[[region]]
+name = "udp-echo-sockets"
+bytes = 16384
+writers = ["udp"]
+readers = ["echo"]
 )";
 
 inline constexpr const char* kEchoChainConfig = R"(# the echo chain and a name fleet: what the supervisor tests run

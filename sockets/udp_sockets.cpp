@@ -23,6 +23,7 @@ Result<std::unique_ptr<UdpSockets>> UdpSockets::attach(recovery::ComponentHost& 
   ChannelEnd* channel = host.channel(channel_name);
   if (channel == nullptr) return Error{Errc::invalid_argument, 0, "udp sockets: no such channel"};
   std::unique_ptr<UdpSockets> sockets(new UdpSockets(host, *channel, host.peer_of(channel_name)));
+  sockets->exposed_region_ = host.region(exposed_region_name(channel_name));
   UdpSockets* self = sockets.get();
   if (auto s = host.loop().add_input(channel->in, [self](std::span<const Message> m) { self->on_messages(m); });
       !s) {
@@ -31,8 +32,42 @@ Result<std::unique_ptr<UdpSockets>> UdpSockets::attach(recovery::ComponentHost& 
   return sockets;
 }
 
+const UdpSockets::LocalSocket* UdpSockets::local(std::uint32_t socket) const {
+  return socket >= 1 && socket <= sockets_.size() ? &sockets_[socket - 1] : nullptr;
+}
+
+const ExposedSocket* UdpSockets::exposed(const LocalSocket& socket) const {
+  if (socket.exposed_slot == 0) return nullptr;
+  // Read afresh each time: the UDP server formats the table when it (re)starts.
+  const ExposedSocketTable table = ExposedSocketTable::read(exposed_region_);
+  return table.slot(socket.exposed_slot - 1);
+}
+
+bool UdpSockets::readable(std::uint32_t socket) const {
+  const LocalSocket* entry = local(socket);
+  if (entry == nullptr) return false;
+  const ExposedSocket* slot = exposed(*entry);
+  if (slot == nullptr || slot->bound.load(std::memory_order_acquire) != 1 || slot->socket != socket) {
+    return readable();
+  }
+  return slot->delivered.load(std::memory_order_acquire) > entry->consumed;
+}
+
+bool UdpSockets::exposed(std::uint32_t socket) const {
+  const LocalSocket* entry = local(socket);
+  const ExposedSocket* slot = entry != nullptr ? exposed(*entry) : nullptr;
+  return slot != nullptr && slot->socket == socket && slot->bound.load(std::memory_order_acquire) == 1;
+}
+
+std::uint64_t UdpSockets::dropped(std::uint32_t socket) const {
+  const LocalSocket* entry = local(socket);
+  const ExposedSocket* slot = entry != nullptr ? exposed(*entry) : nullptr;
+  return slot != nullptr && slot->socket == socket ? slot->dropped.load(std::memory_order_acquire) : 0;
+}
+
 Result<std::uint32_t> UdpSockets::open(std::uint16_t local_port) {
   const std::uint32_t socket = next_socket_++;
+  sockets_.resize(socket);
   const Message message =
       Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{socket, local_port, kProtocolUdp, 0});
   auto sent = host_.send(channel_, std::span(&message, 1));
@@ -80,6 +115,7 @@ void UdpSockets::on_messages(std::span<const Message> messages) {
         continue;
       }
       ++received_;
+      if (body.socket >= 1 && body.socket <= sockets_.size()) ++sockets_[body.socket - 1].consumed;
       if (datagram_handler_) {
         datagram_handler_(Datagram{body.socket, body.remote_address, body.remote_port, body.local_port,
                                    bytes.value()});
@@ -88,6 +124,9 @@ void UdpSockets::on_messages(std::span<const Message> messages) {
       host_.served();
     } else if (message.kind == stack::kSocketStatusKind) {
       const auto body = message.read<stack::SocketStatusBody>();
+      if (body.socket >= 1 && body.socket <= sockets_.size()) {
+        sockets_[body.socket - 1] = LocalSocket{body.error == 0 ? body.exposed_slot : std::uint16_t{0}, 0};
+      }
       if (status_handler_) status_handler_(body.socket, body.error, body.local_port);
     } else {
       ++refused_;

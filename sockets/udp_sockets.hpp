@@ -1,7 +1,9 @@
 // The native UDP socket API of libflotilla, for programs that run as Flotilla components with a
 // channel to the UDP server. Everything is non-blocking and driven by the component loop: open()
 // asks for a socket and the answer arrives through on_status; datagrams arrive through
-// on_datagram. Readiness needs no system call: it is whether the channel from UDP holds messages.
+// on_datagram. Readiness needs no system call: the UDP server exposes each socket's state in a
+// region the application maps read-only (sockets/exposed_sockets.hpp), so readable(socket) is two
+// loads; without that region it is whether the channel from UDP holds messages.
 //
 // Payloads are copied once, between the caller's bytes and a pool buffer.
 #pragma once
@@ -9,10 +11,12 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <vector>
 
 #include "components/messages/stack_messages.hpp"
 #include "dataplane/result.hpp"
 #include "recovery/component_host.hpp"
+#include "sockets/exposed_sockets.hpp"
 
 namespace flotilla::sockets {
 
@@ -47,7 +51,15 @@ class UdpSockets {
   Status send_to(std::uint32_t socket, std::uint32_t address, std::uint16_t port,
                  std::span<const std::byte> payload);
 
+  // Whether a datagram for `socket` waits (false for an unknown socket).
+  bool readable(std::uint32_t socket) const;
+  // Whether anything from the UDP server waits.
   bool readable() const { return from_udp_->has_input(); }
+  // Whether the UDP server exposes `socket`'s state to this application (readiness by loads).
+  bool exposed(std::uint32_t socket) const;
+  // Datagrams the UDP server dropped for `socket` because this application's channel was full;
+  // 0 without an exposed table.
+  std::uint64_t dropped(std::uint32_t socket) const;
 
   std::uint64_t received() const { return received_; }
   std::uint64_t refused() const { return refused_; }
@@ -57,11 +69,20 @@ class UdpSockets {
       : host_(host), channel_(channel), udp_(udp), from_udp_(&channel.in) {}
   void on_messages(std::span<const Message> messages);
 
+  struct LocalSocket {
+    std::uint32_t exposed_slot = 0;  // 1 + the slot in the exposed table; 0: none
+    std::uint64_t consumed = 0;      // datagrams taken from the channel
+  };
+  const LocalSocket* local(std::uint32_t socket) const;
+  const sockets::ExposedSocket* exposed(const LocalSocket& socket) const;
+
   recovery::ComponentHost& host_;
   ChannelEnd& channel_;
   ComponentId udp_;
   RingConsumer* from_udp_;
   std::uint32_t next_socket_ = 1;
+  std::span<const std::byte> exposed_region_;
+  std::vector<LocalSocket> sockets_;  // by socket id - 1; grows on open, never on the data path
   DatagramHandler datagram_handler_;
   StatusHandler status_handler_;
   std::uint64_t received_ = 0;

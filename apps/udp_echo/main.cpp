@@ -133,7 +133,9 @@ int main(int argc, char** argv) {
     const std::string line = "sent=" + std::to_string(state.sent) + " verified=" + std::to_string(state.verified) +
                              " mismatched=" + std::to_string(state.mismatched) +
                              " resends=" + std::to_string(state.resends) +
-                             " stale=" + std::to_string(state.stale) + " seconds=" + std::to_string(seconds) + "\n";
+                             " stale=" + std::to_string(state.stale) + " seconds=" + std::to_string(seconds) +
+                             " exposed=" + (sockets.exposed(socket) ? "1" : "0") +
+                             " udp_dropped=" + std::to_string(sockets.dropped(socket)) + "\n";
     std::fputs(line.c_str(), stderr);
     if (report_path.empty()) return;
     const std::string temporary = report_path + ".tmp";

@@ -110,7 +110,7 @@ struct SocketStatusBody {
   std::uint32_t socket;
   std::int32_t error;
   std::uint16_t local_port;
-  std::uint16_t reserved;
+  std::uint16_t exposed_slot;  // 1 + the socket's slot in the exposed table (sockets/); 0: none
 };
 
 struct SocketDatagramBody {

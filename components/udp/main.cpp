@@ -3,6 +3,8 @@
 // UdpServer (udp_server.hpp); this file wires it to the channels.
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -36,6 +38,21 @@ class ChannelOutputs final : public udp::UdpOutputs {
            stack::send_with_buffer(host_, *channel, app, datagram.payload,
                                    Message::make(stack::kSocketDatagramKind, datagram));
   }
+  sockets::ExposedSocketTable exposed(ComponentId app) override {
+    for (const auto& [peer, table] : exposed_) {
+      if (peer == app) return table;
+    }
+    return {};
+  }
+  // Formats the exposed-socket region of every application that was given one.
+  void format_exposed() {
+    for (std::size_t i = 0; i < host_.channel_count(); ++i) {
+      if (&host_.channel_at(i) == &ip_) continue;
+      auto region = host_.region(sockets::exposed_region_name(host_.channel_name(i)));
+      if (region.empty()) continue;
+      exposed_.emplace_back(host_.channel_peer(i), sockets::ExposedSocketTable::format(region));
+    }
+  }
   bool status_to_app(ComponentId app, const stack::SocketStatusBody& status) override {
     ChannelEnd* channel = channel_to(app);
     if (channel == nullptr) return false;
@@ -55,6 +72,7 @@ class ChannelOutputs final : public udp::UdpOutputs {
   ComponentHost& host_;
   ChannelEnd& ip_;
   ComponentId ip_id_;
+  std::vector<std::pair<ComponentId, sockets::ExposedSocketTable>> exposed_;
 };
 
 }  // namespace
@@ -129,6 +147,8 @@ int main(int argc, char** argv) {
       server.on_app_restarted(peer);
     }
   });
+  outputs.format_exposed();
+  server.expose_all();
   server.claim_all();
   std::fprintf(stderr, "flotilla-udp: %s, %zu sockets\n", server.restored() ? "restored" : "serving",
                server.open_sockets());

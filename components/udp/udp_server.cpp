@@ -136,13 +136,42 @@ void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
       entry->local_port = port;
       state_word(*entry).store(1, std::memory_order_release);
       status.local_port = port;
+      expose(*entry);
+      if (exposed_slot(*entry) != nullptr) {
+        status.exposed_slot = static_cast<std::uint16_t>(entry - sockets_.data() + 1);
+      }
     }
   }
   (void)outputs_->status_to_app(app, status);
 }
 
+sockets::ExposedSocket* UdpServer::exposed_slot(const SocketEntry& entry) {
+  const auto index = static_cast<std::size_t>(&entry - sockets_.data());
+  if (index > 0xfffe) return nullptr;
+  return outputs_->exposed(entry.app).slot(static_cast<std::uint32_t>(index));
+}
+
+void UdpServer::expose(const SocketEntry& entry) {
+  sockets::ExposedSocket* slot = exposed_slot(entry);
+  if (slot == nullptr) return;
+  slot->bound.store(0, std::memory_order_relaxed);
+  slot->socket = entry.socket;
+  slot->local_port = entry.local_port;
+  slot->delivered.store(0, std::memory_order_relaxed);
+  slot->dropped.store(0, std::memory_order_relaxed);
+  slot->sent.store(0, std::memory_order_relaxed);
+  slot->bound.store(1, std::memory_order_release);
+}
+
+void UdpServer::expose_all() {
+  for (SocketEntry& entry : sockets_) {
+    if (state_word(entry).load(std::memory_order_acquire) == 1) expose(entry);
+  }
+}
+
 void UdpServer::release(SocketEntry& entry) {
   const std::uint16_t port = entry.local_port;
+  if (sockets::ExposedSocket* slot = exposed_slot(entry)) slot->bound.store(0, std::memory_order_release);
   state_word(entry).store(0, std::memory_order_release);
   outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::release, port});
 }
@@ -195,6 +224,7 @@ void UdpServer::on_app_datagram(ComponentId app, const stack::SocketDatagramBody
                                           .reserved = {}};
   if (outputs_->to_ip(packet)) {
     counters_.datagrams_out->add();
+    if (sockets::ExposedSocket* slot = exposed_slot(*entry)) sockets::bump(slot->sent);
   } else {
     drop(segment, counters_.ip_queue_full);
   }
@@ -223,7 +253,13 @@ void UdpServer::on_ip_packet(const stack::TransportPacketBody& packet) {
                                        .remote_address = packet.remote_address,
                                        .remote_port = datagram->source_port(),
                                        .local_port = entry->local_port};
-  if (!outputs_->to_app(entry->app, body)) drop(payload, counters_.app_queue_full);
+  sockets::ExposedSocket* slot = exposed_slot(*entry);
+  if (outputs_->to_app(entry->app, body)) {
+    if (slot != nullptr) sockets::bump(slot->delivered);  // after the message: readable means it is there
+  } else {
+    if (slot != nullptr) sockets::bump(slot->dropped);
+    drop(payload, counters_.app_queue_full);
+  }
 }
 
 }  // namespace flotilla::udp

@@ -15,6 +15,7 @@
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/result.hpp"
+#include "sockets/exposed_sockets.hpp"
 
 namespace flotilla::udp {
 
@@ -27,6 +28,9 @@ class UdpOutputs {
   virtual bool bind_port(const stack::PortBindingBody& binding) = 0;
   virtual bool to_app(ComponentId app, const stack::SocketDatagramBody& datagram) = 0;
   virtual bool status_to_app(ComponentId app, const stack::SocketStatusBody& status) = 0;
+  // Where the application's socket state is exposed to it (sockets/exposed_sockets.hpp); an empty
+  // table when the configuration gave it none.
+  virtual sockets::ExposedSocketTable exposed(ComponentId app) { (void)app; return {}; }
 };
 
 struct SocketEntry {
@@ -67,6 +71,8 @@ class UdpServer {
   void on_app_restarted(ComponentId app);
   // IP restarted, or this server did: claim every bound port again (claims are idempotent).
   void claim_all();
+  // This server (re)started and formatted the exposed tables: show every bound socket again.
+  void expose_all();
 
   std::size_t open_sockets() const;
   bool restored() const { return restored_; }
@@ -79,6 +85,9 @@ class UdpServer {
   SocketEntry* free_entry();
   std::uint16_t pick_ephemeral();
   void release(SocketEntry& entry);
+  // The entry's slot in its application's exposed table, or nullptr.
+  sockets::ExposedSocket* exposed_slot(const SocketEntry& entry);
+  void expose(const SocketEntry& entry);
   void drop(const BufferHandle& handle, NamedCounter* reason);
 
   BufferPool* pool_;

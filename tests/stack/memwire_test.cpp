@@ -78,6 +78,7 @@ TEST_F(Memwire, TwoStacksExchangeDatagramsWithoutRootOrKernelNetwork) {
   std::string line;
   std::getline(std::ifstream(report_), line);
   EXPECT_NE(line.find("sent=1000 verified=1000 mismatched=0"), std::string::npos) << line;
+  EXPECT_NE(line.find("exposed=1"), std::string::npos) << line;
   // Nothing died on either side.
   EXPECT_EQ(run_cli(socket("a") + " events").output.find("exit "), std::string::npos);
   EXPECT_EQ(run_cli(socket("b") + " events").output.find("exit "), std::string::npos);

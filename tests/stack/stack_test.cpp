@@ -176,6 +176,12 @@ args = ["--role", "client", "--channel", "udp-client", "--peer", ")" + names.pee
 name = "udp-client"
 a = "udp"
 b = "client"
+
+[[region]]
+name = "udp-client-sockets"
+bytes = 16384
+writers = ["udp"]
+readers = ["client"]
 )";
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, veth, XDP)";
   // The namespace exists only once the stack is up, so the server starts right after, and the
@@ -209,6 +215,8 @@ b = "client"
   std::getline(std::ifstream(report), line);
   std::filesystem::remove(report);
   EXPECT_NE(line.find("sent=10000 verified=10000 mismatched=0"), std::string::npos) << line;
+  // The client's socket state was exposed to it by the UDP server, and nothing was dropped.
+  EXPECT_NE(line.find("exposed=1 udp_dropped=0"), std::string::npos) << line;
   EXPECT_GE(counter("ip", "arp_requests_out"), 1);
   EXPECT_GE(counter("ip", "arp_replies_in"), 1);
 }

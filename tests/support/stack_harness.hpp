@@ -194,6 +194,12 @@ b = "udp"
 name = "udp-echo"
 a = "udp"
 b = "echo"
+
+[[region]]
+name = "udp-echo-sockets"
+bytes = 16384
+writers = ["udp"]
+readers = ["echo"]
 )" + extra;
 }
 

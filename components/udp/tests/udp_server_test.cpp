@@ -4,6 +4,8 @@
 // the pool never refused a handle (no double free, no use after hand-off).
 #include "components/udp/udp_server.hpp"
 
+#include <array>
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -85,6 +87,12 @@ class FakeOutputs final : public UdpOutputs {
     statuses.push_back(StatusToApp{app, status});
     return true;
   }
+  sockets::ExposedSocketTable exposed(ComponentId app) override {
+    return app == exposed_app ? exposed_table : sockets::ExposedSocketTable{};
+  }
+
+  ComponentId exposed_app = kNoComponent;  // the application given an exposed-socket table
+  sockets::ExposedSocketTable exposed_table;
 
   bool accept_ip = true;
   bool accept_bindings = true;
@@ -352,6 +360,55 @@ TEST_F(UdpServerTest, AppThatCannotTakeADatagramLosesIt) {
   outputs_.accept_app = false;
   from_ip(udp_datagram(4000, 5000, pattern(20, 1)), 5000);
   EXPECT_EQ(count("app_queue_full"), 1u);
+}
+
+TEST_F(UdpServerTest, SocketStateIsExposedToItsApplication) {
+  alignas(64) std::array<std::byte, sockets::ExposedSocketTable::bytes_for(8)> region{};
+  outputs_.exposed_app = kAppA;
+  outputs_.exposed_table = sockets::ExposedSocketTable::format(region);
+  // What the application sees: a read-only view of the same bytes.
+  const sockets::ExposedSocketTable seen = sockets::ExposedSocketTable::read(region);
+  ASSERT_TRUE(seen.valid());
+  EXPECT_EQ(seen.capacity(), 8u);
+
+  const auto status = open(kAppA, 21, 5000);
+  ASSERT_EQ(status.error, 0);
+  ASSERT_GT(status.exposed_slot, 0u);
+  const sockets::ExposedSocket* slot = seen.slot(status.exposed_slot - 1u);
+  ASSERT_NE(slot, nullptr);
+  EXPECT_EQ(slot->bound.load(), 1u);
+  EXPECT_EQ(slot->socket, 21u);
+  EXPECT_EQ(slot->local_port, 5000);
+  EXPECT_EQ(slot->delivered.load(), 0u);  // not readable yet
+
+  from_ip(udp_datagram(4000, 5000, pattern(10, 1)), 5000);
+  from_ip(udp_datagram(4000, 5000, pattern(11, 2)), 5000);
+  EXPECT_EQ(slot->delivered.load(), 2u);  // readable: two datagrams wait on the channel
+  outputs_.accept_app = false;
+  from_ip(udp_datagram(4000, 5000, pattern(12, 3)), 5000);
+  EXPECT_EQ(slot->dropped.load(), 1u);
+  EXPECT_EQ(slot->delivered.load(), 2u);
+  from_app(kAppA, 21, pattern(30, 4));
+  EXPECT_EQ(slot->sent.load(), 1u);
+
+  // An application without a table gets no slot; closing a socket clears its slot.
+  EXPECT_EQ(open(kAppB, 22, 5001).exposed_slot, 0u);
+  server_->on_close(kAppA, stack::SocketCloseBody{21});
+  EXPECT_EQ(slot->bound.load(), 0u);
+}
+
+TEST(ExposedSocketTable, AReaderSeesNothingUntilTheWriterFormatsAndRefusesSmallRegions) {
+  alignas(64) std::array<std::byte, sockets::ExposedSocketTable::bytes_for(4)> region{};
+  EXPECT_FALSE(sockets::ExposedSocketTable::read(region).valid());
+  EXPECT_FALSE(sockets::ExposedSocketTable::format(std::span(region).first(64)).valid());
+  ASSERT_TRUE(sockets::ExposedSocketTable::format(region).valid());
+  const auto table = sockets::ExposedSocketTable::read(region);
+  ASSERT_TRUE(table.valid());
+  EXPECT_EQ(table.capacity(), 4u);
+  EXPECT_EQ(table.slot(4), nullptr);
+  // A capacity word claiming more than the region holds is not believed.
+  reinterpret_cast<sockets::ExposedSocketHeader*>(region.data())->capacity = 1000;
+  EXPECT_EQ(sockets::ExposedSocketTable::read(region).capacity(), 4u);
 }
 
 // ---- datagrams from applications ----
