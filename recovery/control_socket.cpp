@@ -68,6 +68,17 @@ std::string status_text(const Supervisor& supervisor) {
                   static_cast<unsigned long long>(view.incarnation), view.pid, view.restarts);
     out << line;
   }
+  if (supervisor.config().has_network) {
+    const NetworkConfig& network = supervisor.config().network;
+    if (network.driver == "memwire") {
+      out << "\nnetwork: memwire " << network.memwire_path << " side " << network.memwire_side << ", Flotilla at "
+          << network.stack_address << "\n";
+    } else {
+      out << "\nnetwork: driver " << network.driver << " on " << network.stack_interface << ", Flotilla at "
+          << network.stack_address << "; peer " << network.peer_address << " on " << network.peer_interface
+          << " in namespace " << network.peer_namespace << "\n";
+    }
+  }
   const auto& events = supervisor.log().events();
   const std::size_t shown = std::min<std::size_t>(events.size(), 5);
   out << "\nlast " << shown << " of " << events.size() << " events ('flotilla events' for all):\n";

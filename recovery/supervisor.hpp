@@ -81,6 +81,7 @@ class Supervisor {
   Status inject(std::string_view component, Fault fault);
 
   const EventLog& log() const { return log_; }
+  const SupervisorConfig& config() const { return config_; }
   std::optional<ComponentView> component(std::string_view name) const;
   std::vector<ComponentView> components() const;
   // The state-store region of a component (the supervisor keeps it across restarts).

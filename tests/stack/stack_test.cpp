@@ -108,6 +108,8 @@ TEST_F(Stack, PingsAreAllAnsweredAndArpResolvesBothWays) {
   EXPECT_NE(neighbours.find(stack_mac), std::string::npos) << neighbours;
   EXPECT_GE(counter("ip", "echo_replies"), 1000);
   EXPECT_GE(counter("ip", "arp_requests_in"), 1);
+  // `flotilla status` says what network the stack runs on.
+  EXPECT_NE(cli("status").output.find("network: driver af_xdp on " + names_.stack_interface), std::string::npos);
 }
 
 // The filter reads packets IP keeps, through a read-only mapping of the pool: it could neither
