@@ -175,6 +175,19 @@ CounterTable read_counters() {
   return table;
 }
 
+int cmd_counters(const std::string& only, bool all) {
+  const CounterTable table = read_counters();
+  if (!only.empty() && table.count(only) == 0) die("no component named '" + only + "'", 2);
+  for (const auto& [component, values] : table) {
+    if (!only.empty() && component != only) continue;
+    std::printf("%s\n", component.c_str());
+    for (const auto& [name, value] : values) {
+      if (all || value != 0) std::printf("  %-24s %llu\n", name.c_str(), static_cast<unsigned long long>(value));
+    }
+  }
+  return 0;
+}
+
 int cmd_top(int count) {
   const bool terminal = ::isatty(STDOUT_FILENO) != 0;
   CounterTable previous = read_counters();
@@ -226,6 +239,12 @@ int main(int argc, char** argv) {
   top->add_option("--count,-n", count, "Stop after this many refreshes (default: until Ctrl-C)")
       ->check(CLI::NonNegativeNumber);
   auto* names = app.add_subcommand("names", "Show the name fleet's table");
+  std::string counters_of;
+  bool all_counters = false;
+  auto* counters = app.add_subcommand(
+      "counters", "Every counter of each component, its own named ones too (e.g. ip's bad_checksum)");
+  counters->add_option("COMPONENT", counters_of, "Only this component");
+  counters->add_flag("--all,-a", all_counters, "Show counters that are still 0");
   std::string component;
   std::string fault;
   double at_seconds = 0;
@@ -251,6 +270,7 @@ int main(int argc, char** argv) {
     std::fputs(ask("names").c_str(), stdout);
     return 0;
   }
+  if (*counters) return cmd_counters(counters_of, all_counters);
   if (*inject) {
     const auto at_ms = static_cast<long long>(at_seconds * 1000.0 + 0.5);
     std::fputs(ask("inject " + component + " " + fault + (at_ms > 0 ? " " + std::to_string(at_ms) : "")).c_str(),

@@ -77,7 +77,7 @@ class Cli : public ::testing::Test {
 };
 
 TEST_F(Cli, NotRunningIsAClearErrorForEveryCommand) {
-  for (const char* command : {"status", "status --json", "events", "top -n 1", "names", "down",
+  for (const char* command : {"status", "status --json", "events", "top -n 1", "names", "counters", "down",
                               "inject middle crash"}) {
     const Outcome outcome = run(command);
     EXPECT_EQ(outcome.exit_code, 1) << command;
@@ -86,7 +86,7 @@ TEST_F(Cli, NotRunningIsAClearErrorForEveryCommand) {
 }
 
 TEST_F(Cli, EveryCommandHasHelp) {
-  for (const char* command : {"", "up", "down", "status", "events", "top", "names", "inject"}) {
+  for (const char* command : {"", "up", "down", "status", "events", "top", "names", "counters", "inject"}) {
     const Outcome outcome = run(std::string(command) + " --help");
     EXPECT_EQ(outcome.exit_code, 0) << command;
     EXPECT_TRUE(contains(outcome.output, "Usage")) << command << ": " << outcome.output;
@@ -141,6 +141,13 @@ TEST_F(Cli, UpInjectWatchAndDown) {
   EXPECT_EQ(outcome.exit_code, 0);
   EXPECT_TRUE(contains(outcome.output, "msgs in/s"));
   EXPECT_TRUE(contains(outcome.output, "server"));
+
+  outcome = run("counters middle");
+  EXPECT_EQ(outcome.exit_code, 0);
+  EXPECT_TRUE(contains(outcome.output, "middle\n  ")) << outcome.output;
+  EXPECT_TRUE(contains(outcome.output, "messages_in")) << outcome.output;
+  EXPECT_FALSE(contains(outcome.output, "server")) << outcome.output;
+  EXPECT_EQ(run("counters nobody").exit_code, 2);
 
   // The default configuration runs a name fleet in which every component is registered.
   outcome = run("names");
