@@ -71,6 +71,11 @@ int run(ComponentHost& host, std::uint64_t ttl_ms) {
       }
       return;
     }
+    if (up) {
+      // What the member's channel still holds was written by its dead incarnation: taken as the
+      // new one's, a prepare there would never be resolved.
+      if (auto dropped = pump.discard_input(member); !dropped) broken = true;
+    }
     if (down) {
       server.force_out(member, out);
     } else if (server.installed()) {

@@ -309,6 +309,12 @@ void NameServer::on_timeouts(Txn& txn, std::vector<Envelope>& out) {
 // ---- Membership ----
 
 void NameServer::force_out(MemberId dead, std::vector<Envelope>& out) {
+  if (!installed_) {
+    // The copy this joiner is reading may predate the death and still list `dead` with changes
+    // it prepared; only a force_out resolves those, so it is done once the copy is installed.
+    forced_out_before_install_.push_back(dead);
+    return;
+  }
   if (!is_member(dead) || dead == config_.self) return;
   std::erase(members_, dead);
   ++epoch_;
@@ -370,6 +376,9 @@ void NameServer::install(const Snapshot& snapshot, std::vector<Envelope>& out) {
   epoch_ = snapshot.epoch;
   installed_ = true;
   if (!is_member(config_.self)) add_member(config_.self, out);
+  std::vector<MemberId> dead;
+  dead.swap(forced_out_before_install_);
+  for (MemberId member : dead) force_out(member, out);
   std::vector<NameMessage> queued;
   queued.swap(queued_before_install_);
   for (const NameMessage& message : queued) handle(message, out);

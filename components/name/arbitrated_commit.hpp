@@ -91,6 +91,7 @@ class NameServer {
   void handle(const NameMessage& message, std::vector<Envelope>& out);
   void tick(std::uint64_t now_ms, std::vector<Envelope>& out);
 
+  // On a joiner, the member is forced out once the snapshot is installed.
   void force_out(MemberId dead, std::vector<Envelope>& out);
   // Call on every live member before a snapshot is taken for the joiner: changes this server is
   // preparing or committing are sent to the joiner too, so it cannot miss one.
@@ -197,6 +198,7 @@ class NameServer {
   std::set<std::tuple<std::uint64_t, std::uint32_t, MemberId, std::uint16_t>> recent_index_;
   std::deque<NameMessage> loopback_;  // messages to self, handled before returning
   std::vector<NameMessage> queued_before_install_;
+  std::vector<MemberId> forced_out_before_install_;
   std::shared_ptr<SnapshotDecoder> joining_;  // created where SnapshotDecoder is complete
   MemberId joining_from_ = 0;                 // the donor of the stream in progress
   ServerCounters counters_;

@@ -92,6 +92,18 @@ bool ServerPump::has_input() const {
   return false;
 }
 
+Result<std::size_t> ServerPump::discard_input(MemberId member) {
+  Link* link = find(false, member);
+  std::size_t dropped = 0;
+  while (link != nullptr && link->channel->has_input()) {
+    received_.clear();
+    auto got = link->channel->receive(received_);
+    if (!got) return got.error();
+    dropped += *got;
+  }
+  return dropped;
+}
+
 std::size_t ServerPump::backlog() const {
   std::size_t total = 0;
   for (const Link& link : links_) total += link.backlog.size();

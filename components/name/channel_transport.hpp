@@ -98,6 +98,10 @@ class ServerPump {
   // `now_ms`, route what it sends, and retry the backlog. Returns the messages handled.
   Result<std::size_t> poll(std::uint64_t now_ms);
 
+  // Drops what `member`'s channel holds now, unread: a member that comes back is a new
+  // incarnation, and what is left there was written by the dead one. Returns the messages dropped.
+  Result<std::size_t> discard_input(MemberId member);
+
   // Routes envelopes the caller got from the server outside poll() (membership changes, say).
   Status submit(std::vector<Envelope>& out) { return route(out); }
 

@@ -159,13 +159,14 @@ TEST_F(NameFleet, RegistrationsGoOnWithoutADeadServerAndItRejoins) {
 // the first, or one founds the fleet again and everything is registered anew), the fleet ends up
 // serving the current incarnation of every component from both servers.
 //
-// KNOWN BUG (so this runs in the slow suite only): about 1 run in 20 under CPU load, the
-// re-founder's own registration (/proc/name0 at its new incarnation) is refused or times out
-// forever while every other one succeeds. Suspect: a change prepared for that name before the
-// second death travels in the joiner's snapshot as a prepared record whose initiator (the
-// re-founded member, same id, new incarnation) no longer knows the transaction, so nothing ever
-// resolves it and it blocks every later change to that name. Resolving prepared records whose
-// initiator restarted (as force_out does for dead members) should fix it.
+// This used to leave /proc/name0 blocked about 1 run in 20 under load, by a change the dying
+// name1 had prepared for it that nothing resolved, reaching name0 two ways. (1) The second death
+// reached name0 while it was still reading its copy from name1; it ignored the notice and
+// installed a copy still listing name1 with that change. Now a joiner forces the member out once
+// the copy is installed (ArbitratedCommit.DeathHeardWhileJoiningIsAppliedOnceInstalled). (2) The
+// prepare was still in name1's channel when name1's next incarnation was added back, and was taken
+// as the new incarnation's. Now a server drops what a returning member's channel holds before
+// adding it (NameTransport.PumpDiscardsWhatADeadIncarnationLeft).
 TEST_F(NameFleet, BothServersDieAndTheFleetComesBack) {
   ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
   ASSERT_TRUE(supervisor->inject("name0", Fault::crash));

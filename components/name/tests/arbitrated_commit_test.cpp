@@ -1,8 +1,12 @@
+#include <deque>
 #include <map>
+#include <memory>
 #include <random>
+#include <string>
 
 #include <gtest/gtest.h>
 
+#include "components/name/name_client.hpp"
 #include "components/name/tests/change_builders.hpp"
 #include "components/name/tests/fleet_sim.hpp"
 
@@ -274,6 +278,124 @@ TEST(ArbitratedCommit, MalformedMessagesAreCountedAndDropped) {
   EXPECT_EQ(sim.server(1).prepared_count(), 0u);
   EXPECT_EQ(sim.server(1).table().size(), 0u);
   EXPECT_EQ(settle(sim, sim.submit(1, reg("/fine", 5))), NameErrc::ok);  // still serving
+}
+
+// Two servers wired by hand, so a test can order a member notice against what is still in the
+// rings, as the supervisor's control ring and the fleet channels can interleave.
+class HandWiredPair {
+ public:
+  std::unique_ptr<NameServer>& server(MemberId id) { return servers_[id]; }
+  // Messages to a member that is dead or not listening wait in its ring.
+  void deliver(std::vector<Envelope>& out) {
+    for (const Envelope& envelope : out) {
+      if (envelope.to_client) {
+        replies_[envelope.message.cookie] = envelope.message.status;
+      } else {
+        rings_[static_cast<MemberId>(envelope.to)].push_back(envelope.message);
+      }
+    }
+    out.clear();
+  }
+  void drop_ring(MemberId to) { rings_[to].clear(); }
+  // Hands every waiting message to its live server until the rings are quiet.
+  void pump() {
+    std::vector<Envelope> out;
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (auto& [id, ring] : rings_) {
+        if (!servers_[id]) continue;
+        while (!ring.empty()) {
+          const NameMessage message = ring.front();
+          ring.pop_front();
+          servers_[id]->handle(message, out);
+          deliver(out);
+          moved = true;
+        }
+      }
+    }
+  }
+  void run_for(std::uint64_t ms) {
+    std::vector<Envelope> out;
+    for (std::uint64_t i = 0; i < ms; ++i) {
+      ++now_;
+      for (auto& [id, server] : servers_) {
+        if (!server) continue;
+        server->tick(now_, out);
+        deliver(out);
+      }
+      pump();
+    }
+  }
+  NameErrc reply(std::uint64_t cookie) const {  // bad_request: no reply at all
+    auto found = replies_.find(cookie);
+    return found == replies_.end() ? NameErrc::bad_request : found->second;
+  }
+
+ private:
+  std::uint64_t now_ = 0;
+  std::map<MemberId, std::unique_ptr<NameServer>> servers_;
+  std::map<MemberId, std::deque<NameMessage>> rings_;
+  std::map<std::uint64_t, NameErrc> replies_;
+};
+
+ServerConfig config_of(MemberId self) {
+  ServerConfig config;
+  config.self = self;
+  return config;
+}
+
+// Server 1 restarts and copies from 2; 2 prepares a change, then dies before 1 installed the
+// copy, so 1 hears of the death while still joining. The copy (2's prepared change among it)
+// arrives after. 1 must still force 2 out once it serves: otherwise the change stays prepared,
+// travels on to 2's next incarnation, which does not know it, and blocks the name for good.
+TEST(ArbitratedCommit, DeathHeardWhileJoiningIsAppliedOnceInstalled) {
+  HandWiredPair fleet;
+  std::vector<Envelope> out;
+  fleet.server(1) = std::make_unique<NameServer>(config_of(1), std::vector<MemberId>{1, 2});
+  fleet.server(2) = std::make_unique<NameServer>(config_of(2), std::vector<MemberId>{1, 2});
+  fleet.server(1).reset();  // 1 dies
+  fleet.drop_ring(1);
+  fleet.server(2)->force_out(1, out);
+  fleet.deliver(out);
+  fleet.server(1) = std::make_unique<NameServer>(config_of(1));  // and restarts, joining
+  fleet.server(2)->add_member(1, out);
+  fleet.deliver(out);
+  // A name 2 arbitrates, so 2 prepares it without an answer from the joiner.
+  std::string name;
+  for (int i = 0; name.empty() || fleet.server(2)->arbiter_for(name) != 2; ++i) {
+    name = "/proc/n" + std::to_string(i);
+  }
+  fleet.server(2)->handle(NameClient::change_request(1000, 1, reg(name, 5, 2)), out);
+  fleet.deliver(out);
+  ASSERT_EQ(fleet.server(2)->prepared_count(), 1u);
+  fleet.server(2)->send_snapshot(1, out);
+  fleet.deliver(out);
+  fleet.server(2).reset();  // 2 dies
+  fleet.server(1)->force_out(2, out);  // heard before the copy was read
+  fleet.deliver(out);
+  fleet.pump();  // 1 reads the copy and installs it
+  ASSERT_TRUE(fleet.server(1)->installed());
+  EXPECT_EQ(fleet.server(1)->members(), std::vector<MemberId>{1});
+  EXPECT_EQ(fleet.server(1)->prepared_count(), 0u);
+
+  // 2 restarts and copies from 1; the name takes changes again.
+  fleet.drop_ring(2);
+  fleet.server(2) = std::make_unique<NameServer>(config_of(2));
+  fleet.server(1)->add_member(2, out);
+  fleet.server(1)->send_snapshot(2, out);
+  fleet.deliver(out);
+  fleet.pump();
+  ASSERT_TRUE(fleet.server(2)->installed());
+  fleet.server(1)->handle(NameClient::change_request(1000, 2, reg(name, 5, 3)), out);
+  fleet.deliver(out);
+  fleet.run_for(12'000);  // past the request deadline
+  EXPECT_EQ(fleet.reply(2), NameErrc::ok) << to_string(fleet.reply(2));
+  for (MemberId id : {1, 2}) {
+    EXPECT_EQ(fleet.server(id)->prepared_count(), 0u) << id;
+    const Entry* entry = fleet.server(id)->table().find(name);
+    ASSERT_NE(entry, nullptr) << id;
+    EXPECT_EQ(entry->endpoint.incarnation, 3u) << id;
+  }
 }
 
 }  // namespace

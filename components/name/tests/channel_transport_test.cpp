@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <string>
 #include <new>
 
 #include "components/name/name_client.hpp"
@@ -182,6 +183,37 @@ TEST(NameTransport, PumpDropsMessagesFromTheWrongSender) {
   ASSERT_EQ(*pair.a.receive(got), 1u);
   EXPECT_EQ(got[0].cookie, 2u);
   EXPECT_EQ(got[0].status, NameErrc::not_found);
+}
+
+// A member that died left prepares in its channel; they must not reach the server as its new
+// incarnation's, which would not know them.
+TEST(NameTransport, PumpDiscardsWhatADeadIncarnationLeft) {
+  Pair pair = make_pair(64);
+  ServerConfig config;
+  config.self = 1;
+  NameServer server(config, {1, 2});
+  ServerPump pump(server);
+  pump.add_member(2, pair.b);
+  const auto prepare = [](std::string name, std::uint32_t request) {
+    NameMessage message;
+    message.kind = NameMsgKind::prepare;
+    message.from = 2;
+    message.txn = TxnId{5, request, 2, 0};
+    put_change(message, register_change(std::move(name), 7));
+    return message;
+  };
+  for (std::uint32_t i = 0; i < 10; ++i) {
+    ASSERT_EQ(*pair.a.send(prepare("/old/" + std::to_string(i), i)), SendOutcome::sent);
+  }
+  auto dropped = pump.discard_input(2);
+  ASSERT_TRUE(dropped.ok());
+  EXPECT_EQ(*dropped, 10u);
+  EXPECT_EQ(*pump.poll(1), 0u);
+  EXPECT_EQ(server.prepared_count(), 0u);
+  // What the new incarnation sends afterwards goes through.
+  ASSERT_EQ(*pair.a.send(prepare("/new", 11)), SendOutcome::sent);
+  EXPECT_EQ(*pump.poll(2), 1u);
+  EXPECT_EQ(server.prepared_count(), 1u);
 }
 
 // ---- Two processes ----
