@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 
+#include "drivers/dpdk/runtime_dirs.hpp"
 #include "recovery/config.hpp"
 #include "recovery/embedded_network.hpp"
 #include "recovery/control_socket.hpp"
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   const bool builds_network = config.has_network && config.network.create_peer &&
                               config.network.driver != "memwire";
   const NetworkConfig network = config.network;
+  const std::string config_driver = config.has_network ? config.network.driver : "";
   if (builds_network) {
     if (std::string problem = network_precondition(network); !problem.empty()) {
       std::fprintf(stderr, "flotilla-supervisor: %s\n", problem.c_str());
@@ -116,6 +118,8 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
   (*supervisor)->stop();
+  // Drivers are killed, so a DPDK driver cannot remove its runtime directory itself.
+  if (config_driver == "dpdk") drivers::remove_stale_dpdk_runtime_dirs();
   std::printf("flotilla-supervisor: stopped\n");
   std::fflush(stdout);
   return 0;

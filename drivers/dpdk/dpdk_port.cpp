@@ -1,6 +1,7 @@
 // The DPDK port: EAL set-up once per process, one queue pair, and the copies between mbufs and
 // pool buffers (see dpdk_port.hpp for why they copy).
 #include "drivers/dpdk/dpdk_port.hpp"
+#include "drivers/dpdk/runtime_dirs.hpp"
 
 #include <dirent.h>
 #include <sched.h>
@@ -26,31 +27,6 @@ namespace flotilla::drivers {
 namespace {
 
 std::string file_prefix() { return "flo" + std::to_string(::getpid()); }
-
-// Where EAL puts runtime directories: /var/run/dpdk for root, else $XDG_RUNTIME_DIR/dpdk or
-// /tmp/dpdk (the rule in eal_create_runtime_dir).
-std::filesystem::path runtime_parent() {
-  if (::getuid() == 0) return "/var/run/dpdk";
-  const char* xdg = ::getenv("XDG_RUNTIME_DIR");
-  return std::filesystem::path(xdg != nullptr ? xdg : "/tmp") / "dpdk";
-}
-
-// Removes flo<pid> runtime directories whose process is gone (DPDK never removes its own).
-void remove_stale_runtime_dirs() {
-  std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(runtime_parent(), error)) {
-    const std::string name = entry.path().filename().string();
-    if (name.size() <= 3 || name.compare(0, 3, "flo") != 0) continue;
-    if (!std::all_of(name.begin() + 3, name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      continue;
-    }
-    const long pid = std::strtol(name.c_str() + 3, nullptr, 10);
-    if (pid <= 0 || pid == ::getpid()) continue;
-    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
-    std::error_code ignored;
-    std::filesystem::remove_all(entry.path(), ignored);
-  }
-}
 
 bool is_pci_address(const std::string& device) {
   // dddd:bb:dd.f (the domain may be left out). vdev names never contain ':' before a ','.
@@ -101,7 +77,7 @@ Status init_eal_once(const DpdkOptions& options, bool pci) {
   }
   state.tried = true;
   state.pci = pci;
-  remove_stale_runtime_dirs();
+  remove_stale_dpdk_runtime_dirs();
 
   std::vector<std::string> args = {"flotilla-driver", "--no-huge", "--no-shconf", "-m", "256",
                                    "--file-prefix", file_prefix(), "--log-level=warning",
@@ -223,7 +199,7 @@ DpdkPort::~DpdkPort() {
   // EAL stays up (it cannot start twice in one process) but needs its runtime directory no more:
   // with --no-shconf nothing in it is used after init.
   std::error_code ignored;
-  std::filesystem::remove_all(runtime_parent() / file_prefix(), ignored);
+  std::filesystem::remove_all(dpdk_runtime_parent() / file_prefix(), ignored);
 }
 
 std::size_t DpdkPort::receive_burst(std::span<BufferHandle> out) {

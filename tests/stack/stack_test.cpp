@@ -143,6 +143,22 @@ TEST_F(Stack, TheDpdkDriverCarriesTheSameTraffic) {
   const EchoOutcome outcome = kernel_echo_client(names_, 1000, 7);
   EXPECT_EQ(outcome.verified, 1000);
   EXPECT_GE(counter("driver", "rx_frames"), 1200);
+  // The driver is killed at `down`, so the supervisor removes its DPDK runtime directory.
+  const auto driver_pid = [&] {
+    std::istringstream lines(cli("status").output);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream words(line);
+      std::string name, id, state, incarnation;
+      int pid = 0;
+      if (words >> name >> id >> state >> incarnation >> pid && name == "driver") return pid;
+    }
+    return 0;
+  }();
+  ASSERT_GT(driver_pid, 0);
+  const std::string runtime_dir = "/var/run/dpdk/flo" + std::to_string(driver_pid);
+  EXPECT_TRUE(std::filesystem::exists(runtime_dir));
+  stack_.stop();
+  EXPECT_FALSE(std::filesystem::exists(runtime_dir));
 }
 
 TEST_F(Stack, KernelClientGetsEveryDatagramBackExactly) {
