@@ -87,6 +87,10 @@ Status UdpSockets::close(std::uint32_t socket) {
 Status UdpSockets::send_to(std::uint32_t socket, std::uint32_t address, std::uint16_t port,
                            std::span<const std::byte> payload) {
   if (payload.size() > max_payload()) return Error{Errc::invalid_argument, 0, "udp sockets: payload too large"};
+  const LocalSocket* entry = local(socket);
+  if (entry == nullptr || entry->local_port == 0) {
+    return Error{Errc::invalid_argument, 0, "udp sockets: socket not bound (wait for its status)"};
+  }
   BufferHandle handle;
   if (host_.pool().alloc_burst(host_.id(), std::span(&handle, 1)) != 1) {
     return Error{Errc::exhausted, 0, "udp sockets: no free buffer"};
@@ -96,7 +100,7 @@ Status UdpSockets::send_to(std::uint32_t socket, std::uint32_t address, std::uin
   auto bytes = host_.pool().bytes(host_.id(), handle);
   if (!bytes) return bytes.error();
   if (!payload.empty()) std::memcpy(bytes->data(), payload.data(), payload.size());
-  const stack::SocketDatagramBody body{handle, socket, address, port, 0};
+  const stack::SocketDatagramBody body{handle, socket, address, port, entry->local_port};
   if (!stack::send_with_buffer(host_, channel_, udp_, handle,
                                Message::make(stack::kSocketDatagramKind, body))) {
     (void)host_.pool().free(host_.id(), handle);
@@ -125,7 +129,7 @@ void UdpSockets::on_messages(std::span<const Message> messages) {
     } else if (message.kind == stack::kSocketStatusKind) {
       const auto body = message.read<stack::SocketStatusBody>();
       if (body.socket >= 1 && body.socket <= sockets_.size()) {
-        sockets_[body.socket - 1] = LocalSocket{body.error == 0 ? body.exposed_slot : std::uint16_t{0}, 0};
+        sockets_[body.socket - 1] = body.error == 0 ? LocalSocket{.exposed_slot = body.exposed_slot, .local_port = body.local_port, .consumed = 0} : LocalSocket{};
       }
       if (status_handler_) status_handler_(body.socket, body.error, body.local_port);
     } else {

@@ -48,6 +48,7 @@ class UdpSockets {
   Result<std::uint32_t> open(std::uint16_t local_port);
   Status close(std::uint32_t socket);
   // Errc::exhausted when no buffer or no ring room is free right now: retry later.
+  // Errc::invalid_argument before the socket's status said it is bound.
   Status send_to(std::uint32_t socket, std::uint32_t address, std::uint16_t port,
                  std::span<const std::byte> payload);
 
@@ -71,6 +72,7 @@ class UdpSockets {
 
   struct LocalSocket {
     std::uint32_t exposed_slot = 0;  // 1 + the slot in the exposed table; 0: none
+    std::uint16_t local_port = 0;    // what the UDP server bound it to; 0 until it said
     std::uint64_t consumed = 0;      // datagrams taken from the channel
   };
   const LocalSocket* local(std::uint32_t socket) const;

@@ -98,7 +98,9 @@ struct PortBindingBody {
 // app <-> udp: the native socket API (sockets/udp_sockets.hpp). The application picks socket ids.
 // open: bind a UDP socket to local_port (0: an ephemeral port). status: the answer to open, or an
 // error that closed the socket; error is 0 or an errno value. datagram: payload only; on the way
-// out at least kHeadroom + 8 bytes precede it in the buffer. close: release the socket.
+// out at least kHeadroom + 8 bytes precede it in the buffer, and local_port is the socket's bound
+// port (the status said which), so the UDP server finds the socket without a search. close:
+// release the socket.
 struct SocketOpenBody {
   std::uint32_t socket;
   std::uint16_t local_port;

@@ -1,5 +1,6 @@
 #include "components/udp/udp_server.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 
@@ -44,13 +45,21 @@ Result<std::unique_ptr<UdpServer>> UdpServer::create(BufferPool& pool, Component
   }
   std::unique_ptr<UdpServer> server(new UdpServer(pool, self, local_address, outputs, counters));
   auto* header = reinterpret_cast<UdpStateHeader*>(state.data());
-  const std::size_t capacity = (state.size() - sizeof(UdpStateHeader)) / sizeof(SocketEntry);
+  // At most 65535 entries, so the port index can name each one in 16 bits.
+  const std::size_t capacity =
+      std::min<std::size_t>((state.size() - sizeof(UdpStateHeader)) / sizeof(SocketEntry), 65535);
   auto* entries = reinterpret_cast<SocketEntry*>(state.data() + sizeof(UdpStateHeader));
   server->header_ = header;
   server->sockets_ = std::span<SocketEntry>(entries, capacity);
   if (header->magic == UdpStateHeader::kMagic && header->version == UdpStateHeader::kVersion &&
       header->capacity == capacity) {
     server->restored_ = true;
+    for (std::size_t i = 0; i < capacity; ++i) {
+      SocketEntry& entry = server->sockets_[i];
+      if (state_word(entry).load(std::memory_order_acquire) == 1) {
+        server->port_index_[entry.local_port] = static_cast<std::uint16_t>(i + 1);
+      }
+    }
     return server;
   }
   header->magic = 0;
@@ -64,10 +73,11 @@ Result<std::unique_ptr<UdpServer>> UdpServer::create(BufferPool& pool, Component
 }
 
 SocketEntry* UdpServer::find_port(std::uint16_t port) {
-  for (SocketEntry& entry : sockets_) {
-    if (state_word(entry).load(std::memory_order_acquire) == 1 && entry.local_port == port) return &entry;
-  }
-  return nullptr;
+  const std::uint16_t slot = port_index_[port];
+  if (slot == 0) return nullptr;
+  SocketEntry& entry = sockets_[slot - 1u];
+  const bool bound = state_word(entry).load(std::memory_order_acquire) == 1 && entry.local_port == port;
+  return bound ? &entry : nullptr;
 }
 
 SocketEntry* UdpServer::find_socket(ComponentId app, std::uint32_t socket) {
@@ -135,6 +145,7 @@ void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
       entry->app = app;
       entry->local_port = port;
       state_word(*entry).store(1, std::memory_order_release);
+      port_index_[port] = static_cast<std::uint16_t>(entry - sockets_.data() + 1);
       status.local_port = port;
       expose(*entry);
       if (exposed_slot(*entry) != nullptr) {
@@ -172,6 +183,7 @@ void UdpServer::expose_all() {
 void UdpServer::release(SocketEntry& entry) {
   const std::uint16_t port = entry.local_port;
   if (sockets::ExposedSocket* slot = exposed_slot(entry)) slot->bound.store(0, std::memory_order_release);
+  port_index_[port] = 0;
   state_word(entry).store(0, std::memory_order_release);
   outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::release, port});
 }
@@ -202,7 +214,8 @@ void UdpServer::on_app_datagram(ComponentId app, const stack::SocketDatagramBody
   const BufferHandle& payload = datagram.payload;
   auto bytes = pool_->bytes(self_, payload);
   if (!bytes) return;  // counted by the pool; not ours to free
-  SocketEntry* entry = find_socket(app, datagram.socket);
+  SocketEntry* entry = find_port(datagram.local_port);
+  if (entry != nullptr && (entry->app != app || entry->socket != datagram.socket)) entry = nullptr;
   if (entry == nullptr || payload.offset < kHeadersBefore || payload.length > 65507 ||
       datagram.remote_address == 0 || datagram.remote_port == 0) {
     drop(payload, counters_.bad_request);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "components/messages/stack_messages.hpp"
 #include "dataplane/buffer_pool.hpp"
@@ -96,6 +97,9 @@ class UdpServer {
   UdpOutputs* outputs_;
   UdpStateHeader* header_ = nullptr;
   std::span<SocketEntry> sockets_;
+  // Private index from local port to 1 + the entry bound to it (0: none), rebuilt from the state
+  // store at create, so finding a datagram's socket is one load, not a scan of the table.
+  std::vector<std::uint16_t> port_index_ = std::vector<std::uint16_t>(65536, 0);
   bool restored_ = false;
 
   struct Counters {

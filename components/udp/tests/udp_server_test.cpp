@@ -5,6 +5,7 @@
 #include "components/udp/udp_server.hpp"
 
 #include <array>
+#include <optional>
 
 #include <gtest/gtest.h>
 
@@ -181,16 +182,26 @@ class UdpServerTest : public ::testing::Test {
     return handle;
   }
 
-  // An application's datagram: payload only, with `headroom` bytes free in front of it.
+  // The port the server reported for the application's socket (0 when it was never bound).
+  std::uint16_t bound_port(ComponentId app, std::uint32_t socket) const {
+    for (auto status = outputs_.statuses.rbegin(); status != outputs_.statuses.rend(); ++status) {
+      if (status->app == app && status->body.socket == socket) return status->body.error == 0 ? status->body.local_port : 0;
+    }
+    return 0;
+  }
+
+  // An application's datagram: payload only, with `headroom` bytes free in front of it, naming
+  // the socket and its bound port (by default the one the server reported).
   BufferHandle from_app(ComponentId app, std::uint32_t socket, std::span<const std::byte> payload,
                         std::uint16_t remote_port = 4000,
-                        std::uint16_t headroom = stack::kHeadroom + 8) {
+                        std::uint16_t headroom = stack::kHeadroom + 8,
+                        std::optional<std::uint16_t> local_port = std::nullopt) {
     const BufferHandle handle = give_to_udp(app, payload, headroom);
     server_->on_app_datagram(app, stack::SocketDatagramBody{.payload = handle,
                                                             .socket = socket,
                                                             .remote_address = kPeerAddress,
                                                             .remote_port = remote_port,
-                                                            .local_port = 0});
+                                                            .local_port = local_port.value_or(bound_port(app, socket))});
     return handle;
   }
 
@@ -442,11 +453,12 @@ TEST_F(UdpServerTest, AppDatagramGetsItsHeaderAndGoesToIp) {
 
 TEST_F(UdpServerTest, BadAppDatagramsAreRefusedAndFreed) {
   ASSERT_EQ(open(kAppA, 1, 5000).error, 0);
-  from_app(kAppA, 2, pattern(10, 1));  // no such socket
-  from_app(kAppB, 1, pattern(10, 1));  // A's socket id, from B
+  from_app(kAppA, 2, pattern(10, 1), 4000, stack::kHeadroom + 8, 5000);  // no such socket, on A's port
+  from_app(kAppB, 1, pattern(10, 1), 4000, stack::kHeadroom + 8, 5000);  // A's socket and port, from B
+  from_app(kAppA, 1, pattern(10, 1), 4000, stack::kHeadroom + 8, 5001);  // A's socket, a wrong port
   from_app(kAppA, 1, pattern(10, 1), 0);  // no remote port
   from_app(kAppA, 1, pattern(10, 1), 4000, UdpServer::kHeadersBefore - 1);  // no room for headers
-  EXPECT_EQ(count("bad_request"), 4u);
+  EXPECT_EQ(count("bad_request"), 5u);
   EXPECT_TRUE(outputs_.to_ip_packets.empty());
   // Just enough headroom works.
   from_app(kAppA, 1, pattern(10, 1), 4000, UdpServer::kHeadersBefore);
