@@ -7,27 +7,15 @@
 // server, and the name fleet), which needs no privileges; the supervisor's own tests run it.
 #pragma once
 
+#include <string>
+
 namespace flotilla::recovery {
 
-inline constexpr const char* kDefaultConfig = R"(# flotilla default configuration: the stack on the embedded network
-[supervisor]
-heartbeat_timeout_ms = 50
-crash_limit = 5
-crash_window_ms = 10000
-
-[network]
-driver = "af_xdp"
-namespace = "flo-peer"
-stack_interface = "flo-stack"
-peer_interface = "flo-peer0"
-stack_address = "10.77.0.2/24"
-peer_address = "10.77.0.1/24"
-
-[filter]
-rules = """
-pass all
-"""
-
+// The stack's processes (driver, ip, pf, udp and a UDP echo server on port 7), their channels and
+// the echo server's exposed-socket region. Everything network-specific comes in through
+// `${network.*}` and `${filter.rules}`, so configurations with their own [network] and [filter]
+// (the default one below, the tests' and benchmarks' stacks) share this part.
+inline constexpr const char* kStackComponentsConfig = R"(
 [[component]]
 name = "driver"
 binary = "flotilla-driver"
@@ -59,14 +47,6 @@ name = "echo"
 binary = "flotilla-udp-echo"
 args = ["--role", "server", "--port", "7"]
 
-[[component]]
-name = "name0"
-binary = "flotilla-name-server"
-
-[[component]]
-name = "name1"
-binary = "flotilla-name-server"
-
 [[channel]]
 name = "driver-ip"
 a = "driver"
@@ -91,12 +71,6 @@ a = "udp"
 b = "echo"
 capacity = 1024
 
-[[channel]]
-name = "fleet-name0-name1"
-a = "name0"
-b = "name1"
-capacity = 256
-
 # The echo server's socket state, exposed to it by the UDP server (sockets/exposed_sockets.hpp).
 [[region]]
 name = "udp-echo-sockets"
@@ -105,7 +79,44 @@ writers = ["udp"]
 readers = ["echo"]
 )";
 
-inline constexpr const char* kEchoChainConfig = R"(# the echo chain and a name fleet: what the supervisor tests run
+// A name fleet of two servers.
+inline constexpr const char* kNameFleetConfig = R"(
+[[component]]
+name = "name0"
+binary = "flotilla-name-server"
+
+[[component]]
+name = "name1"
+binary = "flotilla-name-server"
+
+[[channel]]
+name = "fleet-name0-name1"
+a = "name0"
+b = "name1"
+capacity = 256
+)";
+
+inline const std::string kDefaultConfig = std::string(R"(# flotilla default configuration: the stack on the embedded network
+[supervisor]
+heartbeat_timeout_ms = 50
+crash_limit = 5
+crash_window_ms = 10000
+
+[network]
+driver = "af_xdp"
+namespace = "flo-peer"
+stack_interface = "flo-stack"
+peer_interface = "flo-peer0"
+stack_address = "10.77.0.2/24"
+peer_address = "10.77.0.1/24"
+
+[filter]
+rules = """
+pass all
+"""
+)") + kStackComponentsConfig + kNameFleetConfig;
+
+inline const std::string kEchoChainConfig = std::string(R"(# the echo chain and a name fleet: what the supervisor tests run
 [supervisor]
 heartbeat_timeout_ms = 50
 crash_limit = 5
@@ -126,14 +137,6 @@ name = "server"
 binary = "flotilla-echo"
 args = ["--role", "server"]
 
-[[component]]
-name = "name0"
-binary = "flotilla-name-server"
-
-[[component]]
-name = "name1"
-binary = "flotilla-name-server"
-
 [[channel]]
 name = "client-middle"
 a = "client"
@@ -145,12 +148,6 @@ name = "middle-server"
 a = "middle"
 b = "server"
 capacity = 256
-
-[[channel]]
-name = "fleet-name0-name1"
-a = "name0"
-b = "name1"
-capacity = 256
-)";
+)") + kNameFleetConfig;
 
 }  // namespace flotilla::recovery

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "recovery/control_socket.hpp"
+#include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
 
 namespace flotilla::testing {
@@ -134,8 +135,9 @@ inline StackNames unique_names() {
   return StackNames{"flo" + id + "p", "flo" + id + "s", "flo" + id + "q"};
 }
 
-// The stack's components: driver, ip, pf, udp and a UDP echo server on port 7. `extra` is appended
-// to the configuration (more components and channels).
+// The stack's components as the default configuration has them (driver, ip, pf, udp and a UDP
+// echo server on port 7) on a network of this process's own. `extra` is appended (more components
+// and channels).
 inline std::string stack_config(const StackNames& names, const std::string& rules,
                                 const std::string& extra = "", const std::string& driver = "af_xdp") {
   return "[supervisor]\nheartbeat_timeout_ms = 200\ncrash_limit = 1000\ncrash_window_ms = 1000\n"
@@ -145,62 +147,7 @@ inline std::string stack_config(const StackNames& names, const std::string& rule
          names.peer_interface + "\"\nstack_address = \"" + names.stack_address +
          "/24\"\npeer_address = \"" + names.peer_address + "/24\"\n"
          "\n[filter]\nrules = \"\"\"\n" + rules + "\n\"\"\"\n"
-         R"(
-[[component]]
-name = "driver"
-binary = "flotilla-driver"
-args = ["--type", "${network.driver}", "--interface", "${network.stack_interface}", "--block-rules", "${filter.rules}"]
-
-[[component]]
-name = "ip"
-binary = "flotilla-ip"
-args = ["--address", "${network.stack_address}"]
-state_bytes = 2097152
-
-[[component]]
-name = "pf"
-binary = "flotilla-pf"
-args = ["--rules", "${filter.rules}"]
-pool = "read-only"
-state_bytes = 1048576
-
-[[component]]
-name = "udp"
-binary = "flotilla-udp"
-args = ["--address", "${network.stack_address}"]
-state_bytes = 65536
-
-[[component]]
-name = "echo"
-binary = "flotilla-udp-echo"
-args = ["--role", "server", "--port", "7"]
-
-[[channel]]
-name = "driver-ip"
-a = "driver"
-b = "ip"
-
-[[channel]]
-name = "ip-pf"
-a = "ip"
-b = "pf"
-
-[[channel]]
-name = "ip-udp"
-a = "ip"
-b = "udp"
-
-[[channel]]
-name = "udp-echo"
-a = "udp"
-b = "echo"
-
-[[region]]
-name = "udp-echo-sockets"
-bytes = 16384
-writers = ["udp"]
-readers = ["echo"]
-)" + extra;
+         + recovery::kStackComponentsConfig + extra;
 }
 
 // A stack started with `flotilla up` on a configuration written to `folder`, with its own control
