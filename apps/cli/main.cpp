@@ -49,6 +49,21 @@ bool running() {
   return control_request(g_socket, "status", &refusal).ok();
 }
 
+using CounterTable = std::map<std::string, std::map<std::string, std::uint64_t>>;
+CounterTable read_counters();
+
+// Whether every component's loop has started: only then does the stack answer (a driver's loop
+// starts once its device is open, so a peer's first ARP request is not lost).
+bool all_loops_running() {
+  const CounterTable table = read_counters();
+  if (table.empty()) return false;
+  for (const auto& [component, values] : table) {
+    const auto beat = values.find("heartbeat");
+    if (beat == values.end() || beat->second == 0) return false;
+  }
+  return true;
+}
+
 int cmd_up(const std::string& config_path) {
   if (running()) die("already running (supervisor at " + g_socket + ")");
   // Checked here, so a bad file or a missing privilege is reported to the user directly.
@@ -97,6 +112,14 @@ int cmd_up(const std::string& config_path) {
   while (!running()) {
     if (std::chrono::steady_clock::now() > deadline) {
       die("the supervisor did not come up; see " + log_path);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto serving_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!all_loops_running()) {
+    if (std::chrono::steady_clock::now() > serving_deadline) {
+      std::printf("flotilla: not every component is running yet; see 'flotilla status' and %s\n", log_path.c_str());
+      break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -157,8 +180,6 @@ int cmd_events(bool follow) {
   }
   return 0;
 }
-
-using CounterTable = std::map<std::string, std::map<std::string, std::uint64_t>>;
 
 CounterTable read_counters() {
   CounterTable table;

@@ -98,6 +98,11 @@ class Stack : public StackTest {};
 
 TEST_F(Stack, PingsAreAllAnsweredAndArpResolvesBothWays) {
   start();
+  // `up` returns once every component's loop runs (the driver's device is open), so the peer's
+  // first ARP request is answered rather than lost to a second of retry.
+  for (const auto& [component, values] : all_counters()) {
+    EXPECT_GT(values.at("heartbeat"), 0u) << component << " was not running when up returned";
+  }
   EXPECT_EQ(ping(names_, 1000), 1000);
   // The kernel learned Flotilla's MAC (it asked); Flotilla learned the kernel's from that request.
   std::string neighbours;
