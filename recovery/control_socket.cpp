@@ -316,4 +316,22 @@ Result<std::string> control_request(const std::string& path, const std::string& 
   return Error{Errc::invalid_argument, 0, "the supervisor refused the request"};
 }
 
+CounterTable parse_counters(const std::string& answer) {
+  CounterTable table;
+  std::istringstream lines(answer);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string component;
+    words >> component;
+    for (std::string pair; words >> pair;) {
+      const auto equals = pair.find('=');
+      std::uint64_t value = 0;
+      if (equals != std::string::npos && parse_number(pair.substr(equals + 1), &value)) {
+        table[component][pair.substr(0, equals)] = value;
+      }
+    }
+  }
+  return table;
+}
+
 }  // namespace flotilla::recovery

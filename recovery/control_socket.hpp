@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,10 @@ class ControlServer {
 
 // Client side: sends one request and returns the reply's body, or the error the supervisor gave
 // (Errc::closed when no supervisor listens at `path`). `error_text` receives the reason.
+// Every counter of every component from a `counters` answer ("component name=value ..." lines).
+using CounterTable = std::map<std::string, std::map<std::string, std::uint64_t>>;
+CounterTable parse_counters(const std::string& answer);
+
 Result<std::string> control_request(const std::string& path, const std::string& request,
                                     std::string* error_text);
 

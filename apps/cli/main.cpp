@@ -49,7 +49,6 @@ bool running() {
   return control_request(g_socket, "status", &refusal).ok();
 }
 
-using CounterTable = std::map<std::string, std::map<std::string, std::uint64_t>>;
 CounterTable read_counters();
 
 // Whether every component's loop has started: only then does the stack answer (a driver's loop
@@ -181,20 +180,7 @@ int cmd_events(bool follow) {
   return 0;
 }
 
-CounterTable read_counters() {
-  CounterTable table;
-  std::istringstream lines(ask("counters"));
-  for (std::string line; std::getline(lines, line);) {
-    std::istringstream words(line);
-    std::string component;
-    words >> component;
-    for (std::string pair; words >> pair;) {
-      const auto equals = pair.find('=');
-      if (equals != std::string::npos) table[component][pair.substr(0, equals)] = std::stoull(pair.substr(equals + 1));
-    }
-  }
-  return table;
-}
+CounterTable read_counters() { return parse_counters(ask("counters")); }
 
 int cmd_counters(const std::string& only, bool all) {
   const CounterTable table = read_counters();

@@ -148,6 +148,18 @@ void IpServer::on_link_info(const stack::LinkInfoBody& link) {
   header_->has_link = 1;
 }
 
+wire::Ipv4Header IpServer::outgoing_header(std::uint32_t destination, std::uint8_t protocol,
+                                           std::size_t payload_length, bool dont_fragment) {
+  return wire::Ipv4Header{.source = header_->settings.address,
+                          .destination = destination,
+                          .protocol = protocol,
+                          .ttl = 64,
+                          .tos = 0,
+                          .identification = next_identification_++,
+                          .dont_fragment = dont_fragment,
+                          .payload_length = static_cast<std::uint16_t>(payload_length)};
+}
+
 Mac IpServer::own_mac() const { return to_mac(header_->mac); }
 
 bool IpServer::is_local(std::uint32_t address) const { return address == header_->settings.address; }
@@ -371,14 +383,7 @@ void IpServer::answer_echo(const BufferHandle& packet_handle, std::span<std::byt
   const std::size_t icmp_bytes =
       wire::emit_echo_reply(packet->payload(), icmp.value());
   const std::uint32_t peer = packet->source();
-  const wire::Ipv4Header header{.source = header_->settings.address,
-                                .destination = peer,
-                                .protocol = wire::kProtocolIcmp,
-                                .ttl = 64,
-                                .tos = 0,
-                                .identification = next_identification_++,
-                                .dont_fragment = false,
-                                .payload_length = static_cast<std::uint16_t>(icmp_bytes)};
+  const wire::Ipv4Header header = outgoing_header(peer, wire::kProtocolIcmp, icmp_bytes, false);
   // The request may carry IP options: the reply has none, so its ICMP part moves forward.
   const std::size_t old_header = packet->header_length();
   if (old_header != wire::kIpv4HeaderBytes) {
@@ -406,15 +411,8 @@ void IpServer::send_port_unreachable(std::span<std::byte> offending, std::uint64
   if (!buffer) return;
   auto icmp_out = buffer->subspan(wire::kIpv4HeaderBytes);
   const std::size_t icmp_bytes = wire::emit_destination_unreachable(icmp_out, wire::kIcmpPortUnreachable, offending);
-  const wire::Ipv4Header header{.source = header_->settings.address,
-                                .destination = offending_packet->source(),
-                                .protocol = wire::kProtocolIcmp,
-                                .ttl = 64,
-                                .tos = 0,
-                                .identification = next_identification_++,
-                                .dont_fragment = false,
-                                .payload_length = static_cast<std::uint16_t>(icmp_bytes)};
-  wire::emit_ipv4_header(buffer.value(), header);
+  wire::emit_ipv4_header(buffer.value(),
+                         outgoing_header(offending_packet->source(), wire::kProtocolIcmp, icmp_bytes, false));
   counters_.port_unreachable_sent->add();
   BufferHandle packet = *handle;
   packet.offset = stack::kHeadroom;
@@ -563,15 +561,8 @@ void IpServer::on_transport_packet(ComponentId from, const stack::TransportPacke
   const BufferHandle packet = widened(segment, wire::kIpv4HeaderBytes);
   auto packet_bytes = pool_->bytes(self_, packet);
   if (!packet_bytes) return;
-  const wire::Ipv4Header header{.source = header_->settings.address,
-                                .destination = body.remote_address,
-                                .protocol = body.protocol,
-                                .ttl = 64,
-                                .tos = 0,
-                                .identification = next_identification_++,
-                                .dont_fragment = true,
-                                .payload_length = segment.length};
-  wire::emit_ipv4_header(packet_bytes.value(), header);
+  wire::emit_ipv4_header(packet_bytes.value(),
+                         outgoing_header(body.remote_address, body.protocol, segment.length, true));
   filter_then(Stage::outbound, packet, now_ms);
 }
 

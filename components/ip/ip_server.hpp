@@ -25,6 +25,7 @@
 #include "components/ip/reassembly.hpp"
 #include "components/ip/route_table.hpp"
 #include "components/messages/stack_messages.hpp"
+#include "components/wire/ipv4.hpp"
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/counters.hpp"
 
@@ -144,6 +145,9 @@ class IpServer {
   void drop(const BufferHandle& handle, NamedCounter* reason);
   std::optional<BufferHandle> allocate();
   Mac own_mac() const;
+  // The header of a packet this host sends, with the next identification.
+  wire::Ipv4Header outgoing_header(std::uint32_t destination, std::uint8_t protocol,
+                                   std::size_t payload_length, bool dont_fragment);
   bool is_local(std::uint32_t address) const;
 
   BufferPool* pool_;

@@ -21,7 +21,7 @@ class StackTest : public ::testing::Test {
 
   void TearDown() override { stack_.stop(); }
 
-  std::map<std::string, std::map<std::string, std::uint64_t>> all_counters() const { return stack_.all_counters(); }
+  recovery::CounterTable all_counters() const { return stack_.all_counters(); }
   std::int64_t counter(const std::string& component, const std::string& name) const {
     return stack_.counter(component, name);
   }

@@ -203,22 +203,10 @@ class RunningStack {
   CommandOutcome cli(const std::string& arguments) const { return run_cli("--socket " + socket_ + " " + arguments); }
 
   // Every counter of every component, as `flotilla top` reads them.
-  std::map<std::string, std::map<std::string, std::uint64_t>> all_counters() const {
-    std::map<std::string, std::map<std::string, std::uint64_t>> table;
+  recovery::CounterTable all_counters() const {
     std::string refusal;
     auto reply = recovery::control_request(socket_, "counters", &refusal);
-    if (!reply) return table;
-    std::istringstream lines(reply.value());
-    for (std::string line; std::getline(lines, line);) {
-      std::istringstream words(line);
-      std::string component;
-      words >> component;
-      for (std::string pair; words >> pair;) {
-        const auto equals = pair.find('=');
-        if (equals != std::string::npos) table[component][pair.substr(0, equals)] = std::stoull(pair.substr(equals + 1));
-      }
-    }
-    return table;
+    return reply ? recovery::parse_counters(reply.value()) : recovery::CounterTable{};
   }
 
   // One counter; -1 when the component or counter does not exist (yet).
