@@ -12,6 +12,10 @@
 //   ip     <-> udp    transport_packet          a UDP datagram (handle starts at the UDP header)
 //   udp     -> ip     port_binding              claim or release a local port in the flow table
 //   udp    <-> app    socket_* messages         the native socket API (sockets/)
+//   ip     <-> tcpN   transport_packet          a TCP segment; IP sends a segment with no exact
+//                                               flow owner to replica hash(4-tuple) % N
+//   tcpN    -> ip     flow_binding              claim or release one exact TCP 4-tuple
+//   app    <-> tcpN   tcp_* messages            the native TCP socket API (sockets/tcp_socket_page.hpp)
 //
 // Addresses and ports in message bodies are in host byte order.
 #pragma once
@@ -37,6 +41,13 @@ inline constexpr MessageKind kSocketStatusKind = stack_kind(6);
 inline constexpr MessageKind kSocketDatagramKind = stack_kind(7);
 inline constexpr MessageKind kSocketCloseKind = stack_kind(8);
 inline constexpr MessageKind kLinkInfoKind = stack_kind(9);
+inline constexpr MessageKind kFlowBindingKind = stack_kind(10);
+inline constexpr MessageKind kTcpOpenKind = stack_kind(11);
+inline constexpr MessageKind kTcpOpenedKind = stack_kind(12);
+inline constexpr MessageKind kTcpAcceptedKind = stack_kind(13);
+inline constexpr MessageKind kTcpKickKind = stack_kind(14);
+inline constexpr MessageKind kTcpEventKind = stack_kind(15);
+inline constexpr MessageKind kTcpOptionKind = stack_kind(16);
 
 // Bytes a transport leaves free in front of its header, so IP can put the IPv4 and Ethernet headers
 // in the same buffer without copying.
@@ -127,7 +138,93 @@ struct SocketCloseBody {
   std::uint32_t socket;
 };
 
+// tcpN -> ip: the sender owns (claim) or no longer owns (release) exactly this TCP flow.
+struct FlowBindingBody {
+  std::uint32_t local_address;
+  std::uint32_t remote_address;
+  std::uint16_t local_port;
+  std::uint16_t remote_port;
+  std::uint8_t protocol;
+  BindingChange change;
+  std::uint8_t reserved[2];
+};
+
+// app <-> tcpN: the native TCP socket API (sockets/). Sockets live in the region the pair shares
+// (sockets/tcp_socket_page.hpp); the replica hands out its slots, and every later message names a
+// slot and its generation, so a message about a slot since reused is recognised and ignored.
+enum class TcpOpenOperation : std::uint8_t { connect = 0, listen = 1 };
+inline constexpr std::uint8_t kTcpOpenNoDelay = 1;    // TCP_NODELAY from the start
+inline constexpr std::uint8_t kTcpOpenNewReno = 2;    // NewReno instead of CUBIC
+inline constexpr std::uint8_t kTcpOpenKeepalive = 4;  // SO_KEEPALIVE from the start
+
+// app -> tcpN. connect: to remote_address:remote_port from local_port (0: the replica picks).
+// listen: on local_address (0: any):local_port, sent to every replica. `socket` is the
+// application's id, echoed in the answer.
+struct TcpOpenBody {
+  std::uint32_t socket;
+  TcpOpenOperation operation;
+  std::uint8_t options;  // kTcpOpen* bits
+  std::uint16_t backlog;
+  std::uint32_t local_address;
+  std::uint32_t remote_address;
+  std::uint16_t local_port;
+  std::uint16_t remote_port;
+};
+
+// tcpN -> app: the answer to open. error 0: `slot` (with `generation`) is the socket from now on;
+// for connect the connection is under way and its slot says when it is established or failed.
+struct TcpOpenedBody {
+  std::uint32_t socket;
+  std::int32_t error;
+  std::uint32_t slot;
+  std::uint32_t generation;
+  std::uint16_t local_port;
+  std::uint16_t reserved;
+};
+
+// tcpN -> app: a connection on the listener `listener_slot` is established and waits in `slot`.
+struct TcpAcceptedBody {
+  std::uint32_t listener_slot;
+  std::uint32_t listener_generation;
+  std::uint32_t slot;
+  std::uint32_t generation;
+  std::uint32_t remote_address;
+  std::uint16_t remote_port;
+  std::uint16_t local_port;
+  std::uint32_t local_address;
+};
+
+// app -> tcpN (kTcpKickKind: look at the slot's requests and send ring) and tcpN -> app
+// (kTcpEventKind: look at the slot's state words). See tcp_socket_page.hpp for when they are sent.
+struct TcpSlotBody {
+  std::uint32_t slot;
+  std::uint32_t generation;
+};
+
+enum class TcpOption : std::uint16_t {
+  nodelay = 1,          // value 0/1
+  keepalive = 2,        // value 0/1
+  keepalive_idle_s = 3,
+  keepalive_interval_s = 4,
+  keepalive_count = 5,
+  cork = 6,             // value 0/1: hold partial segments (TCP_CORK)
+};
+
+// app -> tcpN: set one socket option.
+struct TcpOptionBody {
+  std::uint32_t slot;
+  std::uint32_t generation;
+  TcpOption option;
+  std::uint16_t reserved;
+  std::uint32_t value;
+};
+
 static_assert(sizeof(FrameBody) <= Message::kBodyBytes);
+static_assert(sizeof(FlowBindingBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpOpenBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpOpenedBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpAcceptedBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpOptionBody) <= Message::kBodyBytes);
 static_assert(sizeof(SocketDatagramBody) <= Message::kBodyBytes);
 static_assert(sizeof(LinkInfoBody) <= Message::kBodyBytes);
 static_assert(sizeof(VerdictRequestBody) <= Message::kBodyBytes);

@@ -1,0 +1,227 @@
+// The TCP engine of one replica: every connection and listener the replica owns, with no I/O of
+// its own (sans-IO, like smoltcp's socket layer). Whoever runs it — the replica process
+// (components/tcp/main.cpp) or the deterministic simulation (components/tcp/tests/) — feeds it
+// packets and the time, and gives it an EngineHost that sends segments, claims flows and hears
+// about events. The same engine, byte for byte, runs in both.
+//
+// Data never sits in the engine: a connection's send data is its send ring (the application
+// writes it; the engine reads from [head, tail) to send and retransmit, and consumes on ACK), and
+// received data goes straight into its receive ring (in order at the tail, out of order ahead of
+// it, published once the hole fills). So the receive window is the ring's free space, and the
+// engine copies each payload byte exactly once each way.
+//
+// Connection table (the replica's state store): plain-old-data control blocks with the sequence
+// state, each written crash-consistently (a version per entry, odd while it is being changed,
+// published with a release store). A restarted replica's engine finds its predecessor's table in
+// the region and sends every peer of a synchronized connection a RST (RFC 9293 3.5.2 would have the
+// peer learn it later anyway), then clears the table. The step after this one recovers connections
+// from it instead.
+//
+// Time is in nanoseconds from one monotonic clock (the caller's). Nothing allocates after create().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+
+#include "components/wire/tcp.hpp"
+#include "dataplane/counters.hpp"
+#include "dataplane/result.hpp"
+#include "sockets/byte_ring.hpp"
+
+namespace flotilla::tcp {
+
+struct FourTuple {
+  std::uint32_t local_address = 0;  // host order
+  std::uint32_t remote_address = 0;
+  std::uint16_t local_port = 0;
+  std::uint16_t remote_port = 0;
+  friend bool operator==(const FourTuple&, const FourTuple&) = default;
+};
+
+enum class TcpState : std::uint8_t {
+  closed = 0,
+  listen,
+  syn_sent,
+  syn_received,
+  established,
+  fin_wait_1,
+  fin_wait_2,
+  close_wait,
+  closing,
+  last_ack,
+  time_wait,
+};
+const char* state_name(TcpState state);
+
+enum class CongestionAlgorithm : std::uint8_t { cubic = 0, newreno = 1 };
+
+// Per connection (and inherited by a listener's connections).
+struct ConnectionOptions {
+  bool nodelay = false;  // TCP_NODELAY: no Nagle
+  bool cork = false;     // TCP_CORK: send only full segments until uncorked
+  CongestionAlgorithm congestion = CongestionAlgorithm::cubic;
+  bool keepalive = false;
+  std::uint32_t keepalive_idle_s = 7200;
+  std::uint32_t keepalive_interval_s = 75;
+  std::uint32_t keepalive_count = 9;
+};
+
+struct EngineSettings {
+  std::size_t max_connections = 4096;  // the table's capacity
+  std::size_t max_listeners = 64;
+  std::uint16_t mss = 1460;            // what the link carries (MTU - 40); announced in SYNs
+  bool window_scaling = true;
+  bool timestamps = true;
+  bool sack = true;
+  std::uint64_t delayed_ack_ns = 40'000'000;  // Linux's minimum delayed-ACK time
+  std::uint64_t min_rto_ns = 200'000'000;     // Linux's floor (RFC 6298 says 1 s; 2.4 allows lower)
+  std::uint64_t max_rto_ns = 120'000'000'000;
+  std::uint64_t initial_rto_ns = 1'000'000'000;
+  std::uint64_t time_wait_ns = 60'000'000'000;  // 2*MSL as Linux uses it
+  std::uint32_t syn_retries = 6;
+  std::uint32_t data_retries = 15;
+  std::uint64_t secret[2] = {0, 0};  // ISNs (RFC 6528) and SYN cookies; 0,0: drawn at create()
+};
+
+// A segment the engine wants sent. The payload is `payload_length` bytes of `payload`, starting
+// `payload_offset` bytes past its head; build_segment() turns the whole into wire bytes.
+struct OutgoingSegment {
+  FourTuple tuple;
+  std::uint32_t sequence = 0;
+  std::uint32_t acknowledgment = 0;
+  std::uint8_t flags = 0;
+  std::uint16_t window = 0;  // as it goes on the wire (already scaled down)
+  wire::TcpOptions options;
+  const sockets::ByteRingConsumer* payload = nullptr;
+  std::size_t payload_offset = 0;
+  std::size_t payload_length = 0;
+};
+
+// Writes the TCP header, options and payload into `out` (which starts where the TCP header goes)
+// with the checksum filled. Returns the segment's length, or 0 when `out` is too small.
+std::size_t build_segment(std::span<std::byte> out, const OutgoingSegment& segment);
+
+// The largest build_segment() result for a payload of `payload_length` bytes.
+inline constexpr std::size_t max_segment_bytes(std::size_t payload_length) {
+  return wire::kTcpMaxHeaderBytes + payload_length;
+}
+
+struct ConnectionHandle {
+  std::uint32_t index = 0;
+  std::uint32_t generation = 0;
+  friend bool operator==(const ConnectionHandle&, const ConnectionHandle&) = default;
+};
+using ListenerId = std::uint32_t;
+
+// The rings of one connection, as the engine sees them.
+struct StreamRings {
+  sockets::ByteRingConsumer send;
+  sockets::ByteRingProducer receive;
+};
+
+// Bits of the events the engine reports.
+inline constexpr std::uint32_t kEventEstablished = 1;  // the handshake completed
+inline constexpr std::uint32_t kEventReadable = 2;     // new bytes in the receive ring
+inline constexpr std::uint32_t kEventWritable = 4;     // send ring room freed by ACKs
+inline constexpr std::uint32_t kEventPeerClosed = 8;   // FIN received, every byte before it delivered
+inline constexpr std::uint32_t kEventFailed = 16;      // reset, refused or timed out: see error
+inline constexpr std::uint32_t kEventReleased = 32;    // the engine no longer uses the rings; the
+                                                       // handle is dead (TIME_WAIT keeps no rings)
+
+class EngineHost {
+ public:
+  virtual ~EngineHost() = default;
+  // false: could not send now (no buffer, ring full); the engine counts it and relies on its
+  // timers, as if the segment had been lost.
+  virtual bool transmit(const OutgoingSegment& segment) = 0;
+  // A connection for `listener` is being created (a SYN into the SYN queue, or a valid SYN
+  // cookie): give it rings. nullopt: refuse (the engine answers RST and counts it).
+  virtual std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
+                                               const FourTuple& tuple) = 0;
+  // Tell IP that this replica owns (claim) or no longer owns (release) the exact flow.
+  // false from claim: the flow cannot be had; the engine drops the connection.
+  virtual bool claim_flow(const FourTuple& tuple) = 0;
+  virtual void release_flow(const FourTuple& tuple) = 0;
+  // kEvent* bits for a connection; `error` is an errno value with kEventFailed (ECONNREFUSED,
+  // ECONNRESET, ETIMEDOUT), else 0.
+  virtual void on_events(ConnectionHandle connection, std::uint32_t events, int error) = 0;
+  // A connection of `listener` reached ESTABLISHED and waits for the application.
+  virtual void on_accept_ready(ListenerId listener, ConnectionHandle connection, const FourTuple& tuple) = 0;
+};
+
+// What TCP_INFO and the tests see of a connection.
+struct ConnectionInfo {
+  TcpState state = TcpState::closed;
+  FourTuple tuple;
+  std::uint32_t mss = 0;  // the send MSS in use
+  std::uint64_t srtt_ns = 0;
+  std::uint64_t rto_ns = 0;
+  std::uint64_t cwnd_bytes = 0;
+  std::uint64_t ssthresh_bytes = 0;
+  std::uint64_t bytes_in_flight = 0;
+  std::uint32_t send_window = 0;  // the peer's, in bytes
+  std::uint64_t retransmits = 0;
+  std::uint64_t bytes_acked = 0;
+  std::uint64_t bytes_received = 0;
+  bool sack_permitted = false;
+  bool timestamps = false;
+  std::uint8_t send_window_shift = 0;
+  std::uint8_t receive_window_shift = 0;
+};
+
+class Engine {
+ public:
+  // Bytes of state-store region a table of `max_connections` needs.
+  static std::size_t table_bytes(std::size_t max_connections);
+
+  // `table` holds the connection table (and must stay mapped); when it holds a previous
+  // incarnation's table, every synchronized connection in it gets a RST through `host` now and the
+  // table is cleared. Counters are registered in `counters` by name.
+  static Result<std::unique_ptr<Engine>> create(std::span<std::byte> table, const EngineSettings& settings,
+                                                EngineHost& host, NamedCounterTable& counters,
+                                                std::uint64_t now_ns);
+  virtual ~Engine() = default;
+
+  // A packet for this replica: `segment` is the TCP header and payload (checksum not yet checked),
+  // `source`/`destination` the IPv4 addresses (host order). Everything wrong is counted and
+  // dropped; a segment for no connection or listener is answered with RST (RFC 9293 3.10.7.1).
+  virtual void on_packet(std::uint32_t source, std::uint32_t destination, std::span<std::byte> segment,
+                         std::uint64_t now_ns) = 0;
+  // Runs timers due by now_ns (retransmission, delayed ACK, persist, keepalive, TIME_WAIT, SYN
+  // queue expiry). Cheap when nothing is due.
+  virtual void on_timer(std::uint64_t now_ns) = 0;
+  // When on_timer next has something to do (UINT64_MAX: nothing armed).
+  virtual std::uint64_t next_deadline_ns() const = 0;
+
+  // Active open. Errc::exhausted: table full; Errc::invalid_argument: bad rings or a tuple in use.
+  virtual Result<ConnectionHandle> connect(const FourTuple& tuple, StreamRings rings,
+                                           const ConnectionOptions& options, std::uint64_t now_ns) = 0;
+  // Passive open on local_address (0: any) and port, with a SYN queue of `backlog`; past it, SYN
+  // cookies. Errc::exhausted: listener table full; Errc::invalid_argument: port 0 or in use.
+  virtual Result<ListenerId> listen(std::uint32_t local_address, std::uint16_t port, std::uint16_t backlog,
+                                    const ConnectionOptions& options) = 0;
+  virtual void close_listener(ListenerId listener) = 0;
+  // The application took `count` established connections off the listener's accept queue.
+  virtual void accepted(ListenerId listener, std::uint32_t count) = 0;
+
+  // The application wrote to the send ring / read from the receive ring.
+  virtual void on_send_ready(ConnectionHandle connection, std::uint64_t now_ns) = 0;
+  virtual void on_receive_consumed(ConnectionHandle connection, std::uint64_t now_ns) = 0;
+  // FIN after every queued byte (shutdown(SHUT_WR)).
+  virtual void shutdown_write(ConnectionHandle connection, std::uint64_t now_ns) = 0;
+  // The application is done: queued bytes still go out, then FIN; data arriving afterwards is
+  // answered with RST, as Linux does.
+  virtual void close(ConnectionHandle connection, std::uint64_t now_ns) = 0;
+  // RST now (SO_LINGER with 0, or the application died).
+  virtual void abort(ConnectionHandle connection, std::uint64_t now_ns) = 0;
+  virtual Status set_options(ConnectionHandle connection, const ConnectionOptions& options,
+                             std::uint64_t now_ns) = 0;
+
+  virtual std::optional<ConnectionInfo> info(ConnectionHandle connection) const = 0;
+  virtual std::size_t connection_count() const = 0;  // every state except closed, incl. TIME_WAIT
+};
+
+}  // namespace flotilla::tcp

@@ -1,0 +1,184 @@
+// The exposed TCP sockets an application shares with one TCP replica (DESIGN.md, "Exposed
+// sockets"): a region per (application, replica) pair, named after their channel plus "-tcp"
+// (tcp_region_name), with both as writers. The replica formats it and hands slots out; the
+// application never picks a slot itself.
+//
+// Each slot is one socket: a control block of state words, then the send ring (application ->
+// replica) and the receive ring (replica -> application) of `ring_bytes` each. Readiness is loads:
+// readable = receive ring non-empty or EOF or error; writable = send ring has room; acceptable =
+// accept_ready > 0. Nothing here is trusted by the side that did not write it: the application
+// checks the header and every slot index it is told; the replica keeps its own ring indices
+// privately (sockets/byte_ring.hpp) and treats everything the application stores as a request.
+//
+// Waking the other side without a message per byte: each side sets a "pending" word before it
+// sends its notification message, and sends only when the word was clear; the receiver clears the
+// word, then looks at the slot. So a busy socket costs one message per batch, not per write.
+//   application -> replica: set `requests` bits, then if exchange(kick_pending, 1) was 0, send
+//                           kTcpKickKind {slot, generation}.
+//   replica -> application: update the state words, then if exchange(event_pending, 1) was 0,
+//                           send kTcpEventKind {slot, generation}.
+#pragma once
+
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "sockets/byte_ring.hpp"
+
+namespace flotilla::sockets {
+
+inline std::string tcp_region_name(std::string_view channel) { return std::string(channel) + "-tcp"; }
+
+enum class TcpSocketStatus : std::uint32_t {
+  free = 0,        // not assigned
+  connecting = 1,  // connect() sent the SYN
+  listening = 2,
+  connected = 3,   // established (or past it, while data may still flow)
+  closed = 4,      // the connection is over; `error` says why (0: an orderly close)
+};
+
+// Bits of TcpSocketControl::flags.
+inline constexpr std::uint32_t kTcpPeerClosed = 1;   // FIN received: after the ring drains, EOF
+inline constexpr std::uint32_t kTcpWriteClosed = 2;  // our FIN is queued: writes fail with EPIPE
+
+// Bits of TcpSocketControl::requests (set by the application).
+inline constexpr std::uint32_t kTcpRequestSend = 1;          // new bytes in the send ring
+inline constexpr std::uint32_t kTcpRequestWindow = 2;        // bytes consumed from the receive ring
+inline constexpr std::uint32_t kTcpRequestShutdownWrite = 4; // send FIN after the queued bytes
+inline constexpr std::uint32_t kTcpRequestClose = 8;         // the application is done with the socket
+inline constexpr std::uint32_t kTcpRequestAbort = 16;        // close with RST (SO_LINGER 0)
+inline constexpr std::uint32_t kTcpRequestAccepted = 32;     // listener: accepted connections taken
+
+struct alignas(64) TcpSocketControl {
+  // Written by the replica.
+  std::atomic<std::uint32_t> generation;  // bumped each time the slot is handed out
+  std::atomic<TcpSocketStatus> status;
+  std::atomic<std::int32_t> error;        // errno once closed abnormally (ECONNRESET, ...)
+  std::atomic<std::uint32_t> flags;       // kTcpPeerClosed, kTcpWriteClosed
+  std::atomic<std::uint32_t> accept_ready;  // listener: connections waiting for accept
+  std::atomic<std::uint32_t> event_pending;  // set by the replica, cleared by the application
+  std::uint32_t local_address;  // host order
+  std::uint32_t remote_address;
+  std::uint16_t local_port;
+  std::uint16_t remote_port;
+  std::uint32_t reserved0[7];
+  // Written by the application.
+  alignas(64) std::atomic<std::uint32_t> requests;
+  std::atomic<std::uint32_t> kick_pending;  // set by the application, cleared by the replica
+  std::uint32_t reserved1[14];
+  // Written by the replica: what TCP_INFO reports (best effort, relaxed).
+  alignas(64) std::atomic<std::uint32_t> tcp_state;  // tcp::TcpState
+  std::atomic<std::uint32_t> rtt_us;
+  std::atomic<std::uint32_t> rto_ms;
+  std::atomic<std::uint32_t> mss;
+  std::atomic<std::uint64_t> cwnd_bytes;
+  std::atomic<std::uint64_t> retransmits;
+  std::atomic<std::uint64_t> bytes_sent;      // acknowledged by the peer
+  std::atomic<std::uint64_t> bytes_received;  // placed in the receive ring
+  std::atomic<std::uint64_t> segments_in;
+};
+static_assert(sizeof(TcpSocketControl) == 192);
+
+// A slot: control, then the rings' indices, then the rings' bytes (page aligned).
+struct alignas(64) TcpSocketSlotHeader {
+  TcpSocketControl control;
+  ByteRingIndices send;     // application produces, replica consumes
+  ByteRingIndices receive;  // replica produces, application consumes
+};
+
+struct alignas(64) TcpRegionHeader {
+  static constexpr std::uint64_t kMagic = 0x6b636f5370635446ull;  // "FTcpSock"
+  static constexpr std::uint32_t kVersion = 1;
+  std::atomic<std::uint64_t> magic;  // published last
+  std::uint32_t version;
+  std::uint32_t slot_count;
+  std::uint32_t ring_bytes;  // each ring's size: a power of two
+  std::uint32_t slot_stride;
+};
+
+// A view of the region for either side. Values in the header are checked against the region's real
+// size, so a bad header yields an invalid view rather than out-of-range slots.
+class TcpRegion {
+ public:
+  static constexpr std::size_t kPage = 4096;
+
+  static constexpr std::size_t slot_stride(std::size_t ring_bytes) {
+    return (sizeof(TcpSocketSlotHeader) + kPage - 1) / kPage * kPage + 2 * ring_bytes;
+  }
+  static constexpr std::size_t bytes_for(std::size_t slots, std::size_t ring_bytes) {
+    return kPage + slots * slot_stride(ring_bytes);
+  }
+
+  // The replica's view: formats the region with as many slots as fit (every slot free). Invalid
+  // when ring_bytes is not a power of two of at least 4096 or not one slot fits.
+  static TcpRegion format(std::span<std::byte> region, std::size_t ring_bytes) {
+    if (!std::has_single_bit(ring_bytes) || ring_bytes < kPage || region.size() < bytes_for(1, ring_bytes)) {
+      return {};
+    }
+    auto* header = reinterpret_cast<TcpRegionHeader*>(region.data());
+    header->magic.store(0, std::memory_order_relaxed);
+    header->version = TcpRegionHeader::kVersion;
+    header->ring_bytes = static_cast<std::uint32_t>(ring_bytes);
+    header->slot_stride = static_cast<std::uint32_t>(slot_stride(ring_bytes));
+    header->slot_count = static_cast<std::uint32_t>((region.size() - kPage) / slot_stride(ring_bytes));
+    TcpRegion view(region, header->slot_count, ring_bytes);
+    for (std::uint32_t i = 0; i < header->slot_count; ++i) {
+      auto& control = view.slot(i)->control;
+      control.status.store(TcpSocketStatus::free, std::memory_order_relaxed);
+      control.generation.store(0, std::memory_order_relaxed);
+    }
+    header->magic.store(TcpRegionHeader::kMagic, std::memory_order_release);
+    return view;
+  }
+
+  // The application's view: invalid until the replica has formatted the region, or when the header
+  // does not fit the region it is in.
+  static TcpRegion attach(std::span<std::byte> region) {
+    if (region.size() < kPage) return {};
+    const auto* header = reinterpret_cast<const TcpRegionHeader*>(region.data());
+    if (header->magic.load(std::memory_order_acquire) != TcpRegionHeader::kMagic) return {};
+    if (header->version != TcpRegionHeader::kVersion) return {};
+    const std::size_t ring_bytes = header->ring_bytes;
+    if (!std::has_single_bit(ring_bytes) || ring_bytes < kPage) return {};
+    if (header->slot_stride != slot_stride(ring_bytes)) return {};
+    const std::size_t fits = (region.size() - kPage) / slot_stride(ring_bytes);
+    if (header->slot_count == 0 || header->slot_count > fits) return {};
+    return TcpRegion(region, header->slot_count, ring_bytes);
+  }
+
+  TcpRegion() = default;
+  bool valid() const { return slot_count_ != 0; }
+  std::uint32_t slot_count() const { return slot_count_; }
+  std::size_t ring_bytes() const { return ring_bytes_; }
+
+  // nullptr for an index out of range.
+  TcpSocketSlotHeader* slot(std::uint32_t index) const {
+    if (index >= slot_count_) return nullptr;
+    return reinterpret_cast<TcpSocketSlotHeader*>(slot_base(index));
+  }
+  // The slot's ring bytes (empty for an index out of range).
+  std::span<std::byte> send_bytes(std::uint32_t index) const {
+    if (index >= slot_count_) return {};
+    return {slot_base(index) + data_offset(), ring_bytes_};
+  }
+  std::span<std::byte> receive_bytes(std::uint32_t index) const {
+    if (index >= slot_count_) return {};
+    return {slot_base(index) + data_offset() + ring_bytes_, ring_bytes_};
+  }
+
+ private:
+  TcpRegion(std::span<std::byte> region, std::uint32_t slots, std::size_t ring_bytes)
+      : base_(region.data()), slot_count_(slots), ring_bytes_(ring_bytes) {}
+  std::byte* slot_base(std::uint32_t index) const { return base_ + kPage + index * slot_stride(ring_bytes_); }
+  static constexpr std::size_t data_offset() { return (sizeof(TcpSocketSlotHeader) + kPage - 1) / kPage * kPage; }
+
+  std::byte* base_ = nullptr;
+  std::uint32_t slot_count_ = 0;
+  std::size_t ring_bytes_ = 0;
+};
+
+}  // namespace flotilla::sockets
