@@ -8,6 +8,7 @@
 #include "components/wire/ethernet.hpp"
 #include "components/wire/icmp.hpp"
 #include "components/wire/ipv4.hpp"
+#include "dataplane/hash.hpp"
 
 namespace flotilla::ip {
 namespace {
@@ -91,6 +92,9 @@ IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, Named
   counters_.no_buffer = counter("no_buffer");
   counters_.driver_refused = counter("driver_refused");
   counters_.bindings_refused = counter("bindings_refused");
+  counters_.tcp_to_replica = counter("tcp_to_replica");
+  counters_.tcp_no_replica = counter("tcp_no_replica");
+  counters_.tcp_replicas_announced = counter("tcp_replicas_announced");
   counters_.unknown_protocol = counter("unknown_protocol");
 }
 
@@ -129,6 +133,8 @@ Result<std::unique_ptr<IpServer>> IpServer::create(BufferPool& pool, ComponentId
   header->has_link = 0;
   header->settings = settings;
   header->mtu = 1500;
+  header->tcp_replica_count = 0;
+  for (ComponentId& replica : header->tcp_replicas) replica = kNoComponent;
   const std::uint32_t mask =
       settings.prefix_length == 0 ? 0 : ~std::uint32_t{0} << (32 - settings.prefix_length);
   if (auto s = server->routes_->add(Route{settings.address & mask, settings.prefix_length, 0, 0}); !s) {
@@ -341,8 +347,14 @@ void IpServer::deliver_inbound(const BufferHandle& packet_handle, std::uint64_t 
   }
   const std::uint16_t remote_port = wire::load_be16(transport, 0);
   const std::uint16_t local_port = wire::load_be16(transport, 2);
-  const auto owner = flows_->lookup(packet->protocol(), packet->destination(), local_port,
-                                    packet->source(), remote_port);
+  auto owner = flows_->lookup(packet->protocol(), packet->destination(), local_port,
+                              packet->source(), remote_port);
+  if (!owner && packet->protocol() == wire::kProtocolTcp) {
+    // No replica owns this exact flow (a SYN, a SYN-cookie ACK, or a segment for a connection that
+    // no longer exists): the replica the 4-tuple hashes to answers it.
+    owner = tcp_replica_for(packet->source(), remote_port, local_port);
+    (owner ? counters_.tcp_to_replica : counters_.tcp_no_replica)->add();
+  }
   if (!owner) {
     // RFC 1122 3.2.2: no ICMP error about a datagram sent as a link-layer broadcast.
     if (packet->protocol() == wire::kProtocolUdp &&
@@ -547,10 +559,12 @@ void IpServer::on_transport_packet(ComponentId from, const stack::TransportPacke
     return;
   }
   // Only the flow's owner may send from its port (a transport cannot speak for another's flow).
+  // A TCP replica also answers for flows nobody owns: RSTs, and SYN-ACKs carrying SYN cookies.
   const std::uint16_t local_port = wire::load_be16(bytes.value(), 0);
   const auto owner = flows_->lookup(body.protocol, header_->settings.address, local_port,
                                     body.remote_address, body.remote_port);
-  if (!owner || *owner != from) {
+  const bool unowned_tcp = !owner && body.protocol == wire::kProtocolTcp && is_tcp_replica(from);
+  if (!unowned_tcp && (!owner || *owner != from)) {
     drop(segment, counters_.transport_bad);
     return;
   }
@@ -648,6 +662,57 @@ void IpServer::on_port_binding(ComponentId from, const stack::PortBindingBody& b
   Status status = binding.change == stack::BindingChange::claim ? flows_->claim(key, from)
                                                                 : flows_->release(key, from);
   if (!status) counters_.bindings_refused->add();
+}
+
+void IpServer::on_flow_binding(ComponentId from, const stack::FlowBindingBody& binding) {
+  if (binding.protocol != wire::kProtocolTcp || !is_tcp_replica(from) || binding.local_port == 0 ||
+      binding.remote_port == 0 || binding.remote_address == 0 ||
+      (binding.local_address != 0 && !is_local(binding.local_address))) {
+    counters_.bindings_refused->add();
+    return;
+  }
+  const FlowKey key{binding.protocol, header_->settings.address, binding.local_port,
+                    binding.remote_address, binding.remote_port};
+  Status status = binding.change == stack::BindingChange::claim ? flows_->claim(key, from)
+                                                                : flows_->release(key, from);
+  if (!status) counters_.bindings_refused->add();
+}
+
+void IpServer::on_tcp_replica(ComponentId from, const stack::TcpReplicaBody& replica) {
+  if (replica.count == 0 || replica.count > IpStateHeader::kMaxTcpReplicas || replica.index >= replica.count) {
+    counters_.bindings_refused->add();
+    return;
+  }
+  // A replica count that changed means a new configuration: forget the old assignment.
+  if (header_->tcp_replica_count != replica.count) {
+    for (ComponentId& slot : header_->tcp_replicas) slot = kNoComponent;
+    header_->tcp_replica_count = replica.count;
+  }
+  for (ComponentId& slot : header_->tcp_replicas) {
+    if (slot == from) slot = kNoComponent;
+  }
+  header_->tcp_replicas[replica.index] = from;
+  // A fresh incarnation starts with no connections: the flows its predecessor claimed are dead.
+  if (replica.fresh != 0) (void)flows_->release_owner(from);
+  counters_.tcp_replicas_announced->add();
+}
+
+std::optional<ComponentId> IpServer::tcp_replica_for(std::uint32_t remote_address, std::uint16_t remote_port,
+                                                     std::uint16_t local_port) const {
+  const std::uint32_t count = header_->tcp_replica_count;
+  if (count == 0 || count > IpStateHeader::kMaxTcpReplicas) return std::nullopt;
+  const std::uint64_t key = (std::uint64_t{remote_address} << 32) | (std::uint64_t{remote_port} << 16) | local_port;
+  const ComponentId replica = header_->tcp_replicas[mix64(key) % count];
+  if (replica == kNoComponent) return std::nullopt;
+  return replica;
+}
+
+bool IpServer::is_tcp_replica(ComponentId component) const {
+  if (component == kNoComponent) return false;
+  for (std::uint32_t i = 0; i < header_->tcp_replica_count && i < IpStateHeader::kMaxTcpReplicas; ++i) {
+    if (header_->tcp_replicas[i] == component) return true;
+  }
+  return false;
 }
 
 void IpServer::on_tick(std::uint64_t now_ms) {

@@ -56,13 +56,16 @@ struct IpSettings {
 // Layout: this header, the route table (kRouteBytes), the verdict table, then the flow table.
 struct alignas(64) IpStateHeader {
   static constexpr std::uint64_t kMagic = 0x6574617453704946ull;  // "FIpState"
-  static constexpr std::uint32_t kVersion = 2;
+  static constexpr std::uint32_t kVersion = 3;
+  static constexpr std::size_t kMaxTcpReplicas = 16;
   std::uint64_t magic;
   std::uint32_t version;
   std::uint32_t has_link;
   IpSettings settings;
   std::uint8_t mac[6];
   std::uint16_t mtu;
+  std::uint32_t tcp_replica_count;  // as the replicas announced it
+  ComponentId tcp_replicas[kMaxTcpReplicas];  // by replica index; kNoComponent: not announced
 };
 
 class IpServer {
@@ -89,6 +92,11 @@ class IpServer {
   void on_transport_packet(ComponentId from, const stack::TransportPacketBody& packet,
                            std::uint64_t now_ms);
   void on_port_binding(ComponentId from, const stack::PortBindingBody& binding);
+  void on_flow_binding(ComponentId from, const stack::FlowBindingBody& binding);
+  void on_tcp_replica(ComponentId from, const stack::TcpReplicaBody& replica);
+  // The TCP replica a segment no exact flow claims goes to (hash of the 4-tuple), if any announced.
+  std::optional<ComponentId> tcp_replica_for(std::uint32_t remote_address, std::uint16_t remote_port,
+                                             std::uint16_t local_port) const;
   // The filter restarted: ask again about every packet still waiting for a verdict.
   void on_filter_restarted();
   // Expiry of ARP entries, fragments and packets waiting for ARP. Call every ~100 ms.
@@ -149,6 +157,7 @@ class IpServer {
   wire::Ipv4Header outgoing_header(std::uint32_t destination, std::uint8_t protocol,
                                    std::size_t payload_length, bool dont_fragment);
   bool is_local(std::uint32_t address) const;
+  bool is_tcp_replica(ComponentId component) const;
 
   BufferPool* pool_;
   ComponentId self_;
@@ -205,6 +214,9 @@ class IpServer {
     NamedCounter* no_buffer;
     NamedCounter* driver_refused;
     NamedCounter* bindings_refused;
+    NamedCounter* tcp_to_replica;
+    NamedCounter* tcp_no_replica;
+    NamedCounter* tcp_replicas_announced;
     NamedCounter* unknown_protocol;
   } counters_{};
 };

@@ -144,6 +144,10 @@ int main(int argc, char** argv) {
           server.on_transport_packet(peer, message.read<stack::TransportPacketBody>(), now);
         } else if (message.kind == stack::kPortBindingKind) {
           server.on_port_binding(peer, message.read<stack::PortBindingBody>());
+        } else if (message.kind == stack::kFlowBindingKind) {
+          server.on_flow_binding(peer, message.read<stack::FlowBindingBody>());
+        } else if (message.kind == stack::kTcpReplicaKind) {
+          server.on_tcp_replica(peer, message.read<stack::TcpReplicaBody>());
         } else {
           malformed.add();
         }

@@ -14,6 +14,9 @@
 //   udp    <-> app    socket_* messages         the native socket API (sockets/)
 //   ip     <-> tcpN   transport_packet          a TCP segment; IP sends a segment with no exact
 //                                               flow owner to replica hash(4-tuple) % N
+//   tcpN    -> ip     tcp_replica               "I am replica `index` of `count`" (at start, and
+//                                               again when IP restarts); IP forgets the flows of
+//                                               a replica that announces itself anew
 //   tcpN    -> ip     flow_binding              claim or release one exact TCP 4-tuple
 //   app    <-> tcpN   tcp_* messages            the native TCP socket API (sockets/tcp_socket_page.hpp)
 //
@@ -48,6 +51,7 @@ inline constexpr MessageKind kTcpAcceptedKind = stack_kind(13);
 inline constexpr MessageKind kTcpKickKind = stack_kind(14);
 inline constexpr MessageKind kTcpEventKind = stack_kind(15);
 inline constexpr MessageKind kTcpOptionKind = stack_kind(16);
+inline constexpr MessageKind kTcpReplicaKind = stack_kind(17);
 
 // Bytes a transport leaves free in front of its header, so IP can put the IPv4 and Ethernet headers
 // in the same buffer without copying.
@@ -147,6 +151,17 @@ struct FlowBindingBody {
   std::uint8_t protocol;
   BindingChange change;
   std::uint8_t reserved[2];
+};
+
+// tcpN -> ip: which replica the sender is. IP spreads TCP segments that no exact flow claims
+// (SYNs, and anything for a connection nobody has) over the replicas by hash of the 4-tuple.
+struct TcpReplicaBody {
+  std::uint16_t index;
+  std::uint16_t count;
+  // 1: a fresh incarnation (IP drops the flows the sender claimed before); 0: IP restarted and
+  // asked again, the sender's flows stand.
+  std::uint8_t fresh;
+  std::uint8_t reserved[3];
 };
 
 // app <-> tcpN: the native TCP socket API (sockets/). Sockets live in the region the pair shares

@@ -20,6 +20,7 @@
 #include "components/wire/ethernet.hpp"
 #include "components/wire/icmp.hpp"
 #include "components/wire/ipv4.hpp"
+#include "components/wire/tcp.hpp"
 #include "components/wire/udp.hpp"
 
 namespace flotilla::ip {
@@ -1056,6 +1057,139 @@ TEST_F(IpServerTest, RestartedIpAsksAgainAboutThePacketsThatWaitedForAVerdict) {
   ASSERT_EQ(outputs_.frames.size(), frames_before + 1);
   auto reply = expect_ipv4_frame(outputs_.frames.back(), kPeerMac);
   EXPECT_EQ(reply.destination(), kPeerAddress);
+}
+
+// ---- TCP replicas ----
+
+constexpr ComponentId kTcp0 = 7;
+constexpr ComponentId kTcp1 = 8;
+
+Bytes tcp_segment(std::uint16_t source_port, std::uint16_t destination_port, std::uint32_t source,
+                  std::uint32_t destination, std::uint8_t flags) {
+  Bytes out(wire::kTcpHeaderBytes);
+  const wire::TcpHeader header{.source_port = source_port,
+                               .destination_port = destination_port,
+                               .sequence = 1000,
+                               .acknowledgment = 0,
+                               .flags = flags,
+                               .window = 65535};
+  EXPECT_EQ(wire::emit_tcp(out, header, source, destination, 0), out.size());
+  return out;
+}
+
+Bytes tcp_frame_to_us(std::uint16_t remote_port, std::uint16_t local_port) {
+  return ipv4_frame(ipv4_packet(kPeerAddress, kOurAddress, wire::kProtocolTcp,
+                                tcp_segment(remote_port, local_port, kPeerAddress, kOurAddress, wire::kTcpSyn)));
+}
+
+class IpTcpReplicaTest : public IpServerTest {
+ protected:
+  void announce(ComponentId replica, std::uint16_t index, bool fresh) {
+    server_->on_tcp_replica(replica, stack::TcpReplicaBody{index, 2, fresh ? std::uint8_t{1} : std::uint8_t{0}, {}});
+  }
+  void bind_flow(ComponentId from, stack::BindingChange change, std::uint16_t local_port, std::uint16_t remote_port) {
+    server_->on_flow_binding(from, stack::FlowBindingBody{kOurAddress, kPeerAddress, local_port, remote_port,
+                                                          wire::kProtocolTcp, change, {}});
+  }
+  // Which component IP delivered a SYN from remote_port to local port 80 to (kNoComponent: none).
+  ComponentId delivered_to(std::uint16_t remote_port) {
+    const std::size_t before = outputs_.deliveries.size();
+    inject_frame(tcp_frame_to_us(remote_port, 80));
+    return outputs_.deliveries.size() == before ? kNoComponent : outputs_.deliveries.back().owner;
+  }
+  void send_tcp_from(ComponentId from, std::uint16_t local_port, std::uint16_t remote_port) {
+    const Bytes segment = tcp_segment(local_port, remote_port, kOurAddress, kPeerAddress, wire::kTcpRst);
+    const stack::TransportPacketBody body{.segment = give_to_ip(from, segment, stack::kHeadroom),
+                                          .remote_address = kPeerAddress,
+                                          .local_address = kOurAddress,
+                                          .remote_port = remote_port,
+                                          .local_port = local_port,
+                                          .protocol = wire::kProtocolTcp,
+                                          .reserved = {}};
+    server_->on_transport_packet(from, body, now_);
+  }
+  void TearDown() override {
+    EXPECT_EQ(pool_.count_owned(kTcp0), 0u);
+    EXPECT_EQ(pool_.count_owned(kTcp1), 0u);
+    IpServerTest::TearDown();
+  }
+};
+
+TEST_F(IpTcpReplicaTest, WithoutReplicasTcpIsDroppedAndCounted) {
+  EXPECT_EQ(delivered_to(40000), kNoComponent);
+  EXPECT_EQ(count("tcp_no_replica"), 1u);
+  EXPECT_EQ(count("no_listener"), 1u);
+}
+
+TEST_F(IpTcpReplicaTest, UnclaimedSegmentsAreSpreadOverTheReplicasByTheirTuple) {
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  std::size_t to_replica[2] = {0, 0};
+  for (std::uint16_t port = 40000; port < 40064; ++port) {
+    const ComponentId owner = delivered_to(port);
+    ASSERT_TRUE(owner == kTcp0 || owner == kTcp1) << "port " << port;
+    EXPECT_EQ(delivered_to(port), owner) << "the same tuple must reach the same replica";
+    EXPECT_EQ(server_->tcp_replica_for(kPeerAddress, port, 80), owner);
+    ++to_replica[owner == kTcp0 ? 0 : 1];
+  }
+  EXPECT_GT(to_replica[0], 8u);
+  EXPECT_GT(to_replica[1], 8u);
+  EXPECT_EQ(count("tcp_to_replica"), 128u);
+}
+
+TEST_F(IpTcpReplicaTest, AnExactFlowGoesToItsOwnerUntilReleased) {
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  std::uint16_t port = 40000;
+  while (server_->tcp_replica_for(kPeerAddress, port, 80) != kTcp0) ++port;
+  bind_flow(kTcp1, stack::BindingChange::claim, 80, port);
+  EXPECT_EQ(delivered_to(port), kTcp1);
+  // Another replica cannot take it or release it, and a non-replica cannot claim at all.
+  bind_flow(kTcp0, stack::BindingChange::claim, 80, port);
+  bind_flow(kTcp0, stack::BindingChange::release, 80, port);
+  bind_flow(kIntruder, stack::BindingChange::claim, 80, port + 1);
+  EXPECT_EQ(count("bindings_refused"), 3u);
+  EXPECT_EQ(delivered_to(port), kTcp1);
+  bind_flow(kTcp1, stack::BindingChange::release, 80, port);
+  EXPECT_EQ(delivered_to(port), kTcp0);
+}
+
+TEST_F(IpTcpReplicaTest, AFreshIncarnationLosesItsFlowsAndARepeatedAnnouncementKeepsThem) {
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  std::uint16_t port = 40000;
+  while (server_->tcp_replica_for(kPeerAddress, port, 80) != kTcp0) ++port;
+  bind_flow(kTcp1, stack::BindingChange::claim, 80, port);
+  announce(kTcp1, 1, false);  // IP restarted and asked: the flows stand
+  EXPECT_EQ(delivered_to(port), kTcp1);
+  announce(kTcp1, 1, true);  // the replica restarted: its connections are gone
+  EXPECT_EQ(delivered_to(port), kTcp0);
+}
+
+TEST_F(IpTcpReplicaTest, AReplicaAnswersForUnownedFlowsButNeverForAnothersFlow) {
+  learn_peer();
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  bind_flow(kTcp1, stack::BindingChange::claim, 80, 40000);
+  send_tcp_from(kTcp0, 80, 40000);  // kTcp1's flow
+  EXPECT_EQ(count("transport_bad"), 1u);
+  send_tcp_from(kIntruder, 80, 40001);  // nobody's, but not a replica
+  EXPECT_EQ(count("transport_bad"), 2u);
+  EXPECT_TRUE(outputs_.frames.empty());
+  send_tcp_from(kTcp0, 80, 40001);  // nobody's: a replica may answer (a RST)
+  send_tcp_from(kTcp1, 80, 40000);  // its own
+  ASSERT_EQ(outputs_.frames.size(), 2u);
+  auto packet = expect_ipv4_frame(outputs_.frames[0], kPeerMac);
+  EXPECT_EQ(packet.protocol(), wire::kProtocolTcp);
+  EXPECT_EQ(count("transport_bad"), 2u);
+}
+
+TEST_F(IpTcpReplicaTest, BadAnnouncementsAreRefused) {
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{2, 2, 1, {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 0, 1, {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 17, 1, {}});
+  EXPECT_EQ(count("bindings_refused"), 3u);
+  EXPECT_EQ(delivered_to(40000), kNoComponent);
 }
 
 }  // namespace
