@@ -123,7 +123,7 @@ rec::SupervisorConfig chain_config(const std::string& echo) {
   // recovery path, and crashes a few ms apart would otherwise run into it.
   config.restart.max_backoff = 0ms;
   for (const char* role : {"client", "middle", "server"}) {
-    config.components.push_back(rec::ComponentConfig{role, echo, {"--role", role}, -1, 4096});
+    config.components.push_back(rec::ComponentConfig{.name = role, .binary = echo, .args = {"--role", role}});
   }
   config.channels.push_back(rec::ChannelConfig{"client-middle", "client", "middle", 256});
   config.channels.push_back(rec::ChannelConfig{"middle-server", "middle", "server", 256});

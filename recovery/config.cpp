@@ -117,13 +117,38 @@ void read_supervisor(const toml::table& root, SupervisorConfig& config) {
   }
 }
 
+std::optional<std::string> placeholder_value(const SupervisorConfig& config, const ComponentConfig& component,
+                                             std::string_view key);
+
+// Replaces the `${...}` placeholders in a component's args.
+void expand_args(const toml::table& table, const SupervisorConfig& config, ComponentConfig& component) {
+  for (std::size_t a = 0; a < component.args.size(); ++a) {
+    std::string& arg = component.args[a];
+    const toml::node& where = *(*table.get("args")->as_array()).get(a);
+    std::string expanded;
+    std::size_t at = 0;
+    while (true) {
+      const std::size_t open = arg.find("${", at);
+      if (open == std::string::npos) break;
+      const std::size_t close = arg.find('}', open);
+      if (close == std::string::npos) fail(where, "unterminated '${' in args");
+      const std::string key = arg.substr(open + 2, close - open - 2);
+      const auto value = placeholder_value(config, component, key);
+      if (!value) fail(where, "unknown placeholder '${" + key + "}' in args");
+      expanded += arg.substr(at, open - at) + *value;
+      at = close + 1;
+    }
+    arg = expanded + arg.substr(at);
+  }
+}
+
 void read_components(const toml::table& root, SupervisorConfig& config) {
   const toml::array* array = array_of_tables(root, "component");
   if (array == nullptr) return;
   std::set<std::string> names;
   for (const toml::node& node : *array) {
     const toml::table& table = *node.as_table();
-    reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes", "pool"},
+    reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes", "pool", "replicas"},
                         "[[component]]");
     ComponentConfig component;
     component.name = unique_name(table, node, names, "component");
@@ -146,11 +171,62 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
       }
       component.pool_writable = access == "read-write";
     }
-    config.components.push_back(std::move(component));
+    const int replicas = table.get("replicas") == nullptr ? 0 : integer<int>(table, "replicas", 0, 1, 16);
+    if (replicas == 0) {
+      expand_args(table, config, component);
+      config.components.push_back(std::move(component));
+      continue;
+    }
+    for (int index = 0; index < replicas; ++index) {
+      ComponentConfig copy = component;
+      copy.group = component.name;
+      copy.name = component.name + std::to_string(index);
+      copy.replica_index = index;
+      copy.replica_count = replicas;
+      if (!names.insert(copy.name).second) fail(node, "replica name '" + copy.name + "' is already taken");
+      expand_args(table, config, copy);
+      config.components.push_back(std::move(copy));
+    }
   }
   if (config.components.size() >= kSupervisorId) {  // the supervisor's own id is the last
     fail(*array, "at most " + std::to_string(kSupervisorId - 1) + " components");
   }
+}
+
+// The replica count of the group `name` (0: not a replicated group).
+int group_size(const SupervisorConfig& config, const std::string& name) {
+  for (const ComponentConfig& component : config.components) {
+    if (component.group == name) return component.replica_count;
+  }
+  return 0;
+}
+
+// `name` with every "${replica}" replaced by `index`.
+std::string with_replica(std::string name, int index) {
+  const std::string placeholder = "${replica}";
+  for (std::size_t at = name.find(placeholder); at != std::string::npos; at = name.find(placeholder, at)) {
+    name.replace(at, placeholder.size(), std::to_string(index));
+  }
+  return name;
+}
+
+// The replicated group among `names` (empty: none); fails on two different groups, and on a name
+// that is not ${replica}-templated when there is a group.
+std::string group_among(const toml::node& node, const SupervisorConfig& config, const std::string& own_name,
+                        std::initializer_list<const std::vector<std::string>*> lists) {
+  std::string group;
+  for (const auto* list : lists) {
+    for (const std::string& name : *list) {
+      if (group_size(config, name) == 0 || name == group) continue;
+      if (!group.empty()) fail(node, "names two replicated groups ('" + group + "' and '" + name + "')");
+      group = name;
+    }
+  }
+  if (!group.empty() && own_name.find("${replica}") == std::string::npos) {
+    fail(node, "'" + own_name + "' joins the replicated group '" + group +
+                   "', so its name must contain ${replica}");
+  }
+  return group;
 }
 
 void read_channels(const toml::table& root, SupervisorConfig& config) {
@@ -161,27 +237,44 @@ void read_channels(const toml::table& root, SupervisorConfig& config) {
   for (const toml::node& node : *array) {
     const toml::table& table = *node.as_table();
     reject_unknown_keys(table, {"name", "a", "b", "capacity"}, "[[channel]]");
-    ChannelConfig channel;
-    channel.name = unique_name(table, node, names, "channel");
-    channel.a = text(table, "a", node);
-    channel.b = text(table, "b", node);
-    const int a = component_index(config, channel.a);
-    const int b = component_index(config, channel.b);
-    if (a < 0) fail(*table.get("a"), "no component named '" + channel.a + "'");
-    if (b < 0) fail(*table.get("b"), "no component named '" + channel.b + "'");
-    if (a == b) fail(node, "a channel joins two different components");
-    channel.capacity = integer<std::uint32_t>(table, "capacity", 1024, 2, kMaxRingCapacity);
-    if (!std::has_single_bit(channel.capacity)) {
-      fail(*table.get("capacity"), "'capacity' must be a power of two");
-    }
-    // One grant stays free for the supervisor's own link to a name server.
-    for (int end : {a, b}) {
-      if (++per_component[static_cast<std::size_t>(end)] > kMaxChannelsPerComponent - 1) {
-        fail(node, "component '" + config.components[static_cast<std::size_t>(end)].name +
-                       "' has more than " + std::to_string(kMaxChannelsPerComponent - 1) + " channels");
+    ChannelConfig base;
+    base.name = text(table, "name", node);
+    base.a = text(table, "a", node);
+    base.b = text(table, "b", node);
+    for (const auto& [key, end] : {std::pair{"a", &base.a}, std::pair{"b", &base.b}}) {
+      if (component_index(config, *end) < 0 && group_size(config, *end) == 0) {
+        fail(*table.get(key), "no component named '" + *end + "'");
       }
     }
-    config.channels.push_back(std::move(channel));
+    const std::vector<std::string> ends{base.a, base.b};
+    const std::string group = group_among(node, config, base.name, {&ends});
+    base.capacity = integer<std::uint32_t>(table, "capacity", 1024, 2, kMaxRingCapacity);
+    if (!std::has_single_bit(base.capacity)) {
+      fail(*table.get("capacity"), "'capacity' must be a power of two");
+    }
+    const int copies = group.empty() ? 1 : group_size(config, group);
+    for (int index = 0; index < copies; ++index) {
+      ChannelConfig channel = base;
+      if (!group.empty()) {
+        channel.name = with_replica(base.name, index);
+        for (std::string* end : {&channel.a, &channel.b}) {
+          if (*end == group) *end = group + std::to_string(index);
+        }
+      }
+      if (!valid_name(channel.name)) fail(*table.get("name"), "channel name must be 1-31 characters of [A-Za-z0-9_.-]");
+      if (!names.insert(channel.name).second) fail(*table.get("name"), "channel '" + channel.name + "' is declared twice");
+      const int a = component_index(config, channel.a);
+      const int b = component_index(config, channel.b);
+      if (a == b) fail(node, "a channel joins two different components");
+      // One grant stays free for the supervisor's own link to a name server.
+      for (int end : {a, b}) {
+        if (++per_component[static_cast<std::size_t>(end)] > kMaxChannelsPerComponent - 1) {
+          fail(node, "component '" + config.components[static_cast<std::size_t>(end)].name +
+                         "' has more than " + std::to_string(kMaxChannelsPerComponent - 1) + " channels");
+        }
+      }
+      config.channels.push_back(std::move(channel));
+    }
   }
 }
 
@@ -195,7 +288,9 @@ std::vector<std::string> component_list(const toml::table& table, std::string_vi
   for (const toml::node& item : *list) {
     if (!item.is_string()) fail(item, "'" + std::string(key) + "' must be an array of component names");
     std::string name(*item.value<std::string_view>());
-    if (component_index(config, name) < 0) fail(item, "no component named '" + name + "'");
+    if (component_index(config, name) < 0 && group_size(config, name) == 0) {
+      fail(item, "no component named '" + name + "'");
+    }
     names.push_back(std::move(name));
   }
   return names;
@@ -209,25 +304,40 @@ void read_regions(const toml::table& root, SupervisorConfig& config) {
   for (const toml::node& node : *array) {
     const toml::table& table = *node.as_table();
     reject_unknown_keys(table, {"name", "bytes", "writers", "readers"}, "[[region]]");
-    RegionConfig region;
-    region.name = unique_name(table, node, names, "region");
+    RegionConfig base;
+    base.name = text(table, "name", node);
     if (table.get("bytes") == nullptr) fail(node, "missing 'bytes'");
-    region.bytes = integer<std::uint64_t>(table, "bytes", 0, 1, std::int64_t{1} << 32);
-    region.writers = component_list(table, "writers", config);
-    region.readers = component_list(table, "readers", config);
-    std::set<std::string> users;
-    for (const auto* list : {&region.writers, &region.readers}) {
-      for (const auto& name : *list) {
-        if (!users.insert(name).second) fail(node, "component '" + name + "' is listed twice");
-        if (++per_component[static_cast<std::size_t>(component_index(config, name))] >
-            kMaxRegionsPerComponent) {
-          fail(node, "component '" + name + "' has more than " +
-                         std::to_string(kMaxRegionsPerComponent) + " regions");
+    base.bytes = integer<std::uint64_t>(table, "bytes", 0, 1, std::int64_t{1} << 32);
+    base.writers = component_list(table, "writers", config);
+    base.readers = component_list(table, "readers", config);
+    const std::string group = group_among(node, config, base.name, {&base.writers, &base.readers});
+    const int copies = group.empty() ? 1 : group_size(config, group);
+    for (int index = 0; index < copies; ++index) {
+      RegionConfig region = base;
+      if (!group.empty()) {
+        region.name = with_replica(base.name, index);
+        for (auto* list : {&region.writers, &region.readers}) {
+          for (std::string& name : *list) {
+            if (name == group) name = group + std::to_string(index);
+          }
         }
       }
+      if (!valid_name(region.name)) fail(*table.get("name"), "region name must be 1-31 characters of [A-Za-z0-9_.-]");
+      if (!names.insert(region.name).second) fail(*table.get("name"), "region '" + region.name + "' is declared twice");
+      std::set<std::string> users;
+      for (const auto* list : {&region.writers, &region.readers}) {
+        for (const auto& name : *list) {
+          if (!users.insert(name).second) fail(node, "component '" + name + "' is listed twice");
+          if (++per_component[static_cast<std::size_t>(component_index(config, name))] >
+              kMaxRegionsPerComponent) {
+            fail(node, "component '" + name + "' has more than " +
+                           std::to_string(kMaxRegionsPerComponent) + " regions");
+          }
+        }
+      }
+      if (users.empty()) fail(node, "region '" + region.name + "' has no writers or readers");
+      config.regions.push_back(std::move(region));
     }
-    if (users.empty()) fail(node, "region '" + region.name + "' has no writers or readers");
-    config.regions.push_back(std::move(region));
   }
 }
 
@@ -323,7 +433,12 @@ void read_filter(const toml::table& root, std::string_view text, SupervisorConfi
 }
 
 // The value a `${...}` placeholder in a component's args stands for; nullopt when unknown.
-std::optional<std::string> placeholder_value(const SupervisorConfig& config, std::string_view key) {
+std::optional<std::string> placeholder_value(const SupervisorConfig& config, const ComponentConfig& component,
+                                             std::string_view key) {
+  if (component.replica_count > 0) {
+    if (key == "replica.index") return std::to_string(component.replica_index);
+    if (key == "replica.count") return std::to_string(component.replica_count);
+  }
   const NetworkConfig& n = config.network;
   const std::pair<std::string_view, const std::string*> known[] = {
       {"network.driver", &n.driver},
@@ -342,31 +457,6 @@ std::optional<std::string> placeholder_value(const SupervisorConfig& config, std
     if (name == key) return *value;
   }
   return std::nullopt;
-}
-
-void expand_placeholders(const toml::table& root, SupervisorConfig& config) {
-  const toml::array* array = array_of_tables(root, "component");
-  for (std::size_t c = 0; c < config.components.size(); ++c) {
-    const toml::table& table = *(*array)[c].as_table();
-    for (std::size_t a = 0; a < config.components[c].args.size(); ++a) {
-      std::string& arg = config.components[c].args[a];
-      const toml::node& where = *(*table.get("args")->as_array()).get(a);
-      std::string expanded;
-      std::size_t at = 0;
-      while (true) {
-        const std::size_t open = arg.find("${", at);
-        if (open == std::string::npos) break;
-        const std::size_t close = arg.find('}', open);
-        if (close == std::string::npos) fail(where, "unterminated '${' in args");
-        const std::string key = arg.substr(open + 2, close - open - 2);
-        const auto value = placeholder_value(config, key);
-        if (!value) fail(where, "unknown placeholder '${" + key + "}' in args");
-        expanded += arg.substr(at, open - at) + *value;
-        at = close + 1;
-      }
-      arg = expanded + arg.substr(at);
-    }
-  }
 }
 
 }  // namespace
@@ -388,7 +478,6 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name) 
     read_network(root, config);
     read_filter(root, text, config);
     read_components(root, config);
-    expand_placeholders(root, config);
     read_channels(root, config);
     read_regions(root, config);
   } catch (const Invalid& invalid) {

@@ -19,6 +19,12 @@ struct ComponentConfig {
   int core = -1;  // -1: let the kernel place it
   std::uint32_t state_bytes = 4096;  // the state-store region kept across restarts
   bool pool_writable = true;  // false: the pool is mapped read-only ("pool = 'read-only'")
+  // A replicated component (`replicas = N`) becomes N components named <group>0 .. <group>N-1.
+  // Their args may use ${replica.index} and ${replica.count}; a channel or region that names the
+  // group is made once per replica, with ${replica} in its name replaced by the index.
+  std::string group = {};  // empty unless replicated
+  int replica_index = -1;
+  int replica_count = 0;
 };
 
 struct ChannelConfig {

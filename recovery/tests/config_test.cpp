@@ -150,6 +150,45 @@ TEST(Config, ReadsRegionsAndRefusesBadOnes) {
             "test.toml:7: region 'r' has no writers or readers");
 }
 
+TEST(Config, ReplicatedComponentsExpandWithTheirChannelsAndRegions) {
+  const std::string components =
+      "[[component]]\nname = \"ip\"\nbinary = \"x\"\n"
+      "[[component]]\nname = \"app\"\nbinary = \"x\"\n"
+      "[[component]]\nname = \"tcp\"\nbinary = \"flotilla-tcp\"\nreplicas = 3\n"
+      "args = [\"--index\", \"${replica.index}\", \"--replicas=${replica.count}\"]\n";
+  auto outcome = parse_config(components +
+                                  "[[channel]]\nname = \"ip-tcp${replica}\"\na = \"ip\"\nb = \"tcp\"\n"
+                                  "[[region]]\nname = \"tcp${replica}-app\"\nbytes = 4096\n"
+                                  "writers = [\"tcp\", \"app\"]\n",
+                              "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& config = std::get<SupervisorConfig>(outcome);
+  ASSERT_EQ(config.components.size(), 5u);
+  for (int i = 0; i < 3; ++i) {
+    const ComponentConfig& replica = config.components[2 + static_cast<std::size_t>(i)];
+    EXPECT_EQ(replica.name, "tcp" + std::to_string(i));
+    EXPECT_EQ(replica.group, "tcp");
+    EXPECT_EQ(replica.replica_index, i);
+    EXPECT_EQ(replica.replica_count, 3);
+    EXPECT_EQ(replica.args, (std::vector<std::string>{"--index", std::to_string(i), "--replicas=3"}));
+    EXPECT_EQ(config.channels[static_cast<std::size_t>(i)].name, "ip-tcp" + std::to_string(i));
+    EXPECT_EQ(config.channels[static_cast<std::size_t>(i)].b, "tcp" + std::to_string(i));
+    EXPECT_EQ(config.regions[static_cast<std::size_t>(i)].name, "tcp" + std::to_string(i) + "-app");
+    EXPECT_EQ(config.regions[static_cast<std::size_t>(i)].writers,
+              (std::vector<std::string>{"tcp" + std::to_string(i), "app"}));
+  }
+  EXPECT_TRUE(config.components[0].group.empty());
+
+  EXPECT_EQ(error_of(components + "[[channel]]\nname = \"ip-tcp\"\na = \"ip\"\nb = \"tcp\"\n"),
+            "test.toml:12: 'ip-tcp' joins the replicated group 'tcp', so its name must contain ${replica}");
+  EXPECT_EQ(error_of(components + "[[channel]]\nname = \"x${replica}\"\na = \"tcp\"\nb = \"tcp\"\n"),
+            "test.toml:12: a channel joins two different components");
+  EXPECT_EQ(error_of("[[component]]\nname = \"tcp\"\nbinary = \"x\"\nreplicas = 0\n"),
+            "test.toml:4: 'replicas' must be between 1 and 16");
+  EXPECT_EQ(error_of("[[component]]\nname = \"x\"\nbinary = \"x\"\nargs = [\"${replica.index}\"]\n"),
+            "test.toml:4: unknown placeholder '${replica.index}' in args");
+}
+
 TEST(Config, NeedsAtLeastOneComponent) {
   EXPECT_EQ(error_of(""), "test.toml: no [[component]] declared");
 }

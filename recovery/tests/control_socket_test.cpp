@@ -24,7 +24,7 @@ class ControlSocket : public ::testing::Test {
     folder_ = pattern;
     path_ = (folder_ / "control.sock").string();
     SupervisorConfig config;
-    config.components.push_back(ComponentConfig{"server", "flotilla-echo", {"--role", "server"}, -1, 4096});
+    config.components.push_back(ComponentConfig{.name = "server", .binary = "flotilla-echo", .args = {"--role", "server"}});
     auto supervisor = Supervisor::create(config, std::filesystem::path(echo).parent_path());
     ASSERT_TRUE(supervisor) << supervisor.error().message();
     supervisor_ = std::move(supervisor.value());

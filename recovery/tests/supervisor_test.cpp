@@ -249,7 +249,10 @@ args = ["--role", "crash-at-start"]
 
 TEST(Supervisor, RefusesMissingBinaryAndUnknownComponent) {
   SupervisorConfig config;
-  config.components.push_back(ComponentConfig{"ghost", "/nonexistent/flotilla-ghost", {}, -1, 4096});
+  ComponentConfig ghost;
+  ghost.name = "ghost";
+  ghost.binary = "/nonexistent/flotilla-ghost";
+  config.components.push_back(ghost);
   auto supervisor = Supervisor::create(config, "/");
   ASSERT_FALSE(supervisor);
   EXPECT_EQ(supervisor.error().code, Errc::system);

@@ -1,0 +1,542 @@
+#include "components/tcp/replica_server.hpp"
+
+#include <cerrno>
+
+#include "components/wire/ipv4.hpp"
+
+namespace flotilla::tcp {
+namespace {
+
+using sockets::TcpSocketControl;
+using sockets::TcpSocketStatus;
+
+// Ephemeral ports (RFC 6335's dynamic range). Replica k of N uses the ones with port % N == k, so
+// two replicas never pick the same local port for the same peer.
+constexpr std::uint32_t kFirstEphemeral = 49152;
+constexpr std::uint32_t kEphemeralCount = 65536 - kFirstEphemeral;
+
+}  // namespace
+
+ReplicaServer::ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSettings& settings,
+                             ReplicaOutputs& outputs, NamedCounterTable& counters, std::uint64_t incarnation)
+    : pool_(&pool),
+      self_(self),
+      settings_(settings),
+      outputs_(&outputs),
+      cache_(pool, self),
+      // Generations differ between incarnations, so a message about a slot of the dead one is stale.
+      next_generation_(static_cast<std::uint32_t>(incarnation << 20) | 1u) {
+  auto counter = [&](const char* name) { return &counters.counter(name); };
+  counters_.segments_in = counter("segments_from_ip");
+  counters_.segments_out = counter("segments_to_ip");
+  counters_.no_buffer = counter("no_buffer");
+  counters_.ip_ring_full = counter("ip_ring_full");
+  counters_.bad_app_messages = counter("bad_app_messages");
+  counters_.stale_app_messages = counter("stale_app_messages");
+  counters_.slots_exhausted = counter("slots_exhausted");
+  counters_.outbox_overflow = counter("outbox_overflow");
+  counters_.bad_segments_from_ip = counter("bad_segments_from_ip");
+}
+
+Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, ComponentId self,
+                                                             std::span<std::byte> state,
+                                                             std::span<const std::span<std::byte>> apps,
+                                                             const ReplicaSettings& settings,
+                                                             ReplicaOutputs& outputs, NamedCounterTable& counters,
+                                                             std::uint64_t incarnation, std::uint64_t now_ns) {
+  if (settings.count == 0 || settings.index >= settings.count) {
+    return Error{Errc::invalid_argument, 0, "tcp: replica index must be below the replica count"};
+  }
+  if (state.size() < Engine::table_bytes(settings.engine.max_connections)) {
+    return Error{Errc::invalid_argument, 0, "tcp: state store too small for the connection table (state_bytes)"};
+  }
+  std::unique_ptr<ReplicaServer> server(new ReplicaServer(pool, self, settings, outputs, counters, incarnation));
+  server->apps_.resize(apps.size());
+  for (std::size_t i = 0; i < apps.size(); ++i) server->format_app(i, apps[i]);
+  server->connections_.resize(settings.engine.max_connections);
+  server->listeners_.resize(settings.engine.max_listeners);
+  // Announce before the engine runs: its restart RSTs and first claims must reach IP after it.
+  server->announce(true);
+  auto engine = Engine::create(state, settings.engine, *server, counters, now_ns);
+  if (!engine) return engine.error();
+  server->engine_ = std::move(engine).value();
+  return server;
+}
+
+void ReplicaServer::format_app(std::size_t app, std::span<std::byte> region) {
+  App& entry = apps_[app];
+  entry.region = region.empty() ? sockets::TcpRegion{} : sockets::TcpRegion::format(region, settings_.ring_bytes);
+  const std::uint32_t slots = entry.region.slot_count();
+  entry.slots.assign(slots, Slot{});
+  entry.free_slots.clear();
+  entry.free_slots.reserve(slots);
+  for (std::uint32_t i = slots; i > 0; --i) entry.free_slots.push_back(i - 1);
+  entry.outbox = MessageOutbox(2 * std::size_t{slots} + 64);
+}
+
+void ReplicaServer::announce(bool fresh) {
+  send_ip_control(Message::make(stack::kTcpReplicaKind,
+                                stack::TcpReplicaBody{settings_.index, settings_.count,
+                                                      static_cast<std::uint8_t>(fresh ? 1 : 0), {}}));
+}
+
+// ---- from IP ----
+
+void ReplicaServer::on_segment(const stack::TransportPacketBody& packet, std::uint64_t now_ns) {
+  auto bytes = pool_->bytes(self_, packet.segment);
+  if (!bytes) return;  // not ours: counted by the pool
+  counters_.segments_in->add();
+  if (packet.protocol == wire::kProtocolTcp && packet.local_address == settings_.address) {
+    engine_->on_packet(packet.remote_address, packet.local_address, bytes.value(), now_ns);
+  } else {
+    counters_.bad_segments_from_ip->add();
+  }
+  (void)cache_.free(packet.segment);
+}
+
+bool ReplicaServer::transmit(const OutgoingSegment& segment) {
+  BufferHandle handle;
+  if (cache_.alloc_burst(std::span(&handle, 1)) != 1) {
+    counters_.no_buffer->add();
+    return false;
+  }
+  handle.offset = stack::kHeadroom;
+  handle.length = static_cast<std::uint16_t>(pool_->buffer_size() - stack::kHeadroom);
+  auto bytes = pool_->bytes(self_, handle);
+  const std::size_t length = bytes ? build_segment(bytes.value(), segment) : 0;
+  if (length == 0) {
+    (void)cache_.free(handle);
+    counters_.no_buffer->add();
+    return false;
+  }
+  handle.length = static_cast<std::uint16_t>(length);
+  const stack::TransportPacketBody packet{.segment = handle,
+                                          .remote_address = segment.tuple.remote_address,
+                                          .local_address = segment.tuple.local_address,
+                                          .remote_port = segment.tuple.remote_port,
+                                          .local_port = segment.tuple.local_port,
+                                          .protocol = wire::kProtocolTcp,
+                                          .reserved = {}};
+  if (!outputs_->segment_to_ip(packet)) {
+    (void)cache_.free(handle);
+    counters_.ip_ring_full->add();
+    return false;
+  }
+  counters_.segments_out->add();
+  return true;
+}
+
+bool ReplicaServer::claim_flow(const FourTuple& tuple) {
+  send_ip_control(Message::make(stack::kFlowBindingKind,
+                                stack::FlowBindingBody{tuple.local_address, tuple.remote_address, tuple.local_port,
+                                                       tuple.remote_port, wire::kProtocolTcp,
+                                                       stack::BindingChange::claim, {}}));
+  return true;
+}
+
+void ReplicaServer::release_flow(const FourTuple& tuple) {
+  send_ip_control(Message::make(stack::kFlowBindingKind,
+                                stack::FlowBindingBody{tuple.local_address, tuple.remote_address, tuple.local_port,
+                                                       tuple.remote_port, wire::kProtocolTcp,
+                                                       stack::BindingChange::release, {}}));
+}
+
+void ReplicaServer::send_ip_control(const Message& message) {
+  if (ip_outbox_.empty() && outputs_->control_to_ip(message)) return;
+  if (!ip_outbox_.push(message)) counters_.outbox_overflow->add();
+}
+
+void ReplicaServer::send_app(std::size_t app, const Message& message) {
+  App& entry = apps_[app];
+  if (entry.outbox.empty() && outputs_->to_app(app, message)) return;
+  if (!entry.outbox.push(message)) counters_.outbox_overflow->add();
+}
+
+bool ReplicaServer::poll(std::uint64_t now_ns) {
+  bool worked = false;
+  while (!ip_outbox_.empty() && outputs_->control_to_ip(ip_outbox_.front())) {
+    ip_outbox_.pop();
+    worked = true;
+  }
+  for (std::size_t app = 0; app < apps_.size(); ++app) {
+    MessageOutbox& outbox = apps_[app].outbox;
+    while (!outbox.empty() && outputs_->to_app(app, outbox.front())) {
+      outbox.pop();
+      worked = true;
+    }
+  }
+  if (now_ns >= engine_->next_deadline_ns()) {
+    engine_->on_timer(now_ns);
+    worked = true;
+  }
+  return worked;
+}
+
+// ---- slots ----
+
+ReplicaServer::Slot* ReplicaServer::checked_slot(std::size_t app, std::uint32_t slot, std::uint32_t generation) {
+  App& entry = apps_[app];
+  if (slot >= entry.slots.size()) {
+    counters_.bad_app_messages->add();
+    return nullptr;
+  }
+  Slot& state = entry.slots[slot];
+  if (state.kind == SlotKind::free || state.generation != generation || state.app_closed) {
+    counters_.stale_app_messages->add();
+    return nullptr;
+  }
+  return &state;
+}
+
+std::optional<std::uint32_t> ReplicaServer::take_slot(std::size_t app, SlotKind kind) {
+  App& entry = apps_[app];
+  if (entry.free_slots.empty()) {
+    counters_.slots_exhausted->add();
+    return std::nullopt;
+  }
+  const std::uint32_t index = entry.free_slots.back();
+  entry.free_slots.pop_back();
+  Slot& slot = entry.slots[index];
+  slot = Slot{};
+  slot.kind = kind;
+  slot.generation = next_generation_++;
+  auto* header = entry.region.slot(index);
+  TcpSocketControl& control = header->control;
+  control.status.store(TcpSocketStatus::free, std::memory_order_relaxed);
+  control.error.store(0, std::memory_order_relaxed);
+  control.flags.store(0, std::memory_order_relaxed);
+  control.accept_ready.store(0, std::memory_order_relaxed);
+  control.event_pending.store(0, std::memory_order_relaxed);
+  control.requests.store(0, std::memory_order_relaxed);
+  control.kick_pending.store(0, std::memory_order_relaxed);
+  // The application's ring indices too: a fresh socket starts both streams at 0.
+  header->send.tail.store(0, std::memory_order_relaxed);
+  header->receive.head.store(0, std::memory_order_relaxed);
+  control.generation.store(slot.generation, std::memory_order_release);
+  return index;
+}
+
+void ReplicaServer::free_slot(std::size_t app, std::uint32_t slot) {
+  App& entry = apps_[app];
+  entry.slots[slot] = Slot{};
+  entry.region.slot(slot)->control.status.store(TcpSocketStatus::free, std::memory_order_release);
+  entry.free_slots.push_back(slot);
+}
+
+StreamRings ReplicaServer::rings_of(std::size_t app, std::uint32_t slot) {
+  const sockets::TcpRegion& region = apps_[app].region;
+  auto* header = region.slot(slot);
+  return StreamRings{sockets::ByteRingConsumer(&header->send, region.send_bytes(slot)),
+                     sockets::ByteRingProducer(&header->receive, region.receive_bytes(slot))};
+}
+
+void ReplicaServer::notify(std::size_t app, std::uint32_t slot) {
+  auto& control = apps_[app].region.slot(slot)->control;
+  if (control.event_pending.exchange(1, std::memory_order_seq_cst) != 0) return;
+  send_app(app, Message::make(stack::kTcpEventKind,
+                              stack::TcpSlotBody{slot, apps_[app].slots[slot].generation}));
+}
+
+void ReplicaServer::publish_info(std::size_t app, std::uint32_t slot, ConnectionHandle connection) {
+  const auto info = engine_->info(connection);
+  if (!info) return;
+  auto& control = apps_[app].region.slot(slot)->control;
+  control.tcp_state.store(static_cast<std::uint32_t>(info->state), std::memory_order_relaxed);
+  control.rtt_us.store(static_cast<std::uint32_t>(info->srtt_ns / 1000), std::memory_order_relaxed);
+  control.rto_ms.store(static_cast<std::uint32_t>(info->rto_ns / 1'000'000), std::memory_order_relaxed);
+  control.mss.store(info->mss, std::memory_order_relaxed);
+  control.cwnd_bytes.store(info->cwnd_bytes, std::memory_order_relaxed);
+  control.retransmits.store(info->retransmits, std::memory_order_relaxed);
+  control.bytes_sent.store(info->bytes_acked, std::memory_order_relaxed);
+  control.bytes_received.store(info->bytes_received, std::memory_order_relaxed);
+}
+
+const ReplicaServer::Place* ReplicaServer::place_of(ConnectionHandle connection) const {
+  if (connection.index >= connections_.size()) return nullptr;
+  const Place& place = connections_[connection.index];
+  if (place.app == UINT32_MAX) return nullptr;
+  const Slot& slot = apps_[place.app].slots[place.slot];
+  if (slot.kind != SlotKind::connection || slot.generation != place.generation || slot.connection != connection) {
+    return nullptr;
+  }
+  return &place;
+}
+
+// ---- from applications ----
+
+void ReplicaServer::on_app_message(std::size_t app, const Message& message, std::uint64_t now_ns) {
+  if (app >= apps_.size() || !apps_[app].region.valid()) {
+    counters_.bad_app_messages->add();
+    return;
+  }
+  if (message.kind == stack::kTcpKickKind) {
+    on_kick(app, message.read<stack::TcpSlotBody>(), now_ns);
+  } else if (message.kind == stack::kTcpOpenKind) {
+    on_open(app, message.read<stack::TcpOpenBody>(), now_ns);
+  } else if (message.kind == stack::kTcpOptionKind) {
+    on_option(app, message.read<stack::TcpOptionBody>(), now_ns);
+  } else {
+    counters_.bad_app_messages->add();
+  }
+}
+
+ConnectionOptions ReplicaServer::options_from(std::uint8_t bits) const {
+  ConnectionOptions options;
+  options.nodelay = (bits & stack::kTcpOpenNoDelay) != 0;
+  options.keepalive = (bits & stack::kTcpOpenKeepalive) != 0;
+  if ((bits & stack::kTcpOpenNewReno) != 0) options.congestion = CongestionAlgorithm::newreno;
+  return options;
+}
+
+std::uint16_t ReplicaServer::pick_local_port(std::uint32_t remote_address, std::uint16_t remote_port) {
+  (void)remote_address;
+  (void)remote_port;
+  const std::uint32_t per_replica = kEphemeralCount / settings_.count;
+  const std::uint32_t step = next_port_++ % per_replica;
+  return static_cast<std::uint16_t>(kFirstEphemeral + step * settings_.count + settings_.index);
+}
+
+void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std::uint64_t now_ns) {
+  auto answer = [&](int error, std::uint32_t slot, std::uint32_t generation, std::uint16_t port) {
+    send_app(app, Message::make(stack::kTcpOpenedKind,
+                                stack::TcpOpenedBody{open.socket, error, slot, generation, port, 0}));
+  };
+  const bool local_ok = open.local_address == 0 || open.local_address == settings_.address;
+  if (!local_ok) {
+    answer(EADDRNOTAVAIL, 0, 0, 0);
+    return;
+  }
+  if (open.operation == stack::TcpOpenOperation::listen) {
+    if (open.local_port == 0) {
+      answer(EINVAL, 0, 0, 0);
+      return;
+    }
+    const auto index = take_slot(app, SlotKind::listener);
+    if (!index) {
+      answer(EMFILE, 0, 0, 0);
+      return;
+    }
+    auto listener = engine_->listen(open.local_address, open.local_port, open.backlog == 0 ? 128 : open.backlog,
+                                    options_from(open.options));
+    if (!listener || listener.value() >= listeners_.size()) {
+      free_slot(app, *index);
+      answer(listener ? ENOBUFS : (listener.error().code == Errc::exhausted ? ENOBUFS : EADDRINUSE), 0, 0, 0);
+      return;
+    }
+    Slot& slot = apps_[app].slots[*index];
+    slot.listener = listener.value();
+    slot.options = options_from(open.options);
+    slot.announced = true;
+    listeners_[listener.value()] = Place{static_cast<std::uint32_t>(app), *index, slot.generation};
+    auto& control = apps_[app].region.slot(*index)->control;
+    control.local_address = settings_.address;
+    control.local_port = open.local_port;
+    control.status.store(TcpSocketStatus::listening, std::memory_order_release);
+    answer(0, *index, slot.generation, open.local_port);
+    return;
+  }
+  if (open.operation != stack::TcpOpenOperation::connect || open.remote_address == 0 || open.remote_port == 0) {
+    counters_.bad_app_messages->add();
+    answer(EINVAL, 0, 0, 0);
+    return;
+  }
+  const auto index = take_slot(app, SlotKind::connection);
+  if (!index) {
+    answer(EMFILE, 0, 0, 0);
+    return;
+  }
+  FourTuple tuple{settings_.address, open.remote_address, open.local_port, open.remote_port};
+  // A port the application chose is tried once; an ephemeral one until a free tuple turns up.
+  Result<ConnectionHandle> connected = Error{Errc::invalid_argument, 0, "no port"};
+  const std::uint32_t attempts = open.local_port != 0 ? 1 : 64;
+  for (std::uint32_t attempt = 0; attempt < attempts; ++attempt) {
+    if (open.local_port == 0) tuple.local_port = pick_local_port(open.remote_address, open.remote_port);
+    connected = engine_->connect(tuple, rings_of(app, *index), options_from(open.options), now_ns);
+    if (connected || connected.error().code == Errc::exhausted) break;
+  }
+  if (!connected || connected.value().index >= connections_.size()) {
+    free_slot(app, *index);
+    answer(connected ? ENOBUFS : (connected.error().code == Errc::exhausted ? ENOBUFS : EADDRINUSE), 0, 0, 0);
+    return;
+  }
+  Slot& slot = apps_[app].slots[*index];
+  slot.connection = connected.value();
+  slot.options = options_from(open.options);
+  slot.announced = true;
+  connections_[slot.connection.index] = Place{static_cast<std::uint32_t>(app), *index, slot.generation};
+  auto& control = apps_[app].region.slot(*index)->control;
+  control.local_address = tuple.local_address;
+  control.remote_address = tuple.remote_address;
+  control.local_port = tuple.local_port;
+  control.remote_port = tuple.remote_port;
+  control.status.store(TcpSocketStatus::connecting, std::memory_order_release);
+  answer(0, *index, slot.generation, tuple.local_port);
+}
+
+void ReplicaServer::on_kick(std::size_t app, const stack::TcpSlotBody& kick, std::uint64_t now_ns) {
+  Slot* slot = checked_slot(app, kick.slot, kick.generation);
+  if (slot == nullptr) return;
+  auto& control = apps_[app].region.slot(kick.slot)->control;
+  // Clear first, then read: a request made after this load sends a new kick.
+  control.kick_pending.store(0, std::memory_order_seq_cst);
+  const std::uint32_t requests = control.requests.exchange(0, std::memory_order_acq_rel);
+  if (slot->kind == SlotKind::listener) {
+    if ((requests & (sockets::kTcpRequestClose | sockets::kTcpRequestAbort)) != 0) {
+      engine_->close_listener(slot->listener);
+      listeners_[slot->listener] = Place{};
+      free_slot(app, kick.slot);
+    }
+    return;
+  }
+  const ConnectionHandle connection = slot->connection;
+  if ((requests & sockets::kTcpRequestAccepted) != 0 && slot->awaiting_accept) {
+    slot->awaiting_accept = false;
+    Slot& listener = apps_[app].slots[slot->listener_slot];
+    if (listener.kind == SlotKind::listener) {
+      engine_->accepted(slot->listener, 1);
+      auto& listener_control = apps_[app].region.slot(slot->listener_slot)->control;
+      const std::uint32_t ready = listener_control.accept_ready.load(std::memory_order_relaxed);
+      listener_control.accept_ready.store(ready > 0 ? ready - 1 : 0, std::memory_order_release);
+    }
+  }
+  if (slot->engine_released) {
+    // The connection is over; all that is left is the application letting go of the slot.
+    if ((requests & (sockets::kTcpRequestClose | sockets::kTcpRequestAbort)) != 0) free_slot(app, kick.slot);
+    return;
+  }
+  if ((requests & sockets::kTcpRequestAbort) != 0) {
+    slot->app_closed = true;
+    engine_->abort(connection, now_ns);
+  } else {
+    if ((requests & sockets::kTcpRequestSend) != 0) engine_->on_send_ready(connection, now_ns);
+    if ((requests & sockets::kTcpRequestWindow) != 0) engine_->on_receive_consumed(connection, now_ns);
+    if ((requests & sockets::kTcpRequestShutdownWrite) != 0) engine_->shutdown_write(connection, now_ns);
+    if ((requests & sockets::kTcpRequestClose) != 0) {
+      slot->app_closed = true;
+      engine_->close(connection, now_ns);
+    }
+  }
+  // The engine may have released the connection in one of those calls (on_events saw it).
+  Slot& after = apps_[app].slots[kick.slot];
+  if (after.kind == SlotKind::connection && after.generation == kick.generation) {
+    if (after.app_closed && after.engine_released) {
+      free_slot(app, kick.slot);
+    } else if (!after.app_closed) {
+      publish_info(app, kick.slot, connection);
+    }
+  }
+}
+
+void ReplicaServer::on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns) {
+  Slot* slot = checked_slot(app, option.slot, option.generation);
+  if (slot == nullptr || slot->kind != SlotKind::connection || slot->engine_released) return;
+  ConnectionOptions& options = slot->options;
+  const bool on = option.value != 0;
+  switch (option.option) {
+    case stack::TcpOption::nodelay: options.nodelay = on; break;
+    case stack::TcpOption::cork: options.cork = on; break;
+    case stack::TcpOption::keepalive: options.keepalive = on; break;
+    case stack::TcpOption::keepalive_idle_s: options.keepalive_idle_s = option.value; break;
+    case stack::TcpOption::keepalive_interval_s: options.keepalive_interval_s = option.value; break;
+    case stack::TcpOption::keepalive_count: options.keepalive_count = option.value; break;
+    default: counters_.bad_app_messages->add(); return;
+  }
+  if (!engine_->set_options(slot->connection, options, now_ns)) counters_.bad_app_messages->add();
+}
+
+void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
+  if (app >= apps_.size()) return;
+  App& entry = apps_[app];
+  for (std::uint32_t i = 0; i < entry.slots.size(); ++i) {
+    Slot& slot = entry.slots[i];
+    if (slot.kind == SlotKind::connection && !slot.engine_released) {
+      slot.app_closed = true;
+      engine_->abort(slot.connection, now_ns);
+    } else if (slot.kind == SlotKind::listener) {
+      engine_->close_listener(slot.listener);
+      listeners_[slot.listener] = Place{};
+    }
+  }
+  for (std::uint32_t i = 0; i < entry.slots.size(); ++i) {
+    if (entry.slots[i].kind != SlotKind::free) free_slot(app, i);
+  }
+  entry.outbox.clear();
+}
+
+// ---- engine events ----
+
+std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, ConnectionHandle connection,
+                                                    const FourTuple& tuple) {
+  if (listener >= listeners_.size() || connection.index >= connections_.size()) return std::nullopt;
+  const Place owner = listeners_[listener];
+  if (owner.app == UINT32_MAX) return std::nullopt;
+  const auto index = take_slot(owner.app, SlotKind::connection);
+  if (!index) return std::nullopt;
+  Slot& slot = apps_[owner.app].slots[*index];
+  slot.connection = connection;
+  slot.listener = listener;
+  slot.listener_slot = owner.slot;
+  slot.options = apps_[owner.app].slots[owner.slot].options;
+  connections_[connection.index] = Place{owner.app, *index, slot.generation};
+  auto& control = apps_[owner.app].region.slot(*index)->control;
+  control.local_address = tuple.local_address;
+  control.remote_address = tuple.remote_address;
+  control.local_port = tuple.local_port;
+  control.remote_port = tuple.remote_port;
+  control.status.store(TcpSocketStatus::connecting, std::memory_order_release);
+  return rings_of(owner.app, *index);
+}
+
+void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connection, const FourTuple& tuple) {
+  const Place* place = place_of(connection);
+  if (place == nullptr || listener >= listeners_.size()) return;
+  Slot& slot = apps_[place->app].slots[place->slot];
+  const Place owner = listeners_[listener];
+  if (owner.app != place->app) return;
+  slot.announced = true;
+  slot.awaiting_accept = true;
+  auto& listener_control = apps_[owner.app].region.slot(owner.slot)->control;
+  listener_control.accept_ready.store(listener_control.accept_ready.load(std::memory_order_relaxed) + 1,
+                                      std::memory_order_release);
+  send_app(place->app, Message::make(stack::kTcpAcceptedKind,
+                                     stack::TcpAcceptedBody{owner.slot, owner.generation, place->slot,
+                                                            place->generation, tuple.remote_address,
+                                                            tuple.remote_port, tuple.local_port,
+                                                            tuple.local_address}));
+}
+
+void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events, int error) {
+  const Place* place = place_of(connection);
+  if (place == nullptr) return;
+  const std::uint32_t app = place->app;
+  const std::uint32_t index = place->slot;
+  Slot& slot = apps_[app].slots[index];
+  auto& control = apps_[app].region.slot(index)->control;
+  if ((events & kEventEstablished) != 0) {
+    control.status.store(TcpSocketStatus::connected, std::memory_order_release);
+    publish_info(app, index, connection);
+  }
+  if ((events & kEventPeerClosed) != 0) {
+    control.flags.fetch_or(sockets::kTcpPeerClosed, std::memory_order_release);
+  }
+  if ((events & kEventFailed) != 0) {
+    control.error.store(error, std::memory_order_relaxed);
+    control.status.store(TcpSocketStatus::closed, std::memory_order_release);
+  }
+  if ((events & kEventReleased) != 0) {
+    slot.engine_released = true;
+    connections_[connection.index] = Place{};
+    if ((events & kEventFailed) == 0 && control.status.load(std::memory_order_relaxed) != TcpSocketStatus::closed) {
+      control.status.store(TcpSocketStatus::closed, std::memory_order_release);
+    }
+    // Gone before the application heard of it (a passive connection reset in the handshake), or
+    // after the application let go: nobody will ask for the slot again.
+    if (slot.app_closed || !slot.announced) {
+      free_slot(app, index);
+      return;
+    }
+  }
+  if (!slot.app_closed && slot.announced) notify(app, index);
+}
+
+}  // namespace flotilla::tcp

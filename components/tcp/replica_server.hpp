@@ -1,0 +1,179 @@
+// One TCP replica's logic around its engine (components/tcp/engine.hpp): segments from IP go into
+// the engine and the engine's segments go out to IP in pool buffers; applications' requests
+// (sockets/tcp_socket_page.hpp) become engine calls on the slots of the region each application
+// shares with this replica, and engine events become state words and event messages there.
+//
+// Kept apart from the process (components/tcp/main.cpp) so the channels are the only thing main
+// wires up. Every value an application or IP sends is checked here: slot indices against the
+// region, generations against the replica's own private copy, request bits as mere hints.
+//
+// Messages that must not be lost (flow bindings, answers to applications) wait in a bounded
+// private outbox when their ring is full and go out, in order, on the next poll. Segments are not
+// queued: one that finds no room is lost, and TCP's timers recover it as they would a wire loss.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "components/messages/stack_messages.hpp"
+#include "components/tcp/engine.hpp"
+#include "dataplane/buffer_pool.hpp"
+#include "dataplane/counters.hpp"
+#include "dataplane/message.hpp"
+#include "sockets/tcp_socket_page.hpp"
+
+namespace flotilla::tcp {
+
+// Where the replica's messages go. Each returns false when the ring had no room (nothing sent).
+class ReplicaOutputs {
+ public:
+  virtual ~ReplicaOutputs() = default;
+  // Hands `packet.segment` to IP and sends the message naming it.
+  virtual bool segment_to_ip(const stack::TransportPacketBody& packet) = 0;
+  virtual bool control_to_ip(const Message& message) = 0;
+  virtual bool to_app(std::size_t app, const Message& message) = 0;
+};
+
+struct ReplicaSettings {
+  std::uint16_t index = 0;  // this replica's number, 0 .. count-1
+  std::uint16_t count = 1;
+  std::uint32_t address = 0;  // the stack's IPv4 address, host order
+  std::size_t ring_bytes = 1u << 20;  // each socket ring in the application regions (a power of two)
+  EngineSettings engine;
+};
+
+// Messages waiting for ring room, oldest first, in a capacity fixed at construction.
+class MessageOutbox {
+ public:
+  explicit MessageOutbox(std::size_t capacity = 0) : messages_(capacity) {}
+  bool empty() const { return count_ == 0; }
+  // false when full (the message is not kept).
+  bool push(const Message& message) {
+    if (count_ == messages_.size()) return false;
+    messages_[(first_ + count_++) % messages_.size()] = message;
+    return true;
+  }
+  const Message& front() const { return messages_[first_]; }
+  void pop() {
+    first_ = (first_ + 1) % messages_.size();
+    --count_;
+  }
+  void clear() { first_ = count_ = 0; }
+
+ private:
+  std::vector<Message> messages_;
+  std::size_t first_ = 0;
+  std::size_t count_ = 0;
+};
+
+class ReplicaServer final : public EngineHost {
+ public:
+  // `apps` are the application regions (one per application channel, in channel order; an
+  // empty span for an application given none). `state` holds the engine's connection table.
+  static Result<std::unique_ptr<ReplicaServer>> create(BufferPool& pool, ComponentId self,
+                                                       std::span<std::byte> state,
+                                                       std::span<const std::span<std::byte>> apps,
+                                                       const ReplicaSettings& settings, ReplicaOutputs& outputs,
+                                                       NamedCounterTable& counters, std::uint64_t incarnation,
+                                                       std::uint64_t now_ns);
+
+  // Tells IP who this replica is. `fresh`: this incarnation just started (IP drops old flows).
+  void announce(bool fresh);
+  void on_segment(const stack::TransportPacketBody& packet, std::uint64_t now_ns);
+  void on_app_message(std::size_t app, const Message& message, std::uint64_t now_ns);
+  // The application restarted or died: everything it had here is aborted and its region formatted
+  // afresh.
+  void on_app_restarted(std::size_t app, std::uint64_t now_ns);
+  // Timers and outboxes. Returns whether it did anything.
+  bool poll(std::uint64_t now_ns);
+  std::uint64_t next_deadline_ns() const { return engine_->next_deadline_ns(); }
+  std::size_t connection_count() const { return engine_->connection_count(); }
+
+  // EngineHost.
+  bool transmit(const OutgoingSegment& segment) override;
+  std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
+                                       const FourTuple& tuple) override;
+  bool claim_flow(const FourTuple& tuple) override;
+  void release_flow(const FourTuple& tuple) override;
+  void on_events(ConnectionHandle connection, std::uint32_t events, int error) override;
+  void on_accept_ready(ListenerId listener, ConnectionHandle connection, const FourTuple& tuple) override;
+
+ private:
+  enum class SlotKind : std::uint8_t { free, connection, listener };
+  // What the replica knows about one slot of an application's region: private, so the application
+  // cannot change it.
+  struct Slot {
+    SlotKind kind = SlotKind::free;
+    bool app_closed = false;       // the application closed or aborted it
+    bool engine_released = false;  // the engine no longer touches its rings
+    bool announced = false;        // the application knows the slot (passive: once accept-ready)
+    bool awaiting_accept = false;  // a passive connection the application has not accepted yet
+    std::uint32_t generation = 0;
+    ConnectionHandle connection;
+    ListenerId listener = 0;
+    std::uint32_t listener_slot = 0;  // for a passive connection: its listener's slot
+    ConnectionOptions options;        // as the application set them
+  };
+  struct App {
+    sockets::TcpRegion region;
+    std::vector<Slot> slots;
+    std::vector<std::uint32_t> free_slots;
+    MessageOutbox outbox;
+  };
+  // Where a connection or listener of the engine lives.
+  struct Place {
+    std::uint32_t app = UINT32_MAX;
+    std::uint32_t slot = 0;
+    std::uint32_t generation = 0;
+  };
+
+  ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSettings& settings, ReplicaOutputs& outputs,
+                NamedCounterTable& counters, std::uint64_t incarnation);
+
+  void format_app(std::size_t app, std::span<std::byte> region);
+  void on_open(std::size_t app, const stack::TcpOpenBody& open, std::uint64_t now_ns);
+  void on_kick(std::size_t app, const stack::TcpSlotBody& kick, std::uint64_t now_ns);
+  void on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns);
+  // A slot of `app` the application may name: in range, handed out, the generation it was given.
+  Slot* checked_slot(std::size_t app, std::uint32_t slot, std::uint32_t generation);
+  std::optional<std::uint32_t> take_slot(std::size_t app, SlotKind kind);
+  void free_slot(std::size_t app, std::uint32_t slot);
+  StreamRings rings_of(std::size_t app, std::uint32_t slot);
+  void notify(std::size_t app, std::uint32_t slot);
+  void publish_info(std::size_t app, std::uint32_t slot, ConnectionHandle connection);
+  void send_app(std::size_t app, const Message& message);
+  void send_ip_control(const Message& message);
+  std::uint16_t pick_local_port(std::uint32_t remote_address, std::uint16_t remote_port);
+  const Place* place_of(ConnectionHandle connection) const;
+  ConnectionOptions options_from(std::uint8_t bits) const;
+
+  BufferPool* pool_;
+  ComponentId self_;
+  ReplicaSettings settings_;
+  ReplicaOutputs* outputs_;
+  PoolCache cache_;
+  std::unique_ptr<Engine> engine_;
+  std::vector<App> apps_;
+  std::vector<Place> connections_;  // by ConnectionHandle::index
+  std::vector<Place> listeners_;    // by ListenerId
+  MessageOutbox ip_outbox_{4096};
+  std::uint32_t next_generation_;
+  std::uint32_t next_port_ = 0;
+
+  struct Counters {
+    NamedCounter* segments_in;
+    NamedCounter* segments_out;
+    NamedCounter* no_buffer;
+    NamedCounter* ip_ring_full;
+    NamedCounter* bad_app_messages;
+    NamedCounter* stale_app_messages;
+    NamedCounter* slots_exhausted;
+    NamedCounter* outbox_overflow;
+    NamedCounter* bad_segments_from_ip;
+  } counters_{};
+};
+
+}  // namespace flotilla::tcp
