@@ -278,9 +278,7 @@ Status Supervisor::spawn(Slot& slot) {
   slot.fleet_donor = kNoComponent;
   if (slot.name_server && slot.incarnation > 1) fleet_member_up(slot);
   if (has_name_fleet()) {
-    const std::size_t index = static_cast<std::size_t>(slot.id - 1);
-    std::erase_if(registrations_, [index](const Registration& r) { return r.slot == index; });
-    registrations_.push_back(Registration{index, slot.incarnation});
+    queue_registrations(static_cast<std::size_t>(slot.id - 1));
   }
   return {};
 }

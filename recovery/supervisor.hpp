@@ -103,9 +103,13 @@ class Supervisor {
  private:
   struct Slot;
   struct Channel;
+  // One name the supervisor registers for a component: /proc/<name> for every component, and for a
+  // replica of a group also /net/<group>/<index>, a member of the indirect name /net/<group> that
+  // clients look up to pick a replica by load.
   struct Registration {
     std::size_t slot;
     std::uint64_t incarnation;
+    name::Change change;
     Slot* server = nullptr;  // in flight to this name server
     std::uint64_t cookie = 0;
     std::uint64_t sent_ns = 0;
@@ -114,6 +118,8 @@ class Supervisor {
   Supervisor(SupervisorConfig config, std::vector<std::string> binaries);
   Status create_regions();
   Status spawn(Slot& slot);
+  // Queues (again) every name of the component in `slots_[index]`, at its current incarnation.
+  void queue_registrations(std::size_t index);
   void handle_exit(Slot& slot);
   void check_heartbeat(Slot& slot, std::uint64_t now);
   void notify_peers(const Slot& restarted);

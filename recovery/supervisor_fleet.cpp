@@ -60,9 +60,7 @@ void Supervisor::fleet_member_up(Slot& joiner) {
     }
     for (auto& slot : slots_) {
       if (slot->status != ComponentStatus::running) continue;
-      const std::size_t index = static_cast<std::size_t>(slot->id - 1);
-      std::erase_if(registrations_, [index](const Registration& r) { return r.slot == index; });
-      registrations_.push_back(Registration{index, slot->incarnation});
+      queue_registrations(static_cast<std::size_t>(slot->id - 1));
     }
     return;
   }
@@ -100,11 +98,33 @@ void Supervisor::on_fleet_message(Slot& server, const name::NameMessage& message
     const Slot& owner = *slots_[it->slot];
     ++fleet_stats_.registrations;
     log_.add(Event{now_ns(), EventKind::registered, owner.config.name, it->incarnation,
-                   "/proc/" + owner.config.name + " via " + server.config.name, message.version});
+                   it->change.name + " via " + server.config.name, message.version});
     registrations_.erase(it);
     return;
   }
   // A reply to a registration resent or superseded since: nothing to do.
+}
+
+void Supervisor::queue_registrations(std::size_t index) {
+  const Slot& owner = *slots_[index];
+  std::erase_if(registrations_, [index](const Registration& r) { return r.slot == index; });
+  name::Change direct;
+  direct.op = name::ChangeOp::register_direct;
+  direct.name = "/proc/" + owner.config.name;
+  direct.owner = owner.id;
+  direct.endpoint = name::Endpoint{owner.id, 0, owner.incarnation};
+  registrations_.push_back(Registration{index, owner.incarnation, direct});
+  if (owner.config.group.empty()) return;
+  const std::string group = "/net/" + owner.config.group;
+  direct.name = group + "/" + std::to_string(owner.config.replica_index);
+  registrations_.push_back(Registration{index, owner.incarnation, direct});
+  // The group belongs to the supervisor, which adds every replica to it.
+  name::Change member;
+  member.op = name::ChangeOp::add_member;
+  member.name = group;
+  member.owner = kSupervisorId;
+  member.member = direct.name;
+  registrations_.push_back(Registration{index, owner.incarnation, member});
 }
 
 void Supervisor::pump_fleet() {
@@ -127,18 +147,12 @@ void Supervisor::pump_fleet() {
     }
     Slot* server = serving_name_server();
     if (server == nullptr) return;  // queued until a name server serves
-    const Slot& owner = *slots_[registration.slot];
     name::NameMessage request;
     request.kind = name::NameMsgKind::request;
     request.from = name::kClientSource;
     request.client = kSupervisorId;
     request.cookie = next_cookie_++;
-    name::Change change;
-    change.op = name::ChangeOp::register_direct;
-    change.name = "/proc/" + owner.config.name;
-    change.owner = owner.id;
-    change.endpoint = name::Endpoint{owner.id, 0, registration.incarnation};
-    name::put_change(request, change);
+    name::put_change(request, registration.change);
     auto sent = server->fleet_link.send(request);
     if (!sent) {
       ++fleet_stats_.bad_messages;

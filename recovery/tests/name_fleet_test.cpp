@@ -46,6 +46,14 @@ class NameFleet : public ::testing::Test {
     auto outcome = parse_config(kEchoChainConfig, "<echo chain config>");
     ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome));
     SupervisorConfig config = std::get<SupervisorConfig>(outcome);
+    // The middle component stands for replica 1 of a group "relay" of two (as the TCP replicas
+    // are), so its group names are registered too.
+    for (ComponentConfig& component : config.components) {
+      if (component.name != "middle") continue;
+      component.group = "relay";
+      component.replica_index = 1;
+      component.replica_count = 2;
+    }
     config.heartbeat_timeout = 500ms;  // a slow, noisy machine must not turn this into hang tests
     auto created = Supervisor::create(std::move(config), component_folder());
     ASSERT_TRUE(created) << created.error().message();
@@ -107,15 +115,24 @@ TEST_F(NameFleet, EveryComponentIsRegisteredAtItsFirstIncarnation) {
     EXPECT_EQ(row->owner, view.id);
     EXPECT_EQ(row->incarnation, 1u);
     EXPECT_EQ(row->version, 1u);
-    EXPECT_EQ(registered(view.name), 1u);
+    EXPECT_EQ(registered(view.name), view.name == "middle" ? 3u : 1u);
   }
+  // A replica is also /net/<group>/<index>, a member of the indirect /net/<group>.
+  const NameRow* replica = row_of(*rows, "/net/relay/1");
+  ASSERT_NE(replica, nullptr);
+  EXPECT_EQ(replica->kind, "direct");
+  EXPECT_EQ(replica->owner, supervisor->component("middle")->id);
+  const NameRow* group = row_of(*rows, "/net/relay");
+  ASSERT_NE(group, nullptr);
+  EXPECT_EQ(group->kind, "indirect");
+  EXPECT_EQ(group->members, "/net/relay/1:1");
   EXPECT_EQ(supervisor->fleet_stats().bad_messages, 0u);
 }
 
 TEST_F(NameFleet, ARestartedComponentIsRegisteredAgain) {
   ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
   crash("middle", 2);
-  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 2; }));
+  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 6; }));
   EXPECT_EQ(incarnation_in_table("middle"), 2u);
   EXPECT_EQ(incarnation_in_table("middle", "name1"), 2u);
 }
@@ -126,7 +143,7 @@ TEST_F(NameFleet, RegistrationsGoOnWithoutADeadServerAndItRejoins) {
   ASSERT_TRUE(run_until(*supervisor, [&] { return supervisor->log().count(EventKind::exit, "name0") == 1; }));
   // name0 is down or joining: middle's new incarnation is registered through name1.
   crash("middle", 2);
-  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 2; }));
+  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 6; }));
   ASSERT_TRUE(run_until(*supervisor, [&] { return supervisor->log().count(EventKind::joined, "name0") == 1; }));
   ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
   EXPECT_EQ(registered("name0"), 2u);
@@ -149,7 +166,7 @@ TEST_F(NameFleet, RegistrationsGoOnWithoutADeadServerAndItRejoins) {
 
   // Once rejoined, name0 takes part in new changes again.
   crash("middle", 3);
-  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 3; }));
+  ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 9; }));
   EXPECT_EQ(incarnation_in_table("middle", "name0"), 3u);
   EXPECT_EQ(incarnation_in_table("middle", "name1"), 3u);
   EXPECT_EQ(supervisor->fleet_stats().bad_messages, 0u);

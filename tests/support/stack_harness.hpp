@@ -24,6 +24,7 @@
 #include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
+#include "sockets/tcp_socket_page.hpp"
 
 namespace flotilla::testing {
 
@@ -148,6 +149,20 @@ inline std::string stack_config(const StackNames& names, const std::string& rule
          "/24\"\npeer_address = \"" + names.peer_address + "/24\"\n"
          "\n[filter]\nrules = \"\"\"\n" + rules + "\n\"\"\"\n"
          + recovery::kStackComponentsConfig + extra;
+}
+
+// An application of the native TCP API (sockets/tcp_sockets.hpp) as a component: a channel to each
+// TCP replica and the socket region it shares with each, holding `slots` sockets of the replicas'
+// default ring size (1 MiB each way). Append it to stack_config()'s `extra`.
+inline std::string tcp_app_config(const std::string& name, const std::string& binary,
+                                  const std::vector<std::string>& args, std::size_t slots = 16) {
+  std::string text = "\n[[component]]\nname = \"" + name + "\"\nbinary = \"" + binary + "\"\nargs = [";
+  for (std::size_t i = 0; i < args.size(); ++i) text += (i ? ", \"" : "\"") + args[i] + "\"";
+  const std::size_t region_bytes = sockets::TcpRegion::bytes_for(slots, std::size_t{1} << 20);
+  text += "]\n\n[[channel]]\nname = \"tcp${replica}-" + name + "\"\na = \"tcp\"\nb = \"" + name +
+          "\"\ncapacity = 1024\n\n[[region]]\nname = \"tcp${replica}-" + name + "-tcp\"\nbytes = " +
+          std::to_string(region_bytes) + "\nwriters = [\"tcp\", \"" + name + "\"]\n";
+  return text;
 }
 
 // A stack started with `flotilla up` on a configuration written to `folder`, with its own control
