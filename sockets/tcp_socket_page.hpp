@@ -51,7 +51,7 @@ inline constexpr std::uint32_t kTcpRequestWindow = 2;        // bytes consumed f
 inline constexpr std::uint32_t kTcpRequestShutdownWrite = 4; // send FIN after the queued bytes
 inline constexpr std::uint32_t kTcpRequestClose = 8;         // the application is done with the socket
 inline constexpr std::uint32_t kTcpRequestAbort = 16;        // close with RST (SO_LINGER 0)
-inline constexpr std::uint32_t kTcpRequestAccepted = 32;     // listener: accepted connections taken
+inline constexpr std::uint32_t kTcpRequestAccepted = 32;     // listener: `accepted` grew
 
 struct alignas(64) TcpSocketControl {
   // Written by the replica.
@@ -69,7 +69,11 @@ struct alignas(64) TcpSocketControl {
   // Written by the application.
   alignas(64) std::atomic<std::uint32_t> requests;
   std::atomic<std::uint32_t> kick_pending;  // set by the application, cleared by the replica
-  std::uint32_t reserved1[14];
+  // Listener: how many connections the application has taken with accept() so far (a running
+  // count, so kicks may coalesce). The replica zeroes it when it hands the slot out, and counts its
+  // accept queue down by the growth it sees (clamped to what it has announced).
+  std::atomic<std::uint32_t> accepted;
+  std::uint32_t reserved1[13];
   // Written by the replica: what TCP_INFO reports (best effort, relaxed).
   alignas(64) std::atomic<std::uint32_t> tcp_state;  // tcp::TcpState
   std::atomic<std::uint32_t> rtt_us;
