@@ -503,6 +503,18 @@ TcpSocketSlotHeader* TcpSockets::claimable_slot(std::size_t replica, std::uint32
   return header;
 }
 
+void TcpSockets::claim_slot(std::size_t replica, std::uint32_t slot, int socket) {
+  Replica& link = replicas_[replica];
+  TcpSocketControl& control = link.region.slot(slot)->control;
+  // Our words start clean (no kick of ours is in flight for a slot just handed out), and an event
+  // the replica sent before we knew the slot is taken as seen: readiness is read from the words.
+  control.requests.store(0, std::memory_order_relaxed);
+  control.accepted.store(0, std::memory_order_relaxed);
+  control.kick_pending.store(0, std::memory_order_release);
+  control.event_pending.exchange(0, std::memory_order_acq_rel);
+  link.slot_owner[slot] = socket + 1;
+}
+
 void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t slot, std::uint32_t generation) {
   Replica& link = replicas_[replica];
   Socket& entry = sockets_[static_cast<std::size_t>(socket)];
@@ -515,12 +527,7 @@ void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t
   // Both rings start at stream position 0 in a slot just handed out.
   entry.send_ring = ByteRingProducer(&header->send, link.region.send_bytes(slot));
   entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(slot));
-  // Our words start clean (no kick of ours is in flight for this slot), and an event the replica
-  // sent before we knew the slot is taken as seen: readiness is read from the words anyway.
-  header->control.requests.store(0, std::memory_order_relaxed);
-  header->control.kick_pending.store(0, std::memory_order_release);
-  header->control.event_pending.exchange(0, std::memory_order_acq_rel);
-  link.slot_owner[slot] = socket + 1;
+  claim_slot(replica, slot, socket);
   send_options(replica, slot, generation, entry.options);
   entry.options.clear();
   if (entry.pending_requests != 0) {
@@ -610,21 +617,13 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
   }
   ListenerPart& part = entry->parts[replica];
   part = ListenerPart{0, body.slot, body.generation, 0, true};
-  TcpSocketSlotHeader* header = replicas_[replica].region.slot(body.slot);
-  header->control.requests.store(0, std::memory_order_relaxed);
-  header->control.accepted.store(0, std::memory_order_relaxed);
-  header->control.kick_pending.store(0, std::memory_order_release);
-  header->control.event_pending.exchange(0, std::memory_order_acq_rel);
-  replicas_[replica].slot_owner[body.slot] = id + 1;
+  claim_slot(replica, body.slot, id);
   send_options(replica, body.slot, body.generation, entry->options);
   return true;
 }
 
 bool TcpSockets::on_accepted(std::size_t replica, const stack::TcpAcceptedBody& body) {
-  if (!ensure_region(replica)) {
-    ++bad_messages_;
-    return false;
-  }
+  if (!ensure_region(replica)) return refuse();
   Replica& link = replicas_[replica];
   const TcpSocketSlotHeader* listener_header = link.region.slot(body.listener_slot);
   const int listener = listener_header != nullptr ? link.slot_owner[body.listener_slot] - 1 : -1;
@@ -641,10 +640,7 @@ bool TcpSockets::on_accepted(std::size_t replica, const stack::TcpAcceptedBody& 
     }
     return false;
   }
-  if (claimable_slot(replica, body.slot, body.generation) == nullptr) {
-    ++bad_messages_;
-    return false;
-  }
+  if (claimable_slot(replica, body.slot, body.generation) == nullptr) return refuse();
   const int id = allocate();
   if (id < 0) {
     close_orphan(replica, body.slot, body.generation);
@@ -661,16 +657,10 @@ bool TcpSockets::on_accepted(std::size_t replica, const stack::TcpAcceptedBody& 
 }
 
 bool TcpSockets::on_event(std::size_t replica, const stack::TcpSlotBody& body) {
-  if (!ensure_region(replica)) {
-    ++bad_messages_;
-    return false;
-  }
+  if (!ensure_region(replica)) return refuse();
   Replica& link = replicas_[replica];
   TcpSocketSlotHeader* header = link.region.slot(body.slot);
-  if (header == nullptr) {
-    ++bad_messages_;
-    return false;
-  }
+  if (header == nullptr) return refuse();
   const int owner = link.slot_owner[body.slot] - 1;
   const Socket* entry = owner >= 0 ? &sockets_[static_cast<std::size_t>(owner)] : nullptr;
   const bool ours = entry != nullptr &&

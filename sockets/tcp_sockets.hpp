@@ -235,7 +235,14 @@ class TcpSockets {
   bool ensure_region(std::size_t replica);
   // The slot named by a message, when it exists, is not ours yet, and carries that generation.
   TcpSocketSlotHeader* claimable_slot(std::size_t replica, std::uint32_t slot, std::uint32_t generation);
+  // Records the slot as `socket`'s and resets the words this side writes.
+  void claim_slot(std::size_t replica, std::uint32_t slot, int socket);
   void adopt_connection(int socket, std::size_t replica, std::uint32_t slot, std::uint32_t generation);
+  // Counts a message that failed its checks; false, for the handlers to return.
+  bool refuse() {
+    ++bad_messages_;
+    return false;
+  }
   void close_orphan(std::size_t replica, std::uint32_t slot, std::uint32_t generation);
   void abandon(std::size_t replica, std::uint32_t ticket);
   void close_listener_part(std::size_t replica, ListenerPart& part, std::uint32_t bits);

@@ -7,10 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "apps/tcp_common/tcp_component.hpp"
 #include "apps/tcp_echo/echo_server.hpp"
-#include "apps/tcp_perf/perf_streams.hpp"
-#include "recovery/component_host.hpp"
-#include "sockets/tcp_sockets.hpp"
 
 int main(int argc, char** argv) {
   using namespace flotilla;
@@ -26,32 +24,17 @@ int main(int argc, char** argv) {
   app.add_option("--channels", channels_text, "comma-separated channels to the TCP replicas")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  const std::vector<std::string> channels = apps::split_channels(channels_text);
-  if (channels.empty()) {
-    std::fprintf(stderr, "flotilla-tcp-echo: --channels must be names separated by commas, got '%s'\n",
-                 channels_text.c_str());
-    return 2;
-  }
-  auto attached = recovery::ComponentHost::attach(WaitPolicy::shared_core());
-  if (!attached) {
-    std::fprintf(stderr, "flotilla-tcp-echo: %s\n", attached.error().message().c_str());
-    return 1;
-  }
-  recovery::ComponentHost& host = *attached.value();
-  auto sockets_result = sockets::TcpSockets::attach(host, channels);
-  if (!sockets_result) {
-    std::fprintf(stderr, "flotilla-tcp-echo: cannot use the channels '%s': %s\n", channels_text.c_str(),
-                 sockets_result.error().message().c_str());
-    return 2;
-  }
-  sockets::TcpSockets& sockets = *sockets_result.value();
+  int exit_code = 0;
+  auto component = apps::attach_tcp_component("flotilla-tcp-echo", channels_text, &exit_code);
+  if (!component) return exit_code;
+  recovery::ComponentHost& host = *component->host;
+  sockets::TcpSockets& sockets = *component->sockets;
   apps::EchoServer server(sockets, port, backlog);
   if (auto started = server.start(); !started) {
     std::fprintf(stderr, "flotilla-tcp-echo: %s\n", started.error().message().c_str());
     return 1;
   }
 
-  int exit_code = 0;
   bool announced = false;
   auto pump = [&]() -> bool {
     const bool progress = server.pump();

@@ -10,11 +10,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include "apps/tcp_common/tcp_component.hpp"
 #include "apps/tcp_perf/perf_streams.hpp"
 #include "components/wire/address.hpp"
 #include "dataplane/clock.hpp"
-#include "recovery/component_host.hpp"
-#include "sockets/tcp_sockets.hpp"
 
 namespace {
 
@@ -94,27 +93,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "flotilla-perf: --role receive needs --port (1-65535)\n");
     return 2;
   }
-  const std::vector<std::string> channels = apps::split_channels(channels_text);
-  if (channels.empty()) {
-    std::fprintf(stderr, "flotilla-perf: --channels must be names separated by commas, got '%s'\n",
-                 channels_text.c_str());
-    return 2;
-  }
   const double receive_deadline = seconds_option->count() > 0 ? seconds : 0;
-
-  auto attached = recovery::ComponentHost::attach(WaitPolicy::shared_core());
-  if (!attached) {
-    std::fprintf(stderr, "flotilla-perf: %s\n", attached.error().message().c_str());
-    return 1;
-  }
-  recovery::ComponentHost& host = *attached.value();
-  auto sockets_result = sockets::TcpSockets::attach(host, channels);
-  if (!sockets_result) {
-    std::fprintf(stderr, "flotilla-perf: cannot use the channels '%s': %s\n", channels_text.c_str(),
-                 sockets_result.error().message().c_str());
-    return 2;
-  }
-  sockets::TcpSockets& sockets = *sockets_result.value();
+  int exit_code = 0;
+  auto component = apps::attach_tcp_component("flotilla-perf", channels_text, &exit_code);
+  if (!component) return exit_code;
+  recovery::ComponentHost& host = *component->host;
+  sockets::TcpSockets& sockets = *component->sockets;
 
   std::optional<apps::PerfSender> sender;
   std::optional<apps::PerfReceiver> receiver;
@@ -133,7 +117,6 @@ int main(int argc, char** argv) {
   const std::uint64_t start_ns = monotonic_ns();
   auto elapsed = [&] { return static_cast<double>(monotonic_ns() - start_ns) / 1e9; };
   double stopped_at = 0;  // sender: when the last byte was queued
-  int exit_code = 0;
   bool over = false;
   auto finish = [&](bool complete) {
     if (over) return;

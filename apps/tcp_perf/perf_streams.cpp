@@ -89,18 +89,6 @@ std::string Sha256::finish() {
 
 // ---- text -------------------------------------------------------------------------------------
 
-std::vector<std::string> split_channels(std::string_view text) {
-  std::vector<std::string> names;
-  while (true) {
-    const std::size_t comma = text.find(',');
-    const std::string_view name = text.substr(0, comma);
-    if (name.empty()) return {};
-    names.emplace_back(name);
-    if (comma == std::string_view::npos) return names;
-    text.remove_prefix(comma + 1);
-  }
-}
-
 double gbps(std::uint64_t bytes, double seconds) {
   return seconds > 0 ? static_cast<double>(bytes) * 8 / seconds / 1e9 : 0;
 }

@@ -49,8 +49,6 @@ class Sha256 {
   void* context_;  // EVP_MD_CTX*, kept out of this header
 };
 
-// "tcp0-perf,tcp1-perf" -> {"tcp0-perf", "tcp1-perf"}; empty when a name is empty.
-std::vector<std::string> split_channels(std::string_view text);
 double gbps(std::uint64_t bytes, double seconds);
 // "[ 1.0s] 0.94 Gbps"
 std::string progress_line(double elapsed_seconds, double rate_gbps);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "apps/tcp_common/tcp_component.hpp"
 #include "apps/tcp_echo/echo_server.hpp"
 #include "apps/tcp_perf/perf_streams.hpp"
 #include "sockets/tests/fake_replica.hpp"

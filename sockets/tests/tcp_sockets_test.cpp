@@ -1,5 +1,6 @@
 // The native TCP socket API against fake replicas (fake_replica.hpp): no processes, plain memory.
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -29,6 +30,17 @@ class TcpSocketsTest : public ::testing::Test {
   }
 
   FakeReplica& replica(std::size_t index) { return stack_.replica(index); }
+
+  // Three connects, to ports 1, 2 and 3 (replicas 0, 1, 0).
+  std::array<int, 3> connect_three() {
+    std::array<int, 3> ids{-1, -1, -1};
+    for (std::uint16_t port = 1; port <= 3; ++port) {
+      auto id = sockets_->connect(kPeer, port);
+      EXPECT_TRUE(id.ok());
+      if (id) ids[port - 1] = id.value();
+    }
+    return ids;
+  }
 
   // Connects until the round robin lands on `replica_index`, answers and establishes it.
   int establish(std::size_t replica_index, std::uint32_t& slot) {
@@ -92,10 +104,7 @@ TEST_F(TcpSocketsTest, ConnectOpensThroughOneReplicaAndBecomesWritableWhenEstabl
 }
 
 TEST_F(TcpSocketsTest, ConnectionsAreSpreadRoundRobin) {
-  auto a = sockets_->connect(kPeer, 1);
-  auto b = sockets_->connect(kPeer, 2);
-  auto c = sockets_->connect(kPeer, 3);
-  ASSERT_TRUE(a && b && c);
+  const auto ids = connect_three();
   auto to_zero = replica(0).drain(stack::kTcpOpenKind);
   auto to_one = replica(1).drain(stack::kTcpOpenKind);
   ASSERT_EQ(to_zero.size(), 2u);
@@ -103,7 +112,7 @@ TEST_F(TcpSocketsTest, ConnectionsAreSpreadRoundRobin) {
   EXPECT_EQ(to_zero[0].read<TcpOpenBody>().remote_port, 1);
   EXPECT_EQ(to_one[0].read<TcpOpenBody>().remote_port, 2);
   EXPECT_EQ(to_zero[1].read<TcpOpenBody>().remote_port, 3);
-  EXPECT_NE(a.value(), b.value());
+  EXPECT_NE(ids[0], ids[1]);
 }
 
 TEST_F(TcpSocketsTest, RefusedConnectionReportsTheErrno) {
@@ -511,10 +520,7 @@ TEST_F(TcpSocketsLateRegionTest, AnOpenAnsweredWithoutARegionFails) {
 }
 
 TEST_F(TcpSocketsTest, AnswersNamingBadSlotsAreRefused) {
-  auto a = sockets_->connect(kPeer, 1);
-  auto b = sockets_->connect(kPeer, 2);
-  auto c = sockets_->connect(kPeer, 3);
-  ASSERT_TRUE(a && b && c);
+  const auto [a, b, c] = connect_three();
   auto opens = replica(0).drain(stack::kTcpOpenKind);
   ASSERT_EQ(opens.size(), 2u);
   const std::uint32_t slot = replica(0).answer_open(opens[0].read<TcpOpenBody>());
@@ -522,13 +528,13 @@ TEST_F(TcpSocketsTest, AnswersNamingBadSlotsAreRefused) {
   replica(0).deliver(Message::make(stack::kTcpOpenedKind,
                                    TcpOpenedBody{opens[1].read<TcpOpenBody>().socket, 0, slot,
                                                  replica(0).generation(slot), 1, 0}));
-  EXPECT_EQ(sockets_->error(c.value()), EPROTO);
+  EXPECT_EQ(sockets_->error(c), EPROTO);
   // Out of range, and a generation the slot does not have.
   const TcpOpenBody open_b = replica(1).take_open();
   replica(1).deliver(Message::make(stack::kTcpOpenedKind, TcpOpenedBody{open_b.socket, 0, 1000, 1, 1, 0}));
-  EXPECT_EQ(sockets_->error(b.value()), EPROTO);
+  EXPECT_EQ(sockets_->error(b), EPROTO);
   EXPECT_EQ(sockets_->bad_messages(), 2u);
-  EXPECT_EQ(sockets_->error(a.value()), 0);
+  EXPECT_EQ(sockets_->error(a), 0);
 }
 
 TEST_F(TcpSocketsTest, GarbageFromAReplicaIsCountedAndChangesNothing) {
