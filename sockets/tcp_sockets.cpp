@@ -129,6 +129,7 @@ std::uint32_t TcpSockets::next_ticket(int socket) {
 }
 
 std::size_t TcpSockets::pick_replica() {
+  if (replicas_.empty()) return 0;
   const std::size_t replica = next_replica_ % replicas_.size();
   next_replica_ = replica + 1;
   return replica;
@@ -463,6 +464,13 @@ int TcpSockets::error(int socket) const {
   if (entry->header == nullptr || status_of(*entry->header) != TcpSocketStatus::closed) return 0;
   const std::int32_t code = entry->header->control.error.load(std::memory_order_acquire);
   return code == 0 ? 0 : checked_errno(code);
+}
+
+std::size_t TcpSockets::unacknowledged(int socket) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr || entry->header == nullptr) return 0;
+  const std::size_t space = entry->send_ring.free_space();
+  return entry->send_ring.corrupt() ? 0 : entry->send_ring.capacity() - space;
 }
 
 TcpInfo TcpSockets::info(int socket) const {

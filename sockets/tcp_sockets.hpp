@@ -157,6 +157,9 @@ class TcpSockets {
   bool eof(int socket);
   // The errno that ended the socket, or 0.
   int error(int socket) const;
+  // Bytes in the send ring the replica has not consumed yet. It consumes them when the peer
+  // acknowledges them, so 0 after shutdown_write means everything sent arrived.
+  std::size_t unacknowledged(int socket);
   TcpInfo info(int socket) const;
   TcpEndpoints endpoints(int socket) const;
 

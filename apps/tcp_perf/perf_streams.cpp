@@ -222,7 +222,7 @@ bool PerfSender::finished() {
       continue;
     }
     // Done once the peer acknowledged everything, closed its side, or the connection is over.
-    if (stream.shut && (sockets_.info(stream.socket).bytes_sent >= stream.bytes || sockets_.eof(stream.socket) ||
+    if (stream.shut && (sockets_.unacknowledged(stream.socket) == 0 || sockets_.eof(stream.socket) ||
                         !sockets_.connected(stream.socket))) {
       stream.done = true;
       continue;

@@ -93,8 +93,8 @@ class PerfSender {
   bool pump();
   // Stop queueing (time is up): every stream shuts down writing.
   void stop();
-  // Every stream has queued its bytes and either the peer acknowledged them all, or it closed, or
-  // the stream failed.
+  // Every stream has queued its bytes and either the peer acknowledged them all (the replica
+  // consumed the send ring), or it closed, or the stream failed.
   bool finished();
   // Closes every connection (call once finished, or when giving up on waiting).
   void close();

@@ -165,8 +165,10 @@ TEST_F(TcpSocketsTest, SendCopiesIntoTheRingAndKicksOncePerBatch) {
   EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestSend);
   ByteRingConsumer& ring = replica(0).send_ring(slot);
   ASSERT_EQ(ring.readable(), 350u);
+  EXPECT_EQ(sockets_->unacknowledged(id), 350u);
   std::vector<std::byte> got(350);
   ASSERT_EQ(ring.read(got), 350u);
+  EXPECT_EQ(sockets_->unacknowledged(id), 0u);
   EXPECT_TRUE(std::equal(first.begin(), first.end(), got.begin()));
   EXPECT_TRUE(std::equal(second.begin(), second.end(), got.begin() + 100));
   EXPECT_TRUE(std::equal(third.begin(), third.end(), got.begin() + 300));
