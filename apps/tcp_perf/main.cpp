@@ -121,8 +121,8 @@ int main(int argc, char** argv) {
   auto finish = [&](bool complete) {
     if (over) return;
     over = true;
-    apps::PerfReport report = sender ? sender->report(elapsed()) : receiver->report(elapsed());
     if (sender) sender->close(); else receiver->close();
+    const apps::PerfReport report = sender ? sender->report(elapsed()) : receiver->report(elapsed());
     write_report(report_path, apps::report_json(report));
     if (!complete || report.failed_streams != 0 || report.mismatches != 0) exit_code = 1;
     host.loop().stop();

@@ -106,6 +106,7 @@ std::string report_json(const PerfReport& report) {
                 static_cast<unsigned long long>(report.bytes), report.seconds, gbps(report.bytes, report.seconds),
                 report.streams, report.failed_streams);
   std::string json = "{\"role\":\"" + report.role + "\"," + numbers;
+  if (report.role == "send") json += ",\"retransmits\":" + std::to_string(report.retransmits);
   if (report.verify) {
     json += ",\"mismatches\":" + std::to_string(report.mismatches);
     if (report.mismatches != 0) json += ",\"first_mismatch\":" + std::to_string(report.first_mismatch);
@@ -132,6 +133,7 @@ PerfReport make_report(std::string role, std::vector<PerfStream>& streams, std::
     report.bytes += stream.bytes;
     report.mismatches += stream.mismatches;
     report.first_mismatch = std::min(report.first_mismatch, stream.first_mismatch);
+    report.retransmits += stream.retransmits;
     if (stream.error != 0) ++report.failed_streams;
     if (verify) {
       if (stream.digest.empty()) stream.digest = stream.hash.finish();
@@ -234,6 +236,7 @@ bool PerfSender::finished() {
 
 void PerfSender::close() {
   for (PerfStream& stream : streams_) {
+    if (stream.socket >= 0) stream.retransmits = sockets_.info(stream.socket).retransmits;
     if (stream.socket >= 0) (void)sockets_.close(stream.socket);
     stream.socket = -1;
   }

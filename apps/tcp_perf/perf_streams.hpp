@@ -59,6 +59,7 @@ struct PerfStream {
   std::uint64_t mismatches = 0;  // receiver with verify: bytes that differ from the pattern
   std::uint64_t first_mismatch = std::numeric_limits<std::uint64_t>::max();
   int error = 0;                 // errno that ended the stream, 0 if none
+  std::uint64_t retransmits = 0; // sender: the last TCP_INFO figure
   bool shut = false;             // sender: FIN requested
   bool done = false;
   Sha256 hash;                   // with verify
@@ -79,6 +80,7 @@ struct PerfReport {
   std::uint64_t mismatches = 0;
   std::uint64_t first_mismatch = std::numeric_limits<std::uint64_t>::max();  // stream offset
   std::vector<std::string> sha256;  // one per stream, with verify
+  std::uint64_t retransmits = 0;    // sender: what the replicas reported (TCP_INFO)
 };
 // One JSON object on one line (no newline).
 std::string report_json(const PerfReport& report);

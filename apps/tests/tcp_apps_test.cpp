@@ -132,9 +132,14 @@ TEST(PerfSender, SendsThePatternOnEveryStreamThenShutsDown) {
   }
   EXPECT_EQ(sender.bytes(), 2 * kBytes);
   EXPECT_TRUE(sender.finished());
+  stack.replica(0).control(slots[0]).retransmits.store(3);
+  stack.replica(1).control(slots[1]).retransmits.store(4);
+  sender.close();
+  EXPECT_EQ(stack.replica(0).take_requests(slots[0]) & sockets::kTcpRequestClose, sockets::kTcpRequestClose);
   const PerfReport report = sender.report(1.0);
   EXPECT_EQ(report.bytes, 2 * kBytes);
   EXPECT_EQ(report.failed_streams, 0u);
+  EXPECT_EQ(report.retransmits, 7u);
   ASSERT_EQ(report.sha256.size(), 2u);
   EXPECT_EQ(report.sha256[0], sha256_of(pattern(0, kBytes)));
   EXPECT_EQ(report.sha256[1], report.sha256[0]);
