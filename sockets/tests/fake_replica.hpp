@@ -59,7 +59,6 @@ class FakeReplica {
   void format() {
     region_ = TcpRegion::format(side_.region.bytes(), kRingBytes);
     ASSERT_TRUE(region_.valid());
-    next_slot_ = 0;
   }
   const TcpRegion& region() const { return region_; }
 
@@ -76,18 +75,26 @@ class FakeReplica {
     return opens.empty() ? TcpOpenBody{} : opens[0].read<TcpOpenBody>();
   }
 
-  // Hands the next free slot out, as the replica does before it answers.
+  // Hands the lowest free slot out, as the replica does before it answers; kSlots when none is free.
   std::uint32_t hand_out(TcpSocketStatus status) {
-    const std::uint32_t slot = next_slot_++;
-    auto& control = region_.slot(slot)->control;
-    control.generation.fetch_add(1);
-    control.status.store(status);
-    control.error.store(0);
-    control.flags.store(0);
-    control.event_pending.store(0);
+    std::uint32_t slot = 0;
+    while (slot < kSlots && control(slot).status.load() != TcpSocketStatus::free) ++slot;
+    if (slot == kSlots) return kSlots;
+    auto& words = control(slot);
+    words.generation.fetch_add(1);
+    words.status.store(status);
+    words.error.store(0);
+    words.flags.store(0);
+    words.event_pending.store(0);
     replica_send_[slot] = ByteRingConsumer(&region_.slot(slot)->send, region_.send_bytes(slot));
     replica_receive_[slot] = ByteRingProducer(&region_.slot(slot)->receive, region_.receive_bytes(slot));
     return slot;
+  }
+  bool has_free_slot() {
+    for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
+      if (control(slot).status.load() == TcpSocketStatus::free) return true;
+    }
+    return false;
   }
   std::uint32_t generation(std::uint32_t slot) const { return region_.slot(slot)->control.generation.load(); }
   TcpSocketControl& control(std::uint32_t slot) { return region_.slot(slot)->control; }
@@ -136,7 +143,6 @@ class FakeReplica {
   ReplicaSide& side_;
   TcpSockets& sockets_;
   TcpRegion region_;
-  std::uint32_t next_slot_ = 0;
   ByteRingConsumer replica_send_[kSlots];
   ByteRingProducer replica_receive_[kSlots];
 };
