@@ -116,13 +116,16 @@ int main(int argc, char** argv) {
 
   const std::uint64_t start_ns = monotonic_ns();
   auto elapsed = [&] { return static_cast<double>(monotonic_ns() - start_ns) / 1e9; };
-  double stopped_at = 0;  // sender: when the last byte was queued
+  double stopped_at = 0;          // sender: when the last byte was queued
+  std::uint64_t first_byte_ns = 0;  // receiver: when the first byte arrived
   bool over = false;
   auto finish = [&](bool complete) {
     if (over) return;
     over = true;
     if (sender) sender->close(); else receiver->close();
-    const apps::PerfReport report = sender ? sender->report(elapsed()) : receiver->report(elapsed());
+    // The receiver's time starts with the first byte, not with the wait for the sender.
+    const double active = first_byte_ns == 0 ? 0 : static_cast<double>(monotonic_ns() - first_byte_ns) / 1e9;
+    const apps::PerfReport report = sender ? sender->report(elapsed()) : receiver->report(active);
     write_report(report_path, apps::report_json(report));
     if (!complete || report.failed_streams != 0 || report.mismatches != 0) exit_code = 1;
     host.loop().stop();
@@ -130,6 +133,7 @@ int main(int argc, char** argv) {
   auto pump = [&]() -> bool {
     if (over) return false;
     const bool progress = sender ? sender->pump() : receiver->pump();
+    if (receiver && first_byte_ns == 0 && receiver->bytes() > 0) first_byte_ns = monotonic_ns();
     if (sender) {
       if (bytes == 0 && seconds > 0 && elapsed() >= seconds) sender->stop();
       if (sender->finished()) finish(true);
