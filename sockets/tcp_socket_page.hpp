@@ -17,6 +17,16 @@
 //                           kTcpKickKind {slot, generation}.
 //   replica -> application: update the state words, then if exchange(event_pending, 1) was 0,
 //                           send kTcpEventKind {slot, generation}.
+//
+// What the application side (sockets/tcp_sockets.cpp) relies on from the replica:
+//   - a slot is announced (TcpOpened, TcpAccepted) after its generation was bumped and its status
+//     left `free`, with both rings at stream position 0; the application then resets the words it
+//     writes (requests, kick_pending, accepted) and clears event_pending;
+//   - the send ring is consumed when the peer acknowledges the bytes, so an empty send ring after
+//     a shutdown means everything arrived;
+//   - an event follows every change a waiting application needs: status, error, flags, new bytes
+//     in the receive ring, room freed in the send ring;
+//   - close is kTcpRequestClose; abort is kTcpRequestAbort | kTcpRequestClose.
 #pragma once
 
 #include <atomic>
