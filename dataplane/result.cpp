@@ -16,6 +16,7 @@ const char* to_string(Errc code) {
     case Errc::exhausted: return "no free resource";
     case Errc::truncated: return "payload truncated";
     case Errc::closed: return "peer closed";
+    case Errc::would_block: return "would block";
   }
   return "unknown error";
 }

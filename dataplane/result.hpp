@@ -20,6 +20,7 @@ enum class Errc : std::uint16_t {
   exhausted,         // no free buffer or slot
   truncated,         // a message or control payload did not fit
   closed,            // the peer hung up
+  would_block,       // nothing to do yet (no data, no room, no connection): retry when ready
 };
 
 const char* to_string(Errc code);

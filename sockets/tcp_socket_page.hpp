@@ -17,6 +17,16 @@
 //                           kTcpKickKind {slot, generation}.
 //   replica -> application: update the state words, then if exchange(event_pending, 1) was 0,
 //                           send kTcpEventKind {slot, generation}.
+//
+// What the application side (sockets/tcp_sockets.cpp) relies on from the replica:
+//   - a slot is announced (TcpOpened, TcpAccepted) after its generation was bumped and its status
+//     left `free`, with both rings at stream position 0; the application then resets the words it
+//     writes (requests, kick_pending, accepted) and clears event_pending;
+//   - the send ring is consumed when the peer acknowledges the bytes, so an empty send ring after
+//     a shutdown means everything arrived;
+//   - an event follows every change a waiting application needs: status, error, flags, new bytes
+//     in the receive ring, room freed in the send ring;
+//   - close is kTcpRequestClose; abort is kTcpRequestAbort | kTcpRequestClose.
 #pragma once
 
 #include <atomic>
@@ -51,7 +61,7 @@ inline constexpr std::uint32_t kTcpRequestWindow = 2;        // bytes consumed f
 inline constexpr std::uint32_t kTcpRequestShutdownWrite = 4; // send FIN after the queued bytes
 inline constexpr std::uint32_t kTcpRequestClose = 8;         // the application is done with the socket
 inline constexpr std::uint32_t kTcpRequestAbort = 16;        // close with RST (SO_LINGER 0)
-inline constexpr std::uint32_t kTcpRequestAccepted = 32;     // listener: accepted connections taken
+inline constexpr std::uint32_t kTcpRequestAccepted = 32;     // listener: `accepted` grew
 
 struct alignas(64) TcpSocketControl {
   // Written by the replica.
@@ -69,7 +79,11 @@ struct alignas(64) TcpSocketControl {
   // Written by the application.
   alignas(64) std::atomic<std::uint32_t> requests;
   std::atomic<std::uint32_t> kick_pending;  // set by the application, cleared by the replica
-  std::uint32_t reserved1[14];
+  // Listener: how many connections the application has taken with accept() so far (a running
+  // count, so kicks may coalesce). The replica zeroes it when it hands the slot out, and counts its
+  // accept queue down by the growth it sees (clamped to what it has announced).
+  std::atomic<std::uint32_t> accepted;
+  std::uint32_t reserved1[13];
   // Written by the replica: what TCP_INFO reports (best effort, relaxed).
   alignas(64) std::atomic<std::uint32_t> tcp_state;  // tcp::TcpState
   std::atomic<std::uint32_t> rtt_us;

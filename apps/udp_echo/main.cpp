@@ -4,7 +4,6 @@
 //   client: sends --count datagrams to --peer, one at a time, with sizes cycling through
 //           --min-size..--max-size and contents derived from the sequence number; checks each echo
 //           byte for byte, resends after a timeout, and writes a one-line report to --report.
-#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 #include <string>
@@ -65,21 +64,14 @@ int main(int argc, char** argv) {
   std::uint32_t peer_address = 0;
   std::uint16_t peer_port = 0;
   if (role == "client") {
-    const auto colon = peer_text.rfind(':');
-    const auto address = colon == std::string::npos ? std::nullopt : wire::parse_ipv4(peer_text.substr(0, colon));
-    unsigned port_number = 0;
-    const char* port_begin = colon == std::string::npos ? nullptr : peer_text.c_str() + colon + 1;
-    const char* port_end = peer_text.c_str() + peer_text.size();
-    const bool port_ok = port_begin != nullptr && port_begin != port_end &&
-                         std::from_chars(port_begin, port_end, port_number).ptr == port_end &&
-                         port_number >= 1 && port_number <= 65535;
-    if (!address || !port_ok) {
+    const auto peer = wire::parse_endpoint(peer_text);
+    if (!peer) {
       std::fprintf(stderr, "flotilla-udp-echo: --peer must be ADDRESS:PORT (port 1-65535), got '%s'\n",
                    peer_text.c_str());
       return 2;
     }
-    peer_address = *address;
-    peer_port = static_cast<std::uint16_t>(port_number);
+    peer_address = peer->address;
+    peer_port = peer->port;
     if (min_size == 0 || min_size > max_size || max_size > 1472) {
       std::fprintf(stderr, "flotilla-udp-echo: need 1 <= --min-size <= --max-size <= 1472\n");
       return 2;

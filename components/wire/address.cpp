@@ -70,6 +70,16 @@ std::optional<std::uint32_t> parse_ipv4(std::string_view text) {
   return address;
 }
 
+std::optional<Ipv4Endpoint> parse_endpoint(std::string_view text) {
+  const std::size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  const auto address = parse_ipv4(text.substr(0, colon));
+  std::string_view port_text = text.substr(colon + 1);
+  const auto port = take_decimal(port_text, 5, 65535);
+  if (!address || !port || *port == 0 || !port_text.empty()) return std::nullopt;
+  return Ipv4Endpoint{*address, static_cast<std::uint16_t>(*port)};
+}
+
 std::string format_ipv4(std::uint32_t address) {
   char text[16];
   std::snprintf(text, sizeof text, "%u.%u.%u.%u", address >> 24, (address >> 16) & 0xff,

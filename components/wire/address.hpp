@@ -27,6 +27,13 @@ std::string format_mac(const MacAddress& mac);
 std::optional<std::uint32_t> parse_ipv4(std::string_view text);
 std::string format_ipv4(std::uint32_t address);
 
+// "10.77.0.2:5001": a strict dotted quad, ':', and a port 1..65535 without leading zeros.
+struct Ipv4Endpoint {
+  std::uint32_t address;
+  std::uint16_t port;
+};
+std::optional<Ipv4Endpoint> parse_endpoint(std::string_view text);
+
 inline constexpr std::uint32_t kIpv4Broadcast = 0xffffffff;
 inline constexpr bool is_multicast_ipv4(std::uint32_t address) { return (address >> 28) == 0xe; }
 

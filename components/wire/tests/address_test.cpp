@@ -44,6 +44,19 @@ TEST(Ipv4Address, RejectsEverythingButAStrictDottedQuad) {
   }
 }
 
+TEST(Ipv4Address, ParsesAnEndpointWithAPort) {
+  const auto endpoint = parse_endpoint("10.77.0.2:5001");
+  ASSERT_TRUE(endpoint);
+  EXPECT_EQ(endpoint->address, 0x0a4d0002u);
+  EXPECT_EQ(endpoint->port, 5001);
+  EXPECT_EQ(parse_endpoint("0.0.0.0:65535")->port, 65535);
+  for (const char* text : {"", "10.77.0.2", "10.77.0.2:", "10.77.0.2:0", "10.77.0.2:65536",
+                           "10.77.0.2:080", "10.77.0.2:5001x", "10.77.0.2: 5001", ":5001",
+                           "10.77.0:5001", "10.77.0.2:5001:1", "10.77.0.2:-1"}) {
+    EXPECT_FALSE(parse_endpoint(text)) << text;
+  }
+}
+
 TEST(Ipv4Address, RoundTripsThroughText) {
   for (std::uint32_t address : {0u, 1u, 0x7f000001u, 0x0a4d00feu, 0xe0000001u, 0xfffffffeu}) {
     EXPECT_EQ(parse_ipv4(format_ipv4(address)), address);

@@ -1,0 +1,735 @@
+#include "sockets/tcp_sockets.hpp"
+
+#include <algorithm>
+#include <cerrno>
+
+namespace flotilla::sockets {
+namespace {
+
+using stack::TcpOption;
+
+// The replica's errno values are untrusted too: anything outside errno's range reads as EPROTO.
+int checked_errno(std::int32_t value) { return value > 0 && value < 4096 ? value : EPROTO; }
+
+bool known_option(TcpOption option) {
+  const auto value = static_cast<std::uint16_t>(option);
+  return value >= static_cast<std::uint16_t>(TcpOption::nodelay) &&
+         value <= static_cast<std::uint16_t>(TcpOption::cork);
+}
+
+TcpSocketStatus status_of(const TcpSocketSlotHeader& header) {
+  return header.control.status.load(std::memory_order_acquire);
+}
+
+// The channels and regions of a component's host.
+class HostLinks final : public TcpReplicaLinks {
+ public:
+  HostLinks(recovery::ComponentHost& host, std::vector<ChannelEnd*> channels, std::vector<std::string> regions)
+      : host_(host), channels_(std::move(channels)), regions_(std::move(regions)) {}
+  std::size_t replica_count() const override { return channels_.size(); }
+  Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) override {
+    return host_.send(*channels_[replica], messages);
+  }
+  std::span<std::byte> region(std::size_t replica) override { return host_.region(regions_[replica]); }
+
+ private:
+  recovery::ComponentHost& host_;
+  std::vector<ChannelEnd*> channels_;
+  std::vector<std::string> regions_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<TcpSockets>> TcpSockets::attach(recovery::ComponentHost& host,
+                                                       std::span<const std::string> channel_names) {
+  if (channel_names.empty()) return Error{Errc::invalid_argument, 0, "tcp sockets: no channel to a replica"};
+  std::vector<ChannelEnd*> channels;
+  std::vector<std::string> regions;
+  std::vector<ComponentId> peers;
+  for (const std::string& name : channel_names) {
+    ChannelEnd* channel = host.channel(name);
+    if (channel == nullptr) return Error{Errc::invalid_argument, 0, "tcp sockets: no such channel"};
+    if (host.region(tcp_region_name(name)).empty()) {
+      return Error{Errc::invalid_argument, 0, "tcp sockets: the channel has no socket region (<channel>-tcp)"};
+    }
+    channels.push_back(channel);
+    regions.push_back(tcp_region_name(name));
+    peers.push_back(host.peer_of(name));
+  }
+  std::vector<ChannelEnd*> inputs = channels;
+  auto sockets = std::make_unique<TcpSockets>(std::make_unique<HostLinks>(host, std::move(channels), std::move(regions)));
+  TcpSockets* self = sockets.get();
+  for (std::size_t replica = 0; replica < inputs.size(); ++replica) {
+    auto added = host.loop().add_input(inputs[replica]->in, [self, replica, &host](std::span<const Message> m) {
+      self->handle_messages(replica, m);
+      host.served();
+    });
+    if (!added) return added.error();
+  }
+  if (auto added = host.loop().add_poller([self] { return self->flush(); }); !added) return added.error();
+  host.on_peer_restarted([self, peers](ComponentId peer, std::uint64_t) {
+    for (std::size_t replica = 0; replica < peers.size(); ++replica) {
+      if (peers[replica] == peer) self->replica_restarted(replica);
+    }
+  });
+  return sockets;
+}
+
+TcpSockets::TcpSockets(std::unique_ptr<TcpReplicaLinks> links)
+    : links_(std::move(links)), replicas_(links_->replica_count()) {
+  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) (void)ensure_region(replica);
+}
+
+TcpSockets::~TcpSockets() = default;
+
+// ---- bookkeeping ------------------------------------------------------------------------------
+
+TcpSockets::Socket* TcpSockets::find(int socket, Kind kind) {
+  if (socket < 0 || static_cast<std::size_t>(socket) >= sockets_.size()) return nullptr;
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  // A connection still waiting in a listener's queue is not the application's yet.
+  if (entry.kind != kind || entry.listener >= 0) return nullptr;
+  return &entry;
+}
+
+const TcpSockets::Socket* TcpSockets::find(int socket, Kind kind) const {
+  return const_cast<TcpSockets*>(this)->find(socket, kind);
+}
+
+int TcpSockets::allocate() {
+  int id;
+  if (!free_ids_.empty()) {
+    id = free_ids_.back();
+    free_ids_.pop_back();
+  } else {
+    if (sockets_.size() >= kMaxSockets) return -1;
+    id = static_cast<int>(sockets_.size());
+    sockets_.emplace_back();
+  }
+  ++open_count_;
+  return id;
+}
+
+void TcpSockets::release(int socket) {
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  // The serial outlives the socket, so an answer to an open of an earlier user of this id is
+  // recognised as stale.
+  const std::uint16_t serial = entry.serial;
+  entry = Socket{};
+  entry.serial = serial;
+  free_ids_.push_back(socket);
+  --open_count_;
+}
+
+std::uint32_t TcpSockets::next_ticket(int socket) {
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  ++entry.serial;
+  if (entry.serial == 0) entry.serial = 1;  // a ticket is never 0: 0 means "answered"
+  return static_cast<std::uint32_t>(entry.serial) << 16 | static_cast<std::uint32_t>(socket);
+}
+
+std::size_t TcpSockets::pick_replica() {
+  if (replicas_.empty()) return 0;
+  const std::size_t replica = next_replica_ % replicas_.size();
+  next_replica_ = replica + 1;
+  return replica;
+}
+
+std::size_t TcpSockets::deferred_messages() const {
+  std::size_t count = 0;
+  for (const Replica& replica : replicas_) count += replica.outbox.size();
+  return count;
+}
+
+// ---- sending ----------------------------------------------------------------------------------
+
+void TcpSockets::send_or_defer(std::size_t replica, const Message& message) {
+  Replica& link = replicas_[replica];
+  if (link.outbox.empty()) {
+    auto sent = links_->send(replica, std::span(&message, 1));
+    if (sent && sent.value() == 1) return;
+  }
+  link.outbox.push_back(message);
+}
+
+bool TcpSockets::flush() {
+  bool sent_any = false;
+  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) {
+    std::vector<Message>& outbox = replicas_[replica].outbox;
+    if (outbox.empty()) continue;
+    auto sent = links_->send(replica, outbox);
+    if (!sent || sent.value() == 0) continue;
+    outbox.erase(outbox.begin(), outbox.begin() + static_cast<std::ptrdiff_t>(sent.value()));
+    sent_any = true;
+  }
+  return sent_any;
+}
+
+void TcpSockets::request(std::size_t replica, std::uint32_t slot, std::uint32_t generation, std::uint32_t bits) {
+  TcpSocketSlotHeader* header = replicas_[replica].region.slot(slot);
+  if (header == nullptr) return;
+  header->control.requests.fetch_or(bits, std::memory_order_release);
+  // The replica clears kick_pending before it reads `requests`, so bits set after a kick it has not
+  // taken yet ride along with that kick: one message per batch, not per call.
+  if (header->control.kick_pending.exchange(1, std::memory_order_acq_rel) == 0) {
+    send_or_defer(replica, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{slot, generation}));
+  }
+}
+
+void TcpSockets::send_options(std::size_t replica, std::uint32_t slot, std::uint32_t generation,
+                              std::span<const std::pair<TcpOption, std::uint32_t>> options) {
+  for (const auto& [option, value] : options) {
+    send_or_defer(replica, Message::make(stack::kTcpOptionKind,
+                                         stack::TcpOptionBody{slot, generation, option, 0, value}));
+  }
+}
+
+void TcpSockets::send_listen(int listener, std::size_t replica) {
+  Socket& entry = sockets_[static_cast<std::size_t>(listener)];
+  const std::uint32_t ticket = next_ticket(listener);
+  ListenerPart& part = entry.parts[replica];
+  part = ListenerPart{};
+  part.ticket = ticket;
+  stack::TcpOpenBody body{};
+  body.socket = ticket;
+  body.operation = stack::TcpOpenOperation::listen;
+  body.backlog = entry.backlog;
+  body.local_address = entry.endpoints.local_address;
+  body.local_port = entry.endpoints.local_port;
+  send_or_defer(replica, Message::make(stack::kTcpOpenKind, body));
+}
+
+// ---- the calls --------------------------------------------------------------------------------
+
+Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const SocketOptions& options) {
+  if (address == 0 || port == 0) return Error{Errc::invalid_argument, 0, "tcp connect: no address or port"};
+  if (replicas_.empty()) return Error{Errc::invalid_argument, 0, "tcp connect: no replica"};
+  const int id = allocate();
+  if (id < 0) return Error{Errc::exhausted, 0, "tcp connect: too many sockets"};
+  const std::size_t replica = pick_replica();
+  const std::uint32_t ticket = next_ticket(id);
+  Socket& entry = sockets_[static_cast<std::size_t>(id)];
+  entry.kind = Kind::connection;
+  entry.ticket = ticket;
+  entry.replica = static_cast<std::uint32_t>(replica);
+  entry.endpoints = TcpEndpoints{0, address, options.local_port, port};
+  stack::TcpOpenBody body{};
+  body.socket = ticket;
+  body.operation = stack::TcpOpenOperation::connect;
+  body.options = static_cast<std::uint8_t>((options.no_delay ? stack::kTcpOpenNoDelay : 0) |
+                                           (options.newreno ? stack::kTcpOpenNewReno : 0) |
+                                           (options.keepalive ? stack::kTcpOpenKeepalive : 0));
+  body.remote_address = address;
+  body.remote_port = port;
+  body.local_port = options.local_port;
+  send_or_defer(replica, Message::make(stack::kTcpOpenKind, body));
+  return id;
+}
+
+Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog) {
+  if (port == 0) return Error{Errc::invalid_argument, 0, "tcp listen: port 0 (each replica would pick its own)"};
+  if (replicas_.empty()) return Error{Errc::invalid_argument, 0, "tcp listen: no replica"};
+  const int id = allocate();
+  if (id < 0) return Error{Errc::exhausted, 0, "tcp listen: too many sockets"};
+  Socket& entry = sockets_[static_cast<std::size_t>(id)];
+  entry.kind = Kind::listener;
+  entry.backlog = std::max<std::uint16_t>(backlog, 1);
+  entry.endpoints = TcpEndpoints{address, 0, port, 0};
+  entry.parts.resize(replicas_.size());
+  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) send_listen(id, replica);
+  return id;
+}
+
+Result<int> TcpSockets::accept(int listener) {
+  Socket* entry = find(listener, Kind::listener);
+  if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp accept: not a listener"};
+  if (entry->local_error != 0) return failure(*entry);
+  if (entry->accept_queue.empty()) return Error{Errc::would_block, 0, "tcp accept: no connection waiting"};
+  const int connection = entry->accept_queue.front();
+  entry->accept_queue.pop_front();
+  Socket& accepted = sockets_[static_cast<std::size_t>(connection)];
+  accepted.listener = -1;
+  ListenerPart& part = entry->parts[accepted.replica];
+  if (part.open) {
+    // The replica counts its accept queue down by how far this running count moved.
+    ++part.accepted;
+    TcpSocketSlotHeader* header = replicas_[accepted.replica].region.slot(part.slot);
+    if (header != nullptr) header->control.accepted.store(part.accepted, std::memory_order_release);
+    request(accepted.replica, part.slot, part.generation, kTcpRequestAccepted);
+  }
+  return connection;
+}
+
+Error TcpSockets::failure(const Socket& socket) const {
+  int code = socket.local_error;
+  if (code == 0 && socket.header != nullptr) {
+    const std::int32_t word = socket.header->control.error.load(std::memory_order_acquire);
+    code = word == 0 ? 0 : checked_errno(word);
+  }
+  return Error{Errc::closed, code, "tcp: the connection is over (error() says why)"};
+}
+
+void TcpSockets::fail(Socket& socket, int error) {
+  if (socket.local_error == 0) socket.local_error = error;
+}
+
+Result<std::size_t> TcpSockets::send(int socket, std::span<const std::byte> bytes) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp send: not a connection"};
+  if (entry->local_error != 0) return failure(*entry);
+  if (entry->write_shut) return Error{Errc::closed, EPIPE, "tcp send: writing was shut down"};
+  if (entry->header == nullptr) return Error{Errc::would_block, 0, "tcp send: still connecting"};
+  const TcpSocketStatus status = status_of(*entry->header);
+  if (status == TcpSocketStatus::closed) {
+    Error error = failure(*entry);
+    if (error.sys_errno == 0) error.sys_errno = EPIPE;  // closed in order: nothing more to send
+    return error;
+  }
+  if (status != TcpSocketStatus::connected) return Error{Errc::would_block, 0, "tcp send: still connecting"};
+  if ((entry->header->control.flags.load(std::memory_order_acquire) & kTcpWriteClosed) != 0) {
+    return Error{Errc::closed, EPIPE, "tcp send: writing was shut down"};
+  }
+  if (bytes.empty()) return std::size_t{0};
+  const std::size_t written = entry->send_ring.write(bytes);
+  if (written == 0) {
+    if (entry->send_ring.corrupt()) {
+      fail(*entry, EPROTO);
+      return failure(*entry);
+    }
+    return Error{Errc::would_block, 0, "tcp send: the send ring is full"};
+  }
+  request(entry->replica, entry->slot, entry->generation, kTcpRequestSend);
+  return written;
+}
+
+Result<std::size_t> TcpSockets::recv(int socket, std::span<std::byte> out) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp recv: not a connection"};
+  if (entry->local_error != 0) return failure(*entry);
+  if (entry->header == nullptr) return Error{Errc::would_block, 0, "tcp recv: still connecting"};
+  // Flags before the ring: the replica publishes the last bytes before it raises kTcpPeerClosed,
+  // so an empty ring after a raised flag really is the end.
+  const std::uint32_t flags = entry->header->control.flags.load(std::memory_order_acquire);
+  const TcpSocketStatus status = status_of(*entry->header);
+  if (out.empty()) return std::size_t{0};
+  const std::size_t count = entry->receive_ring.read(out);
+  if (count > 0) {
+    request(entry->replica, entry->slot, entry->generation, kTcpRequestWindow);
+    return count;
+  }
+  if (entry->receive_ring.corrupt()) {
+    fail(*entry, EPROTO);
+    return failure(*entry);
+  }
+  if ((flags & kTcpPeerClosed) != 0) return std::size_t{0};
+  if (status == TcpSocketStatus::closed) {
+    const Error error = failure(*entry);
+    if (error.sys_errno == 0) return std::size_t{0};  // an orderly close: EOF
+    return error;
+  }
+  return Error{Errc::would_block, 0, "tcp recv: nothing received yet"};
+}
+
+Status TcpSockets::shutdown_write(int socket) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp shutdown: not a connection"};
+  if (entry->write_shut) return {};
+  entry->write_shut = true;
+  if (entry->local_error != 0) return {};
+  if (entry->header == nullptr) {
+    entry->pending_requests |= kTcpRequestShutdownWrite;
+  } else {
+    request(entry->replica, entry->slot, entry->generation, kTcpRequestShutdownWrite);
+  }
+  return {};
+}
+
+void TcpSockets::close_connection(int socket, std::uint32_t bits) {
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  // A restarted replica no longer has the slot (header is null then): nothing to tell it. A
+  // connection still opening has no slot yet; the answer to its open brings one, given back then.
+  if (entry.header != nullptr) {
+    request(entry.replica, entry.slot, entry.generation, bits);
+    replicas_[entry.replica].slot_owner[entry.slot] = 0;
+  } else if (entry.ticket != 0) {
+    abandon(entry.replica, entry.ticket);
+  }
+  release(socket);
+}
+
+Status TcpSockets::end(int socket, std::uint32_t bits) {
+  if (find(socket, Kind::connection) != nullptr) {
+    close_connection(socket, bits);
+    return {};
+  }
+  Socket* entry = find(socket, Kind::listener);
+  if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp close: not a socket"};
+  for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
+    close_listener_part(replica, entry->parts[replica], bits);
+  }
+  const std::deque<int> waiting = std::move(entry->accept_queue);
+  for (const int connection : waiting) close_connection(connection, bits);
+  release(socket);
+  return {};
+}
+
+Status TcpSockets::close(int socket) { return end(socket, kTcpRequestClose); }
+
+// The replica may act on either bit; both say the application is done with the slot.
+Status TcpSockets::abort(int socket) { return end(socket, kTcpRequestAbort | kTcpRequestClose); }
+
+Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value) {
+  if (!known_option(option)) return Error{Errc::invalid_argument, 0, "tcp set_option: unknown option"};
+  if (Socket* entry = find(socket, Kind::connection)) {
+    if (entry->local_error != 0) return failure(*entry);
+    if (entry->header == nullptr) {
+      entry->options.emplace_back(option, value);
+    } else {
+      const std::pair<TcpOption, std::uint32_t> one{option, value};
+      send_options(entry->replica, entry->slot, entry->generation, std::span(&one, 1));
+    }
+    return {};
+  }
+  Socket* entry = find(socket, Kind::listener);
+  if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp set_option: not a socket"};
+  if (entry->local_error != 0) return failure(*entry);
+  // Kept, so that a part that opens later (or again, after a replica restart) gets them too.
+  entry->options.emplace_back(option, value);
+  for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
+    const ListenerPart& part = entry->parts[replica];
+    if (part.open) send_options(replica, part.slot, part.generation, std::span(&entry->options.back(), 1));
+  }
+  return {};
+}
+
+// ---- readiness: loads only --------------------------------------------------------------------
+
+bool TcpSockets::readable(int socket) {
+  if (find(socket, Kind::listener) != nullptr) return acceptable(socket);
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr) return false;
+  if (entry->local_error != 0) return true;
+  if (entry->header == nullptr) return false;
+  const std::uint32_t flags = entry->header->control.flags.load(std::memory_order_acquire);
+  const TcpSocketStatus status = status_of(*entry->header);
+  return entry->receive_ring.readable() > 0 || entry->receive_ring.corrupt() || (flags & kTcpPeerClosed) != 0 ||
+         status == TcpSocketStatus::closed;
+}
+
+bool TcpSockets::writable(int socket) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr) return false;
+  if (entry->local_error != 0 || entry->write_shut) return true;  // send() reports why
+  if (entry->header == nullptr) return false;
+  switch (status_of(*entry->header)) {
+    case TcpSocketStatus::connected:
+      return entry->send_ring.free_space() > 0 || entry->send_ring.corrupt() ||
+             (entry->header->control.flags.load(std::memory_order_acquire) & kTcpWriteClosed) != 0;
+    case TcpSocketStatus::closed:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool TcpSockets::acceptable(int socket) const {
+  const Socket* entry = find(socket, Kind::listener);
+  return entry != nullptr && (!entry->accept_queue.empty() || entry->local_error != 0);
+}
+
+bool TcpSockets::connected(int socket) const {
+  const Socket* entry = find(socket, Kind::connection);
+  return entry != nullptr && entry->local_error == 0 && entry->header != nullptr &&
+         status_of(*entry->header) == TcpSocketStatus::connected;
+}
+
+bool TcpSockets::listening(int socket) const {
+  const Socket* entry = find(socket, Kind::listener);
+  if (entry == nullptr || entry->local_error != 0) return false;
+  return std::all_of(entry->parts.begin(), entry->parts.end(), [](const ListenerPart& part) { return part.open; });
+}
+
+bool TcpSockets::eof(int socket) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr || entry->header == nullptr || entry->local_error != 0) return false;
+  const std::uint32_t flags = entry->header->control.flags.load(std::memory_order_acquire);
+  return (flags & kTcpPeerClosed) != 0 && entry->receive_ring.readable() == 0 && !entry->receive_ring.corrupt();
+}
+
+int TcpSockets::error(int socket) const {
+  const Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr) entry = find(socket, Kind::listener);
+  if (entry == nullptr) return 0;
+  if (entry->local_error != 0) return entry->local_error;
+  if (entry->header == nullptr || status_of(*entry->header) != TcpSocketStatus::closed) return 0;
+  const std::int32_t code = entry->header->control.error.load(std::memory_order_acquire);
+  return code == 0 ? 0 : checked_errno(code);
+}
+
+std::size_t TcpSockets::unacknowledged(int socket) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr || entry->header == nullptr) return 0;
+  const std::size_t space = entry->send_ring.free_space();
+  return entry->send_ring.corrupt() ? 0 : entry->send_ring.capacity() - space;
+}
+
+TcpInfo TcpSockets::info(int socket) const {
+  const Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr || entry->header == nullptr) return {};
+  const TcpSocketControl& control = entry->header->control;
+  constexpr auto relaxed = std::memory_order_relaxed;
+  return TcpInfo{control.tcp_state.load(relaxed),   control.rtt_us.load(relaxed),
+                 control.rto_ms.load(relaxed),      control.mss.load(relaxed),
+                 control.cwnd_bytes.load(relaxed),  control.retransmits.load(relaxed),
+                 control.bytes_sent.load(relaxed),  control.bytes_received.load(relaxed),
+                 control.segments_in.load(relaxed)};
+}
+
+TcpEndpoints TcpSockets::endpoints(int socket) const {
+  const Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr) entry = find(socket, Kind::listener);
+  return entry != nullptr ? entry->endpoints : TcpEndpoints{};
+}
+
+// ---- the replicas' messages -------------------------------------------------------------------
+
+bool TcpSockets::ensure_region(std::size_t replica) {
+  Replica& link = replicas_[replica];
+  if (link.region.valid()) return true;
+  link.region = TcpRegion::attach(links_->region(replica));
+  if (!link.region.valid()) return false;
+  link.slot_owner.assign(link.region.slot_count(), 0);
+  return true;
+}
+
+TcpSocketSlotHeader* TcpSockets::claimable_slot(std::size_t replica, std::uint32_t slot, std::uint32_t generation) {
+  Replica& link = replicas_[replica];
+  TcpSocketSlotHeader* header = link.region.slot(slot);
+  if (header == nullptr || link.slot_owner[slot] != 0) return nullptr;
+  if (header->control.generation.load(std::memory_order_acquire) != generation) return nullptr;
+  if (status_of(*header) == TcpSocketStatus::free) return nullptr;  // not handed out at all
+  return header;
+}
+
+void TcpSockets::claim_slot(std::size_t replica, std::uint32_t slot, int socket) {
+  Replica& link = replicas_[replica];
+  TcpSocketControl& control = link.region.slot(slot)->control;
+  // Our words start clean (no kick of ours is in flight for a slot just handed out), and an event
+  // the replica sent before we knew the slot is taken as seen: readiness is read from the words.
+  control.requests.store(0, std::memory_order_relaxed);
+  control.accepted.store(0, std::memory_order_relaxed);
+  control.kick_pending.store(0, std::memory_order_release);
+  control.event_pending.exchange(0, std::memory_order_acq_rel);
+  link.slot_owner[slot] = socket + 1;
+}
+
+void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t slot, std::uint32_t generation) {
+  Replica& link = replicas_[replica];
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  TcpSocketSlotHeader* header = link.region.slot(slot);
+  entry.ticket = 0;
+  entry.replica = static_cast<std::uint32_t>(replica);
+  entry.slot = slot;
+  entry.generation = generation;
+  entry.header = header;
+  // Both rings start at stream position 0 in a slot just handed out.
+  entry.send_ring = ByteRingProducer(&header->send, link.region.send_bytes(slot));
+  entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(slot));
+  claim_slot(replica, slot, socket);
+  send_options(replica, slot, generation, entry.options);
+  entry.options.clear();
+  if (entry.pending_requests != 0) {
+    request(replica, slot, generation, entry.pending_requests);
+    entry.pending_requests = 0;
+  }
+}
+
+void TcpSockets::abandon(std::size_t replica, std::uint32_t ticket) {
+  std::vector<std::uint32_t>& tickets = replicas_[replica].abandoned_tickets;
+  if (tickets.size() >= kRememberedClosures) tickets.erase(tickets.begin());
+  tickets.push_back(ticket);
+}
+
+void TcpSockets::close_listener_part(std::size_t replica, ListenerPart& part, std::uint32_t bits) {
+  Replica& link = replicas_[replica];
+  if (part.open) {
+    request(replica, part.slot, part.generation, bits);
+    link.slot_owner[part.slot] = 0;
+    if (link.closed_listeners.size() >= kRememberedClosures) link.closed_listeners.erase(link.closed_listeners.begin());
+    link.closed_listeners.emplace_back(part.slot, part.generation);
+  } else if (part.ticket != 0) {
+    abandon(replica, part.ticket);
+  }
+  part = ListenerPart{};
+}
+
+void TcpSockets::close_orphan(std::size_t replica, std::uint32_t slot, std::uint32_t generation) {
+  // A slot the replica gave us for a request we no longer want: hand it back, unless the message
+  // names a slot that is not the replica's to give (ours already, or out of range).
+  if (claimable_slot(replica, slot, generation) == nullptr) return;
+  request(replica, slot, generation, kTcpRequestClose);
+}
+
+void TcpSockets::fail_listener(int listener, int error) {
+  Socket& entry = sockets_[static_cast<std::size_t>(listener)];
+  fail(entry, error);
+  // A listener lives on every replica or fails as a whole: hand back the parts that did open.
+  for (std::size_t replica = 0; replica < entry.parts.size(); ++replica) {
+    close_listener_part(replica, entry.parts[replica], kTcpRequestClose);
+  }
+}
+
+bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body) {
+  const int id = static_cast<int>(body.socket & 0xffff);
+  Socket* entry = static_cast<std::size_t>(id) < sockets_.size() ? &sockets_[static_cast<std::size_t>(id)] : nullptr;
+  const bool connection = entry != nullptr && entry->kind == Kind::connection && entry->ticket != 0 &&
+                          entry->ticket == body.socket && entry->replica == replica;
+  const bool listener = entry != nullptr && entry->kind == Kind::listener && entry->local_error == 0 &&
+                        entry->parts[replica].ticket != 0 && entry->parts[replica].ticket == body.socket;
+  if (!connection && !listener) {
+    // Only an answer to an open we gave up is handed back: any other stale answer may come from a
+    // replica's earlier incarnation and name a slot of the old layout.
+    ++stale_messages_;
+    std::vector<std::uint32_t>& abandoned = replicas_[replica].abandoned_tickets;
+    const auto found = std::find(abandoned.begin(), abandoned.end(), body.socket);
+    if (found != abandoned.end()) {
+      abandoned.erase(found);
+      if (body.error == 0 && ensure_region(replica)) close_orphan(replica, body.slot, body.generation);
+    }
+    return false;
+  }
+  if (body.error != 0) {
+    if (connection) {
+      entry->ticket = 0;
+      fail(*entry, checked_errno(body.error));
+    } else {
+      fail_listener(id, checked_errno(body.error));
+    }
+    return true;
+  }
+  if (!ensure_region(replica) || claimable_slot(replica, body.slot, body.generation) == nullptr) {
+    ++bad_messages_;
+    if (connection) {
+      entry->ticket = 0;
+      fail(*entry, EPROTO);
+    } else {
+      entry->parts[replica].ticket = 0;
+      fail_listener(id, EPROTO);
+    }
+    return true;
+  }
+  if (connection) {
+    entry->endpoints.local_port = body.local_port;
+    adopt_connection(id, replica, body.slot, body.generation);
+    return true;
+  }
+  ListenerPart& part = entry->parts[replica];
+  part = ListenerPart{0, body.slot, body.generation, 0, true};
+  claim_slot(replica, body.slot, id);
+  send_options(replica, body.slot, body.generation, entry->options);
+  return true;
+}
+
+bool TcpSockets::on_accepted(std::size_t replica, const stack::TcpAcceptedBody& body) {
+  if (!ensure_region(replica)) return refuse();
+  Replica& link = replicas_[replica];
+  const TcpSocketSlotHeader* listener_header = link.region.slot(body.listener_slot);
+  const int listener = listener_header != nullptr ? link.slot_owner[body.listener_slot] - 1 : -1;
+  Socket* entry = listener >= 0 ? &sockets_[static_cast<std::size_t>(listener)] : nullptr;
+  if (entry == nullptr || entry->kind != Kind::listener || !entry->parts[replica].open ||
+      entry->parts[replica].slot != body.listener_slot ||
+      entry->parts[replica].generation != body.listener_generation) {
+    // Not one of our listeners (any more): a connection for a listener we closed is given back.
+    ++stale_messages_;
+    const auto& closed = link.closed_listeners;
+    if (std::find(closed.begin(), closed.end(), std::pair(body.listener_slot, body.listener_generation)) !=
+        closed.end()) {
+      close_orphan(replica, body.slot, body.generation);
+    }
+    return false;
+  }
+  if (claimable_slot(replica, body.slot, body.generation) == nullptr) return refuse();
+  const int id = allocate();
+  if (id < 0) {
+    close_orphan(replica, body.slot, body.generation);
+    return false;
+  }
+  Socket& connection = sockets_[static_cast<std::size_t>(id)];  // `entry` may have moved
+  connection.kind = Kind::connection;
+  connection.endpoints = TcpEndpoints{body.local_address, body.remote_address, body.local_port, body.remote_port};
+  connection.options = sockets_[static_cast<std::size_t>(listener)].options;
+  adopt_connection(id, replica, body.slot, body.generation);
+  connection.listener = listener;
+  sockets_[static_cast<std::size_t>(listener)].accept_queue.push_back(id);
+  return true;
+}
+
+bool TcpSockets::on_event(std::size_t replica, const stack::TcpSlotBody& body) {
+  if (!ensure_region(replica)) return refuse();
+  Replica& link = replicas_[replica];
+  TcpSocketSlotHeader* header = link.region.slot(body.slot);
+  if (header == nullptr) return refuse();
+  const int owner = link.slot_owner[body.slot] - 1;
+  const Socket* entry = owner >= 0 ? &sockets_[static_cast<std::size_t>(owner)] : nullptr;
+  const bool ours = entry != nullptr &&
+                    ((entry->kind == Kind::connection && entry->generation == body.generation) ||
+                     (entry->kind == Kind::listener && entry->parts[replica].generation == body.generation));
+  if (!ours) {
+    ++stale_messages_;
+    return false;
+  }
+  // Cleared before the state words are read, so a change after this point sends a new event.
+  header->control.event_pending.exchange(0, std::memory_order_acq_rel);
+  return true;
+}
+
+void TcpSockets::handle_messages(std::size_t replica, std::span<const Message> messages) {
+  if (replica >= replicas_.size()) return;
+  bool changed = false;
+  for (const Message& message : messages) {
+    if (message.kind == stack::kTcpEventKind) {
+      changed |= on_event(replica, message.read<stack::TcpSlotBody>());
+    } else if (message.kind == stack::kTcpOpenedKind) {
+      changed |= on_opened(replica, message.read<stack::TcpOpenedBody>());
+    } else if (message.kind == stack::kTcpAcceptedKind) {
+      changed |= on_accepted(replica, message.read<stack::TcpAcceptedBody>());
+    } else {
+      ++bad_messages_;
+    }
+  }
+  if (changed && ready_handler_) ready_handler_();
+}
+
+void TcpSockets::replica_restarted(std::size_t replica) {
+  if (replica >= replicas_.size()) return;
+  Replica& link = replicas_[replica];
+  // The new incarnation formats the region afresh and knows nothing of what we had asked for.
+  link.region = TcpRegion{};
+  link.slot_owner.clear();
+  link.outbox.clear();
+  link.closed_listeners.clear();
+  (void)ensure_region(replica);
+  for (std::size_t id = 0; id < sockets_.size(); ++id) {
+    Socket& entry = sockets_[id];
+    if (entry.kind == Kind::connection && entry.replica == replica) {
+      if (entry.listener >= 0) {
+        std::deque<int>& queue = sockets_[static_cast<std::size_t>(entry.listener)].accept_queue;
+        queue.erase(std::remove(queue.begin(), queue.end(), static_cast<int>(id)), queue.end());
+        release(static_cast<int>(id));
+        continue;
+      }
+      if (entry.ticket != 0) abandon(replica, entry.ticket);
+      entry.ticket = 0;
+      entry.header = nullptr;
+      entry.send_ring = ByteRingProducer{};
+      entry.receive_ring = ByteRingConsumer{};
+      entry.local_error = ECONNRESET;  // overrides any earlier cause: the slot is gone
+    } else if (entry.kind == Kind::listener && entry.local_error == 0) {
+      if (entry.parts[replica].ticket != 0) abandon(replica, entry.parts[replica].ticket);
+      send_listen(static_cast<int>(id), replica);
+    }
+  }
+  if (ready_handler_) ready_handler_();
+}
+
+}  // namespace flotilla::sockets

@@ -1,0 +1,273 @@
+// The native TCP socket API of libflotilla, for programs that run as Flotilla components with a
+// channel to each TCP replica. Each channel comes with a region the pair shares
+// (sockets/tcp_socket_page.hpp): the replica hands out its slots, and a socket's bytes move through
+// the slot's two byte rings. So send() and recv() are copies plus a few atomic operations, and the
+// readiness calls (readable, writable, acceptable, eof, error, info) are loads: none of them makes
+// a system call.
+//
+// Everything is non-blocking and driven by the component loop. connect() and listen() send their
+// request and return at once; the outcome shows in readiness (writable() and connected(), or
+// error()). The replicas' messages (the answer to an open, an accepted connection, an event saying
+// a slot's state words changed) arrive through the loop, and on_ready's handler runs after each
+// burst of them, so an event-driven program re-checks its sockets there.
+//
+// Blocking: a native component has one blocking wait, its loop's doorbell. When no input is ready
+// the loop sleeps on it, and every message a replica sends rings it, so a program that waits for
+// data or room simply returns to the loop (host.run()) and re-checks in on_ready. The preload
+// library (issue 6) will put an eventfd in front of the same protocol for programs with their own
+// poll loop.
+//
+// The replicas are not trusted: every slot index and generation in their messages is checked
+// against the region and against what this side handed out, the region's header is checked
+// (TcpRegion::attach), and the rings check the replica's indices; a bad message is counted and
+// ignored, and a socket whose ring turns out corrupt fails with EPROTO.
+//
+// A replica that restarts loses its connections: each of its sockets fails with ECONNRESET, and
+// every listener sends its listen to the new incarnation again so that it takes them back.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "components/messages/stack_messages.hpp"
+#include "dataplane/result.hpp"
+#include "recovery/component_host.hpp"
+#include "sockets/byte_ring.hpp"
+#include "sockets/tcp_socket_page.hpp"
+
+namespace flotilla::sockets {
+
+// How TcpSockets reaches its replicas, one index per replica. In a component these are the host's
+// channels and regions (TcpSockets::attach); tests give plain memory and a fake replica.
+class TcpReplicaLinks {
+ public:
+  virtual ~TcpReplicaLinks() = default;
+  virtual std::size_t replica_count() const = 0;
+  // Sends on the channel to `replica`; returns how many messages fit (0 when it is full).
+  virtual Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) = 0;
+  // The region shared with `replica`; the replica formats it, possibly after we attached.
+  virtual std::span<std::byte> region(std::size_t replica) = 0;
+};
+
+// Options a connection starts with (the rest can be changed later with set_option).
+struct SocketOptions {
+  bool no_delay = false;         // TCP_NODELAY
+  bool keepalive = false;        // SO_KEEPALIVE
+  bool newreno = false;          // NewReno instead of CUBIC
+  std::uint16_t local_port = 0;  // 0: the replica picks an ephemeral port
+};
+
+// A connection's addresses (host order); zeros until the replica said.
+struct TcpEndpoints {
+  std::uint32_t local_address = 0;
+  std::uint32_t remote_address = 0;
+  std::uint16_t local_port = 0;
+  std::uint16_t remote_port = 0;
+};
+
+// What the replica reports about a connection, like Linux's TCP_INFO (best effort, relaxed loads).
+struct TcpInfo {
+  std::uint32_t state = 0;  // tcp::TcpState
+  std::uint32_t rtt_us = 0;
+  std::uint32_t rto_ms = 0;
+  std::uint32_t mss = 0;
+  std::uint64_t cwnd_bytes = 0;
+  std::uint64_t retransmits = 0;
+  std::uint64_t bytes_sent = 0;      // acknowledged by the peer
+  std::uint64_t bytes_received = 0;  // placed in the receive ring
+  std::uint64_t segments_in = 0;
+};
+
+class TcpSockets {
+ public:
+  // Socket ids are small integers from 0, reused after close; the id rides in 16 bits of the
+  // ticket an open carries, so at most this many sockets are open at once.
+  static constexpr std::size_t kMaxSockets = 65536;
+
+  using ReadyHandler = std::function<void()>;
+
+  // Attaches to the TCP replicas behind `channels` (one channel per replica, e.g. {"tcp0-perf",
+  // "tcp1-perf"}): their messages become inputs of the host's loop, sends the channel had no room
+  // for are retried by a loop poller, and the host's peer-restart hook is taken over (a program that
+  // needs that hook itself calls replica_restarted from its own handler). Each channel must come
+  // with its region, tcp_region_name(channel); the replica may format it later.
+  static Result<std::unique_ptr<TcpSockets>> attach(recovery::ComponentHost& host,
+                                                    std::span<const std::string> channels);
+
+  // For a harness without a ComponentHost: the caller feeds handle_messages, replica_restarted and
+  // flush itself.
+  explicit TcpSockets(std::unique_ptr<TcpReplicaLinks> links);
+  ~TcpSockets();
+  TcpSockets(const TcpSockets&) = delete;
+  TcpSockets& operator=(const TcpSockets&) = delete;
+
+  // The driving side.
+  void handle_messages(std::size_t replica, std::span<const Message> messages);
+  // `replica` is a new incarnation: its sockets fail with ECONNRESET, its listeners are re-sent.
+  void replica_restarted(std::size_t replica);
+  // Sends what the channels had no room for earlier, in order. True when it sent anything.
+  bool flush();
+
+  // Called after a burst of replica messages (or a restart) changed anything.
+  void on_ready(ReadyHandler handler) { ready_handler_ = std::move(handler); }
+
+  // Connects to address:port through one replica (pick_replica). Completion shows in readiness:
+  // connected() and writable(), or error() (ECONNREFUSED, ETIMEDOUT, ...).
+  Result<int> connect(std::uint32_t address, std::uint16_t port, const SocketOptions& options = {});
+  // Listens on address (0: any):port on every replica; port 0 is refused, since each replica would
+  // pick its own. error() says when a replica refused (EADDRINUSE, ...).
+  Result<int> listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog);
+  // A connection established on any replica's part of `listener`; Errc::would_block when none.
+  Result<int> accept(int listener);
+
+  // Copies as much of `bytes` as the send ring has room for. Errc::would_block: no room yet, or
+  // still connecting. Errc::closed (sys_errno = the errno): the connection failed, or writing was
+  // shut down (EPIPE).
+  Result<std::size_t> send(int socket, std::span<const std::byte> bytes);
+  // Copies out what the receive ring holds. 0 bytes: the peer closed and everything was read (EOF).
+  // Errc::would_block: nothing yet. Errc::closed (sys_errno = the errno) once the connection
+  // failed and the ring is drained.
+  Result<std::size_t> recv(int socket, std::span<std::byte> out);
+  // Sends FIN after the queued bytes; later sends fail with EPIPE.
+  Status shutdown_write(int socket);
+  // Done with the socket: the replica finishes sending what is queued, then closes. The id is free
+  // at once. A listener's connections not yet accepted are closed with it.
+  Status close(int socket);
+  // Done with the socket, with RST (SO_LINGER 0).
+  Status abort(int socket);
+  // A listener passes its options to the connections it accepts.
+  Status set_option(int socket, stack::TcpOption option, std::uint32_t value);
+
+  // Readiness: loads only. Each is false (0) for an id that is not an open socket.
+  // Data, EOF or an error waits (a listener: acceptable()).
+  bool readable(int socket);
+  // send() would take bytes or report an error.
+  bool writable(int socket);
+  bool acceptable(int socket) const;
+  bool connected(int socket) const;
+  // Every replica listens (false while one has not answered, or after one refused).
+  bool listening(int socket) const;
+  // The peer closed and everything it sent was read.
+  bool eof(int socket);
+  // The errno that ended the socket, or 0.
+  int error(int socket) const;
+  // Bytes in the send ring the replica has not consumed yet. It consumes them when the peer
+  // acknowledges them, so 0 after shutdown_write means everything sent arrived.
+  std::size_t unacknowledged(int socket);
+  TcpInfo info(int socket) const;
+  TcpEndpoints endpoints(int socket) const;
+
+  // Which replica a new connection goes to. Round robin for now; later a load-balanced lookup of
+  // /net/tcp in the name fleet.
+  std::size_t pick_replica();
+
+  std::size_t replica_count() const { return replicas_.size(); }
+  std::size_t open_sockets() const { return open_count_; }
+  // Replica messages that failed their checks (ignored), and valid ones about sockets that are no
+  // longer open (ignored too: a slot we never claimed is closed).
+  std::uint64_t bad_messages() const { return bad_messages_; }
+  std::uint64_t stale_messages() const { return stale_messages_; }
+  // Messages waiting for room in a channel.
+  std::size_t deferred_messages() const;
+
+ private:
+  enum class Kind : std::uint8_t { unused, connection, listener };
+
+  struct Replica {
+    TcpRegion region;                    // invalid until the replica has formatted it
+    std::vector<std::int32_t> slot_owner;  // by slot: socket id + 1, 0 for none
+    std::vector<Message> outbox;         // what the channel had no room for, oldest first
+    // Opens whose socket was closed (or failed) before the answer came: a slot the answer hands
+    // us is given back. Kept across a restart, since the new incarnation may answer an open that
+    // was still in the channel.
+    std::vector<std::uint32_t> abandoned_tickets;
+    // Listener slots we closed, whose connections may still be announced: they are given back.
+    // Forgotten at a restart: the old incarnation's slots mean nothing in the new region.
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> closed_listeners;  // slot, generation
+  };
+  static constexpr std::size_t kRememberedClosures = 256;
+
+  struct ListenerPart {
+    std::uint32_t ticket = 0;  // the open in flight; 0 once answered
+    std::uint32_t slot = 0;
+    std::uint32_t generation = 0;
+    std::uint32_t accepted = 0;  // our running count, stored to the slot's `accepted`
+    bool open = false;
+  };
+
+  struct Socket {
+    Kind kind = Kind::unused;
+    std::uint16_t serial = 0;  // bumped per open request; the high half of a ticket
+    int local_error = 0;       // decided here: open refused, replica restarted, ring corrupt
+    bool write_shut = false;
+    std::vector<std::pair<stack::TcpOption, std::uint32_t>> options;  // sent once a slot exists
+    // A connection.
+    std::uint32_t ticket = 0;  // the open in flight; 0 once answered
+    std::uint32_t replica = 0;
+    std::uint32_t slot = 0;
+    std::uint32_t generation = 0;
+    TcpSocketSlotHeader* header = nullptr;  // once the replica handed a slot out
+    ByteRingProducer send_ring;
+    ByteRingConsumer receive_ring;
+    TcpEndpoints endpoints;
+    std::uint32_t pending_requests = 0;  // asked for before a slot existed
+    int listener = -1;  // accepted by the replica, not yet by accept(): whose queue holds it
+    // A listener.
+    std::vector<ListenerPart> parts;  // by replica
+    std::deque<int> accept_queue;
+    std::uint16_t backlog = 0;
+  };
+
+  Socket* find(int socket, Kind kind);
+  const Socket* find(int socket, Kind kind) const;
+  int allocate();
+  void release(int socket);
+  std::uint32_t next_ticket(int socket);
+  void send_or_defer(std::size_t replica, const Message& message);
+  void send_listen(int listener, std::size_t replica);
+  // Sets request bits on a slot and kicks the replica unless a kick is already pending.
+  void request(std::size_t replica, std::uint32_t slot, std::uint32_t generation, std::uint32_t bits);
+  void send_options(std::size_t replica, std::uint32_t slot, std::uint32_t generation,
+                    std::span<const std::pair<stack::TcpOption, std::uint32_t>> options);
+  bool ensure_region(std::size_t replica);
+  // The slot named by a message, when it exists, is not ours yet, and carries that generation.
+  TcpSocketSlotHeader* claimable_slot(std::size_t replica, std::uint32_t slot, std::uint32_t generation);
+  // Records the slot as `socket`'s and resets the words this side writes.
+  void claim_slot(std::size_t replica, std::uint32_t slot, int socket);
+  void adopt_connection(int socket, std::size_t replica, std::uint32_t slot, std::uint32_t generation);
+  // Counts a message that failed its checks; false, for the handlers to return.
+  bool refuse() {
+    ++bad_messages_;
+    return false;
+  }
+  void close_orphan(std::size_t replica, std::uint32_t slot, std::uint32_t generation);
+  void abandon(std::size_t replica, std::uint32_t ticket);
+  void close_listener_part(std::size_t replica, ListenerPart& part, std::uint32_t bits);
+  void fail(Socket& socket, int error);
+  void fail_listener(int listener, int error);
+  void close_connection(int socket, std::uint32_t bits);
+  Status end(int socket, std::uint32_t bits);
+  Error failure(const Socket& socket) const;
+
+  bool on_opened(std::size_t replica, const stack::TcpOpenedBody& body);
+  bool on_accepted(std::size_t replica, const stack::TcpAcceptedBody& body);
+  bool on_event(std::size_t replica, const stack::TcpSlotBody& body);
+
+  std::unique_ptr<TcpReplicaLinks> links_;
+  std::vector<Replica> replicas_;
+  std::vector<Socket> sockets_;  // by id; grows on open, never on the data path
+  std::vector<int> free_ids_;
+  std::size_t open_count_ = 0;
+  std::size_t next_replica_ = 0;
+  ReadyHandler ready_handler_;
+  std::uint64_t bad_messages_ = 0;
+  std::uint64_t stale_messages_ = 0;
+};
+
+}  // namespace flotilla::sockets

@@ -1,0 +1,170 @@
+// A fake TCP replica for tests of the application side: it formats a region in plain memory,
+// answers opens, moves bytes through the slots' rings and raises events the way
+// sockets/tcp_socket_page.hpp describes. The messages between the two sides are plain vectors.
+#pragma once
+
+#include <algorithm>
+#include <iterator>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "sockets/tcp_sockets.hpp"
+#include "sockets/tests/test_memory.hpp"
+
+namespace flotilla::sockets::testing {
+
+using stack::TcpAcceptedBody;
+using stack::TcpOpenBody;
+using stack::TcpOpenedBody;
+using stack::TcpOpenOperation;
+using stack::TcpSlotBody;
+
+constexpr std::size_t kRingBytes = 4096;
+constexpr std::size_t kSlots = 6;
+constexpr std::uint32_t kPeer = 0x0a000002;  // 10.0.0.2
+
+// One replica's side of the world: its region and the messages sent to it.
+struct ReplicaSide {
+  PageMemory region{TcpRegion::bytes_for(kSlots, kRingBytes)};
+  std::vector<Message> inbox;
+  std::size_t room = 1000;  // how many more messages its channel takes
+};
+
+class FakeLinks final : public TcpReplicaLinks {
+ public:
+  explicit FakeLinks(std::vector<std::unique_ptr<ReplicaSide>>& sides) : sides_(sides) {}
+  std::size_t replica_count() const override { return sides_.size(); }
+  Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) override {
+    ReplicaSide& side = *sides_[replica];
+    const std::size_t count = std::min(side.room, messages.size());
+    side.inbox.insert(side.inbox.end(), messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(count));
+    side.room -= count;
+    return count;
+  }
+  std::span<std::byte> region(std::size_t replica) override { return sides_[replica]->region.bytes(); }
+
+ private:
+  std::vector<std::unique_ptr<ReplicaSide>>& sides_;
+};
+
+// The replica's half of the protocol, as much of it as the tests need.
+class FakeReplica {
+ public:
+  FakeReplica(std::size_t index, ReplicaSide& side, TcpSockets& sockets)
+      : index_(index), side_(side), sockets_(sockets) {}
+
+  void format() {
+    region_ = TcpRegion::format(side_.region.bytes(), kRingBytes);
+    ASSERT_TRUE(region_.valid());
+  }
+  const TcpRegion& region() const { return region_; }
+
+  // Takes every message sent to this replica so far.
+  std::vector<Message> drain() { return std::exchange(side_.inbox, {}); }
+  std::vector<Message> drain(MessageKind kind) {
+    std::vector<Message> all = drain(), matching;
+    std::copy_if(all.begin(), all.end(), std::back_inserter(matching), [&](const Message& m) { return m.kind == kind; });
+    return matching;
+  }
+  TcpOpenBody take_open() {
+    auto opens = drain(stack::kTcpOpenKind);
+    EXPECT_EQ(opens.size(), 1u);
+    return opens.empty() ? TcpOpenBody{} : opens[0].read<TcpOpenBody>();
+  }
+
+  // Hands the lowest free slot out, as the replica does before it answers; kSlots when none is free.
+  std::uint32_t hand_out(TcpSocketStatus status) {
+    std::uint32_t slot = 0;
+    while (slot < kSlots && control(slot).status.load() != TcpSocketStatus::free) ++slot;
+    if (slot == kSlots) return kSlots;
+    auto& words = control(slot);
+    words.generation.fetch_add(1);
+    words.status.store(status);
+    words.error.store(0);
+    words.flags.store(0);
+    words.event_pending.store(0);
+    replica_send_[slot] = ByteRingConsumer(&region_.slot(slot)->send, region_.send_bytes(slot));
+    replica_receive_[slot] = ByteRingProducer(&region_.slot(slot)->receive, region_.receive_bytes(slot));
+    return slot;
+  }
+  bool has_free_slot() {
+    for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
+      if (control(slot).status.load() == TcpSocketStatus::free) return true;
+    }
+    return false;
+  }
+  std::uint32_t generation(std::uint32_t slot) const { return region_.slot(slot)->control.generation.load(); }
+  TcpSocketControl& control(std::uint32_t slot) { return region_.slot(slot)->control; }
+
+  void deliver(const Message& message) { sockets_.handle_messages(index_, std::span(&message, 1)); }
+  std::uint32_t answer_open(const TcpOpenBody& open, std::int32_t error = 0) {
+    const std::uint32_t slot = error == 0 ? hand_out(open.operation == TcpOpenOperation::listen
+                                                          ? TcpSocketStatus::listening
+                                                          : TcpSocketStatus::connecting)
+                                          : 0;
+    deliver(Message::make(stack::kTcpOpenedKind,
+                          TcpOpenedBody{open.socket, error, slot, error == 0 ? generation(slot) : 0,
+                                        static_cast<std::uint16_t>(open.local_port != 0 ? open.local_port : 40000 + slot), 0}));
+    return slot;
+  }
+  // A connection established on `listener`, announced to the application.
+  std::uint32_t accept_one(std::uint32_t listener, std::uint16_t remote_port) {
+    const std::uint32_t slot = hand_out(TcpSocketStatus::connected);
+    deliver(Message::make(stack::kTcpAcceptedKind,
+                          TcpAcceptedBody{listener, generation(listener), slot, generation(slot), kPeer,
+                                          remote_port, 5001, 0x0a000001}));
+    return slot;
+  }
+
+  // State words changed: notify unless a notification is still pending. Returns whether it sent.
+  bool event(std::uint32_t slot) {
+    if (control(slot).event_pending.exchange(1) != 0) return false;
+    deliver(Message::make(stack::kTcpEventKind, TcpSlotBody{slot, generation(slot)}));
+    return true;
+  }
+  void set_status(std::uint32_t slot, TcpSocketStatus status, std::int32_t error = 0) {
+    control(slot).error.store(error);
+    control(slot).status.store(status);
+  }
+  // Takes a kick: clears kick_pending first, then the requests (the order the protocol needs).
+  std::uint32_t take_requests(std::uint32_t slot) {
+    control(slot).kick_pending.store(0);
+    return control(slot).requests.exchange(0);
+  }
+
+  ByteRingConsumer& send_ring(std::uint32_t slot) { return replica_send_[slot]; }
+  ByteRingProducer& receive_ring(std::uint32_t slot) { return replica_receive_[slot]; }
+
+ private:
+  std::size_t index_;
+  ReplicaSide& side_;
+  TcpSockets& sockets_;
+  TcpRegion region_;
+  ByteRingConsumer replica_send_[kSlots];
+  ByteRingProducer replica_receive_[kSlots];
+};
+
+// TcpSockets over `replicas` fake replicas, their regions formatted first unless told otherwise.
+struct FakeStack {
+  explicit FakeStack(std::size_t replicas = 2, bool format = true) {
+    for (std::size_t i = 0; i < replicas; ++i) sides.push_back(std::make_unique<ReplicaSide>());
+    if (format) {
+      for (auto& side : sides) EXPECT_TRUE(TcpRegion::format(side->region.bytes(), kRingBytes).valid());
+    }
+    sockets = std::make_unique<TcpSockets>(std::make_unique<FakeLinks>(sides));
+    for (std::size_t i = 0; i < replicas; ++i) {
+      fakes.push_back(std::make_unique<FakeReplica>(i, *sides[i], *sockets));
+      if (format) fakes.back()->format();
+    }
+  }
+  FakeReplica& replica(std::size_t index) { return *fakes[index]; }
+
+  std::vector<std::unique_ptr<ReplicaSide>> sides;
+  std::unique_ptr<TcpSockets> sockets;
+  std::vector<std::unique_ptr<FakeReplica>> fakes;
+};
+
+}  // namespace flotilla::sockets::testing

@@ -1,0 +1,213 @@
+// Random interleavings of every TcpSockets call with fake replicas that answer, refuse, move bytes,
+// reset connections, restart, corrupt ring indices and send garbage, from a seeded RNG. Nothing
+// may crash, and once the application closes every id no socket is left open (none leaks in an
+// accept queue or a half-answered open). A failing seed is printed so it can be replayed.
+#include <cstdio>
+#include <cstring>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "sockets/tests/fake_replica.hpp"
+
+namespace flotilla::sockets {
+namespace {
+
+using namespace testing;
+
+constexpr int kSeeds = 30;
+constexpr int kSteps = 3000;
+
+class Fuzzer {
+ public:
+  explicit Fuzzer(std::uint64_t seed) : random_(seed), stack_(2) {}
+
+  void run() {
+    for (int step = 0; step < kSteps; ++step) {
+      if (random_() % 2 == 0) {
+        app_step();
+      } else {
+        const std::size_t index = random_() % 2;
+        replica_step(stack_.replica(index), index);
+      }
+    }
+    for (int id = 0; id < static_cast<int>(TcpSockets::kMaxSockets); ++id) (void)stack_.sockets->close(id);
+    EXPECT_EQ(stack_.sockets->open_sockets(), 0u);
+  }
+
+ private:
+  // Mostly a socket the application holds, sometimes any number at all.
+  int any_id() {
+    if (!live_.empty() && random_() % 8 != 0) return live_[random_() % live_.size()];
+    return static_cast<int>(random_() % 100) - 1;
+  }
+  void hold(const Result<int>& id) {
+    if (id) live_.push_back(id.value());
+  }
+  void drop(int id) { std::erase(live_, id); }
+  std::vector<std::byte> bytes(std::size_t count) {
+    std::vector<std::byte> out(count);
+    for (auto& b : out) b = static_cast<std::byte>(random_());
+    return out;
+  }
+
+  void app_step() {
+    TcpSockets& sockets = *stack_.sockets;
+    const int id = any_id();
+    switch (random_() % 12) {
+      case 0:
+        if (live_.size() < 8) hold(sockets.connect(0x0a000002, static_cast<std::uint16_t>(1 + random_() % 3)));
+        break;
+      case 1:
+        if (live_.size() < 8) hold(sockets.listen(0, static_cast<std::uint16_t>(1 + random_() % 3), 4));
+        break;
+      case 2: hold(sockets.accept(id)); break;
+      case 3: (void)sockets.send(id, bytes(random_() % 6000)); break;
+      case 4: {
+        std::vector<std::byte> out(random_() % 6000);
+        (void)sockets.recv(id, out);
+        break;
+      }
+      case 5:
+        if (random_() % 3 == 0 && sockets.close(id)) drop(id);
+        break;
+      case 6:
+        if (random_() % 3 == 0 && sockets.abort(id)) drop(id);
+        break;
+      case 7: (void)sockets.shutdown_write(id); break;
+      case 8: (void)sockets.set_option(id, static_cast<stack::TcpOption>(random_() % 8), 1); break;
+      case 9: (void)sockets.flush(); break;
+      default: {
+        (void)sockets.readable(id);
+        (void)sockets.writable(id);
+        (void)sockets.acceptable(id);
+        (void)sockets.eof(id);
+        (void)sockets.error(id);
+        (void)sockets.info(id);
+        (void)sockets.unacknowledged(id);
+        (void)sockets.endpoints(id);
+        (void)sockets.listening(id);
+        (void)sockets.connected(id);
+      }
+    }
+  }
+
+  void replica_step(FakeReplica& replica, std::size_t index) {
+    TcpSockets& sockets = *stack_.sockets;
+    switch (random_() % 10) {
+      case 0: {  // answer the opens
+        for (const Message& message : replica.drain()) {
+          if (message.kind == stack::kTcpKickKind) {
+            take_kick(replica, message.read<stack::TcpSlotBody>().slot);
+            continue;
+          }
+          if (message.kind != stack::kTcpOpenKind) continue;
+          const auto open = message.read<stack::TcpOpenBody>();
+          if (random_() % 4 == 0 || !replica.has_free_slot()) {
+            replica.answer_open(open, ECONNREFUSED);
+          } else {
+            replica.answer_open(open);
+          }
+        }
+        break;
+      }
+      case 1: {  // connections get established, now and then one is reset
+        for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
+          const auto status = replica.control(slot).status.load();
+          if (status == TcpSocketStatus::connecting) {
+            replica.set_status(slot, random_() % 8 == 0 ? TcpSocketStatus::closed : TcpSocketStatus::connected,
+                              ECONNREFUSED);
+          } else if (status == TcpSocketStatus::connected && random_() % 30 == 0) {
+            replica.set_status(slot, TcpSocketStatus::closed, ECONNRESET);
+          } else {
+            continue;
+          }
+          replica.event(slot);
+        }
+        break;
+      }
+      case 2: {  // data arrives on every connection
+        for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
+          if (replica.control(slot).status.load() != TcpSocketStatus::connected) continue;
+          (void)replica.receive_ring(slot).write(bytes(random_() % 3000));
+          replica.event(slot);
+        }
+        break;
+      }
+      case 3: {  // a listener gets a connection
+        if (!replica.has_free_slot()) break;
+        const std::uint32_t slot = random_() % kSlots;
+        if (replica.control(slot).status.load() == TcpSocketStatus::listening) replica.accept_one(slot, 40000);
+        break;
+      }
+      case 4: {  // a peer closes
+        if (random_() % 4 != 0) break;
+        const std::uint32_t slot = random_() % kSlots;
+        replica.control(slot).flags.fetch_or(kTcpPeerClosed);
+        replica.event(slot);
+        break;
+      }
+      case 5: {  // consume the send rings (acknowledged)
+        for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
+          auto& ring = replica.send_ring(slot);
+          if (ring.valid()) ring.consume(ring.readable());
+        }
+        break;
+      }
+      case 6:
+        if (random_() % 20 == 0) {
+          replica.format();
+          sockets.replica_restarted(index);
+        }
+        break;
+      case 7: {  // garbage
+        Message message;
+        const MessageKind kinds[] = {stack::kTcpOpenedKind, stack::kTcpAcceptedKind, stack::kTcpEventKind,
+                                     MessageKind::data};
+        message.kind = kinds[random_() % 4];
+        for (std::size_t word = 0; word < Message::kBodyBytes / 4; ++word) {
+          const std::uint32_t value = random_() % 2 == 0 ? static_cast<std::uint32_t>(random_() % 8)
+                                                         : static_cast<std::uint32_t>(random_());
+          std::memcpy(message.body.data() + word * 4, &value, 4);
+        }
+        replica.deliver(message);
+        break;
+      }
+      case 8: {  // a corrupt ring index
+        if (random_() % 50 != 0) break;
+        const std::uint32_t slot = random_() % kSlots;
+        replica.region().slot(slot)->send.head.store(random_());
+        break;
+      }
+      default:
+        stack_.sides[index]->room = random_() % 3 == 0 ? 0 : 1000;  // a full channel now and then
+    }
+  }
+
+  void take_kick(FakeReplica& replica, std::uint32_t slot) {
+    if (slot >= kSlots) return;
+    const std::uint32_t requests = replica.take_requests(slot);
+    if ((requests & (kTcpRequestClose | kTcpRequestAbort)) != 0) {
+      replica.control(slot).status.store(TcpSocketStatus::free);
+    }
+  }
+
+  std::mt19937_64 random_;
+  FakeStack stack_;
+  std::vector<int> live_;
+};
+
+TEST(TcpSocketsFuzz, RandomCallsAndReplicaBehaviourNeverCrash) {
+  for (int seed = 1; seed <= kSeeds; ++seed) {
+    SCOPED_TRACE(::testing::Message() << "seed " << seed);
+    Fuzzer fuzzer(static_cast<std::uint64_t>(seed));
+    fuzzer.run();
+    if (::testing::Test::HasFailure()) {
+      std::fprintf(stderr, "failing seed: %d\n", seed);
+      return;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace flotilla::sockets

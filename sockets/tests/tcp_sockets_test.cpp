@@ -1,0 +1,622 @@
+// The native TCP socket API against fake replicas (fake_replica.hpp): no processes, plain memory.
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "sockets/tests/fake_replica.hpp"
+
+namespace flotilla::sockets {
+namespace {
+
+using namespace testing;
+
+std::vector<std::byte> pattern(std::size_t count, std::uint8_t seed) {
+  std::vector<std::byte> bytes(count);
+  for (std::size_t i = 0; i < count; ++i) bytes[i] = static_cast<std::byte>(seed + i * 7);
+  return bytes;
+}
+
+class TcpSocketsTest : public ::testing::Test {
+ protected:
+  explicit TcpSocketsTest(std::size_t replicas = 2, bool format = true)
+      : stack_(replicas, format), sides_(stack_.sides), sockets_(stack_.sockets), replicas_(stack_.fakes) {
+    sockets_->on_ready([this] { ++ready_calls_; });
+  }
+
+  FakeReplica& replica(std::size_t index) { return stack_.replica(index); }
+
+  // Three connects, to ports 1, 2 and 3 (replicas 0, 1, 0).
+  std::array<int, 3> connect_three() {
+    std::array<int, 3> ids{-1, -1, -1};
+    for (std::uint16_t port = 1; port <= 3; ++port) {
+      auto id = sockets_->connect(kPeer, port);
+      EXPECT_TRUE(id.ok());
+      if (id) ids[port - 1] = id.value();
+    }
+    return ids;
+  }
+
+  // Connects until the round robin lands on `replica_index`, answers and establishes it.
+  int establish(std::size_t replica_index, std::uint32_t& slot) {
+    for (std::size_t attempt = 0; attempt < replicas_.size(); ++attempt) {
+      auto id = sockets_->connect(kPeer, 5001);
+      EXPECT_TRUE(id.ok());
+      for (std::size_t other = 0; other < replicas_.size(); ++other) {
+        auto opens = replica(other).drain(stack::kTcpOpenKind);
+        if (opens.empty()) continue;
+        const TcpOpenBody open = opens[0].read<TcpOpenBody>();
+        if (other != replica_index) {
+          replica(other).answer_open(open, ECONNREFUSED);
+          EXPECT_TRUE(sockets_->close(id.value()).ok());
+          continue;
+        }
+        slot = replica(other).answer_open(open);
+        replica(other).set_status(slot, TcpSocketStatus::connected);
+        replica(other).event(slot);
+        return id.value();
+      }
+    }
+    ADD_FAILURE() << "no connect reached replica " << replica_index;
+    return -1;
+  }
+
+  FakeStack stack_;
+  std::vector<std::unique_ptr<ReplicaSide>>& sides_;
+  std::unique_ptr<TcpSockets>& sockets_;
+  std::vector<std::unique_ptr<FakeReplica>>& replicas_;
+  int ready_calls_ = 0;
+};
+
+TEST_F(TcpSocketsTest, ConnectOpensThroughOneReplicaAndBecomesWritableWhenEstablished) {
+  auto id = sockets_->connect(kPeer, 5001, SocketOptions{.no_delay = true, .keepalive = false, .newreno = true, .local_port = 0});
+  ASSERT_TRUE(id.ok());
+  const TcpOpenBody open = replica(0).take_open();
+  EXPECT_TRUE(replica(1).drain().empty());
+  EXPECT_EQ(open.operation, TcpOpenOperation::connect);
+  EXPECT_EQ(open.remote_address, kPeer);
+  EXPECT_EQ(open.remote_port, 5001);
+  EXPECT_EQ(open.options, stack::kTcpOpenNoDelay | stack::kTcpOpenNewReno);
+  EXPECT_FALSE(sockets_->writable(id.value()));
+
+  const std::uint32_t slot = replica(0).answer_open(open);
+  EXPECT_EQ(ready_calls_, 1);
+  EXPECT_FALSE(sockets_->connected(id.value()));
+  EXPECT_FALSE(sockets_->writable(id.value()));
+  auto early = sockets_->send(id.value(), pattern(10, 1));
+  ASSERT_FALSE(early.ok());
+  EXPECT_EQ(early.error().code, Errc::would_block);
+
+  replica(0).set_status(slot, TcpSocketStatus::connected);
+  EXPECT_TRUE(replica(0).event(slot));
+  EXPECT_EQ(ready_calls_, 2);
+  EXPECT_TRUE(sockets_->connected(id.value()));
+  EXPECT_TRUE(sockets_->writable(id.value()));
+  EXPECT_FALSE(sockets_->readable(id.value()));
+  EXPECT_EQ(sockets_->error(id.value()), 0);
+  EXPECT_EQ(sockets_->endpoints(id.value()).local_port, 40000 + slot);
+  EXPECT_EQ(sockets_->endpoints(id.value()).remote_address, kPeer);
+}
+
+TEST_F(TcpSocketsTest, ConnectionsAreSpreadRoundRobin) {
+  const auto ids = connect_three();
+  auto to_zero = replica(0).drain(stack::kTcpOpenKind);
+  auto to_one = replica(1).drain(stack::kTcpOpenKind);
+  ASSERT_EQ(to_zero.size(), 2u);
+  ASSERT_EQ(to_one.size(), 1u);
+  EXPECT_EQ(to_zero[0].read<TcpOpenBody>().remote_port, 1);
+  EXPECT_EQ(to_one[0].read<TcpOpenBody>().remote_port, 2);
+  EXPECT_EQ(to_zero[1].read<TcpOpenBody>().remote_port, 3);
+  EXPECT_NE(ids[0], ids[1]);
+}
+
+TEST_F(TcpSocketsTest, RefusedConnectionReportsTheErrno) {
+  auto id = sockets_->connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  const std::uint32_t slot = replica(0).answer_open(replica(0).take_open());
+  replica(0).set_status(slot, TcpSocketStatus::closed, ECONNREFUSED);
+  replica(0).event(slot);
+  EXPECT_EQ(sockets_->error(id.value()), ECONNREFUSED);
+  EXPECT_TRUE(sockets_->writable(id.value()));  // so a waiting program looks, and sees the error
+  EXPECT_TRUE(sockets_->readable(id.value()));
+  EXPECT_FALSE(sockets_->connected(id.value()));
+  auto sent = sockets_->send(id.value(), pattern(4, 0));
+  ASSERT_FALSE(sent.ok());
+  EXPECT_EQ(sent.error().code, Errc::closed);
+  EXPECT_EQ(sent.error().sys_errno, ECONNREFUSED);
+  std::byte out[4];
+  auto received = sockets_->recv(id.value(), out);
+  ASSERT_FALSE(received.ok());
+  EXPECT_EQ(received.error().sys_errno, ECONNREFUSED);
+}
+
+TEST_F(TcpSocketsTest, AnOpenTheReplicaRefusesFailsTheSocket) {
+  auto id = sockets_->connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  replica(0).answer_open(replica(0).take_open(), EADDRNOTAVAIL);
+  EXPECT_EQ(sockets_->error(id.value()), EADDRNOTAVAIL);
+  EXPECT_TRUE(sockets_->writable(id.value()));
+  EXPECT_TRUE(sockets_->close(id.value()).ok());
+  EXPECT_TRUE(replica(0).drain().empty());  // no slot to give back
+  EXPECT_EQ(sockets_->open_sockets(), 0u);
+}
+
+TEST_F(TcpSocketsTest, SendCopiesIntoTheRingAndKicksOncePerBatch) {
+  std::uint32_t slot = 0;
+  const int id = establish(0, slot);
+  ASSERT_GE(id, 0);
+  replica(0).drain();
+  const auto first = pattern(100, 1), second = pattern(200, 2), third = pattern(50, 3);
+  for (const auto* bytes : {&first, &second, &third}) {
+    auto sent = sockets_->send(id, *bytes);
+    ASSERT_TRUE(sent.ok());
+    EXPECT_EQ(sent.value(), bytes->size());
+  }
+  // Three sends, one kick: the replica has not taken the first yet.
+  auto kicks = replica(0).drain(stack::kTcpKickKind);
+  ASSERT_EQ(kicks.size(), 1u);
+  EXPECT_EQ(kicks[0].read<TcpSlotBody>().slot, slot);
+  EXPECT_EQ(kicks[0].read<TcpSlotBody>().generation, replica(0).generation(slot));
+  EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestSend);
+  ByteRingConsumer& ring = replica(0).send_ring(slot);
+  ASSERT_EQ(ring.readable(), 350u);
+  EXPECT_EQ(sockets_->unacknowledged(id), 350u);
+  std::vector<std::byte> got(350);
+  ASSERT_EQ(ring.read(got), 350u);
+  EXPECT_EQ(sockets_->unacknowledged(id), 0u);
+  EXPECT_TRUE(std::equal(first.begin(), first.end(), got.begin()));
+  EXPECT_TRUE(std::equal(second.begin(), second.end(), got.begin() + 100));
+  EXPECT_TRUE(std::equal(third.begin(), third.end(), got.begin() + 300));
+
+  // The kick was taken, so the next send kicks again.
+  ASSERT_TRUE(sockets_->send(id, first).ok());
+  EXPECT_EQ(replica(0).drain(stack::kTcpKickKind).size(), 1u);
+}
+
+TEST_F(TcpSocketsTest, AFullSendRingWouldBlockAndTakesWhatFits) {
+  std::uint32_t slot = 0;
+  const int id = establish(0, slot);
+  const auto big = pattern(kRingBytes + 500, 9);
+  auto sent = sockets_->send(id, big);
+  ASSERT_TRUE(sent.ok());
+  EXPECT_EQ(sent.value(), kRingBytes);
+  EXPECT_FALSE(sockets_->writable(id));
+  auto more = sockets_->send(id, big);
+  ASSERT_FALSE(more.ok());
+  EXPECT_EQ(more.error().code, Errc::would_block);
+  std::vector<std::byte> sink(1000);
+  ASSERT_EQ(replica(0).send_ring(slot).read(sink), 1000u);
+  EXPECT_TRUE(sockets_->writable(id));
+}
+
+TEST_F(TcpSocketsTest, RecvCopiesOutAndAsksForTheWindowOncePerBatch) {
+  std::uint32_t slot = 0;
+  const int id = establish(1, slot);
+  replica(1).drain();
+  std::byte out[64];
+  auto nothing = sockets_->recv(id, out);
+  ASSERT_FALSE(nothing.ok());
+  EXPECT_EQ(nothing.error().code, Errc::would_block);
+
+  const auto data = pattern(300, 4);
+  ASSERT_EQ(replica(1).receive_ring(slot).write(data), 300u);
+  const int calls = ready_calls_;
+  EXPECT_TRUE(replica(1).event(slot));
+  EXPECT_EQ(ready_calls_, calls + 1);
+  EXPECT_TRUE(sockets_->readable(id));
+  std::vector<std::byte> got;
+  while (true) {
+    auto received = sockets_->recv(id, out);
+    if (!received.ok()) {
+      EXPECT_EQ(received.error().code, Errc::would_block);
+      break;
+    }
+    got.insert(got.end(), out, out + received.value());
+  }
+  EXPECT_EQ(got, data);
+  EXPECT_FALSE(sockets_->readable(id));
+  // Five reads, one window kick.
+  EXPECT_EQ(replica(1).drain(stack::kTcpKickKind).size(), 1u);
+  EXPECT_EQ(replica(1).take_requests(slot), kTcpRequestWindow);
+  EXPECT_EQ(replica(1).send_ring(slot).readable(), 0u);
+
+  // The application cleared event_pending, so the next change sends a new event.
+  ASSERT_EQ(replica(1).receive_ring(slot).write(pattern(5, 0)), 5u);
+  EXPECT_TRUE(replica(1).event(slot));
+  // ...but a change while that one is unhandled would not (here: handled already, so it does).
+  EXPECT_EQ(replica(1).control(slot).event_pending.load(), 0u);
+}
+
+TEST_F(TcpSocketsTest, EventsCoalesceUntilTheApplicationTakesOne) {
+  std::uint32_t slot = 0;
+  const int id = establish(0, slot);
+  // The replica raises event_pending itself and delivers later: a second change sends nothing.
+  replica(0).control(slot).event_pending.store(1);
+  EXPECT_FALSE(replica(0).event(slot));
+  replica(0).deliver(Message::make(stack::kTcpEventKind, TcpSlotBody{slot, replica(0).generation(slot)}));
+  EXPECT_EQ(replica(0).control(slot).event_pending.load(), 0u);
+  EXPECT_TRUE(replica(0).event(slot));
+  EXPECT_TRUE(sockets_->connected(id));
+}
+
+TEST_F(TcpSocketsTest, PeerCloseGivesTheRemainingBytesThenEof) {
+  std::uint32_t slot = 0;
+  const int id = establish(0, slot);
+  const auto data = pattern(20, 6);
+  ASSERT_EQ(replica(0).receive_ring(slot).write(data), 20u);
+  replica(0).control(slot).flags.fetch_or(kTcpPeerClosed);
+  replica(0).event(slot);
+  EXPECT_TRUE(sockets_->readable(id));
+  EXPECT_FALSE(sockets_->eof(id));
+  std::byte out[64];
+  auto first = sockets_->recv(id, out);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first.value(), 20u);
+  auto second = sockets_->recv(id, out);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second.value(), 0u);
+  EXPECT_TRUE(sockets_->eof(id));
+  EXPECT_TRUE(sockets_->readable(id));
+  // Half-closed: we may still send.
+  EXPECT_TRUE(sockets_->send(id, data).ok());
+}
+
+TEST_F(TcpSocketsTest, ShutdownCloseAndAbortSetTheirRequestBits) {
+  std::uint32_t slot_a = 0, slot_b = 0;
+  const int a = establish(0, slot_a);
+  const int b = establish(0, slot_b);
+  replica(0).drain();
+  ASSERT_TRUE(sockets_->shutdown_write(a).ok());
+  auto sent = sockets_->send(a, pattern(1, 0));
+  ASSERT_FALSE(sent.ok());
+  EXPECT_EQ(sent.error().sys_errno, EPIPE);
+  EXPECT_EQ(replica(0).take_requests(slot_a), kTcpRequestShutdownWrite);
+  ASSERT_TRUE(sockets_->close(a).ok());
+  EXPECT_EQ(replica(0).take_requests(slot_a), kTcpRequestClose);
+  ASSERT_TRUE(sockets_->abort(b).ok());
+  EXPECT_NE(replica(0).take_requests(slot_b) & kTcpRequestAbort, 0u);
+  EXPECT_EQ(replica(0).drain(stack::kTcpKickKind).size(), 3u);
+  EXPECT_FALSE(sockets_->close(a).ok());  // the id is free
+  EXPECT_EQ(sockets_->open_sockets(), 0u);
+  // Events about closed slots are stale, not trouble.
+  replica(0).event(slot_a);
+  EXPECT_EQ(sockets_->stale_messages(), 1u);
+  EXPECT_EQ(sockets_->bad_messages(), 0u);
+}
+
+TEST_F(TcpSocketsTest, ClosingWhileTheOpenIsInFlightGivesTheSlotBackWhenItArrives) {
+  auto id = sockets_->connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  const TcpOpenBody open = replica(0).take_open();
+  ASSERT_TRUE(sockets_->close(id.value()).ok());
+  // The id is reused at once; the late answer must not land on the new socket.
+  auto again = sockets_->connect(kPeer, 5002);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again.value(), id.value());
+  const std::uint32_t slot = replica(0).answer_open(open);
+  EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestClose);
+  EXPECT_FALSE(sockets_->connected(again.value()));
+  EXPECT_EQ(sockets_->error(again.value()), 0);
+  // The second connect went to replica 1 and still completes normally.
+  const std::uint32_t slot2 = replica(1).answer_open(replica(1).take_open());
+  replica(1).set_status(slot2, TcpSocketStatus::connected);
+  replica(1).event(slot2);
+  EXPECT_TRUE(sockets_->connected(again.value()));
+}
+
+TEST_F(TcpSocketsTest, OptionsGoToTheSlotAndWaitForItWhileConnecting) {
+  auto id = sockets_->connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(sockets_->set_option(id.value(), stack::TcpOption::nodelay, 1).ok());
+  EXPECT_FALSE(sockets_->set_option(id.value(), static_cast<stack::TcpOption>(99), 1).ok());
+  const TcpOpenBody open = replica(0).take_open();
+  const std::uint32_t slot = replica(0).answer_open(open);
+  auto options = replica(0).drain(stack::kTcpOptionKind);
+  ASSERT_EQ(options.size(), 1u);
+  const auto body = options[0].read<stack::TcpOptionBody>();
+  EXPECT_EQ(body.slot, slot);
+  EXPECT_EQ(body.generation, replica(0).generation(slot));
+  EXPECT_EQ(body.option, stack::TcpOption::nodelay);
+  EXPECT_EQ(body.value, 1u);
+  ASSERT_TRUE(sockets_->set_option(id.value(), stack::TcpOption::keepalive, 1).ok());
+  EXPECT_EQ(replica(0).drain(stack::kTcpOptionKind).size(), 1u);
+}
+
+struct Listener {
+  int id;
+  std::uint32_t slots[2];
+};
+
+class TcpSocketsListenTest : public TcpSocketsTest {
+ protected:
+  Listener listen_on_both() {
+    Listener listener{};
+    auto id = sockets_->listen(0, 5001, 16);
+    EXPECT_TRUE(id.ok());
+    listener.id = id.value();
+    for (std::size_t r = 0; r < 2; ++r) {
+      const TcpOpenBody open = replica(r).take_open();
+      EXPECT_EQ(open.operation, TcpOpenOperation::listen);
+      EXPECT_EQ(open.local_port, 5001);
+      EXPECT_EQ(open.backlog, 16);
+      EXPECT_FALSE(sockets_->listening(listener.id) && r == 0);
+      listener.slots[r] = replica(r).answer_open(open);
+    }
+    EXPECT_TRUE(sockets_->listening(listener.id));
+    return listener;
+  }
+};
+
+TEST_F(TcpSocketsListenTest, ListenerTakesConnectionsFromEveryReplica) {
+  const Listener listener = listen_on_both();
+  EXPECT_FALSE(sockets_->acceptable(listener.id));
+  auto none = sockets_->accept(listener.id);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, Errc::would_block);
+
+  const std::uint32_t on_one = replica(1).accept_one(listener.slots[1], 40001);
+  const std::uint32_t on_zero = replica(0).accept_one(listener.slots[0], 40002);
+  EXPECT_TRUE(sockets_->acceptable(listener.id));
+  EXPECT_TRUE(sockets_->readable(listener.id));
+  auto first = sockets_->accept(listener.id);
+  auto second = sockets_->accept(listener.id);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_NE(first.value(), second.value());
+  EXPECT_EQ(sockets_->endpoints(first.value()).remote_port, 40001);
+  EXPECT_EQ(sockets_->endpoints(second.value()).remote_port, 40002);
+  EXPECT_TRUE(sockets_->connected(first.value()));
+  EXPECT_FALSE(sockets_->accept(listener.id).ok());
+  EXPECT_FALSE(sockets_->acceptable(listener.id));
+
+  // Each replica's listener slot counts what was taken, and was kicked to look.
+  for (std::size_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(replica(r).control(listener.slots[r]).accepted.load(), 1u);
+    EXPECT_EQ(replica(r).take_requests(listener.slots[r]), kTcpRequestAccepted);
+  }
+  // Bytes flow on the accepted connections, through their own replica.
+  ASSERT_EQ(replica(0).receive_ring(on_zero).write(pattern(7, 1)), 7u);
+  replica(0).event(on_zero);
+  std::byte out[16];
+  auto received = sockets_->recv(second.value(), out);
+  ASSERT_TRUE(received.ok());
+  EXPECT_EQ(received.value(), 7u);
+  ASSERT_TRUE(sockets_->send(first.value(), pattern(3, 0)).ok());
+  EXPECT_EQ(replica(1).send_ring(on_one).readable(), 3u);
+}
+
+TEST_F(TcpSocketsListenTest, PortZeroIsRefused) {
+  auto id = sockets_->listen(0, 0, 16);
+  ASSERT_FALSE(id.ok());
+  EXPECT_EQ(id.error().code, Errc::invalid_argument);
+}
+
+TEST_F(TcpSocketsListenTest, OneReplicaRefusingFailsTheListenerAndFreesTheOtherPart) {
+  auto id = sockets_->listen(0, 5001, 4);
+  ASSERT_TRUE(id.ok());
+  const std::uint32_t slot = replica(0).answer_open(replica(0).take_open());
+  replica(1).answer_open(replica(1).take_open(), EADDRINUSE);
+  EXPECT_EQ(sockets_->error(id.value()), EADDRINUSE);
+  EXPECT_FALSE(sockets_->listening(id.value()));
+  EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestClose);
+  auto accepted = sockets_->accept(id.value());
+  ASSERT_FALSE(accepted.ok());
+  EXPECT_EQ(accepted.error().sys_errno, EADDRINUSE);
+}
+
+TEST_F(TcpSocketsListenTest, ClosingAListenerClosesItsUnacceptedConnections) {
+  const Listener listener = listen_on_both();
+  const std::uint32_t waiting = replica(0).accept_one(listener.slots[0], 40001);
+  ASSERT_TRUE(sockets_->close(listener.id).ok());
+  EXPECT_EQ(replica(0).take_requests(waiting), kTcpRequestClose);
+  EXPECT_EQ(replica(0).take_requests(listener.slots[0]), kTcpRequestClose);
+  EXPECT_EQ(replica(1).take_requests(listener.slots[1]), kTcpRequestClose);
+  EXPECT_EQ(sockets_->open_sockets(), 0u);
+  // A connection the replica announced before it saw the close is given back too.
+  const std::uint32_t late = replica(1).accept_one(listener.slots[1], 40002);
+  EXPECT_EQ(replica(1).take_requests(late), kTcpRequestClose);
+  EXPECT_EQ(sockets_->open_sockets(), 0u);
+}
+
+TEST_F(TcpSocketsListenTest, ReplicaRestartResetsOnlyItsConnectionsAndTakesTheListenerBack) {
+  const Listener listener = listen_on_both();
+  std::uint32_t slot0 = 0, slot1 = 0;
+  const int on_zero = establish(0, slot0);
+  const int on_one = establish(1, slot1);
+  const std::uint32_t queued = replica(1).accept_one(listener.slots[1], 40009);
+  (void)queued;
+  replica(0).drain();
+  replica(1).drain();
+  const int calls = ready_calls_;
+
+  // Replica 1 restarts: it formats its region afresh and we are told.
+  replica(1).format();
+  sockets_->replica_restarted(1);
+  EXPECT_GT(ready_calls_, calls);
+  EXPECT_EQ(sockets_->error(on_one), ECONNRESET);
+  EXPECT_TRUE(sockets_->readable(on_one));
+  EXPECT_TRUE(sockets_->writable(on_one));
+  std::byte out[8];
+  auto received = sockets_->recv(on_one, out);
+  ASSERT_FALSE(received.ok());
+  EXPECT_EQ(received.error().sys_errno, ECONNRESET);
+  auto sent = sockets_->send(on_one, pattern(4, 0));
+  ASSERT_FALSE(sent.ok());
+  EXPECT_EQ(sent.error().sys_errno, ECONNRESET);
+  // The connection it had announced but we had not accepted is simply gone.
+  EXPECT_FALSE(sockets_->acceptable(listener.id));
+
+  // Replica 0's connection is untouched.
+  EXPECT_TRUE(sockets_->connected(on_zero));
+  EXPECT_EQ(sockets_->error(on_zero), 0);
+  ASSERT_TRUE(sockets_->send(on_zero, pattern(4, 0)).ok());
+  EXPECT_EQ(replica(0).send_ring(slot0).readable(), 4u);
+
+  // The listener is sent again to the new incarnation only, and listens again once it answers.
+  EXPECT_TRUE(replica(0).drain(stack::kTcpOpenKind).empty());
+  const TcpOpenBody again = replica(1).take_open();
+  EXPECT_EQ(again.operation, TcpOpenOperation::listen);
+  EXPECT_EQ(again.local_port, 5001);
+  EXPECT_FALSE(sockets_->listening(listener.id));
+  const std::uint32_t new_slot = replica(1).answer_open(again);
+  EXPECT_TRUE(sockets_->listening(listener.id));
+  replica(1).accept_one(new_slot, 40010);
+  auto accepted = sockets_->accept(listener.id);
+  ASSERT_TRUE(accepted.ok());
+  EXPECT_EQ(sockets_->endpoints(accepted.value()).remote_port, 40010);
+  EXPECT_EQ(replica(1).control(new_slot).accepted.load(), 1u);
+
+  // Closing the reset socket tells nobody: the slot is not ours in the new region.
+  replica(1).drain();
+  ASSERT_TRUE(sockets_->close(on_one).ok());
+  EXPECT_TRUE(replica(1).drain(stack::kTcpKickKind).empty());
+}
+
+TEST_F(TcpSocketsTest, MessagesAChannelHadNoRoomForAreSentLaterInOrder) {
+  sides_[0]->room = 0;
+  auto first = sockets_->connect(kPeer, 1);
+  (void)sockets_->connect(kPeer, 2);  // replica 1
+  auto third = sockets_->connect(kPeer, 3);
+  ASSERT_TRUE(first && third);
+  EXPECT_EQ(sockets_->deferred_messages(), 2u);
+  EXPECT_FALSE(sockets_->flush());
+  sides_[0]->room = 1;
+  EXPECT_TRUE(sockets_->flush());
+  sides_[0]->room = 10;
+  EXPECT_TRUE(sockets_->flush());
+  EXPECT_EQ(sockets_->deferred_messages(), 0u);
+  auto opens = replica(0).drain(stack::kTcpOpenKind);
+  ASSERT_EQ(opens.size(), 2u);
+  EXPECT_EQ(opens[0].read<TcpOpenBody>().remote_port, 1);
+  EXPECT_EQ(opens[1].read<TcpOpenBody>().remote_port, 3);
+}
+
+class TcpSocketsLateRegionTest : public TcpSocketsTest {
+ protected:
+  TcpSocketsLateRegionTest() : TcpSocketsTest(1, false) {}
+};
+
+TEST_F(TcpSocketsLateRegionTest, ARegionFormattedAfterAttachIsPickedUpWithTheFirstMessage) {
+  auto id = sockets_->connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  const TcpOpenBody open = replica(0).take_open();
+  replica(0).format();
+  const std::uint32_t slot = replica(0).answer_open(open);
+  replica(0).set_status(slot, TcpSocketStatus::connected);
+  replica(0).event(slot);
+  EXPECT_TRUE(sockets_->connected(id.value()));
+  EXPECT_EQ(sockets_->bad_messages(), 0u);
+}
+
+TEST_F(TcpSocketsLateRegionTest, AnOpenAnsweredWithoutARegionFails) {
+  auto id = sockets_->connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  const TcpOpenBody open = replica(0).take_open();
+  replica(0).deliver(Message::make(stack::kTcpOpenedKind, TcpOpenedBody{open.socket, 0, 0, 1, 1234, 0}));
+  EXPECT_EQ(sockets_->error(id.value()), EPROTO);
+  EXPECT_EQ(sockets_->bad_messages(), 1u);
+}
+
+TEST_F(TcpSocketsTest, AnswersNamingBadSlotsAreRefused) {
+  const auto [a, b, c] = connect_three();
+  auto opens = replica(0).drain(stack::kTcpOpenKind);
+  ASSERT_EQ(opens.size(), 2u);
+  const std::uint32_t slot = replica(0).answer_open(opens[0].read<TcpOpenBody>());
+  // The second answer names the slot the first one already has.
+  replica(0).deliver(Message::make(stack::kTcpOpenedKind,
+                                   TcpOpenedBody{opens[1].read<TcpOpenBody>().socket, 0, slot,
+                                                 replica(0).generation(slot), 1, 0}));
+  EXPECT_EQ(sockets_->error(c), EPROTO);
+  // Out of range, and a generation the slot does not have.
+  const TcpOpenBody open_b = replica(1).take_open();
+  replica(1).deliver(Message::make(stack::kTcpOpenedKind, TcpOpenedBody{open_b.socket, 0, 1000, 1, 1, 0}));
+  EXPECT_EQ(sockets_->error(b), EPROTO);
+  EXPECT_EQ(sockets_->bad_messages(), 2u);
+  EXPECT_EQ(sockets_->error(a), 0);
+}
+
+TEST_F(TcpSocketsTest, GarbageFromAReplicaIsCountedAndChangesNothing) {
+  std::uint32_t slot = 0;
+  const int id = establish(0, slot);
+  const auto listener = sockets_->listen(0, 80, 4);
+  ASSERT_TRUE(listener.ok());
+  const std::uint32_t listener_slot = replica(0).answer_open(replica(0).take_open());
+  replica(1).answer_open(replica(1).take_open());
+  replica(0).drain();
+
+  std::mt19937_64 random(12345);
+  const MessageKind kinds[] = {stack::kTcpOpenedKind, stack::kTcpAcceptedKind, stack::kTcpEventKind,
+                               stack::kTcpKickKind, stack::kFrameKind, MessageKind::data};
+  std::vector<Message> garbage;
+  for (int i = 0; i < 5000; ++i) {
+    Message message;
+    message.kind = kinds[random() % std::size(kinds)];
+    for (auto& byte : message.body) byte = static_cast<std::byte>(random());
+    // Half with small numbers, so slots and tickets are often in range.
+    if (i % 2 == 0) {
+      for (std::size_t word = 0; word < Message::kBodyBytes / 4; ++word) {
+        const std::uint32_t value = static_cast<std::uint32_t>(random() % 8);
+        std::memcpy(message.body.data() + word * 4, &value, 4);
+      }
+    }
+    garbage.push_back(message);
+  }
+  sockets_->handle_messages(0, garbage);
+  sockets_->handle_messages(1, garbage);
+  sockets_->handle_messages(7, garbage);  // no such replica
+  EXPECT_GT(sockets_->bad_messages() + sockets_->stale_messages(), 0u);
+
+  // The established connection still works, both ways.
+  EXPECT_TRUE(sockets_->connected(id));
+  ASSERT_TRUE(sockets_->send(id, pattern(10, 1)).ok());
+  ASSERT_EQ(replica(0).receive_ring(slot).write(pattern(10, 2)), 10u);
+  std::byte out[10];
+  auto received = sockets_->recv(id, out);
+  ASSERT_TRUE(received.ok());
+  EXPECT_EQ(received.value(), 10u);
+  EXPECT_EQ(replica(0).send_ring(slot).readable(), 10u);
+  (void)listener_slot;
+}
+
+TEST_F(TcpSocketsTest, ACorruptRingFailsTheSocketWithEproto) {
+  std::uint32_t slot = 0;
+  const int id = establish(0, slot);
+  ASSERT_TRUE(sockets_->send(id, pattern(10, 1)).ok());
+  replica(0).region().slot(slot)->send.head.store(1u << 30);  // "consumed" more than was sent
+  auto sent = sockets_->send(id, pattern(10, 1));
+  ASSERT_FALSE(sent.ok());
+  EXPECT_EQ(sent.error().sys_errno, EPROTO);
+  EXPECT_EQ(sockets_->error(id), EPROTO);
+
+  std::uint32_t slot2 = 0;
+  const int other = establish(0, slot2);
+  replica(0).region().slot(slot2)->receive.tail.store(kRingBytes * 3);
+  std::byte out[4];
+  auto received = sockets_->recv(other, out);
+  ASSERT_FALSE(received.ok());
+  EXPECT_EQ(received.error().sys_errno, EPROTO);
+  EXPECT_TRUE(sockets_->readable(other));
+}
+
+TEST_F(TcpSocketsTest, UnknownIdsAreRefusedAndReadAsNotReady) {
+  for (const int id : {-1, 0, 5, 70000}) {
+    EXPECT_FALSE(sockets_->readable(id));
+    EXPECT_FALSE(sockets_->writable(id));
+    EXPECT_FALSE(sockets_->acceptable(id));
+    EXPECT_EQ(sockets_->error(id), 0);
+    std::byte out[4];
+    EXPECT_EQ(sockets_->recv(id, out).error().code, Errc::invalid_argument);
+    EXPECT_EQ(sockets_->send(id, out).error().code, Errc::invalid_argument);
+    EXPECT_FALSE(sockets_->close(id).ok());
+    EXPECT_FALSE(sockets_->accept(id).ok());
+  }
+  EXPECT_FALSE(sockets_->connect(0, 80).ok());
+  EXPECT_FALSE(sockets_->connect(kPeer, 0).ok());
+}
+
+}  // namespace
+}  // namespace flotilla::sockets
