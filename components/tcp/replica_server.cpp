@@ -209,6 +209,7 @@ std::optional<std::uint32_t> ReplicaServer::take_slot(std::size_t app, SlotKind 
   control.event_pending.store(0, std::memory_order_relaxed);
   control.requests.store(0, std::memory_order_relaxed);
   control.kick_pending.store(0, std::memory_order_relaxed);
+  control.accepted.store(0, std::memory_order_relaxed);
   // The application's ring indices too: a fresh socket starts both streams at 0.
   header->send.tail.store(0, std::memory_order_relaxed);
   header->receive.head.store(0, std::memory_order_relaxed);
@@ -381,6 +382,18 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpSlotBody& kick, std
   control.kick_pending.store(0, std::memory_order_seq_cst);
   const std::uint32_t requests = control.requests.exchange(0, std::memory_order_acq_rel);
   if (slot->kind == SlotKind::listener) {
+    if ((requests & sockets::kTcpRequestAccepted) != 0) {
+      // A running count the application keeps: it may only grow, by at most what waits.
+      const std::uint32_t growth = control.accepted.load(std::memory_order_acquire) - slot->accept_taken;
+      const std::uint32_t waiting = slot->accept_announced - slot->accept_taken;
+      if (growth > waiting) {
+        counters_.bad_app_messages->add();
+      } else if (growth > 0) {
+        slot->accept_taken += growth;
+        engine_->accepted(slot->listener, growth);
+        control.accept_ready.store(waiting - growth, std::memory_order_release);
+      }
+    }
     if ((requests & (sockets::kTcpRequestClose | sockets::kTcpRequestAbort)) != 0) {
       engine_->close_listener(slot->listener);
       listeners_[slot->listener] = Place{};
@@ -389,16 +402,6 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpSlotBody& kick, std
     return;
   }
   const ConnectionHandle connection = slot->connection;
-  if ((requests & sockets::kTcpRequestAccepted) != 0 && slot->awaiting_accept) {
-    slot->awaiting_accept = false;
-    Slot& listener = apps_[app].slots[slot->listener_slot];
-    if (listener.kind == SlotKind::listener) {
-      engine_->accepted(slot->listener, 1);
-      auto& listener_control = apps_[app].region.slot(slot->listener_slot)->control;
-      const std::uint32_t ready = listener_control.accept_ready.load(std::memory_order_relaxed);
-      listener_control.accept_ready.store(ready > 0 ? ready - 1 : 0, std::memory_order_release);
-    }
-  }
   if (slot->engine_released) {
     // The connection is over; all that is left is the application letting go of the slot.
     if ((requests & (sockets::kTcpRequestClose | sockets::kTcpRequestAbort)) != 0) free_slot(app, kick.slot);
@@ -475,7 +478,6 @@ std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, Connect
   Slot& slot = apps_[owner.app].slots[*index];
   slot.connection = connection;
   slot.listener = listener;
-  slot.listener_slot = owner.slot;
   slot.options = apps_[owner.app].slots[owner.slot].options;
   connections_[connection.index] = Place{owner.app, *index, slot.generation};
   auto& control = apps_[owner.app].region.slot(*index)->control;
@@ -494,9 +496,10 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
   const Place owner = listeners_[listener];
   if (owner.app != place->app) return;
   slot.announced = true;
-  slot.awaiting_accept = true;
+  Slot& listener_slot = apps_[owner.app].slots[owner.slot];
+  ++listener_slot.accept_announced;
   auto& listener_control = apps_[owner.app].region.slot(owner.slot)->control;
-  listener_control.accept_ready.store(listener_control.accept_ready.load(std::memory_order_relaxed) + 1,
+  listener_control.accept_ready.store(listener_slot.accept_announced - listener_slot.accept_taken,
                                       std::memory_order_release);
   send_app(place->app, Message::make(stack::kTcpAcceptedKind,
                                      stack::TcpAcceptedBody{owner.slot, owner.generation, place->slot,

@@ -110,12 +110,14 @@ class ReplicaServer final : public EngineHost {
     bool app_closed = false;       // the application closed or aborted it
     bool engine_released = false;  // the engine no longer touches its rings
     bool announced = false;        // the application knows the slot (passive: once accept-ready)
-    bool awaiting_accept = false;  // a passive connection the application has not accepted yet
     std::uint32_t generation = 0;
     ConnectionHandle connection;
     ListenerId listener = 0;
-    std::uint32_t listener_slot = 0;  // for a passive connection: its listener's slot
     ConnectionOptions options;        // as the application set them
+    // A listener: connections announced to the application, and how many of them it has taken
+    // (the last value of the slot's `accepted` word this replica believed).
+    std::uint32_t accept_announced = 0;
+    std::uint32_t accept_taken = 0;
   };
   struct App {
     sockets::TcpRegion region;
