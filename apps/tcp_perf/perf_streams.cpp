@@ -1,5 +1,7 @@
 #include "apps/tcp_perf/perf_streams.hpp"
 
+#include "dataplane/clock.hpp"
+
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -168,6 +170,19 @@ bool PerfSender::pump() {
   for (PerfStream& stream : streams_) {
     if (stream.done || stream.shut) continue;
     if (const int error = sockets_.error(stream.socket); error != 0) {
+      const std::uint64_t now = monotonic_ns();
+      if (error == ECONNREFUSED && stream.bytes == 0 && now < retry_until_ns_) {
+        if (stream.retry_at_ns == 0) stream.retry_at_ns = now + 100'000'000;
+        if (now < stream.retry_at_ns) continue;
+        (void)sockets_.close(stream.socket);
+        auto again = sockets_.connect(address_, port_, options_);
+        stream.retry_at_ns = 0;
+        if (again) {
+          stream.socket = again.value();
+          progress = true;
+          continue;
+        }
+      }
       stream.error = error;
       stream.done = true;
       progress = true;
