@@ -109,6 +109,9 @@ std::string report_json(const PerfReport& report) {
                 report.streams, report.failed_streams);
   std::string json = "{\"role\":\"" + report.role + "\"," + numbers;
   if (report.role == "send") json += ",\"retransmits\":" + std::to_string(report.retransmits);
+  json += ",\"errors\":[";
+  for (std::size_t i = 0; i < report.errors.size(); ++i) json += (i == 0 ? "" : ",") + std::to_string(report.errors[i]);
+  json += "]";
   if (report.verify) {
     json += ",\"mismatches\":" + std::to_string(report.mismatches);
     if (report.mismatches != 0) json += ",\"first_mismatch\":" + std::to_string(report.first_mismatch);
@@ -137,6 +140,7 @@ PerfReport make_report(std::string role, std::vector<PerfStream>& streams, std::
     report.first_mismatch = std::min(report.first_mismatch, stream.first_mismatch);
     report.retransmits += stream.retransmits;
     if (stream.error != 0) ++report.failed_streams;
+    report.errors.push_back(stream.error);
     if (verify) {
       if (stream.digest.empty()) stream.digest = stream.hash.finish();
       report.sha256.push_back(stream.digest);

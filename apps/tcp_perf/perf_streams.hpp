@@ -81,6 +81,7 @@ struct PerfReport {
   std::uint64_t mismatches = 0;
   std::uint64_t first_mismatch = std::numeric_limits<std::uint64_t>::max();  // stream offset
   std::vector<std::string> sha256;  // one per stream, with verify
+  std::vector<int> errors;          // one per stream: the errno that ended it, 0 if none
   std::uint64_t retransmits = 0;    // sender: what the replicas reported (TCP_INFO)
 };
 // One JSON object on one line (no newline).
