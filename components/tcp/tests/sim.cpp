@@ -226,7 +226,8 @@ void Network::send(std::uint32_t source, std::uint32_t destination, std::vector<
     ++dropped_;
     return;
   }
-  if (chance(config_.corrupt) && !bytes.empty()) {
+  const bool corrupted = chance(config_.corrupt) && !bytes.empty();
+  if (corrupted) {
     const std::size_t at = std::uniform_int_distribution<std::size_t>(0, bytes.size() - 1)(rng_);
     const auto flip = static_cast<std::byte>(std::uniform_int_distribution<int>(1, 255)(rng_));
     bytes[at] ^= flip;
@@ -248,9 +249,9 @@ void Network::send(std::uint32_t source, std::uint32_t destination, std::vector<
     deliver_at += std::uniform_int_distribution<std::uint64_t>(1, std::max<std::uint64_t>(config_.reorder_delay_ns, 1))(rng_);
   }
   if (chance(config_.duplicate)) {
-    queue_.push(Packet{deliver_at + 1000, order_++, source, destination, bytes});
+    queue_.push(Packet{deliver_at + 1000, order_++, source, destination, bytes, corrupted});
   }
-  queue_.push(Packet{deliver_at, order_++, source, destination, std::move(bytes)});
+  queue_.push(Packet{deliver_at, order_++, source, destination, std::move(bytes), corrupted});
 }
 
 std::size_t Network::deliver(std::uint64_t now_ns) {
@@ -266,6 +267,7 @@ std::size_t Network::deliver(std::uint64_t now_ns) {
     }
     ++delivered_;
     ++count;
+    if (packet.corrupted) ++corrupted_delivered_;
     host->second->engine().on_packet(packet.source, packet.destination, packet.bytes, now_ns);
   }
   return count;

@@ -150,6 +150,8 @@ class Network {
   std::uint64_t dropped() const { return dropped_; }
   // Segments sent to an address with no host are counted here and dropped.
   std::uint64_t unroutable() const { return unroutable_; }
+  // Corrupted segments that reached a host (each must fail its checksum there).
+  std::uint64_t corrupted_delivered() const { return corrupted_delivered_; }
   // Optional tap: sees every segment at delivery; returning false drops it.
   std::function<bool(std::uint32_t, std::uint32_t, std::vector<std::byte>&)> tap;
 
@@ -160,6 +162,7 @@ class Network {
     std::uint32_t source;
     std::uint32_t destination;
     std::vector<std::byte> bytes;
+    bool corrupted = false;
     bool operator>(const Packet& other) const {
       return deliver_at != other.deliver_at ? deliver_at > other.deliver_at : order > other.order;
     }
@@ -176,6 +179,7 @@ class Network {
   std::uint64_t delivered_ = 0;
   std::uint64_t dropped_ = 0;
   std::uint64_t unroutable_ = 0;
+  std::uint64_t corrupted_delivered_ = 0;
 };
 
 template <class Done>

@@ -1,7 +1,11 @@
-// Deterministic simulation: two TCP engines over a seeded lossy link (see sim.hpp).
+// Deterministic simulation: two TCP engines over a seeded, impaired link (see sim.hpp). Every
+// seed draws its own link, settings and transfer sizes; a failure names the seed and how to
+// replay it alone (FLOTILLA_TCP_SEED=N).
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "components/tcp/tests/sim.hpp"
 
@@ -10,32 +14,153 @@ namespace {
 
 constexpr std::uint32_t kClient = 0x0a000001;
 constexpr std::uint32_t kServer = 0x0a000002;
+constexpr std::uint64_t kSeeds = 200;
+constexpr std::uint64_t kMiB = 1024 * 1024;
 
-TEST(Simulation, CleanTransferBothWays) {
-  Network network(1, LinkConfig{});
+struct Scenario {
+  LinkConfig link;
   EngineSettings settings;
-  settings.max_connections = 16;
-  Host client(network, kClient, settings, 0);
-  Host server(network, kServer, settings, 0);
-  ASSERT_TRUE(server.engine().listen(0, 80, 16, {}).ok());
-  server.accept_send_total = 3'000'000;
-  server.accept_pattern_base = 100;
-  Endpoint* e = client.connect(kServer, 40000, 80);
-  ASSERT_NE(e, nullptr);
-  e->send_total = 2'000'000;
-  e->send_pattern = 100;
-  e->receive_pattern = 101;
-  const bool done = network.run([&] { return e->released && server.endpoints().size() == 1 && server.endpoints()[0]->released; },
-                                600'000'000'000ull);
-  ASSERT_TRUE(done);
-  Endpoint& s = *server.endpoints()[0];
-  EXPECT_EQ(e->received, 3'000'000u);
-  EXPECT_EQ(s.received, 2'000'000u);
-  EXPECT_EQ(e->mismatches, 0u);
-  EXPECT_EQ(s.mismatches, 0u);
-  EXPECT_FALSE(e->failed);
-  EXPECT_FALSE(s.failed);
-  std::printf("virtual %.3f s, delivered %llu\n", network.now() / 1e9, (unsigned long long)network.delivered());
+  ConnectionOptions client_options;
+  ConnectionOptions server_options;
+  std::size_t ring_bytes = 256 * 1024;
+  std::uint64_t upload = 0;    // client to server
+  std::uint64_t download = 0;  // server to client
+};
+
+std::string describe(const Scenario& s) {
+  char text[512];
+  std::snprintf(text, sizeof text,
+                "loss %.4f dup %.4f reorder %.4f corrupt %.4f latency %llu us bw %llu bps queue %zu; "
+                "mss %u ts %d sack %d ws %d ring %zu; %s/%s nodelay %d/%d; up %llu down %llu",
+                s.link.loss, s.link.duplicate, s.link.reorder, s.link.corrupt,
+                static_cast<unsigned long long>(s.link.latency_ns / 1000),
+                static_cast<unsigned long long>(s.link.bandwidth_bps), s.link.queue_bytes, s.settings.mss,
+                s.settings.timestamps, s.settings.sack, s.settings.window_scaling, s.ring_bytes,
+                s.client_options.congestion == CongestionAlgorithm::cubic ? "cubic" : "newreno",
+                s.server_options.congestion == CongestionAlgorithm::cubic ? "cubic" : "newreno",
+                s.client_options.nodelay, s.server_options.nodelay,
+                static_cast<unsigned long long>(s.upload), static_cast<unsigned long long>(s.download));
+  return text;
+}
+
+// What seed N runs: drawn from its own RNG so seeds are independent of each other.
+Scenario scenario_for(std::uint64_t seed) {
+  std::mt19937_64 rng(seed * 0x9e3779b97f4a7c15ull + 1);
+  const auto uniform = [&](double low, double high) { return std::uniform_real_distribution<double>(low, high)(rng); };
+  const auto pick = [&](std::uint64_t n) { return std::uniform_int_distribution<std::uint64_t>(0, n - 1)(rng); };
+  Scenario s;
+  const bool big = seed % 50 == 7;  // 4 seeds of 64 MiB each way
+  s.link.loss = big ? 0.001 : (pick(4) == 0 ? 0 : uniform(0, 0.05));
+  s.link.duplicate = big ? 0.001 : uniform(0, 0.02);
+  s.link.reorder = big ? 0.002 : (pick(2) == 0 ? 0 : uniform(0, 0.1));
+  s.link.corrupt = big ? 0.001 : uniform(0, 0.02);
+  s.link.latency_ns = big ? 500'000 : 50'000 + pick(20'000'000);
+  s.link.reorder_delay_ns = 100'000 + pick(5'000'000);
+  static constexpr std::uint64_t kBandwidths[] = {10'000'000, 100'000'000, 1'000'000'000, 10'000'000'000};
+  s.link.bandwidth_bps = big ? 10'000'000'000 : kBandwidths[pick(4)];
+  s.link.queue_bytes = 64 * 1024 + pick(1024 * 1024);
+  static constexpr std::uint16_t kMss[] = {536, 1460, 1460, 8960};
+  s.settings.mss = big ? 8960 : kMss[pick(4)];
+  s.settings.timestamps = pick(4) != 0;
+  s.settings.sack = pick(4) != 0;
+  s.settings.window_scaling = pick(5) != 0;
+  s.settings.max_connections = 8;
+  s.settings.secret[0] = seed;
+  s.settings.secret[1] = ~seed;
+  static constexpr std::size_t kRings[] = {16 * 1024, 64 * 1024, 256 * 1024, 1024 * 1024};
+  s.ring_bytes = big ? 4 * kMiB : kRings[pick(4)];
+  s.client_options.congestion = pick(2) == 0 ? CongestionAlgorithm::cubic : CongestionAlgorithm::newreno;
+  s.server_options.congestion = pick(2) == 0 ? CongestionAlgorithm::cubic : CongestionAlgorithm::newreno;
+  s.client_options.nodelay = pick(2) == 0;
+  s.server_options.nodelay = pick(2) == 0;
+  // Sizes log-uniform from 0 to 2 MiB, with an occasional empty direction.
+  const auto size = [&] {
+    if (pick(10) == 0) return std::uint64_t{0};
+    return static_cast<std::uint64_t>(std::exp(uniform(0, std::log(2.0 * kMiB))));
+  };
+  s.upload = big ? 64 * kMiB : size();
+  s.download = big ? 64 * kMiB : size();
+  return s;
+}
+
+TransitionRecorder& all_seeds_transitions() {
+  static TransitionRecorder recorder;
+  return recorder;
+}
+
+void run_seed(std::uint64_t seed) {
+  const Scenario s = scenario_for(seed);
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (replay alone: FLOTILLA_TCP_SEED=" + std::to_string(seed) +
+               " tcp-simulation-test --gtest_filter='Simulation.Seeds'): " + describe(s));
+  Network network(seed, s.link);
+  Host client(network, kClient, s.settings, 0, s.ring_bytes);
+  Host server(network, kServer, s.settings, 0, s.ring_bytes);
+  set_transition_observer(client.engine(), &all_seeds_transitions());
+  set_transition_observer(server.engine(), &all_seeds_transitions());
+  ASSERT_TRUE(server.engine().listen(0, 80, 8, s.server_options).ok());
+  server.accept_send_total = s.download;
+  server.accept_pattern_base = seed * 2;
+  Endpoint* c = client.connect(kServer, static_cast<std::uint16_t>(1024 + seed), 80, s.client_options);
+  ASSERT_NE(c, nullptr);
+  c->send_total = s.upload;
+  c->send_pattern = seed * 2;
+  c->receive_pattern = seed * 2 + 1;
+  const auto finished = [&] {
+    return c->released && server.endpoints().size() == 1 && server.endpoints()[0]->released &&
+           c->app_receive.readable() == 0 && server.endpoints()[0]->app_receive.readable() == 0;
+  };
+  const bool done = network.run(finished, 3600'000'000'000ull);
+  ASSERT_TRUE(done) << "not finished by virtual " << network.now() / 1e9 << " s; client sent " << c->sent
+                    << " received " << c->received << " failed " << c->failed << " error " << c->error;
+  ASSERT_EQ(server.endpoints().size(), 1u);
+  const Endpoint& v = *server.endpoints()[0];
+  EXPECT_FALSE(c->failed) << "client error " << c->error;
+  EXPECT_FALSE(v.failed) << "server error " << v.error;
+  EXPECT_EQ(c->received, s.download);
+  EXPECT_EQ(v.received, s.upload);
+  EXPECT_EQ(c->mismatches, 0u) << "first at " << c->first_mismatch;
+  EXPECT_EQ(v.mismatches, 0u) << "first at " << v.first_mismatch;
+  EXPECT_EQ(c->received_hash, pattern_hash(c->receive_pattern, s.download));
+  EXPECT_EQ(v.received_hash, pattern_hash(v.receive_pattern, s.upload));
+  if (std::getenv("FLOTILLA_TCP_SEED") != nullptr) {
+    std::printf("seed %llu: virtual %.3f s, %llu segments delivered, %llu dropped; retransmits %llu/%llu, "
+                "fast %llu/%llu, RTOs %llu/%llu, out of order %llu/%llu\n",
+                static_cast<unsigned long long>(seed), network.now() / 1e9,
+                static_cast<unsigned long long>(network.delivered()),
+                static_cast<unsigned long long>(network.dropped()),
+                static_cast<unsigned long long>(client.counter("retransmits")),
+                static_cast<unsigned long long>(server.counter("retransmits")),
+                static_cast<unsigned long long>(client.counter("fast_retransmits")),
+                static_cast<unsigned long long>(server.counter("fast_retransmits")),
+                static_cast<unsigned long long>(client.counter("retransmission_timeouts")),
+                static_cast<unsigned long long>(server.counter("retransmission_timeouts")),
+                static_cast<unsigned long long>(client.counter("out_of_order_segments")),
+                static_cast<unsigned long long>(server.counter("out_of_order_segments")));
+  }
+  // TIME-WAIT ends, then nothing is left: no connection, no claimed flow, no timer.
+  network.run([] { return false; }, network.now() + 2 * s.settings.time_wait_ns);
+  EXPECT_EQ(client.engine().connection_count(), 0u);
+  EXPECT_EQ(server.engine().connection_count(), 0u);
+  EXPECT_TRUE(client.claimed().empty());
+  EXPECT_TRUE(server.claimed().empty());
+  EXPECT_EQ(client.engine().next_deadline_ns(), UINT64_MAX);
+  EXPECT_EQ(server.engine().next_deadline_ns(), UINT64_MAX);
+  // A flipped byte always breaks the checksum (or, in the data offset, the header length), and
+  // nothing else does.
+  EXPECT_EQ(client.counter("bad_checksum") + server.counter("bad_checksum") + client.counter("bad_header") +
+                server.counter("bad_header"),
+            network.corrupted_delivered());
+}
+
+TEST(Simulation, Seeds) {
+  if (const char* only = std::getenv("FLOTILLA_TCP_SEED")) {
+    run_seed(std::strtoull(only, nullptr, 10));
+    return;
+  }
+  for (std::uint64_t seed = 0; seed < kSeeds; ++seed) {
+    run_seed(seed);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
 }
 
 }  // namespace
