@@ -227,6 +227,7 @@ class TcpEngine final : public Engine {
   void send_range(Connection& c, std::uint32_t seq, std::uint32_t length, bool fin, std::uint64_t now_ns);
   void output(Connection& c, std::uint64_t now_ns);
   void retransmit_head(Connection& c, std::uint64_t now_ns);
+  void skip_sacked(Connection& c);
   void enter_recovery(Connection& c, std::uint64_t now_ns);
   std::uint32_t data_end(Connection& c);  // sequence after the last byte queued to send
   bool check_rings(Connection& c, std::uint64_t now_ns);
@@ -675,9 +676,9 @@ Status TcpEngine::set_options(ConnectionHandle handle, const ConnectionOptions& 
 }
 
 std::optional<ConnectionInfo> TcpEngine::info(ConnectionHandle handle) const {
-  if (handle.index >= settings_.max_connections) return std::nullopt;
-  const Connection& c = connections_[handle.index];
-  if (!c.in_use || c.generation != handle.generation) return std::nullopt;
+  const Connection* found = find(handle);
+  if (found == nullptr) return std::nullopt;
+  const Connection& c = *found;
   ConnectionInfo info;
   info.state = c.state;
   info.tuple = c.tuple;
@@ -904,7 +905,8 @@ void TcpEngine::accept_cookie(ListenerId id, const FourTuple& tuple, const Incom
   c->rings = *rings;
   c->rings_live = true;
   c->iss = in.ack - 1;
-  c->snd_una = c->snd_nxt = c->snd_max = c->iss;
+  c->snd_una = c->iss;
+  c->snd_nxt = c->snd_max = c->iss + 1;  // the SYN-ACK the cookie rode on
   c->head_seq = c->iss + 1;
   c->recovery_point = c->iss;
   c->state = TcpState::listen;
@@ -923,7 +925,7 @@ void TcpEngine::accept_cookie(ListenerId id, const FourTuple& tuple, const Incom
 }
 
 void TcpEngine::establish(Connection& c, std::uint64_t now_ns) {
-  set_state(c, TcpState::established);
+  if (!c.fin_sent) set_state(c, TcpState::established);  // else FIN-WAIT-1 already (close in SYN-RECEIVED)
   c.congestion.init(c.options.congestion, c.mss, now_ns);
   c.scoreboard.reset(c.snd_una);
   c.retries = 0;
@@ -972,8 +974,8 @@ void TcpEngine::on_syn_sent_segment(Connection& c, const Incoming& in, std::uint
     c.rto_at = kNever;
     establish(c, now_ns);
     c.rcv_adv = c.rcv_nxt;
+    send_ack(c, now_ns);
     output(c, now_ns);
-    if (c.last_ack_sent != c.rcv_nxt || c.unacked_bytes == 0) send_ack(c, now_ns);
     return;
   }
   // Simultaneous open (RFC 9293 3.5 figure 7): answer with SYN-ACK, same ISS.
@@ -989,8 +991,8 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
   const bool syn = in.has(wire::kTcpSyn);
 
   // A retransmitted SYN (or, in a simultaneous open, the peer's SYN-ACK) in SYN-RECEIVED.
-  if (c.state == TcpState::syn_received && syn && in.seq == c.irs) {
-    if (in.has(wire::kTcpAck) && in.ack == c.iss + 1) {
+  if (c.snd_una == c.iss && syn && in.seq == c.irs) {
+    if (in.has(wire::kTcpAck) && seq_gt(in.ack, c.iss) && seq_le(in.ack, c.snd_max)) {
       c.snd_una = in.ack;
       c.snd_wnd = static_cast<std::uint32_t>(in.window);
       c.max_snd_wnd = std::max(c.max_snd_wnd, c.snd_wnd);
@@ -1012,6 +1014,12 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
     return false;
   }
 
+  // RFC 5961 4 / RFC 9293 3.10.7.4 fourth: a SYN in a synchronized state, whatever its sequence
+  // number, gets a (rate-limited) challenge ACK.
+  if (syn) {
+    send_challenge_ack(c, now_ns);
+    return true;
+  }
   // RFC 7323 5.3 PAWS.
   const bool has_ts = in.options.timestamps.has_value();
   if (c.timestamps && has_ts && !rst && seq_lt(in.options.timestamps->first, c.ts_recent)) {
@@ -1054,11 +1062,6 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
     } else {
       send_challenge_ack(c, now_ns);
     }
-    return true;
-  }
-  // Fourth: SYN in a synchronized state (RFC 5961 4).
-  if (syn) {
-    send_challenge_ack(c, now_ns);
     return true;
   }
   // Fifth: ACK.
@@ -1108,14 +1111,14 @@ void TcpEngine::on_reset(Connection& c) {
 
 // Returns false when the segment is done with (dropped, or the connection closed).
 bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, std::uint64_t now_ns) {
-  if (c.state == TcpState::syn_received) {
+  if (c.snd_una == c.iss) {
+    // Our SYN is not acknowledged yet (SYN-RECEIVED, or FIN-WAIT-1 entered from it).
     if (seq_lt(c.snd_una, in.ack) && seq_le(in.ack, c.snd_max)) {
       c.snd_wl1 = in.seq - 1;  // so the window below is taken from this segment
       c.snd_wl2 = in.ack;
       c.rto_at = kNever;
       c.rtt_timing = false;
       establish(c, now_ns);
-      if (c.fin_sent) set_state(c, TcpState::fin_wait_1);
     } else {
       counters_.bad_ack->add();
       send_reset_reply(c.tuple, in);
@@ -1454,6 +1457,8 @@ void TcpEngine::send_syn(Connection& c, std::uint64_t now_ns) {
     c.rtt_start_ns = now_ns;
   } else {
     c.rtt_timing = false;  // Karn: a resent SYN gives no sample
+    ++c.retransmits;
+    counters_.retransmits->add();
   }
   transmit(out);
 }
@@ -1590,6 +1595,7 @@ void TcpEngine::output(Connection& c, std::uint64_t now_ns) {
       if (flight >= allowed) break;
       room = allowed - flight;
     }
+    if (c.sack && seq_lt(c.snd_nxt, c.snd_max)) skip_sacked(c);
     const std::int32_t window_room = seq_diff(c.snd_una + c.snd_wnd, c.snd_nxt);
     if (seq_lt(c.snd_nxt, end)) {
       const std::uint32_t queued = end - c.snd_nxt;
@@ -1620,11 +1626,23 @@ void TcpEngine::output(Connection& c, std::uint64_t now_ns) {
     }
     break;
   }
-  // Zero window with something to send and nothing in flight: probe (persist timer).
+  // Something to send, nothing in flight, yet nothing went: the window is zero or too small to be
+  // worth a segment. The persist timer probes it (and then sends what fits), as Linux does.
   const bool waiting = seq_lt(c.snd_nxt, end) || (c.write_shut && !c.fin_sent);
-  if (waiting && c.snd_max == c.snd_una && seq_diff(c.snd_una + c.snd_wnd, c.snd_nxt) <= 0) {
+  if (waiting && c.snd_max == c.snd_una) {
     if (c.persist_at == kNever) {
       c.persist_at = now_ns + std::min(c.rtt.rto_ns() << std::min<std::uint32_t>(c.persist_backoff, 16), kPersistMaxNs);
+    }
+  }
+}
+
+// Going back after an RTO, data the peer SACKed is not sent again.
+void TcpEngine::skip_sacked(Connection& c) {
+  for (std::size_t i = 0; i < c.scoreboard.range_count(); ++i) {
+    const SeqRange range = c.scoreboard.range(i);
+    if (seq_le(range.left, c.snd_nxt) && seq_lt(c.snd_nxt, range.right)) {
+      c.snd_nxt = seq_lt(range.right, c.snd_max) ? range.right : c.snd_max;
+      return;
     }
   }
 }
@@ -1709,13 +1727,21 @@ void TcpEngine::on_retransmission_timeout(Connection& c, std::uint64_t now_ns) {
 }
 
 void TcpEngine::on_persist_timeout(Connection& c, std::uint64_t now_ns) {
-  if (!synchronized(c.state) || c.snd_wnd > 0 || c.snd_max != c.snd_una) {
+  if (!synchronized(c.state) || c.snd_max != c.snd_una || !c.rings_live) {
     c.persist_backoff = 0;
     output(c, now_ns);
     return;
   }
   counters_.persist_probes->add();
-  send_probe(c, now_ns);
+  const std::uint32_t end = data_end(c);
+  if (!check_rings(c, now_ns)) return;
+  const std::uint32_t usable = std::min<std::uint32_t>(c.snd_wnd, c.mss);
+  if (usable > 0 && seq_lt(c.snd_nxt, end)) {
+    // A window too small for the sender's SWS rule: send what fits rather than wait forever.
+    send_range(c, c.snd_nxt, std::min<std::uint32_t>(usable, end - c.snd_nxt), false, now_ns);
+  } else {
+    send_probe(c, now_ns);
+  }
   if (c.persist_backoff < 16) ++c.persist_backoff;
   c.persist_at = now_ns + std::min(c.rtt.rto_ns() << c.persist_backoff, kPersistMaxNs);
 }

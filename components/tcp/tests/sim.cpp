@@ -109,6 +109,9 @@ std::optional<StreamRings> Host::rings_for(ListenerId, ConnectionHandle connecti
   endpoint->send_pattern = accept_pattern_base + 1;
   endpoint->receive_pattern = accept_pattern_base;
   endpoint->close_when_done = accept_close_when_done;
+  endpoint->auto_shutdown = accept_auto_shutdown;
+  endpoint->reading = accept_reading;
+  endpoint->shutdown_after_peer_fin = accept_shutdown_after_peer_fin;
   StreamRings rings = endpoint->engine_rings();
   endpoints_.push_back(std::move(endpoint));
   return rings;
@@ -201,7 +204,7 @@ bool Host::pump(std::uint64_t now_ns) {
         if (e.released) continue;
       }
     }
-    if (!e.shut && e.sent == e.send_total) {
+    if (!e.shut && e.sent == e.send_total && e.auto_shutdown && (!e.shutdown_after_peer_fin || e.peer_closed)) {
       e.shut = true;
       engine_->shutdown_write(e.handle, now_ns);
       progress = true;

@@ -54,6 +54,8 @@ struct Endpoint {
   std::uint64_t receive_pattern = 0;
   bool close_when_done = true;      // close() (not just shutdown_write) after sending and peer FIN
   bool reading = true;              // false: the application stops reading (zero window)
+  bool auto_shutdown = true;        // shutdown_write once everything is sent
+  bool shutdown_after_peer_fin = false;  // ... but only once the peer's FIN arrived
   // Progress.
   std::uint64_t sent = 0;
   std::uint64_t received = 0;
@@ -108,6 +110,9 @@ class Host final : public EngineHost {
   std::uint64_t accept_send_total = 0;
   std::uint64_t accept_pattern_base = 0;
   bool accept_close_when_done = true;
+  bool accept_auto_shutdown = true;
+  bool accept_reading = true;
+  bool accept_shutdown_after_peer_fin = false;
   std::size_t ring_bytes;
   bool refuse_rings = false;
   std::vector<std::vector<std::byte>> sent_log;  // every segment sent, when log_segments
