@@ -76,6 +76,7 @@ struct Connection {
   std::uint32_t persist_backoff = 0;
   std::uint32_t keepalive_probes = 0;
   std::uint64_t last_received_ns = 0;
+  std::uint64_t last_out_of_window_ack_ns = 0;  // rate limit of ACKs to bare out-of-window segments
 
   // Round trip (Karn's rule without timestamps: time one segment never retransmitted).
   RttEstimator rtt;

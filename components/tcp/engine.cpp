@@ -74,6 +74,7 @@ constexpr std::uint16_t kCookieWindow = 8192;     // announced before the rings 
 constexpr std::uint64_t kChallengeAckLimit = 1000;  // per second, engine-wide (RFC 5961 7)
 constexpr std::uint64_t kSecond = 1'000'000'000;
 constexpr std::uint64_t kPersistMaxNs = 60 * kSecond;
+constexpr std::uint64_t kOutOfWindowAckIntervalNs = 500'000'000;
 
 bool synchronized(TcpState state) {
   return state != TcpState::closed && state != TcpState::listen && state != TcpState::syn_sent &&
@@ -792,7 +793,8 @@ void TcpEngine::negotiate(Connection& c, const Incoming& syn) {
   c.peer_mss = o.mss.value_or(kDefaultMss);
   if (c.peer_mss < 64) c.peer_mss = 64;  // a hostile tiny MSS would turn every byte into a segment
   c.mss = std::min<std::uint32_t>(c.peer_mss, settings_.mss) - (c.timestamps ? kTimestampBytes : 0);
-  c.rcv_mss = std::min<std::uint32_t>(settings_.mss, c.peer_mss);
+  // A full segment from the peer: what our MSS lets it send, less its timestamp option.
+  c.rcv_mss = std::min<std::uint32_t>(settings_.mss, c.peer_mss) - (c.timestamps ? kTimestampBytes : 0);
   c.irs = syn.seq;
   c.rcv_nxt = syn.seq + 1;
   c.last_ack_sent = c.rcv_nxt;
@@ -1047,10 +1049,18 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
   const bool zero_window_ack = !acceptable && window == 0 && in.seq == c.rcv_nxt && !rst && !syn;
   if (!acceptable && !zero_window_ack) {
     counters_.out_of_window->add();
-    if (!rst) {
-      if (c.state == TcpState::time_wait && in.has(wire::kTcpFin)) c.linger_at = now_ns + settings_.time_wait_ns;
-      send_ack(c, now_ns);
+    if (rst) return true;
+    if (c.state == TcpState::time_wait && in.has(wire::kTcpFin)) c.linger_at = now_ns + settings_.time_wait_ns;
+    // Segments with data (retransmissions of what we have) always get their duplicate ACK; bare
+    // ones at most every 500 ms per connection, as Linux does, so they cannot make us an ACK
+    // reflector or loop two confused ends.
+    if (length == 0) {
+      if (c.last_out_of_window_ack_ns != 0 && now_ns - c.last_out_of_window_ack_ns < kOutOfWindowAckIntervalNs) {
+        return true;
+      }
+      c.last_out_of_window_ack_ns = now_ns == 0 ? 1 : now_ns;
     }
+    send_ack(c, now_ns);
     return true;
   }
 

@@ -111,6 +111,9 @@ std::optional<StreamRings> Host::rings_for(ListenerId, ConnectionHandle connecti
   endpoint->close_when_done = accept_close_when_done;
   endpoint->auto_shutdown = accept_auto_shutdown;
   endpoint->reading = accept_reading;
+  endpoint->pause_every = accept_pause_every;
+  endpoint->pause_ns = accept_pause_ns;
+  endpoint->next_pause = accept_pause_every;
   endpoint->shutdown_after_peer_fin = accept_shutdown_after_peer_fin;
   StreamRings rings = endpoint->engine_rings();
   endpoints_.push_back(std::move(endpoint));
@@ -170,7 +173,7 @@ bool Host::pump(std::uint64_t now_ns) {
     Endpoint& e = *owned;
     if (!e.established) continue;
     // Released only means the engine is done with the rings: what it delivered is still there.
-    if (e.reading) {
+    if (e.reading && now_ns >= e.resume_at) {
       const std::size_t readable = e.app_receive.readable();
       if (readable > 0) {
         const std::size_t count = std::min(readable, kChunk);
@@ -187,6 +190,10 @@ bool Host::pump(std::uint64_t now_ns) {
         }
         e.received_hash = hash_bytes(e.received_hash, got.first(read));
         e.received += read;
+        if (e.pause_every > 0 && e.received >= e.next_pause) {
+          e.resume_at = now_ns + e.pause_ns;
+          e.next_pause = e.received + e.pause_every;
+        }
         if (!e.released) engine_->on_receive_consumed(e.handle, now_ns);
         progress = true;
       }
@@ -217,6 +224,16 @@ bool Host::pump(std::uint64_t now_ns) {
     }
   }
   return progress;
+}
+
+std::uint64_t Host::next_application_deadline() const {
+  std::uint64_t next = UINT64_MAX;
+  for (const auto& e : endpoints_) {
+    if (e->reading && e->resume_at > network_.now() && e->app_receive.readable_seen() > 0) {
+      next = std::min(next, e->resume_at);
+    }
+  }
+  return next;
 }
 
 bool Network::chance(double probability) {

@@ -54,6 +54,10 @@ struct Endpoint {
   std::uint64_t receive_pattern = 0;
   bool close_when_done = true;      // close() (not just shutdown_write) after sending and peer FIN
   bool reading = true;              // false: the application stops reading (zero window)
+  std::uint64_t pause_every = 0;    // after reading this many bytes, stop reading for pause_ns
+  std::uint64_t pause_ns = 0;
+  std::uint64_t resume_at = 0;      // reading paused until then
+  std::uint64_t next_pause = 0;     // received count that starts the next pause
   bool auto_shutdown = true;        // shutdown_write once everything is sent
   bool shutdown_after_peer_fin = false;  // ... but only once the peer's FIN arrived
   // Progress.
@@ -95,6 +99,8 @@ class Host final : public EngineHost {
                     const ConnectionOptions& options = {});
   // Moves the applications along: writes, reads, checks, shutdowns. Returns true if it did anything.
   bool pump(std::uint64_t now_ns);
+  // When a paused application reads again (UINT64_MAX: none is paused).
+  std::uint64_t next_application_deadline() const;
   // A fresh engine over the same table (a restart); the old one's endpoints are forgotten.
   void restart(std::uint64_t now_ns);
 
@@ -112,6 +118,8 @@ class Host final : public EngineHost {
   bool accept_close_when_done = true;
   bool accept_auto_shutdown = true;
   bool accept_reading = true;
+  std::uint64_t accept_pause_every = 0;
+  std::uint64_t accept_pause_ns = 0;
   bool accept_shutdown_after_peer_fin = false;
   std::size_t ring_bytes;
   bool refuse_rings = false;
@@ -197,7 +205,9 @@ bool Network::run(Done&& done, std::uint64_t limit_ns) {
     }
     if (done()) return true;
     std::uint64_t next = next_delivery_ns();
-    for (auto& [address, host] : hosts_) next = std::min(next, host->engine().next_deadline_ns());
+    for (auto& [address, host] : hosts_) {
+      next = std::min({next, host->engine().next_deadline_ns(), host->next_application_deadline()});
+    }
     if (next == UINT64_MAX || next > limit_ns) return done();
     now_ns_ = std::max(now_ns_, next);
     deliver(now_ns_);

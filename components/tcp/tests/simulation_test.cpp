@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 
 #include "components/tcp/tests/sim.hpp"
@@ -25,16 +26,21 @@ struct Scenario {
   std::size_t ring_bytes = 256 * 1024;
   std::uint64_t upload = 0;    // client to server
   std::uint64_t download = 0;  // server to client
+  std::uint64_t pause_every = 0;  // the applications stop reading now and then (zero windows)
+  std::uint64_t pause_ns = 0;
+  bool server_waits_for_fin = false;  // the server shuts only after the client's FIN
 };
 
 std::string describe(const Scenario& s) {
   char text[512];
   std::snprintf(text, sizeof text,
                 "loss %.4f dup %.4f reorder %.4f corrupt %.4f latency %llu us bw %llu bps queue %zu; "
-                "mss %u ts %d sack %d ws %d ring %zu; %s/%s nodelay %d/%d; up %llu down %llu",
+                "pause %llu B / %llu ms, server waits for FIN %d, keepalive %d; mss %u ts %d sack %d ws %d ring %zu; %s/%s nodelay %d/%d; up %llu down %llu",
                 s.link.loss, s.link.duplicate, s.link.reorder, s.link.corrupt,
                 static_cast<unsigned long long>(s.link.latency_ns / 1000),
-                static_cast<unsigned long long>(s.link.bandwidth_bps), s.link.queue_bytes, s.settings.mss,
+                static_cast<unsigned long long>(s.link.bandwidth_bps), s.link.queue_bytes,
+                static_cast<unsigned long long>(s.pause_every), static_cast<unsigned long long>(s.pause_ns / 1'000'000),
+                s.server_waits_for_fin, s.client_options.keepalive, s.settings.mss,
                 s.settings.timestamps, s.settings.sack, s.settings.window_scaling, s.ring_bytes,
                 s.client_options.congestion == CongestionAlgorithm::cubic ? "cubic" : "newreno",
                 s.server_options.congestion == CongestionAlgorithm::cubic ? "cubic" : "newreno",
@@ -80,7 +86,33 @@ Scenario scenario_for(std::uint64_t seed) {
   };
   s.upload = big ? 64 * kMiB : size();
   s.download = big ? 64 * kMiB : size();
+  if (!big && pick(4) == 0) {
+    s.pause_every = 1 + pick(512 * 1024);
+    s.pause_ns = pick(3'000'000'000);
+  }
+  s.server_waits_for_fin = pick(2) == 0;
+  if (pick(3) == 0) {
+    s.client_options.keepalive = s.server_options.keepalive = true;
+    s.client_options.keepalive_idle_s = s.server_options.keepalive_idle_s = 1;
+    s.client_options.keepalive_interval_s = s.server_options.keepalive_interval_s = 1;
+  }
   return s;
+}
+
+// Totals over every seed of engine counters, to show (and assert) which paths the seeds reached.
+struct Totals {
+  std::map<std::string, std::uint64_t> counters;
+  void add(Host& host) {
+    NamedCounterTable& table = host.counters();
+    for (std::size_t i = 0; i < table.published(); ++i) {
+      counters[table.entries[i].name] += table.entries[i].read();
+    }
+  }
+};
+
+Totals& totals() {
+  static Totals instance;
+  return instance;
 }
 
 TransitionRecorder& all_seeds_transitions() {
@@ -100,11 +132,16 @@ void run_seed(std::uint64_t seed) {
   ASSERT_TRUE(server.engine().listen(0, 80, 8, s.server_options).ok());
   server.accept_send_total = s.download;
   server.accept_pattern_base = seed * 2;
+  server.accept_pause_every = s.pause_every;
+  server.accept_pause_ns = s.pause_ns;
+  server.accept_shutdown_after_peer_fin = s.server_waits_for_fin;
   Endpoint* c = client.connect(kServer, static_cast<std::uint16_t>(1024 + seed), 80, s.client_options);
   ASSERT_NE(c, nullptr);
   c->send_total = s.upload;
   c->send_pattern = seed * 2;
   c->receive_pattern = seed * 2 + 1;
+  c->pause_every = c->next_pause = s.pause_every;
+  c->pause_ns = s.pause_ns;
   const auto finished = [&] {
     return c->released && server.endpoints().size() == 1 && server.endpoints()[0]->released &&
            c->app_receive.readable() == 0 && server.endpoints()[0]->app_receive.readable() == 0;
@@ -137,6 +174,8 @@ void run_seed(std::uint64_t seed) {
                 static_cast<unsigned long long>(client.counter("out_of_order_segments")),
                 static_cast<unsigned long long>(server.counter("out_of_order_segments")));
   }
+  totals().add(client);
+  totals().add(server);
   // TIME-WAIT ends, then nothing is left: no connection, no claimed flow, no timer.
   network.run([] { return false; }, network.now() + 2 * s.settings.time_wait_ns);
   EXPECT_EQ(client.engine().connection_count(), 0u);
@@ -160,6 +199,14 @@ TEST(Simulation, Seeds) {
   for (std::uint64_t seed = 0; seed < kSeeds; ++seed) {
     run_seed(seed);
     if (::testing::Test::HasFatalFailure()) return;
+  }
+  std::string summary;
+  for (const auto& [name, value] : totals().counters) summary += " " + name + "=" + std::to_string(value);
+  std::printf("totals over %llu seeds:%s\n", static_cast<unsigned long long>(kSeeds), summary.c_str());
+  // The impairments reached the paths they are there for.
+  for (const char* name : {"bad_checksum", "retransmits", "fast_retransmits", "retransmission_timeouts",
+                           "out_of_order_segments", "persist_probes", "out_of_window"}) {
+    EXPECT_GT(totals().counters[name], 0u) << name;
   }
 }
 
