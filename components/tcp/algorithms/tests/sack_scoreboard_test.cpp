@@ -66,8 +66,8 @@ TEST(SackScoreboard, IsLostNeedsDupThreshSegmentsSackedAbove) {
   EXPECT_FALSE(board.is_lost(0, kMss));
   ack(board, 0, {{300, 400}});  // three (one range, 300 bytes > 2 * MSS)
   EXPECT_TRUE(board.is_lost(0, kMss));
-  EXPECT_TRUE(board.is_lost(150, kMss));    // 249 bytes above 150: more than 2 * MSS
-  EXPECT_FALSE(board.is_lost(250, kMss));   // 149 bytes above 250
+  EXPECT_TRUE(board.is_lost(150, kMss));   // 249 bytes above 150: more than 2 * MSS
+  EXPECT_FALSE(board.is_lost(250, kMss));  // 149 bytes above 250
 }
 
 TEST(SackScoreboard, IsLostByThreeDiscontiguousRanges) {
