@@ -66,8 +66,8 @@ void CongestionControl::reno_congestion_avoidance(std::uint64_t acked_bytes) {
   }
 }
 
-void CongestionControl::cubic_congestion_avoidance(std::uint64_t acked_bytes,
-                                                   std::uint64_t srtt_ns, std::uint64_t now_ns) {
+void CongestionControl::cubic_congestion_avoidance(std::uint64_t acked_bytes, std::uint64_t srtt_ns,
+                                                   std::uint64_t now_ns) {
   const double mss = static_cast<double>(mss_);
   const double cwnd_segments = static_cast<double>(cwnd_) / mss;
   if (!epoch_running_) {

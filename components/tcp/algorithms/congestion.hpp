@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace flotilla::tcp {
 
@@ -68,5 +69,9 @@ struct CongestionControl {
                                   std::uint64_t now_ns);
   void reno_congestion_avoidance(std::uint64_t acked_bytes);
 };
+
+// Control-block state in shared memory: copyable as bytes, no pointers.
+static_assert(std::is_trivially_copyable_v<CongestionControl> &&
+              std::is_standard_layout_v<CongestionControl>);
 
 }  // namespace flotilla::tcp

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace flotilla::tcp {
 
@@ -13,5 +14,8 @@ struct FourTuple {
   std::uint16_t remote_port = 0;
   friend bool operator==(const FourTuple&, const FourTuple&) = default;
 };
+
+// Control-block state in shared memory: copyable as bytes, no pointers.
+static_assert(std::is_trivially_copyable_v<FourTuple> && std::is_standard_layout_v<FourTuple>);
 
 }  // namespace flotilla::tcp

@@ -33,8 +33,8 @@ void RttEstimator::on_sample(std::uint64_t rtt_ns) {
     srtt_ns_ = srtt_ns_ - srtt_ns_ / 8 + rtt_ns / 8;
   }
   // RFC 6298 2.2-2.5: RTO = SRTT + max(G, 4*RTTVAR), at least min (2.4), at most max (2.5).
-  base_rto_ns_ = clamp_rto(srtt_ns_ + std::max(kGranularityNs, 4 * rttvar_ns_), min_rto_ns_,
-                           max_rto_ns_);
+  base_rto_ns_ =
+      clamp_rto(srtt_ns_ + std::max(kGranularityNs, 4 * rttvar_ns_), min_rto_ns_, max_rto_ns_);
   backoff_shift_ = 0;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace flotilla::tcp {
 
@@ -36,5 +37,9 @@ struct RttEstimator {
   std::uint32_t backoff_shift_ = 0;
   bool has_sample_ = false;
 };
+
+// Control-block state in shared memory: copyable as bytes, no pointers.
+static_assert(std::is_trivially_copyable_v<RttEstimator> &&
+              std::is_standard_layout_v<RttEstimator>);
 
 }  // namespace flotilla::tcp

@@ -67,8 +67,8 @@ void SackScoreboard::insert(SeqRange block) {
 void SackScoreboard::on_ack(std::uint32_t snd_una, std::span<const SackBlock> blocks) {
   drop_below(snd_una);
   for (const auto& [left, right] : blocks) {
-    if (!seq_lt(left, right)) continue;             // empty or inverted
-    if (seq_le(right, snd_una_)) continue;           // D-SACK or stale (RFC 6675 5, RFC 2883)
+    if (!seq_lt(left, right)) continue;     // empty or inverted
+    if (seq_le(right, snd_una_)) continue;  // D-SACK or stale (RFC 6675 5, RFC 2883)
     insert({seq_max(left, snd_una_), right});
   }
 }
@@ -102,7 +102,8 @@ std::uint64_t SackScoreboard::pipe(std::uint32_t snd_una, std::uint32_t snd_nxt,
     if (!seq_lt(from, to)) return;
     if (!is_lost(from, mss)) in_flight += static_cast<std::uint32_t>(to - from);
     const std::uint32_t retransmitted_end = seq_min(to, high_rxt);
-    if (seq_lt(from, retransmitted_end)) in_flight += static_cast<std::uint32_t>(retransmitted_end - from);
+    if (seq_lt(from, retransmitted_end))
+      in_flight += static_cast<std::uint32_t>(retransmitted_end - from);
   };
   std::uint32_t cursor = seq_max(snd_una, snd_una_);
   for (std::uint32_t i = 0; i < count_; ++i) {

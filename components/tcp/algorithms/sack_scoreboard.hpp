@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <type_traits>
 #include <utility>
 
 namespace flotilla::tcp {
@@ -100,5 +101,12 @@ class OutOfOrderRanges {
   std::array<SeqRange, kCapacity> ranges_{};  // most recent first
   std::uint32_t count_ = 0;
 };
+
+// Control-block state in shared memory: copyable as bytes, no pointers.
+static_assert(std::is_trivially_copyable_v<SeqRange> && std::is_standard_layout_v<SeqRange>);
+static_assert(std::is_trivially_copyable_v<SackScoreboard> &&
+              std::is_standard_layout_v<SackScoreboard>);
+static_assert(std::is_trivially_copyable_v<OutOfOrderRanges> &&
+              std::is_standard_layout_v<OutOfOrderRanges>);
 
 }  // namespace flotilla::tcp

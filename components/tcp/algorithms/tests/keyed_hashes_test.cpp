@@ -107,14 +107,15 @@ TEST(SynCookies, ValidForOneToTwoPeriodsThenRejected) {
   const std::uint32_t cookie = make_syn_cookie(kTuple, 9, 1440, kSecret, made);
   const std::uint64_t period_start = made / kSynCookiePeriodNs * kSynCookiePeriodNs;
   // Accepted through the end of the next period (64 to 128 s after it was made)...
-  EXPECT_TRUE(check_syn_cookie(kTuple, 9, cookie, kSecret, period_start + 2 * kSynCookiePeriodNs - 1)
-                  .has_value());
+  EXPECT_TRUE(
+      check_syn_cookie(kTuple, 9, cookie, kSecret, period_start + 2 * kSynCookiePeriodNs - 1)
+          .has_value());
   // ...and not after.
   EXPECT_FALSE(check_syn_cookie(kTuple, 9, cookie, kSecret, period_start + 2 * kSynCookiePeriodNs)
                    .has_value());
   // Nor once the 5-bit counter has wrapped to the same value (32 periods later).
-  EXPECT_FALSE(check_syn_cookie(kTuple, 9, cookie, kSecret, made + 32 * kSynCookiePeriodNs)
-                   .has_value());
+  EXPECT_FALSE(
+      check_syn_cookie(kTuple, 9, cookie, kSecret, made + 32 * kSynCookiePeriodNs).has_value());
   // Nor from the future (a cookie cannot be checked before it is made).
   EXPECT_FALSE(check_syn_cookie(kTuple, 9, cookie, kSecret, made - kSynCookiePeriodNs).has_value());
 }

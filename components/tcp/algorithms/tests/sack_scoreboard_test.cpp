@@ -44,6 +44,10 @@ TEST(SackScoreboard, BlocksBelowSndUnaAreDiscardedOrTrimmed) {
   EXPECT_EQ(board.range(0).right, 1200u);
   EXPECT_EQ(board.range(1).left, 1300u);
   EXPECT_EQ(board.range(1).right, 1500u);
+  ack(board, 1200, {});  // acknowledges exactly the first range: it goes, no empty range stays
+  ASSERT_EQ(board.range_count(), 1u);
+  EXPECT_EQ(board.sacked_bytes(), 200u);
+  EXPECT_FALSE(board.is_lost(1200, 100));  // 200 bytes above: not more than 2 * MSS, one range
   ack(board, 1600, {});
   EXPECT_TRUE(board.empty());
   EXPECT_EQ(board.highest_sacked(), 1600u);
@@ -66,8 +70,8 @@ TEST(SackScoreboard, IsLostNeedsDupThreshSegmentsSackedAbove) {
   EXPECT_FALSE(board.is_lost(0, kMss));
   ack(board, 0, {{300, 400}});  // three (one range, 300 bytes > 2 * MSS)
   EXPECT_TRUE(board.is_lost(0, kMss));
-  EXPECT_TRUE(board.is_lost(150, kMss));    // 249 bytes above 150: more than 2 * MSS
-  EXPECT_FALSE(board.is_lost(250, kMss));   // 149 bytes above 250
+  EXPECT_TRUE(board.is_lost(150, kMss));   // 249 bytes above 150: more than 2 * MSS
+  EXPECT_FALSE(board.is_lost(250, kMss));  // 149 bytes above 250
 }
 
 TEST(SackScoreboard, IsLostByThreeDiscontiguousRanges) {
