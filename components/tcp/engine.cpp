@@ -200,6 +200,9 @@ class TcpEngine final : public Engine {
   // Segment handling.
   void dispatch(const FourTuple& tuple, const Incoming& segment, std::uint64_t now_ns);
   void on_listen_segment(ListenerId id, const FourTuple& tuple, const Incoming& segment, std::uint64_t now_ns);
+  Connection* open_passive(ListenerId id, const FourTuple& tuple, const Incoming& in, std::uint32_t iss,
+                           std::uint64_t now_ns);
+  void start_sequence(Connection& c, std::uint32_t iss);
   void accept_cookie(ListenerId id, const FourTuple& tuple, const Incoming& segment, std::uint16_t mss,
                      std::uint64_t now_ns);
   void on_syn_sent_segment(Connection& c, const Incoming& segment, std::uint64_t now_ns);
@@ -229,6 +232,7 @@ class TcpEngine final : public Engine {
   void output(Connection& c, std::uint64_t now_ns);
   void retransmit_head(Connection& c, std::uint64_t now_ns);
   void skip_sacked(Connection& c);
+  std::uint32_t resend_first_segment(Connection& c, std::uint64_t now_ns);
   void enter_recovery(Connection& c, std::uint64_t now_ns);
   std::uint32_t data_end(Connection& c);  // sequence after the last byte queued to send
   bool check_rings(Connection& c, std::uint64_t now_ns);
@@ -543,10 +547,7 @@ Result<ConnectionHandle> TcpEngine::connect(const FourTuple& tuple, StreamRings 
   c->options = options;
   c->rings = rings;
   c->rings_live = true;
-  c->iss = initial_sequence(tuple, settings_.secret, now_ns);
-  c->snd_una = c->snd_nxt = c->snd_max = c->iss;
-  c->head_seq = c->iss + 1;
-  c->recovery_point = c->iss;
+  start_sequence(*c, initial_sequence(tuple, settings_.secret, now_ns));
   set_state(*c, TcpState::syn_sent);
   send_syn(*c, now_ns);
   c->rto_at = now_ns + c->rtt.rto_ns();
@@ -841,33 +842,10 @@ void TcpEngine::on_listen_segment(ListenerId id, const FourTuple& tuple, const I
     counters_.syn_cookies_sent->add();
     return;
   }
-  if (!host_.claim_flow(tuple)) {
-    counters_.claim_failed->add();
-    return;
-  }
-  Connection* c = allocate(tuple, now_ns);
-  if (c == nullptr) {
-    host_.release_flow(tuple);
-    return;
-  }
-  c->options = l.options;
-  c->listener = id;
-  const auto rings = host_.rings_for(id, handle_of(*c), tuple);
-  if (!rings || !rings->send.valid() || !rings->receive.valid()) {
-    counters_.refused_by_host->add();
-    send_reset_reply(tuple, in);
-    destroy(*c);
-    return;
-  }
-  c->rings = *rings;
-  c->rings_live = true;
+  Connection* c = open_passive(id, tuple, in, initial_sequence(tuple, settings_.secret, now_ns), now_ns);
+  if (c == nullptr) return;
   c->in_syn_queue = true;
   ++l.syn_queue;
-  c->iss = initial_sequence(tuple, settings_.secret, now_ns);
-  c->snd_una = c->snd_nxt = c->snd_max = c->iss;
-  c->head_seq = c->iss + 1;
-  c->recovery_point = c->iss;
-  c->state = TcpState::listen;
   negotiate(*c, in);
   c->snd_wnd = in.window;  // never scaled in a SYN
   c->snd_wl1 = in.seq;
@@ -878,6 +856,43 @@ void TcpEngine::on_listen_segment(ListenerId id, const FourTuple& tuple, const I
   finish(*c);
 }
 
+// A connection for listener `id` (a SYN into the SYN queue, or a cookie's ACK): the flow
+// claimed, rings from the host, send sequence from `iss`. nullptr (counted, and answered with RST
+// when the host refuses) when it cannot be had.
+Connection* TcpEngine::open_passive(ListenerId id, const FourTuple& tuple, const Incoming& in, std::uint32_t iss,
+                                    std::uint64_t now_ns) {
+  if (!host_.claim_flow(tuple)) {
+    counters_.claim_failed->add();
+    return nullptr;
+  }
+  Connection* c = allocate(tuple, now_ns);
+  if (c == nullptr) {
+    host_.release_flow(tuple);
+    return nullptr;
+  }
+  c->options = listeners_[id].options;
+  c->listener = id;
+  const auto rings = host_.rings_for(id, handle_of(*c), tuple);
+  if (!rings || !rings->send.valid() || !rings->receive.valid()) {
+    counters_.refused_by_host->add();
+    send_reset_reply(tuple, in);
+    destroy(*c);
+    return nullptr;
+  }
+  c->rings = *rings;
+  c->rings_live = true;
+  start_sequence(*c, iss);
+  c->state = TcpState::listen;
+  return c;
+}
+
+void TcpEngine::start_sequence(Connection& c, std::uint32_t iss) {
+  c.iss = iss;
+  c.snd_una = c.snd_nxt = c.snd_max = iss;
+  c.head_seq = iss + 1;  // the SYN takes one sequence number before the first data byte
+  c.recovery_point = iss;
+}
+
 void TcpEngine::accept_cookie(ListenerId id, const FourTuple& tuple, const Incoming& in, std::uint16_t mss,
                               std::uint64_t now_ns) {
   Listener& l = listeners_[id];
@@ -885,33 +900,10 @@ void TcpEngine::accept_cookie(ListenerId id, const FourTuple& tuple, const Incom
     counters_.accept_queue_overflow->add();
     return;
   }
-  if (!host_.claim_flow(tuple)) {
-    counters_.claim_failed->add();
-    return;
-  }
-  Connection* c = allocate(tuple, now_ns);
-  if (c == nullptr) {
-    host_.release_flow(tuple);
-    return;
-  }
-  c->options = l.options;
-  c->listener = id;
-  const auto rings = host_.rings_for(id, handle_of(*c), tuple);
-  if (!rings || !rings->send.valid() || !rings->receive.valid()) {
-    counters_.refused_by_host->add();
-    send_reset_reply(tuple, in);
-    destroy(*c);
-    return;
-  }
+  Connection* c = open_passive(id, tuple, in, in.ack - 1, now_ns);
+  if (c == nullptr) return;
   counters_.syn_cookies_accepted->add();
-  c->rings = *rings;
-  c->rings_live = true;
-  c->iss = in.ack - 1;
-  c->snd_una = c->iss;
   c->snd_nxt = c->snd_max = c->iss + 1;  // the SYN-ACK the cookie rode on
-  c->head_seq = c->iss + 1;
-  c->recovery_point = c->iss;
-  c->state = TcpState::listen;
   Incoming syn;
   syn.seq = in.seq - 1;
   syn.options.mss = mss;
@@ -1234,13 +1226,7 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
       c.congestion.on_recovery_exit(now_ns);
     } else if (!c.sack) {
       // RFC 6582 partial ACK: the next hole is at snd_una.
-      const std::uint32_t end = data_end(c);
-      const std::uint32_t length = std::min<std::uint32_t>(c.mss, seq_diff(end, c.snd_una) > 0 ? end - c.snd_una : 0);
-      const bool fin = c.fin_sent && c.snd_una + length == c.fin_seq;
-      if (length > 0 || fin) {
-        send_range(c, c.snd_una, length, fin, now_ns);
-        counters_.fast_retransmits->add();
-      }
+      if (resend_first_segment(c, now_ns) != c.snd_una) counters_.fast_retransmits->add();
     }
   } else {
     c.dupacks = 0;
@@ -1263,14 +1249,7 @@ void TcpEngine::enter_recovery(Connection& c, std::uint64_t now_ns) {
   c.high_rxt = c.snd_una;
   c.congestion.on_congestion_event(c.snd_max - c.snd_una, now_ns);
   counters_.fast_retransmits->add();
-  const std::uint32_t end = data_end(c);
-  const std::uint32_t length =
-      std::min<std::uint32_t>(c.mss, seq_diff(end, c.snd_una) > 0 ? end - c.snd_una : 0);
-  const bool fin = c.fin_sent && c.snd_una + length == c.fin_seq;
-  if (length > 0 || fin) {
-    send_range(c, c.snd_una, length, fin, now_ns);
-    c.high_rxt = c.snd_una + length + (fin ? 1 : 0);
-  }
+  c.high_rxt = resend_first_segment(c, now_ns);
   c.rto_at = now_ns + c.rtt.rto_ns();
 }
 
@@ -1665,11 +1644,18 @@ void TcpEngine::retransmit_head(Connection& c, std::uint64_t now_ns) {
   }
   c.snd_nxt = c.snd_una;
   c.high_rxt = c.snd_una;
+  resend_first_segment(c, now_ns);
+}
+
+// Sends the segment at snd_una again (up to one MSS, with the FIN when it ends there). Returns
+// the sequence after what it sent (snd_una when there was nothing).
+std::uint32_t TcpEngine::resend_first_segment(Connection& c, std::uint64_t now_ns) {
   const std::uint32_t end = data_end(c);
-  const std::uint32_t length =
-      std::min<std::uint32_t>(c.mss, seq_diff(end, c.snd_una) > 0 ? end - c.snd_una : 0);
+  const std::uint32_t length = std::min<std::uint32_t>(c.mss, seq_diff(end, c.snd_una) > 0 ? end - c.snd_una : 0);
   const bool fin = c.fin_sent && c.snd_una + length == c.fin_seq;
-  if (length > 0 || fin) send_range(c, c.snd_una, length, fin, now_ns);
+  if (length == 0 && !fin) return c.snd_una;
+  send_range(c, c.snd_una, length, fin, now_ns);
+  return c.snd_una + length + (fin ? 1 : 0);
 }
 
 // --- timers -------------------------------------------------------------------------------------
