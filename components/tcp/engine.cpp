@@ -75,6 +75,7 @@ constexpr std::uint64_t kChallengeAckLimit = 1000;  // per second, engine-wide (
 constexpr std::uint64_t kSecond = 1'000'000'000;
 constexpr std::uint64_t kPersistMaxNs = 60 * kSecond;
 constexpr std::uint64_t kOutOfWindowAckIntervalNs = 500'000'000;
+constexpr std::uint32_t kMaxSegmentsPerOutput = 65536;
 
 bool synchronized(TcpState state) {
   return state != TcpState::closed && state != TcpState::listen && state != TcpState::syn_sent &&
@@ -1563,7 +1564,9 @@ void TcpEngine::output(Connection& c, std::uint64_t now_ns) {
   if (!sending) return;
   const std::uint32_t end = data_end(c);
   if (!check_rings(c, now_ns)) return;
-  for (;;) {
+  // cwnd and the peer's window bound the burst; the count only guards against a loop that
+  // would not end if the scoreboard ever misbehaved.
+  for (std::uint32_t budget = kMaxSegmentsPerOutput; budget > 0; --budget) {
     const std::uint64_t cwnd = c.congestion.cwnd();
     std::uint64_t room;
     if (c.in_recovery && c.sack) {
