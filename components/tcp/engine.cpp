@@ -1172,7 +1172,7 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
   } else if (in.ack == c.snd_una && in.payload.empty() && !in.has(wire::kTcpFin) && !window_changed &&
              c.snd_max != c.snd_una) {
     on_duplicate_ack(c, now_ns);
-  } else if (c.sack && !c.in_recovery && c.snd_max != c.snd_una &&
+  } else if (c.sack && !c.in_recovery && c.snd_max != c.snd_una && seq_gt(c.snd_una, c.recovery_point) &&
              c.scoreboard.is_lost(c.snd_una, c.mss)) {
     enter_recovery(c, now_ns);
   }
@@ -1239,8 +1239,11 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
 void TcpEngine::on_duplicate_ack(Connection& c, std::uint64_t now_ns) {
   ++c.dupacks;
   if (c.in_recovery) return;
+  // A new recovery only once everything outstanding at the last one (or at the last RTO) is
+  // acknowledged (RFC 6582 3.2 step 1, RFC 6675 5).
+  if (!seq_gt(c.snd_una, c.recovery_point)) return;
   const bool loss = c.sack ? (c.dupacks >= SackScoreboard::kDupThresh || c.scoreboard.is_lost(c.snd_una, c.mss))
-                           : c.dupacks == SackScoreboard::kDupThresh && seq_gt(c.snd_una, c.recovery_point);
+                           : c.dupacks == SackScoreboard::kDupThresh;
   if (loss) enter_recovery(c, now_ns);
 }
 
@@ -1573,7 +1576,11 @@ void TcpEngine::output(Connection& c, std::uint64_t now_ns) {
       const std::uint64_t pipe = c.scoreboard.pipe(c.snd_una, c.snd_max, c.high_rxt, c.mss);
       if (pipe >= cwnd) break;
       room = cwnd - pipe;
-      const auto hole = c.scoreboard.next_segment(c.snd_una, c.snd_max, c.high_rxt, c.mss);
+      auto hole = c.scoreboard.next_segment(c.snd_una, c.snd_max, c.high_rxt, c.mss);
+      // RFC 6675 NextSeg rule 3: with no new data that may go (rule 2), a hole below the highest
+      // SACK even if not yet deemed lost, rather than wait for the RTO.
+      const bool new_data_may_go = seq_lt(c.snd_nxt, end) && seq_diff(c.snd_una + c.snd_wnd, c.snd_nxt) > 0;
+      if (!hole && !new_data_may_go) hole = c.scoreboard.next_rescue_segment(c.snd_una, c.snd_max, c.high_rxt, c.mss);
       if (hole && seq_lt(hole->first, end)) {
         const std::uint32_t stop = seq_lt(hole->second, end) ? hole->second : end;
         const std::uint32_t length = std::min<std::uint32_t>(stop - hole->first, c.mss);

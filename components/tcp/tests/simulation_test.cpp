@@ -160,8 +160,9 @@ void run_seed(std::uint64_t seed) {
   EXPECT_EQ(c->received_hash, pattern_hash(c->receive_pattern, s.download));
   EXPECT_EQ(v.received_hash, pattern_hash(v.receive_pattern, s.upload));
   if (std::getenv("FLOTILLA_TCP_SEED") != nullptr) {
+    std::printf("%s\n", describe(s).c_str());
     std::printf("seed %llu: virtual %.3f s, %llu segments delivered, %llu dropped; retransmits %llu/%llu, "
-                "fast %llu/%llu, RTOs %llu/%llu, out of order %llu/%llu\n",
+                "fast %llu/%llu, RTOs %llu/%llu, out of order %llu/%llu (dropped %llu/%llu)\n",
                 static_cast<unsigned long long>(seed), network.now() / 1e9,
                 static_cast<unsigned long long>(network.delivered()),
                 static_cast<unsigned long long>(network.dropped()),
@@ -172,7 +173,9 @@ void run_seed(std::uint64_t seed) {
                 static_cast<unsigned long long>(client.counter("retransmission_timeouts")),
                 static_cast<unsigned long long>(server.counter("retransmission_timeouts")),
                 static_cast<unsigned long long>(client.counter("out_of_order_segments")),
-                static_cast<unsigned long long>(server.counter("out_of_order_segments")));
+                static_cast<unsigned long long>(server.counter("out_of_order_segments")),
+                static_cast<unsigned long long>(client.counter("out_of_order_dropped")),
+                static_cast<unsigned long long>(server.counter("out_of_order_dropped")));
   }
   totals().add(client);
   totals().add(server);
