@@ -221,7 +221,7 @@ class TcpEngine final : public Engine {
 
   // Sending.
   bool transmit(const OutgoingSegment& segment);
-  void fill_common(Connection& c, OutgoingSegment& out, std::uint64_t now_ns);
+  void fill_common(Connection& c, OutgoingSegment& out, std::size_t payload_length, std::uint64_t now_ns);
   std::uint16_t announce_window(Connection& c);
   void send_syn(Connection& c, std::uint64_t now_ns);
   void send_ack(Connection& c, std::uint64_t now_ns);
@@ -1403,14 +1403,27 @@ std::uint16_t TcpEngine::announce_window(Connection& c) {
   return static_cast<std::uint16_t>(scaled);
 }
 
-void TcpEngine::fill_common(Connection& c, OutgoingSegment& out, std::uint64_t now_ns) {
+// The ACK, window and options every segment of a synchronized connection carries. Options and
+// payload together stay within the MSS (RFC 6691), so a full data segment carries no SACK blocks:
+// the immediate ACKs for out-of-order data do.
+void TcpEngine::fill_common(Connection& c, OutgoingSegment& out, std::size_t payload_length, std::uint64_t now_ns) {
   out.tuple = c.tuple;
   out.acknowledgment = c.rcv_nxt;
   out.window = announce_window(c);
-  if (c.timestamps) out.options.timestamps = std::pair{timestamp_now(now_ns), c.ts_recent};
-  if (c.sack && !c.out_of_order.empty()) {
-    out.options.sack_block_count = static_cast<std::uint8_t>(
-        c.out_of_order.sack_blocks(std::span(out.options.sack_blocks), c.last_out_of_order_left));
+  std::size_t option_room = wire::kTcpMaxOptionBytes;
+  const std::size_t segment_limit = std::min<std::size_t>(c.peer_mss, settings_.mss);
+  if (payload_length > 0) option_room = segment_limit > payload_length ? segment_limit - payload_length : 0;
+  if (c.timestamps) {
+    out.options.timestamps = std::pair{timestamp_now(now_ns), c.ts_recent};
+    option_room = option_room > kTimestampBytes ? option_room - kTimestampBytes : 0;
+  }
+  constexpr std::size_t kSackHeaderBytes = 4;  // two NOPs, kind, length
+  constexpr std::size_t kSackBlockBytes = 8;
+  if (c.sack && !c.out_of_order.empty() && option_room >= kSackHeaderBytes + kSackBlockBytes) {
+    const std::size_t fits = std::min<std::size_t>((option_room - kSackHeaderBytes) / kSackBlockBytes,
+                                                   out.options.sack_blocks.size());
+    out.options.sack_block_count = static_cast<std::uint8_t>(c.out_of_order.sack_blocks(
+        std::span(out.options.sack_blocks).first(fits), c.last_out_of_order_left));
   }
   c.last_ack_sent = c.rcv_nxt;
   c.unacked_bytes = 0;
@@ -1458,15 +1471,20 @@ void TcpEngine::send_syn(Connection& c, std::uint64_t now_ns) {
 
 void TcpEngine::send_ack(Connection& c, std::uint64_t now_ns) {
   OutgoingSegment out;
-  fill_common(c, out, now_ns);
-  out.sequence = c.snd_nxt;
+  fill_common(c, out, 0, now_ns);
+  // Not snd_nxt, which an RTO moves back below what the peer may already hold: a bare segment
+  // with a sequence number behind the peer's rcv_nxt is unacceptable and its ACK ignored, and two
+  // ends that both timed out would then never hear each other. The highest sequence sent, kept
+  // inside the peer's window (as Linux's tcp_acceptable_seq does), is always acceptable.
+  const std::uint32_t window_end = c.snd_una + c.snd_wnd;
+  out.sequence = seq_le(c.snd_max, window_end) ? c.snd_max : window_end;
   out.flags = wire::kTcpAck;
   transmit(out);
 }
 
 void TcpEngine::send_probe(Connection& c, std::uint64_t now_ns) {
   OutgoingSegment out;
-  fill_common(c, out, now_ns);
+  fill_common(c, out, 0, now_ns);
   out.sequence = c.snd_una - 1;
   out.flags = wire::kTcpAck;
   transmit(out);
@@ -1524,7 +1542,7 @@ std::uint32_t TcpEngine::data_end(Connection& c) {
 // the segment starts there.
 void TcpEngine::send_range(Connection& c, std::uint32_t seq, std::uint32_t length, bool fin, std::uint64_t now_ns) {
   OutgoingSegment out;
-  fill_common(c, out, now_ns);
+  fill_common(c, out, length, now_ns);
   out.sequence = seq;
   out.flags = wire::kTcpAck;
   if (fin) out.flags |= wire::kTcpFin;

@@ -784,6 +784,41 @@ TEST(Lifecycle, ANewSynReopensTimeWait) {
   EXPECT_EQ(p.server_end(1).mismatches, 0u);
 }
 
+// Both ends send at once, every bare ACK is lost for a while, so both time out and go back to
+// their snd_una, below what the other already holds. Their bare ACKs must still be acceptable to
+// each other (sequence = the highest sent, not the rewound snd_nxt), or neither ever hears the
+// other again.
+TEST(Retransmission, BothEndsTimingOutStillHearEachOther) {
+  Pair p;
+  Endpoint* e = p.open();
+  ASSERT_NE(e, nullptr);
+  const std::uint64_t until = p.network.now() + 5 * kSecond;
+  p.network.tap = [&](std::uint32_t, std::uint32_t, std::vector<std::byte>& bytes) {
+    const auto segment = wire::TcpSegment::unchecked(bytes);
+    const bool bare = segment.payload().empty() && (segment.flags() & (wire::kTcpSyn | wire::kTcpFin)) == 0;
+    return !(bare && p.network.now() < until);
+  };
+  e->send_total = 5 * 1448;
+  p.server_end().send_total = 5 * 1448;
+  p.network.run([&] { return p.client.counter("retransmission_timeouts") > 0 && p.server.counter("retransmission_timeouts") > 0; },
+                until);
+  EXPECT_GT(p.client.counter("retransmission_timeouts"), 0u);
+  EXPECT_GT(p.server.counter("retransmission_timeouts"), 0u);
+  p.network.run([&] {
+    const auto a = p.client.engine().info(e->handle);
+    const auto b = p.server.engine().info(p.server_end().handle);
+    return a && b && a->bytes_in_flight == 0 && b->bytes_in_flight == 0;
+  }, until + 10 * kSecond);
+  const auto a = p.client.engine().info(e->handle);
+  const auto b = p.server.engine().info(p.server_end().handle);
+  ASSERT_TRUE(a.has_value());
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(a->bytes_in_flight, 0u);
+  EXPECT_EQ(b->bytes_in_flight, 0u);
+  EXPECT_EQ(e->received, 5u * 1448);
+  EXPECT_EQ(p.server_end().received, 5u * 1448);
+}
+
 TEST(Api, ConnectRejectsBadRingsAndTuplesInUse) {
   Pair p;
   Endpoint* e = p.client.connect(kServer, 40000, kPort);

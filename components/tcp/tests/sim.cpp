@@ -94,6 +94,9 @@ void Host::restart(std::uint64_t now_ns) {
 bool Host::transmit(const OutgoingSegment& segment) {
   const std::size_t length = build_segment(scratch_, segment);
   if (length == 0) return false;
+  // The link's MTU is the announced MSS plus the IPv4 and TCP base headers: options count
+  // against the payload (RFC 6691).
+  if (length > settings_.mss + wire::kTcpHeaderBytes) ++oversize_segments;
   std::vector<std::byte> bytes(scratch_.begin(), scratch_.begin() + static_cast<std::ptrdiff_t>(length));
   if (log_segments) sent_log.push_back(bytes);
   network_.send(segment.tuple.local_address, segment.tuple.remote_address, std::move(bytes));

@@ -125,6 +125,7 @@ class Host final : public EngineHost {
   bool refuse_rings = false;
   std::vector<std::vector<std::byte>> sent_log;  // every segment sent, when log_segments
   bool log_segments = false;
+  std::uint64_t oversize_segments = 0;  // segments that would not fit the MTU
 
  private:
   Endpoint* endpoint_for(ConnectionHandle handle);
