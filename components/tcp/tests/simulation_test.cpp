@@ -200,13 +200,16 @@ TEST(Simulation, Seeds) {
     run_seed(std::strtoull(only, nullptr, 10));
     return;
   }
-  for (std::uint64_t seed = 0; seed < kSeeds; ++seed) {
+  // FLOTILLA_TCP_SEED_COUNT=N runs seeds 0..N-1 instead (a longer soak).
+  const char* count_text = std::getenv("FLOTILLA_TCP_SEED_COUNT");
+  const std::uint64_t count = count_text != nullptr ? std::strtoull(count_text, nullptr, 10) : kSeeds;
+  for (std::uint64_t seed = 0; seed < count; ++seed) {
     run_seed(seed);
     if (::testing::Test::HasFatalFailure()) return;
   }
   std::string summary;
   for (const auto& [name, value] : totals().counters) summary += " " + name + "=" + std::to_string(value);
-  std::printf("totals over %llu seeds:%s\n", static_cast<unsigned long long>(kSeeds), summary.c_str());
+  std::printf("totals over %llu seeds:%s\n", static_cast<unsigned long long>(count), summary.c_str());
   // The impairments reached the paths they are there for.
   for (const char* name : {"bad_checksum", "retransmits", "fast_retransmits", "retransmission_timeouts",
                            "out_of_order_segments", "persist_probes", "out_of_window"}) {
@@ -284,7 +287,9 @@ TEST(Simulation, ManyConcurrentConnections) {
     run_many(std::strtoull(only, nullptr, 10));
     return;
   }
-  for (std::uint64_t seed = 1; seed <= 10; ++seed) {
+  const char* count_text = std::getenv("FLOTILLA_TCP_SEED_COUNT");
+  const std::uint64_t count = count_text != nullptr ? std::strtoull(count_text, nullptr, 10) / 20 : 10;
+  for (std::uint64_t seed = 1; seed <= count; ++seed) {
     run_many(seed);
     if (::testing::Test::HasFatalFailure()) return;
   }
