@@ -10,8 +10,8 @@
 namespace flotilla::tcp::sim {
 
 namespace {
-
 constexpr std::size_t kChunk = 64 * 1024;
+}  // namespace
 
 void fill_pattern(std::uint64_t pattern, std::uint64_t position, std::span<std::byte> out) {
   std::size_t at = 0;
@@ -22,8 +22,6 @@ void fill_pattern(std::uint64_t pattern, std::uint64_t position, std::span<std::
     }
   }
 }
-
-}  // namespace
 
 std::uint8_t pattern_byte(std::uint64_t pattern, std::uint64_t position) {
   std::byte value;
@@ -142,14 +140,17 @@ Endpoint* Host::endpoint_for(ConnectionHandle handle) {
 
 void Host::on_events(ConnectionHandle connection, std::uint32_t events, int error) {
   Endpoint* endpoint = endpoint_for(connection);
-  if (endpoint == nullptr) return;
-  if (events & kEventEstablished) endpoint->established = true;
-  if (events & kEventPeerClosed) endpoint->peer_closed = true;
+  if (endpoint != nullptr) apply_events(*endpoint, events, error);
+}
+
+void apply_events(Endpoint& e, std::uint32_t events, int error) {
+  if (events & kEventEstablished) e.established = true;
+  if (events & kEventPeerClosed) e.peer_closed = true;
   if (events & kEventFailed) {
-    endpoint->failed = true;
-    endpoint->error = error;
+    e.failed = true;
+    e.error = error;
   }
-  if (events & kEventReleased) endpoint->released = true;
+  if (events & kEventReleased) e.released = true;
 }
 
 void Host::on_accept_ready(ListenerId listener, ConnectionHandle, const FourTuple&) {
@@ -169,10 +170,13 @@ Endpoint* Host::connect(std::uint32_t remote, std::uint16_t local_port, std::uin
   return endpoints_.back().get();
 }
 
-bool Host::pump(std::uint64_t now_ns) {
+bool Host::pump(std::uint64_t now_ns) { return pump_applications(*engine_, endpoints_, scratch_, now_ns); }
+
+bool pump_applications(Engine& engine, std::vector<std::unique_ptr<Endpoint>>& endpoints,
+                       std::span<std::byte> scratch, std::uint64_t now_ns) {
   bool progress = false;
   std::array<std::byte, kChunk> expected;
-  for (auto& owned : endpoints_) {
+  for (auto& owned : endpoints) {
     Endpoint& e = *owned;
     if (!e.established) continue;
     // Released only means the engine is done with the rings: what it delivered is still there.
@@ -180,7 +184,7 @@ bool Host::pump(std::uint64_t now_ns) {
       const std::size_t readable = e.app_receive.readable();
       if (readable > 0) {
         const std::size_t count = std::min(readable, kChunk);
-        const std::span<std::byte> got = std::span(scratch_).first(count);
+        const std::span<std::byte> got = std::span(scratch).first(count);
         const std::size_t read = e.app_receive.read(got);
         fill_pattern(e.receive_pattern, e.received, std::span(expected).first(read));
         if (std::memcmp(expected.data(), got.data(), read) != 0) {
@@ -197,7 +201,7 @@ bool Host::pump(std::uint64_t now_ns) {
           e.resume_at = now_ns + e.pause_ns;
           e.next_pause = e.received + e.pause_every;
         }
-        if (!e.released) engine_->on_receive_consumed(e.handle, now_ns);
+        if (!e.released) engine.on_receive_consumed(e.handle, now_ns);
         progress = true;
       }
     }
@@ -209,20 +213,20 @@ bool Host::pump(std::uint64_t now_ns) {
         fill_pattern(e.send_pattern, e.sent, std::span(expected).first(count));
         e.app_send.write(std::span(expected).first(count));
         e.sent += count;
-        engine_->on_send_ready(e.handle, now_ns);
+        engine.on_send_ready(e.handle, now_ns);
         progress = true;
         if (e.released) continue;
       }
     }
     if (!e.shut && e.sent == e.send_total && e.auto_shutdown && (!e.shutdown_after_peer_fin || e.peer_closed)) {
       e.shut = true;
-      engine_->shutdown_write(e.handle, now_ns);
+      engine.shutdown_write(e.handle, now_ns);
       progress = true;
       if (e.released) continue;
     }
     if (e.shut && e.peer_closed && !e.closed && e.close_when_done && e.app_receive.readable() == 0) {
       e.closed = true;
-      engine_->close(e.handle, now_ns);
+      engine.close(e.handle, now_ns);
       progress = true;
     }
   }

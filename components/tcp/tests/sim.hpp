@@ -75,11 +75,20 @@ struct Endpoint {
   bool released = false;
 };
 
+// The byte stream `pattern` names, from `position` on.
+void fill_pattern(std::uint64_t pattern, std::uint64_t position, std::span<std::byte> out);
 std::uint8_t pattern_byte(std::uint64_t pattern, std::uint64_t position);
 std::uint64_t pattern_hash(std::uint64_t pattern, std::uint64_t length);
 std::uint64_t hash_bytes(std::uint64_t hash, std::span<const std::byte> bytes);
 
 class Network;
+
+// What an endpoint learns from the engine's events.
+void apply_events(Endpoint& endpoint, std::uint32_t events, int error);
+// Moves the endpoints' applications along (write, read and check, shutdown, close). Returns true
+// if any of them did something.
+bool pump_applications(Engine& engine, std::vector<std::unique_ptr<Endpoint>>& endpoints,
+                       std::span<std::byte> scratch, std::uint64_t now_ns);
 
 class Host final : public EngineHost {
  public:
