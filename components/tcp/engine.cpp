@@ -1392,12 +1392,12 @@ std::uint16_t TcpEngine::announce_window(Connection& c) {
       std::min<std::uint32_t>(static_cast<std::uint32_t>(c.rings.receive.capacity() / 2), c.rcv_mss);
   std::uint32_t edge = current;
   if (seq_gt(right, current) && right - current >= threshold) edge = right;
+  // Scaled down, the edge rounds down: it may then sit up to 2^shift - 1 bytes left of one we
+  // announced before, a retraction RFC 7323 2.4 allows. Rounding up instead would promise bytes
+  // the ring does not have, and the error would grow with every ACK. rcv_adv stays the furthest
+  // edge ever announced (what the peer may send up to), and never passes the ring's free space.
   const std::uint32_t shift = c.receive_window_shift;
-  std::uint32_t window = edge - c.rcv_nxt;
-  std::uint32_t scaled = window >> shift;
-  // Rounding down must not move the edge left of what we announced (RFC 9293 3.8.6.2.2).
-  if (seq_lt(c.rcv_nxt + (scaled << shift), current)) scaled = (current - c.rcv_nxt + (1u << shift) - 1) >> shift;
-  if (scaled > 0xffff) scaled = 0xffff;
+  const std::uint32_t scaled = std::min<std::uint32_t>((edge - c.rcv_nxt) >> shift, 0xffff);
   const std::uint32_t announced = c.rcv_nxt + (scaled << shift);
   if (seq_gt(announced, c.rcv_adv) || seq_lt(c.rcv_adv, c.rcv_nxt)) c.rcv_adv = announced;
   return static_cast<std::uint16_t>(scaled);

@@ -362,7 +362,9 @@ TEST(FlowControl, ZeroWindowThenReopenLosesNothing) {
   e->auto_shutdown = true;
   p.idle(30 * kSecond);
   EXPECT_EQ(p.server_end().received, 0u);
-  EXPECT_EQ(p.server_end().app_receive.readable(), 64u * 1024);  // the ring is full, window zero
+  // The ring is full, to within the window scale's granularity (64 KiB needs a shift of 1): the
+  // last bytes are too few for the sender's silly-window rule.
+  EXPECT_GE(p.server_end().app_receive.readable(), 64u * 1024 - 2);
   EXPECT_GT(p.client.counter("persist_probes"), 2u);
   EXPECT_FALSE(e->failed);
   EXPECT_EQ(p.client_state(*e), TcpState::established);
