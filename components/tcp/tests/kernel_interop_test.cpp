@@ -59,9 +59,10 @@ struct KernelPeer {
     std::uint64_t sent = 0;
     // Send and receive together (poll), so neither side's window blocks the other.
     bool shut = send == 0;
+    bool eof = false;
     if (shut) ::shutdown(fd, SHUT_WR);
-    for (;;) {
-      pollfd p{fd, static_cast<short>(POLLIN | (shut ? 0 : POLLOUT)), 0};
+    while (!(shut && eof)) {
+      pollfd p{fd, static_cast<short>((eof ? 0 : POLLIN) | (shut ? 0 : POLLOUT)), 0};
       if (::poll(&p, 1, 60'000) <= 0) {
         error = "kernel peer: poll timed out";
         break;
@@ -80,13 +81,16 @@ struct KernelPeer {
           shut = true;
         }
       }
-      if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (!eof && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
         const ssize_t got = ::recv(fd, buffer.data(), buffer.size(), 0);
         if (got < 0) {
           error = std::string("kernel peer: recv: ") + std::strerror(errno);
           break;
         }
-        if (got == 0) break;
+        if (got == 0) {
+          eof = true;
+          continue;
+        }
         fill_pattern(receive_pattern, received, std::span(expected).first(static_cast<std::size_t>(got)));
         if (std::memcmp(buffer.data(), expected.data(), static_cast<std::size_t>(got)) != 0) ++mismatches;
         received += static_cast<std::uint64_t>(got);
@@ -239,7 +243,7 @@ class TunHost final : public EngineHost {
 };
 
 // A private network namespace with a TUN device the kernel reaches the engine through.
-class KernelInterop : public ::testing::TestWithParam<Impairment> {
+class NamespacedTun : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (a network namespace and a TUN device)";
@@ -262,6 +266,130 @@ class KernelInterop : public ::testing::TestWithParam<Impairment> {
   int tun_ = -1;
   std::string name_;
 };
+
+class KernelInterop : public NamespacedTun, public ::testing::WithParamInterface<Impairment> {};
+
+using KernelInteropEvents = NamespacedTun;
+
+// A kernel socket to the engine's port (blocking); -1 with errno on failure.
+int kernel_connect(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(kEngine);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    const int error = errno;
+    ::close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
+}
+
+TEST_F(KernelInteropEvents, NobodyListeningIsConnectionRefused) {
+  TunHost host(tun_, EngineSettings{}, Impairment{"clean"});
+  Endpoint* e = host.connect(40000, 9999);
+  ASSERT_NE(e, nullptr);
+  ASSERT_TRUE(host.run([&] { return e->released; }, 10));
+  EXPECT_TRUE(e->failed);
+  EXPECT_EQ(e->error, ECONNREFUSED);
+}
+
+TEST_F(KernelInteropEvents, AKernelResetEndsTheTransferWithEconnreset) {
+  TunHost host(tun_, EngineSettings{}, Impairment{"clean"});
+  ASSERT_TRUE(host.engine().listen(0, 80, 16, {}).ok());
+  host.accept_send_total = 64 * kMiB;
+  std::atomic<bool> reset{false};
+  std::thread kernel([&] {
+    const int fd = kernel_connect(80);
+    if (fd < 0) return;
+    std::vector<std::byte> buffer(64 * 1024);
+    std::size_t got = 0;
+    while (got < 1024 * 1024) {
+      const ssize_t n = ::recv(fd, buffer.data(), buffer.size(), 0);
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    const linger abortive{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abortive, sizeof abortive);
+    ::close(fd);  // unread data and linger 0: RST
+    reset = true;
+  });
+  const bool ended = host.run([&] { return reset && !host.endpoints().empty() && host.endpoints()[0]->released; }, 30);
+  kernel.join();
+  ASSERT_TRUE(ended);
+  EXPECT_TRUE(host.endpoints()[0]->failed);
+  EXPECT_EQ(host.endpoints()[0]->error, ECONNRESET);
+  EXPECT_EQ(host.engine().connection_count(), 0u);
+}
+
+// The kernel's reader stops (its window closes, the engine probes it), then reads everything.
+TEST_F(KernelInteropEvents, AKernelReaderThatPausesGetsEveryByte) {
+  TunHost host(tun_, EngineSettings{}, Impairment{"clean"});
+  ASSERT_TRUE(host.engine().listen(0, 80, 16, {}).ok());
+  const std::uint64_t size = 32 * kMiB;
+  host.accept_send_total = size;
+  host.accept_send_pattern = 9;
+  KernelPeer peer;
+  peer.receive_pattern = 9;
+  std::thread kernel([&] {
+    const int fd = kernel_connect(80);
+    if (fd < 0) {
+      peer.error = std::string("connect: ") + std::strerror(errno);
+      peer.done = true;
+      return;
+    }
+    ::sleep(3);  // not reading: the window closes
+    peer.run(fd);
+  });
+  const bool finished = host.run(
+      [&] { return peer.done && !host.endpoints().empty() && host.endpoints()[0]->released; }, 120);
+  kernel.join();
+  ASSERT_TRUE(finished);
+  EXPECT_EQ(peer.error, "");
+  EXPECT_EQ(peer.received, size);
+  EXPECT_EQ(peer.mismatches, 0u);
+  EXPECT_GT(host.counter("persist_probes"), 0u);
+  EXPECT_FALSE(host.endpoints()[0]->failed);
+}
+
+// The engine's application stops reading (the engine's window closes; Linux probes it).
+TEST_F(KernelInteropEvents, AnEngineReaderThatPausesGetsEveryByte) {
+  TunHost host(tun_, EngineSettings{}, Impairment{"clean"});
+  ASSERT_TRUE(host.engine().listen(0, 80, 16, {}).ok());
+  host.accept_send_pattern = 5;
+  host.accept_receive_pattern = 6;
+  const std::uint64_t size = 32 * kMiB;
+  KernelPeer peer;
+  peer.send = size;
+  peer.send_pattern = 6;
+  std::thread kernel([&] {
+    const int fd = kernel_connect(80);
+    if (fd < 0) {
+      peer.error = std::string("connect: ") + std::strerror(errno);
+      peer.done = true;
+      return;
+    }
+    peer.run(fd);
+  });
+  host.run([&] { return !host.endpoints().empty() && host.endpoints()[0]->established; }, 10);
+  ASSERT_FALSE(host.endpoints().empty());
+  Endpoint& e = *host.endpoints()[0];
+  e.reading = false;
+  host.run([] { return false; }, 3);
+  EXPECT_LT(e.received, size);
+  // The ring filled up to the window scale's granularity: the window was closed.
+  EXPECT_GE(e.app_receive.readable(), 4 * kMiB - 2 * 128);
+  e.reading = true;
+  const bool finished = host.run([&] { return peer.done && e.released && e.app_receive.readable() == 0; }, 120);
+  kernel.join();
+  ASSERT_TRUE(finished);
+  EXPECT_EQ(peer.error, "");
+  EXPECT_EQ(e.received, size);
+  EXPECT_EQ(e.mismatches, 0u);
+  EXPECT_FALSE(e.failed);
+}
 
 TEST_P(KernelInterop, KernelClientEngineServerBothWays) {
   EngineSettings settings;
