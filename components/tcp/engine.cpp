@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <new>
 #include <random>
 
 #include "components/tcp/algorithms/isn.hpp"
@@ -153,7 +152,7 @@ struct Counters {
 class TcpEngine final : public Engine {
  public:
   TcpEngine(std::span<std::byte> table, const EngineSettings& settings, EngineHost& host,
-            NamedCounterTable& counters, std::uint64_t now_ns);
+            NamedCounterTable& counters);
 
   void on_packet(std::uint32_t source, std::uint32_t destination, std::span<std::byte> segment,
                  std::uint64_t now_ns) override;
@@ -193,7 +192,6 @@ class TcpEngine final : public Engine {
   void finish(Connection& c);  // end of a call touching c: table entry, timers, events
   void release_rings(Connection& c);
   void fail(Connection& c, int error, bool send_rst);
-  void close_quietly(Connection& c);
   void enter_time_wait(Connection& c, std::uint64_t now_ns);
   void schedule(Connection& c);
   void publish(Connection& c);
@@ -213,6 +211,7 @@ class TcpEngine final : public Engine {
   void on_new_ack(Connection& c, const Incoming& segment, std::uint64_t now_ns);
   void on_duplicate_ack(Connection& c, std::uint64_t now_ns);
   void on_reset(Connection& c);
+  void answer_unacceptable(Connection& c, std::uint32_t length, std::uint64_t now_ns);
   void receive(Connection& c, const Incoming& segment, bool our_fin_acked, std::uint64_t now_ns);
   void accept_peer_fin(Connection& c, bool our_fin_acked, std::uint64_t now_ns);
   void negotiate(Connection& c, const Incoming& syn);
@@ -287,13 +286,14 @@ Result<std::unique_ptr<Engine>> Engine::create(std::span<std::byte> table, const
     chosen.secret[0] = (std::uint64_t{random()} << 32) | random();
     chosen.secret[1] = (std::uint64_t{random()} << 32) | random();
   }
-  auto engine = std::make_unique<TcpEngine>(table, chosen, host, counters, now_ns);
+  (void)now_ns;  // nothing at creation depends on the time yet
+  auto engine = std::make_unique<TcpEngine>(table, chosen, host, counters);
   engine->reset_previous_table();
   return std::unique_ptr<Engine>(std::move(engine));
 }
 
 TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings, EngineHost& host,
-                     NamedCounterTable& counters, std::uint64_t /*now_ns*/)
+                     NamedCounterTable& counters)
     : settings_(settings),
       host_(host),
       header_(reinterpret_cast<TableHeader*>(table.data())),
@@ -469,8 +469,6 @@ void TcpEngine::fail(Connection& c, int error, bool send_rst) {
   destroy(c);
 }
 
-void TcpEngine::close_quietly(Connection& c) { destroy(c); }
-
 void TcpEngine::enter_time_wait(Connection& c, std::uint64_t now_ns) {
   set_state(c, TcpState::time_wait);
   release_rings(c);
@@ -639,7 +637,7 @@ void TcpEngine::close(ConnectionHandle handle, std::uint64_t now_ns) {
   Connection* c = find(handle);
   if (c == nullptr) return;
   if (c->state == TcpState::syn_sent) {
-    close_quietly(*c);
+    destroy(*c);
     return;
   }
   c->app_closed = true;
@@ -1019,7 +1017,7 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
   const bool has_ts = in.options.timestamps.has_value();
   if (c.timestamps && has_ts && !rst && seq_lt(in.options.timestamps->first, c.ts_recent)) {
     counters_.paws_rejected->add();
-    send_ack(c, now_ns);
+    answer_unacceptable(c, in.length(), now_ns);
     return true;
   }
 
@@ -1044,16 +1042,7 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
     counters_.out_of_window->add();
     if (rst) return true;
     if (c.state == TcpState::time_wait && in.has(wire::kTcpFin)) c.linger_at = now_ns + settings_.time_wait_ns;
-    // Segments with data (retransmissions of what we have) always get their duplicate ACK; bare
-    // ones at most every 500 ms per connection, as Linux does, so they cannot make us an ACK
-    // reflector or loop two confused ends.
-    if (length == 0) {
-      if (c.last_out_of_window_ack_ns != 0 && now_ns - c.last_out_of_window_ack_ns < kOutOfWindowAckIntervalNs) {
-        return true;
-      }
-      c.last_out_of_window_ack_ns = now_ns == 0 ? 1 : now_ns;
-    }
-    send_ack(c, now_ns);
+    answer_unacceptable(c, length, now_ns);
     return true;
   }
 
@@ -1089,6 +1078,19 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
   return true;
 }
 
+// The duplicate ACK an unacceptable segment gets (RFC 9293 3.10.7.4). Segments with data
+// (retransmissions of what we hold) always get it; bare ones at most every 500 ms per connection,
+// as Linux does, so they cannot make us an ACK reflector or loop two confused ends.
+void TcpEngine::answer_unacceptable(Connection& c, std::uint32_t length, std::uint64_t now_ns) {
+  if (length == 0) {
+    if (c.last_out_of_window_ack_ns != 0 && now_ns - c.last_out_of_window_ack_ns < kOutOfWindowAckIntervalNs) {
+      return;
+    }
+    c.last_out_of_window_ack_ns = now_ns == 0 ? 1 : now_ns;
+  }
+  send_ack(c, now_ns);
+}
+
 void TcpEngine::on_reset(Connection& c) {
   switch (c.state) {
     case TcpState::syn_received:
@@ -1107,7 +1109,7 @@ void TcpEngine::on_reset(Connection& c) {
       fail(c, ECONNRESET, false);
       return;
     default:
-      close_quietly(c);
+      destroy(c);
       return;
   }
 }
@@ -1183,7 +1185,7 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
       break;
     case TcpState::last_ack:
       if (our_fin_acked) {
-        close_quietly(c);
+        destroy(c);
         return false;
       }
       break;
@@ -1694,7 +1696,7 @@ void TcpEngine::on_timer(std::uint64_t now_ns) {
     if (c.linger_at <= now_ns) {
       c.linger_at = kNever;
       if (c.state == TcpState::time_wait || c.state == TcpState::fin_wait_2) {
-        close_quietly(c);
+        destroy(c);
         continue;
       }
     }
@@ -1730,7 +1732,7 @@ void TcpEngine::on_retransmission_timeout(Connection& c, std::uint64_t now_ns) {
   if (c.retries >= limit) {
     if (c.state == TcpState::syn_received && c.in_syn_queue) {
       counters_.syn_queue_expired->add();
-      close_quietly(c);
+      destroy(c);
       return;
     }
     counters_.connection_timeouts->add();
