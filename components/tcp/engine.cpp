@@ -1131,9 +1131,10 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
     }
   }
   if (seq_gt(in.ack, c.snd_max)) {
-    // Acknowledges what we never sent (RFC 9293: ACK it and drop; RFC 5961 5.2).
+    // Acknowledges what we never sent (RFC 9293: ACK it and drop; RFC 5961 5.2: a challenge ACK,
+    // so rate limited).
     counters_.bad_ack->add();
-    send_ack(c, now_ns);
+    send_challenge_ack(c, now_ns);
     return false;
   }
   if (seq_lt(in.ack, c.snd_una - std::max<std::uint32_t>(c.max_snd_wnd, 65535))) {

@@ -597,6 +597,26 @@ TEST(Hostile, OutOfWindowDataIsAnsweredWithAnAckAndDropped) {
   EXPECT_EQ(p.server.engine().info(p.server_end().handle)->bytes_received, 0u);
 }
 
+TEST(Hostile, AnAckForDataNeverSentIsCountedAndChallenged) {
+  Pair p;
+  p.client.log_segments = true;
+  Endpoint* e = p.open();
+  ASSERT_NE(e, nullptr);
+  p.idle(kSecond);
+  const std::uint32_t seq = next_sequence_sent(p.client, 40000);
+  p.server.log_segments = true;
+  const auto before = p.server.engine().info(p.server_end().handle).value();
+  inject(p.server, kClient, craft_segment(client_tuple(), seq, 0x40000000u, wire::kTcpAck, 1000), p.network.now());
+  EXPECT_EQ(p.server.counter("bad_ack"), 1u);
+  EXPECT_EQ(p.server.counter("challenge_acks"), 1u);
+  ASSERT_EQ(p.server.sent_log.size(), 1u);
+  EXPECT_EQ(last_sent(p.server).flags, wire::kTcpAck);
+  const auto after = p.server.engine().info(p.server_end().handle).value();
+  EXPECT_EQ(after.state, TcpState::established);
+  EXPECT_EQ(after.bytes_acked, before.bytes_acked);
+  EXPECT_EQ(after.send_window, before.send_window);
+}
+
 TEST(Hostile, ACorruptRingFailsOnlyItsConnection) {
   Pair p;
   Endpoint* first = p.open(40000);
