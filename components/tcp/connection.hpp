@@ -15,6 +15,7 @@ namespace flotilla::tcp {
 
 inline constexpr ListenerId kNoListener = UINT32_MAX;
 inline constexpr std::uint64_t kNever = UINT64_MAX;
+inline constexpr std::uint32_t kNoSlot = UINT32_MAX;
 
 struct Connection {
   // Identity and life cycle.
@@ -72,6 +73,8 @@ struct Connection {
   std::uint64_t persist_at = kNever;    // zero-window probe
   std::uint64_t keepalive_at = kNever;
   std::uint64_t linger_at = kNever;     // TIME_WAIT end; orphaned FIN_WAIT_2 end
+  std::uint32_t time_wait_previous = kNoSlot;  // the engine's TIME-WAIT list, oldest first
+  std::uint32_t time_wait_next = kNoSlot;
   std::uint32_t retries = 0;            // consecutive RTO expiries
   std::uint32_t persist_backoff = 0;
   std::uint32_t keepalive_probes = 0;

@@ -145,6 +145,7 @@ struct Counters {
   NamedCounter* reset_at_restart;
   NamedCounter* time_wait_reopened;
   NamedCounter* table_full;
+  NamedCounter* time_wait_recycled;
 };
 
 }  // namespace
@@ -259,6 +260,8 @@ class TcpEngine final : public Engine {
   FlowIndex flows_;
   DeadlineHeap timers_;
   std::size_t live_connections_ = 0;
+  std::uint32_t time_wait_oldest_ = kNoSlot;  // the TIME-WAIT list, through Connection::time_wait_*
+  std::uint32_t time_wait_newest_ = kNoSlot;
   std::uint32_t timestamp_offset_ = 0;
   std::uint64_t challenge_window_start_ns_ = 0;
   std::uint64_t challenge_acks_in_window_ = 0;
@@ -347,6 +350,7 @@ TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings,
       .reset_at_restart = name("reset_at_restart"),
       .time_wait_reopened = name("time_wait_reopened"),
       .table_full = name("table_full"),
+      .time_wait_recycled = name("time_wait_recycled"),
   };
 }
 
@@ -403,6 +407,12 @@ const Connection* TcpEngine::find(ConnectionHandle handle) const {
 }
 
 Connection* TcpEngine::allocate(const FourTuple& tuple, std::uint64_t now_ns) {
+  if (free_count_ == 0 && time_wait_oldest_ != kNoSlot) {
+    // A full table gives up its oldest TIME-WAIT entry rather than refuse a connection (as Linux
+    // does past tcp_max_tw_buckets): that peer has been gone for the longest.
+    counters_.time_wait_recycled->add();
+    destroy(connections_[time_wait_oldest_]);
+  }
   if (free_count_ == 0) {
     counters_.table_full->add();
     return nullptr;
@@ -435,6 +445,7 @@ void TcpEngine::release_rings(Connection& c) {
 
 // The connection is gone: its events go out now, while its handle still names it.
 void TcpEngine::destroy(Connection& c) {
+  const bool was_time_wait = c.state == TcpState::time_wait;
   set_state(c, TcpState::closed);
   release_rings(c);
   if (c.pending_events != 0) {
@@ -445,6 +456,12 @@ void TcpEngine::destroy(Connection& c) {
     --listeners_[c.listener].syn_queue;
   }
   const std::uint32_t index = index_of(c);
+  if (was_time_wait) {
+    if (c.time_wait_previous != kNoSlot) connections_[c.time_wait_previous].time_wait_next = c.time_wait_next;
+    else time_wait_oldest_ = c.time_wait_next;
+    if (c.time_wait_next != kNoSlot) connections_[c.time_wait_next].time_wait_previous = c.time_wait_previous;
+    else time_wait_newest_ = c.time_wait_previous;
+  }
   flows_.erase(c.tuple);
   timers_.set(index, DeadlineHeap::kNever);
   host_.release_flow(c.tuple);
@@ -470,8 +487,16 @@ void TcpEngine::fail(Connection& c, int error, bool send_rst) {
 }
 
 void TcpEngine::enter_time_wait(Connection& c, std::uint64_t now_ns) {
+  if (c.state == TcpState::time_wait) return;
   set_state(c, TcpState::time_wait);
   release_rings(c);
+  // Appended to the TIME-WAIT list, oldest first.
+  const std::uint32_t index = index_of(c);
+  c.time_wait_previous = time_wait_newest_;
+  c.time_wait_next = kNoSlot;
+  if (time_wait_newest_ != kNoSlot) connections_[time_wait_newest_].time_wait_next = index;
+  time_wait_newest_ = index;
+  if (time_wait_oldest_ == kNoSlot) time_wait_oldest_ = index;
   c.rto_at = c.persist_at = c.keepalive_at = c.delayed_ack_at = kNever;
   c.linger_at = now_ns + settings_.time_wait_ns;
 }
@@ -537,7 +562,7 @@ Result<ConnectionHandle> TcpEngine::connect(const FourTuple& tuple, StreamRings 
       flows_.find(tuple) != FlowIndex::kMissing) {
     return Error{Errc::invalid_argument, 0, "tcp connect"};
   }
-  if (free_count_ == 0) return Error{Errc::exhausted, 0, "tcp connection table"};
+  if (free_count_ == 0 && time_wait_oldest_ == kNoSlot) return Error{Errc::exhausted, 0, "tcp connection table"};
   if (!host_.claim_flow(tuple)) {
     counters_.claim_failed->add();
     return Error{Errc::invalid_argument, 0, "tcp flow claim"};
@@ -821,7 +846,7 @@ void TcpEngine::on_listen_segment(ListenerId id, const FourTuple& tuple, const I
     counters_.accept_queue_overflow->add();
     return;
   }
-  if (l.syn_queue >= l.backlog || free_count_ == 0) {
+  if (l.syn_queue >= l.backlog || (free_count_ == 0 && time_wait_oldest_ == kNoSlot)) {
     // SYN cookie: no state until the ACK comes back. Only the MSS survives (no room for the
     // other options without timestamps to carry them), so the SYN-ACK offers nothing else.
     std::uint16_t mss = 0;

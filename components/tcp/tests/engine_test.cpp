@@ -841,6 +841,33 @@ TEST(Retransmission, BothEndsTimingOutStillHearEachOther) {
   EXPECT_EQ(p.server_end().received, 5u * 1448);
 }
 
+TEST(Lifecycle, AFullTableRecyclesItsOldestTimeWait) {
+  EngineSettings settings = test_settings();
+  settings.max_connections = 3;
+  Pair p(nullptr, settings);
+  for (std::uint16_t port = 40000; port < 40003; ++port) {
+    Endpoint* e = p.open(port);
+    ASSERT_NE(e, nullptr);
+    const std::size_t index = p.server.endpoints().size() - 1;
+    p.server_end(index).shutdown_after_peer_fin = true;
+    p.server_end(index).auto_shutdown = true;
+    p.shut(p.client, *e);
+    p.network.run([&] { return e->released && p.server_end(index).released; }, p.network.now() + 10 * kSecond);
+    ASSERT_TRUE(e->released);
+  }
+  EXPECT_EQ(p.client.engine().connection_count(), 3u);  // all in TIME-WAIT: the table is full
+  Endpoint* fourth = p.open(40003);
+  ASSERT_NE(fourth, nullptr);
+  EXPECT_TRUE(fourth->established);
+  EXPECT_EQ(p.client.counter("time_wait_recycled"), 1u);
+  EXPECT_EQ(p.client.engine().connection_count(), 3u);
+  // The oldest went: a segment for it finds nothing (a RST answers), the others still answer.
+  p.client.log_segments = true;
+  const FourTuple first{.local_address = kServer, .remote_address = kClient, .local_port = kPort, .remote_port = 40000};
+  inject(p.client, kServer, craft_segment(first, 1, 2, wire::kTcpAck, 100), p.network.now());
+  EXPECT_EQ(p.client.counter("no_connection"), 1u);
+}
+
 TEST(Api, ConnectRejectsBadRingsAndTuplesInUse) {
   Pair p;
   Endpoint* e = p.client.connect(kServer, 40000, kPort);
