@@ -77,6 +77,8 @@ struct Connection {
   std::uint32_t time_wait_next = kNoSlot;
   std::uint32_t retries = 0;            // consecutive RTO expiries
   std::uint32_t persist_backoff = 0;
+  std::uint32_t persist_unanswered = 0;  // probes in a row with nothing heard back
+  std::uint64_t persist_sent_ns = 0;
   std::uint32_t keepalive_probes = 0;
   std::uint64_t last_received_ns = 0;
   std::uint64_t last_out_of_window_ack_ns = 0;  // rate limit of ACKs to bare out-of-window segments

@@ -1784,7 +1784,16 @@ void TcpEngine::on_persist_timeout(Connection& c, std::uint64_t now_ns) {
     output(c, now_ns);
     return;
   }
+  // A peer that answers keeps a zero window open for as long as it likes; one that has stopped
+  // answering is given up after data_retries probes, as Linux does (tcp_retries2).
+  c.persist_unanswered = c.last_received_ns < c.persist_sent_ns ? c.persist_unanswered + 1 : 0;
+  if (c.persist_unanswered > settings_.data_retries) {
+    counters_.connection_timeouts->add();
+    fail(c, ETIMEDOUT, true);
+    return;
+  }
   counters_.persist_probes->add();
+  c.persist_sent_ns = now_ns;
   const std::uint32_t end = data_end(c);
   if (!check_rings(c, now_ns)) return;
   const std::uint32_t usable = std::min<std::uint32_t>(c.snd_wnd, c.mss);

@@ -376,6 +376,23 @@ TEST(FlowControl, ZeroWindowThenReopenLosesNothing) {
   EXPECT_FALSE(e->failed);
 }
 
+TEST(FlowControl, APeerThatVanishesBehindAZeroWindowIsGivenUp) {
+  EngineSettings settings = test_settings();
+  settings.data_retries = 4;
+  Pair p(nullptr, settings, LinkConfig{}, 64 * 1024);
+  p.server.accept_reading = false;
+  Endpoint* e = p.open();
+  ASSERT_NE(e, nullptr);
+  e->send_total = 1'000'000;
+  p.idle(10 * kSecond);
+  EXPECT_GT(p.client.counter("persist_probes"), 0u);
+  EXPECT_FALSE(e->failed);  // answered probes keep it alive
+  p.network.tap = [](std::uint32_t, std::uint32_t, std::vector<std::byte>&) { return false; };
+  p.network.run([&] { return e->released; }, p.network.now() + 3600 * kSecond);
+  EXPECT_TRUE(e->failed);
+  EXPECT_EQ(e->error, ETIMEDOUT);
+}
+
 TEST(Timers, KeepaliveKillsADeadPeer) {
   Pair p;
   ConnectionOptions options;
