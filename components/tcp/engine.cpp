@@ -1061,7 +1061,8 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
                  (seq_ge(last, c.rcv_nxt) && seq_lt(last, c.rcv_nxt + window));
   }
   // A zero window still takes a bare ACK at rcv_nxt; data at rcv_nxt is refused but its ACK is
-  // processed (RFC 9293 3.10.7.4: "valid ACKs, URGs, and RSTs" in a zero window).
+  // processed (RFC 9293 3.10.7.4: "valid ACKs, URGs, and RSTs" in a zero window), and a bare FIN
+  // is taken (below).
   const bool zero_window_ack = !acceptable && window == 0 && in.seq == c.rcv_nxt && !rst && !syn;
   if (!acceptable && !zero_window_ack) {
     counters_.out_of_window->add();
@@ -1091,8 +1092,11 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
   bool our_fin_acked = false;
   if (!on_ack(c, in, our_fin_acked, now_ns)) return true;
   if (!c.in_use) return true;
-  if (zero_window_ack) {
-    if (!in.payload.empty() || in.has(wire::kTcpFin)) {
+  // A bare FIN at rcv_nxt needs no room in the ring: taken even in a zero window, as Linux does
+  // (a FIN retransmitted by an RTO may well meet one).
+  const bool bare_fin = in.payload.empty() && in.has(wire::kTcpFin);
+  if (zero_window_ack && !bare_fin) {
+    if (!in.payload.empty()) {
       counters_.receive_overflow->add();
       send_ack(c, now_ns);
     }
@@ -1703,10 +1707,13 @@ void TcpEngine::retransmit_head(Connection& c, std::uint64_t now_ns) {
   resend_first_segment(c, now_ns);
 }
 
-// Sends the segment at snd_una again (up to one MSS, with the FIN when it ends there). Returns
-// the sequence after what it sent (snd_una when there was nothing).
+// Sends the segment at snd_una again (up to one MSS of what was sent before, with the FIN when
+// it ends there). Returns the sequence after what it sent (snd_una when there was nothing). Only
+// what went out before, which the peer's window allowed then: bytes queued since may lie past
+// its window now.
 std::uint32_t TcpEngine::resend_first_segment(Connection& c, std::uint64_t now_ns) {
-  const std::uint32_t end = data_end(c);
+  std::uint32_t end = data_end(c);
+  if (seq_gt(end, c.snd_max)) end = c.snd_max;
   const std::uint32_t length = std::min<std::uint32_t>(c.mss, seq_diff(end, c.snd_una) > 0 ? end - c.snd_una : 0);
   const bool fin = c.fin_sent && c.snd_una + length == c.fin_seq;
   if (length == 0 && !fin) return c.snd_una;
