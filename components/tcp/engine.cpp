@@ -1171,11 +1171,17 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
     send_challenge_ack(c, now_ns);
     return false;
   }
-  // Window update (RFC 9293 3.10.7.4 fifth, SND.WL1/WL2 rule).
+  // Window update. RFC 9293's SND.WL1/WL2 rule can leave an old window in place while SND.UNA
+  // moves on, and the window (a size from SND.UNA) then reaches past the edge the peer announced:
+  // a bare ACK carries our highest sequence, a retransmission a lower one, so the latter's window
+  // would be ignored though its ACK advances. As Linux does (tcp_may_update_window): any ACK that
+  // advances takes its window, as does a newer sequence, or the same one with a larger or zero
+  // window.
   const std::uint32_t window = static_cast<std::uint32_t>(in.window) << c.send_window_shift;
   const bool window_changed = window != c.snd_wnd;
   if (seq_le(c.snd_una, in.ack) &&
-      (seq_lt(c.snd_wl1, in.seq) || (c.snd_wl1 == in.seq && seq_le(c.snd_wl2, in.ack)))) {
+      (seq_gt(in.ack, c.snd_una) || seq_gt(in.seq, c.snd_wl1) ||
+       (in.seq == c.snd_wl1 && (window > c.snd_wnd || window == 0)))) {
     c.snd_wnd = window;
     c.max_snd_wnd = std::max(c.max_snd_wnd, window);
     c.snd_wl1 = in.seq;
