@@ -1246,11 +1246,12 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
     c.bytes_acked += ring_acked;
     if (ring_acked > 0) c.pending_events |= kEventWritable;
   }
-  // RTT: the timed segment (Karn: never a retransmitted one), else the echoed timestamp.
+  // RTT: the timed segment (Karn: never a retransmitted one), else the echoed timestamp, which
+  // says which transmission the ACK is for and so is good after retransmissions too (RFC 7323 4).
   if (c.rtt_timing && seq_ge(in.ack, c.rtt_seq)) {
     c.rtt.on_sample(now_ns - c.rtt_start_ns);
     c.rtt_timing = false;
-  } else if (c.timestamps && in.options.timestamps && in.options.timestamps->second != 0 && c.retries == 0) {
+  } else if (c.timestamps && in.options.timestamps && in.options.timestamps->second != 0) {
     const std::uint32_t elapsed_ms = timestamp_now(now_ns) - in.options.timestamps->second;
     if (elapsed_ms < 60'000) c.rtt.on_sample(std::uint64_t{elapsed_ms} * 1'000'000 + 500'000);
   }
