@@ -106,6 +106,18 @@ Parsed last_sent(const Host& host) {
   return Parsed{segment.sequence(), segment.acknowledgment(), segment.flags(), segment.payload().size()};
 }
 
+// Opens a connection, lets it settle, and returns the next sequence number the client will send
+// (the server's rcv_nxt); from then on the server logs what it sends.
+std::uint32_t open_settled(Pair& p, Endpoint*& e) {
+  p.client.log_segments = true;
+  e = p.open();
+  if (e == nullptr) return 0;
+  p.idle(kSecond);
+  const std::uint32_t next = next_sequence_sent(p.client, 40000);
+  p.server.log_segments = true;
+  return next;
+}
+
 FourTuple client_tuple(std::uint16_t port = 40000) {
   return FourTuple{.local_address = kClient, .remote_address = kServer, .local_port = port, .remote_port = kPort};
 }
@@ -599,12 +611,9 @@ TEST(Hostile, MalformedSegmentsAreCountedAndChangeNothing) {
 
 TEST(Hostile, OutOfWindowDataIsAnsweredWithAnAckAndDropped) {
   Pair p;
-  p.client.log_segments = true;
-  Endpoint* e = p.open();
+  Endpoint* e = nullptr;
+  const std::uint32_t seq = open_settled(p, e);
   ASSERT_NE(e, nullptr);
-  p.idle(kSecond);
-  const std::uint32_t seq = next_sequence_sent(p.client, 40000);
-  p.server.log_segments = true;
   const std::byte data[100] = {std::byte{1}};
   inject(p.server, kClient, craft_segment(client_tuple(), seq + 10'000'000, 0, wire::kTcpAck, 1000, {}, data),
          p.network.now());
@@ -616,12 +625,9 @@ TEST(Hostile, OutOfWindowDataIsAnsweredWithAnAckAndDropped) {
 
 TEST(Hostile, AnAckForDataNeverSentIsCountedAndChallenged) {
   Pair p;
-  p.client.log_segments = true;
-  Endpoint* e = p.open();
+  Endpoint* e = nullptr;
+  const std::uint32_t seq = open_settled(p, e);
   ASSERT_NE(e, nullptr);
-  p.idle(kSecond);
-  const std::uint32_t seq = next_sequence_sent(p.client, 40000);
-  p.server.log_segments = true;
   const auto before = p.server.engine().info(p.server_end().handle).value();
   inject(p.server, kClient, craft_segment(client_tuple(), seq, 0x40000000u, wire::kTcpAck, 1000), p.network.now());
   EXPECT_EQ(p.server.counter("bad_ack"), 1u);

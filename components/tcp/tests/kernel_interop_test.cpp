@@ -287,6 +287,21 @@ int kernel_connect(std::uint16_t port) {
   return fd;
 }
 
+// A kernel thread that connects to the engine's port, waits `pause_s` seconds without reading,
+// then runs `peer`.
+std::thread kernel_session(KernelPeer& peer, std::uint16_t port, unsigned pause_s) {
+  return std::thread([&peer, port, pause_s] {
+    const int fd = kernel_connect(port);
+    if (fd < 0) {
+      peer.error = std::string("connect: ") + std::strerror(errno);
+      peer.done = true;
+      return;
+    }
+    if (pause_s > 0) ::sleep(pause_s);
+    peer.run(fd);
+  });
+}
+
 TEST_F(KernelInteropEvents, NobodyListeningIsConnectionRefused) {
   TunHost host(tun_, EngineSettings{}, Impairment{"clean"});
   Endpoint* e = host.connect(40000, 9999);
@@ -333,16 +348,7 @@ TEST_F(KernelInteropEvents, AKernelReaderThatPausesGetsEveryByte) {
   host.accept_send_pattern = 9;
   KernelPeer peer;
   peer.receive_pattern = 9;
-  std::thread kernel([&] {
-    const int fd = kernel_connect(80);
-    if (fd < 0) {
-      peer.error = std::string("connect: ") + std::strerror(errno);
-      peer.done = true;
-      return;
-    }
-    ::sleep(3);  // not reading: the window closes
-    peer.run(fd);
-  });
+  std::thread kernel = kernel_session(peer, 80, 3);  // 3 s not reading: the window closes
   const bool finished = host.run(
       [&] { return peer.done && !host.endpoints().empty() && host.endpoints()[0]->released; }, 120);
   kernel.join();
@@ -364,15 +370,7 @@ TEST_F(KernelInteropEvents, AnEngineReaderThatPausesGetsEveryByte) {
   KernelPeer peer;
   peer.send = size;
   peer.send_pattern = 6;
-  std::thread kernel([&] {
-    const int fd = kernel_connect(80);
-    if (fd < 0) {
-      peer.error = std::string("connect: ") + std::strerror(errno);
-      peer.done = true;
-      return;
-    }
-    peer.run(fd);
-  });
+  std::thread kernel = kernel_session(peer, 80, 0);
   host.run([&] { return !host.endpoints().empty() && host.endpoints()[0]->established; }, 10);
   ASSERT_FALSE(host.endpoints().empty());
   Endpoint& e = *host.endpoints()[0];
@@ -404,20 +402,7 @@ TEST_P(KernelInterop, KernelClientEngineServerBothWays) {
   peer.send = size;
   peer.send_pattern = 1;
   peer.receive_pattern = 2;
-  std::thread kernel([&] {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(80);
-    address.sin_addr.s_addr = htonl(kEngine);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
-      peer.error = std::string("connect: ") + std::strerror(errno);
-      ::close(fd);
-      peer.done = true;
-      return;
-    }
-    peer.run(fd);
-  });
+  std::thread kernel = kernel_session(peer, 80, 0);
   const bool finished = host.run(
       [&] {
         return peer.done && !host.endpoints().empty() && host.endpoints()[0]->released &&
