@@ -96,6 +96,9 @@ struct Connection {
   std::uint32_t recovery_point = 0;  // snd_max when recovery began (RFC 6675 RecoveryPoint)
   std::uint32_t high_rxt = 0;        // RFC 6675 HighRxt
   std::uint32_t dupacks = 0;
+  bool head_resent = false;             // the segment at head_resent_seq was retransmitted ...
+  std::uint32_t head_resent_seq = 0;
+  std::uint32_t head_resent_snd_max = 0;  // ... when snd_max was this
 
   // Events gathered while handling one call, reported once at its end.
   std::uint32_t pending_events = 0;

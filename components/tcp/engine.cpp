@@ -211,6 +211,8 @@ class TcpEngine final : public Engine {
   bool on_ack(Connection& c, const Incoming& segment, bool& our_fin_acked, std::uint64_t now_ns);
   void on_new_ack(Connection& c, const Incoming& segment, std::uint64_t now_ns);
   void on_duplicate_ack(Connection& c, std::uint64_t now_ns);
+  void resend_lost_head_retransmission(Connection& c, std::uint64_t now_ns);
+  bool may_start_recovery(const Connection& c) const;
   void on_reset(Connection& c);
   void answer_unacceptable(Connection& c, std::uint32_t length, std::uint64_t now_ns);
   void receive(Connection& c, const Incoming& segment, bool our_fin_acked, std::uint64_t now_ns);
@@ -1210,10 +1212,11 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
   } else if (in.ack == c.snd_una && in.payload.empty() && !in.has(wire::kTcpFin) && !window_changed &&
              c.snd_max != c.snd_una) {
     on_duplicate_ack(c, now_ns);
-  } else if (c.sack && !c.in_recovery && c.snd_max != c.snd_una && seq_gt(c.snd_una, c.recovery_point) &&
+  } else if (c.sack && !c.in_recovery && c.snd_max != c.snd_una && may_start_recovery(c) &&
              c.scoreboard.is_lost(c.snd_una, c.mss)) {
     enter_recovery(c, now_ns);
   }
+  if (c.in_recovery && c.sack) resend_lost_head_retransmission(c, now_ns);
   our_fin_acked = c.fin_sent && seq_gt(c.snd_una, c.fin_seq);
   switch (c.state) {
     case TcpState::closing:
@@ -1275,12 +1278,30 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
   c.rto_at = c.snd_una == c.snd_max ? kNever : now_ns + c.rtt.rto_ns();
 }
 
+// RFC 6675 never resends a hole twice, so a lost retransmission of the first hole stalls the
+// connection until the RTO (200 ms at least, against round trips of microseconds on a LAN). When
+// the peer SACKs DupThresh segments sent after that retransmission, it was lost: send it again
+// (Linux's lost-retransmit detection, before RACK, in its simplest form).
+void TcpEngine::resend_lost_head_retransmission(Connection& c, std::uint64_t now_ns) {
+  if (!c.head_resent || c.head_resent_seq != c.snd_una) return;
+  const std::uint32_t threshold = c.head_resent_snd_max + SackScoreboard::kDupThresh * c.mss;
+  if (!seq_gt(c.scoreboard.highest_sacked(), threshold)) return;
+  counters_.fast_retransmits->add();
+  resend_first_segment(c, now_ns);
+}
+
+// A new recovery only once everything outstanding at the last one (or at the last RTO) is
+// acknowledged. Without SACK, RFC 6582 3.2 wants the ACK past that point, as duplicate ACKs for
+// data resent by an RTO look like a loss; with SACK those are told apart, and requiring more than
+// the recovery point would leave a loss right at it to the RTO.
+bool TcpEngine::may_start_recovery(const Connection& c) const {
+  return c.sack ? seq_ge(c.snd_una, c.recovery_point) : seq_gt(c.snd_una, c.recovery_point);
+}
+
 void TcpEngine::on_duplicate_ack(Connection& c, std::uint64_t now_ns) {
   ++c.dupacks;
   if (c.in_recovery) return;
-  // A new recovery only once everything outstanding at the last one (or at the last RTO) is
-  // acknowledged (RFC 6582 3.2 step 1, RFC 6675 5).
-  if (!seq_gt(c.snd_una, c.recovery_point)) return;
+  if (!may_start_recovery(c)) return;
   const bool loss = c.sack ? (c.dupacks >= SackScoreboard::kDupThresh || c.scoreboard.is_lost(c.snd_una, c.mss))
                            : c.dupacks == SackScoreboard::kDupThresh;
   if (loss) enter_recovery(c, now_ns);
@@ -1592,6 +1613,11 @@ void TcpEngine::send_range(Connection& c, std::uint32_t seq, std::uint32_t lengt
     if (seq + length == c.head_seq + c.rings.send.readable_seen()) out.flags |= wire::kTcpPsh;
   }
   const std::uint32_t end = seq + length + (fin ? 1 : 0);
+  if (seq == c.snd_una && seq_lt(seq, c.snd_max)) {
+    c.head_resent = true;
+    c.head_resent_seq = seq;
+    c.head_resent_snd_max = c.snd_max;
+  }
   if (seq_lt(seq, c.snd_max)) {
     ++c.retransmits;
     counters_.retransmits->add();
