@@ -75,6 +75,7 @@ constexpr std::uint64_t kSecond = 1'000'000'000;
 constexpr std::uint64_t kPersistMaxNs = 60 * kSecond;
 constexpr std::uint64_t kOutOfWindowAckIntervalNs = 500'000'000;
 constexpr std::uint32_t kMaxSegmentsPerOutput = 65536;
+constexpr std::int32_t kPawsWindowTicks = 1;
 
 bool synchronized(TcpState state) {
   return state != TcpState::closed && state != TcpState::listen && state != TcpState::syn_sent &&
@@ -1040,9 +1041,10 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
     send_challenge_ack(c, now_ns);
     return true;
   }
-  // RFC 7323 5.3 PAWS.
+  // RFC 7323 5.3 PAWS, with Linux's tolerance of one tick (TCP_PAWS_WINDOW): a segment sent
+  // just before a retransmission that overtook it is not an old duplicate.
   const bool has_ts = in.options.timestamps.has_value();
-  if (c.timestamps && has_ts && !rst && seq_lt(in.options.timestamps->first, c.ts_recent)) {
+  if (c.timestamps && has_ts && !rst && seq_diff(c.ts_recent, in.options.timestamps->first) > kPawsWindowTicks) {
     counters_.paws_rejected->add();
     answer_unacceptable(c, in.length(), now_ns);
     return true;
