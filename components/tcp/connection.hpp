@@ -15,6 +15,7 @@ namespace flotilla::tcp {
 
 inline constexpr ListenerId kNoListener = UINT32_MAX;
 inline constexpr std::uint64_t kNever = UINT64_MAX;
+inline constexpr std::uint32_t kNoSlot = UINT32_MAX;
 
 struct Connection {
   // Identity and life cycle.
@@ -72,8 +73,12 @@ struct Connection {
   std::uint64_t persist_at = kNever;    // zero-window probe
   std::uint64_t keepalive_at = kNever;
   std::uint64_t linger_at = kNever;     // TIME_WAIT end; orphaned FIN_WAIT_2 end
+  std::uint32_t time_wait_previous = kNoSlot;  // the engine's TIME-WAIT list, oldest first
+  std::uint32_t time_wait_next = kNoSlot;
   std::uint32_t retries = 0;            // consecutive RTO expiries
   std::uint32_t persist_backoff = 0;
+  std::uint32_t persist_unanswered = 0;  // probes in a row with nothing heard back
+  std::uint64_t persist_sent_ns = 0;
   std::uint32_t keepalive_probes = 0;
   std::uint64_t last_received_ns = 0;
   std::uint64_t last_out_of_window_ack_ns = 0;  // rate limit of ACKs to bare out-of-window segments
@@ -91,6 +96,9 @@ struct Connection {
   std::uint32_t recovery_point = 0;  // snd_max when recovery began (RFC 6675 RecoveryPoint)
   std::uint32_t high_rxt = 0;        // RFC 6675 HighRxt
   std::uint32_t dupacks = 0;
+  bool head_resent = false;             // the segment at head_resent_seq was retransmitted ...
+  std::uint32_t head_resent_seq = 0;
+  std::uint32_t head_resent_snd_max = 0;  // ... when snd_max was this
 
   // Events gathered while handling one call, reported once at its end.
   std::uint32_t pending_events = 0;

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <new>
 #include <random>
 
 #include "components/tcp/algorithms/isn.hpp"
@@ -76,6 +75,7 @@ constexpr std::uint64_t kSecond = 1'000'000'000;
 constexpr std::uint64_t kPersistMaxNs = 60 * kSecond;
 constexpr std::uint64_t kOutOfWindowAckIntervalNs = 500'000'000;
 constexpr std::uint32_t kMaxSegmentsPerOutput = 65536;
+constexpr std::int32_t kPawsWindowTicks = 1;
 
 bool synchronized(TcpState state) {
   return state != TcpState::closed && state != TcpState::listen && state != TcpState::syn_sent &&
@@ -146,6 +146,7 @@ struct Counters {
   NamedCounter* reset_at_restart;
   NamedCounter* time_wait_reopened;
   NamedCounter* table_full;
+  NamedCounter* time_wait_recycled;
 };
 
 }  // namespace
@@ -153,7 +154,7 @@ struct Counters {
 class TcpEngine final : public Engine {
  public:
   TcpEngine(std::span<std::byte> table, const EngineSettings& settings, EngineHost& host,
-            NamedCounterTable& counters, std::uint64_t now_ns);
+            NamedCounterTable& counters);
 
   void on_packet(std::uint32_t source, std::uint32_t destination, std::span<std::byte> segment,
                  std::uint64_t now_ns) override;
@@ -193,7 +194,6 @@ class TcpEngine final : public Engine {
   void finish(Connection& c);  // end of a call touching c: table entry, timers, events
   void release_rings(Connection& c);
   void fail(Connection& c, int error, bool send_rst);
-  void close_quietly(Connection& c);
   void enter_time_wait(Connection& c, std::uint64_t now_ns);
   void schedule(Connection& c);
   void publish(Connection& c);
@@ -212,7 +212,10 @@ class TcpEngine final : public Engine {
   bool on_ack(Connection& c, const Incoming& segment, bool& our_fin_acked, std::uint64_t now_ns);
   void on_new_ack(Connection& c, const Incoming& segment, std::uint64_t now_ns);
   void on_duplicate_ack(Connection& c, std::uint64_t now_ns);
+  void resend_lost_head_retransmission(Connection& c, std::uint64_t now_ns);
+  bool may_start_recovery(const Connection& c) const;
   void on_reset(Connection& c);
+  void answer_unacceptable(Connection& c, std::uint32_t length, std::uint64_t now_ns);
   void receive(Connection& c, const Incoming& segment, bool our_fin_acked, std::uint64_t now_ns);
   void accept_peer_fin(Connection& c, bool our_fin_acked, std::uint64_t now_ns);
   void negotiate(Connection& c, const Incoming& syn);
@@ -260,6 +263,8 @@ class TcpEngine final : public Engine {
   FlowIndex flows_;
   DeadlineHeap timers_;
   std::size_t live_connections_ = 0;
+  std::uint32_t time_wait_oldest_ = kNoSlot;  // the TIME-WAIT list, through Connection::time_wait_*
+  std::uint32_t time_wait_newest_ = kNoSlot;
   std::uint32_t timestamp_offset_ = 0;
   std::uint64_t challenge_window_start_ns_ = 0;
   std::uint64_t challenge_acks_in_window_ = 0;
@@ -287,13 +292,14 @@ Result<std::unique_ptr<Engine>> Engine::create(std::span<std::byte> table, const
     chosen.secret[0] = (std::uint64_t{random()} << 32) | random();
     chosen.secret[1] = (std::uint64_t{random()} << 32) | random();
   }
-  auto engine = std::make_unique<TcpEngine>(table, chosen, host, counters, now_ns);
+  (void)now_ns;  // nothing at creation depends on the time yet
+  auto engine = std::make_unique<TcpEngine>(table, chosen, host, counters);
   engine->reset_previous_table();
   return std::unique_ptr<Engine>(std::move(engine));
 }
 
 TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings, EngineHost& host,
-                     NamedCounterTable& counters, std::uint64_t /*now_ns*/)
+                     NamedCounterTable& counters)
     : settings_(settings),
       host_(host),
       header_(reinterpret_cast<TableHeader*>(table.data())),
@@ -347,6 +353,7 @@ TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings,
       .reset_at_restart = name("reset_at_restart"),
       .time_wait_reopened = name("time_wait_reopened"),
       .table_full = name("table_full"),
+      .time_wait_recycled = name("time_wait_recycled"),
   };
 }
 
@@ -403,6 +410,12 @@ const Connection* TcpEngine::find(ConnectionHandle handle) const {
 }
 
 Connection* TcpEngine::allocate(const FourTuple& tuple, std::uint64_t now_ns) {
+  if (free_count_ == 0 && time_wait_oldest_ != kNoSlot) {
+    // A full table gives up its oldest TIME-WAIT entry rather than refuse a connection (as Linux
+    // does past tcp_max_tw_buckets): that peer has been gone for the longest.
+    counters_.time_wait_recycled->add();
+    destroy(connections_[time_wait_oldest_]);
+  }
   if (free_count_ == 0) {
     counters_.table_full->add();
     return nullptr;
@@ -435,6 +448,7 @@ void TcpEngine::release_rings(Connection& c) {
 
 // The connection is gone: its events go out now, while its handle still names it.
 void TcpEngine::destroy(Connection& c) {
+  const bool was_time_wait = c.state == TcpState::time_wait;
   set_state(c, TcpState::closed);
   release_rings(c);
   if (c.pending_events != 0) {
@@ -445,6 +459,12 @@ void TcpEngine::destroy(Connection& c) {
     --listeners_[c.listener].syn_queue;
   }
   const std::uint32_t index = index_of(c);
+  if (was_time_wait) {
+    if (c.time_wait_previous != kNoSlot) connections_[c.time_wait_previous].time_wait_next = c.time_wait_next;
+    else time_wait_oldest_ = c.time_wait_next;
+    if (c.time_wait_next != kNoSlot) connections_[c.time_wait_next].time_wait_previous = c.time_wait_previous;
+    else time_wait_newest_ = c.time_wait_previous;
+  }
   flows_.erase(c.tuple);
   timers_.set(index, DeadlineHeap::kNever);
   host_.release_flow(c.tuple);
@@ -469,11 +489,17 @@ void TcpEngine::fail(Connection& c, int error, bool send_rst) {
   destroy(c);
 }
 
-void TcpEngine::close_quietly(Connection& c) { destroy(c); }
-
 void TcpEngine::enter_time_wait(Connection& c, std::uint64_t now_ns) {
+  if (c.state == TcpState::time_wait) return;
   set_state(c, TcpState::time_wait);
   release_rings(c);
+  // Appended to the TIME-WAIT list, oldest first.
+  const std::uint32_t index = index_of(c);
+  c.time_wait_previous = time_wait_newest_;
+  c.time_wait_next = kNoSlot;
+  if (time_wait_newest_ != kNoSlot) connections_[time_wait_newest_].time_wait_next = index;
+  time_wait_newest_ = index;
+  if (time_wait_oldest_ == kNoSlot) time_wait_oldest_ = index;
   c.rto_at = c.persist_at = c.keepalive_at = c.delayed_ack_at = kNever;
   c.linger_at = now_ns + settings_.time_wait_ns;
 }
@@ -539,7 +565,7 @@ Result<ConnectionHandle> TcpEngine::connect(const FourTuple& tuple, StreamRings 
       flows_.find(tuple) != FlowIndex::kMissing) {
     return Error{Errc::invalid_argument, 0, "tcp connect"};
   }
-  if (free_count_ == 0) return Error{Errc::exhausted, 0, "tcp connection table"};
+  if (free_count_ == 0 && time_wait_oldest_ == kNoSlot) return Error{Errc::exhausted, 0, "tcp connection table"};
   if (!host_.claim_flow(tuple)) {
     counters_.claim_failed->add();
     return Error{Errc::invalid_argument, 0, "tcp flow claim"};
@@ -639,7 +665,7 @@ void TcpEngine::close(ConnectionHandle handle, std::uint64_t now_ns) {
   Connection* c = find(handle);
   if (c == nullptr) return;
   if (c->state == TcpState::syn_sent) {
-    close_quietly(*c);
+    destroy(*c);
     return;
   }
   c->app_closed = true;
@@ -823,7 +849,7 @@ void TcpEngine::on_listen_segment(ListenerId id, const FourTuple& tuple, const I
     counters_.accept_queue_overflow->add();
     return;
   }
-  if (l.syn_queue >= l.backlog || free_count_ == 0) {
+  if (l.syn_queue >= l.backlog || (free_count_ == 0 && time_wait_oldest_ == kNoSlot)) {
     // SYN cookie: no state until the ACK comes back. Only the MSS survives (no room for the
     // other options without timestamps to carry them), so the SYN-ACK offers nothing else.
     std::uint16_t mss = 0;
@@ -1015,11 +1041,12 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
     send_challenge_ack(c, now_ns);
     return true;
   }
-  // RFC 7323 5.3 PAWS.
+  // RFC 7323 5.3 PAWS, with Linux's tolerance of one tick (TCP_PAWS_WINDOW): a segment sent
+  // just before a retransmission that overtook it is not an old duplicate.
   const bool has_ts = in.options.timestamps.has_value();
-  if (c.timestamps && has_ts && !rst && seq_lt(in.options.timestamps->first, c.ts_recent)) {
+  if (c.timestamps && has_ts && !rst && seq_diff(c.ts_recent, in.options.timestamps->first) > kPawsWindowTicks) {
     counters_.paws_rejected->add();
-    send_ack(c, now_ns);
+    answer_unacceptable(c, in.length(), now_ns);
     return true;
   }
 
@@ -1038,22 +1065,14 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
                  (seq_ge(last, c.rcv_nxt) && seq_lt(last, c.rcv_nxt + window));
   }
   // A zero window still takes a bare ACK at rcv_nxt; data at rcv_nxt is refused but its ACK is
-  // processed (RFC 9293 3.10.7.4: "valid ACKs, URGs, and RSTs" in a zero window).
+  // processed (RFC 9293 3.10.7.4: "valid ACKs, URGs, and RSTs" in a zero window), and a bare FIN
+  // is taken (below).
   const bool zero_window_ack = !acceptable && window == 0 && in.seq == c.rcv_nxt && !rst && !syn;
   if (!acceptable && !zero_window_ack) {
     counters_.out_of_window->add();
     if (rst) return true;
     if (c.state == TcpState::time_wait && in.has(wire::kTcpFin)) c.linger_at = now_ns + settings_.time_wait_ns;
-    // Segments with data (retransmissions of what we have) always get their duplicate ACK; bare
-    // ones at most every 500 ms per connection, as Linux does, so they cannot make us an ACK
-    // reflector or loop two confused ends.
-    if (length == 0) {
-      if (c.last_out_of_window_ack_ns != 0 && now_ns - c.last_out_of_window_ack_ns < kOutOfWindowAckIntervalNs) {
-        return true;
-      }
-      c.last_out_of_window_ack_ns = now_ns == 0 ? 1 : now_ns;
-    }
-    send_ack(c, now_ns);
+    answer_unacceptable(c, length, now_ns);
     return true;
   }
 
@@ -1077,8 +1096,11 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
   bool our_fin_acked = false;
   if (!on_ack(c, in, our_fin_acked, now_ns)) return true;
   if (!c.in_use) return true;
-  if (zero_window_ack) {
-    if (!in.payload.empty() || in.has(wire::kTcpFin)) {
+  // A bare FIN at rcv_nxt needs no room in the ring: taken even in a zero window, as Linux does
+  // (a FIN retransmitted by an RTO may well meet one).
+  const bool bare_fin = in.payload.empty() && in.has(wire::kTcpFin);
+  if (zero_window_ack && !bare_fin) {
+    if (!in.payload.empty()) {
       counters_.receive_overflow->add();
       send_ack(c, now_ns);
     }
@@ -1087,6 +1109,19 @@ bool TcpEngine::on_synchronized_segment(Connection& c, const Incoming& in, std::
   }
   receive(c, in, our_fin_acked, now_ns);
   return true;
+}
+
+// The duplicate ACK an unacceptable segment gets (RFC 9293 3.10.7.4). Segments with data
+// (retransmissions of what we hold) always get it; bare ones at most every 500 ms per connection,
+// as Linux does, so they cannot make us an ACK reflector or loop two confused ends.
+void TcpEngine::answer_unacceptable(Connection& c, std::uint32_t length, std::uint64_t now_ns) {
+  if (length == 0) {
+    if (c.last_out_of_window_ack_ns != 0 && now_ns - c.last_out_of_window_ack_ns < kOutOfWindowAckIntervalNs) {
+      return;
+    }
+    c.last_out_of_window_ack_ns = now_ns == 0 ? 1 : now_ns;
+  }
+  send_ack(c, now_ns);
 }
 
 void TcpEngine::on_reset(Connection& c) {
@@ -1107,7 +1142,7 @@ void TcpEngine::on_reset(Connection& c) {
       fail(c, ECONNRESET, false);
       return;
     default:
-      close_quietly(c);
+      destroy(c);
       return;
   }
 }
@@ -1129,9 +1164,10 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
     }
   }
   if (seq_gt(in.ack, c.snd_max)) {
-    // Acknowledges what we never sent (RFC 9293: ACK it and drop; RFC 5961 5.2).
+    // Acknowledges what we never sent (RFC 9293: ACK it and drop; RFC 5961 5.2: a challenge ACK,
+    // so rate limited).
     counters_.bad_ack->add();
-    send_ack(c, now_ns);
+    send_challenge_ack(c, now_ns);
     return false;
   }
   if (seq_lt(in.ack, c.snd_una - std::max<std::uint32_t>(c.max_snd_wnd, 65535))) {
@@ -1139,11 +1175,17 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
     send_challenge_ack(c, now_ns);
     return false;
   }
-  // Window update (RFC 9293 3.10.7.4 fifth, SND.WL1/WL2 rule).
+  // Window update. RFC 9293's SND.WL1/WL2 rule can leave an old window in place while SND.UNA
+  // moves on, and the window (a size from SND.UNA) then reaches past the edge the peer announced:
+  // a bare ACK carries our highest sequence, a retransmission a lower one, so the latter's window
+  // would be ignored though its ACK advances. As Linux does (tcp_may_update_window): any ACK that
+  // advances takes its window, as does a newer sequence, or the same one with a larger or zero
+  // window.
   const std::uint32_t window = static_cast<std::uint32_t>(in.window) << c.send_window_shift;
   const bool window_changed = window != c.snd_wnd;
   if (seq_le(c.snd_una, in.ack) &&
-      (seq_lt(c.snd_wl1, in.seq) || (c.snd_wl1 == in.seq && seq_le(c.snd_wl2, in.ack)))) {
+      (seq_gt(in.ack, c.snd_una) || seq_gt(in.seq, c.snd_wl1) ||
+       (in.seq == c.snd_wl1 && (window > c.snd_wnd || window == 0)))) {
     c.snd_wnd = window;
     c.max_snd_wnd = std::max(c.max_snd_wnd, window);
     c.snd_wl1 = in.seq;
@@ -1172,10 +1214,11 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
   } else if (in.ack == c.snd_una && in.payload.empty() && !in.has(wire::kTcpFin) && !window_changed &&
              c.snd_max != c.snd_una) {
     on_duplicate_ack(c, now_ns);
-  } else if (c.sack && !c.in_recovery && c.snd_max != c.snd_una && seq_gt(c.snd_una, c.recovery_point) &&
+  } else if (c.sack && !c.in_recovery && c.snd_max != c.snd_una && may_start_recovery(c) &&
              c.scoreboard.is_lost(c.snd_una, c.mss)) {
     enter_recovery(c, now_ns);
   }
+  if (c.in_recovery && c.sack) resend_lost_head_retransmission(c, now_ns);
   our_fin_acked = c.fin_sent && seq_gt(c.snd_una, c.fin_seq);
   switch (c.state) {
     case TcpState::closing:
@@ -1183,7 +1226,7 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
       break;
     case TcpState::last_ack:
       if (our_fin_acked) {
-        close_quietly(c);
+        destroy(c);
         return false;
       }
       break;
@@ -1208,11 +1251,12 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
     c.bytes_acked += ring_acked;
     if (ring_acked > 0) c.pending_events |= kEventWritable;
   }
-  // RTT: the timed segment (Karn: never a retransmitted one), else the echoed timestamp.
+  // RTT: the timed segment (Karn: never a retransmitted one), else the echoed timestamp, which
+  // says which transmission the ACK is for and so is good after retransmissions too (RFC 7323 4).
   if (c.rtt_timing && seq_ge(in.ack, c.rtt_seq)) {
     c.rtt.on_sample(now_ns - c.rtt_start_ns);
     c.rtt_timing = false;
-  } else if (c.timestamps && in.options.timestamps && in.options.timestamps->second != 0 && c.retries == 0) {
+  } else if (c.timestamps && in.options.timestamps && in.options.timestamps->second != 0) {
     const std::uint32_t elapsed_ms = timestamp_now(now_ns) - in.options.timestamps->second;
     if (elapsed_ms < 60'000) c.rtt.on_sample(std::uint64_t{elapsed_ms} * 1'000'000 + 500'000);
   }
@@ -1236,12 +1280,30 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
   c.rto_at = c.snd_una == c.snd_max ? kNever : now_ns + c.rtt.rto_ns();
 }
 
+// RFC 6675 never resends a hole twice, so a lost retransmission of the first hole stalls the
+// connection until the RTO (200 ms at least, against round trips of microseconds on a LAN). When
+// the peer SACKs DupThresh segments sent after that retransmission, it was lost: send it again
+// (Linux's lost-retransmit detection, before RACK, in its simplest form).
+void TcpEngine::resend_lost_head_retransmission(Connection& c, std::uint64_t now_ns) {
+  if (!c.head_resent || c.head_resent_seq != c.snd_una) return;
+  const std::uint32_t threshold = c.head_resent_snd_max + SackScoreboard::kDupThresh * c.mss;
+  if (!seq_gt(c.scoreboard.highest_sacked(), threshold)) return;
+  counters_.fast_retransmits->add();
+  resend_first_segment(c, now_ns);
+}
+
+// A new recovery only once everything outstanding at the last one (or at the last RTO) is
+// acknowledged. Without SACK, RFC 6582 3.2 wants the ACK past that point, as duplicate ACKs for
+// data resent by an RTO look like a loss; with SACK those are told apart, and requiring more than
+// the recovery point would leave a loss right at it to the RTO.
+bool TcpEngine::may_start_recovery(const Connection& c) const {
+  return c.sack ? seq_ge(c.snd_una, c.recovery_point) : seq_gt(c.snd_una, c.recovery_point);
+}
+
 void TcpEngine::on_duplicate_ack(Connection& c, std::uint64_t now_ns) {
   ++c.dupacks;
   if (c.in_recovery) return;
-  // A new recovery only once everything outstanding at the last one (or at the last RTO) is
-  // acknowledged (RFC 6582 3.2 step 1, RFC 6675 5).
-  if (!seq_gt(c.snd_una, c.recovery_point)) return;
+  if (!may_start_recovery(c)) return;
   const bool loss = c.sack ? (c.dupacks >= SackScoreboard::kDupThresh || c.scoreboard.is_lost(c.snd_una, c.mss))
                            : c.dupacks == SackScoreboard::kDupThresh;
   if (loss) enter_recovery(c, now_ns);
@@ -1553,6 +1615,11 @@ void TcpEngine::send_range(Connection& c, std::uint32_t seq, std::uint32_t lengt
     if (seq + length == c.head_seq + c.rings.send.readable_seen()) out.flags |= wire::kTcpPsh;
   }
   const std::uint32_t end = seq + length + (fin ? 1 : 0);
+  if (seq == c.snd_una && seq_lt(seq, c.snd_max)) {
+    c.head_resent = true;
+    c.head_resent_seq = seq;
+    c.head_resent_snd_max = c.snd_max;
+  }
   if (seq_lt(seq, c.snd_max)) {
     ++c.retransmits;
     counters_.retransmits->add();
@@ -1675,10 +1742,13 @@ void TcpEngine::retransmit_head(Connection& c, std::uint64_t now_ns) {
   resend_first_segment(c, now_ns);
 }
 
-// Sends the segment at snd_una again (up to one MSS, with the FIN when it ends there). Returns
-// the sequence after what it sent (snd_una when there was nothing).
+// Sends the segment at snd_una again (up to one MSS of what was sent before, with the FIN when
+// it ends there). Returns the sequence after what it sent (snd_una when there was nothing). Only
+// what went out before, which the peer's window allowed then: bytes queued since may lie past
+// its window now.
 std::uint32_t TcpEngine::resend_first_segment(Connection& c, std::uint64_t now_ns) {
-  const std::uint32_t end = data_end(c);
+  std::uint32_t end = data_end(c);
+  if (seq_gt(end, c.snd_max)) end = c.snd_max;
   const std::uint32_t length = std::min<std::uint32_t>(c.mss, seq_diff(end, c.snd_una) > 0 ? end - c.snd_una : 0);
   const bool fin = c.fin_sent && c.snd_una + length == c.fin_seq;
   if (length == 0 && !fin) return c.snd_una;
@@ -1694,7 +1764,7 @@ void TcpEngine::on_timer(std::uint64_t now_ns) {
     if (c.linger_at <= now_ns) {
       c.linger_at = kNever;
       if (c.state == TcpState::time_wait || c.state == TcpState::fin_wait_2) {
-        close_quietly(c);
+        destroy(c);
         continue;
       }
     }
@@ -1730,7 +1800,7 @@ void TcpEngine::on_retransmission_timeout(Connection& c, std::uint64_t now_ns) {
   if (c.retries >= limit) {
     if (c.state == TcpState::syn_received && c.in_syn_queue) {
       counters_.syn_queue_expired->add();
-      close_quietly(c);
+      destroy(c);
       return;
     }
     counters_.connection_timeouts->add();
@@ -1756,7 +1826,16 @@ void TcpEngine::on_persist_timeout(Connection& c, std::uint64_t now_ns) {
     output(c, now_ns);
     return;
   }
+  // A peer that answers keeps a zero window open for as long as it likes; one that has stopped
+  // answering is given up after data_retries probes, as Linux does (tcp_retries2).
+  c.persist_unanswered = c.last_received_ns < c.persist_sent_ns ? c.persist_unanswered + 1 : 0;
+  if (c.persist_unanswered > settings_.data_retries) {
+    counters_.connection_timeouts->add();
+    fail(c, ETIMEDOUT, true);
+    return;
+  }
   counters_.persist_probes->add();
+  c.persist_sent_ns = now_ns;
   const std::uint32_t end = data_end(c);
   if (!check_rings(c, now_ns)) return;
   const std::uint32_t usable = std::min<std::uint32_t>(c.snd_wnd, c.mss);

@@ -138,9 +138,11 @@ class EngineHost {
   virtual bool claim_flow(const FourTuple& tuple) = 0;
   virtual void release_flow(const FourTuple& tuple) = 0;
   // kEvent* bits for a connection; `error` is an errno value with kEventFailed (ECONNREFUSED,
-  // ECONNRESET, ETIMEDOUT), else 0.
+  // ECONNRESET, ETIMEDOUT; EIO when the application corrupted a ring), else 0. Events gathered
+  // during one engine call come in one on_events at its end.
   virtual void on_events(ConnectionHandle connection, std::uint32_t events, int error) = 0;
-  // A connection of `listener` reached ESTABLISHED and waits for the application.
+  // A connection of `listener` reached ESTABLISHED and waits for the application. Called in the
+  // middle of segment processing: the only engine call allowed from here is accepted().
   virtual void on_accept_ready(ListenerId listener, ConnectionHandle connection, const FourTuple& tuple) = 0;
 };
 
@@ -205,13 +207,17 @@ class Engine {
   // FIN after every queued byte (shutdown(SHUT_WR)).
   virtual void shutdown_write(ConnectionHandle connection, std::uint64_t now_ns) = 0;
   // The application is done: queued bytes still go out, then FIN; data arriving afterwards is
-  // answered with RST, as Linux does.
+  // answered with RST, as Linux does. Received data the application never read: RST at once
+  // (RFC 2525 2.17, as Linux does). In SYN-SENT: the attempt just ends (kEventReleased).
   virtual void close(ConnectionHandle connection, std::uint64_t now_ns) = 0;
-  // RST now (SO_LINGER with 0, or the application died).
+  // RST now (SO_LINGER with 0, or the application died). kEventReleased follows, without
+  // kEventFailed: the application asked for it.
   virtual void abort(ConnectionHandle connection, std::uint64_t now_ns) = 0;
   virtual Status set_options(ConnectionHandle connection, const ConnectionOptions& options,
                              std::uint64_t now_ns) = 0;
 
+  // nullopt once the handle is dead (after kEventReleased), even while the connection waits in
+  // TIME_WAIT.
   virtual std::optional<ConnectionInfo> info(ConnectionHandle connection) const = 0;
   virtual std::size_t connection_count() const = 0;  // every state except closed, incl. TIME_WAIT
 };

@@ -106,6 +106,18 @@ Parsed last_sent(const Host& host) {
   return Parsed{segment.sequence(), segment.acknowledgment(), segment.flags(), segment.payload().size()};
 }
 
+// Opens a connection, lets it settle, and returns the next sequence number the client will send
+// (the server's rcv_nxt); from then on the server logs what it sends.
+std::uint32_t open_settled(Pair& p, Endpoint*& e) {
+  p.client.log_segments = true;
+  e = p.open();
+  if (e == nullptr) return 0;
+  p.idle(kSecond);
+  const std::uint32_t next = next_sequence_sent(p.client, 40000);
+  p.server.log_segments = true;
+  return next;
+}
+
 FourTuple client_tuple(std::uint16_t port = 40000) {
   return FourTuple{.local_address = kClient, .remote_address = kServer, .local_port = port, .remote_port = kPort};
 }
@@ -376,6 +388,23 @@ TEST(FlowControl, ZeroWindowThenReopenLosesNothing) {
   EXPECT_FALSE(e->failed);
 }
 
+TEST(FlowControl, APeerThatVanishesBehindAZeroWindowIsGivenUp) {
+  EngineSettings settings = test_settings();
+  settings.data_retries = 4;
+  Pair p(nullptr, settings, LinkConfig{}, 64 * 1024);
+  p.server.accept_reading = false;
+  Endpoint* e = p.open();
+  ASSERT_NE(e, nullptr);
+  e->send_total = 1'000'000;
+  p.idle(10 * kSecond);
+  EXPECT_GT(p.client.counter("persist_probes"), 0u);
+  EXPECT_FALSE(e->failed);  // answered probes keep it alive
+  p.network.tap = [](std::uint32_t, std::uint32_t, std::vector<std::byte>&) { return false; };
+  p.network.run([&] { return e->released; }, p.network.now() + 3600 * kSecond);
+  EXPECT_TRUE(e->failed);
+  EXPECT_EQ(e->error, ETIMEDOUT);
+}
+
 TEST(Timers, KeepaliveKillsADeadPeer) {
   Pair p;
   ConnectionOptions options;
@@ -582,12 +611,9 @@ TEST(Hostile, MalformedSegmentsAreCountedAndChangeNothing) {
 
 TEST(Hostile, OutOfWindowDataIsAnsweredWithAnAckAndDropped) {
   Pair p;
-  p.client.log_segments = true;
-  Endpoint* e = p.open();
+  Endpoint* e = nullptr;
+  const std::uint32_t seq = open_settled(p, e);
   ASSERT_NE(e, nullptr);
-  p.idle(kSecond);
-  const std::uint32_t seq = next_sequence_sent(p.client, 40000);
-  p.server.log_segments = true;
   const std::byte data[100] = {std::byte{1}};
   inject(p.server, kClient, craft_segment(client_tuple(), seq + 10'000'000, 0, wire::kTcpAck, 1000, {}, data),
          p.network.now());
@@ -595,6 +621,23 @@ TEST(Hostile, OutOfWindowDataIsAnsweredWithAnAckAndDropped) {
   ASSERT_EQ(p.server.sent_log.size(), 1u);
   EXPECT_EQ(last_sent(p.server).ack, seq);
   EXPECT_EQ(p.server.engine().info(p.server_end().handle)->bytes_received, 0u);
+}
+
+TEST(Hostile, AnAckForDataNeverSentIsCountedAndChallenged) {
+  Pair p;
+  Endpoint* e = nullptr;
+  const std::uint32_t seq = open_settled(p, e);
+  ASSERT_NE(e, nullptr);
+  const auto before = p.server.engine().info(p.server_end().handle).value();
+  inject(p.server, kClient, craft_segment(client_tuple(), seq, 0x40000000u, wire::kTcpAck, 1000), p.network.now());
+  EXPECT_EQ(p.server.counter("bad_ack"), 1u);
+  EXPECT_EQ(p.server.counter("challenge_acks"), 1u);
+  ASSERT_EQ(p.server.sent_log.size(), 1u);
+  EXPECT_EQ(last_sent(p.server).flags, wire::kTcpAck);
+  const auto after = p.server.engine().info(p.server_end().handle).value();
+  EXPECT_EQ(after.state, TcpState::established);
+  EXPECT_EQ(after.bytes_acked, before.bytes_acked);
+  EXPECT_EQ(after.send_window, before.send_window);
 }
 
 TEST(Hostile, ACorruptRingFailsOnlyItsConnection) {
@@ -819,6 +862,33 @@ TEST(Retransmission, BothEndsTimingOutStillHearEachOther) {
   EXPECT_EQ(b->bytes_in_flight, 0u);
   EXPECT_EQ(e->received, 5u * 1448);
   EXPECT_EQ(p.server_end().received, 5u * 1448);
+}
+
+TEST(Lifecycle, AFullTableRecyclesItsOldestTimeWait) {
+  EngineSettings settings = test_settings();
+  settings.max_connections = 3;
+  Pair p(nullptr, settings);
+  for (std::uint16_t port = 40000; port < 40003; ++port) {
+    Endpoint* e = p.open(port);
+    ASSERT_NE(e, nullptr);
+    const std::size_t index = p.server.endpoints().size() - 1;
+    p.server_end(index).shutdown_after_peer_fin = true;
+    p.server_end(index).auto_shutdown = true;
+    p.shut(p.client, *e);
+    p.network.run([&] { return e->released && p.server_end(index).released; }, p.network.now() + 10 * kSecond);
+    ASSERT_TRUE(e->released);
+  }
+  EXPECT_EQ(p.client.engine().connection_count(), 3u);  // all in TIME-WAIT: the table is full
+  Endpoint* fourth = p.open(40003);
+  ASSERT_NE(fourth, nullptr);
+  EXPECT_TRUE(fourth->established);
+  EXPECT_EQ(p.client.counter("time_wait_recycled"), 1u);
+  EXPECT_EQ(p.client.engine().connection_count(), 3u);
+  // The oldest went: a segment for it finds nothing (a RST answers), the others still answer.
+  p.client.log_segments = true;
+  const FourTuple first{.local_address = kServer, .remote_address = kClient, .local_port = kPort, .remote_port = 40000};
+  inject(p.client, kServer, craft_segment(first, 1, 2, wire::kTcpAck, 100), p.network.now());
+  EXPECT_EQ(p.client.counter("no_connection"), 1u);
 }
 
 TEST(Api, ConnectRejectsBadRingsAndTuplesInUse) {

@@ -112,6 +112,7 @@ std::optional<StreamRings> Host::rings_for(ListenerId, ConnectionHandle connecti
   endpoint->close_when_done = accept_close_when_done;
   endpoint->auto_shutdown = accept_auto_shutdown;
   endpoint->reading = accept_reading;
+  endpoint->read_rate = accept_read_rate;
   endpoint->pause_every = accept_pause_every;
   endpoint->pause_ns = accept_pause_ns;
   endpoint->next_pause = accept_pause_every;
@@ -181,7 +182,12 @@ bool pump_applications(Engine& engine, std::vector<std::unique_ptr<Endpoint>>& e
     if (!e.established) continue;
     // Released only means the engine is done with the rings: what it delivered is still there.
     if (e.reading && now_ns >= e.resume_at) {
-      const std::size_t readable = e.app_receive.readable();
+      std::size_t readable = e.app_receive.readable();
+      if (readable > 0 && e.read_rate > 0) {
+        if (e.read_start == 0) e.read_start = now_ns == 0 ? 1 : now_ns;
+        const std::uint64_t allowed = (now_ns - e.read_start) / 1000 * e.read_rate / 1'000'000 + 1;
+        readable = allowed > e.received ? static_cast<std::size_t>(std::min<std::uint64_t>(readable, allowed - e.received)) : 0;
+      }
       if (readable > 0) {
         const std::size_t count = std::min(readable, kChunk);
         const std::span<std::byte> got = std::span(scratch).first(count);
@@ -236,8 +242,13 @@ bool pump_applications(Engine& engine, std::vector<std::unique_ptr<Endpoint>>& e
 std::uint64_t Host::next_application_deadline() const {
   std::uint64_t next = UINT64_MAX;
   for (const auto& e : endpoints_) {
-    if (e->reading && e->resume_at > network_.now() && e->app_receive.readable_seen() > 0) {
+    if (!e->reading || e->app_receive.readable_seen() == 0) continue;
+    if (e->resume_at > network_.now()) {
       next = std::min(next, e->resume_at);
+    } else if (e->read_rate > 0 && e->read_start != 0) {
+      // When the rate lets the next (up to) 4 KiB be read.
+      const std::uint64_t target = e->received + std::min<std::uint64_t>(4096, e->app_receive.readable_seen());
+      next = std::min(next, e->read_start + target * 1'000'000 / e->read_rate * 1000 + 1000);
     }
   }
   return next;

@@ -54,6 +54,8 @@ struct Endpoint {
   std::uint64_t receive_pattern = 0;
   bool close_when_done = true;      // close() (not just shutdown_write) after sending and peer FIN
   bool reading = true;              // false: the application stops reading (zero window)
+  std::uint64_t read_rate = 0;      // bytes per second the application reads at most (0: no limit)
+  std::uint64_t read_start = 0;     // when the rate's clock started (set on the first read)
   std::uint64_t pause_every = 0;    // after reading this many bytes, stop reading for pause_ns
   std::uint64_t pause_ns = 0;
   std::uint64_t resume_at = 0;      // reading paused until then
@@ -127,6 +129,7 @@ class Host final : public EngineHost {
   bool accept_close_when_done = true;
   bool accept_auto_shutdown = true;
   bool accept_reading = true;
+  std::uint64_t accept_read_rate = 0;
   std::uint64_t accept_pause_every = 0;
   std::uint64_t accept_pause_ns = 0;
   bool accept_shutdown_after_peer_fin = false;

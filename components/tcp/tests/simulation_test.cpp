@@ -26,6 +26,7 @@ struct Scenario {
   std::size_t ring_bytes = 256 * 1024;
   std::uint64_t upload = 0;    // client to server
   std::uint64_t download = 0;  // server to client
+  std::uint64_t read_rate = 0;    // bytes/s the applications read at most (a slow reader)
   std::uint64_t pause_every = 0;  // the applications stop reading now and then (zero windows)
   std::uint64_t pause_ns = 0;
   bool server_waits_for_fin = false;  // the server shuts only after the client's FIN
@@ -35,11 +36,12 @@ std::string describe(const Scenario& s) {
   char text[512];
   std::snprintf(text, sizeof text,
                 "loss %.4f dup %.4f reorder %.4f corrupt %.4f latency %llu us bw %llu bps queue %zu; "
-                "pause %llu B / %llu ms, server waits for FIN %d, keepalive %d; mss %u ts %d sack %d ws %d ring %zu; %s/%s nodelay %d/%d; up %llu down %llu",
+                "read rate %llu B/s, pause %llu B / %llu ms, server waits for FIN %d, keepalive %d; mss %u ts %d sack %d ws %d ring %zu; %s/%s nodelay %d/%d; up %llu down %llu",
                 s.link.loss, s.link.duplicate, s.link.reorder, s.link.corrupt,
                 static_cast<unsigned long long>(s.link.latency_ns / 1000),
                 static_cast<unsigned long long>(s.link.bandwidth_bps), s.link.queue_bytes,
-                static_cast<unsigned long long>(s.pause_every), static_cast<unsigned long long>(s.pause_ns / 1'000'000),
+                static_cast<unsigned long long>(s.read_rate), static_cast<unsigned long long>(s.pause_every),
+                static_cast<unsigned long long>(s.pause_ns / 1'000'000),
                 s.server_waits_for_fin, s.client_options.keepalive, s.settings.mss,
                 s.settings.timestamps, s.settings.sack, s.settings.window_scaling, s.ring_bytes,
                 s.client_options.congestion == CongestionAlgorithm::cubic ? "cubic" : "newreno",
@@ -89,7 +91,12 @@ Scenario scenario_for(std::uint64_t seed) {
   if (!big && pick(4) == 0) {
     s.pause_every = 1 + pick(512 * 1024);
     s.pause_ns = pick(3'000'000'000);
+  } else if (pick(3) == 0) {
+    // A batching reader: whatever is there, every so often (ACKs go out between its reads).
+    s.pause_every = 1;
+    s.pause_ns = 100'000 + pick(5'000'000);
   }
+  if (!big && pick(4) == 0) s.read_rate = 100'000 + pick(20'000'000);
   s.server_waits_for_fin = pick(2) == 0;
   if (pick(3) == 0) {
     s.client_options.keepalive = s.server_options.keepalive = true;
@@ -132,6 +139,7 @@ void run_seed(std::uint64_t seed) {
   ASSERT_TRUE(server.engine().listen(0, 80, 8, s.server_options).ok());
   server.accept_send_total = s.download;
   server.accept_pattern_base = seed * 2;
+  server.accept_read_rate = s.read_rate;
   server.accept_pause_every = s.pause_every;
   server.accept_pause_ns = s.pause_ns;
   server.accept_shutdown_after_peer_fin = s.server_waits_for_fin;
@@ -140,6 +148,7 @@ void run_seed(std::uint64_t seed) {
   c->send_total = s.upload;
   c->send_pattern = seed * 2;
   c->receive_pattern = seed * 2 + 1;
+  c->read_rate = s.read_rate;
   c->pause_every = c->next_pause = s.pause_every;
   c->pause_ns = s.pause_ns;
   const auto finished = [&] {
@@ -154,6 +163,8 @@ void run_seed(std::uint64_t seed) {
   EXPECT_FALSE(c->failed) << "client error " << c->error;
   EXPECT_FALSE(v.failed) << "server error " << v.error;
   EXPECT_EQ(client.oversize_segments + server.oversize_segments, 0u) << "segments larger than the MTU";
+  // A sender that keeps to the windows it was given never finds the receiver's ring full.
+  EXPECT_EQ(client.counter("receive_overflow") + server.counter("receive_overflow"), 0u);
   EXPECT_EQ(c->received, s.download);
   EXPECT_EQ(v.received, s.upload);
   EXPECT_EQ(c->mismatches, 0u) << "first at " << c->first_mismatch;
