@@ -165,6 +165,11 @@ TEST_P(TcpBulk, FlotillaSendsToTheKernel) {
   const PerfOutcome report = wait_for_report(20s);
   ASSERT_TRUE(report.present) << tcp_counters();
   EXPECT_EQ(report.failed_streams, 0u) << report.line;
+  std::printf("%s\nloss recovery: retransmits %lld, fast retransmits %lld, timeouts %lld\n", report.line.c_str(),
+              static_cast<long long>(counter("tcp0", "retransmits") + counter("tcp1", "retransmits")),
+              static_cast<long long>(counter("tcp0", "fast_retransmits") + counter("tcp1", "fast_retransmits")),
+              static_cast<long long>(counter("tcp0", "retransmission_timeouts") +
+                                     counter("tcp1", "retransmission_timeouts")));
 }
 
 TEST_P(TcpBulk, TheKernelSendsToFlotilla) {
