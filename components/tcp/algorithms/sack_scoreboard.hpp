@@ -77,7 +77,7 @@ class SackScoreboard {
 
 class OutOfOrderRanges {
  public:
-  static constexpr std::size_t kCapacity = 8;
+  static constexpr std::size_t kCapacity = 32;  // 25% reordering needed more than 8
 
   void clear() { count_ = 0; }
   // Records data [left, right) held beyond rcv_nxt, merged with the ranges it overlaps or
