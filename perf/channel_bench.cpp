@@ -63,6 +63,7 @@
 #include "dataplane/result.hpp"
 #include "dataplane/shared_region.hpp"
 #include "dataplane/unique_fd.hpp"
+#include "perf/cpu_ticks.hpp"
 
 namespace flotilla::bench {
 namespace {
@@ -357,28 +358,6 @@ int peer_error(const char* what, const Error& error) {
   std::fprintf(stderr, "channel-bench peer: %s: %s\n", what, error.message().c_str());
   return 1;
 }
-
-// The machine-wide CPU time counters of /proc/stat, in clock ticks.
-struct CpuTicks {
-  enum Field { user, nice, system, idle, iowait, irq, softirq, steal, count };
-  std::array<std::uint64_t, count> ticks{};
-
-  static CpuTicks read() {
-    CpuTicks now;
-    std::ifstream stat("/proc/stat");
-    std::string label;
-    stat >> label;
-    for (auto& field : now.ticks) stat >> field;
-    if (!stat || label != "cpu") now.ticks.fill(0);
-    return now;
-  }
-  std::uint64_t busy() const { return total() - ticks[idle] - ticks[iowait]; }
-  std::uint64_t total() const {
-    std::uint64_t sum = 0;
-    for (const auto field : ticks) sum += field;
-    return sum;
-  }
-};
 
 // CPU time the hypervisor gave to other guests, in ms since boot (0 if the kernel does not say).
 double stolen_ms() {
