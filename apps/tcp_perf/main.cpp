@@ -54,6 +54,8 @@ int main(int argc, char** argv) {
   std::string report_path;
   bool verify = false;
   bool no_delay = false;
+  double connect_retry = 0;
+  bool exit_when_done = false;
   app.add_option("--role", role, "send (connect and send) or receive (listen and read)")
       ->required()
       ->check(CLI::IsMember({"send", "receive"}));
@@ -74,6 +76,12 @@ int main(int argc, char** argv) {
   app.add_option("--report", report_path, "write the final JSON line to this file too");
   app.add_flag("--verify", verify, "receive: check every byte against the pattern; both: report each stream's SHA-256");
   app.add_flag("--nodelay", no_delay, "send: TCP_NODELAY on every connection");
+  app.add_option("--connect-retry", connect_retry,
+                 "send: keep trying a refused connection for this many seconds (a receiver still starting)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--exit-when-done", exit_when_done,
+               "exit after the report (by default it stays idle: the supervisor restarts a component that exits)");
   CLI11_PARSE(app, argc, argv);
 
   wire::Ipv4Endpoint peer{};
@@ -105,6 +113,7 @@ int main(int argc, char** argv) {
   if (role == "send") {
     sender.emplace(sockets, peer.address, peer.port, streams, bytes, verify,
                    sockets::SocketOptions{.no_delay = no_delay});
+    sender->retry_refused_until(monotonic_ns() + static_cast<std::uint64_t>(connect_retry * 1e9));
   } else {
     receiver.emplace(sockets, port, streams, verify);
   }
@@ -128,7 +137,11 @@ int main(int argc, char** argv) {
     const apps::PerfReport report = sender ? sender->report(elapsed()) : receiver->report(active);
     write_report(report_path, apps::report_json(report));
     if (!complete || report.failed_streams != 0 || report.mismatches != 0) exit_code = 1;
-    host.loop().stop();
+    if (exit_when_done) {
+      host.loop().stop();
+    } else {
+      std::fprintf(stderr, "flotilla-perf: done (exit status would be %d); idle until the stack stops\n", exit_code);
+    }
   };
   auto pump = [&]() -> bool {
     if (over) return false;

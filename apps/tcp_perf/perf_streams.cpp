@@ -1,5 +1,7 @@
 #include "apps/tcp_perf/perf_streams.hpp"
 
+#include "dataplane/clock.hpp"
+
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -107,6 +109,9 @@ std::string report_json(const PerfReport& report) {
                 report.streams, report.failed_streams);
   std::string json = "{\"role\":\"" + report.role + "\"," + numbers;
   if (report.role == "send") json += ",\"retransmits\":" + std::to_string(report.retransmits);
+  json += ",\"errors\":[";
+  for (std::size_t i = 0; i < report.errors.size(); ++i) json += (i == 0 ? "" : ",") + std::to_string(report.errors[i]);
+  json += "]";
   if (report.verify) {
     json += ",\"mismatches\":" + std::to_string(report.mismatches);
     if (report.mismatches != 0) json += ",\"first_mismatch\":" + std::to_string(report.first_mismatch);
@@ -135,6 +140,7 @@ PerfReport make_report(std::string role, std::vector<PerfStream>& streams, std::
     report.first_mismatch = std::min(report.first_mismatch, stream.first_mismatch);
     report.retransmits += stream.retransmits;
     if (stream.error != 0) ++report.failed_streams;
+    report.errors.push_back(stream.error);
     if (verify) {
       if (stream.digest.empty()) stream.digest = stream.hash.finish();
       report.sha256.push_back(stream.digest);
@@ -168,6 +174,19 @@ bool PerfSender::pump() {
   for (PerfStream& stream : streams_) {
     if (stream.done || stream.shut) continue;
     if (const int error = sockets_.error(stream.socket); error != 0) {
+      const std::uint64_t now = monotonic_ns();
+      if (error == ECONNREFUSED && stream.bytes == 0 && now < retry_until_ns_) {
+        if (stream.retry_at_ns == 0) stream.retry_at_ns = now + 100'000'000;
+        if (now < stream.retry_at_ns) continue;
+        (void)sockets_.close(stream.socket);
+        auto again = sockets_.connect(address_, port_, options_);
+        stream.retry_at_ns = 0;
+        if (again) {
+          stream.socket = again.value();
+          progress = true;
+          continue;
+        }
+      }
       stream.error = error;
       stream.done = true;
       progress = true;

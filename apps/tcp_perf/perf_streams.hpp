@@ -62,6 +62,7 @@ struct PerfStream {
   std::uint64_t retransmits = 0; // sender: the last TCP_INFO figure
   bool shut = false;             // sender: FIN requested
   bool done = false;
+  std::uint64_t retry_at_ns = 0; // sender: refused before any byte; connect again at this time
   Sha256 hash;                   // with verify
   std::string digest;            // set when done, with verify
   // Sender: pattern bytes made ahead, from stream position staged_from, so a send the ring only
@@ -80,6 +81,7 @@ struct PerfReport {
   std::uint64_t mismatches = 0;
   std::uint64_t first_mismatch = std::numeric_limits<std::uint64_t>::max();  // stream offset
   std::vector<std::string> sha256;  // one per stream, with verify
+  std::vector<int> errors;          // one per stream: the errno that ended it, 0 if none
   std::uint64_t retransmits = 0;    // sender: what the replicas reported (TCP_INFO)
 };
 // One JSON object on one line (no newline).
@@ -91,6 +93,9 @@ class PerfSender {
   PerfSender(sockets::TcpSockets& sockets, std::uint32_t address, std::uint16_t port, std::size_t streams,
              std::uint64_t bytes_per_stream, bool verify, sockets::SocketOptions options = {});
   Status start();
+  // A connection refused before it carried a byte is tried again every 100 ms until `deadline_ns`
+  // (monotonic), for a receiver that is not listening yet.
+  void retry_refused_until(std::uint64_t deadline_ns) { retry_until_ns_ = deadline_ns; }
   // Moves what fits into the send rings. True when it did anything.
   bool pump();
   // Stop queueing (time is up): every stream shuts down writing.
@@ -112,6 +117,7 @@ class PerfSender {
   bool verify_;
   sockets::SocketOptions options_;
   std::vector<PerfStream> streams_;
+  std::uint64_t retry_until_ns_ = 0;
 };
 
 // Accepts `streams` connections on `port` and reads each to its end, checking the pattern and

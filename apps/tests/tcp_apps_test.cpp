@@ -92,9 +92,10 @@ TEST(PerfText, ChannelsProgressAndReport) {
   report.mismatches = 3;
   report.first_mismatch = 17;
   report.sha256 = {"aa", "bb"};
+  report.errors = {0, 104};
   EXPECT_EQ(report_json(report),
             "{\"role\":\"receive\",\"bytes\":250000000,\"seconds\":2.000000,\"gbps\":1.0000,\"streams\":2,"
-            "\"failed_streams\":0,\"mismatches\":3,\"first_mismatch\":17,\"sha256\":[\"aa\",\"bb\"]}");
+            "\"failed_streams\":0,\"errors\":[0,104],\"mismatches\":3,\"first_mismatch\":17,\"sha256\":[\"aa\",\"bb\"]}");
   report.verify = false;
   EXPECT_EQ(report_json(report).find("sha256"), std::string::npos);
 }

@@ -26,20 +26,14 @@
 #include <optional>
 #include <span>
 
+#include "components/tcp/algorithms/congestion.hpp"  // CongestionAlgorithm
+#include "components/tcp/algorithms/four_tuple.hpp"
 #include "components/wire/tcp.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/result.hpp"
 #include "sockets/byte_ring.hpp"
 
 namespace flotilla::tcp {
-
-struct FourTuple {
-  std::uint32_t local_address = 0;  // host order
-  std::uint32_t remote_address = 0;
-  std::uint16_t local_port = 0;
-  std::uint16_t remote_port = 0;
-  friend bool operator==(const FourTuple&, const FourTuple&) = default;
-};
 
 enum class TcpState : std::uint8_t {
   closed = 0,
@@ -55,8 +49,6 @@ enum class TcpState : std::uint8_t {
   time_wait,
 };
 const char* state_name(TcpState state);
-
-enum class CongestionAlgorithm : std::uint8_t { cubic = 0, newreno = 1 };
 
 // Per connection (and inherited by a listener's connections).
 struct ConnectionOptions {

@@ -45,6 +45,7 @@ struct KernelSinkOptions {
   std::uint64_t pause_after = 0;
   std::chrono::milliseconds pause{0};
   int receive_buffer = 0;
+  std::uint64_t reset_after = 0;  // > 0: abort each connection with RST once it has read this much
   std::atomic<bool>* listening = nullptr;  // set once the socket listens
   bool hash = true;  // false: only count the bytes (benchmarks: hashing would cost more than TCP)
 };
@@ -104,6 +105,16 @@ inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
       if (got > 0) {
         if (options.hash) entry.hash.update(std::span(chunk).first(static_cast<std::size_t>(got)));
         entry.result.bytes += static_cast<std::uint64_t>(got);
+        if (options.reset_after > 0 && entry.result.bytes >= options.reset_after) {
+          const linger abort_now{1, 0};  // close() then sends RST
+          ::setsockopt(entry.fd, SOL_SOCKET, SO_LINGER, &abort_now, sizeof(abort_now));
+          entry.result.reset = true;
+          entry.result.sha256 = entry.hash.finish();
+          ::close(entry.fd);
+          entry.fd = -1;
+          ++finished;
+          continue;
+        }
         if (options.pause_after > 0 && !entry.paused_once && entry.result.bytes >= options.pause_after) {
           entry.paused_once = true;
           entry.paused_until = std::chrono::steady_clock::now() + options.pause;

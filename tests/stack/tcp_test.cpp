@@ -1,0 +1,355 @@
+// Flotilla's TCP against the Linux kernel's, over the embedded veth pair (root: skipped without).
+// Flotilla's end is flotilla-perf or flotilla-tcp-echo running as stack components on the native
+// socket API; the kernel's end is tests/support/kernel_tcp.hpp on a thread in the peer namespace.
+// Every transfer is checked with SHA-256 against the bytes the sender generated.
+//
+// Sizes: FLOTILLA_TCP_TEST_MIB (default 256) sets the bulk transfers' size.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "tests/stack/stack_fixture.hpp"
+#include "tests/support/kernel_tcp.hpp"
+
+namespace flotilla::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::uint16_t kPort = 5001;
+
+std::uint64_t bulk_bytes() {
+  const char* text = std::getenv("FLOTILLA_TCP_TEST_MIB");
+  const std::uint64_t mib = text != nullptr && *text != '\0' ? std::strtoull(text, nullptr, 10) : 256;
+  return (mib == 0 ? 256 : mib) << 20;
+}
+
+// What flotilla-perf wrote to its --report file, once it is there.
+struct PerfOutcome {
+  bool present = false;
+  std::uint64_t bytes = 0;
+  std::uint64_t failed_streams = 0;
+  std::uint64_t mismatches = 0;
+  std::vector<std::string> sha256;
+  std::vector<int> errors;
+  std::string line;
+};
+
+PerfOutcome read_report(const std::string& path) {
+  PerfOutcome outcome;
+  std::ifstream file(path);
+  if (!std::getline(file, outcome.line)) return outcome;
+  outcome.present = true;
+  std::smatch match;
+  auto number = [&](const char* key) -> std::uint64_t {
+    const std::regex pattern(std::string("\"") + key + "\":([0-9]+)");
+    return std::regex_search(outcome.line, match, pattern) ? std::stoull(match[1]) : 0;
+  };
+  outcome.bytes = number("bytes");
+  outcome.failed_streams = number("failed_streams");
+  outcome.mismatches = number("mismatches");
+  const std::regex digest("\"([0-9a-f]{64})\"");
+  for (auto it = std::sregex_iterator(outcome.line.begin(), outcome.line.end(), digest); it != std::sregex_iterator(); ++it) {
+    outcome.sha256.push_back((*it)[1]);
+  }
+  if (std::regex_search(outcome.line, match, std::regex("\"errors\":\\[([0-9,]*)\\]"))) {
+    std::string list = match[1];
+    for (std::size_t at = 0; at < list.size();) {
+      const std::size_t comma = list.find(',', at);
+      outcome.errors.push_back(std::stoi(list.substr(at, comma - at)));
+      at = comma == std::string::npos ? list.size() : comma + 1;
+    }
+  }
+  return outcome;
+}
+
+enum class Impairment { clean, loss, delay, reorder };
+
+const char* impairment_name(Impairment impairment) {
+  switch (impairment) {
+    case Impairment::clean: return "Clean";
+    case Impairment::loss: return "Loss1Percent";
+    case Impairment::delay: return "Delay25ms";
+    case Impairment::reorder: return "Reorder";
+  }
+  return "?";
+}
+
+class TcpStack : public StackTest {
+ protected:
+  void SetUp() override {
+    char pattern[] = "/tmp/flotilla-tcp-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    folder_ = pattern;
+  }
+  void TearDown() override {
+    StackTest::TearDown();
+    std::filesystem::remove_all(folder_);
+  }
+
+  std::string report_path() const { return folder_ + "/perf.json"; }
+  std::string peer() const { return names_.peer_address; }
+
+  // The stack with flotilla-perf (args) and flotilla-tcp-echo on port 7.
+  void start_with_perf(const std::vector<std::string>& perf_args, std::size_t slots = 16) {
+    std::vector<std::string> args = perf_args;
+    args.insert(args.end(), {"--report", report_path()});
+    start("pass all", tcp_app_config("perf", "flotilla-perf", args, slots) +
+                          tcp_app_config("tcpecho", "flotilla-tcp-echo",
+                                         {"--port", "7", "--channels", "tcp0-tcpecho,tcp1-tcpecho"}));
+  }
+
+  PerfOutcome wait_for_report(std::chrono::milliseconds deadline) {
+    PerfOutcome outcome;
+    wait_for([&] { return (outcome = read_report(report_path())).present; }, deadline);
+    return outcome;
+  }
+
+  // tc netem on the peer's end of the veth pair (what the kernel sends is impaired).
+  void impair(Impairment impairment) {
+    std::vector<std::string> netem;
+    switch (impairment) {
+      case Impairment::clean: return;
+      case Impairment::loss: netem = {"loss", "1%"}; break;
+      case Impairment::delay: netem = {"delay", "25ms"}; break;
+      case Impairment::reorder: netem = {"delay", "2ms", "reorder", "25%", "50%"}; break;
+    }
+    std::vector<std::string> command = {"ip", "netns", "exec", names_.peer_namespace, "tc", "qdisc", "add", "dev",
+                                        names_.peer_interface, "root", "netem"};
+    command.insert(command.end(), netem.begin(), netem.end());
+    std::string output;
+    ASSERT_EQ(recovery::run_command(command, &output), 0) << output;
+  }
+
+  // Fails the test with the replicas' counters, for diagnosis.
+  std::string tcp_counters() const {
+    std::string text;
+    for (const auto& [component, values] : all_counters()) {
+      if (component.rfind("tcp", 0) != 0 && component != "ip") continue;
+      text += component + ":";
+      for (const auto& [name, value] : values) text += " " + name + "=" + std::to_string(value);
+      text += "\n";
+    }
+    return text;
+  }
+
+  std::string folder_;
+};
+
+// ---- bulk transfers under impairments -------------------------------------------------------
+
+class TcpBulk : public TcpStack, public ::testing::WithParamInterface<Impairment> {};
+
+TEST_P(TcpBulk, FlotillaSendsToTheKernel) {
+  const std::uint64_t bytes = bulk_bytes();
+  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
+                   "--connect-retry", "20"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  impair(GetParam());
+  const auto sink = in_namespace(names_.peer_namespace, [&] {
+    return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 240s});
+  });
+  ASSERT_EQ(sink.size(), 1u) << tcp_counters();
+  EXPECT_FALSE(sink[0].timed_out) << tcp_counters();
+  EXPECT_EQ(sink[0].error, 0);
+  EXPECT_EQ(sink[0].bytes, bytes) << tcp_counters();
+  EXPECT_EQ(sink[0].sha256, pattern_sha256(bytes));
+  const PerfOutcome report = wait_for_report(20s);
+  ASSERT_TRUE(report.present) << tcp_counters();
+  EXPECT_EQ(report.failed_streams, 0u) << report.line;
+}
+
+TEST_P(TcpBulk, TheKernelSendsToFlotilla) {
+  const std::uint64_t bytes = bulk_bytes();
+  start_with_perf({"--role", "receive", "--port", "5001", "--verify"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  impair(GetParam());
+  // The receiver listens once the replicas have its listener; retry until then.
+  SourceResult source;
+  ASSERT_TRUE(wait_for([&] {
+    source = in_namespace(names_.peer_namespace, [&] {
+      return kernel_source(KernelSourceOptions{.address = "10.79.0.2", .port = kPort, .bytes = bytes,
+                                               .deadline = 240s});
+    });
+    return source.connected;
+  }, 20s)) << "never connected: " << std::strerror(source.sent.error) << "\n" << tcp_counters();
+  EXPECT_EQ(source.sent.bytes, bytes);
+  EXPECT_EQ(source.sent.error, 0) << std::strerror(source.sent.error);
+  const PerfOutcome report = wait_for_report(60s);
+  ASSERT_TRUE(report.present) << tcp_counters();
+  EXPECT_EQ(report.bytes, bytes) << report.line;
+  EXPECT_EQ(report.mismatches, 0u) << report.line;
+  ASSERT_EQ(report.sha256.size(), 1u) << report.line;
+  EXPECT_EQ(report.sha256[0], source.sent.sha256);
+}
+
+INSTANTIATE_TEST_SUITE_P(Links, TcpBulk,
+                         ::testing::Values(Impairment::clean, Impairment::loss, Impairment::delay, Impairment::reorder),
+                         [](const auto& info) { return std::string(impairment_name(info.param)); });
+
+// ---- connection behaviour --------------------------------------------------------------------
+
+TEST_F(TcpStack, AThousandConcurrentConnections) {
+  constexpr std::size_t kConnections = 1000;
+  constexpr std::uint64_t kBytes = 64 * 1024;
+  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(kBytes), "--streams",
+                   std::to_string(kConnections), "--connect-retry", "20"},
+                  kConnections / 2 + 64);
+  if (HasFatalFailure() || IsSkipped()) return;
+  const auto sink = in_namespace(names_.peer_namespace, [&] {
+    return kernel_sink(KernelSinkOptions{.port = kPort, .connections = kConnections, .deadline = 180s});
+  });
+  ASSERT_EQ(sink.size(), kConnections) << tcp_counters();
+  const std::string expected = pattern_sha256(kBytes);
+  std::size_t intact = 0;
+  for (const StreamResult& stream : sink) intact += stream.bytes == kBytes && stream.sha256 == expected ? 1 : 0;
+  EXPECT_EQ(intact, kConnections) << tcp_counters();
+  const PerfOutcome report = wait_for_report(30s);
+  EXPECT_EQ(report.failed_streams, 0u) << report.line.substr(0, 400);
+}
+
+TEST_F(TcpStack, ConnectionRefusedReachesTheApplication) {
+  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5999", "--bytes", "1000"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  const PerfOutcome report = wait_for_report(30s);
+  ASSERT_TRUE(report.present) << tcp_counters();
+  EXPECT_EQ(report.failed_streams, 1u);
+  ASSERT_EQ(report.errors.size(), 1u) << report.line;
+  EXPECT_EQ(report.errors[0], ECONNREFUSED) << report.line;
+}
+
+TEST_F(TcpStack, ResetInTheMiddleOfATransferReachesTheApplication) {
+  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(64u << 20),
+                   "--connect-retry", "20"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  const auto sink = in_namespace(names_.peer_namespace, [&] {
+    return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 60s, .reset_after = 4u << 20});
+  });
+  ASSERT_EQ(sink.size(), 1u);
+  EXPECT_TRUE(sink[0].reset);
+  const PerfOutcome report = wait_for_report(30s);
+  ASSERT_TRUE(report.present) << tcp_counters();
+  EXPECT_EQ(report.failed_streams, 1u) << report.line;
+  ASSERT_EQ(report.errors.size(), 1u) << report.line;
+  EXPECT_EQ(report.errors[0], ECONNRESET) << report.line;
+}
+
+TEST_F(TcpStack, HalfCloseStillDeliversTheEcho) {
+  constexpr std::uint64_t kBytes = 8u << 20;
+  start_with_perf({"--role", "receive", "--port", "5001"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  SourceResult source;
+  ASSERT_TRUE(wait_for([&] {
+    source = in_namespace(names_.peer_namespace, [&] {
+      return kernel_source(KernelSourceOptions{.address = "10.79.0.2", .port = 7, .bytes = kBytes,
+                                               .deadline = 60s, .half_close = true});
+    });
+    return source.connected;
+  }, 20s)) << tcp_counters();
+  EXPECT_EQ(source.sent.bytes, kBytes);
+  EXPECT_EQ(source.echo.error, 0) << std::strerror(source.echo.error);
+  EXPECT_EQ(source.echo.bytes, kBytes) << tcp_counters();
+  EXPECT_EQ(source.echo.sha256, source.sent.sha256);
+}
+
+TEST_F(TcpStack, APeerThatStopsReadingAndResumesLosesNothing) {
+  const std::uint64_t bytes = 32u << 20;
+  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
+                   "--connect-retry", "20"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  // A small receive buffer fills while the reader sleeps: the window closes, the sender probes.
+  const auto sink = in_namespace(names_.peer_namespace, [&] {
+    return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 120s, .pause_after = 4u << 20,
+                                         .pause = 3000ms, .receive_buffer = 64 * 1024});
+  });
+  ASSERT_EQ(sink.size(), 1u);
+  EXPECT_EQ(sink[0].bytes, bytes) << tcp_counters();
+  EXPECT_EQ(sink[0].sha256, pattern_sha256(bytes));
+}
+
+// ---- faults under a transfer -----------------------------------------------------------------
+
+TEST_F(TcpStack, ATransferSurvivesFilterAndIpCrashes) {
+  const std::uint64_t bytes = bulk_bytes();
+  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
+                   "--connect-retry", "20"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  auto sink = std::async(std::launch::async, [&] {
+    return in_namespace(names_.peer_namespace, [&] {
+      return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 240s});
+    });
+  });
+  // Crash the filter and then IP while bytes flow.
+  ASSERT_TRUE(wait_for([&] { return counter("tcp0", "segments_to_ip") + counter("tcp1", "segments_to_ip") > 20000; },
+                       60s)) << tcp_counters();
+  ASSERT_EQ(cli("inject pf crash").exit_code, 0);
+  ASSERT_TRUE(wait_for([&] { return counter("tcp0", "segments_to_ip") + counter("tcp1", "segments_to_ip") > 60000; },
+                       60s)) << tcp_counters();
+  ASSERT_EQ(cli("inject ip crash").exit_code, 0);
+  const auto streams = sink.get();
+  ASSERT_EQ(streams.size(), 1u);
+  EXPECT_EQ(streams[0].bytes, bytes) << tcp_counters() << events();
+  EXPECT_EQ(streams[0].sha256, pattern_sha256(bytes));
+  // Both really restarted (their second incarnations ran).
+  EXPECT_NE(events().find("pf#2"), std::string::npos) << events();
+  EXPECT_NE(events().find("ip#2"), std::string::npos) << events();
+}
+
+TEST_F(TcpStack, AReplicaCrashEndsOnlyItsOwnConnections) {
+  constexpr std::size_t kConnections = 20;
+  const std::uint64_t bytes = 16u << 20;
+  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes), "--streams",
+                   std::to_string(kConnections), "--connect-retry", "20"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  auto sink = std::async(std::launch::async, [&] {
+    return in_namespace(names_.peer_namespace, [&] {
+      return kernel_sink(KernelSinkOptions{.port = kPort, .connections = kConnections, .deadline = 180s});
+    });
+  });
+  // Both replicas carry connections (the application places them round robin); crash tcp0 mid-way.
+  ASSERT_TRUE(wait_for([&] { return counter("tcp0", "segments_to_ip") > 2000 && counter("tcp1", "segments_to_ip") > 2000; },
+                       60s)) << tcp_counters();
+  ASSERT_EQ(cli("inject tcp0 crash").exit_code, 0);
+  const auto streams = sink.get();
+  ASSERT_EQ(streams.size(), kConnections);
+  const std::string expected = pattern_sha256(bytes);
+  std::size_t intact = 0;
+  std::size_t cut = 0;
+  for (const StreamResult& stream : streams) {
+    if (stream.bytes == bytes && stream.sha256 == expected && stream.error == 0) {
+      ++intact;
+    } else {
+      ++cut;
+    }
+  }
+  EXPECT_EQ(intact, kConnections / 2) << tcp_counters();
+  EXPECT_EQ(cut, kConnections / 2) << tcp_counters();
+  const PerfOutcome report = wait_for_report(30s);
+  ASSERT_TRUE(report.present);
+  EXPECT_EQ(report.failed_streams, kConnections / 2) << report.line;
+  std::size_t reset = 0;
+  for (int error : report.errors) reset += error == ECONNRESET ? 1 : 0;
+  EXPECT_EQ(reset, kConnections / 2) << report.line;
+
+  // The restarted replica serves new connections: echo connections spread over both replicas.
+  const std::int64_t before = counter("tcp0", "segments_from_ip");
+  for (int i = 0; i < 16; ++i) {
+    const auto echo = in_namespace(names_.peer_namespace, [&] {
+      return kernel_source(KernelSourceOptions{.address = "10.79.0.2", .port = 7, .bytes = 100'000,
+                                               .deadline = 20s, .half_close = true});
+    });
+    EXPECT_TRUE(echo.connected);
+    EXPECT_EQ(echo.echo.sha256, echo.sent.sha256) << tcp_counters();
+  }
+  EXPECT_GT(counter("tcp0", "segments_from_ip"), before);
+}
+
+}  // namespace
+}  // namespace flotilla::testing
