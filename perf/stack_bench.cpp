@@ -491,7 +491,7 @@ struct StackCpu {
 };
 
 // CPU seconds the stack spent between two readings, in total and per process ("driver 1.23, ...").
-// Processes that exited in between (flotilla-perf when done, or a crashed incarnation) count
+// Processes that exited in between (a crashed incarnation) count
 // through the supervisor's reaped-children time, less what the first reading had seen of them.
 std::pair<double, std::string> stack_cpu_between(const StackCpu& before, const StackCpu& after) {
   std::map<std::string, std::uint64_t> ticks;
@@ -507,7 +507,7 @@ std::pair<double, std::string> stack_cpu_between(const StackCpu& before, const S
     ticks[name] = entry.second - (same ? earlier->second.second : 0);
   }
   const std::uint64_t reaped = after.reaped - before.reaped;
-  ticks["exited (perf)"] = reaped > seen_of_exited ? reaped - seen_of_exited : 0;
+  ticks["exited"] = reaped > seen_of_exited ? reaped - seen_of_exited : 0;
   ticks["supervisor"] = after.supervisor == before.supervisor ? after.supervisor_own - before.supervisor_own : 0;
   std::uint64_t total = 0;
   std::string breakdown;
@@ -677,8 +677,9 @@ BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flot
   std::vector<std::string> args;
   if (flotilla_sends) {
     std::snprintf(seconds_text, sizeof(seconds_text), "%.3f", seconds);
+    // --connect-retry: in case the kernel receiver is not listening yet (see the sink below).
     args = {"--role", "send", "--peer", names.peer_address + ":" + std::to_string(kBulkPort), "--seconds",
-            seconds_text};
+            seconds_text, "--connect-retry", "10"};
   } else {
     std::snprintf(seconds_text, sizeof(seconds_text), "%.3f", seconds + 60);  // only a limit
     args = {"--role", "receive", "--port", std::to_string(kBulkPort), "--seconds", seconds_text};
@@ -703,6 +704,7 @@ BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flot
   }
   if (std::string problem = stack.start(names, config); !problem.empty()) {
     sample.problem = "the stack did not start: " + problem;
+    keep_evidence(stack, label, sample);
     stack.stop();  // the sink ends at its deadline once the namespace is gone
     if (sink.joinable()) sink.join();
     return sample;
@@ -712,8 +714,9 @@ BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flot
   std::vector<SourceResult> sent;
   if (!flotilla_sends) sent = bulk_sources(names.peer_namespace, names.stack_address, streams, seconds);
   if (sink.joinable()) sink.join();
-  // flotilla-perf exits once every stream has ended (the sender: once its data is acknowledged).
-  const bool exited = wait_for([&] { return stack.pids()["perf"] <= 0; }, std::chrono::seconds(20));
+  // flotilla-perf writes its report once every stream has ended (the sender: once its data is
+  // acknowledged), then idles until the stack stops.
+  const bool exited = wait_for([&] { return std::filesystem::exists(report); }, std::chrono::seconds(20));
   window.close(sample);
   const StackCpu cpu_after = StackCpu::read(stack);
   std::tie(sample.stack_seconds, sample.stack_breakdown) = stack_cpu_between(cpu_before, cpu_after);
@@ -729,8 +732,7 @@ BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flot
     sample.gbps = elapsed > 0 ? sample.gigabits / elapsed : 0;
     if (const std::string problem = source_problem(sent); !problem.empty()) sample.problem = problem;
   }
-  if (!exited) sample.problem = "flotilla-perf did not finish within 20 s of the transfer's end";
-  else if (json.empty()) sample.problem = "flotilla-perf wrote no report";
+  if (!exited) sample.problem = "flotilla-perf wrote no report within 20 s of the transfer's end";
   else if (report_number(json, "failed_streams") != 0) sample.problem = "flotilla-perf reported failed streams: " + json;
   if (const std::int64_t restarts = stack.counter("perf", "restarts"); restarts > 0) {
     sample.problem += " (perf restarted)";
@@ -873,8 +875,8 @@ int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& strea
       "  busy s/Gb   /proc/stat: CPU seconds not idle, not iowait and not stolen (user, system, irq, softirq,\n"
       "              all CPUs, every process: the kernel peer's work included) during the leg, per gigabit moved.\n"
       "  stack s/Gb  utime+stime from /proc/<pid>/stat of the stack's processes (driver, ip, pf, tcp0, tcp1,\n"
-      "              udp, echo, supervisor, flotilla-perf) from the stack being up to flotilla-perf's exit, per\n"
-      "              gigabit; flotilla-perf's part comes from the supervisor's cutime+cstime once it reaped it.\n"
+      "              udp, echo, supervisor, flotilla-perf) from the stack being up to flotilla-perf's report, per\n"
+      "              gigabit (a process that exited meanwhile counts by the supervisor's cutime+cstime).\n"
       "  offloads    off: ethtool -K tx off tso off gso off gro off on both veth ends (as the peer's end of\n"
       "              Flotilla's link); on: tx on tso on gso on gro off (the kernel's veth defaults).\n"
       "  Every figure on this shared VM moves 2-3x with the host's steal: compare within one run.\n");
