@@ -1,6 +1,6 @@
 // The configuration `flotilla up` uses when given none: the network stack on the embedded network
 // (a namespace `flo-peer` with the kernel's stack at 10.77.0.1, joined by a veth pair to Flotilla
-// at 10.77.0.2), a UDP echo server on port 7, and a name fleet of two servers in which the
+// at 10.77.0.2), two TCP replicas, a UDP echo server on port 7, and a name fleet of two servers in which the
 // supervisor registers every component as /proc/<name>. Needs root (namespaces, XDP).
 //
 // Also the echo chain configuration (a client streaming requests through a middle component to a
@@ -11,8 +11,8 @@
 
 namespace flotilla::recovery {
 
-// The stack's processes (driver, ip, pf, udp and a UDP echo server on port 7), their channels and
-// the echo server's exposed-socket region. Everything network-specific comes in through
+// The stack's processes (driver, ip, pf, udp, a UDP echo server on port 7 and the TCP replicas),
+// their channels and the echo server's exposed-socket region. Everything network-specific comes in through
 // `${network.*}` and `${filter.rules}`, so configurations with their own [network] and [filter]
 // (the default one below, the tests' and benchmarks' stacks) share this part.
 inline constexpr const char* kStackComponentsConfig = R"(
@@ -46,6 +46,22 @@ state_bytes = 65536
 name = "echo"
 binary = "flotilla-udp-echo"
 args = ["--role", "server", "--port", "7"]
+
+# The TCP replicas (components/tcp/): each owns its own connections; IP spreads new flows over
+# them by a hash of the 4-tuple.
+[[component]]
+name = "tcp"
+binary = "flotilla-tcp"
+replicas = 2
+args = ["--address", "${network.stack_address}", "--index", "${replica.index}",
+        "--replicas", "${replica.count}"]
+state_bytes = 8388608
+
+[[channel]]
+name = "ip-tcp${replica}"
+a = "ip"
+b = "tcp"
+capacity = 1024
 
 [[channel]]
 name = "driver-ip"

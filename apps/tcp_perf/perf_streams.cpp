@@ -174,8 +174,8 @@ bool PerfSender::pump() {
   for (PerfStream& stream : streams_) {
     if (stream.done || stream.shut) continue;
     if (const int error = sockets_.error(stream.socket); error != 0) {
-      const std::uint64_t now = monotonic_ns();
-      if (error == ECONNREFUSED && stream.bytes == 0 && now < retry_until_ns_) {
+      if (may_retry(stream, error)) {
+        const std::uint64_t now = monotonic_ns();
         if (stream.retry_at_ns == 0) stream.retry_at_ns = now + 100'000'000;
         if (now < stream.retry_at_ns) continue;
         (void)sockets_.close(stream.socket);
@@ -233,11 +233,19 @@ void PerfSender::stop() {
   }
 }
 
+bool PerfSender::may_retry(const PerfStream& stream, int error) const {
+  return error == ECONNREFUSED && stream.bytes == 0 && monotonic_ns() < retry_until_ns_;
+}
+
 bool PerfSender::finished() {
   bool all = true;
   for (PerfStream& stream : streams_) {
     if (stream.done) continue;
     if (const int error = sockets_.error(stream.socket); error != 0) {
+      if (may_retry(stream, error)) {
+        all = false;
+        continue;
+      }
       stream.error = error;
       stream.done = true;
       continue;

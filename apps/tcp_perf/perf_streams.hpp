@@ -115,6 +115,9 @@ class PerfSender {
   std::uint16_t port_;
   std::uint64_t bytes_per_stream_;
   bool verify_;
+  // A refused stream that has carried nothing may connect again (see retry_refused_until).
+  bool may_retry(const PerfStream& stream, int error) const;
+
   sockets::SocketOptions options_;
   std::vector<PerfStream> streams_;
   std::uint64_t retry_until_ns_ = 0;
