@@ -365,16 +365,6 @@ double stolen_ms() {
          static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-// How busy other processes keep the CPUs while this one sleeps, from 0 to 1.
-double others_cpu_share(std::chrono::milliseconds window) {
-  const CpuTicks before = CpuTicks::read();
-  std::this_thread::sleep_for(window);
-  const CpuTicks after = CpuTicks::read();
-  const std::uint64_t total = after.total() - before.total();
-  return total == 0 ? 0 : static_cast<double>(after.busy() - before.busy()) /
-                              static_cast<double>(total);
-}
-
 // Times the scheduler took the CPU away from a process that still wanted it.
 std::uint64_t involuntary_switches(pid_t pid) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");

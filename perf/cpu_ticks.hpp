@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 namespace flotilla::bench {
 
@@ -37,6 +39,15 @@ struct CpuTicks {
     return sum;
   }
 };
+
+// How busy other processes keep the CPUs while this one sleeps, from 0 to 1.
+inline double others_cpu_share(std::chrono::milliseconds window) {
+  const CpuTicks before = CpuTicks::read();
+  std::this_thread::sleep_for(window);
+  const CpuTicks after = CpuTicks::read();
+  const std::uint64_t total = after.total() - before.total();
+  return total == 0 ? 0 : static_cast<double>(after.busy() - before.busy()) / static_cast<double>(total);
+}
 
 inline double ticks_to_seconds(std::uint64_t ticks) {
   return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));

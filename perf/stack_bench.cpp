@@ -463,6 +463,7 @@ struct BulkSample {
   double stack_seconds = -1;    // Flotilla legs: utime + stime of the stack's processes
   std::string stack_breakdown;  // Flotilla legs: the same per process
   std::uint64_t retransmits = 0;  // Flotilla sender: what flotilla-perf reported
+  double background = 0;        // % of the CPUs busy (steal included) just before the case, all ours idle
   std::string problem;          // not empty: the leg did not end cleanly
 };
 
@@ -755,8 +756,8 @@ struct BulkCase {
 const char* const kPathNames[] = {"flotilla", "kernel, offloads off", "kernel, offloads on"};
 
 void print_sample(int run, const BulkCase& bulk, int path, const BulkSample& sample) {
-  std::printf("%-4d %-20s %-21s %8.2f %7.1f %9.2f", run, bulk.name().c_str(), kPathNames[path], sample.gbps,
-              sample.steal, sample.gigabits > 0 ? sample.busy_seconds / sample.gigabits : 0.0);
+  std::printf("%-4d %-20s %-21s %8.2f %7.1f %5.0f %9.3f", run, bulk.name().c_str(), kPathNames[path], sample.gbps,
+              sample.steal, sample.background, sample.gigabits > 0 ? sample.busy_seconds / sample.gigabits : 0.0);
   if (sample.stack_seconds >= 0) {
     std::printf(" %9.3f   [%s]", sample.gigabits > 0 ? sample.stack_seconds / sample.gigabits : 0.0,
                 sample.stack_breakdown.c_str());
@@ -792,8 +793,8 @@ int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& strea
   bool clean = true;
   std::printf("tcp-bulk: %zu cases x %d runs x %zu paths, %.1f s each; a fresh stack per case and run\n",
               cases.size(), runs, paths.size(), seconds);
-  std::printf("%-4s %-20s %-21s %8s %7s %9s %9s\n", "run", "case", "path", "Gbps", "steal%", "busy s/Gb",
-              "stack s/Gb");
+  std::printf("%-4s %-20s %-21s %8s %7s %5s %9s %9s\n", "run", "case", "path", "Gbps", "steal%", "bg%",
+              "busy s/Gb", "stack s/Gb");
   for (int run = 1; run <= runs; ++run) {
     for (std::size_t c = 0; c < cases.size(); ++c) {
       const BulkCase& bulk = cases[c];
@@ -802,8 +803,11 @@ int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& strea
       const StackNames names = unique_names();
       const std::string label = "run" + std::to_string(run) + "-" + (bulk.flotilla_sends ? "send" : "receive") + "-x" +
                                 std::to_string(bulk.streams);
+      // Nothing of ours runs now: whatever keeps the CPUs busy is someone else's, and competes with every leg.
+      const double background = 100 * bench::others_cpu_share(std::chrono::milliseconds(500));
       if (wanted(0)) {
         BulkSample flotilla = flotilla_bulk(stack, names, bulk.flotilla_sends, bulk.streams, seconds, folder, label);
+        flotilla.background = background;
         print_sample(run, bulk, 0, flotilla);
         clean = clean && flotilla.problem.empty();
         samples[c][0].push_back(flotilla);
@@ -826,10 +830,11 @@ int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& strea
             clean = false;
             break;
           }
-          const BulkSample sample =
+          BulkSample sample =
               bulk.flotilla_sends
                   ? kernel_bulk(kernel.ns, names.peer_namespace, kernel.client_address, bulk.streams, seconds)
                   : kernel_bulk(names.peer_namespace, kernel.ns, kernel.server_address, bulk.streams, seconds);
+          sample.background = background;
           print_sample(run, bulk, path, sample);
           clean = clean && sample.problem.empty();
           samples[c][static_cast<std::size_t>(path)].push_back(sample);
@@ -845,25 +850,27 @@ int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& strea
     return median(values);
   };
   std::printf("\nTCP bulk goodput, medians of %d runs of %.1f s (MTU 1500 veth on both paths):\n", runs, seconds);
-  std::printf("%-20s %-21s %8s %7s %11s %11s %16s %16s\n", "case", "path", "Gbps", "steal%", "busy s/Gb",
-              "stack s/Gb", "flotilla/this", "");
+  std::printf("%-20s %-21s %8s %7s %5s %10s %10s %14s\n", "case", "path", "Gbps", "steal%", "bg%", "busy s/Gb",
+              "stack s/Gb", "flotilla/path");
   for (std::size_t c = 0; c < cases.size(); ++c) {
     const double flotilla_gbps = median_of(samples[c][0], [](const BulkSample& s) { return s.gbps; });
     for (std::size_t path = 0; path < 3; ++path) {
       const auto& list = samples[c][path];
       if (list.empty()) continue;
       const double gbps = median_of(list, [](const BulkSample& s) { return s.gbps; });
-      std::printf("%-20s %-21s %8.2f %7.1f %11.3f", cases[c].name().c_str(), kPathNames[path], gbps,
+      std::printf("%-20s %-21s %8.2f %7.1f %5.0f %10.3f", cases[c].name().c_str(), kPathNames[path], gbps,
                   median_of(list, [](const BulkSample& s) { return s.steal; }),
+                  median_of(list, [](const BulkSample& s) { return s.background; }),
                   median_of(list, [](const BulkSample& s) { return s.gigabits > 0 ? s.busy_seconds / s.gigabits : 0; }));
       if (path == 0) {
-        std::printf(" %11.3f", median_of(list, [](const BulkSample& s) {
+        std::printf(" %10.3f\n", median_of(list, [](const BulkSample& s) {
                       return s.gigabits > 0 ? s.stack_seconds / s.gigabits : 0;
                     }));
+      } else if (!samples[c][0].empty()) {
+        std::printf(" %10s %14.2f\n", "-", gbps > 0 ? flotilla_gbps / gbps : 0.0);
       } else {
-        std::printf(" %11s %16.2f", "-", gbps > 0 ? flotilla_gbps / gbps : 0.0);
+        std::printf(" %10s\n", "-");
       }
-      std::printf("\n");
     }
   }
   std::printf(
@@ -872,6 +879,8 @@ int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& strea
       "              longest connection's time from accept to end of stream; kernel->flotilla: flotilla-perf's\n"
       "              report (bytes received, from the first byte to the last stream's end).\n"
       "  steal%%      /proc/stat steal ticks over all ticks of all CPUs during the leg.\n"
+      "  bg%%         /proc/stat busy share of all CPUs in the 0.5 s before the case, while nothing of the\n"
+      "              bench runs: someone else's load, competing with every leg of that case.\n"
       "  busy s/Gb   /proc/stat: CPU seconds not idle, not iowait and not stolen (user, system, irq, softirq,\n"
       "              all CPUs, every process: the kernel peer's work included) during the leg, per gigabit moved.\n"
       "  stack s/Gb  utime+stime from /proc/<pid>/stat of the stack's processes (driver, ip, pf, tcp0, tcp1,\n"
