@@ -468,8 +468,8 @@ struct BulkSample {
 };
 
 // The CPU time of a running stack: each component's own time, and the time of the components the
-// supervisor has reaped (a flotilla-perf that has finished, or a crashed incarnation), which the
-// kernel adds to the supervisor's cutime/cstime when it waits for them.
+// supervisor has reaped (crashed incarnations), which the kernel adds to the supervisor's
+// cutime/cstime when it waits for them.
 struct StackCpu {
   std::map<std::string, std::pair<pid_t, std::uint64_t>> own;  // component -> pid, ticks
   pid_t supervisor = -1;
@@ -492,8 +492,8 @@ struct StackCpu {
 };
 
 // CPU seconds the stack spent between two readings, in total and per process ("driver 1.23, ...").
-// Processes that exited in between (a crashed incarnation) count
-// through the supervisor's reaped-children time, less what the first reading had seen of them.
+// Processes that exited in between (crashed incarnations) count through the supervisor's
+// reaped-children time, less what the first reading had seen of them.
 std::pair<double, std::string> stack_cpu_between(const StackCpu& before, const StackCpu& after) {
   std::map<std::string, std::uint64_t> ticks;
   std::uint64_t seen_of_exited = 0;
@@ -526,7 +526,6 @@ std::pair<double, std::string> stack_cpu_between(const StackCpu& before, const S
 // The leg's window on the whole machine: busy (not idle, not stolen) CPU seconds and steal.
 struct MachineWindow {
   bench::CpuTicks start = bench::CpuTicks::read();
-  std::uint64_t started_ns = monotonic_ns();
 
   void close(BulkSample& sample) const {
     const bench::CpuTicks end = bench::CpuTicks::read();
@@ -624,10 +623,9 @@ BulkSample kernel_bulk(const std::string& sender_ns, const std::string& receiver
   }
   sink.join();
   window.close(sample);
-  if (const std::string sender_problem = sample.problem; true) {
-    sink_goodput(received, streams, sample);
-    if (!sender_problem.empty()) sample.problem = sender_problem;
-  }
+  const std::string sender_problem = sample.problem;  // says more than the receiver's view of it
+  sink_goodput(received, streams, sample);
+  if (!sender_problem.empty()) sample.problem = sender_problem;
   return sample;
 }
 
