@@ -27,6 +27,7 @@
 #include "drivers/af_xdp/af_xdp_port.hpp"
 #include "drivers/device_waker.hpp"
 #include "drivers/dpdk/dpdk_port.hpp"
+#include "drivers/impaired_port.hpp"
 #include "drivers/memwire/memwire_port.hpp"
 #include "recovery/component_host.hpp"
 
@@ -45,6 +46,7 @@ struct Options {
   std::string block_rules;
   std::string channel = "driver-ip";
   std::uint32_t idle_poll_us = 200;
+  std::string impair;
 };
 
 // The interface's MAC address, or one derived from `seed` when there is no interface (memwire):
@@ -123,6 +125,8 @@ int main(int argc, char** argv) {
   app.add_option("--block-rules", options.block_rules,
                  "af_xdp: the packet filter's rules; stateless block rules are dropped in XDP");
   app.add_option("--channel", options.channel, "Channel to IP")->capture_default_str();
+  app.add_option("--impair", options.impair,
+                 "emulate a bad link, e.g. \"loss=1%,delay=25ms,reorder=25%,direction=rx\" (drivers/impaired_port.hpp)");
   app.add_option("--idle-poll-us", options.idle_poll_us,
                  "dpdk, memwire: longest sleep before polling the device again")
       ->check(CLI::Range(10u, 100000u))->capture_default_str();
@@ -133,6 +137,13 @@ int main(int argc, char** argv) {
   }
   if (options.type == "memwire" && options.memwire_path.empty()) {
     std::fprintf(stderr, "flotilla-driver: --memwire-path is required for memwire\n");
+    return 2;
+  }
+
+  const auto impairment = drivers::parse_impairment(options.impair);
+  if (!impairment) {
+    std::fprintf(stderr, "flotilla-driver: --impair '%s': %s\n", options.impair.c_str(),
+                 impairment.error().message().c_str());
     return 2;
   }
 
@@ -156,6 +167,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "flotilla-driver: %s: %s\n", options.type.c_str(), opened.error().message().c_str());
     return 1;
   }
+  drivers::ImpairedPort* impaired = nullptr;
+  if (impairment->active()) {
+    auto wrapped = std::make_unique<drivers::ImpairedPort>(std::move(opened.value()), *impairment, host.pool(), host.id());
+    impaired = wrapped.get();
+    opened.value() = std::move(wrapped);
+  }
   drivers::PacketPort& port = *opened.value();
   const auto mac = link_mac(options.interface, options.memwire_path + options.memwire_side);
 
@@ -177,8 +194,14 @@ int main(int argc, char** argv) {
     (void)host.send(*ip, std::span(&message, 1));
   };
 
+  // Frames an impaired link holds are due at a time no device event marks: a timer wakes the loop.
+  Timer release_held([](Timer&) {});
   std::array<BufferHandle, ComponentLoop::kBurst> received{};
   (void)host.loop().add_poller([&] {
+    if (impaired != nullptr && !release_held.armed()) {
+      const std::uint64_t due = impaired->next_release_ns();
+      if (due != UINT64_MAX) host.loop().timers().arm(release_held, due / 1'000'000 + 1);
+    }
     bool worked = port.service();
     const std::size_t count = port.receive_burst(received);
     for (std::size_t i = 0; i < count; ++i) {

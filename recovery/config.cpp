@@ -372,7 +372,7 @@ void read_network(const toml::table& root, SupervisorConfig& config) {
   reject_unknown_keys(*table,
                       {"driver", "namespace", "stack_interface", "peer_interface", "stack_address",
                        "peer_address", "gateway", "memwire_path", "memwire_side", "dpdk_device",
-                       "create_peer"},
+                       "create_peer", "impair"},
                       "[network]");
   NetworkConfig& network = config.network;
   network.driver = optional_text(*table, "driver", network.driver);
@@ -400,6 +400,7 @@ void read_network(const toml::table& root, SupervisorConfig& config) {
     fail(*table->get("memwire_side"), "'memwire_side' must be \"a\" or \"b\"");
   }
   network.dpdk_device = optional_text(*table, "dpdk_device", network.dpdk_device);
+  network.impair = optional_text(*table, "impair", network.impair);
   if (const toml::node* create = table->get("create_peer")) {
     if (!create->is_boolean()) fail(*create, "'create_peer' must be true or false");
     network.create_peer = *create->value<bool>();
@@ -451,6 +452,7 @@ std::optional<std::string> placeholder_value(const SupervisorConfig& config, con
       {"network.memwire_path", &n.memwire_path},
       {"network.memwire_side", &n.memwire_side},
       {"network.dpdk_device", &n.dpdk_device},
+      {"network.impair", &n.impair},
       {"filter.rules", &config.filter_rules},
   };
   for (const auto& [name, value] : known) {

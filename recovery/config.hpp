@@ -61,6 +61,7 @@ struct NetworkConfig {
   std::string memwire_path = "/dev/shm/flotilla-memwire";
   std::string memwire_side = "a";
   std::string dpdk_device;                 // empty: net_af_packet on stack_interface
+  std::string impair;                      // link emulation in the driver (drivers/impaired_port.hpp)
   bool create_peer = true;                 // false: use an interface that already exists
 };
 

@@ -21,7 +21,8 @@ name = "driver"
 binary = "flotilla-driver"
 args = ["--type", "${network.driver}", "--interface", "${network.stack_interface}",
         "--dpdk-device", "${network.dpdk_device}", "--memwire-path", "${network.memwire_path}",
-        "--memwire-side", "${network.memwire_side}", "--block-rules", "${filter.rules}"]
+        "--memwire-side", "${network.memwire_side}", "--block-rules", "${filter.rules}",
+        "--impair", "${network.impair}"]
 
 [[component]]
 name = "ip"

@@ -127,18 +127,16 @@ bool ReplicaServer::transmit(const OutgoingSegment& segment) {
 }
 
 bool ReplicaServer::claim_flow(const FourTuple& tuple) {
-  send_ip_control(Message::make(stack::kFlowBindingKind,
-                                stack::FlowBindingBody{tuple.local_address, tuple.remote_address, tuple.local_port,
-                                                       tuple.remote_port, wire::kProtocolTcp,
-                                                       stack::BindingChange::claim, {}}));
+  send_flow_binding(tuple, stack::BindingChange::claim);
   return true;
 }
 
-void ReplicaServer::release_flow(const FourTuple& tuple) {
+void ReplicaServer::release_flow(const FourTuple& tuple) { send_flow_binding(tuple, stack::BindingChange::release); }
+
+void ReplicaServer::send_flow_binding(const FourTuple& tuple, stack::BindingChange change) {
   send_ip_control(Message::make(stack::kFlowBindingKind,
                                 stack::FlowBindingBody{tuple.local_address, tuple.remote_address, tuple.local_port,
-                                                       tuple.remote_port, wire::kProtocolTcp,
-                                                       stack::BindingChange::release, {}}));
+                                                       tuple.remote_port, wire::kProtocolTcp, change, {}}));
 }
 
 void ReplicaServer::send_ip_control(const Message& message) {

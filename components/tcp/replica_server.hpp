@@ -148,6 +148,7 @@ class ReplicaServer final : public EngineHost {
   void publish_info(std::size_t app, std::uint32_t slot, ConnectionHandle connection);
   void send_app(std::size_t app, const Message& message);
   void send_ip_control(const Message& message);
+  void send_flow_binding(const FourTuple& tuple, stack::BindingChange change);
   std::uint16_t pick_local_port(std::uint32_t remote_address, std::uint16_t remote_port);
   const Place* place_of(ConnectionHandle connection) const;
   ConnectionOptions options_from(std::uint8_t bits) const;

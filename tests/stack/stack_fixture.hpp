@@ -11,11 +11,11 @@ namespace flotilla::testing {
 class StackTest : public ::testing::Test {
  protected:
   void start(const std::string& rules = "pass all", const std::string& extra = "",
-             const std::string& driver = "af_xdp") {
+             const std::string& driver = "af_xdp", const std::string& impair = "") {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, veth, XDP)";
     if (build_root().empty()) GTEST_SKIP() << "the build folder is unknown";
     names_ = unique_names();
-    const std::string problem = stack_.start(names_, stack_config(names_, rules, extra, driver));
+    const std::string problem = stack_.start(names_, stack_config(names_, rules, extra, driver, impair));
     ASSERT_EQ(problem, "");
   }
 

@@ -3,7 +3,8 @@
 // socket API; the kernel's end is tests/support/kernel_tcp.hpp on a thread in the peer namespace.
 // Every transfer is checked with SHA-256 against the bytes the sender generated.
 //
-// Sizes: FLOTILLA_TCP_TEST_MIB (default 256) sets the bulk transfers' size.
+// Sizes: FLOTILLA_TCP_TEST_MIB (default 256) sets the bulk transfers' size. Bad links come from the
+// driver's link emulation (drivers/impaired_port.hpp): this machine's kernel has no sch_netem.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "tests/stack/stack_fixture.hpp"
+#include "components/wire/tcp.hpp"
 #include "tests/support/kernel_tcp.hpp"
 
 namespace flotilla::testing {
@@ -72,6 +74,18 @@ PerfOutcome read_report(const std::string& path) {
 
 enum class Impairment { clean, loss, delay, reorder };
 
+// Loss and reordering hit both directions, so each test direction exercises both ends' recovery;
+// the delay is added to what the peer sends (25 ms more round trip), as netem on its veth would.
+std::string impairment_spec(Impairment impairment) {
+  switch (impairment) {
+    case Impairment::clean: return "";
+    case Impairment::loss: return "loss=1%,direction=both";
+    case Impairment::delay: return "delay=25ms,direction=rx";
+    case Impairment::reorder: return "reorder=25%,gap=2ms,direction=both";
+  }
+  return "";
+}
+
 const char* impairment_name(Impairment impairment) {
   switch (impairment) {
     case Impairment::clean: return "Clean";
@@ -97,35 +111,22 @@ class TcpStack : public StackTest {
   std::string report_path() const { return folder_ + "/perf.json"; }
   std::string peer() const { return names_.peer_address; }
 
-  // The stack with flotilla-perf (args) and flotilla-tcp-echo on port 7.
-  void start_with_perf(const std::vector<std::string>& perf_args, std::size_t slots = 16) {
+  // The stack with flotilla-perf (args) and flotilla-tcp-echo on port 7, on a link impaired by
+  // the driver's link emulation (`impair`: drivers/impaired_port.hpp; this kernel has no netem).
+  void start_with_perf(const std::vector<std::string>& perf_args, std::size_t slots = 16,
+                       const std::string& impair = "") {
     std::vector<std::string> args = perf_args;
     args.insert(args.end(), {"--report", report_path()});
-    start("pass all", tcp_app_config("perf", "flotilla-perf", args, slots) +
-                          tcp_app_config("tcpecho", "flotilla-tcp-echo",
-                                         {"--port", "7", "--channels", "tcp0-tcpecho,tcp1-tcpecho"}));
+    start("pass all",
+          tcp_app_config("perf", "flotilla-perf", args, slots) +
+              tcp_app_config("tcpecho", "flotilla-tcp-echo", {"--port", "7", "--channels", "tcp0-tcpecho,tcp1-tcpecho"}),
+          "af_xdp", impair);
   }
 
   PerfOutcome wait_for_report(std::chrono::milliseconds deadline) {
     PerfOutcome outcome;
     wait_for([&] { return (outcome = read_report(report_path())).present; }, deadline);
     return outcome;
-  }
-
-  // tc netem on the peer's end of the veth pair (what the kernel sends is impaired).
-  void impair(Impairment impairment) {
-    std::vector<std::string> netem;
-    switch (impairment) {
-      case Impairment::clean: return;
-      case Impairment::loss: netem = {"loss", "1%"}; break;
-      case Impairment::delay: netem = {"delay", "25ms"}; break;
-      case Impairment::reorder: netem = {"delay", "2ms", "reorder", "25%", "50%"}; break;
-    }
-    std::vector<std::string> command = {"ip", "netns", "exec", names_.peer_namespace, "tc", "qdisc", "add", "dev",
-                                        names_.peer_interface, "root", "netem"};
-    command.insert(command.end(), netem.begin(), netem.end());
-    std::string output;
-    ASSERT_EQ(recovery::run_command(command, &output), 0) << output;
   }
 
   // Fails the test with the replicas' counters, for diagnosis.
@@ -150,9 +151,9 @@ class TcpBulk : public TcpStack, public ::testing::WithParamInterface<Impairment
 TEST_P(TcpBulk, FlotillaSendsToTheKernel) {
   const std::uint64_t bytes = bulk_bytes();
   start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
-                   "--connect-retry", "20"});
+                   "--connect-retry", "20"},
+                  16, impairment_spec(GetParam()));
   if (HasFatalFailure() || IsSkipped()) return;
-  impair(GetParam());
   const auto sink = in_namespace(names_.peer_namespace, [&] {
     return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 240s});
   });
@@ -168,9 +169,8 @@ TEST_P(TcpBulk, FlotillaSendsToTheKernel) {
 
 TEST_P(TcpBulk, TheKernelSendsToFlotilla) {
   const std::uint64_t bytes = bulk_bytes();
-  start_with_perf({"--role", "receive", "--port", "5001", "--verify"});
+  start_with_perf({"--role", "receive", "--port", "5001", "--verify"}, 16, impairment_spec(GetParam()));
   if (HasFatalFailure() || IsSkipped()) return;
-  impair(GetParam());
   // The receiver listens once the replicas have its listener; retry until then.
   SourceResult source;
   ASSERT_TRUE(wait_for([&] {
@@ -349,6 +349,90 @@ TEST_F(TcpStack, AReplicaCrashEndsOnlyItsOwnConnections) {
     EXPECT_EQ(echo.echo.sha256, echo.sent.sha256) << tcp_counters();
   }
   EXPECT_GT(counter("tcp0", "segments_from_ip"), before);
+}
+
+// ---- hostile segments ------------------------------------------------------------------------
+
+namespace hostile {
+
+// Sends one TCP segment (header as given, checksum filled unless `break_checksum`) from the peer
+// namespace through a raw socket; the kernel adds the IPv4 header.
+bool send_raw(const std::string& destination, std::span<const std::byte> segment) {
+  const int fd = ::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) return false;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  ::inet_pton(AF_INET, destination.c_str(), &address.sin_addr);
+  const ssize_t sent = ::sendto(fd, segment.data(), segment.size(), 0, reinterpret_cast<sockaddr*>(&address),
+                                sizeof(address));
+  ::close(fd);
+  return sent == static_cast<ssize_t>(segment.size());
+}
+
+std::vector<std::byte> segment(std::uint16_t source_port, std::uint8_t flags, std::size_t payload = 0,
+                               std::span<const std::byte> options = {}) {
+  std::vector<std::byte> out(wire::tcp_header_length(options.size()) + payload, std::byte{0x5a});
+  const wire::TcpHeader header{.source_port = source_port,
+                               .destination_port = 7,
+                               .sequence = 0x12345678,
+                               .acknowledgment = 0x9abcdef0,
+                               .flags = flags,
+                               .window = 65535,
+                               .urgent_pointer = 0,
+                               .options = options};
+  wire::emit_tcp(out, header, 0x0a4f0001, 0x0a4f0002, payload);
+  return out;
+}
+
+}  // namespace hostile
+
+TEST_F(TcpStack, HostileSegmentsAreCountedAndCrashNothing) {
+  start_with_perf({"--role", "receive", "--port", "5001"});
+  if (HasFatalFailure() || IsSkipped()) return;
+  const bool all_sent = in_namespace(names_.peer_namespace, [&] {
+    bool ok = true;
+    for (std::uint16_t round = 0; round < 8; ++round) {
+      const std::uint16_t port = static_cast<std::uint16_t>(40000 + round * 16);
+      auto bad_checksum = hostile::segment(port, wire::kTcpSyn, 10);
+      bad_checksum[16] ^= std::byte{0xff};
+      ok &= hostile::send_raw("10.79.0.2", bad_checksum);
+      ok &= hostile::send_raw("10.79.0.2", hostile::segment(port + 1, wire::kTcpSyn | wire::kTcpFin));
+      ok &= hostile::send_raw("10.79.0.2", hostile::segment(port + 2, wire::kTcpSyn | wire::kTcpRst));
+      ok &= hostile::send_raw("10.79.0.2", hostile::segment(port + 3, 0));
+      // A data offset of 60 bytes on a 20-byte segment.
+      auto short_header = hostile::segment(port + 4, wire::kTcpSyn);
+      short_header[12] = std::byte{0xf0};
+      ok &= hostile::send_raw("10.79.0.2", short_header);
+      // An option whose length runs past the header.
+      const std::byte overflowing[4] = {std::byte{wire::kTcpOptionMss}, std::byte{40}, std::byte{5}, std::byte{0xb4}};
+      auto bad_option = hostile::segment(port + 5, wire::kTcpSyn, 0, overflowing);
+      wire::TcpSegment::unchecked(bad_option).fill_checksum(0x0a4f0001, 0x0a4f0002);
+      ok &= hostile::send_raw("10.79.0.2", bad_option);
+      // A RST and an ACK for connections that do not exist.
+      ok &= hostile::send_raw("10.79.0.2", hostile::segment(port + 6, wire::kTcpRst));
+      ok &= hostile::send_raw("10.79.0.2", hostile::segment(port + 7, wire::kTcpAck, 100));
+    }
+    return ok;
+  });
+  ASSERT_TRUE(all_sent);
+  auto total = [&](const char* name) {
+    return std::max<std::int64_t>(counter("tcp0", name), 0) + std::max<std::int64_t>(counter("tcp1", name), 0);
+  };
+  ASSERT_TRUE(wait_for([&] { return total("segments_from_ip") >= 48; }, 10s)) << tcp_counters();
+  EXPECT_EQ(total("bad_checksum"), 8) << tcp_counters();
+  EXPECT_EQ(total("bad_flags"), 24) << tcp_counters();
+  EXPECT_EQ(total("bad_header") + total("bad_options"), 16) << tcp_counters();
+  EXPECT_GE(total("resets_sent"), 8) << tcp_counters();  // the ACKs for nothing are answered
+  // Nothing restarted, and the replicas still serve: an echo round trip through each.
+  EXPECT_EQ(events().find("tcp0#2"), std::string::npos) << events();
+  EXPECT_EQ(events().find("tcp1#2"), std::string::npos) << events();
+  for (int i = 0; i < 4; ++i) {
+    const auto echo = in_namespace(names_.peer_namespace, [&] {
+      return kernel_source(KernelSourceOptions{.address = "10.79.0.2", .port = 7, .bytes = 10'000,
+                                               .deadline = 20s, .half_close = true});
+    });
+    EXPECT_EQ(echo.echo.sha256, echo.sent.sha256);
+  }
 }
 
 }  // namespace

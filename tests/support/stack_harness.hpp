@@ -139,14 +139,16 @@ inline StackNames unique_names() {
 // The stack's components as the default configuration has them (driver, ip, pf, udp and a UDP
 // echo server on port 7) on a network of this process's own. `extra` is appended (more components
 // and channels).
+// `impair` is the driver's link emulation ([network] impair, drivers/impaired_port.hpp).
 inline std::string stack_config(const StackNames& names, const std::string& rules,
-                                const std::string& extra = "", const std::string& driver = "af_xdp") {
+                                const std::string& extra = "", const std::string& driver = "af_xdp",
+                                const std::string& impair = "") {
   return "[supervisor]\nheartbeat_timeout_ms = 200\ncrash_limit = 1000\ncrash_window_ms = 1000\n"
          "max_backoff_ms = 0\n"
          "\n[network]\ndriver = \"" + driver + "\"\nnamespace = \"" + names.peer_namespace +
          "\"\nstack_interface = \"" + names.stack_interface + "\"\npeer_interface = \"" +
          names.peer_interface + "\"\nstack_address = \"" + names.stack_address +
-         "/24\"\npeer_address = \"" + names.peer_address + "/24\"\n"
+         "/24\"\npeer_address = \"" + names.peer_address + "/24\"\nimpair = \"" + impair + "\"\n"
          "\n[filter]\nrules = \"\"\"\n" + rules + "\n\"\"\"\n"
          + recovery::kStackComponentsConfig + extra;
 }
