@@ -667,7 +667,7 @@ void keep_evidence(const RunningStack& stack, const std::string& label, BulkSamp
 }
 
 // Flotilla's leg: a stack whose configuration holds flotilla-perf as a component (it starts with the
-// stack and exits when done), against kernel sockets in the peer namespace.
+// stack, writes its report when done and idles), against kernel sockets in the peer namespace.
 BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flotilla_sends, std::size_t streams,
                          double seconds, const std::filesystem::path& folder, const std::string& label) {
   BulkSample sample;
@@ -689,7 +689,6 @@ BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flot
   }
   const std::string config = stack_config(names, "pass all", tcp_app_config("perf", "flotilla-perf", args));
 
-  std::atomic<bool> listening{false};
   std::vector<StreamResult> received;
   std::thread sink;
   if (flotilla_sends) {
@@ -698,7 +697,7 @@ BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flot
     sink = std::thread([&] {
       if (!wait_for([&] { return namespace_ready(names.peer_namespace); }, std::chrono::seconds(20))) return;
       received = in_namespace(names.peer_namespace,
-                              [&] { return kernel_sink(bulk_sink_options(streams, seconds, &listening)); });
+                              [&] { return kernel_sink(bulk_sink_options(streams, seconds, nullptr)); });
     });
   }
   if (std::string problem = stack.start(names, config); !problem.empty()) {
