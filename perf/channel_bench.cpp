@@ -63,6 +63,7 @@
 #include "dataplane/result.hpp"
 #include "dataplane/shared_region.hpp"
 #include "dataplane/unique_fd.hpp"
+#include "perf/cpu_ticks.hpp"
 
 namespace flotilla::bench {
 namespace {
@@ -358,42 +359,10 @@ int peer_error(const char* what, const Error& error) {
   return 1;
 }
 
-// The machine-wide CPU time counters of /proc/stat, in clock ticks.
-struct CpuTicks {
-  enum Field { user, nice, system, idle, iowait, irq, softirq, steal, count };
-  std::array<std::uint64_t, count> ticks{};
-
-  static CpuTicks read() {
-    CpuTicks now;
-    std::ifstream stat("/proc/stat");
-    std::string label;
-    stat >> label;
-    for (auto& field : now.ticks) stat >> field;
-    if (!stat || label != "cpu") now.ticks.fill(0);
-    return now;
-  }
-  std::uint64_t busy() const { return total() - ticks[idle] - ticks[iowait]; }
-  std::uint64_t total() const {
-    std::uint64_t sum = 0;
-    for (const auto field : ticks) sum += field;
-    return sum;
-  }
-};
-
 // CPU time the hypervisor gave to other guests, in ms since boot (0 if the kernel does not say).
 double stolen_ms() {
   return static_cast<double>(CpuTicks::read().ticks[CpuTicks::steal]) * 1000.0 /
          static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-// How busy other processes keep the CPUs while this one sleeps, from 0 to 1.
-double others_cpu_share(std::chrono::milliseconds window) {
-  const CpuTicks before = CpuTicks::read();
-  std::this_thread::sleep_for(window);
-  const CpuTicks after = CpuTicks::read();
-  const std::uint64_t total = after.total() - before.total();
-  return total == 0 ? 0 : static_cast<double>(after.busy() - before.busy()) /
-                              static_cast<double>(total);
 }
 
 // Times the scheduler took the CPU away from a process that still wanted it.

@@ -47,6 +47,7 @@ struct KernelSinkOptions {
   int receive_buffer = 0;
   std::uint64_t reset_after = 0;  // > 0: abort each connection with RST once it has read this much
   std::atomic<bool>* listening = nullptr;  // set once the socket listens
+  bool hash = true;  // false: only count the bytes (benchmarks: hashing would cost more than TCP)
 };
 
 inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
@@ -102,7 +103,7 @@ inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
       if (entry.fd < 0 || (fds[first_connection + i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
       const ssize_t got = ::recv(entry.fd, chunk.data(), chunk.size(), MSG_DONTWAIT);
       if (got > 0) {
-        entry.hash.update(std::span(chunk).first(static_cast<std::size_t>(got)));
+        if (options.hash) entry.hash.update(std::span(chunk).first(static_cast<std::size_t>(got)));
         entry.result.bytes += static_cast<std::uint64_t>(got);
         if (options.reset_after > 0 && entry.result.bytes >= options.reset_after) {
           const linger abort_now{1, 0};  // close() then sends RST
@@ -125,7 +126,7 @@ inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
         entry.result.error = errno;
         entry.result.reset = errno == ECONNRESET;
       }
-      entry.result.sha256 = entry.hash.finish();
+      if (options.hash) entry.result.sha256 = entry.hash.finish();
       entry.result.seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - entry.started).count();
       ::close(entry.fd);
@@ -146,13 +147,16 @@ inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
 
 // Connects to address:port and sends `bytes` of the pattern, then closes (or, with
 // `half_close`, shuts down writing and reads until the peer closes: the echo comes back into
-// `echo`). Gives up at the deadline.
+// `echo`). Gives up at the deadline. With a `duration`, it stops sending once that has passed
+// (a clean end, like reaching `bytes`), so `bytes` may be a mere upper limit.
 struct KernelSourceOptions {
   std::string address;
   std::uint16_t port = 5001;
   std::uint64_t bytes = 0;
   std::chrono::milliseconds deadline{60'000};
   bool half_close = false;
+  std::chrono::milliseconds duration{0};  // 0: until `bytes` are sent
+  bool hash = true;  // false: leave sent.sha256 empty (benchmarks)
 };
 
 struct SourceResult {
@@ -184,11 +188,14 @@ inline SourceResult kernel_source(const KernelSourceOptions& options) {
   std::vector<std::byte> chunk(256 * 1024);
   std::vector<std::byte> back(256 * 1024);
   const auto until = started + options.deadline;
+  const auto stop_sending = options.duration.count() > 0 ? started + options.duration : until;
   while (result.sent.bytes < options.bytes) {
-    if (std::chrono::steady_clock::now() > until) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now > until) {
       result.sent.timed_out = true;
       break;
     }
+    if (now > stop_sending) break;
     const std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), options.bytes - result.sent.bytes));
     apps::fill_pattern(result.sent.bytes, std::span(chunk).first(count));
     const ssize_t put = ::send(fd, chunk.data(), count, MSG_NOSIGNAL);
@@ -199,7 +206,7 @@ inline SourceResult kernel_source(const KernelSourceOptions& options) {
       result.sent.timed_out = errno == EAGAIN;
       break;
     }
-    sent_hash.update(std::span(chunk).first(static_cast<std::size_t>(put)));
+    if (options.hash) sent_hash.update(std::span(chunk).first(static_cast<std::size_t>(put)));
     result.sent.bytes += static_cast<std::uint64_t>(put);
     if (options.half_close) {
       // Keep the echo flowing so neither side's buffers fill up.
@@ -210,7 +217,7 @@ inline SourceResult kernel_source(const KernelSourceOptions& options) {
       }
     }
   }
-  result.sent.sha256 = sent_hash.finish();
+  if (options.hash) result.sent.sha256 = sent_hash.finish();
   if (options.half_close && result.sent.error == 0 && !result.sent.timed_out) {
     ::shutdown(fd, SHUT_WR);
     while (true) {

@@ -252,6 +252,28 @@ class RunningStack {
     }
   }
 
+  // Each component's process id, from `status-json` (-1 for one not running now).
+  std::map<std::string, pid_t> pids() const {
+    std::map<std::string, pid_t> out;
+    std::string refusal;
+    auto reply = recovery::control_request(socket_, "status-json", &refusal);
+    if (!reply) return out;
+    const std::string& text = reply.value();
+    constexpr std::string_view kName = "{\"name\":\"";
+    constexpr std::string_view kPid = ",\"pid\":";
+    for (std::size_t at = text.find(kName); at != std::string::npos; at = text.find(kName, at + 1)) {
+      const std::size_t name_end = text.find('"', at + kName.size());
+      const std::size_t pid_at = text.find(kPid, at);
+      if (name_end == std::string::npos || pid_at == std::string::npos) break;
+      out[text.substr(at + kName.size(), name_end - at - kName.size())] =
+          static_cast<pid_t>(std::strtol(text.c_str() + pid_at + kPid.size(), nullptr, 10));
+    }
+    return out;
+  }
+
+  // Where the supervisor and the components write their output (stdout, stderr).
+  std::filesystem::path log_path() const { return folder_ / "supervisor.log"; }
+
   const StackNames& names() const { return names_; }
 
  private:
