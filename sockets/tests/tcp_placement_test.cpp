@@ -1,15 +1,13 @@
 // Placing connections by the name fleet: TcpSockets against fake replicas (fake_replica.hpp) and a
-// fake name server that records the lookups and answers what each test says, on a clock the test
-// moves.
+// fake name server (fake_name_server.hpp) whose answers each test writes, on a clock it moves.
 #include <cerrno>
 #include <cstring>
 #include <memory>
-#include <optional>
 #include <vector>
 
 #include <gtest/gtest.h>
 
-#include "components/name/name_client.hpp"
+#include "sockets/tests/fake_name_server.hpp"
 #include "sockets/tests/fake_replica.hpp"
 
 namespace flotilla::sockets {
@@ -17,39 +15,14 @@ namespace {
 
 using namespace testing;
 
-constexpr ComponentId kSelf = 20;
-constexpr ComponentId kServer = 30;
-constexpr ComponentId kReplicaComponents[] = {11, 12};
-
-// The name server's side: what it was sent, whether its channel has room, and the time.
-struct NameServerSide {
-  std::vector<name::NameMessage> received;
-  bool room = true;
-  std::uint64_t now_ms = 5000;
-  std::optional<std::uint64_t> wake_at;  // the latest expire_lookups time asked for
-};
-
-class FakeNameLink final : public TcpNameLink {
- public:
-  explicit FakeNameLink(NameServerSide& side) : side_(side) {}
-  Result<bool> send(const name::NameMessage& message) override {
-    if (!side_.room) return false;
-    side_.received.push_back(message);
-    return true;
-  }
-  std::uint64_t now_ms() override { return side_.now_ms; }
-  void wake_at(std::uint64_t when_ms) override { side_.wake_at = when_ms; }
-
- private:
-  NameServerSide& side_;
-};
+constexpr ComponentId kSelf = kAppComponent;
+constexpr ComponentId kServer = kNameServer;
 
 class TcpPlacementTest : public ::testing::Test {
  protected:
   TcpPlacementTest() {
     auto used = stack_.sockets->use_name_fleet(
-        std::make_unique<FakeNameLink>(server_),
-        TcpNamePeers{kSelf, kServer, {kReplicaComponents[0], kReplicaComponents[1]}});
+        std::make_unique<FakeNameLink>(server_), fake_name_peers());
     EXPECT_TRUE(used.ok());
   }
 
@@ -61,20 +34,6 @@ class TcpPlacementTest : public ::testing::Test {
     EXPECT_FALSE(server_.received.empty());
     return server_.received.empty() ? name::NameMessage{} : server_.received.back();
   }
-
-  static name::NameMessage reply_to(const name::NameMessage& lookup, ComponentId component,
-                                    name::NameErrc status = name::NameErrc::ok) {
-    name::NameMessage reply;
-    reply.kind = name::NameMsgKind::reply;
-    reply.from = static_cast<name::MemberId>(kServer);
-    reply.client = lookup.client;
-    reply.cookie = lookup.cookie;
-    reply.status = status;
-    reply.endpoint = name::Endpoint{component, 0, 1};
-    reply.expires_ms = server_now_plus_ttl;
-    return reply;
-  }
-  static constexpr std::uint64_t server_now_plus_ttl = 6000;
 
   // Opens waiting at each replica.
   std::size_t opens_at(std::size_t index) { return replica(index).drain(stack::kTcpOpenKind).size(); }
