@@ -115,6 +115,15 @@ std::string report_json(const PerfReport& report) {
   for (std::size_t i = 0; i < report.replicas.size(); ++i) json += (i == 0 ? "" : ",") + std::to_string(report.replicas[i]);
   json += "],\"placed_by_name\":" + std::to_string(report.placed_by_name) +
           ",\"placed_by_fallback\":" + std::to_string(report.placed_by_fallback);
+  const sockets::TcpPlacementStats& placement = report.placement;
+  if (placement.by_fallback + placement.late_replies + placement.bad_replies != 0) {
+    json += ",\"placement\":{\"timeouts\":" + std::to_string(placement.timeouts) +
+            ",\"error_replies\":" + std::to_string(placement.error_replies) +
+            ",\"unknown_replicas\":" + std::to_string(placement.unknown_replicas) +
+            ",\"unsent\":" + std::to_string(placement.unsent) +
+            ",\"late_replies\":" + std::to_string(placement.late_replies) +
+            ",\"bad_replies\":" + std::to_string(placement.bad_replies) + "}";
+  }
   if (report.verify) {
     json += ",\"mismatches\":" + std::to_string(report.mismatches);
     if (report.mismatches != 0) json += ",\"first_mismatch\":" + std::to_string(report.first_mismatch);
@@ -134,6 +143,7 @@ PerfReport make_report(std::string role, std::vector<PerfStream>& streams, std::
   PerfReport report;
   report.placed_by_name = placement.by_name;
   report.placed_by_fallback = placement.by_fallback;
+  report.placement = placement;
   report.role = std::move(role);
   report.seconds = seconds;
   report.streams = expected;

@@ -89,6 +89,7 @@ struct PerfReport {
   // (sockets::TcpPlacementStats; both 0 without a name channel).
   std::uint64_t placed_by_name = 0;
   std::uint64_t placed_by_fallback = 0;
+  sockets::TcpPlacementStats placement;  // why they fell back, and the replies ignored
 };
 // One JSON object on one line (no newline).
 std::string report_json(const PerfReport& report);

@@ -47,6 +47,7 @@ struct KernelSinkOptions {
   int receive_buffer = 0;
   std::uint64_t reset_after = 0;  // > 0: abort each connection with RST once it has read this much
   std::atomic<bool>* listening = nullptr;  // set once the socket listens
+  std::atomic<std::size_t>* accepted = nullptr;  // counts the connections accepted
 };
 
 inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
@@ -95,6 +96,7 @@ inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
       const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd >= 0) {
         open.push_back(Open{fd, apps::Sha256(), {}, std::chrono::steady_clock::now(), {}, false});
+        if (options.accepted != nullptr) options.accepted->fetch_add(1);
       }
     }
     for (std::size_t i = 0; i < open.size() && first_connection + i < fds.size(); ++i) {
