@@ -348,8 +348,8 @@ TEST_F(TcpStack, AReplicaCrashEndsOnlyItsOwnConnections) {
   std::atomic<std::size_t> accepted{0};
   auto sink = std::async(std::launch::async, [&] {
     return in_namespace(names_.peer_namespace, [&] {
-      return kernel_sink(KernelSinkOptions{.port = kPort, .connections = kConnections, .deadline = 180s,
-                                           .accepted = &accepted});
+      return kernel_sink(KernelSinkOptions{.port = kPort, .connections = kConnections, .accepted = &accepted,
+                                           .deadline = 180s});
     });
   });
   // Every stream is connected before the crash, so that each is either cut or finishes.

@@ -41,13 +41,13 @@ struct StreamResult {
 struct KernelSinkOptions {
   std::uint16_t port = 5001;
   std::size_t connections = 1;
+  std::atomic<std::size_t>* accepted = nullptr;  // counts the connections accepted
   std::chrono::milliseconds deadline{60'000};
   std::uint64_t pause_after = 0;
   std::chrono::milliseconds pause{0};
   int receive_buffer = 0;
   std::uint64_t reset_after = 0;  // > 0: abort each connection with RST once it has read this much
   std::atomic<bool>* listening = nullptr;  // set once the socket listens
-  std::atomic<std::size_t>* accepted = nullptr;  // counts the connections accepted
 };
 
 inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
