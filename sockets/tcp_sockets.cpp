@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "components/name/channel_transport.hpp"
+#include "components/name/name_client.hpp"
+
 namespace flotilla::sockets {
 namespace {
 
@@ -38,10 +41,38 @@ class HostLinks final : public TcpReplicaLinks {
   std::vector<std::string> regions_;
 };
 
+// A channel of the host to a name server, and a loop timer for the lookups' deadlines.
+class HostNameLink final : public TcpNameLink {
+ public:
+  HostNameLink(recovery::ComponentHost& host, ChannelEnd& channel)
+      : host_(host), channel_(name::NameChannel::wrap(channel)), timer_([this](Timer&) {
+          if (sockets_ != nullptr) sockets_->expire_lookups();
+        }) {}
+  void bind(TcpSockets* sockets) { sockets_ = sockets; }
+  Result<bool> send(const name::NameMessage& message) override {
+    auto sent = channel_.send(message);
+    if (!sent) return sent.error();
+    return sent.value() == name::SendOutcome::sent;
+  }
+  std::uint64_t now_ms() override { return host_.loop().now_ms(); }
+  void wake_at(std::uint64_t when_ms) override {
+    if (!timer_.armed() || timer_.expires_ms() > when_ms) host_.loop().timers().arm(timer_, when_ms);
+  }
+  // One chunk from the server; a message it completes (and that is well formed) goes on.
+  std::optional<name::NameMessage> feed(const Message& chunk) { return channel_.feed(chunk); }
+
+ private:
+  recovery::ComponentHost& host_;
+  name::NameChannel channel_;
+  Timer timer_;
+  TcpSockets* sockets_ = nullptr;
+};
+
 }  // namespace
 
 Result<std::unique_ptr<TcpSockets>> TcpSockets::attach(recovery::ComponentHost& host,
-                                                       std::span<const std::string> channel_names) {
+                                                       std::span<const std::string> channel_names,
+                                                       std::string_view name_channel) {
   if (channel_names.empty()) return Error{Errc::invalid_argument, 0, "tcp sockets: no channel to a replica"};
   std::vector<ChannelEnd*> channels;
   std::vector<std::string> regions;
@@ -56,9 +87,31 @@ Result<std::unique_ptr<TcpSockets>> TcpSockets::attach(recovery::ComponentHost& 
     regions.push_back(tcp_region_name(name));
     peers.push_back(host.peer_of(name));
   }
+  ChannelEnd* name_end = nullptr;
+  if (!name_channel.empty()) {
+    name_end = host.channel(name_channel);
+    if (name_end == nullptr) return Error{Errc::invalid_argument, 0, "tcp sockets: no such name channel"};
+  }
   std::vector<ChannelEnd*> inputs = channels;
   auto sockets = std::make_unique<TcpSockets>(std::make_unique<HostLinks>(host, std::move(channels), std::move(regions)));
   TcpSockets* self = sockets.get();
+  if (name_end != nullptr) {
+    auto link = std::make_unique<HostNameLink>(host, *name_end);
+    HostNameLink* name_link = link.get();
+    name_link->bind(self);
+    if (auto used = self->use_name_fleet(std::move(link), TcpNamePeers{host.id(), host.peer_of(name_channel), peers});
+        !used) {
+      return used.error();
+    }
+    // The link lives as long as the sockets, which own it.
+    auto added = host.loop().add_input(name_end->in, [self, name_link, &host](std::span<const Message> chunks) {
+      for (const Message& chunk : chunks) {
+        if (auto reply = name_link->feed(chunk)) self->handle_name_reply(*reply);
+      }
+      host.served();
+    });
+    if (!added) return added.error();
+  }
   for (std::size_t replica = 0; replica < inputs.size(); ++replica) {
     auto added = host.loop().add_input(inputs[replica]->in, [self, replica, &host](std::span<const Message> m) {
       self->handle_messages(replica, m);
@@ -135,6 +188,12 @@ std::size_t TcpSockets::pick_replica() {
   return replica;
 }
 
+std::optional<std::size_t> TcpSockets::replica_of(int socket) const {
+  const Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr || entry->placing) return std::nullopt;
+  return entry->replica;
+}
+
 std::size_t TcpSockets::deferred_messages() const {
   std::size_t count = 0;
   for (const Replica& replica : replicas_) count += replica.outbox.size();
@@ -206,24 +265,103 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
   if (replicas_.empty()) return Error{Errc::invalid_argument, 0, "tcp connect: no replica"};
   const int id = allocate();
   if (id < 0) return Error{Errc::exhausted, 0, "tcp connect: too many sockets"};
-  const std::size_t replica = pick_replica();
-  const std::uint32_t ticket = next_ticket(id);
   Socket& entry = sockets_[static_cast<std::size_t>(id)];
   entry.kind = Kind::connection;
-  entry.ticket = ticket;
-  entry.replica = static_cast<std::uint32_t>(replica);
   entry.endpoints = TcpEndpoints{0, address, options.local_port, port};
-  stack::TcpOpenBody body{};
-  body.socket = ticket;
-  body.operation = stack::TcpOpenOperation::connect;
-  body.options = static_cast<std::uint8_t>((options.no_delay ? stack::kTcpOpenNoDelay : 0) |
-                                           (options.newreno ? stack::kTcpOpenNewReno : 0) |
-                                           (options.keepalive ? stack::kTcpOpenKeepalive : 0));
-  body.remote_address = address;
-  body.remote_port = port;
-  body.local_port = options.local_port;
-  send_or_defer(replica, Message::make(stack::kTcpOpenKind, body));
+  Lookup lookup;
+  lookup.socket = id;
+  lookup.open.operation = stack::TcpOpenOperation::connect;
+  lookup.open.options = static_cast<std::uint8_t>((options.no_delay ? stack::kTcpOpenNoDelay : 0) |
+                                                  (options.newreno ? stack::kTcpOpenNewReno : 0) |
+                                                  (options.keepalive ? stack::kTcpOpenKeepalive : 0));
+  lookup.open.remote_address = address;
+  lookup.open.remote_port = port;
+  lookup.open.local_port = options.local_port;
+  if (name_link_ == nullptr) {
+    place(lookup, pick_replica());
+    return id;
+  }
+  // Each connection asks on its own, uncached, so the fleet's weighted pick spreads them.
+  lookup.cookie = next_cookie_++;
+  auto sent = name_link_->send(name::NameClient::lookup_request(name_peers_.self, lookup.cookie, kReplicaGroup));
+  if (!sent || !sent.value()) {
+    ++placement_.unsent;
+    ++placement_.by_fallback;
+    place(lookup, pick_replica());
+    return id;
+  }
+  entry.placing = true;
+  lookup.deadline_ms = name_link_->now_ms() + kLookupTimeoutMs;
+  lookups_.push_back(lookup);
+  if (lookups_.size() == 1) name_link_->wake_at(lookup.deadline_ms);
   return id;
+}
+
+void TcpSockets::place(Lookup& lookup, std::size_t replica) {
+  Socket& entry = sockets_[static_cast<std::size_t>(lookup.socket)];
+  entry.placing = false;
+  entry.ticket = next_ticket(lookup.socket);
+  entry.replica = static_cast<std::uint32_t>(replica);
+  lookup.open.socket = entry.ticket;
+  send_or_defer(replica, Message::make(stack::kTcpOpenKind, lookup.open));
+}
+
+void TcpSockets::forget_lookup(int socket) {
+  const auto found = std::find_if(lookups_.begin(), lookups_.end(), [socket](const Lookup& l) { return l.socket == socket; });
+  if (found != lookups_.end()) lookups_.erase(found);
+}
+
+Status TcpSockets::use_name_fleet(std::unique_ptr<TcpNameLink> link, TcpNamePeers peers) {
+  if (link == nullptr || peers.replicas.size() != replicas_.size()) {
+    return Error{Errc::invalid_argument, 0, "tcp sockets: the name fleet needs a link and one component per replica"};
+  }
+  name_link_ = std::move(link);
+  name_peers_ = std::move(peers);
+  return {};
+}
+
+void TcpSockets::handle_name_reply(const name::NameMessage& reply) {
+  if (name_link_ == nullptr || reply.kind != name::NameMsgKind::reply || reply.client != name_peers_.self ||
+      reply.from != static_cast<name::MemberId>(name_peers_.server) || reply.cookie == 0) {
+    ++placement_.bad_replies;
+    return;
+  }
+  const auto found = std::find_if(lookups_.begin(), lookups_.end(),
+                                  [&](const Lookup& lookup) { return lookup.cookie == reply.cookie; });
+  if (found == lookups_.end()) {
+    // A cookie we never used is forged; one we did belongs to a lookup given up already.
+    ++(reply.cookie < next_cookie_ ? placement_.late_replies : placement_.bad_replies);
+    return;
+  }
+  Lookup lookup = *found;
+  lookups_.erase(found);
+  if (reply.status != name::NameErrc::ok) {
+    ++placement_.error_replies;
+  } else {
+    const auto& components = name_peers_.replicas;
+    const auto named = std::find(components.begin(), components.end(), reply.endpoint.component);
+    if (reply.endpoint.component != kNoComponent && named != components.end()) {
+      ++placement_.by_name;
+      place(lookup, static_cast<std::size_t>(named - components.begin()));
+      return;
+    }
+    ++placement_.unknown_replicas;
+  }
+  ++placement_.by_fallback;
+  place(lookup, pick_replica());
+}
+
+void TcpSockets::expire_lookups() {
+  if (name_link_ == nullptr) return;
+  const std::uint64_t now = name_link_->now_ms();
+  while (!lookups_.empty() && lookups_.front().deadline_ms <= now) {
+    Lookup lookup = lookups_.front();
+    lookups_.pop_front();
+    ++placement_.timeouts;
+    ++placement_.by_fallback;
+    place(lookup, pick_replica());
+  }
+  if (!lookups_.empty()) name_link_->wake_at(lookups_.front().deadline_ms);
 }
 
 Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog) {
@@ -348,7 +486,10 @@ void TcpSockets::close_connection(int socket, std::uint32_t bits) {
   Socket& entry = sockets_[static_cast<std::size_t>(socket)];
   // A restarted replica no longer has the slot (header is null then): nothing to tell it. A
   // connection still opening has no slot yet; the answer to its open brings one, given back then.
-  if (entry.header != nullptr) {
+  // One still waiting for its placement has asked no replica yet.
+  if (entry.placing) {
+    forget_lookup(socket);
+  } else if (entry.header != nullptr) {
     request(entry.replica, entry.slot, entry.generation, bits);
     replicas_[entry.replica].slot_owner[entry.slot] = 0;
   } else if (entry.ticket != 0) {
@@ -711,7 +852,7 @@ void TcpSockets::replica_restarted(std::size_t replica) {
   (void)ensure_region(replica);
   for (std::size_t id = 0; id < sockets_.size(); ++id) {
     Socket& entry = sockets_[id];
-    if (entry.kind == Kind::connection && entry.replica == replica) {
+    if (entry.kind == Kind::connection && !entry.placing && entry.replica == replica) {
       if (entry.listener >= 0) {
         std::deque<int>& queue = sockets_[static_cast<std::size_t>(entry.listener)].accept_queue;
         queue.erase(std::remove(queue.begin(), queue.end(), static_cast<int>(id)), queue.end());

@@ -24,6 +24,12 @@
 //
 // A replica that restarts loses its connections: each of its sockets fails with ECONNRESET, and
 // every listener sends its listen to the new incarnation again so that it takes them back.
+//
+// Placement: with a channel to a name server (attach's name_channel, or use_name_fleet), each new
+// connection is placed by its own lookup of /net/tcp, so the fleet's weighted pick spreads them;
+// the open goes to the replica the answer names once it arrives. A lookup that fails (no answer in
+// kLookupTimeoutMs, an error, a component we have no channel to, no room to ask) falls back to
+// round robin. Without a name server, round robin is all there is.
 #pragma once
 
 #include <cstddef>
@@ -31,11 +37,14 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "components/messages/stack_messages.hpp"
+#include "components/name/name_message.hpp"
 #include "dataplane/result.hpp"
 #include "recovery/component_host.hpp"
 #include "sockets/byte_ring.hpp"
@@ -53,6 +62,40 @@ class TcpReplicaLinks {
   virtual Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) = 0;
   // The region shared with `replica`; the replica formats it, possibly after we attached.
   virtual std::span<std::byte> region(std::size_t replica) = 0;
+};
+
+// How TcpSockets reaches a name server to place new connections. In a component it is a channel
+// to the server (TcpSockets::attach) with a loop timer; tests give a fake server and clock.
+class TcpNameLink {
+ public:
+  virtual ~TcpNameLink() = default;
+  // Sends one message, all or nothing: false when the channel has no room for it now.
+  virtual Result<bool> send(const name::NameMessage& message) = 0;
+  virtual std::uint64_t now_ms() = 0;
+  // TcpSockets::expire_lookups must run at (or soon after) `when_ms`.
+  virtual void wake_at(std::uint64_t when_ms) = 0;
+};
+
+// Who is who in the name fleet's answers.
+struct TcpNamePeers {
+  ComponentId self = kNoComponent;    // the `client` of our lookups (the server checks it)
+  ComponentId server = kNoComponent;  // the name server: replies come from it
+  std::vector<ComponentId> replicas;  // by replica index: the component each replica is
+};
+
+// Where new connections went. A fallback is a connection that had a lookup but was placed round
+// robin; without a name server neither counter moves.
+struct TcpPlacementStats {
+  std::uint64_t by_name = 0;
+  std::uint64_t by_fallback = 0;
+  // Why lookups fell back.
+  std::uint64_t timeouts = 0;          // no answer within kLookupTimeoutMs
+  std::uint64_t error_replies = 0;     // the server answered with an error (/net/tcp not found...)
+  std::uint64_t unknown_replicas = 0;  // the answer names a component we have no channel to
+  std::uint64_t unsent = 0;            // the name channel was full or broken
+  // Replies ignored.
+  std::uint64_t late_replies = 0;  // to a lookup given up already (timed out, socket closed)
+  std::uint64_t bad_replies = 0;   // failed the checks (kind, client, server, unknown cookie)
 };
 
 // Options a connection starts with (the rest can be changed later with set_option).
@@ -92,13 +135,21 @@ class TcpSockets {
 
   using ReadyHandler = std::function<void()>;
 
+  // How long a connection waits for the name server before it is placed round robin.
+  static constexpr std::uint64_t kLookupTimeoutMs = 200;
+  // What a lookup asks for.
+  static constexpr std::string_view kReplicaGroup = "/net/tcp";
+
   // Attaches to the TCP replicas behind `channels` (one channel per replica, e.g. {"tcp0-perf",
   // "tcp1-perf"}): their messages become inputs of the host's loop, sends the channel had no room
   // for are retried by a loop poller, and the host's peer-restart hook is taken over (a program that
   // needs that hook itself calls replica_restarted from its own handler). Each channel must come
-  // with its region, tcp_region_name(channel); the replica may format it later.
+  // with its region, tcp_region_name(channel); the replica may format it later. With
+  // `name_channel` (a channel to a name server, e.g. "perf-name0"), connections are placed by the
+  // name fleet (see use_name_fleet); the replicas are known to it by their channels' peers.
   static Result<std::unique_ptr<TcpSockets>> attach(recovery::ComponentHost& host,
-                                                    std::span<const std::string> channels);
+                                                    std::span<const std::string> channels,
+                                                    std::string_view name_channel = {});
 
   // For a harness without a ComponentHost: the caller feeds handle_messages, replica_restarted and
   // flush itself.
@@ -113,6 +164,14 @@ class TcpSockets {
   void replica_restarted(std::size_t replica);
   // Sends what the channels had no room for earlier, in order. True when it sent anything.
   bool flush();
+
+  // Places every later connect() by a lookup of kReplicaGroup through `link`. `peers.replicas`
+  // must have one entry per replica.
+  Status use_name_fleet(std::unique_ptr<TcpNameLink> link, TcpNamePeers peers);
+  // A message from the name server (untrusted): an answer to a lookup places its connection.
+  void handle_name_reply(const name::NameMessage& reply);
+  // Places round robin every connection whose lookup is older than kLookupTimeoutMs.
+  void expire_lookups();
 
   // Called after a burst of replica messages (or a restart) changed anything.
   void on_ready(ReadyHandler handler) { ready_handler_ = std::move(handler); }
@@ -163,9 +222,14 @@ class TcpSockets {
   TcpInfo info(int socket) const;
   TcpEndpoints endpoints(int socket) const;
 
-  // Which replica a new connection goes to. Round robin for now; later a load-balanced lookup of
-  // /net/tcp in the name fleet.
+  // The round robin: the replica for a connection placed without the name fleet.
   std::size_t pick_replica();
+  // The replica a connection went to; nothing while it waits for its placement (or for a
+  // listener, or an id that is not open).
+  std::optional<std::size_t> replica_of(int socket) const;
+  const TcpPlacementStats& placement_stats() const { return placement_; }
+  // Connections waiting for the name server's answer.
+  std::size_t pending_lookups() const { return lookups_.size(); }
 
   std::size_t replica_count() const { return replicas_.size(); }
   std::size_t open_sockets() const { return open_count_; }
@@ -201,8 +265,17 @@ class TcpSockets {
     bool open = false;
   };
 
+  // A connection waiting for the name server to say where it goes.
+  struct Lookup {
+    std::uint64_t cookie = 0;
+    int socket = -1;
+    std::uint64_t deadline_ms = 0;
+    stack::TcpOpenBody open{};  // sent once placed, with the ticket filled in
+  };
+
   struct Socket {
     Kind kind = Kind::unused;
+    bool placing = false;      // a connection whose lookup is in flight: no replica yet
     std::uint16_t serial = 0;  // bumped per open request; the high half of a ticket
     int local_error = 0;       // decided here: open refused, replica restarted, ring corrupt
     bool write_shut = false;
@@ -255,6 +328,10 @@ class TcpSockets {
   Status end(int socket, std::uint32_t bits);
   Error failure(const Socket& socket) const;
 
+  // Sends the connection's open to `replica`.
+  void place(Lookup& lookup, std::size_t replica);
+  void forget_lookup(int socket);
+
   bool on_opened(std::size_t replica, const stack::TcpOpenedBody& body);
   bool on_accepted(std::size_t replica, const stack::TcpAcceptedBody& body);
   bool on_event(std::size_t replica, const stack::TcpSlotBody& body);
@@ -268,6 +345,12 @@ class TcpSockets {
   ReadyHandler ready_handler_;
   std::uint64_t bad_messages_ = 0;
   std::uint64_t stale_messages_ = 0;
+  // The name fleet, when used.
+  std::unique_ptr<TcpNameLink> name_link_;
+  TcpNamePeers name_peers_;
+  std::deque<Lookup> lookups_;  // oldest first: deadlines only grow
+  std::uint64_t next_cookie_ = 1;
+  TcpPlacementStats placement_;
 };
 
 }  // namespace flotilla::sockets

@@ -17,7 +17,7 @@ std::vector<std::string> split_channels(std::string_view text) {
 }
 
 std::optional<TcpComponent> attach_tcp_component(const char* program, const std::string& channels_text,
-                                                 int* exit_code) {
+                                                 int* exit_code, const std::string& name_channel) {
   const std::vector<std::string> channels = split_channels(channels_text);
   if (channels.empty()) {
     std::fprintf(stderr, "%s: --channels must be names separated by commas, got '%s'\n", program,
@@ -31,9 +31,10 @@ std::optional<TcpComponent> attach_tcp_component(const char* program, const std:
     *exit_code = 1;
     return std::nullopt;
   }
-  auto sockets = sockets::TcpSockets::attach(*host.value(), channels);
+  auto sockets = sockets::TcpSockets::attach(*host.value(), channels, name_channel);
   if (!sockets) {
-    std::fprintf(stderr, "%s: cannot use the channels '%s': %s\n", program, channels_text.c_str(),
+    std::fprintf(stderr, "%s: cannot use the channels '%s'%s%s: %s\n", program, channels_text.c_str(),
+                 name_channel.empty() ? "" : " and the name channel ", name_channel.c_str(),
                  sockets.error().message().c_str());
     *exit_code = 2;
     return std::nullopt;

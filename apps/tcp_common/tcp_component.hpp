@@ -22,8 +22,9 @@ struct TcpComponent {
 };
 
 // Nothing when it failed: it said why on stderr (prefixed with `program`) and set *exit_code to 2
-// for bad input, 1 otherwise.
+// for bad input, 1 otherwise. With `name_channel` (a channel to a name server), new connections
+// are placed by the name fleet (TcpSockets::attach).
 std::optional<TcpComponent> attach_tcp_component(const char* program, const std::string& channels_text,
-                                                 int* exit_code);
+                                                 int* exit_code, const std::string& name_channel = "");
 
 }  // namespace flotilla::apps

@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   double seconds = 10;
   std::size_t streams = 1;
   std::string channels_text = "tcp0-perf,tcp1-perf";
+  std::string name_channel;
   std::string report_path;
   bool verify = false;
   bool no_delay = false;
@@ -73,6 +74,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
   app.add_option("--channels", channels_text, "comma-separated channels to the TCP replicas")->capture_default_str();
+  app.add_option("--name-channel", name_channel,
+                 "send: a channel to a name server; each connection goes to the replica a lookup of /net/tcp "
+                 "names (round robin without it)");
   app.add_option("--report", report_path, "write the final JSON line to this file too");
   app.add_flag("--verify", verify, "receive: check every byte against the pattern; both: report each stream's SHA-256");
   app.add_flag("--nodelay", no_delay, "send: TCP_NODELAY on every connection");
@@ -103,7 +107,7 @@ int main(int argc, char** argv) {
   }
   const double receive_deadline = seconds_option->count() > 0 ? seconds : 0;
   int exit_code = 0;
-  auto component = apps::attach_tcp_component("flotilla-perf", channels_text, &exit_code);
+  auto component = apps::attach_tcp_component("flotilla-perf", channels_text, &exit_code, name_channel);
   if (!component) return exit_code;
   recovery::ComponentHost& host = *component->host;
   sockets::TcpSockets& sockets = *component->sockets;

@@ -111,7 +111,19 @@ std::string report_json(const PerfReport& report) {
   if (report.role == "send") json += ",\"retransmits\":" + std::to_string(report.retransmits);
   json += ",\"errors\":[";
   for (std::size_t i = 0; i < report.errors.size(); ++i) json += (i == 0 ? "" : ",") + std::to_string(report.errors[i]);
-  json += "]";
+  json += "],\"replicas\":[";
+  for (std::size_t i = 0; i < report.replicas.size(); ++i) json += (i == 0 ? "" : ",") + std::to_string(report.replicas[i]);
+  json += "],\"placed_by_name\":" + std::to_string(report.placed_by_name) +
+          ",\"placed_by_fallback\":" + std::to_string(report.placed_by_fallback);
+  const sockets::TcpPlacementStats& placement = report.placement;
+  if (placement.by_fallback + placement.late_replies + placement.bad_replies != 0) {
+    json += ",\"placement\":{\"timeouts\":" + std::to_string(placement.timeouts) +
+            ",\"error_replies\":" + std::to_string(placement.error_replies) +
+            ",\"unknown_replicas\":" + std::to_string(placement.unknown_replicas) +
+            ",\"unsent\":" + std::to_string(placement.unsent) +
+            ",\"late_replies\":" + std::to_string(placement.late_replies) +
+            ",\"bad_replies\":" + std::to_string(placement.bad_replies) + "}";
+  }
   if (report.verify) {
     json += ",\"mismatches\":" + std::to_string(report.mismatches);
     if (report.mismatches != 0) json += ",\"first_mismatch\":" + std::to_string(report.first_mismatch);
@@ -127,8 +139,11 @@ std::string report_json(const PerfReport& report) {
 namespace {
 
 PerfReport make_report(std::string role, std::vector<PerfStream>& streams, std::size_t expected, bool verify,
-                       double seconds) {
+                       double seconds, const sockets::TcpPlacementStats& placement) {
   PerfReport report;
+  report.placed_by_name = placement.by_name;
+  report.placed_by_fallback = placement.by_fallback;
+  report.placement = placement;
   report.role = std::move(role);
   report.seconds = seconds;
   report.streams = expected;
@@ -141,12 +156,17 @@ PerfReport make_report(std::string role, std::vector<PerfStream>& streams, std::
     report.retransmits += stream.retransmits;
     if (stream.error != 0) ++report.failed_streams;
     report.errors.push_back(stream.error);
+    report.replicas.push_back(stream.replica);
     if (verify) {
       if (stream.digest.empty()) stream.digest = stream.hash.finish();
       report.sha256.push_back(stream.digest);
     }
   }
   return report;
+}
+
+void note_replica(const sockets::TcpSockets& sockets, PerfStream& stream) {
+  if (const auto replica = sockets.replica_of(stream.socket)) stream.replica = static_cast<int>(*replica);
 }
 
 }  // namespace
@@ -263,8 +283,11 @@ bool PerfSender::finished() {
 
 void PerfSender::close() {
   for (PerfStream& stream : streams_) {
-    if (stream.socket >= 0) stream.retransmits = sockets_.info(stream.socket).retransmits;
-    if (stream.socket >= 0) (void)sockets_.close(stream.socket);
+    if (stream.socket >= 0) {
+      stream.retransmits = sockets_.info(stream.socket).retransmits;
+      note_replica(sockets_, stream);
+      (void)sockets_.close(stream.socket);
+    }
     stream.socket = -1;
   }
 }
@@ -276,7 +299,7 @@ std::uint64_t PerfSender::bytes() const {
 }
 
 PerfReport PerfSender::report(double seconds) {
-  return make_report("send", streams_, streams_.size(), verify_, seconds);
+  return make_report("send", streams_, streams_.size(), verify_, seconds, sockets_.placement_stats());
 }
 
 // ---- the receiver -----------------------------------------------------------------------------
@@ -344,7 +367,10 @@ bool PerfReceiver::finished() const {
 
 void PerfReceiver::close() {
   for (PerfStream& stream : streams_) {
-    if (stream.socket >= 0) (void)sockets_.close(stream.socket);
+    if (stream.socket >= 0) {
+      note_replica(sockets_, stream);
+      (void)sockets_.close(stream.socket);
+    }
     stream.socket = -1;
   }
   if (listener_ >= 0) (void)sockets_.close(listener_);
@@ -358,7 +384,7 @@ std::uint64_t PerfReceiver::bytes() const {
 }
 
 PerfReport PerfReceiver::report(double seconds) {
-  return make_report("receive", streams_, expected_, verify_, seconds);
+  return make_report("receive", streams_, expected_, verify_, seconds, sockets_.placement_stats());
 }
 
 }  // namespace flotilla::apps

@@ -59,6 +59,7 @@ struct PerfStream {
   std::uint64_t mismatches = 0;  // receiver with verify: bytes that differ from the pattern
   std::uint64_t first_mismatch = std::numeric_limits<std::uint64_t>::max();
   int error = 0;                 // errno that ended the stream, 0 if none
+  int replica = -1;              // the TCP replica that carried it, noted when closed
   std::uint64_t retransmits = 0; // sender: the last TCP_INFO figure
   bool shut = false;             // sender: FIN requested
   bool done = false;
@@ -83,6 +84,12 @@ struct PerfReport {
   std::vector<std::string> sha256;  // one per stream, with verify
   std::vector<int> errors;          // one per stream: the errno that ended it, 0 if none
   std::uint64_t retransmits = 0;    // sender: what the replicas reported (TCP_INFO)
+  std::vector<int> replicas;        // one per stream: the replica index, -1 if it never had one
+  // Connections the name fleet placed, and those that fell back to round robin
+  // (sockets::TcpPlacementStats; both 0 without a name channel).
+  std::uint64_t placed_by_name = 0;
+  std::uint64_t placed_by_fallback = 0;
+  sockets::TcpPlacementStats placement;  // why they fell back, and the replies ignored
 };
 // One JSON object on one line (no newline).
 std::string report_json(const PerfReport& report);

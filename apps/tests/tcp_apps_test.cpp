@@ -93,9 +93,12 @@ TEST(PerfText, ChannelsProgressAndReport) {
   report.first_mismatch = 17;
   report.sha256 = {"aa", "bb"};
   report.errors = {0, 104};
+  report.replicas = {1, 0};
+  report.placed_by_name = 2;
   EXPECT_EQ(report_json(report),
             "{\"role\":\"receive\",\"bytes\":250000000,\"seconds\":2.000000,\"gbps\":1.0000,\"streams\":2,"
-            "\"failed_streams\":0,\"errors\":[0,104],\"mismatches\":3,\"first_mismatch\":17,\"sha256\":[\"aa\",\"bb\"]}");
+            "\"failed_streams\":0,\"errors\":[0,104],\"replicas\":[1,0],\"placed_by_name\":2,"
+            "\"placed_by_fallback\":0,\"mismatches\":3,\"first_mismatch\":17,\"sha256\":[\"aa\",\"bb\"]}");
   report.verify = false;
   EXPECT_EQ(report_json(report).find("sha256"), std::string::npos);
 }

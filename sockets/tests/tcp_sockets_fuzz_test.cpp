@@ -1,13 +1,17 @@
 // Random interleavings of every TcpSockets call with fake replicas that answer, refuse, move bytes,
 // reset connections, restart, corrupt ring indices and send garbage, from a seeded RNG. Nothing
 // may crash, and once the application closes every id no socket is left open (none leaks in an
-// accept queue or a half-answered open). A failing seed is printed so it can be replayed.
+// accept queue or a half-answered open). A failing seed is printed so it can be replayed. The same
+// again with connections placed by a fake name server (fake_name_server.hpp) that answers late,
+// wrongly, twice or never: every connection is placed once its lookup is answered or times out.
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <random>
 
 #include <gtest/gtest.h>
 
+#include "sockets/tests/fake_name_server.hpp"
 #include "sockets/tests/fake_replica.hpp"
 
 namespace flotilla::sockets {
@@ -20,19 +24,39 @@ constexpr int kSteps = 3000;
 
 class Fuzzer {
  public:
-  explicit Fuzzer(std::uint64_t seed) : random_(seed), stack_(2) {}
+  Fuzzer(std::uint64_t seed, bool name_placement) : random_(seed), stack_(2), name_placement_(name_placement) {
+    if (name_placement_) {
+      EXPECT_TRUE(stack_.sockets->use_name_fleet(std::make_unique<FakeNameLink>(server_), fake_name_peers()).ok());
+    }
+  }
 
   void run() {
     for (int step = 0; step < kSteps; ++step) {
-      if (random_() % 2 == 0) {
+      if (name_placement_ && random_() % 4 == 0) {
+        name_step();
+      } else if (random_() % 2 == 0) {
+        // A step makes one call: only a close (or abort) can end a lookup here.
+        const std::size_t waiting = stack_.sockets->pending_lookups();
         app_step();
+        closed_waiting_ += waiting - std::min(waiting, stack_.sockets->pending_lookups());
       } else {
         const std::size_t index = random_() % 2;
         replica_step(stack_.replica(index), index);
       }
     }
+    // Whatever the server did, every lookup is settled once its time is up.
+    server_.now_ms += TcpSockets::kLookupTimeoutMs;
+    stack_.sockets->expire_lookups();
+    EXPECT_EQ(stack_.sockets->pending_lookups(), 0u);
     for (int id = 0; id < static_cast<int>(TcpSockets::kMaxSockets); ++id) (void)stack_.sockets->close(id);
     EXPECT_EQ(stack_.sockets->open_sockets(), 0u);
+    const TcpPlacementStats& placement = stack_.sockets->placement_stats();
+    if (name_placement_) {
+      EXPECT_EQ(placement.by_name + placement.by_fallback + lookups_dropped(), server_.received.size() + placement.unsent);
+      // The run did exercise both ways.
+      EXPECT_GT(placement.by_name, 0u);
+      EXPECT_GT(placement.timeouts, 0u);
+    }
   }
 
  private:
@@ -184,6 +208,41 @@ class Fuzzer {
     }
   }
 
+  // The name server answers some lookup it was sent (rightly or not), repeats or forges an answer,
+  // lets time pass, or fills its channel.
+  void name_step() {
+    TcpSockets& sockets = *stack_.sockets;
+    const auto& received = server_.received;
+    const name::NameMessage lookup = received.empty() ? name::NameMessage{} : received[random_() % received.size()];
+    switch (random_() % 7) {
+      case 0:
+      case 1:
+        sockets.handle_name_reply(reply_to(lookup, kReplicaComponents[random_() % 2]));
+        break;
+      case 2:
+        sockets.handle_name_reply(reply_to(lookup, static_cast<ComponentId>(random_() % 16),
+                                           static_cast<name::NameErrc>(random_() % 4)));
+        break;
+      case 3: {
+        name::NameMessage garbage = reply_to(lookup, kReplicaComponents[0]);
+        auto* raw = reinterpret_cast<unsigned char*>(&garbage);
+        for (int flips = 0; flips < 4; ++flips) raw[random_() % sizeof garbage] = static_cast<unsigned char>(random_());
+        sockets.handle_name_reply(garbage);
+        break;
+      }
+      case 4:
+      case 5:
+        server_.now_ms += random_() % 120;
+        sockets.expire_lookups();
+        break;
+      default:
+        server_.room = random_() % 4 != 0;
+    }
+  }
+
+  // Lookups whose connection was closed before they were settled (neither placement counter moves).
+  std::uint64_t lookups_dropped() const { return closed_waiting_; }
+
   void take_kick(FakeReplica& replica, std::uint32_t slot) {
     if (slot >= kSlots) return;
     const std::uint32_t requests = replica.take_requests(slot);
@@ -194,13 +253,16 @@ class Fuzzer {
 
   std::mt19937_64 random_;
   FakeStack stack_;
+  NameServerSide server_;
+  bool name_placement_;
+  std::uint64_t closed_waiting_ = 0;
   std::vector<int> live_;
 };
 
-TEST(TcpSocketsFuzz, RandomCallsAndReplicaBehaviourNeverCrash) {
+void fuzz(bool name_placement) {
   for (int seed = 1; seed <= kSeeds; ++seed) {
     SCOPED_TRACE(::testing::Message() << "seed " << seed);
-    Fuzzer fuzzer(static_cast<std::uint64_t>(seed));
+    Fuzzer fuzzer(static_cast<std::uint64_t>(seed), name_placement);
     fuzzer.run();
     if (::testing::Test::HasFailure()) {
       std::fprintf(stderr, "failing seed: %d\n", seed);
@@ -208,6 +270,10 @@ TEST(TcpSocketsFuzz, RandomCallsAndReplicaBehaviourNeverCrash) {
     }
   }
 }
+
+TEST(TcpSocketsFuzz, RandomCallsAndReplicaBehaviourNeverCrash) { fuzz(false); }
+
+TEST(TcpSocketsFuzz, PlacementByANameServerThatMisbehavesNeverCrashesOrStrands) { fuzz(true); }
 
 }  // namespace
 }  // namespace flotilla::sockets

@@ -7,6 +7,7 @@
 // driver's link emulation (drivers/impaired_port.hpp): this machine's kernel has no sch_netem.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -41,8 +42,24 @@ struct PerfOutcome {
   std::uint64_t mismatches = 0;
   std::vector<std::string> sha256;
   std::vector<int> errors;
+  std::vector<int> replicas;  // by stream: the replica that carried it, -1 for none
+  std::uint64_t placed_by_name = 0;
+  std::uint64_t placed_by_fallback = 0;
   std::string line;
 };
+
+std::vector<int> int_list(const std::string& line, const char* key) {
+  std::vector<int> values;
+  std::smatch match;
+  if (!std::regex_search(line, match, std::regex(std::string("\"") + key + "\":\\[([-0-9,]*)\\]"))) return values;
+  const std::string list = match[1];
+  for (std::size_t at = 0; at < list.size();) {
+    const std::size_t comma = list.find(',', at);
+    values.push_back(std::stoi(list.substr(at, comma - at)));
+    at = comma == std::string::npos ? list.size() : comma + 1;
+  }
+  return values;
+}
 
 PerfOutcome read_report(const std::string& path) {
   PerfOutcome outcome;
@@ -61,14 +78,10 @@ PerfOutcome read_report(const std::string& path) {
   for (auto it = std::sregex_iterator(outcome.line.begin(), outcome.line.end(), digest); it != std::sregex_iterator(); ++it) {
     outcome.sha256.push_back((*it)[1]);
   }
-  if (std::regex_search(outcome.line, match, std::regex("\"errors\":\\[([0-9,]*)\\]"))) {
-    std::string list = match[1];
-    for (std::size_t at = 0; at < list.size();) {
-      const std::size_t comma = list.find(',', at);
-      outcome.errors.push_back(std::stoi(list.substr(at, comma - at)));
-      at = comma == std::string::npos ? list.size() : comma + 1;
-    }
-  }
+  outcome.errors = int_list(outcome.line, "errors");
+  outcome.replicas = int_list(outcome.line, "replicas");
+  outcome.placed_by_name = number("placed_by_name");
+  outcome.placed_by_fallback = number("placed_by_fallback");
   return outcome;
 }
 
@@ -113,14 +126,24 @@ class TcpStack : public StackTest {
 
   // The stack with flotilla-perf (args) and flotilla-tcp-echo on port 7, on a link impaired by
   // the driver's link emulation (`impair`: drivers/impaired_port.hpp; this kernel has no netem).
+  // With `name_placement` the stack has the name fleet too, and flotilla-perf places its
+  // connections by lookups of /net/tcp there.
   void start_with_perf(const std::vector<std::string>& perf_args, std::size_t slots = 16,
-                       const std::string& impair = "") {
+                       const std::string& impair = "", bool name_placement = false) {
     std::vector<std::string> args = perf_args;
     args.insert(args.end(), {"--report", report_path()});
     start("pass all",
-          tcp_app_config("perf", "flotilla-perf", args, slots) +
-              tcp_app_config("tcpecho", "flotilla-tcp-echo", {"--port", "7", "--channels", "tcp0-tcpecho,tcp1-tcpecho"}),
+          tcp_app_config("perf", "flotilla-perf", args, slots, name_placement) +
+              tcp_app_config("tcpecho", "flotilla-tcp-echo", {"--port", "7", "--channels", "tcp0-tcpecho,tcp1-tcpecho"}) +
+              (name_placement ? recovery::kNameFleetConfig : ""),
           "af_xdp", impair);
+  }
+
+  // The name fleet has both replicas as members of /net/tcp (what a lookup picks from).
+  bool replicas_named() const {
+    const std::string table = cli("names").output;
+    return table.find("/net/tcp/0:") != std::string::npos && table.find("/net/tcp/1:") != std::string::npos &&
+           table.find("\n/net/tcp/0 ") != std::string::npos && table.find("\n/net/tcp/1 ") != std::string::npos;
   }
 
   PerfOutcome wait_for_report(std::chrono::milliseconds deadline) {
@@ -309,39 +332,67 @@ TEST_F(TcpStack, ATransferSurvivesFilterAndIpCrashes) {
 
 TEST_F(TcpStack, AReplicaCrashEndsOnlyItsOwnConnections) {
   constexpr std::size_t kConnections = 20;
-  const std::uint64_t bytes = 16u << 20;
-  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes), "--streams",
-                   std::to_string(kConnections), "--connect-retry", "20"});
+  // Every stream sends until this many seconds after flotilla-perf started, so all are still
+  // sending when tcp0 crashes, whenever each connected; the sink checks what each delivered.
+  constexpr int kSeconds = 10;
+  // Each connection is placed by its own lookup of /net/tcp in the name fleet.
+  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", "0", "--seconds",
+                   std::to_string(kSeconds), "--streams", std::to_string(kConnections), "--connect-retry", "30"},
+                  // Room for a fair pick's uneven share, and for the slots of refused attempts that
+                  // the replica has not taken back yet.
+                  2 * kConnections, "", true);
   if (HasFatalFailure() || IsSkipped()) return;
+  // Until the sink listens every attempt is refused and tried again (every 100 ms) with a new
+  // lookup. Attempts placed before the fleet knew the replicas fell back to round robin; two rounds
+  // of refusals after it does, every stream's attempt is one the fleet placed.
+  ASSERT_TRUE(wait_for([&] { return replicas_named(); }, 20s)) << cli("names").output;
+  const auto refusals = [&] { return counter("tcp0", "resets_received") + counter("tcp1", "resets_received"); };
+  const std::int64_t refused_before = refusals();
+  ASSERT_TRUE(wait_for([&] { return refusals() >= refused_before + 2 * static_cast<std::int64_t>(kConnections); }, 20s))
+      << tcp_counters();
+  std::atomic<std::size_t> accepted{0};
   auto sink = std::async(std::launch::async, [&] {
     return in_namespace(names_.peer_namespace, [&] {
-      return kernel_sink(KernelSinkOptions{.port = kPort, .connections = kConnections, .deadline = 180s});
+      return kernel_sink(KernelSinkOptions{.port = kPort, .connections = kConnections, .accepted = &accepted,
+                                           .deadline = 180s});
     });
   });
-  // Both replicas carry connections (the application places them round robin); crash tcp0 mid-way.
+  // Every stream is connected before the crash, so that each is either cut or finishes.
+  ASSERT_TRUE(wait_for([&] { return accepted.load() == kConnections; }, 30s)) << tcp_counters();
+  // Both replicas carry connections (20 fair picks all alike: 2 in a million); crash tcp0 mid-way.
   ASSERT_TRUE(wait_for([&] { return counter("tcp0", "segments_to_ip") > 2000 && counter("tcp1", "segments_to_ip") > 2000; },
                        60s)) << tcp_counters();
   ASSERT_EQ(cli("inject tcp0 crash").exit_code, 0);
   const auto streams = sink.get();
-  ASSERT_EQ(streams.size(), kConnections);
-  const std::string expected = pattern_sha256(bytes);
+  const PerfOutcome report = wait_for_report(30s);
+  ASSERT_TRUE(report.present);
+  RecordProperty("report", report.line);
+  ASSERT_EQ(streams.size(), kConnections) << report.line << "\n" << tcp_counters();
+  ASSERT_EQ(report.replicas.size(), kConnections) << report.line;
+  EXPECT_GE(report.placed_by_name, kConnections) << report.line;
+  const auto on_tcp0 = static_cast<std::size_t>(std::count(report.replicas.begin(), report.replicas.end(), 0));
+  const auto on_tcp1 = static_cast<std::size_t>(std::count(report.replicas.begin(), report.replicas.end(), 1));
+  EXPECT_EQ(on_tcp0 + on_tcp1, kConnections) << report.line;
+  EXPECT_GT(on_tcp0, 0u) << report.line;
+  EXPECT_GT(on_tcp1, 0u) << report.line;
+
   std::size_t intact = 0;
   std::size_t cut = 0;
   for (const StreamResult& stream : streams) {
-    if (stream.bytes == bytes && stream.sha256 == expected && stream.error == 0) {
+    if (stream.error == 0 && stream.bytes > 0 && stream.sha256 == pattern_sha256(stream.bytes)) {
       ++intact;
     } else {
       ++cut;
     }
   }
-  EXPECT_EQ(intact, kConnections / 2) << tcp_counters();
-  EXPECT_EQ(cut, kConnections / 2) << tcp_counters();
-  const PerfOutcome report = wait_for_report(30s);
-  ASSERT_TRUE(report.present);
-  EXPECT_EQ(report.failed_streams, kConnections / 2) << report.line;
-  std::size_t reset = 0;
-  for (int error : report.errors) reset += error == ECONNRESET ? 1 : 0;
-  EXPECT_EQ(reset, kConnections / 2) << report.line;
+  EXPECT_EQ(intact, on_tcp1) << tcp_counters();
+  EXPECT_EQ(cut, on_tcp0) << tcp_counters();
+  // Exactly the streams on tcp0 failed, each with ECONNRESET.
+  EXPECT_EQ(report.failed_streams, on_tcp0) << report.line;
+  ASSERT_EQ(report.errors.size(), kConnections) << report.line;
+  for (std::size_t i = 0; i < kConnections; ++i) {
+    EXPECT_EQ(report.errors[i], report.replicas[i] == 0 ? ECONNRESET : 0) << "stream " << i << ": " << report.line;
+  }
 
   // The restarted replica serves new connections: echo connections spread over both replicas.
   const std::int64_t before = counter("tcp0", "segments_from_ip");

@@ -41,6 +41,7 @@ struct StreamResult {
 struct KernelSinkOptions {
   std::uint16_t port = 5001;
   std::size_t connections = 1;
+  std::atomic<std::size_t>* accepted = nullptr;  // counts the connections accepted
   std::chrono::milliseconds deadline{60'000};
   std::uint64_t pause_after = 0;
   std::chrono::milliseconds pause{0};
@@ -96,6 +97,7 @@ inline std::vector<StreamResult> kernel_sink(const KernelSinkOptions& options) {
       const int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd >= 0) {
         open.push_back(Open{fd, apps::Sha256(), {}, std::chrono::steady_clock::now(), {}, false});
+        if (options.accepted != nullptr) options.accepted->fetch_add(1);
       }
     }
     for (std::size_t i = 0; i < open.size() && first_connection + i < fds.size(); ++i) {

@@ -155,15 +155,23 @@ inline std::string stack_config(const StackNames& names, const std::string& rule
 
 // An application of the native TCP API (sockets/tcp_sockets.hpp) as a component: a channel to each
 // TCP replica and the socket region it shares with each, holding `slots` sockets of the replicas'
-// default ring size (1 MiB each way). Append it to stack_config()'s `extra`.
+// default ring size (1 MiB each way). Append it to stack_config()'s `extra`. With
+// `name_placement`, it also gets a channel "<name>-name0" to the name server name0 and
+// `--name-channel` naming it, so that its connections are placed by the name fleet; the
+// configuration must then have the fleet too (recovery::kNameFleetConfig).
 inline std::string tcp_app_config(const std::string& name, const std::string& binary,
-                                  const std::vector<std::string>& args, std::size_t slots = 16) {
+                                  std::vector<std::string> args, std::size_t slots = 16,
+                                  bool name_placement = false) {
+  if (name_placement) args.insert(args.end(), {"--name-channel", name + "-name0"});
   std::string text = "\n[[component]]\nname = \"" + name + "\"\nbinary = \"" + binary + "\"\nargs = [";
   for (std::size_t i = 0; i < args.size(); ++i) text += (i ? ", \"" : "\"") + args[i] + "\"";
   const std::size_t region_bytes = sockets::TcpRegion::bytes_for(slots, std::size_t{1} << 20);
   text += "]\n\n[[channel]]\nname = \"tcp${replica}-" + name + "\"\na = \"tcp\"\nb = \"" + name +
           "\"\ncapacity = 1024\n\n[[region]]\nname = \"tcp${replica}-" + name + "-tcp\"\nbytes = " +
           std::to_string(region_bytes) + "\nwriters = [\"tcp\", \"" + name + "\"]\n";
+  if (name_placement) {
+    text += "\n[[channel]]\nname = \"" + name + "-name0\"\na = \"" + name + "\"\nb = \"name0\"\ncapacity = 256\n";
+  }
   return text;
 }
 
