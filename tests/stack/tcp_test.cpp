@@ -314,12 +314,12 @@ TEST_F(TcpStack, ATransferSurvivesFilterAndIpCrashes) {
       return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 240s});
     });
   });
-  // Crash the filter and then IP while bytes flow.
-  ASSERT_TRUE(wait_for([&] { return counter("tcp0", "segments_to_ip") + counter("tcp1", "segments_to_ip") > 20000; },
-                       60s)) << tcp_counters();
+  // Crash the filter a tenth of the way in and IP at a third, while bytes flow (1448 per segment).
+  const std::int64_t segments = static_cast<std::int64_t>(bytes / 1448);
+  auto sent = [&] { return counter("tcp0", "segments_to_ip") + counter("tcp1", "segments_to_ip"); };
+  ASSERT_TRUE(wait_for([&] { return sent() > segments / 10; }, 60s)) << tcp_counters();
   ASSERT_EQ(cli("inject pf crash").exit_code, 0);
-  ASSERT_TRUE(wait_for([&] { return counter("tcp0", "segments_to_ip") + counter("tcp1", "segments_to_ip") > 60000; },
-                       60s)) << tcp_counters();
+  ASSERT_TRUE(wait_for([&] { return sent() > segments / 3; }, 60s)) << tcp_counters();
   ASSERT_EQ(cli("inject ip crash").exit_code, 0);
   const auto streams = sink.get();
   ASSERT_EQ(streams.size(), 1u);
