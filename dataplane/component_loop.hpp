@@ -45,6 +45,17 @@ class ComponentLoop {
   Doorbell& doorbell() { return *bell_; }
 
   TimerWheel& timers() { return timers_; }
+  // Keeps `timer` armed for the first millisecond tick at or after `deadline_ns` (monotonic_ns), so
+  // an idle loop wakes for work no ring announces (a protocol timer, a frame held back);
+  // UINT64_MAX disarms it. Touches the wheel only when the deadline's tick changed.
+  void wake_at(Timer& timer, std::uint64_t deadline_ns) {
+    if (deadline_ns == UINT64_MAX) {
+      if (timer.armed()) timers_.cancel(timer);
+      return;
+    }
+    const std::uint64_t tick = deadline_ns / 1'000'000 + 1;
+    if (!timer.armed() || timer.expires_ms() != tick) timers_.arm(timer, tick);
+  }
   CounterBlock& counters() { return *counters_; }
   std::uint64_t now_ms() const { return timers_.now_ms(); }
 

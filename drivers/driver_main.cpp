@@ -198,10 +198,7 @@ int main(int argc, char** argv) {
   Timer release_held([](Timer&) {});
   std::array<BufferHandle, ComponentLoop::kBurst> received{};
   (void)host.loop().add_poller([&] {
-    if (impaired != nullptr && !release_held.armed()) {
-      const std::uint64_t due = impaired->next_release_ns();
-      if (due != UINT64_MAX) host.loop().timers().arm(release_held, due / 1'000'000 + 1);
-    }
+    if (impaired != nullptr) host.loop().wake_at(release_held, impaired->next_release_ns());
     bool worked = port.service();
     const std::size_t count = port.receive_burst(received);
     for (std::size_t i = 0; i < count; ++i) {

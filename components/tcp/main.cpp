@@ -165,19 +165,11 @@ int main(int argc, char** argv) {
     }
   });
 
-  // The engine's deadlines in nanoseconds; the loop sleeps until its timer wheel's next expiry, so
-  // a timer is kept armed at the engine's next deadline (rounded up to the wheel's millisecond).
-  Timer wake([&](Timer&) {});
-  std::uint64_t armed_ms = UINT64_MAX;
+  // The engine's timers are no ring's messages: a loop timer wakes the loop for the next one.
+  Timer wake([](Timer&) {});
   (void)host.loop().add_poller([&] {
     const bool worked = server.poll(monotonic_ns());
-    const std::uint64_t deadline = server.next_deadline_ns();
-    const std::uint64_t deadline_ms = deadline == UINT64_MAX ? UINT64_MAX : deadline / 1'000'000 + 1;
-    if (deadline_ms != armed_ms || (deadline_ms != UINT64_MAX && !wake.armed())) {
-      if (wake.armed()) host.loop().timers().cancel(wake);
-      if (deadline_ms != UINT64_MAX) host.loop().timers().arm(wake, deadline_ms);
-      armed_ms = deadline_ms;
-    }
+    host.loop().wake_at(wake, server.next_deadline_ns());
     return worked;
   });
   std::fprintf(stderr, "flotilla-tcp: replica %u of %u at %s, %zu application(s)\n", index, replicas,

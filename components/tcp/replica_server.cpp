@@ -287,9 +287,7 @@ ConnectionOptions ReplicaServer::options_from(std::uint8_t bits) const {
   return options;
 }
 
-std::uint16_t ReplicaServer::pick_local_port(std::uint32_t remote_address, std::uint16_t remote_port) {
-  (void)remote_address;
-  (void)remote_port;
+std::uint16_t ReplicaServer::pick_local_port() {
   const std::uint32_t per_replica = kEphemeralCount / settings_.count;
   const std::uint32_t step = next_port_++ % per_replica;
   return static_cast<std::uint16_t>(kFirstEphemeral + step * settings_.count + settings_.index);
@@ -349,7 +347,7 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
   Result<ConnectionHandle> connected = Error{Errc::invalid_argument, 0, "no port"};
   const std::uint32_t attempts = open.local_port != 0 ? 1 : 64;
   for (std::uint32_t attempt = 0; attempt < attempts; ++attempt) {
-    if (open.local_port == 0) tuple.local_port = pick_local_port(open.remote_address, open.remote_port);
+    if (open.local_port == 0) tuple.local_port = pick_local_port();
     connected = engine_->connect(tuple, rings_of(app, *index), options_from(open.options), now_ns);
     if (connected || connected.error().code == Errc::exhausted) break;
   }

@@ -149,7 +149,8 @@ class ReplicaServer final : public EngineHost {
   void send_app(std::size_t app, const Message& message);
   void send_ip_control(const Message& message);
   void send_flow_binding(const FourTuple& tuple, stack::BindingChange change);
-  std::uint16_t pick_local_port(std::uint32_t remote_address, std::uint16_t remote_port);
+  // The next ephemeral port of this replica's share (the engine refuses a tuple in use).
+  std::uint16_t pick_local_port();
   const Place* place_of(ConnectionHandle connection) const;
   ConnectionOptions options_from(std::uint8_t bits) const;
 

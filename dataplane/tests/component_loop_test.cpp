@@ -120,6 +120,27 @@ TEST(ComponentLoop, TimersFireAndCanStopTheLoop) {
   EXPECT_EQ(fixture.counters.read(Counter::timers_fired), 5u);
 }
 
+TEST(ComponentLoop, WakeAtKeepsATimerOnTheDeadlinesTick) {
+  LoopFixture fixture;
+  ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::busy_poll());
+  int fired = 0;
+  Timer timer([&](Timer&) { ++fired; });
+  loop.wake_at(timer, 5'000'000'000);  // 5 s: the tick after it, 5001 ms
+  ASSERT_TRUE(timer.armed());
+  EXPECT_EQ(timer.expires_ms(), 5001u);
+  loop.wake_at(timer, 5'000'400'000);  // same tick: nothing moves
+  EXPECT_EQ(timer.expires_ms(), 5001u);
+  loop.wake_at(timer, 3'000'000'000);  // earlier: re-armed
+  EXPECT_EQ(timer.expires_ms(), 3001u);
+  loop.wake_at(timer, UINT64_MAX);  // nothing due: disarmed
+  EXPECT_FALSE(timer.armed());
+  EXPECT_EQ(loop.timers().armed_count(), 0u);
+  // A deadline already past fires on the next pass that moves the clock on.
+  loop.wake_at(timer, 1'000'000);
+  (void)loop.poll_once(monotonic_ns() + 2'000'000);
+  EXPECT_EQ(fired, 1);
+}
+
 // A sleeping loop in another process is woken by a producer's doorbell and serves every message.
 TEST(ComponentLoop, SleepingLoopWakesForEveryMessage) {
   LoopFixture fixture;
