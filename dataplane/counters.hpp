@@ -22,7 +22,7 @@ enum class Counter : std::uint32_t {
   ring_full,        // sends that found the output ring full
   sleeps,           // times the loop blocked on its doorbell
   futex_waits,      // futex wait system calls made
-  futex_wakes,      // futex wake system calls made, as a producer waking a sleeping consumer
+  futex_wakes,      // wake-up system calls made (futex or eventfd), as a producer waking a sleeping consumer
   wasted_wakes,     // woke from a doorbell and found no work
   sleep_timeouts,   // sleeps that ended by their time limit, not by a wake-up
   drops,            // inputs dropped for any reason

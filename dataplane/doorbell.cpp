@@ -28,6 +28,12 @@ void futex_wake_one(std::atomic<std::uint32_t>& word) {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
 }
 
+void eventfd_wake(int fd) {
+  const std::uint64_t one = 1;
+  // EAGAIN (the counter is at its maximum) still leaves the eventfd readable: nothing is lost.
+  [[maybe_unused]] const ssize_t written = ::write(fd, &one, sizeof(one));
+}
+
 namespace {
 
 // The TSC rate, measured once against the monotonic clock; UMWAIT deadlines are in TSC ticks.

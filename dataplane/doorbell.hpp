@@ -14,7 +14,10 @@
 namespace flotilla {
 
 struct alignas(kCacheLine) Doorbell {
-  enum Mode : std::uint32_t { awake = 0, futex_sleep = 1, umwait_sleep = 2 };
+  // eventfd_sleep: a process that is not a component loop (a program on the preload library)
+  // sleeps in poll/epoll on an eventfd beside its own descriptors; producers that were given that
+  // eventfd write it.
+  enum Mode : std::uint32_t { awake = 0, futex_sleep = 1, umwait_sleep = 2, eventfd_sleep = 3 };
 
   std::atomic<std::uint32_t> sleeping{awake};
   std::atomic<std::uint32_t> sequence{0};  // the futex word / UMONITOR target; bumped per wake-up
@@ -24,7 +27,8 @@ static_assert(sizeof(Doorbell) == kCacheLine);
 // Producer side, called after a release store published new messages. The full fence orders
 // that store before the load of `sleeping`; the consumer fences the other way round, so at least
 // one of the two sees the other's write and no wake-up is lost.
-inline void ring_doorbell(Doorbell& doorbell, CounterBlock* counters);
+// `wake_fd` is the consumer's eventfd when it sleeps in eventfd mode (-1: it never does).
+inline void ring_doorbell(Doorbell& doorbell, CounterBlock* counters, int wake_fd = -1);
 
 enum class WaitOutcome { woken, timed_out, interrupted };
 
@@ -33,13 +37,15 @@ enum class WaitOutcome { woken, timed_out, interrupted };
 WaitOutcome futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                        std::chrono::nanoseconds timeout);
 void futex_wake_one(std::atomic<std::uint32_t>& word);
+// Adds one to an eventfd (a consumer asleep in eventfd mode).
+void eventfd_wake(int fd);
 
 // UMONITOR/UMWAIT on the doorbell word until it changes or `timeout` passes. Only call when
 // cpu_has_waitpkg() is true.
 WaitOutcome umwait_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                         std::chrono::nanoseconds timeout);
 
-inline void ring_doorbell(Doorbell& doorbell, CounterBlock* counters) {
+inline void ring_doorbell(Doorbell& doorbell, CounterBlock* counters, int wake_fd) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (doorbell.sleeping.load(std::memory_order_relaxed) == Doorbell::awake) return;
   // Take the flag down first, so that when several producers race only one pays for the syscall.
@@ -48,6 +54,10 @@ inline void ring_doorbell(Doorbell& doorbell, CounterBlock* counters) {
   doorbell.sequence.fetch_add(1, std::memory_order_release);
   if (mode == Doorbell::futex_sleep) {
     futex_wake_one(doorbell.sequence);
+    if (counters != nullptr) counters->add(Counter::futex_wakes);
+  }
+  if (mode == Doorbell::eventfd_sleep && wake_fd >= 0) {
+    eventfd_wake(wake_fd);
     if (counters != nullptr) counters->add(Counter::futex_wakes);
   }
   // umwait_sleep: the store to the monitored line is itself the wake-up.

@@ -113,7 +113,7 @@ class RingProducer : public RingEnd {
       counters_->add(Counter::messages_out, count);
       counters_->add(Counter::bursts_out);
     }
-    if (bell_ != nullptr) ring_doorbell(*bell_, counters_);
+    if (bell_ != nullptr) ring_doorbell(*bell_, counters_, consumer_wake_fd_);
     return count;
   }
 
@@ -125,6 +125,9 @@ class RingProducer : public RingEnd {
     return static_cast<std::size_t>(capacity_ - (head_ - tail_seen_));
   }
 
+  // The consumer sleeps on this eventfd rather than a futex (doorbell.hpp, eventfd_sleep).
+  void set_consumer_wake_fd(int fd) { consumer_wake_fd_ = fd; }
+
   std::uint64_t published() const { return head_; }
   std::uint64_t consumer_incarnation() const {
     return layout_->header.consumer_incarnation.load(std::memory_order_acquire);
@@ -134,6 +137,7 @@ class RingProducer : public RingEnd {
   std::uint64_t head_ = 0;       // our own index, authoritative while we live
   std::uint64_t tail_seen_ = 0;  // cached copy of the consumer's index
   Doorbell* bell_ = nullptr;
+  int consumer_wake_fd_ = -1;
 };
 
 class RingConsumer : public RingEnd {

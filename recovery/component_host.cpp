@@ -1,6 +1,7 @@
 #include "recovery/component_host.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -8,23 +9,36 @@
 #include <cstring>
 
 #include "dataplane/clock.hpp"
+#include "dataplane/fd_passing.hpp"
+#include "recovery/control_address.hpp"
 
 namespace flotilla::recovery {
 namespace {
 
 // Takes over a descriptor the supervisor placed at `fd`, keeping its number. Close-on-exec, so
 // nothing this component might start inherits it.
-Result<SharedRegion> attach_fd(int fd, SharedRegion::Access access = SharedRegion::Access::read_write) {
+Result<UniqueFd> take_inherited(int fd) {
   if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
     return Error::from_errno("not started by the Flotilla supervisor (its descriptors are missing); "
                              "components run under 'flotilla up'");
   }
-  return SharedRegion::attach(UniqueFd(fd), access);
+  return UniqueFd(fd);
 }
 
 }  // namespace
 
 Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) {
+  return attach_descriptors(policy, take_inherited);
+}
+
+Result<std::unique_ptr<ComponentHost>> ComponentHost::attach_descriptors(
+    WaitPolicy policy, const std::function<Result<UniqueFd>(int)>& descriptor) {
+  const auto attach_fd = [&](int fd, SharedRegion::Access access = SharedRegion::Access::read_write)
+      -> Result<SharedRegion> {
+    auto taken = descriptor(fd);
+    if (!taken) return taken.error();
+    return SharedRegion::attach(std::move(taken.value()), access);
+  };
   std::unique_ptr<ComponentHost> host(new ComponentHost());
   auto control = attach_fd(kControlFd);
   if (!control) return control.error();
@@ -77,6 +91,12 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
     auto end = attach_channel(region->bytes(), grant.capacity, side, host->incarnation_,
                               &table->bells[grant.peer], &block.counters);
     if (!end) return end.error();
+    if (grant.peer_wake_fd >= 0) {
+      auto wake = descriptor(grant.peer_wake_fd);
+      if (!wake) return wake.error();
+      end->out.set_consumer_wake_fd(wake->get());
+      host->peer_wake_fds_.push_back(std::move(wake.value()));
+    }
     host->channel_regions_.push_back(std::move(region.value()));
     host->channels_.push_back(end.value());
   }
@@ -92,6 +112,12 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
     auto region = attach_fd(grant.fd, access);
     if (!region) return region.error();
     host->regions_.push_back(std::move(region.value()));
+  }
+
+  if (block.wake_fd >= 0) {
+    auto wake = descriptor(block.wake_fd);
+    if (!wake) return wake.error();
+    host->wake_ = std::move(wake.value());
   }
 
   auto rings = host->control_.bytes().subspan(ControlBlock::rings_offset());
@@ -113,6 +139,54 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
   }
   if (auto s = host->loop_->add_poller([self] { return self->poll_faults(); }); !s) return s.error();
   return host;
+}
+
+Result<std::unique_ptr<ComponentHost>> ComponentHost::lease(const std::string& socket_path) {
+  auto connection = connect_control(socket_path);
+  if (!connection) return connection.error();
+  static constexpr char kRequest[] = "lease";
+  if (::send(connection->get(), kRequest, sizeof(kRequest) - 1, MSG_NOSIGNAL) < 0) {
+    return Error::from_errno("lease request");
+  }
+  char reply[512];
+  auto received = recv_fds(connection->get(), std::as_writable_bytes(std::span(reply, sizeof(reply) - 1)));
+  if (!received) return received.error();
+  reply[received->payload_bytes] = '\0';
+  const std::string_view answer(reply, received->payload_bytes);
+  if (!answer.starts_with("ok\n")) {
+    // Kept for the life of the process: the error's context must outlive this call.
+    static thread_local std::string refusal;
+    refusal = std::string(answer.starts_with("error: ") ? answer.substr(7) : answer);
+    while (!refusal.empty() && refusal.back() == '\n') refusal.pop_back();
+    const Errc code = refusal.starts_with("no free") ? Errc::exhausted : Errc::invalid_argument;
+    return Error{code, 0, refusal.c_str()};
+  }
+  // The descriptors come in the fixed order of control_block.hpp, from kControlFd on.
+  std::vector<UniqueFd>& fds = received->fds;
+  auto host = attach_descriptors(WaitPolicy{}, [&fds](int number) -> Result<UniqueFd> {
+    const int index = number - kControlFd;
+    if (index < 0 || static_cast<std::size_t>(index) >= fds.size() || !fds[static_cast<std::size_t>(index)].valid()) {
+      return Error{Errc::bad_layout, 0, "lease: the control block names a descriptor that was not sent"};
+    }
+    return std::move(fds[static_cast<std::size_t>(index)]);
+  });
+  if (!host) return host.error();
+  if (!(*host)->wake_.valid()) return Error{Errc::bad_layout, 0, "lease: no wake eventfd"};
+  (*host)->lease_ = std::move(connection.value());
+  (*host)->disarm_wake();  // a previous lessee may have left the eventfd readable
+  return host;
+}
+
+void ComponentHost::arm_wake() {
+  Doorbell& bell = loop_->doorbell();
+  bell.sleeping.store(Doorbell::eventfd_sleep, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with ring_doorbell's fence
+}
+
+void ComponentHost::disarm_wake() {
+  loop_->doorbell().sleeping.store(Doorbell::awake, std::memory_order_relaxed);
+  std::uint64_t count = 0;
+  if (wake_.valid()) [[maybe_unused]] const ssize_t drained = ::read(wake_.get(), &count, sizeof(count));
 }
 
 std::span<std::byte> ComponentHost::region(std::string_view name) {

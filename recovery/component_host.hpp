@@ -3,12 +3,25 @@
 // control_block.hpp), attaches its channels as this incarnation, and builds its component loop.
 // The host also carries out injected faults inside the loop and tells the supervisor when the
 // first message after a restart has been served ("recovered").
+//
+// A program the supervisor did not start (one run with `flotilla run`, through the preload
+// library) calls ComponentHost::lease() instead: it asks the supervisor, over the control socket,
+// for one of the configuration's external components (an application slot), receives that
+// slot's descriptors, and is that component until the lease ends. The lease ends when every copy
+// of lease_fd() is closed (the process and any children it forked exit); the supervisor then
+// tells the slot's peers that it restarted, so they drop what it left behind. Such a program does
+// not run the loop: it calls loop().poll_once() when it wants its messages handled, and it sleeps
+// in its own poll/epoll_wait on wake_fd() beside its other descriptors:
+//   host.arm_wake();                       // the doorbell now says "asleep on the eventfd"
+//   if (!host.loop().poll_once() && !anything_else_ready) poll({wake_fd(), ...}, timeout);
+//   host.disarm_wake();                    // flag down, eventfd drained
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -27,6 +40,20 @@ class ComponentHost {
   using ControlHandler = std::function<void(const Message& message)>;
 
   static Result<std::unique_ptr<ComponentHost>> attach(WaitPolicy policy);
+  // Leases an application slot from the supervisor listening at `socket_path`. Errc::closed: no
+  // supervisor listens there; Errc::exhausted: every slot is leased; Errc::invalid_argument: it
+  // refused (the message is in the error's context).
+  static Result<std::unique_ptr<ComponentHost>> lease(const std::string& socket_path);
+
+  // Leased hosts only (-1 otherwise): the connection holding the lease (readable, with POLLHUP,
+  // once the supervisor is gone), and the eventfd the stack writes while this process sleeps.
+  int lease_fd() const { return lease_.get(); }
+  int wake_fd() const { return wake_.get(); }
+  // Before sleeping on wake_fd(): raises the doorbell's eventfd flag (with the fence the protocol
+  // needs). The caller must then look at its inputs once more before it sleeps.
+  void arm_wake();
+  // After waking (or deciding not to sleep): lowers the flag and drains the eventfd.
+  void disarm_wake();
 
   ComponentId id() const { return block_->id; }
   std::uint64_t incarnation() const { return incarnation_; }
@@ -69,6 +96,10 @@ class ComponentHost {
 
  private:
   ComponentHost() = default;
+  // What attach() and lease() share: `descriptor(n)` hands over the descriptor that stands for the
+  // fixed number n of control_block.hpp.
+  static Result<std::unique_ptr<ComponentHost>> attach_descriptors(
+      WaitPolicy policy, const std::function<Result<UniqueFd>(int)>& descriptor);
   bool poll_faults();
   void on_control(std::span<const Message> messages);
   void report_recovered();
@@ -89,6 +120,9 @@ class ComponentHost {
   ControlHandler control_handler_;
   bool recovery_reported_ = false;
   bool corrupt_next_ = false;
+  std::vector<UniqueFd> peer_wake_fds_;  // eventfds of leased peers, written by our channel ends
+  UniqueFd lease_;
+  UniqueFd wake_;
 };
 
 }  // namespace flotilla::recovery

@@ -148,12 +148,25 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
   std::set<std::string> names;
   for (const toml::node& node : *array) {
     const toml::table& table = *node.as_table();
-    reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes", "pool", "replicas"},
+    reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes", "pool", "replicas", "external"},
                         "[[component]]");
     ComponentConfig component;
     component.name = unique_name(table, node, names, "component");
-    component.binary = text(table, "binary", node);
-    if (component.binary.empty()) fail(*table.get("binary"), "'binary' is empty");
+    if (const toml::node* external = table.get("external")) {
+      if (!external->is_boolean()) fail(*external, "'external' must be true or false");
+      component.external = *external->value<bool>();
+    }
+    if (component.external) {
+      for (const char* key : {"binary", "args", "core", "replicas"}) {
+        if (const toml::node* given = table.get(key)) {
+          fail(*given, std::string("an external component is started with 'flotilla run', so '") + key +
+                           "' means nothing for it");
+        }
+      }
+    } else {
+      component.binary = text(table, "binary", node);
+      if (component.binary.empty()) fail(*table.get("binary"), "'binary' is empty");
+    }
     if (const toml::node* args = table.get("args")) {
       const toml::array* list = args->as_array();
       if (list == nullptr) fail(*args, "'args' must be an array of strings");

@@ -23,6 +23,9 @@ struct ComponentConfig {
   // Their args may use ${replica.index} and ${replica.count}; a channel or region that names the
   // group is made once per replica, with ${replica} in its name replaced by the index.
   std::string group = {};  // empty unless replicated
+  // Not started by the supervisor: an application slot a program leases with `flotilla run`
+  // (ComponentHost::lease). No binary; its channels and regions are made like any other's.
+  bool external = false;
   int replica_index = -1;
   int replica_count = 0;
 };

@@ -5,7 +5,12 @@
 // The descriptors a component receives sit at fixed numbers, so nothing needs parsing:
 //   3 control region (this layout)   4 doorbells of every component   5 state store
 //   6 buffer pool                    7.. one per channel, in ChannelGrant order, then one per
-//                                    declared region, in RegionGrant order
+//                                    declared region, in RegionGrant order, then the wake
+//                                    eventfds of leased peers (ChannelGrant::peer_wake_fd)
+//
+// A leased component (an external one: a program started with `flotilla run`, not by the
+// supervisor) gets the same descriptors over the control socket, in the same order, with its own
+// wake eventfd last (ControlBlock::wake_fd); it maps the numbers above onto what it received.
 #pragma once
 
 #include <atomic>
@@ -37,6 +42,8 @@ inline constexpr std::uint32_t kControlRingCapacity = 64;
 enum class ChannelSideCode : std::uint32_t { a = 0, b = 1 };
 
 inline constexpr std::uint32_t kMaxRegionsPerComponent = 8;
+// control, bells, state, pool, the channels, the regions, a wake eventfd per channel, our own.
+inline constexpr std::uint32_t kMaxGrantedDescriptors = 4 + 2 * kMaxChannelsPerComponent + kMaxRegionsPerComponent + 1;
 
 // A shared region the configuration declares ([[region]]): named, sized, and handed to some
 // components writable and to others read-only.
@@ -53,6 +60,9 @@ struct ChannelGrant {
   ChannelSideCode side;
   ComponentId peer;
   std::int32_t fd;
+  // The peer is a leased component that sleeps on an eventfd rather than a futex: the descriptor
+  // of that eventfd, written when this end sends while the peer sleeps; -1 otherwise.
+  std::int32_t peer_wake_fd;
 };
 
 enum class Fault : std::uint32_t { none = 0, crash = 1, abort = 2, hang = 3, corrupt = 4 };
@@ -107,7 +117,7 @@ struct RecoveredNotice {
 
 struct alignas(kCacheLine) ControlBlock {
   static constexpr std::uint64_t kMagic = 0x6c7274436f6c6646ull;  // "FloCtrl"
-  static constexpr std::uint32_t kVersion = 3;
+  static constexpr std::uint32_t kVersion = 4;
 
   std::uint64_t magic;
   std::uint32_t version;
@@ -118,7 +128,7 @@ struct alignas(kCacheLine) ControlBlock {
   std::uint32_t reserved;
   ChannelGrant channels[kMaxChannelsPerComponent];
   std::uint32_t region_count;
-  std::uint32_t reserved_regions;
+  std::int32_t wake_fd;  // leased components: the eventfd their peers write (see above); else -1
   RegionGrant regions[kMaxRegionsPerComponent];
 
   alignas(kCacheLine) std::atomic<std::uint32_t> fault_request;  // a Fault, set by the supervisor

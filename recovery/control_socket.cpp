@@ -1,5 +1,7 @@
 #include "recovery/control_socket.hpp"
 
+#include "dataplane/fd_passing.hpp"
+
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,16 +14,6 @@
 
 namespace flotilla::recovery {
 namespace {
-
-Result<sockaddr_un> address_of(const std::string& path) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(address.sun_path)) {
-    return Error{Errc::invalid_argument, 0, "control socket path is empty or too long"};
-  }
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  return address;
-}
 
 std::vector<std::string> words_of(const std::string& text) {
   std::istringstream stream(text);
@@ -105,6 +97,7 @@ std::string status_json(const Supervisor& supervisor) {
 std::string counters_text(const Supervisor& supervisor) {
   std::ostringstream out;
   for (const ComponentView& view : supervisor.components()) {
+    if (view.status == ComponentStatus::idle) continue;  // an application slot nobody holds
     const CounterBlock* counters = supervisor.counters_of(view.name);
     out << view.name;
     for (std::size_t i = 0; i < kCounterCount; ++i) {
@@ -126,14 +119,8 @@ std::string counters_text(const Supervisor& supervisor) {
 
 }  // namespace
 
-std::string default_socket_path() {
-  if (const char* path = std::getenv("FLOTILLA_SOCKET"); path != nullptr && *path != '\0') return path;
-  if (::getuid() == 0) return "/run/flotilla/control.sock";
-  return "/tmp/flotilla-" + std::to_string(::getuid()) + "/control.sock";
-}
-
 Result<ControlServer> ControlServer::listen(const std::string& path) {
-  auto address = address_of(path);
+  auto address = control_address(path);
   if (!address) return address.error();
   // The socket's folder is ours alone; creating it 0700 keeps others out before chmod does.
   const std::string folder = path.substr(0, path.find_last_of('/'));
@@ -175,6 +162,7 @@ void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& rea
       if (got == 0 || (errno != EAGAIN && errno != EINTR)) finished.push_back(i - 1);
       continue;
     }
+    Client& client = clients_[i - 1];
     request.resize(static_cast<std::size_t>(got));
     if (!clients_[i - 1].permitted) {
       // Answered only after its request is read, so that closing does not reset the connection
@@ -184,11 +172,17 @@ void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& rea
       finished.push_back(i - 1);
       continue;
     }
+    if (words_of(request) == std::vector<std::string>{"lease"}) {
+      serve_lease(supervisor, client);
+      continue;
+    }
     std::string reply = handle(supervisor, request);
     if (reply.size() > kMaxControlPacket) reply = "error: reply too large\n";
     ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   for (auto it = finished.rbegin(); it != finished.rend(); ++it) {
+    const Client& client = clients_[*it];
+    if (!client.leased.empty()) supervisor.release(client.leased);  // every copy of it closed
     clients_.erase(clients_.begin() + static_cast<std::ptrdiff_t>(*it));
   }
   if (!ready.empty() && (ready[0].revents & POLLIN) != 0) {
@@ -199,9 +193,27 @@ void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& rea
       socklen_t length = sizeof(peer);
       const bool permitted = ::getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) == 0 &&
                              (peer.uid == 0 || peer.uid == ::getuid());
-      clients_.push_back(Client{std::move(client), permitted});
+      clients_.push_back(Client{std::move(client), permitted, peer.pid, {}});
     }
   }
+}
+
+void ControlServer::serve_lease(Supervisor& supervisor, Client& client) {
+  std::string refusal;
+  if (!client.leased.empty()) {
+    refusal = "error: this connection holds a lease already\n";
+  } else if (auto lease = supervisor.lease(client.pid); !lease) {
+    refusal = std::string("error: ") + lease.error().context + "\n";
+  } else {
+    const std::string reply = "ok\n" + lease->name + "\n";
+    if (auto sent = send_fds(client.fd.get(), std::as_bytes(std::span(reply)), lease->fds); !sent) {
+      supervisor.release(lease->name);  // the program never got it
+      return;
+    }
+    client.leased = lease->name;
+    return;
+  }
+  ::send(client.fd.get(), refusal.data(), refusal.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 void ControlServer::run_schedule(Supervisor& supervisor) {
@@ -284,15 +296,9 @@ std::string ControlServer::handle(Supervisor& supervisor, const std::string& req
 
 Result<std::string> control_request(const std::string& path, const std::string& request,
                                     std::string* error_text) {
-  auto address = address_of(path);
-  if (!address) return address.error();
-  UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-  if (!socket.valid()) return Error::from_errno("socket");
-  if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&address.value()),
-                sizeof(sockaddr_un)) != 0) {
-    if (errno == ENOENT || errno == ECONNREFUSED) return Error{Errc::closed, errno, "connect"};
-    return Error::from_errno("connect to the supervisor");
-  }
+  auto connected = connect_control(path);
+  if (!connected) return connected.error();
+  UniqueFd socket = std::move(connected.value());
   timeval limit{10, 0};  // a supervisor that does not answer in 10 s is as good as gone
   ::setsockopt(socket.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
   // A supervisor that refuses us answers at once and hangs up, so our send may fail: its answer

@@ -4,7 +4,9 @@
 // the answer after it.
 //
 // Requests:  status | status-json | events FROM | counters | inject COMPONENT FAULT [AT_MS] |
-//            names | down
+//            names | down | lease
+// `lease` (ComponentHost::lease) is answered with descriptors attached, and the connection then
+// holds an application slot until it closes.
 #pragma once
 
 #include <poll.h>
@@ -17,6 +19,7 @@
 
 #include "dataplane/result.hpp"
 #include "dataplane/unique_fd.hpp"
+#include "recovery/control_address.hpp"
 #include "recovery/supervisor.hpp"
 
 namespace flotilla::recovery {
@@ -24,9 +27,6 @@ namespace flotilla::recovery {
 inline constexpr std::size_t kMaxControlPacket = 64 * 1024;
 inline constexpr std::size_t kEventsPerReply = 200;
 
-// $FLOTILLA_SOCKET, else /run/flotilla/control.sock for root, /tmp/flotilla-UID/control.sock
-// for anyone else.
-std::string default_socket_path();
 
 class ControlServer {
  public:
@@ -58,7 +58,11 @@ class ControlServer {
   struct Client {
     UniqueFd fd;
     bool permitted;  // peer credentials: root or the supervisor's own user
+    pid_t pid;
+    std::string leased;  // the application slot this connection holds, if any
   };
+  // `lease`: hands the client an application slot's descriptors; the connection holds the lease.
+  void serve_lease(Supervisor& supervisor, Client& client);
   std::vector<Client> clients_;
   std::vector<Scheduled> schedule_;
   bool down_requested_ = false;

@@ -7,6 +7,7 @@
 // server, and the name fleet), which needs no privileges; the supervisor's own tests run it.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace flotilla::recovery {
@@ -96,6 +97,32 @@ writers = ["udp"]
 readers = ["echo"]
 )";
 
+// Application slots: external components that programs started with `flotilla run` lease (the
+// preload library, through ComponentHost::lease). Each has a channel and a socket region to every
+// TCP replica, and a channel to the UDP server with its exposed-socket region.
+inline constexpr int kAppSlots = 4;
+inline constexpr std::uint64_t kAppSocketsPerReplica = 64;
+// sockets::TcpRegion::bytes_for(kAppSocketsPerReplica, 1 MiB rings): a header page, then per slot
+// a control page and two rings.
+inline constexpr std::uint64_t kAppTcpRegionBytes = 4096 + kAppSocketsPerReplica * (4096 + 2 * (1u << 20));
+
+inline std::string app_slots_config(int slots = kAppSlots) {
+  std::string text;
+  for (int i = 0; i < slots; ++i) {
+    const std::string name = "app" + std::to_string(i);
+    text += "\n[[component]]\nname = \"" + name + "\"\nexternal = true\n"
+            "\n[[channel]]\nname = \"tcp${replica}-" + name + "\"\na = \"tcp\"\nb = \"" + name +
+            "\"\ncapacity = 1024\n"
+            "\n[[region]]\nname = \"tcp${replica}-" + name + "-tcp\"\nbytes = " +
+            std::to_string(kAppTcpRegionBytes) + "\nwriters = [\"tcp\", \"" + name + "\"]\n"
+            "\n[[channel]]\nname = \"udp-" + name + "\"\na = \"udp\"\nb = \"" + name +
+            "\"\ncapacity = 1024\n"
+            "\n[[region]]\nname = \"udp-" + name + "-sockets\"\nbytes = 16384\nwriters = [\"udp\"]\nreaders = [\"" +
+            name + "\"]\n";
+  }
+  return text;
+}
+
 // A name fleet of two servers.
 inline constexpr const char* kNameFleetConfig = R"(
 [[component]]
@@ -131,7 +158,7 @@ peer_address = "10.77.0.1/24"
 rules = """
 pass all
 """
-)") + kStackComponentsConfig + kNameFleetConfig;
+)") + kStackComponentsConfig + app_slots_config() + kNameFleetConfig;
 
 inline const std::string kEchoChainConfig = std::string(R"(# the echo chain and a name fleet: what the supervisor tests run
 [supervisor]

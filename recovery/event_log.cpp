@@ -17,6 +17,8 @@ std::string_view event_kind_name(EventKind kind) {
     case EventKind::stopped: return "stopped";
     case EventKind::registered: return "registered";
     case EventKind::joined: return "joined";
+    case EventKind::leased: return "leased";
+    case EventKind::released: return "released";
   }
   return "unknown";
 }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -26,6 +27,8 @@ std::string_view status_name(ComponentStatus status) {
     case ComponentStatus::awaiting_restart: return "restarting";
     case ComponentStatus::failed: return "failed";
     case ComponentStatus::stopped: return "stopped";
+    case ComponentStatus::idle: return "idle";
+    case ComponentStatus::leased: return "leased";
   }
   return "unknown";
 }
@@ -51,7 +54,8 @@ std::string signal_text(int signal) {
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   if (core >= 0) (void)pin_to_core(core);
-  int moved[kMaxChannelsPerComponent + kMaxRegionsPerComponent + 4];
+  int moved[kMaxGrantedDescriptors];
+  if (fd_count > kMaxGrantedDescriptors) ::_exit(126);
   for (std::size_t i = 0; i < fd_count; ++i) {
     moved[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 64);  // out of the way of the targets
     if (moved[i] < 0) ::_exit(126);
@@ -70,6 +74,10 @@ Result<std::unique_ptr<Supervisor>> Supervisor::create(SupervisorConfig config,
                                                        const std::string& binary_dir) {
   std::vector<std::string> binaries;
   for (const auto& component : config.components) {
+    if (component.external) {
+      binaries.emplace_back();
+      continue;
+    }
     std::string path = component.binary.find('/') == std::string::npos
                            ? binary_dir + "/" + component.binary
                            : component.binary;
@@ -135,6 +143,12 @@ Status Supervisor::create_regions() {
     if (!consumer) return consumer.error();
     slot->to_component = producer.value();
     slot->from_component = consumer.value();
+    slot->block->wake_fd = -1;
+    if (slot->config.external) {
+      slot->status = ComponentStatus::idle;
+      slot->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+      if (!slot->wake.valid()) return Error::from_errno("eventfd");
+    }
     if (is_name_server_binary(slot->binary)) {
       slot->name_server = true;
       auto link = SharedRegion::create("flotilla-channel-supervisor-" + slot->config.name,
@@ -194,36 +208,39 @@ Status Supervisor::create_regions() {
 
 Status Supervisor::start() {
   for (auto& slot : slots_) {
-    if (slot->status != ComponentStatus::not_started) continue;
+    if (slot->status != ComponentStatus::not_started) continue;  // external slots are idle
     if (auto status = spawn(*slot); !status) return status;
   }
   return {};
 }
 
-Status Supervisor::spawn(Slot& slot) {
-  ++slot.incarnation;
+std::vector<int> Supervisor::grant_descriptors(Slot& slot) {
   ControlBlock& block = *slot.block;
   block.incarnation = slot.incarnation;
   block.fault_request.store(static_cast<std::uint32_t>(Fault::none), std::memory_order_release);
   block.channel_count = static_cast<std::uint32_t>(slot.channels.size());
 
-  int fds[kMaxChannelsPerComponent + kMaxRegionsPerComponent + 4];
-  std::size_t fd_count = 0;
-  fds[fd_count++] = slot.control.fd();
-  fds[fd_count++] = bells_region_->fd();
-  fds[fd_count++] = slot.state.fd();
-  fds[fd_count++] = slot.config.pool_writable ? pool_->region().fd() : pool_read_only_.get();
+  std::vector<int> fds;
+  const auto next_number = [&fds] { return kControlFd + static_cast<int>(fds.size()); };
+  fds.push_back(slot.control.fd());
+  fds.push_back(bells_region_->fd());
+  fds.push_back(slot.state.fd());
+  fds.push_back(slot.config.pool_writable ? pool_->region().fd() : pool_read_only_.get());
   block.pool_writable = slot.config.pool_writable ? 1 : 0;
+  std::vector<std::pair<ChannelGrant*, int>> peer_wakes;
   for (std::size_t i = 0; i < slot.channels.size(); ++i) {
     const Channel& channel = *channels_[slot.channels[i]];
     const bool side_a = slots_[channel.a].get() == &slot;
+    const Slot& peer = *slots_[side_a ? channel.b : channel.a];
     ChannelGrant& grant = block.channels[i];
     copy_name(grant.name, channel.config.name);
     grant.capacity = channel.config.capacity;
     grant.side = side_a ? ChannelSideCode::a : ChannelSideCode::b;
-    grant.peer = slots_[side_a ? channel.b : channel.a]->id;
-    grant.fd = kControlFd + static_cast<int>(fd_count);
-    fds[fd_count++] = channel.region.fd();
+    grant.peer = peer.id;
+    grant.fd = next_number();
+    grant.peer_wake_fd = -1;
+    fds.push_back(channel.region.fd());
+    if (peer.wake.valid()) peer_wakes.emplace_back(&grant, peer.wake.get());
   }
   if (slot.name_server) {
     ChannelGrant& grant = block.channels[slot.channels.size()];
@@ -231,8 +248,9 @@ Status Supervisor::spawn(Slot& slot) {
     grant.capacity = kFleetLinkCapacity;
     grant.side = ChannelSideCode::b;
     grant.peer = kSupervisorId;
-    grant.fd = kControlFd + static_cast<int>(fd_count);
-    fds[fd_count++] = slot.fleet_region.fd();
+    grant.fd = next_number();
+    grant.peer_wake_fd = -1;
+    fds.push_back(slot.fleet_region.fd());
     block.channel_count = static_cast<std::uint32_t>(slot.channels.size() + 1);
   }
   block.region_count = static_cast<std::uint32_t>(slot.regions.size());
@@ -243,9 +261,24 @@ Status Supervisor::spawn(Slot& slot) {
     copy_name(grant.name, declared.config.name);
     grant.bytes = declared.region.size();
     grant.writable = writable ? 1 : 0;
-    grant.fd = kControlFd + static_cast<int>(fd_count);
-    fds[fd_count++] = writable ? declared.region.fd() : declared.read_only.get();
+    grant.fd = next_number();
+    fds.push_back(writable ? declared.region.fd() : declared.read_only.get());
   }
+  for (auto [grant, wake] : peer_wakes) {
+    grant->peer_wake_fd = next_number();
+    fds.push_back(wake);
+  }
+  block.wake_fd = -1;
+  if (slot.wake.valid()) {
+    block.wake_fd = next_number();
+    fds.push_back(slot.wake.get());
+  }
+  return fds;
+}
+
+Status Supervisor::spawn(Slot& slot) {
+  ++slot.incarnation;
+  const std::vector<int> fds = grant_descriptors(slot);
 
   // argv is built before fork: the child must not allocate.
   std::vector<std::string> words{slot.binary};
@@ -256,7 +289,7 @@ Status Supervisor::spawn(Slot& slot) {
 
   const pid_t pid = ::fork();
   if (pid < 0) return Error::from_errno("fork");
-  if (pid == 0) exec_component(slot.binary.c_str(), argv.data(), fds, fd_count, slot.config.core);
+  if (pid == 0) exec_component(slot.binary.c_str(), argv.data(), fds.data(), fds.size(), slot.config.core);
 
   slot.pid = pid;
   slot.pidfd.reset(pidfd_open(pid));
@@ -268,7 +301,7 @@ Status Supervisor::spawn(Slot& slot) {
   slot.status = ComponentStatus::running;
   slot.heartbeat_seen = false;
   slot.killed_for_hang = false;
-  slot.last_heartbeat = block.counters.read(Counter::heartbeat);
+  slot.last_heartbeat = slot.block->counters.read(Counter::heartbeat);
   slot.heartbeat_changed_ns = now_ns();
   record(slot.incarnation == 1 ? EventKind::start : EventKind::restart, slot,
          "pid " + std::to_string(pid) + (slot.config.core >= 0 ? ", core " + std::to_string(slot.config.core) : ""));
@@ -477,9 +510,41 @@ void Supervisor::stop() {
   }
 }
 
+Result<Lease> Supervisor::lease(pid_t holder) {
+  for (auto& owned : slots_) {
+    Slot& slot = *owned;
+    if (!slot.config.external || slot.status != ComponentStatus::idle) continue;
+    // A new incarnation: the peers drop whatever the previous holder left behind.
+    ++slot.incarnation;
+    Lease lease{slot.config.name, grant_descriptors(slot)};
+    slot.status = ComponentStatus::leased;
+    slot.pid = holder;
+    record(EventKind::leased, slot, "pid " + std::to_string(holder));
+    notify_peers(slot);
+    return lease;
+  }
+  return Error{Errc::exhausted, 0, "no free application slot (all are leased)"};
+}
+
+void Supervisor::release(std::string_view component) {
+  Slot* slot = find(component);
+  if (slot == nullptr || slot->status != ComponentStatus::leased) return;
+  ++slot->incarnation;
+  slot->block->incarnation = slot->incarnation;
+  slot->status = ComponentStatus::idle;
+  record(EventKind::released, *slot, "pid " + std::to_string(slot->pid));
+  slot->pid = -1;
+  const std::size_t reclaimed = pool_->reclaim(slot->id);
+  if (reclaimed != 0) record(EventKind::reclaimed, *slot, std::to_string(reclaimed) + " buffers", reclaimed);
+  notify_peers(*slot);
+}
+
 Status Supervisor::inject(std::string_view component, Fault fault) {
   Slot* slot = find(component);
   if (slot == nullptr) return Error{Errc::invalid_argument, 0, "no such component"};
+  if (slot->config.external) {
+    return Error{Errc::invalid_argument, 0, "an application slot: faults go to the stack's own components"};
+  }
   if (slot->status != ComponentStatus::running) {
     return Error{Errc::invalid_argument, 0, "component is not running"};
   }

@@ -30,7 +30,8 @@
 
 namespace flotilla::recovery {
 
-enum class ComponentStatus { not_started, running, awaiting_restart, failed, stopped };
+// idle and leased: external components (application slots) that programs lease.
+enum class ComponentStatus { not_started, running, awaiting_restart, failed, stopped, idle, leased };
 std::string_view status_name(ComponentStatus status);
 
 // One entry of the name table, as a name server reported it.
@@ -48,6 +49,13 @@ struct FleetStats {
   std::uint64_t registrations = 0;          // acknowledged by the fleet
   std::uint64_t registration_failures = 0;  // refused, timed out, or the server died: retried
   std::uint64_t bad_messages = 0;           // from name servers: malformed, unexpected, or a bad ring
+};
+
+// An application slot handed to a program (ComponentHost::lease): its name and the descriptors to
+// send it, in the order of control_block.hpp (they stay the supervisor's: send, do not close).
+struct Lease {
+  std::string name;
+  std::vector<int> fds;
 };
 
 struct ComponentView {
@@ -79,6 +87,13 @@ class Supervisor {
   void stop();
 
   Status inject(std::string_view component, Fault fault);
+
+  // Application slots. lease() picks an idle external component for the program `holder` and
+  // makes it a new incarnation (its peers are told, as for a restart); Errc::exhausted when all
+  // are leased. release() ends the lease (the program's connection closed): another new
+  // incarnation, so the peers drop the program's sockets, and its buffers are reclaimed.
+  Result<Lease> lease(pid_t holder);
+  void release(std::string_view component);
 
   const EventLog& log() const { return log_; }
   const SupervisorConfig& config() const { return config_; }
@@ -117,6 +132,9 @@ class Supervisor {
 
   Supervisor(SupervisorConfig config, std::vector<std::string> binaries);
   Status create_regions();
+  // Fills the slot's control block for its current incarnation; returns the descriptors it names,
+  // in order from kControlFd.
+  std::vector<int> grant_descriptors(Slot& slot);
   Status spawn(Slot& slot);
   // Queues (again) every name of the component in `slots_[index]`, at its current incarnation.
   void queue_registrations(std::size_t index);

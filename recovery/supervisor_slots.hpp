@@ -40,6 +40,7 @@ struct Supervisor::Slot {
   RingConsumer from_component;
   std::vector<std::size_t> channels;  // indices into channels_
   std::vector<std::pair<std::size_t, bool>> regions;  // indices into regions_, writable
+  UniqueFd wake;  // external components: the eventfd they sleep on, written by their peers
 
   // Name servers only: the channel the supervisor opened to it, as a client of the fleet.
   bool name_server = false;

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -220,6 +221,32 @@ int cmd_top(int count) {
   return 0;
 }
 
+// The preload library: $FLOTILLA_PRELOAD, else beside this binary (an install), else where the
+// build tree puts it.
+std::string preload_library() {
+  if (const char* given = std::getenv("FLOTILLA_PRELOAD"); given != nullptr && *given != '\0') return given;
+  const std::filesystem::path own_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  for (const auto& candidate : {own_dir / "libflotilla-preload.so", own_dir / ".." / "sockets" / "libflotilla-preload.so"}) {
+    if (std::filesystem::exists(candidate)) return std::filesystem::canonical(candidate).string();
+  }
+  die("libflotilla-preload.so not found beside " + own_dir.string() + " (set FLOTILLA_PRELOAD)");
+}
+
+int cmd_run(const std::vector<std::string>& command) {
+  if (command.empty()) die("run: no command given; usage: flotilla run -- COMMAND [ARGS...]", 2);
+  if (!running()) die("the stack is not running (no supervisor at " + g_socket + "); start it with 'flotilla up'");
+  const std::string library = preload_library();
+  const char* before = std::getenv("LD_PRELOAD");
+  const std::string preload = before != nullptr && *before != '\0' ? library + ":" + before : library;
+  ::setenv("LD_PRELOAD", preload.c_str(), 1);
+  ::setenv("FLOTILLA_SOCKET", std::filesystem::absolute(g_socket).c_str(), 1);
+  std::vector<char*> argv;
+  for (const auto& word : command) argv.push_back(const_cast<char*>(word.c_str()));
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  die("run: cannot start '" + command[0] + "': " + std::strerror(errno), 127);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -263,8 +290,14 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"crash", "abort", "hang", "corrupt"}));
   inject->add_option("--at", at_seconds, "Seconds from now (default: at once)")
       ->check(CLI::Range(0.0, 86400.0));
+  std::vector<std::string> command;
+  auto* run = app.add_subcommand(
+      "run", "Run an unmodified program on Flotilla's sockets: flotilla run -- COMMAND [ARGS...] "
+             "(its AF_INET sockets go to the stack through libflotilla-preload.so)");
+  run->add_option("COMMAND", command, "The program and its arguments, after --")->required();
   CLI11_PARSE(app, argc, argv);
 
+  if (*run) return cmd_run(command);
   if (*up) return cmd_up(config_path);
   if (*down) return cmd_down();
   if (*status) {

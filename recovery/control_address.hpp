@@ -1,0 +1,25 @@
+// Where the supervisor's control socket is and how to reach it: shared by the supervisor's server
+// (control_socket.cpp), its clients (the CLI) and leased components (ComponentHost::lease), which
+// must not link the supervisor itself.
+#pragma once
+
+#include <sys/un.h>
+
+#include <string>
+
+#include "dataplane/result.hpp"
+#include "dataplane/unique_fd.hpp"
+
+namespace flotilla::recovery {
+
+// $FLOTILLA_SOCKET, else /run/flotilla/control.sock for root, /tmp/flotilla-UID/control.sock
+// for anyone else.
+std::string default_socket_path();
+
+Result<sockaddr_un> control_address(const std::string& path);
+
+// A SOCK_SEQPACKET connection to the supervisor at `path` (close-on-exec). Errc::closed when no
+// supervisor listens there.
+Result<UniqueFd> connect_control(const std::string& path);
+
+}  // namespace flotilla::recovery
