@@ -1,6 +1,9 @@
+#include <set>
+
 #include <gtest/gtest.h>
 
 #include "recovery/config.hpp"
+#include "recovery/default_config.hpp"
 
 namespace flotilla::recovery {
 namespace {
@@ -148,6 +151,37 @@ TEST(Config, ReadsRegionsAndRefusesBadOnes) {
             "test.toml:7: component 'ip' is listed twice");
   EXPECT_EQ(error_of(components + "[[region]]\nname = \"r\"\nbytes = 64\n"),
             "test.toml:7: region 'r' has no writers or readers");
+}
+
+TEST(Config, ExternalComponentsAreApplicationSlotsWithoutABinary) {
+  auto outcome = parse_config("[[component]]\nname = \"server\"\nbinary = \"x\"\n"
+                              "[[component]]\nname = \"app0\"\nexternal = true\n"
+                              "[[channel]]\nname = \"server-app0\"\na = \"server\"\nb = \"app0\"\n",
+                              "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& components = std::get<SupervisorConfig>(outcome).components;
+  ASSERT_EQ(components.size(), 2u);
+  EXPECT_FALSE(components[0].external);
+  EXPECT_TRUE(components[1].external);
+  EXPECT_TRUE(components[1].binary.empty());
+
+  EXPECT_EQ(error_of("[[component]]\nname = \"app0\"\nexternal = true\nbinary = \"x\"\n"),
+            "test.toml:4: an external component is started with 'flotilla run', so 'binary' means nothing for it");
+  EXPECT_EQ(error_of("[[component]]\nname = \"app0\"\nexternal = \"yes\"\n"),
+            "test.toml:3: 'external' must be true or false");
+  EXPECT_EQ(error_of("[[component]]\nname = \"app0\"\nexternal = false\n"), "test.toml:1: missing 'binary'");
+}
+
+TEST(Config, DefaultConfigurationHasApplicationSlots) {
+  auto outcome = parse_config(kDefaultConfig, "default");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& config = std::get<SupervisorConfig>(outcome);
+  int slots = 0;
+  for (const auto& component : config.components) slots += component.external ? 1 : 0;
+  EXPECT_EQ(slots, kAppSlots);
+  std::set<std::string> channels;
+  for (const auto& channel : config.channels) channels.insert(channel.name);
+  EXPECT_TRUE(channels.contains("tcp0-app0") && channels.contains("tcp1-app3") && channels.contains("udp-app2"));
 }
 
 TEST(Config, ReplicatedComponentsExpandWithTheirChannelsAndRegions) {

@@ -1,14 +1,18 @@
 // The control socket itself: malformed requests and strangers get clear errors.
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "apps/echo/echo_protocol.hpp"
+#include "recovery/component_host.hpp"
 #include "recovery/control_socket.hpp"
 
 namespace flotilla::recovery {
@@ -25,9 +29,16 @@ class ControlSocket : public ::testing::Test {
     path_ = (folder_ / "control.sock").string();
     SupervisorConfig config;
     config.components.push_back(ComponentConfig{.name = "server", .binary = "flotilla-echo", .args = {"--role", "server"}});
+    // An application slot for a program to lease, wired to the echo server as its middle.
+    ComponentConfig slot;
+    slot.name = "app0";
+    slot.external = true;
+    config.components.push_back(slot);
+    config.channels.push_back(ChannelConfig{.name = "middle-server", .a = "app0", .b = "server", .capacity = 256});
     auto supervisor = Supervisor::create(config, std::filesystem::path(echo).parent_path());
     ASSERT_TRUE(supervisor) << supervisor.error().message();
     supervisor_ = std::move(supervisor.value());
+    ASSERT_TRUE(supervisor_->start());
     auto server = ControlServer::listen(path_);
     ASSERT_TRUE(server) << server.error().message();
     server_.emplace(std::move(server.value()));
@@ -104,6 +115,72 @@ TEST_F(ControlSocket, OnlyItsOwnerMayConnect) {
   // Even with the file opened up by mistake, the peer-credentials check refuses the stranger.
   ASSERT_EQ(::chmod(path_.c_str(), 0666), 0);
   EXPECT_EQ(request_as_stranger(path_, true), 0) << "the credentials check let a stranger in";
+}
+
+std::string status_of(const std::string& path, const std::string& component) {
+  std::string refusal;
+  auto status = control_request(path, "status", &refusal);
+  if (!status) return "no answer: " + refusal;
+  std::istringstream lines(status.value());
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::string name, id, state;
+    words >> name >> id >> state;
+    if (name == component) return state;
+  }
+  return "absent";
+}
+
+TEST_F(ControlSocket, LeasedSlotTalksToItsPeerAndSleepsOnItsEventfd) {
+  auto host = ComponentHost::lease(path_);
+  ASSERT_TRUE(host) << host.error().message();
+  ComponentHost& app = **host;
+  EXPECT_EQ(app.name(), "app0");
+  EXPECT_GE(app.lease_fd(), 0);
+  EXPECT_GE(app.wake_fd(), 0);
+  ChannelEnd* link = app.channel("middle-server");
+  ASSERT_NE(link, nullptr);
+  EXPECT_EQ(status_of(path_, "app0"), "leased");
+
+  // The only slot is taken: a second program is told so.
+  auto second = ComponentHost::lease(path_);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::exhausted) << second.error().message();
+
+  std::size_t replies = 0;
+  ASSERT_TRUE(app.loop().add_input(link->in, [&](std::span<const Message> messages) {
+    for (const Message& message : messages) replies += echo::intact(message, echo::kReply) ? 1 : 0;
+  }));
+  // Asleep on the eventfd: the server's reply must write it.
+  app.arm_wake();
+  EXPECT_FALSE(app.loop().poll_once());
+  const Message request = echo::make(echo::kRequest, 0);
+  auto sent = app.send(*link, std::span(&request, 1));
+  ASSERT_TRUE(sent && sent.value() == 1);
+  pollfd wake{app.wake_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&wake, 1, 10'000), 1) << "the server's reply did not write the wake eventfd";
+  app.disarm_wake();
+  EXPECT_EQ(::poll(&wake, 1, 0), 0) << "disarm_wake left the eventfd readable";
+  EXPECT_TRUE(app.loop().poll_once());
+  EXPECT_EQ(replies, 1u);
+
+  // Closing the connection ends the lease; the slot is leased again as a new incarnation.
+  const std::uint64_t first_incarnation = app.incarnation();
+  host->reset();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (status_of(path_, "app0") != "idle" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(status_of(path_, "app0"), "idle");
+  auto again = ComponentHost::lease(path_);
+  ASSERT_TRUE(again) << again.error().message();
+  EXPECT_GT((*again)->incarnation(), first_incarnation + 1);
+}
+
+TEST_F(ControlSocket, LeaseWithoutASupervisorSaysSo) {
+  auto host = ComponentHost::lease((folder_ / "nobody.sock").string());
+  ASSERT_FALSE(host);
+  EXPECT_EQ(host.error().code, Errc::closed);
 }
 
 }  // namespace
