@@ -283,6 +283,8 @@ class RunningStack {
   std::filesystem::path log_path() const { return folder_ / "supervisor.log"; }
 
   const StackNames& names() const { return names_; }
+  // The supervisor's control socket (what `flotilla --socket` and ComponentHost::lease take).
+  const std::string& socket_path() const { return socket_; }
 
  private:
   StackNames names_;

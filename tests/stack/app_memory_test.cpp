@@ -1,0 +1,171 @@
+// An application's socket memory is the application's: the TCP replicas treat it as untrusted
+// (DESIGN.md, "Exposed sockets"). This test leases an application slot the way the preload library
+// does (recovery::ComponentHost::lease), opens a connection to the kernel in the peer namespace
+// through the native API, then scribbles over that socket's page (ring indices, request words, the
+// state words the replica writes) and floods the replica with garbage messages. The connection may
+// fail (EIO, ECONNRESET) but no replica may die, and a new connection from the same application
+// must then carry its bytes intact. Root: skipped without.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "apps/tcp_perf/perf_streams.hpp"
+#include "components/messages/stack_messages.hpp"
+#include "recovery/component_host.hpp"
+#include "recovery/default_config.hpp"
+#include "sockets/tcp_sockets.hpp"
+#include "tests/stack/stack_fixture.hpp"
+#include "tests/support/kernel_tcp.hpp"
+
+namespace flotilla::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::uint16_t kPort = 5002;
+
+class AppMemory : public StackTest {
+ protected:
+  // Pumps the leased host's messages until `done` holds or `limit` passes.
+  template <class Condition>
+  bool pump_until(recovery::ComponentHost& host, Condition done, std::chrono::milliseconds limit = 10s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > until) return false;
+      if (!host.loop().poll_once()) std::this_thread::sleep_for(200us);
+    }
+    return true;
+  }
+
+  // Sends `bytes` of the pattern on `socket`, pumping as the ring fills.
+  bool send_pattern(recovery::ComponentHost& host, sockets::TcpSockets& tcp, int socket, std::uint64_t bytes) {
+    std::vector<std::byte> chunk(64 * 1024);
+    std::uint64_t sent = 0;
+    return pump_until(host, [&] {
+      while (sent < bytes) {
+        const std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), bytes - sent));
+        apps::fill_pattern(sent, std::span(chunk).first(count));
+        auto took = tcp.send(socket, std::span(chunk).first(count));
+        if (!took) return took.error().code != Errc::would_block;  // a failure ends the wait too
+        sent += took.value();
+      }
+      return true;
+    }) && sent == bytes;
+  }
+};
+
+TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
+  start("pass all", recovery::app_slots_config(1));
+  if (IsSkipped() || HasFatalFailure()) return;
+  auto pids_before = stack_.pids();
+  pids_before.erase("app0");
+
+  std::atomic<bool> listening{false};
+  auto sink = std::async(std::launch::async, [&] {
+    KernelSinkOptions options;
+    options.port = kPort;
+    options.connections = 2;
+    options.listening = &listening;
+    options.deadline = 60s;
+    return in_namespace(names_.peer_namespace, [&] { return kernel_sink(options); });
+  });
+  ASSERT_TRUE(wait_for([&] { return listening.load(); }, 10s));
+
+  auto leased = recovery::ComponentHost::lease(stack_.socket_path());
+  ASSERT_TRUE(leased) << leased.error().message();
+  recovery::ComponentHost& host = **leased;
+  const std::vector<std::string> channels{"tcp0-app0", "tcp1-app0"};
+  auto attached = sockets::TcpSockets::attach(host, channels);
+  ASSERT_TRUE(attached) << attached.error().message();
+  sockets::TcpSockets& tcp = **attached;
+  const std::uint32_t peer = ntohl(::inet_addr(names_.peer_address.c_str()));
+
+  // A connection with some traffic behind it.
+  auto victim = tcp.connect(peer, kPort);
+  ASSERT_TRUE(victim) << victim.error().message();
+  ASSERT_TRUE(pump_until(host, [&] { return tcp.connected(*victim) || tcp.error(*victim) != 0; }));
+  ASSERT_TRUE(tcp.connected(*victim)) << "error " << tcp.error(*victim);
+  ASSERT_TRUE(send_pattern(host, tcp, *victim, 256 * 1024));
+  const auto replica = tcp.replica_of(*victim);
+  ASSERT_TRUE(replica.has_value());
+
+  // Garbage over its page: every word the application writes, the ring indices, and the state
+  // words the replica owns (which the replica must not trust either when it reads them back).
+  const std::string channel = channels[*replica];
+  auto region = sockets::TcpRegion::attach(host.region(sockets::tcp_region_name(channel)));
+  ASSERT_TRUE(region.valid());
+  std::mt19937_64 random(20261123);
+  std::uint32_t victim_slot = region.slot_count();
+  for (std::uint32_t i = 0; i < region.slot_count(); ++i) {
+    const auto& control = region.slot(i)->control;
+    if (control.status.load() == sockets::TcpSocketStatus::connected && control.remote_port == kPort) victim_slot = i;
+  }
+  ASSERT_LT(victim_slot, region.slot_count());
+  auto* page = region.slot(victim_slot);
+  const std::uint32_t generation = page->control.generation.load();
+  auto* words = reinterpret_cast<std::uint64_t*>(page);
+  for (std::size_t i = 0; i < sizeof(sockets::TcpSocketSlotHeader) / 8; ++i) words[i] = random();
+  page->control.generation.store(generation);  // so the kicks below name the slot as it is
+
+  // Then kick it, and flood the replica with messages of every kind and random bodies.
+  ChannelEnd* link = host.channel(channel);
+  ASSERT_NE(link, nullptr);
+  std::vector<Message> garbage;
+  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpSlotBody{victim_slot, generation}));
+  for (int i = 0; i < 500; ++i) {
+    Message message{};
+    message.kind = static_cast<MessageKind>(static_cast<std::uint16_t>(stack::kTcpKickKind) - 8 + random() % 16);
+    for (auto& byte : message.body) byte = static_cast<std::byte>(random());
+    garbage.push_back(message);
+  }
+  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpSlotBody{victim_slot, generation}));
+  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpSlotBody{0xffffffffu, generation}));
+  for (std::size_t sent = 0; sent < garbage.size();) {
+    auto took = host.send(*link, std::span(garbage).subspan(sent));
+    ASSERT_TRUE(took) << took.error().message();
+    sent += took.value();
+    host.loop().poll_once();
+  }
+
+  // The replica noticed and dropped what it could not use...
+  const std::string replica_name = "tcp" + std::to_string(*replica);
+  ASSERT_TRUE(wait_for([&] { return counter(replica_name, "bad_app_messages") > 0; }, 10s))
+      << "the replica never counted the garbage messages";
+  // ...and the scribbled socket ends with an error, not a crash.
+  ASSERT_TRUE(pump_until(host, [&] { return tcp.error(*victim) != 0; }))
+      << "the scribbled socket never failed";
+  EXPECT_TRUE(tcp.error(*victim) == EIO || tcp.error(*victim) == ECONNRESET || tcp.error(*victim) == EPROTO)
+      << "error " << tcp.error(*victim);
+  (void)tcp.close(*victim);
+
+  // A new connection from the same application still carries its bytes.
+  constexpr std::uint64_t kBytes = 4 << 20;
+  auto fresh = tcp.connect(peer, kPort);
+  ASSERT_TRUE(fresh) << fresh.error().message();
+  ASSERT_TRUE(pump_until(host, [&] { return tcp.connected(*fresh) || tcp.error(*fresh) != 0; }));
+  ASSERT_TRUE(tcp.connected(*fresh)) << "error " << tcp.error(*fresh);
+  ASSERT_TRUE(send_pattern(host, tcp, *fresh, kBytes));
+  ASSERT_TRUE(tcp.shutdown_write(*fresh));
+  ASSERT_TRUE(pump_until(host, [&] { return tcp.unacknowledged(*fresh) == 0; }, 30s));
+  (void)tcp.close(*fresh);
+  ASSERT_TRUE(pump_until(host, [&] { return sink.wait_for(0s) == std::future_status::ready; }, 60s));
+
+  const auto results = sink.get();
+  const std::string expected = pattern_sha256(kBytes);
+  bool intact = false;
+  for (const auto& result : results) intact = intact || (result.bytes == kBytes && result.sha256 == expected);
+  EXPECT_TRUE(intact) << "the fresh connection's bytes did not arrive intact";
+
+  // No component was restarted: same processes as before (the slot's holder aside).
+  auto pids_after = stack_.pids();
+  pids_after.erase("app0");
+  EXPECT_EQ(pids_after, pids_before) << events();
+}
+
+}  // namespace
+}  // namespace flotilla::testing
