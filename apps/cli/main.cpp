@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "apps/cli/demo.hpp"
 #include "components/pf/rules.hpp"
 #include "recovery/config.hpp"
 #include "recovery/default_config.hpp"
@@ -295,9 +296,33 @@ int main(int argc, char** argv) {
       "run", "Run an unmodified program on Flotilla's sockets: flotilla run -- COMMAND [ARGS...] "
              "(its AF_INET sockets go to the stack through libflotilla-preload.so)");
   run->add_option("COMMAND", command, "The program and its arguments, after --")->required();
+  cli::DemoOptions demo_options;
+  std::string fault_schedule(cli::kDefaultFaultSchedule);
+  auto* demo = app.add_subcommand(
+      "demo", "The recovery experiment: iperf3 on Flotilla to a kernel peer while pf, ip, the driver, an idle "
+              "TCP replica and a name server crash; prints a table per fault and writes a timeline (needs root)");
+  demo->add_option("--duration", demo_options.duration_seconds, "Seconds of streaming")
+      ->capture_default_str()
+      ->check(CLI::Range(2.0, 3600.0));
+  demo->add_option("--faults", fault_schedule,
+                   "SECONDS:COMPONENT,... crashes to inject; 'tcp-idle' is the replica without the stream")
+      ->capture_default_str();
+  demo->add_option("--out", demo_options.out_dir, "Where timeline.svg and report.json go")->capture_default_str();
+  demo->add_option("--interval-ms", demo_options.interval_ms, "Throughput sample period")
+      ->capture_default_str()
+      ->check(CLI::Range(20, 5000));
   CLI11_PARSE(app, argc, argv);
 
   if (*run) return cmd_run(command);
+  if (*demo) {
+    std::string problem;
+    auto faults = cli::parse_fault_schedule(fault_schedule, demo_options.duration_seconds, &problem);
+    if (!faults) die("--faults: " + problem, 2);
+    demo_options.faults = std::move(faults.value());
+    demo_options.socket = g_socket;
+    demo_options.flotilla = std::filesystem::read_symlink("/proc/self/exe").string();
+    return cli::run_demo(demo_options);
+  }
   if (*up) return cmd_up(config_path);
   if (*down) return cmd_down();
   if (*status) {

@@ -147,6 +147,10 @@ struct Counters {
   NamedCounter* time_wait_reopened;
   NamedCounter* table_full;
   NamedCounter* time_wait_recycled;
+  // Payload bytes of every connection: acknowledged by peers, and delivered in order to the
+  // applications' receive rings (what a throughput timeline samples).
+  NamedCounter* bytes_acked;
+  NamedCounter* bytes_delivered;
 };
 
 }  // namespace
@@ -354,6 +358,8 @@ TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings,
       .time_wait_reopened = name("time_wait_reopened"),
       .table_full = name("table_full"),
       .time_wait_recycled = name("time_wait_recycled"),
+      .bytes_acked = name("bytes_acked"),
+      .bytes_delivered = name("bytes_delivered"),
   };
 }
 
@@ -1249,6 +1255,7 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
     c.rings.send.consume(ring_acked);
     c.head_seq += ring_acked;
     c.bytes_acked += ring_acked;
+    counters_.bytes_acked->add(ring_acked);
     if (ring_acked > 0) c.pending_events |= kEventWritable;
   }
   // RTT: the timed segment (Karn: never a retransmitted one), else the echoed timestamp, which
@@ -1369,6 +1376,7 @@ void TcpEngine::receive(Connection& c, const Incoming& in, bool our_fin_acked, s
         c.rings.receive.publish(published);
         c.rcv_nxt = next;
         c.bytes_received += published;
+        counters_.bytes_delivered->add(published);
         c.unacked_bytes += static_cast<std::uint32_t>(fit);
         c.pending_events |= kEventReadable;
         if (filled_hole) ack_now = true;  // RFC 5681 4.2: at once when a hole fills

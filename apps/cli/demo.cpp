@@ -1,0 +1,532 @@
+#include "apps/cli/demo.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "recovery/control_socket.hpp"
+
+namespace flotilla::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_interrupt(int) { g_interrupted = 1; }
+
+// The peer iperf3 runs in the default configuration's namespace, at its address.
+constexpr const char* kPeerNamespace = "flo-peer";
+constexpr const char* kPeerAddress = "10.77.0.1";
+constexpr int kIperfPort = 5201;
+
+// A child process in its own process group, with stdout (and stderr) going to a file.
+struct Child {
+  pid_t pid = -1;
+  int exit_code = -1;  // once reaped; 128 + signal for a signal
+
+  bool running() {
+    if (pid < 0) return false;
+    int status = 0;
+    const pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (done != pid) return done == 0;
+    exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    pid = -1;
+    return false;
+  }
+  void stop() {
+    if (pid < 0) return;
+    ::kill(-pid, SIGTERM);
+    for (int i = 0; i < 100 && running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (pid >= 0) {
+      ::kill(-pid, SIGKILL);
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      pid = -1;
+    }
+  }
+};
+
+Child spawn(const std::vector<std::string>& words, const std::string& output,
+            const std::vector<std::pair<std::string, std::string>>& env = {}) {
+  std::vector<char*> argv;
+  for (const auto& word : words) argv.push_back(const_cast<char*>(word.c_str()));
+  argv.push_back(nullptr);
+  Child child;
+  child.pid = ::fork();
+  if (child.pid == 0) {
+    ::setpgid(0, 0);
+    const int out = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (out < 0 || null < 0) ::_exit(126);
+    ::dup2(null, 0);
+    ::dup2(out, 1);
+    ::dup2(out, 2);
+    for (const auto& [key, value] : env) ::setenv(key.c_str(), value.c_str(), 1);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return child;
+}
+
+// Runs a command to completion, its output shown; the exit code.
+int run(const std::vector<std::string>& words) {
+  std::vector<char*> argv;
+  for (const auto& word : words) argv.push_back(const_cast<char*>(word.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  if (pid < 0 || ::waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::istringstream folders(path != nullptr ? path : "/usr/bin:/bin");
+  for (std::string folder; std::getline(folders, folder, ':');) {
+    if (::access((folder + "/" + program).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+struct Sample {
+  double at;  // seconds since the stream started
+  double gbps;
+};
+
+struct LoggedEvent {
+  double at_ms;  // since the supervisor started
+  std::string kind;
+  std::string component;
+  std::string detail;
+};
+
+std::vector<LoggedEvent> read_events(const std::string& socket) {
+  std::vector<LoggedEvent> events;
+  const std::regex line_pattern(R"(^\[\s*([0-9.]+) ms\] (\S+)\s+(\S+)#[0-9]+(?:  (.*))?$)");
+  std::uint64_t from = 0;
+  for (;;) {
+    std::string refusal;
+    auto reply = recovery::control_request(socket, "events " + std::to_string(from), &refusal);
+    if (!reply) break;
+    std::istringstream lines(reply.value());
+    std::uint64_t next = from;
+    for (std::string line; std::getline(lines, line);) {
+      std::smatch match;
+      if (line.rfind("next ", 0) == 0) {
+        next = std::strtoull(line.c_str() + 5, nullptr, 10);
+      } else if (std::regex_match(line, match, line_pattern)) {
+        events.push_back(LoggedEvent{std::stod(match[1]), match[2], match[3], match[4]});
+      }
+    }
+    if (next == from) break;
+    from = next;
+  }
+  return events;
+}
+
+// Sum of a named counter over the TCP replicas (tcp0, tcp1, ...), and each replica's own value.
+std::uint64_t replica_counter(const recovery::CounterTable& table, const std::string& name,
+                              std::map<std::string, std::uint64_t>* each = nullptr) {
+  std::uint64_t total = 0;
+  static const std::regex replica_name("tcp[0-9]+");
+  for (const auto& [component, values] : table) {
+    if (!std::regex_match(component, replica_name)) continue;
+    const auto found = values.find(name);
+    const std::uint64_t value = found == values.end() ? 0 : found->second;
+    total += value;
+    if (each != nullptr) (*each)[component] = value;
+  }
+  return total;
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+std::string json_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out += c;
+  }
+  return out;
+}
+
+std::string xml_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// What iperf3's JSON says: bytes sent and received over the whole test, and any error.
+struct IperfSummary {
+  bool parsed = false;
+  double sent_bytes = 0;
+  double received_bytes = 0;
+  double seconds = 0;
+  std::string error;
+};
+
+IperfSummary read_iperf(const std::string& path) {
+  IperfSummary summary;
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  const std::string json = text.str();
+  std::smatch match;
+  const auto number_after = [&](const std::string& section, const char* key) -> std::optional<double> {
+    const std::size_t at = json.rfind("\"" + section + "\"");
+    if (at == std::string::npos) return std::nullopt;
+    const std::string tail = json.substr(at, 2000);
+    if (!std::regex_search(tail, match, std::regex(std::string("\"") + key + "\":\\s*([0-9.eE+-]+)"))) return std::nullopt;
+    return std::stod(match[1]);
+  };
+  if (std::regex_search(json, match, std::regex("\"error\":\\s*\"([^\"]*)\""))) summary.error = match[1];
+  const auto sent = number_after("sum_sent", "bytes");
+  const auto received = number_after("sum_received", "bytes");
+  const auto seconds = number_after("sum_sent", "seconds");
+  if (sent && received) {
+    summary.parsed = true;
+    summary.sent_bytes = *sent;
+    summary.received_bytes = *received;
+    summary.seconds = seconds.value_or(0);
+  }
+  return summary;
+}
+
+struct FaultOutcome {
+  DemoFault fault;
+  std::string component;   // what was crashed
+  double injected_at = -1;  // seconds into the stream
+  std::optional<double> detection_ms;
+  std::optional<double> recovery_ms;
+  double dip_gbps = 0;            // lowest sample after the fault
+  double baseline_gbps = 0;       // median before it
+  std::optional<double> dip_ms;   // until back above 90% of the baseline
+  bool survived = false;
+};
+
+void write_svg(const std::string& path, const std::vector<Sample>& samples, const std::vector<FaultOutcome>& faults,
+               double duration) {
+  constexpr double kWidth = 960, kHeight = 360, kLeft = 60, kRight = 20, kTop = 30, kBottom = 40;
+  double top_gbps = 1;
+  for (const Sample& sample : samples) top_gbps = std::max(top_gbps, sample.gbps * 1.1);
+  top_gbps = std::ceil(top_gbps);
+  const double span = std::max(duration, samples.empty() ? 1.0 : samples.back().at);
+  const auto x = [&](double seconds) { return kLeft + (kWidth - kLeft - kRight) * seconds / span; };
+  const auto y = [&](double gbps) { return kTop + (kHeight - kTop - kBottom) * (1 - gbps / top_gbps); };
+  std::ofstream svg(path);
+  svg << "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+      << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << kWidth << "\" height=\"" << kHeight
+      << "\" viewBox=\"0 0 " << kWidth << ' ' << kHeight << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+      << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      << "<text x=\"" << kLeft << "\" y=\"18\" font-size=\"14\">Flotilla: iperf3 throughput while components crash</text>\n";
+  for (int tick = 0; tick <= 4; ++tick) {
+    const double gbps = top_gbps * tick / 4;
+    svg << "<line x1=\"" << kLeft << "\" x2=\"" << kWidth - kRight << "\" y1=\"" << y(gbps) << "\" y2=\"" << y(gbps)
+        << "\" stroke=\"#ddd\"/>\n<text x=\"" << kLeft - 6 << "\" y=\"" << y(gbps) + 4
+        << "\" text-anchor=\"end\">" << gbps << "</text>\n";
+  }
+  svg << "<text x=\"14\" y=\"" << kHeight / 2 << "\" transform=\"rotate(-90 14 " << kHeight / 2
+      << ")\" text-anchor=\"middle\">Gbit/s</text>\n"
+      << "<text x=\"" << (kLeft + kWidth - kRight) / 2 << "\" y=\"" << kHeight - 8
+      << "\" text-anchor=\"middle\">seconds</text>\n";
+  for (int second = 0; second <= static_cast<int>(span); second += std::max(1, static_cast<int>(span / 10))) {
+    svg << "<text x=\"" << x(second) << "\" y=\"" << kHeight - kBottom + 16 << "\" text-anchor=\"middle\">" << second
+        << "</text>\n";
+  }
+  for (const FaultOutcome& fault : faults) {
+    if (fault.injected_at < 0) continue;
+    svg << "<g class=\"fault\"><line x1=\"" << x(fault.injected_at) << "\" x2=\"" << x(fault.injected_at) << "\" y1=\""
+        << kTop << "\" y2=\"" << kHeight - kBottom << "\" stroke=\"#c0392b\" stroke-dasharray=\"4 3\"/>"
+        << "<text x=\"" << x(fault.injected_at) + 3 << "\" y=\"" << kTop + 12 << "\" fill=\"#c0392b\">"
+        << xml_escape(fault.component) << " crash</text></g>\n";
+  }
+  svg << "<polyline fill=\"none\" stroke=\"#2c6fbb\" stroke-width=\"1.5\" points=\"";
+  for (const Sample& sample : samples) svg << x(sample.at) << ',' << y(sample.gbps) << ' ';
+  svg << "\"/>\n</svg>\n";
+}
+
+std::string optional_ms(const std::optional<double>& value) {
+  if (!value) return "-";
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f", *value);
+  return text;
+}
+
+std::string json_number(const std::optional<double>& value) {
+  if (!value) return "null";
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.3f", *value);
+  return text;
+}
+
+}  // namespace
+
+Result<std::vector<DemoFault>> parse_fault_schedule(std::string_view text, double duration_seconds,
+                                                     std::string* problem) {
+  std::vector<DemoFault> faults;
+  std::size_t at = 0;
+  double previous = 0;
+  while (at < text.size()) {
+    const std::size_t comma = std::min(text.find(',', at), text.size());
+    const std::string_view item = text.substr(at, comma - at);
+    at = comma + 1;
+    const std::size_t colon = item.find(':');
+    double seconds = 0;
+    if (colon == std::string_view::npos || colon == 0 || colon + 1 == item.size()) {
+      *problem = "'" + std::string(item) + "' is not SECONDS:COMPONENT";
+      return Error{Errc::invalid_argument, 0, "fault schedule"};
+    }
+    const auto parsed = std::from_chars(item.data(), item.data() + colon, seconds);
+    if (parsed.ec != std::errc() || parsed.ptr != item.data() + colon || !(seconds > previous) ||
+        !(seconds < duration_seconds)) {
+      *problem = "'" + std::string(item) + "': the time must be a number of seconds after the previous fault's and " +
+                 "before the end of the stream";
+      return Error{Errc::invalid_argument, 0, "fault schedule"};
+    }
+    previous = seconds;
+    faults.push_back(DemoFault{seconds, std::string(item.substr(colon + 1))});
+  }
+  return faults;
+}
+
+int run_demo(const DemoOptions& options) {
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "flotilla demo: needs root (it builds a network namespace and drives XDP)\n");
+    return 1;
+  }
+  if (!on_path("iperf3")) {
+    std::fprintf(stderr, "flotilla demo: iperf3 is not installed (./dev installs it)\n");
+    return 1;
+  }
+  std::string refusal;
+  if (recovery::control_request(options.socket, "status", &refusal)) {
+    std::fprintf(stderr, "flotilla demo: a stack is already running at %s; stop it first (flotilla down)\n",
+                 options.socket.c_str());
+    return 1;
+  }
+  std::filesystem::create_directories(options.out_dir);
+  const std::filesystem::path out(options.out_dir);
+
+  struct sigaction action {};
+  action.sa_handler = on_interrupt;
+  ::sigaction(SIGINT, &action, nullptr);
+  ::sigaction(SIGTERM, &action, nullptr);
+
+  std::printf("==> flotilla up (the embedded network: %s at %s, Flotilla at 10.77.0.2)\n", kPeerNamespace, kPeerAddress);
+  std::fflush(stdout);
+  if (run({options.flotilla, "--socket", options.socket, "up"}) != 0) {
+    std::fprintf(stderr, "flotilla demo: the stack did not come up\n");
+    run({options.flotilla, "--socket", options.socket, "down"});
+    return 1;
+  }
+  Child server;
+  Child client;
+  // Whatever happens from here on, the stack goes down and nothing is left running.
+  struct Teardown {
+    const DemoOptions& options;
+    Child& server;
+    Child& client;
+    ~Teardown() {
+      client.stop();
+      server.stop();
+      std::printf("==> flotilla down\n");
+      std::fflush(stdout);
+      run({options.flotilla, "--socket", options.socket, "down"});
+    }
+  } teardown{options, server, client};
+
+  server = spawn({"ip", "netns", "exec", kPeerNamespace, "iperf3", "-s", "-1", "-J", "-p", std::to_string(kIperfPort)},
+                 (out / "iperf3-server.json").string());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // until it listens
+  const int seconds = static_cast<int>(std::ceil(options.duration_seconds));
+  // Every connection of the client on replica 0, so that "tcp-idle" is a replica it does not use.
+  client = spawn({options.flotilla, "--socket", options.socket, "run", "--", "iperf3", "-c", kPeerAddress, "-p",
+                  std::to_string(kIperfPort), "-t", std::to_string(seconds), "-J"},
+                 (out / "iperf3-client.json").string(), {{"FLOTILLA_TCP_REPLICA", "0"}});
+  std::printf("==> iperf3 -c %s -t %d on Flotilla (flotilla run), kernel iperf3 -s in %s; %zu faults\n",
+              kPeerAddress, seconds, kPeerNamespace, options.faults.size());
+
+  std::vector<Sample> samples;
+  std::vector<FaultOutcome> outcomes;
+  for (const DemoFault& fault : options.faults) {
+    FaultOutcome outcome;
+    outcome.fault = fault;
+    outcome.component = fault.target;
+    outcomes.push_back(outcome);
+  }
+  std::size_t next_fault = 0;
+  const auto started = Clock::now();
+  auto last_sample = started;
+  auto last_progress = started;
+  std::uint64_t last_bytes = 0;
+  std::map<std::string, std::uint64_t> last_each;
+  std::map<std::string, std::uint64_t> second_ago_each;
+  bool first = true;
+  const auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - started).count(); };
+  while (!g_interrupted && client.running() && elapsed() < options.duration_seconds + 20) {
+    std::this_thread::sleep_until(last_sample + std::chrono::milliseconds(options.interval_ms));
+    const auto now = Clock::now();
+    const double interval = std::chrono::duration<double>(now - last_sample).count();
+    last_sample = now;
+    auto counters_reply = recovery::control_request(options.socket, "counters", &refusal);
+    if (!counters_reply) continue;
+    const auto table = recovery::parse_counters(counters_reply.value());
+    std::map<std::string, std::uint64_t> each;
+    const std::uint64_t bytes = replica_counter(table, "bytes_acked", &each);
+    if (!first) samples.push_back(Sample{elapsed(), static_cast<double>(bytes - std::min(bytes, last_bytes)) * 8 / interval / 1e9});
+    first = false;
+    last_bytes = bytes;
+    last_each = each;
+
+    if (next_fault < outcomes.size() && elapsed() >= outcomes[next_fault].fault.at_seconds) {
+      FaultOutcome& fault = outcomes[next_fault++];
+      if (fault.fault.target == "tcp-idle") {
+        // The replica whose acknowledged bytes grew least over the last second.
+        std::string idle;
+        std::uint64_t least = UINT64_MAX;
+        for (const auto& [name, value] : each) {
+          const std::uint64_t grew = value - std::min(value, second_ago_each[name]);
+          if (grew < least) least = grew, idle = name;
+        }
+        fault.component = idle.empty() ? "tcp1" : idle;
+      }
+      fault.injected_at = elapsed();
+      auto injected = recovery::control_request(options.socket, "inject " + fault.component + " crash", &refusal);
+      if (!injected) std::printf("\n  inject %s failed: %s\n", fault.component.c_str(), refusal.c_str());
+    }
+    if (now - last_progress >= std::chrono::seconds(1)) {
+      last_progress = now;
+      second_ago_each = each;
+      const double gbps = samples.empty() ? 0 : samples.back().gbps;
+      std::printf("\r  %5.1f s  %6.2f Gbit/s  faults injected %zu/%zu   ", elapsed(), gbps, next_fault, outcomes.size());
+      std::fflush(stdout);
+    }
+  }
+  std::printf("\n");
+  if (g_interrupted) std::printf("interrupted\n");
+  // Let iperf3 write its report (it ends on its own after -t).
+  for (int i = 0; i < 100 && client.running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const bool client_done = !client.running();
+  const IperfSummary iperf = read_iperf((out / "iperf3-client.json").string());
+  const bool stream_ok = client_done && client.exit_code == 0 && iperf.parsed && iperf.error.empty();
+
+  // Detection and recovery from the event log, lined up with the stream's clock at each inject.
+  const std::vector<LoggedEvent> events = read_events(options.socket);
+  for (FaultOutcome& fault : outcomes) {
+    if (fault.injected_at < 0) continue;
+    const LoggedEvent* inject = nullptr;
+    for (const LoggedEvent& event : events) {
+      if (event.kind == "inject" && event.component == fault.component && (inject == nullptr || event.at_ms >= inject->at_ms)) {
+        inject = &event;
+      }
+    }
+    if (inject != nullptr) {
+      for (const LoggedEvent& event : events) {
+        if (event.component != fault.component || event.at_ms < inject->at_ms) continue;
+        if (event.kind == "exit" && !fault.detection_ms) fault.detection_ms = event.at_ms - inject->at_ms;
+        if ((event.kind == "recovered" || event.kind == "joined") && fault.detection_ms && !fault.recovery_ms) {
+          fault.recovery_ms = event.at_ms - inject->at_ms;
+        }
+      }
+    }
+    std::vector<double> before;
+    for (const Sample& sample : samples) {
+      if (sample.at < fault.injected_at && sample.at >= fault.injected_at - 2) before.push_back(sample.gbps);
+    }
+    fault.baseline_gbps = median(before);
+    fault.dip_gbps = fault.baseline_gbps;
+    bool recovered = false;
+    for (const Sample& sample : samples) {
+      if (sample.at < fault.injected_at || sample.at > fault.injected_at + 4) continue;
+      fault.dip_gbps = std::min(fault.dip_gbps, sample.gbps);
+      if (!recovered && sample.gbps >= 0.9 * fault.baseline_gbps) {
+        recovered = true;
+        fault.dip_ms = (sample.at - fault.injected_at) * 1000;
+      }
+    }
+    fault.survived = stream_ok && recovered;
+  }
+
+  double sampled_bytes = 0;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    const double interval = samples[i].at - (i == 0 ? 0 : samples[i - 1].at);
+    sampled_bytes += samples[i].gbps * 1e9 / 8 * interval;
+  }
+
+  std::printf("\n%-10s %12s %12s %10s %10s %10s %9s\n", "component", "detect ms", "recover ms", "base Gb/s",
+              "dip Gb/s", "back ms", "survived");
+  for (const FaultOutcome& fault : outcomes) {
+    std::printf("%-10s %12s %12s %10.2f %10.2f %10s %9s\n", fault.component.c_str(), optional_ms(fault.detection_ms).c_str(),
+                optional_ms(fault.recovery_ms).c_str(), fault.baseline_gbps, fault.dip_gbps,
+                optional_ms(fault.dip_ms).c_str(), fault.survived ? "yes" : "NO");
+  }
+  std::printf("\niperf3: %s; sent %.0f bytes, the receiver got %.0f (%s)\n",
+              stream_ok ? "the connection lived to the end" : ("failed: " + (iperf.error.empty() ? "exit code " + std::to_string(client.exit_code) : iperf.error)).c_str(),
+              iperf.sent_bytes, iperf.received_bytes,
+              iperf.parsed && iperf.sent_bytes == iperf.received_bytes ? "all of it" : "check the report");
+  if (iperf.parsed && iperf.sent_bytes > 0) {
+    std::printf("the timeline's bytes against iperf3's: %.1f%%\n", 100.0 * sampled_bytes / iperf.sent_bytes);
+  }
+
+  write_svg((out / "timeline.svg").string(), samples, outcomes, options.duration_seconds);
+  std::ofstream report(out / "report.json");
+  report << "{\"duration_s\":" << options.duration_seconds << ",\"interval_ms\":" << options.interval_ms
+         << ",\"stream_survived\":" << (stream_ok ? "true" : "false") << ",\"iperf3\":{\"sent_bytes\":"
+         << iperf.sent_bytes << ",\"received_bytes\":" << iperf.received_bytes << ",\"seconds\":" << iperf.seconds
+         << ",\"error\":\"" << json_escape(iperf.error) << "\"},\"sampled_bytes\":" << sampled_bytes << ",\"faults\":[";
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    const FaultOutcome& fault = outcomes[i];
+    report << (i ? "," : "") << "{\"at_s\":" << fault.fault.at_seconds << ",\"target\":\"" << json_escape(fault.fault.target)
+           << "\",\"component\":\"" << json_escape(fault.component) << "\",\"injected_at_s\":" << json_number(fault.injected_at)
+           << ",\"detection_ms\":" << json_number(fault.detection_ms) << ",\"recovery_ms\":" << json_number(fault.recovery_ms)
+           << ",\"baseline_gbps\":" << json_number(fault.baseline_gbps) << ",\"dip_gbps\":" << json_number(fault.dip_gbps)
+           << ",\"dip_ms\":" << json_number(fault.dip_ms) << ",\"survived\":" << (fault.survived ? "true" : "false") << "}";
+  }
+  report << "],\"samples\":[";
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    report << (i ? "," : "") << "[" << json_number(samples[i].at) << "," << json_number(samples[i].gbps) << "]";
+  }
+  report << "]}\n";
+  report.close();
+  std::printf("wrote %s and %s\n", (out / "timeline.svg").c_str(), (out / "report.json").c_str());
+
+  bool all_survived = stream_ok;
+  for (const FaultOutcome& fault : outcomes) all_survived = all_survived && fault.survived;
+  return g_interrupted ? 130 : (all_survived ? 0 : 1);
+}
+
+}  // namespace flotilla::cli
