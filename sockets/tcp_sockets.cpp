@@ -181,8 +181,15 @@ std::uint32_t TcpSockets::next_ticket(int socket) {
   return static_cast<std::uint32_t>(entry.serial) << 16 | static_cast<std::uint32_t>(socket);
 }
 
+Status TcpSockets::pin_replica(std::size_t replica) {
+  if (replica >= replicas_.size()) return Error{Errc::invalid_argument, 0, "tcp: no such replica to pin to"};
+  pinned_replica_ = replica;
+  return {};
+}
+
 std::size_t TcpSockets::pick_replica() {
   if (replicas_.empty()) return 0;
+  if (pinned_replica_) return *pinned_replica_;
   const std::size_t replica = next_replica_ % replicas_.size();
   next_replica_ = replica + 1;
   return replica;

@@ -224,6 +224,9 @@ class TcpSockets {
 
   // The round robin: the replica for a connection placed without the name fleet.
   std::size_t pick_replica();
+  // Every later connection placed without the name fleet goes to `replica` (an experiment that
+  // must know which replica carries its streams, e.g. `flotilla demo`).
+  Status pin_replica(std::size_t replica);
   // The replica a connection went to; nothing while it waits for its placement (or for a
   // listener, or an id that is not open).
   std::optional<std::size_t> replica_of(int socket) const;
@@ -342,6 +345,7 @@ class TcpSockets {
   std::vector<int> free_ids_;
   std::size_t open_count_ = 0;
   std::size_t next_replica_ = 0;
+  std::optional<std::size_t> pinned_replica_;
   ReadyHandler ready_handler_;
   std::uint64_t bad_messages_ = 0;
   std::uint64_t stale_messages_ = 0;

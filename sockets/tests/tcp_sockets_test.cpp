@@ -115,6 +115,14 @@ TEST_F(TcpSocketsTest, ConnectionsAreSpreadRoundRobin) {
   EXPECT_NE(ids[0], ids[1]);
 }
 
+TEST_F(TcpSocketsTest, APinnedReplicaTakesEveryConnection) {
+  EXPECT_FALSE(sockets_->pin_replica(2));
+  ASSERT_TRUE(sockets_->pin_replica(1));
+  connect_three();
+  EXPECT_EQ(replica(0).drain(stack::kTcpOpenKind).size(), 0u);
+  EXPECT_EQ(replica(1).drain(stack::kTcpOpenKind).size(), 3u);
+}
+
 TEST_F(TcpSocketsTest, RefusedConnectionReportsTheErrno) {
   auto id = sockets_->connect(kPeer, 5001);
   ASSERT_TRUE(id.ok());
