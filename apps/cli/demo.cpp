@@ -31,9 +31,6 @@ using Clock = std::chrono::steady_clock;
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_interrupt(int) { g_interrupted = 1; }
 
-// The peer iperf3 runs in the default configuration's namespace, at its address.
-constexpr const char* kPeerNamespace = "flo-peer";
-constexpr const char* kPeerAddress = "10.77.0.1";
 constexpr int kIperfPort = 5201;
 
 // A child process in its own process group, with stdout (and stderr) going to a file.
@@ -346,9 +343,13 @@ int run_demo(const DemoOptions& options) {
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);
 
-  std::printf("==> flotilla up (the embedded network: %s at %s, Flotilla at 10.77.0.2)\n", kPeerNamespace, kPeerAddress);
+  const std::string& peer_namespace = options.peer_namespace;
+  const std::string& peer_address = options.peer_address;
+  std::printf("==> flotilla up (the kernel's iperf3 in namespace %s at %s)\n", peer_namespace.c_str(), peer_address.c_str());
   std::fflush(stdout);
-  if (run({options.flotilla, "--socket", options.socket, "up"}) != 0) {
+  std::vector<std::string> up{options.flotilla, "--socket", options.socket, "up"};
+  if (!options.config_path.empty()) up.insert(up.end(), {"--config", options.config_path});
+  if (run(up) != 0) {
     std::fprintf(stderr, "flotilla demo: the stack did not come up\n");
     run({options.flotilla, "--socket", options.socket, "down"});
     return 1;
@@ -369,16 +370,16 @@ int run_demo(const DemoOptions& options) {
     }
   } teardown{options, server, client};
 
-  server = spawn({"ip", "netns", "exec", kPeerNamespace, "iperf3", "-s", "-1", "-J", "-p", std::to_string(kIperfPort)},
+  server = spawn({"ip", "netns", "exec", peer_namespace, "iperf3", "-s", "-1", "-J", "-p", std::to_string(kIperfPort)},
                  (out / "iperf3-server.json").string());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // until it listens
   const int seconds = static_cast<int>(std::ceil(options.duration_seconds));
   // Every connection of the client on replica 0, so that "tcp-idle" is a replica it does not use.
-  client = spawn({options.flotilla, "--socket", options.socket, "run", "--", "iperf3", "-c", kPeerAddress, "-p",
+  client = spawn({options.flotilla, "--socket", options.socket, "run", "--", "iperf3", "-c", peer_address, "-p",
                   std::to_string(kIperfPort), "-t", std::to_string(seconds), "-J"},
                  (out / "iperf3-client.json").string(), {{"FLOTILLA_TCP_REPLICA", "0"}});
   std::printf("==> iperf3 -c %s -t %d on Flotilla (flotilla run), kernel iperf3 -s in %s; %zu faults\n",
-              kPeerAddress, seconds, kPeerNamespace, options.faults.size());
+              peer_address.c_str(), seconds, peer_namespace.c_str(), options.faults.size());
 
   std::vector<Sample> samples;
   std::vector<FaultOutcome> outcomes;

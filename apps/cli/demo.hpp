@@ -26,6 +26,10 @@ struct DemoOptions {
   std::string out_dir = "demo-out";
   std::string socket;         // the supervisor's control socket
   std::string flotilla;       // the flotilla binary (to run up, down and run)
+  std::string config_path;    // empty: the embedded default configuration
+  // Where the kernel's iperf3 runs: the configuration's peer namespace and address.
+  std::string peer_namespace = "flo-peer";
+  std::string peer_address = "10.77.0.1";
   int interval_ms = 100;      // throughput sample period
 };
 

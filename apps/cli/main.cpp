@@ -308,6 +308,10 @@ int main(int argc, char** argv) {
                    "SECONDS:COMPONENT,... crashes to inject; 'tcp-idle' is the replica without the stream")
       ->capture_default_str();
   demo->add_option("--out", demo_options.out_dir, "Where timeline.svg and report.json go")->capture_default_str();
+  demo->add_option("--config", demo_options.config_path,
+                   "TOML configuration for 'flotilla up' (default: the embedded one); it needs application "
+                   "slots (recovery::app_slots_config) and its [network] names the peer")
+      ->check(CLI::ExistingFile);
   demo->add_option("--interval-ms", demo_options.interval_ms, "Throughput sample period")
       ->capture_default_str()
       ->check(CLI::Range(20, 5000));
@@ -319,6 +323,12 @@ int main(int argc, char** argv) {
     auto faults = cli::parse_fault_schedule(fault_schedule, demo_options.duration_seconds, &problem);
     if (!faults) die("--faults: " + problem, 2);
     demo_options.faults = std::move(faults.value());
+    auto outcome = demo_options.config_path.empty() ? parse_config(kDefaultConfig, "<default config>")
+                                                    : load_config_file(demo_options.config_path);
+    if (auto* error = std::get_if<ConfigError>(&outcome)) die(error->message, 2);
+    const NetworkConfig& network = std::get<SupervisorConfig>(outcome).network;
+    demo_options.peer_namespace = network.peer_namespace;
+    demo_options.peer_address = network.peer_address.substr(0, network.peer_address.find('/'));
     demo_options.socket = g_socket;
     demo_options.flotilla = std::filesystem::read_symlink("/proc/self/exe").string();
     return cli::run_demo(demo_options);

@@ -44,8 +44,9 @@ struct CommandOutcome {
   std::string output;
 };
 
-inline CommandOutcome run_cli(const std::string& arguments) {
-  const std::string command = build_root() + "/apps/flotilla " + arguments + " 2>&1";
+// Runs a shell command to its end; its output (stdout and stderr) and exit code.
+inline CommandOutcome run_command(const std::string& shell_command) {
+  const std::string command = shell_command + " 2>&1";
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return {-1, "popen failed"};
   std::string output;
@@ -54,6 +55,8 @@ inline CommandOutcome run_cli(const std::string& arguments) {
   const int status = ::pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
+
+inline CommandOutcome run_cli(const std::string& arguments) { return run_command(build_root() + "/apps/flotilla " + arguments); }
 
 // Polls `condition` every 20 ms until it holds or `deadline` passes.
 template <class Condition>
