@@ -157,6 +157,14 @@ std::uint64_t replica_counter(const recovery::CounterTable& table, const std::st
   return total;
 }
 
+// The value at or below which a share `p` of the values lie (nearest rank).
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(values.size())));
+  return values[std::min(values.size(), std::max<std::size_t>(rank, 1)) - 1];
+}
+
 double median(std::vector<double> values) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -447,17 +455,28 @@ int run_demo(const DemoOptions& options) {
 
   // Detection and recovery from the event log, lined up with the stream's clock at each inject.
   const std::vector<LoggedEvent> events = read_events(options.socket);
-  for (FaultOutcome& fault : outcomes) {
+  for (std::size_t index = 0; index < outcomes.size(); ++index) {
+    FaultOutcome& fault = outcomes[index];
     if (fault.injected_at < 0) continue;
+    // A fault's dip is looked for until the next fault (or 4 s).
+    const double window_end = std::min(fault.injected_at + 4,
+                                       index + 1 < outcomes.size() && outcomes[index + 1].injected_at >= 0
+                                           ? outcomes[index + 1].injected_at
+                                           : fault.injected_at + 4);
     const LoggedEvent* inject = nullptr;
+    // This fault is the n-th one injected into its component.
+    std::size_t nth = 0;
+    for (std::size_t earlier = 0; earlier < index; ++earlier) nth += outcomes[earlier].component == fault.component ? 1 : 0;
     for (const LoggedEvent& event : events) {
-      if (event.kind == "inject" && event.component == fault.component && (inject == nullptr || event.at_ms >= inject->at_ms)) {
+      if (event.kind == "inject" && event.component == fault.component && nth-- == 0) {
         inject = &event;
+        break;
       }
     }
     if (inject != nullptr) {
       for (const LoggedEvent& event : events) {
         if (event.component != fault.component || event.at_ms < inject->at_ms) continue;
+        if (event.kind == "inject" && &event != inject) break;  // the next fault's
         if (event.kind == "exit" && !fault.detection_ms) fault.detection_ms = event.at_ms - inject->at_ms;
         if ((event.kind == "recovered" || event.kind == "joined") && fault.detection_ms && !fault.recovery_ms) {
           fault.recovery_ms = event.at_ms - inject->at_ms;
@@ -472,7 +491,7 @@ int run_demo(const DemoOptions& options) {
     fault.dip_gbps = fault.baseline_gbps;
     bool recovered = false;
     for (const Sample& sample : samples) {
-      if (sample.at < fault.injected_at || sample.at > fault.injected_at + 4) continue;
+      if (sample.at < fault.injected_at || sample.at > window_end) continue;
       fault.dip_gbps = std::min(fault.dip_gbps, sample.gbps);
       if (!recovered && sample.gbps >= 0.9 * fault.baseline_gbps) {
         recovered = true;
@@ -503,6 +522,38 @@ int run_demo(const DemoOptions& options) {
     std::printf("the timeline's bytes against iperf3's: %.1f%%\n", 100.0 * sampled_bytes / iperf.sent_bytes);
   }
 
+  // Per kind of fault (when some were repeated): p50 / p99 / max of each time.
+  struct Summary {
+    std::vector<double> detection, recovery, dip;
+    std::size_t faults = 0, not_back = 0, not_survived = 0;
+  };
+  std::map<std::string, Summary> summaries;
+  bool repeated = false;
+  for (const FaultOutcome& fault : outcomes) {
+    Summary& summary = summaries[fault.fault.target];
+    ++summary.faults;
+    repeated = repeated || summary.faults > 1;
+    if (fault.detection_ms) summary.detection.push_back(*fault.detection_ms);
+    if (fault.recovery_ms) summary.recovery.push_back(*fault.recovery_ms);
+    if (fault.dip_ms) summary.dip.push_back(*fault.dip_ms); else ++summary.not_back;
+    if (!fault.survived) ++summary.not_survived;
+  }
+  const auto triple = [](const std::vector<double>& values) {
+    char text[64];
+    if (values.empty()) return std::string("-");
+    std::snprintf(text, sizeof(text), "%.1f / %.1f / %.1f", percentile(values, 0.5), percentile(values, 0.99),
+                  percentile(values, 1.0));
+    return std::string(text);
+  };
+  if (repeated) {
+    std::printf("\n%-10s %6s %24s %24s %24s %9s %9s\n", "fault", "count", "detect ms p50/p99/max",
+                "recover ms p50/p99/max", "dip ms p50/p99/max", "not back", "lost");
+    for (const auto& [target, summary] : summaries) {
+      std::printf("%-10s %6zu %24s %24s %24s %9zu %9zu\n", target.c_str(), summary.faults, triple(summary.detection).c_str(),
+                  triple(summary.recovery).c_str(), triple(summary.dip).c_str(), summary.not_back, summary.not_survived);
+    }
+  }
+
   write_svg((out / "timeline.svg").string(), samples, outcomes, options.duration_seconds);
   std::ofstream report(out / "report.json");
   report << "{\"duration_s\":" << options.duration_seconds << ",\"interval_ms\":" << options.interval_ms
@@ -517,7 +568,23 @@ int run_demo(const DemoOptions& options) {
            << ",\"baseline_gbps\":" << json_number(fault.baseline_gbps) << ",\"dip_gbps\":" << json_number(fault.dip_gbps)
            << ",\"dip_ms\":" << json_number(fault.dip_ms) << ",\"survived\":" << (fault.survived ? "true" : "false") << "}";
   }
-  report << "],\"samples\":[";
+  report << "],\"summary\":{";
+  bool first_summary = true;
+  for (const auto& [target, summary] : summaries) {
+    const auto stats = [](const std::vector<double>& values) {
+      if (values.empty()) return std::string("null");
+      char text[128];
+      std::snprintf(text, sizeof(text), "{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f}", percentile(values, 0.5),
+                    percentile(values, 0.99), percentile(values, 1.0));
+      return std::string(text);
+    };
+    report << (first_summary ? "" : ",") << "\"" << json_escape(target) << "\":{\"faults\":" << summary.faults
+           << ",\"detection_ms\":" << stats(summary.detection) << ",\"recovery_ms\":" << stats(summary.recovery)
+           << ",\"dip_ms\":" << stats(summary.dip) << ",\"not_back\":" << summary.not_back
+           << ",\"not_survived\":" << summary.not_survived << "}";
+    first_summary = false;
+  }
+  report << "},\"samples\":[";
   for (std::size_t i = 0; i < samples.size(); ++i) {
     report << (i ? "," : "") << "[" << json_number(samples[i].at) << "," << json_number(samples[i].gbps) << "]";
   }
