@@ -15,8 +15,11 @@
 //              way, with offloads off (the same per-packet work) and on (the machine's ceiling).
 //              Every --streams count in each of --directions. Reports Gbps, steal, and CPU seconds
 //              per gigabit: the whole machine's (/proc/stat) and the stack's processes' (/proc/<pid>/stat).
+//   apps-config  Prints the configuration perf/apps_bench.py brings its stack up with (the
+//              stack's components and application slots for `flotilla run`, on a network named
+//              flo<ID>p/s/q), so that the script and the tests share one definition.
 //
-// Needs root. Host steal time (from /proc/stat) is printed beside each figure: this machine is a
+// Needs root (but apps-config). Host steal time (from /proc/stat) is printed beside each figure: this machine is a
 // shared VM and its figures swing 2-3x from run to run, so compare the ratios, not the absolutes.
 #include <arpa/inet.h>
 #include <linux/magic.h>
@@ -45,6 +48,7 @@
 
 #include "dataplane/clock.hpp"
 #include "perf/cpu_ticks.hpp"
+#include "tests/support/kernel_namespace.hpp"
 #include "tests/support/kernel_tcp.hpp"
 #include "tests/support/stack_harness.hpp"
 
@@ -101,64 +105,28 @@ class TeardownStack {
   }
 };
 
-// The second namespace, holding the kernel's own servers: joined to the peer namespace by a veth
-// pair of the same kind as Flotilla's.
-struct KernelSide {
-  std::string ns;
-  std::string client_interface;  // in the peer namespace
-  std::string server_interface;  // in the kernel namespace
-  std::string client_address = "10.80.0.1";
-  std::string server_address = "10.80.0.2";
-
+// The second namespace, holding the kernel's own servers (tests/support/kernel_namespace.hpp),
+// registered for Teardown before it is made.
+struct KernelSide : KernelNamespace {
   bool create(const std::string& peer_namespace) {
-    const std::string id = std::to_string(::getpid() % 10'000'000);
-    ns = "flo" + id + "k";
     {
       const std::lock_guard guard(Teardown::instance().lock);
       Teardown::instance().kernel_namespace = ns;
     }
-    client_interface = "flo" + id + "a";
-    server_interface = "flo" + id + "b";
-    const std::vector<std::vector<std::string>> steps = {
-        {"ip", "netns", "add", ns},
-        {"ip", "link", "add", client_interface, "netns", peer_namespace, "type", "veth", "peer", "name",
-         server_interface, "netns", ns},
-        {"ip", "-n", peer_namespace, "addr", "add", client_address + "/24", "dev", client_interface},
-        {"ip", "-n", ns, "addr", "add", server_address + "/24", "dev", server_interface},
-        {"ip", "-n", peer_namespace, "link", "set", client_interface, "up"},
-        {"ip", "-n", ns, "link", "set", server_interface, "up"},
-        {"ip", "-n", ns, "link", "set", "lo", "up"},
-        // The same offload settings as the peer's end of Flotilla's link.
-        {"ip", "netns", "exec", peer_namespace, "ethtool", "-K", client_interface, "tx", "off", "tso", "off", "gso", "off"},
-    };
-    for (const auto& step : steps) {
-      if (recovery::run_command(step) != 0) {
-        std::fprintf(stderr, "stack-bench: '%s ...' failed\n", step[0].c_str());
-        return false;
-      }
-    }
-    return true;
+    const std::string failure = KernelNamespace::create(peer_namespace);
+    if (!failure.empty()) std::fprintf(stderr, "stack-bench: %s\n", failure.c_str());
+    return failure.empty();
   }
-  // Both ends of this pair: checksum offload, TSO and GSO on (the kernel's defaults) or off (frames
-  // no larger than the MTU, each checksummed in software: the per-packet work Flotilla does). GRO
-  // stays off on both ends in either case, as veth has it by default: without it a veth end takes
-  // frames one by one (netif_rx), as the peer's end of Flotilla's link does. With TSO on the
-  // segments cross as 64 KB packets anyway, so there is nothing for GRO to merge.
   bool set_offloads(const std::string& peer_namespace, bool on) const {
-    const std::string state = on ? "on" : "off";
-    for (const auto& [where, interface] : {std::pair{peer_namespace, client_interface}, std::pair{ns, server_interface}}) {
-      if (recovery::run_command({"ip", "netns", "exec", where, "ethtool", "-K", interface, "tx", state, "tso", state,
-                                 "gso", state, "gro", "off"}) != 0) {
-        std::fprintf(stderr, "stack-bench: ethtool -K %s ... %s failed\n", interface.c_str(), state.c_str());
-        return false;
-      }
+    const std::string failure = KernelNamespace::set_offloads(peer_namespace, on);
+    if (!failure.empty()) {
+      std::fprintf(stderr, "stack-bench: ethtool -K %s ... %s failed\n", failure.c_str(), on ? "on" : "off");
     }
-    return true;
+    return failure.empty();
   }
   ~KernelSide() {
-    if (ns.empty()) return;
     const std::lock_guard guard(Teardown::instance().lock);
-    (void)recovery::run_command({"ip", "netns", "del", ns});
+    remove();
     Teardown::instance().kernel_namespace.clear();
   }
 };
@@ -922,7 +890,17 @@ int main(int argc, char** argv) {
   bulk->add_option("--paths", paths, "Which paths to measure")
       ->delimiter(',')
       ->check(CLI::IsMember({"flotilla", "kernel-off", "kernel-on"}))->capture_default_str();
+  std::string config_id;
+  auto* apps_config = app.add_subcommand("apps-config", "Print the stack configuration of perf/apps_bench.py");
+  apps_config->add_option("--id", config_id, "Network names flo<ID>p (peer namespace), flo<ID>s, flo<ID>q")
+      ->required()
+      ->check([](const std::string& id) { return id.size() <= 10 ? std::string() : "at most 10 characters"; });
   CLI11_PARSE(app, argc, argv);
+  if (apps_config->parsed()) {
+    const StackNames names{"flo" + config_id + "p", "flo" + config_id + "s", "flo" + config_id + "q"};
+    std::fputs(stack_config(names, "pass all", recovery::app_slots_config()).c_str(), stdout);
+    return 0;
+  }
   if (::geteuid() != 0) {
     std::fprintf(stderr, "flotilla-stack-bench: needs root (network namespaces, veth, XDP)\n");
     return 2;

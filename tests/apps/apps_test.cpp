@@ -1,0 +1,467 @@
+// Unmodified iperf3, lighttpd and redis (Debian's binaries) on Flotilla: each runs under
+// `flotilla run` (libflotilla-preload.so) on a stack of the test's own with application slots,
+// against the kernel's counterpart in the stack's peer namespace. Root: skipped without it, and
+// when a program or the preload library is missing.
+//
+// FLOTILLA_APPS_TEST_SIDE=kernel runs the same programs on kernel sockets instead, in a second
+// namespace joined to the peer namespace by a veth pair (tests/support/kernel_namespace.hpp): a
+// check of the test itself and of the machine, with the same clients and the same assertions.
+//
+// Every program is bounded in time and stopped (its whole process group) however the test ends.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "apps/tcp_perf/perf_streams.hpp"
+#include "recovery/default_config.hpp"
+#include "tests/stack/stack_fixture.hpp"
+#include "tests/support/kernel_namespace.hpp"
+#include "tests/support/kernel_tcp.hpp"
+
+namespace flotilla::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::uint64_t kSmallFileBytes = 1024;
+constexpr std::uint64_t kLargeFileBytes = 10u << 20;
+
+// The last `bytes` of a program's output: enough to see why it failed.
+std::string tail(const std::string& text, std::size_t bytes = 4096) {
+  return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
+}
+
+// A program started in a process group of its own, its stdout and stderr going to a file. The
+// whole group is stopped when the program overruns its time or the object goes out of scope.
+class Program {
+ public:
+  Program(std::vector<std::string> argv, std::filesystem::path log) : log_(std::move(log)) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::setpgid(0, 0);
+      const int out = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (out < 0 || in < 0) ::_exit(126);
+      ::dup2(in, 0);
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+      std::vector<char*> words;
+      for (auto& word : argv) words.push_back(word.data());
+      words.push_back(nullptr);
+      ::execvp(words[0], words.data());
+      ::_exit(127);
+    }
+    if (pid_ > 0) ::setpgid(pid_, pid_);  // the child does the same; whichever runs first wins
+  }
+  Program(const Program&) = delete;
+  Program& operator=(const Program&) = delete;
+  ~Program() { stop(); }
+
+  bool started() const { return pid_ > 0 || exit_status_.has_value(); }
+
+  // Whether it is still running (a program that ended is reaped here).
+  bool running() { return pid_ > 0 && !reap(WNOHANG); }
+
+  // Waits up to `limit` for the program to end by itself and returns its exit status (-1 when a
+  // signal ended it); nullopt when it overran, and it is then stopped.
+  std::optional<int> wait(std::chrono::milliseconds limit) {
+    if (!wait_for([&] { return !running(); }, limit)) {
+      stop();
+      return std::nullopt;
+    }
+    return exit_status_;
+  }
+
+  // SIGTERM to the group, then SIGKILL after 5 s.
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(-pid_, SIGTERM);
+    if (!wait_for([&] { return !running(); }, 5s)) {
+      ::kill(-pid_, SIGKILL);
+      (void)reap(0);
+    }
+  }
+
+  std::string output() const {
+    std::ifstream file(log_);
+    return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+
+ private:
+  bool reap(int flags) {
+    int status = 0;
+    if (::waitpid(pid_, &status, flags) != pid_) return false;
+    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    pid_ = -1;
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  std::optional<int> exit_status_;
+  std::filesystem::path log_;
+};
+
+bool on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::string folders = path != nullptr ? path : "/usr/bin:/bin";
+  for (std::size_t at = 0; at <= folders.size();) {
+    const std::size_t end = std::min(folders.find(':', at), folders.size());
+    const std::string candidate = folders.substr(at, end - at) + "/" + program;
+    if (::access(candidate.c_str(), X_OK) == 0) return true;
+    at = end + 1;
+  }
+  return false;
+}
+
+// Whether a TCP connection to address:port succeeds within 200 ms (from the calling thread's
+// namespace).
+bool port_open(const std::string& address, std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return false;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
+  bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0;
+  if (!open && errno == EINPROGRESS) {
+    pollfd wait{fd, POLLOUT, 0};
+    int error = 0;
+    socklen_t length = sizeof(error);
+    open = ::poll(&wait, 1, 200) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0;
+  }
+  ::close(fd);
+  return open;
+}
+
+struct HttpReply {
+  int status = 0;
+  std::string error;  // "" when the reply arrived whole
+  std::uint64_t body_bytes = 0;
+  std::string body_sha256;
+};
+
+// A minimal HTTP/1.0 GET over a kernel socket: the server closes after the reply. Reads to EOF,
+// checks the body against Content-Length and hashes it. Gives up after 30 s.
+HttpReply http_get(const std::string& address, std::uint16_t port, const std::string& path) {
+  HttpReply reply;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    reply.error = "socket failed";
+    return reply;
+  }
+  const timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0 ||
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    reply.error = std::string("connect/send: ") + std::strerror(errno);
+    ::close(fd);
+    return reply;
+  }
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  std::string head;
+  bool in_body = false;
+  apps::Sha256 hash;
+  std::vector<char> chunk(256 * 1024);
+  for (;;) {
+    if (std::chrono::steady_clock::now() > until) {
+      reply.error = "no end after 30 s";
+      break;
+    }
+    const ssize_t got = ::recv(fd, chunk.data(), chunk.size(), 0);
+    if (got == 0) break;
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      reply.error = std::string("recv: ") + std::strerror(errno);
+      break;
+    }
+    std::string_view data(chunk.data(), static_cast<std::size_t>(got));
+    if (!in_body) {
+      head.append(data);
+      const std::size_t end = head.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      data = std::string_view(head).substr(end + 4);
+      in_body = true;
+      reply.body_bytes += data.size();
+      hash.update(std::as_bytes(std::span(data.data(), data.size())));
+      head.resize(end);
+      continue;
+    }
+    reply.body_bytes += data.size();
+    hash.update(std::as_bytes(std::span(data.data(), data.size())));
+  }
+  ::close(fd);
+  reply.body_sha256 = hash.finish();
+  std::smatch match;
+  if (std::regex_search(head, match, std::regex("^HTTP/1\\.[01] ([0-9]{3})"))) reply.status = std::stoi(match[1]);
+  if (reply.error.empty() && !in_body) reply.error = "no end of headers";
+  if (reply.error.empty() &&
+      std::regex_search(head, match, std::regex("\r\nContent-Length: *([0-9]+)", std::regex::icase)) &&
+      std::stoull(match[1]) != reply.body_bytes) {
+    reply.error = "body of " + std::to_string(reply.body_bytes) + " bytes, Content-Length " + match[1].str();
+  }
+  return reply;
+}
+
+// The first number after `key` following the last `anchor` in iperf3's JSON (nullopt if absent).
+std::optional<double> json_number_after(const std::string& json, const std::string& anchor, const std::string& key) {
+  const std::size_t at = json.rfind("\"" + anchor + "\"");
+  if (at == std::string::npos) return std::nullopt;
+  std::smatch match;
+  const std::string rest = json.substr(at);
+  if (!std::regex_search(rest, match, std::regex("\"" + key + "\":\\s*([0-9.eE+-]+)"))) return std::nullopt;
+  return std::stod(match[1]);
+}
+
+std::string iperf_error(const std::string& json) {
+  std::smatch match;
+  return std::regex_search(json, match, std::regex("\"error\":\\s*\"([^\"]*)\"")) ? match[1].str() : "";
+}
+
+// "NAME: 12345.67 requests per second" from redis-benchmark -q (0 when absent).
+double redis_rate(const std::string& output, const std::string& name) {
+  std::smatch match;
+  return std::regex_search(output, match, std::regex(name + ": ([0-9.]+) requests per second")) ? std::stod(match[1]) : 0;
+}
+
+enum class Side { flotilla, kernel };
+
+Side side_from_environment() {
+  const char* text = std::getenv("FLOTILLA_APPS_TEST_SIDE");
+  return text != nullptr && std::string(text) == "kernel" ? Side::kernel : Side::flotilla;
+}
+
+class Apps : public StackTest {
+ protected:
+  // Skips unless root, the programs and (on Flotilla) the preload library are there; then starts
+  // the stack with application slots and, on the kernel side, the kernel's namespace. Callers
+  // return when IsSkipped() || HasFatalFailure().
+  void start_apps(const std::vector<std::string>& programs) {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, veth, XDP)";
+    for (const auto& program : programs) {
+      if (!on_path(program)) GTEST_SKIP() << program << " is not installed (./dev installs its Debian package)";
+    }
+    if (side_ == Side::flotilla) {
+      const char* given = std::getenv("FLOTILLA_PRELOAD");
+      const std::string library = given != nullptr && *given != '\0' ? given : build_root() + "/sockets/libflotilla-preload.so";
+      if (!std::filesystem::exists(library)) GTEST_SKIP() << library << " is not built";
+    }
+    char pattern[] = "/tmp/flotilla-apps-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    folder_ = pattern;
+    start("pass all", recovery::app_slots_config());
+    if (HasFatalFailure()) return;
+    if (side_ == Side::kernel) {
+      ASSERT_EQ(kernel_.create(names_.peer_namespace), "");
+    }
+    std::printf("apps test on %s sockets; files in %s\n", side_ == Side::flotilla ? "Flotilla" : "kernel",
+                folder_.c_str());
+  }
+
+  void TearDown() override {
+    StackTest::TearDown();
+    kernel_.remove();
+    if (!folder_.empty()) std::filesystem::remove_all(folder_);
+  }
+
+  // Where clients in the peer namespace reach the program under test.
+  std::string app_address() const { return side_ == Side::flotilla ? names_.stack_address : kernel_.server_address; }
+  // Where the program under test reaches the peer namespace.
+  std::string peer_address() const { return side_ == Side::flotilla ? names_.peer_address : kernel_.client_address; }
+
+  // The program under test: on Flotilla through `flotilla run`, else in the kernel's namespace.
+  std::vector<std::string> app_command(std::vector<std::string> argv) const {
+    std::vector<std::string> prefix = side_ == Side::flotilla
+        ? std::vector<std::string>{build_root() + "/apps/flotilla", "--socket", stack_.socket_path(), "run", "--"}
+        : std::vector<std::string>{"ip", "netns", "exec", kernel_.ns};
+    prefix.insert(prefix.end(), argv.begin(), argv.end());
+    return prefix;
+  }
+  // A kernel program in the peer namespace.
+  std::vector<std::string> peer_command(std::vector<std::string> argv) const {
+    std::vector<std::string> prefix{"ip", "netns", "exec", names_.peer_namespace};
+    prefix.insert(prefix.end(), argv.begin(), argv.end());
+    return prefix;
+  }
+
+  std::filesystem::path file(const std::string& name) const { return folder_ / name; }
+
+  // Waits until `server` accepts connections on address:port from the peer namespace.
+  bool wait_for_port(Program& server, const std::string& address, std::uint16_t port) const {
+    return wait_for(
+        [&] {
+          return !server.running() ||
+                 in_namespace(names_.peer_namespace, [&] { return port_open(address, port); });
+        },
+        15s) &&
+        server.running();
+  }
+
+  // Runs an iperf3 client with `arguments` (after -c ADDRESS) to completion; expects a clean end
+  // and at least `min_bits_per_second` received, and returns what was received.
+  double run_iperf_client(const std::vector<std::string>& command, double min_bits_per_second) {
+    Program client(command, file("iperf3-client.json"));
+    const auto status = client.wait(60s);
+    const std::string json = client.output();
+    EXPECT_TRUE(status.has_value()) << "iperf3 client overran 60 s\n" << tail(json);
+    EXPECT_EQ(status.value_or(-2), 0) << tail(json);
+    EXPECT_EQ(iperf_error(json), "");
+    const auto received = json_number_after(json, "sum_received", "bits_per_second");
+    const auto bytes = json_number_after(json, "sum_received", "bytes");
+    EXPECT_TRUE(received.has_value() && bytes.has_value()) << "no end.sum_received in\n" << tail(json);
+    EXPECT_GT(bytes.value_or(0), 0);
+    EXPECT_GE(received.value_or(0), min_bits_per_second) << tail(json);
+    std::printf("iperf3: %.2f Gbit/s received\n", received.value_or(0) / 1e9);
+    return received.value_or(0);
+  }
+
+  // The program under test as iperf3 client against a kernel `iperf3 -s` in the peer namespace.
+  void iperf_client_case(const std::vector<std::string>& options, double min_bits_per_second) {
+    start_apps({"iperf3"});
+    if (IsSkipped() || HasFatalFailure()) return;
+    Program server(peer_command({"iperf3", "-s", "-p", "5201", "--forceflush"}), file("iperf3-server.log"));
+    ASSERT_TRUE(wait_for([&] { return server.output().find("Server listening") != std::string::npos || !server.running(); }, 10s) &&
+                server.running())
+        << tail(server.output());
+    std::vector<std::string> client{"iperf3", "-c", peer_address(), "-p", "5201", "-t", "3", "-J", "--connect-timeout", "5000"};
+    client.insert(client.end(), options.begin(), options.end());
+    run_iperf_client(app_command(client), min_bits_per_second);
+    EXPECT_TRUE(server.running()) << "the kernel's iperf3 server ended\n" << tail(server.output());
+  }
+
+  Side side_ = side_from_environment();
+  KernelNamespace kernel_;
+  std::filesystem::path folder_;
+};
+
+TEST_F(Apps, Iperf3ClientSendsAtLeastOneGigabit) { iperf_client_case({}, 1e9); }
+
+TEST_F(Apps, Iperf3ClientReceives) { iperf_client_case({"-R"}, 1); }
+
+TEST_F(Apps, Iperf3ClientFourStreams) { iperf_client_case({"-P", "4"}, 1); }
+
+TEST_F(Apps, Iperf3ServerWithKernelClient) {
+  start_apps({"iperf3"});
+  if (IsSkipped() || HasFatalFailure()) return;
+  Program server(app_command({"iperf3", "-s", "-4", "-1", "-p", "5202", "--forceflush"}), file("iperf3-server.log"));
+  ASSERT_TRUE(wait_for([&] { return server.output().find("Server listening") != std::string::npos || !server.running(); }, 10s) &&
+              server.running())
+      << tail(server.output());
+  run_iperf_client(peer_command({"iperf3", "-c", app_address(), "-p", "5202", "-t", "3", "-J", "--connect-timeout", "5000"}), 1);
+  // -1: the server ends by itself after one test.
+  EXPECT_EQ(server.wait(15s).value_or(-2), 0) << tail(server.output());
+}
+
+TEST_F(Apps, LighttpdServesFilesUnderWrk) {
+  start_apps({"lighttpd", "wrk"});
+  if (IsSkipped() || HasFatalFailure()) return;
+  const auto root = file("www");
+  std::filesystem::create_directory(root);
+  for (const auto& [name, bytes] : {std::pair{"small.bin", kSmallFileBytes}, std::pair{"large.bin", kLargeFileBytes}}) {
+    std::vector<std::byte> content(bytes);
+    apps::fill_pattern(0, content);
+    std::ofstream(root / name, std::ios::binary).write(reinterpret_cast<const char*>(content.data()),
+                                                       static_cast<std::streamsize>(content.size()));
+  }
+  constexpr std::uint16_t kPort = 8080;
+  std::ofstream(file("lighttpd.conf")) << "server.document-root = \"" << root.string() << "\"\n"
+                                       << "server.bind = \"0.0.0.0\"\n"
+                                       << "server.port = " << kPort << "\n"
+                                       << "server.errorlog = \"" << file("lighttpd-error.log").string() << "\"\n"
+                                       << "mimetype.assign = (\".bin\" => \"application/octet-stream\")\n";
+  Program server(app_command({"lighttpd", "-D", "-f", file("lighttpd.conf").string()}), file("lighttpd.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
+
+  const std::string address = app_address();
+  auto fetch = [&](const std::string& path) {
+    return in_namespace(names_.peer_namespace, [&] { return http_get(address, kPort, path); });
+  };
+  const HttpReply small = fetch("/small.bin");
+  EXPECT_EQ(small.error, "");
+  EXPECT_EQ(small.status, 200);
+  EXPECT_EQ(small.body_bytes, kSmallFileBytes);
+  EXPECT_EQ(small.body_sha256, pattern_sha256(kSmallFileBytes));
+
+  Program wrk(peer_command({"wrk", "-c", "64", "-t", "2", "-d", "3s", "--timeout", "2s",
+                            "http://" + address + ":" + std::to_string(kPort) + "/small.bin"}),
+              file("wrk.log"));
+  const auto status = wrk.wait(60s);
+  const std::string report = wrk.output();
+  std::printf("%s", report.c_str());
+  ASSERT_TRUE(status.has_value()) << "wrk overran 60 s\n" << tail(report);
+  EXPECT_EQ(*status, 0) << report;
+  std::smatch match;
+  ASSERT_TRUE(std::regex_search(report, match, std::regex("([0-9]+) requests in"))) << report;
+  EXPECT_GT(std::stoull(match[1]), 0u) << report;
+  // wrk prints these lines only when there is something to count.
+  EXPECT_EQ(report.find("Socket errors"), std::string::npos) << report;
+  EXPECT_EQ(report.find("Non-2xx"), std::string::npos) << report;
+
+  // The large file after the load: sendfile's path, and the server still whole.
+  const HttpReply large = fetch("/large.bin");
+  EXPECT_EQ(large.error, "");
+  EXPECT_EQ(large.status, 200);
+  EXPECT_EQ(large.body_bytes, kLargeFileBytes);
+  EXPECT_EQ(large.body_sha256, pattern_sha256(kLargeFileBytes));
+  EXPECT_TRUE(server.running()) << tail(server.output());
+}
+
+TEST_F(Apps, RedisUnderRedisBenchmark) {
+  start_apps({"redis-server", "redis-benchmark", "redis-cli"});
+  if (IsSkipped() || HasFatalFailure()) return;
+  Program server(app_command({"redis-server", "--port", "6379", "--save", "", "--appendonly", "no", "--protected-mode",
+                              "no", "--bind", "0.0.0.0", "--dir", folder_.string()}),
+                 file("redis.log"));
+  const std::string address = app_address();
+  ASSERT_TRUE(wait_for_port(server, address, 6379)) << tail(server.output());
+
+  Program bench(peer_command({"redis-benchmark", "-h", address, "-p", "6379", "-q", "-n", "100000", "-c", "50", "-t", "set,get"}),
+                file("redis-benchmark.log"));
+  const auto status = bench.wait(120s);
+  const std::string report = bench.output();
+  std::printf("redis-benchmark: SET %.0f/s, GET %.0f/s\n", redis_rate(report, "SET"), redis_rate(report, "GET"));
+  ASSERT_TRUE(status.has_value()) << "redis-benchmark overran 120 s\n" << tail(report);
+  EXPECT_EQ(*status, 0) << tail(report);
+  EXPECT_GT(redis_rate(report, "SET"), 0) << tail(report);
+  EXPECT_GT(redis_rate(report, "GET"), 0) << tail(report);
+  EXPECT_EQ(std::regex_search(report, std::regex("error", std::regex::icase)), false) << tail(report);
+
+  // The server saw every request, and the data is there.
+  Program stats(peer_command({"redis-cli", "-h", address, "-p", "6379", "info", "stats"}), file("redis-stats.log"));
+  ASSERT_EQ(stats.wait(20s).value_or(-2), 0) << stats.output();
+  std::smatch match;
+  const std::string text = stats.output();
+  ASSERT_TRUE(std::regex_search(text, match, std::regex("total_commands_processed:([0-9]+)"))) << text;
+  EXPECT_GE(std::stoull(match[1]), 200'000u) << text;
+  // redis-benchmark SETs one key (no -r) to a value of -d 3 bytes.
+  Program length(peer_command({"redis-cli", "-h", address, "-p", "6379", "strlen", "key:__rand_int__"}),
+                 file("redis-strlen.log"));
+  ASSERT_EQ(length.wait(20s).value_or(-2), 0) << length.output();
+  EXPECT_EQ(length.output(), "3\n");
+  EXPECT_TRUE(server.running()) << tail(server.output());
+}
+
+}  // namespace
+}  // namespace flotilla::testing
