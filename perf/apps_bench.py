@@ -391,8 +391,12 @@ class Bench:
         live = [side for side in self.sides if not isinstance(servers[side], dict)]
         saved = self.sides
         self.sides = live
-        figures, errors = self.runs("redis", lambda side, run: self.redis_benchmark(
-            side, self.options.redis_requests, f"redis-benchmark-{side}-{run}.log"))
+        def measure(side, run):
+            rates = self.redis_benchmark(side, self.options.redis_requests, f"redis-benchmark-{side}-{run}.log")
+            say(f"      SET {rates['SET']:.0f}/s, GET {rates['GET']:.0f}/s")
+            return rates
+
+        figures, errors = self.runs("redis", measure)
         self.sides = saved
         for side in self.sides:
             if side not in live:
@@ -410,8 +414,12 @@ class Bench:
         saved = self.sides
         self.sides = live
         for reverse, key in ((False, "iperf3_to_server_gbps"), (True, "iperf3_from_server_gbps")):
-            figures, errors = self.runs("iperf3 -R" if reverse else "iperf3", lambda side, run: self.iperf3(
-                side, reverse, self.options.iperf_seconds))
+            def measure(side, run):
+                gbps = self.iperf3(side, reverse, self.options.iperf_seconds)
+                say(f"      {gbps:.2f} Gbit/s")
+                return gbps
+
+            figures, errors = self.runs("iperf3 -R" if reverse else "iperf3", measure)
             for side in saved:
                 if side not in live:
                     errors[side] = servers[side]["error"]
