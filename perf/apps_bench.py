@@ -12,7 +12,7 @@ run in a peer namespace and reach either
 It measures lighttpd requests/s (wrk, a 1 KiB file, 64 connections), redis-benchmark SET and GET
 operations/s, iperf3 Gbit/s both ways, and in a separate pass (strace slows a program down a lot)
 the system calls per request of lighttpd under wrk and of redis under redis-benchmark, counted on
-the server by `strace -c -f -p PID` (which calls; it slows the server down several times, so
+the server by `strace -c -f -p PID` (which calls, and how many are not on files; it slows the server down several times, so
 calls are batched less than at full speed) and, when `perf` is installed, by
 `perf stat -e raw_syscalls:sys_enter -p PID` (a count at nearly full speed). Prints a table with both sides and the ratios
 (flotilla / kernel) and writes the figures as JSON.
@@ -43,6 +43,9 @@ IPERF_PORT = 5201
 SMALL_FILE_BYTES = 1024
 PROGRAMS = ["lighttpd", "redis-server", "redis-benchmark", "iperf3", "wrk", "strace", "ip", "ethtool"]
 BENCHMARKS = ["lighttpd", "redis", "iperf3", "syscalls"]
+# Calls on files, not sockets: lighttpd reads the file it serves with pread64 on every request,
+# whatever the sockets are. strace's breakdown gives the count without them as well.
+FILE_CALLS = {"pread64", "openat", "open", "newfstatat", "fstat", "statx", "lseek"}
 
 
 class Stopped(Exception):
@@ -290,7 +293,8 @@ class Bench:
     def count_syscalls(self, server, run_load, log_name, tool):
         """Counts the server's system calls while run_load() runs: `strace -c -f -p` (total and the
         most frequent calls; it slows the server down a lot) or `perf stat -e raw_syscalls:sys_enter
-        -p` (a tracepoint count at nearly full speed). Returns (calls, top calls, run_load's result)."""
+        -p` (a tracepoint count at nearly full speed). Returns ({calls, without_file_io, top}, run_load's
+        result); strace alone tells which calls, so without_file_io and top are strace's."""
         with open(f"/proc/{server.pid}/comm") as comm:
             name = comm.read().strip()
         summary = os.path.join(self.folder, log_name)
@@ -322,7 +326,8 @@ class Bench:
             with open(summary) as file:
                 raise RuntimeError(f"no {tool} summary for {name}:\n{file.read()[-2000:]}")
         top = dict(sorted(calls.items(), key=lambda item: -item[1])[:8])
-        return total, top, load
+        without_file_io = total - sum(n for call, n in calls.items() if call in FILE_CALLS) if calls else None
+        return {"calls": total, "without_file_io": without_file_io, "top": top}, load
 
     # -- the benchmarks ----------------------------------------------------------------------------
 
@@ -437,36 +442,45 @@ class Bench:
         def lighttpd(side, tool):
             server = self.start_lighttpd(side)
             try:
-                total, top, load = self.count_syscalls(
+                counts, load = self.count_syscalls(
                     server, lambda: self.wrk(side, seconds, f"wrk-{tool}-{side}.log"), f"{tool}-lighttpd-{side}.txt", tool)
             finally:
                 self.stop(server)
-            return total, load["requests"], top
+            return counts, load["requests"]
 
         def redis(side, tool):
             server = self.start_redis(side)
             requests = self.options.strace_redis_requests
             try:
-                total, top, _ = self.count_syscalls(server, lambda: self.redis_benchmark(
+                counts, _ = self.count_syscalls(server, lambda: self.redis_benchmark(
                     side, requests, f"redis-benchmark-{tool}-{side}.log"), f"{tool}-redis-{side}.txt", tool)
             finally:
                 self.stop(server)
-            return total, 2 * requests, top  # SET and GET
+            return counts, 2 * requests  # SET and GET
 
         for tool in tools:
             for name, body in (("lighttpd", lighttpd), ("redis", redis)):
                 def measure(side):
-                    total, requests, top = body(side, tool)
-                    say(f"    {name} on {side} ({tool}): {total} calls / {requests} requests = {total / requests:.3f}")
-                    return {"calls": total, "requests": requests, "per_request": total / max(requests, 1), "top": top}
+                    counts, requests = body(side, tool)
+                    say(f"    {name} on {side} ({tool}): {counts['calls']} calls / {requests} requests = "
+                        f"{counts['calls'] / max(requests, 1):.3f}")
+                    return dict(counts, requests=requests, per_request=counts["calls"] / max(requests, 1))
 
                 counts = self.each_side(f"{name} under {tool}", measure)
-                entry = {"figures": counts}
-                for side, figures in counts.items():
-                    entry[side] = figures.get("per_request")
-                if entry.get("kernel") and entry.get("flotilla") is not None:
-                    entry["ratio"] = entry["flotilla"] / entry["kernel"]
-                results[f"{name}_syscalls_per_request_{tool}"] = entry
+                results[f"{name}_syscalls_per_request_{tool}"] = per_request_entry(counts, lambda f: f["per_request"])
+                if tool == "strace":
+                    results[f"{name}_socket_syscalls_per_request_strace"] = per_request_entry(
+                        counts, lambda f: f["without_file_io"] / max(f["requests"], 1))
+
+
+def per_request_entry(counts, per_request):
+    """A table entry from each side's count_syscalls figures (or its error)."""
+    entry = {"figures": counts}
+    for side, figures in counts.items():
+        entry[side] = None if "error" in figures else per_request(figures)
+    if entry.get("kernel") and entry.get("flotilla") is not None:
+        entry["ratio"] = entry["flotilla"] / entry["kernel"]
+    return entry
 
 
 def summarize(figures, errors, extra=None):
@@ -492,7 +506,9 @@ ROWS = [
     ("iperf3_to_server_gbps", "iperf3 client -> server (Gbit/s)", "{:.2f}"),
     ("iperf3_from_server_gbps", "iperf3 server -> client, -R (Gbit/s)", "{:.2f}"),
     ("lighttpd_syscalls_per_request_strace", "lighttpd system calls / request, strace", "{:.3f}"),
+    ("lighttpd_socket_syscalls_per_request_strace", "  the same without file I/O (pread64...)", "{:.3f}"),
     ("redis_syscalls_per_request_strace", "redis system calls / request, strace", "{:.3f}"),
+    ("redis_socket_syscalls_per_request_strace", "  the same without file I/O", "{:.3f}"),
     ("lighttpd_syscalls_per_request_perf", "lighttpd system calls / request, perf", "{:.3f}"),
     ("redis_syscalls_per_request_perf", "redis system calls / request, perf", "{:.3f}"),
 ]

@@ -22,8 +22,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <regex>
 #include <string>
@@ -319,6 +321,23 @@ class Apps : public StackTest {
         server.running();
   }
 
+  // On Flotilla, the program under test must have gone through an application slot: the preload
+  // library's counters there (summed over the slots) show its reads and writes, and how many were
+  // served without a system call.
+  void expect_served_by_flotilla() const {
+    if (side_ != Side::flotilla) return;
+    std::map<std::string, std::uint64_t> sums;
+    for (const auto& [component, counters] : stack_.all_counters()) {
+      if (component.rfind("app", 0) != 0) continue;
+      for (const auto& [name, value] : counters) sums[name] += value;
+    }
+    EXPECT_GT(sums["io_calls"], 0u) << "no application slot counted a read or write: did the program run on Flotilla?";
+    std::printf("preload: %llu of %llu reads/writes and %llu of %llu readiness checks without a system call\n",
+                static_cast<unsigned long long>(sums["io_no_syscall"]), static_cast<unsigned long long>(sums["io_calls"]),
+                static_cast<unsigned long long>(sums["readiness_no_syscall"]),
+                static_cast<unsigned long long>(sums["readiness_checks"]));
+  }
+
   // Runs an iperf3 client with `arguments` (after -c ADDRESS) to completion; expects a clean end
   // and at least `min_bits_per_second` received, and returns what was received.
   double run_iperf_client(const std::vector<std::string>& command, double min_bits_per_second) {
@@ -426,6 +445,7 @@ TEST_F(Apps, LighttpdServesFilesUnderWrk) {
   EXPECT_EQ(large.body_bytes, kLargeFileBytes);
   EXPECT_EQ(large.body_sha256, pattern_sha256(kLargeFileBytes));
   EXPECT_TRUE(server.running()) << tail(server.output());
+  expect_served_by_flotilla();
 }
 
 TEST_F(Apps, RedisUnderRedisBenchmark) {
@@ -461,6 +481,7 @@ TEST_F(Apps, RedisUnderRedisBenchmark) {
   ASSERT_EQ(length.wait(20s).value_or(-2), 0) << length.output();
   EXPECT_EQ(length.output(), "3\n");
   EXPECT_TRUE(server.running()) << tail(server.output());
+  expect_served_by_flotilla();
 }
 
 }  // namespace
