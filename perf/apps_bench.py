@@ -23,6 +23,7 @@ however it ends (Ctrl-C too).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -362,12 +363,24 @@ class Bench:
                     errors[side] = str(error)[:4000]
         return figures, errors
 
+    @contextlib.contextmanager
+    def serving(self, what, start_server):
+        """Servers from start_server(side) on every side for the block, which sees in self.sides only
+        the sides whose server started; yields the other sides' errors. The servers stop after."""
+        servers = self.each_side(f"{what} start", start_server)
+        failed = {side: server["error"] for side, server in servers.items() if isinstance(server, dict)}
+        saved = self.sides
+        self.sides = [side for side in saved if side not in failed]
+        try:
+            yield failed
+        finally:
+            self.sides = saved
+            for server in servers.values():
+                if not isinstance(server, dict):
+                    self.stop(server)
+
     def bench_lighttpd(self, results):
         say("==> lighttpd: wrk -c 64 -t 2, 1 KiB file")
-        servers = self.each_side("lighttpd start", self.start_lighttpd)
-        live = [side for side in self.sides if not isinstance(servers[side], dict)]
-        for side in live:
-            self.wrk(side, 1, f"wrk-warmup-{side}.log")  # connections and caches warm
         measured = {}
 
         def measure(side, run):
@@ -377,61 +390,39 @@ class Bench:
             measured.setdefault(side, []).append(figures)
             return figures["requests_per_second"]
 
-        saved = self.sides
-        self.sides = live
-        figures, errors = self.runs("lighttpd", measure)
-        self.sides = saved
-        for side in self.sides:
-            if side not in live:
-                errors[side] = servers[side]["error"]
-        results["lighttpd_requests_per_second"] = summarize(figures, errors, extra={
+        with self.serving("lighttpd", self.start_lighttpd) as failed:
+            for side in self.sides:
+                self.wrk(side, 1, f"wrk-warmup-{side}.log")  # connections and caches warm
+            figures, errors = self.runs("lighttpd", measure)
+        results["lighttpd_requests_per_second"] = summarize(figures, {**failed, **errors}, extra={
             side: {"socket_errors": sum(m["socket_errors"] for m in runs), "non_2xx": sum(m["non_2xx"] for m in runs)}
             for side, runs in measured.items()})
-        for server in [s for s in servers.values() if not isinstance(s, dict)]:
-            self.stop(server)
 
     def bench_redis(self, results):
         say(f"==> redis: redis-benchmark -n {self.options.redis_requests} -c 50 -t set,get")
-        servers = self.each_side("redis start", self.start_redis)
-        live = [side for side in self.sides if not isinstance(servers[side], dict)]
-        saved = self.sides
-        self.sides = live
+
         def measure(side, run):
             rates = self.redis_benchmark(side, self.options.redis_requests, f"redis-benchmark-{side}-{run}.log")
             say(f"      SET {rates['SET']:.0f}/s, GET {rates['GET']:.0f}/s")
             return rates
 
-        figures, errors = self.runs("redis", measure)
-        self.sides = saved
-        for side in self.sides:
-            if side not in live:
-                errors[side] = servers[side]["error"]
+        with self.serving("redis", self.start_redis) as failed:
+            figures, errors = self.runs("redis", measure)
         for name in ("SET", "GET"):
             results[f"redis_{name.lower()}_per_second"] = summarize(
-                {side: [f[name] for f in runs] for side, runs in figures.items()}, errors)
-        for server in [s for s in servers.values() if not isinstance(s, dict)]:
-            self.stop(server)
+                {side: [f[name] for f in runs] for side, runs in figures.items()}, {**failed, **errors})
 
     def bench_iperf3(self, results):
         say(f"==> iperf3: -t {self.options.iperf_seconds}, the client in the peer namespace")
-        servers = self.each_side("iperf3 start", self.start_iperf3)
-        live = [side for side in self.sides if not isinstance(servers[side], dict)]
-        saved = self.sides
-        self.sides = live
-        for reverse, key in ((False, "iperf3_to_server_gbps"), (True, "iperf3_from_server_gbps")):
-            def measure(side, run):
-                gbps = self.iperf3(side, reverse, self.options.iperf_seconds)
-                say(f"      {gbps:.2f} Gbit/s")
-                return gbps
+        with self.serving("iperf3", self.start_iperf3) as failed:
+            for reverse, key in ((False, "iperf3_to_server_gbps"), (True, "iperf3_from_server_gbps")):
+                def measure(side, run):
+                    gbps = self.iperf3(side, reverse, self.options.iperf_seconds)
+                    say(f"      {gbps:.2f} Gbit/s")
+                    return gbps
 
-            figures, errors = self.runs("iperf3 -R" if reverse else "iperf3", measure)
-            for side in saved:
-                if side not in live:
-                    errors[side] = servers[side]["error"]
-            results[key] = summarize(figures, errors)
-        self.sides = saved
-        for server in [s for s in servers.values() if not isinstance(s, dict)]:
-            self.stop(server)
+                figures, errors = self.runs("iperf3 -R" if reverse else "iperf3", measure)
+                results[key] = summarize(figures, {**failed, **errors})
 
     def bench_syscalls(self, results):
         seconds = self.options.strace_seconds
