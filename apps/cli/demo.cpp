@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "apps/cli/program.hpp"
 #include "recovery/control_socket.hpp"
 
 namespace flotilla::cli {
@@ -32,55 +33,6 @@ volatile std::sig_atomic_t g_interrupted = 0;
 void on_interrupt(int) { g_interrupted = 1; }
 
 constexpr int kIperfPort = 5201;
-
-// A child process in its own process group, with stdout (and stderr) going to a file.
-struct Child {
-  pid_t pid = -1;
-  int exit_code = -1;  // once reaped; 128 + signal for a signal
-
-  bool running() {
-    if (pid < 0) return false;
-    int status = 0;
-    const pid_t done = ::waitpid(pid, &status, WNOHANG);
-    if (done != pid) return done == 0;
-    exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    pid = -1;
-    return false;
-  }
-  void stop() {
-    if (pid < 0) return;
-    ::kill(-pid, SIGTERM);
-    for (int i = 0; i < 100 && running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (pid >= 0) {
-      ::kill(-pid, SIGKILL);
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-      pid = -1;
-    }
-  }
-};
-
-Child spawn(const std::vector<std::string>& words, const std::string& output,
-            const std::vector<std::pair<std::string, std::string>>& env = {}) {
-  std::vector<char*> argv;
-  for (const auto& word : words) argv.push_back(const_cast<char*>(word.c_str()));
-  argv.push_back(nullptr);
-  Child child;
-  child.pid = ::fork();
-  if (child.pid == 0) {
-    ::setpgid(0, 0);
-    const int out = ::open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (out < 0 || null < 0) ::_exit(126);
-    ::dup2(null, 0);
-    ::dup2(out, 1);
-    ::dup2(out, 2);
-    for (const auto& [key, value] : env) ::setenv(key.c_str(), value.c_str(), 1);
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return child;
-}
 
 // Runs a command to completion, its output shown; the exit code.
 int run(const std::vector<std::string>& words) {
@@ -95,15 +47,6 @@ int run(const std::vector<std::string>& words) {
   int status = 0;
   if (pid < 0 || ::waitpid(pid, &status, 0) != pid) return -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::istringstream folders(path != nullptr ? path : "/usr/bin:/bin");
-  for (std::string folder; std::getline(folders, folder, ':');) {
-    if (::access((folder + "/" + program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
 }
 
 struct Sample {
@@ -362,28 +305,22 @@ int run_demo(const DemoOptions& options) {
     run({options.flotilla, "--socket", options.socket, "down"});
     return 1;
   }
-  Child server;
-  Child client;
-  // Whatever happens from here on, the stack goes down and nothing is left running.
+  // Whatever happens from here on, the stack goes down (after the programs, destroyed first).
   struct Teardown {
     const DemoOptions& options;
-    Child& server;
-    Child& client;
     ~Teardown() {
-      client.stop();
-      server.stop();
       std::printf("==> flotilla down\n");
       std::fflush(stdout);
       run({options.flotilla, "--socket", options.socket, "down"});
     }
-  } teardown{options, server, client};
+  } teardown{options};
 
-  server = spawn({"ip", "netns", "exec", peer_namespace, "iperf3", "-s", "-1", "-J", "-p", std::to_string(kIperfPort)},
+  Program server({"ip", "netns", "exec", peer_namespace, "iperf3", "-s", "-1", "-J", "-p", std::to_string(kIperfPort)},
                  (out / "iperf3-server.json").string());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // until it listens
   const int seconds = static_cast<int>(std::ceil(options.duration_seconds));
   // Every connection of the client on replica 0, so that "tcp-idle" is a replica it does not use.
-  client = spawn({options.flotilla, "--socket", options.socket, "run", "--", "iperf3", "-c", peer_address, "-p",
+  Program client({options.flotilla, "--socket", options.socket, "run", "--", "iperf3", "-c", peer_address, "-p",
                   std::to_string(kIperfPort), "-t", std::to_string(seconds), "-J"},
                  (out / "iperf3-client.json").string(), {{"FLOTILLA_TCP_REPLICA", "0"}});
   std::printf("==> iperf3 -c %s -t %d on Flotilla (flotilla run), kernel iperf3 -s in %s; %zu faults\n",
@@ -451,7 +388,7 @@ int run_demo(const DemoOptions& options) {
   for (int i = 0; i < 100 && client.running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const bool client_done = !client.running();
   const IperfSummary iperf = read_iperf((out / "iperf3-client.json").string());
-  const bool stream_ok = client_done && client.exit_code == 0 && iperf.parsed && iperf.error.empty();
+  const bool stream_ok = client_done && client.exit_status() == 0 && iperf.parsed && iperf.error.empty();
 
   // Detection and recovery from the event log, lined up with the stream's clock at each inject.
   const std::vector<LoggedEvent> events = read_events(options.socket);
@@ -515,7 +452,7 @@ int run_demo(const DemoOptions& options) {
                 optional_ms(fault.dip_ms).c_str(), fault.survived ? "yes" : "NO");
   }
   std::printf("\niperf3: %s; sent %.0f bytes, the receiver got %.0f (%s)\n",
-              stream_ok ? "the connection lived to the end" : ("failed: " + (iperf.error.empty() ? "exit code " + std::to_string(client.exit_code) : iperf.error)).c_str(),
+              stream_ok ? "the connection lived to the end" : ("failed: " + (iperf.error.empty() ? "exit code " + std::to_string(client.exit_status().value_or(-1)) : iperf.error)).c_str(),
               iperf.sent_bytes, iperf.received_bytes,
               iperf.parsed && iperf.sent_bytes == iperf.received_bytes ? "all of it" : "check the report");
   if (iperf.parsed && iperf.sent_bytes > 0) {

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/cli/program.hpp"
 #include "apps/tcp_perf/perf_streams.hpp"
 #include "recovery/default_config.hpp"
 #include "tests/stack/stack_fixture.hpp"
@@ -50,87 +51,8 @@ std::string tail(const std::string& text, std::size_t bytes = 4096) {
   return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
 }
 
-// A program started in a process group of its own, its stdout and stderr going to a file. The
-// whole group is stopped when the program overruns its time or the object goes out of scope.
-class Program {
- public:
-  Program(std::vector<std::string> argv, std::filesystem::path log) : log_(std::move(log)) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::setpgid(0, 0);
-      const int out = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      const int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-      if (out < 0 || in < 0) ::_exit(126);
-      ::dup2(in, 0);
-      ::dup2(out, 1);
-      ::dup2(out, 2);
-      std::vector<char*> words;
-      for (auto& word : argv) words.push_back(word.data());
-      words.push_back(nullptr);
-      ::execvp(words[0], words.data());
-      ::_exit(127);
-    }
-    if (pid_ > 0) ::setpgid(pid_, pid_);  // the child does the same; whichever runs first wins
-  }
-  Program(const Program&) = delete;
-  Program& operator=(const Program&) = delete;
-  ~Program() { stop(); }
-
-  bool started() const { return pid_ > 0 || exit_status_.has_value(); }
-
-  // Whether it is still running (a program that ended is reaped here).
-  bool running() { return pid_ > 0 && !reap(WNOHANG); }
-
-  // Waits up to `limit` for the program to end by itself and returns its exit status (-1 when a
-  // signal ended it); nullopt when it overran, and it is then stopped.
-  std::optional<int> wait(std::chrono::milliseconds limit) {
-    if (!wait_for([&] { return !running(); }, limit)) {
-      stop();
-      return std::nullopt;
-    }
-    return exit_status_;
-  }
-
-  // SIGTERM to the group, then SIGKILL after 5 s.
-  void stop() {
-    if (pid_ <= 0) return;
-    ::kill(-pid_, SIGTERM);
-    if (!wait_for([&] { return !running(); }, 5s)) {
-      ::kill(-pid_, SIGKILL);
-      (void)reap(0);
-    }
-  }
-
-  std::string output() const {
-    std::ifstream file(log_);
-    return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
-  }
-
- private:
-  bool reap(int flags) {
-    int status = 0;
-    if (::waitpid(pid_, &status, flags) != pid_) return false;
-    exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    pid_ = -1;
-    return true;
-  }
-
-  pid_t pid_ = -1;
-  std::optional<int> exit_status_;
-  std::filesystem::path log_;
-};
-
-bool on_path(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::string folders = path != nullptr ? path : "/usr/bin:/bin";
-  for (std::size_t at = 0; at <= folders.size();) {
-    const std::size_t end = std::min(folders.find(':', at), folders.size());
-    const std::string candidate = folders.substr(at, end - at) + "/" + program;
-    if (::access(candidate.c_str(), X_OK) == 0) return true;
-    at = end + 1;
-  }
-  return false;
-}
+using cli::on_path;
+using cli::Program;
 
 // Whether a TCP connection to address:port succeeds within 200 ms (from the calling thread's
 // namespace).
