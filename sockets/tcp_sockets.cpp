@@ -614,6 +614,12 @@ std::size_t TcpSockets::unacknowledged(int socket) {
   return entry->send_ring.corrupt() ? 0 : entry->send_ring.capacity() - space;
 }
 
+std::size_t TcpSockets::received_bytes(int socket) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr || entry->header == nullptr || entry->receive_ring.corrupt()) return 0;
+  return entry->receive_ring.readable();
+}
+
 TcpInfo TcpSockets::info(int socket) const {
   const Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr || entry->header == nullptr) return {};

@@ -226,6 +226,8 @@ class RunningStack {
   }
 
   CommandOutcome cli(const std::string& arguments) const { return run_cli("--socket " + socket_ + " " + arguments); }
+  // The supervisor's control socket (what `flotilla --socket` and FLOTILLA_SOCKET name).
+  const std::string& socket_path() const { return socket_; }
 
   // Every counter of every component, as `flotilla top` reads them.
   recovery::CounterTable all_counters() const {

@@ -1,0 +1,58 @@
+// What the interposed calls share: entering a call on a Flotilla descriptor, errno mapping,
+// blocking until a socket is ready, addresses.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <memory>
+
+#include "dataplane/result.hpp"
+#include "sockets/preload/runtime.hpp"
+
+// The interposed C library symbols: the only ones the library exports.
+#define FLOTILLA_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace flotilla::preload {
+
+// The socket behind `fd` with the lock held; socket is null (errno EBADF) when the descriptor
+// stopped being ours in the meantime.
+struct Entered {
+  Lock lock;
+  std::shared_ptr<Socket> socket;
+};
+inline Entered enter(int fd) {
+  Runtime& runtime = Runtime::get();
+  Entered entered{Lock(runtime.mutex()), runtime.socket_at(fd)};
+  if (entered.socket == nullptr) errno = EBADF;
+  return entered;
+}
+
+// The errno for a TcpSockets error (`fallback` when it carries none).
+inline int errno_of(const Error& error, int fallback) {
+  if (error.sys_errno > 0) return error.sys_errno;
+  switch (error.code) {
+    case Errc::would_block: return EAGAIN;
+    case Errc::exhausted: return ENOBUFS;
+    case Errc::invalid_argument: return fallback;
+    default: return fallback;
+  }
+}
+
+// Blocks (the lock held on entry and return) until `socket` shows one of `events` or an error.
+// 1: ready; 0: `timeout_ms` passed (-1: none); -1: EINTR, or the socket went away (EBADF).
+int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms);
+
+// Copies an IPv4 address out the way the kernel does: truncated to *length, which gets the full size.
+void copy_address_out(sockaddr* out, socklen_t* length, std::uint32_t address, std::uint16_t port);
+// Reads an AF_INET address; false (errno set) when it is not one.
+bool read_address(const sockaddr* in, socklen_t length, std::uint32_t& address, std::uint16_t& port);
+
+// A new descriptor holding a fresh number for a Flotilla socket (an eventfd).
+int reserve_fd(bool cloexec);
+
+// Raises SIGPIPE for an EPIPE unless the caller asked not to, like Linux.
+void maybe_sigpipe(int error, int flags);
+
+}  // namespace flotilla::preload

@@ -1,0 +1,221 @@
+// The process-wide state of the preload library: the lease, the descriptor table, readiness, and
+// sleeping in the kernel (see runtime.hpp).
+#include "sockets/preload/runtime.hpp"
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "dataplane/clock.hpp"
+#include "recovery/control_address.hpp"
+#include "sockets/preload/real_calls.hpp"
+
+namespace flotilla::preload {
+
+std::atomic<FdKind> g_fd_kind[kMaxFds];
+
+namespace {
+
+std::string control_socket_path() {
+  const char* path = std::getenv("FLOTILLA_SOCKET");
+  return path != nullptr && *path != '\0' ? std::string(path) : recovery::default_socket_path();
+}
+
+}  // namespace
+
+Runtime& Runtime::get() {
+  // Never destroyed: other libraries' destructors and atexit handlers may still close sockets.
+  static Runtime* const runtime = [] {
+    auto* made = new Runtime();
+    ::pthread_atfork([] { Runtime::get().before_fork(); }, [] { Runtime::get().after_fork_parent(); },
+                     [] { Runtime::get().after_fork_child(); });
+    made->counters_ = PreloadCounters{&made->unregistered_, &made->unregistered_, &made->unregistered_,
+                                      &made->unregistered_, &made->unregistered_, &made->unregistered_,
+                                      &made->unregistered_};
+    return made;
+  }();
+  return *runtime;
+}
+
+bool Runtime::ensure_stack() {
+  if (host_ != nullptr) return true;
+  const std::string path = control_socket_path();
+  auto leased = recovery::ComponentHost::lease(path);
+  std::string why;
+  if (leased) {
+    std::vector<std::string> channels;
+    for (std::size_t i = 0; i < (*leased)->channel_count(); ++i) {
+      const std::string_view name = (*leased)->channel_name(i);
+      if (name.starts_with("tcp")) channels.emplace_back(name);
+    }
+    auto attached = sockets::TcpSockets::attach(**leased, channels);
+    if (attached) {
+      host_ = std::move(leased.value());
+      tcp_ = std::move(attached.value());
+      NamedCounterTable& named = host_->named_counters();
+      counters_ = PreloadCounters{&named.counter("readiness_checks"), &named.counter("readiness_no_syscall"),
+                                  &named.counter("io_calls"),         &named.counter("io_no_syscall"),
+                                  &named.counter("waits_in_kernel"),  &named.counter("wake_ups"),
+                                  &named.counter("errors")};
+      down_ = false;
+      return true;
+    }
+    why = std::string("cannot attach to the TCP replicas: ") + (attached.error().context ? attached.error().context : "");
+  } else {
+    const Error& error = leased.error();
+    why = error.code == Errc::exhausted ? std::string("every application slot is leased")
+                                        : std::string(error.context ? error.context : "lease refused");
+    if (error.code == Errc::system || error.code == Errc::closed) {
+      why = "the stack is not running (no supervisor at " + path + ")";
+    }
+  }
+  if (!complained_) {
+    complained_ = true;
+    std::fprintf(stderr, "flotilla: %s; AF_INET sockets fail with ENETDOWN\n", why.c_str());
+  }
+  errno = ENETDOWN;
+  return false;
+}
+
+void Runtime::pump() {
+  if (host_ != nullptr) (void)host_->loop().poll_once();
+}
+
+std::shared_ptr<Socket> Runtime::socket_at(int fd) {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= sockets_.size()) return nullptr;
+  return sockets_[static_cast<std::size_t>(fd)];
+}
+
+std::shared_ptr<EpollSet> Runtime::epoll_at(int fd) {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= epolls_.size()) return nullptr;
+  return epolls_[static_cast<std::size_t>(fd)];
+}
+
+std::shared_ptr<EpollSet> Runtime::make_epoll(int fd) {
+  if (fd < 0 || fd >= kMaxFds) return nullptr;
+  if (static_cast<std::size_t>(fd) >= epolls_.size()) epolls_.resize(static_cast<std::size_t>(fd) + 1);
+  auto& slot = epolls_[static_cast<std::size_t>(fd)];
+  if (slot == nullptr) slot = std::make_shared<EpollSet>();
+  g_fd_kind[fd].store(FdKind::epoll, std::memory_order_relaxed);
+  return slot;
+}
+
+void Runtime::install(int fd, std::shared_ptr<Socket> socket) {
+  if (static_cast<std::size_t>(fd) >= sockets_.size()) sockets_.resize(static_cast<std::size_t>(fd) + 1);
+  ++socket->fd_refs;
+  sockets_[static_cast<std::size_t>(fd)] = std::move(socket);
+  g_fd_kind[fd].store(FdKind::tcp, std::memory_order_relaxed);
+}
+
+void Runtime::forget(int fd) {
+  if (fd < 0 || fd >= kMaxFds) return;
+  g_fd_kind[fd].store(FdKind::kernel, std::memory_order_relaxed);
+  if (static_cast<std::size_t>(fd) < epolls_.size()) epolls_[static_cast<std::size_t>(fd)].reset();
+  if (static_cast<std::size_t>(fd) >= sockets_.size()) return;
+  std::shared_ptr<Socket> socket = std::move(sockets_[static_cast<std::size_t>(fd)]);
+  if (socket != nullptr && --socket->fd_refs == 0) release(*socket);
+}
+
+void Runtime::release(Socket& socket) {
+  const bool ours = socket.epoch == epoch_ && tcp_ != nullptr && socket.id >= 0;
+  if (ours && socket.state != Socket::State::released) {
+    const bool abortive = socket.linger_option.l_onoff != 0 && socket.linger_option.l_linger == 0;
+    (void)(abortive ? tcp_->abort(socket.id) : tcp_->close(socket.id));
+  }
+  socket.state = Socket::State::released;
+  socket.id = -1;
+}
+
+int Runtime::socket_error(Socket& socket) {
+  if (socket.epoch != epoch_) return EBADF;  // inherited over fork: the parent's, not ours
+  if (down_) return ENETDOWN;
+  return socket.id >= 0 && tcp_ != nullptr ? tcp_->error(socket.id) : 0;
+}
+
+std::uint32_t Runtime::ready_events(Socket& socket) {
+  constexpr std::uint32_t kBroken = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP;
+  if (socket.epoch != epoch_ || down_) return kBroken;
+  switch (socket.state) {
+    case Socket::State::fresh:
+      return POLLOUT | POLLHUP;  // what Linux says of a TCP socket never connected
+    case Socket::State::released:
+      return POLLNVAL;
+    case Socket::State::listening:
+      if (tcp_->error(socket.id) != 0) return POLLERR;
+      return tcp_->acceptable(socket.id) ? POLLIN : 0;
+    case Socket::State::connecting:
+    case Socket::State::connected:
+      break;
+  }
+  std::uint32_t events = 0;
+  const int id = socket.id;
+  if (tcp_->error(id) != 0) return kBroken;
+  if (tcp_->readable(id) || socket.read_shut) events |= POLLIN;
+  if (tcp_->writable(id)) events |= POLLOUT;
+  if (tcp_->eof(id) || socket.read_shut) events |= POLLRDHUP | POLLIN;
+  if ((events & POLLRDHUP) != 0 && socket.write_shut) events |= POLLHUP;
+  return events;
+}
+
+void Runtime::arm() {
+  // Raised by every sleeper: a producer may have taken the flag down since an earlier one did.
+  ++sleepers_;
+  host_->arm_wake();
+}
+
+// The last sleeper to wake drains the eventfd: the others would otherwise miss their wake-up.
+void Runtime::disarm() {
+  if (--sleepers_ == 0) host_->disarm_wake();
+}
+
+int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
+                             WakeReason& reason) {
+  thread_local std::vector<pollfd> all;
+  all.assign(kernel, kernel + kernel_count);
+  all.push_back(pollfd{wake_fd(), POLLIN, 0});
+  all.push_back(pollfd{lease_fd(), POLLIN, 0});
+  timespec limit{};
+  timespec* limit_pointer = nullptr;
+  if (timeout_ms >= 0) {
+    limit = timespec{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1'000'000};
+    limit_pointer = &limit;
+  }
+  const int ready = REAL(ppoll)(all.data(), all.size(), limit_pointer, mask);
+  if (ready < 0) return -1;
+  for (std::size_t i = 0; i < kernel_count; ++i) kernel[i].revents = all[i].revents;
+  reason.woken = all[kernel_count].revents != 0;
+  reason.lease_gone = all[kernel_count + 1].revents != 0;
+  return ready == 0 ? 0 : 1;
+}
+
+void Runtime::after_fork_child() {
+  // The parent's rings have one producer, the parent: the child lets go of the lease without
+  // touching them (the host is leaked on purpose: its destructor would not write to them, but
+  // there is nothing to gain) and marks every socket it inherited as not its own.
+  (void)host_.release();
+  (void)tcp_.release();
+  counters_ = PreloadCounters{&unregistered_, &unregistered_, &unregistered_, &unregistered_,
+                              &unregistered_, &unregistered_, &unregistered_};
+  ++epoch_;
+  sleepers_ = 0;
+  down_ = false;
+  mutex_.unlock();
+}
+
+std::uint64_t deadline_after(int timeout_ms) {
+  return timeout_ms < 0 ? 0 : monotonic_ns() + static_cast<std::uint64_t>(timeout_ms) * 1'000'000;
+}
+
+int remaining_ms(std::uint64_t deadline_ns) {
+  if (deadline_ns == 0) return -1;
+  const std::uint64_t now = monotonic_ns();
+  if (now >= deadline_ns) return 0;
+  return static_cast<int>((deadline_ns - now + 999'999) / 1'000'000);
+}
+
+}  // namespace flotilla::preload

@@ -1,0 +1,221 @@
+// The process-wide state of libflotilla-preload.so: which descriptors are Flotilla sockets, the
+// leased application slot (ComponentHost + TcpSockets), the one lock that guards them, and the
+// one way to sleep (in the kernel, on the program's own descriptors plus the wake eventfd).
+//
+// Descriptor numbers: every Flotilla socket holds a real kernel descriptor (an eventfd), so the
+// kernel never hands its number to anything else; dup/dup2/fcntl(F_DUPFD) duplicate that
+// eventfd too and share the socket, as Linux shares an open file description. The kind of each
+// number sits in a fixed array of atomic bytes: read()/write() on a kernel descriptor check one
+// byte and take no lock.
+//
+// Threads: one mutex guards everything below (ComponentLoop and TcpSockets are single-threaded);
+// it is never held while sleeping in the kernel. fork: pthread_atfork takes the lock around the
+// fork; the child must never touch the parent's rings (they are shared memory with one producer),
+// so it forgets the parent's lease: inherited sockets can only be closed, and a socket the child
+// opens leases a slot of its own.
+#pragma once
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "dataplane/counters.hpp"
+#include "recovery/component_host.hpp"
+#include "sockets/tcp_sockets.hpp"
+
+namespace flotilla::preload {
+
+enum class FdKind : std::uint8_t { kernel = 0, tcp = 1, epoll = 2 };
+
+// One Flotilla TCP socket: what Linux keeps in an open file description (shared by dups).
+struct Socket {
+  enum class State : std::uint8_t { fresh, connecting, connected, listening, released };
+  State state = State::fresh;
+  int id = -1;                // TcpSockets id once connecting or listening
+  std::uint64_t epoch = 0;    // Runtime::epoch at creation: another value means inherited over fork
+  int fd_refs = 0;            // descriptors naming it; the last close releases it
+  bool nonblocking = false;   // O_NONBLOCK, per open file description like Linux
+  bool bound = false;
+  std::uint32_t bound_address = 0;  // host order
+  std::uint16_t bound_port = 0;
+  bool read_shut = false;
+  bool write_shut = false;
+  bool error_reported = false;  // SO_ERROR (or a failed connect) said it already
+  std::uint64_t stalls = 0;     // EAGAINs: an edge-triggered epoll reports the next readiness again
+  // Options (kept so getsockopt answers what setsockopt said, and sent once a connection exists).
+  bool reuse_address = false;
+  bool reuse_port = false;
+  bool keepalive = false;
+  bool no_delay = false;
+  bool cork = false;
+  std::uint32_t keep_idle_s = 7200;
+  std::uint32_t keep_interval_s = 75;
+  std::uint32_t keep_count = 9;
+  linger linger_option{};
+  int receive_buffer = 1 << 20;
+  int send_buffer = 1 << 20;
+  int receive_timeout_ms = -1;  // -1: none
+  int send_timeout_ms = -1;
+};
+
+// The Flotilla descriptors one epoll instance watches (kernel ones live in the kernel's set).
+struct EpollSet {
+  struct Interest {
+    int fd;
+    std::shared_ptr<Socket> socket;
+    std::uint32_t events;
+    epoll_data_t data;
+    bool disabled = false;         // EPOLLONESHOT fired; EPOLL_CTL_MOD enables it again
+    std::uint32_t last_ready = 0;  // edge-triggered: what the last look saw
+    std::uint64_t last_stalls = 0;
+    std::uint64_t last_received = 0;
+  };
+  std::vector<Interest> interests;
+  bool wake_added = false;  // the wake eventfd and lease descriptor are in the kernel's set
+  std::uint32_t calls = 0;  // to look at the kernel's set now and then while ours are ready
+  std::size_t next = 0;     // where the next look starts (fairness when few events fit)
+};
+
+// Named counters (the slot's, shown by `flotilla top`).
+struct PreloadCounters {
+  NamedCounter* readiness_checks = nullptr;
+  NamedCounter* readiness_no_syscall = nullptr;
+  NamedCounter* io_calls = nullptr;
+  NamedCounter* io_no_syscall = nullptr;
+  NamedCounter* waits_in_kernel = nullptr;
+  NamedCounter* wake_ups = nullptr;
+  NamedCounter* errors = nullptr;
+};
+
+inline constexpr int kMaxFds = 1 << 20;
+extern std::atomic<FdKind> g_fd_kind[kMaxFds];
+
+inline FdKind fd_kind(int fd) {
+  return fd >= 0 && fd < kMaxFds ? g_fd_kind[fd].load(std::memory_order_relaxed) : FdKind::kernel;
+}
+inline bool is_socket(int fd) { return fd_kind(fd) == FdKind::tcp; }
+
+using Lock = std::unique_lock<std::mutex>;
+
+class Runtime {
+ public:
+  static Runtime& get();
+
+  std::mutex& mutex() { return mutex_; }
+
+  // Leases a slot on first use. false (errno set, one line on stderr the first time) when the
+  // stack is not running. Under the lock.
+  bool ensure_stack();
+  bool stack_down() const { return down_.load(std::memory_order_relaxed); }
+  sockets::TcpSockets& tcp() { return *tcp_; }
+  PreloadCounters& counters() { return counters_; }
+  std::uint64_t epoch() const { return epoch_; }
+  // Handles the stack's pending messages (no system call when none). Under the lock.
+  void pump();
+
+  // The descriptor table (under the lock).
+  std::shared_ptr<Socket> socket_at(int fd);
+  std::shared_ptr<EpollSet> epoll_at(int fd);
+  std::shared_ptr<EpollSet> make_epoll(int fd);
+  void install(int fd, std::shared_ptr<Socket> socket);
+  // Forgets `fd` (a socket: releases it with its last descriptor; an epoll set: drops it).
+  void forget(int fd);
+  // Closes the Flotilla side of a socket whose last descriptor went.
+  void release(Socket& socket);
+
+  // Readiness of a socket as poll bits (POLLIN/POLLOUT/POLLERR/POLLHUP/POLLRDHUP). Under the lock.
+  std::uint32_t ready_events(Socket& socket);
+  // The socket's errno (0 when none), the stack being gone included.
+  int socket_error(Socket& socket);
+
+  // Sleeps in the kernel until the stack sends us something (the wake eventfd), the lease ends,
+  // `kernel_wait` returns for its own reasons, or a signal arrives. The protocol: raise the
+  // doorbell's eventfd flag, look once more (pump, then `ready`, under the lock: true returns 1 at
+  // once), then run `kernel_wait` without the lock; it must also watch wake_fd() and lease_fd().
+  // The lock is held on entry and on return. Returns what kernel_wait returned.
+  template <class Ready, class KernelWait>
+  int sleep_with(Lock& lock, Ready&& ready, KernelWait&& kernel_wait) {
+    arm();
+    pump();
+    if (ready()) {
+      disarm();
+      return 1;
+    }
+    counters_.waits_in_kernel->add();
+    lock.unlock();
+    const int outcome = kernel_wait();
+    lock.lock();
+    disarm();
+    return outcome;
+  }
+
+  // sleep_with for a poll-style wait on `kernel` (their revents filled) for at most `timeout_ms`
+  // (-1: none), with the signal mask `mask` during the wait (nullptr: unchanged). 1: something
+  // may be ready; 0: timed out; -1: errno (EINTR).
+  template <class Ready>
+  int sleep(Lock& lock, Ready&& ready, pollfd* kernel, std::size_t kernel_count, int timeout_ms,
+            const sigset_t* mask = nullptr) {
+    WakeReason reason{};
+    const int outcome = sleep_with(lock, ready, [&] { return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, reason); });
+    note_wake(reason);
+    return outcome;
+  }
+
+  // Why a kernel wait returned, as far as the stack's descriptors say; noted under the lock.
+  struct WakeReason {
+    bool woken = false;      // the wake eventfd fired
+    bool lease_gone = false;  // the supervisor closed the lease
+  };
+  void note_wake(const WakeReason& reason) {
+    if (reason.woken) counters_.wake_ups->add();
+    if (reason.lease_gone) mark_down();
+  }
+
+  int wake_fd() const { return host_ ? host_->wake_fd() : -1; }
+  int lease_fd() const { return host_ ? host_->lease_fd() : -1; }
+  // The stack's lease ended (the supervisor is gone): every socket fails with ENETDOWN.
+  void mark_down() { down_.store(true, std::memory_order_relaxed); }
+
+  // pthread_atfork hooks.
+  void before_fork() { mutex_.lock(); }
+  void after_fork_parent() { mutex_.unlock(); }
+  void after_fork_child();
+
+ private:
+  Runtime() = default;
+  void arm();
+  void disarm();
+  int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
+                      WakeReason& reason);
+
+  std::mutex mutex_;
+  std::unique_ptr<recovery::ComponentHost> host_;
+  std::unique_ptr<sockets::TcpSockets> tcp_;
+  PreloadCounters counters_;
+  NamedCounter unregistered_{};  // where counts go before a lease exists
+  std::atomic<bool> down_{false};  // set by a sleeper that saw the lease end, without the lock
+  bool complained_ = false;
+  int sleepers_ = 0;
+  std::uint64_t epoch_ = 1;
+  std::vector<std::shared_ptr<Socket>> sockets_;   // by descriptor number
+  std::vector<std::shared_ptr<EpollSet>> epolls_;  // by descriptor number
+};
+
+// Sets errno and returns -1, the shape of every failing call.
+inline int fail_with(int error) {
+  errno = error;
+  return -1;
+}
+
+// Milliseconds left until `deadline_ns` (monotonic; 0 = none -> -1).
+int remaining_ms(std::uint64_t deadline_ns);
+std::uint64_t deadline_after(int timeout_ms);
+
+}  // namespace flotilla::preload

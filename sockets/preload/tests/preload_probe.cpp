@@ -1,0 +1,450 @@
+// A plain program (libc calls only, nothing of Flotilla's) that the preload tests run under
+// libflotilla-preload.so. Each scenario exercises one group of interposed calls against a peer
+// the test provides, and prints "ok <scenario>" or "FAIL <scenario>: <what> (<errno>)"; the exit
+// status is 0 only when everything passed.
+//
+//   preload_probe client ADDRESS ECHO_PORT CLOSED_PORT   every client-side scenario
+//   preload_probe server PORT                            accept one connection, echo it, then a
+//                                                        second through epoll (edge-triggered)
+//   preload_probe down                                   socket() with no stack behind it
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+int g_failures = 0;
+
+bool check(bool condition, const char* scenario, const char* what) {
+  if (!condition) {
+    std::printf("FAIL %s: %s (%s)\n", scenario, what, std::strerror(errno));
+    std::fflush(stdout);
+    ++g_failures;
+  }
+  return condition;
+}
+
+void passed(const char* scenario) {
+  std::printf("ok %s\n", scenario);
+  std::fflush(stdout);
+}
+
+sockaddr_in address_of(const char* ip, int port) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  inet_pton(AF_INET, ip, &address.sin_addr);
+  return address;
+}
+
+int connect_blocking(const char* ip, int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const sockaddr_in address = address_of(ip, port);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+    const int error = errno;
+    close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
+}
+
+std::vector<char> pattern(std::size_t size, unsigned seed) {
+  std::vector<char> bytes(size);
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>((i * 131 + seed) & 0xff);
+  return bytes;
+}
+
+bool read_exactly(int fd, char* out, std::size_t size) {
+  std::size_t got = 0;
+  while (got < size) {
+    const ssize_t n = read(fd, out + got, size - got);
+    if (n <= 0) return false;
+    got += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// Writes `bytes` and reads the echo back at once (blocking calls), in pieces that fit the rings.
+bool echo_round_trip(int fd, const std::vector<char>& bytes) {
+  std::vector<char> back(bytes.size());
+  constexpr std::size_t kPiece = 64 * 1024;
+  for (std::size_t at = 0; at < bytes.size(); at += kPiece) {
+    const std::size_t size = std::min(kPiece, bytes.size() - at);
+    if (write(fd, bytes.data() + at, size) != static_cast<ssize_t>(size)) return false;
+    if (!read_exactly(fd, back.data() + at, size)) return false;
+  }
+  return back == bytes;
+}
+
+void scenario_blocking(const char* ip, int port) {
+  const char* name = "blocking-echo";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  sockaddr_in peer{};
+  socklen_t length = sizeof(peer);
+  bool good = check(getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length) == 0, name, "getpeername") &&
+              check(ntohs(peer.sin_port) == port, name, "getpeername port");
+  sockaddr_in local{};
+  length = sizeof(local);
+  good = good && check(getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0, name, "getsockname") &&
+         check(local.sin_port != 0, name, "getsockname port");
+  int type = 0;
+  length = sizeof(type);
+  good = good && check(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_STREAM, name, "SO_TYPE");
+  const int one = 1;
+  good = good && check(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0, name, "TCP_NODELAY");
+  good = good && check(setsockopt(fd, IPPROTO_IP, IP_TOS, &one, sizeof(one)) == -1 && errno == ENOPROTOOPT, name,
+                       "unsupported option must fail with ENOPROTOOPT");
+  good = good && check(echo_round_trip(fd, pattern(300 * 1024, 7)), name, "echo of 300 KiB");
+  // readv/writev and recv/send.
+  char a[3] = {'a', 'b', 'c'}, b[4] = {'d', 'e', 'f', 'g'};
+  iovec out[2] = {{a, 3}, {b, 4}};
+  good = good && check(writev(fd, out, 2) == 7, name, "writev");
+  char c[2], d[5];
+  iovec in[2] = {{c, 2}, {d, 5}};
+  good = good && check(recv(fd, c, 2, MSG_WAITALL) == 2 && c[0] == 'a' && c[1] == 'b', name, "recv MSG_WAITALL");
+  in[0] = {c, 1};
+  good = good && check(readv(fd, in, 2) >= 1 && c[0] == 'c', name, "readv");
+  tcp_info info{};
+  length = sizeof(info);
+  good = good && check(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) == 0 && info.tcpi_state == TCP_ESTABLISHED,
+                       name, "TCP_INFO state");
+  good = good && check(shutdown(fd, SHUT_WR) == 0, name, "shutdown");
+  char rest[16];
+  ssize_t n = 0;
+  while ((n = read(fd, rest, sizeof(rest))) > 0) {
+  }
+  good = good && check(n == 0, name, "EOF after shutdown");
+  good = good && check(close(fd) == 0, name, "close");
+  if (good) passed(name);
+}
+
+void scenario_refused(const char* ip, int closed_port) {
+  const char* name = "nonblocking-refused";
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (!check(fd >= 0, name, "socket")) return;
+  const sockaddr_in address = address_of(ip, closed_port);
+  bool good = check(connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == -1 &&
+                        errno == EINPROGRESS,
+                    name, "connect must say EINPROGRESS");
+  pollfd entry{fd, POLLOUT, 0};
+  good = good && check(poll(&entry, 1, 5000) == 1, name, "poll for the outcome");
+  int error = 0;
+  socklen_t length = sizeof(error);
+  good = good && check(getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0, name, "SO_ERROR");
+  errno = error;
+  good = good && check(error == ECONNREFUSED, name, "SO_ERROR must be ECONNREFUSED");
+  close(fd);
+  // Blocking connect to the same port fails with the errno itself.
+  const int blocking = connect_blocking(ip, closed_port);
+  good = good && check(blocking == -1 && errno == ECONNREFUSED, name, "blocking connect must fail with ECONNREFUSED");
+  if (good) passed(name);
+}
+
+// poll, select and epoll over a pipe (kernel) and a Flotilla socket.
+void scenario_mixed(const char* ip, int port) {
+  const char* name = "mixed-readiness";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  int pipe_fds[2];
+  if (!check(pipe(pipe_fds) == 0, name, "pipe")) return;
+  bool good = true;
+  // Nothing readable yet: poll times out.
+  pollfd set[2] = {{pipe_fds[0], POLLIN, 0}, {fd, POLLIN, 0}};
+  good = good && check(poll(set, 2, 50) == 0, name, "poll must time out on an idle set");
+  // The kernel side ready, the socket not.
+  good = good && check(write(pipe_fds[1], "x", 1) == 1, name, "pipe write");
+  good = good && check(poll(set, 2, 1000) == 1 && set[0].revents == POLLIN && set[1].revents == 0, name,
+                       "poll must see the pipe only");
+  char byte;
+  good = good && check(read(pipe_fds[0], &byte, 1) == 1, name, "pipe read");
+  // The socket ready (its echo), the pipe not: blocking poll wakes on the stack.
+  good = good && check(write(fd, "hello", 5) == 5, name, "socket write");
+  good = good && check(poll(set, 2, 5000) == 1 && set[1].revents == POLLIN && set[0].revents == 0, name,
+                       "poll must wake on the socket");
+  int pending = 0;
+  good = good && check(ioctl(fd, FIONREAD, &pending) == 0 && pending == 5, name, "FIONREAD");
+  // select sees the same.
+  fd_set readable;
+  FD_ZERO(&readable);
+  FD_SET(pipe_fds[0], &readable);
+  FD_SET(fd, &readable);
+  timeval limit{1, 0};
+  good = good && check(select(std::max(fd, pipe_fds[0]) + 1, &readable, nullptr, nullptr, &limit) == 1 &&
+                           FD_ISSET(fd, &readable) && !FD_ISSET(pipe_fds[0], &readable),
+                       name, "select");
+  char echo[5];
+  good = good && check(read_exactly(fd, echo, 5) && std::memcmp(echo, "hello", 5) == 0, name, "echo");
+
+  // epoll, level-triggered, both kinds in one set.
+  const int epfd = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event event{EPOLLIN, {.u64 = 1}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0, name, "epoll_ctl socket");
+  event = {EPOLLIN, {.u64 = 2}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, pipe_fds[0], &event) == 0, name, "epoll_ctl pipe");
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == -1 && errno == EEXIST, name, "EEXIST");
+  epoll_event got[4];
+  good = good && check(epoll_wait(epfd, got, 4, 50) == 0, name, "epoll_wait must time out");
+  good = good && check(write(pipe_fds[1], "y", 1) == 1, name, "pipe write");
+  good = good && check(epoll_wait(epfd, got, 4, 1000) == 1 && got[0].data.u64 == 2, name, "epoll: the pipe");
+  good = good && check(read(pipe_fds[0], &byte, 1) == 1, name, "pipe read");
+  good = good && check(write(fd, "abc", 3) == 3, name, "socket write");
+  good = good && check(epoll_wait(epfd, got, 4, 5000) == 1 && got[0].data.u64 == 1 && (got[0].events & EPOLLIN),
+                       name, "epoll: the socket");
+  // Level-triggered: still readable until read.
+  good = good && check(epoll_wait(epfd, got, 4, 0) == 1, name, "level-triggered repeats");
+  // Edge-triggered: reported once, again only after EAGAIN and new bytes.
+  event = {EPOLLIN | EPOLLET, {.u64 = 1}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) == 0, name, "EPOLL_CTL_MOD");
+  good = good && check(epoll_wait(epfd, got, 4, 1000) == 1, name, "edge-triggered first report");
+  good = good && check(epoll_wait(epfd, got, 4, 50) == 0, name, "edge-triggered: no second report");
+  char three[8];
+  good = good && check(read_exactly(fd, three, 3), name, "read");
+  good = good && check(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0, name, "O_NONBLOCK");
+  good = good && check(read(fd, three, 1) == -1 && errno == EAGAIN, name, "EAGAIN on an empty socket");
+  good = good && check(write(fd, "z", 1) == 1, name, "socket write");
+  good = good && check(epoll_wait(epfd, got, 4, 5000) == 1, name, "edge-triggered: new bytes report again");
+  good = good && check(read(fd, three, 1) == 1, name, "read");
+  // One-shot: disabled after one report until MOD.
+  event = {EPOLLIN | EPOLLONESHOT, {.u64 = 1}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) == 0, name, "MOD oneshot");
+  good = good && check(write(fd, "q", 1) == 1, name, "socket write");
+  good = good && check(epoll_wait(epfd, got, 4, 5000) == 1, name, "oneshot report");
+  good = good && check(epoll_wait(epfd, got, 4, 50) == 0, name, "oneshot disabled");
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) == 0, name, "oneshot re-armed");
+  good = good && check(epoll_wait(epfd, got, 4, 1000) == 1, name, "oneshot reports again");
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr) == 0, name, "EPOLL_CTL_DEL");
+  good = good && check(epoll_wait(epfd, got, 4, 50) == 0, name, "deleted interest is silent");
+  // RDHUP: the echo server closes after we shut down writing.
+  event = {EPOLLIN | EPOLLRDHUP, {.u64 = 1}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0, name, "ADD rdhup");
+  good = good && check(shutdown(fd, SHUT_WR) == 0, name, "shutdown");
+  bool hung_up = false;
+  for (int i = 0; i < 50 && !hung_up; ++i) {
+    const int n = epoll_wait(epfd, got, 4, 200);
+    if (n == 1 && (got[0].events & EPOLLRDHUP)) hung_up = true;
+    while (read(fd, three, sizeof(three)) > 0) {
+    }
+  }
+  good = good && check(hung_up, name, "EPOLLRDHUP after the peer closed");
+  close(epfd);
+  close(fd);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  if (good) passed(name);
+}
+
+void scenario_dup_fork(const char* ip, int port) {
+  const char* name = "dup-fork";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  const int copy = dup(fd);
+  bool good = check(copy >= 0 && copy != fd, name, "dup");
+  good = good && check(close(fd) == 0, name, "close the original");
+  good = good && check(echo_round_trip(copy, pattern(1000, 3)), name, "I/O through the dup");
+  const int target = 100;
+  good = good && check(dup2(copy, target) == target, name, "dup2");
+  good = good && check(fcntl(target, F_GETFD) == 0, name, "dup2 clears FD_CLOEXEC");
+  const int third = fcntl(copy, F_DUPFD_CLOEXEC, 200);
+  good = good && check(third >= 200 && (fcntl(third, F_GETFD) & FD_CLOEXEC), name, "F_DUPFD_CLOEXEC");
+  close(third);
+  close(copy);
+  // A child closes its inherited copy and exits; the parent's socket lives on.
+  const pid_t child = fork();
+  if (child == 0) _exit(close(target) == 0 ? 0 : 1);
+  int status = 0;
+  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "child closes its copy");
+  good = good && check(echo_round_trip(target, pattern(2000, 5)), name, "parent I/O after the child closed");
+  // A child that opens a socket of its own (its own lease).
+  const pid_t second = fork();
+  if (second == 0) {
+    const int own = connect_blocking(ip, port);
+    const bool fine = own >= 0 && echo_round_trip(own, pattern(500, 9));
+    _exit(fine ? 0 : 1);
+  }
+  good = good && check(waitpid(second, &status, 0) == second && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "child opens and uses its own socket");
+  good = good && check(echo_round_trip(target, pattern(100, 1)), name, "parent I/O after the second child");
+  close(target);
+  if (good) passed(name);
+}
+
+void on_alarm(int) {}
+
+void scenario_eintr(const char* ip, int port) {
+  const char* name = "eintr";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  struct sigaction action{};
+  action.sa_handler = on_alarm;  // no SA_RESTART
+  sigaction(SIGALRM, &action, nullptr);
+  alarm(1);
+  char byte;
+  const ssize_t got = read(fd, &byte, 1);
+  bool good = check(got == -1 && errno == EINTR, name, "blocking read must end with EINTR");
+  alarm(1);
+  pollfd entry{fd, POLLIN, 0};
+  good = good && check(poll(&entry, 1, 10000) == -1 && errno == EINTR, name, "blocking poll must end with EINTR");
+  alarm(1);
+  const int epfd = epoll_create1(0);
+  epoll_event event{EPOLLIN, {.u64 = 0}};
+  epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+  good = good && check(epoll_wait(epfd, &event, 1, 10000) == -1 && errno == EINTR, name,
+                       "blocking epoll_wait must end with EINTR");
+  close(epfd);
+  // SO_RCVTIMEO: a blocking read gives up with EAGAIN.
+  timeval limit{0, 100'000};
+  good = good && check(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit)) == 0, name, "SO_RCVTIMEO");
+  good = good && check(read(fd, &byte, 1) == -1 && errno == EAGAIN, name, "SO_RCVTIMEO must give EAGAIN");
+  close(fd);
+  if (good) passed(name);
+}
+
+void scenario_sendfile(const char* ip, int port) {
+  const char* name = "sendfile";
+  char path[] = "/tmp/flotilla-probe-XXXXXX";
+  const int file = mkstemp(path);
+  if (!check(file >= 0, name, "mkstemp")) return;
+  unlink(path);
+  const std::vector<char> bytes = pattern(200 * 1024, 11);
+  bool good = check(write(file, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()), name, "file write");
+  const int fd = connect_blocking(ip, port);
+  good = good && check(fd >= 0, name, "connect");
+  // In pieces the echo can return at once, with an offset pointer and without one.
+  std::vector<char> back(bytes.size());
+  off_t offset = 0;
+  constexpr std::size_t kPiece = 50 * 1024;
+  for (std::size_t at = 0; good && at < bytes.size(); at += 2 * kPiece) {
+    good = check(sendfile(fd, file, &offset, kPiece) == static_cast<ssize_t>(kPiece), name, "sendfile with offset") &&
+           check(read_exactly(fd, back.data() + at, kPiece), name, "echo");
+    lseek(file, offset, SEEK_SET);
+    good = good && check(sendfile(fd, file, nullptr, kPiece) == static_cast<ssize_t>(kPiece), name, "sendfile") &&
+           check(lseek(file, 0, SEEK_CUR) == offset + static_cast<off_t>(kPiece), name, "file position moved") &&
+           check(read_exactly(fd, back.data() + at + kPiece, kPiece), name, "echo");
+    offset += kPiece;
+  }
+  good = good && check(back == bytes, name, "bytes match");
+  close(fd);
+  close(file);
+  if (good) passed(name);
+}
+
+int run_client(const char* ip, int port, int closed_port) {
+  signal(SIGPIPE, SIG_IGN);
+  scenario_blocking(ip, port);
+  scenario_refused(ip, closed_port);
+  scenario_mixed(ip, port);
+  scenario_dup_fork(ip, port);
+  scenario_eintr(ip, port);
+  scenario_sendfile(ip, port);
+  return g_failures == 0 ? 0 : 1;
+}
+
+// Serves one connection with blocking calls (echo until EOF), then one through edge-triggered
+// epoll with a non-blocking listener (accept4) and connection.
+int run_server(int port) {
+  const char* name = "server";
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  if (!check(listener >= 0, name, "socket")) return 1;
+  const int one = 1;
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  const sockaddr_in any = address_of("0.0.0.0", port);
+  if (!check(bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0, name, "bind")) return 1;
+  if (!check(listen(listener, 16) == 0, name, "listen")) return 1;
+  std::printf("listening\n");
+  std::fflush(stdout);
+  sockaddr_in peer{};
+  socklen_t length = sizeof(peer);
+  const int connection = accept(listener, reinterpret_cast<sockaddr*>(&peer), &length);
+  if (!check(connection >= 0 && peer.sin_family == AF_INET, name, "accept")) return 1;
+  char buffer[4096];
+  for (ssize_t n; (n = read(connection, buffer, sizeof(buffer))) > 0;) {
+    if (!check(write(connection, buffer, static_cast<std::size_t>(n)) == n, name, "echo write")) return 1;
+  }
+  close(connection);
+  passed("server-blocking");
+
+  fcntl(listener, F_SETFL, O_NONBLOCK);
+  const int epfd = epoll_create1(0);
+  epoll_event event{EPOLLIN | EPOLLET, {.fd = listener}};
+  epoll_ctl(epfd, EPOLL_CTL_ADD, listener, &event);
+  bool done = false;
+  while (!done) {
+    epoll_event got[8];
+    const int n = epoll_wait(epfd, got, 8, 10000);
+    if (!check(n > 0, name, "epoll_wait")) return 1;
+    for (int i = 0; i < n; ++i) {
+      if (got[i].data.fd == listener) {
+        for (int accepted; (accepted = accept4(listener, nullptr, nullptr, SOCK_NONBLOCK)) >= 0;) {
+          epoll_event connection_event{EPOLLIN | EPOLLET | EPOLLRDHUP, {.fd = accepted}};
+          epoll_ctl(epfd, EPOLL_CTL_ADD, accepted, &connection_event);
+        }
+        if (!check(errno == EAGAIN, name, "accept4 until EAGAIN")) return 1;
+        continue;
+      }
+      const int fd = got[i].data.fd;
+      for (;;) {
+        const ssize_t r = read(fd, buffer, sizeof(buffer));
+        if (r > 0) {
+          // The client reads as it writes: the echo fits.
+          if (!check(send(fd, buffer, static_cast<std::size_t>(r), MSG_NOSIGNAL) == r, name, "echo send")) return 1;
+          continue;
+        }
+        if (r == 0) {
+          close(fd);
+          done = true;
+        } else if (!check(errno == EAGAIN, name, "read until EAGAIN")) {
+          return 1;
+        }
+        break;
+      }
+    }
+  }
+  close(epfd);
+  close(listener);
+  passed("server-epoll");
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_down() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const bool refused = check(fd == -1 && errno == ENETDOWN, "down", "socket() must fail with ENETDOWN");
+  const int again = socket(AF_INET, SOCK_STREAM, 0);  // no second message on stderr
+  const bool refused_again = check(again == -1 && errno == ENETDOWN, "down", "second socket()");
+  const int local = socket(AF_UNIX, SOCK_STREAM, 0);  // other families are the kernel's
+  const bool unix_works = check(local >= 0, "down", "AF_UNIX socket");
+  if (refused && refused_again && unix_works) passed("down");
+  return g_failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "client" && argc == 5) return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+  if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
+  if (mode == "down") return run_down();
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT | server PORT | down\n");
+  return 2;
+}
