@@ -151,8 +151,10 @@ class Runtime {
     counters_.waits_in_kernel->add();
     lock.unlock();
     const int outcome = kernel_wait();
+    const int error = errno;  // disarm's read of the eventfd must not hide an EINTR
     lock.lock();
     disarm();
+    errno = error;
     return outcome;
   }
 

@@ -3,7 +3,8 @@
 // the test provides, and prints "ok <scenario>" or "FAIL <scenario>: <what> (<errno>)"; the exit
 // status is 0 only when everything passed.
 //
-//   preload_probe client ADDRESS ECHO_PORT CLOSED_PORT   every client-side scenario
+//   preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE]   every client-side scenario;
+//                                 with DONE_FILE: then creates it and waits for SIGINT
 //   preload_probe server PORT                            accept one connection, echo it, then a
 //                                                        second through epoll (edge-triggered)
 //   preload_probe down                                   socket() with no stack behind it
@@ -350,7 +351,7 @@ void scenario_sendfile(const char* ip, int port) {
   if (good) passed(name);
 }
 
-int run_client(const char* ip, int port, int closed_port) {
+int run_client(const char* ip, int port, int closed_port, const char* done_file) {
   signal(SIGPIPE, SIG_IGN);
   scenario_blocking(ip, port);
   scenario_refused(ip, closed_port);
@@ -358,6 +359,13 @@ int run_client(const char* ip, int port, int closed_port) {
   scenario_dup_fork(ip, port);
   scenario_eintr(ip, port);
   scenario_sendfile(ip, port);
+  if (done_file != nullptr) {
+    // The slot's counters are shown while it is leased: the test reads them, then stops us.
+    const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    if (marker >= 0) close(marker);
+    signal(SIGINT, [](int) { _exit(g_failures == 0 ? 0 : 1); });
+    for (;;) pause();
+  }
   return g_failures == 0 ? 0 : 1;
 }
 
@@ -442,9 +450,11 @@ int run_down() {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  if (mode == "client" && argc == 5) return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]));
+  if (mode == "client" && (argc == 5 || argc == 6)) {
+    return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc == 6 ? argv[5] : nullptr);
+  }
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
   if (mode == "down") return run_down();
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT | server PORT | down\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down\n");
   return 2;
 }
