@@ -768,6 +768,8 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
   if (connection) {
     entry->endpoints.local_port = body.local_port;
     adopt_connection(id, replica, body.slot, body.generation);
+    // The replica wrote the slot's addresses before it answered; the answer has no room for ours.
+    entry->endpoints.local_address = entry->header->control.local_address;
     return true;
   }
   ListenerPart& part = entry->parts[replica];
