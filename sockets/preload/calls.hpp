@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <cstring>
 #include <memory>
@@ -51,6 +52,13 @@ bool read_address(const sockaddr* in, socklen_t length, std::uint32_t& address, 
 
 // A new descriptor holding a fresh number for a Flotilla socket (an eventfd).
 int reserve_fd(bool cloexec);
+
+// UDP reads and writes (calls_datagram.cpp), with the lock held. `message_flags` gets MSG_TRUNC
+// when the datagram was longer than the buffers.
+ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, sockaddr* from,
+                         socklen_t* from_length, int* message_flags);
+ssize_t send_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, const sockaddr* to,
+                      socklen_t to_length);
 
 // Raises SIGPIPE for an EPIPE unless the caller asked not to, like Linux.
 void maybe_sigpipe(int error, int flags);

@@ -64,15 +64,27 @@ int ensure_connected(Lock& lock, Socket& socket, bool nonblocking, int timeout_m
   }
 }
 
-ssize_t receive(int fd, const iovec* vectors, int count, int flags) {
+// What a receive tells about its datagram besides the bytes (UDP; TCP has no address).
+struct Origin {
+  sockaddr* address = nullptr;
+  socklen_t* length = nullptr;
+  int* message_flags = nullptr;
+};
+
+ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin origin = {}) {
   if (count < 0) return fail_with(EINVAL);
-  if ((flags & ~(MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)) != 0) {
-    return fail_with(EOPNOTSUPP);  // MSG_PEEK, MSG_OOB, MSG_TRUNC...: the rings cannot do them
-  }
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
   Runtime& runtime = Runtime::get();
   runtime.counters().io_calls->add();
+  if (socket->udp()) {
+    return receive_datagram(lock, *socket, vectors, count, flags, origin.address, origin.length, origin.message_flags);
+  }
+  if ((flags & ~(MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)) != 0) {
+    return fail_with(EOPNOTSUPP);  // MSG_PEEK, MSG_OOB, MSG_TRUNC...: the rings cannot do them
+  }
+  if (origin.length != nullptr) *origin.length = 0;  // a stream has no source address per read
+  if (origin.message_flags != nullptr) *origin.message_flags = 0;
   const bool nonblocking = socket->nonblocking || (flags & MSG_DONTWAIT) != 0;
   if (socket->state == Socket::State::listening || socket->state == Socket::State::fresh) return fail_with(ENOTCONN);
   if (ensure_connected(lock, *socket, nonblocking, socket->receive_timeout_ms) != 0) return -1;
@@ -128,13 +140,15 @@ ssize_t receive(int fd, const iovec* vectors, int count, int flags) {
   }
 }
 
-ssize_t transmit(int fd, const iovec* vectors, int count, int flags) {
+ssize_t transmit(int fd, const iovec* vectors, int count, int flags, const sockaddr* to = nullptr,
+                 socklen_t to_length = 0) {
   if (count < 0) return fail_with(EINVAL);
-  if ((flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE | MSG_WAITALL | MSG_EOR)) != 0) return fail_with(EOPNOTSUPP);
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
   Runtime& runtime = Runtime::get();
   runtime.counters().io_calls->add();
+  if (socket->udp()) return send_datagram(lock, *socket, vectors, count, flags, to, to_length);
+  if ((flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE | MSG_WAITALL | MSG_EOR)) != 0) return fail_with(EOPNOTSUPP);
   const bool nonblocking = socket->nonblocking || (flags & MSG_DONTWAIT) != 0;
   if (socket->state == Socket::State::listening || socket->state == Socket::State::fresh) return fail_with(ENOTCONN);
   if (ensure_connected(lock, *socket, nonblocking, socket->send_timeout_ms) != 0) return -1;
@@ -190,14 +204,15 @@ ssize_t transmit(int fd, const iovec* vectors, int count, int flags) {
   }
 }
 
-ssize_t receive_one(int fd, void* buffer, std::size_t length, int flags) {
+ssize_t receive_one(int fd, void* buffer, std::size_t length, int flags, Origin origin = {}) {
   const iovec vector{buffer, length};
-  return receive(fd, &vector, 1, flags);
+  return receive(fd, &vector, 1, flags, origin);
 }
 
-ssize_t transmit_one(int fd, const void* buffer, std::size_t length, int flags) {
+ssize_t transmit_one(int fd, const void* buffer, std::size_t length, int flags, const sockaddr* to = nullptr,
+                     socklen_t to_length = 0) {
   const iovec vector{const_cast<void*>(buffer), length};
-  return transmit(fd, &vector, 1, flags);
+  return transmit(fd, &vector, 1, flags, to, to_length);
 }
 
 // sendfile to a Flotilla socket: the file's bytes are read (pread, one system call per chunk)
@@ -288,9 +303,7 @@ FLOTILLA_EXPORT ssize_t __recv_chk(int fd, void* buffer, size_t length, size_t b
 FLOTILLA_EXPORT ssize_t recvfrom(int fd, void* buffer, size_t length, int flags, sockaddr* address,
                                  socklen_t* address_length) {
   if (!is_socket(fd)) return REAL(recvfrom)(fd, buffer, length, flags, address, address_length);
-  const ssize_t got = receive_one(fd, buffer, length, flags);
-  if (got >= 0 && address != nullptr && address_length != nullptr) *address_length = 0;  // TCP: no address
-  return got;
+  return receive_one(fd, buffer, length, flags, Origin{address, address_length, nullptr});
 }
 
 FLOTILLA_EXPORT ssize_t __recvfrom_chk(int fd, void* buffer, size_t length, size_t buffer_length, int flags,
@@ -302,11 +315,12 @@ FLOTILLA_EXPORT ssize_t __recvfrom_chk(int fd, void* buffer, size_t length, size
 FLOTILLA_EXPORT ssize_t recvmsg(int fd, msghdr* message, int flags) {
   if (!is_socket(fd)) return REAL(recvmsg)(fd, message, flags);
   if (message == nullptr) return fail_with(EFAULT);
-  const ssize_t got = receive(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags);
+  socklen_t name_length = message->msg_name != nullptr ? message->msg_namelen : 0;
+  const ssize_t got = receive(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags,
+                              Origin{static_cast<sockaddr*>(message->msg_name), &name_length, &message->msg_flags});
   if (got >= 0) {
-    message->msg_namelen = 0;
+    message->msg_namelen = message->msg_name != nullptr ? name_length : 0;
     message->msg_controllen = 0;
-    message->msg_flags = 0;
   }
   return got;
 }
@@ -319,14 +333,15 @@ FLOTILLA_EXPORT ssize_t send(int fd, const void* buffer, size_t length, int flag
 FLOTILLA_EXPORT ssize_t sendto(int fd, const void* buffer, size_t length, int flags, const sockaddr* address,
                                socklen_t address_length) {
   if (!is_socket(fd)) return REAL(sendto)(fd, buffer, length, flags, address, address_length);
-  return transmit_one(fd, buffer, length, flags);  // TCP ignores the address, as Linux does
+  return transmit_one(fd, buffer, length, flags, address, address_length);  // TCP ignores it, as Linux does
 }
 
 FLOTILLA_EXPORT ssize_t sendmsg(int fd, const msghdr* message, int flags) {
   if (!is_socket(fd)) return REAL(sendmsg)(fd, message, flags);
   if (message == nullptr) return fail_with(EFAULT);
-  if (message->msg_controllen != 0) return fail_with(EOPNOTSUPP);  // no ancillary data on Flotilla TCP
-  return transmit(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags);
+  if (message->msg_controllen != 0) return fail_with(EOPNOTSUPP);  // no ancillary data on Flotilla sockets
+  return transmit(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags,
+                  static_cast<const sockaddr*>(message->msg_name), message->msg_namelen);
 }
 
 FLOTILLA_EXPORT int recvmmsg(int fd, mmsghdr* messages, unsigned int count, int flags, timespec* timeout) {

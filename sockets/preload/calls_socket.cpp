@@ -31,8 +31,9 @@ bool loopback(std::uint32_t address) { return (address >> 24) == 127; }
 // loopback. Swaps a kernel socket in under the same number (only for a socket not yet used and
 // not duplicated). Lock held; the caller then passes the call on to the kernel.
 bool move_to_kernel(int fd, Socket& socket) {
-  if (socket.state != Socket::State::fresh || socket.fd_refs != 1) return false;
-  const int kernel = REAL(socket)(AF_INET, SOCK_STREAM | (socket.nonblocking ? SOCK_NONBLOCK : 0), 0);
+  if (socket.state != Socket::State::fresh || socket.fd_refs != 1 || socket.id >= 0) return false;
+  const int type = socket.udp() ? SOCK_DGRAM : SOCK_STREAM;
+  const int kernel = REAL(socket)(AF_INET, type | (socket.nonblocking ? SOCK_NONBLOCK : 0), 0);
   if (kernel < 0) return false;
   const int one = 1;
   if (socket.reuse_address) (void)REAL(setsockopt)(kernel, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -69,6 +70,7 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   auto [lock, listener] = enter(fd);
   if (listener == nullptr) return -1;
   Runtime& runtime = Runtime::get();
+  if (listener->udp()) return fail_with(EOPNOTSUPP);
   if (listener->state != Socket::State::listening || listener->epoch != runtime.epoch()) return fail_with(EINVAL);
   if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return fail_with(EINVAL);
   const std::uint64_t deadline = deadline_after(listener->receive_timeout_ms);
@@ -344,9 +346,9 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
         if (error != 0) socket.error_reported = true;
         return int_option(value, length, error);
       }
-      case SO_TYPE: return int_option(value, length, SOCK_STREAM);
+      case SO_TYPE: return int_option(value, length, socket.udp() ? SOCK_DGRAM : SOCK_STREAM);
       case SO_DOMAIN: return int_option(value, length, AF_INET);
-      case SO_PROTOCOL: return int_option(value, length, IPPROTO_TCP);
+      case SO_PROTOCOL: return int_option(value, length, socket.udp() ? IPPROTO_UDP : IPPROTO_TCP);
       case SO_ACCEPTCONN: return int_option(value, length, socket.state == Socket::State::listening);
       case SO_REUSEADDR: return int_option(value, length, socket.reuse_address);
       case SO_REUSEPORT: return int_option(value, length, socket.reuse_port);
@@ -365,7 +367,7 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
       default: return fail_with(ENOPROTOOPT);
     }
   }
-  if (level == IPPROTO_TCP) {
+  if (level == IPPROTO_TCP && !socket.udp()) {
     switch (name) {
       case TCP_NODELAY: return int_option(value, length, socket.no_delay);
       case TCP_CORK: return int_option(value, length, socket.cork);
@@ -417,6 +419,35 @@ int fcntl_common(int fd, int command, void* argument, int (*real)(int, int, ...)
     default:
       return fail_with(EINVAL);
   }
+}
+
+// connect() on a UDP socket: sets (or, with AF_UNSPEC, clears) the default peer.
+constexpr int kNotDatagram = 1;
+int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
+  {
+    auto [lock, socket] = enter(fd);
+    if (socket == nullptr) return -1;
+    if (!socket->udp()) return kNotDatagram;
+    if (socket->epoch != Runtime::get().epoch()) return fail_with(EBADF);
+    if (address != nullptr && length >= static_cast<socklen_t>(sizeof(sa_family_t)) && address->sa_family == AF_UNSPEC) {
+      socket->peer_address = 0;
+      socket->peer_port = 0;
+      socket->state = Socket::State::fresh;
+      return 0;
+    }
+    std::uint32_t ip = 0;
+    std::uint16_t port = 0;
+    if (!read_address(address, length, ip, port)) return -1;
+    if (!loopback(ip) || socket->id >= 0) {
+      if (socket->id < 0 && Runtime::get().open_datagram(lock, *socket, 0) != 0) return -1;
+      socket->peer_address = ip;
+      socket->peer_port = port;
+      socket->state = Socket::State::connected;
+      return 0;
+    }
+    if (!move_to_kernel(fd, *socket)) return fail_with(ENETUNREACH);
+  }
+  return REAL(connect)(fd, address, length);
 }
 
 }  // namespace
@@ -482,23 +513,28 @@ using flotilla::Errc;
 FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
   const int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (domain != AF_INET || (kind != SOCK_STREAM && kind != SOCK_DGRAM)) return REAL(socket)(domain, type, protocol);
-  if (kind == SOCK_DGRAM) {
-    static std::once_flag said;
-    std::call_once(said, [] {
-      std::fprintf(stderr, "flotilla: UDP (SOCK_DGRAM) sockets are not supported by the preload library yet: "
-                           "EPROTONOSUPPORT\n");
-    });
-    return fail_with(EPROTONOSUPPORT);
-  }
-  if (protocol != 0 && protocol != IPPROTO_TCP) return fail_with(EPROTONOSUPPORT);
+  const bool datagram = kind == SOCK_DGRAM;
+  if (protocol != 0 && protocol != (datagram ? IPPROTO_UDP : IPPROTO_TCP)) return fail_with(EPROTONOSUPPORT);
   Runtime& runtime = Runtime::get();
   Lock lock(runtime.mutex());
   if (!runtime.ensure_stack()) return -1;
+  if (datagram && runtime.udp() == nullptr) {
+    static std::once_flag said;
+    std::call_once(said, [] {
+      std::fprintf(stderr, "flotilla: this application slot has no channel to the UDP server: SOCK_DGRAM "
+                           "sockets fail with EPROTONOSUPPORT\n");
+    });
+    return fail_with(EPROTONOSUPPORT);
+  }
   const int fd = reserve_fd((type & SOCK_CLOEXEC) != 0);
   if (fd < 0) return -1;
   auto socket = std::make_shared<Socket>();
   socket->epoch = runtime.epoch();
   socket->nonblocking = (type & SOCK_NONBLOCK) != 0;
+  if (datagram) {
+    socket->protocol = Socket::Protocol::udp;
+    socket->datagrams = std::make_shared<DatagramQueue>();
+  }
   runtime.install(fd, std::move(socket));
   return fd;
 }
@@ -512,6 +548,11 @@ FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
     if (socket->bound || socket->state != Socket::State::fresh) return fail_with(EINVAL);
+    if (socket->udp() && !loopback(ip)) {
+      if (socket->epoch != Runtime::get().epoch()) return fail_with(EBADF);
+      socket->bound_address = ip;
+      return Runtime::get().open_datagram(lock, *socket, port);
+    }
     if (!loopback(ip)) {
       socket->bound = true;
       socket->bound_address = ip;
@@ -528,6 +569,7 @@ FLOTILLA_EXPORT int listen(int fd, int backlog) {
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
   if (socket->epoch != Runtime::get().epoch()) return fail_with(EBADF);
+  if (socket->udp()) return fail_with(EOPNOTSUPP);
   if (socket->state == Socket::State::listening) return 0;
   if (socket->state != Socket::State::fresh) return fail_with(EINVAL);
   return listen_locked(lock, *socket, backlog);
@@ -545,6 +587,7 @@ FLOTILLA_EXPORT int accept(int fd, sockaddr* address, socklen_t* length) {
 
 FLOTILLA_EXPORT int connect(int fd, const sockaddr* address, socklen_t length) {
   if (!is_socket(fd)) return REAL(connect)(fd, address, length);
+  if (const int done = connect_datagram(fd, address, length); done != kNotDatagram) return done;
   std::uint32_t ip = 0;
   std::uint16_t port = 0;
   if (!read_address(address, length, ip, port)) return -1;
@@ -570,7 +613,7 @@ FLOTILLA_EXPORT int getsockname(int fd, sockaddr* address, socklen_t* length) {
   std::uint16_t port = socket->bound_port;
   Runtime& runtime = Runtime::get();
   if ((socket->state == Socket::State::connecting || socket->state == Socket::State::connected) &&
-      socket->epoch == runtime.epoch()) {
+      socket->epoch == runtime.epoch() && !socket->udp()) {
     const flotilla::sockets::TcpEndpoints ends = runtime.tcp().endpoints(socket->id);
     if (ends.local_address != 0) ip = ends.local_address;
     if (ends.local_port != 0) port = ends.local_port;
@@ -585,6 +628,12 @@ FLOTILLA_EXPORT int getpeername(int fd, sockaddr* address, socklen_t* length) {
   if (socket == nullptr) return -1;
   Runtime& runtime = Runtime::get();
   if (socket->epoch != runtime.epoch()) return fail_with(ENOTCONN);
+  if (socket->udp()) {
+    if (socket->peer_port == 0) return fail_with(ENOTCONN);
+    if (address == nullptr || length == nullptr) return fail_with(EFAULT);
+    copy_address_out(address, length, socket->peer_address, socket->peer_port);
+    return 0;
+  }
   if (socket->state == Socket::State::connecting && runtime.tcp().connected(socket->id)) {
     socket->state = Socket::State::connected;
   }
@@ -605,6 +654,10 @@ FLOTILLA_EXPORT int shutdown(int fd, int how) {
     return fail_with(ENOTCONN);
   }
   if (how != SHUT_WR) socket->read_shut = true;
+  if (socket->udp()) {
+    if (how != SHUT_RD) socket->write_shut = true;
+    return 0;
+  }
   if (how != SHUT_RD && !socket->write_shut) {
     socket->write_shut = true;
     if (auto shut = Runtime::get().tcp().shutdown_write(socket->id); !shut) {
@@ -680,12 +733,16 @@ FLOTILLA_EXPORT int ioctl(int fd, unsigned long request, ...) {
     case FIONREAD:
       if (value == nullptr) return fail_with(EFAULT);
       if (socket->state == Socket::State::listening) return fail_with(EINVAL);
+      if (socket->udp()) {
+        *value = socket->datagrams->empty() ? 0 : socket->datagrams->front().length;  // the next datagram, as Linux
+        return 0;
+      }
       *value = live ? static_cast<int>(std::min<std::size_t>(runtime.tcp().received_bytes(socket->id), INT32_MAX)) : 0;
       return 0;
     case SIOCOUTQ:
       if (value == nullptr) return fail_with(EFAULT);
       if (socket->state == Socket::State::listening) return fail_with(EINVAL);
-      *value = live ? static_cast<int>(std::min<std::size_t>(runtime.tcp().unacknowledged(socket->id), INT32_MAX)) : 0;
+      *value = live && !socket->udp() ? static_cast<int>(std::min<std::size_t>(runtime.tcp().unacknowledged(socket->id), INT32_MAX)) : 0;
       return 0;
     default:
       return fail_with(ENOTTY);
@@ -696,6 +753,9 @@ FLOTILLA_EXPORT int setsockopt(int fd, int level, int name, const void* value, s
   if (!is_socket(fd)) return REAL(setsockopt)(fd, level, name, value, length);
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
+  if (socket->udp() && (level != SOL_SOCKET || name == SO_KEEPALIVE || name == SO_LINGER)) {
+    return fail_with(ENOPROTOOPT);
+  }
   if (level == SOL_SOCKET) return set_socket_level(*socket, name, value, length);
   if (level == IPPROTO_TCP) return set_tcp_level(*socket, name, value, length);
   return fail_with(ENOPROTOOPT);

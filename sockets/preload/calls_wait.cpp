@@ -173,8 +173,7 @@ int collect(EpollSet& set, epoll_event* out, int room) {
     if ((interest.events & EPOLLET) != 0) {
       // An edge: readiness that was not there at the last look, readiness again after the program
       // met EAGAIN (it drained the socket), or new bytes while readable (Linux reports those too).
-      const bool live = socket.id >= 0 && socket.epoch == runtime.epoch() && socket.state == Socket::State::connected;
-      const std::uint64_t received = live ? runtime.tcp().info(socket.id).bytes_received : 0;
+      const std::uint64_t received = runtime.arrivals(socket);
       std::uint32_t fresh = ready & ~interest.last_ready;
       if (socket.stalls != interest.last_stalls) fresh = ready;
       if ((ready & EPOLLIN) != 0 && received != interest.last_received) fresh |= EPOLLIN;

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "dataplane/clock.hpp"
@@ -49,14 +50,17 @@ bool Runtime::ensure_stack() {
   std::string why;
   if (leased) {
     std::vector<std::string> channels;
+    std::string udp_channel;
     for (std::size_t i = 0; i < (*leased)->channel_count(); ++i) {
       const std::string_view name = (*leased)->channel_name(i);
       if (name.starts_with("tcp")) channels.emplace_back(name);
+      if (name.starts_with("udp")) udp_channel = name;
     }
     auto attached = sockets::TcpSockets::attach(**leased, channels);
     if (attached) {
       host_ = std::move(leased.value());
       tcp_ = std::move(attached.value());
+      attach_datagrams(udp_channel);
       NamedCounterTable& named = host_->named_counters();
       counters_ = PreloadCounters{&named.counter("readiness_checks"), &named.counter("readiness_no_syscall"),
                                   &named.counter("io_calls"),         &named.counter("io_no_syscall"),
@@ -80,6 +84,78 @@ bool Runtime::ensure_stack() {
   }
   errno = ENETDOWN;
   return false;
+}
+
+void Runtime::attach_datagrams(const std::string& channel) {
+  if (channel.empty()) return;
+  auto attached = sockets::UdpSockets::attach(*host_, channel);
+  if (!attached) return;  // UDP sockets then fail with EPROTONOSUPPORT
+  udp_ = std::move(attached.value());
+  udp_->on_datagram([this](const sockets::Datagram& datagram) {
+    if (datagram.socket >= datagram_sockets_.size() || datagram_sockets_[datagram.socket] == nullptr) return;
+    Socket& socket = *datagram_sockets_[datagram.socket];
+    // A connected socket takes datagrams from its peer only, as on Linux.
+    if (socket.peer_port != 0 &&
+        (datagram.remote_address != socket.peer_address || datagram.remote_port != socket.peer_port)) {
+      return;
+    }
+    (void)socket.datagrams->push(datagram.remote_address, datagram.remote_port, datagram.payload);
+  });
+  udp_->on_status([this](std::uint32_t id, int error, std::uint16_t port) {
+    if (id >= datagram_sockets_.size() || datagram_sockets_[id] == nullptr) return;
+    Socket& socket = *datagram_sockets_[id];
+    socket.udp_answered = true;
+    socket.udp_error = error > 0 && error < 4096 ? error : (error == 0 ? 0 : EPROTO);
+    if (error == 0) socket.bound_port = port;
+  });
+}
+
+bool DatagramQueue::push(std::uint32_t address, std::uint16_t port, std::span<const std::byte> payload) {
+  if (tail - head >= kDatagrams || payload.size() > kBytes) {
+    ++dropped;
+    return false;
+  }
+  Entry& entry = entries[tail % kDatagrams];
+  entry.address = address;
+  entry.port = port;
+  entry.length = static_cast<std::uint16_t>(payload.size());
+  std::memcpy(entry.bytes, payload.data(), payload.size());
+  ++tail;
+  return true;
+}
+
+int Runtime::open_datagram(Lock& lock, Socket& socket, std::uint16_t port) {
+  if (udp_ == nullptr) return fail_with(EPROTONOSUPPORT);
+  if (socket.id >= 0) return fail_with(EINVAL);
+  auto opened = udp_->open(port);
+  if (!opened) return fail_with(opened.error().code == Errc::exhausted ? ENOBUFS : EIO);
+  socket.id = static_cast<int>(opened.value());
+  if (datagram_sockets_.size() <= opened.value()) datagram_sockets_.resize(opened.value() + 1);
+  datagram_sockets_[opened.value()] = &socket;
+  constexpr int kAnswerMs = 2000;
+  const std::uint64_t deadline = deadline_after(kAnswerMs);
+  auto answered = [&] { return socket.udp_answered; };
+  for (;;) {
+    pump();
+    if (answered()) break;
+    const int left = remaining_ms(deadline);
+    if (left == 0) return fail_with(ETIMEDOUT);
+    if (sleep(lock, answered, nullptr, 0, left) < 0) return -1;
+  }
+  if (socket.udp_error != 0) {
+    datagram_sockets_[opened.value()] = nullptr;
+    socket.id = -1;
+    socket.udp_answered = false;
+    return fail_with(socket.udp_error);
+  }
+  socket.bound = true;
+  return 0;
+}
+
+std::uint64_t Runtime::arrivals(Socket& socket) {
+  if (socket.udp()) return socket.datagrams != nullptr ? socket.datagrams->tail : 0;
+  const bool live = socket.id >= 0 && socket.epoch == epoch_ && socket.state == Socket::State::connected;
+  return live ? tcp_->info(socket.id).bytes_received : 0;
 }
 
 void Runtime::pump() {
@@ -123,7 +199,10 @@ void Runtime::forget(int fd) {
 
 void Runtime::release(Socket& socket) {
   const bool ours = socket.epoch == epoch_ && tcp_ != nullptr && socket.id >= 0;
-  if (ours && socket.state != Socket::State::released) {
+  if (ours && socket.udp()) {
+    (void)udp_->close(static_cast<std::uint32_t>(socket.id));
+    datagram_sockets_[static_cast<std::size_t>(socket.id)] = nullptr;
+  } else if (ours && socket.state != Socket::State::released) {
     const bool abortive = socket.linger_option.l_onoff != 0 && socket.linger_option.l_linger == 0;
     (void)(abortive ? tcp_->abort(socket.id) : tcp_->close(socket.id));
   }
@@ -134,12 +213,18 @@ void Runtime::release(Socket& socket) {
 int Runtime::socket_error(Socket& socket) {
   if (socket.epoch != epoch_) return EBADF;  // inherited over fork: the parent's, not ours
   if (down_) return ENETDOWN;
+  if (socket.udp()) return socket.udp_error;
   return socket.id >= 0 && tcp_ != nullptr ? tcp_->error(socket.id) : 0;
 }
 
 std::uint32_t Runtime::ready_events(Socket& socket) {
   constexpr std::uint32_t kBroken = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP;
   if (socket.epoch != epoch_ || down_) return kBroken;
+  if (socket.udp()) {
+    if (socket.state == Socket::State::released) return POLLNVAL;
+    const bool waiting = socket.datagrams != nullptr && !socket.datagrams->empty();
+    return POLLOUT | (waiting ? POLLIN : 0) | (socket.udp_error != 0 ? POLLERR : 0);
+  }
   switch (socket.state) {
     case Socket::State::fresh:
       return POLLOUT | POLLHUP;  // what Linux says of a TCP socket never connected
@@ -199,6 +284,8 @@ void Runtime::after_fork_child() {
   // there is nothing to gain) and marks every socket it inherited as not its own.
   (void)host_.release();
   (void)tcp_.release();
+  (void)udp_.release();
+  datagram_sockets_.clear();
   counters_ = PreloadCounters{&unregistered_, &unregistered_, &unregistered_, &unregistered_,
                               &unregistered_, &unregistered_, &unregistered_};
   ++epoch_;

@@ -24,21 +24,48 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "dataplane/counters.hpp"
 #include "recovery/component_host.hpp"
 #include "sockets/tcp_sockets.hpp"
+#include "sockets/udp_sockets.hpp"
 
 namespace flotilla::preload {
 
 enum class FdKind : std::uint8_t { kernel = 0, tcp = 1, epoll = 2 };
 
-// One Flotilla TCP socket: what Linux keeps in an open file description (shared by dups).
+// Datagrams a UDP socket received and the program has not read yet: a fixed ring, allocated with
+// the socket (UdpSockets hands each datagram over during the loop only, so it is copied here).
+struct DatagramQueue {
+  static constexpr std::size_t kDatagrams = 64;
+  static constexpr std::size_t kBytes = 1472;  // UdpSockets::max_payload at most
+  struct Entry {
+    std::uint32_t address;  // host order
+    std::uint16_t port;
+    std::uint16_t length;
+    std::byte bytes[kBytes];
+  };
+  std::vector<Entry> entries = std::vector<Entry>(kDatagrams);
+  std::uint64_t head = 0;  // next to read
+  std::uint64_t tail = 0;  // next to fill; tail - head waiting
+  std::uint64_t dropped = 0;
+
+  bool empty() const { return head == tail; }
+  const Entry& front() const { return entries[head % kDatagrams]; }
+  void pop() { ++head; }
+  // Copies a datagram in; false (counted) when the queue is full, as a full socket buffer drops.
+  bool push(std::uint32_t address, std::uint16_t port, std::span<const std::byte> payload);
+};
+
+// One Flotilla socket: what Linux keeps in an open file description (shared by dups).
 struct Socket {
   enum class State : std::uint8_t { fresh, connecting, connected, listening, released };
-  State state = State::fresh;
-  int id = -1;                // TcpSockets id once connecting or listening
+  enum class Protocol : std::uint8_t { tcp, udp };
+  Protocol protocol = Protocol::tcp;
+  State state = State::fresh;  // UDP: fresh, then connected once it has a default peer
+  int id = -1;                // TcpSockets id once connecting or listening; UdpSockets id once opened
   std::uint64_t epoch = 0;    // Runtime::epoch at creation: another value means inherited over fork
   int fd_refs = 0;            // descriptors naming it; the last close releases it
   bool nonblocking = false;   // O_NONBLOCK, per open file description like Linux
@@ -63,6 +90,14 @@ struct Socket {
   int send_buffer = 1 << 20;
   int receive_timeout_ms = -1;  // -1: none
   int send_timeout_ms = -1;
+  // UDP.
+  std::shared_ptr<DatagramQueue> datagrams;  // shared_ptr: accept() copies a (TCP) listener
+  bool udp_answered = false;  // the UDP server answered the open (bound_port, or udp_error)
+  int udp_error = 0;
+  std::uint32_t peer_address = 0;  // connect(): the default destination and the only source
+  std::uint16_t peer_port = 0;
+
+  bool udp() const { return protocol == Protocol::udp; }
 };
 
 // The Flotilla descriptors one epoll instance watches (kernel ones live in the kernel's set).
@@ -115,6 +150,12 @@ class Runtime {
   bool ensure_stack();
   bool stack_down() const { return down_.load(std::memory_order_relaxed); }
   sockets::TcpSockets& tcp() { return *tcp_; }
+  // nullptr when the slot has no channel to the UDP server.
+  sockets::UdpSockets* udp() { return udp_.get(); }
+  // Asks the UDP server for a socket bound to `port` and waits for its answer. 0, or -1 with errno.
+  int open_datagram(Lock& lock, Socket& socket, std::uint16_t port);
+  // Arrivals so far (bytes for TCP, datagrams for UDP): an edge-triggered epoll reports new ones.
+  std::uint64_t arrivals(Socket& socket);
   PreloadCounters& counters() { return counters_; }
   std::uint64_t epoch() const { return epoch_; }
   // Handles the stack's pending messages (no system call when none). Under the lock.
@@ -194,12 +235,15 @@ class Runtime {
   Runtime() = default;
   void arm();
   void disarm();
+  void attach_datagrams(const std::string& channel);
   int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                       WakeReason& reason);
 
   std::mutex mutex_;
   std::unique_ptr<recovery::ComponentHost> host_;
   std::unique_ptr<sockets::TcpSockets> tcp_;
+  std::unique_ptr<sockets::UdpSockets> udp_;
+  std::vector<Socket*> datagram_sockets_;  // by UdpSockets id: where its datagrams go
   PreloadCounters counters_;
   NamedCounter unregistered_{};  // where counts go before a lease exists
   std::atomic<bool> down_{false};  // set by a sleeper that saw the lease end, without the lock

@@ -351,6 +351,59 @@ void scenario_sendfile(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// UDP against a kernel echo on the same port number.
+void scenario_udp(const char* ip, int port) {
+  const char* name = "udp";
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (!check(fd >= 0, name, "socket")) return;
+  const sockaddr_in peer = address_of(ip, port);
+  bool good = check(sendto(fd, "ping", 4, 0, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 4, name, "sendto");
+  pollfd entry{fd, POLLIN, 0};
+  good = good && check(poll(&entry, 1, 5000) == 1 && entry.revents == POLLIN, name, "poll for the echo");
+  char buffer[2048];
+  sockaddr_in from{};
+  socklen_t length = sizeof(from);
+  good = good && check(recvfrom(fd, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from), &length) == 4 &&
+                           std::memcmp(buffer, "ping", 4) == 0 && from.sin_port == peer.sin_port &&
+                           from.sin_addr.s_addr == peer.sin_addr.s_addr,
+                       name, "recvfrom: the echo and its source");
+  sockaddr_in local{};
+  length = sizeof(local);
+  good = good && check(getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0 && local.sin_port != 0, name,
+                       "getsockname: the port the stack bound");
+  int type = 0;
+  length = sizeof(type);
+  good = good && check(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_DGRAM, name, "SO_TYPE");
+  const int one = 1;
+  good = good && check(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1 && errno == ENOPROTOOPT, name,
+                       "TCP option on UDP: ENOPROTOOPT");
+  // connect: send/recv with the default peer; a short buffer truncates (MSG_TRUNC).
+  good = good && check(connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 0, name, "connect");
+  const std::vector<char> big = pattern(1400, 4);
+  good = good && check(send(fd, big.data(), big.size(), 0) == 1400, name, "send");
+  char small[100];
+  iovec vector{small, sizeof(small)};
+  msghdr message{};
+  message.msg_iov = &vector;
+  message.msg_iovlen = 1;
+  good = good && check(recvmsg(fd, &message, 0) == 100 && (message.msg_flags & MSG_TRUNC) &&
+                           std::memcmp(small, big.data(), 100) == 0,
+                       name, "recvmsg truncates with MSG_TRUNC");
+  good = good && check(recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT) == -1 && errno == EAGAIN, name, "EAGAIN when empty");
+  close(fd);
+  // bind() to a port of our choice.
+  const int bound = socket(AF_INET, SOCK_DGRAM, 0);
+  const sockaddr_in any = address_of("0.0.0.0", 9100);
+  good = good && check(bind(bound, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0, name, "bind");
+  length = sizeof(local);
+  good = good && check(getsockname(bound, reinterpret_cast<sockaddr*>(&local), &length) == 0 && ntohs(local.sin_port) == 9100,
+                       name, "getsockname after bind");
+  good = good && check(sendto(bound, "abc", 3, 0, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 3, name, "sendto");
+  good = good && check(recv(bound, buffer, sizeof(buffer), 0) == 3, name, "blocking recv");
+  close(bound);
+  if (good) passed(name);
+}
+
 int run_client(const char* ip, int port, int closed_port, const char* done_file) {
   signal(SIGPIPE, SIG_IGN);
   scenario_blocking(ip, port);
@@ -359,6 +412,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file)
   scenario_dup_fork(ip, port);
   scenario_eintr(ip, port);
   scenario_sendfile(ip, port);
+  scenario_udp(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);

@@ -49,7 +49,8 @@ TEST(PreloadDown, SocketFailsWithEnetdownAndOneMessage) {
   EXPECT_NE(output.find("not running"), std::string::npos) << output;
 }
 
-// A kernel echo server in a namespace: every connection gets back what it sends, until EOF.
+// A kernel echo server in a namespace: every connection gets back what it sends, until EOF, and
+// every UDP datagram to the same port goes back to its sender.
 class KernelEcho {
  public:
   KernelEcho(const std::string& space, int port) {
@@ -64,6 +65,21 @@ class KernelEcho {
       any.sin_family = AF_INET;
       any.sin_port = htons(static_cast<std::uint16_t>(port));
       if (::bind(listener, reinterpret_cast<sockaddr*>(&any), sizeof(any)) != 0 || ::listen(listener, 16) != 0) return;
+      // And a UDP echo on the same port number.
+      const int datagrams = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (::bind(datagrams, reinterpret_cast<sockaddr*>(&any), sizeof(any)) != 0) return;
+      std::thread udp([this, datagrams] {
+        char buffer[2048];
+        while (!stop_) {
+          pollfd entry{datagrams, POLLIN, 0};
+          if (::poll(&entry, 1, 100) != 1) continue;
+          sockaddr_in from{};
+          socklen_t length = sizeof(from);
+          const ssize_t got = ::recvfrom(datagrams, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from), &length);
+          if (got > 0) ::sendto(datagrams, buffer, static_cast<std::size_t>(got), 0, reinterpret_cast<sockaddr*>(&from), length);
+        }
+        ::close(datagrams);
+      });
       listening_ = true;
       std::vector<std::thread> workers;
       while (!stop_) {
@@ -88,6 +104,7 @@ class KernelEcho {
         });
       }
       for (auto& worker : workers) worker.join();
+      udp.join();
       ::close(listener);
     });
   }
@@ -137,7 +154,7 @@ TEST_F(PreloadStack, ClientScenariosAgainstAKernelPeer) {
   const std::string output = probe.finish(true);
   std::filesystem::remove(done_file);
   EXPECT_TRUE(counted) << output;
-  for (const char* scenario : {"blocking-echo", "nonblocking-refused", "mixed-readiness", "dup-fork", "eintr", "sendfile"}) {
+  for (const char* scenario : {"blocking-echo", "nonblocking-refused", "mixed-readiness", "dup-fork", "eintr", "sendfile", "udp"}) {
     EXPECT_NE(output.find(std::string("ok ") + scenario + "\n"), std::string::npos) << scenario << "\n" << output;
   }
   EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
