@@ -8,6 +8,7 @@
 //   preload_probe server PORT                            accept one connection, echo it, then a
 //                                                        second through epoll (edge-triggered)
 //   preload_probe down                                   socket() with no stack behind it
+//   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,10 +25,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -404,7 +407,60 @@ void scenario_udp(const char* ip, int port) {
   if (good) passed(name);
 }
 
-int run_client(const char* ip, int port, int closed_port, const char* done_file) {
+// Several threads, each with its own connection, all blocking in the library at once (sleeping
+// on the same wake eventfd), plus one blocked in poll on a pipe until the others are done.
+void scenario_threads(const char* ip, int port) {
+  const char* name = "threads";
+  constexpr int kThreads = 4;
+  std::atomic<int> good_threads{0};
+  int pipe_fds[2];
+  if (!check(pipe(pipe_fds) == 0, name, "pipe")) return;
+  std::thread waiter([&] {
+    pollfd entry{pipe_fds[0], POLLIN, 0};
+    if (poll(&entry, 1, 30000) == 1) good_threads.fetch_add(100);
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const int fd = connect_blocking(ip, port);
+      if (fd < 0) return;
+      bool fine = true;
+      for (int round = 0; round < 20 && fine; ++round) fine = echo_round_trip(fd, pattern(20000 + 1000 * t, round));
+      close(fd);
+      if (fine) good_threads.fetch_add(1);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  (void)!write(pipe_fds[1], "x", 1);
+  waiter.join();
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  if (check(good_threads.load() == kThreads + 100, name, "every thread's echo and the waiter")) passed(name);
+}
+
+// exec: a socket made with SOCK_CLOEXEC is gone in the new program, one without it is not.
+void scenario_exec(const char* ip, int port, const char* self) {
+  const char* name = "exec";
+  const int closing = connect_blocking(ip, port);  // SOCK_CLOEXEC
+  const int staying = socket(AF_INET, SOCK_STREAM, 0);
+  if (!check(closing >= 0 && staying >= 0, name, "sockets")) return;
+  const pid_t child = fork();
+  if (child == 0) {
+    const std::string gone = std::to_string(closing), kept = std::to_string(staying);
+    execl(self, self, "fds", gone.c_str(), kept.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  const bool good = check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                          "after exec: the CLOEXEC socket is closed, the other open");
+  // The parent's sockets are untouched.
+  const bool still = check(echo_round_trip(closing, pattern(1000, 2)), name, "parent I/O after the child's exec");
+  close(closing);
+  close(staying);
+  if (good && still) passed(name);
+}
+
+int run_client(const char* ip, int port, int closed_port, const char* done_file, const char* self) {
   signal(SIGPIPE, SIG_IGN);
   scenario_blocking(ip, port);
   scenario_refused(ip, closed_port);
@@ -413,6 +469,8 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file)
   scenario_eintr(ip, port);
   scenario_sendfile(ip, port);
   scenario_udp(ip, port);
+  scenario_threads(ip, port);
+  scenario_exec(ip, port, self);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
@@ -505,10 +563,16 @@ int run_down() {
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "client" && (argc == 5 || argc == 6)) {
-    return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc == 6 ? argv[5] : nullptr);
+    return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc == 6 ? argv[5] : nullptr, argv[0]);
   }
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
   if (mode == "down") return run_down();
+  if (mode == "fds" && argc == 4) {
+    // Run by the exec scenario: argv[2] must be closed, argv[3] open.
+    const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
+    const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
+    return gone && kept ? 0 : 1;
+  }
   std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down\n");
   return 2;
 }
