@@ -45,6 +45,19 @@ inline int errno_of(const Error& error, int fallback) {
 // 1: ready; 0: `timeout_ms` passed (-1: none); -1: EINTR, or the socket went away (EBADF).
 int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms);
 
+// How far a data call that cannot go on has come (see when_stuck).
+struct Progress {
+  std::uint64_t deadline;  // of SO_RCVTIMEO/SO_SNDTIMEO (deadline_after), 0 for none
+  bool pumped = false;
+  bool slept = false;
+};
+inline constexpr ssize_t kRetry = -2;
+// What a data call does when it cannot go on: first handle the stack's pending messages and
+// retry, then fail with EAGAIN when it must not block, else block until `events`. Returns kRetry
+// to try again, or what the call returns (`done` bytes, when there are some, beat an error).
+ssize_t when_stuck(Lock& lock, Socket& socket, Progress& progress, std::uint32_t events, bool nonblocking,
+                   std::size_t done);
+
 // Copies an IPv4 address out the way the kernel does: truncated to *length, which gets the full size.
 void copy_address_out(sockaddr* out, socklen_t* length, std::uint32_t address, std::uint16_t port);
 // Reads an AF_INET address; false (errno set) when it is not one.

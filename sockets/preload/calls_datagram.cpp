@@ -25,9 +25,8 @@ ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int c
   if ((flags & ~(MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_WAITALL | MSG_CMSG_CLOEXEC)) != 0) return fail_with(EOPNOTSUPP);
   if (socket.read_shut) return 0;
   const bool nonblocking = socket.nonblocking || (flags & MSG_DONTWAIT) != 0;
-  const std::uint64_t deadline = deadline_after(socket.receive_timeout_ms);
-  bool slept = false;
-  for (bool pumped = false;;) {
+  Progress progress{deadline_after(socket.receive_timeout_ms)};
+  for (;;) {
     if (socket.epoch != runtime.epoch()) return fail_with(EBADF);
     if (socket.udp_error != 0) return fail_with(socket.udp_error);
     DatagramQueue& queue = *socket.datagrams;
@@ -43,23 +42,10 @@ ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int c
       copy_address_out(from, from_length, entry.address, entry.port);
       if (message_flags != nullptr) *message_flags = copied < length ? MSG_TRUNC : 0;
       if ((flags & MSG_PEEK) == 0) queue.pop();
-      if (!slept) runtime.counters().io_no_syscall->add();
+      if (!progress.slept) runtime.counters().io_no_syscall->add();
       return static_cast<ssize_t>((flags & MSG_TRUNC) != 0 ? length : copied);
     }
-    if (!pumped) {
-      runtime.pump();
-      pumped = true;
-      continue;
-    }
-    if (nonblocking) {
-      ++socket.stalls;
-      if (!slept) runtime.counters().io_no_syscall->add();
-      return fail_with(EAGAIN);
-    }
-    const int waited = wait_for(lock, socket, POLLIN, remaining_ms(deadline));
-    slept = true;
-    if (waited < 0) return -1;
-    if (waited == 0) return fail_with(EAGAIN);
+    if (const ssize_t next = when_stuck(lock, socket, progress, POLLIN, nonblocking, 0); next != kRetry) return next;
   }
 }
 

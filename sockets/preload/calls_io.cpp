@@ -91,11 +91,9 @@ ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin origi
   if (socket->read_shut) return 0;
   const std::size_t total = total_of(vectors, count);
   if (total == 0) return 0;
-  const std::uint64_t deadline = deadline_after(socket->receive_timeout_ms);
+  Progress progress{deadline_after(socket->receive_timeout_ms)};
   Cursor cursor{vectors, count};
   std::size_t done = 0;
-  bool slept = false;
-  bool pumped = false;
   for (;;) {
     if (runtime.stack_down()) return done > 0 ? static_cast<ssize_t>(done) : fail_with(ENETDOWN);
     bool end = false;
@@ -118,25 +116,10 @@ ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin origi
     }
     const bool want_more = (flags & MSG_WAITALL) != 0 && done < total && !nonblocking;
     if (end || (done > 0 && !want_more) || cursor.done()) {
-      if (!slept) runtime.counters().io_no_syscall->add();
+      if (!progress.slept) runtime.counters().io_no_syscall->add();
       return static_cast<ssize_t>(done);
     }
-    if (!pumped) {
-      runtime.pump();
-      pumped = true;
-      continue;
-    }
-    if (nonblocking) {
-      ++socket->stalls;
-      if (!slept) runtime.counters().io_no_syscall->add();
-      return fail_with(EAGAIN);
-    }
-    const int waited = wait_for(lock, *socket, POLLIN, remaining_ms(deadline));
-    slept = true;
-    if (waited <= 0) {
-      if (done > 0) return static_cast<ssize_t>(done);
-      return waited == 0 ? fail_with(EAGAIN) : -1;
-    }
+    if (const ssize_t next = when_stuck(lock, *socket, progress, POLLIN, nonblocking, done); next != kRetry) return next;
   }
 }
 
@@ -157,12 +140,10 @@ ssize_t transmit(int fd, const iovec* vectors, int count, int flags, const socka
     return fail_with(EPIPE);
   }
   const std::size_t total = total_of(vectors, count);
-  const std::uint64_t deadline = deadline_after(socket->send_timeout_ms);
+  Progress progress{deadline_after(socket->send_timeout_ms)};
   Cursor cursor{vectors, count};
   cursor.advance(0);
   std::size_t done = 0;
-  bool slept = false;
-  bool pumped = false;
   for (;;) {
     if (runtime.stack_down()) return done > 0 ? static_cast<ssize_t>(done) : fail_with(ENETDOWN);
     while (!cursor.done()) {
@@ -181,26 +162,10 @@ ssize_t transmit(int fd, const iovec* vectors, int count, int flags, const socka
       if (sent.value() < bytes.size()) break;
     }
     if (done == total || (nonblocking && done > 0)) {
-      if (!slept) runtime.counters().io_no_syscall->add();
+      if (!progress.slept) runtime.counters().io_no_syscall->add();
       return static_cast<ssize_t>(done);
     }
-    if (!pumped) {
-      runtime.pump();
-      pumped = true;
-      continue;
-    }
-    if (nonblocking) {
-      ++socket->stalls;
-      if (!slept) runtime.counters().io_no_syscall->add();
-      return fail_with(EAGAIN);
-    }
-    const int waited = wait_for(lock, *socket, POLLOUT, remaining_ms(deadline));
-    slept = true;
-    pumped = true;
-    if (waited <= 0) {
-      if (done > 0) return static_cast<ssize_t>(done);
-      return waited == 0 ? fail_with(EAGAIN) : -1;
-    }
+    if (const ssize_t next = when_stuck(lock, *socket, progress, POLLOUT, nonblocking, done); next != kRetry) return next;
   }
 }
 

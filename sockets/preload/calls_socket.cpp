@@ -466,6 +466,26 @@ int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms) {
   }
 }
 
+ssize_t when_stuck(Lock& lock, Socket& socket, Progress& progress, std::uint32_t events, bool nonblocking,
+                   std::size_t done) {
+  Runtime& runtime = Runtime::get();
+  if (!progress.pumped) {
+    runtime.pump();
+    progress.pumped = true;
+    return kRetry;
+  }
+  if (nonblocking) {
+    ++socket.stalls;  // an edge-triggered epoll reports the next readiness again
+    if (!progress.slept) runtime.counters().io_no_syscall->add();
+    return done > 0 ? static_cast<ssize_t>(done) : fail_with(EAGAIN);
+  }
+  const int waited = wait_for(lock, socket, events, remaining_ms(progress.deadline));
+  progress.slept = true;
+  if (waited > 0) return kRetry;
+  if (done > 0) return static_cast<ssize_t>(done);
+  return waited == 0 ? fail_with(EAGAIN) : -1;
+}
+
 void copy_address_out(sockaddr* out, socklen_t* length, std::uint32_t address, std::uint16_t port) {
   if (out == nullptr || length == nullptr) return;
   sockaddr_in in{};

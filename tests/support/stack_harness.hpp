@@ -44,8 +44,8 @@ struct CommandOutcome {
   std::string output;
 };
 
-inline CommandOutcome run_cli(const std::string& arguments) {
-  const std::string command = build_root() + "/apps/flotilla " + arguments + " 2>&1";
+// Runs a shell command line; its output is stdout (add 2>&1 for stderr too).
+inline CommandOutcome run_shell(const std::string& command) {
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return {-1, "popen failed"};
   std::string output;
@@ -53,6 +53,10 @@ inline CommandOutcome run_cli(const std::string& arguments) {
   while (std::size_t got = std::fread(chunk, 1, sizeof(chunk), pipe)) output.append(chunk, got);
   const int status = ::pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+inline CommandOutcome run_cli(const std::string& arguments) {
+  return run_shell(build_root() + "/apps/flotilla " + arguments + " 2>&1");
 }
 
 // Polls `condition` every 20 ms until it holds or `deadline` passes.

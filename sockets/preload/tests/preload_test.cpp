@@ -37,13 +37,8 @@ std::size_t count_of(const std::string& text, const std::string& word) {
 TEST(PreloadDown, SocketFailsWithEnetdownAndOneMessage) {
   const std::string command = "env LD_PRELOAD=" + library_path() + " FLOTILLA_SOCKET=/nonexistent/flotilla.sock " +
                               probe_path() + " down 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char chunk[1024];
-  while (std::size_t got = std::fread(chunk, 1, sizeof(chunk), pipe)) output.append(chunk, got);
-  const int status = ::pclose(pipe);
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  const auto [exit_code, output] = run_shell(command);
+  EXPECT_EQ(exit_code, 0) << output;
   EXPECT_NE(output.find("ok down"), std::string::npos) << output;
   EXPECT_EQ(count_of(output, "flotilla: "), 1u) << output;
   EXPECT_NE(output.find("not running"), std::string::npos) << output;
