@@ -4,7 +4,9 @@
 #undef _FILE_OFFSET_BITS
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <linux/sockios.h>
+#include <net/if.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -615,7 +617,8 @@ FLOTILLA_EXPORT int connect(int fd, const sockaddr* address, socklen_t length) {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
     if (socket->epoch != Runtime::get().epoch()) return fail_with(EBADF);
-    if (!loopback(ip) || socket->state != Socket::State::fresh) {
+    // 0.0.0.0 means this host, as on Linux: the kernel's loopback too.
+    if ((!loopback(ip) && ip != 0) || socket->state != Socket::State::fresh) {
       if (ip == 0 || port == 0) return fail_with(ECONNREFUSED);
       return connect_locked(lock, *socket, ip, port);
     }
@@ -694,6 +697,18 @@ FLOTILLA_EXPORT int close(int fd) {
   return REAL(close)(fd);
 }
 
+FLOTILLA_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+  Lock lock(Runtime::get().mutex());
+  const int closed = REAL(close_range)(first, last, flags);
+  if (closed == 0 && (flags & CLOSE_RANGE_CLOEXEC) == 0) {
+    const unsigned int end = std::min<unsigned int>(last, kMaxFds - 1);
+    for (unsigned int fd = first; fd <= end; ++fd) {
+      if (fd_kind(static_cast<int>(fd)) != FdKind::kernel) Runtime::get().forget(static_cast<int>(fd));
+    }
+  }
+  return closed;
+}
+
 FLOTILLA_EXPORT int dup(int fd) {
   if (fd_kind(fd) == FdKind::kernel) return REAL(dup)(fd);
   Lock lock(Runtime::get().mutex());
@@ -759,6 +774,24 @@ FLOTILLA_EXPORT int ioctl(int fd, unsigned long request, ...) {
       }
       *value = live ? static_cast<int>(std::min<std::size_t>(runtime.tcp().received_bytes(socket->id), INT32_MAX)) : 0;
       return 0;
+    case SIOCGIFCONF:
+    case SIOCGIFFLAGS:
+    case SIOCGIFADDR:
+    case SIOCGIFNETMASK:
+    case SIOCGIFBRDADDR:
+    case SIOCGIFMTU:
+    case SIOCGIFHWADDR:
+    case SIOCGIFINDEX:
+    case SIOCGIFNAME: {
+      // Questions about the host's interfaces, which any socket may ask: the kernel answers them.
+      const int kernel = REAL(socket)(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (kernel < 0) return -1;
+      const int answered = REAL(ioctl)(kernel, request, argument);
+      const int error = errno;
+      REAL(close)(kernel);
+      errno = error;
+      return answered;
+    }
     case SIOCOUTQ:
       if (value == nullptr) return fail_with(EFAULT);
       if (socket->state == Socket::State::listening) return fail_with(EINVAL);

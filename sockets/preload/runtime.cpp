@@ -44,7 +44,17 @@ Runtime& Runtime::get() {
 }
 
 bool Runtime::ensure_stack() {
-  if (host_ != nullptr) return true;
+  if (host_ != nullptr && !down_) return true;
+  if (host_ != nullptr) {
+    // The lease ended under us: the program's sockets are gone; it must start again for a new stack.
+    static bool said = false;
+    if (!said) {
+      said = true;
+      std::fprintf(stderr, "flotilla: the stack went down; AF_INET sockets fail with ENETDOWN\n");
+    }
+    errno = ENETDOWN;
+    return false;
+  }
   const std::string path = control_socket_path();
   auto leased = recovery::ComponentHost::lease(path);
   std::string why;

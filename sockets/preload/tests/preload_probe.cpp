@@ -8,6 +8,7 @@
 //   preload_probe server PORT                            accept one connection, echo it, then a
 //                                                        second through epoll (edge-triggered)
 //   preload_probe down                                   socket() with no stack behind it
+//   preload_probe outlive ADDRESS ECHO_PORT               blocks in read until the stack goes down
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <errno.h>
@@ -547,6 +548,21 @@ int run_server(int port) {
   return g_failures == 0 ? 0 : 1;
 }
 
+// Blocks in read() on a connection until the stack goes away under it.
+int run_outlive(const char* ip, int port) {
+  const char* name = "outlive";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return 1;
+  std::printf("connected\n");
+  std::fflush(stdout);
+  char byte;
+  const bool failed = check(read(fd, &byte, 1) == -1 && errno == ENETDOWN, name, "read must fail with ENETDOWN");
+  const bool refused = check(socket(AF_INET, SOCK_STREAM, 0) == -1 && errno == ENETDOWN, name,
+                             "a new socket must fail with ENETDOWN");
+  if (failed && refused) passed(name);
+  return g_failures == 0 ? 0 : 1;
+}
+
 int run_down() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   const bool refused = check(fd == -1 && errno == ENETDOWN, "down", "socket() must fail with ENETDOWN");
@@ -567,12 +583,13 @@ int main(int argc, char** argv) {
   }
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
   if (mode == "down") return run_down();
+  if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
     const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
   }
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | outlive ADDRESS PORT\n");
   return 2;
 }

@@ -206,5 +206,23 @@ TEST_F(PreloadStack, ServerScenariosWithAKernelClient) {
   EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
 }
 
+// `flotilla down` while a program blocks on a Flotilla socket: the program is not killed, its
+// read fails with ENETDOWN, and so does every new socket.
+TEST_F(PreloadStack, StackGoingDownFailsBlockedCallsWithEnetdown) {
+  std::string output;
+  {
+    KernelEcho echo(names_.peer_namespace, kEchoPort);
+    ASSERT_TRUE(wait_for([&] { return echo.listening(); }, std::chrono::seconds(5)));
+    BackgroundCommand probe(run_argv({probe_path(), "outlive", names_.peer_address, std::to_string(kEchoPort)}));
+    // Connected and in its read (which counts an I/O call first), then the stack goes.
+    EXPECT_TRUE(wait_for([&] { return stack_.counter("app0", "io_calls") >= 1; }, std::chrono::seconds(10)));
+    std::this_thread::sleep_for(200ms);
+    stack_.stop();
+    output = probe.finish();
+  }
+  EXPECT_NE(output.find("ok outlive"), std::string::npos) << output;
+  EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+}
+
 }  // namespace
 }  // namespace flotilla::testing
