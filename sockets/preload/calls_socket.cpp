@@ -464,7 +464,11 @@ int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms) {
     if (ready()) return 1;
     const int left = remaining_ms(deadline);
     if (left == 0) return 0;
-    if (runtime.sleep(lock, ready, nullptr, 0, left) < 0) return -1;
+    if (runtime.sleep(lock, ready, nullptr, 0, left) < 0) {
+      // Linux restarts a socket call a SA_RESTART handler interrupted (without a timeout set).
+      if (errno == EINTR && timeout_ms < 0 && Runtime::restart_after_signal()) continue;
+      return -1;
+    }
   }
 }
 

@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <new>
 #include <string>
 
 #include "dataplane/clock.hpp"
@@ -77,6 +79,8 @@ bool Runtime::ensure_stack() {
                                   &named.counter("waits_in_kernel"),  &named.counter("wake_ups"),
                                   &named.counter("errors")};
       down_ = false;
+      static std::once_flag registered;
+      std::call_once(registered, [] { std::atexit([] { Runtime::get().drain_sends_at_exit(); }); });
       return true;
     }
     why = std::string("cannot attach to the TCP replicas: ") + (attached.error().context ? attached.error().context : "");
@@ -166,6 +170,55 @@ std::uint64_t Runtime::arrivals(Socket& socket) {
   if (socket.udp()) return socket.datagrams != nullptr ? socket.datagrams->tail : 0;
   const bool live = socket.id >= 0 && socket.epoch == epoch_ && socket.state == Socket::State::connected;
   return live ? tcp_->info(socket.id).bytes_received : 0;
+}
+
+void Runtime::drain_sends_at_exit() {
+  // A process that exits has its lease end, and the replicas drop what is left of its
+  // connections. Linux still delivers what closed sockets had queued, so give the replicas a
+  // bounded moment to send (and have acknowledged) every send ring's bytes first.
+  constexpr int kDrainMs = 2000;
+  constexpr int kLookMs = 10;
+  Lock lock(mutex_);
+  if (host_ == nullptr || down_) return;
+  std::vector<sockets::TcpRegion> regions;
+  for (std::size_t i = 0; i < host_->channel_count(); ++i) {
+    const std::string_view name = host_->channel_name(i);
+    if (!name.starts_with("tcp")) continue;
+    const sockets::TcpRegion region = sockets::TcpRegion::attach(host_->region(sockets::tcp_region_name(name)));
+    if (region.valid()) regions.push_back(region);
+  }
+  auto unsent = [&] {
+    for (const sockets::TcpRegion& region : regions) {
+      for (std::uint32_t i = 0; i < region.slot_count(); ++i) {
+        const sockets::TcpSocketSlotHeader& slot = *region.slot(i);
+        const auto status = slot.control.status.load(std::memory_order_acquire);
+        if (status != sockets::TcpSocketStatus::connected && status != sockets::TcpSocketStatus::connecting) continue;
+        if (slot.send.tail.load(std::memory_order_acquire) != slot.send.head.load(std::memory_order_acquire)) return true;
+      }
+    }
+    return false;
+  };
+  const std::uint64_t deadline = deadline_after(kDrainMs);
+  while (unsent() && !down_) {
+    const int left = remaining_ms(deadline);
+    if (left == 0) break;
+    pump();
+    if (sleep(lock, [] { return false; }, nullptr, 0, std::min(left, kLookMs)) < 0 && errno != EINTR) break;
+  }
+}
+
+bool Runtime::restart_after_signal() {
+  bool any = false;
+  for (int signal = 1; signal < NSIG; ++signal) {
+    struct sigaction action {};
+    if (::sigaction(signal, nullptr, &action) != 0) continue;
+    const bool handled = (action.sa_flags & SA_SIGINFO) != 0 ||
+                         (action.sa_handler != SIG_DFL && action.sa_handler != SIG_IGN);
+    if (!handled) continue;
+    any = true;
+    if ((action.sa_flags & SA_RESTART) == 0) return false;
+  }
+  return any;
 }
 
 void Runtime::pump() {
@@ -301,7 +354,9 @@ void Runtime::after_fork_child() {
   ++epoch_;
   sleepers_ = 0;
   down_ = false;
-  mutex_.unlock();
+  // The lock was taken by the parent's thread (before_fork); a recursive mutex knows its owner's
+  // thread id, which the child's thread does not have: a fresh one replaces it.
+  new (&mutex_) LibraryMutex();
 }
 
 std::uint64_t deadline_after(int timeout_ms) {

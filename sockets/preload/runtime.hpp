@@ -137,13 +137,16 @@ inline FdKind fd_kind(int fd) {
 }
 inline bool is_socket(int fd) { return fd_kind(fd) == FdKind::tcp; }
 
-using Lock = std::unique_lock<std::mutex>;
+// Recursive: a signal handler that longjmps out of a call (iperf3 does, on SIGINT) leaves the lock
+// taken, and the same thread then calls in again; a plain mutex would deadlock it.
+using LibraryMutex = std::recursive_mutex;
+using Lock = std::unique_lock<LibraryMutex>;
 
 class Runtime {
  public:
   static Runtime& get();
 
-  std::mutex& mutex() { return mutex_; }
+  LibraryMutex& mutex() { return mutex_; }
 
   // Leases a slot on first use. false (errno set, one line on stderr the first time) when the
   // stack is not running. Under the lock.
@@ -226,6 +229,12 @@ class Runtime {
   // The stack's lease ended (the supervisor is gone): every socket fails with ENETDOWN.
   void mark_down() { down_.store(true, std::memory_order_relaxed); }
 
+  // Registered with atexit on the first lease: lets the replicas deliver what is still queued.
+  void drain_sends_at_exit();
+  // After a blocking call's wait was interrupted by a signal: whether Linux would restart the call
+  // (every handled signal has SA_RESTART).
+  static bool restart_after_signal();
+
   // pthread_atfork hooks.
   void before_fork() { mutex_.lock(); }
   void after_fork_parent() { mutex_.unlock(); }
@@ -239,7 +248,7 @@ class Runtime {
   int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                       WakeReason& reason);
 
-  std::mutex mutex_;
+  LibraryMutex mutex_;
   std::unique_ptr<recovery::ComponentHost> host_;
   std::unique_ptr<sockets::TcpSockets> tcp_;
   std::unique_ptr<sockets::UdpSockets> udp_;

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -318,6 +319,16 @@ void scenario_eintr(const char* ip, int port) {
   good = good && check(epoll_wait(epfd, &event, 1, 10000) == -1 && errno == EINTR, name,
                        "blocking epoll_wait must end with EINTR");
   close(epfd);
+  // With SA_RESTART the read goes on after the handler, and gets the byte written later.
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGALRM, &action, nullptr);
+  alarm(1);
+  std::thread later([fd] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    (void)!write(fd, "r", 1);
+  });
+  good = good && check(read(fd, &byte, 1) == 1 && byte == 'r', name, "SA_RESTART: the read must go on");
+  later.join();
   // SO_RCVTIMEO: a blocking read gives up with EAGAIN.
   timeval limit{0, 100'000};
   good = good && check(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit)) == 0, name, "SO_RCVTIMEO");
@@ -578,6 +589,13 @@ int run_down() {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
+  // A call that hangs fails the run rather than the test waiting forever.
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(90));
+    std::printf("FAIL watchdog: still running after 90 s\n");
+    std::fflush(stdout);
+    _exit(3);
+  }).detach();
   if (mode == "client" && (argc == 5 || argc == 6)) {
     return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc == 6 ? argv[5] : nullptr, argv[0]);
   }
