@@ -154,14 +154,26 @@ bool any_socket(int count, const fd_set* readable, const fd_set* writable, const
   return false;
 }
 
+// Takes our marks out of the kernel's set once it watches no Flotilla socket: the program's own
+// epoll_wait then goes straight to the kernel, which must not hand it our marks.
+void drop_marks_when_unused(int epfd, EpollSet& set) {
+  if (!set.interests.empty() || !set.wake_added) return;
+  Runtime& runtime = Runtime::get();
+  epoll_event unused{};
+  (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, runtime.wake_fd(), &unused);
+  (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, runtime.lease_fd(), &unused);
+  set.wake_added = false;
+}
+
 // Fills `out` with the ready Flotilla interests of `set` (at most `room`), under the lock.
-int collect(EpollSet& set, epoll_event* out, int room) {
+int collect(int epfd, EpollSet& set, epoll_event* out, int room) {
   Runtime& runtime = Runtime::get();
   auto& interests = set.interests;
   // Linux forgets an interest when the last descriptor of its file closes.
-  std::erase_if(interests, [&](const EpollSet::Interest& interest) {
+  const std::size_t erased = std::erase_if(interests, [&](const EpollSet::Interest& interest) {
     return interest.socket->state == Socket::State::released || runtime.socket_at(interest.fd) != interest.socket;
   });
+  if (erased != 0) drop_marks_when_unused(epfd, set);
   int filled = 0;
   const std::size_t size = interests.size();
   // Start where the last call stopped, so a small `room` does not starve the later interests.
@@ -217,7 +229,7 @@ int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const s
   }
   runtime.counters().readiness_checks->add();
   runtime.pump();
-  int filled = collect(*set, events, room);
+  int filled = collect(epfd, *set, events, room);
   // Kernel events too, now and then, so that busy Flotilla sockets never starve them.
   if ((filled > 0 && filled < room && ++set->calls % kKernelLookEvery == 0) || (filled == 0 && timeout_ms == 0)) {
     lock.unlock();
@@ -234,7 +246,7 @@ int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const s
   for (;;) {
     Runtime::WakeReason reason{};
     int theirs = 0;
-    const int slept = runtime.sleep_with(lock, [&] { return (filled = collect(*set, events, room)) > 0; }, [&] {
+    const int slept = runtime.sleep_with(lock, [&] { return (filled = collect(epfd, *set, events, room)) > 0; }, [&] {
       const int got = REAL(epoll_pwait)(epfd, events, room, remaining_ms(deadline), mask);
       if (got < 0) return -1;
       theirs = without_marks(events, got, reason);
@@ -243,7 +255,7 @@ int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const s
     runtime.note_wake(reason);
     if (slept < 0) return -1;
     if (filled > 0 && theirs == 0) return filled;  // ready before sleeping
-    filled = theirs + collect(*set, events + theirs, room - theirs);
+    filled = theirs + collect(epfd, *set, events + theirs, room - theirs);
     if (filled > 0) return filled;
     if (remaining_ms(deadline) == 0) return 0;
   }
@@ -289,6 +301,7 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
     case EPOLL_CTL_DEL:
       if (found == set->interests.end()) return fail_with(ENOENT);
       set->interests.erase(found);
+      drop_marks_when_unused(epfd, *set);
       return 0;
     default:
       return fail_with(EINVAL);
