@@ -94,12 +94,13 @@ int poll_mixed(pollfd* fds, nfds_t count, int timeout_ms, const sigset_t* mask) 
   const std::uint64_t deadline = deadline_after(timeout_ms);
   for (;;) {
     for (pollfd& entry : kernel) entry.revents = 0;
+    bool waited = false;
     const int slept = runtime.sleep(lock, [&] { return look() > 0; }, kernel.data(), kernel.size(),
-                                    remaining_ms(deadline), mask);
+                                    remaining_ms(deadline), mask, &waited);
     if (slept < 0) return -1;
     ours = look();
+    if (!waited && !kernel.empty()) return kernel_now(ours);  // ready before sleeping: look at theirs now
     const int theirs = merge_kernel();
-    if (ours > 0 && theirs == 0 && !kernel.empty()) return kernel_now(ours);
     if (ours + theirs > 0) return ours + theirs;
     if (remaining_ms(deadline) == 0) return 0;
   }

@@ -205,11 +205,15 @@ class Runtime {
   // sleep_with for a poll-style wait on `kernel` (their revents filled) for at most `timeout_ms`
   // (-1: none), with the signal mask `mask` during the wait (nullptr: unchanged). 1: something
   // may be ready; 0: timed out; -1: errno (EINTR).
+  // `waited` (when given) says whether the kernel wait ran, i.e. whether `kernel`'s revents are fresh.
   template <class Ready>
   int sleep(Lock& lock, Ready&& ready, pollfd* kernel, std::size_t kernel_count, int timeout_ms,
-            const sigset_t* mask = nullptr) {
+            const sigset_t* mask = nullptr, bool* waited = nullptr) {
     WakeReason reason{};
-    const int outcome = sleep_with(lock, ready, [&] { return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, reason); });
+    const int outcome = sleep_with(lock, ready, [&] {
+      if (waited != nullptr) *waited = true;
+      return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, reason);
+    });
     note_wake(reason);
     return outcome;
   }
