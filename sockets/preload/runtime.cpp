@@ -79,6 +79,9 @@ bool Runtime::ensure_stack() {
                                   &named.counter("waits_in_kernel"),  &named.counter("wake_ups"),
                                   &named.counter("errors")};
       down_ = false;
+      if (const char* spin = std::getenv("FLOTILLA_SPIN_US"); spin != nullptr) {
+        spin_ns_ = std::strtoull(spin, nullptr, 10) * 1000;
+      }
       static std::once_flag registered;
       std::call_once(registered, [] { std::atexit([] { Runtime::get().drain_sends_at_exit(); }); });
       return true;

@@ -27,7 +27,9 @@
 #include <span>
 #include <vector>
 
+#include "dataplane/clock.hpp"
 #include "dataplane/counters.hpp"
+#include "dataplane/cpu.hpp"
 #include "recovery/component_host.hpp"
 #include "sockets/tcp_sockets.hpp"
 #include "sockets/udp_sockets.hpp"
@@ -186,6 +188,17 @@ class Runtime {
   // The lock is held on entry and on return. Returns what kernel_wait returned.
   template <class Ready, class KernelWait>
   int sleep_with(Lock& lock, Ready&& ready, KernelWait&& kernel_wait) {
+    // FLOTILLA_SPIN_US: look again for that long before sleeping (CPU for fewer system calls).
+    if (spin_ns_ != 0) {
+      const std::uint64_t until = monotonic_ns() + spin_ns_;
+      do {
+        lock.unlock();  // other threads may get on meanwhile
+        cpu_relax();
+        lock.lock();
+        pump();
+        if (ready()) return 1;
+      } while (monotonic_ns() < until);
+    }
     arm();
     pump();
     if (ready()) {
@@ -261,6 +274,7 @@ class Runtime {
   NamedCounter unregistered_{};  // where counts go before a lease exists
   std::atomic<bool> down_{false};  // set by a sleeper that saw the lease end, without the lock
   bool complained_ = false;
+  std::uint64_t spin_ns_ = 0;
   int sleepers_ = 0;
   std::uint64_t epoch_ = 1;
   std::vector<std::shared_ptr<Socket>> sockets_;   // by descriptor number
