@@ -8,6 +8,7 @@
 //   preload_probe server PORT                            accept one connection, echo it, then a
 //                                                        second through epoll (edge-triggered)
 //   preload_probe down                                   socket() with no stack behind it
+//   preload_probe kernel                                 kernel descriptors only, passed through
 //   preload_probe outlive ADDRESS ECHO_PORT               blocks in read until the stack goes down
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
@@ -559,6 +560,54 @@ int run_server(int port) {
   return g_failures == 0 ? 0 : 1;
 }
 
+// Kernel descriptors only (no AF_INET socket, so no lease): every interposed call must behave as
+// without the library.
+int run_kernel() {
+  const char* name = "kernel";
+  int pipe_fds[2];
+  bool good = check(pipe2(pipe_fds, O_CLOEXEC) == 0, name, "pipe2");
+  good = good && check(write(pipe_fds[1], "abc", 3) == 3, name, "pipe write");
+  int pending = 0;
+  good = good && check(ioctl(pipe_fds[0], FIONREAD, &pending) == 0 && pending == 3, name, "FIONREAD on a pipe");
+  pollfd entry{pipe_fds[0], POLLIN, 0};
+  good = good && check(poll(&entry, 1, 1000) == 1 && entry.revents == POLLIN, name, "poll");
+  fd_set readable;
+  FD_ZERO(&readable);
+  FD_SET(pipe_fds[0], &readable);
+  timeval limit{1, 0};
+  good = good && check(select(pipe_fds[0] + 1, &readable, nullptr, nullptr, &limit) == 1, name, "select");
+  const int epfd = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event event{EPOLLIN, {.u64 = 7}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, pipe_fds[0], &event) == 0, name, "epoll_ctl");
+  epoll_event got{};
+  good = good && check(epoll_wait(epfd, &got, 1, 1000) == 1 && got.data.u64 == 7, name, "epoll_wait");
+  const int copy = dup(pipe_fds[0]);
+  good = good && check(copy >= 0 && dup2(copy, 150) == 150 && close(copy) == 0, name, "dup, dup2, close");
+  char buffer[8];
+  good = good && check(read(150, buffer, sizeof(buffer)) == 3 && std::memcmp(buffer, "abc", 3) == 0, name, "read");
+  good = good && check(fcntl(150, F_SETFL, O_NONBLOCK) == 0 && (fcntl(150, F_GETFL) & O_NONBLOCK), name, "fcntl");
+  good = good && check(read(150, buffer, sizeof(buffer)) == -1 && errno == EAGAIN, name, "EAGAIN on a pipe");
+  int pair[2];
+  good = good && check(socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0, name, "socketpair");
+  iovec vector{const_cast<char*>("hello"), 5};
+  msghdr message{};
+  message.msg_iov = &vector;
+  message.msg_iovlen = 1;
+  good = good && check(sendmsg(pair[0], &message, 0) == 5, name, "sendmsg");
+  good = good && check(recv(pair[1], buffer, sizeof(buffer), MSG_PEEK) == 5 && recv(pair[1], buffer, 5, 0) == 5, name,
+                       "recv with MSG_PEEK");
+  const int one = 1;
+  good = good && check(setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &one, sizeof(one)) == 0, name, "setsockopt");
+  close(epfd);
+  close(150);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  close(pair[0]);
+  close(pair[1]);
+  if (good) passed(name);
+  return g_failures == 0 ? 0 : 1;
+}
+
 // Blocks in read() on a connection until the stack goes away under it.
 int run_outlive(const char* ip, int port) {
   const char* name = "outlive";
@@ -601,6 +650,7 @@ int main(int argc, char** argv) {
   }
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
   if (mode == "down") return run_down();
+  if (mode == "kernel") return run_kernel();
   if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
@@ -608,6 +658,6 @@ int main(int argc, char** argv) {
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
   }
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | outlive ADDRESS PORT\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | outlive ADDRESS PORT\n");
   return 2;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +25,15 @@ namespace {
 constexpr int kEchoPort = 7007;
 constexpr int kClosedPort = 7008;
 constexpr int kProbeServerPort = 8088;
+
+// This test sits three folders below the build root (build_root() assumes two) unless
+// FLOTILLA_BUILD_ROOT says where it is, as meson test does.
+const bool g_build_root_known = [] {
+  std::error_code error;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) ::setenv("FLOTILLA_BUILD_ROOT", self.parent_path().parent_path().parent_path().parent_path().c_str(), 0);
+  return !error;
+}();
 
 std::string probe_path() { return build_root() + "/sockets/preload/tests/preload-probe"; }
 std::string library_path() { return build_root() + "/sockets/libflotilla-preload.so"; }
@@ -42,6 +52,14 @@ TEST(PreloadDown, SocketFailsWithEnetdownAndOneMessage) {
   EXPECT_NE(output.find("ok down"), std::string::npos) << output;
   EXPECT_EQ(count_of(output, "flotilla: "), 1u) << output;
   EXPECT_NE(output.find("not running"), std::string::npos) << output;
+}
+
+TEST(PreloadDown, KernelDescriptorsPassThrough) {
+  const auto [exit_code, output] =
+      run_shell("env LD_PRELOAD=" + library_path() + " " + probe_path() + " kernel 2>&1");
+  EXPECT_EQ(exit_code, 0) << output;
+  EXPECT_NE(output.find("ok kernel"), std::string::npos) << output;
+  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;  // no lease was tried
 }
 
 // A kernel echo server in a namespace: every connection gets back what it sends, until EOF, and
