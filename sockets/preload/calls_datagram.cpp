@@ -27,7 +27,7 @@ ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int c
   const bool nonblocking = socket.nonblocking || (flags & MSG_DONTWAIT) != 0;
   Progress progress{deadline_after(socket.receive_timeout_ms)};
   for (;;) {
-    if (socket.epoch != runtime.epoch()) return fail_with(EBADF);
+    if (!Runtime::get().owns(socket)) return fail_with(EBADF);
     if (socket.udp_error != 0) return fail_with(socket.udp_error);
     DatagramQueue& queue = *socket.datagrams;
     if (!queue.empty()) {

@@ -48,7 +48,7 @@ std::size_t total_of(const iovec* vectors, int count) {
 // The socket is connected, or the caller must wait (or fail) until it is. 0: go on.
 int ensure_connected(Lock& lock, Socket& socket, bool nonblocking, int timeout_ms) {
   Runtime& runtime = Runtime::get();
-  if (socket.epoch != runtime.epoch()) return fail_with(EBADF);
+  if (!Runtime::get().owns(socket)) return fail_with(EBADF);
   for (;;) {
     if (socket.state == Socket::State::connected) return 0;
     if (socket.state != Socket::State::connecting) return fail_with(ENOTCONN);

@@ -63,7 +63,7 @@ void send_options(Socket& socket) {
 
 // Sends one option to the stack when the socket has an id there (otherwise it goes with connect).
 int apply_option(Socket& socket, stack::TcpOption option, std::uint32_t value) {
-  if (socket.id < 0 || socket.epoch != Runtime::get().epoch()) return 0;
+  if (socket.id < 0 || !Runtime::get().owns(socket)) return 0;
   auto set = Runtime::get().tcp().set_option(socket.id, option, value);
   return set ? 0 : fail_with(errno_of(set.error(), EINVAL));
 }
@@ -73,7 +73,7 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   if (listener == nullptr) return -1;
   Runtime& runtime = Runtime::get();
   if (listener->udp()) return fail_with(EOPNOTSUPP);
-  if (listener->state != Socket::State::listening || listener->epoch != runtime.epoch()) return fail_with(EINVAL);
+  if (listener->state != Socket::State::listening || !Runtime::get().owns(*listener)) return fail_with(EINVAL);
   if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return fail_with(EINVAL);
   const std::uint64_t deadline = deadline_after(listener->receive_timeout_ms);
   int connection = -1;
@@ -242,7 +242,7 @@ int tcp_info_option(Socket& socket, void* value, socklen_t* length) {
   Runtime& runtime = Runtime::get();
   if (socket.state == Socket::State::listening) {
     out.tcpi_state = TCP_LISTEN;
-  } else if (socket.id >= 0 && socket.epoch == runtime.epoch()) {
+  } else if (socket.id >= 0 && Runtime::get().owns(socket)) {
     const sockets::TcpInfo info = runtime.tcp().info(socket.id);
     out.tcpi_state = linux_tcp_state(info.state);
     out.tcpi_rtt = info.rtt_us;
@@ -377,7 +377,7 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
       case TCP_KEEPINTVL: return int_option(value, length, static_cast<int>(socket.keep_interval_s));
       case TCP_KEEPCNT: return int_option(value, length, static_cast<int>(socket.keep_count));
       case TCP_MAXSEG: {
-        const bool live = socket.id >= 0 && socket.epoch == runtime.epoch() && socket.state != Socket::State::listening;
+        const bool live = socket.id >= 0 && Runtime::get().owns(socket) && socket.state != Socket::State::listening;
         const std::uint32_t mss = live ? runtime.tcp().info(socket.id).mss : 0;
         return int_option(value, length, mss != 0 ? static_cast<int>(mss) : 536);
       }
@@ -430,7 +430,7 @@ int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
     if (!socket->udp()) return kNotDatagram;
-    if (socket->epoch != Runtime::get().epoch()) return fail_with(EBADF);
+    if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
     if (address != nullptr && length >= static_cast<socklen_t>(sizeof(sa_family_t)) && address->sa_family == AF_UNSPEC) {
       socket->peer_address = 0;
       socket->peer_port = 0;
@@ -459,7 +459,7 @@ int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms) {
   const std::uint64_t deadline = deadline_after(timeout_ms);
   auto ready = [&] { return (runtime.ready_events(socket) & (events | POLLERR | POLLHUP | POLLNVAL)) != 0; };
   for (;;) {
-    if (socket.epoch != runtime.epoch() || socket.state == Socket::State::released) return fail_with(EBADF);
+    if (!Runtime::get().owns(socket) || socket.state == Socket::State::released) return fail_with(EBADF);
     runtime.pump();
     if (ready()) return 1;
     const int left = remaining_ms(deadline);
@@ -575,7 +575,7 @@ FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
     if (socket == nullptr) return -1;
     if (socket->bound || socket->state != Socket::State::fresh) return fail_with(EINVAL);
     if (socket->udp() && !loopback(ip)) {
-      if (socket->epoch != Runtime::get().epoch()) return fail_with(EBADF);
+      if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
       socket->bound_address = ip;
       return Runtime::get().open_datagram(lock, *socket, port);
     }
@@ -594,7 +594,7 @@ FLOTILLA_EXPORT int listen(int fd, int backlog) {
   if (!is_socket(fd)) return REAL(listen)(fd, backlog);
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
-  if (socket->epoch != Runtime::get().epoch()) return fail_with(EBADF);
+  if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
   if (socket->udp()) return fail_with(EOPNOTSUPP);
   if (socket->state == Socket::State::listening) return 0;
   if (socket->state != Socket::State::fresh) return fail_with(EINVAL);
@@ -620,7 +620,7 @@ FLOTILLA_EXPORT int connect(int fd, const sockaddr* address, socklen_t length) {
   {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
-    if (socket->epoch != Runtime::get().epoch()) return fail_with(EBADF);
+    if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
     // 0.0.0.0 means this host, as on Linux: the kernel's loopback too.
     if ((!loopback(ip) && ip != 0) || socket->state != Socket::State::fresh) {
       if (ip == 0 || port == 0) return fail_with(ECONNREFUSED);
@@ -640,7 +640,7 @@ FLOTILLA_EXPORT int getsockname(int fd, sockaddr* address, socklen_t* length) {
   std::uint16_t port = socket->bound_port;
   Runtime& runtime = Runtime::get();
   if ((socket->state == Socket::State::connecting || socket->state == Socket::State::connected) &&
-      socket->epoch == runtime.epoch() && !socket->udp()) {
+      Runtime::get().owns(*socket) && !socket->udp()) {
     const flotilla::sockets::TcpEndpoints ends = runtime.tcp().endpoints(socket->id);
     if (ends.local_address != 0) ip = ends.local_address;
     if (ends.local_port != 0) port = ends.local_port;
@@ -654,7 +654,7 @@ FLOTILLA_EXPORT int getpeername(int fd, sockaddr* address, socklen_t* length) {
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
   Runtime& runtime = Runtime::get();
-  if (socket->epoch != runtime.epoch()) return fail_with(ENOTCONN);
+  if (!Runtime::get().owns(*socket)) return fail_with(ENOTCONN);
   if (socket->udp()) {
     if (socket->peer_port == 0) return fail_with(ENOTCONN);
     if (address == nullptr || length == nullptr) return fail_with(EFAULT);
@@ -676,7 +676,7 @@ FLOTILLA_EXPORT int shutdown(int fd, int how) {
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
   if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return fail_with(EINVAL);
-  if (socket->epoch != Runtime::get().epoch()) return fail_with(ENOTCONN);
+  if (!Runtime::get().owns(*socket)) return fail_with(ENOTCONN);
   if (socket->state != Socket::State::connected && socket->state != Socket::State::connecting) {
     return fail_with(ENOTCONN);
   }
@@ -763,7 +763,7 @@ FLOTILLA_EXPORT int ioctl(int fd, unsigned long request, ...) {
   if (socket == nullptr) return -1;
   auto* value = static_cast<int*>(argument);
   Runtime& runtime = Runtime::get();
-  const bool live = socket->id >= 0 && socket->epoch == runtime.epoch();
+  const bool live = socket->id >= 0 && Runtime::get().owns(*socket);
   switch (request) {
     case FIONBIO:
       if (value == nullptr) return fail_with(EFAULT);

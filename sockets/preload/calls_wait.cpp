@@ -267,7 +267,7 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
   Lock lock(runtime.mutex());
   const auto socket = runtime.socket_at(fd);
   if (socket == nullptr) return fail_with(EBADF);
-  if (socket->epoch != runtime.epoch()) return fail_with(EBADF);
+  if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
   if (epfd == fd) return fail_with(EINVAL);
   if (operation != EPOLL_CTL_DEL && event == nullptr) return fail_with(EFAULT);
   auto set = runtime.epoll_at(epfd);

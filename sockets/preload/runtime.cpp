@@ -3,6 +3,7 @@
 #include "sockets/preload/runtime.hpp"
 
 #include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -46,6 +47,7 @@ Runtime& Runtime::get() {
 }
 
 bool Runtime::ensure_stack() {
+  if (host_ == nullptr) (void)adopt_parked();
   if (host_ != nullptr && !down_) return true;
   if (host_ != nullptr) {
     // The lease ended under us: the program's sockets are gone; it must start again for a new stack.
@@ -73,12 +75,9 @@ bool Runtime::ensure_stack() {
       host_ = std::move(leased.value());
       tcp_ = std::move(attached.value());
       attach_datagrams(udp_channel);
-      NamedCounterTable& named = host_->named_counters();
-      counters_ = PreloadCounters{&named.counter("readiness_checks"), &named.counter("readiness_no_syscall"),
-                                  &named.counter("io_calls"),         &named.counter("io_no_syscall"),
-                                  &named.counter("waits_in_kernel"),  &named.counter("wake_ups"),
-                                  &named.counter("errors")};
+      register_counters();
       down_ = false;
+      owner_ = ::getpid();
       if (const char* spin = std::getenv("FLOTILLA_SPIN_US"); spin != nullptr) {
         spin_ns_ = std::strtoull(spin, nullptr, 10) * 1000;
       }
@@ -101,6 +100,14 @@ bool Runtime::ensure_stack() {
   }
   errno = ENETDOWN;
   return false;
+}
+
+void Runtime::register_counters() {
+  NamedCounterTable& named = host_->named_counters();
+  counters_ = PreloadCounters{&named.counter("readiness_checks"), &named.counter("readiness_no_syscall"),
+                              &named.counter("io_calls"),         &named.counter("io_no_syscall"),
+                              &named.counter("waits_in_kernel"),  &named.counter("wake_ups"),
+                              &named.counter("errors")};
 }
 
 void Runtime::attach_datagrams(const std::string& channel) {
@@ -171,7 +178,7 @@ int Runtime::open_datagram(Lock& lock, Socket& socket, std::uint16_t port) {
 
 std::uint64_t Runtime::arrivals(Socket& socket) {
   if (socket.udp()) return socket.datagrams != nullptr ? socket.datagrams->tail : 0;
-  const bool live = socket.id >= 0 && socket.epoch == epoch_ && socket.state == Socket::State::connected;
+  const bool live = socket.id >= 0 && owns(socket) && socket.state == Socket::State::connected;
   return live ? tcp_->info(socket.id).bytes_received : 0;
 }
 
@@ -264,7 +271,7 @@ void Runtime::forget(int fd) {
 }
 
 void Runtime::release(Socket& socket) {
-  const bool ours = socket.epoch == epoch_ && tcp_ != nullptr && socket.id >= 0;
+  const bool ours = owns(socket) && tcp_ != nullptr && socket.id >= 0;
   if (ours && socket.udp()) {
     (void)udp_->close(static_cast<std::uint32_t>(socket.id));
     datagram_sockets_[static_cast<std::size_t>(socket.id)] = nullptr;
@@ -277,7 +284,7 @@ void Runtime::release(Socket& socket) {
 }
 
 int Runtime::socket_error(Socket& socket) {
-  if (socket.epoch != epoch_) return EBADF;  // inherited over fork: the parent's, not ours
+  if (!owns(socket)) return EBADF;  // inherited over fork: the parent's, not ours
   if (down_) return ENETDOWN;
   if (socket.udp()) return socket.udp_error;
   return socket.id >= 0 && tcp_ != nullptr ? tcp_->error(socket.id) : 0;
@@ -285,7 +292,7 @@ int Runtime::socket_error(Socket& socket) {
 
 std::uint32_t Runtime::ready_events(Socket& socket) {
   constexpr std::uint32_t kBroken = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP;
-  if (socket.epoch != epoch_ || down_) return kBroken;
+  if (!owns(socket) || down_) return kBroken;
   if (socket.udp()) {
     if (socket.state == Socket::State::released) return POLLNVAL;
     const bool waiting = socket.datagrams != nullptr && !socket.datagrams->empty();
@@ -345,12 +352,11 @@ int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeo
 }
 
 void Runtime::after_fork_child() {
-  // The parent's rings have one producer, the parent: the child lets go of the lease without
-  // touching them (the host is leaked on purpose: its destructor would not write to them, but
-  // there is nothing to gain) and marks every socket it inherited as not its own.
-  (void)host_.release();
-  (void)tcp_.release();
-  (void)udp_.release();
+  // The parent's rings have one producer, the parent: the child parks the lease without touching
+  // it and marks every socket it inherited as not its own, until the parent is gone (owns()).
+  if (host_ != nullptr) {
+    parked_ = Parked{std::move(host_), std::move(tcp_), std::move(udp_), std::move(datagram_sockets_), epoch_, owner_};
+  }
   datagram_sockets_.clear();
   counters_ = PreloadCounters{&unregistered_, &unregistered_, &unregistered_, &unregistered_,
                               &unregistered_, &unregistered_, &unregistered_};
@@ -360,6 +366,43 @@ void Runtime::after_fork_child() {
   // The lock was taken by the parent's thread (before_fork); a recursive mutex knows its owner's
   // thread id, which the child's thread does not have: a fresh one replaces it.
   new (&mutex_) LibraryMutex();
+}
+
+namespace {
+
+// Whether process `pid` is gone (or a zombie): then nobody else uses the state it owned.
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  FILE* stat = std::fopen(path, "re");
+  if (stat == nullptr) return true;
+  char state = 0;
+  const int read = std::fscanf(stat, "%*d (%*[^)]) %c", &state);
+  std::fclose(stat);
+  return read == 1 && (state == 'Z' || state == 'X');
+}
+
+}  // namespace
+
+bool Runtime::owns(Socket& socket) {
+  if (socket.epoch == epoch_) return true;
+  return socket.epoch == parked_.epoch && adopt_parked();
+}
+
+// A daemon's pattern: the parent opened the sockets, forked and exited; its child carries on with
+// them. Once the owner is gone the child adopts the parked lease (unless it leased its own).
+bool Runtime::adopt_parked() {
+  if (parked_.host == nullptr || host_ != nullptr || !process_gone(parked_.owner)) return false;
+  host_ = std::move(parked_.host);
+  tcp_ = std::move(parked_.tcp);
+  udp_ = std::move(parked_.udp);
+  datagram_sockets_ = std::move(parked_.datagram_sockets);
+  epoch_ = parked_.epoch;
+  owner_ = ::getpid();
+  parked_ = Parked{};
+  register_counters();
+  return true;
 }
 
 std::uint64_t deadline_after(int timeout_ms) {

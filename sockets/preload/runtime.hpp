@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -163,6 +164,9 @@ class Runtime {
   std::uint64_t arrivals(Socket& socket);
   PreloadCounters& counters() { return counters_; }
   std::uint64_t epoch() const { return epoch_; }
+  // Whether `socket` is this process's to use: made here, or inherited from a parent that is gone
+  // (then its lease is adopted). Under the lock.
+  bool owns(Socket& socket);
   // Handles the stack's pending messages (no system call when none). Under the lock.
   void pump();
 
@@ -262,6 +266,8 @@ class Runtime {
   void arm();
   void disarm();
   void attach_datagrams(const std::string& channel);
+  bool adopt_parked();
+  void register_counters();
   int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                       WakeReason& reason);
 
@@ -277,6 +283,17 @@ class Runtime {
   std::uint64_t spin_ns_ = 0;
   int sleepers_ = 0;
   std::uint64_t epoch_ = 1;
+  pid_t owner_ = ::getpid();  // the process whose lease host_ is
+  // What a fork child inherited: the parent's lease, not its to use while the parent lives.
+  struct Parked {
+    std::unique_ptr<recovery::ComponentHost> host;
+    std::unique_ptr<sockets::TcpSockets> tcp;
+    std::unique_ptr<sockets::UdpSockets> udp;
+    std::vector<Socket*> datagram_sockets;
+    std::uint64_t epoch = 0;
+    pid_t owner = -1;
+  };
+  Parked parked_;
   std::vector<std::shared_ptr<Socket>> sockets_;   // by descriptor number
   std::vector<std::shared_ptr<EpollSet>> epolls_;  // by descriptor number
 };

@@ -9,6 +9,7 @@
 //                                                        second through epoll (edge-triggered)
 //   preload_probe down                                   socket() with no stack behind it
 //   preload_probe kernel                                 kernel descriptors only, passed through
+//   preload_probe daemon ADDRESS ECHO_PORT RESULT_FILE   daemon(3) with a connected socket
 //   preload_probe outlive ADDRESS ECHO_PORT               blocks in read until the stack goes down
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
@@ -560,6 +561,21 @@ int run_server(int port) {
   return g_failures == 0 ? 0 : 1;
 }
 
+// daemon(3) after connecting: the parent exits at once and the child carries on with the socket
+// (it adopts the lease once the parent is gone). The child writes its verdict to `result_file`.
+int run_daemon(const char* ip, int port, const char* result_file) {
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, "daemon", "connect")) return 1;
+  if (daemon(1, 1) != 0) return 1;
+  const bool echoed = echo_round_trip(fd, pattern(50000, 6));
+  const int result = open(result_file, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+  const char* verdict = echoed ? "ok daemon\n" : "FAIL daemon: echo through the inherited socket\n";
+  (void)!write(result, verdict, std::strlen(verdict));
+  close(result);
+  close(fd);
+  return echoed ? 0 : 1;
+}
+
 // Kernel descriptors only (no AF_INET socket, so no lease): every interposed call must behave as
 // without the library.
 int run_kernel() {
@@ -651,6 +667,7 @@ int main(int argc, char** argv) {
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
   if (mode == "down") return run_down();
   if (mode == "kernel") return run_kernel();
+  if (mode == "daemon" && argc == 5) return run_daemon(argv[2], std::atoi(argv[3]), argv[4]);
   if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
@@ -658,6 +675,6 @@ int main(int argc, char** argv) {
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
   }
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | outlive ADDRESS PORT\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT\n");
   return 2;
 }
