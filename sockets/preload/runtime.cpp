@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -47,7 +48,8 @@ Runtime& Runtime::get() {
 }
 
 bool Runtime::ensure_stack() {
-  if (host_ == nullptr) (void)adopt_parked();
+  // A new socket in a fork child: the parent's lease only once the parent is gone.
+  if (host_ == nullptr) (void)adopt_parked(false);
   if (host_ != nullptr && !down_) return true;
   if (host_ != nullptr) {
     // The lease ended under us: the program's sockets are gone; it must start again for a new stack.
@@ -78,6 +80,11 @@ bool Runtime::ensure_stack() {
       register_counters();
       down_ = false;
       owner_ = ::getpid();
+      void* page = ::mmap(nullptr, sizeof(Ownership), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+      if (page != MAP_FAILED) {
+        ownership_ = new (page) Ownership{};
+        ownership_->owner.store(owner_);
+      }
       if (const char* spin = std::getenv("FLOTILLA_SPIN_US"); spin != nullptr) {
         spin_ns_ = std::strtoull(spin, nullptr, 10) * 1000;
       }
@@ -232,7 +239,7 @@ bool Runtime::restart_after_signal() {
 }
 
 void Runtime::pump() {
-  if (host_ != nullptr) (void)host_->loop().poll_once();
+  if (host_ != nullptr && still_owner()) (void)host_->loop().poll_once();
 }
 
 std::shared_ptr<Socket> Runtime::socket_at(int fd) {
@@ -271,7 +278,7 @@ void Runtime::forget(int fd) {
 }
 
 void Runtime::release(Socket& socket) {
-  const bool ours = owns(socket) && tcp_ != nullptr && socket.id >= 0;
+  const bool ours = holds(socket) && tcp_ != nullptr && socket.id >= 0;
   if (ours && socket.udp()) {
     (void)udp_->close(static_cast<std::uint32_t>(socket.id));
     datagram_sockets_[static_cast<std::size_t>(socket.id)] = nullptr;
@@ -323,19 +330,24 @@ std::uint32_t Runtime::ready_events(Socket& socket) {
 void Runtime::arm() {
   // Raised by every sleeper: a producer may have taken the flag down since an earlier one did.
   ++sleepers_;
+  if (!still_owner()) return;
+  if (ownership_ != nullptr) ownership_->sleepers.store(sleepers_);
   host_->arm_wake();
 }
 
 // The last sleeper to wake drains the eventfd: the others would otherwise miss their wake-up.
 void Runtime::disarm() {
-  if (--sleepers_ == 0) host_->disarm_wake();
+  --sleepers_;
+  if (!still_owner()) return;
+  if (ownership_ != nullptr) ownership_->sleepers.store(sleepers_);
+  if (sleepers_ == 0) host_->disarm_wake();
 }
 
 int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                              WakeReason& reason) {
   thread_local std::vector<pollfd> all;
   all.assign(kernel, kernel + kernel_count);
-  all.push_back(pollfd{wake_fd(), POLLIN, 0});
+  all.push_back(pollfd{still_owner() ? wake_fd() : -1, POLLIN, 0});  // a child took it over: its to drain
   all.push_back(pollfd{lease_fd(), POLLIN, 0});
   timespec limit{};
   timespec* limit_pointer = nullptr;
@@ -355,8 +367,12 @@ void Runtime::after_fork_child() {
   // The parent's rings have one producer, the parent: the child parks the lease without touching
   // it and marks every socket it inherited as not its own, until the parent is gone (owns()).
   if (host_ != nullptr) {
-    parked_ = Parked{std::move(host_), std::move(tcp_), std::move(udp_), std::move(datagram_sockets_), epoch_, owner_};
+    parked_ = Parked{std::move(host_), std::move(tcp_),  std::move(udp_),
+                     std::move(datagram_sockets_), epoch_, owner_, ownership_,
+                     ownership_ != nullptr ? ownership_->uses.load() : 0};
   }
+  ownership_ = nullptr;
+  owner_ = ::getpid();
   datagram_sockets_.clear();
   counters_ = PreloadCounters{&unregistered_, &unregistered_, &unregistered_, &unregistered_,
                               &unregistered_, &unregistered_, &unregistered_};
@@ -386,20 +402,35 @@ bool process_gone(pid_t pid) {
 }  // namespace
 
 bool Runtime::owns(Socket& socket) {
-  if (socket.epoch == epoch_) return true;
-  return socket.epoch == parked_.epoch && adopt_parked();
+  if (socket.epoch == epoch_) return still_owner();
+  return socket.epoch == parked_.epoch && adopt_parked(true);
 }
 
-// A daemon's pattern: the parent opened the sockets, forked and exited; its child carries on with
-// them. Once the owner is gone the child adopts the parked lease (unless it leased its own).
-bool Runtime::adopt_parked() {
-  if (parked_.host == nullptr || host_ != nullptr || !process_gone(parked_.owner)) return false;
+// A daemon's pattern: the parent opened the sockets and forked; its child carries on with them
+// while the parent exits (at once, or after waiting for the child). The child adopts the parked
+// lease (unless it leased its own) when the parent is gone, or, when it uses an inherited socket
+// (`from_living_parent`), when the parent has not used the lease since the fork: the owner bumps `uses` before it looks at `owner`, the child changes `owner` before it
+// looks at `uses` again, so one of them sees the other and a parent still at work keeps it.
+bool Runtime::adopt_parked(bool from_living_parent) {
+  if (parked_.host == nullptr || host_ != nullptr) return false;
+  Ownership* shared = parked_.ownership;
+  if (!process_gone(parked_.owner)) {
+    if (!from_living_parent || shared == nullptr || shared->uses.load() != parked_.uses_at_fork || shared->sleepers.load() != 0) return false;
+    pid_t expected = parked_.owner;
+    if (!shared->owner.compare_exchange_strong(expected, owner_)) return false;
+    if (shared->uses.load() != parked_.uses_at_fork) {
+      shared->owner.store(parked_.owner);
+      return false;
+    }
+  } else if (shared != nullptr) {
+    shared->owner.store(owner_);
+  }
+  ownership_ = shared;
   host_ = std::move(parked_.host);
   tcp_ = std::move(parked_.tcp);
   udp_ = std::move(parked_.udp);
   datagram_sockets_ = std::move(parked_.datagram_sockets);
   epoch_ = parked_.epoch;
-  owner_ = ::getpid();
   parked_ = Parked{};
   register_counters();
   return true;

@@ -164,9 +164,12 @@ class Runtime {
   std::uint64_t arrivals(Socket& socket);
   PreloadCounters& counters() { return counters_; }
   std::uint64_t epoch() const { return epoch_; }
-  // Whether `socket` is this process's to use: made here, or inherited from a parent that is gone
-  // (then its lease is adopted). Under the lock.
+  // Whether `socket` is this process's to use: made here (and not taken over by a child since), or
+  // inherited from a parent that is gone or has not used the lease since the fork (then the lease
+  // is adopted, and the parent backs off). Under the lock.
   bool owns(Socket& socket);
+  // The same without adopting: for closing an inherited socket, which must leave the parent's alone.
+  bool holds(Socket& socket) { return socket.epoch == epoch_ && still_owner(); }
   // Handles the stack's pending messages (no system call when none). Under the lock.
   void pump();
 
@@ -266,7 +269,7 @@ class Runtime {
   void arm();
   void disarm();
   void attach_datagrams(const std::string& channel);
-  bool adopt_parked();
+  bool adopt_parked(bool from_living_parent);
   void register_counters();
   int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                       WakeReason& reason);
@@ -283,7 +286,21 @@ class Runtime {
   std::uint64_t spin_ns_ = 0;
   int sleepers_ = 0;
   std::uint64_t epoch_ = 1;
-  pid_t owner_ = ::getpid();  // the process whose lease host_ is
+  pid_t owner_ = ::getpid();  // this process (getpid() is a system call: kept here)
+  // Who may use the lease, shared with the children this process forks (a MAP_SHARED page): a
+  // child that takes it over (adopt_parked) makes the parent back off. Null without a lease.
+  struct Ownership {
+    std::atomic<pid_t> owner;
+    std::atomic<std::uint64_t> uses;  // bumped by the owner before each use
+    std::atomic<int> sleepers;        // the owner's threads asleep in the library: it is at work
+  };
+  Ownership* ownership_ = nullptr;
+  // The owner's check before it uses the lease; false once a child took it over.
+  bool still_owner() {
+    if (ownership_ == nullptr) return true;
+    ownership_->uses.fetch_add(1, std::memory_order_seq_cst);
+    return ownership_->owner.load(std::memory_order_seq_cst) == owner_;
+  }
   // What a fork child inherited: the parent's lease, not its to use while the parent lives.
   struct Parked {
     std::unique_ptr<recovery::ComponentHost> host;
@@ -292,6 +309,8 @@ class Runtime {
     std::vector<Socket*> datagram_sockets;
     std::uint64_t epoch = 0;
     pid_t owner = -1;
+    Ownership* ownership = nullptr;
+    std::uint64_t uses_at_fork = 0;
   };
   Parked parked_;
   std::vector<std::shared_ptr<Socket>> sockets_;   // by descriptor number

@@ -9,7 +9,8 @@
 //                                                        second through epoll (edge-triggered)
 //   preload_probe down                                   socket() with no stack behind it
 //   preload_probe kernel                                 kernel descriptors only, passed through
-//   preload_probe daemon ADDRESS ECHO_PORT RESULT_FILE   daemon(3) with a connected socket
+//   preload_probe daemon|daemon-wait ADDRESS ECHO_PORT RESULT_FILE   daemon(3), or fork with the
+//                                 parent waiting for the child, with a connected socket
 //   preload_probe outlive ADDRESS ECHO_PORT               blocks in read until the stack goes down
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
@@ -563,11 +564,26 @@ int run_server(int port) {
 
 // daemon(3) after connecting: the parent exits at once and the child carries on with the socket
 // (it adopts the lease once the parent is gone). The child writes its verdict to `result_file`.
-int run_daemon(const char* ip, int port, const char* result_file) {
+// With `parent_waits`, lighttpd's way instead: the parent waits (on a pipe) until the child is
+// ready, then exits; the child takes the lease over while the parent is still there, idle.
+int run_daemon(const char* ip, int port, const char* result_file, bool parent_waits) {
   const int fd = connect_blocking(ip, port);
   if (!check(fd >= 0, "daemon", "connect")) return 1;
-  if (daemon(1, 1) != 0) return 1;
+  int ready[2];
+  if (pipe(ready) != 0) return 1;
+  if (parent_waits) {
+    const pid_t child = fork();
+    if (child < 0) return 1;
+    if (child > 0) {
+      char byte;
+      const bool told = read(ready[0], &byte, 1) == 1;
+      _exit(told ? 0 : 1);
+    }
+  } else if (daemon(1, 1) != 0) {
+    return 1;
+  }
   const bool echoed = echo_round_trip(fd, pattern(50000, 6));
+  (void)!write(ready[1], "r", 1);
   const int result = open(result_file, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
   const char* verdict = echoed ? "ok daemon\n" : "FAIL daemon: echo through the inherited socket\n";
   (void)!write(result, verdict, std::strlen(verdict));
@@ -667,7 +683,9 @@ int main(int argc, char** argv) {
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
   if (mode == "down") return run_down();
   if (mode == "kernel") return run_kernel();
-  if (mode == "daemon" && argc == 5) return run_daemon(argv[2], std::atoi(argv[3]), argv[4]);
+  if ((mode == "daemon" || mode == "daemon-wait") && argc == 5) {
+    return run_daemon(argv[2], std::atoi(argv[3]), argv[4], mode == "daemon-wait");
+  }
   if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.

@@ -224,22 +224,25 @@ TEST_F(PreloadStack, ServerScenariosWithAKernelClient) {
   EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
 }
 
-// A daemon (daemon(3): fork, the parent exits at once) keeps using the socket it connected before.
+// A daemon keeps using the socket it connected before it forked: daemon(3) (the parent exits at
+// once), and lighttpd's way (the parent waits until the child says it is ready).
 TEST_F(PreloadStack, DaemonChildAdoptsTheSockets) {
   KernelEcho echo(names_.peer_namespace, kEchoPort);
   ASSERT_TRUE(wait_for([&] { return echo.listening(); }, std::chrono::seconds(5)));
-  const std::string result_file = "/tmp/flotilla-probe-daemon-" + std::to_string(::getpid());
-  std::filesystem::remove(result_file);
-  BackgroundCommand probe(run_argv({probe_path(), "daemon", names_.peer_address, std::to_string(kEchoPort), result_file}));
-  const std::string output = probe.finish();  // the parent: it exits at once
-  std::string verdict;
-  wait_for([&] {
-    std::ifstream in(result_file);
-    std::getline(in, verdict);
-    return !verdict.empty();
-  }, std::chrono::seconds(30));
-  std::filesystem::remove(result_file);
-  EXPECT_EQ(verdict, "ok daemon") << output;
+  for (const std::string mode : {"daemon", "daemon-wait"}) {
+    const std::string result_file = "/tmp/flotilla-probe-daemon-" + std::to_string(::getpid());
+    std::filesystem::remove(result_file);
+    BackgroundCommand probe(run_argv({probe_path(), mode, names_.peer_address, std::to_string(kEchoPort), result_file}));
+    const std::string output = probe.finish();
+    std::string verdict;
+    wait_for([&] {
+      std::ifstream in(result_file);
+      std::getline(in, verdict);
+      return !verdict.empty();
+    }, std::chrono::seconds(30));
+    std::filesystem::remove(result_file);
+    EXPECT_EQ(verdict, "ok daemon") << mode << "\n" << output;
+  }
 }
 
 // `flotilla down` while a program blocks on a Flotilla socket: the program is not killed, its
