@@ -372,6 +372,7 @@ void Runtime::after_fork_child() {
                      ownership_ != nullptr ? ownership_->uses.load() : 0};
   }
   ownership_ = nullptr;
+  forked_ = false;
   owner_ = ::getpid();
   datagram_sockets_.clear();
   counters_ = PreloadCounters{&unregistered_, &unregistered_, &unregistered_, &unregistered_,
@@ -426,6 +427,7 @@ bool Runtime::adopt_parked(bool from_living_parent) {
     shared->owner.store(owner_);
   }
   ownership_ = shared;
+  forked_ = true;  // the parent may still be there: it must keep seeing our uses
   host_ = std::move(parked_.host);
   tcp_ = std::move(parked_.tcp);
   udp_ = std::move(parked_.udp);

@@ -261,7 +261,10 @@ class Runtime {
 
   // pthread_atfork hooks.
   void before_fork() { mutex_.lock(); }
-  void after_fork_parent() { mutex_.unlock(); }
+  void after_fork_parent() {
+    forked_ = forked_ || host_ != nullptr;
+    mutex_.unlock();
+  }
   void after_fork_child();
 
  private:
@@ -295,9 +298,10 @@ class Runtime {
     std::atomic<int> sleepers;        // the owner's threads asleep in the library: it is at work
   };
   Ownership* ownership_ = nullptr;
+  bool forked_ = false;  // this process forked while it held the lease
   // The owner's check before it uses the lease; false once a child took it over.
   bool still_owner() {
-    if (ownership_ == nullptr) return true;
+    if (ownership_ == nullptr || !forked_) return true;  // no child could have taken it
     ownership_->uses.fetch_add(1, std::memory_order_seq_cst);
     return ownership_->owner.load(std::memory_order_seq_cst) == owner_;
   }
