@@ -10,9 +10,10 @@
 //
 // Threads: one mutex guards everything below (ComponentLoop and TcpSockets are single-threaded);
 // it is never held while sleeping in the kernel. fork: pthread_atfork takes the lock around the
-// fork; the child must never touch the parent's rings (they are shared memory with one producer),
-// so it forgets the parent's lease: inherited sockets can only be closed, and a socket the child
-// opens leases a slot of its own.
+// fork. The rings are shared memory with one producer, so one process at a time uses a lease: the
+// child parks the parent's, closes inherited sockets without touching it, and adopts it only when
+// the parent is gone or idle since the fork (a daemon, see adopt_parked); a socket the child opens
+// otherwise leases a slot of its own.
 #pragma once
 
 #include <netinet/in.h>
