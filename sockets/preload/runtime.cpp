@@ -252,10 +252,11 @@ std::shared_ptr<EpollSet> Runtime::epoll_at(int fd) {
   return epolls_[static_cast<std::size_t>(fd)];
 }
 
-std::shared_ptr<EpollSet> Runtime::make_epoll(int fd) {
+std::shared_ptr<EpollSet> Runtime::make_epoll(int fd, std::shared_ptr<EpollSet> shared) {
   if (fd < 0 || fd >= kMaxFds) return nullptr;
   if (static_cast<std::size_t>(fd) >= epolls_.size()) epolls_.resize(static_cast<std::size_t>(fd) + 1);
   auto& slot = epolls_[static_cast<std::size_t>(fd)];
+  if (shared != nullptr) slot = std::move(shared);
   if (slot == nullptr) slot = std::make_shared<EpollSet>();
   g_fd_kind[fd].store(FdKind::epoll, std::memory_order_relaxed);
   return slot;

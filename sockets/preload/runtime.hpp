@@ -177,7 +177,8 @@ class Runtime {
   // The descriptor table (under the lock).
   std::shared_ptr<Socket> socket_at(int fd);
   std::shared_ptr<EpollSet> epoll_at(int fd);
-  std::shared_ptr<EpollSet> make_epoll(int fd);
+  // The set behind epoll descriptor `fd`: `shared` (a dup of another), or a new one.
+  std::shared_ptr<EpollSet> make_epoll(int fd, std::shared_ptr<EpollSet> shared = nullptr);
   void install(int fd, std::shared_ptr<Socket> socket);
   // Forgets `fd` (a socket: releases it with its last descriptor; an epoll set: drops it).
   void forget(int fd);
