@@ -495,11 +495,18 @@ void Supervisor::run_for(std::chrono::milliseconds duration) {
 
 void Supervisor::stop() {
   stopping_ = true;
+  // A leased slot's pid is a program run with `flotilla run`, not a child of ours: it is not
+  // killed (its lease connection closes with us, and its sockets then fail with ENETDOWN).
+  const auto ours = [](const Slot& slot) { return slot.pid > 0 && !slot.config.external; };
   for (auto& slot : slots_) {
-    if (slot->pid > 0) ::kill(slot->pid, SIGKILL);
+    if (ours(*slot)) ::kill(slot->pid, SIGKILL);
   }
   for (auto& slot : slots_) {
-    if (slot->pid > 0) {
+    if (slot->config.external && slot->pid > 0) {
+      slot->pid = -1;
+      record(EventKind::released, *slot, "the stack stops");
+    }
+    if (ours(*slot)) {
       ::waitpid(slot->pid, nullptr, 0);
       slot->pid = -1;
       slot->pidfd.reset();

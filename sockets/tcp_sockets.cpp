@@ -621,6 +621,12 @@ std::size_t TcpSockets::unacknowledged(int socket) {
   return entry->send_ring.corrupt() ? 0 : entry->send_ring.capacity() - space;
 }
 
+std::size_t TcpSockets::received_bytes(int socket) {
+  Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr || entry->header == nullptr || entry->receive_ring.corrupt()) return 0;
+  return entry->receive_ring.readable();
+}
+
 TcpInfo TcpSockets::info(int socket) const {
   const Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr || entry->header == nullptr) return {};
@@ -769,6 +775,8 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
   if (connection) {
     entry->endpoints.local_port = body.local_port;
     adopt_connection(id, replica, body.slot, body.generation);
+    // The replica wrote the slot's addresses before it answered; the answer has no room for ours.
+    entry->endpoints.local_address = entry->header->control.local_address;
     return true;
   }
   ListenerPart& part = entry->parts[replica];

@@ -219,6 +219,8 @@ class TcpSockets {
   // Bytes in the send ring the replica has not consumed yet. It consumes them when the peer
   // acknowledges them, so 0 after shutdown_write means everything sent arrived.
   std::size_t unacknowledged(int socket);
+  // Bytes the receive ring holds now (what FIONREAD reports); 0 for an id that is not a connection.
+  std::size_t received_bytes(int socket);
   TcpInfo info(int socket) const;
   TcpEndpoints endpoints(int socket) const;
 

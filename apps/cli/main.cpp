@@ -197,6 +197,33 @@ int cmd_counters(const std::string& only, bool all) {
   return 0;
 }
 
+// Programs on the preload library (application slots): how many readiness checks and reads/writes
+// per second, and the share of them served without a system call.
+void print_preload_rates(CounterTable& previous, const CounterTable& current) {
+  bool header = false;
+  for (const auto& [component, values] : current) {
+    if (values.count("readiness_checks") == 0) continue;
+    const auto rate = [&](const char* name) {
+      const auto before = previous[component][name];
+      const auto now = values.count(name) != 0 ? values.at(name) : 0;
+      return static_cast<unsigned long long>(now >= before ? now - before : 0);
+    };
+    const auto share = [](unsigned long long part, unsigned long long whole) {
+      return whole == 0 ? 0.0 : 100.0 * static_cast<double>(part) / static_cast<double>(whole);
+    };
+    if (!header) {
+      std::printf("\n%-16s %12s %12s %12s %12s %12s\n", "preloaded", "checks/s", "no-syscall%", "io/s",
+                  "no-syscall%", "kwaits/s");
+      header = true;
+    }
+    const auto checks = rate("readiness_checks");
+    const auto io = rate("io_calls");
+    std::printf("%-16s %12llu %11.1f%% %12llu %11.1f%% %12llu\n", component.c_str(), checks,
+                share(rate("readiness_no_syscall"), checks), io, share(rate("io_no_syscall"), io),
+                rate("waits_in_kernel"));
+  }
+}
+
 int cmd_top(int count) {
   const bool terminal = ::isatty(STDOUT_FILENO) != 0;
   CounterTable previous = read_counters();
@@ -216,6 +243,7 @@ int cmd_top(int count) {
                   rate("messages_in"), rate("messages_out"), rate("sleeps"), rate("futex_wakes"),
                   rate("drops"), static_cast<unsigned long long>(values.at("corrupt")), rate("heartbeat"));
     }
+    print_preload_rates(previous, current);
     std::fflush(stdout);
     previous = current;
   }

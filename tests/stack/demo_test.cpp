@@ -75,7 +75,7 @@ TEST(Demo, ShortDemoSurvivesThreeCrashesAndReportsThem) {
   const std::string check = "python3 -c \"import sys, xml.etree.ElementTree as E; r = E.parse(sys.argv[1]).getroot(); "
                             "print(sum(1 for g in r.iter('{http://www.w3.org/2000/svg}g') if g.get('class') == 'fault'))\" " +
                             (out / "timeline.svg").string();
-  const CommandOutcome markers = run_command(check);
+  const CommandOutcome markers = run_shell(check);
   EXPECT_EQ(markers.exit_code, 0) << markers.output;
   EXPECT_EQ(markers.output, "3\n");
   std::filesystem::remove_all(folder);

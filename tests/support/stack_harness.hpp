@@ -44,9 +44,8 @@ struct CommandOutcome {
   std::string output;
 };
 
-// Runs a shell command to its end; its output (stdout and stderr) and exit code.
-inline CommandOutcome run_command(const std::string& shell_command) {
-  const std::string command = shell_command + " 2>&1";
+// Runs a shell command line; its output is stdout (add 2>&1 for stderr too).
+inline CommandOutcome run_shell(const std::string& command) {
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return {-1, "popen failed"};
   std::string output;
@@ -56,7 +55,9 @@ inline CommandOutcome run_command(const std::string& shell_command) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
-inline CommandOutcome run_cli(const std::string& arguments) { return run_command(build_root() + "/apps/flotilla " + arguments); }
+inline CommandOutcome run_cli(const std::string& arguments) {
+  return run_shell(build_root() + "/apps/flotilla " + arguments + " 2>&1");
+}
 
 // Polls `condition` every 20 ms until it holds or `deadline` passes.
 template <class Condition>
@@ -229,6 +230,9 @@ class RunningStack {
   }
 
   CommandOutcome cli(const std::string& arguments) const { return run_cli("--socket " + socket_ + " " + arguments); }
+  // The supervisor's control socket (what `flotilla --socket`, FLOTILLA_SOCKET and
+  // ComponentHost::lease take).
+  const std::string& socket_path() const { return socket_; }
 
   // Every counter of every component, as `flotilla top` reads them.
   recovery::CounterTable all_counters() const {
@@ -286,8 +290,6 @@ class RunningStack {
   std::filesystem::path log_path() const { return folder_ / "supervisor.log"; }
 
   const StackNames& names() const { return names_; }
-  // The supervisor's control socket (what `flotilla --socket` and ComponentHost::lease take).
-  const std::string& socket_path() const { return socket_; }
 
  private:
   StackNames names_;

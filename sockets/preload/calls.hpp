@@ -1,0 +1,79 @@
+// What the interposed calls share: entering a call on a Flotilla descriptor, errno mapping,
+// blocking until a socket is ready, addresses.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <cstring>
+#include <memory>
+
+#include "dataplane/result.hpp"
+#include "sockets/preload/runtime.hpp"
+
+// The interposed C library symbols: the only ones the library exports.
+#define FLOTILLA_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace flotilla::preload {
+
+// The socket behind `fd` with the lock held; socket is null (errno EBADF) when the descriptor
+// stopped being ours in the meantime.
+struct Entered {
+  Lock lock;
+  std::shared_ptr<Socket> socket;
+};
+inline Entered enter(int fd) {
+  Runtime& runtime = Runtime::get();
+  Entered entered{Lock(runtime.mutex()), runtime.socket_at(fd)};
+  if (entered.socket == nullptr) errno = EBADF;
+  return entered;
+}
+
+// The errno for a TcpSockets error (`fallback` when it carries none).
+inline int errno_of(const Error& error, int fallback) {
+  if (error.sys_errno > 0) return error.sys_errno;
+  switch (error.code) {
+    case Errc::would_block: return EAGAIN;
+    case Errc::exhausted: return ENOBUFS;
+    case Errc::invalid_argument: return fallback;
+    default: return fallback;
+  }
+}
+
+// Blocks (the lock held on entry and return) until `socket` shows one of `events` or an error.
+// 1: ready; 0: `timeout_ms` passed (-1: none); -1: EINTR, or the socket went away (EBADF).
+int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms);
+
+// How far a data call that cannot go on has come (see when_stuck).
+struct Progress {
+  std::uint64_t deadline;  // of SO_RCVTIMEO/SO_SNDTIMEO (deadline_after), 0 for none
+  bool pumped = false;
+  bool slept = false;
+};
+inline constexpr ssize_t kRetry = -2;
+// What a data call does when it cannot go on: first handle the stack's pending messages and
+// retry, then fail with EAGAIN when it must not block, else block until `events`. Returns kRetry
+// to try again, or what the call returns (`done` bytes, when there are some, beat an error).
+ssize_t when_stuck(Lock& lock, Socket& socket, Progress& progress, std::uint32_t events, bool nonblocking,
+                   std::size_t done);
+
+// Copies an IPv4 address out the way the kernel does: truncated to *length, which gets the full size.
+void copy_address_out(sockaddr* out, socklen_t* length, std::uint32_t address, std::uint16_t port);
+// Reads an AF_INET address; false (errno set) when it is not one.
+bool read_address(const sockaddr* in, socklen_t length, std::uint32_t& address, std::uint16_t& port);
+
+// A new descriptor holding a fresh number for a Flotilla socket (an eventfd).
+int reserve_fd(bool cloexec);
+
+// UDP reads and writes (calls_datagram.cpp), with the lock held. `message_flags` gets MSG_TRUNC
+// when the datagram was longer than the buffers.
+ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, sockaddr* from,
+                         socklen_t* from_length, int* message_flags);
+ssize_t send_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, const sockaddr* to,
+                      socklen_t to_length);
+
+// Raises SIGPIPE for an EPIPE unless the caller asked not to, like Linux.
+void maybe_sigpipe(int error, int flags);
+
+}  // namespace flotilla::preload

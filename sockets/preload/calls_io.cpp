@@ -1,0 +1,341 @@
+// The interposed data calls: read/write and their vector, socket and fortified variants, and
+// sendfile. On a Flotilla socket each is a copy between the caller's bytes and a shared ring,
+// with no system call unless the call has to block.
+// The interposed names must be the plain ones (sendfile and sendfile64, fcntl and fcntl64 are
+// each defined here), not what _FILE_OFFSET_BITS=64 would redirect them to.
+#undef _FILE_OFFSET_BITS
+#include <fcntl.h>
+#include <sys/sendfile.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "sockets/preload/calls.hpp"
+#include "sockets/preload/real_calls.hpp"
+
+namespace flotilla::preload {
+
+namespace {
+
+// Where a transfer is in the caller's iovec array.
+struct Cursor {
+  const iovec* vectors;
+  int count;
+  int index = 0;
+  std::size_t offset = 0;
+
+  bool done() const { return index >= count; }
+  std::span<std::byte> current() const {
+    auto* base = static_cast<std::byte*>(vectors[index].iov_base);
+    return {base + offset, vectors[index].iov_len - offset};
+  }
+  void advance(std::size_t bytes) {
+    offset += bytes;
+    while (index < count && offset >= vectors[index].iov_len) {
+      offset = 0;
+      ++index;
+    }
+  }
+};
+
+std::size_t total_of(const iovec* vectors, int count) {
+  std::size_t total = 0;
+  for (int i = 0; i < count; ++i) total += vectors[i].iov_len;
+  return total;
+}
+
+// The socket is connected, or the caller must wait (or fail) until it is. 0: go on.
+int ensure_connected(Lock& lock, Socket& socket, bool nonblocking, int timeout_ms) {
+  Runtime& runtime = Runtime::get();
+  if (!Runtime::get().owns(socket)) return fail_with(EBADF);
+  for (;;) {
+    if (socket.state == Socket::State::connected) return 0;
+    if (socket.state != Socket::State::connecting) return fail_with(ENOTCONN);
+    if (runtime.tcp().connected(socket.id)) {
+      socket.state = Socket::State::connected;
+      return 0;
+    }
+    if (const int error = runtime.socket_error(socket); error != 0) return 0;  // the call reports it
+    if (nonblocking) return fail_with(EAGAIN);
+    const int waited = wait_for(lock, socket, POLLOUT, timeout_ms);
+    if (waited < 0) return -1;
+    if (waited == 0) return fail_with(EAGAIN);
+  }
+}
+
+// What a receive tells about its datagram besides the bytes (UDP; TCP has no address).
+struct Origin {
+  sockaddr* address = nullptr;
+  socklen_t* length = nullptr;
+  int* message_flags = nullptr;
+};
+
+ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin origin = {}) {
+  if (count < 0) return fail_with(EINVAL);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  Runtime& runtime = Runtime::get();
+  runtime.counters().io_calls->add();
+  if (socket->udp()) {
+    return receive_datagram(lock, *socket, vectors, count, flags, origin.address, origin.length, origin.message_flags);
+  }
+  if ((flags & ~(MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)) != 0) {
+    return fail_with(EOPNOTSUPP);  // MSG_PEEK, MSG_OOB, MSG_TRUNC...: the rings cannot do them
+  }
+  if (origin.length != nullptr) *origin.length = 0;  // a stream has no source address per read
+  if (origin.message_flags != nullptr) *origin.message_flags = 0;
+  const bool nonblocking = socket->nonblocking || (flags & MSG_DONTWAIT) != 0;
+  if (socket->state == Socket::State::listening || socket->state == Socket::State::fresh) return fail_with(ENOTCONN);
+  if (ensure_connected(lock, *socket, nonblocking, socket->receive_timeout_ms) != 0) return -1;
+  if (socket->read_shut) return 0;
+  const std::size_t total = total_of(vectors, count);
+  if (total == 0) return 0;
+  Progress progress{deadline_after(socket->receive_timeout_ms)};
+  Cursor cursor{vectors, count};
+  std::size_t done = 0;
+  for (;;) {
+    if (runtime.stack_down()) return done > 0 ? static_cast<ssize_t>(done) : fail_with(ENETDOWN);
+    bool end = false;
+    while (!cursor.done()) {
+      const std::span<std::byte> space = cursor.current();
+      auto received = runtime.tcp().recv(socket->id, space);
+      if (!received) {
+        if (received.error().code == Errc::would_block) break;
+        if (done > 0) return static_cast<ssize_t>(done);
+        runtime.counters().errors->add();
+        return fail_with(errno_of(received.error(), ECONNRESET));
+      }
+      if (received.value() == 0) {
+        end = true;
+        break;
+      }
+      done += received.value();
+      cursor.advance(received.value());
+      if (received.value() < space.size()) break;
+    }
+    const bool want_more = (flags & MSG_WAITALL) != 0 && done < total && !nonblocking;
+    if (end || (done > 0 && !want_more) || cursor.done()) {
+      if (!progress.slept) runtime.counters().io_no_syscall->add();
+      return static_cast<ssize_t>(done);
+    }
+    if (const ssize_t next = when_stuck(lock, *socket, progress, POLLIN, nonblocking, done); next != kRetry) return next;
+  }
+}
+
+ssize_t transmit(int fd, const iovec* vectors, int count, int flags, const sockaddr* to = nullptr,
+                 socklen_t to_length = 0) {
+  if (count < 0) return fail_with(EINVAL);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  Runtime& runtime = Runtime::get();
+  runtime.counters().io_calls->add();
+  if (socket->udp()) return send_datagram(lock, *socket, vectors, count, flags, to, to_length);
+  if ((flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE | MSG_WAITALL | MSG_EOR)) != 0) return fail_with(EOPNOTSUPP);
+  const bool nonblocking = socket->nonblocking || (flags & MSG_DONTWAIT) != 0;
+  if (socket->state == Socket::State::listening || socket->state == Socket::State::fresh) return fail_with(ENOTCONN);
+  if (ensure_connected(lock, *socket, nonblocking, socket->send_timeout_ms) != 0) return -1;
+  if (socket->write_shut) {
+    maybe_sigpipe(EPIPE, flags);
+    return fail_with(EPIPE);
+  }
+  const std::size_t total = total_of(vectors, count);
+  Progress progress{deadline_after(socket->send_timeout_ms)};
+  Cursor cursor{vectors, count};
+  cursor.advance(0);
+  std::size_t done = 0;
+  for (;;) {
+    if (runtime.stack_down()) return done > 0 ? static_cast<ssize_t>(done) : fail_with(ENETDOWN);
+    while (!cursor.done()) {
+      const std::span<std::byte> bytes = cursor.current();
+      auto sent = runtime.tcp().send(socket->id, bytes);
+      if (!sent) {
+        if (sent.error().code == Errc::would_block) break;
+        if (done > 0) return static_cast<ssize_t>(done);
+        const int error = errno_of(sent.error(), EPIPE);
+        runtime.counters().errors->add();
+        maybe_sigpipe(error, flags);
+        return fail_with(error);
+      }
+      done += sent.value();
+      cursor.advance(sent.value());
+      if (sent.value() < bytes.size()) break;
+    }
+    if (done == total || (nonblocking && done > 0)) {
+      if (!progress.slept) runtime.counters().io_no_syscall->add();
+      return static_cast<ssize_t>(done);
+    }
+    if (const ssize_t next = when_stuck(lock, *socket, progress, POLLOUT, nonblocking, done); next != kRetry) return next;
+  }
+}
+
+ssize_t receive_one(int fd, void* buffer, std::size_t length, int flags, Origin origin = {}) {
+  const iovec vector{buffer, length};
+  return receive(fd, &vector, 1, flags, origin);
+}
+
+ssize_t transmit_one(int fd, const void* buffer, std::size_t length, int flags, const sockaddr* to = nullptr,
+                     socklen_t to_length = 0) {
+  const iovec vector{const_cast<void*>(buffer), length};
+  return transmit(fd, &vector, 1, flags, to, to_length);
+}
+
+// sendfile to a Flotilla socket: the file's bytes are read (pread, one system call per chunk)
+// into a buffer and copied into the send ring; only what the ring took counts as sent.
+ssize_t send_file(int out_fd, int in_fd, off64_t* offset, std::size_t count) {
+  if (is_socket(in_fd)) return fail_with(EINVAL);
+  off64_t position = 0;
+  if (offset != nullptr) {
+    position = *offset;
+  } else if ((position = ::lseek64(in_fd, 0, SEEK_CUR)) < 0) {
+    return -1;
+  }
+  thread_local std::vector<std::byte> chunk(std::size_t{1} << 16);
+  std::size_t sent = 0;
+  bool nonblocking = false;
+  {
+    auto [lock, socket] = enter(out_fd);
+    if (socket == nullptr) return -1;
+    nonblocking = socket->nonblocking;
+  }
+  while (sent < count) {
+    const std::size_t want = std::min(count - sent, chunk.size());
+    const ssize_t got = ::pread64(in_fd, chunk.data(), want, position + static_cast<off64_t>(sent));
+    if (got < 0) {
+      if (sent > 0) break;
+      return -1;
+    }
+    if (got == 0) break;
+    // Non-blocking: whatever fits; blocking: all of it.
+    const ssize_t put = transmit_one(out_fd, chunk.data(), static_cast<std::size_t>(got), MSG_NOSIGNAL);
+    if (put < 0) {
+      if (sent > 0) break;
+      if (errno == EPIPE) maybe_sigpipe(EPIPE, 0);
+      return -1;
+    }
+    sent += static_cast<std::size_t>(put);
+    if (put < got || nonblocking) break;
+  }
+  if (offset != nullptr) {
+    *offset = position + static_cast<off64_t>(sent);
+  } else if (::lseek64(in_fd, position + static_cast<off64_t>(sent), SEEK_SET) < 0) {
+    return -1;
+  }
+  return static_cast<ssize_t>(sent);
+}
+
+}  // namespace
+
+}  // namespace flotilla::preload
+
+using namespace flotilla::preload;
+
+FLOTILLA_EXPORT ssize_t read(int fd, void* buffer, size_t length) {
+  if (!is_socket(fd)) return REAL(read)(fd, buffer, length);
+  return receive_one(fd, buffer, length, 0);
+}
+
+FLOTILLA_EXPORT ssize_t __read_chk(int fd, void* buffer, size_t length, size_t buffer_length) {
+  if (length > buffer_length) ::abort();  // what glibc's __chk_fail does, less the message
+  return read(fd, buffer, length);
+}
+
+FLOTILLA_EXPORT ssize_t write(int fd, const void* buffer, size_t length) {
+  if (!is_socket(fd)) return REAL(write)(fd, buffer, length);
+  return transmit_one(fd, buffer, length, 0);
+}
+
+FLOTILLA_EXPORT ssize_t readv(int fd, const iovec* vectors, int count) {
+  if (!is_socket(fd)) return REAL(readv)(fd, vectors, count);
+  return receive(fd, vectors, count, 0);
+}
+
+FLOTILLA_EXPORT ssize_t writev(int fd, const iovec* vectors, int count) {
+  if (!is_socket(fd)) return REAL(writev)(fd, vectors, count);
+  return transmit(fd, vectors, count, 0);
+}
+
+FLOTILLA_EXPORT ssize_t recv(int fd, void* buffer, size_t length, int flags) {
+  if (!is_socket(fd)) return REAL(recv)(fd, buffer, length, flags);
+  return receive_one(fd, buffer, length, flags);
+}
+
+FLOTILLA_EXPORT ssize_t __recv_chk(int fd, void* buffer, size_t length, size_t buffer_length, int flags) {
+  if (length > buffer_length) ::abort();
+  return recv(fd, buffer, length, flags);
+}
+
+FLOTILLA_EXPORT ssize_t recvfrom(int fd, void* buffer, size_t length, int flags, sockaddr* address,
+                                 socklen_t* address_length) {
+  if (!is_socket(fd)) return REAL(recvfrom)(fd, buffer, length, flags, address, address_length);
+  return receive_one(fd, buffer, length, flags, Origin{address, address_length, nullptr});
+}
+
+FLOTILLA_EXPORT ssize_t __recvfrom_chk(int fd, void* buffer, size_t length, size_t buffer_length, int flags,
+                                       sockaddr* address, socklen_t* address_length) {
+  if (length > buffer_length) ::abort();
+  return recvfrom(fd, buffer, length, flags, address, address_length);
+}
+
+FLOTILLA_EXPORT ssize_t recvmsg(int fd, msghdr* message, int flags) {
+  if (!is_socket(fd)) return REAL(recvmsg)(fd, message, flags);
+  if (message == nullptr) return fail_with(EFAULT);
+  socklen_t name_length = message->msg_name != nullptr ? message->msg_namelen : 0;
+  const ssize_t got = receive(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags,
+                              Origin{static_cast<sockaddr*>(message->msg_name), &name_length, &message->msg_flags});
+  if (got >= 0) {
+    message->msg_namelen = message->msg_name != nullptr ? name_length : 0;
+    message->msg_controllen = 0;
+  }
+  return got;
+}
+
+FLOTILLA_EXPORT ssize_t send(int fd, const void* buffer, size_t length, int flags) {
+  if (!is_socket(fd)) return REAL(send)(fd, buffer, length, flags);
+  return transmit_one(fd, buffer, length, flags);
+}
+
+FLOTILLA_EXPORT ssize_t sendto(int fd, const void* buffer, size_t length, int flags, const sockaddr* address,
+                               socklen_t address_length) {
+  if (!is_socket(fd)) return REAL(sendto)(fd, buffer, length, flags, address, address_length);
+  return transmit_one(fd, buffer, length, flags, address, address_length);  // TCP ignores it, as Linux does
+}
+
+FLOTILLA_EXPORT ssize_t sendmsg(int fd, const msghdr* message, int flags) {
+  if (!is_socket(fd)) return REAL(sendmsg)(fd, message, flags);
+  if (message == nullptr) return fail_with(EFAULT);
+  if (message->msg_controllen != 0) return fail_with(EOPNOTSUPP);  // no ancillary data on Flotilla sockets
+  return transmit(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags,
+                  static_cast<const sockaddr*>(message->msg_name), message->msg_namelen);
+}
+
+FLOTILLA_EXPORT int recvmmsg(int fd, mmsghdr* messages, unsigned int count, int flags, timespec* timeout) {
+  if (!is_socket(fd)) return REAL(recvmmsg)(fd, messages, count, flags, timeout);
+  return fail_with(EOPNOTSUPP);
+}
+
+FLOTILLA_EXPORT int sendmmsg(int fd, mmsghdr* messages, unsigned int count, int flags) {
+  if (!is_socket(fd)) return REAL(sendmmsg)(fd, messages, count, flags);
+  return fail_with(EOPNOTSUPP);
+}
+
+FLOTILLA_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t* offset, size_t count) {
+  if (!is_socket(out_fd) && !is_socket(in_fd)) return REAL(sendfile64)(out_fd, in_fd, offset, count);
+  if (!is_socket(out_fd)) return fail_with(EINVAL);
+  return send_file(out_fd, in_fd, offset, count);
+}
+
+FLOTILLA_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
+  if (!is_socket(out_fd) && !is_socket(in_fd)) return REAL(sendfile)(out_fd, in_fd, offset, count);
+  if (!is_socket(out_fd)) return fail_with(EINVAL);
+  off64_t wide = offset != nullptr ? *offset : 0;
+  const ssize_t sent = send_file(out_fd, in_fd, offset != nullptr ? &wide : nullptr, count);
+  if (offset != nullptr && sent >= 0) *offset = static_cast<off_t>(wide);
+  return sent;
+}
+
+FLOTILLA_EXPORT ssize_t splice(int in_fd, loff_t* in_offset, int out_fd, loff_t* out_offset, size_t length,
+                               unsigned int flags) {
+  if (!is_socket(in_fd) && !is_socket(out_fd)) return REAL(splice)(in_fd, in_offset, out_fd, out_offset, length, flags);
+  return fail_with(EINVAL);  // no pipe buffers behind a Flotilla socket; callers fall back to read/write
+}

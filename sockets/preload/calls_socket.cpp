@@ -1,0 +1,825 @@
+// The interposed calls that make, connect, name, configure, duplicate and close sockets.
+// The interposed names must be the plain ones (sendfile and sendfile64, fcntl and fcntl64 are
+// each defined here), not what _FILE_OFFSET_BITS=64 would redirect them to.
+#undef _FILE_OFFSET_BITS
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <mutex>
+#include <random>
+
+#include "sockets/preload/calls.hpp"
+#include "sockets/preload/real_calls.hpp"
+
+namespace flotilla::preload {
+
+namespace {
+
+constexpr int kListenAnswerMs = 2000;  // how long listen() waits for every replica's answer
+
+bool loopback(std::uint32_t address) { return (address >> 24) == 127; }
+
+// A socket bound or connected to the loopback network belongs to the kernel: Flotilla has no
+// loopback. Swaps a kernel socket in under the same number (only for a socket not yet used and
+// not duplicated). Lock held; the caller then passes the call on to the kernel.
+bool move_to_kernel(int fd, Socket& socket) {
+  if (socket.state != Socket::State::fresh || socket.fd_refs != 1 || socket.id >= 0) return false;
+  const int type = socket.udp() ? SOCK_DGRAM : SOCK_STREAM;
+  const int kernel = REAL(socket)(AF_INET, type | (socket.nonblocking ? SOCK_NONBLOCK : 0), 0);
+  if (kernel < 0) return false;
+  const int one = 1;
+  if (socket.reuse_address) (void)REAL(setsockopt)(kernel, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (socket.reuse_port) (void)REAL(setsockopt)(kernel, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (socket.no_delay) (void)REAL(setsockopt)(kernel, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  const bool cloexec = (REAL(fcntl)(fd, F_GETFD) & FD_CLOEXEC) != 0;
+  const int moved = REAL(dup3)(kernel, fd, cloexec ? O_CLOEXEC : 0);
+  REAL(close)(kernel);
+  if (moved < 0) return false;
+  Runtime::get().forget(fd);
+  return true;
+}
+
+// The option values that only make sense once a connection exists, sent after connect().
+void send_options(Socket& socket) {
+  sockets::TcpSockets& tcp = Runtime::get().tcp();
+  using stack::TcpOption;
+  if (socket.cork) (void)tcp.set_option(socket.id, TcpOption::cork, 1);
+  if (socket.keepalive) {
+    (void)tcp.set_option(socket.id, TcpOption::keepalive_idle_s, socket.keep_idle_s);
+    (void)tcp.set_option(socket.id, TcpOption::keepalive_interval_s, socket.keep_interval_s);
+    (void)tcp.set_option(socket.id, TcpOption::keepalive_count, socket.keep_count);
+  }
+}
+
+// Sends one option to the stack when the socket has an id there (otherwise it goes with connect).
+int apply_option(Socket& socket, stack::TcpOption option, std::uint32_t value) {
+  if (socket.id < 0 || !Runtime::get().owns(socket)) return 0;
+  auto set = Runtime::get().tcp().set_option(socket.id, option, value);
+  return set ? 0 : fail_with(errno_of(set.error(), EINVAL));
+}
+
+int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
+  auto [lock, listener] = enter(fd);
+  if (listener == nullptr) return -1;
+  Runtime& runtime = Runtime::get();
+  if (listener->udp()) return fail_with(EOPNOTSUPP);
+  if (listener->state != Socket::State::listening || !Runtime::get().owns(*listener)) return fail_with(EINVAL);
+  if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return fail_with(EINVAL);
+  const std::uint64_t deadline = deadline_after(listener->receive_timeout_ms);
+  int connection = -1;
+  for (bool pumped = false;;) {
+    if (runtime.stack_down()) return fail_with(ENETDOWN);
+    auto accepted = runtime.tcp().accept(listener->id);
+    if (accepted) {
+      connection = accepted.value();
+      break;
+    }
+    if (accepted.error().code != Errc::would_block) return fail_with(errno_of(accepted.error(), EINVAL));
+    if (!pumped) {
+      runtime.pump();
+      pumped = true;
+      continue;
+    }
+    if (listener->nonblocking) {
+      ++listener->stalls;
+      return fail_with(EAGAIN);
+    }
+    const int waited = wait_for(lock, *listener, POLLIN, remaining_ms(deadline));
+    if (waited < 0) return -1;
+    if (waited == 0) return fail_with(EAGAIN);
+  }
+  runtime.counters().io_calls->add();
+  runtime.counters().io_no_syscall->add();
+  const int new_fd = reserve_fd((flags & SOCK_CLOEXEC) != 0);
+  if (new_fd < 0) {
+    (void)runtime.tcp().abort(connection);
+    return -1;
+  }
+  auto socket = std::make_shared<Socket>(*listener);  // options are inherited, as on Linux
+  socket->state = Socket::State::connected;
+  socket->id = connection;
+  socket->fd_refs = 0;
+  socket->nonblocking = (flags & SOCK_NONBLOCK) != 0;
+  socket->stalls = 0;
+  socket->error_reported = false;
+  runtime.install(new_fd, socket);
+  const flotilla::sockets::TcpEndpoints ends = runtime.tcp().endpoints(connection);
+  copy_address_out(address, length, ends.remote_address, ends.remote_port);
+  return new_fd;
+}
+
+int pick_ephemeral_port() {
+  static std::minstd_rand random(static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(::time(nullptr)));
+  return 32768 + static_cast<int>(random() % 28000);
+}
+
+int listen_locked(Lock& lock, Socket& socket, int backlog) {
+  Runtime& runtime = Runtime::get();
+  const bool pick_port = !socket.bound || socket.bound_port == 0;
+  const auto queue = static_cast<std::uint16_t>(std::clamp(backlog <= 0 ? 1 : backlog, 1, 65535));
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const auto port = pick_port ? static_cast<std::uint16_t>(pick_ephemeral_port()) : socket.bound_port;
+    auto listener = runtime.tcp().listen(socket.bound_address, port, queue);
+    if (!listener) return fail_with(errno_of(listener.error(), EINVAL));
+    socket.id = listener.value();
+    socket.state = Socket::State::listening;
+    const std::uint64_t deadline = deadline_after(kListenAnswerMs);
+    int error = 0;
+    for (;;) {
+      runtime.pump();
+      if (runtime.tcp().listening(socket.id)) break;
+      if ((error = runtime.tcp().error(socket.id)) != 0) break;
+      const int left = remaining_ms(deadline);
+      if (left == 0) break;  // a replica is slow: it answers later, and its part opens then
+      auto answered = [&] { return runtime.tcp().listening(socket.id) || runtime.tcp().error(socket.id) != 0; };
+      if (runtime.sleep(lock, answered, nullptr, 0, left) < 0) break;  // a signal: the listen stands
+    }
+    if (error == 0) {
+      socket.bound = true;
+      socket.bound_port = port;
+      return 0;
+    }
+    (void)runtime.tcp().close(socket.id);
+    socket.id = -1;
+    socket.state = Socket::State::fresh;
+    if (!(pick_port && error == EADDRINUSE)) return fail_with(error);
+  }
+  return fail_with(EADDRINUSE);
+}
+
+int connect_locked(Lock& lock, Socket& socket, std::uint32_t address, std::uint16_t port) {
+  Runtime& runtime = Runtime::get();
+  switch (socket.state) {
+    case Socket::State::connecting:
+      if (runtime.tcp().connected(socket.id)) {
+        socket.state = Socket::State::connected;
+        return fail_with(EISCONN);
+      }
+      if (const int error = runtime.socket_error(socket); error != 0) {
+        socket.error_reported = true;
+        return fail_with(error);
+      }
+      if (socket.nonblocking) return fail_with(EALREADY);
+      break;
+    case Socket::State::connected:
+      return fail_with(EISCONN);
+    case Socket::State::listening:
+      return fail_with(EINVAL);
+    case Socket::State::released:
+      return fail_with(EBADF);
+    case Socket::State::fresh: {
+      sockets::SocketOptions options;
+      options.no_delay = socket.no_delay;
+      options.keepalive = socket.keepalive;
+      options.local_port = socket.bound ? socket.bound_port : 0;
+      auto connection = runtime.tcp().connect(address, port, options);
+      if (!connection) return fail_with(errno_of(connection.error(), ECONNREFUSED));
+      socket.id = connection.value();
+      socket.state = Socket::State::connecting;
+      send_options(socket);
+      if (socket.nonblocking) return fail_with(EINPROGRESS);
+      break;
+    }
+  }
+  const std::uint64_t deadline = deadline_after(socket.send_timeout_ms);
+  for (;;) {
+    runtime.pump();
+    if (runtime.tcp().connected(socket.id)) {
+      socket.state = Socket::State::connected;
+      return 0;
+    }
+    if (const int error = runtime.socket_error(socket); error != 0) {
+      socket.error_reported = true;
+      return fail_with(error);
+    }
+    const int waited = wait_for(lock, socket, POLLOUT, remaining_ms(deadline));
+    if (waited < 0) return -1;
+    if (waited == 0) return fail_with(EINPROGRESS);  // SO_SNDTIMEO passed: it goes on in the background
+  }
+}
+
+// Copies an int-sized option value out.
+int int_option(void* value, socklen_t* length, int number) {
+  if (value == nullptr || length == nullptr) return fail_with(EFAULT);
+  const socklen_t size = std::min<socklen_t>(*length, sizeof(int));
+  std::memcpy(value, &number, size);
+  *length = size;
+  return 0;
+}
+
+int timeval_option(void* value, socklen_t* length, int timeout_ms) {
+  if (value == nullptr || length == nullptr) return fail_with(EFAULT);
+  timeval tv{};
+  if (timeout_ms > 0) tv = timeval{timeout_ms / 1000, static_cast<suseconds_t>(timeout_ms % 1000) * 1000};
+  const socklen_t size = std::min<socklen_t>(*length, sizeof(tv));
+  std::memcpy(value, &tv, size);
+  *length = size;
+  return 0;
+}
+
+std::uint8_t linux_tcp_state(std::uint32_t state) {
+  // tcp::TcpState order: closed, listen, syn_sent, syn_received, established, fin_wait_1,
+  // fin_wait_2, close_wait, closing, last_ack, time_wait.
+  static constexpr std::uint8_t kLinux[] = {TCP_CLOSE,     TCP_LISTEN,     TCP_SYN_SENT,   TCP_SYN_RECV,
+                                            TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT,
+                                            TCP_CLOSING,   TCP_LAST_ACK,   TCP_TIME_WAIT};
+  return state < std::size(kLinux) ? kLinux[state] : static_cast<std::uint8_t>(TCP_CLOSE);
+}
+
+int tcp_info_option(Socket& socket, void* value, socklen_t* length) {
+  if (value == nullptr || length == nullptr) return fail_with(EFAULT);
+  tcp_info out{};
+  Runtime& runtime = Runtime::get();
+  if (socket.state == Socket::State::listening) {
+    out.tcpi_state = TCP_LISTEN;
+  } else if (socket.id >= 0 && Runtime::get().owns(socket)) {
+    const sockets::TcpInfo info = runtime.tcp().info(socket.id);
+    out.tcpi_state = linux_tcp_state(info.state);
+    out.tcpi_rtt = info.rtt_us;
+    out.tcpi_rto = info.rto_ms * 1000;
+    out.tcpi_snd_mss = info.mss;
+    out.tcpi_advmss = info.mss;
+    out.tcpi_snd_cwnd = info.mss != 0 ? static_cast<std::uint32_t>(info.cwnd_bytes / info.mss) : 0;
+    out.tcpi_total_retrans = static_cast<std::uint32_t>(info.retransmits);
+  } else {
+    out.tcpi_state = TCP_CLOSE;
+  }
+  const socklen_t size = std::min<socklen_t>(*length, sizeof(out));
+  std::memcpy(value, &out, size);
+  *length = size;
+  return 0;
+}
+
+int read_int(const void* value, socklen_t length, int& out) {
+  if (value == nullptr || length < static_cast<socklen_t>(sizeof(int))) return fail_with(EINVAL);
+  std::memcpy(&out, value, sizeof(int));
+  return 0;
+}
+
+int read_timeout(const void* value, socklen_t length, int& timeout_ms) {
+  timeval tv{};
+  if (value == nullptr || length < static_cast<socklen_t>(sizeof(tv))) return fail_with(EINVAL);
+  std::memcpy(&tv, value, sizeof(tv));
+  if (tv.tv_sec < 0 || tv.tv_usec < 0 || tv.tv_usec >= 1'000'000) return fail_with(EDOM);
+  const long long ms = static_cast<long long>(tv.tv_sec) * 1000 + (tv.tv_usec + 999) / 1000;
+  timeout_ms = ms == 0 ? -1 : static_cast<int>(std::min<long long>(ms, INT32_MAX));
+  return 0;
+}
+
+int set_socket_level(Socket& socket, int name, const void* value, socklen_t length) {
+  int number = 0;
+  switch (name) {
+    case SO_REUSEADDR:
+    case SO_REUSEPORT:
+    case SO_KEEPALIVE:
+    case SO_RCVBUF:
+    case SO_SNDBUF:
+      if (read_int(value, length, number) != 0) return -1;
+      break;
+    default:
+      break;
+  }
+  switch (name) {
+    case SO_REUSEADDR: socket.reuse_address = number != 0; return 0;
+    case SO_REUSEPORT: socket.reuse_port = number != 0; return 0;
+    case SO_KEEPALIVE:
+      socket.keepalive = number != 0;
+      if (apply_option(socket, stack::TcpOption::keepalive, number != 0) != 0) return -1;
+      if (socket.keepalive && socket.id >= 0) send_options(socket);
+      return 0;
+    // The rings have a fixed size: the value is kept for getsockopt (doubled, like Linux).
+    case SO_RCVBUF: socket.receive_buffer = std::max(number, 0) * 2; return 0;
+    case SO_SNDBUF: socket.send_buffer = std::max(number, 0) * 2; return 0;
+    case SO_LINGER:
+      if (value == nullptr || length < static_cast<socklen_t>(sizeof(linger))) return fail_with(EINVAL);
+      std::memcpy(&socket.linger_option, value, sizeof(linger));
+      return 0;
+    case SO_RCVTIMEO: return read_timeout(value, length, socket.receive_timeout_ms);
+    case SO_SNDTIMEO: return read_timeout(value, length, socket.send_timeout_ms);
+    default: return fail_with(ENOPROTOOPT);
+  }
+}
+
+int set_tcp_level(Socket& socket, int name, const void* value, socklen_t length) {
+  int number = 0;
+  if (read_int(value, length, number) != 0) return -1;
+  using stack::TcpOption;
+  switch (name) {
+    case TCP_NODELAY:
+      socket.no_delay = number != 0;
+      return apply_option(socket, TcpOption::nodelay, number != 0);
+    case TCP_CORK:
+      socket.cork = number != 0;
+      return apply_option(socket, TcpOption::cork, number != 0);
+    case TCP_KEEPIDLE:
+    case TCP_KEEPINTVL:
+    case TCP_KEEPCNT: {
+      if (number < 1 || number > 32767) return fail_with(EINVAL);
+      const auto unsigned_number = static_cast<std::uint32_t>(number);
+      if (name == TCP_KEEPIDLE) socket.keep_idle_s = unsigned_number;
+      if (name == TCP_KEEPINTVL) socket.keep_interval_s = unsigned_number;
+      if (name == TCP_KEEPCNT) socket.keep_count = unsigned_number;
+      const TcpOption option = name == TCP_KEEPIDLE    ? TcpOption::keepalive_idle_s
+                               : name == TCP_KEEPINTVL ? TcpOption::keepalive_interval_s
+                                                       : TcpOption::keepalive_count;
+      return apply_option(socket, option, unsigned_number);
+    }
+    default:
+      return fail_with(ENOPROTOOPT);
+  }
+}
+
+int get_option(Socket& socket, int level, int name, void* value, socklen_t* length) {
+  Runtime& runtime = Runtime::get();
+  if (level == SOL_SOCKET) {
+    switch (name) {
+      case SO_ERROR: {
+        int error = socket.error_reported ? 0 : runtime.socket_error(socket);
+        if (error != 0) socket.error_reported = true;
+        return int_option(value, length, error);
+      }
+      case SO_TYPE: return int_option(value, length, socket.udp() ? SOCK_DGRAM : SOCK_STREAM);
+      case SO_DOMAIN: return int_option(value, length, AF_INET);
+      case SO_PROTOCOL: return int_option(value, length, socket.udp() ? IPPROTO_UDP : IPPROTO_TCP);
+      case SO_ACCEPTCONN: return int_option(value, length, socket.state == Socket::State::listening);
+      case SO_REUSEADDR: return int_option(value, length, socket.reuse_address);
+      case SO_REUSEPORT: return int_option(value, length, socket.reuse_port);
+      case SO_KEEPALIVE: return int_option(value, length, socket.keepalive);
+      case SO_RCVBUF: return int_option(value, length, socket.receive_buffer);
+      case SO_SNDBUF: return int_option(value, length, socket.send_buffer);
+      case SO_RCVTIMEO: return timeval_option(value, length, socket.receive_timeout_ms);
+      case SO_SNDTIMEO: return timeval_option(value, length, socket.send_timeout_ms);
+      case SO_LINGER: {
+        if (value == nullptr || length == nullptr) return fail_with(EFAULT);
+        const socklen_t size = std::min<socklen_t>(*length, sizeof(linger));
+        std::memcpy(value, &socket.linger_option, size);
+        *length = size;
+        return 0;
+      }
+      default: return fail_with(ENOPROTOOPT);
+    }
+  }
+  if (level == IPPROTO_TCP && !socket.udp()) {
+    switch (name) {
+      case TCP_NODELAY: return int_option(value, length, socket.no_delay);
+      case TCP_CORK: return int_option(value, length, socket.cork);
+      case TCP_KEEPIDLE: return int_option(value, length, static_cast<int>(socket.keep_idle_s));
+      case TCP_KEEPINTVL: return int_option(value, length, static_cast<int>(socket.keep_interval_s));
+      case TCP_KEEPCNT: return int_option(value, length, static_cast<int>(socket.keep_count));
+      case TCP_MAXSEG: {
+        const bool live = socket.id >= 0 && Runtime::get().owns(socket) && socket.state != Socket::State::listening;
+        const std::uint32_t mss = live ? runtime.tcp().info(socket.id).mss : 0;
+        return int_option(value, length, mss != 0 ? static_cast<int>(mss) : 536);
+      }
+      case TCP_INFO: return tcp_info_option(socket, value, length);
+      default: return fail_with(ENOPROTOOPT);
+    }
+  }
+  return fail_with(ENOPROTOOPT);
+}
+
+// Makes `to` another name of what `from` is (both numbers already point at the same kernel file).
+void share_descriptor(int from, int to) {
+  Runtime& runtime = Runtime::get();
+  runtime.forget(to);
+  if (auto socket = runtime.socket_at(from)) {
+    runtime.install(to, std::move(socket));
+  } else if (auto set = runtime.epoll_at(from)) {
+    (void)runtime.make_epoll(to, std::move(set));  // one epoll instance, two numbers
+  }
+}
+
+int fcntl_common(int fd, int command, void* argument, int (*real)(int, int, ...)) {
+  const FdKind kind = fd_kind(fd);
+  if (kind == FdKind::kernel) return real(fd, command, argument);
+  if (command == F_DUPFD || command == F_DUPFD_CLOEXEC) {
+    Lock lock(Runtime::get().mutex());
+    const int copy = real(fd, command, argument);
+    if (copy >= 0) share_descriptor(fd, copy);
+    return copy;
+  }
+  if (kind == FdKind::epoll || command == F_GETFD || command == F_SETFD) return real(fd, command, argument);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  switch (command) {
+    case F_GETFL:
+      return O_RDWR | (socket->nonblocking ? O_NONBLOCK : 0);
+    case F_SETFL:
+      socket->nonblocking = (reinterpret_cast<std::intptr_t>(argument) & O_NONBLOCK) != 0;
+      return 0;
+    default:
+      return fail_with(EINVAL);
+  }
+}
+
+// connect() on a UDP socket: sets (or, with AF_UNSPEC, clears) the default peer.
+constexpr int kNotDatagram = 1;
+int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
+  {
+    auto [lock, socket] = enter(fd);
+    if (socket == nullptr) return -1;
+    if (!socket->udp()) return kNotDatagram;
+    if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
+    if (address != nullptr && length >= static_cast<socklen_t>(sizeof(sa_family_t)) && address->sa_family == AF_UNSPEC) {
+      socket->peer_address = 0;
+      socket->peer_port = 0;
+      socket->state = Socket::State::fresh;
+      return 0;
+    }
+    std::uint32_t ip = 0;
+    std::uint16_t port = 0;
+    if (!read_address(address, length, ip, port)) return -1;
+    if (!loopback(ip) || socket->id >= 0) {
+      if (socket->id < 0 && Runtime::get().open_datagram(lock, *socket, 0) != 0) return -1;
+      socket->peer_address = ip;
+      socket->peer_port = port;
+      socket->state = Socket::State::connected;
+      return 0;
+    }
+    if (!move_to_kernel(fd, *socket)) return fail_with(ENETUNREACH);
+  }
+  return REAL(connect)(fd, address, length);
+}
+
+}  // namespace
+
+int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms) {
+  Runtime& runtime = Runtime::get();
+  const std::uint64_t deadline = deadline_after(timeout_ms);
+  auto ready = [&] { return (runtime.ready_events(socket) & (events | POLLERR | POLLHUP | POLLNVAL)) != 0; };
+  for (;;) {
+    if (!Runtime::get().owns(socket) || socket.state == Socket::State::released) return fail_with(EBADF);
+    runtime.pump();
+    if (ready()) return 1;
+    const int left = remaining_ms(deadline);
+    if (left == 0) return 0;
+    if (runtime.sleep(lock, ready, nullptr, 0, left) < 0) {
+      // Linux restarts a socket call a SA_RESTART handler interrupted (without a timeout set).
+      if (errno == EINTR && timeout_ms < 0 && Runtime::restart_after_signal()) continue;
+      return -1;
+    }
+  }
+}
+
+ssize_t when_stuck(Lock& lock, Socket& socket, Progress& progress, std::uint32_t events, bool nonblocking,
+                   std::size_t done) {
+  Runtime& runtime = Runtime::get();
+  if (!progress.pumped) {
+    runtime.pump();
+    progress.pumped = true;
+    return kRetry;
+  }
+  if (nonblocking) {
+    ++socket.stalls;  // an edge-triggered epoll reports the next readiness again
+    if (!progress.slept) runtime.counters().io_no_syscall->add();
+    return done > 0 ? static_cast<ssize_t>(done) : fail_with(EAGAIN);
+  }
+  const int waited = wait_for(lock, socket, events, remaining_ms(progress.deadline));
+  progress.slept = true;
+  if (waited > 0) return kRetry;
+  if (done > 0) return static_cast<ssize_t>(done);
+  return waited == 0 ? fail_with(EAGAIN) : -1;
+}
+
+void copy_address_out(sockaddr* out, socklen_t* length, std::uint32_t address, std::uint16_t port) {
+  if (out == nullptr || length == nullptr) return;
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(port);
+  in.sin_addr.s_addr = htonl(address);
+  std::memcpy(out, &in, std::min<std::size_t>(*length, sizeof(in)));
+  *length = sizeof(in);
+}
+
+bool read_address(const sockaddr* in, socklen_t length, std::uint32_t& address, std::uint16_t& port) {
+  if (in == nullptr || length < static_cast<socklen_t>(sizeof(sockaddr_in))) {
+    errno = EINVAL;
+    return false;
+  }
+  sockaddr_in ipv4{};
+  std::memcpy(&ipv4, in, sizeof(ipv4));
+  if (ipv4.sin_family != AF_INET) {
+    errno = EAFNOSUPPORT;
+    return false;
+  }
+  address = ntohl(ipv4.sin_addr.s_addr);
+  port = ntohs(ipv4.sin_port);
+  return true;
+}
+
+int reserve_fd(bool cloexec) {
+  const int fd = ::eventfd(0, cloexec ? EFD_CLOEXEC : 0);
+  if (fd >= kMaxFds) {
+    REAL(close)(fd);
+    return fail_with(EMFILE);
+  }
+  return fd;
+}
+
+void maybe_sigpipe(int error, int flags) {
+  if (error == EPIPE && (flags & MSG_NOSIGNAL) == 0) ::raise(SIGPIPE);
+}
+
+}  // namespace flotilla::preload
+
+using namespace flotilla::preload;
+using flotilla::Errc;
+
+FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
+  const int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (domain != AF_INET || (kind != SOCK_STREAM && kind != SOCK_DGRAM)) return REAL(socket)(domain, type, protocol);
+  const bool datagram = kind == SOCK_DGRAM;
+  if (protocol != 0 && protocol != (datagram ? IPPROTO_UDP : IPPROTO_TCP)) return fail_with(EPROTONOSUPPORT);
+  Runtime& runtime = Runtime::get();
+  Lock lock(runtime.mutex());
+  if (!runtime.ensure_stack()) return -1;
+  if (datagram && runtime.udp() == nullptr) {
+    static std::once_flag said;
+    std::call_once(said, [] {
+      std::fprintf(stderr, "flotilla: this application slot has no channel to the UDP server: SOCK_DGRAM "
+                           "sockets fail with EPROTONOSUPPORT\n");
+    });
+    return fail_with(EPROTONOSUPPORT);
+  }
+  const int fd = reserve_fd((type & SOCK_CLOEXEC) != 0);
+  if (fd < 0) return -1;
+  auto socket = std::make_shared<Socket>();
+  socket->epoch = runtime.epoch();
+  socket->nonblocking = (type & SOCK_NONBLOCK) != 0;
+  if (datagram) {
+    socket->protocol = Socket::Protocol::udp;
+    socket->datagrams = std::make_shared<DatagramQueue>();
+  }
+  runtime.install(fd, std::move(socket));
+  return fd;
+}
+
+FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
+  if (!is_socket(fd)) return REAL(bind)(fd, address, length);
+  std::uint32_t ip = 0;
+  std::uint16_t port = 0;
+  if (!read_address(address, length, ip, port)) return -1;
+  {
+    auto [lock, socket] = enter(fd);
+    if (socket == nullptr) return -1;
+    if (socket->bound || socket->state != Socket::State::fresh) return fail_with(EINVAL);
+    if (socket->udp() && !loopback(ip)) {
+      if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
+      socket->bound_address = ip;
+      return Runtime::get().open_datagram(lock, *socket, port);
+    }
+    if (!loopback(ip)) {
+      socket->bound = true;
+      socket->bound_address = ip;
+      socket->bound_port = port;
+      return 0;
+    }
+    if (!move_to_kernel(fd, *socket)) return fail_with(EADDRNOTAVAIL);
+  }
+  return REAL(bind)(fd, address, length);
+}
+
+FLOTILLA_EXPORT int listen(int fd, int backlog) {
+  if (!is_socket(fd)) return REAL(listen)(fd, backlog);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
+  if (socket->udp()) return fail_with(EOPNOTSUPP);
+  if (socket->state == Socket::State::listening) return 0;
+  if (socket->state != Socket::State::fresh) return fail_with(EINVAL);
+  return listen_locked(lock, *socket, backlog);
+}
+
+FLOTILLA_EXPORT int accept4(int fd, sockaddr* address, socklen_t* length, int flags) {
+  if (!is_socket(fd)) return REAL(accept4)(fd, address, length, flags);
+  return accept_common(fd, address, length, flags);
+}
+
+FLOTILLA_EXPORT int accept(int fd, sockaddr* address, socklen_t* length) {
+  if (!is_socket(fd)) return REAL(accept)(fd, address, length);
+  return accept_common(fd, address, length, 0);
+}
+
+FLOTILLA_EXPORT int connect(int fd, const sockaddr* address, socklen_t length) {
+  if (!is_socket(fd)) return REAL(connect)(fd, address, length);
+  if (const int done = connect_datagram(fd, address, length); done != kNotDatagram) return done;
+  std::uint32_t ip = 0;
+  std::uint16_t port = 0;
+  if (!read_address(address, length, ip, port)) return -1;
+  {
+    auto [lock, socket] = enter(fd);
+    if (socket == nullptr) return -1;
+    if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
+    // 0.0.0.0 means this host, as on Linux: the kernel's loopback too.
+    if ((!loopback(ip) && ip != 0) || socket->state != Socket::State::fresh) {
+      if (ip == 0 || port == 0) return fail_with(ECONNREFUSED);
+      return connect_locked(lock, *socket, ip, port);
+    }
+    if (!move_to_kernel(fd, *socket)) return fail_with(ENETUNREACH);
+  }
+  return REAL(connect)(fd, address, length);
+}
+
+FLOTILLA_EXPORT int getsockname(int fd, sockaddr* address, socklen_t* length) {
+  if (!is_socket(fd)) return REAL(getsockname)(fd, address, length);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  if (address == nullptr || length == nullptr) return fail_with(EFAULT);
+  std::uint32_t ip = socket->bound_address;
+  std::uint16_t port = socket->bound_port;
+  Runtime& runtime = Runtime::get();
+  if ((socket->state == Socket::State::connecting || socket->state == Socket::State::connected) &&
+      Runtime::get().owns(*socket) && !socket->udp()) {
+    const flotilla::sockets::TcpEndpoints ends = runtime.tcp().endpoints(socket->id);
+    if (ends.local_address != 0) ip = ends.local_address;
+    if (ends.local_port != 0) port = ends.local_port;
+  }
+  copy_address_out(address, length, ip, port);
+  return 0;
+}
+
+FLOTILLA_EXPORT int getpeername(int fd, sockaddr* address, socklen_t* length) {
+  if (!is_socket(fd)) return REAL(getpeername)(fd, address, length);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  Runtime& runtime = Runtime::get();
+  if (!Runtime::get().owns(*socket)) return fail_with(ENOTCONN);
+  if (socket->udp()) {
+    if (socket->peer_port == 0) return fail_with(ENOTCONN);
+    if (address == nullptr || length == nullptr) return fail_with(EFAULT);
+    copy_address_out(address, length, socket->peer_address, socket->peer_port);
+    return 0;
+  }
+  if (socket->state == Socket::State::connecting && runtime.tcp().connected(socket->id)) {
+    socket->state = Socket::State::connected;
+  }
+  if (socket->state != Socket::State::connected) return fail_with(ENOTCONN);
+  if (address == nullptr || length == nullptr) return fail_with(EFAULT);
+  const flotilla::sockets::TcpEndpoints ends = runtime.tcp().endpoints(socket->id);
+  copy_address_out(address, length, ends.remote_address, ends.remote_port);
+  return 0;
+}
+
+FLOTILLA_EXPORT int shutdown(int fd, int how) {
+  if (!is_socket(fd)) return REAL(shutdown)(fd, how);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return fail_with(EINVAL);
+  if (!Runtime::get().owns(*socket)) return fail_with(ENOTCONN);
+  if (socket->state != Socket::State::connected && socket->state != Socket::State::connecting) {
+    return fail_with(ENOTCONN);
+  }
+  if (how != SHUT_WR) socket->read_shut = true;
+  if (socket->udp()) {
+    if (how != SHUT_RD) socket->write_shut = true;
+    return 0;
+  }
+  if (how != SHUT_RD && !socket->write_shut) {
+    socket->write_shut = true;
+    if (auto shut = Runtime::get().tcp().shutdown_write(socket->id); !shut) {
+      return fail_with(errno_of(shut.error(), ENOTCONN));
+    }
+  }
+  return 0;
+}
+
+FLOTILLA_EXPORT int close(int fd) {
+  if (fd_kind(fd) == FdKind::kernel) return REAL(close)(fd);
+  Lock lock(Runtime::get().mutex());
+  Runtime::get().forget(fd);
+  return REAL(close)(fd);
+}
+
+FLOTILLA_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+  Lock lock(Runtime::get().mutex());
+  const int closed = REAL(close_range)(first, last, flags);
+  if (closed == 0 && (flags & CLOSE_RANGE_CLOEXEC) == 0) {
+    const unsigned int end = std::min<unsigned int>(last, kMaxFds - 1);
+    for (unsigned int fd = first; fd <= end; ++fd) {
+      if (fd_kind(static_cast<int>(fd)) != FdKind::kernel) Runtime::get().forget(static_cast<int>(fd));
+    }
+  }
+  return closed;
+}
+
+FLOTILLA_EXPORT int dup(int fd) {
+  if (fd_kind(fd) == FdKind::kernel) return REAL(dup)(fd);
+  Lock lock(Runtime::get().mutex());
+  const int copy = REAL(dup)(fd);
+  if (copy >= 0) share_descriptor(fd, copy);
+  return copy;
+}
+
+FLOTILLA_EXPORT int dup3(int fd, int target, int flags) {
+  if (fd_kind(fd) == FdKind::kernel && fd_kind(target) == FdKind::kernel) return REAL(dup3)(fd, target, flags);
+  Lock lock(Runtime::get().mutex());
+  const int copy = REAL(dup3)(fd, target, flags);
+  if (copy >= 0) share_descriptor(fd, copy);
+  return copy;
+}
+
+FLOTILLA_EXPORT int dup2(int fd, int target) {
+  if (fd_kind(fd) == FdKind::kernel && fd_kind(target) == FdKind::kernel) return REAL(dup2)(fd, target);
+  Lock lock(Runtime::get().mutex());
+  const int copy = REAL(dup2)(fd, target);
+  if (copy >= 0 && copy != fd) share_descriptor(fd, copy);
+  return copy;
+}
+
+FLOTILLA_EXPORT int fcntl(int fd, int command, ...) {
+  va_list arguments;
+  va_start(arguments, command);
+  void* argument = va_arg(arguments, void*);
+  va_end(arguments);
+  return fcntl_common(fd, command, argument, REAL(fcntl));
+}
+
+FLOTILLA_EXPORT int fcntl64(int fd, int command, ...) {
+  va_list arguments;
+  va_start(arguments, command);
+  void* argument = va_arg(arguments, void*);
+  va_end(arguments);
+  return fcntl_common(fd, command, argument, REAL(fcntl64));
+}
+
+FLOTILLA_EXPORT int ioctl(int fd, unsigned long request, ...) {
+  va_list arguments;
+  va_start(arguments, request);
+  void* argument = va_arg(arguments, void*);
+  va_end(arguments);
+  if (!is_socket(fd)) return REAL(ioctl)(fd, request, argument);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  auto* value = static_cast<int*>(argument);
+  Runtime& runtime = Runtime::get();
+  const bool live = socket->id >= 0 && Runtime::get().owns(*socket);
+  switch (request) {
+    case FIONBIO:
+      if (value == nullptr) return fail_with(EFAULT);
+      socket->nonblocking = *value != 0;
+      return 0;
+    case FIONREAD:
+      if (value == nullptr) return fail_with(EFAULT);
+      if (socket->state == Socket::State::listening) return fail_with(EINVAL);
+      if (socket->udp()) {
+        *value = socket->datagrams->empty() ? 0 : socket->datagrams->front().length;  // the next datagram, as Linux
+        return 0;
+      }
+      *value = live ? static_cast<int>(std::min<std::size_t>(runtime.tcp().received_bytes(socket->id), INT32_MAX)) : 0;
+      return 0;
+    case SIOCGIFCONF:
+    case SIOCGIFFLAGS:
+    case SIOCGIFADDR:
+    case SIOCGIFNETMASK:
+    case SIOCGIFBRDADDR:
+    case SIOCGIFMTU:
+    case SIOCGIFHWADDR:
+    case SIOCGIFINDEX:
+    case SIOCGIFNAME: {
+      // Questions about the host's interfaces, which any socket may ask: the kernel answers them.
+      const int kernel = REAL(socket)(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (kernel < 0) return -1;
+      const int answered = REAL(ioctl)(kernel, request, argument);
+      const int error = errno;
+      REAL(close)(kernel);
+      errno = error;
+      return answered;
+    }
+    case SIOCOUTQ:
+      if (value == nullptr) return fail_with(EFAULT);
+      if (socket->state == Socket::State::listening) return fail_with(EINVAL);
+      *value = live && !socket->udp() ? static_cast<int>(std::min<std::size_t>(runtime.tcp().unacknowledged(socket->id), INT32_MAX)) : 0;
+      return 0;
+    default:
+      return fail_with(ENOTTY);
+  }
+}
+
+FLOTILLA_EXPORT int setsockopt(int fd, int level, int name, const void* value, socklen_t length) {
+  if (!is_socket(fd)) return REAL(setsockopt)(fd, level, name, value, length);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  if (socket->udp() && (level != SOL_SOCKET || name == SO_KEEPALIVE || name == SO_LINGER)) {
+    return fail_with(ENOPROTOOPT);
+  }
+  if (level == SOL_SOCKET) return set_socket_level(*socket, name, value, length);
+  if (level == IPPROTO_TCP) return set_tcp_level(*socket, name, value, length);
+  return fail_with(ENOPROTOOPT);
+}
+
+FLOTILLA_EXPORT int getsockopt(int fd, int level, int name, void* value, socklen_t* length) {
+  if (!is_socket(fd)) return REAL(getsockopt)(fd, level, name, value, length);
+  auto [lock, socket] = enter(fd);
+  if (socket == nullptr) return -1;
+  return get_option(*socket, level, name, value, length);
+}

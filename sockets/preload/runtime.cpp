@@ -1,0 +1,453 @@
+// The process-wide state of the preload library: the lease, the descriptor table, readiness, and
+// sleeping in the kernel (see runtime.hpp).
+#include "sockets/preload/runtime.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+
+#include "dataplane/clock.hpp"
+#include "recovery/control_address.hpp"
+#include "sockets/preload/real_calls.hpp"
+
+namespace flotilla::preload {
+
+std::atomic<FdKind> g_fd_kind[kMaxFds];
+
+namespace {
+
+std::string control_socket_path() {
+  const char* path = std::getenv("FLOTILLA_SOCKET");
+  return path != nullptr && *path != '\0' ? std::string(path) : recovery::default_socket_path();
+}
+
+}  // namespace
+
+Runtime& Runtime::get() {
+  // Never destroyed: other libraries' destructors and atexit handlers may still close sockets.
+  static Runtime* const runtime = [] {
+    auto* made = new Runtime();
+    ::pthread_atfork([] { Runtime::get().before_fork(); }, [] { Runtime::get().after_fork_parent(); },
+                     [] { Runtime::get().after_fork_child(); });
+    made->counters_ = PreloadCounters{&made->unregistered_, &made->unregistered_, &made->unregistered_,
+                                      &made->unregistered_, &made->unregistered_, &made->unregistered_,
+                                      &made->unregistered_};
+    return made;
+  }();
+  return *runtime;
+}
+
+bool Runtime::ensure_stack() {
+  // A new socket in a fork child: the parent's lease only once the parent is gone.
+  if (host_ == nullptr) (void)adopt_parked(false);
+  if (host_ != nullptr && !down_) return true;
+  if (host_ != nullptr) {
+    // The lease ended under us: the program's sockets are gone; it must start again for a new stack.
+    static bool said = false;
+    if (!said) {
+      said = true;
+      std::fprintf(stderr, "flotilla: the stack went down; AF_INET sockets fail with ENETDOWN\n");
+    }
+    errno = ENETDOWN;
+    return false;
+  }
+  const std::string path = control_socket_path();
+  auto leased = recovery::ComponentHost::lease(path);
+  std::string why;
+  if (leased) {
+    std::vector<std::string> channels;
+    std::string udp_channel;
+    for (std::size_t i = 0; i < (*leased)->channel_count(); ++i) {
+      const std::string_view name = (*leased)->channel_name(i);
+      if (name.starts_with("tcp")) channels.emplace_back(name);
+      if (name.starts_with("udp")) udp_channel = name;
+    }
+    auto attached = sockets::TcpSockets::attach(**leased, channels);
+    if (attached) {
+      host_ = std::move(leased.value());
+      tcp_ = std::move(attached.value());
+      attach_datagrams(udp_channel);
+      register_counters();
+      down_ = false;
+      owner_ = ::getpid();
+      void* page = ::mmap(nullptr, sizeof(Ownership), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+      if (page != MAP_FAILED) {
+        ownership_ = new (page) Ownership{};
+        ownership_->owner.store(owner_);
+      }
+      if (const char* spin = std::getenv("FLOTILLA_SPIN_US"); spin != nullptr) {
+        spin_ns_ = std::strtoull(spin, nullptr, 10) * 1000;
+      }
+      static std::once_flag registered;
+      std::call_once(registered, [] { std::atexit([] { Runtime::get().drain_sends_at_exit(); }); });
+      return true;
+    }
+    why = std::string("cannot attach to the TCP replicas: ") + (attached.error().context ? attached.error().context : "");
+  } else {
+    const Error& error = leased.error();
+    why = error.code == Errc::exhausted ? std::string("every application slot is leased")
+                                        : std::string(error.context ? error.context : "lease refused");
+    if (error.code == Errc::system || error.code == Errc::closed) {
+      why = "the stack is not running (no supervisor at " + path + ")";
+    }
+  }
+  if (!complained_) {
+    complained_ = true;
+    std::fprintf(stderr, "flotilla: %s; AF_INET sockets fail with ENETDOWN\n", why.c_str());
+  }
+  errno = ENETDOWN;
+  return false;
+}
+
+void Runtime::register_counters() {
+  NamedCounterTable& named = host_->named_counters();
+  counters_ = PreloadCounters{&named.counter("readiness_checks"), &named.counter("readiness_no_syscall"),
+                              &named.counter("io_calls"),         &named.counter("io_no_syscall"),
+                              &named.counter("waits_in_kernel"),  &named.counter("wake_ups"),
+                              &named.counter("errors")};
+}
+
+void Runtime::attach_datagrams(const std::string& channel) {
+  if (channel.empty()) return;
+  auto attached = sockets::UdpSockets::attach(*host_, channel);
+  if (!attached) return;  // UDP sockets then fail with EPROTONOSUPPORT
+  udp_ = std::move(attached.value());
+  udp_->on_datagram([this](const sockets::Datagram& datagram) {
+    if (datagram.socket >= datagram_sockets_.size() || datagram_sockets_[datagram.socket] == nullptr) return;
+    Socket& socket = *datagram_sockets_[datagram.socket];
+    // A connected socket takes datagrams from its peer only, as on Linux.
+    if (socket.peer_port != 0 &&
+        (datagram.remote_address != socket.peer_address || datagram.remote_port != socket.peer_port)) {
+      return;
+    }
+    (void)socket.datagrams->push(datagram.remote_address, datagram.remote_port, datagram.payload);
+  });
+  udp_->on_status([this](std::uint32_t id, int error, std::uint16_t port) {
+    if (id >= datagram_sockets_.size() || datagram_sockets_[id] == nullptr) return;
+    Socket& socket = *datagram_sockets_[id];
+    socket.udp_answered = true;
+    socket.udp_error = error > 0 && error < 4096 ? error : (error == 0 ? 0 : EPROTO);
+    if (error == 0) socket.bound_port = port;
+  });
+}
+
+bool DatagramQueue::push(std::uint32_t address, std::uint16_t port, std::span<const std::byte> payload) {
+  if (tail - head >= kDatagrams || payload.size() > kBytes) {
+    ++dropped;
+    return false;
+  }
+  Entry& entry = entries[tail % kDatagrams];
+  entry.address = address;
+  entry.port = port;
+  entry.length = static_cast<std::uint16_t>(payload.size());
+  std::memcpy(entry.bytes, payload.data(), payload.size());
+  ++tail;
+  return true;
+}
+
+int Runtime::open_datagram(Lock& lock, Socket& socket, std::uint16_t port) {
+  if (udp_ == nullptr) return fail_with(EPROTONOSUPPORT);
+  if (socket.id >= 0) return fail_with(EINVAL);
+  auto opened = udp_->open(port);
+  if (!opened) return fail_with(opened.error().code == Errc::exhausted ? ENOBUFS : EIO);
+  socket.id = static_cast<int>(opened.value());
+  if (datagram_sockets_.size() <= opened.value()) datagram_sockets_.resize(opened.value() + 1);
+  datagram_sockets_[opened.value()] = &socket;
+  constexpr int kAnswerMs = 2000;
+  const std::uint64_t deadline = deadline_after(kAnswerMs);
+  auto answered = [&] { return socket.udp_answered; };
+  for (;;) {
+    pump();
+    if (answered()) break;
+    const int left = remaining_ms(deadline);
+    if (left == 0) return fail_with(ETIMEDOUT);
+    if (sleep(lock, answered, nullptr, 0, left) < 0) return -1;
+  }
+  if (socket.udp_error != 0) {
+    datagram_sockets_[opened.value()] = nullptr;
+    socket.id = -1;
+    socket.udp_answered = false;
+    return fail_with(socket.udp_error);
+  }
+  socket.bound = true;
+  return 0;
+}
+
+std::uint64_t Runtime::arrivals(Socket& socket) {
+  if (socket.udp()) return socket.datagrams != nullptr ? socket.datagrams->tail : 0;
+  const bool live = socket.id >= 0 && owns(socket) && socket.state == Socket::State::connected;
+  return live ? tcp_->info(socket.id).bytes_received : 0;
+}
+
+void Runtime::drain_sends_at_exit() {
+  // A process that exits has its lease end, and the replicas drop what is left of its
+  // connections. Linux still delivers what closed sockets had queued, so give the replicas a
+  // bounded moment to send (and have acknowledged) every send ring's bytes first.
+  constexpr int kDrainMs = 2000;
+  constexpr int kLookMs = 10;
+  Lock lock(mutex_);
+  if (host_ == nullptr || down_) return;
+  std::vector<sockets::TcpRegion> regions;
+  for (std::size_t i = 0; i < host_->channel_count(); ++i) {
+    const std::string_view name = host_->channel_name(i);
+    if (!name.starts_with("tcp")) continue;
+    const sockets::TcpRegion region = sockets::TcpRegion::attach(host_->region(sockets::tcp_region_name(name)));
+    if (region.valid()) regions.push_back(region);
+  }
+  auto unsent = [&] {
+    for (const sockets::TcpRegion& region : regions) {
+      for (std::uint32_t i = 0; i < region.slot_count(); ++i) {
+        const sockets::TcpSocketSlotHeader& slot = *region.slot(i);
+        const auto status = slot.control.status.load(std::memory_order_acquire);
+        if (status != sockets::TcpSocketStatus::connected && status != sockets::TcpSocketStatus::connecting) continue;
+        if (slot.send.tail.load(std::memory_order_acquire) != slot.send.head.load(std::memory_order_acquire)) return true;
+      }
+    }
+    return false;
+  };
+  const std::uint64_t deadline = deadline_after(kDrainMs);
+  while (unsent() && !down_) {
+    const int left = remaining_ms(deadline);
+    if (left == 0) break;
+    pump();
+    if (sleep(lock, [] { return false; }, nullptr, 0, std::min(left, kLookMs)) < 0 && errno != EINTR) break;
+  }
+}
+
+bool Runtime::restart_after_signal() {
+  bool any = false;
+  for (int signal = 1; signal < NSIG; ++signal) {
+    struct sigaction action {};
+    if (::sigaction(signal, nullptr, &action) != 0) continue;
+    const bool handled = (action.sa_flags & SA_SIGINFO) != 0 ||
+                         (action.sa_handler != SIG_DFL && action.sa_handler != SIG_IGN);
+    if (!handled) continue;
+    any = true;
+    if ((action.sa_flags & SA_RESTART) == 0) return false;
+  }
+  return any;
+}
+
+void Runtime::pump() {
+  if (host_ != nullptr && still_owner()) (void)host_->loop().poll_once();
+}
+
+std::shared_ptr<Socket> Runtime::socket_at(int fd) {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= sockets_.size()) return nullptr;
+  return sockets_[static_cast<std::size_t>(fd)];
+}
+
+std::shared_ptr<EpollSet> Runtime::epoll_at(int fd) {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= epolls_.size()) return nullptr;
+  return epolls_[static_cast<std::size_t>(fd)];
+}
+
+std::shared_ptr<EpollSet> Runtime::make_epoll(int fd, std::shared_ptr<EpollSet> shared) {
+  if (fd < 0 || fd >= kMaxFds) return nullptr;
+  if (static_cast<std::size_t>(fd) >= epolls_.size()) epolls_.resize(static_cast<std::size_t>(fd) + 1);
+  auto& slot = epolls_[static_cast<std::size_t>(fd)];
+  if (shared != nullptr) slot = std::move(shared);
+  if (slot == nullptr) slot = std::make_shared<EpollSet>();
+  g_fd_kind[fd].store(FdKind::epoll, std::memory_order_relaxed);
+  return slot;
+}
+
+void Runtime::install(int fd, std::shared_ptr<Socket> socket) {
+  if (static_cast<std::size_t>(fd) >= sockets_.size()) sockets_.resize(static_cast<std::size_t>(fd) + 1);
+  ++socket->fd_refs;
+  sockets_[static_cast<std::size_t>(fd)] = std::move(socket);
+  g_fd_kind[fd].store(FdKind::tcp, std::memory_order_relaxed);
+}
+
+void Runtime::forget(int fd) {
+  if (fd < 0 || fd >= kMaxFds) return;
+  g_fd_kind[fd].store(FdKind::kernel, std::memory_order_relaxed);
+  if (static_cast<std::size_t>(fd) < epolls_.size()) epolls_[static_cast<std::size_t>(fd)].reset();
+  if (static_cast<std::size_t>(fd) >= sockets_.size()) return;
+  std::shared_ptr<Socket> socket = std::move(sockets_[static_cast<std::size_t>(fd)]);
+  if (socket != nullptr && --socket->fd_refs == 0) release(*socket);
+}
+
+void Runtime::release(Socket& socket) {
+  const bool ours = holds(socket) && tcp_ != nullptr && socket.id >= 0;
+  if (ours && socket.udp()) {
+    (void)udp_->close(static_cast<std::uint32_t>(socket.id));
+    datagram_sockets_[static_cast<std::size_t>(socket.id)] = nullptr;
+  } else if (ours && socket.state != Socket::State::released) {
+    const bool abortive = socket.linger_option.l_onoff != 0 && socket.linger_option.l_linger == 0;
+    (void)(abortive ? tcp_->abort(socket.id) : tcp_->close(socket.id));
+  }
+  socket.state = Socket::State::released;
+  socket.id = -1;
+}
+
+int Runtime::socket_error(Socket& socket) {
+  if (!owns(socket)) return EBADF;  // inherited over fork: the parent's, not ours
+  if (down_) return ENETDOWN;
+  if (socket.udp()) return socket.udp_error;
+  return socket.id >= 0 && tcp_ != nullptr ? tcp_->error(socket.id) : 0;
+}
+
+std::uint32_t Runtime::ready_events(Socket& socket) {
+  constexpr std::uint32_t kBroken = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP;
+  if (!owns(socket) || down_) return kBroken;
+  if (socket.udp()) {
+    if (socket.state == Socket::State::released) return POLLNVAL;
+    const bool waiting = socket.datagrams != nullptr && !socket.datagrams->empty();
+    return POLLOUT | (waiting ? POLLIN : 0) | (socket.udp_error != 0 ? POLLERR : 0);
+  }
+  switch (socket.state) {
+    case Socket::State::fresh:
+      return POLLOUT | POLLHUP;  // what Linux says of a TCP socket never connected
+    case Socket::State::released:
+      return POLLNVAL;
+    case Socket::State::listening:
+      if (tcp_->error(socket.id) != 0) return POLLERR;
+      return tcp_->acceptable(socket.id) ? POLLIN : 0;
+    case Socket::State::connecting:
+    case Socket::State::connected:
+      break;
+  }
+  std::uint32_t events = 0;
+  const int id = socket.id;
+  if (tcp_->error(id) != 0) return kBroken;
+  if (tcp_->readable(id) || socket.read_shut) events |= POLLIN;
+  if (tcp_->writable(id)) events |= POLLOUT;
+  if (tcp_->eof(id) || socket.read_shut) events |= POLLRDHUP | POLLIN;
+  if ((events & POLLRDHUP) != 0 && socket.write_shut) events |= POLLHUP;
+  return events;
+}
+
+void Runtime::arm() {
+  // Raised by every sleeper: a producer may have taken the flag down since an earlier one did.
+  ++sleepers_;
+  if (!still_owner()) return;
+  if (ownership_ != nullptr) ownership_->sleepers.store(sleepers_);
+  host_->arm_wake();
+}
+
+// The last sleeper to wake drains the eventfd: the others would otherwise miss their wake-up.
+void Runtime::disarm() {
+  --sleepers_;
+  if (!still_owner()) return;
+  if (ownership_ != nullptr) ownership_->sleepers.store(sleepers_);
+  if (sleepers_ == 0) host_->disarm_wake();
+}
+
+int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
+                             WakeReason& reason) {
+  thread_local std::vector<pollfd> all;
+  all.assign(kernel, kernel + kernel_count);
+  all.push_back(pollfd{still_owner() ? wake_fd() : -1, POLLIN, 0});  // a child took it over: its to drain
+  all.push_back(pollfd{lease_fd(), POLLIN, 0});
+  timespec limit{};
+  timespec* limit_pointer = nullptr;
+  if (timeout_ms >= 0) {
+    limit = timespec{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1'000'000};
+    limit_pointer = &limit;
+  }
+  const int ready = REAL(ppoll)(all.data(), all.size(), limit_pointer, mask);
+  if (ready < 0) return -1;
+  for (std::size_t i = 0; i < kernel_count; ++i) kernel[i].revents = all[i].revents;
+  reason.woken = all[kernel_count].revents != 0;
+  reason.lease_gone = all[kernel_count + 1].revents != 0;
+  return ready == 0 ? 0 : 1;
+}
+
+void Runtime::after_fork_child() {
+  // The parent's rings have one producer, the parent: the child parks the lease without touching
+  // it and marks every socket it inherited as not its own, until the parent is gone (owns()).
+  if (host_ != nullptr) {
+    parked_ = Parked{std::move(host_), std::move(tcp_),  std::move(udp_),
+                     std::move(datagram_sockets_), epoch_, owner_, ownership_,
+                     ownership_ != nullptr ? ownership_->uses.load() : 0};
+  }
+  ownership_ = nullptr;
+  forked_ = false;
+  owner_ = ::getpid();
+  datagram_sockets_.clear();
+  counters_ = PreloadCounters{&unregistered_, &unregistered_, &unregistered_, &unregistered_,
+                              &unregistered_, &unregistered_, &unregistered_};
+  ++epoch_;
+  sleepers_ = 0;
+  down_ = false;
+  // The lock was taken by the parent's thread (before_fork); a recursive mutex knows its owner's
+  // thread id, which the child's thread does not have: a fresh one replaces it.
+  new (&mutex_) LibraryMutex();
+}
+
+namespace {
+
+// Whether process `pid` is gone (or a zombie): then nobody else uses the state it owned.
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  FILE* stat = std::fopen(path, "re");
+  if (stat == nullptr) return true;
+  char state = 0;
+  const int read = std::fscanf(stat, "%*d (%*[^)]) %c", &state);
+  std::fclose(stat);
+  return read == 1 && (state == 'Z' || state == 'X');
+}
+
+}  // namespace
+
+bool Runtime::owns(Socket& socket) {
+  if (socket.epoch == epoch_) return still_owner();
+  return socket.epoch == parked_.epoch && adopt_parked(true);
+}
+
+// A daemon's pattern: the parent opened the sockets and forked; its child carries on with them
+// while the parent exits (at once, or after waiting for the child). The child adopts the parked
+// lease (unless it leased its own) when the parent is gone, or, when it uses an inherited socket
+// (`from_living_parent`), when the parent has not used the lease since the fork: the owner bumps `uses` before it looks at `owner`, the child changes `owner` before it
+// looks at `uses` again, so one of them sees the other and a parent still at work keeps it.
+bool Runtime::adopt_parked(bool from_living_parent) {
+  if (parked_.host == nullptr || host_ != nullptr) return false;
+  Ownership* shared = parked_.ownership;
+  if (!process_gone(parked_.owner)) {
+    if (!from_living_parent || shared == nullptr || shared->uses.load() != parked_.uses_at_fork || shared->sleepers.load() != 0) return false;
+    pid_t expected = parked_.owner;
+    if (!shared->owner.compare_exchange_strong(expected, owner_)) return false;
+    if (shared->uses.load() != parked_.uses_at_fork) {
+      shared->owner.store(parked_.owner);
+      return false;
+    }
+  } else if (shared != nullptr) {
+    shared->owner.store(owner_);
+  }
+  ownership_ = shared;
+  forked_ = true;  // the parent may still be there: it must keep seeing our uses
+  host_ = std::move(parked_.host);
+  tcp_ = std::move(parked_.tcp);
+  udp_ = std::move(parked_.udp);
+  datagram_sockets_ = std::move(parked_.datagram_sockets);
+  epoch_ = parked_.epoch;
+  parked_ = Parked{};
+  register_counters();
+  return true;
+}
+
+std::uint64_t deadline_after(int timeout_ms) {
+  return timeout_ms < 0 ? 0 : monotonic_ns() + static_cast<std::uint64_t>(timeout_ms) * 1'000'000;
+}
+
+int remaining_ms(std::uint64_t deadline_ns) {
+  if (deadline_ns == 0) return -1;
+  const std::uint64_t now = monotonic_ns();
+  if (now >= deadline_ns) return 0;
+  return static_cast<int>((deadline_ns - now + 999'999) / 1'000'000);
+}
+
+}  // namespace flotilla::preload

@@ -1,0 +1,336 @@
+// The process-wide state of libflotilla-preload.so: which descriptors are Flotilla sockets, the
+// leased application slot (ComponentHost + TcpSockets), the one lock that guards them, and the
+// one way to sleep (in the kernel, on the program's own descriptors plus the wake eventfd).
+//
+// Descriptor numbers: every Flotilla socket holds a real kernel descriptor (an eventfd), so the
+// kernel never hands its number to anything else; dup/dup2/fcntl(F_DUPFD) duplicate that
+// eventfd too and share the socket, as Linux shares an open file description. The kind of each
+// number sits in a fixed array of atomic bytes: read()/write() on a kernel descriptor check one
+// byte and take no lock.
+//
+// Threads: one mutex guards everything below (ComponentLoop and TcpSockets are single-threaded);
+// it is never held while sleeping in the kernel. fork: pthread_atfork takes the lock around the
+// fork. The rings are shared memory with one producer, so one process at a time uses a lease: the
+// child parks the parent's, closes inherited sockets without touching it, and adopts it only when
+// the parent is gone or idle since the fork (a daemon, see adopt_parked); a socket the child opens
+// otherwise leases a slot of its own.
+#pragma once
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "dataplane/clock.hpp"
+#include "dataplane/counters.hpp"
+#include "dataplane/cpu.hpp"
+#include "recovery/component_host.hpp"
+#include "sockets/tcp_sockets.hpp"
+#include "sockets/udp_sockets.hpp"
+
+namespace flotilla::preload {
+
+enum class FdKind : std::uint8_t { kernel = 0, tcp = 1, epoll = 2 };
+
+// Datagrams a UDP socket received and the program has not read yet: a fixed ring, allocated with
+// the socket (UdpSockets hands each datagram over during the loop only, so it is copied here).
+struct DatagramQueue {
+  static constexpr std::size_t kDatagrams = 64;
+  static constexpr std::size_t kBytes = 1472;  // UdpSockets::max_payload at most
+  struct Entry {
+    std::uint32_t address;  // host order
+    std::uint16_t port;
+    std::uint16_t length;
+    std::byte bytes[kBytes];
+  };
+  std::vector<Entry> entries = std::vector<Entry>(kDatagrams);
+  std::uint64_t head = 0;  // next to read
+  std::uint64_t tail = 0;  // next to fill; tail - head waiting
+  std::uint64_t dropped = 0;
+
+  bool empty() const { return head == tail; }
+  const Entry& front() const { return entries[head % kDatagrams]; }
+  void pop() { ++head; }
+  // Copies a datagram in; false (counted) when the queue is full, as a full socket buffer drops.
+  bool push(std::uint32_t address, std::uint16_t port, std::span<const std::byte> payload);
+};
+
+// One Flotilla socket: what Linux keeps in an open file description (shared by dups).
+struct Socket {
+  enum class State : std::uint8_t { fresh, connecting, connected, listening, released };
+  enum class Protocol : std::uint8_t { tcp, udp };
+  Protocol protocol = Protocol::tcp;
+  State state = State::fresh;  // UDP: fresh, then connected once it has a default peer
+  int id = -1;                // TcpSockets id once connecting or listening; UdpSockets id once opened
+  std::uint64_t epoch = 0;    // Runtime::epoch at creation: another value means inherited over fork
+  int fd_refs = 0;            // descriptors naming it; the last close releases it
+  bool nonblocking = false;   // O_NONBLOCK, per open file description like Linux
+  bool bound = false;
+  std::uint32_t bound_address = 0;  // host order
+  std::uint16_t bound_port = 0;
+  bool read_shut = false;
+  bool write_shut = false;
+  bool error_reported = false;  // SO_ERROR (or a failed connect) said it already
+  std::uint64_t stalls = 0;     // EAGAINs: an edge-triggered epoll reports the next readiness again
+  // Options (kept so getsockopt answers what setsockopt said, and sent once a connection exists).
+  bool reuse_address = false;
+  bool reuse_port = false;
+  bool keepalive = false;
+  bool no_delay = false;
+  bool cork = false;
+  std::uint32_t keep_idle_s = 7200;
+  std::uint32_t keep_interval_s = 75;
+  std::uint32_t keep_count = 9;
+  linger linger_option{};
+  int receive_buffer = 1 << 20;
+  int send_buffer = 1 << 20;
+  int receive_timeout_ms = -1;  // -1: none
+  int send_timeout_ms = -1;
+  // UDP.
+  std::shared_ptr<DatagramQueue> datagrams;  // shared_ptr: accept() copies a (TCP) listener
+  bool udp_answered = false;  // the UDP server answered the open (bound_port, or udp_error)
+  int udp_error = 0;
+  std::uint32_t peer_address = 0;  // connect(): the default destination and the only source
+  std::uint16_t peer_port = 0;
+
+  bool udp() const { return protocol == Protocol::udp; }
+};
+
+// The Flotilla descriptors one epoll instance watches (kernel ones live in the kernel's set).
+struct EpollSet {
+  struct Interest {
+    int fd;
+    std::shared_ptr<Socket> socket;
+    std::uint32_t events;
+    epoll_data_t data;
+    bool disabled = false;         // EPOLLONESHOT fired; EPOLL_CTL_MOD enables it again
+    std::uint32_t last_ready = 0;  // edge-triggered: what the last look saw
+    std::uint64_t last_stalls = 0;
+    std::uint64_t last_received = 0;
+  };
+  std::vector<Interest> interests;
+  bool wake_added = false;  // the wake eventfd and lease descriptor are in the kernel's set
+  std::uint32_t calls = 0;  // to look at the kernel's set now and then while ours are ready
+  std::size_t next = 0;     // where the next look starts (fairness when few events fit)
+};
+
+// Named counters (the slot's, shown by `flotilla top`).
+struct PreloadCounters {
+  NamedCounter* readiness_checks = nullptr;
+  NamedCounter* readiness_no_syscall = nullptr;
+  NamedCounter* io_calls = nullptr;
+  NamedCounter* io_no_syscall = nullptr;
+  NamedCounter* waits_in_kernel = nullptr;
+  NamedCounter* wake_ups = nullptr;
+  NamedCounter* errors = nullptr;
+};
+
+inline constexpr int kMaxFds = 1 << 20;
+extern std::atomic<FdKind> g_fd_kind[kMaxFds];
+
+inline FdKind fd_kind(int fd) {
+  return fd >= 0 && fd < kMaxFds ? g_fd_kind[fd].load(std::memory_order_relaxed) : FdKind::kernel;
+}
+inline bool is_socket(int fd) { return fd_kind(fd) == FdKind::tcp; }
+
+// Recursive: a signal handler that longjmps out of a call (iperf3 does, on SIGINT) leaves the lock
+// taken, and the same thread then calls in again; a plain mutex would deadlock it.
+using LibraryMutex = std::recursive_mutex;
+using Lock = std::unique_lock<LibraryMutex>;
+
+class Runtime {
+ public:
+  static Runtime& get();
+
+  LibraryMutex& mutex() { return mutex_; }
+
+  // Leases a slot on first use. false (errno set, one line on stderr the first time) when the
+  // stack is not running. Under the lock.
+  bool ensure_stack();
+  bool stack_down() const { return down_.load(std::memory_order_relaxed); }
+  sockets::TcpSockets& tcp() { return *tcp_; }
+  // nullptr when the slot has no channel to the UDP server.
+  sockets::UdpSockets* udp() { return udp_.get(); }
+  // Asks the UDP server for a socket bound to `port` and waits for its answer. 0, or -1 with errno.
+  int open_datagram(Lock& lock, Socket& socket, std::uint16_t port);
+  // Arrivals so far (bytes for TCP, datagrams for UDP): an edge-triggered epoll reports new ones.
+  std::uint64_t arrivals(Socket& socket);
+  PreloadCounters& counters() { return counters_; }
+  std::uint64_t epoch() const { return epoch_; }
+  // Whether `socket` is this process's to use: made here (and not taken over by a child since), or
+  // inherited from a parent that is gone or has not used the lease since the fork (then the lease
+  // is adopted, and the parent backs off). Under the lock.
+  bool owns(Socket& socket);
+  // The same without adopting: for closing an inherited socket, which must leave the parent's alone.
+  bool holds(Socket& socket) { return socket.epoch == epoch_ && still_owner(); }
+  // Handles the stack's pending messages (no system call when none). Under the lock.
+  void pump();
+
+  // The descriptor table (under the lock).
+  std::shared_ptr<Socket> socket_at(int fd);
+  std::shared_ptr<EpollSet> epoll_at(int fd);
+  // The set behind epoll descriptor `fd`: `shared` (a dup of another), or a new one.
+  std::shared_ptr<EpollSet> make_epoll(int fd, std::shared_ptr<EpollSet> shared = nullptr);
+  void install(int fd, std::shared_ptr<Socket> socket);
+  // Forgets `fd` (a socket: releases it with its last descriptor; an epoll set: drops it).
+  void forget(int fd);
+  // Closes the Flotilla side of a socket whose last descriptor went.
+  void release(Socket& socket);
+
+  // Readiness of a socket as poll bits (POLLIN/POLLOUT/POLLERR/POLLHUP/POLLRDHUP). Under the lock.
+  std::uint32_t ready_events(Socket& socket);
+  // The socket's errno (0 when none), the stack being gone included.
+  int socket_error(Socket& socket);
+
+  // Sleeps in the kernel until the stack sends us something (the wake eventfd), the lease ends,
+  // `kernel_wait` returns for its own reasons, or a signal arrives. The protocol: raise the
+  // doorbell's eventfd flag, look once more (pump, then `ready`, under the lock: true returns 1 at
+  // once), then run `kernel_wait` without the lock; it must also watch wake_fd() and lease_fd().
+  // The lock is held on entry and on return. Returns what kernel_wait returned.
+  template <class Ready, class KernelWait>
+  int sleep_with(Lock& lock, Ready&& ready, KernelWait&& kernel_wait) {
+    // FLOTILLA_SPIN_US: look again for that long before sleeping (CPU for fewer system calls).
+    if (spin_ns_ != 0) {
+      const std::uint64_t until = monotonic_ns() + spin_ns_;
+      do {
+        lock.unlock();  // other threads may get on meanwhile
+        cpu_relax();
+        lock.lock();
+        pump();
+        if (ready()) return 1;
+      } while (monotonic_ns() < until);
+    }
+    arm();
+    pump();
+    if (ready()) {
+      disarm();
+      return 1;
+    }
+    counters_.waits_in_kernel->add();
+    lock.unlock();
+    const int outcome = kernel_wait();
+    const int error = errno;  // disarm's read of the eventfd must not hide an EINTR
+    lock.lock();
+    disarm();
+    errno = error;
+    return outcome;
+  }
+
+  // sleep_with for a poll-style wait on `kernel` (their revents filled) for at most `timeout_ms`
+  // (-1: none), with the signal mask `mask` during the wait (nullptr: unchanged). 1: something
+  // may be ready; 0: timed out; -1: errno (EINTR).
+  // `waited` (when given) says whether the kernel wait ran, i.e. whether `kernel`'s revents are fresh.
+  template <class Ready>
+  int sleep(Lock& lock, Ready&& ready, pollfd* kernel, std::size_t kernel_count, int timeout_ms,
+            const sigset_t* mask = nullptr, bool* waited = nullptr) {
+    WakeReason reason{};
+    const int outcome = sleep_with(lock, ready, [&] {
+      if (waited != nullptr) *waited = true;
+      return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, reason);
+    });
+    note_wake(reason);
+    return outcome;
+  }
+
+  // Why a kernel wait returned, as far as the stack's descriptors say; noted under the lock.
+  struct WakeReason {
+    bool woken = false;      // the wake eventfd fired
+    bool lease_gone = false;  // the supervisor closed the lease
+  };
+  void note_wake(const WakeReason& reason) {
+    if (reason.woken) counters_.wake_ups->add();
+    if (reason.lease_gone) mark_down();
+  }
+
+  int wake_fd() const { return host_ ? host_->wake_fd() : -1; }
+  int lease_fd() const { return host_ ? host_->lease_fd() : -1; }
+  // The stack's lease ended (the supervisor is gone): every socket fails with ENETDOWN.
+  void mark_down() { down_.store(true, std::memory_order_relaxed); }
+
+  // Registered with atexit on the first lease: lets the replicas deliver what is still queued.
+  void drain_sends_at_exit();
+  // After a blocking call's wait was interrupted by a signal: whether Linux would restart the call
+  // (every handled signal has SA_RESTART).
+  static bool restart_after_signal();
+
+  // pthread_atfork hooks.
+  void before_fork() { mutex_.lock(); }
+  void after_fork_parent() {
+    forked_ = forked_ || host_ != nullptr;
+    mutex_.unlock();
+  }
+  void after_fork_child();
+
+ private:
+  Runtime() = default;
+  void arm();
+  void disarm();
+  void attach_datagrams(const std::string& channel);
+  bool adopt_parked(bool from_living_parent);
+  void register_counters();
+  int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
+                      WakeReason& reason);
+
+  LibraryMutex mutex_;
+  std::unique_ptr<recovery::ComponentHost> host_;
+  std::unique_ptr<sockets::TcpSockets> tcp_;
+  std::unique_ptr<sockets::UdpSockets> udp_;
+  std::vector<Socket*> datagram_sockets_;  // by UdpSockets id: where its datagrams go
+  PreloadCounters counters_;
+  NamedCounter unregistered_{};  // where counts go before a lease exists
+  std::atomic<bool> down_{false};  // set by a sleeper that saw the lease end, without the lock
+  bool complained_ = false;
+  std::uint64_t spin_ns_ = 0;
+  int sleepers_ = 0;
+  std::uint64_t epoch_ = 1;
+  pid_t owner_ = ::getpid();  // this process (getpid() is a system call: kept here)
+  // Who may use the lease, shared with the children this process forks (a MAP_SHARED page): a
+  // child that takes it over (adopt_parked) makes the parent back off. Null without a lease.
+  struct Ownership {
+    std::atomic<pid_t> owner;
+    std::atomic<std::uint64_t> uses;  // bumped by the owner before each use
+    std::atomic<int> sleepers;        // the owner's threads asleep in the library: it is at work
+  };
+  Ownership* ownership_ = nullptr;
+  bool forked_ = false;  // this process forked while it held the lease
+  // The owner's check before it uses the lease; false once a child took it over.
+  bool still_owner() {
+    if (ownership_ == nullptr || !forked_) return true;  // no child could have taken it
+    ownership_->uses.fetch_add(1, std::memory_order_seq_cst);
+    return ownership_->owner.load(std::memory_order_seq_cst) == owner_;
+  }
+  // What a fork child inherited: the parent's lease, not its to use while the parent lives.
+  struct Parked {
+    std::unique_ptr<recovery::ComponentHost> host;
+    std::unique_ptr<sockets::TcpSockets> tcp;
+    std::unique_ptr<sockets::UdpSockets> udp;
+    std::vector<Socket*> datagram_sockets;
+    std::uint64_t epoch = 0;
+    pid_t owner = -1;
+    Ownership* ownership = nullptr;
+    std::uint64_t uses_at_fork = 0;
+  };
+  Parked parked_;
+  std::vector<std::shared_ptr<Socket>> sockets_;   // by descriptor number
+  std::vector<std::shared_ptr<EpollSet>> epolls_;  // by descriptor number
+};
+
+// Sets errno and returns -1, the shape of every failing call.
+inline int fail_with(int error) {
+  errno = error;
+  return -1;
+}
+
+// Milliseconds left until `deadline_ns` (monotonic; 0 = none -> -1).
+int remaining_ms(std::uint64_t deadline_ns);
+std::uint64_t deadline_after(int timeout_ms);
+
+}  // namespace flotilla::preload

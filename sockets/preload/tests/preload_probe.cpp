@@ -1,0 +1,698 @@
+// A plain program (libc calls only, nothing of Flotilla's) that the preload tests run under
+// libflotilla-preload.so. Each scenario exercises one group of interposed calls against a peer
+// the test provides, and prints "ok <scenario>" or "FAIL <scenario>: <what> (<errno>)"; the exit
+// status is 0 only when everything passed.
+//
+//   preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE]   every client-side scenario;
+//                                 with DONE_FILE: then creates it and waits for SIGINT
+//   preload_probe server PORT                            accept one connection, echo it, then a
+//                                                        second through epoll (edge-triggered)
+//   preload_probe down                                   socket() with no stack behind it
+//   preload_probe kernel                                 kernel descriptors only, passed through
+//   preload_probe daemon|daemon-wait ADDRESS ECHO_PORT RESULT_FILE   daemon(3), or fork with the
+//                                 parent waiting for the child, with a connected socket
+//   preload_probe outlive ADDRESS ECHO_PORT               blocks in read until the stack goes down
+//   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+int g_failures = 0;
+
+bool check(bool condition, const char* scenario, const char* what) {
+  if (!condition) {
+    std::printf("FAIL %s: %s (%s)\n", scenario, what, std::strerror(errno));
+    std::fflush(stdout);
+    ++g_failures;
+  }
+  return condition;
+}
+
+void passed(const char* scenario) {
+  std::printf("ok %s\n", scenario);
+  std::fflush(stdout);
+}
+
+sockaddr_in address_of(const char* ip, int port) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  inet_pton(AF_INET, ip, &address.sin_addr);
+  return address;
+}
+
+int connect_blocking(const char* ip, int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  const sockaddr_in address = address_of(ip, port);
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+    const int error = errno;
+    close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
+}
+
+std::vector<char> pattern(std::size_t size, unsigned seed) {
+  std::vector<char> bytes(size);
+  for (std::size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>((i * 131 + seed) & 0xff);
+  return bytes;
+}
+
+bool read_exactly(int fd, char* out, std::size_t size) {
+  std::size_t got = 0;
+  while (got < size) {
+    const ssize_t n = read(fd, out + got, size - got);
+    if (n <= 0) return false;
+    got += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+// Writes `bytes` and reads the echo back at once (blocking calls), in pieces that fit the rings.
+bool echo_round_trip(int fd, const std::vector<char>& bytes) {
+  std::vector<char> back(bytes.size());
+  constexpr std::size_t kPiece = 64 * 1024;
+  for (std::size_t at = 0; at < bytes.size(); at += kPiece) {
+    const std::size_t size = std::min(kPiece, bytes.size() - at);
+    if (write(fd, bytes.data() + at, size) != static_cast<ssize_t>(size)) return false;
+    if (!read_exactly(fd, back.data() + at, size)) return false;
+  }
+  return back == bytes;
+}
+
+void scenario_blocking(const char* ip, int port) {
+  const char* name = "blocking-echo";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  sockaddr_in peer{};
+  socklen_t length = sizeof(peer);
+  bool good = check(getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &length) == 0, name, "getpeername") &&
+              check(ntohs(peer.sin_port) == port, name, "getpeername port");
+  sockaddr_in local{};
+  length = sizeof(local);
+  good = good && check(getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0, name, "getsockname") &&
+         check(local.sin_port != 0, name, "getsockname port");
+  int type = 0;
+  length = sizeof(type);
+  good = good && check(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_STREAM, name, "SO_TYPE");
+  const int one = 1;
+  good = good && check(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0, name, "TCP_NODELAY");
+  good = good && check(setsockopt(fd, IPPROTO_IP, IP_TOS, &one, sizeof(one)) == -1 && errno == ENOPROTOOPT, name,
+                       "unsupported option must fail with ENOPROTOOPT");
+  good = good && check(echo_round_trip(fd, pattern(300 * 1024, 7)), name, "echo of 300 KiB");
+  // readv/writev and recv/send.
+  char a[3] = {'a', 'b', 'c'}, b[4] = {'d', 'e', 'f', 'g'};
+  iovec out[2] = {{a, 3}, {b, 4}};
+  good = good && check(writev(fd, out, 2) == 7, name, "writev");
+  char c[2], d[5];
+  iovec in[2] = {{c, 2}, {d, 5}};
+  good = good && check(recv(fd, c, 2, MSG_WAITALL) == 2 && c[0] == 'a' && c[1] == 'b', name, "recv MSG_WAITALL");
+  in[0] = {c, 1};
+  good = good && check(readv(fd, in, 2) >= 1 && c[0] == 'c', name, "readv");
+  tcp_info info{};
+  length = sizeof(info);
+  good = good && check(getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) == 0 && info.tcpi_state == TCP_ESTABLISHED,
+                       name, "TCP_INFO state");
+  good = good && check(shutdown(fd, SHUT_WR) == 0, name, "shutdown");
+  char rest[16];
+  ssize_t n = 0;
+  while ((n = read(fd, rest, sizeof(rest))) > 0) {
+  }
+  good = good && check(n == 0, name, "EOF after shutdown");
+  good = good && check(close(fd) == 0, name, "close");
+  if (good) passed(name);
+}
+
+void scenario_refused(const char* ip, int closed_port) {
+  const char* name = "nonblocking-refused";
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (!check(fd >= 0, name, "socket")) return;
+  const sockaddr_in address = address_of(ip, closed_port);
+  bool good = check(connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == -1 &&
+                        errno == EINPROGRESS,
+                    name, "connect must say EINPROGRESS");
+  pollfd entry{fd, POLLOUT, 0};
+  good = good && check(poll(&entry, 1, 5000) == 1, name, "poll for the outcome");
+  int error = 0;
+  socklen_t length = sizeof(error);
+  good = good && check(getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0, name, "SO_ERROR");
+  errno = error;
+  good = good && check(error == ECONNREFUSED, name, "SO_ERROR must be ECONNREFUSED");
+  close(fd);
+  // Blocking connect to the same port fails with the errno itself.
+  const int blocking = connect_blocking(ip, closed_port);
+  good = good && check(blocking == -1 && errno == ECONNREFUSED, name, "blocking connect must fail with ECONNREFUSED");
+  if (good) passed(name);
+}
+
+// poll, select and epoll over a pipe (kernel) and a Flotilla socket.
+void scenario_mixed(const char* ip, int port) {
+  const char* name = "mixed-readiness";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  int pipe_fds[2];
+  if (!check(pipe(pipe_fds) == 0, name, "pipe")) return;
+  bool good = true;
+  // Nothing readable yet: poll times out.
+  pollfd set[2] = {{pipe_fds[0], POLLIN, 0}, {fd, POLLIN, 0}};
+  good = good && check(poll(set, 2, 50) == 0, name, "poll must time out on an idle set");
+  // The kernel side ready, the socket not.
+  good = good && check(write(pipe_fds[1], "x", 1) == 1, name, "pipe write");
+  good = good && check(poll(set, 2, 1000) == 1 && set[0].revents == POLLIN && set[1].revents == 0, name,
+                       "poll must see the pipe only");
+  char byte;
+  good = good && check(read(pipe_fds[0], &byte, 1) == 1, name, "pipe read");
+  // The socket ready (its echo), the pipe not: blocking poll wakes on the stack.
+  good = good && check(write(fd, "hello", 5) == 5, name, "socket write");
+  good = good && check(poll(set, 2, 5000) == 1 && set[1].revents == POLLIN && set[0].revents == 0, name,
+                       "poll must wake on the socket");
+  int pending = 0;
+  good = good && check(ioctl(fd, FIONREAD, &pending) == 0 && pending == 5, name, "FIONREAD");
+  // select sees the same.
+  fd_set readable;
+  FD_ZERO(&readable);
+  FD_SET(pipe_fds[0], &readable);
+  FD_SET(fd, &readable);
+  timeval limit{1, 0};
+  good = good && check(select(std::max(fd, pipe_fds[0]) + 1, &readable, nullptr, nullptr, &limit) == 1 &&
+                           FD_ISSET(fd, &readable) && !FD_ISSET(pipe_fds[0], &readable),
+                       name, "select");
+  char echo[5];
+  good = good && check(read_exactly(fd, echo, 5) && std::memcmp(echo, "hello", 5) == 0, name, "echo");
+
+  // epoll, level-triggered, both kinds in one set.
+  const int epfd = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event event{EPOLLIN, {.u64 = 1}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0, name, "epoll_ctl socket");
+  event = {EPOLLIN, {.u64 = 2}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, pipe_fds[0], &event) == 0, name, "epoll_ctl pipe");
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == -1 && errno == EEXIST, name, "EEXIST");
+  epoll_event got[4];
+  good = good && check(epoll_wait(epfd, got, 4, 50) == 0, name, "epoll_wait must time out");
+  good = good && check(write(pipe_fds[1], "y", 1) == 1, name, "pipe write");
+  good = good && check(epoll_wait(epfd, got, 4, 1000) == 1 && got[0].data.u64 == 2, name, "epoll: the pipe");
+  good = good && check(read(pipe_fds[0], &byte, 1) == 1, name, "pipe read");
+  good = good && check(write(fd, "abc", 3) == 3, name, "socket write");
+  good = good && check(epoll_wait(epfd, got, 4, 5000) == 1 && got[0].data.u64 == 1 && (got[0].events & EPOLLIN),
+                       name, "epoll: the socket");
+  // Level-triggered: still readable until read.
+  good = good && check(epoll_wait(epfd, got, 4, 0) == 1, name, "level-triggered repeats");
+  // Edge-triggered: reported once, again only after EAGAIN and new bytes.
+  event = {EPOLLIN | EPOLLET, {.u64 = 1}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) == 0, name, "EPOLL_CTL_MOD");
+  good = good && check(epoll_wait(epfd, got, 4, 1000) == 1, name, "edge-triggered first report");
+  good = good && check(epoll_wait(epfd, got, 4, 50) == 0, name, "edge-triggered: no second report");
+  char three[8];
+  good = good && check(read_exactly(fd, three, 3), name, "read");
+  good = good && check(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0, name, "O_NONBLOCK");
+  good = good && check(read(fd, three, 1) == -1 && errno == EAGAIN, name, "EAGAIN on an empty socket");
+  good = good && check(write(fd, "z", 1) == 1, name, "socket write");
+  good = good && check(epoll_wait(epfd, got, 4, 5000) == 1, name, "edge-triggered: new bytes report again");
+  good = good && check(read(fd, three, 1) == 1, name, "read");
+  // One-shot: disabled after one report until MOD.
+  event = {EPOLLIN | EPOLLONESHOT, {.u64 = 1}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) == 0, name, "MOD oneshot");
+  good = good && check(write(fd, "q", 1) == 1, name, "socket write");
+  good = good && check(epoll_wait(epfd, got, 4, 5000) == 1, name, "oneshot report");
+  good = good && check(epoll_wait(epfd, got, 4, 50) == 0, name, "oneshot disabled");
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event) == 0, name, "oneshot re-armed");
+  good = good && check(epoll_wait(epfd, got, 4, 1000) == 1, name, "oneshot reports again");
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nullptr) == 0, name, "EPOLL_CTL_DEL");
+  good = good && check(epoll_wait(epfd, got, 4, 50) == 0, name, "deleted interest is silent");
+  // RDHUP: the echo server closes after we shut down writing.
+  event = {EPOLLIN | EPOLLRDHUP, {.u64 = 1}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0, name, "ADD rdhup");
+  good = good && check(shutdown(fd, SHUT_WR) == 0, name, "shutdown");
+  bool hung_up = false;
+  for (int i = 0; i < 50 && !hung_up; ++i) {
+    const int n = epoll_wait(epfd, got, 4, 200);
+    if (n == 1 && (got[0].events & EPOLLRDHUP)) hung_up = true;
+    while (read(fd, three, sizeof(three)) > 0) {
+    }
+  }
+  good = good && check(hung_up, name, "EPOLLRDHUP after the peer closed");
+  close(epfd);
+  close(fd);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  if (good) passed(name);
+}
+
+void scenario_dup_fork(const char* ip, int port) {
+  const char* name = "dup-fork";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  const int copy = dup(fd);
+  bool good = check(copy >= 0 && copy != fd, name, "dup");
+  good = good && check(close(fd) == 0, name, "close the original");
+  good = good && check(echo_round_trip(copy, pattern(1000, 3)), name, "I/O through the dup");
+  const int target = 100;
+  good = good && check(dup2(copy, target) == target, name, "dup2");
+  good = good && check(fcntl(target, F_GETFD) == 0, name, "dup2 clears FD_CLOEXEC");
+  const int third = fcntl(copy, F_DUPFD_CLOEXEC, 200);
+  good = good && check(third >= 200 && (fcntl(third, F_GETFD) & FD_CLOEXEC), name, "F_DUPFD_CLOEXEC");
+  close(third);
+  close(copy);
+  // A child closes its inherited copy and exits; the parent's socket lives on.
+  const pid_t child = fork();
+  if (child == 0) _exit(close(target) == 0 ? 0 : 1);
+  int status = 0;
+  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "child closes its copy");
+  good = good && check(echo_round_trip(target, pattern(2000, 5)), name, "parent I/O after the child closed");
+  // A child that opens a socket of its own (its own lease).
+  const pid_t second = fork();
+  if (second == 0) {
+    const int own = connect_blocking(ip, port);
+    const bool fine = own >= 0 && echo_round_trip(own, pattern(500, 9));
+    _exit(fine ? 0 : 1);
+  }
+  good = good && check(waitpid(second, &status, 0) == second && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "child opens and uses its own socket");
+  good = good && check(echo_round_trip(target, pattern(100, 1)), name, "parent I/O after the second child");
+  close(target);
+  if (good) passed(name);
+}
+
+void on_alarm(int) {}
+
+void scenario_eintr(const char* ip, int port) {
+  const char* name = "eintr";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  struct sigaction action{};
+  action.sa_handler = on_alarm;  // no SA_RESTART
+  sigaction(SIGALRM, &action, nullptr);
+  alarm(1);
+  char byte;
+  const ssize_t got = read(fd, &byte, 1);
+  bool good = check(got == -1 && errno == EINTR, name, "blocking read must end with EINTR");
+  alarm(1);
+  pollfd entry{fd, POLLIN, 0};
+  good = good && check(poll(&entry, 1, 10000) == -1 && errno == EINTR, name, "blocking poll must end with EINTR");
+  alarm(1);
+  const int epfd = epoll_create1(0);
+  epoll_event event{EPOLLIN, {.u64 = 0}};
+  epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event);
+  good = good && check(epoll_wait(epfd, &event, 1, 10000) == -1 && errno == EINTR, name,
+                       "blocking epoll_wait must end with EINTR");
+  close(epfd);
+  // With SA_RESTART the read goes on after the handler, and gets the byte written later.
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGALRM, &action, nullptr);
+  alarm(1);
+  std::thread later([fd] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    (void)!write(fd, "r", 1);
+  });
+  good = good && check(read(fd, &byte, 1) == 1 && byte == 'r', name, "SA_RESTART: the read must go on");
+  later.join();
+  // SO_RCVTIMEO: a blocking read gives up with EAGAIN.
+  timeval limit{0, 100'000};
+  good = good && check(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit)) == 0, name, "SO_RCVTIMEO");
+  good = good && check(read(fd, &byte, 1) == -1 && errno == EAGAIN, name, "SO_RCVTIMEO must give EAGAIN");
+  close(fd);
+  if (good) passed(name);
+}
+
+void scenario_sendfile(const char* ip, int port) {
+  const char* name = "sendfile";
+  char path[] = "/tmp/flotilla-probe-XXXXXX";
+  const int file = mkstemp(path);
+  if (!check(file >= 0, name, "mkstemp")) return;
+  unlink(path);
+  const std::vector<char> bytes = pattern(200 * 1024, 11);
+  bool good = check(write(file, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()), name, "file write");
+  const int fd = connect_blocking(ip, port);
+  good = good && check(fd >= 0, name, "connect");
+  // In pieces the echo can return at once, with an offset pointer and without one.
+  std::vector<char> back(bytes.size());
+  off_t offset = 0;
+  constexpr std::size_t kPiece = 50 * 1024;
+  for (std::size_t at = 0; good && at < bytes.size(); at += 2 * kPiece) {
+    good = check(sendfile(fd, file, &offset, kPiece) == static_cast<ssize_t>(kPiece), name, "sendfile with offset") &&
+           check(read_exactly(fd, back.data() + at, kPiece), name, "echo");
+    lseek(file, offset, SEEK_SET);
+    good = good && check(sendfile(fd, file, nullptr, kPiece) == static_cast<ssize_t>(kPiece), name, "sendfile") &&
+           check(lseek(file, 0, SEEK_CUR) == offset + static_cast<off_t>(kPiece), name, "file position moved") &&
+           check(read_exactly(fd, back.data() + at + kPiece, kPiece), name, "echo");
+    offset += kPiece;
+  }
+  good = good && check(back == bytes, name, "bytes match");
+  close(fd);
+  close(file);
+  if (good) passed(name);
+}
+
+// UDP against a kernel echo on the same port number.
+void scenario_udp(const char* ip, int port) {
+  const char* name = "udp";
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (!check(fd >= 0, name, "socket")) return;
+  const sockaddr_in peer = address_of(ip, port);
+  bool good = check(sendto(fd, "ping", 4, 0, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 4, name, "sendto");
+  pollfd entry{fd, POLLIN, 0};
+  good = good && check(poll(&entry, 1, 5000) == 1 && entry.revents == POLLIN, name, "poll for the echo");
+  char buffer[2048];
+  sockaddr_in from{};
+  socklen_t length = sizeof(from);
+  good = good && check(recvfrom(fd, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from), &length) == 4 &&
+                           std::memcmp(buffer, "ping", 4) == 0 && from.sin_port == peer.sin_port &&
+                           from.sin_addr.s_addr == peer.sin_addr.s_addr,
+                       name, "recvfrom: the echo and its source");
+  sockaddr_in local{};
+  length = sizeof(local);
+  good = good && check(getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0 && local.sin_port != 0, name,
+                       "getsockname: the port the stack bound");
+  int type = 0;
+  length = sizeof(type);
+  good = good && check(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_DGRAM, name, "SO_TYPE");
+  const int one = 1;
+  good = good && check(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1 && errno == ENOPROTOOPT, name,
+                       "TCP option on UDP: ENOPROTOOPT");
+  // connect: send/recv with the default peer; a short buffer truncates (MSG_TRUNC).
+  good = good && check(connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 0, name, "connect");
+  const std::vector<char> big = pattern(1400, 4);
+  good = good && check(send(fd, big.data(), big.size(), 0) == 1400, name, "send");
+  char small[100];
+  iovec vector{small, sizeof(small)};
+  msghdr message{};
+  message.msg_iov = &vector;
+  message.msg_iovlen = 1;
+  good = good && check(recvmsg(fd, &message, 0) == 100 && (message.msg_flags & MSG_TRUNC) &&
+                           std::memcmp(small, big.data(), 100) == 0,
+                       name, "recvmsg truncates with MSG_TRUNC");
+  good = good && check(recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT) == -1 && errno == EAGAIN, name, "EAGAIN when empty");
+  close(fd);
+  // bind() to a port of our choice.
+  const int bound = socket(AF_INET, SOCK_DGRAM, 0);
+  const sockaddr_in any = address_of("0.0.0.0", 9100);
+  good = good && check(bind(bound, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0, name, "bind");
+  length = sizeof(local);
+  good = good && check(getsockname(bound, reinterpret_cast<sockaddr*>(&local), &length) == 0 && ntohs(local.sin_port) == 9100,
+                       name, "getsockname after bind");
+  good = good && check(sendto(bound, "abc", 3, 0, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 3, name, "sendto");
+  good = good && check(recv(bound, buffer, sizeof(buffer), 0) == 3, name, "blocking recv");
+  close(bound);
+  if (good) passed(name);
+}
+
+// Several threads, each with its own connection, all blocking in the library at once (sleeping
+// on the same wake eventfd), plus one blocked in poll on a pipe until the others are done.
+void scenario_threads(const char* ip, int port) {
+  const char* name = "threads";
+  constexpr int kThreads = 4;
+  std::atomic<int> good_threads{0};
+  int pipe_fds[2];
+  if (!check(pipe(pipe_fds) == 0, name, "pipe")) return;
+  std::thread waiter([&] {
+    pollfd entry{pipe_fds[0], POLLIN, 0};
+    if (poll(&entry, 1, 30000) == 1) good_threads.fetch_add(100);
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      const int fd = connect_blocking(ip, port);
+      if (fd < 0) return;
+      bool fine = true;
+      for (int round = 0; round < 20 && fine; ++round) fine = echo_round_trip(fd, pattern(20000 + 1000 * t, round));
+      close(fd);
+      if (fine) good_threads.fetch_add(1);
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  (void)!write(pipe_fds[1], "x", 1);
+  waiter.join();
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  if (check(good_threads.load() == kThreads + 100, name, "every thread's echo and the waiter")) passed(name);
+}
+
+// exec: a socket made with SOCK_CLOEXEC is gone in the new program, one without it is not.
+void scenario_exec(const char* ip, int port, const char* self) {
+  const char* name = "exec";
+  const int closing = connect_blocking(ip, port);  // SOCK_CLOEXEC
+  const int staying = socket(AF_INET, SOCK_STREAM, 0);
+  if (!check(closing >= 0 && staying >= 0, name, "sockets")) return;
+  const pid_t child = fork();
+  if (child == 0) {
+    const std::string gone = std::to_string(closing), kept = std::to_string(staying);
+    execl(self, self, "fds", gone.c_str(), kept.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  const bool good = check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                          "after exec: the CLOEXEC socket is closed, the other open");
+  // The parent's sockets are untouched.
+  const bool still = check(echo_round_trip(closing, pattern(1000, 2)), name, "parent I/O after the child's exec");
+  close(closing);
+  close(staying);
+  if (good && still) passed(name);
+}
+
+int run_client(const char* ip, int port, int closed_port, const char* done_file, const char* self) {
+  signal(SIGPIPE, SIG_IGN);
+  scenario_blocking(ip, port);
+  scenario_refused(ip, closed_port);
+  scenario_mixed(ip, port);
+  scenario_dup_fork(ip, port);
+  scenario_eintr(ip, port);
+  scenario_sendfile(ip, port);
+  scenario_udp(ip, port);
+  scenario_threads(ip, port);
+  scenario_exec(ip, port, self);
+  if (done_file != nullptr) {
+    // The slot's counters are shown while it is leased: the test reads them, then stops us.
+    const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    if (marker >= 0) close(marker);
+    signal(SIGINT, [](int) { _exit(g_failures == 0 ? 0 : 1); });
+    for (;;) pause();
+  }
+  return g_failures == 0 ? 0 : 1;
+}
+
+// Serves one connection with blocking calls (echo until EOF), then one through edge-triggered
+// epoll with a non-blocking listener (accept4) and connection.
+int run_server(int port) {
+  const char* name = "server";
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  if (!check(listener >= 0, name, "socket")) return 1;
+  const int one = 1;
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  const sockaddr_in any = address_of("0.0.0.0", port);
+  if (!check(bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0, name, "bind")) return 1;
+  if (!check(listen(listener, 16) == 0, name, "listen")) return 1;
+  std::printf("listening\n");
+  std::fflush(stdout);
+  sockaddr_in peer{};
+  socklen_t length = sizeof(peer);
+  const int connection = accept(listener, reinterpret_cast<sockaddr*>(&peer), &length);
+  if (!check(connection >= 0 && peer.sin_family == AF_INET, name, "accept")) return 1;
+  char buffer[4096];
+  for (ssize_t n; (n = read(connection, buffer, sizeof(buffer))) > 0;) {
+    if (!check(write(connection, buffer, static_cast<std::size_t>(n)) == n, name, "echo write")) return 1;
+  }
+  close(connection);
+  passed("server-blocking");
+
+  fcntl(listener, F_SETFL, O_NONBLOCK);
+  const int epfd = epoll_create1(0);
+  epoll_event event{EPOLLIN | EPOLLET, {.fd = listener}};
+  epoll_ctl(epfd, EPOLL_CTL_ADD, listener, &event);
+  bool done = false;
+  while (!done) {
+    epoll_event got[8];
+    const int n = epoll_wait(epfd, got, 8, 10000);
+    if (!check(n > 0, name, "epoll_wait")) return 1;
+    for (int i = 0; i < n; ++i) {
+      if (got[i].data.fd == listener) {
+        for (int accepted; (accepted = accept4(listener, nullptr, nullptr, SOCK_NONBLOCK)) >= 0;) {
+          epoll_event connection_event{EPOLLIN | EPOLLET | EPOLLRDHUP, {.fd = accepted}};
+          epoll_ctl(epfd, EPOLL_CTL_ADD, accepted, &connection_event);
+        }
+        if (!check(errno == EAGAIN, name, "accept4 until EAGAIN")) return 1;
+        continue;
+      }
+      const int fd = got[i].data.fd;
+      for (;;) {
+        const ssize_t r = read(fd, buffer, sizeof(buffer));
+        if (r > 0) {
+          // The client reads as it writes: the echo fits.
+          if (!check(send(fd, buffer, static_cast<std::size_t>(r), MSG_NOSIGNAL) == r, name, "echo send")) return 1;
+          continue;
+        }
+        if (r == 0) {
+          close(fd);
+          done = true;
+        } else if (!check(errno == EAGAIN, name, "read until EAGAIN")) {
+          return 1;
+        }
+        break;
+      }
+    }
+  }
+  close(epfd);
+  close(listener);
+  passed("server-epoll");
+  return g_failures == 0 ? 0 : 1;
+}
+
+// daemon(3) after connecting: the parent exits at once and the child carries on with the socket
+// (it adopts the lease once the parent is gone). The child writes its verdict to `result_file`.
+// With `parent_waits`, lighttpd's way instead: the parent waits (on a pipe) until the child is
+// ready, then exits; the child takes the lease over while the parent is still there, idle.
+int run_daemon(const char* ip, int port, const char* result_file, bool parent_waits) {
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, "daemon", "connect")) return 1;
+  int ready[2];
+  if (pipe(ready) != 0) return 1;
+  if (parent_waits) {
+    const pid_t child = fork();
+    if (child < 0) return 1;
+    if (child > 0) {
+      char byte;
+      const bool told = read(ready[0], &byte, 1) == 1;
+      _exit(told ? 0 : 1);
+    }
+  } else if (daemon(1, 1) != 0) {
+    return 1;
+  }
+  const bool echoed = echo_round_trip(fd, pattern(50000, 6));
+  (void)!write(ready[1], "r", 1);
+  const int result = open(result_file, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+  const char* verdict = echoed ? "ok daemon\n" : "FAIL daemon: echo through the inherited socket\n";
+  (void)!write(result, verdict, std::strlen(verdict));
+  close(result);
+  close(fd);
+  return echoed ? 0 : 1;
+}
+
+// Kernel descriptors only (no AF_INET socket, so no lease): every interposed call must behave as
+// without the library.
+int run_kernel() {
+  const char* name = "kernel";
+  int pipe_fds[2];
+  bool good = check(pipe2(pipe_fds, O_CLOEXEC) == 0, name, "pipe2");
+  good = good && check(write(pipe_fds[1], "abc", 3) == 3, name, "pipe write");
+  int pending = 0;
+  good = good && check(ioctl(pipe_fds[0], FIONREAD, &pending) == 0 && pending == 3, name, "FIONREAD on a pipe");
+  pollfd entry{pipe_fds[0], POLLIN, 0};
+  good = good && check(poll(&entry, 1, 1000) == 1 && entry.revents == POLLIN, name, "poll");
+  fd_set readable;
+  FD_ZERO(&readable);
+  FD_SET(pipe_fds[0], &readable);
+  timeval limit{1, 0};
+  good = good && check(select(pipe_fds[0] + 1, &readable, nullptr, nullptr, &limit) == 1, name, "select");
+  const int epfd = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event event{EPOLLIN, {.u64 = 7}};
+  good = good && check(epoll_ctl(epfd, EPOLL_CTL_ADD, pipe_fds[0], &event) == 0, name, "epoll_ctl");
+  epoll_event got{};
+  good = good && check(epoll_wait(epfd, &got, 1, 1000) == 1 && got.data.u64 == 7, name, "epoll_wait");
+  const int copy = dup(pipe_fds[0]);
+  good = good && check(copy >= 0 && dup2(copy, 150) == 150 && close(copy) == 0, name, "dup, dup2, close");
+  char buffer[8];
+  good = good && check(read(150, buffer, sizeof(buffer)) == 3 && std::memcmp(buffer, "abc", 3) == 0, name, "read");
+  good = good && check(fcntl(150, F_SETFL, O_NONBLOCK) == 0 && (fcntl(150, F_GETFL) & O_NONBLOCK), name, "fcntl");
+  good = good && check(read(150, buffer, sizeof(buffer)) == -1 && errno == EAGAIN, name, "EAGAIN on a pipe");
+  int pair[2];
+  good = good && check(socketpair(AF_UNIX, SOCK_STREAM, 0, pair) == 0, name, "socketpair");
+  iovec vector{const_cast<char*>("hello"), 5};
+  msghdr message{};
+  message.msg_iov = &vector;
+  message.msg_iovlen = 1;
+  good = good && check(sendmsg(pair[0], &message, 0) == 5, name, "sendmsg");
+  good = good && check(recv(pair[1], buffer, sizeof(buffer), MSG_PEEK) == 5 && recv(pair[1], buffer, 5, 0) == 5, name,
+                       "recv with MSG_PEEK");
+  const int one = 1;
+  good = good && check(setsockopt(pair[0], SOL_SOCKET, SO_SNDBUF, &one, sizeof(one)) == 0, name, "setsockopt");
+  close(epfd);
+  close(150);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  close(pair[0]);
+  close(pair[1]);
+  if (good) passed(name);
+  return g_failures == 0 ? 0 : 1;
+}
+
+// Blocks in read() on a connection until the stack goes away under it.
+int run_outlive(const char* ip, int port) {
+  const char* name = "outlive";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return 1;
+  std::printf("connected\n");
+  std::fflush(stdout);
+  char byte;
+  const bool failed = check(read(fd, &byte, 1) == -1 && errno == ENETDOWN, name, "read must fail with ENETDOWN");
+  const bool refused = check(socket(AF_INET, SOCK_STREAM, 0) == -1 && errno == ENETDOWN, name,
+                             "a new socket must fail with ENETDOWN");
+  if (failed && refused) passed(name);
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_down() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const bool refused = check(fd == -1 && errno == ENETDOWN, "down", "socket() must fail with ENETDOWN");
+  const int again = socket(AF_INET, SOCK_STREAM, 0);  // no second message on stderr
+  const bool refused_again = check(again == -1 && errno == ENETDOWN, "down", "second socket()");
+  const int local = socket(AF_UNIX, SOCK_STREAM, 0);  // other families are the kernel's
+  const bool unix_works = check(local >= 0, "down", "AF_UNIX socket");
+  if (refused && refused_again && unix_works) passed("down");
+  return g_failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  // A call that hangs fails the run rather than the test waiting forever.
+  std::thread([] {
+    std::this_thread::sleep_for(std::chrono::seconds(90));
+    std::printf("FAIL watchdog: still running after 90 s\n");
+    std::fflush(stdout);
+    _exit(3);
+  }).detach();
+  if (mode == "client" && (argc == 5 || argc == 6)) {
+    return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc == 6 ? argv[5] : nullptr, argv[0]);
+  }
+  if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
+  if (mode == "down") return run_down();
+  if (mode == "kernel") return run_kernel();
+  if ((mode == "daemon" || mode == "daemon-wait") && argc == 5) {
+    return run_daemon(argv[2], std::atoi(argv[3]), argv[4], mode == "daemon-wait");
+  }
+  if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
+  if (mode == "fds" && argc == 4) {
+    // Run by the exec scenario: argv[2] must be closed, argv[3] open.
+    const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
+    const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
+    return gone && kept ? 0 : 1;
+  }
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT\n");
+  return 2;
+}

@@ -1,0 +1,267 @@
+// libflotilla-preload.so with a plain program (preload_probe) run on it. The unit test needs no
+// stack: socket() must fail with ENETDOWN and say so once on stderr. The integration tests start
+// a stack of their own (root, network namespaces) with application slots, a kernel echo server
+// in the peer namespace, and run the probe's client and server scenarios with `flotilla run`.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/support/stack_harness.hpp"
+
+namespace flotilla::testing {
+namespace {
+
+constexpr int kEchoPort = 7007;
+constexpr int kClosedPort = 7008;
+constexpr int kProbeServerPort = 8088;
+
+// This test sits three folders below the build root (build_root() assumes two) unless
+// FLOTILLA_BUILD_ROOT says where it is, as meson test does.
+const bool g_build_root_known = [] {
+  std::error_code error;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) ::setenv("FLOTILLA_BUILD_ROOT", self.parent_path().parent_path().parent_path().parent_path().c_str(), 0);
+  return !error;
+}();
+
+std::string probe_path() { return build_root() + "/sockets/preload/tests/preload-probe"; }
+std::string library_path() { return build_root() + "/sockets/libflotilla-preload.so"; }
+
+std::size_t count_of(const std::string& text, const std::string& word) {
+  std::size_t count = 0;
+  for (std::size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) ++count;
+  return count;
+}
+
+TEST(PreloadDown, SocketFailsWithEnetdownAndOneMessage) {
+  const std::string command = "env LD_PRELOAD=" + library_path() + " FLOTILLA_SOCKET=/nonexistent/flotilla.sock " +
+                              probe_path() + " down 2>&1";
+  const auto [exit_code, output] = run_shell(command);
+  EXPECT_EQ(exit_code, 0) << output;
+  EXPECT_NE(output.find("ok down"), std::string::npos) << output;
+  EXPECT_EQ(count_of(output, "flotilla: "), 1u) << output;
+  EXPECT_NE(output.find("not running"), std::string::npos) << output;
+}
+
+TEST(PreloadDown, KernelDescriptorsPassThrough) {
+  const auto [exit_code, output] =
+      run_shell("env LD_PRELOAD=" + library_path() + " " + probe_path() + " kernel 2>&1");
+  EXPECT_EQ(exit_code, 0) << output;
+  EXPECT_NE(output.find("ok kernel"), std::string::npos) << output;
+  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;  // no lease was tried
+}
+
+// A kernel echo server in a namespace: every connection gets back what it sends, until EOF, and
+// every UDP datagram to the same port goes back to its sender.
+class KernelEcho {
+ public:
+  KernelEcho(const std::string& space, int port) {
+    thread_ = std::thread([this, space, port] {
+      const int ns = ::open(("/run/netns/" + space).c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0) return;
+      ::close(ns);
+      const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      const int one = 1;
+      ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      sockaddr_in any{};
+      any.sin_family = AF_INET;
+      any.sin_port = htons(static_cast<std::uint16_t>(port));
+      if (::bind(listener, reinterpret_cast<sockaddr*>(&any), sizeof(any)) != 0 || ::listen(listener, 16) != 0) return;
+      // And a UDP echo on the same port number.
+      const int datagrams = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (::bind(datagrams, reinterpret_cast<sockaddr*>(&any), sizeof(any)) != 0) return;
+      std::thread udp([this, datagrams] {
+        char buffer[2048];
+        while (!stop_) {
+          pollfd entry{datagrams, POLLIN, 0};
+          if (::poll(&entry, 1, 100) != 1) continue;
+          sockaddr_in from{};
+          socklen_t length = sizeof(from);
+          const ssize_t got = ::recvfrom(datagrams, buffer, sizeof(buffer), 0, reinterpret_cast<sockaddr*>(&from), &length);
+          if (got > 0) ::sendto(datagrams, buffer, static_cast<std::size_t>(got), 0, reinterpret_cast<sockaddr*>(&from), length);
+        }
+        ::close(datagrams);
+      });
+      listening_ = true;
+      std::vector<std::thread> workers;
+      while (!stop_) {
+        pollfd entry{listener, POLLIN, 0};
+        if (::poll(&entry, 1, 100) != 1) continue;
+        const int connection = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        if (connection < 0) continue;
+        workers.emplace_back([this, connection] {
+          char buffer[65536];
+          while (!stop_) {
+            pollfd entry{connection, POLLIN, 0};
+            if (::poll(&entry, 1, 100) != 1) continue;
+            const ssize_t got = ::read(connection, buffer, sizeof(buffer));
+            if (got <= 0) break;
+            for (ssize_t sent = 0; sent < got;) {
+              const ssize_t n = ::write(connection, buffer + sent, static_cast<std::size_t>(got - sent));
+              if (n <= 0) break;
+              sent += n;
+            }
+          }
+          ::close(connection);
+        });
+      }
+      for (auto& worker : workers) worker.join();
+      udp.join();
+      ::close(listener);
+    });
+  }
+  ~KernelEcho() {
+    stop_ = true;
+    thread_.join();
+  }
+  bool listening() const { return listening_; }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> listening_{false};
+  std::thread thread_;
+};
+
+class PreloadStack : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, AF_XDP)";
+    names_ = unique_names();
+    const std::string problem = stack_.start(names_, stack_config(names_, "pass all", recovery::app_slots_config()));
+    ASSERT_EQ(problem, "");
+  }
+  void TearDown() override { stack_.stop(); }
+
+  std::vector<std::string> run_argv(std::vector<std::string> command) const {
+    std::vector<std::string> argv = {build_root() + "/apps/flotilla", "--socket", stack_.socket_path(), "run", "--"};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+  }
+
+  StackNames names_;
+  RunningStack stack_;
+};
+
+TEST_F(PreloadStack, ClientScenariosAgainstAKernelPeer) {
+  KernelEcho echo(names_.peer_namespace, kEchoPort);
+  ASSERT_TRUE(wait_for([&] { return echo.listening(); }, std::chrono::seconds(5)));
+  const std::string done_file = "/tmp/flotilla-probe-done-" + std::to_string(::getpid());
+  BackgroundCommand probe(run_argv({probe_path(), "client", names_.peer_address, std::to_string(kEchoPort),
+                                    std::to_string(kClosedPort), done_file}));
+  // The calls were served from shared memory: the slot's counters say so (shown while leased).
+  const bool counted = wait_for([&] {
+    return std::filesystem::exists(done_file) && stack_.counter("app0", "io_no_syscall") > 0 && stack_.counter("app0", "readiness_no_syscall") > 0 &&
+           stack_.counter("app0", "wake_ups") > 0;
+  }, std::chrono::seconds(60));
+  const std::string output = probe.finish(true);
+  std::filesystem::remove(done_file);
+  EXPECT_TRUE(counted) << output;
+  for (const char* scenario : {"blocking-echo", "nonblocking-refused", "mixed-readiness", "dup-fork", "eintr", "sendfile", "udp", "threads", "exec"}) {
+    EXPECT_NE(output.find(std::string("ok ") + scenario + "\n"), std::string::npos) << scenario << "\n" << output;
+  }
+  EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+}
+
+// A kernel client in the peer namespace: connects to address:port (retrying while the probe
+// starts), sends `size` bytes while reading the echo, then shuts down and reads to EOF. Returns
+// whether everything came back.
+bool kernel_echo_client(const std::string& address, int port, std::size_t size) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in target{};
+    target.sin_family = AF_INET;
+    target.sin_port = htons(static_cast<std::uint16_t>(port));
+    ::inet_pton(AF_INET, address.c_str(), &target.sin_addr);
+    timeval limit{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
+      ::close(fd);
+      std::this_thread::sleep_for(100ms);
+      continue;
+    }
+    std::string sent, received;
+    char buffer[8192];
+    while (sent.size() < size) {
+      const std::string piece(std::min<std::size_t>(4096, size - sent.size()), static_cast<char>('a' + sent.size() % 26));
+      if (::write(fd, piece.data(), piece.size()) != static_cast<ssize_t>(piece.size())) break;
+      sent += piece;
+      while (received.size() < sent.size()) {
+        const ssize_t got = ::read(fd, buffer, sizeof(buffer));
+        if (got <= 0) break;
+        received.append(buffer, static_cast<std::size_t>(got));
+      }
+    }
+    ::shutdown(fd, SHUT_WR);
+    for (ssize_t got; (got = ::read(fd, buffer, sizeof(buffer))) > 0;) received.append(buffer, static_cast<std::size_t>(got));
+    ::close(fd);
+    return received == sent && sent.size() == size;
+  }
+  return false;
+}
+
+TEST_F(PreloadStack, ServerScenariosWithAKernelClient) {
+  BackgroundCommand probe(run_argv({probe_path(), "server", std::to_string(kProbeServerPort)}));
+  const bool blocking = in_namespace(names_.peer_namespace,
+                                     [&] { return kernel_echo_client(names_.stack_address, kProbeServerPort, 100'000); });
+  const bool epoll = in_namespace(names_.peer_namespace,
+                                  [&] { return kernel_echo_client(names_.stack_address, kProbeServerPort, 300'000); });
+  const std::string output = probe.finish(!(blocking && epoll));
+  EXPECT_TRUE(blocking) << output;
+  EXPECT_TRUE(epoll) << output;
+  EXPECT_NE(output.find("ok server-blocking"), std::string::npos) << output;
+  EXPECT_NE(output.find("ok server-epoll"), std::string::npos) << output;
+  EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+}
+
+// A daemon keeps using the socket it connected before it forked: daemon(3) (the parent exits at
+// once), and lighttpd's way (the parent waits until the child says it is ready).
+TEST_F(PreloadStack, DaemonChildAdoptsTheSockets) {
+  KernelEcho echo(names_.peer_namespace, kEchoPort);
+  ASSERT_TRUE(wait_for([&] { return echo.listening(); }, std::chrono::seconds(5)));
+  for (const std::string mode : {"daemon", "daemon-wait"}) {
+    const std::string result_file = "/tmp/flotilla-probe-daemon-" + std::to_string(::getpid());
+    std::filesystem::remove(result_file);
+    BackgroundCommand probe(run_argv({probe_path(), mode, names_.peer_address, std::to_string(kEchoPort), result_file}));
+    const std::string output = probe.finish();
+    std::string verdict;
+    wait_for([&] {
+      std::ifstream in(result_file);
+      std::getline(in, verdict);
+      return !verdict.empty();
+    }, std::chrono::seconds(30));
+    std::filesystem::remove(result_file);
+    EXPECT_EQ(verdict, "ok daemon") << mode << "\n" << output;
+  }
+}
+
+// `flotilla down` while a program blocks on a Flotilla socket: the program is not killed, its
+// read fails with ENETDOWN, and so does every new socket.
+TEST_F(PreloadStack, StackGoingDownFailsBlockedCallsWithEnetdown) {
+  std::string output;
+  {
+    KernelEcho echo(names_.peer_namespace, kEchoPort);
+    ASSERT_TRUE(wait_for([&] { return echo.listening(); }, std::chrono::seconds(5)));
+    BackgroundCommand probe(run_argv({probe_path(), "outlive", names_.peer_address, std::to_string(kEchoPort)}));
+    // Connected and in its read (which counts an I/O call first), then the stack goes.
+    EXPECT_TRUE(wait_for([&] { return stack_.counter("app0", "io_calls") >= 1; }, std::chrono::seconds(10)));
+    std::this_thread::sleep_for(200ms);
+    stack_.stop();
+    output = probe.finish();
+  }
+  EXPECT_NE(output.find("ok outlive"), std::string::npos) << output;
+  EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace flotilla::testing
