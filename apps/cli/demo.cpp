@@ -300,10 +300,13 @@ int run_demo(const DemoOptions& options) {
   std::fflush(stdout);
   std::vector<std::string> up{options.flotilla, "--socket", options.socket, "up"};
   if (!options.config_path.empty()) up.insert(up.end(), {"--config", options.config_path});
-  if (run(up) != 0) {
-    std::fprintf(stderr, "flotilla demo: the stack did not come up\n");
-    run({options.flotilla, "--socket", options.socket, "down"});
-    return 1;
+  {
+    Program starting(up, out / "up.log");
+    if (starting.wait(std::chrono::seconds(60)) != 0) {
+      std::fprintf(stderr, "flotilla demo: the stack did not come up:\n%s", starting.output().c_str());
+      run({options.flotilla, "--socket", options.socket, "down"});
+      return 1;
+    }
   }
   // Whatever happens from here on, the stack goes down (after the programs, destroyed first).
   struct Teardown {
@@ -454,7 +457,9 @@ int run_demo(const DemoOptions& options) {
   std::printf("\niperf3: %s; sent %.0f bytes, the receiver got %.0f (%s)\n",
               stream_ok ? "the connection lived to the end" : ("failed: " + (iperf.error.empty() ? "exit code " + std::to_string(client.exit_status().value_or(-1)) : iperf.error)).c_str(),
               iperf.sent_bytes, iperf.received_bytes,
-              iperf.parsed && iperf.sent_bytes == iperf.received_bytes ? "all of it" : "check the report");
+              !iperf.parsed ? "no report from iperf3"
+              : iperf.sent_bytes == iperf.received_bytes ? "all of it"
+                                                         : "iperf3 stops its clock with bytes still in flight");
   if (iperf.parsed && iperf.sent_bytes > 0) {
     std::printf("the timeline's bytes against iperf3's: %.1f%%\n", 100.0 * sampled_bytes / iperf.sent_bytes);
   }

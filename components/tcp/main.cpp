@@ -174,6 +174,9 @@ int main(int argc, char** argv) {
   });
   std::fprintf(stderr, "flotilla-tcp: replica %u of %u at %s, %zu application(s)\n", index, replicas,
                wire::format_ipv4(settings.address).c_str(), app_channels.size());
+  // Announced to IP (in create): from here on the replica takes new connections, so a restarted one
+  // has recovered now, even if no segment comes its way for a while.
+  host.served();
   host.run();
   return 0;
 }

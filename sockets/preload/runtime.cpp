@@ -85,6 +85,15 @@ bool Runtime::ensure_stack() {
         ownership_ = new (page) Ownership{};
         ownership_->owner.store(owner_);
       }
+      // Every connection on one replica (`flotilla demo` crashes the other under the stream).
+      if (const char* pinned = std::getenv("FLOTILLA_TCP_REPLICA"); pinned != nullptr && *pinned != '\0') {
+        char* end = nullptr;
+        const unsigned long replica = std::strtoul(pinned, &end, 10);
+        if (*end != '\0' || !tcp_->pin_replica(replica)) {
+          std::fprintf(stderr, "flotilla: FLOTILLA_TCP_REPLICA=%s names no TCP replica (0..%zu); connections are spread\n",
+                       pinned, tcp_->replica_count() - 1);
+        }
+      }
       if (const char* spin = std::getenv("FLOTILLA_SPIN_US"); spin != nullptr) {
         spin_ns_ = std::strtoull(spin, nullptr, 10) * 1000;
       }
