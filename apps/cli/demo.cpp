@@ -329,6 +329,7 @@ int run_demo(const DemoOptions& options) {
   std::printf("==> iperf3 -c %s -t %d on Flotilla (flotilla run), kernel iperf3 -s in %s; %zu faults\n",
               peer_address.c_str(), seconds, peer_namespace.c_str(), options.faults.size());
 
+  const bool terminal = ::isatty(STDOUT_FILENO) != 0;
   std::vector<Sample> samples;
   std::vector<FaultOutcome> outcomes;
   for (const DemoFault& fault : options.faults) {
@@ -381,11 +382,13 @@ int run_demo(const DemoOptions& options) {
       last_progress = now;
       second_ago_each = each;
       const double gbps = samples.empty() ? 0 : samples.back().gbps;
-      std::printf("\r  %5.1f s  %6.2f Gbit/s  faults injected %zu/%zu   ", elapsed(), gbps, next_fault, outcomes.size());
+      // In place on a terminal, one line per second into a log.
+      std::printf("%s  %5.1f s  %6.2f Gbit/s  faults injected %zu/%zu   %s", terminal ? "\r" : "", elapsed(), gbps,
+                  next_fault, outcomes.size(), terminal ? "" : "\n");
       std::fflush(stdout);
     }
   }
-  std::printf("\n");
+  if (terminal) std::printf("\n");
   if (g_interrupted) std::printf("interrupted\n");
   // Let iperf3 write its report (it ends on its own after -t).
   for (int i = 0; i < 100 && client.running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
