@@ -459,7 +459,7 @@ int run_demo(const DemoOptions& options) {
   for (const FaultOutcome& fault : outcomes) {
     std::printf("%-10s %12s %12s %10.2f %10.2f %10s %9s\n", fault.component.c_str(), optional_ms(fault.detection_ms).c_str(),
                 optional_ms(fault.recovery_ms).c_str(), fault.baseline_gbps, fault.dip_gbps,
-                optional_ms(fault.dip_ms).c_str(), fault.survived ? "yes" : "NO");
+                optional_ms(fault.dip_ms).c_str(), fault.injected_at < 0 ? "not run" : fault.survived ? "yes" : "NO");
   }
   std::printf("\niperf3: %s; sent %.0f bytes, the receiver got %.0f (%s)\n",
               stream_ok ? "the connection lived to the end" : ("failed: " + (iperf.error.empty() ? "exit code " + std::to_string(client.exit_status().value_or(-1)) : iperf.error)).c_str(),
@@ -516,7 +516,7 @@ int run_demo(const DemoOptions& options) {
            << "\",\"component\":\"" << json_escape(fault.component) << "\",\"injected_at_s\":" << json_number(fault.injected_at)
            << ",\"detection_ms\":" << json_number(fault.detection_ms) << ",\"recovery_ms\":" << json_number(fault.recovery_ms)
            << ",\"baseline_gbps\":" << json_number(fault.baseline_gbps) << ",\"dip_gbps\":" << json_number(fault.dip_gbps)
-           << ",\"dip_ms\":" << json_number(fault.dip_ms) << ",\"survived\":" << (fault.survived ? "true" : "false") << "}";
+           << ",\"dip_ms\":" << json_number(fault.dip_ms) << ",\"survived\":" << (fault.injected_at < 0 ? "null" : fault.survived ? "true" : "false") << "}";
   }
   report << "],\"summary\":{";
   bool first_summary = true;

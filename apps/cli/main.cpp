@@ -332,7 +332,7 @@ int main(int argc, char** argv) {
   demo->add_option("--duration", demo_options.duration_seconds, "Seconds of streaming")
       ->capture_default_str()
       ->check(CLI::Range(2.0, 3600.0));
-  demo->add_option("--faults", fault_schedule,
+  auto* faults_option = demo->add_option("--faults", fault_schedule,
                    "SECONDS:COMPONENT,... crashes to inject; 'tcp-idle' is the replica without the stream")
       ->capture_default_str();
   demo->add_option("--out", demo_options.out_dir, "Where timeline.svg and report.json go")->capture_default_str();
@@ -348,7 +348,12 @@ int main(int argc, char** argv) {
   if (*run) return cmd_run(command);
   if (*demo) {
     std::string problem;
-    auto faults = cli::parse_fault_schedule(fault_schedule, demo_options.duration_seconds, &problem);
+    // The default schedule shrinks with a shorter stream; one given by hand must fit it.
+    const double schedule_end = faults_option->count() == 0 ? 1e9 : demo_options.duration_seconds;
+    auto faults = cli::parse_fault_schedule(fault_schedule, schedule_end, &problem);
+    if (faults && faults_option->count() == 0) {
+      std::erase_if(faults.value(), [&](const cli::DemoFault& fault) { return fault.at_seconds >= demo_options.duration_seconds; });
+    }
     if (!faults) die("--faults: " + problem, 2);
     demo_options.faults = std::move(faults.value());
     auto outcome = demo_options.config_path.empty() ? parse_config(kDefaultConfig, "<default config>")
