@@ -18,8 +18,13 @@ std::size_t page_round_up(std::size_t size) {
 
 Result<std::byte*> map(int fd, std::size_t size, SharedRegion::Access access) {
   const int prot = access == SharedRegion::Access::read_only ? PROT_READ : PROT_READ | PROT_WRITE;
-  // MAP_POPULATE: take the page faults now, not on the data path.
-  void* base = ::mmap(nullptr, size, prot, MAP_SHARED | MAP_POPULATE, fd, 0);
+  // MAP_POPULATE: take the page faults now, not on the data path. Not for the large regions
+  // (applications' socket rings, 129 MiB each): populating them would allocate every ring at
+  // start-up and make a restart map hundreds of MiB again; a ring's pages fault in once, on its
+  // first use.
+  constexpr std::size_t kPopulateAtMost = 64u << 20;
+  const int populate = size <= kPopulateAtMost ? MAP_POPULATE : 0;
+  void* base = ::mmap(nullptr, size, prot, MAP_SHARED | populate, fd, 0);
   if (base == MAP_FAILED) return Error::from_errno("mmap");
   return static_cast<std::byte*>(base);
 }
