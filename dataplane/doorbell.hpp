@@ -47,7 +47,11 @@ WaitOutcome umwait_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected
 
 inline void ring_doorbell(Doorbell& doorbell, CounterBlock* counters, int wake_fd) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (doorbell.sleeping.load(std::memory_order_relaxed) == Doorbell::awake) return;
+  const auto seen = doorbell.sleeping.load(std::memory_order_relaxed);
+  if (seen == Doorbell::awake) return;
+  // A consumer asleep on an eventfd this producer was not given: leave the flag up for one that
+  // can wake it (taking it down here would swallow the next producer's wake-up).
+  if (seen == Doorbell::eventfd_sleep && wake_fd < 0) return;
   // Take the flag down first, so that when several producers race only one pays for the syscall.
   const auto mode = doorbell.sleeping.exchange(Doorbell::awake, std::memory_order_acq_rel);
   if (mode == Doorbell::awake) return;

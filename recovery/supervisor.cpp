@@ -148,6 +148,8 @@ Status Supervisor::create_regions() {
       slot->status = ComponentStatus::idle;
       slot->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
       if (!slot->wake.valid()) return Error::from_errno("eventfd");
+      // A program asleep in its own poll learns of peer restarts too.
+      slot->to_component.set_consumer_wake_fd(slot->wake.get());
     }
     if (is_name_server_binary(slot->binary)) {
       slot->name_server = true;

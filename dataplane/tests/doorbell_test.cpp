@@ -1,6 +1,9 @@
 // The doorbell protocol: sleeping flag, fence, re-check, futex. The stress test runs 100,000
 // sleep/wake round trips between two processes with random delays; a lost wake-up would show as a
 // sleep that ended by its (long) time limit instead of a wake, and is counted, not timed.
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <new>
@@ -133,6 +136,25 @@ TEST(Doorbell, ProducerWakesASleeperOnceAndLowersTheFlag) {
   EXPECT_EQ(counters.read(Counter::futex_wakes), 1u);
   EXPECT_EQ(bell.sequence.load(), 1u);
   EXPECT_EQ(bell.sleeping.load(), Doorbell::awake);
+}
+
+TEST(Doorbell, EventfdSleeperIsWokenOnlyByAProducerGivenItsEventfd) {
+  Doorbell bell;
+  CounterBlock counters;
+  const int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  ASSERT_GE(wake, 0);
+  bell.sleeping.store(Doorbell::eventfd_sleep);
+  // A producer without the eventfd cannot wake it, and must leave the flag up for one that can.
+  ring_doorbell(bell, &counters);
+  EXPECT_EQ(bell.sleeping.load(), Doorbell::eventfd_sleep);
+  EXPECT_EQ(counters.read(Counter::futex_wakes), 0u);
+  ring_doorbell(bell, &counters, wake);
+  EXPECT_EQ(bell.sleeping.load(), Doorbell::awake);
+  EXPECT_EQ(counters.read(Counter::futex_wakes), 1u);
+  std::uint64_t count = 0;
+  EXPECT_EQ(::read(wake, &count, sizeof(count)), static_cast<ssize_t>(sizeof(count)));
+  EXPECT_EQ(count, 1u);
+  ::close(wake);
 }
 
 TEST(Doorbell, FutexWaitReturnsAtOnceWhenTheWordMoved) {

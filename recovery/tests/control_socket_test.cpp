@@ -164,6 +164,17 @@ TEST_F(ControlSocket, LeasedSlotTalksToItsPeerAndSleepsOnItsEventfd) {
   EXPECT_TRUE(app.loop().poll_once());
   EXPECT_EQ(replies, 1u);
 
+  // A peer's restart is news too: the supervisor's notice must write the eventfd of a sleeper.
+  std::size_t restarts = 0;
+  app.on_peer_restarted([&](ComponentId, std::uint64_t) { ++restarts; });
+  app.arm_wake();
+  EXPECT_FALSE(app.loop().poll_once());
+  ASSERT_TRUE(supervisor_->inject("server", Fault::crash));
+  ASSERT_EQ(::poll(&wake, 1, 10'000), 1) << "the peer-restart notice did not write the wake eventfd";
+  app.disarm_wake();
+  EXPECT_TRUE(app.loop().poll_once());
+  EXPECT_EQ(restarts, 1u);
+
   // Closing the connection ends the lease; the slot is leased again as a new incarnation.
   const std::uint64_t first_incarnation = app.incarnation();
   host->reset();
