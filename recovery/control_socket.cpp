@@ -322,6 +322,25 @@ Result<std::string> control_request(const std::string& path, const std::string& 
   return Error{Errc::invalid_argument, 0, "the supervisor refused the request"};
 }
 
+std::string whole_event_log(const std::string& path) {
+  std::string all;
+  std::uint64_t from = 0;
+  for (;;) {
+    std::string refusal;
+    auto reply = control_request(path, "events " + std::to_string(from), &refusal);
+    if (!reply) return all;
+    const std::size_t marker = reply.value().rfind("next ");
+    if (marker == std::string::npos) return all;
+    all += reply.value().substr(0, marker);
+    std::uint64_t next = 0;
+    if (!parse_number(reply.value().substr(marker + 5, reply.value().find('\n', marker) - marker - 5), &next) ||
+        next <= from) {
+      return all;
+    }
+    from = next;
+  }
+}
+
 CounterTable parse_counters(const std::string& answer) {
   CounterTable table;
   std::istringstream lines(answer);

@@ -77,4 +77,8 @@ CounterTable parse_counters(const std::string& answer);
 Result<std::string> control_request(const std::string& path, const std::string& request,
                                     std::string* error_text);
 
+// The whole event log of the supervisor at `path`, one formatted event per line (it hands the log
+// out in pages of kEventsPerReply); "" when no supervisor answers.
+std::string whole_event_log(const std::string& path);
+
 }  // namespace flotilla::recovery

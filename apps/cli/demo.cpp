@@ -23,6 +23,7 @@
 
 #include "apps/cli/program.hpp"
 #include "recovery/control_socket.hpp"
+#include "recovery/embedded_network.hpp"
 
 namespace flotilla::cli {
 namespace {
@@ -34,19 +35,11 @@ void on_interrupt(int) { g_interrupted = 1; }
 
 constexpr int kIperfPort = 5201;
 
-// Runs a command to completion, its output shown; the exit code.
-int run(const std::vector<std::string>& words) {
-  std::vector<char*> argv;
-  for (const auto& word : words) argv.push_back(const_cast<char*>(word.c_str()));
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  if (pid < 0 || ::waitpid(pid, &status, 0) != pid) return -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+// Brings the stack down, saying what `flotilla down` said.
+void bring_down(const DemoOptions& options) {
+  std::string said;
+  recovery::run_command({options.flotilla, "--socket", options.socket, "down"}, &said);
+  std::fputs(said.c_str(), stdout);
 }
 
 struct Sample {
@@ -61,26 +54,16 @@ struct LoggedEvent {
   std::string detail;
 };
 
+// The supervisor's event log, its lines (recovery/event_log.cpp's format_event) taken apart.
 std::vector<LoggedEvent> read_events(const std::string& socket) {
   std::vector<LoggedEvent> events;
   const std::regex line_pattern(R"(^\[\s*([0-9.]+) ms\] (\S+)\s+(\S+)#[0-9]+(?:  (.*))?$)");
-  std::uint64_t from = 0;
-  for (;;) {
-    std::string refusal;
-    auto reply = recovery::control_request(socket, "events " + std::to_string(from), &refusal);
-    if (!reply) break;
-    std::istringstream lines(reply.value());
-    std::uint64_t next = from;
-    for (std::string line; std::getline(lines, line);) {
-      std::smatch match;
-      if (line.rfind("next ", 0) == 0) {
-        next = std::strtoull(line.c_str() + 5, nullptr, 10);
-      } else if (std::regex_match(line, match, line_pattern)) {
-        events.push_back(LoggedEvent{std::stod(match[1]), match[2], match[3], match[4]});
-      }
+  std::istringstream lines(recovery::whole_event_log(socket));
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch match;
+    if (std::regex_match(line, match, line_pattern)) {
+      events.push_back(LoggedEvent{std::stod(match[1]), match[2], match[3], match[4]});
     }
-    if (next == from) break;
-    from = next;
   }
   return events;
 }
@@ -305,7 +288,7 @@ int run_demo(const DemoOptions& options) {
     Program starting(up, out / "up.log");
     if (starting.wait(std::chrono::seconds(60)) != 0) {
       std::fprintf(stderr, "flotilla demo: the stack did not come up:\n%s", starting.output().c_str());
-      run({options.flotilla, "--socket", options.socket, "down"});
+      bring_down(options);
       return 1;
     }
   }
@@ -315,7 +298,7 @@ int run_demo(const DemoOptions& options) {
     ~Teardown() {
       std::printf("==> flotilla down\n");
       std::fflush(stdout);
-      run({options.flotilla, "--socket", options.socket, "down"});
+      bring_down(options);
     }
   } teardown{options};
 

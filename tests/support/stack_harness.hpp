@@ -251,21 +251,7 @@ class RunningStack {
   }
 
   // The whole event log (the supervisor hands it out in pages).
-  std::string events() const {
-    std::string all;
-    std::uint64_t from = 0;
-    for (;;) {
-      std::string refusal;
-      auto reply = recovery::control_request(socket_, "events " + std::to_string(from), &refusal);
-      if (!reply) return all;
-      const std::size_t marker = reply.value().rfind("next ");
-      if (marker == std::string::npos) return all;
-      all += reply.value().substr(0, marker);
-      const std::uint64_t next = std::stoull(reply.value().substr(marker + 5));
-      if (next == from) return all;
-      from = next;
-    }
-  }
+  std::string events() const { return recovery::whole_event_log(socket_); }
 
   // Each component's process id, from `status-json` (-1 for one not running now).
   std::map<std::string, pid_t> pids() const {
