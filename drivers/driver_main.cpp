@@ -20,7 +20,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "components/messages/buffer_send.hpp"
+#include "dataplane/buffer_send.hpp"
 #include "components/pf/rules.hpp"
 #include "components/pf/xdp_offload.hpp"
 #include "dataplane/hash.hpp"
@@ -29,7 +29,7 @@
 #include "drivers/dpdk/dpdk_port.hpp"
 #include "drivers/impaired_port.hpp"
 #include "drivers/memwire/memwire_port.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 
 namespace {
 
@@ -150,12 +150,12 @@ int main(int argc, char** argv) {
   WaitPolicy policy = WaitPolicy::shared_core();
   // AF_XDP's socket wakes the loop (DeviceWaker); other devices are polled on a timer.
   if (options.type != "af_xdp") policy.sleep_max = std::chrono::microseconds(options.idle_poll_us);
-  auto attached = recovery::ComponentHost::attach(policy);
+  auto attached = ComponentHost::attach(policy);
   if (!attached) {
     std::fprintf(stderr, "flotilla-driver: %s\n", attached.error().message().c_str());
     return 1;
   }
-  recovery::ComponentHost& host = *attached.value();
+  ComponentHost& host = *attached.value();
   ChannelEnd* ip = host.channel(options.channel);
   if (ip == nullptr) {
     std::fprintf(stderr, "flotilla-driver: no channel '%s' to IP\n", options.channel.c_str());
@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < count; ++i) {
       rx_frames.add();
       const Message message = Message::make(stack::kFrameKind, stack::FrameBody{received[i]});
-      if (!stack::send_with_buffer(host, *ip, ip_id, received[i], message)) {
+      if (!send_with_buffer(host, *ip, ip_id, received[i], message)) {
         rx_to_ip_full.add();
         (void)host.pool().free(host.id(), received[i]);
       }

@@ -148,7 +148,7 @@ std::string recent_events(const rec::Supervisor& supervisor, std::size_t from) {
 }
 
 // Injects `fault` into the middle and waits for its next incarnation's `recovered` event.
-void fail_middle_once(rec::Supervisor& supervisor, rec::Fault fault, Series& out) {
+void fail_middle_once(rec::Supervisor& supervisor, flotilla::Fault fault, Series& out) {
   const auto view = supervisor.component("middle");
   if (!view || view->status != rec::ComponentStatus::running) {
     fail("middle is not running before the fault (status " +
@@ -175,7 +175,7 @@ void fail_middle_once(rec::Supervisor& supervisor, rec::Fault fault, Series& out
   const rec::Event* injected = find_after(rec::EventKind::fault_injected);
   const rec::Event* recovered = find_after(rec::EventKind::recovered);
   const rec::Event* detected =
-      find_after(fault == rec::Fault::hang ? rec::EventKind::hang_detected : rec::EventKind::exit);
+      find_after(fault == flotilla::Fault::hang ? rec::EventKind::hang_detected : rec::EventKind::exit);
   if (injected == nullptr || detected == nullptr || recovered->incarnation != incarnation + 1 ||
       recovered->at_ns < injected->at_ns) {
     fail("unexpected event sequence for incarnation " + std::to_string(incarnation) + ":" +
@@ -212,14 +212,14 @@ void run_flotilla(const std::string& echo, std::size_t crashes, std::size_t hang
   std::uniform_int_distribution<int> pause_ms(1, 10);
   for (std::size_t i = 1; i <= crashes; ++i) {
     supervisor.run_for(std::chrono::milliseconds(pause_ms(random)));  // a random moment
-    fail_middle_once(supervisor, rec::Fault::crash, crash);
+    fail_middle_once(supervisor, flotilla::Fault::crash, crash);
     if (i % progress_step(crashes) == 0 || i == crashes) {
       progress("flotilla", "crashes", i, crashes, crash.fault_to_served);
     }
   }
   for (std::size_t i = 1; i <= hangs; ++i) {
     supervisor.run_for(std::chrono::milliseconds(pause_ms(random)));
-    fail_middle_once(supervisor, rec::Fault::hang, hang);
+    fail_middle_once(supervisor, flotilla::Fault::hang, hang);
     if (i % progress_step(hangs) == 0 || i == hangs) {
       progress("flotilla", "hangs", i, hangs, hang.fault_to_served);
     }

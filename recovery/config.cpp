@@ -8,7 +8,7 @@
 
 #include <toml++/toml.h>
 
-#include "recovery/control_block.hpp"
+#include "dataplane/control_block.hpp"
 
 namespace flotilla::recovery {
 namespace {

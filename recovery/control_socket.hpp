@@ -19,7 +19,7 @@
 
 #include "dataplane/result.hpp"
 #include "dataplane/unique_fd.hpp"
-#include "recovery/control_address.hpp"
+#include "dataplane/control_address.hpp"
 #include "recovery/supervisor.hpp"
 
 namespace flotilla::recovery {

@@ -89,7 +89,7 @@ a = "udp"
 b = "echo"
 capacity = 1024
 
-# The echo server's socket state, exposed to it by the UDP server (sockets/exposed_sockets.hpp).
+# The echo server's socket state, exposed to it by the UDP server (components/formats/exposed_sockets.hpp).
 [[region]]
 name = "udp-echo-sockets"
 bytes = 16384
@@ -102,7 +102,7 @@ readers = ["echo"]
 // TCP replica, and a channel to the UDP server with its exposed-socket region.
 inline constexpr int kAppSlots = 4;
 inline constexpr std::uint64_t kAppSocketsPerReplica = 64;
-// sockets::TcpRegion::bytes_for(kAppSocketsPerReplica, 1 MiB rings): a header page, then per slot
+// formats::TcpRegion::bytes_for(kAppSocketsPerReplica, 1 MiB rings): a header page, then per slot
 // a control page and two rings.
 inline constexpr std::uint64_t kAppTcpRegionBytes = 4096 + kAppSocketsPerReplica * (4096 + 2 * (1u << 20));
 

@@ -25,7 +25,7 @@
 #include "dataplane/shared_region.hpp"
 #include "components/name/snapshot_stream.hpp"
 #include "recovery/config.hpp"
-#include "recovery/control_block.hpp"
+#include "dataplane/control_block.hpp"
 #include "recovery/event_log.hpp"
 
 namespace flotilla::recovery {

@@ -27,7 +27,7 @@ TcpSocketStatus status_of(const TcpSocketSlotHeader& header) {
 // The channels and regions of a component's host.
 class HostLinks final : public TcpReplicaLinks {
  public:
-  HostLinks(recovery::ComponentHost& host, std::vector<ChannelEnd*> channels, std::vector<std::string> regions)
+  HostLinks(ComponentHost& host, std::vector<ChannelEnd*> channels, std::vector<std::string> regions)
       : host_(host), channels_(std::move(channels)), regions_(std::move(regions)) {}
   std::size_t replica_count() const override { return channels_.size(); }
   Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) override {
@@ -36,7 +36,7 @@ class HostLinks final : public TcpReplicaLinks {
   std::span<std::byte> region(std::size_t replica) override { return host_.region(regions_[replica]); }
 
  private:
-  recovery::ComponentHost& host_;
+  ComponentHost& host_;
   std::vector<ChannelEnd*> channels_;
   std::vector<std::string> regions_;
 };
@@ -44,7 +44,7 @@ class HostLinks final : public TcpReplicaLinks {
 // A channel of the host to a name server, and a loop timer for the lookups' deadlines.
 class HostNameLink final : public TcpNameLink {
  public:
-  HostNameLink(recovery::ComponentHost& host, ChannelEnd& channel)
+  HostNameLink(ComponentHost& host, ChannelEnd& channel)
       : host_(host), channel_(name::NameChannel::wrap(channel)), timer_([this](Timer&) {
           if (sockets_ != nullptr) sockets_->expire_lookups();
         }) {}
@@ -62,7 +62,7 @@ class HostNameLink final : public TcpNameLink {
   std::optional<name::NameMessage> feed(const Message& chunk) { return channel_.feed(chunk); }
 
  private:
-  recovery::ComponentHost& host_;
+  ComponentHost& host_;
   name::NameChannel channel_;
   Timer timer_;
   TcpSockets* sockets_ = nullptr;
@@ -70,7 +70,7 @@ class HostNameLink final : public TcpNameLink {
 
 }  // namespace
 
-Result<std::unique_ptr<TcpSockets>> TcpSockets::attach(recovery::ComponentHost& host,
+Result<std::unique_ptr<TcpSockets>> TcpSockets::attach(ComponentHost& host,
                                                        std::span<const std::string> channel_names,
                                                        std::string_view name_channel) {
   if (channel_names.empty()) return Error{Errc::invalid_argument, 0, "tcp sockets: no channel to a replica"};

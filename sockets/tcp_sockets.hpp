@@ -1,6 +1,6 @@
 // The native TCP socket API of libflotilla, for programs that run as Flotilla components with a
 // channel to each TCP replica. Each channel comes with a region the pair shares
-// (sockets/tcp_socket_page.hpp): the replica hands out its slots, and a socket's bytes move through
+// (components/formats/tcp_socket_page.hpp): the replica hands out its slots, and a socket's bytes move through
 // the slot's two byte rings. So send() and recv() are copies plus a few atomic operations, and the
 // readiness calls (readable, writable, acceptable, eof, error, info) are loads: none of them makes
 // a system call.
@@ -43,14 +43,31 @@
 #include <string_view>
 #include <vector>
 
-#include "components/messages/stack_messages.hpp"
+#include "components/formats/stack_messages.hpp"
 #include "components/name/name_message.hpp"
 #include "dataplane/result.hpp"
-#include "recovery/component_host.hpp"
-#include "sockets/byte_ring.hpp"
-#include "sockets/tcp_socket_page.hpp"
+#include "dataplane/component_host.hpp"
+#include "components/formats/byte_ring.hpp"
+#include "components/formats/tcp_socket_page.hpp"
 
 namespace flotilla::sockets {
+
+// The shared-memory formats this library reads and writes (components/formats/).
+using formats::ByteRingConsumer;
+using formats::ByteRingProducer;
+using formats::TcpRegion;
+using formats::TcpSocketControl;
+using formats::TcpSocketSlotHeader;
+using formats::TcpSocketStatus;
+using formats::tcp_region_name;
+using formats::kTcpPeerClosed;
+using formats::kTcpWriteClosed;
+using formats::kTcpRequestSend;
+using formats::kTcpRequestWindow;
+using formats::kTcpRequestShutdownWrite;
+using formats::kTcpRequestClose;
+using formats::kTcpRequestAbort;
+using formats::kTcpRequestAccepted;
 
 // How TcpSockets reaches its replicas, one index per replica. In a component these are the host's
 // channels and regions (TcpSockets::attach); tests give plain memory and a fake replica.
@@ -147,7 +164,7 @@ class TcpSockets {
   // with its region, tcp_region_name(channel); the replica may format it later. With
   // `name_channel` (a channel to a name server, e.g. "perf-name0"), connections are placed by the
   // name fleet (see use_name_fleet); the replicas are known to it by their channels' peers.
-  static Result<std::unique_ptr<TcpSockets>> attach(recovery::ComponentHost& host,
+  static Result<std::unique_ptr<TcpSockets>> attach(ComponentHost& host,
                                                     std::span<const std::string> channels,
                                                     std::string_view name_channel = {});
 

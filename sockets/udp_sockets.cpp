@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "components/messages/buffer_send.hpp"
+#include "dataplane/buffer_send.hpp"
 
 namespace flotilla::sockets {
 namespace {
@@ -18,7 +18,7 @@ std::size_t UdpSockets::max_payload() const {
   return std::min<std::size_t>(room, 1472);  // one Ethernet frame: the stack does not fragment
 }
 
-Result<std::unique_ptr<UdpSockets>> UdpSockets::attach(recovery::ComponentHost& host,
+Result<std::unique_ptr<UdpSockets>> UdpSockets::attach(ComponentHost& host,
                                                        std::string_view channel_name) {
   ChannelEnd* channel = host.channel(channel_name);
   if (channel == nullptr) return Error{Errc::invalid_argument, 0, "udp sockets: no such channel"};
@@ -101,7 +101,7 @@ Status UdpSockets::send_to(std::uint32_t socket, std::uint32_t address, std::uin
   if (!bytes) return bytes.error();
   if (!payload.empty()) std::memcpy(bytes->data(), payload.data(), payload.size());
   const stack::SocketDatagramBody body{handle, socket, address, port, entry->local_port};
-  if (!stack::send_with_buffer(host_, channel_, udp_, handle,
+  if (!send_with_buffer(host_, channel_, udp_, handle,
                                Message::make(stack::kSocketDatagramKind, body))) {
     (void)host_.pool().free(host_.id(), handle);
     return Error{Errc::exhausted, 0, "udp sockets: channel full"};

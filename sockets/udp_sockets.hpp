@@ -2,7 +2,7 @@
 // channel to the UDP server. Everything is non-blocking and driven by the component loop: open()
 // asks for a socket and the answer arrives through on_status; datagrams arrive through
 // on_datagram. Readiness needs no system call: the UDP server exposes each socket's state in a
-// region the application maps read-only (sockets/exposed_sockets.hpp), so readable(socket) is two
+// region the application maps read-only (components/formats/exposed_sockets.hpp), so readable(socket) is two
 // loads; without that region it is whether the channel from UDP holds messages.
 //
 // Payloads are copied once, between the caller's bytes and a pool buffer.
@@ -13,12 +13,18 @@
 #include <span>
 #include <vector>
 
-#include "components/messages/stack_messages.hpp"
+#include "components/formats/stack_messages.hpp"
 #include "dataplane/result.hpp"
-#include "recovery/component_host.hpp"
-#include "sockets/exposed_sockets.hpp"
+#include "dataplane/component_host.hpp"
+#include "components/formats/exposed_sockets.hpp"
 
 namespace flotilla::sockets {
+
+// The shared-memory formats this library reads and writes (components/formats/).
+using formats::ExposedSocket;
+using formats::ExposedSocketTable;
+using formats::exposed_region_name;
+using formats::bump;
 
 struct Datagram {
   std::uint32_t socket;
@@ -38,7 +44,7 @@ class UdpSockets {
   std::size_t max_payload() const;
 
   // `channel` leads to the UDP server. Registers itself as an input of the host's loop.
-  static Result<std::unique_ptr<UdpSockets>> attach(recovery::ComponentHost& host, std::string_view channel);
+  static Result<std::unique_ptr<UdpSockets>> attach(ComponentHost& host, std::string_view channel);
 
   void on_datagram(DatagramHandler handler) { datagram_handler_ = std::move(handler); }
   void on_status(StatusHandler handler) { status_handler_ = std::move(handler); }
@@ -66,7 +72,7 @@ class UdpSockets {
   std::uint64_t refused() const { return refused_; }
 
  private:
-  UdpSockets(recovery::ComponentHost& host, ChannelEnd& channel, ComponentId udp)
+  UdpSockets(ComponentHost& host, ChannelEnd& channel, ComponentId udp)
       : host_(host), channel_(channel), udp_(udp), from_udp_(&channel.in) {}
   void on_messages(std::span<const Message> messages);
 
@@ -76,9 +82,9 @@ class UdpSockets {
     std::uint64_t consumed = 0;      // datagrams taken from the channel
   };
   const LocalSocket* local(std::uint32_t socket) const;
-  const sockets::ExposedSocket* exposed(const LocalSocket& socket) const;
+  const formats::ExposedSocket* exposed(const LocalSocket& socket) const;
 
-  recovery::ComponentHost& host_;
+  ComponentHost& host_;
   ChannelEnd& channel_;
   ComponentId udp_;
   RingConsumer* from_udp_;

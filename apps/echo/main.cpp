@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "dataplane/clock.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 #include "apps/echo/echo_protocol.hpp"
 
 namespace flotilla::recovery::echo {
@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
   app.add_option("--rate", rate, "Client: requests per second (0: as fast as the chain goes)");
   CLI11_PARSE(app, argc, argv);
   if (role == "crash-at-start") ::raise(SIGSEGV);
-  auto host = ComponentHost::attach(flotilla::WaitPolicy::shared_core());
+  auto host = flotilla::ComponentHost::attach(flotilla::WaitPolicy::shared_core());
   if (!host) {
     std::fprintf(stderr, "echo %s: %s\n", role.c_str(), host.error().message().c_str());
     return 3;

@@ -13,7 +13,7 @@
 
 #include "components/name/arbitrated_commit.hpp"
 #include "components/name/channel_transport.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 
 namespace flotilla::recovery {
 namespace {
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
   std::uint64_t ttl_ms = 1000;
   app.add_option("--ttl-ms", ttl_ms, "How long clients may cache a lookup");
   CLI11_PARSE(app, argc, argv);
-  auto host = ComponentHost::attach(flotilla::WaitPolicy::shared_core());
+  auto host = flotilla::ComponentHost::attach(flotilla::WaitPolicy::shared_core());
   if (!host) {
     std::fprintf(stderr, "name server: %s\n", host.error().message().c_str());
     return 3;

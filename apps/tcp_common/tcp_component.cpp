@@ -25,7 +25,7 @@ std::optional<TcpComponent> attach_tcp_component(const char* program, const std:
     *exit_code = 2;
     return std::nullopt;
   }
-  auto host = recovery::ComponentHost::attach(WaitPolicy::shared_core());
+  auto host = ComponentHost::attach(WaitPolicy::shared_core());
   if (!host) {
     std::fprintf(stderr, "%s: %s\n", program, host.error().message().c_str());
     *exit_code = 1;

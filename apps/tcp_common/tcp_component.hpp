@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 #include "sockets/tcp_sockets.hpp"
 
 namespace flotilla::apps {
@@ -17,7 +17,7 @@ namespace flotilla::apps {
 std::vector<std::string> split_channels(std::string_view text);
 
 struct TcpComponent {
-  std::unique_ptr<recovery::ComponentHost> host;
+  std::unique_ptr<ComponentHost> host;
   std::unique_ptr<sockets::TcpSockets> sockets;
 };
 

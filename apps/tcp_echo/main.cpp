@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   auto component = apps::attach_tcp_component("flotilla-tcp-echo", channels_text, &exit_code);
   if (!component) return exit_code;
-  recovery::ComponentHost& host = *component->host;
+  ComponentHost& host = *component->host;
   sockets::TcpSockets& sockets = *component->sockets;
   apps::EchoServer server(sockets, port, backlog);
   if (auto started = server.start(); !started) {

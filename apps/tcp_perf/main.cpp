@@ -109,7 +109,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   auto component = apps::attach_tcp_component("flotilla-perf", channels_text, &exit_code, name_channel);
   if (!component) return exit_code;
-  recovery::ComponentHost& host = *component->host;
+  ComponentHost& host = *component->host;
   sockets::TcpSockets& sockets = *component->sockets;
 
   std::optional<apps::PerfSender> sender;

@@ -13,7 +13,7 @@
 namespace flotilla::apps {
 namespace {
 
-using sockets::TcpSocketStatus;
+using formats::TcpSocketStatus;
 using sockets::testing::FakeReplica;
 using sockets::testing::FakeStack;
 
@@ -132,14 +132,14 @@ TEST(PerfSender, SendsThePatternOnEveryStreamThenShutsDown) {
   for (int r = 0; r < 2; ++r) {
     ASSERT_EQ(got[r].size(), kBytes);
     EXPECT_EQ(count_pattern_mismatches(0, got[r], nullptr), 0u);
-    EXPECT_NE(stack.replica(r).take_requests(slots[r]) & sockets::kTcpRequestShutdownWrite, 0u);
+    EXPECT_NE(stack.replica(r).take_requests(slots[r]) & formats::kTcpRequestShutdownWrite, 0u);
   }
   EXPECT_EQ(sender.bytes(), 2 * kBytes);
   EXPECT_TRUE(sender.finished());
   stack.replica(0).control(slots[0]).retransmits.store(3);
   stack.replica(1).control(slots[1]).retransmits.store(4);
   sender.close();
-  EXPECT_EQ(stack.replica(0).take_requests(slots[0]) & sockets::kTcpRequestClose, sockets::kTcpRequestClose);
+  EXPECT_EQ(stack.replica(0).take_requests(slots[0]) & formats::kTcpRequestClose, formats::kTcpRequestClose);
   const PerfReport report = sender.report(1.0);
   EXPECT_EQ(report.bytes, 2 * kBytes);
   EXPECT_EQ(report.failed_streams, 0u);
@@ -178,8 +178,8 @@ TEST(PerfReceiver, ReadsEveryStreamToItsEndAndCountsWrongBytes) {
   ASSERT_EQ(stack.replica(1).receive_ring(broken).write(bad), kBytes);
   EXPECT_TRUE(receiver.pump());
   EXPECT_FALSE(receiver.finished());
-  stack.replica(0).control(clean).flags.fetch_or(sockets::kTcpPeerClosed);
-  stack.replica(1).control(broken).flags.fetch_or(sockets::kTcpPeerClosed);
+  stack.replica(0).control(clean).flags.fetch_or(formats::kTcpPeerClosed);
+  stack.replica(1).control(broken).flags.fetch_or(formats::kTcpPeerClosed);
   receiver.pump();
   EXPECT_TRUE(receiver.finished());
   const PerfReport report = receiver.report(1.0);
@@ -190,7 +190,7 @@ TEST(PerfReceiver, ReadsEveryStreamToItsEndAndCountsWrongBytes) {
   EXPECT_EQ(report.sha256[0], sha256_of(good));
   EXPECT_EQ(report.sha256[1], sha256_of(bad));
   // Each connection was closed once read to its end.
-  EXPECT_NE(stack.replica(0).take_requests(clean) & sockets::kTcpRequestClose, 0u);
+  EXPECT_NE(stack.replica(0).take_requests(clean) & formats::kTcpRequestClose, 0u);
 }
 
 TEST(EchoServer, EchoesEveryConnectionAndHoldsBackWhileTheSendRingIsFull) {
@@ -227,7 +227,7 @@ TEST(EchoServer, EchoesEveryConnectionAndHoldsBackWhileTheSendRingIsFull) {
 
   // The client reads again and closes: everything comes back, then the server closes.
   std::vector<std::byte> all;
-  stack.replica(0).control(first).flags.fetch_or(sockets::kTcpPeerClosed);
+  stack.replica(0).control(first).flags.fetch_or(formats::kTcpPeerClosed);
   for (int round = 0; round < 20 && server.connections() == 2; ++round) {
     auto& ring = stack.replica(0).send_ring(first);
     std::vector<std::byte> chunk(ring.readable());
@@ -242,7 +242,7 @@ TEST(EchoServer, EchoesEveryConnectionAndHoldsBackWhileTheSendRingIsFull) {
   EXPECT_EQ(all.size(), 3 * big.size());
   EXPECT_EQ(count_pattern_mismatches(0, std::span(all).first(big.size()), nullptr), 0u);
   EXPECT_EQ(server.connections(), 1u);
-  EXPECT_NE(stack.replica(0).take_requests(first) & sockets::kTcpRequestClose, 0u);
+  EXPECT_NE(stack.replica(0).take_requests(first) & formats::kTcpRequestClose, 0u);
   EXPECT_EQ(server.accepted(), 2u);
 }
 

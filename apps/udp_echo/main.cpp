@@ -14,7 +14,7 @@
 #include "components/wire/address.hpp"
 #include "dataplane/clock.hpp"
 #include "dataplane/hash.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 #include "sockets/udp_sockets.hpp"
 
 namespace {
@@ -78,12 +78,12 @@ int main(int argc, char** argv) {
     }
   }
 
-  auto attached = recovery::ComponentHost::attach(WaitPolicy::shared_core());
+  auto attached = ComponentHost::attach(WaitPolicy::shared_core());
   if (!attached) {
     std::fprintf(stderr, "flotilla-udp-echo: %s\n", attached.error().message().c_str());
     return 1;
   }
-  recovery::ComponentHost& host = *attached.value();
+  ComponentHost& host = *attached.value();
   auto sockets_result = sockets::UdpSockets::attach(host, channel);
   if (!sockets_result) {
     std::fprintf(stderr, "flotilla-udp-echo: no channel '%s' to the UDP server\n", channel.c_str());

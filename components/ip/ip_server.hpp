@@ -24,7 +24,7 @@
 #include "components/ip/pending_queue.hpp"
 #include "components/ip/reassembly.hpp"
 #include "components/ip/route_table.hpp"
-#include "components/messages/stack_messages.hpp"
+#include "components/formats/stack_messages.hpp"
 #include "components/wire/ipv4.hpp"
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/counters.hpp"

@@ -8,14 +8,13 @@
 #include <CLI/CLI.hpp>
 
 #include "components/ip/ip_server.hpp"
-#include "components/messages/buffer_send.hpp"
+#include "dataplane/buffer_send.hpp"
 #include "components/wire/address.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 
 namespace {
 
 using namespace flotilla;
-using flotilla::recovery::ComponentHost;
 
 // IpServer's outputs, as channels of this process.
 class ChannelOutputs final : public ip::IpOutputs {
@@ -25,7 +24,7 @@ class ChannelOutputs final : public ip::IpOutputs {
 
   bool send_frame(const BufferHandle& frame) override {
     const ComponentId peer = host_.peer_of(driver_name_);
-    return stack::send_with_buffer(host_, driver_, peer, frame,
+    return send_with_buffer(host_, driver_, peer, frame,
                                    Message::make(stack::kFrameKind, stack::FrameBody{frame}));
   }
   bool has_filter() const override { return filter_ != nullptr; }
@@ -37,7 +36,7 @@ class ChannelOutputs final : public ip::IpOutputs {
   bool deliver(ComponentId owner, const stack::TransportPacketBody& packet) override {
     for (std::size_t i = 0; i < host_.channel_count(); ++i) {
       if (host_.channel_peer(i) != owner) continue;
-      return stack::send_with_buffer(host_, host_.channel_at(i), owner, packet.segment,
+      return send_with_buffer(host_, host_.channel_at(i), owner, packet.segment,
                                      Message::make(stack::kTransportPacketKind, packet));
     }
     return false;

@@ -15,7 +15,7 @@
 #include "components/pf/state_table.hpp"
 #include "components/wire/bytes.hpp"
 #include "components/wire/ipv4.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 
 namespace {
 
@@ -68,12 +68,12 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto attached = recovery::ComponentHost::attach(WaitPolicy::shared_core());
+  auto attached = ComponentHost::attach(WaitPolicy::shared_core());
   if (!attached) {
     std::fprintf(stderr, "flotilla-pf: %s\n", attached.error().message().c_str());
     return 1;
   }
-  recovery::ComponentHost& host = *attached.value();
+  ComponentHost& host = *attached.value();
   ChannelEnd* ip = host.channel(channel_name);
   if (ip == nullptr) {
     std::fprintf(stderr, "flotilla-pf: no channel '%s' to IP\n", channel_name.c_str());

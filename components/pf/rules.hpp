@@ -21,7 +21,7 @@
 #include <variant>
 #include <vector>
 
-#include "components/messages/stack_messages.hpp"
+#include "components/formats/stack_messages.hpp"
 
 namespace flotilla::pf {
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "components/pf/rules.hpp"
-#include "drivers/bpf/xdp_block_rule.h"
+#include "components/formats/xdp_block_rule.h"
 
 namespace flotilla::pf {
 

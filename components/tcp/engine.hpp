@@ -31,7 +31,7 @@
 #include "components/wire/tcp.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/result.hpp"
-#include "sockets/byte_ring.hpp"
+#include "components/formats/byte_ring.hpp"
 
 namespace flotilla::tcp {
 
@@ -87,7 +87,7 @@ struct OutgoingSegment {
   std::uint8_t flags = 0;
   std::uint16_t window = 0;  // as it goes on the wire (already scaled down)
   wire::TcpOptions options;
-  const sockets::ByteRingConsumer* payload = nullptr;
+  const formats::ByteRingConsumer* payload = nullptr;
   std::size_t payload_offset = 0;
   std::size_t payload_length = 0;
 };
@@ -110,8 +110,8 @@ using ListenerId = std::uint32_t;
 
 // The rings of one connection, as the engine sees them.
 struct StreamRings {
-  sockets::ByteRingConsumer send;
-  sockets::ByteRingProducer receive;
+  formats::ByteRingConsumer send;
+  formats::ByteRingProducer receive;
 };
 
 // Bits of the events the engine reports.

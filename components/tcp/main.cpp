@@ -1,6 +1,6 @@
 // flotilla-tcp: one TCP replica process. One channel leads to IP; every other channel leads to an
 // application using the native TCP socket API, with which it shares a socket region
-// (sockets/tcp_socket_page.hpp). The connection table lives in the state store. The work is in
+// (components/formats/tcp_socket_page.hpp). The connection table lives in the state store. The work is in
 // ReplicaServer (replica_server.hpp) and the engine under it; this file wires them to channels.
 #include <cstdio>
 #include <string>
@@ -8,16 +8,15 @@
 
 #include <CLI/CLI.hpp>
 
-#include "components/messages/buffer_send.hpp"
+#include "dataplane/buffer_send.hpp"
 #include "components/tcp/replica_server.hpp"
 #include "components/wire/address.hpp"
 #include "dataplane/clock.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 
 namespace {
 
 using namespace flotilla;
-using flotilla::recovery::ComponentHost;
 
 class ChannelOutputs final : public tcp::ReplicaOutputs {
  public:
@@ -25,7 +24,7 @@ class ChannelOutputs final : public tcp::ReplicaOutputs {
       : host_(host), ip_(ip), ip_id_(ip_id), apps_(std::move(apps)) {}
 
   bool segment_to_ip(const stack::TransportPacketBody& packet) override {
-    return stack::send_with_buffer(host_, ip_, ip_id_, packet.segment,
+    return send_with_buffer(host_, ip_, ip_id_, packet.segment,
                                    Message::make(stack::kTransportPacketKind, packet));
   }
   bool control_to_ip(const Message& message) override { return send(ip_, message); }
@@ -109,11 +108,11 @@ int main(int argc, char** argv) {
     if (&host.channel_at(i) == ip) continue;
     app_channels.push_back(&host.channel_at(i));
     app_ids.push_back(host.channel_peer(i));
-    const auto region = host.region(sockets::tcp_region_name(host.channel_name(i)));
+    const auto region = host.region(formats::tcp_region_name(host.channel_name(i)));
     if (region.empty()) {
       std::fprintf(stderr, "flotilla-tcp: channel '%s' has no region '%s': that application gets no sockets\n",
                    std::string(host.channel_name(i)).c_str(),
-                   sockets::tcp_region_name(host.channel_name(i)).c_str());
+                   formats::tcp_region_name(host.channel_name(i)).c_str());
     }
     app_regions.push_back(region);
   }

@@ -7,8 +7,8 @@
 namespace flotilla::tcp {
 namespace {
 
-using sockets::TcpSocketControl;
-using sockets::TcpSocketStatus;
+using formats::TcpSocketControl;
+using formats::TcpSocketStatus;
 
 // Ephemeral ports (RFC 6335's dynamic range). Replica k of N uses the ones with port % N == k, so
 // two replicas never pick the same local port for the same peer.
@@ -65,7 +65,7 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
 
 void ReplicaServer::format_app(std::size_t app, std::span<std::byte> region) {
   App& entry = apps_[app];
-  entry.region = region.empty() ? sockets::TcpRegion{} : sockets::TcpRegion::format(region, settings_.ring_bytes);
+  entry.region = region.empty() ? formats::TcpRegion{} : formats::TcpRegion::format(region, settings_.ring_bytes);
   const std::uint32_t slots = entry.region.slot_count();
   entry.slots.assign(slots, Slot{});
   entry.free_slots.clear();
@@ -223,10 +223,10 @@ void ReplicaServer::free_slot(std::size_t app, std::uint32_t slot) {
 }
 
 StreamRings ReplicaServer::rings_of(std::size_t app, std::uint32_t slot) {
-  const sockets::TcpRegion& region = apps_[app].region;
+  const formats::TcpRegion& region = apps_[app].region;
   auto* header = region.slot(slot);
-  return StreamRings{sockets::ByteRingConsumer(&header->send, region.send_bytes(slot)),
-                     sockets::ByteRingProducer(&header->receive, region.receive_bytes(slot))};
+  return StreamRings{formats::ByteRingConsumer(&header->send, region.send_bytes(slot)),
+                     formats::ByteRingProducer(&header->receive, region.receive_bytes(slot))};
 }
 
 void ReplicaServer::notify(std::size_t app, std::uint32_t slot) {
@@ -378,7 +378,7 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpSlotBody& kick, std
   control.kick_pending.store(0, std::memory_order_seq_cst);
   const std::uint32_t requests = control.requests.exchange(0, std::memory_order_acq_rel);
   if (slot->kind == SlotKind::listener) {
-    if ((requests & sockets::kTcpRequestAccepted) != 0) {
+    if ((requests & formats::kTcpRequestAccepted) != 0) {
       // A running count the application keeps: it may only grow, by at most what waits.
       const std::uint32_t growth = control.accepted.load(std::memory_order_acquire) - slot->accept_taken;
       const std::uint32_t waiting = slot->accept_announced - slot->accept_taken;
@@ -390,7 +390,7 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpSlotBody& kick, std
         control.accept_ready.store(waiting - growth, std::memory_order_release);
       }
     }
-    if ((requests & (sockets::kTcpRequestClose | sockets::kTcpRequestAbort)) != 0) {
+    if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) {
       engine_->close_listener(slot->listener);
       listeners_[slot->listener] = Place{};
       free_slot(app, kick.slot);
@@ -400,17 +400,17 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpSlotBody& kick, std
   const ConnectionHandle connection = slot->connection;
   if (slot->engine_released) {
     // The connection is over; all that is left is the application letting go of the slot.
-    if ((requests & (sockets::kTcpRequestClose | sockets::kTcpRequestAbort)) != 0) free_slot(app, kick.slot);
+    if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) free_slot(app, kick.slot);
     return;
   }
-  if ((requests & sockets::kTcpRequestAbort) != 0) {
+  if ((requests & formats::kTcpRequestAbort) != 0) {
     slot->app_closed = true;
     engine_->abort(connection, now_ns);
   } else {
-    if ((requests & sockets::kTcpRequestSend) != 0) engine_->on_send_ready(connection, now_ns);
-    if ((requests & sockets::kTcpRequestWindow) != 0) engine_->on_receive_consumed(connection, now_ns);
-    if ((requests & sockets::kTcpRequestShutdownWrite) != 0) engine_->shutdown_write(connection, now_ns);
-    if ((requests & sockets::kTcpRequestClose) != 0) {
+    if ((requests & formats::kTcpRequestSend) != 0) engine_->on_send_ready(connection, now_ns);
+    if ((requests & formats::kTcpRequestWindow) != 0) engine_->on_receive_consumed(connection, now_ns);
+    if ((requests & formats::kTcpRequestShutdownWrite) != 0) engine_->shutdown_write(connection, now_ns);
+    if ((requests & formats::kTcpRequestClose) != 0) {
       slot->app_closed = true;
       engine_->close(connection, now_ns);
     }
@@ -516,7 +516,7 @@ void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events,
     publish_info(app, index, connection);
   }
   if ((events & kEventPeerClosed) != 0) {
-    control.flags.fetch_or(sockets::kTcpPeerClosed, std::memory_order_release);
+    control.flags.fetch_or(formats::kTcpPeerClosed, std::memory_order_release);
   }
   if ((events & kEventFailed) != 0) {
     control.error.store(error, std::memory_order_relaxed);

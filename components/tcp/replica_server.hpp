@@ -1,6 +1,6 @@
 // One TCP replica's logic around its engine (components/tcp/engine.hpp): segments from IP go into
 // the engine and the engine's segments go out to IP in pool buffers; applications' requests
-// (sockets/tcp_socket_page.hpp) become engine calls on the slots of the region each application
+// (components/formats/tcp_socket_page.hpp) become engine calls on the slots of the region each application
 // shares with this replica, and engine events become state words and event messages there.
 //
 // Kept apart from the process (components/tcp/main.cpp) so the channels are the only thing main
@@ -18,12 +18,12 @@
 #include <string>
 #include <vector>
 
-#include "components/messages/stack_messages.hpp"
+#include "components/formats/stack_messages.hpp"
 #include "components/tcp/engine.hpp"
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/message.hpp"
-#include "sockets/tcp_socket_page.hpp"
+#include "components/formats/tcp_socket_page.hpp"
 
 namespace flotilla::tcp {
 
@@ -120,7 +120,7 @@ class ReplicaServer final : public EngineHost {
     std::uint32_t accept_taken = 0;
   };
   struct App {
-    sockets::TcpRegion region;
+    formats::TcpRegion region;
     std::vector<Slot> slots;
     std::vector<std::uint32_t> free_slots;
     MessageOutbox outbox;

@@ -8,15 +8,14 @@
 
 #include <CLI/CLI.hpp>
 
-#include "components/messages/buffer_send.hpp"
+#include "dataplane/buffer_send.hpp"
 #include "components/udp/udp_server.hpp"
 #include "components/wire/address.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 
 namespace {
 
 using namespace flotilla;
-using flotilla::recovery::ComponentHost;
 
 class ChannelOutputs final : public udp::UdpOutputs {
  public:
@@ -24,7 +23,7 @@ class ChannelOutputs final : public udp::UdpOutputs {
       : host_(host), ip_(ip), ip_id_(ip_id) {}
 
   bool to_ip(const stack::TransportPacketBody& packet) override {
-    return stack::send_with_buffer(host_, ip_, ip_id_, packet.segment,
+    return send_with_buffer(host_, ip_, ip_id_, packet.segment,
                                    Message::make(stack::kTransportPacketKind, packet));
   }
   bool bind_port(const stack::PortBindingBody& binding) override {
@@ -35,10 +34,10 @@ class ChannelOutputs final : public udp::UdpOutputs {
   bool to_app(ComponentId app, const stack::SocketDatagramBody& datagram) override {
     ChannelEnd* channel = channel_to(app);
     return channel != nullptr &&
-           stack::send_with_buffer(host_, *channel, app, datagram.payload,
+           send_with_buffer(host_, *channel, app, datagram.payload,
                                    Message::make(stack::kSocketDatagramKind, datagram));
   }
-  sockets::ExposedSocketTable exposed(ComponentId app) override {
+  formats::ExposedSocketTable exposed(ComponentId app) override {
     for (const auto& [peer, table] : exposed_) {
       if (peer == app) return table;
     }
@@ -48,9 +47,9 @@ class ChannelOutputs final : public udp::UdpOutputs {
   void format_exposed() {
     for (std::size_t i = 0; i < host_.channel_count(); ++i) {
       if (&host_.channel_at(i) == &ip_) continue;
-      auto region = host_.region(sockets::exposed_region_name(host_.channel_name(i)));
+      auto region = host_.region(formats::exposed_region_name(host_.channel_name(i)));
       if (region.empty()) continue;
-      exposed_.emplace_back(host_.channel_peer(i), sockets::ExposedSocketTable::format(region));
+      exposed_.emplace_back(host_.channel_peer(i), formats::ExposedSocketTable::format(region));
     }
   }
   bool status_to_app(ComponentId app, const stack::SocketStatusBody& status) override {
@@ -72,7 +71,7 @@ class ChannelOutputs final : public udp::UdpOutputs {
   ComponentHost& host_;
   ChannelEnd& ip_;
   ComponentId ip_id_;
-  std::vector<std::pair<ComponentId, sockets::ExposedSocketTable>> exposed_;
+  std::vector<std::pair<ComponentId, formats::ExposedSocketTable>> exposed_;
 };
 
 }  // namespace

@@ -156,14 +156,14 @@ void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
   (void)outputs_->status_to_app(app, status);
 }
 
-sockets::ExposedSocket* UdpServer::exposed_slot(const SocketEntry& entry) {
+formats::ExposedSocket* UdpServer::exposed_slot(const SocketEntry& entry) {
   const auto index = static_cast<std::size_t>(&entry - sockets_.data());
   if (index > 0xfffe) return nullptr;
   return outputs_->exposed(entry.app).slot(static_cast<std::uint32_t>(index));
 }
 
 void UdpServer::expose(const SocketEntry& entry) {
-  sockets::ExposedSocket* slot = exposed_slot(entry);
+  formats::ExposedSocket* slot = exposed_slot(entry);
   if (slot == nullptr) return;
   slot->bound.store(0, std::memory_order_relaxed);
   slot->socket = entry.socket;
@@ -182,7 +182,7 @@ void UdpServer::expose_all() {
 
 void UdpServer::release(SocketEntry& entry) {
   const std::uint16_t port = entry.local_port;
-  if (sockets::ExposedSocket* slot = exposed_slot(entry)) slot->bound.store(0, std::memory_order_release);
+  if (formats::ExposedSocket* slot = exposed_slot(entry)) slot->bound.store(0, std::memory_order_release);
   port_index_[port] = 0;
   state_word(entry).store(0, std::memory_order_release);
   outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::release, port});
@@ -237,7 +237,7 @@ void UdpServer::on_app_datagram(ComponentId app, const stack::SocketDatagramBody
                                           .reserved = {}};
   if (outputs_->to_ip(packet)) {
     counters_.datagrams_out->add();
-    if (sockets::ExposedSocket* slot = exposed_slot(*entry)) sockets::bump(slot->sent);
+    if (formats::ExposedSocket* slot = exposed_slot(*entry)) formats::bump(slot->sent);
   } else {
     drop(segment, counters_.ip_queue_full);
   }
@@ -266,11 +266,11 @@ void UdpServer::on_ip_packet(const stack::TransportPacketBody& packet) {
                                        .remote_address = packet.remote_address,
                                        .remote_port = datagram->source_port(),
                                        .local_port = entry->local_port};
-  sockets::ExposedSocket* slot = exposed_slot(*entry);
+  formats::ExposedSocket* slot = exposed_slot(*entry);
   if (outputs_->to_app(entry->app, body)) {
-    if (slot != nullptr) sockets::bump(slot->delivered);  // after the message: readable means it is there
+    if (slot != nullptr) formats::bump(slot->delivered);  // after the message: readable means it is there
   } else {
-    if (slot != nullptr) sockets::bump(slot->dropped);
+    if (slot != nullptr) formats::bump(slot->dropped);
     drop(payload, counters_.app_queue_full);
   }
 }

@@ -12,11 +12,11 @@
 #include <span>
 #include <vector>
 
-#include "components/messages/stack_messages.hpp"
+#include "components/formats/stack_messages.hpp"
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/result.hpp"
-#include "sockets/exposed_sockets.hpp"
+#include "components/formats/exposed_sockets.hpp"
 
 namespace flotilla::udp {
 
@@ -29,9 +29,9 @@ class UdpOutputs {
   virtual bool bind_port(const stack::PortBindingBody& binding) = 0;
   virtual bool to_app(ComponentId app, const stack::SocketDatagramBody& datagram) = 0;
   virtual bool status_to_app(ComponentId app, const stack::SocketStatusBody& status) = 0;
-  // Where the application's socket state is exposed to it (sockets/exposed_sockets.hpp); an empty
+  // Where the application's socket state is exposed to it (components/formats/exposed_sockets.hpp); an empty
   // table when the configuration gave it none.
-  virtual sockets::ExposedSocketTable exposed(ComponentId app) { (void)app; return {}; }
+  virtual formats::ExposedSocketTable exposed(ComponentId app) { (void)app; return {}; }
 };
 
 struct SocketEntry {
@@ -87,7 +87,7 @@ class UdpServer {
   std::uint16_t pick_ephemeral();
   void release(SocketEntry& entry);
   // The entry's slot in its application's exposed table, or nullptr.
-  sockets::ExposedSocket* exposed_slot(const SocketEntry& entry);
+  formats::ExposedSocket* exposed_slot(const SocketEntry& entry);
   void expose(const SocketEntry& entry);
   void drop(const BufferHandle& handle, NamedCounter* reason);
 

@@ -21,7 +21,7 @@
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/message.hpp"
 #include "dataplane/result.hpp"
-#include "drivers/bpf/xdp_block_rule.h"
+#include "components/formats/xdp_block_rule.h"
 #include "drivers/packet_port.hpp"
 
 struct bpf_object;

@@ -12,7 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "apps/echo/echo_protocol.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 #include "recovery/control_socket.hpp"
 
 namespace flotilla::recovery {

@@ -17,7 +17,7 @@
 #include <string>
 
 #include "dataplane/clock.hpp"
-#include "recovery/control_address.hpp"
+#include "dataplane/control_address.hpp"
 #include "sockets/preload/real_calls.hpp"
 
 namespace flotilla::preload {
@@ -28,7 +28,7 @@ namespace {
 
 std::string control_socket_path() {
   const char* path = std::getenv("FLOTILLA_SOCKET");
-  return path != nullptr && *path != '\0' ? std::string(path) : recovery::default_socket_path();
+  return path != nullptr && *path != '\0' ? std::string(path) : default_socket_path();
 }
 
 }  // namespace
@@ -62,7 +62,7 @@ bool Runtime::ensure_stack() {
     return false;
   }
   const std::string path = control_socket_path();
-  auto leased = recovery::ComponentHost::lease(path);
+  auto leased = ComponentHost::lease(path);
   std::string why;
   if (leased) {
     std::vector<std::string> channels;
@@ -206,19 +206,19 @@ void Runtime::drain_sends_at_exit() {
   constexpr int kLookMs = 10;
   Lock lock(mutex_);
   if (host_ == nullptr || down_) return;
-  std::vector<sockets::TcpRegion> regions;
+  std::vector<formats::TcpRegion> regions;
   for (std::size_t i = 0; i < host_->channel_count(); ++i) {
     const std::string_view name = host_->channel_name(i);
     if (!name.starts_with("tcp")) continue;
-    const sockets::TcpRegion region = sockets::TcpRegion::attach(host_->region(sockets::tcp_region_name(name)));
+    const formats::TcpRegion region = formats::TcpRegion::attach(host_->region(formats::tcp_region_name(name)));
     if (region.valid()) regions.push_back(region);
   }
   auto unsent = [&] {
-    for (const sockets::TcpRegion& region : regions) {
+    for (const formats::TcpRegion& region : regions) {
       for (std::uint32_t i = 0; i < region.slot_count(); ++i) {
-        const sockets::TcpSocketSlotHeader& slot = *region.slot(i);
+        const formats::TcpSocketSlotHeader& slot = *region.slot(i);
         const auto status = slot.control.status.load(std::memory_order_acquire);
-        if (status != sockets::TcpSocketStatus::connected && status != sockets::TcpSocketStatus::connecting) continue;
+        if (status != formats::TcpSocketStatus::connected && status != formats::TcpSocketStatus::connecting) continue;
         if (slot.send.tail.load(std::memory_order_acquire) != slot.send.head.load(std::memory_order_acquire)) return true;
       }
     }

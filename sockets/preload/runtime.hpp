@@ -32,7 +32,7 @@
 #include "dataplane/clock.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/cpu.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 #include "sockets/tcp_sockets.hpp"
 #include "sockets/udp_sockets.hpp"
 
@@ -280,7 +280,7 @@ class Runtime {
                       WakeReason& reason);
 
   LibraryMutex mutex_;
-  std::unique_ptr<recovery::ComponentHost> host_;
+  std::unique_ptr<ComponentHost> host_;
   std::unique_ptr<sockets::TcpSockets> tcp_;
   std::unique_ptr<sockets::UdpSockets> udp_;
   std::vector<Socket*> datagram_sockets_;  // by UdpSockets id: where its datagrams go
@@ -309,7 +309,7 @@ class Runtime {
   }
   // What a fork child inherited: the parent's lease, not its to use while the parent lives.
   struct Parked {
-    std::unique_ptr<recovery::ComponentHost> host;
+    std::unique_ptr<ComponentHost> host;
     std::unique_ptr<sockets::TcpSockets> tcp;
     std::unique_ptr<sockets::UdpSockets> udp;
     std::vector<Socket*> datagram_sockets;

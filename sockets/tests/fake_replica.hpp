@@ -1,6 +1,6 @@
 // A fake TCP replica for tests of the application side: it formats a region in plain memory,
 // answers opens, moves bytes through the slots' rings and raises events the way
-// sockets/tcp_socket_page.hpp describes. The messages between the two sides are plain vectors.
+// components/formats/tcp_socket_page.hpp describes. The messages between the two sides are plain vectors.
 #pragma once
 
 #include <algorithm>
@@ -12,10 +12,11 @@
 #include <gtest/gtest.h>
 
 #include "sockets/tcp_sockets.hpp"
-#include "sockets/tests/test_memory.hpp"
+#include "dataplane/tests/test_memory.hpp"
 
 namespace flotilla::sockets::testing {
 
+using flotilla::testing::PageMemory;
 using stack::TcpAcceptedBody;
 using stack::TcpOpenBody;
 using stack::TcpOpenedBody;

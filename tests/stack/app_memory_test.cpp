@@ -1,6 +1,6 @@
 // An application's socket memory is the application's: the TCP replicas treat it as untrusted
 // (DESIGN.md, "Exposed sockets"). This test leases an application slot the way the preload library
-// does (recovery::ComponentHost::lease), opens a connection to the kernel in the peer namespace
+// does (ComponentHost::lease), opens a connection to the kernel in the peer namespace
 // through the native API, then scribbles over that socket's page (ring indices, request words, the
 // state words the replica writes) and floods the replica with garbage messages. The connection may
 // fail (EIO, ECONNRESET) but no replica may die, and a new connection from the same application
@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "apps/tcp_perf/perf_streams.hpp"
-#include "components/messages/stack_messages.hpp"
-#include "recovery/component_host.hpp"
+#include "components/formats/stack_messages.hpp"
+#include "dataplane/component_host.hpp"
 #include "recovery/default_config.hpp"
 #include "sockets/tcp_sockets.hpp"
 #include "tests/stack/stack_fixture.hpp"
@@ -33,7 +33,7 @@ class AppMemory : public StackTest {
  protected:
   // Pumps the leased host's messages until `done` holds or `limit` passes.
   template <class Condition>
-  bool pump_until(recovery::ComponentHost& host, Condition done, std::chrono::milliseconds limit = 10s) {
+  bool pump_until(ComponentHost& host, Condition done, std::chrono::milliseconds limit = 10s) {
     const auto until = std::chrono::steady_clock::now() + limit;
     while (!done()) {
       if (std::chrono::steady_clock::now() > until) return false;
@@ -43,7 +43,7 @@ class AppMemory : public StackTest {
   }
 
   // Sends `bytes` of the pattern on `socket`, pumping as the ring fills.
-  bool send_pattern(recovery::ComponentHost& host, sockets::TcpSockets& tcp, int socket, std::uint64_t bytes) {
+  bool send_pattern(ComponentHost& host, sockets::TcpSockets& tcp, int socket, std::uint64_t bytes) {
     std::vector<std::byte> chunk(64 * 1024);
     std::uint64_t sent = 0;
     return pump_until(host, [&] {
@@ -76,9 +76,9 @@ TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
   });
   ASSERT_TRUE(wait_for([&] { return listening.load(); }, 10s));
 
-  auto leased = recovery::ComponentHost::lease(stack_.socket_path());
+  auto leased = ComponentHost::lease(stack_.socket_path());
   ASSERT_TRUE(leased) << leased.error().message();
-  recovery::ComponentHost& host = **leased;
+  ComponentHost& host = **leased;
   const std::vector<std::string> channels{"tcp0-app0", "tcp1-app0"};
   auto attached = sockets::TcpSockets::attach(host, channels);
   ASSERT_TRUE(attached) << attached.error().message();
@@ -97,19 +97,19 @@ TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
   // Garbage over its page: every word the application writes, the ring indices, and the state
   // words the replica owns (which the replica must not trust either when it reads them back).
   const std::string channel = channels[*replica];
-  auto region = sockets::TcpRegion::attach(host.region(sockets::tcp_region_name(channel)));
+  auto region = formats::TcpRegion::attach(host.region(formats::tcp_region_name(channel)));
   ASSERT_TRUE(region.valid());
   std::mt19937_64 random(20261123);
   std::uint32_t victim_slot = region.slot_count();
   for (std::uint32_t i = 0; i < region.slot_count(); ++i) {
     const auto& control = region.slot(i)->control;
-    if (control.status.load() == sockets::TcpSocketStatus::connected && control.remote_port == kPort) victim_slot = i;
+    if (control.status.load() == formats::TcpSocketStatus::connected && control.remote_port == kPort) victim_slot = i;
   }
   ASSERT_LT(victim_slot, region.slot_count());
   auto* page = region.slot(victim_slot);
   const std::uint32_t generation = page->control.generation.load();
   auto* words = reinterpret_cast<std::uint64_t*>(page);
-  for (std::size_t i = 0; i < sizeof(sockets::TcpSocketSlotHeader) / 8; ++i) words[i] = random();
+  for (std::size_t i = 0; i < sizeof(formats::TcpSocketSlotHeader) / 8; ++i) words[i] = random();
   page->control.generation.store(generation);  // so the kicks below name the slot as it is
 
   // Then kick it, and flood the replica with messages of every kind and random bodies.

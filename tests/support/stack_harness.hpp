@@ -24,7 +24,7 @@
 #include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
-#include "sockets/tcp_socket_page.hpp"
+#include "components/formats/tcp_socket_page.hpp"
 
 namespace flotilla::testing {
 
@@ -169,7 +169,7 @@ inline std::string tcp_app_config(const std::string& name, const std::string& bi
   if (name_placement) args.insert(args.end(), {"--name-channel", name + "-name0"});
   std::string text = "\n[[component]]\nname = \"" + name + "\"\nbinary = \"" + binary + "\"\nargs = [";
   for (std::size_t i = 0; i < args.size(); ++i) text += (i ? ", \"" : "\"") + args[i] + "\"";
-  const std::size_t region_bytes = sockets::TcpRegion::bytes_for(slots, std::size_t{1} << 20);
+  const std::size_t region_bytes = formats::TcpRegion::bytes_for(slots, std::size_t{1} << 20);
   text += "]\n\n[[channel]]\nname = \"tcp${replica}-" + name + "\"\na = \"tcp\"\nb = \"" + name +
           "\"\ncapacity = 1024\n\n[[region]]\nname = \"tcp${replica}-" + name + "-tcp\"\nbytes = " +
           std::to_string(region_bytes) + "\nwriters = [\"tcp\", \"" + name + "\"]\n";

@@ -899,7 +899,7 @@ TEST(Api, ConnectRejectsBadRingsAndTuplesInUse) {
   auto again = p.client.engine().connect(client_tuple(), other.engine_rings(), {}, 0);
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.error().code, Errc::invalid_argument);
-  StreamRings bad{sockets::ByteRingConsumer(), sockets::ByteRingProducer()};
+  StreamRings bad{formats::ByteRingConsumer(), formats::ByteRingProducer()};
   auto invalid = p.client.engine().connect(client_tuple(40001), bad, {}, 0);
   ASSERT_FALSE(invalid.ok());
   EXPECT_FALSE(p.server.engine().listen(0, 0, 1, {}).ok());

@@ -58,8 +58,8 @@ Endpoint::Endpoint(std::size_t ring_bytes)
 }
 
 StreamRings Endpoint::engine_rings() {
-  return StreamRings{sockets::ByteRingConsumer(&send_indices, send_data),
-                     sockets::ByteRingProducer(&receive_indices, receive_data)};
+  return StreamRings{formats::ByteRingConsumer(&send_indices, send_data),
+                     formats::ByteRingProducer(&receive_indices, receive_data)};
 }
 
 Host::Host(Network& network, std::uint32_t address, const EngineSettings& settings, std::uint64_t now_ns,

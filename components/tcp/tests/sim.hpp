@@ -39,12 +39,12 @@ struct Endpoint {
   explicit Endpoint(std::size_t ring_bytes);
   StreamRings engine_rings();  // what the engine gets
 
-  sockets::ByteRingIndices send_indices;
-  sockets::ByteRingIndices receive_indices;
+  formats::ByteRingIndices send_indices;
+  formats::ByteRingIndices receive_indices;
   std::vector<std::byte> send_data;
   std::vector<std::byte> receive_data;
-  sockets::ByteRingProducer app_send;
-  sockets::ByteRingConsumer app_receive;
+  formats::ByteRingProducer app_send;
+  formats::ByteRingConsumer app_receive;
 
   ConnectionHandle handle;
   bool has_handle = false;

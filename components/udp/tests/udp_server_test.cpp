@@ -15,14 +15,14 @@
 #include <string_view>
 #include <vector>
 
-#include "components/ip/tests/test_region.hpp"
+#include "dataplane/tests/test_memory.hpp"
 #include "components/wire/udp.hpp"
 
 namespace flotilla::udp {
 namespace {
 
 using Bytes = std::vector<std::byte>;
-using ip::testing::TestRegion;
+using flotilla::testing::PageMemory;
 
 constexpr ComponentId kIp = 2;
 constexpr ComponentId kUdp = 4;
@@ -88,12 +88,12 @@ class FakeOutputs final : public UdpOutputs {
     statuses.push_back(StatusToApp{app, status});
     return true;
   }
-  sockets::ExposedSocketTable exposed(ComponentId app) override {
-    return app == exposed_app ? exposed_table : sockets::ExposedSocketTable{};
+  formats::ExposedSocketTable exposed(ComponentId app) override {
+    return app == exposed_app ? exposed_table : formats::ExposedSocketTable{};
   }
 
   ComponentId exposed_app = kNoComponent;  // the application given an exposed-socket table
-  sockets::ExposedSocketTable exposed_table;
+  formats::ExposedSocketTable exposed_table;
 
   bool accept_ip = true;
   bool accept_bindings = true;
@@ -224,7 +224,7 @@ class UdpServerTest : public ::testing::Test {
   CounterBlock pool_counters_{};
   FakeOutputs outputs_;
   NamedCounterTable counters_{};
-  TestRegion region_;
+  PageMemory region_;
   std::unique_ptr<UdpServer> server_;
 };
 
@@ -374,18 +374,18 @@ TEST_F(UdpServerTest, AppThatCannotTakeADatagramLosesIt) {
 }
 
 TEST_F(UdpServerTest, SocketStateIsExposedToItsApplication) {
-  alignas(64) std::array<std::byte, sockets::ExposedSocketTable::bytes_for(8)> region{};
+  alignas(64) std::array<std::byte, formats::ExposedSocketTable::bytes_for(8)> region{};
   outputs_.exposed_app = kAppA;
-  outputs_.exposed_table = sockets::ExposedSocketTable::format(region);
+  outputs_.exposed_table = formats::ExposedSocketTable::format(region);
   // What the application sees: a read-only view of the same bytes.
-  const sockets::ExposedSocketTable seen = sockets::ExposedSocketTable::read(region);
+  const formats::ExposedSocketTable seen = formats::ExposedSocketTable::read(region);
   ASSERT_TRUE(seen.valid());
   EXPECT_EQ(seen.capacity(), 8u);
 
   const auto status = open(kAppA, 21, 5000);
   ASSERT_EQ(status.error, 0);
   ASSERT_GT(status.exposed_slot, 0u);
-  const sockets::ExposedSocket* slot = seen.slot(status.exposed_slot - 1u);
+  const formats::ExposedSocket* slot = seen.slot(status.exposed_slot - 1u);
   ASSERT_NE(slot, nullptr);
   EXPECT_EQ(slot->bound.load(), 1u);
   EXPECT_EQ(slot->socket, 21u);
@@ -409,17 +409,17 @@ TEST_F(UdpServerTest, SocketStateIsExposedToItsApplication) {
 }
 
 TEST(ExposedSocketTable, AReaderSeesNothingUntilTheWriterFormatsAndRefusesSmallRegions) {
-  alignas(64) std::array<std::byte, sockets::ExposedSocketTable::bytes_for(4)> region{};
-  EXPECT_FALSE(sockets::ExposedSocketTable::read(region).valid());
-  EXPECT_FALSE(sockets::ExposedSocketTable::format(std::span(region).first(64)).valid());
-  ASSERT_TRUE(sockets::ExposedSocketTable::format(region).valid());
-  const auto table = sockets::ExposedSocketTable::read(region);
+  alignas(64) std::array<std::byte, formats::ExposedSocketTable::bytes_for(4)> region{};
+  EXPECT_FALSE(formats::ExposedSocketTable::read(region).valid());
+  EXPECT_FALSE(formats::ExposedSocketTable::format(std::span(region).first(64)).valid());
+  ASSERT_TRUE(formats::ExposedSocketTable::format(region).valid());
+  const auto table = formats::ExposedSocketTable::read(region);
   ASSERT_TRUE(table.valid());
   EXPECT_EQ(table.capacity(), 4u);
   EXPECT_EQ(table.slot(4), nullptr);
   // A capacity word claiming more than the region holds is not believed.
-  reinterpret_cast<sockets::ExposedSocketHeader*>(region.data())->capacity = 1000;
-  EXPECT_EQ(sockets::ExposedSocketTable::read(region).capacity(), 4u);
+  reinterpret_cast<formats::ExposedSocketHeader*>(region.data())->capacity = 1000;
+  EXPECT_EQ(formats::ExposedSocketTable::read(region).capacity(), 4u);
 }
 
 // ---- datagrams from applications ----

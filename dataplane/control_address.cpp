@@ -1,4 +1,4 @@
-#include "recovery/control_address.hpp"
+#include "dataplane/control_address.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace flotilla::recovery {
+namespace flotilla {
 
 std::string default_socket_path() {
   if (const char* path = std::getenv("FLOTILLA_SOCKET"); path != nullptr && *path != '\0') return path;
@@ -37,4 +37,4 @@ Result<UniqueFd> connect_control(const std::string& path) {
   return socket;
 }
 
-}  // namespace flotilla::recovery
+}  // namespace flotilla

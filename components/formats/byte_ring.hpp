@@ -23,7 +23,7 @@
 #include <cstring>
 #include <span>
 
-namespace flotilla::sockets {
+namespace flotilla::formats {
 
 // The two shared indices, each on its own cache line so the two sides never write the same line.
 struct alignas(64) ByteRingIndices {
@@ -179,4 +179,4 @@ class ByteRingConsumer {
   bool corrupt_ = false;
 };
 
-}  // namespace flotilla::sockets
+}  // namespace flotilla::formats

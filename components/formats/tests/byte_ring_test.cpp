@@ -6,9 +6,9 @@
 
 #include <gtest/gtest.h>
 
-#include "sockets/byte_ring.hpp"
+#include "components/formats/byte_ring.hpp"
 
-namespace flotilla::sockets {
+namespace flotilla::formats {
 namespace {
 
 struct RingFixture {
@@ -169,4 +169,4 @@ TEST(ByteRing, ASizeThatIsNotAPowerOfTwoGivesAnInvalidView) {
 }
 
 }  // namespace
-}  // namespace flotilla::sockets
+}  // namespace flotilla::formats

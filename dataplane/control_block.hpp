@@ -22,7 +22,7 @@
 #include "dataplane/message.hpp"
 #include "dataplane/ring.hpp"
 
-namespace flotilla::recovery {
+namespace flotilla {
 
 inline constexpr int kControlFd = 3;
 inline constexpr int kBellsFd = 4;
@@ -148,4 +148,4 @@ struct DoorbellTable {
   Doorbell bells[kMaxComponents];
 };
 
-}  // namespace flotilla::recovery
+}  // namespace flotilla

@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-namespace flotilla::sockets {
+namespace flotilla::formats {
 
 inline std::string exposed_region_name(std::string_view channel) { return std::string(channel) + "-sockets"; }
 
@@ -90,4 +90,4 @@ inline void bump(std::atomic<std::uint64_t>& counter) {
   counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
-}  // namespace flotilla::sockets
+}  // namespace flotilla::formats

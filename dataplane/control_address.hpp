@@ -10,7 +10,7 @@
 #include "dataplane/result.hpp"
 #include "dataplane/unique_fd.hpp"
 
-namespace flotilla::recovery {
+namespace flotilla {
 
 // $FLOTILLA_SOCKET, else /run/flotilla/control.sock for root, /tmp/flotilla-UID/control.sock
 // for anyone else.
@@ -22,4 +22,4 @@ Result<sockaddr_un> control_address(const std::string& path);
 // supervisor listens there.
 Result<UniqueFd> connect_control(const std::string& path);
 
-}  // namespace flotilla::recovery
+}  // namespace flotilla

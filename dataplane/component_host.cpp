@@ -1,4 +1,4 @@
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -10,9 +10,9 @@
 
 #include "dataplane/clock.hpp"
 #include "dataplane/fd_passing.hpp"
-#include "recovery/control_address.hpp"
+#include "dataplane/control_address.hpp"
 
-namespace flotilla::recovery {
+namespace flotilla {
 namespace {
 
 // Takes over a descriptor the supervisor placed at `fd`, keeping its number. Close-on-exec, so
@@ -276,4 +276,4 @@ void ComponentHost::report_recovered() {
   recovery_reported_ = sent && sent.value() == 1;
 }
 
-}  // namespace flotilla::recovery
+}  // namespace flotilla

@@ -18,7 +18,7 @@
 //                                               again when IP restarts); IP forgets the flows of
 //                                               a replica that announces itself anew
 //   tcpN    -> ip     flow_binding              claim or release one exact TCP 4-tuple
-//   app    <-> tcpN   tcp_* messages            the native TCP socket API (sockets/tcp_socket_page.hpp)
+//   app    <-> tcpN   tcp_* messages            the native TCP socket API (components/formats/tcp_socket_page.hpp)
 //
 // Addresses and ports in message bodies are in host byte order.
 #pragma once
@@ -165,7 +165,7 @@ struct TcpReplicaBody {
 };
 
 // app <-> tcpN: the native TCP socket API (sockets/). Sockets live in the region the pair shares
-// (sockets/tcp_socket_page.hpp); the replica hands out its slots, and every later message names a
+// (components/formats/tcp_socket_page.hpp); the replica hands out its slots, and every later message names a
 // slot and its generation, so a message about a slot since reused is recognised and ignored.
 enum class TcpOpenOperation : std::uint8_t { connect = 0, listen = 1 };
 inline constexpr std::uint8_t kTcpOpenNoDelay = 1;    // TCP_NODELAY from the start

@@ -2,13 +2,13 @@
 // application's attach accepts, and a header that lies about the layout is refused.
 #include <gtest/gtest.h>
 
-#include "sockets/tests/test_memory.hpp"
-#include "sockets/tcp_socket_page.hpp"
+#include "dataplane/tests/test_memory.hpp"
+#include "components/formats/tcp_socket_page.hpp"
 
-namespace flotilla::sockets {
+namespace flotilla::formats {
 namespace {
 
-using testing::PageMemory;
+using flotilla::testing::PageMemory;
 
 constexpr std::size_t kRing = 4096;
 
@@ -95,4 +95,4 @@ TEST_F(TcpRegionBadHeader, ARegionTooSmallForItsHeaderIsRefused) {
 }
 
 }  // namespace
-}  // namespace flotilla::sockets
+}  // namespace flotilla::formats

@@ -1,4 +1,4 @@
-// Page-aligned plain memory standing in for a shared region in the sockets tests.
+// Page-aligned plain memory standing in for a shared region (or a state store) in unit tests.
 #pragma once
 
 #include <cstddef>
@@ -6,7 +6,7 @@
 #include <new>
 #include <span>
 
-namespace flotilla::sockets::testing {
+namespace flotilla::testing {
 
 class PageMemory {
  public:
@@ -24,4 +24,4 @@ class PageMemory {
   std::size_t size_;
 };
 
-}  // namespace flotilla::sockets::testing
+}  // namespace flotilla::testing

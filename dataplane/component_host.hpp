@@ -29,9 +29,9 @@
 #include "dataplane/channel.hpp"
 #include "dataplane/component_loop.hpp"
 #include "dataplane/shared_region.hpp"
-#include "recovery/control_block.hpp"
+#include "dataplane/control_block.hpp"
 
-namespace flotilla::recovery {
+namespace flotilla {
 
 class ComponentHost {
  public:
@@ -125,4 +125,4 @@ class ComponentHost {
   UniqueFd wake_;
 };
 
-}  // namespace flotilla::recovery
+}  // namespace flotilla

@@ -8,7 +8,7 @@
 // readable = receive ring non-empty or EOF or error; writable = send ring has room; acceptable =
 // accept_ready > 0. Nothing here is trusted by the side that did not write it: the application
 // checks the header and every slot index it is told; the replica keeps its own ring indices
-// privately (sockets/byte_ring.hpp) and treats everything the application stores as a request.
+// privately (components/formats/byte_ring.hpp) and treats everything the application stores as a request.
 //
 // Waking the other side without a message per byte: each side sets a "pending" word before it
 // sends its notification message, and sends only when the word was clear; the receiver clears the
@@ -37,9 +37,9 @@
 #include <string>
 #include <string_view>
 
-#include "sockets/byte_ring.hpp"
+#include "components/formats/byte_ring.hpp"
 
-namespace flotilla::sockets {
+namespace flotilla::formats {
 
 inline std::string tcp_region_name(std::string_view channel) { return std::string(channel) + "-tcp"; }
 
@@ -195,4 +195,4 @@ class TcpRegion {
   std::size_t ring_bytes_ = 0;
 };
 
-}  // namespace flotilla::sockets
+}  // namespace flotilla::formats

@@ -7,13 +7,13 @@
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/channel.hpp"
 #include "dataplane/message.hpp"
-#include "recovery/component_host.hpp"
+#include "dataplane/component_host.hpp"
 
-namespace flotilla::stack {
+namespace flotilla {
 
 // True when the peer now owns `handle` and has the message. False: nothing was sent and the
 // caller still owns the buffer (the ring is full, or the handle is not the caller's).
-inline bool send_with_buffer(recovery::ComponentHost& host, ChannelEnd& channel, ComponentId peer,
+inline bool send_with_buffer(ComponentHost& host, ChannelEnd& channel, ComponentId peer,
                              const BufferHandle& handle, const Message& message) {
   auto room = channel.out.room();
   if (!room || room.value() == 0) return false;
@@ -25,4 +25,4 @@ inline bool send_with_buffer(recovery::ComponentHost& host, ChannelEnd& channel,
   return false;
 }
 
-}  // namespace flotilla::stack
+}  // namespace flotilla
