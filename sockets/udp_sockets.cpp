@@ -2,12 +2,12 @@
 
 #include <cstring>
 
+#include "components/wire/ipv4.hpp"
 #include "dataplane/buffer_send.hpp"
 
 namespace flotilla::sockets {
 namespace {
 
-constexpr std::uint8_t kProtocolUdp = 17;
 // In front of the payload: room for the UDP, IPv4 and Ethernet headers the stack adds.
 constexpr std::uint16_t kPayloadOffset = stack::kHeadroom + 8;
 
@@ -69,7 +69,7 @@ Result<std::uint32_t> UdpSockets::open(std::uint16_t local_port) {
   const std::uint32_t socket = next_socket_++;
   sockets_.resize(socket);
   const Message message =
-      Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{socket, local_port, kProtocolUdp, 0});
+      Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{socket, local_port, wire::kProtocolUdp, 0});
   auto sent = host_.send(channel_, std::span(&message, 1));
   if (!sent) return sent.error();
   if (sent.value() != 1) return Error{Errc::exhausted, 0, "udp sockets: channel full"};

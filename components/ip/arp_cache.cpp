@@ -53,7 +53,7 @@ bool ArpCache::make_room(std::uint64_t now_ms) {
   return true;
 }
 
-void ArpCache::learn(std::uint32_t address, const Mac& mac, std::uint64_t now_ms, bool create) {
+void ArpCache::learn(std::uint32_t address, const wire::MacAddress& mac, std::uint64_t now_ms, bool create) {
   std::optional<std::uint32_t> entry = find(address);
   if (!entry) {
     if (!create || !make_room(now_ms)) {
@@ -72,7 +72,7 @@ void ArpCache::learn(std::uint32_t address, const Mac& mac, std::uint64_t now_ms
   ++learned;
 }
 
-std::optional<Mac> ArpCache::lookup(std::uint32_t address, std::uint64_t now_ms) {
+std::optional<wire::MacAddress> ArpCache::lookup(std::uint32_t address, std::uint64_t now_ms) {
   const std::optional<std::uint32_t> entry = find(address);
   if (!entry) return std::nullopt;
   Entry& e = entries_[*entry];

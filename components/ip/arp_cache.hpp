@@ -26,10 +26,9 @@
 #include <vector>
 
 #include "components/ip/slot_index.hpp"
+#include "components/wire/address.hpp"
 
 namespace flotilla::ip {
-
-using Mac = std::array<std::uint8_t, 6>;
 
 enum class ResolveStep { send_request, wait, give_up };
 
@@ -42,9 +41,9 @@ class ArpCache {
 
   // Stores address -> mac (resolving an incomplete entry, refreshing a resolved one). Creates an
   // entry only when `create` is true.
-  void learn(std::uint32_t address, const Mac& mac, std::uint64_t now_ms, bool create);
+  void learn(std::uint32_t address, const wire::MacAddress& mac, std::uint64_t now_ms, bool create);
   // The MAC of a resolved, unexpired entry; marks the entry in use.
-  std::optional<Mac> lookup(std::uint32_t address, std::uint64_t now_ms);
+  std::optional<wire::MacAddress> lookup(std::uint32_t address, std::uint64_t now_ms);
   // What to do about a packet for an address lookup() did not resolve. If the address is in fact
   // resolved and fresh, answers wait (call lookup() again).
   ResolveStep want(std::uint32_t address, std::uint64_t now_ms);
@@ -73,7 +72,7 @@ class ArpCache {
     State state = State::free;
     bool used = false;  // lookup() found it since it was learned
     std::uint8_t requests_sent = 0;
-    Mac mac{};
+    wire::MacAddress mac{};
     std::uint64_t learned_at = 0;  // resolved: last learn
     std::uint64_t expires_at = 0;  // resolved
     std::uint64_t last_request = 0;  // incomplete

@@ -18,8 +18,8 @@ constexpr std::uint64_t kArpWaitMs = 3000;  // packets waiting for ARP are dropp
 constexpr std::uint32_t kMaxHeadroomNeeded = wire::kEthernetHeaderBytes + wire::kIpv4HeaderBytes;
 constexpr std::uint32_t kLimitedBroadcast = 0xffffffffu;
 
-Mac to_mac(const std::uint8_t (&bytes)[6]) {
-  Mac mac;
+wire::MacAddress to_mac(const std::uint8_t (&bytes)[6]) {
+  wire::MacAddress mac;
   std::memcpy(mac.data(), bytes, 6);
   return mac;
 }
@@ -166,7 +166,7 @@ wire::Ipv4Header IpServer::outgoing_header(std::uint32_t destination, std::uint8
                           .payload_length = static_cast<std::uint16_t>(payload_length)};
 }
 
-Mac IpServer::own_mac() const { return to_mac(header_->mac); }
+wire::MacAddress IpServer::own_mac() const { return to_mac(header_->mac); }
 
 bool IpServer::is_local(std::uint32_t address) const { return address == header_->settings.address; }
 
@@ -199,7 +199,7 @@ void IpServer::on_frame(const BufferHandle& frame, std::uint64_t now_ms) {
     drop(frame, counters_.not_for_us);  // no MAC yet: cannot tell what is ours
     return;
   }
-  const Mac destination = ethernet->destination();
+  const wire::MacAddress destination = ethernet->destination();
   if (destination != own_mac() && destination != wire::kBroadcastMac) {
     drop(frame, counters_.not_for_us);
     return;
@@ -219,7 +219,7 @@ void IpServer::receive_arp(const BufferHandle& frame, std::span<std::byte> bytes
   }
   const bool for_us = is_local(arp->target_address());
   const std::uint32_t sender = arp->sender_address();
-  const Mac sender_mac = arp->sender_mac();
+  const wire::MacAddress sender_mac = arp->sender_mac();
   const bool request = arp->operation() == 1;
   (request ? counters_.arp_requests_in : counters_.arp_replies_in)->add();
   // RFC 826: update an entry we have; create one only when the packet was addressed to us. A
@@ -607,7 +607,7 @@ void IpServer::transmit(const BufferHandle& packet, std::uint64_t now_ms) {
 
 void IpServer::resolve(std::uint32_t next_hop, std::uint64_t now_ms) {
   switch (arp_.want(next_hop, now_ms)) {
-    case ResolveStep::send_request: send_arp(1, Mac{}, next_hop); break;
+    case ResolveStep::send_request: send_arp(1, wire::MacAddress{}, next_hop); break;
     case ResolveStep::wait: break;
     case ResolveStep::give_up:
       waiting_for_arp_.drop_address(next_hop, [&](const BufferHandle& h) { drop(h, counters_.arp_unresolved); });
@@ -615,7 +615,7 @@ void IpServer::resolve(std::uint32_t next_hop, std::uint64_t now_ms) {
   }
 }
 
-void IpServer::transmit_to(const BufferHandle& packet, const Mac& destination) {
+void IpServer::transmit_to(const BufferHandle& packet, const wire::MacAddress& destination) {
   const BufferHandle frame = widened(packet, wire::kEthernetHeaderBytes);
   auto bytes = pool_->bytes(self_, frame);
   if (!bytes) return;
@@ -630,7 +630,8 @@ void IpServer::transmit_to(const BufferHandle& packet, const Mac& destination) {
   }
 }
 
-void IpServer::send_arp(std::uint16_t operation, const Mac& target_mac, std::uint32_t target_address) {
+void IpServer::send_arp(std::uint16_t operation, const wire::MacAddress& target_mac,
+                        std::uint32_t target_address) {
   auto handle = allocate();
   if (!handle) return;
   BufferHandle frame = *handle;

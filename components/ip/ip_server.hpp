@@ -144,15 +144,16 @@ class IpServer {
   // then routing and ARP, then to the driver.
   void filter_then(Stage stage, const BufferHandle& packet, std::uint64_t now_ms);
   void transmit(const BufferHandle& packet, std::uint64_t now_ms);
-  void transmit_to(const BufferHandle& packet, const Mac& destination);
-  void send_arp(std::uint16_t operation, const Mac& target_mac, std::uint32_t target_address);
+  void transmit_to(const BufferHandle& packet, const wire::MacAddress& destination);
+  void send_arp(std::uint16_t operation, const wire::MacAddress& target_mac,
+                std::uint32_t target_address);
   // Sends an ARP request for `next_hop` when one is due, or gives up on what waits for it.
   void resolve(std::uint32_t next_hop, std::uint64_t now_ms);
 
   bool ask_filter(PendingVerdict& entry, std::uint64_t now_ms);
   void drop(const BufferHandle& handle, NamedCounter* reason);
   std::optional<BufferHandle> allocate();
-  Mac own_mac() const;
+  wire::MacAddress own_mac() const;
   // The header of a packet this host sends, with the next identification.
   wire::Ipv4Header outgoing_header(std::uint32_t destination, std::uint8_t protocol,
                                    std::size_t payload_length, bool dont_fragment);

@@ -1,6 +1,8 @@
 // Rule matching, pf's evaluation order, and rules printed back as text.
 #include "components/pf/rules.hpp"
 
+#include "components/wire/address.hpp"
+
 namespace flotilla::pf {
 
 bool Rule::matches(const PacketSummary& packet) const {
@@ -23,15 +25,6 @@ bool Rule::same_filter(const Rule& other) const {
          (any_protocol || protocol == other.protocol) && from == other.from && to == other.to;
 }
 
-std::string format_address(std::uint32_t address) {
-  std::string text;
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    text += std::to_string((address >> shift) & 0xff);
-    if (shift != 0) text += '.';
-  }
-  return text;
-}
-
 namespace {
 
 void append_endpoint(std::string& text, const char* keyword, const Endpoint& endpoint) {
@@ -40,7 +33,7 @@ void append_endpoint(std::string& text, const char* keyword, const Endpoint& end
   text += keyword;
   if (endpoint.prefix_length != 0) {
     text += ' ';
-    text += format_address(endpoint.address);
+    text += wire::format_ipv4(endpoint.address);
     if (endpoint.prefix_length != 32) text += '/' + std::to_string(endpoint.prefix_length);
   }
   if (endpoint.has_ports) {

@@ -22,20 +22,22 @@
 #include <vector>
 
 #include "components/formats/stack_messages.hpp"
+#include "components/wire/ipv4.hpp"
+#include "components/wire/tcp.hpp"
 
 namespace flotilla::pf {
 
 using stack::Action;
 using stack::Direction;
 
-inline constexpr std::uint8_t kProtocolIcmp = 1;
-inline constexpr std::uint8_t kProtocolTcp = 6;
-inline constexpr std::uint8_t kProtocolUdp = 17;
+using wire::kProtocolIcmp;
+using wire::kProtocolTcp;
+using wire::kProtocolUdp;
 
-inline constexpr std::uint8_t kTcpFin = 0x01;
-inline constexpr std::uint8_t kTcpSyn = 0x02;
-inline constexpr std::uint8_t kTcpRst = 0x04;
-inline constexpr std::uint8_t kTcpAck = 0x10;
+using wire::kTcpAck;
+using wire::kTcpFin;
+using wire::kTcpRst;
+using wire::kTcpSyn;
 
 // The fields the filter looks at, extracted by the caller from the IPv4 packet.
 struct PacketSummary {
@@ -120,8 +122,5 @@ struct RuleError {
 // Parses a whole rule file. Never throws; any text yields a RuleSet or a RuleError naming the first
 // problem and what was expected there.
 std::variant<RuleSet, RuleError> parse_rules(std::string_view text, std::string_view source_name);
-
-// "10.77.0.1" for a host-order address.
-std::string format_address(std::uint32_t address);
 
 }  // namespace flotilla::pf

@@ -4,12 +4,11 @@
 #include <atomic>
 #include <cerrno>
 
+#include "components/wire/ipv4.hpp"
 #include "components/wire/udp.hpp"
 
 namespace flotilla::udp {
 namespace {
-
-constexpr std::uint8_t kProtocolUdp = 17;
 
 std::atomic_ref<std::uint32_t> state_word(SocketEntry& entry) {
   return std::atomic_ref<std::uint32_t>(entry.state);
@@ -121,7 +120,7 @@ void UdpServer::drop(const BufferHandle& handle, NamedCounter* reason) {
 
 void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
   stack::SocketStatusBody status{open.socket, 0, 0, 0};
-  if (open.protocol != kProtocolUdp || find_socket(app, open.socket) != nullptr) {
+  if (open.protocol != wire::kProtocolUdp || find_socket(app, open.socket) != nullptr) {
     counters_.bad_request->add();
     status.error = EINVAL;
   } else if (open.local_port != 0 && find_port(open.local_port) != nullptr) {
@@ -135,7 +134,7 @@ void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
     if (port == 0) {
       status.error = EADDRINUSE;
     } else if (!outputs_->bind_port(
-                   stack::PortBindingBody{kProtocolUdp, stack::BindingChange::claim, port})) {
+                   stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::claim, port})) {
       // IP never heard of the port, so it would deliver nothing to it: fail the open (the
       // application may retry) rather than bind a deaf socket.
       counters_.ip_queue_full->add();
@@ -185,7 +184,7 @@ void UdpServer::release(SocketEntry& entry) {
   if (formats::ExposedSocket* slot = exposed_slot(entry)) slot->bound.store(0, std::memory_order_release);
   port_index_[port] = 0;
   state_word(entry).store(0, std::memory_order_release);
-  outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::release, port});
+  outputs_->bind_port(stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::release, port});
 }
 
 void UdpServer::on_close(ComponentId app, const stack::SocketCloseBody& close) {
@@ -206,7 +205,8 @@ void UdpServer::on_app_restarted(ComponentId app) {
 void UdpServer::claim_all() {
   for (SocketEntry& entry : sockets_) {
     if (state_word(entry).load(std::memory_order_acquire) != 1) continue;
-    outputs_->bind_port(stack::PortBindingBody{kProtocolUdp, stack::BindingChange::claim, entry.local_port});
+    outputs_->bind_port(
+        stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::claim, entry.local_port});
   }
 }
 
@@ -233,7 +233,7 @@ void UdpServer::on_app_datagram(ComponentId app, const stack::SocketDatagramBody
                                           .local_address = local_address_,
                                           .remote_port = datagram.remote_port,
                                           .local_port = entry->local_port,
-                                          .protocol = kProtocolUdp,
+                                          .protocol = wire::kProtocolUdp,
                                           .reserved = {}};
   if (outputs_->to_ip(packet)) {
     counters_.datagrams_out->add();

@@ -8,8 +8,8 @@
 namespace flotilla::ip {
 namespace {
 
-constexpr Mac kMacA{0x02, 0, 0, 0, 0, 0xa};
-constexpr Mac kMacB{0x02, 0, 0, 0, 0, 0xb};
+constexpr wire::MacAddress kMacA{0x02, 0, 0, 0, 0, 0xa};
+constexpr wire::MacAddress kMacB{0x02, 0, 0, 0, 0, 0xb};
 constexpr std::uint32_t kGateway = 0x0a000001;
 constexpr std::uint32_t kPeer = 0x0a000002;
 

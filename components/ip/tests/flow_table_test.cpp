@@ -8,14 +8,15 @@
 #include <random>
 
 #include "components/ip/tests/test_region.hpp"
+#include "components/wire/ipv4.hpp"
 
 namespace flotilla::ip {
 namespace {
 
 using testing::TestRegion;
 
-constexpr std::uint8_t kTcp = 6;
-constexpr std::uint8_t kUdp = 17;
+constexpr std::uint8_t kTcp = wire::kProtocolTcp;
+constexpr std::uint8_t kUdp = wire::kProtocolUdp;
 constexpr std::uint32_t kLocal = 0x0a000001;   // 10.0.0.1
 constexpr std::uint32_t kOther = 0x0a000002;   // 10.0.0.2
 constexpr std::uint32_t kRemote = 0xc0a80005;  // 192.168.0.5

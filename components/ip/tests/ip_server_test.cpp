@@ -41,10 +41,10 @@ constexpr std::uint32_t kPeerAddress = 0x0a4d0001;  // 10.77.0.1, on link
 constexpr std::uint32_t kOtherOnLink = 0x0a4d0009;  // 10.77.0.9, never answers ARP
 constexpr std::uint32_t kGateway = 0x0a4d00fe;      // 10.77.0.254
 constexpr std::uint32_t kFarAway = 0xc0000207;      // 192.0.2.7, behind the gateway
-constexpr Mac kOurMac{0x02, 0x00, 0x0a, 0x4d, 0x00, 0x02};
-constexpr Mac kPeerMac{0x02, 0x00, 0x0a, 0x4d, 0x00, 0x01};
-constexpr Mac kGatewayMac{0x02, 0x00, 0x0a, 0x4d, 0x00, 0xfe};
-constexpr Mac kZeroMac{};
+constexpr wire::MacAddress kOurMac{0x02, 0x00, 0x0a, 0x4d, 0x00, 0x02};
+constexpr wire::MacAddress kPeerMac{0x02, 0x00, 0x0a, 0x4d, 0x00, 0x01};
+constexpr wire::MacAddress kGatewayMac{0x02, 0x00, 0x0a, 0x4d, 0x00, 0xfe};
+constexpr wire::MacAddress kZeroMac{};
 constexpr std::uint64_t kStartMs = 100'000;
 
 // ---- packet builders ----
@@ -55,8 +55,8 @@ Bytes pattern(std::size_t length, std::uint8_t seed) {
   return out;
 }
 
-Bytes ethernet_frame(const Mac& destination, const Mac& source, std::uint16_t ethertype,
-                     std::span<const std::byte> payload) {
+Bytes ethernet_frame(const wire::MacAddress& destination, const wire::MacAddress& source,
+                     std::uint16_t ethertype, std::span<const std::byte> payload) {
   Bytes out(wire::kEthernetHeaderBytes + payload.size());
   EXPECT_EQ(wire::emit_ethernet_header(out, destination, source, ethertype), wire::kEthernetHeaderBytes);
   std::copy(payload.begin(), payload.end(), out.begin() + wire::kEthernetHeaderBytes);
@@ -98,8 +98,8 @@ Bytes echo_request(std::uint16_t identifier, std::uint16_t sequence, std::span<c
   return out;
 }
 
-Bytes arp_packet(std::uint16_t operation, const Mac& sender_mac, std::uint32_t sender,
-                 const Mac& target_mac, std::uint32_t target) {
+Bytes arp_packet(std::uint16_t operation, const wire::MacAddress& sender_mac, std::uint32_t sender,
+                 const wire::MacAddress& target_mac, std::uint32_t target) {
   Bytes out(wire::kArpPacketBytes);
   EXPECT_EQ(wire::emit_arp(out, operation, sender_mac, sender, target_mac, target), out.size());
   return out;
@@ -185,7 +185,7 @@ stack::VerdictBody verdict_for(const stack::VerdictRequestBody& request, stack::
 // ---- checks on what came out ----
 
 // An IPv4 frame from us to `mac`; returns the packet view (checksum verified by parse).
-wire::Ipv4Packet expect_ipv4_frame(Bytes& frame, const Mac& mac) {
+wire::Ipv4Packet expect_ipv4_frame(Bytes& frame, const wire::MacAddress& mac) {
   auto ethernet = wire::EthernetFrame::parse(frame);
   EXPECT_TRUE(ethernet.ok());
   EXPECT_EQ(ethernet->destination(), mac);

@@ -9,6 +9,7 @@
 
 #include "components/pf/filter.hpp"
 #include "components/pf/tests/test_packets.hpp"
+#include "components/wire/address.hpp"
 
 namespace flotilla::pf {
 namespace {
@@ -238,8 +239,8 @@ TEST(XdpOffload, OffloadedDropsAreAlwaysFilterBlocks) {
       ASSERT_TRUE(table);
       Filter filter(rules, *table);
       ASSERT_EQ(filter.decide(packet, 0).action, Action::block) << text << "packet from "
-          << format_address(packet.source) << ":" << packet.source_port << " to "
-          << format_address(packet.destination) << ":" << packet.destination_port;
+          << wire::format_ipv4(packet.source) << ":" << packet.source_port << " to "
+          << wire::format_ipv4(packet.destination) << ":" << packet.destination_port;
     }
 
     // With connections kept along the way (packets, and replies to earlier packets, both ways):

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "dataplane/tests/test_memory.hpp"
+#include "components/wire/ipv4.hpp"
 #include "components/wire/udp.hpp"
 
 namespace flotilla::udp {
@@ -29,7 +30,6 @@ constexpr ComponentId kUdp = 4;
 constexpr ComponentId kAppA = 7;
 constexpr ComponentId kAppB = 8;
 constexpr std::uint32_t kPoolBuffers = 256;
-constexpr std::uint8_t kProtocolUdp = 17;
 constexpr std::uint32_t kOurAddress = 0x0a4d0002;   // 10.77.0.2
 constexpr std::uint32_t kPeerAddress = 0x0a4d0001;  // 10.77.0.1
 // Where IP's segments start in their buffers: behind a frame's Ethernet and IPv4 headers.
@@ -147,7 +147,7 @@ class UdpServerTest : public ::testing::Test {
 
   // Opens a socket and returns the status it got.
   stack::SocketStatusBody open(ComponentId app, std::uint32_t socket, std::uint16_t port,
-                               std::uint8_t protocol = kProtocolUdp) {
+                               std::uint8_t protocol = wire::kProtocolUdp) {
     const std::size_t before = outputs_.statuses.size();
     server_->on_open(app, stack::SocketOpenBody{socket, port, protocol, 0});
     EXPECT_EQ(outputs_.statuses.size(), before + 1) << "every open is answered";
@@ -177,7 +177,7 @@ class UdpServerTest : public ::testing::Test {
                                                      .local_address = kOurAddress,
                                                      .remote_port = 4000,
                                                      .local_port = local_port,
-                                                     .protocol = kProtocolUdp,
+                                                     .protocol = wire::kProtocolUdp,
                                                      .reserved = {}});
     return handle;
   }
@@ -215,7 +215,7 @@ class UdpServerTest : public ::testing::Test {
 
   void expect_binding(std::size_t index, stack::BindingChange change, std::uint16_t port) {
     ASSERT_LT(index, outputs_.bindings.size());
-    EXPECT_EQ(outputs_.bindings[index].protocol, kProtocolUdp);
+    EXPECT_EQ(outputs_.bindings[index].protocol, wire::kProtocolUdp);
     EXPECT_EQ(outputs_.bindings[index].change, change);
     EXPECT_EQ(outputs_.bindings[index].local_port, port);
   }
@@ -438,7 +438,7 @@ TEST_F(UdpServerTest, AppDatagramGetsItsHeaderAndGoesToIp) {
   EXPECT_EQ(sent.body.local_address, kOurAddress);
   EXPECT_EQ(sent.body.remote_port, 6000);
   EXPECT_EQ(sent.body.local_port, status.local_port);
-  EXPECT_EQ(sent.body.protocol, kProtocolUdp);
+  EXPECT_EQ(sent.body.protocol, wire::kProtocolUdp);
   // The header as the peer will check it: ports, length, checksum over the pseudo header.
   Bytes segment = sent.segment;
   auto datagram = wire::UdpDatagram::parse(segment, kOurAddress, kPeerAddress);
