@@ -15,6 +15,7 @@
 #include "dataplane/counters.hpp"
 #include "dataplane/cpu.hpp"
 #include "dataplane/doorbell.hpp"
+#include "dataplane/hash.hpp"
 #include "dataplane/message.hpp"
 
 namespace flotilla::ring_demo {
@@ -60,13 +61,6 @@ struct AckBody {
 // ---- Payloads --------------------------------------------------------------------------------
 // Every payload is a pure function of its sequence number, so the producer can re-create it for a
 // resend and the consumer (and the supervisor, for the expected checksum) can check it.
-
-inline std::uint64_t mix64(std::uint64_t x) {  // splitmix64's finaliser
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 inline constexpr std::size_t kMaxPayloadWords = 32;  // 256 bytes
 static_assert(kMaxPayloadWords * sizeof(std::uint64_t) <= kBufferSize);
