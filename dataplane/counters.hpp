@@ -87,4 +87,13 @@ struct alignas(kCacheLine) NamedCounterTable {
   std::size_t published() const;
 };
 
+// A component's named counters, listed once as an X-macro: LIST(X) expands X(name) per counter.
+// Inside a struct, FLOTILLA_NAMED_COUNTERS(LIST) declares a `NamedCounter* name` per counter and
+// register_in(table), which points each one at table.counter("name").
+#define FLOTILLA_NAMED_COUNTER_FIELD(name) ::flotilla::NamedCounter* name = nullptr;
+#define FLOTILLA_NAMED_COUNTER_REGISTER(name) name = &table.counter(#name);
+#define FLOTILLA_NAMED_COUNTERS(LIST)        \
+  LIST(FLOTILLA_NAMED_COUNTER_FIELD)         \
+  void register_in(::flotilla::NamedCounterTable& table) { LIST(FLOTILLA_NAMED_COUNTER_REGISTER) }
+
 }  // namespace flotilla

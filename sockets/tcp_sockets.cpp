@@ -209,26 +209,48 @@ std::size_t TcpSockets::deferred_messages() const {
 
 // ---- sending ----------------------------------------------------------------------------------
 
-void TcpSockets::send_or_defer(std::size_t replica, const Message& message) {
+bool TcpSockets::send_or_defer(std::size_t replica, const Message& message) {
   Replica& link = replicas_[replica];
   if (link.outbox.empty()) {
     auto sent = links_->send(replica, std::span(&message, 1));
-    if (sent && sent.value() == 1) return;
+    if (sent && sent.value() == 1) return true;
   }
-  link.outbox.push_back(message);
+  if (link.outbox.push(message)) return true;
+  ++outbox_overflows_;
+  return false;
 }
 
 bool TcpSockets::flush() {
   bool sent_any = false;
   for (std::size_t replica = 0; replica < replicas_.size(); ++replica) {
-    std::vector<Message>& outbox = replicas_[replica].outbox;
-    if (outbox.empty()) continue;
-    auto sent = links_->send(replica, outbox);
-    if (!sent || sent.value() == 0) continue;
-    outbox.erase(outbox.begin(), outbox.begin() + static_cast<std::ptrdiff_t>(sent.value()));
-    sent_any = true;
+    Replica& link = replicas_[replica];
+    const std::size_t sent = link.outbox.drain([&](std::span<const Message> run) -> std::size_t {
+      auto count = links_->send(replica, run);
+      return count ? count.value() : 0;
+    });
+    sent_any |= sent > 0;
+    if (link.kicks_owed && !link.outbox.full()) sent_any |= kick_owed_slots(replica);
   }
   return sent_any;
+}
+
+bool TcpSockets::kick_owed_slots(std::size_t replica) {
+  Replica& link = replicas_[replica];
+  link.kicks_owed = false;
+  bool kicked = false;
+  for (std::uint32_t slot = 0; slot < link.region.slot_count(); ++slot) {
+    TcpSocketControl& control = link.region.slot(slot)->control;
+    if (control.requests.load(std::memory_order_acquire) == 0) continue;
+    if (control.kick_pending.exchange(1, std::memory_order_acq_rel) != 0) continue;
+    const std::uint32_t generation = control.generation.load(std::memory_order_acquire);
+    if (!send_or_defer(replica, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{slot, generation}))) {
+      control.kick_pending.store(0, std::memory_order_release);
+      link.kicks_owed = true;
+      break;
+    }
+    kicked = true;
+  }
+  return kicked;
 }
 
 void TcpSockets::request(std::size_t replica, std::uint32_t slot, std::uint32_t generation, std::uint32_t bits) {
@@ -237,20 +259,26 @@ void TcpSockets::request(std::size_t replica, std::uint32_t slot, std::uint32_t 
   header->control.requests.fetch_or(bits, std::memory_order_release);
   // The replica clears kick_pending before it reads `requests`, so bits set after a kick it has not
   // taken yet ride along with that kick: one message per batch, not per call.
-  if (header->control.kick_pending.exchange(1, std::memory_order_acq_rel) == 0) {
-    send_or_defer(replica, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{slot, generation}));
+  if (header->control.kick_pending.exchange(1, std::memory_order_acq_rel) == 0 &&
+      !send_or_defer(replica, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{slot, generation}))) {
+    // No kick is on its way, so the replica still takes none: flush() sends it once there is room.
+    header->control.kick_pending.store(0, std::memory_order_release);
+    replicas_[replica].kicks_owed = true;
   }
 }
 
-void TcpSockets::send_options(std::size_t replica, std::uint32_t slot, std::uint32_t generation,
+bool TcpSockets::send_options(std::size_t replica, std::uint32_t slot, std::uint32_t generation,
                               std::span<const std::pair<TcpOption, std::uint32_t>> options) {
   for (const auto& [option, value] : options) {
-    send_or_defer(replica, Message::make(stack::kTcpOptionKind,
-                                         stack::TcpOptionBody{slot, generation, option, 0, value}));
+    if (!send_or_defer(replica, Message::make(stack::kTcpOptionKind,
+                                              stack::TcpOptionBody{slot, generation, option, 0, value}))) {
+      return false;
+    }
   }
+  return true;
 }
 
-void TcpSockets::send_listen(int listener, std::size_t replica) {
+bool TcpSockets::send_listen(int listener, std::size_t replica) {
   Socket& entry = sockets_[static_cast<std::size_t>(listener)];
   const std::uint32_t ticket = next_ticket(listener);
   ListenerPart& part = entry.parts[replica];
@@ -262,7 +290,9 @@ void TcpSockets::send_listen(int listener, std::size_t replica) {
   body.backlog = entry.backlog;
   body.local_address = entry.endpoints.local_address;
   body.local_port = entry.endpoints.local_port;
-  send_or_defer(replica, Message::make(stack::kTcpOpenKind, body));
+  if (send_or_defer(replica, Message::make(stack::kTcpOpenKind, body))) return true;
+  part.ticket = 0;
+  return false;
 }
 
 // ---- the calls --------------------------------------------------------------------------------
@@ -285,8 +315,9 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
   lookup.open.remote_port = port;
   lookup.open.local_port = options.local_port;
   if (name_link_ == nullptr) {
-    place(lookup, pick_replica());
-    return id;
+    if (place(lookup, pick_replica())) return id;
+    release(id);
+    return Error{Errc::exhausted, ENOBUFS, "tcp connect: the channel to the replica is backed up"};
   }
   // Each connection asks on its own, uncached, so the fleet's weighted pick spreads them.
   lookup.cookie = next_cookie_++;
@@ -294,8 +325,9 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
   if (!sent || !sent.value()) {
     ++placement_.unsent;
     ++placement_.by_fallback;
-    place(lookup, pick_replica());
-    return id;
+    if (place(lookup, pick_replica())) return id;
+    release(id);
+    return Error{Errc::exhausted, ENOBUFS, "tcp connect: the channel to the replica is backed up"};
   }
   entry.placing = true;
   lookup.deadline_ms = name_link_->now_ms() + kLookupTimeoutMs;
@@ -304,13 +336,21 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
   return id;
 }
 
-void TcpSockets::place(Lookup& lookup, std::size_t replica) {
+bool TcpSockets::place(Lookup& lookup, std::size_t replica) {
   Socket& entry = sockets_[static_cast<std::size_t>(lookup.socket)];
   entry.placing = false;
   entry.ticket = next_ticket(lookup.socket);
   entry.replica = static_cast<std::uint32_t>(replica);
   lookup.open.socket = entry.ticket;
-  send_or_defer(replica, Message::make(stack::kTcpOpenKind, lookup.open));
+  if (send_or_defer(replica, Message::make(stack::kTcpOpenKind, lookup.open))) return true;
+  entry.ticket = 0;
+  return false;
+}
+
+void TcpSockets::place_later(Lookup& lookup, std::size_t replica) {
+  if (place(lookup, replica)) return;
+  fail(sockets_[static_cast<std::size_t>(lookup.socket)], ENOBUFS);
+  if (ready_handler_) ready_handler_();
 }
 
 void TcpSockets::forget_lookup(int socket) {
@@ -349,13 +389,13 @@ void TcpSockets::handle_name_reply(const name::NameMessage& reply) {
     const auto named = std::find(components.begin(), components.end(), reply.endpoint.component);
     if (reply.endpoint.component != kNoComponent && named != components.end()) {
       ++placement_.by_name;
-      place(lookup, static_cast<std::size_t>(named - components.begin()));
+      place_later(lookup, static_cast<std::size_t>(named - components.begin()));
       return;
     }
     ++placement_.unknown_replicas;
   }
   ++placement_.by_fallback;
-  place(lookup, pick_replica());
+  place_later(lookup, pick_replica());
 }
 
 void TcpSockets::expire_lookups() {
@@ -366,7 +406,7 @@ void TcpSockets::expire_lookups() {
     lookups_.pop_front();
     ++placement_.timeouts;
     ++placement_.by_fallback;
-    place(lookup, pick_replica());
+    place_later(lookup, pick_replica());
   }
   if (!lookups_.empty()) name_link_->wake_at(lookups_.front().deadline_ms);
 }
@@ -374,6 +414,9 @@ void TcpSockets::expire_lookups() {
 Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog) {
   if (port == 0) return Error{Errc::invalid_argument, 0, "tcp listen: port 0 (each replica would pick its own)"};
   if (replicas_.empty()) return Error{Errc::invalid_argument, 0, "tcp listen: no replica"};
+  if (std::any_of(replicas_.begin(), replicas_.end(), [](const Replica& r) { return r.outbox.full(); })) {
+    return Error{Errc::exhausted, ENOBUFS, "tcp listen: the channel to a replica is backed up"};
+  }
   const int id = allocate();
   if (id < 0) return Error{Errc::exhausted, 0, "tcp listen: too many sockets"};
   Socket& entry = sockets_[static_cast<std::size_t>(id)];
@@ -381,7 +424,8 @@ Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::u
   entry.backlog = std::max<std::uint16_t>(backlog, 1);
   entry.endpoints = TcpEndpoints{address, 0, port, 0};
   entry.parts.resize(replicas_.size());
-  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) send_listen(id, replica);
+  // Each outbox had room for the one message it may have to keep.
+  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) (void)send_listen(id, replica);
   return id;
 }
 
@@ -532,20 +576,28 @@ Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value)
     if (entry->local_error != 0) return failure(*entry);
     if (entry->header == nullptr) {
       entry->options.emplace_back(option, value);
-    } else {
-      const std::pair<TcpOption, std::uint32_t> one{option, value};
-      send_options(entry->replica, entry->slot, entry->generation, std::span(&one, 1));
+      return {};
+    }
+    const std::pair<TcpOption, std::uint32_t> one{option, value};
+    if (!send_options(entry->replica, entry->slot, entry->generation, std::span(&one, 1))) {
+      return Error{Errc::exhausted, ENOBUFS, "tcp set_option: the channel to the replica is backed up"};
     }
     return {};
   }
   Socket* entry = find(socket, Kind::listener);
   if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp set_option: not a socket"};
   if (entry->local_error != 0) return failure(*entry);
+  for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
+    if (entry->parts[replica].open && replicas_[replica].outbox.full()) {
+      return Error{Errc::exhausted, ENOBUFS, "tcp set_option: the channel to a replica is backed up"};
+    }
+  }
   // Kept, so that a part that opens later (or again, after a replica restart) gets them too.
   entry->options.emplace_back(option, value);
   for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
     const ListenerPart& part = entry->parts[replica];
-    if (part.open) send_options(replica, part.slot, part.generation, std::span(&entry->options.back(), 1));
+    // Room was checked above.
+    if (part.open) (void)send_options(replica, part.slot, part.generation, std::span(&entry->options.back(), 1));
   }
   return {};
 }
@@ -690,7 +742,7 @@ void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t
   entry.send_ring = ByteRingProducer(&header->send, link.region.send_bytes(slot));
   entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(slot));
   claim_slot(replica, slot, socket);
-  send_options(replica, slot, generation, entry.options);
+  if (!send_options(replica, slot, generation, entry.options)) fail(entry, ENOBUFS);
   entry.options.clear();
   if (entry.pending_requests != 0) {
     request(replica, slot, generation, entry.pending_requests);
@@ -782,7 +834,7 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
   ListenerPart& part = entry->parts[replica];
   part = ListenerPart{0, body.slot, body.generation, 0, true};
   claim_slot(replica, body.slot, id);
-  send_options(replica, body.slot, body.generation, entry->options);
+  if (!send_options(replica, body.slot, body.generation, entry->options)) fail_listener(id, ENOBUFS);
   return true;
 }
 
@@ -863,6 +915,7 @@ void TcpSockets::replica_restarted(std::size_t replica) {
   link.region = TcpRegion{};
   link.slot_owner.clear();
   link.outbox.clear();
+  link.kicks_owed = false;
   link.closed_listeners.clear();
   (void)ensure_region(replica);
   for (std::size_t id = 0; id < sockets_.size(); ++id) {
@@ -882,7 +935,7 @@ void TcpSockets::replica_restarted(std::size_t replica) {
       entry.local_error = ECONNRESET;  // overrides any earlier cause: the slot is gone
     } else if (entry.kind == Kind::listener && entry.local_error == 0) {
       if (entry.parts[replica].ticket != 0) abandon(replica, entry.parts[replica].ticket);
-      send_listen(static_cast<int>(id), replica);
+      if (!send_listen(static_cast<int>(id), replica)) fail_listener(static_cast<int>(id), ENOBUFS);
     }
   }
   if (ready_handler_) ready_handler_();

@@ -47,6 +47,7 @@
 #include "components/name/name_message.hpp"
 #include "dataplane/result.hpp"
 #include "dataplane/component_host.hpp"
+#include "dataplane/message_outbox.hpp"
 #include "components/formats/byte_ring.hpp"
 #include "components/formats/tcp_socket_page.hpp"
 
@@ -261,6 +262,11 @@ class TcpSockets {
   std::uint64_t stale_messages() const { return stale_messages_; }
   // Messages waiting for room in a channel.
   std::size_t deferred_messages() const;
+  // Messages that found a channel and its outbox full: their call failed with ENOBUFS (an open, an
+  // option), or their kick is owed and goes out once the outbox drains.
+  std::uint64_t outbox_overflows() const { return outbox_overflows_; }
+  // How many messages may wait for room in one replica's channel.
+  static constexpr std::size_t kOutboxMessages = 1024;
 
  private:
   enum class Kind : std::uint8_t { unused, connection, listener };
@@ -268,7 +274,9 @@ class TcpSockets {
   struct Replica {
     TcpRegion region;                    // invalid until the replica has formatted it
     std::vector<std::int32_t> slot_owner;  // by slot: socket id + 1, 0 for none
-    std::vector<Message> outbox;         // what the channel had no room for, oldest first
+    MessageOutbox outbox{kOutboxMessages};  // what the channel had no room for, oldest first
+    // A kick found the outbox full: some slot has requests and no kick on its way.
+    bool kicks_owed = false;
     // Opens whose socket was closed (or failed) before the answer came: a slot the answer hands
     // us is given back. Kept across a restart, since the new incarnation may answer an open that
     // was still in the channel.
@@ -324,12 +332,16 @@ class TcpSockets {
   int allocate();
   void release(int socket);
   std::uint32_t next_ticket(int socket);
-  void send_or_defer(std::size_t replica, const Message& message);
-  void send_listen(int listener, std::size_t replica);
+  // Sends now or parks the message in the replica's outbox; false when both are full.
+  [[nodiscard]] bool send_or_defer(std::size_t replica, const Message& message);
+  [[nodiscard]] bool send_listen(int listener, std::size_t replica);
   // Sets request bits on a slot and kicks the replica unless a kick is already pending.
   void request(std::size_t replica, std::uint32_t slot, std::uint32_t generation, std::uint32_t bits);
-  void send_options(std::size_t replica, std::uint32_t slot, std::uint32_t generation,
-                    std::span<const std::pair<stack::TcpOption, std::uint32_t>> options);
+  // Kicks every slot of the replica that has requests but no kick pending. True when it kicked any.
+  bool kick_owed_slots(std::size_t replica);
+  // False when an option found no room (the rest are not sent either).
+  [[nodiscard]] bool send_options(std::size_t replica, std::uint32_t slot, std::uint32_t generation,
+                                  std::span<const std::pair<stack::TcpOption, std::uint32_t>> options);
   bool ensure_region(std::size_t replica);
   // The slot named by a message, when it exists, is not ours yet, and carries that generation.
   TcpSocketSlotHeader* claimable_slot(std::size_t replica, std::uint32_t slot, std::uint32_t generation);
@@ -350,8 +362,11 @@ class TcpSockets {
   Status end(int socket, std::uint32_t bits);
   Error failure(const Socket& socket) const;
 
-  // Sends the connection's open to `replica`.
-  void place(Lookup& lookup, std::size_t replica);
+  // Sends the connection's open to `replica`; false when it found no room (nothing sent).
+  [[nodiscard]] bool place(Lookup& lookup, std::size_t replica);
+  // place() after the connect() call returned: a connection whose open finds no room fails with
+  // ENOBUFS, and the waiting program is told.
+  void place_later(Lookup& lookup, std::size_t replica);
   void forget_lookup(int socket);
 
   bool on_opened(std::size_t replica, const stack::TcpOpenedBody& body);
@@ -368,6 +383,7 @@ class TcpSockets {
   ReadyHandler ready_handler_;
   std::uint64_t bad_messages_ = 0;
   std::uint64_t stale_messages_ = 0;
+  std::uint64_t outbox_overflows_ = 0;
   // The name fleet, when used.
   std::unique_ptr<TcpNameLink> name_link_;
   TcpNamePeers name_peers_;

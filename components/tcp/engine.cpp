@@ -108,49 +108,53 @@ struct Listener {
   ConnectionOptions options;
 };
 
-// Counters, registered by name at create() (names are the report's vocabulary).
+// The engine's counters, each registered under its own name at create() (the names are the
+// report's vocabulary). bytes_acked and bytes_delivered count the payload bytes of every
+// connection: acknowledged by peers, and delivered in order to the applications' receive rings
+// (what a throughput timeline samples).
+#define FLOTILLA_TCP_ENGINE_COUNTERS(X) \
+  X(segments_in)                        \
+  X(segments_out)                       \
+  X(bad_checksum)                       \
+  X(bad_header)                         \
+  X(bad_options)                        \
+  X(bad_flags)                          \
+  X(no_connection)                      \
+  X(out_of_window)                      \
+  X(bad_ack)                            \
+  X(paws_rejected)                      \
+  X(challenge_acks)                     \
+  X(challenge_acks_limited)             \
+  X(resets_received)                    \
+  X(resets_sent)                        \
+  X(syn_cookies_sent)                   \
+  X(syn_cookies_accepted)               \
+  X(syn_cookies_invalid)                \
+  X(syn_queue_expired)                  \
+  X(accept_queue_overflow)              \
+  X(refused_by_host)                    \
+  X(claim_failed)                       \
+  X(transmit_failed)                    \
+  X(retransmits)                        \
+  X(fast_retransmits)                   \
+  X(retransmission_timeouts)            \
+  X(connection_timeouts)                \
+  X(keepalive_probes)                   \
+  X(persist_probes)                     \
+  X(out_of_order_segments)              \
+  X(out_of_order_dropped)               \
+  X(receive_overflow)                   \
+  X(ring_corrupt)                       \
+  X(data_after_close)                   \
+  X(reset_at_restart)                   \
+  X(time_wait_reopened)                 \
+  X(table_full)                         \
+  X(time_wait_recycled)                 \
+  X(bytes_acked)                        \
+  X(bytes_delivered)
+
 struct Counters {
-  NamedCounter* segments_in;
-  NamedCounter* segments_out;
-  NamedCounter* bad_checksum;
-  NamedCounter* bad_header;
-  NamedCounter* bad_options;
-  NamedCounter* bad_flags;
-  NamedCounter* no_connection;
-  NamedCounter* out_of_window;
-  NamedCounter* bad_ack;
-  NamedCounter* paws_rejected;
-  NamedCounter* challenge_acks;
-  NamedCounter* challenge_acks_limited;
-  NamedCounter* resets_received;
-  NamedCounter* resets_sent;
-  NamedCounter* syn_cookies_sent;
-  NamedCounter* syn_cookies_accepted;
-  NamedCounter* syn_cookies_invalid;
-  NamedCounter* syn_queue_expired;
-  NamedCounter* accept_queue_overflow;
-  NamedCounter* refused_by_host;
-  NamedCounter* claim_failed;
-  NamedCounter* transmit_failed;
-  NamedCounter* retransmits;
-  NamedCounter* fast_retransmits;
-  NamedCounter* timeouts;
-  NamedCounter* connection_timeouts;
-  NamedCounter* keepalive_probes;
-  NamedCounter* persist_probes;
-  NamedCounter* out_of_order;
-  NamedCounter* out_of_order_dropped;
-  NamedCounter* receive_overflow;
-  NamedCounter* ring_corrupt;
-  NamedCounter* data_after_close;
-  NamedCounter* reset_at_restart;
-  NamedCounter* time_wait_reopened;
-  NamedCounter* table_full;
-  NamedCounter* time_wait_recycled;
-  // Payload bytes of every connection: acknowledged by peers, and delivered in order to the
-  // applications' receive rings (what a throughput timeline samples).
-  NamedCounter* bytes_acked;
-  NamedCounter* bytes_delivered;
+  FLOTILLA_NAMED_COUNTERS(FLOTILLA_TCP_ENGINE_COUNTERS)
 };
 
 }  // namespace
@@ -319,48 +323,7 @@ TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings,
     free_slots_[i] = static_cast<std::uint32_t>(settings.max_connections - 1 - i);
   }
   free_count_ = settings.max_connections;
-  const auto name = [&](const char* counter) { return &counters.counter(counter); };
-  counters_ = Counters{
-      .segments_in = name("segments_in"),
-      .segments_out = name("segments_out"),
-      .bad_checksum = name("bad_checksum"),
-      .bad_header = name("bad_header"),
-      .bad_options = name("bad_options"),
-      .bad_flags = name("bad_flags"),
-      .no_connection = name("no_connection"),
-      .out_of_window = name("out_of_window"),
-      .bad_ack = name("bad_ack"),
-      .paws_rejected = name("paws_rejected"),
-      .challenge_acks = name("challenge_acks"),
-      .challenge_acks_limited = name("challenge_acks_limited"),
-      .resets_received = name("resets_received"),
-      .resets_sent = name("resets_sent"),
-      .syn_cookies_sent = name("syn_cookies_sent"),
-      .syn_cookies_accepted = name("syn_cookies_accepted"),
-      .syn_cookies_invalid = name("syn_cookies_invalid"),
-      .syn_queue_expired = name("syn_queue_expired"),
-      .accept_queue_overflow = name("accept_queue_overflow"),
-      .refused_by_host = name("refused_by_host"),
-      .claim_failed = name("claim_failed"),
-      .transmit_failed = name("transmit_failed"),
-      .retransmits = name("retransmits"),
-      .fast_retransmits = name("fast_retransmits"),
-      .timeouts = name("retransmission_timeouts"),
-      .connection_timeouts = name("connection_timeouts"),
-      .keepalive_probes = name("keepalive_probes"),
-      .persist_probes = name("persist_probes"),
-      .out_of_order = name("out_of_order_segments"),
-      .out_of_order_dropped = name("out_of_order_dropped"),
-      .receive_overflow = name("receive_overflow"),
-      .ring_corrupt = name("ring_corrupt"),
-      .data_after_close = name("data_after_close"),
-      .reset_at_restart = name("reset_at_restart"),
-      .time_wait_reopened = name("time_wait_reopened"),
-      .table_full = name("table_full"),
-      .time_wait_recycled = name("time_wait_recycled"),
-      .bytes_acked = name("bytes_acked"),
-      .bytes_delivered = name("bytes_delivered"),
-  };
+  counters_.register_in(counters);
 }
 
 // A previous incarnation's table: RST every synchronized connection it held, then start afresh.
@@ -1381,7 +1344,7 @@ void TcpEngine::receive(Connection& c, const Incoming& in, bool our_fin_acked, s
         c.pending_events |= kEventReadable;
         if (filled_hole) ack_now = true;  // RFC 5681 4.2: at once when a hole fills
       } else {
-        counters_.out_of_order->add();
+        counters_.out_of_order_segments->add();
         ack_now = true;  // RFC 5681 4.2: out-of-order data is ACKed at once (dup ACK + SACK)
         const std::uint32_t end = seq + static_cast<std::uint32_t>(fit);
         if (!c.out_of_order.add(seq, end)) {
@@ -1802,7 +1765,7 @@ void TcpEngine::on_timer(std::uint64_t now_ns) {
 void TcpEngine::on_retransmission_timeout(Connection& c, std::uint64_t now_ns) {
   if (c.snd_una == c.snd_max && c.state != TcpState::syn_sent && c.state != TcpState::syn_received) return;
   if (!check_rings(c, now_ns)) return;
-  counters_.timeouts->add();
+  counters_.retransmission_timeouts->add();
   const bool handshake = c.state == TcpState::syn_sent || c.state == TcpState::syn_received;
   const std::uint32_t limit = handshake ? settings_.syn_retries : settings_.data_retries;
   if (c.retries >= limit) {

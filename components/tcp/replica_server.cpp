@@ -26,16 +26,7 @@ ReplicaServer::ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSe
       cache_(pool, self),
       // Generations differ between incarnations, so a message about a slot of the dead one is stale.
       next_generation_(static_cast<std::uint32_t>(incarnation << 20) | 1u) {
-  auto counter = [&](const char* name) { return &counters.counter(name); };
-  counters_.segments_in = counter("segments_from_ip");
-  counters_.segments_out = counter("segments_to_ip");
-  counters_.no_buffer = counter("no_buffer");
-  counters_.ip_ring_full = counter("ip_ring_full");
-  counters_.bad_app_messages = counter("bad_app_messages");
-  counters_.stale_app_messages = counter("stale_app_messages");
-  counters_.slots_exhausted = counter("slots_exhausted");
-  counters_.outbox_overflow = counter("outbox_overflow");
-  counters_.bad_segments_from_ip = counter("bad_segments_from_ip");
+  counters_.register_in(counters);
 }
 
 Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, ComponentId self,
@@ -85,7 +76,7 @@ void ReplicaServer::announce(bool fresh) {
 void ReplicaServer::on_segment(const stack::TransportPacketBody& packet, std::uint64_t now_ns) {
   auto bytes = pool_->bytes(self_, packet.segment);
   if (!bytes) return;  // not ours: counted by the pool
-  counters_.segments_in->add();
+  counters_.segments_from_ip->add();
   if (packet.protocol == wire::kProtocolTcp && packet.local_address == settings_.address) {
     engine_->on_packet(packet.remote_address, packet.local_address, bytes.value(), now_ns);
   } else {
@@ -122,7 +113,7 @@ bool ReplicaServer::transmit(const OutgoingSegment& segment) {
     counters_.ip_ring_full->add();
     return false;
   }
-  counters_.segments_out->add();
+  counters_.segments_to_ip->add();
   return true;
 }
 
@@ -152,16 +143,19 @@ void ReplicaServer::send_app(std::size_t app, const Message& message) {
 
 bool ReplicaServer::poll(std::uint64_t now_ns) {
   bool worked = false;
-  while (!ip_outbox_.empty() && outputs_->control_to_ip(ip_outbox_.front())) {
-    ip_outbox_.pop();
-    worked = true;
-  }
+  // The outputs take one message at a time: a run goes until the first that finds no room.
+  const auto one_by_one = [](std::span<const Message> run, auto&& send_one) {
+    std::size_t sent = 0;
+    while (sent < run.size() && send_one(run[sent])) ++sent;
+    return sent;
+  };
+  worked |= ip_outbox_.drain([&](std::span<const Message> run) {
+    return one_by_one(run, [&](const Message& m) { return outputs_->control_to_ip(m); });
+  }) > 0;
   for (std::size_t app = 0; app < apps_.size(); ++app) {
-    MessageOutbox& outbox = apps_[app].outbox;
-    while (!outbox.empty() && outputs_->to_app(app, outbox.front())) {
-      outbox.pop();
-      worked = true;
-    }
+    worked |= apps_[app].outbox.drain([&](std::span<const Message> run) {
+      return one_by_one(run, [&](const Message& m) { return outputs_->to_app(app, m); });
+    }) > 0;
   }
   if (now_ns >= engine_->next_deadline_ns()) {
     engine_->on_timer(now_ns);

@@ -23,6 +23,7 @@
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/message.hpp"
+#include "dataplane/message_outbox.hpp"
 #include "components/formats/tcp_socket_page.hpp"
 
 namespace flotilla::tcp {
@@ -43,30 +44,6 @@ struct ReplicaSettings {
   std::uint32_t address = 0;  // the stack's IPv4 address, host order
   std::size_t ring_bytes = 1u << 20;  // each socket ring in the application regions (a power of two)
   EngineSettings engine;
-};
-
-// Messages waiting for ring room, oldest first, in a capacity fixed at construction.
-class MessageOutbox {
- public:
-  explicit MessageOutbox(std::size_t capacity = 0) : messages_(capacity) {}
-  bool empty() const { return count_ == 0; }
-  // false when full (the message is not kept).
-  bool push(const Message& message) {
-    if (count_ == messages_.size()) return false;
-    messages_[(first_ + count_++) % messages_.size()] = message;
-    return true;
-  }
-  const Message& front() const { return messages_[first_]; }
-  void pop() {
-    first_ = (first_ + 1) % messages_.size();
-    --count_;
-  }
-  void clear() { first_ = count_ = 0; }
-
- private:
-  std::vector<Message> messages_;
-  std::size_t first_ = 0;
-  std::size_t count_ = 0;
 };
 
 class ReplicaServer final : public EngineHost {
@@ -167,16 +144,18 @@ class ReplicaServer final : public EngineHost {
   std::uint32_t next_generation_;
   std::uint32_t next_port_ = 0;
 
+#define FLOTILLA_TCP_REPLICA_COUNTERS(X) \
+  X(segments_from_ip)                    \
+  X(segments_to_ip)                      \
+  X(no_buffer)                           \
+  X(ip_ring_full)                        \
+  X(bad_app_messages)                    \
+  X(stale_app_messages)                  \
+  X(slots_exhausted)                     \
+  X(outbox_overflow)                     \
+  X(bad_segments_from_ip)
   struct Counters {
-    NamedCounter* segments_in;
-    NamedCounter* segments_out;
-    NamedCounter* no_buffer;
-    NamedCounter* ip_ring_full;
-    NamedCounter* bad_app_messages;
-    NamedCounter* stale_app_messages;
-    NamedCounter* slots_exhausted;
-    NamedCounter* outbox_overflow;
-    NamedCounter* bad_segments_from_ip;
+    FLOTILLA_NAMED_COUNTERS(FLOTILLA_TCP_REPLICA_COUNTERS)
   } counters_{};
 };
 

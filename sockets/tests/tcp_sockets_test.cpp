@@ -503,6 +503,66 @@ TEST_F(TcpSocketsTest, MessagesAChannelHadNoRoomForAreSentLaterInOrder) {
   EXPECT_EQ(opens[1].read<TcpOpenBody>().remote_port, 3);
 }
 
+// Fills the outbox of the replica connections are pinned to, whose channel `side` takes nothing.
+void fill_outbox(TcpSockets& sockets, ReplicaSide& side) {
+  side.room = 0;
+  while (sockets.deferred_messages() < TcpSockets::kOutboxMessages) {
+    ASSERT_TRUE(sockets.connect(kPeer, 1).ok());
+  }
+}
+
+TEST_F(TcpSocketsTest, ConnectFailsWithEnobufsWhenTheOutboxIsFullAndWhatWaitsIsKept) {
+  ASSERT_TRUE(sockets_->pin_replica(0));
+  fill_outbox(*sockets_, *sides_[0]);
+  const std::size_t open_before = sockets_->open_sockets();
+  auto refused = sockets_->connect(kPeer, 2);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, Errc::exhausted);
+  EXPECT_EQ(refused.error().sys_errno, ENOBUFS);
+  EXPECT_EQ(sockets_->outbox_overflows(), 1u);
+  EXPECT_EQ(sockets_->open_sockets(), open_before);  // the refused socket was not kept
+
+  sides_[0]->room = 2 * TcpSockets::kOutboxMessages;
+  EXPECT_TRUE(sockets_->flush());
+  EXPECT_EQ(replica(0).drain(stack::kTcpOpenKind).size(), TcpSockets::kOutboxMessages);
+  EXPECT_TRUE(sockets_->connect(kPeer, 2).ok());
+}
+
+TEST_F(TcpSocketsTest, AKickThatFindsTheOutboxFullIsSentOnceThereIsRoom) {
+  std::uint32_t slot = 0;
+  const int id = establish(0, slot);
+  ASSERT_GE(id, 0);
+  replica(0).drain();
+  ASSERT_TRUE(sockets_->pin_replica(0));
+  fill_outbox(*sockets_, *sides_[0]);
+
+  ASSERT_TRUE(sockets_->send(id, pattern(10, 1)).ok());  // the bytes are in the ring; the kick waits
+  EXPECT_EQ(sockets_->outbox_overflows(), 1u);
+  EXPECT_EQ(replica(0).control(slot).kick_pending.load(), 0u);  // no kick is on its way
+  // An option is no request: it cannot wait, so the call fails.
+  auto option = sockets_->set_option(id, stack::TcpOption::nodelay, 1);
+  ASSERT_FALSE(option.ok());
+  EXPECT_EQ(option.error().sys_errno, ENOBUFS);
+
+  sides_[0]->room = 2 * TcpSockets::kOutboxMessages;
+  EXPECT_TRUE(sockets_->flush());
+  auto kicks = replica(0).drain(stack::kTcpKickKind);
+  ASSERT_EQ(kicks.size(), 1u);
+  EXPECT_EQ(kicks[0].read<TcpSlotBody>().slot, slot);
+  EXPECT_EQ(kicks[0].read<TcpSlotBody>().generation, replica(0).generation(slot));
+  EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestSend);
+  EXPECT_FALSE(sockets_->flush());  // nothing is owed any more
+}
+
+TEST_F(TcpSocketsTest, ListenFailsWithEnobufsWhenAnyReplicasOutboxIsFull) {
+  ASSERT_TRUE(sockets_->pin_replica(0));
+  fill_outbox(*sockets_, *sides_[0]);
+  auto refused = sockets_->listen(0, 5001, 8);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().sys_errno, ENOBUFS);
+  EXPECT_TRUE(replica(1).drain(stack::kTcpOpenKind).empty());  // no half-made listener
+}
+
 class TcpSocketsLateRegionTest : public TcpSocketsTest {
  protected:
   TcpSocketsLateRegionTest() : TcpSocketsTest(1, false) {}
