@@ -45,6 +45,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "dataplane/clock.hpp"
 #include "perf/cpu_ticks.hpp"
@@ -604,10 +605,11 @@ bool namespace_ready(const std::string& name) {
   return ::statfs(("/run/netns/" + name).c_str(), &info) == 0 && info.f_type == NSFS_MAGIC;
 }
 
-// A number from flotilla-perf's JSON report line ("bytes":123,...); -1 when it is not there.
+// A number from flotilla-perf's JSON report line ({"bytes":123,...}); -1 when it is not there.
 double report_number(const std::string& json, const std::string& key) {
-  const std::size_t at = json.find("\"" + key + "\":");
-  return at == std::string::npos ? -1 : std::strtod(json.c_str() + at + key.size() + 3, nullptr);
+  const auto report = nlohmann::json::parse(json, nullptr, false);
+  if (!report.is_object() || !report.contains(key) || !report[key].is_number()) return -1;
+  return report[key].get<double>();
 }
 
 std::string read_file(const std::filesystem::path& path) {

@@ -12,6 +12,8 @@
 #include <cstring>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 namespace flotilla::recovery {
 namespace {
 
@@ -37,15 +39,6 @@ bool printable_word(std::string_view name) {
     if (!ok) return false;
   }
   return true;
-}
-
-std::string json_escape(std::string_view text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    if (static_cast<unsigned char>(c) >= 0x20) out.push_back(c);
-  }
-  return out;
 }
 
 std::string status_text(const Supervisor& supervisor) {
@@ -81,17 +74,19 @@ std::string status_text(const Supervisor& supervisor) {
 }
 
 std::string status_json(const Supervisor& supervisor) {
-  std::ostringstream out;
-  out << "{\"components\":[";
-  bool first = true;
+  nlohmann::ordered_json components = nlohmann::ordered_json::array();
   for (const ComponentView& view : supervisor.components()) {
-    out << (first ? "" : ",") << "{\"name\":\"" << json_escape(view.name) << "\",\"id\":" << view.id
-        << ",\"status\":\"" << status_name(view.status) << "\",\"incarnation\":" << view.incarnation
-        << ",\"pid\":" << view.pid << ",\"restarts\":" << view.restarts << "}";
-    first = false;
+    components.push_back({{"name", view.name},
+                          {"id", view.id},
+                          {"status", status_name(view.status)},
+                          {"incarnation", view.incarnation},
+                          {"pid", view.pid},
+                          {"restarts", view.restarts}});
   }
-  out << "],\"events\":" << supervisor.log().events().size() << "}\n";
-  return out.str();
+  const nlohmann::ordered_json status = {{"components", std::move(components)},
+                                         {"events", supervisor.log().events().size()}};
+  // A name that is not UTF-8 is shown with U+FFFD rather than failing the whole answer.
+  return status.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
 std::string counters_text(const Supervisor& supervisor) {

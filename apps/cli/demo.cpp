@@ -21,6 +21,8 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "apps/cli/program.hpp"
 #include "recovery/control_socket.hpp"
 #include "recovery/embedded_network.hpp"
@@ -97,16 +99,6 @@ double median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-std::string json_escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out += c;
-  }
-  return out;
-}
-
 std::string xml_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
@@ -130,24 +122,21 @@ struct IperfSummary {
   std::string error;
 };
 
+// iperf3 -J: {"end": {"sum_sent": {"bytes", "seconds", ...}, "sum_received": {"bytes", ...}},
+// "error": "..."}. A report cut short (iperf3 killed) is not parsed.
 IperfSummary read_iperf(const std::string& path) {
   IperfSummary summary;
   std::ifstream file(path);
-  std::stringstream text;
-  text << file.rdbuf();
-  const std::string json = text.str();
-  std::smatch match;
-  const auto number_after = [&](const std::string& section, const char* key) -> std::optional<double> {
-    const std::size_t at = json.rfind("\"" + section + "\"");
-    if (at == std::string::npos) return std::nullopt;
-    const std::string tail = json.substr(at, 2000);
-    if (!std::regex_search(tail, match, std::regex(std::string("\"") + key + "\":\\s*([0-9.eE+-]+)"))) return std::nullopt;
-    return std::stod(match[1]);
+  const auto report = nlohmann::json::parse(file, nullptr, false);
+  if (!report.is_object()) return summary;
+  const auto number_at = [&](const nlohmann::json::json_pointer& pointer) -> std::optional<double> {
+    if (!report.contains(pointer) || !report.at(pointer).is_number()) return std::nullopt;
+    return report.at(pointer).get<double>();
   };
-  if (std::regex_search(json, match, std::regex("\"error\":\\s*\"([^\"]*)\""))) summary.error = match[1];
-  const auto sent = number_after("sum_sent", "bytes");
-  const auto received = number_after("sum_received", "bytes");
-  const auto seconds = number_after("sum_sent", "seconds");
+  if (report.contains("error") && report["error"].is_string()) summary.error = report["error"].get<std::string>();
+  const auto sent = number_at(nlohmann::json::json_pointer("/end/sum_sent/bytes"));
+  const auto received = number_at(nlohmann::json::json_pointer("/end/sum_received/bytes"));
+  const auto seconds = number_at(nlohmann::json::json_pointer("/end/sum_sent/seconds"));
   if (sent && received) {
     summary.parsed = true;
     summary.sent_bytes = *sent;
@@ -218,11 +207,10 @@ std::string optional_ms(const std::optional<double>& value) {
   return text;
 }
 
-std::string json_number(const std::optional<double>& value) {
-  if (!value) return "null";
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.3f", *value);
-  return text;
+// Milliseconds, seconds and Gbit/s are reported to three decimals.
+nlohmann::ordered_json rounded(std::optional<double> value) {
+  if (!value) return nullptr;
+  return std::round(*value * 1000) / 1000;
 }
 
 }  // namespace
@@ -487,42 +475,51 @@ int run_demo(const DemoOptions& options) {
   }
 
   write_svg((out / "timeline.svg").string(), samples, outcomes, options.duration_seconds);
-  std::ofstream report(out / "report.json");
-  report.precision(15);  // byte counts in full
-  report << "{\"duration_s\":" << options.duration_seconds << ",\"interval_ms\":" << options.interval_ms
-         << ",\"stream_survived\":" << (stream_ok ? "true" : "false") << ",\"iperf3\":{\"sent_bytes\":"
-         << iperf.sent_bytes << ",\"received_bytes\":" << iperf.received_bytes << ",\"seconds\":" << iperf.seconds
-         << ",\"error\":\"" << json_escape(iperf.error) << "\"},\"sampled_bytes\":" << sampled_bytes << ",\"faults\":[";
-  for (std::size_t i = 0; i < outcomes.size(); ++i) {
-    const FaultOutcome& fault = outcomes[i];
-    report << (i ? "," : "") << "{\"at_s\":" << fault.fault.at_seconds << ",\"target\":\"" << json_escape(fault.fault.target)
-           << "\",\"component\":\"" << json_escape(fault.component) << "\",\"injected_at_s\":" << json_number(fault.injected_at)
-           << ",\"detection_ms\":" << json_number(fault.detection_ms) << ",\"recovery_ms\":" << json_number(fault.recovery_ms)
-           << ",\"baseline_gbps\":" << json_number(fault.baseline_gbps) << ",\"dip_gbps\":" << json_number(fault.dip_gbps)
-           << ",\"dip_ms\":" << json_number(fault.dip_ms) << ",\"survived\":" << (fault.injected_at < 0 ? "null" : fault.survived ? "true" : "false") << "}";
+  using Json = nlohmann::ordered_json;
+  Json faults = Json::array();
+  for (const FaultOutcome& fault : outcomes) {
+    faults.push_back({{"at_s", fault.fault.at_seconds},
+                      {"target", fault.fault.target},
+                      {"component", fault.component},
+                      {"injected_at_s", rounded(fault.injected_at)},
+                      {"detection_ms", rounded(fault.detection_ms)},
+                      {"recovery_ms", rounded(fault.recovery_ms)},
+                      {"baseline_gbps", rounded(fault.baseline_gbps)},
+                      {"dip_gbps", rounded(fault.dip_gbps)},
+                      {"dip_ms", rounded(fault.dip_ms)},
+                      {"survived", fault.injected_at < 0 ? Json(nullptr) : Json(fault.survived)}});
   }
-  report << "],\"summary\":{";
-  bool first_summary = true;
+  Json by_target = Json::object();
   for (const auto& [target, summary] : summaries) {
-    const auto stats = [](const std::vector<double>& values) {
-      if (values.empty()) return std::string("null");
-      char text[128];
-      std::snprintf(text, sizeof(text), "{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f}", percentile(values, 0.5),
-                    percentile(values, 0.99), percentile(values, 1.0));
-      return std::string(text);
+    const auto stats = [](const std::vector<double>& values) -> Json {
+      if (values.empty()) return nullptr;
+      return {{"p50", rounded(percentile(values, 0.5))},
+              {"p99", rounded(percentile(values, 0.99))},
+              {"max", rounded(percentile(values, 1.0))}};
     };
-    report << (first_summary ? "" : ",") << "\"" << json_escape(target) << "\":{\"faults\":" << summary.faults
-           << ",\"detection_ms\":" << stats(summary.detection) << ",\"recovery_ms\":" << stats(summary.recovery)
-           << ",\"dip_ms\":" << stats(summary.dip) << ",\"not_back\":" << summary.not_back
-           << ",\"not_survived\":" << summary.not_survived << "}";
-    first_summary = false;
+    by_target[target] = {{"faults", summary.faults},
+                         {"detection_ms", stats(summary.detection)},
+                         {"recovery_ms", stats(summary.recovery)},
+                         {"dip_ms", stats(summary.dip)},
+                         {"not_back", summary.not_back},
+                         {"not_survived", summary.not_survived}};
   }
-  report << "},\"samples\":[";
-  for (std::size_t i = 0; i < samples.size(); ++i) {
-    report << (i ? "," : "") << "[" << json_number(samples[i].at) << "," << json_number(samples[i].gbps) << "]";
-  }
-  report << "]}\n";
-  report.close();
+  Json sample_pairs = Json::array();
+  for (const Sample& sample : samples) sample_pairs.push_back({rounded(sample.at), rounded(sample.gbps)});
+  const Json report = {{"duration_s", options.duration_seconds},
+                       {"interval_ms", options.interval_ms},
+                       {"stream_survived", stream_ok},
+                       {"iperf3",
+                        {{"sent_bytes", iperf.sent_bytes},
+                         {"received_bytes", iperf.received_bytes},
+                         {"seconds", iperf.seconds},
+                         {"error", iperf.error}}},
+                       {"sampled_bytes", sampled_bytes},
+                       {"faults", std::move(faults)},
+                       {"summary", std::move(by_target)},
+                       {"samples", std::move(sample_pairs)}};
+  // iperf3's error text comes from outside: bytes that are not UTF-8 become U+FFFD.
+  std::ofstream(out / "report.json") << report.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
   std::printf("wrote %s and %s\n", (out / "timeline.svg").c_str(), (out / "report.json").c_str());
 
   bool all_survived = stream_ok;

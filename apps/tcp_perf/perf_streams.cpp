@@ -2,12 +2,14 @@
 
 #include "dataplane/clock.hpp"
 
+#include <nlohmann/json.hpp>
 #include <openssl/evp.h>
 
 #include <algorithm>
 #include <array>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -102,38 +104,34 @@ std::string progress_line(double elapsed_seconds, double rate_gbps) {
 }
 
 std::string report_json(const PerfReport& report) {
-  char numbers[256];
-  std::snprintf(numbers, sizeof numbers,
-                "\"bytes\":%llu,\"seconds\":%.6f,\"gbps\":%.4f,\"streams\":%zu,\"failed_streams\":%zu",
-                static_cast<unsigned long long>(report.bytes), report.seconds, gbps(report.bytes, report.seconds),
-                report.streams, report.failed_streams);
-  std::string json = "{\"role\":\"" + report.role + "\"," + numbers;
-  if (report.role == "send") json += ",\"retransmits\":" + std::to_string(report.retransmits);
-  json += ",\"errors\":[";
-  for (std::size_t i = 0; i < report.errors.size(); ++i) json += (i == 0 ? "" : ",") + std::to_string(report.errors[i]);
-  json += "],\"replicas\":[";
-  for (std::size_t i = 0; i < report.replicas.size(); ++i) json += (i == 0 ? "" : ",") + std::to_string(report.replicas[i]);
-  json += "],\"placed_by_name\":" + std::to_string(report.placed_by_name) +
-          ",\"placed_by_fallback\":" + std::to_string(report.placed_by_fallback);
+  // Seconds to the microsecond, Gbit/s to four decimals.
+  const auto rounded = [](double value, double scale) { return std::round(value * scale) / scale; };
+  nlohmann::ordered_json json = {{"role", report.role},
+                                 {"bytes", report.bytes},
+                                 {"seconds", rounded(report.seconds, 1e6)},
+                                 {"gbps", rounded(gbps(report.bytes, report.seconds), 1e4)},
+                                 {"streams", report.streams},
+                                 {"failed_streams", report.failed_streams}};
+  if (report.role == "send") json["retransmits"] = report.retransmits;
+  json["errors"] = report.errors;
+  json["replicas"] = report.replicas;
+  json["placed_by_name"] = report.placed_by_name;
+  json["placed_by_fallback"] = report.placed_by_fallback;
   const sockets::TcpPlacementStats& placement = report.placement;
   if (placement.by_fallback + placement.late_replies + placement.bad_replies != 0) {
-    json += ",\"placement\":{\"timeouts\":" + std::to_string(placement.timeouts) +
-            ",\"error_replies\":" + std::to_string(placement.error_replies) +
-            ",\"unknown_replicas\":" + std::to_string(placement.unknown_replicas) +
-            ",\"unsent\":" + std::to_string(placement.unsent) +
-            ",\"late_replies\":" + std::to_string(placement.late_replies) +
-            ",\"bad_replies\":" + std::to_string(placement.bad_replies) + "}";
+    json["placement"] = {{"timeouts", placement.timeouts},
+                         {"error_replies", placement.error_replies},
+                         {"unknown_replicas", placement.unknown_replicas},
+                         {"unsent", placement.unsent},
+                         {"late_replies", placement.late_replies},
+                         {"bad_replies", placement.bad_replies}};
   }
   if (report.verify) {
-    json += ",\"mismatches\":" + std::to_string(report.mismatches);
-    if (report.mismatches != 0) json += ",\"first_mismatch\":" + std::to_string(report.first_mismatch);
-    json += ",\"sha256\":[";
-    for (std::size_t i = 0; i < report.sha256.size(); ++i) {
-      json += (i == 0 ? "\"" : ",\"") + report.sha256[i] + "\"";
-    }
-    json += "]";
+    json["mismatches"] = report.mismatches;
+    if (report.mismatches != 0) json["first_mismatch"] = report.first_mismatch;
+    json["sha256"] = report.sha256;
   }
-  return json + "}";
+  return json.dump();
 }
 
 namespace {

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "apps/echo/echo_protocol.hpp"
 #include "dataplane/component_host.hpp"
@@ -85,6 +86,27 @@ TEST_F(ControlSocket, MalformedRequestsGetClearErrors) {
   auto status = control_request(path_, "status", &refusal);
   ASSERT_TRUE(status) << refusal;  // and the supervisor still answers
   EXPECT_NE(status->find("server"), std::string::npos);
+}
+
+TEST_F(ControlSocket, StatusJsonListsEveryComponentWithItsProcess) {
+  std::string refusal;
+  auto reply = control_request(path_, "status-json", &refusal);
+  ASSERT_TRUE(reply) << refusal;
+  const auto status = nlohmann::json::parse(reply.value(), nullptr, false);
+  ASSERT_FALSE(status.is_discarded()) << reply.value();
+  ASSERT_TRUE(status["components"].is_array()) << reply.value();
+  ASSERT_EQ(status["components"].size(), 2u) << reply.value();
+  const auto& server = status["components"][0];
+  EXPECT_EQ(server["name"], "server");
+  EXPECT_EQ(server["status"], "running");
+  EXPECT_EQ(server["incarnation"], 1);
+  EXPECT_GT(server["pid"].get<int>(), 0);
+  EXPECT_EQ(server["restarts"], 0);
+  EXPECT_EQ(status["components"][1]["name"], "app0");
+  EXPECT_EQ(status["components"][1]["id"], server["id"].get<int>() + 1);
+  EXPECT_GE(status["events"].get<int>(), 1);  // at least the server's start
+  // Keys keep the order scripts have always seen.
+  EXPECT_EQ(reply.value().rfind("{\"components\":[{\"name\":\"server\",\"id\":", 0), 0u) << reply.value();
 }
 
 // Runs a request as user `nobody`: 0 when it was refused (or could not connect), 2 when the

@@ -9,6 +9,7 @@
 //
 // Every program is bounded in time and stopped (its whole process group) however the test ends.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -149,19 +150,18 @@ HttpReply http_get(const std::string& address, std::uint16_t port, const std::st
   return reply;
 }
 
-// The first number after `key` following the last `anchor` in iperf3's JSON (nullopt if absent).
-std::optional<double> json_number_after(const std::string& json, const std::string& anchor, const std::string& key) {
-  const std::size_t at = json.rfind("\"" + anchor + "\"");
-  if (at == std::string::npos) return std::nullopt;
-  std::smatch match;
-  const std::string rest = json.substr(at);
-  if (!std::regex_search(rest, match, std::regex("\"" + key + "\":\\s*([0-9.eE+-]+)"))) return std::nullopt;
-  return std::stod(match[1]);
+// The number at `pointer` (e.g. "/end/sum_received/bytes") in iperf3's -J report; nullopt when
+// the report does not parse or has no number there.
+std::optional<double> iperf_number(const nlohmann::json& report, const char* pointer) {
+  const nlohmann::json::json_pointer at(pointer);
+  if (!report.is_object() || !report.contains(at) || !report.at(at).is_number()) return std::nullopt;
+  return report.at(at).get<double>();
 }
 
-std::string iperf_error(const std::string& json) {
-  std::smatch match;
-  return std::regex_search(json, match, std::regex("\"error\":\\s*\"([^\"]*)\"")) ? match[1].str() : "";
+std::string iperf_error(const nlohmann::json& report) {
+  return report.is_object() && report.contains("error") && report["error"].is_string()
+             ? report["error"].get<std::string>()
+             : "";
 }
 
 // "NAME: 12345.67 requests per second" from redis-benchmark -q (0 when absent).
@@ -268,9 +268,10 @@ class Apps : public StackTest {
     const std::string json = client.output();
     EXPECT_TRUE(status.has_value()) << "iperf3 client overran 60 s\n" << tail(json);
     EXPECT_EQ(status.value_or(-2), 0) << tail(json);
-    EXPECT_EQ(iperf_error(json), "");
-    const auto received = json_number_after(json, "sum_received", "bits_per_second");
-    const auto bytes = json_number_after(json, "sum_received", "bytes");
+    const auto report = nlohmann::json::parse(json, nullptr, false);
+    EXPECT_EQ(iperf_error(report), "");
+    const auto received = iperf_number(report, "/end/sum_received/bits_per_second");
+    const auto bytes = iperf_number(report, "/end/sum_received/bytes");
     EXPECT_TRUE(received.has_value() && bytes.has_value()) << "no end.sum_received in\n" << tail(json);
     EXPECT_GT(bytes.value_or(0), 0);
     EXPECT_GE(received.value_or(0), min_bits_per_second) << tail(json);

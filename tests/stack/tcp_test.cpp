@@ -6,6 +6,7 @@
 // Sizes: FLOTILLA_TCP_TEST_MIB (default 256) sets the bulk transfers' size. Bad links come from the
 // driver's link emulation (drivers/impaired_port.hpp): this machine's kernel has no sch_netem.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -13,7 +14,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -48,40 +48,21 @@ struct PerfOutcome {
   std::string line;
 };
 
-std::vector<int> int_list(const std::string& line, const char* key) {
-  std::vector<int> values;
-  std::smatch match;
-  if (!std::regex_search(line, match, std::regex(std::string("\"") + key + "\":\\[([-0-9,]*)\\]"))) return values;
-  const std::string list = match[1];
-  for (std::size_t at = 0; at < list.size();) {
-    const std::size_t comma = list.find(',', at);
-    values.push_back(std::stoi(list.substr(at, comma - at)));
-    at = comma == std::string::npos ? list.size() : comma + 1;
-  }
-  return values;
-}
-
 PerfOutcome read_report(const std::string& path) {
   PerfOutcome outcome;
   std::ifstream file(path);
   if (!std::getline(file, outcome.line)) return outcome;
+  const auto report = nlohmann::json::parse(outcome.line, nullptr, false);
+  if (!report.is_object()) return outcome;
   outcome.present = true;
-  std::smatch match;
-  auto number = [&](const char* key) -> std::uint64_t {
-    const std::regex pattern(std::string("\"") + key + "\":([0-9]+)");
-    return std::regex_search(outcome.line, match, pattern) ? std::stoull(match[1]) : 0;
-  };
-  outcome.bytes = number("bytes");
-  outcome.failed_streams = number("failed_streams");
-  outcome.mismatches = number("mismatches");
-  const std::regex digest("\"([0-9a-f]{64})\"");
-  for (auto it = std::sregex_iterator(outcome.line.begin(), outcome.line.end(), digest); it != std::sregex_iterator(); ++it) {
-    outcome.sha256.push_back((*it)[1]);
-  }
-  outcome.errors = int_list(outcome.line, "errors");
-  outcome.replicas = int_list(outcome.line, "replicas");
-  outcome.placed_by_name = number("placed_by_name");
-  outcome.placed_by_fallback = number("placed_by_fallback");
+  outcome.bytes = report.value("bytes", std::uint64_t{0});
+  outcome.failed_streams = report.value("failed_streams", std::uint64_t{0});
+  outcome.mismatches = report.value("mismatches", std::uint64_t{0});
+  outcome.sha256 = report.value("sha256", std::vector<std::string>{});
+  outcome.errors = report.value("errors", std::vector<int>{});
+  outcome.replicas = report.value("replicas", std::vector<int>{});
+  outcome.placed_by_name = report.value("placed_by_name", std::uint64_t{0});
+  outcome.placed_by_fallback = report.value("placed_by_fallback", std::uint64_t{0});
   return outcome;
 }
 

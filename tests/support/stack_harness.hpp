@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
@@ -259,15 +261,12 @@ class RunningStack {
     std::string refusal;
     auto reply = recovery::control_request(socket_, "status-json", &refusal);
     if (!reply) return out;
-    const std::string& text = reply.value();
-    constexpr std::string_view kName = "{\"name\":\"";
-    constexpr std::string_view kPid = ",\"pid\":";
-    for (std::size_t at = text.find(kName); at != std::string::npos; at = text.find(kName, at + 1)) {
-      const std::size_t name_end = text.find('"', at + kName.size());
-      const std::size_t pid_at = text.find(kPid, at);
-      if (name_end == std::string::npos || pid_at == std::string::npos) break;
-      out[text.substr(at + kName.size(), name_end - at - kName.size())] =
-          static_cast<pid_t>(std::strtol(text.c_str() + pid_at + kPid.size(), nullptr, 10));
+    const auto status = nlohmann::json::parse(reply.value(), nullptr, false);
+    if (!status.is_object() || !status.contains("components") || !status["components"].is_array()) return out;
+    for (const auto& component : status["components"]) {
+      if (!component.is_object() || !component.contains("name") || !component["name"].is_string()) continue;
+      const bool has_pid = component.contains("pid") && component["pid"].is_number_integer();
+      out[component["name"].get<std::string>()] = has_pid ? component["pid"].get<pid_t>() : -1;
     }
     return out;
   }
