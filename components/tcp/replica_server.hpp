@@ -144,6 +144,7 @@ class ReplicaServer final : public EngineHost {
   std::uint32_t next_generation_;
   std::uint32_t next_port_ = 0;
 
+  // The replica's own counters, beside the engine's, each registered under its field's name.
 #define FLOTILLA_TCP_REPLICA_COUNTERS(X) \
   X(segments_from_ip)                    \
   X(segments_to_ip)                      \
@@ -154,6 +155,7 @@ class ReplicaServer final : public EngineHost {
   X(slots_exhausted)                     \
   X(outbox_overflow)                     \
   X(bad_segments_from_ip)
+
   struct Counters {
     FLOTILLA_NAMED_COUNTERS(FLOTILLA_TCP_REPLICA_COUNTERS)
   } counters_{};
