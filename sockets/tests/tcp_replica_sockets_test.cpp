@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include "sockets/tests/byte_pattern.hpp"
 #include "sockets/tests/replica_loopback.hpp"
 
 namespace flotilla::sockets {
@@ -13,15 +14,10 @@ namespace {
 
 using testing::kStackAddress;
 using testing::LoopbackSettings;
+using testing::pattern;
 using testing::ReplicaLoopback;
 
 constexpr std::uint16_t kPort = 5001;
-
-std::vector<std::byte> pattern(std::size_t count, std::uint8_t seed) {
-  std::vector<std::byte> bytes(count);
-  for (std::size_t i = 0; i < count; ++i) bytes[i] = static_cast<std::byte>(seed + i * 7);
-  return bytes;
-}
 
 class TcpReplicaSockets : public ::testing::Test {
  protected:

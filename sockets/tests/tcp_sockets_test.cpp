@@ -16,18 +16,13 @@
 
 #include <gtest/gtest.h>
 
+#include "sockets/tests/byte_pattern.hpp"
 #include "sockets/tests/fake_replica.hpp"
 
 namespace flotilla::sockets {
 namespace {
 
 using namespace testing;
-
-std::vector<std::byte> pattern(std::size_t count, std::uint8_t seed) {
-  std::vector<std::byte> bytes(count);
-  for (std::size_t i = 0; i < count; ++i) bytes[i] = static_cast<std::byte>(seed + i * 7);
-  return bytes;
-}
 
 class TcpSocketsTest : public ::testing::Test {
  protected:
