@@ -53,6 +53,8 @@ class ReplicaLoopback {
     return replicas_[replica]->counters.counter(name).read();
   }
   std::uint64_t now_ns() const { return now_ns_; }
+  // A message to `replica` as if the application had sent it, whatever it says.
+  void send_raw(std::size_t replica, const Message& message) { replicas_[replica]->to_replica.push_back(message); }
 
   // Moves messages and segments between the application and the replicas until nothing moves.
   void pump() {

@@ -204,5 +204,25 @@ TEST_F(TcpReplicaSockets, ClosedConnectionsGiveTheirSlotsBack) {
   EXPECT_EQ(net_.counter(0, "bad_app_messages") + net_.counter(1, "bad_app_messages"), 0u);
 }
 
+// The replica treats the application's messages as untrusted: a slot out of range, one it never
+// handed out, or an unknown kind is counted and dropped, and the application's connections go on.
+TEST_F(TcpReplicaSockets, TheReplicaCountsAndDropsMessagesNamingNoSlotOfTheApplication) {
+  const int listener = listen_on_every_replica();
+  const auto [client, server] = connect_to(listener);
+  ASSERT_GE(server, 0);
+  const std::uint64_t bad_before = net_.counter(0, "bad_app_messages");
+  const std::uint64_t stale_before = net_.counter(0, "stale_app_messages");
+  net_.send_raw(0, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{1'000'000, 1}));
+  net_.send_raw(0, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{static_cast<std::uint32_t>(LoopbackSettings{}.slots - 1), 12345}));
+  net_.send_raw(0, Message::make(stack::kTcpOptionKind,
+                                 stack::TcpOptionBody{0, 0xffffffff, stack::TcpOption::nodelay, 0, 1}));
+  net_.send_raw(0, Message::make(MessageKind::data, stack::TcpSlotBody{0, 0}));  // not a TCP kind
+  net_.pump();
+  EXPECT_EQ(net_.counter(0, "bad_app_messages") - bad_before, 2u);
+  EXPECT_EQ(net_.counter(0, "stale_app_messages") - stale_before, 2u);
+  const auto bytes = pattern(500, 9);
+  EXPECT_EQ(transfer(client, server, bytes), bytes);
+}
+
 }  // namespace
 }  // namespace flotilla::sockets
