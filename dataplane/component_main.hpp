@@ -16,6 +16,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -24,6 +25,16 @@
 #include "dataplane/component_host.hpp"
 
 namespace flotilla {
+
+// The channel named `name`, which the program `program` needs to reach `what` (for the message);
+// Errc::invalid_argument, said on stderr, when the supervisor did not grant it.
+inline Result<std::size_t> required_channel(const char* program, const ChannelOutputs& channels,
+                                            const std::string& name, const char* what) {
+  const std::size_t channel = channels.find(name);
+  if (channel != ChannelOutputs::kNoChannel) return channel;
+  std::fprintf(stderr, "%s: no channel '%s' to %s\n", program, name.c_str(), what);
+  return Error{Errc::invalid_argument, 0, "a required channel is missing"};
+}
 
 template <class Program>
 int component_main(int argc, char** argv) {

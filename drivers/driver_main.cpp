@@ -155,11 +155,8 @@ struct DriverProgram {
   }
 
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
-    const std::size_t ip = channels.find(options.channel);
-    if (ip == ChannelOutputs::kNoChannel) {
-      std::fprintf(stderr, "%s: no channel '%s' to IP\n", kName, options.channel.c_str());
-      return Error{Errc::invalid_argument, 0, "--channel"};
-    }
+    const auto ip = required_channel(kName, channels, options.channel, "IP");
+    if (!ip) return ip.error();
     auto opened = open_port(options, host.pool(), host.id());
     if (!opened) {
       std::fprintf(stderr, "%s: cannot open the %s port\n", kName, options.type.c_str());
@@ -173,7 +170,7 @@ struct DriverProgram {
       port = std::move(wrapped);
     }
     const drivers::Driver::Link link{link_mac(options.interface, options.memwire_path + options.memwire_side), 1500};
-    auto driver = std::make_unique<drivers::Driver>(channels, ip, std::move(port), impaired, link,
+    auto driver = std::make_unique<drivers::Driver>(channels, *ip, std::move(port), impaired, link,
                                                     host.region(formats::kXdpBlockListRegion),
                                                     std::move(opened.value().install), host.named_counters());
     driver->wake_through_device(host.loop());

@@ -53,13 +53,10 @@ struct IpProgram {
   }
 
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
-    const std::size_t driver = channels.find(options.driver_channel);
-    if (driver == ChannelOutputs::kNoChannel) {
-      std::fprintf(stderr, "%s: no channel '%s' to the driver\n", kName, options.driver_channel.c_str());
-      return Error{Errc::invalid_argument, 0, "--driver-channel"};
-    }
+    const auto driver = required_channel(kName, channels, options.driver_channel, "the driver");
+    if (!driver) return driver.error();
     const std::size_t filter = channels.find(options.filter_channel);
-    auto created = ip::IpComponent::create(channels, driver, filter, host.state(), options.settings,
+    auto created = ip::IpComponent::create(channels, *driver, filter, host.state(), options.settings,
                                            host.named_counters());
     if (!created) return created.error();
     const ip::IpServer& server = created.value()->server();

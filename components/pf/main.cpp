@@ -52,12 +52,9 @@ struct PfProgram {
   }
 
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
-    const std::size_t ip = channels.find(options.channel);
-    if (ip == ChannelOutputs::kNoChannel) {
-      std::fprintf(stderr, "%s: no channel '%s' to IP\n", kName, options.channel.c_str());
-      return Error{Errc::invalid_argument, 0, "--channel"};
-    }
-    auto server = pf::PfServer::create(channels, ip, std::move(*options.rules), host.state(),
+    const auto ip = required_channel(kName, channels, options.channel, "IP");
+    if (!ip) return ip.error();
+    auto server = pf::PfServer::create(channels, *ip, std::move(*options.rules), host.state(),
                                        host.region(formats::kXdpBlockListRegion), host.named_counters());
     if (!server) return server.error();
     std::fprintf(stderr, "%s: %zu rules, %zu states kept from before, %zu block rules for XDP\n", kName,

@@ -72,17 +72,14 @@ struct TcpProgram {
 
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
     if (options.ip_channel.empty()) options.ip_channel = "ip-" + std::string(host.name());
-    const std::size_t ip = channels.find(options.ip_channel);
-    if (ip == ChannelOutputs::kNoChannel) {
-      std::fprintf(stderr, "%s: no channel '%s' to IP\n", kName, options.ip_channel.c_str());
-      return Error{Errc::invalid_argument, 0, "--ip-channel"};
-    }
+    const auto ip = required_channel(kName, channels, options.ip_channel, "IP");
+    if (!ip) return ip.error();
     // Every other channel is an application, with the socket region named after the channel.
     std::vector<std::span<std::byte>> regions;
     for (std::size_t i = 0; i < channels.count(); ++i) {
       const std::string name = formats::tcp_region_name(channels.name(i));
-      regions.push_back(i == ip ? std::span<std::byte>{} : host.region(name));
-      if (i != ip && regions.back().empty()) {
+      regions.push_back(i == *ip ? std::span<std::byte>{} : host.region(name));
+      if (i != *ip && regions.back().empty()) {
         std::fprintf(stderr, "%s: channel '%s' has no region '%s': that application gets no sockets\n", kName,
                      std::string(channels.name(i)).c_str(), name.c_str());
       }
@@ -95,7 +92,7 @@ struct TcpProgram {
     settings.engine.mss = static_cast<std::uint16_t>(options.mss);
     settings.engine.max_connections = options.max_connections;
     settings.engine.time_wait_ns = options.time_wait_ms * 1'000'000;
-    auto created = tcp::TcpComponent::create(channels, ip, host.state(), regions, settings, host.named_counters(),
+    auto created = tcp::TcpComponent::create(channels, *ip, host.state(), regions, settings, host.named_counters(),
                                              host.incarnation(), monotonic_ns());
     if (!created) return created.error();
     std::fprintf(stderr, "%s: replica %u of %u at %s, %zu application(s)\n", kName, options.index, options.replicas,

@@ -41,16 +41,13 @@ struct UdpProgram {
   }
 
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
-    const std::size_t ip = channels.find(options.ip_channel);
-    if (ip == ChannelOutputs::kNoChannel) {
-      std::fprintf(stderr, "%s: no channel '%s' to IP\n", kName, options.ip_channel.c_str());
-      return Error{Errc::invalid_argument, 0, "--ip-channel"};
-    }
+    const auto ip = required_channel(kName, channels, options.ip_channel, "IP");
+    if (!ip) return ip.error();
     std::vector<std::span<std::byte>> exposed;
     for (std::size_t i = 0; i < channels.count(); ++i) {
       exposed.push_back(host.region(formats::exposed_region_name(channels.name(i))));
     }
-    auto created = udp::UdpComponent::create(channels, ip, options.address, host.state(), exposed,
+    auto created = udp::UdpComponent::create(channels, *ip, options.address, host.state(), exposed,
                                              host.named_counters());
     if (!created) return created.error();
     udp::UdpServer& server = created.value()->server();

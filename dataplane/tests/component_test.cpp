@@ -25,11 +25,7 @@ constexpr MessageKind kNumbered = MessageKind::user;
 
 Message numbered(std::uint64_t number) { return Message::make(kNumbered, number); }
 
-BufferPool make_pool() {
-  auto pool = BufferPool::create(1, kDefaultBufferSize, 2 * TestChannels::kCapacity);
-  if (!pool) std::abort();  // nothing to test without a pool
-  return std::move(pool).value();
-}
+BufferPool make_pool() { return testing::test_pool(2 * TestChannels::kCapacity); }
 
 // Records what the runner hands it.
 class RecordingComponent final : public Component {
@@ -63,15 +59,8 @@ class RecordingComponent final : public Component {
   std::size_t ignored = SIZE_MAX;
 };
 
-struct RunnerFixture {
-  RunnerFixture()
-      : pool(make_pool()),
-        channels({{"driver-ip", kDriver}, {"ip-udp", kUdp}, {"ip-app", kApp}}, pool, kSelf),
-        loop(channels.component_bell(), counters, WaitPolicy::busy_poll()) {}
-  BufferPool pool;
-  TestChannels channels;
-  CounterBlock counters;
-  ComponentLoop loop;
+struct RunnerFixture : testing::ComponentFixture {
+  RunnerFixture() : ComponentFixture({{"driver-ip", kDriver}, {"ip-udp", kUdp}, {"ip-app", kApp}}, kSelf) {}
 };
 
 TEST(ChannelOutputs, FindsChannelsByNameAndByPeer) {
@@ -120,8 +109,7 @@ TEST(ChannelOutputs, HandsTheBufferOverWithItsMessageOrKeepsItWhenTheRingIsFull)
 TEST(ComponentRunner, FeedsEachMessageWithItsChannelAndEndsEachBurst) {
   RunnerFixture fixture;
   RecordingComponent component;
-  ComponentRunner runner(fixture.loop, fixture.channels.outputs(), component);
-  ASSERT_TRUE(runner.start());
+  fixture.run(component);
   ASSERT_TRUE(fixture.channels.send_from_peer(2, numbered(20)));
   ASSERT_TRUE(fixture.channels.send_from_peer(0, numbered(1)));
   ASSERT_TRUE(fixture.channels.send_from_peer(0, numbered(2)));
@@ -142,8 +130,7 @@ TEST(ComponentRunner, LeavesAChannelTheComponentReadsItselfAlone) {
   RunnerFixture fixture;
   RecordingComponent component;
   component.ignored = 1;
-  ComponentRunner runner(fixture.loop, fixture.channels.outputs(), component);
-  ASSERT_TRUE(runner.start());
+  fixture.run(component);
   ASSERT_TRUE(fixture.channels.send_from_peer(1, numbered(5)));
   (void)fixture.loop.poll_once();
   EXPECT_TRUE(component.received.empty());
@@ -153,8 +140,7 @@ TEST(ComponentRunner, TicksAtStartAndThenAtItsPeriod) {
   RunnerFixture fixture;
   RecordingComponent component;
   component.period_ms = 100;
-  ComponentRunner runner(fixture.loop, fixture.channels.outputs(), component);
-  ASSERT_TRUE(runner.start());
+  fixture.run(component);
   EXPECT_EQ(component.ticks, 1u);
   const std::uint64_t start_ns = fixture.loop.now_ms() * 1'000'000;
   (void)fixture.loop.poll_once(start_ns + 50'000'000);
@@ -170,8 +156,7 @@ TEST(ComponentRunner, TicksAtStartAndThenAtItsPeriod) {
 TEST(ComponentRunner, ArmsAWakeUpForWorkNoRingAnnounces) {
   RunnerFixture fixture;
   RecordingComponent component;
-  ComponentRunner runner(fixture.loop, fixture.channels.outputs(), component);
-  ASSERT_TRUE(runner.start());
+  fixture.run(component);
   (void)fixture.loop.poll_once();
   EXPECT_EQ(fixture.loop.timers().armed_count(), 0u);
   component.wake_ns = monotonic_ns() + 5'000'000;

@@ -1,5 +1,6 @@
 // In-memory channels between a component under test and the peers a test plays, with the
-// component's ChannelOutputs over them (sending straight into the rings, DirectLink).
+// component's ChannelOutputs over them (sending straight into the rings, DirectLink); and
+// ComponentFixture, which runs a component over them in a component loop, as its process would.
 #pragma once
 
 #include <cstdint>
@@ -9,8 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/buffer_pool.hpp"
 #include "dataplane/channel.hpp"
 #include "dataplane/channel_outputs.hpp"
+#include "dataplane/component.hpp"
+#include "dataplane/component_loop.hpp"
+#include "dataplane/counters.hpp"
 #include "dataplane/doorbell.hpp"
 #include "dataplane/tests/test_memory.hpp"
 
@@ -70,6 +75,35 @@ class TestChannels {
   Doorbell peer_bell_;
   DirectLink link_;
   std::optional<ChannelOutputs> outputs_;
+};
+
+inline BufferPool test_pool(std::uint32_t buffers) {
+  auto pool = BufferPool::create(1, kDefaultBufferSize, buffers);
+  if (!pool) std::abort();  // nothing to test without a pool
+  return std::move(pool).value();
+}
+
+// A pool, channels to `peers`, named counters and a busy-polling loop for the component `self`;
+// run() wires a component to them with the runtime's ComponentRunner. Members are public: tests
+// play the peers and read the counters.
+struct ComponentFixture {
+  ComponentFixture(const std::vector<TestChannels::Peer>& peers, ComponentId self, std::uint32_t buffers = 64)
+      : pool(test_pool(buffers)),
+        channels(peers, pool, self),
+        loop(channels.component_bell(), loop_counters, WaitPolicy::busy_poll()) {}
+
+  void run(Component& component) {
+    runner.emplace(loop, channels.outputs(), component);
+    if (!runner->start()) std::abort();  // the loop has room for every test's channels
+  }
+  std::uint64_t counter(std::string_view name) { return counters.counter(name).read(); }
+
+  BufferPool pool;
+  TestChannels channels;
+  NamedCounterTable counters;
+  CounterBlock loop_counters;
+  ComponentLoop loop;
+  std::optional<ComponentRunner> runner;
 };
 
 }  // namespace flotilla::testing

@@ -17,7 +17,7 @@ namespace flotilla::drivers {
 namespace {
 
 using flotilla::testing::PageMemory;
-using flotilla::testing::TestChannels;
+using flotilla::testing::ComponentFixture;
 
 constexpr ComponentId kDriver = 3;
 constexpr ComponentId kIp = 2;
@@ -56,76 +56,67 @@ class FakePort final : public PacketPort {
 class DriverTest : public ::testing::Test {
  protected:
   DriverTest()
-      : pool_(BufferPool::create(1, kDefaultBufferSize, 64).value()),
-        channels_({{"driver-ip", kIp}}, pool_, kDriver),
-        block_region_(4096),
-        loop_(channels_.component_bell(), loop_counters_, WaitPolicy::busy_poll()) {
-    auto port = std::make_unique<FakePort>(pool_);
+      : fixture_({{"driver-ip", kIp}}, kDriver), block_region_(4096) {
+    auto port = std::make_unique<FakePort>(fixture_.pool);
     port_ = port.get();
-    driver_.emplace(channels_.outputs(), 0, std::move(port), nullptr, Driver::Link{{2, 0, 0, 0, 0, 1}, 1500},
+    driver_.emplace(fixture_.channels.outputs(), 0, std::move(port), nullptr, Driver::Link{{2, 0, 0, 0, 0, 1}, 1500},
                     block_region_.bytes(),
                     [this](std::span<const flotilla_xdp_block_rule> rules) -> Status {
                       installed.emplace_back(rules.begin(), rules.end());
                       if (refuse_install) return Error{Errc::invalid_argument, 0, "fake XDP"};
                       return {};
                     },
-                    counters_);
-    runner_.emplace(loop_, channels_.outputs(), *driver_);
-    if (!runner_->start()) std::abort();
+                    fixture_.counters);
+    fixture_.run(*driver_);
   }
 
   BufferHandle buffer() {
     BufferHandle handle{};
-    EXPECT_EQ(pool_.alloc_burst(kDriver, std::span(&handle, 1)), 1u);
+    EXPECT_EQ(fixture_.pool.alloc_burst(kDriver, std::span(&handle, 1)), 1u);
     handle.length = 60;
     return handle;
   }
-  std::uint64_t counter(std::string_view name) { return counters_.counter(name).read(); }
+  std::uint64_t counter(std::string_view name) { return fixture_.counter(name); }
   formats::XdpBlockList& block_list() { return *formats::xdp_block_list(block_region_.bytes()); }
 
   std::vector<std::vector<flotilla_xdp_block_rule>> installed;
   bool refuse_install = false;
-  BufferPool pool_;
-  TestChannels channels_;
+  ComponentFixture fixture_;
   PageMemory block_region_;
-  NamedCounterTable counters_;
-  CounterBlock loop_counters_;
-  ComponentLoop loop_;
   FakePort* port_ = nullptr;
   std::optional<Driver> driver_;
-  std::optional<ComponentRunner> runner_;
 };
 
 TEST_F(DriverTest, ReceivedFramesGoToIpWithTheirBuffers) {
   port_->arrived = {buffer(), buffer()};
-  EXPECT_TRUE(loop_.poll_once());
-  const auto sent = channels_.take_sent(0);
+  EXPECT_TRUE(fixture_.loop.poll_once());
+  const auto sent = fixture_.channels.take_sent(0);
   ASSERT_EQ(sent.size(), 2u);
   EXPECT_EQ(sent[0].kind, stack::kFrameKind);
-  EXPECT_EQ(pool_.count_owned(kIp), 2u);
+  EXPECT_EQ(fixture_.pool.count_owned(kIp), 2u);
   EXPECT_EQ(counter("rx_frames"), 2u);
 }
 
 TEST_F(DriverTest, FramesFromIpGoToTheDeviceInOneBurstAndRefusedOnesAreFreed) {
   port_->room = 2;
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(channels_.send_from_peer(0, Message::make(stack::kFrameKind, stack::FrameBody{buffer()})));
+    ASSERT_TRUE(fixture_.channels.send_from_peer(0, Message::make(stack::kFrameKind, stack::FrameBody{buffer()})));
   }
-  ASSERT_TRUE(channels_.send_from_peer(0, Message::make(stack::kLinkInfoKind, stack::LinkInfoBody{})));
-  (void)loop_.poll_once();
+  ASSERT_TRUE(fixture_.channels.send_from_peer(0, Message::make(stack::kLinkInfoKind, stack::LinkInfoBody{})));
+  (void)fixture_.loop.poll_once();
   EXPECT_EQ(port_->bursts, (std::vector<std::size_t>{3}));
   EXPECT_EQ(counter("tx_frames"), 2u);
   EXPECT_EQ(counter("tx_refused"), 1u);
   EXPECT_EQ(counter("malformed_messages"), 1u);
-  EXPECT_EQ(pool_.count_owned(kDriver), 0u) << "sent or freed, none kept";
-  EXPECT_EQ(channels_.link().served_count(), 1u);
+  EXPECT_EQ(fixture_.pool.count_owned(kDriver), 0u) << "sent or freed, none kept";
+  EXPECT_EQ(fixture_.channels.link().served_count(), 1u);
 }
 
 TEST_F(DriverTest, ARestartedIpHearsTheLinkAgain) {
   driver_->on_peer_restarted(kIp + 7);
-  EXPECT_TRUE(channels_.take_sent(0).empty());
+  EXPECT_TRUE(fixture_.channels.take_sent(0).empty());
   driver_->on_peer_restarted(kIp);
-  const auto sent = channels_.take_sent(0);
+  const auto sent = fixture_.channels.take_sent(0);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].kind, stack::kLinkInfoKind);
   EXPECT_EQ(sent[0].read<stack::LinkInfoBody>().mac[5], 1);

@@ -18,7 +18,7 @@ namespace flotilla::ip {
 namespace {
 
 using flotilla::testing::PageMemory;
-using flotilla::testing::TestChannels;
+using flotilla::testing::ComponentFixture;
 
 constexpr ComponentId kIp = 2;
 constexpr ComponentId kDriver = 3;
@@ -36,30 +36,27 @@ constexpr std::uint16_t kPort = 7;
 class IpComponentTest : public ::testing::Test {
  protected:
   IpComponentTest()
-      : pool_(BufferPool::create(1, kDefaultBufferSize, 64).value()),
-        channels_({{"driver-ip", kDriver}, {"ip-pf", kPf}, {"ip-udp", kUdp}}, pool_, kIp),
-        state_(IpServer::state_bytes_needed()),
-        loop_(channels_.component_bell(), loop_counters_, WaitPolicy::busy_poll()) {
-    auto created = IpComponent::create(channels_.outputs(), kDriverChannel, kFilterChannel, state_.bytes(),
-                                       IpSettings{kOurAddress, 24, 0}, counters_);
+      : fixture_({{"driver-ip", kDriver}, {"ip-pf", kPf}, {"ip-udp", kUdp}}, kIp),
+        state_(IpServer::state_bytes_needed()) {
+    auto created = IpComponent::create(fixture_.channels.outputs(), kDriverChannel, kFilterChannel, state_.bytes(),
+                                       IpSettings{kOurAddress, 24, 0}, fixture_.counters);
     if (!created) std::abort();  // nothing to test without the component
     component_ = std::move(created.value());
-    runner_.emplace(loop_, channels_.outputs(), *component_);
-    if (!runner_->start()) std::abort();
+    fixture_.run(*component_);
   }
 
   void from(std::size_t channel, const Message& message) {
-    ASSERT_TRUE(channels_.send_from_peer(channel, message));
+    ASSERT_TRUE(fixture_.channels.send_from_peer(channel, message));
   }
 
   // A UDP datagram from the peer to kPort, as the driver hands it to IP.
   Message frame() {
     BufferHandle handle{};
-    EXPECT_EQ(pool_.alloc_burst(kIp, std::span(&handle, 1)), 1u);  // the driver handed it over
+    EXPECT_EQ(fixture_.pool.alloc_burst(kIp, std::span(&handle, 1)), 1u);  // the driver handed it over
     const std::size_t ip_offset = wire::kEthernetHeaderBytes;
     const std::size_t udp_offset = ip_offset + wire::kIpv4HeaderBytes;
     handle.length = static_cast<std::uint16_t>(udp_offset + wire::kUdpHeaderBytes);
-    auto bytes = pool_.bytes(kIp, handle).value();
+    auto bytes = fixture_.pool.bytes(kIp, handle).value();
     EXPECT_EQ(wire::emit_ethernet_header(bytes, kOurMac, kPeerMac, wire::kEtherTypeIpv4), ip_offset);
     EXPECT_EQ(wire::emit_udp(bytes.subspan(udp_offset), 40000, kPort, kPeerAddress, kOurAddress, 0),
               wire::kUdpHeaderBytes);
@@ -78,23 +75,18 @@ class IpComponentTest : public ::testing::Test {
 
   std::vector<stack::VerdictRequestBody> verdict_requests() {
     std::vector<stack::VerdictRequestBody> requests;
-    for (const Message& message : channels_.take_sent(kFilterChannel)) {
+    for (const Message& message : fixture_.channels.take_sent(kFilterChannel)) {
       EXPECT_EQ(message.kind, stack::kVerdictRequestKind);
       requests.push_back(message.read<stack::VerdictRequestBody>());
     }
     return requests;
   }
 
-  std::uint64_t malformed() { return counters_.counter("malformed_messages").read(); }
+  std::uint64_t malformed() { return fixture_.counter("malformed_messages"); }
 
-  BufferPool pool_;
-  TestChannels channels_;
+  ComponentFixture fixture_;
   PageMemory state_;
-  NamedCounterTable counters_;
-  CounterBlock loop_counters_;
-  ComponentLoop loop_;
   std::unique_ptr<IpComponent> component_;
-  std::optional<ComponentRunner> runner_;
 };
 
 TEST_F(IpComponentTest, AFrameIsFilteredThenDeliveredOnItsOwnersChannel) {
@@ -102,28 +94,28 @@ TEST_F(IpComponentTest, AFrameIsFilteredThenDeliveredOnItsOwnersChannel) {
                                   stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::claim, kPort}));
   from(kDriverChannel, link());
   from(kDriverChannel, frame());
-  (void)loop_.poll_once();
+  (void)fixture_.loop.poll_once();
   EXPECT_TRUE(component_->server().has_link());
-  EXPECT_EQ(channels_.link().served_count(), 1u) << "a frame served";
+  EXPECT_EQ(fixture_.channels.link().served_count(), 1u) << "a frame served";
   const auto requests = verdict_requests();
   ASSERT_EQ(requests.size(), 1u);
 
   const stack::VerdictBody pass{requests[0].ticket, stack::Action::pass, 0, 1, requests[0].packet.generation};
   from(kFilterChannel, Message::make(stack::kVerdictKind, pass));
-  (void)loop_.poll_once();
-  const auto delivered = channels_.take_sent(kUdpChannel);
+  (void)fixture_.loop.poll_once();
+  const auto delivered = fixture_.channels.take_sent(kUdpChannel);
   ASSERT_EQ(delivered.size(), 1u);
   EXPECT_EQ(delivered[0].kind, stack::kTransportPacketKind);
   const auto packet = delivered[0].read<stack::TransportPacketBody>();
   EXPECT_EQ(packet.local_port, kPort);
-  EXPECT_EQ(pool_.count_owned(kUdp), 1u) << "the buffer went with the message";
+  EXPECT_EQ(fixture_.pool.count_owned(kUdp), 1u) << "the buffer went with the message";
   EXPECT_EQ(malformed(), 0u);
 }
 
 TEST_F(IpComponentTest, AsksAgainWhenTheFilterRestarts) {
   from(kDriverChannel, link());
   from(kDriverChannel, frame());
-  (void)loop_.poll_once();
+  (void)fixture_.loop.poll_once();
   const auto first = verdict_requests();
   ASSERT_EQ(first.size(), 1u);
   component_->on_peer_restarted(kUdp);
@@ -138,7 +130,7 @@ TEST_F(IpComponentTest, CountsKindsThatDoNotBelongOnAChannel) {
   from(kDriverChannel, Message::make(stack::kVerdictKind, stack::VerdictBody{}));
   from(kFilterChannel, link());
   from(kUdpChannel, link());
-  (void)loop_.poll_once();
+  (void)fixture_.loop.poll_once();
   EXPECT_EQ(malformed(), 3u);
   EXPECT_FALSE(component_->server().has_link());
   EXPECT_TRUE(verdict_requests().empty());

@@ -17,7 +17,7 @@ namespace flotilla::pf {
 namespace {
 
 using flotilla::testing::PageMemory;
-using flotilla::testing::TestChannels;
+using flotilla::testing::ComponentFixture;
 using testing::ip;
 using testing::must_parse;
 
@@ -30,27 +30,22 @@ constexpr const char* kRules = "pass all\nblock in proto udp to port 9999\n";
 class PfServerTest : public ::testing::Test {
  protected:
   PfServerTest()
-      : pool_(BufferPool::create(1, kDefaultBufferSize, 64).value()),
-        channels_({{"ip-pf", kIp}}, pool_, kPf),
-        state_(StateTable::bytes_for(64)),
-        xdp_region_(4096),
-        loop_(channels_.component_bell(), loop_counters_, WaitPolicy::busy_poll()) {}
+      : fixture_({{"ip-pf", kIp}}, kPf), state_(StateTable::bytes_for(64)), xdp_region_(4096) {}
 
   void start(std::string_view rules) {
-    auto created = PfServer::create(channels_.outputs(), 0, must_parse(rules), state_.span(), xdp_region_.bytes(),
-                                    counters_);
+    auto created = PfServer::create(fixture_.channels.outputs(), 0, must_parse(rules), state_.span(), xdp_region_.bytes(),
+                                    fixture_.counters);
     ASSERT_TRUE(created) << created.error().message();
     server_ = std::move(created.value());
-    runner_.emplace(loop_, channels_.outputs(), *server_);
-    ASSERT_TRUE(runner_->start());
+    fixture_.run(*server_);
   }
 
   // A UDP datagram from the peer to `port`, in a buffer IP keeps parked.
   BufferHandle parked_datagram(std::uint16_t port) {
     BufferHandle handle{};
-    EXPECT_EQ(pool_.alloc_burst(parked_owner(kIp), std::span(&handle, 1)), 1u);
+    EXPECT_EQ(fixture_.pool.alloc_burst(parked_owner(kIp), std::span(&handle, 1)), 1u);
     handle.length = wire::kIpv4HeaderBytes + 8;
-    auto bytes = pool_.bytes(parked_owner(kIp), handle).value();
+    auto bytes = fixture_.pool.bytes(parked_owner(kIp), handle).value();
     EXPECT_EQ(wire::emit_udp(bytes.subspan(wire::kIpv4HeaderBytes), 40000, port, kPeer, kLocal, 0), 8u);
     const wire::Ipv4Header header{.source = kPeer, .destination = kLocal, .protocol = wire::kProtocolUdp,
                                   .payload_length = 8};
@@ -60,36 +55,31 @@ class PfServerTest : public ::testing::Test {
 
   void ask(std::uint32_t ticket, const BufferHandle& packet) {
     const stack::VerdictRequestBody request{packet, ticket, stack::Direction::in, {}};
-    ASSERT_TRUE(channels_.send_from_peer(0, Message::make(stack::kVerdictRequestKind, request)));
+    ASSERT_TRUE(fixture_.channels.send_from_peer(0, Message::make(stack::kVerdictRequestKind, request)));
   }
 
   std::vector<stack::VerdictBody> verdicts() {
     std::vector<stack::VerdictBody> out;
-    for (const Message& message : channels_.take_sent(0)) {
+    for (const Message& message : fixture_.channels.take_sent(0)) {
       EXPECT_EQ(message.kind, stack::kVerdictKind);
       out.push_back(message.read<stack::VerdictBody>());
     }
     return out;
   }
 
-  std::uint64_t counter(std::string_view name) { return counters_.counter(name).read(); }
+  std::uint64_t counter(std::string_view name) { return fixture_.counter(name); }
 
-  BufferPool pool_;
-  TestChannels channels_;
+  ComponentFixture fixture_;
   testing::TestRegion state_;
   PageMemory xdp_region_;
-  NamedCounterTable counters_;
-  CounterBlock loop_counters_;
-  ComponentLoop loop_;
   std::unique_ptr<PfServer> server_;
-  std::optional<ComponentRunner> runner_;
 };
 
 TEST_F(PfServerTest, AnswersEachRequestByTicketAndCountsEachDecisionOnce) {
   start(kRules);
   ask(1, parked_datagram(7));
   ask(2, parked_datagram(9999));
-  EXPECT_TRUE(loop_.poll_once());
+  EXPECT_TRUE(fixture_.loop.poll_once());
   const auto answers = verdicts();
   ASSERT_EQ(answers.size(), 2u);
   EXPECT_EQ(answers[0].ticket, 1u);
@@ -99,17 +89,17 @@ TEST_F(PfServerTest, AnswersEachRequestByTicketAndCountsEachDecisionOnce) {
   EXPECT_EQ(answers[1].rule, 2u);
   EXPECT_EQ(counter("passed"), 1u);
   EXPECT_EQ(counter("blocked"), 1u);
-  EXPECT_EQ(channels_.link().served_count(), 1u) << "one burst served";
+  EXPECT_EQ(fixture_.channels.link().served_count(), 1u) << "one burst served";
 }
 
 TEST_F(PfServerTest, BlocksAPacketItCannotReadAndDropsWhatIsNoRequest) {
   start(kRules);
   BufferHandle foreign{};
-  ASSERT_EQ(pool_.alloc_burst(kPf, std::span(&foreign, 1)), 1u);  // not parked by IP
+  ASSERT_EQ(fixture_.pool.alloc_burst(kPf, std::span(&foreign, 1)), 1u);  // not parked by IP
   foreign.length = 28;
   ask(5, foreign);
-  ASSERT_TRUE(channels_.send_from_peer(0, Message::make(stack::kVerdictKind, stack::VerdictBody{})));
-  (void)loop_.poll_once();
+  ASSERT_TRUE(fixture_.channels.send_from_peer(0, Message::make(stack::kVerdictKind, stack::VerdictBody{})));
+  (void)fixture_.loop.poll_once();
   const auto answers = verdicts();
   ASSERT_EQ(answers.size(), 1u);
   EXPECT_EQ(answers[0].ticket, 5u);
@@ -137,10 +127,10 @@ TEST_F(PfServerTest, ARestartedPfPublishesAgainUnderANewSequence) {
   start(kRules);
   const auto* list = formats::xdp_block_list(xdp_region_.bytes());
   const std::uint64_t first = list->sequence.load();
+  fixture_.runner.reset();
   server_.reset();
-  runner_.reset();
-  auto again = PfServer::create(channels_.outputs(), 0, must_parse("block in proto tcp to port 22\n"),
-                                state_.span(), xdp_region_.bytes(), counters_);
+  auto again = PfServer::create(fixture_.channels.outputs(), 0, must_parse("block in proto tcp to port 22\n"),
+                                state_.span(), xdp_region_.bytes(), fixture_.counters);
   ASSERT_TRUE(again);
   formats::XdpBlockListCopy copy;
   ASSERT_EQ(formats::read_xdp_block_list(*list, first, copy), formats::XdpListRead::copied);

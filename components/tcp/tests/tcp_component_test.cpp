@@ -14,7 +14,7 @@ namespace flotilla::tcp {
 namespace {
 
 using flotilla::testing::PageMemory;
-using flotilla::testing::TestChannels;
+using flotilla::testing::ComponentFixture;
 
 constexpr ComponentId kTcp = 6;
 constexpr ComponentId kIp = 2;
@@ -25,37 +25,29 @@ constexpr std::size_t kIpChannel = 1;
 class TcpComponentTest : public ::testing::Test {
  protected:
   TcpComponentTest()
-      : pool_(BufferPool::create(1, kDefaultBufferSize, 64).value()),
-        channels_({{"tcp-app", kApp}, {"ip-tcp", kIp}}, pool_, kTcp),
-        loop_(channels_.component_bell(), loop_counters_, WaitPolicy::busy_poll()) {
+      : fixture_({{"tcp-app", kApp}, {"ip-tcp", kIp}}, kTcp) {
     settings_.address = 0x0a4d0002;
     settings_.engine.max_connections = 16;
     state_.emplace(Engine::table_bytes(settings_.engine.max_connections));
-    auto created = TcpComponent::create(channels_.outputs(), kIpChannel, state_->bytes(), {}, settings_, counters_,
+    auto created = TcpComponent::create(fixture_.channels.outputs(), kIpChannel, state_->bytes(), {}, settings_, fixture_.counters,
                                         1, 1'000'000'000);
     if (!created) std::abort();  // nothing to test without the component
     component_ = std::move(created.value());
-    runner_.emplace(loop_, channels_.outputs(), *component_);
-    if (!runner_->start()) std::abort();
+    fixture_.run(*component_);
   }
 
   std::vector<stack::TcpReplicaBody> announcements() {
     std::vector<stack::TcpReplicaBody> out;
-    for (const Message& message : channels_.take_sent(kIpChannel)) {
+    for (const Message& message : fixture_.channels.take_sent(kIpChannel)) {
       if (message.kind == stack::kTcpReplicaKind) out.push_back(message.read<stack::TcpReplicaBody>());
     }
     return out;
   }
 
-  BufferPool pool_;
-  TestChannels channels_;
+  ComponentFixture fixture_;
   ReplicaSettings settings_;
   std::optional<PageMemory> state_;
-  NamedCounterTable counters_;
-  CounterBlock loop_counters_;
-  ComponentLoop loop_;
   std::unique_ptr<TcpComponent> component_;
-  std::optional<ComponentRunner> runner_;
 };
 
 TEST_F(TcpComponentTest, AnnouncesItselfFreshThenAgainWhenIpRestarts) {
@@ -73,12 +65,12 @@ TEST_F(TcpComponentTest, AnnouncesItselfFreshThenAgainWhenIpRestarts) {
 
 TEST_F(TcpComponentTest, ServesSegmentsFromIpAndCountsOtherKindsThere) {
   (void)announcements();
-  ASSERT_TRUE(channels_.send_from_peer(kIpChannel, Message::make(stack::kTransportPacketKind,
+  ASSERT_TRUE(fixture_.channels.send_from_peer(kIpChannel, Message::make(stack::kTransportPacketKind,
                                                                  stack::TransportPacketBody{})));
-  ASSERT_TRUE(channels_.send_from_peer(kIpChannel, Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{})));
-  (void)loop_.poll_once();
-  EXPECT_EQ(counters_.counter("malformed_messages").read(), 1u);
-  EXPECT_EQ(channels_.link().served_count(), 1u);
+  ASSERT_TRUE(fixture_.channels.send_from_peer(kIpChannel, Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{})));
+  (void)fixture_.loop.poll_once();
+  EXPECT_EQ(fixture_.counter("malformed_messages"), 1u);
+  EXPECT_EQ(fixture_.channels.link().served_count(), 1u);
 }
 
 }  // namespace

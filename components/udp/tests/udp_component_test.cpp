@@ -15,7 +15,7 @@ namespace flotilla::udp {
 namespace {
 
 using flotilla::testing::PageMemory;
-using flotilla::testing::TestChannels;
+using flotilla::testing::ComponentFixture;
 
 constexpr ComponentId kUdp = 5;
 constexpr ComponentId kIp = 2;
@@ -28,27 +28,24 @@ constexpr std::size_t kOtherAppChannel = 2;
 class UdpComponentTest : public ::testing::Test {
  protected:
   UdpComponentTest()
-      : pool_(BufferPool::create(1, kDefaultBufferSize, 64).value()),
-        channels_({{"udp-app", kApp}, {"ip-udp", kIp}, {"udp-other", kOtherApp}}, pool_, kUdp),
+      : fixture_({{"udp-app", kApp}, {"ip-udp", kIp}, {"udp-other", kOtherApp}}, kUdp),
         state_(UdpServer::state_bytes_for(64)),
-        exposed_(formats::ExposedSocketTable::bytes_for(8)),
-        loop_(channels_.component_bell(), loop_counters_, WaitPolicy::busy_poll()) {
+        exposed_(formats::ExposedSocketTable::bytes_for(8)) {
     const std::vector<std::span<std::byte>> regions{exposed_.bytes()};  // the first application's only
-    auto created = UdpComponent::create(channels_.outputs(), kIpChannel, 0x0a4d0002, state_.bytes(), regions,
-                                        counters_);
+    auto created = UdpComponent::create(fixture_.channels.outputs(), kIpChannel, 0x0a4d0002, state_.bytes(), regions,
+                                        fixture_.counters);
     if (!created) std::abort();  // nothing to test without the component
     component_ = std::move(created.value());
-    runner_.emplace(loop_, channels_.outputs(), *component_);
-    if (!runner_->start()) std::abort();
+    fixture_.run(*component_);
   }
 
   void open(std::size_t channel, std::uint32_t socket, std::uint16_t port) {
-    ASSERT_TRUE(channels_.send_from_peer(channel, Message::make(stack::kSocketOpenKind,
+    ASSERT_TRUE(fixture_.channels.send_from_peer(channel, Message::make(stack::kSocketOpenKind,
                                                                 stack::SocketOpenBody{socket, port, 17, 0})));
   }
   std::vector<stack::PortBindingBody> bindings() {
     std::vector<stack::PortBindingBody> out;
-    for (const Message& message : channels_.take_sent(kIpChannel)) {
+    for (const Message& message : fixture_.channels.take_sent(kIpChannel)) {
       EXPECT_EQ(message.kind, stack::kPortBindingKind);
       out.push_back(message.read<stack::PortBindingBody>());
     }
@@ -56,28 +53,23 @@ class UdpComponentTest : public ::testing::Test {
   }
   std::vector<stack::SocketStatusBody> statuses(std::size_t channel) {
     std::vector<stack::SocketStatusBody> out;
-    for (const Message& message : channels_.take_sent(channel)) {
+    for (const Message& message : fixture_.channels.take_sent(channel)) {
       EXPECT_EQ(message.kind, stack::kSocketStatusKind);
       out.push_back(message.read<stack::SocketStatusBody>());
     }
     return out;
   }
 
-  BufferPool pool_;
-  TestChannels channels_;
+  ComponentFixture fixture_;
   PageMemory state_;
   PageMemory exposed_;
-  NamedCounterTable counters_;
-  CounterBlock loop_counters_;
-  ComponentLoop loop_;
   std::unique_ptr<UdpComponent> component_;
-  std::optional<ComponentRunner> runner_;
 };
 
 TEST_F(UdpComponentTest, EachApplicationIsAnsweredOnItsOwnChannel) {
   open(kAppChannel, 1, 7);
   open(kOtherAppChannel, 1, 9);
-  (void)loop_.poll_once();
+  (void)fixture_.loop.poll_once();
   const auto claimed = bindings();
   ASSERT_EQ(claimed.size(), 2u);
   EXPECT_EQ(claimed[0].local_port, 7);
@@ -96,7 +88,7 @@ TEST_F(UdpComponentTest, EachApplicationIsAnsweredOnItsOwnChannel) {
 TEST_F(UdpComponentTest, RestartsOfIpAndOfAnApplicationReachTheServer) {
   open(kAppChannel, 1, 7);
   open(kOtherAppChannel, 1, 9);
-  (void)loop_.poll_once();
+  (void)fixture_.loop.poll_once();
   (void)bindings();
   component_->on_peer_restarted(kIp);
   EXPECT_EQ(bindings().size(), 2u) << "every bound port claimed again";
@@ -109,11 +101,11 @@ TEST_F(UdpComponentTest, RestartsOfIpAndOfAnApplicationReachTheServer) {
 }
 
 TEST_F(UdpComponentTest, CountsKindsThatDoNotBelongOnAChannel) {
-  ASSERT_TRUE(channels_.send_from_peer(kIpChannel, Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{})));
-  ASSERT_TRUE(channels_.send_from_peer(kAppChannel, Message::make(stack::kTransportPacketKind,
+  ASSERT_TRUE(fixture_.channels.send_from_peer(kIpChannel, Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{})));
+  ASSERT_TRUE(fixture_.channels.send_from_peer(kAppChannel, Message::make(stack::kTransportPacketKind,
                                                                   stack::TransportPacketBody{})));
-  (void)loop_.poll_once();
-  EXPECT_EQ(counters_.counter("malformed_messages").read(), 2u);
+  (void)fixture_.loop.poll_once();
+  EXPECT_EQ(fixture_.counter("malformed_messages"), 2u);
   EXPECT_EQ(component_->server().open_sockets(), 0u);
 }
 
