@@ -30,7 +30,7 @@ Decision Filter::decide(const PacketSummary& packet, std::uint64_t now_ms) {
 
 std::size_t Filter::expire(std::uint64_t now_ms) {
   const std::size_t dropped = states_.expire(now_ms);
-  counters.expired.add(dropped);
+  counters.states_expired.add(dropped);
   return dropped;
 }
 

@@ -18,13 +18,13 @@ struct FilterCounters {
         state_hits(table.counter("state_hits")),
         states_inserted(table.counter("states_inserted")),
         state_table_full(table.counter("state_table_full")),
-        expired(table.counter("states_expired")) {}
+        states_expired(table.counter("states_expired")) {}
   NamedCounter& passed;
   NamedCounter& blocked;
   NamedCounter& state_hits;        // passed because of a kept connection
   NamedCounter& states_inserted;
   NamedCounter& state_table_full;  // 'keep state' passes that found no free slot
-  NamedCounter& expired;           // connections dropped by expire()
+  NamedCounter& states_expired;    // connections dropped by expire()
 };
 
 class Filter {

@@ -100,7 +100,7 @@ TEST(Filter, ExpireCountsAndForgets) {
   EXPECT_TRUE(filter.decide(rst, 10).from_state);
   EXPECT_EQ(filter.expire(10 + kTcpClosingTimeoutMs), 0u);
   EXPECT_EQ(filter.expire(10 + kTcpClosingTimeoutMs + 1), 1u);
-  EXPECT_EQ(filter.counters.expired.read(), 1u);
+  EXPECT_EQ(filter.counters.states_expired.read(), 1u);
   EXPECT_EQ(filter.decide(reply_to(syn), 20 + kTcpClosingTimeoutMs).action, Action::block);
 }
 
