@@ -128,10 +128,12 @@ inline constexpr const char* kNameFleetConfig = R"(
 [[component]]
 name = "name0"
 binary = "flotilla-name-server"
+role = "name-server"
 
 [[component]]
 name = "name1"
 binary = "flotilla-name-server"
+role = "name-server"
 
 [[channel]]
 name = "fleet-name0-name1"
