@@ -201,9 +201,10 @@ Status Supervisor::create_regions() {
     auto region = SharedRegion::create("flotilla-channel-" + config.name, channel_bytes(config.capacity));
     if (!region) return region.error();
     if (auto s = format_channel(region->bytes(), config.capacity); !s) return s;
-    // The config parser has already refused unknown names.
-    auto channel = std::make_unique<Channel>(
-        Channel{config, std::move(region.value()), find(config.a)->id, find(config.b)->id});
+    const ManagedComponent* a = find(config.a);
+    const ManagedComponent* b = find(config.b);
+    if (a == nullptr || b == nullptr) return Error{Errc::invalid_argument, 0, "a channel names no component"};
+    auto channel = std::make_unique<Channel>(Channel{config, std::move(region.value()), a->id, b->id});
     at(channel->a).channels.push_back(channels_.size());
     at(channel->b).channels.push_back(channels_.size());
     channels_.push_back(std::move(channel));

@@ -11,14 +11,10 @@
 
 #include "recovery/application_seats.hpp"
 #include "recovery/supervisor.hpp"
+#include "recovery/tests/supervised.hpp"
 
 namespace flotilla::recovery {
 namespace {
-
-std::string echo_binary() {
-  const char* path = std::getenv("ECHO_COMPONENT");
-  return path != nullptr ? path : "";
-}
 
 SupervisorConfig seats_config() {
   SupervisorConfig config;
@@ -136,6 +132,7 @@ TEST_F(Seats, TheHolderAndThePeersGetTheSeatsWakeEventfd) {
   // wake eventfd of each seat at their other end (9, 10).
   const pid_t server = view("server").pid;
   ASSERT_GT(server, 0);
+  ASSERT_TRUE(run_until(*supervisor, [&] { return runs(server, echo_binary()); }));
   EXPECT_EQ(fd_target(server, 9), "anon_inode:[eventfd]");
   EXPECT_EQ(fd_target(server, 10), "anon_inode:[eventfd]");
   EXPECT_EQ(fd_target(server, 11), "");

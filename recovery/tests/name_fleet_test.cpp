@@ -12,38 +12,17 @@
 #include "recovery/default_config.hpp"
 #include "recovery/registrar.hpp"
 #include "recovery/supervisor.hpp"
+#include "recovery/tests/supervised.hpp"
 
 namespace flotilla::recovery {
 namespace {
 
 using namespace std::chrono_literals;
 
-std::string component_folder() {
-  const char* path = std::getenv("ECHO_COMPONENT");
-  return path != nullptr ? std::filesystem::path(path).parent_path().string() : "";
-}
-
-template <class Done>
-bool run_until(Supervisor& supervisor, Done&& done, std::chrono::milliseconds deadline = 20s) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    supervisor.poll(2ms);
-  }
-  return true;
-}
-
-const NameRow* row_of(const std::vector<NameRow>& rows, const std::string& name) {
-  for (const NameRow& row : rows) {
-    if (row.name == name) return &row;
-  }
-  return nullptr;
-}
-
 class NameFleet : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (component_folder().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+    if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
     auto outcome = parse_config(kEchoChainConfig, "<echo chain config>");
     ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome));
     SupervisorConfig config = std::get<SupervisorConfig>(outcome);

@@ -12,37 +12,14 @@
 
 #include "recovery/registrar.hpp"
 #include "recovery/supervisor.hpp"
+#include "recovery/tests/supervised.hpp"
 
 namespace flotilla::recovery {
 namespace {
 
 using namespace std::chrono_literals;
 
-std::string echo_binary() {
-  const char* path = std::getenv("ECHO_COMPONENT");
-  return path != nullptr ? path : "";
-}
-
-std::string name_server_binary() {
-  return (std::filesystem::path(echo_binary()).parent_path() / "flotilla-name-server").string();
-}
-
-template <class Done>
-bool run_until(Supervisor& supervisor, Done&& done, std::chrono::milliseconds deadline = 20s) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    supervisor.poll(2ms);
-  }
-  return true;
-}
-
-const NameRow* row_of(const std::vector<NameRow>& rows, const std::string& name) {
-  for (const NameRow& row : rows) {
-    if (row.name == name) return &row;
-  }
-  return nullptr;
-}
+std::string name_server_binary() { return component_folder() + "/flotilla-name-server"; }
 
 // An echo server (with a seat-less external component as its other end) and two name servers:
 // `names` runs the name server under another file name, `plain` runs it without a role.
@@ -133,6 +110,7 @@ TEST_F(RegistrarTest, WithoutARoleANameServerBinaryIsAPlainComponent) {
   // No channel to the supervisor was granted: stdio, 3-6, and its one fleet channel.
   const pid_t other = supervisor->component("other")->pid;
   ASSERT_GT(other, 0);
+  ASSERT_TRUE(run_until(*supervisor, [&] { return runs(other, name_server_binary()); }));
   std::error_code error;
   EXPECT_TRUE(std::filesystem::exists("/proc/" + std::to_string(other) + "/fd/7", error));
   EXPECT_FALSE(std::filesystem::exists("/proc/" + std::to_string(other) + "/fd/8", error));
