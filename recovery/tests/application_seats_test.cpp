@@ -43,13 +43,7 @@ class Seats : public ::testing::Test {
  protected:
   void SetUp() override {
     if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
-    auto created = Supervisor::create(seats_config(), "/");
-    ASSERT_TRUE(created) << created.error().message();
-    supervisor = std::move(created.value());
-    auto attached = ApplicationSeats::attach(*supervisor);
-    ASSERT_TRUE(attached) << attached.error().message();
-    seats = std::move(attached.value());
-    ASSERT_TRUE(supervisor->start());
+    ASSERT_NO_FATAL_FAILURE(start_supervisor(seats_config(), "/", supervisor, nullptr, &seats));
   }
 
   ComponentView view(const std::string& name) const { return *supervisor->component(name); }

@@ -14,6 +14,7 @@
 #include "apps/echo/echo_protocol.hpp"
 #include "dataplane/component_host.hpp"
 #include "recovery/control_socket.hpp"
+#include "recovery/tests/supervised.hpp"
 
 namespace flotilla::recovery {
 namespace {
@@ -21,8 +22,7 @@ namespace {
 class ControlSocket : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* echo = std::getenv("ECHO_COMPONENT");
-    if (echo == nullptr) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+    if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
     char pattern[] = "/tmp/flotilla-control-test-XXXXXX";
     ASSERT_NE(::mkdtemp(pattern), nullptr);
     folder_ = pattern;
@@ -35,16 +35,7 @@ class ControlSocket : public ::testing::Test {
     seat.external = true;
     config.components.push_back(seat);
     config.channels.push_back(ChannelConfig{.name = "middle-server", .a = "app0", .b = "server", .capacity = 256});
-    auto supervisor = Supervisor::create(config, std::filesystem::path(echo).parent_path());
-    ASSERT_TRUE(supervisor) << supervisor.error().message();
-    supervisor_ = std::move(supervisor.value());
-    auto registrar = Registrar::attach(*supervisor_);
-    ASSERT_TRUE(registrar) << registrar.error().message();
-    registrar_ = std::move(registrar.value());
-    auto seats = ApplicationSeats::attach(*supervisor_);
-    ASSERT_TRUE(seats) << seats.error().message();
-    seats_ = std::move(seats.value());
-    ASSERT_TRUE(supervisor_->start());
+    ASSERT_NO_FATAL_FAILURE(start_supervisor(config, component_folder(), supervisor_, &registrar_, &seats_));
     auto server = ControlServer::listen(path_);
     ASSERT_TRUE(server) << server.error().message();
     server_.emplace(std::move(server.value()));

@@ -35,13 +35,7 @@ class NameFleet : public ::testing::Test {
       component.replica_count = 2;
     }
     config.heartbeat_timeout = 500ms;  // a slow, noisy machine must not turn this into hang tests
-    auto created = Supervisor::create(std::move(config), component_folder());
-    ASSERT_TRUE(created) << created.error().message();
-    supervisor = std::move(created.value());
-    auto attached = Registrar::attach(*supervisor);
-    ASSERT_TRUE(attached) << attached.error().message();
-    registrar = std::move(attached.value());
-    ASSERT_TRUE(supervisor->start());
+    ASSERT_NO_FATAL_FAILURE(start_supervisor(std::move(config), component_folder(), supervisor, &registrar));
   }
 
   std::size_t registered(const std::string& component) const {

@@ -54,13 +54,7 @@ class RegistrarTest : public ::testing::Test {
     config.components.push_back(other);
     config.channels.push_back(ChannelConfig{.name = "middle-server", .a = "app0", .b = "server", .capacity = 256});
     config.channels.push_back(ChannelConfig{.name = "fleet-names-other", .a = "names", .b = "other", .capacity = 256});
-    auto created = Supervisor::create(std::move(config), "/");
-    ASSERT_TRUE(created) << created.error().message();
-    supervisor = std::move(created.value());
-    auto attached = Registrar::attach(*supervisor);
-    ASSERT_TRUE(attached) << attached.error().message();
-    registrar = std::move(attached.value());
-    ASSERT_TRUE(supervisor->start());
+    ASSERT_NO_FATAL_FAILURE(start_supervisor(std::move(config), "/", supervisor, &registrar));
   }
 
   std::size_t registered(const std::string& component) const {

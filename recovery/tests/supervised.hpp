@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "recovery/application_seats.hpp"
 #include "recovery/registrar.hpp"
 #include "recovery/supervisor.hpp"
 
@@ -23,6 +26,29 @@ inline std::string echo_binary() {
 
 // The folder of the component binaries (the echo component's).
 inline std::string component_folder() { return std::filesystem::path(echo_binary()).parent_path().string(); }
+
+// Creates a supervisor of `config`, attaches a registrar and application seats where their
+// pointers are given, and starts it. Fails the test at the first step that fails (call it inside
+// ASSERT_NO_FATAL_FAILURE).
+inline void start_supervisor(SupervisorConfig config, const std::string& binary_dir,
+                             std::unique_ptr<Supervisor>& supervisor,
+                             std::unique_ptr<Registrar>* registrar = nullptr,
+                             std::unique_ptr<ApplicationSeats>* seats = nullptr) {
+  auto created = Supervisor::create(std::move(config), binary_dir);
+  ASSERT_TRUE(created) << created.error().message();
+  supervisor = std::move(created.value());
+  if (registrar != nullptr) {
+    auto attached = Registrar::attach(*supervisor);
+    ASSERT_TRUE(attached) << attached.error().message();
+    *registrar = std::move(attached.value());
+  }
+  if (seats != nullptr) {
+    auto attached = ApplicationSeats::attach(*supervisor);
+    ASSERT_TRUE(attached) << attached.error().message();
+    *seats = std::move(attached.value());
+  }
+  ASSERT_TRUE(supervisor->start());
+}
 
 // Runs the supervisor until `done()` or the deadline; returns whether done() became true.
 template <class Done>
