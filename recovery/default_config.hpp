@@ -105,7 +105,7 @@ writers = ["pf"]
 readers = ["driver"]
 )";
 
-// Application slots: external components that programs started with `flotilla run` lease (the
+// Application seats: external components that programs started with `flotilla run` lease (the
 // preload library, through ComponentHost::lease). Each has a channel and a socket region to every
 // TCP replica, and a channel to the UDP server with its exposed-socket region.
 inline constexpr int kAppSlots = 4;
@@ -114,9 +114,9 @@ inline constexpr std::uint64_t kAppSocketsPerReplica = 64;
 // a control page and two rings.
 inline constexpr std::uint64_t kAppTcpRegionBytes = 4096 + kAppSocketsPerReplica * (4096 + 2 * (1u << 20));
 
-inline std::string app_slots_config(int slots = kAppSlots) {
+inline std::string app_slots_config(int seats = kAppSlots) {
   std::string text;
-  for (int i = 0; i < slots; ++i) {
+  for (int i = 0; i < seats; ++i) {
     const std::string name = "app" + std::to_string(i);
     text += "\n[[component]]\nname = \"" + name + "\"\nexternal = true\n"
             "\n[[channel]]\nname = \"tcp${replica}-" + name + "\"\na = \"tcp\"\nb = \"" + name +
@@ -136,10 +136,12 @@ inline constexpr const char* kNameFleetConfig = R"(
 [[component]]
 name = "name0"
 binary = "flotilla-name-server"
+role = "name-server"
 
 [[component]]
 name = "name1"
 binary = "flotilla-name-server"
+role = "name-server"
 
 [[channel]]
 name = "fleet-name0-name1"
