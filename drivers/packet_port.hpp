@@ -1,4 +1,4 @@
-// What every driver's device looks like to the driver loop (drivers/driver_loop.*): Ethernet frames
+// What every driver's device looks like to the driver process (drivers/driver_main.cpp): Ethernet frames
 // in and out as buffers of the supervisor's pool. A port owns (in the pool's sense) every buffer
 // the device holds: the ones posted for receive and the ones queued for transmit. So when the driver
 // dies, BufferPool::reclaim(driver) gives all of them back, and a restarted driver builds its port

@@ -148,7 +148,7 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
   std::set<std::string> names;
   for (const toml::node& node : *array) {
     const toml::table& table = *node.as_table();
-    reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes", "pool", "replicas", "external"},
+    reject_unknown_keys(table, {"name", "binary", "args", "core", "state_bytes", "pool", "replicas", "external", "role"},
                         "[[component]]");
     ComponentConfig component;
     component.name = unique_name(table, node, names, "component");
@@ -157,7 +157,7 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
       component.external = *external->value<bool>();
     }
     if (component.external) {
-      for (const char* key : {"binary", "args", "core", "replicas"}) {
+      for (const char* key : {"binary", "args", "core", "replicas", "role"}) {
         if (const toml::node* given = table.get(key)) {
           fail(*given, std::string("an external component is started with 'flotilla run', so '") + key +
                            "' means nothing for it");
@@ -166,6 +166,11 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
     } else {
       component.binary = text(table, "binary", node);
       if (component.binary.empty()) fail(*table.get("binary"), "'binary' is empty");
+    }
+    if (const toml::node* role = table.get("role")) {
+      const std::string given = text(table, "role", node);
+      if (given != "name-server") fail(*role, "unknown role '" + given + "' (the one role is \"name-server\")");
+      component.role = ComponentRole::name_server;
     }
     if (const toml::node* args = table.get("args")) {
       const toml::array* list = args->as_array();

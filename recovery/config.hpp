@@ -12,6 +12,10 @@
 
 namespace flotilla::recovery {
 
+// What the supervisor does for a component beyond its lifecycle: a name server gets a channel to
+// the supervisor, which registers every component through it (recovery/registrar.hpp).
+enum class ComponentRole { none, name_server };
+
 struct ComponentConfig {
   std::string name;
   std::string binary;  // a path, or a bare name looked up beside the supervisor's own binary
@@ -23,9 +27,10 @@ struct ComponentConfig {
   // Their args may use ${replica.index} and ${replica.count}; a channel or region that names the
   // group is made once per replica, with ${replica} in its name replaced by the index.
   std::string group = {};  // empty unless replicated
-  // Not started by the supervisor: an application slot a program leases with `flotilla run`
+  // Not started by the supervisor: an application seat a program leases with `flotilla run`
   // (ComponentHost::lease). No binary; its channels and regions are made like any other's.
   bool external = false;
+  ComponentRole role = ComponentRole::none;  // `role = "name-server"`
   int replica_index = -1;
   int replica_count = 0;
 };

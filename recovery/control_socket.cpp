@@ -92,7 +92,7 @@ std::string status_json(const Supervisor& supervisor) {
 std::string counters_text(const Supervisor& supervisor) {
   std::ostringstream out;
   for (const ComponentView& view : supervisor.components()) {
-    if (view.status == ComponentStatus::idle) continue;  // an application slot nobody holds
+    if (view.status == ComponentStatus::idle) continue;  // an application seat nobody holds
     const CounterBlock* counters = supervisor.counters_of(view.name);
     out << view.name;
     for (std::size_t i = 0; i < kCounterCount; ++i) {
@@ -146,7 +146,8 @@ std::vector<pollfd> ControlServer::pollfds() const {
   return fds;
 }
 
-void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& ready) {
+void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, ApplicationSeats& seats,
+                          const std::vector<pollfd>& ready) {
   std::vector<std::size_t> finished;
   for (std::size_t i = 1; i < ready.size() && i - 1 < clients_.size(); ++i) {
     if (ready[i].revents == 0) continue;
@@ -168,16 +169,16 @@ void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& rea
       continue;
     }
     if (words_of(request) == std::vector<std::string>{"lease"}) {
-      serve_lease(supervisor, client);
+      serve_lease(seats, client);
       continue;
     }
-    std::string reply = handle(supervisor, request);
+    std::string reply = handle(supervisor, registrar, request);
     if (reply.size() > kMaxControlPacket) reply = "error: reply too large\n";
     ::send(fd, reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   }
   for (auto it = finished.rbegin(); it != finished.rend(); ++it) {
     const Client& client = clients_[*it];
-    if (!client.leased.empty()) supervisor.release(client.leased);  // every copy of it closed
+    if (!client.leased.empty()) seats.release(client.leased);  // every copy of it closed
     clients_.erase(clients_.begin() + static_cast<std::ptrdiff_t>(*it));
   }
   if (!ready.empty() && (ready[0].revents & POLLIN) != 0) {
@@ -193,16 +194,16 @@ void ControlServer::serve(Supervisor& supervisor, const std::vector<pollfd>& rea
   }
 }
 
-void ControlServer::serve_lease(Supervisor& supervisor, Client& client) {
+void ControlServer::serve_lease(ApplicationSeats& seats, Client& client) {
   std::string refusal;
   if (!client.leased.empty()) {
     refusal = "error: this connection holds a lease already\n";
-  } else if (auto lease = supervisor.lease(client.pid); !lease) {
+  } else if (auto lease = seats.lease(client.pid); !lease) {
     refusal = std::string("error: ") + lease.error().context + "\n";
   } else {
     const std::string reply = "ok\n" + lease->name + "\n";
     if (auto sent = send_fds(client.fd.get(), std::as_bytes(std::span(reply)), lease->fds); !sent) {
-      supervisor.release(lease->name);  // the program never got it
+      seats.release(lease->name);  // the program never got it
       return;
     }
     client.leased = lease->name;
@@ -223,7 +224,7 @@ void ControlServer::run_schedule(Supervisor& supervisor) {
   }
 }
 
-std::string ControlServer::handle(Supervisor& supervisor, const std::string& request) {
+std::string ControlServer::handle(Supervisor& supervisor, Registrar& registrar, const std::string& request) {
   const std::vector<std::string> words = words_of(request);
   if (words.empty()) return "error: empty request\n";
   const std::string& verb = words[0];
@@ -262,7 +263,7 @@ std::string ControlServer::handle(Supervisor& supervisor, const std::string& req
     return "ok\ninjected " + words[2] + " into " + words[1] + "\n";
   }
   if (verb == "names" && words.size() == 1) {
-    auto rows = supervisor.names();
+    auto rows = registrar.names();
     if (!rows) return std::string("error: ") + rows.error().context + "\n";
     std::string reply = "ok\n";
     char line[256];

@@ -6,7 +6,7 @@
 // Requests:  status | status-json | events FROM | counters | inject COMPONENT FAULT [AT_MS] |
 //            names | down | lease
 // `lease` (ComponentHost::lease) is answered with descriptors attached, and the connection then
-// holds an application slot until it closes.
+// holds an application seat until it closes.
 #pragma once
 
 #include <poll.h>
@@ -20,6 +20,8 @@
 #include "dataplane/result.hpp"
 #include "dataplane/unique_fd.hpp"
 #include "dataplane/control_address.hpp"
+#include "recovery/application_seats.hpp"
+#include "recovery/registrar.hpp"
 #include "recovery/supervisor.hpp"
 
 namespace flotilla::recovery {
@@ -36,8 +38,10 @@ class ControlServer {
   ~ControlServer();
 
   // Descriptors to wait on, to pass to Supervisor::poll; then serve() with the same array.
+  // `names` is answered by the registrar, `lease` by the seats.
   std::vector<pollfd> pollfds() const;
-  void serve(Supervisor& supervisor, const std::vector<pollfd>& ready);
+  void serve(Supervisor& supervisor, Registrar& registrar, ApplicationSeats& seats,
+             const std::vector<pollfd>& ready);
   // Carries out injections scheduled with AT_MS once they are due.
   void run_schedule(Supervisor& supervisor);
 
@@ -45,7 +49,7 @@ class ControlServer {
 
  private:
   ControlServer() = default;
-  std::string handle(Supervisor& supervisor, const std::string& request);
+  std::string handle(Supervisor& supervisor, Registrar& registrar, const std::string& request);
 
   struct Scheduled {
     std::chrono::steady_clock::time_point at;
@@ -59,10 +63,10 @@ class ControlServer {
     UniqueFd fd;
     bool permitted;  // peer credentials: root or the supervisor's own user
     pid_t pid;
-    std::string leased;  // the application slot this connection holds, if any
+    std::string leased;  // the application seat this connection holds, if any
   };
-  // `lease`: hands the client an application slot's descriptors; the connection holds the lease.
-  void serve_lease(Supervisor& supervisor, Client& client);
+  // `lease`: hands the client an application seat's descriptors; the connection holds the lease.
+  void serve_lease(ApplicationSeats& seats, Client& client);
   std::vector<Client> clients_;
   std::vector<Scheduled> schedule_;
   bool down_requested_ = false;

@@ -13,7 +13,8 @@
 namespace flotilla::recovery {
 
 // The stack's processes (driver, ip, pf, udp, a UDP echo server on port 7 and the TCP replicas),
-// their channels and the echo server's exposed-socket region. Everything network-specific comes in through
+// their channels, the echo server's exposed-socket region and the region in which pf hands the
+// driver its XDP block rules. Everything network-specific comes in through
 // `${network.*}` and `${filter.rules}`, so configurations with their own [network] and [filter]
 // (the default one below, the tests' and benchmarks' stacks) share this part.
 inline constexpr const char* kStackComponentsConfig = R"(
@@ -22,8 +23,7 @@ name = "driver"
 binary = "flotilla-driver"
 args = ["--type", "${network.driver}", "--interface", "${network.stack_interface}",
         "--dpdk-device", "${network.dpdk_device}", "--memwire-path", "${network.memwire_path}",
-        "--memwire-side", "${network.memwire_side}", "--block-rules", "${filter.rules}",
-        "--impair", "${network.impair}"]
+        "--memwire-side", "${network.memwire_side}", "--impair", "${network.impair}"]
 
 [[component]]
 name = "ip"
@@ -95,9 +95,17 @@ name = "udp-echo-sockets"
 bytes = 16384
 writers = ["udp"]
 readers = ["echo"]
+
+# The block rules pf compiled from its rules for the driver's XDP program
+# (components/formats/xdp_block_list.hpp).
+[[region]]
+name = "xdp-block-rules"
+bytes = 4096
+writers = ["pf"]
+readers = ["driver"]
 )";
 
-// Application slots: external components that programs started with `flotilla run` lease (the
+// Application seats: external components that programs started with `flotilla run` lease (the
 // preload library, through ComponentHost::lease). Each has a channel and a socket region to every
 // TCP replica, and a channel to the UDP server with its exposed-socket region.
 inline constexpr int kAppSlots = 4;
@@ -106,9 +114,9 @@ inline constexpr std::uint64_t kAppSocketsPerReplica = 64;
 // a control page and two rings.
 inline constexpr std::uint64_t kAppTcpRegionBytes = 4096 + kAppSocketsPerReplica * (4096 + 2 * (1u << 20));
 
-inline std::string app_slots_config(int slots = kAppSlots) {
+inline std::string app_slots_config(int seats = kAppSlots) {
   std::string text;
-  for (int i = 0; i < slots; ++i) {
+  for (int i = 0; i < seats; ++i) {
     const std::string name = "app" + std::to_string(i);
     text += "\n[[component]]\nname = \"" + name + "\"\nexternal = true\n"
             "\n[[channel]]\nname = \"tcp${replica}-" + name + "\"\na = \"tcp\"\nb = \"" + name +
@@ -128,10 +136,12 @@ inline constexpr const char* kNameFleetConfig = R"(
 [[component]]
 name = "name0"
 binary = "flotilla-name-server"
+role = "name-server"
 
 [[component]]
 name = "name1"
 binary = "flotilla-name-server"
+role = "name-server"
 
 [[channel]]
 name = "fleet-name0-name1"

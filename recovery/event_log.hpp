@@ -20,7 +20,7 @@ enum class EventKind {
   stopped,         // shut down on request
   registered,      // its /proc/<name> entry names this incarnation in the name fleet
   joined,          // a restarted name server installed a live member's table and serves
-  leased,          // a program took an application slot (detail: its pid)
+  leased,          // a program took an application seat (detail: its pid)
   released,        // that program's lease ended
 };
 

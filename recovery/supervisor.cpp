@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -11,14 +10,61 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <new>
 
 #include "dataplane/channel.hpp"
 #include "dataplane/clock.hpp"
 #include "dataplane/cpu.hpp"
-#include "recovery/supervisor_slots.hpp"
 
 namespace flotilla::recovery {
+
+struct Supervisor::Channel {
+  ChannelConfig config;
+  SharedRegion region;
+  ComponentId a;
+  ComponentId b;
+};
+
+struct Supervisor::DeclaredRegion {
+  RegionConfig config;
+  SharedRegion region;
+  UniqueFd read_only;  // what readers get: it cannot be mapped writable
+};
+
+// What the supervisor keeps of one component across all its incarnations: a component, not a
+// process, since it outlives every process it runs as, and an external one is no process of ours.
+struct Supervisor::ManagedComponent {
+  ComponentConfig config;
+  std::string binary;
+  ComponentId id;
+  SharedRegion control;
+  SharedRegion state;
+  ControlBlock* block = nullptr;
+  RingProducer to_component;
+  RingConsumer from_component;
+  std::vector<std::size_t> channels;  // indices into channels_
+  std::vector<std::pair<std::size_t, bool>> regions;  // indices into regions_, writable
+  int wake_fd = -1;  // external components: the eventfd they sleep on (set_wake_fd; not ours)
+  SharedRegion supervisor_link;  // open_supervisor_channel
+  std::uint32_t supervisor_link_capacity = 0;  // 0: no channel to the supervisor
+
+  ComponentStatus status = ComponentStatus::not_started;
+  std::uint64_t incarnation = 0;
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  std::size_t restarts = 0;
+
+  std::uint64_t last_heartbeat = 0;
+  std::uint64_t heartbeat_changed_ns = 0;
+  bool heartbeat_seen = false;
+  bool killed_for_hang = false;
+
+  std::deque<std::uint64_t> recent_crashes_ns;
+  std::uint64_t restart_due_ns = 0;
+  std::uint64_t detected_ns = 0;  // when the last failure was noticed
+  bool awaiting_recovery = false;
+};
 
 std::string_view status_name(ComponentStatus status) {
   switch (status) {
@@ -33,9 +79,12 @@ std::string_view status_name(ComponentStatus status) {
   return "unknown";
 }
 
-using namespace supervisor_detail;
-
 namespace {
+
+void copy_name(char (&out)[kNameBytes], const std::string& name) {
+  std::memset(out, 0, kNameBytes);
+  std::memcpy(out, name.data(), std::min<std::size_t>(name.size(), kNameBytes - 1));
+}
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -96,9 +145,9 @@ Supervisor::~Supervisor() { stop(); }
 
 std::uint64_t Supervisor::now_ns() const { return monotonic_ns() - started_ns_; }
 
-void Supervisor::record(EventKind kind, const Slot& slot, std::string detail, std::uint64_t value,
+void Supervisor::record(EventKind kind, const ManagedComponent& component, std::string detail, std::uint64_t value,
                         std::uint64_t at_ns) {
-  log_.add(Event{at_ns != 0 ? at_ns : now_ns(), kind, slot.config.name, slot.incarnation,
+  log_.add(Event{at_ns != 0 ? at_ns : now_ns(), kind, component.config.name, component.incarnation,
                  std::move(detail), value});
 }
 
@@ -116,76 +165,49 @@ Status Supervisor::create_regions() {
   pool_read_only_ = std::move(pool_read_only.value());
 
   for (std::size_t i = 0; i < config_.components.size(); ++i) {
-    auto slot = std::make_unique<Slot>();
-    slot->config = config_.components[i];
-    slot->binary = binaries_[i];
-    slot->id = static_cast<ComponentId>(i + 1);
-    auto control = SharedRegion::create("flotilla-control-" + slot->config.name,
+    auto component = std::make_unique<ManagedComponent>();
+    component->config = config_.components[i];
+    component->binary = binaries_[i];
+    component->id = static_cast<ComponentId>(i + 1);
+    auto control = SharedRegion::create("flotilla-control-" + component->config.name,
                                         ControlBlock::region_bytes());
     if (!control) return control.error();
-    slot->control = std::move(control.value());
-    auto state = SharedRegion::create("flotilla-state-" + slot->config.name, slot->config.state_bytes);
+    component->control = std::move(control.value());
+    auto state = SharedRegion::create("flotilla-state-" + component->config.name, component->config.state_bytes);
     if (!state) return state.error();
-    slot->state = std::move(state.value());
-    slot->block = new (slot->control.data()) ControlBlock{};
-    slot->block->magic = ControlBlock::kMagic;
-    slot->block->version = ControlBlock::kVersion;
-    slot->block->id = slot->id;
-    copy_name(slot->block->name, slot->config.name);
-    auto rings = slot->control.bytes().subspan(ControlBlock::rings_offset());
+    component->state = std::move(state.value());
+    component->block = new (component->control.data()) ControlBlock{};
+    component->block->magic = ControlBlock::kMagic;
+    component->block->version = ControlBlock::kVersion;
+    component->block->id = component->id;
+    copy_name(component->block->name, component->config.name);
+    auto rings = component->control.bytes().subspan(ControlBlock::rings_offset());
     const auto to_component = rings.subspan(0, ControlBlock::ring_bytes());
     const auto from_component = rings.subspan(ControlBlock::ring_bytes(), ControlBlock::ring_bytes());
     if (auto s = format_ring(to_component, kControlRingCapacity); !s) return s;
     if (auto s = format_ring(from_component, kControlRingCapacity); !s) return s;
-    auto producer = RingProducer::attach(to_component, 1, &bells_->bells[slot->id], nullptr);
+    auto producer = RingProducer::attach(to_component, 1, &bells_->bells[component->id], nullptr);
     auto consumer = RingConsumer::attach(from_component, 1, nullptr);
     if (!producer) return producer.error();
     if (!consumer) return consumer.error();
-    slot->to_component = producer.value();
-    slot->from_component = consumer.value();
-    slot->block->wake_fd = -1;
-    if (slot->config.external) {
-      slot->status = ComponentStatus::idle;
-      slot->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-      if (!slot->wake.valid()) return Error::from_errno("eventfd");
-      // A program asleep in its own poll learns of peer restarts too.
-      slot->to_component.set_consumer_wake_fd(slot->wake.get());
-    }
-    if (is_name_server_binary(slot->binary)) {
-      slot->name_server = true;
-      auto link = SharedRegion::create("flotilla-channel-supervisor-" + slot->config.name,
-                                       channel_bytes(kFleetLinkCapacity));
-      if (!link) return link.error();
-      slot->fleet_region = std::move(link.value());
-      if (auto s = format_channel(slot->fleet_region.bytes(), kFleetLinkCapacity); !s) return s;
-      auto end = attach_channel(slot->fleet_region.bytes(), kFleetLinkCapacity, ChannelSide::a, 1,
-                                &bells_->bells[slot->id], nullptr);
-      if (!end) return end.error();
-      slot->fleet_link = name::NameChannel::wrap(end.value());
-    }
-    slots_.push_back(std::move(slot));
+    component->to_component = producer.value();
+    component->from_component = consumer.value();
+    component->block->wake_fd = -1;
+    if (component->config.external) component->status = ComponentStatus::idle;
+    components_.push_back(std::move(component));
   }
 
   for (const auto& config : config_.channels) {
     auto region = SharedRegion::create("flotilla-channel-" + config.name, channel_bytes(config.capacity));
     if (!region) return region.error();
     if (auto s = format_channel(region->bytes(), config.capacity); !s) return s;
-    const auto index_of = [&](const std::string& name) {
-      for (std::size_t i = 0; i < slots_.size(); ++i) {
-        if (slots_[i]->config.name == name) return i;
-      }
-      return slots_.size();  // the config parser has already refused unknown names
-    };
-    auto channel = std::make_unique<Channel>(
-        Channel{config, std::move(region.value()), index_of(config.a), index_of(config.b)});
-    slots_[channel->a]->channels.push_back(channels_.size());
-    slots_[channel->b]->channels.push_back(channels_.size());
+    const ManagedComponent* a = find(config.a);
+    const ManagedComponent* b = find(config.b);
+    if (a == nullptr || b == nullptr) return Error{Errc::invalid_argument, 0, "a channel names no component"};
+    auto channel = std::make_unique<Channel>(Channel{config, std::move(region.value()), a->id, b->id});
+    at(channel->a).channels.push_back(channels_.size());
+    at(channel->b).channels.push_back(channels_.size());
     channels_.push_back(std::move(channel));
-  }
-  for (const auto& slot : slots_) {
-    if (slot->name_server && slot->channels.size() >= kMaxChannelsPerComponent) {
-      return Error{Errc::invalid_argument, 0, "a name server has no channel left for the supervisor"};
-    }
   }
 
   for (const auto& config : config_.regions) {
@@ -196,12 +218,12 @@ Status Supervisor::create_regions() {
     const std::size_t index = regions_.size();
     regions_.push_back(std::make_unique<DeclaredRegion>(
         DeclaredRegion{config, std::move(region.value()), std::move(read_only.value())}));
-    for (auto& slot : slots_) {
+    for (auto& component : components_) {
       for (const auto& name : config.writers) {
-        if (name == slot->config.name) slot->regions.emplace_back(index, true);
+        if (name == component->config.name) component->regions.emplace_back(index, true);
       }
       for (const auto& name : config.readers) {
-        if (name == slot->config.name) slot->regions.emplace_back(index, false);
+        if (name == component->config.name) component->regions.emplace_back(index, false);
       }
     }
   }
@@ -209,31 +231,31 @@ Status Supervisor::create_regions() {
 }
 
 Status Supervisor::start() {
-  for (auto& slot : slots_) {
-    if (slot->status != ComponentStatus::not_started) continue;  // external slots are idle
-    if (auto status = spawn(*slot); !status) return status;
+  for (auto& component : components_) {
+    if (component->status != ComponentStatus::not_started) continue;  // external ones are idle
+    if (auto status = spawn(*component); !status) return status;
   }
   return {};
 }
 
-std::vector<int> Supervisor::grant_descriptors(Slot& slot) {
-  ControlBlock& block = *slot.block;
-  block.incarnation = slot.incarnation;
+std::vector<int> Supervisor::grant_descriptors(ManagedComponent& component) {
+  ControlBlock& block = *component.block;
+  block.incarnation = component.incarnation;
   block.fault_request.store(static_cast<std::uint32_t>(Fault::none), std::memory_order_release);
-  block.channel_count = static_cast<std::uint32_t>(slot.channels.size());
+  block.channel_count = static_cast<std::uint32_t>(component.channels.size());
 
   std::vector<int> fds;
   const auto next_number = [&fds] { return kControlFd + static_cast<int>(fds.size()); };
-  fds.push_back(slot.control.fd());
+  fds.push_back(component.control.fd());
   fds.push_back(bells_region_->fd());
-  fds.push_back(slot.state.fd());
-  fds.push_back(slot.config.pool_writable ? pool_->region().fd() : pool_read_only_.get());
-  block.pool_writable = slot.config.pool_writable ? 1 : 0;
+  fds.push_back(component.state.fd());
+  fds.push_back(component.config.pool_writable ? pool_->region().fd() : pool_read_only_.get());
+  block.pool_writable = component.config.pool_writable ? 1 : 0;
   std::vector<std::pair<ChannelGrant*, int>> peer_wakes;
-  for (std::size_t i = 0; i < slot.channels.size(); ++i) {
-    const Channel& channel = *channels_[slot.channels[i]];
-    const bool side_a = slots_[channel.a].get() == &slot;
-    const Slot& peer = *slots_[side_a ? channel.b : channel.a];
+  for (std::size_t i = 0; i < component.channels.size(); ++i) {
+    const Channel& channel = *channels_[component.channels[i]];
+    const bool side_a = channel.a == component.id;
+    const ManagedComponent& peer = at(side_a ? channel.b : channel.a);
     ChannelGrant& grant = block.channels[i];
     copy_name(grant.name, channel.config.name);
     grant.capacity = channel.config.capacity;
@@ -242,22 +264,22 @@ std::vector<int> Supervisor::grant_descriptors(Slot& slot) {
     grant.fd = next_number();
     grant.peer_wake_fd = -1;
     fds.push_back(channel.region.fd());
-    if (peer.wake.valid()) peer_wakes.emplace_back(&grant, peer.wake.get());
+    if (peer.wake_fd >= 0) peer_wakes.emplace_back(&grant, peer.wake_fd);
   }
-  if (slot.name_server) {
-    ChannelGrant& grant = block.channels[slot.channels.size()];
+  if (component.supervisor_link_capacity != 0) {
+    ChannelGrant& grant = block.channels[component.channels.size()];
     copy_name(grant.name, kSupervisorChannel);
-    grant.capacity = kFleetLinkCapacity;
+    grant.capacity = component.supervisor_link_capacity;
     grant.side = ChannelSideCode::b;
     grant.peer = kSupervisorId;
     grant.fd = next_number();
     grant.peer_wake_fd = -1;
-    fds.push_back(slot.fleet_region.fd());
-    block.channel_count = static_cast<std::uint32_t>(slot.channels.size() + 1);
+    fds.push_back(component.supervisor_link.fd());
+    block.channel_count = static_cast<std::uint32_t>(component.channels.size() + 1);
   }
-  block.region_count = static_cast<std::uint32_t>(slot.regions.size());
-  for (std::size_t i = 0; i < slot.regions.size(); ++i) {
-    const auto [index, writable] = slot.regions[i];
+  block.region_count = static_cast<std::uint32_t>(component.regions.size());
+  for (std::size_t i = 0; i < component.regions.size(); ++i) {
+    const auto [index, writable] = component.regions[i];
     const DeclaredRegion& declared = *regions_[index];
     RegionGrant& grant = block.regions[i];
     copy_name(grant.name, declared.config.name);
@@ -271,195 +293,171 @@ std::vector<int> Supervisor::grant_descriptors(Slot& slot) {
     fds.push_back(wake);
   }
   block.wake_fd = -1;
-  if (slot.wake.valid()) {
+  if (component.wake_fd >= 0) {
     block.wake_fd = next_number();
-    fds.push_back(slot.wake.get());
+    fds.push_back(component.wake_fd);
   }
   return fds;
 }
 
-Status Supervisor::spawn(Slot& slot) {
-  ++slot.incarnation;
-  const std::vector<int> fds = grant_descriptors(slot);
+Status Supervisor::spawn(ManagedComponent& component) {
+  ++component.incarnation;
+  const std::vector<int> fds = grant_descriptors(component);
 
   // argv is built before fork: the child must not allocate.
-  std::vector<std::string> words{slot.binary};
-  words.insert(words.end(), slot.config.args.begin(), slot.config.args.end());
+  std::vector<std::string> words{component.binary};
+  words.insert(words.end(), component.config.args.begin(), component.config.args.end());
   std::vector<char*> argv;
   for (auto& word : words) argv.push_back(word.data());
   argv.push_back(nullptr);
 
   const pid_t pid = ::fork();
   if (pid < 0) return Error::from_errno("fork");
-  if (pid == 0) exec_component(slot.binary.c_str(), argv.data(), fds.data(), fds.size(), slot.config.core);
+  if (pid == 0) exec_component(component.binary.c_str(), argv.data(), fds.data(), fds.size(), component.config.core);
 
-  slot.pid = pid;
-  slot.pidfd.reset(pidfd_open(pid));
-  if (!slot.pidfd.valid()) {
+  component.pid = pid;
+  component.pidfd.reset(pidfd_open(pid));
+  if (!component.pidfd.valid()) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
     return Error::from_errno("pidfd_open");
   }
-  slot.status = ComponentStatus::running;
-  slot.heartbeat_seen = false;
-  slot.killed_for_hang = false;
-  slot.last_heartbeat = slot.block->counters.read(Counter::heartbeat);
-  slot.heartbeat_changed_ns = now_ns();
-  record(slot.incarnation == 1 ? EventKind::start : EventKind::restart, slot,
-         "pid " + std::to_string(pid) + (slot.config.core >= 0 ? ", core " + std::to_string(slot.config.core) : ""));
-  // A founder serves from the start; a restarted name server once it reports fleet_joined.
-  slot.fleet_ready = slot.name_server && slot.incarnation == 1;
-  slot.fleet_alone = false;
-  slot.fleet_donor = kNoComponent;
-  if (slot.name_server && slot.incarnation > 1) fleet_member_up(slot);
-  if (has_name_fleet()) {
-    queue_registrations(static_cast<std::size_t>(slot.id - 1));
-  }
+  component.status = ComponentStatus::running;
+  component.heartbeat_seen = false;
+  component.killed_for_hang = false;
+  component.last_heartbeat = component.block->counters.read(Counter::heartbeat);
+  component.heartbeat_changed_ns = now_ns();
+  record(component.incarnation == 1 ? EventKind::start : EventKind::restart, component,
+         "pid " + std::to_string(pid) + (component.config.core >= 0 ? ", core " + std::to_string(component.config.core) : ""));
+  tell_observers(component, &LifecycleObserver::started);
   return {};
 }
 
-void Supervisor::handle_exit(Slot& slot) {
+void Supervisor::handle_exit(ManagedComponent& component) {
   siginfo_t info{};
-  if (::waitid(P_PIDFD, static_cast<id_t>(slot.pidfd.get()), &info, WEXITED | WNOHANG) != 0 ||
+  if (::waitid(P_PIDFD, static_cast<id_t>(component.pidfd.get()), &info, WEXITED | WNOHANG) != 0 ||
       info.si_pid == 0) {
     return;  // not gone yet
   }
-  slot.pidfd.reset();
-  slot.pid = -1;
+  component.pidfd.reset();
+  component.pid = -1;
   const std::uint64_t now = now_ns();
   const bool clean_exit = info.si_code == CLD_EXITED && info.si_status == 0;
   std::string how = info.si_code == CLD_EXITED ? "exit code " + std::to_string(info.si_status)
                                                : signal_text(info.si_status);
-  if (slot.killed_for_hang) how += " (killed after hang)";
-  record(EventKind::exit, slot, how, static_cast<std::uint64_t>(info.si_status), now);
-  if (!slot.killed_for_hang) slot.detected_ns = now;
+  if (component.killed_for_hang) how += " (killed after hang)";
+  record(EventKind::exit, component, how, static_cast<std::uint64_t>(info.si_status), now);
+  if (!component.killed_for_hang) component.detected_ns = now;
 
-  if (slot.name_server) {
-    slot.fleet_ready = false;
-    if (!stopping_) fleet_member_down(slot);
-    for (Registration& registration : registrations_) {
-      if (registration.server == &slot) registration.server = nullptr;  // resend elsewhere
-    }
-    if (dump_server_ == &slot) dump_server_ = nullptr;
-  }
+  tell_observers(component, &LifecycleObserver::exited);
 
-  const std::size_t reclaimed = pool_->reclaim(slot.id);
-  record(EventKind::reclaimed, slot, std::to_string(reclaimed) + " buffers", reclaimed);
+  const std::size_t reclaimed = pool_->reclaim(component.id);
+  record(EventKind::reclaimed, component, std::to_string(reclaimed) + " buffers", reclaimed);
 
   if (stopping_ || clean_exit) {
-    slot.status = ComponentStatus::stopped;
+    component.status = ComponentStatus::stopped;
     return;
   }
   const auto window_ns = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(config_.restart.window).count());
-  slot.recent_crashes_ns.push_back(now);
-  while (!slot.recent_crashes_ns.empty() && now - slot.recent_crashes_ns.front() > window_ns) {
-    slot.recent_crashes_ns.pop_front();
+  component.recent_crashes_ns.push_back(now);
+  while (!component.recent_crashes_ns.empty() && now - component.recent_crashes_ns.front() > window_ns) {
+    component.recent_crashes_ns.pop_front();
   }
-  if (slot.recent_crashes_ns.size() >= config_.restart.crash_limit) {
-    slot.status = ComponentStatus::failed;
+  if (component.recent_crashes_ns.size() >= config_.restart.crash_limit) {
+    component.status = ComponentStatus::failed;
     // No next incarnation will take back what this one parked.
-    (void)pool_->reclaim(parked_owner(slot.id));
-    record(EventKind::failed, slot,
-           std::to_string(slot.recent_crashes_ns.size()) + " crashes within " +
+    (void)pool_->reclaim(parked_owner(component.id));
+    record(EventKind::failed, component,
+           std::to_string(component.recent_crashes_ns.size()) + " crashes within " +
                std::to_string(config_.restart.window.count()) + " ms; not restarting");
     return;
   }
   // The first restart is immediate; each further crash in the window doubles the delay.
   std::uint64_t backoff_ns = 0;
-  if (slot.recent_crashes_ns.size() > 1) {
+  if (component.recent_crashes_ns.size() > 1) {
     const std::uint64_t max_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(config_.restart.max_backoff).count());
-    const std::size_t doublings = std::min<std::size_t>(slot.recent_crashes_ns.size() - 2, 40);
+    const std::size_t doublings = std::min<std::size_t>(component.recent_crashes_ns.size() - 2, 40);
     backoff_ns = std::min<std::uint64_t>(1'000'000ull << doublings, max_ns);
   }
-  slot.restart_due_ns = now + backoff_ns;
-  slot.status = ComponentStatus::awaiting_restart;
+  component.restart_due_ns = now + backoff_ns;
+  component.status = ComponentStatus::awaiting_restart;
 }
 
-void Supervisor::check_heartbeat(Slot& slot, std::uint64_t now) {
-  const std::uint64_t beat = slot.block->counters.read(Counter::heartbeat);
-  if (beat != slot.last_heartbeat) {
-    slot.last_heartbeat = beat;
-    slot.heartbeat_changed_ns = now;
-    slot.heartbeat_seen = true;
+void Supervisor::check_heartbeat(ManagedComponent& component, std::uint64_t now) {
+  const std::uint64_t beat = component.block->counters.read(Counter::heartbeat);
+  if (beat != component.last_heartbeat) {
+    component.last_heartbeat = beat;
+    component.heartbeat_changed_ns = now;
+    component.heartbeat_seen = true;
     return;
   }
-  if (slot.killed_for_hang) return;
-  const auto limit = slot.heartbeat_seen ? config_.heartbeat_timeout : config_.startup_grace;
+  if (component.killed_for_hang) return;
+  const auto limit = component.heartbeat_seen ? config_.heartbeat_timeout : config_.startup_grace;
   const auto limit_ns = static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(limit).count());
-  if (now - slot.heartbeat_changed_ns <= limit_ns) return;
-  slot.killed_for_hang = true;
-  slot.detected_ns = now;
-  record(EventKind::hang_detected, slot,
-         "no heartbeat for " + std::to_string((now - slot.heartbeat_changed_ns) / 1'000'000) + " ms",
+  if (now - component.heartbeat_changed_ns <= limit_ns) return;
+  component.killed_for_hang = true;
+  component.detected_ns = now;
+  record(EventKind::hang_detected, component,
+         "no heartbeat for " + std::to_string((now - component.heartbeat_changed_ns) / 1'000'000) + " ms",
          0, now);
-  ::kill(slot.pid, SIGKILL);
+  ::kill(component.pid, SIGKILL);
 }
 
-void Supervisor::notify_peers(const Slot& restarted) {
+void Supervisor::notify_peers(const ManagedComponent& restarted) {
   const Message notice = Message::make(MessageKind::peer_restarted,
                                        PeerRestartedNotice{restarted.id, 0, restarted.incarnation});
   for (std::size_t index : restarted.channels) {
     const Channel& channel = *channels_[index];
-    Slot& peer = *slots_[slots_[channel.a].get() == &restarted ? channel.b : channel.a];
+    ManagedComponent& peer = at(channel.a == restarted.id ? channel.b : channel.a);
     // A peer whose control ring is full is not reading it; it will learn from the ring header.
     (void)peer.to_component.send_burst(std::span(&notice, 1));
   }
 }
 
-void Supervisor::drain_control(Slot& slot) {
+void Supervisor::drain_control(ManagedComponent& component) {
   Message messages[kControlRingCapacity];
-  auto received = slot.from_component.recv_burst(messages);
+  auto received = component.from_component.recv_burst(messages);
   if (!received) return;
   for (std::size_t i = 0; i < received.value(); ++i) {
-    if (messages[i].kind == kFleetJoinedKind) {
-      const auto notice = messages[i].read<FleetNotice>();
-      if (!slot.name_server || notice.member != slot.id || notice.incarnation != slot.incarnation) {
-        ++fleet_stats_.bad_messages;
-        continue;
-      }
-      if (!slot.fleet_ready) {
-        slot.fleet_ready = true;
-        slot.fleet_alone = false;
-        record(EventKind::joined, slot, "serving");
-      }
+    if (messages[i].kind != kRecoveredKind) {
+      for (LifecycleObserver* observer : observers_) observer->control_message(view_of(component), messages[i]);
       continue;
     }
-    if (messages[i].kind != kRecoveredKind) continue;
     const auto notice = messages[i].read<RecoveredNotice>();
-    if (!slot.awaiting_recovery || notice.incarnation != slot.incarnation) continue;
-    slot.awaiting_recovery = false;
+    if (!component.awaiting_recovery || notice.incarnation != component.incarnation) continue;
+    component.awaiting_recovery = false;
     // Served-at comes from the component; trust it only when it falls between detection and now.
     std::uint64_t at = now_ns();
-    if (notice.served_at_ns > started_ns_ && notice.served_at_ns - started_ns_ >= slot.detected_ns &&
+    if (notice.served_at_ns > started_ns_ && notice.served_at_ns - started_ns_ >= component.detected_ns &&
         notice.served_at_ns - started_ns_ <= at) {
       at = notice.served_at_ns - started_ns_;
     }
-    const std::uint64_t took = at - slot.detected_ns;
+    const std::uint64_t took = at - component.detected_ns;
     char detail[64];
     std::snprintf(detail, sizeof(detail), "%.3f ms after the failure was detected",
                   static_cast<double>(took) / 1e6);
-    record(EventKind::recovered, slot, detail, took, at);
+    record(EventKind::recovered, component, detail, took, at);
   }
 }
 
 void Supervisor::poll(std::chrono::milliseconds timeout, std::span<pollfd> extra) {
   std::vector<pollfd> watched(extra.begin(), extra.end());
-  std::vector<Slot*> owners;
-  for (auto& slot : slots_) {
-    if (slot->status == ComponentStatus::running && slot->pidfd.valid()) {
-      watched.push_back(pollfd{slot->pidfd.get(), POLLIN, 0});
-      owners.push_back(slot.get());
+  std::vector<ManagedComponent*> owners;
+  for (auto& component : components_) {
+    if (component->status == ComponentStatus::running && component->pidfd.valid()) {
+      watched.push_back(pollfd{component->pidfd.get(), POLLIN, 0});
+      owners.push_back(component.get());
     }
   }
   // Wake often enough to see a heartbeat stop well within its limit, and in time for restarts.
   std::int64_t wait_ms = std::min<std::chrono::milliseconds>(timeout, config_.heartbeat_timeout / 5).count();
   const std::uint64_t before = now_ns();
-  for (const auto& slot : slots_) {
-    if (slot->status != ComponentStatus::awaiting_restart) continue;
-    const std::uint64_t due = slot->restart_due_ns > before ? slot->restart_due_ns - before : 0;
+  for (const auto& component : components_) {
+    if (component->status != ComponentStatus::awaiting_restart) continue;
+    const std::uint64_t due = component->restart_due_ns > before ? component->restart_due_ns - before : 0;
     wait_ms = std::min<std::int64_t>(wait_ms, static_cast<std::int64_t>((due + 999'999) / 1'000'000));
   }
   const int ready = ::poll(watched.data(), watched.size(), static_cast<int>(std::max<std::int64_t>(wait_ms, 0)));
@@ -470,21 +468,21 @@ void Supervisor::poll(std::chrono::milliseconds timeout, std::span<pollfd> extra
     }
   }
   const std::uint64_t now = now_ns();
-  for (auto& slot : slots_) {
-    if (slot->status == ComponentStatus::running) check_heartbeat(*slot, now);
-    if (slot->status == ComponentStatus::awaiting_restart && now >= slot->restart_due_ns) {
-      ++slot->restarts;
-      if (auto status = spawn(*slot); status) {
-        slot->awaiting_recovery = true;
-        notify_peers(*slot);
+  for (auto& component : components_) {
+    if (component->status == ComponentStatus::running) check_heartbeat(*component, now);
+    if (component->status == ComponentStatus::awaiting_restart && now >= component->restart_due_ns) {
+      ++component->restarts;
+      if (auto status = spawn(*component); status) {
+        component->awaiting_recovery = true;
+        notify_peers(*component);
       } else {
-        slot->status = ComponentStatus::failed;
-        record(EventKind::failed, *slot, "restart failed: " + status.error().message());
+        component->status = ComponentStatus::failed;
+        record(EventKind::failed, *component, "restart failed: " + status.error().message());
       }
     }
-    drain_control(*slot);
+    drain_control(*component);
   }
-  pump_fleet();
+  for (LifecycleObserver* observer : observers_) observer->polled();
 }
 
 void Supervisor::run_for(std::chrono::milliseconds duration) {
@@ -497,117 +495,153 @@ void Supervisor::run_for(std::chrono::milliseconds duration) {
 
 void Supervisor::stop() {
   stopping_ = true;
-  // A leased slot's pid is a program run with `flotilla run`, not a child of ours: it is not
-  // killed (its lease connection closes with us, and its sockets then fail with ENETDOWN).
-  const auto ours = [](const Slot& slot) { return slot.pid > 0 && !slot.config.external; };
-  for (auto& slot : slots_) {
-    if (ours(*slot)) ::kill(slot->pid, SIGKILL);
+  // An external component's pid is a program run with `flotilla run`, not a child of ours: it is
+  // not killed (its lease connection closes with us, and its sockets then fail with ENETDOWN).
+  const auto ours = [](const ManagedComponent& component) { return component.pid > 0 && !component.config.external; };
+  for (auto& component : components_) {
+    if (ours(*component)) ::kill(component->pid, SIGKILL);
   }
-  for (auto& slot : slots_) {
-    if (slot->config.external && slot->pid > 0) {
-      slot->pid = -1;
-      record(EventKind::released, *slot, "the stack stops");
+  for (auto& component : components_) {
+    if (ours(*component)) {
+      ::waitpid(component->pid, nullptr, 0);
+      component->pid = -1;
+      component->pidfd.reset();
+      pool_->reclaim(component->id);
+      record(EventKind::stopped, *component, "");
     }
-    if (ours(*slot)) {
-      ::waitpid(slot->pid, nullptr, 0);
-      slot->pid = -1;
-      slot->pidfd.reset();
-      pool_->reclaim(slot->id);
-      record(EventKind::stopped, *slot, "");
-    }
-    if (slot->status != ComponentStatus::failed) slot->status = ComponentStatus::stopped;
+    tell_observers(*component, &LifecycleObserver::stopped);
+    component->pid = -1;
+    if (component->status != ComponentStatus::failed) component->status = ComponentStatus::stopped;
   }
 }
 
-Result<Lease> Supervisor::lease(pid_t holder) {
-  for (auto& owned : slots_) {
-    Slot& slot = *owned;
-    if (!slot.config.external || slot.status != ComponentStatus::idle) continue;
-    // A new incarnation: the peers drop whatever the previous holder left behind.
-    ++slot.incarnation;
-    Lease lease{slot.config.name, grant_descriptors(slot)};
-    slot.status = ComponentStatus::leased;
-    slot.pid = holder;
-    record(EventKind::leased, slot, "pid " + std::to_string(holder));
-    notify_peers(slot);
-    return lease;
-  }
-  return Error{Errc::exhausted, 0, "no free application slot (all are leased)"};
+std::vector<int> Supervisor::hand_over(ComponentId external, pid_t holder) {
+  ManagedComponent& component = at(external);
+  ++component.incarnation;
+  std::vector<int> fds = grant_descriptors(component);
+  component.status = ComponentStatus::leased;
+  component.pid = holder;
+  notify_peers(component);
+  return fds;
 }
 
-void Supervisor::release(std::string_view component) {
-  Slot* slot = find(component);
-  if (slot == nullptr || slot->status != ComponentStatus::leased) return;
-  ++slot->incarnation;
-  slot->block->incarnation = slot->incarnation;
-  slot->status = ComponentStatus::idle;
-  record(EventKind::released, *slot, "pid " + std::to_string(slot->pid));
-  slot->pid = -1;
-  const std::size_t reclaimed = pool_->reclaim(slot->id);
-  if (reclaimed != 0) record(EventKind::reclaimed, *slot, std::to_string(reclaimed) + " buffers", reclaimed);
-  notify_peers(*slot);
+std::size_t Supervisor::take_back(ComponentId external) {
+  ManagedComponent& component = at(external);
+  ++component.incarnation;
+  component.block->incarnation = component.incarnation;
+  component.status = ComponentStatus::idle;
+  component.pid = -1;
+  const std::size_t reclaimed = pool_->reclaim(component.id);
+  notify_peers(component);
+  return reclaimed;
 }
 
-Status Supervisor::inject(std::string_view component, Fault fault) {
-  Slot* slot = find(component);
-  if (slot == nullptr) return Error{Errc::invalid_argument, 0, "no such component"};
-  if (slot->config.external) {
-    return Error{Errc::invalid_argument, 0, "an application slot: faults go to the stack's own components"};
+Status Supervisor::inject(std::string_view name, Fault fault) {
+  ManagedComponent* component = find(name);
+  if (component == nullptr) return Error{Errc::invalid_argument, 0, "no such component"};
+  if (component->config.external) {
+    return Error{Errc::invalid_argument, 0, "an external component: faults go to the stack's own components"};
   }
-  if (slot->status != ComponentStatus::running) {
+  if (component->status != ComponentStatus::running) {
     return Error{Errc::invalid_argument, 0, "component is not running"};
   }
-  slot->block->fault_request.store(static_cast<std::uint32_t>(fault), std::memory_order_release);
-  record(EventKind::fault_injected, *slot, std::string(fault_name(fault)));
+  component->block->fault_request.store(static_cast<std::uint32_t>(fault), std::memory_order_release);
+  record(EventKind::fault_injected, *component, std::string(fault_name(fault)));
   // Wake it if it sleeps, so the fault happens now rather than at its next timeout.
-  Doorbell& bell = bells_->bells[slot->id];
+  Doorbell& bell = bells_->bells[component->id];
   bell.sequence.fetch_add(1, std::memory_order_release);
   futex_wake_one(bell.sequence);
   return {};
 }
 
-Supervisor::Slot* Supervisor::find(std::string_view name) {
-  for (auto& slot : slots_) {
-    if (slot->config.name == name) return slot.get();
+void Supervisor::add_observer(LifecycleObserver& observer) { observers_.push_back(&observer); }
+
+void Supervisor::remove_observer(LifecycleObserver& observer) { std::erase(observers_, &observer); }
+
+template <class Event>
+void Supervisor::tell_observers(const ManagedComponent& component, Event event) {
+  if (observers_.empty()) return;
+  const ComponentView view = view_of(component);
+  for (LifecycleObserver* observer : observers_) (observer->*event)(view);
+}
+
+void Supervisor::record(EventKind kind, ComponentId component, std::uint64_t incarnation, std::string detail,
+                        std::uint64_t value) {
+  log_.add(Event{now_ns(), kind, at(component).config.name, incarnation, std::move(detail), value});
+}
+
+bool Supervisor::send_control(ComponentId component, const Message& message) {
+  auto sent = at(component).to_component.send_burst(std::span(&message, 1));
+  return sent && sent.value() == 1;
+}
+
+Result<ChannelEnd> Supervisor::open_supervisor_channel(ComponentId id, std::uint32_t capacity) {
+  ManagedComponent& component = at(id);
+  if (component.channels.size() >= kMaxChannelsPerComponent) {
+    return Error{Errc::invalid_argument, 0, "the component has no channel left for the supervisor"};
+  }
+  auto link = SharedRegion::create("flotilla-channel-supervisor-" + component.config.name, channel_bytes(capacity));
+  if (!link) return link.error();
+  component.supervisor_link = std::move(link.value());
+  const auto bytes = component.supervisor_link.bytes();
+  if (auto s = format_channel(bytes, capacity); !s) return s.error();
+  auto end = attach_channel(bytes, capacity, ChannelSide::a, 1, &bells_->bells[id], nullptr);
+  if (!end) return end.error();
+  component.supervisor_link_capacity = capacity;
+  return end;
+}
+
+void Supervisor::set_wake_fd(ComponentId external, int fd) {
+  ManagedComponent& component = at(external);
+  component.wake_fd = fd;
+  // A program asleep in its own poll learns of peer restarts too.
+  component.to_component.set_consumer_wake_fd(fd);
+}
+
+Supervisor::ManagedComponent* Supervisor::find(std::string_view name) {
+  for (auto& component : components_) {
+    if (component->config.name == name) return component.get();
   }
   return nullptr;
 }
 
-const Supervisor::Slot* Supervisor::find(std::string_view name) const {
-  for (const auto& slot : slots_) {
-    if (slot->config.name == name) return slot.get();
+const Supervisor::ManagedComponent* Supervisor::find(std::string_view name) const {
+  for (const auto& component : components_) {
+    if (component->config.name == name) return component.get();
   }
   return nullptr;
 }
 
-// ---- The name fleet ----
+ComponentView Supervisor::view_of(const ManagedComponent& component) const {
+  return ComponentView{component.config.name, component.id, component.status, component.incarnation,
+                       component.pid, component.restarts};
+}
 
 std::optional<ComponentView> Supervisor::component(std::string_view name) const {
-  const Slot* slot = find(name);
-  if (slot == nullptr) return std::nullopt;
-  return ComponentView{slot->config.name, slot->id, slot->status, slot->incarnation, slot->pid,
-                       slot->restarts};
+  const ManagedComponent* component = find(name);
+  if (component == nullptr) return std::nullopt;
+  return view_of(*component);
 }
 
 std::vector<ComponentView> Supervisor::components() const {
   std::vector<ComponentView> views;
-  for (const auto& slot : slots_) views.push_back(*component(slot->config.name));
+  for (const auto& component : components_) views.push_back(view_of(*component));
   return views;
 }
 
 std::span<std::byte> Supervisor::state_of(std::string_view name) const {
-  const Slot* slot = find(name);
-  return slot == nullptr ? std::span<std::byte>() : slot->state.bytes();
+  const ManagedComponent* component = find(name);
+  return component == nullptr ? std::span<std::byte>() : component->state.bytes();
 }
 
 const CounterBlock* Supervisor::counters_of(std::string_view name) const {
-  const Slot* slot = find(name);
-  return slot == nullptr ? nullptr : &slot->block->counters;
+  const ManagedComponent* component = find(name);
+  return component == nullptr ? nullptr : &component->block->counters;
 }
 
 const NamedCounterTable* Supervisor::named_counters_of(std::string_view name) const {
-  const Slot* slot = find(name);
-  return slot == nullptr ? nullptr : &slot->block->named_counters;
+  const ManagedComponent* component = find(name);
+  return component == nullptr ? nullptr : &component->block->named_counters;
 }
 
 }  // namespace flotilla::recovery

@@ -3,7 +3,9 @@
 // (exits, signals) and its heartbeat (hangs). A component that fails is restarted as a new
 // incarnation with the same channels and state store, the buffers it held are reclaimed, and its
 // peers are told so that they resend what was outstanding. A component that crashes too often in
-// a window is marked failed instead of being restarted in a loop.
+// a window is marked failed instead of being restarted in a loop. That is all it does: registering
+// components in the name fleet (registrar.hpp) and leasing external components to programs
+// (application_seats.hpp) are parts beside it that observe its events.
 #pragma once
 
 #include <poll.h>
@@ -11,7 +13,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <optional>
 #include <span>
@@ -20,43 +21,20 @@
 #include <vector>
 
 #include "dataplane/buffer_pool.hpp"
+#include "dataplane/channel.hpp"
+#include "dataplane/control_block.hpp"
 #include "dataplane/result.hpp"
 #include "dataplane/ring.hpp"
 #include "dataplane/shared_region.hpp"
-#include "components/name/snapshot_stream.hpp"
 #include "recovery/config.hpp"
-#include "dataplane/control_block.hpp"
 #include "recovery/event_log.hpp"
+#include "recovery/lifecycle_observer.hpp"
 
 namespace flotilla::recovery {
 
-// idle and leased: external components (application slots) that programs lease.
+// idle and leased: external components, which programs lease (recovery/application_seats.hpp).
 enum class ComponentStatus { not_started, running, awaiting_restart, failed, stopped, idle, leased };
 std::string_view status_name(ComponentStatus status);
-
-// One entry of the name table, as a name server reported it.
-struct NameRow {
-  std::string name;
-  std::string kind;  // direct, indirect, reservation
-  ComponentId owner;
-  std::uint64_t incarnation;  // of the endpoint (direct entries)
-  std::uint32_t endpoint;
-  std::uint64_t version;
-  std::string members;  // indirect: "name:weight ..."
-};
-
-struct FleetStats {
-  std::uint64_t registrations = 0;          // acknowledged by the fleet
-  std::uint64_t registration_failures = 0;  // refused, timed out, or the server died: retried
-  std::uint64_t bad_messages = 0;           // from name servers: malformed, unexpected, or a bad ring
-};
-
-// An application slot handed to a program (ComponentHost::lease): its name and the descriptors to
-// send it, in the order of control_block.hpp (they stay the supervisor's: send, do not close).
-struct Lease {
-  std::string name;
-  std::vector<int> fds;
-};
 
 struct ComponentView {
   std::string name;
@@ -76,7 +54,7 @@ class Supervisor {
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
 
-  // Spawns every component.
+  // Spawns every component the supervisor starts (not the external ones).
   Status start();
   // One round of watching: exits, heartbeats, due restarts, control messages. Waits at most
   // `timeout` for something to happen; `extra` descriptors (a control socket, say) are polled
@@ -85,15 +63,9 @@ class Supervisor {
   void run_for(std::chrono::milliseconds duration);
   // Kills every component and reaps it.
   void stop();
+  bool stopping() const { return stopping_; }
 
   Status inject(std::string_view component, Fault fault);
-
-  // Application slots. lease() picks an idle external component for the program `holder` and
-  // makes it a new incarnation (its peers are told, as for a restart); Errc::exhausted when all
-  // are leased. release() ends the lease (the program's connection closed): another new
-  // incarnation, so the peers drop the program's sockets, and its buffers are reclaimed.
-  Result<Lease> lease(pid_t holder);
-  void release(std::string_view component);
 
   const EventLog& log() const { return log_; }
   const SupervisorConfig& config() const { return config_; }
@@ -105,54 +77,57 @@ class Supervisor {
   const NamedCounterTable* named_counters_of(std::string_view name) const;
   BufferPool& pool() { return *pool_; }
 
-  // The name fleet: the components whose binary is flotilla-name-server. The supervisor registers
-  // /proc/<component> after every spawn and asks a server for its table here. `server` empty:
-  // the lowest-id serving one. Keeps watching (poll) while it waits, up to `timeout`.
-  bool has_name_fleet() const;
-  Result<std::vector<NameRow>> names(std::string_view server = {},
-                                     std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
-  const FleetStats& fleet_stats() const { return fleet_stats_; }
-  // Registrations not yet acknowledged.
-  std::size_t pending_registrations() const { return registrations_.size(); }
+  // ---- For the parts beside the lifecycle (recovery/registrar.hpp, application_seats.hpp) ----
+  // `observer` hears of every start, exit, stop and unhandled control message from now on; it
+  // removes itself before it is destroyed.
+  void add_observer(LifecycleObserver& observer);
+  void remove_observer(LifecycleObserver& observer);
+  // Adds an event about `component` to the log, stamped now.
+  void record(EventKind kind, ComponentId component, std::uint64_t incarnation, std::string detail,
+              std::uint64_t value = 0);
+  // Puts `message` on the component's control ring; false when the ring is full.
+  bool send_control(ComponentId component, const Message& message);
+  // A channel between the supervisor and `component`, granted to it (from its next incarnation)
+  // as kSupervisorChannel with peer kSupervisorId; returns the supervisor's end (side a).
+  Result<ChannelEnd> open_supervisor_channel(ComponentId component, std::uint32_t capacity);
+  // The eventfd an external component sleeps on: granted to it and to its peers, which write it,
+  // and written with every notice on its control ring. The caller keeps it open.
+  void set_wake_fd(ComponentId external, int fd);
+  // An external component's next incarnation, held by the program `holder` (status leased); its
+  // peers are told, as for a restart. Returns the descriptors to hand the holder, in the order of
+  // control_block.hpp (they stay the supervisor's: send, do not close).
+  std::vector<int> hand_over(ComponentId external, pid_t holder);
+  // Ends the holder's incarnation with another new one that nobody holds (status idle): its
+  // buffers are reclaimed and its peers told, so they drop what the holder left. Returns how
+  // many buffers were reclaimed.
+  std::size_t take_back(ComponentId external);
 
  private:
-  struct Slot;
+  struct ManagedComponent;
   struct Channel;
-  // One name the supervisor registers for a component: /proc/<name> for every component, and for a
-  // replica of a group also /net/<group>/<index>, a member of the indirect name /net/<group> that
-  // clients look up to pick a replica by load.
-  struct Registration {
-    std::size_t slot;
-    std::uint64_t incarnation;
-    name::Change change;
-    Slot* server = nullptr;  // in flight to this name server
-    std::uint64_t cookie = 0;
-    std::uint64_t sent_ns = 0;
-  };
+  struct DeclaredRegion;
 
   Supervisor(SupervisorConfig config, std::vector<std::string> binaries);
   Status create_regions();
-  // Fills the slot's control block for its current incarnation; returns the descriptors it names,
-  // in order from kControlFd.
-  std::vector<int> grant_descriptors(Slot& slot);
-  Status spawn(Slot& slot);
-  // Queues (again) every name of the component in `slots_[index]`, at its current incarnation.
-  void queue_registrations(std::size_t index);
-  void handle_exit(Slot& slot);
-  void check_heartbeat(Slot& slot, std::uint64_t now);
-  void notify_peers(const Slot& restarted);
-  void drain_control(Slot& slot);
-  void fleet_member_down(const Slot& dead);
-  void fleet_member_up(Slot& joiner);
-  void pump_fleet();
-  void on_fleet_message(Slot& server, const name::NameMessage& message);
-  Slot* serving_name_server(std::string_view name = {});
-  Slot* find(std::string_view name);
-  const Slot* find(std::string_view name) const;
+  // Fills the component's control block for its current incarnation; returns the descriptors it
+  // names, in order from kControlFd.
+  std::vector<int> grant_descriptors(ManagedComponent& component);
+  Status spawn(ManagedComponent& component);
+  void handle_exit(ManagedComponent& component);
+  void check_heartbeat(ManagedComponent& component, std::uint64_t now);
+  void notify_peers(const ManagedComponent& restarted);
+  void drain_control(ManagedComponent& component);
+  ManagedComponent* find(std::string_view name);
+  const ManagedComponent* find(std::string_view name) const;
+  ManagedComponent& at(ComponentId id) { return *components_[id - 1]; }
+  ComponentView view_of(const ManagedComponent& component) const;
+  // Calls `event` on every observer with the component's view.
+  template <class Event>
+  void tell_observers(const ManagedComponent& component, Event event);
   std::uint64_t now_ns() const;
   // `at_ns` 0 means now.
-  void record(EventKind kind, const Slot& slot, std::string detail, std::uint64_t value = 0,
-              std::uint64_t at_ns = 0);
+  void record(EventKind kind, const ManagedComponent& component, std::string detail,
+              std::uint64_t value = 0, std::uint64_t at_ns = 0);
 
   SupervisorConfig config_;
   std::vector<std::string> binaries_;
@@ -162,16 +137,12 @@ class Supervisor {
   std::optional<BufferPool> pool_;
   UniqueFd pool_read_only_;  // what components with `pool = "read-only"` get
   std::vector<std::unique_ptr<Channel>> channels_;
-  struct DeclaredRegion;
   std::vector<std::unique_ptr<DeclaredRegion>> regions_;
-  std::vector<std::unique_ptr<Slot>> slots_;
+  // Index i holds the component with id i + 1.
+  std::vector<std::unique_ptr<ManagedComponent>> components_;
+  std::vector<LifecycleObserver*> observers_;
   EventLog log_;
   bool stopping_ = false;
-  std::deque<Registration> registrations_;
-  std::uint64_t next_cookie_ = 1;
-  FleetStats fleet_stats_;
-  Slot* dump_server_ = nullptr;  // a names() dump in progress
-  std::unique_ptr<name::SnapshotDecoder> dump_;
 };
 
 }  // namespace flotilla::recovery

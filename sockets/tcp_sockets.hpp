@@ -13,9 +13,9 @@
 //
 // Blocking: a native component has one blocking wait, its loop's doorbell. When no input is ready
 // the loop sleeps on it, and every message a replica sends rings it, so a program that waits for
-// data or room simply returns to the loop (host.run()) and re-checks in on_ready. The preload
-// library (issue 6) will put an eventfd in front of the same protocol for programs with their own
-// poll loop.
+// data or room simply returns to the loop (host.run()) and re-checks in on_ready. Programs with a
+// poll loop of their own (the preload library) sleep on the lease's eventfd instead
+// (ComponentHost::arm_wake).
 //
 // The replicas are not trusted: every slot index and generation in their messages is checked
 // against the region and against what this side handed out, the region's header is checked

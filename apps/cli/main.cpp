@@ -197,7 +197,7 @@ int cmd_counters(const std::string& only, bool all) {
   return 0;
 }
 
-// Programs on the preload library (application slots): how many readiness checks and reads/writes
+// Programs on the preload library (application seats): how many readiness checks and reads/writes
 // per second, and the share of them served without a system call.
 void print_preload_rates(CounterTable& previous, const CounterTable& current) {
   bool header = false;
@@ -338,7 +338,7 @@ int main(int argc, char** argv) {
   demo->add_option("--out", demo_options.out_dir, "Where timeline.svg and report.json go")->capture_default_str();
   demo->add_option("--config", demo_options.config_path,
                    "TOML configuration for 'flotilla up' (default: the embedded one); it needs application "
-                   "slots (recovery::app_slots_config) and its [network] names the peer")
+                   "seats (recovery::app_slots_config) and its [network] names the peer")
       ->check(CLI::ExistingFile);
   demo->add_option("--interval-ms", demo_options.interval_ms, "Throughput sample period")
       ->capture_default_str()

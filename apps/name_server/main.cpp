@@ -5,7 +5,6 @@
 // the member the supervisor names in member_up, installs it, and then tells the supervisor it
 // serves (fleet_joined). member_down from the supervisor forces a dead member out. A member_up
 // naming this server itself means no live member holds the table: it founds the fleet again.
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <deque>
 #include <string_view>
@@ -13,60 +12,68 @@
 
 #include "components/name/arbitrated_commit.hpp"
 #include "components/name/channel_transport.hpp"
-#include "dataplane/component_host.hpp"
+#include "dataplane/component_main.hpp"
 
-namespace flotilla::recovery {
 namespace {
+
+using namespace flotilla;
 
 constexpr std::string_view kFleetPrefix = "fleet-";
 
-int run(ComponentHost& host, std::uint64_t ttl_ms) {
-  name::ServerConfig config;
-  config.self = static_cast<name::MemberId>(host.id());
-  config.table.ttl_ms = ttl_ms;
-  config.seed = host.id() * 1'000'003ull + host.incarnation();
-
-  std::deque<name::NameChannel> channels;  // stable addresses for the pump
-  std::vector<name::MemberId> members{config.self};
-  std::vector<std::pair<bool, ComponentId>> links;  // (member?, peer) per channel
-  for (std::size_t i = 0; i < host.channel_count(); ++i) {
-    channels.push_back(name::NameChannel::wrap(host.channel_at(i)));
-    const bool member = host.channel_name(i).starts_with(kFleetPrefix);
-    links.emplace_back(member, host.channel_peer(i));
-    if (member) members.push_back(static_cast<name::MemberId>(host.channel_peer(i)));
-  }
-  const bool founder = host.incarnation() <= 1;
-  name::NameServer server = founder ? name::NameServer(config, members) : name::NameServer(config);
-  name::ServerPump pump(server);
-  for (std::size_t i = 0; i < channels.size(); ++i) {
-    if (links[i].first) {
-      pump.add_member(static_cast<name::MemberId>(links[i].second), channels[i]);
-    } else {
-      pump.add_client(links[i].second, channels[i]);
+// The member as a component. Its pump reads every channel itself (fleet traffic and clients'
+// requests are one protocol), so the loop feeds it nothing: poll() runs the pump. The supervisor's
+// fleet notices arrive as control messages.
+class NameServerComponent final : public Component {
+ public:
+  NameServerComponent(ComponentHost& host, ChannelOutputs& channels, std::uint64_t ttl_ms)
+      : host_(host), channels_(channels), config_(config_for(host, ttl_ms)),
+        founder_(host.incarnation() <= 1), joined_reported_(founder_),
+        server_(founder_ ? name::NameServer(config_, fleet_members(channels)) : name::NameServer(config_)),
+        pump_(server_) {
+    for (std::size_t i = 0; i < channels.count(); ++i) {
+      name_channels_.push_back(name::NameChannel::wrap(channels.end(i)));
+      if (channels.name(i).starts_with(kFleetPrefix)) {
+        pump_.add_member(static_cast<name::MemberId>(channels.peer(i)), name_channels_.back());
+      } else {
+        pump_.add_client(channels.peer(i), name_channels_.back());
+      }
     }
   }
 
-  bool joined_reported = founder;
-  bool broken = false;
-  std::vector<name::Envelope> out;
-  const auto submit = [&] {
-    if (auto status = pump.submit(out); !status) broken = true;
-    out.clear();
-  };
-  host.on_control_message([&](const Message& message) {
+  void on_message(std::size_t, const Message&, std::uint64_t) override {}
+  bool reads(std::size_t) const override { return false; }
+
+  bool poll(std::uint64_t) override {
+    if (broken_) return false;
+    auto handled = pump_.poll(host_.loop().now_ms());
+    if (!handled) {
+      broken_ = true;  // a peer corrupted a ring: stop talking, keep the heartbeat
+      host_.counters().add(Counter::corrupt);
+      return false;
+    }
+    if (!joined_reported_ && server_.installed()) {
+      joined_reported_ = host_.send_control(Message::make(
+          kFleetJoinedKind, FleetNotice{host_.id(), kNoComponent, host_.incarnation()}));
+    }
+    if (*handled > 0) channels_.served();
+    return *handled > 0;
+  }
+
+  // member_up and member_down from the supervisor.
+  void on_fleet_notice(const Message& message) {
     const bool down = message.kind == kMemberDownKind;
     const bool up = message.kind == kMemberUpKind;
     const auto notice = message.read<FleetNotice>();
     const bool valid_member = notice.member != kNoComponent && notice.member < kSupervisorId;
     if ((!down && !up) || !valid_member || (up && notice.donor >= kSupervisorId)) {
-      host.counters().add(Counter::corrupt);
+      host_.counters().add(Counter::corrupt);
       return;
     }
     const auto member = static_cast<name::MemberId>(notice.member);
-    if (member == config.self) {
+    if (member == config_.self) {
       // No live member holds the table: found the fleet again, alone and empty.
-      if (up && notice.donor == host.id() && !server.installed()) {
-        server.install(name::Snapshot{name::NameTable(config.table), {}, {}, {config.self}, 1}, out);
+      if (up && notice.donor == host_.id() && !server_.installed()) {
+        server_.install(name::Snapshot{name::NameTable(config_.table), {}, {}, {config_.self}, 1}, out_);
         submit();
       }
       return;
@@ -74,51 +81,68 @@ int run(ComponentHost& host, std::uint64_t ttl_ms) {
     if (up) {
       // What the member's channel still holds was written by its dead incarnation: taken as the
       // new one's, a prepare there would never be resolved.
-      if (auto dropped = pump.discard_input(member); !dropped) broken = true;
+      if (auto dropped = pump_.discard_input(member); !dropped) broken_ = true;
     }
     if (down) {
-      server.force_out(member, out);
-    } else if (server.installed()) {
-      server.add_member(member, out);
-      if (notice.donor == host.id()) server.send_snapshot(member, out);
+      server_.force_out(member, out_);
+    } else if (server_.installed()) {
+      server_.add_member(member, out_);
+      if (notice.donor == host_.id()) server_.send_snapshot(member, out_);
     }
     submit();
-  });
+  }
 
-  (void)host.loop().add_poller([&] {
-    if (broken) return false;
-    auto handled = pump.poll(host.loop().now_ms());
-    if (!handled) {
-      broken = true;  // a peer corrupted a ring: stop talking, keep the heartbeat
-      host.counters().add(Counter::corrupt);
-      return false;
+ private:
+  static name::ServerConfig config_for(ComponentHost& host, std::uint64_t ttl_ms) {
+    name::ServerConfig config;
+    config.self = static_cast<name::MemberId>(host.id());
+    config.table.ttl_ms = ttl_ms;
+    config.seed = host.id() * 1'000'003ull + host.incarnation();
+    return config;
+  }
+  std::vector<name::MemberId> fleet_members(const ChannelOutputs& channels) const {
+    std::vector<name::MemberId> members{config_.self};
+    for (std::size_t i = 0; i < channels.count(); ++i) {
+      if (channels.name(i).starts_with(kFleetPrefix)) members.push_back(static_cast<name::MemberId>(channels.peer(i)));
     }
-    if (!joined_reported && server.installed()) {
-      joined_reported = host.send_control(Message::make(
-          kFleetJoinedKind, FleetNotice{host.id(), kNoComponent, host.incarnation()}));
-    }
-    if (*handled > 0) host.served();
-    return *handled > 0;
-  });
-  host.run();
-  return 0;
-}
+    return members;
+  }
+  void submit() {
+    if (auto status = pump_.submit(out_); !status) broken_ = true;
+    out_.clear();
+  }
+
+  ComponentHost& host_;
+  ChannelOutputs& channels_;
+  name::ServerConfig config_;
+  bool founder_;
+  bool joined_reported_;
+  bool broken_ = false;
+  name::NameServer server_;
+  name::ServerPump pump_;
+  std::deque<name::NameChannel> name_channels_;  // stable addresses for the pump
+  std::vector<name::Envelope> out_;
+};
+
+struct NameServerProgram {
+  static constexpr const char* kName = "flotilla-name-server";
+  static constexpr const char* kDescription =
+      "flotilla-name-server: one member of the name fleet. Started by the supervisor, which hands it its "
+      "fleet and client channels.";
+  struct Options {
+    std::uint64_t ttl_ms = 1000;
+  };
+  static void declare_options(CLI::App& app, Options& options) {
+    app.name(kName);
+    app.add_option("--ttl-ms", options.ttl_ms, "How long clients may cache a lookup");
+  }
+  static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
+    auto server = std::make_unique<NameServerComponent>(host, channels, options.ttl_ms);
+    host.on_control_message([member = server.get()](const Message& message) { member->on_fleet_notice(message); });
+    return std::unique_ptr<Component>(std::move(server));
+  }
+};
 
 }  // namespace
-}  // namespace flotilla::recovery
 
-int main(int argc, char** argv) {
-  using namespace flotilla::recovery;
-  CLI::App app{"flotilla-name-server: one member of the name fleet. Started by the supervisor, "
-               "which hands it its fleet and client channels."};
-  app.name("flotilla-name-server");
-  std::uint64_t ttl_ms = 1000;
-  app.add_option("--ttl-ms", ttl_ms, "How long clients may cache a lookup");
-  CLI11_PARSE(app, argc, argv);
-  auto host = flotilla::ComponentHost::attach(flotilla::WaitPolicy::shared_core());
-  if (!host) {
-    std::fprintf(stderr, "name server: %s\n", host.error().message().c_str());
-    return 3;
-  }
-  return run(**host, ttl_ms);
-}
+int main(int argc, char** argv) { return component_main<NameServerProgram>(argc, argv); }

@@ -12,10 +12,12 @@
 #include <string>
 
 #include "drivers/dpdk/runtime_dirs.hpp"
+#include "recovery/application_seats.hpp"
 #include "recovery/config.hpp"
 #include "recovery/embedded_network.hpp"
 #include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
+#include "recovery/registrar.hpp"
 #include "recovery/supervisor.hpp"
 
 using namespace flotilla;
@@ -82,6 +84,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "flotilla-supervisor: %s\n", supervisor.error().message().c_str());
     return 1;
   }
+  auto registrar = Registrar::attach(**supervisor);
+  if (!registrar) {
+    std::fprintf(stderr, "flotilla-supervisor: name fleet: %s\n", registrar.error().message().c_str());
+    return 1;
+  }
+  auto seats = ApplicationSeats::attach(**supervisor);
+  if (!seats) {
+    std::fprintf(stderr, "flotilla-supervisor: application seats: %s\n", seats.error().message().c_str());
+    return 1;
+  }
 
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -111,7 +123,7 @@ int main(int argc, char** argv) {
     (*supervisor)->poll(std::chrono::milliseconds(50), fds);
     stop = (fds.back().revents & POLLIN) != 0;
     fds.pop_back();
-    server->serve(**supervisor, fds);
+    server->serve(**supervisor, **registrar, **seats, fds);
     server->run_schedule(**supervisor);
     const auto& events = (*supervisor)->log().events();
     for (; printed < events.size(); ++printed) std::printf("%s\n", format_event(events[printed]).c_str());

@@ -1,5 +1,6 @@
-// flotilla-perf's and flotilla-tcp-echo's logic over fake TCP replicas (sockets/tests/fake_replica.hpp):
-// the stream pattern and its check, SHA-256, the report, bulk send and receive, and echoing.
+// flotilla-perf's and flotilla-tcp-echo's logic: the stream pattern and its check, SHA-256, the
+// report, and bulk send, receive and echoing over the real TCP replicas in one process
+// (sockets/tests/replica_loopback.hpp), the apps talking to each other through them.
 #include <cerrno>
 #include <vector>
 
@@ -9,14 +10,13 @@
 #include "apps/tcp_common/tcp_component.hpp"
 #include "apps/tcp_echo/echo_server.hpp"
 #include "apps/tcp_perf/perf_streams.hpp"
-#include "sockets/tests/fake_replica.hpp"
+#include "sockets/tests/replica_loopback.hpp"
 
 namespace flotilla::apps {
 namespace {
 
-using formats::TcpSocketStatus;
-using sockets::testing::FakeReplica;
-using sockets::testing::FakeStack;
+using sockets::testing::kStackAddress;
+using sockets::testing::ReplicaLoopback;
 
 std::vector<std::byte> pattern(std::uint64_t position, std::size_t length) {
   std::vector<std::byte> bytes(length);
@@ -109,146 +109,151 @@ TEST(PerfText, ChannelsProgressAndReport) {
   EXPECT_FALSE(nlohmann::json::parse(report_json(report)).contains("sha256"));
 }
 
-// Establishes the connection whose open is waiting at `replica`; returns its slot.
-std::uint32_t establish(FakeReplica& replica) {
-  const std::uint32_t slot = replica.answer_open(replica.take_open());
-  replica.set_status(slot, TcpSocketStatus::connected);
-  replica.event(slot);
-  return slot;
+constexpr std::uint16_t kPerfPort = 5001;
+
+// Waits until `done`, running the apps' own `pump` at every step.
+template <class Pump, class Done>
+bool run(ReplicaLoopback& net, Pump&& pump, Done&& done) {
+  return net.run_until([&] {
+    pump();
+    return done();
+  });
 }
 
-TEST(PerfSender, SendsThePatternOnEveryStreamThenShutsDown) {
-  FakeStack stack;
-  constexpr std::uint64_t kBytes = 10000;  // more than one 4 KiB ring's worth
-  PerfSender sender(*stack.sockets, 0x0a000002, 5001, 2, kBytes, true);
+TEST(PerfStreams, TheSenderDeliversThePatternToTheReceiverOnEveryStream) {
+  ReplicaLoopback net;
+  constexpr std::uint64_t kBytes = 300'000;  // several rings' worth
+  PerfReceiver receiver(net.sockets(), kPerfPort, 2, true);
+  ASSERT_TRUE(receiver.start().ok());
+  PerfSender sender(net.sockets(), kStackAddress, kPerfPort, 2, kBytes, true);
+  ASSERT_TRUE(run(net, [&] { receiver.pump(); }, [&] { return receiver.listen_error() == 0 && net.sockets().listening(0); }));
   ASSERT_TRUE(sender.start().ok());
-  const std::uint32_t slots[2] = {establish(stack.replica(0)), establish(stack.replica(1))};
-  std::vector<std::byte> got[2];
-  sender.pump();
-  EXPECT_FALSE(sender.finished());  // queued, not yet acknowledged (the replica consumes on ACK)
-  for (int round = 0; round < 10 && !(got[0].size() == kBytes && got[1].size() == kBytes); ++round) {
-    sender.pump();
-    for (int r = 0; r < 2; ++r) {
-      auto& ring = stack.replica(r).send_ring(slots[r]);
-      std::vector<std::byte> chunk(ring.readable());
-      ASSERT_EQ(ring.read(chunk), chunk.size());
-      got[r].insert(got[r].end(), chunk.begin(), chunk.end());
-    }
-  }
-  for (int r = 0; r < 2; ++r) {
-    ASSERT_EQ(got[r].size(), kBytes);
-    EXPECT_EQ(count_pattern_mismatches(0, got[r], nullptr), 0u);
-    EXPECT_NE(stack.replica(r).take_requests(slots[r]) & formats::kTcpRequestShutdownWrite, 0u);
-  }
-  EXPECT_EQ(sender.bytes(), 2 * kBytes);
-  EXPECT_TRUE(sender.finished());
-  stack.replica(0).control(slots[0]).retransmits.store(3);
-  stack.replica(1).control(slots[1]).retransmits.store(4);
+  ASSERT_TRUE(run(net, [&] { sender.pump(); receiver.pump(); },
+                  [&] { return sender.finished() && receiver.finished(); }))
+      << "sent " << sender.bytes() << ", received " << receiver.bytes();
   sender.close();
-  EXPECT_EQ(stack.replica(0).take_requests(slots[0]) & formats::kTcpRequestClose, formats::kTcpRequestClose);
-  const PerfReport report = sender.report(1.0);
-  EXPECT_EQ(report.bytes, 2 * kBytes);
-  EXPECT_EQ(report.failed_streams, 0u);
-  EXPECT_EQ(report.retransmits, 7u);
-  ASSERT_EQ(report.sha256.size(), 2u);
-  EXPECT_EQ(report.sha256[0], sha256_of(pattern(0, kBytes)));
-  EXPECT_EQ(report.sha256[1], report.sha256[0]);
+  receiver.close();
+  net.pump();
+  const PerfReport sent = sender.report(1.0), received = receiver.report(1.0);
+  EXPECT_EQ(sent.bytes, 2 * kBytes);
+  EXPECT_EQ(sent.failed_streams, 0u);
+  EXPECT_EQ(sent.retransmits, 0u);  // the loopback loses nothing
+  EXPECT_EQ(received.bytes, 2 * kBytes);
+  EXPECT_EQ(received.mismatches, 0u);
+  ASSERT_EQ(sent.sha256.size(), 2u);
+  EXPECT_EQ(sent.sha256[0], sha256_of(pattern(0, kBytes)));
+  EXPECT_EQ(sent.sha256[1], sent.sha256[0]);
+  EXPECT_EQ(received.sha256, sent.sha256);
 }
 
-TEST(PerfSender, ARefusedStreamEndsAsFailed) {
-  FakeStack stack;
-  PerfSender sender(*stack.sockets, 0x0a000002, 5001, 1, 0, false);
+TEST(PerfStreams, ARefusedStreamEndsAsFailed) {
+  ReplicaLoopback net;
+  PerfSender sender(net.sockets(), kStackAddress, kPerfPort, 1, 0, false);
   ASSERT_TRUE(sender.start().ok());
-  const std::uint32_t slot = stack.replica(0).answer_open(stack.replica(0).take_open());
-  stack.replica(0).set_status(slot, TcpSocketStatus::closed, ECONNREFUSED);
-  stack.replica(0).event(slot);
-  sender.pump();
-  EXPECT_TRUE(sender.finished());
+  ASSERT_TRUE(run(net, [&] { sender.pump(); }, [&] { return sender.finished(); }));
   EXPECT_EQ(sender.report(1.0).failed_streams, 1u);
 }
 
-TEST(PerfReceiver, ReadsEveryStreamToItsEndAndCountsWrongBytes) {
-  FakeStack stack;
-  PerfReceiver receiver(*stack.sockets, 5001, 2, true);
+// A stream whose bytes differ from the pattern (sent by a plain client, since the sender only
+// sends the pattern) is counted, and its first wrong byte located.
+TEST(PerfStreams, TheReceiverCountsWrongBytes) {
+  ReplicaLoopback net;
+  auto& tcp = net.sockets();
+  PerfReceiver receiver(tcp, kPerfPort, 1, true);
   ASSERT_TRUE(receiver.start().ok());
-  std::uint32_t listener[2];
-  for (int r = 0; r < 2; ++r) listener[r] = stack.replica(r).answer_open(stack.replica(r).take_open());
-  EXPECT_EQ(receiver.listen_error(), 0);
-  const std::uint32_t clean = stack.replica(0).accept_one(listener[0], 40001);
-  const std::uint32_t broken = stack.replica(1).accept_one(listener[1], 40002);
+  ASSERT_TRUE(run(net, [&] { receiver.pump(); }, [&] { return tcp.listening(0); }));
   constexpr std::size_t kBytes = 3000;
-  auto good = pattern(0, kBytes);
-  auto bad = good;
+  auto bad = pattern(0, kBytes);
   bad[2500] ^= std::byte{0xff};
-  ASSERT_EQ(stack.replica(0).receive_ring(clean).write(good), kBytes);
-  ASSERT_EQ(stack.replica(1).receive_ring(broken).write(bad), kBytes);
-  EXPECT_TRUE(receiver.pump());
-  EXPECT_FALSE(receiver.finished());
-  stack.replica(0).control(clean).flags.fetch_or(formats::kTcpPeerClosed);
-  stack.replica(1).control(broken).flags.fetch_or(formats::kTcpPeerClosed);
-  receiver.pump();
-  EXPECT_TRUE(receiver.finished());
+  auto client = tcp.connect(kStackAddress, kPerfPort);
+  ASSERT_TRUE(client.ok());
+  std::size_t sent = 0;
+  ASSERT_TRUE(run(net, [&] {
+    receiver.pump();
+    if (!tcp.connected(client.value()) || sent == kBytes) return;
+    if (auto took = tcp.send(client.value(), std::span(bad).subspan(sent)); took) sent += took.value();
+    if (sent == kBytes) {
+      EXPECT_TRUE(tcp.shutdown_write(client.value()).ok());
+    }
+  }, [&] { return receiver.finished(); }));
   const PerfReport report = receiver.report(1.0);
-  EXPECT_EQ(report.bytes, 2 * kBytes);
+  EXPECT_EQ(report.bytes, kBytes);
   EXPECT_EQ(report.mismatches, 1u);
   EXPECT_EQ(report.first_mismatch, 2500u);
-  ASSERT_EQ(report.sha256.size(), 2u);
-  EXPECT_EQ(report.sha256[0], sha256_of(good));
-  EXPECT_EQ(report.sha256[1], sha256_of(bad));
-  // Each connection was closed once read to its end.
-  EXPECT_NE(stack.replica(0).take_requests(clean) & formats::kTcpRequestClose, 0u);
+  ASSERT_EQ(report.sha256.size(), 1u);
+  EXPECT_EQ(report.sha256[0], sha256_of(bad));
+  // The receiver closed the stream once read to its end: the client sees EOF.
+  EXPECT_TRUE(net.run_until([&] { return tcp.eof(client.value()); }));
 }
 
-TEST(EchoServer, EchoesEveryConnectionAndHoldsBackWhileTheSendRingIsFull) {
-  FakeStack stack;
-  EchoServer server(*stack.sockets, 7, 16);
-  ASSERT_TRUE(server.start().ok());
-  std::uint32_t listener[2];
-  for (int r = 0; r < 2; ++r) listener[r] = stack.replica(r).answer_open(stack.replica(r).take_open());
-  EXPECT_TRUE(server.listening());
-  const std::uint32_t first = stack.replica(0).accept_one(listener[0], 40001);
-  const std::uint32_t second = stack.replica(1).accept_one(listener[1], 40002);
-  const auto hello = pattern(0, 100), world = pattern(7, 200);
-  ASSERT_EQ(stack.replica(0).receive_ring(first).write(hello), 100u);
-  ASSERT_EQ(stack.replica(1).receive_ring(second).write(world), 200u);
-  EXPECT_TRUE(server.pump());
-  EXPECT_EQ(server.connections(), 2u);
-  std::vector<std::byte> echoed(200);
-  ASSERT_EQ(stack.replica(0).send_ring(first).read(echoed), 100u);
-  EXPECT_TRUE(std::equal(hello.begin(), hello.end(), echoed.begin()));
-  ASSERT_EQ(stack.replica(1).send_ring(second).read(echoed), 200u);
-  EXPECT_EQ(echoed, world);
+// A client of the echo server: what it sent, and what came back.
+struct EchoClient {
+  int socket = -1;
+  std::vector<std::byte> sent;
+  std::vector<std::byte> back;
 
-  // The client stops reading its echoes: the send ring fills, and the server stops reading too.
-  const auto big = pattern(0, sockets::testing::kRingBytes);
-  ASSERT_EQ(stack.replica(0).receive_ring(first).write(big), big.size());
-  server.pump();
-  ASSERT_EQ(stack.replica(0).receive_ring(first).write(big), big.size());
-  server.pump();
-  EXPECT_EQ(stack.replica(0).send_ring(first).readable(), sockets::testing::kRingBytes);
-  EXPECT_GT(stack.replica(0).receive_ring(first).free_space(), 0u);  // it read one more ring's worth
-  ASSERT_EQ(stack.replica(0).receive_ring(first).write(big), big.size());
-  server.pump();
-  EXPECT_EQ(stack.replica(0).receive_ring(first).free_space(), 0u);  // ... and no more after that
-
-  // The client reads again and closes: everything comes back, then the server closes.
-  std::vector<std::byte> all;
-  stack.replica(0).control(first).flags.fetch_or(formats::kTcpPeerClosed);
-  for (int round = 0; round < 20 && server.connections() == 2; ++round) {
-    auto& ring = stack.replica(0).send_ring(first);
-    std::vector<std::byte> chunk(ring.readable());
-    ASSERT_EQ(ring.read(chunk), chunk.size());
-    all.insert(all.end(), chunk.begin(), chunk.end());
-    server.pump();
+  // Reads whatever came back.
+  void read(sockets::TcpSockets& tcp) {
+    std::vector<std::byte> chunk(16 * 1024);
+    for (;;) {
+      auto got = tcp.recv(socket, chunk);
+      if (!got || got.value() == 0) return;
+      back.insert(back.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(got.value()));
+    }
   }
-  auto& ring = stack.replica(0).send_ring(first);
-  std::vector<std::byte> rest(ring.readable());
-  ASSERT_EQ(ring.read(rest), rest.size());
-  all.insert(all.end(), rest.begin(), rest.end());
-  EXPECT_EQ(all.size(), 3 * big.size());
-  EXPECT_EQ(count_pattern_mismatches(0, std::span(all).first(big.size()), nullptr), 0u);
+};
+
+TEST(EchoServer, EchoesEveryConnectionAndHoldsBackWhileItsClientDoesNotRead) {
+  ReplicaLoopback net;
+  auto& tcp = net.sockets();
+  EchoServer server(tcp, 7, 16);
+  ASSERT_TRUE(server.start().ok());
+  ASSERT_TRUE(run(net, [&] { server.pump(); }, [&] { return server.listening(); }));
+  EchoClient clients[2];
+  for (auto& client : clients) {
+    auto connected = tcp.connect(kStackAddress, 7);
+    ASSERT_TRUE(connected.ok());
+    client.socket = connected.value();
+  }
+  ASSERT_TRUE(run(net, [&] { server.pump(); },
+                  [&] { return tcp.connected(clients[0].socket) && tcp.connected(clients[1].socket); }));
+  clients[0].sent = pattern(0, 100);
+  clients[1].sent = pattern(7, 200);
+  for (auto& client : clients) ASSERT_EQ(tcp.send(client.socket, client.sent).value(), client.sent.size());
+  ASSERT_TRUE(run(net, [&] {
+    server.pump();
+    for (auto& client : clients) client.read(tcp);
+  }, [&] { return clients[0].back.size() == 100 && clients[1].back.size() == 200; }));
+  EXPECT_EQ(clients[0].back, clients[0].sent);
+  EXPECT_EQ(clients[1].back, clients[1].sent);
+  EXPECT_EQ(server.connections(), 2u);
+
+  // The first client sends on and stops reading its echoes: once the server's send ring is full it
+  // stops reading too, the windows close, and the client's sends stop being taken.
+  EchoClient& slow = clients[0];
+  const auto stream = pattern(100, 1u << 20);
+  std::size_t offered = 0;
+  ASSERT_TRUE(run(net, [&] { server.pump(); }, [&] {
+    auto took = tcp.send(slow.socket, std::span(stream).subspan(offered));
+    if (took) offered += took.value();
+    return !took && took.error().code == Errc::would_block;
+  }));
+  EXPECT_LT(offered, stream.size());
+  slow.sent.insert(slow.sent.end(), stream.begin(), stream.begin() + static_cast<std::ptrdiff_t>(offered));
+  const std::uint64_t echoed = server.echoed_bytes();
+  net.run_until([] { return false; }, 100'000'000);  // time passes, nobody reads: nothing moves
+  server.pump();
+  EXPECT_EQ(server.echoed_bytes(), echoed);
+
+  // The client reads again and closes its side: everything comes back, then the server closes.
+  ASSERT_TRUE(tcp.shutdown_write(slow.socket).ok());
+  ASSERT_TRUE(run(net, [&] {
+    server.pump();
+    slow.read(tcp);
+  }, [&] { return tcp.eof(slow.socket); }));
+  EXPECT_EQ(slow.back.size(), slow.sent.size());
+  EXPECT_TRUE(slow.back == slow.sent);
   EXPECT_EQ(server.connections(), 1u);
-  EXPECT_NE(stack.replica(0).take_requests(first) & formats::kTcpRequestClose, 0u);
   EXPECT_EQ(server.accepted(), 2u);
 }
 

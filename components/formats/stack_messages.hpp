@@ -89,7 +89,7 @@ struct VerdictBody {
   std::uint32_t packet_generation;  // the request's handle generation, so a late answer is caught
 };
 
-// ip <-> udp (and the TCP replicas later). `segment` starts at the transport header; on the way
+// ip <-> udp and ip <-> the TCP replicas. `segment` starts at the transport header; on the way
 // out at least kHeadroom bytes precede it in the buffer.
 struct TransportPacketBody {
   BufferHandle segment;

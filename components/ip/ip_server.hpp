@@ -5,8 +5,8 @@
 // closed UDP port gets a port unreachable. Packets from the transports get their IPv4 header, are
 // filtered, routed, resolved by ARP and framed for the driver.
 //
-// Kept apart from the process (components/ip/main.cpp) so tests can drive it with plain calls and
-// see what it sends through IpOutputs.
+// Kept apart from the channels (IpComponent, ip_component.hpp, wires it to them) so tests can
+// drive it with plain calls and see what it sends through IpOutputs.
 //
 // Buffers: every handle IpServer holds is owned by `self` in the pool. Passing one on goes through
 // IpOutputs, which hands it off and sends; when an output refuses, IpServer frees the buffer and

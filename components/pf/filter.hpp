@@ -6,21 +6,30 @@
 
 #include "components/pf/rules.hpp"
 #include "components/pf/state_table.hpp"
+#include "dataplane/counters.hpp"
 
 namespace flotilla::pf {
 
+// The filter's counts, kept once: in the named counters the pf process shows (`flotilla top`).
 struct FilterCounters {
-  std::uint64_t passed = 0;
-  std::uint64_t blocked = 0;
-  std::uint64_t state_hits = 0;        // passed because of a kept connection
-  std::uint64_t states_inserted = 0;
-  std::uint64_t state_table_full = 0;  // 'keep state' passes that found no free slot
-  std::uint64_t expired = 0;           // connections dropped by expire()
+  explicit FilterCounters(NamedCounterTable& table)
+      : passed(table.counter("passed")),
+        blocked(table.counter("blocked")),
+        state_hits(table.counter("state_hits")),
+        states_inserted(table.counter("states_inserted")),
+        state_table_full(table.counter("state_table_full")),
+        states_expired(table.counter("states_expired")) {}
+  NamedCounter& passed;
+  NamedCounter& blocked;
+  NamedCounter& state_hits;        // passed because of a kept connection
+  NamedCounter& states_inserted;
+  NamedCounter& state_table_full;  // 'keep state' passes that found no free slot
+  NamedCounter& states_expired;    // connections dropped by expire()
 };
 
 class Filter {
  public:
-  Filter(RuleSet rules, StateTable states);
+  Filter(RuleSet rules, StateTable states, NamedCounterTable& table);
 
   Decision decide(const PacketSummary& packet, std::uint64_t now_ms);
 

@@ -3,6 +3,8 @@
 
 #include <arpa/inet.h>
 
+#include "components/formats/xdp_block_list.hpp"
+
 namespace flotilla::pf {
 namespace {
 
@@ -87,6 +89,14 @@ std::vector<flotilla_xdp_block_rule> offloadable_block_rules(const RuleSet& rule
     if (safe) chosen.push_back(to_xdp(all[i]));
   }
   return chosen;
+}
+
+Result<std::size_t> publish_offload(const RuleSet& rules, std::span<std::byte> region) {
+  formats::XdpBlockList* list = formats::xdp_block_list(region);
+  if (list == nullptr) return Error{Errc::invalid_argument, 0, "XDP block-rule region too small"};
+  const auto chosen = offloadable_block_rules(rules);
+  (void)formats::publish_xdp_block_list(*list, chosen);
+  return chosen.size();
 }
 
 }  // namespace flotilla::pf

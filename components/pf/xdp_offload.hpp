@@ -2,10 +2,13 @@
 // changing any decision the full filter (rules and kept connections) would make.
 #pragma once
 
+#include <cstddef>
+#include <span>
 #include <vector>
 
 #include "components/pf/rules.hpp"
 #include "components/formats/xdp_block_rule.h"
+#include "dataplane/result.hpp"
 
 namespace flotilla::pf {
 
@@ -19,6 +22,11 @@ namespace flotilla::pf {
 //     block rule could match: those pass through the state table before any rule is looked at.
 // "May match the same packets" is judged conservatively: when unsure, it is assumed.
 std::vector<flotilla_xdp_block_rule> offloadable_block_rules(const RuleSet& rules);
+
+// Publishes offloadable_block_rules(rules) for the driver in `region` (the writer's side of
+// components/formats/xdp_block_list.hpp) and returns how many rules it holds. Errc::invalid_argument
+// when the region is too small for the list.
+Result<std::size_t> publish_offload(const RuleSet& rules, std::span<std::byte> region);
 
 // Whether some packet may match both rules (ignoring action, quick and keep state). Never false
 // when such a packet exists.

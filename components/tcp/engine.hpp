@@ -14,8 +14,7 @@
 // state, each written crash-consistently (a version per entry, odd while it is being changed,
 // published with a release store). A restarted replica's engine finds its predecessor's table in
 // the region and sends every peer of a synchronized connection a RST (RFC 9293 3.5.2 would have the
-// peer learn it later anyway), then clears the table. The step after this one recovers connections
-// from it instead.
+// peer learn it later anyway), then clears the table.
 //
 // Time is in nanoseconds from one monotonic clock (the caller's). Nothing allocates after create().
 #pragma once

@@ -3,9 +3,10 @@
 // (components/formats/tcp_socket_page.hpp) become engine calls on the slots of the region each application
 // shares with this replica, and engine events become state words and event messages there.
 //
-// Kept apart from the process (components/tcp/main.cpp) so the channels are the only thing main
-// wires up. Every value an application or IP sends is checked here: slot indices against the
-// region, generations against the replica's own private copy, request bits as mere hints.
+// Kept apart from the channels (TcpComponent, tcp_component.hpp, wires it to them) so tests can
+// drive it with plain calls. Every value an application or IP sends is checked here: slot indices
+// against the region, generations against the replica's own private copy, request bits as mere
+// hints.
 //
 // Messages that must not be lost (flow bindings, answers to applications) wait in a bounded
 // private outbox when their ring is full and go out, in order, on the next poll. Segments are not

@@ -3,7 +3,8 @@
 // way out. The socket table lives in the state store, so a restarted UDP server still knows every
 // socket and claims its ports again; applications notice nothing but the datagrams lost meanwhile.
 //
-// Kept apart from the process (components/udp/main.cpp) so tests can drive it with plain calls.
+// Kept apart from the channels (UdpComponent, udp_component.hpp, wires it to them) so tests can
+// drive it with plain calls.
 #pragma once
 
 #include <array>

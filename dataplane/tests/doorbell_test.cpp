@@ -8,6 +8,7 @@
 #include <chrono>
 #include <new>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -35,12 +36,14 @@ struct alignas(kCacheLine) PingPongSide {
 
 constexpr std::uint32_t kCapacity = 64;
 
-// Sleeps at once when idle, and for so long that only a wake-up can end the sleep in practice.
+// Sleeps at once when idle, and for so long that only a wake-up can end the sleep in practice. On
+// the futex, even where the CPU has WAITPKG: the tests that use it count futex calls.
 WaitPolicy always_sleep() {
   WaitPolicy policy;
   policy.spin_min = std::chrono::nanoseconds(0);
   policy.spin_max = std::chrono::nanoseconds(0);
   policy.sleep_max = std::chrono::seconds(20);
+  policy.allow_umwait = false;
   return policy;
 }
 
@@ -161,6 +164,47 @@ TEST(Doorbell, FutexWaitReturnsAtOnceWhenTheWordMoved) {
   std::atomic<std::uint32_t> word{5};
   EXPECT_EQ(futex_wait(word, 4, std::chrono::seconds(10)), WaitOutcome::woken);
   EXPECT_EQ(futex_wait(word, 5, std::chrono::milliseconds(1)), WaitOutcome::timed_out);
+}
+
+// UMONITOR/UMWAIT in place of the futex: the sleeper raises the flag in UMWAIT mode, and the
+// producer's store to the monitored word is the whole wake-up, with no system call on either side.
+TEST(IdleWaiter, UmwaitSleeperIsWokenByTheProducersStoreAlone) {
+  if (!cpu_has_waitpkg()) GTEST_SKIP() << "this CPU has no WAITPKG (UMONITOR/UMWAIT)";
+  Doorbell bell;
+  CounterBlock counters;
+  WaitPolicy policy = always_sleep();
+  policy.allow_umwait = true;
+  std::atomic<bool> work{false};
+  std::atomic<int> rechecks{0};
+  auto ready = [&] {
+    rechecks.fetch_add(1);
+    return work.load();
+  };
+  std::thread sleeper([&] {
+    IdleWaiter waiter(bell, counters, policy);
+    while (!work.load()) waiter.on_idle(monotonic_ns(), ready, std::chrono::seconds(20));
+  });
+  // The first re-check found nothing, so the sleeper is committed to UMWAIT (or about to enter it,
+  // when it sees the moved word and returns at once).
+  while (rechecks.load() == 0) cpu_relax();
+  EXPECT_EQ(bell.sleeping.load(), Doorbell::umwait_sleep);
+  work.store(true);
+  ring_doorbell(bell, &counters);
+  sleeper.join();
+  EXPECT_EQ(bell.sequence.load(), 1u);
+  EXPECT_EQ(bell.sleeping.load(), Doorbell::awake);
+  EXPECT_EQ(counters.read(Counter::sleeps), 1u);
+  // A lost wake-up would end the 20 s sleep by its time limit.
+  EXPECT_EQ(counters.read(Counter::sleep_timeouts), 0u);
+  EXPECT_EQ(counters.read(Counter::futex_waits), 0u);
+  EXPECT_EQ(counters.read(Counter::futex_wakes), 0u);
+}
+
+TEST(Doorbell, UmwaitReturnsAtOnceWhenTheWordMovedAndTimesOutOtherwise) {
+  if (!cpu_has_waitpkg()) GTEST_SKIP() << "this CPU has no WAITPKG (UMONITOR/UMWAIT)";
+  std::atomic<std::uint32_t> word{5};
+  EXPECT_EQ(umwait_wait(word, 4, std::chrono::seconds(10)), WaitOutcome::woken);
+  EXPECT_EQ(umwait_wait(word, 5, std::chrono::milliseconds(1)), WaitOutcome::timed_out);
 }
 
 TEST(IdleWaiter, RecheckBeforeSleepingCatchesLateWork) {

@@ -194,7 +194,8 @@ void print_copy_cost(BufferPool& pool) {
 TEST(DpdkPortTest, AfPacketVethBothWays) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, AF_PACKET)";
   Netns net;
-  if (!net.ready) GTEST_SKIP() << "cannot create the namespace and veth pair " << net.ns;
+  // As root, a namespace that cannot be made is a broken test machine: a failure, not a skip.
+  ASSERT_TRUE(net.ready) << "cannot create the namespace and veth pair " << net.ns;
   auto pool = BufferPool::create(7, kDefaultBufferSize, kPoolBuffers);
   ASSERT_TRUE(pool.ok());
 

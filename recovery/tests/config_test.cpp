@@ -153,7 +153,7 @@ TEST(Config, ReadsRegionsAndRefusesBadOnes) {
             "test.toml:7: region 'r' has no writers or readers");
 }
 
-TEST(Config, ExternalComponentsAreApplicationSlotsWithoutABinary) {
+TEST(Config, ExternalComponentsAreApplicationSeatsWithoutABinary) {
   auto outcome = parse_config("[[component]]\nname = \"server\"\nbinary = \"x\"\n"
                               "[[component]]\nname = \"app0\"\nexternal = true\n"
                               "[[channel]]\nname = \"server-app0\"\na = \"server\"\nb = \"app0\"\n",
@@ -172,13 +172,13 @@ TEST(Config, ExternalComponentsAreApplicationSlotsWithoutABinary) {
   EXPECT_EQ(error_of("[[component]]\nname = \"app0\"\nexternal = false\n"), "test.toml:1: missing 'binary'");
 }
 
-TEST(Config, DefaultConfigurationHasApplicationSlots) {
+TEST(Config, DefaultConfigurationHasApplicationSeats) {
   auto outcome = parse_config(kDefaultConfig, "default");
   ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
   const auto& config = std::get<SupervisorConfig>(outcome);
-  int slots = 0;
-  for (const auto& component : config.components) slots += component.external ? 1 : 0;
-  EXPECT_EQ(slots, kAppSlots);
+  int seats = 0;
+  for (const auto& component : config.components) seats += component.external ? 1 : 0;
+  EXPECT_EQ(seats, kAppSlots);
   std::set<std::string> channels;
   for (const auto& channel : config.channels) channels.insert(channel.name);
   EXPECT_TRUE(channels.contains("tcp0-app0") && channels.contains("tcp1-app3") && channels.contains("udp-app2"));
@@ -221,6 +221,35 @@ TEST(Config, ReplicatedComponentsExpandWithTheirChannelsAndRegions) {
             "test.toml:4: 'replicas' must be between 1 and 16");
   EXPECT_EQ(error_of("[[component]]\nname = \"x\"\nbinary = \"x\"\nargs = [\"${replica.index}\"]\n"),
             "test.toml:4: unknown placeholder '${replica.index}' in args");
+}
+
+// A name server is what its role says, whatever its binary is called.
+TEST(Config, RoleMakesANameServer) {
+  auto outcome = parse_config("[[component]]\nname = \"names\"\nbinary = \"my-names\"\nrole = \"name-server\"\n"
+                              "[[component]]\nname = \"plain\"\nbinary = \"flotilla-name-server\"\n",
+                              "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& components = std::get<SupervisorConfig>(outcome).components;
+  EXPECT_EQ(components[0].role, ComponentRole::name_server);
+  EXPECT_EQ(components[1].role, ComponentRole::none);
+
+  EXPECT_EQ(error_of("[[component]]\nname = \"n\"\nbinary = \"x\"\n\nrole = \"name-sever\"\n"),
+            "test.toml:5: unknown role 'name-sever' (the one role is \"name-server\")");
+  EXPECT_EQ(error_of("[[component]]\nname = \"n\"\nbinary = \"x\"\nrole = 1\n"), "test.toml:4: 'role' must be a string");
+  EXPECT_EQ(error_of("[[component]]\nname = \"app0\"\nexternal = true\nrole = \"name-server\"\n"),
+            "test.toml:4: an external component is started with 'flotilla run', so 'role' means nothing for it");
+}
+
+TEST(Config, DefaultConfigurationsNameTheirNameServersByRole) {
+  for (const std::string& text : {kDefaultConfig, kEchoChainConfig}) {
+    auto outcome = parse_config(text, "default");
+    ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+    std::set<std::string> servers;
+    for (const auto& component : std::get<SupervisorConfig>(outcome).components) {
+      if (component.role == ComponentRole::name_server) servers.insert(component.name);
+    }
+    EXPECT_EQ(servers, (std::set<std::string>{"name0", "name1"}));
+  }
 }
 
 TEST(Config, NeedsAtLeastOneComponent) {

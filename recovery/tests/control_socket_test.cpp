@@ -15,6 +15,7 @@
 #include "apps/echo/echo_protocol.hpp"
 #include "dataplane/component_host.hpp"
 #include "recovery/control_socket.hpp"
+#include "recovery/tests/supervised.hpp"
 
 namespace flotilla::recovery {
 namespace {
@@ -22,24 +23,20 @@ namespace {
 class ControlSocket : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* echo = std::getenv("ECHO_COMPONENT");
-    if (echo == nullptr) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+    if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
     char pattern[] = "/tmp/flotilla-control-test-XXXXXX";
     ASSERT_NE(::mkdtemp(pattern), nullptr);
     folder_ = pattern;
     path_ = (folder_ / "control.sock").string();
     SupervisorConfig config;
     config.components.push_back(ComponentConfig{.name = "server", .binary = "flotilla-echo", .args = {"--role", "server"}});
-    // An application slot for a program to lease, wired to the echo server as its middle.
-    ComponentConfig slot;
-    slot.name = "app0";
-    slot.external = true;
-    config.components.push_back(slot);
+    // An application seat for a program to lease, wired to the echo server as its middle.
+    ComponentConfig seat;
+    seat.name = "app0";
+    seat.external = true;
+    config.components.push_back(seat);
     config.channels.push_back(ChannelConfig{.name = "middle-server", .a = "app0", .b = "server", .capacity = 256});
-    auto supervisor = Supervisor::create(config, std::filesystem::path(echo).parent_path());
-    ASSERT_TRUE(supervisor) << supervisor.error().message();
-    supervisor_ = std::move(supervisor.value());
-    ASSERT_TRUE(supervisor_->start());
+    ASSERT_NO_FATAL_FAILURE(start_supervisor(config, component_folder(), supervisor_, &registrar_, &seats_));
     auto server = ControlServer::listen(path_);
     ASSERT_TRUE(server) << server.error().message();
     server_.emplace(std::move(server.value()));
@@ -47,7 +44,7 @@ class ControlSocket : public ::testing::Test {
       while (!stop_.load()) {
         std::vector<pollfd> fds = server_->pollfds();
         supervisor_->poll(std::chrono::milliseconds(5), fds);
-        server_->serve(*supervisor_, fds);
+        server_->serve(*supervisor_, *registrar_, *seats_, fds);
       }
     });
   }
@@ -55,6 +52,8 @@ class ControlSocket : public ::testing::Test {
     stop_.store(true);
     if (serving_.joinable()) serving_.join();
     server_.reset();
+    seats_.reset();
+    registrar_.reset();
     supervisor_.reset();
     if (!folder_.empty()) std::filesystem::remove_all(folder_);
   }
@@ -69,6 +68,8 @@ class ControlSocket : public ::testing::Test {
   std::filesystem::path folder_;
   std::string path_;
   std::unique_ptr<Supervisor> supervisor_;
+  std::unique_ptr<Registrar> registrar_;
+  std::unique_ptr<ApplicationSeats> seats_;
   std::optional<ControlServer> server_;
   std::thread serving_;
   std::atomic<bool> stop_{false};
@@ -153,7 +154,7 @@ std::string status_of(const std::string& path, const std::string& component) {
   return "absent";
 }
 
-TEST_F(ControlSocket, LeasedSlotTalksToItsPeerAndSleepsOnItsEventfd) {
+TEST_F(ControlSocket, LeasedSeatTalksToItsPeerAndSleepsOnItsEventfd) {
   auto host = ComponentHost::lease(path_);
   ASSERT_TRUE(host) << host.error().message();
   ComponentHost& app = **host;
@@ -164,7 +165,7 @@ TEST_F(ControlSocket, LeasedSlotTalksToItsPeerAndSleepsOnItsEventfd) {
   ASSERT_NE(link, nullptr);
   EXPECT_EQ(status_of(path_, "app0"), "leased");
 
-  // The only slot is taken: a second program is told so.
+  // The only seat is taken: a second program is told so.
   auto second = ComponentHost::lease(path_);
   ASSERT_FALSE(second);
   EXPECT_EQ(second.error().code, Errc::exhausted) << second.error().message();
@@ -197,7 +198,7 @@ TEST_F(ControlSocket, LeasedSlotTalksToItsPeerAndSleepsOnItsEventfd) {
   EXPECT_TRUE(app.loop().poll_once());
   EXPECT_EQ(restarts, 1u);
 
-  // Closing the connection ends the lease; the slot is leased again as a new incarnation.
+  // Closing the connection ends the lease; the seat is leased again as a new incarnation.
   const std::uint64_t first_incarnation = app.incarnation();
   host->reset();
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);

@@ -10,39 +10,19 @@
 #include <gtest/gtest.h>
 
 #include "recovery/default_config.hpp"
+#include "recovery/registrar.hpp"
 #include "recovery/supervisor.hpp"
+#include "recovery/tests/supervised.hpp"
 
 namespace flotilla::recovery {
 namespace {
 
 using namespace std::chrono_literals;
 
-std::string component_folder() {
-  const char* path = std::getenv("ECHO_COMPONENT");
-  return path != nullptr ? std::filesystem::path(path).parent_path().string() : "";
-}
-
-template <class Done>
-bool run_until(Supervisor& supervisor, Done&& done, std::chrono::milliseconds deadline = 20s) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    supervisor.poll(2ms);
-  }
-  return true;
-}
-
-const NameRow* row_of(const std::vector<NameRow>& rows, const std::string& name) {
-  for (const NameRow& row : rows) {
-    if (row.name == name) return &row;
-  }
-  return nullptr;
-}
-
 class NameFleet : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (component_folder().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+    if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
     auto outcome = parse_config(kEchoChainConfig, "<echo chain config>");
     ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome));
     SupervisorConfig config = std::get<SupervisorConfig>(outcome);
@@ -55,21 +35,18 @@ class NameFleet : public ::testing::Test {
       component.replica_count = 2;
     }
     config.heartbeat_timeout = 500ms;  // a slow, noisy machine must not turn this into hang tests
-    auto created = Supervisor::create(std::move(config), component_folder());
-    ASSERT_TRUE(created) << created.error().message();
-    supervisor = std::move(created.value());
-    ASSERT_TRUE(supervisor->start());
+    ASSERT_NO_FATAL_FAILURE(start_supervisor(std::move(config), component_folder(), supervisor, &registrar));
   }
 
   std::size_t registered(const std::string& component) const {
     return supervisor->log().count(EventKind::registered, component);
   }
 
-  bool all_registered() const { return supervisor->pending_registrations() == 0; }
+  bool all_registered() const { return registrar->pending_registrations() == 0; }
 
   // The incarnation /proc/<component> names in `server`'s table, 0 when absent.
   std::uint64_t incarnation_in_table(const std::string& component, std::string_view server = {}) {
-    auto rows = supervisor->names(server, 5s);
+    auto rows = registrar->names(server, 5s);
     if (!rows) return 0;
     const NameRow* row = row_of(*rows, "/proc/" + component);
     return row == nullptr ? 0 : row->incarnation;
@@ -87,8 +64,8 @@ class NameFleet : public ::testing::Test {
   std::string event_text() const {
     std::string text;
     for (const Event& event : supervisor->log().events()) text += format_event(event) + "\n";
-    const FleetStats& stats = supervisor->fleet_stats();
-    text += "pending " + std::to_string(supervisor->pending_registrations()) + ", registrations " +
+    const FleetStats& stats = registrar->stats();
+    text += "pending " + std::to_string(registrar->pending_registrations()) + ", registrations " +
             std::to_string(stats.registrations) + ", failures " +
             std::to_string(stats.registration_failures) + ", bad messages " +
             std::to_string(stats.bad_messages) + "\n";
@@ -101,12 +78,13 @@ class NameFleet : public ::testing::Test {
   }
 
   std::unique_ptr<Supervisor> supervisor;
+  std::unique_ptr<Registrar> registrar;
 };
 
 TEST_F(NameFleet, EveryComponentIsRegisteredAtItsFirstIncarnation) {
-  ASSERT_TRUE(supervisor->has_name_fleet());
+  ASSERT_TRUE(registrar->has_name_fleet());
   ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
-  auto rows = supervisor->names();
+  auto rows = registrar->names();
   ASSERT_TRUE(rows) << rows.error().message();
   for (const auto& view : supervisor->components()) {
     const NameRow* row = row_of(*rows, "/proc/" + view.name);
@@ -126,7 +104,7 @@ TEST_F(NameFleet, EveryComponentIsRegisteredAtItsFirstIncarnation) {
   ASSERT_NE(group, nullptr);
   EXPECT_EQ(group->kind, "indirect");
   EXPECT_EQ(group->members, "/net/relay/1:1");
-  EXPECT_EQ(supervisor->fleet_stats().bad_messages, 0u);
+  EXPECT_EQ(registrar->stats().bad_messages, 0u);
 }
 
 TEST_F(NameFleet, ARestartedComponentIsRegisteredAgain) {
@@ -148,8 +126,8 @@ TEST_F(NameFleet, RegistrationsGoOnWithoutADeadServerAndItRejoins) {
   ASSERT_TRUE(run_until(*supervisor, [&] { return all_registered(); }));
   EXPECT_EQ(registered("name0"), 2u);
 
-  auto from0 = supervisor->names("name0");
-  auto from1 = supervisor->names("name1");
+  auto from0 = registrar->names("name0");
+  auto from1 = registrar->names("name1");
   ASSERT_TRUE(from0) << from0.error().message();
   ASSERT_TRUE(from1) << from1.error().message();
   ASSERT_EQ(from0->size(), from1->size());
@@ -169,7 +147,7 @@ TEST_F(NameFleet, RegistrationsGoOnWithoutADeadServerAndItRejoins) {
   ASSERT_TRUE(run_until(*supervisor, [&] { return registered("middle") == 9; }));
   EXPECT_EQ(incarnation_in_table("middle", "name0"), 3u);
   EXPECT_EQ(incarnation_in_table("middle", "name1"), 3u);
-  EXPECT_EQ(supervisor->fleet_stats().bad_messages, 0u);
+  EXPECT_EQ(registrar->stats().bad_messages, 0u);
 }
 
 // Both servers die close together: whichever way the restarts interleave (the second copies from
@@ -194,8 +172,8 @@ TEST_F(NameFleet, BothServersDieAndTheFleetComesBack) {
   };
   ASSERT_TRUE(run_until(*supervisor, [&] { return serving("name0") && serving("name1") && all_registered(); }))
       << event_text();
-  auto from0 = supervisor->names("name0");
-  auto from1 = supervisor->names("name1");
+  auto from0 = registrar->names("name0");
+  auto from1 = registrar->names("name1");
   ASSERT_TRUE(from0) << from0.error().message();
   ASSERT_TRUE(from1) << from1.error().message();
   for (const auto& view : supervisor->components()) {

@@ -18,17 +18,13 @@
 
 #include "recovery/default_config.hpp"
 #include "recovery/supervisor.hpp"
+#include "recovery/tests/supervised.hpp"
 #include "apps/echo/echo_protocol.hpp"
 
 namespace flotilla::recovery {
 namespace {
 
 using namespace std::chrono_literals;
-
-std::string echo_binary() {
-  const char* path = std::getenv("ECHO_COMPONENT");
-  return path != nullptr ? path : "";
-}
 
 // The default configuration (the echo chain), made harder: the client unpaced, and no crash-loop
 // limit in the way of hundreds of injected faults.
@@ -42,19 +38,6 @@ SupervisorConfig chain_config() {
     if (component.name == "client") component.args = {"--role", "client"};
   }
   return config;
-}
-
-std::string echo_folder() { return std::filesystem::path(echo_binary()).parent_path(); }
-
-// Runs the supervisor until `done()` or the deadline; returns whether done() became true.
-template <class Done>
-bool run_until(Supervisor& supervisor, Done&& done, std::chrono::milliseconds deadline) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    supervisor.poll(2ms);
-  }
-  return true;
 }
 
 std::set<int> open_fds(pid_t pid) {
@@ -74,7 +57,7 @@ class SupervisorChain : public ::testing::Test {
  protected:
   void SetUp() override {
     if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
-    auto created = Supervisor::create(chain_config(), echo_folder());
+    auto created = Supervisor::create(chain_config(), component_folder());
     ASSERT_TRUE(created) << created.error().message();
     supervisor = std::move(created.value());
     ASSERT_TRUE(supervisor->start());
@@ -201,7 +184,7 @@ TEST(Supervisor, DeclaredRegionGoesOnlyToItsComponentsWithTheirAccess) {
   if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
   SupervisorConfig config = chain_config();
   config.regions.push_back(RegionConfig{"routes", 10'000, {"client"}, {"middle"}});
-  auto supervisor = Supervisor::create(std::move(config), echo_folder());
+  auto supervisor = Supervisor::create(std::move(config), component_folder());
   ASSERT_TRUE(supervisor) << supervisor.error().message();
   ASSERT_TRUE((*supervisor)->start());
   (*supervisor)->run_for(300ms);

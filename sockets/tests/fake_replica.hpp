@@ -1,6 +1,10 @@
 // A fake TCP replica for tests of the application side: it formats a region in plain memory,
 // answers opens, moves bytes through the slots' rings and raises events the way
 // components/formats/tcp_socket_page.hpp describes. The messages between the two sides are plain vectors.
+// It is a second implementation of the replica's half of the protocol and can drift from the real
+// one (components/tcp/replica_server.hpp), so tests use the real replica (replica_loopback.hpp)
+// wherever they can, and this only for states the real one cannot be driven into or held in: the
+// moment between two of its messages, a replica that misbehaves, one that refuses alone.
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,7 @@
 // Placing connections by the name fleet: TcpSockets against fake replicas (fake_replica.hpp) and a
 // fake name server (fake_name_server.hpp) whose answers each test writes, on a clock it moves.
+// Placement is the application's decision alone: the fake replicas record where each open went,
+// before any replica would have answered it, which the real replica cannot be held still for.
 #include <cerrno>
 #include <cstring>
 #include <memory>

@@ -4,6 +4,8 @@
 // accept queue or a half-answered open). A failing seed is printed so it can be replayed. The same
 // again with connections placed by a fake name server (fake_name_server.hpp) that answers late,
 // wrongly, twice or never: every connection is placed once its lookup is answered or times out.
+// The replicas are fakes because misbehaving is their job here: the real replica never corrupts
+// its indices or sends garbage on purpose, and the application must survive one that does.
 #include <cstdio>
 #include <algorithm>
 #include <cstring>

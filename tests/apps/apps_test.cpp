@@ -179,29 +179,32 @@ Side side_from_environment() {
 
 class Apps : public StackTest {
  protected:
-  // Skips unless root, the programs and (on Flotilla) the preload library are there; then starts
-  // the stack with application slots and, on the kernel side, the kernel's namespace. Callers
-  // return when IsSkipped() || HasFatalFailure().
-  void start_apps(const std::vector<std::string>& programs) {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, veth, XDP)";
+  // Starts the stack with application slots and, on the kernel side, the kernel's namespace; call
+  // as ASSERT_TRUE(start_apps(...)). StackTest::SetUp has skipped without root; as root, a program
+  // or the preload library that is missing is a failure (./dev installs the programs).
+  [[nodiscard]] ::testing::AssertionResult start_apps(const std::vector<std::string>& programs) {
     for (const auto& program : programs) {
-      if (!on_path(program)) GTEST_SKIP() << program << " is not installed (./dev installs its Debian package)";
+      if (!on_path(program)) {
+        return ::testing::AssertionFailure() << program << " is not installed (./dev installs its Debian package)";
+      }
     }
     if (side_ == Side::flotilla) {
       const char* given = std::getenv("FLOTILLA_PRELOAD");
       const std::string library = given != nullptr && *given != '\0' ? given : build_root() + "/sockets/libflotilla-preload.so";
-      if (!std::filesystem::exists(library)) GTEST_SKIP() << library << " is not built";
+      if (!std::filesystem::exists(library)) return ::testing::AssertionFailure() << library << " is not built";
     }
     char pattern[] = "/tmp/flotilla-apps-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    if (::mkdtemp(pattern) == nullptr) return ::testing::AssertionFailure() << "mkdtemp failed";
     folder_ = pattern;
-    start("pass all", recovery::app_slots_config());
-    if (HasFatalFailure()) return;
+    if (auto started = start("pass all", recovery::app_slots_config()); !started) return started;
     if (side_ == Side::kernel) {
-      ASSERT_EQ(kernel_.create(names_.peer_namespace), "");
+      if (const std::string problem = kernel_.create(names_.peer_namespace); !problem.empty()) {
+        return ::testing::AssertionFailure() << "the kernel's namespace: " << problem;
+      }
     }
     std::printf("apps test on %s sockets; files in %s\n", side_ == Side::flotilla ? "Flotilla" : "kernel",
                 folder_.c_str());
+    return ::testing::AssertionSuccess();
   }
 
   void TearDown() override {
@@ -281,8 +284,7 @@ class Apps : public StackTest {
 
   // The program under test as iperf3 client against a kernel `iperf3 -s` in the peer namespace.
   void iperf_client_case(const std::vector<std::string>& options, double min_bits_per_second) {
-    start_apps({"iperf3"});
-    if (IsSkipped() || HasFatalFailure()) return;
+    ASSERT_TRUE(start_apps({"iperf3"}));
     Program server(peer_command({"iperf3", "-s", "-p", "5201", "--forceflush"}), file("iperf3-server.log"));
     ASSERT_TRUE(wait_for([&] { return server.output().find("Server listening") != std::string::npos || !server.running(); }, 10s) &&
                 server.running())
@@ -305,8 +307,7 @@ TEST_F(Apps, Iperf3ClientReceives) { iperf_client_case({"-R"}, 1); }
 TEST_F(Apps, Iperf3ClientFourStreams) { iperf_client_case({"-P", "4"}, 1); }
 
 TEST_F(Apps, Iperf3ServerWithKernelClient) {
-  start_apps({"iperf3"});
-  if (IsSkipped() || HasFatalFailure()) return;
+  ASSERT_TRUE(start_apps({"iperf3"}));
   Program server(app_command({"iperf3", "-s", "-4", "-1", "-p", "5202", "--forceflush"}), file("iperf3-server.log"));
   ASSERT_TRUE(wait_for([&] { return server.output().find("Server listening") != std::string::npos || !server.running(); }, 10s) &&
               server.running())
@@ -317,8 +318,7 @@ TEST_F(Apps, Iperf3ServerWithKernelClient) {
 }
 
 TEST_F(Apps, LighttpdServesFilesUnderWrk) {
-  start_apps({"lighttpd", "wrk"});
-  if (IsSkipped() || HasFatalFailure()) return;
+  ASSERT_TRUE(start_apps({"lighttpd", "wrk"}));
   const auto root = file("www");
   std::filesystem::create_directory(root);
   for (const auto& [name, bytes] : {std::pair{"small.bin", kSmallFileBytes}, std::pair{"large.bin", kLargeFileBytes}}) {
@@ -372,8 +372,7 @@ TEST_F(Apps, LighttpdServesFilesUnderWrk) {
 }
 
 TEST_F(Apps, RedisUnderRedisBenchmark) {
-  start_apps({"redis-server", "redis-benchmark", "redis-cli"});
-  if (IsSkipped() || HasFatalFailure()) return;
+  ASSERT_TRUE(start_apps({"redis-server", "redis-benchmark", "redis-cli"}));
   Program server(app_command({"redis-server", "--port", "6379", "--save", "", "--appendonly", "no", "--protected-mode",
                               "no", "--bind", "0.0.0.0", "--dir", folder_.string()}),
                  file("redis.log"));

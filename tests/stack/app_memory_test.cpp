@@ -60,8 +60,7 @@ class AppMemory : public StackTest {
 };
 
 TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
-  start("pass all", recovery::app_slots_config(1));
-  if (IsSkipped() || HasFatalFailure()) return;
+  ASSERT_TRUE(start("pass all", recovery::app_slots_config(1)));
   auto pids_before = stack_.pids();
   pids_before.erase("app0");
 

@@ -29,8 +29,8 @@ double number(const nlohmann::json& object, const std::string& key) {
 
 TEST(Demo, ShortDemoSurvivesThreeCrashesAndReportsThem) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, veth, XDP)";
-  if (build_root().empty()) GTEST_SKIP() << "the build folder is unknown";
-  if (::system("command -v iperf3 >/dev/null 2>&1") != 0) GTEST_SKIP() << "iperf3 is not installed";
+  ASSERT_FALSE(build_root().empty()) << "the build folder is unknown";
+  ASSERT_EQ(::system("command -v iperf3 >/dev/null 2>&1"), 0) << "iperf3 is not installed (./dev installs it)";
   char pattern[] = "/tmp/flotilla-demo-test-XXXXXX";
   ASSERT_NE(::mkdtemp(pattern), nullptr);
   const std::filesystem::path folder = pattern;

@@ -28,9 +28,8 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 class Memwire : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (build_root().empty() || source_root().empty()) {
-      GTEST_SKIP() << "FLOTILLA_BUILD_ROOT/FLOTILLA_SOURCE_ROOT are not set (run through meson test)";
-    }
+    ASSERT_FALSE(build_root().empty() || source_root().empty())
+        << "FLOTILLA_BUILD_ROOT/FLOTILLA_SOURCE_ROOT are not set (run through meson test)";
     char pattern[] = "/tmp/flotilla-memwire-test-XXXXXX";
     ASSERT_NE(::mkdtemp(pattern), nullptr);
     folder_ = pattern;

@@ -105,7 +105,7 @@ TEST(StackConfig, ClientComponentIsAppended) {
 class Stack : public StackTest {};
 
 TEST_F(Stack, PingsAreAllAnsweredAndArpResolvesBothWays) {
-  start();
+  ASSERT_TRUE(start());
   // `up` returns once every component's loop runs (the driver's device is open), so the peer's
   // first ARP request is answered rather than lost to a second of retry.
   for (const auto& [component, values] : all_counters()) {
@@ -128,7 +128,7 @@ TEST_F(Stack, PingsAreAllAnsweredAndArpResolvesBothWays) {
 // The filter reads packets IP keeps, through a read-only mapping of the pool: it could neither
 // change nor free one. IP maps the same pool read-write.
 TEST_F(Stack, TheFilterMapsThePoolReadOnly) {
-  start();
+  ASSERT_TRUE(start());
   auto pool_mappings = [&](const std::string& component) {
     const std::string status = cli("status").output;
     std::istringstream lines(status);
@@ -151,7 +151,7 @@ TEST_F(Stack, TheFilterMapsThePoolReadOnly) {
 
 TEST_F(Stack, TheDpdkDriverCarriesTheSameTraffic) {
   // DPDK's net_af_packet PMD on the same veth end, with copies between mbufs and the pool.
-  start("pass all", "", "dpdk");
+  ASSERT_TRUE(start("pass all", "", "dpdk"));
   EXPECT_EQ(ping(names_, 200), 200);
   const EchoOutcome outcome = kernel_echo_client(names_, 1000, 7);
   EXPECT_EQ(outcome.verified, 1000);
@@ -175,7 +175,7 @@ TEST_F(Stack, TheDpdkDriverCarriesTheSameTraffic) {
 }
 
 TEST_F(Stack, KernelClientGetsEveryDatagramBackExactly) {
-  start();
+  ASSERT_TRUE(start());
   const EchoOutcome outcome = kernel_echo_client(names_, 10'000, 7);
   EXPECT_EQ(outcome.verified, 10'000);
   EXPECT_EQ(outcome.unanswered, 0);
@@ -214,10 +214,9 @@ bytes = 16384
 writers = ["udp"]
 readers = ["client"]
 )";
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, veth, XDP)";
   // The namespace exists only once the stack is up, so the server starts right after, and the
   // client resends until it answers.
-  start("pass all", extra);
+  ASSERT_TRUE(start("pass all", extra));
   server = std::thread([&] {
     in_namespace(names.peer_namespace, [&] {
       const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -326,7 +325,7 @@ struct Frames {
 };
 
 TEST_F(Stack, HostileInputIsCountedAndPingsKeepBeingAnswered) {
-  start();
+  ASSERT_TRUE(start());
   ASSERT_EQ(ping(names_, 3, "0.05"), 3);
   Frames frames;
   std::ifstream mac_file("/sys/class/net/" + names_.stack_interface + "/address");
@@ -432,7 +431,7 @@ TEST_F(Stack, HostileInputIsCountedAndPingsKeepBeingAnswered) {
 class StackFilter : public StackTest {};
 
 TEST_F(StackFilter, BlockedPortGetsNoAnswerAndXdpDropsEarly) {
-  start("pass all\nblock in proto udp to port 9999");
+  ASSERT_TRUE(start("pass all\nblock in proto udp to port 9999"));
   // The echo server answers on 7; 9999 is blocked (or it would get a port unreachable).
   const EchoOutcome allowed = kernel_echo_client(names_, 20, 7);
   EXPECT_EQ(allowed.verified, 20);
@@ -447,7 +446,7 @@ TEST_F(StackFilter, BlockedPortGetsNoAnswerAndXdpDropsEarly) {
 
 TEST_F(StackFilter, FilterInUserSpaceBlocksWhatXdpCannot) {
   // A later pass for one host keeps the block from being offloaded: pf decides, in user space.
-  start("block in proto udp to port 9999\npass in proto udp from 10.79.0.3 to port 9999");
+  ASSERT_TRUE(start("block in proto udp to port 9999\npass in proto udp from 10.79.0.3 to port 9999"));
   const EchoOutcome blocked = kernel_echo_client(names_, 5, 9999);
   EXPECT_EQ(blocked.verified, 0);
   EXPECT_GE(counter("pf", "blocked"), 25);
@@ -492,7 +491,7 @@ class StackRecovery : public StackTest {};
 // pending and asks again). The pings lost per crash of ip and the driver are reported, not
 // asserted: they depend on how fast this machine restarts a process.
 TEST_F(StackRecovery, PingFloodSurvivesTwentyCrashesOfPfIpAndDriver) {
-  start();
+  ASSERT_TRUE(start());
   ASSERT_EQ(ping(names_, 20, "0.01"), 20);
   constexpr int kCrashes = 20;
   std::printf("%-8s %8s %8s %8s %10s %12s\n", "crashed", "crashes", "pings", "lost", "lost/crash",
@@ -530,7 +529,7 @@ TEST_F(StackRecovery, PingFloodSurvivesTwentyCrashesOfPfIpAndDriver) {
 }
 
 TEST(StackRules, WithoutRootUpExplainsAndPointsToMemwire) {
-  if (build_root().empty()) GTEST_SKIP() << "the build folder is unknown";
+  ASSERT_FALSE(build_root().empty()) << "the build folder is unknown";
   // As root, run the CLI as nobody; otherwise this test already runs without root.
   const std::string as_user = ::geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
   const std::string command = as_user + build_root() + "/apps/flotilla --socket /tmp/flotilla-nobody-" +
@@ -547,7 +546,9 @@ TEST(StackRules, WithoutRootUpExplainsAndPointsToMemwire) {
 }
 
 TEST(StackRules, ARuleFileWithAnErrorIsRejectedWithItsLine) {
-  if (build_root().empty()) GTEST_SKIP() << "the build folder is unknown";
+  // Without root, `up` refuses the embedded network before it reads the rules.
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, veth, XDP)";
+  ASSERT_FALSE(build_root().empty()) << "the build folder is unknown";
   char pattern[] = "/tmp/flotilla-rules-test-XXXXXX";
   ASSERT_NE(::mkdtemp(pattern), nullptr);
   const std::filesystem::path folder = pattern;

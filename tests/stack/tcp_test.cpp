@@ -93,13 +93,15 @@ const char* impairment_name(Impairment impairment) {
 class TcpStack : public StackTest {
  protected:
   void SetUp() override {
+    StackTest::SetUp();
+    if (IsSkipped()) return;
     char pattern[] = "/tmp/flotilla-tcp-test-XXXXXX";
     ASSERT_NE(::mkdtemp(pattern), nullptr);
     folder_ = pattern;
   }
   void TearDown() override {
     StackTest::TearDown();
-    std::filesystem::remove_all(folder_);
+    if (!folder_.empty()) std::filesystem::remove_all(folder_);
   }
 
   std::string report_path() const { return folder_ + "/perf.json"; }
@@ -109,15 +111,16 @@ class TcpStack : public StackTest {
   // the driver's link emulation (`impair`: drivers/impaired_port.hpp; this kernel has no netem).
   // With `name_placement` the stack has the name fleet too, and flotilla-perf places its
   // connections by lookups of /net/tcp there.
-  void start_with_perf(const std::vector<std::string>& perf_args, std::size_t slots = 16,
-                       const std::string& impair = "", bool name_placement = false) {
+  [[nodiscard]] ::testing::AssertionResult start_with_perf(const std::vector<std::string>& perf_args,
+                                                           std::size_t slots = 16, const std::string& impair = "",
+                                                           bool name_placement = false) {
     std::vector<std::string> args = perf_args;
     args.insert(args.end(), {"--report", report_path()});
-    start("pass all",
-          tcp_app_config("perf", "flotilla-perf", args, slots, name_placement) +
-              tcp_app_config("tcpecho", "flotilla-tcp-echo", {"--port", "7", "--channels", "tcp0-tcpecho,tcp1-tcpecho"}) +
-              (name_placement ? recovery::kNameFleetConfig : ""),
-          "af_xdp", impair);
+    return start("pass all",
+                 tcp_app_config("perf", "flotilla-perf", args, slots, name_placement) +
+                     tcp_app_config("tcpecho", "flotilla-tcp-echo", {"--port", "7", "--channels", "tcp0-tcpecho,tcp1-tcpecho"}) +
+                     (name_placement ? recovery::kNameFleetConfig : ""),
+                 "af_xdp", impair);
   }
 
   // The name fleet has both replicas as members of /net/tcp (what a lookup picks from).
@@ -154,10 +157,9 @@ class TcpBulk : public TcpStack, public ::testing::WithParamInterface<Impairment
 
 TEST_P(TcpBulk, FlotillaSendsToTheKernel) {
   const std::uint64_t bytes = bulk_bytes();
-  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
-                   "--connect-retry", "20"},
-                  16, impairment_spec(GetParam()));
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
+                               "--connect-retry", "20"},
+                              16, impairment_spec(GetParam())));
   const auto sink = in_namespace(names_.peer_namespace, [&] {
     return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 240s});
   });
@@ -178,8 +180,7 @@ TEST_P(TcpBulk, FlotillaSendsToTheKernel) {
 
 TEST_P(TcpBulk, TheKernelSendsToFlotilla) {
   const std::uint64_t bytes = bulk_bytes();
-  start_with_perf({"--role", "receive", "--port", "5001", "--verify"}, 16, impairment_spec(GetParam()));
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "receive", "--port", "5001", "--verify"}, 16, impairment_spec(GetParam())));
   // The receiver listens once the replicas have its listener; retry until then.
   SourceResult source;
   ASSERT_TRUE(wait_for([&] {
@@ -208,10 +209,9 @@ INSTANTIATE_TEST_SUITE_P(Links, TcpBulk,
 TEST_F(TcpStack, AThousandConcurrentConnections) {
   constexpr std::size_t kConnections = 1000;
   constexpr std::uint64_t kBytes = 64 * 1024;
-  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(kBytes), "--streams",
-                   std::to_string(kConnections), "--connect-retry", "20"},
-                  kConnections / 2 + 64);
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(kBytes), "--streams",
+                               std::to_string(kConnections), "--connect-retry", "20"},
+                              kConnections / 2 + 64));
   const auto sink = in_namespace(names_.peer_namespace, [&] {
     return kernel_sink(KernelSinkOptions{.port = kPort, .connections = kConnections, .deadline = 180s});
   });
@@ -225,8 +225,7 @@ TEST_F(TcpStack, AThousandConcurrentConnections) {
 }
 
 TEST_F(TcpStack, ConnectionRefusedReachesTheApplication) {
-  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5999", "--bytes", "1000"});
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "send", "--peer", "10.79.0.1:5999", "--bytes", "1000"}));
   const PerfOutcome report = wait_for_report(30s);
   ASSERT_TRUE(report.present) << tcp_counters();
   EXPECT_EQ(report.failed_streams, 1u);
@@ -235,9 +234,8 @@ TEST_F(TcpStack, ConnectionRefusedReachesTheApplication) {
 }
 
 TEST_F(TcpStack, ResetInTheMiddleOfATransferReachesTheApplication) {
-  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(64u << 20),
-                   "--connect-retry", "20"});
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(64u << 20),
+                               "--connect-retry", "20"}));
   const auto sink = in_namespace(names_.peer_namespace, [&] {
     return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 60s, .reset_after = 4u << 20});
   });
@@ -252,8 +250,7 @@ TEST_F(TcpStack, ResetInTheMiddleOfATransferReachesTheApplication) {
 
 TEST_F(TcpStack, HalfCloseStillDeliversTheEcho) {
   constexpr std::uint64_t kBytes = 8u << 20;
-  start_with_perf({"--role", "receive", "--port", "5001"});
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "receive", "--port", "5001"}));
   SourceResult source;
   ASSERT_TRUE(wait_for([&] {
     source = in_namespace(names_.peer_namespace, [&] {
@@ -270,9 +267,8 @@ TEST_F(TcpStack, HalfCloseStillDeliversTheEcho) {
 
 TEST_F(TcpStack, APeerThatStopsReadingAndResumesLosesNothing) {
   const std::uint64_t bytes = 32u << 20;
-  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
-                   "--connect-retry", "20"});
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
+                               "--connect-retry", "20"}));
   // A small receive buffer fills while the reader sleeps: the window closes, the sender probes.
   const auto sink = in_namespace(names_.peer_namespace, [&] {
     return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 120s, .pause_after = 4u << 20,
@@ -287,9 +283,8 @@ TEST_F(TcpStack, APeerThatStopsReadingAndResumesLosesNothing) {
 
 TEST_F(TcpStack, ATransferSurvivesFilterAndIpCrashes) {
   const std::uint64_t bytes = bulk_bytes();
-  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
-                   "--connect-retry", "20"});
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", std::to_string(bytes),
+                               "--connect-retry", "20"}));
   auto sink = std::async(std::launch::async, [&] {
     return in_namespace(names_.peer_namespace, [&] {
       return kernel_sink(KernelSinkOptions{.port = kPort, .deadline = 240s});
@@ -317,12 +312,11 @@ TEST_F(TcpStack, AReplicaCrashEndsOnlyItsOwnConnections) {
   // sending when tcp0 crashes, whenever each connected; the sink checks what each delivered.
   constexpr int kSeconds = 10;
   // Each connection is placed by its own lookup of /net/tcp in the name fleet.
-  start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", "0", "--seconds",
-                   std::to_string(kSeconds), "--streams", std::to_string(kConnections), "--connect-retry", "30"},
-                  // Room for a fair pick's uneven share, and for the slots of refused attempts that
-                  // the replica has not taken back yet.
-                  2 * kConnections, "", true);
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "send", "--peer", "10.79.0.1:5001", "--bytes", "0", "--seconds",
+                               std::to_string(kSeconds), "--streams", std::to_string(kConnections), "--connect-retry", "30"},
+                              // Room for a fair pick's uneven share, and for the slots of refused attempts that
+                              // the replica has not taken back yet.
+                              2 * kConnections, "", true));
   // Until the sink listens every attempt is refused and tried again (every 100 ms) with a new
   // lookup. Attempts placed before the fleet knew the replicas fell back to round robin; two rounds
   // of refusals after it does, every stream's attempt is one the fleet placed.
@@ -424,8 +418,7 @@ std::vector<std::byte> segment(std::uint16_t source_port, std::uint8_t flags, st
 }  // namespace hostile
 
 TEST_F(TcpStack, HostileSegmentsAreCountedAndCrashNothing) {
-  start_with_perf({"--role", "receive", "--port", "5001"});
-  if (HasFatalFailure() || IsSkipped()) return;
+  ASSERT_TRUE(start_with_perf({"--role", "receive", "--port", "5001"}));
   const bool all_sent = in_namespace(names_.peer_namespace, [&] {
     bool ok = true;
     for (std::uint16_t round = 0; round < 8; ++round) {

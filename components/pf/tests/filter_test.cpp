@@ -18,18 +18,19 @@ constexpr const char* kRules =
     "block all\n"
     "pass in proto tcp from 10.77.0.0/24 to port 5201 keep state\n";
 
-Filter make_filter(TestRegion& region, std::string_view rules) {
+Filter make_filter(TestRegion& region, std::string_view rules, NamedCounterTable& counters) {
   auto table = StateTable::attach(region.span());
   if (!table) {
     ADD_FAILURE() << table.error().message();
     std::abort();
   }
-  return Filter(must_parse(rules), *table);
+  return Filter(must_parse(rules), *table, counters);
 }
 
 TEST(Filter, KeepStateLetsRepliesThroughABlockAll) {
   TestRegion region(StateTable::bytes_for(64));
-  Filter filter = make_filter(region, kRules);
+  NamedCounterTable counters;
+  Filter filter = make_filter(region, kRules, counters);
 
   const PacketSummary syn = tcp(Direction::in, kPeer, 50000, kLocal, 5201, kTcpSyn);
   const PacketSummary syn_ack = tcp(Direction::out, kLocal, 5201, kPeer, 50000, kTcpSyn | kTcpAck);
@@ -56,17 +57,18 @@ TEST(Filter, KeepStateLetsRepliesThroughABlockAll) {
   EXPECT_EQ(filter.decide(tcp(Direction::in, kOutsider, 50000, kLocal, 5201, kTcpSyn), 4).action,
             Action::block);
 
-  EXPECT_EQ(filter.counters.passed, 3u);
-  EXPECT_EQ(filter.counters.blocked, 2u);
-  EXPECT_EQ(filter.counters.state_hits, 2u);
-  EXPECT_EQ(filter.counters.states_inserted, 1u);
-  EXPECT_EQ(filter.counters.state_table_full, 0u);
+  EXPECT_EQ(filter.counters.passed.read(), 3u);
+  EXPECT_EQ(filter.counters.blocked.read(), 2u);
+  EXPECT_EQ(filter.counters.state_hits.read(), 2u);
+  EXPECT_EQ(filter.counters.states_inserted.read(), 1u);
+  EXPECT_EQ(filter.counters.state_table_full.read(), 0u);
   EXPECT_EQ(filter.states().size(), 1u);
 }
 
 TEST(Filter, StatesComeBeforeQuickBlockRules) {
   TestRegion region(StateTable::bytes_for(64));
-  Filter filter = make_filter(region, "pass out proto udp keep state\nblock in quick all\n");
+  NamedCounterTable counters;
+  Filter filter = make_filter(region, "pass out proto udp keep state\nblock in quick all\n", counters);
   const PacketSummary query = udp(Direction::out, kLocal, 40000, kPeer, 53);
   EXPECT_EQ(filter.decide(reply_to(query), 0).action, Action::block);
   EXPECT_EQ(filter.decide(query, 1).action, Action::pass);
@@ -75,20 +77,22 @@ TEST(Filter, StatesComeBeforeQuickBlockRules) {
 
 TEST(Filter, FullTableStillPassesAndCounts) {
   TestRegion region(StateTable::bytes_for(2));
-  Filter filter = make_filter(region, "pass proto udp keep state\n");
+  NamedCounterTable counters;
+  Filter filter = make_filter(region, "pass proto udp keep state\n", counters);
   for (std::uint16_t port = 1; port <= 5; ++port) {
     const Decision decision = filter.decide(udp(Direction::out, kLocal, port, kPeer, 53), port);
     EXPECT_EQ(decision.action, Action::pass);
     EXPECT_TRUE(decision.keep_state);
   }
-  EXPECT_EQ(filter.counters.states_inserted, 2u);
-  EXPECT_EQ(filter.counters.state_table_full, 3u);
-  EXPECT_EQ(filter.counters.passed, 5u);
+  EXPECT_EQ(filter.counters.states_inserted.read(), 2u);
+  EXPECT_EQ(filter.counters.state_table_full.read(), 3u);
+  EXPECT_EQ(filter.counters.passed.read(), 5u);
 }
 
 TEST(Filter, ExpireCountsAndForgets) {
   TestRegion region(StateTable::bytes_for(64));
-  Filter filter = make_filter(region, kRules);
+  NamedCounterTable counters;
+  Filter filter = make_filter(region, kRules, counters);
   const PacketSummary syn = tcp(Direction::in, kPeer, 50000, kLocal, 5201, kTcpSyn);
   ASSERT_EQ(filter.decide(syn, 0).action, Action::pass);
   PacketSummary rst = reply_to(syn);
@@ -96,18 +100,19 @@ TEST(Filter, ExpireCountsAndForgets) {
   EXPECT_TRUE(filter.decide(rst, 10).from_state);
   EXPECT_EQ(filter.expire(10 + kTcpClosingTimeoutMs), 0u);
   EXPECT_EQ(filter.expire(10 + kTcpClosingTimeoutMs + 1), 1u);
-  EXPECT_EQ(filter.counters.expired, 1u);
+  EXPECT_EQ(filter.counters.states_expired.read(), 1u);
   EXPECT_EQ(filter.decide(reply_to(syn), 20 + kTcpClosingTimeoutMs).action, Action::block);
 }
 
 TEST(Filter, ARestartedFilterKeepsTheConnections) {
   TestRegion region(StateTable::bytes_for(64));
   const PacketSummary syn = tcp(Direction::in, kPeer, 50000, kLocal, 5201, kTcpSyn);
+  NamedCounterTable counters;
   {
-    Filter before = make_filter(region, kRules);
+    Filter before = make_filter(region, kRules, counters);
     ASSERT_EQ(before.decide(syn, 0).action, Action::pass);
   }
-  Filter after = make_filter(region, kRules);
+  Filter after = make_filter(region, kRules, counters);
   EXPECT_TRUE(after.states().reused());
   const Decision reply = after.decide(reply_to(syn), 5);
   EXPECT_EQ(reply.action, Action::pass);

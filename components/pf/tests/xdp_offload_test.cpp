@@ -237,7 +237,8 @@ TEST(XdpOffload, OffloadedDropsAreAlwaysFilterBlocks) {
       TestRegion region(StateTable::bytes_for(4));
       auto table = StateTable::attach(region.span());
       ASSERT_TRUE(table);
-      Filter filter(rules, *table);
+      NamedCounterTable counters;
+      Filter filter(rules, *table, counters);
       ASSERT_EQ(filter.decide(packet, 0).action, Action::block) << text << "packet from "
           << wire::format_ipv4(packet.source) << ":" << packet.source_port << " to "
           << wire::format_ipv4(packet.destination) << ":" << packet.destination_port;
@@ -248,7 +249,8 @@ TEST(XdpOffload, OffloadedDropsAreAlwaysFilterBlocks) {
     TestRegion region(StateTable::bytes_for(1024));
     auto table = StateTable::attach(region.span());
     ASSERT_TRUE(table);
-    Filter filter(rules, *table);
+    NamedCounterTable counters;
+    Filter filter(rules, *table, counters);
     std::vector<PacketSummary> sent;
     for (int p = 0; p < 300; ++p) {
       PacketSummary packet = random_packet(random);

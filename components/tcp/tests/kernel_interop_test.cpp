@@ -247,9 +247,10 @@ class NamespacedTun : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (a network namespace and a TUN device)";
-    if (::unshare(CLONE_NEWNET) != 0) GTEST_SKIP() << "cannot make a network namespace: " << std::strerror(errno);
+    // As root, a namespace or TUN device that cannot be made is a broken test machine: a failure.
+    ASSERT_EQ(::unshare(CLONE_NEWNET), 0) << "cannot make a network namespace: " << std::strerror(errno);
     tun_ = ::open("/dev/net/tun", O_RDWR | O_NONBLOCK);
-    if (tun_ < 0) GTEST_SKIP() << "no /dev/net/tun: " << std::strerror(errno);
+    ASSERT_GE(tun_, 0) << "no /dev/net/tun: " << std::strerror(errno);
     ifreq request{};
     request.ifr_flags = IFF_TUN | IFF_NO_PI;
     std::snprintf(request.ifr_name, IFNAMSIZ, "flotcp%d", static_cast<int>(::getpid() % 100000));

@@ -1,0 +1,78 @@
+// The one main() of every supervised component. A program names its component through a small
+// description struct:
+//   struct Program {
+//     static constexpr const char* kName = "flotilla-pf";          // prefix of its stderr lines
+//     static constexpr const char* kDescription = "...";           // its --help
+//     struct Options { ... };
+//     static void declare_options(CLI::App& app, Options& options);
+//     static Status check_options(Options& options);               // optional; before attaching
+//     static WaitPolicy wait_policy(const Options& options);       // optional; shared_core()
+//     static Result<std::unique_ptr<Component>> create(ComponentHost&, ChannelOutputs&, Options&);
+//   };
+//   int main(int argc, char** argv) { return flotilla::component_main<Program>(argc, argv); }
+// Exit codes: 2 for options or configuration that cannot work (create's Errc::invalid_argument),
+// 1 when attaching or building fails otherwise.
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "dataplane/channel_outputs.hpp"
+#include "dataplane/component.hpp"
+#include "dataplane/component_host.hpp"
+
+namespace flotilla {
+
+// The channel named `name`, which the program `program` needs to reach `what` (for the message);
+// Errc::invalid_argument, said on stderr, when the supervisor did not grant it.
+inline Result<std::size_t> required_channel(const char* program, const ChannelOutputs& channels,
+                                            const std::string& name, const char* what) {
+  const std::size_t channel = channels.find(name);
+  if (channel != ChannelOutputs::kNoChannel) return channel;
+  std::fprintf(stderr, "%s: no channel '%s' to %s\n", program, name.c_str(), what);
+  return Error{Errc::invalid_argument, 0, "a required channel is missing"};
+}
+
+template <class Program>
+int component_main(int argc, char** argv) {
+  CLI::App app{Program::kDescription};
+  typename Program::Options options;
+  Program::declare_options(app, options);
+  CLI11_PARSE(app, argc, argv);
+  if constexpr (requires { Program::check_options(options); }) {
+    if (Status checked = Program::check_options(options); !checked) {
+      std::fprintf(stderr, "%s: %s\n", Program::kName, checked.error().message().c_str());
+      return 2;
+    }
+  }
+  WaitPolicy policy = WaitPolicy::shared_core();
+  if constexpr (requires { Program::wait_policy(options); }) policy = Program::wait_policy(options);
+
+  auto attached = ComponentHost::attach(policy);
+  if (!attached) {
+    std::fprintf(stderr, "%s: %s\n", Program::kName, attached.error().message().c_str());
+    return 1;
+  }
+  ComponentHost& host = *attached.value();
+  HostLink link(host);
+  ChannelOutputs channels = ChannelOutputs::of_host(host, link);
+  Result<std::unique_ptr<Component>> created = Program::create(host, channels, options);
+  if (!created) {
+    std::fprintf(stderr, "%s: %s\n", Program::kName, created.error().message().c_str());
+    return created.error().code == Errc::invalid_argument ? 2 : 1;
+  }
+  Component& component = *created.value();
+  ComponentRunner runner(host.loop(), channels, component);
+  if (Status started = runner.start(); !started) {
+    std::fprintf(stderr, "%s: %s\n", Program::kName, started.error().message().c_str());
+    return 1;
+  }
+  host.on_peer_restarted([&component](ComponentId peer, std::uint64_t) { component.on_peer_restarted(peer); });
+  host.run();
+  return 0;
+}
+
+}  // namespace flotilla

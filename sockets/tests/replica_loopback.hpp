@@ -1,0 +1,224 @@
+// TcpSockets against the real TCP replicas (components/tcp/replica_server.hpp), in one process and
+// plain memory: each replica shares a socket region with the application and exchanges messages
+// with it through in-memory queues, as flotilla-tcp's main wires it to channels. In place of IP, a
+// loopback hands every segment a replica sends to the stack's own address back to the replica that
+// claimed its flow (or, for a flow nobody claimed, to one picked by its ports, as IP spreads SYNs),
+// so a connection from the application to its own listener runs the whole protocol on both ends.
+// Time is simulated: it moves only when a test waits.
+#pragma once
+
+#include <array>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "components/tcp/replica_server.hpp"
+#include "dataplane/buffer_pool.hpp"
+#include "dataplane/tests/test_memory.hpp"
+#include "sockets/tcp_sockets.hpp"
+
+namespace flotilla::sockets::testing {
+
+constexpr std::uint32_t kStackAddress = 0x0a000001;  // 10.0.0.1, the replicas' own address
+
+struct LoopbackSettings {
+  std::size_t replicas = 2;
+  std::size_t slots = 8;             // sockets in each replica's region
+  std::size_t ring_bytes = 1u << 16;  // each way, per socket
+};
+
+class ReplicaLoopback {
+ public:
+  explicit ReplicaLoopback(LoopbackSettings settings = {}) : settings_(settings) {
+    auto pool = BufferPool::create(1, 2048, 4096);
+    if (!pool) {
+      ADD_FAILURE() << "buffer pool: " << pool.error().message();
+      return;
+    }
+    pool_ = std::make_unique<BufferPool>(std::move(pool).value());
+    for (std::size_t index = 0; index < settings_.replicas; ++index) {
+      replicas_.push_back(std::make_unique<Replica>(*this, index));
+    }
+    for (std::size_t index = 0; index < settings_.replicas; ++index) start(index);
+    sockets_ = std::make_unique<TcpSockets>(std::make_unique<Links>(*this));
+  }
+
+  TcpSockets& sockets() { return *sockets_; }
+  tcp::ReplicaServer& server(std::size_t replica) { return *replicas_[replica]->server; }
+  std::uint64_t counter(std::size_t replica, std::string_view name) {
+    return replicas_[replica]->counters.counter(name).read();
+  }
+  std::uint64_t now_ns() const { return now_ns_; }
+  // A message to `replica` as if the application had sent it, whatever it says.
+  void send_raw(std::size_t replica, const Message& message) { replicas_[replica]->to_replica.push_back(message); }
+
+  // Moves messages and segments between the application and the replicas until nothing moves.
+  void pump() {
+    for (int round = 0; round < kMaxRounds; ++round) {
+      bool moved = sockets_->flush();
+      for (auto& replica : replicas_) {
+        for (const Message& message : std::exchange(replica->to_replica, {})) {
+          replica->server->on_app_message(0, message, now_ns_);
+          moved = true;
+        }
+      }
+      for (const auto& [from, packet] : std::exchange(wire_, {})) {
+        deliver(from, packet);
+        moved = true;
+      }
+      for (std::size_t index = 0; index < replicas_.size(); ++index) {
+        auto messages = std::exchange(replicas_[index]->to_app, {});
+        if (messages.empty()) continue;
+        sockets_->handle_messages(index, messages);
+        moved = true;
+      }
+      for (auto& replica : replicas_) moved |= replica->server->poll(now_ns_);
+      if (!moved) return;
+    }
+    ADD_FAILURE() << "the replicas were still busy after " << kMaxRounds << " rounds";
+  }
+
+  // Pumps, moving the clock on by a millisecond at a time, until `done` holds or `limit` of
+  // simulated time has passed. `done` may do the application's work (send, recv) as well.
+  template <class Done>
+  bool run_until(Done&& done, std::uint64_t limit_ns = 30'000'000'000) {
+    const std::uint64_t until = now_ns_ + limit_ns;
+    for (;;) {
+      pump();
+      if (done()) return true;
+      if (now_ns_ >= until) return false;
+      now_ns_ += 1'000'000;
+    }
+  }
+
+ private:
+  static constexpr int kMaxRounds = 100'000;
+  static constexpr ComponentId kFirstReplicaId = 11;
+
+  struct Replica;
+
+  // The replica's outputs: segments to the loopback, flow claims to its table, answers to the
+  // application's queue.
+  class Outputs final : public tcp::ReplicaOutputs {
+   public:
+    Outputs(ReplicaLoopback& net, std::size_t index) : net_(net), index_(index) {}
+    bool segment_to_ip(const stack::TransportPacketBody& packet) override {
+      net_.wire_.emplace_back(index_, packet);
+      return true;
+    }
+    bool control_to_ip(const Message& message) override {
+      if (message.kind == stack::kFlowBindingKind) net_.bind(index_, message.read<stack::FlowBindingBody>());
+      return true;
+    }
+    bool to_app(std::size_t app, const Message& message) override {
+      if (app != 0) return false;
+      net_.replicas_[index_]->to_app.push_back(message);
+      return true;
+    }
+
+   private:
+    ReplicaLoopback& net_;
+    std::size_t index_;
+  };
+
+  struct Replica {
+    Replica(ReplicaLoopback& net, std::size_t index)
+        : id(static_cast<ComponentId>(kFirstReplicaId + index)),
+          state(tcp::Engine::table_bytes(kMaxConnections)),
+          region(formats::TcpRegion::bytes_for(net.settings_.slots, net.settings_.ring_bytes)),
+          outputs(net, index) {}
+    ComponentId id;
+    flotilla::testing::PageMemory state;   // the engine's connection table (the state store)
+    flotilla::testing::PageMemory region;  // the socket region shared with the application
+    NamedCounterTable counters;
+    Outputs outputs;
+    std::unique_ptr<tcp::ReplicaServer> server;
+    std::vector<Message> to_replica;  // the application's messages, not yet taken
+    std::vector<Message> to_app;      // the replica's messages, not yet delivered
+  };
+
+  // The application's side: its channel to each replica and the region it shares with it.
+  class Links final : public TcpReplicaLinks {
+   public:
+    explicit Links(ReplicaLoopback& net) : net_(net) {}
+    std::size_t replica_count() const override { return net_.replicas_.size(); }
+    Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) override {
+      auto& queue = net_.replicas_[replica]->to_replica;
+      queue.insert(queue.end(), messages.begin(), messages.end());
+      return messages.size();
+    }
+    std::span<std::byte> region(std::size_t replica) override { return net_.replicas_[replica]->region.bytes(); }
+
+   private:
+    ReplicaLoopback& net_;
+  };
+
+  static constexpr std::size_t kMaxConnections = 64;
+
+  void start(std::size_t index) {
+    Replica& replica = *replicas_[index];
+    tcp::ReplicaSettings settings;
+    settings.index = static_cast<std::uint16_t>(index);
+    settings.count = static_cast<std::uint16_t>(replicas_.size());
+    settings.address = kStackAddress;
+    settings.ring_bytes = settings_.ring_bytes;
+    settings.engine.max_connections = kMaxConnections;
+    const std::array<std::span<std::byte>, 1> apps{replica.region.bytes()};
+    auto created = tcp::ReplicaServer::create(*pool_, replica.id, replica.state.bytes(), apps, settings,
+                                              replica.outputs, replica.counters, 1, now_ns_);
+    if (!created) {
+      ADD_FAILURE() << "replica " << index << ": " << created.error().message();
+      return;
+    }
+    replica.server = std::move(created).value();
+  }
+
+  using FlowKey = std::tuple<std::uint32_t, std::uint16_t, std::uint32_t, std::uint16_t>;
+
+  void bind(std::size_t replica, const stack::FlowBindingBody& binding) {
+    const FlowKey key{binding.local_address, binding.local_port, binding.remote_address, binding.remote_port};
+    if (binding.change == stack::BindingChange::claim) {
+      flows_[key] = replica;
+    } else if (auto found = flows_.find(key); found != flows_.end() && found->second == replica) {
+      flows_.erase(found);
+    }
+  }
+
+  // IP's delivery to its own address: the segment, seen from the receiving end.
+  void deliver(std::size_t from, const stack::TransportPacketBody& sent) {
+    const ComponentId sender = replicas_[from]->id;
+    if (sent.remote_address != kStackAddress) {
+      (void)pool_->free(sender, sent.segment);  // nowhere to go: the loopback has no other host
+      return;
+    }
+    stack::TransportPacketBody arriving = sent;
+    arriving.local_address = sent.remote_address;
+    arriving.local_port = sent.remote_port;
+    arriving.remote_address = sent.local_address;
+    arriving.remote_port = sent.local_port;
+    const FlowKey key{arriving.local_address, arriving.local_port, arriving.remote_address, arriving.remote_port};
+    const auto claimed = flows_.find(key);
+    const std::size_t to = claimed != flows_.end()
+                               ? claimed->second
+                               : (std::size_t{arriving.local_port} + arriving.remote_port) % replicas_.size();
+    if (!pool_->hand_off(sent.segment, sender, replicas_[to]->id)) {
+      ADD_FAILURE() << "a segment's buffer could not be handed from replica " << from << " to " << to;
+      return;
+    }
+    replicas_[to]->server->on_segment(arriving, now_ns_);
+  }
+
+  LoopbackSettings settings_;
+  std::unique_ptr<BufferPool> pool_;
+  std::vector<std::unique_ptr<Replica>> replicas_;
+  std::unique_ptr<TcpSockets> sockets_;
+  std::vector<std::pair<std::size_t, stack::TransportPacketBody>> wire_;  // segments IP has yet to deliver
+  std::map<FlowKey, std::size_t> flows_;                                   // flow -> the replica that claimed it
+  std::uint64_t now_ns_ = 1'000'000'000;
+};
+
+}  // namespace flotilla::sockets::testing
