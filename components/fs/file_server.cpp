@@ -866,7 +866,7 @@ FsMessage FileServer::do_inode_op(const FsMessage& request, std::uint64_t now) {
         }
         inode.size = request.arg0;
       }
-      if (request.arg1 != 0) inode.mtime = request.arg1;
+      inode.mtime = request.arg1 != 0 ? request.arg1 : now;
       return reply;
     case FsOp::chmod:
       inode.mode = (inode.mode & S_IFMT) | static_cast<std::uint32_t>(request.arg0 & 07777);

@@ -43,7 +43,7 @@
 //   trunc         inode, arg0 = size
 //   blocks        inode, arg0 = first block index, arg1 = bytes to allocate up to (0: none) ->
 //                 reply arg0 = blocks the file has, arg1 = size, payload = block ids (u32)
-//   flush         inode, arg0 = the writer's end of file, arg1 = mtime (ns)
+//   flush         inode, arg0 = the writer's end of file, arg1 = mtime (ns; 0: the server's now)
 //   chmod         inode, arg0 = mode;  chown: arg0 = uid, arg1 = gid
 //   fstat         inode -> reply payload = StatRecord
 //   utimens       inode, arg0 = atime, arg1 = mtime (ns; kTimeOmit leaves one as it is)
