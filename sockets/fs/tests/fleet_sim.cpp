@@ -149,6 +149,7 @@ void FleetSim::restart(ServerIndex index) {
     return;
   }
   servers_[index].server = std::move(*server);
+  replayed_ += servers_[index].server->stats().replayed;
   FsMessage notice;
   notice.op = FsOp::invalidate;
   notice.flags = kAll;
@@ -216,6 +217,7 @@ void FleetSim::deliver_one(std::size_t client, ServerIndex server, bool crash_af
     if (header.index + 1 >= header.count) break;  // the message's last chunk
   }
   if (crash_after) {
+    ++swallowed_;
     crash(server);  // it ran the request (and logged it) but its replies never left
   } else {
     out.release();

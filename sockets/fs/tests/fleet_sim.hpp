@@ -62,6 +62,9 @@ class FleetSim {
   void crash(ServerIndex index);
   void restart(ServerIndex index);
   std::uint64_t crashes() const { return crashes_; }
+  // Log records replayed by restarted servers, and crashes that swallowed a request's replies.
+  std::uint64_t replayed() const { return replayed_; }
+  std::uint64_t swallowed() const { return swallowed_; }
   std::uint64_t steps() const { return steps_; }
   std::uint64_t malformed() const;  // summed over the live servers
 
@@ -115,6 +118,8 @@ class FleetSim {
   std::uint64_t now_ns_ = 1'000'000'000;
   std::uint64_t steps_ = 0;
   std::uint64_t crashes_ = 0;
+  std::uint64_t replayed_ = 0;
+  std::uint64_t swallowed_ = 0;
 };
 
 }  // namespace flotilla::fs::testing
