@@ -1,52 +1,19 @@
-// The file fleet's shared buffer cache: file blocks in one shared region (a SharedRegion the
-// supervisor owns, mapped by every server and client), split into one partition per server. A
-// server allocates only from its own partition, so no two servers ever hand out the same block and
-// no lock is shared. Clients get a file's block list from its home server (BLOCKS) and then read
-// and write the blocks themselves.
+// A file server's free list over its partition of the shared buffer cache
+// (components/formats/fs_block_cache.hpp).
 //
 // The free list lives in the server's own memory. It is derived state: a restarted server rebuilds
 // it from the block lists its replayed tables hold (BlockAllocator::reset), lowest block first, so a
 // replay hands out exactly the blocks the original run did.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
 
-#include "components/fs/fs_messages.hpp"
+#include "components/formats/fs_block_cache.hpp"
 #include "dataplane/result.hpp"
 
 namespace flotilla::fs {
-
-using BlockId = std::uint32_t;
-inline constexpr std::size_t kBlockBytes = 4096;
-
-struct BlockRange {
-  BlockId first = 0;
-  std::uint32_t count = 0;
-};
-
-class BlockCache {
- public:
-  // Refuses a region smaller than one block per server, or more servers than kMaxServers.
-  static Result<BlockCache> attach(std::span<std::byte> region, std::uint16_t servers);
-
-  BlockCache() = default;
-  std::uint32_t blocks() const { return blocks_; }
-  std::uint16_t servers() const { return servers_; }
-  // Server `server`'s share: an equal slice, the last one taking the remainder.
-  BlockRange partition(ServerIndex server) const;
-  // The block's bytes; empty for an id outside the region (ids come from other processes).
-  std::span<std::byte> block(BlockId id) const;
-
- private:
-  std::byte* base_ = nullptr;
-  std::uint32_t blocks_ = 0;
-  std::uint16_t servers_ = 0;
-};
-
-inline constexpr std::uint16_t kMaxServers = 256;
 
 // One partition's free list. Sized at construction; allocate and release never allocate memory.
 class BlockAllocator {

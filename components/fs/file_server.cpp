@@ -17,12 +17,6 @@ class NullOutputs final : public ServerOutputs {
   void send(ClientId, const FsMessage&) override {}
 };
 
-std::uint64_t name_hash(std::string_view name) {
-  std::uint64_t hash = 0xcbf29ce484222325ull;
-  for (char c : name) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return hash;
-}
-
 std::uint32_t mode_bits(FileType type) {
   switch (type) {
     case FileType::directory: return S_IFDIR;
@@ -96,12 +90,6 @@ Error corrupt(const char* context) { return Error{Errc::bad_layout, 0, context};
 constexpr std::uint64_t kImageMagic = 0x31474d4953465346ull;  // "FSFSIMG1"
 
 }  // namespace
-
-ServerIndex entry_server(InodeNumber directory, bool distributed, std::string_view name,
-                         std::uint16_t servers) {
-  if (!distributed || servers <= 1) return home_of(directory);
-  return static_cast<ServerIndex>(mix64(directory ^ mix64(name_hash(name))) % servers);
-}
 
 FileServer::FileServer(const ServerConfig& config, BlockCache cache)
     : config_(config), cache_(cache), allocator_(cache.partition(config.self)) {}

@@ -30,15 +30,11 @@
 #include <vector>
 
 #include "components/fs/block_cache.hpp"
-#include "components/fs/fs_messages.hpp"
+#include "components/formats/fs_messages.hpp"
 #include "components/fs/state_log.hpp"
 #include "dataplane/result.hpp"
 
 namespace flotilla::fs {
-
-// The server that holds (directory, name)'s entry.
-ServerIndex entry_server(InodeNumber directory, bool distributed, std::string_view name,
-                         std::uint16_t servers);
 
 class ServerOutputs {
  public:

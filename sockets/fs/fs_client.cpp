@@ -8,7 +8,6 @@
 #include <cstring>
 #include <deque>
 
-#include "components/fs/file_server.hpp"
 
 namespace flotilla::fs {
 namespace {

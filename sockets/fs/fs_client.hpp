@@ -31,8 +31,8 @@
 #include <string_view>
 #include <vector>
 
-#include "components/fs/block_cache.hpp"
-#include "components/fs/fs_messages.hpp"
+#include "components/formats/fs_block_cache.hpp"
+#include "components/formats/fs_messages.hpp"
 #include "dataplane/result.hpp"
 
 namespace flotilla::fs {

@@ -1,4 +1,4 @@
-#include "components/fs/fs_messages.hpp"
+#include "components/formats/fs_messages.hpp"
 
 #include <gtest/gtest.h>
 
