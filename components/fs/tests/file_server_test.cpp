@@ -358,6 +358,48 @@ TEST(FileServer, MalformedInputIsCountedAndDropped) {
   EXPECT_EQ(fleet.call(0, open_create(kRootInode, "fine", false)).status, 0);
 }
 
+TEST(FileServer, RmdirMarksAndLocksSurviveARestartBetweenPhases) {
+  Fleet fleet(2);
+  const ServerIndex home = where(kRootInode, "d", true, 2);
+  FsMessage mkdir = by_name(FsOp::mkdir, kRootInode, "d", true);
+  mkdir.arg1 = 1;
+  const InodeNumber d = fleet.call(home, mkdir).inode;
+  ASSERT_EQ(fleet.call(home, on_inode(FsOp::rmdir_lock, d)).status, 0);
+  for (ServerIndex s = 0; s < 2; ++s) ASSERT_EQ(fleet.call(s, on_inode(FsOp::rmdir_mark, d)).status, 0);
+  for (ServerIndex s = 0; s < 2; ++s) {
+    ASSERT_TRUE(fleet.restart(s));
+    EXPECT_TRUE(fleet.server(s).marked(d));
+  }
+  // Another client's rmdir of the same directory waits for the lock the restart kept.
+  FsMessage other_lock = on_inode(FsOp::rmdir_lock, d);
+  other_lock.client = 8;
+  EXPECT_EQ(fleet.call(home, other_lock).op, FsOp::none);
+  for (ServerIndex s = 0; s < 2; ++s) ASSERT_EQ(fleet.call(s, on_inode(FsOp::rmdir_commit, d)).status, 0);
+  for (ServerIndex s = 0; s < 2; ++s) {
+    EXPECT_TRUE(fleet.server(s).removed(d));
+    EXPECT_FALSE(fleet.server(s).marked(d));
+  }
+  EXPECT_FALSE(fleet.server(home).holds_inode(d));
+}
+
+TEST(FileServer, AGoneClientsDescriptorsCloseAndItsOrphansGo) {
+  Fleet fleet(1);
+  FsMessage create = open_create(kRootInode, "f", false);
+  create.client = 6;
+  const FsMessage opened = fleet.call(0, create);
+  ASSERT_EQ(opened.status, 0);
+  FsMessage unlink = by_name(FsOp::rm_map, kRootInode, "f", false);
+  ASSERT_EQ(fleet.call(0, unlink).status, 0);
+  EXPECT_TRUE(fleet.server(0).holds_inode(opened.inode));
+  Collect out;
+  fleet.server(0).client_gone(6, 2000, out);
+  EXPECT_EQ(fleet.server(0).descriptor_count(), 0u);
+  EXPECT_FALSE(fleet.server(0).holds_inode(opened.inode));
+  ASSERT_TRUE(fleet.restart(0));  // the notice was logged like any change
+  EXPECT_EQ(fleet.server(0).descriptor_count(), 0u);
+  EXPECT_FALSE(fleet.server(0).holds_inode(opened.inode));
+}
+
 TEST(FileServer, HostileStateRegionGivesAnErrorNeverACrash) {
   std::mt19937_64 random(5);
   for (int round = 0; round < 100; ++round) {
