@@ -193,10 +193,13 @@ std::vector<std::byte> FileServer::image() const {
     w.put(entry.inode);
     w.put(entry.type);
   }
-  for (const auto* set : {&marked_, &removed_}) {
-    w.put(static_cast<std::uint64_t>(set->size()));
-    for (InodeNumber directory : *set) w.put(directory);
+  w.put(static_cast<std::uint64_t>(marked_.size()));
+  for (const auto& [directory, client] : marked_) {
+    w.put(directory);
+    w.put(client);
   }
+  w.put(static_cast<std::uint64_t>(removed_.size()));
+  for (InodeNumber directory : removed_) w.put(directory);
   w.put(static_cast<std::uint64_t>(rmdir_locks_.size()));
   for (const auto& [directory, client] : rmdir_locks_) {
     w.put(directory);
@@ -280,13 +283,18 @@ Status FileServer::load(std::span<const std::byte> image) {
     }
     entries_.emplace(std::move(key), entry);
   }
-  for (auto* set : {&marked_, &removed_}) {
-    if (!r.get_count(count, 8)) return corrupt("fs checkpoint: directory set");
-    for (std::uint64_t i = 0; i < count; ++i) {
-      InodeNumber directory = 0;
-      if (!r.get(directory)) return corrupt("fs checkpoint: directory set");
-      set->insert(directory);
-    }
+  if (!r.get_count(count, 12)) return corrupt("fs checkpoint: marks");
+  for (std::uint64_t i = 0; i < count; ++i) {
+    InodeNumber directory = 0;
+    ClientId client = 0;
+    if (!r.get(directory) || !r.get(client)) return corrupt("fs checkpoint: marks");
+    marked_[directory] = client;
+  }
+  if (!r.get_count(count, 8)) return corrupt("fs checkpoint: removed directories");
+  for (std::uint64_t i = 0; i < count; ++i) {
+    InodeNumber directory = 0;
+    if (!r.get(directory)) return corrupt("fs checkpoint: removed directories");
+    removed_.insert(directory);
   }
   if (!r.get_count(count, 12)) return corrupt("fs checkpoint: lock count");
   for (std::uint64_t i = 0; i < count; ++i) {
@@ -559,7 +567,7 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
     case FsOp::rmdir_mark:
       if (removed_.contains(directory)) return reply_to(request, -ENOENT);
       if (has_entries()) return reply_to(request, -ENOTEMPTY);
-      marked_.insert(directory);
+      marked_[directory] = request.client;
       return reply_to(request, 0);
     case FsOp::rmdir_commit:
       if (has_entries()) return reply_to(request, -ENOTEMPTY);  // unmarked, so never here
@@ -736,6 +744,7 @@ FsMessage FileServer::do_descriptor_op(const FsMessage& request, std::uint64_t n
     }
     for (std::uint64_t id : ids) close_descriptor(id);
     std::erase_if(rmdir_locks_, [&](const auto& lock) { return lock.second == request.client; });
+    std::erase_if(marked_, [&](const auto& mark) { return mark.second == request.client; });
     return reply_to(request, 0);
   }
   auto found = descriptors_.find(request.arg0);

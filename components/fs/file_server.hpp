@@ -8,7 +8,8 @@
 //     are spread over the servers by entry_server(); other directories keep theirs at home;
 //   - descriptors (open-file state) with their holder count and, once shared, the offset;
 //   - rmdir's three phases: a per-directory lock at the home server, marks, and the set of
-//     directories removed here (creates into them fail with ENOENT);
+//     directories removed here (creates into them fail with ENOENT). A client that dies mid-way
+//     loses its lock and its marks (client_gone), so held creates go ahead;
 //   - who looked each name up, so rename, unlink and rmdir can invalidate their caches.
 //
 // Crash safety: every request that changes anything is logged (StateLog) before it runs, and runs
@@ -167,7 +168,7 @@ class FileServer {
   std::uint64_t next_descriptor_ = 1;
   std::map<InodeNumber, Inode> inodes_;
   std::map<EntryKey, Entry> entries_;
-  std::set<InodeNumber> marked_;
+  std::map<InodeNumber, ClientId> marked_;  // directory -> the client whose rmdir marked it
   std::set<InodeNumber> removed_;
   std::map<InodeNumber, ClientId> rmdir_locks_;
   std::map<std::uint64_t, Descriptor> descriptors_;

@@ -382,6 +382,28 @@ TEST(FileServer, RmdirMarksAndLocksSurviveARestartBetweenPhases) {
   EXPECT_FALSE(fleet.server(home).holds_inode(d));
 }
 
+TEST(FileServer, AGoneClientsMarksGoAndHeldCreatesProceed) {
+  Fleet fleet(1);
+  const InodeNumber d = fleet.call(0, by_name(FsOp::mkdir, kRootInode, "d", false)).inode;
+  FsMessage lock = on_inode(FsOp::rmdir_lock, d);
+  lock.client = 6;
+  ASSERT_EQ(fleet.call(0, lock).status, 0);
+  FsMessage mark = on_inode(FsOp::rmdir_mark, d);
+  mark.client = 6;
+  ASSERT_EQ(fleet.call(0, mark).status, 0);
+  FsMessage create = open_create(d, "x", false);
+  create.client = 7;
+  create.request = 500;
+  EXPECT_EQ(fleet.call(0, create).op, FsOp::none);  // held
+  Collect out;
+  fleet.server(0).client_gone(6, 3000, out);
+  EXPECT_FALSE(fleet.server(0).marked(d));
+  bool created = false;
+  for (const Sent& sent : out.sent) created |= sent.to == 7 && sent.message.status == 0;
+  EXPECT_TRUE(created);
+  EXPECT_EQ(fleet.server(0).entries_of(d).size(), 1u);
+}
+
 TEST(FileServer, AGoneClientsDescriptorsCloseAndItsOrphansGo) {
   Fleet fleet(1);
   FsMessage create = open_create(kRootInode, "f", false);
