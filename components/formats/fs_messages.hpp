@@ -18,8 +18,9 @@
 //                 when it holds one, otherwise marks it and holds creates into it back
 //   rmdir_commit  inode: the directory is gone here (the home server also frees it and unlocks)
 //   rmdir_abort   inode: unmark (the home server also unlocks)
-//   dirent        inode, name = the last name seen ("" first) -> reply name, inode, arg1 = type;
-//                 flags kEnd when there is no further entry here
+//   dirent        inode, name = the last name seen ("" first) -> reply payload = as many entries
+//                 as fit (DirentRecord, read with for_each_dirent), in name order; flags kEnd
+//                 when no further entry is left here
 //   add_map       inode, name, arg0 = target inode, arg1 = type, flags kReplace (rename) ->
 //                 reply arg0 = the inode the entry named before (0: none)
 //   rm_map        inode, name, arg0 = expected inode (0: any), flags kDirOk (rmdir's own entry),
@@ -166,6 +167,15 @@ Result<FsMessage> decode(std::span<const std::byte> bytes);
 
 // A reply to `request` with `status` (0 or -errno).
 FsMessage reply_to(const FsMessage& request, int status);
+
+// ---- DIRENT's records: inode (8 bytes), type word (2), name length (1), name ----
+inline constexpr std::size_t kDirentHeaderBytes = 11;
+// Appends one entry to a dirent reply; false (and nothing added) when it does not fit.
+bool put_dirent(FsMessage& reply, std::string_view name, InodeNumber inode, std::uint64_t type);
+// Calls visit(name, inode, type word) for each entry of a dirent reply; false when the payload is
+// malformed (a record past the end, a bad name or type), after visiting the entries before it.
+template <class Visit>
+bool for_each_dirent(const FsMessage& reply, Visit&& visit);
 
 // ---- FSTAT's record ----
 struct StatRecord {
@@ -395,6 +405,43 @@ inline FsMessage reply_to(const FsMessage& request, int status) {
   reply.inode = request.inode;
   reply.status = static_cast<std::int16_t>(status);
   return reply;
+}
+
+inline bool put_dirent(FsMessage& reply, std::string_view name, InodeNumber inode,
+                       std::uint64_t type) {
+  const std::size_t need = kDirentHeaderBytes + name.size();
+  if (name.size() > kMaxNameBytes || reply.payload_length + need > kMaxPayload) return false;
+  auto out = std::as_writable_bytes(std::span(reply.payload));
+  std::size_t at = reply.payload_length;
+  fs_detail::put(out, at, inode);
+  fs_detail::put(out, at, static_cast<std::uint16_t>(type));
+  fs_detail::put(out, at, static_cast<std::uint8_t>(name.size()));
+  std::memcpy(out.data() + at, name.data(), name.size());
+  reply.payload_length = static_cast<std::uint16_t>(at + name.size());
+  return true;
+}
+
+template <class Visit>
+bool for_each_dirent(const FsMessage& reply, Visit&& visit) {
+  if (reply.name_length != 0 || reply.payload_length > kMaxPayload) return false;
+  const auto in = std::as_bytes(std::span(reply.payload.data(), reply.payload_length));
+  std::size_t at = 0;
+  while (at < in.size()) {
+    if (in.size() - at < kDirentHeaderBytes) return false;
+    const auto inode = fs_detail::get<std::uint64_t>(in, at);
+    const auto type = fs_detail::get<std::uint16_t>(in, at);
+    const auto length = fs_detail::get<std::uint8_t>(in, at);
+    if (in.size() - at < length) return false;
+    const std::string_view name(reply.payload.data() + at, length);
+    at += length;
+    const FileType kind = type_of_word(type);
+    if (!valid_name(name) || inode == 0 || kind == FileType::none ||
+        static_cast<std::uint8_t>(kind) > kLastFileType) {
+      return false;
+    }
+    visit(name, inode, static_cast<std::uint64_t>(type));
+  }
+  return true;
 }
 
 inline void put_stat(FsMessage& reply, const StatRecord& stat) {

@@ -595,13 +595,10 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
 FsMessage FileServer::do_dirent(const FsMessage& request) const {
   FsMessage reply = reply_to(request, 0);
   auto it = entries_.upper_bound(EntryKey(request.inode, std::string(request.name())));
-  if (it == entries_.end() || it->first.first != request.inode) {
-    reply.flags = kEnd;
-    return reply;
+  for (; it != entries_.end() && it->first.first == request.inode; ++it) {
+    if (!put_dirent(reply, it->first.second, it->second.inode, it->second.type)) return reply;
   }
-  reply.set_name(it->first.second);
-  reply.inode = it->second.inode;
-  reply.arg1 = it->second.type;
+  reply.flags = kEnd;
   return reply;
 }
 

@@ -716,9 +716,16 @@ int Client::readdir(std::string_view path, std::vector<DirEntry>& out) {
     for (std::size_t i = 0; i < messages.size(); ++i) {
       const FsMessage& reply = messages[i];
       if (reply.status != 0) return reply.status;
+      std::string last;
+      const bool parsed = for_each_dirent(reply, [&](std::string_view name, InodeNumber inode,
+                                                     std::uint64_t type) {
+        out.push_back(DirEntry{std::string(name), inode, type_of_word(type)});
+        last = name;
+      });
+      if (!parsed) return -EIO;
       if ((reply.flags & kEnd) != 0) continue;
-      out.push_back(DirEntry{std::string(reply.name()), reply.inode, type_of_word(reply.arg1)});
-      next.push_back({cursors[i].server, std::string(reply.name())});
+      if (last.empty()) return -EIO;  // no entry and no end: the server would be asked forever
+      next.push_back({cursors[i].server, std::move(last)});
     }
     cursors = std::move(next);
   }

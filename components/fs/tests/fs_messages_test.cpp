@@ -80,6 +80,33 @@ TEST(FsMessages, StatRecordRoundTrips) {
   EXPECT_FALSE(stat_of(empty).ok());
 }
 
+TEST(FsMessages, DirentRepliesPackEntriesUntilFull) {
+  FsMessage reply = reply_to(named(FsOp::dirent, "x"), 0);
+  int packed = 0;
+  while (put_dirent(reply, "entry-" + std::to_string(packed), make_inode(1, 10 + packed),
+                    type_word(FileType::regular, false))) {
+    ++packed;
+  }
+  EXPECT_GT(packed, 20);
+  auto back = round_trip(reply);
+  ASSERT_TRUE(back);
+  int seen = 0;
+  EXPECT_TRUE(for_each_dirent(*back, [&](std::string_view name, InodeNumber inode, std::uint64_t type) {
+    EXPECT_EQ(name, "entry-" + std::to_string(seen));
+    EXPECT_EQ(inode, make_inode(1, 10 + seen));
+    EXPECT_EQ(type_of_word(type), FileType::regular);
+    ++seen;
+  }));
+  EXPECT_EQ(seen, packed);
+  // A record cut short, or naming "..", is malformed.
+  FsMessage cut = *back;
+  cut.payload_length = static_cast<std::uint16_t>(cut.payload_length - 1);
+  EXPECT_FALSE(for_each_dirent(cut, [](auto, auto, auto) {}));
+  FsMessage dots = reply_to(named(FsOp::dirent, "x"), 0);
+  ASSERT_TRUE(put_dirent(dots, "..", make_inode(0, 5), type_word(FileType::directory, false)));
+  EXPECT_FALSE(for_each_dirent(dots, [](auto, auto, auto) {}));
+}
+
 TEST(FsMessages, BadNamesAreRefused) {
   for (std::string_view bad : {std::string_view(""), std::string_view("."), std::string_view(".."), std::string_view("a/b"), std::string_view("a\0b", 3)}) {
     FsMessage message;

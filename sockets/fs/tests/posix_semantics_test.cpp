@@ -88,7 +88,7 @@ TEST_P(PosixSemantics, ReaddirListsEveryEntryOnce) {
   check([](FsApi& a, FsApi& b) {
     ASSERT_EQ(a.mkdir("d", true), 0);
     std::set<std::string> made;
-    for (int i = 0; i < 40; ++i) {
+    for (int i = 0; i < 150; ++i) {  // more than one dirent reply holds, from every server
       const std::string name = "entry" + std::to_string(i);
       ASSERT_EQ(a.spit("d/" + name, name), 0);
       made.insert(name);
@@ -99,6 +99,12 @@ TEST_P(PosixSemantics, ReaddirListsEveryEntryOnce) {
     ASSERT_EQ(b.readdir("d", names), 0);
     EXPECT_EQ(names.size(), made.size());
     EXPECT_EQ(std::set<std::string>(names.begin(), names.end()), made);
+    ASSERT_EQ(a.mkdir("flat"), 0);
+    for (int i = 0; i < 60; ++i) ASSERT_EQ(a.spit("flat/" + std::string(30, 'l') + std::to_string(i), ""), 0);
+    std::vector<std::string> flat;
+    ASSERT_EQ(b.readdir("flat", flat), 0);
+    EXPECT_EQ(std::set<std::string>(flat.begin(), flat.end()).size(), 60u);
+    EXPECT_EQ(flat.size(), 60u);
     std::vector<std::string> none;
     EXPECT_EQ(b.readdir("d/entry1", none), -ENOTDIR);
     EXPECT_EQ(b.readdir("missing", none), -ENOENT);
