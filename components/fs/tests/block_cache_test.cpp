@@ -1,5 +1,7 @@
 #include "components/fs/block_cache.hpp"
 
+#include "dataplane/shared_region.hpp"
+
 #include <gtest/gtest.h>
 
 #include <set>
@@ -23,6 +25,16 @@ TEST(BlockCache, PartitionsCoverTheRegionWithoutOverlap) {
   EXPECT_EQ(cache->block(102).size(), kBlockBytes);
   EXPECT_TRUE(cache->block(103).empty());
   EXPECT_TRUE(cache->block(~0u).empty());
+}
+
+TEST(BlockCache, LivesInASharedRegion) {
+  auto region = SharedRegion::create("fs-block-cache-test", 16 * kBlockBytes);
+  ASSERT_TRUE(region.ok());
+  auto cache = BlockCache::attach(region->bytes(), 2);
+  ASSERT_TRUE(cache.ok());
+  EXPECT_EQ(cache->blocks(), 16u);
+  cache->block(9)[0] = std::byte{42};
+  EXPECT_EQ(region->data()[9 * kBlockBytes], std::byte{42});
 }
 
 TEST(BlockCache, RefusesUnusableRegions) {

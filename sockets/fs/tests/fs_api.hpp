@@ -40,6 +40,8 @@ class FsApi {
   virtual int truncate(const std::string& path, std::uint64_t size) = 0;
   virtual int chmod(const std::string& path, unsigned mode) = 0;
   virtual int mode_of(const std::string& path) = 0;  // permission bits, or -errno
+  virtual int utimens(const std::string& path, std::uint64_t atime_ns, std::uint64_t mtime_ns) = 0;
+  virtual long long mtime_of(const std::string& path) = 0;  // ns, or -errno
   virtual int symlink(const std::string& target, const std::string& path) = 0;
   virtual int readlink(const std::string& path, std::string& out) = 0;
 
@@ -140,6 +142,17 @@ class PosixApi final : public FsApi {
     if (::stat(at(path).c_str(), &st) < 0) return -errno;
     return static_cast<int>(st.st_mode & 07777);
   }
+  int utimens(const std::string& path, std::uint64_t atime_ns, std::uint64_t mtime_ns) override {
+    const timespec times[2] = {
+        {static_cast<time_t>(atime_ns / 1'000'000'000), static_cast<long>(atime_ns % 1'000'000'000)},
+        {static_cast<time_t>(mtime_ns / 1'000'000'000), static_cast<long>(mtime_ns % 1'000'000'000)}};
+    return err(::utimensat(AT_FDCWD, at(path).c_str(), times, 0));
+  }
+  long long mtime_of(const std::string& path) override {
+    struct stat st {};
+    if (::stat(at(path).c_str(), &st) < 0) return -errno;
+    return static_cast<long long>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  }
   int symlink(const std::string& target, const std::string& path) override {
     return err(::symlink(target.c_str(), at(path).c_str()));
   }
@@ -222,6 +235,14 @@ class FleetApi final : public FsApi {
     FileStat st;
     const int rc = c_->stat(p(path), st);
     return rc < 0 ? rc : static_cast<int>(st.mode & 07777);
+  }
+  int utimens(const std::string& path, std::uint64_t atime_ns, std::uint64_t mtime_ns) override {
+    return c_->utimens(p(path), atime_ns, mtime_ns);
+  }
+  long long mtime_of(const std::string& path) override {
+    FileStat st;
+    const int rc = c_->stat(p(path), st);
+    return rc < 0 ? rc : static_cast<long long>(st.mtime_ns);
   }
   int symlink(const std::string& target, const std::string& path) override {
     return c_->symlink(target, p(path));

@@ -204,6 +204,10 @@ TEST_P(PosixSemantics, TruncateChmodAndSymlinks) {
     ASSERT_EQ(a.close(fd), 0);
     ASSERT_EQ(a.chmod("t", 0600), 0);
     EXPECT_EQ(b.mode_of("t"), 0600);
+    const std::uint64_t when = 1'600'000'000'123'456'789ull;
+    ASSERT_EQ(a.utimens("t", when, when), 0);
+    EXPECT_EQ(b.mtime_of("t"), static_cast<long long>(when));
+    EXPECT_EQ(a.utimens("missing", when, when), -ENOENT);
     ASSERT_EQ(a.mkdir("real"), 0);
     ASSERT_EQ(a.spit("real/file", "through a link"), 0);
     ASSERT_EQ(a.symlink("real", "link"), 0);
