@@ -123,7 +123,7 @@ int Client::readlink_inode(InodeNumber inode, std::string& out) {
 }
 
 int Client::walk(std::string_view path, const DirRef* start, DirRef& parent, std::string& name,
-                 std::string* parent_path) {
+                 std::string* parent_path, std::vector<InodeNumber>* chain) {
   if (path.empty()) return -ENOENT;
   if (path.size() > kMaxPathBytes) return -ENAMETOOLONG;
   if (parent_path != nullptr) {
@@ -132,6 +132,7 @@ int Client::walk(std::string_view path, const DirRef* start, DirRef& parent, std
   }
   const DirRef root{kRootInode, options_.root_distributed && transport_->servers() > 1};
   DirRef current = start != nullptr && path.front() != '/' ? *start : root;
+  name.clear();
   std::vector<DirRef> stack;
   std::deque<std::string> pending;
   for (auto& part : split(path)) pending.push_back(std::move(part));
@@ -150,7 +151,7 @@ int Client::walk(std::string_view path, const DirRef* start, DirRef& parent, std
     if (pending.empty()) {
       parent = current;
       name = std::move(component);
-      return 0;
+      break;
     }
     Found found;
     if (int error = lookup(current, component, found); error != 0) return error;
@@ -171,8 +172,12 @@ int Client::walk(std::string_view path, const DirRef* start, DirRef& parent, std
     stack.push_back(current);
     current = DirRef{found.inode, distributed_of_word(found.type)};
   }
-  parent = current;
-  name.clear();
+  if (pending.empty() && name.empty()) parent = current;
+  if (chain != nullptr) {
+    chain->clear();
+    for (const DirRef& directory : stack) chain->push_back(directory.inode);
+    chain->push_back(parent.inode);
+  }
   return 0;
 }
 
@@ -642,12 +647,32 @@ int Client::rename(std::string_view from, std::string_view to) {
   std::string source_name;
   DirRef target;
   std::string target_name;
-  if (int error = walk(from, nullptr, source, source_name, nullptr); error != 0) return error;
-  if (int error = walk(to, nullptr, target, target_name, nullptr); error != 0) return error;
+  std::vector<InodeNumber> source_chain;
+  std::vector<InodeNumber> target_chain;
+  if (int error = walk(from, nullptr, source, source_name, nullptr, &source_chain); error != 0) {
+    return error;
+  }
+  if (int error = walk(to, nullptr, target, target_name, nullptr, &target_chain); error != 0) {
+    return error;
+  }
   if (source_name.empty() || target_name.empty()) return -EBUSY;
   Found found;
   if (int error = lookup(source, source_name, found); error != 0) return error;
   if (source.inode == target.inode && source_name == target_name) return 0;
+  // As Linux: a directory cannot move into its own subtree, and nothing replaces an ancestor of
+  // the source (which is never empty).
+  auto in = [](const std::vector<InodeNumber>& chain, InodeNumber inode) {
+    return std::find(chain.begin(), chain.end(), inode) != chain.end();
+  };
+  if (type_of_word(found.type) == FileType::directory && in(target_chain, found.inode)) {
+    return -EINVAL;
+  }
+  if (in(source_chain, target.inode)) {
+    Found replaced;
+    if (lookup(target, target_name, replaced) == 0 && in(source_chain, replaced.inode)) {
+      return -ENOTEMPTY;
+    }
+  }
   const std::uint16_t servers = transport_->servers();
 
   // The new name first (ADD_MAP replaces atomically at its server), then the old one goes.

@@ -163,8 +163,9 @@ class Client {
   int readlink_inode(InodeNumber inode, std::string& out);
   // Resolves `path`'s directory part, relative paths from `start` (the root when null); `name` is
   // the last component ("" when the path names a directory itself, like "/").
+  // `chain`, when given, receives the directories from the root down to `parent`.
   int walk(std::string_view path, const DirRef* start, DirRef& parent, std::string& name,
-           std::string* parent_path);
+           std::string* parent_path, std::vector<InodeNumber>* chain = nullptr);
   int resolve(std::string_view path, bool follow_last, Found& out);
   int describe(const Found& found, int flags, std::uint64_t descriptor, std::uint64_t size);
   Description* description(int fd);

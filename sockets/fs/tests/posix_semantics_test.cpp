@@ -141,6 +141,8 @@ TEST_P(PosixSemantics, RenameReplacesTheTarget) {
     EXPECT_EQ(a.rename("missing", "x"), -ENOENT);
     ASSERT_EQ(a.mkdir("empty"), 0);
     EXPECT_EQ(a.rename("dir/moved", "empty"), -EISDIR);
+    EXPECT_EQ(a.rename("dir", "dir/inside"), -EINVAL);  // into its own subtree
+    EXPECT_EQ(a.rename("dir/moved", "dir"), -ENOTEMPTY);  // over its own ancestor
   });
 }
 
