@@ -112,8 +112,8 @@ void run_operations(FsApi& api, std::uint64_t seed, Trace& trace) {
   for (const std::string& dir : dirs) trace.push_back("final " + dir + " " + sorted_listing(dir));
 }
 
-TEST(Differential, RandomOperationsAgreeWithTmpfs) {
-  for (std::uint64_t seed = 1; seed <= kSeeds; ++seed) {
+void compare_with_tmpfs(std::uint64_t seed, double crash_chance) {
+  {
     Trace expected;
     const std::string dir = temporary_directory();
     ASSERT_FALSE(dir.empty());
@@ -126,6 +126,8 @@ TEST(Differential, RandomOperationsAgreeWithTmpfs) {
     Trace found;
     SimOptions options;
     options.seed = seed;
+    options.crash_chance = crash_chance;
+    options.state_bytes = 256 * 1024;
     FleetSim sim(options);
     ASSERT_TRUE(sim.run_one(0, [&](Client& client) {
       FleetApi fleet(client);
@@ -135,7 +137,20 @@ TEST(Differential, RandomOperationsAgreeWithTmpfs) {
     for (std::size_t i = 0; i < expected.size(); ++i) {
       ASSERT_EQ(found[i], expected[i]) << "seed " << seed;
     }
+    if (crash_chance > 0) {
+      EXPECT_GT(sim.crashes(), 0u) << "seed " << seed;
+    }
   }
+}
+
+TEST(Differential, RandomOperationsAgreeWithTmpfs) {
+  for (std::uint64_t seed = 1; seed <= kSeeds; ++seed) compare_with_tmpfs(seed, 0.0);
+}
+
+// Servers crash at random points during the same operations, and the program still sees exactly
+// what tmpfs gave: no wrong answer, no lost or doubled change.
+TEST(Differential, CrashesAreInvisibleToThePrograms) {
+  for (std::uint64_t seed = 1; seed <= kSeeds; ++seed) compare_with_tmpfs(500 + seed, 0.02);
 }
 
 }  // namespace
