@@ -346,6 +346,13 @@ ssize_t Client::pread(int fd, std::span<std::byte> out, std::uint64_t offset) {
   Description* d = description(fd);
   if (d == nullptr || !reads(d->flags)) return -EBADF;
   if (d->type == FileType::directory) return -EISDIR;
+  if (d->shared) {
+    // Other holders write too: take the size, and the blocks, from the server.
+    FileStat stat;
+    if (int error = stat_inode(d->inode, stat); error != 0) return error;
+    d->size = stat.size;
+    d->blocks.clear();
+  }
   const std::uint64_t size = std::max(d->size, d->written_end);
   if (offset >= size || out.empty()) return 0;
   const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), size - offset));
@@ -383,6 +390,7 @@ ssize_t Client::read(int fd, std::span<std::byte> out) {
   const std::uint64_t offset = reply.arg0;
   const std::size_t length = static_cast<std::size_t>(std::min<std::uint64_t>(reply.arg1, out.size()));
   d->size = reply.arg2;
+  d->blocks.clear();  // another holder may have truncated the file since
   if (length > 0) {
     if (int error = fetch_blocks(*d, offset + length, false); error != 0) return error;
     if (int error = copy(*d, offset, out.first(length), {}); error != 0) return error;
@@ -411,6 +419,7 @@ ssize_t Client::write(int fd, std::span<const std::byte> data) {
   if (int error = call_status(home_of(d->inode), message, &reply); error != 0) return error;
   const std::uint64_t offset = reply.arg0;
   d->size = reply.arg2;
+  if (d->shared) d->blocks.clear();  // another holder may have truncated the file since
   if (int error = fetch_blocks(*d, offset + data.size(), false); error != 0) return error;
   if (int error = copy(*d, offset, {}, data); error != 0) return error;
   if (!d->shared || (reply.flags & kSoleHolder) != 0) {

@@ -288,6 +288,8 @@ TEST(SharedDescriptors, HaresExampleOnTheFleet) {
     ASSERT_GE(inherited, 0);
     const std::string hello = "hello\n";
     ASSERT_EQ(child.write(inherited, std::as_bytes(std::span(hello.data(), hello.size()))), 6);
+    std::array<std::byte, 16> seen{};
+    EXPECT_EQ(child.pread(inherited, seen, 0), -EBADF);  // opened write-only
     ASSERT_EQ(child.close(inherited), 0);
     const std::string world = "world.\n";
     ASSERT_EQ(parent.write(fd, std::as_bytes(std::span(world.data(), world.size()))), 7);
@@ -297,6 +299,39 @@ TEST(SharedDescriptors, HaresExampleOnTheFleet) {
     std::string out;
     ASSERT_EQ(api.slurp("out", out), 0);
     EXPECT_EQ(out, "hello\nworld.\n");
+  }));
+}
+
+// A descriptor shared for reading: each holder's read moves the one offset at the server, and
+// pread sees what the other holder wrote.
+TEST(SharedDescriptors, ReadsShareOneOffset) {
+  FleetSim sim(SimOptions{});
+  ASSERT_TRUE(sim.run_one(0, [&](Client& parent) {
+    FleetApi api(parent);
+    ASSERT_EQ(api.spit("data", "0123456789"), 0);
+    const int fd = parent.open("/data", O_RDWR);
+    ASSERT_GE(fd, 0);
+    SharedDescriptor shared;
+    ASSERT_EQ(parent.share(fd, sim.client_id(1), shared), 0);
+    Client& child = sim.client(1);
+    const int inherited = child.inherit(shared);
+    ASSERT_GE(inherited, 0);
+    std::array<std::byte, 4> buffer{};
+    ASSERT_EQ(child.read(inherited, buffer), 4);
+    ASSERT_EQ(parent.read(fd, buffer), 4);
+    EXPECT_EQ(std::to_integer<char>(buffer[0]), '4');
+    const std::string more = "ABCDEF";
+    ASSERT_EQ(parent.pwrite(fd, std::as_bytes(std::span(more.data(), more.size())), 10), 6);
+    ASSERT_EQ(parent.fsync(fd), 0);
+    std::array<std::byte, 16> all{};
+    EXPECT_EQ(child.pread(inherited, all, 0), 16);
+    EXPECT_EQ(std::to_integer<char>(all[15]), 'F');
+    ASSERT_EQ(child.close(inherited), 0);
+    ASSERT_EQ(parent.read(fd, buffer), 4);  // the last holder: the offset comes back here
+    EXPECT_EQ(std::to_integer<char>(buffer[0]), '8');
+    ASSERT_EQ(parent.read(fd, buffer), 4);
+    EXPECT_EQ(std::to_integer<char>(buffer[0]), 'C');
+    ASSERT_EQ(parent.close(fd), 0);
   }));
 }
 
