@@ -9,9 +9,9 @@
 // Both ends share one machine's memory, so integers travel in host byte order. Header-only, like
 // the other formats here.
 //
-// Fields by op (requests; `inode` is a directory for the name-carrying ones):
-// Every name-carrying request sets flags kDistributed when its directory is distributed, so the
-// server can check that the entry belongs to it (entry_server in file_server.hpp).
+// Fields by op (requests; `inode` is a directory for the name-carrying ones). Every name-carrying
+// request sets flags kDistributed when its directory is distributed, so the server can check that
+// the entry belongs to it (entry_server below).
 //   mkdir         inode, name, arg0 = mode, arg1 = 1 for a distributed directory -> reply inode
 //   rmdir_lock    inode = the directory, at its home server; serialises rmdirs of it
 //   rmdir_mark    inode = the directory, at every server holding its entries: refuses (ENOTEMPTY)
@@ -19,19 +19,21 @@
 //   rmdir_commit  inode: the directory is gone here (the home server also frees it and unlocks)
 //   rmdir_abort   inode: unmark (the home server also unlocks)
 //   dirent        inode, name = the last name seen ("" first) -> reply payload = as many entries
-//                 as fit (DirentRecord, read with for_each_dirent), in name order; flags kEnd
+//                 as fit (put_dirent, read with for_each_dirent), in name order; flags kEnd
 //                 when no further entry is left here
 //   add_map       inode, name, arg0 = target inode, arg1 = type, flags kReplace (rename) ->
-//                 reply arg0 = the inode the entry named before (0: none)
+//                 reply arg0 = the inode the entry named before (0: none), flags kLinkDropped
+//                 when this server is that inode's home and dropped its link itself
 //   rm_map        inode, name, arg0 = expected inode (0: any), flags kDirOk (rmdir's own entry),
 //                 kKeepLink (rename: the entry moved, the link stays) -> reply inode = the
-//                 unlinked inode, arg1 = type, flags kLinkDropped when
-//                 this server is the inode's home and dropped the link itself
+//                 unlinked inode, arg1 = type, flags kLinkDropped as for add_map
 //   resolve       inode, name -> reply inode, arg1 = type
 //   symlink       inode, name, then the target in the payload -> reply inode
 //   readlink      inode -> reply payload = the target
 //   open          flags kByInode: inode; else inode = directory and name. arg0 = open flags,
-//                 arg1 = mode -> reply inode, arg0 = descriptor, arg1 = size, arg2 = type
+//                 arg1 = mode -> reply inode, arg0 = descriptor, arg1 = size, arg2 = type; or,
+//                 when the entry names an inode of another server, flags kByInode and no
+//                 descriptor: open it there
 //   dup           arg0 = descriptor, arg1 = the holder's offset, arg2 = the new holder (a child):
 //                 the descriptor is now shared and its offset lives here
 //   lseek         arg0 = descriptor, arg1 = offset, arg2 = whence -> reply arg0 = offset
