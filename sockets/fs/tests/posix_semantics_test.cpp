@@ -335,6 +335,28 @@ TEST(SharedDescriptors, ReadsShareOneOffset) {
   }));
 }
 
+TEST(ClientLimits, FullBufferCacheGivesEnospcAndLongPathsEnametoolong) {
+  SimOptions options;
+  options.servers = 1;
+  options.blocks = 8;
+  FleetSim sim(options);
+  ASSERT_TRUE(sim.run_one(0, [&](Client& client) {
+    const int fd = client.open("/big", O_CREAT | O_WRONLY);
+    ASSERT_GE(fd, 0);
+    const std::vector<std::byte> data(9 * kBlockBytes, std::byte{7});
+    EXPECT_EQ(client.write(fd, data), -ENOSPC);
+    EXPECT_EQ(client.write(fd, std::span(data).first(8 * kBlockBytes)), 8 * static_cast<ssize_t>(kBlockBytes));
+    ASSERT_EQ(client.close(fd), 0);
+    ASSERT_EQ(client.unlink("/big"), 0);  // the blocks come back
+    const int again = client.open("/again", O_CREAT | O_WRONLY);
+    EXPECT_EQ(client.write(again, std::span(data).first(8 * kBlockBytes)), 8 * static_cast<ssize_t>(kBlockBytes));
+    ASSERT_EQ(client.close(again), 0);
+    std::string path;
+    while (path.size() <= 4096) path += "/abcdefgh";
+    EXPECT_EQ(client.open(path, O_RDONLY), -ENAMETOOLONG);
+  }));
+}
+
 TEST(ClientLimits, DescriptorTableGivesEmfile) {
   FleetSim sim(SimOptions{});
   ASSERT_TRUE(sim.run_one(0, [&](Client& client) {
