@@ -11,7 +11,9 @@
 //   };
 //   int main(int argc, char** argv) { return flotilla::component_main<Program>(argc, argv); }
 // Exit codes: 2 for options or configuration that cannot work (create's Errc::invalid_argument),
-// 1 when attaching or building fails otherwise.
+// 1 when attaching or building fails otherwise. `--check` checks the options and exits (0 or 2)
+// without attaching, so a tool can ask a component whether its configuration is good (the CLI
+// asks pf about the rules before `up`).
 #pragma once
 
 #include <cstdio>
@@ -41,6 +43,8 @@ int component_main(int argc, char** argv) {
   CLI::App app{Program::kDescription};
   typename Program::Options options;
   Program::declare_options(app, options);
+  bool check_only = false;
+  app.add_flag("--check", check_only, "Check the options and exit (0: they are good, 2: they are not)");
   CLI11_PARSE(app, argc, argv);
   if constexpr (requires { Program::check_options(options); }) {
     if (Status checked = Program::check_options(options); !checked) {
@@ -48,6 +52,7 @@ int component_main(int argc, char** argv) {
       return 2;
     }
   }
+  if (check_only) return 0;
   WaitPolicy policy = WaitPolicy::shared_core();
   if constexpr (requires { Program::wait_policy(options); }) policy = Program::wait_policy(options);
 

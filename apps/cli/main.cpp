@@ -16,7 +16,6 @@
 #include <thread>
 
 #include "apps/cli/demo.hpp"
-#include "components/pf/rules.hpp"
 #include "recovery/config.hpp"
 #include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
@@ -65,6 +64,26 @@ bool all_loops_running() {
   return true;
 }
 
+// The packet filter is the authority on its rule language: `flotilla-pf --check` parses the rules
+// before anything starts, so an error reaches the user with the configuration file's line.
+void check_filter_rules(const std::filesystem::path& own_dir, const SupervisorConfig& config,
+                        const std::string& config_path) {
+  // Padded so the parser's line numbers are the file's.
+  const std::string padded(config.filter_rules_line > 0 ? config.filter_rules_line - 1 : 0, '\n');
+  std::string output;
+  const int status = run_command({(own_dir / "flotilla-pf").string(), "--check", "--rules",
+                                  padded + config.filter_rules, "--rules-source",
+                                  config_path.empty() ? "<default config>" : config_path},
+                                 &output);
+  if (status == 0) return;
+  if (status != 2) die("could not check the filter rules with " + (own_dir / "flotilla-pf").string());
+  // pf's first line names the rule's place; drop its program prefix.
+  std::string first = output.substr(0, output.find('\n'));
+  const std::string prefix = "flotilla-pf: ";
+  if (first.starts_with(prefix)) first.erase(0, prefix.size());
+  die(first, 2);
+}
+
 int cmd_up(const std::string& config_path) {
   if (running()) die("already running (supervisor at " + g_socket + ")");
   // Checked here, so a bad file or a missing privilege is reported to the user directly.
@@ -75,13 +94,8 @@ int cmd_up(const std::string& config_path) {
   if (config.has_network && config.network.create_peer && config.network.driver != "memwire") {
     if (std::string problem = network_precondition(config.network); !problem.empty()) die(problem);
   }
-  if (!config.filter_rules.empty()) {
-    // Padded so the parser's line numbers are the file's.
-    const std::string padded(config.filter_rules_line > 0 ? config.filter_rules_line - 1 : 0, '\n');
-    auto rules = pf::parse_rules(padded + config.filter_rules, config_path.empty() ? "<default config>" : config_path);
-    if (auto* error = std::get_if<pf::RuleError>(&rules)) die(error->message, 2);
-  }
   const std::filesystem::path own_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  if (!config.filter_rules.empty()) check_filter_rules(own_dir, config, config_path);
   const std::string supervisor = own_dir / "flotilla-supervisor";
   const std::string log_path = std::filesystem::path(g_socket).parent_path() / "supervisor.log";
   std::filesystem::create_directories(std::filesystem::path(g_socket).parent_path());

@@ -24,6 +24,7 @@ struct PfProgram {
     std::string rules_text;
     std::string rules_file;
     std::string channel = "ip-pf";
+    std::string rules_source;  // what errors name instead of "rules" or the file
     std::optional<pf::RuleSet> rules;  // parsed by check_options
   };
 
@@ -31,6 +32,8 @@ struct PfProgram {
     app.add_option("--rules", options.rules_text, "Rule text (one rule per line)");
     app.add_option("--rules-file", options.rules_file, "Read the rules from this file")->check(CLI::ExistingFile);
     app.add_option("--channel", options.channel, "Channel to IP")->capture_default_str();
+    app.add_option("--rules-source", options.rules_source,
+                   "The name rule errors carry (the configuration file the rules came from)");
   }
 
   static Status check_options(Options& options) {
@@ -42,6 +45,7 @@ struct PfProgram {
       options.rules_text = contents.str();
       source = options.rules_file;
     }
+    if (!options.rules_source.empty()) source = options.rules_source;
     auto parsed = pf::parse_rules(options.rules_text, source);
     if (auto* error = std::get_if<pf::RuleError>(&parsed)) {
       std::fprintf(stderr, "%s: %s\n", kName, error->message.c_str());

@@ -1,0 +1,87 @@
+#include "sockets/fs/channel_transport.hpp"
+
+namespace flotilla::fs {
+
+Result<FsMessage> ChannelTransport::call(ServerIndex server, const FsMessage& request) {
+  FsMessage message = request;
+  auto done = call_each(std::span(&server, 1), std::span(&message, 1));
+  if (!done) return done.error();
+  return message;
+}
+
+Status ChannelTransport::call_each(std::span<const ServerIndex> servers,
+                                   std::span<FsMessage> messages) {
+  std::vector<Outstanding> outstanding;
+  outstanding.reserve(messages.size());
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    if (servers[i] >= channels_.size()) {
+      return Error{Errc::invalid_argument, 0, "fs call to a server with no channel"};
+    }
+    outstanding.push_back(Outstanding{servers[i], messages[i]});
+  }
+  while (true) {
+    auto progress = poll(outstanding);
+    if (!progress) return progress;
+    bool done = true;
+    for (const Outstanding& o : outstanding) done = done && o.answered;
+    if (done) break;
+    wait_();
+  }
+  for (std::size_t i = 0; i < messages.size(); ++i) messages[i] = outstanding[i].request;
+  return {};
+}
+
+Status ChannelTransport::poll(std::vector<Outstanding>& outstanding) {
+  for (Outstanding& o : outstanding) {
+    if (o.sent) continue;
+    auto sent = channels_[o.server]->send(o.request);
+    if (!sent) return sent.error();
+    o.sent = *sent;
+  }
+  for (ServerIndex server = 0; server < channels_.size(); ++server) {
+    while (true) {
+      auto received = channels_[server]->receive();
+      if (!received) return received.error();
+      if (!*received) break;
+      if ((*received)->kind == FsReceived::Kind::peer_restarted) {
+        FsMessage notice;
+        notice.op = FsOp::invalidate;
+        notice.flags = kAll;
+        notice.arg0 = server;
+        notices_.push_back(notice);
+        for (Outstanding& o : outstanding) {
+          if (o.server == server && !o.answered) o.sent = false;  // sent again next pass
+        }
+        continue;
+      }
+      const FsMessage& message = (*received)->message;
+      if (message.op == FsOp::invalidate) {
+        notices_.push_back(message);
+        continue;
+      }
+      bool matched = false;
+      for (Outstanding& o : outstanding) {
+        if (o.server == server && !o.answered && message.op == FsOp::reply &&
+            message.request == o.request.request) {
+          o.request = message;
+          o.answered = true;
+          matched = true;
+          break;
+        }
+      }
+      if (!matched) ++stray_replies_;
+    }
+  }
+  return {};
+}
+
+void ChannelTransport::drain(std::vector<FsMessage>& notices) {
+  // Invalidations already in a ring count as delivered: take them before a cached lookup. A ring
+  // that fails its checks gives nothing more; the next call reports it.
+  std::vector<Outstanding> none;
+  (void)poll(none);
+  notices.insert(notices.end(), notices_.begin(), notices_.end());
+  notices_.clear();
+}
+
+}  // namespace flotilla::fs

@@ -1,0 +1,50 @@
+// The client library's Transport over dataplane channels, one FsChannel per file server.
+//
+// A call sends its requests (a request that finds its ring full waits there and is sent as soon as
+// there is room), then takes what arrives: replies to the outstanding requests, invalidations (kept
+// for drain()), and a server's peer_restarted notice, which turns into "forget what that server
+// told you" and sends that server's outstanding requests again (same numbers: the restarted
+// server's reply cache answers one its predecessor ran). Replies to requests no longer outstanding
+// are dropped and counted. While it waits with nothing to do, it calls the owner's `wait`: sleep
+// on the doorbell in a process, run the servers in a test.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "components/formats/fs_channel.hpp"
+#include "sockets/fs/fs_client.hpp"
+
+namespace flotilla::fs {
+
+class ChannelTransport final : public Transport {
+ public:
+  // channels[i] reaches server i; they must outlive the transport.
+  ChannelTransport(ClientId self, std::vector<FsChannel*> channels, std::function<void()> wait)
+      : self_(self), channels_(std::move(channels)), wait_(std::move(wait)) {}
+
+  ClientId client() const override { return self_; }
+  std::uint16_t servers() const override { return static_cast<std::uint16_t>(channels_.size()); }
+  Result<FsMessage> call(ServerIndex server, const FsMessage& request) override;
+  Status call_each(std::span<const ServerIndex> servers, std::span<FsMessage> messages) override;
+  void drain(std::vector<FsMessage>& notices) override;
+
+  std::uint64_t stray_replies() const { return stray_replies_; }
+
+ private:
+  struct Outstanding {
+    ServerIndex server;
+    FsMessage request;
+    bool sent = false;
+    bool answered = false;
+  };
+  Status poll(std::vector<Outstanding>& outstanding);
+
+  ClientId self_;
+  std::vector<FsChannel*> channels_;
+  std::function<void()> wait_;
+  std::vector<FsMessage> notices_;
+  std::uint64_t stray_replies_ = 0;
+};
+
+}  // namespace flotilla::fs

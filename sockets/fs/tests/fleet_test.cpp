@@ -1,0 +1,200 @@
+// Concurrency on the simulated fleet: several clients interleaved message by message in a seeded
+// order, each test over many seeds.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+
+#include "sockets/fs/tests/fleet_sim.hpp"
+#include "sockets/fs/tests/fs_api.hpp"
+
+namespace flotilla::fs::testing {
+namespace {
+
+#ifdef FLOTILLA_FS_SOAK
+constexpr std::uint64_t kSeeds = 10000;
+#else
+constexpr std::uint64_t kSeeds = 150;
+#endif
+
+// Two names in the root whose entries live on different servers.
+std::pair<std::string, std::string> names_on_two_servers(std::uint16_t servers) {
+  for (int i = 0;; ++i) {
+    const std::string a = "a" + std::to_string(i);
+    const std::string b = "b" + std::to_string(i);
+    if (entry_server(kRootInode, true, a, servers) != entry_server(kRootInode, true, b, servers)) {
+      return {a, b};
+    }
+  }
+}
+
+TEST(Fleet, RenameAcrossServersIsAtomicToAConcurrentReader) {
+  const auto [target, source] = names_on_two_servers(3);
+  for (std::uint64_t seed = 1; seed <= kSeeds / 3; ++seed) {
+    SimOptions options;
+    options.seed = seed;
+    FleetSim sim(options);
+    ASSERT_TRUE(sim.run_one(0, [&](Client& client) {
+      FleetApi api(client);
+      ASSERT_EQ(api.spit(target, "old"), 0);
+      ASSERT_EQ(api.spit(source, "new"), 0);
+    }));
+    int saw_new = 0;
+    ASSERT_TRUE(sim.run({
+        [&](Client& writer) { EXPECT_EQ(FleetApi(writer).rename(source, target), 0); },
+        [&](Client& reader) {
+          FleetApi api(reader);
+          for (int i = 0; i < 6; ++i) {
+            std::string out;
+            ASSERT_EQ(api.slurp(target, out), 0) << "seed " << seed << " read " << i;
+            ASSERT_TRUE(out == "old" || out == "new") << out;
+            saw_new += out == "new";
+          }
+        },
+    }));
+    ASSERT_TRUE(sim.run_one(1, [&](Client& reader) {
+      FleetApi api(reader);
+      std::string out;
+      ASSERT_EQ(api.slurp(target, out), 0);
+      EXPECT_EQ(out, "new");
+      EXPECT_EQ(api.stat_size(source), -ENOENT);
+    }));
+  }
+}
+
+TEST(Fleet, StaleLookupIsNeverUsedAfterARename) {
+  FleetSim sim(SimOptions{});
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    Client& b = sim.client(1);
+    FleetApi api_a(a);
+    ASSERT_EQ(a.mkdir("/d", 0755, true), 0);
+    ASSERT_EQ(api_a.spit("d/x", "content"), 0);
+    FileStat st;
+    ASSERT_EQ(b.stat("/d/x", st), 0);  // b caches /d and /d/x
+    ASSERT_EQ(b.stat("/d/x", st), 0);
+    const auto hits = b.cached_lookups();
+    EXPECT_GT(hits, 0u);
+    ASSERT_EQ(a.rename("/d/x", "/d/y"), 0);
+    EXPECT_EQ(b.stat("/d/x", st), -ENOENT);
+    EXPECT_EQ(b.stat("/d/y", st), 0);
+    // And a directory renamed away: lookups through its old name fail too.
+    ASSERT_EQ(a.rename("/d", "/e"), 0);
+    EXPECT_EQ(b.stat("/d/y", st), -ENOENT);
+    EXPECT_EQ(b.stat("/e/y", st), 0);
+    ASSERT_EQ(a.unlink("/e/y"), 0);
+    EXPECT_EQ(b.stat("/e/y", st), -ENOENT);
+  }));
+}
+
+TEST(Fleet, StaleLookupUnderConcurrentRenames) {
+  for (std::uint64_t seed = 1; seed <= kSeeds / 3; ++seed) {
+    SimOptions options;
+    options.seed = seed;
+    FleetSim sim(options);
+    ASSERT_TRUE(sim.run_one(0, [&](Client& a) { ASSERT_EQ(FleetApi(a).spit("p0", "v"), 0); }));
+    bool renamed = false;
+    ASSERT_TRUE(sim.run({
+        [&](Client& a) {
+          for (int i = 0; i < 4; ++i) {
+            ASSERT_EQ(a.rename("/p" + std::to_string(i), "/p" + std::to_string(i + 1)), 0);
+          }
+          renamed = true;
+        },
+        [&](Client& b) {
+          FileStat st;
+          for (int i = 0; i < 8; ++i) {
+            int found = 0;
+            // Newest name first: once /pk was seen, /p(k-2) was gone for good (the renames run
+            // one after another), so seeing both would mean a stale cached lookup was used.
+            for (int k = 4; k >= 0; --k) found += b.stat("/p" + std::to_string(k), st) == 0;
+            EXPECT_LE(found, 2);
+          }
+        },
+    }));
+    ASSERT_TRUE(renamed);
+    ASSERT_TRUE(sim.run_one(1, [&](Client& b) {
+      FileStat st;
+      for (int k = 0; k < 4; ++k) EXPECT_EQ(b.stat("/p" + std::to_string(k), st), -ENOENT) << k;
+      EXPECT_EQ(b.stat("/p4", st), 0);
+    }));
+  }
+}
+
+TEST(Fleet, RmdirRacingCreatesNeverLeavesAnEntryInARemovedDirectory) {
+  std::uint64_t removed_total = 0;
+  std::uint64_t refused_total = 0;
+  for (std::uint64_t seed = 1; seed <= kSeeds; ++seed) {
+    SimOptions options;
+    options.seed = seed;
+    FleetSim sim(options);
+    InodeNumber directory = 0;
+    ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+      ASSERT_EQ(a.mkdir("/race", 0755, seed % 2 == 0), 0);
+      FileStat st;
+      ASSERT_EQ(a.stat("/race", st), 0);
+      directory = st.inode;
+    }));
+    int rmdir_result = 1;
+    std::vector<int> creates;
+    ASSERT_TRUE(sim.run({
+        [&](Client& a) {
+          for (int attempt = 0; attempt < 3 && rmdir_result != 0; ++attempt) {
+            rmdir_result = a.rmdir("/race");
+            ASSERT_TRUE(rmdir_result == 0 || rmdir_result == -ENOTEMPTY) << rmdir_result;
+            if (rmdir_result == -ENOTEMPTY) {
+              std::vector<DirEntry> entries;
+              ASSERT_EQ(a.readdir("/race", entries), 0);
+              for (const DirEntry& e : entries) ASSERT_EQ(a.unlink("/race/" + e.name), 0);
+            }
+          }
+        },
+        [&](Client& b) {
+          for (int i = 0; i < 3; ++i) {
+            const int fd = b.open("/race/f" + std::to_string(i), O_CREAT | O_WRONLY);
+            creates.push_back(fd >= 0 ? 0 : fd);
+            if (fd >= 0) {
+              EXPECT_EQ(b.close(fd), 0);
+            }
+          }
+        },
+    }));
+    for (int rc : creates) EXPECT_TRUE(rc == 0 || rc == -ENOENT) << rc;
+    if (rmdir_result == 0) {
+      ++removed_total;
+      for (ServerIndex s = 0; s < sim.servers(); ++s) {
+        EXPECT_TRUE(sim.server(s).entries_of(directory).empty()) << "seed " << seed;
+        EXPECT_FALSE(sim.server(s).marked(directory));
+      }
+      ASSERT_TRUE(sim.run_one(1, [&](Client& b) {
+        FileStat st;
+        EXPECT_EQ(b.stat("/race", st), -ENOENT);
+        EXPECT_LT(b.open("/race/late", O_CREAT | O_WRONLY), 0);
+      }));
+    } else {
+      ++refused_total;
+    }
+  }
+  EXPECT_GT(removed_total, 0u);
+}
+
+TEST(Fleet, MalformedMessagesAreCountedAndDropped) {
+  FleetSim sim(SimOptions{});
+  std::mt19937_64 random(99);
+  for (int i = 0; i < 3000; ++i) {
+    Message chunk;
+    chunk.kind = i % 3 == 0 ? MessageKind::data : kFsChunkKind;
+    for (auto& byte : chunk.body) byte = static_cast<std::byte>(random());
+    sim.inject(static_cast<ServerIndex>(i % 3), sim.client_id(i % 2), chunk);
+  }
+  EXPECT_GT(sim.malformed(), 2500u);
+  ASSERT_TRUE(sim.run_one(0, [&](Client& client) {
+    FleetApi api(client);
+    ASSERT_EQ(api.spit("after", "still works"), 0);
+    std::string out;
+    ASSERT_EQ(api.slurp("after", out), 0);
+    EXPECT_EQ(out, "still works");
+  }));
+}
+
+}  // namespace
+}  // namespace flotilla::fs::testing
