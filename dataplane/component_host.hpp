@@ -6,8 +6,8 @@
 //
 // A program the supervisor did not start (one run with `flotilla run`, through the preload
 // library) calls ComponentHost::lease() instead: it asks the supervisor, over the control socket,
-// for one of the configuration's external components (an application slot), receives that
-// slot's descriptors, and is that component until the lease ends. The lease ends when every copy
+// for one of the configuration's external components (an application seat), receives that
+// seat's descriptors, and is that component until the lease ends. The lease ends when every copy
 // of lease_fd() is closed (the process and any children it forked exit); the supervisor then
 // tells the slot's peers that it restarted, so they drop what it left behind. Such a program does
 // not run the loop: it calls loop().poll_once() when it wants its messages handled, and it sleeps
@@ -40,7 +40,7 @@ class ComponentHost {
   using ControlHandler = std::function<void(const Message& message)>;
 
   static Result<std::unique_ptr<ComponentHost>> attach(WaitPolicy policy);
-  // Leases an application slot from the supervisor listening at `socket_path`. Errc::closed: no
+  // Leases an application seat from the supervisor listening at `socket_path`. Errc::closed: no
   // supervisor listens there; Errc::exhausted: every slot is leased; Errc::invalid_argument: it
   // refused (the message is in the error's context).
   static Result<std::unique_ptr<ComponentHost>> lease(const std::string& socket_path);

@@ -25,7 +25,7 @@ Status format_ring(std::span<std::byte> memory, std::uint32_t capacity) {
 }
 
 Result<RingEnd::Attached> RingEnd::adopt(std::span<std::byte> memory, CounterBlock* counters) {
-  if (memory.size() < RingLayout::slots_offset() ||
+  if (memory.size() < RingLayout::cells_offset() ||
       reinterpret_cast<std::uintptr_t>(memory.data()) % kCacheLine != 0) {
     return Error{Errc::invalid_argument, 0, "ring memory too small or misaligned"};
   }
@@ -50,7 +50,7 @@ Result<RingEnd::Attached> RingEnd::adopt(std::span<std::byte> memory, CounterBlo
   if (head - tail > capacity) return refuse(Errc::corrupt_index, "ring indices out of range");
 
   layout_ = layout;
-  slots_ = reinterpret_cast<Message*>(memory.data() + RingLayout::slots_offset());
+  cells_ = reinterpret_cast<Message*>(memory.data() + RingLayout::cells_offset());
   capacity_ = capacity;
   mask_ = capacity - 1;
   counters_ = counters;

@@ -1,10 +1,10 @@
 // A single-producer single-consumer ring of 64-byte messages in shared memory.
 //
 // Layout: a header line (magic, capacity, the two ends' incarnations), then the producer's index
-// and the consumer's index on cache lines of their own, then the slots. Indices count messages
-// forever (64-bit, never wrap in practice); a slot is index & mask. Each side publishes its index
+// and the consumer's index on cache lines of their own, then the cells. Indices count messages
+// forever (64-bit, never wrap in practice); a cell is index & mask. Each side publishes its index
 // with one release store, so a producer killed between two stores leaves only whole, unpublished
-// slots behind, and the next incarnation carries on from the published index.
+// cells behind, and the next incarnation carries on from the published index.
 //
 // The other end is untrusted: the mask is cached locally at attach time, so a corrupted header can
 // never steer an access outside the ring, and an index that claims more than `capacity` messages
@@ -41,16 +41,16 @@ struct alignas(kCacheLine) RingIndex {
 
 struct RingLayout {
   RingHeader header;
-  RingIndex head;  // next slot the producer fills; written only by the producer
-  RingIndex tail;  // next slot the consumer reads; written only by the consumer
-  // Message slots[capacity] follow.
+  RingIndex head;  // next cell the producer fills; written only by the producer
+  RingIndex tail;  // next cell the consumer reads; written only by the consumer
+  // Message cells[capacity] follow.
 
-  static constexpr std::size_t slots_offset() { return 3 * kCacheLine; }
+  static constexpr std::size_t cells_offset() { return 3 * kCacheLine; }
   static constexpr std::size_t bytes_for(std::uint32_t capacity) {
-    return slots_offset() + static_cast<std::size_t>(capacity) * sizeof(Message);
+    return cells_offset() + static_cast<std::size_t>(capacity) * sizeof(Message);
   }
 };
-static_assert(sizeof(RingLayout) == RingLayout::slots_offset());
+static_assert(sizeof(RingLayout) == RingLayout::cells_offset());
 
 inline constexpr std::uint32_t kMaxRingCapacity = 1u << 20;
 
@@ -76,7 +76,7 @@ class RingEnd {
   }
 
   RingLayout* layout_ = nullptr;
-  Message* slots_ = nullptr;
+  Message* cells_ = nullptr;
   std::uint64_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   CounterBlock* counters_ = nullptr;
@@ -105,8 +105,8 @@ class RingProducer : public RingEnd {
     }
     const std::size_t first = head_ & mask_;
     const std::size_t before_wrap = std::min<std::size_t>(count, capacity_ - first);
-    std::copy_n(messages.data(), before_wrap, slots_ + first);
-    std::copy_n(messages.data() + before_wrap, count - before_wrap, slots_);
+    std::copy_n(messages.data(), before_wrap, cells_ + first);
+    std::copy_n(messages.data() + before_wrap, count - before_wrap, cells_);
     head_ += count;
     layout_->head.value.store(head_, std::memory_order_release);
     if (counters_ != nullptr) {
@@ -117,7 +117,7 @@ class RingProducer : public RingEnd {
     return count;
   }
 
-  // Free slots right now (re-reads the consumer's index): lets a sender that must not split a
+  // Free cells right now (re-reads the consumer's index): lets a sender that must not split a
   // group of messages check before it sends.
   Result<std::size_t> room() {
     tail_seen_ = layout_->tail.value.load(std::memory_order_acquire);
@@ -146,7 +146,7 @@ class RingConsumer : public RingEnd {
   static Result<RingConsumer> attach(std::span<std::byte> memory, std::uint64_t incarnation,
                                      CounterBlock* counters);
 
-  // Copies up to out.size() messages out of the ring and frees their slots. The copy means the
+  // Copies up to out.size() messages out of the ring and frees their cells. The copy means the
   // producer cannot change a message after the caller has validated it.
   Result<std::size_t> recv_burst(std::span<Message> out) {
     if (head_seen_ == tail_) {
@@ -160,8 +160,8 @@ class RingConsumer : public RingEnd {
     const std::size_t count = std::min<std::size_t>(head_seen_ - tail_, out.size());
     const std::size_t first = tail_ & mask_;
     const std::size_t before_wrap = std::min<std::size_t>(count, capacity_ - first);
-    std::copy_n(slots_ + first, before_wrap, out.data());
-    std::copy_n(slots_, count - before_wrap, out.data() + before_wrap);
+    std::copy_n(cells_ + first, before_wrap, out.data());
+    std::copy_n(cells_, count - before_wrap, out.data() + before_wrap);
     tail_ += count;
     layout_->tail.value.store(tail_, std::memory_order_release);
     if (counters_ != nullptr) {

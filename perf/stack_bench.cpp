@@ -16,7 +16,7 @@
 //              Every --streams count in each of --directions. Reports Gbps, steal, and CPU seconds
 //              per gigabit: the whole machine's (/proc/stat) and the stack's processes' (/proc/<pid>/stat).
 //   apps-config  Prints the configuration perf/apps_bench.py brings its stack up with (the
-//              stack's components and application slots for `flotilla run`, on a network named
+//              stack's components and application seats for `flotilla run`, on a network named
 //              flo<ID>p/s/q), so that the script and the tests share one definition.
 //
 // Needs root (but apps-config). Host steal time (from /proc/stat) is printed beside each figure: this machine is a
@@ -900,7 +900,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (apps_config->parsed()) {
     const StackNames names{"flo" + config_id + "p", "flo" + config_id + "s", "flo" + config_id + "q"};
-    std::fputs(stack_config(names, "pass all", recovery::app_slots_config()).c_str(), stdout);
+    std::fputs(stack_config(names, "pass all", recovery::app_seats_config()).c_str(), stdout);
     return 0;
   }
   if (::geteuid() != 0) {

@@ -108,13 +108,13 @@ readers = ["driver"]
 // Application seats: external components that programs started with `flotilla run` lease (the
 // preload library, through ComponentHost::lease). Each has a channel and a socket region to every
 // TCP replica, and a channel to the UDP server with its exposed-socket region.
-inline constexpr int kAppSlots = 4;
+inline constexpr int kAppSeats = 4;
 inline constexpr std::uint64_t kAppSocketsPerReplica = 64;
 // formats::TcpRegion::bytes_for(kAppSocketsPerReplica, 1 MiB rings): a header page, then per slot
 // a control page and two rings.
 inline constexpr std::uint64_t kAppTcpRegionBytes = 4096 + kAppSocketsPerReplica * (4096 + 2 * (1u << 20));
 
-inline std::string app_slots_config(int seats = kAppSlots) {
+inline std::string app_seats_config(int seats = kAppSeats) {
   std::string text;
   for (int i = 0; i < seats; ++i) {
     const std::string name = "app" + std::to_string(i);
@@ -171,7 +171,7 @@ peer_address = "10.77.0.1/24"
 rules = """
 pass all
 """
-)") + kStackComponentsConfig + app_slots_config() + kNameFleetConfig;
+)") + kStackComponentsConfig + app_seats_config() + kNameFleetConfig;
 
 inline const std::string kEchoChainConfig = std::string(R"(# the echo chain and a name fleet: what the supervisor tests run
 [supervisor]

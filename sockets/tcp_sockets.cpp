@@ -20,7 +20,7 @@ bool known_option(TcpOption option) {
          value <= static_cast<std::uint16_t>(TcpOption::cork);
 }
 
-TcpSocketStatus status_of(const TcpSocketSlotHeader& header) {
+TcpSocketStatus status_of(const TcpSocketPageHeader& header) {
   return header.control.status.load(std::memory_order_acquire);
 }
 
@@ -229,21 +229,21 @@ bool TcpSockets::flush() {
       return count ? count.value() : 0;
     });
     sent_any |= sent > 0;
-    if (link.kicks_owed && !link.outbox.full()) sent_any |= kick_owed_slots(replica);
+    if (link.kicks_owed && !link.outbox.full()) sent_any |= kick_owed_pages(replica);
   }
   return sent_any;
 }
 
-bool TcpSockets::kick_owed_slots(std::size_t replica) {
+bool TcpSockets::kick_owed_pages(std::size_t replica) {
   Replica& link = replicas_[replica];
   link.kicks_owed = false;
   bool kicked = false;
-  for (std::uint32_t slot = 0; slot < link.region.slot_count(); ++slot) {
-    TcpSocketControl& control = link.region.slot(slot)->control;
+  for (std::uint32_t page = 0; page < link.region.page_count(); ++page) {
+    TcpSocketControl& control = link.region.page(page)->control;
     if (control.requests.load(std::memory_order_acquire) == 0) continue;
     if (control.kick_pending.exchange(1, std::memory_order_acq_rel) != 0) continue;
     const std::uint32_t generation = control.generation.load(std::memory_order_acquire);
-    if (!send_or_defer(replica, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{slot, generation}))) {
+    if (!send_or_defer(replica, Message::make(stack::kTcpKickKind, stack::TcpPageBody{page, generation}))) {
       control.kick_pending.store(0, std::memory_order_release);
       link.kicks_owed = true;
       break;
@@ -253,25 +253,25 @@ bool TcpSockets::kick_owed_slots(std::size_t replica) {
   return kicked;
 }
 
-void TcpSockets::request(std::size_t replica, std::uint32_t slot, std::uint32_t generation, std::uint32_t bits) {
-  TcpSocketSlotHeader* header = replicas_[replica].region.slot(slot);
+void TcpSockets::request(std::size_t replica, std::uint32_t page, std::uint32_t generation, std::uint32_t bits) {
+  TcpSocketPageHeader* header = replicas_[replica].region.page(page);
   if (header == nullptr) return;
   header->control.requests.fetch_or(bits, std::memory_order_release);
   // The replica clears kick_pending before it reads `requests`, so bits set after a kick it has not
   // taken yet ride along with that kick: one message per batch, not per call.
   if (header->control.kick_pending.exchange(1, std::memory_order_acq_rel) == 0 &&
-      !send_or_defer(replica, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{slot, generation}))) {
+      !send_or_defer(replica, Message::make(stack::kTcpKickKind, stack::TcpPageBody{page, generation}))) {
     // No kick is on its way, so the replica still takes none: flush() sends it once there is room.
     header->control.kick_pending.store(0, std::memory_order_release);
     replicas_[replica].kicks_owed = true;
   }
 }
 
-bool TcpSockets::send_options(std::size_t replica, std::uint32_t slot, std::uint32_t generation,
+bool TcpSockets::send_options(std::size_t replica, std::uint32_t page, std::uint32_t generation,
                               std::span<const std::pair<TcpOption, std::uint32_t>> options) {
   for (const auto& [option, value] : options) {
     if (!send_or_defer(replica, Message::make(stack::kTcpOptionKind,
-                                              stack::TcpOptionBody{slot, generation, option, 0, value}))) {
+                                              stack::TcpOptionBody{page, generation, option, 0, value}))) {
       return false;
     }
   }
@@ -442,9 +442,9 @@ Result<int> TcpSockets::accept(int listener) {
   if (part.open) {
     // The replica counts its accept queue down by how far this running count moved.
     ++part.accepted;
-    TcpSocketSlotHeader* header = replicas_[accepted.replica].region.slot(part.slot);
+    TcpSocketPageHeader* header = replicas_[accepted.replica].region.page(part.page);
     if (header != nullptr) header->control.accepted.store(part.accepted, std::memory_order_release);
-    request(accepted.replica, part.slot, part.generation, kTcpRequestAccepted);
+    request(accepted.replica, part.page, part.generation, kTcpRequestAccepted);
   }
   return connection;
 }
@@ -487,7 +487,7 @@ Result<std::size_t> TcpSockets::send(int socket, std::span<const std::byte> byte
     }
     return Error{Errc::would_block, 0, "tcp send: the send ring is full"};
   }
-  request(entry->replica, entry->slot, entry->generation, kTcpRequestSend);
+  request(entry->replica, entry->page, entry->generation, kTcpRequestSend);
   return written;
 }
 
@@ -503,7 +503,7 @@ Result<std::size_t> TcpSockets::recv(int socket, std::span<std::byte> out) {
   if (out.empty()) return std::size_t{0};
   const std::size_t count = entry->receive_ring.read(out);
   if (count > 0) {
-    request(entry->replica, entry->slot, entry->generation, kTcpRequestWindow);
+    request(entry->replica, entry->page, entry->generation, kTcpRequestWindow);
     return count;
   }
   if (entry->receive_ring.corrupt()) {
@@ -528,21 +528,21 @@ Status TcpSockets::shutdown_write(int socket) {
   if (entry->header == nullptr) {
     entry->pending_requests |= kTcpRequestShutdownWrite;
   } else {
-    request(entry->replica, entry->slot, entry->generation, kTcpRequestShutdownWrite);
+    request(entry->replica, entry->page, entry->generation, kTcpRequestShutdownWrite);
   }
   return {};
 }
 
 void TcpSockets::close_connection(int socket, std::uint32_t bits) {
   Socket& entry = sockets_[static_cast<std::size_t>(socket)];
-  // A restarted replica no longer has the slot (header is null then): nothing to tell it. A
-  // connection still opening has no slot yet; the answer to its open brings one, given back then.
+  // A restarted replica no longer has the page (header is null then): nothing to tell it. A
+  // connection still opening has no page yet; the answer to its open brings one, given back then.
   // One still waiting for its placement has asked no replica yet.
   if (entry.placing) {
     forget_lookup(socket);
   } else if (entry.header != nullptr) {
-    request(entry.replica, entry.slot, entry.generation, bits);
-    replicas_[entry.replica].slot_owner[entry.slot] = 0;
+    request(entry.replica, entry.page, entry.generation, bits);
+    replicas_[entry.replica].page_owner[entry.page] = 0;
   } else if (entry.ticket != 0) {
     abandon(entry.replica, entry.ticket);
   }
@@ -567,7 +567,7 @@ Status TcpSockets::end(int socket, std::uint32_t bits) {
 
 Status TcpSockets::close(int socket) { return end(socket, kTcpRequestClose); }
 
-// The replica may act on either bit; both say the application is done with the slot.
+// The replica may act on either bit; both say the application is done with the page.
 Status TcpSockets::abort(int socket) { return end(socket, kTcpRequestAbort | kTcpRequestClose); }
 
 Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value) {
@@ -579,7 +579,7 @@ Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value)
       return {};
     }
     const std::pair<TcpOption, std::uint32_t> one{option, value};
-    if (!send_options(entry->replica, entry->slot, entry->generation, std::span(&one, 1))) {
+    if (!send_options(entry->replica, entry->page, entry->generation, std::span(&one, 1))) {
       return Error{Errc::exhausted, ENOBUFS, "tcp set_option: the channel to the replica is backed up"};
     }
     return {};
@@ -597,7 +597,7 @@ Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value)
   for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
     const ListenerPart& part = entry->parts[replica];
     // Room was checked above.
-    if (part.open) (void)send_options(replica, part.slot, part.generation, std::span(&entry->options.back(), 1));
+    if (part.open) (void)send_options(replica, part.page, part.generation, std::span(&entry->options.back(), 1));
   }
   return {};
 }
@@ -704,48 +704,48 @@ bool TcpSockets::ensure_region(std::size_t replica) {
   if (link.region.valid()) return true;
   link.region = TcpRegion::attach(links_->region(replica));
   if (!link.region.valid()) return false;
-  link.slot_owner.assign(link.region.slot_count(), 0);
+  link.page_owner.assign(link.region.page_count(), 0);
   return true;
 }
 
-TcpSocketSlotHeader* TcpSockets::claimable_slot(std::size_t replica, std::uint32_t slot, std::uint32_t generation) {
+TcpSocketPageHeader* TcpSockets::claimable_page(std::size_t replica, std::uint32_t page, std::uint32_t generation) {
   Replica& link = replicas_[replica];
-  TcpSocketSlotHeader* header = link.region.slot(slot);
-  if (header == nullptr || link.slot_owner[slot] != 0) return nullptr;
+  TcpSocketPageHeader* header = link.region.page(page);
+  if (header == nullptr || link.page_owner[page] != 0) return nullptr;
   if (header->control.generation.load(std::memory_order_acquire) != generation) return nullptr;
   if (status_of(*header) == TcpSocketStatus::free) return nullptr;  // not handed out at all
   return header;
 }
 
-void TcpSockets::claim_slot(std::size_t replica, std::uint32_t slot, int socket) {
+void TcpSockets::claim_page(std::size_t replica, std::uint32_t page, int socket) {
   Replica& link = replicas_[replica];
-  TcpSocketControl& control = link.region.slot(slot)->control;
-  // Our words start clean (no kick of ours is in flight for a slot just handed out), and an event
-  // the replica sent before we knew the slot is taken as seen: readiness is read from the words.
+  TcpSocketControl& control = link.region.page(page)->control;
+  // Our words start clean (no kick of ours is in flight for a page just handed out), and an event
+  // the replica sent before we knew the page is taken as seen: readiness is read from the words.
   control.requests.store(0, std::memory_order_relaxed);
   control.accepted.store(0, std::memory_order_relaxed);
   control.kick_pending.store(0, std::memory_order_release);
   control.event_pending.exchange(0, std::memory_order_acq_rel);
-  link.slot_owner[slot] = socket + 1;
+  link.page_owner[page] = socket + 1;
 }
 
-void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t slot, std::uint32_t generation) {
+void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t page, std::uint32_t generation) {
   Replica& link = replicas_[replica];
   Socket& entry = sockets_[static_cast<std::size_t>(socket)];
-  TcpSocketSlotHeader* header = link.region.slot(slot);
+  TcpSocketPageHeader* header = link.region.page(page);
   entry.ticket = 0;
   entry.replica = static_cast<std::uint32_t>(replica);
-  entry.slot = slot;
+  entry.page = page;
   entry.generation = generation;
   entry.header = header;
-  // Both rings start at stream position 0 in a slot just handed out.
-  entry.send_ring = ByteRingProducer(&header->send, link.region.send_bytes(slot));
-  entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(slot));
-  claim_slot(replica, slot, socket);
-  if (!send_options(replica, slot, generation, entry.options)) fail(entry, ENOBUFS);
+  // Both rings start at stream position 0 in a page just handed out.
+  entry.send_ring = ByteRingProducer(&header->send, link.region.send_bytes(page));
+  entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(page));
+  claim_page(replica, page, socket);
+  if (!send_options(replica, page, generation, entry.options)) fail(entry, ENOBUFS);
   entry.options.clear();
   if (entry.pending_requests != 0) {
-    request(replica, slot, generation, entry.pending_requests);
+    request(replica, page, generation, entry.pending_requests);
     entry.pending_requests = 0;
   }
 }
@@ -759,21 +759,21 @@ void TcpSockets::abandon(std::size_t replica, std::uint32_t ticket) {
 void TcpSockets::close_listener_part(std::size_t replica, ListenerPart& part, std::uint32_t bits) {
   Replica& link = replicas_[replica];
   if (part.open) {
-    request(replica, part.slot, part.generation, bits);
-    link.slot_owner[part.slot] = 0;
+    request(replica, part.page, part.generation, bits);
+    link.page_owner[part.page] = 0;
     if (link.closed_listeners.size() >= kRememberedClosures) link.closed_listeners.erase(link.closed_listeners.begin());
-    link.closed_listeners.emplace_back(part.slot, part.generation);
+    link.closed_listeners.emplace_back(part.page, part.generation);
   } else if (part.ticket != 0) {
     abandon(replica, part.ticket);
   }
   part = ListenerPart{};
 }
 
-void TcpSockets::close_orphan(std::size_t replica, std::uint32_t slot, std::uint32_t generation) {
-  // A slot the replica gave us for a request we no longer want: hand it back, unless the message
-  // names a slot that is not the replica's to give (ours already, or out of range).
-  if (claimable_slot(replica, slot, generation) == nullptr) return;
-  request(replica, slot, generation, kTcpRequestClose);
+void TcpSockets::close_orphan(std::size_t replica, std::uint32_t page, std::uint32_t generation) {
+  // A page the replica gave us for a request we no longer want: hand it back, unless the message
+  // names a page that is not the replica's to give (ours already, or out of range).
+  if (claimable_page(replica, page, generation) == nullptr) return;
+  request(replica, page, generation, kTcpRequestClose);
 }
 
 void TcpSockets::fail_listener(int listener, int error) {
@@ -794,13 +794,13 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
                         entry->parts[replica].ticket != 0 && entry->parts[replica].ticket == body.socket;
   if (!connection && !listener) {
     // Only an answer to an open we gave up is handed back: any other stale answer may come from a
-    // replica's earlier incarnation and name a slot of the old layout.
+    // replica's earlier incarnation and name a page of the old layout.
     ++stale_messages_;
     std::vector<std::uint32_t>& abandoned = replicas_[replica].abandoned_tickets;
     const auto found = std::find(abandoned.begin(), abandoned.end(), body.socket);
     if (found != abandoned.end()) {
       abandoned.erase(found);
-      if (body.error == 0 && ensure_region(replica)) close_orphan(replica, body.slot, body.generation);
+      if (body.error == 0 && ensure_region(replica)) close_orphan(replica, body.page, body.generation);
     }
     return false;
   }
@@ -813,7 +813,7 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
     }
     return true;
   }
-  if (!ensure_region(replica) || claimable_slot(replica, body.slot, body.generation) == nullptr) {
+  if (!ensure_region(replica) || claimable_page(replica, body.page, body.generation) == nullptr) {
     ++bad_messages_;
     if (connection) {
       entry->ticket = 0;
@@ -826,58 +826,58 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
   }
   if (connection) {
     entry->endpoints.local_port = body.local_port;
-    adopt_connection(id, replica, body.slot, body.generation);
-    // The replica wrote the slot's addresses before it answered; the answer has no room for ours.
+    adopt_connection(id, replica, body.page, body.generation);
+    // The replica wrote the page's addresses before it answered; the answer has no room for ours.
     entry->endpoints.local_address = entry->header->control.local_address;
     return true;
   }
   ListenerPart& part = entry->parts[replica];
-  part = ListenerPart{0, body.slot, body.generation, 0, true};
-  claim_slot(replica, body.slot, id);
-  if (!send_options(replica, body.slot, body.generation, entry->options)) fail_listener(id, ENOBUFS);
+  part = ListenerPart{0, body.page, body.generation, 0, true};
+  claim_page(replica, body.page, id);
+  if (!send_options(replica, body.page, body.generation, entry->options)) fail_listener(id, ENOBUFS);
   return true;
 }
 
 bool TcpSockets::on_accepted(std::size_t replica, const stack::TcpAcceptedBody& body) {
   if (!ensure_region(replica)) return refuse();
   Replica& link = replicas_[replica];
-  const TcpSocketSlotHeader* listener_header = link.region.slot(body.listener_slot);
-  const int listener = listener_header != nullptr ? link.slot_owner[body.listener_slot] - 1 : -1;
+  const TcpSocketPageHeader* listener_header = link.region.page(body.listener_page);
+  const int listener = listener_header != nullptr ? link.page_owner[body.listener_page] - 1 : -1;
   Socket* entry = listener >= 0 ? &sockets_[static_cast<std::size_t>(listener)] : nullptr;
   if (entry == nullptr || entry->kind != Kind::listener || !entry->parts[replica].open ||
-      entry->parts[replica].slot != body.listener_slot ||
+      entry->parts[replica].page != body.listener_page ||
       entry->parts[replica].generation != body.listener_generation) {
     // Not one of our listeners (any more): a connection for a listener we closed is given back.
     ++stale_messages_;
     const auto& closed = link.closed_listeners;
-    if (std::find(closed.begin(), closed.end(), std::pair(body.listener_slot, body.listener_generation)) !=
+    if (std::find(closed.begin(), closed.end(), std::pair(body.listener_page, body.listener_generation)) !=
         closed.end()) {
-      close_orphan(replica, body.slot, body.generation);
+      close_orphan(replica, body.page, body.generation);
     }
     return false;
   }
-  if (claimable_slot(replica, body.slot, body.generation) == nullptr) return refuse();
+  if (claimable_page(replica, body.page, body.generation) == nullptr) return refuse();
   const int id = allocate();
   if (id < 0) {
-    close_orphan(replica, body.slot, body.generation);
+    close_orphan(replica, body.page, body.generation);
     return false;
   }
   Socket& connection = sockets_[static_cast<std::size_t>(id)];  // `entry` may have moved
   connection.kind = Kind::connection;
   connection.endpoints = TcpEndpoints{body.local_address, body.remote_address, body.local_port, body.remote_port};
   connection.options = sockets_[static_cast<std::size_t>(listener)].options;
-  adopt_connection(id, replica, body.slot, body.generation);
+  adopt_connection(id, replica, body.page, body.generation);
   connection.listener = listener;
   sockets_[static_cast<std::size_t>(listener)].accept_queue.push_back(id);
   return true;
 }
 
-bool TcpSockets::on_event(std::size_t replica, const stack::TcpSlotBody& body) {
+bool TcpSockets::on_event(std::size_t replica, const stack::TcpPageBody& body) {
   if (!ensure_region(replica)) return refuse();
   Replica& link = replicas_[replica];
-  TcpSocketSlotHeader* header = link.region.slot(body.slot);
+  TcpSocketPageHeader* header = link.region.page(body.page);
   if (header == nullptr) return refuse();
-  const int owner = link.slot_owner[body.slot] - 1;
+  const int owner = link.page_owner[body.page] - 1;
   const Socket* entry = owner >= 0 ? &sockets_[static_cast<std::size_t>(owner)] : nullptr;
   const bool ours = entry != nullptr &&
                     ((entry->kind == Kind::connection && entry->generation == body.generation) ||
@@ -896,7 +896,7 @@ void TcpSockets::handle_messages(std::size_t replica, std::span<const Message> m
   bool changed = false;
   for (const Message& message : messages) {
     if (message.kind == stack::kTcpEventKind) {
-      changed |= on_event(replica, message.read<stack::TcpSlotBody>());
+      changed |= on_event(replica, message.read<stack::TcpPageBody>());
     } else if (message.kind == stack::kTcpOpenedKind) {
       changed |= on_opened(replica, message.read<stack::TcpOpenedBody>());
     } else if (message.kind == stack::kTcpAcceptedKind) {
@@ -913,7 +913,7 @@ void TcpSockets::replica_restarted(std::size_t replica) {
   Replica& link = replicas_[replica];
   // The new incarnation formats the region afresh and knows nothing of what we had asked for.
   link.region = TcpRegion{};
-  link.slot_owner.clear();
+  link.page_owner.clear();
   link.outbox.clear();
   link.kicks_owed = false;
   link.closed_listeners.clear();
@@ -932,7 +932,7 @@ void TcpSockets::replica_restarted(std::size_t replica) {
       entry.header = nullptr;
       entry.send_ring = ByteRingProducer{};
       entry.receive_ring = ByteRingConsumer{};
-      entry.local_error = ECONNRESET;  // overrides any earlier cause: the slot is gone
+      entry.local_error = ECONNRESET;  // overrides any earlier cause: the page is gone
     } else if (entry.kind == Kind::listener && entry.local_error == 0) {
       if (entry.parts[replica].ticket != 0) abandon(replica, entry.parts[replica].ticket);
       if (!send_listen(static_cast<int>(id), replica)) fail_listener(static_cast<int>(id), ENOBUFS);

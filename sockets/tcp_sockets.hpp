@@ -1,14 +1,14 @@
 // The native TCP socket API of libflotilla, for programs that run as Flotilla components with a
 // channel to each TCP replica. Each channel comes with a region the pair shares
-// (components/formats/tcp_socket_page.hpp): the replica hands out its slots, and a socket's bytes move through
-// the slot's two byte rings. So send() and recv() are copies plus a few atomic operations, and the
+// (components/formats/tcp_socket_page.hpp): the replica hands out its pages, and a socket's bytes move through
+// the page's two byte rings. So send() and recv() are copies plus a few atomic operations, and the
 // readiness calls (readable, writable, acceptable, eof, error, info) are loads: none of them makes
 // a system call.
 //
 // Everything is non-blocking and driven by the component loop. connect() and listen() send their
 // request and return at once; the outcome shows in readiness (writable() and connected(), or
 // error()). The replicas' messages (the answer to an open, an accepted connection, an event saying
-// a slot's state words changed) arrive through the loop, and on_ready's handler runs after each
+// a page's state words changed) arrive through the loop, and on_ready's handler runs after each
 // burst of them, so an event-driven program re-checks its sockets there.
 //
 // Blocking: a native component has one blocking wait, its loop's doorbell. When no input is ready
@@ -17,7 +17,7 @@
 // poll loop of their own (the preload library) sleep on the lease's eventfd instead
 // (ComponentHost::arm_wake).
 //
-// The replicas are not trusted: every slot index and generation in their messages is checked
+// The replicas are not trusted: every page index and generation in their messages is checked
 // against the region and against what this side handed out, the region's header is checked
 // (TcpRegion::attach), and the rings check the replica's indices; a bad message is counted and
 // ignored, and a socket whose ring turns out corrupt fails with EPROTO.
@@ -58,7 +58,7 @@ using formats::ByteRingConsumer;
 using formats::ByteRingProducer;
 using formats::TcpRegion;
 using formats::TcpSocketControl;
-using formats::TcpSocketSlotHeader;
+using formats::TcpSocketPageHeader;
 using formats::TcpSocketStatus;
 using formats::tcp_region_name;
 using formats::kTcpPeerClosed;
@@ -257,7 +257,7 @@ class TcpSockets {
   std::size_t replica_count() const { return replicas_.size(); }
   std::size_t open_sockets() const { return open_count_; }
   // Replica messages that failed their checks (ignored), and valid ones about sockets that are no
-  // longer open (ignored too: a slot we never claimed is closed).
+  // longer open (ignored too: a page we never claimed is closed).
   std::uint64_t bad_messages() const { return bad_messages_; }
   std::uint64_t stale_messages() const { return stale_messages_; }
   // Messages waiting for room in a channel.
@@ -273,25 +273,25 @@ class TcpSockets {
 
   struct Replica {
     TcpRegion region;                    // invalid until the replica has formatted it
-    std::vector<std::int32_t> slot_owner;  // by slot: socket id + 1, 0 for none
+    std::vector<std::int32_t> page_owner;  // by page: socket id + 1, 0 for none
     MessageOutbox outbox{kOutboxMessages};  // what the channel had no room for, oldest first
-    // A kick found the outbox full: some slot has requests and no kick on its way.
+    // A kick found the outbox full: some page has requests and no kick on its way.
     bool kicks_owed = false;
-    // Opens whose socket was closed (or failed) before the answer came: a slot the answer hands
+    // Opens whose socket was closed (or failed) before the answer came: a page the answer hands
     // us is given back. Kept across a restart, since the new incarnation may answer an open that
     // was still in the channel.
     std::vector<std::uint32_t> abandoned_tickets;
-    // Listener slots we closed, whose connections may still be announced: they are given back.
-    // Forgotten at a restart: the old incarnation's slots mean nothing in the new region.
-    std::vector<std::pair<std::uint32_t, std::uint32_t>> closed_listeners;  // slot, generation
+    // Listener pages we closed, whose connections may still be announced: they are given back.
+    // Forgotten at a restart: the old incarnation's pages mean nothing in the new region.
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> closed_listeners;  // page, generation
   };
   static constexpr std::size_t kRememberedClosures = 256;
 
   struct ListenerPart {
     std::uint32_t ticket = 0;  // the open in flight; 0 once answered
-    std::uint32_t slot = 0;
+    std::uint32_t page = 0;
     std::uint32_t generation = 0;
-    std::uint32_t accepted = 0;  // our running count, stored to the slot's `accepted`
+    std::uint32_t accepted = 0;  // our running count, stored to the page's `accepted`
     bool open = false;
   };
 
@@ -309,17 +309,17 @@ class TcpSockets {
     std::uint16_t serial = 0;  // bumped per open request; the high half of a ticket
     int local_error = 0;       // decided here: open refused, replica restarted, ring corrupt
     bool write_shut = false;
-    std::vector<std::pair<stack::TcpOption, std::uint32_t>> options;  // sent once a slot exists
+    std::vector<std::pair<stack::TcpOption, std::uint32_t>> options;  // sent once a page exists
     // A connection.
     std::uint32_t ticket = 0;  // the open in flight; 0 once answered
     std::uint32_t replica = 0;
-    std::uint32_t slot = 0;
+    std::uint32_t page = 0;
     std::uint32_t generation = 0;
-    TcpSocketSlotHeader* header = nullptr;  // once the replica handed a slot out
+    TcpSocketPageHeader* header = nullptr;  // once the replica handed a page out
     ByteRingProducer send_ring;
     ByteRingConsumer receive_ring;
     TcpEndpoints endpoints;
-    std::uint32_t pending_requests = 0;  // asked for before a slot existed
+    std::uint32_t pending_requests = 0;  // asked for before a page existed
     int listener = -1;  // accepted by the replica, not yet by accept(): whose queue holds it
     // A listener.
     std::vector<ListenerPart> parts;  // by replica
@@ -335,25 +335,25 @@ class TcpSockets {
   // Sends now or parks the message in the replica's outbox; false when both are full.
   [[nodiscard]] bool send_or_defer(std::size_t replica, const Message& message);
   [[nodiscard]] bool send_listen(int listener, std::size_t replica);
-  // Sets request bits on a slot and kicks the replica unless a kick is already pending.
-  void request(std::size_t replica, std::uint32_t slot, std::uint32_t generation, std::uint32_t bits);
-  // Kicks every slot of the replica that has requests but no kick pending. True when it kicked any.
-  bool kick_owed_slots(std::size_t replica);
+  // Sets request bits on a page and kicks the replica unless a kick is already pending.
+  void request(std::size_t replica, std::uint32_t page, std::uint32_t generation, std::uint32_t bits);
+  // Kicks every page of the replica that has requests but no kick pending. True when it kicked any.
+  bool kick_owed_pages(std::size_t replica);
   // False when an option found no room (the rest are not sent either).
-  [[nodiscard]] bool send_options(std::size_t replica, std::uint32_t slot, std::uint32_t generation,
+  [[nodiscard]] bool send_options(std::size_t replica, std::uint32_t page, std::uint32_t generation,
                                   std::span<const std::pair<stack::TcpOption, std::uint32_t>> options);
   bool ensure_region(std::size_t replica);
-  // The slot named by a message, when it exists, is not ours yet, and carries that generation.
-  TcpSocketSlotHeader* claimable_slot(std::size_t replica, std::uint32_t slot, std::uint32_t generation);
-  // Records the slot as `socket`'s and resets the words this side writes.
-  void claim_slot(std::size_t replica, std::uint32_t slot, int socket);
-  void adopt_connection(int socket, std::size_t replica, std::uint32_t slot, std::uint32_t generation);
+  // The page named by a message, when it exists, is not ours yet, and carries that generation.
+  TcpSocketPageHeader* claimable_page(std::size_t replica, std::uint32_t page, std::uint32_t generation);
+  // Records the page as `socket`'s and resets the words this side writes.
+  void claim_page(std::size_t replica, std::uint32_t page, int socket);
+  void adopt_connection(int socket, std::size_t replica, std::uint32_t page, std::uint32_t generation);
   // Counts a message that failed its checks; false, for the handlers to return.
   bool refuse() {
     ++bad_messages_;
     return false;
   }
-  void close_orphan(std::size_t replica, std::uint32_t slot, std::uint32_t generation);
+  void close_orphan(std::size_t replica, std::uint32_t page, std::uint32_t generation);
   void abandon(std::size_t replica, std::uint32_t ticket);
   void close_listener_part(std::size_t replica, ListenerPart& part, std::uint32_t bits);
   void fail(Socket& socket, int error);
@@ -371,7 +371,7 @@ class TcpSockets {
 
   bool on_opened(std::size_t replica, const stack::TcpOpenedBody& body);
   bool on_accepted(std::size_t replica, const stack::TcpAcceptedBody& body);
-  bool on_event(std::size_t replica, const stack::TcpSlotBody& body);
+  bool on_event(std::size_t replica, const stack::TcpPageBody& body);
 
   std::unique_ptr<TcpReplicaLinks> links_;
   std::vector<Replica> replicas_;

@@ -127,7 +127,7 @@ struct SocketStatusBody {
   std::uint32_t socket;
   std::int32_t error;
   std::uint16_t local_port;
-  std::uint16_t exposed_slot;  // 1 + the socket's slot in the exposed table (sockets/); 0: none
+  std::uint16_t exposed_slot;  // 1 + the socket's page in the exposed table (sockets/); 0: none
 };
 
 struct SocketDatagramBody {
@@ -165,8 +165,8 @@ struct TcpReplicaBody {
 };
 
 // app <-> tcpN: the native TCP socket API (sockets/). Sockets live in the region the pair shares
-// (components/formats/tcp_socket_page.hpp); the replica hands out its slots, and every later message names a
-// slot and its generation, so a message about a slot since reused is recognised and ignored.
+// (components/formats/tcp_socket_page.hpp); the replica hands out its pages, and every later message names a
+// page and its generation, so a message about a page since reused is recognised and ignored.
 enum class TcpOpenOperation : std::uint8_t { connect = 0, listen = 1 };
 inline constexpr std::uint8_t kTcpOpenNoDelay = 1;    // TCP_NODELAY from the start
 inline constexpr std::uint8_t kTcpOpenNewReno = 2;    // NewReno instead of CUBIC
@@ -186,22 +186,22 @@ struct TcpOpenBody {
   std::uint16_t remote_port;
 };
 
-// tcpN -> app: the answer to open. error 0: `slot` (with `generation`) is the socket from now on;
-// for connect the connection is under way and its slot says when it is established or failed.
+// tcpN -> app: the answer to open. error 0: `page` (with `generation`) is the socket from now on;
+// for connect the connection is under way and its page says when it is established or failed.
 struct TcpOpenedBody {
   std::uint32_t socket;
   std::int32_t error;
-  std::uint32_t slot;
+  std::uint32_t page;
   std::uint32_t generation;
   std::uint16_t local_port;
   std::uint16_t reserved;
 };
 
-// tcpN -> app: a connection on the listener `listener_slot` is established and waits in `slot`.
+// tcpN -> app: a connection on the listener `listener_page` is established and waits in `page`.
 struct TcpAcceptedBody {
-  std::uint32_t listener_slot;
+  std::uint32_t listener_page;
   std::uint32_t listener_generation;
-  std::uint32_t slot;
+  std::uint32_t page;
   std::uint32_t generation;
   std::uint32_t remote_address;
   std::uint16_t remote_port;
@@ -209,10 +209,10 @@ struct TcpAcceptedBody {
   std::uint32_t local_address;
 };
 
-// app -> tcpN (kTcpKickKind: look at the slot's requests and send ring) and tcpN -> app
-// (kTcpEventKind: look at the slot's state words). See tcp_socket_page.hpp for when they are sent.
-struct TcpSlotBody {
-  std::uint32_t slot;
+// app -> tcpN (kTcpKickKind: look at the page's requests and send ring) and tcpN -> app
+// (kTcpEventKind: look at the page's state words). See tcp_socket_page.hpp for when they are sent.
+struct TcpPageBody {
+  std::uint32_t page;
   std::uint32_t generation;
 };
 
@@ -227,7 +227,7 @@ enum class TcpOption : std::uint16_t {
 
 // app -> tcpN: set one socket option.
 struct TcpOptionBody {
-  std::uint32_t slot;
+  std::uint32_t page;
   std::uint32_t generation;
   TcpOption option;
   std::uint16_t reserved;

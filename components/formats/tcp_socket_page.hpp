@@ -1,25 +1,25 @@
 // The exposed TCP sockets an application shares with one TCP replica (DESIGN.md, "Exposed
 // sockets"): a region per (application, replica) pair, named after their channel plus "-tcp"
-// (tcp_region_name), with both as writers. The replica formats it and hands slots out; the
-// application never picks a slot itself.
+// (tcp_region_name), with both as writers. The replica formats it and hands pages out; the
+// application never picks a page itself.
 //
-// Each slot is one socket: a control block of state words, then the send ring (application ->
+// Each page is one socket: a control block of state words, then the send ring (application ->
 // replica) and the receive ring (replica -> application) of `ring_bytes` each. Readiness is loads:
 // readable = receive ring non-empty or EOF or error; writable = send ring has room; acceptable =
 // accept_ready > 0. Nothing here is trusted by the side that did not write it: the application
-// checks the header and every slot index it is told; the replica keeps its own ring indices
+// checks the header and every page index it is told; the replica keeps its own ring indices
 // privately (components/formats/byte_ring.hpp) and treats everything the application stores as a request.
 //
 // Waking the other side without a message per byte: each side sets a "pending" word before it
 // sends its notification message, and sends only when the word was clear; the receiver clears the
-// word, then looks at the slot. So a busy socket costs one message per batch, not per write.
+// word, then looks at the page. So a busy socket costs one message per batch, not per write.
 //   application -> replica: set `requests` bits, then if exchange(kick_pending, 1) was 0, send
-//                           kTcpKickKind {slot, generation}.
+//                           kTcpKickKind {page, generation}.
 //   replica -> application: update the state words, then if exchange(event_pending, 1) was 0,
-//                           send kTcpEventKind {slot, generation}.
+//                           send kTcpEventKind {page, generation}.
 //
 // What the application side (sockets/tcp_sockets.cpp) relies on from the replica:
-//   - a slot is announced (TcpOpened, TcpAccepted) after its generation was bumped and its status
+//   - a page is announced (TcpOpened, TcpAccepted) after its generation was bumped and its status
 //     left `free`, with both rings at stream position 0; the application then resets the words it
 //     writes (requests, kick_pending, accepted) and clears event_pending;
 //   - the send ring is consumed when the peer acknowledges the bytes, so an empty send ring after
@@ -65,7 +65,7 @@ inline constexpr std::uint32_t kTcpRequestAccepted = 32;     // listener: `accep
 
 struct alignas(64) TcpSocketControl {
   // Written by the replica.
-  std::atomic<std::uint32_t> generation;  // bumped each time the slot is handed out
+  std::atomic<std::uint32_t> generation;  // bumped each time the page is handed out
   std::atomic<TcpSocketStatus> status;
   std::atomic<std::int32_t> error;        // errno once closed abnormally (ECONNRESET, ...)
   std::atomic<std::uint32_t> flags;       // kTcpPeerClosed, kTcpWriteClosed
@@ -80,7 +80,7 @@ struct alignas(64) TcpSocketControl {
   alignas(64) std::atomic<std::uint32_t> requests;
   std::atomic<std::uint32_t> kick_pending;  // set by the application, cleared by the replica
   // Listener: how many connections the application has taken with accept() so far (a running
-  // count, so kicks may coalesce). The replica zeroes it when it hands the slot out, and counts its
+  // count, so kicks may coalesce). The replica zeroes it when it hands the page out, and counts its
   // accept queue down by the growth it sees (clamped to what it has announced).
   std::atomic<std::uint32_t> accepted;
   std::uint32_t reserved1[13];
@@ -97,8 +97,8 @@ struct alignas(64) TcpSocketControl {
 };
 static_assert(sizeof(TcpSocketControl) == 192);
 
-// A slot: control, then the rings' indices, then the rings' bytes (page aligned).
-struct alignas(64) TcpSocketSlotHeader {
+// A socket page: control, then the rings' indices, then the rings' bytes (aligned to memory pages).
+struct alignas(64) TcpSocketPageHeader {
   TcpSocketControl control;
   ByteRingIndices send;     // application produces, replica consumes
   ByteRingIndices receive;  // replica produces, application consumes
@@ -109,39 +109,39 @@ struct alignas(64) TcpRegionHeader {
   static constexpr std::uint32_t kVersion = 1;
   std::atomic<std::uint64_t> magic;  // published last
   std::uint32_t version;
-  std::uint32_t slot_count;
+  std::uint32_t page_count;
   std::uint32_t ring_bytes;  // each ring's size: a power of two
-  std::uint32_t slot_stride;
+  std::uint32_t page_stride;
 };
 
 // A view of the region for either side. Values in the header are checked against the region's real
-// size, so a bad header yields an invalid view rather than out-of-range slots.
+// size, so a bad header yields an invalid view rather than out-of-range pages.
 class TcpRegion {
  public:
-  static constexpr std::size_t kPage = 4096;
+  static constexpr std::size_t kMemoryPageBytes = 4096;
 
-  static constexpr std::size_t slot_stride(std::size_t ring_bytes) {
-    return (sizeof(TcpSocketSlotHeader) + kPage - 1) / kPage * kPage + 2 * ring_bytes;
+  static constexpr std::size_t page_stride(std::size_t ring_bytes) {
+    return (sizeof(TcpSocketPageHeader) + kMemoryPageBytes - 1) / kMemoryPageBytes * kMemoryPageBytes + 2 * ring_bytes;
   }
-  static constexpr std::size_t bytes_for(std::size_t slots, std::size_t ring_bytes) {
-    return kPage + slots * slot_stride(ring_bytes);
+  static constexpr std::size_t bytes_for(std::size_t pages, std::size_t ring_bytes) {
+    return kMemoryPageBytes + pages * page_stride(ring_bytes);
   }
 
-  // The replica's view: formats the region with as many slots as fit (every slot free). Invalid
-  // when ring_bytes is not a power of two of at least 4096 or not one slot fits.
+  // The replica's view: formats the region with as many pages as fit (every page free). Invalid
+  // when ring_bytes is not a power of two of at least 4096 or not one page fits.
   static TcpRegion format(std::span<std::byte> region, std::size_t ring_bytes) {
-    if (!std::has_single_bit(ring_bytes) || ring_bytes < kPage || region.size() < bytes_for(1, ring_bytes)) {
+    if (!std::has_single_bit(ring_bytes) || ring_bytes < kMemoryPageBytes || region.size() < bytes_for(1, ring_bytes)) {
       return {};
     }
     auto* header = reinterpret_cast<TcpRegionHeader*>(region.data());
     header->magic.store(0, std::memory_order_relaxed);
     header->version = TcpRegionHeader::kVersion;
     header->ring_bytes = static_cast<std::uint32_t>(ring_bytes);
-    header->slot_stride = static_cast<std::uint32_t>(slot_stride(ring_bytes));
-    header->slot_count = static_cast<std::uint32_t>((region.size() - kPage) / slot_stride(ring_bytes));
-    TcpRegion view(region, header->slot_count, ring_bytes);
-    for (std::uint32_t i = 0; i < header->slot_count; ++i) {
-      auto& control = view.slot(i)->control;
+    header->page_stride = static_cast<std::uint32_t>(page_stride(ring_bytes));
+    header->page_count = static_cast<std::uint32_t>((region.size() - kMemoryPageBytes) / page_stride(ring_bytes));
+    TcpRegion view(region, header->page_count, ring_bytes);
+    for (std::uint32_t i = 0; i < header->page_count; ++i) {
+      auto& control = view.page(i)->control;
       control.status.store(TcpSocketStatus::free, std::memory_order_relaxed);
       control.generation.store(0, std::memory_order_relaxed);
     }
@@ -152,46 +152,46 @@ class TcpRegion {
   // The application's view: invalid until the replica has formatted the region, or when the header
   // does not fit the region it is in.
   static TcpRegion attach(std::span<std::byte> region) {
-    if (region.size() < kPage) return {};
+    if (region.size() < kMemoryPageBytes) return {};
     const auto* header = reinterpret_cast<const TcpRegionHeader*>(region.data());
     if (header->magic.load(std::memory_order_acquire) != TcpRegionHeader::kMagic) return {};
     if (header->version != TcpRegionHeader::kVersion) return {};
     const std::size_t ring_bytes = header->ring_bytes;
-    if (!std::has_single_bit(ring_bytes) || ring_bytes < kPage) return {};
-    if (header->slot_stride != slot_stride(ring_bytes)) return {};
-    const std::size_t fits = (region.size() - kPage) / slot_stride(ring_bytes);
-    if (header->slot_count == 0 || header->slot_count > fits) return {};
-    return TcpRegion(region, header->slot_count, ring_bytes);
+    if (!std::has_single_bit(ring_bytes) || ring_bytes < kMemoryPageBytes) return {};
+    if (header->page_stride != page_stride(ring_bytes)) return {};
+    const std::size_t fits = (region.size() - kMemoryPageBytes) / page_stride(ring_bytes);
+    if (header->page_count == 0 || header->page_count > fits) return {};
+    return TcpRegion(region, header->page_count, ring_bytes);
   }
 
   TcpRegion() = default;
-  bool valid() const { return slot_count_ != 0; }
-  std::uint32_t slot_count() const { return slot_count_; }
+  bool valid() const { return page_count_ != 0; }
+  std::uint32_t page_count() const { return page_count_; }
   std::size_t ring_bytes() const { return ring_bytes_; }
 
   // nullptr for an index out of range.
-  TcpSocketSlotHeader* slot(std::uint32_t index) const {
-    if (index >= slot_count_) return nullptr;
-    return reinterpret_cast<TcpSocketSlotHeader*>(slot_base(index));
+  TcpSocketPageHeader* page(std::uint32_t index) const {
+    if (index >= page_count_) return nullptr;
+    return reinterpret_cast<TcpSocketPageHeader*>(page_base(index));
   }
-  // The slot's ring bytes (empty for an index out of range).
+  // The page's ring bytes (empty for an index out of range).
   std::span<std::byte> send_bytes(std::uint32_t index) const {
-    if (index >= slot_count_) return {};
-    return {slot_base(index) + data_offset(), ring_bytes_};
+    if (index >= page_count_) return {};
+    return {page_base(index) + data_offset(), ring_bytes_};
   }
   std::span<std::byte> receive_bytes(std::uint32_t index) const {
-    if (index >= slot_count_) return {};
-    return {slot_base(index) + data_offset() + ring_bytes_, ring_bytes_};
+    if (index >= page_count_) return {};
+    return {page_base(index) + data_offset() + ring_bytes_, ring_bytes_};
   }
 
  private:
-  TcpRegion(std::span<std::byte> region, std::uint32_t slots, std::size_t ring_bytes)
-      : base_(region.data()), slot_count_(slots), ring_bytes_(ring_bytes) {}
-  std::byte* slot_base(std::uint32_t index) const { return base_ + kPage + index * slot_stride(ring_bytes_); }
-  static constexpr std::size_t data_offset() { return (sizeof(TcpSocketSlotHeader) + kPage - 1) / kPage * kPage; }
+  TcpRegion(std::span<std::byte> region, std::uint32_t pages, std::size_t ring_bytes)
+      : base_(region.data()), page_count_(pages), ring_bytes_(ring_bytes) {}
+  std::byte* page_base(std::uint32_t index) const { return base_ + kMemoryPageBytes + index * page_stride(ring_bytes_); }
+  static constexpr std::size_t data_offset() { return (sizeof(TcpSocketPageHeader) + kMemoryPageBytes - 1) / kMemoryPageBytes * kMemoryPageBytes; }
 
   std::byte* base_ = nullptr;
-  std::uint32_t slot_count_ = 0;
+  std::uint32_t page_count_ = 0;
   std::size_t ring_bytes_ = 0;
 };
 

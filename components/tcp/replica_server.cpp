@@ -24,7 +24,7 @@ ReplicaServer::ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSe
       settings_(settings),
       outputs_(&outputs),
       cache_(pool, self),
-      // Generations differ between incarnations, so a message about a slot of the dead one is stale.
+      // Generations differ between incarnations, so a message about a page of the dead one is stale.
       next_generation_(static_cast<std::uint32_t>(incarnation << 20) | 1u) {
   counters_.register_in(counters);
 }
@@ -57,12 +57,12 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
 void ReplicaServer::format_app(std::size_t app, std::span<std::byte> region) {
   App& entry = apps_[app];
   entry.region = region.empty() ? formats::TcpRegion{} : formats::TcpRegion::format(region, settings_.ring_bytes);
-  const std::uint32_t slots = entry.region.slot_count();
-  entry.slots.assign(slots, Slot{});
-  entry.free_slots.clear();
-  entry.free_slots.reserve(slots);
-  for (std::uint32_t i = slots; i > 0; --i) entry.free_slots.push_back(i - 1);
-  entry.outbox = MessageOutbox(2 * std::size_t{slots} + 64);
+  const std::uint32_t pages = entry.region.page_count();
+  entry.pages.assign(pages, SocketPage{});
+  entry.free_pages.clear();
+  entry.free_pages.reserve(pages);
+  for (std::uint32_t i = pages; i > 0; --i) entry.free_pages.push_back(i - 1);
+  entry.outbox = MessageOutbox(2 * std::size_t{pages} + 64);
 }
 
 void ReplicaServer::announce(bool fresh) {
@@ -164,35 +164,35 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
   return worked;
 }
 
-// ---- slots ----
+// ---- pages ----
 
-ReplicaServer::Slot* ReplicaServer::checked_slot(std::size_t app, std::uint32_t slot, std::uint32_t generation) {
+ReplicaServer::SocketPage* ReplicaServer::checked_page(std::size_t app, std::uint32_t page, std::uint32_t generation) {
   App& entry = apps_[app];
-  if (slot >= entry.slots.size()) {
+  if (page >= entry.pages.size()) {
     counters_.bad_app_messages->add();
     return nullptr;
   }
-  Slot& state = entry.slots[slot];
-  if (state.kind == SlotKind::free || state.generation != generation || state.app_closed) {
+  SocketPage& state = entry.pages[page];
+  if (state.kind == PageKind::free || state.generation != generation || state.app_closed) {
     counters_.stale_app_messages->add();
     return nullptr;
   }
   return &state;
 }
 
-std::optional<std::uint32_t> ReplicaServer::take_slot(std::size_t app, SlotKind kind) {
+std::optional<std::uint32_t> ReplicaServer::take_page(std::size_t app, PageKind kind) {
   App& entry = apps_[app];
-  if (entry.free_slots.empty()) {
-    counters_.slots_exhausted->add();
+  if (entry.free_pages.empty()) {
+    counters_.pages_exhausted->add();
     return std::nullopt;
   }
-  const std::uint32_t index = entry.free_slots.back();
-  entry.free_slots.pop_back();
-  Slot& slot = entry.slots[index];
-  slot = Slot{};
-  slot.kind = kind;
-  slot.generation = next_generation_++;
-  auto* header = entry.region.slot(index);
+  const std::uint32_t index = entry.free_pages.back();
+  entry.free_pages.pop_back();
+  SocketPage& page = entry.pages[index];
+  page = SocketPage{};
+  page.kind = kind;
+  page.generation = next_generation_++;
+  auto* header = entry.region.page(index);
   TcpSocketControl& control = header->control;
   control.status.store(TcpSocketStatus::free, std::memory_order_relaxed);
   control.error.store(0, std::memory_order_relaxed);
@@ -205,35 +205,35 @@ std::optional<std::uint32_t> ReplicaServer::take_slot(std::size_t app, SlotKind 
   // The application's ring indices too: a fresh socket starts both streams at 0.
   header->send.tail.store(0, std::memory_order_relaxed);
   header->receive.head.store(0, std::memory_order_relaxed);
-  control.generation.store(slot.generation, std::memory_order_release);
+  control.generation.store(page.generation, std::memory_order_release);
   return index;
 }
 
-void ReplicaServer::free_slot(std::size_t app, std::uint32_t slot) {
+void ReplicaServer::free_page(std::size_t app, std::uint32_t page) {
   App& entry = apps_[app];
-  entry.slots[slot] = Slot{};
-  entry.region.slot(slot)->control.status.store(TcpSocketStatus::free, std::memory_order_release);
-  entry.free_slots.push_back(slot);
+  entry.pages[page] = SocketPage{};
+  entry.region.page(page)->control.status.store(TcpSocketStatus::free, std::memory_order_release);
+  entry.free_pages.push_back(page);
 }
 
-StreamRings ReplicaServer::rings_of(std::size_t app, std::uint32_t slot) {
+StreamRings ReplicaServer::rings_of(std::size_t app, std::uint32_t page) {
   const formats::TcpRegion& region = apps_[app].region;
-  auto* header = region.slot(slot);
-  return StreamRings{formats::ByteRingConsumer(&header->send, region.send_bytes(slot)),
-                     formats::ByteRingProducer(&header->receive, region.receive_bytes(slot))};
+  auto* header = region.page(page);
+  return StreamRings{formats::ByteRingConsumer(&header->send, region.send_bytes(page)),
+                     formats::ByteRingProducer(&header->receive, region.receive_bytes(page))};
 }
 
-void ReplicaServer::notify(std::size_t app, std::uint32_t slot) {
-  auto& control = apps_[app].region.slot(slot)->control;
+void ReplicaServer::notify(std::size_t app, std::uint32_t page) {
+  auto& control = apps_[app].region.page(page)->control;
   if (control.event_pending.exchange(1, std::memory_order_seq_cst) != 0) return;
   send_app(app, Message::make(stack::kTcpEventKind,
-                              stack::TcpSlotBody{slot, apps_[app].slots[slot].generation}));
+                              stack::TcpPageBody{page, apps_[app].pages[page].generation}));
 }
 
-void ReplicaServer::publish_info(std::size_t app, std::uint32_t slot, ConnectionHandle connection) {
+void ReplicaServer::publish_info(std::size_t app, std::uint32_t page, ConnectionHandle connection) {
   const auto info = engine_->info(connection);
   if (!info) return;
-  auto& control = apps_[app].region.slot(slot)->control;
+  auto& control = apps_[app].region.page(page)->control;
   control.tcp_state.store(static_cast<std::uint32_t>(info->state), std::memory_order_relaxed);
   control.rtt_us.store(static_cast<std::uint32_t>(info->srtt_ns / 1000), std::memory_order_relaxed);
   control.rto_ms.store(static_cast<std::uint32_t>(info->rto_ns / 1'000'000), std::memory_order_relaxed);
@@ -248,8 +248,8 @@ const ReplicaServer::Place* ReplicaServer::place_of(ConnectionHandle connection)
   if (connection.index >= connections_.size()) return nullptr;
   const Place& place = connections_[connection.index];
   if (place.app == UINT32_MAX) return nullptr;
-  const Slot& slot = apps_[place.app].slots[place.slot];
-  if (slot.kind != SlotKind::connection || slot.generation != place.generation || slot.connection != connection) {
+  const SocketPage& page = apps_[place.app].pages[place.page];
+  if (page.kind != PageKind::connection || page.generation != place.generation || page.connection != connection) {
     return nullptr;
   }
   return &place;
@@ -263,7 +263,7 @@ void ReplicaServer::on_app_message(std::size_t app, const Message& message, std:
     return;
   }
   if (message.kind == stack::kTcpKickKind) {
-    on_kick(app, message.read<stack::TcpSlotBody>(), now_ns);
+    on_kick(app, message.read<stack::TcpPageBody>(), now_ns);
   } else if (message.kind == stack::kTcpOpenKind) {
     on_open(app, message.read<stack::TcpOpenBody>(), now_ns);
   } else if (message.kind == stack::kTcpOptionKind) {
@@ -288,9 +288,9 @@ std::uint16_t ReplicaServer::pick_local_port() {
 }
 
 void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std::uint64_t now_ns) {
-  auto answer = [&](int error, std::uint32_t slot, std::uint32_t generation, std::uint16_t port) {
+  auto answer = [&](int error, std::uint32_t page, std::uint32_t generation, std::uint16_t port) {
     send_app(app, Message::make(stack::kTcpOpenedKind,
-                                stack::TcpOpenedBody{open.socket, error, slot, generation, port, 0}));
+                                stack::TcpOpenedBody{open.socket, error, page, generation, port, 0}));
   };
   const bool local_ok = open.local_address == 0 || open.local_address == settings_.address;
   if (!local_ok) {
@@ -302,7 +302,7 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
       answer(EINVAL, 0, 0, 0);
       return;
     }
-    const auto index = take_slot(app, SlotKind::listener);
+    const auto index = take_page(app, PageKind::listener);
     if (!index) {
       answer(EMFILE, 0, 0, 0);
       return;
@@ -310,20 +310,20 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
     auto listener = engine_->listen(open.local_address, open.local_port, open.backlog == 0 ? 128 : open.backlog,
                                     options_from(open.options));
     if (!listener || listener.value() >= listeners_.size()) {
-      free_slot(app, *index);
+      free_page(app, *index);
       answer(listener ? ENOBUFS : (listener.error().code == Errc::exhausted ? ENOBUFS : EADDRINUSE), 0, 0, 0);
       return;
     }
-    Slot& slot = apps_[app].slots[*index];
-    slot.listener = listener.value();
-    slot.options = options_from(open.options);
-    slot.announced = true;
-    listeners_[listener.value()] = Place{static_cast<std::uint32_t>(app), *index, slot.generation};
-    auto& control = apps_[app].region.slot(*index)->control;
+    SocketPage& page = apps_[app].pages[*index];
+    page.listener = listener.value();
+    page.options = options_from(open.options);
+    page.announced = true;
+    listeners_[listener.value()] = Place{static_cast<std::uint32_t>(app), *index, page.generation};
+    auto& control = apps_[app].region.page(*index)->control;
     control.local_address = settings_.address;
     control.local_port = open.local_port;
     control.status.store(TcpSocketStatus::listening, std::memory_order_release);
-    answer(0, *index, slot.generation, open.local_port);
+    answer(0, *index, page.generation, open.local_port);
     return;
   }
   if (open.operation != stack::TcpOpenOperation::connect || open.remote_address == 0 || open.remote_port == 0) {
@@ -331,7 +331,7 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
     answer(EINVAL, 0, 0, 0);
     return;
   }
-  const auto index = take_slot(app, SlotKind::connection);
+  const auto index = take_page(app, PageKind::connection);
   if (!index) {
     answer(EMFILE, 0, 0, 0);
     return;
@@ -346,84 +346,84 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
     if (connected || connected.error().code == Errc::exhausted) break;
   }
   if (!connected || connected.value().index >= connections_.size()) {
-    free_slot(app, *index);
+    free_page(app, *index);
     answer(connected ? ENOBUFS : (connected.error().code == Errc::exhausted ? ENOBUFS : EADDRINUSE), 0, 0, 0);
     return;
   }
-  Slot& slot = apps_[app].slots[*index];
-  slot.connection = connected.value();
-  slot.options = options_from(open.options);
-  slot.announced = true;
-  connections_[slot.connection.index] = Place{static_cast<std::uint32_t>(app), *index, slot.generation};
-  auto& control = apps_[app].region.slot(*index)->control;
+  SocketPage& page = apps_[app].pages[*index];
+  page.connection = connected.value();
+  page.options = options_from(open.options);
+  page.announced = true;
+  connections_[page.connection.index] = Place{static_cast<std::uint32_t>(app), *index, page.generation};
+  auto& control = apps_[app].region.page(*index)->control;
   control.local_address = tuple.local_address;
   control.remote_address = tuple.remote_address;
   control.local_port = tuple.local_port;
   control.remote_port = tuple.remote_port;
   control.status.store(TcpSocketStatus::connecting, std::memory_order_release);
-  answer(0, *index, slot.generation, tuple.local_port);
+  answer(0, *index, page.generation, tuple.local_port);
 }
 
-void ReplicaServer::on_kick(std::size_t app, const stack::TcpSlotBody& kick, std::uint64_t now_ns) {
-  Slot* slot = checked_slot(app, kick.slot, kick.generation);
-  if (slot == nullptr) return;
-  auto& control = apps_[app].region.slot(kick.slot)->control;
+void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std::uint64_t now_ns) {
+  SocketPage* page = checked_page(app, kick.page, kick.generation);
+  if (page == nullptr) return;
+  auto& control = apps_[app].region.page(kick.page)->control;
   // Clear first, then read: a request made after this load sends a new kick.
   control.kick_pending.store(0, std::memory_order_seq_cst);
   const std::uint32_t requests = control.requests.exchange(0, std::memory_order_acq_rel);
-  if (slot->kind == SlotKind::listener) {
+  if (page->kind == PageKind::listener) {
     if ((requests & formats::kTcpRequestAccepted) != 0) {
       // A running count the application keeps: it may only grow, by at most what waits.
-      const std::uint32_t growth = control.accepted.load(std::memory_order_acquire) - slot->accept_taken;
-      const std::uint32_t waiting = slot->accept_announced - slot->accept_taken;
+      const std::uint32_t growth = control.accepted.load(std::memory_order_acquire) - page->accept_taken;
+      const std::uint32_t waiting = page->accept_announced - page->accept_taken;
       if (growth > waiting) {
         counters_.bad_app_messages->add();
       } else if (growth > 0) {
-        slot->accept_taken += growth;
-        engine_->accepted(slot->listener, growth);
+        page->accept_taken += growth;
+        engine_->accepted(page->listener, growth);
         control.accept_ready.store(waiting - growth, std::memory_order_release);
       }
     }
     if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) {
-      engine_->close_listener(slot->listener);
-      listeners_[slot->listener] = Place{};
-      free_slot(app, kick.slot);
+      engine_->close_listener(page->listener);
+      listeners_[page->listener] = Place{};
+      free_page(app, kick.page);
     }
     return;
   }
-  const ConnectionHandle connection = slot->connection;
-  if (slot->engine_released) {
-    // The connection is over; all that is left is the application letting go of the slot.
-    if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) free_slot(app, kick.slot);
+  const ConnectionHandle connection = page->connection;
+  if (page->engine_released) {
+    // The connection is over; all that is left is the application letting go of the page.
+    if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) free_page(app, kick.page);
     return;
   }
   if ((requests & formats::kTcpRequestAbort) != 0) {
-    slot->app_closed = true;
+    page->app_closed = true;
     engine_->abort(connection, now_ns);
   } else {
     if ((requests & formats::kTcpRequestSend) != 0) engine_->on_send_ready(connection, now_ns);
     if ((requests & formats::kTcpRequestWindow) != 0) engine_->on_receive_consumed(connection, now_ns);
     if ((requests & formats::kTcpRequestShutdownWrite) != 0) engine_->shutdown_write(connection, now_ns);
     if ((requests & formats::kTcpRequestClose) != 0) {
-      slot->app_closed = true;
+      page->app_closed = true;
       engine_->close(connection, now_ns);
     }
   }
   // The engine may have released the connection in one of those calls (on_events saw it).
-  Slot& after = apps_[app].slots[kick.slot];
-  if (after.kind == SlotKind::connection && after.generation == kick.generation) {
+  SocketPage& after = apps_[app].pages[kick.page];
+  if (after.kind == PageKind::connection && after.generation == kick.generation) {
     if (after.app_closed && after.engine_released) {
-      free_slot(app, kick.slot);
+      free_page(app, kick.page);
     } else if (!after.app_closed) {
-      publish_info(app, kick.slot, connection);
+      publish_info(app, kick.page, connection);
     }
   }
 }
 
 void ReplicaServer::on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns) {
-  Slot* slot = checked_slot(app, option.slot, option.generation);
-  if (slot == nullptr || slot->kind != SlotKind::connection || slot->engine_released) return;
-  ConnectionOptions& options = slot->options;
+  SocketPage* page = checked_page(app, option.page, option.generation);
+  if (page == nullptr || page->kind != PageKind::connection || page->engine_released) return;
+  ConnectionOptions& options = page->options;
   const bool on = option.value != 0;
   switch (option.option) {
     case stack::TcpOption::nodelay: options.nodelay = on; break;
@@ -434,24 +434,24 @@ void ReplicaServer::on_option(std::size_t app, const stack::TcpOptionBody& optio
     case stack::TcpOption::keepalive_count: options.keepalive_count = option.value; break;
     default: counters_.bad_app_messages->add(); return;
   }
-  if (!engine_->set_options(slot->connection, options, now_ns)) counters_.bad_app_messages->add();
+  if (!engine_->set_options(page->connection, options, now_ns)) counters_.bad_app_messages->add();
 }
 
 void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
   if (app >= apps_.size()) return;
   App& entry = apps_[app];
-  for (std::uint32_t i = 0; i < entry.slots.size(); ++i) {
-    Slot& slot = entry.slots[i];
-    if (slot.kind == SlotKind::connection && !slot.engine_released) {
-      slot.app_closed = true;
-      engine_->abort(slot.connection, now_ns);
-    } else if (slot.kind == SlotKind::listener) {
-      engine_->close_listener(slot.listener);
-      listeners_[slot.listener] = Place{};
+  for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
+    SocketPage& page = entry.pages[i];
+    if (page.kind == PageKind::connection && !page.engine_released) {
+      page.app_closed = true;
+      engine_->abort(page.connection, now_ns);
+    } else if (page.kind == PageKind::listener) {
+      engine_->close_listener(page.listener);
+      listeners_[page.listener] = Place{};
     }
   }
-  for (std::uint32_t i = 0; i < entry.slots.size(); ++i) {
-    if (entry.slots[i].kind != SlotKind::free) free_slot(app, i);
+  for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
+    if (entry.pages[i].kind != PageKind::free) free_page(app, i);
   }
   entry.outbox.clear();
 }
@@ -463,14 +463,14 @@ std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, Connect
   if (listener >= listeners_.size() || connection.index >= connections_.size()) return std::nullopt;
   const Place owner = listeners_[listener];
   if (owner.app == UINT32_MAX) return std::nullopt;
-  const auto index = take_slot(owner.app, SlotKind::connection);
+  const auto index = take_page(owner.app, PageKind::connection);
   if (!index) return std::nullopt;
-  Slot& slot = apps_[owner.app].slots[*index];
-  slot.connection = connection;
-  slot.listener = listener;
-  slot.options = apps_[owner.app].slots[owner.slot].options;
-  connections_[connection.index] = Place{owner.app, *index, slot.generation};
-  auto& control = apps_[owner.app].region.slot(*index)->control;
+  SocketPage& page = apps_[owner.app].pages[*index];
+  page.connection = connection;
+  page.listener = listener;
+  page.options = apps_[owner.app].pages[owner.page].options;
+  connections_[connection.index] = Place{owner.app, *index, page.generation};
+  auto& control = apps_[owner.app].region.page(*index)->control;
   control.local_address = tuple.local_address;
   control.remote_address = tuple.remote_address;
   control.local_port = tuple.local_port;
@@ -482,17 +482,17 @@ std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, Connect
 void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connection, const FourTuple& tuple) {
   const Place* place = place_of(connection);
   if (place == nullptr || listener >= listeners_.size()) return;
-  Slot& slot = apps_[place->app].slots[place->slot];
+  SocketPage& page = apps_[place->app].pages[place->page];
   const Place owner = listeners_[listener];
   if (owner.app != place->app) return;
-  slot.announced = true;
-  Slot& listener_slot = apps_[owner.app].slots[owner.slot];
-  ++listener_slot.accept_announced;
-  auto& listener_control = apps_[owner.app].region.slot(owner.slot)->control;
-  listener_control.accept_ready.store(listener_slot.accept_announced - listener_slot.accept_taken,
+  page.announced = true;
+  SocketPage& listener_page = apps_[owner.app].pages[owner.page];
+  ++listener_page.accept_announced;
+  auto& listener_control = apps_[owner.app].region.page(owner.page)->control;
+  listener_control.accept_ready.store(listener_page.accept_announced - listener_page.accept_taken,
                                       std::memory_order_release);
   send_app(place->app, Message::make(stack::kTcpAcceptedKind,
-                                     stack::TcpAcceptedBody{owner.slot, owner.generation, place->slot,
+                                     stack::TcpAcceptedBody{owner.page, owner.generation, place->page,
                                                             place->generation, tuple.remote_address,
                                                             tuple.remote_port, tuple.local_port,
                                                             tuple.local_address}));
@@ -502,9 +502,9 @@ void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events,
   const Place* place = place_of(connection);
   if (place == nullptr) return;
   const std::uint32_t app = place->app;
-  const std::uint32_t index = place->slot;
-  Slot& slot = apps_[app].slots[index];
-  auto& control = apps_[app].region.slot(index)->control;
+  const std::uint32_t index = place->page;
+  SocketPage& page = apps_[app].pages[index];
+  auto& control = apps_[app].region.page(index)->control;
   if ((events & kEventEstablished) != 0) {
     control.status.store(TcpSocketStatus::connected, std::memory_order_release);
     publish_info(app, index, connection);
@@ -517,19 +517,19 @@ void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events,
     control.status.store(TcpSocketStatus::closed, std::memory_order_release);
   }
   if ((events & kEventReleased) != 0) {
-    slot.engine_released = true;
+    page.engine_released = true;
     connections_[connection.index] = Place{};
     if ((events & kEventFailed) == 0 && control.status.load(std::memory_order_relaxed) != TcpSocketStatus::closed) {
       control.status.store(TcpSocketStatus::closed, std::memory_order_release);
     }
     // Gone before the application heard of it (a passive connection reset in the handshake), or
-    // after the application let go: nobody will ask for the slot again.
-    if (slot.app_closed || !slot.announced) {
-      free_slot(app, index);
+    // after the application let go: nobody will ask for the page again.
+    if (page.app_closed || !page.announced) {
+      free_page(app, index);
       return;
     }
   }
-  if (!slot.app_closed && slot.announced) notify(app, index);
+  if (!page.app_closed && page.announced) notify(app, index);
 }
 
 }  // namespace flotilla::tcp

@@ -1,10 +1,10 @@
 // One TCP replica's logic around its engine (components/tcp/engine.hpp): segments from IP go into
 // the engine and the engine's segments go out to IP in pool buffers; applications' requests
-// (components/formats/tcp_socket_page.hpp) become engine calls on the slots of the region each application
+// (components/formats/tcp_socket_page.hpp) become engine calls on the pages of the region each application
 // shares with this replica, and engine events become state words and event messages there.
 //
 // Kept apart from the channels (TcpComponent, tcp_component.hpp, wires it to them) so tests can
-// drive it with plain calls. Every value an application or IP sends is checked here: slot indices
+// drive it with plain calls. Every value an application or IP sends is checked here: page indices
 // against the region, generations against the replica's own private copy, request bits as mere
 // hints.
 //
@@ -80,33 +80,33 @@ class ReplicaServer final : public EngineHost {
   void on_accept_ready(ListenerId listener, ConnectionHandle connection, const FourTuple& tuple) override;
 
  private:
-  enum class SlotKind : std::uint8_t { free, connection, listener };
-  // What the replica knows about one slot of an application's region: private, so the application
+  enum class PageKind : std::uint8_t { free, connection, listener };
+  // What the replica knows about one page of an application's region: private, so the application
   // cannot change it.
-  struct Slot {
-    SlotKind kind = SlotKind::free;
+  struct SocketPage {
+    PageKind kind = PageKind::free;
     bool app_closed = false;       // the application closed or aborted it
     bool engine_released = false;  // the engine no longer touches its rings
-    bool announced = false;        // the application knows the slot (passive: once accept-ready)
+    bool announced = false;        // the application knows the page (passive: once accept-ready)
     std::uint32_t generation = 0;
     ConnectionHandle connection;
     ListenerId listener = 0;
     ConnectionOptions options;        // as the application set them
     // A listener: connections announced to the application, and how many of them it has taken
-    // (the last value of the slot's `accepted` word this replica believed).
+    // (the last value of the page's `accepted` word this replica believed).
     std::uint32_t accept_announced = 0;
     std::uint32_t accept_taken = 0;
   };
   struct App {
     formats::TcpRegion region;
-    std::vector<Slot> slots;
-    std::vector<std::uint32_t> free_slots;
+    std::vector<SocketPage> pages;
+    std::vector<std::uint32_t> free_pages;
     MessageOutbox outbox;
   };
   // Where a connection or listener of the engine lives.
   struct Place {
     std::uint32_t app = UINT32_MAX;
-    std::uint32_t slot = 0;
+    std::uint32_t page = 0;
     std::uint32_t generation = 0;
   };
 
@@ -115,15 +115,15 @@ class ReplicaServer final : public EngineHost {
 
   void format_app(std::size_t app, std::span<std::byte> region);
   void on_open(std::size_t app, const stack::TcpOpenBody& open, std::uint64_t now_ns);
-  void on_kick(std::size_t app, const stack::TcpSlotBody& kick, std::uint64_t now_ns);
+  void on_kick(std::size_t app, const stack::TcpPageBody& kick, std::uint64_t now_ns);
   void on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns);
-  // A slot of `app` the application may name: in range, handed out, the generation it was given.
-  Slot* checked_slot(std::size_t app, std::uint32_t slot, std::uint32_t generation);
-  std::optional<std::uint32_t> take_slot(std::size_t app, SlotKind kind);
-  void free_slot(std::size_t app, std::uint32_t slot);
-  StreamRings rings_of(std::size_t app, std::uint32_t slot);
-  void notify(std::size_t app, std::uint32_t slot);
-  void publish_info(std::size_t app, std::uint32_t slot, ConnectionHandle connection);
+  // A page of `app` the application may name: in range, handed out, the generation it was given.
+  SocketPage* checked_page(std::size_t app, std::uint32_t page, std::uint32_t generation);
+  std::optional<std::uint32_t> take_page(std::size_t app, PageKind kind);
+  void free_page(std::size_t app, std::uint32_t page);
+  StreamRings rings_of(std::size_t app, std::uint32_t page);
+  void notify(std::size_t app, std::uint32_t page);
+  void publish_info(std::size_t app, std::uint32_t page, ConnectionHandle connection);
   void send_app(std::size_t app, const Message& message);
   void send_ip_control(const Message& message);
   void send_flow_binding(const FourTuple& tuple, stack::BindingChange change);
@@ -153,7 +153,7 @@ class ReplicaServer final : public EngineHost {
   X(ip_ring_full)                        \
   X(bad_app_messages)                    \
   X(stale_app_messages)                  \
-  X(slots_exhausted)                     \
+  X(pages_exhausted)                     \
   X(outbox_overflow)                     \
   X(bad_segments_from_ip)
 

@@ -177,16 +177,16 @@ TEST(Ring, HeaderRewrittenAfterAttachCannotMoveAccessesOutsideTheRing) {
   }
 }
 
-TEST(Ring, UnpublishedSlotsOfADeadProducerAreNeverSeen) {
+TEST(Ring, UnpublishedCellsOfADeadProducerAreNeverSeen) {
   RingFixture ring(8);
   auto first = RingProducer::attach(ring.memory(), 1, nullptr, nullptr);
   auto consumer = RingConsumer::attach(ring.memory(), 1, nullptr);
   ASSERT_TRUE(first && consumer);
   auto batch = sequence_of(0, 3);
   ASSERT_EQ(first->send_burst(batch).value(), 3u);
-  // A producer that died after filling slots 3..5 but before its release store of the index.
-  auto* slots = reinterpret_cast<Message*>(ring.region.data() + RingLayout::slots_offset());
-  for (int i = 3; i < 6; ++i) std::memset(static_cast<void*>(&slots[i]), 0xee, sizeof(Message));
+  // A producer that died after filling cells 3..5 but before its release store of the index.
+  auto* cells = reinterpret_cast<Message*>(ring.region.data() + RingLayout::cells_offset());
+  for (int i = 3; i < 6; ++i) std::memset(static_cast<void*>(&cells[i]), 0xee, sizeof(Message));
   auto second = RingProducer::attach(ring.memory(), 2, nullptr, nullptr);
   ASSERT_TRUE(second);
   EXPECT_EQ(second->published(), 3u);

@@ -20,8 +20,8 @@ namespace {
 struct alignas(kCacheLine) WireHeader {
   std::uint64_t magic;
   std::uint32_t version;
-  std::uint32_t slot_size;
-  std::uint32_t slot_count;
+  std::uint32_t cell_size;
+  std::uint32_t cell_count;
 };
 
 struct alignas(kCacheLine) SideState {
@@ -31,11 +31,11 @@ struct alignas(kCacheLine) SideState {
 
 constexpr std::size_t kSideOffset = kCacheLine;    // side a, then side b
 constexpr std::size_t kIndexOffset = 3 * kCacheLine;  // ring 0 head, tail, ring 1 head, tail
-constexpr std::size_t kSlotsOffset = 4096;
-static_assert(kIndexOffset + 4 * kCacheLine <= kSlotsOffset);
+constexpr std::size_t kCellsOffset = 4096;
+static_assert(kIndexOffset + 4 * kCacheLine <= kCellsOffset);
 
-bool valid_slot_count(std::uint32_t slots) {
-  return slots >= 2 && slots <= kMaxSlots && (slots & (slots - 1)) == 0;
+bool valid_cell_count(std::uint32_t cells) {
+  return cells >= 2 && cells <= kMaxCells && (cells & (cells - 1)) == 0;
 }
 
 std::atomic<std::uint64_t>* index_at(std::byte* base, std::size_t offset) {
@@ -75,18 +75,18 @@ bool same_file(int fd, const std::string& path) {
 
 // Writes a complete, empty wire under a temporary name and links it into place, so no one ever
 // sees a half-written header. Returns an invalid descriptor when someone else got there first.
-Result<UniqueFd> create_file(const std::string& path, std::uint32_t slots) {
+Result<UniqueFd> create_file(const std::string& path, std::uint32_t cells) {
   static std::atomic<std::uint32_t> serial{0};
   const std::string temporary = path + ".tmp." + std::to_string(::getpid()) + "." +
                                 std::to_string(serial.fetch_add(1));
   UniqueFd fd(::open(temporary.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd.valid()) return Error::from_errno("open memwire temporary file");
-  const std::size_t size = file_size_for(slots);
+  const std::size_t size = file_size_for(cells);
   WireHeader header{};
   header.magic = kMagic;
   header.version = kVersion;
-  header.slot_size = kSlotSize;
-  header.slot_count = slots;
+  header.cell_size = kCellSize;
+  header.cell_count = cells;
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0 ||
       ::pwrite(fd.get(), &header, sizeof header, kHeaderOffset) !=
           static_cast<ssize_t>(sizeof header)) {
@@ -105,13 +105,13 @@ Result<UniqueFd> create_file(const std::string& path, std::uint32_t slots) {
 
 }  // namespace
 
-std::size_t file_size_for(std::uint32_t slots) {
-  return kSlotsOffset + std::size_t{2} * slots * kSlotSize;
+std::size_t file_size_for(std::uint32_t cells) {
+  return kCellsOffset + std::size_t{2} * cells * kCellSize;
 }
 std::size_t head_offset(int ring) { return kIndexOffset + (2 * ring) * kCacheLine; }
 std::size_t tail_offset(int ring) { return kIndexOffset + (2 * ring + 1) * kCacheLine; }
-std::size_t slot_offset(std::uint32_t slots, int ring, std::uint32_t slot) {
-  return kSlotsOffset + (std::size_t{static_cast<std::uint32_t>(ring)} * slots + slot) * kSlotSize;
+std::size_t cell_offset(std::uint32_t cells, int ring, std::uint32_t cell) {
+  return kCellsOffset + (std::size_t{static_cast<std::uint32_t>(ring)} * cells + cell) * kCellSize;
 }
 
 }  // namespace memwire
@@ -123,7 +123,7 @@ MemwirePort::MemwirePort(BufferPool& pool, ComponentId owner)
 
 Result<std::unique_ptr<MemwirePort>> MemwirePort::open(const MemwireOptions& options,
                                                         BufferPool& pool, ComponentId owner) {
-  if (options.path.empty() || !valid_slot_count(options.slots) || owner == kNoComponent) {
+  if (options.path.empty() || !valid_cell_count(options.cells) || owner == kNoComponent) {
     return Error{Errc::invalid_argument, 0, "memwire options"};
   }
   std::unique_ptr<MemwirePort> port(new MemwirePort(pool, owner));
@@ -149,7 +149,7 @@ Status MemwirePort::attach(const MemwireOptions& options) {
     UniqueFd fd(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
     if (!fd.valid()) {
       if (errno != ENOENT) return Error::from_errno("open memwire file");
-      auto created = create_file(path_, options.slots);
+      auto created = create_file(path_, options.cells);
       if (!created) return created.error();
       if (!created->valid()) continue;  // lost the race to create: attach to the winner's file
       fd = std::move(created.value());
@@ -168,14 +168,14 @@ Status MemwirePort::attach(const MemwireOptions& options) {
       ::fstat(fd_.get(), &info) != 0) {
     return Error{Errc::bad_layout, 0, "memwire file too short"};
   }
-  if (header.magic != kMagic || header.version != kVersion || header.slot_size != kSlotSize ||
-      !valid_slot_count(header.slot_count) ||
-      static_cast<std::uint64_t>(info.st_size) != file_size_for(header.slot_count)) {
+  if (header.magic != kMagic || header.version != kVersion || header.cell_size != kCellSize ||
+      !valid_cell_count(header.cell_count) ||
+      static_cast<std::uint64_t>(info.st_size) != file_size_for(header.cell_count)) {
     return Error{Errc::bad_layout, 0, "memwire header"};
   }
-  slot_count_ = header.slot_count;
-  mask_ = slot_count_ - 1;
-  size_ = file_size_for(slot_count_);
+  cell_count_ = header.cell_count;
+  mask_ = cell_count_ - 1;
+  size_ = file_size_for(cell_count_);
   void* base = ::mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
   if (base == MAP_FAILED) return Error::from_errno("mmap memwire file");
   base_ = static_cast<std::byte*>(base);
@@ -189,7 +189,7 @@ Status MemwirePort::attach(const MemwireOptions& options) {
   auto* tx_head = index_at(base_, head_offset(tx_ring_));
   const std::uint64_t tx_tail = index_at(base_, tail_offset(tx_ring_))->load(std::memory_order_acquire);
   tx_head_ = tx_head->load(std::memory_order_acquire);
-  if (tx_head_ - tx_tail > slot_count_) {
+  if (tx_head_ - tx_tail > cell_count_) {
     tx_head_ = tx_tail;
     tx_head->store(tx_head_, std::memory_order_release);
     ++wire_stats_.attach_resets;
@@ -197,7 +197,7 @@ Status MemwirePort::attach(const MemwireOptions& options) {
   auto* rx_tail = index_at(base_, tail_offset(rx_ring_));
   const std::uint64_t rx_head = index_at(base_, head_offset(rx_ring_))->load(std::memory_order_acquire);
   rx_tail_ = rx_tail->load(std::memory_order_acquire);
-  if (rx_head - rx_tail_ > slot_count_) {
+  if (rx_head - rx_tail_ > cell_count_) {
     rx_tail_ = rx_head;
     rx_tail->store(rx_tail_, std::memory_order_release);
     ++wire_stats_.attach_resets;
@@ -220,7 +220,7 @@ MemwirePort::~MemwirePort() {
 }
 
 bool MemwirePort::tail_in_range(std::uint64_t tail) {
-  if (tx_head_ - tail <= slot_count_) {
+  if (tx_head_ - tail <= cell_count_) {
     tx_corrupt_ = false;
     return true;
   }
@@ -230,7 +230,7 @@ bool MemwirePort::tail_in_range(std::uint64_t tail) {
 }
 
 bool MemwirePort::head_in_range(std::uint64_t head) {
-  if (head - rx_tail_ <= slot_count_) {
+  if (head - rx_tail_ <= cell_count_) {
     rx_corrupt_ = false;
     return true;
   }
@@ -256,14 +256,14 @@ std::size_t MemwirePort::receive_burst(std::span<BufferHandle> out) {
   const std::size_t taken = cache_.alloc_burst(out.first(waiting));
   std::size_t delivered = 0;
   for (std::size_t i = 0; i < taken; ++i) {
-    std::byte* slot = base_ + slot_offset(slot_count_, rx_ring_,
+    std::byte* cell = base_ + cell_offset(cell_count_, rx_ring_,
                                           static_cast<std::uint32_t>((rx_tail_ + i) & mask_));
     const std::uint32_t length =
-        std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(slot))
+        std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(cell))
             .load(std::memory_order_relaxed);
     BufferHandle handle = out[i];
     if (length == 0 || length > kMaxFrame || length > pool_->buffer_size()) {
-      ++wire_stats_.bad_slots;
+      ++wire_stats_.bad_cells;
       ++stats_.rx_dropped;
       (void)cache_.free(handle);  // fresh from the cache: cannot fail
       continue;
@@ -275,7 +275,7 @@ std::size_t MemwirePort::receive_burst(std::span<BufferHandle> out) {
       ++stats_.rx_dropped;
       continue;
     }
-    std::memcpy(bytes->data(), slot + kSlotHeaderSize, length);
+    std::memcpy(bytes->data(), cell + kCellHeaderSize, length);
     out[delivered++] = handle;
     stats_.rx_bytes += length;
   }
@@ -289,7 +289,7 @@ std::size_t MemwirePort::transmit_burst(std::span<const BufferHandle> frames) {
   if (frames.empty()) return 0;
   const std::uint64_t tail = index_at(base_, tail_offset(tx_ring_))->load(std::memory_order_acquire);
   if (!tail_in_range(tail)) return 0;  // looks full until the consumer puts its index right
-  const std::size_t accepted = std::min<std::uint64_t>(slot_count_ - (tx_head_ - tail), frames.size());
+  const std::size_t accepted = std::min<std::uint64_t>(cell_count_ - (tx_head_ - tail), frames.size());
   std::uint64_t written = 0;
   for (std::size_t i = 0; i < accepted; ++i) {
     const BufferHandle& handle = frames[i];
@@ -303,10 +303,10 @@ std::size_t MemwirePort::transmit_burst(std::span<const BufferHandle> frames) {
       (void)cache_.free(handle);
       continue;
     }
-    std::byte* slot = base_ + slot_offset(slot_count_, tx_ring_,
+    std::byte* cell = base_ + cell_offset(cell_count_, tx_ring_,
                                           static_cast<std::uint32_t>((tx_head_ + written) & mask_));
-    std::memcpy(slot + kSlotHeaderSize, bytes->data(), handle.length);
-    std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(slot))
+    std::memcpy(cell + kCellHeaderSize, bytes->data(), handle.length);
+    std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(cell))
         .store(handle.length, std::memory_order_relaxed);
     stats_.tx_bytes += handle.length;
     ++written;
@@ -349,7 +349,7 @@ bool MemwirePort::peer_attached() const {
 
 std::string MemwirePort::describe() const {
   return "memwire " + path_ + " side " + (side_ == MemwireOptions::Side::a ? "a" : "b") + " (" +
-         std::to_string(slot_count_) + " slots, peer " +
+         std::to_string(cell_count_) + " cells, peer " +
          (peer_attached() ? "attached" : "absent") + ")";
 }
 

@@ -114,8 +114,8 @@ class MemwireTest : public ::testing::Test {
   }
   void TearDown() override { ::unlink(path_.c_str()); }  // only matters when a test failed
 
-  MemwireOptions options(Side side, std::uint32_t slots = 256) const {
-    return MemwireOptions{path_, side, slots};
+  MemwireOptions options(Side side, std::uint32_t cells = 256) const {
+    return MemwireOptions{path_, side, cells};
   }
   bool file_exists() const { return ::access(path_.c_str(), F_OK) == 0; }
 
@@ -152,7 +152,7 @@ TEST_F(MemwireTest, ExchangesFramesBothWaysWithWrapAround) {
     a.port = std::move(port_a.value());
     b.port = std::move(port_b.value());
   }
-  EXPECT_EQ(b.port->slot_count(), 64u) << "the attaching side adopts the creator's slot count";
+  EXPECT_EQ(b.port->cell_count(), 64u) << "the attaching side adopts the creator's cell count";
   EXPECT_TRUE(a.port->peer_attached());
   EXPECT_TRUE(b.port->peer_attached());
 
@@ -187,7 +187,7 @@ TEST_F(MemwireTest, FullRingAcceptsFewerAndLosesNothing) {
   a.port = std::move(MemwirePort::open(options(Side::a, 8), a.pool, kOwnerA).value());
   b.port = std::move(MemwirePort::open(options(Side::b), b.pool, kOwnerB).value());
 
-  EXPECT_EQ(a.send(20, 100), 8u) << "eight slots";
+  EXPECT_EQ(a.send(20, 100), 8u) << "eight cells";
   EXPECT_EQ(a.send(20, 100), 0u) << "still full";
   EXPECT_EQ(a.port->stats().tx_dropped, 0u) << "refused frames stay with the caller";
   EXPECT_EQ(b.receive(100), 8u);
@@ -309,7 +309,7 @@ TEST_F(MemwireTest, KilledSideIsReplacedAndTrafficContinues) {
 
   // The new side resumes at the old one's published index: nothing the child had checked comes
   // again, and at most the one burst the child had taken but not yet checked when it died is gone
-  // (a receive ring releases slots as it copies them out).
+  // (a receive ring releases cells as it copies them out).
   std::array<BufferHandle, 1> first{};
   std::uint64_t waits = 0;
   while (b.port->receive_burst(first) == 0 && ++waits < 1'000'000) a.send(1, ~0ull);
@@ -342,28 +342,28 @@ TEST_F(MemwireTest, KilledSideIsReplacedAndTrafficContinues) {
   ::munmap(shared, sizeof(ChildProgress));
 }
 
-TEST_F(MemwireTest, GarbageInSlotsAndIndicesIsCountedAndSurvived) {
+TEST_F(MemwireTest, GarbageInCellsAndIndicesIsCountedAndSurvived) {
   Station b = make_station(2, kOwnerB, 200);
   b.port = std::move(MemwirePort::open(options(Side::b, 16), b.pool, kOwnerB).value());
   const std::size_t size = memwire::file_size_for(16);
   std::byte* file = map_file(size);
 
-  // The test plays side a by hand. Three slots: lengths 0, too long, and a good frame.
-  auto slot = [&](int ring, std::uint32_t index) {
-    return file + memwire::slot_offset(16, ring, index & 15);
+  // The test plays side a by hand. Three cells: lengths 0, too long, and a good frame.
+  auto cell = [&](int ring, std::uint32_t index) {
+    return file + memwire::cell_offset(16, ring, index & 15);
   };
   const std::uint32_t lengths[] = {0, 5000};
-  for (int i = 0; i < 2; ++i) std::memcpy(slot(0, i), &lengths[i], 4);
+  for (int i = 0; i < 2; ++i) std::memcpy(cell(0, i), &lengths[i], 4);
   const std::uint32_t good = frame_length(100, 0);
-  std::memcpy(slot(0, 2), &good, 4);
-  fill_frame({slot(0, 2) + memwire::kSlotHeaderSize, good}, 100, 0);
+  std::memcpy(cell(0, 2), &good, 4);
+  fill_frame({cell(0, 2) + memwire::kCellHeaderSize, good}, 100, 0);
   put64(file, memwire::head_offset(0), 3);
   b.next_expected = 0;
   b.stream = 200;
   EXPECT_EQ(b.receive(100), 1u);
   EXPECT_EQ(b.next_expected, 1u);
   EXPECT_EQ(b.bad, 0u);
-  EXPECT_EQ(b.port->wire_stats().bad_slots, 2u);
+  EXPECT_EQ(b.port->wire_stats().bad_cells, 2u);
   EXPECT_EQ(b.port->stats().rx_dropped, 2u);
   EXPECT_EQ(get64(file, memwire::tail_offset(0)), 3u);
 
@@ -375,8 +375,8 @@ TEST_F(MemwireTest, GarbageInSlotsAndIndicesIsCountedAndSurvived) {
   // ... and a sane producer carries on from there.
   const std::uint64_t base = 1ull << 60;
   const std::uint32_t next = frame_length(100, 1);
-  std::memcpy(slot(0, static_cast<std::uint32_t>(base)), &next, 4);
-  fill_frame({slot(0, static_cast<std::uint32_t>(base)) + memwire::kSlotHeaderSize, next}, 100, 1);
+  std::memcpy(cell(0, static_cast<std::uint32_t>(base)), &next, 4);
+  fill_frame({cell(0, static_cast<std::uint32_t>(base)) + memwire::kCellHeaderSize, next}, 100, 1);
   put64(file, memwire::head_offset(0), base + 1);
   EXPECT_EQ(b.receive(100), 1u);
   EXPECT_EQ(b.next_expected, 2u);
@@ -428,7 +428,7 @@ TEST_F(MemwireTest, RandomScribblingNeverCrashesAndTrafficRecovers) {
     switch (noise % 6) {
       case 0: put64(file, memwire::head_offset(noise >> 8 & 1), mix64(noise + 1)); break;
       case 1: put64(file, memwire::tail_offset(noise >> 8 & 1), mix64(noise + 2)); break;
-      case 2: {  // a small lie: a few slots more or fewer than the truth
+      case 2: {  // a small lie: a few cells more or fewer than the truth
         const std::size_t at = (noise >> 9 & 1) ? memwire::head_offset(noise >> 8 & 1)
                                                 : memwire::tail_offset(noise >> 8 & 1);
         put64(file, at, get64(file, at) + (noise >> 16) % 70 - 35);
@@ -436,7 +436,7 @@ TEST_F(MemwireTest, RandomScribblingNeverCrashesAndTrafficRecovers) {
       }
       case 3: {
         const std::uint32_t length = static_cast<std::uint32_t>(mix64(noise + 3));
-        std::memcpy(file + memwire::slot_offset(32, noise >> 8 & 1, (noise >> 16) & 31), &length, 4);
+        std::memcpy(file + memwire::cell_offset(32, noise >> 8 & 1, (noise >> 16) & 31), &length, 4);
         break;
       }
       default: break;

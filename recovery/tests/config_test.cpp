@@ -178,7 +178,7 @@ TEST(Config, DefaultConfigurationHasApplicationSeats) {
   const auto& config = std::get<SupervisorConfig>(outcome);
   int seats = 0;
   for (const auto& component : config.components) seats += component.external ? 1 : 0;
-  EXPECT_EQ(seats, kAppSlots);
+  EXPECT_EQ(seats, kAppSeats);
   std::set<std::string> channels;
   for (const auto& channel : config.channels) channels.insert(channel.name);
   EXPECT_TRUE(channels.contains("tcp0-app0") && channels.contains("tcp1-app3") && channels.contains("udp-app2"));

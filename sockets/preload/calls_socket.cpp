@@ -546,7 +546,7 @@ FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
   if (datagram && runtime.udp() == nullptr) {
     static std::once_flag said;
     std::call_once(said, [] {
-      std::fprintf(stderr, "flotilla: this application slot has no channel to the UDP server: SOCK_DGRAM "
+      std::fprintf(stderr, "flotilla: this application seat has no channel to the UDP server: SOCK_DGRAM "
                            "sockets fail with EPROTONOSUPPORT\n");
     });
     return fail_with(EPROTONOSUPPORT);

@@ -104,7 +104,7 @@ bool Runtime::ensure_stack() {
     why = std::string("cannot attach to the TCP replicas: ") + (attached.error().context ? attached.error().context : "");
   } else {
     const Error& error = leased.error();
-    why = error.code == Errc::exhausted ? std::string("every application slot is leased")
+    why = error.code == Errc::exhausted ? std::string("every application seat is leased")
                                         : std::string(error.context ? error.context : "lease refused");
     if (error.code == Errc::system || error.code == Errc::closed) {
       why = "the stack is not running (no supervisor at " + path + ")";
@@ -215,11 +215,11 @@ void Runtime::drain_sends_at_exit() {
   }
   auto unsent = [&] {
     for (const formats::TcpRegion& region : regions) {
-      for (std::uint32_t i = 0; i < region.slot_count(); ++i) {
-        const formats::TcpSocketSlotHeader& slot = *region.slot(i);
-        const auto status = slot.control.status.load(std::memory_order_acquire);
+      for (std::uint32_t i = 0; i < region.page_count(); ++i) {
+        const formats::TcpSocketPageHeader& page = *region.page(i);
+        const auto status = page.control.status.load(std::memory_order_acquire);
         if (status != formats::TcpSocketStatus::connected && status != formats::TcpSocketStatus::connecting) continue;
-        if (slot.send.tail.load(std::memory_order_acquire) != slot.send.head.load(std::memory_order_acquire)) return true;
+        if (page.send.tail.load(std::memory_order_acquire) != page.send.head.load(std::memory_order_acquire)) return true;
       }
     }
     return false;

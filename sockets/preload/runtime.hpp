@@ -1,5 +1,5 @@
 // The process-wide state of libflotilla-preload.so: which descriptors are Flotilla sockets, the
-// leased application slot (ComponentHost + TcpSockets), the one lock that guards them, and the
+// leased application seat (ComponentHost + TcpSockets), the one lock that guards them, and the
 // one way to sleep (in the kernel, on the program's own descriptors plus the wake eventfd).
 //
 // Descriptor numbers: every Flotilla socket holds a real kernel descriptor (an eventfd), so the

@@ -1,5 +1,5 @@
 // A fake TCP replica for tests of the application side: it formats a region in plain memory,
-// answers opens, moves bytes through the slots' rings and raises events the way
+// answers opens, moves bytes through the pages' rings and raises events the way
 // components/formats/tcp_socket_page.hpp describes. The messages between the two sides are plain vectors.
 // It is a second implementation of the replica's half of the protocol and can drift from the real
 // one (components/tcp/replica_server.hpp), so tests use the real replica (replica_loopback.hpp)
@@ -25,15 +25,15 @@ using stack::TcpAcceptedBody;
 using stack::TcpOpenBody;
 using stack::TcpOpenedBody;
 using stack::TcpOpenOperation;
-using stack::TcpSlotBody;
+using stack::TcpPageBody;
 
 constexpr std::size_t kRingBytes = 4096;
-constexpr std::size_t kSlots = 6;
+constexpr std::size_t kPages = 6;
 constexpr std::uint32_t kPeer = 0x0a000002;  // 10.0.0.2
 
 // One replica's side of the world: its region and the messages sent to it.
 struct ReplicaSide {
-  PageMemory region{TcpRegion::bytes_for(kSlots, kRingBytes)};
+  PageMemory region{TcpRegion::bytes_for(kPages, kRingBytes)};
   std::vector<Message> inbox;
   std::size_t room = 1000;  // how many more messages its channel takes
 };
@@ -80,76 +80,76 @@ class FakeReplica {
     return opens.empty() ? TcpOpenBody{} : opens[0].read<TcpOpenBody>();
   }
 
-  // Hands the lowest free slot out, as the replica does before it answers; kSlots when none is free.
+  // Hands the lowest free page out, as the replica does before it answers; kPages when none is free.
   std::uint32_t hand_out(TcpSocketStatus status) {
-    std::uint32_t slot = 0;
-    while (slot < kSlots && control(slot).status.load() != TcpSocketStatus::free) ++slot;
-    if (slot == kSlots) return kSlots;
-    auto& words = control(slot);
+    std::uint32_t page = 0;
+    while (page < kPages && control(page).status.load() != TcpSocketStatus::free) ++page;
+    if (page == kPages) return kPages;
+    auto& words = control(page);
     words.generation.fetch_add(1);
     words.status.store(status);
     words.error.store(0);
     words.flags.store(0);
     words.event_pending.store(0);
-    replica_send_[slot] = ByteRingConsumer(&region_.slot(slot)->send, region_.send_bytes(slot));
-    replica_receive_[slot] = ByteRingProducer(&region_.slot(slot)->receive, region_.receive_bytes(slot));
-    return slot;
+    replica_send_[page] = ByteRingConsumer(&region_.page(page)->send, region_.send_bytes(page));
+    replica_receive_[page] = ByteRingProducer(&region_.page(page)->receive, region_.receive_bytes(page));
+    return page;
   }
-  bool has_free_slot() {
-    for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
-      if (control(slot).status.load() == TcpSocketStatus::free) return true;
+  bool has_free_page() {
+    for (std::uint32_t page = 0; page < kPages; ++page) {
+      if (control(page).status.load() == TcpSocketStatus::free) return true;
     }
     return false;
   }
-  std::uint32_t generation(std::uint32_t slot) const { return region_.slot(slot)->control.generation.load(); }
-  TcpSocketControl& control(std::uint32_t slot) { return region_.slot(slot)->control; }
+  std::uint32_t generation(std::uint32_t page) const { return region_.page(page)->control.generation.load(); }
+  TcpSocketControl& control(std::uint32_t page) { return region_.page(page)->control; }
 
   void deliver(const Message& message) { sockets_.handle_messages(index_, std::span(&message, 1)); }
   std::uint32_t answer_open(const TcpOpenBody& open, std::int32_t error = 0) {
-    const std::uint32_t slot = error == 0 ? hand_out(open.operation == TcpOpenOperation::listen
+    const std::uint32_t page = error == 0 ? hand_out(open.operation == TcpOpenOperation::listen
                                                           ? TcpSocketStatus::listening
                                                           : TcpSocketStatus::connecting)
                                           : 0;
     deliver(Message::make(stack::kTcpOpenedKind,
-                          TcpOpenedBody{open.socket, error, slot, error == 0 ? generation(slot) : 0,
-                                        static_cast<std::uint16_t>(open.local_port != 0 ? open.local_port : 40000 + slot), 0}));
-    return slot;
+                          TcpOpenedBody{open.socket, error, page, error == 0 ? generation(page) : 0,
+                                        static_cast<std::uint16_t>(open.local_port != 0 ? open.local_port : 40000 + page), 0}));
+    return page;
   }
   // A connection established on `listener`, announced to the application.
   std::uint32_t accept_one(std::uint32_t listener, std::uint16_t remote_port) {
-    const std::uint32_t slot = hand_out(TcpSocketStatus::connected);
+    const std::uint32_t page = hand_out(TcpSocketStatus::connected);
     deliver(Message::make(stack::kTcpAcceptedKind,
-                          TcpAcceptedBody{listener, generation(listener), slot, generation(slot), kPeer,
+                          TcpAcceptedBody{listener, generation(listener), page, generation(page), kPeer,
                                           remote_port, 5001, 0x0a000001}));
-    return slot;
+    return page;
   }
 
   // State words changed: notify unless a notification is still pending. Returns whether it sent.
-  bool event(std::uint32_t slot) {
-    if (control(slot).event_pending.exchange(1) != 0) return false;
-    deliver(Message::make(stack::kTcpEventKind, TcpSlotBody{slot, generation(slot)}));
+  bool event(std::uint32_t page) {
+    if (control(page).event_pending.exchange(1) != 0) return false;
+    deliver(Message::make(stack::kTcpEventKind, TcpPageBody{page, generation(page)}));
     return true;
   }
-  void set_status(std::uint32_t slot, TcpSocketStatus status, std::int32_t error = 0) {
-    control(slot).error.store(error);
-    control(slot).status.store(status);
+  void set_status(std::uint32_t page, TcpSocketStatus status, std::int32_t error = 0) {
+    control(page).error.store(error);
+    control(page).status.store(status);
   }
   // Takes a kick: clears kick_pending first, then the requests (the order the protocol needs).
-  std::uint32_t take_requests(std::uint32_t slot) {
-    control(slot).kick_pending.store(0);
-    return control(slot).requests.exchange(0);
+  std::uint32_t take_requests(std::uint32_t page) {
+    control(page).kick_pending.store(0);
+    return control(page).requests.exchange(0);
   }
 
-  ByteRingConsumer& send_ring(std::uint32_t slot) { return replica_send_[slot]; }
-  ByteRingProducer& receive_ring(std::uint32_t slot) { return replica_receive_[slot]; }
+  ByteRingConsumer& send_ring(std::uint32_t page) { return replica_send_[page]; }
+  ByteRingProducer& receive_ring(std::uint32_t page) { return replica_receive_[page]; }
 
  private:
   std::size_t index_;
   ReplicaSide& side_;
   TcpSockets& sockets_;
   TcpRegion region_;
-  ByteRingConsumer replica_send_[kSlots];
-  ByteRingProducer replica_receive_[kSlots];
+  ByteRingConsumer replica_send_[kPages];
+  ByteRingProducer replica_receive_[kPages];
 };
 
 // TcpSockets over `replicas` fake replicas, their regions formatted first unless told otherwise.

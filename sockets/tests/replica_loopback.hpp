@@ -27,7 +27,7 @@ constexpr std::uint32_t kStackAddress = 0x0a000001;  // 10.0.0.1, the replicas' 
 
 struct LoopbackSettings {
   std::size_t replicas = 2;
-  std::size_t slots = 8;             // sockets in each replica's region
+  std::size_t pages = 8;             // sockets in each replica's region
   std::size_t ring_bytes = 1u << 16;  // each way, per socket
 };
 
@@ -129,7 +129,7 @@ class ReplicaLoopback {
     Replica(ReplicaLoopback& net, std::size_t index)
         : id(static_cast<ComponentId>(kFirstReplicaId + index)),
           state(tcp::Engine::table_bytes(kMaxConnections)),
-          region(formats::TcpRegion::bytes_for(net.settings_.slots, net.settings_.ring_bytes)),
+          region(formats::TcpRegion::bytes_for(net.settings_.pages, net.settings_.ring_bytes)),
           outputs(net, index) {}
     ComponentId id;
     flotilla::testing::PageMemory state;   // the engine's connection table (the state store)

@@ -97,9 +97,9 @@ TEST_F(TcpPlacementTest, EachConnectionGoesWhereItsOwnLookupSays) {
   EXPECT_EQ(sockets().pending_lookups(), 0u);
 
   // The placed connection completes as any other.
-  const std::uint32_t slot = replica(1).answer_open(at_one[0].read<TcpOpenBody>());
-  replica(1).set_status(slot, TcpSocketStatus::connected);
-  replica(1).event(slot);
+  const std::uint32_t page = replica(1).answer_open(at_one[0].read<TcpOpenBody>());
+  replica(1).set_status(page, TcpSocketStatus::connected);
+  replica(1).event(page);
   EXPECT_TRUE(sockets().connected(ids[0]));
   EXPECT_TRUE(sockets().writable(ids[0]));
   auto sent = sockets().send(ids[0], std::vector<std::byte>(100, std::byte{7}));
@@ -115,9 +115,9 @@ TEST_F(TcpPlacementTest, OptionsAndShutdownAskedWhileWaitingReachTheReplica) {
   sockets().handle_name_reply(reply_to(last_lookup(), kReplicaComponents[1]));
   const TcpOpenBody open = replica(1).take_open();
   EXPECT_EQ(open.options, stack::kTcpOpenNoDelay);
-  const std::uint32_t slot = replica(1).answer_open(open);
+  const std::uint32_t page = replica(1).answer_open(open);
   EXPECT_EQ(replica(1).drain(stack::kTcpOptionKind).size(), 1u);
-  EXPECT_NE(replica(1).take_requests(slot) & kTcpRequestShutdownWrite, 0u);
+  EXPECT_NE(replica(1).take_requests(page) & kTcpRequestShutdownWrite, 0u);
 }
 
 TEST_F(TcpPlacementTest, AnErrorAnswerFallsBackToRoundRobin) {

@@ -188,9 +188,9 @@ TEST_F(TcpReplicaSockets, TheListenerTakesConnectionsFromEveryReplica) {
   }
 }
 
-// Closing both ends gives each replica its slots back: far more connections than a region has
-// slots come and go one after another.
-TEST_F(TcpReplicaSockets, ClosedConnectionsGiveTheirSlotsBack) {
+// Closing both ends gives each replica its pages back: far more connections than a region has
+// pages come and go one after another.
+TEST_F(TcpReplicaSockets, ClosedConnectionsGiveTheirPagesBack) {
   const int listener = listen_on_every_replica();
   for (int round = 0; round < 12; ++round) {
     const auto [client, server] = connect_to(listener);
@@ -200,23 +200,23 @@ TEST_F(TcpReplicaSockets, ClosedConnectionsGiveTheirSlotsBack) {
     ASSERT_TRUE(tcp_.close(server).ok());
     net_.pump();
   }
-  EXPECT_EQ(net_.counter(0, "slots_exhausted") + net_.counter(1, "slots_exhausted"), 0u);
+  EXPECT_EQ(net_.counter(0, "pages_exhausted") + net_.counter(1, "pages_exhausted"), 0u);
   EXPECT_EQ(net_.counter(0, "bad_app_messages") + net_.counter(1, "bad_app_messages"), 0u);
 }
 
-// The replica treats the application's messages as untrusted: a slot out of range, one it never
+// The replica treats the application's messages as untrusted: a page out of range, one it never
 // handed out, or an unknown kind is counted and dropped, and the application's connections go on.
-TEST_F(TcpReplicaSockets, TheReplicaCountsAndDropsMessagesNamingNoSlotOfTheApplication) {
+TEST_F(TcpReplicaSockets, TheReplicaCountsAndDropsMessagesNamingNoPageOfTheApplication) {
   const int listener = listen_on_every_replica();
   const auto [client, server] = connect_to(listener);
   ASSERT_GE(server, 0);
   const std::uint64_t bad_before = net_.counter(0, "bad_app_messages");
   const std::uint64_t stale_before = net_.counter(0, "stale_app_messages");
-  net_.send_raw(0, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{1'000'000, 1}));
-  net_.send_raw(0, Message::make(stack::kTcpKickKind, stack::TcpSlotBody{static_cast<std::uint32_t>(LoopbackSettings{}.slots - 1), 12345}));
+  net_.send_raw(0, Message::make(stack::kTcpKickKind, stack::TcpPageBody{1'000'000, 1}));
+  net_.send_raw(0, Message::make(stack::kTcpKickKind, stack::TcpPageBody{static_cast<std::uint32_t>(LoopbackSettings{}.pages - 1), 12345}));
   net_.send_raw(0, Message::make(stack::kTcpOptionKind,
                                  stack::TcpOptionBody{0, 0xffffffff, stack::TcpOption::nodelay, 0, 1}));
-  net_.send_raw(0, Message::make(MessageKind::data, stack::TcpSlotBody{0, 0}));  // not a TCP kind
+  net_.send_raw(0, Message::make(MessageKind::data, stack::TcpPageBody{0, 0}));  // not a TCP kind
   net_.pump();
   EXPECT_EQ(net_.counter(0, "bad_app_messages") - bad_before, 2u);
   EXPECT_EQ(net_.counter(0, "stale_app_messages") - stale_before, 2u);

@@ -124,12 +124,12 @@ class Fuzzer {
       case 0: {  // answer the opens
         for (const Message& message : replica.drain()) {
           if (message.kind == stack::kTcpKickKind) {
-            take_kick(replica, message.read<stack::TcpSlotBody>().slot);
+            take_kick(replica, message.read<stack::TcpPageBody>().page);
             continue;
           }
           if (message.kind != stack::kTcpOpenKind) continue;
           const auto open = message.read<stack::TcpOpenBody>();
-          if (random_() % 4 == 0 || !replica.has_free_slot()) {
+          if (random_() % 4 == 0 || !replica.has_free_page()) {
             replica.answer_open(open, ECONNREFUSED);
           } else {
             replica.answer_open(open);
@@ -138,44 +138,44 @@ class Fuzzer {
         break;
       }
       case 1: {  // connections get established, now and then one is reset
-        for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
-          const auto status = replica.control(slot).status.load();
+        for (std::uint32_t page = 0; page < kPages; ++page) {
+          const auto status = replica.control(page).status.load();
           if (status == TcpSocketStatus::connecting) {
-            replica.set_status(slot, random_() % 8 == 0 ? TcpSocketStatus::closed : TcpSocketStatus::connected,
+            replica.set_status(page, random_() % 8 == 0 ? TcpSocketStatus::closed : TcpSocketStatus::connected,
                               ECONNREFUSED);
           } else if (status == TcpSocketStatus::connected && random_() % 30 == 0) {
-            replica.set_status(slot, TcpSocketStatus::closed, ECONNRESET);
+            replica.set_status(page, TcpSocketStatus::closed, ECONNRESET);
           } else {
             continue;
           }
-          replica.event(slot);
+          replica.event(page);
         }
         break;
       }
       case 2: {  // data arrives on every connection
-        for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
-          if (replica.control(slot).status.load() != TcpSocketStatus::connected) continue;
-          (void)replica.receive_ring(slot).write(bytes(random_() % 3000));
-          replica.event(slot);
+        for (std::uint32_t page = 0; page < kPages; ++page) {
+          if (replica.control(page).status.load() != TcpSocketStatus::connected) continue;
+          (void)replica.receive_ring(page).write(bytes(random_() % 3000));
+          replica.event(page);
         }
         break;
       }
       case 3: {  // a listener gets a connection
-        if (!replica.has_free_slot()) break;
-        const std::uint32_t slot = random_() % kSlots;
-        if (replica.control(slot).status.load() == TcpSocketStatus::listening) replica.accept_one(slot, 40000);
+        if (!replica.has_free_page()) break;
+        const std::uint32_t page = random_() % kPages;
+        if (replica.control(page).status.load() == TcpSocketStatus::listening) replica.accept_one(page, 40000);
         break;
       }
       case 4: {  // a peer closes
         if (random_() % 4 != 0) break;
-        const std::uint32_t slot = random_() % kSlots;
-        replica.control(slot).flags.fetch_or(kTcpPeerClosed);
-        replica.event(slot);
+        const std::uint32_t page = random_() % kPages;
+        replica.control(page).flags.fetch_or(kTcpPeerClosed);
+        replica.event(page);
         break;
       }
       case 5: {  // consume the send rings (acknowledged)
-        for (std::uint32_t slot = 0; slot < kSlots; ++slot) {
-          auto& ring = replica.send_ring(slot);
+        for (std::uint32_t page = 0; page < kPages; ++page) {
+          auto& ring = replica.send_ring(page);
           if (ring.valid()) ring.consume(ring.readable());
         }
         break;
@@ -201,8 +201,8 @@ class Fuzzer {
       }
       case 8: {  // a corrupt ring index
         if (random_() % 50 != 0) break;
-        const std::uint32_t slot = random_() % kSlots;
-        replica.region().slot(slot)->send.head.store(random_());
+        const std::uint32_t page = random_() % kPages;
+        replica.region().page(page)->send.head.store(random_());
         break;
       }
       default:
@@ -245,11 +245,11 @@ class Fuzzer {
   // Lookups whose connection was closed before they were settled (neither placement counter moves).
   std::uint64_t lookups_dropped() const { return closed_waiting_; }
 
-  void take_kick(FakeReplica& replica, std::uint32_t slot) {
-    if (slot >= kSlots) return;
-    const std::uint32_t requests = replica.take_requests(slot);
+  void take_kick(FakeReplica& replica, std::uint32_t page) {
+    if (page >= kPages) return;
+    const std::uint32_t requests = replica.take_requests(page);
     if ((requests & (kTcpRequestClose | kTcpRequestAbort)) != 0) {
-      replica.control(slot).status.store(TcpSocketStatus::free);
+      replica.control(page).status.store(TcpSocketStatus::free);
     }
   }
 

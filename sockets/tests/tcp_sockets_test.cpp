@@ -45,7 +45,7 @@ class TcpSocketsTest : public ::testing::Test {
   }
 
   // Connects until the round robin lands on `replica_index`, answers and establishes it.
-  int establish(std::size_t replica_index, std::uint32_t& slot) {
+  int establish(std::size_t replica_index, std::uint32_t& page) {
     for (std::size_t attempt = 0; attempt < replicas_.size(); ++attempt) {
       auto id = sockets_->connect(kPeer, 5001);
       EXPECT_TRUE(id.ok());
@@ -58,9 +58,9 @@ class TcpSocketsTest : public ::testing::Test {
           EXPECT_TRUE(sockets_->close(id.value()).ok());
           continue;
         }
-        slot = replica(other).answer_open(open);
-        replica(other).set_status(slot, TcpSocketStatus::connected);
-        replica(other).event(slot);
+        page = replica(other).answer_open(open);
+        replica(other).set_status(page, TcpSocketStatus::connected);
+        replica(other).event(page);
         return id.value();
       }
     }
@@ -86,7 +86,7 @@ TEST_F(TcpSocketsTest, ConnectOpensThroughOneReplicaAndBecomesWritableWhenEstabl
   EXPECT_EQ(open.options, stack::kTcpOpenNoDelay | stack::kTcpOpenNewReno);
   EXPECT_FALSE(sockets_->writable(id.value()));
 
-  const std::uint32_t slot = replica(0).answer_open(open);
+  const std::uint32_t page = replica(0).answer_open(open);
   EXPECT_EQ(ready_calls_, 1);
   EXPECT_FALSE(sockets_->connected(id.value()));
   EXPECT_FALSE(sockets_->writable(id.value()));
@@ -94,14 +94,14 @@ TEST_F(TcpSocketsTest, ConnectOpensThroughOneReplicaAndBecomesWritableWhenEstabl
   ASSERT_FALSE(early.ok());
   EXPECT_EQ(early.error().code, Errc::would_block);
 
-  replica(0).set_status(slot, TcpSocketStatus::connected);
-  EXPECT_TRUE(replica(0).event(slot));
+  replica(0).set_status(page, TcpSocketStatus::connected);
+  EXPECT_TRUE(replica(0).event(page));
   EXPECT_EQ(ready_calls_, 2);
   EXPECT_TRUE(sockets_->connected(id.value()));
   EXPECT_TRUE(sockets_->writable(id.value()));
   EXPECT_FALSE(sockets_->readable(id.value()));
   EXPECT_EQ(sockets_->error(id.value()), 0);
-  EXPECT_EQ(sockets_->endpoints(id.value()).local_port, 40000 + slot);
+  EXPECT_EQ(sockets_->endpoints(id.value()).local_port, 40000 + page);
   EXPECT_EQ(sockets_->endpoints(id.value()).remote_address, kPeer);
 }
 
@@ -132,13 +132,13 @@ TEST_F(TcpSocketsTest, AnOpenTheReplicaRefusesFailsTheSocket) {
   EXPECT_EQ(sockets_->error(id.value()), EADDRNOTAVAIL);
   EXPECT_TRUE(sockets_->writable(id.value()));
   EXPECT_TRUE(sockets_->close(id.value()).ok());
-  EXPECT_TRUE(replica(0).drain().empty());  // no slot to give back
+  EXPECT_TRUE(replica(0).drain().empty());  // no page to give back
   EXPECT_EQ(sockets_->open_sockets(), 0u);
 }
 
 TEST_F(TcpSocketsTest, SendCopiesIntoTheRingAndKicksOncePerBatch) {
-  std::uint32_t slot = 0;
-  const int id = establish(0, slot);
+  std::uint32_t page = 0;
+  const int id = establish(0, page);
   ASSERT_GE(id, 0);
   replica(0).drain();
   const auto first = pattern(100, 1), second = pattern(200, 2), third = pattern(50, 3);
@@ -150,10 +150,10 @@ TEST_F(TcpSocketsTest, SendCopiesIntoTheRingAndKicksOncePerBatch) {
   // Three sends, one kick: the replica has not taken the first yet.
   auto kicks = replica(0).drain(stack::kTcpKickKind);
   ASSERT_EQ(kicks.size(), 1u);
-  EXPECT_EQ(kicks[0].read<TcpSlotBody>().slot, slot);
-  EXPECT_EQ(kicks[0].read<TcpSlotBody>().generation, replica(0).generation(slot));
-  EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestSend);
-  ByteRingConsumer& ring = replica(0).send_ring(slot);
+  EXPECT_EQ(kicks[0].read<TcpPageBody>().page, page);
+  EXPECT_EQ(kicks[0].read<TcpPageBody>().generation, replica(0).generation(page));
+  EXPECT_EQ(replica(0).take_requests(page), kTcpRequestSend);
+  ByteRingConsumer& ring = replica(0).send_ring(page);
   ASSERT_EQ(ring.readable(), 350u);
   EXPECT_EQ(sockets_->unacknowledged(id), 350u);
   std::vector<std::byte> got(350);
@@ -169,8 +169,8 @@ TEST_F(TcpSocketsTest, SendCopiesIntoTheRingAndKicksOncePerBatch) {
 }
 
 TEST_F(TcpSocketsTest, AFullSendRingWouldBlockAndTakesWhatFits) {
-  std::uint32_t slot = 0;
-  const int id = establish(0, slot);
+  std::uint32_t page = 0;
+  const int id = establish(0, page);
   const auto big = pattern(kRingBytes + 500, 9);
   auto sent = sockets_->send(id, big);
   ASSERT_TRUE(sent.ok());
@@ -180,13 +180,13 @@ TEST_F(TcpSocketsTest, AFullSendRingWouldBlockAndTakesWhatFits) {
   ASSERT_FALSE(more.ok());
   EXPECT_EQ(more.error().code, Errc::would_block);
   std::vector<std::byte> sink(1000);
-  ASSERT_EQ(replica(0).send_ring(slot).read(sink), 1000u);
+  ASSERT_EQ(replica(0).send_ring(page).read(sink), 1000u);
   EXPECT_TRUE(sockets_->writable(id));
 }
 
 TEST_F(TcpSocketsTest, RecvCopiesOutAndAsksForTheWindowOncePerBatch) {
-  std::uint32_t slot = 0;
-  const int id = establish(1, slot);
+  std::uint32_t page = 0;
+  const int id = establish(1, page);
   replica(1).drain();
   std::byte out[64];
   auto nothing = sockets_->recv(id, out);
@@ -194,9 +194,9 @@ TEST_F(TcpSocketsTest, RecvCopiesOutAndAsksForTheWindowOncePerBatch) {
   EXPECT_EQ(nothing.error().code, Errc::would_block);
 
   const auto data = pattern(300, 4);
-  ASSERT_EQ(replica(1).receive_ring(slot).write(data), 300u);
+  ASSERT_EQ(replica(1).receive_ring(page).write(data), 300u);
   const int calls = ready_calls_;
-  EXPECT_TRUE(replica(1).event(slot));
+  EXPECT_TRUE(replica(1).event(page));
   EXPECT_EQ(ready_calls_, calls + 1);
   EXPECT_TRUE(sockets_->readable(id));
   std::vector<std::byte> got;
@@ -212,52 +212,52 @@ TEST_F(TcpSocketsTest, RecvCopiesOutAndAsksForTheWindowOncePerBatch) {
   EXPECT_FALSE(sockets_->readable(id));
   // Five reads, one window kick.
   EXPECT_EQ(replica(1).drain(stack::kTcpKickKind).size(), 1u);
-  EXPECT_EQ(replica(1).take_requests(slot), kTcpRequestWindow);
-  EXPECT_EQ(replica(1).send_ring(slot).readable(), 0u);
+  EXPECT_EQ(replica(1).take_requests(page), kTcpRequestWindow);
+  EXPECT_EQ(replica(1).send_ring(page).readable(), 0u);
 
   // The application cleared event_pending, so the next change sends a new event.
-  ASSERT_EQ(replica(1).receive_ring(slot).write(pattern(5, 0)), 5u);
-  EXPECT_TRUE(replica(1).event(slot));
+  ASSERT_EQ(replica(1).receive_ring(page).write(pattern(5, 0)), 5u);
+  EXPECT_TRUE(replica(1).event(page));
   // ...but a change while that one is unhandled would not (here: handled already, so it does).
-  EXPECT_EQ(replica(1).control(slot).event_pending.load(), 0u);
+  EXPECT_EQ(replica(1).control(page).event_pending.load(), 0u);
 }
 
 TEST_F(TcpSocketsTest, EventsCoalesceUntilTheApplicationTakesOne) {
-  std::uint32_t slot = 0;
-  const int id = establish(0, slot);
+  std::uint32_t page = 0;
+  const int id = establish(0, page);
   // The replica raises event_pending itself and delivers later: a second change sends nothing.
-  replica(0).control(slot).event_pending.store(1);
-  EXPECT_FALSE(replica(0).event(slot));
-  replica(0).deliver(Message::make(stack::kTcpEventKind, TcpSlotBody{slot, replica(0).generation(slot)}));
-  EXPECT_EQ(replica(0).control(slot).event_pending.load(), 0u);
-  EXPECT_TRUE(replica(0).event(slot));
+  replica(0).control(page).event_pending.store(1);
+  EXPECT_FALSE(replica(0).event(page));
+  replica(0).deliver(Message::make(stack::kTcpEventKind, TcpPageBody{page, replica(0).generation(page)}));
+  EXPECT_EQ(replica(0).control(page).event_pending.load(), 0u);
+  EXPECT_TRUE(replica(0).event(page));
   EXPECT_TRUE(sockets_->connected(id));
 }
 
 TEST_F(TcpSocketsTest, ShutdownCloseAndAbortSetTheirRequestBits) {
-  std::uint32_t slot_a = 0, slot_b = 0;
-  const int a = establish(0, slot_a);
-  const int b = establish(0, slot_b);
+  std::uint32_t page_a = 0, page_b = 0;
+  const int a = establish(0, page_a);
+  const int b = establish(0, page_b);
   replica(0).drain();
   ASSERT_TRUE(sockets_->shutdown_write(a).ok());
   auto sent = sockets_->send(a, pattern(1, 0));
   ASSERT_FALSE(sent.ok());
   EXPECT_EQ(sent.error().sys_errno, EPIPE);
-  EXPECT_EQ(replica(0).take_requests(slot_a), kTcpRequestShutdownWrite);
+  EXPECT_EQ(replica(0).take_requests(page_a), kTcpRequestShutdownWrite);
   ASSERT_TRUE(sockets_->close(a).ok());
-  EXPECT_EQ(replica(0).take_requests(slot_a), kTcpRequestClose);
+  EXPECT_EQ(replica(0).take_requests(page_a), kTcpRequestClose);
   ASSERT_TRUE(sockets_->abort(b).ok());
-  EXPECT_NE(replica(0).take_requests(slot_b) & kTcpRequestAbort, 0u);
+  EXPECT_NE(replica(0).take_requests(page_b) & kTcpRequestAbort, 0u);
   EXPECT_EQ(replica(0).drain(stack::kTcpKickKind).size(), 3u);
   EXPECT_FALSE(sockets_->close(a).ok());  // the id is free
   EXPECT_EQ(sockets_->open_sockets(), 0u);
-  // Events about closed slots are stale, not trouble.
-  replica(0).event(slot_a);
+  // Events about closed pages are stale, not trouble.
+  replica(0).event(page_a);
   EXPECT_EQ(sockets_->stale_messages(), 1u);
   EXPECT_EQ(sockets_->bad_messages(), 0u);
 }
 
-TEST_F(TcpSocketsTest, ClosingWhileTheOpenIsInFlightGivesTheSlotBackWhenItArrives) {
+TEST_F(TcpSocketsTest, ClosingWhileTheOpenIsInFlightGivesThePageBackWhenItArrives) {
   auto id = sockets_->connect(kPeer, 5001);
   ASSERT_TRUE(id.ok());
   const TcpOpenBody open = replica(0).take_open();
@@ -266,29 +266,29 @@ TEST_F(TcpSocketsTest, ClosingWhileTheOpenIsInFlightGivesTheSlotBackWhenItArrive
   auto again = sockets_->connect(kPeer, 5002);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again.value(), id.value());
-  const std::uint32_t slot = replica(0).answer_open(open);
-  EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestClose);
+  const std::uint32_t page = replica(0).answer_open(open);
+  EXPECT_EQ(replica(0).take_requests(page), kTcpRequestClose);
   EXPECT_FALSE(sockets_->connected(again.value()));
   EXPECT_EQ(sockets_->error(again.value()), 0);
   // The second connect went to replica 1 and still completes normally.
-  const std::uint32_t slot2 = replica(1).answer_open(replica(1).take_open());
-  replica(1).set_status(slot2, TcpSocketStatus::connected);
-  replica(1).event(slot2);
+  const std::uint32_t page2 = replica(1).answer_open(replica(1).take_open());
+  replica(1).set_status(page2, TcpSocketStatus::connected);
+  replica(1).event(page2);
   EXPECT_TRUE(sockets_->connected(again.value()));
 }
 
-TEST_F(TcpSocketsTest, OptionsGoToTheSlotAndWaitForItWhileConnecting) {
+TEST_F(TcpSocketsTest, OptionsGoToThePageAndWaitForItWhileConnecting) {
   auto id = sockets_->connect(kPeer, 5001);
   ASSERT_TRUE(id.ok());
   ASSERT_TRUE(sockets_->set_option(id.value(), stack::TcpOption::nodelay, 1).ok());
   EXPECT_FALSE(sockets_->set_option(id.value(), static_cast<stack::TcpOption>(99), 1).ok());
   const TcpOpenBody open = replica(0).take_open();
-  const std::uint32_t slot = replica(0).answer_open(open);
+  const std::uint32_t page = replica(0).answer_open(open);
   auto options = replica(0).drain(stack::kTcpOptionKind);
   ASSERT_EQ(options.size(), 1u);
   const auto body = options[0].read<stack::TcpOptionBody>();
-  EXPECT_EQ(body.slot, slot);
-  EXPECT_EQ(body.generation, replica(0).generation(slot));
+  EXPECT_EQ(body.page, page);
+  EXPECT_EQ(body.generation, replica(0).generation(page));
   EXPECT_EQ(body.option, stack::TcpOption::nodelay);
   EXPECT_EQ(body.value, 1u);
   ASSERT_TRUE(sockets_->set_option(id.value(), stack::TcpOption::keepalive, 1).ok());
@@ -297,7 +297,7 @@ TEST_F(TcpSocketsTest, OptionsGoToTheSlotAndWaitForItWhileConnecting) {
 
 struct Listener {
   int id;
-  std::uint32_t slots[2];
+  std::uint32_t pages[2];
 };
 
 class TcpSocketsListenTest : public TcpSocketsTest {
@@ -313,7 +313,7 @@ class TcpSocketsListenTest : public TcpSocketsTest {
       EXPECT_EQ(open.local_port, 5001);
       EXPECT_EQ(open.backlog, 16);
       EXPECT_FALSE(sockets_->listening(listener.id) && r == 0);
-      listener.slots[r] = replica(r).answer_open(open);
+      listener.pages[r] = replica(r).answer_open(open);
     }
     EXPECT_TRUE(sockets_->listening(listener.id));
     return listener;
@@ -329,11 +329,11 @@ TEST_F(TcpSocketsListenTest, PortZeroIsRefused) {
 TEST_F(TcpSocketsListenTest, OneReplicaRefusingFailsTheListenerAndFreesTheOtherPart) {
   auto id = sockets_->listen(0, 5001, 4);
   ASSERT_TRUE(id.ok());
-  const std::uint32_t slot = replica(0).answer_open(replica(0).take_open());
+  const std::uint32_t page = replica(0).answer_open(replica(0).take_open());
   replica(1).answer_open(replica(1).take_open(), EADDRINUSE);
   EXPECT_EQ(sockets_->error(id.value()), EADDRINUSE);
   EXPECT_FALSE(sockets_->listening(id.value()));
-  EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestClose);
+  EXPECT_EQ(replica(0).take_requests(page), kTcpRequestClose);
   auto accepted = sockets_->accept(id.value());
   ASSERT_FALSE(accepted.ok());
   EXPECT_EQ(accepted.error().sys_errno, EADDRINUSE);
@@ -341,24 +341,24 @@ TEST_F(TcpSocketsListenTest, OneReplicaRefusingFailsTheListenerAndFreesTheOtherP
 
 TEST_F(TcpSocketsListenTest, ClosingAListenerClosesItsUnacceptedConnections) {
   const Listener listener = listen_on_both();
-  const std::uint32_t waiting = replica(0).accept_one(listener.slots[0], 40001);
+  const std::uint32_t waiting = replica(0).accept_one(listener.pages[0], 40001);
   ASSERT_TRUE(sockets_->close(listener.id).ok());
   EXPECT_EQ(replica(0).take_requests(waiting), kTcpRequestClose);
-  EXPECT_EQ(replica(0).take_requests(listener.slots[0]), kTcpRequestClose);
-  EXPECT_EQ(replica(1).take_requests(listener.slots[1]), kTcpRequestClose);
+  EXPECT_EQ(replica(0).take_requests(listener.pages[0]), kTcpRequestClose);
+  EXPECT_EQ(replica(1).take_requests(listener.pages[1]), kTcpRequestClose);
   EXPECT_EQ(sockets_->open_sockets(), 0u);
   // A connection the replica announced before it saw the close is given back too.
-  const std::uint32_t late = replica(1).accept_one(listener.slots[1], 40002);
+  const std::uint32_t late = replica(1).accept_one(listener.pages[1], 40002);
   EXPECT_EQ(replica(1).take_requests(late), kTcpRequestClose);
   EXPECT_EQ(sockets_->open_sockets(), 0u);
 }
 
 TEST_F(TcpSocketsListenTest, ReplicaRestartResetsOnlyItsConnectionsAndTakesTheListenerBack) {
   const Listener listener = listen_on_both();
-  std::uint32_t slot0 = 0, slot1 = 0;
-  const int on_zero = establish(0, slot0);
-  const int on_one = establish(1, slot1);
-  const std::uint32_t queued = replica(1).accept_one(listener.slots[1], 40009);
+  std::uint32_t page0 = 0, page1 = 0;
+  const int on_zero = establish(0, page0);
+  const int on_one = establish(1, page1);
+  const std::uint32_t queued = replica(1).accept_one(listener.pages[1], 40009);
   (void)queued;
   replica(0).drain();
   replica(1).drain();
@@ -385,7 +385,7 @@ TEST_F(TcpSocketsListenTest, ReplicaRestartResetsOnlyItsConnectionsAndTakesTheLi
   EXPECT_TRUE(sockets_->connected(on_zero));
   EXPECT_EQ(sockets_->error(on_zero), 0);
   ASSERT_TRUE(sockets_->send(on_zero, pattern(4, 0)).ok());
-  EXPECT_EQ(replica(0).send_ring(slot0).readable(), 4u);
+  EXPECT_EQ(replica(0).send_ring(page0).readable(), 4u);
 
   // The listener is sent again to the new incarnation only, and listens again once it answers.
   EXPECT_TRUE(replica(0).drain(stack::kTcpOpenKind).empty());
@@ -393,15 +393,15 @@ TEST_F(TcpSocketsListenTest, ReplicaRestartResetsOnlyItsConnectionsAndTakesTheLi
   EXPECT_EQ(again.operation, TcpOpenOperation::listen);
   EXPECT_EQ(again.local_port, 5001);
   EXPECT_FALSE(sockets_->listening(listener.id));
-  const std::uint32_t new_slot = replica(1).answer_open(again);
+  const std::uint32_t new_page = replica(1).answer_open(again);
   EXPECT_TRUE(sockets_->listening(listener.id));
-  replica(1).accept_one(new_slot, 40010);
+  replica(1).accept_one(new_page, 40010);
   auto accepted = sockets_->accept(listener.id);
   ASSERT_TRUE(accepted.ok());
   EXPECT_EQ(sockets_->endpoints(accepted.value()).remote_port, 40010);
-  EXPECT_EQ(replica(1).control(new_slot).accepted.load(), 1u);
+  EXPECT_EQ(replica(1).control(new_page).accepted.load(), 1u);
 
-  // Closing the reset socket tells nobody: the slot is not ours in the new region.
+  // Closing the reset socket tells nobody: the page is not ours in the new region.
   replica(1).drain();
   ASSERT_TRUE(sockets_->close(on_one).ok());
   EXPECT_TRUE(replica(1).drain(stack::kTcpKickKind).empty());
@@ -452,8 +452,8 @@ TEST_F(TcpSocketsTest, ConnectFailsWithEnobufsWhenTheOutboxIsFullAndWhatWaitsIsK
 }
 
 TEST_F(TcpSocketsTest, AKickThatFindsTheOutboxFullIsSentOnceThereIsRoom) {
-  std::uint32_t slot = 0;
-  const int id = establish(0, slot);
+  std::uint32_t page = 0;
+  const int id = establish(0, page);
   ASSERT_GE(id, 0);
   replica(0).drain();
   ASSERT_TRUE(sockets_->pin_replica(0));
@@ -461,7 +461,7 @@ TEST_F(TcpSocketsTest, AKickThatFindsTheOutboxFullIsSentOnceThereIsRoom) {
 
   ASSERT_TRUE(sockets_->send(id, pattern(10, 1)).ok());  // the bytes are in the ring; the kick waits
   EXPECT_EQ(sockets_->outbox_overflows(), 1u);
-  EXPECT_EQ(replica(0).control(slot).kick_pending.load(), 0u);  // no kick is on its way
+  EXPECT_EQ(replica(0).control(page).kick_pending.load(), 0u);  // no kick is on its way
   // An option is no request: it cannot wait, so the call fails.
   auto option = sockets_->set_option(id, stack::TcpOption::nodelay, 1);
   ASSERT_FALSE(option.ok());
@@ -471,9 +471,9 @@ TEST_F(TcpSocketsTest, AKickThatFindsTheOutboxFullIsSentOnceThereIsRoom) {
   EXPECT_TRUE(sockets_->flush());
   auto kicks = replica(0).drain(stack::kTcpKickKind);
   ASSERT_EQ(kicks.size(), 1u);
-  EXPECT_EQ(kicks[0].read<TcpSlotBody>().slot, slot);
-  EXPECT_EQ(kicks[0].read<TcpSlotBody>().generation, replica(0).generation(slot));
-  EXPECT_EQ(replica(0).take_requests(slot), kTcpRequestSend);
+  EXPECT_EQ(kicks[0].read<TcpPageBody>().page, page);
+  EXPECT_EQ(kicks[0].read<TcpPageBody>().generation, replica(0).generation(page));
+  EXPECT_EQ(replica(0).take_requests(page), kTcpRequestSend);
   EXPECT_FALSE(sockets_->flush());  // nothing is owed any more
 }
 
@@ -496,9 +496,9 @@ TEST_F(TcpSocketsLateRegionTest, ARegionFormattedAfterAttachIsPickedUpWithTheFir
   ASSERT_TRUE(id.ok());
   const TcpOpenBody open = replica(0).take_open();
   replica(0).format();
-  const std::uint32_t slot = replica(0).answer_open(open);
-  replica(0).set_status(slot, TcpSocketStatus::connected);
-  replica(0).event(slot);
+  const std::uint32_t page = replica(0).answer_open(open);
+  replica(0).set_status(page, TcpSocketStatus::connected);
+  replica(0).event(page);
   EXPECT_TRUE(sockets_->connected(id.value()));
   EXPECT_EQ(sockets_->bad_messages(), 0u);
 }
@@ -512,17 +512,17 @@ TEST_F(TcpSocketsLateRegionTest, AnOpenAnsweredWithoutARegionFails) {
   EXPECT_EQ(sockets_->bad_messages(), 1u);
 }
 
-TEST_F(TcpSocketsTest, AnswersNamingBadSlotsAreRefused) {
+TEST_F(TcpSocketsTest, AnswersNamingBadPagesAreRefused) {
   const auto [a, b, c] = connect_three();
   auto opens = replica(0).drain(stack::kTcpOpenKind);
   ASSERT_EQ(opens.size(), 2u);
-  const std::uint32_t slot = replica(0).answer_open(opens[0].read<TcpOpenBody>());
-  // The second answer names the slot the first one already has.
+  const std::uint32_t page = replica(0).answer_open(opens[0].read<TcpOpenBody>());
+  // The second answer names the page the first one already has.
   replica(0).deliver(Message::make(stack::kTcpOpenedKind,
-                                   TcpOpenedBody{opens[1].read<TcpOpenBody>().socket, 0, slot,
-                                                 replica(0).generation(slot), 1, 0}));
+                                   TcpOpenedBody{opens[1].read<TcpOpenBody>().socket, 0, page,
+                                                 replica(0).generation(page), 1, 0}));
   EXPECT_EQ(sockets_->error(c), EPROTO);
-  // Out of range, and a generation the slot does not have.
+  // Out of range, and a generation the page does not have.
   const TcpOpenBody open_b = replica(1).take_open();
   replica(1).deliver(Message::make(stack::kTcpOpenedKind, TcpOpenedBody{open_b.socket, 0, 1000, 1, 1, 0}));
   EXPECT_EQ(sockets_->error(b), EPROTO);
@@ -531,11 +531,11 @@ TEST_F(TcpSocketsTest, AnswersNamingBadSlotsAreRefused) {
 }
 
 TEST_F(TcpSocketsTest, GarbageFromAReplicaIsCountedAndChangesNothing) {
-  std::uint32_t slot = 0;
-  const int id = establish(0, slot);
+  std::uint32_t page = 0;
+  const int id = establish(0, page);
   const auto listener = sockets_->listen(0, 80, 4);
   ASSERT_TRUE(listener.ok());
-  const std::uint32_t listener_slot = replica(0).answer_open(replica(0).take_open());
+  const std::uint32_t listener_page = replica(0).answer_open(replica(0).take_open());
   replica(1).answer_open(replica(1).take_open());
   replica(0).drain();
 
@@ -547,7 +547,7 @@ TEST_F(TcpSocketsTest, GarbageFromAReplicaIsCountedAndChangesNothing) {
     Message message;
     message.kind = kinds[random() % std::size(kinds)];
     for (auto& byte : message.body) byte = static_cast<std::byte>(random());
-    // Half with small numbers, so slots and tickets are often in range.
+    // Half with small numbers, so pages and tickets are often in range.
     if (i % 2 == 0) {
       for (std::size_t word = 0; word < Message::kBodyBytes / 4; ++word) {
         const std::uint32_t value = static_cast<std::uint32_t>(random() % 8);
@@ -564,28 +564,28 @@ TEST_F(TcpSocketsTest, GarbageFromAReplicaIsCountedAndChangesNothing) {
   // The established connection still works, both ways.
   EXPECT_TRUE(sockets_->connected(id));
   ASSERT_TRUE(sockets_->send(id, pattern(10, 1)).ok());
-  ASSERT_EQ(replica(0).receive_ring(slot).write(pattern(10, 2)), 10u);
+  ASSERT_EQ(replica(0).receive_ring(page).write(pattern(10, 2)), 10u);
   std::byte out[10];
   auto received = sockets_->recv(id, out);
   ASSERT_TRUE(received.ok());
   EXPECT_EQ(received.value(), 10u);
-  EXPECT_EQ(replica(0).send_ring(slot).readable(), 10u);
-  (void)listener_slot;
+  EXPECT_EQ(replica(0).send_ring(page).readable(), 10u);
+  (void)listener_page;
 }
 
 TEST_F(TcpSocketsTest, ACorruptRingFailsTheSocketWithEproto) {
-  std::uint32_t slot = 0;
-  const int id = establish(0, slot);
+  std::uint32_t page = 0;
+  const int id = establish(0, page);
   ASSERT_TRUE(sockets_->send(id, pattern(10, 1)).ok());
-  replica(0).region().slot(slot)->send.head.store(1u << 30);  // "consumed" more than was sent
+  replica(0).region().page(page)->send.head.store(1u << 30);  // "consumed" more than was sent
   auto sent = sockets_->send(id, pattern(10, 1));
   ASSERT_FALSE(sent.ok());
   EXPECT_EQ(sent.error().sys_errno, EPROTO);
   EXPECT_EQ(sockets_->error(id), EPROTO);
 
-  std::uint32_t slot2 = 0;
-  const int other = establish(0, slot2);
-  replica(0).region().slot(slot2)->receive.tail.store(kRingBytes * 3);
+  std::uint32_t page2 = 0;
+  const int other = establish(0, page2);
+  replica(0).region().page(page2)->receive.tail.store(kRingBytes * 3);
   std::byte out[4];
   auto received = sockets_->recv(other, out);
   ASSERT_FALSE(received.ok());

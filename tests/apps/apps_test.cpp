@@ -1,5 +1,5 @@
 // Unmodified iperf3, lighttpd and redis (Debian's binaries) on Flotilla: each runs under
-// `flotilla run` (libflotilla-preload.so) on a stack of the test's own with application slots,
+// `flotilla run` (libflotilla-preload.so) on a stack of the test's own with application seats,
 // against the kernel's counterpart in the stack's peer namespace. Root: skipped without it, and
 // when a program or the preload library is missing.
 //
@@ -179,7 +179,7 @@ Side side_from_environment() {
 
 class Apps : public StackTest {
  protected:
-  // Starts the stack with application slots and, on the kernel side, the kernel's namespace; call
+  // Starts the stack with application seats and, on the kernel side, the kernel's namespace; call
   // as ASSERT_TRUE(start_apps(...)). StackTest::SetUp has skipped without root; as root, a program
   // or the preload library that is missing is a failure (./dev installs the programs).
   [[nodiscard]] ::testing::AssertionResult start_apps(const std::vector<std::string>& programs) {
@@ -196,7 +196,7 @@ class Apps : public StackTest {
     char pattern[] = "/tmp/flotilla-apps-test-XXXXXX";
     if (::mkdtemp(pattern) == nullptr) return ::testing::AssertionFailure() << "mkdtemp failed";
     folder_ = pattern;
-    if (auto started = start("pass all", recovery::app_slots_config()); !started) return started;
+    if (auto started = start("pass all", recovery::app_seats_config()); !started) return started;
     if (side_ == Side::kernel) {
       if (const std::string problem = kernel_.create(names_.peer_namespace); !problem.empty()) {
         return ::testing::AssertionFailure() << "the kernel's namespace: " << problem;
@@ -246,7 +246,7 @@ class Apps : public StackTest {
         server.running();
   }
 
-  // On Flotilla, the program under test must have gone through an application slot: the preload
+  // On Flotilla, the program under test must have gone through an application seat: the preload
   // library's counters there (summed over the slots) show its reads and writes, and how many were
   // served without a system call.
   void expect_served_by_flotilla() const {
@@ -256,7 +256,7 @@ class Apps : public StackTest {
       if (component.rfind("app", 0) != 0) continue;
       for (const auto& [name, value] : counters) sums[name] += value;
     }
-    EXPECT_GT(sums["io_calls"], 0u) << "no application slot counted a read or write: did the program run on Flotilla?";
+    EXPECT_GT(sums["io_calls"], 0u) << "no application seat counted a read or write: did the program run on Flotilla?";
     std::printf("preload: %llu of %llu reads/writes and %llu of %llu readiness checks without a system call\n",
                 static_cast<unsigned long long>(sums["io_no_syscall"]), static_cast<unsigned long long>(sums["io_calls"]),
                 static_cast<unsigned long long>(sums["readiness_no_syscall"]),

@@ -1,5 +1,5 @@
 // An application's socket memory is the application's: the TCP replicas treat it as untrusted
-// (DESIGN.md, "Exposed sockets"). This test leases an application slot the way the preload library
+// (DESIGN.md, "Exposed sockets"). This test leases an application seat the way the preload library
 // does (ComponentHost::lease), opens a connection to the kernel in the peer namespace
 // through the native API, then scribbles over that socket's page (ring indices, request words, the
 // state words the replica writes) and floods the replica with garbage messages. The connection may
@@ -60,7 +60,7 @@ class AppMemory : public StackTest {
 };
 
 TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
-  ASSERT_TRUE(start("pass all", recovery::app_slots_config(1)));
+  ASSERT_TRUE(start("pass all", recovery::app_seats_config(1)));
   auto pids_before = stack_.pids();
   pids_before.erase("app0");
 
@@ -99,31 +99,31 @@ TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
   auto region = formats::TcpRegion::attach(host.region(formats::tcp_region_name(channel)));
   ASSERT_TRUE(region.valid());
   std::mt19937_64 random(20261123);
-  std::uint32_t victim_slot = region.slot_count();
-  for (std::uint32_t i = 0; i < region.slot_count(); ++i) {
-    const auto& control = region.slot(i)->control;
-    if (control.status.load() == formats::TcpSocketStatus::connected && control.remote_port == kPort) victim_slot = i;
+  std::uint32_t victim_page = region.page_count();
+  for (std::uint32_t i = 0; i < region.page_count(); ++i) {
+    const auto& control = region.page(i)->control;
+    if (control.status.load() == formats::TcpSocketStatus::connected && control.remote_port == kPort) victim_page = i;
   }
-  ASSERT_LT(victim_slot, region.slot_count());
-  auto* page = region.slot(victim_slot);
+  ASSERT_LT(victim_page, region.page_count());
+  auto* page = region.page(victim_page);
   const std::uint32_t generation = page->control.generation.load();
   auto* words = reinterpret_cast<std::uint64_t*>(page);
-  for (std::size_t i = 0; i < sizeof(formats::TcpSocketSlotHeader) / 8; ++i) words[i] = random();
-  page->control.generation.store(generation);  // so the kicks below name the slot as it is
+  for (std::size_t i = 0; i < sizeof(formats::TcpSocketPageHeader) / 8; ++i) words[i] = random();
+  page->control.generation.store(generation);  // so the kicks below name the page as it is
 
   // Then kick it, and flood the replica with messages of every kind and random bodies.
   ChannelEnd* link = host.channel(channel);
   ASSERT_NE(link, nullptr);
   std::vector<Message> garbage;
-  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpSlotBody{victim_slot, generation}));
+  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpPageBody{victim_page, generation}));
   for (int i = 0; i < 500; ++i) {
     Message message{};
     message.kind = static_cast<MessageKind>(static_cast<std::uint16_t>(stack::kTcpKickKind) - 8 + random() % 16);
     for (auto& byte : message.body) byte = static_cast<std::byte>(random());
     garbage.push_back(message);
   }
-  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpSlotBody{victim_slot, generation}));
-  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpSlotBody{0xffffffffu, generation}));
+  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpPageBody{victim_page, generation}));
+  garbage.push_back(Message::make(stack::kTcpKickKind, stack::TcpPageBody{0xffffffffu, generation}));
   for (std::size_t sent = 0; sent < garbage.size();) {
     auto took = host.send(*link, std::span(garbage).subspan(sent));
     ASSERT_TRUE(took) << took.error().message();
@@ -160,7 +160,7 @@ TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
   for (const auto& result : results) intact = intact || (result.bytes == kBytes && result.sha256 == expected);
   EXPECT_TRUE(intact) << "the fresh connection's bytes did not arrive intact";
 
-  // No component was restarted: same processes as before (the slot's holder aside).
+  // No component was restarted: same processes as before (the page's holder aside).
   auto pids_after = stack_.pids();
   pids_after.erase("app0");
   EXPECT_EQ(pids_after, pids_before) << events();

@@ -36,7 +36,7 @@ TEST(Demo, ShortDemoSurvivesThreeCrashesAndReportsThem) {
   const std::filesystem::path folder = pattern;
   const StackNames names = unique_names();
   const std::filesystem::path config = folder / "stack.toml";
-  std::ofstream(config) << stack_config(names, "pass all", recovery::app_slots_config(1) + recovery::kNameFleetConfig);
+  std::ofstream(config) << stack_config(names, "pass all", recovery::app_seats_config(1) + recovery::kNameFleetConfig);
   const std::filesystem::path out = folder / "out";
   const CommandOutcome demo = run_cli("--socket " + (folder / "control.sock").string() + " demo --config " +
                                       config.string() + " --duration 8 --faults 2:pf,4:ip,6:driver --out " +

@@ -16,31 +16,31 @@ TcpRegionHeader& header_of(PageMemory& memory) {
   return *reinterpret_cast<TcpRegionHeader*>(memory.bytes().data());
 }
 
-TEST(TcpRegion, FormatFitsAsManySlotsAsTheRegionHoldsAndAttachAgrees) {
+TEST(TcpRegion, FormatFitsAsManyPagesAsTheRegionHoldsAndAttachAgrees) {
   PageMemory memory(TcpRegion::bytes_for(5, kRing) + 100);
   const TcpRegion formatted = TcpRegion::format(memory.bytes(), kRing);
   ASSERT_TRUE(formatted.valid());
-  EXPECT_EQ(formatted.slot_count(), 5u);
+  EXPECT_EQ(formatted.page_count(), 5u);
   const TcpRegion attached = TcpRegion::attach(memory.bytes());
   ASSERT_TRUE(attached.valid());
-  EXPECT_EQ(attached.slot_count(), 5u);
+  EXPECT_EQ(attached.page_count(), 5u);
   EXPECT_EQ(attached.ring_bytes(), kRing);
   for (std::uint32_t i = 0; i < 5; ++i) {
-    EXPECT_EQ(attached.slot(i), formatted.slot(i));
-    EXPECT_EQ(attached.slot(i)->control.status.load(), TcpSocketStatus::free);
+    EXPECT_EQ(attached.page(i), formatted.page(i));
+    EXPECT_EQ(attached.page(i)->control.status.load(), TcpSocketStatus::free);
     EXPECT_EQ(attached.send_bytes(i).size(), kRing);
-    // The rings lie inside the region and do not overlap the next slot.
+    // The rings lie inside the region and do not overlap the next page.
     EXPECT_LE(attached.receive_bytes(i).data() + kRing, memory.bytes().data() + memory.bytes().size());
     if (i + 1 < 5) {
-      EXPECT_LE(attached.receive_bytes(i).data() + kRing, reinterpret_cast<std::byte*>(attached.slot(i + 1)));
+      EXPECT_LE(attached.receive_bytes(i).data() + kRing, reinterpret_cast<std::byte*>(attached.page(i + 1)));
     }
   }
-  EXPECT_EQ(attached.slot(5), nullptr);
+  EXPECT_EQ(attached.page(5), nullptr);
   EXPECT_TRUE(attached.send_bytes(5).empty());
   EXPECT_TRUE(attached.receive_bytes(5).empty());
 }
 
-TEST(TcpRegion, FormatRefusesBadRingSizesAndRegionsWithoutRoomForASlot) {
+TEST(TcpRegion, FormatRefusesBadRingSizesAndRegionsWithoutRoomForAPage) {
   PageMemory memory(TcpRegion::bytes_for(2, kRing));
   EXPECT_FALSE(TcpRegion::format(memory.bytes(), 3000).valid());
   EXPECT_FALSE(TcpRegion::format(memory.bytes(), 2048).valid());
@@ -69,12 +69,12 @@ TEST_F(TcpRegionBadHeader, WrongMagicOrVersion) {
   EXPECT_FALSE(TcpRegion::attach(memory.bytes()).valid());
 }
 
-TEST_F(TcpRegionBadHeader, MoreSlotsThanTheRegionHolds) {
-  header_of(memory).slot_count = 4;
+TEST_F(TcpRegionBadHeader, MorePagesThanTheRegionHolds) {
+  header_of(memory).page_count = 4;
   EXPECT_FALSE(TcpRegion::attach(memory.bytes()).valid());
-  header_of(memory).slot_count = 0;
+  header_of(memory).page_count = 0;
   EXPECT_FALSE(TcpRegion::attach(memory.bytes()).valid());
-  header_of(memory).slot_count = 0xffffffff;
+  header_of(memory).page_count = 0xffffffff;
   EXPECT_FALSE(TcpRegion::attach(memory.bytes()).valid());
 }
 
@@ -84,13 +84,13 @@ TEST_F(TcpRegionBadHeader, RingSizeOrStrideThatDoNotAgree) {
   header_of(memory).ring_bytes = 1024;
   EXPECT_FALSE(TcpRegion::attach(memory.bytes()).valid());
   header_of(memory).ring_bytes = kRing;
-  header_of(memory).slot_stride += 4096;
+  header_of(memory).page_stride += 4096;
   EXPECT_FALSE(TcpRegion::attach(memory.bytes()).valid());
 }
 
 TEST_F(TcpRegionBadHeader, ARegionTooSmallForItsHeaderIsRefused) {
   EXPECT_FALSE(TcpRegion::attach(memory.bytes().first(100)).valid());
-  // The header is fine but the mapping is shorter than its slots need.
+  // The header is fine but the mapping is shorter than its pages need.
   EXPECT_FALSE(TcpRegion::attach(memory.bytes().first(TcpRegion::bytes_for(2, kRing))).valid());
 }
 

@@ -1,6 +1,6 @@
 // libflotilla-preload.so with a plain program (preload_probe) run on it. The unit test needs no
 // stack: socket() must fail with ENETDOWN and say so once on stderr. The integration tests start
-// a stack of their own (root, network namespaces) with application slots, a kernel echo server
+// a stack of their own (root, network namespaces) with application seats, a kernel echo server
 // in the peer namespace, and run the probe's client and server scenarios with `flotilla run`.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -138,7 +138,7 @@ class PreloadStack : public ::testing::Test {
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, AF_XDP)";
     names_ = unique_names();
-    const std::string problem = stack_.start(names_, stack_config(names_, "pass all", recovery::app_slots_config()));
+    const std::string problem = stack_.start(names_, stack_config(names_, "pass all", recovery::app_seats_config()));
     ASSERT_EQ(problem, "");
   }
   void TearDown() override { stack_.stop(); }
