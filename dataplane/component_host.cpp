@@ -269,6 +269,12 @@ bool ComponentHost::send_control(const Message& message) {
   return sent && sent.value() == 1;
 }
 
+bool ComponentHost::report(std::string_view text) {
+  ReportNotice notice{};
+  std::memcpy(notice.text, text.data(), std::min(text.size(), sizeof(notice.text) - 1));
+  return send_control(Message::make(kReportKind, notice));
+}
+
 void ComponentHost::report_recovered() {
   // The time is taken here, not when the supervisor gets round to reading its control rings.
   const Message notice = Message::make(kRecoveredKind, RecoveredNotice{incarnation_, monotonic_ns()});

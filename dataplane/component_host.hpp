@@ -82,6 +82,9 @@ class ComponentHost {
   void on_control_message(ControlHandler handler) { control_handler_ = std::move(handler); }
   // Sends a message to the supervisor on the control ring; false when the ring is full.
   bool send_control(const Message& message);
+  // Puts `text` (cut to 55 bytes) in the supervisor's event log as a `reported` event of this
+  // incarnation; false when the control ring is full.
+  bool report(std::string_view text);
 
   // Sends on a channel. The only difference from out.send_burst(): an injected `corrupt` fault
   // garbles the next message sent here, which the receiver must reject.

@@ -95,6 +95,12 @@ inline constexpr auto kRecoveredKind = static_cast<MessageKind>(static_cast<std:
 inline constexpr auto kMemberDownKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 2);
 inline constexpr auto kMemberUpKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 3);
 inline constexpr auto kFleetJoinedKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 4);
+// Component -> supervisor: something the component survived that belongs in the event log (a failed
+// XDP offload, say). The text is NUL-padded; the supervisor treats it as untrusted.
+inline constexpr auto kReportKind = static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) - 5);
+// The event log keeps this many reports per incarnation; a component that sends more is noisy or
+// hostile, and the rest are counted in one last event.
+inline constexpr std::uint32_t kMaxReportsPerIncarnation = 32;
 
 // member_down: `member` died, force it out. member_up: `member` restarted and joins; `donor` sends
 // it the snapshot. fleet_joined: the sender (`member`) installed its snapshot and serves.
@@ -108,6 +114,10 @@ struct PeerRestartedNotice {
   ComponentId peer;
   std::uint32_t reserved;
   std::uint64_t incarnation;
+};
+
+struct ReportNotice {
+  char text[Message::kBodyBytes];
 };
 
 struct RecoveredNotice {

@@ -9,7 +9,7 @@
 namespace flotilla::drivers {
 
 Driver::Driver(ChannelOutputs& channels, std::size_t ip, std::unique_ptr<PacketPort> port, ImpairedPort* impaired,
-               const Link& link, std::span<const std::byte> block_list, InstallBlockRules install,
+               const Link& link, std::span<const std::byte> block_list, InstallBlockRules install, Report report,
                NamedCounterTable& counters)
     : channels_(channels),
       ip_(ip),
@@ -20,6 +20,7 @@ Driver::Driver(ChannelOutputs& channels, std::size_t ip, std::unique_ptr<PacketP
                       ? reinterpret_cast<const formats::XdpBlockList*>(block_list.data())
                       : nullptr),
       install_(std::move(install)),
+      report_(std::move(report)),
       rx_frames_(counters.counter("rx_frames")),
       tx_frames_(counters.counter("tx_frames")),
       rx_to_ip_full_(counters.counter("rx_to_ip_full")),
@@ -110,20 +111,24 @@ void Driver::install_block_list() {
       return;
     case formats::XdpListRead::invalid:
       installed_sequence_ = block_copy_.sequence;
-      offload_failed_.add();
-      std::fprintf(stderr, "flotilla-driver: XDP block list refused: more than %d rules\n", FLOTILLA_XDP_MAX_RULES);
+      offload_failed("XDP block list refused: more than " + std::to_string(FLOTILLA_XDP_MAX_RULES) + " rules");
       return;
     case formats::XdpListRead::copied:
       break;
   }
   installed_sequence_ = block_copy_.sequence;
   if (auto installed = install_(block_copy_.view()); !installed) {
-    offload_failed_.add();
-    std::fprintf(stderr, "flotilla-driver: XDP offload of %u block rules failed: %s\n", block_copy_.count,
-                 installed.error().message().c_str());
+    offload_failed("XDP offload of " + std::to_string(block_copy_.count) + " block rules failed: " +
+                   installed.error().message());
     return;
   }
   std::fprintf(stderr, "flotilla-driver: %u block rules offloaded to XDP\n", block_copy_.count);
+}
+
+void Driver::offload_failed(const std::string& why) {
+  offload_failed_.add();
+  std::fprintf(stderr, "flotilla-driver: %s\n", why.c_str());
+  if (report_) report_(why);
 }
 
 }  // namespace flotilla::drivers

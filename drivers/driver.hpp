@@ -11,6 +11,8 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
+#include <string>
 
 #include "components/formats/xdp_block_list.hpp"
 #include "dataplane/channel_outputs.hpp"
@@ -27,6 +29,8 @@ class Driver final : public Component {
   static constexpr std::uint64_t kTickPeriodMs = 100;
   // Installs a block list in the device's XDP program.
   using InstallBlockRules = std::function<Status(std::span<const flotilla_xdp_block_rule>)>;
+  // Tells the supervisor's event log about a failure the driver survived (ComponentHost::report).
+  using Report = std::function<void(std::string_view)>;
 
   struct Link {
     std::array<std::uint8_t, 6> mac{};
@@ -36,9 +40,10 @@ class Driver final : public Component {
   // `ip`: the index of the channel to IP in `channels`. `impaired`: the port itself when it is an
   // ImpairedPort (its held frames are due at times no device event marks), else null.
   // `block_list`: the region pf publishes block rules in (empty: none); `install` is empty when the
-  // device has no XDP program, and the list is then ignored.
+  // device has no XDP program, and the list is then ignored. A failed offload is counted
+  // (xdp_offload_failed), said on stderr and reported through `report`.
   Driver(ChannelOutputs& channels, std::size_t ip, std::unique_ptr<PacketPort> port, ImpairedPort* impaired,
-         const Link& link, std::span<const std::byte> block_list, InstallBlockRules install,
+         const Link& link, std::span<const std::byte> block_list, InstallBlockRules install, Report report,
          NamedCounterTable& counters);
 
   PacketPort& port() { return *port_; }
@@ -67,6 +72,8 @@ class Driver final : public Component {
   Link link_;
   const formats::XdpBlockList* block_list_;
   InstallBlockRules install_;
+  Report report_;
+  void offload_failed(const std::string& why);
   std::uint64_t installed_sequence_ = 0;
   formats::XdpBlockListCopy block_copy_;
   std::optional<DeviceWaker> waker_;

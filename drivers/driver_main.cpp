@@ -172,7 +172,9 @@ struct DriverProgram {
     const drivers::Driver::Link link{link_mac(options.interface, options.memwire_path + options.memwire_side), 1500};
     auto driver = std::make_unique<drivers::Driver>(channels, *ip, std::move(port), impaired, link,
                                                     host.region(formats::kXdpBlockListRegion),
-                                                    std::move(opened.value().install), host.named_counters());
+                                                    std::move(opened.value().install),
+                                                    [&host](std::string_view why) { (void)host.report(why); },
+                                                    host.named_counters());
     driver->wake_through_device(host.loop());
     driver->announce_link();
     std::fprintf(stderr, "%s: %s\n", kName, driver->port().describe().c_str());

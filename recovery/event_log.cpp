@@ -19,6 +19,7 @@ std::string_view event_kind_name(EventKind kind) {
     case EventKind::joined: return "joined";
     case EventKind::leased: return "leased";
     case EventKind::released: return "released";
+    case EventKind::reported: return "reported";
   }
   return "unknown";
 }

@@ -22,6 +22,7 @@ enum class EventKind {
   joined,          // a restarted name server installed a live member's table and serves
   leased,          // a program took an application seat (detail: its pid)
   released,        // that program's lease ended
+  reported,        // the component told something it survived (detail: its text)
 };
 
 std::string_view event_kind_name(EventKind kind);

@@ -64,6 +64,7 @@ struct Supervisor::ManagedComponent {
   std::uint64_t restart_due_ns = 0;
   std::uint64_t detected_ns = 0;  // when the last failure was noticed
   bool awaiting_recovery = false;
+  std::uint32_t reports = 0;  // by this incarnation
 };
 
 std::string_view status_name(ComponentStatus status) {
@@ -302,6 +303,7 @@ std::vector<int> Supervisor::grant_descriptors(ManagedComponent& component) {
 
 Status Supervisor::spawn(ManagedComponent& component) {
   ++component.incarnation;
+  component.reports = 0;
   const std::vector<int> fds = grant_descriptors(component);
 
   // argv is built before fork: the child must not allocate.
@@ -417,11 +419,31 @@ void Supervisor::notify_peers(const ManagedComponent& restarted) {
   }
 }
 
+void Supervisor::record_report(ManagedComponent& component, const ReportNotice& notice) {
+  ++component.reports;
+  if (component.reports > kMaxReportsPerIncarnation + 1) return;
+  if (component.reports == kMaxReportsPerIncarnation + 1) {
+    record(EventKind::reported, component, "further reports of this incarnation are dropped");
+    return;
+  }
+  // Untrusted text: up to its first NUL, anything unprintable shown as '?'.
+  std::string text;
+  for (char c : notice.text) {
+    if (c == '\0') break;
+    text.push_back(c >= 0x20 && c < 0x7f ? c : '?');
+  }
+  record(EventKind::reported, component, text);
+}
+
 void Supervisor::drain_control(ManagedComponent& component) {
   Message messages[kControlRingCapacity];
   auto received = component.from_component.recv_burst(messages);
   if (!received) return;
   for (std::size_t i = 0; i < received.value(); ++i) {
+    if (messages[i].kind == kReportKind) {
+      record_report(component, messages[i].read<ReportNotice>());
+      continue;
+    }
     if (messages[i].kind != kRecoveredKind) {
       for (LifecycleObserver* observer : observers_) observer->control_message(view_of(component), messages[i]);
       continue;

@@ -117,6 +117,7 @@ class Supervisor {
   void check_heartbeat(ManagedComponent& component, std::uint64_t now);
   void notify_peers(const ManagedComponent& restarted);
   void drain_control(ManagedComponent& component);
+  void record_report(ManagedComponent& component, const ReportNotice& notice);
   ManagedComponent* find(std::string_view name);
   const ManagedComponent* find(std::string_view name) const;
   ManagedComponent& at(ComponentId id) { return *components_[id - 1]; }

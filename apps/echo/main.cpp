@@ -2,10 +2,12 @@
 // supervisor tests run, plus `crash-at-start` for the crash-loop test. Started by the supervisor
 // only; it takes everything else from the descriptors the supervisor hands it.
 #include <signal.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include "dataplane/clock.hpp"
@@ -160,12 +162,20 @@ int main(int argc, char** argv) {
       ->required()
       ->check(CLI::IsMember({"client", "middle", "server", "crash-at-start"}));
   app.add_option("--rate", rate, "Client: requests per second (0: as fast as the chain goes)");
+  std::string report;
+  unsigned report_times = 1;
+  app.add_option("--report", report, "At start, put this text in the supervisor's event log (tests)");
+  app.add_option("--report-times", report_times, "How many times to send --report")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (role == "crash-at-start") ::raise(SIGSEGV);
   auto host = flotilla::ComponentHost::attach(flotilla::WaitPolicy::shared_core());
   if (!host) {
     std::fprintf(stderr, "echo %s: %s\n", role.c_str(), host.error().message().c_str());
     return 3;
+  }
+  for (unsigned i = 0; !report.empty() && i < report_times; ++i) {
+    // The control ring holds 64 messages: wait for room rather than lose one.
+    while (!(*host)->report(report)) ::usleep(1000);
   }
   if (role == "client") return echo::run_client(**host, rate);
   if (role == "middle") return echo::run_middle(**host);

@@ -8,6 +8,7 @@
 
 #include <deque>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "components/formats/stack_messages.hpp"
@@ -66,7 +67,7 @@ class DriverTest : public ::testing::Test {
                       if (refuse_install) return Error{Errc::invalid_argument, 0, "fake XDP"};
                       return {};
                     },
-                    fixture_.counters);
+                    [this](std::string_view why) { reports.emplace_back(why); }, fixture_.counters);
     fixture_.run(*driver_);
   }
 
@@ -81,6 +82,7 @@ class DriverTest : public ::testing::Test {
 
   std::vector<std::vector<flotilla_xdp_block_rule>> installed;
   bool refuse_install = false;
+  std::vector<std::string> reports;
   ComponentFixture fixture_;
   PageMemory block_region_;
   FakePort* port_ = nullptr;
@@ -141,16 +143,22 @@ TEST_F(DriverTest, InstallsEachNewBlockListOnItsTick) {
   EXPECT_EQ(counter("xdp_offload_failed"), 0u);
 }
 
-TEST_F(DriverTest, AFailedOffloadIsCounted) {
+TEST_F(DriverTest, AFailedOffloadIsCountedAndReported) {
   refuse_install = true;
   (void)formats::publish_xdp_block_list(block_list(), {});
   driver_->on_tick(0);
   EXPECT_EQ(counter("xdp_offload_failed"), 1u);
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_NE(reports[0].find("fake XDP"), std::string::npos) << reports[0];
   block_list().count = FLOTILLA_XDP_MAX_RULES + 1;
   block_list().sequence.store(block_list().sequence.load() + 2);
   driver_->on_tick(0);
   EXPECT_EQ(installed.size(), 1u) << "a list out of range is not installed";
   EXPECT_EQ(counter("xdp_offload_failed"), 2u);
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_NE(reports[1].find("refused"), std::string::npos) << reports[1];
+  driver_->on_tick(0);
+  EXPECT_EQ(reports.size(), 2u) << "an unchanged list is not reported again";
 }
 
 }  // namespace

@@ -233,6 +233,38 @@ args = ["--role", "crash-at-start"]
   EXPECT_EQ((*supervisor)->component("doomed")->pid, -1);
 }
 
+// A component's reports (ComponentHost::report) become `reported` events of its incarnation: the
+// text cut to 55 bytes, anything unprintable shown as '?', and at most kMaxReportsPerIncarnation
+// of them, then one line that says the rest are dropped.
+TEST(Supervisor, ReportsGoToTheEventLogCutCleanedAndBounded) {
+  if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+  const std::string text = "offload failed:\tthe device said no, and then it said no again, twice";
+  SupervisorConfig config = chain_config();
+  for (auto& component : config.components) {
+    if (component.name != "server") continue;
+    component.args.insert(component.args.end(), {"--report", text, "--report-times", "40"});
+  }
+  auto supervisor = Supervisor::create(config, component_folder());
+  ASSERT_TRUE(supervisor) << supervisor.error().message();
+  ASSERT_TRUE((*supervisor)->start());
+  const EventLog& log = (*supervisor)->log();
+  ASSERT_TRUE(run_until(**supervisor, [&] {
+    return log.count(EventKind::reported, "server") == kMaxReportsPerIncarnation + 1;
+  }, 10s)) << log.count(EventKind::reported, "server") << " reports";
+  (*supervisor)->run_for(200ms);  // nothing more comes in
+  (*supervisor)->stop();
+  std::string expected = text.substr(0, Message::kBodyBytes - 1);
+  expected[expected.find('\t')] = '?';
+  std::vector<std::string> details;
+  for (const Event& event : log.events()) {
+    if (event.kind == EventKind::reported) details.push_back(event.detail);
+  }
+  ASSERT_EQ(details.size(), kMaxReportsPerIncarnation + 1);
+  for (std::size_t i = 0; i < kMaxReportsPerIncarnation; ++i) EXPECT_EQ(details[i], expected);
+  EXPECT_EQ(details.back(), "further reports of this incarnation are dropped");
+  EXPECT_EQ(log.count(EventKind::reported), kMaxReportsPerIncarnation + 1) << "only the server reported";
+}
+
 TEST(Supervisor, RefusesMissingBinaryAndUnknownComponent) {
   SupervisorConfig config;
   ComponentConfig ghost;
