@@ -111,7 +111,8 @@ struct Listener {
 // The engine's counters, each registered under its own name at create() (the names are the
 // report's vocabulary). bytes_acked and bytes_delivered count the payload bytes of every
 // connection: acknowledged by peers, and delivered in order to the applications' receive rings
-// (what a throughput timeline samples).
+// (what a throughput timeline samples). nagle_holds counts the times Nagle held a small segment
+// back for an acknowledgement (never, on a connection with TCP_NODELAY).
 #define FLOTILLA_TCP_ENGINE_COUNTERS(X) \
   X(segments_in)                        \
   X(segments_out)                       \
@@ -135,6 +136,7 @@ struct Listener {
   X(refused_by_host)                    \
   X(claim_failed)                       \
   X(transmit_failed)                    \
+  X(nagle_holds)                        \
   X(retransmits)                        \
   X(fast_retransmits)                   \
   X(retransmission_timeouts)            \
@@ -1667,7 +1669,10 @@ void TcpEngine::output(Connection& c, std::uint64_t now_ns) {
         length = limit;
       } else if (length < c.mss && new_data && !c.write_shut) {
         if (c.options.cork) break;
-        if (!c.options.nodelay && c.snd_max != c.snd_una) break;  // Nagle
+        if (!c.options.nodelay && c.snd_max != c.snd_una) {  // Nagle
+          counters_.nagle_holds->add();
+          break;
+        }
       }
       const bool fin = c.write_shut && c.snd_nxt + length == end && window_room > static_cast<std::int32_t>(length) &&
                        (!c.fin_sent || c.fin_seq == end);

@@ -108,6 +108,14 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   auto socket = std::make_shared<Socket>(*listener);  // options are inherited, as on Linux
   socket->state = Socket::State::connected;
   socket->id = connection;
+  // The replica opened the connection with its defaults: it must hear what the listener was set
+  // to (memcached sets TCP_NODELAY on its listener only, and its answers then waited on Nagle).
+  if (socket->no_delay && !runtime.tcp().set_option(connection, stack::TcpOption::nodelay, 1)) {
+    (void)runtime.tcp().abort(connection);
+    REAL(close)(new_fd);
+    return fail_with(ENOBUFS);
+  }
+  send_options(*socket);
   socket->fd_refs = 0;
   socket->nonblocking = (flags & SOCK_NONBLOCK) != 0;
   socket->stalls = 0;
