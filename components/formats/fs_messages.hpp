@@ -67,6 +67,7 @@
 
 #include "dataplane/hash.hpp"
 #include "dataplane/message.hpp"
+#include "dataplane/message_chunks.hpp"
 #include "dataplane/result.hpp"
 
 namespace flotilla::fs {
@@ -200,18 +201,10 @@ Result<StatRecord> stat_of(const FsMessage& reply);
 inline constexpr MessageKind kFsChunkKind =
     static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) + 0x50);
 
-struct FsChunk {
-  static constexpr std::size_t kPayload = Message::kBodyBytes - 4;
-  std::uint16_t sequence;  // per channel: a chunk of one message never joins another
-  std::uint8_t index;
-  std::uint8_t count;
-  std::array<std::byte, kPayload> bytes;
-};
-static_assert(sizeof(FsChunk) == Message::kBodyBytes);
+using FsChunk = MessageChunk;  // the runtime's chunking (dataplane/message_chunks.hpp)
 static_assert(kHeaderBytes == FsChunk::kPayload, "a nameless message is exactly one chunk");
 
-inline constexpr std::size_t kMaxFsChunks =
-    (kHeaderBytes + kMaxPayload + FsChunk::kPayload - 1) / FsChunk::kPayload;
+inline constexpr std::size_t kMaxFsChunks = chunks_for(kHeaderBytes + kMaxPayload);
 
 // Splits `message` into out[0..n) and returns n.
 std::size_t encode_chunks(const FsMessage& message, std::uint16_t sequence,
@@ -224,15 +217,11 @@ class FsAssembler {
   // message that fails decode(); the partial message is dropped and the error counted. nullopt
   // while the message is incomplete.
   Result<std::optional<FsMessage>> push(const Message& chunk);
-  std::uint64_t rejected() const { return rejected_; }
-  void reset() { count_ = 0; }
+  std::uint64_t rejected() const { return chunks_.rejected(); }
+  void reset() { chunks_.reset(); }
 
  private:
-  std::array<std::byte, kMaxFsChunks * FsChunk::kPayload> bytes_{};
-  std::uint16_t sequence_ = 0;
-  std::uint8_t next_index_ = 0;
-  std::uint8_t count_ = 0;
-  std::uint64_t rejected_ = 0;
+  ChunkReassembler<kMaxFsChunks> chunks_;
 };
 
 // ---- Definitions ----
@@ -486,50 +475,27 @@ inline Result<StatRecord> stat_of(const FsMessage& reply) {
 }
 
 inline std::size_t encode_chunks(const FsMessage& message, std::uint16_t sequence,
-                          std::array<Message, kMaxFsChunks>& out) {
+                                 std::array<Message, kMaxFsChunks>& out) {
   std::array<std::byte, kMaxFsChunks * FsChunk::kPayload> bytes{};
   const std::size_t used = encode(message, bytes);
-  const std::size_t count = (used + FsChunk::kPayload - 1) / FsChunk::kPayload;
-  for (std::size_t i = 0; i < count; ++i) {
-    FsChunk chunk{};
-    chunk.sequence = sequence;
-    chunk.index = static_cast<std::uint8_t>(i);
-    chunk.count = static_cast<std::uint8_t>(count);
-    std::memcpy(chunk.bytes.data(), bytes.data() + i * FsChunk::kPayload, FsChunk::kPayload);
-    out[i] = Message::make(kFsChunkKind, chunk);
-  }
-  return count;
+  return split_into_chunks(kFsChunkKind, sequence, std::span<const std::byte>(bytes.data(), used), out);
 }
 
 inline Result<std::optional<FsMessage>> FsAssembler::push(const Message& raw) {
-  const FsChunk chunk = raw.read<FsChunk>();
-  const bool starts = chunk.index == 0 && chunk.count >= 1 && chunk.count <= kMaxFsChunks;
-  const bool continues = count_ != 0 && chunk.index == next_index_ && chunk.count == count_ &&
-                         chunk.sequence == sequence_;
-  if (raw.kind != kFsChunkKind || !(starts || continues)) {
-    ++rejected_;
-    count_ = 0;
-    return fs_detail::malformed("fs chunk out of place");
+  switch (chunks_.push(kFsChunkKind, raw)) {
+    case ChunkReassembler<kMaxFsChunks>::Outcome::rejected: return fs_detail::malformed("fs chunk out of place");
+    case ChunkReassembler<kMaxFsChunks>::Outcome::incomplete: return std::optional<FsMessage>{};
+    case ChunkReassembler<kMaxFsChunks>::Outcome::complete: break;
   }
-  if (starts) {
-    if (count_ != 0) ++rejected_;  // the previous message never completed
-    sequence_ = chunk.sequence;
-    count_ = chunk.count;
-  }
-  std::memcpy(bytes_.data() + chunk.index * FsChunk::kPayload, chunk.bytes.data(),
-              FsChunk::kPayload);
-  next_index_ = static_cast<std::uint8_t>(chunk.index + 1);
-  if (next_index_ < count_) return std::optional<FsMessage>{};
-  const std::size_t total = static_cast<std::size_t>(count_) * FsChunk::kPayload;
-  count_ = 0;
-  auto message = decode(std::span<const std::byte>(bytes_.data(), total));
+  const std::span<const std::byte> record = chunks_.record();
+  auto message = decode(record);
   if (!message) {
-    ++rejected_;
+    chunks_.reject_record();
     return message.error();
   }
   // A message must use every chunk it claims: trailing chunks beyond its length are malformed.
-  if ((encoded_size(*message) + FsChunk::kPayload - 1) / FsChunk::kPayload != total / FsChunk::kPayload) {
-    ++rejected_;
+  if (chunks_for(encoded_size(*message)) != chunks_for(record.size())) {
+    chunks_.reject_record();
     return fs_detail::malformed("fs message chunk count disagrees with its length");
   }
   return std::optional<FsMessage>(std::move(*message));

@@ -110,45 +110,17 @@ bool well_formed(const NameMessage& message) {
 
 std::size_t encode_chunks(const NameMessage& message, std::uint16_t sequence,
                           std::array<Message, kMaxChunks>& out) {
-  std::array<std::byte, kMaxChunks * NameChunk::kPayload> bytes{};
+  std::array<std::byte, sizeof(NameMessage)> bytes{};
   std::memcpy(bytes.data(), &message, sizeof(message));
   std::size_t used = sizeof(message);
   while (used > 1 && bytes[used - 1] == std::byte{0}) --used;  // the receiver zero-fills
-  const std::size_t count = (used + NameChunk::kPayload - 1) / NameChunk::kPayload;
-  for (std::size_t i = 0; i < count; ++i) {
-    NameChunk chunk{};
-    chunk.sequence = sequence;
-    chunk.index = static_cast<std::uint8_t>(i);
-    chunk.count = static_cast<std::uint8_t>(count);
-    std::memcpy(chunk.payload.data(), bytes.data() + i * NameChunk::kPayload, NameChunk::kPayload);
-    out[i] = Message::make(kNameChunkKind, chunk);
-  }
-  return count;
+  return split_into_chunks(kNameChunkKind, sequence, std::span(bytes.data(), used), out);
 }
 
 std::optional<NameMessage> ChunkAssembler::push(const Message& raw) {
-  const NameChunk chunk = raw.read<NameChunk>();
-  const bool starts = chunk.index == 0 && chunk.count >= 1 && chunk.count <= kMaxChunks;
-  const bool continues = count_ != 0 && chunk.index == next_index_ && chunk.count == count_ &&
-                         chunk.sequence == sequence_;
-  if (raw.kind != kNameChunkKind || !(starts || continues)) {
-    ++rejected_;
-    count_ = 0;
-    return std::nullopt;
-  }
-  if (starts) {
-    if (count_ != 0) ++rejected_;  // the previous message never completed
-    bytes_.fill(std::byte{0});
-    sequence_ = chunk.sequence;
-    count_ = chunk.count;
-  }
-  std::memcpy(bytes_.data() + chunk.index * NameChunk::kPayload, chunk.payload.data(),
-              NameChunk::kPayload);
-  next_index_ = static_cast<std::uint8_t>(chunk.index + 1);
-  if (next_index_ < count_) return std::nullopt;
-  count_ = 0;
+  if (chunks_.push(kNameChunkKind, raw) != ChunkReassembler<kMaxChunks>::Outcome::complete) return std::nullopt;
   NameMessage message;
-  std::memcpy(&message, bytes_.data(), sizeof(message));
+  std::memcpy(&message, chunks_.record_padded().data(), sizeof(message));
   return message;
 }
 

@@ -19,6 +19,7 @@
 #include "components/name/name_path.hpp"
 #include "components/name/name_table.hpp"
 #include "dataplane/message.hpp"
+#include "dataplane/message_chunks.hpp"
 
 namespace flotilla::name {
 
@@ -107,17 +108,9 @@ bool well_formed(const NameMessage& message);
 inline constexpr MessageKind kNameChunkKind =
     static_cast<MessageKind>(static_cast<std::uint16_t>(MessageKind::user) + 0x40);
 
-struct NameChunk {
-  static constexpr std::size_t kPayload = Message::kBodyBytes - 4;
-  std::uint16_t sequence;  // per channel, so a chunk of one message never joins another
-  std::uint8_t index;
-  std::uint8_t count;
-  std::array<std::byte, kPayload> payload;
-};
-static_assert(sizeof(NameChunk) == Message::kBodyBytes);
+using NameChunk = MessageChunk;  // the runtime's chunking (dataplane/message_chunks.hpp)
 
-inline constexpr std::size_t kMaxChunks =
-    (sizeof(NameMessage) + NameChunk::kPayload - 1) / NameChunk::kPayload;
+inline constexpr std::size_t kMaxChunks = chunks_for(sizeof(NameMessage));
 
 // Splits `message` into out[0..n); returns n (1..kMaxChunks).
 std::size_t encode_chunks(const NameMessage& message, std::uint16_t sequence,
@@ -129,14 +122,10 @@ class ChunkAssembler {
   // Returns the message when `chunk` completes one. A chunk that does not fit the one in
   // progress (wrong kind, index, count or sequence) discards the partial message and is counted.
   std::optional<NameMessage> push(const Message& chunk);
-  std::uint64_t rejected() const { return rejected_; }
+  std::uint64_t rejected() const { return chunks_.rejected(); }
 
  private:
-  std::array<std::byte, kMaxChunks * NameChunk::kPayload> bytes_{};
-  std::uint16_t sequence_ = 0;
-  std::uint8_t next_index_ = 0;
-  std::uint8_t count_ = 0;
-  std::uint64_t rejected_ = 0;
+  ChunkReassembler<kMaxChunks> chunks_;
 };
 
 }  // namespace flotilla::name
