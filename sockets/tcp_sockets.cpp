@@ -20,6 +20,13 @@ bool known_option(TcpOption option) {
          value <= static_cast<std::uint16_t>(TcpOption::cork);
 }
 
+// The options a connection starts with, as the open message carries them.
+std::uint8_t open_options(const SocketOptions& options) {
+  return static_cast<std::uint8_t>((options.no_delay ? stack::kTcpOpenNoDelay : 0) |
+                                   (options.newreno ? stack::kTcpOpenNewReno : 0) |
+                                   (options.keepalive ? stack::kTcpOpenKeepalive : 0));
+}
+
 TcpSocketStatus status_of(const TcpSocketPageHeader& header) {
   return header.control.status.load(std::memory_order_acquire);
 }
@@ -290,6 +297,7 @@ bool TcpSockets::send_listen(int listener, std::size_t replica) {
   body.backlog = entry.backlog;
   body.local_address = entry.endpoints.local_address;
   body.local_port = entry.endpoints.local_port;
+  body.options = entry.open_options;
   if (send_or_defer(replica, Message::make(stack::kTcpOpenKind, body))) return true;
   part.ticket = 0;
   return false;
@@ -308,9 +316,7 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
   Lookup lookup;
   lookup.socket = id;
   lookup.open.operation = stack::TcpOpenOperation::connect;
-  lookup.open.options = static_cast<std::uint8_t>((options.no_delay ? stack::kTcpOpenNoDelay : 0) |
-                                                  (options.newreno ? stack::kTcpOpenNewReno : 0) |
-                                                  (options.keepalive ? stack::kTcpOpenKeepalive : 0));
+  lookup.open.options = open_options(options);
   lookup.open.remote_address = address;
   lookup.open.remote_port = port;
   lookup.open.local_port = options.local_port;
@@ -411,7 +417,8 @@ void TcpSockets::expire_lookups() {
   if (!lookups_.empty()) name_link_->wake_at(lookups_.front().deadline_ms);
 }
 
-Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog) {
+Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog,
+                               const SocketOptions& options) {
   if (port == 0) return Error{Errc::invalid_argument, 0, "tcp listen: port 0 (each replica would pick its own)"};
   if (replicas_.empty()) return Error{Errc::invalid_argument, 0, "tcp listen: no replica"};
   if (std::any_of(replicas_.begin(), replicas_.end(), [](const Replica& r) { return r.outbox.full(); })) {
@@ -422,6 +429,7 @@ Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::u
   Socket& entry = sockets_[static_cast<std::size_t>(id)];
   entry.kind = Kind::listener;
   entry.backlog = std::max<std::uint16_t>(backlog, 1);
+  entry.open_options = open_options(options);
   entry.endpoints = TcpEndpoints{address, 0, port, 0};
   entry.parts.resize(replicas_.size());
   // Each outbox had room for the one message it may have to keep.

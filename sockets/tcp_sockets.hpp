@@ -198,8 +198,10 @@ class TcpSockets {
   // connected() and writable(), or error() (ECONNREFUSED, ETIMEDOUT, ...).
   Result<int> connect(std::uint32_t address, std::uint16_t port, const SocketOptions& options = {});
   // Listens on address (0: any):port on every replica; port 0 is refused, since each replica would
-  // pick its own. error() says when a replica refused (EADDRINUSE, ...).
-  Result<int> listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog);
+  // pick its own. error() says when a replica refused (EADDRINUSE, ...). Connections the listener
+  // accepts start with `options`, as on Linux (local_port is ignored).
+  Result<int> listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog,
+                     const SocketOptions& options = {});
   // A connection established on any replica's part of `listener`; Errc::would_block when none.
   Result<int> accept(int listener);
 
@@ -325,6 +327,7 @@ class TcpSockets {
     std::vector<ListenerPart> parts;  // by replica
     std::deque<int> accept_queue;
     std::uint16_t backlog = 0;
+    std::uint8_t open_options = 0;  // stack::kTcpOpen* bits its connections start with
   };
 
   Socket* find(int socket, Kind kind);

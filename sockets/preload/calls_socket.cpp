@@ -108,14 +108,7 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   auto socket = std::make_shared<Socket>(*listener);  // options are inherited, as on Linux
   socket->state = Socket::State::connected;
   socket->id = connection;
-  // The replica opened the connection with its defaults: it must hear what the listener was set
-  // to (memcached sets TCP_NODELAY on its listener only, and its answers then waited on Nagle).
-  if (socket->no_delay && !runtime.tcp().set_option(connection, stack::TcpOption::nodelay, 1)) {
-    (void)runtime.tcp().abort(connection);
-    REAL(close)(new_fd);
-    return fail_with(ENOBUFS);
-  }
-  send_options(*socket);
+  send_options(*socket);  // the inherited values the open message has no room for (cork, keepalive timing)
   socket->fd_refs = 0;
   socket->nonblocking = (flags & SOCK_NONBLOCK) != 0;
   socket->stalls = 0;
@@ -131,13 +124,22 @@ int pick_ephemeral_port() {
   return 32768 + static_cast<int>(random() % 28000);
 }
 
+// The options a connection is opened with (a connect, or a listener's connections).
+sockets::SocketOptions open_options(const Socket& socket) {
+  sockets::SocketOptions options;
+  options.no_delay = socket.no_delay;
+  options.keepalive = socket.keepalive;
+  return options;
+}
+
 int listen_locked(Lock& lock, Socket& socket, int backlog) {
   Runtime& runtime = Runtime::get();
   const bool pick_port = !socket.bound || socket.bound_port == 0;
   const auto queue = static_cast<std::uint16_t>(std::clamp(backlog <= 0 ? 1 : backlog, 1, 65535));
   for (int attempt = 0; attempt < 8; ++attempt) {
     const auto port = pick_port ? static_cast<std::uint16_t>(pick_ephemeral_port()) : socket.bound_port;
-    auto listener = runtime.tcp().listen(socket.bound_address, port, queue);
+    // What its connections start with, as on Linux.
+    auto listener = runtime.tcp().listen(socket.bound_address, port, queue, open_options(socket));
     if (!listener) return fail_with(errno_of(listener.error(), EINVAL));
     socket.id = listener.value();
     socket.state = Socket::State::listening;
@@ -186,9 +188,7 @@ int connect_locked(Lock& lock, Socket& socket, std::uint32_t address, std::uint1
     case Socket::State::released:
       return fail_with(EBADF);
     case Socket::State::fresh: {
-      sockets::SocketOptions options;
-      options.no_delay = socket.no_delay;
-      options.keepalive = socket.keepalive;
+      sockets::SocketOptions options = open_options(socket);
       options.local_port = socket.bound ? socket.bound_port : 0;
       auto connection = runtime.tcp().connect(address, port, options);
       if (!connection) return fail_with(errno_of(connection.error(), ECONNREFUSED));
