@@ -499,7 +499,13 @@ Result<std::size_t> TcpSockets::send(int socket, std::span<const std::byte> byte
   return written;
 }
 
-Result<std::size_t> TcpSockets::recv(int socket, std::span<std::byte> out) {
+Result<std::size_t> TcpSockets::recv(int socket, std::span<std::byte> out) { return receive(socket, out, 0, true); }
+
+Result<std::size_t> TcpSockets::peek(int socket, std::span<std::byte> out, std::size_t offset) {
+  return receive(socket, out, offset, false);
+}
+
+Result<std::size_t> TcpSockets::receive(int socket, std::span<std::byte> out, std::size_t offset, bool consume) {
   Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp recv: not a connection"};
   if (entry->local_error != 0) return failure(*entry);
@@ -509,9 +515,15 @@ Result<std::size_t> TcpSockets::recv(int socket, std::span<std::byte> out) {
   const std::uint32_t flags = entry->header->control.flags.load(std::memory_order_acquire);
   const TcpSocketStatus status = status_of(*entry->header);
   if (out.empty()) return std::size_t{0};
-  const std::size_t count = entry->receive_ring.read(out);
+  std::size_t count = 0;
+  if (consume) {
+    count = entry->receive_ring.read(out);
+  } else if (const std::size_t readable = entry->receive_ring.readable(); readable > offset) {
+    count = std::min(out.size(), readable - offset);
+    (void)entry->receive_ring.peek(offset, out.first(count));
+  }
   if (count > 0) {
-    request(entry->replica, entry->page, entry->generation, kTcpRequestWindow);
+    if (consume) request(entry->replica, entry->page, entry->generation, kTcpRequestWindow);
     return count;
   }
   if (entry->receive_ring.corrupt()) {

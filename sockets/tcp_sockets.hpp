@@ -213,6 +213,9 @@ class TcpSockets {
   // Errc::would_block: nothing yet. Errc::closed (sys_errno = the errno) once the connection
   // failed and the ring is drained.
   Result<std::size_t> recv(int socket, std::span<std::byte> out);
+  // Copies what the receive ring holds `offset` bytes past its head and consumes nothing
+  // (MSG_PEEK); otherwise as recv.
+  Result<std::size_t> peek(int socket, std::span<std::byte> out, std::size_t offset);
   // Sends FIN after the queued bytes; later sends fail with EPIPE.
   Status shutdown_write(int socket);
   // Done with the socket: the replica finishes sending what is queued, then closes. The id is free
@@ -331,6 +334,7 @@ class TcpSockets {
   };
 
   Socket* find(int socket, Kind kind);
+  Result<std::size_t> receive(int socket, std::span<std::byte> out, std::size_t offset, bool consume);
   const Socket* find(int socket, Kind kind) const;
   int allocate();
   void release(int socket);

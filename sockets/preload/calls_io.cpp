@@ -80,9 +80,10 @@ ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin origi
   if (socket->udp()) {
     return receive_datagram(lock, *socket, vectors, count, flags, origin.address, origin.length, origin.message_flags);
   }
-  if ((flags & ~(MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC)) != 0) {
-    return fail_with(EOPNOTSUPP);  // MSG_PEEK, MSG_OOB, MSG_TRUNC...: the rings cannot do them
+  if ((flags & ~(MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC | MSG_PEEK)) != 0) {
+    return fail_with(EOPNOTSUPP);  // MSG_OOB, MSG_TRUNC...: the rings cannot do them
   }
+  const bool peek = (flags & MSG_PEEK) != 0;
   if (origin.length != nullptr) *origin.length = 0;  // a stream has no source address per read
   if (origin.message_flags != nullptr) *origin.message_flags = 0;
   const bool nonblocking = socket->nonblocking || (flags & MSG_DONTWAIT) != 0;
@@ -99,7 +100,7 @@ ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin origi
     bool end = false;
     while (!cursor.done()) {
       const std::span<std::byte> space = cursor.current();
-      auto received = runtime.tcp().recv(socket->id, space);
+      auto received = peek ? runtime.tcp().peek(socket->id, space, done) : runtime.tcp().recv(socket->id, space);
       if (!received) {
         if (received.error().code == Errc::would_block) break;
         if (done > 0) return static_cast<ssize_t>(done);
@@ -133,7 +134,10 @@ ssize_t transmit(int fd, const iovec* vectors, int count, int flags, const socka
   if (socket->udp()) return send_datagram(lock, *socket, vectors, count, flags, to, to_length);
   if ((flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE | MSG_WAITALL | MSG_EOR)) != 0) return fail_with(EOPNOTSUPP);
   const bool nonblocking = socket->nonblocking || (flags & MSG_DONTWAIT) != 0;
-  if (socket->state == Socket::State::listening || socket->state == Socket::State::fresh) return fail_with(ENOTCONN);
+  if (socket->state == Socket::State::listening || socket->state == Socket::State::fresh) {
+    maybe_sigpipe(EPIPE, flags);  // Linux: a stream socket that is not connected cannot send
+    return fail_with(EPIPE);
+  }
   if (ensure_connected(lock, *socket, nonblocking, socket->send_timeout_ms) != 0) return -1;
   if (socket->write_shut) {
     maybe_sigpipe(EPIPE, flags);

@@ -134,7 +134,7 @@ sockets::SocketOptions open_options(const Socket& socket) {
 
 int listen_locked(Lock& lock, Socket& socket, int backlog) {
   Runtime& runtime = Runtime::get();
-  const bool pick_port = !socket.bound || socket.bound_port == 0;
+  const bool pick_port = !socket.bound || socket.bound_port == 0 || socket.port_picked_at_bind;
   const auto queue = static_cast<std::uint16_t>(std::clamp(backlog <= 0 ? 1 : backlog, 1, 65535));
   for (int attempt = 0; attempt < 8; ++attempt) {
     const auto port = pick_port ? static_cast<std::uint16_t>(pick_ephemeral_port()) : socket.bound_port;
@@ -171,9 +171,11 @@ int connect_locked(Lock& lock, Socket& socket, std::uint32_t address, std::uint1
   Runtime& runtime = Runtime::get();
   switch (socket.state) {
     case Socket::State::connecting:
+      // The connect after a non-blocking one completed reports the completion, as on Linux
+      // (programs call connect again to learn the outcome); only the next one says EISCONN.
       if (runtime.tcp().connected(socket.id)) {
         socket.state = Socket::State::connected;
-        return fail_with(EISCONN);
+        return 0;
       }
       if (const int error = runtime.socket_error(socket); error != 0) {
         socket.error_reported = true;
@@ -184,7 +186,7 @@ int connect_locked(Lock& lock, Socket& socket, std::uint32_t address, std::uint1
     case Socket::State::connected:
       return fail_with(EISCONN);
     case Socket::State::listening:
-      return fail_with(EINVAL);
+      return fail_with(EISCONN);
     case Socket::State::released:
       return fail_with(EBADF);
     case Socket::State::fresh: {
@@ -302,6 +304,7 @@ int set_socket_level(Socket& socket, int name, const void* value, socklen_t leng
     case SO_REUSEPORT: socket.reuse_port = number != 0; return 0;
     case SO_KEEPALIVE:
       socket.keepalive = number != 0;
+      if (socket.udp()) return 0;  // Linux keeps the flag on any socket; only TCP acts on it
       if (apply_option(socket, stack::TcpOption::keepalive, number != 0) != 0) return -1;
       if (socket.keepalive && socket.id >= 0) send_options(socket);
       return 0;
@@ -377,7 +380,8 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
       default: return fail_with(ENOPROTOOPT);
     }
   }
-  if (level == IPPROTO_TCP && !socket.udp()) {
+  if (level == IPPROTO_TCP && socket.udp()) return fail_with(EOPNOTSUPP);  // Linux's answer
+  if (level == IPPROTO_TCP) {
     switch (name) {
       case TCP_NODELAY: return int_option(value, length, socket.no_delay);
       case TCP_CORK: return int_option(value, length, socket.cork);
@@ -587,9 +591,11 @@ FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
       return Runtime::get().open_datagram(lock, *socket, port);
     }
     if (!loopback(ip)) {
+      // Port 0 gets its port now, as on Linux, so getsockname tells it before listen or connect.
       socket->bound = true;
       socket->bound_address = ip;
-      socket->bound_port = port;
+      socket->port_picked_at_bind = port == 0;
+      socket->bound_port = port != 0 ? port : static_cast<std::uint16_t>(pick_ephemeral_port());
       return 0;
     }
     if (!move_to_kernel(fd, *socket)) return fail_with(EADDRNOTAVAIL);
@@ -684,14 +690,20 @@ FLOTILLA_EXPORT int shutdown(int fd, int how) {
   if (socket == nullptr) return -1;
   if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return fail_with(EINVAL);
   if (!Runtime::get().owns(*socket)) return fail_with(ENOTCONN);
+  if (socket->state == Socket::State::listening && how == SHUT_WR) return 0;  // nothing to send: Linux's answer
   if (socket->state != Socket::State::connected && socket->state != Socket::State::connecting) {
     return fail_with(ENOTCONN);
+  }
+  if (socket->state == Socket::State::connecting && !socket->udp() && Runtime::get().tcp().connected(socket->id)) {
+    socket->state = Socket::State::connected;  // as Linux's shutdown does: a later connect says EISCONN
   }
   if (how != SHUT_WR) socket->read_shut = true;
   if (socket->udp()) {
     if (how != SHUT_RD) socket->write_shut = true;
     return 0;
   }
+  // A connection that failed (refused, reset) is closed, as Linux's is: nothing to shut down.
+  if (socket->id >= 0 && Runtime::get().tcp().error(socket->id) != 0) return fail_with(ENOTCONN);
   if (how != SHUT_RD && !socket->write_shut) {
     socket->write_shut = true;
     if (auto shut = Runtime::get().tcp().shutdown_write(socket->id); !shut) {
@@ -817,9 +829,7 @@ FLOTILLA_EXPORT int setsockopt(int fd, int level, int name, const void* value, s
   if (!is_socket(fd)) return REAL(setsockopt)(fd, level, name, value, length);
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
-  if (socket->udp() && (level != SOL_SOCKET || name == SO_KEEPALIVE || name == SO_LINGER)) {
-    return fail_with(ENOPROTOOPT);
-  }
+  if (socket->udp() && level != SOL_SOCKET) return fail_with(ENOPROTOOPT);
   if (level == SOL_SOCKET) return set_socket_level(*socket, name, value, length);
   if (level == IPPROTO_TCP) return set_tcp_level(*socket, name, value, length);
   return fail_with(ENOPROTOOPT);

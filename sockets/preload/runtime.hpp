@@ -76,6 +76,7 @@ struct Socket {
   bool bound = false;
   std::uint32_t bound_address = 0;  // host order
   std::uint16_t bound_port = 0;
+  bool port_picked_at_bind = false;  // bind to port 0: listen may pick another if that one is taken
   bool read_shut = false;
   bool write_shut = false;
   bool error_reported = false;  // SO_ERROR (or a failed connect) said it already

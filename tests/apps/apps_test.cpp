@@ -264,8 +264,9 @@ class Apps : public StackTest {
   }
 
   // Runs an iperf3 client with `arguments` (after -c ADDRESS) to completion; expects a clean end
-  // and at least `min_bits_per_second` received, and returns what was received.
-  double run_iperf_client(const std::vector<std::string>& command, double min_bits_per_second) {
+  // with bytes received, and returns the rate received. The rate is printed, never asserted: it
+  // depends on the machine's load, and speed claims live in the benchmarks (`./dev bench apps`).
+  double run_iperf_client(const std::vector<std::string>& command) {
     Program client(command, file("iperf3-client.json"));
     const auto status = client.wait(60s);
     const std::string json = client.output();
@@ -277,13 +278,12 @@ class Apps : public StackTest {
     const auto bytes = iperf_number(report, "/end/sum_received/bytes");
     EXPECT_TRUE(received.has_value() && bytes.has_value()) << "no end.sum_received in\n" << tail(json);
     EXPECT_GT(bytes.value_or(0), 0);
-    EXPECT_GE(received.value_or(0), min_bits_per_second) << tail(json);
     std::printf("iperf3: %.2f Gbit/s received\n", received.value_or(0) / 1e9);
     return received.value_or(0);
   }
 
   // The program under test as iperf3 client against a kernel `iperf3 -s` in the peer namespace.
-  void iperf_client_case(const std::vector<std::string>& options, double min_bits_per_second) {
+  void iperf_client_case(const std::vector<std::string>& options) {
     ASSERT_TRUE(start_apps({"iperf3"}));
     Program server(peer_command({"iperf3", "-s", "-p", "5201", "--forceflush"}), file("iperf3-server.log"));
     ASSERT_TRUE(wait_for([&] { return server.output().find("Server listening") != std::string::npos || !server.running(); }, 10s) &&
@@ -291,7 +291,7 @@ class Apps : public StackTest {
         << tail(server.output());
     std::vector<std::string> client{"iperf3", "-c", peer_address(), "-p", "5201", "-t", "3", "-J", "--connect-timeout", "5000"};
     client.insert(client.end(), options.begin(), options.end());
-    run_iperf_client(app_command(client), min_bits_per_second);
+    run_iperf_client(app_command(client));
     EXPECT_TRUE(server.running()) << "the kernel's iperf3 server ended\n" << tail(server.output());
   }
 
@@ -300,11 +300,11 @@ class Apps : public StackTest {
   std::filesystem::path folder_;
 };
 
-TEST_F(Apps, Iperf3ClientSendsAtLeastOneGigabit) { iperf_client_case({}, 1e9); }
+TEST_F(Apps, Iperf3ClientSends) { iperf_client_case({}); }
 
-TEST_F(Apps, Iperf3ClientReceives) { iperf_client_case({"-R"}, 1); }
+TEST_F(Apps, Iperf3ClientReceives) { iperf_client_case({"-R"}); }
 
-TEST_F(Apps, Iperf3ClientFourStreams) { iperf_client_case({"-P", "4"}, 1); }
+TEST_F(Apps, Iperf3ClientFourStreams) { iperf_client_case({"-P", "4"}); }
 
 TEST_F(Apps, Iperf3ServerWithKernelClient) {
   ASSERT_TRUE(start_apps({"iperf3"}));
@@ -312,7 +312,7 @@ TEST_F(Apps, Iperf3ServerWithKernelClient) {
   ASSERT_TRUE(wait_for([&] { return server.output().find("Server listening") != std::string::npos || !server.running(); }, 10s) &&
               server.running())
       << tail(server.output());
-  run_iperf_client(peer_command({"iperf3", "-c", app_address(), "-p", "5202", "-t", "3", "-J", "--connect-timeout", "5000"}), 1);
+  run_iperf_client(peer_command({"iperf3", "-c", app_address(), "-p", "5202", "-t", "3", "-J", "--connect-timeout", "5000"}));
   // -1: the server ends by itself after one test.
   EXPECT_EQ(server.wait(15s).value_or(-2), 0) << tail(server.output());
 }
