@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Unmodified lighttpd, redis and iperf3 on Flotilla against the same programs on kernel sockets.
+"""Unmodified lighttpd, nginx, redis, memcached and iperf3 on Flotilla against the same programs on
+kernel sockets.
 
 Side by side in one run, on the same veth topology: the clients (wrk, redis-benchmark, iperf3 -c)
 run in a peer namespace and reach either
@@ -9,15 +10,17 @@ run in a peer namespace and reach either
   flotilla  the server under `flotilla run` (libflotilla-preload.so) on a stack this script brings
             up with `flotilla up` (10.79.0.2, over the veth pair Flotilla's driver takes).
 
-It measures lighttpd requests/s (wrk, a 1 KiB file, 64 connections), redis-benchmark SET and GET
-operations/s, iperf3 Gbit/s both ways, and in a separate pass (strace slows a program down a lot)
+It measures lighttpd and nginx requests/s (wrk, a 1 KiB file, 64 connections; nginx with
+--nginx-workers worker processes), redis-benchmark SET and GET operations/s, memcached operations/s
+(memcaslap, 8 connections, 90% gets, with -t 4 threads), iperf3 Gbit/s both ways, and in a separate pass (strace slows a program down a lot)
 the system calls per request of lighttpd under wrk and of redis under redis-benchmark, counted on
 the server by `strace -c -f -p PID` (which calls, and how many are not on files; it slows the server down several times, so
 calls are batched less than at full speed) and, when `perf` is installed, by
 `perf stat -e raw_syscalls:sys_enter -p PID` (a count at nearly full speed). Prints a table with both sides and the ratios
 (flotilla / kernel) and writes the figures as JSON.
 
-Needs root, the Debian packages lighttpd, redis-server, redis-tools, iperf3, wrk and strace, and a
+Needs root, the Debian packages of the programs measured (lighttpd, nginx-light, redis-server,
+redis-tools, memcached, libmemcached-tools, iperf3, wrk, strace), and a
 build (./dev build). Names are unique to this process (flo<pid>...); everything it made is removed
 however it ends (Ctrl-C too).
 """
@@ -41,9 +44,19 @@ STACK_ADDRESS = "10.79.0.2"          # tests/support/stack_harness.hpp StackName
 LIGHTTPD_PORT = 8080
 REDIS_PORT = 6379
 IPERF_PORT = 5201
+NGINX_PORT = 8081
+MEMCACHED_PORT = 11211
 SMALL_FILE_BYTES = 1024
-PROGRAMS = ["lighttpd", "redis-server", "redis-benchmark", "iperf3", "wrk", "strace", "ip", "ethtool"]
-BENCHMARKS = ["lighttpd", "redis", "iperf3", "syscalls"]
+# The programs each benchmark needs, besides ip and ethtool.
+PROGRAMS = {
+    "lighttpd": ["lighttpd", "wrk"],
+    "nginx": ["nginx", "wrk"],
+    "redis": ["redis-server", "redis-benchmark"],
+    "memcached": ["memcached", "memcaslap"],
+    "iperf3": ["iperf3"],
+    "syscalls": ["lighttpd", "wrk", "redis-server", "redis-benchmark", "strace"],
+}
+BENCHMARKS = list(PROGRAMS)
 # Calls on files, not sockets: lighttpd reads the file it serves with pread64 on every request,
 # whatever the sockets are. strace's breakdown gives the count without them as well.
 FILE_CALLS = {"pread64", "openat", "open", "newfstatat", "fstat", "statx", "lseek"}
@@ -218,11 +231,16 @@ class Bench:
 
     # -- servers ---------------------------------------------------------------------------------
 
-    def start_lighttpd(self, side):
+    def web_root(self):
+        """The folder both web servers serve, holding small.bin."""
         root = os.path.join(self.folder, "www")
         os.makedirs(root, exist_ok=True)
         with open(os.path.join(root, "small.bin"), "wb") as file:
             file.write(bytes(i % 251 for i in range(SMALL_FILE_BYTES)))
+        return root
+
+    def start_lighttpd(self, side):
+        root = self.web_root()
         conf = os.path.join(self.folder, f"lighttpd-{side}.conf")
         with open(conf, "w") as file:
             file.write(f'server.document-root = "{root}"\nserver.bind = "0.0.0.0"\n'
@@ -232,6 +250,31 @@ class Bench:
         server = self.start(self.server_command(side, ["lighttpd", "-D", "-f", conf]), f"lighttpd-{side}.log")
         address = self.server_address(side)
         self.wait_until(lambda: self.port_open(address, LIGHTTPD_PORT), server, 20, f"lighttpd on {side}")
+        return server
+
+    def start_nginx(self, side):
+        root = self.web_root()
+        prefix = os.path.join(self.folder, f"nginx-{side}")
+        os.makedirs(prefix, exist_ok=True)
+        conf = os.path.join(prefix, "nginx.conf")
+        with open(conf, "w") as file:
+            # user root: the files are in a folder only root reads.
+            file.write(f"user root;\nworker_processes {self.options.nginx_workers};\ndaemon off;\n"
+                       f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log;\n"
+                       "events { worker_connections 1024; }\n"
+                       f"http {{ access_log off; client_body_temp_path {prefix}/body;\n"
+                       f"  server {{ listen {NGINX_PORT}; root {root}; }} }}\n")
+        server = self.start(self.server_command(side, ["nginx", "-p", prefix, "-c", conf]), f"nginx-{side}.log")
+        address = self.server_address(side)
+        self.wait_until(lambda: self.port_open(address, NGINX_PORT), server, 20, f"nginx on {side}")
+        return server
+
+    def start_memcached(self, side):
+        server = self.start(self.server_command(side, [
+            "memcached", "-u", "root", "-t", "4", "-p", str(MEMCACHED_PORT), "-U", "0", "-l", "0.0.0.0"]),
+            f"memcached-{side}.log")
+        address = self.server_address(side)
+        self.wait_until(lambda: self.port_open(address, MEMCACHED_PORT), server, 20, f"memcached on {side}")
         return server
 
     def start_redis(self, side):
@@ -250,8 +293,8 @@ class Bench:
 
     # -- clients ---------------------------------------------------------------------------------
 
-    def wrk(self, side, seconds, log_name):
-        url = f"http://{self.server_address(side)}:{LIGHTTPD_PORT}/small.bin"
+    def wrk(self, side, seconds, log_name, port=LIGHTTPD_PORT):
+        url = f"http://{self.server_address(side)}:{port}/small.bin"
         client = self.start(self.in_peer(["wrk", "-c", "64", "-t", "2", "-d", f"{seconds}s", "--timeout", "2s", url]),
                             log_name)
         status = self.finish(client, seconds + 60)
@@ -278,6 +321,21 @@ class Bench:
         if status != 0 or None in rates.values() or re.search("error", text, re.IGNORECASE):
             raise RuntimeError(f"redis-benchmark against {side} failed ({status}):\n{text[-2000:]}")
         return {name: float(match.group(1)) for name, match in rates.items()}
+
+    def memcaslap(self, side, seconds, log_name):
+        """Operations/s of memcaslap's default mix (90% get, 10% set), 8 connections on 2 threads, with
+        a tenth of the gets checked against what was set."""
+        client = self.start(self.in_peer(["memcaslap", "-s", f"{self.server_address(side)}:{MEMCACHED_PORT}", "-T", "2",
+                                          "-c", "8", "-t", f"{seconds}s", "-X", "64", "--verify=0.1"]), log_name)
+        status = self.finish(client, seconds + 60)
+        text = self.output(client)
+        rate = re.search(r"Ops: (\d+) TPS: (\d+)", text)
+        failed = re.search(r"verify_failed: (\d+)", text)
+        if status != 0 or rate is None:
+            raise RuntimeError(f"memcaslap against {side} failed ({status}):\n{text[-2000:]}")
+        if failed and int(failed.group(1)) > 0:
+            raise RuntimeError(f"memcaslap against {side}: {failed.group(1)} gets returned wrong values")
+        return float(rate.group(2))
 
     def iperf3(self, side, reverse, seconds):
         argv = ["iperf3", "-c", self.server_address(side), "-p", str(IPERF_PORT), "-t", str(seconds), "-J",
@@ -398,6 +456,35 @@ class Bench:
             side: {"socket_errors": sum(m["socket_errors"] for m in runs), "non_2xx": sum(m["non_2xx"] for m in runs)}
             for side, runs in measured.items()})
 
+    def bench_nginx(self, results):
+        say(f"==> nginx, {self.options.nginx_workers} workers: wrk -c 64 -t 2, 1 KiB file")
+        measured = {}
+
+        def measure(side, run):
+            figures = self.wrk(side, self.options.seconds, f"wrk-nginx-{side}-{run}.log", NGINX_PORT)
+            say(f"      {figures['requests_per_second']:.0f} req/s, {figures['socket_errors']} socket errors, "
+                f"{figures['non_2xx']} non-2xx")
+            if figures["socket_errors"] or figures["non_2xx"]:
+                raise RuntimeError(f"{figures['socket_errors']} socket errors, {figures['non_2xx']} non-2xx answers")
+            measured.setdefault(side, []).append(figures)
+            return figures["requests_per_second"]
+
+        with self.serving("nginx", self.start_nginx) as failed:
+            figures, errors = self.runs("nginx", measure)
+        results["nginx_requests_per_second"] = summarize(figures, {**failed, **errors})
+
+    def bench_memcached(self, results):
+        say("==> memcached -t 4: memcaslap -c 8 -T 2, 64-byte values, 90% gets")
+
+        def measure(side, run):
+            rate = self.memcaslap(side, self.options.seconds, f"memcaslap-{side}-{run}.log")
+            say(f"      {rate:.0f} ops/s")
+            return rate
+
+        with self.serving("memcached", self.start_memcached) as failed:
+            figures, errors = self.runs("memcached", measure)
+        results["memcached_ops_per_second"] = summarize(figures, {**failed, **errors})
+
     def bench_redis(self, results):
         say(f"==> redis: redis-benchmark -n {self.options.redis_requests} -c 50 -t set,get")
 
@@ -492,6 +579,8 @@ def summarize(figures, errors, extra=None):
 
 ROWS = [
     ("lighttpd_requests_per_second", "lighttpd 1 KiB, wrk -c 64 (req/s)", "{:.0f}"),
+    ("nginx_requests_per_second", "nginx 1 KiB, wrk -c 64 (req/s)", "{:.0f}"),
+    ("memcached_ops_per_second", "memcached -t 4, memcaslap -c 8 (ops/s)", "{:.0f}"),
     ("redis_set_per_second", "redis SET, -c 50 (ops/s)", "{:.0f}"),
     ("redis_get_per_second", "redis GET, -c 50 (ops/s)", "{:.0f}"),
     ("iperf3_to_server_gbps", "iperf3 client -> server (Gbit/s)", "{:.2f}"),
@@ -536,6 +625,7 @@ def parse_arguments():
     parser.add_argument("--runs", type=int, default=3, help="runs of each throughput figure per side, "
                         "alternating sides; the table shows medians (default: 3)")
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default: 5)")
+    parser.add_argument("--nginx-workers", type=int, default=2, help="nginx worker_processes (default: 2)")
     parser.add_argument("--iperf-seconds", type=int, default=5, help="length of each iperf3 run (default: 5)")
     parser.add_argument("--redis-requests", type=int, default=100000,
                         help="redis-benchmark -n, per test (default: 100000)")
@@ -558,7 +648,7 @@ def parse_arguments():
             parser.error(f"unknown benchmark '{name}'")
     if not options.sides or not options.only:
         parser.error("nothing to measure")
-    for name in ("runs", "seconds", "iperf_seconds", "redis_requests", "strace_seconds", "strace_redis_requests"):
+    for name in ("runs", "seconds", "nginx_workers", "iperf_seconds", "redis_requests", "strace_seconds", "strace_redis_requests"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     options.json = options.json or os.path.join(options.build, "apps-bench.json")
@@ -569,7 +659,8 @@ def main():
     options = parse_arguments()
     if os.geteuid() != 0:
         sys.exit("apps_bench: needs root (network namespaces, veth, XDP)")
-    missing = [p for p in PROGRAMS if shutil.which(p) is None]
+    needed = ["ip", "ethtool"] + [p for name in options.only for p in PROGRAMS[name]]
+    missing = sorted({p for p in needed if shutil.which(p) is None})
     if missing:
         sys.exit(f"apps_bench: not installed: {', '.join(missing)} (./dev installs them)")
     if "flotilla" in options.sides and not os.path.exists(os.path.join(options.build, "apps", "flotilla")):
