@@ -8,12 +8,17 @@
 //     static Status check_options(Options& options);               // optional; before attaching
 //     static WaitPolicy wait_policy(const Options& options);       // optional; shared_core()
 //     static Result<std::unique_ptr<Component>> create(ComponentHost&, ChannelOutputs&, Options&);
+//     static SandboxPolicy sandbox();                              // optional; see below
 //   };
 //   int main(int argc, char** argv) { return flotilla::component_main<Program>(argc, argv); }
 // Exit codes: 2 for options or configuration that cannot work (create's Errc::invalid_argument),
 // 1 when attaching or building fails otherwise. `--check` checks the options and exits (0 or 2)
 // without attaching, so a tool can ask a component whether its configuration is good (the CLI
 // asks pf about the rules before `up`).
+// A program with sandbox() runs its message loop sandboxed (dataplane/sandbox.hpp): set up first
+// (attach, create, start), then no new privileges, only the capabilities it keeps and only the
+// system calls the runtime and it name. `--no-sandbox` (the config's `[supervisor] sandbox =
+// false`) leaves that out, for debugging with strace or gdb.
 #pragma once
 
 #include <cstdio>
@@ -25,6 +30,7 @@
 #include "dataplane/channel_outputs.hpp"
 #include "dataplane/component.hpp"
 #include "dataplane/component_host.hpp"
+#include "dataplane/sandbox.hpp"
 
 namespace flotilla {
 
@@ -45,6 +51,11 @@ int component_main(int argc, char** argv) {
   Program::declare_options(app, options);
   bool check_only = false;
   app.add_flag("--check", check_only, "Check the options and exit (0: they are good, 2: they are not)");
+  bool no_sandbox = false;
+  if constexpr (requires { Program::sandbox(); }) {
+    app.add_flag("--no-sandbox", no_sandbox,
+                 "Run without the seccomp allow-list and with every capability (for strace and gdb)");
+  }
   CLI11_PARSE(app, argc, argv);
   if constexpr (requires { Program::check_options(options); }) {
     if (Status checked = Program::check_options(options); !checked) {
@@ -76,6 +87,15 @@ int component_main(int argc, char** argv) {
     return 1;
   }
   host.on_peer_restarted([&component](ComponentId peer, std::uint64_t) { component.on_peer_restarted(peer); });
+  if constexpr (requires { Program::sandbox(); }) {
+    if (!no_sandbox) {
+      if (Status entered = enter_sandbox(Program::sandbox()); !entered) {
+        std::fprintf(stderr, "%s: sandbox: %s (--no-sandbox runs without it)\n", Program::kName,
+                     entered.error().message().c_str());
+        return 1;
+      }
+    }
+  }
   host.run();
   return 0;
 }

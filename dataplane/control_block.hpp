@@ -65,7 +65,9 @@ struct ChannelGrant {
   std::int32_t peer_wake_fd;
 };
 
-enum class Fault : std::uint32_t { none = 0, crash = 1, abort = 2, hang = 3, corrupt = 4 };
+// forbidden_call: the component opens a socket, which its sandbox forbids (SIGSYS), so a test can
+// show the sandbox holds.
+enum class Fault : std::uint32_t { none = 0, crash = 1, abort = 2, hang = 3, corrupt = 4, forbidden_call = 5 };
 
 inline std::string_view fault_name(Fault fault) {
   switch (fault) {
@@ -74,13 +76,14 @@ inline std::string_view fault_name(Fault fault) {
     case Fault::abort: return "abort";
     case Fault::hang: return "hang";
     case Fault::corrupt: return "corrupt";
+    case Fault::forbidden_call: return "forbidden-call";
   }
   return "unknown";
 }
 
 // The faults a user may inject, by name; false for anything else.
 inline bool parse_fault(std::string_view name, Fault* fault) {
-  for (Fault candidate : {Fault::crash, Fault::abort, Fault::hang, Fault::corrupt}) {
+  for (Fault candidate : {Fault::crash, Fault::abort, Fault::hang, Fault::corrupt, Fault::forbidden_call}) {
     if (name == fault_name(candidate)) {
       *fault = candidate;
       return true;

@@ -328,9 +328,10 @@ int main(int argc, char** argv) {
   auto* inject = app.add_subcommand("inject", "Inject a fault into a component");
   inject->add_option("COMPONENT", component, "Component name (see 'flotilla status')")->required();
   inject->add_option("FAULT", fault, "crash (SIGSEGV in its loop), abort, hang (loop and heartbeat stop), "
-                                     "or corrupt (one outgoing message garbled)")
+                                     "corrupt (one outgoing message garbled), or forbidden-call (it opens a "
+                                     "socket, which its sandbox answers with SIGSYS)")
       ->required()
-      ->check(CLI::IsMember({"crash", "abort", "hang", "corrupt"}));
+      ->check(CLI::IsMember({"crash", "abort", "hang", "corrupt", "forbidden-call"}));
   inject->add_option("--at", at_seconds, "Seconds from now (default: at once)")
       ->check(CLI::Range(0.0, 86400.0));
   std::vector<std::string> command;

@@ -136,6 +136,9 @@ struct NameServerProgram {
     app.name(kName);
     app.add_option("--ttl-ms", options.ttl_ms, "How long clients may cache a lookup");
   }
+  // Nothing beyond the runtime's calls: every packet and message moves through shared memory.
+  static SandboxPolicy sandbox() { return {}; }
+
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
     auto server = std::make_unique<NameServerComponent>(host, channels, options.ttl_ms);
     host.on_control_message([member = server.get()](const Message& message) { member->on_fleet_notice(message); });

@@ -52,6 +52,9 @@ struct IpProgram {
     return {};
   }
 
+  // Nothing beyond the runtime's calls: every packet and message moves through shared memory.
+  static SandboxPolicy sandbox() { return {}; }
+
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
     const auto driver = required_channel(kName, channels, options.driver_channel, "the driver");
     if (!driver) return driver.error();

@@ -55,6 +55,9 @@ struct PfProgram {
     return {};
   }
 
+  // Nothing beyond the runtime's calls: every packet and message moves through shared memory.
+  static SandboxPolicy sandbox() { return {}; }
+
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
     const auto ip = required_channel(kName, channels, options.channel, "IP");
     if (!ip) return ip.error();

@@ -70,6 +70,9 @@ struct TcpProgram {
     return {};
   }
 
+  // Nothing beyond the runtime's calls: every packet and message moves through shared memory.
+  static SandboxPolicy sandbox() { return {}; }
+
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
     if (options.ip_channel.empty()) options.ip_channel = "ip-" + std::string(host.name());
     const auto ip = required_channel(kName, channels, options.ip_channel, "IP");

@@ -1,0 +1,32 @@
+// Least privilege for a component once it is set up: no new privileges, only the capabilities it
+// names, and a seccomp allow-list of system calls. A call outside the list kills the process with
+// SIGSYS; the supervisor logs the signal and restarts the component like any crash. A compromised
+// packet filter then cannot open a socket or a file, or exec anything.
+#pragma once
+
+#include <span>
+#include <string_view>
+
+#include "dataplane/result.hpp"
+
+namespace flotilla {
+
+struct SandboxPolicy {
+  // System calls by name (as in `man 2 syscalls`) beyond the runtime's own (runtime_system_calls).
+  std::span<const std::string_view> system_calls;
+  // CAP_* numbers the component keeps in its effective and permitted sets; every other one goes,
+  // from the bounding set too.
+  std::span<const int> kept_capabilities;
+};
+
+// What every component's message loop needs after set-up: waiting (futex, poll, eventfd reads
+// and writes), memory (malloc's mmap and brk), time, stderr, signals and exit, and the fault
+// injection's raise/abort/pause.
+std::span<const std::string_view> runtime_system_calls();
+
+// Sets PR_SET_NO_NEW_PRIVS, drops the capabilities not kept and installs the filter, in that
+// order (the filter allows neither prctl nor capset afterwards). Errc::invalid_argument: an
+// unknown system call or capability; Errc::system: the kernel refused, with its errno.
+Status enter_sandbox(const SandboxPolicy& policy);
+
+}  // namespace flotilla
