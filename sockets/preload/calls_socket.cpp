@@ -162,7 +162,7 @@ int listen_locked(Lock& lock, Socket& socket, int backlog) {
     (void)runtime.tcp().close(socket.id);
     socket.id = -1;
     socket.state = Socket::State::fresh;
-    if (!(pick_port && error == EADDRINUSE)) return fail_with(error);
+    if (!(pick_port && error == EADDRINUSE)) return fail_with(runtime.past_limit(error));
   }
   return fail_with(EADDRINUSE);
 }

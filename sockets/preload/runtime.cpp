@@ -104,8 +104,17 @@ bool Runtime::ensure_stack() {
     why = std::string("cannot attach to the TCP replicas: ") + (attached.error().context ? attached.error().context : "");
   } else {
     const Error& error = leased.error();
-    why = error.code == Errc::exhausted ? std::string("every application seat is leased")
-                                        : std::string(error.context ? error.context : "lease refused");
+    if (error.code == Errc::exhausted) {
+      // The seats are a system-wide table, as Linux's open files are: ENFILE.
+      if (!complained_) {
+        complained_ = true;
+        std::fprintf(stderr, "flotilla: every application seat is leased (limits.app_seats; 'flotilla up --set "
+                             "limits.app_seats=N' gives more); AF_INET sockets fail with ENFILE\n");
+      }
+      errno = ENFILE;
+      return false;
+    }
+    why = error.context ? error.context : "lease refused";
     if (error.code == Errc::system || error.code == Errc::closed) {
       why = "the stack is not running (no supervisor at " + path + ")";
     }
@@ -304,7 +313,17 @@ int Runtime::socket_error(Socket& socket) {
   if (!owns(socket)) return EBADF;  // inherited over fork: the parent's, not ours
   if (down_) return ENETDOWN;
   if (socket.udp()) return socket.udp_error;
-  return socket.id >= 0 && tcp_ != nullptr ? tcp_->error(socket.id) : 0;
+  return socket.id >= 0 && tcp_ != nullptr ? past_limit(tcp_->error(socket.id)) : 0;
+}
+
+int Runtime::past_limit(int error) {
+  if (error == EMFILE && !said_sockets_limit_) {
+    said_sockets_limit_ = true;
+    std::fprintf(stderr, "flotilla: a TCP replica has no socket left for this program (limits.tcp_sockets_per_seat; "
+                         "'flotilla up --set limits.tcp_sockets_per_seat=N' gives more); new TCP sockets fail with "
+                         "EMFILE\n");
+  }
+  return error;
 }
 
 std::uint32_t Runtime::ready_events(Socket& socket) {

@@ -189,6 +189,9 @@ class Runtime {
   std::uint32_t ready_events(Socket& socket);
   // The socket's errno (0 when none), the stack being gone included.
   int socket_error(Socket& socket);
+  // `error` as a call's errno; when it says a limit of the stack's configuration was reached
+  // (EMFILE: a replica has no socket page left for this program), one line on stderr the first time.
+  int past_limit(int error);
 
   // Sleeps in the kernel until the stack sends us something (the wake eventfd), the lease ends,
   // `kernel_wait` returns for its own reasons, or a signal arrives. The protocol: raise the
@@ -288,6 +291,7 @@ class Runtime {
   NamedCounter unregistered_{};  // where counts go before a lease exists
   std::atomic<bool> down_{false};  // set by a sleeper that saw the lease end, without the lock
   bool complained_ = false;
+  bool said_sockets_limit_ = false;
   std::uint64_t spin_ns_ = 0;
   int sleepers_ = 0;
   std::uint64_t epoch_ = 1;

@@ -12,6 +12,9 @@
 //   preload_probe daemon|daemon-wait ADDRESS ECHO_PORT RESULT_FILE   daemon(3), or fork with the
 //                                 parent waiting for the child, with a connected socket
 //   preload_probe outlive ADDRESS ECHO_PORT               blocks in read until the stack goes down
+//   preload_probe limits PORT READY_FILE                 listens until a replica has no socket left
+//                                 (EMFILE), then creates READY_FILE and holds its seat until SIGINT
+//   preload_probe seatless                               socket() while every seat is leased (ENFILE)
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <errno.h>
@@ -669,6 +672,41 @@ int run_down() {
   return g_failures == 0 ? 0 : 1;
 }
 
+// Run with [limits] tcp_sockets_per_seat = 2: two listeners take every page of both replicas.
+int run_limits(int port, const char* ready_file) {
+  const char* name = "limits";
+  const auto listen_on = [&](int at) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    const sockaddr_in address = address_of("0.0.0.0", at);
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 || listen(fd, 8) != 0) {
+      const int error = errno;
+      close(fd);
+      errno = error;
+      return -1;
+    }
+    return fd;
+  };
+  bool good = check(listen_on(port) >= 0, name, "first listener");
+  good = good && check(listen_on(port + 1) >= 0, name, "second listener");
+  good = good && check(listen_on(port + 2) == -1 && errno == EMFILE, name, "third listener must fail with EMFILE");
+  good = good && check(listen_on(port + 3) == -1 && errno == EMFILE, name, "fourth listener must fail with EMFILE");
+  if (good) passed(name);
+  FILE* ready = std::fopen(ready_file, "w");
+  if (ready != nullptr) std::fclose(ready);
+  pause();
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_seatless() {
+  const char* name = "seatless";
+  const bool refused = check(socket(AF_INET, SOCK_STREAM, 0) == -1 && errno == ENFILE, name,
+                             "socket() must fail with ENFILE");
+  const bool refused_again = check(socket(AF_INET, SOCK_DGRAM, 0) == -1 && errno == ENFILE, name, "second socket()");
+  if (refused && refused_again) passed(name);
+  return g_failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -690,12 +728,14 @@ int main(int argc, char** argv) {
     return run_daemon(argv[2], std::atoi(argv[3]), argv[4], mode == "daemon-wait");
   }
   if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
+  if (mode == "limits" && argc == 4) return run_limits(std::atoi(argv[2]), argv[3]);
+  if (mode == "seatless") return run_seatless();
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
     const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
   }
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless\n");
   return 2;
 }

@@ -270,5 +270,38 @@ TEST_F(PreloadStack, StackGoingDownFailsBlockedCallsWithEnetdown) {
   EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
 }
 
+// A stack with one seat and two TCP sockets per replica for it: past each limit the call fails with
+// Linux's errno, and the program is told once on stderr.
+TEST(PreloadLimits, PastALimitTheCallFailsWithLinuxErrnoAndOneLine) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, AF_XDP)";
+  const StackNames names = unique_names();
+  RunningStack stack;
+  ASSERT_EQ(stack.start(names, stack_config(names, "pass all", "\n[limits]\napp_seats = 1\ntcp_sockets_per_seat = 2\n")), "");
+  const auto run_argv = [&](std::vector<std::string> command) {
+    std::vector<std::string> argv = {build_root() + "/apps/flotilla", "--socket", stack.socket_path(), "run", "--"};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+  };
+  const std::string ready_file = "/tmp/flotilla-probe-limits-" + std::to_string(::getpid());
+  std::filesystem::remove(ready_file);
+  BackgroundCommand holder(run_argv({probe_path(), "limits", std::to_string(kProbeServerPort), ready_file}));
+  const bool ready = wait_for([&] { return std::filesystem::exists(ready_file); }, std::chrono::seconds(30));
+  std::string seatless_output;
+  if (ready) {
+    BackgroundCommand seatless(run_argv({probe_path(), "seatless"}));
+    seatless_output = seatless.finish();
+  }
+  const std::string output = holder.finish(true);
+  std::filesystem::remove(ready_file);
+  stack.stop();
+  ASSERT_TRUE(ready) << output;
+  EXPECT_NE(output.find("ok limits"), std::string::npos) << output;
+  EXPECT_EQ(count_of(output, "flotilla: "), 1u) << output;
+  EXPECT_NE(output.find("limits.tcp_sockets_per_seat"), std::string::npos) << output;
+  EXPECT_NE(seatless_output.find("ok seatless"), std::string::npos) << seatless_output;
+  EXPECT_EQ(count_of(seatless_output, "flotilla: "), 1u) << seatless_output;
+  EXPECT_NE(seatless_output.find("limits.app_seats"), std::string::npos) << seatless_output;
+}
+
 }  // namespace
 }  // namespace flotilla::testing
