@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -71,6 +72,8 @@ struct Socket {
   State state = State::fresh;  // UDP: fresh, then connected once it has a default peer
   int id = -1;                // TcpSockets id once connecting or listening; UdpSockets id once opened
   std::uint64_t epoch = 0;    // Runtime::epoch at creation: another value means inherited over fork
+  std::uint64_t lease = 0;    // Runtime::lease at creation: another value means its stack went down since
+  bool down_reported = false;  // a listener whose stack went down: accept said ENETDOWN once
   int fd_refs = 0;            // descriptors naming it; the last close releases it
   bool nonblocking = false;   // O_NONBLOCK, per open file description like Linux
   bool bound = false;
@@ -118,6 +121,7 @@ struct EpollSet {
   };
   std::vector<Interest> interests;
   bool wake_added = false;  // the wake eventfd and lease descriptor are in the kernel's set
+  std::uint64_t marks_lease = 0;  // the lease whose descriptors those are
   std::uint32_t calls = 0;  // to look at the kernel's set now and then while ours are ready
   std::size_t next = 0;     // where the next look starts (fairness when few events fit)
 };
@@ -152,10 +156,16 @@ class Runtime {
 
   LibraryMutex& mutex() { return mutex_; }
 
-  // Leases a slot on first use. false (errno set, one line on stderr the first time) when the
-  // stack is not running. Under the lock.
+  // Leases a slot on first use, and again once the stack is back after it went down (at most once
+  // a second). false (errno set, one line on stderr the first time) when the stack is not running.
+  // Under the lock.
   bool ensure_stack();
   bool stack_down() const { return down_.load(std::memory_order_relaxed); }
+  // Which lease this is (a new one after the stack came back); 0 before the first.
+  std::uint64_t lease() const { return lease_; }
+  // Whether `socket`'s stack went away: the lease ended, or the socket was made on an earlier one.
+  // Its id then names nothing: its calls fail with ENETDOWN.
+  bool gone(const Socket& socket) const { return stack_down() || socket.lease != lease_; }
   sockets::TcpSockets& tcp() { return *tcp_; }
   // nullptr when the slot has no channel to the UDP server.
   sockets::UdpSockets* udp() { return udp_.get(); }
@@ -255,8 +265,12 @@ class Runtime {
 
   int wake_fd() const { return host_ ? host_->wake_fd() : -1; }
   int lease_fd() const { return host_ ? host_->lease_fd() : -1; }
-  // The stack's lease ended (the supervisor is gone): every socket fails with ENETDOWN.
-  void mark_down() { down_.store(true, std::memory_order_relaxed); }
+  // The stack's lease ended (the supervisor is gone): every socket fails with ENETDOWN, and the
+  // lease descriptor (hung up, so always ready) leaves every kernel epoll set and every sleep.
+  // Under the lock.
+  void mark_down();
+  // Takes the wake and lease descriptors out of the kernel's epoll set `epfd`.
+  void drop_marks(int epfd, EpollSet& set);
 
   // Registered with atexit on the first lease: lets the replicas deliver what is still queued.
   void drain_sends_at_exit();
@@ -279,6 +293,8 @@ class Runtime {
   void attach_datagrams(const std::string& channel);
   bool adopt_parked(bool from_living_parent);
   void register_counters();
+  bool lease_ended();
+  void retire_lease();
   int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                       WakeReason& reason);
 
@@ -292,6 +308,10 @@ class Runtime {
   std::atomic<bool> down_{false};  // set by a sleeper that saw the lease end, without the lock
   bool complained_ = false;
   bool said_sockets_limit_ = false;
+  std::uint64_t lease_ = 0;
+  std::uint64_t leases_made_ = 0;
+  std::uint64_t next_lease_ns_ = 0;  // a failed lease is tried again from then on
+  int lease_errno_ = ENETDOWN;       // what socket() says until then
   std::uint64_t spin_ns_ = 0;
   int sleepers_ = 0;
   std::uint64_t epoch_ = 1;
@@ -318,6 +338,7 @@ class Runtime {
     std::unique_ptr<sockets::UdpSockets> udp;
     std::vector<Socket*> datagram_sockets;
     std::uint64_t epoch = 0;
+    std::uint64_t lease = 0;
     pid_t owner = -1;
     Ownership* ownership = nullptr;
     std::uint64_t uses_at_fork = 0;

@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -268,6 +270,70 @@ TEST_F(PreloadStack, StackGoingDownFailsBlockedCallsWithEnetdown) {
   }
   EXPECT_NE(output.find("ok outlive"), std::string::npos) << output;
   EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+}
+
+// CPU time (user + system) process `pid` has used, in milliseconds; -1 when it cannot be read.
+long cpu_ms(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const std::size_t after_name = text.rfind(')');
+  if (after_name == std::string::npos) return -1;
+  std::istringstream fields(text.substr(after_name + 2));
+  std::string field;
+  long user = 0, system = 0;
+  for (int index = 3; fields >> field; ++index) {  // field 3 is the state; 14 and 15 are utime, stime
+    if (index == 14) user = std::stol(field);
+    if (index == 15) system = std::stol(field);
+  }
+  return (user + system) * 1000 / ::sysconf(_SC_CLK_TCK);
+}
+
+// The stack goes down under a server waiting in accept (or in epoll_wait on its listener): it gets
+// a clean error (accept: ENETDOWN once; epoll: the listener stops being ready), does not spin while
+// the stack is away, and once the stack is back (same control socket) a new listener of the same
+// program serves a kernel client.
+TEST_F(PreloadStack, StackDownUnderAWaitingServerThenBack) {
+  const std::filesystem::path config = std::filesystem::path(stack_.socket_path()).parent_path() / "stack.toml";
+  for (const std::string mode : {"accept", "epoll"}) {
+    const std::string state_file = "/tmp/flotilla-probe-stack-down-" + std::to_string(::getpid());
+    std::filesystem::remove(state_file);
+    const auto state = [&] {
+      std::ifstream in(state_file);
+      std::string line;
+      std::getline(in, line);
+      return line;
+    };
+    BackgroundCommand probe(run_argv({probe_path(), "stack-down", mode, std::to_string(kProbeServerPort), state_file}));
+    const bool listening = wait_for([&] { return state().starts_with("listening "); }, std::chrono::seconds(10));
+    if (!listening) {
+      ADD_FAILURE() << mode << ": " << probe.finish(true);
+      return;
+    }
+    const pid_t pid = std::stoi(state().substr(10));
+    std::this_thread::sleep_for(200ms);  // in its wait
+    ASSERT_EQ(stack_.cli("down").exit_code, 0);
+    std::this_thread::sleep_for(200ms);  // it noticed
+    const long before = cpu_ms(pid);
+    std::this_thread::sleep_for(2s);
+    const long used = cpu_ms(pid) - before;
+    // A spin check: a waiting server uses almost nothing, a spinning one all of a CPU.
+    EXPECT_GE(before, 0);
+    EXPECT_LT(used, 200) << mode << ": " << used << " ms of CPU in 2 s with the stack down";
+    const CommandOutcome up = stack_.cli("up --config " + config.string());
+    ASSERT_EQ(up.exit_code, 0) << up.output;
+    ASSERT_TRUE(wait_for([&] { return stack_.counter("driver", "rx_frames") >= 0; }, std::chrono::seconds(10)));
+    ::kill(pid, SIGUSR1);
+    const bool back = wait_for([&] { return state() == "back"; }, std::chrono::seconds(15));
+    const bool echoed = back && in_namespace(names_.peer_namespace, [&] {
+      return kernel_echo_client(names_.stack_address, kProbeServerPort + 1, 20'000);
+    });
+    const std::string output = probe.finish(!echoed);
+    std::filesystem::remove(state_file);
+    EXPECT_TRUE(back) << mode << ": " << output;
+    EXPECT_TRUE(echoed) << mode << ": " << output;
+    EXPECT_NE(output.find("ok stack-down-" + mode), std::string::npos) << output;
+    EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+  }
 }
 
 // A stack with one seat and two TCP sockets per replica for it: past each limit the call fails with
