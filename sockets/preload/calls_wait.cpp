@@ -275,7 +275,9 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
   // Marks of a lease that ended left the kernel's set with its descriptors.
   if (set->marks_lease != runtime.lease()) set->wake_added = false;
   if (!set->wake_added && !runtime.stack_down()) {
-    epoll_event wake{EPOLLIN, {.u64 = kWakeMark}};
+    // Edge-triggered: each ring of the doorbell wakes each set once. Level-triggered, a thread with
+    // nothing to do would go back to the kernel and out again until another thread drained it.
+    epoll_event wake{EPOLLIN | EPOLLET, {.u64 = kWakeMark}};
     epoll_event lease{EPOLLIN, {.u64 = kLeaseMark}};
     if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, runtime.wake_fd(), &wake) != 0 && errno != EEXIST) return -1;
     if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, runtime.lease_fd(), &lease) != 0 && errno != EEXIST) return -1;

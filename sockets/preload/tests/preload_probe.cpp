@@ -19,6 +19,9 @@
 //                                 epoll_wait on its listener) while the stack goes down; on SIGUSR1
 //                                 (the stack is back) it listens on PORT+1 and echoes one connection.
 //                                 STATE_FILE says "listening PID", then "back"
+//   preload_probe threaded-echo PORT                     memcached's shape: the main thread in
+//                                 epoll_wait on the listener, a worker thread in epoll_wait on the
+//                                 one accepted connection, which it echoes until EOF
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <errno.h>
@@ -788,6 +791,41 @@ int run_stack_down(bool epoll, int port, const char* state_file) {
   return g_failures == 0 ? 0 : 1;
 }
 
+int run_threaded_echo(int port) {
+  const char* name = "threaded-echo";
+  const int listener = listen_any(port);
+  if (!check(listener >= 0, name, "listen")) return 1;
+  const int main_set = epoll_create1(0);
+  epoll_event interest{EPOLLIN, {.fd = listener}};
+  if (!check(epoll_ctl(main_set, EPOLL_CTL_ADD, listener, &interest) == 0, name, "epoll_ctl")) return 1;
+  std::thread worker;
+  for (;;) {
+    epoll_event ready{};
+    const int count = epoll_wait(main_set, &ready, 1, -1);
+    if (count < 0 && errno == EINTR) continue;
+    if (!check(count >= 0, name, "epoll_wait on the listener")) return 1;
+    const int connection = count == 1 ? accept4(listener, nullptr, nullptr, SOCK_NONBLOCK) : -1;
+    if (connection < 0 || worker.joinable()) continue;
+    worker = std::thread([connection, name] {
+      const int set = epoll_create1(0);
+      epoll_event event{EPOLLIN, {.fd = connection}};
+      if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
+      char buffer[4096];
+      for (;;) {
+        epoll_event ready{};
+        if (epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
+        const ssize_t got = read(connection, buffer, sizeof(buffer));
+        if (got < 0 && errno == EAGAIN) continue;
+        if (got <= 0) break;
+        if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
+      }
+      close(connection);
+      passed(name);
+      _exit(g_failures == 0 ? 0 : 1);  // the main thread stays in its epoll_wait
+    });
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -811,6 +849,7 @@ int main(int argc, char** argv) {
   if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
   if (mode == "limits" && argc == 4) return run_limits(std::atoi(argv[2]), argv[3]);
   if (mode == "seatless") return run_seatless();
+  if (mode == "threaded-echo" && argc == 3) return run_threaded_echo(std::atoi(argv[2]));
   if (mode == "stack-down" && argc == 5) return run_stack_down(std::string(argv[2]) == "epoll", std::atoi(argv[3]), argv[4]);
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.

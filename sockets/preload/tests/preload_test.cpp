@@ -336,6 +336,52 @@ TEST_F(PreloadStack, StackDownUnderAWaitingServerThenBack) {
   }
 }
 
+// Two threads each asleep in epoll_wait on their own sockets (memcached -t 1's shape): a message
+// for one wakes each at most once. The wake eventfd was level-triggered in every set: a thread with
+// nothing to do went straight back to the kernel and out again until the other drained it, some
+// thousand kernel waits per request at 100% CPU.
+TEST_F(PreloadStack, ThreadsAsleepInEpollWakeOncePerMessage) {
+  BackgroundCommand probe(run_argv({probe_path(), "threaded-echo", std::to_string(kProbeServerPort)}));
+  constexpr int kRounds = 200;
+  std::int64_t before = -1;
+  const bool echoed = in_namespace(names_.peer_namespace, [&] {
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+      fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in target{};
+      target.sin_family = AF_INET;
+      target.sin_port = htons(kProbeServerPort);
+      ::inet_pton(AF_INET, names_.stack_address.c_str(), &target.sin_addr);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
+        ::close(fd);
+        fd = -1;
+        std::this_thread::sleep_for(100ms);
+      }
+    }
+    if (fd < 0) return false;
+    timeval limit{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    bool good = true;
+    for (int round = 0; round <= kRounds && good; ++round) {
+      if (round == 1) before = stack_.counter("app0", "waits_in_kernel");  // the worker runs
+      const std::string request = "request " + std::to_string(round);
+      std::string reply(request.size(), '\0');
+      good = ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()) &&
+             ::recv(fd, reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) && reply == request;
+    }
+    ::close(fd);
+    return good;
+  });
+  const std::int64_t waits = stack_.counter("app0", "waits_in_kernel") - before;
+  const std::string output = probe.finish(!echoed);
+  ASSERT_TRUE(echoed) << output;
+  ASSERT_GE(before, 0);
+  // A round trip wakes the worker for the request and maybe for the acknowledgement of the reply;
+  // the listener's thread at most as often.
+  EXPECT_LT(waits, 10 * kRounds) << waits << " kernel waits for " << kRounds << " round trips";
+  EXPECT_NE(output.find("ok threaded-echo"), std::string::npos) << output;
+}
+
 // A stack with one seat and two TCP sockets per replica for it: past each limit the call fails with
 // Linux's errno, and the program is told once on stderr.
 TEST(PreloadLimits, PastALimitTheCallFailsWithLinuxErrnoAndOneLine) {
