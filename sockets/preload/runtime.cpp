@@ -428,13 +428,30 @@ void Runtime::disarm() {
   if (sleepers_ == 0) host_->disarm_wake();
 }
 
+namespace {
+
+// A thread's epoll set for poll-style sleeps (Runtime::thread_wake_set).
+struct WakeSet {
+  int fd = -1;
+  pid_t process = 0;
+  int wake = -1;
+  std::uint64_t lease = 0;
+  ~WakeSet() {
+    if (fd >= 0 && process == ::getpid()) REAL(close)(fd);
+  }
+};
+thread_local WakeSet t_wake_set;
+
+}  // namespace
+
 int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                              WakeReason& reason) {
   thread_local std::vector<pollfd> all;
   all.assign(kernel, kernel + kernel_count);
   // A child took the lease over: its to drain. A lease that ended is hung up: always ready.
   const bool down = stack_down();
-  all.push_back(pollfd{still_owner() && !down ? wake_fd() : -1, POLLIN, 0});
+  const int wake_set = still_owner() && !down ? thread_wake_set() : -1;
+  all.push_back(pollfd{wake_set >= 0 ? wake_set : (still_owner() && !down ? wake_fd() : -1), POLLIN, 0});
   all.push_back(pollfd{down ? -1 : lease_fd(), POLLIN, 0});
   timespec limit{};
   timespec* limit_pointer = nullptr;
@@ -447,7 +464,38 @@ int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeo
   for (std::size_t i = 0; i < kernel_count; ++i) kernel[i].revents = all[i].revents;
   reason.woken = all[kernel_count].revents != 0;
   reason.lease_gone = all[kernel_count + 1].revents != 0;
+  if ((all[kernel_count].revents & POLLNVAL) != 0 && wake_set >= 0) {
+    t_wake_set.fd = -1;  // the program closed it: a new one next time
+  } else if (reason.woken && wake_set >= 0) {
+    epoll_event edge{};
+    (void)REAL(epoll_pwait)(wake_set, &edge, 1, 0, nullptr);  // taken, so the set is quiet until the next ring
+  }
   return ready == 0 ? 0 : 1;
+}
+
+// The calling thread's own epoll set holding the wake eventfd edge-triggered, for poll-style
+// sleeps: readable once per ring of the doorbell, where the eventfd itself stays readable until
+// the last sleeper drains it (a thread with nothing to do would go in and out of the kernel until
+// then). -1 when it cannot be made: the eventfd then.
+int Runtime::thread_wake_set() {
+  WakeSet& set = t_wake_set;
+  if (set.fd >= 0 && set.process == owner_ && set.wake == wake_fd() && set.lease == lease_) return set.fd;
+  // One made before a fork is shared with the parent (taking an edge would take the parent's): a
+  // child leaves it alone. One of an earlier lease of this process is closed.
+  if (set.fd >= 0 && set.process == owner_) REAL(close)(set.fd);
+  set = WakeSet{};
+  const int fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) return -1;
+  epoll_event wake{EPOLLIN | EPOLLET, {.u64 = 0}};
+  if (REAL(epoll_ctl)(fd, EPOLL_CTL_ADD, wake_fd(), &wake) != 0) {
+    REAL(close)(fd);
+    return -1;
+  }
+  set.fd = fd;
+  set.process = owner_;
+  set.wake = wake_fd();
+  set.lease = lease_;
+  return fd;
 }
 
 void Runtime::after_fork_child() {

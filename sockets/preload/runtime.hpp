@@ -297,6 +297,7 @@ class Runtime {
   void retire_lease();
   int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                       WakeReason& reason);
+  int thread_wake_set();
 
   LibraryMutex mutex_;
   std::unique_ptr<ComponentHost> host_;

@@ -19,9 +19,10 @@
 //                                 epoll_wait on its listener) while the stack goes down; on SIGUSR1
 //                                 (the stack is back) it listens on PORT+1 and echoes one connection.
 //                                 STATE_FILE says "listening PID", then "back"
-//   preload_probe threaded-echo PORT                     memcached's shape: the main thread in
+//   preload_probe threaded-echo epoll|blocking PORT      memcached's shape: the main thread in
 //                                 epoll_wait on the listener, a worker thread in epoll_wait on the
-//                                 one accepted connection, which it echoes until EOF
+//                                 one accepted connection (or in blocking reads), which it echoes
+//                                 until EOF
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <errno.h>
@@ -679,41 +680,6 @@ int run_down() {
   return g_failures == 0 ? 0 : 1;
 }
 
-// Run with [limits] tcp_sockets_per_seat = 2: two listeners take every page of both replicas.
-int run_limits(int port, const char* ready_file) {
-  const char* name = "limits";
-  const auto listen_on = [&](int at) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    const sockaddr_in address = address_of("0.0.0.0", at);
-    if (bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 || listen(fd, 8) != 0) {
-      const int error = errno;
-      close(fd);
-      errno = error;
-      return -1;
-    }
-    return fd;
-  };
-  bool good = check(listen_on(port) >= 0, name, "first listener");
-  good = good && check(listen_on(port + 1) >= 0, name, "second listener");
-  good = good && check(listen_on(port + 2) == -1 && errno == EMFILE, name, "third listener must fail with EMFILE");
-  good = good && check(listen_on(port + 3) == -1 && errno == EMFILE, name, "fourth listener must fail with EMFILE");
-  if (good) passed(name);
-  FILE* ready = std::fopen(ready_file, "w");
-  if (ready != nullptr) std::fclose(ready);
-  pause();
-  return g_failures == 0 ? 0 : 1;
-}
-
-int run_seatless() {
-  const char* name = "seatless";
-  const bool refused = check(socket(AF_INET, SOCK_STREAM, 0) == -1 && errno == ENFILE, name,
-                             "socket() must fail with ENFILE");
-  const bool refused_again = check(socket(AF_INET, SOCK_DGRAM, 0) == -1 && errno == ENFILE, name, "second socket()");
-  if (refused && refused_again) passed(name);
-  return g_failures == 0 ? 0 : 1;
-}
-
 void write_state(const char* file, const std::string& state) {
   FILE* out = std::fopen(file, "w");
   if (out == nullptr) return;
@@ -734,6 +700,28 @@ int listen_any(int port) {
     return -1;
   }
   return fd;
+}
+
+// Run with [limits] tcp_sockets_per_seat = 2: two listeners take every page of both replicas.
+int run_limits(int port, const char* ready_file) {
+  const char* name = "limits";
+  bool good = check(listen_any(port) >= 0, name, "first listener");
+  good = good && check(listen_any(port + 1) >= 0, name, "second listener");
+  good = good && check(listen_any(port + 2) == -1 && errno == EMFILE, name, "third listener must fail with EMFILE");
+  good = good && check(listen_any(port + 3) == -1 && errno == EMFILE, name, "fourth listener must fail with EMFILE");
+  if (good) passed(name);
+  write_state(ready_file, "ready");
+  pause();
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_seatless() {
+  const char* name = "seatless";
+  const bool refused = check(socket(AF_INET, SOCK_STREAM, 0) == -1 && errno == ENFILE, name,
+                             "socket() must fail with ENFILE");
+  const bool refused_again = check(socket(AF_INET, SOCK_DGRAM, 0) == -1 && errno == ENFILE, name, "second socket()");
+  if (refused && refused_again) passed(name);
+  return g_failures == 0 ? 0 : 1;
 }
 
 int run_stack_down(bool epoll, int port, const char* state_file) {
@@ -791,7 +779,7 @@ int run_stack_down(bool epoll, int port, const char* state_file) {
   return g_failures == 0 ? 0 : 1;
 }
 
-int run_threaded_echo(int port) {
+int run_threaded_echo(bool blocking, int port) {
   const char* name = "threaded-echo";
   const int listener = listen_any(port);
   if (!check(listener >= 0, name, "listen")) return 1;
@@ -804,16 +792,16 @@ int run_threaded_echo(int port) {
     const int count = epoll_wait(main_set, &ready, 1, -1);
     if (count < 0 && errno == EINTR) continue;
     if (!check(count >= 0, name, "epoll_wait on the listener")) return 1;
-    const int connection = count == 1 ? accept4(listener, nullptr, nullptr, SOCK_NONBLOCK) : -1;
+    const int connection = count == 1 ? accept4(listener, nullptr, nullptr, blocking ? 0 : SOCK_NONBLOCK) : -1;
     if (connection < 0 || worker.joinable()) continue;
-    worker = std::thread([connection, name] {
+    worker = std::thread([connection, name, blocking] {
       const int set = epoll_create1(0);
       epoll_event event{EPOLLIN, {.fd = connection}};
       if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
       char buffer[4096];
       for (;;) {
         epoll_event ready{};
-        if (epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
+        if (!blocking && epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
         const ssize_t got = read(connection, buffer, sizeof(buffer));
         if (got < 0 && errno == EAGAIN) continue;
         if (got <= 0) break;
@@ -849,7 +837,7 @@ int main(int argc, char** argv) {
   if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
   if (mode == "limits" && argc == 4) return run_limits(std::atoi(argv[2]), argv[3]);
   if (mode == "seatless") return run_seatless();
-  if (mode == "threaded-echo" && argc == 3) return run_threaded_echo(std::atoi(argv[2]));
+  if (mode == "threaded-echo" && argc == 4) return run_threaded_echo(std::string(argv[2]) == "blocking", std::atoi(argv[3]));
   if (mode == "stack-down" && argc == 5) return run_stack_down(std::string(argv[2]) == "epoll", std::atoi(argv[3]), argv[4]);
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.

@@ -340,8 +340,11 @@ TEST_F(PreloadStack, StackDownUnderAWaitingServerThenBack) {
 // for one wakes each at most once. The wake eventfd was level-triggered in every set: a thread with
 // nothing to do went straight back to the kernel and out again until the other drained it, some
 // thousand kernel waits per request at 100% CPU.
-TEST_F(PreloadStack, ThreadsAsleepInEpollWakeOncePerMessage) {
-  BackgroundCommand probe(run_argv({probe_path(), "threaded-echo", std::to_string(kProbeServerPort)}));
+// The same with the worker in blocking reads (a poll-style sleep) beside the listener's epoll_wait.
+class PreloadThreads : public PreloadStack, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(PreloadThreads, AsleepThreadsWakeOncePerMessage) {
+  BackgroundCommand probe(run_argv({probe_path(), "threaded-echo", GetParam(), std::to_string(kProbeServerPort)}));
   constexpr int kRounds = 200;
   std::int64_t before = -1;
   const bool echoed = in_namespace(names_.peer_namespace, [&] {
@@ -378,9 +381,11 @@ TEST_F(PreloadStack, ThreadsAsleepInEpollWakeOncePerMessage) {
   ASSERT_GE(before, 0);
   // A round trip wakes the worker for the request and maybe for the acknowledgement of the reply;
   // the listener's thread at most as often.
-  EXPECT_LT(waits, 10 * kRounds) << waits << " kernel waits for " << kRounds << " round trips";
+  EXPECT_LT(waits, 10 * kRounds) << GetParam() << ": " << waits << " kernel waits for " << kRounds << " round trips";
   EXPECT_NE(output.find("ok threaded-echo"), std::string::npos) << output;
 }
+
+INSTANTIATE_TEST_SUITE_P(Workers, PreloadThreads, ::testing::Values("epoll", "blocking"));
 
 // A stack with one seat and two TCP sockets per replica for it: past each limit the call fails with
 // Linux's errno, and the program is told once on stderr.
