@@ -361,7 +361,7 @@ int main(int argc, char** argv) {
   demo->add_option("--out", demo_options.out_dir, "Where timeline.svg and report.json go")->capture_default_str();
   demo->add_option("--config", demo_options.config_path,
                    "TOML configuration for 'flotilla up' (default: the embedded one); it needs application "
-                   "seats (recovery::app_seats_config) and its [network] names the peer")
+                   "seats ([limits] app_seats) and its [network] names the peer")
       ->check(CLI::ExistingFile);
   demo->add_option("--interval-ms", demo_options.interval_ms, "Throughput sample period")
       ->capture_default_str()
