@@ -444,15 +444,24 @@ thread_local WakeSet t_wake_set;
 
 }  // namespace
 
+Runtime::StackMarks Runtime::stack_marks() {
+  // A child took the lease over: its to drain. A lease that ended is hung up: always ready.
+  if (host_ == nullptr || stack_down()) return {};
+  StackMarks marks;
+  marks.lease = lease_fd();
+  if (!still_owner()) return marks;
+  const int set = thread_wake_set();
+  marks.wake = set >= 0 ? set : wake_fd();
+  marks.wake_is_set = set >= 0;
+  return marks;
+}
+
 int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
-                             WakeReason& reason) {
+                             const StackMarks& marks, WakeReason& reason) {
   thread_local std::vector<pollfd> all;
   all.assign(kernel, kernel + kernel_count);
-  // A child took the lease over: its to drain. A lease that ended is hung up: always ready.
-  const bool down = stack_down();
-  const int wake_set = still_owner() && !down ? thread_wake_set() : -1;
-  all.push_back(pollfd{wake_set >= 0 ? wake_set : (still_owner() && !down ? wake_fd() : -1), POLLIN, 0});
-  all.push_back(pollfd{down ? -1 : lease_fd(), POLLIN, 0});
+  all.push_back(pollfd{marks.wake, POLLIN, 0});
+  all.push_back(pollfd{marks.lease, POLLIN, 0});
   timespec limit{};
   timespec* limit_pointer = nullptr;
   if (timeout_ms >= 0) {
@@ -464,11 +473,11 @@ int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeo
   for (std::size_t i = 0; i < kernel_count; ++i) kernel[i].revents = all[i].revents;
   reason.woken = all[kernel_count].revents != 0;
   reason.lease_gone = all[kernel_count + 1].revents != 0;
-  if ((all[kernel_count].revents & POLLNVAL) != 0 && wake_set >= 0) {
+  if ((all[kernel_count].revents & POLLNVAL) != 0 && marks.wake_is_set) {
     t_wake_set.fd = -1;  // the program closed it: a new one next time
-  } else if (reason.woken && wake_set >= 0) {
+  } else if (reason.woken && marks.wake_is_set) {
     epoll_event edge{};
-    (void)REAL(epoll_pwait)(wake_set, &edge, 1, 0, nullptr);  // taken, so the set is quiet until the next ring
+    (void)REAL(epoll_pwait)(marks.wake, &edge, 1, 0, nullptr);  // taken, so the set is quiet until the next ring
   }
   return ready == 0 ? 0 : 1;
 }

@@ -245,9 +245,10 @@ class Runtime {
   int sleep(Lock& lock, Ready&& ready, pollfd* kernel, std::size_t kernel_count, int timeout_ms,
             const sigset_t* mask = nullptr, bool* waited = nullptr) {
     WakeReason reason{};
+    const StackMarks marks = stack_marks();  // under the lock: a new lease may replace the host meanwhile
     const int outcome = sleep_with(lock, ready, [&] {
       if (waited != nullptr) *waited = true;
-      return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, reason);
+      return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, marks, reason);
     });
     note_wake(reason);
     return outcome;
@@ -295,8 +296,15 @@ class Runtime {
   void register_counters();
   bool lease_ended();
   void retire_lease();
+  // The stack's descriptors a poll-style sleep watches besides the program's (-1: none).
+  struct StackMarks {
+    int wake = -1;
+    bool wake_is_set = false;  // `wake` is this thread's epoll set (thread_wake_set), not the eventfd
+    int lease = -1;
+  };
+  StackMarks stack_marks();
   int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
-                      WakeReason& reason);
+                      const StackMarks& marks, WakeReason& reason);
   int thread_wake_set();
 
   LibraryMutex mutex_;
