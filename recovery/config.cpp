@@ -1,5 +1,6 @@
 #include "recovery/config.hpp"
 
+#include <algorithm>
 #include <bit>
 #include <optional>
 #include <fstream>
@@ -8,6 +9,7 @@
 
 #include <toml++/toml.h>
 
+#include "components/formats/tcp_socket_page.hpp"
 #include "dataplane/control_block.hpp"
 
 namespace flotilla::recovery {
@@ -17,13 +19,20 @@ namespace {
 struct Invalid {
   std::string message;
   std::uint32_t line;
+  std::string origin;  // the text the node came from: the file, an override, or the seats' declarations
 };
 
 std::uint32_t line_of(const toml::node& node) { return node.source().begin.line; }
 
 [[noreturn]] void fail(const toml::node& node, std::string message) {
-  throw Invalid{std::move(message), line_of(node)};
+  const auto& path = node.source().path;
+  throw Invalid{std::move(message), line_of(node), path != nullptr ? *path : std::string()};
 }
+
+constexpr std::int64_t kMaxRegionBytes = std::int64_t{1} << 32;
+
+// The source name of the declarations made from [limits] app_seats.
+constexpr std::string_view kSeatsOrigin = "[limits] app_seats";
 
 bool valid_name(std::string_view name) {
   if (name.empty() || name.size() >= kNameBytes) return false;
@@ -114,6 +123,81 @@ void read_supervisor(const toml::table& root, SupervisorConfig& config) {
   config.buffer_size = integer<std::uint32_t>(*table, "buffer_size", config.buffer_size, 256, 4096);
   if (!std::has_single_bit(config.buffer_size)) {
     fail(*table->get("buffer_size"), "'buffer_size' must be a power of two");
+  }
+}
+
+void read_limits(const toml::table& root, SupervisorConfig& config) {
+  const toml::node* node = root.get("limits");
+  if (node == nullptr) return;
+  const toml::table* table = node->as_table();
+  if (table == nullptr) fail(*node, "[limits] must be a table");
+  reject_unknown_keys(*table, {"app_seats", "tcp_sockets_per_seat", "tcp_ring_bytes", "seat_channel_capacity"},
+                      "[limits]");
+  Limits& limits = config.limits;
+  // The UDP server has the echo server's region besides one per seat.
+  limits.app_seats = integer<std::uint32_t>(*table, "app_seats", limits.app_seats, 0, kMaxRegionsPerComponent - 1);
+  limits.tcp_sockets_per_seat =
+      integer<std::uint32_t>(*table, "tcp_sockets_per_seat", limits.tcp_sockets_per_seat, 1, 65536);
+  limits.tcp_ring_bytes = integer<std::uint32_t>(*table, "tcp_ring_bytes", limits.tcp_ring_bytes, 4096, 1u << 30);
+  if (!std::has_single_bit(limits.tcp_ring_bytes)) {
+    fail(*table->get("tcp_ring_bytes"), "'tcp_ring_bytes' must be a power of two");
+  }
+  limits.seat_channel_capacity =
+      integer<std::uint32_t>(*table, "seat_channel_capacity", limits.seat_channel_capacity, 2, kMaxRingCapacity);
+  if (!std::has_single_bit(limits.seat_channel_capacity)) {
+    fail(*table->get("seat_channel_capacity"), "'seat_channel_capacity' must be a power of two");
+  }
+  if (formats::TcpRegion::bytes_for(limits.tcp_sockets_per_seat, limits.tcp_ring_bytes) >
+      static_cast<std::uint64_t>(kMaxRegionBytes)) {
+    fail(table->get("tcp_sockets_per_seat") != nullptr ? *table->get("tcp_sockets_per_seat") : *node,
+         "'tcp_sockets_per_seat' sockets of two 'tcp_ring_bytes' rings each need a region over 4 GiB");
+  }
+}
+
+// The application seats' components, channels and regions, as TOML: an external component per
+// seat with a channel and a socket region to every TCP replica, and a channel to the UDP server
+// with its exposed-socket region.
+std::string seat_declarations(const Limits& limits) {
+  const std::string capacity = std::to_string(limits.seat_channel_capacity);
+  const std::string tcp_bytes =
+      std::to_string(formats::TcpRegion::bytes_for(limits.tcp_sockets_per_seat, limits.tcp_ring_bytes));
+  std::string text;
+  for (std::uint32_t i = 0; i < limits.app_seats; ++i) {
+    const std::string name = "app" + std::to_string(i);
+    text += "[[component]]\nname = \"" + name + "\"\nexternal = true\n"
+            "[[channel]]\nname = \"tcp${replica}-" + name + "\"\na = \"tcp\"\nb = \"" + name +
+            "\"\ncapacity = " + capacity + "\n"
+            "[[region]]\nname = \"tcp${replica}-" + name + "-tcp\"\nbytes = " + tcp_bytes +
+            "\nwriters = [\"tcp\", \"" + name + "\"]\n"
+            "[[channel]]\nname = \"udp-" + name + "\"\na = \"udp\"\nb = \"" + name + "\"\ncapacity = " + capacity +
+            "\n[[region]]\nname = \"udp-" + name + "-sockets\"\nbytes = 16384\nwriters = [\"udp\"]\n"
+            "readers = [\"" + name + "\"]\n";
+  }
+  return text;
+}
+
+// Appends the seats' declarations to the configuration's own (read from `root` afterwards).
+void declare_seats(toml::table& root, const SupervisorConfig& config) {
+  if (config.limits.app_seats == 0) return;
+  bool replicas = false;
+  bool udp = false;
+  if (const toml::array* components = array_of_tables(root, "component")) {
+    for (const toml::node& node : *components) {
+      const toml::table& table = *node.as_table();
+      const auto name = table["name"].value<std::string_view>();
+      replicas |= name == "tcp" && table.contains("replicas");
+      udp |= name == "udp";
+    }
+  }
+  if (!replicas || !udp) {
+    fail(*(*root.get("limits")->as_table()).get("app_seats"),
+         "'app_seats' needs the TCP replicas (a [[component]] \"tcp\" with 'replicas') and the UDP server (\"udp\")");
+  }
+  toml::table seats = toml::parse(seat_declarations(config.limits), std::string(kSeatsOrigin));
+  for (const char* kind : {"component", "channel", "region"}) {
+    if (root.get(kind) == nullptr) root.insert(kind, toml::array{});
+    toml::array& into = *root.get(kind)->as_array();
+    for (toml::node& table : *seats.get(kind)->as_array()) into.push_back(std::move(*table.as_table()));
   }
 }
 
@@ -325,7 +409,7 @@ void read_regions(const toml::table& root, SupervisorConfig& config) {
     RegionConfig base;
     base.name = text(table, "name", node);
     if (table.get("bytes") == nullptr) fail(node, "missing 'bytes'");
-    base.bytes = integer<std::uint64_t>(table, "bytes", 0, 1, std::int64_t{1} << 32);
+    base.bytes = integer<std::uint64_t>(table, "bytes", 0, 1, kMaxRegionBytes);
     base.writers = component_list(table, "writers", config);
     base.readers = component_list(table, "readers", config);
     const std::string group = group_among(node, config, base.name, {&base.writers, &base.readers});
@@ -476,12 +560,51 @@ std::optional<std::string> placeholder_value(const SupervisorConfig& config, con
   for (const auto& [name, value] : known) {
     if (name == key) return *value;
   }
+  if (key == "limits.tcp_ring_bytes") return std::to_string(config.limits.tcp_ring_bytes);
   return std::nullopt;
+}
+
+// The tables an override may name: those of single values.
+constexpr std::string_view kOverridableTables[] = {"supervisor", "network", "filter", "limits"};
+
+// Puts "TABLE.KEY=VALUE" into `root`; an error message when it is malformed. The value keeps the
+// override as its source, so a bad one is reported as the override.
+std::string apply_override(toml::table& root, const std::string& setting) {
+  const std::size_t equals = setting.find('=');
+  const std::size_t dot = setting.find('.');
+  if (equals == std::string::npos || dot == std::string::npos || dot > equals || dot == 0 || dot + 1 == equals) {
+    return "--set " + setting + ": expected TABLE.KEY=VALUE (e.g. limits.app_seats=6)";
+  }
+  const std::string table_name = setting.substr(0, dot);
+  const std::string key = setting.substr(dot + 1, equals - dot - 1);
+  const std::string value = setting.substr(equals + 1);
+  if (std::find(std::begin(kOverridableTables), std::end(kOverridableTables), table_name) ==
+      std::end(kOverridableTables)) {
+    return "--set " + setting + ": no table '" + table_name + "' to set (supervisor, network, filter, limits)";
+  }
+  const std::string origin = "--set " + setting;
+  toml::table parsed;
+  try {
+    parsed = toml::parse(std::string_view("value = " + value), std::string_view(origin));
+  } catch (const toml::parse_error&) {
+    // Not a TOML value: the text itself, as a literal string (which holds anything but ''' and newlines).
+    try {
+      parsed = toml::parse(std::string_view("value = '''" + value + "'''"), std::string_view(origin));
+    } catch (const toml::parse_error&) {
+      return origin + ": not a value";
+    }
+  }
+  if (root.get(table_name) == nullptr) root.insert(table_name, toml::table{});
+  toml::table* table = root.get(table_name)->as_table();
+  if (table == nullptr) return origin + ": '" + table_name + "' is not a table in the configuration";
+  table->insert_or_assign(key, std::move(*parsed.get("value")));
+  return "";
 }
 
 }  // namespace
 
-ConfigOutcome parse_config(std::string_view text, std::string_view source_name) {
+ConfigOutcome parse_config(std::string_view text, std::string_view source_name,
+                           std::span<const std::string> overrides) {
   const std::string source(source_name);
   toml::table root;
   try {
@@ -490,29 +613,37 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name) 
     return ConfigError{source + ":" + std::to_string(error.source().begin.line) + ": " +
                        std::string(error.description())};
   }
+  for (const std::string& setting : overrides) {
+    if (std::string problem = apply_override(root, setting); !problem.empty()) return ConfigError{problem};
+  }
   SupervisorConfig config;
   try {
-    reject_unknown_keys(root, {"supervisor", "component", "channel", "region", "network", "filter"},
+    reject_unknown_keys(root, {"supervisor", "component", "channel", "region", "network", "filter", "limits"},
                         "the top level");
     read_supervisor(root, config);
+    read_limits(root, config);
     read_network(root, config);
     read_filter(root, text, config);
+    declare_seats(root, config);
     read_components(root, config);
     read_channels(root, config);
     read_regions(root, config);
   } catch (const Invalid& invalid) {
-    return ConfigError{source + ":" + std::to_string(invalid.line) + ": " + invalid.message};
+    if (invalid.origin.empty() || invalid.origin == source) {
+      return ConfigError{source + ":" + std::to_string(invalid.line) + ": " + invalid.message};
+    }
+    return ConfigError{invalid.origin + ": " + invalid.message};
   }
   if (config.components.empty()) return ConfigError{source + ": no [[component]] declared"};
   return config;
 }
 
-ConfigOutcome load_config_file(const std::string& path) {
+ConfigOutcome load_config_file(const std::string& path, std::span<const std::string> overrides) {
   std::ifstream file(path);
   if (!file) return ConfigError{path + ": cannot open"};
   std::ostringstream contents;
   contents << file.rdbuf();
-  return parse_config(contents.str(), path);
+  return parse_config(contents.str(), path, overrides);
 }
 
 }  // namespace flotilla::recovery

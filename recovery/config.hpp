@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -73,6 +74,18 @@ struct NetworkConfig {
   bool create_peer = true;                 // false: use an interface that already exists
 };
 
+// How much the stack gives the programs run with `flotilla run` ([limits]). Past a limit, a call in
+// the preload library fails with the errno Linux gives at its own limit and says so once on stderr.
+struct Limits {
+  // Application seats: how many programs at once. 0 without a [limits] table; when more, the
+  // configuration needs the TCP replicas (a group "tcp") and the UDP server ("udp"), and the seats'
+  // components, channels and regions are declared from these values.
+  std::uint32_t app_seats = 0;
+  std::uint32_t tcp_sockets_per_seat = 64;     // per TCP replica: listeners and connections
+  std::uint32_t tcp_ring_bytes = 1u << 20;     // each TCP socket's send and receive ring
+  std::uint32_t seat_channel_capacity = 1024;  // messages in flight on each of a seat's channels
+};
+
 struct SupervisorConfig {
   std::chrono::milliseconds heartbeat_timeout{50};
   std::chrono::milliseconds startup_grace{2'000};     // before the first heartbeat is due
@@ -86,6 +99,7 @@ struct SupervisorConfig {
   std::string filter_rules;  // [filter] rules: the packet filter's rule text
   std::uint32_t filter_rules_line = 0;  // the source line the rule text's first line is on
   bool has_network = false;  // a [network] table was given: `flotilla up` builds it
+  Limits limits;
 };
 
 struct ConfigError {
@@ -94,7 +108,10 @@ struct ConfigError {
 
 using ConfigOutcome = std::variant<SupervisorConfig, ConfigError>;
 
-ConfigOutcome parse_config(std::string_view text, std::string_view source_name);
-ConfigOutcome load_config_file(const std::string& path);
+// `overrides`: "TABLE.KEY=VALUE" each (`flotilla up --set`), applied over the text's values. VALUE
+// is read as a TOML value, or else taken as a string; an error in one names the override.
+ConfigOutcome parse_config(std::string_view text, std::string_view source_name,
+                           std::span<const std::string> overrides = {});
+ConfigOutcome load_config_file(const std::string& path, std::span<const std::string> overrides = {});
 
 }  // namespace flotilla::recovery

@@ -56,7 +56,7 @@ name = "tcp"
 binary = "flotilla-tcp"
 replicas = 2
 args = ["--address", "${network.stack_address}", "--index", "${replica.index}",
-        "--replicas", "${replica.count}"]
+        "--replicas", "${replica.count}", "--ring-bytes", "${limits.tcp_ring_bytes}"]
 state_bytes = 8388608
 
 [[channel]]
@@ -105,30 +105,10 @@ writers = ["pf"]
 readers = ["driver"]
 )";
 
-// Application seats: external components that programs started with `flotilla run` lease (the
-// preload library, through ComponentHost::lease). Each has a channel and a socket region to every
-// TCP replica, and a channel to the UDP server with its exposed-socket region.
-inline constexpr int kAppSeats = 4;
-inline constexpr std::uint64_t kAppSocketsPerReplica = 64;
-// formats::TcpRegion::bytes_for(kAppSocketsPerReplica, 1 MiB rings): a header page, then per slot
-// a control page and two rings.
-inline constexpr std::uint64_t kAppTcpRegionBytes = 4096 + kAppSocketsPerReplica * (4096 + 2 * (1u << 20));
-
-inline std::string app_seats_config(int seats = kAppSeats) {
-  std::string text;
-  for (int i = 0; i < seats; ++i) {
-    const std::string name = "app" + std::to_string(i);
-    text += "\n[[component]]\nname = \"" + name + "\"\nexternal = true\n"
-            "\n[[channel]]\nname = \"tcp${replica}-" + name + "\"\na = \"tcp\"\nb = \"" + name +
-            "\"\ncapacity = 1024\n"
-            "\n[[region]]\nname = \"tcp${replica}-" + name + "-tcp\"\nbytes = " +
-            std::to_string(kAppTcpRegionBytes) + "\nwriters = [\"tcp\", \"" + name + "\"]\n"
-            "\n[[channel]]\nname = \"udp-" + name + "\"\na = \"udp\"\nb = \"" + name +
-            "\"\ncapacity = 1024\n"
-            "\n[[region]]\nname = \"udp-" + name + "-sockets\"\nbytes = 16384\nwriters = [\"udp\"]\nreaders = [\"" +
-            name + "\"]\n";
-  }
-  return text;
+// A [limits] table declaring `seats` application seats (the rest of [limits] at its defaults): what
+// a configuration built on kStackComponentsConfig appends for programs run with `flotilla run`.
+inline std::string app_seats_config(int seats = 4) {
+  return "\n[limits]\napp_seats = " + std::to_string(seats) + "\n";
 }
 
 // A name fleet of two servers.
@@ -150,28 +130,76 @@ b = "name1"
 capacity = 256
 )";
 
-inline const std::string kDefaultConfig = std::string(R"(# flotilla default configuration: the stack on the embedded network
-# The heartbeat limit is 200 ms, not 50: here the stack shares 2 cores with the programs it serves
-# and their kernel peers, and a loop starved that long is not hung. Crashes are seen at once anyway
-# (through pidfds), whatever the limit.
+// Every key of the single-value tables is given, with what it means: `flotilla config` prints this.
+inline const std::string kDefaultConfig = std::string(R"(# flotilla default configuration: the stack on the embedded network.
+# `flotilla config` prints it; `flotilla up --config FILE` takes an edited copy, and
+# `flotilla up --set TABLE.KEY=VALUE` changes one key of it (e.g. --set limits.app_seats=6).
+
 [supervisor]
+# A component that misses its heartbeat this long is hung, and restarted. 200 ms, not 50: here the
+# stack shares 2 cores with the programs it serves and their kernel peers, and a loop starved that
+# long is not hung. Crashes are seen at once anyway (through pidfds), whatever the limit.
 heartbeat_timeout_ms = 200
+# How long a starting component may take before its first heartbeat is due.
+startup_grace_ms = 2000
+# This many crashes of one component within crash_window_ms mark it failed (no more restarts).
 crash_limit = 5
 crash_window_ms = 10000
+# The restart delay doubles with each recent crash, up to this.
+max_backoff_ms = 500
+# Packet buffers in the shared pool, and the size of each (a power of two, 256-4096).
+pool_buffers = 4096
+buffer_size = 2048
+
+[limits]
+# Application seats: how many programs can run with `flotilla run` at once (0-7). Past it, a
+# program's sockets fail with ENFILE.
+app_seats = 4
+# TCP sockets (listeners and connections) a program can have on each TCP replica. Past it, a new
+# socket fails with EMFILE.
+tcp_sockets_per_seat = 64
+# The send ring and the receive ring of each TCP socket, in bytes (a power of two, at least 4096).
+tcp_ring_bytes = 1048576
+# Messages in flight on each channel between a program and the stack (a power of two).
+seat_channel_capacity = 1024
 
 [network]
+# The driver: af_xdp (the veth below), dpdk or memwire (a shared-memory wire between two stacks).
 driver = "af_xdp"
+# The namespace holding the kernel's stack as the peer.
 namespace = "flo-peer"
+# The veth end Flotilla drives (in the root namespace), and the peer's end in its namespace.
 stack_interface = "flo-stack"
 peer_interface = "flo-peer0"
+# Flotilla's address and the peer's, each with its prefix length.
 stack_address = "10.77.0.2/24"
 peer_address = "10.77.0.1/24"
+# The default route's next hop ("": no default route).
+gateway = ""
+# The memwire driver's shared-memory file, and which side of the wire this stack is ("a" or "b").
+memwire_path = "/dev/shm/flotilla-memwire"
+memwire_side = "a"
+# The DPDK device ("": net_af_packet on stack_interface).
+dpdk_device = ""
+# Link emulation in the driver, e.g. "loss=1%,delay=25ms" ("": none; drivers/impaired_port.hpp).
+impair = ""
+# false: use interfaces that already exist instead of making the namespace and the veth pair.
+create_peer = true
 
 [filter]
+# The packet filter's rules (components/pf).
 rules = """
 pass all
 """
-)") + kStackComponentsConfig + app_seats_config() + kNameFleetConfig;
+
+# The stack's processes. A [[component]] has a name, a binary (beside flotilla-supervisor, or a
+# path), args (${network.KEY}, ${limits.KEY}, ${filter.rules} and, for replicas,
+# ${replica.index} and ${replica.count} are replaced), and optionally core (a CPU), state_bytes
+# (the state kept across its restarts), pool ("read-only"), replicas (that many copies, named
+# NAME0..), role ("name-server") or external (a seat: no binary). A [[channel]] joins components a
+# and b with room for capacity messages; a [[region]] is shared memory of bytes, mapped by its
+# writers and readers. The application seats' are declared from [limits].
+)") + kStackComponentsConfig + kNameFleetConfig;
 
 inline const std::string kEchoChainConfig = std::string(R"(# the echo chain and a name fleet: what the supervisor tests run
 [supervisor]

@@ -84,11 +84,11 @@ void check_filter_rules(const std::filesystem::path& own_dir, const SupervisorCo
   die(first, 2);
 }
 
-int cmd_up(const std::string& config_path) {
+int cmd_up(const std::string& config_path, const std::vector<std::string>& overrides) {
   if (running()) die("already running (supervisor at " + g_socket + ")");
-  // Checked here, so a bad file or a missing privilege is reported to the user directly.
-  auto outcome = config_path.empty() ? parse_config(kDefaultConfig, "<default config>")
-                                     : load_config_file(config_path);
+  // Checked here, so a bad file, a bad override or a missing privilege is reported to the user directly.
+  auto outcome = config_path.empty() ? parse_config(kDefaultConfig, "<default config>", overrides)
+                                     : load_config_file(config_path, overrides);
   if (auto* error = std::get_if<ConfigError>(&outcome)) die(error->message, 2);
   const SupervisorConfig& config = std::get<SupervisorConfig>(outcome);
   if (config.has_network && config.network.create_peer && config.network.driver != "memwire") {
@@ -116,6 +116,7 @@ int cmd_up(const std::string& config_path) {
     ::dup2(log, 2);
     std::vector<std::string> words{supervisor, "--socket", g_socket};
     if (!absolute_config.empty()) words.insert(words.end(), {"--config", absolute_config});
+    for (const std::string& setting : overrides) words.insert(words.end(), {"--set", setting});
     std::vector<char*> argv;
     for (auto& word : words) argv.push_back(word.data());
     argv.push_back(nullptr);
@@ -304,6 +305,14 @@ int main(int argc, char** argv) {
   auto* up = app.add_subcommand("up", "Start the supervisor and every component");
   up->add_option("--config", config_path, "TOML configuration (default: the embedded one)")
       ->check(CLI::ExistingFile);
+  std::vector<std::string> overrides;
+  up->add_option("--set", overrides,
+                 "TABLE.KEY=VALUE: change one key of the configuration (repeatable), e.g. --set limits.app_seats=6; "
+                 "'flotilla config' lists the keys")
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+  auto* config = app.add_subcommand(
+      "config", "Print the default configuration as TOML, with a comment per key (edit a copy for 'up --config')");
   auto* down = app.add_subcommand("down", "Stop every component and the supervisor");
   bool json = false;
   auto* status = app.add_subcommand("status", "Show each component's state");
@@ -353,7 +362,7 @@ int main(int argc, char** argv) {
   demo->add_option("--out", demo_options.out_dir, "Where timeline.svg and report.json go")->capture_default_str();
   demo->add_option("--config", demo_options.config_path,
                    "TOML configuration for 'flotilla up' (default: the embedded one); it needs application "
-                   "seats (recovery::app_seats_config) and its [network] names the peer")
+                   "seats ([limits] app_seats) and its [network] names the peer")
       ->check(CLI::ExistingFile);
   demo->add_option("--interval-ms", demo_options.interval_ms, "Throughput sample period")
       ->capture_default_str()
@@ -381,7 +390,11 @@ int main(int argc, char** argv) {
     demo_options.flotilla = std::filesystem::read_symlink("/proc/self/exe").string();
     return cli::run_demo(demo_options);
   }
-  if (*up) return cmd_up(config_path);
+  if (*up) return cmd_up(config_path, overrides);
+  if (*config) {
+    std::fputs(kDefaultConfig.c_str(), stdout);
+    return 0;
+  }
   if (*down) return cmd_down();
   if (*status) {
     std::fputs(ask(json ? "status-json" : "status").c_str(), stdout);

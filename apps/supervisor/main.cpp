@@ -32,10 +32,13 @@ int main(int argc, char** argv) {
   std::string socket_path = default_socket_path();
   app.add_option("--config", config_path, "TOML configuration (default: the embedded one)");
   app.add_option("--socket", socket_path, "Control socket path")->capture_default_str();
+  std::vector<std::string> overrides;
+  app.add_option("--set", overrides, "TABLE.KEY=VALUE: change one key of the configuration (repeatable)")
+      ->allow_extra_args(false);
   CLI11_PARSE(app, argc, argv);
 
-  ConfigOutcome outcome = config_path.empty() ? parse_config(kDefaultConfig, "<default config>")
-                                              : load_config_file(config_path);
+  ConfigOutcome outcome = config_path.empty() ? parse_config(kDefaultConfig, "<default config>", overrides)
+                                              : load_config_file(config_path, overrides);
   if (auto* error = std::get_if<ConfigError>(&outcome)) {
     std::fprintf(stderr, "flotilla-supervisor: %s\n", error->message.c_str());
     return 2;

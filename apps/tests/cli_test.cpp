@@ -9,11 +9,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "recovery/config.hpp"
 #include "recovery/default_config.hpp"
 
 namespace {
@@ -86,7 +88,7 @@ TEST_F(Cli, NotRunningIsAClearErrorForEveryCommand) {
 }
 
 TEST_F(Cli, EveryCommandHasHelp) {
-  for (const char* command : {"", "up", "down", "status", "events", "top", "names", "counters", "inject"}) {
+  for (const char* command : {"", "up", "down", "status", "events", "top", "names", "counters", "inject", "config"}) {
     const Outcome outcome = run(std::string(command) + " --help");
     EXPECT_EQ(outcome.exit_code, 0) << command;
     EXPECT_TRUE(contains(outcome.output, "Usage")) << command << ": " << outcome.output;
@@ -103,6 +105,59 @@ TEST_F(Cli, BadConfigFileIsRefusedNamingItsLine) {
   EXPECT_TRUE(contains(outcome.output, "bad.toml:3: unknown key 'beats' in [supervisor]")) << outcome.output;
   EXPECT_NE(run("up --config " + (folder_ / "missing.toml").string()).exit_code, 0);
   EXPECT_EQ(run("status").exit_code, 1);  // nothing was started
+}
+
+// `flotilla config` prints what `up` runs by default: it parses back, and every key of the tables
+// of single values has a comment above it.
+TEST_F(Cli, ConfigPrintsTheDefaultWithACommentPerKey) {
+  const Outcome outcome = run("config");
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  auto parsed = flotilla::recovery::parse_config(outcome.output, "flotilla config");
+  ASSERT_TRUE(std::holds_alternative<flotilla::recovery::SupervisorConfig>(parsed))
+      << std::get<flotilla::recovery::ConfigError>(parsed).message;
+  const auto& config = std::get<flotilla::recovery::SupervisorConfig>(parsed);
+  EXPECT_EQ(config.limits.app_seats, 4u);
+  EXPECT_EQ(config.heartbeat_timeout, 200ms);
+
+  std::istringstream lines(outcome.output);
+  std::string line;
+  std::string previous;
+  std::string table;
+  int keys = 0;
+  while (std::getline(lines, line)) {
+    if (line.starts_with("[")) table = line;
+    const bool single_values = table == "[supervisor]" || table == "[limits]" || table == "[network]";
+    const bool key = !line.empty() && line[0] != '#' && line[0] != '[' && line.find(" = ") != std::string::npos;
+    if (single_values && key) {
+      ++keys;
+      // A key right under another shares its comment (a pair such as crash_limit and crash_window_ms).
+      const bool commented = previous.starts_with("#") || previous.find(" = ") != std::string::npos;
+      EXPECT_TRUE(commented) << table << " " << line;
+    }
+    previous = line;
+  }
+  EXPECT_GE(keys, 20);
+}
+
+TEST_F(Cli, UpSetOverridesOneKey) {
+  Outcome outcome = run(up_ + " --set limits.nope=1");
+  EXPECT_EQ(outcome.exit_code, 2);
+  EXPECT_TRUE(contains(outcome.output, "flotilla: --set limits.nope=1: unknown key 'nope' in [limits]")) << outcome.output;
+  outcome = run(up_ + " --set supervisor.crash_limit=many");
+  EXPECT_EQ(outcome.exit_code, 2);
+  EXPECT_TRUE(contains(outcome.output, "--set supervisor.crash_limit=many: 'crash_limit' must be an integer"))
+      << outcome.output;
+  outcome = run(up_ + " --set crash_limit=1");
+  EXPECT_EQ(outcome.exit_code, 2);
+  EXPECT_TRUE(contains(outcome.output, "expected TABLE.KEY=VALUE")) << outcome.output;
+  EXPECT_EQ(run("status").exit_code, 1);  // nothing was started
+
+  // The supervisor runs with the override: one crash is over the limit, so the component fails.
+  outcome = run(up_ + " --set supervisor.crash_limit=1 --set supervisor.crash_window_ms=60000");
+  ASSERT_EQ(outcome.exit_code, 0) << outcome.output;
+  ASSERT_EQ(run("inject middle crash").exit_code, 0);
+  EXPECT_TRUE(events_show("failed    middle#1"));
+  EXPECT_EQ(run("down").exit_code, 0);
 }
 
 TEST_F(Cli, UpInjectWatchAndDown) {

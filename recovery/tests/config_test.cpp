@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "components/formats/tcp_socket_page.hpp"
 #include "recovery/config.hpp"
 #include "recovery/default_config.hpp"
 
@@ -178,10 +179,110 @@ TEST(Config, DefaultConfigurationHasApplicationSeats) {
   const auto& config = std::get<SupervisorConfig>(outcome);
   int seats = 0;
   for (const auto& component : config.components) seats += component.external ? 1 : 0;
-  EXPECT_EQ(seats, kAppSeats);
+  EXPECT_EQ(seats, 4);
+  EXPECT_EQ(config.limits.app_seats, 4u);
   std::set<std::string> channels;
   for (const auto& channel : config.channels) channels.insert(channel.name);
   EXPECT_TRUE(channels.contains("tcp0-app0") && channels.contains("tcp1-app3") && channels.contains("udp-app2"));
+}
+
+// The stack's components without the seats: what [limits] app_seats needs.
+const std::string kReplicasAndUdp =
+    "[[component]]\nname = \"udp\"\nbinary = \"x\"\n"
+    "[[component]]\nname = \"tcp\"\nbinary = \"x\"\nreplicas = 2\nargs = [\"--ring-bytes\", \"${limits.tcp_ring_bytes}\"]\n";
+
+TEST(Config, LimitsDeclareTheSeatsAndSizeTheirRegions) {
+  auto outcome = parse_config("[limits]\napp_seats = 2\ntcp_sockets_per_seat = 8\ntcp_ring_bytes = 8192\n"
+                              "seat_channel_capacity = 64\n" + kReplicasAndUdp,
+                              "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& config = std::get<SupervisorConfig>(outcome);
+  std::set<std::string> seats;
+  for (const auto& component : config.components) {
+    if (component.external) seats.insert(component.name);
+  }
+  EXPECT_EQ(seats, (std::set<std::string>{"app0", "app1"}));
+  EXPECT_EQ(config.components[1].args, (std::vector<std::string>{"--ring-bytes", "8192"}));
+  bool sized = false;
+  for (const auto& region : config.regions) {
+    if (region.name != "tcp1-app1-tcp") continue;
+    sized = true;
+    EXPECT_EQ(region.bytes, formats::TcpRegion::bytes_for(8, 8192));
+    EXPECT_EQ(region.writers, (std::vector<std::string>{"tcp1", "app1"}));
+  }
+  EXPECT_TRUE(sized);
+  for (const auto& channel : config.channels) {
+    EXPECT_EQ(channel.capacity, 64u) << channel.name;
+  }
+  EXPECT_EQ(config.channels.size(), 6u);  // per seat: one to each replica, one to udp
+
+  // Without [limits], no seats; the ring placeholder has its default.
+  outcome = parse_config(kReplicasAndUdp, "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  EXPECT_EQ(std::get<SupervisorConfig>(outcome).components.size(), 3u);
+  EXPECT_EQ(std::get<SupervisorConfig>(outcome).components[1].args,
+            (std::vector<std::string>{"--ring-bytes", "1048576"}));
+}
+
+TEST(Config, BadLimitsAreRefusedNamingKeyAndLine) {
+  EXPECT_EQ(error_of("[limits]\n\napp_seats = 9\n" + kReplicasAndUdp), "test.toml:3: 'app_seats' must be between 0 and 7");
+  EXPECT_EQ(error_of("[limits]\ntcp_ring_bytes = 5000\n" + kReplicasAndUdp),
+            "test.toml:2: 'tcp_ring_bytes' must be a power of two");
+  EXPECT_EQ(error_of("[limits]\ntcp_ring_bytes = 1024\n" + kReplicasAndUdp),
+            "test.toml:2: 'tcp_ring_bytes' must be between 4096 and 1073741824");
+  EXPECT_EQ(error_of("[limits]\ntcp_sockets_per_seat = 0\n" + kReplicasAndUdp),
+            "test.toml:2: 'tcp_sockets_per_seat' must be between 1 and 65536");
+  EXPECT_EQ(error_of("[limits]\ntcp_sockets_per_seat = 4096\ntcp_ring_bytes = 1048576\n" + kReplicasAndUdp),
+            "test.toml:2: 'tcp_sockets_per_seat' sockets of two 'tcp_ring_bytes' rings each need a region over 4 GiB");
+  EXPECT_EQ(error_of("[limits]\nseat_channel_capacity = 100\n" + kReplicasAndUdp),
+            "test.toml:2: 'seat_channel_capacity' must be a power of two");
+  EXPECT_EQ(error_of("[limits]\nseats = 2\n" + kReplicasAndUdp), "test.toml:2: unknown key 'seats' in [limits]");
+  EXPECT_EQ(error_of("[limits]\napp_seats = \"two\"\n" + kReplicasAndUdp), "test.toml:2: 'app_seats' must be an integer");
+  EXPECT_EQ(error_of("limits = 3\n" + kReplicasAndUdp), "test.toml:1: [limits] must be a table");
+  EXPECT_EQ(error_of("[limits]\napp_seats = 1\n[[component]]\nname = \"udp\"\nbinary = \"x\"\n"),
+            "test.toml:2: 'app_seats' needs the TCP replicas (a [[component]] \"tcp\" with 'replicas') and the "
+            "UDP server (\"udp\")");
+}
+
+std::string override_error(std::vector<std::string> overrides) {
+  auto outcome = parse_config(kDefaultConfig, "<default config>", overrides);
+  if (auto* error = std::get_if<ConfigError>(&outcome)) return error->message;
+  return "";
+}
+
+TEST(Config, OverridesChangeOneKeyEach) {
+  const std::vector<std::string> overrides{"limits.app_seats=2", "network.driver=memwire",
+                                           "supervisor.heartbeat_timeout_ms=300", "network.gateway=\"10.77.0.1\""};
+  auto outcome = parse_config(kDefaultConfig, "<default config>", overrides);
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& config = std::get<SupervisorConfig>(outcome);
+  int seats = 0;
+  for (const auto& component : config.components) seats += component.external ? 1 : 0;
+  EXPECT_EQ(seats, 2);
+  EXPECT_EQ(config.network.driver, "memwire");  // a bare word is a string
+  EXPECT_EQ(config.network.gateway, "10.77.0.1");
+  EXPECT_EQ(config.heartbeat_timeout, std::chrono::milliseconds(300));
+  EXPECT_EQ(config.network.stack_address, "10.77.0.2/24");  // the rest as the text has it
+
+  // A key the text lacks is added to its table (the echo chain has no [limits]).
+  outcome = parse_config(kEchoChainConfig, "echo", std::vector<std::string>{"supervisor.pool_buffers=512"});
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  EXPECT_EQ(std::get<SupervisorConfig>(outcome).pool_buffers, 512u);
+}
+
+TEST(Config, BadOverridesAreRefusedNamingTheOverride) {
+  EXPECT_EQ(override_error({"limits.app_seats=abc"}), "--set limits.app_seats=abc: 'app_seats' must be an integer");
+  EXPECT_EQ(override_error({"limits.app_seats=12"}), "--set limits.app_seats=12: 'app_seats' must be between 0 and 7");
+  EXPECT_EQ(override_error({"limits.seats=2"}), "--set limits.seats=2: unknown key 'seats' in [limits]");
+  EXPECT_EQ(override_error({"network.driver=tap"}),
+            "--set network.driver=tap: 'driver' must be \"af_xdp\", \"dpdk\" or \"memwire\"");
+  EXPECT_EQ(override_error({"app_seats=2"}), "--set app_seats=2: expected TABLE.KEY=VALUE (e.g. limits.app_seats=6)");
+  EXPECT_EQ(override_error({"limits.app_seats"}),
+            "--set limits.app_seats: expected TABLE.KEY=VALUE (e.g. limits.app_seats=6)");
+  EXPECT_EQ(override_error({"component.name=x"}),
+            "--set component.name=x: no table 'component' to set (supervisor, network, filter, limits)");
+  EXPECT_EQ(override_error({"limits.app_seats=2", "limits.tcp_ring_bytes=3"}),
+            "--set limits.tcp_ring_bytes=3: 'tcp_ring_bytes' must be between 4096 and 1073741824");
 }
 
 TEST(Config, ReplicatedComponentsExpandWithTheirChannelsAndRegions) {

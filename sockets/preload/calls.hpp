@@ -45,6 +45,12 @@ inline int errno_of(const Error& error, int fallback) {
 // 1: ready; 0: `timeout_ms` passed (-1: none); -1: EINTR, or the socket went away (EBADF).
 int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms);
 
+// A call that waits for something a socket whose stack went down will never get (accept on a
+// listener, a UDP receive): ENETDOWN the first time; then what such a socket does while nothing
+// comes (EAGAIN when non-blocking, else a sleep until `deadline_ns` (0: none) or a signal), so that
+// a server that retries in a loop does not spin. The lock is held on entry and return.
+int fail_after_down(Lock& lock, Socket& socket, std::uint64_t deadline_ns);
+
 // How far a data call that cannot go on has come (see when_stuck).
 struct Progress {
   std::uint64_t deadline;  // of SO_RCVTIMEO/SO_SNDTIMEO (deadline_after), 0 for none

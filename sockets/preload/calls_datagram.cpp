@@ -13,6 +13,7 @@ namespace {
 
 // Opens the socket on the UDP server (any port) when the program sends before binding.
 int ensure_open(Lock& lock, Socket& socket) {
+  if (Runtime::get().gone(socket)) return fail_with(ENETDOWN);
   if (socket.id >= 0) return 0;
   return Runtime::get().open_datagram(lock, socket, 0);
 }
@@ -45,6 +46,7 @@ ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int c
       if (!progress.slept) runtime.counters().io_no_syscall->add();
       return static_cast<ssize_t>((flags & MSG_TRUNC) != 0 ? length : copied);
     }
+    if (runtime.gone(socket)) return fail_after_down(lock, socket, progress.deadline);
     if (const ssize_t next = when_stuck(lock, socket, progress, POLLIN, nonblocking, 0); next != kRetry) return next;
   }
 }

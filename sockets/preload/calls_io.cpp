@@ -49,6 +49,7 @@ std::size_t total_of(const iovec* vectors, int count) {
 int ensure_connected(Lock& lock, Socket& socket, bool nonblocking, int timeout_ms) {
   Runtime& runtime = Runtime::get();
   if (!Runtime::get().owns(socket)) return fail_with(EBADF);
+  if (runtime.gone(socket)) return fail_with(ENETDOWN);
   for (;;) {
     if (socket.state == Socket::State::connected) return 0;
     if (socket.state != Socket::State::connecting) return fail_with(ENOTCONN);
@@ -96,7 +97,7 @@ ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin origi
   Cursor cursor{vectors, count};
   std::size_t done = 0;
   for (;;) {
-    if (runtime.stack_down()) return done > 0 ? static_cast<ssize_t>(done) : fail_with(ENETDOWN);
+    if (runtime.gone(*socket)) return done > 0 ? static_cast<ssize_t>(done) : fail_with(ENETDOWN);
     bool end = false;
     while (!cursor.done()) {
       const std::span<std::byte> space = cursor.current();
@@ -149,7 +150,7 @@ ssize_t transmit(int fd, const iovec* vectors, int count, int flags, const socka
   cursor.advance(0);
   std::size_t done = 0;
   for (;;) {
-    if (runtime.stack_down()) return done > 0 ? static_cast<ssize_t>(done) : fail_with(ENETDOWN);
+    if (runtime.gone(*socket)) return done > 0 ? static_cast<ssize_t>(done) : fail_with(ENETDOWN);
     while (!cursor.done()) {
       const std::span<std::byte> bytes = cursor.current();
       auto sent = runtime.tcp().send(socket->id, bytes);

@@ -63,10 +63,31 @@ void send_options(Socket& socket) {
 
 // Sends one option to the stack when the socket has an id there (otherwise it goes with connect).
 int apply_option(Socket& socket, stack::TcpOption option, std::uint32_t value) {
-  if (socket.id < 0 || !Runtime::get().owns(socket)) return 0;
+  if (socket.id < 0 || !Runtime::get().owns(socket) || Runtime::get().gone(socket)) return 0;
   auto set = Runtime::get().tcp().set_option(socket.id, option, value);
   return set ? 0 : fail_with(errno_of(set.error(), EINVAL));
 }
+
+}  // namespace
+
+int fail_after_down(Lock& lock, Socket& socket, std::uint64_t deadline) {
+  Runtime& runtime = Runtime::get();
+  if (!socket.down_reported) {
+    socket.down_reported = true;
+    return fail_with(ENETDOWN);
+  }
+  if (socket.nonblocking) return fail_with(EAGAIN);
+  for (;;) {
+    const int left = remaining_ms(deadline);
+    if (left == 0) return fail_with(EAGAIN);
+    if (runtime.sleep(lock, [] { return false; }, nullptr, 0, left) < 0) {
+      if (errno == EINTR && deadline == 0 && Runtime::restart_after_signal()) continue;
+      return -1;
+    }
+  }
+}
+
+namespace {
 
 int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   auto [lock, listener] = enter(fd);
@@ -78,7 +99,7 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   const std::uint64_t deadline = deadline_after(listener->receive_timeout_ms);
   int connection = -1;
   for (bool pumped = false;;) {
-    if (runtime.stack_down()) return fail_with(ENETDOWN);
+    if (runtime.gone(*listener)) return fail_after_down(lock, *listener, deadline);
     auto accepted = runtime.tcp().accept(listener->id);
     if (accepted) {
       connection = accepted.value();
@@ -134,6 +155,7 @@ sockets::SocketOptions open_options(const Socket& socket) {
 
 int listen_locked(Lock& lock, Socket& socket, int backlog) {
   Runtime& runtime = Runtime::get();
+  if (runtime.gone(socket)) return fail_with(ENETDOWN);
   const bool pick_port = !socket.bound || socket.bound_port == 0 || socket.port_picked_at_bind;
   const auto queue = static_cast<std::uint16_t>(std::clamp(backlog <= 0 ? 1 : backlog, 1, 65535));
   for (int attempt = 0; attempt < 8; ++attempt) {
@@ -162,13 +184,17 @@ int listen_locked(Lock& lock, Socket& socket, int backlog) {
     (void)runtime.tcp().close(socket.id);
     socket.id = -1;
     socket.state = Socket::State::fresh;
-    if (!(pick_port && error == EADDRINUSE)) return fail_with(error);
+    if (!(pick_port && error == EADDRINUSE)) return fail_with(runtime.past_limit(error));
   }
   return fail_with(EADDRINUSE);
 }
 
 int connect_locked(Lock& lock, Socket& socket, std::uint32_t address, std::uint16_t port) {
   Runtime& runtime = Runtime::get();
+  if (runtime.gone(socket) && socket.state != Socket::State::released) {
+    socket.error_reported = true;
+    return fail_with(ENETDOWN);
+  }
   switch (socket.state) {
     case Socket::State::connecting:
       // The connect after a non-blocking one completed reports the completion, as on Linux
@@ -468,7 +494,10 @@ int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
 int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms) {
   Runtime& runtime = Runtime::get();
   const std::uint64_t deadline = deadline_after(timeout_ms);
-  auto ready = [&] { return (runtime.ready_events(socket) & (events | POLLERR | POLLHUP | POLLNVAL)) != 0; };
+  // A socket whose stack went down is done waiting: its call reports it.
+  auto ready = [&] {
+    return runtime.gone(socket) || (runtime.ready_events(socket) & (events | POLLERR | POLLHUP | POLLNVAL)) != 0;
+  };
   for (;;) {
     if (!Runtime::get().owns(socket) || socket.state == Socket::State::released) return fail_with(EBADF);
     runtime.pump();
@@ -567,6 +596,7 @@ FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
   if (fd < 0) return -1;
   auto socket = std::make_shared<Socket>();
   socket->epoch = runtime.epoch();
+  socket->lease = runtime.lease();
   socket->nonblocking = (type & SOCK_NONBLOCK) != 0;
   if (datagram) {
     socket->protocol = Socket::Protocol::udp;

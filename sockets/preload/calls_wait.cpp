@@ -158,12 +158,7 @@ bool any_socket(int count, const fd_set* readable, const fd_set* writable, const
 // Takes our marks out of the kernel's set once it watches no Flotilla socket: the program's own
 // epoll_wait then goes straight to the kernel, which must not hand it our marks.
 void drop_marks_when_unused(int epfd, EpollSet& set) {
-  if (!set.interests.empty() || !set.wake_added) return;
-  Runtime& runtime = Runtime::get();
-  epoll_event unused{};
-  (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, runtime.wake_fd(), &unused);
-  (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, runtime.lease_fd(), &unused);
-  set.wake_added = false;
+  if (set.interests.empty()) Runtime::get().drop_marks(epfd, set);
 }
 
 // Fills `out` with the ready Flotilla interests of `set` (at most `room`), under the lock.
@@ -277,12 +272,17 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
     if (REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, runtime.wake_fd(), &probe) != 0 && errno != ENOENT) return -1;
     set = runtime.make_epoll(epfd);
   }
-  if (!set->wake_added) {
-    epoll_event wake{EPOLLIN, {.u64 = kWakeMark}};
+  // Marks of a lease that ended left the kernel's set with its descriptors.
+  if (set->marks_lease != runtime.lease()) set->wake_added = false;
+  if (!set->wake_added && !runtime.stack_down()) {
+    // Edge-triggered: each ring of the doorbell wakes each set once. Level-triggered, a thread with
+    // nothing to do would go back to the kernel and out again until another thread drained it.
+    epoll_event wake{EPOLLIN | EPOLLET, {.u64 = kWakeMark}};
     epoll_event lease{EPOLLIN, {.u64 = kLeaseMark}};
     if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, runtime.wake_fd(), &wake) != 0 && errno != EEXIST) return -1;
     if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, runtime.lease_fd(), &lease) != 0 && errno != EEXIST) return -1;
     set->wake_added = true;
+    set->marks_lease = runtime.lease();
   }
   auto found = std::find_if(set->interests.begin(), set->interests.end(), [&](const EpollSet::Interest& interest) {
     return interest.fd == fd && interest.socket == socket;

@@ -50,17 +50,22 @@ Runtime& Runtime::get() {
 bool Runtime::ensure_stack() {
   // A new socket in a fork child: the parent's lease only once the parent is gone.
   if (host_ == nullptr) (void)adopt_parked(false);
-  if (host_ != nullptr && !down_) return true;
-  if (host_ != nullptr) {
-    // The lease ended under us: the program's sockets are gone; it must start again for a new stack.
-    static bool said = false;
-    if (!said) {
-      said = true;
-      std::fprintf(stderr, "flotilla: the stack went down; AF_INET sockets fail with ENETDOWN\n");
-    }
-    errno = ENETDOWN;
+  if (host_ != nullptr && !down_ && !lease_ended()) return true;
+  if (host_ != nullptr && !complained_) {
+    // The lease ended under us: the sockets made on it are gone; new ones work once it is back.
+    complained_ = true;
+    std::fprintf(stderr, "flotilla: the stack went down; its sockets fail with ENETDOWN, and new ones work once "
+                         "it is back\n");
+  }
+  // A stack that is not there is asked again at most once a second.
+  constexpr std::uint64_t kLeaseEveryNs = 1'000'000'000;
+  const std::uint64_t now = monotonic_ns();
+  if (now < next_lease_ns_) {
+    errno = lease_errno_;
     return false;
   }
+  next_lease_ns_ = now + kLeaseEveryNs;
+  lease_errno_ = ENETDOWN;
   const std::string path = control_socket_path();
   auto leased = ComponentHost::lease(path);
   std::string why;
@@ -74,17 +79,20 @@ bool Runtime::ensure_stack() {
     }
     auto attached = sockets::TcpSockets::attach(**leased, channels);
     if (attached) {
+      retire_lease();
+      lease_ = ++leases_made_;
+      next_lease_ns_ = 0;
       host_ = std::move(leased.value());
       tcp_ = std::move(attached.value());
       attach_datagrams(udp_channel);
       register_counters();
       down_ = false;
       owner_ = ::getpid();
-      void* page = ::mmap(nullptr, sizeof(Ownership), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-      if (page != MAP_FAILED) {
-        ownership_ = new (page) Ownership{};
-        ownership_->owner.store(owner_);
+      if (ownership_ == nullptr) {
+        void* page = ::mmap(nullptr, sizeof(Ownership), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (page != MAP_FAILED) ownership_ = new (page) Ownership{};
       }
+      if (ownership_ != nullptr) ownership_->owner.store(owner_);
       // Every connection on one replica (`flotilla demo` crashes the other under the stream).
       if (const char* pinned = std::getenv("FLOTILLA_TCP_REPLICA"); pinned != nullptr && *pinned != '\0') {
         char* end = nullptr;
@@ -104,8 +112,18 @@ bool Runtime::ensure_stack() {
     why = std::string("cannot attach to the TCP replicas: ") + (attached.error().context ? attached.error().context : "");
   } else {
     const Error& error = leased.error();
-    why = error.code == Errc::exhausted ? std::string("every application seat is leased")
-                                        : std::string(error.context ? error.context : "lease refused");
+    if (error.code == Errc::exhausted) {
+      // The seats are a system-wide table, as Linux's open files are: ENFILE.
+      if (!complained_) {
+        complained_ = true;
+        std::fprintf(stderr, "flotilla: every application seat is leased (limits.app_seats; 'flotilla up --set "
+                             "limits.app_seats=N' gives more); AF_INET sockets fail with ENFILE\n");
+      }
+      lease_errno_ = ENFILE;
+      errno = ENFILE;
+      return false;
+    }
+    why = error.context ? error.context : "lease refused";
     if (error.code == Errc::system || error.code == Errc::closed) {
       why = "the stack is not running (no supervisor at " + path + ")";
     }
@@ -116,6 +134,50 @@ bool Runtime::ensure_stack() {
   }
   errno = ENETDOWN;
   return false;
+}
+
+// Whether the supervisor hung up the lease (one poll without waiting): a program that never sleeps
+// in the library learns it here, when it makes a socket.
+bool Runtime::lease_ended() {
+  pollfd lease{lease_fd(), POLLIN, 0};
+  if (REAL(poll)(&lease, 1, 0) <= 0) return false;
+  mark_down();
+  return true;
+}
+
+void Runtime::mark_down() {
+  down_.store(true, std::memory_order_relaxed);
+  for (std::size_t epfd = 0; epfd < epolls_.size(); ++epfd) {
+    if (epolls_[epfd] != nullptr) drop_marks(static_cast<int>(epfd), *epolls_[epfd]);
+  }
+}
+
+void Runtime::drop_marks(int epfd, EpollSet& set) {
+  if (!set.wake_added) return;
+  epoll_event unused{};
+  (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, wake_fd(), &unused);
+  (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, lease_fd(), &unused);
+  set.wake_added = false;
+}
+
+// Before a new lease replaces one that ended: the sockets made on the old one keep their state
+// for the program's calls (ENETDOWN), but their ids, which named its sockets, name nothing now.
+void Runtime::retire_lease() {
+  if (host_ == nullptr) return;
+  for (const auto& socket : sockets_) {
+    if (socket != nullptr && socket->lease == lease_) socket->id = -1;
+  }
+  for (const auto& set : epolls_) {
+    if (set == nullptr) continue;
+    for (EpollSet::Interest& interest : set->interests) {
+      if (interest.socket->lease == lease_) interest.socket->id = -1;
+    }
+  }
+  datagram_sockets_.clear();
+  udp_.reset();
+  tcp_.reset();
+  host_.reset();
+  down_ = false;
 }
 
 void Runtime::register_counters() {
@@ -194,7 +256,7 @@ int Runtime::open_datagram(Lock& lock, Socket& socket, std::uint16_t port) {
 
 std::uint64_t Runtime::arrivals(Socket& socket) {
   if (socket.udp()) return socket.datagrams != nullptr ? socket.datagrams->tail : 0;
-  const bool live = socket.id >= 0 && owns(socket) && socket.state == Socket::State::connected;
+  const bool live = socket.id >= 0 && owns(socket) && !gone(socket) && socket.state == Socket::State::connected;
   return live ? tcp_->info(socket.id).bytes_received : 0;
 }
 
@@ -288,7 +350,7 @@ void Runtime::forget(int fd) {
 }
 
 void Runtime::release(Socket& socket) {
-  const bool ours = holds(socket) && tcp_ != nullptr && socket.id >= 0;
+  const bool ours = holds(socket) && tcp_ != nullptr && socket.id >= 0 && socket.lease == lease_;
   if (ours && socket.udp()) {
     (void)udp_->close(static_cast<std::uint32_t>(socket.id));
     datagram_sockets_[static_cast<std::size_t>(socket.id)] = nullptr;
@@ -302,14 +364,27 @@ void Runtime::release(Socket& socket) {
 
 int Runtime::socket_error(Socket& socket) {
   if (!owns(socket)) return EBADF;  // inherited over fork: the parent's, not ours
-  if (down_) return ENETDOWN;
+  if (gone(socket)) return ENETDOWN;
   if (socket.udp()) return socket.udp_error;
-  return socket.id >= 0 && tcp_ != nullptr ? tcp_->error(socket.id) : 0;
+  return socket.id >= 0 && tcp_ != nullptr ? past_limit(tcp_->error(socket.id)) : 0;
+}
+
+int Runtime::past_limit(int error) {
+  if (error == EMFILE && !said_sockets_limit_) {
+    said_sockets_limit_ = true;
+    std::fprintf(stderr, "flotilla: a TCP replica has no socket left for this program (limits.tcp_sockets_per_seat; "
+                         "'flotilla up --set limits.tcp_sockets_per_seat=N' gives more); new TCP sockets fail with "
+                         "EMFILE\n");
+  }
+  return error;
 }
 
 std::uint32_t Runtime::ready_events(Socket& socket) {
   constexpr std::uint32_t kBroken = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP;
-  if (!owns(socket) || down_) return kBroken;
+  if (!owns(socket)) return kBroken;
+  // A stack that went down: a listener and a UDP socket get nothing more (they stop being ready,
+  // so that no server spins on them); a connection is over.
+  if (gone(socket)) return socket.state == Socket::State::listening || socket.udp() ? 0 : POLLERR | POLLHUP;
   if (socket.udp()) {
     if (socket.state == Socket::State::released) return POLLNVAL;
     const bool waiting = socket.datagrams != nullptr && !socket.datagrams->empty();
@@ -353,12 +428,40 @@ void Runtime::disarm() {
   if (sleepers_ == 0) host_->disarm_wake();
 }
 
+namespace {
+
+// A thread's epoll set for poll-style sleeps (Runtime::thread_wake_set).
+struct WakeSet {
+  int fd = -1;
+  pid_t process = 0;
+  int wake = -1;
+  std::uint64_t lease = 0;
+  ~WakeSet() {
+    if (fd >= 0 && process == ::getpid()) REAL(close)(fd);
+  }
+};
+thread_local WakeSet t_wake_set;
+
+}  // namespace
+
+Runtime::StackMarks Runtime::stack_marks() {
+  // A child took the lease over: its to drain. A lease that ended is hung up: always ready.
+  if (host_ == nullptr || stack_down()) return {};
+  StackMarks marks;
+  marks.lease = lease_fd();
+  if (!still_owner()) return marks;
+  const int set = thread_wake_set();
+  marks.wake = set >= 0 ? set : wake_fd();
+  marks.wake_is_set = set >= 0;
+  return marks;
+}
+
 int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
-                             WakeReason& reason) {
+                             const StackMarks& marks, WakeReason& reason) {
   thread_local std::vector<pollfd> all;
   all.assign(kernel, kernel + kernel_count);
-  all.push_back(pollfd{still_owner() ? wake_fd() : -1, POLLIN, 0});  // a child took it over: its to drain
-  all.push_back(pollfd{lease_fd(), POLLIN, 0});
+  all.push_back(pollfd{marks.wake, POLLIN, 0});
+  all.push_back(pollfd{marks.lease, POLLIN, 0});
   timespec limit{};
   timespec* limit_pointer = nullptr;
   if (timeout_ms >= 0) {
@@ -370,7 +473,38 @@ int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeo
   for (std::size_t i = 0; i < kernel_count; ++i) kernel[i].revents = all[i].revents;
   reason.woken = all[kernel_count].revents != 0;
   reason.lease_gone = all[kernel_count + 1].revents != 0;
+  if ((all[kernel_count].revents & POLLNVAL) != 0 && marks.wake_is_set) {
+    t_wake_set.fd = -1;  // the program closed it: a new one next time
+  } else if (reason.woken && marks.wake_is_set) {
+    epoll_event edge{};
+    (void)REAL(epoll_pwait)(marks.wake, &edge, 1, 0, nullptr);  // taken, so the set is quiet until the next ring
+  }
   return ready == 0 ? 0 : 1;
+}
+
+// The calling thread's own epoll set holding the wake eventfd edge-triggered, for poll-style
+// sleeps: readable once per ring of the doorbell, where the eventfd itself stays readable until
+// the last sleeper drains it (a thread with nothing to do would go in and out of the kernel until
+// then). -1 when it cannot be made: the eventfd then.
+int Runtime::thread_wake_set() {
+  WakeSet& set = t_wake_set;
+  if (set.fd >= 0 && set.process == owner_ && set.wake == wake_fd() && set.lease == lease_) return set.fd;
+  // One made before a fork is shared with the parent (taking an edge would take the parent's): a
+  // child leaves it alone. One of an earlier lease of this process is closed.
+  if (set.fd >= 0 && set.process == owner_) REAL(close)(set.fd);
+  set = WakeSet{};
+  const int fd = ::epoll_create1(EPOLL_CLOEXEC);
+  if (fd < 0) return -1;
+  epoll_event wake{EPOLLIN | EPOLLET, {.u64 = 0}};
+  if (REAL(epoll_ctl)(fd, EPOLL_CTL_ADD, wake_fd(), &wake) != 0) {
+    REAL(close)(fd);
+    return -1;
+  }
+  set.fd = fd;
+  set.process = owner_;
+  set.wake = wake_fd();
+  set.lease = lease_;
+  return fd;
 }
 
 void Runtime::after_fork_child() {
@@ -378,7 +512,7 @@ void Runtime::after_fork_child() {
   // it and marks every socket it inherited as not its own, until the parent is gone (owns()).
   if (host_ != nullptr) {
     parked_ = Parked{std::move(host_), std::move(tcp_),  std::move(udp_),
-                     std::move(datagram_sockets_), epoch_, owner_, ownership_,
+                     std::move(datagram_sockets_), epoch_, lease_, owner_, ownership_,
                      ownership_ != nullptr ? ownership_->uses.load() : 0};
   }
   ownership_ = nullptr;
@@ -443,6 +577,7 @@ bool Runtime::adopt_parked(bool from_living_parent) {
   udp_ = std::move(parked_.udp);
   datagram_sockets_ = std::move(parked_.datagram_sockets);
   epoch_ = parked_.epoch;
+  lease_ = parked_.lease;
   parked_ = Parked{};
   register_counters();
   return true;

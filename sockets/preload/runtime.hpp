@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -71,6 +72,8 @@ struct Socket {
   State state = State::fresh;  // UDP: fresh, then connected once it has a default peer
   int id = -1;                // TcpSockets id once connecting or listening; UdpSockets id once opened
   std::uint64_t epoch = 0;    // Runtime::epoch at creation: another value means inherited over fork
+  std::uint64_t lease = 0;    // Runtime::lease at creation: another value means its stack went down since
+  bool down_reported = false;  // a listener whose stack went down: accept said ENETDOWN once
   int fd_refs = 0;            // descriptors naming it; the last close releases it
   bool nonblocking = false;   // O_NONBLOCK, per open file description like Linux
   bool bound = false;
@@ -119,6 +122,7 @@ struct EpollSet {
   };
   std::vector<Interest> interests;
   bool wake_added = false;  // the wake eventfd and lease descriptor are in the kernel's set
+  std::uint64_t marks_lease = 0;  // the lease whose descriptors those are
   std::uint32_t calls = 0;  // to look at the kernel's set now and then while ours are ready
   std::size_t next = 0;     // where the next look starts (fairness when few events fit)
 };
@@ -153,10 +157,16 @@ class Runtime {
 
   LibraryMutex& mutex() { return mutex_; }
 
-  // Leases a slot on first use. false (errno set, one line on stderr the first time) when the
-  // stack is not running. Under the lock.
+  // Leases a slot on first use, and again once the stack is back after it went down (at most once
+  // a second). false (errno set, one line on stderr the first time) when the stack is not running.
+  // Under the lock.
   bool ensure_stack();
   bool stack_down() const { return down_.load(std::memory_order_relaxed); }
+  // Which lease this is (a new one after the stack came back); 0 before the first.
+  std::uint64_t lease() const { return lease_; }
+  // Whether `socket`'s stack went away: the lease ended, or the socket was made on an earlier one.
+  // Its id then names nothing: its calls fail with ENETDOWN.
+  bool gone(const Socket& socket) const { return stack_down() || socket.lease != lease_; }
   sockets::TcpSockets& tcp() { return *tcp_; }
   // nullptr when the slot has no channel to the UDP server.
   sockets::UdpSockets* udp() { return udp_.get(); }
@@ -190,6 +200,9 @@ class Runtime {
   std::uint32_t ready_events(Socket& socket);
   // The socket's errno (0 when none), the stack being gone included.
   int socket_error(Socket& socket);
+  // `error` as a call's errno; when it says a limit of the stack's configuration was reached
+  // (EMFILE: a replica has no socket page left for this program), one line on stderr the first time.
+  int past_limit(int error);
 
   // Sleeps in the kernel until the stack sends us something (the wake eventfd), the lease ends,
   // `kernel_wait` returns for its own reasons, or a signal arrives. The protocol: raise the
@@ -233,9 +246,10 @@ class Runtime {
   int sleep(Lock& lock, Ready&& ready, pollfd* kernel, std::size_t kernel_count, int timeout_ms,
             const sigset_t* mask = nullptr, bool* waited = nullptr) {
     WakeReason reason{};
+    const StackMarks marks = stack_marks();  // under the lock: a new lease may replace the host meanwhile
     const int outcome = sleep_with(lock, ready, [&] {
       if (waited != nullptr) *waited = true;
-      return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, reason);
+      return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, marks, reason);
     });
     note_wake(reason);
     return outcome;
@@ -253,8 +267,12 @@ class Runtime {
 
   int wake_fd() const { return host_ ? host_->wake_fd() : -1; }
   int lease_fd() const { return host_ ? host_->lease_fd() : -1; }
-  // The stack's lease ended (the supervisor is gone): every socket fails with ENETDOWN.
-  void mark_down() { down_.store(true, std::memory_order_relaxed); }
+  // The stack's lease ended (the supervisor is gone): every socket fails with ENETDOWN, and the
+  // lease descriptor (hung up, so always ready) leaves every kernel epoll set and every sleep.
+  // Under the lock.
+  void mark_down();
+  // Takes the wake and lease descriptors out of the kernel's epoll set `epfd`.
+  void drop_marks(int epfd, EpollSet& set);
 
   // Registered with atexit on the first lease: lets the replicas deliver what is still queued.
   void drain_sends_at_exit();
@@ -277,8 +295,18 @@ class Runtime {
   void attach_datagrams(const std::string& channel);
   bool adopt_parked(bool from_living_parent);
   void register_counters();
+  bool lease_ended();
+  void retire_lease();
+  // The stack's descriptors a poll-style sleep watches besides the program's (-1: none).
+  struct StackMarks {
+    int wake = -1;
+    bool wake_is_set = false;  // `wake` is this thread's epoll set (thread_wake_set), not the eventfd
+    int lease = -1;
+  };
+  StackMarks stack_marks();
   int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
-                      WakeReason& reason);
+                      const StackMarks& marks, WakeReason& reason);
+  int thread_wake_set();
 
   LibraryMutex mutex_;
   std::unique_ptr<ComponentHost> host_;
@@ -289,6 +317,11 @@ class Runtime {
   NamedCounter unregistered_{};  // where counts go before a lease exists
   std::atomic<bool> down_{false};  // set by a sleeper that saw the lease end, without the lock
   bool complained_ = false;
+  bool said_sockets_limit_ = false;
+  std::uint64_t lease_ = 0;
+  std::uint64_t leases_made_ = 0;
+  std::uint64_t next_lease_ns_ = 0;  // a failed lease is tried again from then on
+  int lease_errno_ = ENETDOWN;       // what socket() says until then
   std::uint64_t spin_ns_ = 0;
   int sleepers_ = 0;
   std::uint64_t epoch_ = 1;
@@ -315,6 +348,7 @@ class Runtime {
     std::unique_ptr<sockets::UdpSockets> udp;
     std::vector<Socket*> datagram_sockets;
     std::uint64_t epoch = 0;
+    std::uint64_t lease = 0;
     pid_t owner = -1;
     Ownership* ownership = nullptr;
     std::uint64_t uses_at_fork = 0;

@@ -12,6 +12,17 @@
 //   preload_probe daemon|daemon-wait ADDRESS ECHO_PORT RESULT_FILE   daemon(3), or fork with the
 //                                 parent waiting for the child, with a connected socket
 //   preload_probe outlive ADDRESS ECHO_PORT               blocks in read until the stack goes down
+//   preload_probe limits PORT READY_FILE                 listens until a replica has no socket left
+//                                 (EMFILE), then creates READY_FILE and holds its seat until SIGINT
+//   preload_probe seatless                               socket() while every seat is leased (ENFILE)
+//   preload_probe stack-down accept|epoll PORT STATE_FILE   a server waiting in accept (or in
+//                                 epoll_wait on its listener) while the stack goes down; on SIGUSR1
+//                                 (the stack is back) it listens on PORT+1 and echoes one connection.
+//                                 STATE_FILE says "listening PID", then "back"
+//   preload_probe threaded-echo epoll|blocking PORT      memcached's shape: the main thread in
+//                                 epoll_wait on the listener, a worker thread in epoll_wait on the
+//                                 one accepted connection (or in blocking reads), which it echoes
+//                                 until EOF
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <errno.h>
@@ -669,6 +680,140 @@ int run_down() {
   return g_failures == 0 ? 0 : 1;
 }
 
+void write_state(const char* file, const std::string& state) {
+  FILE* out = std::fopen(file, "w");
+  if (out == nullptr) return;
+  std::fputs(state.c_str(), out);
+  std::fclose(out);
+}
+
+volatile sig_atomic_t g_back = 0;
+
+int listen_any(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  const sockaddr_in address = address_of("0.0.0.0", port);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 || listen(fd, 8) != 0) {
+    const int error = errno;
+    close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
+}
+
+// Run with [limits] tcp_sockets_per_seat = 2: two listeners take every page of both replicas.
+int run_limits(int port, const char* ready_file) {
+  const char* name = "limits";
+  bool good = check(listen_any(port) >= 0, name, "first listener");
+  good = good && check(listen_any(port + 1) >= 0, name, "second listener");
+  good = good && check(listen_any(port + 2) == -1 && errno == EMFILE, name, "third listener must fail with EMFILE");
+  good = good && check(listen_any(port + 3) == -1 && errno == EMFILE, name, "fourth listener must fail with EMFILE");
+  if (good) passed(name);
+  write_state(ready_file, "ready");
+  pause();
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_seatless() {
+  const char* name = "seatless";
+  const bool refused = check(socket(AF_INET, SOCK_STREAM, 0) == -1 && errno == ENFILE, name,
+                             "socket() must fail with ENFILE");
+  const bool refused_again = check(socket(AF_INET, SOCK_DGRAM, 0) == -1 && errno == ENFILE, name, "second socket()");
+  if (refused && refused_again) passed(name);
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_stack_down(bool epoll, int port, const char* state_file) {
+  const char* name = epoll ? "stack-down-epoll" : "stack-down-accept";
+  struct sigaction action {};
+  action.sa_handler = [](int) { g_back = 1; };
+  sigaction(SIGUSR1, &action, nullptr);  // no SA_RESTART: the wait ends with EINTR
+  const int listener = listen_any(port);
+  if (!check(listener >= 0, name, "listen")) return 1;
+  write_state(state_file, "listening " + std::to_string(getpid()));
+  bool good = true;
+  if (!epoll) {
+    good = check(accept(listener, nullptr, nullptr) == -1 && errno == ENETDOWN, name, "accept must fail with ENETDOWN");
+    // Again, as a server that retries would: now it waits (for nothing) instead of failing at once.
+    good = good && check(accept(listener, nullptr, nullptr) == -1 && errno == EINTR && g_back == 1, name,
+                         "the second accept must wait until the signal");
+  } else {
+    const int set = epoll_create1(0);
+    epoll_event event{EPOLLIN, {.fd = listener}};
+    good = check(epoll_ctl(set, EPOLL_CTL_ADD, listener, &event) == 0, name, "epoll_ctl");
+    int wakes = 0;
+    while (good && g_back == 0) {
+      epoll_event ready[4];
+      const int count = epoll_wait(set, ready, 4, -1);
+      if (count < 0) {
+        good = check(errno == EINTR, name, "epoll_wait");
+        break;
+      }
+      // A listener whose stack went down is not ready: a wake-up is at most a stale one, and a
+      // second would be the spin.
+      good = check(++wakes <= 1, name, "epoll_wait keeps reporting the listener");
+      if (accept4(listener, nullptr, nullptr, SOCK_NONBLOCK) >= 0) good = check(false, name, "accept on a stack that is down");
+    }
+    close(set);
+  }
+  close(listener);
+  if (!good) return 1;
+  // The stack is back: a new socket works on it (leased again).
+  int fresh = -1;
+  for (int attempt = 0; attempt < 50 && fresh < 0; ++attempt) {
+    fresh = listen_any(port + 1);
+    if (fresh < 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!check(fresh >= 0, name, "listen once the stack is back")) return 1;
+  write_state(state_file, "back");
+  const int connection = accept(fresh, nullptr, nullptr);
+  if (!check(connection >= 0, name, "accept once the stack is back")) return 1;
+  char buffer[4096];
+  for (ssize_t got; (got = read(connection, buffer, sizeof(buffer))) > 0;) {
+    if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) return 1;
+  }
+  close(connection);
+  close(fresh);
+  passed(name);
+  return g_failures == 0 ? 0 : 1;
+}
+
+int run_threaded_echo(bool blocking, int port) {
+  const char* name = "threaded-echo";
+  const int listener = listen_any(port);
+  if (!check(listener >= 0, name, "listen")) return 1;
+  const int main_set = epoll_create1(0);
+  epoll_event interest{EPOLLIN, {.fd = listener}};
+  if (!check(epoll_ctl(main_set, EPOLL_CTL_ADD, listener, &interest) == 0, name, "epoll_ctl")) return 1;
+  std::thread worker;
+  for (;;) {
+    epoll_event ready{};
+    const int count = epoll_wait(main_set, &ready, 1, -1);
+    if (count < 0 && errno == EINTR) continue;
+    if (!check(count >= 0, name, "epoll_wait on the listener")) return 1;
+    const int connection = count == 1 ? accept4(listener, nullptr, nullptr, blocking ? 0 : SOCK_NONBLOCK) : -1;
+    if (connection < 0 || worker.joinable()) continue;
+    worker = std::thread([connection, name, blocking] {
+      const int set = epoll_create1(0);
+      epoll_event event{EPOLLIN, {.fd = connection}};
+      if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
+      char buffer[4096];
+      for (;;) {
+        epoll_event ready{};
+        if (!blocking && epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
+        const ssize_t got = read(connection, buffer, sizeof(buffer));
+        if (got < 0 && errno == EAGAIN) continue;
+        if (got <= 0) break;
+        if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
+      }
+      close(connection);
+      passed(name);
+      _exit(g_failures == 0 ? 0 : 1);  // the main thread stays in its epoll_wait
+    });
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -690,12 +835,16 @@ int main(int argc, char** argv) {
     return run_daemon(argv[2], std::atoi(argv[3]), argv[4], mode == "daemon-wait");
   }
   if (mode == "outlive" && argc == 4) return run_outlive(argv[2], std::atoi(argv[3]));
+  if (mode == "limits" && argc == 4) return run_limits(std::atoi(argv[2]), argv[3]);
+  if (mode == "seatless") return run_seatless();
+  if (mode == "threaded-echo" && argc == 4) return run_threaded_echo(std::string(argv[2]) == "blocking", std::atoi(argv[3]));
+  if (mode == "stack-down" && argc == 5) return run_stack_down(std::string(argv[2]) == "epoll", std::atoi(argv[3]), argv[4]);
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
     const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
   }
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless\n");
   return 2;
 }

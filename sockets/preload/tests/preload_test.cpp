@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -268,6 +270,154 @@ TEST_F(PreloadStack, StackGoingDownFailsBlockedCallsWithEnetdown) {
   }
   EXPECT_NE(output.find("ok outlive"), std::string::npos) << output;
   EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+}
+
+// CPU time (user + system) process `pid` has used, in milliseconds; -1 when it cannot be read.
+long cpu_ms(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const std::size_t after_name = text.rfind(')');
+  if (after_name == std::string::npos) return -1;
+  std::istringstream fields(text.substr(after_name + 2));
+  std::string field;
+  long user = 0, system = 0;
+  for (int index = 3; fields >> field; ++index) {  // field 3 is the state; 14 and 15 are utime, stime
+    if (index == 14) user = std::stol(field);
+    if (index == 15) system = std::stol(field);
+  }
+  return (user + system) * 1000 / ::sysconf(_SC_CLK_TCK);
+}
+
+// The stack goes down under a server waiting in accept (or in epoll_wait on its listener): it gets
+// a clean error (accept: ENETDOWN once; epoll: the listener stops being ready), does not spin while
+// the stack is away, and once the stack is back (same control socket) a new listener of the same
+// program serves a kernel client.
+TEST_F(PreloadStack, StackDownUnderAWaitingServerThenBack) {
+  const std::filesystem::path config = std::filesystem::path(stack_.socket_path()).parent_path() / "stack.toml";
+  for (const std::string mode : {"accept", "epoll"}) {
+    const std::string state_file = "/tmp/flotilla-probe-stack-down-" + std::to_string(::getpid());
+    std::filesystem::remove(state_file);
+    const auto state = [&] {
+      std::ifstream in(state_file);
+      std::string line;
+      std::getline(in, line);
+      return line;
+    };
+    BackgroundCommand probe(run_argv({probe_path(), "stack-down", mode, std::to_string(kProbeServerPort), state_file}));
+    const bool listening = wait_for([&] { return state().starts_with("listening "); }, std::chrono::seconds(10));
+    if (!listening) {
+      ADD_FAILURE() << mode << ": " << probe.finish(true);
+      return;
+    }
+    const pid_t pid = std::stoi(state().substr(10));
+    std::this_thread::sleep_for(200ms);  // in its wait
+    ASSERT_EQ(stack_.cli("down").exit_code, 0);
+    std::this_thread::sleep_for(200ms);  // it noticed
+    const long before = cpu_ms(pid);
+    std::this_thread::sleep_for(2s);
+    const long used = cpu_ms(pid) - before;
+    // A spin check: a waiting server uses almost nothing, a spinning one all of a CPU.
+    EXPECT_GE(before, 0);
+    EXPECT_LT(used, 200) << mode << ": " << used << " ms of CPU in 2 s with the stack down";
+    const CommandOutcome up = stack_.cli("up --config " + config.string());
+    ASSERT_EQ(up.exit_code, 0) << up.output;
+    ASSERT_TRUE(wait_for([&] { return stack_.counter("driver", "rx_frames") >= 0; }, std::chrono::seconds(10)));
+    ::kill(pid, SIGUSR1);
+    const bool back = wait_for([&] { return state() == "back"; }, std::chrono::seconds(15));
+    const bool echoed = back && in_namespace(names_.peer_namespace, [&] {
+      return kernel_echo_client(names_.stack_address, kProbeServerPort + 1, 20'000);
+    });
+    const std::string output = probe.finish(!echoed);
+    std::filesystem::remove(state_file);
+    EXPECT_TRUE(back) << mode << ": " << output;
+    EXPECT_TRUE(echoed) << mode << ": " << output;
+    EXPECT_NE(output.find("ok stack-down-" + mode), std::string::npos) << output;
+    EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+  }
+}
+
+// Two threads each asleep in epoll_wait on their own sockets (memcached -t 1's shape): a message
+// for one wakes each at most once. The wake eventfd was level-triggered in every set: a thread with
+// nothing to do went straight back to the kernel and out again until the other drained it, some
+// thousand kernel waits per request at 100% CPU.
+// The same with the worker in blocking reads (a poll-style sleep) beside the listener's epoll_wait.
+class PreloadThreads : public PreloadStack, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(PreloadThreads, AsleepThreadsWakeOncePerMessage) {
+  BackgroundCommand probe(run_argv({probe_path(), "threaded-echo", GetParam(), std::to_string(kProbeServerPort)}));
+  constexpr int kRounds = 200;
+  std::int64_t before = -1;
+  const bool echoed = in_namespace(names_.peer_namespace, [&] {
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+      fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in target{};
+      target.sin_family = AF_INET;
+      target.sin_port = htons(kProbeServerPort);
+      ::inet_pton(AF_INET, names_.stack_address.c_str(), &target.sin_addr);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
+        ::close(fd);
+        fd = -1;
+        std::this_thread::sleep_for(100ms);
+      }
+    }
+    if (fd < 0) return false;
+    timeval limit{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    bool good = true;
+    for (int round = 0; round <= kRounds && good; ++round) {
+      if (round == 1) before = stack_.counter("app0", "waits_in_kernel");  // the worker runs
+      const std::string request = "request " + std::to_string(round);
+      std::string reply(request.size(), '\0');
+      good = ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()) &&
+             ::recv(fd, reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) && reply == request;
+    }
+    ::close(fd);
+    return good;
+  });
+  const std::int64_t waits = stack_.counter("app0", "waits_in_kernel") - before;
+  const std::string output = probe.finish(!echoed);
+  ASSERT_TRUE(echoed) << output;
+  ASSERT_GE(before, 0);
+  // A round trip wakes the worker for the request and maybe for the acknowledgement of the reply;
+  // the listener's thread at most as often.
+  EXPECT_LT(waits, 10 * kRounds) << GetParam() << ": " << waits << " kernel waits for " << kRounds << " round trips";
+  EXPECT_NE(output.find("ok threaded-echo"), std::string::npos) << output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, PreloadThreads, ::testing::Values("epoll", "blocking"));
+
+// A stack with one seat and two TCP sockets per replica for it: past each limit the call fails with
+// Linux's errno, and the program is told once on stderr.
+TEST(PreloadLimits, PastALimitTheCallFailsWithLinuxErrnoAndOneLine) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, AF_XDP)";
+  const StackNames names = unique_names();
+  RunningStack stack;
+  ASSERT_EQ(stack.start(names, stack_config(names, "pass all", "\n[limits]\napp_seats = 1\ntcp_sockets_per_seat = 2\n")), "");
+  const auto run_argv = [&](std::vector<std::string> command) {
+    std::vector<std::string> argv = {build_root() + "/apps/flotilla", "--socket", stack.socket_path(), "run", "--"};
+    argv.insert(argv.end(), command.begin(), command.end());
+    return argv;
+  };
+  const std::string ready_file = "/tmp/flotilla-probe-limits-" + std::to_string(::getpid());
+  std::filesystem::remove(ready_file);
+  BackgroundCommand holder(run_argv({probe_path(), "limits", std::to_string(kProbeServerPort), ready_file}));
+  const bool ready = wait_for([&] { return std::filesystem::exists(ready_file); }, std::chrono::seconds(30));
+  std::string seatless_output;
+  if (ready) {
+    BackgroundCommand seatless(run_argv({probe_path(), "seatless"}));
+    seatless_output = seatless.finish();
+  }
+  const std::string output = holder.finish(true);
+  std::filesystem::remove(ready_file);
+  stack.stop();
+  ASSERT_TRUE(ready) << output;
+  EXPECT_NE(output.find("ok limits"), std::string::npos) << output;
+  EXPECT_EQ(count_of(output, "flotilla: "), 1u) << output;
+  EXPECT_NE(output.find("limits.tcp_sockets_per_seat"), std::string::npos) << output;
+  EXPECT_NE(seatless_output.find("ok seatless"), std::string::npos) << seatless_output;
+  EXPECT_EQ(count_of(seatless_output, "flotilla: "), 1u) << seatless_output;
+  EXPECT_NE(seatless_output.find("limits.app_seats"), std::string::npos) << seatless_output;
 }
 
 }  // namespace
