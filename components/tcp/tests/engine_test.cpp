@@ -714,12 +714,55 @@ TEST(Restart, ASecondEngineOverTheTableResetsEverySynchronizedPeer) {
   EXPECT_EQ(p.server.counter("reset_at_restart"), 3u);
 }
 
+// The SYN `host` sent from `port`: its sequence number and timestamp value.
+std::pair<std::uint32_t, std::uint32_t> syn_sent(const Host& host, std::uint16_t port) {
+  for (const auto& bytes : host.sent_log) {
+    auto copy = bytes;
+    const auto segment = wire::TcpSegment::unchecked(copy);
+    if (segment.source_port() != port || !segment.has_flags(wire::kTcpSyn)) continue;
+    const auto options = wire::parse_tcp_options(segment.options());
+    if (!options || !options->timestamps) break;
+    return {segment.sequence(), options->timestamps->first};
+  }
+  ADD_FAILURE() << "no SYN with timestamps from port " << port;
+  return {0, 0};
+}
+
+TEST(Restart, TheSecretStaysInTheTable) {
+  // No secret in the settings: the first engine draws one, and its successors over the same table
+  // keep it, so the ISN function and the timestamp offset stay the same.
+  EngineSettings settings = test_settings();
+  settings.secret[0] = settings.secret[1] = 0;
+  for (const RestorePolicy policy : {RestorePolicy::reset, RestorePolicy::resume}) {
+    Network network(1, LinkConfig{});
+    Host host(network, kClient, settings, 0);
+    host.log_segments = true;
+    Endpoint* first = host.connect(kNobody, 40000, kPort);
+    ASSERT_NE(first, nullptr);
+    const auto before = syn_sent(host, 40000);
+    host.engine().abort(first->handle, network.now());
+    host.restart(network.now(), policy);
+    host.restart(network.now(), policy);
+    host.sent_log.clear();
+    ASSERT_NE(host.connect(kNobody, 40000, kPort), nullptr);
+    const auto after = syn_sent(host, 40000);
+    EXPECT_EQ(after.first, before.first) << "same ISN for the same tuple at the same time";
+    EXPECT_EQ(after.second, before.second) << "same timestamp offset";
+    // A fresh table draws another secret.
+    Host other(network, kClient, settings, 0);
+    other.log_segments = true;
+    ASSERT_NE(other.connect(kNobody, 40000, kPort), nullptr);
+    const auto fresh = syn_sent(other, 40000);
+    EXPECT_NE(fresh.second, before.second);
+  }
+}
+
 TEST(Restart, AGarbageTableIsIgnored) {
   Pair p;
   EngineSettings settings = test_settings();
-  std::vector<std::byte> memory(Engine::table_bytes(settings.max_connections) + 64);
+  std::vector<std::byte> memory(Engine::table_bytes(settings) + 64);
   auto* base = memory.data() + (64 - reinterpret_cast<std::uintptr_t>(memory.data()) % 64) % 64;
-  std::span<std::byte> table(base, Engine::table_bytes(settings.max_connections));
+  std::span<std::byte> table(base, Engine::table_bytes(settings));
   std::mt19937_64 rng(5);
   for (auto& b : table) b = static_cast<std::byte>(rng());
   NamedCounterTable counters;

@@ -163,6 +163,9 @@ void run_seed(std::uint64_t seed) {
   EXPECT_FALSE(c->failed) << "client error " << c->error;
   EXPECT_FALSE(v.failed) << "server error " << v.error;
   EXPECT_EQ(client.oversize_segments + server.oversize_segments, 0u) << "segments larger than the MTU";
+  // Publish before send: the table covered every segment when it left.
+  EXPECT_EQ(client.uncovered_segments, 0u) << client.first_uncovered;
+  EXPECT_EQ(server.uncovered_segments, 0u) << server.first_uncovered;
   // A sender that keeps to the windows it was given never finds the receiver's ring full.
   EXPECT_EQ(client.counter("receive_overflow") + server.counter("receive_overflow"), 0u);
   EXPECT_EQ(c->received, s.download);
@@ -288,6 +291,8 @@ void run_many(std::uint64_t seed) {
   }
   EXPECT_EQ(received, uploaded);
   EXPECT_EQ(client.oversize_segments + server.oversize_segments, 0u);
+  EXPECT_EQ(client.uncovered_segments, 0u) << client.first_uncovered;
+  EXPECT_EQ(server.uncovered_segments, 0u) << server.first_uncovered;
   network.run([] { return false; }, network.now() + 2 * settings.time_wait_ns);
   EXPECT_EQ(client.engine().connection_count(), 0u);
   EXPECT_EQ(server.engine().connection_count(), 0u);
