@@ -494,14 +494,19 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
   std::atomic_ref<std::uint64_t>(header_->suspect)
       .store(poisoned ? kNoConnectionInFlight : in_flight, std::memory_order_relaxed);
   write_header();
-  // One ACK per connection that talks: it owes any delayed ACK, and tells the peer the window.
+  // One ACK per connection that talks: it owes any delayed ACK, and tells the peer the window. And
+  // the events that hold are told again: the predecessor may have died before the host heard them.
   for (std::uint32_t i = 0; i < settings_.max_connections; ++i) {
     Connection& c = connections_[i];
-    if (c.in_use && synchronized(c.state) && c.state != TcpState::time_wait) {
-      send_ack(c, now_ns);
-      output(c, now_ns);
-      finish(c);
+    if (!c.in_use || !synchronized(c.state) || c.state == TcpState::time_wait) continue;
+    serve(c);
+    c.pending_events |= kEventEstablished | kEventReadable | kEventWritable;
+    if (c.state == TcpState::close_wait || c.state == TcpState::last_ack || c.state == TcpState::closing) {
+      c.pending_events |= kEventPeerClosed;
     }
+    send_ack(c, now_ns);
+    output(c, now_ns);
+    finish(c);
   }
   end_call();
 }
@@ -556,6 +561,7 @@ bool TcpEngine::restore(std::uint32_t index, const Tcb& entry, std::uint64_t now
   c.generation = entry.generation;
   c.tuple = entry.tuple;
   c.state = state;
+  serve(c);  // an entry that crashes the engine as it comes back is poison too
   const ConnectionHandle handle{index, entry.generation};
   if (state != TcpState::time_wait) {
     const auto rings = host_.rings_for_restored(handle, entry.tuple, entry.listener);
@@ -665,9 +671,11 @@ bool TcpEngine::reconcile_rings(Connection& c, const Tcb& entry) {
   const std::uint64_t sent = seq_diff(c.snd_max, c.head_seq) > 0 ? c.snd_max - c.head_seq : 0;
   if (send_head < entry.send_ring_head || send_head - entry.send_ring_head > sent) return false;
   const auto acked = static_cast<std::uint32_t>(send_head - entry.send_ring_head);
-  c.head_seq += acked;
-  if (seq_gt(c.head_seq, c.snd_una)) c.snd_una = c.head_seq;
-  if (seq_lt(c.snd_nxt, c.snd_una)) c.snd_nxt = c.snd_una;
+  if (acked > 0) {
+    c.head_seq += acked;
+    if (seq_gt(c.head_seq, c.snd_una)) c.snd_una = c.head_seq;
+    if (seq_lt(c.snd_nxt, c.snd_una)) c.snd_nxt = c.snd_una;
+  }
   const std::uint64_t receive_tail = c.rings.receive.tail();
   if (receive_tail < entry.receive_ring_tail ||
       receive_tail - entry.receive_ring_tail > c.rings.receive.capacity()) {

@@ -218,7 +218,8 @@ class Engine {
   // - resume: every consistent entry (any state but LISTEN and CLOSED) becomes a connection again,
   //   with the same handle, rings from EngineHost::rings_for_restored, its flow claimed again, its
   //   timers at their absolute times, then one ACK (a delayed ACK is owed, and the peer learns the
-  //   window). Every listener comes back with its id. Out-of-order data is dropped (receiver
+  //   window) and its events again (kEventEstablished and those that hold: the predecessor may have
+  //   died before the host heard them). Every listener comes back with its id and accept count. Out-of-order data is dropped (receiver
   //   reneging, RFC 2018 8): the peer keeps SACKed data until it is acknowledged and resends it.
   //   The SACK scoreboard starts empty and loss recovery ends; cwnd and ssthresh are kept. Bytes
   //   the predecessor consumed from the send ring or published to the receive ring after its last

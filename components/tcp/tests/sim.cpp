@@ -210,7 +210,9 @@ Endpoint* Host::endpoint_for(ConnectionHandle handle) {
 void Host::on_events(ConnectionHandle connection, std::uint32_t events, int error) {
   if (crash_on_events_port != 0 && engine_ != nullptr) {
     const auto info = engine_->info(connection);
-    if (info && info->tuple.local_port == crash_on_events_port) throw SimulatedCrash{};
+    if (info && (info->tuple.local_port == crash_on_events_port || info->tuple.remote_port == crash_on_events_port)) {
+      throw SimulatedCrash{};
+    }
   }
   Endpoint* endpoint = endpoint_for(connection);
   if (endpoint != nullptr) apply_events(*endpoint, events, error);

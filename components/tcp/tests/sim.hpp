@@ -158,7 +158,7 @@ class Host final : public EngineHost {
   std::uint64_t crash_at_flush = 0;
   bool crash_before_send = false;
   // A poisoned connection: every engine call that reports events for a connection with this local
-  // port crashes (0: none).
+  // or remote port crashes (0: none).
   std::uint16_t crash_on_events_port = 0;
   std::span<std::byte> table() { return table_; }
 
