@@ -213,6 +213,7 @@ class TcpEngine final : public Engine {
   void release_rings(Connection& c);
   void fail(Connection& c, int error, bool send_rst);
   void enter_time_wait(Connection& c, std::uint64_t now_ns);
+  void append_time_wait(Connection& c);
   void schedule(Connection& c);
   void publish(Connection& c);
   void publish_listener(ListenerId id);
@@ -266,7 +267,7 @@ class TcpEngine final : public Engine {
   void send_ack(Connection& c, std::uint64_t now_ns);
   void send_probe(Connection& c, std::uint64_t now_ns);  // seq snd_una - 1: elicits an ACK
   void send_challenge_ack(Connection& c, std::uint64_t now_ns);
-  void send_reset(Connection& c, std::uint64_t now_ns);
+  void send_reset(const FourTuple& tuple, std::uint32_t sequence, std::uint32_t acknowledgment);
   void send_reset_reply(const FourTuple& tuple, const Incoming& segment);
   void send_range(Connection& c, std::uint32_t seq, std::uint32_t length, bool fin, std::uint64_t now_ns);
   void output(Connection& c, std::uint64_t now_ns);
@@ -389,12 +390,7 @@ void TcpEngine::reset_previous_table(bool previous) {
           state == TcpState::time_wait || entry.tuple.local_port == 0 || entry.tuple.remote_port == 0) {
         continue;
       }
-      OutgoingSegment reset;
-      reset.tuple = entry.tuple;
-      reset.sequence = entry.snd_max;  // what the peer may have seen: a RST must be at or past it
-      reset.acknowledgment = entry.rcv_nxt;
-      reset.flags = wire::kTcpRst | wire::kTcpAck;
-      transmit(reset);
+      send_reset(entry.tuple, entry.snd_max, entry.rcv_nxt);
       host_.release_flow(entry.tuple);
       counters_.reset_at_restart->add();
     }
@@ -516,15 +512,7 @@ void TcpEngine::drop_previous(std::uint32_t index, const Tcb& entry, int error) 
   const bool talks = entry.state <= static_cast<std::uint8_t>(TcpState::time_wait) &&
                      (synchronized(state) || state == TcpState::syn_received) && state != TcpState::time_wait;
   if (entry.tuple.local_port != 0 && entry.tuple.remote_port != 0) {
-    if (talks) {
-      OutgoingSegment reset;
-      reset.tuple = entry.tuple;
-      reset.sequence = entry.snd_max;
-      reset.acknowledgment = entry.rcv_nxt;
-      reset.flags = wire::kTcpRst | wire::kTcpAck;
-      counters_.resets_sent->add();
-      transmit(reset);
-    }
+    if (talks) send_reset(entry.tuple, entry.snd_max, entry.rcv_nxt);
     host_.release_flow(entry.tuple);
   }
   if (error != 0) {
@@ -650,13 +638,7 @@ bool TcpEngine::restore(std::uint32_t index, const Tcb& entry, std::uint64_t now
   flows_.insert(c.tuple, index);
   ++live_connections_;
   if (c.in_syn_queue) ++listeners_[c.listener].syn_queue;
-  if (state == TcpState::time_wait) {
-    c.time_wait_previous = time_wait_newest_;
-    c.time_wait_next = kNoSlot;
-    if (time_wait_newest_ != kNoSlot) connections_[time_wait_newest_].time_wait_next = index;
-    time_wait_newest_ = index;
-    if (time_wait_oldest_ == kNoSlot) time_wait_oldest_ = index;
-  }
+  if (state == TcpState::time_wait) append_time_wait(c);
   publish(c);
   schedule(c);
   return true;
@@ -773,7 +755,7 @@ void TcpEngine::destroy(Connection& c) {
 
 void TcpEngine::fail(Connection& c, int error, bool send_rst) {
   if (send_rst && (synchronized(c.state) || c.state == TcpState::syn_received)) {
-    send_reset(c, 0);
+    send_reset(c.tuple, c.snd_max, c.rcv_nxt);
   }
   if (error != 0 && c.rings_live) {
     c.pending_events |= kEventFailed;
@@ -786,15 +768,19 @@ void TcpEngine::enter_time_wait(Connection& c, std::uint64_t now_ns) {
   if (c.state == TcpState::time_wait) return;
   set_state(c, TcpState::time_wait);
   release_rings(c);
-  // Appended to the TIME-WAIT list, oldest first.
+  append_time_wait(c);
+  c.rto_at = c.persist_at = c.keepalive_at = c.delayed_ack_at = kNever;
+  c.linger_at = now_ns + settings_.time_wait_ns;
+}
+
+// The TIME-WAIT list, oldest first.
+void TcpEngine::append_time_wait(Connection& c) {
   const std::uint32_t index = index_of(c);
   c.time_wait_previous = time_wait_newest_;
   c.time_wait_next = kNoSlot;
   if (time_wait_newest_ != kNoSlot) connections_[time_wait_newest_].time_wait_next = index;
   time_wait_newest_ = index;
   if (time_wait_oldest_ == kNoSlot) time_wait_oldest_ = index;
-  c.rto_at = c.persist_at = c.keepalive_at = c.delayed_ack_at = kNever;
-  c.linger_at = now_ns + settings_.time_wait_ns;
 }
 
 void TcpEngine::schedule(Connection& c) {
@@ -1963,11 +1949,12 @@ void TcpEngine::send_challenge_ack(Connection& c, std::uint64_t now_ns) {
   send_ack(c, now_ns);
 }
 
-void TcpEngine::send_reset(Connection& c, std::uint64_t /*now_ns*/) {
+// `sequence` is the highest the peer may have seen: a RST must be at or past it.
+void TcpEngine::send_reset(const FourTuple& tuple, std::uint32_t sequence, std::uint32_t acknowledgment) {
   OutgoingSegment out;
-  out.tuple = c.tuple;
-  out.sequence = c.snd_max;
-  out.acknowledgment = c.rcv_nxt;
+  out.tuple = tuple;
+  out.sequence = sequence;
+  out.acknowledgment = acknowledgment;
   out.flags = wire::kTcpRst | wire::kTcpAck;
   counters_.resets_sent->add();
   transmit(out);

@@ -327,6 +327,8 @@ struct CrashWorld {
   CrashWorld(std::uint64_t seed, std::uint64_t crash_at, bool before_send);
   bool run();
   void expect_everything_arrived(const std::string& what);
+  // expected[i]'s client end got every byte, intact, without an error.
+  void expect_stream_arrived(std::size_t i);
 
   static LinkConfig link_for(std::uint64_t seed);
   static EngineSettings settings_for(std::uint64_t seed);
@@ -417,7 +419,7 @@ CrashWorld::CrashWorld(std::uint64_t seed_in, std::uint64_t crash_at, bool befor
 bool CrashWorld::run() {
   const auto finished = [&] {
     for (Host* host : {&a, &b}) {
-      if (host->endpoints().size() != 3) return false;
+      if (host->endpoints().size() != expected.size()) return false;  // each client end has its accepted end
       for (const auto& e : host->endpoints()) {
         if (!e->released || e->app_receive.readable() != 0) return false;
       }
@@ -435,14 +437,17 @@ bool CrashWorld::run() {
   }
 }
 
+void CrashWorld::expect_stream_arrived(std::size_t i) {
+  const auto& [e, receive] = expected.at(i);
+  EXPECT_FALSE(e->failed) << "stream " << i << " error " << e->error;
+  EXPECT_EQ(e->received, receive) << "stream " << i;
+  EXPECT_EQ(e->mismatches, 0u) << "stream " << i;
+  EXPECT_EQ(e->received_hash, pattern_hash(e->receive_pattern, receive)) << "stream " << i;
+}
+
 void CrashWorld::expect_everything_arrived(const std::string& what) {
   SCOPED_TRACE(what);
-  for (const auto& [e, receive] : expected) {
-    EXPECT_FALSE(e->failed) << "error " << e->error;
-    EXPECT_EQ(e->received, receive);
-    EXPECT_EQ(e->mismatches, 0u);
-    EXPECT_EQ(e->received_hash, pattern_hash(e->receive_pattern, receive));
-  }
+  for (std::size_t i = 0; i < expected.size(); ++i) expect_stream_arrived(i);
   for (Host* host : {&a, &b}) {
     for (const auto& e : host->endpoints()) {
       EXPECT_FALSE(e->failed) << "error " << e->error;
@@ -558,6 +563,24 @@ TEST(Recovery, BytesMovedAfterTheLastPublishAreReconciledFromTheRings) {
   world.expect_everything_arrived("entry behind the rings");
 }
 
+TEST(Recovery, AListenerSurvivesARestart) {
+  CrashWorld world(2, 0, false);
+  Endpoint* before = world.expected[0].first;
+  ASSERT_TRUE(world.network.run([&] { return before->received > 10'000; }, world.network.now() + 10'000'000'000ull));
+  world.a.restart(world.network.now(), RestorePolicy::resume);
+  EXPECT_EQ(world.a.engine().restore_report().listeners, 1u);
+  EXPECT_FALSE(world.a.engine().listen(0, 80, 4, {}).ok()) << "port 80 still has its listener";
+  // A connection made after the restart is accepted, and the ones from before carry on.
+  Endpoint* after = world.b.connect(kServer, 1027, 80);
+  ASSERT_NE(after, nullptr);
+  after->send_total = 5000;
+  after->send_pattern = 100;
+  after->receive_pattern = 101;
+  world.expected.push_back({after, world.a.accept_send_total});
+  ASSERT_TRUE(world.run());
+  world.expect_everything_arrived("a connection accepted after the restart");
+}
+
 TEST(Recovery, ATornEntryFailsAloneWithAReset) {
   CrashWorld world(3, 0, false);
   Endpoint* upload = world.expected[0].first;
@@ -575,12 +598,8 @@ TEST(Recovery, ATornEntryFailsAloneWithAReset) {
   Endpoint& b_end = *world.b.endpoints().at(2);  // B accepted A's connection after its own two
   EXPECT_TRUE(b_end.failed);
   EXPECT_EQ(b_end.error, ECONNRESET);
-  for (const std::size_t i : {std::size_t{0}, std::size_t{2}}) {
-    const auto& [e, receive] = world.expected[i];
-    EXPECT_FALSE(e->failed);
-    EXPECT_EQ(e->received, receive);
-    EXPECT_EQ(e->mismatches, 0u);
-  }
+  world.expect_stream_arrived(0);
+  world.expect_stream_arrived(2);
 }
 
 TEST(Recovery, AConnectionInFlightAtTwoCrashesInARowIsDroppedAlone) {
@@ -599,12 +618,8 @@ TEST(Recovery, AConnectionInFlightAtTwoCrashesInARowIsDroppedAlone) {
   std::size_t aborted = 0;
   for (const auto& e : world.a.endpoints()) aborted += e->failed && e->error == ECONNABORTED ? 1 : 0;
   EXPECT_EQ(aborted, 1u);
-  for (const std::size_t i : {std::size_t{0}, std::size_t{1}}) {
-    const auto& [e, receive] = world.expected[i];
-    EXPECT_FALSE(e->failed);
-    EXPECT_EQ(e->received, receive);
-    EXPECT_EQ(e->mismatches, 0u);
-  }
+  world.expect_stream_arrived(0);
+  world.expect_stream_arrived(1);
 }
 
 }  // namespace
