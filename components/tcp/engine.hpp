@@ -218,13 +218,16 @@ class Engine {
   // - resume: every consistent entry (any state but LISTEN and CLOSED) becomes a connection again,
   //   with the same handle, rings from EngineHost::rings_for_restored, its flow claimed again, its
   //   timers at their absolute times, then one ACK (a delayed ACK is owed, and the peer learns the
-  //   window) and its events again (kEventEstablished and those that hold: the predecessor may have
-  //   died before the host heard them). Every listener comes back with its id and accept count. Out-of-order data is dropped (receiver
-  //   reneging, RFC 2018 8): the peer keeps SACKed data until it is acknowledged and resends it.
-  //   The SACK scoreboard starts empty and loss recovery ends; cwnd and ssthresh are kept. Bytes
-  //   the predecessor consumed from the send ring or published to the receive ring after its last
-  //   publish are reconciled against the rings' shared indices. A torn entry (odd version), or one
-  //   whose rings disagree, is reset alone (RST, kEventFailed|kEventReleased with EIO).
+  //   window) and its events again (kEventEstablished and those that hold: the predecessor may
+  //   have died before the host heard them). Every listener comes back with its id and accept
+  //   count, every SYN-RECEIVED entry with its place in the SYN queue. Out-of-order data is
+  //   dropped (receiver reneging, RFC 2018 8): the peer keeps SACKed data until it is acknowledged
+  //   and resends it. The SACK scoreboard starts empty and loss recovery ends; cwnd and ssthresh
+  //   are kept. snd_nxt and snd_max are as published, which under publish-before-send is at or past
+  //   what the peer saw. Bytes the predecessor consumed from the send ring or published to the
+  //   receive ring after its last publish are reconciled against the rings' shared indices. A torn
+  //   entry (odd version), or one whose rings disagree, is reset alone (RST,
+  //   kEventFailed|kEventReleased with EIO).
   //   Poison rule: the table names the connection in flight when the predecessor died; when that
   //   is also the one in flight at the crash before, it is reset alone (ECONNABORTED) and
   //   restore_report() says so.
