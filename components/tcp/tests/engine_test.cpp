@@ -872,6 +872,29 @@ TEST(Lifecycle, ANewSynReopensTimeWait) {
   EXPECT_EQ(p.server_end(1).mismatches, 0u);
 }
 
+// The secret stays across a restart, so the restarted engine's ISNs and timestamps go on from its
+// predecessor's: a peer in TIME-WAIT takes its new SYN for the same 4-tuple (RFC 6191: a higher
+// timestamp and sequence number), where a redrawn secret would fail the check half the time.
+TEST(Restart, APeerInTimeWaitTakesANewConnectionFromARestartedEngine) {
+  EngineSettings settings = test_settings();
+  settings.secret[0] = settings.secret[1] = 0;
+  Pair p(nullptr, settings);
+  Endpoint* e = p.open();
+  ASSERT_NE(e, nullptr);
+  e->shutdown_after_peer_fin = true;
+  e->auto_shutdown = true;
+  p.shut(p.server, p.server_end());
+  p.network.run([&] { return e->released && p.server_end().released; }, p.network.now() + 10 * kSecond);
+  ASSERT_EQ(p.server.engine().connection_count(), 1u) << "the server holds TIME-WAIT";
+  p.idle(kSecond);
+  p.client.restart(p.network.now());
+  Endpoint* again = p.open(40000);  // the same 4-tuple, from the new engine
+  ASSERT_NE(again, nullptr);
+  EXPECT_TRUE(again->established);
+  EXPECT_EQ(p.server.counter("time_wait_reopened"), 1u);
+  EXPECT_EQ(p.server.counter("paws_rejected") + p.server.counter("challenge_acks"), 0u);
+}
+
 // Both ends send at once, every bare ACK is lost for a while, so both time out and go back to
 // their snd_una, below what the other already holds. Their bare ACKs must still be acceptable to
 // each other (sequence = the highest sent, not the rewound snd_nxt), or neither ever hears the
