@@ -60,9 +60,10 @@ class ByteRingProducer {
  public:
   ByteRingProducer() = default;
   // `tail` is where this side's stream stands now (0 for a fresh ring); it is stored to shared
-  // memory here so both sides agree.
+  // memory here so both sides agree. A ring taken over at a later tail may still hold unread bytes,
+  // so the first head seen may be up to a capacity behind it.
   ByteRingProducer(ByteRingIndices* indices, std::span<std::byte> data, std::uint64_t tail = 0)
-      : indices_(indices), data_(data), tail_(tail), seen_head_(tail) {
+      : indices_(indices), data_(data), tail_(tail), seen_head_(tail > data.size() ? tail - data.size() : 0) {
     if (!std::has_single_bit(data.size())) indices_ = nullptr;
     if (indices_ != nullptr) indices_->tail.store(tail_, std::memory_order_release);
   }

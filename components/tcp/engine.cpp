@@ -61,8 +61,9 @@ std::size_t build_segment(std::span<std::byte> out, const OutgoingSegment& segme
                         segment.payload_length);
 }
 
-std::size_t Engine::table_bytes(std::size_t max_connections) {
-  return sizeof(TableHeader) + max_connections * sizeof(Tcb);
+std::size_t Engine::table_bytes(const EngineSettings& settings) {
+  return sizeof(TableHeader) + settings.max_connections * sizeof(Tcb) +
+         settings.max_listeners * sizeof(ListenerEntry);
 }
 
 namespace {
@@ -149,6 +150,9 @@ struct Listener {
   X(ring_corrupt)                       \
   X(data_after_close)                   \
   X(reset_at_restart)                   \
+  X(restored)                           \
+  X(restore_failed)                     \
+  X(poisoned_dropped)                   \
   X(time_wait_reopened)                 \
   X(table_full)                         \
   X(time_wait_recycled)                 \
@@ -184,8 +188,12 @@ class TcpEngine final : public Engine {
   Status set_options(ConnectionHandle connection, const ConnectionOptions& options, std::uint64_t now_ns) override;
   std::optional<ConnectionInfo> info(ConnectionHandle connection) const override;
   std::size_t connection_count() const override { return live_connections_; }
+  const RestoreReport& restore_report() const override { return report_; }
 
-  void reset_previous_table();
+  // Engine::create: what a previous incarnation left in the table (`previous`: a table of this
+  // layout is there) is reset, or carried on.
+  void reset_previous_table(bool previous);
+  void restore_previous_table(std::uint64_t now_ns);
   void set_observer(TransitionObserver* observer) { observer_ = observer; }
 
  private:
@@ -205,8 +213,27 @@ class TcpEngine final : public Engine {
   void release_rings(Connection& c);
   void fail(Connection& c, int error, bool send_rst);
   void enter_time_wait(Connection& c, std::uint64_t now_ns);
+  void append_time_wait(Connection& c);
   void schedule(Connection& c);
   void publish(Connection& c);
+  void publish_listener(ListenerId id);
+  void write_header();
+  // The poison rule's record (TableHeader::in_flight): the connection this call serves.
+  void serve(const Connection& c);
+  // The end of every public call that may transmit: nothing in flight, the batch handed on.
+  void end_call();
+
+  // Restore (RestorePolicy::resume).
+  bool restore(std::uint32_t index, const Tcb& entry, std::uint64_t now_ns);
+  bool reconcile_rings(Connection& c, const Tcb& entry);
+  // A previous incarnation's entry that is not carried on: RST to the peer, the flow released,
+  // the host told (`error` with kEventFailed|kEventReleased; 0: nothing to tell), the slot freed.
+  void drop_previous(std::uint32_t index, const Tcb& entry, int error);
+
+  // The bodies of the application calls of the same names.
+  void receive_consumed(Connection* c, std::uint64_t now_ns);
+  void shut_write(Connection* c, std::uint64_t now_ns);
+  void close_connection(Connection* c, std::uint64_t now_ns);
 
   // Segment handling.
   void dispatch(const FourTuple& tuple, const Incoming& segment, std::uint64_t now_ns);
@@ -240,7 +267,7 @@ class TcpEngine final : public Engine {
   void send_ack(Connection& c, std::uint64_t now_ns);
   void send_probe(Connection& c, std::uint64_t now_ns);  // seq snd_una - 1: elicits an ACK
   void send_challenge_ack(Connection& c, std::uint64_t now_ns);
-  void send_reset(Connection& c, std::uint64_t now_ns);
+  void send_reset(const FourTuple& tuple, std::uint32_t sequence, std::uint32_t acknowledgment);
   void send_reset_reply(const FourTuple& tuple, const Incoming& segment);
   void send_range(Connection& c, std::uint32_t seq, std::uint32_t length, bool fin, std::uint64_t now_ns);
   void output(Connection& c, std::uint64_t now_ns);
@@ -266,6 +293,9 @@ class TcpEngine final : public Engine {
   Counters counters_{};
   TableHeader* header_ = nullptr;
   Tcb* table_ = nullptr;
+  ListenerEntry* listener_table_ = nullptr;
+  std::size_t unflushed_ = 0;  // segments the host took since the last flush_segments()
+  RestoreReport report_;
   std::unique_ptr<Connection[]> connections_;
   std::unique_ptr<std::uint32_t[]> free_slots_;
   std::size_t free_count_ = 0;
@@ -287,24 +317,41 @@ void set_transition_observer(Engine& engine, TransitionObserver* observer) {
 
 Result<std::unique_ptr<Engine>> Engine::create(std::span<std::byte> table, const EngineSettings& settings,
                                                EngineHost& host, NamedCounterTable& counters,
-                                               std::uint64_t now_ns) {
+                                               std::uint64_t now_ns, RestorePolicy policy) {
   if (settings.max_connections == 0 || settings.max_connections > UINT32_MAX / 4 ||
       settings.max_listeners == 0 || settings.mss < 64) {
     return Error{Errc::invalid_argument, 0, "tcp engine settings"};
   }
-  if (table.size() < table_bytes(settings.max_connections) ||
-      reinterpret_cast<std::uintptr_t>(table.data()) % alignof(Tcb) != 0) {
+  if (settings.segment_batch == 0) return Error{Errc::invalid_argument, 0, "tcp engine segment batch"};
+  if (table.size() < table_bytes(settings) || reinterpret_cast<std::uintptr_t>(table.data()) % alignof(Tcb) != 0) {
     return Error{Errc::invalid_argument, 0, "tcp connection table region"};
   }
+  const auto* header = reinterpret_cast<const TableHeader*>(table.data());
+  const bool previous = std::atomic_ref<const std::uint64_t>(header->magic).load(std::memory_order_acquire) ==
+                            kTableMagic &&
+                        header->layout == kTableLayout && header->entry_bytes == sizeof(Tcb) &&
+                        header->capacity > 0 && header->capacity <= settings.max_connections &&
+                        header->listener_entry_bytes == sizeof(ListenerEntry);
+  // Resuming needs the listener table where this engine puts it.
+  const bool same_shape = previous && header->capacity == settings.max_connections &&
+                          header->listener_capacity == settings.max_listeners;
   EngineSettings chosen = settings;
   if (chosen.secret[0] == 0 && chosen.secret[1] == 0) {
-    std::random_device random;  // create() only: not on the data path
-    chosen.secret[0] = (std::uint64_t{random()} << 32) | random();
-    chosen.secret[1] = (std::uint64_t{random()} << 32) | random();
+    if (previous && (header->secret[0] != 0 || header->secret[1] != 0)) {
+      chosen.secret[0] = header->secret[0];
+      chosen.secret[1] = header->secret[1];
+    } else {
+      std::random_device random;  // create() only: not on the data path
+      chosen.secret[0] = (std::uint64_t{random()} << 32) | random();
+      chosen.secret[1] = (std::uint64_t{random()} << 32) | random();
+    }
   }
-  (void)now_ns;  // nothing at creation depends on the time yet
   auto engine = std::make_unique<TcpEngine>(table, chosen, host, counters);
-  engine->reset_previous_table();
+  if (policy == RestorePolicy::resume && same_shape) {
+    engine->restore_previous_table(now_ns);
+  } else {
+    engine->reset_previous_table(previous);
+  }
   return std::unique_ptr<Engine>(std::move(engine));
 }
 
@@ -314,6 +361,8 @@ TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings,
       host_(host),
       header_(reinterpret_cast<TableHeader*>(table.data())),
       table_(reinterpret_cast<Tcb*>(table.data() + sizeof(TableHeader))),
+      listener_table_(reinterpret_cast<ListenerEntry*>(table.data() + sizeof(TableHeader) +
+                                                       settings.max_connections * sizeof(Tcb))),
       connections_(std::make_unique<Connection[]>(settings.max_connections)),
       free_slots_(std::make_unique<std::uint32_t[]>(settings.max_connections)),
       listeners_(std::make_unique<Listener[]>(settings.max_listeners)),
@@ -331,11 +380,8 @@ TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings,
 // A previous incarnation's table: RST every synchronized connection it held, then start afresh.
 // Every field is untrusted; a torn entry (odd version) is still worth a RST attempt, as the peer
 // checks the sequence number anyway (RFC 5961).
-void TcpEngine::reset_previous_table() {
-  const bool valid = header_->magic == kTableMagic && header_->layout == kTableLayout &&
-                     header_->entry_bytes == sizeof(Tcb) && header_->capacity > 0 &&
-                     header_->capacity <= settings_.max_connections;
-  if (valid) {
+void TcpEngine::reset_previous_table(bool previous) {
+  if (previous) {
     for (std::uint32_t i = 0; i < header_->capacity; ++i) {
       Tcb entry;
       std::memcpy(static_cast<void*>(&entry), &table_[i], sizeof(Tcb));
@@ -344,27 +390,284 @@ void TcpEngine::reset_previous_table() {
           state == TcpState::time_wait || entry.tuple.local_port == 0 || entry.tuple.remote_port == 0) {
         continue;
       }
-      OutgoingSegment reset;
-      reset.tuple = entry.tuple;
-      reset.sequence = entry.snd_nxt;
-      reset.acknowledgment = entry.rcv_nxt;
-      reset.flags = wire::kTcpRst | wire::kTcpAck;
-      transmit(reset);
+      send_reset(entry.tuple, entry.snd_max, entry.rcv_nxt);
       host_.release_flow(entry.tuple);
       counters_.reset_at_restart->add();
     }
   }
   for (std::size_t i = 0; i < settings_.max_connections; ++i) {
-    update_tcb(table_[i], [](Tcb& tcb) {
+    update_entry(table_[i], [](Tcb& tcb) {
       const std::uint32_t version = tcb.version;
       std::memset(static_cast<void*>(&tcb), 0, sizeof(Tcb));
       tcb.version = version;
     });
   }
+  for (ListenerId id = 0; id < settings_.max_listeners; ++id) publish_listener(id);
+  write_header();
+  std::atomic_ref<std::uint64_t>(header_->suspect).store(kNoConnectionInFlight, std::memory_order_relaxed);
+  end_call();
+}
+
+void TcpEngine::write_header() {
   header_->capacity = static_cast<std::uint32_t>(settings_.max_connections);
   header_->layout = kTableLayout;
   header_->entry_bytes = sizeof(Tcb);
+  header_->listener_capacity = static_cast<std::uint32_t>(settings_.max_listeners);
+  header_->listener_entry_bytes = sizeof(ListenerEntry);
+  header_->secret[0] = settings_.secret[0];
+  header_->secret[1] = settings_.secret[1];
+  std::atomic_ref<std::uint64_t>(header_->in_flight).store(kNoConnectionInFlight, std::memory_order_relaxed);
   std::atomic_ref<std::uint64_t>(header_->magic).store(kTableMagic, std::memory_order_release);
+}
+
+void TcpEngine::serve(const Connection& c) {
+  std::atomic_ref<std::uint64_t>(header_->in_flight)
+      .store(in_flight_word(index_of(c), c.generation), std::memory_order_relaxed);
+}
+
+void TcpEngine::end_call() {
+  std::atomic_ref<std::uint64_t>(header_->in_flight).store(kNoConnectionInFlight, std::memory_order_relaxed);
+  unflushed_ = 0;
+  host_.flush_segments();
+}
+
+// --- restore (RestorePolicy::resume) -------------------------------------------------------------
+
+void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
+  const std::uint64_t in_flight =
+      std::atomic_ref<std::uint64_t>(header_->in_flight).load(std::memory_order_relaxed);
+  const std::uint64_t suspect = std::atomic_ref<std::uint64_t>(header_->suspect).load(std::memory_order_relaxed);
+  const bool poisoned = in_flight != kNoConnectionInFlight && in_flight == suspect;
+  for (ListenerId id = 0; id < settings_.max_listeners; ++id) {
+    ListenerEntry entry;
+    if (!read_entry(listener_table_[id], entry) || (entry.flags & kListenerInUse) == 0 || entry.port == 0 ||
+        entry.backlog == 0) {
+      publish_listener(id);  // clears a torn entry
+      continue;
+    }
+    ConnectionOptions options;
+    options.nodelay = (entry.flags & kListenerNodelay) != 0;
+    options.cork = (entry.flags & kListenerCork) != 0;
+    options.keepalive = (entry.flags & kListenerKeepalive) != 0;
+    options.congestion = entry.congestion_algorithm == static_cast<std::uint8_t>(CongestionAlgorithm::newreno)
+                             ? CongestionAlgorithm::newreno
+                             : CongestionAlgorithm::cubic;
+    options.keepalive_idle_s = entry.keepalive_idle_s;
+    options.keepalive_interval_s = entry.keepalive_interval_s;
+    options.keepalive_count = entry.keepalive_count;
+    listeners_[id] = Listener{.in_use = true, .address = entry.address, .port = entry.port,
+                              .backlog = entry.backlog, .syn_queue = 0,
+                              .accept_queue = std::min<std::uint32_t>(entry.accept_queue, entry.backlog),
+                              .options = options};
+    ++report_.listeners;
+  }
+  for (std::uint32_t i = 0; i < settings_.max_connections; ++i) {
+    Tcb entry;
+    const bool consistent = read_entry(table_[i], entry);
+    connections_[i].generation = entry.generation;
+    if (consistent && entry.state == static_cast<std::uint8_t>(TcpState::closed)) continue;
+    const bool known_state = entry.state <= static_cast<std::uint8_t>(TcpState::time_wait) &&
+                             entry.state != static_cast<std::uint8_t>(TcpState::listen);
+    if (!consistent || !known_state) {
+      drop_previous(i, entry, EIO);
+      continue;
+    }
+    if (poisoned && in_flight_word(i, entry.generation) == in_flight) {
+      counters_.poisoned_dropped->add();
+      report_.poisoned_dropped = true;
+      report_.poisoned = entry.tuple;
+      drop_previous(i, entry, ECONNABORTED);
+      continue;
+    }
+    if (!restore(i, entry, now_ns)) continue;
+    ++report_.restored;
+    counters_.restored->add();
+  }
+  free_count_ = 0;
+  for (std::size_t i = settings_.max_connections; i > 0; --i) {
+    if (!connections_[i - 1].in_use) free_slots_[free_count_++] = static_cast<std::uint32_t>(i - 1);
+  }
+  std::atomic_ref<std::uint64_t>(header_->suspect)
+      .store(poisoned ? kNoConnectionInFlight : in_flight, std::memory_order_relaxed);
+  write_header();
+  // One ACK per connection that talks: it owes any delayed ACK, and tells the peer the window. And
+  // the events that hold are told again: the predecessor may have died before the host heard them.
+  for (std::uint32_t i = 0; i < settings_.max_connections; ++i) {
+    Connection& c = connections_[i];
+    if (!c.in_use || !synchronized(c.state) || c.state == TcpState::time_wait) continue;
+    serve(c);
+    c.pending_events |= kEventEstablished | kEventReadable | kEventWritable;
+    if (c.state == TcpState::close_wait || c.state == TcpState::last_ack || c.state == TcpState::closing) {
+      c.pending_events |= kEventPeerClosed;
+    }
+    send_ack(c, now_ns);
+    output(c, now_ns);
+    finish(c);
+  }
+  end_call();
+}
+
+void TcpEngine::drop_previous(std::uint32_t index, const Tcb& entry, int error) {
+  const auto state = static_cast<TcpState>(entry.state);
+  const bool talks = entry.state <= static_cast<std::uint8_t>(TcpState::time_wait) &&
+                     (synchronized(state) || state == TcpState::syn_received) && state != TcpState::time_wait;
+  if (entry.tuple.local_port != 0 && entry.tuple.remote_port != 0) {
+    if (talks) send_reset(entry.tuple, entry.snd_max, entry.rcv_nxt);
+    host_.release_flow(entry.tuple);
+  }
+  if (error != 0) {
+    host_.on_events(ConnectionHandle{index, entry.generation}, kEventFailed | kEventReleased, error);
+  }
+  if (error != ECONNABORTED) {
+    ++report_.failed;
+    counters_.restore_failed->add();
+  }
+  connections_[index].generation = entry.generation + 1;
+  update_entry(table_[index], [&](Tcb& tcb) {
+    const std::uint32_t version = tcb.version;
+    std::memset(static_cast<void*>(&tcb), 0, sizeof(Tcb));
+    tcb.version = version;
+    tcb.generation = entry.generation + 1;
+  });
+}
+
+bool TcpEngine::restore(std::uint32_t index, const Tcb& entry, std::uint64_t now_ns) {
+  const auto state = static_cast<TcpState>(entry.state);
+  const bool listener_ok = entry.listener == kNoListener ||
+                           (entry.listener < settings_.max_listeners && listeners_[entry.listener].in_use);
+  const bool plausible = entry.tuple.local_port != 0 && entry.tuple.remote_port != 0 && entry.mss >= 64 &&
+                         entry.peer_mss >= 64 && entry.rcv_mss >= 64 && entry.send_window_shift <= 14 &&
+                         entry.receive_window_shift <= 14 && entry.congestion_algorithm <= 1 &&
+                         flows_.find(entry.tuple) == FlowIndex::kMissing &&
+                         (listener_ok || (entry.flags & kTcbInSynQueue) == 0);
+  if (!plausible) {
+    drop_previous(index, entry, EIO);
+    return false;
+  }
+  Connection& c = connections_[index];
+  c = Connection{};
+  c.generation = entry.generation;
+  c.tuple = entry.tuple;
+  c.state = state;
+  serve(c);  // an entry that crashes the engine as it comes back is poison too
+  const ConnectionHandle handle{index, entry.generation};
+  if (state != TcpState::time_wait) {
+    const auto rings = host_.rings_for_restored(handle, entry.tuple, entry.listener);
+    if (!rings || !rings->send.valid() || !rings->receive.valid()) {
+      drop_previous(index, entry, 0);
+      return false;
+    }
+    c.rings = *rings;
+    c.rings_live = true;
+  }
+  const std::uint16_t flags = entry.flags;
+  c.listener = listener_ok ? entry.listener : kNoListener;
+  c.in_syn_queue = (flags & kTcbInSynQueue) != 0 && c.listener != kNoListener;
+  c.app_closed = (flags & kTcbAppClosed) != 0;
+  c.write_shut = (flags & kTcbWriteShut) != 0;
+  c.fin_sent = (flags & kTcbFinSent) != 0;
+  c.options.nodelay = (flags & kTcbNodelay) != 0;
+  c.options.cork = (flags & kTcbCork) != 0;
+  c.options.keepalive = (flags & kTcbKeepalive) != 0;
+  c.options.congestion = static_cast<CongestionAlgorithm>(entry.congestion_algorithm);
+  c.options.keepalive_idle_s = entry.keepalive_idle_s;
+  c.options.keepalive_interval_s = entry.keepalive_interval_s;
+  c.options.keepalive_count = entry.keepalive_count;
+  c.timestamps = (flags & kTcbTimestamps) != 0;
+  c.sack = (flags & kTcbSack) != 0;
+  c.window_scaling = (flags & kTcbWindowScaling) != 0;
+  c.send_window_shift = entry.send_window_shift;
+  c.receive_window_shift = entry.receive_window_shift;
+  c.mss = entry.mss;
+  c.peer_mss = entry.peer_mss;
+  c.rcv_mss = entry.rcv_mss;
+  c.iss = entry.iss;
+  c.snd_una = entry.snd_una;
+  c.snd_nxt = entry.snd_nxt;
+  c.snd_max = entry.snd_max;
+  c.snd_wnd = entry.snd_wnd;
+  c.max_snd_wnd = entry.max_snd_wnd;
+  c.snd_wl1 = entry.snd_wl1;
+  c.snd_wl2 = entry.snd_wl2;
+  c.head_seq = entry.head_seq;
+  c.fin_seq = entry.fin_seq;
+  c.irs = entry.irs;
+  c.rcv_nxt = entry.rcv_nxt;
+  c.rcv_adv = entry.rcv_adv;
+  c.last_ack_sent = entry.last_ack_sent;
+  c.ts_recent = entry.ts_recent;
+  c.retries = entry.retries;
+  c.persist_backoff = std::min<std::uint32_t>(entry.persist_backoff, 16);
+  c.persist_unanswered = entry.persist_unanswered;
+  c.persist_sent_ns = entry.persist_sent_ns;
+  c.keepalive_probes = entry.keepalive_probes;
+  c.last_received_ns = entry.last_received_ns;
+  c.rto_at = entry.rto_at;
+  c.persist_at = entry.persist_at;
+  c.keepalive_at = entry.keepalive_at;
+  c.linger_at = entry.linger_at;
+  c.rtt.init(settings_.initial_rto_ns, settings_.min_rto_ns, settings_.max_rto_ns);
+  if ((flags & kTcbRttSampled) != 0) {
+    c.rtt.srtt_ns_ = entry.srtt_ns;
+    c.rtt.rttvar_ns_ = entry.rttvar_ns;
+    c.rtt.base_rto_ns_ = std::clamp(entry.base_rto_ns, settings_.min_rto_ns, settings_.max_rto_ns);
+    c.rtt.has_sample_ = true;
+  }
+  c.rtt.backoff_shift_ = std::min<std::uint32_t>(entry.rtt_backoff, 16);
+  if (synchronized(state)) {
+    // The CUBIC epoch starts again from the kept window (W_max = cwnd); recovery is over.
+    c.congestion.init(c.options.congestion, c.mss, now_ns);
+    c.congestion.cwnd_ = std::max<std::uint64_t>(entry.cwnd, c.mss);
+    c.congestion.ssthresh_ = std::max<std::uint64_t>(entry.ssthresh, 2 * std::uint64_t{c.mss});
+  }
+  c.recovery_point = c.snd_una;
+  c.high_rxt = c.snd_una;
+  c.scoreboard.reset(c.snd_una);
+  if (c.rings_live && !reconcile_rings(c, entry)) {
+    c = Connection{};
+    drop_previous(index, entry, EIO);
+    return false;
+  }
+  if (!host_.claim_flow(c.tuple)) {
+    counters_.claim_failed->add();
+    c = Connection{};
+    drop_previous(index, entry, EIO);
+    return false;
+  }
+  c.in_use = true;
+  flows_.insert(c.tuple, index);
+  ++live_connections_;
+  if (c.in_syn_queue) ++listeners_[c.listener].syn_queue;
+  if (state == TcpState::time_wait) append_time_wait(c);
+  publish(c);
+  schedule(c);
+  return true;
+}
+
+// The predecessor consumes send-ring bytes when they are acknowledged and publishes receive-ring
+// bytes when they arrive in order, and may have died before its table entry said so. The rings'
+// shared indices are the truth for those bytes: acknowledged ones are acknowledged, delivered ones
+// received. Anything outside what the entry allows means the ring or the entry is wrong.
+bool TcpEngine::reconcile_rings(Connection& c, const Tcb& entry) {
+  const std::uint64_t send_head = c.rings.send.head();
+  const std::uint64_t sent = seq_diff(c.snd_max, c.head_seq) > 0 ? c.snd_max - c.head_seq : 0;
+  if (send_head < entry.send_ring_head || send_head - entry.send_ring_head > sent) return false;
+  const auto acked = static_cast<std::uint32_t>(send_head - entry.send_ring_head);
+  if (acked > 0) {
+    c.head_seq += acked;
+    if (seq_gt(c.head_seq, c.snd_una)) c.snd_una = c.head_seq;
+    if (seq_lt(c.snd_nxt, c.snd_una)) c.snd_nxt = c.snd_una;
+  }
+  const std::uint64_t receive_tail = c.rings.receive.tail();
+  if (receive_tail < entry.receive_ring_tail ||
+      receive_tail - entry.receive_ring_tail > c.rings.receive.capacity()) {
+    return false;
+  }
+  c.rcv_nxt += static_cast<std::uint32_t>(receive_tail - entry.receive_ring_tail);
+  if (seq_lt(c.rcv_adv, c.rcv_nxt)) c.rcv_adv = c.rcv_nxt;
+  if (c.rings.send.corrupt() || c.rings.receive.corrupt()) return false;
+  c.rings.send.readable();
+  return !c.rings.send.corrupt();
 }
 
 // --- life cycle ---------------------------------------------------------------------------------
@@ -439,19 +742,20 @@ void TcpEngine::destroy(Connection& c) {
   flows_.erase(c.tuple);
   timers_.set(index, DeadlineHeap::kNever);
   host_.release_flow(c.tuple);
-  update_tcb(table_[index], [](Tcb& tcb) {
-    tcb.state = static_cast<std::uint8_t>(TcpState::closed);
-    tcb.tuple = FourTuple{};
-  });
   c.in_use = false;
   ++c.generation;
+  update_entry(table_[index], [&](Tcb& tcb) {
+    tcb.state = static_cast<std::uint8_t>(TcpState::closed);
+    tcb.tuple = FourTuple{};
+    tcb.generation = c.generation;
+  });
   free_slots_[free_count_++] = index;
   --live_connections_;
 }
 
 void TcpEngine::fail(Connection& c, int error, bool send_rst) {
   if (send_rst && (synchronized(c.state) || c.state == TcpState::syn_received)) {
-    send_reset(c, 0);
+    send_reset(c.tuple, c.snd_max, c.rcv_nxt);
   }
   if (error != 0 && c.rings_live) {
     c.pending_events |= kEventFailed;
@@ -464,15 +768,19 @@ void TcpEngine::enter_time_wait(Connection& c, std::uint64_t now_ns) {
   if (c.state == TcpState::time_wait) return;
   set_state(c, TcpState::time_wait);
   release_rings(c);
-  // Appended to the TIME-WAIT list, oldest first.
+  append_time_wait(c);
+  c.rto_at = c.persist_at = c.keepalive_at = c.delayed_ack_at = kNever;
+  c.linger_at = now_ns + settings_.time_wait_ns;
+}
+
+// The TIME-WAIT list, oldest first.
+void TcpEngine::append_time_wait(Connection& c) {
   const std::uint32_t index = index_of(c);
   c.time_wait_previous = time_wait_newest_;
   c.time_wait_next = kNoSlot;
   if (time_wait_newest_ != kNoSlot) connections_[time_wait_newest_].time_wait_next = index;
   time_wait_newest_ = index;
   if (time_wait_oldest_ == kNoSlot) time_wait_oldest_ = index;
-  c.rto_at = c.persist_at = c.keepalive_at = c.delayed_ack_at = kNever;
-  c.linger_at = now_ns + settings_.time_wait_ns;
 }
 
 void TcpEngine::schedule(Connection& c) {
@@ -482,25 +790,80 @@ void TcpEngine::schedule(Connection& c) {
 }
 
 void TcpEngine::publish(Connection& c) {
-  update_tcb(table_[index_of(c)], [&](Tcb& tcb) {
+  update_entry(table_[index_of(c)], [&](Tcb& tcb) {
     tcb.state = static_cast<std::uint8_t>(c.state);
     tcb.send_window_shift = c.send_window_shift;
     tcb.receive_window_shift = c.receive_window_shift;
-    tcb.option_flags = static_cast<std::uint8_t>((c.timestamps ? kTcbTimestamps : 0) |
-                                                 (c.sack ? kTcbSack : 0) |
-                                                 (c.window_scaling ? kTcbWindowScaling : 0));
-    tcb.tuple = c.tuple;
-    tcb.iss = c.iss;
-    tcb.irs = c.irs;
-    tcb.snd_una = c.snd_una;
-    tcb.snd_nxt = c.snd_max;  // what the peer may have seen: a RST must be at or past it
-    tcb.snd_wnd = c.snd_wnd;
-    tcb.rcv_nxt = c.rcv_nxt;
-    tcb.rcv_wnd = c.rcv_adv - c.rcv_nxt;
-    tcb.ts_recent = c.ts_recent;
+    tcb.congestion_algorithm = static_cast<std::uint8_t>(c.options.congestion);
+    tcb.flags = static_cast<std::uint16_t>(
+        (c.timestamps ? kTcbTimestamps : 0) | (c.sack ? kTcbSack : 0) | (c.window_scaling ? kTcbWindowScaling : 0) |
+        (c.app_closed ? kTcbAppClosed : 0) | (c.write_shut ? kTcbWriteShut : 0) | (c.fin_sent ? kTcbFinSent : 0) |
+        (c.in_syn_queue ? kTcbInSynQueue : 0) | (c.options.nodelay ? kTcbNodelay : 0) |
+        (c.options.cork ? kTcbCork : 0) | (c.options.keepalive ? kTcbKeepalive : 0) |
+        (c.rtt.has_sample() ? kTcbRttSampled : 0));
     tcb.mss = static_cast<std::uint16_t>(c.mss);
+    tcb.peer_mss = static_cast<std::uint16_t>(c.peer_mss);
+    tcb.rcv_mss = static_cast<std::uint16_t>(std::min<std::uint32_t>(c.rcv_mss, 0xffff));
+    tcb.generation = c.generation;
+    tcb.tuple = c.tuple;
+    tcb.listener = c.listener;
+    tcb.iss = c.iss;
+    tcb.snd_una = c.snd_una;
+    tcb.snd_nxt = c.snd_nxt;
+    tcb.snd_max = c.snd_max;
+    tcb.snd_wnd = c.snd_wnd;
+    tcb.max_snd_wnd = c.max_snd_wnd;
+    tcb.snd_wl1 = c.snd_wl1;
+    tcb.snd_wl2 = c.snd_wl2;
+    tcb.head_seq = c.head_seq;
+    tcb.fin_seq = c.fin_seq;
+    tcb.irs = c.irs;
+    tcb.rcv_nxt = c.rcv_nxt;
+    tcb.rcv_adv = c.rcv_adv;
+    tcb.last_ack_sent = c.last_ack_sent;
+    tcb.ts_recent = c.ts_recent;
+    tcb.retries = c.retries;
+    tcb.persist_backoff = c.persist_backoff;
+    tcb.persist_unanswered = c.persist_unanswered;
+    tcb.keepalive_probes = c.keepalive_probes;
+    tcb.rtt_backoff = c.rtt.backoff_count();
+    tcb.keepalive_idle_s = c.options.keepalive_idle_s;
+    tcb.keepalive_interval_s = c.options.keepalive_interval_s;
+    tcb.keepalive_count = c.options.keepalive_count;
     tcb.send_ring_head = c.rings.send.head();
     tcb.receive_ring_tail = c.rings.receive.tail();
+    tcb.srtt_ns = c.rtt.srtt_ns();
+    tcb.rttvar_ns = c.rtt.rttvar_ns();
+    tcb.base_rto_ns = c.rtt.base_rto_ns_;
+    tcb.cwnd = c.congestion.cwnd();
+    tcb.ssthresh = c.congestion.ssthresh();
+    tcb.rto_at = c.rto_at;
+    tcb.persist_at = c.persist_at;
+    tcb.keepalive_at = c.keepalive_at;
+    tcb.linger_at = c.linger_at;
+    tcb.last_received_ns = c.last_received_ns;
+    tcb.persist_sent_ns = c.persist_sent_ns;
+  });
+}
+
+void TcpEngine::publish_listener(ListenerId id) {
+  const Listener& l = listeners_[id];
+  update_entry(listener_table_[id], [&](ListenerEntry& entry) {
+    const std::uint32_t version = entry.version;
+    entry = ListenerEntry{};
+    entry.version = version;
+    if (!l.in_use) return;
+    entry.flags = static_cast<std::uint8_t>(kListenerInUse | (l.options.nodelay ? kListenerNodelay : 0) |
+                                            (l.options.cork ? kListenerCork : 0) |
+                                            (l.options.keepalive ? kListenerKeepalive : 0));
+    entry.congestion_algorithm = static_cast<std::uint8_t>(l.options.congestion);
+    entry.port = l.port;
+    entry.address = l.address;
+    entry.backlog = l.backlog;
+    entry.accept_queue = l.accept_queue;
+    entry.keepalive_idle_s = l.options.keepalive_idle_s;
+    entry.keepalive_interval_s = l.options.keepalive_interval_s;
+    entry.keepalive_count = l.options.keepalive_count;
   });
 }
 
@@ -542,6 +905,7 @@ Result<ConnectionHandle> TcpEngine::connect(const FourTuple& tuple, StreamRings 
     return Error{Errc::invalid_argument, 0, "tcp flow claim"};
   }
   Connection* c = allocate(tuple, now_ns);
+  serve(*c);
   c->options = options;
   c->rings = rings;
   c->rings_live = true;
@@ -551,6 +915,7 @@ Result<ConnectionHandle> TcpEngine::connect(const FourTuple& tuple, StreamRings 
   c->rto_at = now_ns + c->rtt.rto_ns();
   const ConnectionHandle handle = handle_of(*c);
   finish(*c);
+  end_call();
   return handle;
 }
 
@@ -569,6 +934,7 @@ Result<ListenerId> TcpEngine::listen(std::uint32_t local_address, std::uint16_t 
   listeners_[free_id] = Listener{.in_use = true, .address = local_address, .port = port,
                                  .backlog = std::max<std::uint16_t>(backlog, 1), .syn_queue = 0,
                                  .accept_queue = 0, .options = options};
+  publish_listener(free_id);
   if (observer_ != nullptr) observer_->on_transition(TcpState::closed, TcpState::listen);
   return free_id;
 }
@@ -585,25 +951,36 @@ void TcpEngine::close_listener(ListenerId id) {
     if (connections_[i].in_use && connections_[i].listener == id) connections_[i].listener = kNoListener;
   }
   listeners_[id] = Listener{};
+  publish_listener(id);
   if (observer_ != nullptr) observer_->on_transition(TcpState::listen, TcpState::closed);
+  end_call();
 }
 
 void TcpEngine::accepted(ListenerId id, std::uint32_t count) {
   if (id >= settings_.max_listeners || !listeners_[id].in_use) return;
   Listener& l = listeners_[id];
   l.accept_queue -= std::min(count, l.accept_queue);
+  publish_listener(id);
 }
 
 void TcpEngine::on_send_ready(ConnectionHandle handle, std::uint64_t now_ns) {
   Connection* c = find(handle);
   if (c == nullptr) return;
+  serve(*c);
   output(*c, now_ns);
   finish(*c);
+  end_call();
 }
 
 void TcpEngine::on_receive_consumed(ConnectionHandle handle, std::uint64_t now_ns) {
   Connection* c = find(handle);
   if (c == nullptr || !synchronized(c->state)) return;
+  serve(*c);
+  receive_consumed(c, now_ns);
+  end_call();
+}
+
+void TcpEngine::receive_consumed(Connection* c, std::uint64_t now_ns) {
   const std::size_t free = c->rings.receive.free_space();
   if (!check_rings(*c, now_ns)) return;
   // RFC 1122 4.2.3.3: tell the peer once the window can grow by min(half the buffer, one MSS),
@@ -621,6 +998,12 @@ void TcpEngine::on_receive_consumed(ConnectionHandle handle, std::uint64_t now_n
 void TcpEngine::shutdown_write(ConnectionHandle handle, std::uint64_t now_ns) {
   Connection* c = find(handle);
   if (c == nullptr || c->write_shut) return;
+  serve(*c);
+  shut_write(c, now_ns);
+  end_call();
+}
+
+void TcpEngine::shut_write(Connection* c, std::uint64_t now_ns) {
   c->write_shut = true;
   if (c->state == TcpState::syn_sent) {
     // Nothing was said yet; the FIN follows the handshake.
@@ -635,6 +1018,12 @@ void TcpEngine::shutdown_write(ConnectionHandle handle, std::uint64_t now_ns) {
 void TcpEngine::close(ConnectionHandle handle, std::uint64_t now_ns) {
   Connection* c = find(handle);
   if (c == nullptr) return;
+  serve(*c);
+  close_connection(c, now_ns);
+  end_call();
+}
+
+void TcpEngine::close_connection(Connection* c, std::uint64_t now_ns) {
   if (c->state == TcpState::syn_sent) {
     destroy(*c);
     return;
@@ -648,7 +1037,7 @@ void TcpEngine::close(ConnectionHandle handle, std::uint64_t now_ns) {
   }
   if (c->state == TcpState::fin_wait_2) c->linger_at = now_ns + settings_.time_wait_ns;
   if (!c->write_shut) {
-    shutdown_write(handle, now_ns);
+    shut_write(c, now_ns);
     return;
   }
   finish(*c);
@@ -657,7 +1046,9 @@ void TcpEngine::close(ConnectionHandle handle, std::uint64_t now_ns) {
 void TcpEngine::abort(ConnectionHandle handle, std::uint64_t /*now_ns*/) {
   Connection* c = find(handle);
   if (c == nullptr) return;
+  serve(*c);
   fail(*c, 0, true);
+  end_call();
 }
 
 Status TcpEngine::set_options(ConnectionHandle handle, const ConnectionOptions& options, std::uint64_t now_ns) {
@@ -670,8 +1061,10 @@ Status TcpEngine::set_options(ConnectionHandle handle, const ConnectionOptions& 
     c->keepalive_at = c->last_received_ns + std::uint64_t{options.keepalive_idle_s} * kSecond;
   }
   if (!options.keepalive) c->keepalive_at = kNever;
+  serve(*c);
   output(*c, now_ns);  // uncorking or TCP_NODELAY push what waits
   finish(*c);
+  end_call();
   return {};
 }
 
@@ -738,12 +1131,14 @@ void TcpEngine::on_packet(std::uint32_t source, std::uint32_t destination, std::
   const FourTuple tuple{.local_address = destination, .remote_address = source,
                         .local_port = segment.destination_port(), .remote_port = segment.source_port()};
   dispatch(tuple, in, now_ns);
+  end_call();
 }
 
 void TcpEngine::dispatch(const FourTuple& tuple, const Incoming& in, std::uint64_t now_ns) {
   const std::uint32_t index = flows_.find(tuple);
   if (index != FlowIndex::kMissing) {
     Connection& c = connections_[index];
+    serve(c);
     if (c.state == TcpState::syn_sent) {
       on_syn_sent_segment(c, in, now_ns);
       finish(c);
@@ -868,6 +1263,7 @@ Connection* TcpEngine::open_passive(ListenerId id, const FourTuple& tuple, const
     host_.release_flow(tuple);
     return nullptr;
   }
+  serve(*c);
   c->options = listeners_[id].options;
   c->listener = id;
   const auto rings = host_.rings_for(id, handle_of(*c), tuple);
@@ -928,10 +1324,12 @@ void TcpEngine::establish(Connection& c, std::uint64_t now_ns) {
     c.in_syn_queue = false;
     if (l.syn_queue > 0) --l.syn_queue;
     ++l.accept_queue;
+    publish_listener(c.listener);
     host_.on_accept_ready(c.listener, handle_of(c), c.tuple);
   } else if (c.listener != kNoListener) {
     // A SYN cookie's connection: it never sat in the SYN queue.
     ++listeners_[c.listener].accept_queue;
+    publish_listener(c.listener);
     host_.on_accept_ready(c.listener, handle_of(c), c.tuple);
   }
 }
@@ -1411,8 +1809,20 @@ void TcpEngine::accept_peer_fin(Connection& c, bool our_fin_acked, std::uint64_t
 // --- sending ------------------------------------------------------------------------------------
 
 bool TcpEngine::transmit(const OutgoingSegment& segment) {
+  if (unflushed_ >= settings_.segment_batch) {
+    // The batch is full in the middle of a call: the segments in it are the connection's being
+    // served (those of connections served before it in this call were published when it ended
+    // with them), so publishing it covers them all.
+    const std::uint32_t index = flows_.find(segment.tuple);
+    if (index != FlowIndex::kMissing && connections_[index].in_use) publish(connections_[index]);
+    unflushed_ = 0;
+    host_.flush_segments();
+  }
   counters_.segments_out->add();
-  if (host_.transmit(segment)) return true;
+  if (host_.transmit(segment)) {
+    ++unflushed_;
+    return true;
+  }
   counters_.transmit_failed->add();
   return false;
 }
@@ -1539,11 +1949,12 @@ void TcpEngine::send_challenge_ack(Connection& c, std::uint64_t now_ns) {
   send_ack(c, now_ns);
 }
 
-void TcpEngine::send_reset(Connection& c, std::uint64_t /*now_ns*/) {
+// `sequence` is the highest the peer may have seen: a RST must be at or past it.
+void TcpEngine::send_reset(const FourTuple& tuple, std::uint32_t sequence, std::uint32_t acknowledgment) {
   OutgoingSegment out;
-  out.tuple = c.tuple;
-  out.sequence = c.snd_max;
-  out.acknowledgment = c.rcv_nxt;
+  out.tuple = tuple;
+  out.sequence = sequence;
+  out.acknowledgment = acknowledgment;
   out.flags = wire::kTcpRst | wire::kTcpAck;
   counters_.resets_sent->add();
   transmit(out);
@@ -1735,8 +2146,10 @@ std::uint32_t TcpEngine::resend_first_segment(Connection& c, std::uint64_t now_n
 // --- timers -------------------------------------------------------------------------------------
 
 void TcpEngine::on_timer(std::uint64_t now_ns) {
+  if (timers_.earliest() > now_ns) return;
   while (timers_.earliest() <= now_ns) {
     Connection& c = connections_[timers_.earliest_slot()];
+    serve(c);
     if (c.linger_at <= now_ns) {
       c.linger_at = kNever;
       if (c.state == TcpState::time_wait || c.state == TcpState::fin_wait_2) {
@@ -1765,6 +2178,7 @@ void TcpEngine::on_timer(std::uint64_t now_ns) {
     }
     finish(c);
   }
+  end_call();
 }
 
 void TcpEngine::on_retransmission_timeout(Connection& c, std::uint64_t now_ns) {

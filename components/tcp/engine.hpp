@@ -10,11 +10,16 @@
 // it, published once the hole fills). So the receive window is the ring's free space, and the
 // engine copies each payload byte exactly once each way.
 //
-// Connection table (the replica's state store): plain-old-data control blocks with the sequence
-// state, each written crash-consistently (a version per entry, odd while it is being changed,
-// published with a release store). A restarted replica's engine finds its predecessor's table in
-// the region and sends every peer of a synchronized connection a RST (RFC 9293 3.5.2 would have the
-// peer learn it later anyway), then clears the table.
+// Connection table (the replica's state store, connection_table.hpp): plain-old-data control
+// blocks with each connection's whole protocol state, and the listeners, each written
+// crash-consistently (a version per entry, odd while it is being changed, published with a release
+// store). Publish before send: a call's segments go to EngineHost::transmit, and the host hands them
+// on only at EngineHost::flush_segments, which the engine calls once the entries that cover them
+// are published; so the table is always at or past what any peer has seen. A restarted replica's
+// engine finds its predecessor's table in the region and either carries every connection on
+// (RestorePolicy::resume) or resets each synchronized peer and clears the table
+// (RestorePolicy::reset). The table also keeps the secret, so ISNs, SYN cookies and timestamps go
+// on where the predecessor left them.
 //
 // Time is in nanoseconds from one monotonic clock (the caller's). Nothing allocates after create().
 #pragma once
@@ -74,7 +79,18 @@ struct EngineSettings {
   std::uint64_t time_wait_ns = 60'000'000'000;  // 2*MSL as Linux uses it
   std::uint32_t syn_retries = 6;
   std::uint32_t data_retries = 15;
-  std::uint64_t secret[2] = {0, 0};  // ISNs (RFC 6528) and SYN cookies; 0,0: drawn at create()
+  // ISNs (RFC 6528), SYN cookies and the timestamp offset. 0,0: the one in the table a previous
+  // incarnation left, else drawn at create(); either way kept in the table.
+  std::uint64_t secret[2] = {0, 0};
+  // The most segments the engine hands EngineHost::transmit between two flush_segments() calls
+  // (what the host must be able to hold).
+  std::size_t segment_batch = 64;
+};
+
+// What Engine::create does with a previous incarnation's table.
+enum class RestorePolicy : std::uint8_t {
+  reset,   // RST every synchronized peer and start with an empty table
+  resume,  // carry every connection and listener on (see Engine::create)
 };
 
 // A segment the engine wants sent. The payload is `payload_length` bytes of `payload`, starting
@@ -125,13 +141,22 @@ inline constexpr std::uint32_t kEventReleased = 32;    // the engine no longer u
 class EngineHost {
  public:
   virtual ~EngineHost() = default;
-  // false: could not send now (no buffer, ring full); the engine counts it and relies on its
+  // Takes a segment to send at the next flush_segments() (build its bytes now: the payload's ring
+  // moves on). false: could not take it (no buffer); the engine counts it and relies on its
   // timers, as if the segment had been lost.
   virtual bool transmit(const OutgoingSegment& segment) = 0;
+  // Sends what transmit() took: the table now covers it. Called at the end of every engine call
+  // that may have transmitted, and after at most EngineSettings::segment_batch segments.
+  virtual void flush_segments() = 0;
   // A connection for `listener` is being created (a SYN into the SYN queue, or a valid SYN
   // cookie): give it rings. nullopt: refuse (the engine answers RST and counts it).
   virtual std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
                                                const FourTuple& tuple) = 0;
+  // Engine::create with RestorePolicy::resume: the rings of `connection`, carried on from a
+  // previous incarnation, built at the positions the shared ring indices hold now. nullopt: the
+  // host no longer has them; the engine resets the connection.
+  virtual std::optional<StreamRings> rings_for_restored(ConnectionHandle connection, const FourTuple& tuple,
+                                                        ListenerId listener) = 0;
   // Tell IP that this replica owns (claim) or no longer owns (release) the exact flow.
   // false from claim: the flow cannot be had; the engine drops the connection.
   virtual bool claim_flow(const FourTuple& tuple) = 0;
@@ -165,18 +190,54 @@ struct ConnectionInfo {
   std::uint8_t receive_window_shift = 0;
 };
 
+// What Engine::create found in a previous incarnation's table.
+struct RestoreReport {
+  std::uint32_t restored = 0;  // connections carried on
+  std::uint32_t listeners = 0;
+  std::uint32_t failed = 0;  // reset: a torn entry, rings the host lacks or that disagree with it
+  // The poison rule: the connection in flight at this crash and the previous one, reset alone.
+  bool poisoned_dropped = false;
+  FourTuple poisoned;
+};
+
 class Engine {
  public:
-  // Bytes of state-store region a table of `max_connections` needs.
-  static std::size_t table_bytes(std::size_t max_connections);
+  // Bytes of state-store region the table for `settings` needs.
+  static std::size_t table_bytes(const EngineSettings& settings);
+  // The same, for `max_connections` and the default number of listeners.
+  static std::size_t table_bytes(std::size_t max_connections) {
+    EngineSettings settings;
+    settings.max_connections = max_connections;
+    return table_bytes(settings);
+  }
 
-  // `table` holds the connection table (and must stay mapped); when it holds a previous
-  // incarnation's table, every synchronized connection in it gets a RST through `host` now and the
-  // table is cleared. Counters are registered in `counters` by name.
+  // `table` holds the connection table (and must stay mapped). When it holds a previous
+  // incarnation's table, `policy` says what happens to it:
+  // - reset: every synchronized connection in it gets a RST through `host` now and the table is
+  //   cleared.
+  // - resume: every consistent entry (any state but LISTEN and CLOSED) becomes a connection again,
+  //   with the same handle, rings from EngineHost::rings_for_restored, its flow claimed again, its
+  //   timers at their absolute times, then one ACK (a delayed ACK is owed, and the peer learns the
+  //   window) and its events again (kEventEstablished and those that hold: the predecessor may
+  //   have died before the host heard them). Every listener comes back with its id and accept
+  //   count, every SYN-RECEIVED entry with its place in the SYN queue. Out-of-order data is
+  //   dropped (receiver reneging, RFC 2018 8): the peer keeps SACKed data until it is acknowledged
+  //   and resends it. The SACK scoreboard starts empty and loss recovery ends; cwnd and ssthresh
+  //   are kept. snd_nxt and snd_max are as published, which under publish-before-send is at or past
+  //   what the peer saw. Bytes the predecessor consumed from the send ring or published to the
+  //   receive ring after its last publish are reconciled against the rings' shared indices. A torn
+  //   entry (odd version), or one whose rings disagree, is reset alone (RST,
+  //   kEventFailed|kEventReleased with EIO).
+  //   Poison rule: the table names the connection in flight when the predecessor died; when that
+  //   is also the one in flight at the crash before, it is reset alone (ECONNABORTED) and
+  //   restore_report() says so.
+  // Either way the secret stays (EngineSettings::secret). Counters go in `counters` by name.
   static Result<std::unique_ptr<Engine>> create(std::span<std::byte> table, const EngineSettings& settings,
                                                 EngineHost& host, NamedCounterTable& counters,
-                                                std::uint64_t now_ns);
+                                                std::uint64_t now_ns, RestorePolicy policy = RestorePolicy::reset);
   virtual ~Engine() = default;
+
+  virtual const RestoreReport& restore_report() const = 0;
 
   // A packet for this replica: `segment` is the TCP header and payload (checksum not yet checked),
   // `source`/`destination` the IPv4 addresses (host order). Everything wrong is counted and

@@ -38,7 +38,7 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
   if (settings.count == 0 || settings.index >= settings.count) {
     return Error{Errc::invalid_argument, 0, "tcp: replica index must be below the replica count"};
   }
-  if (state.size() < Engine::table_bytes(settings.engine.max_connections)) {
+  if (state.size() < Engine::table_bytes(settings.engine)) {
     return Error{Errc::invalid_argument, 0, "tcp: state store too small for the connection table (state_bytes)"};
   }
   std::unique_ptr<ReplicaServer> server(new ReplicaServer(pool, self, settings, outputs, counters, incarnation));
@@ -46,6 +46,7 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
   for (std::size_t i = 0; i < apps.size(); ++i) server->format_app(i, apps[i]);
   server->connections_.resize(settings.engine.max_connections);
   server->listeners_.resize(settings.engine.max_listeners);
+  server->segment_batch_.reserve(settings.engine.segment_batch);
   // Announce before the engine runs: its restart RSTs and first claims must reach IP after it.
   server->announce(true);
   auto engine = Engine::create(state, settings.engine, *server, counters, now_ns);
@@ -86,6 +87,10 @@ void ReplicaServer::on_segment(const stack::TransportPacketBody& packet, std::ui
 }
 
 bool ReplicaServer::transmit(const OutgoingSegment& segment) {
+  if (segment_batch_.size() >= segment_batch_.capacity()) {  // the engine flushes before this
+    counters_.no_buffer->add();
+    return false;
+  }
   BufferHandle handle;
   if (cache_.alloc_burst(std::span(&handle, 1)) != 1) {
     counters_.no_buffer->add();
@@ -108,13 +113,20 @@ bool ReplicaServer::transmit(const OutgoingSegment& segment) {
                                           .local_port = segment.tuple.local_port,
                                           .protocol = wire::kProtocolTcp,
                                           .reserved = {}};
-  if (!outputs_->segment_to_ip(packet)) {
-    (void)cache_.free(handle);
-    counters_.ip_ring_full->add();
-    return false;
-  }
-  counters_.segments_to_ip->add();
+  segment_batch_.push_back(packet);
   return true;
+}
+
+void ReplicaServer::flush_segments() {
+  for (const stack::TransportPacketBody& packet : segment_batch_) {
+    if (!outputs_->segment_to_ip(packet)) {
+      (void)cache_.free(packet.segment);
+      counters_.ip_ring_full->add();
+      continue;
+    }
+    counters_.segments_to_ip->add();
+  }
+  segment_batch_.clear();
 }
 
 bool ReplicaServer::claim_flow(const FourTuple& tuple) {

@@ -72,6 +72,11 @@ class ReplicaServer final : public EngineHost {
 
   // EngineHost.
   bool transmit(const OutgoingSegment& segment) override;
+  void flush_segments() override;
+  // This replica starts with RestorePolicy::reset, so nothing is restored.
+  std::optional<StreamRings> rings_for_restored(ConnectionHandle, const FourTuple&, ListenerId) override {
+    return std::nullopt;
+  }
   std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
                                        const FourTuple& tuple) override;
   bool claim_flow(const FourTuple& tuple) override;
@@ -142,6 +147,9 @@ class ReplicaServer final : public EngineHost {
   std::vector<Place> connections_;  // by ConnectionHandle::index
   std::vector<Place> listeners_;    // by ListenerId
   MessageOutbox ip_outbox_{4096};
+  // The segments of the engine call under way, handed to IP at flush_segments() (publish before
+  // send); sized to EngineSettings::segment_batch at create().
+  std::vector<stack::TransportPacketBody> segment_batch_;
   std::uint32_t next_generation_;
   std::uint32_t next_port_ = 0;
 

@@ -714,12 +714,55 @@ TEST(Restart, ASecondEngineOverTheTableResetsEverySynchronizedPeer) {
   EXPECT_EQ(p.server.counter("reset_at_restart"), 3u);
 }
 
+// The SYN `host` sent from `port`: its sequence number and timestamp value.
+std::pair<std::uint32_t, std::uint32_t> syn_sent(const Host& host, std::uint16_t port) {
+  for (const auto& bytes : host.sent_log) {
+    auto copy = bytes;
+    const auto segment = wire::TcpSegment::unchecked(copy);
+    if (segment.source_port() != port || !segment.has_flags(wire::kTcpSyn)) continue;
+    const auto options = wire::parse_tcp_options(segment.options());
+    if (!options || !options->timestamps) break;
+    return {segment.sequence(), options->timestamps->first};
+  }
+  ADD_FAILURE() << "no SYN with timestamps from port " << port;
+  return {0, 0};
+}
+
+TEST(Restart, TheSecretStaysInTheTable) {
+  // No secret in the settings: the first engine draws one, and its successors over the same table
+  // keep it, so the ISN function and the timestamp offset stay the same.
+  EngineSettings settings = test_settings();
+  settings.secret[0] = settings.secret[1] = 0;
+  for (const RestorePolicy policy : {RestorePolicy::reset, RestorePolicy::resume}) {
+    Network network(1, LinkConfig{});
+    Host host(network, kClient, settings, 0);
+    host.log_segments = true;
+    Endpoint* first = host.connect(kNobody, 40000, kPort);
+    ASSERT_NE(first, nullptr);
+    const auto before = syn_sent(host, 40000);
+    host.engine().abort(first->handle, network.now());
+    host.restart(network.now(), policy);
+    host.restart(network.now(), policy);
+    host.sent_log.clear();
+    ASSERT_NE(host.connect(kNobody, 40000, kPort), nullptr);
+    const auto after = syn_sent(host, 40000);
+    EXPECT_EQ(after.first, before.first) << "same ISN for the same tuple at the same time";
+    EXPECT_EQ(after.second, before.second) << "same timestamp offset";
+    // A fresh table draws another secret.
+    Host other(network, kClient, settings, 0);
+    other.log_segments = true;
+    ASSERT_NE(other.connect(kNobody, 40000, kPort), nullptr);
+    const auto fresh = syn_sent(other, 40000);
+    EXPECT_NE(fresh.second, before.second);
+  }
+}
+
 TEST(Restart, AGarbageTableIsIgnored) {
   Pair p;
   EngineSettings settings = test_settings();
-  std::vector<std::byte> memory(Engine::table_bytes(settings.max_connections) + 64);
+  std::vector<std::byte> memory(Engine::table_bytes(settings) + 64);
   auto* base = memory.data() + (64 - reinterpret_cast<std::uintptr_t>(memory.data()) % 64) % 64;
-  std::span<std::byte> table(base, Engine::table_bytes(settings.max_connections));
+  std::span<std::byte> table(base, Engine::table_bytes(settings));
   std::mt19937_64 rng(5);
   for (auto& b : table) b = static_cast<std::byte>(rng());
   NamedCounterTable counters;
@@ -827,6 +870,29 @@ TEST(Lifecycle, ANewSynReopensTimeWait) {
   p.network.run([&] { return again->released && p.server_end(1).released; }, p.network.now() + 10 * kSecond);
   EXPECT_EQ(p.server_end(1).received, 20'000u);
   EXPECT_EQ(p.server_end(1).mismatches, 0u);
+}
+
+// The secret stays across a restart, so the restarted engine's ISNs and timestamps go on from its
+// predecessor's: a peer in TIME-WAIT takes its new SYN for the same 4-tuple (RFC 6191: a higher
+// timestamp and sequence number), where a redrawn secret would fail the check half the time.
+TEST(Restart, APeerInTimeWaitTakesANewConnectionFromARestartedEngine) {
+  EngineSettings settings = test_settings();
+  settings.secret[0] = settings.secret[1] = 0;
+  Pair p(nullptr, settings);
+  Endpoint* e = p.open();
+  ASSERT_NE(e, nullptr);
+  e->shutdown_after_peer_fin = true;
+  e->auto_shutdown = true;
+  p.shut(p.server, p.server_end());
+  p.network.run([&] { return e->released && p.server_end().released; }, p.network.now() + 10 * kSecond);
+  ASSERT_EQ(p.server.engine().connection_count(), 1u) << "the server holds TIME-WAIT";
+  p.idle(kSecond);
+  p.client.restart(p.network.now());
+  Endpoint* again = p.open(40000);  // the same 4-tuple, from the new engine
+  ASSERT_NE(again, nullptr);
+  EXPECT_TRUE(again->established);
+  EXPECT_EQ(p.server.counter("time_wait_reopened"), 1u);
+  EXPECT_EQ(p.server.counter("paws_rejected") + p.server.counter("challenge_acks"), 0u);
 }
 
 // Both ends send at once, every bare ACK is lost for a while, so both time out and go back to

@@ -105,9 +105,9 @@ class TunHost final : public EngineHost {
  public:
   TunHost(int tun, const EngineSettings& settings, const Impairment& impairment)
       : tun_(tun), impairment_(impairment), scratch_(max_segment_bytes(65535)) {
-    table_.resize(Engine::table_bytes(settings.max_connections) + 64);
+    table_.resize(Engine::table_bytes(settings) + 64);
     auto* base = table_.data() + (64 - reinterpret_cast<std::uintptr_t>(table_.data()) % 64) % 64;
-    auto created = Engine::create(std::span(base, Engine::table_bytes(settings.max_connections)), settings,
+    auto created = Engine::create(std::span(base, Engine::table_bytes(settings)), settings,
                                   *this, counters_, monotonic_ns());
     if (!created) std::abort();
     engine_ = std::move(created.value());
@@ -124,6 +124,11 @@ class TunHost final : public EngineHost {
     if (wire::emit_ipv4_header(packet, header) == 0) return false;
     impair(true, std::span(packet).first(wire::kIpv4HeaderBytes + length));
     return true;
+  }
+  // Nothing here restarts, so segments go out as transmit() takes them.
+  void flush_segments() override {}
+  std::optional<StreamRings> rings_for_restored(ConnectionHandle, const FourTuple&, ListenerId) override {
+    return std::nullopt;
   }
   std::optional<StreamRings> rings_for(ListenerId, ConnectionHandle connection, const FourTuple&) override {
     auto endpoint = std::make_unique<Endpoint>(4 * kMiB);

@@ -5,6 +5,8 @@
 #include <array>
 #include <cstring>
 
+#include "components/tcp/algorithms/seq.hpp"
+#include "components/tcp/connection_table.hpp"
 #include "dataplane/hash.hpp"
 
 namespace flotilla::tcp::sim {
@@ -62,6 +64,12 @@ StreamRings Endpoint::engine_rings() {
                      formats::ByteRingProducer(&receive_indices, receive_data)};
 }
 
+StreamRings Endpoint::restored_rings() {
+  return StreamRings{
+      formats::ByteRingConsumer(&send_indices, send_data, send_indices.head.load(std::memory_order_acquire)),
+      formats::ByteRingProducer(&receive_indices, receive_data, receive_indices.tail.load(std::memory_order_acquire))};
+}
+
 Host::Host(Network& network, std::uint32_t address, const EngineSettings& settings, std::uint64_t now_ns,
            std::size_t ring_bytes_in)
     : ring_bytes(ring_bytes_in),
@@ -70,21 +78,22 @@ Host::Host(Network& network, std::uint32_t address, const EngineSettings& settin
       settings_(settings),
       counters_(std::make_unique<NamedCounterTable>()),
       scratch_(max_segment_bytes(65535)) {
-  table_memory_.resize(Engine::table_bytes(settings.max_connections) + 64);
+  table_memory_.resize(Engine::table_bytes(settings) + 64);
   network.attach(*this);
   restart(now_ns);
 }
 
-void Host::restart(std::uint64_t now_ns) {
+void Host::restart(std::uint64_t now_ns, RestorePolicy policy) {
   engine_.reset();
-  endpoints_.clear();
+  if (policy == RestorePolicy::reset) endpoints_.clear();
   claimed_.clear();
+  batch_.clear();  // what the dead engine had not handed on is lost, as on the wire
   // The table must be 64-byte aligned: take the aligned part of the buffer (which stays put).
   auto* base = table_memory_.data();
   const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(base) % 64;
   const std::size_t skip = misalignment == 0 ? 0 : 64 - misalignment;
-  const std::span<std::byte> table(base + skip, Engine::table_bytes(settings_.max_connections));
-  auto created = Engine::create(table, settings_, *this, *counters_, now_ns);
+  table_ = std::span<std::byte>(base + skip, Engine::table_bytes(settings_));
+  auto created = Engine::create(table_, settings_, *this, *counters_, now_ns, policy);
   if (!created) std::abort();
   engine_ = std::move(created.value());
 }
@@ -95,10 +104,69 @@ bool Host::transmit(const OutgoingSegment& segment) {
   // The link's MTU is the announced MSS plus the IPv4 and TCP base headers: options count
   // against the payload (RFC 6691).
   if (length > settings_.mss + wire::kTcpHeaderBytes) ++oversize_segments;
-  std::vector<std::byte> bytes(scratch_.begin(), scratch_.begin() + static_cast<std::ptrdiff_t>(length));
-  if (log_segments) sent_log.push_back(bytes);
-  network_.send(segment.tuple.local_address, segment.tuple.remote_address, std::move(bytes));
+  Batched batched{segment, std::vector<std::byte>(scratch_.begin(), scratch_.begin() + static_cast<std::ptrdiff_t>(length))};
+  batched.segment.payload = nullptr;
+  batch_.push_back(std::move(batched));
   return true;
+}
+
+void Host::flush_segments() {
+  ++flush_calls;
+  const bool crash = crash_at_flush != 0 && flush_calls == crash_at_flush;
+  if (crash && crash_before_send) throw SimulatedCrash{};
+  for (Batched& batched : batch_) {
+    const std::string problem = check_covered(batched.segment);
+    if (!problem.empty()) {
+      if (uncovered_segments++ == 0) first_uncovered = problem;
+    }
+    if (log_segments) sent_log.push_back(batched.bytes);
+    network_.send(batched.segment.tuple.local_address, batched.segment.tuple.remote_address,
+                  std::move(batched.bytes));
+  }
+  batch_.clear();
+  if (crash) throw SimulatedCrash{};
+}
+
+// Publish before send: what a segment tells the peer (the sequence space it uses, what it
+// acknowledges, a FIN) must already be in the table, so a successor never falls behind the peer.
+std::string Host::check_covered(const OutgoingSegment& segment) const {
+  if ((segment.flags & wire::kTcpRst) != 0) return {};
+  const auto* header = reinterpret_cast<const TableHeader*>(table_.data());
+  const auto* entries = reinterpret_cast<const Tcb*>(table_.data() + sizeof(TableHeader));
+  const std::uint32_t syn = (segment.flags & wire::kTcpSyn) != 0 ? 1 : 0;
+  const std::uint32_t fin = (segment.flags & wire::kTcpFin) != 0 ? 1 : 0;
+  const std::uint32_t end = segment.sequence + static_cast<std::uint32_t>(segment.payload_length) + syn + fin;
+  for (std::uint32_t i = 0; i < header->capacity; ++i) {
+    Tcb entry;
+    if (!read_entry(entries[i], entry)) return "torn entry " + std::to_string(i);
+    if (entry.state == static_cast<std::uint8_t>(TcpState::closed) || !(entry.tuple == segment.tuple)) continue;
+    const std::string where = "port " + std::to_string(segment.tuple.local_port) + "->" +
+                              std::to_string(segment.tuple.remote_port) + " flags " +
+                              std::to_string(segment.flags) + ": ";
+    if (seq_gt(end, entry.snd_max)) {
+      return where + "sends up to " + std::to_string(end) + " past the published snd_max " +
+             std::to_string(entry.snd_max);
+    }
+    if ((segment.flags & wire::kTcpAck) != 0 && seq_gt(segment.acknowledgment, entry.rcv_nxt)) {
+      return where + "acknowledges " + std::to_string(segment.acknowledgment) + " past the published rcv_nxt " +
+             std::to_string(entry.rcv_nxt);
+    }
+    if (fin != 0 && ((entry.flags & kTcbFinSent) == 0 ||
+                     entry.fin_seq != segment.sequence + static_cast<std::uint32_t>(segment.payload_length))) {
+      return where + "a FIN the table does not have";
+    }
+    return {};
+  }
+  // A SYN cookie's SYN-ACK keeps no state.
+  if (syn != 0 && (segment.flags & wire::kTcpAck) != 0) return {};
+  return "port " + std::to_string(segment.tuple.local_port) + "->" + std::to_string(segment.tuple.remote_port) +
+         ": no table entry";
+}
+
+std::optional<StreamRings> Host::rings_for_restored(ConnectionHandle connection, const FourTuple&, ListenerId) {
+  Endpoint* endpoint = endpoint_for(connection);
+  if (endpoint == nullptr) return std::nullopt;
+  return endpoint->restored_rings();
 }
 
 std::optional<StreamRings> Host::rings_for(ListenerId, ConnectionHandle connection, const FourTuple&) {
@@ -140,6 +208,12 @@ Endpoint* Host::endpoint_for(ConnectionHandle handle) {
 }
 
 void Host::on_events(ConnectionHandle connection, std::uint32_t events, int error) {
+  if (crash_on_events_port != 0 && engine_ != nullptr) {
+    const auto info = engine_->info(connection);
+    if (info && (info->tuple.local_port == crash_on_events_port || info->tuple.remote_port == crash_on_events_port)) {
+      throw SimulatedCrash{};
+    }
+  }
   Endpoint* endpoint = endpoint_for(connection);
   if (endpoint != nullptr) apply_events(*endpoint, events, error);
 }

@@ -38,6 +38,8 @@ struct LinkConfig {
 struct Endpoint {
   explicit Endpoint(std::size_t ring_bytes);
   StreamRings engine_rings();  // what the engine gets
+  // What a restarted engine gets: the rings at the positions their shared indices hold.
+  StreamRings restored_rings();
 
   formats::ByteRingIndices send_indices;
   formats::ByteRingIndices receive_indices;
@@ -92,12 +94,20 @@ void apply_events(Endpoint& endpoint, std::uint32_t events, int error);
 bool pump_applications(Engine& engine, std::vector<std::unique_ptr<Endpoint>>& endpoints,
                        std::span<std::byte> scratch, std::uint64_t now_ns);
 
+// What a host throws to stand for its engine's process dying in the middle of a call: the test
+// catches it, drops the engine and makes a new one over the same table (Host::restart).
+struct SimulatedCrash {};
+
 class Host final : public EngineHost {
  public:
   Host(Network& network, std::uint32_t address, const EngineSettings& settings, std::uint64_t now_ns,
        std::size_t ring_bytes = 256 * 1024);
 
   bool transmit(const OutgoingSegment& segment) override;
+  // Checks every segment of the batch against the published table, then sends them.
+  void flush_segments() override;
+  std::optional<StreamRings> rings_for_restored(ConnectionHandle connection, const FourTuple& tuple,
+                                                ListenerId listener) override;
   std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
                                        const FourTuple& tuple) override;
   bool claim_flow(const FourTuple& tuple) override;
@@ -112,8 +122,9 @@ class Host final : public EngineHost {
   bool pump(std::uint64_t now_ns);
   // When a paused application reads again (UINT64_MAX: none is paused).
   std::uint64_t next_application_deadline() const;
-  // A fresh engine over the same table (a restart); the old one's endpoints are forgotten.
-  void restart(std::uint64_t now_ns);
+  // A fresh engine over the same table (a restart). reset: the old one's endpoints are
+  // forgotten; resume: they stay, as an application's rings outlive the replica.
+  void restart(std::uint64_t now_ns, RestorePolicy policy = RestorePolicy::reset);
 
   std::uint32_t address() const { return address_; }
   Engine& engine() { return *engine_; }
@@ -138,14 +149,35 @@ class Host final : public EngineHost {
   std::vector<std::vector<std::byte>> sent_log;  // every segment sent, when log_segments
   bool log_segments = false;
   std::uint64_t oversize_segments = 0;  // segments that would not fit the MTU
+  // Segments handed on that the table did not cover (publish before send), and the first one.
+  std::uint64_t uncovered_segments = 0;
+  std::string first_uncovered;
+  // Crash injection: throw SimulatedCrash at the end of the engine call that makes flush_segments
+  // call number `crash_at_flush` (0: never), before sending its batch when `crash_before_send`.
+  std::uint64_t flush_calls = 0;
+  std::uint64_t crash_at_flush = 0;
+  bool crash_before_send = false;
+  // A poisoned connection: every engine call that reports events for a connection with this local
+  // or remote port crashes (0: none).
+  std::uint16_t crash_on_events_port = 0;
+  std::span<std::byte> table() { return table_; }
 
  private:
   Endpoint* endpoint_for(ConnectionHandle handle);
+  // Empty when the published table covers `segment`, else what is wrong.
+  std::string check_covered(const OutgoingSegment& segment) const;
+
+  struct Batched {
+    OutgoingSegment segment;  // the header fields only (the payload pointer is not kept)
+    std::vector<std::byte> bytes;
+  };
 
   Network& network_;
   std::uint32_t address_;
   EngineSettings settings_;
   std::vector<std::byte> table_memory_;
+  std::span<std::byte> table_;
+  std::vector<Batched> batch_;
   std::unique_ptr<NamedCounterTable> counters_;
   std::unique_ptr<Engine> engine_;
   std::vector<std::unique_ptr<Endpoint>> endpoints_;
