@@ -14,9 +14,9 @@
 //   udp    <-> app    socket_* messages         the native socket API (sockets/)
 //   ip     <-> tcpN   transport_packet          a TCP segment; IP sends a segment with no exact
 //                                               flow owner to replica hash(4-tuple) % N
-//   tcpN    -> ip     tcp_replica               "I am replica `index` of `count`" (at start, and
-//                                               again when IP restarts); IP forgets the flows of
-//                                               a replica that announces itself anew
+//   tcpN    -> ip     tcp_replica               "I am replica `index` of `count`", and in which
+//                                               mode (TcpReplicaMode): at start, again when IP
+//                                               restarts, and when a recovery is done
 //   tcpN    -> ip     flow_binding              claim or release one exact TCP 4-tuple
 //   app    <-> tcpN   tcp_* messages            the native TCP socket API (components/formats/tcp_socket_page.hpp)
 //
@@ -153,14 +153,26 @@ struct FlowBindingBody {
   std::uint8_t reserved[2];
 };
 
+// What a replica's announce says about the flows it claimed before it sent it. The values are
+// on the wire (0 and 1 were the old `fresh` flag); any other value is refused and counted.
+enum class TcpReplicaMode : std::uint8_t {
+  // IP restarted and asked again: the sender is unchanged and its flows stand.
+  ip_restarted = 0,
+  // A new incarnation with nothing of its predecessor: IP drops every flow the sender owned.
+  fresh = 1,
+  // A new incarnation restoring its predecessor's connections: IP keeps the sender's flows, and
+  // the sender claims again (flow_binding claim) each flow it restored.
+  recovering = 2,
+  // The restore is done: IP drops the sender's flows it did not claim again since `recovering`.
+  recovered = 3,
+};
+
 // tcpN -> ip: which replica the sender is. IP spreads TCP segments that no exact flow claims
 // (SYNs, and anything for a connection nobody has) over the replicas by hash of the 4-tuple.
 struct TcpReplicaBody {
   std::uint16_t index;
   std::uint16_t count;
-  // 1: a fresh incarnation (IP drops the flows the sender claimed before); 0: IP restarted and
-  // asked again, the sender's flows stand.
-  std::uint8_t fresh;
+  TcpReplicaMode mode;
   std::uint8_t reserved[3];
 };
 

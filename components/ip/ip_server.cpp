@@ -92,6 +92,8 @@ IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, Named
   counters_.no_buffer = counter("no_buffer");
   counters_.driver_refused = counter("driver_refused");
   counters_.bindings_refused = counter("bindings_refused");
+  counters_.tcp_flows_kept = counter("tcp_flows_kept");
+  counters_.tcp_flows_swept = counter("tcp_flows_swept");
   counters_.tcp_to_replica = counter("tcp_to_replica");
   counters_.tcp_no_replica = counter("tcp_no_replica");
   counters_.tcp_replicas_announced = counter("tcp_replicas_announced");
@@ -680,7 +682,9 @@ void IpServer::on_flow_binding(ComponentId from, const stack::FlowBindingBody& b
 }
 
 void IpServer::on_tcp_replica(ComponentId from, const stack::TcpReplicaBody& replica) {
-  if (replica.count == 0 || replica.count > IpStateHeader::kMaxTcpReplicas || replica.index >= replica.count) {
+  const auto mode = static_cast<std::uint8_t>(replica.mode);
+  if (replica.count == 0 || replica.count > IpStateHeader::kMaxTcpReplicas || replica.index >= replica.count ||
+      mode > static_cast<std::uint8_t>(stack::TcpReplicaMode::recovered)) {
     counters_.bindings_refused->add();
     return;
   }
@@ -693,8 +697,14 @@ void IpServer::on_tcp_replica(ComponentId from, const stack::TcpReplicaBody& rep
     if (slot == from) slot = kNoComponent;
   }
   header_->tcp_replicas[replica.index] = from;
-  // A fresh incarnation starts with no connections: the flows its predecessor claimed are dead.
-  if (replica.fresh != 0) (void)flows_->release_owner(from);
+  switch (replica.mode) {
+    case stack::TcpReplicaMode::ip_restarted: break;
+    // A fresh incarnation starts with no connections: the flows its predecessor claimed are dead.
+    case stack::TcpReplicaMode::fresh: (void)flows_->release_owner(from); break;
+    // Its flows keep reaching it while it restores them; each one it restores it claims again.
+    case stack::TcpReplicaMode::recovering: counters_.tcp_flows_kept->add(flows_->mark_unconfirmed(from)); break;
+    case stack::TcpReplicaMode::recovered: counters_.tcp_flows_swept->add(flows_->release_unconfirmed(from)); break;
+  }
   counters_.tcp_replicas_announced->add();
 }
 

@@ -218,6 +218,8 @@ class IpServer {
     NamedCounter* tcp_to_replica;
     NamedCounter* tcp_no_replica;
     NamedCounter* tcp_replicas_announced;
+    NamedCounter* tcp_flows_kept;   // marked unconfirmed by a replica's `recovering`
+    NamedCounter* tcp_flows_swept;  // dropped at `recovered`: not claimed again
     NamedCounter* unknown_protocol;
   } counters_{};
 };

@@ -1085,7 +1085,10 @@ Bytes tcp_frame_to_us(std::uint16_t remote_port, std::uint16_t local_port) {
 class IpTcpReplicaTest : public IpServerTest {
  protected:
   void announce(ComponentId replica, std::uint16_t index, bool fresh) {
-    server_->on_tcp_replica(replica, stack::TcpReplicaBody{index, 2, fresh ? std::uint8_t{1} : std::uint8_t{0}, {}});
+    announce(replica, index, fresh ? stack::TcpReplicaMode::fresh : stack::TcpReplicaMode::ip_restarted);
+  }
+  void announce(ComponentId replica, std::uint16_t index, stack::TcpReplicaMode mode) {
+    server_->on_tcp_replica(replica, stack::TcpReplicaBody{index, 2, mode, {}});
   }
   void bind_flow(ComponentId from, stack::BindingChange change, std::uint16_t local_port, std::uint16_t remote_port) {
     server_->on_flow_binding(from, stack::FlowBindingBody{kOurAddress, kPeerAddress, local_port, remote_port,
@@ -1166,6 +1169,40 @@ TEST_F(IpTcpReplicaTest, AFreshIncarnationLosesItsFlowsAndARepeatedAnnouncementK
   EXPECT_EQ(delivered_to(port), kTcp0);
 }
 
+TEST_F(IpTcpReplicaTest, ARecoveringReplicaKeepsTheFlowsItClaimsAgainAndLosesTheRestWhenRecovered) {
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  // Three flows of kTcp1 whose tuples hash to kTcp0, and one of kTcp0.
+  std::vector<std::uint16_t> ports;
+  for (std::uint16_t port = 40000; ports.size() < 4; ++port) {
+    if (server_->tcp_replica_for(kPeerAddress, port, 80) == kTcp0) ports.push_back(port);
+  }
+  for (std::size_t i = 0; i < 3; ++i) bind_flow(kTcp1, stack::BindingChange::claim, 80, ports[i]);
+  bind_flow(kTcp0, stack::BindingChange::claim, 80, ports[3]);
+
+  announce(kTcp1, 1, stack::TcpReplicaMode::recovering);
+  EXPECT_EQ(count("tcp_flows_kept"), 3u);
+  // While it restores, every flow still reaches it.
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(delivered_to(ports[i]), kTcp1) << i;
+  // It restored the first two (claims them again) and lost the third.
+  bind_flow(kTcp1, stack::BindingChange::claim, 80, ports[0]);
+  bind_flow(kTcp1, stack::BindingChange::claim, 80, ports[1]);
+  EXPECT_EQ(count("bindings_refused"), 0u);
+  announce(kTcp1, 1, stack::TcpReplicaMode::recovered);
+  EXPECT_EQ(count("tcp_flows_swept"), 1u);
+  EXPECT_EQ(delivered_to(ports[0]), kTcp1);
+  EXPECT_EQ(delivered_to(ports[1]), kTcp1);
+  EXPECT_EQ(delivered_to(ports[2]), kTcp0) << "the flow it did not claim again is swept";
+  EXPECT_EQ(delivered_to(ports[3]), kTcp0) << "another replica's flow is untouched";
+  EXPECT_EQ(server_->flows().size(), 3u);
+  // A second recovery that claims nothing again loses everything it had.
+  announce(kTcp1, 1, stack::TcpReplicaMode::recovering);
+  announce(kTcp1, 1, stack::TcpReplicaMode::recovered);
+  EXPECT_EQ(count("tcp_flows_swept"), 3u);
+  EXPECT_EQ(delivered_to(ports[0]), kTcp0);
+  EXPECT_EQ(server_->flows().size(), 1u);
+}
+
 TEST_F(IpTcpReplicaTest, AReplicaAnswersForUnownedFlowsButNeverForAnothersFlow) {
   learn_peer();
   announce(kTcp0, 0, true);
@@ -1185,10 +1222,14 @@ TEST_F(IpTcpReplicaTest, AReplicaAnswersForUnownedFlowsButNeverForAnothersFlow) 
 }
 
 TEST_F(IpTcpReplicaTest, BadAnnouncementsAreRefused) {
-  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{2, 2, 1, {}});
-  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 0, 1, {}});
-  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 17, 1, {}});
-  EXPECT_EQ(count("bindings_refused"), 3u);
+  constexpr auto kFresh = stack::TcpReplicaMode::fresh;
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{2, 2, kFresh, {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 0, kFresh, {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 17, kFresh, {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 2, static_cast<stack::TcpReplicaMode>(4), {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 2, static_cast<stack::TcpReplicaMode>(255), {}});
+  EXPECT_EQ(count("bindings_refused"), 5u);
+  EXPECT_EQ(count("tcp_replicas_announced"), 0u);
   EXPECT_EQ(delivered_to(40000), kNoComponent);
 }
 
