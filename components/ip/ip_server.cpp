@@ -85,6 +85,7 @@ IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, Named
   counters_.filter_resubmitted = counter("filter_resubmitted");
   counters_.verdicts_restored = counter("verdicts_restored");
   counters_.delivered = counter("delivered");
+  counters_.delivered_locally = counter("delivered_locally");
   counters_.deliver_refused = counter("deliver_refused");
   counters_.transport_bad = counter("transport_bad");
   counters_.no_route = counter("no_route");
@@ -585,11 +586,15 @@ void IpServer::on_transport_packet(ComponentId from, const stack::TransportPacke
 void IpServer::transmit(const BufferHandle& packet, std::uint64_t now_ms) {
   auto bytes = pool_->bytes(self_, packet);
   if (!bytes) return;
+  const std::uint32_t destination = wire::Ipv4Packet::unchecked(bytes.value()).destination();
+  if (is_local(destination)) {
+    deliver_locally(packet, now_ms);
+    return;
+  }
   if (packet.offset < wire::kEthernetHeaderBytes || !has_link()) {
     drop(packet, counters_.driver_refused);
     return;
   }
-  const std::uint32_t destination = wire::Ipv4Packet::unchecked(bytes.value()).destination();
   const auto route = routes_->lookup(destination);
   if (!route) {
     drop(packet, counters_.no_route);
@@ -605,6 +610,25 @@ void IpServer::transmit(const BufferHandle& packet, std::uint64_t now_ms) {
     return;
   }
   resolve(next_hop, now_ms);
+}
+
+// A packet to our own address (two programs on this stack) turns around here, as on a loopback
+// device: it passed the filter's outbound stage, and now goes through its inbound stage as a
+// packet from the wire would, without the driver or ARP.
+void IpServer::deliver_locally(const BufferHandle& packet, std::uint64_t now_ms) {
+  // The headroom in front still holds whatever an earlier use of the buffer left there; the
+  // inbound path reads a frame's Ethernet destination from it (came_as_link_broadcast), so the
+  // packet gets the header of a unicast frame to us.
+  if (packet.offset >= wire::kEthernetHeaderBytes) {
+    if (auto frame = pool_->bytes(self_, widened(packet, wire::kEthernetHeaderBytes))) {
+      auto ethernet = wire::EthernetFrame::unchecked(frame.value());
+      ethernet.set_destination(own_mac());
+      ethernet.set_source(own_mac());
+      ethernet.set_ethertype(wire::kEtherTypeIpv4);
+    }
+  }
+  counters_.delivered_locally->add();
+  filter_then(Stage::inbound, packet, now_ms);
 }
 
 void IpServer::resolve(std::uint32_t next_hop, std::uint64_t now_ms) {

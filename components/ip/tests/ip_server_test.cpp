@@ -813,6 +813,34 @@ TEST_F(IpServerTest, TransportMaySendOnlyFromItsOwnPort) {
   EXPECT_EQ(count("transport_bad"), 3u);
 }
 
+TEST_F(IpServerTest, UdpToOurOwnAddressIsDeliveredInsideWithoutTheDriverOrArp) {
+  claim(kUdpOwner, 5000);
+  claim(kUdpOwner, 6000);
+  const Bytes payload = pattern(40, 3);
+  send_from_transport(kUdpOwner, 5000, kOurAddress, 6000, payload);
+  EXPECT_TRUE(outputs_.frames.empty()) << "nothing goes to the driver, not even an ARP request";
+  ASSERT_EQ(outputs_.deliveries.size(), 1u);
+  const Delivery& delivery = outputs_.deliveries[0];
+  EXPECT_EQ(delivery.owner, kUdpOwner);
+  EXPECT_EQ(delivery.body.remote_address, kOurAddress);
+  EXPECT_EQ(delivery.body.local_address, kOurAddress);
+  EXPECT_EQ(delivery.body.remote_port, 5000);
+  EXPECT_EQ(delivery.body.local_port, 6000);
+  Bytes segment = delivery.segment;
+  auto udp = wire::UdpDatagram::parse(segment, kOurAddress, kOurAddress);
+  ASSERT_TRUE(udp.ok()) << "the checksum holds for the turned-around datagram";
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), udp->payload().begin(), udp->payload().end()));
+  EXPECT_EQ(count("delivered_locally"), 1u);
+
+  // A closed local port: the port unreachable turns around too, and reaches nobody outside.
+  send_from_transport(kUdpOwner, 5000, kOurAddress, 7000, payload);
+  EXPECT_EQ(count("no_listener"), 1u);
+  EXPECT_EQ(count("port_unreachable_sent"), 1u);
+  EXPECT_EQ(count("delivered_locally"), 3u);
+  EXPECT_TRUE(outputs_.frames.empty());
+  EXPECT_EQ(outputs_.deliveries.size(), 1u);
+}
+
 TEST_F(IpServerTest, TooBigForTheLinkIsDropped) {
   learn_peer();
   claim(kUdpOwner, 5000);
@@ -1219,6 +1247,54 @@ TEST_F(IpTcpReplicaTest, AReplicaAnswersForUnownedFlowsButNeverForAnothersFlow) 
   auto packet = expect_ipv4_frame(outputs_.frames[0], kPeerMac);
   EXPECT_EQ(packet.protocol(), wire::kProtocolTcp);
   EXPECT_EQ(count("transport_bad"), 2u);
+}
+
+TEST_F(IpTcpReplicaTest, TcpToOurOwnAddressPassesTheFilterBothWaysAndReachesTheReplicaInside) {
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  outputs_.filter = true;
+  const auto syn_from = [&](ComponentId replica, std::uint16_t local_port) {
+    const Bytes segment = tcp_segment(local_port, 80, kOurAddress, kOurAddress, wire::kTcpSyn);
+    server_->on_transport_packet(replica,
+                                 stack::TransportPacketBody{.segment = give_to_ip(replica, segment, stack::kHeadroom),
+                                                            .remote_address = kOurAddress,
+                                                            .local_address = kOurAddress,
+                                                            .remote_port = 80,
+                                                            .local_port = local_port,
+                                                            .protocol = wire::kProtocolTcp,
+                                                            .reserved = {}},
+                                 now_);
+    return segment;
+  };
+  // A client on kTcp0 connects to a server on this stack: the SYN is filtered out, then in.
+  server_->on_flow_binding(kTcp0, stack::FlowBindingBody{kOurAddress, kOurAddress, 40000, 80,
+                                                         wire::kProtocolTcp, stack::BindingChange::claim, {}});
+  const Bytes syn = syn_from(kTcp0, 40000);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 1u);
+  EXPECT_EQ(outputs_.verdict_requests[0].direction, stack::Direction::out);
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[0], stack::Action::pass), now_);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 2u);
+  EXPECT_EQ(outputs_.verdict_requests[1].direction, stack::Direction::in);
+  EXPECT_TRUE(outputs_.deliveries.empty()) << "delivered before the inbound verdict";
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[1], stack::Action::pass), now_);
+  ASSERT_EQ(outputs_.deliveries.size(), 1u);
+  // Nobody owns the server's side of the flow yet: the listener's replica by the tuple's hash.
+  EXPECT_EQ(outputs_.deliveries[0].owner, server_->tcp_replica_for(kOurAddress, 40000, 80));
+  EXPECT_EQ(outputs_.deliveries[0].body.remote_port, 40000);
+  EXPECT_EQ(outputs_.deliveries[0].body.local_port, 80);
+  EXPECT_EQ(outputs_.deliveries[0].segment, syn);
+  EXPECT_TRUE(outputs_.frames.empty());
+
+  // An inbound block stops it as it stops a packet from the wire.
+  (void)syn_from(kTcp0, 40000);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 3u);
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[2], stack::Action::pass), now_);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 4u);
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[3], stack::Action::block), now_);
+  EXPECT_EQ(count("filter_blocked_in"), 1u);
+  EXPECT_EQ(outputs_.deliveries.size(), 1u);
+  EXPECT_EQ(count("delivered_locally"), 2u);
+  EXPECT_TRUE(outputs_.frames.empty());
 }
 
 TEST_F(IpTcpReplicaTest, BadAnnouncementsAreRefused) {
