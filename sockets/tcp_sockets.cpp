@@ -14,6 +14,18 @@ using stack::TcpOption;
 // The replica's errno values are untrusted too: anything outside errno's range reads as EPROTO.
 int checked_errno(std::int32_t value) { return value > 0 && value < 4096 ? value : EPROTO; }
 
+// Keeps the latest value of each option (so the list stays as short as the options are few).
+void remember_option(std::vector<std::pair<TcpOption, std::uint32_t>>& options, TcpOption option,
+                     std::uint32_t value) {
+  for (auto& [kept, kept_value] : options) {
+    if (kept == option) {
+      kept_value = value;
+      return;
+    }
+  }
+  options.emplace_back(option, value);
+}
+
 bool known_option(TcpOption option) {
   const auto value = static_cast<std::uint16_t>(option);
   return value >= static_cast<std::uint16_t>(TcpOption::nodelay) &&
@@ -41,6 +53,7 @@ class HostLinks final : public TcpReplicaLinks {
     return host_.send(*channels_[replica], messages);
   }
   std::span<std::byte> region(std::size_t replica) override { return host_.region(regions_[replica]); }
+  std::uint64_t incarnation(std::size_t replica) const override { return channels_[replica]->in.producer_incarnation(); }
 
  private:
   ComponentHost& host_;
@@ -127,9 +140,9 @@ Result<std::unique_ptr<TcpSockets>> TcpSockets::attach(ComponentHost& host,
     if (!added) return added.error();
   }
   if (auto added = host.loop().add_poller([self] { return self->flush(); }); !added) return added.error();
-  host.on_peer_restarted([self, peers](ComponentId peer, std::uint64_t) {
+  host.on_peer_restarted([self, peers](ComponentId peer, std::uint64_t incarnation) {
     for (std::size_t replica = 0; replica < peers.size(); ++replica) {
-      if (peers[replica] == peer) self->replica_restarted(replica);
+      if (peers[replica] == peer) self->replica_restarted(replica, incarnation);
     }
   });
   return sockets;
@@ -137,7 +150,10 @@ Result<std::unique_ptr<TcpSockets>> TcpSockets::attach(ComponentHost& host,
 
 TcpSockets::TcpSockets(std::unique_ptr<TcpReplicaLinks> links)
     : links_(std::move(links)), replicas_(links_->replica_count()) {
-  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) (void)ensure_region(replica);
+  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) {
+    replicas_[replica].incarnation = links_->incarnation(replica);
+    (void)ensure_region(replica);
+  }
 }
 
 TcpSockets::~TcpSockets() = default;
@@ -313,13 +329,9 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
   Socket& entry = sockets_[static_cast<std::size_t>(id)];
   entry.kind = Kind::connection;
   entry.endpoints = TcpEndpoints{0, address, options.local_port, port};
+  entry.open_options = open_options(options);
   Lookup lookup;
   lookup.socket = id;
-  lookup.open.operation = stack::TcpOpenOperation::connect;
-  lookup.open.options = open_options(options);
-  lookup.open.remote_address = address;
-  lookup.open.remote_port = port;
-  lookup.open.local_port = options.local_port;
   if (name_link_ == nullptr) {
     if (place(lookup, pick_replica())) return id;
     release(id);
@@ -343,12 +355,22 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
 }
 
 bool TcpSockets::place(Lookup& lookup, std::size_t replica) {
-  Socket& entry = sockets_[static_cast<std::size_t>(lookup.socket)];
-  entry.placing = false;
-  entry.ticket = next_ticket(lookup.socket);
+  sockets_[static_cast<std::size_t>(lookup.socket)].placing = false;
+  return send_connect(lookup.socket, replica);
+}
+
+bool TcpSockets::send_connect(int socket, std::size_t replica) {
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  entry.ticket = next_ticket(socket);
   entry.replica = static_cast<std::uint32_t>(replica);
-  lookup.open.socket = entry.ticket;
-  if (send_or_defer(replica, Message::make(stack::kTcpOpenKind, lookup.open))) return true;
+  stack::TcpOpenBody body{};
+  body.socket = entry.ticket;
+  body.operation = stack::TcpOpenOperation::connect;
+  body.options = entry.open_options;
+  body.remote_address = entry.endpoints.remote_address;
+  body.remote_port = entry.endpoints.remote_port;
+  body.local_port = entry.endpoints.local_port;  // what connect() asked for, until the answer
+  if (send_or_defer(replica, Message::make(stack::kTcpOpenKind, body))) return true;
   entry.ticket = 0;
   return false;
 }
@@ -594,14 +616,13 @@ Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value)
   if (!known_option(option)) return Error{Errc::invalid_argument, 0, "tcp set_option: unknown option"};
   if (Socket* entry = find(socket, Kind::connection)) {
     if (entry->local_error != 0) return failure(*entry);
-    if (entry->header == nullptr) {
-      entry->options.emplace_back(option, value);
-      return {};
+    if (entry->header != nullptr) {
+      const std::pair<TcpOption, std::uint32_t> one{option, value};
+      if (!send_options(entry->replica, entry->page, entry->generation, std::span(&one, 1))) {
+        return Error{Errc::exhausted, ENOBUFS, "tcp set_option: the channel to the replica is backed up"};
+      }
     }
-    const std::pair<TcpOption, std::uint32_t> one{option, value};
-    if (!send_options(entry->replica, entry->page, entry->generation, std::span(&one, 1))) {
-      return Error{Errc::exhausted, ENOBUFS, "tcp set_option: the channel to the replica is backed up"};
-    }
+    remember_option(entry->options, option, value);
     return {};
   }
   Socket* entry = find(socket, Kind::listener);
@@ -613,11 +634,12 @@ Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value)
     }
   }
   // Kept, so that a part that opens later (or again, after a replica restart) gets them too.
-  entry->options.emplace_back(option, value);
+  remember_option(entry->options, option, value);
+  const std::pair<TcpOption, std::uint32_t> one{option, value};
   for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
     const ListenerPart& part = entry->parts[replica];
     // Room was checked above.
-    if (part.open) (void)send_options(replica, part.page, part.generation, std::span(&entry->options.back(), 1));
+    if (part.open) (void)send_options(replica, part.page, part.generation, std::span(&one, 1));
   }
   return {};
 }
@@ -763,7 +785,6 @@ void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t
   entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(page));
   claim_page(replica, page, socket);
   if (!send_options(replica, page, generation, entry.options)) fail(entry, ENOBUFS);
-  entry.options.clear();
   if (entry.pending_requests != 0) {
     request(replica, page, generation, entry.pending_requests);
     entry.pending_requests = 0;
@@ -876,7 +897,18 @@ bool TcpSockets::on_accepted(std::size_t replica, const stack::TcpAcceptedBody& 
     }
     return false;
   }
-  if (claimable_page(replica, body.page, body.generation) == nullptr) return refuse();
+  if (claimable_page(replica, body.page, body.generation) == nullptr) {
+    // A recovering replica announces again each connection still in its accept queue: one we
+    // have already is no trouble.
+    const TcpSocketPageHeader* header = link.region.page(body.page);
+    const int owner = header != nullptr ? link.page_owner[body.page] - 1 : -1;
+    if (owner >= 0 && sockets_[static_cast<std::size_t>(owner)].kind == Kind::connection &&
+        sockets_[static_cast<std::size_t>(owner)].generation == body.generation) {
+      ++stale_messages_;
+      return false;
+    }
+    return refuse();
+  }
   const int id = allocate();
   if (id < 0) {
     close_orphan(replica, body.page, body.generation);
@@ -921,6 +953,8 @@ void TcpSockets::handle_messages(std::size_t replica, std::span<const Message> m
       changed |= on_opened(replica, message.read<stack::TcpOpenedBody>());
     } else if (message.kind == stack::kTcpAcceptedKind) {
       changed |= on_accepted(replica, message.read<stack::TcpAcceptedBody>());
+    } else if (message.kind == stack::kTcpAnnounceKind) {
+      changed |= on_announce(replica, message.read<stack::TcpAnnounceBody>());
     } else {
       ++bad_messages_;
     }
@@ -928,8 +962,68 @@ void TcpSockets::handle_messages(std::size_t replica, std::span<const Message> m
   if (changed && ready_handler_) ready_handler_();
 }
 
-void TcpSockets::replica_restarted(std::size_t replica) {
+bool TcpSockets::on_announce(std::size_t replica, const stack::TcpAnnounceBody& body) {
+  const auto mode = body.mode;
+  if (mode != stack::TcpReplicaMode::fresh && mode != stack::TcpReplicaMode::recovering &&
+      mode != stack::TcpReplicaMode::recovered && mode != stack::TcpReplicaMode::ip_restarted) {
+    return refuse();
+  }
+  Replica& link = replicas_[replica];
+  link.announces = true;
+  // An incarnation we know already: its restart was handled (or came before we attached), or it
+  // only says again who it is.
+  if (body.incarnation <= link.incarnation || mode == stack::TcpReplicaMode::ip_restarted) {
+    link.incarnation = std::max(link.incarnation, body.incarnation);
+    ++stale_messages_;
+    return false;
+  }
+  link.incarnation = body.incarnation;
+  restart(replica, mode);
+  return true;
+}
+
+void TcpSockets::replica_restarted(std::size_t replica, std::uint64_t incarnation) {
   if (replica >= replicas_.size()) return;
+  Replica& link = replicas_[replica];
+  if (incarnation != 0 && incarnation <= link.incarnation) return;  // its announce came first
+  // A replica that announces itself says in its announce whether it kept our sockets; the notice
+  // may come before the replica has restored or formatted anything, so it decides nothing.
+  if (link.announces) return;
+  link.incarnation = std::max(link.incarnation, incarnation);
+  restart(replica, stack::TcpReplicaMode::fresh);
+  if (ready_handler_) ready_handler_();
+}
+
+void TcpSockets::restart(std::size_t replica, stack::TcpReplicaMode mode) {
+  const bool kept = mode == stack::TcpReplicaMode::recovering || mode == stack::TcpReplicaMode::recovered;
+  if (kept && ensure_region(replica)) {
+    resume_sockets(replica);
+  } else {
+    lose_sockets(replica);
+  }
+}
+
+bool TcpSockets::page_survived(std::size_t replica, std::uint32_t page, std::uint32_t generation) {
+  const TcpSocketPageHeader* header = replicas_[replica].region.page(page);
+  return header != nullptr && header->control.generation.load(std::memory_order_acquire) == generation &&
+         status_of(*header) != TcpSocketStatus::free;
+}
+
+void TcpSockets::lose_connection(int socket) {
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  if (entry.listener >= 0) {
+    std::deque<int>& queue = sockets_[static_cast<std::size_t>(entry.listener)].accept_queue;
+    queue.erase(std::remove(queue.begin(), queue.end(), socket), queue.end());
+    release(socket);
+    return;
+  }
+  entry.header = nullptr;
+  entry.send_ring = ByteRingProducer{};
+  entry.receive_ring = ByteRingConsumer{};
+  entry.local_error = ECONNRESET;  // overrides any earlier cause: the page is gone
+}
+
+void TcpSockets::lose_sockets(std::size_t replica) {
   Replica& link = replicas_[replica];
   // The new incarnation formats the region afresh and knows nothing of what we had asked for.
   link.region = TcpRegion{};
@@ -941,24 +1035,89 @@ void TcpSockets::replica_restarted(std::size_t replica) {
   for (std::size_t id = 0; id < sockets_.size(); ++id) {
     Socket& entry = sockets_[id];
     if (entry.kind == Kind::connection && !entry.placing && entry.replica == replica) {
-      if (entry.listener >= 0) {
-        std::deque<int>& queue = sockets_[static_cast<std::size_t>(entry.listener)].accept_queue;
-        queue.erase(std::remove(queue.begin(), queue.end(), static_cast<int>(id)), queue.end());
-        release(static_cast<int>(id));
-        continue;
-      }
       if (entry.ticket != 0) abandon(replica, entry.ticket);
       entry.ticket = 0;
-      entry.header = nullptr;
-      entry.send_ring = ByteRingProducer{};
-      entry.receive_ring = ByteRingConsumer{};
-      entry.local_error = ECONNRESET;  // overrides any earlier cause: the page is gone
+      lose_connection(static_cast<int>(id));
     } else if (entry.kind == Kind::listener && entry.local_error == 0) {
       if (entry.parts[replica].ticket != 0) abandon(replica, entry.parts[replica].ticket);
       if (!send_listen(static_cast<int>(id), replica)) fail_listener(static_cast<int>(id), ENOBUFS);
     }
   }
-  if (ready_handler_) ready_handler_();
+}
+
+void TcpSockets::resume_sockets(std::size_t replica) {
+  Replica& link = replicas_[replica];
+  std::vector<int> reopen, relisten, kept;
+  for (std::size_t index = 0; index < sockets_.size(); ++index) {
+    const int id = static_cast<int>(index);
+    Socket& entry = sockets_[index];
+    if (entry.kind == Kind::connection && !entry.placing && entry.replica == replica) {
+      if (entry.header != nullptr) {
+        if (page_survived(replica, entry.page, entry.generation)) {
+          kept.push_back(id);
+          continue;
+        }
+        link.page_owner[entry.page] = 0;
+        lose_connection(id);
+      } else if (entry.ticket != 0) {
+        // The open may have died with the old incarnation: asked again, and a late answer to the
+        // first ticket is given back.
+        abandon(replica, entry.ticket);
+        entry.ticket = 0;
+        reopen.push_back(id);
+      }
+    } else if (entry.kind == Kind::listener && entry.local_error == 0) {
+      ListenerPart& part = entry.parts[replica];
+      if (part.open && page_survived(replica, part.page, part.generation)) {
+        kept.push_back(id);
+        continue;
+      }
+      if (part.open) {
+        link.page_owner[part.page] = 0;
+      } else if (part.ticket != 0) {
+        abandon(replica, part.ticket);
+      }
+      part = ListenerPart{};
+      relisten.push_back(id);
+    }
+  }
+  // What still waits for room: opens go again below with their new tickets, and kicks and options
+  // about pages that are gone go nowhere. The rest keeps its order.
+  std::vector<Message> waiting;
+  link.outbox.drain([&](std::span<const Message> run) {
+    waiting.insert(waiting.end(), run.begin(), run.end());
+    return run.size();
+  });
+  for (const Message& message : waiting) {
+    if (message.kind == stack::kTcpOpenKind) continue;
+    const auto body = message.read<stack::TcpPageBody>();  // a kick's, or an option's first words
+    const TcpSocketPageHeader* header = link.region.page(body.page);
+    if (header == nullptr || link.page_owner[body.page] == 0 || !page_survived(replica, body.page, body.generation)) {
+      continue;
+    }
+    // The new incarnation cleared kick_pending; this kick is still on its way.
+    if (message.kind == stack::kTcpKickKind) link.region.page(body.page)->control.kick_pending.store(1, std::memory_order_release);
+    (void)link.outbox.push(message);  // it held them all a moment ago
+  }
+  for (const int id : reopen) {
+    if (!send_connect(id, replica)) fail(sockets_[static_cast<std::size_t>(id)], ENOBUFS);
+  }
+  for (const int id : relisten) {
+    if (!send_listen(id, replica)) fail_listener(id, ENOBUFS);
+  }
+  for (const int id : kept) {
+    Socket& entry = sockets_[static_cast<std::size_t>(id)];
+    const bool listener = entry.kind == Kind::listener;
+    const std::uint32_t page = listener ? entry.parts[replica].page : entry.page;
+    const std::uint32_t generation = listener ? entry.parts[replica].generation : entry.generation;
+    if (send_options(replica, page, generation, entry.options)) continue;
+    if (listener) {
+      fail_listener(id, ENOBUFS);
+    } else {
+      fail(entry, ENOBUFS);
+    }
+  }
+  (void)kick_owed_pages(replica);
 }
 
 }  // namespace flotilla::sockets

@@ -22,8 +22,16 @@
 // (TcpRegion::attach), and the rings check the replica's indices; a bad message is counted and
 // ignored, and a socket whose ring turns out corrupt fails with EPROTO.
 //
-// A replica that restarts loses its connections: each of its sockets fails with ECONNRESET, and
-// every listener sends its listen to the new incarnation again so that it takes them back.
+// A replica that restarts says what became of our sockets in its announce (kTcpAnnounceKind, the
+// first message of its incarnation on our channel). `fresh`: it lost them; each of its sockets
+// fails with ECONNRESET, and every listener sends its listen to the new incarnation again so that
+// it takes them back. `recovering`: it kept the region and its pages; every socket whose page
+// still carries its generation (and is not free) goes on as if nothing happened, the rest fail
+// with ECONNRESET, and what the dead incarnation may have left unanswered is asked again: opens
+// and listens still waiting for their answer (with new tickets), the sockets' options, and a kick
+// for every page with requests. The host's peer-restarted notice of a replica that never
+// announced itself (an older replica) counts as `fresh`; for one that announces, the announce
+// decides, whichever of the two arrives first.
 //
 // Placement: with a channel to a name server (attach's name_channel, or use_name_fleet), each new
 // connection is placed by its own lookup of /net/tcp, so the fleet's weighted pick spreads them;
@@ -80,6 +88,12 @@ class TcpReplicaLinks {
   virtual Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) = 0;
   // The region shared with `replica`; the replica formats it, possibly after we attached.
   virtual std::span<std::byte> region(std::size_t replica) = 0;
+  // The incarnation of `replica` that sends on our channel now (0: not known). Its announces, and
+  // those of earlier incarnations still in the channel, are no restart of ours.
+  virtual std::uint64_t incarnation(std::size_t replica) const {
+    (void)replica;
+    return 0;
+  }
 };
 
 // How TcpSockets reaches a name server to place new connections. In a component it is a channel
@@ -178,8 +192,10 @@ class TcpSockets {
 
   // The driving side.
   void handle_messages(std::size_t replica, std::span<const Message> messages);
-  // `replica` is a new incarnation: its sockets fail with ECONNRESET, its listeners are re-sent.
-  void replica_restarted(std::size_t replica);
+  // The host's notice that `replica` is a new incarnation (0: not known). For a replica that never
+  // announced itself, its sockets fail with ECONNRESET and its listeners are re-sent; a replica
+  // that announces itself is handled by its announce.
+  void replica_restarted(std::size_t replica, std::uint64_t incarnation = 0);
   // Sends what the channels had no room for earlier, in order. True when it sent anything.
   bool flush();
 
@@ -278,6 +294,8 @@ class TcpSockets {
 
   struct Replica {
     TcpRegion region;                    // invalid until the replica has formatted it
+    std::uint64_t incarnation = 0;       // the latest we know of (its restart handled)
+    bool announces = false;              // it sent an announce: its restarts wait for theirs
     std::vector<std::int32_t> page_owner;  // by page: socket id + 1, 0 for none
     MessageOutbox outbox{kOutboxMessages};  // what the channel had no room for, oldest first
     // A kick found the outbox full: some page has requests and no kick on its way.
@@ -305,7 +323,6 @@ class TcpSockets {
     std::uint64_t cookie = 0;
     int socket = -1;
     std::uint64_t deadline_ms = 0;
-    stack::TcpOpenBody open{};  // sent once placed, with the ticket filled in
   };
 
   struct Socket {
@@ -314,7 +331,10 @@ class TcpSockets {
     std::uint16_t serial = 0;  // bumped per open request; the high half of a ticket
     int local_error = 0;       // decided here: open refused, replica restarted, ring corrupt
     bool write_shut = false;
-    std::vector<std::pair<stack::TcpOption, std::uint32_t>> options;  // sent once a page exists
+    // The latest value of each option set, sent once a page exists and again after a replica's
+    // recovery.
+    std::vector<std::pair<stack::TcpOption, std::uint32_t>> options;
+    std::uint8_t open_options = 0;  // stack::kTcpOpen* bits the socket (a listener: its connections) starts with
     // A connection.
     std::uint32_t ticket = 0;  // the open in flight; 0 once answered
     std::uint32_t replica = 0;
@@ -330,7 +350,6 @@ class TcpSockets {
     std::vector<ListenerPart> parts;  // by replica
     std::deque<int> accept_queue;
     std::uint16_t backlog = 0;
-    std::uint8_t open_options = 0;  // stack::kTcpOpen* bits its connections start with
   };
 
   Socket* find(int socket, Kind kind);
@@ -376,6 +395,20 @@ class TcpSockets {
   void place_later(Lookup& lookup, std::size_t replica);
   void forget_lookup(int socket);
 
+  // A restart of `replica` by the mode it announced (or fresh, for a replica that never does).
+  void restart(std::size_t replica, stack::TcpReplicaMode mode);
+  // The new incarnation lost every socket of ours.
+  void lose_sockets(std::size_t replica);
+  // The new incarnation kept the region: keep what survived, ask again for what may be lost.
+  void resume_sockets(std::size_t replica);
+  // The page is still handed out with this generation (a recovering replica kept it).
+  bool page_survived(std::size_t replica, std::uint32_t page, std::uint32_t generation);
+  // A connection's page is gone: the socket fails with ECONNRESET (an unaccepted one is dropped).
+  void lose_connection(int socket);
+  // Sends the connection's open (a new ticket) to `replica`; false when it found no room.
+  [[nodiscard]] bool send_connect(int socket, std::size_t replica);
+
+  bool on_announce(std::size_t replica, const stack::TcpAnnounceBody& body);
   bool on_opened(std::size_t replica, const stack::TcpOpenedBody& body);
   bool on_accepted(std::size_t replica, const stack::TcpAcceptedBody& body);
   bool on_event(std::size_t replica, const stack::TcpPageBody& body);

@@ -14,11 +14,12 @@
 //   udp    <-> app    socket_* messages         the native socket API (sockets/)
 //   ip     <-> tcpN   transport_packet          a TCP segment; IP sends a segment with no exact
 //                                               flow owner to replica hash(4-tuple) % N
-//   tcpN    -> ip     tcp_replica               "I am replica `index` of `count`" (at start, and
-//                                               again when IP restarts); IP forgets the flows of
-//                                               a replica that announces itself anew
+//   tcpN    -> ip     tcp_replica               "I am replica `index` of `count`", and in which
+//                                               mode (TcpReplicaMode): at start, again when IP
+//                                               restarts, and when a recovery is done
 //   tcpN    -> ip     flow_binding              claim or release one exact TCP 4-tuple
 //   app    <-> tcpN   tcp_* messages            the native TCP socket API (components/formats/tcp_socket_page.hpp)
+//   tcpN    -> app    tcp_announce              the replica's incarnation and mode (TcpAnnounceBody)
 //
 // Addresses and ports in message bodies are in host byte order.
 #pragma once
@@ -52,6 +53,7 @@ inline constexpr MessageKind kTcpKickKind = stack_kind(14);
 inline constexpr MessageKind kTcpEventKind = stack_kind(15);
 inline constexpr MessageKind kTcpOptionKind = stack_kind(16);
 inline constexpr MessageKind kTcpReplicaKind = stack_kind(17);
+inline constexpr MessageKind kTcpAnnounceKind = stack_kind(18);
 
 // Bytes a transport leaves free in front of its header, so IP can put the IPv4 and Ethernet headers
 // in the same buffer without copying.
@@ -153,15 +155,44 @@ struct FlowBindingBody {
   std::uint8_t reserved[2];
 };
 
+// What a replica's announce says about what it held before it sent it. The values are on the
+// wire (0 and 1 were the old `fresh` flag); any other value is refused and counted.
+enum class TcpReplicaMode : std::uint8_t {
+  // The receiver (IP, or a new application on the channel) restarted and is told again: the
+  // sender is unchanged and its flows stand.
+  ip_restarted = 0,
+  // A new incarnation with nothing of its predecessor: IP drops every flow the sender owned.
+  fresh = 1,
+  // A new incarnation restoring its predecessor's connections: IP keeps the sender's flows, and
+  // the sender claims again (flow_binding claim) each flow it restored.
+  recovering = 2,
+  // The restore is done: IP drops the sender's flows it did not claim again since `recovering`.
+  recovered = 3,
+};
+
 // tcpN -> ip: which replica the sender is. IP spreads TCP segments that no exact flow claims
 // (SYNs, and anything for a connection nobody has) over the replicas by hash of the 4-tuple.
 struct TcpReplicaBody {
   std::uint16_t index;
   std::uint16_t count;
-  // 1: a fresh incarnation (IP drops the flows the sender claimed before); 0: IP restarted and
-  // asked again, the sender's flows stand.
-  std::uint8_t fresh;
+  TcpReplicaMode mode;
   std::uint8_t reserved[3];
+};
+
+// tcpN -> app: what became of the application's sockets on this replica. A replica sends it as
+// the first message of each incarnation on every application channel, once the region is ready
+// (formatted, or restored), and again to each new application incarnation on the channel:
+//   fresh         the region was formatted anew: every socket on this replica is gone;
+//   recovering    (or recovered) the region and its pages are as the predecessor left them, with
+//                 generation words intact and kick_pending cleared; pages whose open was never
+//                 answered were aborted. One kTcpEventKind follows for each live page and one
+//                 kTcpAcceptedKind for each accepted connection still queued;
+//   ip_restarted  nothing changed (the application is the one that is new).
+// The application matches it with the host's peer-restarted notice by `incarnation`.
+struct TcpAnnounceBody {
+  std::uint64_t incarnation;
+  TcpReplicaMode mode;
+  std::uint8_t reserved[7];
 };
 
 // app <-> tcpN: the native TCP socket API (sockets/). Sockets live in the region the pair shares
@@ -240,6 +271,7 @@ static_assert(sizeof(TcpOpenBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpOpenedBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpAcceptedBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpOptionBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpAnnounceBody) <= Message::kBodyBytes);
 static_assert(sizeof(SocketDatagramBody) <= Message::kBodyBytes);
 static_assert(sizeof(LinkInfoBody) <= Message::kBodyBytes);
 static_assert(sizeof(VerdictRequestBody) <= Message::kBodyBytes);

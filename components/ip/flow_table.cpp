@@ -15,6 +15,8 @@ std::uint64_t port_word(const FlowKey& key) {
          key.remote_port;
 }
 
+constexpr std::uint64_t kUnconfirmed = std::uint64_t{1} << 32;  // in the owner word
+
 std::uint64_t hash_of(std::uint64_t addresses, std::uint64_t ports) {
   return mix64(addresses ^ mix64(ports));
 }
@@ -47,6 +49,13 @@ FlowKey FlowTable::key_at(std::uint32_t entry) const {
 
 ComponentId FlowTable::owner_at(std::uint32_t entry) const {
   return static_cast<ComponentId>(entries_[entry].word(2));
+}
+
+bool FlowTable::unconfirmed_at(std::uint32_t entry) const { return (entries_[entry].word(2) & kUnconfirmed) != 0; }
+
+void FlowTable::set_unconfirmed(std::uint32_t entry, bool unconfirmed) {
+  const std::uint64_t owner = owner_at(entry);
+  entries_[entry].publish({entries_[entry].word(0), entries_[entry].word(1), unconfirmed ? owner | kUnconfirmed : owner});
 }
 
 std::optional<std::uint32_t> FlowTable::find(const FlowKey& key) const {
@@ -85,7 +94,10 @@ std::optional<ComponentId> FlowTable::owner_of(const FlowKey& key) const {
 Status FlowTable::claim(const FlowKey& key, ComponentId owner) {
   if (owner == kNoComponent) return Error{Errc::invalid_argument, 0, "flow claimed by nobody"};
   if (const std::optional<std::uint32_t> entry = find(key)) {
-    if (owner_at(*entry) == owner) return {};
+    if (owner_at(*entry) == owner) {
+      if (unconfirmed_at(*entry)) set_unconfirmed(*entry, false);
+      return {};
+    }
     return Error{Errc::invalid_argument, 0, "flow held by another component"};
   }
   if (free_.empty()) return Error{Errc::exhausted, 0, "flow table full"};
@@ -124,6 +136,33 @@ std::size_t FlowTable::release_owner(ComponentId owner) {
     }
   }
   return released;
+}
+
+std::size_t FlowTable::mark_unconfirmed(ComponentId owner) {
+  std::size_t marked = 0;
+  for (std::uint32_t i = 0; i < capacity_; ++i) {
+    if (entries_[i].kind() == EntryKind::live && owner_at(i) == owner) {
+      if (!unconfirmed_at(i)) set_unconfirmed(i, true);
+      ++marked;
+    }
+  }
+  return marked;
+}
+
+std::size_t FlowTable::release_unconfirmed(ComponentId owner) {
+  std::size_t released = 0;
+  for (std::uint32_t i = 0; i < capacity_; ++i) {
+    if (entries_[i].kind() == EntryKind::live && owner_at(i) == owner && unconfirmed_at(i)) {
+      drop(i);
+      ++released;
+    }
+  }
+  return released;
+}
+
+bool FlowTable::unconfirmed(const FlowKey& key) const {
+  const std::optional<std::uint32_t> entry = find(key);
+  return entry && unconfirmed_at(*entry);
 }
 
 std::optional<ComponentId> FlowTable::lookup(std::uint8_t protocol, std::uint32_t local_address,

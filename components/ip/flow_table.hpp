@@ -14,6 +14,10 @@
 // backward-shift deletion leaves no tombstones, so churn never degrades lookups or fills the
 // table. Free entries come from a private stack.
 //
+// Recovery: a restarting owner keeps its flows, each marked `unconfirmed` (a bit in the owner
+// word, so the mark lives in the state store with the entry and outlives an IP restart); claiming
+// a flow again clears its mark, and release_unconfirmed drops what was not claimed again.
+//
 // Capacity: every entry of the region (32 bytes each; a 1 MiB region holds 32766 flows).
 #pragma once
 
@@ -45,7 +49,8 @@ class FlowTable {
   static constexpr std::uint64_t kMagic = 0x73776f6c'466f6c46ull;  // "FloFlows"
   static constexpr std::uint32_t kVersion = 1;
   static constexpr std::size_t kMaxEntries = std::size_t{1} << 24;
-  using Entry = PublishedEntry<3>;  // words: local<<32|remote, protocol<<32|lport<<16|rport, owner
+  // words: local<<32|remote, protocol<<32|lport<<16|rport, marks<<32|owner
+  using Entry = PublishedEntry<3>;
 
   static constexpr std::size_t bytes_for(std::size_t flows) {
     return state_table_bytes<Entry>(flows);
@@ -56,12 +61,18 @@ class FlowTable {
   static Result<FlowTable> attach(std::span<std::byte> region);
 
   // Errc::invalid_argument: owner is kNoComponent, or the exact key is held by another owner.
-  // Claiming a key again by its owner succeeds. Errc::exhausted: table full.
+  // Claiming a key again by its owner succeeds, and confirms it. Errc::exhausted: table full.
   Status claim(const FlowKey& key, ComponentId owner);
   // Errc::invalid_argument: no such key; Errc::not_owner: held by someone else.
   Status release(const FlowKey& key, ComponentId owner);
   // Drops every entry of `owner` (a dead component's). Returns how many. O(capacity).
   std::size_t release_owner(ComponentId owner);
+  // Marks every entry of `owner` unconfirmed (its owner restarts and claims again what it kept).
+  // Returns how many. O(capacity).
+  std::size_t mark_unconfirmed(ComponentId owner);
+  // Drops every entry of `owner` still unconfirmed. Returns how many. O(capacity).
+  std::size_t release_unconfirmed(ComponentId owner);
+  bool unconfirmed(const FlowKey& key) const;
 
   std::optional<ComponentId> lookup(std::uint8_t protocol, std::uint32_t local_address,
                                     std::uint16_t local_port, std::uint32_t remote_address,
@@ -88,6 +99,8 @@ class FlowTable {
   std::optional<std::uint32_t> find(const FlowKey& key) const;
   FlowKey key_at(std::uint32_t entry) const;
   ComponentId owner_at(std::uint32_t entry) const;
+  bool unconfirmed_at(std::uint32_t entry) const;
+  void set_unconfirmed(std::uint32_t entry, bool unconfirmed);
   void drop(std::uint32_t entry);
 
   Entry* entries_ = nullptr;

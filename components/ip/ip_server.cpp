@@ -85,6 +85,7 @@ IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, Named
   counters_.filter_resubmitted = counter("filter_resubmitted");
   counters_.verdicts_restored = counter("verdicts_restored");
   counters_.delivered = counter("delivered");
+  counters_.delivered_locally = counter("delivered_locally");
   counters_.deliver_refused = counter("deliver_refused");
   counters_.transport_bad = counter("transport_bad");
   counters_.no_route = counter("no_route");
@@ -92,6 +93,8 @@ IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, Named
   counters_.no_buffer = counter("no_buffer");
   counters_.driver_refused = counter("driver_refused");
   counters_.bindings_refused = counter("bindings_refused");
+  counters_.tcp_flows_kept = counter("tcp_flows_kept");
+  counters_.tcp_flows_swept = counter("tcp_flows_swept");
   counters_.tcp_to_replica = counter("tcp_to_replica");
   counters_.tcp_no_replica = counter("tcp_no_replica");
   counters_.tcp_replicas_announced = counter("tcp_replicas_announced");
@@ -583,11 +586,15 @@ void IpServer::on_transport_packet(ComponentId from, const stack::TransportPacke
 void IpServer::transmit(const BufferHandle& packet, std::uint64_t now_ms) {
   auto bytes = pool_->bytes(self_, packet);
   if (!bytes) return;
+  const std::uint32_t destination = wire::Ipv4Packet::unchecked(bytes.value()).destination();
+  if (is_local(destination)) {
+    deliver_locally(packet, now_ms);
+    return;
+  }
   if (packet.offset < wire::kEthernetHeaderBytes || !has_link()) {
     drop(packet, counters_.driver_refused);
     return;
   }
-  const std::uint32_t destination = wire::Ipv4Packet::unchecked(bytes.value()).destination();
   const auto route = routes_->lookup(destination);
   if (!route) {
     drop(packet, counters_.no_route);
@@ -603,6 +610,25 @@ void IpServer::transmit(const BufferHandle& packet, std::uint64_t now_ms) {
     return;
   }
   resolve(next_hop, now_ms);
+}
+
+// A packet to our own address (two programs on this stack) turns around here, as on a loopback
+// device: it passed the filter's outbound stage, and now goes through its inbound stage as a
+// packet from the wire would, without the driver or ARP.
+void IpServer::deliver_locally(const BufferHandle& packet, std::uint64_t now_ms) {
+  // The headroom in front still holds whatever an earlier use of the buffer left there; the
+  // inbound path reads a frame's Ethernet destination from it (came_as_link_broadcast), so the
+  // packet gets the header of a unicast frame to us.
+  if (packet.offset >= wire::kEthernetHeaderBytes) {
+    if (auto frame = pool_->bytes(self_, widened(packet, wire::kEthernetHeaderBytes))) {
+      auto ethernet = wire::EthernetFrame::unchecked(frame.value());
+      ethernet.set_destination(own_mac());
+      ethernet.set_source(own_mac());
+      ethernet.set_ethertype(wire::kEtherTypeIpv4);
+    }
+  }
+  counters_.delivered_locally->add();
+  filter_then(Stage::inbound, packet, now_ms);
 }
 
 void IpServer::resolve(std::uint32_t next_hop, std::uint64_t now_ms) {
@@ -680,7 +706,9 @@ void IpServer::on_flow_binding(ComponentId from, const stack::FlowBindingBody& b
 }
 
 void IpServer::on_tcp_replica(ComponentId from, const stack::TcpReplicaBody& replica) {
-  if (replica.count == 0 || replica.count > IpStateHeader::kMaxTcpReplicas || replica.index >= replica.count) {
+  const auto mode = static_cast<std::uint8_t>(replica.mode);
+  if (replica.count == 0 || replica.count > IpStateHeader::kMaxTcpReplicas || replica.index >= replica.count ||
+      mode > static_cast<std::uint8_t>(stack::TcpReplicaMode::recovered)) {
     counters_.bindings_refused->add();
     return;
   }
@@ -693,8 +721,14 @@ void IpServer::on_tcp_replica(ComponentId from, const stack::TcpReplicaBody& rep
     if (slot == from) slot = kNoComponent;
   }
   header_->tcp_replicas[replica.index] = from;
-  // A fresh incarnation starts with no connections: the flows its predecessor claimed are dead.
-  if (replica.fresh != 0) (void)flows_->release_owner(from);
+  switch (replica.mode) {
+    case stack::TcpReplicaMode::ip_restarted: break;
+    // A fresh incarnation starts with no connections: the flows its predecessor claimed are dead.
+    case stack::TcpReplicaMode::fresh: (void)flows_->release_owner(from); break;
+    // Its flows keep reaching it while it restores them; each one it restores it claims again.
+    case stack::TcpReplicaMode::recovering: counters_.tcp_flows_kept->add(flows_->mark_unconfirmed(from)); break;
+    case stack::TcpReplicaMode::recovered: counters_.tcp_flows_swept->add(flows_->release_unconfirmed(from)); break;
+  }
   counters_.tcp_replicas_announced->add();
 }
 

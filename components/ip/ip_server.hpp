@@ -3,7 +3,8 @@
 // checked, reassembled, filtered (an asynchronous verdict from pf; IP keeps the buffer meanwhile)
 // and handed to the transport that owns their flow; ICMP echo is answered here, and a datagram to a
 // closed UDP port gets a port unreachable. Packets from the transports get their IPv4 header, are
-// filtered, routed, resolved by ARP and framed for the driver.
+// filtered, routed, resolved by ARP and framed for the driver; one to our own address is filtered
+// again as inbound and delivered here instead (two programs on one stack).
 //
 // Kept apart from the channels (IpComponent, ip_component.hpp, wires it to them) so tests can
 // drive it with plain calls and see what it sends through IpOutputs.
@@ -144,6 +145,7 @@ class IpServer {
   // then routing and ARP, then to the driver.
   void filter_then(Stage stage, const BufferHandle& packet, std::uint64_t now_ms);
   void transmit(const BufferHandle& packet, std::uint64_t now_ms);
+  void deliver_locally(const BufferHandle& packet, std::uint64_t now_ms);
   void transmit_to(const BufferHandle& packet, const wire::MacAddress& destination);
   void send_arp(std::uint16_t operation, const wire::MacAddress& target_mac,
                 std::uint32_t target_address);
@@ -208,6 +210,7 @@ class IpServer {
     NamedCounter* filter_resubmitted;
     NamedCounter* verdicts_restored;
     NamedCounter* delivered;
+    NamedCounter* delivered_locally;  // sent to our own address: turned around without the driver
     NamedCounter* deliver_refused;
     NamedCounter* transport_bad;
     NamedCounter* no_route;
@@ -218,6 +221,8 @@ class IpServer {
     NamedCounter* tcp_to_replica;
     NamedCounter* tcp_no_replica;
     NamedCounter* tcp_replicas_announced;
+    NamedCounter* tcp_flows_kept;   // marked unconfirmed by a replica's `recovering`
+    NamedCounter* tcp_flows_swept;  // dropped at `recovered`: not claimed again
     NamedCounter* unknown_protocol;
   } counters_{};
 };

@@ -69,7 +69,7 @@ void ReplicaServer::format_app(std::size_t app, std::span<std::byte> region) {
 void ReplicaServer::announce(bool fresh) {
   send_ip_control(Message::make(stack::kTcpReplicaKind,
                                 stack::TcpReplicaBody{settings_.index, settings_.count,
-                                                      static_cast<std::uint8_t>(fresh ? 1 : 0), {}}));
+                                                      fresh ? stack::TcpReplicaMode::fresh : stack::TcpReplicaMode::ip_restarted, {}}));
 }
 
 // ---- from IP ----

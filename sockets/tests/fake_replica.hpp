@@ -36,6 +36,7 @@ struct ReplicaSide {
   PageMemory region{TcpRegion::bytes_for(kPages, kRingBytes)};
   std::vector<Message> inbox;
   std::size_t room = 1000;  // how many more messages its channel takes
+  std::uint64_t incarnation = 0;  // as the channel tells it (0: not known)
 };
 
 class FakeLinks final : public TcpReplicaLinks {
@@ -50,6 +51,7 @@ class FakeLinks final : public TcpReplicaLinks {
     return count;
   }
   std::span<std::byte> region(std::size_t replica) override { return sides_[replica]->region.bytes(); }
+  std::uint64_t incarnation(std::size_t replica) const override { return sides_[replica]->incarnation; }
 
  private:
   std::vector<std::unique_ptr<ReplicaSide>>& sides_;
@@ -122,6 +124,25 @@ class FakeReplica {
                           TcpAcceptedBody{listener, generation(listener), page, generation(page), kPeer,
                                           remote_port, 5001, 0x0a000001}));
     return page;
+  }
+
+  void announce(stack::TcpReplicaMode mode, std::uint64_t incarnation) {
+    deliver(Message::make(stack::kTcpAnnounceKind, stack::TcpAnnounceBody{incarnation, mode, {}}));
+  }
+  // A new incarnation that kept the region (the contract in stack_messages.hpp: TcpAnnounceBody):
+  // what the dead one had not answered is lost with it, every live page has its kick_pending
+  // cleared, the announce goes first, then one event per live page.
+  void recover(std::uint64_t incarnation) {
+    side_.inbox.clear();
+    for (std::uint32_t page = 0; page < kPages; ++page) {
+      if (control(page).status.load() != TcpSocketStatus::free) control(page).kick_pending.store(0);
+    }
+    announce(stack::TcpReplicaMode::recovering, incarnation);
+    for (std::uint32_t page = 0; page < kPages; ++page) {
+      if (control(page).status.load() == TcpSocketStatus::free) continue;
+      control(page).event_pending.store(0);
+      event(page);
+    }
   }
 
   // State words changed: notify unless a notification is still pending. Returns whether it sent.

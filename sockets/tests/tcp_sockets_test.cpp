@@ -5,11 +5,13 @@
 // hold still or do on purpose: the exact messages and request bits the application sends, states
 // between an answer and the event after it, events coalescing while one is pending, an open
 // answered after the socket closed, one replica refusing what another accepts, a channel without
-// room, a region formatted late, and a restart that formats the region under live sockets.
+// room, a region formatted late, a restart that formats the region under live sockets, and one
+// that keeps it (a recovering replica) between an open and its answer or a write and its kick.
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <vector>
@@ -591,6 +593,265 @@ TEST_F(TcpSocketsTest, ACorruptRingFailsTheSocketWithEproto) {
   ASSERT_FALSE(received.ok());
   EXPECT_EQ(received.error().sys_errno, EPROTO);
   EXPECT_TRUE(sockets_->readable(other));
+}
+
+// ---- a replica that restarts and keeps the region (recovering) ----
+
+std::vector<Message> of_kind(const std::vector<Message>& messages, MessageKind kind) {
+  std::vector<Message> matching;
+  std::copy_if(messages.begin(), messages.end(), std::back_inserter(matching),
+               [&](const Message& m) { return m.kind == kind; });
+  return matching;
+}
+
+TEST_F(TcpSocketsTest, ARecoveringReplicaKeepsItsConnectionsAndIsAskedAgainForAnOpenItNeverAnswered) {
+  std::uint32_t page = 0;
+  const int kept = establish(0, page);
+  ASSERT_TRUE(sockets_->set_option(kept, stack::TcpOption::nodelay, 1).ok());
+  ASSERT_TRUE(sockets_->set_option(kept, stack::TcpOption::nodelay, 0).ok());
+  const auto unread = pattern(20, 5);
+  ASSERT_EQ(replica(0).receive_ring(page).write(unread), unread.size());
+  ASSERT_TRUE(sockets_->pin_replica(0));
+  auto pending = sockets_->connect(kPeer, 6000, SocketOptions{.no_delay = true});
+  ASSERT_TRUE(pending.ok());
+  const TcpOpenBody first_open = replica(0).take_open();
+  // The dead incarnation took the open and handed a page out, but never answered: the new one
+  // aborts that page.
+  const std::uint32_t dead_page = replica(0).hand_out(TcpSocketStatus::connecting);
+  replica(0).drain();
+  replica(0).set_status(dead_page, TcpSocketStatus::free);
+
+  replica(0).recover(2);
+  EXPECT_TRUE(sockets_->connected(kept));
+  EXPECT_EQ(sockets_->error(kept), 0);
+  EXPECT_EQ(sockets_->bad_messages(), 0u);
+  const std::vector<Message> sent = replica(0).drain();
+  const auto opens = of_kind(sent, stack::kTcpOpenKind);
+  ASSERT_EQ(opens.size(), 1u);
+  const TcpOpenBody again = opens[0].read<TcpOpenBody>();
+  EXPECT_NE(again.socket, first_open.socket) << "a new ticket: a late answer to the first is told apart";
+  EXPECT_EQ(again.operation, TcpOpenOperation::connect);
+  EXPECT_EQ(again.remote_port, 6000);
+  EXPECT_EQ(again.options, stack::kTcpOpenNoDelay);
+  // The kept socket's options go again, each once, with its latest value.
+  const auto options = of_kind(sent, stack::kTcpOptionKind);
+  ASSERT_EQ(options.size(), 1u);
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().page, page);
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().option, stack::TcpOption::nodelay);
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().value, 0u);
+
+  // Unread bytes survived, and the connection goes on both ways.
+  std::byte out[64];
+  auto received = sockets_->recv(kept, out);
+  ASSERT_TRUE(received.ok());
+  EXPECT_TRUE(std::equal(unread.begin(), unread.end(), out, out + received.value()));
+  ASSERT_TRUE(sockets_->send(kept, pattern(8, 1)).ok());
+  EXPECT_EQ(replica(0).send_ring(page).readable(), 8u);
+
+  const std::uint32_t new_page = replica(0).answer_open(again);
+  replica(0).set_status(new_page, TcpSocketStatus::connected);
+  replica(0).event(new_page);
+  EXPECT_TRUE(sockets_->connected(pending.value()));
+  // The first open was still in the channel after all, and the new incarnation answers it too:
+  // that page is given back.
+  const std::uint32_t late_page = replica(0).answer_open(first_open);
+  EXPECT_EQ(replica(0).take_requests(late_page), kTcpRequestClose);
+  EXPECT_TRUE(sockets_->connected(pending.value()));
+  EXPECT_EQ(sockets_->bad_messages(), 0u);
+}
+
+TEST_F(TcpSocketsTest, AWriteWhoseKickDiedWithTheReplicaIsKickedAgain) {
+  std::uint32_t page = 0, idle_page = 0;
+  const int id = establish(0, page);
+  const int idle = establish(0, idle_page);
+  replica(0).drain();
+  const auto data = pattern(100, 7);
+  ASSERT_TRUE(sockets_->send(id, data).ok());
+  ASSERT_EQ(replica(0).drain(stack::kTcpKickKind).size(), 1u);  // taken by the incarnation that dies
+  EXPECT_EQ(replica(0).control(page).kick_pending.load(), 1u);
+
+  replica(0).recover(2);
+  const auto kicks = replica(0).drain(stack::kTcpKickKind);
+  ASSERT_EQ(kicks.size(), 1u) << "the page with requests is kicked, the idle one is not";
+  EXPECT_EQ(kicks[0].read<TcpPageBody>().page, page);
+  EXPECT_EQ(kicks[0].read<TcpPageBody>().generation, replica(0).generation(page));
+  EXPECT_EQ(replica(0).take_requests(page), kTcpRequestSend);
+  std::vector<std::byte> got(100);
+  ASSERT_EQ(replica(0).send_ring(page).read(got), 100u);
+  EXPECT_EQ(got, data);
+  EXPECT_TRUE(sockets_->connected(idle));
+}
+
+TEST_F(TcpSocketsTest, AKickOwedWhenTheReplicaDiedIsSentToTheNewIncarnation) {
+  std::uint32_t page = 0;
+  const int id = establish(0, page);
+  replica(0).drain();
+  ASSERT_TRUE(sockets_->pin_replica(0));
+  fill_outbox(*sockets_, *sides_[0]);
+  ASSERT_TRUE(sockets_->send(id, pattern(10, 1)).ok());  // the kick is owed
+  sides_[0]->room = 4 * TcpSockets::kOutboxMessages;
+
+  replica(0).recover(2);
+  // Every waiting open went again with a new ticket, then the owed kick.
+  const std::vector<Message> sent = replica(0).drain();
+  EXPECT_EQ(of_kind(sent, stack::kTcpOpenKind).size(), TcpSockets::kOutboxMessages);
+  const auto kicks = of_kind(sent, stack::kTcpKickKind);
+  ASSERT_EQ(kicks.size(), 1u);
+  EXPECT_EQ(kicks[0].read<TcpPageBody>().page, page);
+  EXPECT_EQ(sent.back().kind, stack::kTcpKickKind);
+  EXPECT_EQ(sockets_->deferred_messages(), 0u);
+  EXPECT_FALSE(sockets_->flush());
+}
+
+TEST_F(TcpSocketsTest, AfterARecoveryOnlyTheConnectionsWhosePagesChangedFail) {
+  std::uint32_t page_a = 0, page_b = 0, page_c = 0;
+  const int a = establish(0, page_a);
+  const int b = establish(0, page_b);
+  const int c = establish(0, page_c);
+  std::uint32_t other_page = 0;
+  const int other = establish(1, other_page);
+  replica(0).drain();
+  // The restore could not keep b (its page was handed out again: new generation, words reset)
+  // nor c (its page was freed).
+  replica(0).control(page_b).generation.fetch_add(1);
+  replica(0).set_status(page_c, TcpSocketStatus::free);
+
+  replica(0).recover(2);
+  EXPECT_TRUE(sockets_->connected(a));
+  EXPECT_EQ(sockets_->error(a), 0);
+  for (const int lost : {b, c}) {
+    EXPECT_EQ(sockets_->error(lost), ECONNRESET);
+    auto sent = sockets_->send(lost, pattern(4, 1));
+    ASSERT_FALSE(sent.ok());
+    EXPECT_EQ(sent.error().sys_errno, ECONNRESET);
+  }
+  EXPECT_TRUE(sockets_->connected(other));
+  EXPECT_EQ(sockets_->stale_messages(), 1u) << "the event for b's page is about someone else's socket";
+  ASSERT_TRUE(sockets_->close(b).ok());
+  ASSERT_TRUE(sockets_->close(c).ok());
+  EXPECT_TRUE(replica(0).drain().empty()) << "closing a lost socket tells nobody";
+  EXPECT_EQ(replica(0).control(page_b).requests.load(), 0u);
+}
+
+TEST_F(TcpSocketsTest, WhatWaitsInTheOutboxAboutAPageThatIsGoneIsDroppedAtARecovery) {
+  std::uint32_t page_a = 0, page_b = 0;
+  const int a = establish(0, page_a);
+  const int b = establish(0, page_b);
+  replica(0).drain();
+  ASSERT_TRUE(sockets_->pin_replica(0));
+  sides_[0]->room = 0;
+  auto waiting = sockets_->connect(kPeer, 7000);  // its open waits first
+  ASSERT_TRUE(waiting.ok());
+  ASSERT_TRUE(sockets_->send(a, pattern(4, 1)).ok());
+  ASSERT_TRUE(sockets_->send(b, pattern(4, 2)).ok());
+  ASSERT_TRUE(sockets_->set_option(b, stack::TcpOption::cork, 1).ok());
+  EXPECT_EQ(sockets_->deferred_messages(), 4u);
+  // b's page was handed out again, its words reset for the new owner.
+  replica(0).control(page_b).generation.fetch_add(1);
+  replica(0).control(page_b).requests.store(0);
+
+  replica(0).recover(2);
+  sides_[0]->room = 100;
+  EXPECT_TRUE(sockets_->flush());
+  const std::vector<Message> sent = replica(0).drain();
+  ASSERT_EQ(sent.size(), 2u) << "a's kick, kept in order, and the open again; nothing about b's page";
+  EXPECT_EQ(sent[0].kind, stack::kTcpKickKind);
+  EXPECT_EQ(sent[0].read<TcpPageBody>().page, page_a);
+  EXPECT_EQ(sent[1].kind, stack::kTcpOpenKind);
+  EXPECT_EQ(sent[1].read<TcpOpenBody>().remote_port, 7000);
+  EXPECT_EQ(replica(0).take_requests(page_a), kTcpRequestSend);
+  EXPECT_EQ(sockets_->error(b), ECONNRESET);
+}
+
+TEST_F(TcpSocketsListenTest, ARecoveringReplicaKeepsTheListenerAndItsQueue) {
+  const Listener listener = listen_on_both();
+  const std::uint32_t queued = replica(0).accept_one(listener.pages[0], 40001);
+  replica(0).drain();
+
+  replica(0).recover(2);
+  // It announces again the connection still in its accept queue: we have it already.
+  replica(0).deliver(Message::make(stack::kTcpAcceptedKind,
+                                   TcpAcceptedBody{listener.pages[0], replica(0).generation(listener.pages[0]), queued,
+                                                   replica(0).generation(queued), kPeer, 40001, 5001, 0x0a000001}));
+  EXPECT_EQ(sockets_->bad_messages(), 0u);
+  EXPECT_TRUE(sockets_->listening(listener.id));
+  EXPECT_TRUE(replica(0).drain(stack::kTcpOpenKind).empty()) << "no listen again";
+  auto accepted = sockets_->accept(listener.id);
+  ASSERT_TRUE(accepted.ok());
+  EXPECT_EQ(sockets_->endpoints(accepted.value()).remote_port, 40001);
+  EXPECT_FALSE(sockets_->acceptable(listener.id)) << "accepted once, not twice";
+  replica(0).accept_one(listener.pages[0], 40002);
+  auto next = sockets_->accept(listener.id);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(sockets_->endpoints(next.value()).remote_port, 40002);
+}
+
+TEST_F(TcpSocketsListenTest, AFreshAnnounceLosesEverythingOnThatReplicaAsBefore) {
+  const Listener listener = listen_on_both();
+  std::uint32_t page = 0;
+  const int connection = establish(0, page);
+  replica(0).accept_one(listener.pages[0], 40001);
+  replica(0).drain();
+
+  replica(0).format();
+  replica(0).announce(stack::TcpReplicaMode::fresh, 2);
+  EXPECT_EQ(sockets_->error(connection), ECONNRESET);
+  EXPECT_FALSE(sockets_->acceptable(listener.id));
+  EXPECT_FALSE(sockets_->listening(listener.id));
+  const TcpOpenBody again = replica(0).take_open();
+  EXPECT_EQ(again.operation, TcpOpenOperation::listen);
+  replica(0).answer_open(again);
+  EXPECT_TRUE(sockets_->listening(listener.id));
+  // The host's notice of the same incarnation, arriving after the announce, changes nothing.
+  sockets_->replica_restarted(0, 2);
+  EXPECT_TRUE(sockets_->listening(listener.id));
+  EXPECT_TRUE(replica(0).drain().empty());
+}
+
+TEST_F(TcpSocketsTest, TheNoticeOfAReplicaThatAnnouncesWaitsForItsAnnounce) {
+  replica(0).announce(stack::TcpReplicaMode::ip_restarted, 1);  // it announces itself
+  std::uint32_t page = 0, other_page = 0;
+  const int on_zero = establish(0, page);
+  const int on_one = establish(1, other_page);
+  // The notice comes before the replica restored anything: nothing is decided yet.
+  sockets_->replica_restarted(0, 2);
+  sockets_->replica_restarted(1, 2);  // replica 1 never announced: an older replica, so fresh
+  EXPECT_TRUE(sockets_->connected(on_zero));
+  EXPECT_EQ(sockets_->error(on_one), ECONNRESET);
+  replica(0).recover(2);
+  EXPECT_TRUE(sockets_->connected(on_zero));
+  // Announces of an incarnation already handled are no new restart.
+  replica(0).announce(stack::TcpReplicaMode::fresh, 2);
+  EXPECT_TRUE(sockets_->connected(on_zero));
+  EXPECT_EQ(sockets_->bad_messages(), 0u);
+  replica(0).announce(static_cast<stack::TcpReplicaMode>(9), 3);
+  EXPECT_EQ(sockets_->bad_messages(), 1u);
+  EXPECT_TRUE(sockets_->connected(on_zero));
+}
+
+TEST(TcpSocketsAttachTest, AnAnnounceFromTheIncarnationWeAttachedToIsNoRestart) {
+  std::vector<std::unique_ptr<ReplicaSide>> sides;
+  sides.push_back(std::make_unique<ReplicaSide>());
+  sides[0]->incarnation = 4;
+  ASSERT_TRUE(TcpRegion::format(sides[0]->region.bytes(), kRingBytes).valid());
+  TcpSockets sockets(std::make_unique<FakeLinks>(sides));
+  FakeReplica replica(0, *sides[0], sockets);
+  replica.format();
+  auto id = sockets.connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  const TcpOpenBody open = replica.take_open();
+  // Its announce from when it started was still in the channel, unread by an earlier program.
+  replica.announce(stack::TcpReplicaMode::fresh, 4);
+  EXPECT_EQ(sockets.error(id.value()), 0);
+  EXPECT_TRUE(replica.drain().empty());
+  const std::uint32_t page = replica.answer_open(open);
+  replica.set_status(page, TcpSocketStatus::connected);
+  replica.event(page);
+  EXPECT_TRUE(sockets.connected(id.value()));
+  // A later incarnation's fresh announce is a restart.
+  replica.format();
+  replica.announce(stack::TcpReplicaMode::fresh, 5);
+  EXPECT_EQ(sockets.error(id.value()), ECONNRESET);
 }
 
 TEST_F(TcpSocketsTest, UnknownIdsAreRefusedAndReadAsNotReady) {

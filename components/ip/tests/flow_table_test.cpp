@@ -83,6 +83,35 @@ TEST(FlowTable, ReleaseOwnerDropsOnlyThatOwner) {
   }
 }
 
+TEST(FlowTable, UnconfirmedFlowsOfARestartingOwnerAreKeptUntilSweptAndTheMarkOutlivesReattach) {
+  TestRegion region(FlowTable::bytes_for(128));
+  {
+    FlowTable table = attach_ok(region);
+    for (std::uint32_t n = 0; n < 30; ++n) ASSERT_TRUE(table.claim(flow_number(n), 1 + n % 2).ok());
+    EXPECT_EQ(table.mark_unconfirmed(2), 15u);
+    EXPECT_TRUE(table.unconfirmed(flow_number(1)));
+    EXPECT_FALSE(table.unconfirmed(flow_number(0)));  // owner 1 does not restart
+    EXPECT_EQ(table.owner_of(flow_number(1)), 2u);    // still delivered to its owner
+    // Claimed again by its owner: confirmed. Another owner still cannot take it.
+    ASSERT_TRUE(table.claim(flow_number(1), 2).ok());
+    EXPECT_FALSE(table.unconfirmed(flow_number(1)));
+    EXPECT_FALSE(table.claim(flow_number(3), 1).ok());
+  }
+  // IP restarts while the owner recovers: the marks are in the region.
+  FlowTable table = attach_ok(region);
+  EXPECT_TRUE(table.unconfirmed(flow_number(3)));
+  EXPECT_FALSE(table.unconfirmed(flow_number(1)));
+  ASSERT_TRUE(table.claim(flow_number(5), 2).ok());
+  EXPECT_EQ(table.release_unconfirmed(2), 13u);
+  EXPECT_EQ(table.release_unconfirmed(2), 0u);
+  EXPECT_EQ(table.release_unconfirmed(1), 0u);
+  EXPECT_EQ(table.size(), 17u);
+  EXPECT_EQ(table.owner_of(flow_number(1)), 2u);
+  EXPECT_EQ(table.owner_of(flow_number(5)), 2u);
+  EXPECT_FALSE(table.owner_of(flow_number(3)));
+  EXPECT_EQ(table.owner_of(flow_number(0)), 1u);
+}
+
 TEST(FlowTable, OneMebibyteHoldsSixteenThousandFlowsThenRefuses) {
   TestRegion region(1 << 20);
   FlowTable table = attach_ok(region);

@@ -813,6 +813,34 @@ TEST_F(IpServerTest, TransportMaySendOnlyFromItsOwnPort) {
   EXPECT_EQ(count("transport_bad"), 3u);
 }
 
+TEST_F(IpServerTest, UdpToOurOwnAddressIsDeliveredInsideWithoutTheDriverOrArp) {
+  claim(kUdpOwner, 5000);
+  claim(kUdpOwner, 6000);
+  const Bytes payload = pattern(40, 3);
+  send_from_transport(kUdpOwner, 5000, kOurAddress, 6000, payload);
+  EXPECT_TRUE(outputs_.frames.empty()) << "nothing goes to the driver, not even an ARP request";
+  ASSERT_EQ(outputs_.deliveries.size(), 1u);
+  const Delivery& delivery = outputs_.deliveries[0];
+  EXPECT_EQ(delivery.owner, kUdpOwner);
+  EXPECT_EQ(delivery.body.remote_address, kOurAddress);
+  EXPECT_EQ(delivery.body.local_address, kOurAddress);
+  EXPECT_EQ(delivery.body.remote_port, 5000);
+  EXPECT_EQ(delivery.body.local_port, 6000);
+  Bytes segment = delivery.segment;
+  auto udp = wire::UdpDatagram::parse(segment, kOurAddress, kOurAddress);
+  ASSERT_TRUE(udp.ok()) << "the checksum holds for the turned-around datagram";
+  EXPECT_TRUE(std::equal(payload.begin(), payload.end(), udp->payload().begin(), udp->payload().end()));
+  EXPECT_EQ(count("delivered_locally"), 1u);
+
+  // A closed local port: the port unreachable turns around too, and reaches nobody outside.
+  send_from_transport(kUdpOwner, 5000, kOurAddress, 7000, payload);
+  EXPECT_EQ(count("no_listener"), 1u);
+  EXPECT_EQ(count("port_unreachable_sent"), 1u);
+  EXPECT_EQ(count("delivered_locally"), 3u);
+  EXPECT_TRUE(outputs_.frames.empty());
+  EXPECT_EQ(outputs_.deliveries.size(), 1u);
+}
+
 TEST_F(IpServerTest, TooBigForTheLinkIsDropped) {
   learn_peer();
   claim(kUdpOwner, 5000);
@@ -1085,7 +1113,10 @@ Bytes tcp_frame_to_us(std::uint16_t remote_port, std::uint16_t local_port) {
 class IpTcpReplicaTest : public IpServerTest {
  protected:
   void announce(ComponentId replica, std::uint16_t index, bool fresh) {
-    server_->on_tcp_replica(replica, stack::TcpReplicaBody{index, 2, fresh ? std::uint8_t{1} : std::uint8_t{0}, {}});
+    announce(replica, index, fresh ? stack::TcpReplicaMode::fresh : stack::TcpReplicaMode::ip_restarted);
+  }
+  void announce(ComponentId replica, std::uint16_t index, stack::TcpReplicaMode mode) {
+    server_->on_tcp_replica(replica, stack::TcpReplicaBody{index, 2, mode, {}});
   }
   void bind_flow(ComponentId from, stack::BindingChange change, std::uint16_t local_port, std::uint16_t remote_port) {
     server_->on_flow_binding(from, stack::FlowBindingBody{kOurAddress, kPeerAddress, local_port, remote_port,
@@ -1166,6 +1197,40 @@ TEST_F(IpTcpReplicaTest, AFreshIncarnationLosesItsFlowsAndARepeatedAnnouncementK
   EXPECT_EQ(delivered_to(port), kTcp0);
 }
 
+TEST_F(IpTcpReplicaTest, ARecoveringReplicaKeepsTheFlowsItClaimsAgainAndLosesTheRestWhenRecovered) {
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  // Three flows of kTcp1 whose tuples hash to kTcp0, and one of kTcp0.
+  std::vector<std::uint16_t> ports;
+  for (std::uint16_t port = 40000; ports.size() < 4; ++port) {
+    if (server_->tcp_replica_for(kPeerAddress, port, 80) == kTcp0) ports.push_back(port);
+  }
+  for (std::size_t i = 0; i < 3; ++i) bind_flow(kTcp1, stack::BindingChange::claim, 80, ports[i]);
+  bind_flow(kTcp0, stack::BindingChange::claim, 80, ports[3]);
+
+  announce(kTcp1, 1, stack::TcpReplicaMode::recovering);
+  EXPECT_EQ(count("tcp_flows_kept"), 3u);
+  // While it restores, every flow still reaches it.
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(delivered_to(ports[i]), kTcp1) << i;
+  // It restored the first two (claims them again) and lost the third.
+  bind_flow(kTcp1, stack::BindingChange::claim, 80, ports[0]);
+  bind_flow(kTcp1, stack::BindingChange::claim, 80, ports[1]);
+  EXPECT_EQ(count("bindings_refused"), 0u);
+  announce(kTcp1, 1, stack::TcpReplicaMode::recovered);
+  EXPECT_EQ(count("tcp_flows_swept"), 1u);
+  EXPECT_EQ(delivered_to(ports[0]), kTcp1);
+  EXPECT_EQ(delivered_to(ports[1]), kTcp1);
+  EXPECT_EQ(delivered_to(ports[2]), kTcp0) << "the flow it did not claim again is swept";
+  EXPECT_EQ(delivered_to(ports[3]), kTcp0) << "another replica's flow is untouched";
+  EXPECT_EQ(server_->flows().size(), 3u);
+  // A second recovery that claims nothing again loses everything it had.
+  announce(kTcp1, 1, stack::TcpReplicaMode::recovering);
+  announce(kTcp1, 1, stack::TcpReplicaMode::recovered);
+  EXPECT_EQ(count("tcp_flows_swept"), 3u);
+  EXPECT_EQ(delivered_to(ports[0]), kTcp0);
+  EXPECT_EQ(server_->flows().size(), 1u);
+}
+
 TEST_F(IpTcpReplicaTest, AReplicaAnswersForUnownedFlowsButNeverForAnothersFlow) {
   learn_peer();
   announce(kTcp0, 0, true);
@@ -1184,11 +1249,63 @@ TEST_F(IpTcpReplicaTest, AReplicaAnswersForUnownedFlowsButNeverForAnothersFlow) 
   EXPECT_EQ(count("transport_bad"), 2u);
 }
 
+TEST_F(IpTcpReplicaTest, TcpToOurOwnAddressPassesTheFilterBothWaysAndReachesTheReplicaInside) {
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  outputs_.filter = true;
+  const auto syn_from = [&](ComponentId replica, std::uint16_t local_port) {
+    const Bytes segment = tcp_segment(local_port, 80, kOurAddress, kOurAddress, wire::kTcpSyn);
+    server_->on_transport_packet(replica,
+                                 stack::TransportPacketBody{.segment = give_to_ip(replica, segment, stack::kHeadroom),
+                                                            .remote_address = kOurAddress,
+                                                            .local_address = kOurAddress,
+                                                            .remote_port = 80,
+                                                            .local_port = local_port,
+                                                            .protocol = wire::kProtocolTcp,
+                                                            .reserved = {}},
+                                 now_);
+    return segment;
+  };
+  // A client on kTcp0 connects to a server on this stack: the SYN is filtered out, then in.
+  server_->on_flow_binding(kTcp0, stack::FlowBindingBody{kOurAddress, kOurAddress, 40000, 80,
+                                                         wire::kProtocolTcp, stack::BindingChange::claim, {}});
+  const Bytes syn = syn_from(kTcp0, 40000);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 1u);
+  EXPECT_EQ(outputs_.verdict_requests[0].direction, stack::Direction::out);
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[0], stack::Action::pass), now_);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 2u);
+  EXPECT_EQ(outputs_.verdict_requests[1].direction, stack::Direction::in);
+  EXPECT_TRUE(outputs_.deliveries.empty()) << "delivered before the inbound verdict";
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[1], stack::Action::pass), now_);
+  ASSERT_EQ(outputs_.deliveries.size(), 1u);
+  // Nobody owns the server's side of the flow yet: the listener's replica by the tuple's hash.
+  EXPECT_EQ(outputs_.deliveries[0].owner, server_->tcp_replica_for(kOurAddress, 40000, 80));
+  EXPECT_EQ(outputs_.deliveries[0].body.remote_port, 40000);
+  EXPECT_EQ(outputs_.deliveries[0].body.local_port, 80);
+  EXPECT_EQ(outputs_.deliveries[0].segment, syn);
+  EXPECT_TRUE(outputs_.frames.empty());
+
+  // An inbound block stops it as it stops a packet from the wire.
+  (void)syn_from(kTcp0, 40000);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 3u);
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[2], stack::Action::pass), now_);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 4u);
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[3], stack::Action::block), now_);
+  EXPECT_EQ(count("filter_blocked_in"), 1u);
+  EXPECT_EQ(outputs_.deliveries.size(), 1u);
+  EXPECT_EQ(count("delivered_locally"), 2u);
+  EXPECT_TRUE(outputs_.frames.empty());
+}
+
 TEST_F(IpTcpReplicaTest, BadAnnouncementsAreRefused) {
-  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{2, 2, 1, {}});
-  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 0, 1, {}});
-  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 17, 1, {}});
-  EXPECT_EQ(count("bindings_refused"), 3u);
+  constexpr auto kFresh = stack::TcpReplicaMode::fresh;
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{2, 2, kFresh, {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 0, kFresh, {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 17, kFresh, {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 2, static_cast<stack::TcpReplicaMode>(4), {}});
+  server_->on_tcp_replica(kTcp0, stack::TcpReplicaBody{0, 2, static_cast<stack::TcpReplicaMode>(255), {}});
+  EXPECT_EQ(count("bindings_refused"), 5u);
+  EXPECT_EQ(count("tcp_replicas_announced"), 0u);
   EXPECT_EQ(delivered_to(40000), kNoComponent);
 }
 

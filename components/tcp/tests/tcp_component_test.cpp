@@ -53,14 +53,14 @@ class TcpComponentTest : public ::testing::Test {
 TEST_F(TcpComponentTest, AnnouncesItselfFreshThenAgainWhenIpRestarts) {
   const auto first = announcements();
   ASSERT_EQ(first.size(), 1u);
-  EXPECT_EQ(first[0].fresh, 1);
+  EXPECT_EQ(first[0].mode, stack::TcpReplicaMode::fresh);
   EXPECT_EQ(component_->app_count(), 1u) << "every channel but IP's is an application";
   component_->on_peer_restarted(kApp);
   EXPECT_TRUE(announcements().empty());
   component_->on_peer_restarted(kIp);
   const auto again = announcements();
   ASSERT_EQ(again.size(), 1u);
-  EXPECT_EQ(again[0].fresh, 0);
+  EXPECT_EQ(again[0].mode, stack::TcpReplicaMode::ip_restarted);
 }
 
 TEST_F(TcpComponentTest, ServesSegmentsFromIpAndCountsOtherKindsThere) {
