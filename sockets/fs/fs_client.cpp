@@ -59,7 +59,7 @@ Status Transport::call_each(std::span<const ServerIndex> servers, std::span<FsMe
 }
 
 Client::Client(Transport& transport, BlockCache cache, ClientOptions options)
-    : transport_(&transport), cache_(cache), options_(options) {}
+    : transport_(&transport), cache_(cache), options_(options), next_request_(options.first_request) {}
 
 FsMessage Client::request(FsOp op, InodeNumber inode) {
   FsMessage message;

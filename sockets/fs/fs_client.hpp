@@ -84,6 +84,10 @@ struct SharedDescriptor {
 struct ClientOptions {
   bool root_distributed = true;  // as the servers' ServerConfig
   std::size_t max_descriptors = 1024;
+  // The first request number. A process that takes over a client id another process held (an
+  // application seat's next lease) starts past the numbers its predecessor used, so an answer
+  // still on its way to the predecessor is never taken for one of its own.
+  std::uint64_t first_request = 1;
 };
 
 class Client {

@@ -41,7 +41,10 @@ class ChannelFleet {
       std::vector<FsChannel*> ends;
       for (auto& link : links_[c]) ends.push_back(&link->client_end);
       transports_.push_back(std::make_unique<ChannelTransport>(
-          static_cast<ClientId>(c + 1), ends, [this] { wait(); }));
+          static_cast<ClientId>(c + 1), ends, [this] {
+            wait();
+            return true;
+          }));
       clients_.push_back(std::make_unique<Client>(*transports_.back(), cache_));
     }
   }
@@ -56,6 +59,9 @@ class ChannelFleet {
     crash_wait_ = waits_ + n;
     crash_server_ = s;
   }
+  // Restarts are told to the transports (ChannelTransport::server_restarted), as a process's host
+  // tells them from its control ring, instead of by a notice in the channel.
+  void tell_restarts_through_host() { restarts_through_host_ = true; }
   std::uint64_t malformed() const {
     std::uint64_t total = 0;
     for (const auto& per_client : links_) {
@@ -139,6 +145,10 @@ class ChannelFleet {
     ASSERT_TRUE(server.ok());
     servers_[s] = std::move(*server);
     if (!notify) return;
+    if (restarts_through_host_) {
+      for (auto& transport : transports_) transport->server_restarted(s);
+      return;
+    }
     Message notice;
     notice.kind = MessageKind::peer_restarted;
     for (auto& per_client : links_) {
@@ -157,6 +167,7 @@ class ChannelFleet {
   std::size_t waits_ = 0;
   std::size_t crash_wait_ = 0;
   ServerIndex crash_server_ = 0;
+  bool restarts_through_host_ = false;
 };
 
 TEST(ChannelTransport, FileOperationsOverRealChannels) {
@@ -215,6 +226,40 @@ TEST(ChannelTransport, AServerRestartInTheMiddleOfACallIsRetried) {
     EXPECT_EQ(out, "also kept");
     EXPECT_EQ(fleet.client_end(0, 0).stats().peer_restarts, 1u);
   }
+}
+
+TEST(ChannelTransport, ARestartToldByTheHostIsRetriedToo) {
+  for (std::size_t at = 1; at <= 3; ++at) {
+    ChannelFleet fleet(2, 1, 64);
+    fleet.tell_restarts_through_host();
+    testing::FleetApi api(fleet.client(0));
+    ASSERT_EQ(api.spit("before", "kept"), 0);
+    fleet.crash_at_wait(at, 1);
+    ASSERT_EQ(api.spit("during", "also kept"), 0);
+    std::string out;
+    ASSERT_EQ(api.slurp("before", out), 0);
+    EXPECT_EQ(out, "kept");
+    ASSERT_EQ(api.slurp("during", out), 0);
+    EXPECT_EQ(out, "also kept");
+    EXPECT_EQ(fleet.client_end(0, 1).stats().peer_restarts, 1u);
+  }
+}
+
+TEST(ChannelTransport, AWaitThatGivesUpFailsTheCall) {
+  std::vector<Line> memory(channel_bytes(16) / sizeof(Line) + 1);
+  const std::span<std::byte> bytes(reinterpret_cast<std::byte*>(memory.data()), channel_bytes(16));
+  ASSERT_TRUE(format_channel(bytes, 16).ok());
+  FsChannel channel(*attach_channel(bytes, 16, ChannelSide::a, 1, nullptr, nullptr));
+  int waits = 0;
+  ChannelTransport transport(1, {&channel}, [&] { return ++waits < 3; });
+  FsMessage message;
+  message.op = FsOp::fstat;
+  message.client = 1;
+  message.inode = kRootInode;
+  auto reply = transport.call(0, message);  // no server answers
+  ASSERT_FALSE(reply.ok());
+  EXPECT_EQ(reply.error().code, Errc::closed);
+  EXPECT_EQ(waits, 3);
 }
 
 TEST(ChannelTransport, ARingTooSmallForAMessageIsAnError) {
