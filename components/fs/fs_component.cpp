@@ -2,10 +2,20 @@
 #include "components/fs/fs_component.hpp"
 
 #include <array>
-
-#include "dataplane/clock.hpp"
+#include <chrono>
 
 namespace flotilla::fs {
+namespace {
+
+// Files carry wall-clock times (stat, tar's mtimes), not the loop's monotonic clock; the server
+// logs the time it was given, so a replay gives the same times. Read through the vDSO.
+std::uint64_t wall_clock_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+}  // namespace
 
 Result<std::unique_ptr<FsComponent>> FsComponent::create(ChannelOutputs& channels, const ServerConfig& config,
                                                          std::span<std::byte> state, std::span<std::byte> cache,
@@ -27,9 +37,8 @@ FsComponent::FsComponent(ChannelOutputs& channels, NamedCounterTable& counters)
   for (std::size_t i = 0; i < channels.count(); ++i) outboxes_.emplace_back(kOutboxCells);
 }
 
-void FsComponent::on_message(std::size_t channel, const Message& message, std::uint64_t now_ns) {
-  now_ns_ = now_ns;
-  server_->receive(static_cast<ClientId>(channels_.peer(channel)), message, now_ns, *this);
+void FsComponent::on_message(std::size_t channel, const Message& message, std::uint64_t) {
+  server_->receive(static_cast<ClientId>(channels_.peer(channel)), message, wall_clock_ns(), *this);
 }
 
 void FsComponent::on_burst_end(std::size_t) {
@@ -45,7 +54,7 @@ void FsComponent::on_peer_restarted(ComponentId peer) {
   }
   outboxes_[channel].clear();  // answers to the old holder mean nothing to the new one
   counters_.fs_clients_gone->add();
-  server_->client_gone(static_cast<ClientId>(peer), monotonic_ns(), *this);
+  server_->client_gone(static_cast<ClientId>(peer), wall_clock_ns(), *this);
   publish_stats();
 }
 

@@ -71,7 +71,6 @@ class FsComponent final : public Component, private ServerOutputs {
   std::unique_ptr<FileServer> server_;
   std::vector<MessageOutbox> outboxes_;  // by channel
   std::vector<std::uint16_t> sequences_;  // by channel: the chunk sequence of the next message
-  std::uint64_t now_ns_ = 0;
 };
 
 }  // namespace flotilla::fs
