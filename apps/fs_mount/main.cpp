@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -268,6 +269,9 @@ int main(int argc, char** argv) {
     fail("FUSE is unavailable: cannot mount on '" + directory + "' (see the line above)");
   }
   fuse_session* session = fuse_get_session(fs);
+  // libfuse leaves an ignored signal ignored, and a shell starts a background job with SIGINT
+  // ignored: these signals are how a mount is told to end, so they are taken back first.
+  for (int signal : {SIGINT, SIGTERM, SIGHUP}) std::signal(signal, SIG_DFL);
   if (fuse_set_signal_handlers(session) != 0) {
     fuse_unmount(fs);
     fuse_destroy(fs);
@@ -283,5 +287,5 @@ int main(int argc, char** argv) {
   fuse_opt_free_args(&args);
   if (g_fleet->stack_gone()) fail("the stack stopped; unmounted " + directory);
   std::fprintf(stderr, "%s: unmounted %s\n", kName, directory.c_str());
-  return loop == 0 ? 0 : 1;
+  return loop >= 0 ? 0 : 1;  // a positive value: the signal that ended it
 }
