@@ -136,7 +136,7 @@ int on_chown(const char* path, uid_t uid, gid_t gid, fuse_file_info*) {
     if (uid == static_cast<uid_t>(-1)) uid = st.uid;
     if (gid == static_cast<gid_t>(-1)) gid = st.gid;
   }
-  return answer(client().chown(path, uid, gid));
+  return answer(client().chown(path, uid, gid, false));  // the kernel already followed what it should
 }
 
 int on_truncate(const char* path, off_t size, fuse_file_info* fi) {
@@ -148,7 +148,7 @@ int on_truncate(const char* path, off_t size, fuse_file_info* fi) {
 int on_utimens(const char* path, const timespec times[2], fuse_file_info*) {
   timespec now[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
   const timespec* given = times != nullptr ? times : now;
-  return answer(client().utimens(path, time_of(given[0]), time_of(given[1])));
+  return answer(client().utimens(path, time_of(given[0]), time_of(given[1]), false));
 }
 
 int on_open(const char* path, fuse_file_info* fi) {

@@ -782,18 +782,18 @@ int Client::chmod(std::string_view path, std::uint32_t mode) {
   return call_status(home_of(found.inode), message);
 }
 
-int Client::chown(std::string_view path, std::uint32_t uid, std::uint32_t gid) {
+int Client::chown(std::string_view path, std::uint32_t uid, std::uint32_t gid, bool follow) {
   Found found;
-  if (int error = resolve(path, true, found); error != 0) return error;
+  if (int error = resolve(path, follow, found); error != 0) return error;
   FsMessage message = request(FsOp::chown, found.inode);
   message.arg0 = uid;
   message.arg1 = gid;
   return call_status(home_of(found.inode), message);
 }
 
-int Client::utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns) {
+int Client::utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns, bool follow) {
   Found found;
-  if (int error = resolve(path, true, found); error != 0) return error;
+  if (int error = resolve(path, follow, found); error != 0) return error;
   FsMessage message = request(FsOp::utimens, found.inode);
   message.arg0 = atime_ns;
   message.arg1 = mtime_ns;

@@ -119,8 +119,9 @@ class Client {
   int readdir(std::string_view path, std::vector<DirEntry>& out);
   int truncate(std::string_view path, std::uint64_t size);
   int chmod(std::string_view path, std::uint32_t mode);
-  int chown(std::string_view path, std::uint32_t uid, std::uint32_t gid);
-  int utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns);
+  // `follow` false: a symlink that `path` ends in is changed itself (lchown, AT_SYMLINK_NOFOLLOW).
+  int chown(std::string_view path, std::uint32_t uid, std::uint32_t gid, bool follow = true);
+  int utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns, bool follow = true);
   int symlink(std::string_view target, std::string_view path);
   int readlink(std::string_view path, std::string& out);
 

@@ -262,6 +262,22 @@ TEST(ChannelTransport, AWaitThatGivesUpFailsTheCall) {
   EXPECT_EQ(waits, 3);
 }
 
+TEST(ChannelTransport, ASymlinkItselfTakesTimesAndOwnerWithoutFollowing) {
+  ChannelFleet fleet(2, 1, 64);
+  Client& client = fleet.client(0);
+  ASSERT_EQ(client.symlink("not-yet", "/link"), 0);  // tar makes links before their targets
+  constexpr std::uint64_t kWhen = 1'700'000'000'000'000'000ull;
+  EXPECT_EQ(client.utimens("/link", kWhen, kWhen), -ENOENT);
+  ASSERT_EQ(client.utimens("/link", kWhen, kWhen, false), 0);
+  ASSERT_EQ(client.chown("/link", 12, 34, false), 0);
+  FileStat st;
+  ASSERT_EQ(client.lstat("/link", st), 0);
+  EXPECT_EQ(st.type, FileType::symlink);
+  EXPECT_EQ(st.mtime_ns, kWhen);
+  EXPECT_EQ(st.uid, 12u);
+  EXPECT_EQ(st.gid, 34u);
+}
+
 TEST(ChannelTransport, ARingTooSmallForAMessageIsAnError) {
   std::vector<Line> memory(channel_bytes(8) / sizeof(Line) + 1);
   const std::span<std::byte> bytes(reinterpret_cast<std::byte*>(memory.data()), channel_bytes(8));
