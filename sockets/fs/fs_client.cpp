@@ -520,7 +520,17 @@ int Client::ftruncate(int fd, std::uint64_t size) {
   return 0;
 }
 
+int Client::publish_writes(InodeNumber inode) {
+  for (const auto& d : fds_) {
+    if (d == nullptr || d->inode != inode || !d->dirty) continue;
+    if (int error = flush(*d); error != 0) return error;
+  }
+  return 0;
+}
+
 int Client::stat_inode(InodeNumber inode, FileStat& out) {
+  // What this client wrote and has not published yet is part of what it sees.
+  if (int error = publish_writes(inode); error != 0) return error;
   FsMessage message = request(FsOp::fstat, inode);
   FsMessage reply;
   if (int error = call_status(home_of(inode), message, &reply); error != 0) return error;
@@ -794,6 +804,8 @@ int Client::chown(std::string_view path, std::uint32_t uid, std::uint32_t gid, b
 int Client::utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns, bool follow) {
   Found found;
   if (int error = resolve(path, follow, found); error != 0) return error;
+  // Published later, this client's writes would stamp their own mtime over the one set here.
+  if (int error = publish_writes(found.inode); error != 0) return error;
   FsMessage message = request(FsOp::utimens, found.inode);
   message.arg0 = atime_ns;
   message.arg1 = mtime_ns;

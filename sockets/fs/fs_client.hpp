@@ -179,6 +179,8 @@ class Client {
   int copy(Description& d, std::uint64_t offset, std::span<std::byte> out,
            std::span<const std::byte> in);
   int stat_inode(InodeNumber inode, FileStat& out);
+  // Publishes (FLUSH) what this client's descriptors of `inode` wrote and have not published.
+  int publish_writes(InodeNumber inode);
   int release(std::shared_ptr<Description>& d);
 
   Transport* transport_;

@@ -3,6 +3,8 @@
 // middle of a call, and malformed chunks.
 #include "sockets/fs/channel_transport.hpp"
 
+#include <fcntl.h>
+
 #include <gtest/gtest.h>
 
 #include <deque>
@@ -276,6 +278,27 @@ TEST(ChannelTransport, ASymlinkItselfTakesTimesAndOwnerWithoutFollowing) {
   EXPECT_EQ(st.mtime_ns, kWhen);
   EXPECT_EQ(st.uid, 12u);
   EXPECT_EQ(st.gid, 34u);
+}
+
+TEST(ChannelTransport, AClientsStatSeesItsOwnWritesAndItsTimesStay) {
+  // What the FUSE mount relies on: the kernel asks for a path's attributes while the writer's
+  // descriptor is open, and tar sets the times before it closes.
+  ChannelFleet fleet(2, 1, 64);
+  Client& client = fleet.client(0);
+  const int fd = client.open("/written", O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  const std::string data(10000, 'w');
+  ASSERT_EQ(client.pwrite(fd, std::as_bytes(std::span(data)), 0), static_cast<ssize_t>(data.size()));
+  FileStat st;
+  ASSERT_EQ(client.stat("/written", st), 0);
+  EXPECT_EQ(st.size, data.size());
+  constexpr std::uint64_t kWhen = 1'600'000'000'000'000'000ull;
+  ASSERT_EQ(client.pwrite(fd, std::as_bytes(std::span(data)), data.size()), static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(client.utimens("/written", kWhen, kWhen), 0);
+  ASSERT_EQ(client.close(fd), 0);
+  ASSERT_EQ(client.stat("/written", st), 0);
+  EXPECT_EQ(st.size, 2 * data.size());
+  EXPECT_EQ(st.mtime_ns, kWhen);
 }
 
 TEST(ChannelTransport, ARingTooSmallForAMessageIsAnError) {
