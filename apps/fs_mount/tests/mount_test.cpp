@@ -164,7 +164,11 @@ class MountTest : public ::testing::Test {
     }
     if (mounted(mount_point_)) ::umount2(mount_point_.c_str(), MNT_DETACH);
     if (started_) cli("down");
-    if (!folder_.empty()) fsys::remove_all(folder_);
+    if (!folder_.empty()) {
+      std::error_code error;
+      fsys::remove_all(folder_, error);
+      EXPECT_FALSE(error) << "cannot remove " << folder_ << ": " << error.message();
+    }
   }
 
   Outcome cli(const std::string& arguments) const {
