@@ -33,6 +33,8 @@ constexpr std::int64_t kMaxRegionBytes = std::int64_t{1} << 32;
 
 // The source name of the declarations made from [limits] app_seats.
 constexpr std::string_view kSeatsOrigin = "[limits] app_seats";
+// The file fleet's shared buffer cache (recovery/default_config.hpp file_fleet_config).
+constexpr std::string_view kFileCacheRegion = "fs-blocks";
 
 bool valid_name(std::string_view name) {
   if (name.empty() || name.size() >= kNameBytes) return false;
@@ -155,9 +157,10 @@ void read_limits(const toml::table& root, SupervisorConfig& config) {
 }
 
 // The application seats' components, channels and regions, as TOML: an external component per
-// seat with a channel and a socket region to every TCP replica, and a channel to the UDP server
-// with its exposed-socket region.
-std::string seat_declarations(const Limits& limits) {
+// seat with a channel and a socket region to every TCP replica, a channel to the UDP server with
+// its exposed-socket region, and with a file fleet (a [[component]] "fs" with replicas) a channel
+// from every file server.
+std::string seat_declarations(const Limits& limits, bool file_servers) {
   const std::string capacity = std::to_string(limits.seat_channel_capacity);
   const std::string tcp_bytes =
       std::to_string(formats::TcpRegion::bytes_for(limits.tcp_sockets_per_seat, limits.tcp_ring_bytes));
@@ -172,6 +175,9 @@ std::string seat_declarations(const Limits& limits) {
             "[[channel]]\nname = \"udp-" + name + "\"\na = \"udp\"\nb = \"" + name + "\"\ncapacity = " + capacity +
             "\n[[region]]\nname = \"udp-" + name + "-sockets\"\nbytes = 16384\nwriters = [\"udp\"]\n"
             "readers = [\"" + name + "\"]\n";
+    if (file_servers) {
+      text += "[[channel]]\nname = \"fs${replica}-" + name + "\"\na = \"fs\"\nb = \"" + name + "\"\ncapacity = 256\n";
+    }
   }
   return text;
 }
@@ -181,23 +187,35 @@ void declare_seats(toml::table& root, const SupervisorConfig& config) {
   if (config.limits.app_seats == 0) return;
   bool replicas = false;
   bool udp = false;
+  bool file_servers = false;
   if (const toml::array* components = array_of_tables(root, "component")) {
     for (const toml::node& node : *components) {
       const toml::table& table = *node.as_table();
       const auto name = table["name"].value<std::string_view>();
       replicas |= name == "tcp" && table.contains("replicas");
       udp |= name == "udp";
+      file_servers |= name == "fs" && table.contains("replicas");
     }
   }
   if (!replicas || !udp) {
     fail(*(*root.get("limits")->as_table()).get("app_seats"),
          "'app_seats' needs the TCP replicas (a [[component]] \"tcp\" with 'replicas') and the UDP server (\"udp\")");
   }
-  toml::table seats = toml::parse(seat_declarations(config.limits), std::string(kSeatsOrigin));
+  toml::table seats = toml::parse(seat_declarations(config.limits, file_servers), std::string(kSeatsOrigin));
   for (const char* kind : {"component", "channel", "region"}) {
     if (root.get(kind) == nullptr) root.insert(kind, toml::array{});
     toml::array& into = *root.get(kind)->as_array();
     for (toml::node& table : *seats.get(kind)->as_array()) into.push_back(std::move(*table.as_table()));
+  }
+  // Each seat maps the file fleet's shared buffer cache too.
+  if (!file_servers) return;
+  for (toml::node& node : *root.get("region")->as_array()) {
+    toml::table& region = *node.as_table();
+    if (region["name"].value<std::string_view>() != kFileCacheRegion) continue;
+    if (region.get("writers") == nullptr || !region.get("writers")->is_array()) region.insert_or_assign("writers", toml::array{});
+    for (std::uint32_t i = 0; i < config.limits.app_seats; ++i) {
+      region.get("writers")->as_array()->push_back("app" + std::to_string(i));
+    }
   }
 }
 

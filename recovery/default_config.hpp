@@ -1,7 +1,8 @@
 // The configuration `flotilla up` uses when given none: the network stack on the embedded network
 // (a namespace `flo-peer` with the kernel's stack at 10.77.0.1, joined by a veth pair to Flotilla
-// at 10.77.0.2), two TCP replicas, a UDP echo server on port 7, and a name fleet of two servers in which the
-// supervisor registers every component as /proc/<name>. Needs root (namespaces, XDP).
+// at 10.77.0.2), two TCP replicas, a UDP echo server on port 7, a name fleet of two servers in which the
+// supervisor registers every component as /proc/<name>, and a file fleet of two servers. Needs root
+// (namespaces, XDP).
 //
 // Also the echo chain configuration (a client streaming requests through a middle component to a
 // server, and the name fleet), which needs no privileges; the supervisor's own tests run it.
@@ -130,6 +131,44 @@ b = "name1"
 capacity = 256
 )";
 
+// The file fleet (components/fs/): `servers` file servers (flotilla-fs, `replicas = servers`) and
+// the shared buffer cache they map, "fs-blocks". The seats of [limits] app_seats get a channel from
+// every server and map the cache by themselves (recovery/config.cpp); `seats` declares them for
+// seats made by bare_app_seats_config instead (a fleet without the network stack). The cache's
+// writers are named one by one: naming the group "fs" would make one region per server, and it is
+// one region they share.
+inline constexpr int kFileServers = 2;
+inline constexpr std::uint64_t kFileCacheBytes = 64ull << 20;
+inline constexpr std::uint64_t kFileServerStateBytes = 8ull << 20;
+
+inline std::string file_fleet_config(int servers = kFileServers, int seats = 0,
+                                     std::uint64_t cache_bytes = kFileCacheBytes) {
+  std::string writers;
+  for (int i = 0; i < servers; ++i) writers += "\"fs" + std::to_string(i) + "\", ";
+  for (int i = 0; i < seats; ++i) writers += "\"app" + std::to_string(i) + "\", ";
+  writers.resize(writers.size() - 2);
+  std::string text = "\n[[component]]\nname = \"fs\"\nbinary = \"flotilla-fs\"\nreplicas = " +
+                     std::to_string(servers) +
+                     "\nargs = [\"--index\", \"${replica.index}\", \"--servers\", \"${replica.count}\"]\n"
+                     "state_bytes = " + std::to_string(kFileServerStateBytes) + "\n"
+                     "\n[[region]]\nname = \"fs-blocks\"\nbytes = " + std::to_string(cache_bytes) +
+                     "\nwriters = [" + writers + "]\n";
+  for (int i = 0; i < seats; ++i) {
+    const std::string seat = "app" + std::to_string(i);
+    text += "\n[[channel]]\nname = \"fs${replica}-" + seat + "\"\na = \"fs\"\nb = \"" + seat +
+            "\"\ncapacity = 256\n";
+  }
+  return text;
+}
+
+// Application seats app0..app<seats-1> with no channel yet: for a configuration without the
+// network stack (the file fleet alone).
+inline std::string bare_app_seats_config(int seats = 4) {
+  std::string text;
+  for (int i = 0; i < seats; ++i) text += "\n[[component]]\nname = \"app" + std::to_string(i) + "\"\nexternal = true\n";
+  return text;
+}
+
 // Every key of the single-value tables is given, with what it means: `flotilla config` prints this.
 inline const std::string kDefaultConfig = std::string(R"(# flotilla default configuration: the stack on the embedded network.
 # `flotilla config` prints it; `flotilla up --config FILE` takes an edited copy, and
@@ -199,7 +238,7 @@ pass all
 # NAME0..), role ("name-server") or external (a seat: no binary). A [[channel]] joins components a
 # and b with room for capacity messages; a [[region]] is shared memory of bytes, mapped by its
 # writers and readers. The application seats' are declared from [limits].
-)") + kStackComponentsConfig + kNameFleetConfig;
+)") + kStackComponentsConfig + kNameFleetConfig + file_fleet_config();
 
 inline const std::string kEchoChainConfig = std::string(R"(# the echo chain and a name fleet: what the supervisor tests run
 [supervisor]

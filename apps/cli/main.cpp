@@ -291,6 +291,25 @@ int cmd_run(const std::vector<std::string>& command) {
   die("run: cannot start '" + command[0] + "': " + std::strerror(errno), 127);
 }
 
+// `flotilla mount DIR`: flotilla-mount, beside this binary, serves the file fleet there over FUSE
+// until SIGINT or SIGTERM. The plain mistakes are caught here, before it leases a seat.
+int cmd_mount(const std::string& directory) {
+  std::error_code error;
+  const auto status = std::filesystem::status(directory, error);
+  if (!std::filesystem::exists(status)) die("mount: '" + directory + "' does not exist", 2);
+  if (!std::filesystem::is_directory(status)) die("mount: '" + directory + "' is not a directory", 2);
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+    die(std::string("mount: FUSE is unavailable: /dev/fuse: ") + std::strerror(errno));
+  }
+  if (!running()) die("the stack is not running (no supervisor at " + g_socket + "); start it with 'flotilla up'");
+  const std::string mounter =
+      (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "flotilla-mount").string();
+  std::vector<char*> argv{const_cast<char*>(mounter.c_str()), const_cast<char*>("--socket"),
+                          g_socket.data(), const_cast<char*>(directory.c_str()), nullptr};
+  ::execv(argv[0], argv.data());
+  die("mount: cannot start " + mounter + ": " + std::strerror(errno), 127);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -348,6 +367,11 @@ int main(int argc, char** argv) {
       "run", "Run an unmodified program on Flotilla's sockets: flotilla run -- COMMAND [ARGS...] "
              "(its AF_INET sockets go to the stack through libflotilla-preload.so)");
   run->add_option("COMMAND", command, "The program and its arguments, after --")->required();
+  std::string mount_directory;
+  auto* mount = app.add_subcommand(
+      "mount", "Mount the file fleet on DIR with FUSE, in the foreground; Ctrl-C or SIGTERM unmounts it");
+  mount->add_option("DIR", mount_directory, "An existing directory (empty: what it holds is hidden while mounted)")
+      ->required();
   cli::DemoOptions demo_options;
   std::string fault_schedule(cli::kDefaultFaultSchedule);
   auto* demo = app.add_subcommand(
@@ -370,6 +394,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (*run) return cmd_run(command);
+  if (*mount) return cmd_mount(mount_directory);
   if (*demo) {
     std::string problem;
     // The default schedule shrinks with a shorter stream; one given by hand must fit it.

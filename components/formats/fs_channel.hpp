@@ -66,8 +66,7 @@ class FsChannel {
       if (!got) return got.error();
       if (*got == 0) return std::optional<FsReceived>{};
       if (chunk.kind == MessageKind::peer_restarted) {
-        ++stats_.peer_restarts;
-        assembler_.reset();  // what the dead incarnation left half-sent never completes
+        peer_restarted();
         FsReceived notice;
         notice.kind = FsReceived::Kind::peer_restarted;
         return std::optional<FsReceived>(notice);
@@ -83,6 +82,13 @@ class FsChannel {
       received.message = **assembled;
       return std::optional<FsReceived>(received);
     }
+  }
+
+  // The peer restarted, as its owner learned from elsewhere (a host's control ring): what the dead
+  // incarnation left half-sent never completes.
+  void peer_restarted() {
+    ++stats_.peer_restarts;
+    assembler_.reset();
   }
 
   bool has_input() const { return end_.in.has_input(); }

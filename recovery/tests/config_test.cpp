@@ -1,4 +1,6 @@
 #include <set>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -283,6 +285,31 @@ TEST(Config, BadOverridesAreRefusedNamingTheOverride) {
             "--set component.name=x: no table 'component' to set (supervisor, network, filter, limits)");
   EXPECT_EQ(override_error({"limits.app_seats=2", "limits.tcp_ring_bytes=3"}),
             "--set limits.tcp_ring_bytes=3: 'tcp_ring_bytes' must be between 4096 and 1073741824");
+
+TEST(Config, TheFileFleetReachesEverySeatThroughOneSharedCache) {
+  auto outcome = parse_config(bare_app_seats_config(2) + file_fleet_config(3, 2, 1 << 20), "fleet");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& config = std::get<SupervisorConfig>(outcome);
+  std::vector<std::string> servers;
+  for (const auto& component : config.components) {
+    if (component.group != "fs") continue;
+    servers.push_back(component.name);
+    EXPECT_EQ(component.args, (std::vector<std::string>{"--index", std::to_string(component.replica_index),
+                                                         "--servers", "3"}));
+  }
+  EXPECT_EQ(servers, (std::vector<std::string>{"fs0", "fs1", "fs2"}));
+  std::set<std::string> channels;
+  for (const auto& channel : config.channels) channels.insert(channel.name);
+  EXPECT_EQ(channels, (std::set<std::string>{"fs0-app0", "fs1-app0", "fs2-app0", "fs0-app1", "fs1-app1", "fs2-app1"}));
+  ASSERT_EQ(config.regions.size(), 1u);
+  EXPECT_EQ(config.regions[0].name, "fs-blocks");
+  EXPECT_EQ(config.regions[0].writers, (std::vector<std::string>{"fs0", "fs1", "fs2", "app0", "app1"}));
+
+  auto with_stack = parse_config(kDefaultConfig, "default");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(with_stack));
+  std::set<std::string> default_channels;
+  for (const auto& channel : std::get<SupervisorConfig>(with_stack).channels) default_channels.insert(channel.name);
+  EXPECT_TRUE(default_channels.contains("fs0-app0") && default_channels.contains("fs1-app3"));
 }
 
 TEST(Config, ReplicatedComponentsExpandWithTheirChannelsAndRegions) {

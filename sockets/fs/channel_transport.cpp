@@ -25,13 +25,34 @@ Status ChannelTransport::call_each(std::span<const ServerIndex> servers,
     bool done = true;
     for (const Outstanding& o : outstanding) done = done && o.answered;
     if (done) break;
-    wait_();
+    if (!wait_()) return Error{Errc::closed, 0, "fs call abandoned: the file servers are out of reach"};
   }
   for (std::size_t i = 0; i < messages.size(); ++i) messages[i] = outstanding[i].request;
   return {};
 }
 
+void ChannelTransport::server_restarted(ServerIndex server) {
+  if (server < restarted_.size()) restarted_[server] = true;
+}
+
+void ChannelTransport::restart_of(ServerIndex server, std::vector<Outstanding>& outstanding) {
+  FsMessage notice;
+  notice.op = FsOp::invalidate;
+  notice.flags = kAll;
+  notice.arg0 = server;
+  notices_.push_back(notice);
+  for (Outstanding& o : outstanding) {
+    if (o.server == server && !o.answered) o.sent = false;  // sent again next pass
+  }
+}
+
 Status ChannelTransport::poll(std::vector<Outstanding>& outstanding) {
+  for (ServerIndex server = 0; server < restarted_.size(); ++server) {
+    if (!restarted_[server]) continue;
+    restarted_[server] = false;
+    channels_[server]->peer_restarted();
+    restart_of(server, outstanding);
+  }
   for (Outstanding& o : outstanding) {
     if (o.sent) continue;
     auto sent = channels_[o.server]->send(o.request);
@@ -44,14 +65,7 @@ Status ChannelTransport::poll(std::vector<Outstanding>& outstanding) {
       if (!received) return received.error();
       if (!*received) break;
       if ((*received)->kind == FsReceived::Kind::peer_restarted) {
-        FsMessage notice;
-        notice.op = FsOp::invalidate;
-        notice.flags = kAll;
-        notice.arg0 = server;
-        notices_.push_back(notice);
-        for (Outstanding& o : outstanding) {
-          if (o.server == server && !o.answered) o.sent = false;  // sent again next pass
-        }
+        restart_of(server, outstanding);
         continue;
       }
       const FsMessage& message = (*received)->message;

@@ -5,8 +5,10 @@
 // for drain()), and a server's peer_restarted notice, which turns into "forget what that server
 // told you" and sends that server's outstanding requests again (same numbers: the restarted
 // server's reply cache answers one its predecessor ran). Replies to requests no longer outstanding
-// are dropped and counted. While it waits with nothing to do, it calls the owner's `wait`: sleep
-// on the doorbell in a process, run the servers in a test.
+// are dropped and counted. A process learns of a server's restart from its host's control ring
+// rather than from the channel; it passes that on with server_restarted(). While it waits with
+// nothing to do, it calls the owner's `wait`: sleep on the doorbell in a process, run the servers
+// in a test. `wait` returning false gives up: the call fails with Errc::closed (the stack is gone).
 #pragma once
 
 #include <functional>
@@ -20,14 +22,17 @@ namespace flotilla::fs {
 class ChannelTransport final : public Transport {
  public:
   // channels[i] reaches server i; they must outlive the transport.
-  ChannelTransport(ClientId self, std::vector<FsChannel*> channels, std::function<void()> wait)
-      : self_(self), channels_(std::move(channels)), wait_(std::move(wait)) {}
+  ChannelTransport(ClientId self, std::vector<FsChannel*> channels, std::function<bool()> wait)
+      : self_(self), channels_(std::move(channels)), restarted_(channels_.size(), false), wait_(std::move(wait)) {}
 
   ClientId client() const override { return self_; }
   std::uint16_t servers() const override { return static_cast<std::uint16_t>(channels_.size()); }
   Result<FsMessage> call(ServerIndex server, const FsMessage& request) override;
   Status call_each(std::span<const ServerIndex> servers, std::span<FsMessage> messages) override;
   void drain(std::vector<FsMessage>& notices) override;
+  // Server `server` is a new incarnation: what it left half-sent is dropped, what it was asked is
+  // asked again, and what was learned from it is forgotten (at the next poll).
+  void server_restarted(ServerIndex server);
 
   std::uint64_t stray_replies() const { return stray_replies_; }
 
@@ -39,10 +44,12 @@ class ChannelTransport final : public Transport {
     bool answered = false;
   };
   Status poll(std::vector<Outstanding>& outstanding);
+  void restart_of(ServerIndex server, std::vector<Outstanding>& outstanding);
 
   ClientId self_;
   std::vector<FsChannel*> channels_;
-  std::function<void()> wait_;
+  std::vector<bool> restarted_;  // by server: a restart told by server_restarted(), not yet acted on
+  std::function<bool()> wait_;
   std::vector<FsMessage> notices_;
   std::uint64_t stray_replies_ = 0;
 };

@@ -59,7 +59,7 @@ Status Transport::call_each(std::span<const ServerIndex> servers, std::span<FsMe
 }
 
 Client::Client(Transport& transport, BlockCache cache, ClientOptions options)
-    : transport_(&transport), cache_(cache), options_(options) {}
+    : transport_(&transport), cache_(cache), options_(options), next_request_(options.first_request) {}
 
 FsMessage Client::request(FsOp op, InodeNumber inode) {
   FsMessage message;
@@ -520,7 +520,17 @@ int Client::ftruncate(int fd, std::uint64_t size) {
   return 0;
 }
 
+int Client::publish_writes(InodeNumber inode) {
+  for (const auto& d : fds_) {
+    if (d == nullptr || d->inode != inode || !d->dirty) continue;
+    if (int error = flush(*d); error != 0) return error;
+  }
+  return 0;
+}
+
 int Client::stat_inode(InodeNumber inode, FileStat& out) {
+  // What this client wrote and has not published yet is part of what it sees.
+  if (int error = publish_writes(inode); error != 0) return error;
   FsMessage message = request(FsOp::fstat, inode);
   FsMessage reply;
   if (int error = call_status(home_of(inode), message, &reply); error != 0) return error;
@@ -782,18 +792,20 @@ int Client::chmod(std::string_view path, std::uint32_t mode) {
   return call_status(home_of(found.inode), message);
 }
 
-int Client::chown(std::string_view path, std::uint32_t uid, std::uint32_t gid) {
+int Client::chown(std::string_view path, std::uint32_t uid, std::uint32_t gid, bool follow) {
   Found found;
-  if (int error = resolve(path, true, found); error != 0) return error;
+  if (int error = resolve(path, follow, found); error != 0) return error;
   FsMessage message = request(FsOp::chown, found.inode);
   message.arg0 = uid;
   message.arg1 = gid;
   return call_status(home_of(found.inode), message);
 }
 
-int Client::utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns) {
+int Client::utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns, bool follow) {
   Found found;
-  if (int error = resolve(path, true, found); error != 0) return error;
+  if (int error = resolve(path, follow, found); error != 0) return error;
+  // Published later, this client's writes would stamp their own mtime over the one set here.
+  if (int error = publish_writes(found.inode); error != 0) return error;
   FsMessage message = request(FsOp::utimens, found.inode);
   message.arg0 = atime_ns;
   message.arg1 = mtime_ns;

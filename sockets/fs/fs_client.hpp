@@ -84,6 +84,10 @@ struct SharedDescriptor {
 struct ClientOptions {
   bool root_distributed = true;  // as the servers' ServerConfig
   std::size_t max_descriptors = 1024;
+  // The first request number. A process that takes over a client id another process held (an
+  // application seat's next lease) starts past the numbers its predecessor used, so an answer
+  // still on its way to the predecessor is never taken for one of its own.
+  std::uint64_t first_request = 1;
 };
 
 class Client {
@@ -115,8 +119,9 @@ class Client {
   int readdir(std::string_view path, std::vector<DirEntry>& out);
   int truncate(std::string_view path, std::uint64_t size);
   int chmod(std::string_view path, std::uint32_t mode);
-  int chown(std::string_view path, std::uint32_t uid, std::uint32_t gid);
-  int utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns);
+  // `follow` false: a symlink that `path` ends in is changed itself (lchown, AT_SYMLINK_NOFOLLOW).
+  int chown(std::string_view path, std::uint32_t uid, std::uint32_t gid, bool follow = true);
+  int utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns, bool follow = true);
   int symlink(std::string_view target, std::string_view path);
   int readlink(std::string_view path, std::string& out);
 
@@ -174,6 +179,8 @@ class Client {
   int copy(Description& d, std::uint64_t offset, std::span<std::byte> out,
            std::span<const std::byte> in);
   int stat_inode(InodeNumber inode, FileStat& out);
+  // Publishes (FLUSH) what this client's descriptors of `inode` wrote and have not published.
+  int publish_writes(InodeNumber inode);
   int release(std::shared_ptr<Description>& d);
 
   Transport* transport_;

@@ -3,6 +3,8 @@
 // middle of a call, and malformed chunks.
 #include "sockets/fs/channel_transport.hpp"
 
+#include <fcntl.h>
+
 #include <gtest/gtest.h>
 
 #include <deque>
@@ -41,7 +43,10 @@ class ChannelFleet {
       std::vector<FsChannel*> ends;
       for (auto& link : links_[c]) ends.push_back(&link->client_end);
       transports_.push_back(std::make_unique<ChannelTransport>(
-          static_cast<ClientId>(c + 1), ends, [this] { wait(); }));
+          static_cast<ClientId>(c + 1), ends, [this] {
+            wait();
+            return true;
+          }));
       clients_.push_back(std::make_unique<Client>(*transports_.back(), cache_));
     }
   }
@@ -56,6 +61,9 @@ class ChannelFleet {
     crash_wait_ = waits_ + n;
     crash_server_ = s;
   }
+  // Restarts are told to the transports (ChannelTransport::server_restarted), as a process's host
+  // tells them from its control ring, instead of by a notice in the channel.
+  void tell_restarts_through_host() { restarts_through_host_ = true; }
   std::uint64_t malformed() const {
     std::uint64_t total = 0;
     for (const auto& per_client : links_) {
@@ -139,6 +147,10 @@ class ChannelFleet {
     ASSERT_TRUE(server.ok());
     servers_[s] = std::move(*server);
     if (!notify) return;
+    if (restarts_through_host_) {
+      for (auto& transport : transports_) transport->server_restarted(s);
+      return;
+    }
     Message notice;
     notice.kind = MessageKind::peer_restarted;
     for (auto& per_client : links_) {
@@ -157,6 +169,7 @@ class ChannelFleet {
   std::size_t waits_ = 0;
   std::size_t crash_wait_ = 0;
   ServerIndex crash_server_ = 0;
+  bool restarts_through_host_ = false;
 };
 
 TEST(ChannelTransport, FileOperationsOverRealChannels) {
@@ -215,6 +228,77 @@ TEST(ChannelTransport, AServerRestartInTheMiddleOfACallIsRetried) {
     EXPECT_EQ(out, "also kept");
     EXPECT_EQ(fleet.client_end(0, 0).stats().peer_restarts, 1u);
   }
+}
+
+TEST(ChannelTransport, ARestartToldByTheHostIsRetriedToo) {
+  for (std::size_t at = 1; at <= 3; ++at) {
+    ChannelFleet fleet(2, 1, 64);
+    fleet.tell_restarts_through_host();
+    testing::FleetApi api(fleet.client(0));
+    ASSERT_EQ(api.spit("before", "kept"), 0);
+    fleet.crash_at_wait(at, 1);
+    ASSERT_EQ(api.spit("during", "also kept"), 0);
+    std::string out;
+    ASSERT_EQ(api.slurp("before", out), 0);
+    EXPECT_EQ(out, "kept");
+    ASSERT_EQ(api.slurp("during", out), 0);
+    EXPECT_EQ(out, "also kept");
+    EXPECT_EQ(fleet.client_end(0, 1).stats().peer_restarts, 1u);
+  }
+}
+
+TEST(ChannelTransport, AWaitThatGivesUpFailsTheCall) {
+  std::vector<Line> memory(channel_bytes(16) / sizeof(Line) + 1);
+  const std::span<std::byte> bytes(reinterpret_cast<std::byte*>(memory.data()), channel_bytes(16));
+  ASSERT_TRUE(format_channel(bytes, 16).ok());
+  FsChannel channel(*attach_channel(bytes, 16, ChannelSide::a, 1, nullptr, nullptr));
+  int waits = 0;
+  ChannelTransport transport(1, {&channel}, [&] { return ++waits < 3; });
+  FsMessage message;
+  message.op = FsOp::fstat;
+  message.client = 1;
+  message.inode = kRootInode;
+  auto reply = transport.call(0, message);  // no server answers
+  ASSERT_FALSE(reply.ok());
+  EXPECT_EQ(reply.error().code, Errc::closed);
+  EXPECT_EQ(waits, 3);
+}
+
+TEST(ChannelTransport, ASymlinkItselfTakesTimesAndOwnerWithoutFollowing) {
+  ChannelFleet fleet(2, 1, 64);
+  Client& client = fleet.client(0);
+  ASSERT_EQ(client.symlink("not-yet", "/link"), 0);  // tar makes links before their targets
+  constexpr std::uint64_t kWhen = 1'700'000'000'000'000'000ull;
+  EXPECT_EQ(client.utimens("/link", kWhen, kWhen), -ENOENT);
+  ASSERT_EQ(client.utimens("/link", kWhen, kWhen, false), 0);
+  ASSERT_EQ(client.chown("/link", 12, 34, false), 0);
+  FileStat st;
+  ASSERT_EQ(client.lstat("/link", st), 0);
+  EXPECT_EQ(st.type, FileType::symlink);
+  EXPECT_EQ(st.mtime_ns, kWhen);
+  EXPECT_EQ(st.uid, 12u);
+  EXPECT_EQ(st.gid, 34u);
+}
+
+TEST(ChannelTransport, AClientsStatSeesItsOwnWritesAndItsTimesStay) {
+  // What the FUSE mount relies on: the kernel asks for a path's attributes while the writer's
+  // descriptor is open, and tar sets the times before it closes.
+  ChannelFleet fleet(2, 1, 64);
+  Client& client = fleet.client(0);
+  const int fd = client.open("/written", O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(fd, 0);
+  const std::string data(10000, 'w');
+  ASSERT_EQ(client.pwrite(fd, std::as_bytes(std::span(data)), 0), static_cast<ssize_t>(data.size()));
+  FileStat st;
+  ASSERT_EQ(client.stat("/written", st), 0);
+  EXPECT_EQ(st.size, data.size());
+  constexpr std::uint64_t kWhen = 1'600'000'000'000'000'000ull;
+  ASSERT_EQ(client.pwrite(fd, std::as_bytes(std::span(data)), data.size()), static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(client.utimens("/written", kWhen, kWhen), 0);
+  ASSERT_EQ(client.close(fd), 0);
+  ASSERT_EQ(client.stat("/written", st), 0);
+  EXPECT_EQ(st.size, 2 * data.size());
+  EXPECT_EQ(st.mtime_ns, kWhen);
 }
 
 TEST(ChannelTransport, ARingTooSmallForAMessageIsAnError) {

@@ -1,0 +1,238 @@
+// `flotilla mount` end to end: a stack of the file fleet alone (two file servers, application
+// seats), mounted with FUSE; `tar` extracts a generated tree of a few thousand files into the
+// mount and sha256sum over every file matches the same tree on tmpfs. Then the same while a file
+// server crashes in the middle of the extraction: the supervisor restarts it, its tables come back
+// from its log, the mount's requests are retried, and the tree still matches. Needs root and
+// /dev/fuse (skips without them); run only under the integration lock (fixed shared-memory names).
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <sstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "recovery/control_socket.hpp"
+#include "recovery/default_config.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+namespace fsys = std::filesystem;
+
+std::string build_root() {
+  if (const char* path = std::getenv("FLOTILLA_BUILD_ROOT"); path != nullptr && *path != '\0') return path;
+  return fsys::read_symlink("/proc/self/exe").parent_path().parent_path().string();  // build/apps/<test>
+}
+
+struct Outcome {
+  int exit_code;
+  std::string output;
+};
+
+Outcome shell(const std::string& command) {
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string output;
+  char chunk[4096];
+  while (std::size_t got = std::fread(chunk, 1, sizeof(chunk), pipe)) output.append(chunk, got);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+bool mounted(const fsys::path& directory) {
+  std::ifstream mounts("/proc/self/mounts");
+  for (std::string device, point, rest; mounts >> device >> point && std::getline(mounts, rest);) {
+    if (point == directory.string()) return true;
+  }
+  return false;
+}
+
+template <class Condition>
+bool wait_for(Condition&& condition, std::chrono::milliseconds deadline) {
+  const auto until = std::chrono::steady_clock::now() + deadline;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(20ms);
+  }
+  return true;
+}
+
+// A tree of `files` files over nested directories, sizes from empty to several blocks, contents
+// from a fixed seed, and a few symlinks.
+void generate_tree(const fsys::path& root, int files) {
+  std::mt19937 random(17);
+  fsys::create_directories(root);
+  std::vector<fsys::path> directories{root};
+  for (int i = 0; i < files / 40; ++i) {
+    const fsys::path parent = directories[random() % directories.size()];
+    directories.push_back(parent / ("dir" + std::to_string(i)));
+    fsys::create_directory(directories.back());
+  }
+  std::string content;
+  for (int i = 0; i < files; ++i) {
+    const fsys::path& directory = directories[random() % directories.size()];
+    const std::size_t size = random() % 4 == 0 ? random() % 20000 : random() % 600;
+    content.resize(size);
+    for (char& c : content) c = static_cast<char>('a' + random() % 26);
+    std::ofstream(directory / ("file" + std::to_string(i) + ".txt"), std::ios::binary) << content;
+    if (i % 250 == 0) fsys::create_symlink("file" + std::to_string(i) + ".txt", directory / ("link" + std::to_string(i)));
+  }
+}
+
+// Every entry's path and type, then every regular file's checksum, in path order.
+std::string digest(const fsys::path& root) {
+  const Outcome listing = shell("cd '" + root.string() + "' && find . -printf '%y %p %l\\n' | LC_ALL=C sort");
+  const Outcome sums = shell("cd '" + root.string() +
+                             "' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum");
+  return listing.output + sums.output;
+}
+
+// The lines of `actual` that `expected` lacks and the other way round ("" when equal), a few of each.
+std::string difference(const std::string& expected, const std::string& actual) {
+  auto lines = [](const std::string& text) {
+    std::multiset<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out.insert(line);
+    return out;
+  };
+  const auto want = lines(expected);
+  const auto got = lines(actual);
+  std::vector<std::string> missing;
+  std::vector<std::string> extra;
+  std::set_difference(want.begin(), want.end(), got.begin(), got.end(), std::back_inserter(missing));
+  std::set_difference(got.begin(), got.end(), want.begin(), want.end(), std::back_inserter(extra));
+  std::string report;
+  for (std::size_t i = 0; i < missing.size() && i < 8; ++i) report += "missing: " + missing[i] + "\n";
+  for (std::size_t i = 0; i < extra.size() && i < 8; ++i) report += "unexpected: " + extra[i] + "\n";
+  if (!report.empty()) report += std::to_string(missing.size()) + " missing, " + std::to_string(extra.size()) + " unexpected\n";
+  return report;
+}
+
+class MountTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (a FUSE mount, the supervisor's shared memory)";
+    if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "FUSE is unavailable: /dev/fuse is missing here";
+    if (shell("command -v tar && command -v sha256sum").exit_code != 0) GTEST_SKIP() << "needs tar and sha256sum";
+    char pattern[] = "/dev/shm/flotilla-mount-test-XXXXXX";  // tmpfs: the reference side
+    ASSERT_NE(::mkdtemp(pattern), nullptr);
+    folder_ = pattern;
+    socket_ = (folder_ / "control.sock").string();
+    mount_point_ = folder_ / "mnt";
+    fsys::create_directory(mount_point_);
+    generate_tree(folder_ / "tree", kFiles);
+    ASSERT_EQ(shell("tar -C '" + (folder_ / "tree").string() + "' -cf '" + (folder_ / "tree.tar").string() + "' .")
+                  .exit_code,
+              0);
+    reference_ = digest(folder_ / "tree");
+
+    std::ofstream(folder_ / "fleet.toml")
+        << "[supervisor]\nheartbeat_timeout_ms = 500\ncrash_limit = 100\ncrash_window_ms = 1000\n"
+        << flotilla::recovery::bare_app_seats_config(2) << flotilla::recovery::file_fleet_config(2, 2);
+    const Outcome up = cli("up --config '" + (folder_ / "fleet.toml").string() + "'");
+    ASSERT_EQ(up.exit_code, 0) << up.output;
+    started_ = true;
+    mounter_ = ::fork();
+    if (mounter_ == 0) {
+      const std::string flotilla = build_root() + "/apps/flotilla";
+      ::execl(flotilla.c_str(), flotilla.c_str(), "--socket", socket_.c_str(), "mount", mount_point_.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ASSERT_TRUE(wait_for([&] { return mounted(mount_point_); }, 10s)) << events();
+  }
+
+  void TearDown() override {
+    if (mounter_ > 0) {
+      ::kill(mounter_, SIGTERM);
+      int status = 0;
+      ::waitpid(mounter_, &status, 0);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the mount did not end cleanly on SIGTERM";
+      EXPECT_FALSE(mounted(mount_point_));
+    }
+    if (mounted(mount_point_)) ::umount2(mount_point_.c_str(), MNT_DETACH);
+    if (started_) cli("down");
+    if (!folder_.empty()) {
+      std::error_code error;
+      fsys::remove_all(folder_, error);
+      EXPECT_FALSE(error) << "cannot remove " << folder_ << ": " << error.message();
+    }
+  }
+
+  Outcome cli(const std::string& arguments) const {
+    return shell(build_root() + "/apps/flotilla --socket '" + socket_ + "' " + arguments);
+  }
+  std::string events() const { return flotilla::recovery::whole_event_log(socket_); }
+  std::int64_t counter(const std::string& component, const std::string& name) const {
+    std::string refusal;
+    auto reply = flotilla::recovery::control_request(socket_, "counters", &refusal);
+    if (!reply) return -1;
+    const auto table = flotilla::recovery::parse_counters(reply.value());
+    const auto c = table.find(component);
+    if (c == table.end()) return -1;
+    const auto value = c->second.find(name);
+    return value == c->second.end() ? -1 : static_cast<std::int64_t>(value->second);
+  }
+  Outcome extract_into(const fsys::path& target) const {
+    fsys::create_directory(target);
+    return shell("tar -C '" + target.string() + "' -xf '" + (folder_ / "tree.tar").string() + "'");
+  }
+
+  static constexpr int kFiles = 3000;
+  fsys::path folder_;
+  fsys::path mount_point_;
+  std::string socket_;
+  std::string reference_;
+  bool started_ = false;
+  pid_t mounter_ = -1;
+};
+
+TEST_F(MountTest, TarIntoTheMountMatchesTmpfs) {
+  const Outcome extracted = extract_into(mount_point_ / "tree");
+  ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
+  EXPECT_EQ(difference(reference_, digest(mount_point_ / "tree")), "");
+  // A second look, through the caches the first one filled: the same.
+  EXPECT_EQ(difference(reference_, digest(mount_point_ / "tree")), "");
+  EXPECT_EQ(counter("fs0", "fs_malformed"), 0);
+  EXPECT_EQ(counter("fs1", "fs_malformed"), 0);
+}
+
+TEST_F(MountTest, TarMatchesTmpfsThoughAFileServerCrashesDuringIt) {
+  // The crash comes at a point of progress, not of time: once fs1 has served this many requests
+  // of the extraction, well before its end.
+  const std::int64_t before = counter("fs1", "fs_requests");
+  ASSERT_GE(before, 0);
+  std::atomic<bool> injected{false};
+  std::atomic<bool> done{false};
+  std::thread crasher([&] {
+    while (!done.load()) {
+      if (counter("fs1", "fs_requests") >= before + 3000) {
+        injected = cli("inject fs1 crash").exit_code == 0;
+        return;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  const Outcome extracted = extract_into(mount_point_ / "tree");
+  done = true;
+  crasher.join();
+  ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
+  ASSERT_TRUE(injected.load()) << "the extraction ended before the crash was due";
+  const std::string log = events();
+  ASSERT_TRUE(wait_for([&] { return events().find("fs1#2") != std::string::npos; }, 10s)) << log;
+  EXPECT_EQ(difference(reference_, digest(mount_point_ / "tree")), "") << events();
+}
+
+}  // namespace
