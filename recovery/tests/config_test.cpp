@@ -285,6 +285,7 @@ TEST(Config, BadOverridesAreRefusedNamingTheOverride) {
             "--set component.name=x: no table 'component' to set (supervisor, network, filter, limits)");
   EXPECT_EQ(override_error({"limits.app_seats=2", "limits.tcp_ring_bytes=3"}),
             "--set limits.tcp_ring_bytes=3: 'tcp_ring_bytes' must be between 4096 and 1073741824");
+}
 
 TEST(Config, TheFileFleetReachesEverySeatThroughOneSharedCache) {
   auto outcome = parse_config(bare_app_seats_config(2) + file_fleet_config(3, 2, 1 << 20), "fleet");
@@ -310,6 +311,17 @@ TEST(Config, TheFileFleetReachesEverySeatThroughOneSharedCache) {
   std::set<std::string> default_channels;
   for (const auto& channel : std::get<SupervisorConfig>(with_stack).channels) default_channels.insert(channel.name);
   EXPECT_TRUE(default_channels.contains("fs0-app0") && default_channels.contains("fs1-app3"));
+  // The seats of [limits] map the cache as writers beside the servers.
+  for (const auto& region : std::get<SupervisorConfig>(with_stack).regions) {
+    if (region.name != "fs-blocks") continue;
+    EXPECT_EQ(region.writers, (std::vector<std::string>{"fs0", "fs1", "app0", "app1", "app2", "app3"}));
+  }
+  // More seats by --set: every one reaches the fleet.
+  auto more = parse_config(kDefaultConfig, "default", std::vector<std::string>{"limits.app_seats=6"});
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(more)) << std::get<ConfigError>(more).message;
+  std::set<std::string> more_channels;
+  for (const auto& channel : std::get<SupervisorConfig>(more).channels) more_channels.insert(channel.name);
+  EXPECT_TRUE(more_channels.contains("fs1-app5"));
 }
 
 TEST(Config, ReplicatedComponentsExpandWithTheirChannelsAndRegions) {
