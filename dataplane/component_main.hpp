@@ -17,11 +17,12 @@
 // asks pf about the rules before `up`).
 // A program with sandbox() runs its message loop sandboxed (dataplane/sandbox.hpp): set up first
 // (attach, create, start), then no new privileges, only the capabilities it keeps and only the
-// system calls the runtime and it name. `--no-sandbox` (the config's `[supervisor] sandbox =
-// false`) leaves that out, for debugging with strace or gdb.
+// system calls the runtime and it name. `--no-sandbox`, or FLOTILLA_NO_SANDBOX in the environment
+// (the supervisor sets it for `[supervisor] sandbox = false`), leaves that out, for strace or gdb.
 #pragma once
 
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -88,7 +89,7 @@ int component_main(int argc, char** argv) {
   }
   host.on_peer_restarted([&component](ComponentId peer, std::uint64_t) { component.on_peer_restarted(peer); });
   if constexpr (requires { Program::sandbox(); }) {
-    if (!no_sandbox) {
+    if (!no_sandbox && std::getenv(kNoSandboxVariable) == nullptr) {
       if (Status entered = enter_sandbox(Program::sandbox()); !entered) {
         std::fprintf(stderr, "%s: sandbox: %s (--no-sandbox runs without it)\n", Program::kName,
                      entered.error().message().c_str());

@@ -11,6 +11,9 @@
 
 namespace flotilla {
 
+// Set (to anything) in a component's environment: it runs without its sandbox.
+inline constexpr const char* kNoSandboxVariable = "FLOTILLA_NO_SANDBOX";
+
 struct SandboxPolicy {
   // System calls by name (as in `man 2 syscalls`) beyond the runtime's own (runtime_system_calls).
   std::span<const std::string_view> system_calls;

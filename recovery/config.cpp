@@ -109,7 +109,7 @@ void read_supervisor(const toml::table& root, SupervisorConfig& config) {
   if (table == nullptr) fail(*node, "[supervisor] must be a table");
   reject_unknown_keys(*table,
                       {"heartbeat_timeout_ms", "startup_grace_ms", "crash_limit",
-                       "crash_window_ms", "max_backoff_ms", "pool_buffers", "buffer_size"},
+                       "crash_window_ms", "max_backoff_ms", "pool_buffers", "buffer_size", "sandbox"},
                       "[supervisor]");
   config.heartbeat_timeout = std::chrono::milliseconds(
       integer<std::int64_t>(*table, "heartbeat_timeout_ms", config.heartbeat_timeout.count(), 5, 60'000));
@@ -125,6 +125,10 @@ void read_supervisor(const toml::table& root, SupervisorConfig& config) {
   config.buffer_size = integer<std::uint32_t>(*table, "buffer_size", config.buffer_size, 256, 4096);
   if (!std::has_single_bit(config.buffer_size)) {
     fail(*table->get("buffer_size"), "'buffer_size' must be a power of two");
+  }
+  if (const toml::node* sandbox = table->get("sandbox")) {
+    if (!sandbox->is_boolean()) fail(*sandbox, "'sandbox' must be true or false");
+    config.sandbox = *sandbox->value<bool>();
   }
 }
 

@@ -89,6 +89,7 @@ struct Limits {
 struct SupervisorConfig {
   std::chrono::milliseconds heartbeat_timeout{50};
   std::chrono::milliseconds startup_grace{2'000};     // before the first heartbeat is due
+  bool sandbox = true;  // false: components run without seccomp and keep their capabilities
   RestartPolicy restart;
   std::uint32_t pool_buffers = 4096;
   std::uint32_t buffer_size = 2048;

@@ -186,6 +186,9 @@ crash_limit = 5
 crash_window_ms = 10000
 # The restart delay doubles with each recent crash, up to this.
 max_backoff_ms = 500
+# false: the components run without their seccomp allow-lists and keep every capability (to debug
+# them with strace or gdb).
+sandbox = true
 # Packet buffers in the shared pool, and the size of each (a power of two, 256-4096).
 pool_buffers = 4096
 buffer_size = 2048

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <string>
 
+#include "dataplane/sandbox.hpp"
 #include "drivers/dpdk/runtime_dirs.hpp"
 #include "recovery/application_seats.hpp"
 #include "recovery/config.hpp"
@@ -56,6 +57,8 @@ int main(int argc, char** argv) {
   }
   const std::string own_dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
   const SupervisorConfig& config = std::get<SupervisorConfig>(outcome);
+  // The components inherit it (dataplane/component_main.hpp).
+  if (!config.sandbox) ::setenv(kNoSandboxVariable, "1", 1);
   // The embedded network is made before any component starts and removed after the last stops.
   const bool builds_network = config.has_network && config.network.create_peer &&
                               config.network.driver != "memwire";

@@ -272,6 +272,16 @@ TEST(Config, OverridesChangeOneKeyEach) {
   EXPECT_EQ(std::get<SupervisorConfig>(outcome).pool_buffers, 512u);
 }
 
+TEST(Config, TheSandboxCanBeTurnedOffForDebugging) {
+  auto outcome = parse_config(kDefaultConfig, "<default config>");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome));
+  EXPECT_TRUE(std::get<SupervisorConfig>(outcome).sandbox);
+  outcome = parse_config(kDefaultConfig, "<default config>", std::vector<std::string>{"supervisor.sandbox=false"});
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  EXPECT_FALSE(std::get<SupervisorConfig>(outcome).sandbox);
+  EXPECT_EQ(error_of("[supervisor]\nsandbox = 0\n"), "test.toml:2: 'sandbox' must be true or false");
+}
+
 TEST(Config, BadOverridesAreRefusedNamingTheOverride) {
   EXPECT_EQ(override_error({"limits.app_seats=abc"}), "--set limits.app_seats=abc: 'app_seats' must be an integer");
   EXPECT_EQ(override_error({"limits.app_seats=12"}), "--set limits.app_seats=12: 'app_seats' must be between 0 and 7");
