@@ -25,31 +25,18 @@
 
 #include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
+#include "tests/support/stack_harness.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 namespace fsys = std::filesystem;
 
-std::string build_root() {
-  if (const char* path = std::getenv("FLOTILLA_BUILD_ROOT"); path != nullptr && *path != '\0') return path;
-  return fsys::read_symlink("/proc/self/exe").parent_path().parent_path().string();  // build/apps/<test>
-}
+using flotilla::testing::build_root;
+using flotilla::testing::CommandOutcome;
+using flotilla::testing::wait_for;
 
-struct Outcome {
-  int exit_code;
-  std::string output;
-};
-
-Outcome shell(const std::string& command) {
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, "popen failed"};
-  std::string output;
-  char chunk[4096];
-  while (std::size_t got = std::fread(chunk, 1, sizeof(chunk), pipe)) output.append(chunk, got);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+CommandOutcome shell(const std::string& command) { return flotilla::testing::run_shell(command + " 2>&1"); }
 
 bool mounted(const fsys::path& directory) {
   std::ifstream mounts("/proc/self/mounts");
@@ -57,16 +44,6 @@ bool mounted(const fsys::path& directory) {
     if (point == directory.string()) return true;
   }
   return false;
-}
-
-template <class Condition>
-bool wait_for(Condition&& condition, std::chrono::milliseconds deadline) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
 }
 
 // A tree of `files` files over nested directories, sizes from empty to several blocks, contents
@@ -93,8 +70,8 @@ void generate_tree(const fsys::path& root, int files) {
 
 // Every entry's path and type, then every regular file's checksum, in path order.
 std::string digest(const fsys::path& root) {
-  const Outcome listing = shell("cd '" + root.string() + "' && find . -printf '%y %p %l\\n' | LC_ALL=C sort");
-  const Outcome sums = shell("cd '" + root.string() +
+  const CommandOutcome listing = shell("cd '" + root.string() + "' && find . -printf '%y %p %l\\n' | LC_ALL=C sort");
+  const CommandOutcome sums = shell("cd '" + root.string() +
                              "' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum");
   return listing.output + sums.output;
 }
@@ -141,7 +118,7 @@ class MountTest : public ::testing::Test {
     std::ofstream(folder_ / "fleet.toml")
         << "[supervisor]\nheartbeat_timeout_ms = 500\ncrash_limit = 100\ncrash_window_ms = 1000\n"
         << flotilla::recovery::bare_app_seats_config(2) << flotilla::recovery::file_fleet_config(2, 2);
-    const Outcome up = cli("up --config '" + (folder_ / "fleet.toml").string() + "'");
+    const CommandOutcome up = cli("up --config '" + (folder_ / "fleet.toml").string() + "'");
     ASSERT_EQ(up.exit_code, 0) << up.output;
     started_ = true;
     mounter_ = ::fork();
@@ -171,7 +148,7 @@ class MountTest : public ::testing::Test {
     }
   }
 
-  Outcome cli(const std::string& arguments) const {
+  CommandOutcome cli(const std::string& arguments) const {
     return shell(build_root() + "/apps/flotilla --socket '" + socket_ + "' " + arguments);
   }
   std::string events() const { return flotilla::recovery::whole_event_log(socket_); }
@@ -185,7 +162,7 @@ class MountTest : public ::testing::Test {
     const auto value = c->second.find(name);
     return value == c->second.end() ? -1 : static_cast<std::int64_t>(value->second);
   }
-  Outcome extract_into(const fsys::path& target) const {
+  CommandOutcome extract_into(const fsys::path& target) const {
     fsys::create_directory(target);
     return shell("tar -C '" + target.string() + "' -xf '" + (folder_ / "tree.tar").string() + "'");
   }
@@ -200,7 +177,7 @@ class MountTest : public ::testing::Test {
 };
 
 TEST_F(MountTest, TarIntoTheMountMatchesTmpfs) {
-  const Outcome extracted = extract_into(mount_point_ / "tree");
+  const CommandOutcome extracted = extract_into(mount_point_ / "tree");
   ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
   EXPECT_EQ(difference(reference_, digest(mount_point_ / "tree")), "");
   // A second look, through the caches the first one filled: the same.
@@ -225,7 +202,7 @@ TEST_F(MountTest, TarMatchesTmpfsThoughAFileServerCrashesDuringIt) {
       std::this_thread::sleep_for(5ms);
     }
   });
-  const Outcome extracted = extract_into(mount_point_ / "tree");
+  const CommandOutcome extracted = extract_into(mount_point_ / "tree");
   done = true;
   crasher.join();
   ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
