@@ -9,6 +9,7 @@
 
 #include <toml++/toml.h>
 
+#include "components/formats/fs_block_cache.hpp"
 #include "components/formats/tcp_socket_page.hpp"
 #include "dataplane/control_block.hpp"
 
@@ -33,8 +34,6 @@ constexpr std::int64_t kMaxRegionBytes = std::int64_t{1} << 32;
 
 // The source name of the declarations made from [limits] app_seats.
 constexpr std::string_view kSeatsOrigin = "[limits] app_seats";
-// The file fleet's shared buffer cache (recovery/default_config.hpp file_fleet_config).
-constexpr std::string_view kFileCacheRegion = "fs-blocks";
 
 bool valid_name(std::string_view name) {
   if (name.empty() || name.size() >= kNameBytes) return false;
@@ -215,7 +214,7 @@ void declare_seats(toml::table& root, const SupervisorConfig& config) {
   if (!file_servers) return;
   for (toml::node& node : *root.get("region")->as_array()) {
     toml::table& region = *node.as_table();
-    if (region["name"].value<std::string_view>() != kFileCacheRegion) continue;
+    if (region["name"].value<std::string_view>() != fs::kFileCacheRegion) continue;
     if (region.get("writers") == nullptr || !region.get("writers")->is_array()) region.insert_or_assign("writers", toml::array{});
     for (std::uint32_t i = 0; i < config.limits.app_seats; ++i) {
       region.get("writers")->as_array()->push_back("app" + std::to_string(i));

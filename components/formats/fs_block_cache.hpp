@@ -17,6 +17,8 @@ namespace flotilla::fs {
 using BlockId = std::uint32_t;
 inline constexpr std::size_t kBlockBytes = 4096;
 inline constexpr std::uint16_t kMaxServers = 256;
+// The region the file servers and their clients share as the buffer cache.
+inline constexpr const char* kFileCacheRegion = "fs-blocks";
 
 struct BlockRange {
   BlockId first = 0;

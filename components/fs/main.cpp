@@ -22,7 +22,7 @@ struct FsProgram {
   struct Options {
     unsigned index = 0;
     unsigned servers = 1;
-    std::string cache_region = "fs-blocks";
+    std::string cache_region = fs::kFileCacheRegion;
     bool root_distributed = true;
   };
 

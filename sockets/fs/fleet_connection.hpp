@@ -17,8 +17,6 @@
 
 namespace flotilla::fs {
 
-inline constexpr const char* kFileCacheRegion = "fs-blocks";
-
 class FleetConnection {
  public:
   // Errc::closed: no supervisor at `socket_path`; Errc::exhausted: every seat is leased;
