@@ -70,8 +70,6 @@ Status allow(scmp_filter_ctx filter, std::string_view name) {
 
 }  // namespace
 
-std::span<const std::string_view> runtime_system_calls() { return kRuntimeCalls; }
-
 Status enter_sandbox(const SandboxPolicy& policy) {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return kernel_failure("PR_SET_NO_NEW_PRIVS", errno);
   if (Status dropped = drop_capabilities(policy.kept_capabilities); !dropped) return dropped;

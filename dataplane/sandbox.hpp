@@ -15,17 +15,14 @@ namespace flotilla {
 inline constexpr const char* kNoSandboxVariable = "FLOTILLA_NO_SANDBOX";
 
 struct SandboxPolicy {
-  // System calls by name (as in `man 2 syscalls`) beyond the runtime's own (runtime_system_calls).
+  // System calls by name (as in `man 2 syscalls`) beyond the runtime's own: waiting (futex, poll,
+  // eventfd reads and writes), memory (malloc's mmap and brk), time, stderr, signals and exit, and
+  // the fault injection's raise/abort/pause (the list is in sandbox.cpp).
   std::span<const std::string_view> system_calls;
   // CAP_* numbers the component keeps in its effective and permitted sets; every other one goes,
   // from the bounding set too.
   std::span<const int> kept_capabilities;
 };
-
-// What every component's message loop needs after set-up: waiting (futex, poll, eventfd reads
-// and writes), memory (malloc's mmap and brk), time, stderr, signals and exit, and the fault
-// injection's raise/abort/pause.
-std::span<const std::string_view> runtime_system_calls();
 
 // Sets PR_SET_NO_NEW_PRIVS, drops the capabilities not kept and installs the filter, in that
 // order (the filter allows neither prctl nor capset afterwards). Errc::invalid_argument: an
