@@ -172,9 +172,11 @@ int collect(int epfd, EpollSet& set, epoll_event* out, int room) {
   if (erased != 0) drop_marks_when_unused(epfd, set);
   int filled = 0;
   const std::size_t size = interests.size();
-  // Start where the last call stopped, so a small `room` does not starve the later interests.
+  // Start where the last call stopped, so a small `room` does not starve the later interests. The
+  // start stays fixed during the pass: each interest is looked at once per call.
+  const std::size_t start = size == 0 ? 0 : set.next % size;
   for (std::size_t k = 0; k < size && filled < room; ++k) {
-    EpollSet::Interest& interest = interests[(set.next + k) % size];
+    EpollSet::Interest& interest = interests[(start + k) % size];
     if (interest.disabled) continue;
     Socket& socket = *interest.socket;
     std::uint32_t ready = runtime.ready_events(socket) & (interest.events | EPOLLERR | EPOLLHUP);
@@ -195,7 +197,7 @@ int collect(int epfd, EpollSet& set, epoll_event* out, int room) {
     out[filled].data = interest.data;
     ++filled;
     if ((interest.events & EPOLLONESHOT) != 0) interest.disabled = true;
-    set.next = (set.next + k + 1) % size;
+    set.next = (start + k + 1) % size;
   }
   return filled;
 }
