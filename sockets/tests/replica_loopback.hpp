@@ -53,6 +53,32 @@ class ReplicaLoopback {
     return replicas_[replica]->counters.counter(name).read();
   }
   std::uint64_t now_ns() const { return now_ns_; }
+  // A listener on `port` of every replica, once each has it; -1 (and a test failure) otherwise.
+  int listen_on_every_replica(std::uint16_t port) {
+    auto listener = sockets_->listen(0, port, 16);
+    EXPECT_TRUE(listener.ok());
+    if (!listener) return -1;
+    EXPECT_TRUE(run_until([&] { return sockets_->listening(listener.value()); }));
+    return listener.value();
+  }
+
+  // A connection from the application to its own `listener` on `port`: {client, server}, or
+  // {-1, -1}.
+  std::pair<int, int> connect_to(int listener, std::uint16_t port) {
+    auto client = sockets_->connect(kStackAddress, port);
+    EXPECT_TRUE(client.ok());
+    if (!client) return {-1, -1};
+    int server = -1;
+    const bool done = run_until([&] {
+      if (server < 0) {
+        if (auto accepted = sockets_->accept(listener); accepted) server = accepted.value();
+      }
+      return server >= 0 && sockets_->connected(client.value());
+    });
+    EXPECT_TRUE(done) << "client error " << sockets_->error(client.value());
+    return {client.value(), server};
+  }
+
   // `replica` dies and its next incarnation starts over the same state store and region, as the
   // supervisor restarts a crashed flotilla-tcp: messages and segments already sent stay on their
   // way, what waited in its private outboxes is lost.

@@ -23,28 +23,8 @@ class TcpReplicaRecovery : public ::testing::Test {
  protected:
   TcpReplicaRecovery() : tcp_(net_.sockets()) {}
 
-  int listen_on_every_replica() {
-    auto listener = tcp_.listen(0, kPort, 16);
-    EXPECT_TRUE(listener.ok());
-    if (!listener) return -1;
-    EXPECT_TRUE(net_.run_until([&] { return tcp_.listening(listener.value()); }));
-    return listener.value();
-  }
-
-  std::pair<int, int> connect_to(int listener) {
-    auto client = tcp_.connect(kStackAddress, kPort);
-    EXPECT_TRUE(client.ok());
-    if (!client) return {-1, -1};
-    int server = -1;
-    const bool done = net_.run_until([&] {
-      if (server < 0) {
-        if (auto accepted = tcp_.accept(listener); accepted) server = accepted.value();
-      }
-      return server >= 0 && tcp_.connected(client.value());
-    });
-    EXPECT_TRUE(done) << "client error " << tcp_.error(client.value());
-    return {client.value(), server};
-  }
+  int listen_on_every_replica() { return net_.listen_on_every_replica(kPort); }
+  std::pair<int, int> connect_to(int listener) { return net_.connect_to(listener, kPort); }
 
   // One direction of a stream: what is sent, and what arrived.
   struct Stream {
