@@ -123,10 +123,14 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
   // Announced before the engine runs: its restart RSTs and claims must reach IP after it, and each
   // application hears what became of its sockets before any event about them.
   server->announce(recovering ? stack::TcpReplicaMode::recovering : stack::TcpReplicaMode::fresh);
+  // A first incarnation has no predecessor whose sockets could be gone: to an application that
+  // attached before it (and so does not know its incarnation yet) nothing changed, and its opens
+  // already wait in the channel.
+  const stack::TcpReplicaMode formatted =
+      incarnation <= 1 ? stack::TcpReplicaMode::ip_restarted : stack::TcpReplicaMode::fresh;
   for (std::size_t app = 0; app < apps.size(); ++app) {
     if (!server->apps_[app].region.valid()) continue;
-    server->send_announce(app, server->apps_[app].restored ? stack::TcpReplicaMode::recovering
-                                                           : stack::TcpReplicaMode::fresh);
+    server->send_announce(app, server->apps_[app].restored ? stack::TcpReplicaMode::recovering : formatted);
   }
   auto engine = Engine::create(state, settings.engine, *server, counters, now_ns,
                                recovering ? RestorePolicy::resume : RestorePolicy::reset);
@@ -262,12 +266,14 @@ void ReplicaServer::restore_app(std::size_t app) {
 void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
   App& entry = apps_[app];
   const std::uint32_t pages = entry.region.page_count();
-  // A passive connection's listener that did not come back, or one whose page is gone.
   for (std::uint32_t page = 0; page < pages; ++page) {
     SocketPage& state = entry.pages[page];
     if (state.kind != PageKind::listener) continue;
-    if (state.unanswered) {
-      // The application never heard of this listener and asks again: it goes.
+    // The application never heard of this listener and asks again, or the predecessor died while
+    // it freed the page (the listener was closed first): it goes.
+    const bool freeing = entry.region.page(page)->control.status.load(std::memory_order_acquire) ==
+                         TcpSocketStatus::free;
+    if (state.unanswered || freeing) {
       engine_->close_listener(state.listener);
       listeners_[state.listener] = Place{};
       free_page(app, page);
@@ -563,8 +569,10 @@ std::optional<std::uint32_t> ReplicaServer::take_page(std::size_t app, PageKind 
 void ReplicaServer::free_page(std::size_t app, std::uint32_t page) {
   App& entry = apps_[app];
   entry.pages[page] = SocketPage{};
-  store_page(app, page);
+  // The application's view first: a successor that finds the slot still live frees it again, but
+  // one that found it free with the page still live could hand it out under a socket it kept.
   entry.region.page(page)->control.status.store(TcpSocketStatus::free, std::memory_order_release);
+  store_page(app, page);
   entry.free_pages.push_back(page);
 }
 
