@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Recovery statistics of the stack under load: `flotilla demo` with a long schedule that crashes
-# pf, ip, the driver, the TCP replica without the stream, and a name server, ROUNDS times each
+# pf, ip, the driver, the TCP replica without the stream, the one carrying it, and a name server,
+# ROUNDS times each
 # (default 50), one crash every SPACING seconds, while iperf3 streams on Flotilla to the kernel.
 # Prints p50 / p99 / max of detection, recovery and throughput-dip time per kind, and how many
 # faults the stream did not survive; the full report is in OUT/report.json.
@@ -22,18 +23,18 @@ while [ $# -gt 0 ]; do
 done
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "stack_recovery: --rounds must be a positive whole number" >&2; exit 2; }
 [[ "$spacing" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "stack_recovery: --spacing must be seconds" >&2; exit 2; }
-# Each component crashes every 5 x spacing seconds: the default policy marks one failed after 5
+# Each component crashes every 6 x spacing seconds: the default policy marks one failed after 5
 # crashes in 10 s, so keep that above 2 s.
-awk -v s="$spacing" 'BEGIN { exit !(s * 5 > 2.0) }' || { echo "stack_recovery: --spacing must exceed 0.4 s" >&2; exit 2; }
+awk -v s="$spacing" 'BEGIN { exit !(s * 6 > 2.0) }' || { echo "stack_recovery: --spacing must exceed 0.34 s" >&2; exit 2; }
 
 flotilla=${FLOTILLA:-"$(dirname "$0")/../build/apps/flotilla"}
 schedule=$(awk -v rounds="$rounds" -v spacing="$spacing" 'BEGIN {
-  split("pf ip driver tcp-idle name0", kinds, " ")
+  split("pf ip driver tcp-idle tcp-carrier name0", kinds, " ")
   t = 3; out = ""
-  for (r = 0; r < rounds; r++) for (k = 1; k <= 5; k++) { out = out sprintf("%s%.2f:%s", out == "" ? "" : ",", t, kinds[k]); t += spacing }
+  for (r = 0; r < rounds; r++) for (k = 1; k <= 6; k++) { out = out sprintf("%s%.2f:%s", out == "" ? "" : ",", t, kinds[k]); t += spacing }
   printf "%s %.0f\n", out, t + 3
 }')
 faults=${schedule% *}
 duration=${schedule##* }
-echo "stack recovery: $((rounds * 5)) crashes over ${duration} s of iperf3 on Flotilla (one every ${spacing} s)"
+echo "stack recovery: $((rounds * 6)) crashes over ${duration} s of iperf3 on Flotilla (one every ${spacing} s)"
 "$flotilla" demo --duration "$duration" --faults "$faults" --out "$out"

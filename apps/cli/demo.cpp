@@ -294,7 +294,8 @@ int run_demo(const DemoOptions& options) {
                  (out / "iperf3-server.json").string());
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // until it listens
   const int seconds = static_cast<int>(std::ceil(options.duration_seconds));
-  // Every connection of the client on replica 0, so that "tcp-idle" is a replica it does not use.
+  // Every connection of the client on replica 0, so that "tcp-idle" is a replica it does not use and
+  // "tcp-carrier" the one it does.
   Program client({options.flotilla, "--socket", options.socket, "run", "--", "iperf3", "-c", peer_address, "-p",
                   std::to_string(kIperfPort), "-t", std::to_string(seconds), "-J"},
                  (out / "iperf3-client.json").string(), {{"FLOTILLA_TCP_REPLICA", "0"}});
@@ -336,15 +337,17 @@ int run_demo(const DemoOptions& options) {
 
     if (next_fault < outcomes.size() && elapsed() >= outcomes[next_fault].fault.at_seconds) {
       FaultOutcome& fault = outcomes[next_fault++];
-      if (fault.fault.target == "tcp-idle") {
-        // The replica whose acknowledged bytes grew least over the last second.
-        std::string idle;
-        std::uint64_t least = UINT64_MAX;
+      const bool idle = fault.fault.target == "tcp-idle";
+      if (idle || fault.fault.target == "tcp-carrier") {
+        // The replica whose acknowledged bytes grew least (idle) or most (carrier) over the last
+        // second: a replica crash loses no connection, so the one under the stream may go too.
+        std::string picked;
+        std::uint64_t best = idle ? UINT64_MAX : 0;
         for (const auto& [name, value] : each) {
           const std::uint64_t grew = value - std::min(value, second_ago_each[name]);
-          if (grew < least) least = grew, idle = name;
+          if (picked.empty() || (idle ? grew < best : grew > best)) best = grew, picked = name;
         }
-        fault.component = idle.empty() ? "tcp1" : idle;
+        fault.component = !picked.empty() ? picked : idle ? "tcp1" : "tcp0";
       }
       fault.injected_at = elapsed();
       auto injected = recovery::control_request(options.socket, "inject " + fault.component + " crash", &refusal);
@@ -466,10 +469,10 @@ int run_demo(const DemoOptions& options) {
     return std::string(text);
   };
   if (repeated) {
-    std::printf("\n%-10s %6s %24s %24s %24s %9s %9s\n", "fault", "count", "detect ms p50/p99/max",
+    std::printf("\n%-12s %6s %24s %24s %24s %9s %9s\n", "fault", "count", "detect ms p50/p99/max",
                 "recover ms p50/p99/max", "dip ms p50/p99/max", "not back", "conn lost");
     for (const auto& [target, summary] : summaries) {
-      std::printf("%-10s %6zu %24s %24s %24s %9zu %9zu\n", target.c_str(), summary.faults, triple(summary.detection).c_str(),
+      std::printf("%-12s %6zu %24s %24s %24s %9zu %9zu\n", target.c_str(), summary.faults, triple(summary.detection).c_str(),
                   triple(summary.recovery).c_str(), triple(summary.dip).c_str(), summary.not_back, summary.not_survived);
     }
   }

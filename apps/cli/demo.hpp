@@ -16,7 +16,8 @@ namespace flotilla::cli {
 
 struct DemoFault {
   double at_seconds = 0;
-  // A component name, or "tcp-idle": the TCP replica that does not carry the stream.
+  // A component name, "tcp-idle": the TCP replica that does not carry the stream, or
+  // "tcp-carrier": the one that does.
   std::string target;
 };
 
@@ -33,11 +34,12 @@ struct DemoOptions {
   int interval_ms = 100;      // throughput sample period
 };
 
-// "5:pf,10:ip,15:driver,20:tcp-idle,25:name0": seconds into the stream, then the component.
+// "4:pf,8:ip,12:driver,16:tcp-idle,20:tcp-carrier,25:name0": seconds into the stream, then the
+// component.
 // Times must grow and lie inside (0, duration).
 Result<std::vector<DemoFault>> parse_fault_schedule(std::string_view text, double duration_seconds,
                                                      std::string* problem);
-inline constexpr std::string_view kDefaultFaultSchedule = "5:pf,10:ip,15:driver,20:tcp-idle,25:name0";
+inline constexpr std::string_view kDefaultFaultSchedule = "4:pf,8:ip,12:driver,16:tcp-idle,20:tcp-carrier,25:name0";
 
 // Runs the demo; returns the process exit code (0: every fault was survived).
 int run_demo(const DemoOptions& options);

@@ -381,7 +381,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(2.0, 3600.0));
   auto* faults_option = demo->add_option("--faults", fault_schedule,
-                   "SECONDS:COMPONENT,... crashes to inject; 'tcp-idle' is the replica without the stream")
+                   "SECONDS:COMPONENT,... crashes to inject; 'tcp-idle' is the replica without the stream, "
+                   "'tcp-carrier' the one with it")
       ->capture_default_str();
   demo->add_option("--out", demo_options.out_dir, "Where timeline.svg and report.json go")->capture_default_str();
   demo->add_option("--config", demo_options.config_path,

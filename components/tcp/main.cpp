@@ -1,8 +1,9 @@
 // flotilla-tcp: one TCP replica process (TcpComponent, tcp_component.hpp), run by the generic
 // component main. One channel leads to IP; every other channel to an application, with which it
-// shares a socket region (components/formats/tcp_socket_page.hpp). The connection table lives in
-// the state store.
+// shares a socket region (components/formats/tcp_socket_page.hpp). The connection table and the
+// slot table live in the state store, so a restarted replica carries every connection on.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@ struct TcpProgram {
     std::size_t ring_bytes = 1u << 20;
     std::size_t max_connections = 4096;
     std::uint64_t time_wait_ms = 60'000;
+    unsigned test_crash_port = 0;
     std::uint32_t address = 0;  // from the text, by check_options
   };
 
@@ -48,6 +50,7 @@ struct TcpProgram {
         ->check(CLI::Range(16, 1 << 20))->capture_default_str();
     app.add_option("--time-wait-ms", options.time_wait_ms, "How long a closed connection stays in TIME_WAIT")
         ->capture_default_str();
+
   }
 
   static Status check_options(Options& options) {
@@ -61,6 +64,17 @@ struct TcpProgram {
     if (options.index >= options.replicas) {
       std::fprintf(stderr, "%s: --index %u must be below --replicas %u\n", kName, options.index, options.replicas);
       return Error{Errc::invalid_argument, 0, "--index"};
+    }
+    // Tests only (the poison rule, tests/stack/tcp_test.cpp): the replica crashes whenever data
+    // arrives on a connection with this port, local or remote. The supervisor's environment
+    // reaches every replica.
+    if (const char* port = std::getenv("FLOTILLA_TEST_CRASH_PORT"); port != nullptr && *port != '\0') {
+      const unsigned long value = std::strtoul(port, nullptr, 10);
+      if (value == 0 || value > 65535) {
+        std::fprintf(stderr, "%s: FLOTILLA_TEST_CRASH_PORT '%s' is not a port\n", kName, port);
+        return Error{Errc::invalid_argument, 0, "FLOTILLA_TEST_CRASH_PORT"};
+      }
+      options.test_crash_port = static_cast<unsigned>(value);
     }
     if (options.ring_bytes < 4096 || (options.ring_bytes & (options.ring_bytes - 1)) != 0) {
       std::fprintf(stderr, "%s: --ring-bytes %zu is not a power of two of at least 4096\n", kName,
@@ -95,11 +109,25 @@ struct TcpProgram {
     settings.engine.mss = static_cast<std::uint16_t>(options.mss);
     settings.engine.max_connections = options.max_connections;
     settings.engine.time_wait_ns = options.time_wait_ms * 1'000'000;
+    settings.test_crash_port = static_cast<std::uint16_t>(options.test_crash_port);
     auto created = tcp::TcpComponent::create(channels, *ip, host.state(), regions, settings, host.named_counters(),
                                              host.incarnation(), monotonic_ns());
     if (!created) return created.error();
     std::fprintf(stderr, "%s: replica %u of %u at %s, %zu application(s)\n", kName, options.index, options.replicas,
                  wire::format_ipv4(settings.address).c_str(), created.value()->app_count());
+    const tcp::RestoreReport& restored = created.value()->server().restore_report();
+    if (restored.restored != 0 || restored.listeners != 0 || restored.failed != 0) {
+      std::fprintf(stderr, "%s: carried on %u connection(s) and %u listener(s), reset %u\n", kName, restored.restored,
+                   restored.listeners, restored.failed);
+    }
+    if (restored.poisoned_dropped) {
+      // The poison rule (engine.hpp): the connection in flight at this crash and the one before.
+      const std::string line = "dropped " + wire::format_ipv4(restored.poisoned.remote_address) + ":" +
+                               std::to_string(restored.poisoned.remote_port) + " port " +
+                               std::to_string(restored.poisoned.local_port) + " (crashed twice)";
+      std::fprintf(stderr, "%s: %s\n", kName, line.c_str());
+      (void)host.report(line);
+    }
     // Announced to IP (in create): from here on the replica takes new connections, so a restarted
     // one has recovered now, even if no segment comes its way for a while.
     channels.served();

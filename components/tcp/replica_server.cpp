@@ -1,7 +1,11 @@
 #include "components/tcp/replica_server.hpp"
 
+#include <algorithm>
 #include <cerrno>
+#include <csignal>
 
+#include "components/tcp/connection.hpp"
+#include "components/tcp/connection_table.hpp"
 #include "components/wire/ipv4.hpp"
 
 namespace flotilla::tcp {
@@ -15,7 +19,66 @@ using formats::TcpSocketStatus;
 constexpr std::uint32_t kFirstEphemeral = 49152;
 constexpr std::uint32_t kEphemeralCount = 65536 - kFirstEphemeral;
 
+// The slot table, in the state store after the engine's connection table:
+//   SlotTableHeader, SeatHeader[app count], then each application's SlotEntry[its page count].
+constexpr std::uint64_t kSlotTableMagic = 0x53544f4c53504354ull;  // "TCPSLOTS"
+constexpr std::uint32_t kSlotTableLayout = 1;
+
+struct alignas(64) SlotTableHeader {
+  std::uint64_t magic = 0;  // stored last, with release, once the whole table is formatted
+  std::uint32_t layout = 0;
+  std::uint32_t app_count = 0;
+  std::uint32_t entry_bytes = 0;
+  std::uint32_t reserved[11] = {};
+};
+static_assert(sizeof(SlotTableHeader) == 64);
+
+struct alignas(64) SeatHeader {
+  std::uint32_t page_count = 0;  // of the region, checked against the region at restart
+  std::uint32_t ring_bytes = 0;
+  std::uint32_t reserved[14] = {};
+};
+static_assert(sizeof(SeatHeader) == 64);
+
+// SlotEntry::flags bits.
+constexpr std::uint8_t kSlotAppClosed = 1 << 0;
+constexpr std::uint8_t kSlotEngineReleased = 1 << 1;
+constexpr std::uint8_t kSlotAnnounced = 1 << 2;
+constexpr std::uint8_t kSlotUnanswered = 1 << 3;
+// SlotEntry::options bits (the options that are not numbers; the application sends its options
+// again to a recovered replica).
+constexpr std::uint8_t kSlotNodelay = 1 << 0;
+constexpr std::uint8_t kSlotCork = 1 << 1;
+constexpr std::uint8_t kSlotKeepalive = 1 << 2;
+constexpr std::uint8_t kSlotNewReno = 1 << 3;
+
+constexpr std::size_t align64(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
+
 }  // namespace
+
+// One page of an application's region, as the replica knows it (SocketPage), in the state store.
+struct ReplicaServer::SlotEntry {
+  std::uint32_t version = 0;  // as Tcb::version (update_entry, read_entry)
+  std::uint8_t kind = 0;      // PageKind
+  std::uint8_t flags = 0;     // kSlot*
+  std::uint8_t options = 0;   // kSlotNodelay ...
+  std::uint8_t reserved = 0;
+  std::uint32_t generation = 0;
+  std::uint32_t connection_index = 0;
+  std::uint32_t connection_generation = 0;
+  std::uint32_t listener = 0;
+  // A listener: accept_announced, accept_taken. A connection: accept_order, unused.
+  std::uint32_t accept_first = 0;
+  std::uint32_t accept_second = 0;
+};
+
+std::size_t ReplicaServer::state_bytes(const ReplicaSettings& settings, std::span<const std::uint32_t> pages) {
+  static_assert(sizeof(SlotEntry) == 32);
+  std::size_t bytes = align64(Engine::table_bytes(settings.engine)) + sizeof(SlotTableHeader) +
+                      pages.size() * sizeof(SeatHeader);
+  for (const std::uint32_t count : pages) bytes += std::size_t{count} * sizeof(SlotEntry);
+  return bytes;
+}
 
 ReplicaServer::ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSettings& settings,
                              ReplicaOutputs& outputs, NamedCounterTable& counters, std::uint64_t incarnation)
@@ -24,8 +87,10 @@ ReplicaServer::ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSe
       settings_(settings),
       outputs_(&outputs),
       cache_(pool, self),
-      // Generations differ between incarnations, so a message about a page of the dead one is stale.
-      next_generation_(static_cast<std::uint32_t>(incarnation << 20) | 1u) {
+      // Generations differ between incarnations, so a message about a page of the dead one is stale
+      // (and a page a recovered replica hands out anew never matches one the application kept).
+      next_generation_(static_cast<std::uint32_t>(incarnation << 20) | 1u),
+      incarnation_(incarnation) {
   counters_.register_in(counters);
 }
 
@@ -38,21 +103,287 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
   if (settings.count == 0 || settings.index >= settings.count) {
     return Error{Errc::invalid_argument, 0, "tcp: replica index must be below the replica count"};
   }
-  if (state.size() < Engine::table_bytes(settings.engine)) {
-    return Error{Errc::invalid_argument, 0, "tcp: state store too small for the connection table (state_bytes)"};
-  }
   std::unique_ptr<ReplicaServer> server(new ReplicaServer(pool, self, settings, outputs, counters, incarnation));
   server->apps_.resize(apps.size());
-  for (std::size_t i = 0; i < apps.size(); ++i) server->format_app(i, apps[i]);
   server->connections_.resize(settings.engine.max_connections);
   server->listeners_.resize(settings.engine.max_listeners);
   server->segment_batch_.reserve(settings.engine.segment_batch);
-  // Announce before the engine runs: its restart RSTs and first claims must reach IP after it.
-  server->announce(true);
-  auto engine = Engine::create(state, settings.engine, *server, counters, now_ns);
+  std::vector<std::uint32_t> pages;
+  for (const auto region : apps) {
+    pages.push_back(region.size() < formats::TcpRegion::bytes_for(1, settings.ring_bytes)
+                        ? 0
+                        : static_cast<std::uint32_t>((region.size() - formats::TcpRegion::kMemoryPageBytes) /
+                                                     formats::TcpRegion::page_stride(settings.ring_bytes)));
+  }
+  if (state.size() < state_bytes(settings, pages)) {
+    return Error{Errc::invalid_argument, 0,
+                 "tcp: state store too small for the connection and slot tables (state_bytes)"};
+  }
+  const bool recovering = server->attach_slots(state, apps);
+  // Announced before the engine runs: its restart RSTs and claims must reach IP after it, and each
+  // application hears what became of its sockets before any event about them.
+  server->announce(recovering ? stack::TcpReplicaMode::recovering : stack::TcpReplicaMode::fresh);
+  // A first incarnation has no predecessor whose sockets could be gone: to an application that
+  // attached before it (and so does not know its incarnation yet) nothing changed, and its opens
+  // already wait in the channel.
+  const stack::TcpReplicaMode formatted =
+      incarnation <= 1 ? stack::TcpReplicaMode::ip_restarted : stack::TcpReplicaMode::fresh;
+  for (std::size_t app = 0; app < apps.size(); ++app) {
+    if (!server->apps_[app].region.valid()) continue;
+    server->send_announce(app, server->apps_[app].restored ? stack::TcpReplicaMode::recovering : formatted);
+  }
+  auto engine = Engine::create(state, settings.engine, *server, counters, now_ns,
+                               recovering ? RestorePolicy::resume : RestorePolicy::reset);
   if (!engine) return engine.error();
   server->engine_ = std::move(engine).value();
+  if (recovering) {
+    // A listener whose page did not come back holds its port for nobody.
+    for (ListenerId id = 0; id < server->listeners_.size(); ++id) {
+      if (server->listeners_[id].app == UINT32_MAX) server->engine_->close_listener(id);
+    }
+    for (std::size_t app = 0; app < apps.size(); ++app) {
+      if (server->apps_[app].restored) server->finish_restore(app, now_ns);
+    }
+    server->announce(stack::TcpReplicaMode::recovered);
+  }
   return server;
+}
+
+bool ReplicaServer::attach_slots(std::span<std::byte> state, std::span<const std::span<std::byte>> regions) {
+  std::byte* base = state.data() + align64(Engine::table_bytes(settings_.engine));
+  auto* header = reinterpret_cast<SlotTableHeader*>(base);
+  auto* seats = reinterpret_cast<SeatHeader*>(base + sizeof(SlotTableHeader));
+  auto* entries = reinterpret_cast<SlotEntry*>(base + sizeof(SlotTableHeader) + regions.size() * sizeof(SeatHeader));
+  std::atomic_ref<std::uint64_t> magic(header->magic);
+  const bool previous = magic.load(std::memory_order_acquire) == kSlotTableMagic &&
+                        header->layout == kSlotTableLayout && header->app_count == regions.size() &&
+                        header->entry_bytes == sizeof(SlotEntry);
+  // Each application's entries start where the seat headers' page counts put them, so one seat that
+  // no longer fits its region formats the whole table (its connections are reset by the engine).
+  std::vector<formats::TcpRegion> attached(regions.size());
+  bool fits = previous;
+  for (std::size_t app = 0; fits && app < regions.size(); ++app) {
+    if (regions[app].empty()) {
+      fits = seats[app].page_count == 0;
+      continue;
+    }
+    attached[app] = formats::TcpRegion::attach(regions[app]);
+    fits = attached[app].valid() && attached[app].page_count() == seats[app].page_count &&
+           attached[app].ring_bytes() == settings_.ring_bytes && seats[app].ring_bytes == settings_.ring_bytes;
+  }
+  if (!fits) magic.store(0, std::memory_order_relaxed);
+  SlotEntry* next = entries;
+  for (std::size_t app = 0; app < regions.size(); ++app) {
+    App& entry = apps_[app];
+    if (fits) {
+      entry.region = attached[app];
+      entry.slots = next;
+      entry.restored = entry.region.valid();
+      restore_app(app);
+    } else {
+      format_app(app, regions[app]);
+      entry.slots = next;
+      seats[app] = SeatHeader{};
+      seats[app].page_count = entry.region.page_count();
+      seats[app].ring_bytes = static_cast<std::uint32_t>(settings_.ring_bytes);
+      for (std::uint32_t page = 0; page < entry.region.page_count(); ++page) store_page(app, page);
+    }
+    next += entry.region.page_count();
+  }
+  if (!fits) {
+    header->layout = kSlotTableLayout;
+    header->app_count = static_cast<std::uint32_t>(regions.size());
+    header->entry_bytes = sizeof(SlotEntry);
+    magic.store(kSlotTableMagic, std::memory_order_release);
+  }
+  return fits;
+}
+
+void ReplicaServer::restore_app(std::size_t app) {
+  App& entry = apps_[app];
+  const std::uint32_t pages = entry.region.page_count();
+  entry.pages.assign(pages, SocketPage{});
+  entry.outbox = MessageOutbox(2 * std::size_t{pages} + 64);
+  const auto drop = [&](std::uint32_t page) {
+    counters_.slots_dropped->add();
+    entry.pages[page] = SocketPage{};
+    store_page(app, page);
+    entry.region.page(page)->control.status.store(TcpSocketStatus::free, std::memory_order_release);
+  };
+  for (std::uint32_t page = 0; page < pages; ++page) {
+    SlotEntry slot;
+    if (!read_entry(entry.slots[page], slot)) {
+      drop(page);
+      continue;
+    }
+    if (slot.kind == static_cast<std::uint8_t>(PageKind::free)) continue;
+    const bool connection = slot.kind == static_cast<std::uint8_t>(PageKind::connection);
+    const bool listener = slot.kind == static_cast<std::uint8_t>(PageKind::listener);
+    SocketPage& state = entry.pages[page];
+    state.kind = connection ? PageKind::connection : PageKind::listener;
+    state.app_closed = (slot.flags & kSlotAppClosed) != 0;
+    state.engine_released = (slot.flags & kSlotEngineReleased) != 0;
+    state.announced = (slot.flags & kSlotAnnounced) != 0;
+    state.unanswered = (slot.flags & kSlotUnanswered) != 0;
+    state.generation = slot.generation;
+    state.connection = ConnectionHandle{slot.connection_index, slot.connection_generation};
+    state.listener = slot.listener;
+    state.options.nodelay = (slot.options & kSlotNodelay) != 0;
+    state.options.cork = (slot.options & kSlotCork) != 0;
+    state.options.keepalive = (slot.options & kSlotKeepalive) != 0;
+    if ((slot.options & kSlotNewReno) != 0) state.options.congestion = CongestionAlgorithm::newreno;
+    if (listener) {
+      state.accept_announced = slot.accept_first;
+      state.accept_taken = slot.accept_second;
+    } else {
+      state.accept_order = slot.accept_first;
+    }
+    // What a page must be to be carried on: a known kind, a generation the application can match,
+    // a connection or listener this engine can have, and no other page claiming the same one.
+    bool valid = (connection || listener) && state.generation != 0 &&
+                 entry.region.page(page)->control.generation.load(std::memory_order_acquire) == state.generation;
+    if (valid && listener) {
+      valid = state.listener < listeners_.size() && listeners_[state.listener].app == UINT32_MAX &&
+              state.accept_taken <= state.accept_announced;
+      if (valid) listeners_[state.listener] = Place{static_cast<std::uint32_t>(app), page, state.generation};
+    } else if (valid && !state.engine_released) {
+      valid = state.connection.index < connections_.size() && connections_[state.connection.index].app == UINT32_MAX &&
+              (state.listener == kNoListener || state.listener < listeners_.size());
+      if (valid) connections_[state.connection.index] = Place{static_cast<std::uint32_t>(app), page, state.generation};
+    }
+    if (!valid) {
+      drop(page);
+      continue;
+    }
+    counters_.slots_restored->add();
+  }
+  entry.free_pages.clear();
+  for (std::uint32_t page = pages; page > 0; --page) {
+    if (entry.pages[page - 1].kind == PageKind::free) entry.free_pages.push_back(page - 1);
+  }
+}
+
+void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
+  App& entry = apps_[app];
+  const std::uint32_t pages = entry.region.page_count();
+  for (std::uint32_t page = 0; page < pages; ++page) {
+    SocketPage& state = entry.pages[page];
+    if (state.kind != PageKind::listener) continue;
+    // The application never heard of this listener and asks again, or the predecessor died while
+    // it freed the page (the listener was closed first): it goes.
+    const bool freeing = entry.region.page(page)->control.status.load(std::memory_order_acquire) ==
+                         TcpSocketStatus::free;
+    if (state.unanswered || freeing) {
+      engine_->close_listener(state.listener);
+      listeners_[state.listener] = Place{};
+      free_page(app, page);
+    }
+  }
+  for (std::uint32_t page = 0; page < pages; ++page) {
+    SocketPage& state = entry.pages[page];
+    if (state.kind != PageKind::connection) continue;
+    if (!state.engine_released && !engine_->info(state.connection)) {
+      // The engine did not carry it on (torn, poisoned, or unanswered): the application sees it
+      // reset, unless it never heard of it.
+      if (connections_[state.connection.index].page == page) connections_[state.connection.index] = Place{};
+      state.engine_released = true;
+      auto& control = entry.region.page(page)->control;
+      if (control.status.load(std::memory_order_relaxed) != TcpSocketStatus::closed) {
+        control.error.store(ECONNRESET, std::memory_order_relaxed);
+        control.status.store(TcpSocketStatus::closed, std::memory_order_release);
+      }
+      store_page(app, page);
+    }
+    if (state.unanswered && !state.engine_released) {
+      engine_->abort(state.connection, now_ns);
+      free_page(app, page);
+      continue;
+    }
+    if (state.engine_released && (state.app_closed || !state.announced || state.unanswered)) {
+      free_page(app, page);
+      continue;
+    }
+  }
+  // Accept counts from the connections themselves: the predecessor may have died between a
+  // connection's announce and its listener's count.
+  for (std::uint32_t page = 0; page < pages; ++page) {
+    const SocketPage& state = entry.pages[page];
+    if (state.kind != PageKind::connection || !state.announced || state.listener >= listeners_.size()) continue;
+    const Place owner = listeners_[state.listener];
+    if (owner.app != app) continue;
+    SocketPage& listener = entry.pages[owner.page];
+    if (state.accept_order >= listener.accept_announced && state.accept_order < listener.accept_taken + pages) {
+      listener.accept_announced = state.accept_order + 1;
+      store_page(app, owner.page);
+    }
+  }
+  // What the dead incarnation may have left unsaid: an event for every live page (its
+  // event_pending may be set with the message lost), each accepted connection still queued, and
+  // the requests its lost kicks carried.
+  for (std::uint32_t page = 0; page < pages; ++page) {
+    const SocketPage& state = entry.pages[page];
+    if (state.kind == PageKind::free || state.app_closed) continue;
+    auto& control = entry.region.page(page)->control;
+    control.kick_pending.store(0, std::memory_order_seq_cst);
+    if (state.kind == PageKind::listener) {
+      control.accept_ready.store(state.accept_announced - state.accept_taken, std::memory_order_release);
+    }
+    if (!state.announced) continue;
+    control.event_pending.store(1, std::memory_order_seq_cst);
+    send_app(app, Message::make(stack::kTcpEventKind, stack::TcpPageBody{page, state.generation}));
+  }
+  for (std::uint32_t page = 0; page < pages; ++page) {
+    const SocketPage& state = entry.pages[page];
+    if (state.kind != PageKind::connection || !state.announced || state.app_closed ||
+        state.listener >= listeners_.size()) {
+      continue;
+    }
+    const Place owner = listeners_[state.listener];
+    if (owner.app != app) continue;
+    // The application takes connections in the order they were announced: the ones from its
+    // count on wait in its queue, or were lost with the dead outbox.
+    const SocketPage& listener = entry.pages[owner.page];
+    const std::uint32_t taken = std::clamp(
+        entry.region.page(owner.page)->control.accepted.load(std::memory_order_acquire), listener.accept_taken,
+        listener.accept_announced);
+    if (state.accept_order < taken) continue;
+    const auto info = engine_->info(state.connection);
+    const auto& control = entry.region.page(page)->control;
+    send_accepted(static_cast<std::uint32_t>(app), owner.page, page,
+                  info ? info->tuple
+                       : FourTuple{control.local_address, control.remote_address, control.local_port,
+                                   control.remote_port});
+  }
+  for (std::uint32_t page = 0; page < pages; ++page) {
+    const SocketPage& state = entry.pages[page];
+    if (state.kind == PageKind::free || state.app_closed || !state.announced) continue;
+    on_kick(app, stack::TcpPageBody{page, state.generation}, now_ns);
+  }
+}
+
+void ReplicaServer::store_page(std::size_t app, std::uint32_t page) {
+  const SocketPage& state = apps_[app].pages[page];
+  update_entry(apps_[app].slots[page], [&](SlotEntry& slot) {
+    slot.kind = static_cast<std::uint8_t>(state.kind);
+    slot.flags = static_cast<std::uint8_t>((state.app_closed ? kSlotAppClosed : 0) |
+                                           (state.engine_released ? kSlotEngineReleased : 0) |
+                                           (state.announced ? kSlotAnnounced : 0) |
+                                           (state.unanswered ? kSlotUnanswered : 0));
+    slot.options = static_cast<std::uint8_t>((state.options.nodelay ? kSlotNodelay : 0) |
+                                             (state.options.cork ? kSlotCork : 0) |
+                                             (state.options.keepalive ? kSlotKeepalive : 0) |
+                                             (state.options.congestion == CongestionAlgorithm::newreno ? kSlotNewReno : 0));
+    slot.generation = state.generation;
+    slot.connection_index = state.connection.index;
+    slot.connection_generation = state.connection.generation;
+    slot.listener = state.listener;
+    slot.accept_first = state.kind == PageKind::listener ? state.accept_announced : state.accept_order;
+    slot.accept_second = state.kind == PageKind::listener ? state.accept_taken : 0;
+  });
+}
+
+void ReplicaServer::send_announce(std::size_t app, stack::TcpReplicaMode mode) {
+  send_app(app, Message::make(stack::kTcpAnnounceKind, stack::TcpAnnounceBody{incarnation_, mode, {}}));
 }
 
 void ReplicaServer::format_app(std::size_t app, std::span<std::byte> region) {
@@ -66,10 +397,9 @@ void ReplicaServer::format_app(std::size_t app, std::span<std::byte> region) {
   entry.outbox = MessageOutbox(2 * std::size_t{pages} + 64);
 }
 
-void ReplicaServer::announce(bool fresh) {
-  send_ip_control(Message::make(stack::kTcpReplicaKind,
-                                stack::TcpReplicaBody{settings_.index, settings_.count,
-                                                      fresh ? stack::TcpReplicaMode::fresh : stack::TcpReplicaMode::ip_restarted, {}}));
+void ReplicaServer::announce(stack::TcpReplicaMode mode) {
+  send_ip_control(
+      Message::make(stack::kTcpReplicaKind, stack::TcpReplicaBody{settings_.index, settings_.count, mode, {}}));
 }
 
 // ---- from IP ----
@@ -149,8 +479,19 @@ void ReplicaServer::send_ip_control(const Message& message) {
 
 void ReplicaServer::send_app(std::size_t app, const Message& message) {
   App& entry = apps_[app];
-  if (entry.outbox.empty() && outputs_->to_app(app, message)) return;
+  if (entry.outbox.empty() && outputs_->to_app(app, message)) {
+    if (message.kind == stack::kTcpOpenedKind) answered(app, message.read<stack::TcpOpenedBody>());
+    return;
+  }
   if (!entry.outbox.push(message)) counters_.outbox_overflow->add();
+}
+
+void ReplicaServer::answered(std::size_t app, const stack::TcpOpenedBody& answer) {
+  if (answer.error != 0 || answer.page >= apps_[app].pages.size()) return;
+  SocketPage& page = apps_[app].pages[answer.page];
+  if (page.kind == PageKind::free || page.generation != answer.generation || !page.unanswered) return;
+  page.unanswered = false;
+  store_page(app, answer.page);
 }
 
 bool ReplicaServer::poll(std::uint64_t now_ns) {
@@ -166,7 +507,11 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
   }) > 0;
   for (std::size_t app = 0; app < apps_.size(); ++app) {
     worked |= apps_[app].outbox.drain([&](std::span<const Message> run) {
-      return one_by_one(run, [&](const Message& m) { return outputs_->to_app(app, m); });
+      return one_by_one(run, [&](const Message& m) {
+        if (!outputs_->to_app(app, m)) return false;
+        if (m.kind == stack::kTcpOpenedKind) answered(app, m.read<stack::TcpOpenedBody>());
+        return true;
+      });
     }) > 0;
   }
   if (now_ns >= engine_->next_deadline_ns()) {
@@ -224,7 +569,10 @@ std::optional<std::uint32_t> ReplicaServer::take_page(std::size_t app, PageKind 
 void ReplicaServer::free_page(std::size_t app, std::uint32_t page) {
   App& entry = apps_[app];
   entry.pages[page] = SocketPage{};
+  // The application's view first: a successor that finds the slot still live frees it again, but
+  // one that found it free with the page still live could hand it out under a socket it kept.
   entry.region.page(page)->control.status.store(TcpSocketStatus::free, std::memory_order_release);
+  store_page(app, page);
   entry.free_pages.push_back(page);
 }
 
@@ -243,6 +591,7 @@ void ReplicaServer::notify(std::size_t app, std::uint32_t page) {
 }
 
 void ReplicaServer::publish_info(std::size_t app, std::uint32_t page, ConnectionHandle connection) {
+  if (!engine_) return;  // Engine::create is telling a restored connection's events again
   const auto info = engine_->info(connection);
   if (!info) return;
   auto& control = apps_[app].region.page(page)->control;
@@ -330,6 +679,8 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
     page.listener = listener.value();
     page.options = options_from(open.options);
     page.announced = true;
+    page.unanswered = true;
+    store_page(app, *index);
     listeners_[listener.value()] = Place{static_cast<std::uint32_t>(app), *index, page.generation};
     auto& control = apps_[app].region.page(*index)->control;
     control.local_address = settings_.address;
@@ -366,6 +717,8 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
   page.connection = connected.value();
   page.options = options_from(open.options);
   page.announced = true;
+  page.unanswered = true;
+  store_page(app, *index);
   connections_[page.connection.index] = Place{static_cast<std::uint32_t>(app), *index, page.generation};
   auto& control = apps_[app].region.page(*index)->control;
   control.local_address = tuple.local_address;
@@ -392,6 +745,7 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std
         counters_.bad_app_messages->add();
       } else if (growth > 0) {
         page->accept_taken += growth;
+        store_page(app, kick.page);
         engine_->accepted(page->listener, growth);
         control.accept_ready.store(waiting - growth, std::memory_order_release);
       }
@@ -411,6 +765,7 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std
   }
   if ((requests & formats::kTcpRequestAbort) != 0) {
     page->app_closed = true;
+    store_page(app, kick.page);
     engine_->abort(connection, now_ns);
   } else {
     if ((requests & formats::kTcpRequestSend) != 0) engine_->on_send_ready(connection, now_ns);
@@ -418,6 +773,7 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std
     if ((requests & formats::kTcpRequestShutdownWrite) != 0) engine_->shutdown_write(connection, now_ns);
     if ((requests & formats::kTcpRequestClose) != 0) {
       page->app_closed = true;
+      store_page(app, kick.page);
       engine_->close(connection, now_ns);
     }
   }
@@ -446,6 +802,7 @@ void ReplicaServer::on_option(std::size_t app, const stack::TcpOptionBody& optio
     case stack::TcpOption::keepalive_count: options.keepalive_count = option.value; break;
     default: counters_.bad_app_messages->add(); return;
   }
+  store_page(app, option.page);
   if (!engine_->set_options(page->connection, options, now_ns)) counters_.bad_app_messages->add();
 }
 
@@ -456,6 +813,7 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
     SocketPage& page = entry.pages[i];
     if (page.kind == PageKind::connection && !page.engine_released) {
       page.app_closed = true;
+      store_page(app, i);
       engine_->abort(page.connection, now_ns);
     } else if (page.kind == PageKind::listener) {
       engine_->close_listener(page.listener);
@@ -466,6 +824,8 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
     if (entry.pages[i].kind != PageKind::free) free_page(app, i);
   }
   entry.outbox.clear();
+  // The new application learns who we are; the pages it may know of are all free.
+  send_announce(app, stack::TcpReplicaMode::ip_restarted);
 }
 
 // ---- engine events ----
@@ -481,6 +841,7 @@ std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, Connect
   page.connection = connection;
   page.listener = listener;
   page.options = apps_[owner.app].pages[owner.page].options;
+  store_page(owner.app, *index);
   connections_[connection.index] = Place{owner.app, *index, page.generation};
   auto& control = apps_[owner.app].region.page(*index)->control;
   control.local_address = tuple.local_address;
@@ -497,22 +858,53 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
   SocketPage& page = apps_[place->app].pages[place->page];
   const Place owner = listeners_[listener];
   if (owner.app != place->app) return;
-  page.announced = true;
   SocketPage& listener_page = apps_[owner.app].pages[owner.page];
-  ++listener_page.accept_announced;
+  page.announced = true;
+  page.accept_order = listener_page.accept_announced++;
+  store_page(owner.app, owner.page);
+  store_page(place->app, place->page);
   auto& listener_control = apps_[owner.app].region.page(owner.page)->control;
   listener_control.accept_ready.store(listener_page.accept_announced - listener_page.accept_taken,
                                       std::memory_order_release);
-  send_app(place->app, Message::make(stack::kTcpAcceptedKind,
-                                     stack::TcpAcceptedBody{owner.page, owner.generation, place->page,
-                                                            place->generation, tuple.remote_address,
-                                                            tuple.remote_port, tuple.local_port,
-                                                            tuple.local_address}));
+  send_accepted(owner.app, owner.page, place->page, tuple);
+}
+
+void ReplicaServer::crash_if_test_port(const Place& place) {
+  const auto& control = apps_[place.app].region.page(place.page)->control;
+  // Inside the engine's call (its events come before it returns), as a real bug would crash: the
+  // connection is the one the table names as in flight. A restored connection's events come
+  // again at the restart, so it crashes there too.
+  if (control.local_port == settings_.test_crash_port || control.remote_port == settings_.test_crash_port) {
+    ::raise(SIGSEGV);
+  }
+}
+
+void ReplicaServer::send_accepted(std::uint32_t app, std::uint32_t listener_page, std::uint32_t page,
+                                  const FourTuple& tuple) {
+  send_app(app, Message::make(stack::kTcpAcceptedKind,
+                              stack::TcpAcceptedBody{listener_page, apps_[app].pages[listener_page].generation, page,
+                                                     apps_[app].pages[page].generation, tuple.remote_address,
+                                                     tuple.remote_port, tuple.local_port, tuple.local_address}));
+}
+
+std::optional<StreamRings> ReplicaServer::rings_for_restored(ConnectionHandle connection, const FourTuple&,
+                                                             ListenerId) {
+  const Place* place = place_of(connection);
+  // An open the application never heard answered: it asks again, so this one goes.
+  if (place == nullptr || apps_[place->app].pages[place->page].unanswered) return std::nullopt;
+  const formats::TcpRegion& region = apps_[place->app].region;
+  auto* header = region.page(place->page);
+  // At the positions the shared indices hold: the engine checks them against its table.
+  return StreamRings{formats::ByteRingConsumer(&header->send, region.send_bytes(place->page),
+                                               header->send.head.load(std::memory_order_acquire)),
+                     formats::ByteRingProducer(&header->receive, region.receive_bytes(place->page),
+                                               header->receive.tail.load(std::memory_order_acquire))};
 }
 
 void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events, int error) {
   const Place* place = place_of(connection);
   if (place == nullptr) return;
+  if (settings_.test_crash_port != 0 && (events & kEventReadable) != 0) crash_if_test_port(*place);
   const std::uint32_t app = place->app;
   const std::uint32_t index = place->page;
   SocketPage& page = apps_[app].pages[index];
@@ -530,6 +922,7 @@ void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events,
   }
   if ((events & kEventReleased) != 0) {
     page.engine_released = true;
+    store_page(app, index);
     connections_[connection.index] = Place{};
     if ((events & kEventFailed) == 0 && control.status.load(std::memory_order_relaxed) != TcpSocketStatus::closed) {
       control.status.store(TcpSocketStatus::closed, std::memory_order_release);

@@ -11,6 +11,14 @@
 // Messages that must not be lost (flow bindings, answers to applications) wait in a bounded
 // private outbox when their ring is full and go out, in order, on the next poll. Segments are not
 // queued: one that finds no room is lost, and TCP's timers recover it as they would a wire loss.
+//
+// A crash loses no connection (issue 15): the slot table (which page of which region holds which
+// connection or listener, with its generation and accept counts) lives in the state store after
+// the engine's connection table, each entry written like a seqlock. A restarted replica attaches
+// the regions as they are, rebuilds its table from the store, and starts the engine with
+// RestorePolicy::resume; what the dead incarnation's outboxes held is sent again (an announce, an
+// event per live page, an accept per queued connection). Entries read back are untrusted: a torn
+// or impossible one is dropped and counted, and its page freed.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +53,8 @@ struct ReplicaSettings {
   std::uint32_t address = 0;  // the stack's IPv4 address, host order
   std::size_t ring_bytes = 1u << 20;  // each socket ring in the application regions (a power of two)
   EngineSettings engine;
+  // Tests only (the poison rule): crash on every segment with payload to or from this port (0: none).
+  std::uint16_t test_crash_port = 0;
 };
 
 class ReplicaServer final : public EngineHost {
@@ -58,8 +68,15 @@ class ReplicaServer final : public EngineHost {
                                                        NamedCounterTable& counters, std::uint64_t incarnation,
                                                        std::uint64_t now_ns);
 
-  // Tells IP who this replica is. `fresh`: this incarnation just started (IP drops old flows).
-  void announce(bool fresh);
+  // Bytes of state store a replica with `settings` and application regions of `pages` pages each
+  // needs: the engine's table, then the slot table.
+  static std::size_t state_bytes(const ReplicaSettings& settings, std::span<const std::uint32_t> pages);
+
+  // Tells IP who this replica is and what became of its flows.
+  void announce(stack::TcpReplicaMode mode);
+  // What the engine found of the predecessor's connections.
+  const RestoreReport& restore_report() const { return engine_->restore_report(); }
+
   void on_segment(const stack::TransportPacketBody& packet, std::uint64_t now_ns);
   void on_app_message(std::size_t app, const Message& message, std::uint64_t now_ns);
   // The application restarted or died: everything it had here is aborted and its region formatted
@@ -73,10 +90,8 @@ class ReplicaServer final : public EngineHost {
   // EngineHost.
   bool transmit(const OutgoingSegment& segment) override;
   void flush_segments() override;
-  // This replica starts with RestorePolicy::reset, so nothing is restored.
-  std::optional<StreamRings> rings_for_restored(ConnectionHandle, const FourTuple&, ListenerId) override {
-    return std::nullopt;
-  }
+  std::optional<StreamRings> rings_for_restored(ConnectionHandle connection, const FourTuple& tuple,
+                                                ListenerId listener) override;
   std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
                                        const FourTuple& tuple) override;
   bool claim_flow(const FourTuple& tuple) override;
@@ -93,6 +108,9 @@ class ReplicaServer final : public EngineHost {
     bool app_closed = false;       // the application closed or aborted it
     bool engine_released = false;  // the engine no longer touches its rings
     bool announced = false;        // the application knows the page (passive: once accept-ready)
+    // An open's answer that has not reached the application's ring yet (it waits in the outbox):
+    // a successor aborts the page, since the application asks again.
+    bool unanswered = false;
     std::uint32_t generation = 0;
     ConnectionHandle connection;
     ListenerId listener = 0;
@@ -101,9 +119,15 @@ class ReplicaServer final : public EngineHost {
     // (the last value of the page's `accepted` word this replica believed).
     std::uint32_t accept_announced = 0;
     std::uint32_t accept_taken = 0;
+    // An announced passive connection: its place in its listener's accept queue (the listener's
+    // accept_announced before it), so a successor knows which are still queued.
+    std::uint32_t accept_order = 0;
   };
+  struct SlotEntry;
   struct App {
     formats::TcpRegion region;
+    SlotEntry* slots = nullptr;  // in the state store, one per page
+    bool restored = false;       // the region and its pages were carried on from the predecessor
     std::vector<SocketPage> pages;
     std::vector<std::uint32_t> free_pages;
     MessageOutbox outbox;
@@ -118,7 +142,21 @@ class ReplicaServer final : public EngineHost {
   ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSettings& settings, ReplicaOutputs& outputs,
                 NamedCounterTable& counters, std::uint64_t incarnation);
 
+  // The slot table in `state` (after the engine's table): true when it holds a predecessor's that
+  // fits these regions; otherwise formats it. Then attaches or formats each region.
+  bool attach_slots(std::span<std::byte> state, std::span<const std::span<std::byte>> regions);
   void format_app(std::size_t app, std::span<std::byte> region);
+  // Rebuilds `app`'s pages, connections_ and listeners_ from the slot table.
+  void restore_app(std::size_t app);
+  // After the engine came back: drops what it did not keep, aborts unanswered opens, and sends what
+  // the dead incarnation's outbox may have held.
+  void finish_restore(std::size_t app, std::uint64_t now_ns);
+  // Writes page `page` of `app` to the slot table (after every change to it).
+  void store_page(std::size_t app, std::uint32_t page);
+  void send_announce(std::size_t app, stack::TcpReplicaMode mode);
+  // Tests only: crashes when the connection at `place` has the port of --test-crash-port.
+  void crash_if_test_port(const Place& place);
+  void send_accepted(std::uint32_t app, std::uint32_t listener_page, std::uint32_t page, const FourTuple& tuple);
   void on_open(std::size_t app, const stack::TcpOpenBody& open, std::uint64_t now_ns);
   void on_kick(std::size_t app, const stack::TcpPageBody& kick, std::uint64_t now_ns);
   void on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns);
@@ -130,6 +168,8 @@ class ReplicaServer final : public EngineHost {
   void notify(std::size_t app, std::uint32_t page);
   void publish_info(std::size_t app, std::uint32_t page, ConnectionHandle connection);
   void send_app(std::size_t app, const Message& message);
+  // An open's answer reached the application's ring.
+  void answered(std::size_t app, const stack::TcpOpenedBody& answer);
   void send_ip_control(const Message& message);
   void send_flow_binding(const FourTuple& tuple, stack::BindingChange change);
   // The next ephemeral port of this replica's share (the engine refuses a tuple in use).
@@ -151,6 +191,7 @@ class ReplicaServer final : public EngineHost {
   // send); sized to EngineSettings::segment_batch at create().
   std::vector<stack::TransportPacketBody> segment_batch_;
   std::uint32_t next_generation_;
+  std::uint64_t incarnation_;
   std::uint32_t next_port_ = 0;
 
   // The replica's own counters, beside the engine's, each registered under its field's name.
@@ -163,7 +204,9 @@ class ReplicaServer final : public EngineHost {
   X(stale_app_messages)                  \
   X(pages_exhausted)                     \
   X(outbox_overflow)                     \
-  X(bad_segments_from_ip)
+  X(bad_segments_from_ip)                \
+  X(slots_restored)                      \
+  X(slots_dropped)
 
   struct Counters {
     FLOTILLA_NAMED_COUNTERS(FLOTILLA_TCP_REPLICA_COUNTERS)

@@ -52,7 +52,8 @@ void TcpComponent::on_message(std::size_t channel, const Message& message, std::
 
 void TcpComponent::on_peer_restarted(ComponentId peer) {
   if (peer == ip_peer_) {
-    server_->announce(false);  // a restarted IP kept its flow table; it only needs to know who we are
+    // A restarted IP kept its flow table; it only needs to know who we are.
+    server_->announce(stack::TcpReplicaMode::ip_restarted);
     return;
   }
   const std::uint64_t now = monotonic_ns();

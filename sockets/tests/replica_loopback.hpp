@@ -53,6 +53,40 @@ class ReplicaLoopback {
     return replicas_[replica]->counters.counter(name).read();
   }
   std::uint64_t now_ns() const { return now_ns_; }
+  // A listener on `port` of every replica, once each has it; -1 (and a test failure) otherwise.
+  int listen_on_every_replica(std::uint16_t port) {
+    auto listener = sockets_->listen(0, port, 16);
+    EXPECT_TRUE(listener.ok());
+    if (!listener) return -1;
+    EXPECT_TRUE(run_until([&] { return sockets_->listening(listener.value()); }));
+    return listener.value();
+  }
+
+  // A connection from the application to its own `listener` on `port`: {client, server}, or
+  // {-1, -1}.
+  std::pair<int, int> connect_to(int listener, std::uint16_t port) {
+    auto client = sockets_->connect(kStackAddress, port);
+    EXPECT_TRUE(client.ok());
+    if (!client) return {-1, -1};
+    int server = -1;
+    const bool done = run_until([&] {
+      if (server < 0) {
+        if (auto accepted = sockets_->accept(listener); accepted) server = accepted.value();
+      }
+      return server >= 0 && sockets_->connected(client.value());
+    });
+    EXPECT_TRUE(done) << "client error " << sockets_->error(client.value());
+    return {client.value(), server};
+  }
+
+  // `replica` dies and its next incarnation starts over the same state store and region, as the
+  // supervisor restarts a crashed flotilla-tcp: messages and segments already sent stay on their
+  // way, what waited in its private outboxes is lost.
+  void crash(std::size_t replica) {
+    replicas_[replica]->server.reset();
+    ++replicas_[replica]->incarnation;
+    start(replica);
+  }
   // A message to `replica` as if the application had sent it, whatever it says.
   void send_raw(std::size_t replica, const Message& message) { replicas_[replica]->to_replica.push_back(message); }
 
@@ -128,11 +162,18 @@ class ReplicaLoopback {
   struct Replica {
     Replica(ReplicaLoopback& net, std::size_t index)
         : id(static_cast<ComponentId>(kFirstReplicaId + index)),
-          state(tcp::Engine::table_bytes(kMaxConnections)),
+          state(state_bytes(net.settings_)),
           region(formats::TcpRegion::bytes_for(net.settings_.pages, net.settings_.ring_bytes)),
           outputs(net, index) {}
+    static std::size_t state_bytes(const LoopbackSettings& settings) {
+      tcp::ReplicaSettings replica;
+      replica.engine.max_connections = kMaxConnections;
+      const std::uint32_t pages[] = {static_cast<std::uint32_t>(settings.pages)};
+      return tcp::ReplicaServer::state_bytes(replica, pages);
+    }
     ComponentId id;
-    flotilla::testing::PageMemory state;   // the engine's connection table (the state store)
+    std::uint64_t incarnation = 1;
+    flotilla::testing::PageMemory state;   // the engine's connection and slot tables (the state store)
     flotilla::testing::PageMemory region;  // the socket region shared with the application
     NamedCounterTable counters;
     Outputs outputs;
@@ -152,6 +193,7 @@ class ReplicaLoopback {
       return messages.size();
     }
     std::span<std::byte> region(std::size_t replica) override { return net_.replicas_[replica]->region.bytes(); }
+    std::uint64_t incarnation(std::size_t replica) const override { return net_.replicas_[replica]->incarnation; }
 
    private:
     ReplicaLoopback& net_;
@@ -169,7 +211,7 @@ class ReplicaLoopback {
     settings.engine.max_connections = kMaxConnections;
     const std::array<std::span<std::byte>, 1> apps{replica.region.bytes()};
     auto created = tcp::ReplicaServer::create(*pool_, replica.id, replica.state.bytes(), apps, settings,
-                                              replica.outputs, replica.counters, 1, now_ns_);
+                                              replica.outputs, replica.counters, replica.incarnation, now_ns_);
     if (!created) {
       ADD_FAILURE() << "replica " << index << ": " << created.error().message();
       return;

@@ -23,29 +23,10 @@ class TcpReplicaSockets : public ::testing::Test {
  protected:
   explicit TcpReplicaSockets(LoopbackSettings settings = {}) : net_(settings), tcp_(net_.sockets()) {}
 
-  int listen_on_every_replica() {
-    auto listener = tcp_.listen(0, kPort, 16);
-    EXPECT_TRUE(listener.ok());
-    if (!listener) return -1;
-    EXPECT_TRUE(net_.run_until([&] { return tcp_.listening(listener.value()); }));
-    return listener.value();
-  }
+  int listen_on_every_replica() { return net_.listen_on_every_replica(kPort); }
 
   // A connection from the application to its own listener: {client, server}, or {-1, -1}.
-  std::pair<int, int> connect_to(int listener) {
-    auto client = tcp_.connect(kStackAddress, kPort);
-    EXPECT_TRUE(client.ok());
-    if (!client) return {-1, -1};
-    int server = -1;
-    const bool done = net_.run_until([&] {
-      if (server < 0) {
-        if (auto accepted = tcp_.accept(listener); accepted) server = accepted.value();
-      }
-      return server >= 0 && tcp_.connected(client.value());
-    });
-    EXPECT_TRUE(done) << "client error " << tcp_.error(client.value());
-    return {client.value(), server};
-  }
+  std::pair<int, int> connect_to(int listener) { return net_.connect_to(listener, kPort); }
 
   // Sends all of `bytes` on `from` while reading `to` into the result, until `count` bytes arrived.
   std::vector<std::byte> transfer(int from, int to, std::span<const std::byte> bytes) {

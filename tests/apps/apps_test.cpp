@@ -31,6 +31,7 @@
 #include <optional>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apps/cli/program.hpp"
@@ -335,6 +336,38 @@ TEST_F(Apps, Iperf3ClientSends) { iperf_client_case({}); }
 TEST_F(Apps, Iperf3ClientReceives) { iperf_client_case({"-R"}); }
 
 TEST_F(Apps, Iperf3ClientFourStreams) { iperf_client_case({"-P", "4"}); }
+
+// Issue 15: iperf3 -P 4, unmodified, with every stream on tcp0 (FLOTILLA_TCP_REPLICA), while tcp0
+// is crashed, aborted and hung: iperf3 ends cleanly, as if nothing had happened.
+TEST_F(Apps, Iperf3FourStreamsSurviveCrashesOfTheirReplica) {
+  if (side_ != Side::flotilla) GTEST_SKIP() << "a replica crash is Flotilla's";
+  ASSERT_TRUE(start_apps({"iperf3"}));
+  Program server(peer_command({"iperf3", "-s", "-p", "5201", "--forceflush"}), file("iperf3-server.log"));
+  ASSERT_TRUE(wait_for([&] { return server.output().find("Server listening") != std::string::npos || !server.running(); }, 10s) &&
+              server.running())
+      << tail(server.output());
+  Program client(app_command({"iperf3", "-c", peer_address(), "-p", "5201", "-t", "8", "-P", "4", "-J",
+                              "--connect-timeout", "5000"}),
+                 file("iperf3-client.json"), {{"FLOTILLA_TCP_REPLICA", "0"}});
+  ASSERT_TRUE(wait_for([&] { return stack_.counter("tcp0", "bytes_acked") > (16 << 20); }, 15s)) << tail(client.output());
+  const char* kinds[] = {"crash", "abort", "hang", "crash", "abort", "crash"};
+  for (std::size_t i = 0; i < std::size(kinds); ++i) {
+    std::this_thread::sleep_for(600ms);
+    ASSERT_EQ(cli(std::string("inject tcp0 ") + kinds[i]).exit_code, 0);
+    const std::string successor = "tcp0#" + std::to_string(i + 2);
+    ASSERT_TRUE(wait_for([&] { return events().find(successor) != std::string::npos; }, 10s)) << events();
+  }
+  const auto status = client.wait(60s);
+  const std::string json = client.output();
+  ASSERT_TRUE(status.has_value()) << "iperf3 client overran 60 s\n" << tail(json);
+  EXPECT_EQ(*status, 0) << tail(json);
+  const auto report = nlohmann::json::parse(json, nullptr, false);
+  EXPECT_EQ(iperf_error(report), "");
+  EXPECT_GT(iperf_number(report, "/end/sum_received/bytes").value_or(0), 0) << tail(json);
+  EXPECT_EQ(events().find("failed    tcp0"), std::string::npos) << events();
+  std::printf("iperf3 -P 4 across %zu faults of tcp0: %.2f Gbit/s received\n", std::size(kinds),
+              iperf_number(report, "/end/sum_received/bits_per_second").value_or(0) / 1e9);
+}
 
 TEST_F(Apps, Iperf3ServerWithKernelClient) {
   ASSERT_TRUE(start_apps({"iperf3"}));

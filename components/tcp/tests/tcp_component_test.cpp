@@ -28,7 +28,8 @@ class TcpComponentTest : public ::testing::Test {
       : fixture_({{"tcp-app", kApp}, {"ip-tcp", kIp}}, kTcp) {
     settings_.address = 0x0a4d0002;
     settings_.engine.max_connections = 16;
-    state_.emplace(Engine::table_bytes(settings_.engine));
+    const std::uint32_t pages[] = {0};  // the application channel has no region
+    state_.emplace(ReplicaServer::state_bytes(settings_, pages));
     auto created = TcpComponent::create(fixture_.channels.outputs(), kIpChannel, state_->bytes(), {}, settings_, fixture_.counters,
                                         1, 1'000'000'000);
     if (!created) std::abort();  // nothing to test without the component
