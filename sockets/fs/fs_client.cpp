@@ -856,4 +856,34 @@ int Client::inherit(const SharedDescriptor& shared) {
   return fd;
 }
 
+int Client::open_inode(InodeNumber inode, int flags) {
+  if (open_descriptors() >= options_.max_descriptors) return -EMFILE;
+  FsMessage message = request(FsOp::open, inode);
+  message.flags = kByInode;
+  message.arg0 = static_cast<std::uint32_t>(flags) & ~static_cast<std::uint32_t>(O_CREAT | O_EXCL | O_TRUNC);
+  FsMessage reply;
+  if (int error = call_status(home_of(inode), message, &reply); error != 0) return error;
+  return describe(Found{reply.inode, reply.arg2}, flags, reply.arg0, reply.arg1);
+}
+
+int Client::describe_fd(int fd, SharedDescriptor& out) const {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || fds_[static_cast<std::size_t>(fd)] == nullptr) {
+    return -EBADF;
+  }
+  const Description& d = *fds_[static_cast<std::size_t>(fd)];
+  out = SharedDescriptor{d.inode, d.server_descriptor, d.flags, d.type};
+  return 0;
+}
+
+int Client::refresh(int fd) {
+  Description* d = description(fd);
+  if (d == nullptr) return -EBADF;
+  FileStat stat;
+  if (int error = stat_inode(d->inode, stat); error != 0) return error;
+  // A file cut shorter meanwhile has a new block list past the cut.
+  if (stat.size < d->size) d->blocks.clear();
+  d->size = stat.size;
+  return 0;
+}
+
 }  // namespace flotilla::fs

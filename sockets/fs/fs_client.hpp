@@ -129,6 +129,13 @@ class Client {
   int share(int fd, ClientId child, SharedDescriptor& out);
   // The child's side: a descriptor for what the parent shared.
   int inherit(const SharedDescriptor& shared);
+  // A descriptor of its own for an inode another process opened (a descriptor inherited over
+  // fork or exec): O_CREAT, O_EXCL and O_TRUNC are ignored, they were applied by the first open.
+  int open_inode(InodeNumber inode, int flags);
+  // What descriptor `fd` names (its inode, type and open flags).
+  int describe_fd(int fd, SharedDescriptor& out) const;
+  // Takes the file's size from the server again: another process may have written to it.
+  int refresh(int fd);
 
   std::uint64_t cached_lookups() const { return cache_hits_; }
   std::size_t open_descriptors() const;
