@@ -150,7 +150,7 @@ mode_t mode_argument(int flags, va_list arguments) {
 
 int open_at(int directory, const char* path, int flags, mode_t mode, bool wide) {
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) {
+  if (!fleet_path(directory, path, fleet)) {
     if (directory == AT_FDCWD) return wide ? REAL(open64)(path, flags, mode) : REAL(open)(path, flags, mode);
     return wide ? REAL(openat64)(directory, path, flags, mode) : REAL(openat)(directory, path, flags, mode);
   }
@@ -179,8 +179,8 @@ int access_fleet(const std::string& path, int mode, bool effective, bool follow)
 int rename_fleet(int from_directory, const char* from, int to_directory, const char* to, unsigned int flags) {
   std::string source;
   std::string target;
-  const bool source_fleet = files().fleet_path(from_directory, from, source);
-  const bool target_fleet = files().fleet_path(to_directory, to, target);
+  const bool source_fleet = fleet_path(from_directory, from, source);
+  const bool target_fleet = fleet_path(to_directory, to, target);
   if (!source_fleet && !target_fleet) return REAL(renameat2)(from_directory, from, to_directory, to, flags);
   if (source_fleet != target_fleet) return fail_with(EXDEV);
   if ((flags & ~static_cast<unsigned int>(RENAME_NOREPLACE)) != 0) return fail_with(EINVAL);
@@ -407,7 +407,7 @@ void adopt_inherited_cwd() {
   const char* pwd = std::getenv("PWD");
   if (pwd == nullptr) return;
   std::string fleet;
-  if (pwd[0] != '/' || !files().fleet_path(AT_FDCWD, pwd, fleet)) return;
+  if (pwd[0] != '/' || !fleet_path(AT_FDCWD, pwd, fleet)) return;
   char kernel[sizeof(kFleetCwdAnchor) + 1];
   if (REAL(getcwd)(kernel, sizeof(kernel)) == nullptr || std::strcmp(kernel, kFleetCwdAnchor) != 0) return;
   files().set_cwd(fleet);
@@ -585,7 +585,7 @@ FLOTILLA_EXPORT int fstat64(int fd, struct stat64* out) {
 FLOTILLA_EXPORT int fstatat(int directory, const char* path, struct stat* out, int flags) {
   if ((flags & AT_EMPTY_PATH) != 0 && path[0] == '\0' && is_file(directory)) return fstat(directory, out);
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(fstatat)(directory, path, out, flags);
+  if (!fleet_path(directory, path, fleet)) return REAL(fstatat)(directory, path, out, flags);
   fs::FileStat stat;
   if (stat_path(fleet, (flags & AT_SYMLINK_NOFOLLOW) == 0, stat) != 0) return -1;
   fill_stat(stat, out);
@@ -610,7 +610,7 @@ FLOTILLA_EXPORT int statx(int directory, const char* path, int flags, unsigned i
     return 0;
   }
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(statx)(directory, path, flags, mask, out);
+  if (!fleet_path(directory, path, fleet)) return REAL(statx)(directory, path, flags, mask, out);
   if (stat_path(fleet, (flags & AT_SYMLINK_NOFOLLOW) == 0, stat) != 0) return -1;
   fill_statx(stat, out);
   return 0;
@@ -619,17 +619,17 @@ FLOTILLA_EXPORT int statx(int directory, const char* path, int flags, unsigned i
 // Access checks.
 FLOTILLA_EXPORT int faccessat(int directory, const char* path, int mode, int flags) {
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(faccessat)(directory, path, mode, flags);
+  if (!fleet_path(directory, path, fleet)) return REAL(faccessat)(directory, path, mode, flags);
   return access_fleet(fleet, mode, (flags & AT_EACCESS) != 0, (flags & AT_SYMLINK_NOFOLLOW) == 0);
 }
 FLOTILLA_EXPORT int access(const char* path, int mode) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(access)(path, mode);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(access)(path, mode);
   return access_fleet(fleet, mode, false, true);
 }
 FLOTILLA_EXPORT int euidaccess(const char* path, int mode) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(euidaccess)(path, mode);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(euidaccess)(path, mode);
   return access_fleet(fleet, mode, true, true);
 }
 FLOTILLA_EXPORT int eaccess(const char* path, int mode) { return euidaccess(path, mode); }
@@ -637,14 +637,14 @@ FLOTILLA_EXPORT int eaccess(const char* path, int mode) { return euidaccess(path
 // Names.
 FLOTILLA_EXPORT int unlinkat(int directory, const char* path, int flags) {
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(unlinkat)(directory, path, flags);
+  if (!fleet_path(directory, path, fleet)) return REAL(unlinkat)(directory, path, flags);
   return unlink_fleet(fleet, (flags & AT_REMOVEDIR) != 0);
 }
 FLOTILLA_EXPORT int unlink(const char* path) { return unlinkat(AT_FDCWD, path, 0); }
 FLOTILLA_EXPORT int rmdir(const char* path) { return unlinkat(AT_FDCWD, path, AT_REMOVEDIR); }
 FLOTILLA_EXPORT int mkdirat(int directory, const char* path, mode_t mode) {
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(mkdirat)(directory, path, mode);
+  if (!fleet_path(directory, path, fleet)) return REAL(mkdirat)(directory, path, mode);
   const mode_t created = mode & ~current_umask() & 07777;
   return with_client([&](fs::Client& client) { return client.mkdir(fleet, created); });
 }
@@ -659,21 +659,21 @@ FLOTILLA_EXPORT int rename(const char* from, const char* to) { return rename_fle
 FLOTILLA_EXPORT int linkat(int from_directory, const char* from, int to_directory, const char* to, int flags) {
   std::string source;
   std::string target;
-  const bool source_fleet = files().fleet_path(from_directory, from, source);
-  const bool target_fleet = files().fleet_path(to_directory, to, target);
+  const bool source_fleet = fleet_path(from_directory, from, source);
+  const bool target_fleet = fleet_path(to_directory, to, target);
   if (!source_fleet && !target_fleet) return REAL(linkat)(from_directory, from, to_directory, to, flags);
   return fail_with(source_fleet == target_fleet ? EPERM : EXDEV);  // the fleet has no hard links
 }
 FLOTILLA_EXPORT int link(const char* from, const char* to) { return linkat(AT_FDCWD, from, AT_FDCWD, to, 0); }
 FLOTILLA_EXPORT int symlinkat(const char* target, int directory, const char* path) {
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(symlinkat)(target, directory, path);
+  if (!fleet_path(directory, path, fleet)) return REAL(symlinkat)(target, directory, path);
   return with_client([&](fs::Client& client) { return client.symlink(target, fleet); });
 }
 FLOTILLA_EXPORT int symlink(const char* target, const char* path) { return symlinkat(target, AT_FDCWD, path); }
 FLOTILLA_EXPORT ssize_t readlinkat(int directory, const char* path, char* buffer, size_t size) {
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(readlinkat)(directory, path, buffer, size);
+  if (!fleet_path(directory, path, fleet)) return REAL(readlinkat)(directory, path, buffer, size);
   return readlink_fleet(fleet, buffer, size);
 }
 FLOTILLA_EXPORT ssize_t readlink(const char* path, char* buffer, size_t size) {
@@ -681,7 +681,7 @@ FLOTILLA_EXPORT ssize_t readlink(const char* path, char* buffer, size_t size) {
 }
 FLOTILLA_EXPORT int truncate(const char* path, off_t length) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(truncate)(path, length);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(truncate)(path, length);
   if (length < 0) return fail_with(EINVAL);
   return with_client([&](fs::Client& client) { return client.truncate(fleet, static_cast<std::uint64_t>(length)); });
 }
@@ -690,7 +690,7 @@ FLOTILLA_EXPORT int truncate64(const char* path, off64_t length) { return trunca
 // Modes, owners, times.
 FLOTILLA_EXPORT int fchmodat(int directory, const char* path, mode_t mode, int flags) {
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(fchmodat)(directory, path, mode, flags);
+  if (!fleet_path(directory, path, fleet)) return REAL(fchmodat)(directory, path, mode, flags);
   return with_client([&](fs::Client& client) {
     if ((flags & AT_SYMLINK_NOFOLLOW) != 0) {
       fs::FileStat stat;
@@ -712,7 +712,7 @@ FLOTILLA_EXPORT int fchownat(int directory, const char* path, uid_t uid, gid_t g
     return fchown(directory, uid, gid);
   }
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(fchownat)(directory, path, uid, gid, flags);
+  if (!fleet_path(directory, path, fleet)) return REAL(fchownat)(directory, path, uid, gid, flags);
   return change_owner(fleet, uid, gid, (flags & AT_SYMLINK_NOFOLLOW) == 0);
 }
 FLOTILLA_EXPORT int chown(const char* path, uid_t uid, gid_t gid) { return fchownat(AT_FDCWD, path, uid, gid, 0); }
@@ -727,7 +727,7 @@ FLOTILLA_EXPORT int fchown(int fd, uid_t uid, gid_t gid) {
 }
 FLOTILLA_EXPORT int utimensat(int directory, const char* path, const timespec times[2], int flags) {
   std::string fleet;
-  if (!files().fleet_path(directory, path, fleet)) return REAL(utimensat)(directory, path, times, flags);
+  if (!fleet_path(directory, path, fleet)) return REAL(utimensat)(directory, path, times, flags);
   return set_times(fleet, times, (flags & AT_SYMLINK_NOFOLLOW) == 0);
 }
 FLOTILLA_EXPORT int futimens(int fd, const timespec times[2]) {
@@ -738,14 +738,14 @@ FLOTILLA_EXPORT int futimens(int fd, const timespec times[2]) {
 }
 FLOTILLA_EXPORT int utime(const char* path, const utimbuf* times) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(utime)(path, times);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(utime)(path, times);
   if (times == nullptr) return set_times(fleet, nullptr, true);
   const timespec both[2] = {{times->actime, 0}, {times->modtime, 0}};
   return set_times(fleet, both, true);
 }
 FLOTILLA_EXPORT int utimes(const char* path, const timeval times[2]) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(utimes)(path, times);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(utimes)(path, times);
   if (times == nullptr) return set_times(fleet, nullptr, true);
   const timespec both[2] = {{times[0].tv_sec, times[0].tv_usec * 1000}, {times[1].tv_sec, times[1].tv_usec * 1000}};
   return set_times(fleet, both, true);
@@ -754,9 +754,9 @@ FLOTILLA_EXPORT int utimes(const char* path, const timeval times[2]) {
 // The working directory: one in the fleet is this process's own (the kernel's stays where it was).
 FLOTILLA_EXPORT int chdir(const char* path) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) {
+  if (!fleet_path(AT_FDCWD, path, fleet)) {
     const int changed = REAL(chdir)(path);
-    if (changed == 0) files().set_cwd({});
+    if (changed == 0 && g_cwd_in_fleet.load()) files().set_cwd({});
     return changed;
   }
   fs::FileStat stat;
@@ -766,23 +766,24 @@ FLOTILLA_EXPORT int chdir(const char* path) {
   if (REAL(mkdir)(kFleetCwdAnchor, 0755) != 0 && errno != EEXIST) return -1;
   if (REAL(chdir)(kFleetCwdAnchor) != 0) return -1;
   files().set_cwd(fleet);
-  ::setenv("PWD", (fleet == "/" ? files().prefix() : files().prefix() + fleet).c_str(), 1);
+  ::setenv("PWD", (fleet == "/" ? std::string(fleet_prefix()) : std::string(fleet_prefix()) + fleet).c_str(), 1);
   return 0;
 }
 FLOTILLA_EXPORT int fchdir(int fd) {
   if (!is_file(fd)) {
     const int changed = REAL(fchdir)(fd);
-    if (changed == 0) files().set_cwd({});
+    if (changed == 0 && g_cwd_in_fleet.load()) files().set_cwd({});
     return changed;
   }
   std::string path;
   if (!path_of(fd, path)) return fail_with(EBADF);
-  return chdir((files().prefix() + path).c_str());
+  return chdir((std::string(fleet_prefix()) + path).c_str());
 }
 FLOTILLA_EXPORT char* getcwd(char* buffer, size_t size) {
+  if (!g_cwd_in_fleet.load()) return REAL(getcwd)(buffer, size);
   const std::string cwd = files().cwd();
   if (cwd.empty()) return REAL(getcwd)(buffer, size);
-  const std::string full = cwd == "/" ? files().prefix() : files().prefix() + cwd;
+  const std::string full = cwd == "/" ? std::string(fleet_prefix()) : std::string(fleet_prefix()) + cwd;
   if (buffer == nullptr) {
     buffer = static_cast<char*>(std::malloc(std::max(size, full.size() + 1)));
     if (buffer == nullptr) {
@@ -800,7 +801,7 @@ FLOTILLA_EXPORT char* getcwd(char* buffer, size_t size) {
 // Directory streams.
 FLOTILLA_EXPORT DIR* opendir(const char* path) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(opendir)(path);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(opendir)(path);
   const int fd = open_fleet(fleet, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
   if (fd < 0) return nullptr;
   DIR* stream = open_directory_stream(fd);
@@ -861,7 +862,7 @@ FLOTILLA_EXPORT void seekdir(DIR* stream, long position) {
 // stdio streams.
 FLOTILLA_EXPORT FILE* fopen(const char* path, const char* mode) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(fopen)(path, mode);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(fopen)(path, mode);
   const int flags = open_flags_of(mode);
   if (flags < 0) {
     errno = EINVAL;
@@ -875,7 +876,7 @@ FLOTILLA_EXPORT FILE* fopen(const char* path, const char* mode) {
 }
 FLOTILLA_EXPORT FILE* fopen64(const char* path, const char* mode) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(fopen64)(path, mode);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(fopen64)(path, mode);
   return fopen(path, mode);
 }
 FLOTILLA_EXPORT FILE* fdopen(int fd, const char* mode) {
@@ -886,12 +887,12 @@ FLOTILLA_EXPORT FILE* fdopen(int fd, const char* mode) {
 // Extended attributes: the fleet has none (ls asks for ACLs; ENOTSUP tells it there are none).
 FLOTILLA_EXPORT ssize_t getxattr(const char* path, const char* name, void* value, size_t size) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(getxattr)(path, name, value, size);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(getxattr)(path, name, value, size);
   return fail_with(ENOTSUP);
 }
 FLOTILLA_EXPORT ssize_t lgetxattr(const char* path, const char* name, void* value, size_t size) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(lgetxattr)(path, name, value, size);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(lgetxattr)(path, name, value, size);
   return fail_with(ENOTSUP);
 }
 FLOTILLA_EXPORT ssize_t fgetxattr(int fd, const char* name, void* value, size_t size) {
@@ -900,12 +901,12 @@ FLOTILLA_EXPORT ssize_t fgetxattr(int fd, const char* name, void* value, size_t 
 }
 FLOTILLA_EXPORT ssize_t listxattr(const char* path, char* list, size_t size) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(listxattr)(path, list, size);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(listxattr)(path, list, size);
   return fail_with(ENOTSUP);
 }
 FLOTILLA_EXPORT ssize_t llistxattr(const char* path, char* list, size_t size) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, path, fleet)) return REAL(llistxattr)(path, list, size);
+  if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(llistxattr)(path, list, size);
   return fail_with(ENOTSUP);
 }
 FLOTILLA_EXPORT ssize_t flistxattr(int fd, char* list, size_t size) {
@@ -916,7 +917,7 @@ FLOTILLA_EXPORT ssize_t flistxattr(int fd, char* list, size_t size) {
 // Temporary files in the fleet: the C library's own versions open without passing here.
 FLOTILLA_EXPORT int mkostemps(char* pattern, int suffix_length, int flags) {
   std::string fleet;
-  if (!files().fleet_path(AT_FDCWD, pattern, fleet)) return REAL(mkostemps)(pattern, suffix_length, flags);
+  if (!fleet_path(AT_FDCWD, pattern, fleet)) return REAL(mkostemps)(pattern, suffix_length, flags);
   const std::size_t length = std::strlen(pattern);
   if (suffix_length < 0 || length < 6 + static_cast<std::size_t>(suffix_length)) return fail_with(EINVAL);
   char* letters = pattern + length - suffix_length - 6;
@@ -928,7 +929,7 @@ FLOTILLA_EXPORT int mkostemps(char* pattern, int suffix_length, int flags) {
       seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
       letters[i] = kAlphabet[(seed >> 33) % (sizeof(kAlphabet) - 1)];
     }
-    if (!files().fleet_path(AT_FDCWD, pattern, fleet)) return fail_with(EINVAL);
+    if (!fleet_path(AT_FDCWD, pattern, fleet)) return fail_with(EINVAL);
     const int fd = open_fleet(fleet, O_RDWR | O_CREAT | O_EXCL | (flags & (O_APPEND | O_CLOEXEC)), 0600);
     if (fd >= 0 || errno != EEXIST) return fd;
   }

@@ -88,28 +88,43 @@ Files& Files::get() {
   return *files;
 }
 
-Files::Files() {
-  const char* prefix = std::getenv("FLOTILLA_FILES_PREFIX");
-  std::string chosen = prefix != nullptr && prefix[0] == '/' ? normal(prefix) : kDefaultPrefix;
-  if (chosen == "/") chosen = kDefaultPrefix;  // the whole namespace cannot be the fleet's
-  prefix_ = std::move(chosen);
+Files::Files() = default;
+
+std::string_view fleet_prefix() {
+  // Filled once; a race fills it twice with the same bytes.
+  static char prefix[256];
+  static std::atomic<std::size_t> length{0};
+  if (const std::size_t known = length.load(std::memory_order_acquire); known != 0) return {prefix, known};
+  const char* wanted = std::getenv("FLOTILLA_FILES_PREFIX");
+  std::size_t size = wanted != nullptr && wanted[0] == '/' ? std::strlen(wanted) : 0;
+  while (size > 1 && wanted[size - 1] == '/') --size;
+  // The whole namespace cannot be the fleet's, and an overlong prefix is not taken.
+  if (size <= 1 || size >= sizeof(prefix)) {
+    wanted = kDefaultPrefix;
+    size = sizeof(kDefaultPrefix) - 1;
+  }
+  std::memcpy(prefix, wanted, size);
+  length.store(size, std::memory_order_release);
+  return {prefix, size};
 }
 
-bool Files::fleet_path(int directory, const char* path, std::string& out) {
+bool fleet_path(int directory, const char* path, std::string& out) {
   if (path == nullptr) return false;
   std::string joined;
   if (path[0] == '/') {
-    const std::size_t length = prefix_.size();
-    if (std::strncmp(path, prefix_.data(), length) != 0 || (path[length] != '\0' && path[length] != '/')) {
+    const std::string_view prefix = fleet_prefix();
+    if (std::strncmp(path, prefix.data(), prefix.size()) != 0 ||
+        (path[prefix.size()] != '\0' && path[prefix.size()] != '/')) {
       return false;
     }
-    joined = path + length;
+    joined = path + prefix.size();
   } else if (directory == AT_FDCWD) {
-    if (cwd_.empty()) return false;
-    joined = cwd_ + "/" + path;
+    if (!g_cwd_in_fleet.load(std::memory_order_relaxed)) return false;
+    joined = Files::get().cwd() + "/" + path;
   } else if (is_file(directory)) {
-    Lock lock(mutex_);
-    const std::shared_ptr<OpenFile> file = at(directory);
+    Files& files = Files::get();
+    Lock lock(files.mutex());
+    const std::shared_ptr<OpenFile> file = files.at(directory);
     if (file == nullptr) return false;
     joined = std::string(file->state->path) + "/" + path;
   } else {
@@ -117,6 +132,17 @@ bool Files::fleet_path(int directory, const char* path, std::string& out) {
   }
   out = normal(joined);
   return true;
+}
+
+std::string Files::cwd() const {
+  Lock lock(mutex_);
+  return cwd_;
+}
+
+void Files::set_cwd(std::string path) {
+  Lock lock(mutex_);
+  g_cwd_in_fleet.store(!path.empty(), std::memory_order_relaxed);
+  cwd_ = std::move(path);
 }
 
 fs::Client* Files::client() {
@@ -159,7 +185,7 @@ fs::Client* Files::client() {
                       : error.code == Errc::system || error.code == Errc::closed
                           ? "the stack is not running"
                           : (error.context != nullptr ? error.context : "the lease was refused");
-    std::fprintf(stderr, "flotilla: no file fleet under %s: %s; its paths fail with %s\n", prefix_.c_str(), why,
+    std::fprintf(stderr, "flotilla: no file fleet under %s: %s; its paths fail with %s\n", fleet_prefix().data(), why,
                  std::strerror(lease_errno_));
   }
   errno = lease_errno_;

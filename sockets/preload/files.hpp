@@ -49,6 +49,16 @@ void standard_stream_flush(int fd);
 // After: stdin, stdout or stderr follows it (a fleet stream for a fleet descriptor).
 void standard_stream_follows(int fd);
 
+// The prefix: FLOTILLA_FILES_PREFIX, else /flotilla. Read without allocating: the C library's
+// allocator may look at a path (jemalloc: /etc/malloc.conf) before it can allocate.
+std::string_view fleet_prefix();
+// Whether `path` (relative to `directory`: AT_FDCWD or a descriptor) is in the fleet, and its
+// fleet path ("/" for the prefix itself, "." and ".." taken lexically). A path that is not costs
+// a comparison and allocates nothing.
+bool fleet_path(int directory, const char* path, std::string& out);
+// Whether chdir put the working directory in the fleet.
+inline std::atomic<bool> g_cwd_in_fleet{false};
+
 // One open file description, in its memfd's page: every process holding the memfd maps it.
 struct SharedState {
   static constexpr std::uint64_t kMagic = 0x31454c4946544c46;  // "FLTFILE1"
@@ -79,13 +89,9 @@ class Files {
   static Files& get();
   LibraryMutex& mutex() { return mutex_; }
 
-  // Whether `path` (relative to `directory`: AT_FDCWD or a descriptor) is in the fleet, and its
-  // fleet path ("/" for the prefix itself, "." and ".." taken lexically). Takes no lock.
-  bool fleet_path(int directory, const char* path, std::string& out);
-  const std::string& prefix() const { return prefix_; }
   // The working directory when chdir put it in the fleet (a fleet path), else empty.
-  const std::string& cwd() const { return cwd_; }
-  void set_cwd(std::string path) { cwd_ = std::move(path); }
+  std::string cwd() const;
+  void set_cwd(std::string path);
 
   // Under the lock. The client of this process's seat, leased on first use; null (errno set, one
   // line on stderr the first time) when there is no fleet.
@@ -109,8 +115,7 @@ class Files {
   Files();
   bool attach(int fd, std::vector<std::pair<ino_t, std::shared_ptr<OpenFile>>>& seen);
 
-  LibraryMutex mutex_;
-  std::string prefix_;
+  mutable LibraryMutex mutex_;
   std::string cwd_;
   std::vector<std::shared_ptr<OpenFile>> table_;  // by kernel descriptor
   std::unique_ptr<fs::FleetConnection> connection_;
