@@ -49,6 +49,24 @@ FileType type_of_mode(std::uint32_t mode) {
 
 }  // namespace
 
+void fill_stat(const FileStat& in, struct stat& out) {
+  auto time_of = [](std::uint64_t ns) {
+    return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  };
+  out = {};
+  out.st_ino = in.inode;
+  out.st_mode = in.mode;
+  out.st_nlink = in.nlink;
+  out.st_uid = in.uid;
+  out.st_gid = in.gid;
+  out.st_size = static_cast<off_t>(in.size);
+  out.st_blocks = static_cast<blkcnt_t>(in.blocks);
+  out.st_blksize = static_cast<blksize_t>(kBlockBytes);
+  out.st_atim = time_of(in.atime_ns);
+  out.st_mtim = time_of(in.mtime_ns);
+  out.st_ctim = time_of(in.ctime_ns);
+}
+
 Status Transport::call_each(std::span<const ServerIndex> servers, std::span<FsMessage> messages) {
   for (std::size_t i = 0; i < messages.size(); ++i) {
     auto reply = call(servers[i], messages[i]);

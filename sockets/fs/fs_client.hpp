@@ -20,6 +20,7 @@
 //   at open, and what this client wrote is published (FLUSH) at close and fsync.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -66,6 +67,9 @@ struct FileStat {
   std::uint64_t mtime_ns = 0;
   std::uint64_t ctime_ns = 0;
 };
+
+// `in` as struct stat says it (st_dev left 0).
+void fill_stat(const FileStat& in, struct stat& out);
 
 struct DirEntry {
   std::string name;

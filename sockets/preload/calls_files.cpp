@@ -68,24 +68,10 @@ mode_t current_umask() {
 std::uint64_t nanoseconds(const timespec& time) {
   return static_cast<std::uint64_t>(time.tv_sec) * 1'000'000'000 + static_cast<std::uint64_t>(time.tv_nsec);
 }
-timespec timespec_of(std::uint64_t ns) {
-  return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-}
 
 void fill_stat(const fs::FileStat& in, struct stat* out) {
-  *out = {};
+  fs::fill_stat(in, *out);
   out->st_dev = kFleetDevice;
-  out->st_ino = in.inode;
-  out->st_mode = in.mode;
-  out->st_nlink = in.nlink;
-  out->st_uid = in.uid;
-  out->st_gid = in.gid;
-  out->st_size = static_cast<off_t>(in.size);
-  out->st_blksize = static_cast<blksize_t>(fs::kBlockBytes);
-  out->st_blocks = static_cast<blkcnt_t>((in.size + 511) / 512);
-  out->st_atim = timespec_of(in.atime_ns);
-  out->st_mtim = timespec_of(in.mtime_ns);
-  out->st_ctim = timespec_of(in.ctime_ns);
 }
 
 void fill_statx(const fs::FileStat& in, struct statx* out) {

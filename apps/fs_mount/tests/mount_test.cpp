@@ -25,12 +25,14 @@
 
 #include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
+#include "sockets/fs/tests/file_trees.hpp"
 #include "tests/support/stack_harness.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 namespace fsys = std::filesystem;
+using flotilla::fs::testing::difference;
 
 using flotilla::testing::build_root;
 using flotilla::testing::CommandOutcome;
@@ -46,27 +48,6 @@ bool mounted(const fsys::path& directory) {
   return false;
 }
 
-// A tree of `files` files over nested directories, sizes from empty to several blocks, contents
-// from a fixed seed, and a few symlinks.
-void generate_tree(const fsys::path& root, int files) {
-  std::mt19937 random(17);
-  fsys::create_directories(root);
-  std::vector<fsys::path> directories{root};
-  for (int i = 0; i < files / 40; ++i) {
-    const fsys::path parent = directories[random() % directories.size()];
-    directories.push_back(parent / ("dir" + std::to_string(i)));
-    fsys::create_directory(directories.back());
-  }
-  std::string content;
-  for (int i = 0; i < files; ++i) {
-    const fsys::path& directory = directories[random() % directories.size()];
-    const std::size_t size = random() % 4 == 0 ? random() % 20000 : random() % 600;
-    content.resize(size);
-    for (char& c : content) c = static_cast<char>('a' + random() % 26);
-    std::ofstream(directory / ("file" + std::to_string(i) + ".txt"), std::ios::binary) << content;
-    if (i % 250 == 0) fsys::create_symlink("file" + std::to_string(i) + ".txt", directory / ("link" + std::to_string(i)));
-  }
-}
 
 // Every entry's path and type, then every regular file's checksum, in path order.
 std::string digest(const fsys::path& root) {
@@ -76,26 +57,6 @@ std::string digest(const fsys::path& root) {
   return listing.output + sums.output;
 }
 
-// The lines of `actual` that `expected` lacks and the other way round ("" when equal), a few of each.
-std::string difference(const std::string& expected, const std::string& actual) {
-  auto lines = [](const std::string& text) {
-    std::multiset<std::string> out;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) out.insert(line);
-    return out;
-  };
-  const auto want = lines(expected);
-  const auto got = lines(actual);
-  std::vector<std::string> missing;
-  std::vector<std::string> extra;
-  std::set_difference(want.begin(), want.end(), got.begin(), got.end(), std::back_inserter(missing));
-  std::set_difference(got.begin(), got.end(), want.begin(), want.end(), std::back_inserter(extra));
-  std::string report;
-  for (std::size_t i = 0; i < missing.size() && i < 8; ++i) report += "missing: " + missing[i] + "\n";
-  for (std::size_t i = 0; i < extra.size() && i < 8; ++i) report += "unexpected: " + extra[i] + "\n";
-  if (!report.empty()) report += std::to_string(missing.size()) + " missing, " + std::to_string(extra.size()) + " unexpected\n";
-  return report;
-}
 
 class MountTest : public ::testing::Test {
  protected:
@@ -109,7 +70,7 @@ class MountTest : public ::testing::Test {
     socket_ = (folder_ / "control.sock").string();
     mount_point_ = folder_ / "mnt";
     fsys::create_directory(mount_point_);
-    generate_tree(folder_ / "tree", kFiles);
+    flotilla::fs::testing::generate_tree(folder_ / "tree", kFiles, 17);
     ASSERT_EQ(shell("tar -C '" + (folder_ / "tree").string() + "' -cf '" + (folder_ / "tree.tar").string() + "' .")
                   .exit_code,
               0);

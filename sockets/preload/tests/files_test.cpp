@@ -17,11 +17,13 @@
 #include <vector>
 
 #include "recovery/default_config.hpp"
+#include "sockets/fs/tests/file_trees.hpp"
 #include "tests/support/stack_harness.hpp"
 
 namespace {
 
 namespace fsys = std::filesystem;
+using flotilla::fs::testing::difference;
 using flotilla::testing::build_root;
 using flotilla::testing::CommandOutcome;
 
@@ -29,48 +31,7 @@ CommandOutcome shell(const std::string& command) { return flotilla::testing::run
 
 constexpr char kFleet[] = "/flotilla";
 
-// A tree of `files` files over nested directories, sizes from empty to several blocks, contents
-// from a fixed seed, and a few relative symlinks.
-void generate_tree(const fsys::path& root, int files) {
-  std::mt19937 random(23);
-  fsys::create_directories(root);
-  std::vector<fsys::path> directories{root};
-  for (int i = 0; i < files / 40; ++i) {
-    const fsys::path parent = directories[random() % directories.size()];
-    directories.push_back(parent / ("dir" + std::to_string(i)));
-    fsys::create_directory(directories.back());
-  }
-  std::string content;
-  for (int i = 0; i < files; ++i) {
-    const fsys::path& directory = directories[random() % directories.size()];
-    const std::size_t size = random() % 4 == 0 ? random() % 20000 : random() % 600;
-    content.resize(size);
-    for (char& c : content) c = static_cast<char>('a' + random() % 26);
-    std::ofstream(directory / ("file" + std::to_string(i) + ".txt"), std::ios::binary) << content;
-    if (i % 250 == 0) fsys::create_symlink("file" + std::to_string(i) + ".txt", directory / ("link" + std::to_string(i)));
-  }
-}
 
-// The lines one text has and the other lacks ("" when equal), a few of each.
-std::string difference(const std::string& expected, const std::string& actual) {
-  auto lines = [](const std::string& text) {
-    std::multiset<std::string> out;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) out.insert(line);
-    return out;
-  };
-  const auto want = lines(expected);
-  const auto got = lines(actual);
-  std::vector<std::string> missing;
-  std::vector<std::string> extra;
-  std::set_difference(want.begin(), want.end(), got.begin(), got.end(), std::back_inserter(missing));
-  std::set_difference(got.begin(), got.end(), want.begin(), want.end(), std::back_inserter(extra));
-  std::string report;
-  for (std::size_t i = 0; i < missing.size() && i < 8; ++i) report += "missing: " + missing[i] + "\n";
-  for (std::size_t i = 0; i < extra.size() && i < 8; ++i) report += "unexpected: " + extra[i] + "\n";
-  if (!report.empty()) report += std::to_string(missing.size()) + " missing, " + std::to_string(extra.size()) + " unexpected\n";
-  return report;
-}
 
 class PreloadFiles : public ::testing::Test {
  protected:
@@ -140,7 +101,7 @@ class PreloadFiles : public ::testing::Test {
 };
 
 TEST_F(PreloadFiles, TarExtractsFiveThousandFilesAndSha256sumMatchesTmpfs) {
-  generate_tree(folder_ / "source", 5000);
+  flotilla::fs::testing::generate_tree(folder_ / "source", 5000, 23);
   const std::string archive = (folder_ / "tree.tar").string();
   ASSERT_EQ(shell("tar -C '" + (folder_ / "source").string() + "' -cf '" + archive + "' .").exit_code, 0);
   for (const std::string& side : {std::string(kFleet), (folder_ / "tmpfs").string()}) {
@@ -152,7 +113,7 @@ TEST_F(PreloadFiles, TarExtractsFiveThousandFilesAndSha256sumMatchesTmpfs) {
 }
 
 TEST_F(PreloadFiles, CopyFindRemoveAndSortWork) {
-  generate_tree(folder_ / "source", 600);
+  flotilla::fs::testing::generate_tree(folder_ / "source", 600, 23);
   const std::string source = (folder_ / "source").string();
   expect_same("cp -r " + source + " DIR/copy && find DIR/copy -name \"file1*\" | sort | sed s,DIR,,");
   EXPECT_EQ(difference(digest((folder_ / "tmpfs").string(), "copy"), digest(kFleet, "copy")), "");
@@ -166,7 +127,7 @@ TEST_F(PreloadFiles, CopyFindRemoveAndSortWork) {
 }
 
 TEST_F(PreloadFiles, GitInitAddCommitWork) {
-  generate_tree(folder_ / "source", 200);
+  flotilla::fs::testing::generate_tree(folder_ / "source", 200, 23);
   const std::string script =
       "cp -r " + (folder_ / "source").string() + " DIR/repo && cd DIR/repo && git init -q . && "
       "git add . && git -c user.name=t -c user.email=t@t commit -q -m first && git log --format=%s && "
