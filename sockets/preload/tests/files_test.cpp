@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -16,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
 #include "sockets/fs/tests/file_trees.hpp"
 #include "tests/support/stack_harness.hpp"
@@ -23,9 +27,11 @@
 namespace {
 
 namespace fsys = std::filesystem;
+using namespace std::chrono_literals;
 using flotilla::fs::testing::difference;
 using flotilla::testing::build_root;
 using flotilla::testing::CommandOutcome;
+using flotilla::testing::wait_for;
 
 CommandOutcome shell(const std::string& command) { return flotilla::testing::run_shell(command + " 2>&1"); }
 
@@ -95,21 +101,64 @@ class PreloadFiles : public ::testing::Test {
     EXPECT_EQ(tmpfs.output, fleet.output) << script;
   }
 
+  std::string events() const { return flotilla::recovery::whole_event_log(socket_); }
+  std::int64_t counter(const std::string& component, const std::string& name) const {
+    std::string refusal;
+    auto reply = flotilla::recovery::control_request(socket_, "counters", &refusal);
+    if (!reply) return -1;
+    const auto table = flotilla::recovery::parse_counters(reply.value());
+    const auto c = table.find(component);
+    if (c == table.end()) return -1;
+    const auto value = c->second.find(name);
+    return value == c->second.end() ? -1 : static_cast<std::int64_t>(value->second);
+  }
+  // The tree generated, archived and extracted on tmpfs; its digest.
+  std::string archive_tree(int files) {
+    flotilla::fs::testing::generate_tree(folder_ / "source", files, 23);
+    archive_ = (folder_ / "tree.tar").string();
+    EXPECT_EQ(shell("tar -C '" + (folder_ / "source").string() + "' -cf '" + archive_ + "' .").exit_code, 0);
+    const CommandOutcome extracted = on_tmpfs("mkdir DIR/tree && tar -C DIR/tree -xf " + archive_);
+    EXPECT_EQ(extracted.exit_code, 0) << extracted.output;
+    return digest((folder_ / "tmpfs").string(), "tree");
+  }
+
   fsys::path folder_;
   std::string socket_;
+  std::string archive_;
   bool started_ = false;
 };
 
 TEST_F(PreloadFiles, TarExtractsFiveThousandFilesAndSha256sumMatchesTmpfs) {
-  flotilla::fs::testing::generate_tree(folder_ / "source", 5000, 23);
-  const std::string archive = (folder_ / "tree.tar").string();
-  ASSERT_EQ(shell("tar -C '" + (folder_ / "source").string() + "' -cf '" + archive + "' .").exit_code, 0);
-  for (const std::string& side : {std::string(kFleet), (folder_ / "tmpfs").string()}) {
-    const CommandOutcome extracted = run_in(side, "mkdir DIR/tree && tar -C DIR/tree -xf " + archive);
-    ASSERT_EQ(extracted.exit_code, 0) << side << ": " << extracted.output;
-  }
-  const std::string expected = digest((folder_ / "tmpfs").string(), "tree");
+  const std::string expected = archive_tree(5000);
+  const CommandOutcome extracted = on_fleet("mkdir DIR/tree && tar -C DIR/tree -xf " + archive_);
+  ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
   EXPECT_EQ(difference(expected, digest(kFleet, "tree")), "");
+}
+
+TEST_F(PreloadFiles, TarMatchesTmpfsThoughAFileServerCrashesDuringIt) {
+  const std::string expected = archive_tree(3000);
+  // The crash comes at a point of progress, not of time: once fs1 has served this many requests
+  // of the extraction, well before its end.
+  const std::int64_t before = counter("fs1", "fs_requests");
+  ASSERT_GE(before, 0);
+  std::atomic<bool> injected{false};
+  std::atomic<bool> done{false};
+  std::thread crasher([&] {
+    while (!done.load()) {
+      if (counter("fs1", "fs_requests") >= before + 3000) {
+        injected = cli("inject fs1 crash").exit_code == 0;
+        return;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+  });
+  const CommandOutcome extracted = on_fleet("mkdir DIR/tree && tar -C DIR/tree -xf " + archive_);
+  done = true;
+  crasher.join();
+  ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
+  ASSERT_TRUE(injected.load()) << "the extraction ended before the crash was due";
+  ASSERT_TRUE(wait_for([&] { return events().find("fs1#2") != std::string::npos; }, 10s)) << events();
+  EXPECT_EQ(difference(expected, digest(kFleet, "tree")), "") << events();
 }
 
 TEST_F(PreloadFiles, CopyFindRemoveAndSortWork) {
