@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -309,6 +310,10 @@ DIR* open_directory_stream(int fd) {
   return reinterpret_cast<DIR*>(directory);
 }
 
+unsigned char dirent_type(fs::FileType type) {
+  return type == fs::FileType::directory ? DT_DIR : type == fs::FileType::symlink ? DT_LNK : DT_REG;
+}
+
 dirent64* next_entry(FleetDirectory& directory) {
   Lock lock(files().mutex());
   if (!directory.listed) {
@@ -332,9 +337,7 @@ dirent64* next_entry(FleetDirectory& directory) {
   out.d_ino = entry.inode;
   out.d_off = static_cast<off64_t>(++directory.next);
   out.d_reclen = sizeof(dirent64);
-  out.d_type = entry.type == fs::FileType::directory ? DT_DIR
-               : entry.type == fs::FileType::symlink ? DT_LNK
-                                                      : DT_REG;
+  out.d_type = dirent_type(entry.type);
   const std::size_t length = std::min(entry.name.size(), sizeof(out.d_name) - 1);
   std::memcpy(out.d_name, entry.name.data(), length);
   return &out;
@@ -843,6 +846,37 @@ FLOTILLA_EXPORT void seekdir(DIR* stream, long position) {
   if (directory == nullptr) return REAL(seekdir)(stream, position);
   Lock lock(files().mutex());
   directory->next = static_cast<std::size_t>(std::max(position, 0L));
+}
+
+// getdents64 on a fleet directory: the description's offset counts the entries already given.
+FLOTILLA_EXPORT ssize_t getdents64(int fd, void* buffer, size_t length) {
+  if (!is_file(fd)) return REAL(getdents64)(fd, buffer, length);
+  Lock lock(files().mutex());
+  const std::shared_ptr<OpenFile> file = files().at(fd);
+  if (file == nullptr) return fail_with(EBADF);
+  if (static_cast<fs::FileType>(file->state->type) != fs::FileType::directory) return fail_with(ENOTDIR);
+  std::vector<fs::DirEntry> entries{fs::DirEntry{".", file->state->inode, fs::FileType::directory},
+                                    fs::DirEntry{"..", file->state->inode, fs::FileType::directory}};
+  const std::string path = file->state->path;
+  if (with_client([&](fs::Client& client) { return client.readdir(path, entries); }) != 0) return -1;
+  OffsetHold hold(*file->state);
+  std::size_t next = static_cast<std::size_t>(file->state->offset.load());
+  std::size_t used = 0;
+  for (; next < entries.size(); ++next) {
+    const fs::DirEntry& entry = entries[next];
+    const std::size_t record = (offsetof(dirent64, d_name) + entry.name.size() + 1 + 7) & ~std::size_t{7};
+    if (used + record > length) break;
+    auto* out = reinterpret_cast<dirent64*>(static_cast<char*>(buffer) + used);
+    out->d_ino = entry.inode;
+    out->d_off = static_cast<off64_t>(next + 1);
+    out->d_reclen = static_cast<unsigned short>(record);
+    out->d_type = dirent_type(entry.type);
+    std::memcpy(out->d_name, entry.name.c_str(), entry.name.size() + 1);
+    used += record;
+  }
+  if (used == 0 && next < entries.size()) return fail_with(EINVAL);  // not even one entry fits
+  file->state->offset.store(next);
+  return static_cast<ssize_t>(used);
 }
 
 // stdio streams.
