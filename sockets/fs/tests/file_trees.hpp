@@ -3,6 +3,11 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -11,6 +16,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "recovery/control_socket.hpp"
 
 namespace flotilla::fs::testing {
 
@@ -60,5 +67,49 @@ inline std::string difference(const std::string& expected, const std::string& ac
   }
   return report;
 }
+
+// Counter `name` of `component` as the supervisor at `socket` reports it (-1: none).
+inline std::int64_t counter(const std::string& socket, const std::string& component, const std::string& name) {
+  std::string refusal;
+  auto reply = flotilla::recovery::control_request(socket, "counters", &refusal);
+  if (!reply) return -1;
+  const auto table = flotilla::recovery::parse_counters(reply.value());
+  const auto c = table.find(component);
+  if (c == table.end()) return -1;
+  const auto value = c->second.find(name);
+  return value == c->second.end() ? -1 : static_cast<std::int64_t>(value->second);
+}
+
+// Runs `crash` once file server `server` has served `requests` more requests than when this was
+// made: a crash at a point of progress, not of time. Stops looking when destroyed.
+class CrashAfterRequests {
+ public:
+  CrashAfterRequests(const std::string& socket, const std::string& server, std::int64_t requests,
+                     std::function<bool()> crash)
+      : due_(counter(socket, server, "fs_requests") + requests) {
+    looker_ = std::thread([this, socket, server, crash = std::move(crash)] {
+      while (!stop_.load()) {
+        if (counter(socket, server, "fs_requests") >= due_) {
+          crashed_ = crash();
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+  }
+  ~CrashAfterRequests() { stop(); }
+  // Whether the crash was injected (false: the work ended first).
+  bool stop() {
+    stop_ = true;
+    if (looker_.joinable()) looker_.join();
+    return crashed_.load();
+  }
+
+ private:
+  std::int64_t due_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> crashed_{false};
+  std::thread looker_;
+};
 
 }  // namespace flotilla::fs::testing

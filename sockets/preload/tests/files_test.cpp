@@ -103,14 +103,7 @@ class PreloadFiles : public ::testing::Test {
 
   std::string events() const { return flotilla::recovery::whole_event_log(socket_); }
   std::int64_t counter(const std::string& component, const std::string& name) const {
-    std::string refusal;
-    auto reply = flotilla::recovery::control_request(socket_, "counters", &refusal);
-    if (!reply) return -1;
-    const auto table = flotilla::recovery::parse_counters(reply.value());
-    const auto c = table.find(component);
-    if (c == table.end()) return -1;
-    const auto value = c->second.find(name);
-    return value == c->second.end() ? -1 : static_cast<std::int64_t>(value->second);
+    return flotilla::fs::testing::counter(socket_, component, name);
   }
   // The tree generated, archived and extracted on tmpfs; its digest.
   std::string archive_tree(int files) {
@@ -137,26 +130,12 @@ TEST_F(PreloadFiles, TarExtractsFiveThousandFilesAndSha256sumMatchesTmpfs) {
 
 TEST_F(PreloadFiles, TarMatchesTmpfsThoughAFileServerCrashesDuringIt) {
   const std::string expected = archive_tree(3000);
-  // The crash comes at a point of progress, not of time: once fs1 has served this many requests
-  // of the extraction, well before its end.
-  const std::int64_t before = counter("fs1", "fs_requests");
-  ASSERT_GE(before, 0);
-  std::atomic<bool> injected{false};
-  std::atomic<bool> done{false};
-  std::thread crasher([&] {
-    while (!done.load()) {
-      if (counter("fs1", "fs_requests") >= before + 3000) {
-        injected = cli("inject fs1 crash").exit_code == 0;
-        return;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-  });
+  // The crash comes once fs1 has served this many requests of the extraction, well before its end.
+  flotilla::fs::testing::CrashAfterRequests crash(socket_, "fs1", 3000, [&] { return cli("inject fs1 crash").exit_code == 0; });
   const CommandOutcome extracted = on_fleet("mkdir DIR/tree && tar -C DIR/tree -xf " + archive_);
-  done = true;
-  crasher.join();
+  const bool injected = crash.stop();
   ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
-  ASSERT_TRUE(injected.load()) << "the extraction ended before the crash was due";
+  ASSERT_TRUE(injected) << "the extraction ended before the crash was due";
   ASSERT_TRUE(wait_for([&] { return events().find("fs1#2") != std::string::npos; }, 10s)) << events();
   EXPECT_EQ(difference(expected, digest(kFleet, "tree")), "") << events();
 }
