@@ -47,21 +47,6 @@ int answer(int result) {
   return result;
 }
 
-void fill_stat(const FileStat& in, struct stat* out) {
-  std::memset(out, 0, sizeof(*out));
-  out->st_ino = in.inode;
-  out->st_mode = in.mode;
-  out->st_nlink = in.nlink;
-  out->st_uid = in.uid;
-  out->st_gid = in.gid;
-  out->st_size = static_cast<off_t>(in.size);
-  out->st_blocks = static_cast<blkcnt_t>(in.blocks);
-  out->st_blksize = static_cast<blksize_t>(kBlockBytes);
-  out->st_atim = timespec{static_cast<time_t>(in.atime_ns / 1'000'000'000), static_cast<long>(in.atime_ns % 1'000'000'000)};
-  out->st_mtim = timespec{static_cast<time_t>(in.mtime_ns / 1'000'000'000), static_cast<long>(in.mtime_ns % 1'000'000'000)};
-  out->st_ctim = timespec{static_cast<time_t>(in.ctime_ns / 1'000'000'000), static_cast<long>(in.ctime_ns % 1'000'000'000)};
-}
-
 std::uint64_t time_of(const timespec& time) {
   if (time.tv_nsec == UTIME_OMIT) return kTimeOmit;
   timespec value = time;
@@ -80,7 +65,7 @@ void* on_init(fuse_conn_info*, fuse_config* config) {
 int on_getattr(const char* path, struct stat* out, fuse_file_info* fi) {
   FileStat st;
   const int result = fi != nullptr ? client().fstat(descriptor(fi), st) : client().lstat(path, st);
-  if (result == 0) fill_stat(st, out);
+  if (result == 0) fill_stat(st, *out);
   return answer(result);
 }
 

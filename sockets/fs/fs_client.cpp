@@ -49,6 +49,24 @@ FileType type_of_mode(std::uint32_t mode) {
 
 }  // namespace
 
+void fill_stat(const FileStat& in, struct stat& out) {
+  auto time_of = [](std::uint64_t ns) {
+    return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  };
+  out = {};
+  out.st_ino = in.inode;
+  out.st_mode = in.mode;
+  out.st_nlink = in.nlink;
+  out.st_uid = in.uid;
+  out.st_gid = in.gid;
+  out.st_size = static_cast<off_t>(in.size);
+  out.st_blocks = static_cast<blkcnt_t>(in.blocks);
+  out.st_blksize = static_cast<blksize_t>(kBlockBytes);
+  out.st_atim = time_of(in.atime_ns);
+  out.st_mtim = time_of(in.mtime_ns);
+  out.st_ctim = time_of(in.ctime_ns);
+}
+
 Status Transport::call_each(std::span<const ServerIndex> servers, std::span<FsMessage> messages) {
   for (std::size_t i = 0; i < messages.size(); ++i) {
     auto reply = call(servers[i], messages[i]);
@@ -854,6 +872,36 @@ int Client::inherit(const SharedDescriptor& shared) {
                           static_cast<int>(shared.flags), shared.server_descriptor, 0);
   fds_[static_cast<std::size_t>(fd)]->shared = true;
   return fd;
+}
+
+int Client::open_inode(InodeNumber inode, int flags) {
+  if (open_descriptors() >= options_.max_descriptors) return -EMFILE;
+  FsMessage message = request(FsOp::open, inode);
+  message.flags = kByInode;
+  message.arg0 = static_cast<std::uint32_t>(flags) & ~static_cast<std::uint32_t>(O_CREAT | O_EXCL | O_TRUNC);
+  FsMessage reply;
+  if (int error = call_status(home_of(inode), message, &reply); error != 0) return error;
+  return describe(Found{reply.inode, reply.arg2}, flags, reply.arg0, reply.arg1);
+}
+
+int Client::describe_fd(int fd, SharedDescriptor& out) const {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size() || fds_[static_cast<std::size_t>(fd)] == nullptr) {
+    return -EBADF;
+  }
+  const Description& d = *fds_[static_cast<std::size_t>(fd)];
+  out = SharedDescriptor{d.inode, d.server_descriptor, d.flags, d.type};
+  return 0;
+}
+
+int Client::refresh(int fd) {
+  Description* d = description(fd);
+  if (d == nullptr) return -EBADF;
+  FileStat stat;
+  if (int error = stat_inode(d->inode, stat); error != 0) return error;
+  // A file cut shorter meanwhile has a new block list past the cut.
+  if (stat.size < d->size) d->blocks.clear();
+  d->size = stat.size;
+  return 0;
 }
 
 }  // namespace flotilla::fs

@@ -20,6 +20,7 @@
 //   at open, and what this client wrote is published (FLUSH) at close and fsync.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -66,6 +67,9 @@ struct FileStat {
   std::uint64_t mtime_ns = 0;
   std::uint64_t ctime_ns = 0;
 };
+
+// `in` as struct stat says it (st_dev left 0).
+void fill_stat(const FileStat& in, struct stat& out);
 
 struct DirEntry {
   std::string name;
@@ -129,6 +133,13 @@ class Client {
   int share(int fd, ClientId child, SharedDescriptor& out);
   // The child's side: a descriptor for what the parent shared.
   int inherit(const SharedDescriptor& shared);
+  // A descriptor of its own for an inode another process opened (a descriptor inherited over
+  // fork or exec): O_CREAT, O_EXCL and O_TRUNC are ignored, they were applied by the first open.
+  int open_inode(InodeNumber inode, int flags);
+  // What descriptor `fd` names (its inode, type and open flags).
+  int describe_fd(int fd, SharedDescriptor& out) const;
+  // Takes the file's size from the server again: another process may have written to it.
+  int refresh(int fd);
 
   std::uint64_t cached_lookups() const { return cache_hits_; }
   std::size_t open_descriptors() const;

@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "sockets/preload/calls.hpp"
+#include "sockets/preload/files.hpp"
 #include "sockets/preload/real_calls.hpp"
 
 namespace flotilla::preload {
@@ -236,7 +237,7 @@ ssize_t send_file(int out_fd, int in_fd, off64_t* offset, std::size_t count) {
 using namespace flotilla::preload;
 
 FLOTILLA_EXPORT ssize_t read(int fd, void* buffer, size_t length) {
-  if (!is_socket(fd)) return REAL(read)(fd, buffer, length);
+  if (!is_socket(fd)) return is_file(fd) ? read_file(fd, buffer, length) : REAL(read)(fd, buffer, length);
   return receive_one(fd, buffer, length, 0);
 }
 
@@ -246,17 +247,17 @@ FLOTILLA_EXPORT ssize_t __read_chk(int fd, void* buffer, size_t length, size_t b
 }
 
 FLOTILLA_EXPORT ssize_t write(int fd, const void* buffer, size_t length) {
-  if (!is_socket(fd)) return REAL(write)(fd, buffer, length);
+  if (!is_socket(fd)) return is_file(fd) ? write_file(fd, buffer, length) : REAL(write)(fd, buffer, length);
   return transmit_one(fd, buffer, length, 0);
 }
 
 FLOTILLA_EXPORT ssize_t readv(int fd, const iovec* vectors, int count) {
-  if (!is_socket(fd)) return REAL(readv)(fd, vectors, count);
+  if (!is_socket(fd)) return is_file(fd) ? readv_file(fd, vectors, count) : REAL(readv)(fd, vectors, count);
   return receive(fd, vectors, count, 0);
 }
 
 FLOTILLA_EXPORT ssize_t writev(int fd, const iovec* vectors, int count) {
-  if (!is_socket(fd)) return REAL(writev)(fd, vectors, count);
+  if (!is_socket(fd)) return is_file(fd) ? writev_file(fd, vectors, count) : REAL(writev)(fd, vectors, count);
   return transmit(fd, vectors, count, 0);
 }
 

@@ -19,6 +19,7 @@
 #include <random>
 
 #include "sockets/preload/calls.hpp"
+#include "sockets/preload/files.hpp"
 #include "sockets/preload/real_calls.hpp"
 
 namespace flotilla::preload {
@@ -440,6 +441,7 @@ void share_descriptor(int from, int to) {
 int fcntl_common(int fd, int command, void* argument, int (*real)(int, int, ...)) {
   const FdKind kind = fd_kind(fd);
   if (kind == FdKind::kernel) return real(fd, command, argument);
+  if (kind == FdKind::file) return fcntl_file(fd, command, argument, real);
   if (command == F_DUPFD || command == F_DUPFD_CLOEXEC) {
     Lock lock(Runtime::get().mutex());
     const int copy = real(fd, command, argument);
@@ -745,12 +747,14 @@ FLOTILLA_EXPORT int shutdown(int fd, int how) {
 
 FLOTILLA_EXPORT int close(int fd) {
   if (fd_kind(fd) == FdKind::kernel) return REAL(close)(fd);
+  if (is_file(fd)) return close_file(fd);
   Lock lock(Runtime::get().mutex());
   Runtime::get().forget(fd);
   return REAL(close)(fd);
 }
 
 FLOTILLA_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+  if ((flags & CLOSE_RANGE_CLOEXEC) == 0) forget_files_in(first, last);
   Lock lock(Runtime::get().mutex());
   const int closed = REAL(close_range)(first, last, flags);
   if (closed == 0 && (flags & CLOSE_RANGE_CLOEXEC) == 0) {
@@ -764,6 +768,7 @@ FLOTILLA_EXPORT int close_range(unsigned int first, unsigned int last, int flags
 
 FLOTILLA_EXPORT int dup(int fd) {
   if (fd_kind(fd) == FdKind::kernel) return REAL(dup)(fd);
+  if (is_file(fd)) return fcntl_file(fd, F_DUPFD, nullptr, REAL(fcntl));
   Lock lock(Runtime::get().mutex());
   const int copy = REAL(dup)(fd);
   if (copy >= 0) share_descriptor(fd, copy);
@@ -771,6 +776,9 @@ FLOTILLA_EXPORT int dup(int fd) {
 }
 
 FLOTILLA_EXPORT int dup3(int fd, int target, int flags) {
+  if (is_file(fd) || is_file(target)) {
+    if (const int copy = dup_file(fd, target, flags, false); copy != kNotFile) return copy;
+  }
   if (fd_kind(fd) == FdKind::kernel && fd_kind(target) == FdKind::kernel) return REAL(dup3)(fd, target, flags);
   Lock lock(Runtime::get().mutex());
   const int copy = REAL(dup3)(fd, target, flags);
@@ -779,6 +787,9 @@ FLOTILLA_EXPORT int dup3(int fd, int target, int flags) {
 }
 
 FLOTILLA_EXPORT int dup2(int fd, int target) {
+  if (is_file(fd) || is_file(target)) {
+    if (const int copy = dup_file(fd, target, 0, true); copy != kNotFile) return copy;
+  }
   if (fd_kind(fd) == FdKind::kernel && fd_kind(target) == FdKind::kernel) return REAL(dup2)(fd, target);
   Lock lock(Runtime::get().mutex());
   const int copy = REAL(dup2)(fd, target);

@@ -24,14 +24,10 @@ namespace flotilla::preload {
 
 std::atomic<FdKind> g_fd_kind[kMaxFds];
 
-namespace {
-
 std::string control_socket_path() {
   const char* path = std::getenv("FLOTILLA_SOCKET");
   return path != nullptr && *path != '\0' ? std::string(path) : default_socket_path();
 }
-
-}  // namespace
 
 Runtime& Runtime::get() {
   // Never destroyed: other libraries' destructors and atexit handlers may still close sockets.

@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "dataplane/clock.hpp"
@@ -39,7 +40,8 @@
 
 namespace flotilla::preload {
 
-enum class FdKind : std::uint8_t { kernel = 0, tcp = 1, epoll = 2 };
+// file: a descriptor of the file fleet (files.hpp), also a real kernel descriptor (a memfd).
+enum class FdKind : std::uint8_t { kernel = 0, tcp = 1, epoll = 2, file = 3 };
 
 // Datagrams a UDP socket received and the program has not read yet: a fixed ring, allocated with
 // the socket (UdpSockets hands each datagram over during the loop only, so it is copied here).
@@ -357,6 +359,9 @@ class Runtime {
   std::vector<std::shared_ptr<Socket>> sockets_;   // by descriptor number
   std::vector<std::shared_ptr<EpollSet>> epolls_;  // by descriptor number
 };
+
+// The supervisor's control socket: FLOTILLA_SOCKET, else the default path.
+std::string control_socket_path();
 
 // Sets errno and returns -1, the shape of every failing call.
 inline int fail_with(int error) {

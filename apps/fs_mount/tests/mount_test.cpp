@@ -25,12 +25,14 @@
 
 #include "recovery/control_socket.hpp"
 #include "recovery/default_config.hpp"
+#include "sockets/fs/tests/file_trees.hpp"
 #include "tests/support/stack_harness.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 namespace fsys = std::filesystem;
+using flotilla::fs::testing::difference;
 
 using flotilla::testing::build_root;
 using flotilla::testing::CommandOutcome;
@@ -46,27 +48,6 @@ bool mounted(const fsys::path& directory) {
   return false;
 }
 
-// A tree of `files` files over nested directories, sizes from empty to several blocks, contents
-// from a fixed seed, and a few symlinks.
-void generate_tree(const fsys::path& root, int files) {
-  std::mt19937 random(17);
-  fsys::create_directories(root);
-  std::vector<fsys::path> directories{root};
-  for (int i = 0; i < files / 40; ++i) {
-    const fsys::path parent = directories[random() % directories.size()];
-    directories.push_back(parent / ("dir" + std::to_string(i)));
-    fsys::create_directory(directories.back());
-  }
-  std::string content;
-  for (int i = 0; i < files; ++i) {
-    const fsys::path& directory = directories[random() % directories.size()];
-    const std::size_t size = random() % 4 == 0 ? random() % 20000 : random() % 600;
-    content.resize(size);
-    for (char& c : content) c = static_cast<char>('a' + random() % 26);
-    std::ofstream(directory / ("file" + std::to_string(i) + ".txt"), std::ios::binary) << content;
-    if (i % 250 == 0) fsys::create_symlink("file" + std::to_string(i) + ".txt", directory / ("link" + std::to_string(i)));
-  }
-}
 
 // Every entry's path and type, then every regular file's checksum, in path order.
 std::string digest(const fsys::path& root) {
@@ -76,26 +57,6 @@ std::string digest(const fsys::path& root) {
   return listing.output + sums.output;
 }
 
-// The lines of `actual` that `expected` lacks and the other way round ("" when equal), a few of each.
-std::string difference(const std::string& expected, const std::string& actual) {
-  auto lines = [](const std::string& text) {
-    std::multiset<std::string> out;
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) out.insert(line);
-    return out;
-  };
-  const auto want = lines(expected);
-  const auto got = lines(actual);
-  std::vector<std::string> missing;
-  std::vector<std::string> extra;
-  std::set_difference(want.begin(), want.end(), got.begin(), got.end(), std::back_inserter(missing));
-  std::set_difference(got.begin(), got.end(), want.begin(), want.end(), std::back_inserter(extra));
-  std::string report;
-  for (std::size_t i = 0; i < missing.size() && i < 8; ++i) report += "missing: " + missing[i] + "\n";
-  for (std::size_t i = 0; i < extra.size() && i < 8; ++i) report += "unexpected: " + extra[i] + "\n";
-  if (!report.empty()) report += std::to_string(missing.size()) + " missing, " + std::to_string(extra.size()) + " unexpected\n";
-  return report;
-}
 
 class MountTest : public ::testing::Test {
  protected:
@@ -109,7 +70,7 @@ class MountTest : public ::testing::Test {
     socket_ = (folder_ / "control.sock").string();
     mount_point_ = folder_ / "mnt";
     fsys::create_directory(mount_point_);
-    generate_tree(folder_ / "tree", kFiles);
+    flotilla::fs::testing::generate_tree(folder_ / "tree", kFiles, 17);
     ASSERT_EQ(shell("tar -C '" + (folder_ / "tree").string() + "' -cf '" + (folder_ / "tree.tar").string() + "' .")
                   .exit_code,
               0);
@@ -153,14 +114,7 @@ class MountTest : public ::testing::Test {
   }
   std::string events() const { return flotilla::recovery::whole_event_log(socket_); }
   std::int64_t counter(const std::string& component, const std::string& name) const {
-    std::string refusal;
-    auto reply = flotilla::recovery::control_request(socket_, "counters", &refusal);
-    if (!reply) return -1;
-    const auto table = flotilla::recovery::parse_counters(reply.value());
-    const auto c = table.find(component);
-    if (c == table.end()) return -1;
-    const auto value = c->second.find(name);
-    return value == c->second.end() ? -1 : static_cast<std::int64_t>(value->second);
+    return flotilla::fs::testing::counter(socket_, component, name);
   }
   CommandOutcome extract_into(const fsys::path& target) const {
     fsys::create_directory(target);
@@ -187,26 +141,12 @@ TEST_F(MountTest, TarIntoTheMountMatchesTmpfs) {
 }
 
 TEST_F(MountTest, TarMatchesTmpfsThoughAFileServerCrashesDuringIt) {
-  // The crash comes at a point of progress, not of time: once fs1 has served this many requests
-  // of the extraction, well before its end.
-  const std::int64_t before = counter("fs1", "fs_requests");
-  ASSERT_GE(before, 0);
-  std::atomic<bool> injected{false};
-  std::atomic<bool> done{false};
-  std::thread crasher([&] {
-    while (!done.load()) {
-      if (counter("fs1", "fs_requests") >= before + 3000) {
-        injected = cli("inject fs1 crash").exit_code == 0;
-        return;
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-  });
+  // The crash comes once fs1 has served this many requests of the extraction, well before its end.
+  flotilla::fs::testing::CrashAfterRequests crash(socket_, "fs1", 3000, [&] { return cli("inject fs1 crash").exit_code == 0; });
   const CommandOutcome extracted = extract_into(mount_point_ / "tree");
-  done = true;
-  crasher.join();
+  const bool injected = crash.stop();
   ASSERT_EQ(extracted.exit_code, 0) << extracted.output;
-  ASSERT_TRUE(injected.load()) << "the extraction ended before the crash was due";
+  ASSERT_TRUE(injected) << "the extraction ended before the crash was due";
   const std::string log = events();
   ASSERT_TRUE(wait_for([&] { return events().find("fs1#2") != std::string::npos; }, 10s)) << log;
   EXPECT_EQ(difference(reference_, digest(mount_point_ / "tree")), "") << events();

@@ -1,0 +1,493 @@
+// The preload library's file fleet state: the table of fleet descriptors, the seat's client, the
+// shared open file descriptions, fork and exec (see files.hpp).
+#undef _FILE_OFFSET_BITS
+#include "sockets/preload/files.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "dataplane/clock.hpp"
+#include "sockets/preload/calls.hpp"
+#include "sockets/preload/real_calls.hpp"
+
+namespace flotilla::preload {
+
+namespace {
+
+constexpr char kMemfdName[] = "flotilla-fs";
+constexpr char kDefaultPrefix[] = "/flotilla";
+
+pid_t g_pid = ::getpid();  // this process (a fork child sets its own)
+
+// `path` with "." and ".." applied lexically and slashes made single: "/" at least.
+std::string normal(std::string_view path) {
+  std::vector<std::string_view> parts;
+  std::size_t at = 0;
+  while (at <= path.size()) {
+    std::size_t slash = path.find('/', at);
+    if (slash == std::string_view::npos) slash = path.size();
+    const std::string_view part = path.substr(at, slash - at);
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    at = slash + 1;
+  }
+  std::string out;
+  for (const std::string_view part : parts) {
+    out += '/';
+    out += part;
+  }
+  return out.empty() ? "/" : out;
+}
+
+}  // namespace
+
+OpenFile::~OpenFile() {
+  if (state != nullptr) ::munmap(state, SharedState::kBytes);
+}
+
+OffsetHold::OffsetHold(SharedState& state) : state_(state) {
+  // The holder is another process (this one's threads are serialised by the Files lock); one that
+  // died inside a call leaves its pid, taken over once it is gone.
+  for (unsigned spins = 1;; ++spins) {
+    pid_t holder = 0;
+    if (state.holder.compare_exchange_weak(holder, g_pid, std::memory_order_acquire)) return;
+    if (holder == g_pid) return;  // left by this process (a call a signal handler jumped out of)
+    if (spins % 256 == 0 && ::kill(holder, 0) != 0 && errno == ESRCH &&
+        state.holder.compare_exchange_strong(holder, g_pid, std::memory_order_acquire)) {
+      return;
+    }
+    ::sched_yield();
+  }
+}
+
+OffsetHold::~OffsetHold() { state_.holder.store(0, std::memory_order_release); }
+
+Files& Files::get() {
+  // Never destroyed: stdio's streams are flushed (through here) after static destructors ran.
+  static Files* const files = [] {
+    auto* made = new Files();
+    ::pthread_atfork([] { Files::get().mutex().lock(); }, [] { Files::get().mutex().unlock(); },
+                     [] { Files::get().after_fork_child(); });
+    return made;
+  }();
+  return *files;
+}
+
+Files::Files() = default;
+
+std::string_view fleet_prefix() {
+  // Filled once; a race fills it twice with the same bytes.
+  static char prefix[256];
+  static std::atomic<std::size_t> length{0};
+  if (const std::size_t known = length.load(std::memory_order_acquire); known != 0) return {prefix, known};
+  const char* wanted = std::getenv("FLOTILLA_FILES_PREFIX");
+  std::size_t size = wanted != nullptr && wanted[0] == '/' ? std::strlen(wanted) : 0;
+  while (size > 1 && wanted[size - 1] == '/') --size;
+  // The whole namespace cannot be the fleet's, and an overlong prefix is not taken.
+  if (size <= 1 || size >= sizeof(prefix)) {
+    wanted = kDefaultPrefix;
+    size = sizeof(kDefaultPrefix) - 1;
+  }
+  std::memcpy(prefix, wanted, size);
+  length.store(size, std::memory_order_release);
+  return {prefix, size};
+}
+
+bool fleet_path(int directory, const char* path, std::string& out) {
+  if (path == nullptr) return false;
+  std::string joined;
+  if (path[0] == '/') {
+    const std::string_view prefix = fleet_prefix();
+    if (std::strncmp(path, prefix.data(), prefix.size()) != 0 ||
+        (path[prefix.size()] != '\0' && path[prefix.size()] != '/')) {
+      return false;
+    }
+    joined = path + prefix.size();
+  } else if (directory == AT_FDCWD) {
+    if (!g_cwd_in_fleet.load(std::memory_order_relaxed)) return false;
+    joined = Files::get().cwd() + "/" + path;
+  } else if (is_file(directory)) {
+    Files& files = Files::get();
+    Lock lock(files.mutex());
+    const std::shared_ptr<OpenFile> file = files.at(directory);
+    if (file == nullptr) return false;
+    joined = std::string(file->state->path) + "/" + path;
+  } else {
+    return false;
+  }
+  out = normal(joined);
+  return true;
+}
+
+std::string Files::cwd() const {
+  Lock lock(mutex_);
+  return cwd_;
+}
+
+void Files::set_cwd(std::string path) {
+  Lock lock(mutex_);
+  g_cwd_in_fleet.store(!path.empty(), std::memory_order_relaxed);
+  cwd_ = std::move(path);
+}
+
+fs::Client* Files::client() {
+  if (connection_ != nullptr && !connection_->stack_gone()) return &connection_->client();
+  // A fleet that is not there is asked again at most once a second.
+  constexpr std::uint64_t kLeaseEveryNs = 1'000'000'000;
+  const std::uint64_t now = monotonic_ns();
+  if (now < next_lease_ns_) {
+    errno = lease_errno_;
+    return nullptr;
+  }
+  next_lease_ns_ = now + kLeaseEveryNs;
+  // The seat's descriptors go above the low numbers, which programs name themselves (a shell's
+  // `exec 3<file` is a dup2 onto 3): the free ones are held while the seat is leased.
+  constexpr int kLowDescriptors = 64;
+  std::vector<int> held;
+  for (;;) {
+    const int fd = REAL(open)("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;
+    if (fd >= kLowDescriptors) {
+      REAL(close)(fd);
+      break;
+    }
+    held.push_back(fd);
+  }
+  auto leased = fs::FleetConnection::lease(control_socket_path());
+  for (const int fd : held) REAL(close)(fd);
+  if (leased) {
+    // Descriptors opened under an earlier lease open their inode again under this one.
+    if (connection_ != nullptr) ++generation_;
+    connection_ = std::move(leased.value());
+    next_lease_ns_ = 0;
+    return &connection_->client();
+  }
+  const Error& error = leased.error();
+  lease_errno_ = error.code == Errc::exhausted ? ENFILE : ENOENT;
+  if (!complained_) {
+    complained_ = true;
+    const char* why = error.code == Errc::exhausted ? "every application seat is leased (limits.app_seats)"
+                      : error.code == Errc::system || error.code == Errc::closed
+                          ? "the stack is not running"
+                          : (error.context != nullptr ? error.context : "the lease was refused");
+    std::fprintf(stderr, "flotilla: no file fleet under %s: %s; its paths fail with %s\n", fleet_prefix().data(), why,
+                 std::strerror(lease_errno_));
+  }
+  errno = lease_errno_;
+  return nullptr;
+}
+
+std::shared_ptr<OpenFile> Files::at(int fd) {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= table_.size()) return nullptr;
+  return table_[static_cast<std::size_t>(fd)];
+}
+
+int Files::client_fd(OpenFile& file) {
+  fs::Client* client = this->client();
+  if (client == nullptr) return -errno;
+  if (file.client_fd >= 0 && file.generation == generation_) return file.client_fd;
+  const int opened = client->open_inode(file.state->inode, static_cast<int>(file.state->flags));
+  if (opened < 0) return opened;
+  file.client_fd = opened;
+  file.generation = generation_;
+  return opened;
+}
+
+int Files::install(int client_fd, const std::string& path, int flags) {
+  fs::SharedDescriptor described;
+  if (int error = connection_->client().describe_fd(client_fd, described); error != 0) return fail_with(-error);
+  if (path.size() >= sizeof(SharedState::path)) return fail_with(ENAMETOOLONG);
+  const int fd = ::memfd_create(kMemfdName, (flags & O_CLOEXEC) != 0 ? MFD_CLOEXEC : 0);
+  if (fd < 0) return -1;
+  auto give_up = [fd](int error) {
+    REAL(close)(fd);
+    return fail_with(error);
+  };
+  if (fd >= kMaxFds) return give_up(EMFILE);
+  if (REAL(ftruncate)(fd, SharedState::kBytes) != 0) return give_up(errno);
+  void* page = ::mmap(nullptr, SharedState::kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (page == MAP_FAILED) return give_up(errno);
+  auto* state = new (page) SharedState{};
+  state->inode = described.inode;
+  state->flags = static_cast<std::uint32_t>(flags) & (O_ACCMODE | O_APPEND);
+  state->type = static_cast<std::uint8_t>(described.type);
+  std::memcpy(state->path, path.c_str(), path.size() + 1);
+  state->magic = SharedState::kMagic;
+  // The C library's own reads and writes (a stdio stream this library did not make) find the
+  // memfd's end, past the state.
+  (void)REAL(lseek)(fd, SharedState::kBytes, SEEK_SET);
+  auto file = std::make_shared<OpenFile>();
+  file->state = state;
+  file->client_fd = client_fd;
+  file->generation = generation_;
+  if (static_cast<std::size_t>(fd) >= table_.size()) table_.resize(static_cast<std::size_t>(fd) + 1);
+  table_[static_cast<std::size_t>(fd)] = std::move(file);
+  g_fd_kind[fd].store(FdKind::file, std::memory_order_relaxed);
+  return fd;
+}
+
+void Files::share(int from, int to) {
+  std::shared_ptr<OpenFile> file = at(from);
+  if (file == nullptr || to < 0 || to >= kMaxFds) return;
+  forget(to);
+  if (static_cast<std::size_t>(to) >= table_.size()) table_.resize(static_cast<std::size_t>(to) + 1);
+  table_[static_cast<std::size_t>(to)] = std::move(file);
+  g_fd_kind[to].store(FdKind::file, std::memory_order_relaxed);
+}
+
+void Files::forget(int fd) {
+  if (fd < 0 || static_cast<std::size_t>(fd) >= table_.size()) return;
+  g_fd_kind[fd].store(FdKind::kernel, std::memory_order_relaxed);
+  std::shared_ptr<OpenFile> file = std::move(table_[static_cast<std::size_t>(fd)]);
+  // Its last descriptor here: this process's hold at the servers goes (what it wrote is
+  // published already).
+  if (file != nullptr && file.use_count() == 1 && file->client_fd >= 0 && file->generation == generation_ &&
+      connection_ != nullptr) {
+    (void)connection_->client().close(file->client_fd);
+  }
+}
+
+void Files::after_fork_child() {
+  new (&mutex_) LibraryMutex();  // the parent's thread held it (see Runtime::after_fork_child)
+  g_pid = ::getpid();
+  // The parent's seat has one producer, the parent: the child leases its own on first use and
+  // opens the inodes of the descriptors it inherited again there. The parent's connection is left
+  // as it is (its descriptors, closed here, would end nothing: the parent holds them too).
+  (void)connection_.release();
+  ++generation_;
+  next_lease_ns_ = 0;
+}
+
+bool Files::attach(int fd, std::vector<std::pair<ino_t, std::shared_ptr<OpenFile>>>& seen) {
+  struct stat described {};
+  if (::fstat(fd, &described) != 0 || fd >= kMaxFds) return false;
+  std::shared_ptr<OpenFile> file;
+  for (const auto& [inode, known] : seen) {
+    if (inode == described.st_ino) file = known;
+  }
+  if (file == nullptr) {
+    void* page = ::mmap(nullptr, SharedState::kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (page == MAP_FAILED) return false;
+    auto* state = static_cast<SharedState*>(page);
+    if (described.st_size < static_cast<off_t>(SharedState::kBytes) || state->magic != SharedState::kMagic) {
+      ::munmap(page, SharedState::kBytes);
+      return false;
+    }
+    file = std::make_shared<OpenFile>();
+    file->state = state;
+    seen.emplace_back(described.st_ino, file);
+  }
+  if (static_cast<std::size_t>(fd) >= table_.size()) table_.resize(static_cast<std::size_t>(fd) + 1);
+  table_[static_cast<std::size_t>(fd)] = std::move(file);
+  g_fd_kind[fd].store(FdKind::file, std::memory_order_relaxed);
+  return true;
+}
+
+void Files::adopt_inherited() {
+  Lock lock(mutex_);
+  DIR* directory = REAL(opendir)("/proc/self/fd");
+  if (directory == nullptr) return;
+  const int own = ::dirfd(directory);
+  std::vector<std::pair<ino_t, std::shared_ptr<OpenFile>>> seen;
+  const std::string wanted = std::string("/memfd:") + kMemfdName + " (deleted)";
+  while (const dirent64* entry = REAL(readdir64)(directory)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (*end != '\0' || end == entry->d_name || fd == own) continue;
+    char link[64];
+    char target[128];
+    std::snprintf(link, sizeof(link), "/proc/self/fd/%ld", fd);
+    const ssize_t length = REAL(readlink)(link, target, sizeof(target) - 1);
+    if (length < 0 || std::string_view(target, static_cast<std::size_t>(length)) != wanted) continue;
+    (void)attach(static_cast<int>(fd), seen);
+  }
+  REAL(closedir)(directory);
+}
+
+// The hooks the other interposed calls use.
+
+namespace {
+
+// A fleet descriptor's call, entered: the lock, the description, the client and its descriptor.
+struct FileCall {
+  Lock lock;
+  std::shared_ptr<OpenFile> file;
+  fs::Client* client = nullptr;
+  int client_fd = -1;
+};
+
+bool enter_file(int fd, FileCall& call) {
+  Files& files = Files::get();
+  call.lock = Lock(files.mutex());
+  call.file = files.at(fd);
+  if (call.file == nullptr) {
+    errno = EBADF;
+    return false;
+  }
+  call.client_fd = files.client_fd(*call.file);
+  if (call.client_fd < 0) {
+    errno = -call.client_fd;
+    return false;
+  }
+  call.client = files.client();
+  return call.client != nullptr;
+}
+
+thread_local std::vector<std::byte> t_gathered;
+
+}  // namespace
+
+ssize_t read_file(int fd, void* buffer, std::size_t length) {
+  FileCall call;
+  if (!enter_file(fd, call)) return -1;
+  OffsetHold hold(*call.file->state);
+  const std::uint64_t offset = call.file->state->offset.load(std::memory_order_relaxed);
+  const std::span<std::byte> out(static_cast<std::byte*>(buffer), length);
+  ssize_t got = call.client->pread(call.client_fd, out, offset);
+  if (got == 0 && length > 0) {
+    // The end as this process knew it: another holder of the file may have written past it.
+    if (int error = call.client->refresh(call.client_fd); error != 0) return fail_with(-error);
+    got = call.client->pread(call.client_fd, out, offset);
+  }
+  if (got < 0) return fail_with(static_cast<int>(-got));
+  call.file->state->offset.store(offset + static_cast<std::uint64_t>(got), std::memory_order_relaxed);
+  return got;
+}
+
+ssize_t write_file(int fd, const void* buffer, std::size_t length) {
+  FileCall call;
+  if (!enter_file(fd, call)) return -1;
+  SharedState& state = *call.file->state;
+  OffsetHold hold(state);
+  const std::span<const std::byte> data(static_cast<const std::byte*>(buffer), length);
+  fs::SharedDescriptor described;
+  if (int error = call.client->describe_fd(call.client_fd, described); error != 0) return fail_with(-error);
+  ssize_t put = 0;
+  if ((described.flags & O_APPEND) != 0) {
+    put = call.client->write(call.client_fd, data);  // the server puts it at the end
+    if (put >= 0) state.offset.store(static_cast<std::uint64_t>(call.client->lseek(call.client_fd, 0, SEEK_CUR)));
+  } else {
+    std::uint64_t offset = state.offset.load(std::memory_order_relaxed);
+    if ((state.flags & O_APPEND) != 0) {  // set by F_SETFL after the open
+      fs::FileStat stat;
+      if (int error = call.client->fstat(call.client_fd, stat); error != 0) return fail_with(-error);
+      offset = stat.size;
+    }
+    put = call.client->pwrite(call.client_fd, data, offset);
+    if (put >= 0) state.offset.store(offset + static_cast<std::uint64_t>(put), std::memory_order_relaxed);
+  }
+  if (put < 0) return fail_with(static_cast<int>(-put));
+  // Published now: another process holding this description (or the file) reads it next.
+  if (int error = call.client->fsync(call.client_fd); error != 0) return fail_with(-error);
+  return put;
+}
+
+ssize_t readv_file(int fd, const iovec* vectors, int count) {
+  if (count < 0) return fail_with(EINVAL);
+  std::size_t total = 0;
+  for (int i = 0; i < count; ++i) total += vectors[i].iov_len;
+  t_gathered.resize(total);
+  const ssize_t got = read_file(fd, t_gathered.data(), total);
+  if (got <= 0) return got;
+  std::size_t at = 0;
+  for (int i = 0; i < count && at < static_cast<std::size_t>(got); ++i) {
+    const std::size_t step = std::min(vectors[i].iov_len, static_cast<std::size_t>(got) - at);
+    std::memcpy(vectors[i].iov_base, t_gathered.data() + at, step);
+    at += step;
+  }
+  return got;
+}
+
+ssize_t writev_file(int fd, const iovec* vectors, int count) {
+  if (count < 0) return fail_with(EINVAL);
+  t_gathered.clear();
+  for (int i = 0; i < count; ++i) {
+    const auto* base = static_cast<const std::byte*>(vectors[i].iov_base);
+    t_gathered.insert(t_gathered.end(), base, base + vectors[i].iov_len);
+  }
+  return write_file(fd, t_gathered.data(), t_gathered.size());
+}
+
+int close_file(int fd) {
+  Files& files = Files::get();
+  Lock lock(files.mutex());
+  files.forget(fd);
+  return REAL(close)(fd);
+}
+
+void forget_files_in(unsigned int first, unsigned int last) {
+  Files& files = Files::get();
+  Lock lock(files.mutex());
+  const unsigned int end = std::min<unsigned int>(last, kMaxFds - 1);
+  for (unsigned int fd = first; fd <= end; ++fd) {
+    if (is_file(static_cast<int>(fd))) files.forget(static_cast<int>(fd));
+  }
+}
+
+int dup_file(int fd, int target, int flags, bool as_dup2) {
+  Files& files = Files::get();
+  if (!is_file(fd)) {
+    // A kernel descriptor or a socket replaces a fleet one: this one goes, the rest as usual.
+    if (REAL(fcntl)(fd, F_GETFD) < 0) return -1;
+    standard_stream_flush(target);
+    Lock lock(files.mutex());
+    files.forget(target);
+    standard_stream_follows(target);
+    return kNotFile;
+  }
+  standard_stream_flush(target);
+  if (fd == target) return as_dup2 ? fd : fail_with(EINVAL);
+  const FdKind replaced = fd_kind(target);
+  Lock lock(files.mutex());
+  const int copy = as_dup2 ? REAL(dup2)(fd, target) : REAL(dup3)(fd, target, flags);
+  if (copy < 0) return -1;
+  if (replaced == FdKind::tcp || replaced == FdKind::epoll) {
+    Lock sockets(Runtime::get().mutex());
+    Runtime::get().forget(target);
+  }
+  files.share(fd, copy);
+  standard_stream_follows(copy);
+  return copy;
+}
+
+int fcntl_file(int fd, int command, void* argument, int (*real)(int, int, ...)) {
+  Files& files = Files::get();
+  Lock lock(files.mutex());
+  const std::shared_ptr<OpenFile> file = files.at(fd);
+  if (file == nullptr) return fail_with(EBADF);
+  switch (command) {
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+      const int copy = real(fd, command, argument);
+      if (copy >= 0) files.share(fd, copy);
+      return copy;
+    }
+    case F_GETFL:
+      return static_cast<int>(file->state->flags) | O_LARGEFILE;
+    case F_SETFL: {
+      // O_APPEND, like Linux's; O_NONBLOCK means nothing to a file.
+      const auto wanted = static_cast<std::uint32_t>(reinterpret_cast<std::intptr_t>(argument));
+      file->state->flags = (file->state->flags & ~static_cast<std::uint32_t>(O_APPEND)) | (wanted & O_APPEND);
+      return 0;
+    }
+    default:
+      return real(fd, command, argument);  // FD_CLOEXEC and locks: the memfd's
+  }
+}
+
+}  // namespace flotilla::preload

@@ -1,0 +1,140 @@
+// The file fleet in the preload library: paths under the prefix (FLOTILLA_FILES_PREFIX, which
+// `flotilla run` sets from `[files] prefix`; /flotilla by default) and descriptors opened there go
+// to the fleet's client library (sockets/fs/); everything else goes to the kernel unchanged.
+//
+// A fleet descriptor is a real kernel descriptor: a one-page memfd named "flotilla-fs" that holds
+// the open file description's state (SharedState: inode, open flags, offset, path). The kernel
+// then does for fleet files what it does for its own: dup, dup2 onto 1, fork and exec (without
+// FD_CLOEXEC) hand on the same memfd, hence the same page, hence the same offset. Each process
+// that uses such a descriptor opens the inode at the servers once under its own seat (the servers
+// count it as a holder: an unlinked file lives while one is left), and every write is published
+// at once (FLUSH), so that another process sharing the description sees it.
+//
+// An exec'd program finds its inherited fleet descriptors at load (the memfds in /proc/self/fd)
+// and, when 0, 1 or 2 is one, replaces stdin, stdout or stderr by a stdio stream that calls the
+// fleet (the C library's own stdio reaches the kernel without passing here).
+#pragma once
+
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sockets/fs/fleet_connection.hpp"
+#include "sockets/preload/runtime.hpp"
+
+namespace flotilla::preload {
+
+inline bool is_file(int fd) { return fd_kind(fd) == FdKind::file; }
+
+// The interposed descriptor calls of other files hand fleet descriptors here.
+ssize_t read_file(int fd, void* buffer, std::size_t length);
+ssize_t write_file(int fd, const void* buffer, std::size_t length);
+ssize_t readv_file(int fd, const iovec* vectors, int count);
+ssize_t writev_file(int fd, const iovec* vectors, int count);
+int close_file(int fd);
+// close_range: forgets the fleet descriptors in [first, last] (the kernel closes the memfds).
+void forget_files_in(unsigned int first, unsigned int last);
+// dup2/dup3 (flags as dup3's) where `fd` or `target` is a fleet descriptor. When `fd` is not
+// one, the fleet descriptor at `target` is released and kNotFile says "go on as for a kernel one".
+inline constexpr int kNotFile = -2;
+int dup_file(int fd, int target, int flags, bool as_dup2);
+int fcntl_file(int fd, int command, void* argument, int (*real)(int, int, ...));
+// Before descriptor 0, 1 or 2 is replaced: its stdio stream writes out what it holds.
+void standard_stream_flush(int fd);
+// After: stdin, stdout or stderr follows it (a fleet stream for a fleet descriptor).
+void standard_stream_follows(int fd);
+
+// The prefix: FLOTILLA_FILES_PREFIX, else /flotilla. Read without allocating: the C library's
+// allocator may look at a path (jemalloc: /etc/malloc.conf) before it can allocate.
+std::string_view fleet_prefix();
+// Whether `path` (relative to `directory`: AT_FDCWD or a descriptor) is in the fleet, and its
+// fleet path ("/" for the prefix itself, "." and ".." taken lexically). A path that is not costs
+// a comparison and allocates nothing.
+bool fleet_path(int directory, const char* path, std::string& out);
+// Whether chdir put the working directory in the fleet.
+inline std::atomic<bool> g_cwd_in_fleet{false};
+
+// One open file description, in its memfd's page: every process holding the memfd maps it.
+struct SharedState {
+  static constexpr std::uint64_t kMagic = 0x31454c4946544c46;  // "FLTFILE1"
+  static constexpr std::size_t kBytes = 4096;
+  std::uint64_t magic;
+  fs::InodeNumber inode;
+  std::uint32_t flags;  // access mode and O_APPEND, as opened
+  std::uint8_t type;    // fs::FileType
+  // The process inside a call that reads or moves the offset (0: none): Linux's f_pos lock.
+  std::atomic<pid_t> holder;
+  std::atomic<std::uint64_t> offset;
+  char path[kBytes - 40];  // the fleet path it was opened by, for calls relative to a directory
+};
+static_assert(sizeof(SharedState) <= SharedState::kBytes);
+
+// This process's side of an open file description.
+struct OpenFile {
+  SharedState* state = nullptr;
+  int client_fd = -1;            // at this process's fleet client, made on first use
+  std::uint64_t generation = 0;  // Files::generation when client_fd was made
+  ~OpenFile();
+};
+
+// The process's fleet state; one recursive mutex guards it (never taken under Runtime's lock,
+// which may be taken under it).
+class Files {
+ public:
+  static Files& get();
+  LibraryMutex& mutex() { return mutex_; }
+
+  // The working directory when chdir put it in the fleet (a fleet path), else empty.
+  std::string cwd() const;
+  void set_cwd(std::string path);
+
+  // Under the lock. The client of this process's seat, leased on first use; null (errno set, one
+  // line on stderr the first time) when there is no fleet.
+  fs::Client* client();
+  std::shared_ptr<OpenFile> at(int fd);
+  // The descriptor `file` has at this process's client (opening its inode on first use): >= 0,
+  // or -errno.
+  int client_fd(OpenFile& file);
+  // A new kernel descriptor for client descriptor `client_fd`, opened by `path` with `flags`.
+  int install(int client_fd, const std::string& path, int flags);
+  // `to` (a new number from the kernel) names what `from` names.
+  void share(int from, int to);
+  // Drops `fd` from the table (its description is released with its last descriptor here).
+  void forget(int fd);
+
+  // fork and exec.
+  void after_fork_child();
+  void adopt_inherited();
+
+ private:
+  Files();
+  bool attach(int fd, std::vector<std::pair<ino_t, std::shared_ptr<OpenFile>>>& seen);
+
+  mutable LibraryMutex mutex_;
+  std::string cwd_;
+  std::vector<std::shared_ptr<OpenFile>> table_;  // by kernel descriptor
+  std::unique_ptr<fs::FleetConnection> connection_;
+  std::uint64_t generation_ = 1;
+  std::uint64_t next_lease_ns_ = 0;
+  int lease_errno_ = ENOENT;
+  bool complained_ = false;
+};
+
+// Holds a description's offset for the length of a call, across processes.
+class OffsetHold {
+ public:
+  explicit OffsetHold(SharedState& state);
+  ~OffsetHold();
+  OffsetHold(const OffsetHold&) = delete;
+  OffsetHold& operator=(const OffsetHold&) = delete;
+
+ private:
+  SharedState& state_;
+};
+
+}  // namespace flotilla::preload
