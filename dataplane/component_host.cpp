@@ -132,8 +132,8 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach_descriptors(
 
   host->loop_ = std::make_unique<ComponentLoop>(table->bells[block.id], block.counters, policy);
   ComponentHost* self = host.get();
-  if (auto s = host->loop_->add_input(host->control_in_,
-                                      [self](std::span<const Message> m) { self->on_control(m); });
+  if (auto s = host->loop_->set_control_input(host->control_in_,
+                                              [self](std::span<const Message> m) { self->on_control(m); });
       !s) {
     return s.error();
   }

@@ -12,6 +12,28 @@ Status ComponentLoop::add_input(RingConsumer& ring, InputHandler handler) {
   return {};
 }
 
+Status ComponentLoop::set_control_input(RingConsumer& ring, InputHandler handler) {
+  if (control_.ring != nullptr) return Error{Errc::invalid_argument, 0, "a second control input"};
+  if (!handler) return Error{Errc::invalid_argument, 0, "input without a handler"};
+  control_ = Input{&ring, std::move(handler), false};
+  return {};
+}
+
+bool ComponentLoop::drain_control() {
+  if (control_.ring == nullptr || control_.faulted) return false;
+  bool any = false;
+  for (;;) {
+    auto received = control_.ring->recv_burst(control_burst_);
+    if (!received) {
+      control_.faulted = true;
+      return any;
+    }
+    if (received.value() == 0) return any;
+    any = true;
+    control_.handler(std::span<const Message>(control_burst_.data(), received.value()));
+  }
+}
+
 Status ComponentLoop::add_poller(Poller poller) {
   if (poller_count_ == kMaxInputs) return Error{Errc::exhausted, 0, "component loop pollers"};
   if (!poller) return Error{Errc::invalid_argument, 0, "poller is empty"};
@@ -20,7 +42,7 @@ Status ComponentLoop::add_poller(Poller poller) {
 }
 
 bool ComponentLoop::poll_once(std::uint64_t now_ns) {
-  bool worked = false;
+  bool worked = drain_control();
   for (std::size_t i = 0; i < input_count_; ++i) {
     Input& input = inputs_[i];
     if (input.faulted) continue;
@@ -31,6 +53,7 @@ bool ComponentLoop::poll_once(std::uint64_t now_ns) {
     }
     if (received.value() == 0) continue;
     worked = true;
+    (void)drain_control();
     input.handler(std::span<const Message>(burst_.data(), received.value()));
   }
   for (std::size_t i = 0; i < poller_count_; ++i) worked |= pollers_[i]();
@@ -47,6 +70,7 @@ bool ComponentLoop::poll_once(std::uint64_t now_ns) {
 }
 
 bool ComponentLoop::any_input_ready() const {
+  if (control_.ring != nullptr && !control_.faulted && control_.ring->has_input()) return true;
   for (std::size_t i = 0; i < input_count_; ++i) {
     if (!inputs_[i].faulted && inputs_[i].ring->has_input()) return true;
   }

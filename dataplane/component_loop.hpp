@@ -31,6 +31,10 @@ class ComponentLoop {
   ComponentLoop(Doorbell& bell, CounterBlock& counters, WaitPolicy policy);
 
   Status add_input(RingConsumer& ring, InputHandler handler);
+  // The supervisor's ring. It is read before each burst of any other input is handled: a notice
+  // sent before a peer's message (its seat leased to a new program, which then talks at once) is
+  // then always handled before that message, whatever the order the rings are polled in.
+  Status set_control_input(RingConsumer& ring, InputHandler handler);
   // Work the loop cannot see in its rings (retrying sends a full ring refused, flushing a batch):
   // called once a pass; returns whether it did anything, which keeps the loop from sleeping.
   using Poller = std::function<bool()>;
@@ -80,6 +84,8 @@ class ComponentLoop {
   };
 
   bool any_input_ready() const;
+  // Handles whatever waits in the control input; whether there was any.
+  bool drain_control();
 
   Doorbell* bell_;
   CounterBlock* counters_;
@@ -91,6 +97,8 @@ class ComponentLoop {
   std::array<Poller, kMaxInputs> pollers_{};
   std::size_t poller_count_ = 0;
   std::array<Message, kBurst> burst_{};
+  Input control_{};
+  std::array<Message, kBurst> control_burst_{};
   std::atomic<bool> stopping_{false};
 };
 

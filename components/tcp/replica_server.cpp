@@ -447,16 +447,38 @@ bool ReplicaServer::transmit(const OutgoingSegment& segment) {
   return true;
 }
 
+// Segments and control messages share the channel to IP, in order: a flow's claim parked in the
+// outbox must reach IP before the flow's first segment, or IP hands the answer to that segment to
+// the replica the 4-tuple hashes to, which resets it. So segments queue behind parked messages.
 void ReplicaServer::flush_segments() {
+  drain_ip_outbox();
   for (const stack::TransportPacketBody& packet : segment_batch_) {
-    if (!outputs_->segment_to_ip(packet)) {
+    if (ip_outbox_.empty() && outputs_->segment_to_ip(packet)) {
+      counters_.segments_to_ip->add();
+    } else if (ip_outbox_.push(Message::make(stack::kTransportPacketKind, packet))) {
+      counters_.segments_parked->add();
+    } else {
       (void)cache_.free(packet.segment);
       counters_.ip_ring_full->add();
-      continue;
     }
-    counters_.segments_to_ip->add();
   }
   segment_batch_.clear();
+}
+
+bool ReplicaServer::drain_ip_outbox() {
+  return ip_outbox_.drain([&](std::span<const Message> run) {
+    std::size_t sent = 0;
+    for (const Message& message : run) {
+      if (message.kind == stack::kTransportPacketKind) {
+        if (!outputs_->segment_to_ip(message.read<stack::TransportPacketBody>())) break;
+        counters_.segments_to_ip->add();
+      } else if (!outputs_->control_to_ip(message)) {
+        break;
+      }
+      ++sent;
+    }
+    return sent;
+  }) > 0;
 }
 
 bool ReplicaServer::claim_flow(const FourTuple& tuple) {
@@ -502,9 +524,7 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
     while (sent < run.size() && send_one(run[sent])) ++sent;
     return sent;
   };
-  worked |= ip_outbox_.drain([&](std::span<const Message> run) {
-    return one_by_one(run, [&](const Message& m) { return outputs_->control_to_ip(m); });
-  }) > 0;
+  worked |= drain_ip_outbox();
   for (std::size_t app = 0; app < apps_.size(); ++app) {
     worked |= apps_[app].outbox.drain([&](std::span<const Message> run) {
       return one_by_one(run, [&](const Message& m) {

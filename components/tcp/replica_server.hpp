@@ -171,6 +171,8 @@ class ReplicaServer final : public EngineHost {
   // An open's answer reached the application's ring.
   void answered(std::size_t app, const stack::TcpOpenedBody& answer);
   void send_ip_control(const Message& message);
+  // Sends what waits for the channel to IP, in order, until it is full; whether anything went.
+  bool drain_ip_outbox();
   void send_flow_binding(const FourTuple& tuple, stack::BindingChange change);
   // The next ephemeral port of this replica's share (the engine refuses a tuple in use).
   std::uint16_t pick_local_port();
@@ -200,6 +202,7 @@ class ReplicaServer final : public EngineHost {
   X(segments_to_ip)                      \
   X(no_buffer)                           \
   X(ip_ring_full)                        \
+  X(segments_parked)                     \
   X(bad_app_messages)                    \
   X(stale_app_messages)                  \
   X(pages_exhausted)                     \

@@ -63,6 +63,43 @@ TEST(ComponentLoop, HandsEachBurstToItsInputsHandler) {
   EXPECT_EQ(fixture.counters.read(Counter::messages_in), 80u);
 }
 
+// The supervisor's notice and a peer's message on different rings: the notice was sent first (a
+// seat taken back and leased again, then the new holder's first request), and both arrive while the
+// loop is between its inputs. The notice is handled first all the same.
+TEST(ComponentLoop, HandlesTheControlRingBeforeABurstSentAfterIt) {
+  SharedRegion region = SharedRegion::create("loop-control-test", 3 * RingLayout::bytes_for(64)).value();
+  const auto ring = [&](int which) { return region.bytes().subspan(which * RingLayout::bytes_for(64), RingLayout::bytes_for(64)); };
+  Doorbell bell;
+  CounterBlock counters;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(format_ring(ring(i), 64));
+  auto producer_a = RingProducer::attach(ring(0), 1, &bell, nullptr);
+  auto producer_b = RingProducer::attach(ring(1), 1, &bell, nullptr);
+  auto producer_control = RingProducer::attach(ring(2), 1, &bell, nullptr);
+  auto consumer_a = RingConsumer::attach(ring(0), 1, &counters);
+  auto consumer_b = RingConsumer::attach(ring(1), 1, &counters);
+  auto consumer_control = RingConsumer::attach(ring(2), 1, &counters);
+  ASSERT_TRUE(producer_a && producer_b && producer_control && consumer_a && consumer_b && consumer_control);
+  ComponentLoop loop(bell, counters, WaitPolicy::busy_poll());
+  std::vector<std::uint64_t> handled;
+  ASSERT_TRUE(loop.set_control_input(*consumer_control, [&](std::span<const Message> burst) {
+    for (const auto& message : burst) handled.push_back(message.read<testing::CheckedBody>().sequence);
+  }));
+  EXPECT_EQ(loop.set_control_input(*consumer_control, [](std::span<const Message>) {}).error().code,
+            Errc::invalid_argument);
+  ASSERT_TRUE(loop.add_input(*consumer_a, [&](std::span<const Message>) {
+    const Message notice = checked_message(500), request = checked_message(1000);
+    ASSERT_EQ(producer_control->send_burst(std::span(&notice, 1)).value(), 1u);
+    ASSERT_EQ(producer_b->send_burst(std::span(&request, 1)).value(), 1u);
+  }));
+  ASSERT_TRUE(loop.add_input(*consumer_b, [&](std::span<const Message> burst) {
+    for (const auto& message : burst) handled.push_back(message.read<testing::CheckedBody>().sequence);
+  }));
+  const Message wake = checked_message(1);
+  ASSERT_EQ(producer_a->send_burst(std::span(&wake, 1)).value(), 1u);
+  EXPECT_TRUE(loop.poll_once());
+  EXPECT_EQ(handled, (std::vector<std::uint64_t>{500, 1000}));
+}
+
 TEST(ComponentLoop, RefusesInputsBeyondItsLimitOrWithoutHandler) {
   LoopFixture fixture;
   auto consumer = RingConsumer::attach(fixture.ring(0), 1, nullptr);
