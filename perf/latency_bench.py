@@ -181,8 +181,19 @@ class LatencyBench(apps_bench.Bench):
         say(f"==> {what}")
         runs = {side: [] for side in self.sides}
         with self.serving(what, start_server) as failed:
+            def attempt(side, run):
+                """run_client's figures; None when the Flotilla side failed (reported, then left out)."""
+                try:
+                    return run_client(side, run)
+                except (RuntimeError, subprocess.TimeoutExpired) as error:
+                    if side == "kernel":
+                        raise
+                    say(f"    {what} on {side} failed: {error}")
+                    failed[side] = str(error)[:4000]
+                    return None
+
             for side in self.sides:
-                run_client(side, -1)  # warm: ARP, connections, caches
+                attempt(side, -1)  # warm: ARP, connections, caches
             for run in range(self.options.runs):
                 for side in self.sides:
                     if side in failed:
@@ -190,13 +201,8 @@ class LatencyBench(apps_bench.Bench):
                     background = background_percent()
                     before_counters = self.counters() if side == "flotilla" else None
                     before = CpuSample()
-                    try:
-                        figures = run_client(side, run)
-                    except (RuntimeError, subprocess.TimeoutExpired) as error:
-                        if side == "kernel":
-                            raise
-                        say(f"    {what} on {side} failed: {error}")
-                        failed[side] = str(error)[:4000]
+                    figures = attempt(side, run)
+                    if figures is None:
                         continue
                     figures["steal"] = before.steal_percent(CpuSample())
                     figures["background"] = background
