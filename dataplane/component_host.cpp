@@ -28,7 +28,9 @@ Result<UniqueFd> take_inherited(int fd) {
 }  // namespace
 
 Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) {
-  return attach_descriptors(policy, take_inherited);
+  Result<WaitPolicy> chosen = configured_wait_policy(policy, std::getenv(kWaitPolicyVariable));
+  if (!chosen) return chosen.error();
+  return attach_descriptors(chosen.value(), take_inherited);
 }
 
 Result<std::unique_ptr<ComponentHost>> ComponentHost::attach_descriptors(

@@ -39,6 +39,8 @@ class ComponentHost {
   // Control messages other than peer_restarted; the handler validates them.
   using ControlHandler = std::function<void(const Message& message)>;
 
+  // `policy` is the program's own; a policy named by the supervisor's configuration (in
+  // kWaitPolicyVariable) replaces it (configured_wait_policy).
   static Result<std::unique_ptr<ComponentHost>> attach(WaitPolicy policy);
   // Leases an application seat from the supervisor listening at `socket_path`. Errc::closed: no
   // supervisor listens there; Errc::exhausted: every slot is leased; Errc::invalid_argument: it

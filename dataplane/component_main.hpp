@@ -6,7 +6,8 @@
 //     struct Options { ... };
 //     static void declare_options(CLI::App& app, Options& options);
 //     static Status check_options(Options& options);               // optional; before attaching
-//     static WaitPolicy wait_policy(const Options& options);       // optional; shared_core()
+//     static WaitPolicy wait_policy(const Options& options);       // optional; shared_core(), and
+//                                                                  // the configuration's [wait] wins
 //     static Result<std::unique_ptr<Component>> create(ComponentHost&, ChannelOutputs&, Options&);
 //     static SandboxPolicy sandbox();                              // optional; see below
 //   };

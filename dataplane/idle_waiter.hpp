@@ -11,13 +11,17 @@
 #include <algorithm>
 #include <sched.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 #include "dataplane/counters.hpp"
 #include "dataplane/cpu.hpp"
 #include "dataplane/doorbell.hpp"
+#include "dataplane/result.hpp"
 
 namespace flotilla {
 
@@ -46,7 +50,32 @@ struct WaitPolicy {
     policy.may_sleep = false;
     return policy;
   }
+
+  // The names a configuration chooses a policy by ([wait] in the supervisor's configuration):
+  // "shared" (shared_core), "dedicated" (dedicated_core) and "poll" (busy_poll).
+  static constexpr std::array<std::string_view, 3> kNames{"shared", "dedicated", "poll"};
+  static std::optional<WaitPolicy> named(std::string_view name) {
+    if (name == "shared") return shared_core();
+    if (name == "dedicated") return dedicated_core();
+    if (name == "poll") return busy_poll();
+    return std::nullopt;
+  }
 };
+
+// The environment variable through which the supervisor hands a component the name of the policy
+// its configuration chose (ComponentHost::attach reads it).
+inline constexpr const char* kWaitPolicyVariable = "FLOTILLA_WAIT_POLICY";
+
+// The policy a component runs with: `program`'s own (what its binary asks for) unless the
+// configuration named one (`configured`, the variable's value; null or empty: none). A program's
+// shorter sleep_max is kept under a configured policy: it polls a device on that timer.
+inline Result<WaitPolicy> configured_wait_policy(WaitPolicy program, const char* configured) {
+  if (configured == nullptr || *configured == '\0') return program;
+  std::optional<WaitPolicy> chosen = WaitPolicy::named(configured);
+  if (!chosen) return Error{Errc::invalid_argument, 0, "FLOTILLA_WAIT_POLICY is not shared, dedicated or poll"};
+  chosen->sleep_max = std::min(chosen->sleep_max, program.sleep_max);
+  return *chosen;
+}
 
 class IdleWaiter {
  public:

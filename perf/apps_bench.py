@@ -94,6 +94,7 @@ class Bench:
         self.made_kernel_ns = False
         self.sides = list(options.sides)
         self.skipped = {}  # side -> why it was not measured
+        self.stack_settings = []  # `flotilla up --set` values (perf/latency_bench.py's placements)
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -183,9 +184,11 @@ class Bench:
                                    "apps-config", "--id", self.id]).stdout
             config_path = os.path.join(self.folder, "stack.toml")
             with open(config_path, "w") as file:
-                file.write(config)
+                file.write(self.edit_stack_config(config))
             self.stack_up = True  # from here on `flotilla down` runs at the end, whatever happens
-            self.command([self.flotilla, "--socket", self.socket, "up", "--config", config_path], timeout=120)
+            settings = [word for setting in self.stack_settings for word in ("--set", setting)]
+            self.command([self.flotilla, "--socket", self.socket, "up", "--config", config_path] + settings,
+                         timeout=120)
         else:
             self.made_peer_ns = True
             self.command(["ip", "netns", "add", self.peer_ns])
@@ -208,6 +211,10 @@ class Bench:
         if self.options.kernel_offloads == "off":
             self.command(["ip", "netns", "exec", self.kernel_ns, "ethtool", "-K", self.server_interface,
                           "tx", "off", "tso", "off", "gso", "off"])
+
+    def edit_stack_config(self, config):
+        """The stack's configuration as `flotilla up` gets it (a subclass may change it)."""
+        return config
 
     def tear_down(self):
         for process in list(self.children):

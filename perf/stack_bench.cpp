@@ -15,6 +15,8 @@
 //              way, with offloads off (the same per-packet work) and on (the machine's ceiling).
 //              Every --streams count in each of --directions. Reports Gbps, steal, and CPU seconds
 //              per gigabit: the whole machine's (/proc/stat) and the stack's processes' (/proc/<pid>/stat).
+//              --wait NAME=POLICY and --core NAME=CPU place the stack's components (its [wait] table
+//              and their cores), as perf/latency_bench.py does, for a placement table.
 //   apps-config  Prints the configuration perf/apps_bench.py brings its stack up with (the
 //              stack's components and application seats for `flotilla run`, on a network named
 //              flo<ID>p/s/q), so that the script and the tests share one definition.
@@ -48,6 +50,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dataplane/clock.hpp"
+#include "dataplane/idle_waiter.hpp"
 #include "perf/cpu_ticks.hpp"
 #include "tests/support/kernel_namespace.hpp"
 #include "tests/support/kernel_tcp.hpp"
@@ -636,10 +639,45 @@ void keep_evidence(const RunningStack& stack, const std::string& label, BulkSamp
   }
 }
 
+// Where the stack's components run and how they wait: --wait NAME=POLICY and --core NAME=CPU.
+struct Placement {
+  std::vector<std::string> waits;  // "NAME=POLICY": keys of the configuration's [wait] table
+  std::vector<std::string> cores;  // "NAME=CPU": `core = CPU` in the [[component]] named NAME
+
+  // `config` with this placement; an error message instead when a core names no component.
+  std::string apply(std::string config, std::string& problem) const {
+    for (const std::string& setting : cores) {
+      const std::size_t equals = setting.find('=');
+      const std::string table = "[[component]]\nname = \"" + setting.substr(0, equals) + "\"\n";
+      const std::size_t at = config.find(table);
+      if (at == std::string::npos) {
+        problem = "--core " + setting + ": the stack has no component or group '" + setting.substr(0, equals) + "'";
+        return config;
+      }
+      config.insert(at + table.size(), "core = " + setting.substr(equals + 1) + "\n");
+    }
+    if (!waits.empty()) {
+      config += "\n[wait]\n";
+      for (const std::string& setting : waits) {
+        const std::size_t equals = setting.find('=');
+        config += setting.substr(0, equals) + " = \"" + setting.substr(equals + 1) + "\"\n";
+      }
+    }
+    return config;
+  }
+  std::string describe() const {
+    std::string text;
+    for (const std::string& setting : waits) text += " wait." + setting;
+    for (const std::string& setting : cores) text += " core." + setting;
+    return text.empty() ? " (the binaries' own: shared, unpinned)" : text;
+  }
+};
+
 // Flotilla's leg: a stack whose configuration holds flotilla-perf as a component (it starts with the
 // stack, writes its report when done and idles), against kernel sockets in the peer namespace.
 BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flotilla_sends, std::size_t streams,
-                         double seconds, const std::filesystem::path& folder, const std::string& label) {
+                         double seconds, const std::filesystem::path& folder, const std::string& label,
+                         const Placement& placement) {
   BulkSample sample;
   const std::string report = (folder / (label + ".json")).string();
   char seconds_text[32];
@@ -657,7 +695,13 @@ BulkSample flotilla_bulk(RunningStack& stack, const StackNames& names, bool flot
                                   std::string("tcp0-perf,tcp1-perf"), std::string("--report"), report}) {
     args.push_back(more);
   }
-  const std::string config = stack_config(names, "pass all", tcp_app_config("perf", "flotilla-perf", args));
+  std::string problem;
+  const std::string config =
+      placement.apply(stack_config(names, "pass all", tcp_app_config("perf", "flotilla-perf", args)), problem);
+  if (!problem.empty()) {
+    sample.problem = problem;
+    return sample;
+  }
 
   std::vector<StreamResult> received;
   std::thread sink;
@@ -736,7 +780,8 @@ void print_sample(int run, const BulkCase& bulk, int path, const BulkSample& sam
 }
 
 int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& stream_counts,
-                 const std::vector<std::string>& directions, const std::vector<std::string>& paths) {
+                 const std::vector<std::string>& directions, const std::vector<std::string>& paths,
+                 const Placement& placement) {
   auto wanted = [&](int path) {
     static const char* const kOptions[] = {"flotilla", "kernel-off", "kernel-on"};
     return std::find(paths.begin(), paths.end(), kOptions[path]) != paths.end();
@@ -758,8 +803,8 @@ int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& strea
   // samples[case][path]
   std::vector<std::array<std::vector<BulkSample>, 3>> samples(cases.size());
   bool clean = true;
-  std::printf("tcp-bulk: %zu cases x %d runs x %zu paths, %.1f s each; a fresh stack per case and run\n",
-              cases.size(), runs, paths.size(), seconds);
+  std::printf("tcp-bulk: %zu cases x %d runs x %zu paths, %.1f s each; a fresh stack per case and run; placement:%s\n",
+              cases.size(), runs, paths.size(), seconds, placement.describe().c_str());
   std::printf("%-4s %-20s %-21s %8s %7s %5s %9s %9s\n", "run", "case", "path", "Gbps", "steal%", "bg%",
               "busy s/Gb", "stack s/Gb");
   for (int run = 1; run <= runs; ++run) {
@@ -773,7 +818,8 @@ int run_tcp_bulk(double seconds, int runs, const std::vector<std::size_t>& strea
       // Nothing of ours runs now: whatever keeps the CPUs busy is someone else's, and competes with every leg.
       const double background = 100 * bench::others_cpu_share(std::chrono::milliseconds(500));
       if (wanted(0)) {
-        BulkSample flotilla = flotilla_bulk(stack, names, bulk.flotilla_sends, bulk.streams, seconds, folder, label);
+        BulkSample flotilla = flotilla_bulk(stack, names, bulk.flotilla_sends, bulk.streams, seconds, folder, label,
+                                            placement);
         flotilla.background = background;
         print_sample(run, bulk, 0, flotilla);
         clean = clean && flotilla.problem.empty();
@@ -892,6 +938,26 @@ int main(int argc, char** argv) {
   bulk->add_option("--paths", paths, "Which paths to measure")
       ->delimiter(',')
       ->check(CLI::IsMember({"flotilla", "kernel-off", "kernel-on"}))->capture_default_str();
+  Placement placement;
+  bulk->add_option("--wait", placement.waits,
+                   "NAME=POLICY: how the stack's component or group NAME (or default) waits: shared, dedicated, poll")
+      ->check([](const std::string& setting) {
+        const std::size_t equals = setting.find('=');
+        if (equals == 0 || equals == std::string::npos || !WaitPolicy::named(setting.substr(equals + 1))) {
+          return std::string("expected NAME=POLICY, POLICY one of shared, dedicated, poll");
+        }
+        return std::string();
+      });
+  bulk->add_option("--core", placement.cores, "NAME=CPU: pin the stack's component or group NAME to CPU")
+      ->check([](const std::string& setting) {
+        const std::size_t equals = setting.find('=');
+        const std::string cpu = equals == std::string::npos ? "" : setting.substr(equals + 1);
+        if (equals == 0 || cpu.empty() || cpu.find_first_not_of("0123456789") != std::string::npos ||
+            std::stoul(cpu) >= std::thread::hardware_concurrency()) {
+          return std::string("expected NAME=CPU, CPU one of this machine's");
+        }
+        return std::string();
+      });
   std::string config_id;
   auto* apps_config = app.add_subcommand("apps-config", "Print the stack configuration of perf/apps_bench.py");
   apps_config->add_option("--id", config_id, "Network names flo<ID>p (peer namespace), flo<ID>s, flo<ID>q")
@@ -909,6 +975,6 @@ int main(int argc, char** argv) {
   }
   watch_stop_signals();
   if (echo->parsed()) return run_udp_echo(seconds, runs, window, size);
-  if (bulk->parsed()) return run_tcp_bulk(bulk_seconds, runs, stream_counts, directions, paths);
+  if (bulk->parsed()) return run_tcp_bulk(bulk_seconds, runs, stream_counts, directions, paths, placement);
   return run_driver_rx(seconds, runs);
 }

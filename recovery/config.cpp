@@ -12,6 +12,7 @@
 #include "components/formats/fs_block_cache.hpp"
 #include "components/formats/tcp_socket_page.hpp"
 #include "dataplane/control_block.hpp"
+#include "dataplane/idle_waiter.hpp"
 
 namespace flotilla::recovery {
 namespace {
@@ -316,6 +317,44 @@ void read_components(const toml::table& root, SupervisorConfig& config) {
   }
 }
 
+// [wait]: how components wait for work. `default` for every component, and a component's or a
+// replicated group's name for that one or those; the component's own name wins over its group's.
+void read_wait(const toml::table& root, SupervisorConfig& config) {
+  const toml::node* node = root.get("wait");
+  if (node == nullptr) return;
+  const toml::table* table = node->as_table();
+  if (table == nullptr) fail(*node, "[wait] must be a table");
+  std::string choices;
+  for (std::string_view name : WaitPolicy::kNames) choices += (choices.empty() ? "\"" : ", \"") + std::string(name) + "\"";
+  const auto policy = [&](std::string_view key) -> std::optional<std::string> {
+    const toml::node* value = table->get(key);
+    if (value == nullptr) return std::nullopt;
+    const auto name = value->value<std::string_view>();
+    if (!value->is_string() || !WaitPolicy::named(*name)) {
+      fail(*value, "[wait] " + std::string(key) + " must be one of " + choices +
+                       (value->is_string() ? ", not \"" + std::string(*name) + "\"" : ""));
+    }
+    return std::string(*name);
+  };
+  for (const auto& [key, value] : *table) {
+    if (key.str() == "default") continue;
+    bool named = false;
+    for (const ComponentConfig& component : config.components) {
+      if (component.name != key.str() && component.group != key.str()) continue;
+      if (component.external) fail(value, "[wait] " + std::string(key.str()) + ": a seat's program waits as it chooses");
+      named = true;
+    }
+    if (!named) fail(value, "[wait] names no component or replica group '" + std::string(key.str()) + "'");
+  }
+  const std::optional<std::string> fallback = policy("default");
+  for (ComponentConfig& component : config.components) {
+    if (component.external) continue;
+    std::optional<std::string> chosen = policy(component.name);
+    if (!chosen && !component.group.empty()) chosen = policy(component.group);
+    component.wait = chosen.value_or(fallback.value_or(""));
+  }
+}
+
 // The replica count of the group `name` (0: not a replicated group).
 int group_size(const SupervisorConfig& config, const std::string& name) {
   for (const ComponentConfig& component : config.components) {
@@ -586,7 +625,7 @@ std::optional<std::string> placeholder_value(const SupervisorConfig& config, con
 }
 
 // The tables an override may name: those of single values.
-constexpr std::string_view kOverridableTables[] = {"supervisor", "network", "filter", "limits"};
+constexpr std::string_view kOverridableTables[] = {"supervisor", "network", "filter", "limits", "wait"};
 
 // Puts "TABLE.KEY=VALUE" into `root`; an error message when it is malformed. The value keeps the
 // override as its source, so a bad one is reported as the override.
@@ -601,7 +640,7 @@ std::string apply_override(toml::table& root, const std::string& setting) {
   const std::string value = setting.substr(equals + 1);
   if (std::find(std::begin(kOverridableTables), std::end(kOverridableTables), table_name) ==
       std::end(kOverridableTables)) {
-    return "--set " + setting + ": no table '" + table_name + "' to set (supervisor, network, filter, limits)";
+    return "--set " + setting + ": no table '" + table_name + "' to set (supervisor, network, filter, limits, wait)";
   }
   const std::string origin = "--set " + setting;
   toml::table parsed;
@@ -639,7 +678,7 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name,
   }
   SupervisorConfig config;
   try {
-    reject_unknown_keys(root, {"supervisor", "component", "channel", "region", "network", "filter", "limits"},
+    reject_unknown_keys(root, {"supervisor", "component", "channel", "region", "network", "filter", "limits", "wait"},
                         "the top level");
     read_supervisor(root, config);
     read_limits(root, config);
@@ -647,6 +686,7 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name,
     read_filter(root, text, config);
     declare_seats(root, config);
     read_components(root, config);
+    read_wait(root, config);
     read_channels(root, config);
     read_regions(root, config);
   } catch (const Invalid& invalid) {

@@ -34,6 +34,8 @@ struct ComponentConfig {
   ComponentRole role = ComponentRole::none;  // `role = "name-server"`
   int replica_index = -1;
   int replica_count = 0;
+  // How it waits for work ([wait]: WaitPolicy::kNames); empty: as its binary chooses.
+  std::string wait = {};
 };
 
 struct ChannelConfig {

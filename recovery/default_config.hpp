@@ -205,6 +205,17 @@ tcp_ring_bytes = 1048576
 # Messages in flight on each channel between a program and the stack (a power of two).
 seat_channel_capacity = 1024
 
+[wait]
+# How each component waits once its inputs are empty: "shared" (spin up to 2 us, give the core away
+# with sched_yield while traffic is warm, then sleep on its doorbell), "dedicated" (spin up to
+# 50 us, then sleep) or "poll" (never sleep: a core of its own). `default` is every component's;
+# a component's name (ip) or a replica group's (tcp) sets its own, e.g. --set wait.ip=poll.
+# "shared" by measurement (docs/performance.md, the placement table): on 2 vCPUs polling holds a
+# core the programs and the kernel peer need (ping-pong 100x slower with driver and ip polling), and
+# "dedicated" measured no better beyond the noise while it holds each core 50 us longer per gap.
+# With a core per component: default = "poll" and a core for each.
+default = "shared"
+
 [network]
 # The driver: af_xdp (the veth below), dpdk or memwire (a shared-memory wire between two stacks).
 driver = "af_xdp"

@@ -16,6 +16,7 @@
 #include "dataplane/channel.hpp"
 #include "dataplane/clock.hpp"
 #include "dataplane/cpu.hpp"
+#include "dataplane/idle_waiter.hpp"
 
 namespace flotilla::recovery {
 
@@ -97,7 +98,7 @@ std::string signal_text(int signal) {
 
 // In the forked child: put `fds` at 3, 4, ... and close everything else, so the component holds
 // exactly what it was given. Runs between fork and exec: no allocation, no locks.
-[[noreturn]] void exec_component(const char* binary, char* const* argv, const int* fds,
+[[noreturn]] void exec_component(const char* binary, char* const* argv, char* const* envp, const int* fds,
                                  std::size_t fd_count, int core) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   sigset_t none;  // the supervisor blocks signals it reads through a signalfd; components must not
@@ -114,7 +115,7 @@ std::string signal_text(int signal) {
     if (::dup2(moved[i], kControlFd + static_cast<int>(i)) < 0) ::_exit(126);
   }
   ::close_range(static_cast<unsigned>(kControlFd + fd_count), ~0u, 0);
-  ::execv(binary, argv);
+  ::execve(binary, argv, envp);
   ::_exit(127);
 }
 
@@ -312,10 +313,21 @@ Status Supervisor::spawn(ManagedComponent& component) {
   std::vector<char*> argv;
   for (auto& word : words) argv.push_back(word.data());
   argv.push_back(nullptr);
+  // The supervisor's environment, with the wait policy its configuration chose for this one.
+  const std::string wait_prefix = std::string(kWaitPolicyVariable) + "=";
+  std::string wait_setting = wait_prefix + component.config.wait;
+  std::vector<char*> envp;
+  for (char** variable = environ; *variable != nullptr; ++variable) {
+    if (std::strncmp(*variable, wait_prefix.c_str(), wait_prefix.size()) != 0) envp.push_back(*variable);
+  }
+  if (!component.config.wait.empty()) envp.push_back(wait_setting.data());
+  envp.push_back(nullptr);
 
   const pid_t pid = ::fork();
   if (pid < 0) return Error::from_errno("fork");
-  if (pid == 0) exec_component(component.binary.c_str(), argv.data(), fds.data(), fds.size(), component.config.core);
+  if (pid == 0) {
+    exec_component(component.binary.c_str(), argv.data(), envp.data(), fds.data(), fds.size(), component.config.core);
+  }
 
   component.pid = pid;
   component.pidfd.reset(pidfd_open(pid));

@@ -301,5 +301,42 @@ TEST(IdleWaiter, SpinBudgetFollowsArrivalGaps) {
   EXPECT_EQ(waiter.spin_budget_ns(), max);
 }
 
+TEST(WaitPolicyConfiguration, NoConfiguredNameKeepsTheProgramsPolicy) {
+  WaitPolicy program = WaitPolicy::shared_core();
+  program.sleep_max = std::chrono::microseconds(300);
+  for (const char* configured : {static_cast<const char*>(nullptr), ""}) {
+    const Result<WaitPolicy> chosen = configured_wait_policy(program, configured);
+    ASSERT_TRUE(chosen);
+    EXPECT_EQ(chosen->spin_max, program.spin_max);
+    EXPECT_EQ(chosen->yield_max, program.yield_max);
+    EXPECT_EQ(chosen->sleep_max, program.sleep_max);
+  }
+}
+
+TEST(WaitPolicyConfiguration, ANamedPolicyReplacesTheProgramsButKeepsItsShorterSleep) {
+  WaitPolicy program = WaitPolicy::shared_core();
+  program.sleep_max = std::chrono::microseconds(300);  // a device polled on a timer
+  const Result<WaitPolicy> poll = configured_wait_policy(program, "poll");
+  ASSERT_TRUE(poll);
+  EXPECT_FALSE(poll->may_sleep);
+  const Result<WaitPolicy> dedicated = configured_wait_policy(program, "dedicated");
+  ASSERT_TRUE(dedicated);
+  EXPECT_TRUE(dedicated->may_sleep);
+  EXPECT_EQ(dedicated->spin_max, WaitPolicy::dedicated_core().spin_max);
+  EXPECT_EQ(dedicated->yield_max, std::chrono::nanoseconds(0));
+  EXPECT_EQ(dedicated->sleep_max, program.sleep_max);
+  const Result<WaitPolicy> shared = configured_wait_policy(WaitPolicy::busy_poll(), "shared");
+  ASSERT_TRUE(shared);
+  EXPECT_TRUE(shared->may_sleep);
+  EXPECT_EQ(shared->yield_max, WaitPolicy::shared_core().yield_max);
+  for (std::string_view name : WaitPolicy::kNames) EXPECT_TRUE(WaitPolicy::named(name)) << name;
+}
+
+TEST(WaitPolicyConfiguration, AnUnknownNameIsAnError) {
+  const Result<WaitPolicy> chosen = configured_wait_policy(WaitPolicy::shared_core(), "spin");
+  ASSERT_FALSE(chosen);
+  EXPECT_EQ(chosen.error().code, Errc::invalid_argument);
+}
+
 }  // namespace
 }  // namespace flotilla

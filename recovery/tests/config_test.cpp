@@ -292,9 +292,45 @@ TEST(Config, BadOverridesAreRefusedNamingTheOverride) {
   EXPECT_EQ(override_error({"limits.app_seats"}),
             "--set limits.app_seats: expected TABLE.KEY=VALUE (e.g. limits.app_seats=6)");
   EXPECT_EQ(override_error({"component.name=x"}),
-            "--set component.name=x: no table 'component' to set (supervisor, network, filter, limits)");
+            "--set component.name=x: no table 'component' to set (supervisor, network, filter, limits, wait)");
   EXPECT_EQ(override_error({"limits.app_seats=2", "limits.tcp_ring_bytes=3"}),
             "--set limits.tcp_ring_bytes=3: 'tcp_ring_bytes' must be between 4096 and 1073741824");
+}
+
+const ComponentConfig& component_named(const SupervisorConfig& config, const std::string& name) {
+  for (const ComponentConfig& component : config.components) {
+    if (component.name == name) return component;
+  }
+  ADD_FAILURE() << "no component " << name;
+  return config.components.front();
+}
+
+TEST(Config, WaitPoliciesComeFromTheDefaultAComponentOrItsGroup) {
+  auto outcome = parse_config(kDefaultConfig, "<default config>",
+                              std::vector<std::string>{"wait.ip=poll", "wait.tcp=dedicated", "wait.tcp1=poll"});
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  const auto& config = std::get<SupervisorConfig>(outcome);
+  EXPECT_EQ(component_named(config, "ip").wait, "poll");
+  EXPECT_EQ(component_named(config, "tcp0").wait, "dedicated");
+  EXPECT_EQ(component_named(config, "tcp1").wait, "poll");  // its own name wins over its group's
+  EXPECT_EQ(component_named(config, "pf").wait, "shared");  // the default configuration's default
+  EXPECT_EQ(component_named(config, "app0").wait, "");      // a seat's program waits as it chooses
+  // Without [wait], every component waits as its binary chooses.
+  outcome = parse_config("[[component]]\nname = \"a\"\nbinary = \"x\"\n", "test.toml");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome));
+  EXPECT_EQ(std::get<SupervisorConfig>(outcome).components[0].wait, "");
+}
+
+TEST(Config, BadWaitPoliciesAreRefusedNamingKeyAndLine) {
+  const std::string component = "[[component]]\nname = \"a\"\nbinary = \"x\"\n";
+  EXPECT_EQ(error_of(component + "[wait]\ndefault = \"spin\"\n"),
+            "test.toml:5: [wait] default must be one of \"shared\", \"dedicated\", \"poll\", not \"spin\"");
+  EXPECT_EQ(error_of(component + "[wait]\na = 1\n"),
+            "test.toml:5: [wait] a must be one of \"shared\", \"dedicated\", \"poll\"");
+  EXPECT_EQ(error_of(component + "[wait]\nb = \"poll\"\n"), "test.toml:5: [wait] names no component or replica group 'b'");
+  EXPECT_EQ(override_error({"wait.ip=fast"}),
+            "--set wait.ip=fast: [wait] ip must be one of \"shared\", \"dedicated\", \"poll\", not \"fast\"");
+  EXPECT_EQ(override_error({"wait.app0=poll"}), "--set wait.app0=poll: [wait] app0: a seat's program waits as it chooses");
 }
 
 TEST(Config, TheFileFleetReachesEverySeatThroughOneSharedCache) {

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "dataplane/idle_waiter.hpp"
 #include "recovery/default_config.hpp"
 #include "recovery/supervisor.hpp"
 #include "recovery/tests/supervised.hpp"
@@ -203,6 +204,44 @@ TEST(Supervisor, DeclaredRegionGoesOnlyToItsComponentsWithTheirAccess) {
   EXPECT_EQ(access_mode(middle, 9), O_RDONLY);
   // server was not given it.
   EXPECT_EQ(open_fds(server), (std::set<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+}
+
+// A component's environment as `NAME=VALUE` entries.
+std::set<std::string> environment_of(pid_t pid) {
+  std::ifstream file("/proc/" + std::to_string(pid) + "/environ");
+  std::set<std::string> entries;
+  for (std::string entry; std::getline(file, entry, '\0');) entries.insert(entry);
+  return entries;
+}
+
+TEST(Supervisor, EachComponentWaitsAsItsConfigurationSays) {
+  if (echo_binary().empty()) GTEST_SKIP() << "ECHO_COMPONENT is not set (run through meson test)";
+  // The supervisor's own setting must not leak to a component whose configuration names none.
+  ::setenv(kWaitPolicyVariable, "dedicated", 1);
+  SupervisorConfig config = chain_config();
+  for (ComponentConfig& component : config.components) {
+    if (component.name == "server") component.wait = "poll";
+  }
+  auto supervisor = Supervisor::create(std::move(config), component_folder());
+  ASSERT_TRUE(supervisor) << supervisor.error().message();
+  const Status started = (*supervisor)->start();
+  ::unsetenv(kWaitPolicyVariable);
+  ASSERT_TRUE(started);
+  (*supervisor)->run_for(500ms);
+  const pid_t middle = (*supervisor)->component("middle")->pid;
+  const pid_t server = (*supervisor)->component("server")->pid;
+  ASSERT_GT(server, 0);
+  const std::string setting = std::string(kWaitPolicyVariable) + "=";
+  EXPECT_EQ(environment_of(server).count(setting + "poll"), 1u);
+  for (const std::string& entry : environment_of(middle)) EXPECT_NE(entry.rfind(setting, 0), 0u) << entry;
+  // A polling server never gives its core away; the middle one, with the binary's own shared-core
+  // policy, yields or sleeps between the client's requests.
+  const auto gave_way = [&](std::string_view name) {
+    const CounterBlock* counters = (*supervisor)->counters_of(name);
+    return counters->read(Counter::sleeps) + counters->read(Counter::yields);
+  };
+  EXPECT_EQ(gave_way("server"), 0u);
+  EXPECT_GT(gave_way("middle"), 0u);
 }
 
 TEST(Supervisor, CrashLoopIsStoppedAndReported) {
