@@ -2,6 +2,7 @@
 // from the front and zero once the input runs out, so every input is a valid program.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -30,7 +31,7 @@ class FuzzInput {
 
   // Up to `most` bytes, as many as a length byte (or word) before them says.
   std::vector<std::byte> bytes(std::size_t most) {
-    const std::size_t wanted = most <= 255 ? byte() : take<std::uint16_t>();
+    const std::size_t wanted = most <= 255 ? std::size_t{byte()} : std::size_t{take<std::uint16_t>()};
     const std::size_t count = std::min({wanted, most, left()});
     std::vector<std::byte> out(count);
     for (auto& b : out) b = static_cast<std::byte>(data_[at_++]);
