@@ -1,9 +1,11 @@
-// The name fleet's messages on the real server: chunks (64-byte channel messages) from three
-// senders are reassembled (name::ChunkAssembler), and every message that comes out goes to a
+// The name fleet's messages on the real server: raw chunks (64-byte channel messages), and whole
+// records of any content split into chunks as a peer splits them, from three senders, are
+// reassembled (name::ChunkAssembler), and every message that comes out goes to a
 // NameServer of a three-member fleet (NameServer::handle validates it) and to a snapshot decoder;
 // time moves on between them so the server's timeouts and retries run too.
 #include <array>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "components/name/arbitrated_commit.hpp"
@@ -27,6 +29,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (step % 8 == 7) {
       now_ms += input.take<std::uint16_t>();
       server.tick(now_ms, out);
+    } else if (step % 8 >= 4) {
+      // A whole record of any content, sent the way a peer sends one (encode_chunks), so the
+      // server's handling is reached without the fuzzer first finding the chunk framing.
+      NameMessage message{};
+      const auto bytes = input.bytes(sizeof(NameMessage));
+      if (!bytes.empty()) std::memcpy(&message, bytes.data(), bytes.size());
+      std::array<Message, kMaxChunks> chunks;
+      const std::size_t count = encode_chunks(message, step, chunks);
+      std::optional<NameMessage> assembled;
+      for (std::size_t i = 0; i < count; ++i) assembled = senders[step % 3].push(chunks[i]);
+      if (assembled) {
+        server.handle(*assembled, out);
+        if (is_snapshot_kind(assembled->kind) && snapshot.feed(*assembled) != SnapshotDecoder::State::receiving) {
+          snapshot.reset();
+        }
+      }
     } else {
       Message chunk{};
       // Mostly the name fleet's own kind, so the assembler takes it.
