@@ -20,11 +20,15 @@
 // (attach, create, start), then no new privileges, only the capabilities it keeps and only the
 // system calls the runtime and it name. `--no-sandbox`, or FLOTILLA_NO_SANDBOX in the environment
 // (the supervisor sets it for `[supervisor] sandbox = false`), leaves that out, for strace or gdb.
+// The policy is `sandbox()` or, when it depends on the options, `sandbox(const Options&)`, which
+// returns no policy (std::nullopt) for a configuration that cannot run sandboxed. A program with
+// `setup_capabilities()` keeps only those capabilities from the start, while it sets up.
 #pragma once
 
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -47,6 +51,19 @@ inline Result<std::size_t> required_channel(const char* program, const ChannelOu
 }
 
 template <class Program>
+constexpr bool kHasSandbox = requires { Program::sandbox(); } ||
+                             requires(const typename Program::Options& options) { Program::sandbox(options); };
+
+template <class Program>
+std::optional<SandboxPolicy> sandbox_policy(const typename Program::Options& options) {
+  if constexpr (requires { Program::sandbox(options); }) {
+    return Program::sandbox(options);
+  } else {
+    return Program::sandbox();
+  }
+}
+
+template <class Program>
 int component_main(int argc, char** argv) {
   CLI::App app{Program::kDescription};
   typename Program::Options options;
@@ -54,7 +71,7 @@ int component_main(int argc, char** argv) {
   bool check_only = false;
   app.add_flag("--check", check_only, "Check the options and exit (0: they are good, 2: they are not)");
   bool no_sandbox = false;
-  if constexpr (requires { Program::sandbox(); }) {
+  if constexpr (kHasSandbox<Program>) {
     app.add_flag("--no-sandbox", no_sandbox,
                  "Run without the seccomp allow-list and with every capability (for strace and gdb)");
   }
@@ -66,6 +83,18 @@ int component_main(int argc, char** argv) {
     }
   }
   if (check_only) return 0;
+  std::optional<SandboxPolicy> sandbox;
+  if constexpr (kHasSandbox<Program>) {
+    if (!no_sandbox && std::getenv(kNoSandboxVariable) == nullptr) sandbox = sandbox_policy<Program>(options);
+  }
+  if constexpr (requires { Program::setup_capabilities(); }) {
+    if (sandbox) {
+      if (Status narrowed = keep_only_capabilities(Program::setup_capabilities()); !narrowed) {
+        std::fprintf(stderr, "%s: capabilities: %s\n", Program::kName, narrowed.error().message().c_str());
+        return 1;
+      }
+    }
+  }
   WaitPolicy policy = WaitPolicy::shared_core();
   if constexpr (requires { Program::wait_policy(options); }) policy = Program::wait_policy(options);
 
@@ -89,13 +118,11 @@ int component_main(int argc, char** argv) {
     return 1;
   }
   host.on_peer_restarted([&component](ComponentId peer, std::uint64_t) { component.on_peer_restarted(peer); });
-  if constexpr (requires { Program::sandbox(); }) {
-    if (!no_sandbox && std::getenv(kNoSandboxVariable) == nullptr) {
-      if (Status entered = enter_sandbox(Program::sandbox()); !entered) {
-        std::fprintf(stderr, "%s: sandbox: %s (--no-sandbox runs without it)\n", Program::kName,
-                     entered.error().message().c_str());
-        return 1;
-      }
+  if (sandbox) {
+    if (Status entered = enter_sandbox(*sandbox); !entered) {
+      std::fprintf(stderr, "%s: sandbox: %s (--no-sandbox runs without it)\n", Program::kName,
+                   entered.error().message().c_str());
+      return 1;
     }
   }
   host.run();

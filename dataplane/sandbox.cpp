@@ -1,13 +1,13 @@
 #include "dataplane/sandbox.hpp"
 
 #include <linux/capability.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <memory>
@@ -40,11 +40,14 @@ struct FilterDeleter {
   void operator()(scmp_filter_ctx filter) const { seccomp_release(filter); }
 };
 
-Status drop_capabilities(std::span<const int> kept) {
-  // The bounding set first: no exec can bring a dropped capability back.
+}  // namespace
+
+Status keep_only_capabilities(std::span<const int> kept) {
+  // The whole bounding set first, while CAP_SETPCAP is still held: no exec can bring a capability
+  // back, and a later call (enter_sandbox after a narrowing) finds nothing left to drop there.
   for (int capability = 0; capability <= CAP_LAST_CAP; ++capability) {
-    if (std::find(kept.begin(), kept.end(), capability) != kept.end()) continue;
-    if (::prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 && errno != EINVAL) {
+    if (::prctl(PR_CAPBSET_READ, capability, 0, 0, 0) != 1) continue;
+    if (::prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0) {
       return kernel_failure("PR_CAPBSET_DROP", errno);
     }
   }
@@ -61,6 +64,8 @@ Status drop_capabilities(std::span<const int> kept) {
   return {};
 }
 
+namespace {
+
 Status allow(scmp_filter_ctx filter, std::string_view name) {
   const int number = seccomp_syscall_resolve_name(std::string(name).c_str());
   if (number == __NR_SCMP_ERROR) return Error{Errc::invalid_argument, 0, "sandbox: unknown system call"};
@@ -68,13 +73,33 @@ Status allow(scmp_filter_ctx filter, std::string_view name) {
   return {};
 }
 
+constexpr std::string_view kThreadStartCalls[] = {"set_robust_list", "rseq"};
+
+Status allow_thread_starts(scmp_filter_ctx filter) {
+  if (seccomp_rule_add(filter, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                       SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD)) != 0) {
+    return Error{Errc::system, 0, "seccomp_rule_add clone"};
+  }
+  if (seccomp_rule_add(filter, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0) != 0) {
+    return Error{Errc::system, 0, "seccomp_rule_add clone3"};
+  }
+  for (const std::string_view name : kThreadStartCalls) {
+    if (Status allowed = allow(filter, name); !allowed) return allowed;
+  }
+  return {};
+}
+
 }  // namespace
 
 Status enter_sandbox(const SandboxPolicy& policy) {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return kernel_failure("PR_SET_NO_NEW_PRIVS", errno);
-  if (Status dropped = drop_capabilities(policy.kept_capabilities); !dropped) return dropped;
+  if (Status dropped = keep_only_capabilities(policy.kept_capabilities); !dropped) return dropped;
   std::unique_ptr<void, FilterDeleter> filter(seccomp_init(SCMP_ACT_KILL_PROCESS));
   if (!filter) return Error{Errc::system, 0, "seccomp_init"};
+  if (seccomp_attr_set(filter.get(), SCMP_FLTATR_CTL_TSYNC, 1) != 0) return Error{Errc::system, 0, "seccomp TSYNC"};
+  if (policy.starts_threads) {
+    if (Status allowed = allow_thread_starts(filter.get()); !allowed) return allowed;
+  }
   for (const std::string_view name : kRuntimeCalls) {
     if (Status allowed = allow(filter.get(), name); !allowed) return allowed;
   }

@@ -18,12 +18,13 @@ namespace flotilla::drivers {
 
 class DeviceWaker {
  public:
-  DeviceWaker(int device_fd, Doorbell& bell) : fd_(device_fd), bell_(&bell) {
-    thread_ = std::thread([this] { run(); });
-  }
+  // The thread starts at the first arm, from the loop: after the component entered its sandbox,
+  // so that it inherits the dropped capabilities (which are per thread) with the filter.
+  DeviceWaker(int device_fd, Doorbell& bell) : fd_(device_fd), bell_(&bell) {}
   DeviceWaker(const DeviceWaker&) = delete;
   DeviceWaker& operator=(const DeviceWaker&) = delete;
   ~DeviceWaker() {
+    if (!thread_.joinable()) return;
     stopping_.store(true, std::memory_order_relaxed);
     armed_.store(1, std::memory_order_release);
     futex_wake_one(armed_);
@@ -32,6 +33,11 @@ class DeviceWaker {
 
   // The loop is about to sleep: watch the device. A system call only when not armed already.
   void arm() {
+    if (!thread_.joinable()) {
+      armed_.store(1, std::memory_order_release);
+      thread_ = std::thread([this] { run(); });
+      return;
+    }
     if (armed_.exchange(1, std::memory_order_acq_rel) == 0) futex_wake_one(armed_);
   }
 

@@ -6,6 +6,7 @@
 // Waiting: the driver sleeps on its doorbell, which IP rings when it sends. A device with a
 // descriptor (AF_XDP) wakes it through a DeviceWaker thread; one without (DPDK, memwire) is polled
 // again after at most --idle-poll-us.
+#include <linux/capability.h>
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -16,7 +17,9 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "components/formats/xdp_block_list.hpp"
 #include "dataplane/component_main.hpp"
@@ -145,6 +148,30 @@ struct DriverProgram {
     }
     options.impairment = impairment.value();
     return {};
+  }
+
+  // Opening an AF_XDP port loads and attaches an XDP program (CAP_BPF, CAP_PERFMON for the
+  // verifier's pointer rules, CAP_NET_ADMIN) and binds an XDP socket (CAP_NET_RAW); without
+  // CAP_NET_RAW or CAP_PERFMON the open fails (tried), CAP_IPC_LOCK it does not need. Only these are
+  // kept while a sandboxed driver sets up, none once it runs.
+  static std::span<const int> setup_capabilities() {
+    static constexpr int kSetup[] = {CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON};
+    return kSetup;
+  }
+
+  // At run time AF_XDP needs the kicks on its socket (sendto, recvfrom, poll: the runtime's list has
+  // them), the block-rule and drop-counter maps (bpf, on the descriptors it holds; without CAP_BPF
+  // nothing else), and the DeviceWaker's thread. DPDK starts its own threads inside rte_eal_init,
+  // before any sandbox could cover them, so a DPDK driver runs without one.
+  static std::optional<SandboxPolicy> sandbox(const Options& options) {
+    static constexpr std::string_view kAfXdpCalls[] = {"bpf"};
+    if (options.type == "dpdk") return std::nullopt;
+    SandboxPolicy policy;
+    if (options.type == "af_xdp") {
+      policy.system_calls = kAfXdpCalls;
+      policy.starts_threads = true;
+    }
+    return policy;
   }
 
   // AF_XDP's socket wakes the loop (Driver::wake_through_device); other devices are polled on a timer.

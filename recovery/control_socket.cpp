@@ -347,7 +347,7 @@ CounterTable parse_counters(const std::string& answer) {
     for (std::string pair; words >> pair;) {
       const auto equals = pair.find('=');
       std::uint64_t value = 0;
-      if (equals != std::string::npos && parse_number(pair.substr(equals + 1), &value)) {
+      if (equals != std::string::npos && equals > 0 && parse_number(pair.substr(equals + 1), &value)) {
         table[component][pair.substr(0, equals)] = value;
       }
     }

@@ -46,6 +46,10 @@ struct FsProgram {
     return {};
   }
 
+  // A file server's tables and blocks are in its regions, mapped at set-up: at run time it needs
+  // only the runtime's calls (no files, no sockets).
+  static SandboxPolicy sandbox() { return {}; }
+
   static Result<std::unique_ptr<Component>> create(ComponentHost& host, ChannelOutputs& channels, Options& options) {
     const std::span<std::byte> cache = host.region(options.cache_region);
     if (cache.empty()) {

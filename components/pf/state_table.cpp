@@ -90,9 +90,8 @@ std::size_t capacity_for(std::size_t region_bytes) {
 
 }  // namespace
 
-StateTable::StateTable(StateTableHeader* header, StateEntry* entries, std::size_t capacity,
-                       bool reused)
-    : header_(header), entries_(entries), capacity_(capacity), reused_(reused) {}
+StateTable::StateTable(StateEntry* entries, std::size_t capacity, bool reused)
+    : entries_(entries), capacity_(capacity), reused_(reused) {}
 
 Result<StateTable> StateTable::attach(std::span<std::byte> region) {
   const std::size_t capacity = capacity_for(region.size());
@@ -106,7 +105,7 @@ Result<StateTable> StateTable::attach(std::span<std::byte> region) {
                      header->version == StateTableHeader::kVersion &&
                      header->entry_size == sizeof(StateEntry) && header->capacity == capacity;
   if (valid) {
-    StateTable table(header, entries, capacity, true);
+    StateTable table(entries, capacity, true);
     table.recount_and_validate();
     return table;
   }
@@ -120,7 +119,7 @@ Result<StateTable> StateTable::attach(std::span<std::byte> region) {
   header->capacity = static_cast<std::uint32_t>(capacity);
   header->entry_size = sizeof(StateEntry);
   header->magic.store(StateTableHeader::kMagic, std::memory_order_release);
-  return StateTable(header, entries, capacity, false);
+  return StateTable(entries, capacity, false);
 }
 
 void StateTable::recount_and_validate() {

@@ -98,14 +98,13 @@ class StateTable {
   bool reused() const { return reused_; }
 
  private:
-  StateTable(StateTableHeader* header, StateEntry* entries, std::size_t capacity, bool reused);
+  StateTable(StateEntry* entries, std::size_t capacity, bool reused);
 
   enum class Side { forward, reply };
   StateEntry* find(const PacketSummary& packet, Side& side);
   void recount_and_validate();
   void clear_tombstones();
 
-  StateTableHeader* header_ = nullptr;
   StateEntry* entries_ = nullptr;
   std::size_t capacity_ = 0;
   std::size_t live_ = 0;  // this process's count, rebuilt by attach
