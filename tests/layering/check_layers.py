@@ -26,6 +26,7 @@ LAYERS = {
     "sockets": ["sockets"],
     "apps": ["apps"],
     "perf": ["perf"],
+    "fuzz": ["fuzz"],
 }
 
 PROTOCOLS = {"wire", "pf", "ip", "tcp", "udp", "fs"}
@@ -49,6 +50,8 @@ ALLOWED = {
     # libraries, never a protocol's internals.
     "apps": {"runtime", "formats", "wire", "name", "supervisor", "sockets"},
     "perf": set(LAYERS),
+    # The fuzz harnesses drive each layer's real code, some through its test helpers.
+    "fuzz": set(LAYERS),
 }
 
 # Programs in apps/ with one more edge, and why: the supervisor's process removes the runtime
