@@ -502,6 +502,11 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
     }
     send_ack(c, now_ns);
     output(c, now_ns);
+    // Segments the predecessor built but never sent died with it, and nothing would ask for them
+    // before the retransmission timeout. One copy of the first unacknowledged segment makes the
+    // peer answer at once (a cumulative ACK, or a duplicate with SACK blocks): recovery starts
+    // within a round trip. Congestion state and timers are left as they were.
+    if (seq_lt(c.snd_una, c.snd_max)) (void)resend_first_segment(c, now_ns);
     finish(c);
   }
   end_call();
