@@ -619,6 +619,73 @@ def table(results):
     return "\n".join(lines)
 
 
+def split_sides_and_benchmarks(parser, options, benchmarks):
+    """Turns --sides and --only into lists, refusing names it does not know."""
+    options.sides = [s for s in options.sides.split(",") if s]
+    options.only = [b for b in options.only.split(",") if b]
+    for side in options.sides:
+        if side not in ("kernel", "flotilla"):
+            parser.error(f"unknown side '{side}'")
+    for name in options.only:
+        if name not in benchmarks:
+            parser.error(f"unknown benchmark '{name}' ({', '.join(benchmarks)})")
+    if not options.sides or not options.only:
+        parser.error("nothing to measure")
+
+
+def check_prerequisites(program, options, needed):
+    """Exits with a clear message unless root, the programs in `needed` and (for the flotilla side)
+    a build are there."""
+    if os.geteuid() != 0:
+        sys.exit(f"{program}: needs root (network namespaces, veth, XDP)")
+    missing = sorted({p for p in needed if shutil.which(p) is None})
+    if missing:
+        sys.exit(f"{program}: not installed: {', '.join(missing)} (./dev installs them)")
+    if "flotilla" in options.sides and not os.path.exists(os.path.join(options.build, "apps", "flotilla")):
+        sys.exit(f"{program}: no build in {options.build} (./dev build, or --build DIR)")
+
+
+def run_and_report(program, bench, options, table_of, footnote):
+    """Brings `bench` up, runs bench_NAME for each of options.only, and takes everything down, on a
+    signal too; then writes options.json and prints table_of(results) and `footnote`. Returns the
+    exit status."""
+    def stop_signal(number, _frame):
+        raise Stopped(signal.Signals(number).name)
+
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, stop_signal)
+    results = {}
+    started = time.time()
+    status = 0
+    try:
+        bench.bring_up()
+        for name in options.only:
+            getattr(bench, f"bench_{name}")(results)
+    except Stopped as stop:
+        say(f"{program}: {stop}: taking everything down")
+        status = 130
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        say(f"{program}: {error}")
+        status = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        bench.tear_down()
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "options": {k: v for k, v in vars(options).items()},
+        "skipped_sides": bench.skipped,
+        "results": results,
+    }
+    with open(options.json, "w") as file:
+        json.dump(report, file, indent=2)
+    say("")
+    say(table_of(results))
+    say(footnote)
+    return status
+
+
 def parse_arguments():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -645,16 +712,7 @@ def parse_arguments():
     parser.add_argument("--json", default=None,
                         help="where to write the figures (default: BUILD/apps-bench.json)")
     options = parser.parse_args()
-    options.sides = [s for s in options.sides.split(",") if s]
-    options.only = [b for b in options.only.split(",") if b]
-    for side in options.sides:
-        if side not in ("kernel", "flotilla"):
-            parser.error(f"unknown side '{side}'")
-    for name in options.only:
-        if name not in BENCHMARKS:
-            parser.error(f"unknown benchmark '{name}'")
-    if not options.sides or not options.only:
-        parser.error("nothing to measure")
+    split_sides_and_benchmarks(parser, options, BENCHMARKS)
     for name in ("runs", "seconds", "nginx_workers", "iperf_seconds", "redis_requests", "strace_seconds", "strace_redis_requests"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -664,54 +722,10 @@ def parse_arguments():
 
 def main():
     options = parse_arguments()
-    if os.geteuid() != 0:
-        sys.exit("apps_bench: needs root (network namespaces, veth, XDP)")
-    needed = ["ip", "ethtool"] + [p for name in options.only for p in PROGRAMS[name]]
-    missing = sorted({p for p in needed if shutil.which(p) is None})
-    if missing:
-        sys.exit(f"apps_bench: not installed: {', '.join(missing)} (./dev installs them)")
-    if "flotilla" in options.sides and not os.path.exists(os.path.join(options.build, "apps", "flotilla")):
-        sys.exit(f"apps_bench: no build in {options.build} (./dev build, or --build DIR)")
-
-    def stop_signal(number, _frame):
-        raise Stopped(signal.Signals(number).name)
-
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, stop_signal)
-
-    bench = Bench(options)
-    results = {}
-    started = time.time()
-    status = 0
-    try:
-        bench.bring_up()
-        for name in options.only:
-            getattr(bench, f"bench_{name}")(results)
-    except Stopped as stop:
-        say(f"apps_bench: {stop}: taking everything down")
-        status = 130
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        say(f"apps_bench: {error}")
-        status = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.tear_down()
-    report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "options": {k: v for k, v in vars(options).items()},
-        "skipped_sides": bench.skipped,
-        "results": results,
-    }
-    with open(options.json, "w") as file:
-        json.dump(report, file, indent=2)
-    say("")
-    say(table(results))
-    say(f"\n(medians of {options.runs} runs; system calls counted on the server in separate passes; "
-        f"figures in {options.json})")
-    return status
-
+    check_prerequisites("apps_bench", options, ["ip", "ethtool"] + [p for name in options.only for p in PROGRAMS[name]])
+    return run_and_report("apps_bench", Bench(options), options, table,
+                          f"\n(medians of {options.runs} runs; system calls counted on the server in separate "
+                          f"passes; figures in {options.json})")
 
 if __name__ == "__main__":
     sys.exit(main())

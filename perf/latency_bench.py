@@ -30,11 +30,8 @@ asserts a time.
 """
 
 import argparse
-import json
 import os
 import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -315,16 +312,7 @@ def parse_arguments():
                              "the kernel's defaults (default: off)")
     parser.add_argument("--json", default=None, help="where to write the figures (default: BUILD/latency-bench.json)")
     options = parser.parse_args()
-    options.sides = [s for s in options.sides.split(",") if s]
-    options.only = [b for b in options.only.split(",") if b]
-    for side in options.sides:
-        if side not in ("kernel", "flotilla"):
-            parser.error(f"unknown side '{side}'")
-    for name in options.only:
-        if name not in ("sockperf", "redis"):
-            parser.error(f"unknown benchmark '{name}' (sockperf, redis)")
-    if not options.sides or not options.only:
-        parser.error("nothing to measure")
+    apps_bench.split_sides_and_benchmarks(parser, options, ["sockperf", "redis"])
     try:
         options.rates = [int(rate) for rate in options.rates.split(",") if rate]
     except ValueError:
@@ -355,58 +343,18 @@ def parse_arguments():
 
 def main():
     options = parse_arguments()
-    if os.geteuid() != 0:
-        sys.exit("latency_bench: needs root (network namespaces, veth, XDP)")
-    needed = ["ip", "ethtool", "taskset"] + (["sockperf"] if "sockperf" in options.only else []) + \
-        (["redis-server", "redis-benchmark"] if "redis" in options.only else [])
-    missing = sorted({p for p in needed if shutil.which(p) is None})
-    if missing:
-        sys.exit(f"latency_bench: not installed: {', '.join(missing)} (./dev installs them)")
-    if "flotilla" in options.sides and not os.path.exists(os.path.join(options.build, "apps", "flotilla")):
-        sys.exit(f"latency_bench: no build in {options.build} (./dev build, or --build DIR)")
-
-    def stop_signal(number, _frame):
-        raise apps_bench.Stopped(signal.Signals(number).name)
-
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, stop_signal)
-
-    bench = LatencyBench(options)
-    results = {}
-    started = time.time()
-    status = 0
+    apps_bench.check_prerequisites(
+        "latency_bench", options,
+        ["ip", "ethtool", "taskset"] + (["sockperf"] if "sockperf" in options.only else []) +
+        (["redis-server", "redis-benchmark"] if "redis" in options.only else []))
     say(f"latency_bench: clients on CPU {options.client_cpu}, servers on CPU {options.server_cpu}; placement: "
         f"wait {' '.join(options.wait) or '(the configuration)'}, cores "
         f"{' '.join(f'{n}={c}' for n, c in options.core) or '(unpinned)'}")
-    try:
-        bench.bring_up()
-        for name in options.only:
-            getattr(bench, f"bench_{name}")(results)
-    except apps_bench.Stopped as stop:
-        say(f"latency_bench: {stop}: taking everything down")
-        status = 130
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        say(f"latency_bench: {error}")
-        status = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        bench.tear_down()
-    report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 1),
-        "options": {k: v for k, v in vars(options).items()},
-        "skipped_sides": bench.skipped,
-        "results": results,
-    }
-    with open(options.json, "w") as file:
-        json.dump(report, file, indent=2)
-    say("")
-    say(table(results))
-    say(f"\n(medians of {options.runs} runs, sides alternating; latencies in microseconds: sockperf's half round "
+    return apps_bench.run_and_report(
+        "latency_bench", LatencyBench(options), options, table,
+        f"\n(medians of {options.runs} runs, sides alternating; latencies in microseconds: sockperf's half round "
         f"trip, redis-benchmark's round trip; steal% and bg% are medians over both sides' runs; figures in "
         f"{options.json})")
-    return status
 
 
 if __name__ == "__main__":
