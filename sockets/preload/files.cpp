@@ -155,21 +155,10 @@ fs::Client* Files::client() {
     return nullptr;
   }
   next_lease_ns_ = now + kLeaseEveryNs;
-  // The seat's descriptors go above the low numbers, which programs name themselves (a shell's
-  // `exec 3<file` is a dup2 onto 3): the free ones are held while the seat is leased.
-  constexpr int kLowDescriptors = 64;
-  std::vector<int> held;
-  for (;;) {
-    const int fd = REAL(open)("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) break;
-    if (fd >= kLowDescriptors) {
-      REAL(close)(fd);
-      break;
-    }
-    held.push_back(fd);
-  }
-  auto leased = fs::FleetConnection::lease(control_socket_path());
-  for (const int fd : held) REAL(close)(fd);
+  auto leased = [] {
+    const LowDescriptorsHeld held;
+    return fs::FleetConnection::lease(control_socket_path());
+  }();
   if (leased) {
     // Descriptors opened under an earlier lease open their inode again under this one.
     if (connection_ != nullptr) ++generation_;

@@ -2,6 +2,7 @@
 // sleeping in the kernel (see runtime.hpp).
 #include "sockets/preload/runtime.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -27,6 +28,23 @@ std::atomic<FdKind> g_fd_kind[kMaxFds];
 std::string control_socket_path() {
   const char* path = std::getenv("FLOTILLA_SOCKET");
   return path != nullptr && *path != '\0' ? std::string(path) : default_socket_path();
+}
+
+LowDescriptorsHeld::LowDescriptorsHeld() {
+  constexpr int kLowDescriptors = 64;
+  for (;;) {
+    const int fd = REAL(open)("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    if (fd >= kLowDescriptors) {
+      REAL(close)(fd);
+      return;
+    }
+    held_.push_back(fd);
+  }
+}
+
+LowDescriptorsHeld::~LowDescriptorsHeld() {
+  for (const int fd : held_) REAL(close)(fd);
 }
 
 Runtime& Runtime::get() {
@@ -63,7 +81,10 @@ bool Runtime::ensure_stack() {
   next_lease_ns_ = now + kLeaseEveryNs;
   lease_errno_ = ENETDOWN;
   const std::string path = control_socket_path();
-  auto leased = ComponentHost::lease(path);
+  auto leased = [&] {
+    const LowDescriptorsHeld held;
+    return ComponentHost::lease(path);
+  }();
   std::string why;
   if (leased) {
     std::vector<std::string> channels;

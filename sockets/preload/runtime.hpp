@@ -363,6 +363,20 @@ class Runtime {
 // The supervisor's control socket: FLOTILLA_SOCKET, else the default path.
 std::string control_socket_path();
 
+// Holds every free descriptor below 64 while it lives. A seat is leased under one, so that the
+// seat's own descriptors land above the low numbers programs name themselves (a shell's
+// `exec 3<file` is a dup2 onto 3, which would close the seat's descriptor there).
+class LowDescriptorsHeld {
+ public:
+  LowDescriptorsHeld();
+  ~LowDescriptorsHeld();
+  LowDescriptorsHeld(const LowDescriptorsHeld&) = delete;
+  LowDescriptorsHeld& operator=(const LowDescriptorsHeld&) = delete;
+
+ private:
+  std::vector<int> held_;
+};
+
 // Sets errno and returns -1, the shape of every failing call.
 inline int fail_with(int error) {
   errno = error;
