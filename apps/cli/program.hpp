@@ -53,6 +53,8 @@ class Program {
   bool started() const { return pid_ > 0 || exit_status_.has_value(); }
   // Whether it is still running (a program that ended is reaped here).
   bool running() { return pid_ > 0 && !reap(WNOHANG); }
+  // Its process id, which is also its process group's; -1 once it ended.
+  pid_t pid() const { return pid_; }
   // Its exit status once it ended (-1 when a signal ended it).
   std::optional<int> exit_status() const { return exit_status_; }
 

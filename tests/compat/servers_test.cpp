@@ -1,0 +1,325 @@
+// The compatibility suite: Debian's servers that nobody tuned for Flotilla, each run unmodified
+// under `flotilla run` and checked against kernel clients in the peer namespace (issue 14):
+// memcached's threads, an idle threaded server, a fork-per-connection server, redis with 2,000
+// clients, two programs on one stack, and a server whose stack goes down under it. Each case takes
+// seconds. The fixture, and FLOTILLA_APPS_TEST_SIDE=kernel (the same cases on kernel sockets):
+// tests/stack/programs_fixture.hpp.
+//
+// Times are printed, never asserted; the kernel-against-Flotilla ratios are `./dev bench apps`.
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/stack/programs_fixture.hpp"
+#include "tests/support/kernel_tcp.hpp"
+
+namespace flotilla::testing {
+namespace {
+
+constexpr std::uint16_t kMemcachedPort = 11211;
+
+// CPU time (user + system, in clock ticks) of every process in process group `group`.
+std::uint64_t group_cpu_ticks(pid_t group) {
+  std::uint64_t ticks = 0;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return 0;
+  while (const dirent* entry = ::readdir(proc)) {
+    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+    std::ifstream stat(std::string("/proc/") + entry->d_name + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // The fields after the command's closing parenthesis: state, ppid, pgrp, ... utime is the 14th
+    // field of the line, stime the 15th.
+    const std::size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(line.substr(close + 2));
+    std::string field;
+    std::vector<std::string> words;
+    while (fields >> field) words.push_back(field);
+    if (words.size() < 13 || std::stol(words[2]) != group) continue;
+    ticks += std::stoull(words[11]) + std::stoull(words[12]);
+  }
+  ::closedir(proc);
+  return ticks;
+}
+
+// What one memcached client connection saw.
+struct MemcachedOutcome {
+  std::uint64_t verified = 0;  // set + get pairs whose get returned what the set stored
+  std::string error;           // "" when every pair was verified
+  std::chrono::nanoseconds elapsed{0};
+};
+
+// One kernel connection to memcached at address:port doing `pairs` set-then-get pairs on keys of
+// its own, each get checked against its set. Gives up after 30 s.
+MemcachedOutcome memcached_pairs(const std::string& address, std::uint16_t port, int connection, int pairs) {
+  MemcachedOutcome outcome;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    outcome.error = "socket failed";
+    return outcome;
+  }
+  const timeval timeout{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+    outcome.error = std::string("connect: ") + std::strerror(errno);
+    ::close(fd);
+    return outcome;
+  }
+  std::string pending;  // bytes received and not yet consumed
+  char chunk[4096];
+  // Reads until `expected` has arrived whole, and checks it is exactly what came.
+  auto expect_reply = [&](const std::string& expected) -> bool {
+    while (pending.size() < expected.size()) {
+      const ssize_t got = ::recv(fd, chunk, sizeof(chunk), 0);
+      if (got <= 0) {
+        outcome.error = got == 0 ? "memcached closed the connection" : std::string("recv: ") + std::strerror(errno);
+        return false;
+      }
+      pending.append(chunk, static_cast<std::size_t>(got));
+    }
+    if (pending.compare(0, expected.size(), expected) != 0) {
+      outcome.error = "expected \"" + expected + "\", got \"" + pending.substr(0, expected.size()) + "\"";
+      return false;
+    }
+    pending.erase(0, expected.size());
+    return true;
+  };
+  auto send_all = [&](const std::string& request) -> bool {
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) return true;
+    outcome.error = std::string("send: ") + std::strerror(errno);
+    return false;
+  };
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < pairs; ++i) {
+    const std::string key = "c" + std::to_string(connection) + "k" + std::to_string(i);
+    const std::string value = "value-" + std::to_string(i * 7919 + connection);
+    if (!send_all("set " + key + " 0 0 " + std::to_string(value.size()) + "\r\n" + value + "\r\n") ||
+        !expect_reply("STORED\r\n") || !send_all("get " + key + "\r\n") ||
+        !expect_reply("VALUE " + key + " 0 " + std::to_string(value.size()) + "\r\n" + value + "\r\nEND\r\n")) {
+      break;
+    }
+    ++outcome.verified;
+  }
+  outcome.elapsed = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  return outcome;
+}
+
+class Compat : public ProgramsTest {
+ protected:
+  std::vector<std::string> memcached_command(int threads) const {
+    return app_command({"memcached", "-u", "root", "-t", std::to_string(threads), "-p", std::to_string(kMemcachedPort),
+                        "-U", "0", "-l", "0.0.0.0"});
+  }
+
+  // `connections` kernel clients at once, each doing `pairs` verified set+get pairs; expects every
+  // pair verified and returns the mean time of one pair over all of them.
+  std::chrono::nanoseconds run_memcached_clients(int connections, int pairs) {
+    std::vector<MemcachedOutcome> outcomes(static_cast<std::size_t>(connections));
+    std::vector<std::thread> clients;
+    const std::string address = app_address();
+    for (int c = 0; c < connections; ++c) {
+      clients.emplace_back([&, c] {
+        outcomes[static_cast<std::size_t>(c)] =
+            in_namespace(names_.peer_namespace, [&] { return memcached_pairs(address, kMemcachedPort, c, pairs); });
+      });
+    }
+    for (auto& client : clients) client.join();
+    std::chrono::nanoseconds total{0};
+    std::uint64_t verified = 0;
+    for (int c = 0; c < connections; ++c) {
+      const auto& outcome = outcomes[static_cast<std::size_t>(c)];
+      EXPECT_EQ(outcome.error, "") << "connection " << c;
+      EXPECT_EQ(outcome.verified, static_cast<std::uint64_t>(pairs)) << "connection " << c;
+      total += outcome.elapsed;
+      verified += outcome.verified;
+    }
+    return verified == 0 ? std::chrono::nanoseconds{0} : total / static_cast<std::int64_t>(verified);
+  }
+};
+
+// memcached's worker threads share the listener and hand connections to each other: 8 clients at
+// once, 2,500 set+get pairs each (20,000 sets and 20,000 gets), every get checked.
+TEST_F(Compat, MemcachedWithFourThreadsServesEightConnections) {
+  ASSERT_TRUE(start_apps({"memcached"}));
+  Program server(memcached_command(4), file("memcached.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kMemcachedPort)) << tail(server.output());
+  const auto per_pair = run_memcached_clients(8, 2500);
+  std::printf("memcached -t 4, 8 connections: %.1f us per set+get pair\n",
+              std::chrono::duration<double, std::micro>(per_pair).count());
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  expect_served_by_flotilla();
+}
+
+// One thread serving one connection at a time: a request never waits on another thread's wake-up.
+TEST_F(Compat, MemcachedWithOneThreadAnswersEveryRequest) {
+  ASSERT_TRUE(start_apps({"memcached"}));
+  Program server(memcached_command(1), file("memcached.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kMemcachedPort)) << tail(server.output());
+  const auto per_pair = run_memcached_clients(2, 2000);
+  std::printf("memcached -t 1, 2 connections: %.1f us per set+get pair\n",
+              std::chrono::duration<double, std::micro>(per_pair).count());
+  EXPECT_TRUE(server.running()) << tail(server.output());
+}
+
+// A threaded server with nothing to do sleeps: under 1% of a CPU over 5 s (its threads wait in
+// the kernel for the stack's wake-up, none polls).
+TEST_F(Compat, AnIdleThreadedServerUsesNoCpu) {
+  ASSERT_TRUE(start_apps({"memcached"}));
+  Program server(memcached_command(4), file("memcached.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kMemcachedPort)) << tail(server.output());
+  run_memcached_clients(4, 50);  // every thread has served, and holds a connection that went idle
+  std::this_thread::sleep_for(500ms);
+  const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
+  const std::uint64_t before = group_cpu_ticks(server.pid());
+  std::this_thread::sleep_for(5s);
+  const std::uint64_t used = group_cpu_ticks(server.pid()) - before;
+  std::printf("idle memcached -t 4: %llu ticks of CPU in 5 s (%ld per second)\n",
+              static_cast<unsigned long long>(used), ticks_per_second);
+  EXPECT_LT(used * 100, static_cast<std::uint64_t>(5 * ticks_per_second)) << "over 1% of a CPU while idle";
+  EXPECT_TRUE(server.running()) << tail(server.output());
+}
+
+// The stack taken down under servers waiting for connections, socat in poll(2) on its listener and
+// memcached's threads in epoll: the listener stops being ready, so neither spins, and each still
+// ends at once on SIGTERM (a server once kept running after it).
+TEST_F(Compat, TheStackGoingDownUnderWaitingServersMakesNoneSpin) {
+  if (side_ != Side::flotilla) GTEST_SKIP() << "the stack going down is Flotilla's";
+  ASSERT_TRUE(start_apps({"memcached", "socat"}));
+  Program memcached(memcached_command(4), file("memcached.log"));
+  // Without `fork` socat serves one connection: it is not probed, it says when it listens.
+  Program socat(app_command({"socat", "-d", "-d", "TCP-LISTEN:7001,reuseaddr", "EXEC:cat"}), file("socat.log"));
+  ASSERT_TRUE(wait_for_port(memcached, app_address(), kMemcachedPort)) << tail(memcached.output());
+  ASSERT_TRUE(wait_for([&] { return socat.output().find("listening on") != std::string::npos; }, 10s))
+      << tail(socat.output());
+
+  const CommandOutcome down = cli("down");
+  ASSERT_EQ(down.exit_code, 0) << down.output;
+  const long ticks_per_second = ::sysconf(_SC_CLK_TCK);
+  const std::uint64_t memcached_before = group_cpu_ticks(memcached.pid());
+  const std::uint64_t socat_before = group_cpu_ticks(socat.pid());
+  std::this_thread::sleep_for(3s);
+  const std::uint64_t memcached_used = group_cpu_ticks(memcached.pid()) - memcached_before;
+  const std::uint64_t socat_used = group_cpu_ticks(socat.pid()) - socat_before;
+  std::printf("with the stack down, 3 s: memcached %llu ticks, socat %llu ticks of CPU (%ld per second)\n",
+              static_cast<unsigned long long>(memcached_used), static_cast<unsigned long long>(socat_used),
+              ticks_per_second);
+  const auto five_percent = static_cast<std::uint64_t>(3 * ticks_per_second) * 5;
+  EXPECT_LT(memcached_used * 100, five_percent) << "memcached spins";
+  EXPECT_LT(socat_used * 100, five_percent) << "socat spins";
+
+  for (auto [name, server] : {std::pair{"memcached", &memcached}, std::pair{"socat", &socat}}) {
+    ASSERT_TRUE(server->running()) << name << " ended with the stack\n" << tail(server->output());
+    ::kill(-server->pid(), SIGTERM);
+    EXPECT_TRUE(wait_for([&] { return !server->running(); }, 3s)) << name << " still running 3 s after SIGTERM";
+  }
+}
+
+// Client and server both under `flotilla run`: memccp stores a file in memcached and memccat reads
+// it back through the same stack (IP turns the segments around), byte for byte.
+TEST_F(Compat, TwoProgramsOnOneStackReachEachOther) {
+  ASSERT_TRUE(start_apps({"memcached", "memccp", "memccat"}));
+  Program server(memcached_command(2), file("memcached.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kMemcachedPort)) << tail(server.output());
+  const std::string servers = "--servers=" + app_address() + ":" + std::to_string(kMemcachedPort);
+  std::string content;
+  for (int line = 0; line < 4000; ++line) content += "line " + std::to_string(line * 31) + " of the stored file\n";
+  const auto stored = file("stored.txt");
+  std::ofstream(stored) << content;
+  Program copy(app_command({"memccp", servers, stored.string()}), file("memccp.log"));
+  ASSERT_EQ(copy.wait(30s).value_or(-2), 0) << tail(copy.output());
+  Program read_back(app_command({"memccat", servers, "stored.txt"}), file("memccat.log"));
+  ASSERT_EQ(read_back.wait(30s).value_or(-2), 0) << tail(read_back.output());
+  const std::string fetched = read_back.output();
+  const std::string expected = content + "\n";  // memccat ends each value it prints with a newline
+  EXPECT_EQ(fetched.size(), expected.size());
+  EXPECT_TRUE(fetched == expected) << "memccat gave back other bytes than memccp stored: " << tail(fetched, 300);
+  EXPECT_TRUE(server.running()) << tail(server.output());
+}
+
+// A fork-per-connection server (socat's fork option: the parent accepts, forks and closes its copy;
+// the child serves the inherited connection): 50 connections, 10 at a time, each echoing 64 KiB.
+TEST_F(Compat, AForkPerConnectionServerEchoesFiftyConnections) {
+  if (side_ == Side::flotilla) {
+    GTEST_SKIP() << "not on Flotilla yet: a fork child cannot use a connection its parent accepted (its reads fail "
+                    "with EBADF; issue 14, holder sets and fork holds)";
+  }
+  ASSERT_TRUE(start_apps({"socat"}));
+  constexpr std::uint16_t kPort = 7000;
+  constexpr std::uint64_t kBytes = 64 * 1024;
+  Program server(app_command({"socat", "TCP-LISTEN:7000,reuseaddr,fork,backlog=64", "EXEC:cat"}), file("socat.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
+  const std::string address = app_address();
+  for (int round = 0; round < 5; ++round) {
+    std::vector<SourceResult> results(10);
+    std::vector<std::thread> clients;
+    for (auto& result : results) {
+      clients.emplace_back([&] {
+        result = in_namespace(names_.peer_namespace, [&] {
+          return kernel_source({.address = address, .port = kPort, .bytes = kBytes, .deadline = 30s, .half_close = true});
+        });
+      });
+    }
+    for (auto& client : clients) client.join();
+    for (std::size_t c = 0; c < results.size(); ++c) {
+      EXPECT_TRUE(results[c].connected) << "round " << round << " connection " << c;
+      EXPECT_EQ(results[c].echo.bytes, kBytes) << "round " << round << " connection " << c;
+      EXPECT_EQ(results[c].echo.sha256, pattern_sha256(kBytes)) << "round " << round << " connection " << c;
+    }
+    if (HasFailure()) break;
+  }
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  EXPECT_EQ(server.output().find(" E "), std::string::npos) << tail(server.output());
+}
+
+// redis with 2,000 clients at once. A program's sockets per replica are a limit
+// (limits.tcp_sockets_per_seat, 64 by default; the two replicas give 2 x 1,100 here), and so is
+// the number of descriptors (prlimit on both sides, as an administrator would raise ulimit -n).
+TEST_F(Compat, RedisServesTwoThousandClients) {
+  ASSERT_TRUE(start_apps({"redis-server", "redis-benchmark", "prlimit"},
+                         recovery::app_seats_config() + "tcp_sockets_per_seat = 1100\n"));
+  auto with_descriptors = [](std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"prlimit", "--nofile=16384", "--"});
+    return argv;
+  };
+  Program server(app_command(with_descriptors({"redis-server", "--port", "6379", "--save", "", "--appendonly", "no",
+                                               "--protected-mode", "no", "--bind", "0.0.0.0", "--maxclients",
+                                               "4000", "--dir", folder_.string()})),
+                 file("redis.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), 6379)) << tail(server.output());
+  std::vector<std::string> bench = peer_command(with_descriptors(
+      {"redis-benchmark", "-h", app_address(), "-p", "6379", "-q", "-n", "20000", "-c", "2000", "-t", "set,get"}));
+  Program client(bench, file("redis-benchmark.log"));
+  const auto status = client.wait(180s);
+  const std::string report = client.output();
+  ASSERT_TRUE(status.has_value()) << "redis-benchmark overran 180 s\n" << tail(report);
+  EXPECT_EQ(*status, 0) << tail(report);
+  EXPECT_NE(report.find("SET: "), std::string::npos) << tail(report);
+  EXPECT_NE(report.find("GET: "), std::string::npos) << tail(report);
+  EXPECT_EQ(report.find("rror"), std::string::npos) << tail(report);
+  EXPECT_EQ(server.output().find("flotilla:"), std::string::npos) << tail(server.output());
+  EXPECT_TRUE(server.running()) << tail(server.output());
+}
+
+}  // namespace
+}  // namespace flotilla::testing
