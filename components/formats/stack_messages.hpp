@@ -82,11 +82,14 @@ struct VerdictRequestBody {
   std::uint8_t reserved[3];
 };
 
-// pf -> ip.
+// pf -> ip. kVerdictCacheable: the same verdict holds for every packet of this flow in this
+// direction that is not a TCP SYN, FIN or RST, so IP may pass them without asking
+// (components/ip/verdict_cache.hpp).
+inline constexpr std::uint8_t kVerdictCacheable = 1;
 struct VerdictBody {
   std::uint32_t ticket;
   Action action;
-  std::uint8_t reserved;
+  std::uint8_t flags;
   std::uint16_t rule;  // the deciding rule's index + 1; 0 for the default
   std::uint32_t packet_generation;  // the request's handle generation, so a late answer is caught
 };

@@ -83,6 +83,7 @@ IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, Named
   counters_.filter_queue_full = counter("filter_queue_full");
   counters_.filter_stale_verdicts = counter("filter_stale_verdicts");
   counters_.filter_resubmitted = counter("filter_resubmitted");
+  counters_.filter_cache_hits = counter("filter_cache_hits");
   counters_.verdicts_restored = counter("verdicts_restored");
   counters_.delivered = counter("delivered");
   counters_.delivered_locally = counter("delivered_locally");
@@ -446,6 +447,17 @@ void IpServer::filter_then(Stage stage, const BufferHandle& packet, std::uint64_
     }
     return;
   }
+  auto bytes = pool_->bytes(self_, packet);
+  const auto flow = bytes ? VerdictCache::flow_of(bytes.value(), stage == Stage::inbound) : std::nullopt;
+  if (flow && verdict_cache_.passes(*flow, now_ms)) {
+    counters_.filter_cache_hits->add();
+    if (stage == Stage::inbound) {
+      deliver_inbound(packet, now_ms);
+    } else {
+      transmit(packet, now_ms);
+    }
+    return;
+  }
   // Tickets carry their slot in the low bits, so a verdict finds its packet without a search.
   const std::uint32_t first = next_ticket_;
   for (std::size_t probe = 0; probe < kMaxPendingVerdicts; ++probe) {
@@ -455,6 +467,7 @@ void IpServer::filter_then(Stage stage, const BufferHandle& packet, std::uint64_
     next_ticket_ = ticket + 1;
     if (!pool_->hand_off(packet, self_, parked_owner(self_))) return;  // counted by the pool
     publish(entry, PendingVerdict{0, ticket, packet, stage, false, {}, now_ms});
+    if (flow) verdict_cache_.asked(flow->key);
     ask_filter(entry, now_ms);
     return;
   }
@@ -527,6 +540,13 @@ void IpServer::on_verdict(const stack::VerdictBody& verdict, std::uint64_t now_m
   const PendingVerdict done = entry;
   retire(entry);
   if (!pool_->hand_off(done.packet, parked_owner(self_), self_)) return;  // counted by the pool
+  if (auto bytes = pool_->bytes(self_, done.packet)) {
+    if (const auto flow = VerdictCache::flow_of(bytes.value(), done.stage == Stage::inbound)) {
+      verdict_cache_.answered(flow->key,
+                              verdict.action == stack::Action::pass && (verdict.flags & stack::kVerdictCacheable) != 0,
+                              now_ms);
+    }
+  }
   if (verdict.action != stack::Action::pass) {
     drop(done.packet, done.stage == Stage::inbound ? counters_.filter_blocked_in
                                                    : counters_.filter_blocked_out);

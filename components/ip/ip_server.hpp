@@ -25,6 +25,7 @@
 #include "components/ip/pending_queue.hpp"
 #include "components/ip/reassembly.hpp"
 #include "components/ip/route_table.hpp"
+#include "components/ip/verdict_cache.hpp"
 #include "components/formats/stack_messages.hpp"
 #include "components/wire/ipv4.hpp"
 #include "dataplane/buffer_pool.hpp"
@@ -173,6 +174,7 @@ class IpServer {
   PendingQueue waiting_for_arp_;
   Reassembler reassembler_;
   std::span<PendingVerdict> verdicts_;  // kMaxPendingVerdicts entries in the state store
+  VerdictCache verdict_cache_;
   std::size_t pending_count_ = 0;
   std::uint32_t next_ticket_ = 1;
   std::uint16_t next_identification_ = 1;
@@ -208,6 +210,7 @@ class IpServer {
     NamedCounter* filter_queue_full;
     NamedCounter* filter_stale_verdicts;
     NamedCounter* filter_resubmitted;
+    NamedCounter* filter_cache_hits;  // passed on a cached verdict, without asking the filter
     NamedCounter* verdicts_restored;
     NamedCounter* delivered;
     NamedCounter* delivered_locally;  // sent to our own address: turned around without the driver

@@ -7,6 +7,7 @@
 #include "components/pf/xdp_offload.hpp"
 #include "components/wire/bytes.hpp"
 #include "components/wire/ipv4.hpp"
+#include "components/wire/tcp.hpp"
 
 namespace flotilla::pf {
 namespace {
@@ -78,6 +79,13 @@ stack::VerdictBody PfServer::verdict_for(const stack::VerdictRequestBody& reques
   const Decision decision = filter_.decide(*summary, now_ms);
   verdict.action = decision.action;
   verdict.rule = decision.rule;
+  // The rules look at direction, protocol, addresses and ports only, and states change on SYN, FIN
+  // and RST only: a pass of any other TCP or UDP packet holds for its whole flow.
+  const bool moves_states = summary->protocol == wire::kProtocolTcp &&
+                            (summary->tcp_flags & (wire::kTcpSyn | wire::kTcpFin | wire::kTcpRst)) != 0;
+  if (decision.action == stack::Action::pass && summary->has_ports && !moves_states) {
+    verdict.flags |= stack::kVerdictCacheable;
+  }
   return verdict;
 }
 

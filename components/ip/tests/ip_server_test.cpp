@@ -177,7 +177,7 @@ class FakeOutputs final : public IpOutputs {
 stack::VerdictBody verdict_for(const stack::VerdictRequestBody& request, stack::Action action) {
   return stack::VerdictBody{.ticket = request.ticket,
                             .action = action,
-                            .reserved = 0,
+                            .flags = 0,
                             .rule = 0,
                             .packet_generation = request.packet.generation};
 }
@@ -1295,6 +1295,55 @@ TEST_F(IpTcpReplicaTest, TcpToOurOwnAddressPassesTheFilterBothWaysAndReachesTheR
   EXPECT_EQ(outputs_.deliveries.size(), 1u);
   EXPECT_EQ(count("delivered_locally"), 2u);
   EXPECT_TRUE(outputs_.frames.empty());
+}
+
+// A pass pf marks cacheable lets the rest of the flow's packets by without asking, in this
+// direction only, until the entry is VerdictCache::kLifetimeMs old; SYN, FIN and RST always ask.
+TEST_F(IpTcpReplicaTest, ACacheablePassLetsTheFlowSkipTheFilterUntilItAges) {
+  announce(kTcp0, 0, true);
+  announce(kTcp1, 1, true);
+  outputs_.filter = true;
+  const auto segment_in = [&](std::uint16_t remote_port, std::uint8_t flags) {
+    inject_frame(ipv4_frame(ipv4_packet(kPeerAddress, kOurAddress, wire::kProtocolTcp,
+                                        tcp_segment(remote_port, 80, kPeerAddress, kOurAddress, flags))));
+  };
+  auto cacheable_pass = [&](std::size_t request) {
+    auto verdict = verdict_for(outputs_.verdict_requests.at(request), stack::Action::pass);
+    verdict.flags = stack::kVerdictCacheable;
+    server_->on_verdict(verdict, now_);
+  };
+  segment_in(40000, wire::kTcpAck);
+  ASSERT_EQ(outputs_.verdict_requests.size(), 1u);
+  cacheable_pass(0);
+  ASSERT_EQ(outputs_.deliveries.size(), 1u);
+
+  for (int i = 0; i < 5; ++i) segment_in(40000, wire::kTcpAck);
+  EXPECT_EQ(outputs_.verdict_requests.size(), 1u) << "the flow's packets still asked the filter";
+  EXPECT_EQ(outputs_.deliveries.size(), 6u);
+  EXPECT_EQ(count("filter_cache_hits"), 5u);
+
+  segment_in(40000, wire::kTcpAck | wire::kTcpFin);
+  EXPECT_EQ(outputs_.verdict_requests.size(), 2u) << "a FIN moves pf's states: it must ask";
+  segment_in(40000, wire::kTcpAck);
+  EXPECT_EQ(outputs_.verdict_requests.size(), 3u) << "a packet overtook one waiting for its verdict";
+  EXPECT_EQ(outputs_.deliveries.size(), 6u);
+  cacheable_pass(1);
+  cacheable_pass(2);
+  EXPECT_EQ(outputs_.deliveries.size(), 8u);
+  ASSERT_GE(outputs_.deliveries.back().segment.size(), 14u);
+
+  segment_in(40001, wire::kTcpAck);  // another flow has its own entry
+  EXPECT_EQ(outputs_.verdict_requests.size(), 4u);
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[3], stack::Action::pass), now_);  // not cacheable
+  segment_in(40001, wire::kTcpAck);
+  EXPECT_EQ(outputs_.verdict_requests.size(), 5u) << "a pass not marked cacheable was cached";
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[4], stack::Action::block), now_);
+
+  now_ += VerdictCache::kLifetimeMs;
+  segment_in(40000, wire::kTcpAck);
+  EXPECT_EQ(outputs_.verdict_requests.size(), 6u) << "an aged entry still passed packets";
+  server_->on_verdict(verdict_for(outputs_.verdict_requests[5], stack::Action::block), now_);
+  EXPECT_EQ(count("filter_blocked_in"), 2u);
 }
 
 TEST_F(IpTcpReplicaTest, BadAnnouncementsAreRefused) {

@@ -87,6 +87,9 @@ TEST_F(PfServerTest, AnswersEachRequestByTicketAndCountsEachDecisionOnce) {
   EXPECT_EQ(answers[1].ticket, 2u);
   EXPECT_EQ(answers[1].action, stack::Action::block);
   EXPECT_EQ(answers[1].rule, 2u);
+  // A passed datagram's verdict holds for its flow; a block is never cached.
+  EXPECT_EQ(answers[0].flags, stack::kVerdictCacheable);
+  EXPECT_EQ(answers[1].flags, 0);
   EXPECT_EQ(counter("passed"), 1u);
   EXPECT_EQ(counter("blocked"), 1u);
   EXPECT_EQ(fixture_.channels.link().served_count(), 1u) << "one burst served";
