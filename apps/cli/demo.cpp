@@ -146,6 +146,17 @@ IperfSummary read_iperf(const std::string& path) {
   return summary;
 }
 
+// The crashed carrier's bytes_acked (the counter spans its incarnations), read every
+// kFineIntervalMs for kFineWindowSeconds after a tcp-carrier fault: the 100 ms samples are too
+// coarse to time a recovery of a few milliseconds.
+struct ByteCount {
+  double at;  // seconds since the stream started
+  std::uint64_t bytes;
+};
+constexpr int kFineIntervalMs = 1;
+constexpr double kFineWindowSeconds = 0.5;
+constexpr double kFineRateWindowSeconds = 0.010;  // the rate "back" is judged over
+
 struct FaultOutcome {
   DemoFault fault;
   std::string component;   // what was crashed
@@ -156,7 +167,40 @@ struct FaultOutcome {
   double baseline_gbps = 0;       // median before it
   std::optional<double> dip_ms;   // until back above 90% of the baseline
   bool survived = false;          // the connection lived on after it
+  std::vector<ByteCount> fine;    // tcp-carrier faults only
+  // From the crash to the first byte the restarted carrier had acknowledged (moved), and to the
+  // first kFineRateWindowSeconds at 90% of the baseline (back), from `fine`.
+  std::optional<double> moved_ms;
+  std::optional<double> fine_back_ms;
 };
+
+// moved_ms and fine_back_ms of a tcp-carrier fault. The process is dead by its exit event, and its
+// successor cannot have acknowledged anything one sample later, so the first sample after the exit
+// holds the dead incarnation's count; the first larger one is the successor's first byte (late by
+// at most one sample period).
+void time_carrier_recovery(FaultOutcome& fault) {
+  if (!fault.detection_ms || fault.fine.empty()) return;
+  const double exit_at = fault.injected_at + *fault.detection_ms / 1000;
+  const auto after_exit = std::find_if(fault.fine.begin(), fault.fine.end(),
+                                       [&](const ByteCount& sample) { return sample.at > exit_at; });
+  if (after_exit == fault.fine.end()) return;
+  const auto moved = std::find_if(after_exit, fault.fine.end(),
+                                  [&](const ByteCount& sample) { return sample.bytes > after_exit->bytes; });
+  if (moved == fault.fine.end()) return;
+  fault.moved_ms = (moved->at - fault.injected_at) * 1000;
+  const double wanted_bytes_per_second = 0.9 * fault.baseline_gbps * 1e9 / 8;
+  for (auto at = moved; at != fault.fine.end(); ++at) {
+    // The latest sample at least a rate window before this one.
+    auto from = at;
+    while (from != fault.fine.begin() && at->at - from->at < kFineRateWindowSeconds) --from;
+    if (at->at - from->at < kFineRateWindowSeconds) continue;
+    const double rate = static_cast<double>(at->bytes - from->bytes) / (at->at - from->at);
+    if (rate >= wanted_bytes_per_second) {
+      fault.fine_back_ms = (at->at - fault.injected_at) * 1000;
+      return;
+    }
+  }
+}
 
 void write_svg(const std::string& path, const std::vector<Sample>& samples, const std::vector<FaultOutcome>& faults,
                double duration) {
@@ -320,8 +364,22 @@ int run_demo(const DemoOptions& options) {
   std::map<std::string, std::uint64_t> second_ago_each;
   bool first = true;
   const auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - started).count(); };
+  FaultOutcome* fine_fault = nullptr;  // the tcp-carrier fault being sampled finely, until fine_until
+  auto fine_until = started;
+  const auto sample_finely = [&] {
+    auto reply = recovery::control_request(options.socket, "counters", &refusal);
+    if (!reply) return;
+    std::map<std::string, std::uint64_t> each;
+    replica_counter(recovery::parse_counters(reply.value()), "bytes_acked", &each);
+    fine_fault->fine.push_back(ByteCount{elapsed(), each[fine_fault->component]});
+  };
   while (!g_interrupted && client.running() && elapsed() < options.duration_seconds + 20) {
-    std::this_thread::sleep_until(last_sample + std::chrono::milliseconds(options.interval_ms));
+    const auto sample_due = last_sample + std::chrono::milliseconds(options.interval_ms);
+    while (fine_fault != nullptr && Clock::now() < std::min(fine_until, sample_due)) {
+      sample_finely();
+      std::this_thread::sleep_until(std::min(Clock::now() + std::chrono::milliseconds(kFineIntervalMs), sample_due));
+    }
+    std::this_thread::sleep_until(sample_due);
     const auto now = Clock::now();
     const double interval = std::chrono::duration<double>(now - last_sample).count();
     last_sample = now;
@@ -349,7 +407,13 @@ int run_demo(const DemoOptions& options) {
         }
         fault.component = !picked.empty() ? picked : idle ? "tcp1" : "tcp0";
       }
+      fine_fault = nullptr;
+      if (fault.fault.target == "tcp-carrier") {
+        fine_fault = &fault;
+        sample_finely();  // the count before the crash
+      }
       fault.injected_at = elapsed();
+      fine_until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(kFineWindowSeconds));
       auto injected = recovery::control_request(options.socket, "inject " + fault.component + " crash", &refusal);
       if (!injected) std::printf("\n  inject %s failed: %s\n", fault.component.c_str(), refusal.c_str());
     }
@@ -416,6 +480,7 @@ int run_demo(const DemoOptions& options) {
         fault.dip_ms = (sample.at - fault.injected_at) * 1000;
       }
     }
+    time_carrier_recovery(fault);
     // The connection survived the fault when it lived to the end, or (when it died later) still
     // carried bytes after this fault's window.
     fault.survived = stream_ok;
@@ -428,13 +493,17 @@ int run_demo(const DemoOptions& options) {
     sampled_bytes += samples[i].gbps * 1e9 / 8 * interval;
   }
 
-  std::printf("\n%-10s %12s %12s %10s %10s %10s %9s\n", "component", "detect ms", "recover ms", "base Gb/s",
-              "dip Gb/s", "back ms", "survived");
+  std::printf("\n%-10s %12s %12s %10s %10s %10s %9s %9s %9s\n", "component", "detect ms", "recover ms", "base Gb/s",
+              "dip Gb/s", "back ms", "moved ms", "10ms back", "survived");
   for (const FaultOutcome& fault : outcomes) {
-    std::printf("%-10s %12s %12s %10.2f %10.2f %10s %9s\n", fault.component.c_str(), optional_ms(fault.detection_ms).c_str(),
-                optional_ms(fault.recovery_ms).c_str(), fault.baseline_gbps, fault.dip_gbps,
-                optional_ms(fault.dip_ms).c_str(), fault.injected_at < 0 ? "not run" : fault.survived ? "yes" : "NO");
+    std::printf("%-10s %12s %12s %10.2f %10.2f %10s %9s %9s %9s\n", fault.component.c_str(),
+                optional_ms(fault.detection_ms).c_str(), optional_ms(fault.recovery_ms).c_str(), fault.baseline_gbps,
+                fault.dip_gbps, optional_ms(fault.dip_ms).c_str(), optional_ms(fault.moved_ms).c_str(),
+                optional_ms(fault.fine_back_ms).c_str(), fault.injected_at < 0 ? "not run" : fault.survived ? "yes" : "NO");
   }
+  std::printf("(moved ms: from a tcp-carrier crash to the restarted replica's first acknowledged byte; 10ms back: "
+              "to its first %d ms at 90%% of the baseline; both from %d ms samples)\n",
+              static_cast<int>(kFineRateWindowSeconds * 1000), kFineIntervalMs);
   std::printf("\niperf3: %s; sent %.0f bytes, the receiver got %.0f (%s)\n",
               stream_ok ? "the connection lived to the end" : ("failed: " + (iperf.error.empty() ? "exit code " + std::to_string(client.exit_status().value_or(-1)) : iperf.error)).c_str(),
               iperf.sent_bytes, iperf.received_bytes,
@@ -447,7 +516,7 @@ int run_demo(const DemoOptions& options) {
 
   // Per kind of fault (when some were repeated): p50 / p99 / max of each time.
   struct Summary {
-    std::vector<double> detection, recovery, dip;
+    std::vector<double> detection, recovery, dip, moved, fine_back;
     std::size_t faults = 0, not_back = 0, not_survived = 0;
   };
   std::map<std::string, Summary> summaries;
@@ -459,6 +528,8 @@ int run_demo(const DemoOptions& options) {
     if (fault.detection_ms) summary.detection.push_back(*fault.detection_ms);
     if (fault.recovery_ms) summary.recovery.push_back(*fault.recovery_ms);
     if (fault.dip_ms) summary.dip.push_back(*fault.dip_ms); else ++summary.not_back;
+    if (fault.moved_ms) summary.moved.push_back(*fault.moved_ms);
+    if (fault.fine_back_ms) summary.fine_back.push_back(*fault.fine_back_ms);
     if (!fault.survived) ++summary.not_survived;
   }
   const auto triple = [](const std::vector<double>& values) {
@@ -476,6 +547,12 @@ int run_demo(const DemoOptions& options) {
                   triple(summary.recovery).c_str(), triple(summary.dip).c_str(), summary.not_back, summary.not_survived);
     }
   }
+  for (const auto& [target, summary] : summaries) {
+    if (summary.moved.empty()) continue;
+    std::printf("%s: bytes moving again %s ms (p50/p99/max, %zu of %zu crashes), at 90%% again %s ms (%zu)\n",
+                target.c_str(), triple(summary.moved).c_str(), summary.moved.size(), summary.faults,
+                triple(summary.fine_back).c_str(), summary.fine_back.size());
+  }
 
   write_svg((out / "timeline.svg").string(), samples, outcomes, options.duration_seconds);
   using Json = nlohmann::ordered_json;
@@ -490,6 +567,8 @@ int run_demo(const DemoOptions& options) {
                       {"baseline_gbps", rounded(fault.baseline_gbps)},
                       {"dip_gbps", rounded(fault.dip_gbps)},
                       {"dip_ms", rounded(fault.dip_ms)},
+                      {"moved_ms", rounded(fault.moved_ms)},
+                      {"fine_back_ms", rounded(fault.fine_back_ms)},
                       {"survived", fault.injected_at < 0 ? Json(nullptr) : Json(fault.survived)}});
   }
   Json by_target = Json::object();
@@ -504,6 +583,8 @@ int run_demo(const DemoOptions& options) {
                          {"detection_ms", stats(summary.detection)},
                          {"recovery_ms", stats(summary.recovery)},
                          {"dip_ms", stats(summary.dip)},
+                         {"moved_ms", stats(summary.moved)},
+                         {"fine_back_ms", stats(summary.fine_back)},
                          {"not_back", summary.not_back},
                          {"not_survived", summary.not_survived}};
   }
@@ -511,6 +592,7 @@ int run_demo(const DemoOptions& options) {
   for (const Sample& sample : samples) sample_pairs.push_back({rounded(sample.at), rounded(sample.gbps)});
   const Json report = {{"duration_s", options.duration_seconds},
                        {"interval_ms", options.interval_ms},
+                       {"fine_interval_ms", kFineIntervalMs},
                        {"stream_survived", stream_ok},
                        {"iperf3",
                         {{"sent_bytes", iperf.sent_bytes},
