@@ -146,12 +146,13 @@ IperfSummary read_iperf(const std::string& path) {
   return summary;
 }
 
-// The crashed carrier's bytes_acked (the counter spans its incarnations), read every
-// kFineIntervalMs for kFineWindowSeconds after a tcp-carrier fault: the 100 ms samples are too
-// coarse to time a recovery of a few milliseconds.
+// The crashed carrier's bytes_acked and restore_to_first_ack_us (counters span incarnations),
+// read about every kFineIntervalMs for kFineWindowSeconds after a tcp-carrier fault: the 100 ms
+// samples are too coarse to time a recovery of a few milliseconds.
 struct ByteCount {
   double at;  // seconds since the stream started
   std::uint64_t bytes;
+  std::uint64_t first_ack_us;
 };
 constexpr int kFineIntervalMs = 1;
 constexpr double kFineWindowSeconds = 0.5;
@@ -168,18 +169,23 @@ struct FaultOutcome {
   std::optional<double> dip_ms;   // until back above 90% of the baseline
   bool survived = false;          // the connection lived on after it
   std::vector<ByteCount> fine;    // tcp-carrier faults only
-  // From the crash to the first byte the restarted carrier had acknowledged (moved), and to the
-  // first kFineRateWindowSeconds at 90% of the baseline (back), from `fine`.
+  // From the crash to the first byte the restarted carrier had acknowledged (moved): on the
+  // replica's clock (recovery_ms plus the replica's restore_to_first_ack_us of this restart), and
+  // as the samples saw it (late by up to a sample gap, which a loaded machine stretches to
+  // milliseconds). Then to the first kFineRateWindowSeconds at 90% of the baseline (back).
   std::optional<double> moved_ms;
+  std::optional<double> sampled_moved_ms;
   std::optional<double> fine_back_ms;
 };
 
-// moved_ms and fine_back_ms of a tcp-carrier fault. The process is dead by its exit event, and its
-// successor cannot have acknowledged anything one sample later, so the first sample after the exit
-// holds the dead incarnation's count; the first larger one is the successor's first byte (late by
-// at most one sample period).
+// moved_ms, sampled_moved_ms and fine_back_ms of a tcp-carrier fault. For the samples: the process
+// is dead by its exit event, and its successor cannot have acknowledged anything a sample later,
+// so the first sample after the exit holds the dead incarnation's count, and the first larger one
+// follows the successor's first byte.
 void time_carrier_recovery(FaultOutcome& fault) {
   if (!fault.detection_ms || fault.fine.empty()) return;
+  const std::uint64_t first_ack_us = fault.fine.back().first_ack_us - fault.fine.front().first_ack_us;
+  if (fault.recovery_ms && first_ack_us > 0) fault.moved_ms = *fault.recovery_ms + static_cast<double>(first_ack_us) / 1000;
   const double exit_at = fault.injected_at + *fault.detection_ms / 1000;
   const auto after_exit = std::find_if(fault.fine.begin(), fault.fine.end(),
                                        [&](const ByteCount& sample) { return sample.at > exit_at; });
@@ -187,7 +193,7 @@ void time_carrier_recovery(FaultOutcome& fault) {
   const auto moved = std::find_if(after_exit, fault.fine.end(),
                                   [&](const ByteCount& sample) { return sample.bytes > after_exit->bytes; });
   if (moved == fault.fine.end()) return;
-  fault.moved_ms = (moved->at - fault.injected_at) * 1000;
+  fault.sampled_moved_ms = (moved->at - fault.injected_at) * 1000;
   const double wanted_bytes_per_second = 0.9 * fault.baseline_gbps * 1e9 / 8;
   for (auto at = moved; at != fault.fine.end(); ++at) {
     // The latest sample at least a rate window before this one.
@@ -369,9 +375,13 @@ int run_demo(const DemoOptions& options) {
   const auto sample_finely = [&] {
     auto reply = recovery::control_request(options.socket, "counters", &refusal);
     if (!reply) return;
-    std::map<std::string, std::uint64_t> each;
-    replica_counter(recovery::parse_counters(reply.value()), "bytes_acked", &each);
-    fine_fault->fine.push_back(ByteCount{elapsed(), each[fine_fault->component]});
+    const auto table = recovery::parse_counters(reply.value());
+    std::map<std::string, std::uint64_t> bytes;
+    std::map<std::string, std::uint64_t> first_ack_us;
+    replica_counter(table, "bytes_acked", &bytes);
+    replica_counter(table, "restore_to_first_ack_us", &first_ack_us);
+    fine_fault->fine.push_back(
+        ByteCount{elapsed(), bytes[fine_fault->component], first_ack_us[fine_fault->component]});
   };
   while (!g_interrupted && client.running() && elapsed() < options.duration_seconds + 20) {
     const auto sample_due = last_sample + std::chrono::milliseconds(options.interval_ms);
@@ -434,6 +444,15 @@ int run_demo(const DemoOptions& options) {
   const bool client_done = !client.running();
   const IperfSummary iperf = read_iperf((out / "iperf3-client.json").string());
   const bool stream_ok = client_done && client.exit_status() == 0 && iperf.parsed && iperf.error.empty();
+
+  // How the replicas' loss recovery went, over the whole run.
+  std::uint64_t retransmission_timeouts = 0;
+  std::uint64_t restored_tails = 0;
+  if (auto reply = recovery::control_request(options.socket, "counters", &refusal)) {
+    const auto table = recovery::parse_counters(reply.value());
+    retransmission_timeouts = replica_counter(table, "retransmission_timeouts");
+    restored_tails = replica_counter(table, "restored_tail_resends");
+  }
 
   // Detection and recovery from the event log, lined up with the stream's clock at each inject.
   const std::vector<LoggedEvent> events = read_events(options.socket);
@@ -501,8 +520,8 @@ int run_demo(const DemoOptions& options) {
                 fault.dip_gbps, optional_ms(fault.dip_ms).c_str(), optional_ms(fault.moved_ms).c_str(),
                 optional_ms(fault.fine_back_ms).c_str(), fault.injected_at < 0 ? "not run" : fault.survived ? "yes" : "NO");
   }
-  std::printf("(moved ms: from a tcp-carrier crash to the restarted replica's first acknowledged byte; 10ms back: "
-              "to its first %d ms at 90%% of the baseline; both from %d ms samples)\n",
+  std::printf("(moved ms: from a tcp-carrier crash to the restarted replica's first acknowledged byte, on its clock; "
+              "10ms back: to its first %d ms at 90%% of the baseline, from samples about every %d ms)\n",
               static_cast<int>(kFineRateWindowSeconds * 1000), kFineIntervalMs);
   std::printf("\niperf3: %s; sent %.0f bytes, the receiver got %.0f (%s)\n",
               stream_ok ? "the connection lived to the end" : ("failed: " + (iperf.error.empty() ? "exit code " + std::to_string(client.exit_status().value_or(-1)) : iperf.error)).c_str(),
@@ -513,10 +532,12 @@ int run_demo(const DemoOptions& options) {
   if (iperf.parsed && iperf.sent_bytes > 0) {
     std::printf("the timeline's bytes against iperf3's: %.1f%%\n", 100.0 * sampled_bytes / iperf.sent_bytes);
   }
+  std::printf("TCP replicas: %llu retransmission timeouts, %llu restored tails sent again\n",
+              static_cast<unsigned long long>(retransmission_timeouts), static_cast<unsigned long long>(restored_tails));
 
   // Per kind of fault (when some were repeated): p50 / p99 / max of each time.
   struct Summary {
-    std::vector<double> detection, recovery, dip, moved, fine_back;
+    std::vector<double> detection, recovery, dip, moved, sampled_moved, fine_back;
     std::size_t faults = 0, not_back = 0, not_survived = 0;
   };
   std::map<std::string, Summary> summaries;
@@ -529,6 +550,7 @@ int run_demo(const DemoOptions& options) {
     if (fault.recovery_ms) summary.recovery.push_back(*fault.recovery_ms);
     if (fault.dip_ms) summary.dip.push_back(*fault.dip_ms); else ++summary.not_back;
     if (fault.moved_ms) summary.moved.push_back(*fault.moved_ms);
+    if (fault.sampled_moved_ms) summary.sampled_moved.push_back(*fault.sampled_moved_ms);
     if (fault.fine_back_ms) summary.fine_back.push_back(*fault.fine_back_ms);
     if (!fault.survived) ++summary.not_survived;
   }
@@ -549,13 +571,24 @@ int run_demo(const DemoOptions& options) {
   }
   for (const auto& [target, summary] : summaries) {
     if (summary.moved.empty()) continue;
-    std::printf("%s: bytes moving again %s ms (p50/p99/max, %zu of %zu crashes), at 90%% again %s ms (%zu)\n",
+    std::printf("%s: bytes moving again %s ms (p50/p99/max, %zu of %zu crashes; as the samples saw it %s), "
+                "at 90%% again %s ms (%zu)\n",
                 target.c_str(), triple(summary.moved).c_str(), summary.moved.size(), summary.faults,
-                triple(summary.fine_back).c_str(), summary.fine_back.size());
+                triple(summary.sampled_moved).c_str(), triple(summary.fine_back).c_str(), summary.fine_back.size());
   }
 
   write_svg((out / "timeline.svg").string(), samples, outcomes, options.duration_seconds);
   using Json = nlohmann::ordered_json;
+  // A carrier fault's 1 ms samples: [ms since the crash, bytes acknowledged since the sample before it].
+  const auto fine_samples = [](const FaultOutcome& fault) {
+    Json pairs = Json::array();
+    for (const ByteCount& sample : fault.fine) {
+      pairs.push_back({rounded((sample.at - fault.injected_at) * 1000),
+                       sample.bytes - std::min(sample.bytes, fault.fine.front().bytes)});
+    }
+    return pairs;
+  };
+  Json report_counters = Json::object();
   Json faults = Json::array();
   for (const FaultOutcome& fault : outcomes) {
     faults.push_back({{"at_s", fault.fault.at_seconds},
@@ -568,10 +601,14 @@ int run_demo(const DemoOptions& options) {
                       {"dip_gbps", rounded(fault.dip_gbps)},
                       {"dip_ms", rounded(fault.dip_ms)},
                       {"moved_ms", rounded(fault.moved_ms)},
+                      {"sampled_moved_ms", rounded(fault.sampled_moved_ms)},
                       {"fine_back_ms", rounded(fault.fine_back_ms)},
+                      {"fine_samples", fine_samples(fault)},
                       {"survived", fault.injected_at < 0 ? Json(nullptr) : Json(fault.survived)}});
   }
   Json by_target = Json::object();
+  report_counters["retransmission_timeouts"] = retransmission_timeouts;
+  report_counters["restored_tail_resends"] = restored_tails;
   for (const auto& [target, summary] : summaries) {
     const auto stats = [](const std::vector<double>& values) -> Json {
       if (values.empty()) return nullptr;
@@ -584,6 +621,7 @@ int run_demo(const DemoOptions& options) {
                          {"recovery_ms", stats(summary.recovery)},
                          {"dip_ms", stats(summary.dip)},
                          {"moved_ms", stats(summary.moved)},
+                         {"sampled_moved_ms", stats(summary.sampled_moved)},
                          {"fine_back_ms", stats(summary.fine_back)},
                          {"not_back", summary.not_back},
                          {"not_survived", summary.not_survived}};
@@ -600,6 +638,7 @@ int run_demo(const DemoOptions& options) {
                          {"seconds", iperf.seconds},
                          {"error", iperf.error}}},
                        {"sampled_bytes", sampled_bytes},
+                       {"tcp_counters", std::move(report_counters)},
                        {"faults", std::move(faults)},
                        {"summary", std::move(by_target)},
                        {"samples", std::move(sample_pairs)}};

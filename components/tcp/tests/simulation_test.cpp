@@ -615,6 +615,10 @@ TEST(Recovery, ARestoredConnectionMovesBytesAgainWithinAFewRoundTrips) {
       ASSERT_TRUE(network.run([&] { return receiver.received == sender->send_total; }, crash_ns + 1'000'000'000ull));
       EXPECT_LT(network.now() - crash_ns, 5 * 2 * link.latency_ns) << "the tail took until the RTO";
       EXPECT_EQ(a.counter("retransmission_timeouts"), 0u);
+      ASSERT_TRUE(network.run([&] { return a.engine().info(sender->handle)->bytes_in_flight == 0; },
+                              network.now() + 1'000'000'000ull));
+      EXPECT_GT(a.counter("restore_to_first_ack_us"), 0u);
+      EXPECT_LE(a.counter("restore_to_first_ack_us"), (network.now() - crash_ns) / 1000);
       // One or two lost segments are what the probes of the flight's ends send again; more leave a hole.
       if (lost > 2) {
         EXPECT_EQ(a.counter("restored_tail_resends"), 1u);
