@@ -146,9 +146,10 @@ IperfSummary read_iperf(const std::string& path) {
   return summary;
 }
 
-// The crashed carrier's bytes_acked and restore_to_first_ack_us (counters span incarnations),
-// read about every kFineIntervalMs for kFineWindowSeconds after a tcp-carrier fault: the 100 ms
-// samples are too coarse to time a recovery of a few milliseconds.
+// The crashed carrier's bytes_acked (which spans incarnations) and first_ack_after_restore_us (the
+// steady clock's time, in microseconds, of the first byte a peer acknowledged after its latest
+// restart), read about every kFineIntervalMs for kFineWindowSeconds after a tcp-carrier fault: the
+// 100 ms samples are too coarse to time a recovery of a few milliseconds.
 struct ByteCount {
   double at;  // seconds since the stream started
   std::uint64_t bytes;
@@ -162,17 +163,19 @@ struct FaultOutcome {
   DemoFault fault;
   std::string component;   // what was crashed
   double injected_at = -1;  // seconds into the stream
+  std::uint64_t injected_us = 0;  // the same on the steady clock, in microseconds since its epoch
   std::optional<double> detection_ms;
   std::optional<double> recovery_ms;
+  std::optional<double> startup_ms;  // from the restart (the new process) to its serving again
   double dip_gbps = 0;            // lowest sample after the fault
   double baseline_gbps = 0;       // median before it
   std::optional<double> dip_ms;   // until back above 90% of the baseline
   bool survived = false;          // the connection lived on after it
   std::vector<ByteCount> fine;    // tcp-carrier faults only
-  // From the crash to the first byte the restarted carrier had acknowledged (moved): on the
-  // replica's clock (recovery_ms plus the replica's restore_to_first_ack_us of this restart), and
-  // as the samples saw it (late by up to a sample gap, which a loaded machine stretches to
-  // milliseconds). Then to the first kFineRateWindowSeconds at 90% of the baseline (back).
+  // From the crash to the first byte the restarted carrier had acknowledged (moved): as the
+  // replica timed it (first_ack_after_restore_us), and as the samples saw it (late by up to a
+  // sample gap, which a loaded machine stretches to many milliseconds). Then to the first
+  // kFineRateWindowSeconds at 90% of the baseline (back).
   std::optional<double> moved_ms;
   std::optional<double> sampled_moved_ms;
   std::optional<double> fine_back_ms;
@@ -184,8 +187,10 @@ struct FaultOutcome {
 // follows the successor's first byte.
 void time_carrier_recovery(FaultOutcome& fault) {
   if (!fault.detection_ms || fault.fine.empty()) return;
-  const std::uint64_t first_ack_us = fault.fine.back().first_ack_us - fault.fine.front().first_ack_us;
-  if (fault.recovery_ms && first_ack_us > 0) fault.moved_ms = *fault.recovery_ms + static_cast<double>(first_ack_us) / 1000;
+  const std::uint64_t first_ack_us = fault.fine.back().first_ack_us;
+  if (first_ack_us != fault.fine.front().first_ack_us && first_ack_us > fault.injected_us) {
+    fault.moved_ms = static_cast<double>(first_ack_us - fault.injected_us) / 1000;
+  }
   const double exit_at = fault.injected_at + *fault.detection_ms / 1000;
   const auto after_exit = std::find_if(fault.fine.begin(), fault.fine.end(),
                                        [&](const ByteCount& sample) { return sample.at > exit_at; });
@@ -379,7 +384,7 @@ int run_demo(const DemoOptions& options) {
     std::map<std::string, std::uint64_t> bytes;
     std::map<std::string, std::uint64_t> first_ack_us;
     replica_counter(table, "bytes_acked", &bytes);
-    replica_counter(table, "restore_to_first_ack_us", &first_ack_us);
+    replica_counter(table, "first_ack_after_restore_us", &first_ack_us);
     fine_fault->fine.push_back(
         ByteCount{elapsed(), bytes[fine_fault->component], first_ack_us[fine_fault->component]});
   };
@@ -423,6 +428,8 @@ int run_demo(const DemoOptions& options) {
         sample_finely();  // the count before the crash
       }
       fault.injected_at = elapsed();
+      fault.injected_us = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch()).count());
       fine_until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(kFineWindowSeconds));
       auto injected = recovery::control_request(options.socket, "inject " + fault.component + " crash", &refusal);
       if (!injected) std::printf("\n  inject %s failed: %s\n", fault.component.c_str(), refusal.c_str());
@@ -479,8 +486,10 @@ int run_demo(const DemoOptions& options) {
         if (event.component != fault.component || event.at_ms < inject->at_ms) continue;
         if (event.kind == "inject" && &event != inject) break;  // the next fault's
         if (event.kind == "exit" && !fault.detection_ms) fault.detection_ms = event.at_ms - inject->at_ms;
+        if (event.kind == "restart" && fault.detection_ms && !fault.startup_ms) fault.startup_ms = -event.at_ms;
         if ((event.kind == "recovered" || event.kind == "joined") && fault.detection_ms && !fault.recovery_ms) {
           fault.recovery_ms = event.at_ms - inject->at_ms;
+          if (fault.startup_ms) *fault.startup_ms += event.at_ms;
         }
       }
     }
@@ -504,6 +513,13 @@ int run_demo(const DemoOptions& options) {
     // carried bytes after this fault's window.
     fault.survived = stream_ok;
     for (const Sample& sample : samples) fault.survived = fault.survived || (sample.at > window_end && sample.gbps > 0);
+  }
+
+  // A component killed for a missed heartbeat, or given up, during the run.
+  for (const LoggedEvent& event : events) {
+    if (event.kind == "hang" || event.kind == "failed") {
+      std::printf("%s %s at %.1f ms: %s\n", event.kind.c_str(), event.component.c_str(), event.at_ms, event.detail.c_str());
+    }
   }
 
   double sampled_bytes = 0;
@@ -537,7 +553,7 @@ int run_demo(const DemoOptions& options) {
 
   // Per kind of fault (when some were repeated): p50 / p99 / max of each time.
   struct Summary {
-    std::vector<double> detection, recovery, dip, moved, sampled_moved, fine_back;
+    std::vector<double> detection, recovery, startup, dip, moved, sampled_moved, fine_back;
     std::size_t faults = 0, not_back = 0, not_survived = 0;
   };
   std::map<std::string, Summary> summaries;
@@ -549,6 +565,7 @@ int run_demo(const DemoOptions& options) {
     if (fault.detection_ms) summary.detection.push_back(*fault.detection_ms);
     if (fault.recovery_ms) summary.recovery.push_back(*fault.recovery_ms);
     if (fault.dip_ms) summary.dip.push_back(*fault.dip_ms); else ++summary.not_back;
+    if (fault.startup_ms && fault.recovery_ms) summary.startup.push_back(*fault.startup_ms);
     if (fault.moved_ms) summary.moved.push_back(*fault.moved_ms);
     if (fault.sampled_moved_ms) summary.sampled_moved.push_back(*fault.sampled_moved_ms);
     if (fault.fine_back_ms) summary.fine_back.push_back(*fault.fine_back_ms);
@@ -572,9 +589,10 @@ int run_demo(const DemoOptions& options) {
   for (const auto& [target, summary] : summaries) {
     if (summary.moved.empty()) continue;
     std::printf("%s: bytes moving again %s ms (p50/p99/max, %zu of %zu crashes; as the samples saw it %s), "
-                "at 90%% again %s ms (%zu)\n",
+                "at 90%% again %s ms (%zu); the new process from its start to serving %s ms\n",
                 target.c_str(), triple(summary.moved).c_str(), summary.moved.size(), summary.faults,
-                triple(summary.sampled_moved).c_str(), triple(summary.fine_back).c_str(), summary.fine_back.size());
+                triple(summary.sampled_moved).c_str(), triple(summary.fine_back).c_str(), summary.fine_back.size(),
+                triple(summary.startup).c_str());
   }
 
   write_svg((out / "timeline.svg").string(), samples, outcomes, options.duration_seconds);
@@ -597,6 +615,7 @@ int run_demo(const DemoOptions& options) {
                       {"injected_at_s", rounded(fault.injected_at)},
                       {"detection_ms", rounded(fault.detection_ms)},
                       {"recovery_ms", rounded(fault.recovery_ms)},
+                      {"startup_ms", rounded(fault.recovery_ms ? fault.startup_ms : std::nullopt)},
                       {"baseline_gbps", rounded(fault.baseline_gbps)},
                       {"dip_gbps", rounded(fault.dip_gbps)},
                       {"dip_ms", rounded(fault.dip_ms)},
@@ -619,6 +638,7 @@ int run_demo(const DemoOptions& options) {
     by_target[target] = {{"faults", summary.faults},
                          {"detection_ms", stats(summary.detection)},
                          {"recovery_ms", stats(summary.recovery)},
+                         {"startup_ms", stats(summary.startup)},
                          {"dip_ms", stats(summary.dip)},
                          {"moved_ms", stats(summary.moved)},
                          {"sampled_moved_ms", stats(summary.sampled_moved)},

@@ -113,10 +113,10 @@ struct Listener {
 // report's vocabulary). bytes_acked and bytes_delivered count the payload bytes of every
 // connection: acknowledged by peers, and delivered in order to the applications' receive rings
 // (what a throughput timeline samples). nagle_holds counts the times Nagle held a small segment
-// back for an acknowledgement (never, on a connection with TCP_NODELAY). restore_to_first_ack_us
-// adds, per restart that carried connections on, the microseconds from the restore to the first
-// payload byte a peer acknowledged afterwards: how long the connections stood still, on the
-// replica's own clock (its growth across one restart is that restart's time).
+// back for an acknowledgement (never, on a connection with TCP_NODELAY). One is not a count:
+// first_ack_after_restore_us holds when (the caller's clock, in microseconds) a peer first
+// acknowledged a payload byte after the latest restart that carried connections on; against the
+// time of the crash, how long the connections stood still.
 #define FLOTILLA_TCP_ENGINE_COUNTERS(X) \
   X(segments_in)                        \
   X(segments_out)                       \
@@ -145,7 +145,7 @@ struct Listener {
   X(fast_retransmits)                   \
   X(retransmission_timeouts)            \
   X(restored_tail_resends)              \
-  X(restore_to_first_ack_us)            \
+  X(first_ack_after_restore_us)         \
   X(connection_timeouts)                \
   X(keepalive_probes)                   \
   X(persist_probes)                     \
@@ -315,7 +315,6 @@ class TcpEngine final : public Engine {
   std::uint32_t timestamp_offset_ = 0;
   std::uint64_t challenge_window_start_ns_ = 0;
   std::uint64_t challenge_acks_in_window_ = 0;
-  std::uint64_t restored_at_ns_ = 0;
   bool awaiting_first_ack_ = false;  // restored connections, and no byte acknowledged since
   TransitionObserver* observer_ = nullptr;
 };
@@ -499,7 +498,6 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
   std::atomic_ref<std::uint64_t>(header_->suspect)
       .store(poisoned ? kNoConnectionInFlight : in_flight, std::memory_order_relaxed);
   write_header();
-  restored_at_ns_ = now_ns;
   awaiting_first_ack_ = report_.restored > 0;
   // One ACK per connection that talks: it owes any delayed ACK, and tells the peer the window. And
   // the events that hold are told again: the predecessor may have died before the host heard them.
@@ -1646,7 +1644,8 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
     counters_.bytes_acked->add(ring_acked);
     if (awaiting_first_ack_ && ring_acked > 0) {
       awaiting_first_ack_ = false;
-      counters_.restore_to_first_ack_us->add((now_ns - restored_at_ns_) / 1000);
+      NamedCounter& first_ack = *counters_.first_ack_after_restore_us;
+      first_ack.add(now_ns / 1000 - first_ack.read());  // its only writer: the sum is the time
     }
     if (ring_acked > 0) c.pending_events |= kEventWritable;
   }

@@ -617,8 +617,8 @@ TEST(Recovery, ARestoredConnectionMovesBytesAgainWithinAFewRoundTrips) {
       EXPECT_EQ(a.counter("retransmission_timeouts"), 0u);
       ASSERT_TRUE(network.run([&] { return a.engine().info(sender->handle)->bytes_in_flight == 0; },
                               network.now() + 1'000'000'000ull));
-      EXPECT_GT(a.counter("restore_to_first_ack_us"), 0u);
-      EXPECT_LE(a.counter("restore_to_first_ack_us"), (network.now() - crash_ns) / 1000);
+      EXPECT_GT(a.counter("first_ack_after_restore_us"), crash_ns / 1000);
+      EXPECT_LE(a.counter("first_ack_after_restore_us"), network.now() / 1000);
       // One or two lost segments are what the probes of the flight's ends send again; more leave a hole.
       if (lost > 2) {
         EXPECT_EQ(a.counter("restored_tail_resends"), 1u);
