@@ -1595,8 +1595,9 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
   // (the answers to probe_restored_flight): it lacks everything from the ACK up that it has not
   // SACKed. An ACK that merely advances may have been sent before the peer had all the
   // predecessor handed on, so it proves nothing.
-  const bool restored_hole = c.restored_tail_unknown && seq_lt(in.ack, c.snd_max) &&
-                             (duplicate || (c.sack && seq_gt(c.scoreboard.highest_sacked(), in.ack)));
+  const bool restored_hole =
+      c.restored_tail_unknown && seq_ge(in.ack, c.snd_una) && seq_lt(in.ack, c.snd_max) &&
+      (duplicate || (c.sack && !c.scoreboard.empty() && seq_gt(c.scoreboard.highest_sacked(), in.ack)));
   if (seq_gt(in.ack, c.snd_una)) {
     on_new_ack(c, in, now_ns);
     if (!c.in_use) return false;
