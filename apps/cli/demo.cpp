@@ -146,17 +146,72 @@ IperfSummary read_iperf(const std::string& path) {
   return summary;
 }
 
+// The crashed carrier's bytes_acked (which spans incarnations) and first_ack_after_restore_us (the
+// steady clock's time, in microseconds, of the first byte a peer acknowledged after its latest
+// restart), read about every kFineIntervalMs for kFineWindowSeconds after a tcp-carrier fault: the
+// 100 ms samples are too coarse to time a recovery of a few milliseconds.
+struct ByteCount {
+  double at;  // seconds since the stream started
+  std::uint64_t bytes;
+  std::uint64_t first_ack_us;
+};
+constexpr int kFineIntervalMs = 1;
+constexpr double kFineWindowSeconds = 0.5;
+constexpr double kFineRateWindowSeconds = 0.010;  // the rate "back" is judged over
+
 struct FaultOutcome {
   DemoFault fault;
   std::string component;   // what was crashed
   double injected_at = -1;  // seconds into the stream
+  std::uint64_t injected_us = 0;  // the same on the steady clock, in microseconds since its epoch
   std::optional<double> detection_ms;
   std::optional<double> recovery_ms;
+  std::optional<double> startup_ms;  // from the restart (the new process) to its serving again
   double dip_gbps = 0;            // lowest sample after the fault
   double baseline_gbps = 0;       // median before it
   std::optional<double> dip_ms;   // until back above 90% of the baseline
   bool survived = false;          // the connection lived on after it
+  std::vector<ByteCount> fine;    // tcp-carrier faults only
+  // From the crash to the first byte the restarted carrier had acknowledged (moved): as the
+  // replica timed it (first_ack_after_restore_us), and as the samples saw it (late by up to a
+  // sample gap, which a loaded machine stretches to many milliseconds). Then to the first
+  // kFineRateWindowSeconds at 90% of the baseline (back).
+  std::optional<double> moved_ms;
+  std::optional<double> sampled_moved_ms;
+  std::optional<double> fine_back_ms;
 };
+
+// moved_ms, sampled_moved_ms and fine_back_ms of a tcp-carrier fault. For the samples: the process
+// is dead by its exit event, and its successor cannot have acknowledged anything a sample later,
+// so the first sample after the exit holds the dead incarnation's count, and the first larger one
+// follows the successor's first byte.
+void time_carrier_recovery(FaultOutcome& fault) {
+  if (!fault.detection_ms || fault.fine.empty()) return;
+  const std::uint64_t first_ack_us = fault.fine.back().first_ack_us;
+  if (first_ack_us != fault.fine.front().first_ack_us && first_ack_us > fault.injected_us) {
+    fault.moved_ms = static_cast<double>(first_ack_us - fault.injected_us) / 1000;
+  }
+  const double exit_at = fault.injected_at + *fault.detection_ms / 1000;
+  const auto after_exit = std::find_if(fault.fine.begin(), fault.fine.end(),
+                                       [&](const ByteCount& sample) { return sample.at > exit_at; });
+  if (after_exit == fault.fine.end()) return;
+  const auto moved = std::find_if(after_exit, fault.fine.end(),
+                                  [&](const ByteCount& sample) { return sample.bytes > after_exit->bytes; });
+  if (moved == fault.fine.end()) return;
+  fault.sampled_moved_ms = (moved->at - fault.injected_at) * 1000;
+  const double wanted_bytes_per_second = 0.9 * fault.baseline_gbps * 1e9 / 8;
+  for (auto at = moved; at != fault.fine.end(); ++at) {
+    // The latest sample at least a rate window before this one.
+    auto from = at;
+    while (from != fault.fine.begin() && at->at - from->at < kFineRateWindowSeconds) --from;
+    if (at->at - from->at < kFineRateWindowSeconds) continue;
+    const double rate = static_cast<double>(at->bytes - from->bytes) / (at->at - from->at);
+    if (rate >= wanted_bytes_per_second) {
+      fault.fine_back_ms = (at->at - fault.injected_at) * 1000;
+      return;
+    }
+  }
+}
 
 void write_svg(const std::string& path, const std::vector<Sample>& samples, const std::vector<FaultOutcome>& faults,
                double duration) {
@@ -320,8 +375,26 @@ int run_demo(const DemoOptions& options) {
   std::map<std::string, std::uint64_t> second_ago_each;
   bool first = true;
   const auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - started).count(); };
+  FaultOutcome* fine_fault = nullptr;  // the tcp-carrier fault being sampled finely, until fine_until
+  auto fine_until = started;
+  const auto sample_finely = [&] {
+    auto reply = recovery::control_request(options.socket, "counters", &refusal);
+    if (!reply) return;
+    const auto table = recovery::parse_counters(reply.value());
+    std::map<std::string, std::uint64_t> bytes;
+    std::map<std::string, std::uint64_t> first_ack_us;
+    replica_counter(table, "bytes_acked", &bytes);
+    replica_counter(table, "first_ack_after_restore_us", &first_ack_us);
+    fine_fault->fine.push_back(
+        ByteCount{elapsed(), bytes[fine_fault->component], first_ack_us[fine_fault->component]});
+  };
   while (!g_interrupted && client.running() && elapsed() < options.duration_seconds + 20) {
-    std::this_thread::sleep_until(last_sample + std::chrono::milliseconds(options.interval_ms));
+    const auto sample_due = last_sample + std::chrono::milliseconds(options.interval_ms);
+    while (fine_fault != nullptr && Clock::now() < std::min(fine_until, sample_due)) {
+      sample_finely();
+      std::this_thread::sleep_until(std::min(Clock::now() + std::chrono::milliseconds(kFineIntervalMs), sample_due));
+    }
+    std::this_thread::sleep_until(sample_due);
     const auto now = Clock::now();
     const double interval = std::chrono::duration<double>(now - last_sample).count();
     last_sample = now;
@@ -349,7 +422,15 @@ int run_demo(const DemoOptions& options) {
         }
         fault.component = !picked.empty() ? picked : idle ? "tcp1" : "tcp0";
       }
+      fine_fault = nullptr;
+      if (fault.fault.target == "tcp-carrier") {
+        fine_fault = &fault;
+        sample_finely();  // the count before the crash
+      }
       fault.injected_at = elapsed();
+      fault.injected_us = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now().time_since_epoch()).count());
+      fine_until = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(kFineWindowSeconds));
       auto injected = recovery::control_request(options.socket, "inject " + fault.component + " crash", &refusal);
       if (!injected) std::printf("\n  inject %s failed: %s\n", fault.component.c_str(), refusal.c_str());
     }
@@ -370,6 +451,15 @@ int run_demo(const DemoOptions& options) {
   const bool client_done = !client.running();
   const IperfSummary iperf = read_iperf((out / "iperf3-client.json").string());
   const bool stream_ok = client_done && client.exit_status() == 0 && iperf.parsed && iperf.error.empty();
+
+  // How the replicas' loss recovery went, over the whole run.
+  std::uint64_t retransmission_timeouts = 0;
+  std::uint64_t restored_tails = 0;
+  if (auto reply = recovery::control_request(options.socket, "counters", &refusal)) {
+    const auto table = recovery::parse_counters(reply.value());
+    retransmission_timeouts = replica_counter(table, "retransmission_timeouts");
+    restored_tails = replica_counter(table, "restored_tail_resends");
+  }
 
   // Detection and recovery from the event log, lined up with the stream's clock at each inject.
   const std::vector<LoggedEvent> events = read_events(options.socket);
@@ -396,8 +486,10 @@ int run_demo(const DemoOptions& options) {
         if (event.component != fault.component || event.at_ms < inject->at_ms) continue;
         if (event.kind == "inject" && &event != inject) break;  // the next fault's
         if (event.kind == "exit" && !fault.detection_ms) fault.detection_ms = event.at_ms - inject->at_ms;
+        if (event.kind == "restart" && fault.detection_ms && !fault.startup_ms) fault.startup_ms = -event.at_ms;
         if ((event.kind == "recovered" || event.kind == "joined") && fault.detection_ms && !fault.recovery_ms) {
           fault.recovery_ms = event.at_ms - inject->at_ms;
+          if (fault.startup_ms) *fault.startup_ms += event.at_ms;
         }
       }
     }
@@ -416,10 +508,18 @@ int run_demo(const DemoOptions& options) {
         fault.dip_ms = (sample.at - fault.injected_at) * 1000;
       }
     }
+    time_carrier_recovery(fault);
     // The connection survived the fault when it lived to the end, or (when it died later) still
     // carried bytes after this fault's window.
     fault.survived = stream_ok;
     for (const Sample& sample : samples) fault.survived = fault.survived || (sample.at > window_end && sample.gbps > 0);
+  }
+
+  // A component killed for a missed heartbeat, or given up, during the run.
+  for (const LoggedEvent& event : events) {
+    if (event.kind == "hang" || event.kind == "failed") {
+      std::printf("%s %s at %.1f ms: %s\n", event.kind.c_str(), event.component.c_str(), event.at_ms, event.detail.c_str());
+    }
   }
 
   double sampled_bytes = 0;
@@ -428,13 +528,17 @@ int run_demo(const DemoOptions& options) {
     sampled_bytes += samples[i].gbps * 1e9 / 8 * interval;
   }
 
-  std::printf("\n%-10s %12s %12s %10s %10s %10s %9s\n", "component", "detect ms", "recover ms", "base Gb/s",
-              "dip Gb/s", "back ms", "survived");
+  std::printf("\n%-10s %12s %12s %10s %10s %10s %9s %9s %9s\n", "component", "detect ms", "recover ms", "base Gb/s",
+              "dip Gb/s", "back ms", "moved ms", "10ms back", "survived");
   for (const FaultOutcome& fault : outcomes) {
-    std::printf("%-10s %12s %12s %10.2f %10.2f %10s %9s\n", fault.component.c_str(), optional_ms(fault.detection_ms).c_str(),
-                optional_ms(fault.recovery_ms).c_str(), fault.baseline_gbps, fault.dip_gbps,
-                optional_ms(fault.dip_ms).c_str(), fault.injected_at < 0 ? "not run" : fault.survived ? "yes" : "NO");
+    std::printf("%-10s %12s %12s %10.2f %10.2f %10s %9s %9s %9s\n", fault.component.c_str(),
+                optional_ms(fault.detection_ms).c_str(), optional_ms(fault.recovery_ms).c_str(), fault.baseline_gbps,
+                fault.dip_gbps, optional_ms(fault.dip_ms).c_str(), optional_ms(fault.moved_ms).c_str(),
+                optional_ms(fault.fine_back_ms).c_str(), fault.injected_at < 0 ? "not run" : fault.survived ? "yes" : "NO");
   }
+  std::printf("(moved ms: from a tcp-carrier crash to the restarted replica's first acknowledged byte, on its clock; "
+              "10ms back: to its first %d ms at 90%% of the baseline, from samples about every %d ms)\n",
+              static_cast<int>(kFineRateWindowSeconds * 1000), kFineIntervalMs);
   std::printf("\niperf3: %s; sent %.0f bytes, the receiver got %.0f (%s)\n",
               stream_ok ? "the connection lived to the end" : ("failed: " + (iperf.error.empty() ? "exit code " + std::to_string(client.exit_status().value_or(-1)) : iperf.error)).c_str(),
               iperf.sent_bytes, iperf.received_bytes,
@@ -444,10 +548,12 @@ int run_demo(const DemoOptions& options) {
   if (iperf.parsed && iperf.sent_bytes > 0) {
     std::printf("the timeline's bytes against iperf3's: %.1f%%\n", 100.0 * sampled_bytes / iperf.sent_bytes);
   }
+  std::printf("TCP replicas: %llu retransmission timeouts, %llu restored tails sent again\n",
+              static_cast<unsigned long long>(retransmission_timeouts), static_cast<unsigned long long>(restored_tails));
 
   // Per kind of fault (when some were repeated): p50 / p99 / max of each time.
   struct Summary {
-    std::vector<double> detection, recovery, dip;
+    std::vector<double> detection, recovery, startup, dip, moved, sampled_moved, fine_back;
     std::size_t faults = 0, not_back = 0, not_survived = 0;
   };
   std::map<std::string, Summary> summaries;
@@ -459,6 +565,10 @@ int run_demo(const DemoOptions& options) {
     if (fault.detection_ms) summary.detection.push_back(*fault.detection_ms);
     if (fault.recovery_ms) summary.recovery.push_back(*fault.recovery_ms);
     if (fault.dip_ms) summary.dip.push_back(*fault.dip_ms); else ++summary.not_back;
+    if (fault.startup_ms && fault.recovery_ms) summary.startup.push_back(*fault.startup_ms);
+    if (fault.moved_ms) summary.moved.push_back(*fault.moved_ms);
+    if (fault.sampled_moved_ms) summary.sampled_moved.push_back(*fault.sampled_moved_ms);
+    if (fault.fine_back_ms) summary.fine_back.push_back(*fault.fine_back_ms);
     if (!fault.survived) ++summary.not_survived;
   }
   const auto triple = [](const std::vector<double>& values) {
@@ -476,9 +586,27 @@ int run_demo(const DemoOptions& options) {
                   triple(summary.recovery).c_str(), triple(summary.dip).c_str(), summary.not_back, summary.not_survived);
     }
   }
+  for (const auto& [target, summary] : summaries) {
+    if (summary.moved.empty()) continue;
+    std::printf("%s: bytes moving again %s ms (p50/p99/max, %zu of %zu crashes; as the samples saw it %s), "
+                "at 90%% again %s ms (%zu); the new process from its start to serving %s ms\n",
+                target.c_str(), triple(summary.moved).c_str(), summary.moved.size(), summary.faults,
+                triple(summary.sampled_moved).c_str(), triple(summary.fine_back).c_str(), summary.fine_back.size(),
+                triple(summary.startup).c_str());
+  }
 
   write_svg((out / "timeline.svg").string(), samples, outcomes, options.duration_seconds);
   using Json = nlohmann::ordered_json;
+  // A carrier fault's 1 ms samples: [ms since the crash, bytes acknowledged since the sample before it].
+  const auto fine_samples = [](const FaultOutcome& fault) {
+    Json pairs = Json::array();
+    for (const ByteCount& sample : fault.fine) {
+      pairs.push_back({rounded((sample.at - fault.injected_at) * 1000),
+                       sample.bytes - std::min(sample.bytes, fault.fine.front().bytes)});
+    }
+    return pairs;
+  };
+  Json report_counters = Json::object();
   Json faults = Json::array();
   for (const FaultOutcome& fault : outcomes) {
     faults.push_back({{"at_s", fault.fault.at_seconds},
@@ -487,12 +615,19 @@ int run_demo(const DemoOptions& options) {
                       {"injected_at_s", rounded(fault.injected_at)},
                       {"detection_ms", rounded(fault.detection_ms)},
                       {"recovery_ms", rounded(fault.recovery_ms)},
+                      {"startup_ms", rounded(fault.recovery_ms ? fault.startup_ms : std::nullopt)},
                       {"baseline_gbps", rounded(fault.baseline_gbps)},
                       {"dip_gbps", rounded(fault.dip_gbps)},
                       {"dip_ms", rounded(fault.dip_ms)},
+                      {"moved_ms", rounded(fault.moved_ms)},
+                      {"sampled_moved_ms", rounded(fault.sampled_moved_ms)},
+                      {"fine_back_ms", rounded(fault.fine_back_ms)},
+                      {"fine_samples", fine_samples(fault)},
                       {"survived", fault.injected_at < 0 ? Json(nullptr) : Json(fault.survived)}});
   }
   Json by_target = Json::object();
+  report_counters["retransmission_timeouts"] = retransmission_timeouts;
+  report_counters["restored_tail_resends"] = restored_tails;
   for (const auto& [target, summary] : summaries) {
     const auto stats = [](const std::vector<double>& values) -> Json {
       if (values.empty()) return nullptr;
@@ -503,7 +638,11 @@ int run_demo(const DemoOptions& options) {
     by_target[target] = {{"faults", summary.faults},
                          {"detection_ms", stats(summary.detection)},
                          {"recovery_ms", stats(summary.recovery)},
+                         {"startup_ms", stats(summary.startup)},
                          {"dip_ms", stats(summary.dip)},
+                         {"moved_ms", stats(summary.moved)},
+                         {"sampled_moved_ms", stats(summary.sampled_moved)},
+                         {"fine_back_ms", stats(summary.fine_back)},
                          {"not_back", summary.not_back},
                          {"not_survived", summary.not_survived}};
   }
@@ -511,6 +650,7 @@ int run_demo(const DemoOptions& options) {
   for (const Sample& sample : samples) sample_pairs.push_back({rounded(sample.at), rounded(sample.gbps)});
   const Json report = {{"duration_s", options.duration_seconds},
                        {"interval_ms", options.interval_ms},
+                       {"fine_interval_ms", kFineIntervalMs},
                        {"stream_survived", stream_ok},
                        {"iperf3",
                         {{"sent_bytes", iperf.sent_bytes},
@@ -518,6 +658,7 @@ int run_demo(const DemoOptions& options) {
                          {"seconds", iperf.seconds},
                          {"error", iperf.error}}},
                        {"sampled_bytes", sampled_bytes},
+                       {"tcp_counters", std::move(report_counters)},
                        {"faults", std::move(faults)},
                        {"summary", std::move(by_target)},
                        {"samples", std::move(sample_pairs)}};

@@ -99,6 +99,10 @@ struct Connection {
   bool head_resent = false;             // the segment at head_resent_seq was retransmitted ...
   std::uint32_t head_resent_seq = 0;
   std::uint32_t head_resent_snd_max = 0;  // ... when snd_max was this
+  // Restored with data in flight: segments the predecessor built and never handed on may be
+  // missing at the peer, below restored_snd_max, until an ACK shows a hole or covers it all.
+  bool restored_tail_unknown = false;
+  std::uint32_t restored_snd_max = 0;
 
   // Events gathered while handling one call, reported once at its end.
   std::uint32_t pending_events = 0;

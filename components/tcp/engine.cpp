@@ -113,7 +113,10 @@ struct Listener {
 // report's vocabulary). bytes_acked and bytes_delivered count the payload bytes of every
 // connection: acknowledged by peers, and delivered in order to the applications' receive rings
 // (what a throughput timeline samples). nagle_holds counts the times Nagle held a small segment
-// back for an acknowledgement (never, on a connection with TCP_NODELAY).
+// back for an acknowledgement (never, on a connection with TCP_NODELAY). One is not a count:
+// first_ack_after_restore_us holds when (the caller's clock, in microseconds) a peer first
+// acknowledged a payload byte after the latest restart that carried connections on; against the
+// time of the crash, how long the connections stood still.
 #define FLOTILLA_TCP_ENGINE_COUNTERS(X) \
   X(segments_in)                        \
   X(segments_out)                       \
@@ -141,6 +144,8 @@ struct Listener {
   X(retransmits)                        \
   X(fast_retransmits)                   \
   X(retransmission_timeouts)            \
+  X(restored_tail_resends)              \
+  X(first_ack_after_restore_us)         \
   X(connection_timeouts)                \
   X(keepalive_probes)                   \
   X(persist_probes)                     \
@@ -274,6 +279,8 @@ class TcpEngine final : public Engine {
   void retransmit_head(Connection& c, std::uint64_t now_ns);
   void skip_sacked(Connection& c);
   std::uint32_t resend_first_segment(Connection& c, std::uint64_t now_ns);
+  void probe_restored_flight(Connection& c, std::uint64_t now_ns);
+  void resend_restored_tail(Connection& c, std::uint64_t now_ns);
   void enter_recovery(Connection& c, std::uint64_t now_ns);
   std::uint32_t data_end(Connection& c);  // sequence after the last byte queued to send
   bool check_rings(Connection& c, std::uint64_t now_ns);
@@ -308,6 +315,7 @@ class TcpEngine final : public Engine {
   std::uint32_t timestamp_offset_ = 0;
   std::uint64_t challenge_window_start_ns_ = 0;
   std::uint64_t challenge_acks_in_window_ = 0;
+  bool awaiting_first_ack_ = false;  // restored connections, and no byte acknowledged since
   TransitionObserver* observer_ = nullptr;
 };
 
@@ -490,6 +498,7 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
   std::atomic_ref<std::uint64_t>(header_->suspect)
       .store(poisoned ? kNoConnectionInFlight : in_flight, std::memory_order_relaxed);
   write_header();
+  awaiting_first_ack_ = report_.restored > 0;
   // One ACK per connection that talks: it owes any delayed ACK, and tells the peer the window. And
   // the events that hold are told again: the predecessor may have died before the host heard them.
   for (std::uint32_t i = 0; i < settings_.max_connections; ++i) {
@@ -503,10 +512,8 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
     send_ack(c, now_ns);
     output(c, now_ns);
     // Segments the predecessor built but never sent died with it, and nothing would ask for them
-    // before the retransmission timeout. One copy of the first unacknowledged segment makes the
-    // peer answer at once (a cumulative ACK, or a duplicate with SACK blocks): recovery starts
-    // within a round trip. Congestion state and timers are left as they were.
-    if (seq_lt(c.snd_una, c.snd_max)) (void)resend_first_segment(c, now_ns);
+    // before the retransmission timeout: probe both ends of the flight (see probe_restored_flight).
+    if (seq_lt(c.snd_una, c.snd_max)) probe_restored_flight(c, now_ns);
     finish(c);
   }
   end_call();
@@ -1582,16 +1589,28 @@ bool TcpEngine::on_ack(Connection& c, const Incoming& in, bool& our_fin_acked, s
     if (seq_gt(in.ack, c.snd_una)) c.scoreboard.on_ack(in.ack, std::span(blocks.data(), count));
     else c.scoreboard.on_ack(c.snd_una, std::span(blocks.data(), count));
   }
+  const bool duplicate = in.ack == c.snd_una && in.payload.empty() && !in.has(wire::kTcpFin) && !window_changed &&
+                         c.snd_max != c.snd_una;
+  // After a restart, the peer shows what it lacks with a duplicate ACK or a SACK above the ACK
+  // (the answers to probe_restored_flight): it lacks everything from the ACK up that it has not
+  // SACKed. An ACK that merely advances may have been sent before the peer had all the
+  // predecessor handed on, so it proves nothing.
+  const bool restored_hole =
+      c.restored_tail_unknown && seq_ge(in.ack, c.snd_una) && seq_lt(in.ack, c.snd_max) &&
+      (duplicate || (c.sack && !c.scoreboard.empty() && seq_gt(c.scoreboard.highest_sacked(), in.ack)));
   if (seq_gt(in.ack, c.snd_una)) {
     on_new_ack(c, in, now_ns);
     if (!c.in_use) return false;
-  } else if (in.ack == c.snd_una && in.payload.empty() && !in.has(wire::kTcpFin) && !window_changed &&
-             c.snd_max != c.snd_una) {
+    if (restored_hole) resend_restored_tail(c, now_ns);
+  } else if (restored_hole) {
+    resend_restored_tail(c, now_ns);
+  } else if (duplicate) {
     on_duplicate_ack(c, now_ns);
   } else if (c.sack && !c.in_recovery && c.snd_max != c.snd_una && may_start_recovery(c) &&
              c.scoreboard.is_lost(c.snd_una, c.mss)) {
     enter_recovery(c, now_ns);
   }
+  if (c.restored_tail_unknown && seq_ge(c.snd_una, c.restored_snd_max)) c.restored_tail_unknown = false;
   if (c.in_recovery && c.sack) resend_lost_head_retransmission(c, now_ns);
   our_fin_acked = c.fin_sent && seq_gt(c.snd_una, c.fin_seq);
   switch (c.state) {
@@ -1624,6 +1643,11 @@ void TcpEngine::on_new_ack(Connection& c, const Incoming& in, std::uint64_t now_
     c.head_seq += ring_acked;
     c.bytes_acked += ring_acked;
     counters_.bytes_acked->add(ring_acked);
+    if (awaiting_first_ack_ && ring_acked > 0) {
+      awaiting_first_ack_ = false;
+      NamedCounter& first_ack = *counters_.first_ack_after_restore_us;
+      first_ack.add(now_ns / 1000 - first_ack.read());  // its only writer: the sum is the time
+    }
     if (ring_acked > 0) c.pending_events |= kEventWritable;
   }
   // RTT: the timed segment (Karn: never a retransmitted one), else the echoed timestamp, which
@@ -2148,6 +2172,44 @@ std::uint32_t TcpEngine::resend_first_segment(Connection& c, std::uint64_t now_n
   return c.snd_una + length + (fin ? 1 : 0);
 }
 
+// A restored connection with data in flight: the predecessor may have built segments it never
+// handed on, which the peer can only miss at the tail, and nothing would ask for them before the
+// retransmission timeout (200 ms at least). So the last segment goes again, then the first:
+// - a peer that lacks the tail takes the last as out of order and answers at once with a duplicate
+//   ACK (SACKing it, with SACK); without SACK, the first one, which it holds, draws a duplicate ACK
+//   too (unless it lacked that as well, and then the answer to the last was already one);
+// - a peer that holds everything answers the first, a duplicate, at once, acknowledging it all.
+// An answer that shows a hole sends the connection back to its ACK (resend_restored_tail).
+// Congestion state and timers are left as they were.
+void TcpEngine::probe_restored_flight(Connection& c, std::uint64_t now_ns) {
+  c.restored_tail_unknown = true;
+  c.restored_snd_max = c.snd_max;
+  std::uint32_t end = data_end(c);
+  if (seq_gt(end, c.snd_max)) end = c.snd_max;
+  const std::uint32_t flight = seq_diff(end, c.snd_una) > 0 ? end - c.snd_una : 0;
+  const std::uint32_t first_end = c.snd_una + std::min(flight, c.mss);
+  if (seq_lt(first_end, end)) {
+    const std::uint32_t start = seq_lt(end - c.mss, first_end) ? first_end : end - c.mss;
+    send_range(c, start, end - start, c.fin_sent && end == c.fin_seq, now_ns);
+  }
+  (void)resend_first_segment(c, now_ns);
+}
+
+// The peer showed, after a restart, that it lacks what lies from snd_una up (what it SACKed
+// excepted): what the predecessor built and never handed on. Go back to snd_una and send it again,
+// as far as cwnd allows. Unlike an RTO, cwnd stays: nothing says the path is congested. What this
+// resends gets no fast retransmit of its own (RFC 6582 4, as after an RTO).
+void TcpEngine::resend_restored_tail(Connection& c, std::uint64_t now_ns) {
+  c.restored_tail_unknown = false;
+  counters_.restored_tail_resends->add();
+  c.in_recovery = false;
+  c.dupacks = 0;
+  c.recovery_point = c.snd_max;
+  c.snd_nxt = c.snd_una;
+  c.high_rxt = c.snd_una;
+  output(c, now_ns);
+}
+
 // --- timers -------------------------------------------------------------------------------------
 
 void TcpEngine::on_timer(std::uint64_t now_ns) {
@@ -2205,6 +2267,7 @@ void TcpEngine::on_retransmission_timeout(Connection& c, std::uint64_t now_ns) {
   ++c.retries;
   c.rtt.back_off();
   c.rtt_timing = false;
+  c.restored_tail_unknown = false;  // the timeout's go-back covers the tail
   if (!handshake) {
     c.congestion.on_retransmission_timeout(c.snd_max - c.snd_una, now_ns);
     c.in_recovery = false;

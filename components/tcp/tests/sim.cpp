@@ -114,6 +114,15 @@ void Host::flush_segments() {
   ++flush_calls;
   const bool crash = crash_at_flush != 0 && flush_calls == crash_at_flush;
   if (crash && crash_before_send) throw SimulatedCrash{};
+  if (crash_at_batch_of != 0) {
+    const auto data_segments = static_cast<std::size_t>(std::count_if(
+        batch_.begin(), batch_.end(), [](const Batched& batched) { return batched.segment.payload_length > 0; }));
+    if (data_segments >= crash_at_batch_of) {
+      crash_at_batch_of = 0;
+      crashed_batch_segments = data_segments;
+      throw SimulatedCrash{};
+    }
+  }
   for (Batched& batched : batch_) {
     const std::string problem = check_covered(batched.segment);
     if (!problem.empty()) {

@@ -157,6 +157,10 @@ class Host final : public EngineHost {
   std::uint64_t flush_calls = 0;
   std::uint64_t crash_at_flush = 0;
   bool crash_before_send = false;
+  // Or: throw SimulatedCrash before sending the first batch with at least this many data segments
+  // (0: never); the test then finds their number in `crashed_batch_segments`.
+  std::size_t crash_at_batch_of = 0;
+  std::size_t crashed_batch_segments = 0;
   // A poisoned connection: every engine call that reports events for a connection with this local
   // or remote port crashes (0: none).
   std::uint16_t crash_on_events_port = 0;
