@@ -136,3 +136,39 @@ TEST_F(MountTest, TarMatchesTmpfsThoughAFileServerCrashesDuringIt) {
 }
 
 }  // namespace
+
+// The programs of the preload test, through the mount: each script runs in the mount and in a
+// tmpfs folder (DIR) and gives the same output.
+TEST_F(MountTest, CopyFindRemoveSortAndGitWorkAsOnTmpfs) {
+  const fsys::path tmpfs = folder_ / "tmpfs";
+  fsys::create_directory(tmpfs);
+  auto expect_same = [&](const std::string& script) {
+    auto run_in = [&](const fsys::path& directory) {
+      std::string text = script;
+      for (std::size_t at = text.find("DIR"); at != std::string::npos; at = text.find("DIR", at)) {
+        text.replace(at, 3, directory.string());
+      }
+      return shell("cd '" + directory.string() + "' && " + text);
+    };
+    const CommandOutcome reference = run_in(tmpfs);
+    const CommandOutcome mount = run_in(mount_point_);
+    EXPECT_EQ(reference.exit_code, mount.exit_code) << script << "\n" << mount.output;
+    EXPECT_EQ(reference.output, mount.output) << script;
+  };
+  // A tree of its own, small enough that two copies fit the buffer cache beside each other.
+  flotilla::fs::testing::generate_tree(folder_ / "small", 600, 23);
+  const std::string tree = (folder_ / "small").string();
+  expect_same("cp -r " + tree + " copy && find copy -name 'file1*' | LC_ALL=C sort");
+  EXPECT_EQ(difference(digest(tmpfs / "copy"), digest(mount_point_ / "copy")), "");
+  expect_same("cp -r copy again && rm -r copy && ls && find again -type f | wc -l");
+  std::ofstream lines(folder_ / "lines.txt");
+  std::mt19937 random(5);
+  for (int i = 0; i < 100000; ++i) lines << random() << " line " << i << "\n";
+  lines.close();
+  expect_same("cp " + (folder_ / "lines.txt").string() + " lines && sort lines -o sorted && sha256sum < sorted && wc -l < sorted");
+  if (shell("command -v git").exit_code != 0) GTEST_SKIP() << "needs git";
+  expect_same("mkdir -p repo/sub && cd repo && for i in $(seq 150); do echo $i > f$i; echo $i$i > sub/g$i; done && "
+              "git init -q . && git add . && "
+              "git -c user.name=t -c user.email=t@t commit -q -m first && git log --format=%s && "
+              "git ls-files | wc -l && git status --porcelain && git fsck --no-progress && echo fsck ok");
+}
