@@ -370,7 +370,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> command;
   auto* run = app.add_subcommand(
       "run", "Run an unmodified program on Flotilla's sockets: flotilla run -- COMMAND [ARGS...] "
-             "(its AF_INET sockets go to the stack through libflotilla-preload.so)");
+             "(its AF_INET sockets go to the stack, and its paths under the configuration's [files] prefix to "
+             "the file fleet, through libflotilla-preload.so)");
   run->add_option("COMMAND", command, "The program and its arguments, after --")->required();
   std::string mount_directory;
   auto* mount = app.add_subcommand(
