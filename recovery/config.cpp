@@ -527,6 +527,20 @@ bool valid_interface_name(std::string_view name) {
   return true;
 }
 
+void read_files(const toml::table& root, SupervisorConfig& config) {
+  const toml::table* table = table_of(root, "files");
+  if (table == nullptr) return;
+  reject_unknown_keys(*table, {"prefix"}, "[files]");
+  std::string prefix = optional_text(*table, "prefix", config.files_prefix);
+  while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
+  // The preload library keeps the prefix in a buffer of 256 bytes and compares it byte for byte.
+  if (prefix.empty() || prefix.front() != '/' || prefix == "/" || prefix.size() > 255 ||
+      prefix.find_first_of(" \t\n") != std::string::npos) {
+    fail(*table->get("prefix"), "'prefix' must be an absolute path other than / (at most 255 bytes, no whitespace)");
+  }
+  config.files_prefix = std::move(prefix);
+}
+
 void read_network(const toml::table& root, SupervisorConfig& config) {
   const toml::table* table = table_of(root, "network");
   if (table == nullptr) return;
@@ -625,7 +639,7 @@ std::optional<std::string> placeholder_value(const SupervisorConfig& config, con
 }
 
 // The tables an override may name: those of single values.
-constexpr std::string_view kOverridableTables[] = {"supervisor", "network", "filter", "limits", "wait"};
+constexpr std::string_view kOverridableTables[] = {"supervisor", "network", "filter", "limits", "wait", "files"};
 
 // Puts "TABLE.KEY=VALUE" into `root`; an error message when it is malformed. The value keeps the
 // override as its source, so a bad one is reported as the override.
@@ -640,7 +654,7 @@ std::string apply_override(toml::table& root, const std::string& setting) {
   const std::string value = setting.substr(equals + 1);
   if (std::find(std::begin(kOverridableTables), std::end(kOverridableTables), table_name) ==
       std::end(kOverridableTables)) {
-    return "--set " + setting + ": no table '" + table_name + "' to set (supervisor, network, filter, limits, wait)";
+    return "--set " + setting + ": no table '" + table_name + "' to set (supervisor, network, filter, limits, wait, files)";
   }
   const std::string origin = "--set " + setting;
   toml::table parsed;
@@ -678,10 +692,12 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name,
   }
   SupervisorConfig config;
   try {
-    reject_unknown_keys(root, {"supervisor", "component", "channel", "region", "network", "filter", "limits", "wait"},
+    reject_unknown_keys(root, {"supervisor", "component", "channel", "region", "network", "filter", "limits", "wait",
+                         "files"},
                         "the top level");
     read_supervisor(root, config);
     read_limits(root, config);
+    read_files(root, config);
     read_network(root, config);
     read_filter(root, text, config);
     declare_seats(root, config);

@@ -103,6 +103,8 @@ struct SupervisorConfig {
   std::uint32_t filter_rules_line = 0;  // the source line the rule text's first line is on
   bool has_network = false;  // a [network] table was given: `flotilla up` builds it
   Limits limits;
+  // [files] prefix: where programs under `flotilla run` find the file fleet (absolute, not "/").
+  std::string files_prefix = "/flotilla";
 };
 
 struct ConfigError {

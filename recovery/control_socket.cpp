@@ -231,6 +231,7 @@ std::string ControlServer::handle(Supervisor& supervisor, Registrar& registrar, 
   if (verb == "status" && words.size() == 1) return "ok\n" + status_text(supervisor);
   if (verb == "status-json" && words.size() == 1) return "ok\n" + status_json(supervisor);
   if (verb == "counters" && words.size() == 1) return "ok\n" + counters_text(supervisor);
+  if (verb == "files-prefix" && words.size() == 1) return "ok\n" + supervisor.config().files_prefix + "\n";
   if (verb == "events" && words.size() == 2) {
     std::uint64_t from = 0;
     if (!parse_number(words[1], &from)) return "error: events takes a start index\n";

@@ -216,6 +216,11 @@ seat_channel_capacity = 1024
 # With a core per component: default = "poll" and a core for each.
 default = "shared"
 
+[files]
+# Where programs under `flotilla run` find the file fleet: paths under it (and descriptors opened
+# there) go to the file servers, every other path to the kernel.
+prefix = "/flotilla"
+
 [network]
 # The driver: af_xdp (the veth below), dpdk or memwire (a shared-memory wire between two stacks).
 driver = "af_xdp"

@@ -284,6 +284,11 @@ int cmd_run(const std::vector<std::string>& command) {
   const std::string preload = before != nullptr && *before != '\0' ? library + ":" + before : library;
   ::setenv("LD_PRELOAD", preload.c_str(), 1);
   ::setenv("FLOTILLA_SOCKET", std::filesystem::absolute(g_socket).c_str(), 1);
+  // The fleet's prefix as the running stack's configuration says ([files] prefix).
+  std::string refusal;
+  if (auto prefix = control_request(g_socket, "files-prefix", &refusal); prefix && !prefix->empty()) {
+    ::setenv("FLOTILLA_FILES_PREFIX", prefix->substr(0, prefix->find('\n')).c_str(), 1);
+  }
   std::vector<char*> argv;
   for (const auto& word : command) argv.push_back(const_cast<char*>(word.c_str()));
   argv.push_back(nullptr);
@@ -365,7 +370,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> command;
   auto* run = app.add_subcommand(
       "run", "Run an unmodified program on Flotilla's sockets: flotilla run -- COMMAND [ARGS...] "
-             "(its AF_INET sockets go to the stack through libflotilla-preload.so)");
+             "(its AF_INET sockets go to the stack, and its paths under the configuration's [files] prefix to "
+             "the file fleet, through libflotilla-preload.so)");
   run->add_option("COMMAND", command, "The program and its arguments, after --")->required();
   std::string mount_directory;
   auto* mount = app.add_subcommand(

@@ -282,6 +282,21 @@ TEST(Config, TheSandboxCanBeTurnedOffForDebugging) {
   EXPECT_EQ(error_of("[supervisor]\nsandbox = 0\n"), "test.toml:2: 'sandbox' must be true or false");
 }
 
+TEST(Config, TheFileFleetsPrefixIsAKey) {
+  auto outcome = parse_config(kDefaultConfig, "<default config>");
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  EXPECT_EQ(std::get<SupervisorConfig>(outcome).files_prefix, "/flotilla");
+  outcome = parse_config(kDefaultConfig, "<default config>", std::vector<std::string>{"files.prefix=/mnt/fleet/"});
+  ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(outcome)) << std::get<ConfigError>(outcome).message;
+  EXPECT_EQ(std::get<SupervisorConfig>(outcome).files_prefix, "/mnt/fleet");  // the trailing slash goes
+  const std::string refused = "'prefix' must be an absolute path other than / (at most 255 bytes, no whitespace)";
+  EXPECT_EQ(error_of("[files]\nprefix = \"/\"\n"), "test.toml:2: " + refused);
+  EXPECT_EQ(error_of("[files]\nprefix = \"fleet\"\n"), "test.toml:2: " + refused);
+  EXPECT_EQ(error_of("[files]\nprefix = \"/" + std::string(255, 'a') + "\"\n"), "test.toml:2: " + refused);
+  EXPECT_EQ(error_of("[files]\nprefix = 3\n"), "test.toml:2: 'prefix' must be a string");
+  EXPECT_EQ(error_of("[files]\nroot = \"/x\"\n"), "test.toml:2: unknown key 'root' in [files]");
+}
+
 TEST(Config, BadOverridesAreRefusedNamingTheOverride) {
   EXPECT_EQ(override_error({"limits.app_seats=abc"}), "--set limits.app_seats=abc: 'app_seats' must be an integer");
   EXPECT_EQ(override_error({"limits.app_seats=12"}), "--set limits.app_seats=12: 'app_seats' must be between 0 and 7");
@@ -292,7 +307,7 @@ TEST(Config, BadOverridesAreRefusedNamingTheOverride) {
   EXPECT_EQ(override_error({"limits.app_seats"}),
             "--set limits.app_seats: expected TABLE.KEY=VALUE (e.g. limits.app_seats=6)");
   EXPECT_EQ(override_error({"component.name=x"}),
-            "--set component.name=x: no table 'component' to set (supervisor, network, filter, limits, wait)");
+            "--set component.name=x: no table 'component' to set (supervisor, network, filter, limits, wait, files)");
   EXPECT_EQ(override_error({"limits.app_seats=2", "limits.tcp_ring_bytes=3"}),
             "--set limits.tcp_ring_bytes=3: 'tcp_ring_bytes' must be between 4096 and 1073741824");
 }

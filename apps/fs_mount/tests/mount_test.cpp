@@ -23,9 +23,8 @@
 #include <thread>
 #include <vector>
 
-#include "recovery/control_socket.hpp"
-#include "recovery/default_config.hpp"
 #include "sockets/fs/tests/file_trees.hpp"
+#include "sockets/fs/tests/fleet_stack.hpp"
 #include "tests/support/stack_harness.hpp"
 
 namespace {
@@ -64,10 +63,9 @@ class MountTest : public ::testing::Test {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root (a FUSE mount, the supervisor's shared memory)";
     if (::access("/dev/fuse", R_OK | W_OK) != 0) GTEST_SKIP() << "FUSE is unavailable: /dev/fuse is missing here";
     if (shell("command -v tar && command -v sha256sum").exit_code != 0) GTEST_SKIP() << "needs tar and sha256sum";
-    char pattern[] = "/dev/shm/flotilla-mount-test-XXXXXX";  // tmpfs: the reference side
-    ASSERT_NE(::mkdtemp(pattern), nullptr);
-    folder_ = pattern;
-    socket_ = (folder_ / "control.sock").string();
+    ASSERT_EQ(stack_.start("flotilla-mount-test", 2, 2), "");
+    folder_ = stack_.folder();
+    socket_ = stack_.socket();
     mount_point_ = folder_ / "mnt";
     fsys::create_directory(mount_point_);
     flotilla::fs::testing::generate_tree(folder_ / "tree", kFiles, 17);
@@ -75,13 +73,6 @@ class MountTest : public ::testing::Test {
                   .exit_code,
               0);
     reference_ = digest(folder_ / "tree");
-
-    std::ofstream(folder_ / "fleet.toml")
-        << "[supervisor]\nheartbeat_timeout_ms = 500\ncrash_limit = 100\ncrash_window_ms = 1000\n"
-        << flotilla::recovery::bare_app_seats_config(2) << flotilla::recovery::file_fleet_config(2, 2);
-    const CommandOutcome up = cli("up --config '" + (folder_ / "fleet.toml").string() + "'");
-    ASSERT_EQ(up.exit_code, 0) << up.output;
-    started_ = true;
     mounter_ = ::fork();
     if (mounter_ == 0) {
       const std::string flotilla = build_root() + "/apps/flotilla";
@@ -100,21 +91,13 @@ class MountTest : public ::testing::Test {
       EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the mount did not end cleanly on SIGTERM";
       EXPECT_FALSE(mounted(mount_point_));
     }
-    if (mounted(mount_point_)) ::umount2(mount_point_.c_str(), MNT_DETACH);
-    if (started_) cli("down");
-    if (!folder_.empty()) {
-      std::error_code error;
-      fsys::remove_all(folder_, error);
-      EXPECT_FALSE(error) << "cannot remove " << folder_ << ": " << error.message();
-    }
+    if (!mount_point_.empty() && mounted(mount_point_)) ::umount2(mount_point_.c_str(), MNT_DETACH);
   }
 
-  CommandOutcome cli(const std::string& arguments) const {
-    return shell(build_root() + "/apps/flotilla --socket '" + socket_ + "' " + arguments);
-  }
-  std::string events() const { return flotilla::recovery::whole_event_log(socket_); }
+  CommandOutcome cli(const std::string& arguments) const { return stack_.cli(arguments); }
+  std::string events() const { return stack_.events(); }
   std::int64_t counter(const std::string& component, const std::string& name) const {
-    return flotilla::fs::testing::counter(socket_, component, name);
+    return stack_.counter(component, name);
   }
   CommandOutcome extract_into(const fsys::path& target) const {
     fsys::create_directory(target);
@@ -122,11 +105,11 @@ class MountTest : public ::testing::Test {
   }
 
   static constexpr int kFiles = 3000;
+  flotilla::fs::testing::FleetStack stack_;
   fsys::path folder_;
   fsys::path mount_point_;
   std::string socket_;
   std::string reference_;
-  bool started_ = false;
   pid_t mounter_ = -1;
 };
 
@@ -153,3 +136,39 @@ TEST_F(MountTest, TarMatchesTmpfsThoughAFileServerCrashesDuringIt) {
 }
 
 }  // namespace
+
+// The programs of the preload test, through the mount: each script runs in the mount and in a
+// tmpfs folder (DIR) and gives the same output.
+TEST_F(MountTest, CopyFindRemoveSortAndGitWorkAsOnTmpfs) {
+  const fsys::path tmpfs = folder_ / "tmpfs";
+  fsys::create_directory(tmpfs);
+  auto expect_same = [&](const std::string& script) {
+    auto run_in = [&](const fsys::path& directory) {
+      std::string text = script;
+      for (std::size_t at = text.find("DIR"); at != std::string::npos; at = text.find("DIR", at)) {
+        text.replace(at, 3, directory.string());
+      }
+      return shell("cd '" + directory.string() + "' && " + text);
+    };
+    const CommandOutcome reference = run_in(tmpfs);
+    const CommandOutcome mount = run_in(mount_point_);
+    EXPECT_EQ(reference.exit_code, mount.exit_code) << script << "\n" << mount.output;
+    EXPECT_EQ(reference.output, mount.output) << script;
+  };
+  // A tree of its own, small enough that two copies fit the buffer cache beside each other.
+  flotilla::fs::testing::generate_tree(folder_ / "small", 600, 23);
+  const std::string tree = (folder_ / "small").string();
+  expect_same("cp -r " + tree + " copy && find copy -name 'file1*' | LC_ALL=C sort");
+  EXPECT_EQ(difference(digest(tmpfs / "copy"), digest(mount_point_ / "copy")), "");
+  expect_same("cp -r copy again && rm -r copy && ls && find again -type f | wc -l");
+  std::ofstream lines(folder_ / "lines.txt");
+  std::mt19937 random(5);
+  for (int i = 0; i < 100000; ++i) lines << random() << " line " << i << "\n";
+  lines.close();
+  expect_same("cp " + (folder_ / "lines.txt").string() + " lines && sort lines -o sorted && sha256sum < sorted && wc -l < sorted");
+  if (shell("command -v git").exit_code != 0) GTEST_SKIP() << "needs git";
+  expect_same("mkdir -p repo/sub && cd repo && for i in $(seq 150); do echo $i > f$i; echo $i$i > sub/g$i; done && "
+              "git init -q . && git add . && "
+              "git -c user.name=t -c user.email=t@t commit -q -m first && git log --format=%s && "
+              "git ls-files | wc -l && git status --porcelain && git fsck --no-progress && echo fsck ok");
+}

@@ -19,9 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "recovery/control_socket.hpp"
-#include "recovery/default_config.hpp"
 #include "sockets/fs/tests/file_trees.hpp"
+#include "sockets/fs/tests/fleet_stack.hpp"
 #include "tests/support/stack_harness.hpp"
 
 namespace {
@@ -46,32 +45,17 @@ class PreloadFiles : public ::testing::Test {
     if (shell("command -v tar && command -v sha256sum && command -v git").exit_code != 0) {
       GTEST_SKIP() << "needs tar, sha256sum and git";
     }
-    char pattern[] = "/dev/shm/flotilla-files-test-XXXXXX";  // tmpfs: the reference side
-    ASSERT_NE(::mkdtemp(pattern), nullptr);
-    folder_ = pattern;
-    socket_ = (folder_ / "control.sock").string();
-    fsys::create_directory(folder_ / "tmpfs");
+    const std::string problem = stack_.start("flotilla-files-test", 2, 8, extra_config());
+    ASSERT_EQ(problem, "");
+    folder_ = stack_.folder();
+    socket_ = stack_.socket();
+    fsys::create_directory(folder_ / "tmpfs");    // the reference side
     fsys::create_directory(folder_ / "scratch");  // the kernel's working directory of every program
-    std::ofstream(folder_ / "fleet.toml")
-        << "[supervisor]\nheartbeat_timeout_ms = 500\ncrash_limit = 100\ncrash_window_ms = 1000\n"
-        << flotilla::recovery::bare_app_seats_config(8) << flotilla::recovery::file_fleet_config(2, 8);
-    const CommandOutcome up = cli("up --config '" + (folder_ / "fleet.toml").string() + "'");
-    ASSERT_EQ(up.exit_code, 0) << up.output;
-    started_ = true;
   }
+  // Appended to the stack's configuration.
+  virtual std::string extra_config() const { return ""; }
 
-  void TearDown() override {
-    if (started_) cli("down");
-    if (!folder_.empty()) {
-      std::error_code error;
-      fsys::remove_all(folder_, error);
-      EXPECT_FALSE(error) << "cannot remove " << folder_ << ": " << error.message();
-    }
-  }
-
-  CommandOutcome cli(const std::string& arguments) const {
-    return shell(build_root() + "/apps/flotilla --socket '" + socket_ + "' " + arguments);
-  }
+  CommandOutcome cli(const std::string& arguments) const { return stack_.cli(arguments); }
   // `script` run by sh under the preload library, FLEET... replaced by the directory it works in.
   CommandOutcome on_fleet(const std::string& script) const { return run_in(kFleet, script); }
   CommandOutcome on_tmpfs(const std::string& script) const { return run_in((folder_ / "tmpfs").string(), script); }
@@ -101,10 +85,7 @@ class PreloadFiles : public ::testing::Test {
     EXPECT_EQ(tmpfs.output, fleet.output) << script;
   }
 
-  std::string events() const { return flotilla::recovery::whole_event_log(socket_); }
-  std::int64_t counter(const std::string& component, const std::string& name) const {
-    return flotilla::fs::testing::counter(socket_, component, name);
-  }
+  std::string events() const { return stack_.events(); }
   // The tree generated, archived and extracted on tmpfs; its digest.
   std::string archive_tree(int files) {
     flotilla::fs::testing::generate_tree(folder_ / "source", files, 23);
@@ -115,10 +96,10 @@ class PreloadFiles : public ::testing::Test {
     return digest((folder_ / "tmpfs").string(), "tree");
   }
 
+  flotilla::fs::testing::FleetStack stack_;
   fsys::path folder_;
   std::string socket_;
   std::string archive_;
-  bool started_ = false;
 };
 
 TEST_F(PreloadFiles, TarExtractsFiveThousandFilesAndSha256sumMatchesTmpfs) {
@@ -187,9 +168,98 @@ TEST_F(PreloadFiles, ReaddirListsEveryEntryOnce) {
 
 TEST_F(PreloadFiles, ARenameIsAtomicForAConcurrentReader) {
   // A reader reads the name over and over while it is replaced by renames: it sees the old or the
-  // new content, never neither.
-  expect_same("echo old > DIR/name && (i=0; while [ $i -lt 200 ]; do echo new$i > DIR/tmp$i; mv DIR/tmp$i DIR/name; i=$((i+1)); done) & "
-              "i=0; bad=0; while [ $i -lt 200 ]; do cat DIR/name > /dev/null || bad=1; i=$((i+1)); done; wait; echo bad=$bad; cat DIR/name");
+  // new content, never neither. The name exists before the reader starts: `echo old > DIR/name &&
+  // (...) &` would put the first write in the background too, and a read ahead of it would see no
+  // file on either side.
+  expect_same("echo old > DIR/name; (i=0; while [ $i -lt 200 ]; do echo new$i > DIR/tmp$i; mv DIR/tmp$i DIR/name; i=$((i+1)); done) & "
+              "i=0; bad=0; while [ $i -lt 200 ]; do x=$(cat DIR/name) || bad=1; case $x in old|new*) ;; *) bad=2;; esac; i=$((i+1)); done; wait; echo bad=$bad; cat DIR/name");
+}
+
+
+// Four processes create, write, rename and make and remove directories, each acknowledging every
+// round it finished, while each file server is crashed 20 times (crash, abort and hang in turn):
+// afterwards the fleet holds every acknowledged change and nothing else.
+TEST_F(PreloadFiles, FourWritersLoseNothingThoughEachServerCrashesTwentyTimes) {
+  constexpr int kCrashesEach = 20;
+  const fsys::path scratch = folder_ / "scratch";
+  std::ofstream(scratch / "go").put('\n');
+  auto acknowledged = [&](int writer) {
+    std::ifstream acks(scratch / ("acks" + std::to_string(writer)));
+    int rounds = 0;
+    for (std::string line; std::getline(acks, line);) ++rounds;
+    return rounds;
+  };
+  auto all_acknowledged = [&] { return acknowledged(1) + acknowledged(2) + acknowledged(3) + acknowledged(4); };
+  std::string crash_problem;
+  int injected = 0;
+  std::thread crasher([&] {
+    const char* kinds[] = {"crash", "abort", "hang"};
+    for (int k = 0; k < 2 * kCrashesEach; ++k) {
+      // A crash at a point of progress: the writers acknowledged more since the last restart.
+      const int before = all_acknowledged();
+      const bool progress = wait_for([&] { return all_acknowledged() >= before + 2 || !fsys::exists(scratch / "go"); }, 60s);
+      if (!progress || !fsys::exists(scratch / "go")) {
+        crash_problem = "the writers made no progress after crash " + std::to_string(k);
+        break;
+      }
+      const std::string server = "fs" + std::to_string(k % 2);
+      const CommandOutcome inject = cli("inject " + server + " " + kinds[(k / 2) % 3]);
+      if (inject.exit_code != 0) {
+        crash_problem = inject.output;
+        break;
+      }
+      ++injected;
+      const std::string back = "recovered " + server + "#" + std::to_string(k / 2 + 2);
+      if (!wait_for([&] { return events().find(back) != std::string::npos; }, 30s)) {
+        crash_problem = "no '" + back + "' in the event log";
+        break;
+      }
+    }
+    fsys::remove(scratch / "go");
+  });
+  std::string writers;
+  for (int i = 1; i <= 4; ++i) {
+    const std::string w = std::to_string(i);
+    writers += "(mkdir DIR/w" + w + " || exit 1; j=0; while [ -e " + (scratch / "go").string() +
+               " ] && [ $j -lt 100000 ]; do j=$((j+1)); echo w" + w + "-$j > DIR/w" + w + "/t$j || exit 2; mv DIR/w" +
+               w + "/t$j DIR/w" + w + "/f$j || exit 3; if [ $((j % 5)) = 0 ]; then mkdir DIR/w" + w +
+               "/d$j && rmdir DIR/w" + w + "/d$j || exit 4; fi; echo $j >> " + (scratch / ("acks" + w)).string() +
+               "; done) & p" + w + "=$!; ";
+  }
+  writers += "s=0; for p in $p1 $p2 $p3 $p4; do wait $p || s=$?; done; echo writers=$s";
+  const CommandOutcome ran = on_fleet(writers);
+  fsys::remove(scratch / "go");  // the writers stopped early: the crasher gives up
+  crasher.join();
+  ASSERT_EQ(ran.output, "writers=0\n") << ran.output << events();
+  ASSERT_EQ(crash_problem, "") << events();
+  ASSERT_EQ(injected, 2 * kCrashesEach);
+
+  std::string expected_files;
+  std::string expected_directories;
+  for (int i = 1; i <= 4; ++i) {
+    const std::string w = std::to_string(i);
+    expected_directories += std::string(kFleet) + "/w" + w + "\n";
+    for (int j = 1; j <= acknowledged(i); ++j) {
+      expected_files += std::string(kFleet) + "/w" + w + "/f" + std::to_string(j) + ":w" + w + "-" + std::to_string(j) + "\n";
+    }
+  }
+  const CommandOutcome files = on_fleet("find DIR -type f | xargs grep -H ''");
+  const CommandOutcome directories = on_fleet("find DIR -mindepth 1 -type d");
+  EXPECT_EQ(difference(expected_files, files.output), "");
+  EXPECT_EQ(difference(expected_directories, directories.output), "");
+}
+
+// The prefix from the running stack's configuration ([files] prefix) rather than the default.
+class PreloadFilesElsewhere : public PreloadFiles {
+ protected:
+  std::string extra_config() const override { return "[files]\nprefix = \"/fleet-elsewhere\"\n"; }
+};
+
+TEST_F(PreloadFilesElsewhere, TheConfiguredPrefixLeadsToTheFleet) {
+  ASSERT_FALSE(fsys::exists("/fleet-elsewhere")) << "the kernel has /fleet-elsewhere: the test cannot tell the two apart";
+  const CommandOutcome ran = run_in("/fleet-elsewhere", "echo kept > DIR/x && cat DIR/x && ls DIR && test ! -e /flotilla/x && echo not-under-the-default");
+  EXPECT_EQ(ran.output, "kept\nx\nnot-under-the-default\n");
+  EXPECT_FALSE(fsys::exists("/fleet-elsewhere"));
 }
 
 }  // namespace
