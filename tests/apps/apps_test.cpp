@@ -37,6 +37,7 @@
 #include "apps/cli/program.hpp"
 #include "apps/tcp_perf/perf_streams.hpp"
 #include "recovery/default_config.hpp"
+#include "tests/apps/apps_fixture.hpp"
 #include "tests/stack/stack_fixture.hpp"
 #include "tests/support/kernel_namespace.hpp"
 #include "tests/support/kernel_tcp.hpp"
@@ -48,34 +49,6 @@ using namespace std::chrono_literals;
 
 constexpr std::uint64_t kSmallFileBytes = 1024;
 constexpr std::uint64_t kLargeFileBytes = 10u << 20;
-
-// The last `bytes` of a program's output: enough to see why it failed.
-std::string tail(const std::string& text, std::size_t bytes = 4096) {
-  return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
-}
-
-using cli::on_path;
-using cli::Program;
-
-// Whether a TCP connection to address:port succeeds within 200 ms (from the calling thread's
-// namespace).
-bool port_open(const std::string& address, std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return false;
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
-  bool open = ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0;
-  if (!open && errno == EINPROGRESS) {
-    pollfd wait{fd, POLLOUT, 0};
-    int error = 0;
-    socklen_t length = sizeof(error);
-    open = ::poll(&wait, 1, 200) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0;
-  }
-  ::close(fd);
-  return open;
-}
 
 struct HttpReply {
   int status = 0;
@@ -172,98 +145,11 @@ double redis_rate(const std::string& output, const std::string& name) {
   return std::regex_search(output, match, std::regex(name + ": ([0-9.]+) requests per second")) ? std::stod(match[1]) : 0;
 }
 
-enum class Side { flotilla, kernel };
-
-Side side_from_environment() {
-  const char* text = std::getenv("FLOTILLA_APPS_TEST_SIDE");
-  return text != nullptr && std::string(text) == "kernel" ? Side::kernel : Side::flotilla;
-}
-
-class Apps : public StackTest {
+class Apps : public AppsTest {
  protected:
-  // Starts the stack with application seats and, on the kernel side, the kernel's namespace; call
-  // as ASSERT_TRUE(start_apps(...)). StackTest::SetUp has skipped without root; as root, a program
-  // or the preload library that is missing is a failure (./dev installs the programs).
-  [[nodiscard]] ::testing::AssertionResult start_apps(const std::vector<std::string>& programs) {
-    for (const auto& program : programs) {
-      if (!on_path(program)) {
-        return ::testing::AssertionFailure() << program << " is not installed (./dev installs its Debian package)";
-      }
-    }
-    if (side_ == Side::flotilla) {
-      const char* given = std::getenv("FLOTILLA_PRELOAD");
-      const std::string library = given != nullptr && *given != '\0' ? given : build_root() + "/sockets/libflotilla-preload.so";
-      if (!std::filesystem::exists(library)) return ::testing::AssertionFailure() << library << " is not built";
-    }
-    char pattern[] = "/tmp/flotilla-apps-test-XXXXXX";
-    if (::mkdtemp(pattern) == nullptr) return ::testing::AssertionFailure() << "mkdtemp failed";
-    folder_ = pattern;
-    if (auto started = start("pass all", recovery::app_seats_config()); !started) return started;
-    if (side_ == Side::kernel) {
-      if (const std::string problem = kernel_.create(names_.peer_namespace); !problem.empty()) {
-        return ::testing::AssertionFailure() << "the kernel's namespace: " << problem;
-      }
-    }
-    std::printf("apps test on %s sockets; files in %s\n", side_ == Side::flotilla ? "Flotilla" : "kernel",
-                folder_.c_str());
-    return ::testing::AssertionSuccess();
-  }
-
   void TearDown() override {
     redis_.reset();  // stopped while its stack still runs
-    StackTest::TearDown();
-    kernel_.remove();
-    if (!folder_.empty()) std::filesystem::remove_all(folder_);
-  }
-
-  // Where clients in the peer namespace reach the program under test.
-  std::string app_address() const { return side_ == Side::flotilla ? names_.stack_address : kernel_.server_address; }
-  // Where the program under test reaches the peer namespace.
-  std::string peer_address() const { return side_ == Side::flotilla ? names_.peer_address : kernel_.client_address; }
-
-  // The program under test: on Flotilla through `flotilla run`, else in the kernel's namespace.
-  std::vector<std::string> app_command(std::vector<std::string> argv) const {
-    std::vector<std::string> prefix = side_ == Side::flotilla
-        ? std::vector<std::string>{build_root() + "/apps/flotilla", "--socket", stack_.socket_path(), "run", "--"}
-        : std::vector<std::string>{"ip", "netns", "exec", kernel_.ns};
-    prefix.insert(prefix.end(), argv.begin(), argv.end());
-    return prefix;
-  }
-  // A kernel program in the peer namespace.
-  std::vector<std::string> peer_command(std::vector<std::string> argv) const {
-    std::vector<std::string> prefix{"ip", "netns", "exec", names_.peer_namespace};
-    prefix.insert(prefix.end(), argv.begin(), argv.end());
-    return prefix;
-  }
-
-  std::filesystem::path file(const std::string& name) const { return folder_ / name; }
-
-  // Waits until `server` accepts connections on address:port from the peer namespace.
-  bool wait_for_port(Program& server, const std::string& address, std::uint16_t port) const {
-    return wait_for(
-        [&] {
-          return !server.running() ||
-                 in_namespace(names_.peer_namespace, [&] { return port_open(address, port); });
-        },
-        15s) &&
-        server.running();
-  }
-
-  // On Flotilla, the program under test must have gone through an application seat: the preload
-  // library's counters there (summed over the slots) show its reads and writes, and how many were
-  // served without a system call.
-  void expect_served_by_flotilla() const {
-    if (side_ != Side::flotilla) return;
-    std::map<std::string, std::uint64_t> sums;
-    for (const auto& [component, counters] : stack_.all_counters()) {
-      if (component.rfind("app", 0) != 0) continue;
-      for (const auto& [name, value] : counters) sums[name] += value;
-    }
-    EXPECT_GT(sums["io_calls"], 0u) << "no application seat counted a read or write: did the program run on Flotilla?";
-    std::printf("preload: %llu of %llu reads/writes and %llu of %llu readiness checks without a system call\n",
-                static_cast<unsigned long long>(sums["io_no_syscall"]), static_cast<unsigned long long>(sums["io_calls"]),
-                static_cast<unsigned long long>(sums["readiness_no_syscall"]),
-                static_cast<unsigned long long>(sums["readiness_checks"]));
+    AppsTest::TearDown();
   }
 
   // Runs an iperf3 client with `arguments` (after -c ADDRESS) to completion; expects a clean end
@@ -325,10 +211,7 @@ class Apps : public StackTest {
     EXPECT_EQ(std::regex_search(report, std::regex("error", std::regex::icase)), false) << tail(report);
   }
 
-  Side side_ = side_from_environment();
   std::optional<Program> redis_;
-  KernelNamespace kernel_;
-  std::filesystem::path folder_;
 };
 
 TEST_F(Apps, Iperf3ClientSends) { iperf_client_case({}); }
@@ -409,20 +292,9 @@ TEST_F(Apps, LighttpdServesFilesUnderWrk) {
   EXPECT_EQ(small.body_bytes, kSmallFileBytes);
   EXPECT_EQ(small.body_sha256, pattern_sha256(kSmallFileBytes));
 
-  Program wrk(peer_command({"wrk", "-c", "64", "-t", "2", "-d", "3s", "--timeout", "2s",
-                            "http://" + address + ":" + std::to_string(kPort) + "/small.bin"}),
-              file("wrk.log"));
-  const auto status = wrk.wait(60s);
-  const std::string report = wrk.output();
-  std::printf("%s", report.c_str());
-  ASSERT_TRUE(status.has_value()) << "wrk overran 60 s\n" << tail(report);
-  EXPECT_EQ(*status, 0) << report;
-  std::smatch match;
-  ASSERT_TRUE(std::regex_search(report, match, std::regex("([0-9]+) requests in"))) << report;
-  EXPECT_GT(std::stoull(match[1]), 0u) << report;
-  // wrk prints these lines only when there is something to count.
-  EXPECT_EQ(report.find("Socket errors"), std::string::npos) << report;
-  EXPECT_EQ(report.find("Non-2xx"), std::string::npos) << report;
+  expect_clean(run_wrk({"-c", "64", "-t", "2", "-d", "3s", "--timeout", "2s",
+                        "http://" + address + ":" + std::to_string(kPort) + "/small.bin"}));
+  if (HasFatalFailure()) return;
 
   // The large file after the load: sendfile's path, and the server still whole.
   const HttpReply large = fetch("/large.bin");
