@@ -80,7 +80,10 @@ bool Runtime::ensure_stack(bool adopt_parent) {
   }
   next_lease_ns_ = now + kLeaseEveryNs;
   lease_errno_ = ENETDOWN;
-  const std::string path = control_socket_path();
+  // Kept from the first lease: a fork child leases with its parent's, even when the program
+  // cleared its environment first (nginx's workers keep only TZ).
+  if (control_path_.empty()) control_path_ = control_socket_path();
+  const std::string& path = control_path_;
   auto leased = [&] {
     const LowDescriptorsHeld held;
     return ComponentHost::lease(path);

@@ -337,6 +337,7 @@ class Runtime {
   bool complained_ = false;
   bool said_sockets_limit_ = false;
   std::uint64_t lease_ = 0;
+  std::string control_path_;  // the supervisor's control socket, from the first lease on
   std::uint64_t leases_made_ = 0;
   std::uint64_t next_lease_ns_ = 0;  // a failed lease is tried again from then on
   int lease_errno_ = ENETDOWN;       // what socket() says until then

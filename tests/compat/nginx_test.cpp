@@ -74,6 +74,13 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
         << "}\n";
   }
 
+  // What nginx said: its output and the end of its error log.
+  std::string said(const Program& server) const {
+    std::ifstream errors(file("error.log"));
+    const std::string log((std::istreambuf_iterator<char>(errors)), std::istreambuf_iterator<char>());
+    return tail(server.output()) + "\nerror.log:\n" + tail(log);
+  }
+
   pid_t master() const {
     std::ifstream pid_file(file("nginx.pid"));
     pid_t pid = 0;
@@ -141,8 +148,8 @@ TEST_P(Nginx, EveryWorkerServesAndAReloadKeepsServing) {
                  file("nginx.log"));
   const auto server_up = [&] { return server.running() || setting.daemon; };
   ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server_up(); }, 15s))
-      << tail(server.output());
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort) || setting.daemon) << tail(server.output());
+      << workers().size() << " workers of master " << master() << "\n" << said(server);
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort) || setting.daemon) << said(server);
   if (setting.daemon) {
     ASSERT_TRUE(wait_for([&] { return in_namespace(names_.peer_namespace, [&] { return port_open(app_address(), kPort); }); },
                          15s));
@@ -163,9 +170,9 @@ TEST_P(Nginx, EveryWorkerServesAndAReloadKeepsServing) {
       },
       20s))
       << "the old workers did not give way to new ones\n"
-      << tail(server.output());
+      << said(server);
   expect_every_worker_serves(workers());
-  EXPECT_TRUE(server_up()) << tail(server.output());
+  EXPECT_TRUE(server_up()) << said(server);
   std::ifstream errors(file("error.log"));
   const std::string text((std::istreambuf_iterator<char>(errors)), std::istreambuf_iterator<char>());
   EXPECT_EQ(text.find("[emerg]"), std::string::npos) << tail(text);
