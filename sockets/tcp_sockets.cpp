@@ -461,6 +461,10 @@ Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::u
                                const SocketOptions& options) {
   if (port == 0) return Error{Errc::invalid_argument, 0, "tcp listen: port 0 (each replica would pick its own)"};
   if (replicas_.empty()) return Error{Errc::invalid_argument, 0, "tcp listen: no replica"};
+  return open_listener(ListenerShare{address, port, backlog, open_options(options), {}});
+}
+
+Result<int> TcpSockets::open_listener(const ListenerShare& listener) {
   if (std::any_of(replicas_.begin(), replicas_.end(), [](const Replica& r) { return r.outbox.full(); })) {
     return Error{Errc::exhausted, ENOBUFS, "tcp listen: the channel to a replica is backed up"};
   }
@@ -468,9 +472,10 @@ Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::u
   if (id < 0) return Error{Errc::exhausted, 0, "tcp listen: too many sockets"};
   Socket& entry = sockets_[static_cast<std::size_t>(id)];
   entry.kind = Kind::listener;
-  entry.backlog = std::max<std::uint16_t>(backlog, 1);
-  entry.open_options = open_options(options);
-  entry.endpoints = TcpEndpoints{address, 0, port, 0};
+  entry.backlog = std::max<std::uint16_t>(listener.backlog, 1);
+  entry.open_options = listener.open_options;
+  entry.endpoints = TcpEndpoints{listener.address, 0, listener.port, 0};
+  entry.home = listener.members;
   entry.parts.resize(replicas_.size());
   // Each outbox had room for the one message it may have to keep.
   for (std::size_t replica = 0; replica < replicas_.size(); ++replica) (void)send_listen(id, replica);
@@ -493,20 +498,7 @@ Result<int> TcpSockets::join(const ListenerShare& share) {
   if (share.members.size() != replicas_.size()) {
     return Error{Errc::invalid_argument, 0, "tcp join: the listener's replicas are not ours"};
   }
-  if (std::any_of(replicas_.begin(), replicas_.end(), [](const Replica& r) { return r.outbox.full(); })) {
-    return Error{Errc::exhausted, ENOBUFS, "tcp join: the channel to a replica is backed up"};
-  }
-  const int id = allocate();
-  if (id < 0) return Error{Errc::exhausted, 0, "tcp join: too many sockets"};
-  Socket& entry = sockets_[static_cast<std::size_t>(id)];
-  entry.kind = Kind::listener;
-  entry.backlog = std::max<std::uint16_t>(share.backlog, 1);
-  entry.open_options = share.open_options;
-  entry.endpoints = TcpEndpoints{share.address, 0, share.port, 0};
-  entry.home = share.members;
-  entry.parts.resize(replicas_.size());
-  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) (void)send_listen(id, replica);
-  return id;
+  return open_listener(share);
 }
 
 void TcpSockets::activate(int listener) {

@@ -391,6 +391,9 @@ class TcpSockets {
   std::uint32_t next_ticket(int socket);
   // Sends now or parks the message in the replica's outbox; false when both are full.
   [[nodiscard]] bool send_or_defer(std::size_t replica, const Message& message);
+  // A listener on every replica: a plain listen when `listener` has no members, else a join of
+  // their group.
+  Result<int> open_listener(const ListenerShare& listener);
   // A joined listener sends its join.
   [[nodiscard]] bool send_listen(int listener, std::size_t replica);
   [[nodiscard]] bool send_activate(std::size_t replica, const ListenerPart& part);
