@@ -36,7 +36,8 @@ bool known_option(TcpOption option) {
 std::uint8_t open_options(const SocketOptions& options) {
   return static_cast<std::uint8_t>((options.no_delay ? stack::kTcpOpenNoDelay : 0) |
                                    (options.newreno ? stack::kTcpOpenNewReno : 0) |
-                                   (options.keepalive ? stack::kTcpOpenKeepalive : 0));
+                                   (options.keepalive ? stack::kTcpOpenKeepalive : 0) |
+                                   (options.reuse_port ? stack::kTcpOpenReusePort : 0));
 }
 
 TcpSocketStatus status_of(const TcpSocketPageHeader& header) {
@@ -307,6 +308,19 @@ bool TcpSockets::send_listen(int listener, std::size_t replica) {
   ListenerPart& part = entry.parts[replica];
   part = ListenerPart{};
   part.ticket = ticket;
+  if (!entry.home.empty()) {
+    stack::TcpJoinBody join{};
+    join.socket = ticket;
+    join.options = entry.open_options;
+    join.backlog = entry.backlog;
+    join.local_address = entry.endpoints.local_address;
+    join.local_port = entry.endpoints.local_port;
+    join.home_page = entry.home[replica].first;
+    join.home_generation = entry.home[replica].second;
+    if (send_or_defer(replica, Message::make(stack::kTcpJoinKind, join))) return true;
+    part.ticket = 0;
+    return false;
+  }
   stack::TcpOpenBody body{};
   body.socket = ticket;
   body.operation = stack::TcpOpenOperation::listen;
@@ -317,6 +331,10 @@ bool TcpSockets::send_listen(int listener, std::size_t replica) {
   if (send_or_defer(replica, Message::make(stack::kTcpOpenKind, body))) return true;
   part.ticket = 0;
   return false;
+}
+
+bool TcpSockets::send_activate(std::size_t replica, const ListenerPart& part) {
+  return send_or_defer(replica, Message::make(stack::kTcpActivateKind, stack::TcpPageBody{part.page, part.generation}));
 }
 
 // ---- the calls --------------------------------------------------------------------------------
@@ -443,6 +461,10 @@ Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::u
                                const SocketOptions& options) {
   if (port == 0) return Error{Errc::invalid_argument, 0, "tcp listen: port 0 (each replica would pick its own)"};
   if (replicas_.empty()) return Error{Errc::invalid_argument, 0, "tcp listen: no replica"};
+  return open_listener(ListenerShare{address, port, backlog, open_options(options), {}});
+}
+
+Result<int> TcpSockets::open_listener(const ListenerShare& listener) {
   if (std::any_of(replicas_.begin(), replicas_.end(), [](const Replica& r) { return r.outbox.full(); })) {
     return Error{Errc::exhausted, ENOBUFS, "tcp listen: the channel to a replica is backed up"};
   }
@@ -450,13 +472,43 @@ Result<int> TcpSockets::listen(std::uint32_t address, std::uint16_t port, std::u
   if (id < 0) return Error{Errc::exhausted, 0, "tcp listen: too many sockets"};
   Socket& entry = sockets_[static_cast<std::size_t>(id)];
   entry.kind = Kind::listener;
-  entry.backlog = std::max<std::uint16_t>(backlog, 1);
-  entry.open_options = open_options(options);
-  entry.endpoints = TcpEndpoints{address, 0, port, 0};
+  entry.backlog = std::max<std::uint16_t>(listener.backlog, 1);
+  entry.open_options = listener.open_options;
+  entry.endpoints = TcpEndpoints{listener.address, 0, listener.port, 0};
+  entry.home = listener.members;
   entry.parts.resize(replicas_.size());
   // Each outbox had room for the one message it may have to keep.
   for (std::size_t replica = 0; replica < replicas_.size(); ++replica) (void)send_listen(id, replica);
   return id;
+}
+
+std::optional<ListenerShare> TcpSockets::share(int listener) const {
+  const Socket* entry = find(listener, Kind::listener);
+  if (entry == nullptr || entry->local_error != 0) return std::nullopt;
+  ListenerShare share{entry->endpoints.local_address, entry->endpoints.local_port, entry->backlog,
+                      entry->open_options, {}};
+  for (const ListenerPart& part : entry->parts) {
+    if (!part.open) return std::nullopt;
+    share.members.emplace_back(part.page, part.generation);
+  }
+  return share;
+}
+
+Result<int> TcpSockets::join(const ListenerShare& share) {
+  if (share.members.size() != replicas_.size()) {
+    return Error{Errc::invalid_argument, 0, "tcp join: the listener's replicas are not ours"};
+  }
+  return open_listener(share);
+}
+
+void TcpSockets::activate(int listener) {
+  Socket* entry = find(listener, Kind::listener);
+  if (entry == nullptr || entry->active) return;
+  entry->active = true;
+  for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
+    // A part still opening is activated by its answer.
+    if (entry->parts[replica].open) (void)send_activate(replica, entry->parts[replica]);
+  }
 }
 
 Result<int> TcpSockets::accept(int listener) {
@@ -875,7 +927,10 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
   ListenerPart& part = entry->parts[replica];
   part = ListenerPart{0, body.page, body.generation, 0, true};
   claim_page(replica, body.page, id);
-  if (!send_options(replica, body.page, body.generation, entry->options)) fail_listener(id, ENOBUFS);
+  if (!send_options(replica, body.page, body.generation, entry->options) ||
+      (entry->active && !send_activate(replica, part))) {
+    fail_listener(id, ENOBUFS);
+  }
   return true;
 }
 
@@ -1040,6 +1095,10 @@ void TcpSockets::lose_sockets(std::size_t replica) {
       lose_connection(static_cast<int>(id));
     } else if (entry.kind == Kind::listener && entry.local_error == 0) {
       if (entry.parts[replica].ticket != 0) abandon(replica, entry.parts[replica].ticket);
+      // Its group went with the old incarnation: every process that shared it listens again, and
+      // the first to come makes it anew.
+      entry.home.clear();
+      entry.open_options |= stack::kTcpOpenRejoin;
       if (!send_listen(static_cast<int>(id), replica)) fail_listener(static_cast<int>(id), ENOBUFS);
     }
   }

@@ -33,6 +33,13 @@
 // announced itself (an older replica) counts as `fresh`; for one that announces, the announce
 // decides, whichever of the two arrives first.
 //
+// Listener groups: a replica keeps one listener per address:port shared by several listener pages
+// (members), possibly of several processes, and places each new connection with one of them
+// (components/tcp/replica_server.hpp). A listen with reuse_port joins a group made the same way;
+// a process that inherited a listener over fork joins its group with join(share()) taken from the
+// parent's TcpSockets; activate() says this process accepts on the listener, which makes its
+// members eligible for new connections.
+//
 // Placement: with a channel to a name server (attach's name_channel, or use_name_fleet), each new
 // connection is placed by its own lookup of /net/tcp, so the fleet's weighted pick spreads them;
 // the open goes to the replica the answer names once it arrives. A lookup that fails (no answer in
@@ -135,6 +142,7 @@ struct SocketOptions {
   bool no_delay = false;         // TCP_NODELAY
   bool keepalive = false;        // SO_KEEPALIVE
   bool newreno = false;          // NewReno instead of CUBIC
+  bool reuse_port = false;       // SO_REUSEPORT (a listener): share the address:port with others that set it
   std::uint16_t local_port = 0;  // 0: the replica picks an ephemeral port
 };
 
@@ -157,6 +165,16 @@ struct TcpInfo {
   std::uint64_t bytes_sent = 0;      // acknowledged by the peer
   std::uint64_t bytes_received = 0;  // placed in the receive ring
   std::uint64_t segments_in = 0;
+};
+
+// What a process needs to join a listener it inherited over fork: the listener as its parent's
+// TcpSockets knows it, with each replica's member (page and generation) as the proof.
+struct ListenerShare {
+  std::uint32_t address = 0;
+  std::uint16_t port = 0;
+  std::uint16_t backlog = 0;
+  std::uint8_t open_options = 0;  // stack::kTcpOpen* bits
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> members;  // by replica: page, generation
 };
 
 class TcpSockets {
@@ -220,6 +238,16 @@ class TcpSockets {
                      const SocketOptions& options = {});
   // A connection established on any replica's part of `listener`; Errc::would_block when none.
   Result<int> accept(int listener);
+  // What another process needs to join `listener` (join()); nothing until every replica answered
+  // its listen, or for an id that is not a listener.
+  std::optional<ListenerShare> share(int listener) const;
+  // A listener of our own in the group `share` names (which came from another process's
+  // TcpSockets): each replica adds a member of ours, or refuses (error(): EADDRNOTAVAIL when that
+  // member left). Then as listen().
+  Result<int> join(const ListenerShare& share);
+  // This process accepts on `listener`: the replicas may place new connections with it (once per
+  // listener; a part that opens later is activated when it opens).
+  void activate(int listener);
 
   // Copies as much of `bytes` as the send ring has room for. Errc::would_block: no room yet, or
   // still connecting. Errc::closed (sys_errno = the errno): the connection failed, or writing was
@@ -350,6 +378,9 @@ class TcpSockets {
     std::vector<ListenerPart> parts;  // by replica
     std::deque<int> accept_queue;
     std::uint16_t backlog = 0;
+    // A listener that joined a group (join): by replica, the member it proved it inherited.
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> home;
+    bool active = false;  // activate() was called
   };
 
   Socket* find(int socket, Kind kind);
@@ -360,7 +391,12 @@ class TcpSockets {
   std::uint32_t next_ticket(int socket);
   // Sends now or parks the message in the replica's outbox; false when both are full.
   [[nodiscard]] bool send_or_defer(std::size_t replica, const Message& message);
+  // A listener on every replica: a plain listen when `listener` has no members, else a join of
+  // their group.
+  Result<int> open_listener(const ListenerShare& listener);
+  // A joined listener sends its join.
   [[nodiscard]] bool send_listen(int listener, std::size_t replica);
+  [[nodiscard]] bool send_activate(std::size_t replica, const ListenerPart& part);
   // Sets request bits on a page and kicks the replica unless a kick is already pending.
   void request(std::size_t replica, std::uint32_t page, std::uint32_t generation, std::uint32_t bits);
   // Kicks every page of the replica that has requests but no kick pending. True when it kicked any.

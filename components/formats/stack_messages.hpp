@@ -20,6 +20,8 @@
 //   tcpN    -> ip     flow_binding              claim or release one exact TCP 4-tuple
 //   app    <-> tcpN   tcp_* messages            the native TCP socket API (components/formats/tcp_socket_page.hpp)
 //   tcpN    -> app    tcp_announce              the replica's incarnation and mode (TcpAnnounceBody)
+//   app     -> tcpN   tcp_join, tcp_activate    listener groups: a process joins a listener it
+//                                               inherited, and says when it accepts on it
 //
 // Addresses and ports in message bodies are in host byte order.
 #pragma once
@@ -54,6 +56,8 @@ inline constexpr MessageKind kTcpEventKind = stack_kind(15);
 inline constexpr MessageKind kTcpOptionKind = stack_kind(16);
 inline constexpr MessageKind kTcpReplicaKind = stack_kind(17);
 inline constexpr MessageKind kTcpAnnounceKind = stack_kind(18);
+inline constexpr MessageKind kTcpJoinKind = stack_kind(19);
+inline constexpr MessageKind kTcpActivateKind = stack_kind(20);
 
 // Bytes a transport leaves free in front of its header, so IP can put the IPv4 and Ethernet headers
 // in the same buffer without copying.
@@ -205,6 +209,12 @@ enum class TcpOpenOperation : std::uint8_t { connect = 0, listen = 1 };
 inline constexpr std::uint8_t kTcpOpenNoDelay = 1;    // TCP_NODELAY from the start
 inline constexpr std::uint8_t kTcpOpenNewReno = 2;    // NewReno instead of CUBIC
 inline constexpr std::uint8_t kTcpOpenKeepalive = 4;  // SO_KEEPALIVE from the start
+// listen: SO_REUSEPORT. The listen joins the listener group at the same address:port when that
+// group was made by a listen with this bit too; otherwise it is refused (EADDRINUSE) as before.
+inline constexpr std::uint8_t kTcpOpenReusePort = 8;
+// listen, sent again to a replica that lost its listeners (a `fresh` announce): joins the group at
+// the same address:port whatever made it, so the processes that shared a listener share it again.
+inline constexpr std::uint8_t kTcpOpenRejoin = 16;
 
 // app -> tcpN. connect: to remote_address:remote_port from local_port (0: the replica picks).
 // listen: on local_address (0: any):local_port, sent to every replica. `socket` is the
@@ -220,7 +230,31 @@ struct TcpOpenBody {
   std::uint16_t remote_port;
 };
 
-// tcpN -> app: the answer to open. error 0: `page` (with `generation`) is the socket from now on;
+// app -> tcpN: listener groups. A replica keeps one listener per address:port and a list of
+// members, each a listener page of some application's region; each new connection goes to one
+// member (TcpActivate). A process that uses a listening socket it inherited over fork joins its
+// group with kTcpJoinKind: `home_page` and `home_generation` name the member it inherited (the
+// parent's page on this replica), which proves it holds the socket. The answer is a
+// kTcpOpenedKind for `socket`, with the new member's page: EADDRNOTAVAIL when no group at
+// local_address:local_port has that member (it left, or the replica lost it).
+struct TcpJoinBody {
+  std::uint32_t socket;
+  std::uint8_t options;  // kTcpOpen* bits
+  std::uint8_t reserved;
+  std::uint16_t backlog;
+  std::uint32_t local_address;
+  std::uint16_t local_port;
+  std::uint16_t reserved2;
+  std::uint32_t home_page;
+  std::uint32_t home_generation;
+};
+
+// app -> tcpN (kTcpActivateKind, a TcpPageBody naming a listener page): the process accepts on
+// this listener (it polled, selected, epoll-added or accepted it), so the replica may place new
+// connections with it. A member never activated gets connections only while no member is active
+// (a process that opens a listener and hands it to children that accept never takes any).
+
+// tcpN -> app: the answer to open (and to join). error 0: `page` (with `generation`) is the socket from now on;
 // for connect the connection is under way and its page says when it is established or failed.
 struct TcpOpenedBody {
   std::uint32_t socket;
@@ -272,6 +306,7 @@ static_assert(sizeof(FrameBody) <= Message::kBodyBytes);
 static_assert(sizeof(FlowBindingBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpOpenBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpOpenedBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpJoinBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpAcceptedBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpOptionBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpAnnounceBody) <= Message::kBodyBytes);

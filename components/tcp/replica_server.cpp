@@ -22,7 +22,9 @@ constexpr std::uint32_t kEphemeralCount = 65536 - kFirstEphemeral;
 // The slot table, in the state store after the engine's connection table:
 //   SlotTableHeader, SeatHeader[app count], then each application's SlotEntry[its page count].
 constexpr std::uint64_t kSlotTableMagic = 0x53544f4c53504354ull;  // "TCPSLOTS"
-constexpr std::uint32_t kSlotTableLayout = 1;
+// 2: listener groups (a listener entry's address, port, backlog, active and reuseport bits, a
+// connection's member page).
+constexpr std::uint32_t kSlotTableLayout = 2;
 
 struct alignas(64) SlotTableHeader {
   std::uint64_t magic = 0;  // stored last, with release, once the whole table is formatted
@@ -45,6 +47,8 @@ constexpr std::uint8_t kSlotAppClosed = 1 << 0;
 constexpr std::uint8_t kSlotEngineReleased = 1 << 1;
 constexpr std::uint8_t kSlotAnnounced = 1 << 2;
 constexpr std::uint8_t kSlotUnanswered = 1 << 3;
+constexpr std::uint8_t kSlotActive = 1 << 4;     // a listener member whose process accepts
+constexpr std::uint8_t kSlotReusePort = 1 << 5;  // a listener member of a group made with SO_REUSEPORT
 // SlotEntry::options bits (the options that are not numbers; the application sends its options
 // again to a recovered replica).
 constexpr std::uint8_t kSlotNodelay = 1 << 0;
@@ -64,10 +68,11 @@ struct ReplicaServer::SlotEntry {
   std::uint8_t options = 0;   // kSlotNodelay ...
   std::uint8_t reserved = 0;
   std::uint32_t generation = 0;
+  // A listener: the group's address, and its port | the member's backlog << 16.
   std::uint32_t connection_index = 0;
   std::uint32_t connection_generation = 0;
   std::uint32_t listener = 0;
-  // A listener: accept_announced, accept_taken. A connection: accept_order, unused.
+  // A listener: accept_announced, accept_taken. A connection: accept_order, its member's page.
   std::uint32_t accept_first = 0;
   std::uint32_t accept_second = 0;
 };
@@ -139,7 +144,10 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
   if (recovering) {
     // A listener whose page did not come back holds its port for nobody.
     for (ListenerId id = 0; id < server->listeners_.size(); ++id) {
-      if (server->listeners_[id].app == UINT32_MAX) server->engine_->close_listener(id);
+      Group& group = server->listeners_[id];
+      if (group.members.empty()) server->engine_->close_listener(id);
+      std::sort(group.members.begin(), group.members.end(),
+                [](const Place& a, const Place& b) { return a.generation < b.generation; });
     }
     for (std::size_t app = 0; app < apps.size(); ++app) {
       if (server->apps_[app].restored) server->finish_restore(app, now_ns);
@@ -235,17 +243,36 @@ void ReplicaServer::restore_app(std::size_t app) {
     if (listener) {
       state.accept_announced = slot.accept_first;
       state.accept_taken = slot.accept_second;
+      state.active = (slot.flags & kSlotActive) != 0;
+      state.reuse_port = (slot.flags & kSlotReusePort) != 0;
+      state.listen_address = slot.connection_index;
+      state.listen_port = static_cast<std::uint16_t>(slot.connection_generation & 0xffff);
+      state.backlog = static_cast<std::uint16_t>(slot.connection_generation >> 16);
+      state.connection = ConnectionHandle{};
     } else {
       state.accept_order = slot.accept_first;
+      state.listener_page = slot.accept_second;
     }
     // What a page must be to be carried on: a known kind, a generation the application can match,
     // a connection or listener this engine can have, and no other page claiming the same one.
     bool valid = (connection || listener) && state.generation != 0 &&
                  entry.region.page(page)->control.generation.load(std::memory_order_acquire) == state.generation;
     if (valid && listener) {
-      valid = state.listener < listeners_.size() && listeners_[state.listener].app == UINT32_MAX &&
-              state.accept_taken <= state.accept_announced;
-      if (valid) listeners_[state.listener] = Place{static_cast<std::uint32_t>(app), page, state.generation};
+      // Every member of a group names the same address and port.
+      valid = state.listener < listeners_.size() && state.accept_taken <= state.accept_announced &&
+              state.listen_port != 0;
+      if (valid) {
+        Group& group = listeners_[state.listener];
+        if (group.members.empty()) {
+          group.address = state.listen_address;
+          group.port = state.listen_port;
+        }
+        valid = group.address == state.listen_address && group.port == state.listen_port;
+        if (valid) {
+          group.reuse_port = group.reuse_port || state.reuse_port;
+          group.members.push_back(Place{static_cast<std::uint32_t>(app), page, state.generation});
+        }
+      }
     } else if (valid && !state.engine_released) {
       valid = state.connection.index < connections_.size() && connections_[state.connection.index].app == UINT32_MAX &&
               (state.listener == kNoListener || state.listener < listeners_.size());
@@ -273,11 +300,7 @@ void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
     // it freed the page (the listener was closed first): it goes.
     const bool freeing = entry.region.page(page)->control.status.load(std::memory_order_acquire) ==
                          TcpSocketStatus::free;
-    if (state.unanswered || freeing) {
-      engine_->close_listener(state.listener);
-      listeners_[state.listener] = Place{};
-      free_page(app, page);
-    }
+    if (state.unanswered || freeing) leave_group(app, page, now_ns);
   }
   for (std::uint32_t page = 0; page < pages; ++page) {
     SocketPage& state = entry.pages[page];
@@ -306,15 +329,23 @@ void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
   }
   // Accept counts from the connections themselves: the predecessor may have died between a
   // connection's announce and its listener's count.
+  const auto member_of = [&](const SocketPage& state) -> SocketPage* {
+    if (state.kind != PageKind::connection || !state.announced || state.listener >= listeners_.size() ||
+        state.listener_page >= pages) {
+      return nullptr;
+    }
+    SocketPage& member = entry.pages[state.listener_page];
+    return member.kind == PageKind::listener && member.listener == state.listener ? &member : nullptr;
+  };
   for (std::uint32_t page = 0; page < pages; ++page) {
     const SocketPage& state = entry.pages[page];
-    if (state.kind != PageKind::connection || !state.announced || state.listener >= listeners_.size()) continue;
-    const Place owner = listeners_[state.listener];
-    if (owner.app != app) continue;
-    SocketPage& listener = entry.pages[owner.page];
+    SocketPage* member = member_of(state);
+    if (member == nullptr) continue;
+    SocketPage& listener = *member;
+    const std::uint32_t owner_page = state.listener_page;
     if (state.accept_order >= listener.accept_announced && state.accept_order < listener.accept_taken + pages) {
       listener.accept_announced = state.accept_order + 1;
-      store_page(app, owner.page);
+      store_page(app, owner_page);
     }
   }
   // What the dead incarnation may have left unsaid: an event for every live page (its
@@ -334,22 +365,18 @@ void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
   }
   for (std::uint32_t page = 0; page < pages; ++page) {
     const SocketPage& state = entry.pages[page];
-    if (state.kind != PageKind::connection || !state.announced || state.app_closed ||
-        state.listener >= listeners_.size()) {
-      continue;
-    }
-    const Place owner = listeners_[state.listener];
-    if (owner.app != app) continue;
+    const SocketPage* member = state.app_closed ? nullptr : member_of(state);
+    if (member == nullptr) continue;
     // The application takes connections in the order they were announced: the ones from its
     // count on wait in its queue, or were lost with the dead outbox.
-    const SocketPage& listener = entry.pages[owner.page];
+    const SocketPage& listener = *member;
     const std::uint32_t taken = std::clamp(
-        entry.region.page(owner.page)->control.accepted.load(std::memory_order_acquire), listener.accept_taken,
-        listener.accept_announced);
+        entry.region.page(state.listener_page)->control.accepted.load(std::memory_order_acquire),
+        listener.accept_taken, listener.accept_announced);
     if (state.accept_order < taken) continue;
     const auto info = engine_->info(state.connection);
     const auto& control = entry.region.page(page)->control;
-    send_accepted(static_cast<std::uint32_t>(app), owner.page, page,
+    send_accepted(static_cast<std::uint32_t>(app), state.listener_page, page,
                   info ? info->tuple
                        : FourTuple{control.local_address, control.remote_address, control.local_port,
                                    control.remote_port});
@@ -368,17 +395,21 @@ void ReplicaServer::store_page(std::size_t app, std::uint32_t page) {
     slot.flags = static_cast<std::uint8_t>((state.app_closed ? kSlotAppClosed : 0) |
                                            (state.engine_released ? kSlotEngineReleased : 0) |
                                            (state.announced ? kSlotAnnounced : 0) |
-                                           (state.unanswered ? kSlotUnanswered : 0));
+                                           (state.unanswered ? kSlotUnanswered : 0) |
+                                           (state.active ? kSlotActive : 0) |
+                                           (state.reuse_port ? kSlotReusePort : 0));
     slot.options = static_cast<std::uint8_t>((state.options.nodelay ? kSlotNodelay : 0) |
                                              (state.options.cork ? kSlotCork : 0) |
                                              (state.options.keepalive ? kSlotKeepalive : 0) |
                                              (state.options.congestion == CongestionAlgorithm::newreno ? kSlotNewReno : 0));
     slot.generation = state.generation;
-    slot.connection_index = state.connection.index;
-    slot.connection_generation = state.connection.generation;
+    const bool listener = state.kind == PageKind::listener;
+    slot.connection_index = listener ? state.listen_address : state.connection.index;
+    slot.connection_generation =
+        listener ? std::uint32_t{state.listen_port} | std::uint32_t{state.backlog} << 16 : state.connection.generation;
     slot.listener = state.listener;
-    slot.accept_first = state.kind == PageKind::listener ? state.accept_announced : state.accept_order;
-    slot.accept_second = state.kind == PageKind::listener ? state.accept_taken : 0;
+    slot.accept_first = listener ? state.accept_announced : state.accept_order;
+    slot.accept_second = listener ? state.accept_taken : state.listener_page;
   });
 }
 
@@ -649,6 +680,10 @@ void ReplicaServer::on_app_message(std::size_t app, const Message& message, std:
     on_open(app, message.read<stack::TcpOpenBody>(), now_ns);
   } else if (message.kind == stack::kTcpOptionKind) {
     on_option(app, message.read<stack::TcpOptionBody>(), now_ns);
+  } else if (message.kind == stack::kTcpJoinKind) {
+    on_join(app, message.read<stack::TcpJoinBody>());
+  } else if (message.kind == stack::kTcpActivateKind) {
+    on_activate(app, message.read<stack::TcpPageBody>());
   } else {
     counters_.bad_app_messages->add();
   }
@@ -683,30 +718,31 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
       answer(EINVAL, 0, 0, 0);
       return;
     }
+    const std::uint16_t backlog = open.backlog == 0 ? 128 : open.backlog;
+    const bool reuse_port = (open.options & stack::kTcpOpenReusePort) != 0;
+    const auto existing = find_group(open.local_address, open.local_port);
+    if (existing && (open.options & stack::kTcpOpenRejoin) == 0 && !(reuse_port && listeners_[*existing].reuse_port)) {
+      answer(EADDRINUSE, 0, 0, 0);
+      return;
+    }
     const auto index = take_page(app, PageKind::listener);
     if (!index) {
       answer(EMFILE, 0, 0, 0);
       return;
     }
-    auto listener = engine_->listen(open.local_address, open.local_port, open.backlog == 0 ? 128 : open.backlog,
-                                    options_from(open.options));
+    if (existing) {
+      counters_.group_joins->add();
+      add_member(app, *index, *existing, open.socket, open.options, backlog);
+      return;
+    }
+    auto listener = engine_->listen(open.local_address, open.local_port, backlog, options_from(open.options));
     if (!listener || listener.value() >= listeners_.size()) {
       free_page(app, *index);
       answer(listener ? ENOBUFS : (listener.error().code == Errc::exhausted ? ENOBUFS : EADDRINUSE), 0, 0, 0);
       return;
     }
-    SocketPage& page = apps_[app].pages[*index];
-    page.listener = listener.value();
-    page.options = options_from(open.options);
-    page.announced = true;
-    page.unanswered = true;
-    store_page(app, *index);
-    listeners_[listener.value()] = Place{static_cast<std::uint32_t>(app), *index, page.generation};
-    auto& control = apps_[app].region.page(*index)->control;
-    control.local_address = settings_.address;
-    control.local_port = open.local_port;
-    control.status.store(TcpSocketStatus::listening, std::memory_order_release);
-    answer(0, *index, page.generation, open.local_port);
+    listeners_[listener.value()] = Group{{}, open.local_address, open.local_port, reuse_port, 0};
+    add_member(app, *index, listener.value(), open.socket, open.options, backlog);
     return;
   }
   if (open.operation != stack::TcpOpenOperation::connect || open.remote_address == 0 || open.remote_port == 0) {
@@ -749,6 +785,137 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
   answer(0, *index, page.generation, tuple.local_port);
 }
 
+// ---- listener groups ----
+
+std::optional<ListenerId> ReplicaServer::find_group(std::uint32_t address, std::uint16_t port) const {
+  for (ListenerId id = 0; id < listeners_.size(); ++id) {
+    const Group& group = listeners_[id];
+    if (!group.members.empty() && group.address == address && group.port == port) return id;
+  }
+  return std::nullopt;
+}
+
+void ReplicaServer::add_member(std::size_t app, std::uint32_t index, ListenerId listener, std::uint32_t socket,
+                               std::uint8_t options, std::uint16_t backlog) {
+  Group& group = listeners_[listener];
+  SocketPage& page = apps_[app].pages[index];
+  page.listener = listener;
+  page.options = options_from(options);
+  page.reuse_port = group.reuse_port;
+  page.backlog = backlog;
+  page.listen_address = group.address;
+  page.listen_port = group.port;
+  page.announced = true;
+  page.unanswered = true;
+  store_page(app, index);
+  group.members.push_back(Place{static_cast<std::uint32_t>(app), index, page.generation});
+  auto& control = apps_[app].region.page(index)->control;
+  control.local_address = settings_.address;
+  control.local_port = group.port;
+  control.status.store(TcpSocketStatus::listening, std::memory_order_release);
+  send_app(app, Message::make(stack::kTcpOpenedKind,
+                              stack::TcpOpenedBody{socket, 0, index, page.generation, group.port, 0}));
+}
+
+void ReplicaServer::on_join(std::size_t app, const stack::TcpJoinBody& join) {
+  const auto refuse = [&](int error) {
+    counters_.group_joins_refused->add();
+    send_app(app, Message::make(stack::kTcpOpenedKind, stack::TcpOpenedBody{join.socket, error, 0, 0, 0, 0}));
+  };
+  // The proof: the page and generation of a member of the group at that address and port, in any
+  // application's region (generations are unique in a replica's life).
+  const auto id = find_group(join.local_address, join.local_port);
+  if (!id) return refuse(EADDRNOTAVAIL);
+  const auto& members = listeners_[*id].members;
+  const bool proven = std::any_of(members.begin(), members.end(), [&](const Place& member) {
+    return member.page == join.home_page && member.generation == join.home_generation;
+  });
+  if (!proven || join.home_generation == 0) return refuse(EADDRNOTAVAIL);
+  const auto index = take_page(app, PageKind::listener);
+  if (!index) return refuse(EMFILE);
+  counters_.group_joins->add();
+  add_member(app, *index, *id, join.socket, join.options, join.backlog == 0 ? 128 : join.backlog);
+}
+
+void ReplicaServer::on_activate(std::size_t app, const stack::TcpPageBody& activate) {
+  SocketPage* page = checked_page(app, activate.page, activate.generation);
+  if (page == nullptr) return;
+  if (page->kind != PageKind::listener) {
+    counters_.bad_app_messages->add();
+    return;
+  }
+  if (page->active) return;
+  page->active = true;
+  store_page(app, activate.page);
+}
+
+std::uint32_t ReplicaServer::accept_queue_of(const Place& place) const {
+  const SocketPage& page = apps_[place.app].pages[place.page];
+  // The application's running count, which it stores before its kick: fresher than accept_taken.
+  const std::uint32_t taken =
+      std::clamp(apps_[place.app].region.page(place.page)->control.accepted.load(std::memory_order_acquire),
+                 page.accept_taken, page.accept_announced);
+  return page.accept_announced - taken;
+}
+
+std::optional<ReplicaServer::Place> ReplicaServer::pick_member(ListenerId listener) {
+  Group& group = listeners_[listener];
+  const std::size_t count = group.members.size();
+  if (count == 0) return std::nullopt;
+  std::size_t best = count;
+  std::uint32_t best_queue = 0;
+  bool best_under = false;
+  for (std::size_t step = 0; step < count; ++step) {
+    const std::size_t at = (group.next + step) % count;
+    const Place& member = group.members[at];
+    const SocketPage& page = apps_[member.app].pages[member.page];
+    if (!page.active) continue;
+    const std::uint32_t queue = accept_queue_of(member);
+    const bool under = queue < page.backlog;
+    // Under its backlog first, then the shortest queue; the first found wins a tie.
+    if (best == count || (under && !best_under) || (under == best_under && queue < best_queue)) {
+      best = at;
+      best_queue = queue;
+      best_under = under;
+    }
+  }
+  if (best == count) return group.members.front();
+  group.next = static_cast<std::uint32_t>((best + 1) % count);
+  return group.members[best];
+}
+
+void ReplicaServer::leave_group(std::size_t app, std::uint32_t page, std::uint64_t now_ns) {
+  SocketPage& state = apps_[app].pages[page];
+  const ListenerId id = state.listener;
+  if (id < listeners_.size()) {
+    Group& group = listeners_[id];
+    std::erase_if(group.members, [&](const Place& member) { return member.app == app && member.page == page; });
+    counters_.group_leaves->add();
+    if (group.members.empty()) {
+      engine_->close_listener(id);
+      group = Group{};
+    } else {
+      group.next = 0;
+      // Its application closes the connections announced to it with its accept queue: the
+      // engine's queue forgets them.
+      const std::uint32_t untaken = accept_queue_of(Place{static_cast<std::uint32_t>(app), page, state.generation});
+      if (untaken > 0) engine_->accepted(id, untaken);
+      // Those still in the handshake would have nobody to accept them.
+      auto& pages = apps_[app].pages;
+      for (std::uint32_t other = 0; other < pages.size(); ++other) {
+        const SocketPage& connection = pages[other];
+        if (connection.kind != PageKind::connection || connection.listener != id || connection.listener_page != page ||
+            connection.announced || connection.engine_released) {
+          continue;
+        }
+        counters_.group_reset_on_leave->add();
+        engine_->abort(connection.connection, now_ns);
+      }
+    }
+  }
+  free_page(app, page);
+}
+
 void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std::uint64_t now_ns) {
   SocketPage* page = checked_page(app, kick.page, kick.generation);
   if (page == nullptr) return;
@@ -770,11 +937,7 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std
         control.accept_ready.store(waiting - growth, std::memory_order_release);
       }
     }
-    if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) {
-      engine_->close_listener(page->listener);
-      listeners_[page->listener] = Place{};
-      free_page(app, kick.page);
-    }
+    if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) leave_group(app, kick.page, now_ns);
     return;
   }
   const ConnectionHandle connection = page->connection;
@@ -835,10 +998,10 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
       page.app_closed = true;
       store_page(app, i);
       engine_->abort(page.connection, now_ns);
-    } else if (page.kind == PageKind::listener) {
-      engine_->close_listener(page.listener);
-      listeners_[page.listener] = Place{};
     }
+  }
+  for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
+    if (entry.pages[i].kind == PageKind::listener) leave_group(app, i, now_ns);
   }
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     if (entry.pages[i].kind != PageKind::free) free_page(app, i);
@@ -853,13 +1016,15 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
 std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, ConnectionHandle connection,
                                                     const FourTuple& tuple) {
   if (listener >= listeners_.size() || connection.index >= connections_.size()) return std::nullopt;
-  const Place owner = listeners_[listener];
-  if (owner.app == UINT32_MAX) return std::nullopt;
+  const auto member = pick_member(listener);
+  if (!member) return std::nullopt;
+  const Place owner = *member;
   const auto index = take_page(owner.app, PageKind::connection);
   if (!index) return std::nullopt;
   SocketPage& page = apps_[owner.app].pages[*index];
   page.connection = connection;
   page.listener = listener;
+  page.listener_page = owner.page;
   page.options = apps_[owner.app].pages[owner.page].options;
   store_page(owner.app, *index);
   connections_[connection.index] = Place{owner.app, *index, page.generation};
@@ -876,9 +1041,11 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
   const Place* place = place_of(connection);
   if (place == nullptr || listener >= listeners_.size()) return;
   SocketPage& page = apps_[place->app].pages[place->page];
-  const Place owner = listeners_[listener];
-  if (owner.app != place->app) return;
+  // The member it was placed with (leave_group resets the connections of a member that leaves).
+  const Place owner{place->app, page.listener_page, 0};
+  if (page.listener_page >= apps_[owner.app].pages.size()) return;
   SocketPage& listener_page = apps_[owner.app].pages[owner.page];
+  if (listener_page.kind != PageKind::listener || listener_page.listener != listener) return;
   page.announced = true;
   page.accept_order = listener_page.accept_announced++;
   store_page(owner.app, owner.page);

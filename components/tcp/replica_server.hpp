@@ -19,6 +19,20 @@
 // RestorePolicy::resume; what the dead incarnation's outboxes held is sent again (an announce, an
 // event per live page, an accept per queued connection). Entries read back are untrusted: a torn
 // or impossible one is dropped and counted, and its page freed.
+//
+// Listener groups (issue 14): one engine listener per address:port, shared by a list of members,
+// each a listener page in some application's region: the listen that made it, listens with
+// SO_REUSEPORT on a group made with it, and processes that inherited a member over fork and joined
+// (kTcpJoinKind, with the inherited page and generation as proof). A new connection goes to one
+// member, and only that member's application is told: the active member (kTcpActivateKind: its
+// process accepts) with the shortest accept queue under its backlog, round robin on ties; while no
+// member is active, the oldest. The page is taken in that member's region. A member leaves when
+// its page is closed or its application's lease ends; the engine listener closes with the last.
+// Connections still in the handshake on a leaving member are reset (their rings are in its
+// region, and the engine cannot move them); the ones already announced to it are its process's to
+// close, as it closes its accept queue. Members live in the slot table too (each member page's
+// entry names its listener, address, port, backlog, active and reuseport bits), so a restarted
+// replica rebuilds its groups.
 #pragma once
 
 #include <cstdint>
@@ -122,6 +136,14 @@ class ReplicaServer final : public EngineHost {
     // An announced passive connection: its place in its listener's accept queue (the listener's
     // accept_announced before it), so a successor knows which are still queued.
     std::uint32_t accept_order = 0;
+    // A passive connection: the member (a listener page of the same region) it was placed with.
+    std::uint32_t listener_page = 0;
+    // A listener page: a member of the group listeners_[listener].
+    bool active = false;      // its process accepts on it: new connections may go to it
+    bool reuse_port = false;  // the group was made by a listen with SO_REUSEPORT
+    std::uint16_t backlog = 0;
+    std::uint32_t listen_address = 0;  // the group's (0: any)
+    std::uint16_t listen_port = 0;
   };
   struct SlotEntry;
   struct App {
@@ -132,11 +154,20 @@ class ReplicaServer final : public EngineHost {
     std::vector<std::uint32_t> free_pages;
     MessageOutbox outbox;
   };
-  // Where a connection or listener of the engine lives.
+  // Where a connection of the engine, or a member of a listener group, lives.
   struct Place {
     std::uint32_t app = UINT32_MAX;
     std::uint32_t page = 0;
     std::uint32_t generation = 0;
+  };
+  // The members of one engine listener, oldest first (the first is where connections go while no
+  // member is active).
+  struct Group {
+    std::vector<Place> members;
+    std::uint32_t address = 0;
+    std::uint16_t port = 0;
+    bool reuse_port = false;
+    std::uint32_t next = 0;  // where the round robin among equal queues starts
   };
 
   ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSettings& settings, ReplicaOutputs& outputs,
@@ -160,6 +191,21 @@ class ReplicaServer final : public EngineHost {
   void on_open(std::size_t app, const stack::TcpOpenBody& open, std::uint64_t now_ns);
   void on_kick(std::size_t app, const stack::TcpPageBody& kick, std::uint64_t now_ns);
   void on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns);
+  void on_join(std::size_t app, const stack::TcpJoinBody& join);
+  void on_activate(std::size_t app, const stack::TcpPageBody& activate);
+  // The group listening on exactly address:port, if any.
+  std::optional<ListenerId> find_group(std::uint32_t address, std::uint16_t port) const;
+  // Makes page `index` of `app` (taken as a listener page) a member of `listener` and answers
+  // the open or join `socket` with it.
+  void add_member(std::size_t app, std::uint32_t index, ListenerId listener, std::uint32_t socket,
+                  std::uint8_t options, std::uint16_t backlog);
+  // The listener page `page` of `app` leaves its group (and is freed); the engine listener closes
+  // when it was the last member.
+  void leave_group(std::size_t app, std::uint32_t page, std::uint64_t now_ns);
+  // The member a new connection of `listener` goes to.
+  std::optional<Place> pick_member(ListenerId listener);
+  // Connections announced to the member at `place` and not taken by its application yet.
+  std::uint32_t accept_queue_of(const Place& place) const;
   // A page of `app` the application may name: in range, handed out, the generation it was given.
   SocketPage* checked_page(std::size_t app, std::uint32_t page, std::uint32_t generation);
   std::optional<std::uint32_t> take_page(std::size_t app, PageKind kind);
@@ -187,7 +233,7 @@ class ReplicaServer final : public EngineHost {
   std::unique_ptr<Engine> engine_;
   std::vector<App> apps_;
   std::vector<Place> connections_;  // by ConnectionHandle::index
-  std::vector<Place> listeners_;    // by ListenerId
+  std::vector<Group> listeners_;    // by ListenerId
   MessageOutbox ip_outbox_{4096};
   // The segments of the engine call under way, handed to IP at flush_segments() (publish before
   // send); sized to EngineSettings::segment_batch at create().
@@ -209,7 +255,11 @@ class ReplicaServer final : public EngineHost {
   X(outbox_overflow)                     \
   X(bad_segments_from_ip)                \
   X(slots_restored)                      \
-  X(slots_dropped)
+  X(slots_dropped)                       \
+  X(group_joins)                         \
+  X(group_joins_refused)                 \
+  X(group_leaves)                        \
+  X(group_reset_on_leave)
 
   struct Counters {
     FLOTILLA_NAMED_COUNTERS(FLOTILLA_TCP_REPLICA_COUNTERS)

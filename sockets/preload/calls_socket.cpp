@@ -97,6 +97,7 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   if (listener->udp()) return fail_with(EOPNOTSUPP);
   if (listener->state != Socket::State::listening || !Runtime::get().owns(*listener)) return fail_with(EINVAL);
   if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return fail_with(EINVAL);
+  runtime.accepting(*listener);
   const std::uint64_t deadline = deadline_after(listener->receive_timeout_ms);
   int connection = -1;
   for (bool pumped = false;;) {
@@ -151,6 +152,7 @@ sockets::SocketOptions open_options(const Socket& socket) {
   sockets::SocketOptions options;
   options.no_delay = socket.no_delay;
   options.keepalive = socket.keepalive;
+  options.reuse_port = socket.reuse_port;
   return options;
 }
 
@@ -639,9 +641,11 @@ FLOTILLA_EXPORT int listen(int fd, int backlog) {
   if (!is_socket(fd)) return REAL(listen)(fd, backlog);
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
+  // Again on a listener (nginx does, at a reload, to change the backlog): nothing to do, and a
+  // listener inherited over fork stays the parent's.
+  if (socket->state == Socket::State::listening && !socket->udp()) return 0;
   if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
   if (socket->udp()) return fail_with(EOPNOTSUPP);
-  if (socket->state == Socket::State::listening) return 0;
   if (socket->state != Socket::State::fresh) return fail_with(EINVAL);
   return listen_locked(lock, *socket, backlog);
 }

@@ -266,6 +266,7 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
   if (socket == nullptr) return fail_with(EBADF);
   if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
   if (epfd == fd) return fail_with(EINVAL);
+  if (operation != EPOLL_CTL_DEL && event != nullptr && (event->events & EPOLLIN) != 0) runtime.accepting(*socket);
   if (operation != EPOLL_CTL_DEL && event == nullptr) return fail_with(EFAULT);
   auto set = runtime.epoll_at(epfd);
   if (set == nullptr) {

@@ -61,9 +61,9 @@ Runtime& Runtime::get() {
   return *runtime;
 }
 
-bool Runtime::ensure_stack() {
+bool Runtime::ensure_stack(bool adopt_parent) {
   // A new socket in a fork child: the parent's lease only once the parent is gone.
-  if (host_ == nullptr) (void)adopt_parked(false);
+  if (host_ == nullptr && adopt_parent) (void)adopt_parked(false);
   if (host_ != nullptr && !down_ && !lease_ended()) return true;
   if (host_ != nullptr && !complained_) {
     // The lease ended under us: the sockets made on it are gone; new ones work once it is back.
@@ -80,7 +80,10 @@ bool Runtime::ensure_stack() {
   }
   next_lease_ns_ = now + kLeaseEveryNs;
   lease_errno_ = ENETDOWN;
-  const std::string path = control_socket_path();
+  // Kept from the first lease: a fork child leases with its parent's, even when the program
+  // cleared its environment first (nginx's workers keep only TZ).
+  if (control_path_.empty()) control_path_ = control_socket_path();
+  const std::string& path = control_path_;
   auto leased = [&] {
     const LowDescriptorsHeld held;
     return ComponentHost::lease(path);
@@ -414,6 +417,7 @@ std::uint32_t Runtime::ready_events(Socket& socket) {
       return POLLNVAL;
     case Socket::State::listening:
       if (tcp_->error(socket.id) != 0) return POLLERR;
+      accepting(socket);
       return tcp_->acceptable(socket.id) ? POLLIN : 0;
     case Socket::State::connecting:
     case Socket::State::connected:
@@ -565,7 +569,38 @@ bool process_gone(pid_t pid) {
 
 bool Runtime::owns(Socket& socket) {
   if (socket.epoch == epoch_) return still_owner();
-  return socket.epoch == parked_.epoch && adopt_parked(true);
+  if (socket.epoch != parked_.epoch) return false;
+  // A listener is shared, not taken over: the parent (an nginx master, a daemon's first process)
+  // keeps its member of the group, and every process that uses the listener adds one.
+  if (socket.state == Socket::State::listening && !socket.udp()) return join_inherited(socket);
+  return adopt_parked(true);
+}
+
+bool Runtime::join_inherited(Socket& socket) {
+  if (parked_.tcp == nullptr || socket.id < 0) return false;
+  const auto share = parked_.tcp->share(socket.id);
+  if (!share || !lease_own_seat()) return false;
+  auto joined = tcp_->join(*share);
+  if (!joined) return false;
+  socket.id = joined.value();
+  socket.epoch = epoch_;
+  socket.lease = lease_;
+  return true;
+}
+
+bool Runtime::lease_own_seat() {
+  if (host_ != nullptr) return ensure_stack(false);
+  // Every seat leased: one may come free in a moment (an nginx reload starts its new workers before
+  // the old ones leave). The wait holds the lock: a process joins before it serves anything.
+  constexpr std::uint64_t kSeatWaitNs = 5'000'000'000;
+  constexpr useconds_t kSeatLookUs = 20'000;
+  const std::uint64_t until = monotonic_ns() + kSeatWaitNs;
+  for (;;) {
+    next_lease_ns_ = 0;
+    if (ensure_stack(false)) return true;
+    if (errno != ENFILE || monotonic_ns() >= until) return false;
+    ::usleep(kSeatLookUs);
+  }
 }
 
 // A daemon's pattern: the parent opened the sockets and forked; its child carries on with them
@@ -585,7 +620,9 @@ bool Runtime::adopt_parked(bool from_living_parent) {
       return false;
     }
   } else if (shared != nullptr) {
-    shared->owner.store(owner_);
+    // One child only: pre-forked siblings whose parent is gone must not both take it.
+    pid_t expected = parked_.owner;
+    if (!shared->owner.compare_exchange_strong(expected, owner_)) return false;
   }
   ownership_ = shared;
   forked_ = true;  // the parent may still be there: it must keep seeing our uses

@@ -11,9 +11,11 @@
 // Threads: one mutex guards everything below (ComponentLoop and TcpSockets are single-threaded);
 // it is never held while sleeping in the kernel. fork: pthread_atfork takes the lock around the
 // fork. The rings are shared memory with one producer, so one process at a time uses a lease: the
-// child parks the parent's, closes inherited sockets without touching it, and adopts it only when
-// the parent is gone or idle since the fork (a daemon, see adopt_parked); a socket the child opens
-// otherwise leases a slot of its own.
+// child parks the parent's, and closes inherited sockets without touching it. A listener it
+// inherited and uses it joins: it leases a seat of its own and joins the listener's group on every
+// replica, proving what it inherited with the parent's pages (join_inherited). Any other inherited
+// socket it uses adopts the parent's lease, only when the parent is gone or idle since the fork (a
+// daemon, see adopt_parked); a socket the child opens otherwise leases a seat of its own.
 #pragma once
 
 #include <netinet/in.h>
@@ -162,7 +164,8 @@ class Runtime {
   // Leases a slot on first use, and again once the stack is back after it went down (at most once
   // a second). false (errno set, one line on stderr the first time) when the stack is not running.
   // Under the lock.
-  bool ensure_stack();
+  // `adopt_parent` false: never the parked lease of a parent (a seat of this process's own).
+  bool ensure_stack(bool adopt_parent = true);
   bool stack_down() const { return down_.load(std::memory_order_relaxed); }
   // Which lease this is (a new one after the stack came back); 0 before the first.
   std::uint64_t lease() const { return lease_; }
@@ -178,10 +181,18 @@ class Runtime {
   std::uint64_t arrivals(Socket& socket);
   PreloadCounters& counters() { return counters_; }
   std::uint64_t epoch() const { return epoch_; }
-  // Whether `socket` is this process's to use: made here (and not taken over by a child since), or
-  // inherited from a parent that is gone or has not used the lease since the fork (then the lease
-  // is adopted, and the parent backs off). Under the lock.
+  // Whether `socket` is this process's to use: made here (and not taken over by a child since), a
+  // listener inherited over fork once this process joined its group (join_inherited), or inherited
+  // from a parent that is gone or has not used the lease since the fork (then the lease is adopted,
+  // and the parent backs off). Under the lock.
   bool owns(Socket& socket);
+  // The program shows it accepts on `socket` (a listener it owns: poll, select, epoll, accept): the
+  // replicas may place new connections with this process from now on.
+  void accepting(Socket& socket) {
+    if (socket.state == Socket::State::listening && !socket.udp() && socket.id >= 0 && !gone(socket)) {
+      tcp_->activate(socket.id);
+    }
+  }
   // The same without adopting: for closing an inherited socket, which must leave the parent's alone.
   bool holds(Socket& socket) { return socket.epoch == epoch_ && still_owner(); }
   // Handles the stack's pending messages (no system call when none). Under the lock.
@@ -296,6 +307,11 @@ class Runtime {
   void disarm();
   void attach_datagrams(const std::string& channel);
   bool adopt_parked(bool from_living_parent);
+  // A listener inherited from the parent whose lease is parked: this process leases a seat of its
+  // own and joins the listener's group there; the socket is then ours.
+  bool join_inherited(Socket& socket);
+  // ensure_stack without the parent's lease, waiting a while for a seat when every one is leased.
+  bool lease_own_seat();
   void register_counters();
   bool lease_ended();
   void retire_lease();
@@ -321,6 +337,7 @@ class Runtime {
   bool complained_ = false;
   bool said_sockets_limit_ = false;
   std::uint64_t lease_ = 0;
+  std::string control_path_;  // the supervisor's control socket, from the first lease on
   std::uint64_t leases_made_ = 0;
   std::uint64_t next_lease_ns_ = 0;  // a failed lease is tried again from then on
   int lease_errno_ = ENETDOWN;       // what socket() says until then

@@ -4,7 +4,8 @@
 // loopback hands every segment a replica sends to the stack's own address back to the replica that
 // claimed its flow (or, for a flow nobody claimed, to one picked by its ports, as IP spreads SYNs),
 // so a connection from the application to its own listener runs the whole protocol on both ends.
-// Time is simulated: it moves only when a test waits.
+// Time is simulated: it moves only when a test waits. With `apps` above 1, several applications
+// (processes, each a TcpSockets with a region of its own on every replica) share the replicas.
 #pragma once
 
 #include <array>
@@ -29,6 +30,7 @@ struct LoopbackSettings {
   std::size_t replicas = 2;
   std::size_t pages = 8;             // sockets in each replica's region
   std::size_t ring_bytes = 1u << 16;  // each way, per socket
+  std::size_t apps = 1;              // applications (seats), each with its own TcpSockets
 };
 
 class ReplicaLoopback {
@@ -44,38 +46,104 @@ class ReplicaLoopback {
       replicas_.push_back(std::make_unique<Replica>(*this, index));
     }
     for (std::size_t index = 0; index < settings_.replicas; ++index) start(index);
-    sockets_ = std::make_unique<TcpSockets>(std::make_unique<Links>(*this));
+    for (std::size_t app = 0; app < settings_.apps; ++app) {
+      sockets_.push_back(std::make_unique<TcpSockets>(std::make_unique<Links>(*this, app)));
+    }
   }
 
-  TcpSockets& sockets() { return *sockets_; }
+  TcpSockets& sockets(std::size_t app = 0) { return *sockets_[app]; }
+  // Application `app`'s lease ends (its process exited) and a new process takes the seat: every
+  // replica lets go of what it had there, and the new process starts with a TcpSockets of its own.
+  void restart_app(std::size_t app) {
+    for (auto& replica : replicas_) {
+      replica->to_replica[app].clear();
+      replica->to_app[app].clear();
+      replica->server->on_app_restarted(app, now_ns_);
+    }
+    sockets_[app] = std::make_unique<TcpSockets>(std::make_unique<Links>(*this, app));
+  }
   tcp::ReplicaServer& server(std::size_t replica) { return *replicas_[replica]->server; }
   std::uint64_t counter(std::size_t replica, std::string_view name) {
     return replicas_[replica]->counters.counter(name).read();
   }
   std::uint64_t now_ns() const { return now_ns_; }
   // A listener on `port` of every replica, once each has it; -1 (and a test failure) otherwise.
-  int listen_on_every_replica(std::uint16_t port) {
-    auto listener = sockets_->listen(0, port, 16);
+  int listen_on_every_replica(std::uint16_t port, std::size_t app = 0, const SocketOptions& options = {}) {
+    TcpSockets& sockets = *sockets_[app];
+    auto listener = sockets.listen(0, port, 16, options);
     EXPECT_TRUE(listener.ok());
     if (!listener) return -1;
-    EXPECT_TRUE(run_until([&] { return sockets_->listening(listener.value()); }));
+    EXPECT_TRUE(run_until([&] { return sockets.listening(listener.value()) || sockets.error(listener.value()) != 0; }));
     return listener.value();
+  }
+
+  // Application `app` joins the listener `listener` of application `home`, as a process that
+  // inherited it over fork does; -1 (and a test failure) unless every replica takes it. With
+  // `active`, it accepts on it (activate).
+  int join_listener(std::size_t app, std::size_t home, int listener, bool active = true) {
+    const auto share = sockets_[home]->share(listener);
+    EXPECT_TRUE(share.has_value());
+    if (!share) return -1;
+    TcpSockets& sockets = *sockets_[app];
+    auto joined = sockets.join(*share);
+    EXPECT_TRUE(joined.ok());
+    if (!joined) return -1;
+    if (active) sockets.activate(joined.value());
+    EXPECT_TRUE(run_until([&] { return sockets.listening(joined.value()) || sockets.error(joined.value()) != 0; }));
+    EXPECT_EQ(sockets.error(joined.value()), 0);
+    return joined.value();
+  }
+
+  // Opens `count` connections from application `client_app` to `port`, one after the other, each
+  // once established. With `takers`, the listeners (by application) that accept as connections
+  // come; the rest leave theirs waiting. Returns how many each application accepted or has
+  // waiting, by application, and the clients.
+  struct Spread {
+    std::vector<int> per_app;
+    std::vector<int> clients;
+  };
+  Spread connect_many(std::size_t client_app, std::uint16_t port, int count,
+                      const std::vector<std::pair<std::size_t, int>>& takers) {
+    Spread spread{std::vector<int>(sockets_.size(), 0), {}};
+    TcpSockets& client_side = *sockets_[client_app];
+    const auto take = [&] {
+      for (const auto& [app, listener] : takers) {
+        while (auto accepted = sockets_[app]->accept(listener)) ++spread.per_app[app];
+      }
+    };
+    for (int i = 0; i < count; ++i) {
+      auto client = client_side.connect(kStackAddress, port);
+      EXPECT_TRUE(client.ok());
+      if (!client) return spread;
+      spread.clients.push_back(client.value());
+      EXPECT_TRUE(run_until([&] {
+        take();
+        return client_side.connected(client.value()) || client_side.error(client.value()) != 0;
+      }));
+    }
+    // The announces of the last ones.
+    (void)run_until([&] {
+      take();
+      return false;
+    }, 10'000'000);
+    return spread;
   }
 
   // A connection from the application to its own `listener` on `port`: {client, server}, or
   // {-1, -1}.
   std::pair<int, int> connect_to(int listener, std::uint16_t port) {
-    auto client = sockets_->connect(kStackAddress, port);
+    TcpSockets& sockets = *sockets_[0];
+    auto client = sockets.connect(kStackAddress, port);
     EXPECT_TRUE(client.ok());
     if (!client) return {-1, -1};
     int server = -1;
     const bool done = run_until([&] {
       if (server < 0) {
-        if (auto accepted = sockets_->accept(listener); accepted) server = accepted.value();
+        if (auto accepted = sockets.accept(listener); accepted) server = accepted.value();
       }
-      return server >= 0 && sockets_->connected(client.value());
+      return server >= 0 && sockets.connected(client.value());
     });
-    EXPECT_TRUE(done) << "client error " << sockets_->error(client.value());
+    EXPECT_TRUE(done) << "client error " << sockets.error(client.value());
     return {client.value(), server};
   }
 
@@ -88,16 +156,21 @@ class ReplicaLoopback {
     start(replica);
   }
   // A message to `replica` as if the application had sent it, whatever it says.
-  void send_raw(std::size_t replica, const Message& message) { replicas_[replica]->to_replica.push_back(message); }
+  void send_raw(std::size_t replica, const Message& message, std::size_t app = 0) {
+    replicas_[replica]->to_replica[app].push_back(message);
+  }
 
   // Moves messages and segments between the application and the replicas until nothing moves.
   void pump() {
     for (int round = 0; round < kMaxRounds; ++round) {
-      bool moved = sockets_->flush();
+      bool moved = false;
+      for (auto& sockets : sockets_) moved |= sockets->flush();
       for (auto& replica : replicas_) {
-        for (const Message& message : std::exchange(replica->to_replica, {})) {
-          replica->server->on_app_message(0, message, now_ns_);
-          moved = true;
+        for (std::size_t app = 0; app < sockets_.size(); ++app) {
+          for (const Message& message : std::exchange(replica->to_replica[app], {})) {
+            replica->server->on_app_message(app, message, now_ns_);
+            moved = true;
+          }
         }
       }
       for (const auto& [from, packet] : std::exchange(wire_, {})) {
@@ -105,10 +178,12 @@ class ReplicaLoopback {
         moved = true;
       }
       for (std::size_t index = 0; index < replicas_.size(); ++index) {
-        auto messages = std::exchange(replicas_[index]->to_app, {});
-        if (messages.empty()) continue;
-        sockets_->handle_messages(index, messages);
-        moved = true;
+        for (std::size_t app = 0; app < sockets_.size(); ++app) {
+          auto messages = std::exchange(replicas_[index]->to_app[app], {});
+          if (messages.empty()) continue;
+          sockets_[app]->handle_messages(index, messages);
+          moved = true;
+        }
       }
       for (auto& replica : replicas_) moved |= replica->server->poll(now_ns_);
       if (!moved) return;
@@ -149,8 +224,8 @@ class ReplicaLoopback {
       return true;
     }
     bool to_app(std::size_t app, const Message& message) override {
-      if (app != 0) return false;
-      net_.replicas_[index_]->to_app.push_back(message);
+      if (app >= net_.settings_.apps) return false;
+      net_.replicas_[index_]->to_app[app].push_back(message);
       return true;
     }
 
@@ -163,40 +238,50 @@ class ReplicaLoopback {
     Replica(ReplicaLoopback& net, std::size_t index)
         : id(static_cast<ComponentId>(kFirstReplicaId + index)),
           state(state_bytes(net.settings_)),
-          region(formats::TcpRegion::bytes_for(net.settings_.pages, net.settings_.ring_bytes)),
-          outputs(net, index) {}
+          outputs(net, index),
+          to_replica(net.settings_.apps),
+          to_app(net.settings_.apps) {
+      for (std::size_t app = 0; app < net.settings_.apps; ++app) {
+        regions.push_back(std::make_unique<flotilla::testing::PageMemory>(
+            formats::TcpRegion::bytes_for(net.settings_.pages, net.settings_.ring_bytes)));
+      }
+    }
     static std::size_t state_bytes(const LoopbackSettings& settings) {
       tcp::ReplicaSettings replica;
       replica.engine.max_connections = kMaxConnections;
-      const std::uint32_t pages[] = {static_cast<std::uint32_t>(settings.pages)};
+      const std::vector<std::uint32_t> pages(settings.apps, static_cast<std::uint32_t>(settings.pages));
       return tcp::ReplicaServer::state_bytes(replica, pages);
     }
     ComponentId id;
     std::uint64_t incarnation = 1;
     flotilla::testing::PageMemory state;   // the engine's connection and slot tables (the state store)
-    flotilla::testing::PageMemory region;  // the socket region shared with the application
+    // The socket region shared with each application.
+    std::vector<std::unique_ptr<flotilla::testing::PageMemory>> regions;
     NamedCounterTable counters;
     Outputs outputs;
     std::unique_ptr<tcp::ReplicaServer> server;
-    std::vector<Message> to_replica;  // the application's messages, not yet taken
-    std::vector<Message> to_app;      // the replica's messages, not yet delivered
+    std::vector<std::vector<Message>> to_replica;  // by application: its messages, not yet taken
+    std::vector<std::vector<Message>> to_app;      // by application: the replica's messages, not yet delivered
   };
 
   // The application's side: its channel to each replica and the region it shares with it.
   class Links final : public TcpReplicaLinks {
    public:
-    explicit Links(ReplicaLoopback& net) : net_(net) {}
+    Links(ReplicaLoopback& net, std::size_t app) : net_(net), app_(app) {}
     std::size_t replica_count() const override { return net_.replicas_.size(); }
     Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) override {
-      auto& queue = net_.replicas_[replica]->to_replica;
+      auto& queue = net_.replicas_[replica]->to_replica[app_];
       queue.insert(queue.end(), messages.begin(), messages.end());
       return messages.size();
     }
-    std::span<std::byte> region(std::size_t replica) override { return net_.replicas_[replica]->region.bytes(); }
+    std::span<std::byte> region(std::size_t replica) override {
+      return net_.replicas_[replica]->regions[app_]->bytes();
+    }
     std::uint64_t incarnation(std::size_t replica) const override { return net_.replicas_[replica]->incarnation; }
 
    private:
     ReplicaLoopback& net_;
+    std::size_t app_;
   };
 
   static constexpr std::size_t kMaxConnections = 64;
@@ -209,7 +294,8 @@ class ReplicaLoopback {
     settings.address = kStackAddress;
     settings.ring_bytes = settings_.ring_bytes;
     settings.engine.max_connections = kMaxConnections;
-    const std::array<std::span<std::byte>, 1> apps{replica.region.bytes()};
+    std::vector<std::span<std::byte>> apps;
+    for (const auto& region : replica.regions) apps.push_back(region->bytes());
     auto created = tcp::ReplicaServer::create(*pool_, replica.id, replica.state.bytes(), apps, settings,
                                               replica.outputs, replica.counters, replica.incarnation, now_ns_);
     if (!created) {
@@ -257,7 +343,7 @@ class ReplicaLoopback {
   LoopbackSettings settings_;
   std::unique_ptr<BufferPool> pool_;
   std::vector<std::unique_ptr<Replica>> replicas_;
-  std::unique_ptr<TcpSockets> sockets_;
+  std::vector<std::unique_ptr<TcpSockets>> sockets_;  // by application
   std::vector<std::pair<std::size_t, stack::TransportPacketBody>> wire_;  // segments IP has yet to deliver
   std::map<FlowKey, std::size_t> flows_;                                   // flow -> the replica that claimed it
   std::uint64_t now_ns_ = 1'000'000'000;

@@ -144,5 +144,34 @@ TEST_F(TcpReplicaRecovery, AConnectionAwaitingAcceptIsAnnouncedAgainAfterACrash)
   EXPECT_FALSE(tcp_.accept(listener).ok());
 }
 
+// A listener group lives in the slot table: after both replicas crash, the workers that joined it
+// still get every new connection, balanced, the opener that never accepted still none, and a
+// member that leaves afterwards leaves the rest serving.
+TEST(TcpReplicaRecoveryGroups, AListenerGroupIsRebuiltAfterACrash) {
+  constexpr std::uint16_t kGroupPort = 8080;
+  ReplicaLoopback net(testing::LoopbackSettings{.replicas = 2, .pages = 48, .ring_bytes = 1u << 14, .apps = 3});
+  const int home = net.listen_on_every_replica(kGroupPort);
+  const int first = net.join_listener(1, 0, home);
+  const int second = net.join_listener(2, 0, home);
+  ASSERT_GE(first, 0);
+  ASSERT_GE(second, 0);
+  // One connection waits in worker 1's queue across the crash.
+  const auto waiting = net.connect_many(0, kGroupPort, 1, {});
+  net.crash(0);
+  net.crash(1);
+  EXPECT_EQ(net.counter(0, "slots_dropped") + net.counter(1, "slots_dropped"), 0u);
+  const auto spread = net.connect_many(0, kGroupPort, 12, {{1, first}, {2, second}});
+  EXPECT_EQ(spread.per_app[1] + spread.per_app[2], 13);  // the waiting one too
+  EXPECT_GE(spread.per_app[1], 4);
+  EXPECT_GE(spread.per_app[2], 4);
+  EXPECT_FALSE(net.sockets(0).accept(home).ok());
+  ASSERT_TRUE(net.sockets(1).close(first).ok());
+  const auto after = net.connect_many(0, kGroupPort, 4, {{2, second}});
+  EXPECT_EQ(after.per_app[2], 4);
+  // A join after the crash is proven by a member the predecessor made.
+  net.restart_app(1);
+  EXPECT_GE(net.join_listener(1, 0, home), 0);
+}
+
 }  // namespace
 }  // namespace flotilla::sockets

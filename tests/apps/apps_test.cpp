@@ -1,6 +1,12 @@
-// Unmodified iperf3, lighttpd and redis (Debian's binaries) on Flotilla, against the kernel's
-// counterpart in the stack's peer namespace (and redis against a redis-benchmark on the same
-// stack). The fixture, and FLOTILLA_APPS_TEST_SIDE=kernel: tests/stack/programs_fixture.hpp.
+// Unmodified iperf3, lighttpd and redis (Debian's binaries) on Flotilla: each runs under
+// `flotilla run` (libflotilla-preload.so) on a stack of the test's own with application seats,
+// against the kernel's counterpart in the stack's peer namespace (and redis against a
+// redis-benchmark on the same stack). Root: skipped without it, and
+// when a program or the preload library is missing.
+//
+// FLOTILLA_APPS_TEST_SIDE=kernel runs the same programs on kernel sockets instead, in a second
+// namespace joined to the peer namespace by a veth pair (tests/support/kernel_namespace.hpp): a
+// check of the test itself and of the machine, with the same clients and the same assertions.
 //
 // Every program is bounded in time and stopped (its whole process group) however the test ends.
 #include <gtest/gtest.h>
@@ -31,7 +37,9 @@
 #include "apps/cli/program.hpp"
 #include "apps/tcp_perf/perf_streams.hpp"
 #include "recovery/default_config.hpp"
-#include "tests/stack/programs_fixture.hpp"
+#include "tests/apps/apps_fixture.hpp"
+#include "tests/stack/stack_fixture.hpp"
+#include "tests/support/kernel_namespace.hpp"
 #include "tests/support/kernel_tcp.hpp"
 
 namespace flotilla::testing {
@@ -41,6 +49,81 @@ using namespace std::chrono_literals;
 
 constexpr std::uint64_t kSmallFileBytes = 1024;
 constexpr std::uint64_t kLargeFileBytes = 10u << 20;
+
+struct HttpReply {
+  int status = 0;
+  std::string error;  // "" when the reply arrived whole
+  std::uint64_t body_bytes = 0;
+  std::string body_sha256;
+};
+
+// A minimal HTTP/1.0 GET over a kernel socket: the server closes after the reply. Reads to EOF,
+// checks the body against Content-Length and hashes it. Gives up after 30 s.
+HttpReply http_get(const std::string& address, std::uint16_t port, const std::string& path) {
+  HttpReply reply;
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    reply.error = "socket failed";
+    return reply;
+  }
+  const timeval timeout{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0 ||
+      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    reply.error = std::string("connect/send: ") + std::strerror(errno);
+    ::close(fd);
+    return reply;
+  }
+  const auto until = std::chrono::steady_clock::now() + 30s;
+  std::string head;
+  bool in_body = false;
+  apps::Sha256 hash;
+  std::vector<char> chunk(256 * 1024);
+  for (;;) {
+    if (std::chrono::steady_clock::now() > until) {
+      reply.error = "no end after 30 s";
+      break;
+    }
+    const ssize_t got = ::recv(fd, chunk.data(), chunk.size(), 0);
+    if (got == 0) break;
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      reply.error = std::string("recv: ") + std::strerror(errno);
+      break;
+    }
+    std::string_view data(chunk.data(), static_cast<std::size_t>(got));
+    if (!in_body) {
+      head.append(data);
+      const std::size_t end = head.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      data = std::string_view(head).substr(end + 4);
+      in_body = true;
+      reply.body_bytes += data.size();
+      hash.update(std::as_bytes(std::span(data.data(), data.size())));
+      head.resize(end);
+      continue;
+    }
+    reply.body_bytes += data.size();
+    hash.update(std::as_bytes(std::span(data.data(), data.size())));
+  }
+  ::close(fd);
+  reply.body_sha256 = hash.finish();
+  std::smatch match;
+  if (std::regex_search(head, match, std::regex("^HTTP/1\\.[01] ([0-9]{3})"))) reply.status = std::stoi(match[1]);
+  if (reply.error.empty() && !in_body) reply.error = "no end of headers";
+  if (reply.error.empty() &&
+      std::regex_search(head, match, std::regex("\r\nContent-Length: *([0-9]+)", std::regex::icase)) &&
+      std::stoull(match[1]) != reply.body_bytes) {
+    reply.error = "body of " + std::to_string(reply.body_bytes) + " bytes, Content-Length " + match[1].str();
+  }
+  return reply;
+}
 
 // The number at `pointer` (e.g. "/end/sum_received/bytes") in iperf3's -J report; nullopt when
 // the report does not parse or has no number there.
@@ -62,11 +145,11 @@ double redis_rate(const std::string& output, const std::string& name) {
   return std::regex_search(output, match, std::regex(name + ": ([0-9.]+) requests per second")) ? std::stod(match[1]) : 0;
 }
 
-class Apps : public ProgramsTest {
+class Apps : public AppsTest {
  protected:
   void TearDown() override {
     redis_.reset();  // stopped while its stack still runs
-    ProgramsTest::TearDown();
+    AppsTest::TearDown();
   }
 
   // Runs an iperf3 client with `arguments` (after -c ADDRESS) to completion; expects a clean end
@@ -209,20 +292,9 @@ TEST_F(Apps, LighttpdServesFilesUnderWrk) {
   EXPECT_EQ(small.body_bytes, kSmallFileBytes);
   EXPECT_EQ(small.body_sha256, pattern_sha256(kSmallFileBytes));
 
-  Program wrk(peer_command({"wrk", "-c", "64", "-t", "2", "-d", "3s", "--timeout", "2s",
-                            "http://" + address + ":" + std::to_string(kPort) + "/small.bin"}),
-              file("wrk.log"));
-  const auto status = wrk.wait(60s);
-  const std::string report = wrk.output();
-  std::printf("%s", report.c_str());
-  ASSERT_TRUE(status.has_value()) << "wrk overran 60 s\n" << tail(report);
-  EXPECT_EQ(*status, 0) << report;
-  std::smatch match;
-  ASSERT_TRUE(std::regex_search(report, match, std::regex("([0-9]+) requests in"))) << report;
-  EXPECT_GT(std::stoull(match[1]), 0u) << report;
-  // wrk prints these lines only when there is something to count.
-  EXPECT_EQ(report.find("Socket errors"), std::string::npos) << report;
-  EXPECT_EQ(report.find("Non-2xx"), std::string::npos) << report;
+  expect_clean(run_wrk({"-c", "64", "-t", "2", "-d", "3s", "--timeout", "2s",
+                        "http://" + address + ":" + std::to_string(kPort) + "/small.bin"}));
+  if (HasFatalFailure()) return;
 
   // The large file after the load: sendfile's path, and the server still whole.
   const HttpReply large = fetch("/large.bin");

@@ -3,7 +3,7 @@
 // memcached's threads, an idle threaded server, a fork-per-connection server, redis with 2,000
 // clients, two programs on one stack, and a server whose stack goes down under it. Each case takes
 // seconds. The fixture, and FLOTILLA_APPS_TEST_SIDE=kernel (the same cases on kernel sockets):
-// tests/stack/programs_fixture.hpp.
+// tests/apps/apps_fixture.hpp.
 //
 // Times are printed, never asserted; the kernel-against-Flotilla ratios are `./dev bench apps`.
 #include <gtest/gtest.h>
@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "tests/stack/programs_fixture.hpp"
+#include "tests/apps/apps_fixture.hpp"
 #include "tests/support/kernel_tcp.hpp"
 
 namespace flotilla::testing {
@@ -125,7 +125,7 @@ MemcachedOutcome memcached_pairs(const std::string& address, std::uint16_t port,
   return outcome;
 }
 
-class Compat : public ProgramsTest {
+class Compat : public AppsTest {
  protected:
   std::vector<std::string> memcached_command(int threads) const {
     return app_command({"memcached", "-u", "root", "-t", std::to_string(threads), "-p", std::to_string(kMemcachedPort),
@@ -296,8 +296,7 @@ TEST_F(Compat, AForkPerConnectionServerEchoesFiftyConnections) {
 // (limits.tcp_sockets_per_seat, 64 by default; the two replicas give 2 x 1,100 here), and so is
 // the number of descriptors (prlimit on both sides, as an administrator would raise ulimit -n).
 TEST_F(Compat, RedisServesTwoThousandClients) {
-  ASSERT_TRUE(start_apps({"redis-server", "redis-benchmark", "prlimit"},
-                         recovery::app_seats_config() + "tcp_sockets_per_seat = 1100\n"));
+  ASSERT_TRUE(start_apps({"redis-server", "redis-benchmark", "prlimit"}, 4, "tcp_sockets_per_seat = 1100\n"));
   auto with_descriptors = [](std::vector<std::string> argv) {
     argv.insert(argv.begin(), {"prlimit", "--nofile=16384", "--"});
     return argv;

@@ -1,11 +1,7 @@
-// The fixture of tests that run unmodified programs (Debian's binaries) on Flotilla: each runs
-// under `flotilla run` (libflotilla-preload.so) on a stack of the test's own with application
-// seats, against kernel programs in the stack's peer namespace. Root: skipped without it; a
-// program or the preload library that is missing is a failure (./dev installs them).
-//
-// FLOTILLA_APPS_TEST_SIDE=kernel runs the same programs on kernel sockets instead, in a second
-// namespace joined to the peer namespace by a veth pair (tests/support/kernel_namespace.hpp): a
-// check of the test itself and of the machine, with the same clients and the same assertions.
+// The fixture of the tests that run unmodified Debian programs under `flotilla run`
+// (tests/apps/apps_test.cpp, tests/compat/): a stack of the test's own with application seats,
+// the program under test on it (or, with FLOTILLA_APPS_TEST_SIDE=kernel, on kernel sockets in a
+// namespace of its own), and kernel clients in the stack's peer namespace.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -18,16 +14,16 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <regex>
 #include <string>
 #include <vector>
 
 #include "apps/cli/program.hpp"
-#include "apps/tcp_perf/perf_streams.hpp"
 #include "recovery/default_config.hpp"
 #include "tests/stack/stack_fixture.hpp"
 #include "tests/support/kernel_namespace.hpp"
@@ -35,14 +31,13 @@
 namespace flotilla::testing {
 
 using namespace std::chrono_literals;
+using cli::on_path;
+using cli::Program;
 
 // The last `bytes` of a program's output: enough to see why it failed.
 inline std::string tail(const std::string& text, std::size_t bytes = 4096) {
   return text.size() <= bytes ? text : "..." + text.substr(text.size() - bytes);
 }
-
-using cli::on_path;
-using cli::Program;
 
 // Whether a TCP connection to address:port succeeds within 200 ms (from the calling thread's
 // namespace).
@@ -64,81 +59,6 @@ inline bool port_open(const std::string& address, std::uint16_t port) {
   return open;
 }
 
-struct HttpReply {
-  int status = 0;
-  std::string error;  // "" when the reply arrived whole
-  std::uint64_t body_bytes = 0;
-  std::string body_sha256;
-};
-
-// A minimal HTTP/1.0 GET over a kernel socket: the server closes after the reply. Reads to EOF,
-// checks the body against Content-Length and hashes it. Gives up after 30 s.
-inline HttpReply http_get(const std::string& address, std::uint16_t port, const std::string& path) {
-  HttpReply reply;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    reply.error = "socket failed";
-    return reply;
-  }
-  const timeval timeout{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
-  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0 ||
-      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
-    reply.error = std::string("connect/send: ") + std::strerror(errno);
-    ::close(fd);
-    return reply;
-  }
-  const auto until = std::chrono::steady_clock::now() + 30s;
-  std::string head;
-  bool in_body = false;
-  apps::Sha256 hash;
-  std::vector<char> chunk(256 * 1024);
-  for (;;) {
-    if (std::chrono::steady_clock::now() > until) {
-      reply.error = "no end after 30 s";
-      break;
-    }
-    const ssize_t got = ::recv(fd, chunk.data(), chunk.size(), 0);
-    if (got == 0) break;
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      reply.error = std::string("recv: ") + std::strerror(errno);
-      break;
-    }
-    std::string_view data(chunk.data(), static_cast<std::size_t>(got));
-    if (!in_body) {
-      head.append(data);
-      const std::size_t end = head.find("\r\n\r\n");
-      if (end == std::string::npos) continue;
-      data = std::string_view(head).substr(end + 4);
-      in_body = true;
-      reply.body_bytes += data.size();
-      hash.update(std::as_bytes(std::span(data.data(), data.size())));
-      head.resize(end);
-      continue;
-    }
-    reply.body_bytes += data.size();
-    hash.update(std::as_bytes(std::span(data.data(), data.size())));
-  }
-  ::close(fd);
-  reply.body_sha256 = hash.finish();
-  std::smatch match;
-  if (std::regex_search(head, match, std::regex("^HTTP/1\\.[01] ([0-9]{3})"))) reply.status = std::stoi(match[1]);
-  if (reply.error.empty() && !in_body) reply.error = "no end of headers";
-  if (reply.error.empty() &&
-      std::regex_search(head, match, std::regex("\r\nContent-Length: *([0-9]+)", std::regex::icase)) &&
-      std::stoull(match[1]) != reply.body_bytes) {
-    reply.error = "body of " + std::to_string(reply.body_bytes) + " bytes, Content-Length " + match[1].str();
-  }
-  return reply;
-}
-
 enum class Side { flotilla, kernel };
 
 inline Side side_from_environment() {
@@ -146,14 +66,15 @@ inline Side side_from_environment() {
   return text != nullptr && std::string(text) == "kernel" ? Side::kernel : Side::flotilla;
 }
 
-class ProgramsTest : public StackTest {
+class AppsTest : public StackTest {
  protected:
   // Starts the stack with application seats and, on the kernel side, the kernel's namespace; call
   // as ASSERT_TRUE(start_apps(...)). StackTest::SetUp has skipped without root; as root, a program
-  // or the preload library that is missing is a failure (./dev installs the programs). `config`
-  // is added to the stack's configuration.
-  [[nodiscard]] ::testing::AssertionResult start_apps(const std::vector<std::string>& programs,
-                                                      const std::string& config = recovery::app_seats_config()) {
+  // or the preload library that is missing is a failure (./dev installs the programs).
+  // `seats`: the stack's [limits] app_seats (each process that uses the stack leases one);
+  // `limits`: more keys of the [limits] table, one `key = value` per line.
+  [[nodiscard]] ::testing::AssertionResult start_apps(const std::vector<std::string>& programs, int seats = 4,
+                                                      const std::string& limits = "") {
     for (const auto& program : programs) {
       if (!on_path(program)) {
         return ::testing::AssertionFailure() << program << " is not installed (./dev installs its Debian package)";
@@ -164,16 +85,16 @@ class ProgramsTest : public StackTest {
       const std::string library = given != nullptr && *given != '\0' ? given : build_root() + "/sockets/libflotilla-preload.so";
       if (!std::filesystem::exists(library)) return ::testing::AssertionFailure() << library << " is not built";
     }
-    char pattern[] = "/tmp/flotilla-programs-test-XXXXXX";
+    char pattern[] = "/tmp/flotilla-apps-test-XXXXXX";
     if (::mkdtemp(pattern) == nullptr) return ::testing::AssertionFailure() << "mkdtemp failed";
     folder_ = pattern;
-    if (auto started = start("pass all", config); !started) return started;
+    if (auto started = start("pass all", recovery::app_seats_config(seats) + limits); !started) return started;
     if (side_ == Side::kernel) {
       if (const std::string problem = kernel_.create(names_.peer_namespace); !problem.empty()) {
         return ::testing::AssertionFailure() << "the kernel's namespace: " << problem;
       }
     }
-    std::printf("test on %s sockets; files in %s\n", side_ == Side::flotilla ? "Flotilla" : "kernel",
+    std::printf("apps test on %s sockets; files in %s\n", side_ == Side::flotilla ? "Flotilla" : "kernel",
                 folder_.c_str());
     return ::testing::AssertionSuccess();
   }
@@ -232,6 +153,34 @@ class ProgramsTest : public StackTest {
                 static_cast<unsigned long long>(sums["io_no_syscall"]), static_cast<unsigned long long>(sums["io_calls"]),
                 static_cast<unsigned long long>(sums["readiness_no_syscall"]),
                 static_cast<unsigned long long>(sums["readiness_checks"]));
+  }
+
+  // wrk's report, run in the peer namespace with `arguments` (within 60 s).
+  struct WrkReport {
+    std::optional<int> status;
+    std::string text;
+    std::uint64_t requests = 0;
+  };
+  WrkReport run_wrk(const std::vector<std::string>& arguments, const std::string& log_name = "wrk.log") const {
+    std::vector<std::string> argv{"wrk"};
+    argv.insert(argv.end(), arguments.begin(), arguments.end());
+    Program wrk(peer_command(argv), file(log_name));
+    WrkReport report;
+    report.status = wrk.wait(60s);
+    report.text = wrk.output();
+    std::printf("%s", report.text.c_str());
+    std::smatch match;
+    if (std::regex_search(report.text, match, std::regex("([0-9]+) requests in"))) report.requests = std::stoull(match[1]);
+    return report;
+  }
+  // A clean wrk run: it ended by itself, served requests, and counted no socket error and no
+  // reply other than 2xx (it prints those lines only when there is something to count).
+  static void expect_clean(const WrkReport& report) {
+    ASSERT_TRUE(report.status.has_value()) << "wrk overran 60 s\n" << tail(report.text);
+    EXPECT_EQ(*report.status, 0) << report.text;
+    EXPECT_GT(report.requests, 0u) << report.text;
+    EXPECT_EQ(report.text.find("Socket errors"), std::string::npos) << report.text;
+    EXPECT_EQ(report.text.find("Non-2xx"), std::string::npos) << report.text;
   }
 
   Side side_ = side_from_environment();

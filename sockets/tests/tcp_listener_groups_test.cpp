@@ -1,0 +1,149 @@
+// Listener groups (issue 14), through TcpSockets and the real replicas (replica_loopback.hpp) with
+// several applications: processes that inherited a listener join its group, a member gets new
+// connections once its process accepts (activate), each connection goes to the active member with
+// the shortest accept queue, round robin on ties, and a member that leaves takes nothing with it
+// from the others.
+#include <cerrno>
+#include <cstdlib>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "sockets/tests/replica_loopback.hpp"
+
+namespace flotilla::sockets {
+namespace {
+
+using testing::kStackAddress;
+using testing::LoopbackSettings;
+using testing::ReplicaLoopback;
+
+constexpr std::uint16_t kPort = 8080;
+
+// Application 0 is the process that opened the listener (an nginx master) and makes the client
+// connections; 1 and 2 are its forked workers.
+class ListenerGroups : public ::testing::Test {
+ protected:
+  ListenerGroups() : net_(LoopbackSettings{.replicas = 2, .pages = 48, .ring_bytes = 1u << 14, .apps = 3}) {}
+
+  std::uint64_t total(std::string_view counter) { return net_.counter(0, counter) + net_.counter(1, counter); }
+
+  ReplicaLoopback net_;
+};
+
+TEST_F(ListenerGroups, JoinedWorkersShareNewConnectionsAndTheOpenerThatNeverAcceptsGetsNone) {
+  const int home = net_.listen_on_every_replica(kPort);
+  ASSERT_GE(home, 0);
+  const int first = net_.join_listener(1, 0, home);
+  const int second = net_.join_listener(2, 0, home);
+  ASSERT_GE(first, 0);
+  ASSERT_GE(second, 0);
+  EXPECT_EQ(total("group_joins"), 4u);  // two workers on two replicas
+  const auto spread = net_.connect_many(0, kPort, 16, {{1, first}, {2, second}});
+  EXPECT_EQ(spread.per_app[1] + spread.per_app[2], 16);
+  // Round robin on equal queues, per replica: at most one apart on each.
+  EXPECT_LE(std::abs(spread.per_app[1] - spread.per_app[2]), 2);
+  EXPECT_GE(spread.per_app[1], 7);
+  EXPECT_FALSE(net_.sockets(0).acceptable(home));
+  EXPECT_FALSE(net_.sockets(0).accept(home).ok());
+}
+
+TEST_F(ListenerGroups, WhileNoMemberAcceptsTheOldestGetsThemAndAnActiveMemberTakesOver) {
+  const int home = net_.listen_on_every_replica(kPort);
+  const int worker = net_.join_listener(1, 0, home, /*active=*/false);
+  ASSERT_GE(worker, 0);
+  // A plain server: nobody said it accepts, so its connections go where they always went.
+  auto before = net_.connect_many(0, kPort, 4, {{0, home}, {1, worker}});
+  EXPECT_EQ(before.per_app[0], 4);
+  EXPECT_EQ(before.per_app[1], 0);
+  net_.sockets(1).activate(worker);
+  auto after = net_.connect_many(0, kPort, 6, {{0, home}, {1, worker}});
+  EXPECT_EQ(after.per_app[0], 0);
+  EXPECT_EQ(after.per_app[1], 6);
+}
+
+TEST_F(ListenerGroups, ANewConnectionGoesToTheMemberWithTheShortestQueue) {
+  const int home = net_.listen_on_every_replica(kPort);
+  const int slow = net_.join_listener(1, 0, home);
+  const int quick = net_.join_listener(2, 0, home);
+  // Worker 1 takes nothing, so its queue grows with what it gets; worker 2 takes each at once.
+  const auto spread = net_.connect_many(0, kPort, 12, {{2, quick}});
+  int waiting = 0;
+  while (net_.sockets(1).accept(slow)) ++waiting;
+  EXPECT_EQ(waiting + spread.per_app[2], 12);
+  // Each replica gives the slow worker one (the first tie), then always the empty queue.
+  EXPECT_LE(waiting, 2);
+  EXPECT_GE(spread.per_app[2], 10);
+}
+
+TEST_F(ListenerGroups, AMemberThatLeavesGetsNothingMoreAndTheLastToLeaveClosesTheListener) {
+  const int home = net_.listen_on_every_replica(kPort);
+  const int first = net_.join_listener(1, 0, home);
+  const int second = net_.join_listener(2, 0, home);
+  ASSERT_TRUE(net_.sockets(2).close(second).ok());
+  auto spread = net_.connect_many(0, kPort, 6, {{1, first}});
+  EXPECT_EQ(spread.per_app[1], 6);
+  EXPECT_EQ(total("group_leaves"), 2u);
+  // Worker 1's process ends: its lease ends, and with it its member.
+  net_.restart_app(1);
+  EXPECT_EQ(total("group_leaves"), 4u);
+  // The opener is left, and gets them again (no member is active).
+  spread = net_.connect_many(0, kPort, 2, {{0, home}});
+  EXPECT_EQ(spread.per_app[0], 2);
+  ASSERT_TRUE(net_.sockets(0).close(home).ok());
+  auto refused = net_.sockets(0).connect(kStackAddress, kPort);
+  ASSERT_TRUE(refused.ok());
+  ASSERT_TRUE(net_.run_until([&] { return net_.sockets(0).error(refused.value()) != 0; }));
+  EXPECT_EQ(net_.sockets(0).error(refused.value()), ECONNREFUSED);
+}
+
+TEST_F(ListenerGroups, AJoinWithoutAMemberAsProofIsRefused) {
+  const int home = net_.listen_on_every_replica(kPort);
+  auto share = net_.sockets(0).share(home);
+  ASSERT_TRUE(share.has_value());
+  share->members[0].second += 1;  // a generation the replica never handed out
+  auto joined = net_.sockets(1).join(*share);
+  ASSERT_TRUE(joined.ok());
+  ASSERT_TRUE(net_.run_until([&] { return net_.sockets(1).error(joined.value()) != 0; }));
+  EXPECT_EQ(net_.sockets(1).error(joined.value()), EADDRNOTAVAIL);
+  EXPECT_EQ(total("group_joins_refused"), 1u);
+  // A member the opener closed is no proof any more.
+  auto stale = net_.sockets(0).share(home);
+  ASSERT_TRUE(stale.has_value());
+  ASSERT_TRUE(net_.sockets(0).close(home).ok());
+  auto late = net_.sockets(2).join(*stale);
+  ASSERT_TRUE(late.ok());
+  ASSERT_TRUE(net_.run_until([&] { return net_.sockets(2).error(late.value()) != 0; }));
+  EXPECT_EQ(net_.sockets(2).error(late.value()), EADDRNOTAVAIL);
+}
+
+TEST_F(ListenerGroups, ListensWithReusePortShareTheAddressAndOneWithoutIsRefused) {
+  SocketOptions reuse;
+  reuse.reuse_port = true;
+  const int first = net_.listen_on_every_replica(kPort, 1, reuse);
+  const int second = net_.listen_on_every_replica(kPort, 2, reuse);
+  ASSERT_GE(first, 0);
+  ASSERT_GE(second, 0);
+  EXPECT_EQ(net_.sockets(1).error(first), 0);
+  EXPECT_EQ(net_.sockets(2).error(second), 0);
+  const int plain = net_.listen_on_every_replica(kPort, 0);
+  EXPECT_EQ(net_.sockets(0).error(plain), EADDRINUSE);
+  net_.sockets(1).activate(first);
+  net_.sockets(2).activate(second);
+  const auto spread = net_.connect_many(0, kPort, 8, {{1, first}, {2, second}});
+  EXPECT_EQ(spread.per_app[1] + spread.per_app[2], 8);
+  EXPECT_GE(spread.per_app[1], 2);
+  EXPECT_GE(spread.per_app[2], 2);
+}
+
+TEST_F(ListenerGroups, AListenWithReusePortOnAPlainListenersAddressIsRefused) {
+  const int plain = net_.listen_on_every_replica(kPort, 0);
+  ASSERT_EQ(net_.sockets(0).error(plain), 0);
+  SocketOptions reuse;
+  reuse.reuse_port = true;
+  const int other = net_.listen_on_every_replica(kPort, 1, reuse);
+  EXPECT_EQ(net_.sockets(1).error(other), EADDRINUSE);
+}
+
+}  // namespace
+}  // namespace flotilla::sockets

@@ -1,0 +1,193 @@
+// Debian's nginx under `flotilla run` (issue 14's compat suite): a master and 2 or 4 pre-forked
+// workers sharing one listener (a listener group on every TCP replica), plain and with
+// `reuseport` (a listener per worker on one address:port), and nginx's own daemonizing. wrk in the
+// stack's peer namespace drives it; every worker must serve (nginx's access log names the pid that
+// served each request), wrk must count no error, and after a reload (SIGHUP: new workers join, the
+// old ones leave) the new workers serve as cleanly. Root: skipped without; a missing nginx, wrk or
+// preload library is a failure.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/apps/apps_fixture.hpp"
+
+namespace flotilla::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::uint16_t kPort = 8080;
+constexpr const char* kNginx = "/usr/sbin/nginx";
+// A master and 4 workers, and during a reload 4 more workers until the old ones are gone (they
+// wait for a seat: Runtime::lease_own_seat).
+constexpr int kSeats = 7;
+
+struct Case {
+  int workers;
+  bool reuseport;
+  bool daemon;
+};
+
+class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
+ protected:
+  void TearDown() override {
+    stop_master();
+    AppsTest::TearDown();
+  }
+
+  // nginx.conf for `setting`: requests are answered from memory, and the access log says which
+  // worker served each.
+  void write_config(const Case& setting) {
+    std::filesystem::create_directories(file("temp"));
+    std::ofstream(file("nginx.conf"))
+        << "user root;\n"
+        << "daemon " << (setting.daemon ? "on" : "off") << ";\n"
+        << "master_process on;\n"
+        << "worker_processes " << setting.workers << ";\n"
+        << "pid " << file("nginx.pid").string() << ";\n"
+        << "error_log " << file("error.log").string() << " notice;\n"
+        << "events { worker_connections 1024; }\n"
+        << "http {\n"
+        << "  log_format served '$pid $status';\n"
+        << "  access_log " << file("access.log").string() << " served;\n"
+        << "  client_body_temp_path " << file("temp").string() << "/body;\n"
+        << "  proxy_temp_path " << file("temp").string() << "/proxy;\n"
+        << "  fastcgi_temp_path " << file("temp").string() << "/fastcgi;\n"
+        << "  uwsgi_temp_path " << file("temp").string() << "/uwsgi;\n"
+        << "  scgi_temp_path " << file("temp").string() << "/scgi;\n"
+        << "  server {\n"
+        << "    listen " << app_address() << ":" << kPort << (setting.reuseport ? " reuseport" : "") << ";\n"
+        << "    location / { return 200 \"served\\n\"; }\n"
+        << "  }\n"
+        << "}\n";
+  }
+
+  // What nginx said: its output and the end of its error log.
+  std::string said(const Program& server) const {
+    std::ifstream errors(file("error.log"));
+    const std::string log((std::istreambuf_iterator<char>(errors)), std::istreambuf_iterator<char>());
+    return tail(server.output()) + "\nerror.log:\n" + tail(log);
+  }
+
+  pid_t master() const {
+    std::ifstream pid_file(file("nginx.pid"));
+    pid_t pid = 0;
+    pid_file >> pid;
+    return pid;
+  }
+
+  // The master's children (its workers), from /proc.
+  std::set<pid_t> workers() const {
+    std::set<pid_t> children;
+    const pid_t parent = master();
+    if (parent <= 0) return children;
+    std::ifstream list("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) + "/children");
+    for (pid_t child = 0; list >> child;) children.insert(child);
+    return children;
+  }
+
+  void stop_master() {
+    const pid_t pid = master();
+    if (pid <= 0 || ::kill(pid, 0) != 0) return;
+    (void)::kill(pid, SIGTERM);
+    if (!wait_for([&] { return ::kill(pid, 0) != 0; }, 10s)) (void)::kill(pid, SIGKILL);
+  }
+
+  // Requests each pid served, from the access log lines past `from` (a byte offset).
+  std::map<pid_t, int> served_since(std::size_t from) const {
+    std::ifstream log(file("access.log"));
+    log.seekg(static_cast<std::streamoff>(from));
+    std::map<pid_t, int> served;
+    pid_t pid = 0;
+    int status = 0;
+    while (log >> pid >> status) ++served[pid];
+    return served;
+  }
+  std::size_t access_log_bytes() const {
+    std::error_code error;
+    const auto bytes = std::filesystem::file_size(file("access.log"), error);
+    return error ? 0 : static_cast<std::size_t>(bytes);
+  }
+
+  // wrk against nginx; then every one of `expected` served some of it, and nobody else did.
+  void expect_every_worker_serves(const std::set<pid_t>& expected) {
+    const std::size_t from = access_log_bytes();
+    const auto report = run_wrk({"-c", "32", "-t", "2", "-d", "3s", "--timeout", "2s",
+                                 "http://" + app_address() + ":" + std::to_string(kPort) + "/"});
+    expect_clean(report);
+    // nginx writes its access log as each request ends; wrk's last ones are in by now.
+    const auto served = served_since(from);
+    for (const auto& [pid, count] : served) {
+      std::printf("worker %d served %d requests\n", static_cast<int>(pid), count);
+      EXPECT_TRUE(expected.contains(pid)) << "pid " << pid << " served, not one of the workers";
+    }
+    for (const pid_t pid : expected) EXPECT_GT(served.contains(pid) ? served.at(pid) : 0, 0) << "worker " << pid;
+  }
+};
+
+TEST_P(Nginx, EveryWorkerServesAndAReloadKeepsServing) {
+  const Case setting = GetParam();
+  if (side_ != Side::flotilla && setting.daemon) GTEST_SKIP() << "the daemon case is Flotilla's (lease adoption)";
+  ASSERT_TRUE(std::filesystem::exists(kNginx)) << kNginx << " is not installed (./dev installs its Debian package)";
+  ASSERT_TRUE(start_apps({"wrk"}, kSeats));
+  write_config(setting);
+  Program server(app_command({kNginx, "-p", folder_.string(), "-c", file("nginx.conf").string(), "-e",
+                              file("error.log").string()}),
+                 file("nginx.log"));
+  const auto server_up = [&] { return server.running() || setting.daemon; };
+  ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server_up(); }, 15s))
+      << workers().size() << " workers of master " << master() << "\n" << said(server);
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort) || setting.daemon) << said(server);
+  if (setting.daemon) {
+    ASSERT_TRUE(wait_for([&] { return in_namespace(names_.peer_namespace, [&] { return port_open(app_address(), kPort); }); },
+                         15s));
+  }
+  const std::set<pid_t> first = workers();
+  expect_every_worker_serves(first);
+
+  // A reload: nginx starts new workers, which join the group, and tells the old ones to leave.
+  ASSERT_EQ(::kill(master(), SIGHUP), 0);
+  ASSERT_TRUE(wait_for(
+      [&] {
+        const std::set<pid_t> now = workers();
+        if (static_cast<int>(now.size()) != setting.workers) return false;
+        for (const pid_t pid : now) {
+          if (first.contains(pid)) return false;
+        }
+        return true;
+      },
+      20s))
+      << "the old workers did not give way to new ones\n"
+      << said(server);
+  expect_every_worker_serves(workers());
+  EXPECT_TRUE(server_up()) << said(server);
+  std::ifstream errors(file("error.log"));
+  const std::string text((std::istreambuf_iterator<char>(errors)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.find("[emerg]"), std::string::npos) << tail(text);
+  EXPECT_EQ(text.find("[alert]"), std::string::npos) << tail(text);
+  EXPECT_EQ(text.find("exited on signal"), std::string::npos) << tail(text);
+  expect_served_by_flotilla();
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, Nginx,
+                         ::testing::Values(Case{2, false, false}, Case{4, false, false}, Case{2, true, false},
+                                           Case{4, true, false}, Case{2, false, true}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::to_string(info.param.workers) + "Workers" +
+                                  (info.param.reuseport ? "Reuseport" : "") + (info.param.daemon ? "Daemon" : "");
+                         });
+
+}  // namespace
+}  // namespace flotilla::testing
