@@ -16,6 +16,7 @@ component and fault (crash, abort, hang), is given its fault with `flotilla inje
 progress line is printed. At the end it checks and reports:
 
   - faults injected and recoveries the event log shows, and whether any component was given up on;
+  - servers that ended (each is started again, and fails the soak: no fault should end one);
   - each load's runs, and its failures: a failure that ended within --explain-seconds of a fault is
     explained by it, any other is unexplained (a connection lost for no reason);
   - the private resident memory (RssAnon) and open descriptors of the supervisor and of each component at the
@@ -117,6 +118,7 @@ class Soak(apps_bench.Bench):
         self.faults = []  # (time, component, fault, accepted)
         self.stopping = threading.Event()
         self.bulk_reverse = True
+        self.server_ends = []  # (time, server, its last lines of output)
         self.supervisor = None
 
     def flotilla_cli(self, *words, check=True):
@@ -221,7 +223,8 @@ class Soak(apps_bench.Bench):
         options = self.options
         self.bring_up()
         self.supervisor = self.supervisor_pid()
-        servers = [self.start_iperf3("flotilla"), self.start_redis("flotilla"), self.start_lighttpd("flotilla")]
+        starters = {"iperf3": self.start_iperf3, "redis": self.start_redis, "lighttpd": self.start_lighttpd}
+        servers = {name: start("flotilla") for name, start in starters.items()}
         time.sleep(1)
         start_figures = self.figures()
         duration = options.minutes * 60
@@ -247,6 +250,17 @@ class Soak(apps_bench.Bench):
                 accepted = self.flotilla_cli("inject", component, fault, check=False).returncode == 0
                 self.faults.append((time.time(), component, fault, accepted))
                 next_fault += options.fault_every
+            for name, server in servers.items():
+                if server.poll() is not None:
+                    # Counted (no fault should end a server), then started again so its load goes on.
+                    last = self.output(server).strip().splitlines()[-3:]
+                    self.server_ends.append((time.time(), name, " | ".join(last)))
+                    self.children.remove(server)
+                    try:
+                        servers[name] = starters[name]("flotilla")
+                    except RuntimeError as error:
+                        say(f"    {name} could not be started again: {str(error)[:300]}")
+                        self.stopping.set()
             if now >= next_report:
                 self.progress(now - started)
                 next_report += 60
@@ -254,21 +268,18 @@ class Soak(apps_bench.Bench):
         say("==> soak: time is up; waiting for the loads' last runs")
         for thread in threads:
             thread.join(timeout=options.iperf_seconds + 90)
-        for server in servers:
-            if server.poll() is not None:
-                say(f"    a server ended during the soak: {' '.join(server.args[-6:])}")
         time.sleep(2)  # the last restart settles
-        return start_figures, self.figures(), [s for s in servers if s.poll() is not None]
+        return start_figures, self.figures()
 
     def progress(self, elapsed):
         with self.lock:
             loads = "  ".join(f"{load} {sum(ok for _, ok, _ in runs)}/{len(runs)}" for load, runs in self.outcomes.items())
         sup = process_figures(self.supervisor)
         say(f"  {elapsed / 60:4.1f} min  faults {len(self.faults)}  ok/runs: {loads}  "
-            f"supervisor {sup[0] / 1024 if sup else 0:.1f} MiB anon, {sup[1] if sup else '?'} fds")
+            f"servers ended {len(self.server_ends)}  supervisor {sup[0] / 1024 if sup else 0:.1f} MiB anon, {sup[1] if sup else '?'} fds")
 
 
-def report(soak, start, end, ended_servers, options):
+def report(soak, start, end, options):
     """Prints the summary; returns whether the soak passed."""
     passed = True
     events = soak.flotilla_cli("events", check=False).stdout
@@ -285,8 +296,8 @@ def report(soak, start, end, ended_servers, options):
     if given_up:
         say(f"  given up on (crash limit): {', '.join(given_up)}")
         passed = False
-    for server in ended_servers:
-        say(f"  server ended: {' '.join(server.args)}")
+    for when, name, last in soak.server_ends:
+        say(f"  {name} ended at {time.strftime('%H:%M:%S', time.localtime(when))} (started again): {last[:300]}")
         passed = False
     say(f"  {'load':6} {'runs':>7} {'failed':>7} {'explained':>10} {'unexplained':>12}")
     for load, runs in soak.outcomes.items():
@@ -359,11 +370,11 @@ def main():
         signal.signal(number, stop_signal)
     passed = False
     try:
-        start, end, ended = soak.soak()
-        passed = report(soak, start, end, ended, options)
+        start, end = soak.soak()
+        passed = report(soak, start, end, options)
         with open(options.json, "w") as file:
             json.dump({"minutes": options.minutes, "faults": soak.faults, "outcomes": soak.outcomes,
-                       "start": start, "end": end, "passed": passed}, file, indent=1)
+                       "server_ends": soak.server_ends, "start": start, "end": end, "passed": passed}, file, indent=1)
     except apps_bench.Stopped as stop:
         say(f"soak: {stop}: taking everything down")
     except (RuntimeError, subprocess.TimeoutExpired) as error:

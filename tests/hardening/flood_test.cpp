@@ -291,7 +291,7 @@ TEST_F(Flood, SynFloodFromSpoofedSourcesLeavesTheListenerServing) {
 
 // The default backlog (128 per replica) with fewer sockets in the application's region (16).
 TEST_F(Flood, SynFloodAgainstABacklogLargerThanTheApplicationsSockets) {
-  GTEST_SKIP() << "bug in components/tcp: TcpEngine::on_listen_segment (engine.cpp) engages "
+  if (std::getenv("FLOTILLA_TEST_KNOWN_BUGS") == nullptr) GTEST_SKIP() << "bug in components/tcp: TcpEngine::on_listen_segment (engine.cpp) engages "
                   "SYN cookies only when the SYN queue reaches the backlog or the connection table is full; "
                   "every SYN short of that goes to open_passive, which takes a socket page from the "
                   "application at once (ReplicaServer::rings_for). Spoofed SYNs take all the application's "
