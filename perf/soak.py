@@ -33,6 +33,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,12 +269,17 @@ class Soak(apps_bench.Bench):
         say("==> soak: time is up; waiting for the loads' last runs")
         for thread in threads:
             thread.join(timeout=options.iperf_seconds + 90)
+            if thread.is_alive():
+                self.record(thread.name, False, "its last run did not finish: stalled")
         time.sleep(2)  # the last restart settles
         return start_figures, self.figures()
 
     def progress(self, elapsed):
         with self.lock:
             loads = "  ".join(f"{load} {sum(ok for _, ok, _ in runs)}/{len(runs)}" for load, runs in self.outcomes.items())
+            quiet = [load for load, runs in self.outcomes.items() if not runs or time.time() - runs[-1][0] > 60]
+        if quiet:
+            loads += f"  (no run finished in the last minute: {', '.join(quiet)})"
         sup = process_figures(self.supervisor)
         say(f"  {elapsed / 60:4.1f} min  faults {len(self.faults)}  ok/runs: {loads}  "
             f"servers ended {len(self.server_ends)}  supervisor {sup[0] / 1024 if sup else 0:.1f} MiB anon, {sup[1] if sup else '?'} fds")
@@ -381,6 +387,13 @@ def main():
         say(f"soak: {error}")
     finally:
         soak.stopping.set()
+        if not passed and soak.stack_up:
+            # The programs' output and the event log, kept for a look at what went wrong.
+            kept = os.path.join(options.build, "soak-logs")
+            with open(os.path.join(soak.folder, "events.log"), "w") as file:
+                file.write(soak.flotilla_cli("events", check=False).stdout)
+            shutil.copytree(soak.folder, kept, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.sock", "www"))
+            say(f"soak: the logs and the event log are in {kept}")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         soak.tear_down()
