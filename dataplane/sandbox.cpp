@@ -30,7 +30,14 @@ constexpr std::string_view kRuntimeCalls[] = {
     "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "getpid", "gettid", "tgkill", "pause",
     "exit", "exit_group", "close",
     // the lease's control socket: the supervisor's notices and the component's reports
-    "sendto", "recvfrom", "sendmsg", "recvmsg", "getrandom"};
+    "sendto", "recvfrom", "sendmsg", "recvmsg", "getrandom",
+#if defined(__SANITIZE_ADDRESS__)
+    // The sanitizers' runtime (./dev test --sanitize) checks whether memory is readable by writing
+    // it to a pipe it opens for the purpose (IsAccessibleMemoryRange, from UBSan's vptr checks),
+    // and reads a thread's stack bounds when one starts (pthread_getattr_np: sched_getaffinity).
+    "pipe2", "sched_getaffinity",
+#endif
+};
 
 Status kernel_failure(const char* what, int error) {
   return Error{Errc::system, error, what};
