@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "components/wire/address.hpp"
+#include "components/wire/checksum.hpp"
 #include "components/wire/ethernet.hpp"
 #include "components/wire/ipv4.hpp"
 #include "components/wire/tcp.hpp"
@@ -123,9 +124,14 @@ struct FrameBuilder {
     return frame;
   }
 
-  // Refills the IPv4 header checksum after a field was changed.
+  // Refills the IPv4 header checksum after a field was changed, over the first 20 bytes whatever
+  // the header length field says (it may claim more than the frame holds).
   static void refill_ipv4_checksum(std::vector<std::byte>& frame) {
-    wire::Ipv4Packet::unchecked(std::span(frame).subspan(wire::kEthernetHeaderBytes)).fill_checksum();
+    auto header = std::span(frame).subspan(wire::kEthernetHeaderBytes, wire::kIpv4HeaderBytes);
+    header[10] = header[11] = std::byte{0};
+    const std::uint16_t sum = wire::internet_checksum(header);
+    header[10] = static_cast<std::byte>(sum >> 8);
+    header[11] = static_cast<std::byte>(sum);
   }
 };
 
