@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ left in perf/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apps_bench  # noqa: E402  (beside this script)
 
