@@ -30,7 +30,14 @@ constexpr std::string_view kRuntimeCalls[] = {
     "rt_sigreturn", "rt_sigprocmask", "rt_sigaction", "sigaltstack", "getpid", "gettid", "tgkill", "pause",
     "exit", "exit_group", "close",
     // the lease's control socket: the supervisor's notices and the component's reports
-    "sendto", "recvfrom", "sendmsg", "recvmsg", "getrandom"};
+    "sendto", "recvfrom", "sendmsg", "recvmsg", "getrandom",
+#if defined(__SANITIZE_ADDRESS__)
+    // The sanitizers' runtime (./dev test --sanitize) checks whether memory is readable by writing
+    // it to a pipe it opens for the purpose (IsAccessibleMemoryRange, from UBSan's vptr checks),
+    // and reads a thread's stack bounds when one starts (pthread_getattr_np: sched_getaffinity).
+    "pipe2", "sched_getaffinity",
+#endif
+};
 
 Status kernel_failure(const char* what, int error) {
   return Error{Errc::system, error, what};
@@ -43,23 +50,36 @@ struct FilterDeleter {
 }  // namespace
 
 Status keep_only_capabilities(std::span<const int> kept) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, _LINUX_CAPABILITY_U32S_3> held{};
+  if (::syscall(SYS_capget, &header, held.data()) != 0) return kernel_failure("capget", errno);
+  const auto holds = [&](int capability) {
+    return (held[static_cast<std::size_t>(capability) / 32].permitted >> (static_cast<unsigned>(capability) % 32) & 1u) != 0;
+  };
   // The whole bounding set first, while CAP_SETPCAP is still held: no exec can bring a capability
-  // back, and a later call (enter_sandbox after a narrowing) finds nothing left to drop there.
-  for (int capability = 0; capability <= CAP_LAST_CAP; ++capability) {
-    if (::prctl(PR_CAPBSET_READ, capability, 0, 0, 0) != 1) continue;
-    if (::prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0) {
-      return kernel_failure("PR_CAPBSET_DROP", errno);
+  // back, and a later call (enter_sandbox after a narrowing) finds nothing left to drop there. A
+  // process without CAP_SETPCAP (run by an unprivileged user) cannot narrow it, and has nothing an
+  // exec could hand back: with no new privileges and no execve in any allow-list, none comes.
+  if (holds(CAP_SETPCAP)) {
+    for (int capability = 0; capability <= CAP_LAST_CAP; ++capability) {
+      if (::prctl(PR_CAPBSET_READ, capability, 0, 0, 0) != 1) continue;
+      if (::prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0) {
+        return kernel_failure("PR_CAPBSET_DROP", errno);
+      }
     }
   }
-  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
   std::array<__user_cap_data_struct, _LINUX_CAPABILITY_U32S_3> data{};
   for (const int capability : kept) {
     if (capability < 0 || capability > CAP_LAST_CAP) return Error{Errc::invalid_argument, 0, "no such capability"};
+    // One it never had cannot be kept (capset would refuse the whole set); what needs it fails
+    // later with its own error.
+    if (!holds(capability)) continue;
     auto& word = data[static_cast<std::size_t>(capability) / 32];
     const std::uint32_t bit = 1u << (static_cast<unsigned>(capability) % 32);
     word.effective |= bit;
     word.permitted |= bit;
   }
+  header = {_LINUX_CAPABILITY_VERSION_3, 0};
   if (::syscall(SYS_capset, &header, data.data()) != 0) return kernel_failure("capset", errno);
   return {};
 }
