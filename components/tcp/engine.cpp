@@ -1227,7 +1227,8 @@ void TcpEngine::on_listen_segment(ListenerId id, const FourTuple& tuple, const I
     counters_.accept_queue_overflow->add();
     return;
   }
-  if (l.syn_queue >= l.backlog || (free_count_ == 0 && time_wait_oldest_ == kNoSlot)) {
+  if (l.syn_queue >= l.backlog || (free_count_ == 0 && time_wait_oldest_ == kNoSlot) ||
+      std::uint64_t{l.syn_queue} * 2 >= host_.connection_room(id)) {
     // SYN cookie: no state until the ACK comes back. Only the MSS survives (no room for the
     // other options without timestamps to carry them), so the SYN-ACK offers nothing else.
     std::uint16_t mss = 0;

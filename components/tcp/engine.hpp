@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -152,6 +153,10 @@ class EngineHost {
   // cookie): give it rings. nullopt: refuse (the engine answers RST and counts it).
   virtual std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
                                                const FourTuple& tuple) = 0;
+  // How many more connections of `listener` rings_for could serve now. Once half-open connections
+  // hold half of it, SYNs are answered with cookies, which hold nothing: a SYN flood cannot take
+  // every socket of the application and shut out the clients that complete their handshake.
+  virtual std::uint32_t connection_room(ListenerId) { return std::numeric_limits<std::uint32_t>::max(); }
   // Engine::create with RestorePolicy::resume: the rings of `connection`, carried on from a
   // previous incarnation, built at the positions the shared ring indices hold now. nullopt: the
   // host no longer has them; the engine resets the connection.

@@ -1013,6 +1013,18 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
 
 // ---- engine events ----
 
+std::uint32_t ReplicaServer::connection_room(ListenerId listener) {
+  if (listener >= listeners_.size()) return 0;
+  const auto& members = listeners_[listener].members;
+  std::uint32_t room = 0;
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    const bool app_seen_before = std::any_of(members.begin(), members.begin() + static_cast<std::ptrdiff_t>(i),
+                                             [&](const Place& earlier) { return earlier.app == members[i].app; });
+    if (!app_seen_before) room += static_cast<std::uint32_t>(apps_[members[i].app].free_pages.size());
+  }
+  return room;
+}
+
 std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, ConnectionHandle connection,
                                                     const FourTuple& tuple) {
   if (listener >= listeners_.size() || connection.index >= connections_.size()) return std::nullopt;

@@ -106,6 +106,7 @@ class ReplicaServer final : public EngineHost {
   void flush_segments() override;
   std::optional<StreamRings> rings_for_restored(ConnectionHandle connection, const FourTuple& tuple,
                                                 ListenerId listener) override;
+  std::uint32_t connection_room(ListenerId listener) override;
   std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
                                        const FourTuple& tuple) override;
   bool claim_flow(const FourTuple& tuple) override;

@@ -297,12 +297,6 @@ TEST_F(Flood, SynFloodFromSpoofedSourcesLeavesTheListenerServing) {
 
 // The default backlog (128 per replica) with fewer sockets in the application's region (16).
 TEST_F(Flood, SynFloodAgainstABacklogLargerThanTheApplicationsSockets) {
-  if (std::getenv("FLOTILLA_TEST_KNOWN_BUGS") == nullptr) GTEST_SKIP() << "bug in components/tcp: TcpEngine::on_listen_segment (engine.cpp) engages "
-                  "SYN cookies only when the SYN queue reaches the backlog or the connection table is full; "
-                  "every SYN short of that goes to open_passive, which takes a socket page from the "
-                  "application at once (ReplicaServer::rings_for). Spoofed SYNs take all the application's "
-                  "pages (pages_exhausted, refused_by_host) and every later SYN, legitimate ones included, "
-                  "is answered with RST until the half-open connections expire";
   ASSERT_NO_FATAL_FAILURE(bring_up(16, 128));
   std::mt19937 random(18);
   run_flood([&](FrameSender& sender, std::uint64_t n) { syn_flood(frames_, sender, n, random); });
