@@ -1162,6 +1162,9 @@ void TcpSockets::resume_sockets(std::size_t replica) {
     if (!send_connect(id, replica)) fail(sockets_[static_cast<std::size_t>(id)], ENOBUFS);
   }
   for (const int id : relisten) {
+    // The first listen may still wait in the ring, and the new incarnation then makes the group
+    // before this one arrives (its answer, to the abandoned ticket, is given back): join it.
+    sockets_[static_cast<std::size_t>(id)].open_options |= stack::kTcpOpenRejoin;
     if (!send_listen(id, replica)) fail_listener(id, ENOBUFS);
   }
   for (const int id : kept) {

@@ -42,13 +42,6 @@ time.sleep(60)
 class Relisten : public StackTest {};
 
 TEST_F(Relisten, AListenerClosedWhileItsReplicaHangsFreesThePort) {
-  if (std::getenv("FLOTILLA_TEST_KNOWN_BUGS") == nullptr) GTEST_SKIP() << "bug in components/tcp (ReplicaServer::finish_restore, replica_server.cpp): a listener "
-                  "the application closes while its replica hangs stays open in the restarted replica. "
-                  "The close is a request bit in the listener's page plus a kick message; the kick dies "
-                  "with the hung incarnation, and finish_restore closes a restored listener only when it "
-                  "is unanswered or its page is already free, never when control.requests holds "
-                  "kTcpRequestClose. The port stays bound, and listening on it again fails with "
-                  "EADDRINUSE (iperf3 -s exits: 'unable to start listener')";
   if (::system("command -v python3 > /dev/null") != 0) GTEST_SKIP() << "python3 is not installed";
   ASSERT_TRUE(start("pass all", recovery::app_seats_config()));
   char pattern[] = "/tmp/flotilla-relisten-XXXXXX";
