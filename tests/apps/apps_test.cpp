@@ -61,22 +61,14 @@ struct HttpReply {
 // checks the body against Content-Length and hashes it. Gives up after 30 s.
 HttpReply http_get(const std::string& address, std::uint16_t port, const std::string& path) {
   HttpReply reply;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = connect_blocking(address, port, 10s);
   if (fd < 0) {
-    reply.error = "socket failed";
+    reply.error = std::string("connect: ") + std::strerror(errno);
     return reply;
   }
-  const timeval timeout{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
   const std::string request = "GET " + path + " HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0 ||
-      ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
-    reply.error = std::string("connect/send: ") + std::strerror(errno);
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    reply.error = std::string("send: ") + std::strerror(errno);
     ::close(fd);
     return reply;
   }

@@ -66,25 +66,13 @@ struct MemcachedOutcome {
 // its own, each get checked against its set. Gives up after 30 s.
 MemcachedOutcome memcached_pairs(const std::string& address, std::uint16_t port, int connection, int pairs) {
   MemcachedOutcome outcome;
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int fd = connect_blocking(address, port, 30s);
   if (fd < 0) {
-    outcome.error = "socket failed";
+    outcome.error = std::string("connect: ") + std::strerror(errno);
     return outcome;
   }
-  const timeval timeout{30, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(port);
-  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
-    outcome.error = std::string("connect: ") + std::strerror(errno);
-    ::close(fd);
-    return outcome;
-  }
   std::string pending;  // bytes received and not yet consumed
   char chunk[4096];
   // Reads until `expected` has arrived whole, and checks it is exactly what came.
