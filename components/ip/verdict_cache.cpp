@@ -1,30 +1,28 @@
 // VerdictCache: see verdict_cache.hpp.
 #include "components/ip/verdict_cache.hpp"
 
-#include "components/wire/bytes.hpp"
 #include "components/wire/ipv4.hpp"
 #include "components/wire/tcp.hpp"
 
 namespace flotilla::ip {
 
-std::optional<VerdictCache::Lookup> VerdictCache::flow_of(std::span<const std::byte> packet, bool inbound) {
-  if (packet.size() < wire::kIpv4HeaderBytes) return std::nullopt;
-  const std::size_t header_bytes = std::size_t{wire::load_u8(packet, 0) & 0x0fu} * 4;
-  const std::uint8_t protocol = wire::load_u8(packet, 9);
-  const bool tcp = protocol == wire::kProtocolTcp;
-  if (!tcp && protocol != wire::kProtocolUdp) return std::nullopt;
-  if (header_bytes < wire::kIpv4HeaderBytes || packet.size() < header_bytes + (tcp ? 14u : 4u)) return std::nullopt;
+std::optional<VerdictCache::Lookup> VerdictCache::flow_of(std::span<std::byte> bytes, bool inbound) {
+  if (bytes.size() < wire::kIpv4HeaderBytes) return std::nullopt;
+  const auto packet = wire::Ipv4Packet::unchecked(bytes);
+  const bool tcp = packet.protocol() == wire::kProtocolTcp;
+  if (!tcp && packet.protocol() != wire::kProtocolUdp) return std::nullopt;
+  const std::size_t header_bytes = packet.header_length();
+  if (header_bytes < wire::kIpv4HeaderBytes || bytes.size() < header_bytes + (tcp ? 14u : 4u)) return std::nullopt;
+  // The first bytes of TCP's header and UDP's are the two ports alike.
+  const auto transport = wire::TcpSegment::unchecked(bytes.subspan(header_bytes));
   Lookup lookup;
-  lookup.key = FlowKey{.source = wire::load_be32(packet, 12),
-                       .destination = wire::load_be32(packet, 16),
-                       .source_port = wire::load_be16(packet, header_bytes),
-                       .destination_port = wire::load_be16(packet, header_bytes + 2),
-                       .protocol = protocol,
+  lookup.key = FlowKey{.source = packet.source(),
+                       .destination = packet.destination(),
+                       .source_port = transport.source_port(),
+                       .destination_port = transport.destination_port(),
+                       .protocol = packet.protocol(),
                        .inbound = inbound};
-  if (tcp) {
-    const std::uint8_t flags = wire::load_u8(packet, header_bytes + 13);
-    lookup.must_ask = (flags & (wire::kTcpSyn | wire::kTcpFin | wire::kTcpRst)) != 0;
-  }
+  lookup.must_ask = tcp && (transport.flags() & (wire::kTcpSyn | wire::kTcpFin | wire::kTcpRst)) != 0;
   return lookup;
 }
 

@@ -43,7 +43,7 @@ class VerdictCache {
     FlowKey key;
     bool must_ask = false;
   };
-  static std::optional<Lookup> flow_of(std::span<const std::byte> packet, bool inbound);
+  static std::optional<Lookup> flow_of(std::span<std::byte> packet, bool inbound);
 
   // Whether the packet may pass without asking pf.
   bool passes(const Lookup& lookup, std::uint64_t now_ms) const;

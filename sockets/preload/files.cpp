@@ -147,14 +147,7 @@ void Files::set_cwd(std::string path) {
 
 fs::Client* Files::client() {
   if (connection_ != nullptr && !connection_->stack_gone()) return &connection_->client();
-  // A fleet that is not there is asked again at most once a second.
-  constexpr std::uint64_t kLeaseEveryNs = 1'000'000'000;
-  const std::uint64_t now = monotonic_ns();
-  if (now < next_lease_ns_) {
-    errno = lease_errno_;
-    return nullptr;
-  }
-  next_lease_ns_ = now + kLeaseEveryNs;
+  if (!lease_retry_.due()) return nullptr;
   auto leased = [] {
     const LowDescriptorsHeld held;
     return fs::FleetConnection::lease(control_socket_path());
@@ -163,11 +156,11 @@ fs::Client* Files::client() {
     // Descriptors opened under an earlier lease open their inode again under this one.
     if (connection_ != nullptr) ++generation_;
     connection_ = std::move(leased.value());
-    next_lease_ns_ = 0;
+    lease_retry_.allow_now();
     return &connection_->client();
   }
   const Error& error = leased.error();
-  lease_errno_ = error.code == Errc::exhausted ? ENFILE : ENOENT;
+  lease_retry_.failed(error.code == Errc::exhausted ? ENFILE : ENOENT);
   if (!complained_) {
     complained_ = true;
     const char* why = error.code == Errc::exhausted ? "every application seat is leased (limits.app_seats)"
@@ -175,9 +168,9 @@ fs::Client* Files::client() {
                           ? "the stack is not running"
                           : (error.context != nullptr ? error.context : "the lease was refused");
     std::fprintf(stderr, "flotilla: no file fleet under %s: %s; its paths fail with %s\n", fleet_prefix().data(), why,
-                 std::strerror(lease_errno_));
+                 std::strerror(lease_retry_.error()));
   }
-  errno = lease_errno_;
+  errno = lease_retry_.error();
   return nullptr;
 }
 
@@ -259,7 +252,7 @@ void Files::after_fork_child() {
   // as it is (its descriptors, closed here, would end nothing: the parent holds them too).
   (void)connection_.release();
   ++generation_;
-  next_lease_ns_ = 0;
+  lease_retry_.allow_now();
 }
 
 bool Files::attach(int fd, std::vector<std::pair<ino_t, std::shared_ptr<OpenFile>>>& seen) {

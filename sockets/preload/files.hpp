@@ -120,8 +120,7 @@ class Files {
   std::vector<std::shared_ptr<OpenFile>> table_;  // by kernel descriptor
   std::unique_ptr<fs::FleetConnection> connection_;
   std::uint64_t generation_ = 1;
-  std::uint64_t next_lease_ns_ = 0;
-  int lease_errno_ = ENOENT;
+  LeaseRetry lease_retry_{ENOENT};  // what fleet paths say while no seat is leased
   bool complained_ = false;
 };
 

@@ -26,8 +26,22 @@ namespace flotilla::preload {
 std::atomic<FdKind> g_fd_kind[kMaxFds];
 
 std::string control_socket_path() {
-  const char* path = std::getenv("FLOTILLA_SOCKET");
-  return path != nullptr && *path != '\0' ? std::string(path) : default_socket_path();
+  static const std::string first = [] {
+    const char* path = std::getenv("FLOTILLA_SOCKET");
+    return path != nullptr && *path != '\0' ? std::string(path) : default_socket_path();
+  }();
+  return first;
+}
+
+bool LeaseRetry::due() {
+  constexpr std::uint64_t kEveryNs = 1'000'000'000;
+  const std::uint64_t now = monotonic_ns();
+  if (now < next_ns_) {
+    errno = error_;
+    return false;
+  }
+  next_ns_ = now + kEveryNs;
+  return true;
 }
 
 LowDescriptorsHeld::LowDescriptorsHeld() {
@@ -71,19 +85,9 @@ bool Runtime::ensure_stack(bool adopt_parent) {
     std::fprintf(stderr, "flotilla: the stack went down; its sockets fail with ENETDOWN, and new ones work once "
                          "it is back\n");
   }
-  // A stack that is not there is asked again at most once a second.
-  constexpr std::uint64_t kLeaseEveryNs = 1'000'000'000;
-  const std::uint64_t now = monotonic_ns();
-  if (now < next_lease_ns_) {
-    errno = lease_errno_;
-    return false;
-  }
-  next_lease_ns_ = now + kLeaseEveryNs;
-  lease_errno_ = ENETDOWN;
-  // Kept from the first lease: a fork child leases with its parent's, even when the program
-  // cleared its environment first (nginx's workers keep only TZ).
-  if (control_path_.empty()) control_path_ = control_socket_path();
-  const std::string& path = control_path_;
+  if (!lease_retry_.due()) return false;
+  lease_retry_.failed(ENETDOWN);
+  const std::string path = control_socket_path();
   auto leased = [&] {
     const LowDescriptorsHeld held;
     return ComponentHost::lease(path);
@@ -101,7 +105,7 @@ bool Runtime::ensure_stack(bool adopt_parent) {
     if (attached) {
       retire_lease();
       lease_ = ++leases_made_;
-      next_lease_ns_ = 0;
+      lease_retry_.allow_now();
       host_ = std::move(leased.value());
       tcp_ = std::move(attached.value());
       attach_datagrams(udp_channel);
@@ -139,7 +143,7 @@ bool Runtime::ensure_stack(bool adopt_parent) {
         std::fprintf(stderr, "flotilla: every application seat is leased (limits.app_seats; 'flotilla up --set "
                              "limits.app_seats=N' gives more); AF_INET sockets fail with ENFILE\n");
       }
-      lease_errno_ = ENFILE;
+      lease_retry_.failed(ENFILE);
       errno = ENFILE;
       return false;
     }
@@ -596,7 +600,7 @@ bool Runtime::lease_own_seat() {
   constexpr useconds_t kSeatLookUs = 20'000;
   const std::uint64_t until = monotonic_ns() + kSeatWaitNs;
   for (;;) {
-    next_lease_ns_ = 0;
+    lease_retry_.allow_now();
     if (ensure_stack(false)) return true;
     if (errno != ENFILE || monotonic_ns() >= until) return false;
     ::usleep(kSeatLookUs);

@@ -155,6 +155,24 @@ inline bool is_socket(int fd) { return fd_kind(fd) == FdKind::tcp; }
 using LibraryMutex = std::recursive_mutex;
 using Lock = std::unique_lock<LibraryMutex>;
 
+// A lease that failed is asked for again at most once a second; until then the calls that need it
+// fail at once with the errno of that failure. The sockets' seat and the file fleet's each keep one.
+class LeaseRetry {
+ public:
+  explicit LeaseRetry(int error) : error_(error) {}
+  // Whether to ask now (the next try is then a second away); false sets errno.
+  bool due();
+  // The failure calls report until the next try.
+  void failed(int error) { error_ = error; }
+  // The next call may ask at once (a lease made, or a fork child's first use).
+  void allow_now() { next_ns_ = 0; }
+  int error() const { return error_; }
+
+ private:
+  std::uint64_t next_ns_ = 0;
+  int error_;
+};
+
 class Runtime {
  public:
   static Runtime& get();
@@ -337,10 +355,8 @@ class Runtime {
   bool complained_ = false;
   bool said_sockets_limit_ = false;
   std::uint64_t lease_ = 0;
-  std::string control_path_;  // the supervisor's control socket, from the first lease on
   std::uint64_t leases_made_ = 0;
-  std::uint64_t next_lease_ns_ = 0;  // a failed lease is tried again from then on
-  int lease_errno_ = ENETDOWN;       // what socket() says until then
+  LeaseRetry lease_retry_{ENETDOWN};  // what socket() says while no seat is leased
   std::uint64_t spin_ns_ = 0;
   int sleepers_ = 0;
   std::uint64_t epoch_ = 1;
@@ -377,8 +393,11 @@ class Runtime {
   std::vector<std::shared_ptr<EpollSet>> epolls_;  // by descriptor number
 };
 
-// The supervisor's control socket: FLOTILLA_SOCKET, else the default path.
+// The supervisor's control socket: FLOTILLA_SOCKET, else the default path, as found by the first
+// call; a fork child keeps its parent's even when the program cleared its environment in between
+// (nginx's workers keep only TZ).
 std::string control_socket_path();
+
 
 // Holds every free descriptor below 64 while it lives. A seat is leased under one, so that the
 // seat's own descriptors land above the low numbers programs name themselves (a shell's
