@@ -198,11 +198,25 @@ inline SourceResult kernel_source(const KernelSourceOptions& options) {
       break;
     }
     if (now > stop_sending) break;
+    if (options.half_close) {
+      // Never block in send while echo waits to be read: the peer's echo stops when our receive
+      // buffer is full, then its window closes, and a blocked send would wait for ever.
+      pollfd ready{fd, POLLIN | POLLOUT, 0};
+      if (::poll(&ready, 1, 100) <= 0) continue;
+      if ((ready.revents & POLLIN) != 0) {
+        const ssize_t got = ::recv(fd, back.data(), back.size(), MSG_DONTWAIT);
+        if (got > 0) {
+          echo_hash.update(std::span(back).first(static_cast<std::size_t>(got)));
+          result.echo.bytes += static_cast<std::uint64_t>(got);
+        }
+      }
+      if ((ready.revents & (POLLOUT | POLLERR | POLLHUP)) == 0) continue;
+    }
     const std::size_t count = static_cast<std::size_t>(std::min<std::uint64_t>(chunk.size(), options.bytes - result.sent.bytes));
     apps::fill_pattern(result.sent.bytes, std::span(chunk).first(count));
-    const ssize_t put = ::send(fd, chunk.data(), count, MSG_NOSIGNAL);
+    const ssize_t put = ::send(fd, chunk.data(), count, MSG_NOSIGNAL | (options.half_close ? MSG_DONTWAIT : 0));
     if (put < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR || (options.half_close && errno == EAGAIN)) continue;
       result.sent.error = errno;
       result.sent.reset = errno == ECONNRESET || errno == EPIPE;
       result.sent.timed_out = errno == EAGAIN;
@@ -210,14 +224,6 @@ inline SourceResult kernel_source(const KernelSourceOptions& options) {
     }
     if (options.hash) sent_hash.update(std::span(chunk).first(static_cast<std::size_t>(put)));
     result.sent.bytes += static_cast<std::uint64_t>(put);
-    if (options.half_close) {
-      // Keep the echo flowing so neither side's buffers fill up.
-      const ssize_t got = ::recv(fd, back.data(), back.size(), MSG_DONTWAIT);
-      if (got > 0) {
-        echo_hash.update(std::span(back).first(static_cast<std::size_t>(got)));
-        result.echo.bytes += static_cast<std::uint64_t>(got);
-      }
-    }
   }
   if (options.hash) result.sent.sha256 = sent_hash.finish();
   if (options.half_close && result.sent.error == 0 && !result.sent.timed_out) {
