@@ -230,6 +230,20 @@ class Bench:
             self.made_peer_ns = False
         shutil.rmtree(self.folder, ignore_errors=True)
 
+    def counters(self):
+        """{component: {counter: value}} of the stack's components (`flotilla counters --all`)."""
+        text = self.command([self.flotilla, "--socket", self.socket, "counters", "--all"]).stdout
+        table, component = {}, None
+        for line in text.splitlines():
+            if line and not line[0].isspace():
+                component = line.strip()
+                table[component] = {}
+            elif component is not None and line.split():
+                name, value = line.split()[:2]
+                if value.isdigit():
+                    table[component][name] = int(value)
+        return table
+
     def skip(self, side, why):
         say(f"    {side} side skipped: {why}")
         self.skipped[side] = why

@@ -109,20 +109,6 @@ class LatencyBench(apps_bench.Bench):
 
     # -- counters ----------------------------------------------------------------------------------
 
-    def counters(self):
-        """{component: {counter: value}} of the stack's components (`flotilla counters --all`)."""
-        text = self.command([self.flotilla, "--socket", self.socket, "counters", "--all"]).stdout
-        table, component = {}, None
-        for line in text.splitlines():
-            if line and not line[0].isspace():
-                component = line.strip()
-                table[component] = {}
-            elif component is not None and line.split():
-                name, value = line.split()[:2]
-                if value.isdigit():
-                    table[component][name] = int(value)
-        return table
-
     @staticmethod
     def wakes_per_request(before, after, requests):
         """{component: {counter: per request}} of the wake counters that moved during the run."""
