@@ -47,6 +47,8 @@ IPERF_PORT = 5201
 NGINX_PORT = 8081
 MEMCACHED_PORT = 11211
 SMALL_FILE_BYTES = 1024
+# Counters that count waiting: the runtime's (dataplane/counters.hpp) and the preload library's.
+WAKE_COUNTERS = ("futex_wakes", "sleeps", "yields", "waits_in_kernel")
 # The programs each benchmark needs, besides ip and ethtool.
 PROGRAMS = {
     "lighttpd": ["lighttpd", "wrk"],
@@ -243,6 +245,20 @@ class Bench:
                 if value.isdigit():
                     table[component][name] = int(value)
         return table
+
+    @staticmethod
+    def wakes_per_request(before, after, requests):
+        """{component: {counter: per request}} of the wake counters that moved during the run."""
+        out = {}
+        for component, values in after.items():
+            moved = {}
+            for name in WAKE_COUNTERS:
+                delta = values.get(name, 0) - before.get(component, {}).get(name, 0)
+                if delta > 0:
+                    moved[name] = delta / max(requests, 1)
+            if moved:
+                out[component] = moved
+        return out
 
     def skip(self, side, why):
         say(f"    {side} side skipped: {why}")

@@ -72,12 +72,14 @@ class BulkProfile(apps_bench.Bench):
             processes[pid] = "iperf3 (flotilla run)"
         names = with_threads(processes)
         data = os.path.join(self.folder, f"{direction}.data")
-        before = self.counters().get("driver", {})
+        before_all = self.counters()
+        before = before_all.get("driver", {})
         say(f"    perf record of {len(processes)} processes for {seconds} s ({direction})")
         record = self.command(["perf", "record", "-q", "-e", "cpu-clock", "-F", str(SAMPLES_PER_SECOND),
                                "-p", ",".join(str(pid) for pid in processes), "-o", data, "--", "sleep", str(seconds)],
                               timeout=seconds + 60, check=False)
-        after = self.counters().get("driver", {})
+        after_all = self.counters()
+        after = after_all.get("driver", {})
         moved = {name: after.get(name, 0) - before.get(name, 0) for name in FRAMES_COUNTER.values()}
         if self.finish(client, seconds + 60) != 0:
             raise RuntimeError(f"iperf3 -c ({direction}) failed:\n{self.output(client)[-2000:]}")
@@ -88,7 +90,9 @@ class BulkProfile(apps_bench.Bench):
                                "--stdio", "-F", "sample,pid,sym"], timeout=300).stdout
         other = FRAMES_COUNTER["receive" if direction == "send" else "send"]
         results[direction] = {"frames": moved[FRAMES_COUNTER[direction]], "frames_back": moved[other],
-                              "seconds": seconds, "processes": parse_report(report, names)}
+                              "seconds": seconds, "processes": parse_report(report, names),
+                              "wakes_per_thousand": self.wakes_per_request(
+                                  before_all, after_all, moved[FRAMES_COUNTER[direction]] / 1000)}
 
     def bench_send(self, results):
         self.profile("send", results)
@@ -153,6 +157,9 @@ def table_of(top):
                 listed = ", ".join(f"{symbol} {count * 100 / entry['samples']:.0f}%" for count, symbol in functions)
                 lines.append(f"  {name:<24} {milliseconds:8.0f} {entry['samples'] * 100 / total:5.1f}% "
                              f"{milliseconds * 1e6 / frames:9.0f}  {listed}")
+            lines.append("  waiting per 1000 data frames (the components' counters): " + "; ".join(
+                f"{name} " + " ".join(f"{counter} {value:.0f}" for counter, value in moved.items())
+                for name, moved in sorted(result["wakes_per_thousand"].items())))
             lines.append("")
         return "\n".join(lines)
     return table

@@ -42,8 +42,6 @@ import apps_bench  # noqa: E402  (the topology, the servers' start-up and the cl
 
 SOCKPERF_PORT = 11111
 WAIT_POLICIES = ("shared", "dedicated", "poll")
-# Counters that count waiting: the runtime's (dataplane/counters.hpp) and the preload library's.
-WAKE_COUNTERS = ("futex_wakes", "sleeps", "yields", "waits_in_kernel")
 
 
 def say(text):
@@ -108,20 +106,6 @@ class LatencyBench(apps_bench.Bench):
         return server
 
     # -- counters ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def wakes_per_request(before, after, requests):
-        """{component: {counter: per request}} of the wake counters that moved during the run."""
-        out = {}
-        for component, values in after.items():
-            moved = {}
-            for name in WAKE_COUNTERS:
-                delta = values.get(name, 0) - before.get(component, {}).get(name, 0)
-                if delta > 0:
-                    moved[name] = delta / max(requests, 1)
-            if moved:
-                out[component] = moved
-        return out
 
     # -- clients -----------------------------------------------------------------------------------
 
