@@ -596,6 +596,7 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
     engine_->on_timer(now_ns);
     worked = true;
   }
+  if (!waiting_claims_.empty()) serve_waiting_claims(now_ns);
   return worked;
 }
 
@@ -718,7 +719,7 @@ void ReplicaServer::on_app_message(std::size_t app, const Message& message, std:
                      release.requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort), now_ns);
     }
   } else if (message.kind == stack::kTcpForkHoldKind) {
-    on_fork_hold(app, message.read<stack::TcpForkHoldBody>());
+    on_fork_hold(app, message.read<stack::TcpForkHoldBody>(), now_ns);
   } else if (message.kind == stack::kTcpClaimKind) {
     on_claim(app, message.read<stack::TcpClaimBody>(), now_ns);
   } else {
@@ -1065,12 +1066,14 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
 
 // ---- connections shared over fork ----
 
-void ReplicaServer::on_fork_hold(std::size_t app, const stack::TcpForkHoldBody& hold) {
+void ReplicaServer::on_fork_hold(std::size_t app, const stack::TcpForkHoldBody& hold, std::uint64_t now_ns) {
   App& entry = apps_[app];
   if (hold.fork == 0 || std::find(std::begin(entry.forks), std::end(entry.forks), hold.fork) != std::end(entry.forks)) {
     counters_.bad_app_messages->add();
     return;
   }
+  // Every process of that fork is gone already (the supervisor's word came first).
+  if (std::find(std::begin(ended_forks_), std::end(ended_forks_), hold.fork) != std::end(ended_forks_)) return;
   // What the child inherits: the connections the application knows and has not closed.
   const auto held = [](const SocketPage& page) {
     return page.kind == PageKind::connection && page.announced && !page.app_closed && !page.unanswered;
@@ -1090,6 +1093,7 @@ void ReplicaServer::on_fork_hold(std::size_t app, const stack::TcpForkHoldBody& 
     store_page(app, page);
   }
   counters_.fork_holds->add();
+  if (!waiting_claims_.empty()) serve_waiting_claims(now_ns);
 }
 
 namespace {
@@ -1107,11 +1111,36 @@ void copy_stream(std::span<std::byte> to, std::span<const std::byte> from, std::
 
 }  // namespace
 
+void ReplicaServer::refuse_claim(std::size_t app, const stack::TcpClaimBody& claim, int error) {
+  counters_.claims_refused->add();
+  send_app(app, Message::make(stack::kTcpOpenedKind, stack::TcpOpenedBody{claim.socket, error, 0, 0, 0, 0}));
+}
+
 void ReplicaServer::on_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns) {
+  if (try_claim(app, claim, now_ns)) return;
+  const bool ended = std::find(std::begin(ended_forks_), std::end(ended_forks_), claim.fork) != std::end(ended_forks_);
+  if (ended || claim.fork == 0 || waiting_claims_.size() >= kWaitingClaims) return refuse_claim(app, claim, EBADF);
+  waiting_claims_.push_back(WaitingClaim{app, claim, now_ns + kClaimWaitNs});
+}
+
+void ReplicaServer::serve_waiting_claims(std::uint64_t now_ns) {
+  std::erase_if(waiting_claims_, [&](const WaitingClaim& waiting) {
+    if (try_claim(waiting.app, waiting.claim, now_ns)) return true;
+    if (now_ns < waiting.deadline_ns) return false;
+    refuse_claim(waiting.app, waiting.claim, EBADF);
+    return true;
+  });
+}
+
+bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns) {
   const auto answer = [&](int error, std::uint32_t page, std::uint32_t generation, std::uint16_t port) {
-    if (error != 0) counters_.claims_refused->add();
+    if (error != 0) {
+      refuse_claim(app, claim, error);
+      return true;
+    }
     send_app(app, Message::make(stack::kTcpOpenedKind,
                                 stack::TcpOpenedBody{claim.socket, error, page, generation, port, 0}));
+    return true;
   };
   // The proof: a connection page with that generation (unique in this replica's life), in any
   // application's region, pinned by that fork of its application.
@@ -1130,7 +1159,7 @@ void ReplicaServer::on_claim(std::size_t app, const stack::TcpClaimBody& claim, 
     }
     break;
   }
-  if (home == apps_.size()) return answer(EBADF, 0, 0, 0);
+  if (home == apps_.size()) return false;
   const formats::TcpRegion& from_region = apps_[home].region;
   formats::TcpSocketPageHeader* from = from_region.page(claim.page);
   // The parent's indices (its send tail, its receive head) are the parent's word: checked.
@@ -1209,6 +1238,7 @@ void ReplicaServer::on_claim(std::size_t app, const stack::TcpClaimBody& claim, 
     engine_->on_receive_consumed(connection, now_ns);
     publish_info(app, *index, connection);
   }
+  return true;
 }
 
 void ReplicaServer::free_fork_slot_if_unused(std::size_t app, std::size_t slot) {
@@ -1234,6 +1264,8 @@ void ReplicaServer::unpinned(std::size_t app, std::uint32_t index, std::uint64_t
 
 void ReplicaServer::on_fork_ended(std::uint64_t fork, std::uint64_t now_ns) {
   if (fork == 0) return;
+  ended_forks_[next_ended_] = fork;
+  next_ended_ = (next_ended_ + 1) % kForkSlots;
   for (std::size_t app = 0; app < apps_.size(); ++app) {
     App& entry = apps_[app];
     const auto found = std::find(std::begin(entry.forks), std::end(entry.forks), fork);

@@ -217,8 +217,21 @@ class ReplicaServer final : public EngineHost {
   // The requests of a kick (or a release), read from the page's word or carried by the message.
   void serve_requests(std::size_t app, std::uint32_t page, std::uint32_t generation, std::uint32_t requests,
                       std::uint64_t now_ns);
-  void on_fork_hold(std::size_t app, const stack::TcpForkHoldBody& hold);
+  void on_fork_hold(std::size_t app, const stack::TcpForkHoldBody& hold, std::uint64_t now_ns);
   void on_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns);
+  // Serves the claim when its proof holds; false (nothing done) when no page carries its pin.
+  bool try_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns);
+  void refuse_claim(std::size_t app, const stack::TcpClaimBody& claim, int error);
+  // Claims that came before their fork's hold (the child's channel was read before the parent's):
+  // served when a hold comes, refused (EBADF) after kClaimWaitNs.
+  struct WaitingClaim {
+    std::size_t app;
+    stack::TcpClaimBody claim;
+    std::uint64_t deadline_ns;
+  };
+  static constexpr std::size_t kWaitingClaims = 64;
+  static constexpr std::uint64_t kClaimWaitNs = 1'000'000'000;
+  void serve_waiting_claims(std::uint64_t now_ns);
   void on_fork_ended(std::uint64_t fork, std::uint64_t now_ns);
   // Fork slot `slot` of `app` pins nothing now: it is free again.
   void free_fork_slot_if_unused(std::size_t app, std::size_t slot);
@@ -266,6 +279,10 @@ class ReplicaServer final : public EngineHost {
   std::vector<App> apps_;
   std::vector<Place> connections_;  // by ConnectionHandle::index
   std::vector<Group> listeners_;    // by ListenerId
+  std::vector<WaitingClaim> waiting_claims_;
+  // The forks the supervisor said ended lately: a hold that comes after that word pins nothing.
+  std::uint64_t ended_forks_[kForkSlots] = {};
+  std::size_t next_ended_ = 0;
   MessageOutbox ip_outbox_{4096};
   // The segments of the engine call under way, handed to IP at flush_segments() (publish before
   // send); sized to EngineSettings::segment_batch at create().

@@ -126,6 +126,21 @@ TEST_F(ForkClaims, AClaimWithoutItsForksPinIsRefused) {
   EXPECT_EQ(receive(client_side(), client_, 10), "still here");
 }
 
+TEST_F(ForkClaims, AClaimThatComesBeforeItsForksHoldWaitsForIt) {
+  const auto share = parent().share_connection(server_);
+  ASSERT_TRUE(share.has_value());
+  auto claimed = child().claim(*share, kFork);
+  ASSERT_TRUE(claimed.ok());
+  net_.pump();
+  EXPECT_EQ(child().error(claimed.value()), 0);
+  ASSERT_TRUE(parent().hold_for_fork(kFork));
+  ASSERT_TRUE(parent().close(server_).ok());
+  send_all(child(), claimed.value(), "late");
+  EXPECT_EQ(receive(client_side(), client_, 4), "late");
+  EXPECT_EQ(total("claims"), 1u);
+  EXPECT_EQ(total("claims_refused"), 0u);
+}
+
 TEST_F(ForkClaims, PinsOutliveTheParentsLeaseAndAReplicaCrash) {
   send_all(client_side(), client_, "queued");
   ASSERT_TRUE(parent().hold_for_fork(kFork));

@@ -248,10 +248,6 @@ TEST_F(Compat, TwoProgramsOnOneStackReachEachOther) {
 // A fork-per-connection server (socat's fork option: the parent accepts, forks and closes its copy;
 // the child serves the inherited connection): 50 connections, 10 at a time, each echoing 64 KiB.
 TEST_F(Compat, AForkPerConnectionServerEchoesFiftyConnections) {
-  if (side_ == Side::flotilla) {
-    GTEST_SKIP() << "not on Flotilla yet: a fork child cannot use a connection its parent accepted (its reads fail "
-                    "with EBADF; issue 14, holder sets and fork holds)";
-  }
   ASSERT_TRUE(start_apps({"socat"}));
   constexpr std::uint16_t kPort = 7000;
   constexpr std::uint64_t kBytes = 64 * 1024;
