@@ -274,6 +274,19 @@ TEST_F(Compat, AForkPerConnectionServerEchoesFiftyConnections) {
   }
   EXPECT_TRUE(server.running()) << tail(server.output());
   EXPECT_EQ(server.output().find(" E "), std::string::npos) << tail(server.output());
+  if (side_ == Side::flotilla) {
+    // Each child took its connection over from the parent (a claim), none was refused (the probe of
+    // wait_for_port is one more connection).
+    std::uint64_t claims = 0;
+    std::uint64_t refused = 0;
+    for (const auto& [component, counters] : stack_.all_counters()) {
+      if (component.rfind("tcp", 0) != 0) continue;
+      claims += counters.contains("claims") ? counters.at("claims") : 0;
+      refused += counters.contains("claims_refused") ? counters.at("claims_refused") : 0;
+    }
+    EXPECT_GE(claims, 50u);
+    EXPECT_EQ(refused, 0u);
+  }
 }
 
 // redis with 2,000 clients at once. A program's sockets per replica are a limit
