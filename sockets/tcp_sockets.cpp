@@ -372,6 +372,11 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
   return id;
 }
 
+bool TcpSockets::holds_connections() const {
+  return std::any_of(sockets_.begin(), sockets_.end(),
+                     [](const Socket& entry) { return entry.kind == Kind::connection && entry.header != nullptr; });
+}
+
 bool TcpSockets::hold_for_fork(std::uint64_t fork) {
   std::vector<bool> holding(replicas_.size(), false);
   for (const Socket& entry : sockets_) {

@@ -265,6 +265,8 @@ class TcpSockets {
   // `fork` (kTcpForkHoldKind), and each connection open now is closed from then on by a message
   // ordered after that hold. Whether any hold was sent.
   bool hold_for_fork(std::uint64_t fork);
+  // Whether any connection has a page (what a fork would pin).
+  bool holds_connections() const;
   // What a fork child needs to claim `socket` (claim()); nothing for an id that is not a connection
   // with a page.
   std::optional<ConnectionShare> share_connection(int socket) const;

@@ -611,7 +611,7 @@ bool Runtime::claim_inherited(Socket& socket) {
 
 void Runtime::prepare_fork() {
   fork_serial_ = 0;
-  if (host_ == nullptr || tcp_ == nullptr || down_ || !still_owner()) return;
+  if (host_ == nullptr || tcp_ == nullptr || down_ || !still_owner() || !tcp_->holds_connections()) return;
   // The token first: a hold the supervisor has no token for would pin until the seat's end.
   int ends[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0) return;
