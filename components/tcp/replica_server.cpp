@@ -1074,9 +1074,17 @@ void ReplicaServer::on_fork_hold(std::size_t app, const stack::TcpForkHoldBody& 
   }
   // Every process of that fork is gone already (the supervisor's word came first).
   if (std::find(std::begin(ended_forks_), std::end(ended_forks_), hold.fork) != std::end(ended_forks_)) return;
-  // What the child inherits: the connections the application knows and has not closed.
-  const auto held = [](const SocketPage& page) {
-    return page.kind == PageKind::connection && page.announced && !page.app_closed && !page.unanswered;
+  // What the child inherits: the connections the application knows and has not closed, and of
+  // the ones a listener placed, those it accepted (its running count, stored before its kick).
+  const auto held = [&](const SocketPage& page) {
+    if (page.kind != PageKind::connection || !page.announced || page.app_closed || page.unanswered) return false;
+    if (page.listener == kNoListener || page.listener_page >= entry.pages.size()) return true;
+    const SocketPage& member = entry.pages[page.listener_page];
+    if (member.kind != PageKind::listener || member.listener != page.listener) return true;
+    const std::uint32_t taken =
+        std::clamp(entry.region.page(page.listener_page)->control.accepted.load(std::memory_order_acquire),
+                   member.accept_taken, member.accept_announced);
+    return static_cast<std::int32_t>(taken - page.accept_order) > 0;
   };
   if (std::none_of(entry.pages.begin(), entry.pages.end(), held)) return;
   const auto free_slot = std::find(std::begin(entry.forks), std::end(entry.forks), std::uint64_t{0});

@@ -107,6 +107,22 @@ TEST_F(ForkClaims, AClosedConnectionNoChildClaimedEndsWhenItsForkEnds) {
   EXPECT_EQ(client_side().error(client_), 0);  // a FIN: nothing was left unread
 }
 
+TEST_F(ForkClaims, AConnectionStillInTheAcceptQueueAtTheForkIsNotPinned) {
+  auto later = client_side().connect(kStackAddress, kPort);
+  ASSERT_TRUE(later.ok());
+  ASSERT_TRUE(net_.run_until([&] { return parent().acceptable(listener_) && client_side().connected(later.value()); }));
+  ASSERT_TRUE(parent().hold_for_fork(kFork));
+  net_.pump();
+  auto accepted = parent().accept(listener_);
+  ASSERT_TRUE(accepted.ok());
+  // The child never had it: the parent's close ends it.
+  ASSERT_TRUE(parent().close(accepted.value()).ok());
+  EXPECT_TRUE(net_.run_until([&] { return client_side().eof(later.value()); }, 1'000'000'000));
+  // The one accepted before the fork is pinned.
+  ASSERT_TRUE(parent().close(server_).ok());
+  EXPECT_FALSE(client_sees_end());
+}
+
 TEST_F(ForkClaims, AClaimWithoutItsForksPinIsRefused) {
   ASSERT_TRUE(parent().hold_for_fork(kFork));
   const auto share = parent().share_connection(server_);
