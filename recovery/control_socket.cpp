@@ -14,6 +14,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "components/formats/stack_messages.hpp"
+#include "components/formats/tcp_socket_page.hpp"
+
 namespace flotilla::recovery {
 namespace {
 
@@ -143,23 +146,43 @@ ControlServer::~ControlServer() {
 std::vector<pollfd> ControlServer::pollfds() const {
   std::vector<pollfd> fds{pollfd{listener_.get(), POLLIN, 0}};
   for (const Client& client : clients_) fds.push_back(pollfd{client.fd.get(), POLLIN, 0});
+  for (const ForkToken& token : fork_tokens_) fds.push_back(pollfd{token.fd.get(), POLLIN, 0});
   return fds;
 }
 
 void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, ApplicationSeats& seats,
                           const std::vector<pollfd>& ready) {
+  // The tokens after the clients in `ready` (pollfds' order): one whose other end is gone ends
+  // its fork. Looked at first, while `ready`'s indices still match.
+  const std::size_t tokens_at = 1 + clients_.size();
+  std::vector<std::size_t> ended;
+  for (std::size_t i = tokens_at; i < ready.size() && i - tokens_at < fork_tokens_.size(); ++i) {
+    if ((ready[i].revents & (POLLHUP | POLLERR | POLLNVAL)) != 0) ended.push_back(i - tokens_at);
+  }
+  for (auto it = ended.rbegin(); it != ended.rend(); ++it) {
+    fork_ended(supervisor, fork_tokens_[*it].seat, fork_tokens_[*it].fork);
+    fork_tokens_.erase(fork_tokens_.begin() + static_cast<std::ptrdiff_t>(*it));
+  }
   std::vector<std::size_t> finished;
   for (std::size_t i = 1; i < ready.size() && i - 1 < clients_.size(); ++i) {
     if (ready[i].revents == 0) continue;
     const int fd = clients_[i - 1].fd.get();
     std::string request(kMaxControlPacket, '\0');
-    const ssize_t got = ::recv(fd, request.data(), request.size(), MSG_DONTWAIT);
-    if (got <= 0) {
-      if (got == 0 || (errno != EAGAIN && errno != EINTR)) finished.push_back(i - 1);
+    // With room for descriptors: only a fork's token comes with one; any other is closed.
+    auto received = recv_fds(fd, std::as_writable_bytes(std::span(request)));
+    if (!received) {
+      if (received.error().code == Errc::closed ||
+          (received.error().sys_errno != EAGAIN && received.error().sys_errno != EINTR)) {
+        finished.push_back(i - 1);
+      }
       continue;
     }
     Client& client = clients_[i - 1];
-    request.resize(static_cast<std::size_t>(got));
+    request.resize(received->payload_bytes);
+    if (client.permitted && request.starts_with("fork-hold ")) {
+      take_fork_token(supervisor, client, request, received->fds);
+      continue;
+    }
     if (!clients_[i - 1].permitted) {
       // Answered only after its request is read, so that closing does not reset the connection
       // and swallow the answer.
@@ -191,6 +214,36 @@ void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, Applicat
                              (peer.uid == 0 || peer.uid == ::getuid());
       clients_.push_back(Client{std::move(client), permitted, peer.pid, {}});
     }
+  }
+}
+
+void ControlServer::take_fork_token(Supervisor& supervisor, const Client& client, const std::string& request,
+                                    std::vector<UniqueFd>& fds) {
+  // Never answered: the lease connection says nothing more after the lease (a program reads its
+  // readiness as the lease's end).
+  const std::vector<std::string> words = words_of(request);
+  std::uint64_t fork = 0;
+  if (client.leased.empty() || fds.size() != 1 || words.size() != 2 || !parse_number(words[1], &fork) || fork == 0) {
+    return;
+  }
+  const auto same_seat = [&](const ForkToken& token) { return token.seat == client.leased; };
+  if (static_cast<std::size_t>(std::count_if(fork_tokens_.begin(), fork_tokens_.end(), same_seat)) >=
+      kForkTokensPerSeat) {
+    fork_ended(supervisor, client.leased, fork);
+    return;
+  }
+  fork_tokens_.push_back(ForkToken{std::move(fds[0]), client.leased, fork});
+}
+
+void ControlServer::fork_ended(Supervisor& supervisor, const std::string& seat, std::uint64_t fork) {
+  const Message ended = Message::make(stack::kTcpForkEndedKind, stack::TcpForkEndedBody{fork});
+  const auto& regions = supervisor.config().regions;
+  for (const ChannelConfig& channel : supervisor.config().channels) {
+    if (channel.a != seat && channel.b != seat) continue;
+    const std::string region = formats::tcp_region_name(channel.name);
+    if (std::none_of(regions.begin(), regions.end(), [&](const RegionConfig& r) { return r.name == region; })) continue;
+    const auto replica = supervisor.component(channel.a == seat ? channel.b : channel.a);
+    if (replica && replica->status == ComponentStatus::running) (void)supervisor.send_control(replica->id, ended);
   }
 }
 

@@ -6,7 +6,10 @@
 // Requests:  status | status-json | events FROM | counters | inject COMPONENT FAULT [AT_MS] |
 //            names | down | lease
 // `lease` (ComponentHost::lease) is answered with descriptors attached, and the connection then
-// holds an application seat until it closes.
+// holds an application seat until it closes. On that connection the program sends, unanswered,
+// `fork-hold F` with one descriptor attached (a fork's token, issue 14) before it forks: once
+// every process holding the token's other end closed it or exited, the TCP replicas of the seat
+// are told that fork F ended (kTcpForkEndedKind on their control rings), so its pins go.
 #pragma once
 
 #include <poll.h>
@@ -67,7 +70,22 @@ class ControlServer {
   };
   // `lease`: hands the client an application seat's descriptors; the connection holds the lease.
   void serve_lease(ApplicationSeats& seats, Client& client);
+  // A fork's token from the program holding `seat`: watched until its other end is closed.
+  struct ForkToken {
+    UniqueFd fd;
+    std::string seat;
+    std::uint64_t fork;
+  };
+  // Tokens watched per seat at most (a program forking faster than its children exit): past it
+  // the fork ends at once for the supervisor, as if its child were gone.
+  static constexpr std::size_t kForkTokensPerSeat = 1024;
+  void take_fork_token(Supervisor& supervisor, const Client& client, const std::string& request,
+                       std::vector<UniqueFd>& fds);
+  // Every TCP replica of `seat` (the components sharing a socket region with it) hears that `fork`
+  // ended.
+  void fork_ended(Supervisor& supervisor, const std::string& seat, std::uint64_t fork);
   std::vector<Client> clients_;
+  std::vector<ForkToken> fork_tokens_;
   std::vector<Scheduled> schedule_;
   bool down_requested_ = false;
 };

@@ -372,6 +372,65 @@ Result<int> TcpSockets::connect(std::uint32_t address, std::uint16_t port, const
   return id;
 }
 
+bool TcpSockets::holds_connections() const {
+  return std::any_of(sockets_.begin(), sockets_.end(),
+                     [](const Socket& entry) { return entry.kind == Kind::connection && entry.header != nullptr; });
+}
+
+bool TcpSockets::hold_for_fork(std::uint64_t fork) {
+  std::vector<bool> holding(replicas_.size(), false);
+  for (const Socket& entry : sockets_) {
+    if (entry.kind == Kind::connection && entry.header != nullptr) holding[entry.replica] = true;
+  }
+  std::vector<bool> held(replicas_.size(), false);
+  for (std::size_t replica = 0; replica < replicas_.size(); ++replica) {
+    if (holding[replica]) {
+      held[replica] = send_or_defer(replica, Message::make(stack::kTcpForkHoldKind, stack::TcpForkHoldBody{fork}));
+    }
+  }
+  for (Socket& entry : sockets_) {
+    if (entry.kind == Kind::connection && entry.header != nullptr && held[entry.replica]) entry.forked = true;
+  }
+  return std::find(held.begin(), held.end(), true) != held.end();
+}
+
+std::optional<ConnectionShare> TcpSockets::share_connection(int socket) const {
+  const Socket* entry = find(socket, Kind::connection);
+  if (entry == nullptr || entry->header == nullptr) return std::nullopt;
+  return ConnectionShare{entry->replica, entry->page,         entry->generation, entry->endpoints,
+                         entry->open_options, entry->options, entry->write_shut};
+}
+
+Result<int> TcpSockets::claim(const ConnectionShare& share, std::uint64_t fork) {
+  if (share.replica >= replicas_.size()) {
+    return Error{Errc::invalid_argument, 0, "tcp claim: the connection's replica is not ours"};
+  }
+  const int id = allocate();
+  if (id < 0) return Error{Errc::exhausted, 0, "tcp claim: too many sockets"};
+  Socket& entry = sockets_[static_cast<std::size_t>(id)];
+  entry.kind = Kind::connection;
+  entry.replica = share.replica;
+  entry.endpoints = share.endpoints;
+  entry.open_options = share.open_options;
+  entry.options = share.options;
+  entry.write_shut = share.write_shut;
+  entry.claimed_page = share.page;
+  entry.claimed_generation = share.generation;
+  entry.claim_fork = fork;
+  if (send_claim(id)) return id;
+  release(id);
+  return Error{Errc::exhausted, ENOBUFS, "tcp claim: the channel to the replica is backed up"};
+}
+
+bool TcpSockets::send_claim(int socket) {
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  entry.ticket = next_ticket(socket);
+  const stack::TcpClaimBody body{entry.ticket, entry.claimed_page, entry.claimed_generation, 0, entry.claim_fork};
+  if (send_or_defer(entry.replica, Message::make(stack::kTcpClaimKind, body))) return true;
+  entry.ticket = 0;
+  return false;
+}
+
 bool TcpSockets::place(Lookup& lookup, std::size_t replica) {
   sockets_[static_cast<std::size_t>(lookup.socket)].placing = false;
   return send_connect(lookup.socket, replica);
@@ -635,7 +694,12 @@ void TcpSockets::close_connection(int socket, std::uint32_t bits) {
   if (entry.placing) {
     forget_lookup(socket);
   } else if (entry.header != nullptr) {
-    request(entry.replica, entry.page, entry.generation, bits);
+    // After a fork the close must come after the fork's hold: a message, not request bits (which
+    // a kick already on its way would carry before the hold).
+    const bool released = entry.forked &&
+                          send_or_defer(entry.replica, Message::make(stack::kTcpReleaseKind,
+                                                                     stack::TcpReleaseBody{entry.page, entry.generation, bits, 0}));
+    if (!released) request(entry.replica, entry.page, entry.generation, bits);
     replicas_[entry.replica].page_owner[entry.page] = 0;
   } else if (entry.ticket != 0) {
     abandon(entry.replica, entry.ticket);
@@ -832,9 +896,12 @@ void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t
   entry.page = page;
   entry.generation = generation;
   entry.header = header;
-  // Both rings start at stream position 0 in a page just handed out.
-  entry.send_ring = ByteRingProducer(&header->send, link.region.send_bytes(page));
-  entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(page));
+  // Our rings' positions as the replica set them: 0 in a page just handed out, where the stream
+  // stands in one a connection was moved to (claim).
+  entry.send_ring = ByteRingProducer(&header->send, link.region.send_bytes(page),
+                                     header->send.tail.load(std::memory_order_acquire));
+  entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(page),
+                                        header->receive.head.load(std::memory_order_acquire));
   claim_page(replica, page, socket);
   if (!send_options(replica, page, generation, entry.options)) fail(entry, ENOBUFS);
   if (entry.pending_requests != 0) {
@@ -1118,6 +1185,10 @@ void TcpSockets::resume_sockets(std::size_t replica) {
         }
         link.page_owner[entry.page] = 0;
         lose_connection(id);
+      } else if (entry.ticket != 0 && entry.claim_fork != 0) {
+        // A claim is not asked again: the new incarnation may be the one that serves it (it still
+        // has the pin from the slot table), and a second claim would find the pin moved.
+        continue;
       } else if (entry.ticket != 0) {
         // The open may have died with the old incarnation: asked again, and a late answer to the
         // first ticket is given back.
@@ -1149,6 +1220,10 @@ void TcpSockets::resume_sockets(std::size_t replica) {
   });
   for (const Message& message : waiting) {
     if (message.kind == stack::kTcpOpenKind) continue;
+    if (message.kind == stack::kTcpForkHoldKind || message.kind == stack::kTcpClaimKind) {
+      (void)link.outbox.push(message);  // about the whole region, or a page of another's
+      continue;
+    }
     const auto body = message.read<stack::TcpPageBody>();  // a kick's, or an option's first words
     const TcpSocketPageHeader* header = link.region.page(body.page);
     if (header == nullptr || link.page_owner[body.page] == 0 || !page_survived(replica, body.page, body.generation)) {

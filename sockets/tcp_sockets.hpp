@@ -177,6 +177,18 @@ struct ListenerShare {
   std::vector<std::pair<std::uint32_t, std::uint32_t>> members;  // by replica: page, generation
 };
 
+// What a fork child needs to take over a connection it inherited (claim): the connection as its
+// parent's TcpSockets knows it, with the parent's page and generation as the proof.
+struct ConnectionShare {
+  std::uint32_t replica = 0;
+  std::uint32_t page = 0;
+  std::uint32_t generation = 0;
+  TcpEndpoints endpoints;
+  std::uint8_t open_options = 0;
+  std::vector<std::pair<stack::TcpOption, std::uint32_t>> options;
+  bool write_shut = false;
+};
+
 class TcpSockets {
  public:
   // Socket ids are small integers from 0, reused after close; the id rides in 16 bits of the
@@ -248,6 +260,21 @@ class TcpSockets {
   // This process accepts on `listener`: the replicas may place new connections with it (once per
   // listener; a part that opens later is activated when it opens).
   void activate(int listener);
+
+  // Fork: in the moment before it, every replica that holds a connection of ours pins them with
+  // `fork` (kTcpForkHoldKind), and each connection open now is closed from then on by a message
+  // ordered after that hold. Whether any hold was sent.
+  bool hold_for_fork(std::uint64_t fork);
+  // Whether any connection has a page (what a fork would pin).
+  bool holds_connections() const;
+  // What a fork child needs to claim `socket` (claim()); nothing for an id that is not a connection
+  // with a page.
+  std::optional<ConnectionShare> share_connection(int socket) const;
+  // A connection of our own taken over from the one `share` names (which came from the parent's
+  // TcpSockets, pinned by `fork`): its replica moves it into our region and answers; until then it
+  // is neither readable nor writable, as a connection still opening. error() then says when the
+  // replica refused (EBADF: no such pinned connection).
+  Result<int> claim(const ConnectionShare& share, std::uint64_t fork);
 
   // Copies as much of `bytes` as the send ring has room for. Errc::would_block: no room yet, or
   // still connecting. Errc::closed (sys_errno = the errno): the connection failed, or writing was
@@ -374,6 +401,12 @@ class TcpSockets {
     TcpEndpoints endpoints;
     std::uint32_t pending_requests = 0;  // asked for before a page existed
     int listener = -1;  // accepted by the replica, not yet by accept(): whose queue holds it
+    // Open when this process forked: closed with a release message, after the fork's hold.
+    bool forked = false;
+    // A connection taken over from a fork parent (claim): the page it proves, and the fork.
+    std::uint32_t claimed_page = 0;
+    std::uint32_t claimed_generation = 0;
+    std::uint64_t claim_fork = 0;
     // A listener.
     std::vector<ListenerPart> parts;  // by replica
     std::deque<int> accept_queue;
@@ -443,6 +476,8 @@ class TcpSockets {
   void lose_connection(int socket);
   // Sends the connection's open (a new ticket) to `replica`; false when it found no room.
   [[nodiscard]] bool send_connect(int socket, std::size_t replica);
+  // Sends a claimed connection's claim (a new ticket); false when it found no room.
+  [[nodiscard]] bool send_claim(int socket);
 
   bool on_announce(std::size_t replica, const stack::TcpAnnounceBody& body);
   bool on_opened(std::size_t replica, const stack::TcpOpenedBody& body);

@@ -22,6 +22,10 @@
 //   tcpN    -> app    tcp_announce              the replica's incarnation and mode (TcpAnnounceBody)
 //   app     -> tcpN   tcp_join, tcp_activate    listener groups: a process joins a listener it
 //                                               inherited, and says when it accepts on it
+//   app     -> tcpN   tcp_fork_hold, tcp_claim, connections shared over fork: a process about to
+//                     tcp_release               fork pins its connections, a child takes one over,
+//                                               a process that forked closes one
+//   supervisor -> tcpN tcp_fork_ended           (control ring) no process holds a fork's pins
 //
 // Addresses and ports in message bodies are in host byte order.
 #pragma once
@@ -58,6 +62,10 @@ inline constexpr MessageKind kTcpReplicaKind = stack_kind(17);
 inline constexpr MessageKind kTcpAnnounceKind = stack_kind(18);
 inline constexpr MessageKind kTcpJoinKind = stack_kind(19);
 inline constexpr MessageKind kTcpActivateKind = stack_kind(20);
+inline constexpr MessageKind kTcpForkHoldKind = stack_kind(21);
+inline constexpr MessageKind kTcpClaimKind = stack_kind(22);
+inline constexpr MessageKind kTcpReleaseKind = stack_kind(23);
+inline constexpr MessageKind kTcpForkEndedKind = stack_kind(24);
 
 // Bytes a transport leaves free in front of its header, so IP can put the IPv4 and Ethernet headers
 // in the same buffer without copying.
@@ -302,6 +310,50 @@ struct TcpOptionBody {
   std::uint32_t value;
 };
 
+// Connections shared over fork (issue 14). A connection lives in the page of one seat; a fork
+// child that uses a connection it inherited takes it over into a page of its own seat.
+//
+// app -> tcpN (kTcpForkHoldKind), sent by a process in the moment before it forks: every connection
+// page of its seat that it has not closed is pinned by `fork` (a serial the process picked, unique
+// in practice: 64 random bits). A close of a pinned page (kTcpReleaseKind, ordered after the hold on
+// the same channel) or the end of its seat's lease leaves the connection open, its bytes still
+// arriving in the page's rings, until the pin is claimed or dropped.
+struct TcpForkHoldBody {
+  std::uint64_t fork;
+};
+
+// app -> tcpN: a fork child takes over the connection at `page` (with `generation`) of its parent's
+// seat, pinned by `fork`. The replica moves the connection into a page of the sender's region, its
+// unread and unacknowledged bytes at the same stream positions, and answers with a kTcpOpenedKind
+// for `socket` naming that page (EBADF: no such pinned connection; EMFILE: no page left).
+struct TcpClaimBody {
+  std::uint32_t socket;
+  std::uint32_t page;
+  std::uint32_t generation;
+  std::uint32_t reserved;
+  std::uint64_t fork;
+};
+
+// app -> tcpN: the application is done with the page (a TcpPageBody's page and generation, with the
+// close or abort request bits of tcp_socket_page.hpp). A process that has forked closes its
+// connections this way rather than with request bits, so that the close comes after its fork holds.
+struct TcpReleaseBody {
+  std::uint32_t page;
+  std::uint32_t generation;
+  std::uint32_t requests;
+  std::uint32_t reserved;
+};
+
+// supervisor -> tcpN, on the control ring: every process that inherited `fork` closed its token
+// or exited. Its remaining pins go; a connection left with no holder is closed as Linux would.
+struct TcpForkEndedBody {
+  std::uint64_t fork;
+};
+
+static_assert(sizeof(TcpForkHoldBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpClaimBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpReleaseBody) <= Message::kBodyBytes);
+static_assert(sizeof(TcpForkEndedBody) <= Message::kBodyBytes);
 static_assert(sizeof(FrameBody) <= Message::kBodyBytes);
 static_assert(sizeof(FlowBindingBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpOpenBody) <= Message::kBodyBytes);

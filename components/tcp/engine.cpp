@@ -191,6 +191,7 @@ class TcpEngine final : public Engine {
   void close(ConnectionHandle connection, std::uint64_t now_ns) override;
   void abort(ConnectionHandle connection, std::uint64_t now_ns) override;
   Status set_options(ConnectionHandle connection, const ConnectionOptions& options, std::uint64_t now_ns) override;
+  bool rebind_rings(ConnectionHandle connection, StreamRings rings) override;
   std::optional<ConnectionInfo> info(ConnectionHandle connection) const override;
   std::size_t connection_count() const override { return live_connections_; }
   const RestoreReport& restore_report() const override { return report_; }
@@ -973,6 +974,19 @@ void TcpEngine::accepted(ListenerId id, std::uint32_t count) {
   Listener& l = listeners_[id];
   l.accept_queue -= std::min(count, l.accept_queue);
   publish_listener(id);
+}
+
+bool TcpEngine::rebind_rings(ConnectionHandle handle, StreamRings rings) {
+  Connection* c = find(handle);
+  if (c == nullptr || !rings.send.valid() || !rings.receive.valid() ||
+      rings.send.capacity() != c->rings.send.capacity() || rings.receive.capacity() != c->rings.receive.capacity() ||
+      rings.send.head() != c->rings.send.head() || rings.receive.tail() != c->rings.receive.tail()) {
+    return false;
+  }
+  c->rings = rings;
+  c->out_of_order.clear();
+  (void)c->rings.send.readable();
+  return true;
 }
 
 void TcpEngine::on_send_ready(ConnectionHandle handle, std::uint64_t now_ns) {

@@ -280,6 +280,11 @@ class Engine {
   virtual void abort(ConnectionHandle connection, std::uint64_t now_ns) = 0;
   virtual Status set_options(ConnectionHandle connection, const ConnectionOptions& options,
                              std::uint64_t now_ns) = 0;
+  // The connection's bytes moved to other rings of the same capacity (a fork child took the
+  // connection over): `rings` must stand where the engine's stand now (the send ring's head, the
+  // receive ring's tail) and hold the same bytes before them. Out-of-order data is dropped, as at a
+  // restore (the peer resends it). false: no such live connection, or rings that do not fit.
+  virtual bool rebind_rings(ConnectionHandle connection, StreamRings rings) = 0;
 
   // nullopt once the handle is dead (after kEventReleased), even while the connection waits in
   // TIME_WAIT.

@@ -128,6 +128,9 @@ struct TcpProgram {
       std::fprintf(stderr, "%s: %s\n", kName, line.c_str());
       (void)host.report(line);
     }
+    // The supervisor's word that a fork's pins may go (kTcpForkEndedKind).
+    host.on_control_message(
+        [server = &created.value()->server()](const Message& message) { server->on_control(message, monotonic_ns()); });
     // Announced to IP (in create): from here on the replica takes new connections, so a restarted
     // one has recovered now, even if no segment comes its way for a while.
     channels.served();

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <iterator>
 
 #include "components/tcp/connection.hpp"
 #include "components/tcp/connection_table.hpp"
@@ -20,11 +22,12 @@ constexpr std::uint32_t kFirstEphemeral = 49152;
 constexpr std::uint32_t kEphemeralCount = 65536 - kFirstEphemeral;
 
 // The slot table, in the state store after the engine's connection table:
-//   SlotTableHeader, SeatHeader[app count], then each application's SlotEntry[its page count].
+//   SlotTableHeader, SeatHeader[app count], ForkSlot[app count][kForkSlots], then each
+//   application's SlotEntry[its page count].
 constexpr std::uint64_t kSlotTableMagic = 0x53544f4c53504354ull;  // "TCPSLOTS"
 // 2: listener groups (a listener entry's address, port, backlog, active and reuseport bits, a
-// connection's member page).
-constexpr std::uint32_t kSlotTableLayout = 2;
+// connection's member page). 3: fork pins (a connection's pins, the forks of each application).
+constexpr std::uint32_t kSlotTableLayout = 3;
 
 struct alignas(64) SlotTableHeader {
   std::uint64_t magic = 0;  // stored last, with release, once the whole table is formatted
@@ -75,12 +78,20 @@ struct ReplicaServer::SlotEntry {
   // A listener: accept_announced, accept_taken. A connection: accept_order, its member's page.
   std::uint32_t accept_first = 0;
   std::uint32_t accept_second = 0;
+  std::uint64_t pins = 0;  // SocketPage::pins
+};
+
+// One fork of an application whose pins may still hold connections (App::forks).
+struct ReplicaServer::ForkSlot {
+  std::uint32_t version = 0;  // as SlotEntry::version
+  std::uint32_t reserved = 0;
+  std::uint64_t fork = 0;  // 0: free
 };
 
 std::size_t ReplicaServer::state_bytes(const ReplicaSettings& settings, std::span<const std::uint32_t> pages) {
-  static_assert(sizeof(SlotEntry) == 32);
+  static_assert(sizeof(SlotEntry) == 40 && sizeof(ForkSlot) == 16);
   std::size_t bytes = align64(Engine::table_bytes(settings.engine)) + sizeof(SlotTableHeader) +
-                      pages.size() * sizeof(SeatHeader);
+                      pages.size() * (sizeof(SeatHeader) + kForkSlots * sizeof(ForkSlot));
   for (const std::uint32_t count : pages) bytes += std::size_t{count} * sizeof(SlotEntry);
   return bytes;
 }
@@ -161,7 +172,8 @@ bool ReplicaServer::attach_slots(std::span<std::byte> state, std::span<const std
   std::byte* base = state.data() + align64(Engine::table_bytes(settings_.engine));
   auto* header = reinterpret_cast<SlotTableHeader*>(base);
   auto* seats = reinterpret_cast<SeatHeader*>(base + sizeof(SlotTableHeader));
-  auto* entries = reinterpret_cast<SlotEntry*>(base + sizeof(SlotTableHeader) + regions.size() * sizeof(SeatHeader));
+  auto* forks = reinterpret_cast<ForkSlot*>(base + sizeof(SlotTableHeader) + regions.size() * sizeof(SeatHeader));
+  auto* entries = reinterpret_cast<SlotEntry*>(forks + regions.size() * kForkSlots);
   std::atomic_ref<std::uint64_t> magic(header->magic);
   const bool previous = magic.load(std::memory_order_acquire) == kSlotTableMagic &&
                         header->layout == kSlotTableLayout && header->app_count == regions.size() &&
@@ -183,6 +195,7 @@ bool ReplicaServer::attach_slots(std::span<std::byte> state, std::span<const std
   SlotEntry* next = entries;
   for (std::size_t app = 0; app < regions.size(); ++app) {
     App& entry = apps_[app];
+    entry.fork_slots = forks + app * kForkSlots;
     if (fits) {
       entry.region = attached[app];
       entry.slots = next;
@@ -195,6 +208,7 @@ bool ReplicaServer::attach_slots(std::span<std::byte> state, std::span<const std
       seats[app].page_count = entry.region.page_count();
       seats[app].ring_bytes = static_cast<std::uint32_t>(settings_.ring_bytes);
       for (std::uint32_t page = 0; page < entry.region.page_count(); ++page) store_page(app, page);
+      for (std::size_t slot = 0; slot < kForkSlots; ++slot) store_fork(app, slot);
     }
     next += entry.region.page_count();
   }
@@ -212,6 +226,12 @@ void ReplicaServer::restore_app(std::size_t app) {
   const std::uint32_t pages = entry.region.page_count();
   entry.pages.assign(pages, SocketPage{});
   entry.outbox = MessageOutbox(2 * std::size_t{pages} + 64);
+  std::uint64_t live_forks = 0;  // bit k: forks[k] is a fork (a torn slot pins nothing)
+  for (std::size_t slot = 0; slot < kForkSlots; ++slot) {
+    ForkSlot stored;
+    entry.forks[slot] = read_entry(entry.fork_slots[slot], stored) ? stored.fork : 0;
+    if (entry.forks[slot] != 0) live_forks |= std::uint64_t{1} << slot;
+  }
   const auto drop = [&](std::uint32_t page) {
     counters_.slots_dropped->add();
     entry.pages[page] = SocketPage{};
@@ -252,6 +272,7 @@ void ReplicaServer::restore_app(std::size_t app) {
     } else {
       state.accept_order = slot.accept_first;
       state.listener_page = slot.accept_second;
+      state.pins = slot.pins & live_forks;
     }
     // What a page must be to be carried on: a known kind, a generation the application can match,
     // a connection or listener this engine can have, and no other page claiming the same one.
@@ -322,7 +343,7 @@ void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
       free_page(app, page);
       continue;
     }
-    if (state.engine_released && (state.app_closed || !state.announced || state.unanswered)) {
+    if (state.engine_released && state.pins == 0 && (state.app_closed || !state.announced || state.unanswered)) {
       free_page(app, page);
       continue;
     }
@@ -410,7 +431,13 @@ void ReplicaServer::store_page(std::size_t app, std::uint32_t page) {
     slot.listener = state.listener;
     slot.accept_first = listener ? state.accept_announced : state.accept_order;
     slot.accept_second = listener ? state.accept_taken : state.listener_page;
+    slot.pins = state.pins;
   });
+}
+
+void ReplicaServer::store_fork(std::size_t app, std::size_t slot) {
+  const std::uint64_t fork = apps_[app].forks[slot];
+  update_entry(apps_[app].fork_slots[slot], [&](ForkSlot& stored) { stored.fork = fork; });
 }
 
 void ReplicaServer::send_announce(std::size_t app, stack::TcpReplicaMode mode) {
@@ -569,6 +596,7 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
     engine_->on_timer(now_ns);
     worked = true;
   }
+  if (!waiting_claims_.empty()) serve_waiting_claims(now_ns);
   return worked;
 }
 
@@ -684,6 +712,16 @@ void ReplicaServer::on_app_message(std::size_t app, const Message& message, std:
     on_join(app, message.read<stack::TcpJoinBody>());
   } else if (message.kind == stack::kTcpActivateKind) {
     on_activate(app, message.read<stack::TcpPageBody>());
+  } else if (message.kind == stack::kTcpReleaseKind) {
+    const auto release = message.read<stack::TcpReleaseBody>();
+    if (checked_page(app, release.page, release.generation) != nullptr) {
+      serve_requests(app, release.page, release.generation,
+                     release.requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort), now_ns);
+    }
+  } else if (message.kind == stack::kTcpForkHoldKind) {
+    on_fork_hold(app, message.read<stack::TcpForkHoldBody>(), now_ns);
+  } else if (message.kind == stack::kTcpClaimKind) {
+    on_claim(app, message.read<stack::TcpClaimBody>(), now_ns);
   } else {
     counters_.bad_app_messages->add();
   }
@@ -922,7 +960,14 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std
   auto& control = apps_[app].region.page(kick.page)->control;
   // Clear first, then read: a request made after this load sends a new kick.
   control.kick_pending.store(0, std::memory_order_seq_cst);
-  const std::uint32_t requests = control.requests.exchange(0, std::memory_order_acq_rel);
+  serve_requests(app, kick.page, kick.generation, control.requests.exchange(0, std::memory_order_acq_rel), now_ns);
+}
+
+void ReplicaServer::serve_requests(std::size_t app, std::uint32_t index, std::uint32_t generation,
+                                   std::uint32_t requests, std::uint64_t now_ns) {
+  SocketPage* page = &apps_[app].pages[index];
+  const stack::TcpPageBody kick{index, generation};
+  auto& control = apps_[app].region.page(index)->control;
   if (page->kind == PageKind::listener) {
     if ((requests & formats::kTcpRequestAccepted) != 0) {
       // A running count the application keeps: it may only grow, by at most what waits.
@@ -941,9 +986,16 @@ void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std
     return;
   }
   const ConnectionHandle connection = page->connection;
+  const bool closing = (requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0;
+  if (closing && page->pins != 0) {
+    // A fork child may still hold it: the connection stays, untouched, until claimed or unpinned.
+    page->app_closed = true;
+    store_page(app, kick.page);
+    return;
+  }
   if (page->engine_released) {
     // The connection is over; all that is left is the application letting go of the page.
-    if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) free_page(app, kick.page);
+    if (closing) free_page(app, kick.page);
     return;
   }
   if ((requests & formats::kTcpRequestAbort) != 0) {
@@ -992,23 +1044,259 @@ void ReplicaServer::on_option(std::size_t app, const stack::TcpOptionBody& optio
 void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
   if (app >= apps_.size()) return;
   App& entry = apps_[app];
+  // A pinned connection outlives its application's lease: a fork child may still claim it.
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     SocketPage& page = entry.pages[i];
-    if (page.kind == PageKind::connection && !page.engine_released) {
+    if (page.kind == PageKind::connection && (!page.engine_released || page.pins != 0)) {
       page.app_closed = true;
       store_page(app, i);
-      engine_->abort(page.connection, now_ns);
+      if (page.pins == 0) engine_->abort(page.connection, now_ns);
     }
   }
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     if (entry.pages[i].kind == PageKind::listener) leave_group(app, i, now_ns);
   }
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
-    if (entry.pages[i].kind != PageKind::free) free_page(app, i);
+    if (entry.pages[i].kind != PageKind::free && entry.pages[i].pins == 0) free_page(app, i);
   }
   entry.outbox.clear();
   // The new application learns who we are; the pages it may know of are all free.
   send_announce(app, stack::TcpReplicaMode::ip_restarted);
+}
+
+// ---- connections shared over fork ----
+
+void ReplicaServer::on_fork_hold(std::size_t app, const stack::TcpForkHoldBody& hold, std::uint64_t now_ns) {
+  App& entry = apps_[app];
+  if (hold.fork == 0 || std::find(std::begin(entry.forks), std::end(entry.forks), hold.fork) != std::end(entry.forks)) {
+    counters_.bad_app_messages->add();
+    return;
+  }
+  // Every process of that fork is gone already (the supervisor's word came first).
+  if (std::find(std::begin(ended_forks_), std::end(ended_forks_), hold.fork) != std::end(ended_forks_)) return;
+  // What the child inherits: the connections the application knows and has not closed, and of
+  // the ones a listener placed, those it accepted (its running count, stored before its kick).
+  const auto held = [&](const SocketPage& page) {
+    if (page.kind != PageKind::connection || !page.announced || page.app_closed || page.unanswered) return false;
+    if (page.listener == kNoListener || page.listener_page >= entry.pages.size()) return true;
+    const SocketPage& member = entry.pages[page.listener_page];
+    if (member.kind != PageKind::listener || member.listener != page.listener) return true;
+    const std::uint32_t taken =
+        std::clamp(entry.region.page(page.listener_page)->control.accepted.load(std::memory_order_acquire),
+                   member.accept_taken, member.accept_announced);
+    return static_cast<std::int32_t>(taken - page.accept_order) > 0;
+  };
+  if (std::none_of(entry.pages.begin(), entry.pages.end(), held)) return;
+  const auto free_slot = std::find(std::begin(entry.forks), std::end(entry.forks), std::uint64_t{0});
+  if (free_slot == std::end(entry.forks)) {
+    counters_.fork_holds_refused->add();
+    return;
+  }
+  const auto slot = static_cast<std::size_t>(free_slot - std::begin(entry.forks));
+  entry.forks[slot] = hold.fork;
+  store_fork(app, slot);
+  for (std::uint32_t page = 0; page < entry.pages.size(); ++page) {
+    if (!held(entry.pages[page])) continue;
+    entry.pages[page].pins |= std::uint64_t{1} << slot;
+    store_page(app, page);
+  }
+  counters_.fork_holds->add();
+  if (!waiting_claims_.empty()) serve_waiting_claims(now_ns);
+}
+
+namespace {
+
+// Copies stream positions [head, tail) from one ring's bytes to another's of the same capacity:
+// a position is at the same offset in both.
+void copy_stream(std::span<std::byte> to, std::span<const std::byte> from, std::uint64_t head, std::uint64_t tail) {
+  const std::size_t mask = to.size() - 1;
+  const std::size_t start = static_cast<std::size_t>(head) & mask;
+  const auto length = static_cast<std::size_t>(tail - head);
+  const std::size_t first = std::min(length, to.size() - start);
+  std::memcpy(to.data() + start, from.data() + start, first);
+  std::memcpy(to.data(), from.data(), length - first);
+}
+
+}  // namespace
+
+void ReplicaServer::refuse_claim(std::size_t app, const stack::TcpClaimBody& claim, int error) {
+  counters_.claims_refused->add();
+  send_app(app, Message::make(stack::kTcpOpenedKind, stack::TcpOpenedBody{claim.socket, error, 0, 0, 0, 0}));
+}
+
+void ReplicaServer::on_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns) {
+  if (try_claim(app, claim, now_ns)) return;
+  const bool ended = std::find(std::begin(ended_forks_), std::end(ended_forks_), claim.fork) != std::end(ended_forks_);
+  if (ended || claim.fork == 0 || waiting_claims_.size() >= kWaitingClaims) return refuse_claim(app, claim, EBADF);
+  waiting_claims_.push_back(WaitingClaim{app, claim, now_ns + kClaimWaitNs});
+}
+
+void ReplicaServer::serve_waiting_claims(std::uint64_t now_ns) {
+  std::erase_if(waiting_claims_, [&](const WaitingClaim& waiting) {
+    if (try_claim(waiting.app, waiting.claim, now_ns)) return true;
+    if (now_ns < waiting.deadline_ns) return false;
+    refuse_claim(waiting.app, waiting.claim, EBADF);
+    return true;
+  });
+}
+
+bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns) {
+  const auto answer = [&](int error, std::uint32_t page, std::uint32_t generation, std::uint16_t port) {
+    if (error != 0) {
+      refuse_claim(app, claim, error);
+      return true;
+    }
+    send_app(app, Message::make(stack::kTcpOpenedKind,
+                                stack::TcpOpenedBody{claim.socket, error, page, generation, port, 0}));
+    return true;
+  };
+  // The proof: a connection page with that generation (unique in this replica's life), in any
+  // application's region, pinned by that fork of its application.
+  std::size_t home = apps_.size();
+  std::size_t slot = kForkSlots;
+  for (std::size_t candidate = 0; candidate < apps_.size() && claim.generation != 0 && claim.fork != 0; ++candidate) {
+    const App& entry = apps_[candidate];
+    if (claim.page >= entry.pages.size()) continue;
+    const SocketPage& page = entry.pages[claim.page];
+    if (page.kind != PageKind::connection || page.generation != claim.generation) continue;
+    const auto found = std::find(std::begin(entry.forks), std::end(entry.forks), claim.fork);
+    const auto at = static_cast<std::size_t>(found - std::begin(entry.forks));
+    if (found != std::end(entry.forks) && (page.pins >> at & 1) != 0) {
+      home = candidate;
+      slot = at;
+    }
+    break;
+  }
+  if (home == apps_.size()) return false;
+  const formats::TcpRegion& from_region = apps_[home].region;
+  formats::TcpSocketPageHeader* from = from_region.page(claim.page);
+  // The parent's indices (its send tail, its receive head) are the parent's word: checked.
+  const std::uint64_t send_head = from->send.head.load(std::memory_order_acquire);
+  const std::uint64_t send_tail = from->send.tail.load(std::memory_order_acquire);
+  const std::uint64_t receive_head = from->receive.head.load(std::memory_order_acquire);
+  const std::uint64_t receive_tail = from->receive.tail.load(std::memory_order_acquire);
+  const std::size_t ring = settings_.ring_bytes;
+  if (send_tail < send_head || send_tail - send_head > ring || receive_tail < receive_head ||
+      receive_tail - receive_head > ring) {
+    return answer(EBADF, 0, 0, 0);
+  }
+  const auto index = take_page(app, PageKind::connection);
+  if (!index) return answer(EMFILE, 0, 0, 0);
+  counters_.claims->add();
+  SocketPage& old = apps_[home].pages[claim.page];
+  const formats::TcpRegion& region = apps_[app].region;
+  formats::TcpSocketPageHeader* to = region.page(*index);
+  copy_stream(region.send_bytes(*index), from_region.send_bytes(claim.page), send_head, send_tail);
+  copy_stream(region.receive_bytes(*index), from_region.receive_bytes(claim.page), receive_head, receive_tail);
+  to->send.head.store(send_head, std::memory_order_relaxed);
+  to->send.tail.store(send_tail, std::memory_order_relaxed);
+  to->receive.head.store(receive_head, std::memory_order_relaxed);
+  to->receive.tail.store(receive_tail, std::memory_order_relaxed);
+  auto& control = to->control;
+  const auto& old_control = from->control;
+  control.local_address = old_control.local_address;
+  control.remote_address = old_control.remote_address;
+  control.local_port = old_control.local_port;
+  control.remote_port = old_control.remote_port;
+  control.flags.store(old_control.flags.load(std::memory_order_acquire) & formats::kTcpPeerClosed,
+                      std::memory_order_relaxed);
+  control.error.store(old_control.error.load(std::memory_order_acquire), std::memory_order_relaxed);
+  SocketPage& page = apps_[app].pages[*index];
+  page.connection = old.connection;
+  page.options = old.options;
+  page.engine_released = old.engine_released;
+  page.announced = true;
+  page.unanswered = true;
+  page.listener = kNoListener;
+  store_page(app, *index);
+  const ConnectionHandle connection = old.connection;
+  bool live = !old.engine_released;
+  if (live) {
+    live = engine_->rebind_rings(connection,
+                                 StreamRings{formats::ByteRingConsumer(&to->send, region.send_bytes(*index), send_head),
+                                             formats::ByteRingProducer(&to->receive, region.receive_bytes(*index),
+                                                                       receive_tail)});
+    if (live) {
+      connections_[connection.index] = Place{static_cast<std::uint32_t>(app), *index, page.generation};
+    } else {
+      page.engine_released = true;
+      control.error.store(ECONNRESET, std::memory_order_relaxed);
+    }
+  }
+  const TcpSocketStatus status = live ? old_control.status.load(std::memory_order_acquire) : TcpSocketStatus::closed;
+  control.status.store(status, std::memory_order_release);
+  // The parent's page no longer carries the connection: it goes once the parent let go of it
+  // (and no other fork pins it), else the parent finds it closed.
+  old.pins &= ~(std::uint64_t{1} << slot);
+  old.engine_released = true;
+  old.connection = ConnectionHandle{};
+  if (old.app_closed && old.pins == 0) {
+    free_page(home, claim.page);
+  } else {
+    from->control.error.store(EBADF, std::memory_order_relaxed);
+    from->control.status.store(TcpSocketStatus::closed, std::memory_order_release);
+    store_page(home, claim.page);
+  }
+  free_fork_slot_if_unused(home, slot);
+  store_page(app, *index);
+  answer(0, *index, page.generation, control.local_port);
+  if (live) {
+    // What the parent wrote or read before the claim may have been waiting for this.
+    engine_->on_send_ready(connection, now_ns);
+    engine_->on_receive_consumed(connection, now_ns);
+    publish_info(app, *index, connection);
+  }
+  return true;
+}
+
+void ReplicaServer::free_fork_slot_if_unused(std::size_t app, std::size_t slot) {
+  App& entry = apps_[app];
+  const std::uint64_t bit = std::uint64_t{1} << slot;
+  if (std::any_of(entry.pages.begin(), entry.pages.end(), [&](const SocketPage& page) { return (page.pins & bit) != 0; })) {
+    return;
+  }
+  entry.forks[slot] = 0;
+  store_fork(app, slot);
+}
+
+void ReplicaServer::unpinned(std::size_t app, std::uint32_t index, std::uint64_t now_ns) {
+  SocketPage& page = apps_[app].pages[index];
+  if (page.kind != PageKind::connection || page.pins != 0 || !page.app_closed) return;
+  if (page.engine_released) {
+    free_page(app, index);
+  } else {
+    // The last holder closed it: FIN after what is queued, or RST when unread data remains.
+    engine_->close(page.connection, now_ns);
+  }
+}
+
+void ReplicaServer::on_fork_ended(std::uint64_t fork, std::uint64_t now_ns) {
+  if (fork == 0) return;
+  ended_forks_[next_ended_] = fork;
+  next_ended_ = (next_ended_ + 1) % kForkSlots;
+  for (std::size_t app = 0; app < apps_.size(); ++app) {
+    App& entry = apps_[app];
+    const auto found = std::find(std::begin(entry.forks), std::end(entry.forks), fork);
+    if (found == std::end(entry.forks)) continue;
+    const auto slot = static_cast<std::size_t>(found - std::begin(entry.forks));
+    const std::uint64_t bit = std::uint64_t{1} << slot;
+    entry.forks[slot] = 0;
+    store_fork(app, slot);
+    for (std::uint32_t page = 0; page < entry.pages.size(); ++page) {
+      if ((entry.pages[page].pins & bit) == 0) continue;
+      entry.pages[page].pins &= ~bit;
+      store_page(app, page);
+      unpinned(app, page, now_ns);
+    }
+  }
+}
+
+void ReplicaServer::on_control(const Message& message, std::uint64_t now_ns) {
+  if (message.kind == stack::kTcpForkEndedKind) {
+    on_fork_ended(message.read<stack::TcpForkEndedBody>().fork, now_ns);
+  } else {
+    counters_.bad_app_messages->add();
+  }
 }
 
 // ---- engine events ----
@@ -1128,7 +1416,7 @@ void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events,
     }
     // Gone before the application heard of it (a passive connection reset in the handshake), or
     // after the application let go: nobody will ask for the page again.
-    if (page.app_closed || !page.announced) {
+    if ((page.app_closed && page.pins == 0) || !page.announced) {
       free_page(app, index);
       return;
     }

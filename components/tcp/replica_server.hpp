@@ -33,6 +33,17 @@
 // close, as it closes its accept queue. Members live in the slot table too (each member page's
 // entry names its listener, address, port, backlog, active and reuseport bits), so a restarted
 // replica rebuilds its groups.
+//
+// Connections shared over fork (issue 14): a process about to fork pins its connection pages
+// (kTcpForkHoldKind, fork serial F); up to kForkSlots forks per application are pinned at once,
+// each a bit of the page's `pins`. A close of a pinned page, or the end of its application's lease,
+// leaves the connection open. A child that uses an inherited connection claims it
+// (kTcpClaimKind: the parent's page, generation and F as proof): the replica copies the page's
+// unread and unacknowledged bytes into a page of the child's region at the same stream positions,
+// points the engine's connection at it (Engine::rebind_rings) and answers with the new page; the
+// parent's page is freed once it closed it, else it reads as closed (EBADF). When every process
+// that inherited F is gone, the supervisor says so (kTcpForkEndedKind, on_control): F's pins go,
+// and a connection that nobody holds any more is closed. Pins and forks are in the slot table too.
 #pragma once
 
 #include <cstdint>
@@ -93,6 +104,10 @@ class ReplicaServer final : public EngineHost {
 
   void on_segment(const stack::TransportPacketBody& packet, std::uint64_t now_ns);
   void on_app_message(std::size_t app, const Message& message, std::uint64_t now_ns);
+  // A message of the supervisor on the control ring (kTcpForkEndedKind).
+  void on_control(const Message& message, std::uint64_t now_ns);
+  // Forks whose pins an application may hold at once; past it a fork pins nothing.
+  static constexpr std::size_t kForkSlots = 64;
   // The application restarted or died: everything it had here is aborted and its region formatted
   // afresh.
   void on_app_restarted(std::size_t app, std::uint64_t now_ns);
@@ -145,11 +160,16 @@ class ReplicaServer final : public EngineHost {
     std::uint16_t backlog = 0;
     std::uint32_t listen_address = 0;  // the group's (0: any)
     std::uint16_t listen_port = 0;
+    // A connection: bit k set while fork App::forks[k] of the same application pins it.
+    std::uint64_t pins = 0;
   };
   struct SlotEntry;
+  struct ForkSlot;
   struct App {
     formats::TcpRegion region;
     SlotEntry* slots = nullptr;  // in the state store, one per page
+    ForkSlot* fork_slots = nullptr;  // in the state store, kForkSlots
+    std::uint64_t forks[kForkSlots] = {};  // the fork serial pinning with bit k; 0: free
     bool restored = false;       // the region and its pages were carried on from the predecessor
     std::vector<SocketPage> pages;
     std::vector<std::uint32_t> free_pages;
@@ -194,6 +214,30 @@ class ReplicaServer final : public EngineHost {
   void on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns);
   void on_join(std::size_t app, const stack::TcpJoinBody& join);
   void on_activate(std::size_t app, const stack::TcpPageBody& activate);
+  // The requests of a kick (or a release), read from the page's word or carried by the message.
+  void serve_requests(std::size_t app, std::uint32_t page, std::uint32_t generation, std::uint32_t requests,
+                      std::uint64_t now_ns);
+  void on_fork_hold(std::size_t app, const stack::TcpForkHoldBody& hold, std::uint64_t now_ns);
+  void on_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns);
+  // Serves the claim when its proof holds; false (nothing done) when no page carries its pin.
+  bool try_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns);
+  void refuse_claim(std::size_t app, const stack::TcpClaimBody& claim, int error);
+  // Claims that came before their fork's hold (the child's channel was read before the parent's):
+  // served when a hold comes, refused (EBADF) after kClaimWaitNs.
+  struct WaitingClaim {
+    std::size_t app;
+    stack::TcpClaimBody claim;
+    std::uint64_t deadline_ns;
+  };
+  static constexpr std::size_t kWaitingClaims = 64;
+  static constexpr std::uint64_t kClaimWaitNs = 1'000'000'000;
+  void serve_waiting_claims(std::uint64_t now_ns);
+  void on_fork_ended(std::uint64_t fork, std::uint64_t now_ns);
+  // Fork slot `slot` of `app` pins nothing now: it is free again.
+  void free_fork_slot_if_unused(std::size_t app, std::size_t slot);
+  // A connection page whose pins all went: closed now when its application closed it.
+  void unpinned(std::size_t app, std::uint32_t page, std::uint64_t now_ns);
+  void store_fork(std::size_t app, std::size_t slot);
   // The group listening on exactly address:port, if any.
   std::optional<ListenerId> find_group(std::uint32_t address, std::uint16_t port) const;
   // Makes page `index` of `app` (taken as a listener page) a member of `listener` and answers
@@ -235,6 +279,10 @@ class ReplicaServer final : public EngineHost {
   std::vector<App> apps_;
   std::vector<Place> connections_;  // by ConnectionHandle::index
   std::vector<Group> listeners_;    // by ListenerId
+  std::vector<WaitingClaim> waiting_claims_;
+  // The forks the supervisor said ended lately: a hold that comes after that word pins nothing.
+  std::uint64_t ended_forks_[kForkSlots] = {};
+  std::size_t next_ended_ = 0;
   MessageOutbox ip_outbox_{4096};
   // The segments of the engine call under way, handed to IP at flush_segments() (publish before
   // send); sized to EngineSettings::segment_batch at create().
@@ -260,7 +308,11 @@ class ReplicaServer final : public EngineHost {
   X(group_joins)                         \
   X(group_joins_refused)                 \
   X(group_leaves)                        \
-  X(group_reset_on_leave)
+  X(group_reset_on_leave)                \
+  X(fork_holds)                          \
+  X(fork_holds_refused)                  \
+  X(claims)                              \
+  X(claims_refused)
 
   struct Counters {
     FLOTILLA_NAMED_COUNTERS(FLOTILLA_TCP_REPLICA_COUNTERS)

@@ -7,6 +7,8 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,6 +21,7 @@
 
 #include "dataplane/clock.hpp"
 #include "dataplane/control_address.hpp"
+#include "dataplane/fd_passing.hpp"
 #include "sockets/preload/real_calls.hpp"
 
 namespace flotilla::preload {
@@ -538,8 +541,11 @@ void Runtime::after_fork_child() {
   if (host_ != nullptr) {
     parked_ = Parked{std::move(host_), std::move(tcp_),  std::move(udp_),
                      std::move(datagram_sockets_), epoch_, lease_, owner_, ownership_,
-                     ownership_ != nullptr ? ownership_->uses.load() : 0};
+                     ownership_ != nullptr ? ownership_->uses.load() : 0, fork_serial_};
   }
+  // The fork's token stays open (close-on-exec) while this process lives: it holds the pins.
+  fork_token_ = -1;
+  fork_serial_ = 0;
   ownership_ = nullptr;
   forked_ = false;
   owner_ = ::getpid();
@@ -577,7 +583,67 @@ bool Runtime::owns(Socket& socket) {
   // A listener is shared, not taken over: the parent (an nginx master, a daemon's first process)
   // keeps its member of the group, and every process that uses the listener adds one.
   if (socket.state == Socket::State::listening && !socket.udp()) return join_inherited(socket);
+  // A connection the parent pinned at the fork is taken over, whatever the parent does next.
+  if (parked_.fork != 0 && !socket.udp() && socket.state == Socket::State::connected && socket.id >= 0 &&
+      parked_.tcp != nullptr && parked_.tcp->share_connection(socket.id)) {
+    return claim_inherited(socket);
+  }
   return adopt_parked(true);
+}
+
+bool Runtime::claim_inherited(Socket& socket) {
+  const auto share = parked_.tcp->share_connection(socket.id);
+  if (!lease_own_seat()) return false;
+  auto claimed = tcp_->claim(*share, parked_.fork);
+  if (!claimed) {
+    if (!said_claim_refused_) {
+      said_claim_refused_ = true;
+      std::fprintf(stderr, "flotilla: cannot take over a connection inherited over fork (%s); its calls fail with "
+                           "EBADF\n", claimed.error().context ? claimed.error().context : "refused");
+    }
+    return false;
+  }
+  socket.id = claimed.value();
+  socket.epoch = epoch_;
+  socket.lease = lease_;
+  return true;
+}
+
+void Runtime::prepare_fork() {
+  fork_serial_ = 0;
+  if (host_ == nullptr || tcp_ == nullptr || down_ || !still_owner() || !tcp_->holds_connections()) return;
+  // The token first: a hold the supervisor has no token for would pin until the seat's end.
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0) return;
+  // Above the low numbers programs name themselves (LowDescriptorsHeld).
+  const int child_end = ::fcntl(ends[1], F_DUPFD_CLOEXEC, 64);
+  REAL(close)(ends[1]);
+  std::uint64_t fork = 0;
+  while (fork == 0) {
+    if (::getrandom(&fork, sizeof(fork), 0) != sizeof(fork)) fork = monotonic_ns() ^ (std::uint64_t(owner_) << 40);
+  }
+  char request[64];
+  const int length = std::snprintf(request, sizeof(request), "fork-hold %llu", static_cast<unsigned long long>(fork));
+  const int passed[1] = {ends[0]};
+  const bool handed = child_end >= 0 &&
+      send_fds(lease_fd(), std::as_bytes(std::span(request, static_cast<std::size_t>(length))), passed).ok();
+  REAL(close)(ends[0]);
+  if (!handed) {
+    if (child_end >= 0) REAL(close)(child_end);
+    return;
+  }
+  if (!tcp_->hold_for_fork(fork)) {
+    REAL(close)(child_end);  // nothing pinned: the supervisor's word that it ended changes nothing
+    return;
+  }
+  fork_token_ = child_end;
+  fork_serial_ = fork;
+}
+
+void Runtime::end_fork_in_parent() {
+  if (fork_token_ >= 0) REAL(close)(fork_token_);
+  fork_token_ = -1;
+  fork_serial_ = 0;
 }
 
 bool Runtime::join_inherited(Socket& socket) {

@@ -13,9 +13,13 @@
 // fork. The rings are shared memory with one producer, so one process at a time uses a lease: the
 // child parks the parent's, and closes inherited sockets without touching it. A listener it
 // inherited and uses it joins: it leases a seat of its own and joins the listener's group on every
-// replica, proving what it inherited with the parent's pages (join_inherited). Any other inherited
-// socket it uses adopts the parent's lease, only when the parent is gone or idle since the fork (a
-// daemon, see adopt_parked); a socket the child opens otherwise leases a seat of its own.
+// replica, proving what it inherited with the parent's pages (join_inherited). A connection it
+// inherited and uses it claims: the parent pinned its connections in the moment before the fork
+// (prepare_fork), so the parent's close leaves them open, and the child takes one over into a seat
+// of its own (claim_inherited). The pins last while any process holds the fork's token (a socket
+// whose other end the supervisor watches). Any other inherited socket it uses adopts the parent's
+// lease, only when the parent is gone or idle since the fork (a daemon, see adopt_parked); a
+// socket the child opens otherwise leases a seat of its own.
 #pragma once
 
 #include <netinet/in.h>
@@ -312,9 +316,13 @@ class Runtime {
   static bool restart_after_signal();
 
   // pthread_atfork hooks.
-  void before_fork() { mutex_.lock(); }
+  void before_fork() {
+    mutex_.lock();
+    prepare_fork();
+  }
   void after_fork_parent() {
     forked_ = forked_ || host_ != nullptr;
+    end_fork_in_parent();
     mutex_.unlock();
   }
   void after_fork_child();
@@ -325,6 +333,14 @@ class Runtime {
   void disarm();
   void attach_datagrams(const std::string& channel);
   bool adopt_parked(bool from_living_parent);
+  // Before a fork: the fork's token goes to the supervisor, then every replica pins the
+  // connections of this process's seat with the fork's serial.
+  void prepare_fork();
+  // The parent's copy of the fork's token: the child's now.
+  void end_fork_in_parent();
+  // A connection inherited from the parent whose lease is parked and which pinned it at the fork:
+  // this process leases a seat of its own and takes the connection over; the socket is then ours.
+  bool claim_inherited(Socket& socket);
   // A listener inherited from the parent whose lease is parked: this process leases a seat of its
   // own and joins the listener's group there; the socket is then ours.
   bool join_inherited(Socket& socket);
@@ -387,7 +403,11 @@ class Runtime {
     pid_t owner = -1;
     Ownership* ownership = nullptr;
     std::uint64_t uses_at_fork = 0;
+    std::uint64_t fork = 0;  // the fork serial the parent pinned its connections with (0: none)
   };
+  std::uint64_t fork_serial_ = 0;  // the fork under way pinned connections with this serial
+  int fork_token_ = -1;            // between prepare_fork and the fork: the child's end of its token
+  bool said_claim_refused_ = false;
   Parked parked_;
   std::vector<std::shared_ptr<Socket>> sockets_;   // by descriptor number
   std::vector<std::shared_ptr<EpollSet>> epolls_;  // by descriptor number

@@ -155,6 +155,12 @@ class ReplicaLoopback {
     ++replicas_[replica]->incarnation;
     start(replica);
   }
+  // The supervisor's word that every process holding fork `fork` is gone, to every replica.
+  void fork_ended(std::uint64_t fork) {
+    for (auto& replica : replicas_) {
+      replica->server->on_control(Message::make(stack::kTcpForkEndedKind, stack::TcpForkEndedBody{fork}), now_ns_);
+    }
+  }
   // A message to `replica` as if the application had sent it, whatever it says.
   void send_raw(std::size_t replica, const Message& message, std::size_t app = 0) {
     replicas_[replica]->to_replica[app].push_back(message);

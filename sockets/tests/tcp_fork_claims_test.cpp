@@ -1,0 +1,177 @@
+// Connections shared over fork (issue 14), through TcpSockets and the real replicas
+// (replica_loopback.hpp): a process pins its connections before it forks, a close of a pinned
+// connection leaves it open, a fork child claims one into its own seat with every unread and
+// unsent byte, and once every process of a fork is gone its pins go and a connection nobody holds
+// is closed.
+#include <cerrno>
+#include <string>
+#include <string_view>
+
+#include <gtest/gtest.h>
+
+#include "sockets/tests/replica_loopback.hpp"
+
+namespace flotilla::sockets {
+namespace {
+
+using testing::kStackAddress;
+using testing::LoopbackSettings;
+using testing::ReplicaLoopback;
+
+constexpr std::uint16_t kPort = 7000;
+constexpr std::uint64_t kFork = 0x1234'5678'9abc'def0ull;
+
+// Application 0 is the server that accepts and forks, 1 its child, 2 the client.
+class ForkClaims : public ::testing::Test {
+ protected:
+  ForkClaims() : net_(LoopbackSettings{.replicas = 2, .pages = 16, .ring_bytes = 1u << 14, .apps = 3}) {}
+
+  void SetUp() override {
+    listener_ = net_.listen_on_every_replica(kPort, 0);
+    ASSERT_GE(listener_, 0);
+    auto client = client_side().connect(kStackAddress, kPort);
+    ASSERT_TRUE(client.ok());
+    client_ = client.value();
+    ASSERT_TRUE(net_.run_until([&] {
+      if (server_ < 0) {
+        if (auto accepted = parent().accept(listener_); accepted) server_ = accepted.value();
+      }
+      return server_ >= 0 && client_side().connected(client_);
+    }));
+  }
+
+  TcpSockets& parent() { return net_.sockets(0); }
+  TcpSockets& child() { return net_.sockets(1); }
+  TcpSockets& client_side() { return net_.sockets(2); }
+  std::uint64_t total(std::string_view counter) { return net_.counter(0, counter) + net_.counter(1, counter); }
+
+  void send_all(TcpSockets& sockets, int socket, std::string_view text) {
+    std::size_t sent = 0;
+    ASSERT_TRUE(net_.run_until([&] {
+      auto wrote = sockets.send(socket, std::as_bytes(std::span(text.substr(sent))));
+      if (wrote) sent += wrote.value();
+      return sent == text.size();
+    }));
+  }
+  // Everything `socket` receives until `bytes` arrived (or EOF).
+  std::string receive(TcpSockets& sockets, int socket, std::size_t bytes) {
+    std::string got;
+    (void)net_.run_until([&] {
+      char buffer[256];
+      auto read = sockets.recv(socket, std::as_writable_bytes(std::span(buffer)));
+      if (read && read.value() > 0) got.append(buffer, read.value());
+      return got.size() >= bytes || (read && read.value() == 0);
+    }, 2'000'000'000);
+    return got;
+  }
+  // Whether the client saw its connection end (EOF or an error) within a simulated second.
+  bool client_sees_end() {
+    return net_.run_until([&] { return client_side().eof(client_) || client_side().error(client_) != 0; },
+                          1'000'000'000);
+  }
+
+  ReplicaLoopback net_;
+  int listener_ = -1;
+  int client_ = -1;
+  int server_ = -1;
+};
+
+TEST_F(ForkClaims, AChildTakesOverAConnectionItsParentClosedWithItsUnreadAndUnsentBytes) {
+  send_all(client_side(), client_, "request");
+  send_all(parent(), server_, "hello ");
+  ASSERT_TRUE(parent().hold_for_fork(kFork));
+  const auto share = parent().share_connection(server_);
+  ASSERT_TRUE(share.has_value());
+  ASSERT_TRUE(parent().close(server_).ok());
+  EXPECT_FALSE(client_sees_end()) << "the parent's close ended a connection its child still holds";
+  auto claimed = child().claim(*share, kFork);
+  ASSERT_TRUE(claimed.ok());
+  const int mine = claimed.value();
+  EXPECT_EQ(receive(child(), mine, 7), "request");
+  EXPECT_EQ(child().error(mine), 0);
+  send_all(child(), mine, "world");
+  EXPECT_EQ(receive(client_side(), client_, 11), "hello world");
+  EXPECT_EQ(total("claims"), 1u);
+  // The child is the last holder: its close ends the connection.
+  ASSERT_TRUE(child().close(mine).ok());
+  EXPECT_TRUE(client_sees_end());
+  EXPECT_EQ(client_side().error(client_), 0);
+}
+
+TEST_F(ForkClaims, AClosedConnectionNoChildClaimedEndsWhenItsForkEnds) {
+  ASSERT_TRUE(parent().hold_for_fork(kFork));
+  ASSERT_TRUE(parent().close(server_).ok());
+  EXPECT_FALSE(client_sees_end());
+  net_.fork_ended(kFork);
+  EXPECT_TRUE(client_sees_end());
+  EXPECT_EQ(client_side().error(client_), 0);  // a FIN: nothing was left unread
+}
+
+TEST_F(ForkClaims, AConnectionStillInTheAcceptQueueAtTheForkIsNotPinned) {
+  auto later = client_side().connect(kStackAddress, kPort);
+  ASSERT_TRUE(later.ok());
+  ASSERT_TRUE(net_.run_until([&] { return parent().acceptable(listener_) && client_side().connected(later.value()); }));
+  ASSERT_TRUE(parent().hold_for_fork(kFork));
+  net_.pump();
+  auto accepted = parent().accept(listener_);
+  ASSERT_TRUE(accepted.ok());
+  // The child never had it: the parent's close ends it.
+  ASSERT_TRUE(parent().close(accepted.value()).ok());
+  EXPECT_TRUE(net_.run_until([&] { return client_side().eof(later.value()); }, 1'000'000'000));
+  // The one accepted before the fork is pinned.
+  ASSERT_TRUE(parent().close(server_).ok());
+  EXPECT_FALSE(client_sees_end());
+}
+
+TEST_F(ForkClaims, AClaimWithoutItsForksPinIsRefused) {
+  ASSERT_TRUE(parent().hold_for_fork(kFork));
+  const auto share = parent().share_connection(server_);
+  ASSERT_TRUE(share.has_value());
+  auto wrong = child().claim(*share, kFork + 1);
+  ASSERT_TRUE(wrong.ok());
+  ASSERT_TRUE(net_.run_until([&] { return child().error(wrong.value()) != 0; }));
+  EXPECT_EQ(child().error(wrong.value()), EBADF);
+  // The fork ended: its pin is no proof any more, and the parent's connection goes on.
+  net_.fork_ended(kFork);
+  auto late = child().claim(*share, kFork);
+  ASSERT_TRUE(late.ok());
+  ASSERT_TRUE(net_.run_until([&] { return child().error(late.value()) != 0; }));
+  EXPECT_EQ(child().error(late.value()), EBADF);
+  EXPECT_FALSE(client_sees_end());
+  send_all(parent(), server_, "still here");
+  EXPECT_EQ(receive(client_side(), client_, 10), "still here");
+}
+
+TEST_F(ForkClaims, AClaimThatComesBeforeItsForksHoldWaitsForIt) {
+  const auto share = parent().share_connection(server_);
+  ASSERT_TRUE(share.has_value());
+  auto claimed = child().claim(*share, kFork);
+  ASSERT_TRUE(claimed.ok());
+  net_.pump();
+  EXPECT_EQ(child().error(claimed.value()), 0);
+  ASSERT_TRUE(parent().hold_for_fork(kFork));
+  ASSERT_TRUE(parent().close(server_).ok());
+  send_all(child(), claimed.value(), "late");
+  EXPECT_EQ(receive(client_side(), client_, 4), "late");
+  EXPECT_EQ(total("claims"), 1u);
+  EXPECT_EQ(total("claims_refused"), 0u);
+}
+
+TEST_F(ForkClaims, PinsOutliveTheParentsLeaseAndAReplicaCrash) {
+  send_all(client_side(), client_, "queued");
+  ASSERT_TRUE(parent().hold_for_fork(kFork));
+  const auto share = parent().share_connection(server_);
+  ASSERT_TRUE(share.has_value());
+  net_.pump();
+  net_.restart_app(0);  // the parent exits
+  EXPECT_FALSE(client_sees_end());
+  net_.crash(share->replica);
+  auto claimed = child().claim(*share, kFork);
+  ASSERT_TRUE(claimed.ok());
+  EXPECT_EQ(receive(child(), claimed.value(), 6), "queued");
+  send_all(child(), claimed.value(), "answer");
+  EXPECT_EQ(receive(client_side(), client_, 6), "answer");
+}
+
+}  // namespace
+}  // namespace flotilla::sockets
