@@ -275,7 +275,7 @@ ssize_t pwrite_file(int fd, const void* buffer, std::size_t length, std::int64_t
   return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile& file) -> int {
     const ssize_t put =
         client.pwrite(client_fd, std::span(static_cast<const std::byte*>(buffer), length), static_cast<std::uint64_t>(offset));
-    if (put < 0) return static_cast<int>(put);
+    if (put < 0) return fleet_error(static_cast<int>(put));
     if ((file.state->flags & O_APPEND) != 0) {
       if (int error = client.fsync(client_fd); error != 0) return error;
     } else {
@@ -520,7 +520,7 @@ FLOTILLA_EXPORT int ftruncate(int fd, off_t length) {
   if (!is_file(fd)) return REAL(ftruncate)(fd, length);
   if (length < 0) return fail_with(EINVAL);
   return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile& file) {
-    const int error = client.ftruncate(client_fd, static_cast<std::uint64_t>(length));
+    const int error = fleet_error(client.ftruncate(client_fd, static_cast<std::uint64_t>(length)));
     if (error == 0) note_cut(*file.state, static_cast<std::uint64_t>(length));
     return error;
   });

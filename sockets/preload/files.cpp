@@ -60,6 +60,17 @@ OpenFile::~OpenFile() {
   if (state != nullptr) ::munmap(state, SharedState::kBytes);
 }
 
+int fleet_error(int error) {
+  static std::atomic<bool> told{false};
+  if (error == -ENOSPC && !told.exchange(true)) {
+    std::fprintf(stderr,
+                 "flotilla: the file fleet's buffer cache is full ([files] cache_bytes); writes under %s fail "
+                 "with ENOSPC\n",
+                 fleet_prefix().data());
+  }
+  return error;
+}
+
 void note_written(SharedState& state, std::uint64_t end) {
   std::uint64_t known = state.written_end.load(std::memory_order_relaxed);
   while (known < end && !state.written_end.compare_exchange_weak(known, end, std::memory_order_release)) {
@@ -388,7 +399,7 @@ ssize_t write_file(int fd, const void* buffer, std::size_t length) {
     put = call.client->pwrite(call.client_fd, data, offset);
     if (put >= 0) state.offset.store(offset + static_cast<std::uint64_t>(put), std::memory_order_relaxed);
   }
-  if (put < 0) return fail_with(static_cast<int>(-put));
+  if (put < 0) return fail_with(-fleet_error(static_cast<int>(put)));
   if ((described.flags & O_APPEND) != 0 || (state.flags & O_APPEND) != 0) {
     // Published now: the next append, from any process, starts at the server's end.
     if (int error = call.client->fsync(call.client_fd); error != 0) return fail_with(-error);

@@ -128,6 +128,10 @@ class Files {
   bool complained_ = false;
 };
 
+// `error` (a negative errno from the fleet) as it goes back to the program; the first ENOSPC says
+// why on stderr, once per process.
+int fleet_error(int error);
+
 // Raises the description's written_end to `end`; note_cut lowers it to `end` (ftruncate).
 void note_written(SharedState& state, std::uint64_t end);
 void note_cut(SharedState& state, std::uint64_t end);
