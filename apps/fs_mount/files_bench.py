@@ -247,7 +247,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(
         description="Hare's microbenchmarks on the file fleet (programs under flotilla run) vs tmpfs",
-        epilog="Needs root. About 1 min per server count with the defaults on 2 vCPUs.")
+        epilog="Needs root. About 1 min with the defaults on 2 vCPUs; one line per benchmark as it ends.")
     parser.add_argument("--build", default=os.path.join(here, "..", "..", "build"), help="the build folder")
     parser.add_argument("--servers", default="1,2,3", help="file server counts to run, comma-separated")
     parser.add_argument("--procs", default="1,2", help="process counts to run, comma-separated")
