@@ -9,7 +9,7 @@ folder of its own:
   creates      create --files empty files in one directory
   writes       create --files files and write 10 x 4 KiB to each
   renames      rename --files files within their directory
-  directories  create and remove --files/10 directories
+  directories  create and remove --files directories
   rm-dense     remove --files files from one directory
   rm-sparse    remove --files files, one per directory, and the directories
   pfind-dense  list a tree of --files files in few directories (os.walk, as find does)
@@ -82,7 +82,7 @@ def run_one(name, folder, files, archive):
             os.rename(os.path.join(folder, f"f{i}"), os.path.join(folder, f"g{i}"))
         return files
     if name == "directories":
-        count = max(1, files // 10)
+        count = files
         for i in range(count):
             os.mkdir(os.path.join(folder, f"d{i}"))
         for i in range(count):
