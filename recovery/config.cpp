@@ -32,6 +32,8 @@ std::uint32_t line_of(const toml::node& node) { return node.source().begin.line;
 }
 
 constexpr std::int64_t kMaxRegionBytes = std::int64_t{1} << 32;
+// The least [files] cache_bytes allows.
+constexpr std::int64_t kMinFileCacheBytes = std::int64_t{1} << 20;
 
 // The source name of the declarations made from [limits] app_seats.
 constexpr std::string_view kSeatsOrigin = "[limits] app_seats";
@@ -530,7 +532,11 @@ bool valid_interface_name(std::string_view name) {
 void read_files(const toml::table& root, SupervisorConfig& config) {
   const toml::table* table = table_of(root, "files");
   if (table == nullptr) return;
-  reject_unknown_keys(*table, {"prefix"}, "[files]");
+  reject_unknown_keys(*table, {"prefix", "cache_bytes"}, "[files]");
+  config.files_cache_bytes = integer<std::uint64_t>(*table, "cache_bytes", 0, kMinFileCacheBytes, kMaxRegionBytes);
+  if (config.files_cache_bytes % fs::kBlockBytes != 0) {
+    fail(*table->get("cache_bytes"), "'cache_bytes' must be a multiple of " + std::to_string(fs::kBlockBytes));
+  }
   std::string prefix = optional_text(*table, "prefix", config.files_prefix);
   while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
   // The preload library keeps the prefix in a buffer of 256 bytes and compares it byte for byte.
@@ -539,6 +545,20 @@ void read_files(const toml::table& root, SupervisorConfig& config) {
     fail(*table->get("prefix"), "'prefix' must be an absolute path other than / (at most 255 bytes, no whitespace)");
   }
   config.files_prefix = std::move(prefix);
+}
+
+// [files] cache_bytes sizes the file fleet's cache region, wherever the configuration declared it.
+void size_file_cache(const toml::table& root, SupervisorConfig& config) {
+  if (config.files_cache_bytes == 0) return;
+  for (RegionConfig& region : config.regions) {
+    if (region.name == fs::kFileCacheRegion) region.bytes = config.files_cache_bytes;
+  }
+  const bool declared = std::any_of(config.regions.begin(), config.regions.end(),
+                                    [](const RegionConfig& region) { return region.name == fs::kFileCacheRegion; });
+  if (!declared) {
+    fail(*root.get("files")->as_table()->get("cache_bytes"),
+         "'cache_bytes' sizes the file fleet's cache, and no [[region]] named fs-blocks is declared");
+  }
 }
 
 void read_network(const toml::table& root, SupervisorConfig& config) {
@@ -705,6 +725,7 @@ ConfigOutcome parse_config(std::string_view text, std::string_view source_name,
     read_wait(root, config);
     read_channels(root, config);
     read_regions(root, config);
+    size_file_cache(root, config);
   } catch (const Invalid& invalid) {
     if (invalid.origin.empty() || invalid.origin == source) {
       return ConfigError{source + ":" + std::to_string(invalid.line) + ": " + invalid.message};

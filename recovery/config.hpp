@@ -105,6 +105,9 @@ struct SupervisorConfig {
   Limits limits;
   // [files] prefix: where programs under `flotilla run` find the file fleet (absolute, not "/").
   std::string files_prefix = "/flotilla";
+  // [files] cache_bytes: the size of the file fleet's buffer cache (the "fs-blocks" region); 0: as
+  // its [[region]] declares it.
+  std::uint64_t files_cache_bytes = 0;
 };
 
 struct ConfigError {

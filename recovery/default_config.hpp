@@ -220,6 +220,9 @@ default = "shared"
 # Where programs under `flotilla run` find the file fleet: paths under it (and descriptors opened
 # there) go to the file servers, every other path to the kernel.
 prefix = "/flotilla"
+# The buffer cache the file servers share (bytes, a multiple of 4096, at least 1 MiB), split evenly
+# among them. Past it, writes fail with ENOSPC (and one "flotilla:" line on the program's stderr).
+cache_bytes = 67108864
 
 [network]
 # The driver: af_xdp (the veth below), dpdk or memwire (a shared-memory wire between two stacks).

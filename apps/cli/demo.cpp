@@ -181,6 +181,29 @@ struct FaultOutcome {
   std::optional<double> fine_back_ms;
 };
 
+// detection_ms, startup_ms and recovery_ms of `fault`, the `nth` crash injected into its component,
+// from the event log.
+void time_recovery(const std::vector<LoggedEvent>& events, std::size_t nth, FaultOutcome& fault) {
+  const LoggedEvent* inject = nullptr;
+  for (const LoggedEvent& event : events) {
+    if (event.kind == "inject" && event.component == fault.component && nth-- == 0) {
+      inject = &event;
+      break;
+    }
+  }
+  if (inject == nullptr) return;
+  for (const LoggedEvent& event : events) {
+    if (event.component != fault.component || event.at_ms < inject->at_ms) continue;
+    if (event.kind == "inject" && &event != inject) break;  // the next fault's
+    if (event.kind == "exit" && !fault.detection_ms) fault.detection_ms = event.at_ms - inject->at_ms;
+    if (event.kind == "restart" && fault.detection_ms && !fault.startup_ms) fault.startup_ms = -event.at_ms;
+    if ((event.kind == "recovered" || event.kind == "joined") && fault.detection_ms && !fault.recovery_ms) {
+      fault.recovery_ms = event.at_ms - inject->at_ms;
+      if (fault.startup_ms) *fault.startup_ms += event.at_ms;
+    }
+  }
+}
+
 // moved_ms, sampled_moved_ms and fine_back_ms of a tcp-carrier fault. For the samples: the process
 // is dead by its exit event, and its successor cannot have acknowledged anything a sample later,
 // so the first sample after the exit holds the dead incarnation's count, and the first larger one
@@ -211,6 +234,130 @@ void time_carrier_recovery(FaultOutcome& fault) {
       return;
     }
   }
+}
+
+// The file fleet's part of the demo: a tree written before the stack comes up is extracted into
+// the fleet by an unmodified tar under `flotilla run` while a file server crashes, then every file's
+// SHA-256 in the fleet is compared with the source's.
+constexpr int kDemoTreeFiles = 2000;
+// The crash comes once the fleet has served this many requests of the extraction (each file costs
+// a few), well before its end.
+constexpr std::uint64_t kCrashAfterRequests = 1500;
+
+struct FileFault {
+  FaultOutcome fault;  // detection and recovery, timed as the network faults are
+  std::uint64_t requests_at_crash = 0;
+  bool tar_ok = false;
+  bool tree_matches = false;
+  std::string problem;  // why it failed, for the report
+};
+
+// kDemoTreeFiles files of 0-8 KiB in 40 folders under `source`, tarred to `archive`.
+bool make_demo_tree(const std::filesystem::path& source, const std::filesystem::path& archive, std::string& problem) {
+  std::error_code error;
+  std::filesystem::remove_all(source, error);
+  std::uint64_t seed = 0x9e3779b97f4a7c15ull;
+  for (int i = 0; i < kDemoTreeFiles; ++i) {
+    const std::filesystem::path folder = source / ("d" + std::to_string(i % 40));
+    std::filesystem::create_directories(folder, error);
+    std::string bytes(static_cast<std::size_t>((i * 131) % 8192), '\0');
+    for (char& byte : bytes) {
+      seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+      byte = static_cast<char>(seed >> 56);
+    }
+    std::ofstream(folder / ("f" + std::to_string(i))) << bytes;
+  }
+  std::string said;
+  if (recovery::run_command({"tar", "-C", source.string(), "-cf", archive.string(), "."}, &said) != 0) {
+    problem = "tar -c of the source tree failed: " + said;
+    return false;
+  }
+  return true;
+}
+
+// Requests each file server (fs0, fs1, ...) has served.
+std::map<std::string, std::uint64_t> fleet_requests(const std::string& socket) {
+  std::map<std::string, std::uint64_t> served;
+  std::string refusal;
+  auto reply = recovery::control_request(socket, "counters", &refusal);
+  if (!reply) return served;
+  static const std::regex server_name("fs[0-9]+");
+  for (const auto& [component, values] : recovery::parse_counters(reply.value())) {
+    if (!std::regex_match(component, server_name)) continue;
+    const auto found = values.find("fs_requests");
+    served[component] = found == values.end() ? 0 : found->second;
+  }
+  return served;
+}
+
+std::string read_whole(const std::filesystem::path& path) {
+  std::ifstream file(path);
+  return std::string(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+}
+
+// The extraction across the crash, then the comparison.
+FileFault run_file_fault(const DemoOptions& options, const std::filesystem::path& out) {
+  FileFault result;
+  result.fault.component = options.file_server;
+  const std::filesystem::path archive = out / "files-tree.tar";
+  const std::string tree = options.files_prefix + "/demo-tree";
+  const std::vector<std::string> run{options.flotilla, "--socket", options.socket, "run", "--"};
+  const auto under_run = [&](std::vector<std::string> words) {
+    words.insert(words.begin(), run.begin(), run.end());
+    return words;
+  };
+  std::printf("==> tar -xf of %d files into %s under flotilla run; a file server (%s) crashes during it\n",
+              kDemoTreeFiles, tree.c_str(), options.file_server.c_str());
+  std::fflush(stdout);
+  const std::map<std::string, std::uint64_t> before = fleet_requests(options.socket);
+  Program tar(under_run({"sh", "-c", "mkdir -p '" + tree + "' && tar -xf '" + archive.string() + "' -C '" + tree + "'"}),
+              out / "files-tar.log");
+  while (tar.running() && !g_interrupted) {
+    // "fs-busy": the server that has served the extraction most so far (its tree's home).
+    std::uint64_t served = 0;
+    std::uint64_t busiest = 0;
+    for (const auto& [server, count] : fleet_requests(options.socket)) {
+      const std::uint64_t grew = count - std::min(count, before.contains(server) ? before.at(server) : 0);
+      served += grew;
+      if (options.file_server == kBusyFileServer && grew >= busiest) {
+        busiest = grew;
+        result.fault.component = server;
+      }
+    }
+    if (served >= kCrashAfterRequests) {
+      std::string refusal;
+      if (!recovery::control_request(options.socket, "inject " + result.fault.component + " crash", &refusal)) {
+        result.problem = "inject " + result.fault.component + " failed: " + refusal;
+      }
+      result.requests_at_crash = served;
+      result.fault.injected_at = 0;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  const std::optional<int> status = tar.wait(std::chrono::seconds(120));
+  result.tar_ok = status == 0;
+  if (result.fault.injected_at < 0 && result.problem.empty()) result.problem = "the extraction ended before the crash";
+  if (!result.tar_ok) {
+    result.problem = "tar under flotilla run failed: " + read_whole(out / "files-tar.log");
+    return result;
+  }
+  const std::string listing = "cd '%s' && find . -type f | LC_ALL=C sort | xargs sha256sum";
+  char command[512];
+  std::snprintf(command, sizeof(command), listing.c_str(), tree.c_str());
+  Program fleet_sums(under_run({"sh", "-c", command}), out / "files-fleet.sha256");
+  std::snprintf(command, sizeof(command), listing.c_str(), (out / "files-source").c_str());
+  Program source_sums({"sh", "-c", command}, out / "files-source.sha256");
+  const bool listed = fleet_sums.wait(std::chrono::seconds(60)) == 0 && source_sums.wait(std::chrono::seconds(60)) == 0;
+  const std::string expected = read_whole(out / "files-source.sha256");
+  const std::string got = read_whole(out / "files-fleet.sha256");
+  result.tree_matches = listed && !expected.empty() && expected == got &&
+                        std::count(expected.begin(), expected.end(), '\n') == kDemoTreeFiles;
+  if (!result.tree_matches && result.problem.empty()) {
+    result.problem = "the tree in the fleet differs from its source (" + (out / "files-fleet.sha256").string() +
+                     " against " + (out / "files-source.sha256").string() + ")";
+  }
+  return result;
 }
 
 void write_svg(const std::string& path, const std::vector<Sample>& samples, const std::vector<FaultOutcome>& faults,
@@ -320,6 +467,12 @@ int run_demo(const DemoOptions& options) {
   action.sa_handler = on_interrupt;
   ::sigaction(SIGINT, &action, nullptr);
   ::sigaction(SIGTERM, &action, nullptr);
+
+  std::string problem;
+  if (!options.file_server.empty() && !make_demo_tree(out / "files-source", out / "files-tree.tar", problem)) {
+    std::fprintf(stderr, "flotilla demo: %s\n", problem.c_str());
+    return 1;
+  }
 
   const std::string& peer_namespace = options.peer_namespace;
   const std::string& peer_address = options.peer_address;
@@ -452,6 +605,9 @@ int run_demo(const DemoOptions& options) {
   const IperfSummary iperf = read_iperf((out / "iperf3-client.json").string());
   const bool stream_ok = client_done && client.exit_status() == 0 && iperf.parsed && iperf.error.empty();
 
+  std::optional<FileFault> file_fault;
+  if (!options.file_server.empty() && !g_interrupted) file_fault = run_file_fault(options, out);
+
   // How the replicas' loss recovery went, over the whole run.
   std::uint64_t retransmission_timeouts = 0;
   std::uint64_t restored_tails = 0;
@@ -471,28 +627,10 @@ int run_demo(const DemoOptions& options) {
                                        index + 1 < outcomes.size() && outcomes[index + 1].injected_at >= 0
                                            ? outcomes[index + 1].injected_at
                                            : fault.injected_at + 4);
-    const LoggedEvent* inject = nullptr;
     // This fault is the n-th one injected into its component.
     std::size_t nth = 0;
     for (std::size_t earlier = 0; earlier < index; ++earlier) nth += outcomes[earlier].component == fault.component ? 1 : 0;
-    for (const LoggedEvent& event : events) {
-      if (event.kind == "inject" && event.component == fault.component && nth-- == 0) {
-        inject = &event;
-        break;
-      }
-    }
-    if (inject != nullptr) {
-      for (const LoggedEvent& event : events) {
-        if (event.component != fault.component || event.at_ms < inject->at_ms) continue;
-        if (event.kind == "inject" && &event != inject) break;  // the next fault's
-        if (event.kind == "exit" && !fault.detection_ms) fault.detection_ms = event.at_ms - inject->at_ms;
-        if (event.kind == "restart" && fault.detection_ms && !fault.startup_ms) fault.startup_ms = -event.at_ms;
-        if ((event.kind == "recovered" || event.kind == "joined") && fault.detection_ms && !fault.recovery_ms) {
-          fault.recovery_ms = event.at_ms - inject->at_ms;
-          if (fault.startup_ms) *fault.startup_ms += event.at_ms;
-        }
-      }
-    }
+    time_recovery(events, nth, fault);
     std::vector<double> before;
     for (const Sample& sample : samples) {
       if (sample.at < fault.injected_at && sample.at >= fault.injected_at - 2) before.push_back(sample.gbps);
@@ -515,6 +653,8 @@ int run_demo(const DemoOptions& options) {
     for (const Sample& sample : samples) fault.survived = fault.survived || (sample.at > window_end && sample.gbps > 0);
   }
 
+  if (file_fault && file_fault->fault.injected_at >= 0) time_recovery(events, 0, file_fault->fault);
+
   // A component killed for a missed heartbeat, or given up, during the run.
   for (const LoggedEvent& event : events) {
     if (event.kind == "hang" || event.kind == "failed") {
@@ -536,6 +676,12 @@ int run_demo(const DemoOptions& options) {
                 fault.dip_gbps, optional_ms(fault.dip_ms).c_str(), optional_ms(fault.moved_ms).c_str(),
                 optional_ms(fault.fine_back_ms).c_str(), fault.injected_at < 0 ? "not run" : fault.survived ? "yes" : "NO");
   }
+  const bool files_ok = !file_fault || (file_fault->tar_ok && file_fault->tree_matches && file_fault->problem.empty());
+  if (file_fault) {
+    std::printf("%-10s %12s %12s %10s %10s %10s %9s %9s %9s\n", file_fault->fault.component.c_str(),
+                optional_ms(file_fault->fault.detection_ms).c_str(), optional_ms(file_fault->fault.recovery_ms).c_str(),
+                "-", "-", "-", "-", "-", files_ok ? "yes" : "NO");
+  }
   std::printf("(moved ms: from a tcp-carrier crash to the restarted replica's first acknowledged byte, on its clock; "
               "10ms back: to its first %d ms at 90%% of the baseline, from samples about every %d ms)\n",
               static_cast<int>(kFineRateWindowSeconds * 1000), kFineIntervalMs);
@@ -550,6 +696,14 @@ int run_demo(const DemoOptions& options) {
   }
   std::printf("TCP replicas: %llu retransmission timeouts, %llu restored tails sent again\n",
               static_cast<unsigned long long>(retransmission_timeouts), static_cast<unsigned long long>(restored_tails));
+  if (file_fault && files_ok) {
+    std::printf("files: tar extracted %d files into %s/demo-tree under flotilla run, %s crashed after %llu of its "
+                "requests; every file's SHA-256 matches the source\n",
+                kDemoTreeFiles, options.files_prefix.c_str(), file_fault->fault.component.c_str(),
+                static_cast<unsigned long long>(file_fault->requests_at_crash));
+  } else if (file_fault) {
+    std::printf("files: FAILED: %s\n", file_fault->problem.c_str());
+  }
 
   // Per kind of fault (when some were repeated): p50 / p99 / max of each time.
   struct Summary {
@@ -660,13 +814,23 @@ int run_demo(const DemoOptions& options) {
                        {"sampled_bytes", sampled_bytes},
                        {"tcp_counters", std::move(report_counters)},
                        {"faults", std::move(faults)},
+                       {"file_fault",
+                        !file_fault ? Json(nullptr)
+                                    : Json{{"component", file_fault->fault.component},
+                                           {"files", kDemoTreeFiles},
+                                           {"requests_at_crash", file_fault->requests_at_crash},
+                                           {"detection_ms", rounded(file_fault->fault.detection_ms)},
+                                           {"recovery_ms", rounded(file_fault->fault.recovery_ms)},
+                                           {"tar_ok", file_fault->tar_ok},
+                                           {"tree_matches", file_fault->tree_matches},
+                                           {"problem", file_fault->problem}}},
                        {"summary", std::move(by_target)},
                        {"samples", std::move(sample_pairs)}};
   // iperf3's error text comes from outside: bytes that are not UTF-8 become U+FFFD.
   std::ofstream(out / "report.json") << report.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
   std::printf("wrote %s and %s\n", (out / "timeline.svg").c_str(), (out / "report.json").c_str());
 
-  bool all_survived = stream_ok;
+  bool all_survived = stream_ok && files_ok;
   for (const FaultOutcome& fault : outcomes) all_survived = all_survived && fault.survived;
   return g_interrupted ? 130 : (all_survived ? 0 : 1);
 }

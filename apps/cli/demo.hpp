@@ -21,6 +21,8 @@ struct DemoFault {
   std::string target;
 };
 
+inline constexpr std::string_view kBusyFileServer = "fs-busy";
+
 struct DemoOptions {
   double duration_seconds = 30;
   std::vector<DemoFault> faults;
@@ -32,6 +34,11 @@ struct DemoOptions {
   std::string peer_namespace = "flo-peer";
   std::string peer_address = "10.77.0.1";
   int interval_ms = 100;      // throughput sample period
+  // After the stream: tar extracts a tree into the file fleet under `flotilla run` while this file
+  // server crashes (kBusyFileServer: the one serving the extraction most), and the tree is compared
+  // with its source (SHA-256); empty: not run.
+  std::string file_server = std::string(kBusyFileServer);
+  std::string files_prefix = "/flotilla";  // the configuration's [files] prefix
 };
 
 // "4:pf,8:ip,12:driver,16:tcp-idle,20:tcp-carrier,25:name0": seconds into the stream, then the

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -398,6 +399,11 @@ int main(int argc, char** argv) {
   demo->add_option("--interval-ms", demo_options.interval_ms, "Throughput sample period")
       ->capture_default_str()
       ->check(CLI::Range(20, 5000));
+  demo->add_option("--file-server", demo_options.file_server,
+                   "After the stream, the file server crashed while tar extracts a tree into the file fleet "
+                   "under flotilla run (the tree is then checked against its source): fs0, fs1, ..., 'fs-busy' "
+                   "(the one serving the extraction most) or '' for none")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   if (*run) return cmd_run(command);
@@ -415,7 +421,14 @@ int main(int argc, char** argv) {
     auto outcome = demo_options.config_path.empty() ? parse_config(kDefaultConfig, "<default config>")
                                                     : load_config_file(demo_options.config_path);
     if (auto* error = std::get_if<ConfigError>(&outcome)) die(error->message, 2);
-    const NetworkConfig& network = std::get<SupervisorConfig>(outcome).network;
+    const SupervisorConfig& chosen = std::get<SupervisorConfig>(outcome);
+    const NetworkConfig& network = chosen.network;
+    demo_options.files_prefix = chosen.files_prefix;
+    // A configuration without file servers has no file fleet to crash.
+    if (std::none_of(chosen.components.begin(), chosen.components.end(),
+                     [](const ComponentConfig& component) { return component.binary == "flotilla-fs"; })) {
+      demo_options.file_server.clear();
+    }
     demo_options.peer_namespace = network.peer_namespace;
     demo_options.peer_address = network.peer_address.substr(0, network.peer_address.find('/'));
     demo_options.socket = g_socket;

@@ -976,7 +976,17 @@ void FileServer::close_descriptor(std::uint64_t id) {
   auto inode = inodes_.find(number);
   if (inode == inodes_.end()) return;
   if (inode->second.opens > 0) --inode->second.opens;
-  if (inode->second.opens == 0) release_blocks(inode->second.retired);
+  if (inode->second.opens == 0) {
+    release_blocks(inode->second.retired);
+    // What clients took ahead of the end while they wrote (Client::fetch_blocks) goes back.
+    Inode& file = inode->second;
+    const std::size_t keep = blocks_for(file.size);
+    if (file.type == FileType::regular && file.blocks.size() > keep) {
+      std::vector<BlockId> ahead(file.blocks.begin() + static_cast<std::ptrdiff_t>(keep), file.blocks.end());
+      file.blocks.resize(keep);
+      release_blocks(ahead);
+    }
+  }
   maybe_free(number);
 }
 

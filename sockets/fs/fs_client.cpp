@@ -14,6 +14,8 @@ namespace {
 
 constexpr std::size_t kMaxPathBytes = 4096;
 constexpr int kMaxSymlinks = 40;
+// The most a growing file asks for beyond what a write needs (see fetch_blocks).
+constexpr std::uint64_t kGrowAheadBytes = 1 << 20;
 
 bool writes(std::uint32_t flags) { return (flags & O_ACCMODE) != O_RDONLY; }
 bool reads(std::uint32_t flags) { return (flags & O_ACCMODE) != O_WRONLY; }
@@ -312,14 +314,25 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
 
 int Client::fetch_blocks(Description& d, std::uint64_t end, bool grow) {
   const std::uint64_t need = blocks_for(end);
-  bool asked_to_grow = false;
+  // A file that grows asks for as many blocks again as it holds (up to kGrowAheadBytes more than
+  // it needs): written in small pieces, it costs a message per doubling, not one per block. The
+  // server gives back what is past the end when its last descriptor closes.
+  std::uint64_t grow_to = 0;
+  if (grow) {
+    grow_to = std::max(end, std::min<std::uint64_t>(2 * d.blocks.size() * kBlockBytes, end + kGrowAheadBytes));
+  }
   while (d.blocks.size() < need) {
     FsMessage message = request(FsOp::blocks, d.inode);
     message.arg0 = d.blocks.size();
-    if (grow && !asked_to_grow) message.arg1 = end;
-    asked_to_grow = true;
+    message.arg1 = grow_to;
     FsMessage reply;
-    if (int error = call_status(home_of(d.inode), message, &reply); error != 0) return error;
+    int error = call_status(home_of(d.inode), message, &reply);
+    if (error == -ENOSPC && grow_to > end) {  // room for what is needed, not for the extra
+      grow_to = end;
+      continue;
+    }
+    grow_to = 0;
+    if (error != 0) return error;
     const auto extra = reply.extra();
     const std::size_t count = extra.size() / sizeof(BlockId);
     if (count == 0) break;  // the file has fewer blocks: reads past them see zeros
@@ -704,7 +717,8 @@ int Client::rename(std::string_view from, std::string_view to) {
   if (type_of_word(found.type) == FileType::directory && in(target_chain, found.inode)) {
     return -EINVAL;
   }
-  if (in(source_chain, target.inode)) {
+  // Only a directory above the source's own can hold an ancestor of the source.
+  if (target.inode != source.inode && in(source_chain, target.inode)) {
     Found replaced;
     if (lookup(target, target_name, replaced) == 0 && in(source_chain, replaced.inode)) {
       return -ENOTEMPTY;
@@ -893,14 +907,15 @@ int Client::describe_fd(int fd, SharedDescriptor& out) const {
   return 0;
 }
 
-int Client::refresh(int fd) {
+int Client::refresh(int fd, std::uint64_t at_least) {
   Description* d = description(fd);
   if (d == nullptr) return -EBADF;
   FileStat stat;
   if (int error = stat_inode(d->inode, stat); error != 0) return error;
+  const std::uint64_t size = std::max(stat.size, at_least);
   // A file cut shorter meanwhile has a new block list past the cut.
-  if (stat.size < d->size) d->blocks.clear();
-  d->size = stat.size;
+  if (size < d->size) d->blocks.clear();
+  d->size = size;
   return 0;
 }
 

@@ -138,8 +138,9 @@ class Client {
   int open_inode(InodeNumber inode, int flags);
   // What descriptor `fd` names (its inode, type and open flags).
   int describe_fd(int fd, SharedDescriptor& out) const;
-  // Takes the file's size from the server again: another process may have written to it.
-  int refresh(int fd);
+  // Takes the file's size from the server again: another process may have written to it
+  // (`at_least`: what another process sharing the description wrote and has not published yet).
+  int refresh(int fd, std::uint64_t at_least = 0);
 
   std::uint64_t cached_lookups() const { return cache_hits_; }
   std::size_t open_descriptors() const;

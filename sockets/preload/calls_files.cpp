@@ -101,7 +101,12 @@ int stat_path(const std::string& path, bool follow, fs::FileStat& out) {
 }
 
 int stat_descriptor(int fd, fs::FileStat& out) {
-  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) { return client.fstat(client_fd, out); });
+  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile& file) {
+    const int error = client.fstat(client_fd, out);
+    // What another process sharing the description wrote and has not published yet.
+    if (error == 0) out.size = std::max(out.size, file.state->written_end.load(std::memory_order_acquire));
+    return error;
+  });
 }
 
 // The fleet path a descriptor was opened by.
@@ -252,11 +257,13 @@ std::int64_t seek_file(int fd, std::int64_t offset, int whence) {
 
 ssize_t pread_file(int fd, void* buffer, std::size_t length, std::int64_t offset) {
   if (offset < 0) return fail_with(EINVAL);
-  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) -> int {
+  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile& file) -> int {
     const std::span<std::byte> out(static_cast<std::byte*>(buffer), length);
     ssize_t got = client.pread(client_fd, out, static_cast<std::uint64_t>(offset));
     if (got == 0 && length > 0) {
-      if (int error = client.refresh(client_fd); error != 0) return error;
+      if (int error = client.refresh(client_fd, file.state->written_end.load(std::memory_order_acquire)); error != 0) {
+        return error;
+      }
       got = client.pread(client_fd, out, static_cast<std::uint64_t>(offset));
     }
     return static_cast<int>(got);
@@ -265,11 +272,15 @@ ssize_t pread_file(int fd, void* buffer, std::size_t length, std::int64_t offset
 
 ssize_t pwrite_file(int fd, const void* buffer, std::size_t length, std::int64_t offset) {
   if (offset < 0) return fail_with(EINVAL);
-  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) -> int {
+  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile& file) -> int {
     const ssize_t put =
         client.pwrite(client_fd, std::span(static_cast<const std::byte*>(buffer), length), static_cast<std::uint64_t>(offset));
-    if (put < 0) return static_cast<int>(put);
-    if (int error = client.fsync(client_fd); error != 0) return error;
+    if (put < 0) return fleet_error(static_cast<int>(put));
+    if ((file.state->flags & O_APPEND) != 0) {
+      if (int error = client.fsync(client_fd); error != 0) return error;
+    } else {
+      note_written(*file.state, static_cast<std::uint64_t>(offset) + static_cast<std::uint64_t>(put));
+    }
     return static_cast<int>(put);
   });
 }
@@ -508,8 +519,10 @@ FLOTILLA_EXPORT off64_t lseek64(int fd, off64_t offset, int whence) {
 FLOTILLA_EXPORT int ftruncate(int fd, off_t length) {
   if (!is_file(fd)) return REAL(ftruncate)(fd, length);
   if (length < 0) return fail_with(EINVAL);
-  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) {
-    return client.ftruncate(client_fd, static_cast<std::uint64_t>(length));
+  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile& file) {
+    const int error = fleet_error(client.ftruncate(client_fd, static_cast<std::uint64_t>(length)));
+    if (error == 0) note_cut(*file.state, static_cast<std::uint64_t>(length));
+    return error;
   });
 }
 FLOTILLA_EXPORT int ftruncate64(int fd, off64_t length) { return ftruncate(fd, length); }

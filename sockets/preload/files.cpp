@@ -60,6 +60,29 @@ OpenFile::~OpenFile() {
   if (state != nullptr) ::munmap(state, SharedState::kBytes);
 }
 
+int fleet_error(int error) {
+  static std::atomic<bool> told{false};
+  if (error == -ENOSPC && !told.exchange(true)) {
+    std::fprintf(stderr,
+                 "flotilla: the file fleet's buffer cache is full ([files] cache_bytes); writes under %s fail "
+                 "with ENOSPC\n",
+                 fleet_prefix().data());
+  }
+  return error;
+}
+
+void note_written(SharedState& state, std::uint64_t end) {
+  std::uint64_t known = state.written_end.load(std::memory_order_relaxed);
+  while (known < end && !state.written_end.compare_exchange_weak(known, end, std::memory_order_release)) {
+  }
+}
+
+void note_cut(SharedState& state, std::uint64_t end) {
+  std::uint64_t known = state.written_end.load(std::memory_order_relaxed);
+  while (known > end && !state.written_end.compare_exchange_weak(known, end, std::memory_order_release)) {
+  }
+}
+
 OffsetHold::OffsetHold(SharedState& state) : state_(state) {
   // The holder is another process (this one's threads are serialised by the Files lock); one that
   // died inside a call leaves its pid, taken over once it is gone.
@@ -343,7 +366,10 @@ ssize_t read_file(int fd, void* buffer, std::size_t length) {
   ssize_t got = call.client->pread(call.client_fd, out, offset);
   if (got == 0 && length > 0) {
     // The end as this process knew it: another holder of the file may have written past it.
-    if (int error = call.client->refresh(call.client_fd); error != 0) return fail_with(-error);
+    if (int error = call.client->refresh(call.client_fd, call.file->state->written_end.load(std::memory_order_acquire));
+        error != 0) {
+      return fail_with(-error);
+    }
     got = call.client->pread(call.client_fd, out, offset);
   }
   if (got < 0) return fail_with(static_cast<int>(-got));
@@ -373,9 +399,15 @@ ssize_t write_file(int fd, const void* buffer, std::size_t length) {
     put = call.client->pwrite(call.client_fd, data, offset);
     if (put >= 0) state.offset.store(offset + static_cast<std::uint64_t>(put), std::memory_order_relaxed);
   }
-  if (put < 0) return fail_with(static_cast<int>(-put));
-  // Published now: another process holding this description (or the file) reads it next.
-  if (int error = call.client->fsync(call.client_fd); error != 0) return fail_with(-error);
+  if (put < 0) return fail_with(-fleet_error(static_cast<int>(put)));
+  if ((described.flags & O_APPEND) != 0 || (state.flags & O_APPEND) != 0) {
+    // Published now: the next append, from any process, starts at the server's end.
+    if (int error = call.client->fsync(call.client_fd); error != 0) return fail_with(-error);
+  } else {
+    // Another process sharing the description finds the end in the page; the server learns it at
+    // close or fsync (close-to-open), not with a message per write.
+    note_written(state, state.offset.load(std::memory_order_relaxed));
+  }
   return put;
 }
 

@@ -70,7 +70,11 @@ struct SharedState {
   // The process inside a call that reads or moves the offset (0: none): Linux's f_pos lock.
   std::atomic<pid_t> holder;
   std::atomic<std::uint64_t> offset;
-  char path[kBytes - 40];  // the fleet path it was opened by, for calls relative to a directory
+  // The furthest byte written through this description and perhaps not yet published to the server
+  // (FLUSH): another process sharing the description reads up to here (the blocks are the server's
+  // already, allocated when the writer grew the file). Cut by ftruncate through the description.
+  std::atomic<std::uint64_t> written_end;
+  char path[kBytes - 48];  // the fleet path it was opened by, for calls relative to a directory
 };
 static_assert(sizeof(SharedState) <= SharedState::kBytes);
 
@@ -123,6 +127,14 @@ class Files {
   LeaseRetry lease_retry_{ENOENT};  // what fleet paths say while no seat is leased
   bool complained_ = false;
 };
+
+// `error` (a negative errno from the fleet) as it goes back to the program; the first ENOSPC says
+// why on stderr, once per process.
+int fleet_error(int error);
+
+// Raises the description's written_end to `end`; note_cut lowers it to `end` (ftruncate).
+void note_written(SharedState& state, std::uint64_t end);
+void note_cut(SharedState& state, std::uint64_t end);
 
 // Holds a description's offset for the length of a call, across processes.
 class OffsetHold {
