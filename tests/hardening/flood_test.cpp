@@ -41,6 +41,7 @@
 #include "components/wire/tcp.hpp"
 #include "components/wire/udp.hpp"
 #include "recovery/default_config.hpp"
+#include "tests/hardening/process_stats.hpp"
 #include "tests/stack/stack_fixture.hpp"
 #include "tests/support/kernel_tcp.hpp"
 
@@ -60,34 +61,6 @@ constexpr int kHangLimitMs = 1000;  // the supervisor's heartbeat timeout in the
 // touched for the first time. State kept per flood frame would grow past it (a few hundred
 // thousand frames of at least a hundred bytes each).
 constexpr std::int64_t kRssGrowthLimitKib = 24 * 1024;
-
-// Ticks of CPU time (user and system, all threads) a process has used; -1 when it is gone.
-std::int64_t cpu_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(in, text)) return -1;
-  // The command name may hold spaces; the fields after it are space-separated.
-  std::istringstream fields(text.substr(text.rfind(')') + 2));
-  std::string field;
-  std::int64_t user = 0, system = 0;
-  for (int index = 3; fields >> field; ++index) {
-    if (index == 14) user = std::stoll(field);
-    if (index == 15) {
-      system = std::stoll(field);
-      break;
-    }
-  }
-  return user + system;
-}
-
-// A process's private resident memory (RssAnon) in KiB; -1 when it is gone.
-std::int64_t private_rss_kib(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("RssAnon:", 0) == 0) return std::stoll(line.substr(8));
-  }
-  return -1;
-}
 
 // A packet socket on the peer's interface, sending whole Ethernet frames as given.
 class FrameSender {
