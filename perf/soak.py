@@ -9,7 +9,10 @@ redis-server and lighttpd on it under `flotilla run`. From the peer namespace, f
   redis   redis-benchmark runs (-c 20, SET and GET);
   short   many short connections: one HTTP/1.0 GET from lighttpd each, the body checked;
   web     wrk runs (-c 16) against lighttpd;
-  udp     datagrams to the stack's UDP echo server (port 7), each answer checked.
+  udp     datagrams to the stack's UDP echo server (port 7), each answer checked;
+  checked connections of --checked-mib each to an echo server on the stack (Python under
+          `flotilla run`), every byte that comes back compared with what was sent: the bytes
+          verified end to end.
 
 Every --fault-every seconds a component of the stack, taken in turn from a shuffled list of every
 component and fault (crash, abort, hang), is given its fault with `flotilla inject`. Each minute a
@@ -19,12 +22,18 @@ progress line is printed. At the end it checks and reports:
   - servers that ended (each is started again, and fails the soak: no fault should end one);
   - each load's runs, and its failures: a failure that ended within --explain-seconds of a fault is
     explained by it, any other is unexplained (a connection lost for no reason);
+  - the bytes verified end to end by the checked load, and any that came back wrong;
   - the private resident memory (RssAnon) and open descriptors of the supervisor and of each component at the
-    start and at the end (a component restarted during the run is measured in its last incarnation).
+    start and at the end (a component restarted during the run is measured in its last incarnation);
+  - the buffer pool: how many buffers were free and how many each component held at the start and at
+    the end, once the loads have stopped; buffers leaked are those held by no running component,
+    and what a component holds at the end past its start and its private cache.
 
-It exits 0 when nothing was unexplained, no component was given up on, the supervisor's descriptors
-are as many at the end as at the start and its memory and every component's stayed within
---rss-growth-mib of the start; 1 otherwise. Needs root, iperf3, redis-server, redis-tools, lighttpd
+It exits 0 when nothing was unexplained, no component was given up on, no byte came back wrong and
+some were verified, no buffer leaked (every one free or held by a running component, none holding
+more than --cache-buffers above its start), the supervisor's
+descriptors are as many at the end as at the start and its memory and every component's stayed
+within --rss-growth-mib of the start; 1 otherwise. Needs root, iperf3, redis-server, redis-tools, lighttpd
 and wrk, and a build.
 """
 
@@ -46,6 +55,78 @@ import apps_bench  # noqa: E402  (beside this script)
 
 FAULTS = ("crash", "abort", "hang")
 UDP_ECHO_PORT = 7
+CHECKED_PORT = 7100
+# The checked load's server, under `flotilla run`: echoes every connection's bytes back.
+CHECKED_SERVER = r"""
+import selectors, socket, sys
+sel = selectors.DefaultSelector()
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("0.0.0.0", int(sys.argv[1])))
+listener.listen(64)
+listener.setblocking(False)
+sel.register(listener, selectors.EVENT_READ)
+unsent = {}
+print("listening", flush=True)
+while True:
+    for key, events in sel.select():
+        s = key.fileobj
+        if s is listener:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            connection.setblocking(False)
+            unsent[connection] = b""
+            sel.register(connection, selectors.EVENT_READ)
+            continue
+        try:
+            if events & selectors.EVENT_WRITE and unsent[s]:
+                unsent[s] = unsent[s][s.send(unsent[s]):]
+            if events & selectors.EVENT_READ:
+                data = s.recv(65536)
+                if not data:
+                    raise ConnectionError("closed")
+                unsent[s] += data
+            sel.modify(s, selectors.EVENT_READ | (selectors.EVENT_WRITE if unsent[s] else 0))
+        except (OSError, ConnectionError):
+            sel.unregister(s)
+            s.close()
+            del unsent[s]
+"""
+# The checked load's client, in the peer namespace: connections of RUN_BYTES, each 64 KiB chunk (from a
+# seeded generator) sent and read back before the next; one line per connection: "time ok|fail|corrupt
+# BYTES", BYTES being what came back and matched.
+CHECKED_CLIENT = r"""
+import hashlib, socket, sys, time
+address, port, seconds, run_bytes = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+until = time.monotonic() + seconds
+n = 0
+while time.monotonic() < until:
+    verified, outcome = 0, "ok"
+    try:
+        with socket.create_connection((address, port), timeout=5) as s:
+            s.settimeout(5)
+            while verified < run_bytes and time.monotonic() < until:
+                chunk = hashlib.shake_128(n.to_bytes(8, "big")).digest(65536)
+                n += 1
+                s.sendall(chunk)
+                back = b""
+                while len(back) < len(chunk):
+                    data = s.recv(len(chunk) - len(back))
+                    if not data:
+                        raise ConnectionError("closed")
+                    back += data
+                if back != chunk:
+                    outcome = "corrupt"
+                    break
+                verified += len(chunk)
+    except (OSError, ConnectionError):
+        outcome = "fail"
+    print(f"{time.time():.3f} {outcome} {verified}", flush=True)
+    if outcome != "ok":
+        time.sleep(0.5)
+"""
 SHORT_CLIENT = r"""
 import socket, sys, time
 address, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -116,7 +197,9 @@ class Soak(apps_bench.Bench):
     def __init__(self, options):
         super().__init__(options)
         self.lock = threading.Lock()
-        self.outcomes = {name: [] for name in ("bulk", "redis", "short", "web", "udp")}  # (time, ok, detail)
+        self.outcomes = {name: [] for name in ("bulk", "redis", "short", "web", "udp", "checked")}  # (time, ok, detail)
+        self.verified_bytes = 0  # by the checked load: came back as sent
+        self.corrupt = 0  # checked connections whose bytes came back wrong
         self.faults = []  # (time, component, fault, accepted)
         self.stopping = threading.Event()
         self.bulk_reverse = True
@@ -145,12 +228,16 @@ class Soak(apps_bench.Bench):
         raise RuntimeError("cannot find the supervisor of this soak")
 
     def figures(self):
-        """{name: (rss KiB, descriptors)} of the supervisor and every running component."""
-        out = {"supervisor": process_figures(self.supervisor)}
-        for component in self.status():
+        """({name: (rss KiB, descriptors, buffers held)} of the supervisor and every running component,
+        {"buffers": in the pool, "free": free now})."""
+        status = json.loads(self.flotilla_cli("status", "--json").stdout)
+        sup = process_figures(self.supervisor)
+        out = {"supervisor": sup + (0,) if sup else None}
+        for component in status["components"]:
             if component.get("pid", -1) > 0 and component["status"] == "running":
-                out[component["name"]] = process_figures(component["pid"])
-        return {name: value for name, value in out.items() if value is not None}
+                figures = process_figures(component["pid"])
+                out[component["name"]] = figures + (component.get("buffers", 0),) if figures else None
+        return {name: value for name, value in out.items() if value is not None}, status.get("pool", {})
 
     def record(self, load, ok, detail=""):
         with self.lock:
@@ -189,10 +276,11 @@ class Soak(apps_bench.Bench):
         ok = figures["socket_errors"] == 0 and figures["non_2xx"] == 0
         return ok, f"{figures['requests']} requests, {figures['socket_errors']} socket errors, {figures['non_2xx']} non-2xx"
 
-    def line_client(self, load, script, port, seconds):
-        """A Python client in the peer namespace printing one 'time ok|fail' line per attempt."""
+    def line_client(self, load, script, port, seconds, *extra):
+        """A Python client in the peer namespace printing one 'time ok|fail' line per attempt (a third
+        word: bytes verified)."""
         client = self.start(self.in_peer([sys.executable, "-c", script, apps_bench.STACK_ADDRESS, str(port),
-                                          str(seconds)]), f"{load}-client.log")
+                                          str(seconds)] + list(extra)), f"{load}-client.log")
 
         def follow():
             with open(client.log_path) as log:
@@ -204,9 +292,12 @@ class Soak(apps_bench.Bench):
                         time.sleep(0.2)
                         continue
                     words = line.split()
-                    if len(words) == 2 and words[1] in ("ok", "fail"):
+                    if len(words) in (2, 3) and words[1] in ("ok", "fail", "corrupt"):
                         with self.lock:
-                            self.outcomes[load].append((float(words[0]), words[1] == "ok", ""))
+                            self.outcomes[load].append((float(words[0]), words[1] == "ok", " ".join(words[1:])))
+                            if len(words) == 3:
+                                self.verified_bytes += int(words[2])
+                                self.corrupt += words[1] == "corrupt"
         thread = threading.Thread(target=follow, name=load, daemon=True)
         thread.start()
         return thread
@@ -225,7 +316,8 @@ class Soak(apps_bench.Bench):
         options = self.options
         self.bring_up()
         self.supervisor = self.supervisor_pid()
-        starters = {"iperf3": self.start_iperf3, "redis": self.start_redis, "lighttpd": self.start_lighttpd}
+        starters = {"iperf3": self.start_iperf3, "redis": self.start_redis, "lighttpd": self.start_lighttpd,
+                    "checked": self.start_checked_server}
         servers = {name: start("flotilla") for name, start in starters.items()}
         time.sleep(1)
         start_figures = self.figures()
@@ -237,6 +329,7 @@ class Soak(apps_bench.Bench):
             self.loop("web", self.web_run),
             self.line_client("short", SHORT_CLIENT, apps_bench.LIGHTTPD_PORT, duration),
             self.line_client("udp", UDP_CLIENT, UDP_ECHO_PORT, duration),
+            self.line_client("checked", CHECKED_CLIENT, CHECKED_PORT, duration, str(options.checked_mib << 20)),
         ]
         plan = self.fault_plan()
         say(f"    faults in turn over {len(plan)} (component, fault) pairs: "
@@ -275,6 +368,13 @@ class Soak(apps_bench.Bench):
         time.sleep(2)  # the last restart settles
         return start_figures, self.figures()
 
+    def start_checked_server(self, side):
+        server = self.start(self.server_command(side, [sys.executable, "-u", "-c", CHECKED_SERVER, str(CHECKED_PORT)]),
+                            f"checked-{side}.log")
+        self.wait_until(lambda: self.port_open(apps_bench.STACK_ADDRESS, CHECKED_PORT), server, 20,
+                        f"the checked load's echo server on {side}")
+        return server
+
     def progress(self, elapsed):
         with self.lock:
             loads = "  ".join(f"{load} {sum(ok for _, ok, _ in runs)}/{len(runs)}" for load, runs in self.outcomes.items())
@@ -282,13 +382,15 @@ class Soak(apps_bench.Bench):
         if quiet:
             loads += f"  (no run finished in the last minute: {', '.join(quiet)})"
         sup = process_figures(self.supervisor)
+        loads += f"  verified {self.verified_bytes / 2**20:.0f} MiB"
         say(f"  {elapsed / 60:4.1f} min  faults {len(self.faults)}  ok/runs: {loads}  "
             f"servers ended {len(self.server_ends)}  supervisor {sup[0] / 1024 if sup else 0:.1f} MiB anon, {sup[1] if sup else '?'} fds")
 
 
-def report(soak, start, end, options):
+def report(soak, start_figures, end_figures, options):
     """Prints the summary; returns whether the soak passed."""
     passed = True
+    (start, start_pool), (end, end_pool) = start_figures, end_figures
     events = soak.flotilla_cli("events", check=False).stdout
     recovered = len(re.findall(r"\brecovered\b", events))
     given_up = re.findall(r"^\[[^\]]*\]\s+failed\s+(\S+)", events, re.MULTILINE)
@@ -321,12 +423,33 @@ def report(soak, start, end, options):
         if not runs:
             passed = False
             say(f"    {load}: no run finished")
-    say(f"  {'process':12} {'anon start':>10} {'anon end':>10} {'fds start':>10} {'fds end':>8}")
+    say(f"  bytes verified end to end: {soak.verified_bytes} ({soak.verified_bytes / 2**30:.2f} GiB); "
+        f"connections whose bytes came back wrong: {soak.corrupt}")
+    if soak.corrupt or not soak.verified_bytes:
+        passed = False
+    # A buffer is free, or held by a running component (its own or parked for it across a restart),
+    # or stranded: held by nobody who will ever give it back. A component's holding may also grow
+    # by its private cache (PoolCache::kCapacity) from start to end; more than that is a leak too.
+    def stranded(figures, pool):
+        return pool.get("buffers", 0) - pool.get("free", 0) - sum(v[2] for v in figures.values())
+    grown = {name: end[name][2] - start[name][2] for name in set(start) & set(end)}
+    leaking = {name: growth for name, growth in grown.items() if growth > options.cache_buffers}
+    leaked = max(stranded(end, end_pool), 0) + sum(growth - options.cache_buffers for growth in leaking.values())
+    say(f"  buffer pool: {end_pool.get('buffers', '?')} buffers; free {start_pool.get('free', '?')} at the start, "
+        f"{end_pool.get('free', '?')} at the end; stranded (held by no running component) {stranded(start, start_pool)} "
+        f"then {stranded(end, end_pool)}; buffers leaked: {leaked}")
+    for name, growth in sorted(leaking.items()):
+        say(f"    {name}: holds {growth} buffers more than at the start, past its cache of {options.cache_buffers}")
+    if leaked:
+        passed = False
+    say(f"  {'process':12} {'anon start':>10} {'anon end':>10} {'fds start':>10} {'fds end':>8} "
+        f"{'buffers start':>14} {'buffers end':>12}")
     limit = options.rss_growth_mib * 1024
     for name in sorted(set(start) | set(end)):
         before, after = start.get(name), end.get(name)
         cells = [f"{v[0] / 1024:.1f} MiB" if v else "-" for v in (before, after)]
-        say(f"  {name:12} {cells[0]:>10} {cells[1]:>10} {before[1] if before else '-':>10} {after[1] if after else '-':>8}")
+        say(f"  {name:12} {cells[0]:>10} {cells[1]:>10} {before[1] if before else '-':>10} {after[1] if after else '-':>8} "
+            f"{before[2] if before else '-':>14} {after[2] if after else '-':>12}")
         if before and after and after[0] - before[0] > limit:
             say(f"    {name}: private memory grew by {(after[0] - before[0]) / 1024:.1f} MiB")
             passed = False
@@ -352,11 +475,21 @@ def parse_arguments():
     parser.add_argument("--redis-requests", type=int, default=20000, help="redis-benchmark -n per run (default: 20000)")
     parser.add_argument("--rss-growth-mib", type=int, default=16,
                         help="how much a process's resident memory may grow from start to end (default: 16)")
+    parser.add_argument("--checked-mib", type=int, default=16,
+                        help="MiB per connection of the checked load (default: 16)")
+    parser.add_argument("--cache-buffers", type=int, default=256,
+                        help="how many more buffers a component may hold at the end than at the start, in its "
+                             "private cache (default: 256, PoolCache::kCapacity)")
     parser.add_argument("--seed", type=int, default=18, help="the order of the faults (default: 18)")
     parser.add_argument("--json", default=None, help="where to write the outcomes (default: BUILD/soak.json)")
+    parser.add_argument("--skip-if-unable", action="store_true",
+                        help="exit 77 (skipped, for meson test) instead of 1 when not root or a program is missing")
     options = parser.parse_args()
-    if options.minutes <= 0 or options.fault_every <= 0 or options.iperf_seconds < 1 or options.redis_requests < 1:
-        parser.error("--minutes, --fault-every, --iperf-seconds and --redis-requests must be positive")
+    if options.minutes <= 0 or options.fault_every <= 0 or options.iperf_seconds < 1 or options.redis_requests < 1 \
+            or options.checked_mib < 1:
+        parser.error("--minutes, --fault-every, --iperf-seconds, --redis-requests and --checked-mib must be positive")
+    if options.cache_buffers < 0:
+        parser.error("--cache-buffers cannot be negative")
     # What apps_bench.Bench reads.
     options.sides = ["flotilla"]
     options.kernel_offloads = "default"
@@ -366,8 +499,14 @@ def parse_arguments():
 
 def main():
     options = parse_arguments()
-    apps_bench.check_prerequisites("soak", options, ["ip", "ethtool", "iperf3", "redis-server", "redis-benchmark",
-                                                     "lighttpd", "wrk"])
+    try:
+        apps_bench.check_prerequisites("soak", options, ["ip", "ethtool", "iperf3", "redis-server", "redis-benchmark",
+                                                         "lighttpd", "wrk"])
+    except SystemExit as refusal:
+        if not options.skip_if_unable:
+            raise
+        print(f"{refusal} (skipped)")
+        return 77
     soak = Soak(options)
 
     def stop_signal(number, _frame):
@@ -381,7 +520,8 @@ def main():
         passed = report(soak, start, end, options)
         with open(options.json, "w") as file:
             json.dump({"minutes": options.minutes, "faults": soak.faults, "outcomes": soak.outcomes,
-                       "server_ends": soak.server_ends, "start": start, "end": end, "passed": passed}, file, indent=1)
+                       "server_ends": soak.server_ends, "start": start, "end": end,
+                       "verified_bytes": soak.verified_bytes, "corrupt": soak.corrupt, "passed": passed}, file, indent=1)
     except apps_bench.Stopped as stop:
         say(f"soak: {stop}: taking everything down")
     except (RuntimeError, subprocess.TimeoutExpired) as error:

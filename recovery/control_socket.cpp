@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <map>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -77,6 +78,13 @@ std::string status_text(const Supervisor& supervisor) {
 }
 
 std::string status_json(const Supervisor& supervisor) {
+  // Buffers by holder, in one pass over the pool: a component's own and those parked for it.
+  const BufferPool& pool = supervisor.pool();
+  std::map<ComponentId, std::size_t> held;
+  for (std::uint32_t i = 0; i < pool.buffer_count(); ++i) {
+    const ComponentId owner = pool.owner_of(i);
+    ++held[owner >= kParkedOwnerBase ? owner - kParkedOwnerBase : owner];
+  }
   nlohmann::ordered_json components = nlohmann::ordered_json::array();
   for (const ComponentView& view : supervisor.components()) {
     components.push_back({{"name", view.name},
@@ -84,10 +92,12 @@ std::string status_json(const Supervisor& supervisor) {
                           {"status", status_name(view.status)},
                           {"incarnation", view.incarnation},
                           {"pid", view.pid},
-                          {"restarts", view.restarts}});
+                          {"restarts", view.restarts},
+                          {"buffers", held[view.id]}});
   }
   const nlohmann::ordered_json status = {{"components", std::move(components)},
-                                         {"events", supervisor.log().events().size()}};
+                                         {"events", supervisor.log().events().size()},
+                                         {"pool", {{"buffers", pool.buffer_count()}, {"free", held[kNoComponent]}}}};
   // A name that is not UTF-8 is shown with U+FFFD rather than failing the whole answer.
   return status.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }

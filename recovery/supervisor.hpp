@@ -76,6 +76,7 @@ class Supervisor {
   const CounterBlock* counters_of(std::string_view name) const;
   const NamedCounterTable* named_counters_of(std::string_view name) const;
   BufferPool& pool() { return *pool_; }
+  const BufferPool& pool() const { return *pool_; }
 
   // ---- For the parts beside the lifecycle (recovery/registrar.hpp, application_seats.hpp) ----
   // `observer` hears of every start, exit, stop and unhandled control message from now on; it

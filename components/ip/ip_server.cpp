@@ -74,6 +74,12 @@ IpServer::IpServer(BufferPool& pool, ComponentId self, IpOutputs& outputs, Named
   counters_.fragments_reassembled = counter("fragments_reassembled");
   counters_.fragment_overlaps = counter("fragment_overlaps");
   counters_.fragment_drops = counter("fragment_drops");
+  counters_.fragment_no_slot = counter("fragment_no_slot");
+  counters_.fragment_timeouts = counter("fragment_timeouts");
+  counters_.fragments_pending = counter("fragments_pending");
+  counters_.arp_entries = counter("arp_entries");
+  counters_.arp_evicted = counter("arp_evicted");
+  counters_.arp_refused = counter("arp_refused");
   counters_.echo_replies = counter("echo_replies");
   counters_.port_unreachable_sent = counter("port_unreachable_sent");
   counters_.icmp_rate_limited = counter("icmp_rate_limited");
@@ -773,6 +779,7 @@ bool IpServer::is_tcp_replica(ComponentId component) const {
 void IpServer::on_tick(std::uint64_t now_ms) {
   arp_.expire(now_ms);
   reassembler_.expire(now_ms);
+  publish_table_counters();
   // Ask again for next hops still unresolved, so one lost request does not strand what waits.
   std::array<std::uint32_t, 256> hops{};
   std::size_t hop_count = 0;
@@ -798,6 +805,19 @@ void IpServer::on_tick(std::uint64_t now_ms) {
       ask_filter(entry, now_ms);
     }
   }
+}
+
+void IpServer::publish_table_counters() {
+  const auto publish = [](NamedCounter* counter, std::uint64_t now, std::uint64_t& published) {
+    counter->add(now - published);
+    published = now;
+  };
+  publish(counters_.arp_evicted, arp_.evicted, published_.arp_evicted);
+  publish(counters_.arp_refused, arp_.flood_ignored, published_.arp_refused);
+  publish(counters_.fragment_no_slot, reassembler_.no_slot, published_.fragment_no_slot);
+  publish(counters_.fragment_timeouts, reassembler_.timed_out, published_.fragment_timeouts);
+  counters_.arp_entries->value.store(arp_.size(), std::memory_order_relaxed);
+  counters_.fragments_pending->value.store(reassembler_.in_progress(), std::memory_order_relaxed);
 }
 
 std::size_t IpServer::buffers_held() const { return pending_count_ + waiting_for_arp_.size() + cache_.cached(); }

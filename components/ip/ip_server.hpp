@@ -162,6 +162,9 @@ class IpServer {
                                    std::size_t payload_length, bool dont_fragment);
   bool is_local(std::uint32_t address) const;
   bool is_tcp_replica(ComponentId component) const;
+  // The ARP cache and the reassembler count in their own words; their growth and their occupancy
+  // are published here, so a flood's effect on them shows under `flotilla top`.
+  void publish_table_counters();
 
   BufferPool* pool_;
   ComponentId self_;
@@ -183,6 +186,13 @@ class IpServer {
   // ICMP errors are rate limited (RFC 1812 4.3.2.8): a token bucket refilled every tick.
   std::uint32_t icmp_tokens_ = 0;
   std::uint64_t icmp_refilled_ms_ = 0;
+  // What publish_table_counters() last added, of each table's own counts.
+  struct TableCounts {
+    std::uint64_t arp_evicted = 0;
+    std::uint64_t arp_refused = 0;
+    std::uint64_t fragment_no_slot = 0;
+    std::uint64_t fragment_timeouts = 0;
+  } published_{};
 
   struct Counters {
     NamedCounter* frames_in;
@@ -201,6 +211,12 @@ class IpServer {
     NamedCounter* fragments_reassembled;
     NamedCounter* fragment_overlaps;
     NamedCounter* fragment_drops;
+    NamedCounter* fragment_no_slot;   // a new datagram while every reassembly slot was busy
+    NamedCounter* fragment_timeouts;  // datagrams never completed
+    NamedCounter* fragments_pending;  // now: reassembly slots in use (a level, not a count)
+    NamedCounter* arp_entries;        // now: entries in the ARP cache (a level, not a count)
+    NamedCounter* arp_evicted;        // unused entries pushed out to make room
+    NamedCounter* arp_refused;        // entries not created: not addressed to us, or no room
     NamedCounter* echo_replies;
     NamedCounter* port_unreachable_sent;
     NamedCounter* icmp_rate_limited;

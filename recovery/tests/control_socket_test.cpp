@@ -106,6 +106,11 @@ TEST_F(ControlSocket, StatusJsonListsEveryComponentWithItsProcess) {
   EXPECT_EQ(status["components"][1]["name"], "app0");
   EXPECT_EQ(status["components"][1]["id"], server["id"].get<int>() + 1);
   EXPECT_GE(status["events"].get<int>(), 1);  // at least the server's start
+  // The pool: free buffers and each component's share are within its count.
+  std::size_t counted = status["pool"]["free"].get<std::size_t>();
+  EXPECT_GT(counted, 0u) << reply.value();
+  for (const auto& component : status["components"]) counted += component["buffers"].get<std::size_t>();
+  EXPECT_LE(counted, status["pool"]["buffers"].get<std::size_t>()) << reply.value();
   // Keys keep the order scripts have always seen.
   EXPECT_EQ(reply.value().rfind("{\"components\":[{\"name\":\"server\",\"id\":", 0), 0u) << reply.value();
 }

@@ -159,6 +159,8 @@ struct KernelSourceOptions {
   bool half_close = false;
   std::chrono::milliseconds duration{0};  // 0: until `bytes` are sent
   bool hash = true;  // false: leave sent.sha256 empty (benchmarks)
+  std::atomic<std::uint64_t>* progress = nullptr;  // the bytes sent so far, as they go
+  std::atomic<bool>* stop = nullptr;  // set: stop sending (a clean end, like reaching `bytes`)
 };
 
 struct SourceResult {
@@ -197,7 +199,7 @@ inline SourceResult kernel_source(const KernelSourceOptions& options) {
       result.sent.timed_out = true;
       break;
     }
-    if (now > stop_sending) break;
+    if (now > stop_sending || (options.stop != nullptr && options.stop->load())) break;
     if (options.half_close) {
       // Never block in send while echo waits to be read: the peer's echo stops when our receive
       // buffer is full, then its window closes, and a blocked send would wait for ever.
@@ -224,6 +226,7 @@ inline SourceResult kernel_source(const KernelSourceOptions& options) {
     }
     if (options.hash) sent_hash.update(std::span(chunk).first(static_cast<std::size_t>(put)));
     result.sent.bytes += static_cast<std::uint64_t>(put);
+    if (options.progress != nullptr) options.progress->store(result.sent.bytes);
   }
   if (options.hash) result.sent.sha256 = sent_hash.finish();
   if (options.half_close && result.sent.error == 0 && !result.sent.timed_out) {

@@ -1,0 +1,42 @@
+// What the hardening tests read of a running process in /proc: the CPU time it has used (to see that
+// it does not spin) and its private memory (to see that it stays bounded).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace flotilla::testing {
+
+// Ticks of CPU time (user and system, all threads) a process has used; -1 when it is gone.
+inline std::int64_t cpu_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(in, text)) return -1;
+  // The command name may hold spaces; the fields after it are space-separated.
+  std::istringstream fields(text.substr(text.rfind(')') + 2));
+  std::string field;
+  std::int64_t user = 0, system = 0;
+  for (int index = 3; fields >> field; ++index) {
+    if (index == 14) user = std::stoll(field);
+    if (index == 15) {
+      system = std::stoll(field);
+      break;
+    }
+  }
+  return user + system;
+}
+
+// A process's private resident memory (RssAnon) in KiB; -1 when it is gone.
+inline std::int64_t private_rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("RssAnon:", 0) == 0) return std::stoll(line.substr(8));
+  }
+  return -1;
+}
+
+}  // namespace flotilla::testing
