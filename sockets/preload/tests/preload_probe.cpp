@@ -23,6 +23,11 @@
 //                                 epoll_wait on the listener, a worker thread in epoll_wait on the
 //                                 one accepted connection (or in blocking reads), which it echoes
 //                                 until EOF
+//   preload_probe wake-one epoll|blocking PORT WORKERS   WORKERS threads, each asleep on one
+//                                 accepted connection (in an epoll set of its own, or in blocking
+//                                 reads) which it echoes until EOF, the main thread in epoll_wait
+//                                 on the listener; each worker then prints "worker served=N woken=M"
+//                                 (requests echoed, voluntary context switches of its thread)
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <algorithm>
@@ -870,6 +875,62 @@ int run_threaded_echo(bool blocking, int port) {
   }
 }
 
+// The voluntary context switches of the calling thread so far: how often it slept and was woken.
+long voluntary_switches() {
+  FILE* status = std::fopen("/proc/thread-self/status", "re");
+  if (status == nullptr) return -1;
+  char line[256];
+  long switches = -1;
+  while (std::fgets(line, sizeof(line), status) != nullptr) {
+    if (std::sscanf(line, "voluntary_ctxt_switches: %ld", &switches) == 1) break;
+  }
+  std::fclose(status);
+  return switches;
+}
+
+int run_wake_one(bool blocking, int port, int workers) {
+  const char* name = "wake-one";
+  const int listener = listen_any(port);
+  if (!check(listener >= 0, name, "listen")) return 1;
+  const int main_set = epoll_create1(0);
+  epoll_event interest{EPOLLIN, {.fd = listener}};
+  if (!check(epoll_ctl(main_set, EPOLL_CTL_ADD, listener, &interest) == 0, name, "epoll_ctl")) return 1;
+  static std::atomic<int> finished{0};
+  for (int started = 0;;) {
+    epoll_event ready{};
+    const int count = epoll_wait(main_set, &ready, 1, -1);
+    if (count < 0 && errno == EINTR) continue;
+    if (!check(count >= 0, name, "epoll_wait on the listener")) return 1;
+    const int connection = count == 1 ? accept4(listener, nullptr, nullptr, blocking ? 0 : SOCK_NONBLOCK) : -1;
+    if (connection < 0 || started == workers) continue;
+    ++started;
+    std::thread([connection, name, blocking, workers] {
+      const long switches_before = voluntary_switches();
+      const int set = epoll_create1(0);
+      epoll_event event{EPOLLIN, {.fd = connection}};
+      if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
+      char buffer[4096];
+      long served = 0;
+      for (;;) {
+        epoll_event ready{};
+        if (!blocking && epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
+        const ssize_t got = read(connection, buffer, sizeof(buffer));
+        if (got < 0 && errno == EAGAIN) continue;
+        if (got <= 0) break;
+        if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
+        ++served;
+      }
+      std::printf("worker served=%ld woken=%ld\n", served, voluntary_switches() - switches_before);
+      std::fflush(stdout);
+      close(connection);
+      if (finished.fetch_add(1) + 1 == workers) {
+        passed(name);
+        _exit(g_failures == 0 ? 0 : 1);  // the main thread stays in its epoll_wait
+      }
+    }).detach();
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -894,6 +955,9 @@ int main(int argc, char** argv) {
   if (mode == "limits" && argc == 4) return run_limits(std::atoi(argv[2]), argv[3]);
   if (mode == "seatless") return run_seatless();
   if (mode == "threaded-echo" && argc == 4) return run_threaded_echo(std::string(argv[2]) == "blocking", std::atoi(argv[3]));
+  if (mode == "wake-one" && argc == 5) {
+    return run_wake_one(std::string(argv[2]) == "blocking", std::atoi(argv[3]), std::atoi(argv[4]));
+  }
   if (mode == "stack-down" && argc == 5) return run_stack_down(std::string(argv[2]) == "epoll", std::atoi(argv[3]), argv[4]);
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
@@ -901,6 +965,6 @@ int main(int argc, char** argv) {
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
   }
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless | wake-one epoll|blocking PORT WORKERS\n");
   return 2;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -383,6 +384,69 @@ TEST_P(PreloadThreads, AsleepThreadsWakeOncePerMessage) {
   // the listener's thread at most as often.
   EXPECT_LT(waits, 10 * kRounds) << GetParam() << ": " << waits << " kernel waits for " << kRounds << " round trips";
   EXPECT_NE(output.find("ok threaded-echo"), std::string::npos) << output;
+}
+
+// Four workers each asleep on a connection of their own (memcached -t 4's shape), and requests on
+// one connection only: one event wakes one thread. Each message of the stack woke every sleeping
+// thread when they all slept on the seat's wake eventfd; now only the leader sleeps on it, and it
+// wakes the worker whose socket became ready. So of the idle workers at most one (the leader, if
+// it is not the main thread) wakes about once per request, and the others barely.
+TEST_P(PreloadThreads, OneEventWakesOneThread) {
+  constexpr int kWorkers = 4;
+  constexpr int kRounds = 200;
+  BackgroundCommand probe(run_argv({probe_path(), "wake-one", GetParam(), std::to_string(kProbeServerPort),
+                                    std::to_string(kWorkers)}));
+  const bool echoed = in_namespace(names_.peer_namespace, [&] {
+    std::vector<int> connections;
+    for (int attempt = 0; attempt < 100 && connections.size() < kWorkers; ++attempt) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in target{};
+      target.sin_family = AF_INET;
+      target.sin_port = htons(kProbeServerPort);
+      ::inet_pton(AF_INET, names_.stack_address.c_str(), &target.sin_addr);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
+        ::close(fd);
+        std::this_thread::sleep_for(100ms);
+        continue;
+      }
+      timeval limit{10, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+      connections.push_back(fd);
+    }
+    bool good = connections.size() == kWorkers;
+    // Every worker answers once (it is running and asleep after), then only the first is asked.
+    for (std::size_t i = 0; i < connections.size() && good; ++i) {
+      char reply = 0;
+      good = ::write(connections[i], "w", 1) == 1 && ::recv(connections[i], &reply, 1, MSG_WAITALL) == 1 && reply == 'w';
+    }
+    for (int round = 0; round < kRounds && good; ++round) {
+      const std::string request = "request " + std::to_string(round);
+      std::string reply(request.size(), '\0');
+      good = ::write(connections[0], request.data(), request.size()) == static_cast<ssize_t>(request.size()) &&
+             ::recv(connections[0], reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) &&
+             reply == request;
+    }
+    for (const int fd : connections) ::close(fd);
+    return good;
+  });
+  const std::string output = probe.finish(!echoed);
+  ASSERT_TRUE(echoed) << output;
+  EXPECT_NE(output.find("ok wake-one"), std::string::npos) << output;
+  int busy = 0;
+  int idle_woken_often = 0;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    long served = 0;
+    long woken = 0;
+    if (std::sscanf(line.c_str(), "worker served=%ld woken=%ld", &served, &woken) != 2) continue;
+    if (served > 1) {
+      ++busy;
+    } else if (woken > kRounds / 4) {
+      ++idle_woken_often;
+    }
+  }
+  EXPECT_EQ(busy, 1) << output;
+  EXPECT_LE(idle_woken_often, 1) << GetParam() << ": idle workers woken for another's requests\n" << output;
 }
 
 INSTANTIATE_TEST_SUITE_P(Workers, PreloadThreads, ::testing::Values("epoll", "blocking"));
