@@ -840,35 +840,59 @@ int run_stack_down(bool epoll, int port, const char* state_file) {
   return g_failures == 0 ? 0 : 1;
 }
 
-int run_threaded_echo(bool blocking, int port) {
-  const char* name = "threaded-echo";
-  const int listener = listen_any(port);
-  if (!check(listener >= 0, name, "listen")) return 1;
-  const int main_set = epoll_create1(0);
+// A listener on `port` in an epoll set of its own (the main thread's). The set, or -1 (reported).
+int listener_set(int port, const char* name, int& listener) {
+  listener = listen_any(port);
+  if (!check(listener >= 0, name, "listen")) return -1;
+  const int set = epoll_create1(0);
   epoll_event interest{EPOLLIN, {.fd = listener}};
-  if (!check(epoll_ctl(main_set, EPOLL_CTL_ADD, listener, &interest) == 0, name, "epoll_ctl")) return 1;
-  std::thread worker;
+  if (!check(epoll_ctl(set, EPOLL_CTL_ADD, listener, &interest) == 0, name, "epoll_ctl")) return -1;
+  return set;
+}
+
+// The next connection on a listener_set (non-blocking unless `blocking`); -1: none this time.
+// Exits the process when the wait fails.
+int next_connection(int set, int listener, bool blocking, const char* name) {
+  epoll_event ready{};
+  const int count = epoll_wait(set, &ready, 1, -1);
+  if (count < 0 && errno == EINTR) return -1;
+  if (!check(count >= 0, name, "epoll_wait on the listener")) _exit(1);
+  return count == 1 ? accept4(listener, nullptr, nullptr, blocking ? 0 : SOCK_NONBLOCK) : -1;
+}
+
+// Echoes `connection` until EOF, waiting in an epoll set of its own (or in blocking reads), then
+// closes it. The number of reads echoed; exits the process on a failure.
+long echo_until_eof(int connection, bool blocking, const char* name) {
+  const int set = epoll_create1(0);
+  epoll_event event{EPOLLIN, {.fd = connection}};
+  if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
+  char buffer[4096];
+  long served = 0;
   for (;;) {
     epoll_event ready{};
-    const int count = epoll_wait(main_set, &ready, 1, -1);
-    if (count < 0 && errno == EINTR) continue;
-    if (!check(count >= 0, name, "epoll_wait on the listener")) return 1;
-    const int connection = count == 1 ? accept4(listener, nullptr, nullptr, blocking ? 0 : SOCK_NONBLOCK) : -1;
+    if (!blocking && epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
+    const ssize_t got = read(connection, buffer, sizeof(buffer));
+    if (got < 0 && errno == EAGAIN) continue;
+    if (got <= 0) break;
+    if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
+    ++served;
+  }
+  close(connection);
+  close(set);
+  return served;
+}
+
+int run_threaded_echo(bool blocking, int port) {
+  const char* name = "threaded-echo";
+  int listener = -1;
+  const int main_set = listener_set(port, name, listener);
+  if (main_set < 0) return 1;
+  std::thread worker;
+  for (;;) {
+    const int connection = next_connection(main_set, listener, blocking, name);
     if (connection < 0 || worker.joinable()) continue;
     worker = std::thread([connection, name, blocking] {
-      const int set = epoll_create1(0);
-      epoll_event event{EPOLLIN, {.fd = connection}};
-      if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
-      char buffer[4096];
-      for (;;) {
-        epoll_event ready{};
-        if (!blocking && epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
-        const ssize_t got = read(connection, buffer, sizeof(buffer));
-        if (got < 0 && errno == EAGAIN) continue;
-        if (got <= 0) break;
-        if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
-      }
-      close(connection);
+      echo_until_eof(connection, blocking, name);
       passed(name);
       _exit(g_failures == 0 ? 0 : 1);  // the main thread stays in its epoll_wait
     });
@@ -890,39 +914,19 @@ long voluntary_switches() {
 
 int run_wake_one(bool blocking, int port, int workers) {
   const char* name = "wake-one";
-  const int listener = listen_any(port);
-  if (!check(listener >= 0, name, "listen")) return 1;
-  const int main_set = epoll_create1(0);
-  epoll_event interest{EPOLLIN, {.fd = listener}};
-  if (!check(epoll_ctl(main_set, EPOLL_CTL_ADD, listener, &interest) == 0, name, "epoll_ctl")) return 1;
+  int listener = -1;
+  const int main_set = listener_set(port, name, listener);
+  if (main_set < 0) return 1;
   static std::atomic<int> finished{0};
   for (int started = 0;;) {
-    epoll_event ready{};
-    const int count = epoll_wait(main_set, &ready, 1, -1);
-    if (count < 0 && errno == EINTR) continue;
-    if (!check(count >= 0, name, "epoll_wait on the listener")) return 1;
-    const int connection = count == 1 ? accept4(listener, nullptr, nullptr, blocking ? 0 : SOCK_NONBLOCK) : -1;
+    const int connection = next_connection(main_set, listener, blocking, name);
     if (connection < 0 || started == workers) continue;
     ++started;
     std::thread([connection, name, blocking, workers] {
       const long switches_before = voluntary_switches();
-      const int set = epoll_create1(0);
-      epoll_event event{EPOLLIN, {.fd = connection}};
-      if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
-      char buffer[4096];
-      long served = 0;
-      for (;;) {
-        epoll_event ready{};
-        if (!blocking && epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
-        const ssize_t got = read(connection, buffer, sizeof(buffer));
-        if (got < 0 && errno == EAGAIN) continue;
-        if (got <= 0) break;
-        if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
-        ++served;
-      }
+      const long served = echo_until_eof(connection, blocking, name);
       std::printf("worker served=%ld woken=%ld\n", served, voluntary_switches() - switches_before);
       std::fflush(stdout);
-      close(connection);
       if (finished.fetch_add(1) + 1 == workers) {
         passed(name);
         _exit(g_failures == 0 ? 0 : 1);  // the main thread stays in its epoll_wait

@@ -344,27 +344,33 @@ TEST_F(PreloadStack, StackDownUnderAWaitingServerThenBack) {
 // The same with the worker in blocking reads (a poll-style sleep) beside the listener's epoll_wait.
 class PreloadThreads : public PreloadStack, public ::testing::WithParamInterface<const char*> {};
 
+// A connection to the probe's server at `address` (retried while it starts), reads timing out
+// after 10 s; -1 when none was made.
+int connect_to_probe(const std::string& address) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in target{};
+    target.sin_family = AF_INET;
+    target.sin_port = htons(kProbeServerPort);
+    ::inet_pton(AF_INET, address.c_str(), &target.sin_addr);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) == 0) {
+      timeval limit{10, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+      return fd;
+    }
+    ::close(fd);
+    std::this_thread::sleep_for(100ms);
+  }
+  return -1;
+}
+
 TEST_P(PreloadThreads, AsleepThreadsWakeOncePerMessage) {
   BackgroundCommand probe(run_argv({probe_path(), "threaded-echo", GetParam(), std::to_string(kProbeServerPort)}));
   constexpr int kRounds = 200;
   std::int64_t before = -1;
   const bool echoed = in_namespace(names_.peer_namespace, [&] {
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-      fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in target{};
-      target.sin_family = AF_INET;
-      target.sin_port = htons(kProbeServerPort);
-      ::inet_pton(AF_INET, names_.stack_address.c_str(), &target.sin_addr);
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
-        ::close(fd);
-        fd = -1;
-        std::this_thread::sleep_for(100ms);
-      }
-    }
+    const int fd = connect_to_probe(names_.stack_address);
     if (fd < 0) return false;
-    timeval limit{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
     bool good = true;
     for (int round = 0; round <= kRounds && good; ++round) {
       if (round == 1) before = stack_.counter("app0", "waits_in_kernel");  // the worker runs
@@ -398,19 +404,9 @@ TEST_P(PreloadThreads, OneEventWakesOneThread) {
                                     std::to_string(kWorkers)}));
   const bool echoed = in_namespace(names_.peer_namespace, [&] {
     std::vector<int> connections;
-    for (int attempt = 0; attempt < 100 && connections.size() < kWorkers; ++attempt) {
-      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in target{};
-      target.sin_family = AF_INET;
-      target.sin_port = htons(kProbeServerPort);
-      ::inet_pton(AF_INET, names_.stack_address.c_str(), &target.sin_addr);
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
-        ::close(fd);
-        std::this_thread::sleep_for(100ms);
-        continue;
-      }
-      timeval limit{10, 0};
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    for (int i = 0; i < kWorkers; ++i) {
+      const int fd = connect_to_probe(names_.stack_address);
+      if (fd < 0) break;
       connections.push_back(fd);
     }
     bool good = connections.size() == kWorkers;
