@@ -269,13 +269,34 @@ int wait_in_set(int epfd, epoll_event* events, int room, int timeout_ms, const s
   return without_marks(events, got, reason);
 }
 
+int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask);
+
+// epoll_wait on a set without Flotilla sockets: the kernel's. A thread may wait there while
+// another adds the first one (a thread pool started before its connections): epoll_control then
+// nudges the set, and the waiter goes on in epoll_mixed.
+int epoll_plain(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
+  const std::uint64_t deadline = deadline_after(timeout_ms);
+  const int got = REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+  if (got <= 0 || fd_kind(epfd) != FdKind::epoll) return got;
+  Runtime::WakeReason reason{};
+  const int theirs = without_marks(events, got, reason);
+  if (reason.nudged) {
+    Runtime& runtime = Runtime::get();
+    const Lock lock(runtime.mutex());
+    if (const auto set = runtime.epoll_at(epfd); set != nullptr) runtime.nudge_taken(set->nudge);
+  }
+  if (theirs > 0 || got == theirs) return theirs;
+  const int left = remaining_ms(deadline);
+  return left == 0 ? 0 : epoll_mixed(epfd, events, room, left, mask);
+}
+
 int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
   Runtime& runtime = Runtime::get();
   Lock lock(runtime.mutex());
   const auto set = runtime.epoll_at(epfd);
   if (set == nullptr || set->interests.empty()) {
     lock.unlock();
-    return REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+    return epoll_plain(epfd, events, room, timeout_ms, mask);
   }
   runtime.counters().readiness_checks->add();
   runtime.pump();
@@ -345,6 +366,9 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
     if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, runtime.lease_fd(), &lease) != 0 && errno != EEXIST) return -1;
     set->marks_added = true;
     set->marks_lease = runtime.lease();
+    // A thread already waiting in the kernel's set (epoll_plain) comes to look at ours.
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = REAL(write)(set->nudge, &one, sizeof(one));
   }
   auto found = std::find_if(set->interests.begin(), set->interests.end(), [&](const EpollSet::Interest& interest) {
     return interest.fd == fd && interest.socket == socket;
@@ -419,13 +443,13 @@ FLOTILLA_EXPORT int epoll_ctl(int epfd, int operation, int fd, epoll_event* even
 }
 
 FLOTILLA_EXPORT int epoll_wait(int epfd, epoll_event* events, int room, int timeout_ms) {
-  if (fd_kind(epfd) != FdKind::epoll) return REAL(epoll_wait)(epfd, events, room, timeout_ms);
+  if (fd_kind(epfd) != FdKind::epoll) return epoll_plain(epfd, events, room, timeout_ms, nullptr);
   if (room <= 0 || events == nullptr) return fail_with(EINVAL);
   return epoll_mixed(epfd, events, room, timeout_ms, nullptr);
 }
 
 FLOTILLA_EXPORT int epoll_pwait(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
-  if (fd_kind(epfd) != FdKind::epoll) return REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+  if (fd_kind(epfd) != FdKind::epoll) return epoll_plain(epfd, events, room, timeout_ms, mask);
   if (room <= 0 || events == nullptr) return fail_with(EINVAL);
   return epoll_mixed(epfd, events, room, timeout_ms, mask);
 }

@@ -28,6 +28,10 @@
 //                                 reads) which it echoes until EOF, the main thread in epoll_wait
 //                                 on the listener; each worker then prints "worker served=N woken=M"
 //                                 (requests echoed, voluntary context switches of its thread)
+//   preload_probe shared-set PORT CONNECTIONS            a thread pool sharing one epoll set: three
+//                                 threads wait in it, each connection an EPOLLONESHOT interest that
+//                                 the thread that got it echoes and arms again; "ok shared-set"
+//                                 once every connection ended
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <algorithm>
@@ -935,6 +939,49 @@ int run_wake_one(bool blocking, int port, int workers) {
   }
 }
 
+int run_shared_set(int port, int connections) {
+  const char* name = "shared-set";
+  int listener = -1;
+  const int main_set = listener_set(port, name, listener);
+  if (main_set < 0) return 1;
+  const int shared = epoll_create1(0);
+  static std::atomic<int> ended{0};
+  constexpr int kThreads = 3;
+  for (int i = 0; i < kThreads; ++i) {
+    std::thread([shared, name, connections] {
+      char buffer[4096];
+      for (;;) {
+        epoll_event ready{};
+        const int count = epoll_wait(shared, &ready, 1, -1);
+        if (count < 0 && errno == EINTR) continue;
+        if (!check(count >= 0, name, "epoll_wait in the shared set")) _exit(1);
+        if (count == 0) continue;
+        const int connection = ready.data.fd;
+        ssize_t got = 0;
+        while ((got = read(connection, buffer, sizeof(buffer))) > 0) {
+          if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
+        }
+        if (got == 0 || errno != EAGAIN) {
+          close(connection);
+          if (ended.fetch_add(1) + 1 == connections) {
+            passed(name);
+            _exit(g_failures == 0 ? 0 : 1);
+          }
+          continue;
+        }
+        epoll_event again{EPOLLIN | EPOLLONESHOT, {.fd = connection}};
+        if (!check(epoll_ctl(shared, EPOLL_CTL_MOD, connection, &again) == 0, name, "rearm")) _exit(1);
+      }
+    }).detach();
+  }
+  for (;;) {
+    const int connection = next_connection(main_set, listener, false, name);
+    if (connection < 0) continue;
+    epoll_event interest{EPOLLIN | EPOLLONESHOT, {.fd = connection}};
+    if (!check(epoll_ctl(shared, EPOLL_CTL_ADD, connection, &interest) == 0, name, "add to the shared set")) return 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -962,6 +1009,7 @@ int main(int argc, char** argv) {
   if (mode == "wake-one" && argc == 5) {
     return run_wake_one(std::string(argv[2]) == "blocking", std::atoi(argv[3]), std::atoi(argv[4]));
   }
+  if (mode == "shared-set" && argc == 4) return run_shared_set(std::atoi(argv[2]), std::atoi(argv[3]));
   if (mode == "stack-down" && argc == 5) return run_stack_down(std::string(argv[2]) == "epoll", std::atoi(argv[3]), argv[4]);
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
@@ -969,6 +1017,6 @@ int main(int argc, char** argv) {
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
   }
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless | wake-one epoll|blocking PORT WORKERS\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless | wake-one epoll|blocking PORT WORKERS | shared-set PORT CONNECTIONS\n");
   return 2;
 }

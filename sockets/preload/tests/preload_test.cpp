@@ -447,6 +447,41 @@ TEST_P(PreloadThreads, OneEventWakesOneThread) {
 
 INSTANTIATE_TEST_SUITE_P(Workers, PreloadThreads, ::testing::Values("epoll", "blocking"));
 
+// A thread pool sharing one epoll set (EPOLLONESHOT, armed again after each echo): a nudge of the
+// set wakes one of its waiters, which need not be the one it was meant for, and no request is
+// left waiting.
+TEST_F(PreloadStack, ThreadsSharingAnEpollSetServeEveryConnection) {
+  constexpr int kConnections = 4;
+  constexpr int kRounds = 100;
+  BackgroundCommand probe(run_argv({probe_path(), "shared-set", std::to_string(kProbeServerPort), std::to_string(kConnections)}));
+  const bool echoed = in_namespace(names_.peer_namespace, [&] {
+    std::vector<int> connections;
+    for (int i = 0; i < kConnections; ++i) {
+      const int fd = connect_to_probe(names_.stack_address);
+      if (fd < 0) break;
+      connections.push_back(fd);
+    }
+    bool good = connections.size() == kConnections;
+    for (int round = 0; round < kRounds && good; ++round) {
+      const std::string request = "round " + std::to_string(round);
+      for (const int fd : connections) {
+        good = good && ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size());
+      }
+      for (const int fd : connections) {
+        std::string reply(request.size(), '\0');
+        good = good && ::recv(fd, reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) &&
+               reply == request;
+      }
+    }
+    for (const int fd : connections) ::close(fd);
+    return good;
+  });
+  const std::string output = probe.finish(!echoed);
+  EXPECT_TRUE(echoed) << output;
+  EXPECT_NE(output.find("ok shared-set"), std::string::npos) << output;
+  EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+}
+
 // A stack with one seat and two TCP sockets per replica for it: past each limit the call fails with
 // Linux's errno, and the program is told once on stderr.
 TEST(PreloadLimits, PastALimitTheCallFailsWithLinuxErrnoAndOneLine) {
