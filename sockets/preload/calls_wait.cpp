@@ -271,12 +271,11 @@ int wait_in_set(int epfd, epoll_event* events, int room, int timeout_ms, const s
 
 int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask);
 
-// epoll_wait on a set without Flotilla sockets: the kernel's. A thread may wait there while
+// epoll_wait on a set without Flotilla sockets is the kernel's. A thread may wait there while
 // another adds the first one (a thread pool started before its connections): epoll_control then
-// nudges the set, and the waiter goes on in epoll_mixed.
-int epoll_plain(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
-  const std::uint64_t deadline = deadline_after(timeout_ms);
-  const int got = REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+// nudges the set, and the waiter goes on in epoll_mixed. `got` is what the kernel's wait
+// returned, `deadline` its end (0: none).
+int after_plain_wait(int epfd, epoll_event* events, int room, int got, std::uint64_t deadline, const sigset_t* mask) {
   if (got <= 0 || fd_kind(epfd) != FdKind::epoll) return got;
   Runtime::WakeReason reason{};
   const int theirs = without_marks(events, got, reason);
@@ -288,6 +287,12 @@ int epoll_plain(int epfd, epoll_event* events, int room, int timeout_ms, const s
   if (theirs > 0 || got == theirs) return theirs;
   const int left = remaining_ms(deadline);
   return left == 0 ? 0 : epoll_mixed(epfd, events, room, left, mask);
+}
+
+int epoll_plain(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
+  const std::uint64_t deadline = deadline_after(timeout_ms);
+  const int got = REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+  return after_plain_wait(epfd, events, room, got, deadline, mask);
 }
 
 int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
@@ -455,7 +460,10 @@ FLOTILLA_EXPORT int epoll_pwait(int epfd, epoll_event* events, int room, int tim
 }
 
 FLOTILLA_EXPORT int epoll_pwait2(int epfd, epoll_event* events, int room, const timespec* limit, const sigset_t* mask) {
-  if (fd_kind(epfd) != FdKind::epoll) return REAL(epoll_pwait2)(epfd, events, room, limit, mask);
+  if (fd_kind(epfd) != FdKind::epoll) {
+    const std::uint64_t deadline = deadline_after(timeout_of(limit));
+    return after_plain_wait(epfd, events, room, REAL(epoll_pwait2)(epfd, events, room, limit, mask), deadline, mask);
+  }
   if (room <= 0 || events == nullptr) return fail_with(EINVAL);
   return epoll_mixed(epfd, events, room, timeout_of(limit), mask);
 }
