@@ -364,6 +364,28 @@ int connect_to_probe(const std::string& address) {
   return -1;
 }
 
+// `count` connections to the probe's server; fewer when one could not be made.
+std::vector<int> connect_many(const std::string& address, int count) {
+  std::vector<int> connections;
+  for (int i = 0; i < count; ++i) {
+    const int fd = connect_to_probe(address);
+    if (fd < 0) break;
+    connections.push_back(fd);
+  }
+  return connections;
+}
+
+// Whether `fd` has `expected` to read, whole.
+bool receives(int fd, const std::string& expected) {
+  std::string reply(expected.size(), '\0');
+  return ::recv(fd, reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) && reply == expected;
+}
+
+// Whether all of `request` went to `fd` in one write.
+bool sends(int fd, const std::string& request) {
+  return ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size());
+}
+
 TEST_P(PreloadThreads, AsleepThreadsWakeOncePerMessage) {
   BackgroundCommand probe(run_argv({probe_path(), "threaded-echo", GetParam(), std::to_string(kProbeServerPort)}));
   constexpr int kRounds = 200;
@@ -375,9 +397,7 @@ TEST_P(PreloadThreads, AsleepThreadsWakeOncePerMessage) {
     for (int round = 0; round <= kRounds && good; ++round) {
       if (round == 1) before = stack_.counter("app0", "waits_in_kernel");  // the worker runs
       const std::string request = "request " + std::to_string(round);
-      std::string reply(request.size(), '\0');
-      good = ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()) &&
-             ::recv(fd, reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) && reply == request;
+      good = sends(fd, request) && receives(fd, request);
     }
     ::close(fd);
     return good;
@@ -403,24 +423,13 @@ TEST_P(PreloadThreads, OneEventWakesOneThread) {
   BackgroundCommand probe(run_argv({probe_path(), "wake-one", GetParam(), std::to_string(kProbeServerPort),
                                     std::to_string(kWorkers)}));
   const bool echoed = in_namespace(names_.peer_namespace, [&] {
-    std::vector<int> connections;
-    for (int i = 0; i < kWorkers; ++i) {
-      const int fd = connect_to_probe(names_.stack_address);
-      if (fd < 0) break;
-      connections.push_back(fd);
-    }
+    const std::vector<int> connections = connect_many(names_.stack_address, kWorkers);
     bool good = connections.size() == kWorkers;
     // Every worker answers once (it is running and asleep after), then only the first is asked.
-    for (std::size_t i = 0; i < connections.size() && good; ++i) {
-      char reply = 0;
-      good = ::write(connections[i], "w", 1) == 1 && ::recv(connections[i], &reply, 1, MSG_WAITALL) == 1 && reply == 'w';
-    }
+    for (std::size_t i = 0; i < connections.size() && good; ++i) good = sends(connections[i], "w") && receives(connections[i], "w");
     for (int round = 0; round < kRounds && good; ++round) {
       const std::string request = "request " + std::to_string(round);
-      std::string reply(request.size(), '\0');
-      good = ::write(connections[0], request.data(), request.size()) == static_cast<ssize_t>(request.size()) &&
-             ::recv(connections[0], reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) &&
-             reply == request;
+      good = sends(connections[0], request) && receives(connections[0], request);
     }
     for (const int fd : connections) ::close(fd);
     return good;
@@ -455,23 +464,12 @@ TEST_F(PreloadStack, ThreadsSharingAnEpollSetServeEveryConnection) {
   constexpr int kRounds = 100;
   BackgroundCommand probe(run_argv({probe_path(), "shared-set", std::to_string(kProbeServerPort), std::to_string(kConnections)}));
   const bool echoed = in_namespace(names_.peer_namespace, [&] {
-    std::vector<int> connections;
-    for (int i = 0; i < kConnections; ++i) {
-      const int fd = connect_to_probe(names_.stack_address);
-      if (fd < 0) break;
-      connections.push_back(fd);
-    }
+    const std::vector<int> connections = connect_many(names_.stack_address, kConnections);
     bool good = connections.size() == kConnections;
     for (int round = 0; round < kRounds && good; ++round) {
       const std::string request = "round " + std::to_string(round);
-      for (const int fd : connections) {
-        good = good && ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size());
-      }
-      for (const int fd : connections) {
-        std::string reply(request.size(), '\0');
-        good = good && ::recv(fd, reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) &&
-               reply == request;
-      }
+      for (const int fd : connections) good = good && sends(fd, request);
+      for (const int fd : connections) good = good && receives(fd, request);
     }
     for (const int fd : connections) ::close(fd);
     return good;
