@@ -1,6 +1,7 @@
 // The interposed readiness calls: poll, ppoll, select, pselect and epoll. A set with Flotilla
 // sockets is answered by loads when one of them is ready; only when nothing is does the caller
-// sleep in the kernel, on its kernel descriptors plus the wake eventfd (see Runtime::sleep_with).
+// sleep in the kernel, on its kernel descriptors plus its own eventfd, and while it leads the
+// seat's wake eventfd (see Runtime::sleep_with).
 #include <sys/epoll.h>
 #include <sys/select.h>
 
@@ -16,7 +17,7 @@ namespace flotilla::preload {
 namespace {
 
 // epoll data values that mark our own descriptors in a program's kernel epoll set.
-constexpr std::uint64_t kWakeMark = 0xf107'111a'0000'0001ull;
+constexpr std::uint64_t kNudgeMark = 0xf107'111a'0000'0001ull;
 constexpr std::uint64_t kLeaseMark = 0xf107'111a'0000'0002ull;
 // While Flotilla sockets are ready, epoll_wait looks at the kernel's set only every this many calls.
 constexpr std::uint32_t kKernelLookEvery = 8;
@@ -67,6 +68,17 @@ int poll_mixed(pollfd* fds, nfds_t count, int timeout_ms, const sigset_t* mask) 
     }
     return ready;
   };
+  // The same without touching `fds`, for the leader's look from its thread.
+  auto peek = [&runtime, fds, count] {
+    for (nfds_t i = 0; i < count; ++i) {
+      if (!is_socket(fds[i].fd)) continue;
+      const auto socket = runtime.socket_at(fds[i].fd);
+      if (socket == nullptr) return true;
+      const std::uint32_t wanted = static_cast<std::uint16_t>(fds[i].events) | POLLERR | POLLHUP | POLLNVAL;
+      if ((runtime.ready_events(*socket) & wanted) != 0) return true;
+    }
+    return false;
+  };
   auto merge_kernel = [&] {
     int ready = 0;
     for (std::size_t j = 0; j < kernel.size(); ++j) {
@@ -95,7 +107,7 @@ int poll_mixed(pollfd* fds, nfds_t count, int timeout_ms, const sigset_t* mask) 
   for (;;) {
     for (pollfd& entry : kernel) entry.revents = 0;
     bool waited = false;
-    const int slept = runtime.sleep(lock, [&] { return look() > 0; }, kernel.data(), kernel.size(),
+    const int slept = runtime.sleep(lock, [&] { return look() > 0; }, peek, kernel.data(), kernel.size(),
                                     remaining_ms(deadline), mask, &waited);
     if (slept < 0) return -1;
     ours = look();
@@ -161,14 +173,38 @@ void drop_marks_when_unused(int epfd, EpollSet& set) {
   if (set.interests.empty()) Runtime::get().drop_marks(epfd, set);
 }
 
+// What `interest` has to report now (0: nothing): its readiness, and when edge-triggered only once
+// something is new since the last report. `note` makes this the last report (collect); a peek
+// leaves it.
+std::uint32_t reportable(Runtime& runtime, EpollSet::Interest& interest, bool note) {
+  Socket& socket = *interest.socket;
+  const std::uint32_t ready = runtime.ready_events(socket) & (interest.events | EPOLLERR | EPOLLHUP);
+  if ((interest.events & EPOLLET) == 0) return ready;
+  // An edge: readiness that was not there at the last look, readiness again after the program met
+  // EAGAIN (it drained the socket), or new bytes while readable (Linux reports those too).
+  const std::uint64_t received = runtime.arrivals(socket);
+  std::uint32_t fresh = ready & ~interest.last_ready;
+  if (socket.stalls != interest.last_stalls) fresh = ready;
+  if ((ready & EPOLLIN) != 0 && received != interest.last_received) fresh |= EPOLLIN;
+  if (note) {
+    interest.last_ready = ready;
+    interest.last_stalls = socket.stalls;
+    interest.last_received = received;
+  }
+  return fresh == 0 ? 0 : ready;
+}
+
+// Linux forgets an interest when the last descriptor of its file closes.
+bool forgotten(Runtime& runtime, const EpollSet::Interest& interest) {
+  return interest.socket->state == Socket::State::released || runtime.socket_at(interest.fd) != interest.socket;
+}
+
 // Fills `out` with the ready Flotilla interests of `set` (at most `room`), under the lock.
 int collect(int epfd, EpollSet& set, epoll_event* out, int room) {
   Runtime& runtime = Runtime::get();
   auto& interests = set.interests;
-  // Linux forgets an interest when the last descriptor of its file closes.
-  const std::size_t erased = std::erase_if(interests, [&](const EpollSet::Interest& interest) {
-    return interest.socket->state == Socket::State::released || runtime.socket_at(interest.fd) != interest.socket;
-  });
+  const std::size_t erased =
+      std::erase_if(interests, [&](const EpollSet::Interest& interest) { return forgotten(runtime, interest); });
   if (erased != 0) drop_marks_when_unused(epfd, set);
   int filled = 0;
   const std::size_t size = interests.size();
@@ -178,20 +214,7 @@ int collect(int epfd, EpollSet& set, epoll_event* out, int room) {
   for (std::size_t k = 0; k < size && filled < room; ++k) {
     EpollSet::Interest& interest = interests[(start + k) % size];
     if (interest.disabled) continue;
-    Socket& socket = *interest.socket;
-    std::uint32_t ready = runtime.ready_events(socket) & (interest.events | EPOLLERR | EPOLLHUP);
-    if ((interest.events & EPOLLET) != 0) {
-      // An edge: readiness that was not there at the last look, readiness again after the program
-      // met EAGAIN (it drained the socket), or new bytes while readable (Linux reports those too).
-      const std::uint64_t received = runtime.arrivals(socket);
-      std::uint32_t fresh = ready & ~interest.last_ready;
-      if (socket.stalls != interest.last_stalls) fresh = ready;
-      if ((ready & EPOLLIN) != 0 && received != interest.last_received) fresh |= EPOLLIN;
-      interest.last_ready = ready;
-      interest.last_stalls = socket.stalls;
-      interest.last_received = received;
-      if (fresh == 0) continue;
-    }
+    const std::uint32_t ready = reportable(runtime, interest, true);
     if (ready == 0) continue;
     out[filled].events = ready;
     out[filled].data = interest.data;
@@ -202,12 +225,23 @@ int collect(int epfd, EpollSet& set, epoll_event* out, int room) {
   return filled;
 }
 
+// Whether collect would report something now, without noting it (the leader's look for a
+// sleeper of the set). Under the lock.
+bool any_reportable(EpollSet& set) {
+  Runtime& runtime = Runtime::get();
+  for (EpollSet::Interest& interest : set.interests) {
+    if (interest.disabled || forgotten(runtime, interest)) continue;
+    if (reportable(runtime, interest, false) != 0) return true;
+  }
+  return false;
+}
+
 // Drops our marks from what the kernel's epoll returned; notes why it woke.
 int without_marks(epoll_event* events, int count, Runtime::WakeReason& reason) {
   int kept = 0;
   for (int i = 0; i < count; ++i) {
-    if (events[i].data.u64 == kWakeMark) {
-      reason.woken = true;
+    if (events[i].data.u64 == kNudgeMark) {
+      reason.nudged = true;
     } else if (events[i].data.u64 == kLeaseMark) {
       reason.lease_gone = true;
     } else {
@@ -217,13 +251,57 @@ int without_marks(epoll_event* events, int count, Runtime::WakeReason& reason) {
   return kept;
 }
 
+// The kernel wait of a sleeper in epoll set `epfd`, where the set's nudge eventfd and the lease
+// descriptor are; while it leads, on the seat's wake eventfd beside the set. The program's events
+// go to `events`; returns how many (-1: errno).
+int wait_in_set(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask,
+                const Runtime::StackMarks& marks, Runtime::WakeReason& reason) {
+  if (marks.wake >= 0) {
+    pollfd set_entry{epfd, POLLIN, 0};
+    Runtime::StackMarks beside{.wake = marks.wake};
+    const int ready = Runtime::get().sleep_in_kernel(&set_entry, 1, timeout_ms, mask, beside, reason);
+    if (ready <= 0) return ready;
+    timeout_ms = 0;
+    mask = nullptr;
+  }
+  const int got = REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+  if (got < 0) return -1;
+  return without_marks(events, got, reason);
+}
+
+int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask);
+
+// epoll_wait on a set without Flotilla sockets is the kernel's. A thread may wait there while
+// another adds the first one (a thread pool started before its connections): epoll_control then
+// nudges the set, and the waiter goes on in epoll_mixed. `got` is what the kernel's wait
+// returned, `deadline` its end (0: none).
+int after_plain_wait(int epfd, epoll_event* events, int room, int got, std::uint64_t deadline, const sigset_t* mask) {
+  if (got <= 0 || fd_kind(epfd) != FdKind::epoll) return got;
+  Runtime::WakeReason reason{};
+  const int theirs = without_marks(events, got, reason);
+  if (reason.nudged) {
+    Runtime& runtime = Runtime::get();
+    const Lock lock(runtime.mutex());
+    if (const auto set = runtime.epoll_at(epfd); set != nullptr) runtime.nudge_taken(set->nudge);
+  }
+  if (theirs > 0 || got == theirs) return theirs;
+  const int left = remaining_ms(deadline);
+  return left == 0 ? 0 : epoll_mixed(epfd, events, room, left, mask);
+}
+
+int epoll_plain(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
+  const std::uint64_t deadline = deadline_after(timeout_ms);
+  const int got = REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+  return after_plain_wait(epfd, events, room, got, deadline, mask);
+}
+
 int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
   Runtime& runtime = Runtime::get();
   Lock lock(runtime.mutex());
   const auto set = runtime.epoll_at(epfd);
   if (set == nullptr || set->interests.empty()) {
     lock.unlock();
-    return REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+    return epoll_plain(epfd, events, room, timeout_ms, mask);
   }
   runtime.counters().readiness_checks->add();
   runtime.pump();
@@ -234,26 +312,32 @@ int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const s
     Runtime::WakeReason reason{};
     const int got = REAL(epoll_pwait)(epfd, events + filled, room - filled, 0, mask);
     if (got < 0) return filled > 0 ? filled : -1;
-    return filled + without_marks(events + filled, got, reason);
+    const int theirs = without_marks(events + filled, got, reason);
+    if (reason.nudged) {
+      lock.lock();
+      runtime.nudge_taken(set->nudge);
+    }
+    return filled + theirs;
   }
   if (filled > 0) {
     runtime.counters().readiness_no_syscall->add();
     return filled;
   }
   const std::uint64_t deadline = deadline_after(timeout_ms);
+  EpollSet& watched = *set;
   for (;;) {
-    Runtime::WakeReason reason{};
     int theirs = 0;
-    const int slept = runtime.sleep_with(lock, [&] { return (filled = collect(epfd, *set, events, room)) > 0; }, [&] {
-      const int got = REAL(epoll_pwait)(epfd, events, room, remaining_ms(deadline), mask);
-      if (got < 0) return -1;
-      theirs = without_marks(events, got, reason);
-      return got > 0 ? 1 : 0;
-    });
-    runtime.note_wake(reason);
+    bool ours = false;
+    const int slept = runtime.sleep_with(
+        lock, [&] { return ours = (filled = collect(epfd, watched, events, room)) > 0; },
+        [watched = &watched] { return any_reportable(*watched); }, watched.nudge,
+        [&](const Runtime::StackMarks& marks, Runtime::WakeReason& reason) {
+          theirs = wait_in_set(epfd, events, room, remaining_ms(deadline), mask, marks, reason);
+          return theirs;
+        });
     if (slept < 0) return -1;
-    if (filled > 0 && theirs == 0) return filled;  // ready before sleeping
-    filled = theirs + collect(epfd, *set, events + theirs, room - theirs);
+    if (ours) return filled;
+    filled = theirs + collect(epfd, watched, events + theirs, room - theirs);
     if (filled > 0) return filled;
     if (remaining_ms(deadline) == 0) return 0;
   }
@@ -275,17 +359,21 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
     if (REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, runtime.wake_fd(), &probe) != 0 && errno != ENOENT) return -1;
     set = runtime.make_epoll(epfd);
   }
-  // Marks of a lease that ended left the kernel's set with its descriptors.
-  if (set->marks_lease != runtime.lease()) set->wake_added = false;
-  if (!set->wake_added && !runtime.stack_down()) {
-    // Edge-triggered: each ring of the doorbell wakes each set once. Level-triggered, a thread with
-    // nothing to do would go back to the kernel and out again until another thread drained it.
-    epoll_event wake{EPOLLIN | EPOLLET, {.u64 = kWakeMark}};
+  // The mark of a lease that ended left the kernel's set with its descriptor.
+  if (set->marks_lease != runtime.lease()) set->marks_added = false;
+  if (!set->marks_added && !runtime.stack_down()) {
+    if (set->nudge < 0) set->nudge = Runtime::make_nudge_fd();
+    if (set->nudge < 0) return -1;
+    // Edge-triggered: each nudge wakes one thread waiting in the set, once.
+    epoll_event nudge{EPOLLIN | EPOLLET, {.u64 = kNudgeMark}};
     epoll_event lease{EPOLLIN, {.u64 = kLeaseMark}};
-    if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, runtime.wake_fd(), &wake) != 0 && errno != EEXIST) return -1;
+    if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, set->nudge, &nudge) != 0 && errno != EEXIST) return -1;
     if (REAL(epoll_ctl)(epfd, EPOLL_CTL_ADD, runtime.lease_fd(), &lease) != 0 && errno != EEXIST) return -1;
-    set->wake_added = true;
+    set->marks_added = true;
     set->marks_lease = runtime.lease();
+    // A thread already waiting in the kernel's set (epoll_plain) comes to look at ours.
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const ssize_t written = REAL(write)(set->nudge, &one, sizeof(one));
   }
   auto found = std::find_if(set->interests.begin(), set->interests.end(), [&](const EpollSet::Interest& interest) {
     return interest.fd == fd && interest.socket == socket;
@@ -360,19 +448,22 @@ FLOTILLA_EXPORT int epoll_ctl(int epfd, int operation, int fd, epoll_event* even
 }
 
 FLOTILLA_EXPORT int epoll_wait(int epfd, epoll_event* events, int room, int timeout_ms) {
-  if (fd_kind(epfd) != FdKind::epoll) return REAL(epoll_wait)(epfd, events, room, timeout_ms);
+  if (fd_kind(epfd) != FdKind::epoll) return epoll_plain(epfd, events, room, timeout_ms, nullptr);
   if (room <= 0 || events == nullptr) return fail_with(EINVAL);
   return epoll_mixed(epfd, events, room, timeout_ms, nullptr);
 }
 
 FLOTILLA_EXPORT int epoll_pwait(int epfd, epoll_event* events, int room, int timeout_ms, const sigset_t* mask) {
-  if (fd_kind(epfd) != FdKind::epoll) return REAL(epoll_pwait)(epfd, events, room, timeout_ms, mask);
+  if (fd_kind(epfd) != FdKind::epoll) return epoll_plain(epfd, events, room, timeout_ms, mask);
   if (room <= 0 || events == nullptr) return fail_with(EINVAL);
   return epoll_mixed(epfd, events, room, timeout_ms, mask);
 }
 
 FLOTILLA_EXPORT int epoll_pwait2(int epfd, epoll_event* events, int room, const timespec* limit, const sigset_t* mask) {
-  if (fd_kind(epfd) != FdKind::epoll) return REAL(epoll_pwait2)(epfd, events, room, limit, mask);
+  if (fd_kind(epfd) != FdKind::epoll) {
+    const std::uint64_t deadline = deadline_after(timeout_of(limit));
+    return after_plain_wait(epfd, events, room, REAL(epoll_pwait2)(epfd, events, room, limit, mask), deadline, mask);
+  }
   if (room <= 0 || events == nullptr) return fail_with(EINVAL);
   return epoll_mixed(epfd, events, room, timeout_of(limit), mask);
 }

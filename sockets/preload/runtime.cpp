@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -180,11 +181,11 @@ void Runtime::mark_down() {
 }
 
 void Runtime::drop_marks(int epfd, EpollSet& set) {
-  if (!set.wake_added) return;
+  if (!set.marks_added) return;
   epoll_event unused{};
-  (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, wake_fd(), &unused);
+  (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, set.nudge, &unused);
   (void)REAL(epoll_ctl)(epfd, EPOLL_CTL_DEL, lease_fd(), &unused);
-  set.wake_added = false;
+  set.marks_added = false;
 }
 
 // Before a new lease replaces one that ended: the sockets made on the old one keep their state
@@ -212,7 +213,7 @@ void Runtime::register_counters() {
   counters_ = PreloadCounters{&named.counter("readiness_checks"), &named.counter("readiness_no_syscall"),
                               &named.counter("io_calls"),         &named.counter("io_no_syscall"),
                               &named.counter("waits_in_kernel"),  &named.counter("wake_ups"),
-                              &named.counter("errors")};
+                              &named.counter("errors"),           &named.counter("nudges")};
 }
 
 void Runtime::attach_datagrams(const std::string& channel) {
@@ -440,54 +441,158 @@ std::uint32_t Runtime::ready_events(Socket& socket) {
   return events;
 }
 
-void Runtime::arm() {
-  // Raised by every sleeper: a producer may have taken the flag down since an earlier one did.
-  ++sleepers_;
-  if (!still_owner()) return;
-  if (ownership_ != nullptr) ownership_->sleepers.store(sleepers_);
-  host_->arm_wake();
+bool Runtime::can_lead() {
+  // A child took the lease over, or the stack is gone: nothing comes to wait for.
+  return host_ != nullptr && !stack_down() && still_owner();
 }
 
-// The last sleeper to wake drains the eventfd: the others would otherwise miss their wake-up.
-void Runtime::disarm() {
-  --sleepers_;
-  if (!still_owner()) return;
-  if (ownership_ != nullptr) ownership_->sleepers.store(sleepers_);
-  if (sleepers_ == 0) host_->disarm_wake();
+Runtime::StackMarks Runtime::lie_down(Sleeper& me) {
+  if (sleepers_ == 0) {
+    // Also what a fork child finds: its parent's sleepers are threads it does not have.
+    asleep_.clear();
+    leader_ = nullptr;
+  }
+  if (std::find(asleep_.begin(), asleep_.end(), &me) == asleep_.end()) {
+    asleep_.push_back(&me);
+    sleepers_ = static_cast<int>(asleep_.size());
+    if (ownership_ != nullptr && still_owner()) ownership_->sleepers.store(sleepers_);
+  }
+  me.nudged = false;
+  StackMarks marks;
+  marks.nudge = me.nudge;
+  // A lease that ended is hung up (always ready): no sleep watches it then.
+  if (host_ == nullptr || stack_down()) return marks;
+  marks.lease = lease_fd();
+  if (leader_ == nullptr && can_lead()) {
+    leader_ = &me;
+    me.led_lease = lease_;
+    host_->arm_wake();
+  }
+  if (leader_ == &me) marks.wake = wake_fd();
+  return marks;
+}
+
+void Runtime::nudge(Sleeper& sleeper) {
+  // Threads asleep in one epoll set share its eventfd, and the kernel wakes one of them per write:
+  // one write at a time, so that each write has a sleeper to account for it.
+  for (const Sleeper* other : asleep_) {
+    if (other->nudged && other->nudge == sleeper.nudge) return;
+  }
+  sleeper.nudged = true;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t written = REAL(write)(sleeper.nudge, &one, sizeof(one));
+  counters_.nudges->add();
+}
+
+void Runtime::relay(Sleeper& me) {
+  if (leader_ != &me) return;
+  for (Sleeper* sleeper : asleep_) {
+    if (sleeper == &me || sleeper->nudged || sleeper->nudge < 0) continue;
+    if (sleeper->peek(sleeper->watched)) nudge(*sleeper);
+  }
+}
+
+void Runtime::woke(Sleeper& me, const WakeReason& reason) {
+  if (reason.woken) counters_.wake_ups->add();
+  if (leader_ == &me) {
+    leader_ = nullptr;
+    // The doorbell's flag down and the eventfd drained, unless a new lease replaced that doorbell.
+    if (host_ != nullptr && me.led_lease == lease_ && still_owner()) host_->disarm_wake();
+  }
+  if (reason.nudged && !me.nudged) forget_nudge(me.nudge, &me);
+  me.nudged = false;
+  if (reason.lease_gone) mark_down();
+}
+
+void Runtime::get_up(Sleeper& me) {
+  if (leader_ == &me) {
+    leader_ = nullptr;
+    if (host_ != nullptr && me.led_lease == lease_ && still_owner()) host_->disarm_wake();
+  }
+  std::erase(asleep_, &me);
+  sleepers_ = static_cast<int>(asleep_.size());
+  if (ownership_ != nullptr && still_owner()) ownership_->sleepers.store(sleepers_);
+  appoint_leader();
+}
+
+void Runtime::forget_nudge(int fd, const Sleeper* taker) {
+  // The kernel woke another waiter of the set than the one the write was for (or a look that was
+  // not a sleep took it): that one is not woken by it.
+  for (Sleeper* sleeper : asleep_) {
+    if (sleeper != taker && sleeper->nudge == fd && sleeper->nudged) {
+      sleeper->nudged = false;
+      return;
+    }
+  }
+}
+
+void Runtime::nudge_taken(int fd) {
+  if (sleepers_ == 0) return;  // (a fork child's asleep_ names its parent's threads)
+  forget_nudge(fd, nullptr);
+  appoint_leader();
+}
+
+void Runtime::appoint_leader() {
+  if (leader_ != nullptr || asleep_.empty() || !can_lead()) return;
+  // A sleeper already nudged wakes anyway, and leads if it sleeps again; else the latest one.
+  for (const Sleeper* sleeper : asleep_) {
+    if (sleeper->nudged) return;
+  }
+  for (auto sleeper = asleep_.rbegin(); sleeper != asleep_.rend(); ++sleeper) {
+    if ((*sleeper)->nudge >= 0) {
+      nudge(**sleeper);
+      return;
+    }
+  }
+}
+
+EpollSet::~EpollSet() {
+  if (nudge >= 0) REAL(close)(nudge);
+}
+
+int Runtime::make_nudge_fd() {
+  // Above the low numbers programs name themselves (see LowDescriptorsHeld).
+  constexpr int kAbove = 64;
+  const int made = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (made < 0 || made >= kAbove) return made;
+  const int moved = REAL(fcntl)(made, F_DUPFD_CLOEXEC, kAbove);
+  REAL(close)(made);
+  return moved;
 }
 
 namespace {
 
-// A thread's epoll set for poll-style sleeps (Runtime::thread_wake_set).
-struct WakeSet {
+// A thread's eventfd for the nudges of its poll-style sleeps (Runtime::thread_nudge_fd).
+struct ThreadNudge {
   int fd = -1;
   pid_t process = 0;
-  int wake = -1;
-  std::uint64_t lease = 0;
-  ~WakeSet() {
+  ~ThreadNudge() {
     if (fd >= 0 && process == ::getpid()) REAL(close)(fd);
   }
 };
-thread_local WakeSet t_wake_set;
+thread_local ThreadNudge t_nudge;
 
 }  // namespace
 
-Runtime::StackMarks Runtime::stack_marks() {
-  // A child took the lease over: its to drain. A lease that ended is hung up: always ready.
-  if (host_ == nullptr || stack_down()) return {};
-  StackMarks marks;
-  marks.lease = lease_fd();
-  if (!still_owner()) return marks;
-  const int set = thread_wake_set();
-  marks.wake = set >= 0 ? set : wake_fd();
-  marks.wake_is_set = set >= 0;
-  return marks;
+Runtime::Sleeper& Runtime::this_thread_sleeper() {
+  thread_local Sleeper sleeper;
+  return sleeper;
+}
+
+int Runtime::thread_nudge_fd() {
+  // One made before a fork is shared with the parent (a read would take the parent's nudge): a
+  // child makes its own.
+  if (t_nudge.fd >= 0 && t_nudge.process == owner_) return t_nudge.fd;
+  t_nudge.fd = make_nudge_fd();
+  t_nudge.process = owner_;
+  return t_nudge.fd;
 }
 
 int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                              const StackMarks& marks, WakeReason& reason) {
   thread_local std::vector<pollfd> all;
   all.assign(kernel, kernel + kernel_count);
+  all.push_back(pollfd{marks.nudge, POLLIN, 0});
   all.push_back(pollfd{marks.wake, POLLIN, 0});
   all.push_back(pollfd{marks.lease, POLLIN, 0});
   timespec limit{};
@@ -498,41 +603,22 @@ int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeo
   }
   const int ready = REAL(ppoll)(all.data(), all.size(), limit_pointer, mask);
   if (ready < 0) return -1;
-  for (std::size_t i = 0; i < kernel_count; ++i) kernel[i].revents = all[i].revents;
-  reason.woken = all[kernel_count].revents != 0;
-  reason.lease_gone = all[kernel_count + 1].revents != 0;
-  if ((all[kernel_count].revents & POLLNVAL) != 0 && marks.wake_is_set) {
-    t_wake_set.fd = -1;  // the program closed it: a new one next time
-  } else if (reason.woken && marks.wake_is_set) {
-    epoll_event edge{};
-    (void)REAL(epoll_pwait)(marks.wake, &edge, 1, 0, nullptr);  // taken, so the set is quiet until the next ring
+  int theirs = 0;
+  for (std::size_t i = 0; i < kernel_count; ++i) {
+    kernel[i].revents = all[i].revents;
+    if (all[i].revents != 0) ++theirs;
   }
-  return ready == 0 ? 0 : 1;
-}
-
-// The calling thread's own epoll set holding the wake eventfd edge-triggered, for poll-style
-// sleeps: readable once per ring of the doorbell, where the eventfd itself stays readable until
-// the last sleeper drains it (a thread with nothing to do would go in and out of the kernel until
-// then). -1 when it cannot be made: the eventfd then.
-int Runtime::thread_wake_set() {
-  WakeSet& set = t_wake_set;
-  if (set.fd >= 0 && set.process == owner_ && set.wake == wake_fd() && set.lease == lease_) return set.fd;
-  // One made before a fork is shared with the parent (taking an edge would take the parent's): a
-  // child leaves it alone. One of an earlier lease of this process is closed.
-  if (set.fd >= 0 && set.process == owner_) REAL(close)(set.fd);
-  set = WakeSet{};
-  const int fd = ::epoll_create1(EPOLL_CLOEXEC);
-  if (fd < 0) return -1;
-  epoll_event wake{EPOLLIN | EPOLLET, {.u64 = 0}};
-  if (REAL(epoll_ctl)(fd, EPOLL_CTL_ADD, wake_fd(), &wake) != 0) {
-    REAL(close)(fd);
-    return -1;
+  const pollfd& nudge = all[kernel_count];
+  if ((nudge.revents & POLLNVAL) != 0) {
+    t_nudge.fd = -1;  // the program closed it: a new one next time
+  } else if (nudge.revents != 0) {
+    std::uint64_t count = 0;
+    [[maybe_unused]] const ssize_t drained = REAL(read)(nudge.fd, &count, sizeof(count));
+    reason.nudged = true;
   }
-  set.fd = fd;
-  set.process = owner_;
-  set.wake = wake_fd();
-  set.lease = lease_;
-  return fd;
+  reason.woken = all[kernel_count + 1].revents != 0;
+  reason.lease_gone = all[kernel_count + 2].revents != 0;
+  return theirs;
 }
 
 void Runtime::after_fork_child() {

@@ -1,6 +1,7 @@
 // The process-wide state of libflotilla-preload.so: which descriptors are Flotilla sockets, the
 // leased application seat (ComponentHost + TcpSockets), the one lock that guards them, and the
-// one way to sleep (in the kernel, on the program's own descriptors plus the wake eventfd).
+// one way to sleep (in the kernel, on the program's own descriptors plus the library's eventfds:
+// one thread, the leader, on the seat's wake eventfd, each other on its own; see Sleeper).
 //
 // Descriptor numbers: every Flotilla socket holds a real kernel descriptor (an eventfd), so the
 // kernel never hands its number to anything else; dup/dup2/fcntl(F_DUPFD) duplicate that
@@ -31,10 +32,13 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstddef>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "dataplane/clock.hpp"
@@ -128,12 +132,24 @@ struct EpollSet {
     std::uint64_t last_stalls = 0;
     std::uint64_t last_received = 0;
   };
+  EpollSet() = default;
+  EpollSet(const EpollSet&) = delete;
+  EpollSet& operator=(const EpollSet&) = delete;
+  ~EpollSet();
+
   std::vector<Interest> interests;
-  bool wake_added = false;  // the wake eventfd and lease descriptor are in the kernel's set
-  std::uint64_t marks_lease = 0;  // the lease whose descriptors those are
+  // The set's own eventfd (Runtime::Sleeper::nudge): a leader writes it when the set's sockets
+  // become ready, and the kernel wakes one thread waiting in the set. Made with the first interest.
+  int nudge = -1;
+  bool marks_added = false;  // the nudge eventfd and lease descriptor are in the kernel's set
+  std::uint64_t marks_lease = 0;  // the lease whose descriptor that is
   std::uint32_t calls = 0;  // to look at the kernel's set now and then while ours are ready
   std::size_t next = 0;     // where the next look starts (fairness when few events fit)
 };
+
+// Counts nobody reads: where a counter points that the code making PreloadCounters by position
+// leaves out.
+inline NamedCounter g_uncounted{};
 
 // Named counters (the slot's, shown by `flotilla top`).
 struct PreloadCounters {
@@ -144,6 +160,7 @@ struct PreloadCounters {
   NamedCounter* waits_in_kernel = nullptr;
   NamedCounter* wake_ups = nullptr;
   NamedCounter* errors = nullptr;
+  NamedCounter* nudges = &g_uncounted;  // a leader woke one other sleeper (Runtime::Sleeper)
 };
 
 inline constexpr int kMaxFds = 1 << 20;
@@ -176,6 +193,10 @@ class LeaseRetry {
   std::uint64_t next_ns_ = 0;
   int error_;
 };
+
+// Milliseconds left until `deadline_ns` (monotonic; 0 = none -> -1).
+int remaining_ms(std::uint64_t deadline_ns);
+std::uint64_t deadline_after(int timeout_ms);
 
 class Runtime {
  public:
@@ -239,13 +260,46 @@ class Runtime {
   // (EMFILE: a replica has no socket page left for this program), one line on stderr the first time.
   int past_limit(int error);
 
-  // Sleeps in the kernel until the stack sends us something (the wake eventfd), the lease ends,
-  // `kernel_wait` returns for its own reasons, or a signal arrives. The protocol: raise the
-  // doorbell's eventfd flag, look once more (pump, then `ready`, under the lock: true returns 1 at
-  // once), then run `kernel_wait` without the lock; it must also watch wake_fd() and lease_fd().
-  // The lock is held on entry and on return. Returns what kernel_wait returned.
-  template <class Ready, class KernelWait>
-  int sleep_with(Lock& lock, Ready&& ready, KernelWait&& kernel_wait) {
+  // Why a kernel wait returned, as far as the library's descriptors say; noted under the lock.
+  struct WakeReason {
+    bool woken = false;       // the seat's wake eventfd fired (this thread leads)
+    bool nudged = false;      // this sleeper's own eventfd fired (a leader's relay or hand-over)
+    bool lease_gone = false;  // the supervisor closed the lease
+  };
+  // What a sleeper's kernel wait watches besides the program's descriptors (-1: nothing).
+  struct StackMarks {
+    int wake = -1;   // the seat's wake eventfd: only while this thread leads
+    int nudge = -1;  // the sleeper's own eventfd
+    int lease = -1;
+  };
+
+  // A thread asleep in the library (sleep_with), listed while it sleeps. One event wakes one
+  // thread: only one sleeper, the leader, sleeps on the seat's wake eventfd. When the stack rings
+  // it, the leader pumps and writes the `nudge` eventfd of each other sleeper that `peek` finds
+  // ready (an epoll set's own eventfd: the kernel then wakes one of its waiters, as Linux does;
+  // a poll sleeper's thread eventfd), and a leader that returns to the program nudges another
+  // sleeper to lead in its place.
+  // One per thread: a signal handler that longjmps out of a sleep (iperf3 does) leaves it listed,
+  // and the thread's next sleep takes it up again.
+  struct Sleeper {
+    int nudge = -1;
+    bool (*peek)(const void*) = nullptr;  // called by the leader under the lock, on `watched`
+    alignas(std::max_align_t) std::byte watched[48];  // a copy of the sleep's peek
+    bool nudged = false;  // written since it lay down: it wakes without another write
+    std::uint64_t led_lease = 0;  // while it leads: the lease whose doorbell it raised
+  };
+
+  // Sleeps in the kernel until what the caller waits for is ready (`ready`, under the lock: true
+  // returns 1), `kernel_wait` reports the program's own descriptors (1), the lease ends (1), the
+  // time is up (0) or a signal arrives (-1, errno EINTR). A wake-up by the library's eventfds
+  // alone sleeps again. `peek` answers, without side effects the program sees, whether `ready`
+  // would be true; the leader calls it from its thread while this one sleeps. `nudge` is the
+  // eventfd that wakes this sleeper (`kernel_wait` watches it). `kernel_wait(marks, reason)` runs
+  // without the lock, watches the marks, fills `reason` and returns the number of the program's
+  // descriptors it reports (0 when none or timed out, -1 with errno). The lock is held on entry and
+  // on return.
+  template <class Ready, class Peek, class KernelWait>
+  int sleep_with(Lock& lock, Ready&& ready, const Peek& peek, int nudge, KernelWait&& kernel_wait) {
     // FLOTILLA_SPIN_US: look again for that long before sleeping (CPU for fewer system calls).
     if (spin_ns_ != 0) {
       const std::uint64_t until = monotonic_ns() + spin_ns_;
@@ -257,48 +311,85 @@ class Runtime {
         if (ready()) return 1;
       } while (monotonic_ns() < until);
     }
-    arm();
-    pump();
-    if (ready()) {
-      disarm();
-      return 1;
+    static_assert(std::is_trivially_copyable_v<Peek> && sizeof(Peek) <= sizeof(Sleeper::watched));
+    Sleeper& me = this_thread_sleeper();
+    me.nudge = nudge;
+    new (me.watched) Peek(peek);
+    me.peek = [](const void* watched) { return (*static_cast<const Peek*>(watched))(); };
+    // A thread cancelled in its kernel wait unwinds through here: it leaves the list.
+    struct Cancelled {
+      Runtime& runtime;
+      Lock& lock;
+      Sleeper& me;
+      bool left = false;
+      ~Cancelled() {
+        if (left) return;
+        if (!lock.owns_lock()) lock.lock();
+        runtime.get_up(me);
+      }
+    } cancelled{*this, lock, me};
+    for (;;) {
+      const StackMarks marks = lie_down(me);
+      pump();
+      relay(me);
+      if (ready()) {
+        cancelled.left = true;
+        get_up(me);
+        return 1;
+      }
+      counters_.waits_in_kernel->add();
+      WakeReason reason{};
+      lock.unlock();
+      const int theirs = kernel_wait(marks, reason);
+      const int error = errno;
+      lock.lock();
+      woke(me, reason);
+      if (theirs != 0 || reason.lease_gone || (!reason.woken && !reason.nudged)) {
+        cancelled.left = true;
+        get_up(me);
+        errno = error;
+        return theirs < 0 ? -1 : (theirs > 0 || reason.lease_gone ? 1 : 0);
+      }
     }
-    counters_.waits_in_kernel->add();
-    lock.unlock();
-    const int outcome = kernel_wait();
-    const int error = errno;  // disarm's read of the eventfd must not hide an EINTR
-    lock.lock();
-    disarm();
-    errno = error;
-    return outcome;
   }
 
   // sleep_with for a poll-style wait on `kernel` (their revents filled) for at most `timeout_ms`
   // (-1: none), with the signal mask `mask` during the wait (nullptr: unchanged). 1: something
-  // may be ready; 0: timed out; -1: errno (EINTR).
-  // `waited` (when given) says whether the kernel wait ran, i.e. whether `kernel`'s revents are fresh.
+  // may be ready; 0: timed out; -1: errno (EINTR). `peek` as for sleep_with (`ready` by default).
+  // `waited` (when given) says whether the kernel wait ended it, i.e. whether `kernel`'s revents
+  // are fresh.
   template <class Ready>
   int sleep(Lock& lock, Ready&& ready, pollfd* kernel, std::size_t kernel_count, int timeout_ms,
             const sigset_t* mask = nullptr, bool* waited = nullptr) {
-    WakeReason reason{};
-    const StackMarks marks = stack_marks();  // under the lock: a new lease may replace the host meanwhile
-    const int outcome = sleep_with(lock, ready, [&] {
-      if (waited != nullptr) *waited = true;
-      return sleep_in_kernel(kernel, kernel_count, timeout_ms, mask, marks, reason);
+    return sleep(lock, ready, ready, kernel, kernel_count, timeout_ms, mask, waited);
+  }
+  template <class Ready, class Peek>
+  int sleep(Lock& lock, Ready&& ready, const Peek& peek, pollfd* kernel, std::size_t kernel_count, int timeout_ms,
+            const sigset_t* mask = nullptr, bool* waited = nullptr) {
+    const std::uint64_t deadline = deadline_after(timeout_ms);
+    bool ended_by_wait = false;
+    auto ready_now = [&] {
+      ended_by_wait = false;
+      return ready();
+    };
+    const int outcome = sleep_with(lock, ready_now, peek, thread_nudge_fd(), [&](const StackMarks& marks, WakeReason& reason) {
+      ended_by_wait = true;
+      return sleep_in_kernel(kernel, kernel_count, remaining_ms(deadline), mask, marks, reason);
     });
-    note_wake(reason);
+    if (waited != nullptr) *waited = ended_by_wait && outcome >= 0;
     return outcome;
   }
 
-  // Why a kernel wait returned, as far as the stack's descriptors say; noted under the lock.
-  struct WakeReason {
-    bool woken = false;      // the wake eventfd fired
-    bool lease_gone = false;  // the supervisor closed the lease
-  };
-  void note_wake(const WakeReason& reason) {
-    if (reason.woken) counters_.wake_ups->add();
-    if (reason.lease_gone) mark_down();
-  }
+  // The kernel wait of a poll-style sleep: `kernel` (revents filled) and the marks, for at most
+  // `timeout_ms`. The number of `kernel` entries with events, or -1 (errno).
+  int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
+                      const StackMarks& marks, WakeReason& reason);
+  // A nudge of an epoll set (its eventfd `fd`) taken by a look that was not a sleep (a zero-timeout
+  // epoll_wait): the sleeper it was for stays asleep, and it may have been asked to lead, so
+  // another one is. Under the lock.
+  void nudge_taken(int fd);
+  // A new eventfd for an epoll set's nudges (-1 when none can be made).
+  static int make_nudge_fd();
 
   int wake_fd() const { return host_ ? host_->wake_fd() : -1; }
   int lease_fd() const { return host_ ? host_->lease_fd() : -1; }
@@ -329,8 +420,16 @@ class Runtime {
 
  private:
   Runtime() = default;
-  void arm();
-  void disarm();
+  // The leader/followers bookkeeping of sleep_with, under the lock.
+  StackMarks lie_down(Sleeper& me);
+  void relay(Sleeper& me);
+  void woke(Sleeper& me, const WakeReason& reason);
+  void get_up(Sleeper& me);
+  void nudge(Sleeper& sleeper);
+  void forget_nudge(int fd, const Sleeper* taker);
+  // No leader while others sleep (it returned to the program): one of them is nudged to lead.
+  void appoint_leader();
+  bool can_lead();
   void attach_datagrams(const std::string& channel);
   bool adopt_parked(bool from_living_parent);
   // Before a fork: the fork's token goes to the supervisor, then every replica pins the
@@ -349,16 +448,9 @@ class Runtime {
   void register_counters();
   bool lease_ended();
   void retire_lease();
-  // The stack's descriptors a poll-style sleep watches besides the program's (-1: none).
-  struct StackMarks {
-    int wake = -1;
-    bool wake_is_set = false;  // `wake` is this thread's epoll set (thread_wake_set), not the eventfd
-    int lease = -1;
-  };
-  StackMarks stack_marks();
-  int sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
-                      const StackMarks& marks, WakeReason& reason);
-  int thread_wake_set();
+  static Sleeper& this_thread_sleeper();
+  // The calling thread's eventfd for nudges of its poll-style sleeps (-1 when none can be made).
+  int thread_nudge_fd();
 
   LibraryMutex mutex_;
   std::unique_ptr<ComponentHost> host_;
@@ -374,7 +466,9 @@ class Runtime {
   std::uint64_t leases_made_ = 0;
   LeaseRetry lease_retry_{ENETDOWN};  // what socket() says while no seat is leased
   std::uint64_t spin_ns_ = 0;
-  int sleepers_ = 0;
+  int sleepers_ = 0;  // asleep_.size(); 0 in a fork child, whose asleep_ names its parent's threads
+  std::vector<Sleeper*> asleep_;
+  Sleeper* leader_ = nullptr;
   std::uint64_t epoch_ = 1;
   pid_t owner_ = ::getpid();  // this process (getpid() is a system call: kept here)
   // Who may use the lease, shared with the children this process forks (a MAP_SHARED page): a
@@ -438,9 +532,5 @@ inline int fail_with(int error) {
   errno = error;
   return -1;
 }
-
-// Milliseconds left until `deadline_ns` (monotonic; 0 = none -> -1).
-int remaining_ms(std::uint64_t deadline_ns);
-std::uint64_t deadline_after(int timeout_ms);
 
 }  // namespace flotilla::preload

@@ -23,6 +23,15 @@
 //                                 epoll_wait on the listener, a worker thread in epoll_wait on the
 //                                 one accepted connection (or in blocking reads), which it echoes
 //                                 until EOF
+//   preload_probe wake-one epoll|blocking PORT WORKERS   WORKERS threads, each asleep on one
+//                                 accepted connection (in an epoll set of its own, or in blocking
+//                                 reads) which it echoes until EOF, the main thread in epoll_wait
+//                                 on the listener; each worker then prints "worker served=N woken=M"
+//                                 (requests echoed, voluntary context switches of its thread)
+//   preload_probe shared-set PORT CONNECTIONS            a thread pool sharing one epoll set: three
+//                                 threads wait in it, each connection an EPOLLONESHOT interest that
+//                                 the thread that got it echoes and arms again; "ok shared-set"
+//                                 once every connection ended
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 #include <arpa/inet.h>
 #include <algorithm>
@@ -835,38 +844,141 @@ int run_stack_down(bool epoll, int port, const char* state_file) {
   return g_failures == 0 ? 0 : 1;
 }
 
-int run_threaded_echo(bool blocking, int port) {
-  const char* name = "threaded-echo";
-  const int listener = listen_any(port);
-  if (!check(listener >= 0, name, "listen")) return 1;
-  const int main_set = epoll_create1(0);
+// A listener on `port` in an epoll set of its own (the main thread's). The set, or -1 (reported).
+int listener_set(int port, const char* name, int& listener) {
+  listener = listen_any(port);
+  if (!check(listener >= 0, name, "listen")) return -1;
+  const int set = epoll_create1(0);
   epoll_event interest{EPOLLIN, {.fd = listener}};
-  if (!check(epoll_ctl(main_set, EPOLL_CTL_ADD, listener, &interest) == 0, name, "epoll_ctl")) return 1;
-  std::thread worker;
+  if (!check(epoll_ctl(set, EPOLL_CTL_ADD, listener, &interest) == 0, name, "epoll_ctl")) return -1;
+  return set;
+}
+
+// The next connection on a listener_set (non-blocking unless `blocking`); -1: none this time.
+// Exits the process when the wait fails.
+int next_connection(int set, int listener, bool blocking, const char* name) {
+  epoll_event ready{};
+  const int count = epoll_wait(set, &ready, 1, -1);
+  if (count < 0 && errno == EINTR) return -1;
+  if (!check(count >= 0, name, "epoll_wait on the listener")) _exit(1);
+  return count == 1 ? accept4(listener, nullptr, nullptr, blocking ? 0 : SOCK_NONBLOCK) : -1;
+}
+
+// Echoes `connection` until EOF, waiting in an epoll set of its own (or in blocking reads), then
+// closes it. The number of reads echoed; exits the process on a failure.
+long echo_until_eof(int connection, bool blocking, const char* name) {
+  const int set = epoll_create1(0);
+  epoll_event event{EPOLLIN, {.fd = connection}};
+  if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
+  char buffer[4096];
+  long served = 0;
   for (;;) {
     epoll_event ready{};
-    const int count = epoll_wait(main_set, &ready, 1, -1);
-    if (count < 0 && errno == EINTR) continue;
-    if (!check(count >= 0, name, "epoll_wait on the listener")) return 1;
-    const int connection = count == 1 ? accept4(listener, nullptr, nullptr, blocking ? 0 : SOCK_NONBLOCK) : -1;
+    if (!blocking && epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
+    const ssize_t got = read(connection, buffer, sizeof(buffer));
+    if (got < 0 && errno == EAGAIN) continue;
+    if (got <= 0) break;
+    if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
+    ++served;
+  }
+  close(connection);
+  close(set);
+  return served;
+}
+
+int run_threaded_echo(bool blocking, int port) {
+  const char* name = "threaded-echo";
+  int listener = -1;
+  const int main_set = listener_set(port, name, listener);
+  if (main_set < 0) return 1;
+  std::thread worker;
+  for (;;) {
+    const int connection = next_connection(main_set, listener, blocking, name);
     if (connection < 0 || worker.joinable()) continue;
     worker = std::thread([connection, name, blocking] {
-      const int set = epoll_create1(0);
-      epoll_event event{EPOLLIN, {.fd = connection}};
-      if (!check(epoll_ctl(set, EPOLL_CTL_ADD, connection, &event) == 0, name, "worker epoll_ctl")) _exit(1);
-      char buffer[4096];
-      for (;;) {
-        epoll_event ready{};
-        if (!blocking && epoll_wait(set, &ready, 1, -1) < 0 && errno != EINTR) _exit(1);
-        const ssize_t got = read(connection, buffer, sizeof(buffer));
-        if (got < 0 && errno == EAGAIN) continue;
-        if (got <= 0) break;
-        if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
-      }
-      close(connection);
+      echo_until_eof(connection, blocking, name);
       passed(name);
       _exit(g_failures == 0 ? 0 : 1);  // the main thread stays in its epoll_wait
     });
+  }
+}
+
+// The voluntary context switches of the calling thread so far: how often it slept and was woken.
+long voluntary_switches() {
+  FILE* status = std::fopen("/proc/thread-self/status", "re");
+  if (status == nullptr) return -1;
+  char line[256];
+  long switches = -1;
+  while (std::fgets(line, sizeof(line), status) != nullptr) {
+    if (std::sscanf(line, "voluntary_ctxt_switches: %ld", &switches) == 1) break;
+  }
+  std::fclose(status);
+  return switches;
+}
+
+int run_wake_one(bool blocking, int port, int workers) {
+  const char* name = "wake-one";
+  int listener = -1;
+  const int main_set = listener_set(port, name, listener);
+  if (main_set < 0) return 1;
+  static std::atomic<int> finished{0};
+  for (int started = 0;;) {
+    const int connection = next_connection(main_set, listener, blocking, name);
+    if (connection < 0 || started == workers) continue;
+    ++started;
+    std::thread([connection, name, blocking, workers] {
+      const long switches_before = voluntary_switches();
+      const long served = echo_until_eof(connection, blocking, name);
+      std::printf("worker served=%ld woken=%ld\n", served, voluntary_switches() - switches_before);
+      std::fflush(stdout);
+      if (finished.fetch_add(1) + 1 == workers) {
+        passed(name);
+        _exit(g_failures == 0 ? 0 : 1);  // the main thread stays in its epoll_wait
+      }
+    }).detach();
+  }
+}
+
+int run_shared_set(int port, int connections) {
+  const char* name = "shared-set";
+  int listener = -1;
+  const int main_set = listener_set(port, name, listener);
+  if (main_set < 0) return 1;
+  const int shared = epoll_create1(0);
+  static std::atomic<int> ended{0};
+  constexpr int kThreads = 3;
+  for (int i = 0; i < kThreads; ++i) {
+    std::thread([shared, name, connections] {
+      char buffer[4096];
+      for (;;) {
+        epoll_event ready{};
+        const int count = epoll_wait(shared, &ready, 1, -1);
+        if (count < 0 && errno == EINTR) continue;
+        if (!check(count >= 0, name, "epoll_wait in the shared set")) _exit(1);
+        if (count == 0) continue;
+        const int connection = ready.data.fd;
+        ssize_t got = 0;
+        while ((got = read(connection, buffer, sizeof(buffer))) > 0) {
+          if (!check(write(connection, buffer, static_cast<std::size_t>(got)) == got, name, "echo")) _exit(1);
+        }
+        if (got == 0 || errno != EAGAIN) {
+          close(connection);
+          if (ended.fetch_add(1) + 1 == connections) {
+            passed(name);
+            _exit(g_failures == 0 ? 0 : 1);
+          }
+          continue;
+        }
+        epoll_event again{EPOLLIN | EPOLLONESHOT, {.fd = connection}};
+        if (!check(epoll_ctl(shared, EPOLL_CTL_MOD, connection, &again) == 0, name, "rearm")) _exit(1);
+      }
+    }).detach();
+  }
+  for (;;) {
+    const int connection = next_connection(main_set, listener, false, name);
+    if (connection < 0) continue;
+    epoll_event interest{EPOLLIN | EPOLLONESHOT, {.fd = connection}};
+    if (!check(epoll_ctl(shared, EPOLL_CTL_ADD, connection, &interest) == 0, name, "add to the shared set")) return 1;
   }
 }
 
@@ -894,6 +1006,10 @@ int main(int argc, char** argv) {
   if (mode == "limits" && argc == 4) return run_limits(std::atoi(argv[2]), argv[3]);
   if (mode == "seatless") return run_seatless();
   if (mode == "threaded-echo" && argc == 4) return run_threaded_echo(std::string(argv[2]) == "blocking", std::atoi(argv[3]));
+  if (mode == "wake-one" && argc == 5) {
+    return run_wake_one(std::string(argv[2]) == "blocking", std::atoi(argv[3]), std::atoi(argv[4]));
+  }
+  if (mode == "shared-set" && argc == 4) return run_shared_set(std::atoi(argv[2]), std::atoi(argv[3]));
   if (mode == "stack-down" && argc == 5) return run_stack_down(std::string(argv[2]) == "epoll", std::atoi(argv[3]), argv[4]);
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
@@ -901,6 +1017,6 @@ int main(int argc, char** argv) {
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
   }
-  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless\n");
+  std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless | wake-one epoll|blocking PORT WORKERS | shared-set PORT CONNECTIONS\n");
   return 2;
 }

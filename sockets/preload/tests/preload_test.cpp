@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -343,34 +344,60 @@ TEST_F(PreloadStack, StackDownUnderAWaitingServerThenBack) {
 // The same with the worker in blocking reads (a poll-style sleep) beside the listener's epoll_wait.
 class PreloadThreads : public PreloadStack, public ::testing::WithParamInterface<const char*> {};
 
+// A connection to the probe's server at `address` (retried while it starts), reads timing out
+// after 10 s; -1 when none was made.
+int connect_to_probe(const std::string& address) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in target{};
+    target.sin_family = AF_INET;
+    target.sin_port = htons(kProbeServerPort);
+    ::inet_pton(AF_INET, address.c_str(), &target.sin_addr);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) == 0) {
+      timeval limit{10, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+      return fd;
+    }
+    ::close(fd);
+    std::this_thread::sleep_for(100ms);
+  }
+  return -1;
+}
+
+// `count` connections to the probe's server; fewer when one could not be made.
+std::vector<int> connect_many(const std::string& address, int count) {
+  std::vector<int> connections;
+  for (int i = 0; i < count; ++i) {
+    const int fd = connect_to_probe(address);
+    if (fd < 0) break;
+    connections.push_back(fd);
+  }
+  return connections;
+}
+
+// Whether `fd` has `expected` to read, whole.
+bool receives(int fd, const std::string& expected) {
+  std::string reply(expected.size(), '\0');
+  return ::recv(fd, reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) && reply == expected;
+}
+
+// Whether all of `request` went to `fd` in one write.
+bool sends(int fd, const std::string& request) {
+  return ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size());
+}
+
 TEST_P(PreloadThreads, AsleepThreadsWakeOncePerMessage) {
   BackgroundCommand probe(run_argv({probe_path(), "threaded-echo", GetParam(), std::to_string(kProbeServerPort)}));
   constexpr int kRounds = 200;
   std::int64_t before = -1;
   const bool echoed = in_namespace(names_.peer_namespace, [&] {
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-      fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in target{};
-      target.sin_family = AF_INET;
-      target.sin_port = htons(kProbeServerPort);
-      ::inet_pton(AF_INET, names_.stack_address.c_str(), &target.sin_addr);
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
-        ::close(fd);
-        fd = -1;
-        std::this_thread::sleep_for(100ms);
-      }
-    }
+    const int fd = connect_to_probe(names_.stack_address);
     if (fd < 0) return false;
-    timeval limit{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
     bool good = true;
     for (int round = 0; round <= kRounds && good; ++round) {
       if (round == 1) before = stack_.counter("app0", "waits_in_kernel");  // the worker runs
       const std::string request = "request " + std::to_string(round);
-      std::string reply(request.size(), '\0');
-      good = ::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()) &&
-             ::recv(fd, reply.data(), reply.size(), MSG_WAITALL) == static_cast<ssize_t>(reply.size()) && reply == request;
+      good = sends(fd, request) && receives(fd, request);
     }
     ::close(fd);
     return good;
@@ -385,7 +412,73 @@ TEST_P(PreloadThreads, AsleepThreadsWakeOncePerMessage) {
   EXPECT_NE(output.find("ok threaded-echo"), std::string::npos) << output;
 }
 
+// Four workers each asleep on a connection of their own (memcached -t 4's shape), and requests on
+// one connection only: one event wakes one thread. Each message of the stack woke every sleeping
+// thread when they all slept on the seat's wake eventfd; now only the leader sleeps on it, and it
+// wakes the worker whose socket became ready. So of the idle workers at most one (the leader, if
+// it is not the main thread) wakes about once per request, and the others barely.
+TEST_P(PreloadThreads, OneEventWakesOneThread) {
+  constexpr int kWorkers = 4;
+  constexpr int kRounds = 200;
+  BackgroundCommand probe(run_argv({probe_path(), "wake-one", GetParam(), std::to_string(kProbeServerPort),
+                                    std::to_string(kWorkers)}));
+  const bool echoed = in_namespace(names_.peer_namespace, [&] {
+    const std::vector<int> connections = connect_many(names_.stack_address, kWorkers);
+    bool good = connections.size() == kWorkers;
+    // Every worker answers once (it is running and asleep after), then only the first is asked.
+    for (std::size_t i = 0; i < connections.size() && good; ++i) good = sends(connections[i], "w") && receives(connections[i], "w");
+    for (int round = 0; round < kRounds && good; ++round) {
+      const std::string request = "request " + std::to_string(round);
+      good = sends(connections[0], request) && receives(connections[0], request);
+    }
+    for (const int fd : connections) ::close(fd);
+    return good;
+  });
+  const std::string output = probe.finish(!echoed);
+  ASSERT_TRUE(echoed) << output;
+  EXPECT_NE(output.find("ok wake-one"), std::string::npos) << output;
+  int busy = 0;
+  int idle_woken_often = 0;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) {
+    long served = 0;
+    long woken = 0;
+    if (std::sscanf(line.c_str(), "worker served=%ld woken=%ld", &served, &woken) != 2) continue;
+    if (served > 1) {
+      ++busy;
+    } else if (woken > kRounds / 4) {
+      ++idle_woken_often;
+    }
+  }
+  EXPECT_EQ(busy, 1) << output;
+  EXPECT_LE(idle_woken_often, 1) << GetParam() << ": idle workers woken for another's requests\n" << output;
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, PreloadThreads, ::testing::Values("epoll", "blocking"));
+
+// A thread pool sharing one epoll set (EPOLLONESHOT, armed again after each echo): a nudge of the
+// set wakes one of its waiters, which need not be the one it was meant for, and no request is
+// left waiting.
+TEST_F(PreloadStack, ThreadsSharingAnEpollSetServeEveryConnection) {
+  constexpr int kConnections = 4;
+  constexpr int kRounds = 100;
+  BackgroundCommand probe(run_argv({probe_path(), "shared-set", std::to_string(kProbeServerPort), std::to_string(kConnections)}));
+  const bool echoed = in_namespace(names_.peer_namespace, [&] {
+    const std::vector<int> connections = connect_many(names_.stack_address, kConnections);
+    bool good = connections.size() == kConnections;
+    for (int round = 0; round < kRounds && good; ++round) {
+      const std::string request = "round " + std::to_string(round);
+      for (const int fd : connections) good = good && sends(fd, request);
+      for (const int fd : connections) good = good && receives(fd, request);
+    }
+    for (const int fd : connections) ::close(fd);
+    return good;
+  });
+  const std::string output = probe.finish(!echoed);
+  EXPECT_TRUE(echoed) << output;
+  EXPECT_NE(output.find("ok shared-set"), std::string::npos) << output;
+  EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
+}
 
 // A stack with one seat and two TCP sockets per replica for it: past each limit the call fails with
 // Linux's errno, and the program is told once on stderr.
