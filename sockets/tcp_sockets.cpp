@@ -1211,7 +1211,7 @@ void TcpSockets::resume_sockets(std::size_t replica) {
       relisten.push_back(id);
     }
   }
-  // What still waits for room: opens go again below with their new tickets, and kicks and options
+  // What still waits for room: opens and joins go again below with their new tickets, and messages
   // about pages that are gone go nowhere. The rest keeps its order.
   std::vector<Message> waiting;
   link.outbox.drain([&](std::span<const Message> run) {
@@ -1219,12 +1219,13 @@ void TcpSockets::resume_sockets(std::size_t replica) {
     return run.size();
   });
   for (const Message& message : waiting) {
-    if (message.kind == stack::kTcpOpenKind) continue;
+    // Opens and joins are asked again below (reopen, relisten), with new tickets.
+    if (message.kind == stack::kTcpOpenKind || message.kind == stack::kTcpJoinKind) continue;
     if (message.kind == stack::kTcpForkHoldKind || message.kind == stack::kTcpClaimKind) {
       (void)link.outbox.push(message);  // about the whole region, or a page of another's
       continue;
     }
-    const auto body = message.read<stack::TcpPageBody>();  // a kick's, or an option's first words
+    const auto body = message.read<stack::TcpPageBody>();  // a kick's, activate's, release's or option's first words
     const TcpSocketPageHeader* header = link.region.page(body.page);
     if (header == nullptr || link.page_owner[body.page] == 0 || !page_survived(replica, body.page, body.generation)) {
       continue;
