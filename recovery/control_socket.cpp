@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -214,6 +215,7 @@ void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, Applicat
     if (!client.leased.empty()) seats.release(client.leased);  // every copy of it closed
     clients_.erase(clients_.begin() + static_cast<std::ptrdiff_t>(*it));
   }
+  tell_ended_forks(supervisor);
   if (!ready.empty() && (ready[0].revents & POLLIN) != 0) {
     for (;;) {
       UniqueFd client(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
@@ -246,14 +248,43 @@ void ControlServer::take_fork_token(Supervisor& supervisor, const Client& client
 }
 
 void ControlServer::fork_ended(Supervisor& supervisor, const std::string& seat, std::uint64_t fork) {
-  const Message ended = Message::make(stack::kTcpForkEndedKind, stack::TcpForkEndedBody{fork});
-  const auto& regions = supervisor.config().regions;
-  for (const ChannelConfig& channel : supervisor.config().channels) {
-    if (channel.a != seat && channel.b != seat) continue;
-    const std::string region = formats::tcp_region_name(channel.name);
-    if (std::none_of(regions.begin(), regions.end(), [&](const RegionConfig& r) { return r.name == region; })) continue;
-    const auto replica = supervisor.component(channel.a == seat ? channel.b : channel.a);
-    if (replica && replica->status == ComponentStatus::running) (void)supervisor.send_control(replica->id, ended);
+  EndedForks& ended = ended_forks_[seat];
+  if (ended.total == 0) {
+    const auto& regions = supervisor.config().regions;
+    for (const ChannelConfig& channel : supervisor.config().channels) {
+      if (channel.a != seat && channel.b != seat) continue;
+      const std::string region = formats::tcp_region_name(channel.name);
+      if (std::none_of(regions.begin(), regions.end(), [&](const RegionConfig& r) { return r.name == region; })) continue;
+      const std::string& replica = channel.a == seat ? channel.b : channel.a;
+      // A running replica hears of the ends from now on; any other, of every one remembered.
+      const auto view = supervisor.component(replica);
+      const bool running = view && view->status == ComponentStatus::running;
+      ended.replicas.push_back(EndedForks::Listener{replica, running ? view->incarnation : 0, 0});
+    }
+  }
+  ended.forks.push_back(fork);
+  if (ended.forks.size() > kEndedForksRemembered) ended.forks.pop_front();
+  ++ended.total;
+}
+
+void ControlServer::tell_ended_forks(Supervisor& supervisor) {
+  for (auto& entry : ended_forks_) {
+    EndedForks& ended = entry.second;
+    const std::uint64_t oldest = ended.total - ended.forks.size();
+    for (EndedForks::Listener& listener : ended.replicas) {
+      const auto view = supervisor.component(listener.replica);
+      if (!view || view->status != ComponentStatus::running) continue;
+      if (view->incarnation != listener.incarnation) {
+        listener.incarnation = view->incarnation;
+        listener.heard = oldest;
+      }
+      // Behind by more than is remembered (its ring was full that long): what is left of them.
+      for (listener.heard = std::max(listener.heard, oldest); listener.heard < ended.total; ++listener.heard) {
+        const std::uint64_t fork = ended.forks[static_cast<std::size_t>(listener.heard - oldest)];
+        const Message notice = Message::make(stack::kTcpForkEndedKind, stack::TcpForkEndedBody{fork});
+        if (!supervisor.send_control(view->id, notice)) break;
+      }
+    }
   }
 }
 

@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <string>
 #include <vector>
@@ -81,11 +82,31 @@ class ControlServer {
   static constexpr std::size_t kForkTokensPerSeat = 1024;
   void take_fork_token(Supervisor& supervisor, const Client& client, const std::string& request,
                        std::vector<UniqueFd>& fds);
-  // Every TCP replica of `seat` (the components sharing a socket region with it) hears that `fork`
-  // ended.
+  // Notes that `fork` ended, for every TCP replica of `seat` (the components sharing a socket
+  // region with it) to hear (tell_ended_forks).
   void fork_ended(Supervisor& supervisor, const std::string& seat, std::uint64_t fork);
+  // The latest forks of a seat that ended, and how far each of its replicas heard of them. A
+  // replica that was restarting when a fork ended, or whose incarnation died before reading the
+  // notice, would keep that fork's pins (restored from its slot table) for as long as the seat
+  // lasts: each new incarnation hears every remembered end again (one it does not pin, it ignores).
+  struct EndedForks {
+    std::deque<std::uint64_t> forks;  // oldest first, at most kEndedForksRemembered
+    std::uint64_t total = 0;          // ends noted for the seat since the supervisor started
+    struct Listener {
+      std::string replica;
+      std::uint64_t incarnation = 0;  // the incarnation `heard` counts for; 0: none yet
+      std::uint64_t heard = 0;        // ends (of `total`) sent to it
+    };
+    std::vector<Listener> replicas;
+  };
+  // As many as a replica pins at once per seat (ReplicaServer::kForkSlots).
+  static constexpr std::size_t kEndedForksRemembered = 64;
+  // Sends each running replica of every seat the ends it has not heard; a full control ring is
+  // tried again on the next round.
+  void tell_ended_forks(Supervisor& supervisor);
   std::vector<Client> clients_;
   std::vector<ForkToken> fork_tokens_;
+  std::map<std::string, EndedForks> ended_forks_;  // by seat
   std::vector<Scheduled> schedule_;
   bool down_requested_ = false;
 };

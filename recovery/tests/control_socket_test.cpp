@@ -1,5 +1,6 @@
 // The control socket itself: malformed requests and strangers get clear errors.
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/echo/echo_protocol.hpp"
+#include "components/formats/tcp_socket_page.hpp"
+#include "dataplane/fd_passing.hpp"
 #include "dataplane/component_host.hpp"
 #include "recovery/control_socket.hpp"
 #include "recovery/tests/supervised.hpp"
@@ -36,6 +39,9 @@ class ControlSocket : public ::testing::Test {
     seat.external = true;
     config.components.push_back(seat);
     config.channels.push_back(ChannelConfig{.name = "middle-server", .a = "app0", .b = "server", .capacity = 256});
+    // A socket region makes the server a TCP replica of the seat, to hear of its forks' ends.
+    config.regions.push_back(RegionConfig{.name = formats::tcp_region_name("middle-server"), .bytes = 4096,
+                                          .writers = {"app0", "server"}, .readers = {}});
     ASSERT_NO_FATAL_FAILURE(start_supervisor(config, component_folder(), supervisor_, &registrar_, &seats_));
     auto server = ControlServer::listen(path_);
     ASSERT_TRUE(server) << server.error().message();
@@ -214,6 +220,44 @@ TEST_F(ControlSocket, LeasedSeatTalksToItsPeerAndSleepsOnItsEventfd) {
   auto again = ComponentHost::lease(path_);
   ASSERT_TRUE(again) << again.error().message();
   EXPECT_GT((*again)->incarnation(), first_incarnation + 1);
+}
+
+// The echo server has no handler for the supervisor's messages: each fork-end notice it reads
+// counts as corrupt, which is how this test sees what reached it.
+std::uint64_t notices_read(const std::string& path) {
+  std::string error;
+  const auto answer = control_request(path, "counters", &error);
+  return answer ? parse_counters(*answer)["server"]["corrupt"] : 0;
+}
+
+bool reaches(const std::string& path, std::uint64_t notices) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (notices_read(path) < notices && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return notices_read(path) == notices;
+}
+
+TEST_F(ControlSocket, AReplicaRestartedAfterAForkEndedHearsOfTheEndAgain) {
+  auto host = ComponentHost::lease(path_);
+  ASSERT_TRUE(host) << host.error().message();
+  int token[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, token), 0);
+  static constexpr char kHold[] = "fork-hold 7";
+  const int passed[1] = {token[0]};
+  ASSERT_TRUE(send_fds((*host)->lease_fd(), std::as_bytes(std::span(kHold, sizeof(kHold) - 1)), passed).ok());
+  ::close(token[0]);
+  ::close(token[1]);  // the fork's last process is gone
+  EXPECT_TRUE(reaches(path_, 1)) << notices_read(path_) << " notices; the running replica was not told once";
+
+  // Its pins came back from the slot table with the new incarnation: it must hear of the end again,
+  // once.
+  const std::uint64_t incarnation = supervisor_->component("server")->incarnation;
+  ASSERT_TRUE(supervisor_->inject("server", Fault::crash));
+  EXPECT_TRUE(reaches(path_, 2)) << notices_read(path_) << " notices; the restarted replica was not told";
+  EXPECT_GT(supervisor_->component("server")->incarnation, incarnation);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(notices_read(path_), 2u) << "the end was told again without a restart";
 }
 
 TEST_F(ControlSocket, LeaseWithoutASupervisorSaysSo) {
