@@ -86,6 +86,31 @@ TEST(Fleet, StaleLookupIsNeverUsedAfterARename) {
   }));
 }
 
+TEST(Fleet, StatSeesTheLatestSizeWhetherItsLookupWasCachedOrNot) {
+  FleetSim sim(SimOptions{});
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    Client& b = sim.client(1);
+    const std::string text = "twelve bytes";
+    const auto bytes = std::as_bytes(std::span(text));
+    const int fd = a.open("/grows", O_CREAT | O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(a.write(fd, bytes), static_cast<ssize_t>(bytes.size()));
+    FileStat st;
+    // The writer sees its own unpublished write.
+    ASSERT_EQ(a.stat("/grows", st), 0);
+    EXPECT_EQ(st.size, bytes.size());
+    ASSERT_EQ(a.close(fd), 0);
+    ASSERT_EQ(b.stat("/grows", st), 0);  // a fresh lookup: the attributes come with it
+    EXPECT_EQ(st.size, bytes.size());
+
+    ASSERT_EQ(b.stat("/grows", st), 0);  // cached lookup
+    EXPECT_EQ(st.size, bytes.size());
+    EXPECT_EQ(st.type, FileType::regular);
+    ASSERT_EQ(b.lstat("/grows", st), 0);
+    EXPECT_EQ(st.size, bytes.size());
+  }));
+}
+
 TEST(Fleet, StaleLookupUnderConcurrentRenames) {
   for (std::uint64_t seed = 1; seed <= kSeeds / 3; ++seed) {
     SimOptions options;
