@@ -885,10 +885,16 @@ FLOTILLA_EXPORT ssize_t getdents64(int fd, void* buffer, size_t length) {
   const std::shared_ptr<OpenFile> file = files().at(fd);
   if (file == nullptr) return fail_with(EBADF);
   if (static_cast<fs::FileType>(file->state->type) != fs::FileType::directory) return fail_with(ENOTDIR);
-  std::vector<fs::DirEntry> entries{fs::DirEntry{".", file->state->inode, fs::FileType::directory},
-                                    fs::DirEntry{"..", file->state->inode, fs::FileType::directory}};
-  const std::string path = file->state->path;
-  if (with_client([&](fs::Client& client) { return client.readdir(path, entries); }) != 0) return -1;
+  std::vector<fs::DirEntry>& entries = file->listing;
+  if (entries.empty() || file->state->offset.load() == 0) {  // first read, or rewound
+    entries = {fs::DirEntry{".", file->state->inode, fs::FileType::directory},
+               fs::DirEntry{"..", file->state->inode, fs::FileType::directory}};
+    const std::string path = file->state->path;
+    if (with_client([&](fs::Client& client) { return client.readdir(path, entries); }) != 0) {
+      entries.clear();
+      return -1;
+    }
+  }
   OffsetHold hold(*file->state);
   std::size_t next = static_cast<std::size_t>(file->state->offset.load());
   std::size_t used = 0;
