@@ -13,7 +13,9 @@
 // request sets flags kDistributed when its directory is distributed, so the server can check that
 // the entry belongs to it (entry_server below).
 //   mkdir         inode, name, arg0 = mode, arg1 = 1 for a distributed directory -> reply inode
-//   rmdir_lock    inode = the directory, at its home server; serialises rmdirs of it
+//   rmdir_lock    inode = the directory, at its home server; serialises rmdirs of it.
+//                 arg0 = kLockAndMark (a directory whose entries all live at its home): marks it
+//                 too, or refuses as rmdir_mark does and stays unlocked
 //   rmdir_mark    inode = the directory, at every server holding its entries: refuses (ENOTEMPTY)
 //                 when it holds one, otherwise marks it and holds creates into it back
 //   rmdir_commit  inode: the directory is gone here (the home server also frees it and unlocks)
@@ -27,7 +29,8 @@
 //   rm_map        inode, name, arg0 = expected inode (0: any), flags kDirOk (rmdir's own entry),
 //                 kKeepLink (rename: the entry moved, the link stays) -> reply inode = the
 //                 unlinked inode, arg1 = type, flags kLinkDropped as for add_map
-//   resolve       inode, name -> reply inode, arg1 = type
+//   resolve       inode, name, arg0 = kResolveWithStat: the inode's StatRecord in the reply
+//                 payload when this server holds it -> reply inode, arg1 = type
 //   symlink       inode, name, then the target in the payload -> reply inode
 //   readlink      inode -> reply payload = the target
 //   open          flags kByInode: inode; else inode = directory and name. arg0 = open flags,
@@ -119,6 +122,9 @@ inline constexpr std::uint8_t kSoleHolder = 16;  // read/write/lseek reply
 inline constexpr std::uint8_t kAll = 32;         // invalidate
 inline constexpr std::uint8_t kDirOk = 64;       // rm_map of a directory's entry (rmdir)
 inline constexpr std::uint8_t kLinkDropped = 128;  // rm_map reply
+// Request arguments (arg0)
+inline constexpr std::uint64_t kResolveWithStat = 1;  // resolve
+inline constexpr std::uint64_t kLockAndMark = 1;      // rmdir_lock
 
 // A type word (add_map arg1, resolve/dirent reply arg1): FileType in the low byte, kDistributed
 // in bit 8.

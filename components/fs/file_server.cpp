@@ -561,6 +561,12 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
       if (inode == inodes_.end()) return reply_to(request, -ENOENT);
       if (inode->second.type != FileType::directory) return reply_to(request, -ENOTDIR);
       if (directory == kRootInode) return reply_to(request, -EBUSY);
+      if (request.arg0 == kLockAndMark) {
+        // Phases 1 and 2 at once (the home holds every entry); a refusal leaves nothing locked.
+        if (removed_.contains(directory)) return reply_to(request, -ENOENT);
+        if (has_entries()) return reply_to(request, -ENOTEMPTY);
+        marked_[directory] = request.client;
+      }
       rmdir_locks_[directory] = request.client;
       return reply_to(request, 0);
     }
@@ -655,6 +661,11 @@ FsMessage FileServer::do_resolve(const FsMessage& request) {
   FsMessage reply = reply_to(request, 0);
   reply.inode = existing->second.inode;
   reply.arg1 = existing->second.type;
+  // stat in one message: the inode's attributes come along when this server is its home.
+  if (request.arg0 == kResolveWithStat) {
+    auto inode = inodes_.find(reply.inode);
+    if (inode != inodes_.end()) put_stat(reply, stat_record(reply.inode, inode->second));
+  }
   if (!replaying_) {
     auto& lookers = lookers_[std::move(key)];
     if (std::find(lookers.begin(), lookers.end(), request.client) == lookers.end()) {
@@ -876,24 +887,27 @@ FsMessage FileServer::do_inode_op(const FsMessage& request, std::uint64_t now) {
       if (request.arg1 != kTimeOmit) inode.mtime = request.arg1;
       inode.ctime = now;
       return reply;
-    case FsOp::fstat: {
-      StatRecord stat;
-      stat.inode = request.inode;
-      stat.size = inode.size;
-      stat.blocks = inode.blocks.size() * (kBlockBytes / 512);
-      stat.atime_ns = inode.atime;
-      stat.mtime_ns = inode.mtime;
-      stat.ctime_ns = inode.ctime;
-      stat.mode = inode.mode;
-      stat.nlink = inode.nlink;
-      stat.uid = inode.uid;
-      stat.gid = inode.gid;
-      put_stat(reply, stat);
+    case FsOp::fstat:
+      put_stat(reply, stat_record(request.inode, inode));
       return reply;
-    }
     default:
       return reply_to(request, -EINVAL);
   }
+}
+
+StatRecord FileServer::stat_record(InodeNumber number, const Inode& inode) {
+  StatRecord stat;
+  stat.inode = number;
+  stat.size = inode.size;
+  stat.blocks = inode.blocks.size() * (kBlockBytes / 512);
+  stat.atime_ns = inode.atime;
+  stat.mtime_ns = inode.mtime;
+  stat.ctime_ns = inode.ctime;
+  stat.mode = inode.mode;
+  stat.nlink = inode.nlink;
+  stat.uid = inode.uid;
+  stat.gid = inode.gid;
+  return stat;
 }
 
 void FileServer::drop_link(InodeNumber number) {

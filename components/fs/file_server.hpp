@@ -144,6 +144,7 @@ class FileServer {
   FsMessage do_open(const FsMessage& request, std::uint64_t now);
   FsMessage do_descriptor_op(const FsMessage& request, std::uint64_t now);
   FsMessage do_inode_op(const FsMessage& request, std::uint64_t now);
+  static StatRecord stat_record(InodeNumber number, const Inode& inode);
 
   Result<InodeNumber> new_inode(FileType type, std::uint32_t mode, std::uint64_t now);
   bool creates_into(const FsMessage& request, InodeNumber& directory) const;

@@ -49,6 +49,20 @@ FileType type_of_mode(std::uint32_t mode) {
   }
 }
 
+void fill_file_stat(const StatRecord& in, FileStat& out) {
+  out.inode = in.inode;
+  out.size = in.size;
+  out.blocks = in.blocks;
+  out.mode = in.mode;
+  out.type = type_of_mode(in.mode);
+  out.nlink = in.nlink;
+  out.uid = in.uid;
+  out.gid = in.gid;
+  out.atime_ns = in.atime_ns;
+  out.mtime_ns = in.mtime_ns;
+  out.ctime_ns = in.ctime_ns;
+}
+
 }  // namespace
 
 void fill_stat(const FileStat& in, struct stat& out) {
@@ -114,7 +128,8 @@ void Client::drain_notices() {
   }
 }
 
-int Client::lookup(const DirRef& directory, std::string_view name, Found& out) {
+int Client::lookup(const DirRef& directory, std::string_view name, Found& out, FileStat* stat) {
+  if (stat != nullptr) stat->inode = 0;
   drain_notices();
   auto key = std::make_pair(directory.inode, std::string(name));
   if (auto cached = lookups_.find(key); cached != lookups_.end()) {
@@ -127,9 +142,14 @@ int Client::lookup(const DirRef& directory, std::string_view name, Found& out) {
   FsMessage message = request(FsOp::resolve, directory.inode);
   message.set_name(name);
   if (directory.distributed) message.flags |= kDistributed;
+  if (stat != nullptr) message.arg0 = kResolveWithStat;
   FsMessage reply;
   if (int error = call_status(server, message, &reply); error != 0) return error;
   out = Found{reply.inode, reply.arg1};
+  if (stat != nullptr && reply.payload_length != 0) {
+    auto record = stat_of(reply);
+    if (record && record->inode == out.inode) fill_file_stat(*record, *stat);
+  }
   lookups_[std::move(key)] = CachedLookup{out, server};
   return 0;
 }
@@ -201,7 +221,8 @@ int Client::walk(std::string_view path, const DirRef* start, DirRef& parent, std
   return 0;
 }
 
-int Client::resolve(std::string_view path, bool follow_last, Found& out) {
+int Client::resolve(std::string_view path, bool follow_last, Found& out, FileStat* stat) {
+  if (stat != nullptr) stat->inode = 0;
   std::string current(path);
   for (int links = 0; links <= kMaxSymlinks; ++links) {
     DirRef parent;
@@ -212,7 +233,7 @@ int Client::resolve(std::string_view path, bool follow_last, Found& out) {
       out = Found{parent.inode, type_word(FileType::directory, parent.distributed)};
       return 0;
     }
-    if (int error = lookup(parent, name, out); error != 0) return error;
+    if (int error = lookup(parent, name, out, stat); error != 0) return error;
     if (!follow_last || type_of_word(out.type) != FileType::symlink) return 0;
     std::string target;
     if (int error = readlink_inode(out.inode, target); error != 0) return error;
@@ -567,17 +588,7 @@ int Client::stat_inode(InodeNumber inode, FileStat& out) {
   if (int error = call_status(home_of(inode), message, &reply); error != 0) return error;
   auto stat = stat_of(reply);
   if (!stat) return -EIO;
-  out.inode = stat->inode;
-  out.size = stat->size;
-  out.blocks = stat->blocks;
-  out.mode = stat->mode;
-  out.type = type_of_mode(stat->mode);
-  out.nlink = stat->nlink;
-  out.uid = stat->uid;
-  out.gid = stat->gid;
-  out.atime_ns = stat->atime_ns;
-  out.mtime_ns = stat->mtime_ns;
-  out.ctime_ns = stat->ctime_ns;
+  fill_file_stat(*stat, out);
   return 0;
 }
 
@@ -588,17 +599,20 @@ int Client::fstat(int fd, FileStat& out) {
   return stat_inode(d->inode, out);
 }
 
-int Client::stat(std::string_view path, FileStat& out) {
+int Client::stat_path(std::string_view path, bool follow_last, FileStat& out) {
   Found found;
-  if (int error = resolve(path, true, found); error != 0) return error;
+  if (int error = resolve(path, follow_last, found, &out); error != 0) return error;
+  const bool unpublished = std::any_of(fds_.begin(), fds_.end(), [&](const auto& d) {
+    return d != nullptr && d->inode == found.inode && d->dirty;
+  });
+  // The attributes that came with the lookup do for a file this client has no writes to publish.
+  if (out.inode == found.inode && !unpublished) return 0;
   return stat_inode(found.inode, out);
 }
 
-int Client::lstat(std::string_view path, FileStat& out) {
-  Found found;
-  if (int error = resolve(path, false, found); error != 0) return error;
-  return stat_inode(found.inode, out);
-}
+int Client::stat(std::string_view path, FileStat& out) { return stat_path(path, true, out); }
+
+int Client::lstat(std::string_view path, FileStat& out) { return stat_path(path, false, out); }
 
 int Client::mkdir(std::string_view path, std::uint32_t mode, bool distributed) {
   DirRef parent;
@@ -627,18 +641,21 @@ int Client::rmdir(std::string_view path) {
   auto forget = [&] { lookups_.erase({parent.inode, name}); };
 
   // 1. The home server serialises rmdirs of this directory.
-  FsMessage lock = request(FsOp::rmdir_lock, directory);
-  if (int error = call_status(home, lock); error != 0) {
-    forget();
-    return error;
-  }
-  // 2. Every server that may hold entries marks it, or refuses when it holds one.
   std::vector<ServerIndex> servers;
   if (distributed_of_word(found.type)) {
     for (ServerIndex s = 0; s < transport_->servers(); ++s) servers.push_back(s);
   } else {
     servers.push_back(home);
   }
+  // Only the home holds entries: it marks in the same message, and a refusal leaves no lock.
+  const bool home_only = servers.size() == 1;
+  FsMessage lock = request(FsOp::rmdir_lock, directory);
+  if (home_only) lock.arg0 = kLockAndMark;
+  if (int error = call_status(home, lock); error != 0) {
+    forget();
+    return error;
+  }
+  // 2. Every server that may hold entries marks it, or refuses when it holds one.
   auto phase = [&](FsOp op, int& first_error) -> bool {
     std::vector<FsMessage> messages(servers.size(), request(op, directory));
     for (FsMessage& m : messages) {
@@ -653,7 +670,7 @@ int Client::rmdir(std::string_view path) {
     return true;
   };
   int refused = 0;
-  if (!phase(FsOp::rmdir_mark, refused)) return -EIO;
+  if (!home_only && !phase(FsOp::rmdir_mark, refused)) return -EIO;
   // 3. Commit, or abort when anyone refused.
   int ignored = 0;
   if (refused != 0) {

@@ -176,14 +176,17 @@ class Client {
   Result<FsMessage> call(ServerIndex server, FsMessage& message);
   int call_status(ServerIndex server, FsMessage& message, FsMessage* reply = nullptr);
   void drain_notices();
-  int lookup(const DirRef& directory, std::string_view name, Found& out);
+  // `stat`, when given, receives the inode's attributes if the entry's server holds the inode
+  // (stat->inode == out.inode then; 0 otherwise).
+  int lookup(const DirRef& directory, std::string_view name, Found& out, FileStat* stat = nullptr);
   int readlink_inode(InodeNumber inode, std::string& out);
   // Resolves `path`'s directory part, relative paths from `start` (the root when null); `name` is
   // the last component ("" when the path names a directory itself, like "/").
   // `chain`, when given, receives the directories from the root down to `parent`.
   int walk(std::string_view path, const DirRef* start, DirRef& parent, std::string& name,
            std::string* parent_path, std::vector<InodeNumber>* chain = nullptr);
-  int resolve(std::string_view path, bool follow_last, Found& out);
+  int resolve(std::string_view path, bool follow_last, Found& out, FileStat* stat = nullptr);
+  int stat_path(std::string_view path, bool follow_last, FileStat& out);
   int describe(const Found& found, int flags, std::uint64_t descriptor, std::uint64_t size);
   Description* description(int fd);
   int flush(Description& d);

@@ -17,6 +17,7 @@
 #include <utime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstddef>
 #include <cstdlib>
@@ -60,9 +61,18 @@ int with_file(int fd, Op&& op) {
   return result < 0 ? fail_with(-result) : result;
 }
 
+// The process's umask as the interposed umask() last set it; -1 until first read. Reading it
+// costs two system calls (umask has no read-only form), so a create reads it once per process.
+std::atomic<int> known_umask{-1};
+
 mode_t current_umask() {
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
+  const int known = known_umask.load(std::memory_order_acquire);
+  if (known >= 0) return static_cast<mode_t>(known);
+  const mode_t mask = REAL(umask)(0);
+  REAL(umask)(mask);
+  int expected = -1;
+  // A umask() that ran meanwhile stored the newer value: keep it.
+  known_umask.compare_exchange_strong(expected, static_cast<int>(mask), std::memory_order_acq_rel);
   return mask;
 }
 
@@ -651,6 +661,13 @@ FLOTILLA_EXPORT int mkdirat(int directory, const char* path, mode_t mode) {
   return with_client([&](fs::Client& client) { return client.mkdir(fleet, created); });
 }
 FLOTILLA_EXPORT int mkdir(const char* path, mode_t mode) { return mkdirat(AT_FDCWD, path, mode); }
+
+// Interposed only to keep the umask known without reading it at every create.
+FLOTILLA_EXPORT mode_t umask(mode_t mask) {
+  const mode_t previous = REAL(umask)(mask);
+  known_umask.store(static_cast<int>(mask & 0777), std::memory_order_release);
+  return previous;
+}
 FLOTILLA_EXPORT int renameat2(int from_directory, const char* from, int to_directory, const char* to, unsigned int flags) {
   return rename_fleet(from_directory, from, to_directory, to, flags);
 }
@@ -868,10 +885,16 @@ FLOTILLA_EXPORT ssize_t getdents64(int fd, void* buffer, size_t length) {
   const std::shared_ptr<OpenFile> file = files().at(fd);
   if (file == nullptr) return fail_with(EBADF);
   if (static_cast<fs::FileType>(file->state->type) != fs::FileType::directory) return fail_with(ENOTDIR);
-  std::vector<fs::DirEntry> entries{fs::DirEntry{".", file->state->inode, fs::FileType::directory},
-                                    fs::DirEntry{"..", file->state->inode, fs::FileType::directory}};
-  const std::string path = file->state->path;
-  if (with_client([&](fs::Client& client) { return client.readdir(path, entries); }) != 0) return -1;
+  std::vector<fs::DirEntry>& entries = file->listing;
+  if (entries.empty() || file->state->offset.load() == 0) {  // first read, or rewound
+    entries = {fs::DirEntry{".", file->state->inode, fs::FileType::directory},
+               fs::DirEntry{"..", file->state->inode, fs::FileType::directory}};
+    const std::string path = file->state->path;
+    if (with_client([&](fs::Client& client) { return client.readdir(path, entries); }) != 0) {
+      entries.clear();
+      return -1;
+    }
+  }
   OffsetHold hold(*file->state);
   std::size_t next = static_cast<std::size_t>(file->state->offset.load());
   std::size_t used = 0;

@@ -83,6 +83,9 @@ struct OpenFile {
   SharedState* state = nullptr;
   int client_fd = -1;            // at this process's fleet client, made on first use
   std::uint64_t generation = 0;  // Files::generation when client_fd was made
+  // getdents64's entries as read at offset 0; later calls go on through them instead of asking
+  // the servers again, so reading a directory to its end costs one listing.
+  std::vector<fs::DirEntry> listing;
   ~OpenFile();
 };
 

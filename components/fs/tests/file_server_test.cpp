@@ -226,6 +226,62 @@ TEST(FileServer, ThreePhaseRmdirRefusesNonEmptyAndHoldsCreates) {
   }
 }
 
+TEST(FileServer, LockAndMarkRefusesANonEmptyDirectoryWithoutLockingIt) {
+  Fleet fleet(1);
+  const InodeNumber d = fleet.call(0, by_name(FsOp::mkdir, kRootInode, "d", false)).inode;
+  ASSERT_EQ(fleet.call(0, open_create(d, "x", false)).status, 0);
+  FsMessage lock = on_inode(FsOp::rmdir_lock, d);
+  lock.arg0 = kLockAndMark;
+  lock.client = 2;
+  EXPECT_EQ(fleet.call(0, lock).status, -ENOTEMPTY);
+  EXPECT_FALSE(fleet.server(0).marked(d));
+  // Not locked: another client's lock is answered at once, not held back.
+  FsMessage other = on_inode(FsOp::rmdir_lock, d);
+  other.client = 3;
+  EXPECT_EQ(fleet.call(0, other).status, 0);
+}
+
+TEST(FileServer, LockAndMarkOfAnEmptyDirectoryHoldsCreatesUntilCommit) {
+  Fleet fleet(1);
+  const InodeNumber d = fleet.call(0, by_name(FsOp::mkdir, kRootInode, "d", false)).inode;
+  FsMessage lock = on_inode(FsOp::rmdir_lock, d);
+  lock.arg0 = kLockAndMark;
+  lock.client = 2;
+  ASSERT_EQ(fleet.call(0, lock).status, 0);
+  EXPECT_TRUE(fleet.server(0).marked(d));
+  FsMessage create = open_create(d, "late", false);
+  create.client = 3;
+  create.request = 77;
+  EXPECT_EQ(fleet.call(0, create).op, FsOp::none);
+  FsMessage commit = on_inode(FsOp::rmdir_commit, d);
+  commit.client = 2;
+  Collect out;
+  fleet.server(0).handle(2, commit, 5000, out);
+  bool refused = false;
+  for (const Sent& sent : out.sent) {
+    refused |= sent.to == 3 && sent.message.request == 77 && sent.message.status == -ENOENT;
+  }
+  EXPECT_TRUE(refused);
+}
+
+TEST(FileServer, ResolveWithStatCarriesTheAttributesOfALocalInode) {
+  Fleet fleet(2);
+  const ServerIndex at = where(kRootInode, "f", true, 2);
+  const FsMessage opened = fleet.call(at, open_create(kRootInode, "f", true));
+  ASSERT_EQ(opened.status, 0);
+  FsMessage resolve = by_name(FsOp::resolve, kRootInode, "f", true);
+  resolve.arg0 = kResolveWithStat;
+  const FsMessage reply = fleet.call(at, resolve);
+  ASSERT_EQ(reply.status, 0);
+  auto stat = stat_of(reply);
+  ASSERT_TRUE(stat);
+  EXPECT_EQ(stat->inode, opened.inode);
+  EXPECT_EQ(stat->mode & 0777, 0644u);
+  // Without the argument the reply stays bare.
+  const FsMessage bare = fleet.call(at, by_name(FsOp::resolve, kRootInode, "f", true));
+  EXPECT_EQ(bare.payload_length, 0u);
+}
+
 TEST(FileServer, CommittedRmdirRefusesLaterCreates) {
   Fleet fleet(2);
   const ServerIndex home = where(kRootInode, "gone", true, 2);

@@ -86,6 +86,61 @@ TEST(Fleet, StaleLookupIsNeverUsedAfterARename) {
   }));
 }
 
+TEST(Fleet, StatSeesTheLatestSizeWhetherItsLookupWasCachedOrNot) {
+  FleetSim sim(SimOptions{});
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    Client& b = sim.client(1);
+    const std::string text = "twelve bytes";
+    const auto bytes = std::as_bytes(std::span(text));
+    const int fd = a.open("/grows", O_CREAT | O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(a.write(fd, bytes), static_cast<ssize_t>(bytes.size()));
+    FileStat st;
+    // The writer sees its own unpublished write.
+    ASSERT_EQ(a.stat("/grows", st), 0);
+    EXPECT_EQ(st.size, bytes.size());
+    ASSERT_EQ(a.close(fd), 0);
+    ASSERT_EQ(b.stat("/grows", st), 0);  // a fresh lookup: the attributes come with it
+    EXPECT_EQ(st.size, bytes.size());
+
+    ASSERT_EQ(b.stat("/grows", st), 0);  // cached lookup
+    EXPECT_EQ(st.size, bytes.size());
+    EXPECT_EQ(st.type, FileType::regular);
+    ASSERT_EQ(b.lstat("/grows", st), 0);
+    EXPECT_EQ(st.size, bytes.size());
+  }));
+}
+
+TEST(Fleet, StatTakesOneMessageAndRmdirThreeWhenOneServerHoldsEverything) {
+  SimOptions options;
+  options.servers = 1;
+  FleetSim sim(options);
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    Client& b = sim.client(1);
+    ASSERT_EQ(a.mkdir("/d", 0755), 0);
+    ASSERT_EQ(a.mkdir("/d/e", 0755), 0);
+    const int fd = a.open("/d/e/f", O_CREAT | O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(a.close(fd), 0);
+    FileStat st;
+    ASSERT_EQ(b.stat("/d", st), 0);  // b caches /d
+    ASSERT_EQ(b.stat("/d/e", st), 0);  // and /d/e
+    auto requests = [&] { return sim.server(0).stats().requests; };
+    std::uint64_t before = requests();
+    ASSERT_EQ(b.stat("/d/e/f", st), 0);  // resolve, with the attributes
+    EXPECT_EQ(requests() - before, 1u);
+    EXPECT_EQ(st.type, FileType::regular);
+    before = requests();
+    EXPECT_EQ(b.rmdir("/d/e"), -ENOTEMPTY);  // lock and mark, refused: nothing to undo
+    EXPECT_EQ(requests() - before, 1u);
+    ASSERT_EQ(b.unlink("/d/e/f"), 0);
+    before = requests();
+    ASSERT_EQ(b.rmdir("/d/e"), 0);  // lock and mark, commit, rm_map (the unlink looked /d/e up)
+    EXPECT_EQ(requests() - before, 3u);
+    EXPECT_EQ(a.stat("/d/e", st), -ENOENT);
+  }));
+}
+
 TEST(Fleet, StaleLookupUnderConcurrentRenames) {
   for (std::uint64_t seed = 1; seed <= kSeeds / 3; ++seed) {
     SimOptions options;

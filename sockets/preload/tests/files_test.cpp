@@ -166,6 +166,12 @@ TEST_F(PreloadFiles, ReaddirListsEveryEntryOnce) {
               "ls -a DIR/many | sort | uniq -d; ls DIR/many | wc -l");
 }
 
+// The library keeps the umask it last saw set: a change in the middle of a process still counts.
+TEST_F(PreloadFiles, CreatesFollowTheUmaskAsItChanges) {
+  expect_same("umask 077; : > DIR/private; mkdir DIR/private_dir; umask 022; : > DIR/public; "
+              "mkdir DIR/public_dir; stat -c \"%a %n\" DIR/private DIR/private_dir DIR/public DIR/public_dir | sed s,DIR,,");
+}
+
 TEST_F(PreloadFiles, ARenameIsAtomicForAConcurrentReader) {
   // A reader reads the name over and over while it is replaced by renames: it sees the old or the
   // new content, never neither. The name exists before the reader starts: `echo old > DIR/name &&
