@@ -54,11 +54,13 @@ inline double ticks_to_seconds(std::uint64_t ticks) {
 }
 
 // One process's CPU time from /proc/<pid>/stat: its own (utime + stime) and that of the children it
-// has reaped (cutime + cstime), and its parent. `alive` is false when the process is gone.
+// has reaped (cutime + cstime), its parent and its process group. `alive` is false when the process
+// is gone.
 struct ProcessTicks {
   std::uint64_t own = 0;
   std::uint64_t reaped_children = 0;
   pid_t parent = -1;
+  pid_t group = -1;
   bool alive = false;
 
   static ProcessTicks read(pid_t pid) {
@@ -72,9 +74,10 @@ struct ProcessTicks {
     std::istringstream fields(line.substr(name_end + 1));
     std::string field;
     std::uint64_t times[4] = {};
-    // After the name come state (field 3), ppid (4) ... utime (14), stime (15), cutime (16), cstime (17).
+    // After the name come state (field 3), ppid (4), pgrp (5) ... utime (14), stime (15), cutime (16), cstime (17).
     for (int number = 3; number <= 17 && fields >> field; ++number) {
       if (number == 4) out.parent = static_cast<pid_t>(std::stol(field));
+      if (number == 5) out.group = static_cast<pid_t>(std::stol(field));
       if (number >= 14) times[number - 14] = std::stoull(field);
     }
     if (!fields) return out;

@@ -16,12 +16,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "perf/cpu_ticks.hpp"
 #include "tests/apps/apps_fixture.hpp"
 #include "tests/support/kernel_tcp.hpp"
 
@@ -37,19 +38,8 @@ std::uint64_t group_cpu_ticks(pid_t group) {
   if (proc == nullptr) return 0;
   while (const dirent* entry = ::readdir(proc)) {
     if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
-    std::ifstream stat(std::string("/proc/") + entry->d_name + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    // The fields after the command's closing parenthesis: state, ppid, pgrp, ... utime is the 14th
-    // field of the line, stime the 15th.
-    const std::size_t close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream fields(line.substr(close + 2));
-    std::string field;
-    std::vector<std::string> words;
-    while (fields >> field) words.push_back(field);
-    if (words.size() < 13 || std::stol(words[2]) != group) continue;
-    ticks += std::stoull(words[11]) + std::stoull(words[12]);
+    const bench::ProcessTicks process = bench::ProcessTicks::read(static_cast<pid_t>(std::atol(entry->d_name)));
+    if (process.alive && process.group == group) ticks += process.own;
   }
   ::closedir(proc);
   return ticks;

@@ -6,28 +6,16 @@
 
 #include <cstdint>
 #include <fstream>
-#include <sstream>
 #include <string>
+
+#include "perf/cpu_ticks.hpp"
 
 namespace flotilla::testing {
 
 // Ticks of CPU time (user and system, all threads) a process has used; -1 when it is gone.
 inline std::int64_t cpu_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(in, text)) return -1;
-  // The command name may hold spaces; the fields after it are space-separated.
-  std::istringstream fields(text.substr(text.rfind(')') + 2));
-  std::string field;
-  std::int64_t user = 0, system = 0;
-  for (int index = 3; fields >> field; ++index) {
-    if (index == 14) user = std::stoll(field);
-    if (index == 15) {
-      system = std::stoll(field);
-      break;
-    }
-  }
-  return user + system;
+  const bench::ProcessTicks ticks = bench::ProcessTicks::read(pid);
+  return ticks.alive ? static_cast<std::int64_t>(ticks.own) : -1;
 }
 
 // A process's private resident memory (RssAnon) in KiB; -1 when it is gone.
