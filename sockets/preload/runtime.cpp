@@ -671,16 +671,15 @@ bool Runtime::owns(Socket& socket) {
   if (socket.state == Socket::State::listening && !socket.udp()) return join_inherited(socket);
   // A connection the parent pinned at the fork is taken over, whatever the parent does next.
   if (parked_.fork != 0 && !socket.udp() && socket.state == Socket::State::connected && socket.id >= 0 &&
-      parked_.tcp != nullptr && parked_.tcp->share_connection(socket.id)) {
-    return claim_inherited(socket);
+      parked_.tcp != nullptr) {
+    if (const auto share = parked_.tcp->share_connection(socket.id)) return claim_inherited(socket, *share);
   }
   return adopt_parked(true);
 }
 
-bool Runtime::claim_inherited(Socket& socket) {
-  const auto share = parked_.tcp->share_connection(socket.id);
+bool Runtime::claim_inherited(Socket& socket, const sockets::ConnectionShare& share) {
   if (!lease_own_seat()) return false;
-  auto claimed = tcp_->claim(*share, parked_.fork);
+  auto claimed = tcp_->claim(share, parked_.fork);
   if (!claimed) {
     if (!said_claim_refused_) {
       said_claim_refused_ = true;

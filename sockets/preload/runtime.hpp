@@ -439,7 +439,7 @@ class Runtime {
   void end_fork_in_parent();
   // A connection inherited from the parent whose lease is parked and which pinned it at the fork:
   // this process leases a seat of its own and takes the connection over; the socket is then ours.
-  bool claim_inherited(Socket& socket);
+  bool claim_inherited(Socket& socket, const sockets::ConnectionShare& share);
   // A listener inherited from the parent whose lease is parked: this process leases a seat of its
   // own and joins the listener's group there; the socket is then ours.
   bool join_inherited(Socket& socket);
