@@ -54,6 +54,9 @@ struct Connection {
   std::uint32_t snd_wl2 = 0;
   std::uint32_t head_seq = 0;
   std::uint32_t fin_seq = 0;  // valid once fin_sent
+  // Valid once write_shut: where the stream ends, whatever the application's memory says later (a
+  // successor on its seat shares the region while the connection drains).
+  std::uint32_t write_end = 0;
 
   // Receive sequence space. Sequence `rcv_nxt` is the receive ring's tail byte.
   std::uint32_t irs = 0;

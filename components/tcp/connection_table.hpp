@@ -98,7 +98,7 @@ struct alignas(64) Tcb {
   std::uint32_t keepalive_idle_s = 0;
   std::uint32_t keepalive_interval_s = 0;
   std::uint32_t keepalive_count = 0;
-  std::uint32_t reserved0 = 0;
+  std::uint32_t write_end = 0;  // with kTcbWriteShut
   // Ring positions: the send ring's head (head_seq's byte) and the receive ring's tail (rcv_nxt's).
   std::uint64_t send_ring_head = 0;
   std::uint64_t receive_ring_tail = 0;

@@ -604,6 +604,7 @@ bool TcpEngine::restore(std::uint32_t index, const Tcb& entry, std::uint64_t now
   c.snd_wl2 = entry.snd_wl2;
   c.head_seq = entry.head_seq;
   c.fin_seq = entry.fin_seq;
+  c.write_end = entry.write_end;
   c.irs = entry.irs;
   c.rcv_nxt = entry.rcv_nxt;
   c.rcv_adv = entry.rcv_adv;
@@ -830,6 +831,7 @@ void TcpEngine::publish(Connection& c) {
     tcb.snd_wl2 = c.snd_wl2;
     tcb.head_seq = c.head_seq;
     tcb.fin_seq = c.fin_seq;
+    tcb.write_end = c.write_end;
     tcb.irs = c.irs;
     tcb.rcv_nxt = c.rcv_nxt;
     tcb.rcv_adv = c.rcv_adv;
@@ -1030,6 +1032,7 @@ void TcpEngine::shutdown_write(ConnectionHandle handle, std::uint64_t now_ns) {
 }
 
 void TcpEngine::shut_write(Connection* c, std::uint64_t now_ns) {
+  c->write_end = data_end(*c);
   c->write_shut = true;
   if (c->state == TcpState::syn_sent) {
     // Nothing was said yet; the FIN follows the handshake.
@@ -2024,7 +2027,9 @@ void TcpEngine::send_reset_reply(const FourTuple& tuple, const Incoming& in) {
 std::uint32_t TcpEngine::data_end(Connection& c) {
   const std::size_t readable = c.rings.send.readable();
   std::uint32_t end = c.head_seq + static_cast<std::uint32_t>(readable);
-  if (c.fin_sent && seq_gt(end, c.fin_seq)) end = c.fin_seq;  // the application may not add past FIN
+  // The application may not add past its shutdown, nor past the FIN.
+  if (c.write_shut && seq_gt(end, c.write_end)) end = c.write_end;
+  if (c.fin_sent && seq_gt(end, c.fin_seq)) end = c.fin_seq;
   return end;
 }
 

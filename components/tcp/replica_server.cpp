@@ -1044,20 +1044,25 @@ void ReplicaServer::on_option(std::size_t app, const stack::TcpOptionBody& optio
 void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
   if (app >= apps_.size()) return;
   App& entry = apps_[app];
-  // A pinned connection outlives its application's lease: a fork child may still claim it.
+  // The process is gone, and Linux closes a dead process's connections as close() would: what it
+  // wrote still goes, then a FIN, or a RST when it left bytes unread. Such a page stays until the
+  // engine releases the connection (its send ring is still being read). A pinned connection
+  // outlives its application's lease: a fork child may still claim it.
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     SocketPage& page = entry.pages[i];
-    if (page.kind == PageKind::connection && (!page.engine_released || page.pins != 0)) {
-      page.app_closed = true;
-      store_page(app, i);
-      if (page.pins == 0) engine_->abort(page.connection, now_ns);
-    }
+    if (page.kind != PageKind::connection || (page.engine_released && page.pins == 0)) continue;
+    const bool closed_before = page.app_closed;
+    page.app_closed = true;
+    store_page(app, i);
+    if (page.pins == 0 && !closed_before) engine_->close(page.connection, now_ns);
   }
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     if (entry.pages[i].kind == PageKind::listener) leave_group(app, i, now_ns);
   }
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
-    if (entry.pages[i].kind != PageKind::free && entry.pages[i].pins == 0) free_page(app, i);
+    const SocketPage& page = entry.pages[i];
+    const bool closing = page.kind == PageKind::connection && !page.engine_released;
+    if (page.kind != PageKind::free && page.pins == 0 && !closing) free_page(app, i);
   }
   entry.outbox.clear();
   // The new application learns who we are; the pages it may know of are all free.

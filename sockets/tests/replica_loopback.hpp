@@ -63,6 +63,10 @@ class ReplicaLoopback {
     sockets_[app] = std::make_unique<TcpSockets>(std::make_unique<Links>(*this, app));
   }
   tcp::ReplicaServer& server(std::size_t replica) { return *replicas_[replica]->server; }
+  // The socket region `replica` shares with application `app`, as the application sees it.
+  formats::TcpRegion region(std::size_t replica, std::size_t app) {
+    return formats::TcpRegion::attach(replicas_[replica]->regions[app]->bytes());
+  }
   std::uint64_t counter(std::size_t replica, std::string_view name) {
     return replicas_[replica]->counters.counter(name).read();
   }

@@ -205,5 +205,109 @@ TEST_F(TcpReplicaSockets, TheReplicaCountsAndDropsMessagesNamingNoPageOfTheAppli
   EXPECT_EQ(transfer(client, server, bytes), bytes);
 }
 
+// A process that exits (its lease ends) without closing, or right after closing: Linux closes its
+// connections as close() would, so the peer gets every byte written, then a FIN, or a RST when
+// bytes were left unread. Application 0 serves, 1 is the peer.
+class ProcessExit : public ::testing::Test {
+ protected:
+  ProcessExit() : net_(LoopbackSettings{.replicas = 2, .pages = 8, .ring_bytes = 1u << 14, .apps = 2}) {}
+
+  void SetUp() override {
+    const int listener = net_.listen_on_every_replica(kPort, 0);
+    ASSERT_GE(listener, 0);
+    auto client = peer().connect(kStackAddress, kPort);
+    ASSERT_TRUE(client.ok());
+    client_ = client.value();
+    ASSERT_TRUE(net_.run_until([&] {
+      if (server_ < 0) {
+        if (auto accepted = server().accept(listener); accepted) server_ = accepted.value();
+      }
+      return server_ >= 0 && peer().connected(client_);
+    }));
+  }
+
+  TcpSockets& server() { return net_.sockets(0); }
+  TcpSockets& peer() { return net_.sockets(1); }
+
+  // Fills the server's send ring without letting the replicas run: none of it has left at the exit.
+  std::vector<std::byte> write_a_ringful() {
+    const auto bytes = pattern(1u << 14, 7);
+    auto queued = server().send(server_, bytes);
+    if (!queued) {
+      ADD_FAILURE() << "the send failed";
+      return {};
+    }
+    return std::vector<std::byte>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(queued.value()));
+  }
+
+  // What the peer reads until EOF or an error.
+  std::vector<std::byte> read_to_the_end() {
+    std::vector<std::byte> got, chunk(4096);
+    EXPECT_TRUE(net_.run_until([&] {
+      for (;;) {
+        auto read = peer().recv(client_, chunk);
+        if (!read) return read.error().code != Errc::would_block;
+        if (read.value() == 0) return true;
+        got.insert(got.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(read.value()));
+      }
+    }));
+    return got;
+  }
+
+  ReplicaLoopback net_;
+  int client_ = -1;
+  int server_ = -1;
+};
+
+TEST_F(ProcessExit, WhatItWroteReachesThePeerThenAFin) {
+  const auto written = write_a_ringful();
+  ASSERT_GT(written.size(), 0u);
+  net_.restart_app(0);
+  EXPECT_EQ(read_to_the_end(), written);
+  EXPECT_TRUE(peer().eof(client_));
+  EXPECT_EQ(peer().error(client_), 0);
+}
+
+TEST_F(ProcessExit, AfterShutdownAndCloseWhatItWroteStillArrives) {
+  const auto written = write_a_ringful();
+  ASSERT_TRUE(server().shutdown_write(server_).ok());
+  ASSERT_TRUE(server().close(server_).ok());
+  net_.restart_app(0);
+  EXPECT_EQ(read_to_the_end(), written);
+  EXPECT_TRUE(peer().eof(client_));
+  EXPECT_EQ(peer().error(client_), 0);
+}
+
+TEST_F(ProcessExit, BytesLeftUnreadResetThePeer) {
+  const auto request = pattern(100, 8);
+  ASSERT_TRUE(peer().send(client_, request).ok());
+  ASSERT_TRUE(net_.run_until([&] { return server().received_bytes(server_) == request.size(); }));
+  net_.restart_app(0);
+  ASSERT_TRUE(net_.run_until([&] { return peer().error(client_) != 0; }));
+  EXPECT_EQ(peer().error(client_), ECONNRESET);
+}
+
+// The seat's next process shares the region while the connection drains: bytes it puts in the
+// old connection's send ring after the exit never reach that connection's peer.
+TEST_F(ProcessExit, ASuccessorsWritesIntoTheDrainingRingAreNotSent) {
+  const auto written = write_a_ringful();
+  ASSERT_TRUE(server().shutdown_write(server_).ok());
+  net_.pump();
+  net_.restart_app(0);
+  // What a hostile successor could do: move the ring's tail on, past the shutdown.
+  formats::TcpSocketPageHeader* page = nullptr;
+  for (std::size_t replica = 0; replica < 2 && page == nullptr; ++replica) {
+    const formats::TcpRegion region = net_.region(replica, 0);
+    for (std::uint32_t index = 0; index < region.page_count(); ++index) {
+      if (region.page(index)->send.tail.load() != 0) page = region.page(index);
+    }
+  }
+  ASSERT_NE(page, nullptr);
+  page->send.tail.fetch_add(1000);
+  EXPECT_EQ(read_to_the_end(), written);
+  EXPECT_TRUE(peer().eof(client_));
+  EXPECT_EQ(peer().error(client_), 0);
+}
+
 }  // namespace
 }  // namespace flotilla::sockets
