@@ -150,8 +150,28 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::lease(const std::string& s
   if (::send(connection->get(), kRequest, sizeof(kRequest) - 1, MSG_NOSIGNAL) < 0) {
     return Error::from_errno("lease request");
   }
+  return lease_over(std::move(connection.value()));
+}
+
+Result<std::unique_ptr<ComponentHost>> ComponentHost::lease_through(int inherited_lease_fd) {
+  // The supervisor answers on a connection of our own (the pair's other end), never on the
+  // inherited one, whose readiness its first holder reads as the end of its lease.
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends) != 0) return Error::from_errno("socketpair");
+  UniqueFd ours(ends[0]);
+  UniqueFd theirs(ends[1]);
+  static constexpr char kRequest[] = "lease-through";
+  const int passed[1] = {theirs.get()};
+  if (auto sent = send_fds(inherited_lease_fd, std::as_bytes(std::span(kRequest, sizeof(kRequest) - 1)), passed); !sent) {
+    return Error{Errc::closed, sent.error().sys_errno, "lease request through the inherited lease"};
+  }
+  theirs.reset();
+  return lease_over(std::move(ours));
+}
+
+Result<std::unique_ptr<ComponentHost>> ComponentHost::lease_over(UniqueFd connection) {
   char reply[512];
-  auto received = recv_fds(connection->get(), std::as_writable_bytes(std::span(reply, sizeof(reply) - 1)));
+  auto received = recv_fds(connection.get(), std::as_writable_bytes(std::span(reply, sizeof(reply) - 1)));
   if (!received) return received.error();
   reply[received->payload_bytes] = '\0';
   const std::string_view answer(reply, received->payload_bytes);
@@ -174,7 +194,7 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::lease(const std::string& s
   });
   if (!host) return host.error();
   if (!(*host)->wake_.valid()) return Error{Errc::bad_layout, 0, "lease: no wake eventfd"};
-  (*host)->lease_ = std::move(connection.value());
+  (*host)->lease_ = std::move(connection);
   (*host)->disarm_wake();  // a previous lessee may have left the eventfd readable
   return host;
 }

@@ -46,6 +46,10 @@ class ComponentHost {
   // supervisor listens there; Errc::exhausted: every slot is leased; Errc::invalid_argument: it
   // refused (the message is in the error's context).
   static Result<std::unique_ptr<ComponentHost>> lease(const std::string& socket_path);
+  // Leases a seat of its own through a lease connection this process inherited (a fork child of
+  // a leased program): works whatever the child became since (another user, another root
+  // directory), as only a holder of that connection can ask. The same errors as lease().
+  static Result<std::unique_ptr<ComponentHost>> lease_through(int inherited_lease_fd);
 
   // Leased hosts only (-1 otherwise): the connection holding the lease (readable, with POLLHUP,
   // once the supervisor is gone), and the eventfd the stack writes while this process sleeps.
@@ -101,6 +105,8 @@ class ComponentHost {
 
  private:
   ComponentHost() = default;
+  // What lease() and lease_through() share: asks on `connection`, which then holds the lease.
+  static Result<std::unique_ptr<ComponentHost>> lease_over(UniqueFd connection);
   // What attach() and lease() share: `descriptor(n)` hands over the descriptor that stands for the
   // fixed number n of control_block.hpp.
   static Result<std::unique_ptr<ComponentHost>> attach_descriptors(

@@ -2,6 +2,7 @@
 
 #include "dataplane/fd_passing.hpp"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -175,6 +176,7 @@ void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, Applicat
     fork_tokens_.erase(fork_tokens_.begin() + static_cast<std::ptrdiff_t>(*it));
   }
   std::vector<std::size_t> finished;
+  std::vector<Client> through;  // connections handed in by "lease-through", served below
   for (std::size_t i = 1; i < ready.size() && i - 1 < clients_.size(); ++i) {
     if (ready[i].revents == 0) continue;
     const int fd = clients_[i - 1].fd.get();
@@ -192,6 +194,12 @@ void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, Applicat
     request.resize(received->payload_bytes);
     if (client.permitted && request.starts_with("fork-hold ")) {
       take_fork_token(supervisor, client, request, received->fds);
+      continue;
+    }
+    if (client.permitted && !client.leased.empty() && words_of(request) == std::vector<std::string>{"lease-through"}) {
+      // A process that inherited this lease (a fork child, maybe another user by now) asks for a
+      // seat of its own, to be answered on the connection it passed.
+      if (auto handed = handed_connection(received->fds)) through.push_back(std::move(*handed));
       continue;
     }
     if (!clients_[i - 1].permitted) {
@@ -215,6 +223,10 @@ void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, Applicat
     if (!client.leased.empty()) seats.release(client.leased);  // every copy of it closed
     clients_.erase(clients_.begin() + static_cast<std::ptrdiff_t>(*it));
   }
+  for (Client& client : through) {
+    clients_.push_back(std::move(client));
+    serve_lease(seats, clients_.back());
+  }
   tell_ended_forks(supervisor);
   if (!ready.empty() && (ready[0].revents & POLLIN) != 0) {
     for (;;) {
@@ -227,6 +239,22 @@ void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, Applicat
       clients_.push_back(Client{std::move(client), permitted, peer.pid, {}});
     }
   }
+}
+
+std::optional<ControlServer::Client> ControlServer::handed_connection(std::vector<UniqueFd>& fds) {
+  if (fds.size() != 1) return std::nullopt;
+  int type = 0;
+  int domain = 0;
+  socklen_t length = sizeof(type);
+  if (::getsockopt(fds[0].get(), SOL_SOCKET, SO_TYPE, &type, &length) != 0 || type != SOCK_SEQPACKET) return std::nullopt;
+  length = sizeof(domain);
+  if (::getsockopt(fds[0].get(), SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0 || domain != AF_UNIX) return std::nullopt;
+  if (::fcntl(fds[0].get(), F_SETFL, O_NONBLOCK) != 0) return std::nullopt;
+  ucred peer{};
+  length = sizeof(peer);
+  if (::getsockopt(fds[0].get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0) return std::nullopt;
+  // Permitted as the connection it came over is: only a holder of that lease could pass it.
+  return Client{std::move(fds[0]), true, peer.pid, {}};
 }
 
 void ControlServer::take_fork_token(Supervisor& supervisor, const Client& client, const std::string& request,

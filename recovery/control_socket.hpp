@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,9 @@ class ControlServer {
   };
   // `lease`: hands the client an application seat's descriptors; the connection holds the lease.
   void serve_lease(ApplicationSeats& seats, Client& client);
+  // The connection a "lease-through" request passed, as a client of its own; nothing when it is
+  // not exactly one unix seqpacket socket.
+  static std::optional<Client> handed_connection(std::vector<UniqueFd>& fds);
   // A fork's token from the program holding `seat`: watched until its other end is closed.
   struct ForkToken {
     UniqueFd fd;

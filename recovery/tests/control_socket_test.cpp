@@ -1,5 +1,6 @@
 // The control socket itself: malformed requests and strangers get clear errors.
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -38,6 +39,11 @@ class ControlSocket : public ::testing::Test {
     seat.name = "app0";
     seat.external = true;
     config.components.push_back(seat);
+    if (two_seats_) {
+      seat.name = "app1";
+      config.components.push_back(seat);
+      config.channels.push_back(ChannelConfig{.name = "app1-server", .a = "app1", .b = "server", .capacity = 256});
+    }
     config.channels.push_back(ChannelConfig{.name = "middle-server", .a = "app0", .b = "server", .capacity = 256});
     // A socket region makes the server a TCP replica of the seat, to hear of its forks' ends.
     config.regions.push_back(RegionConfig{.name = formats::tcp_region_name("middle-server"), .bytes = 4096,
@@ -71,6 +77,7 @@ class ControlSocket : public ::testing::Test {
     return refusal;
   }
 
+  bool two_seats_ = false;
   std::filesystem::path folder_;
   std::string path_;
   std::unique_ptr<Supervisor> supervisor_;
@@ -258,6 +265,62 @@ TEST_F(ControlSocket, AReplicaRestartedAfterAForkEndedHearsOfTheEndAgain) {
   EXPECT_GT(supervisor_->component("server")->incarnation, incarnation);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(notices_read(path_), 2u) << "the end was told again without a restart";
+}
+
+class ControlSocketTwoSeats : public ControlSocket {
+ protected:
+  ControlSocketTwoSeats() { two_seats_ = true; }
+};
+
+// A fork child that became another user cannot reach the socket; it asks through the lease it
+// inherited, gets a seat of its own, and that lease lives and ends apart from the first.
+TEST_F(ControlSocketTwoSeats, ALeaseHolderGetsAnotherSeatThroughItsLease) {
+  auto first = ComponentHost::lease(path_);
+  ASSERT_TRUE(first) << first.error().message();
+  auto second = ComponentHost::lease_through((*first)->lease_fd());
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_NE((*second)->name(), (*first)->name());
+  EXPECT_NE((*second)->lease_fd(), (*first)->lease_fd());
+  // No seat is left: the refusal comes back the same way.
+  auto third = ComponentHost::lease_through((*first)->lease_fd());
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error().code, Errc::exhausted) << third.error().message();
+  // The first lease ends; the one taken through it does not.
+  const std::string first_name((*first)->name());
+  const std::string second_name((*second)->name());
+  first->reset();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (status_of(path_, first_name) != "idle" && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(status_of(path_, first_name), "idle");
+  EXPECT_EQ(status_of(path_, second_name), "leased");
+}
+
+// Only a lease's holder may ask through it, and only with a connection to answer on.
+TEST_F(ControlSocketTwoSeats, ALeaseThroughRequestWithoutALeaseOrAConnectionIsIgnored) {
+  auto bare = connect_control(path_);
+  ASSERT_TRUE(bare) << bare.error().message();
+  int ends[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends), 0);
+  UniqueFd ours(ends[0]), theirs(ends[1]);
+  const int passed[1] = {theirs.get()};
+  static constexpr char kRequest[] = "lease-through";
+  ASSERT_TRUE(send_fds(bare->get(), std::as_bytes(std::span(kRequest, sizeof(kRequest) - 1)), passed));
+  theirs.reset();
+  // Dropped: the supervisor closes the passed end (our end then reads EOF) and answers nothing.
+  pollfd answer{ours.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&answer, 1, 10'000), 1);
+  char reply[64];
+  EXPECT_EQ(::recv(ours.get(), reply, sizeof(reply), MSG_DONTWAIT), 0) << "a connection that holds no lease was answered";
+  // A holder passing something other than a seqpacket socket gets nothing either.
+  auto holder = ComponentHost::lease(path_);
+  ASSERT_TRUE(holder) << holder.error().message();
+  UniqueFd not_a_socket(::eventfd(0, EFD_CLOEXEC));
+  const int wrong[1] = {not_a_socket.get()};
+  ASSERT_TRUE(send_fds((*holder)->lease_fd(), std::as_bytes(std::span(kRequest, sizeof(kRequest) - 1)), wrong));
+  EXPECT_EQ(status_of(path_, "app0"), "leased");
+  EXPECT_EQ(status_of(path_, "app1"), "idle");
 }
 
 TEST_F(ControlSocket, LeaseWithoutASupervisorSaysSo) {

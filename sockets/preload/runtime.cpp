@@ -94,6 +94,12 @@ bool Runtime::ensure_stack(bool adopt_parent) {
   const std::string path = control_socket_path();
   auto leased = [&] {
     const LowDescriptorsHeld held;
+    // A fork child asks through the lease it inherited: it may be another user by now (nginx's
+    // workers), or in another root directory, where the control socket is out of its reach.
+    if (parked_.host != nullptr && parked_.host->lease_fd() >= 0) {
+      auto through = ComponentHost::lease_through(parked_.host->lease_fd());
+      if (through || through.error().code != Errc::closed) return through;
+    }
     return ComponentHost::lease(path);
   }();
   std::string why;
@@ -152,8 +158,11 @@ bool Runtime::ensure_stack(bool adopt_parent) {
       return false;
     }
     why = error.context ? error.context : "lease refused";
-    if (error.code == Errc::system || error.code == Errc::closed) {
+    if (error.code == Errc::closed) {
       why = "the stack is not running (no supervisor at " + path + ")";
+    } else if (error.code == Errc::system) {
+      why = "cannot reach the supervisor at " + path + " (" + std::strerror(error.sys_errno) +
+            (error.sys_errno == EACCES ? ": it serves root and its own user" : "") + ")";
     }
   }
   if (!complained_) {
