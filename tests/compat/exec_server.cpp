@@ -1,0 +1,85 @@
+// flotilla-exec-server: the classic accept-fork-exec server (inetd's way), for the compat suite.
+// It listens on 0.0.0.0:PORT; for each connection it forks, and the child puts the connection on
+// its standard input and output and execs cat, which echoes it. With --reexec the server first
+// execs itself, passing the listener on by number (--listener=FD), as a daemon re-executing
+// itself after an upgrade does. Once it serves it prints "serving" and the listener's number.
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace {
+
+int fail(const char* what) {
+  std::fprintf(stderr, "flotilla-exec-server: %s: %s\n", what, std::strerror(errno));
+  return 1;
+}
+
+int listen_on(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);  // no SOCK_CLOEXEC: --reexec hands it on
+  if (fd < 0) return -1;
+  const int one = 1;
+  (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 || ::listen(fd, 64) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || argc > 3) {
+    std::fprintf(stderr, "usage: flotilla-exec-server PORT [--reexec | --listener=FD]\n"
+                         "An accept-fork-exec echo server: each connection is served by cat on its stdin and stdout.\n");
+    return 2;
+  }
+  const std::string option = argc == 3 ? argv[2] : "";
+  int listener = -1;
+  if (option.rfind("--listener=", 0) == 0) {
+    listener = std::atoi(option.c_str() + std::strlen("--listener="));
+    // The first use of the inherited listener, before saying it serves.
+    pollfd look{listener, POLLIN, 0};
+    if (::poll(&look, 1, 0) < 0 || (look.revents & POLLNVAL) != 0) return fail("the inherited listener");
+  } else {
+    listener = listen_on(std::atoi(argv[1]));
+    if (listener < 0) return fail("listen");
+    if (option == "--reexec") {
+      const std::string passed = "--listener=" + std::to_string(listener);
+      ::execl("/proc/self/exe", argv[0], argv[1], passed.c_str(), static_cast<char*>(nullptr));
+      return fail("exec itself");
+    }
+    if (!option.empty()) return fail("unknown option");
+  }
+  std::printf("serving %d\n", listener);
+  std::fflush(stdout);
+  ::signal(SIGCHLD, SIG_IGN);  // the children are reaped by the kernel
+  for (;;) {
+    const int connection = ::accept(listener, nullptr, nullptr);
+    if (connection < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      return fail("accept");
+    }
+    const pid_t child = ::fork();
+    if (child == 0) {
+      ::close(listener);
+      if (::dup2(connection, 0) < 0 || ::dup2(connection, 1) < 0) ::_exit(fail("dup2"));
+      ::close(connection);
+      ::execl("/bin/cat", "cat", static_cast<char*>(nullptr));
+      ::_exit(fail("exec cat"));
+    }
+    if (child < 0) (void)fail("fork");
+    ::close(connection);
+  }
+}
