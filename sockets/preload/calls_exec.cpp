@@ -2,6 +2,7 @@
 // (Runtime::hand_over, exec.cpp), and the new image takes them at load. The C library's own
 // exec* functions call the kernel's execve directly, so each one is interposed; system() and
 // popen() spawn inside the C library and hand nothing over.
+#include <dlfcn.h>
 #include <spawn.h>
 #include <unistd.h>
 
@@ -19,6 +20,15 @@ namespace flotilla::preload {
 namespace {
 
 constexpr std::string_view kInheritVariable = "FLOTILLA_INHERIT=";
+constexpr std::string_view kPreloadVariable = "LD_PRELOAD=";
+constexpr std::string_view kSocketVariable = "FLOTILLA_SOCKET=";
+
+// Where this library was loaded from ("" when the loader does not say).
+std::string library_path() {
+  Dl_info info{};
+  if (::dladdr(reinterpret_cast<void*>(&library_path), &info) == 0 || info.dli_fname == nullptr) return {};
+  return info.dli_fname;
+}
 
 // `call(envp)` with the hand-over record named in the environment it passes on; the record, pins
 // and descriptor flags are undone when it returns (an exec that failed, or a spawn whose child has
@@ -35,9 +45,28 @@ int with_handoff(char* const* envp, Call&& call) {
   std::string variable(kInheritVariable);
   variable += std::to_string(handoff.record);
   std::vector<char*> environment;
+  char* preload = nullptr;
+  bool names_stack = false;
   for (char* const* entry = envp; entry != nullptr && *entry != nullptr; ++entry) {
-    if (std::strncmp(*entry, kInheritVariable.data(), kInheritVariable.size()) != 0) environment.push_back(*entry);
+    if (std::strncmp(*entry, kInheritVariable.data(), kInheritVariable.size()) == 0) continue;
+    if (std::strncmp(*entry, kPreloadVariable.data(), kPreloadVariable.size()) == 0) {
+      preload = *entry;
+      continue;
+    }
+    names_stack = names_stack || std::strncmp(*entry, kSocketVariable.data(), kSocketVariable.size()) == 0;
+    environment.push_back(*entry);
   }
+  // Only an image that loads this library can take the sockets: a program that cleared its
+  // environment (nginx keeps TZ alone) still passes it on, and where the stack is.
+  std::string preload_variable = preload != nullptr ? preload : std::string(kPreloadVariable);
+  const std::string library = library_path();
+  if (!library.empty() && preload_variable.find(library) == std::string::npos) {
+    const bool empty = preload_variable.size() == kPreloadVariable.size();
+    preload_variable.insert(kPreloadVariable.size(), empty ? library : library + ":");
+  }
+  environment.push_back(preload_variable.data());
+  std::string socket_variable = std::string(kSocketVariable) + control_socket_path();
+  if (!names_stack) environment.push_back(socket_variable.data());
   environment.push_back(variable.data());
   environment.push_back(nullptr);
   const int result = call(environment.data());

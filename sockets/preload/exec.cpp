@@ -436,11 +436,11 @@ void Runtime::take_handoff() {
     std::fprintf(stderr, "flotilla: the record of the sockets handed over by exec is malformed; the sockets it "
                          "names after the fault are bare descriptors\n");
   }
-  // The old image's lease holds its listeners' members, their proof: joined at once, then let go.
-  if (!leases.empty()) {
-    for (const auto& listener : listeners) {
-      if (listener->handed != nullptr) (void)take_handed(*listener);
-    }
+  // Listeners are joined at once, while their proof holds: the old image's lease (then let go),
+  // or the parent that forked this image (an nginx master upgrading its binary, which quits once
+  // the new master runs; the new master's own workers and reloads then join through its members).
+  for (const auto& listener : listeners) {
+    if (listener->handed != nullptr) (void)take_handed(*listener);
   }
   for (const int fd : leases) REAL(close)(fd);
   if (handed_connections_ == 0) handed_connection_settled();

@@ -443,8 +443,8 @@ class Runtime {
   // After an exec that failed, or a spawn (whose child has its copies): this process's state as
   // before hand_over; pins the exec made go as those of a child that exited. Under the lock.
   void end_handoff(ExecHandoff& handoff);
-  // At load: installs the sockets the image before handed over (FLOTILLA_INHERIT), each joined or
-  // claimed at its first use (take_handed), listeners at once when the record kept the old lease.
+  // At load: installs the sockets the image before handed over (FLOTILLA_INHERIT): listeners are
+  // joined at once, connections claimed at their first use (take_handed).
   void take_handoff();
 
  private:

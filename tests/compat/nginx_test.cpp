@@ -98,6 +98,15 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
     return children;
   }
 
+  // Whether `pid` exited (a zombie included: the daemon is not our child).
+  static bool gone(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    const std::size_t end = line.rfind(')');
+    return end == std::string::npos || end + 2 >= line.size() || line[end + 2] == 'Z' || line[end + 2] == 'X';
+  }
+
   void stop_master() {
     const pid_t pid = master();
     if (pid <= 0 || ::kill(pid, 0) != 0) return;
@@ -173,6 +182,58 @@ TEST_P(Nginx, EveryWorkerServesAndAReloadKeepsServing) {
       << said(server);
   expect_every_worker_serves(workers());
   EXPECT_TRUE(server_up()) << said(server);
+  std::ifstream errors(file("error.log"));
+  const std::string text((std::istreambuf_iterator<char>(errors)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text.find("[emerg]"), std::string::npos) << tail(text);
+  EXPECT_EQ(text.find("[alert]"), std::string::npos) << tail(text);
+  EXPECT_EQ(text.find("exited on signal"), std::string::npos) << tail(text);
+  expect_served_by_flotilla();
+}
+
+// nginx's binary upgrade: USR2 makes the master fork and exec the binary again, passing its
+// listeners by number (the NGINX environment variable); the new master's workers serve beside the
+// old ones, QUIT ends the old master and its workers, and the new generation serves alone, and
+// through a reload of its own.
+TEST_P(Nginx, ABinaryUpgradeKeepsServing) {
+  const Case setting = GetParam();
+  if (!setting.daemon) {
+    GTEST_SKIP() << "nginx ignores USR2 while the process that started it lives (here `flotilla run`): daemonized only";
+  }
+  ASSERT_TRUE(std::filesystem::exists(kNginx)) << kNginx << " is not installed (./dev installs its Debian package)";
+  ASSERT_TRUE(start_apps({"wrk"}, kSeats));
+  write_config(setting);
+  Program server(app_command({kNginx, "-p", folder_.string(), "-c", file("nginx.conf").string(), "-e",
+                              file("error.log").string()}),
+                 file("nginx.log"));
+  ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers; }, 15s)) << said(server);
+  ASSERT_TRUE(wait_for([&] { return in_namespace(names_.peer_namespace, [&] { return port_open(app_address(), kPort); }); },
+                       15s));
+  const pid_t old_master = master();
+  const std::set<pid_t> old_workers = workers();
+  expect_every_worker_serves(old_workers);
+
+  ASSERT_EQ(::kill(old_master, SIGUSR2), 0);
+  ASSERT_TRUE(wait_for([&] { return master() != old_master && master() > 0 && static_cast<int>(workers().size()) == setting.workers; },
+                       20s))
+      << "no new master with " << setting.workers << " workers\n" << said(server);
+  const std::set<pid_t> new_workers = workers();
+  ASSERT_EQ(::kill(old_master, SIGQUIT), 0);
+  ASSERT_TRUE(wait_for([&] { return gone(old_master); }, 20s)) << "the old master did not quit\n" << said(server);
+  expect_every_worker_serves(new_workers);
+
+  ASSERT_EQ(::kill(master(), SIGHUP), 0);
+  ASSERT_TRUE(wait_for(
+      [&] {
+        const std::set<pid_t> now = workers();
+        if (static_cast<int>(now.size()) != setting.workers) return false;
+        for (const pid_t pid : now) {
+          if (new_workers.contains(pid)) return false;
+        }
+        return true;
+      },
+      20s))
+      << "the upgraded master's reload did not replace its workers\n" << said(server);
+  expect_every_worker_serves(workers());
   std::ifstream errors(file("error.log"));
   const std::string text((std::istreambuf_iterator<char>(errors)), std::istreambuf_iterator<char>());
   EXPECT_EQ(text.find("[emerg]"), std::string::npos) << tail(text);
