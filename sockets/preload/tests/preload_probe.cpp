@@ -33,6 +33,7 @@
 //                                 the thread that got it echoes and arms again; "ok shared-set"
 //                                 once every connection ended
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
+//   preload_probe handed EVENTFD RECORD                  (what a hand-over record of exec gave)
 #include <arpa/inet.h>
 #include <algorithm>
 #include <errno.h>
@@ -1016,6 +1017,16 @@ int main(int argc, char** argv) {
     const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
+  }
+  if (mode == "handed" && argc == 4) {
+    // Run with a hand-over record of exec made by the test: what the library made of it.
+    sockaddr_in local{};
+    socklen_t length = sizeof(local);
+    const bool socket = getsockname(std::atoi(argv[2]), reinterpret_cast<sockaddr*>(&local), &length) == 0;
+    const bool record_closed = fcntl(std::atoi(argv[3]), F_GETFD) == -1 && errno == EBADF;
+    std::printf("inherit=%s record=%s socket=%s\n", getenv("FLOTILLA_INHERIT") != nullptr ? "set" : "unset",
+                record_closed ? "closed" : "open", socket ? "flotilla" : "kernel");
+    return 0;
   }
   std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless | wake-one epoll|blocking PORT WORKERS | shared-set PORT CONNECTIONS\n");
   return 2;
