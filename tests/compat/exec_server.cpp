@@ -2,10 +2,13 @@
 // It listens on 0.0.0.0:PORT; for each connection it forks, and the child puts the connection on
 // its standard input and output and execs cat, which echoes it. With --reexec the server first
 // execs itself, passing the listener on by number (--listener=FD), as a daemon re-executing
-// itself after an upgrade does. Once it serves it prints "serving" and the listener's number.
+// itself after an upgrade does. With --spawn each connection goes to a handler started by
+// posix_spawn instead (the server itself, --echo-fd=FD, echoing the connection it inherited under
+// the same number). Once it serves it prints "serving" and the listener's number.
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +17,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+extern char** environ;
 
 namespace {
 
@@ -37,16 +42,51 @@ int listen_on(int port) {
   return fd;
 }
 
+// Echoes what `fd` receives until the peer closes, then closes it.
+int echo(int fd) {
+  char chunk[16384];
+  for (;;) {
+    const ssize_t got = ::read(fd, chunk, sizeof(chunk));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return fail("read");
+    if (got == 0) break;
+    for (ssize_t sent = 0; sent < got;) {
+      const ssize_t wrote = ::write(fd, chunk + sent, static_cast<std::size_t>(got - sent));
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote < 0) return fail("write");
+      sent += wrote;
+    }
+  }
+  return ::close(fd) == 0 ? 0 : fail("close");
+}
+
+// The handler of `connection`: this program again, started by posix_spawn without the listener.
+void spawn_handler(const char* self, const char* port, int listener, int connection) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addclose(&actions, listener);
+  std::string passed = "--echo-fd=" + std::to_string(connection);
+  char* argv[] = {const_cast<char*>(self), const_cast<char*>(port), passed.data(), nullptr};
+  pid_t child = 0;
+  const int error = ::posix_spawn(&child, "/proc/self/exe", &actions, nullptr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) {
+    errno = error;
+    (void)fail("posix_spawn");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: flotilla-exec-server PORT [--reexec | --listener=FD]\n"
+    std::fprintf(stderr, "usage: flotilla-exec-server PORT [--reexec | --listener=FD | --spawn | --echo-fd=FD]\n"
                          "An accept-fork-exec echo server: each connection is served by cat on its stdin and stdout.\n");
     return 2;
   }
   const std::string option = argc == 3 ? argv[2] : "";
   int listener = -1;
+  if (option.rfind("--echo-fd=", 0) == 0) return echo(std::atoi(option.c_str() + std::strlen("--echo-fd=")));
   if (option.rfind("--listener=", 0) == 0) {
     listener = std::atoi(option.c_str() + std::strlen("--listener="));
     // The first use of the inherited listener, before saying it serves.
@@ -60,7 +100,7 @@ int main(int argc, char** argv) {
       ::execl("/proc/self/exe", argv[0], argv[1], passed.c_str(), static_cast<char*>(nullptr));
       return fail("exec itself");
     }
-    if (!option.empty()) return fail("unknown option");
+    if (!option.empty() && option != "--spawn") return fail("unknown option");
   }
   std::printf("serving %d\n", listener);
   std::fflush(stdout);
@@ -70,6 +110,11 @@ int main(int argc, char** argv) {
     if (connection < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       return fail("accept");
+    }
+    if (option == "--spawn") {
+      spawn_handler(argv[0], argv[1], listener, connection);
+      ::close(connection);
+      continue;
     }
     const pid_t child = ::fork();
     if (child == 0) {

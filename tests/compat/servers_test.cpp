@@ -308,6 +308,21 @@ TEST_F(Compat, AnAcceptForkExecServerEchoesThroughCat) {
   expect_replica_counts(50, 0);
 }
 
+// A server that hands each connection to a handler it starts with posix_spawn (closing the
+// listener in the child by a file action): the handler claims the connection it inherited.
+TEST_F(Compat, AServerSpawningAHandlerPerConnectionEchoes) {
+  ASSERT_TRUE(start_apps({}));
+  constexpr std::uint16_t kPort = 7003;
+  Program server(app_command({build_root() + "/tests/flotilla-exec-server", std::to_string(kPort), "--spawn"}),
+                 file("spawn-server.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
+  echo_rounds(kPort, 2);
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  EXPECT_EQ(server.output().find("cannot take over"), std::string::npos) << tail(server.output());
+  EXPECT_EQ(server.output().find("flotilla-exec-server:"), std::string::npos) << tail(server.output());
+  expect_replica_counts(20, 0);
+}
+
 // A server that execs itself in place with its listener (a daemon re-executing after an upgrade):
 // the new image joins the listener the old one left, then serves as above.
 TEST_F(Compat, AServerReExecutingItselfKeepsItsListener) {
