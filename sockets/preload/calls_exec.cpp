@@ -30,15 +30,15 @@ std::string library_path() {
   return info.dli_fname;
 }
 
-// `call(envp)` with the hand-over record named in the environment it passes on; the record, pins
-// and descriptor flags are undone when it returns (an exec that failed, or a spawn whose child has
-// its copies).
+// `call(envp)` with the hand-over record named in the environment it passes on (`in_place`: an
+// exec, else a spawn); the record, pins and descriptor flags are undone when it returns (an exec
+// that failed, or a spawn whose child has its copies).
 template <class Call>
-int with_handoff(char* const* envp, Call&& call) {
+int with_handoff(char* const* envp, bool in_place, Call&& call) {
   Runtime& runtime = Runtime::get();
   Lock lock(runtime.mutex());
   Runtime::ExecHandoff handoff;
-  if (!runtime.hand_over(handoff)) {
+  if (!runtime.hand_over(handoff, in_place)) {
     lock.unlock();
     return call(envp);
   }
@@ -92,21 +92,21 @@ __attribute__((constructor)) void take_sockets_handed_over() { Runtime::get().ta
 using flotilla::preload::with_handoff;
 
 FLOTILLA_EXPORT int execve(const char* path, char* const argv[], char* const envp[]) {
-  return with_handoff(envp, [&](char* const* env) { return REAL(execve)(path, argv, env); });
+  return with_handoff(envp, true, [&](char* const* env) { return REAL(execve)(path, argv, env); });
 }
 
 FLOTILLA_EXPORT int execveat(int dirfd, const char* path, char* const argv[], char* const envp[], int flags) {
-  return with_handoff(envp, [&](char* const* env) { return REAL(execveat)(dirfd, path, argv, env, flags); });
+  return with_handoff(envp, true, [&](char* const* env) { return REAL(execveat)(dirfd, path, argv, env, flags); });
 }
 
 FLOTILLA_EXPORT int fexecve(int fd, char* const argv[], char* const envp[]) {
-  return with_handoff(envp, [&](char* const* env) { return REAL(fexecve)(fd, argv, env); });
+  return with_handoff(envp, true, [&](char* const* env) { return REAL(fexecve)(fd, argv, env); });
 }
 
 FLOTILLA_EXPORT int execv(const char* path, char* const argv[]) { return execve(path, argv, environ); }
 
 FLOTILLA_EXPORT int execvpe(const char* file, char* const argv[], char* const envp[]) {
-  return with_handoff(envp, [&](char* const* env) { return REAL(execvpe)(file, argv, env); });
+  return with_handoff(envp, true, [&](char* const* env) { return REAL(execvpe)(file, argv, env); });
 }
 
 FLOTILLA_EXPORT int execvp(const char* file, char* const argv[]) { return execvpe(file, argv, environ); }
@@ -138,10 +138,10 @@ FLOTILLA_EXPORT int execle(const char* path, const char* first, ...) {
 
 FLOTILLA_EXPORT int posix_spawn(pid_t* pid, const char* path, const posix_spawn_file_actions_t* actions,
                                 const posix_spawnattr_t* attributes, char* const argv[], char* const envp[]) {
-  return with_handoff(envp, [&](char* const* env) { return REAL(posix_spawn)(pid, path, actions, attributes, argv, env); });
+  return with_handoff(envp, false, [&](char* const* env) { return REAL(posix_spawn)(pid, path, actions, attributes, argv, env); });
 }
 
 FLOTILLA_EXPORT int posix_spawnp(pid_t* pid, const char* file, const posix_spawn_file_actions_t* actions,
                                  const posix_spawnattr_t* attributes, char* const argv[], char* const envp[]) {
-  return with_handoff(envp, [&](char* const* env) { return REAL(posix_spawnp)(pid, file, actions, attributes, argv, env); });
+  return with_handoff(envp, false, [&](char* const* env) { return REAL(posix_spawnp)(pid, file, actions, attributes, argv, env); });
 }

@@ -203,7 +203,7 @@ bool keep_across_exec(int fd, std::vector<int>& cleared) {
 
 }  // namespace
 
-bool Runtime::hand_over(ExecHandoff& handoff) {
+bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
   // A vfork child (or a raw clone) shares this memory with its parent: it hands nothing over.
   if (::getpid() != owner_) return false;
   // The sockets the new image keeps, each with its descriptors.
@@ -256,7 +256,7 @@ bool Runtime::hand_over(ExecHandoff& handoff) {
       // Nothing at the stack yet: the options travel alone.
     } else if (ours(*socket) && listening) {
       listener = tcp_->share(socket->id);
-      keep_lease = keep_lease || listener.has_value();
+      keep_lease = keep_lease || (in_place && listener.has_value());
     } else if (ours(*socket) && connected && handoff.pinned) {
       connection = tcp_->share_connection(socket->id);
       fork = fork_serial_;

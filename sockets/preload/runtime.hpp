@@ -435,11 +435,12 @@ class Runtime {
     std::vector<int> uncloexec;  // descriptors whose FD_CLOEXEC was cleared for the new image
     bool pinned = false;        // this exec pinned the seat's connections (fork_token_ holds them)
   };
-  // Before an exec (or a spawn): writes the record of the sockets the new image keeps, pins this
-  // process's connections among them, and keeps what their proofs need open across the exec (the
-  // fork tokens, and this process's lease when it hands over listeners of its own). false when
-  // there is nothing to hand over. Under the lock.
-  bool hand_over(ExecHandoff& handoff);
+  // Before an exec (`in_place`) or a spawn: writes the record of the sockets the new image keeps,
+  // pins this process's connections among them, and keeps what their proofs need open across the
+  // exec (the fork tokens, and, in place, this process's lease when it hands over listeners of its
+  // own: their members must outlive the old image). false when there is nothing to hand over.
+  // Under the lock.
+  bool hand_over(ExecHandoff& handoff, bool in_place);
   // After an exec that failed, or a spawn (whose child has its copies): this process's state as
   // before hand_over; pins the exec made go as those of a child that exited. Under the lock.
   void end_handoff(ExecHandoff& handoff);
