@@ -635,7 +635,8 @@ void Runtime::after_fork_child() {
                      ownership_ != nullptr ? ownership_->uses.load() : 0, fork_serial_};
     inherited_token_ = fork_token_;
   }
-  // The fork's token stays open (close-on-exec) while this process lives: it holds the pins.
+  // The fork's token stays open (close-on-exec) while this process lives: it holds the pins (an
+  // exec hands it on with the connections it pins).
   fork_token_ = -1;
   fork_serial_ = 0;
   ownership_ = nullptr;

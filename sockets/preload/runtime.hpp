@@ -20,7 +20,9 @@
 // of its own (claim_inherited). The pins last while any process holds the fork's token (a socket
 // whose other end the supervisor watches). Any other inherited socket it uses adopts the parent's
 // lease, only when the parent is gone or idle since the fork (a daemon, see adopt_parked); a
-// socket the child opens otherwise leases a seat of its own.
+// socket the child opens otherwise leases a seat of its own. exec: the sockets a new image keeps
+// are written down for it with the same proofs (hand_over), and it joins or claims them
+// (take_handoff, take_handed).
 #pragma once
 
 #include <netinet/in.h>
