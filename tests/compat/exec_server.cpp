@@ -4,7 +4,8 @@
 // execs itself, passing the listener on by number (--listener=FD), as a daemon re-executing
 // itself after an upgrade does. With --spawn each connection goes to a handler started by
 // posix_spawn instead (the server itself, --echo-fd=FD, echoing the connection it inherited under
-// the same number). Once it serves it prints "serving" and the listener's number.
+// the same number). With --shell the child execs `sh -c 'exec cat'`: the connection passes
+// through two execs. Once it serves it prints "serving" and the listener's number.
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -80,7 +81,7 @@ void spawn_handler(const char* self, const char* port, int listener, int connect
 
 int main(int argc, char** argv) {
   if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: flotilla-exec-server PORT [--reexec | --listener=FD | --spawn | --echo-fd=FD]\n"
+    std::fprintf(stderr, "usage: flotilla-exec-server PORT [--reexec | --listener=FD | --spawn | --shell | --echo-fd=FD]\n"
                          "An accept-fork-exec echo server: each connection is served by cat on its stdin and stdout.\n");
     return 2;
   }
@@ -100,7 +101,7 @@ int main(int argc, char** argv) {
       ::execl("/proc/self/exe", argv[0], argv[1], passed.c_str(), static_cast<char*>(nullptr));
       return fail("exec itself");
     }
-    if (!option.empty() && option != "--spawn") return fail("unknown option");
+    if (!option.empty() && option != "--spawn" && option != "--shell") return fail("unknown option");
   }
   std::printf("serving %d\n", listener);
   std::fflush(stdout);
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
       ::close(listener);
       if (::dup2(connection, 0) < 0 || ::dup2(connection, 1) < 0) ::_exit(fail("dup2"));
       ::close(connection);
+      if (option == "--shell") ::execl("/bin/sh", "sh", "-c", "exec cat", static_cast<char*>(nullptr));
       ::execl("/bin/cat", "cat", static_cast<char*>(nullptr));
       ::_exit(fail("exec cat"));
     }

@@ -131,6 +131,21 @@ class Compat : public AppsTest {
     }
   }
 
+  // tests/compat/exec_server.cpp on `port` with `option`: `rounds` of 10 connections echo through
+  // it, each claimed by the process that serves it.
+  void run_exec_server(std::uint16_t port, const std::string& option, int rounds) {
+    std::vector<std::string> argv{build_root() + "/tests/flotilla-exec-server", std::to_string(port)};
+    if (!option.empty()) argv.push_back(option);
+    Program server(app_command(argv), file("exec-server.log"));
+    ASSERT_TRUE(wait_for_port(server, app_address(), port)) << tail(server.output());
+    echo_rounds(port, rounds);
+    EXPECT_TRUE(server.running()) << tail(server.output());
+    // (A child waiting for a seat says so: 10 children at once share the stack's 4 seats.)
+    EXPECT_EQ(server.output().find("cannot take over"), std::string::npos) << tail(server.output());
+    EXPECT_EQ(server.output().find("flotilla-exec-server:"), std::string::npos) << tail(server.output());
+    expect_replica_counts(10 * static_cast<std::uint64_t>(rounds), 0);
+  }
+
   // On Flotilla: the TCP replicas moved at least `claims` connections into the seats of processes
   // that inherited them (none refused), and added at least `joins` listener group members.
   void expect_replica_counts(std::uint64_t claims, std::uint64_t joins) const {
@@ -297,30 +312,21 @@ TEST_F(Compat, AForkPerConnectionServerEchoesFiftyConnections) {
 // which claims it: 50 connections, 10 at a time, each echoing 64 KiB through cat.
 TEST_F(Compat, AnAcceptForkExecServerEchoesThroughCat) {
   ASSERT_TRUE(start_apps({"cat"}));
-  constexpr std::uint16_t kPort = 7001;
-  Program server(app_command({build_root() + "/tests/flotilla-exec-server", std::to_string(kPort)}),
-                 file("exec-server.log"));
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
-  echo_rounds(kPort, 5);
-  EXPECT_TRUE(server.running()) << tail(server.output());
-  // (A child waiting for a seat says so: 10 children at once share the stack's 4 seats.)
-  EXPECT_EQ(server.output().find("cannot take over"), std::string::npos) << tail(server.output());
-  expect_replica_counts(50, 0);
+  run_exec_server(7001, {}, 5);
+}
+
+// The same through a shell (`sh -c 'exec cat'`, as inetd services often are scripts): the
+// connection passes through two execs before cat claims it.
+TEST_F(Compat, AnAcceptForkExecServerEchoesThroughAShell) {
+  ASSERT_TRUE(start_apps({"sh", "cat"}));
+  run_exec_server(7004, "--shell", 2);
 }
 
 // A server that hands each connection to a handler it starts with posix_spawn (closing the
 // listener in the child by a file action): the handler claims the connection it inherited.
 TEST_F(Compat, AServerSpawningAHandlerPerConnectionEchoes) {
   ASSERT_TRUE(start_apps({}));
-  constexpr std::uint16_t kPort = 7003;
-  Program server(app_command({build_root() + "/tests/flotilla-exec-server", std::to_string(kPort), "--spawn"}),
-                 file("spawn-server.log"));
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
-  echo_rounds(kPort, 2);
-  EXPECT_TRUE(server.running()) << tail(server.output());
-  EXPECT_EQ(server.output().find("cannot take over"), std::string::npos) << tail(server.output());
-  EXPECT_EQ(server.output().find("flotilla-exec-server:"), std::string::npos) << tail(server.output());
-  expect_replica_counts(20, 0);
+  run_exec_server(7003, "--spawn", 2);
 }
 
 // A server that execs itself in place with its listener (a daemon re-executing after an upgrade):
