@@ -34,6 +34,8 @@ namespace flotilla::preload {
 namespace {
 
 constexpr std::string_view kHeader = "flotilla-exec 1";
+constexpr const char* kRecordName = "flotilla-exec";
+constexpr std::string_view kRecordTarget = "/memfd:flotilla-exec ";  // what /proc/self/fd shows
 constexpr std::size_t kMaxRecordBytes = 8u << 20;
 constexpr std::uint64_t kMaxCount = 1u << 16;
 enum class HandedKind : std::uint8_t { fresh = 0, listener = 1, connection = 2 };
@@ -176,14 +178,18 @@ bool read_connection(Fields& fields, std::uint64_t& fork, sockets::ConnectionSha
   return fork != 0 && share.generation != 0;
 }
 
-// Whether `fd` is still what the image before left there: an eventfd the library knows nothing of.
-bool is_untaken_eventfd(int fd) {
-  if (fd < 0 || fd >= kMaxFds || fd_kind(fd) != FdKind::kernel) return false;
+// What descriptor `fd` is, as /proc/self/fd says ("" when it is not open).
+std::string descriptor_target(int fd) {
   char path[64];
   std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-  char target[64];
+  char target[128];
   const ssize_t length = ::readlink(path, target, sizeof(target));
-  return length >= 0 && std::string_view(target, static_cast<std::size_t>(length)) == "anon_inode:[eventfd]";
+  return length > 0 ? std::string(target, static_cast<std::size_t>(length)) : std::string();
+}
+
+// Whether `fd` is still what the image before left there: an eventfd the library knows nothing of.
+bool is_untaken_eventfd(int fd) {
+  return fd >= 0 && fd < kMaxFds && fd_kind(fd) == FdKind::kernel && descriptor_target(fd) == "anon_inode:[eventfd]";
 }
 
 bool is_socket_descriptor(int fd) {
@@ -307,7 +313,7 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
     return false;
   }
   // Above the low numbers programs name themselves (LowDescriptorsHeld); without FD_CLOEXEC.
-  const int made = ::memfd_create("flotilla-exec", 0);
+  const int made = ::memfd_create(kRecordName, 0);
   int moved = made >= 0 ? REAL(fcntl)(made, F_DUPFD, 64) : -1;
   if (made >= 0) REAL(close)(made);
   std::size_t written = 0;
@@ -353,11 +359,12 @@ void Runtime::take_handoff() {
     Fields fields(number);
     if (!fields.next(record_fd, kMaxFds - 1) || !fields.done()) return;
   }
+  // Only a memfd of ours: a number the program kept in its environment by chance is left alone.
   struct stat status {};
   std::string record;
-  if (::fstat(record_fd, &status) != 0 || !S_ISREG(status.st_mode) || status.st_size < 0 ||
-      static_cast<std::uint64_t>(status.st_size) > kMaxRecordBytes) {
-    return;  // not the record: a number the program kept in its environment by chance
+  if (descriptor_target(record_fd).rfind(kRecordTarget, 0) != 0 || ::fstat(record_fd, &status) != 0 ||
+      !S_ISREG(status.st_mode) || status.st_size < 0 || static_cast<std::uint64_t>(status.st_size) > kMaxRecordBytes) {
+    return;
   }
   record.resize(static_cast<std::size_t>(status.st_size));
   std::size_t read_bytes = 0;

@@ -63,7 +63,7 @@ TEST(PreloadDown, SocketFailsWithEnetdownAndOneMessage) {
 // an eventfd made for it), as an exec'd image finds it: what the probe says, and stderr.
 std::string run_handed(const std::string& record) {
   const int placeholder = ::eventfd(0, 0);
-  const int memfd = ::memfd_create("record", 0);
+  const int memfd = ::memfd_create("flotilla-exec", 0);
   std::string text = record;
   for (std::size_t at = text.find("EVENTFD"); at != std::string::npos; at = text.find("EVENTFD")) {
     text.replace(at, 7, std::to_string(placeholder));
@@ -102,6 +102,17 @@ TEST(PreloadDown, AMalformedExecRecordLeavesBareDescriptors) {
   }
   const std::string other = run_handed(std::string("flotilla-exec 2\nsocket 1 EVENTFD 0 ") + kFreshOptions + "\n");
   EXPECT_NE(other.find("socket=kernel"), std::string::npos) << other;
+}
+
+TEST(PreloadDown, AnInheritVariableNamingAnotherFileIsLeftAlone) {
+  // The variable names a regular file of the program's (the probe's binary): not read, not closed.
+  const int placeholder = ::eventfd(0, 0);
+  const std::string command = "env LD_PRELOAD=" + library_path() + " FLOTILLA_SOCKET=/nonexistent/flotilla.sock " +
+                              "FLOTILLA_INHERIT=9 " + probe_path() + " handed " + std::to_string(placeholder) +
+                              " 9 2>&1 9<" + probe_path();
+  const auto [exit_code, output] = run_shell(command);
+  ::close(placeholder);
+  EXPECT_NE(output.find("record=open socket=kernel"), std::string::npos) << output;
 }
 
 TEST(PreloadDown, AnExecRecordNamingNoEventfdIsIgnored) {
