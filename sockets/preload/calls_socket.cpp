@@ -822,7 +822,8 @@ FLOTILLA_EXPORT int ioctl(int fd, unsigned long request, ...) {
   va_start(arguments, request);
   void* argument = va_arg(arguments, void*);
   va_end(arguments);
-  if (!is_socket(fd)) return REAL(ioctl)(fd, request, argument);
+  // FD_CLOEXEC is the placeholder's (what exec hands over reads it).
+  if (!is_socket(fd) || request == FIOCLEX || request == FIONCLEX) return REAL(ioctl)(fd, request, argument);
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
   auto* value = static_cast<int*>(argument);

@@ -387,6 +387,11 @@ void Runtime::forget(int fd) {
 }
 
 void Runtime::release(Socket& socket) {
+  if (socket.handed != nullptr) {
+    const bool connection = socket.handed->connection.has_value();
+    socket.handed.reset();
+    if (connection) handed_connection_settled();
+  }
   const bool ours = holds(socket) && tcp_ != nullptr && socket.id >= 0 && socket.lease == lease_;
   if (ours && socket.udp()) {
     (void)udp_->close(static_cast<std::uint32_t>(socket.id));
@@ -637,8 +642,10 @@ void Runtime::after_fork_child() {
     parked_ = Parked{std::move(host_), std::move(tcp_),  std::move(udp_),
                      std::move(datagram_sockets_), epoch_, lease_, owner_, ownership_,
                      ownership_ != nullptr ? ownership_->uses.load() : 0, fork_serial_};
+    inherited_token_ = fork_token_;
   }
-  // The fork's token stays open (close-on-exec) while this process lives: it holds the pins.
+  // The fork's token stays open (close-on-exec) while this process lives: it holds the pins (an
+  // exec hands it on with the connections it pins).
   fork_token_ = -1;
   fork_serial_ = 0;
   ownership_ = nullptr;
@@ -673,6 +680,7 @@ bool process_gone(pid_t pid) {
 }  // namespace
 
 bool Runtime::owns(Socket& socket) {
+  if (socket.handed != nullptr) return take_handed(socket);
   if (socket.epoch == epoch_) return still_owner();
   if (socket.epoch != parked_.epoch) return false;
   // A listener is shared, not taken over: the parent (an nginx master, a daemon's first process)

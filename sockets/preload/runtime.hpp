@@ -20,7 +20,9 @@
 // of its own (claim_inherited). The pins last while any process holds the fork's token (a socket
 // whose other end the supervisor watches). Any other inherited socket it uses adopts the parent's
 // lease, only when the parent is gone or idle since the fork (a daemon, see adopt_parked); a
-// socket the child opens otherwise leases a seat of its own.
+// socket the child opens otherwise leases a seat of its own. exec: the sockets a new image keeps
+// are written down for it with the same proofs (hand_over), and it joins or claims them
+// (take_handoff, take_handed).
 #pragma once
 
 #include <netinet/in.h>
@@ -36,6 +38,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -76,6 +79,14 @@ struct DatagramQueue {
   bool push(std::uint32_t address, std::uint16_t port, std::span<const std::byte> payload);
 };
 
+// What a socket handed over by exec needs to become this image's (Runtime::take_handed): the
+// proof the replicas check, written by the image before (exec.cpp). Neither: a fresh socket.
+struct Handed {
+  std::optional<sockets::ListenerShare> listener;
+  std::optional<sockets::ConnectionShare> connection;
+  std::uint64_t fork = 0;  // a connection: the fork serial that pinned it
+};
+
 // One Flotilla socket: what Linux keeps in an open file description (shared by dups).
 struct Socket {
   enum class State : std::uint8_t { fresh, connecting, connected, listening, released };
@@ -87,6 +98,7 @@ struct Socket {
   std::uint64_t lease = 0;    // Runtime::lease at creation: another value means its stack went down since
   bool down_reported = false;  // a listener whose stack went down: accept said ENETDOWN once
   int fd_refs = 0;            // descriptors naming it; the last close releases it
+  std::shared_ptr<const Handed> handed;  // handed over by exec and not taken yet (owns())
   bool nonblocking = false;   // O_NONBLOCK, per open file description like Linux
   bool bound = false;
   std::uint32_t bound_address = 0;  // host order
@@ -418,6 +430,26 @@ class Runtime {
   }
   void after_fork_child();
 
+  // exec (exec.cpp). The Flotilla sockets an exec'd image keeps (no FD_CLOEXEC) are handed over
+  // in a record it reads at load (a memfd named by FLOTILLA_INHERIT).
+  struct ExecHandoff {
+    int record = -1;            // the record's memfd (no FD_CLOEXEC)
+    std::vector<int> uncloexec;  // descriptors whose FD_CLOEXEC was cleared for the new image
+    bool pinned = false;        // this exec pinned the seat's connections (fork_token_ holds them)
+  };
+  // Before an exec (`in_place`) or a spawn: writes the record of the sockets the new image keeps,
+  // pins this process's connections among them, and keeps what their proofs need open across the
+  // exec (the fork tokens, and, in place, this process's lease when it hands over listeners of its
+  // own: their members must outlive the old image). false when there is nothing to hand over.
+  // Under the lock.
+  bool hand_over(ExecHandoff& handoff, bool in_place);
+  // After an exec that failed, or a spawn (whose child has its copies): this process's state as
+  // before hand_over; pins the exec made go as those of a child that exited. Under the lock.
+  void end_handoff(ExecHandoff& handoff);
+  // At load: installs the sockets the image before handed over (FLOTILLA_INHERIT): listeners are
+  // joined at once, connections claimed at their first use (take_handed).
+  void take_handoff();
+
  private:
   Runtime() = default;
   // The leader/followers bookkeeping of sleep_with, under the lock.
@@ -445,6 +477,14 @@ class Runtime {
   bool join_inherited(Socket& socket);
   // ensure_stack without the parent's lease, waiting a while for a seat when every one is leased.
   bool lease_own_seat();
+  // A socket handed over by exec: this process leases a seat and joins (a listener) or claims (a
+  // connection) it with the proof in socket.handed; the socket is then ours.
+  bool take_handed(Socket& socket);
+  // Waits (a bounded while, the lock held) for the replicas' answer to the join or claim that made
+  // `id`: whether it is open.
+  bool await_opened(int id, bool listener);
+  // One handed-over connection taken or closed: with the last, the tokens that pinned them close.
+  void handed_connection_settled();
   void register_counters();
   bool lease_ended();
   void retire_lease();
@@ -502,6 +542,11 @@ class Runtime {
   std::uint64_t fork_serial_ = 0;  // the fork under way pinned connections with this serial
   int fork_token_ = -1;            // between prepare_fork and the fork: the child's end of its token
   bool said_claim_refused_ = false;
+  // A fork child: the token of the fork that pinned its parent's connections (-1: none).
+  int inherited_token_ = -1;
+  // Handed over by exec: the tokens pinning the connections not taken yet, and how many those are.
+  std::vector<int> handed_tokens_;
+  int handed_connections_ = 0;
   Parked parked_;
   std::vector<std::shared_ptr<Socket>> sockets_;   // by descriptor number
   std::vector<std::shared_ptr<EpollSet>> epolls_;  // by descriptor number

@@ -98,6 +98,49 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
     return children;
   }
 
+  // nginx under `flotilla run` (or in the kernel's namespace) with the config write_config made.
+  Program start_nginx() const {
+    return Program(app_command({kNginx, "-p", folder_.string(), "-c", file("nginx.conf").string(), "-e",
+                                file("error.log").string()}),
+                   file("nginx.log"));
+  }
+
+  // SIGHUP to the master: `count` new workers, none of `before`, must take over and serve.
+  void reload_and_expect_new_workers_serve(const std::set<pid_t>& before, int count, const Program& server) {
+    ASSERT_EQ(::kill(master(), SIGHUP), 0);
+    ASSERT_TRUE(wait_for(
+        [&] {
+          const std::set<pid_t> now = workers();
+          if (static_cast<int>(now.size()) != count) return false;
+          for (const pid_t pid : now) {
+            if (before.contains(pid)) return false;
+          }
+          return true;
+        },
+        20s))
+        << "the old workers did not give way to new ones\n"
+        << said(server);
+    expect_every_worker_serves(workers());
+  }
+
+  // nginx's error log names no emergency, alert or crashed worker.
+  void expect_clean_error_log() const {
+    std::ifstream errors(file("error.log"));
+    const std::string text((std::istreambuf_iterator<char>(errors)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(text.find("[emerg]"), std::string::npos) << tail(text);
+    EXPECT_EQ(text.find("[alert]"), std::string::npos) << tail(text);
+    EXPECT_EQ(text.find("exited on signal"), std::string::npos) << tail(text);
+  }
+
+  // Whether `pid` exited (a zombie included: the daemon is not our child).
+  static bool gone(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return true;
+    const std::size_t end = line.rfind(')');
+    return end == std::string::npos || end + 2 >= line.size() || line[end + 2] == 'Z' || line[end + 2] == 'X';
+  }
+
   void stop_master() {
     const pid_t pid = master();
     if (pid <= 0 || ::kill(pid, 0) != 0) return;
@@ -143,9 +186,7 @@ TEST_P(Nginx, EveryWorkerServesAndAReloadKeepsServing) {
   ASSERT_TRUE(std::filesystem::exists(kNginx)) << kNginx << " is not installed (./dev installs its Debian package)";
   ASSERT_TRUE(start_apps({"wrk"}, kSeats));
   write_config(setting);
-  Program server(app_command({kNginx, "-p", folder_.string(), "-c", file("nginx.conf").string(), "-e",
-                              file("error.log").string()}),
-                 file("nginx.log"));
+  Program server = start_nginx();
   const auto server_up = [&] { return server.running() || setting.daemon; };
   ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server_up(); }, 15s))
       << workers().size() << " workers of master " << master() << "\n" << said(server);
@@ -158,26 +199,46 @@ TEST_P(Nginx, EveryWorkerServesAndAReloadKeepsServing) {
   expect_every_worker_serves(first);
 
   // A reload: nginx starts new workers, which join the group, and tells the old ones to leave.
-  ASSERT_EQ(::kill(master(), SIGHUP), 0);
-  ASSERT_TRUE(wait_for(
-      [&] {
-        const std::set<pid_t> now = workers();
-        if (static_cast<int>(now.size()) != setting.workers) return false;
-        for (const pid_t pid : now) {
-          if (first.contains(pid)) return false;
-        }
-        return true;
-      },
-      20s))
-      << "the old workers did not give way to new ones\n"
-      << said(server);
-  expect_every_worker_serves(workers());
+  reload_and_expect_new_workers_serve(first, setting.workers, server);
+  if (HasFatalFailure()) return;
   EXPECT_TRUE(server_up()) << said(server);
-  std::ifstream errors(file("error.log"));
-  const std::string text((std::istreambuf_iterator<char>(errors)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(text.find("[emerg]"), std::string::npos) << tail(text);
-  EXPECT_EQ(text.find("[alert]"), std::string::npos) << tail(text);
-  EXPECT_EQ(text.find("exited on signal"), std::string::npos) << tail(text);
+  expect_clean_error_log();
+  expect_served_by_flotilla();
+}
+
+// nginx's binary upgrade: USR2 makes the master fork and exec the binary again, passing its
+// listeners by number (the NGINX environment variable); the new master's workers serve beside the
+// old ones, QUIT ends the old master and its workers, and the new generation serves alone, and
+// through a reload of its own.
+// nginx changes binary only daemonized: it ignores USR2 while the process that started it (here
+// `flotilla run`) lives.
+class NginxUpgrade : public Nginx {};
+
+TEST_P(NginxUpgrade, ABinaryUpgradeKeepsServing) {
+  const Case setting = GetParam();
+  ASSERT_TRUE(std::filesystem::exists(kNginx)) << kNginx << " is not installed (./dev installs its Debian package)";
+  ASSERT_TRUE(start_apps({"wrk"}, kSeats));
+  write_config(setting);
+  Program server = start_nginx();
+  ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers; }, 15s)) << said(server);
+  ASSERT_TRUE(wait_for([&] { return in_namespace(names_.peer_namespace, [&] { return port_open(app_address(), kPort); }); },
+                       15s));
+  const pid_t old_master = master();
+  const std::set<pid_t> old_workers = workers();
+  expect_every_worker_serves(old_workers);
+
+  ASSERT_EQ(::kill(old_master, SIGUSR2), 0);
+  ASSERT_TRUE(wait_for([&] { return master() != old_master && master() > 0 && static_cast<int>(workers().size()) == setting.workers; },
+                       20s))
+      << "no new master with " << setting.workers << " workers\n" << said(server);
+  const std::set<pid_t> new_workers = workers();
+  ASSERT_EQ(::kill(old_master, SIGQUIT), 0);
+  ASSERT_TRUE(wait_for([&] { return gone(old_master); }, 20s)) << "the old master did not quit\n" << said(server);
+  expect_every_worker_serves(new_workers);
+
+  reload_and_expect_new_workers_serve(new_workers, setting.workers, server);
+  if (HasFatalFailure()) return;
+  expect_clean_error_log();
   expect_served_by_flotilla();
 }
 
@@ -187,6 +248,11 @@ INSTANTIATE_TEST_SUITE_P(Workers, Nginx,
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return std::to_string(info.param.workers) + "Workers" +
                                   (info.param.reuseport ? "Reuseport" : "") + (info.param.daemon ? "Daemon" : "");
+                         });
+
+INSTANTIATE_TEST_SUITE_P(Daemon, NginxUpgrade, ::testing::Values(Case{2, false, true}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::to_string(info.param.workers) + "Workers";
                          });
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -105,6 +106,62 @@ MemcachedOutcome memcached_pairs(const std::string& address, std::uint16_t port,
 
 class Compat : public AppsTest {
  protected:
+  // `rounds` of 10 kernel clients at once on the server's `port`, each sending 64 KiB and
+  // half-closing: each must get its bytes back, SHA-256 checked.
+  void echo_rounds(std::uint16_t port, int rounds) {
+    constexpr std::uint64_t kBytes = 64 * 1024;
+    const std::string address = app_address();
+    for (int round = 0; round < rounds; ++round) {
+      std::vector<SourceResult> results(10);
+      std::vector<std::thread> clients;
+      for (auto& result : results) {
+        clients.emplace_back([&] {
+          result = in_namespace(names_.peer_namespace, [&] {
+            return kernel_source({.address = address, .port = port, .bytes = kBytes, .deadline = 30s, .half_close = true});
+          });
+        });
+      }
+      for (auto& client : clients) client.join();
+      for (std::size_t c = 0; c < results.size(); ++c) {
+        EXPECT_TRUE(results[c].connected) << "round " << round << " connection " << c;
+        EXPECT_EQ(results[c].echo.bytes, kBytes) << "round " << round << " connection " << c;
+        EXPECT_EQ(results[c].echo.sha256, pattern_sha256(kBytes)) << "round " << round << " connection " << c;
+      }
+      if (HasFailure()) return;
+    }
+  }
+
+  // tests/compat/exec_server.cpp on `port` with `option`: `rounds` of 10 connections echo through
+  // it, each claimed by the process that serves it.
+  void run_exec_server(std::uint16_t port, const std::string& option, int rounds) {
+    std::vector<std::string> argv{build_root() + "/tests/flotilla-exec-server", std::to_string(port)};
+    if (!option.empty()) argv.push_back(option);
+    Program server(app_command(argv), file("exec-server.log"));
+    ASSERT_TRUE(wait_for_port(server, app_address(), port)) << tail(server.output());
+    echo_rounds(port, rounds);
+    EXPECT_TRUE(server.running()) << tail(server.output());
+    // (A child waiting for a seat says so: 10 children at once share the stack's 4 seats.)
+    EXPECT_EQ(server.output().find("cannot take over"), std::string::npos) << tail(server.output());
+    EXPECT_EQ(server.output().find("flotilla-exec-server:"), std::string::npos) << tail(server.output());
+    expect_replica_counts(10 * static_cast<std::uint64_t>(rounds), 0);
+  }
+
+  // On Flotilla: the TCP replicas moved at least `claims` connections into the seats of processes
+  // that inherited them (none refused), and added at least `joins` listener group members.
+  void expect_replica_counts(std::uint64_t claims, std::uint64_t joins) const {
+    if (side_ != Side::flotilla) return;
+    std::map<std::string, std::uint64_t> sums;
+    for (const auto& [component, counters] : stack_.all_counters()) {
+      if (component.rfind("tcp", 0) != 0) continue;
+      for (const char* name : {"claims", "claims_refused", "group_joins"}) {
+        sums[name] += counters.contains(name) ? counters.at(name) : 0;
+      }
+    }
+    EXPECT_GE(sums["claims"], claims);
+    EXPECT_EQ(sums["claims_refused"], 0u);
+    EXPECT_GE(sums["group_joins"], joins);
+  }
+
   std::vector<std::string> memcached_command(int threads) const {
     return app_command({"memcached", "-u", "root", "-t", std::to_string(threads), "-p", std::to_string(kMemcachedPort),
                         "-U", "0", "-l", "0.0.0.0"});
@@ -133,30 +190,6 @@ class Compat : public AppsTest {
       verified += outcome.verified;
     }
     return verified == 0 ? std::chrono::nanoseconds{0} : total / static_cast<std::int64_t>(verified);
-  }
-
-  // `rounds` rounds of 10 kernel clients at once, each sending `bytes` of the pattern to the echo
-  // server on `port`, half-closing and expecting the same bytes back.
-  void run_echo_rounds(std::uint16_t port, int rounds, std::uint64_t bytes) {
-    const std::string address = app_address();
-    for (int round = 0; round < rounds; ++round) {
-      std::vector<SourceResult> results(10);
-      std::vector<std::thread> clients;
-      for (auto& result : results) {
-        clients.emplace_back([&] {
-          result = in_namespace(names_.peer_namespace, [&] {
-            return kernel_source({.address = address, .port = port, .bytes = bytes, .deadline = 30s, .half_close = true});
-          });
-        });
-      }
-      for (auto& client : clients) client.join();
-      for (std::size_t c = 0; c < results.size(); ++c) {
-        EXPECT_TRUE(results[c].connected) << "round " << round << " connection " << c;
-        EXPECT_EQ(results[c].echo.bytes, bytes) << "round " << round << " connection " << c;
-        EXPECT_EQ(results[c].echo.sha256, pattern_sha256(bytes)) << "round " << round << " connection " << c;
-      }
-      if (::testing::Test::HasFailure()) return;
-    }
   }
 };
 
@@ -264,25 +297,52 @@ TEST_F(Compat, TwoProgramsOnOneStackReachEachOther) {
 TEST_F(Compat, AForkPerConnectionServerEchoesFiftyConnections) {
   ASSERT_TRUE(start_apps({"socat"}));
   constexpr std::uint16_t kPort = 7000;
-  constexpr std::uint64_t kBytes = 64 * 1024;
   Program server(app_command({"socat", "TCP-LISTEN:7000,reuseaddr,fork,backlog=64", "EXEC:cat"}), file("socat.log"));
   ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
-  run_echo_rounds(kPort, 5, kBytes);
+  echo_rounds(kPort, 5);
   EXPECT_TRUE(server.running()) << tail(server.output());
   EXPECT_EQ(server.output().find(" E "), std::string::npos) << tail(server.output());
-  if (side_ == Side::flotilla) {
-    // Each child took its connection over from the parent (a claim), none was refused (the probe of
-    // wait_for_port is one more connection).
-    std::uint64_t claims = 0;
-    std::uint64_t refused = 0;
-    for (const auto& [component, counters] : stack_.all_counters()) {
-      if (component.rfind("tcp", 0) != 0) continue;
-      claims += counters.contains("claims") ? counters.at("claims") : 0;
-      refused += counters.contains("claims_refused") ? counters.at("claims_refused") : 0;
-    }
-    EXPECT_GE(claims, 50u);
-    EXPECT_EQ(refused, 0u);
-  }
+  // Each child took its connection over from the parent (a claim), none was refused (the probe of
+  // wait_for_port is one more connection).
+  expect_replica_counts(50, 0);
+}
+
+// The accept-fork-exec server of inetd: each child puts its connection on stdin and stdout and
+// execs cat (tests/compat/exec_server.cpp). The exec hands the connection over to cat's image,
+// which claims it: 50 connections, 10 at a time, each echoing 64 KiB through cat.
+TEST_F(Compat, AnAcceptForkExecServerEchoesThroughCat) {
+  ASSERT_TRUE(start_apps({"cat"}));
+  run_exec_server(7001, {}, 5);
+}
+
+// The same through a shell (`sh -c 'exec cat'`, as inetd services often are scripts): the
+// connection passes through two execs before cat claims it.
+TEST_F(Compat, AnAcceptForkExecServerEchoesThroughAShell) {
+  ASSERT_TRUE(start_apps({"sh", "cat"}));
+  run_exec_server(7004, "--shell", 2);
+}
+
+// A server that hands each connection to a handler it starts with posix_spawn (closing the
+// listener in the child by a file action): the handler claims the connection it inherited.
+TEST_F(Compat, AServerSpawningAHandlerPerConnectionEchoes) {
+  ASSERT_TRUE(start_apps({}));
+  run_exec_server(7003, "--spawn", 2);
+}
+
+// A server that execs itself in place with its listener (a daemon re-executing after an upgrade):
+// the new image joins the listener the old one left, then serves as above.
+TEST_F(Compat, AServerReExecutingItselfKeepsItsListener) {
+  ASSERT_TRUE(start_apps({"cat"}));
+  constexpr std::uint16_t kPort = 7002;
+  Program server(app_command({build_root() + "/tests/flotilla-exec-server", std::to_string(kPort), "--reexec"}),
+                 file("reexec-server.log"));
+  ASSERT_TRUE(wait_for([&] { return !server.running() || server.output().find("serving") != std::string::npos; }, 15s));
+  ASSERT_TRUE(server.running()) << tail(server.output());
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
+  echo_rounds(kPort, 2);
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  EXPECT_EQ(server.output().find("cannot take over"), std::string::npos) << tail(server.output());
+  expect_replica_counts(20, 1);
 }
 
 // A forking Python server (socketserver.ForkingTCPServer): each child echoes its connection, shuts
@@ -290,8 +350,7 @@ TEST_F(Compat, AForkPerConnectionServerEchoesFiftyConnections) {
 // gone. As on Linux, the exit closes the connection after those bytes, never with a RST.
 TEST_F(Compat, AForkingServerWhoseChildrenExitAtOnceLosesNoByte) {
   ASSERT_TRUE(start_apps({"python3"}));
-  constexpr std::uint16_t kPort = 7001;
-  constexpr std::uint64_t kBytes = 64 * 1024;
+  constexpr std::uint16_t kPort = 7005;
   const std::string script =
       "import socketserver\n"
       "class Echo(socketserver.BaseRequestHandler):\n"
@@ -301,10 +360,10 @@ TEST_F(Compat, AForkingServerWhoseChildrenExitAtOnceLosesNoByte) {
       "class Server(socketserver.ForkingTCPServer):\n"
       "    allow_reuse_address = True\n"
       "    request_queue_size = 64\n"
-      "Server(('0.0.0.0', 7001), Echo).serve_forever()\n";
+      "Server(('0.0.0.0', 7005), Echo).serve_forever()\n";
   Program server(app_command({"python3", "-c", script}), file("python.log"));
   ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
-  run_echo_rounds(kPort, 3, kBytes);
+  echo_rounds(kPort, 3);
   EXPECT_TRUE(server.running()) << tail(server.output());
   EXPECT_EQ(server.output().find("Traceback"), std::string::npos) << tail(server.output());
 }

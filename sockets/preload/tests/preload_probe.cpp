@@ -33,8 +33,10 @@
 //                                 the thread that got it echoes and arms again; "ok shared-set"
 //                                 once every connection ended
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
+//   preload_probe handed EVENTFD RECORD                  (what a hand-over record of exec gave)
 #include <arpa/inet.h>
 #include <algorithm>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -474,7 +476,18 @@ void scenario_threads(const char* ip, int port) {
   if (check(good_threads.load() == kThreads + 100, name, "every thread's echo and the waiter")) passed(name);
 }
 
-// exec: a socket made with SOCK_CLOEXEC is gone in the new program, one without it is not.
+// How many descriptors this process has open.
+std::size_t open_descriptors() {
+  std::size_t count = 0;
+  DIR* directory = opendir("/proc/self/fd");
+  if (directory == nullptr) return 0;
+  while (const dirent* entry = readdir(directory)) count += entry->d_name[0] != '.';
+  closedir(directory);
+  return count - 1;  // the directory's own
+}
+
+// exec: a socket made with SOCK_CLOEXEC is gone in the new program, one without it is not; an
+// exec that fails changes nothing.
 void scenario_exec(const char* ip, int port, const char* self) {
   const char* name = "exec";
   const int closing = connect_blocking(ip, port);  // SOCK_CLOEXEC
@@ -491,9 +504,18 @@ void scenario_exec(const char* ip, int port, const char* self) {
                           "after exec: the CLOEXEC socket is closed, the other open");
   // The parent's sockets are untouched.
   const bool still = check(echo_round_trip(closing, pattern(1000, 2)), name, "parent I/O after the child's exec");
+  // An exec that fails leaves the caller as it was: its flags, its descriptors, its connection.
+  bool unchanged = check(ioctl(closing, FIONCLEX) == 0 && fcntl(closing, F_GETFD) == 0, name, "FIONCLEX");
+  const std::size_t descriptors = open_descriptors();
+  unchanged = unchanged && check(execl("/nonexistent/preload-probe", "preload-probe", static_cast<char*>(nullptr)) == -1 &&
+                                     errno == ENOENT, name, "exec of nothing fails with ENOENT");
+  unchanged = unchanged && check(fcntl(closing, F_GETFD) == 0 && open_descriptors() == descriptors, name,
+                                 "the same descriptors and flags after the failed exec");
+  unchanged = unchanged && check(echo_round_trip(closing, pattern(1000, 3)), name, "I/O after the failed exec");
+  unchanged = unchanged && check(ioctl(closing, FIOCLEX) == 0 && fcntl(closing, F_GETFD) == FD_CLOEXEC, name, "FIOCLEX");
   close(closing);
   close(staying);
-  if (good && still) passed(name);
+  if (good && still && unchanged) passed(name);
 }
 
 // redis-benchmark's shape: many connections in one level-triggered epoll set, all writable at
@@ -1016,6 +1038,16 @@ int main(int argc, char** argv) {
     const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
+  }
+  if (mode == "handed" && argc == 4) {
+    // Run with a hand-over record of exec made by the test: what the library made of it.
+    sockaddr_in local{};
+    socklen_t length = sizeof(local);
+    const bool socket = getsockname(std::atoi(argv[2]), reinterpret_cast<sockaddr*>(&local), &length) == 0;
+    const bool record_closed = fcntl(std::atoi(argv[3]), F_GETFD) == -1 && errno == EBADF;
+    std::printf("inherit=%s record=%s socket=%s\n", getenv("FLOTILLA_INHERIT") != nullptr ? "set" : "unset",
+                record_closed ? "closed" : "open", socket ? "flotilla" : "kernel");
+    return 0;
   }
   std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless | wake-one epoll|blocking PORT WORKERS | shared-set PORT CONNECTIONS\n");
   return 2;

@@ -8,6 +8,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -55,6 +57,69 @@ TEST(PreloadDown, SocketFailsWithEnetdownAndOneMessage) {
   EXPECT_NE(output.find("ok down"), std::string::npos) << output;
   EXPECT_EQ(count_of(output, "flotilla: "), 1u) << output;
   EXPECT_NE(output.find("not running"), std::string::npos) << output;
+}
+
+// The probe run on a hand-over record of exec (`record`, where EVENTFD stands for the number of
+// an eventfd made for it), as an exec'd image finds it: what the probe says, and stderr.
+std::string run_handed(const std::string& record) {
+  const int placeholder = ::eventfd(0, 0);
+  const int memfd = ::memfd_create("flotilla-exec", 0);
+  std::string text = record;
+  for (std::size_t at = text.find("EVENTFD"); at != std::string::npos; at = text.find("EVENTFD")) {
+    text.replace(at, 7, std::to_string(placeholder));
+  }
+  if (placeholder < 0 || memfd < 0 || ::write(memfd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+    return "cannot make the record";
+  }
+  const std::string command = "env LD_PRELOAD=" + library_path() + " FLOTILLA_SOCKET=/nonexistent/flotilla.sock " +
+                              "FLOTILLA_INHERIT=" + std::to_string(memfd) + " " + probe_path() + " handed " +
+                              std::to_string(placeholder) + " " + std::to_string(memfd) + " 2>&1";
+  const auto [exit_code, output] = run_shell(command);
+  ::close(placeholder);
+  ::close(memfd);
+  return output;
+}
+
+// A fresh socket's options: nonblocking, bound, address, port, port picked, the two shuts, reuse
+// address and port, keepalive, nodelay, cork, keepalive timing, linger, buffers, timeouts.
+constexpr const char* kFreshOptions = "0 0 0 0 0 0 0 0 0 0 0 0 7200 75 9 0 0 1048576 1048576 0 0";
+
+TEST(PreloadDown, AnExecRecordIsTakenAndDropped) {
+  const std::string output = run_handed(std::string("flotilla-exec 1\nsocket 1 EVENTFD 0 ") + kFreshOptions + "\n");
+  EXPECT_NE(output.find("inherit=unset record=closed socket=flotilla"), std::string::npos) << output;
+  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;
+}
+
+TEST(PreloadDown, AMalformedExecRecordLeavesBareDescriptors) {
+  // A flag of 2, a missing field, a number past 64 bits, an unknown line, another header.
+  for (const std::string& socket_line :
+       {std::string("socket 1 EVENTFD 0 2") + (kFreshOptions + 1), std::string("socket 1 EVENTFD 0 0"),
+        std::string("socket 1 EVENTFD 0 ") + kFreshOptions + " 99999999999999999999999",
+        std::string("listen 1 EVENTFD"), std::string("socket 1 EVENTFD 1 ") + kFreshOptions + " 0 0 0 0 0"}) {
+    const std::string output = run_handed("flotilla-exec 1\n" + socket_line + "\n");
+    EXPECT_NE(output.find("inherit=unset record=closed socket=kernel"), std::string::npos) << socket_line << "\n" << output;
+    EXPECT_EQ(count_of(output, "malformed"), 1u) << socket_line << "\n" << output;
+  }
+  const std::string other = run_handed(std::string("flotilla-exec 2\nsocket 1 EVENTFD 0 ") + kFreshOptions + "\n");
+  EXPECT_NE(other.find("socket=kernel"), std::string::npos) << other;
+}
+
+TEST(PreloadDown, AnInheritVariableNamingAnotherFileIsLeftAlone) {
+  // The variable names a regular file of the program's (the probe's binary): not read, not closed.
+  const int placeholder = ::eventfd(0, 0);
+  const std::string command = "env LD_PRELOAD=" + library_path() + " FLOTILLA_SOCKET=/nonexistent/flotilla.sock " +
+                              "FLOTILLA_INHERIT=9 " + probe_path() + " handed " + std::to_string(placeholder) +
+                              " 9 2>&1 9<" + probe_path();
+  const auto [exit_code, output] = run_shell(command);
+  ::close(placeholder);
+  EXPECT_NE(output.find("record=open socket=kernel"), std::string::npos) << output;
+}
+
+TEST(PreloadDown, AnExecRecordNamingNoEventfdIsIgnored) {
+  // Descriptor 0 is not an eventfd, 999999 is not open: neither becomes a socket.
+  const std::string output = run_handed(std::string("flotilla-exec 1\nsocket 2 0 999999 0 ") + kFreshOptions + "\n");
+  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;
+  EXPECT_NE(output.find("socket=kernel"), std::string::npos) << output;
 }
 
 TEST(PreloadDown, KernelDescriptorsPassThrough) {

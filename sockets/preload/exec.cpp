@@ -1,0 +1,508 @@
+// Flotilla sockets across exec (see runtime.hpp, Runtime::hand_over): the record the image
+// before writes, and how the new image takes what it names.
+//
+// The record is text, one line each:
+//   flotilla-exec 1
+//   token FD                       a fork token pinning connections below (kept open until taken)
+//   lease FD                       the old image's lease, holding its listeners' members
+//   socket N FD... KIND FIELDS...  one socket and the N descriptors naming it
+// KIND: 0 fresh (FIELDS: the options only), 1 listener (then its ListenerShare), 2 connection
+// (then its fork serial and ConnectionShare). It comes from another program image (possibly not
+// ours): every number is range-checked, and a descriptor is taken only when it is still an
+// eventfd nothing else claimed.
+#include "sockets/preload/runtime.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <string_view>
+
+#include "dataplane/clock.hpp"
+#include "sockets/preload/real_calls.hpp"
+
+namespace flotilla::preload {
+
+namespace {
+
+constexpr std::string_view kHeader = "flotilla-exec 1";
+constexpr const char* kRecordName = "flotilla-exec";
+constexpr std::string_view kRecordTarget = "/memfd:flotilla-exec ";  // what /proc/self/fd shows
+constexpr std::size_t kMaxRecordBytes = 8u << 20;
+constexpr std::uint64_t kMaxCount = 1u << 16;
+enum class HandedKind : std::uint8_t { fresh = 0, listener = 1, connection = 2 };
+
+void append(std::string& line, std::uint64_t value) {
+  line += ' ';
+  line += std::to_string(value);
+}
+
+// The options and local state of a socket, in the record's order.
+void append_options(std::string& line, const Socket& socket) {
+  for (const std::uint64_t value :
+       {std::uint64_t{socket.nonblocking}, std::uint64_t{socket.bound}, std::uint64_t{socket.bound_address},
+        std::uint64_t{socket.bound_port}, std::uint64_t{socket.port_picked_at_bind}, std::uint64_t{socket.read_shut},
+        std::uint64_t{socket.write_shut}, std::uint64_t{socket.reuse_address}, std::uint64_t{socket.reuse_port},
+        std::uint64_t{socket.keepalive}, std::uint64_t{socket.no_delay}, std::uint64_t{socket.cork},
+        std::uint64_t{socket.keep_idle_s}, std::uint64_t{socket.keep_interval_s}, std::uint64_t{socket.keep_count},
+        std::uint64_t(socket.linger_option.l_onoff != 0), static_cast<std::uint64_t>(std::max(socket.linger_option.l_linger, 0)),
+        static_cast<std::uint64_t>(std::max(socket.receive_buffer, 0)), static_cast<std::uint64_t>(std::max(socket.send_buffer, 0)),
+        static_cast<std::uint64_t>(socket.receive_timeout_ms + 1), static_cast<std::uint64_t>(socket.send_timeout_ms + 1)}) {
+    append(line, value);
+  }
+}
+
+void append_listener(std::string& line, const sockets::ListenerShare& share) {
+  for (const std::uint64_t value : {std::uint64_t{share.address}, std::uint64_t{share.port},
+                                    std::uint64_t{share.backlog}, std::uint64_t{share.open_options},
+                                    std::uint64_t{share.members.size()}}) {
+    append(line, value);
+  }
+  for (const auto& [page, generation] : share.members) {
+    append(line, page);
+    append(line, generation);
+  }
+}
+
+void append_connection(std::string& line, std::uint64_t fork, const sockets::ConnectionShare& share) {
+  const sockets::TcpEndpoints& ends = share.endpoints;
+  for (const std::uint64_t value :
+       {fork, std::uint64_t{share.replica}, std::uint64_t{share.page}, std::uint64_t{share.generation},
+        std::uint64_t{ends.local_address}, std::uint64_t{ends.local_port}, std::uint64_t{ends.remote_address},
+        std::uint64_t{ends.remote_port}, std::uint64_t{share.open_options}, std::uint64_t{share.write_shut},
+        std::uint64_t{share.options.size()}}) {
+    append(line, value);
+  }
+  for (const auto& [option, value] : share.options) {
+    append(line, static_cast<std::uint64_t>(option));
+    append(line, value);
+  }
+}
+
+// The numbers of one line of the record, read one at a time with their bounds.
+class Fields {
+ public:
+  explicit Fields(std::string_view line) : rest_(line) {}
+  template <class T>
+  bool next(T& out, std::uint64_t max = std::numeric_limits<T>::max()) {
+    while (!rest_.empty() && rest_.front() == ' ') rest_.remove_prefix(1);
+    std::uint64_t value = 0;
+    std::size_t digits = 0;
+    while (digits < rest_.size() && rest_[digits] >= '0' && rest_[digits] <= '9') {
+      const auto digit = static_cast<std::uint64_t>(rest_[digits] - '0');
+      if (value > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return false;
+      value = value * 10 + digit;
+      ++digits;
+    }
+    if (digits == 0 || digits > 20 || value > max) return false;
+    if (digits < rest_.size() && rest_[digits] != ' ') return false;
+    rest_.remove_prefix(digits);
+    out = static_cast<T>(value);
+    return true;
+  }
+  bool flag(bool& out) {
+    std::uint8_t value = 0;
+    if (!next(value, 1)) return false;
+    out = value != 0;
+    return true;
+  }
+  bool done() const { return rest_.find_first_not_of(' ') == std::string_view::npos; }
+
+ private:
+  std::string_view rest_;
+};
+
+bool read_options(Fields& fields, Socket& socket) {
+  constexpr std::uint64_t kMaxInt = std::numeric_limits<int>::max();
+  bool linger_on = false;
+  std::uint64_t linger_s = 0;
+  std::uint64_t receive_timeout = 0;
+  std::uint64_t send_timeout = 0;
+  if (!(fields.flag(socket.nonblocking) && fields.flag(socket.bound) && fields.next(socket.bound_address) &&
+        fields.next(socket.bound_port) && fields.flag(socket.port_picked_at_bind) && fields.flag(socket.read_shut) &&
+        fields.flag(socket.write_shut) && fields.flag(socket.reuse_address) && fields.flag(socket.reuse_port) &&
+        fields.flag(socket.keepalive) && fields.flag(socket.no_delay) && fields.flag(socket.cork) &&
+        fields.next(socket.keep_idle_s) && fields.next(socket.keep_interval_s) && fields.next(socket.keep_count) &&
+        fields.flag(linger_on) && fields.next(linger_s, kMaxInt) && fields.next(socket.receive_buffer, kMaxInt) &&
+        fields.next(socket.send_buffer, kMaxInt) && fields.next(receive_timeout, kMaxInt) &&
+        fields.next(send_timeout, kMaxInt))) {
+    return false;
+  }
+  socket.linger_option = linger{linger_on ? 1 : 0, static_cast<int>(linger_s)};
+  socket.receive_timeout_ms = static_cast<int>(receive_timeout) - 1;
+  socket.send_timeout_ms = static_cast<int>(send_timeout) - 1;
+  return true;
+}
+
+bool read_listener(Fields& fields, sockets::ListenerShare& share) {
+  std::uint64_t members = 0;
+  if (!(fields.next(share.address) && fields.next(share.port) && fields.next(share.backlog) &&
+        fields.next(share.open_options) && fields.next(members, kMaxCount))) {
+    return false;
+  }
+  for (std::uint64_t i = 0; i < members; ++i) {
+    std::uint32_t page = 0;
+    std::uint32_t generation = 0;
+    if (!fields.next(page) || !fields.next(generation)) return false;
+    share.members.emplace_back(page, generation);
+  }
+  return share.port != 0;
+}
+
+bool read_connection(Fields& fields, std::uint64_t& fork, sockets::ConnectionShare& share) {
+  sockets::TcpEndpoints& ends = share.endpoints;
+  std::uint64_t options = 0;
+  if (!(fields.next(fork) && fields.next(share.replica) && fields.next(share.page) && fields.next(share.generation) &&
+        fields.next(ends.local_address) && fields.next(ends.local_port) && fields.next(ends.remote_address) &&
+        fields.next(ends.remote_port) && fields.next(share.open_options) && fields.flag(share.write_shut) &&
+        fields.next(options, kMaxCount))) {
+    return false;
+  }
+  for (std::uint64_t i = 0; i < options; ++i) {
+    std::uint16_t option = 0;
+    std::uint32_t value = 0;
+    if (!fields.next(option, static_cast<std::uint16_t>(stack::TcpOption::cork)) || option == 0 ||
+        !fields.next(value)) {
+      return false;
+    }
+    share.options.emplace_back(static_cast<stack::TcpOption>(option), value);
+  }
+  return fork != 0 && share.generation != 0;
+}
+
+// What descriptor `fd` is, as /proc/self/fd says ("" when it is not open).
+std::string descriptor_target(int fd) {
+  char path[64];
+  std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  char target[128];
+  const ssize_t length = ::readlink(path, target, sizeof(target));
+  return length > 0 ? std::string(target, static_cast<std::size_t>(length)) : std::string();
+}
+
+// Whether `fd` is still what the image before left there: an eventfd the library knows nothing of.
+bool is_untaken_eventfd(int fd) {
+  return fd >= 0 && fd < kMaxFds && fd_kind(fd) == FdKind::kernel && descriptor_target(fd) == "anon_inode:[eventfd]";
+}
+
+bool is_socket_descriptor(int fd) {
+  struct stat status {};
+  return fd >= 0 && ::fstat(fd, &status) == 0 && S_ISSOCK(status.st_mode);
+}
+
+// Clears FD_CLOEXEC on `fd` for the new image, noting it in `cleared` (once) to set it back.
+bool keep_across_exec(int fd, std::vector<int>& cleared) {
+  const int flags = REAL(fcntl)(fd, F_GETFD);
+  if (flags < 0) return false;
+  if ((flags & FD_CLOEXEC) == 0) return true;
+  if (REAL(fcntl)(fd, F_SETFD, flags & ~FD_CLOEXEC) != 0) return false;
+  cleared.push_back(fd);
+  return true;
+}
+
+}  // namespace
+
+bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
+  // A vfork child (or a raw clone) shares this memory with its parent: it hands nothing over.
+  if (::getpid() != owner_) return false;
+  // The sockets the new image keeps, each with its descriptors.
+  std::vector<std::pair<Socket*, std::vector<int>>> kept;
+  for (std::size_t fd = 0; fd < sockets_.size(); ++fd) {
+    Socket* socket = sockets_[fd].get();
+    if (socket == nullptr || fd_kind(static_cast<int>(fd)) != FdKind::tcp) continue;
+    const int flags = REAL(fcntl)(static_cast<int>(fd), F_GETFD);
+    if (flags < 0 || (flags & FD_CLOEXEC) != 0) continue;
+    auto entry = std::find_if(kept.begin(), kept.end(), [&](const auto& e) { return e.first == socket; });
+    if (entry == kept.end()) entry = kept.insert(kept.end(), {socket, {}});
+    entry->second.push_back(static_cast<int>(fd));
+  }
+  if (kept.empty()) return false;
+  const bool ours_live = host_ != nullptr && tcp_ != nullptr && !stack_down() && still_owner();
+  auto ours = [&](const Socket& socket) {
+    return ours_live && socket.handed == nullptr && socket.epoch == epoch_ && !gone(socket) && socket.id >= 0;
+  };
+  auto parked = [&](const Socket& socket) {
+    return parked_.tcp != nullptr && socket.handed == nullptr && socket.epoch == parked_.epoch &&
+           socket.epoch != epoch_ && socket.id >= 0;
+  };
+  // This process's connections are pinned as for a fork, with a token the new image holds.
+  const bool own_connections = std::any_of(kept.begin(), kept.end(), [&](const auto& entry) {
+    return !entry.first->udp() && entry.first->state == Socket::State::connected && ours(*entry.first);
+  });
+  if (own_connections) {
+    prepare_fork();
+    handoff.pinned = fork_serial_ != 0;
+  }
+  std::string sockets_text;
+  std::vector<int> tokens;
+  bool keep_lease = false;
+  for (const auto& [socket, fds] : kept) {
+    if (socket->udp()) continue;
+    std::string line = "socket";
+    append(line, fds.size());
+    for (const int fd : fds) append(line, static_cast<std::uint64_t>(fd));
+    std::optional<sockets::ListenerShare> listener;
+    std::optional<sockets::ConnectionShare> connection;
+    std::uint64_t fork = 0;
+    const bool listening = socket->state == Socket::State::listening;
+    const bool connected = socket->state == Socket::State::connected;
+    if (socket->handed != nullptr) {
+      listener = socket->handed->listener;
+      connection = socket->handed->connection;
+      fork = socket->handed->fork;
+      if (connection) tokens.insert(tokens.end(), handed_tokens_.begin(), handed_tokens_.end());
+    } else if (socket->state == Socket::State::fresh) {
+      // Nothing at the stack yet: the options travel alone.
+    } else if (ours(*socket) && listening) {
+      listener = tcp_->share(socket->id);
+      keep_lease = keep_lease || (in_place && listener.has_value());
+    } else if (ours(*socket) && connected && handoff.pinned) {
+      connection = tcp_->share_connection(socket->id);
+      fork = fork_serial_;
+      tokens.push_back(fork_token_);
+    } else if (parked(*socket) && listening) {
+      // The parent (an nginx master upgrading its binary) keeps its members while it lives.
+      listener = parked_.tcp->share(socket->id);
+    } else if (parked(*socket) && connected && parked_.fork != 0 && inherited_token_ >= 0) {
+      connection = parked_.tcp->share_connection(socket->id);
+      fork = parked_.fork;
+      tokens.push_back(inherited_token_);
+    }
+    if (listening && listener) {
+      append(line, static_cast<std::uint64_t>(HandedKind::listener));
+      append_options(line, *socket);
+      append_listener(line, *listener);
+    } else if (connected && connection) {
+      append(line, static_cast<std::uint64_t>(HandedKind::connection));
+      append_options(line, *socket);
+      append_connection(line, fork, *connection);
+    } else if (socket->state == Socket::State::fresh) {
+      append(line, static_cast<std::uint64_t>(HandedKind::fresh));
+      append_options(line, *socket);
+    } else {
+      continue;  // connecting, failed, or not provable: the new image finds a bare eventfd
+    }
+    sockets_text += line;
+    sockets_text += '\n';
+  }
+  std::string record(kHeader);
+  record += '\n';
+  std::sort(tokens.begin(), tokens.end());
+  tokens.erase(std::unique(tokens.begin(), tokens.end()), tokens.end());
+  for (const int token : tokens) {
+    if (token < 0 || !keep_across_exec(token, handoff.uncloexec)) continue;
+    record += "token";
+    append(record, static_cast<std::uint64_t>(token));
+    record += '\n';
+  }
+  if (keep_lease && keep_across_exec(lease_fd(), handoff.uncloexec)) {
+    record += "lease";
+    append(record, static_cast<std::uint64_t>(lease_fd()));
+    record += '\n';
+  }
+  record += sockets_text;
+  if (sockets_text.empty()) {
+    end_handoff(handoff);
+    return false;
+  }
+  // Above the low numbers programs name themselves (LowDescriptorsHeld); without FD_CLOEXEC.
+  const int made = ::memfd_create(kRecordName, 0);
+  int moved = made >= 0 ? REAL(fcntl)(made, F_DUPFD, 64) : -1;
+  if (made >= 0) REAL(close)(made);
+  std::size_t written = 0;
+  while (moved >= 0 && written < record.size()) {
+    const ssize_t wrote = REAL(write)(moved, record.data() + written, record.size() - written);
+    if (wrote <= 0 && errno == EINTR) continue;
+    if (wrote <= 0) {
+      REAL(close)(moved);
+      moved = -1;
+      break;
+    }
+    written += static_cast<std::size_t>(wrote);
+  }
+  if (moved < 0) {
+    std::fprintf(stderr, "flotilla: cannot write the record of the sockets an exec hands over (%s); the new program "
+                         "gets bare descriptors\n", std::strerror(errno));
+    end_handoff(handoff);
+    return false;
+  }
+  handoff.record = moved;
+  return true;
+}
+
+void Runtime::end_handoff(ExecHandoff& handoff) {
+  if (handoff.record >= 0) REAL(close)(handoff.record);
+  for (const int fd : handoff.uncloexec) {
+    const int flags = REAL(fcntl)(fd, F_GETFD);
+    if (flags >= 0) (void)REAL(fcntl)(fd, F_SETFD, flags | FD_CLOEXEC);
+  }
+  // This process's copy of the token goes: the pins last while the spawned child holds its copy,
+  // or end as those of a child that exited at once.
+  if (handoff.pinned) end_fork_in_parent();
+  handoff = ExecHandoff{};
+}
+
+void Runtime::take_handoff() {
+  const char* named = std::getenv("FLOTILLA_INHERIT");
+  if (named == nullptr) return;
+  const std::string number(named);
+  ::unsetenv("FLOTILLA_INHERIT");
+  int record_fd = -1;
+  {
+    Fields fields(number);
+    if (!fields.next(record_fd, kMaxFds - 1) || !fields.done()) return;
+  }
+  // Only a memfd of ours: a number the program kept in its environment by chance is left alone.
+  struct stat status {};
+  std::string record;
+  if (descriptor_target(record_fd).rfind(kRecordTarget, 0) != 0 || ::fstat(record_fd, &status) != 0 ||
+      !S_ISREG(status.st_mode) || status.st_size < 0 || static_cast<std::uint64_t>(status.st_size) > kMaxRecordBytes) {
+    return;
+  }
+  record.resize(static_cast<std::size_t>(status.st_size));
+  std::size_t read_bytes = 0;
+  while (read_bytes < record.size()) {
+    const ssize_t got = ::pread(record_fd, record.data() + read_bytes, record.size() - read_bytes,
+                                static_cast<off_t>(read_bytes));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    read_bytes += static_cast<std::size_t>(got);
+  }
+  record.resize(read_bytes);
+  REAL(close)(record_fd);
+
+  Lock lock(mutex_);
+  std::vector<int> leases;
+  std::vector<std::shared_ptr<Socket>> listeners;
+  std::string_view rest(record);
+  bool first = true;
+  bool malformed = false;
+  while (!rest.empty() && !malformed) {
+    const std::size_t end = rest.find('\n');
+    const std::string_view line = rest.substr(0, end);
+    rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
+    if (first) {
+      first = false;
+      malformed = line != kHeader;
+      continue;
+    }
+    const std::size_t space = line.find(' ');
+    const std::string_view word = line.substr(0, space);
+    Fields fields(space == std::string_view::npos ? std::string_view{} : line.substr(space));
+    if (word == "token" || word == "lease") {
+      int fd = -1;
+      malformed = !fields.next(fd, kMaxFds - 1) || !fields.done();
+      if (malformed || !is_socket_descriptor(fd)) continue;
+      const int flags = REAL(fcntl)(fd, F_GETFD);
+      (void)REAL(fcntl)(fd, F_SETFD, flags | FD_CLOEXEC);
+      (word == "token" ? handed_tokens_ : leases).push_back(fd);
+      continue;
+    }
+    if (word != "socket") {
+      malformed = true;
+      continue;
+    }
+    std::uint64_t count = 0;
+    std::vector<int> fds;
+    malformed = !fields.next(count, kMaxCount) || count == 0;
+    for (std::uint64_t i = 0; i < count && !malformed; ++i) {
+      int fd = -1;
+      malformed = !fields.next(fd, kMaxFds - 1);
+      if (!malformed && is_untaken_eventfd(fd) && std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
+    }
+    std::uint8_t kind = 0;
+    auto socket = std::make_shared<Socket>();
+    auto handed = std::make_shared<Handed>();
+    malformed = malformed || !fields.next(kind, static_cast<std::uint8_t>(HandedKind::connection)) ||
+                !read_options(fields, *socket);
+    if (!malformed && kind == static_cast<std::uint8_t>(HandedKind::listener)) {
+      handed->listener.emplace();
+      malformed = !read_listener(fields, *handed->listener);
+      socket->state = Socket::State::listening;
+    } else if (!malformed && kind == static_cast<std::uint8_t>(HandedKind::connection)) {
+      handed->connection.emplace();
+      malformed = !read_connection(fields, handed->fork, *handed->connection);
+      socket->state = Socket::State::connected;
+    }
+    malformed = malformed || !fields.done();
+    if (malformed || fds.empty()) continue;
+    socket->epoch = 0;  // no epoch of this image's: owns() takes it first
+    socket->handed = std::move(handed);
+    if (socket->handed->connection) ++handed_connections_;
+    if (socket->handed->listener) listeners.push_back(socket);
+    for (const int fd : fds) install(fd, socket);
+  }
+  if (malformed) {
+    std::fprintf(stderr, "flotilla: the record of the sockets handed over by exec is malformed; the sockets it "
+                         "names after the fault are bare descriptors\n");
+  }
+  // Listeners are joined at once, while their proof holds: the old image's lease (then let go),
+  // or the parent that forked this image (an nginx master upgrading its binary, which quits once
+  // the new master runs; the new master's own workers and reloads then join through its members).
+  for (const auto& listener : listeners) {
+    if (listener->handed != nullptr) (void)take_handed(*listener);
+  }
+  for (const int fd : leases) REAL(close)(fd);
+  if (handed_connections_ == 0) handed_connection_settled();
+}
+
+bool Runtime::take_handed(Socket& socket) {
+  const std::shared_ptr<const Handed> handed = std::move(socket.handed);
+  bool taken = false;
+  if (lease_own_seat()) {
+    if (handed->listener) {
+      const auto joined = tcp_->join(*handed->listener);
+      if (joined) socket.id = joined.value();
+      taken = joined && await_opened(socket.id, true);
+    } else if (handed->connection) {
+      const auto claimed = tcp_->claim(*handed->connection, handed->fork);
+      if (claimed) socket.id = claimed.value();
+      taken = claimed && await_opened(socket.id, false);
+    } else {
+      taken = true;
+    }
+  }
+  if (handed->connection) handed_connection_settled();
+  socket.epoch = epoch_;
+  socket.lease = lease_;
+  if (!taken) {
+    if (!said_claim_refused_) {
+      said_claim_refused_ = true;
+      std::fprintf(stderr, "flotilla: cannot take over a socket handed over by exec; its calls fail with EBADF\n");
+    }
+    if (socket.id >= 0 && tcp_ != nullptr) (void)tcp_->close(socket.id);
+    socket.id = -1;
+    socket.state = Socket::State::released;
+    return false;
+  }
+  return still_owner();
+}
+
+bool Runtime::await_opened(int id, bool listener) {
+  constexpr std::uint64_t kAnswerNs = 2'000'000'000;
+  constexpr useconds_t kLookUs = 1000;
+  const std::uint64_t until = monotonic_ns() + kAnswerNs;
+  for (;;) {
+    pump();
+    if (tcp_->error(id) != 0) return false;
+    if (listener ? tcp_->share(id).has_value() : tcp_->share_connection(id).has_value()) return true;
+    if (monotonic_ns() >= until) return false;
+    ::usleep(kLookUs);
+  }
+}
+
+void Runtime::handed_connection_settled() {
+  if (handed_connections_ > 0) --handed_connections_;
+  if (handed_connections_ != 0) return;
+  for (const int token : handed_tokens_) REAL(close)(token);
+  handed_tokens_.clear();
+}
+
+}  // namespace flotilla::preload
