@@ -92,6 +92,12 @@ Status Transport::call_each(std::span<const ServerIndex> servers, std::span<FsMe
   return {};
 }
 
+Status Transport::post(ServerIndex server, const FsMessage& request) {
+  auto reply = call(server, request);
+  if (!reply) return reply.error();
+  return {};
+}
+
 Client::Client(Transport& transport, BlockCache cache, ClientOptions options)
     : transport_(&transport), cache_(cache), options_(options), next_request_(options.first_request) {}
 
@@ -524,11 +530,15 @@ int Client::flush(Description& d) {
 
 int Client::release(std::shared_ptr<Description>& d) {
   const int flushed = flush(*d);
+  // Nothing waits for the close: what it published went with the FLUSH, and this client's next
+  // request to that server is run after it.
   FsMessage message = request(FsOp::close, d->inode);
   message.arg0 = d->server_descriptor;
-  const int closed = call_status(home_of(d->inode), message);
+  message.client = transport_->client();
+  message.request = next_request_++;
+  const bool posted = transport_->post(home_of(d->inode), message).ok();
   d.reset();
-  return flushed != 0 ? flushed : closed;
+  return flushed != 0 ? flushed : posted ? 0 : -EIO;
 }
 
 int Client::close(int fd) {
@@ -783,21 +793,32 @@ int Client::readdir(std::string_view path, std::vector<DirEntry>& out) {
   Found found;
   if (int error = resolve(path, true, found); error != 0) return error;
   if (type_of_word(found.type) != FileType::directory) return -ENOTDIR;
+  return list(DirRef{found.inode, distributed_of_word(found.type)}, out);
+}
+
+int Client::readdir_fd(int fd, std::vector<DirEntry>& out) {
+  const Description* d = description(fd);
+  if (d == nullptr) return -EBADF;
+  if (d->type != FileType::directory) return -ENOTDIR;
+  return list(DirRef{d->inode, d->distributed}, out);
+}
+
+int Client::list(const DirRef& directory, std::vector<DirEntry>& out) {
   struct Cursor {
     ServerIndex server;
     std::string last;
   };
   std::vector<Cursor> cursors;
-  if (distributed_of_word(found.type)) {
+  if (directory.distributed) {
     for (ServerIndex s = 0; s < transport_->servers(); ++s) cursors.push_back({s, ""});
   } else {
-    cursors.push_back({home_of(found.inode), ""});
+    cursors.push_back({home_of(directory.inode), ""});
   }
   while (!cursors.empty()) {
     std::vector<ServerIndex> servers;
     std::vector<FsMessage> messages;
     for (const Cursor& cursor : cursors) {
-      FsMessage message = request(FsOp::dirent, found.inode);
+      FsMessage message = request(FsOp::dirent, directory.inode);
       message.set_name(cursor.last);
       message.client = transport_->client();
       message.request = next_request_++;

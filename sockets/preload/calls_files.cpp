@@ -338,16 +338,13 @@ unsigned char dirent_type(fs::FileType type) {
 dirent64* next_entry(FleetDirectory& directory) {
   Lock lock(files().mutex());
   if (!directory.listed) {
-    std::string path;
-    if (!path_of(directory.fd, path)) {
-      errno = EBADF;
-      return nullptr;
-    }
     directory.entries.clear();
-    const std::shared_ptr<OpenFile> file = files().at(directory.fd);
-    directory.entries.push_back(fs::DirEntry{".", file->state->inode, fs::FileType::directory});
-    directory.entries.push_back(fs::DirEntry{"..", file->state->inode, fs::FileType::directory});
-    if (with_client([&](fs::Client& client) { return client.readdir(path, directory.entries); }) != 0) return nullptr;
+    const int listed = with_file(directory.fd, [&](fs::Client& client, int client_fd, OpenFile& file) {
+      directory.entries.push_back(fs::DirEntry{".", file.state->inode, fs::FileType::directory});
+      directory.entries.push_back(fs::DirEntry{"..", file.state->inode, fs::FileType::directory});
+      return client.readdir_fd(client_fd, directory.entries);
+    });
+    if (listed != 0) return nullptr;
     directory.listed = true;
     directory.next = 0;
   }
@@ -889,8 +886,8 @@ FLOTILLA_EXPORT ssize_t getdents64(int fd, void* buffer, size_t length) {
   if (entries.empty() || file->state->offset.load() == 0) {  // first read, or rewound
     entries = {fs::DirEntry{".", file->state->inode, fs::FileType::directory},
                fs::DirEntry{"..", file->state->inode, fs::FileType::directory}};
-    const std::string path = file->state->path;
-    if (with_client([&](fs::Client& client) { return client.readdir(path, entries); }) != 0) {
+    if (with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) { return client.readdir_fd(client_fd, entries); }) !=
+        0) {
       entries.clear();
       return -1;
     }
