@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/xattr.h>
@@ -965,6 +966,24 @@ FLOTILLA_EXPORT ssize_t llistxattr(const char* path, char* list, size_t size) {
 FLOTILLA_EXPORT ssize_t flistxattr(int fd, char* list, size_t size) {
   if (!is_file(fd)) return REAL(flistxattr)(fd, list, size);
   return fail_with(ENOTSUP);
+}
+
+FLOTILLA_EXPORT int fsetxattr(int fd, const char* name, const void* value, size_t size, int flags) {
+  if (!is_file(fd)) return REAL(fsetxattr)(fd, name, value, size, flags);
+  return fail_with(ENOTSUP);
+}
+FLOTILLA_EXPORT int fremovexattr(int fd, const char* name) {
+  if (!is_file(fd)) return REAL(fremovexattr)(fd, name);
+  return fail_with(ENOTSUP);
+}
+
+// flock on a fleet descriptor is granted at once and holds nothing back, like its record locks
+// (fcntl_file): every fleet descriptor is a description of the one descriptor table.
+FLOTILLA_EXPORT int flock(int fd, int operation) {
+  if (!is_file(fd)) return REAL(flock)(fd, operation);
+  const int kind = operation & ~LOCK_NB;
+  if (kind != LOCK_SH && kind != LOCK_EX && kind != LOCK_UN) return fail_with(EINVAL);
+  return 0;
 }
 
 // Temporary files in the fleet: the C library's own versions open without passing here.
