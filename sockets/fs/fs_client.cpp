@@ -324,6 +324,8 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
       continue;
     }
     if (error != 0) return error;
+    // The entry's server counts this client among the name's lookers now (an open by name).
+    lookups_[{parent.inode, name}] = CachedLookup{Found{reply.inode, reply.arg2}, server};
     if ((reply.flags & kByInode) != 0) {
       FsMessage by_inode = request(FsOp::open, reply.inode);
       by_inode.flags = kByInode;
@@ -634,8 +636,12 @@ int Client::mkdir(std::string_view path, std::uint32_t mode, bool distributed) {
   if (parent.distributed) message.flags |= kDistributed;
   message.arg0 = mode;
   message.arg1 = distributed ? 1 : 0;
-  return call_status(entry_server(parent.inode, parent.distributed, name, transport_->servers()),
-                     message);
+  const ServerIndex server = entry_server(parent.inode, parent.distributed, name, transport_->servers());
+  FsMessage reply;
+  if (int error = call_status(server, message, &reply); error != 0) return error;
+  // The server counts this client among the new name's lookers.
+  lookups_[{parent.inode, name}] = CachedLookup{Found{reply.inode, reply.arg1}, server};
+  return 0;
 }
 
 int Client::rmdir(std::string_view path) {

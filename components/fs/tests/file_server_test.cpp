@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <random>
@@ -305,21 +306,39 @@ TEST(FileServer, CommittedRmdirRefusesLaterCreates) {
   }
 }
 
+// Whoever learned the name hears of its change: a RESOLVE's client, and the client whose open or
+// mkdir by name made or found it (it keeps the answer as a lookup).
 TEST(FileServer, RenameAndUnlinkInvalidateLookers) {
   Fleet fleet(1);
-  ASSERT_EQ(fleet.call(0, open_create(kRootInode, "a", false)).status, 0);
+  ASSERT_EQ(fleet.call(0, open_create(kRootInode, "a", false)).status, 0);  // client 1
+  FsMessage made = by_name(FsOp::mkdir, kRootInode, "d", false);
+  made.client = 3;
+  ASSERT_EQ(fleet.call(0, made).status, 0);
   FsMessage resolve = by_name(FsOp::resolve, kRootInode, "a", false);
   resolve.client = 5;
   const InodeNumber a = fleet.call(0, resolve).inode;
   fleet.other.clear();
   FsMessage rm = by_name(FsOp::rm_map, kRootInode, "a", false);
+  rm.client = 7;
   rm.arg0 = a;
   rm.flags |= kKeepLink;
   ASSERT_EQ(fleet.call(0, rm).status, 0);
+  ASSERT_EQ(fleet.other.size(), 2u);
+  std::vector<ClientId> told;
+  for (const auto& sent : fleet.other) {
+    EXPECT_EQ(sent.message.op, FsOp::invalidate);
+    EXPECT_EQ(sent.message.name(), "a");
+    told.push_back(static_cast<ClientId>(sent.to));
+  }
+  std::sort(told.begin(), told.end());
+  EXPECT_EQ(told, (std::vector<ClientId>{1, 5}));
+  fleet.other.clear();
+  FsMessage rmdir = by_name(FsOp::rm_map, kRootInode, "d", false);
+  rmdir.client = 7;
+  rmdir.flags |= kDirOk;
+  ASSERT_EQ(fleet.call(0, rmdir).status, 0);
   ASSERT_EQ(fleet.other.size(), 1u);
-  EXPECT_EQ(fleet.other[0].to, 5u);
-  EXPECT_EQ(fleet.other[0].message.op, FsOp::invalidate);
-  EXPECT_EQ(fleet.other[0].message.name(), "a");
+  EXPECT_EQ(fleet.other[0].to, 3u);
 }
 
 TEST(FileServer, UnlinkedFileLivesUntilLastCloseAndBlocksWaitForIt) {
