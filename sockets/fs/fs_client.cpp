@@ -16,6 +16,9 @@ constexpr std::size_t kMaxPathBytes = 4096;
 constexpr int kMaxSymlinks = 40;
 // The most a growing file asks for beyond what a write needs (see fetch_blocks).
 constexpr std::uint64_t kGrowAheadBytes = 1 << 20;
+// A description with no descriptor at a server (a directory opened by name); servers number
+// theirs from 1.
+constexpr std::uint64_t kNoServerDescriptor = 0;
 
 bool writes(std::uint32_t flags) { return (flags & O_ACCMODE) != O_RDONLY; }
 bool reads(std::uint32_t flags) { return (flags & O_ACCMODE) != O_WRONLY; }
@@ -304,6 +307,15 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
       if (int error = call_status(home_of(parent.inode), by_inode, &reply); error != 0) return error;
       return describe(Found{reply.inode, reply.arg2}, flags, reply.arg0, reply.arg1);
     }
+    if ((flags & O_DIRECTORY) != 0 && !writes(static_cast<std::uint32_t>(flags))) {
+      // A directory needs no descriptor at a server (it has no offset or data there): what the
+      // lookup found, often kept already, is the whole open.
+      Found found;
+      if (int error = lookup(parent, name, found); error != 0) return error;
+      const FileType type = type_of_word(found.type);
+      if (type == FileType::directory) return describe(found, flags, kNoServerDescriptor, 0);
+      if (type != FileType::symlink) return -ENOTDIR;
+    }
     FsMessage message = request(FsOp::open, parent.inode);
     message.set_name(name);
     if (parent.distributed) message.flags |= kDistributed;
@@ -534,6 +546,10 @@ int Client::flush(Description& d) {
 
 int Client::release(std::shared_ptr<Description>& d) {
   const int flushed = flush(*d);
+  if (d->server_descriptor == kNoServerDescriptor) {
+    d.reset();
+    return flushed;
+  }
   // Nothing waits for the close: what it published went with the FLUSH, and this client's next
   // request to that server is run after it.
   FsMessage message = request(FsOp::close, d->inode);
@@ -916,6 +932,10 @@ int Client::share(int fd, ClientId child, SharedDescriptor& out) {
   Description* d = description(fd);
   if (d == nullptr) return -EBADF;
   if (int error = flush(*d); error != 0) return error;
+  if (d->server_descriptor == kNoServerDescriptor) {  // nothing at a server to share
+    out = SharedDescriptor{d->inode, kNoServerDescriptor, d->flags, d->type};
+    return 0;
+  }
   FsMessage message = request(FsOp::dup, d->inode);
   message.arg0 = d->server_descriptor;
   message.arg1 = d->offset;
@@ -930,7 +950,7 @@ int Client::inherit(const SharedDescriptor& shared) {
   if (open_descriptors() >= options_.max_descriptors) return -EMFILE;
   const int fd = describe(Found{shared.inode, type_word(shared.type, false)},
                           static_cast<int>(shared.flags), shared.server_descriptor, 0);
-  fds_[static_cast<std::size_t>(fd)]->shared = true;
+  fds_[static_cast<std::size_t>(fd)]->shared = shared.server_descriptor != kNoServerDescriptor;
   return fd;
 }
 
