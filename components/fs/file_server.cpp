@@ -562,11 +562,15 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
       if (inode == inodes_.end()) return reply_to(request, -ENOENT);
       if (inode->second.type != FileType::directory) return reply_to(request, -ENOTDIR);
       if (directory == kRootInode) return reply_to(request, -EBUSY);
-      if (request.arg0 == kLockAndMark) {
-        // Phases 1 and 2 at once (the home holds every entry); a refusal leaves nothing locked.
+      if (request.arg0 == kRemoveAtHome) {
+        // The three phases at once (the home holds every entry, and runs one request at a time);
+        // a refusal leaves nothing locked.
         if (removed_.contains(directory)) return reply_to(request, -ENOENT);
         if (has_entries()) return reply_to(request, -ENOTEMPTY);
-        marked_[directory] = request.client;
+        removed_.insert(directory);
+        inode->second.nlink = 0;
+        maybe_free(directory);
+        return reply_to(request, 0);
       }
       rmdir_locks_[directory] = request.client;
       return reply_to(request, 0);

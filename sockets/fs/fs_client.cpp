@@ -681,10 +681,11 @@ int Client::rmdir(std::string_view path) {
   } else {
     servers.push_back(home);
   }
-  // Only the home holds entries: it marks in the same message, and a refusal leaves no lock.
+  // Only the home holds entries: it locks, marks and commits in the same message, and a refusal
+  // leaves no lock.
   const bool home_only = servers.size() == 1;
   FsMessage lock = request(FsOp::rmdir_lock, directory);
-  if (home_only) lock.arg0 = kLockAndMark;
+  if (home_only) lock.arg0 = kRemoveAtHome;
   if (int error = call_status(home, lock); error != 0) {
     forget();
     return error;
@@ -703,15 +704,17 @@ int Client::rmdir(std::string_view path) {
     }
     return true;
   };
-  int refused = 0;
-  if (!home_only && !phase(FsOp::rmdir_mark, refused)) return -EIO;
-  // 3. Commit, or abort when anyone refused.
-  int ignored = 0;
-  if (refused != 0) {
-    if (!phase(FsOp::rmdir_abort, ignored)) return -EIO;
-    return refused;
+  if (!home_only) {
+    int refused = 0;
+    if (!phase(FsOp::rmdir_mark, refused)) return -EIO;
+    // 3. Commit, or abort when anyone refused.
+    int ignored = 0;
+    if (refused != 0) {
+      if (!phase(FsOp::rmdir_abort, ignored)) return -EIO;
+      return refused;
+    }
+    if (!phase(FsOp::rmdir_commit, ignored)) return -EIO;
   }
-  if (!phase(FsOp::rmdir_commit, ignored)) return -EIO;
   FsMessage unmap = request(FsOp::rm_map, parent.inode);
   unmap.set_name(name);
   unmap.arg0 = directory;
