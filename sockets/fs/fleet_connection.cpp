@@ -31,14 +31,6 @@ constexpr int kWaitSliceMs = 100;
 // this, and a process asleep in poll costs the server a wake-up write and itself a halted vCPU's
 // wake-up (~55 us here) on every call.
 constexpr std::chrono::microseconds kYieldBudget{200};
-// A yield that comes back later than this ran another program (the server's answer takes a few
-// microseconds): the core is contended, and each further yield may cost that program's whole time
-// slice while the server waits its turn; sleeping lets the scheduler wake the client when the
-// answer is there. Measured with other programs' builds on both vCPUs: creates at 4k/s yielding,
-// 15k/s sleeping at once.
-constexpr std::chrono::microseconds kContendedYield{50};
-// How many waits then go straight to sleep before yielding is tried again.
-constexpr unsigned kWaitsWithoutYield = 256;
 
 }  // namespace
 
@@ -86,24 +78,13 @@ Result<std::unique_ptr<FleetConnection>> FleetConnection::lease(const std::strin
 
 bool FleetConnection::wait() {
   if (gone_) return false;
-  if (waits_without_yield_ > 0) {
-    --waits_without_yield_;
-  } else {
-    auto now = std::chrono::steady_clock::now();
-    const auto yield_until = now + kYieldBudget;
-    do {
-      for (const FsChannel& channel : channels_) {
-        if (channel.has_input()) return true;
-      }
-      ::sched_yield();
-      const auto before = now;
-      now = std::chrono::steady_clock::now();
-      if (now - before > kContendedYield) {
-        waits_without_yield_ = kWaitsWithoutYield;
-        break;
-      }
-    } while (now < yield_until);
-  }
+  const auto yield_until = std::chrono::steady_clock::now() + kYieldBudget;
+  do {
+    for (const FsChannel& channel : channels_) {
+      if (channel.has_input()) return true;
+    }
+    ::sched_yield();
+  } while (std::chrono::steady_clock::now() < yield_until);
   host_->arm_wake();
   bool ready = host_->loop().poll_once();
   for (const FsChannel& channel : channels_) ready = ready || channel.has_input();

@@ -45,9 +45,6 @@ class FleetConnection {
   std::unique_ptr<ChannelTransport> transport_;
   std::unique_ptr<Client> client_;
   bool gone_ = false;
-  // Waits left that go straight to sleep: a yield that came back late said other programs want
-  // this core (see wait()).
-  unsigned waits_without_yield_ = 0;
 };
 
 }  // namespace flotilla::fs
