@@ -173,12 +173,9 @@ std::optional<std::size_t> DescriptorTable::slot_of(int fd) const {
   return slot;
 }
 
-bool DescriptorTable::names_table(int fd, const std::string& path) {
-  char link[64];
-  char target[4096];
-  std::snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-  const ssize_t length = REAL(readlink)(link, target, sizeof(target));
-  return length > 0 && std::string_view(target, static_cast<std::size_t>(length)) == path;
+bool DescriptorTable::names_table(int fd, const struct stat& table) {
+  struct stat described {};
+  return REAL(fstat)(fd, &described) == 0 && described.st_dev == table.st_dev && described.st_ino == table.st_ino;
 }
 
 namespace {
@@ -449,12 +446,17 @@ void Files::adopt_inherited() {
   if (directory == nullptr) return;
   const int own = ::dirfd(directory);
   std::vector<int> inherited;
-  const std::string path = table_path();
+  struct stat table {};
+  // No table, no fleet descriptor (and a program that never uses the fleet does not make one).
+  if (REAL(stat)(table_path().c_str(), &table) != 0) {
+    REAL(closedir)(directory);
+    return;
+  }
   while (const dirent64* entry = REAL(readdir64)(directory)) {
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
     if (*end != '\0' || end == entry->d_name || fd == own) continue;
-    if (DescriptorTable::names_table(static_cast<int>(fd), path)) inherited.push_back(static_cast<int>(fd));
+    if (DescriptorTable::names_table(static_cast<int>(fd), table)) inherited.push_back(static_cast<int>(fd));
   }
   REAL(closedir)(directory);
   if (inherited.empty() || descriptions() == nullptr) return;

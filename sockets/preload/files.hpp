@@ -19,6 +19,7 @@
 // calls the fleet (the C library's own stdio reaches the kernel without passing here).
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -107,8 +108,8 @@ class DescriptorTable {
   void release_if_unheld(std::size_t slot);
   // The slot `fd` names when it is a descriptor of this table; nullopt otherwise.
   std::optional<std::size_t> slot_of(int fd) const;
-  // Whether `fd`'s file is the table at `path` (without opening it).
-  static bool names_table(int fd, const std::string& path);
+  // Whether `fd`'s file is `table` (the table's stat, taken without opening it).
+  static bool names_table(int fd, const struct stat& table);
   SharedState& at(std::size_t slot) { return slots_[slot]; }
 
  private:
