@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -143,7 +144,12 @@ void DescriptorTable::release_if_unheld(std::size_t slot) {
   std::uint64_t live = kLive;
   // Nobody can take a lock on an unheld key again (no description names it), so freeing after the
   // test races with nothing but another freer.
-  if (slot < kSlots && !held(slot)) slots_[slot].use.compare_exchange_strong(live, 0, std::memory_order_release);
+  if (slot >= kSlots || held(slot) || !slots_[slot].use.compare_exchange_strong(live, 0, std::memory_order_release)) {
+    return;
+  }
+  // The next description takes the lowest slot this process freed: an open-close loop keeps
+  // using one page of the table rather than touching all of it.
+  cursor_ = std::min(cursor_, slot);
 }
 
 void DescriptorTable::sweep() {
