@@ -14,8 +14,9 @@
 // the entry belongs to it (entry_server below).
 //   mkdir         inode, name, arg0 = mode, arg1 = 1 for a distributed directory -> reply inode
 //   rmdir_lock    inode = the directory, at its home server; serialises rmdirs of it.
-//                 arg0 = kLockAndMark (a directory whose entries all live at its home): marks it
-//                 too, or refuses as rmdir_mark does and stays unlocked
+//                 arg0 = kRemoveAtHome (a directory whose entries all live at its home): the
+//                 whole rmdir but its entry in one message (checked as rmdir_mark, then gone as
+//                 after rmdir_commit), nothing left locked or marked
 //   rmdir_mark    inode = the directory, at every server holding its entries: refuses (ENOTEMPTY)
 //                 when it holds one, otherwise marks it and holds creates into it back
 //   rmdir_commit  inode: the directory is gone here (the home server also frees it and unlocks)
@@ -124,7 +125,7 @@ inline constexpr std::uint8_t kDirOk = 64;       // rm_map of a directory's entr
 inline constexpr std::uint8_t kLinkDropped = 128;  // rm_map reply
 // Request arguments (arg0)
 inline constexpr std::uint64_t kResolveWithStat = 1;  // resolve
-inline constexpr std::uint64_t kLockAndMark = 1;      // rmdir_lock
+inline constexpr std::uint64_t kRemoveAtHome = 1;     // rmdir_lock
 
 // A type word (add_map arg1, resolve/dirent reply arg1): FileType in the low byte, kDistributed
 // in bit 8.

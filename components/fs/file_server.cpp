@@ -541,6 +541,7 @@ FsMessage FileServer::do_mkdir(const FsMessage& request, std::uint64_t now) {
   const bool distributed = request.arg1 == 1 && config_.servers > 1;
   inodes_[*number].distributed = distributed;
   entries_[key] = Entry{*number, type_word(FileType::directory, distributed)};
+  remember_looker(key, request.client);
   FsMessage reply = reply_to(request, 0);
   reply.inode = *number;
   reply.arg1 = type_word(FileType::directory, distributed);
@@ -561,11 +562,15 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
       if (inode == inodes_.end()) return reply_to(request, -ENOENT);
       if (inode->second.type != FileType::directory) return reply_to(request, -ENOTDIR);
       if (directory == kRootInode) return reply_to(request, -EBUSY);
-      if (request.arg0 == kLockAndMark) {
-        // Phases 1 and 2 at once (the home holds every entry); a refusal leaves nothing locked.
+      if (request.arg0 == kRemoveAtHome) {
+        // The three phases at once (the home holds every entry, and runs one request at a time);
+        // a refusal leaves nothing locked.
         if (removed_.contains(directory)) return reply_to(request, -ENOENT);
         if (has_entries()) return reply_to(request, -ENOTEMPTY);
-        marked_[directory] = request.client;
+        removed_.insert(directory);
+        inode->second.nlink = 0;
+        maybe_free(directory);
+        return reply_to(request, 0);
       }
       rmdir_locks_[directory] = request.client;
       return reply_to(request, 0);
@@ -666,13 +671,14 @@ FsMessage FileServer::do_resolve(const FsMessage& request) {
     auto inode = inodes_.find(reply.inode);
     if (inode != inodes_.end()) put_stat(reply, stat_record(reply.inode, inode->second));
   }
-  if (!replaying_) {
-    auto& lookers = lookers_[std::move(key)];
-    if (std::find(lookers.begin(), lookers.end(), request.client) == lookers.end()) {
-      lookers.push_back(request.client);
-    }
-  }
+  remember_looker(std::move(key), request.client);
   return reply;
+}
+
+void FileServer::remember_looker(EntryKey key, ClientId client) {
+  if (replaying_) return;
+  auto& lookers = lookers_[std::move(key)];
+  if (std::find(lookers.begin(), lookers.end(), client) == lookers.end()) lookers.push_back(client);
 }
 
 FsMessage FileServer::do_symlink(const FsMessage& request, std::uint64_t now) {
@@ -704,6 +710,10 @@ FsMessage FileServer::do_open(const FsMessage& request, std::uint64_t now) {
     } else {
       if ((flags & O_CREAT) != 0 && (flags & O_EXCL) != 0) return reply_to(request, -EEXIST);
       number = existing->second.inode;
+    }
+    // The client keeps what an open by name found, as after a RESOLVE.
+    remember_looker(key, request.client);
+    if (existing != entries_.end()) {
       if (home_of(number) != config_.self) {
         FsMessage reply = reply_to(request, 0);  // open it at its home
         reply.inode = number;

@@ -139,6 +139,8 @@ class FileServer {
   FsMessage do_dirent(const FsMessage& request) const;
   FsMessage do_add_map(const FsMessage& request, std::uint64_t now, ServerOutputs& out);
   FsMessage do_rm_map(const FsMessage& request, std::uint64_t now, ServerOutputs& out);
+  // `client` hears of the next change to `key` (an invalidation): it may keep what it learned.
+  void remember_looker(EntryKey key, ClientId client);
   FsMessage do_resolve(const FsMessage& request);
   FsMessage do_symlink(const FsMessage& request, std::uint64_t now);
   FsMessage do_open(const FsMessage& request, std::uint64_t now);

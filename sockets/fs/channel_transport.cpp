@@ -1,5 +1,7 @@
 #include "sockets/fs/channel_transport.hpp"
 
+#include <algorithm>
+
 namespace flotilla::fs {
 
 Result<FsMessage> ChannelTransport::call(ServerIndex server, const FsMessage& request) {
@@ -18,6 +20,7 @@ Status ChannelTransport::call_each(std::span<const ServerIndex> servers,
       return Error{Errc::invalid_argument, 0, "fs call to a server with no channel"};
     }
     outstanding.push_back(Outstanding{servers[i], messages[i]});
+    if (auto settled = settle(servers[i]); !settled) return settled;
   }
   while (true) {
     auto progress = poll(outstanding);
@@ -29,6 +32,27 @@ Status ChannelTransport::call_each(std::span<const ServerIndex> servers,
   }
   for (std::size_t i = 0; i < messages.size(); ++i) messages[i] = outstanding[i].request;
   return {};
+}
+
+Status ChannelTransport::post(ServerIndex server, const FsMessage& request) {
+  if (server >= channels_.size()) return Error{Errc::invalid_argument, 0, "fs call to a server with no channel"};
+  if (auto settled = settle(server); !settled) return settled;
+  posted_.push_back(Outstanding{server, request});
+  std::vector<Outstanding> none;
+  return poll(none);
+}
+
+Status ChannelTransport::settle(ServerIndex server) {
+  auto waiting = [&] {
+    return std::any_of(posted_.begin(), posted_.end(), [&](const Outstanding& o) { return o.server == server; });
+  };
+  std::vector<Outstanding> none;
+  while (true) {
+    auto progress = poll(none);
+    if (!progress) return progress;
+    if (!waiting()) return {};
+    if (!wait_()) return Error{Errc::closed, 0, "fs call abandoned: the file servers are out of reach"};
+  }
 }
 
 void ChannelTransport::server_restarted(ServerIndex server) {
@@ -44,6 +68,9 @@ void ChannelTransport::restart_of(ServerIndex server, std::vector<Outstanding>& 
   for (Outstanding& o : outstanding) {
     if (o.server == server && !o.answered) o.sent = false;  // sent again next pass
   }
+  for (Outstanding& o : posted_) {
+    if (o.server == server) o.sent = false;
+  }
 }
 
 Status ChannelTransport::poll(std::vector<Outstanding>& outstanding) {
@@ -53,11 +80,13 @@ Status ChannelTransport::poll(std::vector<Outstanding>& outstanding) {
     channels_[server]->peer_restarted();
     restart_of(server, outstanding);
   }
-  for (Outstanding& o : outstanding) {
-    if (o.sent) continue;
-    auto sent = channels_[o.server]->send(o.request);
-    if (!sent) return sent.error();
-    o.sent = *sent;
+  for (auto* pending : {&posted_, &outstanding}) {
+    for (Outstanding& o : *pending) {
+      if (o.sent) continue;
+      auto sent = channels_[o.server]->send(o.request);
+      if (!sent) return sent.error();
+      o.sent = *sent;
+    }
   }
   for (ServerIndex server = 0; server < channels_.size(); ++server) {
     while (true) {
@@ -83,7 +112,14 @@ Status ChannelTransport::poll(std::vector<Outstanding>& outstanding) {
           break;
         }
       }
-      if (!matched) ++stray_replies_;
+      const auto posted = std::find_if(posted_.begin(), posted_.end(), [&](const Outstanding& o) {
+        return o.server == server && message.op == FsOp::reply && message.request == o.request.request;
+      });
+      if (posted != posted_.end()) {
+        posted_.erase(posted);
+      } else if (!matched) {
+        ++stray_replies_;
+      }
     }
   }
   return {};

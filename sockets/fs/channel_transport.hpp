@@ -5,7 +5,10 @@
 // for drain()), and a server's peer_restarted notice, which turns into "forget what that server
 // told you" and sends that server's outstanding requests again (same numbers: the restarted
 // server's reply cache answers one its predecessor ran). Replies to requests no longer outstanding
-// are dropped and counted. A process learns of a server's restart from its host's control ring
+// are dropped and counted. A posted request (post) is one nobody waits for: its reply is taken
+// by a later poll. A server has at most one unanswered request of this client at a time (a call to
+// it first waits for what was posted), since its reply cache keeps only a client's last answer:
+// a retried request must be the last one it ran. A process learns of a server's restart from its host's control ring
 // rather than from the channel; it passes that on with server_restarted(). While it waits with
 // nothing to do, it calls the owner's `wait`: sleep on the doorbell in a process, run the servers
 // in a test. `wait` returning false gives up: the call fails with Errc::closed (the stack is gone).
@@ -29,6 +32,7 @@ class ChannelTransport final : public Transport {
   std::uint16_t servers() const override { return static_cast<std::uint16_t>(channels_.size()); }
   Result<FsMessage> call(ServerIndex server, const FsMessage& request) override;
   Status call_each(std::span<const ServerIndex> servers, std::span<FsMessage> messages) override;
+  Status post(ServerIndex server, const FsMessage& request) override;
   void drain(std::vector<FsMessage>& notices) override;
   // Server `server` is a new incarnation: what it left half-sent is dropped, what it was asked is
   // asked again, and what was learned from it is forgotten (at the next poll).
@@ -45,12 +49,15 @@ class ChannelTransport final : public Transport {
   };
   Status poll(std::vector<Outstanding>& outstanding);
   void restart_of(ServerIndex server, std::vector<Outstanding>& outstanding);
+  // Waits until `server` has answered what was posted to it.
+  Status settle(ServerIndex server);
 
   ClientId self_;
   std::vector<FsChannel*> channels_;
   std::vector<bool> restarted_;  // by server: a restart told by server_restarted(), not yet acted on
   std::function<bool()> wait_;
   std::vector<FsMessage> notices_;
+  std::vector<Outstanding> posted_;  // unanswered posted requests, one per server at most
   std::uint64_t stray_replies_ = 0;
 };
 

@@ -16,6 +16,9 @@ constexpr std::size_t kMaxPathBytes = 4096;
 constexpr int kMaxSymlinks = 40;
 // The most a growing file asks for beyond what a write needs (see fetch_blocks).
 constexpr std::uint64_t kGrowAheadBytes = 1 << 20;
+// A description with no descriptor at a server (a directory opened by name); servers number
+// theirs from 1.
+constexpr std::uint64_t kNoServerDescriptor = 0;
 
 bool writes(std::uint32_t flags) { return (flags & O_ACCMODE) != O_RDONLY; }
 bool reads(std::uint32_t flags) { return (flags & O_ACCMODE) != O_WRONLY; }
@@ -89,6 +92,12 @@ Status Transport::call_each(std::span<const ServerIndex> servers, std::span<FsMe
     if (!reply) return reply.error();
     messages[i] = *reply;
   }
+  return {};
+}
+
+Status Transport::post(ServerIndex server, const FsMessage& request) {
+  auto reply = call(server, request);
+  if (!reply) return reply.error();
   return {};
 }
 
@@ -298,6 +307,15 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
       if (int error = call_status(home_of(parent.inode), by_inode, &reply); error != 0) return error;
       return describe(Found{reply.inode, reply.arg2}, flags, reply.arg0, reply.arg1);
     }
+    if ((flags & O_DIRECTORY) != 0 && !writes(static_cast<std::uint32_t>(flags))) {
+      // A directory needs no descriptor at a server (it has no offset or data there): what the
+      // lookup found, often kept already, is the whole open.
+      Found found;
+      if (int error = lookup(parent, name, found); error != 0) return error;
+      const FileType type = type_of_word(found.type);
+      if (type == FileType::directory) return describe(found, flags, kNoServerDescriptor, 0);
+      if (type != FileType::symlink) return -ENOTDIR;
+    }
     FsMessage message = request(FsOp::open, parent.inode);
     message.set_name(name);
     if (parent.distributed) message.flags |= kDistributed;
@@ -318,6 +336,8 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
       continue;
     }
     if (error != 0) return error;
+    // The entry's server counts this client among the name's lookers now (an open by name).
+    lookups_[{parent.inode, name}] = CachedLookup{Found{reply.inode, reply.arg2}, server};
     if ((reply.flags & kByInode) != 0) {
       FsMessage by_inode = request(FsOp::open, reply.inode);
       by_inode.flags = kByInode;
@@ -335,12 +355,14 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
 
 int Client::fetch_blocks(Description& d, std::uint64_t end, bool grow) {
   const std::uint64_t need = blocks_for(end);
-  // A file that grows asks for as many blocks again as it holds (up to kGrowAheadBytes more than
-  // it needs): written in small pieces, it costs a message per doubling, not one per block. The
-  // server gives back what is past the end when its last descriptor closes.
+  // A file that grows asks for three times as many blocks again as it holds, or as the write
+  // needs (up to kGrowAheadBytes more than it needs): written in small pieces, it costs a message
+  // per quadrupling, not one per block (10 writes of 4 KiB: two). The server gives back what is
+  // past the end when its last descriptor closes.
   std::uint64_t grow_to = 0;
   if (grow) {
-    grow_to = std::max(end, std::min<std::uint64_t>(2 * d.blocks.size() * kBlockBytes, end + kGrowAheadBytes));
+    const std::uint64_t held = std::max<std::uint64_t>(d.blocks.size() * kBlockBytes, end);
+    grow_to = std::max(end, std::min<std::uint64_t>(4 * held, end + kGrowAheadBytes));
   }
   while (d.blocks.size() < need) {
     FsMessage message = request(FsOp::blocks, d.inode);
@@ -524,11 +546,19 @@ int Client::flush(Description& d) {
 
 int Client::release(std::shared_ptr<Description>& d) {
   const int flushed = flush(*d);
+  if (d->server_descriptor == kNoServerDescriptor) {
+    d.reset();
+    return flushed;
+  }
+  // Nothing waits for the close: what it published went with the FLUSH, and this client's next
+  // request to that server is run after it.
   FsMessage message = request(FsOp::close, d->inode);
   message.arg0 = d->server_descriptor;
-  const int closed = call_status(home_of(d->inode), message);
+  message.client = transport_->client();
+  message.request = next_request_++;
+  const bool posted = transport_->post(home_of(d->inode), message).ok();
   d.reset();
-  return flushed != 0 ? flushed : closed;
+  return flushed != 0 ? flushed : posted ? 0 : -EIO;
 }
 
 int Client::close(int fd) {
@@ -624,8 +654,12 @@ int Client::mkdir(std::string_view path, std::uint32_t mode, bool distributed) {
   if (parent.distributed) message.flags |= kDistributed;
   message.arg0 = mode;
   message.arg1 = distributed ? 1 : 0;
-  return call_status(entry_server(parent.inode, parent.distributed, name, transport_->servers()),
-                     message);
+  const ServerIndex server = entry_server(parent.inode, parent.distributed, name, transport_->servers());
+  FsMessage reply;
+  if (int error = call_status(server, message, &reply); error != 0) return error;
+  // The server counts this client among the new name's lookers.
+  lookups_[{parent.inode, name}] = CachedLookup{Found{reply.inode, reply.arg1}, server};
+  return 0;
 }
 
 int Client::rmdir(std::string_view path) {
@@ -647,10 +681,11 @@ int Client::rmdir(std::string_view path) {
   } else {
     servers.push_back(home);
   }
-  // Only the home holds entries: it marks in the same message, and a refusal leaves no lock.
+  // Only the home holds entries: it locks, marks and commits in the same message, and a refusal
+  // leaves no lock.
   const bool home_only = servers.size() == 1;
   FsMessage lock = request(FsOp::rmdir_lock, directory);
-  if (home_only) lock.arg0 = kLockAndMark;
+  if (home_only) lock.arg0 = kRemoveAtHome;
   if (int error = call_status(home, lock); error != 0) {
     forget();
     return error;
@@ -669,15 +704,17 @@ int Client::rmdir(std::string_view path) {
     }
     return true;
   };
-  int refused = 0;
-  if (!home_only && !phase(FsOp::rmdir_mark, refused)) return -EIO;
-  // 3. Commit, or abort when anyone refused.
-  int ignored = 0;
-  if (refused != 0) {
-    if (!phase(FsOp::rmdir_abort, ignored)) return -EIO;
-    return refused;
+  if (!home_only) {
+    int refused = 0;
+    if (!phase(FsOp::rmdir_mark, refused)) return -EIO;
+    // 3. Commit, or abort when anyone refused.
+    int ignored = 0;
+    if (refused != 0) {
+      if (!phase(FsOp::rmdir_abort, ignored)) return -EIO;
+      return refused;
+    }
+    if (!phase(FsOp::rmdir_commit, ignored)) return -EIO;
   }
-  if (!phase(FsOp::rmdir_commit, ignored)) return -EIO;
   FsMessage unmap = request(FsOp::rm_map, parent.inode);
   unmap.set_name(name);
   unmap.arg0 = directory;
@@ -783,21 +820,32 @@ int Client::readdir(std::string_view path, std::vector<DirEntry>& out) {
   Found found;
   if (int error = resolve(path, true, found); error != 0) return error;
   if (type_of_word(found.type) != FileType::directory) return -ENOTDIR;
+  return list(DirRef{found.inode, distributed_of_word(found.type)}, out);
+}
+
+int Client::readdir_fd(int fd, std::vector<DirEntry>& out) {
+  const Description* d = description(fd);
+  if (d == nullptr) return -EBADF;
+  if (d->type != FileType::directory) return -ENOTDIR;
+  return list(DirRef{d->inode, d->distributed}, out);
+}
+
+int Client::list(const DirRef& directory, std::vector<DirEntry>& out) {
   struct Cursor {
     ServerIndex server;
     std::string last;
   };
   std::vector<Cursor> cursors;
-  if (distributed_of_word(found.type)) {
+  if (directory.distributed) {
     for (ServerIndex s = 0; s < transport_->servers(); ++s) cursors.push_back({s, ""});
   } else {
-    cursors.push_back({home_of(found.inode), ""});
+    cursors.push_back({home_of(directory.inode), ""});
   }
   while (!cursors.empty()) {
     std::vector<ServerIndex> servers;
     std::vector<FsMessage> messages;
     for (const Cursor& cursor : cursors) {
-      FsMessage message = request(FsOp::dirent, found.inode);
+      FsMessage message = request(FsOp::dirent, directory.inode);
       message.set_name(cursor.last);
       message.client = transport_->client();
       message.request = next_request_++;
@@ -887,6 +935,10 @@ int Client::share(int fd, ClientId child, SharedDescriptor& out) {
   Description* d = description(fd);
   if (d == nullptr) return -EBADF;
   if (int error = flush(*d); error != 0) return error;
+  if (d->server_descriptor == kNoServerDescriptor) {  // nothing at a server to share
+    out = SharedDescriptor{d->inode, kNoServerDescriptor, d->flags, d->type};
+    return 0;
+  }
   FsMessage message = request(FsOp::dup, d->inode);
   message.arg0 = d->server_descriptor;
   message.arg1 = d->offset;
@@ -901,7 +953,7 @@ int Client::inherit(const SharedDescriptor& shared) {
   if (open_descriptors() >= options_.max_descriptors) return -EMFILE;
   const int fd = describe(Found{shared.inode, type_word(shared.type, false)},
                           static_cast<int>(shared.flags), shared.server_descriptor, 0);
-  fds_[static_cast<std::size_t>(fd)]->shared = true;
+  fds_[static_cast<std::size_t>(fd)]->shared = shared.server_descriptor != kNoServerDescriptor;
   return fd;
 }
 

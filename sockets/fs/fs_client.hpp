@@ -50,6 +50,10 @@ class Transport {
   virtual Result<FsMessage> call(ServerIndex server, const FsMessage& request) = 0;
   // Sends every request at once (to distinct servers) and replaces each by its reply.
   virtual Status call_each(std::span<const ServerIndex> servers, std::span<FsMessage> messages);
+  // Sends `request` and does not wait for its reply, which is taken (and dropped) later; a request
+  // whose answer nobody needs (CLOSE). It is still run in order with this client's next requests
+  // to that server, and after a restart it is sent again like any unanswered request.
+  virtual Status post(ServerIndex server, const FsMessage& request);
   // Appends every invalidation and restart notice that has arrived; never waits.
   virtual void drain(std::vector<FsMessage>& notices) = 0;
 };
@@ -121,6 +125,8 @@ class Client {
   int rename(std::string_view from, std::string_view to);
   // Every entry once, asking all the servers that may hold some at the same time.
   int readdir(std::string_view path, std::vector<DirEntry>& out);
+  // The same for the directory descriptor `fd` names (no lookup: the directory it opened).
+  int readdir_fd(int fd, std::vector<DirEntry>& out);
   int truncate(std::string_view path, std::uint64_t size);
   int chmod(std::string_view path, std::uint32_t mode);
   // `follow` false: a symlink that `path` ends in is changed itself (lchown, AT_SYMLINK_NOFOLLOW).
@@ -187,6 +193,7 @@ class Client {
            std::string* parent_path, std::vector<InodeNumber>* chain = nullptr);
   int resolve(std::string_view path, bool follow_last, Found& out, FileStat* stat = nullptr);
   int stat_path(std::string_view path, bool follow_last, FileStat& out);
+  int list(const DirRef& directory, std::vector<DirEntry>& out);
   int describe(const Found& found, int flags, std::uint64_t descriptor, std::uint64_t size);
   Description* description(int fd);
   int flush(Description& d);

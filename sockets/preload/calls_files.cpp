@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/xattr.h>
@@ -338,16 +339,13 @@ unsigned char dirent_type(fs::FileType type) {
 dirent64* next_entry(FleetDirectory& directory) {
   Lock lock(files().mutex());
   if (!directory.listed) {
-    std::string path;
-    if (!path_of(directory.fd, path)) {
-      errno = EBADF;
-      return nullptr;
-    }
     directory.entries.clear();
-    const std::shared_ptr<OpenFile> file = files().at(directory.fd);
-    directory.entries.push_back(fs::DirEntry{".", file->state->inode, fs::FileType::directory});
-    directory.entries.push_back(fs::DirEntry{"..", file->state->inode, fs::FileType::directory});
-    if (with_client([&](fs::Client& client) { return client.readdir(path, directory.entries); }) != 0) return nullptr;
+    const int listed = with_file(directory.fd, [&](fs::Client& client, int client_fd, OpenFile& file) {
+      directory.entries.push_back(fs::DirEntry{".", file.state->inode, fs::FileType::directory});
+      directory.entries.push_back(fs::DirEntry{"..", file.state->inode, fs::FileType::directory});
+      return client.readdir_fd(client_fd, directory.entries);
+    });
+    if (listed != 0) return nullptr;
     directory.listed = true;
     directory.next = 0;
   }
@@ -889,8 +887,8 @@ FLOTILLA_EXPORT ssize_t getdents64(int fd, void* buffer, size_t length) {
   if (entries.empty() || file->state->offset.load() == 0) {  // first read, or rewound
     entries = {fs::DirEntry{".", file->state->inode, fs::FileType::directory},
                fs::DirEntry{"..", file->state->inode, fs::FileType::directory}};
-    const std::string path = file->state->path;
-    if (with_client([&](fs::Client& client) { return client.readdir(path, entries); }) != 0) {
+    if (with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) { return client.readdir_fd(client_fd, entries); }) !=
+        0) {
       entries.clear();
       return -1;
     }
@@ -968,6 +966,24 @@ FLOTILLA_EXPORT ssize_t llistxattr(const char* path, char* list, size_t size) {
 FLOTILLA_EXPORT ssize_t flistxattr(int fd, char* list, size_t size) {
   if (!is_file(fd)) return REAL(flistxattr)(fd, list, size);
   return fail_with(ENOTSUP);
+}
+
+FLOTILLA_EXPORT int fsetxattr(int fd, const char* name, const void* value, size_t size, int flags) {
+  if (!is_file(fd)) return REAL(fsetxattr)(fd, name, value, size, flags);
+  return fail_with(ENOTSUP);
+}
+FLOTILLA_EXPORT int fremovexattr(int fd, const char* name) {
+  if (!is_file(fd)) return REAL(fremovexattr)(fd, name);
+  return fail_with(ENOTSUP);
+}
+
+// flock on a fleet descriptor is granted at once and holds nothing back, like its record locks
+// (fcntl_file): every fleet descriptor is a description of the one descriptor table.
+FLOTILLA_EXPORT int flock(int fd, int operation) {
+  if (!is_file(fd)) return REAL(flock)(fd, operation);
+  const int kind = operation & ~LOCK_NB;
+  if (kind != LOCK_SH && kind != LOCK_EX && kind != LOCK_UN) return fail_with(EINVAL);
+  return 0;
 }
 
 // Temporary files in the fleet: the C library's own versions open without passing here.

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -26,7 +27,6 @@ namespace flotilla::preload {
 
 namespace {
 
-constexpr char kMemfdName[] = "flotilla-fs";
 constexpr char kDefaultPrefix[] = "/flotilla";
 
 pid_t g_pid = ::getpid();  // this process (a fork child sets its own)
@@ -54,11 +54,142 @@ std::string normal(std::string_view path) {
   return out.empty() ? "/" : out;
 }
 
+flock lock_on(std::uint64_t key, short type) {
+  flock lock{};
+  lock.l_type = type;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = static_cast<off_t>(key);
+  lock.l_len = 1;
+  return lock;
+}
+
+std::uint64_t made_by(pid_t pid) { return (static_cast<std::uint64_t>(pid) << 2) | 1; }
+constexpr std::uint64_t kLive = 2;
+
 }  // namespace
 
-OpenFile::~OpenFile() {
-  if (state != nullptr) ::munmap(state, SharedState::kBytes);
+int DescriptorTable::open(const std::string& path) {
+  const int fd = REAL(open)(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return -errno;
+  constexpr off_t kTableBytes = static_cast<off_t>(kSlots * SharedState::kBytes);
+  struct stat described {};
+  auto give_up = [fd](int error) {
+    REAL(close)(fd);
+    return -error;
+  };
+  if (REAL(fstat)(fd, &described) != 0) return give_up(errno);
+  // Sized by whoever comes first; the file is sparse, a slot's page is made when first used.
+  if (described.st_size < kTableBytes && REAL(ftruncate)(fd, kTableBytes) != 0) return give_up(errno);
+  void* mapped = REAL(mmap)(nullptr, static_cast<std::size_t>(kTableBytes), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (mapped == MAP_FAILED) return give_up(errno);
+  path_ = path;
+  probe_ = fd;
+  device_ = described.st_dev;
+  inode_ = described.st_ino;
+  slots_ = static_cast<SharedState*>(mapped);
+  return 0;
 }
+
+bool DescriptorTable::held(std::size_t slot) const {
+  flock lock = lock_on(key(slot), F_WRLCK);
+  // A read lock of any description on the key conflicts; an unheld key says F_UNLCK.
+  if (REAL(fcntl)(probe_, F_OFD_GETLK, &lock) != 0) return true;
+  return lock.l_type != F_UNLCK;
+}
+
+int DescriptorTable::make(int flags, std::size_t& slot) {
+  const std::uint64_t mine = made_by(::getpid());
+  bool claimed = false;
+  for (int pass = 0; pass < 2 && !claimed; ++pass) {
+    for (std::size_t looked = 0; looked < kSlots; ++looked) {
+      const std::size_t candidate = (cursor_ + looked) % kSlots;
+      std::uint64_t free = 0;
+      if (slots_[candidate].use.load(std::memory_order_relaxed) == 0 &&
+          slots_[candidate].use.compare_exchange_strong(free, mine, std::memory_order_acquire)) {
+        slot = candidate;
+        cursor_ = (candidate + 1) % kSlots;
+        claimed = true;
+        break;
+      }
+    }
+    if (!claimed && pass == 0) sweep();
+  }
+  if (!claimed) return -ENFILE;
+  SharedState& state = slots_[slot];
+  auto give_back = [&state](int error) {
+    state.use.store(0, std::memory_order_release);
+    return -error;
+  };
+  const int fd = REAL(open)(path_.c_str(), O_RDONLY | (flags & O_CLOEXEC));
+  if (fd < 0) return give_back(errno);
+  flock lock = lock_on(key(slot), F_RDLCK);
+  if (REAL(lseek)(fd, static_cast<off_t>(key(slot)), SEEK_SET) < 0 || REAL(fcntl)(fd, F_OFD_SETLK, &lock) != 0) {
+    const int error = errno;
+    REAL(close)(fd);
+    return give_back(error);
+  }
+  state.magic = SharedState::kMagic;
+  state.inode = 0;
+  state.flags = 0;
+  state.type = 0;
+  state.holder.store(0, std::memory_order_relaxed);
+  state.offset.store(0, std::memory_order_relaxed);
+  state.written_end.store(0, std::memory_order_relaxed);
+  state.path[0] = '\0';
+  state.use.store(kLive, std::memory_order_release);
+  return fd;
+}
+
+void DescriptorTable::release_if_unheld(std::size_t slot) {
+  std::uint64_t live = kLive;
+  // Nobody can take a lock on an unheld key again (no description names it), so freeing after the
+  // test races with nothing but another freer.
+  if (slot >= kSlots || held(slot) || !slots_[slot].use.compare_exchange_strong(live, 0, std::memory_order_release)) {
+    return;
+  }
+  // The next description takes the lowest slot this process freed: an open-close loop keeps
+  // using one page of the table rather than touching all of it.
+  cursor_ = std::min(cursor_, slot);
+}
+
+void DescriptorTable::sweep() {
+  for (std::size_t slot = 0; slot < kSlots; ++slot) {
+    std::uint64_t use = slots_[slot].use.load(std::memory_order_acquire);
+    if (use == kLive) {
+      release_if_unheld(slot);
+    } else if ((use & 3) == 1) {
+      const auto maker = static_cast<pid_t>(use >> 2);
+      if (::kill(maker, 0) != 0 && errno == ESRCH) slots_[slot].use.compare_exchange_strong(use, 0);
+    }
+  }
+}
+
+std::optional<std::size_t> DescriptorTable::slot_of(int fd) const {
+  struct stat described {};
+  if (slots_ == nullptr || REAL(fstat)(fd, &described) != 0 || described.st_dev != device_ ||
+      described.st_ino != inode_) {
+    return std::nullopt;
+  }
+  const off_t at = REAL(lseek)(fd, 0, SEEK_CUR);
+  if (at < static_cast<off_t>(kKeyBase) || at >= static_cast<off_t>(kKeyBase + kSlots)) return std::nullopt;
+  const auto slot = static_cast<std::size_t>(at - static_cast<off_t>(kKeyBase));
+  if (slots_[slot].use.load(std::memory_order_acquire) != kLive || slots_[slot].magic != SharedState::kMagic) {
+    return std::nullopt;
+  }
+  return slot;
+}
+
+bool DescriptorTable::names_table(int fd, const struct stat& table) {
+  struct stat described {};
+  return REAL(fstat)(fd, &described) == 0 && described.st_dev == table.st_dev && described.st_ino == table.st_ino;
+}
+
+namespace {
+
+// The table beside the stack's control socket: every process of the stack shares it.
+std::string table_path() { return control_socket_path() + ".fds"; }
+
+}  // namespace
 
 int fleet_error(int error) {
   static std::atomic<bool> told{false};
@@ -213,31 +344,37 @@ int Files::client_fd(OpenFile& file) {
   return opened;
 }
 
+DescriptorTable* Files::descriptions() {
+  if (descriptions_.is_open()) return &descriptions_;
+  if (int error = descriptions_.open(table_path()); error != 0) {
+    errno = -error;
+    return nullptr;
+  }
+  return &descriptions_;
+}
+
 int Files::install(int client_fd, const std::string& path, int flags) {
   fs::SharedDescriptor described;
   if (int error = connection_->client().describe_fd(client_fd, described); error != 0) return fail_with(-error);
   if (path.size() >= sizeof(SharedState::path)) return fail_with(ENAMETOOLONG);
-  const int fd = ::memfd_create(kMemfdName, (flags & O_CLOEXEC) != 0 ? MFD_CLOEXEC : 0);
-  if (fd < 0) return -1;
-  auto give_up = [fd](int error) {
+  DescriptorTable* table = descriptions();
+  if (table == nullptr) return -1;
+  std::size_t slot = 0;
+  const int fd = table->make(flags, slot);
+  if (fd < 0) return fail_with(-fd);
+  if (fd >= kMaxFds) {
     REAL(close)(fd);
-    return fail_with(error);
-  };
-  if (fd >= kMaxFds) return give_up(EMFILE);
-  if (REAL(ftruncate)(fd, SharedState::kBytes) != 0) return give_up(errno);
-  void* page = ::mmap(nullptr, SharedState::kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (page == MAP_FAILED) return give_up(errno);
-  auto* state = new (page) SharedState{};
-  state->inode = described.inode;
-  state->flags = static_cast<std::uint32_t>(flags) & (O_ACCMODE | O_APPEND);
-  state->type = static_cast<std::uint8_t>(described.type);
-  std::memcpy(state->path, path.c_str(), path.size() + 1);
-  state->magic = SharedState::kMagic;
-  // The C library's own reads and writes (a stdio stream this library did not make) find the
-  // memfd's end, past the state.
-  (void)REAL(lseek)(fd, SharedState::kBytes, SEEK_SET);
+    table->release_if_unheld(slot);
+    return fail_with(EMFILE);
+  }
+  SharedState& state = table->at(slot);
+  state.inode = described.inode;
+  state.flags = static_cast<std::uint32_t>(flags) & (O_ACCMODE | O_APPEND);
+  state.type = static_cast<std::uint8_t>(described.type);
+  std::memcpy(state.path, path.c_str(), path.size() + 1);
   auto file = std::make_shared<OpenFile>();
-  file->state = state;
+  file->state = &state;
+  file->slot = slot;
   file->client_fd = client_fd;
   file->generation = generation_;
   if (static_cast<std::size_t>(fd) >= table_.size()) table_.resize(static_cast<std::size_t>(fd) + 1);
@@ -267,6 +404,17 @@ void Files::forget(int fd) {
   }
 }
 
+int Files::close(int fd) {
+  const std::weak_ptr<OpenFile> watched = at(fd);  // weak: forget() must see the same use count
+  const std::size_t slot = watched.expired() ? 0 : watched.lock()->slot;
+  const bool fleet = !watched.expired();
+  forget(fd);
+  const int closed = REAL(close)(fd);
+  // Its last descriptor in this process: perhaps its last anywhere.
+  if (fleet && watched.expired()) descriptions_.release_if_unheld(slot);
+  return closed;
+}
+
 void Files::after_fork_child() {
   new (&mutex_) LibraryMutex();  // the parent's thread held it (see Runtime::after_fork_child)
   g_pid = ::getpid();
@@ -278,24 +426,19 @@ void Files::after_fork_child() {
   lease_retry_.allow_now();
 }
 
-bool Files::attach(int fd, std::vector<std::pair<ino_t, std::shared_ptr<OpenFile>>>& seen) {
-  struct stat described {};
-  if (::fstat(fd, &described) != 0 || fd >= kMaxFds) return false;
+bool Files::attach(int fd, std::vector<std::shared_ptr<OpenFile>>& seen) {
+  if (fd >= kMaxFds) return false;
+  const std::optional<std::size_t> slot = descriptions_.slot_of(fd);
+  if (!slot) return false;
   std::shared_ptr<OpenFile> file;
-  for (const auto& [inode, known] : seen) {
-    if (inode == described.st_ino) file = known;
+  for (const auto& known : seen) {
+    if (known->slot == *slot) file = known;
   }
   if (file == nullptr) {
-    void* page = ::mmap(nullptr, SharedState::kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (page == MAP_FAILED) return false;
-    auto* state = static_cast<SharedState*>(page);
-    if (described.st_size < static_cast<off_t>(SharedState::kBytes) || state->magic != SharedState::kMagic) {
-      ::munmap(page, SharedState::kBytes);
-      return false;
-    }
     file = std::make_shared<OpenFile>();
-    file->state = state;
-    seen.emplace_back(described.st_ino, file);
+    file->state = &descriptions_.at(*slot);
+    file->slot = *slot;
+    seen.push_back(file);
   }
   if (static_cast<std::size_t>(fd) >= table_.size()) table_.resize(static_cast<std::size_t>(fd) + 1);
   table_[static_cast<std::size_t>(fd)] = std::move(file);
@@ -308,20 +451,23 @@ void Files::adopt_inherited() {
   DIR* directory = REAL(opendir)("/proc/self/fd");
   if (directory == nullptr) return;
   const int own = ::dirfd(directory);
-  std::vector<std::pair<ino_t, std::shared_ptr<OpenFile>>> seen;
-  const std::string wanted = std::string("/memfd:") + kMemfdName + " (deleted)";
+  std::vector<int> inherited;
+  struct stat table {};
+  // No table, no fleet descriptor (and a program that never uses the fleet does not make one).
+  if (REAL(stat)(table_path().c_str(), &table) != 0) {
+    REAL(closedir)(directory);
+    return;
+  }
   while (const dirent64* entry = REAL(readdir64)(directory)) {
     char* end = nullptr;
     const long fd = std::strtol(entry->d_name, &end, 10);
     if (*end != '\0' || end == entry->d_name || fd == own) continue;
-    char link[64];
-    char target[128];
-    std::snprintf(link, sizeof(link), "/proc/self/fd/%ld", fd);
-    const ssize_t length = REAL(readlink)(link, target, sizeof(target) - 1);
-    if (length < 0 || std::string_view(target, static_cast<std::size_t>(length)) != wanted) continue;
-    (void)attach(static_cast<int>(fd), seen);
+    if (DescriptorTable::names_table(static_cast<int>(fd), table)) inherited.push_back(static_cast<int>(fd));
   }
   REAL(closedir)(directory);
+  if (inherited.empty() || descriptions() == nullptr) return;
+  std::vector<std::shared_ptr<OpenFile>> seen;
+  for (const int fd : inherited) (void)attach(fd, seen);
 }
 
 // The hooks the other interposed calls use.
@@ -440,8 +586,7 @@ ssize_t writev_file(int fd, const iovec* vectors, int count) {
 int close_file(int fd) {
   Files& files = Files::get();
   Lock lock(files.mutex());
-  files.forget(fd);
-  return REAL(close)(fd);
+  return files.close(fd);
 }
 
 void forget_files_in(unsigned int first, unsigned int last) {
@@ -499,8 +644,21 @@ int fcntl_file(int fd, int command, void* argument, int (*real)(int, int, ...)) 
       file->state->flags = (file->state->flags & ~static_cast<std::uint32_t>(O_APPEND)) | (wanted & O_APPEND);
       return 0;
     }
+    case F_SETLK:
+    case F_SETLKW:
+    case F_OFD_SETLK:
+    case F_OFD_SETLKW:
+    case F_GETLK:
+    case F_OFD_GETLK: {
+      // Record locks are granted at once and hold nothing back (every fleet descriptor is a
+      // description of the one descriptor table, whose ranges are not the file's).
+      auto* lock = static_cast<flock*>(argument);
+      if (lock == nullptr) return fail_with(EFAULT);
+      if (command == F_GETLK || command == F_OFD_GETLK) lock->l_type = F_UNLCK;
+      return 0;
+    }
     default:
-      return real(fd, command, argument);  // FD_CLOEXEC and locks: the memfd's
+      return real(fd, command, argument);  // FD_CLOEXEC: the descriptor's own
   }
 }
 

@@ -2,25 +2,31 @@
 // `flotilla run` sets from `[files] prefix`; /flotilla by default) and descriptors opened there go
 // to the fleet's client library (sockets/fs/); everything else goes to the kernel unchanged.
 //
-// A fleet descriptor is a real kernel descriptor: a one-page memfd named "flotilla-fs" that holds
-// the open file description's state (SharedState: inode, open flags, offset, path). The kernel
-// then does for fleet files what it does for its own: dup, dup2 onto 1, fork and exec (without
-// FD_CLOEXEC) hand on the same memfd, hence the same page, hence the same offset. Each process
-// that uses such a descriptor opens the inode at the servers once under its own seat (the servers
-// count it as a holder: an unlinked file lives while one is left), and every write is published
-// at once (FLUSH), so that another process sharing the description sees it.
+// A fleet descriptor is a real kernel descriptor: an open file description of the stack's
+// descriptor table (DescriptorTable, a file beside the control socket), read-only, whose file
+// offset names a slot of that table; the slot holds the fleet's open file description (SharedState:
+// inode, open flags, offset, path). The kernel then does for fleet files what it does for its own:
+// dup, dup2 onto 1, fork and exec (without FD_CLOEXEC) hand on the same description, hence the same
+// kernel offset, hence the same slot. The kernel also says when the last descriptor of a
+// description is gone, wherever it was: each description holds an OFD read lock on its slot's key,
+// which the kernel drops with the description, so a slot is free when no lock is left on it. Each
+// process that uses such a descriptor opens the inode at the servers once under its own seat (the
+// servers count it as a holder: an unlinked file lives while one is left), and what it writes is
+// seen by the others through the slot, and by everyone at close.
 //
-// An exec'd program finds its inherited fleet descriptors at load (the memfds in /proc/self/fd)
-// and, when 0, 1 or 2 is one, replaces stdin, stdout or stderr by a stdio stream that calls the
-// fleet (the C library's own stdio reaches the kernel without passing here).
+// An exec'd program finds its inherited fleet descriptors at load (descriptors of the table in
+// /proc/self/fd) and, when 0, 1 or 2 is one, replaces stdin, stdout or stderr by a stdio stream that
+// calls the fleet (the C library's own stdio reaches the kernel without passing here).
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,10 +65,14 @@ bool fleet_path(int directory, const char* path, std::string& out);
 // Whether chdir put the working directory in the fleet.
 inline std::atomic<bool> g_cwd_in_fleet{false};
 
-// One open file description, in its memfd's page: every process holding the memfd maps it.
+// One open file description, in its slot of the descriptor table: every process holding a
+// descriptor of it maps the table.
 struct SharedState {
   static constexpr std::uint64_t kMagic = 0x31454c4946544c46;  // "FLTFILE1"
   static constexpr std::size_t kBytes = 4096;
+  // Free (0), being made by a process ((pid << 2) | 1, so a dead maker's slot can be taken back),
+  // or live (2).
+  std::atomic<std::uint64_t> use;
   std::uint64_t magic;
   fs::InodeNumber inode;
   std::uint32_t flags;  // access mode and O_APPEND, as opened
@@ -74,19 +84,56 @@ struct SharedState {
   // (FLUSH): another process sharing the description reads up to here (the blocks are the server's
   // already, allocated when the writer grew the file). Cut by ftruncate through the description.
   std::atomic<std::uint64_t> written_end;
-  char path[kBytes - 48];  // the fleet path it was opened by, for calls relative to a directory
+  char path[kBytes - 56];  // the fleet path it was opened by, for calls relative to a directory
 };
 static_assert(sizeof(SharedState) <= SharedState::kBytes);
 
+// The stack's table of fleet open file descriptions: `<control socket>.fds`, kSlots slots of
+// SharedState, mapped once per process. A description of the table file (opened read-only, so a
+// stray write through it fails) whose kernel offset is key(slot) is that slot's descriptor; reads
+// through it find nothing (the keys lie past the table's end).
+class DescriptorTable {
+ public:
+  static constexpr std::size_t kSlots = 8192;
+  static constexpr std::uint64_t kKeyBase = std::uint64_t{1} << 40;
+  static std::uint64_t key(std::size_t slot) { return kKeyBase + slot; }
+
+  // Opens (creating it if needed) and maps the table at `path`; -errno on failure.
+  int open(const std::string& path);
+  bool is_open() const { return slots_ != nullptr; }
+  // A new kernel descriptor for a free slot (O_CLOEXEC from `flags`), the slot live and its
+  // state zeroed but for `use`; -errno (ENFILE: every slot is held).
+  int make(int flags, std::size_t& slot);
+  // Frees `slot` if no description holds it any more (its last descriptor is closed everywhere).
+  void release_if_unheld(std::size_t slot);
+  // The slot `fd` names when it is a descriptor of this table; nullopt otherwise.
+  std::optional<std::size_t> slot_of(int fd) const;
+  // Whether `fd`'s file is `table` (the table's stat, taken without opening it).
+  static bool names_table(int fd, const struct stat& table);
+  SharedState& at(std::size_t slot) { return slots_[slot]; }
+
+ private:
+  bool held(std::size_t slot) const;
+  // Takes back slots whose descriptions are gone (processes that ended without closing, makers
+  // that died); run when every slot looked held.
+  void sweep();
+
+  std::string path_;
+  int probe_ = -1;  // the table opened read-write: the mapping, and the lock tests
+  dev_t device_ = 0;
+  ino_t inode_ = 0;
+  SharedState* slots_ = nullptr;
+  std::size_t cursor_ = 0;
+};
 // This process's side of an open file description.
 struct OpenFile {
   SharedState* state = nullptr;
+  std::size_t slot = 0;          // in the descriptor table
   int client_fd = -1;            // at this process's fleet client, made on first use
   std::uint64_t generation = 0;  // Files::generation when client_fd was made
   // getdents64's entries as read at offset 0; later calls go on through them instead of asking
   // the servers again, so reading a directory to its end costs one listing.
   std::vector<fs::DirEntry> listing;
-  ~OpenFile();
 };
 
 // The process's fleet state; one recursive mutex guards it (never taken under Runtime's lock,
@@ -113,6 +160,9 @@ class Files {
   void share(int from, int to);
   // Drops `fd` from the table (its description is released with its last descriptor here).
   void forget(int fd);
+  // close(2) of fleet descriptor `fd`: forgets it, closes it, and frees its slot if that was the
+  // description's last descriptor anywhere.
+  int close(int fd);
 
   // fork and exec.
   void after_fork_child();
@@ -120,12 +170,15 @@ class Files {
 
  private:
   Files();
-  bool attach(int fd, std::vector<std::pair<ino_t, std::shared_ptr<OpenFile>>>& seen);
+  bool attach(int fd, std::vector<std::shared_ptr<OpenFile>>& seen);
+  // The descriptor table, opened on first use; null (errno set) when it cannot be.
+  DescriptorTable* descriptions();
 
   mutable LibraryMutex mutex_;
   std::string cwd_;
   std::vector<std::shared_ptr<OpenFile>> table_;  // by kernel descriptor
   std::unique_ptr<fs::FleetConnection> connection_;
+  DescriptorTable descriptions_;
   std::uint64_t generation_ = 1;
   LeaseRetry lease_retry_{ENOENT};  // what fleet paths say while no seat is leased
   bool complained_ = false;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <random>
@@ -226,42 +227,41 @@ TEST(FileServer, ThreePhaseRmdirRefusesNonEmptyAndHoldsCreates) {
   }
 }
 
-TEST(FileServer, LockAndMarkRefusesANonEmptyDirectoryWithoutLockingIt) {
+TEST(FileServer, RemoveAtHomeRefusesANonEmptyDirectoryWithoutLockingIt) {
   Fleet fleet(1);
   const InodeNumber d = fleet.call(0, by_name(FsOp::mkdir, kRootInode, "d", false)).inode;
   ASSERT_EQ(fleet.call(0, open_create(d, "x", false)).status, 0);
   FsMessage lock = on_inode(FsOp::rmdir_lock, d);
-  lock.arg0 = kLockAndMark;
+  lock.arg0 = kRemoveAtHome;
   lock.client = 2;
   EXPECT_EQ(fleet.call(0, lock).status, -ENOTEMPTY);
   EXPECT_FALSE(fleet.server(0).marked(d));
+  EXPECT_FALSE(fleet.server(0).removed(d));
   // Not locked: another client's lock is answered at once, not held back.
   FsMessage other = on_inode(FsOp::rmdir_lock, d);
   other.client = 3;
   EXPECT_EQ(fleet.call(0, other).status, 0);
 }
 
-TEST(FileServer, LockAndMarkOfAnEmptyDirectoryHoldsCreatesUntilCommit) {
+// The whole rmdir of an empty directory in one message: removed, freed, nothing left locked or
+// marked, and a later create into it refused.
+TEST(FileServer, RemoveAtHomeOfAnEmptyDirectoryRemovesItAtOnce) {
   Fleet fleet(1);
   const InodeNumber d = fleet.call(0, by_name(FsOp::mkdir, kRootInode, "d", false)).inode;
   FsMessage lock = on_inode(FsOp::rmdir_lock, d);
-  lock.arg0 = kLockAndMark;
+  lock.arg0 = kRemoveAtHome;
   lock.client = 2;
   ASSERT_EQ(fleet.call(0, lock).status, 0);
-  EXPECT_TRUE(fleet.server(0).marked(d));
+  EXPECT_TRUE(fleet.server(0).removed(d));
+  EXPECT_FALSE(fleet.server(0).marked(d));
+  EXPECT_FALSE(fleet.server(0).holds_inode(d));
   FsMessage create = open_create(d, "late", false);
   create.client = 3;
-  create.request = 77;
-  EXPECT_EQ(fleet.call(0, create).op, FsOp::none);
-  FsMessage commit = on_inode(FsOp::rmdir_commit, d);
-  commit.client = 2;
-  Collect out;
-  fleet.server(0).handle(2, commit, 5000, out);
-  bool refused = false;
-  for (const Sent& sent : out.sent) {
-    refused |= sent.to == 3 && sent.message.request == 77 && sent.message.status == -ENOENT;
-  }
-  EXPECT_TRUE(refused);
+  EXPECT_EQ(fleet.call(0, create).status, -ENOENT);
+  FsMessage again = on_inode(FsOp::rmdir_lock, d);
+  again.arg0 = kRemoveAtHome;
+  again.client = 3;
+  EXPECT_EQ(fleet.call(0, again).status, -ENOENT);
 }
 
 TEST(FileServer, ResolveWithStatCarriesTheAttributesOfALocalInode) {
@@ -305,21 +305,39 @@ TEST(FileServer, CommittedRmdirRefusesLaterCreates) {
   }
 }
 
+// Whoever learned the name hears of its change: a RESOLVE's client, and the client whose open or
+// mkdir by name made or found it (it keeps the answer as a lookup).
 TEST(FileServer, RenameAndUnlinkInvalidateLookers) {
   Fleet fleet(1);
-  ASSERT_EQ(fleet.call(0, open_create(kRootInode, "a", false)).status, 0);
+  ASSERT_EQ(fleet.call(0, open_create(kRootInode, "a", false)).status, 0);  // client 1
+  FsMessage made = by_name(FsOp::mkdir, kRootInode, "d", false);
+  made.client = 3;
+  ASSERT_EQ(fleet.call(0, made).status, 0);
   FsMessage resolve = by_name(FsOp::resolve, kRootInode, "a", false);
   resolve.client = 5;
   const InodeNumber a = fleet.call(0, resolve).inode;
   fleet.other.clear();
   FsMessage rm = by_name(FsOp::rm_map, kRootInode, "a", false);
+  rm.client = 7;
   rm.arg0 = a;
   rm.flags |= kKeepLink;
   ASSERT_EQ(fleet.call(0, rm).status, 0);
+  ASSERT_EQ(fleet.other.size(), 2u);
+  std::vector<ClientId> told;
+  for (const auto& sent : fleet.other) {
+    EXPECT_EQ(sent.message.op, FsOp::invalidate);
+    EXPECT_EQ(sent.message.name(), "a");
+    told.push_back(static_cast<ClientId>(sent.to));
+  }
+  std::sort(told.begin(), told.end());
+  EXPECT_EQ(told, (std::vector<ClientId>{1, 5}));
+  fleet.other.clear();
+  FsMessage rmdir = by_name(FsOp::rm_map, kRootInode, "d", false);
+  rmdir.client = 7;
+  rmdir.flags |= kDirOk;
+  ASSERT_EQ(fleet.call(0, rmdir).status, 0);
   ASSERT_EQ(fleet.other.size(), 1u);
-  EXPECT_EQ(fleet.other[0].to, 5u);
-  EXPECT_EQ(fleet.other[0].message.op, FsOp::invalidate);
-  EXPECT_EQ(fleet.other[0].message.name(), "a");
+  EXPECT_EQ(fleet.other[0].to, 3u);
 }
 
 TEST(FileServer, UnlinkedFileLivesUntilLastCloseAndBlocksWaitForIt) {

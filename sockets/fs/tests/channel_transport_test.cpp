@@ -238,6 +238,25 @@ TEST(ChannelTransport, AServerRestartInTheMiddleOfACallIsRetried) { expect_resta
 
 TEST(ChannelTransport, ARestartToldByTheHostIsRetriedToo) { expect_restart_during_a_call_is_retried(2, 1, true); }
 
+// A close is posted, not waited for: the server runs it before the client's next request to it,
+// and a restart that lost it unread has it sent again, so the server holds no descriptor after.
+TEST(ChannelTransport, APostedCloseRunsBeforeTheNextCallAndSurvivesARestart) {
+  for (bool crash : {false, true}) {
+    ChannelFleet fleet(1, 1, 64);
+    Client& client = fleet.client(0);
+    const int fd = client.open("/f", O_CREAT | O_WRONLY, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(fleet.server(0).descriptor_count(), 1u);
+    ASSERT_EQ(client.close(fd), 0);
+    EXPECT_EQ(fleet.server(0).descriptor_count(), 1u) << "the close was waited for";
+    if (crash) fleet.crash_at_wait(1, 0);
+    FileStat st;
+    ASSERT_EQ(client.stat("/f", st), 0);
+    EXPECT_EQ(fleet.server(0).descriptor_count(), 0u);
+    EXPECT_EQ(fleet.transport(0).stray_replies(), 0u);
+  }
+}
+
 TEST(ChannelTransport, AWaitThatGivesUpFailsTheCall) {
   std::vector<Line> memory(channel_bytes(16) / sizeof(Line) + 1);
   const std::span<std::byte> bytes(reinterpret_cast<std::byte*>(memory.data()), channel_bytes(16));
