@@ -38,6 +38,7 @@ struct Case {
   int workers;
   bool reuseport;
   bool daemon;
+  bool as_nobody = false;  // workers switch to the user nobody, as nginx's packaged configuration does
 };
 
 class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
@@ -52,7 +53,7 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
   void write_config(const Case& setting) {
     std::filesystem::create_directories(file("temp"));
     std::ofstream(file("nginx.conf"))
-        << "user root;\n"
+        << "user " << (setting.as_nobody ? "nobody nogroup" : "root") << ";\n"
         << "daemon " << (setting.daemon ? "on" : "off") << ";\n"
         << "master_process on;\n"
         << "worker_processes " << setting.workers << ";\n"
@@ -141,6 +142,15 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
     return end == std::string::npos || end + 2 >= line.size() || line[end + 2] == 'Z' || line[end + 2] == 'X';
   }
 
+  // The real user id of `pid`, from /proc; -1 when it cannot be read.
+  static int real_uid_of(pid_t pid) {
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("Uid:", 0) == 0) return std::atoi(line.c_str() + 4);
+    }
+    return -1;
+  }
+
   void stop_master() {
     const pid_t pid = master();
     if (pid <= 0 || ::kill(pid, 0) != 0) return;
@@ -197,6 +207,10 @@ TEST_P(Nginx, EveryWorkerServesAndAReloadKeepsServing) {
   }
   const std::set<pid_t> first = workers();
   expect_every_worker_serves(first);
+  // Looked at once they served: a worker changes its user after it starts.
+  if (setting.as_nobody) {
+    for (const pid_t worker : first) EXPECT_EQ(real_uid_of(worker), 65534) << "worker " << worker;
+  }
 
   // A reload: nginx starts new workers, which join the group, and tells the old ones to leave.
   reload_and_expect_new_workers_serve(first, setting.workers, server);
@@ -244,10 +258,12 @@ TEST_P(NginxUpgrade, ABinaryUpgradeKeepsServing) {
 
 INSTANTIATE_TEST_SUITE_P(Workers, Nginx,
                          ::testing::Values(Case{2, false, false}, Case{4, false, false}, Case{2, true, false},
-                                           Case{4, true, false}, Case{2, false, true}),
+                                           Case{4, true, false}, Case{2, false, true},
+                                           Case{2, false, false, true}),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return std::to_string(info.param.workers) + "Workers" +
-                                  (info.param.reuseport ? "Reuseport" : "") + (info.param.daemon ? "Daemon" : "");
+                                  (info.param.reuseport ? "Reuseport" : "") + (info.param.daemon ? "Daemon" : "") +
+                                  (info.param.as_nobody ? "AsNobody" : "");
                          });
 
 INSTANTIATE_TEST_SUITE_P(Daemon, NginxUpgrade, ::testing::Values(Case{2, false, true}),
