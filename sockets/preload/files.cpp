@@ -318,8 +318,9 @@ fs::Client* Files::client() {
   if (!complained_) {
     complained_ = true;
     const char* why = error.code == Errc::exhausted ? "every application seat is leased (limits.app_seats)"
-                      : error.code == Errc::system || error.code == Errc::closed
-                          ? "the stack is not running"
+                      : error.code == Errc::closed ? "the stack is not running"
+                      : error.code == Errc::system && error.sys_errno == EACCES
+                          ? "the supervisor's socket serves root and its own user only"
                           : (error.context != nullptr ? error.context : "the lease was refused");
     std::fprintf(stderr, "flotilla: no file fleet under %s: %s; its paths fail with %s\n", fleet_prefix().data(), why,
                  std::strerror(lease_retry_.error()));
