@@ -139,8 +139,6 @@ bool Runtime::ensure_stack(bool adopt_parent) {
       if (const char* spin = std::getenv("FLOTILLA_SPIN_US"); spin != nullptr) {
         spin_ns_ = std::strtoull(spin, nullptr, 10) * 1000;
       }
-      static std::once_flag registered;
-      std::call_once(registered, [] { std::atexit([] { Runtime::get().drain_sends_at_exit(); }); });
       return true;
     }
     why = std::string("cannot attach to the TCP replicas: ") + (attached.error().context ? attached.error().context : "");
@@ -295,41 +293,6 @@ std::uint64_t Runtime::arrivals(Socket& socket) {
   if (socket.udp()) return socket.datagrams != nullptr ? socket.datagrams->tail : 0;
   const bool live = socket.id >= 0 && owns(socket) && !gone(socket) && socket.state == Socket::State::connected;
   return live ? tcp_->info(socket.id).bytes_received : 0;
-}
-
-void Runtime::drain_sends_at_exit() {
-  // A process that exits has its lease end, and the replicas drop what is left of its
-  // connections. Linux still delivers what closed sockets had queued, so give the replicas a
-  // bounded moment to send (and have acknowledged) every send ring's bytes first.
-  constexpr int kDrainMs = 2000;
-  constexpr int kLookMs = 10;
-  Lock lock(mutex_);
-  if (host_ == nullptr || down_) return;
-  std::vector<formats::TcpRegion> regions;
-  for (std::size_t i = 0; i < host_->channel_count(); ++i) {
-    const std::string_view name = host_->channel_name(i);
-    if (!name.starts_with("tcp")) continue;
-    const formats::TcpRegion region = formats::TcpRegion::attach(host_->region(formats::tcp_region_name(name)));
-    if (region.valid()) regions.push_back(region);
-  }
-  auto unsent = [&] {
-    for (const formats::TcpRegion& region : regions) {
-      for (std::uint32_t i = 0; i < region.page_count(); ++i) {
-        const formats::TcpSocketPageHeader& page = *region.page(i);
-        const auto status = page.control.status.load(std::memory_order_acquire);
-        if (status != formats::TcpSocketStatus::connected && status != formats::TcpSocketStatus::connecting) continue;
-        if (page.send.tail.load(std::memory_order_acquire) != page.send.head.load(std::memory_order_acquire)) return true;
-      }
-    }
-    return false;
-  };
-  const std::uint64_t deadline = deadline_after(kDrainMs);
-  while (unsent() && !down_) {
-    const int left = remaining_ms(deadline);
-    if (left == 0) break;
-    pump();
-    if (sleep(lock, [] { return false; }, nullptr, 0, std::min(left, kLookMs)) < 0 && errno != EINTR) break;
-  }
 }
 
 bool Runtime::restart_after_signal() {

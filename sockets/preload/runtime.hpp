@@ -412,8 +412,6 @@ class Runtime {
   // Takes the wake and lease descriptors out of the kernel's epoll set `epfd`.
   void drop_marks(int epfd, EpollSet& set);
 
-  // Registered with atexit on the first lease: lets the replicas deliver what is still queued.
-  void drain_sends_at_exit();
   // After a blocking call's wait was interrupted by a signal: whether Linux would restart the call
   // (every handled signal has SA_RESTART).
   static bool restart_after_signal();
