@@ -35,11 +35,11 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach(WaitPolicy policy) 
 
 Result<std::unique_ptr<ComponentHost>> ComponentHost::attach_descriptors(
     WaitPolicy policy, const std::function<Result<UniqueFd>(int)>& descriptor) {
-  const auto attach_fd = [&](int fd, SharedRegion::Access access = SharedRegion::Access::read_write)
-      -> Result<SharedRegion> {
+  const auto attach_fd = [&](int fd, SharedRegion::Access access = SharedRegion::Access::read_write,
+                              SharedRegion::Faults faults = SharedRegion::Faults::at_map) -> Result<SharedRegion> {
     auto taken = descriptor(fd);
     if (!taken) return taken.error();
-    return SharedRegion::attach(std::move(taken.value()), access);
+    return SharedRegion::attach(std::move(taken.value()), access, faults);
   };
   std::unique_ptr<ComponentHost> host(new ComponentHost());
   auto control = attach_fd(kControlFd);
@@ -87,7 +87,10 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::attach_descriptors(
     if (grant.peer == kNoComponent || grant.peer >= kMaxComponents) {
       return Error{Errc::bad_layout, 0, "channel grant names no peer"};
     }
-    auto region = attach_fd(grant.fd);
+    // A channel to an application seat (a peer woken through an eventfd) is touched once a
+    // program holds the seat, not before.
+    auto region = attach_fd(grant.fd, SharedRegion::Access::read_write,
+                            grant.peer_wake_fd >= 0 ? SharedRegion::Faults::on_use : SharedRegion::Faults::at_map);
     if (!region) return region.error();
     const auto side = grant.side == ChannelSideCode::a ? ChannelSide::a : ChannelSide::b;
     auto end = attach_channel(region->bytes(), grant.capacity, side, host->incarnation_,
@@ -199,6 +202,13 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::lease_over(UniqueFd connec
   return host;
 }
 
+void ComponentHost::run() {
+  for (std::size_t i = 0; i < channels_.size(); ++i) {
+    if (block_->channels[i].peer_idle != 0) loop_->set_input_idle(channels_[i].in, true);
+  }
+  loop_->run();
+}
+
 void ComponentHost::arm_wake() {
   Doorbell& bell = loop_->doorbell();
   bell.sleeping.store(Doorbell::eventfd_sleep, std::memory_order_relaxed);
@@ -270,6 +280,9 @@ void ComponentHost::on_control(std::span<const Message> messages) {
     if (notice.peer == kNoComponent || notice.peer >= kMaxComponents) {
       block_->counters.add(Counter::corrupt);
       continue;
+    }
+    for (std::size_t i = 0; i < channels_.size(); ++i) {
+      if (block_->channels[i].peer == notice.peer) loop_->set_input_idle(channels_[i].in, notice.idle != 0);
     }
     if (peer_restarted_) peer_restarted_(notice.peer, notice.incarnation);
   }

@@ -101,7 +101,8 @@ class ComponentHost {
     if (!recovery_reported_) report_recovered();
   }
 
-  void run() { loop_->run(); }
+  // Runs the loop, with the channels to seats no program holds idle (ComponentLoop::set_input_idle).
+  void run();
 
  private:
   ComponentHost() = default;

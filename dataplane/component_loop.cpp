@@ -8,14 +8,20 @@ ComponentLoop::ComponentLoop(Doorbell& bell, CounterBlock& counters, WaitPolicy 
 Status ComponentLoop::add_input(RingConsumer& ring, InputHandler handler) {
   if (input_count_ == kMaxInputs) return Error{Errc::exhausted, 0, "component loop inputs"};
   if (!handler) return Error{Errc::invalid_argument, 0, "input without a handler"};
-  inputs_[input_count_++] = Input{&ring, std::move(handler), false};
+  inputs_[input_count_++] = Input{&ring, std::move(handler), false, false};
   return {};
+}
+
+void ComponentLoop::set_input_idle(const RingConsumer& ring, bool idle) {
+  for (std::size_t i = 0; i < input_count_; ++i) {
+    if (inputs_[i].ring == &ring) inputs_[i].idle = idle;
+  }
 }
 
 Status ComponentLoop::set_control_input(RingConsumer& ring, InputHandler handler) {
   if (control_.ring != nullptr) return Error{Errc::invalid_argument, 0, "a second control input"};
   if (!handler) return Error{Errc::invalid_argument, 0, "input without a handler"};
-  control_ = Input{&ring, std::move(handler), false};
+  control_ = Input{&ring, std::move(handler), false, false};
   return {};
 }
 
@@ -35,7 +41,7 @@ bool ComponentLoop::drain_control() {
 }
 
 Status ComponentLoop::add_poller(Poller poller) {
-  if (poller_count_ == kMaxInputs) return Error{Errc::exhausted, 0, "component loop pollers"};
+  if (poller_count_ == kMaxPollers) return Error{Errc::exhausted, 0, "component loop pollers"};
   if (!poller) return Error{Errc::invalid_argument, 0, "poller is empty"};
   pollers_[poller_count_++] = std::move(poller);
   return {};
@@ -43,9 +49,10 @@ Status ComponentLoop::add_poller(Poller poller) {
 
 bool ComponentLoop::poll_once(std::uint64_t now_ns) {
   bool worked = drain_control();
+  const bool look_at_idle = ++passes_ % kIdlePassInterval == 0;
   for (std::size_t i = 0; i < input_count_; ++i) {
     Input& input = inputs_[i];
-    if (input.faulted) continue;
+    if (input.faulted || (input.idle && !look_at_idle)) continue;
     auto received = input.ring->recv_burst(burst_);
     if (!received) {
       input.faulted = true;  // the ring counted the corruption itself
@@ -53,6 +60,7 @@ bool ComponentLoop::poll_once(std::uint64_t now_ns) {
     }
     if (received.value() == 0) continue;
     worked = true;
+    input.idle = false;
     (void)drain_control();
     input.handler(std::span<const Message>(burst_.data(), received.value()));
   }
@@ -69,12 +77,16 @@ bool ComponentLoop::poll_once(std::uint64_t now_ns) {
   return worked;
 }
 
-bool ComponentLoop::any_input_ready() const {
+bool ComponentLoop::any_input_ready() {
   if (control_.ring != nullptr && !control_.faulted && control_.ring->has_input()) return true;
+  bool ready = false;
   for (std::size_t i = 0; i < input_count_; ++i) {
-    if (!inputs_[i].faulted && inputs_[i].ring->has_input()) return true;
+    Input& input = inputs_[i];
+    if (input.faulted || !input.ring->has_input()) continue;
+    input.idle = false;
+    ready = true;
   }
-  return false;
+  return ready;
 }
 
 void ComponentLoop::run() {

@@ -10,6 +10,7 @@
 #include <span>
 
 #include "dataplane/clock.hpp"
+#include "dataplane/control_block.hpp"
 #include "dataplane/counters.hpp"
 #include "dataplane/doorbell.hpp"
 #include "dataplane/idle_waiter.hpp"
@@ -21,7 +22,9 @@ namespace flotilla {
 
 class ComponentLoop {
  public:
-  static constexpr std::size_t kMaxInputs = 32;
+  // A channel each, and a server has one per application seat besides its own.
+  static constexpr std::size_t kMaxInputs = kMaxChannelsPerComponent;
+  static constexpr std::size_t kMaxPollers = 32;
   static constexpr std::size_t kBurst = 32;
 
   // The handler gets a private copy of each burst; it must validate what it reads.
@@ -31,6 +34,12 @@ class ComponentLoop {
   ComponentLoop(Doorbell& bell, CounterBlock& counters, WaitPolicy policy);
 
   Status add_input(RingConsumer& ring, InputHandler handler);
+  // An idle input (a channel to an application seat no program holds) is looked at only every
+  // kIdlePassInterval passes and before the loop sleeps, so a server with many seats pays little
+  // per pass for the idle ones. Messages found there make it busy again: a lost notice costs
+  // latency, never a message.
+  static constexpr std::uint64_t kIdlePassInterval = 64;
+  void set_input_idle(const RingConsumer& ring, bool idle);
   // The supervisor's ring. It is read before each burst of any other input is handled: a notice
   // sent before a peer's message (its seat leased to a new program, which then talks at once) is
   // then always handled before that message, whatever the order the rings are polled in.
@@ -81,9 +90,11 @@ class ComponentLoop {
     RingConsumer* ring = nullptr;
     InputHandler handler;
     bool faulted = false;
+    bool idle = false;
   };
 
-  bool any_input_ready() const;
+  // Whether any input holds messages; an idle one that does becomes busy.
+  bool any_input_ready();
   // Handles whatever waits in the control input; whether there was any.
   bool drain_control();
 
@@ -94,12 +105,13 @@ class ComponentLoop {
   TimerWheel timers_;
   std::array<Input, kMaxInputs> inputs_{};
   std::size_t input_count_ = 0;
-  std::array<Poller, kMaxInputs> pollers_{};
+  std::array<Poller, kMaxPollers> pollers_{};
   std::size_t poller_count_ = 0;
   std::array<Message, kBurst> burst_{};
   Input control_{};
   std::array<Message, kBurst> control_burst_{};
   std::atomic<bool> stopping_{false};
+  std::uint64_t passes_ = 0;
 };
 
 }  // namespace flotilla

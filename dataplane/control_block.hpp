@@ -30,18 +30,25 @@ inline constexpr int kStateFd = 5;
 inline constexpr int kPoolFd = 6;
 inline constexpr int kFirstChannelFd = 7;
 
-inline constexpr std::uint32_t kMaxComponents = 64;  // ids 1..63; 0 is "nobody"
+// Application seats the configuration may declare ([limits] app_seats). Each seat is a component
+// with a channel (and a region) to every server it uses, so the limits below grow with it.
+inline constexpr std::uint32_t kMaxAppSeats = 128;
+inline constexpr std::uint32_t kMaxComponents = 256;  // ids 1..255; 0 is "nobody"
 // The supervisor's own id as the peer of the channels it opens to name servers (a client of the
-// fleet); configured components get ids 1..62.
+// fleet); configured components get ids 1..254.
 inline constexpr ComponentId kSupervisorId = kMaxComponents - 1;
 inline constexpr const char* kSupervisorChannel = "supervisor";
-inline constexpr std::uint32_t kMaxChannelsPerComponent = 16;
+// The channels a server's own configuration declares, plus one per seat.
+inline constexpr std::uint32_t kMaxStaticChannels = 16;
+inline constexpr std::uint32_t kMaxChannelsPerComponent = kMaxStaticChannels + kMaxAppSeats;
 inline constexpr std::uint32_t kNameBytes = 32;
 inline constexpr std::uint32_t kControlRingCapacity = 64;
 
 enum class ChannelSideCode : std::uint32_t { a = 0, b = 1 };
 
-inline constexpr std::uint32_t kMaxRegionsPerComponent = 8;
+// Likewise the declared regions: a server's own, plus one per seat.
+inline constexpr std::uint32_t kMaxStaticRegions = 8;
+inline constexpr std::uint32_t kMaxRegionsPerComponent = kMaxStaticRegions + kMaxAppSeats;
 // control, bells, state, pool, the channels, the regions, a wake eventfd per channel, our own.
 inline constexpr std::uint32_t kMaxGrantedDescriptors = 4 + 2 * kMaxChannelsPerComponent + kMaxRegionsPerComponent + 1;
 
@@ -63,6 +70,9 @@ struct ChannelGrant {
   // The peer is a leased component that sleeps on an eventfd rather than a futex: the descriptor
   // of that eventfd, written when this end sends while the peer sleeps; -1 otherwise.
   std::int32_t peer_wake_fd;
+  // 1: the peer is an application seat no program held when this grant was written, so its
+  // channel is idle (polled rarely) until a peer_restarted notice says a program holds it.
+  std::uint32_t peer_idle;
 };
 
 // forbidden_call: the component opens a socket, which its sandbox forbids (SIGSYS), so a test can
@@ -115,7 +125,7 @@ struct FleetNotice {
 
 struct PeerRestartedNotice {
   ComponentId peer;
-  std::uint32_t reserved;
+  std::uint32_t idle;  // 1: the peer is an application seat whose lease ended (ChannelGrant::peer_idle)
   std::uint64_t incarnation;
 };
 
@@ -130,7 +140,7 @@ struct RecoveredNotice {
 
 struct alignas(kCacheLine) ControlBlock {
   static constexpr std::uint64_t kMagic = 0x6c7274436f6c6646ull;  // "FloCtrl"
-  static constexpr std::uint32_t kVersion = 4;
+  static constexpr std::uint32_t kVersion = 5;
 
   std::uint64_t magic;
   std::uint32_t version;

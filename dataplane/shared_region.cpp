@@ -16,14 +16,14 @@ std::size_t page_round_up(std::size_t size) {
   return (size + page - 1) / page * page;
 }
 
-Result<std::byte*> map(int fd, std::size_t size, SharedRegion::Access access) {
+Result<std::byte*> map(int fd, std::size_t size, SharedRegion::Access access, SharedRegion::Faults faults) {
   const int prot = access == SharedRegion::Access::read_only ? PROT_READ : PROT_READ | PROT_WRITE;
   // MAP_POPULATE: take the page faults now, not on the data path. Not for the large regions
   // (applications' socket rings, 129 MiB each): populating them would allocate every ring at
   // start-up and make a restart map hundreds of MiB again; a ring's pages fault in once, on its
   // first use.
   constexpr std::size_t kPopulateAtMost = 64u << 20;
-  const int populate = size <= kPopulateAtMost ? MAP_POPULATE : 0;
+  const int populate = size <= kPopulateAtMost && faults == SharedRegion::Faults::at_map ? MAP_POPULATE : 0;
   void* base = ::mmap(nullptr, size, prot, MAP_SHARED | populate, fd, 0);
   if (base == MAP_FAILED) return Error::from_errno("mmap");
   return static_cast<std::byte*>(base);
@@ -31,7 +31,7 @@ Result<std::byte*> map(int fd, std::size_t size, SharedRegion::Access access) {
 
 }  // namespace
 
-Result<SharedRegion> SharedRegion::create(std::string_view name, std::size_t size) {
+Result<SharedRegion> SharedRegion::create(std::string_view name, std::size_t size, Faults faults) {
   if (size == 0) return Error{Errc::invalid_argument, 0, "region size is zero"};
   const std::string memfd_name(name.substr(0, 200));
   UniqueFd fd(::memfd_create(memfd_name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
@@ -41,12 +41,12 @@ Result<SharedRegion> SharedRegion::create(std::string_view name, std::size_t siz
   if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
     return Error::from_errno("seal region");
   }
-  auto base = map(fd.get(), size, Access::read_write);
+  auto base = map(fd.get(), size, Access::read_write, faults);
   if (!base) return base.error();
   return SharedRegion(std::move(fd), base.value(), size, Access::read_write);
 }
 
-Result<SharedRegion> SharedRegion::attach(UniqueFd fd, Access access) {
+Result<SharedRegion> SharedRegion::attach(UniqueFd fd, Access access, Faults faults) {
   if (!fd.valid()) return Error{Errc::invalid_argument, 0, "attach region: no descriptor"};
   const int seals = ::fcntl(fd.get(), F_GET_SEALS);
   if (seals < 0) return Error::from_errno("attach region: F_GET_SEALS");
@@ -57,7 +57,7 @@ Result<SharedRegion> SharedRegion::attach(UniqueFd fd, Access access) {
   if (::fstat(fd.get(), &info) != 0) return Error::from_errno("attach region: fstat");
   if (info.st_size <= 0) return Error{Errc::bad_layout, 0, "attach region: empty"};
   const auto size = static_cast<std::size_t>(info.st_size);
-  auto base = map(fd.get(), size, access);
+  auto base = map(fd.get(), size, access, faults);
   if (!base) return base.error();
   return SharedRegion(std::move(fd), base.value(), size, access);
 }

@@ -15,12 +15,16 @@ namespace flotilla {
 class SharedRegion {
  public:
   enum class Access { read_write, read_only };
+  // `at_map`: the page faults are taken when the region is mapped (regions up to 64 MiB), not on
+  // the data path. `on_use`: pages are allocated as they are touched, for the channels of
+  // application seats, which cost nothing until a program leases the seat.
+  enum class Faults { at_map, on_use };
 
   // Creates a zero-filled region of `size` bytes (rounded up to a page), mapped read-write.
-  static Result<SharedRegion> create(std::string_view name, std::size_t size);
+  static Result<SharedRegion> create(std::string_view name, std::size_t size, Faults faults = Faults::at_map);
   // Maps a region received from another process. Refuses a file that is not sealed against
   // shrinking, since a peer could truncate it and make every access fault.
-  static Result<SharedRegion> attach(UniqueFd fd, Access access = Access::read_write);
+  static Result<SharedRegion> attach(UniqueFd fd, Access access = Access::read_write, Faults faults = Faults::at_map);
 
   SharedRegion() = default;  // holds nothing: size 0, no descriptor
   SharedRegion(SharedRegion&& other) noexcept;

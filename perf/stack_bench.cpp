@@ -50,6 +50,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dataplane/clock.hpp"
+#include "dataplane/control_block.hpp"
 #include "dataplane/idle_waiter.hpp"
 #include "perf/cpu_ticks.hpp"
 #include "tests/support/kernel_namespace.hpp"
@@ -643,6 +644,7 @@ void keep_evidence(const RunningStack& stack, const std::string& label, BulkSamp
 struct Placement {
   std::vector<std::string> waits;  // "NAME=POLICY": keys of the configuration's [wait] table
   std::vector<std::string> cores;  // "NAME=CPU": `core = CPU` in the [[component]] named NAME
+  int app_seats = 0;               // [limits] app_seats: idle application seats beside flotilla-perf
 
   // `config` with this placement; an error message instead when a core names no component.
   std::string apply(std::string config, std::string& problem) const {
@@ -656,6 +658,7 @@ struct Placement {
       }
       config.insert(at + table.size(), "core = " + setting.substr(equals + 1) + "\n");
     }
+    if (app_seats != 0) config += recovery::app_seats_config(app_seats);
     if (!waits.empty()) {
       config += "\n[wait]\n";
       for (const std::string& setting : waits) {
@@ -669,6 +672,7 @@ struct Placement {
     std::string text;
     for (const std::string& setting : waits) text += " wait." + setting;
     for (const std::string& setting : cores) text += " core." + setting;
+    if (app_seats != 0) text += " app_seats=" + std::to_string(app_seats);
     return text.empty() ? " (the binaries' own: shared, unpinned)" : text;
   }
 };
@@ -939,6 +943,9 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::IsMember({"flotilla", "kernel-off", "kernel-on"}))->capture_default_str();
   Placement placement;
+  bulk->add_option("--app-seats", placement.app_seats,
+                   "Idle application seats the stack declares ([limits] app_seats): what they cost the TCP replicas")
+      ->check(CLI::Range(0, static_cast<int>(kMaxAppSeats)));
   bulk->add_option("--wait", placement.waits,
                    "NAME=POLICY: how the stack's component or group NAME (or default) waits: shared, dedicated, poll")
       ->check([](const std::string& setting) {

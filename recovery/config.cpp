@@ -142,8 +142,7 @@ void read_limits(const toml::table& root, SupervisorConfig& config) {
   reject_unknown_keys(*table, {"app_seats", "tcp_sockets_per_seat", "tcp_ring_bytes", "seat_channel_capacity"},
                       "[limits]");
   Limits& limits = config.limits;
-  // The UDP server has the echo server's region besides one per seat.
-  limits.app_seats = integer<std::uint32_t>(*table, "app_seats", limits.app_seats, 0, kMaxRegionsPerComponent - 1);
+  limits.app_seats = integer<std::uint32_t>(*table, "app_seats", limits.app_seats, 0, kMaxAppSeats);
   limits.tcp_sockets_per_seat =
       integer<std::uint32_t>(*table, "tcp_sockets_per_seat", limits.tcp_sockets_per_seat, 1, 65536);
   limits.tcp_ring_bytes = integer<std::uint32_t>(*table, "tcp_ring_bytes", limits.tcp_ring_bytes, 4096, 1u << 30);

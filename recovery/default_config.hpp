@@ -194,9 +194,10 @@ pool_buffers = 4096
 buffer_size = 2048
 
 [limits]
-# Application seats: how many programs can run with `flotilla run` at once (0-7). Past it, a
-# program's sockets fail with ENFILE.
-app_seats = 4
+# Application seats (0-128): each process that uses the stack under `flotilla run` leases one (a
+# fork child too, and each nginx worker). Past it, that process's sockets fail with ENFILE. An idle
+# seat costs a few pages of memory, and the servers look at its channel only now and then.
+app_seats = 64
 # TCP sockets (listeners and connections) a program can have on each TCP replica. Past it, a new
 # socket fails with EMFILE.
 tcp_sockets_per_seat = 64

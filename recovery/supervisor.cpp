@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -108,7 +109,8 @@ std::string signal_text(int signal) {
   int moved[kMaxGrantedDescriptors];
   if (fd_count > kMaxGrantedDescriptors) ::_exit(126);
   for (std::size_t i = 0; i < fd_count; ++i) {
-    moved[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 64);  // out of the way of the targets
+    // out of the way of the targets
+    moved[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, kControlFd + static_cast<int>(kMaxGrantedDescriptors));
     if (moved[i] < 0) ::_exit(126);
   }
   for (std::size_t i = 0; i < fd_count; ++i) {
@@ -119,10 +121,22 @@ std::string signal_text(int signal) {
   ::_exit(127);
 }
 
+// Every seat holds about ten descriptors here (its channels, regions, control block and wake
+// eventfd), so 128 seats pass the usual soft limit of 1024; the hard limit is ours to take.
+Status raise_descriptor_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return Error::from_errno("getrlimit(RLIMIT_NOFILE)");
+  if (limit.rlim_cur == limit.rlim_max) return {};
+  limit.rlim_cur = limit.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return Error::from_errno("setrlimit(RLIMIT_NOFILE)");
+  return {};
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Supervisor>> Supervisor::create(SupervisorConfig config,
                                                        const std::string& binary_dir) {
+  if (auto raised = raise_descriptor_limit(); !raised) return raised.error();
   std::vector<std::string> binaries;
   for (const auto& component : config.components) {
     if (component.external) {
@@ -200,12 +214,15 @@ Status Supervisor::create_regions() {
   }
 
   for (const auto& config : config_.channels) {
-    auto region = SharedRegion::create("flotilla-channel-" + config.name, channel_bytes(config.capacity));
-    if (!region) return region.error();
-    if (auto s = format_channel(region->bytes(), config.capacity); !s) return s;
     const ManagedComponent* a = find(config.a);
     const ManagedComponent* b = find(config.b);
     if (a == nullptr || b == nullptr) return Error{Errc::invalid_argument, 0, "a channel names no component"};
+    // An application seat's channel costs its ring headers until a program leases the seat.
+    const auto faults = a->config.external || b->config.external ? SharedRegion::Faults::on_use
+                                                                 : SharedRegion::Faults::at_map;
+    auto region = SharedRegion::create("flotilla-channel-" + config.name, channel_bytes(config.capacity), faults);
+    if (!region) return region.error();
+    if (auto s = format_channel(region->bytes(), config.capacity); !s) return s;
     auto channel = std::make_unique<Channel>(Channel{config, std::move(region.value()), a->id, b->id});
     at(channel->a).channels.push_back(channels_.size());
     at(channel->b).channels.push_back(channels_.size());
@@ -265,6 +282,7 @@ std::vector<int> Supervisor::grant_descriptors(ManagedComponent& component) {
     grant.peer = peer.id;
     grant.fd = next_number();
     grant.peer_wake_fd = -1;
+    grant.peer_idle = peer.status == ComponentStatus::idle ? 1 : 0;
     fds.push_back(channel.region.fd());
     if (peer.wake_fd >= 0) peer_wakes.emplace_back(&grant, peer.wake_fd);
   }
@@ -276,6 +294,7 @@ std::vector<int> Supervisor::grant_descriptors(ManagedComponent& component) {
     grant.peer = kSupervisorId;
     grant.fd = next_number();
     grant.peer_wake_fd = -1;
+    grant.peer_idle = 0;
     fds.push_back(component.supervisor_link.fd());
     block.channel_count = static_cast<std::uint32_t>(component.channels.size() + 1);
   }
@@ -421,8 +440,9 @@ void Supervisor::check_heartbeat(ManagedComponent& component, std::uint64_t now)
 }
 
 void Supervisor::notify_peers(const ManagedComponent& restarted) {
+  const std::uint32_t idle = restarted.status == ComponentStatus::idle ? 1 : 0;
   const Message notice = Message::make(MessageKind::peer_restarted,
-                                       PeerRestartedNotice{restarted.id, 0, restarted.incarnation});
+                                       PeerRestartedNotice{restarted.id, idle, restarted.incarnation});
   for (std::size_t index : restarted.channels) {
     const Channel& channel = *channels_[index];
     ManagedComponent& peer = at(channel.a == restarted.id ? channel.b : channel.a);

@@ -116,7 +116,7 @@ TEST_F(Cli, ConfigPrintsTheDefaultWithACommentPerKey) {
   ASSERT_TRUE(std::holds_alternative<flotilla::recovery::SupervisorConfig>(parsed))
       << std::get<flotilla::recovery::ConfigError>(parsed).message;
   const auto& config = std::get<flotilla::recovery::SupervisorConfig>(parsed);
-  EXPECT_EQ(config.limits.app_seats, 4u);
+  EXPECT_EQ(config.limits.app_seats, 64u);
   EXPECT_EQ(config.heartbeat_timeout, 200ms);
 
   std::istringstream lines(outcome.output);

@@ -134,13 +134,16 @@ class TcpRegion {
       return {};
     }
     auto* header = reinterpret_cast<TcpRegionHeader*>(region.data());
+    // A region never formatted is as its memfd was made: zeros, so every page is free already.
+    // Leaving its pages alone keeps an idle application seat from costing a memory page per socket.
+    const bool fresh = header->magic.load(std::memory_order_relaxed) == 0 && header->version == 0;
     header->magic.store(0, std::memory_order_relaxed);
     header->version = TcpRegionHeader::kVersion;
     header->ring_bytes = static_cast<std::uint32_t>(ring_bytes);
     header->page_stride = static_cast<std::uint32_t>(page_stride(ring_bytes));
     header->page_count = static_cast<std::uint32_t>((region.size() - kMemoryPageBytes) / page_stride(ring_bytes));
     TcpRegion view(region, header->page_count, ring_bytes);
-    for (std::uint32_t i = 0; i < header->page_count; ++i) {
+    for (std::uint32_t i = 0; !fresh && i < header->page_count; ++i) {
       auto& control = view.page(i)->control;
       control.status.store(TcpSocketStatus::free, std::memory_order_relaxed);
       control.generation.store(0, std::memory_order_relaxed);

@@ -1,6 +1,7 @@
 #include "components/tcp/replica_server.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -121,6 +122,7 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
   }
   std::unique_ptr<ReplicaServer> server(new ReplicaServer(pool, self, settings, outputs, counters, incarnation));
   server->apps_.resize(apps.size());
+  server->backlogged_.assign((apps.size() + 63) / 64, 0);
   server->connections_.resize(settings.engine.max_connections);
   server->listeners_.resize(settings.engine.max_listeners);
   server->segment_batch_.reserve(settings.engine.segment_batch);
@@ -564,6 +566,7 @@ void ReplicaServer::send_app(std::size_t app, const Message& message) {
     return;
   }
   if (!entry.outbox.push(message)) counters_.outbox_overflow->add();
+  backlogged_[app / 64] |= std::uint64_t{1} << (app % 64);
 }
 
 void ReplicaServer::answered(std::size_t app, const stack::TcpOpenedBody& answer) {
@@ -583,14 +586,19 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
     return sent;
   };
   worked |= drain_ip_outbox();
-  for (std::size_t app = 0; app < apps_.size(); ++app) {
-    worked |= apps_[app].outbox.drain([&](std::span<const Message> run) {
-      return one_by_one(run, [&](const Message& m) {
-        if (!outputs_->to_app(app, m)) return false;
-        if (m.kind == stack::kTcpOpenedKind) answered(app, m.read<stack::TcpOpenedBody>());
-        return true;
-      });
-    }) > 0;
+  for (std::size_t word = 0; word < backlogged_.size(); ++word) {
+    for (std::uint64_t bits = backlogged_[word]; bits != 0; bits &= bits - 1) {
+      const std::size_t app = word * 64 + static_cast<std::size_t>(std::countr_zero(bits));
+      MessageOutbox& outbox = apps_[app].outbox;
+      worked |= outbox.drain([&](std::span<const Message> run) {
+        return one_by_one(run, [&](const Message& m) {
+          if (!outputs_->to_app(app, m)) return false;
+          if (m.kind == stack::kTcpOpenedKind) answered(app, m.read<stack::TcpOpenedBody>());
+          return true;
+        });
+      }) > 0;
+      if (outbox.empty()) backlogged_[word] &= ~(std::uint64_t{1} << (app % 64));
+    }
   }
   if (now_ns >= engine_->next_deadline_ns()) {
     engine_->on_timer(now_ns);

@@ -277,6 +277,9 @@ class ReplicaServer final : public EngineHost {
   PoolCache cache_;
   std::unique_ptr<Engine> engine_;
   std::vector<App> apps_;
+  // Bit `app` set: that application's outbox may hold messages; poll() drains only those, so
+  // idle seats cost it nothing.
+  std::vector<std::uint64_t> backlogged_;
   std::vector<Place> connections_;  // by ConnectionHandle::index
   std::vector<Group> listeners_;    // by ListenerId
   std::vector<WaitingClaim> waiting_claims_;

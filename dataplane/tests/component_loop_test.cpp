@@ -100,6 +100,43 @@ TEST(ComponentLoop, HandlesTheControlRingBeforeABurstSentAfterIt) {
   EXPECT_EQ(handled, (std::vector<std::uint64_t>{500, 1000}));
 }
 
+// A channel to a seat no program holds is looked at every kIdlePassInterval passes only; what it
+// finds there makes the input busy again, so nothing waits for a notice that may have been lost.
+TEST(ComponentLoop, IdleInputsAreLookedAtRarelyAndWakeOnInput) {
+  LoopFixture fixture;
+  auto producer_busy = RingProducer::attach(fixture.ring(0), 1, &fixture.bell, nullptr);
+  auto producer_idle = RingProducer::attach(fixture.ring(1), 1, &fixture.bell, nullptr);
+  auto consumer_busy = RingConsumer::attach(fixture.ring(0), 1, &fixture.counters);
+  auto consumer_idle = RingConsumer::attach(fixture.ring(1), 1, &fixture.counters);
+  ASSERT_TRUE(producer_busy && producer_idle && consumer_busy && consumer_idle);
+  ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::busy_poll());
+  int busy_handled = 0, idle_handled = 0;
+  ASSERT_TRUE(loop.add_input(*consumer_busy, [&](std::span<const Message> burst) { busy_handled += static_cast<int>(burst.size()); }));
+  ASSERT_TRUE(loop.add_input(*consumer_idle, [&](std::span<const Message> burst) { idle_handled += static_cast<int>(burst.size()); }));
+  loop.set_input_idle(*consumer_idle, true);
+  const Message message = checked_message(1);
+  ASSERT_EQ(producer_idle->send_burst(std::span(&message, 1)).value(), 1u);
+  std::uint64_t passes = 0;
+  while (idle_handled == 0 && passes < 2 * ComponentLoop::kIdlePassInterval) {
+    ASSERT_EQ(producer_busy->send_burst(std::span(&message, 1)).value(), 1u);
+    EXPECT_TRUE(loop.poll_once());
+    ++passes;
+  }
+  EXPECT_EQ(idle_handled, 1);
+  EXPECT_EQ(passes, ComponentLoop::kIdlePassInterval);  // not before its turn
+  EXPECT_EQ(busy_handled, static_cast<int>(passes));    // the busy one every pass
+  // Busy again: the next message is handled on the next pass.
+  ASSERT_EQ(producer_idle->send_burst(std::span(&message, 1)).value(), 1u);
+  EXPECT_TRUE(loop.poll_once());
+  EXPECT_EQ(idle_handled, 2);
+  // A notice that the seat is held again does the same at once.
+  loop.set_input_idle(*consumer_idle, true);
+  loop.set_input_idle(*consumer_idle, false);
+  ASSERT_EQ(producer_idle->send_burst(std::span(&message, 1)).value(), 1u);
+  EXPECT_TRUE(loop.poll_once());
+  EXPECT_EQ(idle_handled, 3);
+}
+
 TEST(ComponentLoop, RefusesInputsBeyondItsLimitOrWithoutHandler) {
   LoopFixture fixture;
   auto consumer = RingConsumer::attach(fixture.ring(0), 1, nullptr);

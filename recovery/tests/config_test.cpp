@@ -181,11 +181,12 @@ TEST(Config, DefaultConfigurationHasApplicationSeats) {
   const auto& config = std::get<SupervisorConfig>(outcome);
   int seats = 0;
   for (const auto& component : config.components) seats += component.external ? 1 : 0;
-  EXPECT_EQ(seats, 4);
-  EXPECT_EQ(config.limits.app_seats, 4u);
+  EXPECT_EQ(seats, 64);
+  EXPECT_EQ(config.limits.app_seats, 64u);
   std::set<std::string> channels;
   for (const auto& channel : config.channels) channels.insert(channel.name);
-  EXPECT_TRUE(channels.contains("tcp0-app0") && channels.contains("tcp1-app3") && channels.contains("udp-app2"));
+  EXPECT_TRUE(channels.contains("tcp0-app0") && channels.contains("tcp1-app63") && channels.contains("udp-app2"));
+  EXPECT_FALSE(channels.contains("tcp0-app64"));
 }
 
 // The stack's components without the seats: what [limits] app_seats needs.
@@ -227,7 +228,8 @@ TEST(Config, LimitsDeclareTheSeatsAndSizeTheirRegions) {
 }
 
 TEST(Config, BadLimitsAreRefusedNamingKeyAndLine) {
-  EXPECT_EQ(error_of("[limits]\n\napp_seats = 9\n" + kReplicasAndUdp), "test.toml:3: 'app_seats' must be between 0 and 7");
+  EXPECT_EQ(error_of("[limits]\n\napp_seats = 129\n" + kReplicasAndUdp),
+            "test.toml:3: 'app_seats' must be between 0 and 128");
   EXPECT_EQ(error_of("[limits]\ntcp_ring_bytes = 5000\n" + kReplicasAndUdp),
             "test.toml:2: 'tcp_ring_bytes' must be a power of two");
   EXPECT_EQ(error_of("[limits]\ntcp_ring_bytes = 1024\n" + kReplicasAndUdp),
@@ -299,7 +301,8 @@ TEST(Config, TheFileFleetsPrefixIsAKey) {
 
 TEST(Config, BadOverridesAreRefusedNamingTheOverride) {
   EXPECT_EQ(override_error({"limits.app_seats=abc"}), "--set limits.app_seats=abc: 'app_seats' must be an integer");
-  EXPECT_EQ(override_error({"limits.app_seats=12"}), "--set limits.app_seats=12: 'app_seats' must be between 0 and 7");
+  EXPECT_EQ(override_error({"limits.app_seats=129"}),
+            "--set limits.app_seats=129: 'app_seats' must be between 0 and 128");
   EXPECT_EQ(override_error({"limits.seats=2"}), "--set limits.seats=2: unknown key 'seats' in [limits]");
   EXPECT_EQ(override_error({"network.driver=tap"}),
             "--set network.driver=tap: 'driver' must be \"af_xdp\", \"dpdk\" or \"memwire\"");
@@ -371,18 +374,21 @@ TEST(Config, TheFileFleetReachesEverySeatThroughOneSharedCache) {
   ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(with_stack));
   std::set<std::string> default_channels;
   for (const auto& channel : std::get<SupervisorConfig>(with_stack).channels) default_channels.insert(channel.name);
-  EXPECT_TRUE(default_channels.contains("fs0-app0") && default_channels.contains("fs1-app3"));
+  EXPECT_TRUE(default_channels.contains("fs0-app0") && default_channels.contains("fs1-app63"));
   // The seats of [limits] map the cache as writers beside the servers.
   for (const auto& region : std::get<SupervisorConfig>(with_stack).regions) {
     if (region.name != "fs-blocks") continue;
-    EXPECT_EQ(region.writers, (std::vector<std::string>{"fs0", "fs1", "app0", "app1", "app2", "app3"}));
+    ASSERT_EQ(region.writers.size(), 2u + 64u);
+    EXPECT_EQ(region.writers[1], "fs1");
+    EXPECT_EQ(region.writers[2], "app0");
+    EXPECT_EQ(region.writers.back(), "app63");
   }
   // More seats by --set: every one reaches the fleet.
-  auto more = parse_config(kDefaultConfig, "default", std::vector<std::string>{"limits.app_seats=6"});
+  auto more = parse_config(kDefaultConfig, "default", std::vector<std::string>{"limits.app_seats=128"});
   ASSERT_TRUE(std::holds_alternative<SupervisorConfig>(more)) << std::get<ConfigError>(more).message;
   std::set<std::string> more_channels;
   for (const auto& channel : std::get<SupervisorConfig>(more).channels) more_channels.insert(channel.name);
-  EXPECT_TRUE(more_channels.contains("fs1-app5"));
+  EXPECT_TRUE(more_channels.contains("fs1-app127") && more_channels.contains("tcp1-app127"));
 }
 
 TEST(Config, ReplicatedComponentsExpandWithTheirChannelsAndRegions) {

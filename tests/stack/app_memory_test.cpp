@@ -7,8 +7,16 @@
 // must then carry its bytes intact. Root: skipped without.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
 #include <future>
 #include <random>
 #include <string>
@@ -28,6 +36,76 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr std::uint16_t kPort = 5002;
+constexpr std::uint16_t kEchoPort = 5003;
+
+// The memory the servers' application-seat memfds (their names hold "-app") have allocated, each
+// counted once however many processes map it.
+std::uint64_t seat_memfd_bytes(const std::map<std::string, pid_t>& pids) {
+  std::set<std::pair<dev_t, ino_t>> seen;
+  std::uint64_t bytes = 0;
+  for (const auto& [name, pid] : pids) {
+    if (pid <= 0) continue;
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", error)) {
+      const std::string target = std::filesystem::read_symlink(entry.path(), error).string();
+      if (error || !target.starts_with("/memfd:flotilla-") || target.find("-app") == std::string::npos) continue;
+      struct stat info {};
+      if (::stat(entry.path().c_str(), &info) != 0 || !seen.emplace(info.st_dev, info.st_ino).second) continue;
+      bytes += static_cast<std::uint64_t>(info.st_blocks) * 512;
+    }
+  }
+  return bytes;
+}
+
+// RssAnon + RssShmem of the processes, in bytes (shared pages count once per process mapping them).
+std::uint64_t resident_bytes(const std::map<std::string, pid_t>& pids) {
+  std::uint64_t bytes = 0;
+  for (const auto& [name, pid] : pids) {
+    if (pid <= 0) continue;
+    std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (!line.starts_with("RssAnon:") && !line.starts_with("RssShmem:")) continue;
+      bytes += std::stoull(line.substr(line.find(':') + 1)) * 1024;
+    }
+  }
+  return bytes;
+}
+
+// A kernel server (run in the peer namespace) that echoes the first byte of every connection and
+// holds them all open until `done`; returns how many bytes it echoed.
+int kernel_echo_first_bytes(std::atomic<bool>& listening, const std::atomic<bool>& done) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(kEchoPort);
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || ::listen(listener, 128) != 0) {
+    ::close(listener);
+    return -1;
+  }
+  listening = true;
+  std::vector<pollfd> polled{{listener, POLLIN, 0}};
+  int echoed = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!done && std::chrono::steady_clock::now() < deadline) {
+    if (::poll(polled.data(), polled.size(), 100) <= 0) continue;
+    for (std::size_t i = 0; i < polled.size(); ++i) {
+      if ((polled[i].revents & POLLIN) == 0) continue;
+      if (i == 0) {
+        const int accepted = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        if (accepted >= 0) polled.push_back({accepted, POLLIN, 0});
+        continue;
+      }
+      char byte = 0;
+      if (::recv(polled[i].fd, &byte, 1, 0) == 1 && ::send(polled[i].fd, &byte, 1, MSG_NOSIGNAL) == 1) ++echoed;
+      polled[i].events = 0;  // one byte each; the connection stays open
+    }
+  }
+  for (const pollfd& entry : polled) ::close(entry.fd);
+  return echoed;
+}
 
 class AppMemory : public StackTest {
  protected:
@@ -164,6 +242,91 @@ TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
   auto pids_after = stack_.pids();
   pids_after.erase("app0");
   EXPECT_EQ(pids_after, pids_before) << events();
+}
+
+// Every process that uses the stack leases a seat, so the default is 64 of them. Idle, a seat
+// costs the servers its ring and region headers, not its rings: the stack's seat memory stays under
+// kIdleSeatBytes per seat (formatting every socket page and populating every channel, as the stack
+// did with four seats, costs over 800 KiB per seat). Then 64 programs hold a seat each at once,
+// every one moves a byte through the stack and back, and the 65th is refused.
+TEST_F(AppMemory, SixtyFourSeatsCostTheirHeadersIdleAndServeAtOnce) {
+  constexpr int kSeats = 64;
+  constexpr std::uint64_t kIdleSeatBytes = 64 * 1024;
+  ASSERT_TRUE(start("pass all", recovery::app_seats_config(kSeats)));
+  auto pids = stack_.pids();
+  for (auto it = pids.begin(); it != pids.end();) it = it->second > 0 ? std::next(it) : pids.erase(it);
+  const std::uint64_t idle_seat_bytes = seat_memfd_bytes(pids);
+  std::printf("idle: the seats' memfds hold %llu KiB; the stack's RssAnon+RssShmem %llu KiB\n",
+              static_cast<unsigned long long>(idle_seat_bytes / 1024),
+              static_cast<unsigned long long>(resident_bytes(pids) / 1024));
+  EXPECT_GT(idle_seat_bytes, 0u) << "no seat memfd found: the measurement looks at nothing";
+  EXPECT_LT(idle_seat_bytes, kSeats * kIdleSeatBytes);
+
+  std::atomic<bool> listening{false};
+  std::atomic<bool> done{false};
+  auto echo = std::async(std::launch::async, [&] {
+    return in_namespace(names_.peer_namespace, [&] { return kernel_echo_first_bytes(listening, done); });
+  });
+  ASSERT_TRUE(wait_for([&] { return listening.load(); }, 10s));
+
+  std::vector<std::unique_ptr<ComponentHost>> hosts;
+  std::vector<std::unique_ptr<sockets::TcpSockets>> stacks;
+  for (int i = 0; i < kSeats; ++i) {
+    auto leased = ComponentHost::lease(stack_.socket_path());
+    ASSERT_TRUE(leased) << "seat " << i << ": " << leased.error().message();
+    std::vector<std::string> channels;
+    for (std::size_t c = 0; c < (*leased)->channel_count(); ++c) {
+      if ((*leased)->channel_name(c).starts_with("tcp")) channels.emplace_back((*leased)->channel_name(c));
+    }
+    auto attached = sockets::TcpSockets::attach(**leased, channels);
+    ASSERT_TRUE(attached) << attached.error().message();
+    hosts.push_back(std::move(leased.value()));
+    stacks.push_back(std::move(attached.value()));
+  }
+  auto refused = ComponentHost::lease(stack_.socket_path());
+  ASSERT_FALSE(refused) << "a 65th seat was leased";
+  EXPECT_EQ(refused.error().code, Errc::exhausted) << refused.error().message();
+
+  const std::uint32_t peer = ntohl(::inet_addr(names_.peer_address.c_str()));
+  std::vector<int> sockets;
+  for (int i = 0; i < kSeats; ++i) {
+    auto socket = stacks[i]->connect(peer, kEchoPort);
+    ASSERT_TRUE(socket) << "seat " << i << ": " << socket.error().message();
+    sockets.push_back(*socket);
+  }
+  const auto pump_all_until = [&](auto done_with, std::chrono::seconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      bool all = true;
+      for (int i = 0; i < kSeats; ++i) {
+        hosts[i]->loop().poll_once();
+        all = all && done_with(i);
+      }
+      if (all) return true;
+      std::this_thread::sleep_for(200us);
+    }
+    return false;
+  };
+  ASSERT_TRUE(pump_all_until([&](int i) { return stacks[i]->connected(sockets[i]) || stacks[i]->error(sockets[i]) != 0; }, 30s));
+  for (int i = 0; i < kSeats; ++i) {
+    ASSERT_TRUE(stacks[i]->connected(sockets[i])) << "seat " << i << ": error " << stacks[i]->error(sockets[i]);
+    const auto byte = static_cast<std::byte>(i);
+    auto sent = stacks[i]->send(sockets[i], std::span(&byte, 1));
+    ASSERT_TRUE(sent && *sent == 1u) << "seat " << i;
+  }
+  std::vector<int> echoed(kSeats, -1);
+  EXPECT_TRUE(pump_all_until([&](int i) {
+    std::byte byte{};
+    if (echoed[i] < 0) {
+      if (auto got = stacks[i]->recv(sockets[i], std::span(&byte, 1)); got && *got == 1) echoed[i] = static_cast<int>(byte);
+    }
+    return echoed[i] >= 0;
+  }, 30s));
+  for (int i = 0; i < kSeats; ++i) EXPECT_EQ(echoed[i], i) << "seat " << i;
+
+  done = true;
+  EXPECT_EQ(echo.get(), kSeats);
+  for (int i = 0; i < kSeats; ++i) (void)stacks[i]->close(sockets[i]);
 }
 
 }  // namespace
