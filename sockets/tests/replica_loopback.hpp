@@ -133,21 +133,23 @@ class ReplicaLoopback {
     return spread;
   }
 
-  // A connection from the application to its own `listener` on `port`: {client, server}, or
-  // {-1, -1}.
-  std::pair<int, int> connect_to(int listener, std::uint16_t port) {
-    TcpSockets& sockets = *sockets_[0];
-    auto client = sockets.connect(kStackAddress, port);
+  // A connection from application `client_app` to `listener` of application `server_app` on
+  // `port` (by default the first application to its own): {client, server}, or {-1, -1}.
+  std::pair<int, int> connect_to(int listener, std::uint16_t port, std::size_t server_app = 0,
+                                 std::size_t client_app = 0) {
+    TcpSockets& from = *sockets_[client_app];
+    TcpSockets& to = *sockets_[server_app];
+    auto client = from.connect(kStackAddress, port);
     EXPECT_TRUE(client.ok());
     if (!client) return {-1, -1};
     int server = -1;
     const bool done = run_until([&] {
       if (server < 0) {
-        if (auto accepted = sockets.accept(listener); accepted) server = accepted.value();
+        if (auto accepted = to.accept(listener); accepted) server = accepted.value();
       }
-      return server >= 0 && sockets.connected(client.value());
+      return server >= 0 && from.connected(client.value());
     });
-    EXPECT_TRUE(done) << "client error " << sockets.error(client.value());
+    EXPECT_TRUE(done) << "client error " << from.error(client.value());
     return {client.value(), server};
   }
 

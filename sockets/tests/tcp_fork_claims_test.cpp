@@ -29,15 +29,8 @@ class ForkClaims : public ::testing::Test {
   void SetUp() override {
     listener_ = net_.listen_on_every_replica(kPort, 0);
     ASSERT_GE(listener_, 0);
-    auto client = client_side().connect(kStackAddress, kPort);
-    ASSERT_TRUE(client.ok());
-    client_ = client.value();
-    ASSERT_TRUE(net_.run_until([&] {
-      if (server_ < 0) {
-        if (auto accepted = parent().accept(listener_); accepted) server_ = accepted.value();
-      }
-      return server_ >= 0 && client_side().connected(client_);
-    }));
+    std::tie(client_, server_) = net_.connect_to(listener_, kPort, 0, 2);
+    ASSERT_GE(server_, 0);
   }
 
   TcpSockets& parent() { return net_.sockets(0); }

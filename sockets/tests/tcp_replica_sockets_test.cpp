@@ -215,15 +215,8 @@ class ProcessExit : public ::testing::Test {
   void SetUp() override {
     const int listener = net_.listen_on_every_replica(kPort, 0);
     ASSERT_GE(listener, 0);
-    auto client = peer().connect(kStackAddress, kPort);
-    ASSERT_TRUE(client.ok());
-    client_ = client.value();
-    ASSERT_TRUE(net_.run_until([&] {
-      if (server_ < 0) {
-        if (auto accepted = server().accept(listener); accepted) server_ = accepted.value();
-      }
-      return server_ >= 0 && peer().connected(client_);
-    }));
+    std::tie(client_, server_) = net_.connect_to(listener, kPort, 0, 1);
+    ASSERT_GE(server_, 0);
   }
 
   TcpSockets& server() { return net_.sockets(0); }
