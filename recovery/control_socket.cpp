@@ -141,6 +141,9 @@ Result<ControlServer> ControlServer::listen(const std::string& path) {
   server.listener_.reset(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!server.listener_.valid()) return Error::from_errno("control socket");
   ::unlink(path.c_str());  // a stale socket from a supervisor that died; callers check liveness first
+  // and that stack's descriptor table: programs of this stack make a new one (any still holding
+  // the old one keep it until they let go).
+  ::unlink(descriptor_table_path(path).c_str());
   if (::bind(server.listener_.get(), reinterpret_cast<const sockaddr*>(&address.value()),
              sizeof(sockaddr_un)) != 0) {
     return Error::from_errno("control socket bind");
@@ -152,7 +155,10 @@ Result<ControlServer> ControlServer::listen(const std::string& path) {
 }
 
 ControlServer::~ControlServer() {
-  if (listener_.valid() && !path_.empty()) ::unlink(path_.c_str());
+  if (listener_.valid() && !path_.empty()) {
+    ::unlink(path_.c_str());
+    ::unlink(descriptor_table_path(path_).c_str());
+  }
 }
 
 std::vector<pollfd> ControlServer::pollfds() const {

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -321,6 +322,18 @@ TEST_F(ControlSocketTwoSeats, ALeaseThroughRequestWithoutALeaseOrAConnectionIsIg
   ASSERT_TRUE(send_fds((*holder)->lease_fd(), std::as_bytes(std::span(kRequest, sizeof(kRequest) - 1)), wrong));
   EXPECT_EQ(status_of(path_, "app0"), "leased");
   EXPECT_EQ(status_of(path_, "app1"), "idle");
+}
+
+// The file fleet's descriptor table beside the socket belongs to this stack: it goes with it.
+TEST_F(ControlSocket, TheDescriptorTableGoesWithTheSocket) {
+  const std::string table = descriptor_table_path(path_);
+  std::ofstream(table) << "slots";
+  ASSERT_TRUE(std::filesystem::exists(table));
+  stop_.store(true);
+  serving_.join();
+  server_.reset();
+  EXPECT_FALSE(std::filesystem::exists(path_));
+  EXPECT_FALSE(std::filesystem::exists(table));
 }
 
 TEST_F(ControlSocket, LeaseWithoutASupervisorSaysSo) {

@@ -20,6 +20,7 @@
 #include <new>
 
 #include "dataplane/clock.hpp"
+#include "dataplane/control_address.hpp"
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/real_calls.hpp"
 
@@ -187,7 +188,7 @@ bool DescriptorTable::names_table(int fd, const struct stat& table) {
 namespace {
 
 // The table beside the stack's control socket: every process of the stack shares it.
-std::string table_path() { return control_socket_path() + ".fds"; }
+std::string table_path() { return descriptor_table_path(control_socket_path()); }
 
 }  // namespace
 
