@@ -27,6 +27,9 @@ struct LoopFixture {
     return region.bytes().subspan(which * RingLayout::bytes_for(kCapacity),
                                   RingLayout::bytes_for(kCapacity));
   }
+  // Ring `which`'s two ends, as one process holding both sees them.
+  Result<RingProducer> producer(int which) { return RingProducer::attach(ring(which), 1, &bell, nullptr); }
+  Result<RingConsumer> consumer(int which) { return RingConsumer::attach(ring(which), 1, &counters); }
   SharedRegion region;
   Doorbell bell;
   CounterBlock counters;
@@ -34,10 +37,10 @@ struct LoopFixture {
 
 TEST(ComponentLoop, HandsEachBurstToItsInputsHandler) {
   LoopFixture fixture;
-  auto producer_a = RingProducer::attach(fixture.ring(0), 1, &fixture.bell, nullptr);
-  auto producer_b = RingProducer::attach(fixture.ring(1), 1, &fixture.bell, nullptr);
-  auto consumer_a = RingConsumer::attach(fixture.ring(0), 1, &fixture.counters);
-  auto consumer_b = RingConsumer::attach(fixture.ring(1), 1, &fixture.counters);
+  auto producer_a = fixture.producer(0);
+  auto producer_b = fixture.producer(1);
+  auto consumer_a = fixture.consumer(0);
+  auto consumer_b = fixture.consumer(1);
   ASSERT_TRUE(producer_a && producer_b && consumer_a && consumer_b);
   ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::busy_poll());
   std::uint64_t next_a = 0, next_b = 1000;
@@ -104,10 +107,10 @@ TEST(ComponentLoop, HandlesTheControlRingBeforeABurstSentAfterIt) {
 // finds there makes the input busy again, so nothing waits for a notice that may have been lost.
 TEST(ComponentLoop, IdleInputsAreLookedAtRarelyAndWakeOnInput) {
   LoopFixture fixture;
-  auto producer_busy = RingProducer::attach(fixture.ring(0), 1, &fixture.bell, nullptr);
-  auto producer_idle = RingProducer::attach(fixture.ring(1), 1, &fixture.bell, nullptr);
-  auto consumer_busy = RingConsumer::attach(fixture.ring(0), 1, &fixture.counters);
-  auto consumer_idle = RingConsumer::attach(fixture.ring(1), 1, &fixture.counters);
+  auto producer_busy = fixture.producer(0);
+  auto producer_idle = fixture.producer(1);
+  auto consumer_busy = fixture.consumer(0);
+  auto consumer_idle = fixture.consumer(1);
   ASSERT_TRUE(producer_busy && producer_idle && consumer_busy && consumer_idle);
   ComponentLoop loop(fixture.bell, fixture.counters, WaitPolicy::busy_poll());
   int busy_handled = 0, idle_handled = 0;
