@@ -360,6 +360,12 @@ std::string ControlServer::handle(Supervisor& supervisor, Registrar& registrar, 
   if (verb == "status-json" && words.size() == 1) return "ok\n" + status_json(supervisor);
   if (verb == "counters" && words.size() == 1) return "ok\n" + counters_text(supervisor);
   if (verb == "files-prefix" && words.size() == 1) return "ok\n" + supervisor.config().files_prefix + "\n";
+  if (verb == "stack-interface" && words.size() == 1) {
+    // The kernel interface the driver uses: a datagram's IP_PKTINFO names it (empty: none, memwire).
+    const SupervisorConfig& config = supervisor.config();
+    const bool kernel_interface = config.has_network && config.network.driver != "memwire";
+    return "ok\n" + (kernel_interface ? config.network.stack_interface : std::string()) + "\n";
+  }
   if (verb == "events" && words.size() == 2) {
     std::uint64_t from = 0;
     if (!parse_number(words[1], &from)) return "error: events takes a start index\n";

@@ -122,7 +122,7 @@ void UdpSockets::on_messages(std::span<const Message> messages) {
       if (body.socket >= 1 && body.socket <= sockets_.size()) ++sockets_[body.socket - 1].consumed;
       if (datagram_handler_) {
         datagram_handler_(Datagram{body.socket, body.remote_address, body.remote_port, body.local_port,
-                                   bytes.value()});
+                                   bytes.value(), body.local_address});
       }
       (void)host_.pool().free(host_.id(), body.payload);
       host_.served();

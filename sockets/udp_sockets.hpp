@@ -32,6 +32,7 @@ struct Datagram {
   std::uint16_t remote_port;
   std::uint16_t local_port;
   std::span<const std::byte> payload;  // valid during the callback only
+  std::uint32_t local_address = 0;     // the destination the datagram carried (host order)
 };
 
 class UdpSockets {

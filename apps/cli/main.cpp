@@ -1,6 +1,7 @@
 // flotilla: the command line of a running stack. `up` starts the supervisor, the rest talk to it
 // through its control socket.
 #include <fcntl.h>
+#include <net/if.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -289,6 +290,11 @@ int cmd_run(const std::vector<std::string>& command) {
   std::string refusal;
   if (auto prefix = control_request(g_socket, "files-prefix", &refusal); prefix && !prefix->empty()) {
     ::setenv("FLOTILLA_FILES_PREFIX", prefix->substr(0, prefix->find('\n')).c_str(), 1);
+  }
+  // The kernel's index of the interface the stack drives: what IP_PKTINFO reports as a datagram's.
+  if (auto name = control_request(g_socket, "stack-interface", &refusal); name && !name->empty()) {
+    const unsigned index = ::if_nametoindex(name->substr(0, name->find('\n')).c_str());
+    if (index != 0) ::setenv("FLOTILLA_INTERFACE_INDEX", std::to_string(index).c_str(), 1);
   }
   std::vector<char*> argv;
   for (const auto& word : command) argv.push_back(const_cast<char*>(word.c_str()));

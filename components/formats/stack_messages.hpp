@@ -153,6 +153,7 @@ struct SocketDatagramBody {
   std::uint32_t remote_address;
   std::uint16_t remote_port;
   std::uint16_t local_port;
+  std::uint32_t local_address = 0;  // udp -> app: where the datagram was sent (IP_PKTINFO); app -> udp: unused
 };
 
 struct SocketCloseBody {

@@ -265,7 +265,8 @@ void UdpServer::on_ip_packet(const stack::TransportPacketBody& packet) {
                                        .socket = entry->socket,
                                        .remote_address = packet.remote_address,
                                        .remote_port = datagram->source_port(),
-                                       .local_port = entry->local_port};
+                                       .local_port = entry->local_port,
+                                       .local_address = packet.local_address};
   formats::ExposedSocket* slot = exposed_slot(*entry);
   if (outputs_->to_app(entry->app, body)) {
     if (slot != nullptr) formats::bump(slot->delivered);  // after the message: readable means it is there

@@ -72,10 +72,17 @@ bool read_address(const sockaddr* in, socklen_t length, std::uint32_t& address, 
 // A new descriptor holding a fresh number for a Flotilla socket (an eventfd).
 int reserve_fd(bool cloexec);
 
-// UDP reads and writes (calls_datagram.cpp), with the lock held. `message_flags` gets MSG_TRUNC
-// when the datagram was longer than the buffers.
-ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, sockaddr* from,
-                         socklen_t* from_length, int* message_flags);
+// What a receive tells about its datagram besides the bytes (UDP; a stream has no address per read).
+struct Origin {
+  sockaddr* address = nullptr;
+  socklen_t* length = nullptr;
+  int* message_flags = nullptr;  // MSG_TRUNC when the datagram was longer than the buffers
+  std::uint32_t destination = 0;  // out: where the datagram was sent (host order)
+  bool packet_info = false;       // out: the socket asked for IP_PKTINFO
+};
+
+// UDP reads and writes (calls_datagram.cpp), with the lock held.
+ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, Origin& origin);
 ssize_t send_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, const sockaddr* to,
                       socklen_t to_length);
 

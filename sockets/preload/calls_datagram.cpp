@@ -20,8 +20,7 @@ int ensure_open(Lock& lock, Socket& socket) {
 
 }  // namespace
 
-ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, sockaddr* from,
-                         socklen_t* from_length, int* message_flags) {
+ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int count, int flags, Origin& origin) {
   Runtime& runtime = Runtime::get();
   if ((flags & ~(MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_WAITALL | MSG_CMSG_CLOEXEC)) != 0) return fail_with(EOPNOTSUPP);
   if (socket.read_shut) return 0;
@@ -40,8 +39,10 @@ ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int c
         copied += piece;
       }
       const std::size_t length = entry.length;
-      copy_address_out(from, from_length, entry.address, entry.port);
-      if (message_flags != nullptr) *message_flags = copied < length ? MSG_TRUNC : 0;
+      copy_address_out(origin.address, origin.length, entry.address, entry.port);
+      if (origin.message_flags != nullptr) *origin.message_flags = copied < length ? MSG_TRUNC : 0;
+      origin.destination = entry.destination;
+      origin.packet_info = socket.packet_info;
       if ((flags & MSG_PEEK) == 0) queue.pop();
       if (!progress.slept) runtime.counters().io_no_syscall->add();
       return static_cast<ssize_t>((flags & MSG_TRUNC) != 0 ? length : copied);

@@ -66,21 +66,14 @@ int ensure_connected(Lock& lock, Socket& socket, bool nonblocking, int timeout_m
   }
 }
 
-// What a receive tells about its datagram besides the bytes (UDP; TCP has no address).
-struct Origin {
-  sockaddr* address = nullptr;
-  socklen_t* length = nullptr;
-  int* message_flags = nullptr;
-};
-
-ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin origin = {}) {
+ssize_t receive(int fd, const iovec* vectors, int count, int flags, Origin& origin) {
   if (count < 0) return fail_with(EINVAL);
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
   Runtime& runtime = Runtime::get();
   runtime.counters().io_calls->add();
   if (socket->udp()) {
-    return receive_datagram(lock, *socket, vectors, count, flags, origin.address, origin.length, origin.message_flags);
+    return receive_datagram(lock, *socket, vectors, count, flags, origin);
   }
   if ((flags & ~(MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL | MSG_CMSG_CLOEXEC | MSG_PEEK)) != 0) {
     return fail_with(EOPNOTSUPP);  // MSG_OOB, MSG_TRUNC...: the rings cannot do them
@@ -180,6 +173,57 @@ ssize_t receive_one(int fd, void* buffer, std::size_t length, int flags, Origin 
   return receive(fd, &vector, 1, flags, origin);
 }
 
+// The control messages Linux would add to a datagram's receive: IP_PKTINFO when asked for. Too
+// little room sets MSG_CTRUNC, as Linux does.
+void write_control(msghdr& message, const Origin& origin) {
+  const std::size_t room = message.msg_control != nullptr ? message.msg_controllen : 0;
+  message.msg_controllen = 0;
+  if (!origin.packet_info) return;
+  if (room < CMSG_SPACE(sizeof(in_pktinfo))) {
+    message.msg_flags |= MSG_CTRUNC;
+    return;
+  }
+  message.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo));
+  cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = IPPROTO_IP;
+  header->cmsg_type = IP_PKTINFO;
+  header->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+  in_pktinfo info{};
+  info.ipi_ifindex = Runtime::get().interface_index();
+  info.ipi_spec_dst.s_addr = htonl(origin.destination);
+  info.ipi_addr.s_addr = htonl(origin.destination);
+  std::memcpy(CMSG_DATA(header), &info, sizeof(info));
+}
+
+// Linux's check of a datagram send's control messages: what Flotilla can honour (IP_PKTINFO with
+// the stack's own source, IP_TOS and IP_TTL as hints) passes; anything else fails as Linux fails
+// an unknown one.
+int check_control(const msghdr& message) {
+  if (message.msg_controllen == 0) return 0;
+  if (message.msg_control == nullptr) return fail_with(EFAULT);
+  for (const cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
+       header = CMSG_NXTHDR(const_cast<msghdr*>(&message), const_cast<cmsghdr*>(header))) {
+    if (header->cmsg_len < sizeof(cmsghdr) ||
+        header->cmsg_len > message.msg_controllen - (reinterpret_cast<const char*>(header) -
+                                                     static_cast<const char*>(message.msg_control))) {
+      return fail_with(EINVAL);
+    }
+    if (header->cmsg_level != IPPROTO_IP) return fail_with(EINVAL);
+    switch (header->cmsg_type) {
+      case IP_PKTINFO:
+        if (header->cmsg_len != CMSG_LEN(sizeof(in_pktinfo))) return fail_with(EINVAL);
+        break;
+      case IP_TOS:
+      case IP_TTL:
+        if (header->cmsg_len != CMSG_LEN(sizeof(int)) && header->cmsg_len != CMSG_LEN(1)) return fail_with(EINVAL);
+        break;
+      default:
+        return fail_with(EINVAL);
+    }
+  }
+  return 0;
+}
+
 ssize_t transmit_one(int fd, const void* buffer, std::size_t length, int flags, const sockaddr* to = nullptr,
                      socklen_t to_length = 0) {
   const iovec vector{const_cast<void*>(buffer), length};
@@ -253,7 +297,8 @@ FLOTILLA_EXPORT ssize_t write(int fd, const void* buffer, size_t length) {
 
 FLOTILLA_EXPORT ssize_t readv(int fd, const iovec* vectors, int count) {
   if (!is_socket(fd)) return is_file(fd) ? readv_file(fd, vectors, count) : REAL(readv)(fd, vectors, count);
-  return receive(fd, vectors, count, 0);
+  Origin origin;
+  return receive(fd, vectors, count, 0, origin);
 }
 
 FLOTILLA_EXPORT ssize_t writev(int fd, const iovec* vectors, int count) {
@@ -287,11 +332,11 @@ FLOTILLA_EXPORT ssize_t recvmsg(int fd, msghdr* message, int flags) {
   if (!is_socket(fd)) return REAL(recvmsg)(fd, message, flags);
   if (message == nullptr) return fail_with(EFAULT);
   socklen_t name_length = message->msg_name != nullptr ? message->msg_namelen : 0;
-  const ssize_t got = receive(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags,
-                              Origin{static_cast<sockaddr*>(message->msg_name), &name_length, &message->msg_flags});
+  Origin origin{static_cast<sockaddr*>(message->msg_name), &name_length, &message->msg_flags};
+  const ssize_t got = receive(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags, origin);
   if (got >= 0) {
     message->msg_namelen = message->msg_name != nullptr ? name_length : 0;
-    message->msg_controllen = 0;
+    write_control(*message, origin);
   }
   return got;
 }
@@ -310,19 +355,55 @@ FLOTILLA_EXPORT ssize_t sendto(int fd, const void* buffer, size_t length, int fl
 FLOTILLA_EXPORT ssize_t sendmsg(int fd, const msghdr* message, int flags) {
   if (!is_socket(fd)) return REAL(sendmsg)(fd, message, flags);
   if (message == nullptr) return fail_with(EFAULT);
-  if (message->msg_controllen != 0) return fail_with(EOPNOTSUPP);  // no ancillary data on Flotilla sockets
+  if (check_control(*message) != 0) return -1;
   return transmit(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags,
                   static_cast<const sockaddr*>(message->msg_name), message->msg_namelen);
 }
 
+// The batch calls are their single calls in a row, as Linux runs them: the first may wait, the rest
+// take only what is there, and an error after the first message ends the batch with the count so far.
 FLOTILLA_EXPORT int recvmmsg(int fd, mmsghdr* messages, unsigned int count, int flags, timespec* timeout) {
   if (!is_socket(fd)) return REAL(recvmmsg)(fd, messages, count, flags, timeout);
-  return fail_with(EOPNOTSUPP);
+  if (messages == nullptr) return fail_with(EFAULT);
+  if (timeout != nullptr && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1'000'000'000)) {
+    return fail_with(EINVAL);
+  }
+  // Linux looks at the timeout only after each datagram, and MSG_WAITFORONE stops waiting after the first.
+  const std::uint64_t deadline =
+      timeout == nullptr ? 0 : flotilla::monotonic_ns() + static_cast<std::uint64_t>(timeout->tv_sec) * 1'000'000'000 +
+                                   static_cast<std::uint64_t>(timeout->tv_nsec);
+  int next_flags = flags & ~MSG_WAITFORONE;
+  unsigned int done = 0;
+  for (; done < count && done < INT32_MAX; ++done) {
+    const ssize_t got = recvmsg(fd, &messages[done].msg_hdr, next_flags);
+    if (got < 0) {
+      if (done > 0) break;
+      return -1;
+    }
+    messages[done].msg_len = static_cast<unsigned int>(got);
+    if ((flags & MSG_WAITFORONE) != 0) next_flags |= MSG_DONTWAIT;
+    if (timeout != nullptr && flotilla::monotonic_ns() >= deadline) {
+      ++done;
+      break;
+    }
+  }
+  return static_cast<int>(done);
 }
 
 FLOTILLA_EXPORT int sendmmsg(int fd, mmsghdr* messages, unsigned int count, int flags) {
   if (!is_socket(fd)) return REAL(sendmmsg)(fd, messages, count, flags);
-  return fail_with(EOPNOTSUPP);
+  if (messages == nullptr) return fail_with(EFAULT);
+  constexpr unsigned int kMostPerCall = 1024;  // UIO_MAXIOV: Linux sends at most this many per call
+  unsigned int done = 0;
+  for (; done < std::min(count, kMostPerCall); ++done) {
+    const ssize_t sent = sendmsg(fd, &messages[done].msg_hdr, flags);
+    if (sent < 0) {
+      if (done > 0) break;
+      return -1;
+    }
+    messages[done].msg_len = static_cast<unsigned int>(sent);
+  }
+  return static_cast<int>(done);
 }
 
 FLOTILLA_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t* offset, size_t count) {

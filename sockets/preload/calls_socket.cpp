@@ -152,6 +152,7 @@ sockets::SocketOptions open_options(const Socket& socket) {
   sockets::SocketOptions options;
   options.no_delay = socket.no_delay;
   options.keepalive = socket.keepalive;
+  options.newreno = socket.tcp_newreno;
   options.reuse_port = socket.reuse_port;
   return options;
 }
@@ -315,6 +316,39 @@ int read_timeout(const void* value, socklen_t length, int& timeout_ms) {
   return 0;
 }
 
+constexpr int kMinimumMss = 88;     // Linux's TCP_MIN_MSS
+constexpr int kMaximumMss = 32767;  // MAX_TCP_WINDOW
+constexpr std::size_t kCongestionNameBytes = 16;  // TCP_CA_NAME_MAX
+constexpr int kDefaultMss = 536;  // TCP_MSS_DEFAULT: what Linux answers before a connection
+constexpr int kUdpHeadersBytes = 28;
+constexpr int kLinkMtu = 1500;  // the stack's link (EngineSettings::mss + 40)
+
+// An option of the kept table (kept_options.hpp), checked and kept as Linux would.
+int set_kept(Socket& socket, int level, int name, const void* value, socklen_t length) {
+  const int index = kept_option_index(level, name);
+  if (index < 0) return fail_with(ENOPROTOOPT);
+  const KeptOption& option = kKeptOptions[static_cast<std::size_t>(index)];
+  if (option.tcp_only && socket.udp()) return fail_with(ENOPROTOOPT);
+  if (option.rule == KeptRule::not_supported) return fail_with(EOPNOTSUPP);
+  if (option.datagram_only_set && !socket.udp()) return fail_with(EINVAL);
+  int number = 0;
+  if (read_int(value, length, number) != 0) return -1;
+  int error = 0;
+  const int kept = kept_value(option, number, error);
+  if (error != 0) return fail_with(error);
+  socket.kept[static_cast<std::size_t>(index)] = kept;
+  return 0;
+}
+
+int get_kept(const Socket& socket, int level, int name, void* value, socklen_t* length) {
+  const int index = kept_option_index(level, name);
+  if (index < 0) return fail_with(ENOPROTOOPT);
+  const KeptOption& option = kKeptOptions[static_cast<std::size_t>(index)];
+  if (option.tcp_only && socket.udp()) return fail_with(ENOPROTOOPT);
+  if (option.rule == KeptRule::not_supported) return fail_with(EOPNOTSUPP);
+  return int_option(value, length, socket.kept[static_cast<std::size_t>(index)]);
+}
+
 int set_socket_level(Socket& socket, int name, const void* value, socklen_t length) {
   int number = 0;
   switch (name) {
@@ -323,6 +357,8 @@ int set_socket_level(Socket& socket, int name, const void* value, socklen_t leng
     case SO_KEEPALIVE:
     case SO_RCVBUF:
     case SO_SNDBUF:
+    case SO_RCVBUFFORCE:
+    case SO_SNDBUFFORCE:
       if (read_int(value, length, number) != 0) return -1;
       break;
     default:
@@ -338,23 +374,56 @@ int set_socket_level(Socket& socket, int name, const void* value, socklen_t leng
       if (socket.keepalive && socket.id >= 0) send_options(socket);
       return 0;
     // The rings have a fixed size: the value is kept for getsockopt (doubled, like Linux).
-    case SO_RCVBUF: socket.receive_buffer = std::max(number, 0) * 2; return 0;
-    case SO_SNDBUF: socket.send_buffer = std::max(number, 0) * 2; return 0;
+    case SO_RCVBUF:
+    case SO_RCVBUFFORCE: socket.receive_buffer = std::max(number, 0) * 2; return 0;
+    case SO_SNDBUF:
+    case SO_SNDBUFFORCE: socket.send_buffer = std::max(number, 0) * 2; return 0;
     case SO_LINGER:
       if (value == nullptr || length < static_cast<socklen_t>(sizeof(linger))) return fail_with(EINVAL);
       std::memcpy(&socket.linger_option, value, sizeof(linger));
       return 0;
     case SO_RCVTIMEO: return read_timeout(value, length, socket.receive_timeout_ms);
     case SO_SNDTIMEO: return read_timeout(value, length, socket.send_timeout_ms);
-    default: return fail_with(ENOPROTOOPT);
+    default: return set_kept(socket, SOL_SOCKET, name, value, length);
   }
 }
 
+int set_ip_level(Socket& socket, int name, const void* value, socklen_t length) {
+  if (name == IP_PKTINFO) {
+    int number = 0;
+    if (read_int(value, length, number) != 0) return -1;
+    socket.packet_info = number != 0;
+    return 0;
+  }
+  return set_kept(socket, IPPROTO_IP, name, value, length);
+}
+
+// TCP_CONGESTION: the algorithms the replicas have. A connection keeps the one it opened with.
+int set_congestion(Socket& socket, const void* value, socklen_t length) {
+  if (value == nullptr || length < 1) return fail_with(EINVAL);
+  char name[kCongestionNameBytes] = {};
+  std::memcpy(name, value, std::min<std::size_t>(length, sizeof(name) - 1));
+  const std::string_view wanted(name);
+  if (wanted != "cubic" && wanted != "reno") return fail_with(ENOENT);
+  const bool newreno = wanted == "reno";
+  if (socket.id >= 0 && socket.state != Socket::State::fresh && newreno != socket.tcp_newreno) return fail_with(EBUSY);
+  socket.tcp_newreno = newreno;
+  return 0;
+}
+
 int set_tcp_level(Socket& socket, int name, const void* value, socklen_t length) {
+  if (name == TCP_CONGESTION) return set_congestion(socket, value, length);
   int number = 0;
   if (read_int(value, length, number) != 0) return -1;
   using stack::TcpOption;
   switch (name) {
+    case TCP_MAXSEG:
+      if (number != 0 && (number < kMinimumMss || number > kMaximumMss)) return fail_with(EINVAL);
+      socket.user_mss = number;
+      return 0;
+    case TCP_FASTOPEN:
+      if (socket.state == Socket::State::connecting || socket.state == Socket::State::connected) return fail_with(EINVAL);
+      return set_kept(socket, IPPROTO_TCP, name, value, length);
     case TCP_NODELAY:
       socket.no_delay = number != 0;
       return apply_option(socket, TcpOption::nodelay, number != 0);
@@ -375,7 +444,7 @@ int set_tcp_level(Socket& socket, int name, const void* value, socklen_t length)
       return apply_option(socket, option, unsigned_number);
     }
     default:
-      return fail_with(ENOPROTOOPT);
+      return set_kept(socket, IPPROTO_TCP, name, value, length);
   }
 }
 
@@ -406,12 +475,39 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
         *length = size;
         return 0;
       }
-      default: return fail_with(ENOPROTOOPT);
+      default: return get_kept(socket, level, name, value, length);
+    }
+  }
+  if (level == IPPROTO_IP) {
+    switch (name) {
+      case IP_PKTINFO: return int_option(value, length, socket.packet_info);
+      case IP_MTU: {
+        // The path MTU once there is a path (Linux: ENOTCONN before).
+        if (socket.udp()) {
+          if (socket.state != Socket::State::connected) return fail_with(ENOTCONN);
+          return int_option(value, length, static_cast<int>(runtime.udp()->max_payload()) + kUdpHeadersBytes);
+        }
+        // Linux has a route, so an MTU, from connect() on.
+        const bool routed = socket.id >= 0 && runtime.owns(socket) &&
+                            (socket.state == Socket::State::connected || socket.state == Socket::State::connecting);
+        if (!routed) return fail_with(ENOTCONN);
+        return int_option(value, length, kLinkMtu);
+      }
+      default: return get_kept(socket, level, name, value, length);
     }
   }
   if (level == IPPROTO_TCP && socket.udp()) return fail_with(EOPNOTSUPP);  // Linux's answer
   if (level == IPPROTO_TCP) {
     switch (name) {
+      case TCP_CONGESTION: {
+        if (value == nullptr || length == nullptr) return fail_with(EFAULT);
+        char algorithm[kCongestionNameBytes] = {};
+        std::memcpy(algorithm, socket.tcp_newreno ? "reno" : "cubic", socket.tcp_newreno ? 4 : 5);
+        const socklen_t size = std::min<socklen_t>(*length, sizeof(algorithm));
+        std::memcpy(value, algorithm, size);
+        *length = size;
+        return 0;
+      }
       case TCP_NODELAY: return int_option(value, length, socket.no_delay);
       case TCP_CORK: return int_option(value, length, socket.cork);
       case TCP_KEEPIDLE: return int_option(value, length, static_cast<int>(socket.keep_idle_s));
@@ -420,10 +516,11 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
       case TCP_MAXSEG: {
         const bool live = socket.id >= 0 && Runtime::get().owns(socket) && socket.state != Socket::State::listening;
         const std::uint32_t mss = live ? runtime.tcp().info(socket.id).mss : 0;
-        return int_option(value, length, mss != 0 ? static_cast<int>(mss) : 536);
+        if (mss != 0) return int_option(value, length, static_cast<int>(mss));
+        return int_option(value, length, socket.user_mss != 0 ? socket.user_mss : kDefaultMss);
       }
       case TCP_INFO: return tcp_info_option(socket, value, length);
-      default: return fail_with(ENOPROTOOPT);
+      default: return get_kept(socket, level, name, value, length);
     }
   }
   return fail_with(ENOPROTOOPT);
@@ -875,9 +972,9 @@ FLOTILLA_EXPORT int setsockopt(int fd, int level, int name, const void* value, s
   if (!is_socket(fd)) return REAL(setsockopt)(fd, level, name, value, length);
   auto [lock, socket] = enter(fd);
   if (socket == nullptr) return -1;
-  if (socket->udp() && level != SOL_SOCKET) return fail_with(ENOPROTOOPT);
   if (level == SOL_SOCKET) return set_socket_level(*socket, name, value, length);
-  if (level == IPPROTO_TCP) return set_tcp_level(*socket, name, value, length);
+  if (level == IPPROTO_IP) return set_ip_level(*socket, name, value, length);
+  if (level == IPPROTO_TCP && !socket->udp()) return set_tcp_level(*socket, name, value, length);
   return fail_with(ENOPROTOOPT);
 }
 

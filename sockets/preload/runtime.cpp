@@ -235,7 +235,7 @@ void Runtime::attach_datagrams(const std::string& channel) {
         (datagram.remote_address != socket.peer_address || datagram.remote_port != socket.peer_port)) {
       return;
     }
-    (void)socket.datagrams->push(datagram.remote_address, datagram.remote_port, datagram.payload);
+    (void)socket.datagrams->push(datagram.remote_address, datagram.remote_port, datagram.local_address, datagram.payload);
   });
   udp_->on_status([this](std::uint32_t id, int error, std::uint16_t port) {
     if (id >= datagram_sockets_.size() || datagram_sockets_[id] == nullptr) return;
@@ -246,13 +246,26 @@ void Runtime::attach_datagrams(const std::string& channel) {
   });
 }
 
-bool DatagramQueue::push(std::uint32_t address, std::uint16_t port, std::span<const std::byte> payload) {
+int Runtime::interface_index() {
+  static const int index = [] {
+    const char* text = std::getenv("FLOTILLA_INTERFACE_INDEX");
+    if (text == nullptr) return 0;
+    char* end = nullptr;
+    const long number = std::strtol(text, &end, 10);
+    return end != text && *end == '\0' && number > 0 && number <= INT32_MAX ? static_cast<int>(number) : 0;
+  }();
+  return index;
+}
+
+bool DatagramQueue::push(std::uint32_t address, std::uint16_t port, std::uint32_t destination,
+                         std::span<const std::byte> payload) {
   if (tail - head >= kDatagrams || payload.size() > kBytes) {
     ++dropped;
     return false;
   }
   Entry& entry = entries[tail % kDatagrams];
   entry.address = address;
+  entry.destination = destination;
   entry.port = port;
   entry.length = static_cast<std::uint16_t>(payload.size());
   std::memcpy(entry.bytes, payload.data(), payload.size());

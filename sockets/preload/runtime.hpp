@@ -48,6 +48,7 @@
 #include "dataplane/counters.hpp"
 #include "dataplane/cpu.hpp"
 #include "dataplane/component_host.hpp"
+#include "sockets/preload/kept_options.hpp"
 #include "sockets/tcp_sockets.hpp"
 #include "sockets/udp_sockets.hpp"
 
@@ -63,6 +64,7 @@ struct DatagramQueue {
   static constexpr std::size_t kBytes = 1472;  // UdpSockets::max_payload at most
   struct Entry {
     std::uint32_t address;  // host order
+    std::uint32_t destination;  // host order: the address it was sent to
     std::uint16_t port;
     std::uint16_t length;
     std::byte bytes[kBytes];
@@ -76,7 +78,7 @@ struct DatagramQueue {
   const Entry& front() const { return entries[head % kDatagrams]; }
   void pop() { ++head; }
   // Copies a datagram in; false (counted) when the queue is full, as a full socket buffer drops.
-  bool push(std::uint32_t address, std::uint16_t port, std::span<const std::byte> payload);
+  bool push(std::uint32_t address, std::uint16_t port, std::uint32_t destination, std::span<const std::byte> payload);
 };
 
 // What a socket handed over by exec needs to become this image's (Runtime::take_handed): the
@@ -122,6 +124,10 @@ struct Socket {
   int send_buffer = 1 << 20;
   int receive_timeout_ms = -1;  // -1: none
   int send_timeout_ms = -1;
+  int user_mss = 0;            // TCP_MAXSEG as set (0: none); what getsockopt says until connected
+  bool tcp_newreno = false;    // TCP_CONGESTION "reno" (else "cubic"), chosen before the connection opens
+  bool packet_info = false;    // IP_PKTINFO: receives say each datagram's destination (UDP)
+  KeptValues kept = initial_kept_values();
   // UDP.
   std::shared_ptr<DatagramQueue> datagrams;  // shared_ptr: accept() copies a (TCP) listener
   bool udp_answered = false;  // the UDP server answered the open (bound_port, or udp_error)
@@ -268,6 +274,9 @@ class Runtime {
   std::uint32_t ready_events(Socket& socket);
   // The socket's errno (0 when none), the stack being gone included.
   int socket_error(Socket& socket);
+  // The kernel's index of the interface the stack drives (FLOTILLA_INTERFACE_INDEX, which
+  // `flotilla run` sets), 0 when unknown: what IP_PKTINFO reports a datagram came in on.
+  static int interface_index();
   // `error` as a call's errno; when it says a limit of the stack's configuration was reached
   // (EMFILE: a replica has no socket page left for this program), one line on stderr the first time.
   int past_limit(int error);

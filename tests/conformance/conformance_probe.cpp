@@ -56,6 +56,7 @@ std::string errno_name(int error) {
     FLOTILLA_ERRNO(EDESTADDRREQ) FLOTILLA_ERRNO(EHOSTUNREACH) FLOTILLA_ERRNO(ENETUNREACH)
     FLOTILLA_ERRNO(ETIMEDOUT) FLOTILLA_ERRNO(ENETDOWN) FLOTILLA_ERRNO(ENOTSOCK) FLOTILLA_ERRNO(EFAULT)
     FLOTILLA_ERRNO(EMSGSIZE) FLOTILLA_ERRNO(ENOTTY) FLOTILLA_ERRNO(EPERM) FLOTILLA_ERRNO(EIO)
+    FLOTILLA_ERRNO(ENOENT) FLOTILLA_ERRNO(EBUSY)
 #undef FLOTILLA_ERRNO
     case 0:
       return "0";
@@ -265,6 +266,78 @@ std::vector<Call> calls() {
   };
 }
 
+// An option set to `value` and read back ("0 then=V"), or only read ("0 value=V"): each on a fresh
+// socket of the state, like the calls above.
+struct OptionProbe {
+  const char* name;
+  int level;
+  int option;
+  int value;
+  bool default_varies = false;  // Linux's value before any set depends on the machine's settings
+};
+
+std::vector<OptionProbe> option_probes() {
+  return {
+      {"so-broadcast", SOL_SOCKET, SO_BROADCAST, 1},   {"so-dontroute", SOL_SOCKET, SO_DONTROUTE, 1},
+      {"so-oobinline", SOL_SOCKET, SO_OOBINLINE, 1},   {"so-debug", SOL_SOCKET, SO_DEBUG, 1},
+      {"so-passcred", SOL_SOCKET, SO_PASSCRED, 1},     {"so-timestamp", SOL_SOCKET, SO_TIMESTAMP, 1},
+      {"so-timestampns", SOL_SOCKET, SO_TIMESTAMPNS, 1}, {"so-priority", SOL_SOCKET, SO_PRIORITY, 3},
+      {"so-mark", SOL_SOCKET, SO_MARK, 7},             {"so-busy-poll", SOL_SOCKET, SO_BUSY_POLL, 50},
+      {"so-rcvlowat", SOL_SOCKET, SO_RCVLOWAT, 100},    {"so-sndlowat", SOL_SOCKET, SO_SNDLOWAT, 1},
+      {"so-rcvbuf", SOL_SOCKET, SO_RCVBUF, 65536, true}, {"so-sndbuf", SOL_SOCKET, SO_SNDBUF, 65536, true},
+      {"so-rcvbufforce", SOL_SOCKET, SO_RCVBUFFORCE, 65536, true}, {"so-zerocopy", SOL_SOCKET, SO_ZEROCOPY, 1},
+      {"ip-tos", IPPROTO_IP, IP_TOS, 0x10},            {"ip-ttl", IPPROTO_IP, IP_TTL, 32},
+      {"ip-ttl-reset", IPPROTO_IP, IP_TTL, -1},        {"ip-pktinfo", IPPROTO_IP, IP_PKTINFO, 1},
+      {"ip-recvtos", IPPROTO_IP, IP_RECVTOS, 1},       {"ip-recvttl", IPPROTO_IP, IP_RECVTTL, 1},
+      {"ip-recverr", IPPROTO_IP, IP_RECVERR, 1},       {"ip-freebind", IPPROTO_IP, IP_FREEBIND, 1},
+      {"ip-transparent", IPPROTO_IP, IP_TRANSPARENT, 1}, {"ip-bind-no-port", IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1},
+      {"ip-mtu-discover", IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT},
+      {"ip-multicast-ttl", IPPROTO_IP, IP_MULTICAST_TTL, 4}, {"ip-multicast-loop", IPPROTO_IP, IP_MULTICAST_LOOP, 0},
+      {"ip-multicast-all", IPPROTO_IP, IP_MULTICAST_ALL, 0}, {"ip-mtu", IPPROTO_IP, IP_MTU, 1400},
+      {"tcp-defer-accept", IPPROTO_TCP, TCP_DEFER_ACCEPT, 5}, {"tcp-quickack", IPPROTO_TCP, TCP_QUICKACK, 0},
+      {"tcp-user-timeout", IPPROTO_TCP, TCP_USER_TIMEOUT, 1000}, {"tcp-syncnt", IPPROTO_TCP, TCP_SYNCNT, 3},
+      {"tcp-linger2", IPPROTO_TCP, TCP_LINGER2, 200},  {"tcp-notsent-lowat", IPPROTO_TCP, TCP_NOTSENT_LOWAT, 16384},
+      {"tcp-fastopen", IPPROTO_TCP, TCP_FASTOPEN, 5},  {"tcp-maxseg", IPPROTO_TCP, TCP_MAXSEG, 1200},
+  };
+}
+
+std::string read_option(int fd, int level, int option, const char* prefix) {
+  int value = -1;
+  socklen_t length = sizeof(value);
+  if (::getsockopt(fd, level, option, &value, &length) != 0) return std::string(prefix) + "-1 " + errno_name(errno);
+  return std::string(prefix) + std::to_string(value);
+}
+
+std::vector<Call> option_calls() {
+  std::vector<Call> list;
+  for (const OptionProbe& probe : option_probes()) {
+    list.push_back({probe.name, [probe](int fd) {
+                      std::string before = read_option(fd, probe.level, probe.option, "");
+                      if (probe.default_varies && before.rfind("-1", 0) != 0) before = "some";
+                      const int set = ::setsockopt(fd, probe.level, probe.option, &probe.value, sizeof(probe.value));
+                      const std::string set_result = set == 0 ? "0" : "-1 " + errno_name(errno);
+                      return "get " + before + " set " + set_result + " then " +
+                             read_option(fd, probe.level, probe.option, "");
+                    }});
+  }
+  list.push_back({"tcp-congestion", [](int fd) {
+                    char name[16] = {};
+                    socklen_t length = sizeof(name);
+                    // The default is the machine's (net.ipv4.tcp_congestion_control): only whether one is named.
+                    const std::string before = ::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &length) == 0
+                                                   ? (name[0] != '\0' ? "named" : "empty")
+                                                   : "-1 " + errno_name(errno);
+                    const int set = ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, "reno", 4);
+                    const std::string set_result = set == 0 ? "0" : "-1 " + errno_name(errno);
+                    std::memset(name, 0, sizeof(name));
+                    length = sizeof(name);
+                    const std::string after =
+                        ::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &length) == 0 ? name : "-1 " + errno_name(errno);
+                    return "get " + before + " set " + set_result + " then " + after;
+                  }});
+  return list;
+}
+
 bool parse_address(const char* text, sockaddr_in& address) {
   address.sin_family = AF_INET;
   return ::inet_pton(AF_INET, text, &address.sin_addr) == 1;
@@ -296,6 +369,18 @@ int main(int argc, char** argv) {
       std::printf("%s %s %s\n", state.name, call.name, result.c_str());
       std::fflush(stdout);
       if (setup.fd >= 0 && std::strcmp(call.name, "close") != 0 && std::strcmp(state.name, "closed") != 0) ::close(setup.fd);
+    }
+  }
+  // Socket options on the states where programs set them.
+  for (const State& state : states()) {
+    const std::string name = state.name;
+    if (name != "fresh" && name != "listening" && name != "connected" && name != "udp-fresh" && name != "udp-connected") continue;
+    for (const Call& call : option_calls()) {
+      const Setup setup = state.set_up();
+      const std::string result = setup.problem.empty() ? call.run(setup.fd) : "set-up-failed " + setup.problem;
+      std::printf("%s %s %s\n", state.name, call.name, result.c_str());
+      std::fflush(stdout);
+      if (setup.fd >= 0) ::close(setup.fd);
     }
   }
   std::printf("done\n");

@@ -1,0 +1,110 @@
+// The compatibility suite's datagram servers: Debian's dnsmasq, unmodified under `flotilla run`,
+// answering DNS queries over UDP from a kernel client in the peer namespace. dnsmasq listens on the
+// wildcard address, asks for IP_PKTINFO to learn where each query was sent and on which interface,
+// and answers with sendmsg carrying IP_PKTINFO: the control messages Linux gives and takes.
+// FLOTILLA_APPS_TEST_SIDE=kernel runs the same case on kernel sockets (tests/apps/apps_fixture.hpp).
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tests/apps/apps_fixture.hpp"
+
+namespace flotilla::testing {
+namespace {
+
+constexpr std::uint16_t kDnsPort = 5353;
+
+// A DNS query for `name`, type A, class IN, recursion desired.
+std::vector<std::uint8_t> dns_query(std::uint16_t id, const std::string& name) {
+  std::vector<std::uint8_t> packet{static_cast<std::uint8_t>(id >> 8), static_cast<std::uint8_t>(id), 0x01, 0x00,
+                                   0, 1, 0, 0, 0, 0, 0, 0};
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    const std::size_t dot = std::min(name.find('.', start), name.size());
+    packet.push_back(static_cast<std::uint8_t>(dot - start));
+    packet.insert(packet.end(), name.begin() + static_cast<std::ptrdiff_t>(start), name.begin() + static_cast<std::ptrdiff_t>(dot));
+    start = dot + 1;
+  }
+  packet.push_back(0);
+  for (const std::uint8_t byte : {0, 1, 0, 1}) packet.push_back(byte);  // type A, class IN
+  return packet;
+}
+
+// The IPv4 address of the answer to query `id`, "" when the reply is not one (checked: id, a
+// response without error, one question, at least one answer, the last answer's data 4 bytes).
+std::string dns_answer(const std::vector<std::uint8_t>& reply, std::size_t length, std::uint16_t id) {
+  if (length < 12 + 4) return "";
+  if (reply[0] != (id >> 8) || reply[1] != (id & 0xff)) return "";
+  if ((reply[2] & 0x80) == 0 || (reply[3] & 0x0f) != 0) return "";
+  const unsigned answers = (static_cast<unsigned>(reply[6]) << 8) | reply[7];
+  if (answers == 0) return "";
+  char text[INET_ADDRSTRLEN] = {};
+  ::inet_ntop(AF_INET, reply.data() + length - 4, text, sizeof(text));
+  return text;
+}
+
+class DatagramServers : public AppsTest {
+ protected:
+  // Sends a query for `name` from the peer namespace and waits up to 1 s for its answer.
+  std::optional<std::string> ask(const std::string& name, std::uint16_t id) {
+    return in_namespace(names_.peer_namespace, [&]() -> std::optional<std::string> {
+      const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) return std::nullopt;
+      sockaddr_in server{};
+      server.sin_family = AF_INET;
+      server.sin_port = htons(kDnsPort);
+      ::inet_pton(AF_INET, app_address().c_str(), &server.sin_addr);
+      const auto query = dns_query(id, name);
+      std::optional<std::string> answer;
+      if (::sendto(fd, query.data(), query.size(), 0, reinterpret_cast<sockaddr*>(&server), sizeof(server)) ==
+          static_cast<ssize_t>(query.size())) {
+        pollfd entry{fd, POLLIN, 0};
+        std::vector<std::uint8_t> reply(1500);
+        sockaddr_in from{};
+        socklen_t from_length = sizeof(from);
+        if (::poll(&entry, 1, 1000) == 1) {
+          const ssize_t got = ::recvfrom(fd, reply.data(), reply.size(), 0, reinterpret_cast<sockaddr*>(&from), &from_length);
+          // The answer comes from the address the query went to (dnsmasq's IP_PKTINFO source).
+          if (got > 0 && from.sin_addr.s_addr == server.sin_addr.s_addr) {
+            answer = dns_answer(reply, static_cast<std::size_t>(got), id);
+          }
+        }
+      }
+      ::close(fd);
+      return answer;
+    });
+  }
+};
+
+TEST_F(DatagramServers, DnsmasqAnswersQueriesOverUdp) {
+  ASSERT_TRUE(start_apps({"dnsmasq"}));
+  Program server(app_command({"dnsmasq", "--keep-in-foreground", "--log-facility=-", "--port=" + std::to_string(kDnsPort),
+                              "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=root",
+                              "--pid-file=" + file("dnsmasq.pid").string(), "--address=/test.flotilla/10.1.2.3"}),
+                 file("dnsmasq.log"));
+  // dnsmasq is up once it answers.
+  ASSERT_TRUE(wait_for([&] { return !server.running() || ask("up.test.flotilla", 1).has_value(); }, 15s));
+  ASSERT_TRUE(server.running()) << tail(server.output());
+  int answered = 0;
+  for (std::uint16_t id = 100; id < 150; ++id) {
+    const std::string name = "host" + std::to_string(id) + ".test.flotilla";
+    const auto answer = ask(name, id);
+    if (answer == "10.1.2.3") ++answered;
+  }
+  EXPECT_EQ(answered, 50) << tail(server.output());
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  expect_served_by_flotilla();
+}
+
+}  // namespace
+}  // namespace flotilla::testing
