@@ -36,6 +36,7 @@
 //   preload_probe handed EVENTFD RECORD                  (what a hand-over record of exec gave)
 #include <arpa/inet.h>
 #include <algorithm>
+#include <array>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -145,8 +146,15 @@ void scenario_blocking(const char* ip, int port) {
   good = good && check(getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) == 0 && type == SOCK_STREAM, name, "SO_TYPE");
   const int one = 1;
   good = good && check(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0, name, "TCP_NODELAY");
-  good = good && check(setsockopt(fd, IPPROTO_IP, IP_TOS, &one, sizeof(one)) == -1 && errno == ENOPROTOOPT, name,
+  good = good && check(setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, &one, sizeof(one)) == -1 && errno == ENOPROTOOPT, name,
                        "unsupported option must fail with ENOPROTOOPT");
+  // A hint Linux takes is kept and read back (sockets/preload/kept_options.hpp).
+  const int tos = 0x10;
+  int kept = 0;
+  length = sizeof(kept);
+  good = good && check(setsockopt(fd, IPPROTO_IP, IP_TOS, &tos, sizeof(tos)) == 0 &&
+                           getsockopt(fd, IPPROTO_IP, IP_TOS, &kept, &length) == 0 && kept == tos,
+                       name, "IP_TOS kept");
   good = good && check(echo_round_trip(fd, pattern(300 * 1024, 7)), name, "echo of 300 KiB");
   // readv/writev and recv/send.
   char a[3] = {'a', 'b', 'c'}, b[4] = {'d', 'e', 'f', 'g'};
@@ -445,6 +453,94 @@ void scenario_udp(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// UDP batches and control messages against the kernel echo: sendmmsg then recvmmsg
+// (MSG_WAITFORONE), IP_PKTINFO on a receive (and MSG_CTRUNC without room for it), a send carrying
+// IP_PKTINFO, and a control message Linux does not take on a send (EINVAL).
+void scenario_udp_batch(const char* ip, int port) {
+  const char* name = "udp-batch";
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (!check(fd >= 0, name, "socket")) return;
+  const sockaddr_in peer = address_of(ip, port);
+  bool good = check(connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 0, name, "connect");
+  const char* words[] = {"one", "three", "seven"};
+  std::array<iovec, 3> out_vectors{};
+  std::array<mmsghdr, 3> out{};
+  for (std::size_t i = 0; i < 3; ++i) {
+    out_vectors[i] = iovec{const_cast<char*>(words[i]), std::strlen(words[i])};
+    out[i].msg_hdr.msg_iov = &out_vectors[i];
+    out[i].msg_hdr.msg_iovlen = 1;
+  }
+  good = good && check(sendmmsg(fd, out.data(), 3, 0) == 3 && out[2].msg_len == 5, name, "sendmmsg sends three");
+  std::array<std::array<char, 64>, 3> buffers{};
+  std::array<iovec, 3> in_vectors{};
+  std::array<mmsghdr, 3> in{};
+  for (std::size_t i = 0; i < 3; ++i) {
+    in_vectors[i] = iovec{buffers[i].data(), buffers[i].size()};
+    in[i].msg_hdr.msg_iov = &in_vectors[i];
+    in[i].msg_hdr.msg_iovlen = 1;
+  }
+  int received = 0;
+  while (good && received < 3) {
+    const int got = recvmmsg(fd, in.data() + received, static_cast<unsigned>(3 - received), MSG_WAITFORONE, nullptr);
+    good = check(got >= 1, name, "recvmmsg returns at least one");
+    received += std::max(got, 0);
+  }
+  for (std::size_t i = 0; good && i < 3; ++i) {
+    good = check(in[i].msg_len == std::strlen(words[i]) && std::memcmp(buffers[i].data(), words[i], in[i].msg_len) == 0,
+                 name, "recvmmsg: the datagrams in order");
+  }
+  const int one = 1;
+  good = good && check(setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) == 0, name, "IP_PKTINFO");
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(in_pktinfo))];
+  const auto receive_with = [&](std::size_t room, msghdr& message) {
+    static char data[64];
+    static iovec vector;
+    vector = iovec{data, sizeof(data)};
+    message = msghdr{};
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = room;
+    pollfd entry{fd, POLLIN, 0};
+    return send(fd, "info", 4, 0) == 4 && poll(&entry, 1, 5000) == 1 && recvmsg(fd, &message, 0) == 4;
+  };
+  msghdr message{};
+  good = good && check(receive_with(sizeof(control), message), name, "recvmsg with room for IP_PKTINFO");
+  const cmsghdr* header = good ? CMSG_FIRSTHDR(&message) : nullptr;
+  good = good && check(header != nullptr && header->cmsg_level == IPPROTO_IP && header->cmsg_type == IP_PKTINFO &&
+                           header->cmsg_len == CMSG_LEN(sizeof(in_pktinfo)) && (message.msg_flags & MSG_CTRUNC) == 0,
+                       name, "IP_PKTINFO control message");
+  in_pktinfo info{};
+  if (good) std::memcpy(&info, CMSG_DATA(header), sizeof(info));
+  good = good && check(info.ipi_addr.s_addr != 0 && info.ipi_spec_dst.s_addr == info.ipi_addr.s_addr, name,
+                       "IP_PKTINFO names the destination");
+  good = good && check(receive_with(sizeof(cmsghdr) - 1, message) && (message.msg_flags & MSG_CTRUNC) != 0 &&
+                           message.msg_controllen == 0,
+                       name, "too little room: MSG_CTRUNC");
+  // A reply from the address the datagram came to, as dnsmasq sends it.
+  iovec reply{const_cast<char*>("back"), 4};
+  msghdr send_message{};
+  send_message.msg_iov = &reply;
+  send_message.msg_iovlen = 1;
+  send_message.msg_control = control;
+  send_message.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo));
+  cmsghdr* out_header = CMSG_FIRSTHDR(&send_message);
+  out_header->cmsg_level = IPPROTO_IP;
+  out_header->cmsg_type = IP_PKTINFO;
+  out_header->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+  in_pktinfo source{};
+  source.ipi_spec_dst = info.ipi_addr;
+  std::memcpy(CMSG_DATA(out_header), &source, sizeof(source));
+  good = good && check(sendmsg(fd, &send_message, 0) == 4, name, "sendmsg with IP_PKTINFO");
+  out_header->cmsg_level = SOL_SOCKET;
+  out_header->cmsg_type = SCM_RIGHTS;
+  out_header->cmsg_len = CMSG_LEN(sizeof(int));
+  send_message.msg_controllen = CMSG_SPACE(sizeof(int));
+  good = good && check(sendmsg(fd, &send_message, 0) == -1 && errno == EINVAL, name, "sendmsg with SCM_RIGHTS: EINVAL");
+  close(fd);
+  if (good) passed(name);
+}
+
 // Several threads, each with its own connection, all blocking in the library at once (sleeping
 // on the same wake eventfd), plus one blocked in poll on a pipe until the others are done.
 void scenario_threads(const char* ip, int port) {
@@ -582,6 +678,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_eintr(ip, port);
   scenario_sendfile(ip, port);
   scenario_udp(ip, port);
+  scenario_udp_batch(ip, port);
   scenario_threads(ip, port);
   scenario_exec(ip, port, self);
   if (done_file != nullptr) {
