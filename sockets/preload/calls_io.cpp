@@ -301,11 +301,13 @@ ssize_t send_passing(int fd, const msghdr& message, int flags) {
 // remains once they are taken off is copied to the caller's buffer as the kernel would have
 // filled it (what does not fit is closed and MSG_CTRUNC set).
 ssize_t receive_passing(int fd, msghdr& message, int flags) {
+  // Not thread_local: taking a listener over leases a seat, whose answer comes through here too.
   const std::size_t room = message.msg_controllen + CMSG_SPACE(sizeof(int) * Runtime::kMaxRightsExtra);
-  thread_local std::vector<std::byte> control;
-  if (control.size() < room) control.resize(room);
+  constexpr std::size_t kOnStack = 1024;
+  alignas(cmsghdr) std::byte on_stack[kOnStack];
+  std::vector<std::byte> on_heap(room > kOnStack ? room : 0);
   msghdr ours = message;
-  ours.msg_control = control.data();
+  ours.msg_control = room > kOnStack ? on_heap.data() : on_stack;
   ours.msg_controllen = room;
   const ssize_t got = REAL(recvmsg)(fd, &ours, flags);
   if (got < 0) return got;

@@ -132,5 +132,24 @@ TEST_F(Handoff, APreforkServerPassingConnectionsEchoesFiftyConnections) {
   expect_replica_counts(50, 0);
 }
 
+// The same server passing its listener to both workers (keeping its own, as a server handing its
+// listeners to its successor does): each worker joins the listener's group and accepts on it.
+TEST_F(Handoff, AListenerPassedToTwoWorkersIsSharedByBoth) {
+  ASSERT_TRUE(start_apps({}));
+  constexpr std::uint16_t kPort = 7007;
+  Program server(app_command({build_root() + "/tests/flotilla-pass-server", std::to_string(kPort), "2",
+                              "--pass-listener"}),
+                 file("pass-server.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
+  echo_rounds(kPort, 3);
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  const std::string output = server.output();
+  EXPECT_NE(output.find("worker 0 served"), std::string::npos) << tail(output);
+  EXPECT_NE(output.find("worker 1 served"), std::string::npos) << tail(output);
+  EXPECT_EQ(output.find("flotilla-pass-server:"), std::string::npos) << tail(output);
+  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << tail(output);
+  expect_replica_counts(0, 2);
+}
+
 }  // namespace
 }  // namespace flotilla::testing

@@ -3,7 +3,9 @@
 // 0.0.0.0:PORT; it accepts each connection, passes it to the next worker with SCM_RIGHTS and
 // closes its own copy at once. A worker receives one descriptor at a time into a control buffer
 // sized for exactly one (as such servers do), echoes the connection until the peer closes, and
-// prints "worker N served" for each. Once it listens the server prints "serving".
+// prints "worker N served" for each. With --pass-listener the server passes its listener instead
+// (keeping its own copy, as a server handing its listeners to its successor does) and each worker
+// accepts on it. Once it listens the server prints "serving".
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -87,9 +89,13 @@ bool pass_descriptor(int channel, int fd) {
   return sent == 1;
 }
 
-int serve_passed(int worker, int channel) {
+int serve_passed(int worker, int channel, bool listener_passed) {
+  const int listener = listener_passed ? receive_descriptor(channel) : -1;
+  if (listener_passed && listener < 0) return 1;
   for (;;) {
-    const int fd = receive_descriptor(channel);
+    const int fd = listener_passed ? ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC) : receive_descriptor(channel);
+    if (fd < 0 && listener_passed && errno == EINTR) continue;
+    if (fd < 0 && listener_passed) return fail("accept");
     if (fd < 0) return 0;
     const bool echoed = echo(fd);
     if (::close(fd) != 0) (void)fail("close");
@@ -101,13 +107,15 @@ int serve_passed(int worker, int channel) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || argc > 3 || std::atoi(argv[1]) <= 0) {
-    std::fprintf(stderr, "usage: flotilla-pass-server PORT [WORKERS]\n"
-                         "Accepts on 0.0.0.0:PORT and passes each connection to one of WORKERS (2) worker\n"
-                         "processes over a unix socket (SCM_RIGHTS); the workers echo.\n");
+  const bool pass_listener = argc == 4 && std::strcmp(argv[3], "--pass-listener") == 0;
+  if (argc < 3 || (argc == 4 && !pass_listener) || argc > 4 || std::atoi(argv[1]) <= 0) {
+    std::fprintf(stderr, "usage: flotilla-pass-server PORT WORKERS [--pass-listener]\n"
+                         "Accepts on 0.0.0.0:PORT and passes each connection to one of WORKERS worker processes\n"
+                         "over a unix socket (SCM_RIGHTS); the workers echo. --pass-listener: passes the listener\n"
+                         "to every worker instead, and the workers accept on it.\n");
     return 2;
   }
-  const int workers = argc == 3 ? std::atoi(argv[2]) : 2;
+  const int workers = std::atoi(argv[2]);
   if (workers < 1 || workers > 64) {
     std::fprintf(stderr, "flotilla-pass-server: WORKERS must be 1 to 64\n");
     return 2;
@@ -121,7 +129,7 @@ int main(int argc, char** argv) {
     if (child == 0) {
       ::close(ends[0]);
       for (const int other : channels) ::close(other);
-      return serve_passed(worker, ends[1]);
+      return serve_passed(worker, ends[1], pass_listener);
     }
     ::close(ends[1]);
     channels.push_back(ends[0]);
@@ -135,8 +143,14 @@ int main(int argc, char** argv) {
   address.sin_port = htons(static_cast<std::uint16_t>(std::atoi(argv[1])));
   if (::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) return fail("bind");
   if (::listen(listener, 64) != 0) return fail("listen");
+  if (pass_listener) {
+    for (const int channel : channels) {
+      if (!pass_descriptor(channel, listener)) return fail("sendmsg");
+    }
+  }
   std::printf("serving\n");
   std::fflush(stdout);
+  while (pass_listener) ::pause();
   for (std::size_t next = 0;; next = (next + 1) % channels.size()) {
     const int connection = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
     if (connection < 0 && errno == EINTR) continue;
