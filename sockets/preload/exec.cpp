@@ -1,5 +1,6 @@
-// Flotilla sockets across exec (see runtime.hpp, Runtime::hand_over): the record the image
-// before writes, and how the new image takes what it names.
+// Flotilla sockets across exec (see runtime.hpp, Runtime::hand_over) and in messages
+// (SCM_RIGHTS, Runtime::hand_over_rights): the record the sender writes, and how the new image,
+// or the receiver, takes what it names.
 //
 // The record is text, one line each:
 //   flotilla-exec 1
@@ -7,9 +8,11 @@
 //   lease FD                       the old image's lease, holding its listeners' members
 //   socket N FD... KIND FIELDS...  one socket and the N descriptors naming it
 // KIND: 0 fresh (FIELDS: the options only), 1 listener (then its ListenerShare), 2 connection
-// (then its fork serial and ConnectionShare). It comes from another program image (possibly not
-// ours): every number is range-checked, and a descriptor is taken only when it is still an
-// eventfd nothing else claimed.
+// (then its fork serial and ConnectionShare). A message's record starts `flotilla-rights 1 P`
+// and names positions in the message's descriptors instead: the program's P first, then the
+// tokens, then the record itself; it has no lease line. Either comes from another process
+// (possibly not ours): every number is range-checked, and a descriptor is taken only when it is
+// still an eventfd nothing else claimed.
 #include "sockets/preload/runtime.hpp"
 
 #include <fcntl.h>
@@ -213,10 +216,10 @@ bool keep_across_exec(int fd, std::vector<int>& cleared) {
 }
 
 // `record` in a new memfd named `name`, at 64 or above (the low numbers are the program's, see
-// LowDescriptorsHeld) and without FD_CLOEXEC; -1 with errno.
-int write_record_file(const char* name, const std::string& record) {
+// LowDescriptorsHeld), without FD_CLOEXEC when an exec must keep it; -1 with errno.
+int write_record_file(const char* name, const std::string& record, bool for_exec) {
   const int made = ::memfd_create(name, 0);
-  int moved = made >= 0 ? REAL(fcntl)(made, F_DUPFD, 64) : -1;
+  int moved = made >= 0 ? REAL(fcntl)(made, for_exec ? F_DUPFD : F_DUPFD_CLOEXEC, 64) : -1;
   const int error = errno;
   if (made >= 0) REAL(close)(made);
   std::size_t written = 0;
@@ -370,7 +373,7 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
     end_handoff(handoff);
     return false;
   }
-  handoff.record = write_record_file(kRecordName, record);
+  handoff.record = write_record_file(kRecordName, record, true);
   if (handoff.record < 0) {
     std::fprintf(stderr, "flotilla: cannot write the record of the sockets an exec hands over (%s); the new program "
                          "gets bare descriptors\n", std::strerror(errno));
@@ -413,7 +416,7 @@ bool Runtime::hand_over_rights(std::span<const int> rights, ExecHandoff& handoff
     record += '\n';
   }
   record += sockets_text;
-  handoff.record = write_record_file(kRightsRecordName, record);
+  handoff.record = write_record_file(kRightsRecordName, record, false);
   if (handoff.record < 0) {
     std::fprintf(stderr, "flotilla: cannot write the record of the sockets a message passes (%s); the receiver gets "
                          "bare descriptors\n", std::strerror(errno));
