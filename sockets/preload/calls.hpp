@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <cstring>
@@ -88,5 +89,13 @@ ssize_t send_datagram(Lock& lock, Socket& socket, const iovec* vectors, int coun
 
 // Raises SIGPIPE for an EPIPE unless the caller asked not to, like Linux.
 void maybe_sigpipe(int error, int flags);
+
+// fstat of a Flotilla socket (`result` of the kernel's, on its placeholder eventfd): a socket, as
+// Linux says, so that a program guessing what a descriptor is (libuv's uv_guess_handle, which
+// Node runs on every descriptor it receives) finds one.
+inline int socket_status(int result, mode_t& mode) {
+  if (result == 0) mode = S_IFSOCK | 0777;
+  return result;
+}
 
 }  // namespace flotilla::preload

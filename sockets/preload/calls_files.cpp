@@ -582,6 +582,7 @@ FLOTILLA_EXPORT void* mmap64(void* address, size_t length, int protection, int f
 
 // stat and its variants.
 FLOTILLA_EXPORT int fstat(int fd, struct stat* out) {
+  if (is_socket(fd)) return socket_status(REAL(fstat)(fd, out), out->st_mode);
   if (!is_file(fd)) return REAL(fstat)(fd, out);
   fs::FileStat stat;
   if (stat_descriptor(fd, stat) != 0) return -1;
@@ -589,6 +590,7 @@ FLOTILLA_EXPORT int fstat(int fd, struct stat* out) {
   return 0;
 }
 FLOTILLA_EXPORT int fstat64(int fd, struct stat64* out) {
+  if (is_socket(fd)) return socket_status(REAL(fstat64)(fd, out), out->st_mode);
   if (!is_file(fd)) return REAL(fstat64)(fd, out);
   return fstat(fd, reinterpret_cast<struct stat*>(out));
 }

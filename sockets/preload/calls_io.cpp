@@ -6,10 +6,13 @@
 #undef _FILE_OFFSET_BITS
 #include <fcntl.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
+#include <vector>
 
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/files.hpp"
@@ -274,6 +277,117 @@ ssize_t send_file(int out_fd, int in_fd, off64_t* offset, std::size_t count) {
   return static_cast<ssize_t>(sent);
 }
 
+// SCM_RIGHTS on a kernel socket (a unix socket between processes). The kernel passes only the
+// placeholder eventfd of a Flotilla socket, so the sender adds what the receiver needs to take
+// the socket over (Runtime::hand_over_rights: the fork tokens and a record, after the program's
+// descriptors), and the receiver takes them off again (Runtime::take_rights).
+
+// Whether one of the descriptors `message` passes is a Flotilla socket.
+bool passes_flotilla_socket(const msghdr& message) {
+  if (message.msg_control == nullptr || message.msg_controllen < sizeof(cmsghdr)) return false;
+  for (const cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
+       header = CMSG_NXTHDR(const_cast<msghdr*>(&message), const_cast<cmsghdr*>(header))) {
+    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS || header->cmsg_len < CMSG_LEN(0)) continue;
+    const std::size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const auto* fds = reinterpret_cast<const int*>(CMSG_DATA(header));
+    for (std::size_t i = 0; i < count; ++i) {
+      if (is_socket(fds[i])) return true;
+    }
+  }
+  return false;
+}
+
+ssize_t send_passing(int fd, const msghdr& message, int flags) {
+  std::vector<int> rights;
+  const cmsghdr* last = nullptr;
+  for (const cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr;
+       header = CMSG_NXTHDR(const_cast<msghdr*>(&message), const_cast<cmsghdr*>(header))) {
+    last = header;
+    if (header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS || header->cmsg_len < CMSG_LEN(0)) continue;
+    const std::size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    const auto* fds = reinterpret_cast<const int*>(CMSG_DATA(header));
+    rights.insert(rights.end(), fds, fds + count);
+  }
+  Runtime& runtime = Runtime::get();
+  Runtime::ExecHandoff handoff;
+  std::vector<int> extra;
+  {
+    Lock lock(runtime.mutex());
+    if (!runtime.hand_over_rights(rights, handoff, extra)) return REAL(sendmsg)(fd, &message, flags);
+  }
+  // The program's control messages, then one more SCM_RIGHTS with the extra descriptors (the
+  // kernel gives the receiver every passed descriptor in one array, in order).
+  const std::size_t used = static_cast<std::size_t>(reinterpret_cast<const std::byte*>(last) -
+                                                    static_cast<const std::byte*>(message.msg_control)) +
+                           CMSG_ALIGN(last->cmsg_len);
+  const std::size_t extra_bytes = extra.size() * sizeof(int);
+  std::vector<std::byte> control(used + CMSG_SPACE(extra_bytes));
+  std::memcpy(control.data(), message.msg_control, std::min<std::size_t>(used, message.msg_controllen));
+  auto* added = reinterpret_cast<cmsghdr*>(control.data() + used);
+  added->cmsg_level = SOL_SOCKET;
+  added->cmsg_type = SCM_RIGHTS;
+  added->cmsg_len = CMSG_LEN(extra_bytes);
+  std::memcpy(CMSG_DATA(added), extra.data(), extra_bytes);
+  msghdr passing = message;
+  passing.msg_control = control.data();
+  passing.msg_controllen = control.size();
+  const ssize_t sent = REAL(sendmsg)(fd, &passing, flags);
+  const int error = errno;
+  {
+    Lock lock(runtime.mutex());
+    runtime.end_handoff(handoff);
+  }
+  errno = error;
+  return sent;
+}
+
+// recvmsg into a control buffer with room for the extra descriptors a Flotilla sender adds; what
+// remains once they are taken off is copied to the caller's buffer as the kernel would have
+// filled it (what does not fit is closed and MSG_CTRUNC set).
+ssize_t receive_passing(int fd, msghdr& message, int flags) {
+  // Not thread_local: taking a listener over leases a seat, whose answer comes through here too.
+  const std::size_t room = message.msg_controllen + CMSG_SPACE(sizeof(int) * Runtime::kMaxRightsExtra);
+  constexpr std::size_t kOnStack = 1024;
+  alignas(cmsghdr) std::byte on_stack[kOnStack];
+  std::vector<std::byte> on_heap(room > kOnStack ? room : 0);
+  msghdr ours = message;
+  ours.msg_control = room > kOnStack ? on_heap.data() : on_stack;
+  ours.msg_controllen = room;
+  const ssize_t got = REAL(recvmsg)(fd, &ours, flags);
+  if (got < 0) return got;
+  message.msg_namelen = ours.msg_namelen;
+  message.msg_flags = ours.msg_flags;
+  auto* out = static_cast<std::byte*>(message.msg_control);
+  const std::size_t capacity = message.msg_controllen;
+  std::size_t filled = 0;
+  bool truncated = (ours.msg_flags & MSG_CTRUNC) != 0;
+  for (cmsghdr* header = CMSG_FIRSTHDR(&ours); header != nullptr; header = CMSG_NXTHDR(&ours, header)) {
+    const std::size_t left = capacity - filled;
+    if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS && header->cmsg_len >= CMSG_LEN(0)) {
+      const std::size_t count = (header->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      auto* fds = reinterpret_cast<int*>(CMSG_DATA(header));
+      const std::size_t program = Runtime::get().take_rights({fds, count}, (flags & MSG_PEEK) != 0);
+      const std::size_t fit = left < CMSG_LEN(sizeof(int)) ? 0 : std::min(program, (left - CMSG_LEN(0)) / sizeof(int));
+      for (std::size_t i = fit; i < program; ++i) REAL(close)(fds[i]);
+      truncated = truncated || fit < program;
+      if (fit == 0) continue;
+      header->cmsg_len = CMSG_LEN(fit * sizeof(int));
+      std::memcpy(out + filled, header, header->cmsg_len);
+      filled += std::min<std::size_t>(CMSG_SPACE(fit * sizeof(int)), left);
+      continue;
+    }
+    if (header->cmsg_len > left) {
+      truncated = true;
+      continue;
+    }
+    std::memcpy(out + filled, header, header->cmsg_len);
+    filled += std::min<std::size_t>(CMSG_ALIGN(header->cmsg_len), left);
+  }
+  message.msg_controllen = filled;
+  if (truncated) message.msg_flags |= MSG_CTRUNC;
+  return got;
+}
+
 }  // namespace
 
 }  // namespace flotilla::preload
@@ -329,7 +443,12 @@ FLOTILLA_EXPORT ssize_t __recvfrom_chk(int fd, void* buffer, size_t length, size
 }
 
 FLOTILLA_EXPORT ssize_t recvmsg(int fd, msghdr* message, int flags) {
-  if (!is_socket(fd)) return REAL(recvmsg)(fd, message, flags);
+  if (!is_socket(fd)) {
+    if (message == nullptr || message->msg_control == nullptr || message->msg_controllen == 0) {
+      return REAL(recvmsg)(fd, message, flags);
+    }
+    return receive_passing(fd, *message, flags);
+  }
   if (message == nullptr) return fail_with(EFAULT);
   socklen_t name_length = message->msg_name != nullptr ? message->msg_namelen : 0;
   Origin origin{static_cast<sockaddr*>(message->msg_name), &name_length, &message->msg_flags};
@@ -353,7 +472,10 @@ FLOTILLA_EXPORT ssize_t sendto(int fd, const void* buffer, size_t length, int fl
 }
 
 FLOTILLA_EXPORT ssize_t sendmsg(int fd, const msghdr* message, int flags) {
-  if (!is_socket(fd)) return REAL(sendmsg)(fd, message, flags);
+  if (!is_socket(fd)) {
+    if (message == nullptr || !passes_flotilla_socket(*message)) return REAL(sendmsg)(fd, message, flags);
+    return send_passing(fd, *message, flags);
+  }
   if (message == nullptr) return fail_with(EFAULT);
   if (check_control(*message) != 0) return -1;
   return transmit(fd, message->msg_iov, static_cast<int>(message->msg_iovlen), flags,
@@ -391,7 +513,22 @@ FLOTILLA_EXPORT int recvmmsg(int fd, mmsghdr* messages, unsigned int count, int 
 }
 
 FLOTILLA_EXPORT int sendmmsg(int fd, mmsghdr* messages, unsigned int count, int flags) {
-  if (!is_socket(fd)) return REAL(sendmmsg)(fd, messages, count, flags);
+  if (!is_socket(fd)) {
+    const bool passing = messages != nullptr && std::any_of(messages, messages + count, [](const mmsghdr& one) {
+      return passes_flotilla_socket(one.msg_hdr);
+    });
+    if (!passing) return REAL(sendmmsg)(fd, messages, count, flags);
+    // One at a time, each with its own record, as sendmmsg's partial results allow.
+    unsigned int sent = 0;
+    for (; sent < count; ++sent) {
+      const ssize_t bytes = passes_flotilla_socket(messages[sent].msg_hdr)
+                                ? send_passing(fd, messages[sent].msg_hdr, flags)
+                                : REAL(sendmsg)(fd, &messages[sent].msg_hdr, flags);
+      if (bytes < 0) break;
+      messages[sent].msg_len = static_cast<unsigned int>(bytes);
+    }
+    return sent > 0 ? static_cast<int>(sent) : -1;
+  }
   if (messages == nullptr) return fail_with(EFAULT);
   constexpr unsigned int kMostPerCall = 1024;  // UIO_MAXIOV: Linux sends at most this many per call
   unsigned int done = 0;

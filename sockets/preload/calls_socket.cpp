@@ -10,9 +10,11 @@
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdarg>
 #include <cstdarg>
 #include <cstdio>
 #include <mutex>
@@ -153,7 +155,7 @@ sockets::SocketOptions open_options(const Socket& socket) {
   options.no_delay = socket.no_delay;
   options.keepalive = socket.keepalive;
   options.newreno = socket.tcp_newreno;
-  options.reuse_port = socket.reuse_port;
+  options.reuse_port = socket.reuse_port || socket.port_shared;
   return options;
 }
 
@@ -854,6 +856,21 @@ FLOTILLA_EXPORT int close(int fd) {
   return REAL(close)(fd);
 }
 
+// The generic entry to the kernel. libuv (Node) closes descriptors with syscall(SYS_close, fd),
+// around close(): that one is followed, or the Flotilla socket would outlive its descriptor (and
+// the next one given that number would be taken for it). Every other call goes on unchanged.
+FLOTILLA_EXPORT long syscall(long number, ...) {
+  va_list arguments;
+  va_start(arguments, number);
+  long values[6];
+  for (long& value : values) value = va_arg(arguments, long);  // as many as the kernel takes
+  va_end(arguments);
+  if (number == SYS_close && fd_kind(static_cast<int>(values[0])) != FdKind::kernel) {
+    return close(static_cast<int>(values[0]));
+  }
+  return REAL(syscall)(number, values[0], values[1], values[2], values[3], values[4], values[5]);
+}
+
 FLOTILLA_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
   if ((flags & CLOSE_RANGE_CLOEXEC) == 0) forget_files_in(first, last);
   Lock lock(Runtime::get().mutex());
@@ -984,3 +1001,10 @@ FLOTILLA_EXPORT int getsockopt(int fd, int level, int name, void* value, socklen
   if (socket == nullptr) return -1;
   return get_option(*socket, level, name, value, length);
 }
+
+// The stat calls of programs built against a C library before 2.33 (Node's own libuv asks
+// __fxstat64 what each descriptor it receives is): they answer what fstat does, a Flotilla socket
+// being a socket.
+FLOTILLA_EXPORT int __fxstat64(int, int fd, struct stat64* out) { return ::fstat64(fd, out); }
+
+FLOTILLA_EXPORT int __fxstat(int, int fd, struct stat* out) { return ::fstat(fd, out); }

@@ -1,5 +1,6 @@
-// Flotilla sockets across exec (see runtime.hpp, Runtime::hand_over): the record the image
-// before writes, and how the new image takes what it names.
+// Flotilla sockets across exec (see runtime.hpp, Runtime::hand_over) and in messages
+// (SCM_RIGHTS, Runtime::hand_over_rights): the record the sender writes, and how the new image,
+// or the receiver, takes what it names.
 //
 // The record is text, one line each:
 //   flotilla-exec 1
@@ -7,9 +8,11 @@
 //   lease FD                       the old image's lease, holding its listeners' members
 //   socket N FD... KIND FIELDS...  one socket and the N descriptors naming it
 // KIND: 0 fresh (FIELDS: the options only), 1 listener (then its ListenerShare), 2 connection
-// (then its fork serial and ConnectionShare). It comes from another program image (possibly not
-// ours): every number is range-checked, and a descriptor is taken only when it is still an
-// eventfd nothing else claimed.
+// (then its fork serial and ConnectionShare). A message's record starts `flotilla-rights 1 P`
+// and names positions in the message's descriptors instead: the program's P first, then the
+// tokens, then the record itself; it has no lease line. Either comes from another process
+// (possibly not ours): every number is range-checked, and a descriptor is taken only when it is
+// still an eventfd nothing else claimed.
 #include "sockets/preload/runtime.hpp"
 
 #include <fcntl.h>
@@ -36,6 +39,11 @@ namespace {
 constexpr std::string_view kHeader = "flotilla-exec 1";
 constexpr const char* kRecordName = "flotilla-exec";
 constexpr std::string_view kRecordTarget = "/memfd:flotilla-exec ";  // what /proc/self/fd shows
+// A message's record: the header then how many of the passed descriptors are the program's.
+constexpr std::string_view kRightsHeader = "flotilla-rights 1";
+constexpr const char* kRightsRecordName = "flotilla-rights";
+constexpr std::string_view kRightsRecordTarget = "/memfd:flotilla-rights ";
+constexpr std::size_t kMaxRightsPerMessage = 253;  // SCM_MAX_FD
 constexpr std::size_t kMaxRecordBytes = 8u << 20;
 constexpr std::uint64_t kMaxCount = 1u << 16;
 enum class HandedKind : std::uint8_t { fresh = 0, listener = 1, connection = 2 };
@@ -207,23 +215,54 @@ bool keep_across_exec(int fd, std::vector<int>& cleared) {
   return true;
 }
 
+// `record` in a new memfd named `name`, at 64 or above (the low numbers are the program's, see
+// LowDescriptorsHeld), without FD_CLOEXEC when an exec must keep it; -1 with errno.
+int write_record_file(const char* name, const std::string& record, bool for_exec) {
+  const int made = ::memfd_create(name, 0);
+  int moved = made >= 0 ? REAL(fcntl)(made, for_exec ? F_DUPFD : F_DUPFD_CLOEXEC, 64) : -1;
+  const int error = errno;
+  if (made >= 0) REAL(close)(made);
+  std::size_t written = 0;
+  while (moved >= 0 && written < record.size()) {
+    const ssize_t wrote = REAL(write)(moved, record.data() + written, record.size() - written);
+    if (wrote <= 0 && errno == EINTR) continue;
+    if (wrote <= 0) {
+      const int failed = wrote == 0 ? EIO : errno;
+      REAL(close)(moved);
+      errno = failed;
+      return -1;
+    }
+    written += static_cast<std::size_t>(wrote);
+  }
+  if (moved < 0) errno = error;
+  return moved;
+}
+
+// The record in `fd` when it is a memfd of ours whose /proc/self/fd target starts with `target`
+// (a descriptor that is something else is left alone: false).
+bool read_record_file(int fd, std::string_view target, std::string& record) {
+  struct stat status {};
+  if (fd < 0 || descriptor_target(fd).rfind(target, 0) != 0 || ::fstat(fd, &status) != 0 ||
+      !S_ISREG(status.st_mode) || status.st_size < 0 || static_cast<std::uint64_t>(status.st_size) > kMaxRecordBytes) {
+    return false;
+  }
+  record.resize(static_cast<std::size_t>(status.st_size));
+  std::size_t read_bytes = 0;
+  while (read_bytes < record.size()) {
+    const ssize_t got = ::pread(fd, record.data() + read_bytes, record.size() - read_bytes,
+                                static_cast<off_t>(read_bytes));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    read_bytes += static_cast<std::size_t>(got);
+  }
+  record.resize(read_bytes);
+  return true;
+}
+
 }  // namespace
 
-bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
-  // A vfork child (or a raw clone) shares this memory with its parent: it hands nothing over.
-  if (::getpid() != owner_) return false;
-  // The sockets the new image keeps, each with its descriptors.
-  std::vector<std::pair<Socket*, std::vector<int>>> kept;
-  for (std::size_t fd = 0; fd < sockets_.size(); ++fd) {
-    Socket* socket = sockets_[fd].get();
-    if (socket == nullptr || fd_kind(static_cast<int>(fd)) != FdKind::tcp) continue;
-    const int flags = REAL(fcntl)(static_cast<int>(fd), F_GETFD);
-    if (flags < 0 || (flags & FD_CLOEXEC) != 0) continue;
-    auto entry = std::find_if(kept.begin(), kept.end(), [&](const auto& e) { return e.first == socket; });
-    if (entry == kept.end()) entry = kept.insert(kept.end(), {socket, {}});
-    entry->second.push_back(static_cast<int>(fd));
-  }
-  if (kept.empty()) return false;
+std::string Runtime::describe_sockets(const NamedSockets& named, ExecHandoff& handoff, std::vector<int>& tokens,
+                                      bool& own_listener) {
   const bool ours_live = host_ != nullptr && tcp_ != nullptr && !stack_down() && still_owner();
   auto ours = [&](const Socket& socket) {
     return ours_live && socket.handed == nullptr && socket.epoch == epoch_ && !gone(socket) && socket.id >= 0;
@@ -232,8 +271,8 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
     return parked_.tcp != nullptr && socket.handed == nullptr && socket.epoch == parked_.epoch &&
            socket.epoch != epoch_ && socket.id >= 0;
   };
-  // This process's connections are pinned as for a fork, with a token the new image holds.
-  const bool own_connections = std::any_of(kept.begin(), kept.end(), [&](const auto& entry) {
+  // This process's connections are pinned as for a fork, with a token the receiver holds.
+  const bool own_connections = std::any_of(named.begin(), named.end(), [&](const auto& entry) {
     return !entry.first->udp() && entry.first->state == Socket::State::connected && ours(*entry.first);
   });
   if (own_connections) {
@@ -241,13 +280,12 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
     handoff.pinned = fork_serial_ != 0;
   }
   std::string sockets_text;
-  std::vector<int> tokens;
-  bool keep_lease = false;
-  for (const auto& [socket, fds] : kept) {
+  own_listener = false;
+  for (const auto& [socket, names] : named) {
     if (socket->udp()) continue;
     std::string line = "socket";
-    append(line, fds.size());
-    for (const int fd : fds) append(line, static_cast<std::uint64_t>(fd));
+    append(line, names.size());
+    for (const int name : names) append(line, static_cast<std::uint64_t>(name));
     std::optional<sockets::ListenerShare> listener;
     std::optional<sockets::ConnectionShare> connection;
     std::uint64_t fork = 0;
@@ -262,7 +300,7 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
       // Nothing at the stack yet: the options travel alone.
     } else if (ours(*socket) && listening) {
       listener = tcp_->share(socket->id);
-      keep_lease = keep_lease || (in_place && listener.has_value());
+      own_listener = own_listener || listener.has_value();
     } else if (ours(*socket) && connected && handoff.pinned) {
       connection = tcp_->share_connection(socket->id);
       fork = fork_serial_;
@@ -287,22 +325,45 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
       append(line, static_cast<std::uint64_t>(HandedKind::fresh));
       append_options(line, *socket);
     } else {
-      continue;  // connecting, failed, or not provable: the new image finds a bare eventfd
+      continue;  // connecting, failed, or not provable: the receiver finds a bare eventfd
     }
     sockets_text += line;
     sockets_text += '\n';
   }
-  std::string record(kHeader);
-  record += '\n';
   std::sort(tokens.begin(), tokens.end());
   tokens.erase(std::unique(tokens.begin(), tokens.end()), tokens.end());
+  tokens.erase(std::remove(tokens.begin(), tokens.end(), -1), tokens.end());
+  return sockets_text;
+}
+
+bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
+  // A vfork child (or a raw clone) shares this memory with its parent: it hands nothing over.
+  if (::getpid() != owner_) return false;
+  // The sockets the new image keeps, each with its descriptors.
+  NamedSockets kept;
+  for (std::size_t fd = 0; fd < sockets_.size(); ++fd) {
+    Socket* socket = sockets_[fd].get();
+    if (socket == nullptr || fd_kind(static_cast<int>(fd)) != FdKind::tcp) continue;
+    const int flags = REAL(fcntl)(static_cast<int>(fd), F_GETFD);
+    if (flags < 0 || (flags & FD_CLOEXEC) != 0) continue;
+    auto entry = std::find_if(kept.begin(), kept.end(), [&](const auto& e) { return e.first == socket; });
+    if (entry == kept.end()) entry = kept.insert(kept.end(), {socket, {}});
+    entry->second.push_back(static_cast<int>(fd));
+  }
+  if (kept.empty()) return false;
+  std::vector<int> tokens;
+  bool own_listener = false;
+  const std::string sockets_text = describe_sockets(kept, handoff, tokens, own_listener);
+  std::string record(kHeader);
+  record += '\n';
   for (const int token : tokens) {
-    if (token < 0 || !keep_across_exec(token, handoff.uncloexec)) continue;
+    if (!keep_across_exec(token, handoff.uncloexec)) continue;
     record += "token";
     append(record, static_cast<std::uint64_t>(token));
     record += '\n';
   }
-  if (keep_lease && keep_across_exec(lease_fd(), handoff.uncloexec)) {
+  // In place, this process's listeners' members must outlive the old image: its lease stays open.
+  if (in_place && own_listener && keep_across_exec(lease_fd(), handoff.uncloexec)) {
     record += "lease";
     append(record, static_cast<std::uint64_t>(lease_fd()));
     record += '\n';
@@ -312,39 +373,78 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
     end_handoff(handoff);
     return false;
   }
-  // Above the low numbers programs name themselves (LowDescriptorsHeld); without FD_CLOEXEC.
-  const int made = ::memfd_create(kRecordName, 0);
-  int moved = made >= 0 ? REAL(fcntl)(made, F_DUPFD, 64) : -1;
-  if (made >= 0) REAL(close)(made);
-  std::size_t written = 0;
-  while (moved >= 0 && written < record.size()) {
-    const ssize_t wrote = REAL(write)(moved, record.data() + written, record.size() - written);
-    if (wrote <= 0 && errno == EINTR) continue;
-    if (wrote <= 0) {
-      REAL(close)(moved);
-      moved = -1;
-      break;
-    }
-    written += static_cast<std::size_t>(wrote);
-  }
-  if (moved < 0) {
+  handoff.record = write_record_file(kRecordName, record, true);
+  if (handoff.record < 0) {
     std::fprintf(stderr, "flotilla: cannot write the record of the sockets an exec hands over (%s); the new program "
                          "gets bare descriptors\n", std::strerror(errno));
     end_handoff(handoff);
     return false;
   }
-  handoff.record = moved;
+  return true;
+}
+
+bool Runtime::hand_over_rights(std::span<const int> rights, ExecHandoff& handoff, std::vector<int>& extra) {
+  NamedSockets passed;
+  for (std::size_t position = 0; position < rights.size(); ++position) {
+    const int fd = rights[position];
+    if (fd_kind(fd) != FdKind::tcp) continue;
+    const std::shared_ptr<Socket> socket = socket_at(fd);
+    if (socket == nullptr) continue;
+    auto entry = std::find_if(passed.begin(), passed.end(), [&](const auto& e) { return e.first == socket.get(); });
+    if (entry == passed.end()) entry = passed.insert(passed.end(), {socket.get(), {}});
+    entry->second.push_back(static_cast<int>(position));
+    // Every process listening on a bound socket passed around shares its port, as processes sharing
+    // one socket share its accept queue on Linux.
+    if (socket->state == Socket::State::fresh && socket->bound) socket->port_shared = true;
+  }
+  if (passed.empty()) return false;
+  std::vector<int> tokens;
+  bool own_listener = false;
+  const std::string sockets_text = describe_sockets(passed, handoff, tokens, own_listener);
+  if (sockets_text.empty() || tokens.size() + 1 > kMaxRightsExtra ||
+      rights.size() + tokens.size() + 1 > kMaxRightsPerMessage) {
+    end_handoff(handoff);
+    return false;
+  }
+  // The receiver finds the tokens after the program's descriptors, then the record, last.
+  std::string record(kRightsHeader);
+  append(record, rights.size());
+  record += '\n';
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    record += "token";
+    append(record, rights.size() + i);
+    record += '\n';
+  }
+  record += sockets_text;
+  handoff.record = write_record_file(kRightsRecordName, record, false);
+  if (handoff.record < 0) {
+    std::fprintf(stderr, "flotilla: cannot write the record of the sockets a message passes (%s); the receiver gets "
+                         "bare descriptors\n", std::strerror(errno));
+    end_handoff(handoff);
+    return false;
+  }
+  extra = tokens;
+  extra.push_back(handoff.record);
+  // The message carries the pins: this copy is the caller's to close (end_handoff), so it may send
+  // without the lock while this process forks or passes other sockets.
+  if (handoff.pinned) {
+    handoff.token = fork_token_;
+    fork_token_ = -1;
+    fork_serial_ = 0;
+    handoff.pinned = false;
+  }
   return true;
 }
 
 void Runtime::end_handoff(ExecHandoff& handoff) {
   if (handoff.record >= 0) REAL(close)(handoff.record);
+  if (handoff.token >= 0) REAL(close)(handoff.token);
   for (const int fd : handoff.uncloexec) {
     const int flags = REAL(fcntl)(fd, F_GETFD);
     if (flags >= 0) (void)REAL(fcntl)(fd, F_SETFD, flags | FD_CLOEXEC);
   }
-  // This process's copy of the token goes: the pins last while the spawned child holds its copy,
-  // or end as those of a child that exited at once.
+  // This process's copy of the token goes: the pins last while the spawned child (or the receiver
+  // of a message) holds its copy, or end as those of a child that exited at once.
   if (handoff.pinned) end_fork_in_parent();
   handoff = ExecHandoff{};
 }
@@ -360,27 +460,42 @@ void Runtime::take_handoff() {
     if (!fields.next(record_fd, kMaxFds - 1) || !fields.done()) return;
   }
   // Only a memfd of ours: a number the program kept in its environment by chance is left alone.
-  struct stat status {};
   std::string record;
-  if (descriptor_target(record_fd).rfind(kRecordTarget, 0) != 0 || ::fstat(record_fd, &status) != 0 ||
-      !S_ISREG(status.st_mode) || status.st_size < 0 || static_cast<std::uint64_t>(status.st_size) > kMaxRecordBytes) {
-    return;
-  }
-  record.resize(static_cast<std::size_t>(status.st_size));
-  std::size_t read_bytes = 0;
-  while (read_bytes < record.size()) {
-    const ssize_t got = ::pread(record_fd, record.data() + read_bytes, record.size() - read_bytes,
-                                static_cast<off_t>(read_bytes));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    read_bytes += static_cast<std::size_t>(got);
-  }
-  record.resize(read_bytes);
+  if (!read_record_file(record_fd, kRecordTarget, record)) return;
   REAL(close)(record_fd);
-
   Lock lock(mutex_);
+  (void)take_record(record, {});
+}
+
+std::size_t Runtime::take_rights(std::span<const int> received, bool peek) {
+  if (received.empty()) return 0;
+  const int record_fd = received.back();
+  std::string record;
+  if (!read_record_file(record_fd, kRightsRecordTarget, record)) return received.size();
+  REAL(close)(record_fd);
+  const std::span<const int> rest = received.first(received.size() - 1);
+  std::size_t kept = rest.size();
+  if (!peek) {
+    Lock lock(mutex_);
+    return take_record(record, rest);
+  }
+  // The receive that follows takes them: these copies of the tokens go, the program's stay bare.
+  Fields fields(std::string_view(record).substr(std::min(record.size(), kRightsHeader.size())));
+  std::size_t count = 0;
+  if (std::string_view(record).starts_with(kRightsHeader) && fields.next(count, rest.size())) kept = count;
+  for (std::size_t i = kept; i < rest.size(); ++i) REAL(close)(rest[i]);
+  return kept;
+}
+
+std::size_t Runtime::take_record(std::string_view record, std::span<const int> received) {
+  // Exec: the record names descriptors. A message: positions in `received`, the program's first
+  // (`program` of them), then the tokens.
+  const bool message = !received.empty();
+  std::size_t program = received.size();
   std::vector<int> leases;
+  std::vector<int> tokens;
   std::vector<std::shared_ptr<Socket>> listeners;
+  std::vector<std::shared_ptr<Socket>> passed_bound;
   std::string_view rest(record);
   bool first = true;
   bool malformed = false;
@@ -390,19 +505,35 @@ void Runtime::take_handoff() {
     rest.remove_prefix(end == std::string_view::npos ? rest.size() : end + 1);
     if (first) {
       first = false;
-      malformed = line != kHeader;
+      if (message) {
+        Fields fields(line.substr(std::min(line.size(), kRightsHeader.size())));
+        malformed = !line.starts_with(kRightsHeader) || !fields.next(program, received.size()) || !fields.done();
+        if (malformed) program = received.size();
+      } else {
+        malformed = line != kHeader;
+      }
       continue;
     }
     const std::size_t space = line.find(' ');
     const std::string_view word = line.substr(0, space);
     Fields fields(space == std::string_view::npos ? std::string_view{} : line.substr(space));
-    if (word == "token" || word == "lease") {
-      int fd = -1;
-      malformed = !fields.next(fd, kMaxFds - 1) || !fields.done();
-      if (malformed || !is_socket_descriptor(fd)) continue;
+    // What a number in the record names: a descriptor, or (a message) one of `received`.
+    auto named_fd = [&](std::size_t number, bool token) -> int {
+      if (!message) return static_cast<int>(number);
+      const bool fits = token ? number >= program && number < received.size() : number < program;
+      return fits ? received[number] : -1;
+    };
+    if (word == "token" || (word == "lease" && !message)) {
+      std::size_t number = 0;
+      malformed = !fields.next(number, kMaxFds - 1) || !fields.done();
+      const int fd = malformed ? -1 : named_fd(number, true);
+      malformed = malformed || fd < 0;
+      if (malformed || !is_socket_descriptor(fd) || std::find(tokens.begin(), tokens.end(), fd) != tokens.end()) {
+        continue;
+      }
       const int flags = REAL(fcntl)(fd, F_GETFD);
       (void)REAL(fcntl)(fd, F_SETFD, flags | FD_CLOEXEC);
-      (word == "token" ? handed_tokens_ : leases).push_back(fd);
+      (word == "token" ? tokens : leases).push_back(fd);
       continue;
     }
     if (word != "socket") {
@@ -413,8 +544,10 @@ void Runtime::take_handoff() {
     std::vector<int> fds;
     malformed = !fields.next(count, kMaxCount) || count == 0;
     for (std::uint64_t i = 0; i < count && !malformed; ++i) {
-      int fd = -1;
-      malformed = !fields.next(fd, kMaxFds - 1);
+      std::size_t number = 0;
+      malformed = !fields.next(number, kMaxFds - 1);
+      const int fd = malformed ? -1 : named_fd(number, false);
+      malformed = malformed || fd < 0;
       if (!malformed && is_untaken_eventfd(fd) && std::find(fds.begin(), fds.end(), fd) == fds.end()) fds.push_back(fd);
     }
     std::uint8_t kind = 0;
@@ -434,23 +567,31 @@ void Runtime::take_handoff() {
     malformed = malformed || !fields.done();
     if (malformed || fds.empty()) continue;
     socket->epoch = 0;  // no epoch of this image's: owns() takes it first
+    socket->port_shared = message && socket->state == Socket::State::fresh && socket->bound;
     socket->handed = std::move(handed);
     if (socket->handed->connection) ++handed_connections_;
     if (socket->handed->listener) listeners.push_back(socket);
     for (const int fd : fds) install(fd, socket);
   }
   if (malformed) {
-    std::fprintf(stderr, "flotilla: the record of the sockets handed over by exec is malformed; the sockets it "
-                         "names after the fault are bare descriptors\n");
+    std::fprintf(stderr, "flotilla: the record of the sockets handed over by %s is malformed; the sockets it names "
+                         "after the fault are bare descriptors\n", message ? "a message (SCM_RIGHTS)" : "exec");
   }
+  // A message's tokens the record did not name go with it.
+  for (std::size_t i = program; message && i < received.size(); ++i) {
+    if (std::find(tokens.begin(), tokens.end(), received[i]) == tokens.end()) REAL(close)(received[i]);
+  }
+  handed_tokens_.insert(handed_tokens_.end(), tokens.begin(), tokens.end());
   // Listeners are joined at once, while their proof holds: the old image's lease (then let go),
-  // or the parent that forked this image (an nginx master upgrading its binary, which quits once
-  // the new master runs; the new master's own workers and reloads then join through its members).
+  // the parent that forked this image (an nginx master upgrading its binary, which quits once
+  // the new master runs; the new master's own workers and reloads then join through its members),
+  // or the sender of the message, which keeps its own.
   for (const auto& listener : listeners) {
     if (listener->handed != nullptr) (void)take_handed(*listener);
   }
   for (const int fd : leases) REAL(close)(fd);
   if (handed_connections_ == 0) handed_connection_settled();
+  return program;
 }
 
 bool Runtime::take_handed(Socket& socket) {

@@ -41,6 +41,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -106,6 +107,9 @@ struct Socket {
   std::uint32_t bound_address = 0;  // host order
   std::uint16_t bound_port = 0;
   bool port_picked_at_bind = false;  // bind to port 0: listen may pick another if that one is taken
+  // Bound, then passed to another process (SCM_RIGHTS) before listening: every process that
+  // listens on it shares the port (a listener group), as processes sharing one socket on Linux do.
+  bool port_shared = false;
   bool read_shut = false;
   bool write_shut = false;
   bool error_reported = false;  // SO_ERROR (or a failed connect) said it already
@@ -443,6 +447,7 @@ class Runtime {
     int record = -1;            // the record's memfd (no FD_CLOEXEC)
     std::vector<int> uncloexec;  // descriptors whose FD_CLOEXEC was cleared for the new image
     bool pinned = false;        // this exec pinned the seat's connections (fork_token_ holds them)
+    int token = -1;             // a message's: the token of the fork that pinned them (this copy)
   };
   // Before an exec (`in_place`) or a spawn: writes the record of the sockets the new image keeps,
   // pins this process's connections among them, and keeps what their proofs need open across the
@@ -457,6 +462,21 @@ class Runtime {
   // joined at once, connections claimed at their first use (take_handed).
   void take_handoff();
 
+  // SCM_RIGHTS (sendmsg on a kernel unix socket). The most descriptors a message carries besides
+  // the program's: the fork tokens its connections' proofs need, then the record, last.
+  static constexpr std::size_t kMaxRightsExtra = 8;
+  // Before sending `rights` (the message's descriptors, in order): when some are Flotilla
+  // sockets, writes the record that names them by position and pins this process's connections
+  // among them, as hand_over does; `extra` is what to pass after `rights`. The caller sends, then
+  // calls end_handoff (its token copy closes; the one in flight holds the pins). Under the lock.
+  bool hand_over_rights(std::span<const int> rights, ExecHandoff& handoff, std::vector<int>& extra);
+  // After receiving `received` (every descriptor of a message, in order): when the last is a
+  // record of hand_over_rights, takes it and the tokens it names off and installs the sockets it
+  // names (listeners joined now, connections claimed at first use); with `peek`, only closes
+  // those copies. Returns how many descriptors, from the first, are the program's (all of them
+  // when there is no record). Takes the lock.
+  std::size_t take_rights(std::span<const int> received, bool peek);
+
  private:
   Runtime() = default;
   // The leader/followers bookkeeping of sleep_with, under the lock.
@@ -470,6 +490,17 @@ class Runtime {
   void appoint_leader();
   bool can_lead();
   void attach_datagrams(const std::string& channel);
+  // Sockets and the numbers a record names each by (descriptors, or positions in a message).
+  using NamedSockets = std::vector<std::pair<Socket*, std::vector<int>>>;
+  // The record's lines for `named`; pins this process's connections among them (handoff.pinned)
+  // and adds the tokens their proofs need to `tokens`. `own_listener`: a listener of this
+  // process's own is among them (its members live while the lease does).
+  std::string describe_sockets(const NamedSockets& named, ExecHandoff& handoff, std::vector<int>& tokens,
+                               bool& own_listener);
+  // Installs the sockets `record` names (an exec's: `received` empty; else a message's, whose
+  // descriptors those are, the record itself left out). Returns how many of `received` are the
+  // program's; the tokens after them are kept or closed. Under the lock.
+  std::size_t take_record(std::string_view record, std::span<const int> received);
   bool adopt_parked(bool from_living_parent);
   // Before a fork: the fork's token goes to the supervisor, then every replica pins the
   // connections of this process's seat with the fork's serial.

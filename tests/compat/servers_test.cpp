@@ -25,6 +25,7 @@
 
 #include "perf/cpu_ticks.hpp"
 #include "tests/apps/apps_fixture.hpp"
+#include "tests/compat/echo_fixture.hpp"
 #include "tests/support/kernel_tcp.hpp"
 
 namespace flotilla::testing {
@@ -104,33 +105,8 @@ MemcachedOutcome memcached_pairs(const std::string& address, std::uint16_t port,
   return outcome;
 }
 
-class Compat : public AppsTest {
+class Compat : public EchoServersTest {
  protected:
-  // `rounds` of 10 kernel clients at once on the server's `port`, each sending 64 KiB and
-  // half-closing: each must get its bytes back, SHA-256 checked.
-  void echo_rounds(std::uint16_t port, int rounds) {
-    constexpr std::uint64_t kBytes = 64 * 1024;
-    const std::string address = app_address();
-    for (int round = 0; round < rounds; ++round) {
-      std::vector<SourceResult> results(10);
-      std::vector<std::thread> clients;
-      for (auto& result : results) {
-        clients.emplace_back([&] {
-          result = in_namespace(names_.peer_namespace, [&] {
-            return kernel_source({.address = address, .port = port, .bytes = kBytes, .deadline = 30s, .half_close = true});
-          });
-        });
-      }
-      for (auto& client : clients) client.join();
-      for (std::size_t c = 0; c < results.size(); ++c) {
-        EXPECT_TRUE(results[c].connected) << "round " << round << " connection " << c;
-        EXPECT_EQ(results[c].echo.bytes, kBytes) << "round " << round << " connection " << c;
-        EXPECT_EQ(results[c].echo.sha256, pattern_sha256(kBytes)) << "round " << round << " connection " << c;
-      }
-      if (HasFailure()) return;
-    }
-  }
-
   // tests/compat/exec_server.cpp on `port` with `option`: `rounds` of 10 connections echo through
   // it, each claimed by the process that serves it.
   void run_exec_server(std::uint16_t port, const std::string& option, int rounds) {
@@ -144,22 +120,6 @@ class Compat : public AppsTest {
     EXPECT_EQ(server.output().find("cannot take over"), std::string::npos) << tail(server.output());
     EXPECT_EQ(server.output().find("flotilla-exec-server:"), std::string::npos) << tail(server.output());
     expect_replica_counts(10 * static_cast<std::uint64_t>(rounds), 0);
-  }
-
-  // On Flotilla: the TCP replicas moved at least `claims` connections into the seats of processes
-  // that inherited them (none refused), and added at least `joins` listener group members.
-  void expect_replica_counts(std::uint64_t claims, std::uint64_t joins) const {
-    if (side_ != Side::flotilla) return;
-    std::map<std::string, std::uint64_t> sums;
-    for (const auto& [component, counters] : stack_.all_counters()) {
-      if (component.rfind("tcp", 0) != 0) continue;
-      for (const char* name : {"claims", "claims_refused", "group_joins"}) {
-        sums[name] += counters.contains(name) ? counters.at(name) : 0;
-      }
-    }
-    EXPECT_GE(sums["claims"], claims);
-    EXPECT_EQ(sums["claims_refused"], 0u);
-    EXPECT_GE(sums["group_joins"], joins);
   }
 
   std::vector<std::string> memcached_command(int threads) const {

@@ -34,6 +34,8 @@
 //                                 once every connection ended
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 //   preload_probe handed EVENTFD RECORD                  (what a hand-over record of exec gave)
+//   preload_probe received CHANNEL                       (one message with SCM_RIGHTS on CHANNEL,
+//                                 into room for one descriptor: what the library made of it)
 #include <arpa/inet.h>
 #include <algorithm>
 #include <array>
@@ -1135,6 +1137,39 @@ int main(int argc, char** argv) {
     const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
     return gone && kept ? 0 : 1;
+  }
+  if (mode == "received" && argc == 3) {
+    // One message from the test, into a control buffer with room for one descriptor: how many
+    // descriptors it names, whether it says it was truncated, whether the first is a Flotilla
+    // socket, and how many more descriptors the receive left open than it named.
+    const auto open_count = [] {
+      int count = 0;
+      DIR* folder = opendir("/proc/self/fd");
+      while (folder != nullptr && readdir(folder) != nullptr) ++count;
+      if (folder != nullptr) closedir(folder);
+      return count;
+    };
+    const int before = open_count();
+    char byte = 0;
+    iovec vector{&byte, 1};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr message{};
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof(control);
+    if (!check(recvmsg(std::atoi(argv[2]), &message, MSG_CMSG_CLOEXEC) == 1, "received", "recvmsg")) return 1;
+    const cmsghdr* header = CMSG_FIRSTHDR(&message);
+    const bool rights = header != nullptr && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS;
+    const std::size_t named = rights ? (header->cmsg_len - CMSG_LEN(0)) / sizeof(int) : 0;
+    int first = -1;
+    if (named > 0) std::memcpy(&first, CMSG_DATA(header), sizeof(first));
+    sockaddr_in local{};
+    socklen_t length = sizeof(local);
+    const bool socket = first >= 0 && getsockname(first, reinterpret_cast<sockaddr*>(&local), &length) == 0;
+    std::printf("received=%zu truncated=%d socket=%s extra=%d\n", named, (message.msg_flags & MSG_CTRUNC) != 0 ? 1 : 0,
+                socket ? "flotilla" : "kernel", open_count() - before - static_cast<int>(named));
+    return 0;
   }
   if (mode == "handed" && argc == 4) {
     // Run with a hand-over record of exec made by the test: what the library made of it.

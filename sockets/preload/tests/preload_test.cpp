@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -120,6 +121,88 @@ TEST(PreloadDown, AnExecRecordNamingNoEventfdIsIgnored) {
   const std::string output = run_handed(std::string("flotilla-exec 1\nsocket 2 0 999999 0 ") + kFreshOptions + "\n");
   EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;
   EXPECT_NE(output.find("socket=kernel"), std::string::npos) << output;
+}
+
+// A memfd named as the library names the record of a message, holding `text`.
+int rights_record(const std::string& text) {
+  const int memfd = ::memfd_create("flotilla-rights", MFD_CLOEXEC);
+  if (memfd >= 0 && ::write(memfd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) return -1;
+  return memfd;
+}
+
+// The probe receiving one message whose SCM_RIGHTS pass `passed` (closed here once sent), as a
+// process under the library receives from one that is not: what the probe says, and stderr.
+std::string run_received(const std::vector<int>& passed) {
+  int ends[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, ends) != 0) return "cannot make the socket pair";
+  (void)::fcntl(ends[0], F_SETFD, FD_CLOEXEC);
+  char byte = 'm';
+  iovec vector{&byte, 1};
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * passed.size()));
+  msghdr message{};
+  message.msg_iov = &vector;
+  message.msg_iovlen = 1;
+  message.msg_control = control.data();
+  message.msg_controllen = control.size();
+  cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int) * passed.size());
+  std::memcpy(CMSG_DATA(header), passed.data(), sizeof(int) * passed.size());
+  const bool sent = ::sendmsg(ends[0], &message, 0) == 1;
+  for (const int fd : passed) ::close(fd);
+  ::close(ends[0]);
+  if (!sent) return "cannot send";
+  const std::string command = "env LD_PRELOAD=" + library_path() + " FLOTILLA_SOCKET=/nonexistent/flotilla.sock " +
+                              probe_path() + " received " + std::to_string(ends[1]) + " 2>&1";
+  const auto [exit_code, output] = run_shell(command);
+  ::close(ends[1]);
+  return output;
+}
+
+int placeholder() { return ::eventfd(0, EFD_CLOEXEC); }
+
+TEST(PreloadDown, AMessagesRecordIsTakenOffAndItsSocketInstalled) {
+  const std::string fresh = std::string("socket 1 0 0 ") + kFreshOptions + "\n";
+  const std::string alone = run_received({placeholder(), rights_record("flotilla-rights 1 1\n" + fresh)});
+  EXPECT_NE(alone.find("received=1 truncated=0 socket=flotilla extra=0"), std::string::npos) << alone;
+  EXPECT_EQ(alone.find("flotilla: "), std::string::npos) << alone;
+  // With a token after the program's descriptor: taken off too (and closed, nothing to claim).
+  int token[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, token), 0);
+  ::close(token[1]);
+  const std::string tokened =
+      run_received({placeholder(), token[0], rights_record("flotilla-rights 1 1\ntoken 1\n" + fresh)});
+  EXPECT_NE(tokened.find("received=1 truncated=0 socket=flotilla extra=0"), std::string::npos) << tokened;
+  EXPECT_EQ(tokened.find("flotilla: "), std::string::npos) << tokened;
+}
+
+TEST(PreloadDown, AMalformedMessageRecordLeavesBareDescriptors) {
+  // More program descriptors than passed, a position past the program's, a missing field, a
+  // token naming the program's descriptor, another header.
+  for (const std::string& record :
+       {std::string("flotilla-rights 1 5\nsocket 1 0 0 ") + kFreshOptions,
+        std::string("flotilla-rights 1 1\nsocket 1 1 0 ") + kFreshOptions,
+        std::string("flotilla-rights 1 1\nsocket 1 0 0 0"),
+        std::string("flotilla-rights 1 1\ntoken 0\nsocket 1 0 0 ") + kFreshOptions,
+        std::string("flotilla-rights 2 1\nsocket 1 0 0 ") + kFreshOptions}) {
+    const std::string output = run_received({placeholder(), rights_record(record + "\n")});
+    EXPECT_NE(output.find("received=1 truncated=0 socket=kernel extra=0"), std::string::npos) << record << "\n" << output;
+    EXPECT_EQ(count_of(output, "malformed"), 1u) << record << "\n" << output;
+  }
+}
+
+TEST(PreloadDown, AMessageWithoutARecordIsReceivedAsTheKernelGivesIt) {
+  // Three eventfds into room for one (CMSG_SPACE(sizeof(int)) holds two): the last is not a
+  // record; it does not fit, so it is closed and the message says it was truncated, as the
+  // kernel does.
+  const std::string three = run_received({placeholder(), placeholder(), placeholder()});
+  EXPECT_NE(three.find("received=2 truncated=1 socket=kernel extra=0"), std::string::npos) << three;
+  // A memfd of another name last is the program's.
+  const int other = ::memfd_create("flotilla-rights-not", MFD_CLOEXEC);
+  const std::string named = run_received({placeholder(), placeholder(), other});
+  EXPECT_NE(named.find("received=2 truncated=1 socket=kernel extra=0"), std::string::npos) << named;
+  EXPECT_EQ(named.find("flotilla: "), std::string::npos) << named;
 }
 
 TEST(PreloadDown, KernelDescriptorsPassThrough) {
