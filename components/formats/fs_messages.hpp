@@ -16,7 +16,11 @@
 //   rmdir_lock    inode = the directory, at its home server; serialises rmdirs of it.
 //                 arg0 = kRemoveAtHome (a directory whose entries all live at its home): the
 //                 whole rmdir but its entry in one message (checked as rmdir_mark, then gone as
-//                 after rmdir_commit), nothing left locked or marked
+//                 after rmdir_commit), nothing left locked or marked. arg0 also kRemoveEntry,
+//                 arg1 = the parent directory, name = the directory's name in it (flags
+//                 kDistributed: the parent is): when this server holds that entry, naming the
+//                 directory, it goes too -> reply arg0 = kRemoveEntry when it did, so rmdir is
+//                 one message
 //   rmdir_mark    inode = the directory, at every server holding its entries: refuses (ENOTEMPTY)
 //                 when it holds one, otherwise marks it and holds creates into it back
 //   rmdir_commit  inode: the directory is gone here (the home server also frees it and unlocks)
@@ -126,6 +130,7 @@ inline constexpr std::uint8_t kLinkDropped = 128;  // rm_map reply
 // Request arguments (arg0)
 inline constexpr std::uint64_t kResolveWithStat = 1;  // resolve
 inline constexpr std::uint64_t kRemoveAtHome = 1;     // rmdir_lock
+inline constexpr std::uint64_t kRemoveEntry = 2;      // rmdir_lock with kRemoveAtHome, and its reply
 
 // A type word (add_map arg1, resolve/dirent reply arg1): FileType in the low byte, kDistributed
 // in bit 8.
@@ -263,6 +268,8 @@ inline bool carries_name(const FsMessage& message) {
       return true;
     case FsOp::open:
       return (message.flags & kByInode) == 0;
+    case FsOp::rmdir_lock:
+      return (message.arg0 & kRemoveEntry) != 0;
     case FsOp::invalidate:
       return (message.flags & kAll) == 0;
     default:
@@ -329,6 +336,10 @@ inline bool well_formed(const FsMessage& message) {
     return false;
   }
   if (message.op == FsOp::dirent && message.name_length != 0 && !valid_name(message.name())) {
+    return false;
+  }
+  if (message.op == FsOp::rmdir_lock && (message.arg0 & kRemoveEntry) != 0 &&
+      (message.arg0 != (kRemoveAtHome | kRemoveEntry) || message.arg1 == 0)) {
     return false;
   }
   if (message.op == FsOp::symlink) {

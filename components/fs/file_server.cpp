@@ -419,6 +419,13 @@ void FileServer::handle(ClientId peer, const FsMessage& request, std::uint64_t n
       out.send(request.client, cached->second);
       return;
     }
+    // Older than the last change this client asked for: a request posted ahead of that one (a
+    // CLOSE nobody waits for), sent again after a restart. It ran before the newer one, which
+    // came after it on the same channel; running it again could close what was opened since.
+    if (cached != last_reply_.end() && request.request < cached->second.request) {
+      ++stats_.stale_retries;
+      return;
+    }
   }
   if (held_back(request)) return;
   run(request, now_ns, out);
@@ -548,7 +555,7 @@ FsMessage FileServer::do_mkdir(const FsMessage& request, std::uint64_t now) {
   return reply;
 }
 
-FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
+FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs& out) {
   const InodeNumber directory = request.inode;
   const bool home = home_of(directory) == config_.self;
   auto has_entries = [&] {
@@ -562,7 +569,7 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
       if (inode == inodes_.end()) return reply_to(request, -ENOENT);
       if (inode->second.type != FileType::directory) return reply_to(request, -ENOTDIR);
       if (directory == kRootInode) return reply_to(request, -EBUSY);
-      if (request.arg0 == kRemoveAtHome) {
+      if ((request.arg0 & kRemoveAtHome) != 0) {
         // The three phases at once (the home holds every entry, and runs one request at a time);
         // a refusal leaves nothing locked.
         if (removed_.contains(directory)) return reply_to(request, -ENOENT);
@@ -570,7 +577,11 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
         removed_.insert(directory);
         inode->second.nlink = 0;
         maybe_free(directory);
-        return reply_to(request, 0);
+        FsMessage reply = reply_to(request, 0);
+        if ((request.arg0 & kRemoveEntry) != 0 && remove_entry_of(request, directory, out)) {
+          reply.arg0 = kRemoveEntry;
+        }
+        return reply;
       }
       rmdir_locks_[directory] = request.client;
       return reply_to(request, 0);
@@ -601,6 +612,19 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
       }
       return reply_to(request, 0);
   }
+}
+
+bool FileServer::remove_entry_of(const FsMessage& request, InodeNumber directory, ServerOutputs& out) {
+  const InodeNumber parent = request.arg1;
+  const bool distributed = (request.flags & kDistributed) != 0;
+  if (entry_server(parent, distributed, request.name(), config_.servers) != config_.self) return false;
+  EntryKey key(parent, std::string(request.name()));
+  auto entry = entries_.find(key);
+  // Another name now, or gone (a rename or rmdir by someone else): the entry is not this one's.
+  if (entry == entries_.end() || entry->second.inode != directory) return false;
+  entries_.erase(entry);
+  invalidate(key, 0, out);
+  return true;
 }
 
 FsMessage FileServer::do_dirent(const FsMessage& request) const {

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <optional>
 
+#include "dataplane/cpu.hpp"
+
 namespace flotilla::fs {
 namespace {
 
@@ -25,6 +27,11 @@ std::optional<unsigned> server_of(std::string_view channel, std::string_view sea
 
 // How long a wait sleeps at most: the lease's end is noticed within this much.
 constexpr int kWaitSliceMs = 100;
+
+// How long a wait spins before it gives its core away: a server that is running answers a request
+// within a few microseconds, while a sched_yield hands the core to whatever else is runnable here
+// (a build on a shared machine) for a whole time slice.
+constexpr std::chrono::microseconds kSpinBudget{20};
 
 // How long a wait gives its core away with sched_yield before it sleeps, as a component's "shared"
 // wait does while traffic is warm (WaitPolicy::shared_core): a server answers most requests within
@@ -78,6 +85,13 @@ Result<std::unique_ptr<FleetConnection>> FleetConnection::lease(const std::strin
 
 bool FleetConnection::wait() {
   if (gone_) return false;
+  const auto spin_until = std::chrono::steady_clock::now() + kSpinBudget;
+  do {
+    for (const FsChannel& channel : channels_) {
+      if (channel.has_input()) return true;
+    }
+    for (int i = 0; i < 16; ++i) cpu_relax();
+  } while (std::chrono::steady_clock::now() < spin_until);
   const auto yield_until = std::chrono::steady_clock::now() + kYieldBudget;
   do {
     for (const FsChannel& channel : channels_) {

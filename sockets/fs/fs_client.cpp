@@ -684,11 +684,27 @@ int Client::rmdir(std::string_view path) {
   // Only the home holds entries: it locks, marks and commits in the same message, and a refusal
   // leaves no lock.
   const bool home_only = servers.size() == 1;
+  const ServerIndex entry_home = entry_server(parent.inode, parent.distributed, name, transport_->servers());
   FsMessage lock = request(FsOp::rmdir_lock, directory);
-  if (home_only) lock.arg0 = kRemoveAtHome;
-  if (int error = call_status(home, lock); error != 0) {
+  if (home_only) {
+    lock.arg0 = kRemoveAtHome;
+    // The directory's entry lives at its home too (mkdir puts them together): it goes in the
+    // same message.
+    if (entry_home == home) {
+      lock.arg0 |= kRemoveEntry;
+      lock.arg1 = parent.inode;
+      lock.set_name(name);
+      if (parent.distributed) lock.flags |= kDistributed;
+    }
+  }
+  FsMessage locked;
+  if (int error = call_status(home, lock, &locked); error != 0) {
     forget();
     return error;
+  }
+  if (home_only && locked.arg0 == kRemoveEntry) {
+    forget();
+    return 0;
   }
   // 2. Every server that may hold entries marks it, or refuses when it holds one.
   auto phase = [&](FsOp op, int& first_error) -> bool {
@@ -719,8 +735,7 @@ int Client::rmdir(std::string_view path) {
   unmap.set_name(name);
   unmap.arg0 = directory;
   unmap.flags = kDirOk | (parent.distributed ? kDistributed : 0);
-  const int error = call_status(
-      entry_server(parent.inode, parent.distributed, name, transport_->servers()), unmap);
+  const int error = call_status(entry_home, unmap);
   forget();
   return error == -ENOENT ? 0 : error;
 }

@@ -214,6 +214,7 @@ TEST(FileServer, ThreePhaseRmdirRefusesNonEmptyAndHoldsCreates) {
   for (ServerIndex s = 0; s < 3; ++s) {
     FsMessage abort = on_inode(FsOp::rmdir_abort, d);
     abort.client = 2;
+    abort.request = 100;  // after the lock and marks: a client numbers its requests upwards
     Collect out;
     fleet.server(s).handle(2, abort, 5000, out);
     if (s == marked) {
@@ -406,6 +407,49 @@ TEST(FileServer, RestartKeepsEveryAcknowledgedChangeAndAnswersRetries) {
   EXPECT_EQ(again.status, 0);
   EXPECT_EQ(again.inode, first.inode);
   EXPECT_EQ(fleet.server(s).stats().retried, 1u);
+}
+
+// rmdir in one message: the home removes the directory and, when it holds the entry and the
+// entry still names that directory, the entry too; anything else leaves the entry to RM_MAP.
+TEST(FileServer, RemoveAtHomeTakesTheDirectorysOwnEntry) {
+  Fleet fleet(1);
+  auto make = [&](std::string_view name) {
+    return fleet.call(0, by_name(FsOp::mkdir, kRootInode, name, true)).inode;
+  };
+  auto remove = [&](InodeNumber directory, std::string_view name) {
+    FsMessage lock = by_name(FsOp::rmdir_lock, directory, name, true);
+    lock.arg0 = kRemoveAtHome | kRemoveEntry;
+    lock.arg1 = kRootInode;
+    return fleet.call(0, lock);
+  };
+  auto names = [&] {
+    std::vector<std::string> out;
+    for (const auto& [name, inode] : fleet.server(0).entries_of(kRootInode)) out.push_back(name);
+    return out;
+  };
+  const InodeNumber d = make("d");
+  const FsMessage removed = remove(d, "d");
+  EXPECT_EQ(removed.status, 0);
+  EXPECT_EQ(removed.arg0, kRemoveEntry);
+  EXPECT_TRUE(fleet.server(0).removed(d));
+  EXPECT_TRUE(names().empty());
+
+  // The name now belongs to another directory: the first one goes, the entry stays.
+  const InodeNumber e = make("e");
+  const InodeNumber other = make("other");
+  const FsMessage wrong = remove(e, "other");
+  EXPECT_EQ(wrong.status, 0);
+  EXPECT_EQ(wrong.arg0, 0u);
+  EXPECT_TRUE(fleet.server(0).removed(e));
+  EXPECT_FALSE(fleet.server(0).removed(other));
+  EXPECT_EQ(names(), (std::vector<std::string>{"e", "other"}));
+
+  // Refused (not empty): nothing goes.
+  ASSERT_EQ(fleet.call(0, open_create(other, "x", false)).status, 0);
+  const FsMessage refused = remove(other, "other");
+  EXPECT_EQ(refused.status, -ENOTEMPTY);
+  EXPECT_FALSE(fleet.server(0).removed(other));
+  EXPECT_EQ(names(), (std::vector<std::string>{"e", "other"}));
 }
 
 TEST(FileServer, MalformedInputIsCountedAndDropped) {

@@ -147,6 +147,34 @@ TEST(FsMessages, StructuralChecks) {
   EXPECT_FALSE(well_formed(close));  // a nameless op carrying a name
 }
 
+TEST(FsMessages, RmdirLockCarriesItsEntryOnlyWithBothFlagsAndAParent) {
+  FsMessage lock;
+  lock.op = FsOp::rmdir_lock;
+  lock.client = 1;
+  lock.inode = make_inode(0, 7);
+  lock.arg0 = kRemoveAtHome;
+  EXPECT_TRUE(well_formed(lock));
+  FsMessage with_entry = lock;
+  with_entry.arg0 = kRemoveAtHome | kRemoveEntry;
+  with_entry.arg1 = kRootInode;
+  EXPECT_FALSE(well_formed(with_entry));  // no name
+  with_entry.set_name("d");
+  EXPECT_TRUE(well_formed(with_entry));
+  const auto round = round_trip(with_entry);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(round->name(), "d");
+  EXPECT_EQ(round->arg1, kRootInode);
+  FsMessage no_parent = with_entry;
+  no_parent.arg1 = 0;
+  EXPECT_FALSE(well_formed(no_parent));
+  FsMessage entry_alone = with_entry;
+  entry_alone.arg0 = kRemoveEntry;  // the entry without the whole rmdir at the home
+  EXPECT_FALSE(well_formed(entry_alone));
+  FsMessage named_lock = lock;
+  named_lock.set_name("d");  // a name without kRemoveEntry
+  EXPECT_FALSE(well_formed(named_lock));
+}
+
 TEST(FsMessages, DecodeRefusesShortAndOversizedInput) {
   std::array<std::byte, kHeaderBytes + kMaxPayload> bytes{};
   const std::size_t size = encode(named(FsOp::resolve, "abc"), bytes);
