@@ -30,7 +30,11 @@
 //                 when no further entry is left here
 //   add_map       inode, name, arg0 = target inode, arg1 = type, flags kReplace (rename) ->
 //                 reply arg0 = the inode the entry named before (0: none), flags kLinkDropped
-//                 when this server is that inode's home and dropped its link itself
+//                 when this server is that inode's home and dropped its link itself. flags
+//                 kMoveEntry: a rename whose old entry lives here too, arg2 = its directory, the
+//                 old name in the payload after the new one (kSourceDistributed: that directory
+//                 is); the old entry must name arg0 (else ENOENT, nothing changed) and goes in
+//                 the same step, so the rename is one message
 //   rm_map        inode, name, arg0 = expected inode (0: any), flags kDirOk (rmdir's own entry),
 //                 kKeepLink (rename: the entry moved, the link stays) -> reply inode = the
 //                 unlinked inode, arg1 = type, flags kLinkDropped as for add_map
@@ -126,6 +130,8 @@ inline constexpr std::uint8_t kEnd = 8;          // dirent reply
 inline constexpr std::uint8_t kSoleHolder = 16;  // read/write/lseek reply
 inline constexpr std::uint8_t kAll = 32;         // invalidate
 inline constexpr std::uint8_t kDirOk = 64;       // rm_map of a directory's entry (rmdir)
+inline constexpr std::uint8_t kMoveEntry = 4;          // add_map
+inline constexpr std::uint8_t kSourceDistributed = 8;  // add_map with kMoveEntry
 inline constexpr std::uint8_t kLinkDropped = 128;  // rm_map reply
 // Request arguments (arg0)
 inline constexpr std::uint64_t kResolveWithStat = 1;  // resolve
@@ -351,6 +357,12 @@ inline bool well_formed(const FsMessage& message) {
     const FileType type = type_of_word(message.arg1);
     if (type == FileType::none || static_cast<std::uint8_t>(type) > kLastFileType) return false;
     if (message.arg0 == 0) return false;
+    const auto source = message.extra();
+    if ((message.flags & kMoveEntry) != 0) {
+      if (message.arg2 == 0 || !valid_name(std::string_view(source.data(), source.size()))) return false;
+    } else if (!source.empty() || (message.flags & kSourceDistributed) != 0) {
+      return false;
+    }
   }
   if (message.op == FsOp::create) {
     const FileType type = type_of_word(message.arg1);

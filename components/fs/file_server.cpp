@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "dataplane/hash.hpp"
 
@@ -641,9 +642,30 @@ FsMessage FileServer::do_add_map(const FsMessage& request, std::uint64_t, Server
   const EntryKey key(request.inode, std::string(request.name()));
   const Entry wanted{request.arg0, request.arg1};
   FsMessage reply = reply_to(request, 0);
+  // A rename within this server: the old entry is checked first, so a refusal changes nothing.
+  std::optional<EntryKey> moved_from;
+  if ((request.flags & kMoveEntry) != 0) {
+    const auto source = request.extra();
+    moved_from.emplace(request.arg2, std::string(source.data(), source.size()));
+    const bool distributed = (request.flags & kSourceDistributed) != 0;
+    if (entry_server(moved_from->first, distributed, moved_from->second, config_.servers) != config_.self) {
+      return reply_to(request, -ESTALE);
+    }
+    if (*moved_from == key) return reply_to(request, -EINVAL);
+    auto old = entries_.find(*moved_from);
+    if (old == entries_.end() || old->second.inode != wanted.inode) return reply_to(request, -ENOENT);
+  }
+  auto take_old = [&] {
+    if (!moved_from) return;
+    entries_.erase(*moved_from);
+    invalidate(*moved_from, 0, out);
+  };
   auto existing = entries_.find(key);
   if (existing != entries_.end()) {
-    if (existing->second.inode == wanted.inode) return reply;  // already there (a retried rename)
+    if (existing->second.inode == wanted.inode) {  // already there (a retried rename)
+      take_old();
+      return reply;
+    }
     if ((request.flags & kReplace) == 0) return reply_to(request, -EEXIST);
     const bool old_dir = type_of_word(existing->second.type) == FileType::directory;
     const bool new_dir = type_of_word(wanted.type) == FileType::directory;
@@ -653,6 +675,7 @@ FsMessage FileServer::do_add_map(const FsMessage& request, std::uint64_t, Server
     reply.arg0 = existing->second.inode;
     existing->second = wanted;
     invalidate(key, 0, out);
+    take_old();
     if (home_of(reply.arg0) == config_.self) {
       drop_link(reply.arg0);
       reply.flags = kLinkDropped;
@@ -660,6 +683,7 @@ FsMessage FileServer::do_add_map(const FsMessage& request, std::uint64_t, Server
     return reply;
   }
   entries_.emplace(key, wanted);
+  take_old();
   return reply;
 }
 

@@ -452,6 +452,43 @@ TEST(FileServer, RemoveAtHomeTakesTheDirectorysOwnEntry) {
   EXPECT_EQ(names(), (std::vector<std::string>{"e", "other"}));
 }
 
+// A rename whose two names live at one server is one ADD_MAP: the old name goes in the same
+// step, and only when it still names the file; a refusal changes nothing.
+TEST(FileServer, AddMapMovesTheOldEntryInTheSameStep) {
+  Fleet fleet(1);
+  const InodeNumber a = fleet.call(0, open_create(kRootInode, "a", false)).inode;
+  const InodeNumber b = fleet.call(0, open_create(kRootInode, "b", false)).inode;
+  auto move = [&](std::string_view from, std::string_view to, InodeNumber inode) {
+    FsMessage add = by_name(FsOp::add_map, kRootInode, to, false);
+    add.arg0 = inode;
+    add.arg1 = type_word(FileType::regular, false);
+    add.flags |= kReplace | kMoveEntry;
+    add.arg2 = kRootInode;
+    EXPECT_TRUE(add.set_extra(std::span(from.data(), from.size())));
+    return fleet.call(0, add);
+  };
+  auto names = [&] {
+    std::vector<std::string> out;
+    for (const auto& [name, inode] : fleet.server(0).entries_of(kRootInode)) out.push_back(name);
+    return out;
+  };
+  const FsMessage moved = move("a", "c", a);
+  EXPECT_EQ(moved.status, 0);
+  EXPECT_EQ(moved.arg0, 0u);
+  EXPECT_EQ(names(), (std::vector<std::string>{"b", "c"}));
+
+  // The old name names another file now: refused, nothing changes.
+  EXPECT_EQ(move("b", "d", a).status, -ENOENT);
+  EXPECT_EQ(names(), (std::vector<std::string>{"b", "c"}));
+
+  // Over an existing file: it loses its link here (its home), the old name goes.
+  const FsMessage replaced = move("c", "b", a);
+  EXPECT_EQ(replaced.status, 0);
+  EXPECT_EQ(replaced.arg0, b);
+  EXPECT_EQ(replaced.flags & kLinkDropped, kLinkDropped);
+  EXPECT_EQ(names(), (std::vector<std::string>{"b"}));
+}
+
 TEST(FileServer, MalformedInputIsCountedAndDropped) {
   Fleet fleet(1);
   Collect out;

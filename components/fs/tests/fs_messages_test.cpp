@@ -175,6 +175,32 @@ TEST(FsMessages, RmdirLockCarriesItsEntryOnlyWithBothFlagsAndAParent) {
   EXPECT_FALSE(well_formed(named_lock));
 }
 
+TEST(FsMessages, AddMapCarriesAnOldNameOnlyWhenItMovesOne) {
+  FsMessage add = named(FsOp::add_map, "new");
+  add.arg0 = make_inode(0, 9);
+  add.arg1 = type_word(FileType::regular, false);
+  EXPECT_TRUE(well_formed(add));
+  const std::string_view old_name = "old";
+  FsMessage stray = add;
+  ASSERT_TRUE(stray.set_extra(std::span(old_name.data(), old_name.size())));
+  EXPECT_FALSE(well_formed(stray));  // an old name without kMoveEntry
+  FsMessage move = stray;
+  move.flags |= kMoveEntry;
+  EXPECT_FALSE(well_formed(move));  // no old directory
+  move.arg2 = kRootInode;
+  EXPECT_TRUE(well_formed(move));
+  const auto round = round_trip(move);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(std::string_view(round->extra().data(), round->extra().size()), old_name);
+  FsMessage no_old = add;
+  no_old.flags |= kMoveEntry;
+  no_old.arg2 = kRootInode;
+  EXPECT_FALSE(well_formed(no_old));  // kMoveEntry without an old name
+  FsMessage bad_old = no_old;
+  ASSERT_TRUE(bad_old.set_extra(std::span("a/b", 3)));
+  EXPECT_FALSE(well_formed(bad_old));
+}
+
 TEST(FsMessages, DecodeRefusesShortAndOversizedInput) {
   std::array<std::byte, kHeaderBytes + kMaxPayload> bytes{};
   const std::size_t size = encode(named(FsOp::resolve, "abc"), bytes);

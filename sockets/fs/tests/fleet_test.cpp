@@ -145,6 +145,28 @@ TEST(Fleet, StatAndRmdirTakeOneMessageWhenOneServerHoldsEverything) {
   }));
 }
 
+// Hare's writes benchmark: a file written in ten pieces of 4 KiB takes one BLOCKS, besides its
+// OPEN, its FLUSH at close and the CLOSE.
+TEST(Fleet, TenWritesOf4KiBTakeOneBlocksMessage) {
+  SimOptions options;
+  options.servers = 1;
+  FleetSim sim(options);
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    const std::vector<std::byte> block(kBlockBytes, std::byte{7});
+    auto requests = [&] { return sim.server(0).stats().requests; };
+    const std::uint64_t before = requests();
+    const int fd = a.open("/written", O_CREAT | O_WRONLY | O_TRUNC);
+    ASSERT_GE(fd, 0);
+    for (int i = 0; i < 10; ++i) ASSERT_EQ(a.write(fd, block), static_cast<ssize_t>(block.size()));
+    ASSERT_EQ(a.close(fd), 0);
+    EXPECT_EQ(requests() - before, 4u);
+    FileStat st;
+    ASSERT_EQ(a.stat("/written", st), 0);
+    EXPECT_EQ(st.size, 10 * kBlockBytes);
+    EXPECT_EQ(st.blocks * 512, 10 * kBlockBytes);  // what was taken past the end went back at close
+  }));
+}
+
 TEST(Fleet, StaleLookupUnderConcurrentRenames) {
   for (std::uint64_t seed = 1; seed <= kSeeds / 3; ++seed) {
     SimOptions options;
