@@ -149,7 +149,7 @@ Status FileServer::replay_record(std::span<const std::byte> record) {
   if (!request) return corrupt("fs log record does not decode");
   NullOutputs none;
   const FsMessage reply = execute(*request, now, none);
-  last_reply_[request->client] = reply;
+  remember_reply(*request, reply);
   return {};
 }
 
@@ -442,11 +442,21 @@ void FileServer::run(const FsMessage& request, std::uint64_t now_ns, ServerOutpu
     }
   }
   const FsMessage reply = execute(request, now_ns, out);
-  if (logged) last_reply_[request.client] = reply;
+  if (logged) remember_reply(request, reply);
   out.send(request.client, reply);
   const bool releases = request.op == FsOp::rmdir_commit || request.op == FsOp::rmdir_abort ||
                         (request.op == FsOp::close && (request.flags & kAll) != 0);
   if (releases) release_held(request.inode, now_ns, out);
+}
+
+void FileServer::remember_reply(const FsMessage& request, const FsMessage& reply) {
+  // A client's end (CLOSE of everything, client_gone's notice) keeps nothing: the seat's next
+  // holder numbers its requests afresh, and none may be taken for a retry of an older one.
+  if (request.op == FsOp::close && (request.flags & kAll) != 0) {
+    last_reply_.erase(request.client);
+  } else {
+    last_reply_[request.client] = reply;
+  }
 }
 
 void FileServer::release_held(InodeNumber, std::uint64_t now_ns, ServerOutputs& out) {

@@ -136,6 +136,8 @@ class FileServer {
 
   // Handlers: each returns the reply.
   FsMessage do_mkdir(const FsMessage& request, std::uint64_t now);
+  // The reply a retry of `request` gets (last_reply_), as run and replay keep it.
+  void remember_reply(const FsMessage& request, const FsMessage& reply);
   FsMessage do_rmdir(const FsMessage& request, ServerOutputs& out);
   // rmdir's own entry, named by a kRemoveEntry rmdir_lock: removed when this server holds it and
   // it still names `directory`.

@@ -489,6 +489,26 @@ TEST(FileServer, AddMapMovesTheOldEntryInTheSameStep) {
   EXPECT_EQ(names(), (std::vector<std::string>{"b"}));
 }
 
+// A client's end replayed from the log leaves no reply cached for it: the seat's next holder
+// numbers its requests from its own start, and none of them is taken for an old retry.
+TEST(FileServer, AClientsEndReplayedLeavesItsNextHolderUnanswered) {
+  Fleet fleet(1);
+  FsMessage mkdir = by_name(FsOp::mkdir, kRootInode, "before", false);
+  mkdir.client = 6;
+  mkdir.request = 50;
+  ASSERT_EQ(fleet.call(0, mkdir).status, 0);
+  Collect out;
+  fleet.server(0).client_gone(6, 3000, out);
+  ASSERT_TRUE(fleet.restart(0));
+  FsMessage next = by_name(FsOp::mkdir, kRootInode, "after", false);
+  next.client = 6;
+  next.request = 1;
+  const FsMessage reply = fleet.call(0, next);
+  EXPECT_EQ(reply.op, FsOp::reply);
+  EXPECT_EQ(reply.status, 0);
+  EXPECT_EQ(fleet.server(0).stats().stale_retries, 0u);
+}
+
 TEST(FileServer, MalformedInputIsCountedAndDropped) {
   Fleet fleet(1);
   Collect out;
