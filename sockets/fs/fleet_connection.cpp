@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <chrono>
 #include <charconv>
 #include <optional>
@@ -85,23 +86,21 @@ Result<std::unique_ptr<FleetConnection>> FleetConnection::lease(const std::strin
 
 bool FleetConnection::wait() {
   if (gone_) return false;
+  auto answered = [&] {
+    return std::any_of(channels_.begin(), channels_.end(), [](const FsChannel& channel) { return channel.has_input(); });
+  };
   const auto spin_until = std::chrono::steady_clock::now() + kSpinBudget;
   do {
-    for (const FsChannel& channel : channels_) {
-      if (channel.has_input()) return true;
-    }
+    if (answered()) return true;
     for (int i = 0; i < 16; ++i) cpu_relax();
   } while (std::chrono::steady_clock::now() < spin_until);
   const auto yield_until = std::chrono::steady_clock::now() + kYieldBudget;
   do {
-    for (const FsChannel& channel : channels_) {
-      if (channel.has_input()) return true;
-    }
+    if (answered()) return true;
     ::sched_yield();
   } while (std::chrono::steady_clock::now() < yield_until);
   host_->arm_wake();
-  bool ready = host_->loop().poll_once();
-  for (const FsChannel& channel : channels_) ready = ready || channel.has_input();
+  const bool ready = host_->loop().poll_once() || answered();
   if (!ready) {
     pollfd fds[2] = {{host_->wake_fd(), POLLIN, 0}, {host_->lease_fd(), POLLIN, 0}};
     if (::poll(fds, 2, kWaitSliceMs) > 0 && (fds[1].revents & (POLLHUP | POLLERR | POLLIN)) != 0) gone_ = true;
