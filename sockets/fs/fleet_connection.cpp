@@ -3,12 +3,9 @@
 #include <poll.h>
 #include <sched.h>
 
-#include <algorithm>
 #include <chrono>
 #include <charconv>
 #include <optional>
-
-#include "dataplane/cpu.hpp"
 
 namespace flotilla::fs {
 namespace {
@@ -28,11 +25,6 @@ std::optional<unsigned> server_of(std::string_view channel, std::string_view sea
 
 // How long a wait sleeps at most: the lease's end is noticed within this much.
 constexpr int kWaitSliceMs = 100;
-
-// How long a wait spins before it gives its core away: a server that is running answers a request
-// within a few microseconds, while a sched_yield hands the core to whatever else is runnable here
-// (a build on a shared machine) for a whole time slice.
-constexpr std::chrono::microseconds kSpinBudget{20};
 
 // How long a wait gives its core away with sched_yield before it sleeps, as a component's "shared"
 // wait does while traffic is warm (WaitPolicy::shared_core): a server answers most requests within
@@ -86,21 +78,16 @@ Result<std::unique_ptr<FleetConnection>> FleetConnection::lease(const std::strin
 
 bool FleetConnection::wait() {
   if (gone_) return false;
-  auto answered = [&] {
-    return std::any_of(channels_.begin(), channels_.end(), [](const FsChannel& channel) { return channel.has_input(); });
-  };
-  const auto spin_until = std::chrono::steady_clock::now() + kSpinBudget;
-  do {
-    if (answered()) return true;
-    for (int i = 0; i < 16; ++i) cpu_relax();
-  } while (std::chrono::steady_clock::now() < spin_until);
   const auto yield_until = std::chrono::steady_clock::now() + kYieldBudget;
   do {
-    if (answered()) return true;
+    for (const FsChannel& channel : channels_) {
+      if (channel.has_input()) return true;
+    }
     ::sched_yield();
   } while (std::chrono::steady_clock::now() < yield_until);
   host_->arm_wake();
-  const bool ready = host_->loop().poll_once() || answered();
+  bool ready = host_->loop().poll_once();
+  for (const FsChannel& channel : channels_) ready = ready || channel.has_input();
   if (!ready) {
     pollfd fds[2] = {{host_->wake_fd(), POLLIN, 0}, {host_->lease_fd(), POLLIN, 0}};
     if (::poll(fds, 2, kWaitSliceMs) > 0 && (fds[1].revents & (POLLHUP | POLLERR | POLLIN)) != 0) gone_ = true;
