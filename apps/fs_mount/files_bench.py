@@ -19,7 +19,9 @@ folder of its own:
 Each process is this script in its worker mode, an unmodified program: on the fleet it runs under
 `flotilla run` (the preload library) in the fleet's prefix (/flotilla), on tmpfs it runs plainly
 in a folder of /dev/shm. The worker makes what the benchmark needs, says it is ready, and times
-only the benchmark itself, once every process is ready. It prints operations per second on each
+only the benchmark itself, once every process is ready. Each fresh stack first runs one untimed
+round of creates (its first calls pay for first touches of the servers' memory, which the
+long-used tmpfs does not), then the benchmarks. It prints operations per second on each
 side, the ratio fleet / tmpfs and the median ratio; --fuse adds the same run on `flotilla mount`
 (FUSE, one request at a time: slower). Needs root (and /dev/fuse for --fuse), and a build.
 """
@@ -286,6 +288,8 @@ def main():
         say(header)
         for servers in servers_list:
             with Fleet(build, servers, seats, os.path.join(work, f"fleet{servers}"), args.fuse) as fleet:
+                measure("creates", f"{prefix}/warm-up", max(procs_list), args.files, archive, fleet.run_prefix())
+                subprocess.run(fleet.run_prefix() + ["rm", "-rf", f"{prefix}/warm-up"], check=True)
                 for procs in procs_list:
                     for name in only:
                         reference = os.path.join(work, f"tmpfs-{servers}-{procs}")

@@ -16,7 +16,11 @@
 //   rmdir_lock    inode = the directory, at its home server; serialises rmdirs of it.
 //                 arg0 = kRemoveAtHome (a directory whose entries all live at its home): the
 //                 whole rmdir but its entry in one message (checked as rmdir_mark, then gone as
-//                 after rmdir_commit), nothing left locked or marked
+//                 after rmdir_commit), nothing left locked or marked. arg0 also kRemoveEntry,
+//                 arg1 = the parent directory, name = the directory's name in it (flags
+//                 kDistributed: the parent is): when this server holds that entry, naming the
+//                 directory, it goes too -> reply arg0 = kRemoveEntry when it did, so rmdir is
+//                 one message
 //   rmdir_mark    inode = the directory, at every server holding its entries: refuses (ENOTEMPTY)
 //                 when it holds one, otherwise marks it and holds creates into it back
 //   rmdir_commit  inode: the directory is gone here (the home server also frees it and unlocks)
@@ -26,7 +30,11 @@
 //                 when no further entry is left here
 //   add_map       inode, name, arg0 = target inode, arg1 = type, flags kReplace (rename) ->
 //                 reply arg0 = the inode the entry named before (0: none), flags kLinkDropped
-//                 when this server is that inode's home and dropped its link itself
+//                 when this server is that inode's home and dropped its link itself. flags
+//                 kMoveEntry: a rename whose old entry lives here too, arg2 = its directory, the
+//                 old name in the payload after the new one (kSourceDistributed: that directory
+//                 is); the old entry must name arg0 (else ENOENT, nothing changed) and goes in
+//                 the same step, so the rename is one message
 //   rm_map        inode, name, arg0 = expected inode (0: any), flags kDirOk (rmdir's own entry),
 //                 kKeepLink (rename: the entry moved, the link stays) -> reply inode = the
 //                 unlinked inode, arg1 = type, flags kLinkDropped as for add_map
@@ -122,10 +130,13 @@ inline constexpr std::uint8_t kEnd = 8;          // dirent reply
 inline constexpr std::uint8_t kSoleHolder = 16;  // read/write/lseek reply
 inline constexpr std::uint8_t kAll = 32;         // invalidate
 inline constexpr std::uint8_t kDirOk = 64;       // rm_map of a directory's entry (rmdir)
+inline constexpr std::uint8_t kMoveEntry = 4;          // add_map
+inline constexpr std::uint8_t kSourceDistributed = 8;  // add_map with kMoveEntry
 inline constexpr std::uint8_t kLinkDropped = 128;  // rm_map reply
 // Request arguments (arg0)
 inline constexpr std::uint64_t kResolveWithStat = 1;  // resolve
 inline constexpr std::uint64_t kRemoveAtHome = 1;     // rmdir_lock
+inline constexpr std::uint64_t kRemoveEntry = 2;      // rmdir_lock with kRemoveAtHome, and its reply
 
 // A type word (add_map arg1, resolve/dirent reply arg1): FileType in the low byte, kDistributed
 // in bit 8.
@@ -263,6 +274,8 @@ inline bool carries_name(const FsMessage& message) {
       return true;
     case FsOp::open:
       return (message.flags & kByInode) == 0;
+    case FsOp::rmdir_lock:
+      return (message.arg0 & kRemoveEntry) != 0;
     case FsOp::invalidate:
       return (message.flags & kAll) == 0;
     default:
@@ -331,6 +344,10 @@ inline bool well_formed(const FsMessage& message) {
   if (message.op == FsOp::dirent && message.name_length != 0 && !valid_name(message.name())) {
     return false;
   }
+  if (message.op == FsOp::rmdir_lock && (message.arg0 & kRemoveEntry) != 0 &&
+      (message.arg0 != (kRemoveAtHome | kRemoveEntry) || message.arg1 == 0)) {
+    return false;
+  }
   if (message.op == FsOp::symlink) {
     const auto target = message.extra();
     if (target.empty() || target.size() > kMaxTargetBytes) return false;
@@ -340,6 +357,12 @@ inline bool well_formed(const FsMessage& message) {
     const FileType type = type_of_word(message.arg1);
     if (type == FileType::none || static_cast<std::uint8_t>(type) > kLastFileType) return false;
     if (message.arg0 == 0) return false;
+    const auto source = message.extra();
+    if ((message.flags & kMoveEntry) != 0) {
+      if (message.arg2 == 0 || !valid_name(std::string_view(source.data(), source.size()))) return false;
+    } else if (!source.empty() || (message.flags & kSourceDistributed) != 0) {
+      return false;
+    }
   }
   if (message.op == FsOp::create) {
     const FileType type = type_of_word(message.arg1);

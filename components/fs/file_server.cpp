@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "dataplane/hash.hpp"
 
@@ -148,7 +149,7 @@ Status FileServer::replay_record(std::span<const std::byte> record) {
   if (!request) return corrupt("fs log record does not decode");
   NullOutputs none;
   const FsMessage reply = execute(*request, now, none);
-  last_reply_[request->client] = reply;
+  remember_reply(*request, reply);
   return {};
 }
 
@@ -419,6 +420,13 @@ void FileServer::handle(ClientId peer, const FsMessage& request, std::uint64_t n
       out.send(request.client, cached->second);
       return;
     }
+    // Older than the last change this client asked for: a request posted ahead of that one (a
+    // CLOSE nobody waits for), sent again after a restart. It ran before the newer one, which
+    // came after it on the same channel; running it again could close what was opened since.
+    if (cached != last_reply_.end() && request.request < cached->second.request) {
+      ++stats_.stale_retries;
+      return;
+    }
   }
   if (held_back(request)) return;
   run(request, now_ns, out);
@@ -434,11 +442,21 @@ void FileServer::run(const FsMessage& request, std::uint64_t now_ns, ServerOutpu
     }
   }
   const FsMessage reply = execute(request, now_ns, out);
-  if (logged) last_reply_[request.client] = reply;
+  if (logged) remember_reply(request, reply);
   out.send(request.client, reply);
   const bool releases = request.op == FsOp::rmdir_commit || request.op == FsOp::rmdir_abort ||
                         (request.op == FsOp::close && (request.flags & kAll) != 0);
   if (releases) release_held(request.inode, now_ns, out);
+}
+
+void FileServer::remember_reply(const FsMessage& request, const FsMessage& reply) {
+  // A client's end (CLOSE of everything, client_gone's notice) keeps nothing: the seat's next
+  // holder numbers its requests afresh, and none may be taken for a retry of an older one.
+  if (request.op == FsOp::close && (request.flags & kAll) != 0) {
+    last_reply_.erase(request.client);
+  } else {
+    last_reply_[request.client] = reply;
+  }
 }
 
 void FileServer::release_held(InodeNumber, std::uint64_t now_ns, ServerOutputs& out) {
@@ -548,7 +566,7 @@ FsMessage FileServer::do_mkdir(const FsMessage& request, std::uint64_t now) {
   return reply;
 }
 
-FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
+FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs& out) {
   const InodeNumber directory = request.inode;
   const bool home = home_of(directory) == config_.self;
   auto has_entries = [&] {
@@ -562,7 +580,7 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
       if (inode == inodes_.end()) return reply_to(request, -ENOENT);
       if (inode->second.type != FileType::directory) return reply_to(request, -ENOTDIR);
       if (directory == kRootInode) return reply_to(request, -EBUSY);
-      if (request.arg0 == kRemoveAtHome) {
+      if ((request.arg0 & kRemoveAtHome) != 0) {
         // The three phases at once (the home holds every entry, and runs one request at a time);
         // a refusal leaves nothing locked.
         if (removed_.contains(directory)) return reply_to(request, -ENOENT);
@@ -570,7 +588,11 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
         removed_.insert(directory);
         inode->second.nlink = 0;
         maybe_free(directory);
-        return reply_to(request, 0);
+        FsMessage reply = reply_to(request, 0);
+        if ((request.arg0 & kRemoveEntry) != 0 && remove_entry_of(request, directory, out)) {
+          reply.arg0 = kRemoveEntry;
+        }
+        return reply;
       }
       rmdir_locks_[directory] = request.client;
       return reply_to(request, 0);
@@ -603,6 +625,19 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs&) {
   }
 }
 
+bool FileServer::remove_entry_of(const FsMessage& request, InodeNumber directory, ServerOutputs& out) {
+  const InodeNumber parent = request.arg1;
+  const bool distributed = (request.flags & kDistributed) != 0;
+  if (entry_server(parent, distributed, request.name(), config_.servers) != config_.self) return false;
+  EntryKey key(parent, std::string(request.name()));
+  auto entry = entries_.find(key);
+  // Another name now, or gone (a rename or rmdir by someone else): the entry is not this one's.
+  if (entry == entries_.end() || entry->second.inode != directory) return false;
+  entries_.erase(entry);
+  invalidate(key, 0, out);
+  return true;
+}
+
 FsMessage FileServer::do_dirent(const FsMessage& request) const {
   FsMessage reply = reply_to(request, 0);
   auto it = entries_.upper_bound(EntryKey(request.inode, std::string(request.name())));
@@ -617,9 +652,30 @@ FsMessage FileServer::do_add_map(const FsMessage& request, std::uint64_t, Server
   const EntryKey key(request.inode, std::string(request.name()));
   const Entry wanted{request.arg0, request.arg1};
   FsMessage reply = reply_to(request, 0);
+  // A rename within this server: the old entry is checked first, so a refusal changes nothing.
+  std::optional<EntryKey> moved_from;
+  if ((request.flags & kMoveEntry) != 0) {
+    const auto source = request.extra();
+    moved_from.emplace(request.arg2, std::string(source.data(), source.size()));
+    const bool distributed = (request.flags & kSourceDistributed) != 0;
+    if (entry_server(moved_from->first, distributed, moved_from->second, config_.servers) != config_.self) {
+      return reply_to(request, -ESTALE);
+    }
+    if (*moved_from == key) return reply_to(request, -EINVAL);
+    auto old = entries_.find(*moved_from);
+    if (old == entries_.end() || old->second.inode != wanted.inode) return reply_to(request, -ENOENT);
+  }
+  auto take_old = [&] {
+    if (!moved_from) return;
+    entries_.erase(*moved_from);
+    invalidate(*moved_from, 0, out);
+  };
   auto existing = entries_.find(key);
   if (existing != entries_.end()) {
-    if (existing->second.inode == wanted.inode) return reply;  // already there (a retried rename)
+    if (existing->second.inode == wanted.inode) {  // already there (a retried rename)
+      take_old();
+      return reply;
+    }
     if ((request.flags & kReplace) == 0) return reply_to(request, -EEXIST);
     const bool old_dir = type_of_word(existing->second.type) == FileType::directory;
     const bool new_dir = type_of_word(wanted.type) == FileType::directory;
@@ -629,6 +685,7 @@ FsMessage FileServer::do_add_map(const FsMessage& request, std::uint64_t, Server
     reply.arg0 = existing->second.inode;
     existing->second = wanted;
     invalidate(key, 0, out);
+    take_old();
     if (home_of(reply.arg0) == config_.self) {
       drop_link(reply.arg0);
       reply.flags = kLinkDropped;
@@ -636,6 +693,7 @@ FsMessage FileServer::do_add_map(const FsMessage& request, std::uint64_t, Server
     return reply;
   }
   entries_.emplace(key, wanted);
+  take_old();
   return reply;
 }
 

@@ -55,6 +55,7 @@ struct ServerStats {
   std::uint64_t requests = 0;
   std::uint64_t malformed = 0;  // dropped: failed decoding, spoofed sender, wrong server
   std::uint64_t retried = 0;    // answered from the reply cache
+  std::uint64_t stale_retries = 0;  // dropped: ran before the client's last change here
   std::uint64_t delayed = 0;
   std::uint64_t invalidations = 0;
   std::uint64_t checkpoints = 0;
@@ -135,7 +136,12 @@ class FileServer {
 
   // Handlers: each returns the reply.
   FsMessage do_mkdir(const FsMessage& request, std::uint64_t now);
+  // The reply a retry of `request` gets (last_reply_), as run and replay keep it.
+  void remember_reply(const FsMessage& request, const FsMessage& reply);
   FsMessage do_rmdir(const FsMessage& request, ServerOutputs& out);
+  // rmdir's own entry, named by a kRemoveEntry rmdir_lock: removed when this server holds it and
+  // it still names `directory`.
+  bool remove_entry_of(const FsMessage& request, InodeNumber directory, ServerOutputs& out);
   FsMessage do_dirent(const FsMessage& request) const;
   FsMessage do_add_map(const FsMessage& request, std::uint64_t now, ServerOutputs& out);
   FsMessage do_rm_map(const FsMessage& request, std::uint64_t now, ServerOutputs& out);

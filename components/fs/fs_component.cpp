@@ -98,6 +98,7 @@ void FsComponent::publish_stats() {
   counters_.fs_requests->add(now.requests - published_.requests);
   counters_.fs_malformed->add(now.malformed - published_.malformed);
   counters_.fs_retried->add(now.retried - published_.retried);
+  counters_.fs_stale_retries->add(now.stale_retries - published_.stale_retries);
   counters_.fs_delayed->add(now.delayed - published_.delayed);
   counters_.fs_invalidations->add(now.invalidations - published_.invalidations);
   counters_.fs_checkpoints->add(now.checkpoints - published_.checkpoints);

@@ -24,6 +24,7 @@ namespace flotilla::fs {
   X(fs_requests)                          \
   X(fs_malformed)                         \
   X(fs_retried)                           \
+  X(fs_stale_retries)                     \
   X(fs_delayed)                           \
   X(fs_invalidations)                     \
   X(fs_checkpoints)                       \

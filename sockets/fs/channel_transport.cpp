@@ -1,6 +1,7 @@
 #include "sockets/fs/channel_transport.hpp"
 
 #include <algorithm>
+#include <bitset>
 
 namespace flotilla::fs {
 
@@ -20,7 +21,6 @@ Status ChannelTransport::call_each(std::span<const ServerIndex> servers,
       return Error{Errc::invalid_argument, 0, "fs call to a server with no channel"};
     }
     outstanding.push_back(Outstanding{servers[i], messages[i]});
-    if (auto settled = settle(servers[i]); !settled) return settled;
   }
   while (true) {
     auto progress = poll(outstanding);
@@ -36,15 +36,16 @@ Status ChannelTransport::call_each(std::span<const ServerIndex> servers,
 
 Status ChannelTransport::post(ServerIndex server, const FsMessage& request) {
   if (server >= channels_.size()) return Error{Errc::invalid_argument, 0, "fs call to a server with no channel"};
-  if (auto settled = settle(server); !settled) return settled;
+  if (auto settled = settle(server, kMaxPosted - 1); !settled) return settled;
   posted_.push_back(Outstanding{server, request});
   std::vector<Outstanding> none;
   return poll(none);
 }
 
-Status ChannelTransport::settle(ServerIndex server) {
+Status ChannelTransport::settle(ServerIndex server, std::size_t most) {
   auto waiting = [&] {
-    return std::any_of(posted_.begin(), posted_.end(), [&](const Outstanding& o) { return o.server == server; });
+    return static_cast<std::size_t>(std::count_if(posted_.begin(), posted_.end(),
+                                                   [&](const Outstanding& o) { return o.server == server; })) > most;
   };
   std::vector<Outstanding> none;
   while (true) {
@@ -80,12 +81,16 @@ Status ChannelTransport::poll(std::vector<Outstanding>& outstanding) {
     channels_[server]->peer_restarted();
     restart_of(server, outstanding);
   }
+  // Each server gets its requests in the order they were made (posted ones are older than a
+  // call's): once one finds its ring full, nothing later goes to that server in this pass.
+  std::bitset<kMaxServers> full;
   for (auto* pending : {&posted_, &outstanding}) {
     for (Outstanding& o : *pending) {
-      if (o.sent) continue;
+      if (o.sent || full[o.server]) continue;
       auto sent = channels_[o.server]->send(o.request);
       if (!sent) return sent.error();
       o.sent = *sent;
+      if (!o.sent) full[o.server] = true;
     }
   }
   for (ServerIndex server = 0; server < channels_.size(); ++server) {
@@ -112,14 +117,15 @@ Status ChannelTransport::poll(std::vector<Outstanding>& outstanding) {
           break;
         }
       }
-      const auto posted = std::find_if(posted_.begin(), posted_.end(), [&](const Outstanding& o) {
-        return o.server == server && message.op == FsOp::reply && message.request == o.request.request;
-      });
-      if (posted != posted_.end()) {
-        posted_.erase(posted);
-      } else if (!matched) {
-        ++stray_replies_;
+      // The server runs a client's requests in order, so a reply also answers for everything
+      // posted to it before (a restarted server drops those it had run already).
+      const std::size_t posted_before = posted_.size();
+      if (message.op == FsOp::reply) {
+        std::erase_if(posted_, [&](const Outstanding& o) {
+          return o.server == server && o.sent && o.request.request <= message.request;
+        });
       }
+      if (posted_.size() == posted_before && !matched) ++stray_replies_;
     }
   }
   return {};

@@ -6,9 +6,11 @@
 // told you" and sends that server's outstanding requests again (same numbers: the restarted
 // server's reply cache answers one its predecessor ran). Replies to requests no longer outstanding
 // are dropped and counted. A posted request (post) is one nobody waits for: its reply is taken
-// by a later poll. A server has at most one unanswered request of this client at a time (a call to
-// it first waits for what was posted), since its reply cache keeps only a client's last answer:
-// a retried request must be the last one it ran. A process learns of a server's restart from its host's control ring
+// by a later poll. Calls do not wait for what was posted before them: a server runs one client's
+// requests in its channel's order, its reply cache answers a retry of the last change it ran, and
+// it drops a retry of an older one (a posted request it ran before that change), so a reply to a
+// later request answers for every posted request before it. At most kMaxPosted are unanswered
+// per server. A process learns of a server's restart from its host's control ring
 // rather than from the channel; it passes that on with server_restarted(). While it waits with
 // nothing to do, it calls the owner's `wait`: sleep on the doorbell in a process, run the servers
 // in a test. `wait` returning false gives up: the call fails with Errc::closed (the stack is gone).
@@ -49,8 +51,10 @@ class ChannelTransport final : public Transport {
   };
   Status poll(std::vector<Outstanding>& outstanding);
   void restart_of(ServerIndex server, std::vector<Outstanding>& outstanding);
-  // Waits until `server` has answered what was posted to it.
-  Status settle(ServerIndex server);
+  // Waits until at most `most` requests posted to `server` are unanswered.
+  Status settle(ServerIndex server, std::size_t most);
+
+  static constexpr std::size_t kMaxPosted = 16;
 
   ClientId self_;
   std::vector<FsChannel*> channels_;

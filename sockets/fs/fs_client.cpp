@@ -14,8 +14,10 @@ namespace {
 
 constexpr std::size_t kMaxPathBytes = 4096;
 constexpr int kMaxSymlinks = 40;
-// The most a growing file asks for beyond what a write needs (see fetch_blocks).
+// The most a growing file asks for beyond what a write needs, and the least its first growth
+// asks for (see fetch_blocks).
 constexpr std::uint64_t kGrowAheadBytes = 1 << 20;
+constexpr std::uint64_t kFirstGrowthBytes = 64 << 10;
 // A description with no descriptor at a server (a directory opened by name); servers number
 // theirs from 1.
 constexpr std::uint64_t kNoServerDescriptor = 0;
@@ -356,13 +358,13 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
 int Client::fetch_blocks(Description& d, std::uint64_t end, bool grow) {
   const std::uint64_t need = blocks_for(end);
   // A file that grows asks for three times as many blocks again as it holds, or as the write
-  // needs (up to kGrowAheadBytes more than it needs): written in small pieces, it costs a message
-  // per quadrupling, not one per block (10 writes of 4 KiB: two). The server gives back what is
-  // past the end when its last descriptor closes.
+  // needs, and at least kFirstGrowthBytes (up to kGrowAheadBytes more than it needs): written in
+  // small pieces, it costs a message per quadrupling, not one per block (10 writes of 4 KiB: one).
+  // The server gives back what is past the end when its last descriptor closes.
   std::uint64_t grow_to = 0;
   if (grow) {
     const std::uint64_t held = std::max<std::uint64_t>(d.blocks.size() * kBlockBytes, end);
-    grow_to = std::max(end, std::min<std::uint64_t>(4 * held, end + kGrowAheadBytes));
+    grow_to = std::max(end, std::min<std::uint64_t>(std::max(4 * held, kFirstGrowthBytes), end + kGrowAheadBytes));
   }
   while (d.blocks.size() < need) {
     FsMessage message = request(FsOp::blocks, d.inode);
@@ -684,11 +686,27 @@ int Client::rmdir(std::string_view path) {
   // Only the home holds entries: it locks, marks and commits in the same message, and a refusal
   // leaves no lock.
   const bool home_only = servers.size() == 1;
+  const ServerIndex entry_home = entry_server(parent.inode, parent.distributed, name, transport_->servers());
   FsMessage lock = request(FsOp::rmdir_lock, directory);
-  if (home_only) lock.arg0 = kRemoveAtHome;
-  if (int error = call_status(home, lock); error != 0) {
+  if (home_only) {
+    lock.arg0 = kRemoveAtHome;
+    // The directory's entry lives at its home too (mkdir puts them together): it goes in the
+    // same message.
+    if (entry_home == home) {
+      lock.arg0 |= kRemoveEntry;
+      lock.arg1 = parent.inode;
+      lock.set_name(name);
+      if (parent.distributed) lock.flags |= kDistributed;
+    }
+  }
+  FsMessage locked;
+  if (int error = call_status(home, lock, &locked); error != 0) {
     forget();
     return error;
+  }
+  if (home_only && locked.arg0 == kRemoveEntry) {
+    forget();
+    return 0;
   }
   // 2. Every server that may hold entries marks it, or refuses when it holds one.
   auto phase = [&](FsOp op, int& first_error) -> bool {
@@ -719,8 +737,7 @@ int Client::rmdir(std::string_view path) {
   unmap.set_name(name);
   unmap.arg0 = directory;
   unmap.flags = kDirOk | (parent.distributed ? kDistributed : 0);
-  const int error = call_status(
-      entry_server(parent.inode, parent.distributed, name, transport_->servers()), unmap);
+  const int error = call_status(entry_home, unmap);
   forget();
   return error == -ENOENT ? 0 : error;
 }
@@ -789,15 +806,26 @@ int Client::rename(std::string_view from, std::string_view to) {
   FsMessage added;
   const ServerIndex target_server =
       entry_server(target.inode, target.distributed, target_name, servers);
-  if (int error = call_status(target_server, add, &added); error != 0) return error;
+  const ServerIndex source_server =
+      entry_server(source.inode, source.distributed, source_name, servers);
+  // Both names at one server: the old one goes in the same message.
+  const bool one_server = source_server == target_server;
+  if (one_server) {
+    add.flags |= kMoveEntry | (source.distributed ? kSourceDistributed : 0);
+    add.arg2 = source.inode;
+    add.set_extra(std::span(source_name.data(), source_name.size()));
+  }
+  const int error = call_status(target_server, add, &added);
+  if (one_server) lookups_.erase({source.inode, source_name});
+  if (error != 0) return error;
   lookups_.erase({target.inode, target_name});
+  if (one_server) return destroy_replaced(added);
 
   FsMessage remove = request(FsOp::rm_map, source.inode);
   remove.set_name(source_name);
   remove.arg0 = found.inode;
   remove.flags = kKeepLink | (source.distributed ? kDistributed : 0);
-  const int removed = call_status(
-      entry_server(source.inode, source.distributed, source_name, servers), remove);
+  const int removed = call_status(source_server, remove);
   lookups_.erase({source.inode, source_name});
   if (removed != 0) {
     // Someone else moved or removed the source meanwhile: take the new name back.
@@ -808,12 +836,14 @@ int Client::rename(std::string_view from, std::string_view to) {
     (void)call_status(target_server, undo);
     return removed;
   }
-  if (added.arg0 != 0 && (added.flags & kLinkDropped) == 0) {
-    FsMessage destroy = request(FsOp::destroy, added.arg0);
-    const int dropped = call_status(home_of(added.arg0), destroy);
-    if (dropped != 0 && dropped != -ENOENT) return dropped;
-  }
-  return 0;
+  return destroy_replaced(added);
+}
+
+int Client::destroy_replaced(const FsMessage& added) {
+  if (added.arg0 == 0 || (added.flags & kLinkDropped) != 0) return 0;
+  FsMessage destroy = request(FsOp::destroy, added.arg0);
+  const int dropped = call_status(home_of(added.arg0), destroy);
+  return dropped == -ENOENT ? 0 : dropped;
 }
 
 int Client::readdir(std::string_view path, std::vector<DirEntry>& out) {

@@ -204,6 +204,9 @@ class Client {
   // Publishes (FLUSH) what this client's descriptors of `inode` wrote and have not published.
   int publish_writes(InodeNumber inode);
   int release(std::shared_ptr<Description>& d);
+  // A rename's last step: the file its new name replaced loses that link at its home, unless the
+  // ADD_MAP's server was that home and dropped it already.
+  int destroy_replaced(const FsMessage& added);
 
   Transport* transport_;
   BlockCache cache_;

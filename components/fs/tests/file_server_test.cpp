@@ -214,6 +214,7 @@ TEST(FileServer, ThreePhaseRmdirRefusesNonEmptyAndHoldsCreates) {
   for (ServerIndex s = 0; s < 3; ++s) {
     FsMessage abort = on_inode(FsOp::rmdir_abort, d);
     abort.client = 2;
+    abort.request = 100;  // after the lock and marks: a client numbers its requests upwards
     Collect out;
     fleet.server(s).handle(2, abort, 5000, out);
     if (s == marked) {
@@ -406,6 +407,106 @@ TEST(FileServer, RestartKeepsEveryAcknowledgedChangeAndAnswersRetries) {
   EXPECT_EQ(again.status, 0);
   EXPECT_EQ(again.inode, first.inode);
   EXPECT_EQ(fleet.server(s).stats().retried, 1u);
+}
+
+// rmdir in one message: the home removes the directory and, when it holds the entry and the
+// entry still names that directory, the entry too; anything else leaves the entry to RM_MAP.
+TEST(FileServer, RemoveAtHomeTakesTheDirectorysOwnEntry) {
+  Fleet fleet(1);
+  auto make = [&](std::string_view name) {
+    return fleet.call(0, by_name(FsOp::mkdir, kRootInode, name, true)).inode;
+  };
+  auto remove = [&](InodeNumber directory, std::string_view name) {
+    FsMessage lock = by_name(FsOp::rmdir_lock, directory, name, true);
+    lock.arg0 = kRemoveAtHome | kRemoveEntry;
+    lock.arg1 = kRootInode;
+    return fleet.call(0, lock);
+  };
+  auto names = [&] {
+    std::vector<std::string> out;
+    for (const auto& [name, inode] : fleet.server(0).entries_of(kRootInode)) out.push_back(name);
+    return out;
+  };
+  const InodeNumber d = make("d");
+  const FsMessage removed = remove(d, "d");
+  EXPECT_EQ(removed.status, 0);
+  EXPECT_EQ(removed.arg0, kRemoveEntry);
+  EXPECT_TRUE(fleet.server(0).removed(d));
+  EXPECT_TRUE(names().empty());
+
+  // The name now belongs to another directory: the first one goes, the entry stays.
+  const InodeNumber e = make("e");
+  const InodeNumber other = make("other");
+  const FsMessage wrong = remove(e, "other");
+  EXPECT_EQ(wrong.status, 0);
+  EXPECT_EQ(wrong.arg0, 0u);
+  EXPECT_TRUE(fleet.server(0).removed(e));
+  EXPECT_FALSE(fleet.server(0).removed(other));
+  EXPECT_EQ(names(), (std::vector<std::string>{"e", "other"}));
+
+  // Refused (not empty): nothing goes.
+  ASSERT_EQ(fleet.call(0, open_create(other, "x", false)).status, 0);
+  const FsMessage refused = remove(other, "other");
+  EXPECT_EQ(refused.status, -ENOTEMPTY);
+  EXPECT_FALSE(fleet.server(0).removed(other));
+  EXPECT_EQ(names(), (std::vector<std::string>{"e", "other"}));
+}
+
+// A rename whose two names live at one server is one ADD_MAP: the old name goes in the same
+// step, and only when it still names the file; a refusal changes nothing.
+TEST(FileServer, AddMapMovesTheOldEntryInTheSameStep) {
+  Fleet fleet(1);
+  const InodeNumber a = fleet.call(0, open_create(kRootInode, "a", false)).inode;
+  const InodeNumber b = fleet.call(0, open_create(kRootInode, "b", false)).inode;
+  auto move = [&](std::string_view from, std::string_view to, InodeNumber inode) {
+    FsMessage add = by_name(FsOp::add_map, kRootInode, to, false);
+    add.arg0 = inode;
+    add.arg1 = type_word(FileType::regular, false);
+    add.flags |= kReplace | kMoveEntry;
+    add.arg2 = kRootInode;
+    EXPECT_TRUE(add.set_extra(std::span(from.data(), from.size())));
+    return fleet.call(0, add);
+  };
+  auto names = [&] {
+    std::vector<std::string> out;
+    for (const auto& [name, inode] : fleet.server(0).entries_of(kRootInode)) out.push_back(name);
+    return out;
+  };
+  const FsMessage moved = move("a", "c", a);
+  EXPECT_EQ(moved.status, 0);
+  EXPECT_EQ(moved.arg0, 0u);
+  EXPECT_EQ(names(), (std::vector<std::string>{"b", "c"}));
+
+  // The old name names another file now: refused, nothing changes.
+  EXPECT_EQ(move("b", "d", a).status, -ENOENT);
+  EXPECT_EQ(names(), (std::vector<std::string>{"b", "c"}));
+
+  // Over an existing file: it loses its link here (its home), the old name goes.
+  const FsMessage replaced = move("c", "b", a);
+  EXPECT_EQ(replaced.status, 0);
+  EXPECT_EQ(replaced.arg0, b);
+  EXPECT_EQ(replaced.flags & kLinkDropped, kLinkDropped);
+  EXPECT_EQ(names(), (std::vector<std::string>{"b"}));
+}
+
+// A client's end replayed from the log leaves no reply cached for it: the seat's next holder
+// numbers its requests from its own start, and none of them is taken for an old retry.
+TEST(FileServer, AClientsEndReplayedLeavesItsNextHolderUnanswered) {
+  Fleet fleet(1);
+  FsMessage mkdir = by_name(FsOp::mkdir, kRootInode, "before", false);
+  mkdir.client = 6;
+  mkdir.request = 50;
+  ASSERT_EQ(fleet.call(0, mkdir).status, 0);
+  Collect out;
+  fleet.server(0).client_gone(6, 3000, out);
+  ASSERT_TRUE(fleet.restart(0));
+  FsMessage next = by_name(FsOp::mkdir, kRootInode, "after", false);
+  next.client = 6;
+  next.request = 1;
+  const FsMessage reply = fleet.call(0, next);
+  EXPECT_EQ(reply.op, FsOp::reply);
+  EXPECT_EQ(reply.status, 0);
+  EXPECT_EQ(fleet.server(0).stats().stale_retries, 0u);
 }
 
 TEST(FileServer, MalformedInputIsCountedAndDropped) {

@@ -147,6 +147,60 @@ TEST(FsMessages, StructuralChecks) {
   EXPECT_FALSE(well_formed(close));  // a nameless op carrying a name
 }
 
+TEST(FsMessages, RmdirLockCarriesItsEntryOnlyWithBothFlagsAndAParent) {
+  FsMessage lock;
+  lock.op = FsOp::rmdir_lock;
+  lock.client = 1;
+  lock.inode = make_inode(0, 7);
+  lock.arg0 = kRemoveAtHome;
+  EXPECT_TRUE(well_formed(lock));
+  FsMessage with_entry = lock;
+  with_entry.arg0 = kRemoveAtHome | kRemoveEntry;
+  with_entry.arg1 = kRootInode;
+  EXPECT_FALSE(well_formed(with_entry));  // no name
+  with_entry.set_name("d");
+  EXPECT_TRUE(well_formed(with_entry));
+  const auto round = round_trip(with_entry);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(round->name(), "d");
+  EXPECT_EQ(round->arg1, kRootInode);
+  FsMessage no_parent = with_entry;
+  no_parent.arg1 = 0;
+  EXPECT_FALSE(well_formed(no_parent));
+  FsMessage entry_alone = with_entry;
+  entry_alone.arg0 = kRemoveEntry;  // the entry without the whole rmdir at the home
+  EXPECT_FALSE(well_formed(entry_alone));
+  FsMessage named_lock = lock;
+  named_lock.set_name("d");  // a name without kRemoveEntry
+  EXPECT_FALSE(well_formed(named_lock));
+}
+
+TEST(FsMessages, AddMapCarriesAnOldNameOnlyWhenItMovesOne) {
+  FsMessage add = named(FsOp::add_map, "new");
+  add.arg0 = make_inode(0, 9);
+  add.arg1 = type_word(FileType::regular, false);
+  EXPECT_TRUE(well_formed(add));
+  const std::string_view old_name = "old";
+  FsMessage stray = add;
+  ASSERT_TRUE(stray.set_extra(std::span(old_name.data(), old_name.size())));
+  EXPECT_FALSE(well_formed(stray));  // an old name without kMoveEntry
+  FsMessage move = stray;
+  move.flags |= kMoveEntry;
+  EXPECT_FALSE(well_formed(move));  // no old directory
+  move.arg2 = kRootInode;
+  EXPECT_TRUE(well_formed(move));
+  const auto round = round_trip(move);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(std::string_view(round->extra().data(), round->extra().size()), old_name);
+  FsMessage no_old = add;
+  no_old.flags |= kMoveEntry;
+  no_old.arg2 = kRootInode;
+  EXPECT_FALSE(well_formed(no_old));  // kMoveEntry without an old name
+  FsMessage bad_old = no_old;
+  ASSERT_TRUE(bad_old.set_extra(std::span("a/b", 3)));
+  EXPECT_FALSE(well_formed(bad_old));
+}
+
 TEST(FsMessages, DecodeRefusesShortAndOversizedInput) {
   std::array<std::byte, kHeaderBytes + kMaxPayload> bytes{};
   const std::size_t size = encode(named(FsOp::resolve, "abc"), bytes);

@@ -60,7 +60,14 @@ class ChannelFleet {
   void crash_at_wait(std::size_t n, ServerIndex s) {
     crash_wait_ = waits_ + n;
     crash_server_ = s;
+    run_before_crash_ = false;
   }
+  // The same, but the server first runs everything it was sent; its replies are lost.
+  void crash_after_running_at_wait(std::size_t n, ServerIndex s) {
+    crash_at_wait(n, s);
+    run_before_crash_ = true;
+  }
+  std::size_t waits() const { return waits_; }
   // Restarts are told to the transports (ChannelTransport::server_restarted), as a process's host
   // tells them from its control ring, instead of by a notice in the channel.
   void tell_restarts_through_host() { restarts_through_host_ = true; }
@@ -74,7 +81,22 @@ class ChannelFleet {
 
   // One pass of every server over its input, then what they sent goes out.
   void pump() {
-    for (ServerIndex s = 0; s < servers_.size(); ++s) {
+    for (ServerIndex s = 0; s < servers_.size(); ++s) run(s);
+    flush();
+  }
+
+ private:
+  struct Link {
+    std::vector<Line> memory;
+    FsChannel client_end;
+    FsChannel server_end;
+    std::deque<FsMessage> backlog;  // server -> client, waiting for room
+  };
+  class Route;
+
+  // Server `s` handles everything its channels hold; its replies wait in the backlogs.
+  void run(ServerIndex s) {
+    {
       for (std::size_t c = 0; c < links_.size(); ++c) {
         while (true) {
           auto received = links_[c][s]->server_end.receive();
@@ -86,16 +108,8 @@ class ChannelFleet {
         }
       }
     }
-    flush();
   }
 
- private:
-  struct Link {
-    std::vector<Line> memory;
-    FsChannel client_end;
-    FsChannel server_end;
-    std::deque<FsMessage> backlog;  // server -> client, waiting for room
-  };
   class Route final : public ServerOutputs {
    public:
     Route(ChannelFleet& fleet, ServerIndex from) : fleet_(&fleet), from_(from) {}
@@ -124,6 +138,7 @@ class ChannelFleet {
 
   void wait() {
     if (++waits_ == crash_wait_) {
+      if (run_before_crash_) run(crash_server_);
       // The server dies with its input unread and its unsent replies lost, and comes back.
       for (auto& per_client : links_) {
         auto& link = per_client[crash_server_];
@@ -169,6 +184,7 @@ class ChannelFleet {
   std::size_t waits_ = 0;
   std::size_t crash_wait_ = 0;
   ServerIndex crash_server_ = 0;
+  bool run_before_crash_ = false;
   bool restarts_through_host_ = false;
 };
 
@@ -255,6 +271,60 @@ TEST(ChannelTransport, APostedCloseRunsBeforeTheNextCallAndSurvivesARestart) {
     EXPECT_EQ(fleet.server(0).descriptor_count(), 0u);
     EXPECT_EQ(fleet.transport(0).stray_replies(), 0u);
   }
+}
+
+// A call does not wait for the reply to what was posted before it: the close and the next open
+// reach the server together, and one wait answers both.
+TEST(ChannelTransport, ACallAfterAPostedCloseTakesOneWait) {
+  ChannelFleet fleet(1, 1, 64);
+  Client& client = fleet.client(0);
+  const int first = client.open("/a", O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(first, 0);
+  ASSERT_EQ(client.close(first), 0);
+  const std::size_t before = fleet.waits();
+  const int second = client.open("/b", O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(second, 0);
+  EXPECT_EQ(fleet.waits() - before, 1u);
+  EXPECT_EQ(fleet.server(0).descriptor_count(), 1u);
+  EXPECT_EQ(fleet.transport(0).stray_replies(), 0u);
+}
+
+// The server ran a posted close and the open after it, then restarted before either reply left:
+// both are sent again, the close (older than the open, the last change it logged for this client)
+// is dropped rather than run twice, and the open is answered from the reply cache.
+TEST(ChannelTransport, APostedCloseResentAfterALaterChangeIsDropped) {
+  ChannelFleet fleet(1, 1, 64);
+  Client& client = fleet.client(0);
+  const int first = client.open("/a", O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(first, 0);
+  ASSERT_EQ(client.close(first), 0);
+  fleet.crash_after_running_at_wait(1, 0);
+  const int second = client.open("/b", O_CREAT | O_WRONLY, 0644);
+  ASSERT_GE(second, 0);
+  EXPECT_EQ(fleet.server(0).stats().stale_retries, 1u);
+  EXPECT_EQ(fleet.server(0).stats().retried, 1u);
+  EXPECT_EQ(fleet.server(0).descriptor_count(), 1u);
+  ASSERT_EQ(client.close(second), 0);
+  FileStat st;
+  ASSERT_EQ(client.stat("/b", st), 0);
+  EXPECT_EQ(fleet.server(0).descriptor_count(), 0u);
+  EXPECT_EQ(fleet.transport(0).stray_replies(), 0u);
+}
+
+// More posted requests than a server may owe at once: the oldest are waited for, none is lost.
+TEST(ChannelTransport, PostedClosesBeyondTheBoundAreWaitedFor) {
+  ChannelFleet fleet(1, 1, 64);
+  Client& client = fleet.client(0);
+  std::vector<int> fds;
+  for (int i = 0; i < 40; ++i) {
+    fds.push_back(client.open("/f" + std::to_string(i), O_CREAT | O_WRONLY, 0644));
+    ASSERT_GE(fds.back(), 0);
+  }
+  for (int fd : fds) ASSERT_EQ(client.close(fd), 0);
+  FileStat st;
+  ASSERT_EQ(client.stat("/f0", st), 0);
+  EXPECT_EQ(fleet.server(0).descriptor_count(), 0u);
+  EXPECT_EQ(fleet.transport(0).stray_replies(), 0u);
 }
 
 TEST(ChannelTransport, AWaitThatGivesUpFailsTheCall) {

@@ -111,7 +111,7 @@ TEST(Fleet, StatSeesTheLatestSizeWhetherItsLookupWasCachedOrNot) {
   }));
 }
 
-TEST(Fleet, StatTakesOneMessageAndRmdirTwoWhenOneServerHoldsEverything) {
+TEST(Fleet, StatAndRmdirTakeOneMessageWhenOneServerHoldsEverything) {
   SimOptions options;
   options.servers = 1;
   FleetSim sim(options);
@@ -135,9 +135,35 @@ TEST(Fleet, StatTakesOneMessageAndRmdirTwoWhenOneServerHoldsEverything) {
     EXPECT_EQ(requests() - before, 1u);
     ASSERT_EQ(b.unlink("/d/e/f"), 0);
     before = requests();
-    ASSERT_EQ(b.rmdir("/d/e"), 0);  // the whole rmdir at the home, rm_map (the unlink looked /d/e up)
-    EXPECT_EQ(requests() - before, 2u);
+    ASSERT_EQ(b.rmdir("/d/e"), 0);  // the whole rmdir and its entry at the home (the unlink looked /d/e up)
+    EXPECT_EQ(requests() - before, 1u);
     EXPECT_EQ(a.stat("/d/e", st), -ENOENT);
+    EXPECT_EQ(b.stat("/d/e", st), -ENOENT);
+    std::vector<DirEntry> entries;
+    ASSERT_EQ(b.readdir("/d", entries), 0);
+    EXPECT_TRUE(entries.empty());
+  }));
+}
+
+// Hare's writes benchmark: a file written in ten pieces of 4 KiB takes one BLOCKS, besides its
+// OPEN, its FLUSH at close and the CLOSE.
+TEST(Fleet, TenWritesOf4KiBTakeOneBlocksMessage) {
+  SimOptions options;
+  options.servers = 1;
+  FleetSim sim(options);
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    const std::vector<std::byte> block(kBlockBytes, std::byte{7});
+    auto requests = [&] { return sim.server(0).stats().requests; };
+    const std::uint64_t before = requests();
+    const int fd = a.open("/written", O_CREAT | O_WRONLY | O_TRUNC);
+    ASSERT_GE(fd, 0);
+    for (int i = 0; i < 10; ++i) ASSERT_EQ(a.write(fd, block), static_cast<ssize_t>(block.size()));
+    ASSERT_EQ(a.close(fd), 0);
+    EXPECT_EQ(requests() - before, 4u);
+    FileStat st;
+    ASSERT_EQ(a.stat("/written", st), 0);
+    EXPECT_EQ(st.size, 10 * kBlockBytes);
+    EXPECT_EQ(st.blocks * 512, 10 * kBlockBytes);  // what was taken past the end went back at close
   }));
 }
 
