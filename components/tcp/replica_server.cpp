@@ -293,6 +293,7 @@ void ReplicaServer::restore_app(std::size_t app) {
         valid = group.address == state.listen_address && group.port == state.listen_port;
         if (valid) {
           group.reuse_port = group.reuse_port || state.reuse_port;
+          group.ever_active = group.ever_active || state.active;
           group.members.push_back(Place{static_cast<std::uint32_t>(app), page, state.generation});
         }
       }
@@ -892,6 +893,7 @@ void ReplicaServer::on_activate(std::size_t app, const stack::TcpPageBody& activ
   }
   if (page->active) return;
   page->active = true;
+  if (page->listener < listeners_.size()) listeners_[page->listener].ever_active = true;
   store_page(app, activate.page);
 }
 
@@ -1324,6 +1326,18 @@ std::uint32_t ReplicaServer::connection_room(ListenerId listener) {
     if (!app_seen_before) room += static_cast<std::uint32_t>(apps_[members[i].app].free_pages.size());
   }
   return room;
+}
+
+// A group whose members that accepted have all left holds connections back until a successor
+// accepts (nginx's or apache2's reload: the master, a member that never accepts, stays). A group
+// none of whose members ever accepted places them as before: a program may listen, connect to
+// itself and accept only then.
+bool ReplicaServer::accepting(ListenerId listener) {
+  if (listener >= listeners_.size()) return true;
+  const Group& group = listeners_[listener];
+  if (!group.ever_active) return true;
+  return std::any_of(group.members.begin(), group.members.end(),
+                     [&](const Place& member) { return apps_[member.app].pages[member.page].active; });
 }
 
 std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, ConnectionHandle connection,

@@ -87,9 +87,19 @@ TEST_F(ListenerGroups, AMemberThatLeavesGetsNothingMoreAndTheLastToLeaveClosesTh
   // Worker 1's process ends: its lease ends, and with it its member.
   net_.restart_app(1);
   EXPECT_EQ(total("group_leaves"), 4u);
-  // The opener is left, and gets them again (no member is active).
+  // The opener is left. It never accepted, so the group holds new connections back (their SYNs
+  // go unanswered, as for a full accept queue) until a member accepts: a reload's successors.
+  auto held = net_.sockets(0).connect(kStackAddress, kPort);
+  ASSERT_TRUE(held.ok());
+  (void)net_.run_until([] { return false; }, 50'000'000);
+  EXPECT_FALSE(net_.sockets(0).connected(held.value()));
+  EXPECT_EQ(net_.sockets(0).error(held.value()), 0);
+  EXPECT_GE(total("syns_held_back"), 1u);
+  // The opener starts accepting: the SYN sent again is answered and the connection is its.
+  net_.sockets(0).activate(home);
+  ASSERT_TRUE(net_.run_until([&] { return net_.sockets(0).connected(held.value()); }));
   spread = net_.connect_many(0, kPort, 2, {{0, home}});
-  EXPECT_EQ(spread.per_app[0], 2);
+  EXPECT_EQ(spread.per_app[0], 3);
   ASSERT_TRUE(net_.sockets(0).close(home).ok());
   auto refused = net_.sockets(0).connect(kStackAddress, kPort);
   ASSERT_TRUE(refused.ok());

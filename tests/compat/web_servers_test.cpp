@@ -1,0 +1,156 @@
+// The compatibility suite's web servers beyond nginx, each Debian's package run unmodified under
+// `flotilla run` against kernel clients in the peer namespace:
+//   - apache2 with the event MPM: a master, two children of 8 threads each running as www-data
+//     (a fork child that changes user leases through its parent), TCP_DEFER_ACCEPT set on the
+//     listener, and a graceful restart (SIGUSR1) whose new children serve;
+//   - haproxy with two threads proxying to a kernel server in the peer namespace (Flotilla as the
+//     client side too).
+// FLOTILLA_APPS_TEST_SIDE=kernel runs the same cases on kernel sockets (tests/apps/apps_fixture.hpp).
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "tests/apps/apps_fixture.hpp"
+
+namespace flotilla::testing {
+namespace {
+
+// The body of GET `path` over HTTP/1.0 from address:port ("" on any failure or a status other
+// than 200).
+std::string http_get(const std::string& address, std::uint16_t port, const std::string& path) {
+  const int fd = connect_blocking(address, port, 10s);
+  if (fd < 0) return "";
+  const std::string request = "GET " + path + " HTTP/1.0\r\nHost: test\r\n\r\n";
+  std::string response;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+    char chunk[16384];
+    for (ssize_t got; (got = ::recv(fd, chunk, sizeof(chunk), 0)) > 0;) response.append(chunk, static_cast<std::size_t>(got));
+  }
+  ::close(fd);
+  const auto end_of_headers = response.find("\r\n\r\n");
+  if (response.rfind("HTTP/1.", 0) != 0 || response.find(" 200 ") != 8 || end_of_headers == std::string::npos) return "";
+  return response.substr(end_of_headers + 4);
+}
+
+std::string random_bytes(std::size_t count, unsigned seed) {
+  std::mt19937 random(seed);
+  std::string bytes(count, '\0');
+  for (char& byte : bytes) byte = static_cast<char>(random());
+  return bytes;
+}
+
+class WebServers : public AppsTest {
+ protected:
+  // A document root readable by other users (the servers' workers run as www-data) holding a
+  // small page and a 200 KB file of random bytes.
+  void make_documents() {
+    ::chmod(folder().c_str(), 0755);
+    std::filesystem::create_directories(file("htdocs"));
+    ::chmod(file("htdocs").c_str(), 0755);
+    std::ofstream(file("htdocs/index.html")) << page_;
+    std::ofstream(file("htdocs/blob"), std::ios::binary) << blob_;
+  }
+
+  // `rounds` fetches of each document from the peer namespace, each compared with what was written.
+  int fetches_intact(const std::string& address, std::uint16_t port, int rounds) {
+    return in_namespace(names_.peer_namespace, [&] {
+      int intact = 0;
+      for (int round = 0; round < rounds; ++round) {
+        if (http_get(address, port, "/index.html") == page_) ++intact;
+        if (http_get(address, port, "/blob") == blob_) ++intact;
+      }
+      return intact;
+    });
+  }
+
+  const std::filesystem::path& folder() const { return folder_; }
+
+  const std::string page_ = "served by a web server on Flotilla\n";
+  const std::string blob_ = random_bytes(200'000, 7);
+};
+
+TEST_F(WebServers, ApacheEventMpmServesAndRestartsGracefully) {
+  ASSERT_TRUE(start_apps({"apache2"}, 8));
+  make_documents();
+  constexpr std::uint16_t kPort = 8003;
+  const std::string modules = "/usr/lib/apache2/modules/";
+  std::ofstream(file("httpd.conf"))
+      << "ServerRoot " << folder().string() << "\nPidFile " << file("httpd.pid").string()
+      << "\nLoadModule mpm_event_module " << modules << "mod_mpm_event.so\nLoadModule authz_core_module " << modules
+      << "mod_authz_core.so\nLoadModule dir_module " << modules << "mod_dir.so\nLoadModule mime_module " << modules
+      << "mod_mime.so\nTypesConfig /etc/mime.types\nUser www-data\nGroup www-data\nServerName test\nListen "
+      << app_address() << ":" << kPort << "\nDocumentRoot " << file("htdocs").string() << "\nErrorLog "
+      << file("error.log").string()
+      << "\nLogLevel notice\nStartServers 2\nServerLimit 2\nThreadsPerChild 8\nMaxRequestWorkers 16\n"
+         "MinSpareThreads 2\nMaxSpareThreads 16\n<Directory "
+      << file("htdocs").string() << ">\n  Require all granted\n</Directory>\n";
+  Program server(app_command({"apache2", "-f", file("httpd.conf").string(), "-D", "FOREGROUND"}), file("apache2.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
+  EXPECT_EQ(fetches_intact(app_address(), kPort, 10), 20);
+  const auto load = run_wrk({"-t2", "-c8", "-d2s", "http://" + app_address() + ":" + std::to_string(kPort) + "/index.html"});
+  EXPECT_EQ(load.status.value_or(-1), 0);
+  EXPECT_GT(load.requests, 0u);
+  EXPECT_EQ(load.text.find("Non-2xx"), std::string::npos) << load.text;
+
+  // A graceful restart: the master starts new children and they serve.
+  std::string pid_text;
+  std::ifstream(file("httpd.pid")) >> pid_text;
+  ASSERT_FALSE(pid_text.empty());
+  const auto resumed = [&] {
+    std::ifstream log(file("error.log"));
+    std::string line;
+    int count = 0;
+    while (std::getline(log, line)) count += line.find("resuming normal operations") != std::string::npos ? 1 : 0;
+    return count;
+  };
+  const int before = resumed();
+  ASSERT_EQ(::kill(std::stoi(pid_text), SIGUSR1), 0);
+  ASSERT_TRUE(wait_for([&] { return resumed() > before || !server.running(); }, 15s));
+  EXPECT_EQ(fetches_intact(app_address(), kPort, 10), 20);
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  std::ifstream log(file("error.log"));
+  const std::string errors((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(errors.find(":error]"), std::string::npos) << errors;
+  EXPECT_EQ(errors.find(":crit]"), std::string::npos) << errors;
+  EXPECT_EQ(errors.find("Failed to enable"), std::string::npos) << errors;  // TCP_DEFER_ACCEPT is taken
+  expect_served_by_flotilla();
+}
+
+TEST_F(WebServers, HaproxyWithTwoThreadsProxiesToAKernelServer) {
+  ASSERT_TRUE(start_apps({"haproxy", "python3"}));
+  make_documents();
+  constexpr std::uint16_t kFrontPort = 8004;
+  constexpr std::uint16_t kBackendPort = 9000;
+  Program backend(peer_command({"python3", "-m", "http.server", std::to_string(kBackendPort), "--bind", peer_address(),
+                               "--directory", file("htdocs").string()}),
+                  file("backend.log"));
+  ASSERT_TRUE(wait_for([&] {
+    return !backend.running() ||
+           in_namespace(names_.peer_namespace, [&] { return port_open(peer_address(), kBackendPort); });
+  }, 15s));
+  std::ofstream(file("haproxy.cfg")) << "global\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n"
+                                        "  timeout client 30s\n  timeout server 30s\nfrontend web\n  bind "
+                                     << app_address() << ":" << kFrontPort
+                                     << "\n  default_backend peers\nbackend peers\n  server one " << peer_address()
+                                     << ":" << kBackendPort << "\n";
+  Program server(app_command({"haproxy", "-db", "-f", file("haproxy.cfg").string()}), file("haproxy.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kFrontPort)) << tail(server.output());
+  EXPECT_EQ(fetches_intact(app_address(), kFrontPort, 10), 20);
+  const auto load =
+      run_wrk({"-t2", "-c8", "-d2s", "http://" + app_address() + ":" + std::to_string(kFrontPort) + "/index.html"});
+  EXPECT_EQ(load.status.value_or(-1), 0);
+  EXPECT_GT(load.requests, 0u);
+  EXPECT_EQ(load.text.find("Non-2xx"), std::string::npos) << load.text;
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  expect_served_by_flotilla();
+}
+
+}  // namespace
+}  // namespace flotilla::testing
