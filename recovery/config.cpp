@@ -31,7 +31,10 @@ std::uint32_t line_of(const toml::node& node) { return node.source().begin.line;
   throw Invalid{std::move(message), line_of(node), path != nullptr ? *path : std::string()};
 }
 
-constexpr std::int64_t kMaxRegionBytes = std::int64_t{1} << 32;
+// A region is a sparse memfd: its size is address space (in the supervisor, which maps every seat's
+// regions of every replica), and only what is written takes memory. 64 GiB fits 16,384 sockets of
+// two 1 MiB rings, and 128 seats x 4 replicas of it stay within a quarter of the address space.
+constexpr std::int64_t kMaxRegionBytes = std::int64_t{64} << 30;
 // The least [files] cache_bytes allows.
 constexpr std::int64_t kMinFileCacheBytes = std::int64_t{1} << 20;
 
@@ -157,7 +160,7 @@ void read_limits(const toml::table& root, SupervisorConfig& config) {
   if (formats::TcpRegion::bytes_for(limits.tcp_sockets_per_seat, limits.tcp_ring_bytes) >
       static_cast<std::uint64_t>(kMaxRegionBytes)) {
     fail(table->get("tcp_sockets_per_seat") != nullptr ? *table->get("tcp_sockets_per_seat") : *node,
-         "'tcp_sockets_per_seat' sockets of two 'tcp_ring_bytes' rings each need a region over 4 GiB");
+         "'tcp_sockets_per_seat' sockets of two 'tcp_ring_bytes' rings each need a region over 64 GiB");
   }
 }
 
