@@ -626,7 +626,8 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
 ReplicaServer::SocketPage* ReplicaServer::checked_page(std::size_t app, std::uint32_t page, std::uint32_t generation) {
   App& entry = apps_[app];
   if (page >= entry.pages.size()) {
-    counters_.bad_app_messages->add();
+    // A page of the region not handed out yet is as stale as a free one.
+    (page < entry.region.page_count() ? counters_.stale_app_messages : counters_.bad_app_messages)->add();
     return nullptr;
   }
   SocketPage& state = entry.pages[page];
