@@ -137,7 +137,7 @@ class Compat : public AppsTest {
   void serve_redis_clients(int clients, int requests) {
     ASSERT_TRUE(start_apps({"redis-server", "redis-benchmark", "prlimit"}, 4));
     auto with_descriptors = [](std::vector<std::string> argv) {
-      argv.insert(argv.begin(), {"prlimit", "--nofile=32768", "--"});
+      argv.insert(argv.begin(), {"prlimit", "--nofile=16384", "--"});
       return argv;
     };
     Program server(app_command(with_descriptors({"redis-server", "--port", "6379", "--save", "", "--appendonly", "no",
