@@ -29,7 +29,8 @@ constexpr std::uint32_t kEphemeralCount = 65536 - kFirstEphemeral;
 constexpr std::uint64_t kSlotTableMagic = 0x53544f4c53504354ull;  // "TCPSLOTS"
 // 2: listener groups (a listener entry's address, port, backlog, active and reuseport bits, a
 // connection's member page). 3: fork pins (a connection's pins, the forks of each application).
-constexpr std::uint32_t kSlotTableLayout = 3;
+// 4: the pages handed out so far (SeatHeader::used_pages), all-zero entries free.
+constexpr std::uint32_t kSlotTableLayout = 4;
 
 struct alignas(64) SlotTableHeader {
   std::uint64_t magic = 0;  // stored last, with release, once the whole table is formatted
@@ -39,7 +40,6 @@ struct alignas(64) SlotTableHeader {
   std::uint32_t reserved[11] = {};
 };
 static_assert(sizeof(SlotTableHeader) == 64);
-
 
 // SlotEntry::flags bits.
 constexpr std::uint8_t kSlotAppClosed = 1 << 0;
