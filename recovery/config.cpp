@@ -190,6 +190,18 @@ std::string seat_declarations(const Limits& limits, bool file_servers) {
   return text;
 }
 
+// The TCP replicas' state store holds a slot entry per socket of every seat.
+void check_tcp_state_bytes(const toml::table& tcp, const Limits& limits) {
+  const auto state_bytes = tcp["state_bytes"].value<std::int64_t>();
+  const std::uint64_t slots =
+      std::uint64_t{limits.app_seats} * limits.tcp_sockets_per_seat * formats::kTcpSlotEntryBytes;
+  if (state_bytes && *state_bytes > 0 && static_cast<std::uint64_t>(*state_bytes) < slots) {
+    fail(*tcp.get("state_bytes"), "'state_bytes' of \"tcp\" must hold a " + std::to_string(formats::kTcpSlotEntryBytes) +
+                                      " B slot for each of 'app_seats' x 'tcp_sockets_per_seat' sockets: at least " +
+                                      std::to_string(slots) + " and the connection table");
+  }
+}
+
 // Appends the seats' declarations to the configuration's own (read from `root` afterwards).
 void declare_seats(toml::table& root, const SupervisorConfig& config) {
   if (config.limits.app_seats == 0) return;
@@ -201,6 +213,7 @@ void declare_seats(toml::table& root, const SupervisorConfig& config) {
       const toml::table& table = *node.as_table();
       const auto name = table["name"].value<std::string_view>();
       replicas |= name == "tcp" && table.contains("replicas");
+      if (name == "tcp" && table.contains("state_bytes")) check_tcp_state_bytes(table, config.limits);
       udp |= name == "udp";
       file_servers |= name == "fs" && table.contains("replicas");
     }

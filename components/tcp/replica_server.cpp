@@ -101,7 +101,7 @@ struct ReplicaServer::ForkSlot {
 };
 
 std::size_t ReplicaServer::state_bytes(const ReplicaSettings& settings, std::span<const std::uint32_t> pages) {
-  static_assert(sizeof(SlotEntry) == 40 && sizeof(ForkSlot) == 16 && sizeof(SeatHeader) == 64);
+  static_assert(sizeof(SlotEntry) == formats::kTcpSlotEntryBytes && sizeof(ForkSlot) == 16 && sizeof(SeatHeader) == 64);
   std::size_t bytes = align64(Engine::table_bytes(settings.engine)) + sizeof(SlotTableHeader) +
                       pages.size() * (sizeof(SeatHeader) + kForkSlots * sizeof(ForkSlot));
   for (const std::uint32_t count : pages) bytes += std::size_t{count} * sizeof(SlotEntry);
