@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -19,17 +21,37 @@ std::size_t page_round_up(std::size_t size) {
 Result<std::byte*> map(int fd, std::size_t size, SharedRegion::Access access, SharedRegion::Faults faults) {
   const int prot = access == SharedRegion::Access::read_only ? PROT_READ : PROT_READ | PROT_WRITE;
   // MAP_POPULATE: take the page faults now, not on the data path. Not for the large regions
-  // (applications' socket rings, 129 MiB each): populating them would allocate every ring at
+  // (applications' socket rings, tens of GiB each, sparse): populating them would allocate every ring at
   // start-up and make a restart map hundreds of MiB again; a ring's pages fault in once, on its
   // first use.
   constexpr std::size_t kPopulateAtMost = 64u << 20;
   const int populate = size <= kPopulateAtMost && faults == SharedRegion::Faults::at_map ? MAP_POPULATE : 0;
   void* base = ::mmap(nullptr, size, prot, MAP_SHARED | populate, fd, 0);
   if (base == MAP_FAILED) return Error::from_errno("mmap");
+  // A large region is sparse (the TCP socket regions are tens of GiB, nearly all never written): a
+  // core dump of a crashing process would read every hole in, allocating it.
+  if (size > kPopulateAtMost) (void)::madvise(base, size, MADV_DONTDUMP);
   return static_cast<std::byte*>(base);
 }
 
 }  // namespace
+
+void discard_memory(std::span<std::byte> bytes) {
+  if (bytes.empty()) return;
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto start = reinterpret_cast<std::uintptr_t>(bytes.data());
+  const std::uintptr_t end = start + bytes.size();
+  const std::uintptr_t first_whole = (start + page - 1) / page * page;
+  const std::uintptr_t last_whole = end / page * page;
+  if (first_whole >= last_whole) {
+    std::memset(bytes.data(), 0, bytes.size());
+    return;
+  }
+  std::memset(bytes.data(), 0, first_whole - start);
+  std::memset(reinterpret_cast<void*>(last_whole), 0, end - last_whole);
+  void* whole = reinterpret_cast<void*>(first_whole);
+  if (::madvise(whole, last_whole - first_whole, MADV_REMOVE) != 0) std::memset(whole, 0, last_whole - first_whole);
+}
 
 Result<SharedRegion> SharedRegion::create(std::string_view name, std::size_t size, Faults faults) {
   if (size == 0) return Error{Errc::invalid_argument, 0, "region size is zero"};

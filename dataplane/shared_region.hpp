@@ -12,6 +12,11 @@
 
 namespace flotilla {
 
+// Zeroes `bytes` and, where they are whole memory pages of a shared mapping, gives those pages
+// back to the system (MADV_REMOVE: shared memory allocates a page only when it is written again).
+// Memory that is not shared (a test's buffer) is zeroed in place.
+void discard_memory(std::span<std::byte> bytes);
+
 class SharedRegion {
  public:
   enum class Access { read_write, read_only };

@@ -31,7 +31,10 @@ std::uint32_t line_of(const toml::node& node) { return node.source().begin.line;
   throw Invalid{std::move(message), line_of(node), path != nullptr ? *path : std::string()};
 }
 
-constexpr std::int64_t kMaxRegionBytes = std::int64_t{1} << 32;
+// A region is a sparse memfd: its size is address space (in the supervisor, which maps every seat's
+// regions of every replica), and only what is written takes memory. 64 GiB fits 16,384 sockets of
+// two 1 MiB rings, and 128 seats x 4 replicas of it stay within a quarter of the address space.
+constexpr std::int64_t kMaxRegionBytes = std::int64_t{64} << 30;
 // The least [files] cache_bytes allows.
 constexpr std::int64_t kMinFileCacheBytes = std::int64_t{1} << 20;
 
@@ -157,7 +160,7 @@ void read_limits(const toml::table& root, SupervisorConfig& config) {
   if (formats::TcpRegion::bytes_for(limits.tcp_sockets_per_seat, limits.tcp_ring_bytes) >
       static_cast<std::uint64_t>(kMaxRegionBytes)) {
     fail(table->get("tcp_sockets_per_seat") != nullptr ? *table->get("tcp_sockets_per_seat") : *node,
-         "'tcp_sockets_per_seat' sockets of two 'tcp_ring_bytes' rings each need a region over 4 GiB");
+         "'tcp_sockets_per_seat' sockets of two 'tcp_ring_bytes' rings each need a region over 64 GiB");
   }
 }
 
@@ -187,6 +190,18 @@ std::string seat_declarations(const Limits& limits, bool file_servers) {
   return text;
 }
 
+// The TCP replicas' state store holds a slot entry per socket of every seat.
+void check_tcp_state_bytes(const toml::table& tcp, const Limits& limits) {
+  const auto state_bytes = tcp["state_bytes"].value<std::int64_t>();
+  const std::uint64_t slots =
+      std::uint64_t{limits.app_seats} * limits.tcp_sockets_per_seat * formats::kTcpSlotEntryBytes;
+  if (state_bytes && *state_bytes > 0 && static_cast<std::uint64_t>(*state_bytes) < slots) {
+    fail(*tcp.get("state_bytes"), "'state_bytes' of \"tcp\" must hold a " + std::to_string(formats::kTcpSlotEntryBytes) +
+                                      " B slot for each of 'app_seats' x 'tcp_sockets_per_seat' sockets: at least " +
+                                      std::to_string(slots) + " and the connection table");
+  }
+}
+
 // Appends the seats' declarations to the configuration's own (read from `root` afterwards).
 void declare_seats(toml::table& root, const SupervisorConfig& config) {
   if (config.limits.app_seats == 0) return;
@@ -198,6 +213,7 @@ void declare_seats(toml::table& root, const SupervisorConfig& config) {
       const toml::table& table = *node.as_table();
       const auto name = table["name"].value<std::string_view>();
       replicas |= name == "tcp" && table.contains("replicas");
+      if (name == "tcp" && table.contains("state_bytes")) check_tcp_state_bytes(table, config.limits);
       udp |= name == "udp";
       file_servers |= name == "fs" && table.contains("replicas");
     }

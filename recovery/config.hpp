@@ -83,7 +83,7 @@ struct Limits {
   // configuration needs the TCP replicas (a group "tcp") and the UDP server ("udp"), and the seats'
   // components, channels and regions are declared from these values.
   std::uint32_t app_seats = 0;
-  std::uint32_t tcp_sockets_per_seat = 64;     // per TCP replica: listeners and connections
+  std::uint32_t tcp_sockets_per_seat = 16384;  // per TCP replica: listeners and connections
   std::uint32_t tcp_ring_bytes = 1u << 20;     // each TCP socket's send and receive ring
   std::uint32_t seat_channel_capacity = 1024;  // messages in flight on each of a seat's channels
 };

@@ -58,7 +58,10 @@ binary = "flotilla-tcp"
 replicas = 2
 args = ["--address", "${network.stack_address}", "--index", "${replica.index}",
         "--replicas", "${replica.count}", "--ring-bytes", "${limits.tcp_ring_bytes}"]
-state_bytes = 8388608
+# The connection table (16,384 connections of 256 B) and the slot table (a 40 B entry per socket
+# of every seat: [limits] app_seats x tcp_sockets_per_seat). Sparse: what is never written costs
+# nothing.
+state_bytes = 100663296
 
 [[channel]]
 name = "ip-tcp${replica}"
@@ -199,8 +202,12 @@ buffer_size = 2048
 # seat costs a few pages of memory, and the servers look at its channel only now and then.
 app_seats = 64
 # TCP sockets (listeners and connections) a program can have on each TCP replica. Past it, a new
-# socket fails with EMFILE.
-tcp_sockets_per_seat = 64
+# socket fails with EMFILE. A seat's region on a replica is sized for all of them (about
+# 2 x tcp_ring_bytes each, at most 64 GiB) but is sparse: memory is taken by the sockets in use
+# (a 4 KiB control page each, and ring pages as bytes go through; a closed socket's rings are given
+# back), so the limit costs address space, not memory. Each socket also has a 40 B entry in each
+# replica's state store: app_seats x tcp_sockets_per_seat x 40 B must fit the "tcp" state_bytes.
+tcp_sockets_per_seat = 16384
 # The send ring and the receive ring of each TCP socket, in bytes (a power of two, at least 4096).
 tcp_ring_bytes = 1048576
 # Messages in flight on each channel between a program and the stack (a power of two).

@@ -262,7 +262,8 @@ bool TcpSockets::kick_owed_pages(std::size_t replica) {
   Replica& link = replicas_[replica];
   link.kicks_owed = false;
   bool kicked = false;
-  for (std::uint32_t page = 0; page < link.region.page_count(); ++page) {
+  // Only pages we hold can have requests; looking at the others would fault their memory in.
+  for (std::uint32_t page = 0; page < link.page_owner.size(); ++page) {
     TcpSocketControl& control = link.region.page(page)->control;
     if (control.requests.load(std::memory_order_acquire) == 0) continue;
     if (control.kick_pending.exchange(1, std::memory_order_acq_rel) != 0) continue;
@@ -700,7 +701,7 @@ void TcpSockets::close_connection(int socket, std::uint32_t bits) {
                           send_or_defer(entry.replica, Message::make(stack::kTcpReleaseKind,
                                                                      stack::TcpReleaseBody{entry.page, entry.generation, bits, 0}));
     if (!released) request(entry.replica, entry.page, entry.generation, bits);
-    replicas_[entry.replica].page_owner[entry.page] = 0;
+    disown(replicas_[entry.replica], entry.page);
   } else if (entry.ticket != 0) {
     abandon(entry.replica, entry.ticket);
   }
@@ -862,14 +863,22 @@ bool TcpSockets::ensure_region(std::size_t replica) {
   if (link.region.valid()) return true;
   link.region = TcpRegion::attach(links_->region(replica));
   if (!link.region.valid()) return false;
-  link.page_owner.assign(link.region.page_count(), 0);
+  link.page_owner.clear();
   return true;
+}
+
+int TcpSockets::owner_of(const Replica& link, std::uint32_t page) {
+  return page < link.page_owner.size() ? link.page_owner[page] - 1 : -1;
+}
+
+void TcpSockets::disown(Replica& link, std::uint32_t page) {
+  if (page < link.page_owner.size()) link.page_owner[page] = 0;
 }
 
 TcpSocketPageHeader* TcpSockets::claimable_page(std::size_t replica, std::uint32_t page, std::uint32_t generation) {
   Replica& link = replicas_[replica];
   TcpSocketPageHeader* header = link.region.page(page);
-  if (header == nullptr || link.page_owner[page] != 0) return nullptr;
+  if (header == nullptr || owner_of(link, page) >= 0) return nullptr;
   if (header->control.generation.load(std::memory_order_acquire) != generation) return nullptr;
   if (status_of(*header) == TcpSocketStatus::free) return nullptr;  // not handed out at all
   return header;
@@ -884,6 +893,7 @@ void TcpSockets::claim_page(std::size_t replica, std::uint32_t page, int socket)
   control.accepted.store(0, std::memory_order_relaxed);
   control.kick_pending.store(0, std::memory_order_release);
   control.event_pending.exchange(0, std::memory_order_acq_rel);
+  if (page >= link.page_owner.size()) link.page_owner.resize(page + 1, 0);
   link.page_owner[page] = socket + 1;
 }
 
@@ -920,7 +930,7 @@ void TcpSockets::close_listener_part(std::size_t replica, ListenerPart& part, st
   Replica& link = replicas_[replica];
   if (part.open) {
     request(replica, part.page, part.generation, bits);
-    link.page_owner[part.page] = 0;
+    disown(link, part.page);
     if (link.closed_listeners.size() >= kRememberedClosures) link.closed_listeners.erase(link.closed_listeners.begin());
     link.closed_listeners.emplace_back(part.page, part.generation);
   } else if (part.ticket != 0) {
@@ -1005,7 +1015,7 @@ bool TcpSockets::on_accepted(std::size_t replica, const stack::TcpAcceptedBody& 
   if (!ensure_region(replica)) return refuse();
   Replica& link = replicas_[replica];
   const TcpSocketPageHeader* listener_header = link.region.page(body.listener_page);
-  const int listener = listener_header != nullptr ? link.page_owner[body.listener_page] - 1 : -1;
+  const int listener = listener_header != nullptr ? owner_of(link, body.listener_page) : -1;
   Socket* entry = listener >= 0 ? &sockets_[static_cast<std::size_t>(listener)] : nullptr;
   if (entry == nullptr || entry->kind != Kind::listener || !entry->parts[replica].open ||
       entry->parts[replica].page != body.listener_page ||
@@ -1023,7 +1033,7 @@ bool TcpSockets::on_accepted(std::size_t replica, const stack::TcpAcceptedBody& 
     // A recovering replica announces again each connection still in its accept queue: one we
     // have already is no trouble.
     const TcpSocketPageHeader* header = link.region.page(body.page);
-    const int owner = header != nullptr ? link.page_owner[body.page] - 1 : -1;
+    const int owner = header != nullptr ? owner_of(link, body.page) : -1;
     if (owner >= 0 && sockets_[static_cast<std::size_t>(owner)].kind == Kind::connection &&
         sockets_[static_cast<std::size_t>(owner)].generation == body.generation) {
       ++stale_messages_;
@@ -1051,7 +1061,7 @@ bool TcpSockets::on_event(std::size_t replica, const stack::TcpPageBody& body) {
   Replica& link = replicas_[replica];
   TcpSocketPageHeader* header = link.region.page(body.page);
   if (header == nullptr) return refuse();
-  const int owner = link.page_owner[body.page] - 1;
+  const int owner = owner_of(link, body.page);
   const Socket* entry = owner >= 0 ? &sockets_[static_cast<std::size_t>(owner)] : nullptr;
   const bool ours = entry != nullptr &&
                     ((entry->kind == Kind::connection && entry->generation == body.generation) ||
@@ -1183,7 +1193,7 @@ void TcpSockets::resume_sockets(std::size_t replica) {
           kept.push_back(id);
           continue;
         }
-        link.page_owner[entry.page] = 0;
+        disown(link, entry.page);
         lose_connection(id);
       } else if (entry.ticket != 0 && entry.claim_fork != 0) {
         // A claim is not asked again: the new incarnation may be the one that serves it (it still
@@ -1203,7 +1213,7 @@ void TcpSockets::resume_sockets(std::size_t replica) {
         continue;
       }
       if (part.open) {
-        link.page_owner[part.page] = 0;
+        disown(link, part.page);
       } else if (part.ticket != 0) {
         abandon(replica, part.ticket);
       }
@@ -1227,7 +1237,7 @@ void TcpSockets::resume_sockets(std::size_t replica) {
     }
     const auto body = message.read<stack::TcpPageBody>();  // a kick's, activate's, release's or option's first words
     const TcpSocketPageHeader* header = link.region.page(body.page);
-    if (header == nullptr || link.page_owner[body.page] == 0 || !page_survived(replica, body.page, body.generation)) {
+    if (header == nullptr || owner_of(link, body.page) < 0 || !page_survived(replica, body.page, body.generation)) {
       continue;
     }
     // The new incarnation cleared kick_pending; this kick is still on its way.

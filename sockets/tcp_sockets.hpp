@@ -351,7 +351,8 @@ class TcpSockets {
     TcpRegion region;                    // invalid until the replica has formatted it
     std::uint64_t incarnation = 0;       // the latest we know of (its restart handled)
     bool announces = false;              // it sent an announce: its restarts wait for theirs
-    std::vector<std::int32_t> page_owner;  // by page: socket id + 1, 0 for none
+    // By page: socket id + 1, 0 for none; as long as the highest page we took.
+    std::vector<std::int32_t> page_owner;
     MessageOutbox outbox{kOutboxMessages};  // what the channel had no room for, oldest first
     // A kick found the outbox full: some page has requests and no kick on its way.
     bool kicks_owed = false;
@@ -440,6 +441,9 @@ class TcpSockets {
   bool ensure_region(std::size_t replica);
   // The page named by a message, when it exists, is not ours yet, and carries that generation.
   TcpSocketPageHeader* claimable_page(std::size_t replica, std::uint32_t page, std::uint32_t generation);
+  // The socket holding `page` of the link's region, -1 for none; and forgetting it.
+  static int owner_of(const Replica& link, std::uint32_t page);
+  static void disown(Replica& link, std::uint32_t page);
   // Records the page as `socket`'s and resets the words this side writes.
   void claim_page(std::size_t replica, std::uint32_t page, int socket);
   void adopt_connection(int socket, std::size_t replica, std::uint32_t page, std::uint32_t generation);

@@ -43,6 +43,10 @@ namespace flotilla::formats {
 
 inline std::string tcp_region_name(std::string_view channel) { return std::string(channel) + "-tcp"; }
 
+// What each socket of every seat costs a TCP replica's state store: its slot entry (the replica
+// asserts the size). The supervisor refuses a "tcp" state_bytes that cannot hold them all.
+inline constexpr std::size_t kTcpSlotEntryBytes = 40;
+
 enum class TcpSocketStatus : std::uint32_t {
   free = 0,        // not assigned
   connecting = 1,  // connect() sent the SYN

@@ -29,7 +29,7 @@ struct TcpProgram {
     unsigned replicas = 1;
     unsigned mss = 1460;
     std::size_t ring_bytes = 1u << 20;
-    std::size_t max_connections = 4096;
+    std::size_t max_connections = 16384;
     std::uint64_t time_wait_ms = 60'000;
     unsigned test_crash_port = 0;
     std::uint32_t address = 0;  // from the text, by check_options

@@ -24,11 +24,13 @@ constexpr std::uint32_t kEphemeralCount = 65536 - kFirstEphemeral;
 
 // The slot table, in the state store after the engine's connection table:
 //   SlotTableHeader, SeatHeader[app count], ForkSlot[app count][kForkSlots], then each
-//   application's SlotEntry[its page count].
+//   application's SlotEntry[its page count]. An all-zero entry is a valid free one, so formatting
+//   clears the table (discard_memory) instead of writing it: an idle seat's entries cost no memory.
 constexpr std::uint64_t kSlotTableMagic = 0x53544f4c53504354ull;  // "TCPSLOTS"
 // 2: listener groups (a listener entry's address, port, backlog, active and reuseport bits, a
 // connection's member page). 3: fork pins (a connection's pins, the forks of each application).
-constexpr std::uint32_t kSlotTableLayout = 3;
+// 4: the pages handed out so far (SeatHeader::used_pages), all-zero entries free.
+constexpr std::uint32_t kSlotTableLayout = 4;
 
 struct alignas(64) SlotTableHeader {
   std::uint64_t magic = 0;  // stored last, with release, once the whole table is formatted
@@ -38,13 +40,6 @@ struct alignas(64) SlotTableHeader {
   std::uint32_t reserved[11] = {};
 };
 static_assert(sizeof(SlotTableHeader) == 64);
-
-struct alignas(64) SeatHeader {
-  std::uint32_t page_count = 0;  // of the region, checked against the region at restart
-  std::uint32_t ring_bytes = 0;
-  std::uint32_t reserved[14] = {};
-};
-static_assert(sizeof(SeatHeader) == 64);
 
 // SlotEntry::flags bits.
 constexpr std::uint8_t kSlotAppClosed = 1 << 0;
@@ -61,6 +56,13 @@ constexpr std::uint8_t kSlotKeepalive = 1 << 2;
 constexpr std::uint8_t kSlotNewReno = 1 << 3;
 
 constexpr std::size_t align64(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// The socket pages a region of an application holds (as TcpRegion::format makes them).
+std::uint32_t pages_in(std::span<const std::byte> region, std::size_t ring_bytes) {
+  if (region.size() < formats::TcpRegion::bytes_for(1, ring_bytes)) return 0;
+  return static_cast<std::uint32_t>((region.size() - formats::TcpRegion::kMemoryPageBytes) /
+                                    formats::TcpRegion::page_stride(ring_bytes));
+}
 
 }  // namespace
 
@@ -82,6 +84,15 @@ struct ReplicaServer::SlotEntry {
   std::uint64_t pins = 0;  // SocketPage::pins
 };
 
+struct alignas(64) ReplicaServer::SeatHeader {
+  std::uint32_t page_count = 0;  // of the region, checked against the region at restart
+  std::uint32_t ring_bytes = 0;
+  // Pages handed out so far, the region's first ones: stored before a page above it is first
+  // handed out, so a successor finds every live page below it and reads nothing above.
+  std::uint32_t used_pages = 0;
+  std::uint32_t reserved[13] = {};
+};
+
 // One fork of an application whose pins may still hold connections (App::forks).
 struct ReplicaServer::ForkSlot {
   std::uint32_t version = 0;  // as SlotEntry::version
@@ -90,7 +101,7 @@ struct ReplicaServer::ForkSlot {
 };
 
 std::size_t ReplicaServer::state_bytes(const ReplicaSettings& settings, std::span<const std::uint32_t> pages) {
-  static_assert(sizeof(SlotEntry) == 40 && sizeof(ForkSlot) == 16);
+  static_assert(sizeof(SlotEntry) == formats::kTcpSlotEntryBytes && sizeof(ForkSlot) == 16 && sizeof(SeatHeader) == 64);
   std::size_t bytes = align64(Engine::table_bytes(settings.engine)) + sizeof(SlotTableHeader) +
                       pages.size() * (sizeof(SeatHeader) + kForkSlots * sizeof(ForkSlot));
   for (const std::uint32_t count : pages) bytes += std::size_t{count} * sizeof(SlotEntry);
@@ -127,12 +138,7 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
   server->listeners_.resize(settings.engine.max_listeners);
   server->segment_batch_.reserve(settings.engine.segment_batch);
   std::vector<std::uint32_t> pages;
-  for (const auto region : apps) {
-    pages.push_back(region.size() < formats::TcpRegion::bytes_for(1, settings.ring_bytes)
-                        ? 0
-                        : static_cast<std::uint32_t>((region.size() - formats::TcpRegion::kMemoryPageBytes) /
-                                                     formats::TcpRegion::page_stride(settings.ring_bytes)));
-  }
+  for (const auto region : apps) pages.push_back(pages_in(region, settings.ring_bytes));
   if (state.size() < state_bytes(settings, pages)) {
     return Error{Errc::invalid_argument, 0,
                  "tcp: state store too small for the connection and slot tables (state_bytes)"};
@@ -193,10 +199,16 @@ bool ReplicaServer::attach_slots(std::span<std::byte> state, std::span<const std
     fits = attached[app].valid() && attached[app].page_count() == seats[app].page_count &&
            attached[app].ring_bytes() == settings_.ring_bytes && seats[app].ring_bytes == settings_.ring_bytes;
   }
-  if (!fits) magic.store(0, std::memory_order_relaxed);
+  if (!fits) {
+    magic.store(0, std::memory_order_relaxed);
+    std::size_t slot_bytes = 0;
+    for (const auto region : regions) slot_bytes += std::size_t{pages_in(region, settings_.ring_bytes)} * sizeof(SlotEntry);
+    discard_memory({reinterpret_cast<std::byte*>(seats), reinterpret_cast<std::byte*>(entries) + slot_bytes});
+  }
   SlotEntry* next = entries;
   for (std::size_t app = 0; app < regions.size(); ++app) {
     App& entry = apps_[app];
+    entry.seat = &seats[app];
     entry.fork_slots = forks + app * kForkSlots;
     if (fits) {
       entry.region = attached[app];
@@ -206,11 +218,8 @@ bool ReplicaServer::attach_slots(std::span<std::byte> state, std::span<const std
     } else {
       format_app(app, regions[app]);
       entry.slots = next;
-      seats[app] = SeatHeader{};
       seats[app].page_count = entry.region.page_count();
       seats[app].ring_bytes = static_cast<std::uint32_t>(settings_.ring_bytes);
-      for (std::uint32_t page = 0; page < entry.region.page_count(); ++page) store_page(app, page);
-      for (std::size_t slot = 0; slot < kForkSlots; ++slot) store_fork(app, slot);
     }
     next += entry.region.page_count();
   }
@@ -225,9 +234,12 @@ bool ReplicaServer::attach_slots(std::span<std::byte> state, std::span<const std
 
 void ReplicaServer::restore_app(std::size_t app) {
   App& entry = apps_[app];
-  const std::uint32_t pages = entry.region.page_count();
+  const std::uint32_t pages =
+      std::min(std::atomic_ref<std::uint32_t>(entry.seat->used_pages).load(std::memory_order_acquire),
+               entry.region.page_count());
   entry.pages.assign(pages, SocketPage{});
-  entry.outbox = MessageOutbox(2 * std::size_t{pages} + 64);
+  entry.outbox = MessageOutbox();
+  fit_outbox(entry);
   std::uint64_t live_forks = 0;  // bit k: forks[k] is a fork (a torn slot pins nothing)
   for (std::size_t slot = 0; slot < kForkSlots; ++slot) {
     ForkSlot stored;
@@ -316,7 +328,7 @@ void ReplicaServer::restore_app(std::size_t app) {
 
 void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
   App& entry = apps_[app];
-  const std::uint32_t pages = entry.region.page_count();
+  const auto pages = static_cast<std::uint32_t>(entry.pages.size());
   for (std::uint32_t page = 0; page < pages; ++page) {
     SocketPage& state = entry.pages[page];
     if (state.kind != PageKind::listener) continue;
@@ -449,13 +461,14 @@ void ReplicaServer::send_announce(std::size_t app, stack::TcpReplicaMode mode) {
 
 void ReplicaServer::format_app(std::size_t app, std::span<std::byte> region) {
   App& entry = apps_[app];
+  // Zeros, as a new region is: formatting then writes only the header, and what a predecessor's
+  // sockets used goes back to the system.
+  discard_memory(region);
   entry.region = region.empty() ? formats::TcpRegion{} : formats::TcpRegion::format(region, settings_.ring_bytes);
-  const std::uint32_t pages = entry.region.page_count();
-  entry.pages.assign(pages, SocketPage{});
+  entry.pages.clear();
   entry.free_pages.clear();
-  entry.free_pages.reserve(pages);
-  for (std::uint32_t i = pages; i > 0; --i) entry.free_pages.push_back(i - 1);
-  entry.outbox = MessageOutbox(2 * std::size_t{pages} + 64);
+  entry.outbox = MessageOutbox();
+  fit_outbox(entry);
 }
 
 void ReplicaServer::announce(stack::TcpReplicaMode mode) {
@@ -614,7 +627,8 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
 ReplicaServer::SocketPage* ReplicaServer::checked_page(std::size_t app, std::uint32_t page, std::uint32_t generation) {
   App& entry = apps_[app];
   if (page >= entry.pages.size()) {
-    counters_.bad_app_messages->add();
+    // A page of the region not handed out yet is as stale as a free one.
+    (page < entry.region.page_count() ? counters_.stale_app_messages : counters_.bad_app_messages)->add();
     return nullptr;
   }
   SocketPage& state = entry.pages[page];
@@ -627,12 +641,19 @@ ReplicaServer::SocketPage* ReplicaServer::checked_page(std::size_t app, std::uin
 
 std::optional<std::uint32_t> ReplicaServer::take_page(std::size_t app, PageKind kind) {
   App& entry = apps_[app];
-  if (entry.free_pages.empty()) {
+  std::uint32_t index = 0;
+  if (!entry.free_pages.empty()) {
+    index = entry.free_pages.back();
+    entry.free_pages.pop_back();
+  } else if (entry.pages.size() < entry.region.page_count()) {
+    index = static_cast<std::uint32_t>(entry.pages.size());
+    std::atomic_ref<std::uint32_t>(entry.seat->used_pages).store(index + 1, std::memory_order_release);
+    entry.pages.emplace_back();
+    fit_outbox(entry);
+  } else {
     counters_.pages_exhausted->add();
     return std::nullopt;
   }
-  const std::uint32_t index = entry.free_pages.back();
-  entry.free_pages.pop_back();
   SocketPage& page = entry.pages[index];
   page = SocketPage{};
   page.kind = kind;
@@ -654,14 +675,34 @@ std::optional<std::uint32_t> ReplicaServer::take_page(std::size_t app, PageKind 
   return index;
 }
 
+std::uint32_t ReplicaServer::pages_left(const App& entry) const {
+  return static_cast<std::uint32_t>(entry.free_pages.size() + (entry.region.page_count() - entry.pages.size()));
+}
+
+void ReplicaServer::fit_outbox(App& entry) {
+  const std::size_t needed = 2 * entry.pages.size() + 64;
+  if (entry.outbox.capacity() >= needed) return;
+  MessageOutbox grown(std::max(needed, 2 * entry.outbox.capacity()));
+  entry.outbox.drain([&](std::span<const Message> run) {
+    for (const Message& message : run) grown.push(message);
+    return run.size();
+  });
+  entry.outbox = std::move(grown);
+}
+
 void ReplicaServer::free_page(std::size_t app, std::uint32_t page) {
   App& entry = apps_[app];
   entry.pages[page] = SocketPage{};
   // The application's view first: a successor that finds the slot still live frees it again, but
   // one that found it free with the page still live could hand it out under a socket it kept.
-  entry.region.page(page)->control.status.store(TcpSocketStatus::free, std::memory_order_release);
+  auto* header = entry.region.page(page);
+  header->control.status.store(TcpSocketStatus::free, std::memory_order_release);
   store_page(app, page);
   entry.free_pages.push_back(page);
+  // Memory follows the live sockets, not the bytes that went by: a ring that moved data gives its
+  // pages back (the next socket on this page starts both streams at 0 and faults them in anew).
+  if (header->send.tail.load(std::memory_order_relaxed) != 0) discard_memory(entry.region.send_bytes(page));
+  if (header->receive.tail.load(std::memory_order_relaxed) != 0) discard_memory(entry.region.receive_bytes(page));
 }
 
 StreamRings ReplicaServer::rings_of(std::size_t app, std::uint32_t page) {
@@ -1323,7 +1364,7 @@ std::uint32_t ReplicaServer::connection_room(ListenerId listener) {
   for (std::size_t i = 0; i < members.size(); ++i) {
     const bool app_seen_before = std::any_of(members.begin(), members.begin() + static_cast<std::ptrdiff_t>(i),
                                              [&](const Place& earlier) { return earlier.app == members[i].app; });
-    if (!app_seen_before) room += static_cast<std::uint32_t>(apps_[members[i].app].free_pages.size());
+    if (!app_seen_before) room += pages_left(apps_[members[i].app]);
   }
   return room;
 }

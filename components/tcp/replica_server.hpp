@@ -166,15 +166,19 @@ class ReplicaServer final : public EngineHost {
   };
   struct SlotEntry;
   struct ForkSlot;
+  struct SeatHeader;
   struct App {
     formats::TcpRegion region;
+    SeatHeader* seat = nullptr;  // in the state store
     SlotEntry* slots = nullptr;  // in the state store, one per page
     ForkSlot* fork_slots = nullptr;  // in the state store, kForkSlots
     std::uint64_t forks[kForkSlots] = {};  // the fork serial pinning with bit k; 0: free
     bool restored = false;       // the region and its pages were carried on from the predecessor
+    // The pages handed out so far (the region's first pages.size()): memory, in the region, the
+    // slot table and here, follows the most sockets the application held at once.
     std::vector<SocketPage> pages;
-    std::vector<std::uint32_t> free_pages;
-    MessageOutbox outbox;
+    std::vector<std::uint32_t> free_pages;  // below pages.size()
+    MessageOutbox outbox;  // room for two messages per page handed out, and a margin
   };
   // Where a connection of the engine, or a member of a listener group, lives.
   struct Place {
@@ -255,7 +259,13 @@ class ReplicaServer final : public EngineHost {
   std::uint32_t accept_queue_of(const Place& place) const;
   // A page of `app` the application may name: in range, handed out, the generation it was given.
   SocketPage* checked_page(std::size_t app, std::uint32_t page, std::uint32_t generation);
+  // A freed page if there is one, else the next page never handed out (lowest first).
   std::optional<std::uint32_t> take_page(std::size_t app, PageKind kind);
+  // Pages `app` can still be handed out.
+  std::uint32_t pages_left(const App& entry) const;
+  // Grows the outbox to two messages per page handed out and a margin, keeping what waits in it.
+  void fit_outbox(App& entry);
+  // Frees the page and gives the memory its rings took back to the system.
   void free_page(std::size_t app, std::uint32_t page);
   StreamRings rings_of(std::size_t app, std::uint32_t page);
   void notify(std::size_t app, std::uint32_t page);

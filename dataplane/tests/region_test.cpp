@@ -1,9 +1,11 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -77,6 +79,31 @@ TEST(SharedRegion, AtChecksBounds) {
   EXPECT_NE(region->at<std::uint64_t>(4088), nullptr);
   EXPECT_EQ(region->at<std::uint64_t>(4089), nullptr);
   EXPECT_EQ(region->at<std::uint64_t>(1u << 30), nullptr);
+}
+
+// Discarding zeroes exactly the bytes asked for, and the whole pages among them leave the memfd
+// (every mapping of it sees zeros), so a region's memory follows what is in use.
+TEST(SharedRegion, DiscardZeroesTheBytesAndGivesWholePagesBack) {
+  constexpr std::size_t kPage = 4096;
+  auto region = SharedRegion::create("discard-test", 64 * kPage);
+  ASSERT_TRUE(region) << region.error().message();
+  std::memset(region->data(), 0xab, region->size());
+  struct stat before {};
+  ASSERT_EQ(::fstat(region->fd(), &before), 0);
+  discard_memory(region->bytes().subspan(kPage + 100, 32 * kPage));
+  struct stat after {};
+  ASSERT_EQ(::fstat(region->fd(), &after), 0);
+  EXPECT_LE(after.st_blocks * 512, before.st_blocks * 512 - 31 * kPage) << "the whole pages stayed allocated";
+  const auto bytes = region->bytes();
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    const bool discarded = i >= kPage + 100 && i < 33 * kPage + 100;
+    ASSERT_EQ(bytes[i], discarded ? std::byte{0} : std::byte{0xab}) << "byte " << i;
+  }
+  std::vector<std::byte> plain(3 * kPage, std::byte{0xab});  // not shared memory: zeroed in place
+  discard_memory(std::span(plain).subspan(10, 2 * kPage));
+  for (std::size_t i = 0; i < plain.size(); ++i) {
+    ASSERT_EQ(plain[i], i >= 10 && i < 2 * kPage + 10 ? std::byte{0} : std::byte{0xab}) << "byte " << i;
+  }
 }
 
 TEST(FdPassing, RegionTravelsOverUnixSocket) {

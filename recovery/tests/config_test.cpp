@@ -236,8 +236,12 @@ TEST(Config, BadLimitsAreRefusedNamingKeyAndLine) {
             "test.toml:2: 'tcp_ring_bytes' must be between 4096 and 1073741824");
   EXPECT_EQ(error_of("[limits]\ntcp_sockets_per_seat = 0\n" + kReplicasAndUdp),
             "test.toml:2: 'tcp_sockets_per_seat' must be between 1 and 65536");
-  EXPECT_EQ(error_of("[limits]\ntcp_sockets_per_seat = 4096\ntcp_ring_bytes = 1048576\n" + kReplicasAndUdp),
-            "test.toml:2: 'tcp_sockets_per_seat' sockets of two 'tcp_ring_bytes' rings each need a region over 4 GiB");
+  EXPECT_EQ(error_of("[limits]\ntcp_sockets_per_seat = 32768\ntcp_ring_bytes = 1048576\n" + kReplicasAndUdp),
+            "test.toml:2: 'tcp_sockets_per_seat' sockets of two 'tcp_ring_bytes' rings each need a region over 64 GiB");
+  EXPECT_EQ(error_of("[limits]\napp_seats = 128\n[[component]]\nname = \"udp\"\nbinary = \"x\"\n"
+                     "[[component]]\nname = \"tcp\"\nbinary = \"x\"\nreplicas = 2\nstate_bytes = 8388608\n"),
+            "test.toml:10: 'state_bytes' of \"tcp\" must hold a 40 B slot for each of 'app_seats' x "
+            "'tcp_sockets_per_seat' sockets: at least 83886080 and the connection table");
   EXPECT_EQ(error_of("[limits]\nseat_channel_capacity = 100\n" + kReplicasAndUdp),
             "test.toml:2: 'seat_channel_capacity' must be a power of two");
   EXPECT_EQ(error_of("[limits]\nseats = 2\n" + kReplicasAndUdp), "test.toml:2: unknown key 'seats' in [limits]");
