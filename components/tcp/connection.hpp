@@ -20,6 +20,7 @@ inline constexpr std::uint32_t kNoSlot = UINT32_MAX;
 struct Connection {
   // Identity and life cycle.
   bool in_use = false;
+  std::uint32_t index = 0;  // the slot: its Tcb in the table, and its handle's index
   std::uint32_t generation = 0;
   TcpState state = TcpState::closed;
   FourTuple tuple;

@@ -1,12 +1,14 @@
 // An indexed binary min-heap of per-slot deadlines with capacity fixed at construction: each slot
 // (connection) has at most one entry, so setting, moving and clearing a deadline is O(log n) and
 // finding what is due is O(1) per due slot. The TCP engine keeps one entry per connection: the
-// earliest of its timers.
+// earliest of its timers. Only the slots that have had an entry cost memory (zeroed_array.hpp).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+
+#include "components/tcp/zeroed_array.hpp"
 
 namespace flotilla::tcp {
 
@@ -15,15 +17,10 @@ class DeadlineHeap {
   static constexpr std::uint64_t kNever = UINT64_MAX;
 
   explicit DeadlineHeap(std::size_t slots)
-      : heap_(std::make_unique<std::uint32_t[]>(slots)),
-        position_(std::make_unique<std::uint32_t[]>(slots)),
-        deadline_(std::make_unique<std::uint64_t[]>(slots)),
-        slots_(slots) {
-    for (std::size_t i = 0; i < slots; ++i) {
-      position_[i] = kAbsent;
-      deadline_[i] = kNever;
-    }
-  }
+      : heap_(std::make_unique_for_overwrite<std::uint32_t[]>(slots)),
+        position_(slots),
+        deadline_(std::make_unique_for_overwrite<std::uint64_t[]>(slots)),
+        slots_(slots) {}
 
   // kNever removes the slot's entry.
   void set(std::uint32_t slot, std::uint64_t deadline) {
@@ -31,9 +28,9 @@ class DeadlineHeap {
       if (deadline == kNever) return;
       deadline_[slot] = deadline;
       heap_[size_] = slot;
-      position_[slot] = static_cast<std::uint32_t>(size_);
+      place(slot, size_);
       ++size_;
-      sift_up(position_[slot]);
+      sift_up(size_ - 1);
       return;
     }
     if (deadline == kNever) {
@@ -43,40 +40,43 @@ class DeadlineHeap {
     const std::uint64_t old = deadline_[slot];
     deadline_[slot] = deadline;
     if (deadline < old) {
-      sift_up(position_[slot]);
+      sift_up(position(slot));
     } else if (deadline > old) {
-      sift_down(position_[slot]);
+      sift_down(position(slot));
     }
   }
 
   std::uint64_t earliest() const { return size_ == 0 ? kNever : deadline_[heap_[0]]; }
   std::uint32_t earliest_slot() const { return heap_[0]; }
-  std::uint64_t deadline(std::uint32_t slot) const { return deadline_[slot]; }
+  std::uint64_t deadline(std::uint32_t slot) const { return position_[slot] == kAbsent ? kNever : deadline_[slot]; }
   std::size_t size() const { return size_; }
   std::size_t slots() const { return slots_; }
 
  private:
-  static constexpr std::uint32_t kAbsent = UINT32_MAX;
+  // position_ holds a slot's place in heap_ plus one, so the zeroed array starts with every slot
+  // absent; a slot's deadline_ means something only while it is present.
+  static constexpr std::uint32_t kAbsent = 0;
+  std::size_t position(std::uint32_t slot) const { return position_[slot] - 1; }
+  void place(std::uint32_t slot, std::size_t at) { position_[slot] = static_cast<std::uint32_t>(at + 1); }
 
   void remove(std::uint32_t slot) {
-    const std::size_t at = position_[slot];
+    const std::size_t at = position(slot);
     position_[slot] = kAbsent;
-    deadline_[slot] = kNever;
     --size_;
     if (at == size_) return;
     heap_[at] = heap_[size_];
     const std::uint32_t moved = heap_[at];
-    position_[moved] = static_cast<std::uint32_t>(at);
+    place(moved, at);
     sift_up(at);
-    sift_down(position_[moved]);
+    sift_down(position(moved));
   }
 
   void swap_entries(std::size_t a, std::size_t b) {
     const std::uint32_t slot_a = heap_[a];
     heap_[a] = heap_[b];
     heap_[b] = slot_a;
-    position_[heap_[a]] = static_cast<std::uint32_t>(a);
-    position_[heap_[b]] = static_cast<std::uint32_t>(b);
+    place(heap_[a], a);
+    place(heap_[b], b);
   }
 
   void sift_up(std::size_t at) {
@@ -102,7 +102,7 @@ class DeadlineHeap {
   }
 
   std::unique_ptr<std::uint32_t[]> heap_;
-  std::unique_ptr<std::uint32_t[]> position_;
+  ZeroedArray<std::uint32_t> position_;
   std::unique_ptr<std::uint64_t[]> deadline_;
   std::size_t slots_ = 0;
   std::size_t size_ = 0;

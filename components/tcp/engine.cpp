@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <random>
 
 #include "components/tcp/algorithms/isn.hpp"
@@ -161,6 +162,7 @@ struct Listener {
   X(poisoned_dropped)                   \
   X(time_wait_reopened)                 \
   X(table_full)                         \
+  X(connection_memory_failed)           \
   X(time_wait_recycled)                 \
   X(bytes_acked)                        \
   X(bytes_delivered)
@@ -202,6 +204,7 @@ class TcpEngine final : public Engine {
   void reset_previous_table(bool previous);
   void restore_previous_table(std::uint64_t now_ns);
   void set_observer(TransitionObserver* observer) { observer_ = observer; }
+  std::size_t chunks_allocated() const { return chunks_allocated_; }
 
  private:
   // Lookup and life cycle.
@@ -210,8 +213,42 @@ class TcpEngine final : public Engine {
   ConnectionHandle handle_of(const Connection& c) const {
     return ConnectionHandle{index_of(c), c.generation};
   }
-  std::uint32_t index_of(const Connection& c) const {
-    return static_cast<std::uint32_t>(&c - connections_.get());
+  std::uint32_t index_of(const Connection& c) const { return c.index; }
+  // Connections live in chunks of kChunkSlots, allocated when a slot in them is first needed, so
+  // the engine's private memory follows the connections in use rather than max_connections. A
+  // chunk stays until the engine ends: addresses are stable, and a busy replica keeps its chunks.
+  static constexpr std::uint32_t kChunkSlots = 256;
+  bool has_slot(std::uint32_t index) const { return chunks_[index / kChunkSlots] != nullptr; }
+  Connection& slot(std::uint32_t index) { return chunks_[index / kChunkSlots][index % kChunkSlots]; }
+  // Allocates chunk `chunk`; its slots take their handle generations from the table. false:
+  // no memory (counted).
+  bool allocate_chunk(std::size_t chunk);
+  // The lowest chunk not yet allocated, its slots onto the free list. false: every chunk is
+  // allocated, or no memory.
+  bool add_chunk();
+  // No free slot, no chunk left to allocate and no TIME-WAIT entry to recycle.
+  bool out_of_slots() const {
+    return free_count_ == 0 && chunks_allocated_ == chunk_count_ && time_wait_oldest_ == kNoSlot;
+  }
+  // Calls `visit` with every connection in an allocated chunk, in use or not.
+  template <class Visit>
+  void for_each_slot(Visit&& visit) {
+    for (std::size_t chunk = 0; chunk < chunk_count_; ++chunk) {
+      if (chunks_[chunk] == nullptr) continue;
+      const std::size_t slots = chunk_slots(chunk);
+      for (std::size_t i = 0; i < slots; ++i) visit(chunks_[chunk][i]);
+    }
+  }
+  std::size_t chunk_slots(std::size_t chunk) const {
+    return std::min<std::size_t>(kChunkSlots, settings_.max_connections - chunk * kChunkSlots);
+  }
+  // A slot's runtime state back to its defaults; its index and handle generation stay.
+  static void clear(Connection& c) {
+    const std::uint32_t index = c.index;
+    const std::uint32_t generation = c.generation;
+    c = Connection{};
+    c.index = index;
+    c.generation = generation;
   }
   Connection* allocate(const FourTuple& tuple, std::uint64_t now_ns);
   void destroy(Connection& c);
@@ -305,7 +342,11 @@ class TcpEngine final : public Engine {
   ListenerEntry* listener_table_ = nullptr;
   std::size_t unflushed_ = 0;  // segments the host took since the last flush_segments()
   RestoreReport report_;
-  std::unique_ptr<Connection[]> connections_;
+  std::unique_ptr<std::unique_ptr<Connection[]>[]> chunks_;
+  std::size_t chunk_count_ = 0;
+  std::size_t chunks_allocated_ = 0;
+  // Free slots of allocated chunks, the next one handed out last. Written only as far as used, so
+  // its untouched pages cost no memory.
   std::unique_ptr<std::uint32_t[]> free_slots_;
   std::size_t free_count_ = 0;
   std::unique_ptr<Listener[]> listeners_;
@@ -323,6 +364,10 @@ class TcpEngine final : public Engine {
 
 void set_transition_observer(Engine& engine, TransitionObserver* observer) {
   static_cast<TcpEngine&>(engine).set_observer(observer);
+}
+
+std::size_t connection_chunks(const Engine& engine) {
+  return static_cast<const TcpEngine&>(engine).chunks_allocated();
 }
 
 Result<std::unique_ptr<Engine>> Engine::create(std::span<std::byte> table, const EngineSettings& settings,
@@ -373,18 +418,44 @@ TcpEngine::TcpEngine(std::span<std::byte> table, const EngineSettings& settings,
       table_(reinterpret_cast<Tcb*>(table.data() + sizeof(TableHeader))),
       listener_table_(reinterpret_cast<ListenerEntry*>(table.data() + sizeof(TableHeader) +
                                                        settings.max_connections * sizeof(Tcb))),
-      connections_(std::make_unique<Connection[]>(settings.max_connections)),
-      free_slots_(std::make_unique<std::uint32_t[]>(settings.max_connections)),
+      chunks_(std::make_unique<std::unique_ptr<Connection[]>[]>((settings.max_connections + kChunkSlots - 1) /
+                                                                 kChunkSlots)),
+      chunk_count_((settings.max_connections + kChunkSlots - 1) / kChunkSlots),
+      free_slots_(std::make_unique_for_overwrite<std::uint32_t[]>(settings.max_connections)),
       listeners_(std::make_unique<Listener[]>(settings.max_listeners)),
       flows_(settings.max_connections),
       timers_(settings.max_connections),
       timestamp_offset_(static_cast<std::uint32_t>(mix64(settings.secret[0] ^ settings.secret[1]))) {
-  // Lowest slots first, so a small test sees small indices.
-  for (std::size_t i = 0; i < settings.max_connections; ++i) {
-    free_slots_[i] = static_cast<std::uint32_t>(settings.max_connections - 1 - i);
-  }
-  free_count_ = settings.max_connections;
   counters_.register_in(counters);
+}
+
+bool TcpEngine::allocate_chunk(std::size_t chunk) {
+  const std::size_t slots = chunk_slots(chunk);
+  // When a connection opens or is restored, never per segment.
+  chunks_[chunk].reset(new (std::nothrow) Connection[slots]);
+  if (chunks_[chunk] == nullptr) {
+    counters_.connection_memory_failed->add();
+    return false;
+  }
+  ++chunks_allocated_;
+  for (std::size_t i = 0; i < slots; ++i) {
+    const auto index = static_cast<std::uint32_t>(chunk * kChunkSlots + i);
+    chunks_[chunk][i].index = index;
+    chunks_[chunk][i].generation = table_[index].generation;  // a free slot's generation is kept there
+  }
+  return true;
+}
+
+bool TcpEngine::add_chunk() {
+  if (chunks_allocated_ == chunk_count_) return false;
+  std::size_t chunk = 0;
+  while (chunks_[chunk] != nullptr) ++chunk;
+  if (!allocate_chunk(chunk)) return false;
+  // Lowest slots first: a small test sees small indices, and few chunks get touched.
+  for (std::size_t i = chunk_slots(chunk); i > 0; --i) {
+    free_slots_[free_count_++] = static_cast<std::uint32_t>(chunk * kChunkSlots + i - 1);
+  }
+  return true;
 }
 
 // A previous incarnation's table: RST every synchronized connection it held, then start afresh.
@@ -474,7 +545,6 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
   for (std::uint32_t i = 0; i < settings_.max_connections; ++i) {
     Tcb entry;
     const bool consistent = read_entry(table_[i], entry);
-    connections_[i].generation = entry.generation;
     if (consistent && entry.state == static_cast<std::uint8_t>(TcpState::closed)) continue;
     const bool known_state = entry.state <= static_cast<std::uint8_t>(TcpState::time_wait) &&
                              entry.state != static_cast<std::uint8_t>(TcpState::listen);
@@ -495,7 +565,8 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
   }
   free_count_ = 0;
   for (std::size_t i = settings_.max_connections; i > 0; --i) {
-    if (!connections_[i - 1].in_use) free_slots_[free_count_++] = static_cast<std::uint32_t>(i - 1);
+    const auto index = static_cast<std::uint32_t>(i - 1);
+    if (has_slot(index) && !slot(index).in_use) free_slots_[free_count_++] = index;
   }
   std::atomic_ref<std::uint64_t>(header_->suspect)
       .store(poisoned ? kNoConnectionInFlight : in_flight, std::memory_order_relaxed);
@@ -503,9 +574,8 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
   awaiting_first_ack_ = report_.restored > 0;
   // One ACK per connection that talks: it owes any delayed ACK, and tells the peer the window. And
   // the events that hold are told again: the predecessor may have died before the host heard them.
-  for (std::uint32_t i = 0; i < settings_.max_connections; ++i) {
-    Connection& c = connections_[i];
-    if (!c.in_use || !synchronized(c.state) || c.state == TcpState::time_wait) continue;
+  for_each_slot([&](Connection& c) {
+    if (!c.in_use || !synchronized(c.state) || c.state == TcpState::time_wait) return;
     serve(c);
     c.pending_events |= kEventEstablished | kEventReadable | kEventWritable;
     if (c.state == TcpState::close_wait || c.state == TcpState::last_ack || c.state == TcpState::closing) {
@@ -517,7 +587,7 @@ void TcpEngine::restore_previous_table(std::uint64_t now_ns) {
     // before the retransmission timeout: probe both ends of the flight (see probe_restored_flight).
     if (seq_lt(c.snd_una, c.snd_max)) probe_restored_flight(c, now_ns);
     finish(c);
-  }
+  });
   end_call();
 }
 
@@ -536,7 +606,7 @@ void TcpEngine::drop_previous(std::uint32_t index, const Tcb& entry, int error) 
     ++report_.failed;
     counters_.restore_failed->add();
   }
-  connections_[index].generation = entry.generation + 1;
+  if (has_slot(index)) slot(index).generation = entry.generation + 1;
   update_entry(table_[index], [&](Tcb& tcb) {
     const std::uint32_t version = tcb.version;
     std::memset(static_cast<void*>(&tcb), 0, sizeof(Tcb));
@@ -558,8 +628,12 @@ bool TcpEngine::restore(std::uint32_t index, const Tcb& entry, std::uint64_t now
     drop_previous(index, entry, EIO);
     return false;
   }
-  Connection& c = connections_[index];
-  c = Connection{};
+  if (!has_slot(index) && !allocate_chunk(index / kChunkSlots)) {
+    drop_previous(index, entry, ENOMEM);
+    return false;
+  }
+  Connection& c = slot(index);
+  clear(c);
   c.generation = entry.generation;
   c.tuple = entry.tuple;
   c.state = state;
@@ -639,13 +713,13 @@ bool TcpEngine::restore(std::uint32_t index, const Tcb& entry, std::uint64_t now
   c.high_rxt = c.snd_una;
   c.scoreboard.reset(c.snd_una);
   if (c.rings_live && !reconcile_rings(c, entry)) {
-    c = Connection{};
+    clear(c);
     drop_previous(index, entry, EIO);
     return false;
   }
   if (!host_.claim_flow(c.tuple)) {
     counters_.claim_failed->add();
-    c = Connection{};
+    clear(c);
     drop_previous(index, entry, EIO);
     return false;
   }
@@ -688,8 +762,8 @@ bool TcpEngine::reconcile_rings(Connection& c, const Tcb& entry) {
 // --- life cycle ---------------------------------------------------------------------------------
 
 Connection* TcpEngine::find(ConnectionHandle handle) {
-  if (handle.index >= settings_.max_connections) return nullptr;
-  Connection& c = connections_[handle.index];
+  if (handle.index >= settings_.max_connections || !has_slot(handle.index)) return nullptr;
+  Connection& c = slot(handle.index);
   if (!c.in_use || c.generation != handle.generation || !c.rings_live) return nullptr;
   return &c;
 }
@@ -699,21 +773,20 @@ const Connection* TcpEngine::find(ConnectionHandle handle) const {
 }
 
 Connection* TcpEngine::allocate(const FourTuple& tuple, std::uint64_t now_ns) {
-  if (free_count_ == 0 && time_wait_oldest_ != kNoSlot) {
-    // A full table gives up its oldest TIME-WAIT entry rather than refuse a connection (as Linux
-    // does past tcp_max_tw_buckets): that peer has been gone for the longest.
+  if (free_count_ == 0 && !add_chunk() && time_wait_oldest_ != kNoSlot) {
+    // A full table (or no memory for another chunk) gives up its oldest TIME-WAIT entry rather
+    // than refuse a connection (as Linux does past tcp_max_tw_buckets): that peer has been gone
+    // for the longest.
     counters_.time_wait_recycled->add();
-    destroy(connections_[time_wait_oldest_]);
+    destroy(slot(time_wait_oldest_));
   }
   if (free_count_ == 0) {
     counters_.table_full->add();
     return nullptr;
   }
   const std::uint32_t index = free_slots_[--free_count_];
-  Connection& c = connections_[index];
-  const std::uint32_t generation = c.generation;
-  c = Connection{};
-  c.generation = generation;
+  Connection& c = slot(index);
+  clear(c);
   c.in_use = true;
   c.tuple = tuple;
   c.last_received_ns = now_ns;
@@ -749,9 +822,9 @@ void TcpEngine::destroy(Connection& c) {
   }
   const std::uint32_t index = index_of(c);
   if (was_time_wait) {
-    if (c.time_wait_previous != kNoSlot) connections_[c.time_wait_previous].time_wait_next = c.time_wait_next;
+    if (c.time_wait_previous != kNoSlot) slot(c.time_wait_previous).time_wait_next = c.time_wait_next;
     else time_wait_oldest_ = c.time_wait_next;
-    if (c.time_wait_next != kNoSlot) connections_[c.time_wait_next].time_wait_previous = c.time_wait_previous;
+    if (c.time_wait_next != kNoSlot) slot(c.time_wait_next).time_wait_previous = c.time_wait_previous;
     else time_wait_newest_ = c.time_wait_previous;
   }
   flows_.erase(c.tuple);
@@ -793,7 +866,7 @@ void TcpEngine::append_time_wait(Connection& c) {
   const std::uint32_t index = index_of(c);
   c.time_wait_previous = time_wait_newest_;
   c.time_wait_next = kNoSlot;
-  if (time_wait_newest_ != kNoSlot) connections_[time_wait_newest_].time_wait_next = index;
+  if (time_wait_newest_ != kNoSlot) slot(time_wait_newest_).time_wait_next = index;
   time_wait_newest_ = index;
   if (time_wait_oldest_ == kNoSlot) time_wait_oldest_ = index;
 }
@@ -915,12 +988,16 @@ Result<ConnectionHandle> TcpEngine::connect(const FourTuple& tuple, StreamRings 
       flows_.find(tuple) != FlowIndex::kMissing) {
     return Error{Errc::invalid_argument, 0, "tcp connect"};
   }
-  if (free_count_ == 0 && time_wait_oldest_ == kNoSlot) return Error{Errc::exhausted, 0, "tcp connection table"};
+  if (out_of_slots()) return Error{Errc::exhausted, 0, "tcp connection table"};
   if (!host_.claim_flow(tuple)) {
     counters_.claim_failed->add();
     return Error{Errc::invalid_argument, 0, "tcp flow claim"};
   }
   Connection* c = allocate(tuple, now_ns);
+  if (c == nullptr) {
+    host_.release_flow(tuple);
+    return Error{Errc::exhausted, 0, "tcp connection memory"};
+  }
   serve(*c);
   c->options = options;
   c->rings = rings;
@@ -959,13 +1036,12 @@ void TcpEngine::close_listener(ListenerId id) {
   if (id >= settings_.max_listeners || !listeners_[id].in_use) return;
   // Half-open connections die with their listener (RST, as Linux does); established ones already
   // belong to the application's accept queue handling.
-  for (std::size_t i = 0; i < settings_.max_connections && listeners_[id].syn_queue > 0; ++i) {
-    Connection& c = connections_[i];
+  for_each_slot([&](Connection& c) {
     if (c.in_use && c.listener == id && c.in_syn_queue) fail(c, 0, true);
-  }
-  for (std::size_t i = 0; i < settings_.max_connections; ++i) {
-    if (connections_[i].in_use && connections_[i].listener == id) connections_[i].listener = kNoListener;
-  }
+  });
+  for_each_slot([&](Connection& c) {
+    if (c.in_use && c.listener == id) c.listener = kNoListener;
+  });
   listeners_[id] = Listener{};
   publish_listener(id);
   if (observer_ != nullptr) observer_->on_transition(TcpState::listen, TcpState::closed);
@@ -1167,7 +1243,7 @@ void TcpEngine::on_packet(std::uint32_t source, std::uint32_t destination, std::
 void TcpEngine::dispatch(const FourTuple& tuple, const Incoming& in, std::uint64_t now_ns) {
   const std::uint32_t index = flows_.find(tuple);
   if (index != FlowIndex::kMissing) {
-    Connection& c = connections_[index];
+    Connection& c = slot(index);
     serve(c);
     if (c.state == TcpState::syn_sent) {
       on_syn_sent_segment(c, in, now_ns);
@@ -1249,7 +1325,7 @@ void TcpEngine::on_listen_segment(ListenerId id, const FourTuple& tuple, const I
     counters_.syns_held_back->add();
     return;
   }
-  if (l.syn_queue >= l.backlog || (free_count_ == 0 && time_wait_oldest_ == kNoSlot) ||
+  if (l.syn_queue >= l.backlog || out_of_slots() ||
       std::uint64_t{l.syn_queue} * 2 >= host_.connection_room(id)) {
     // SYN cookie: no state until the ACK comes back. Only the MSS survives (no room for the
     // other options without timestamps to carry them), so the SYN-ACK offers nothing else.
@@ -1866,7 +1942,7 @@ bool TcpEngine::transmit(const OutgoingSegment& segment) {
     // served (those of connections served before it in this call were published when it ended
     // with them), so publishing it covers them all.
     const std::uint32_t index = flows_.find(segment.tuple);
-    if (index != FlowIndex::kMissing && connections_[index].in_use) publish(connections_[index]);
+    if (index != FlowIndex::kMissing && slot(index).in_use) publish(slot(index));
     unflushed_ = 0;
     host_.flush_segments();
   }
@@ -2240,7 +2316,7 @@ void TcpEngine::resend_restored_tail(Connection& c, std::uint64_t now_ns) {
 void TcpEngine::on_timer(std::uint64_t now_ns) {
   if (timers_.earliest() > now_ns) return;
   while (timers_.earliest() <= now_ns) {
-    Connection& c = connections_[timers_.earliest_slot()];
+    Connection& c = slot(timers_.earliest_slot());
     serve(c);
     if (c.linger_at <= now_ns) {
       c.linger_at = kNever;

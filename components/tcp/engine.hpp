@@ -21,7 +21,9 @@
 // (RestorePolicy::reset). The table also keeps the secret, so ISNs, SYN cookies and timestamps go
 // on where the predecessor left them.
 //
-// Time is in nanoseconds from one monotonic clock (the caller's). Nothing allocates after create().
+// Time is in nanoseconds from one monotonic clock (the caller's). The engine's private connection
+// state grows in chunks of slots as connections open (a connection that finds no memory is refused
+// and counted); nothing else allocates after create(), and nothing allocates per segment.
 #pragma once
 
 #include <cstddef>

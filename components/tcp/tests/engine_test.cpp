@@ -988,5 +988,102 @@ TEST(Api, CloseWithUnreadDataResets) {
   EXPECT_EQ(p.server_end().error, ECONNRESET);
 }
 
+// --- private memory follows the connections in use ------------------------------------------
+
+// Two hosts sized like a replica (16,384 slots) with small rings, the server listening.
+struct WidePair {
+  static EngineSettings wide_settings() {
+    EngineSettings settings = test_settings();
+    settings.max_connections = 16384;
+    return settings;
+  }
+  WidePair()
+      : network(1, LinkConfig{}),
+        client(network, kClient, wide_settings(), 0, 4096),
+        server(network, kServer, wide_settings(), 0, 4096) {
+    server.engine().listen(0, kPort, 16, {}).value();
+    server.accept_auto_shutdown = false;
+  }
+  // Connects from `port` and runs until both ends are established.
+  Endpoint* open(std::uint16_t port) {
+    Endpoint* e = client.connect(kServer, port, kPort);
+    if (e == nullptr) return nullptr;
+    e->auto_shutdown = false;
+    e->send_pattern = server.accept_pattern_base;
+    e->receive_pattern = server.accept_pattern_base + 1;
+    const std::size_t index = server.endpoints().size();
+    network.run([&] { return e->established && server.endpoints().size() > index && server.endpoints()[index]->established; },
+                network.now() + 10 * kSecond);
+    return e->established ? e : nullptr;
+  }
+
+  Network network;
+  Host client;
+  Host server;
+};
+
+TEST(Memory, AnEngineHoldsOnlyTheChunksOfConnectionsItUsed) {
+  WidePair p;
+  EXPECT_EQ(connection_chunks(p.client.engine()), 0u);
+  EXPECT_EQ(connection_chunks(p.server.engine()), 0u);
+  for (std::uint16_t port = 40000; port < 40003; ++port) ASSERT_NE(p.open(port), nullptr);
+  EXPECT_EQ(connection_chunks(p.client.engine()), 1u);
+  EXPECT_EQ(connection_chunks(p.server.engine()), 1u);
+  // A slot freed is handed out again before another chunk is taken.
+  Endpoint& first = *p.client.endpoints()[0];
+  p.client.engine().abort(first.handle, p.network.now());
+  p.network.run([] { return false; }, p.network.now() + kSecond);
+  ASSERT_NE(p.open(40003), nullptr);
+  EXPECT_EQ(p.client.engine().connection_count(), 3u);
+  EXPECT_EQ(connection_chunks(p.client.engine()), 1u);
+  // The 257th connection in use needs a second chunk, and no more.
+  for (std::uint16_t port = 40004; p.client.engine().connection_count() < 257; ++port) {
+    ASSERT_NE(p.open(port), nullptr) << port;
+  }
+  EXPECT_EQ(connection_chunks(p.client.engine()), 2u);
+}
+
+TEST(Memory, ARestartResumesConnectionsInAHighChunkAndAllocatesOnlyThatChunk) {
+  WidePair p;
+  for (std::uint16_t port = 40000; p.client.engine().connection_count() < 258; ++port) {
+    ASSERT_NE(p.open(port), nullptr) << port;
+  }
+  // Only the connections in the second chunk (slots 256 and 257) stay.
+  std::vector<Endpoint*> kept;
+  for (auto& e : p.client.endpoints()) {
+    if (e->handle.index >= 256) {
+      kept.push_back(e.get());
+    } else {
+      p.client.engine().abort(e->handle, p.network.now());
+    }
+  }
+  ASSERT_EQ(kept.size(), 2u);
+  p.network.run([] { return false; }, p.network.now() + kSecond);
+  ASSERT_EQ(p.client.engine().connection_count(), 2u);
+  p.client.restart(p.network.now(), RestorePolicy::resume);
+  EXPECT_EQ(p.client.counter("restored"), 2u);
+  EXPECT_EQ(connection_chunks(p.client.engine()), 1u);
+  for (Endpoint* e : kept) {
+    const auto info = p.client.engine().info(e->handle);
+    ASSERT_TRUE(info.has_value());
+    EXPECT_EQ(info->state, TcpState::established);
+    e->send_total = 20'000;
+  }
+  // The restored connections move bytes, and a new one takes a free slot of the chunk there is
+  // before another chunk is allocated.
+  ASSERT_TRUE(p.network.run([&] {
+    for (const auto& end : p.server.endpoints()) {
+      if (end->received != 0 && end->received < 20'000) return false;
+    }
+    std::uint64_t total = 0;
+    for (const auto& end : p.server.endpoints()) total += end->received;
+    return total == 40'000;
+  }, p.network.now() + 10 * kSecond));
+  Endpoint* fresh = p.open(50000);
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_EQ(fresh->handle.index, 258u);
+  EXPECT_EQ(connection_chunks(p.client.engine()), 1u);
+}
+
 }  // namespace
 }  // namespace flotilla::tcp::sim
