@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <string>
@@ -22,21 +23,33 @@
 namespace flotilla::testing {
 namespace {
 
-// The body of GET `path` over HTTP/1.0 from address:port ("" on any failure or a status other
-// than 200).
-std::string http_get(const std::string& address, std::uint16_t port, const std::string& path) {
+// GET `path` over HTTP/1.0 from address:port: the body of a 200 answer, or what went wrong.
+struct Fetched {
+  std::string body;
+  std::string problem;  // "" for a 200 answer
+};
+
+Fetched http_get(const std::string& address, std::uint16_t port, const std::string& path) {
   const int fd = connect_blocking(address, port, 10s);
-  if (fd < 0) return "";
+  if (fd < 0) return {"", std::string("connect: ") + std::strerror(errno)};
   const std::string request = "GET " + path + " HTTP/1.0\r\nHost: test\r\n\r\n";
   std::string response;
-  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+  int error = 0;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    error = errno;
+  } else {
     char chunk[16384];
-    for (ssize_t got; (got = ::recv(fd, chunk, sizeof(chunk), 0)) > 0;) response.append(chunk, static_cast<std::size_t>(got));
+    ssize_t got = 0;
+    while ((got = ::recv(fd, chunk, sizeof(chunk), 0)) > 0) response.append(chunk, static_cast<std::size_t>(got));
+    if (got < 0) error = errno;
   }
   ::close(fd);
   const auto end_of_headers = response.find("\r\n\r\n");
-  if (response.rfind("HTTP/1.", 0) != 0 || response.find(" 200 ") != 8 || end_of_headers == std::string::npos) return "";
-  return response.substr(end_of_headers + 4);
+  if (error != 0 || response.rfind("HTTP/1.", 0) != 0 || response.find(" 200 ") != 8 || end_of_headers == std::string::npos) {
+    return {"", "after " + std::to_string(response.size()) + " bytes (" + response.substr(0, 40) + "): " +
+                    (error != 0 ? std::strerror(error) : "no 200 answer")};
+  }
+  return {response.substr(end_of_headers + 4), ""};
 }
 
 std::string random_bytes(std::size_t count, unsigned seed) {
@@ -63,8 +76,16 @@ class WebServers : public AppsTest {
     return in_namespace(names_.peer_namespace, [&] {
       int intact = 0;
       for (int round = 0; round < rounds; ++round) {
-        if (http_get(address, port, "/index.html") == page_) ++intact;
-        if (http_get(address, port, "/blob") == blob_) ++intact;
+        for (const auto& [path, expected] : {std::pair<std::string, const std::string*>{"/index.html", &page_},
+                                             std::pair<std::string, const std::string*>{"/blob", &blob_}}) {
+          const Fetched fetched = http_get(address, port, path);
+          if (fetched.problem.empty() && fetched.body == *expected) {
+            ++intact;
+          } else {
+            std::printf("round %d %s: %s\n", round, path.c_str(),
+                        fetched.problem.empty() ? "other bytes than written" : fetched.problem.c_str());
+          }
+        }
       }
       return intact;
     });
