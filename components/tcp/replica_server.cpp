@@ -1000,7 +1000,9 @@ void ReplicaServer::hand_over_queue(std::size_t app, std::uint32_t page, std::ui
   // The connections placed with it that its process has not accepted: announced ones in the order
   // its queue holds them, then those still in the handshake.
   std::vector<std::uint32_t> queued;
-  std::uint32_t forgotten = 0;  // announced ones that stay (over, or closed): the engine's queue forgets them
+  // Announced ones the engine's accept queue forgets: those its process accepted without a kick
+  // served yet (its lease ended), and those that stay (over, closed, or not moved).
+  std::uint32_t forgotten = taken - member.accept_taken;
   auto& pages = apps_[app].pages;
   for (std::uint32_t other = 0; other < pages.size(); ++other) {
     const SocketPage& connection = pages[other];
