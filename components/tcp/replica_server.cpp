@@ -985,24 +985,83 @@ void ReplicaServer::leave_group(std::size_t app, std::uint32_t page, std::uint64
       group = Group{};
     } else {
       group.next = 0;
-      // Its application closes the connections announced to it with its accept queue: the
-      // engine's queue forgets them.
-      const std::uint32_t untaken = accept_queue_of(Place{static_cast<std::uint32_t>(app), page, state.generation});
-      if (untaken > 0) engine_->accepted(id, untaken);
-      // Those still in the handshake would have nobody to accept them.
-      auto& pages = apps_[app].pages;
-      for (std::uint32_t other = 0; other < pages.size(); ++other) {
-        const SocketPage& connection = pages[other];
-        if (connection.kind != PageKind::connection || connection.listener != id || connection.listener_page != page ||
-            connection.announced || connection.engine_released) {
-          continue;
-        }
-        counters_.group_reset_on_leave->add();
-        engine_->abort(connection.connection, now_ns);
-      }
+      hand_over_queue(app, page, now_ns);
     }
   }
   free_page(app, page);
+}
+
+void ReplicaServer::hand_over_queue(std::size_t app, std::uint32_t page, std::uint64_t now_ns) {
+  const SocketPage& member = apps_[app].pages[page];
+  const ListenerId id = member.listener;
+  const std::uint32_t taken =
+      std::clamp(apps_[app].region.page(page)->control.accepted.load(std::memory_order_acquire), member.accept_taken,
+                 member.accept_announced);
+  // The connections placed with it that its process has not accepted: announced ones in the order
+  // its queue holds them, then those still in the handshake.
+  std::vector<std::uint32_t> queued;
+  // Announced ones the engine's accept queue forgets: those its process accepted without a kick
+  // served yet (its lease ended), and those that stay (over, closed, or not moved).
+  std::uint32_t forgotten = taken - member.accept_taken;
+  auto& pages = apps_[app].pages;
+  for (std::uint32_t other = 0; other < pages.size(); ++other) {
+    const SocketPage& connection = pages[other];
+    if (connection.kind != PageKind::connection || connection.listener != id || connection.listener_page != page) {
+      continue;
+    }
+    const bool announced_untaken =
+        connection.announced && static_cast<std::int32_t>(connection.accept_order - taken) >= 0;
+    if (connection.announced && !announced_untaken) continue;
+    if (connection.engine_released || connection.app_closed || connection.pins != 0) {
+      if (announced_untaken) ++forgotten;
+      continue;
+    }
+    queued.push_back(other);
+  }
+  std::stable_sort(queued.begin(), queued.end(), [&](std::uint32_t a, std::uint32_t b) {
+    const SocketPage& first = pages[a];
+    const SocketPage& second = pages[b];
+    if (first.announced != second.announced) return first.announced;
+    return static_cast<std::int32_t>(first.accept_order - second.accept_order) < 0;
+  });
+  for (const std::uint32_t from : queued) {
+    const bool announced = apps_[app].pages[from].announced;
+    // Another member that accepts, as a new connection would pick it; none: they are lost.
+    const auto target = pick_member(id);
+    const bool takes = target && apps_[target->app].pages[target->page].active;
+    MovedConnection moved{EAGAIN};
+    if (takes) {
+      SocketPage role;
+      role.listener = id;
+      role.listener_page = target->page;
+      role.announced = announced;
+      role.accept_order = apps_[target->app].pages[target->page].accept_announced;
+      moved = move_connection(app, from, target->app, role, 0);
+    }
+    if (moved.error == 0 && moved.live) {
+      counters_.group_moved_on_leave->add();
+      if (!announced) continue;  // announced there once established (on_accept_ready)
+      const auto& control = apps_[target->app].region.page(moved.page)->control;
+      announce_queued(*target, moved.page,
+                      FourTuple{control.local_address, control.remote_address, control.local_port, control.remote_port});
+      continue;
+    }
+    if (moved.error == 0) {
+      // Over while it moved: nobody is told of it.
+      if (announced) ++forgotten;
+      free_page(target->app, moved.page);
+      continue;
+    }
+    // Not moved: its application closes an announced one with its accept queue, and one still in
+    // the handshake would have nobody to accept it.
+    if (announced) {
+      ++forgotten;
+    } else {
+      counters_.group_reset_on_leave->add();
+      engine_->abort(apps_[app].pages[from].connection, now_ns);
+    }
+  }
+  if (forgotten > 0) engine_->accepted(id, forgotten);
 }
 
 void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std::uint64_t now_ns) {
@@ -1095,6 +1154,11 @@ void ReplicaServer::on_option(std::size_t app, const stack::TcpOptionBody& optio
 void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
   if (app >= apps_.size()) return;
   App& entry = apps_[app];
+  // Its listeners leave first: the connections queued at them that it never accepted go to the
+  // group's other members, as the other processes sharing a Linux accept queue take them.
+  for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
+    if (entry.pages[i].kind == PageKind::listener) leave_group(app, i, now_ns);
+  }
   // The process is gone, and Linux closes a dead process's connections as close() would: what it
   // wrote still goes, then a FIN, or a RST when it left bytes unread. Such a page stays until the
   // engine releases the connection (its send ring is still being read). A pinned connection
@@ -1106,9 +1170,6 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
     page.app_closed = true;
     store_page(app, i);
     if (page.pins == 0 && !closed_before) engine_->close(page.connection, now_ns);
-  }
-  for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
-    if (entry.pages[i].kind == PageKind::listener) leave_group(app, i, now_ns);
   }
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     const SocketPage& page = entry.pages[i];
@@ -1224,9 +1285,31 @@ bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim,
     break;
   }
   if (home == apps_.size()) return false;
+  SocketPage role;
+  role.announced = true;
+  role.unanswered = true;
+  role.listener = kNoListener;
+  const MovedConnection moved = move_connection(home, claim.page, app, role, std::uint64_t{1} << slot);
+  if (moved.error != 0) return answer(moved.error, 0, 0, 0);
+  counters_.claims->add();
+  free_fork_slot_if_unused(home, slot);
+  const SocketPage& page = apps_[app].pages[moved.page];
+  answer(0, moved.page, page.generation, apps_[app].region.page(moved.page)->control.local_port);
+  if (moved.live) {
+    // What the parent wrote or read before the claim may have been waiting for this.
+    engine_->on_send_ready(page.connection, now_ns);
+    engine_->on_receive_consumed(page.connection, now_ns);
+    publish_info(app, moved.page, page.connection);
+  }
+  return true;
+}
+
+ReplicaServer::MovedConnection ReplicaServer::move_connection(std::size_t home, std::uint32_t from_page,
+                                                              std::size_t app, const SocketPage& role,
+                                                              std::uint64_t pin) {
   const formats::TcpRegion& from_region = apps_[home].region;
-  formats::TcpSocketPageHeader* from = from_region.page(claim.page);
-  // The parent's indices (its send tail, its receive head) are the parent's word: checked.
+  formats::TcpSocketPageHeader* from = from_region.page(from_page);
+  // The old page's indices (its send tail, its receive head) are its application's word: checked.
   const std::uint64_t send_head = from->send.head.load(std::memory_order_acquire);
   const std::uint64_t send_tail = from->send.tail.load(std::memory_order_acquire);
   const std::uint64_t receive_head = from->receive.head.load(std::memory_order_acquire);
@@ -1234,16 +1317,15 @@ bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim,
   const std::size_t ring = settings_.ring_bytes;
   if (send_tail < send_head || send_tail - send_head > ring || receive_tail < receive_head ||
       receive_tail - receive_head > ring) {
-    return answer(EBADF, 0, 0, 0);
+    return MovedConnection{EBADF};
   }
   const auto index = take_page(app, PageKind::connection);
-  if (!index) return answer(EMFILE, 0, 0, 0);
-  counters_.claims->add();
-  SocketPage& old = apps_[home].pages[claim.page];
+  if (!index) return MovedConnection{EMFILE};
+  SocketPage& old = apps_[home].pages[from_page];
   const formats::TcpRegion& region = apps_[app].region;
   formats::TcpSocketPageHeader* to = region.page(*index);
-  copy_stream(region.send_bytes(*index), from_region.send_bytes(claim.page), send_head, send_tail);
-  copy_stream(region.receive_bytes(*index), from_region.receive_bytes(claim.page), receive_head, receive_tail);
+  copy_stream(region.send_bytes(*index), from_region.send_bytes(from_page), send_head, send_tail);
+  copy_stream(region.receive_bytes(*index), from_region.receive_bytes(from_page), receive_head, receive_tail);
   to->send.head.store(send_head, std::memory_order_relaxed);
   to->send.tail.store(send_tail, std::memory_order_relaxed);
   to->receive.head.store(receive_head, std::memory_order_relaxed);
@@ -1261,9 +1343,11 @@ bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim,
   page.connection = old.connection;
   page.options = old.options;
   page.engine_released = old.engine_released;
-  page.announced = true;
-  page.unanswered = true;
-  page.listener = kNoListener;
+  page.announced = role.announced;
+  page.unanswered = role.unanswered;
+  page.listener = role.listener;
+  page.listener_page = role.listener_page;
+  page.accept_order = role.accept_order;
   store_page(app, *index);
   const ConnectionHandle connection = old.connection;
   bool live = !old.engine_released;
@@ -1281,28 +1365,20 @@ bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim,
   }
   const TcpSocketStatus status = live ? old_control.status.load(std::memory_order_acquire) : TcpSocketStatus::closed;
   control.status.store(status, std::memory_order_release);
-  // The parent's page no longer carries the connection: it goes once the parent let go of it
-  // (and no other fork pins it), else the parent finds it closed.
-  old.pins &= ~(std::uint64_t{1} << slot);
+  // The old page no longer carries the connection: it goes once its application let go of it (or
+  // never knew it), else that application finds it closed.
+  old.pins &= ~pin;
   old.engine_released = true;
   old.connection = ConnectionHandle{};
-  if (old.app_closed && old.pins == 0) {
-    free_page(home, claim.page);
+  if ((old.app_closed && old.pins == 0) || !old.announced) {
+    free_page(home, from_page);
   } else {
     from->control.error.store(EBADF, std::memory_order_relaxed);
     from->control.status.store(TcpSocketStatus::closed, std::memory_order_release);
-    store_page(home, claim.page);
+    store_page(home, from_page);
   }
-  free_fork_slot_if_unused(home, slot);
   store_page(app, *index);
-  answer(0, *index, page.generation, control.local_port);
-  if (live) {
-    // What the parent wrote or read before the claim may have been waiting for this.
-    engine_->on_send_ready(connection, now_ns);
-    engine_->on_receive_consumed(connection, now_ns);
-    publish_info(app, *index, connection);
-  }
-  return true;
+  return MovedConnection{0, *index, live};
 }
 
 void ReplicaServer::free_fork_slot_if_unused(std::size_t app, std::size_t slot) {
@@ -1415,13 +1491,19 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
   SocketPage& listener_page = apps_[owner.app].pages[owner.page];
   if (listener_page.kind != PageKind::listener || listener_page.listener != listener) return;
   page.announced = true;
-  page.accept_order = listener_page.accept_announced++;
-  store_page(owner.app, owner.page);
+  page.accept_order = listener_page.accept_announced;
   store_page(place->app, place->page);
-  auto& listener_control = apps_[owner.app].region.page(owner.page)->control;
+  announce_queued(owner, place->page, tuple);
+}
+
+void ReplicaServer::announce_queued(const Place& member, std::uint32_t page, const FourTuple& tuple) {
+  SocketPage& listener_page = apps_[member.app].pages[member.page];
+  ++listener_page.accept_announced;
+  store_page(member.app, member.page);
+  auto& listener_control = apps_[member.app].region.page(member.page)->control;
   listener_control.accept_ready.store(listener_page.accept_announced - listener_page.accept_taken,
                                       std::memory_order_release);
-  send_accepted(owner.app, owner.page, place->page, tuple);
+  send_accepted(member.app, member.page, page, tuple);
 }
 
 void ReplicaServer::crash_if_test_port(const Place& place) {

@@ -28,9 +28,12 @@
 // process accepts) with the shortest accept queue under its backlog, round robin on ties; while no
 // member is active, the oldest. The page is taken in that member's region. A member leaves when
 // its page is closed or its application's lease ends; the engine listener closes with the last.
-// Connections still in the handshake on a leaving member are reset (their rings are in its
-// region, and the engine cannot move them); the ones already announced to it are its process's to
-// close, as it closes its accept queue. Members live in the slot table too (each member page's
+// The connections placed with a leaving member that its process has not accepted, in the handshake
+// or announced, move to another active member (as another process sharing a Linux accept queue
+// takes them): their pages are copied into that member's region (move_connection, as a fork's
+// claim), the announced ones are announced there, and the old pages read as closed until the
+// leaving process lets go of them. With no active member left they are lost: those in the
+// handshake are reset, the announced ones are its process's to close with its accept queue. Members live in the slot table too (each member page's
 // entry names its listener, address, port, backlog, active and reuseport bits), so a restarted
 // replica rebuilds its groups.
 //
@@ -228,6 +231,18 @@ class ReplicaServer final : public EngineHost {
   // Serves the claim when its proof holds; false (nothing done) when no page carries its pin.
   bool try_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns);
   void refuse_claim(std::size_t app, const stack::TcpClaimBody& claim, int error);
+  struct MovedConnection {
+    int error = 0;           // EMFILE: no page left in the new region; EBADF: impossible ring indices
+    std::uint32_t page = 0;  // in the new region
+    bool live = false;       // the engine still carries the connection, now on the new page's rings
+  };
+  // Moves the connection of page `from_page` of `home` into a new page of `app` (a fork's claim, a
+  // listener member leaving): copies what both rings hold at the same stream positions, points the
+  // engine's connection at the copy, and clears `pin` from the old page, which goes at once when
+  // its application let go of it or never heard of it, and otherwise reads as closed (EBADF) until
+  // it lets go. The caller sets the new page's role and stores it.
+  MovedConnection move_connection(std::size_t home, std::uint32_t from_page, std::size_t app, const SocketPage& role,
+                                  std::uint64_t pin);
   // Claims that came before their fork's hold (the child's channel was read before the parent's):
   // served when a hold comes, refused (EBADF) after kClaimWaitNs.
   struct WaitingClaim {
@@ -253,6 +268,11 @@ class ReplicaServer final : public EngineHost {
   // The listener page `page` of `app` leaves its group (and is freed); the engine listener closes
   // when it was the last member.
   void leave_group(std::size_t app, std::uint32_t page, std::uint64_t now_ns);
+  // Moves the connections placed with the leaving member `page` of `app` and not accepted by its
+  // process to the group's other active members.
+  void hand_over_queue(std::size_t app, std::uint32_t page, std::uint64_t now_ns);
+  // Tells `member`'s application of the connection on `page` (queued at accept_announced).
+  void announce_queued(const Place& member, std::uint32_t page, const FourTuple& tuple);
   // The member a new connection of `listener` goes to.
   std::optional<Place> pick_member(ListenerId listener);
   // Connections announced to the member at `place` and not taken by its application yet.
@@ -324,6 +344,7 @@ class ReplicaServer final : public EngineHost {
   X(group_joins_refused)                 \
   X(group_leaves)                        \
   X(group_reset_on_leave)                \
+  X(group_moved_on_leave)                \
   X(fork_holds)                          \
   X(fork_holds_refused)                  \
   X(claims)                              \

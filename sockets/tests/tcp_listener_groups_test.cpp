@@ -2,9 +2,11 @@
 // several applications: processes that inherited a listener join its group, a member gets new
 // connections once its process accepts (activate), each connection goes to the active member with
 // the shortest accept queue, round robin on ties, and a member that leaves takes nothing with it
-// from the others.
+// from the others: the connections queued at it go to another member.
 #include <cerrno>
 #include <cstdlib>
+#include <set>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -28,8 +30,77 @@ class ListenerGroups : public ::testing::Test {
 
   std::uint64_t total(std::string_view counter) { return net_.counter(0, counter) + net_.counter(1, counter); }
 
+  // Worker 1 is placed connections whose clients send a request, and leaves them queued; worker 2
+  // joins, then worker 1 leaves (`leave`). Worker 2 must accept every one with its request intact,
+  // and its answer must reach the client.
+  template <typename Leave>
+  void queued_connections_go_to_the_member_that_stays(Leave&& leave) {
+    constexpr int kQueued = 8;
+    const int home = net_.listen_on_every_replica(kPort);
+    const int leaving = net_.join_listener(1, 0, home);
+    ASSERT_GE(leaving, 0);
+    const auto spread = net_.connect_many(0, kPort, kQueued, {});
+    ASSERT_EQ(spread.clients.size(), static_cast<std::size_t>(kQueued));
+    TcpSockets& clients = net_.sockets(0);
+    for (int i = 0; i < kQueued; ++i) write_all(clients, spread.clients[i], "request " + std::to_string(i));
+    ASSERT_TRUE(net_.run_until([&] { return net_.sockets(1).acceptable(leaving); }));
+    (void)net_.run_until([] { return false; }, 10'000'000);  // the requests arrive
+    const int staying = net_.join_listener(2, 0, home);
+    ASSERT_GE(staying, 0);
+    leave(leaving);
+    std::vector<int> accepted;
+    ASSERT_TRUE(net_.run_until([&] {
+      while (auto next = net_.sockets(2).accept(staying)) accepted.push_back(next.value());
+      return accepted.size() == kQueued;
+    }));
+    std::set<std::string> requests;
+    for (const int server : accepted) {
+      const std::string request = read_exactly(net_.sockets(2), server, 9);
+      requests.insert(request);
+      write_all(net_.sockets(2), server, "answer to " + request);
+    }
+    std::set<std::string> expected;
+    for (int i = 0; i < kQueued; ++i) expected.insert("request " + std::to_string(i));
+    EXPECT_EQ(requests, expected);
+    for (int i = 0; i < kQueued; ++i) {
+      EXPECT_EQ(read_exactly(clients, spread.clients[i], 19), "answer to request " + std::to_string(i));
+      EXPECT_EQ(clients.error(spread.clients[i]), 0);
+    }
+    EXPECT_EQ(total("group_moved_on_leave"), static_cast<std::uint64_t>(kQueued));
+    EXPECT_EQ(total("group_reset_on_leave"), 0u);
+  }
+
+  void write_all(TcpSockets& sockets, int socket, const std::string& text) {
+    std::size_t written = 0;
+    ASSERT_TRUE(net_.run_until([&] {
+      if (auto wrote = sockets.send(socket, std::as_bytes(std::span(text).subspan(written)))) written += wrote.value();
+      return written == text.size() || sockets.error(socket) != 0;
+    }));
+    EXPECT_EQ(written, text.size());
+  }
+  // The first `bytes` bytes `socket` receives (fewer at EOF, an error, or after a simulated second).
+  std::string read_exactly(TcpSockets& sockets, int socket, std::size_t bytes) {
+    std::string got(bytes, '\0');
+    std::size_t filled = 0;
+    (void)net_.run_until([&] {
+      auto read = sockets.recv(socket, std::as_writable_bytes(std::span(got).subspan(filled)));
+      if (read) filled += read.value();
+      return filled == bytes || (read && read.value() == 0) || sockets.error(socket) != 0;
+    }, 1'000'000'000);
+    got.resize(filled);
+    return got;
+  }
+
   ReplicaLoopback net_;
 };
+
+TEST_F(ListenerGroups, ConnectionsQueuedAtAMemberThatClosesItsListenerGoToAnotherMember) {
+  queued_connections_go_to_the_member_that_stays([&](int listener) { ASSERT_TRUE(net_.sockets(1).close(listener).ok()); });
+}
+
+TEST_F(ListenerGroups, ConnectionsQueuedAtAMemberWhoseLeaseEndsGoToAnotherMember) {
+  queued_connections_go_to_the_member_that_stays([&](int) { net_.restart_app(1); });
+}
 
 TEST_F(ListenerGroups, JoinedWorkersShareNewConnectionsAndTheOpenerThatNeverAcceptsGetsNone) {
   const int home = net_.listen_on_every_replica(kPort);

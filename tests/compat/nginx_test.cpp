@@ -3,13 +3,15 @@
 // `reuseport` (a listener per worker on one address:port), and nginx's own daemonizing. wrk in the
 // stack's peer namespace drives it; every worker must serve (nginx's access log names the pid that
 // served each request), wrk must count no error, and after a reload (SIGHUP: new workers join, the
-// old ones leave) the new workers serve as cleanly. Root: skipped without; a missing nginx, wrk or
+// old ones leave) the new workers serve as cleanly, and a reload while wrk runs loses no request.
+// Root: skipped without; a missing nginx, wrk or
 // preload library is a failure.
 #include <gtest/gtest.h>
 
 #include <signal.h>
 #include <sys/types.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -256,6 +258,52 @@ TEST_P(NginxUpgrade, ABinaryUpgradeKeepsServing) {
   expect_served_by_flotilla();
 }
 
+// A reload while wrk runs, one connection per request (what a leaving worker could take along are
+// the connections queued at it): wrk must count no socket error and no reply other than 2xx.
+class NginxReloadUnderLoad : public Nginx {};
+
+TEST_P(NginxReloadUnderLoad, AReloadWhileWrkRunsLosesNoRequest) {
+  const Case setting = GetParam();
+  ASSERT_TRUE(std::filesystem::exists(kNginx)) << kNginx << " is not installed (./dev installs its Debian package)";
+  ASSERT_TRUE(start_apps({"wrk"}, kSeats));
+  write_config(setting);
+  Program server = start_nginx();
+  ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server.running(); }, 15s))
+      << said(server);
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << said(server);
+  const std::set<pid_t> first = workers();
+  const std::size_t from = access_log_bytes();
+  WrkReport report;
+  std::thread load([&] {
+    report = run_wrk({"-c", "16", "-t", "2", "-d", "5s", "--timeout", "2s", "-H", "Connection: close",
+                      "http://" + app_address() + ":" + std::to_string(kPort) + "/"},
+                     "wrk-reload.log");
+  });
+  // Under load: the reload comes once the first workers served.
+  const bool serving = wait_for([&] { return access_log_bytes() > from; }, 10s);
+  const bool signalled = serving && ::kill(master(), SIGHUP) == 0;
+  const bool replaced = signalled && wait_for(
+                                         [&] {
+                                           const std::set<pid_t> now = workers();
+                                           return static_cast<int>(now.size()) == setting.workers &&
+                                                  std::none_of(now.begin(), now.end(),
+                                                               [&](pid_t pid) { return first.contains(pid); });
+                                         },
+                                         20s);
+  load.join();
+  ASSERT_TRUE(serving) << "wrk's requests were not served\n" << said(server);
+  ASSERT_TRUE(signalled);
+  ASSERT_TRUE(replaced) << "the old workers did not give way to new ones\n" << said(server);
+  expect_clean(report);
+  const auto served = served_since(from);
+  const std::set<pid_t> second = workers();
+  EXPECT_TRUE(std::any_of(served.begin(), served.end(), [&](const auto& entry) { return second.contains(entry.first); }))
+      << "no new worker served during the run";
+  EXPECT_TRUE(server.running()) << said(server);
+  expect_clean_error_log();
+  expect_served_by_flotilla();
+}
+
 INSTANTIATE_TEST_SUITE_P(Workers, Nginx,
                          ::testing::Values(Case{2, false, false}, Case{4, false, false}, Case{2, true, false},
                                            Case{4, true, false}, Case{2, false, true},
@@ -264,6 +312,11 @@ INSTANTIATE_TEST_SUITE_P(Workers, Nginx,
                            return std::to_string(info.param.workers) + "Workers" +
                                   (info.param.reuseport ? "Reuseport" : "") + (info.param.daemon ? "Daemon" : "") +
                                   (info.param.as_nobody ? "AsNobody" : "");
+                         });
+
+INSTANTIATE_TEST_SUITE_P(Workers, NginxReloadUnderLoad, ::testing::Values(Case{2, false, false}, Case{4, false, false}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::to_string(info.param.workers) + "Workers";
                          });
 
 INSTANTIATE_TEST_SUITE_P(Daemon, NginxUpgrade, ::testing::Values(Case{2, false, true}),
