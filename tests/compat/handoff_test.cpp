@@ -57,6 +57,23 @@ pid_t pid_answering(const std::string& address, std::uint16_t port) {
 
 class Handoff : public EchoServersTest {
  protected:
+  // tests/compat/pass_server.cpp on `port` with two workers and `options`: `rounds` of 10
+  // connections echo through it, both workers serve, and neither it nor the library complains.
+  void run_pass_server(std::uint16_t port, const std::vector<std::string>& options, int rounds) {
+    ASSERT_TRUE(start_apps({}));
+    std::vector<std::string> argv{build_root() + "/tests/flotilla-pass-server", std::to_string(port), "2"};
+    argv.insert(argv.end(), options.begin(), options.end());
+    Program server(app_command(argv), file("pass-server.log"));
+    ASSERT_TRUE(wait_for_port(server, app_address(), port)) << tail(server.output());
+    echo_rounds(port, rounds);
+    EXPECT_TRUE(server.running()) << tail(server.output());
+    const std::string output = server.output();
+    EXPECT_NE(output.find("worker 0 served"), std::string::npos) << tail(output);
+    EXPECT_NE(output.find("worker 1 served"), std::string::npos) << tail(output);
+    EXPECT_EQ(output.find("flotilla-pass-server:"), std::string::npos) << tail(output);
+    EXPECT_EQ(output.find("flotilla: "), std::string::npos) << tail(output);
+  }
+
   // The pids the primary said listen, from its output.
   static std::set<pid_t> listening_workers(const std::string& output) {
     std::set<pid_t> workers;
@@ -117,37 +134,14 @@ TEST_F(Handoff, NodeClusterSharedHandleEveryWorkerServes) {
 // for exactly one descriptor) and closing its copy at once: 50 connections, 10 at a time, each
 // echoing 64 KiB, SHA-256 checked, both workers serving, every connection claimed.
 TEST_F(Handoff, APreforkServerPassingConnectionsEchoesFiftyConnections) {
-  ASSERT_TRUE(start_apps({}));
-  constexpr std::uint16_t kPort = 7006;
-  Program server(app_command({build_root() + "/tests/flotilla-pass-server", std::to_string(kPort), "2"}),
-                 file("pass-server.log"));
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
-  echo_rounds(kPort, 5);
-  EXPECT_TRUE(server.running()) << tail(server.output());
-  const std::string output = server.output();
-  EXPECT_NE(output.find("worker 0 served"), std::string::npos) << tail(output);
-  EXPECT_NE(output.find("worker 1 served"), std::string::npos) << tail(output);
-  EXPECT_EQ(output.find("flotilla-pass-server:"), std::string::npos) << tail(output);
-  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << tail(output);
+  run_pass_server(7006, {}, 5);
   expect_replica_counts(50, 0);
 }
 
 // The same server passing its listener to both workers (keeping its own, as a server handing its
 // listeners to its successor does): each worker joins the listener's group and accepts on it.
 TEST_F(Handoff, AListenerPassedToTwoWorkersIsSharedByBoth) {
-  ASSERT_TRUE(start_apps({}));
-  constexpr std::uint16_t kPort = 7007;
-  Program server(app_command({build_root() + "/tests/flotilla-pass-server", std::to_string(kPort), "2",
-                              "--pass-listener"}),
-                 file("pass-server.log"));
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
-  echo_rounds(kPort, 3);
-  EXPECT_TRUE(server.running()) << tail(server.output());
-  const std::string output = server.output();
-  EXPECT_NE(output.find("worker 0 served"), std::string::npos) << tail(output);
-  EXPECT_NE(output.find("worker 1 served"), std::string::npos) << tail(output);
-  EXPECT_EQ(output.find("flotilla-pass-server:"), std::string::npos) << tail(output);
-  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << tail(output);
+  run_pass_server(7007, {"--pass-listener"}, 3);
   expect_replica_counts(0, 2);
 }
 

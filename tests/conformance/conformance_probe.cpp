@@ -301,39 +301,48 @@ std::vector<OptionProbe> option_probes() {
   };
 }
 
-std::string read_option(int fd, int level, int option, const char* prefix) {
+std::string read_option(int fd, int level, int option) {
   int value = -1;
   socklen_t length = sizeof(value);
-  if (::getsockopt(fd, level, option, &value, &length) != 0) return std::string(prefix) + "-1 " + errno_name(errno);
-  return std::string(prefix) + std::to_string(value);
+  if (::getsockopt(fd, level, option, &value, &length) != 0) return "-1 " + errno_name(errno);
+  return std::to_string(value);
+}
+
+// TCP_CONGESTION's name. Before any set it is the machine's (net.ipv4.tcp_congestion_control), so
+// only whether one is named.
+std::string read_congestion(int fd, bool machine_default) {
+  char name[16] = {};
+  socklen_t length = sizeof(name);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &length) != 0) return "-1 " + errno_name(errno);
+  if (machine_default) return name[0] != '\0' ? "named" : "empty";
+  return name;
+}
+
+// "get BEFORE set RESULT then AFTER".
+std::string set_between_reads(const std::string& before, int set, const std::string& after_of_set) {
+  return "get " + before + " set " + (set == 0 ? std::string("0") : "-1 " + errno_name(errno)) + " then " + after_of_set;
 }
 
 std::vector<Call> option_calls() {
   std::vector<Call> list;
   for (const OptionProbe& probe : option_probes()) {
     list.push_back({probe.name, [probe](int fd) {
-                      std::string before = read_option(fd, probe.level, probe.option, "");
+                      std::string before = read_option(fd, probe.level, probe.option);
                       if (probe.default_varies && before.rfind("-1", 0) != 0) before = "some";
                       const int set = ::setsockopt(fd, probe.level, probe.option, &probe.value, sizeof(probe.value));
-                      const std::string set_result = set == 0 ? "0" : "-1 " + errno_name(errno);
-                      return "get " + before + " set " + set_result + " then " +
-                             read_option(fd, probe.level, probe.option, "");
+                      const int error = errno;
+                      const std::string after = read_option(fd, probe.level, probe.option);
+                      errno = error;
+                      return set_between_reads(before, set, after);
                     }});
   }
   list.push_back({"tcp-congestion", [](int fd) {
-                    char name[16] = {};
-                    socklen_t length = sizeof(name);
-                    // The default is the machine's (net.ipv4.tcp_congestion_control): only whether one is named.
-                    const std::string before = ::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &length) == 0
-                                                   ? (name[0] != '\0' ? "named" : "empty")
-                                                   : "-1 " + errno_name(errno);
+                    const std::string before = read_congestion(fd, true);
                     const int set = ::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, "reno", 4);
-                    const std::string set_result = set == 0 ? "0" : "-1 " + errno_name(errno);
-                    std::memset(name, 0, sizeof(name));
-                    length = sizeof(name);
-                    const std::string after =
-                        ::getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, &length) == 0 ? name : "-1 " + errno_name(errno);
-                    return "get " + before + " set " + set_result + " then " + after;
+                    const int error = errno;
+                    const std::string after = read_congestion(fd, false);
+                    errno = error;
+                    return set_between_reads(before, set, after);
                   }});
   return list;
 }

@@ -137,6 +137,26 @@ int kernel_hold_connections(std::uint16_t port, std::atomic<bool>& listening, co
 
 class AppMemory : public StackTest {
  protected:
+  // Leases a seat of the running stack (the first: app0) and attaches its TCP sockets; call as
+  // ASSERT_TRUE(lease_first_seat()), then use host_ and tcp_.
+  ::testing::AssertionResult lease_first_seat() {
+    auto leased = ComponentHost::lease(stack_.socket_path());
+    if (!leased) return ::testing::AssertionFailure() << leased.error().message();
+    host_ = std::move(leased).value();
+    auto attached = sockets::TcpSockets::attach(*host_, kFirstSeatChannels);
+    if (!attached) return ::testing::AssertionFailure() << attached.error().message();
+    tcp_ = std::move(attached).value();
+    return ::testing::AssertionSuccess();
+  }
+  void TearDown() override {
+    tcp_.reset();
+    host_.reset();
+    StackTest::TearDown();
+  }
+  static inline const std::vector<std::string> kFirstSeatChannels{"tcp0-app0", "tcp1-app0"};
+  std::unique_ptr<ComponentHost> host_;
+  std::unique_ptr<sockets::TcpSockets> tcp_;  // after host_: let go of first
+
   // Pumps the leased host's messages until `done` holds or `limit` passes.
   template <class Condition>
   bool pump_until(ComponentHost& host, Condition done, std::chrono::milliseconds limit = 10s) {
@@ -181,13 +201,9 @@ TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
   });
   ASSERT_TRUE(wait_for([&] { return listening.load(); }, 10s));
 
-  auto leased = ComponentHost::lease(stack_.socket_path());
-  ASSERT_TRUE(leased) << leased.error().message();
-  ComponentHost& host = **leased;
-  const std::vector<std::string> channels{"tcp0-app0", "tcp1-app0"};
-  auto attached = sockets::TcpSockets::attach(host, channels);
-  ASSERT_TRUE(attached) << attached.error().message();
-  sockets::TcpSockets& tcp = **attached;
+  ASSERT_TRUE(lease_first_seat());
+  ComponentHost& host = *host_;
+  sockets::TcpSockets& tcp = *tcp_;
   const std::uint32_t peer = ntohl(::inet_addr(names_.peer_address.c_str()));
 
   // A connection with some traffic behind it.
@@ -201,7 +217,7 @@ TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
 
   // Garbage over its page: every word the application writes, the ring indices, and the state
   // words the replica owns (which the replica must not trust either when it reads them back).
-  const std::string channel = channels[*replica];
+  const std::string channel = kFirstSeatChannels[*replica];
   auto region = formats::TcpRegion::attach(host.region(formats::tcp_region_name(channel)));
   ASSERT_TRUE(region.valid());
   std::mt19937_64 random(20261123);
@@ -384,13 +400,9 @@ TEST_F(AppMemory, TenThousandIdleConnectionsCostAFewKiBEach) {
   });
   ASSERT_TRUE(wait_for([&] { return listening.load(); }, 10s));
 
-  auto leased = ComponentHost::lease(stack_.socket_path());
-  ASSERT_TRUE(leased) << leased.error().message();
-  ComponentHost& host = **leased;
-  const std::vector<std::string> channels{"tcp0-app0", "tcp1-app0"};
-  auto attached = sockets::TcpSockets::attach(host, channels);
-  ASSERT_TRUE(attached) << attached.error().message();
-  sockets::TcpSockets& tcp = **attached;
+  ASSERT_TRUE(lease_first_seat());
+  ComponentHost& host = *host_;
+  sockets::TcpSockets& tcp = *tcp_;
   auto pids = stack_.pids();
   for (auto it = pids.begin(); it != pids.end();) it = it->second > 0 ? std::next(it) : pids.erase(it);
   const std::uint64_t seat_before = seat_memfd_bytes(pids);
@@ -450,13 +462,9 @@ TEST_F(AppMemory, AFreedSocketGivesItsRingMemoryBack) {
   });
   ASSERT_TRUE(wait_for([&] { return listening.load(); }, 10s));
 
-  auto leased = ComponentHost::lease(stack_.socket_path());
-  ASSERT_TRUE(leased) << leased.error().message();
-  ComponentHost& host = **leased;
-  const std::vector<std::string> channels{"tcp0-app0", "tcp1-app0"};
-  auto attached = sockets::TcpSockets::attach(host, channels);
-  ASSERT_TRUE(attached) << attached.error().message();
-  sockets::TcpSockets& tcp = **attached;
+  ASSERT_TRUE(lease_first_seat());
+  ComponentHost& host = *host_;
+  sockets::TcpSockets& tcp = *tcp_;
   auto pids = stack_.pids();
   for (auto it = pids.begin(); it != pids.end();) it = it->second > 0 ? std::next(it) : pids.erase(it);
 
