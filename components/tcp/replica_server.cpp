@@ -1445,14 +1445,15 @@ std::uint32_t ReplicaServer::connection_room(ListenerId listener) {
   return room;
 }
 
-// A group whose members that accepted have all left holds connections back until a successor
-// accepts (nginx's or apache2's reload: the master, a member that never accepts, stays). A group
-// none of whose members ever accepted places them as before: a program may listen, connect to
-// itself and accept only then.
+// A group of several members none of which accepts holds connections back until one does: a
+// master and workers that have not started accepting yet (apache2 and nginx at start), or whose
+// accepting members have all left (a reload; the master never accepts). A lone member that never
+// accepted is placed connections as before: a program may listen, connect to itself and accept
+// only then.
 bool ReplicaServer::accepting(ListenerId listener) {
   if (listener >= listeners_.size()) return true;
   const Group& group = listeners_[listener];
-  if (!group.ever_active) return true;
+  if (!group.ever_active && group.members.size() <= 1) return true;
   return std::any_of(group.members.begin(), group.members.end(),
                      [&](const Place& member) { return apps_[member.app].pages[member.page].active; });
 }

@@ -94,6 +94,23 @@ class ListenerGroups : public ::testing::Test {
   ReplicaLoopback net_;
 };
 
+// An opener and a worker that joined, neither accepting yet (a master whose workers are starting):
+// a SYN is held back rather than placed with a member that may never accept, and the connection
+// is the worker's once it accepts.
+TEST_F(ListenerGroups, AGroupWhoseMembersDoNotAcceptYetHoldsConnectionsBack) {
+  const int home = net_.listen_on_every_replica(kPort);
+  const int worker = net_.join_listener(1, 0, home, false);
+  ASSERT_GE(worker, 0);
+  auto held = net_.sockets(0).connect(kStackAddress, kPort);
+  ASSERT_TRUE(held.ok());
+  (void)net_.run_until([] { return false; }, 50'000'000);
+  EXPECT_FALSE(net_.sockets(0).connected(held.value()));
+  EXPECT_GE(total("syns_held_back"), 1u);
+  net_.sockets(1).activate(worker);
+  ASSERT_TRUE(net_.run_until([&] { return net_.sockets(1).accept(worker).ok(); }));
+  EXPECT_TRUE(net_.sockets(0).connected(held.value()));
+}
+
 TEST_F(ListenerGroups, ConnectionsQueuedAtAMemberThatClosesItsListenerGoToAnotherMember) {
   queued_connections_go_to_the_member_that_stays([&](int listener) { ASSERT_TRUE(net_.sockets(1).close(listener).ok()); });
 }
@@ -119,15 +136,26 @@ TEST_F(ListenerGroups, JoinedWorkersShareNewConnectionsAndTheOpenerThatNeverAcce
   EXPECT_FALSE(net_.sockets(0).accept(home).ok());
 }
 
-TEST_F(ListenerGroups, WhileNoMemberAcceptsTheOldestGetsThemAndAnActiveMemberTakesOver) {
+TEST_F(ListenerGroups, WhileNoMemberAcceptsConnectionsWaitAndAnActiveMemberTakesThem) {
   const int home = net_.listen_on_every_replica(kPort);
   const int worker = net_.join_listener(1, 0, home, /*active=*/false);
   ASSERT_GE(worker, 0);
-  // A plain server: nobody said it accepts, so its connections go where they always went.
-  auto before = net_.connect_many(0, kPort, 4, {{0, home}, {1, worker}});
-  EXPECT_EQ(before.per_app[0], 4);
-  EXPECT_EQ(before.per_app[1], 0);
+  // Nobody said it accepts: the SYNs are held back (sent again by the clients) ...
+  std::vector<int> waiting;
+  for (int i = 0; i < 4; ++i) {
+    auto client = net_.sockets(0).connect(kStackAddress, kPort);
+    ASSERT_TRUE(client.ok());
+    waiting.push_back(client.value());
+  }
+  (void)net_.run_until([] { return false; }, 50'000'000);
+  for (const int client : waiting) EXPECT_FALSE(net_.sockets(0).connected(client));
+  // ... until a member accepts: then every connection is its.
   net_.sockets(1).activate(worker);
+  int accepted = 0;
+  ASSERT_TRUE(net_.run_until([&] {
+    while (net_.sockets(1).accept(worker).ok()) ++accepted;
+    return accepted == 4;
+  }));
   auto after = net_.connect_many(0, kPort, 6, {{0, home}, {1, worker}});
   EXPECT_EQ(after.per_app[0], 0);
   EXPECT_EQ(after.per_app[1], 6);
