@@ -74,19 +74,28 @@ std::uint64_t resident_bytes(const std::map<std::string, pid_t>& pids) {
   return bytes;
 }
 
-// A kernel server (run in the peer namespace) that echoes the first byte of every connection and
-// holds them all open until `done`; returns how many bytes it echoed.
-int kernel_echo_first_bytes(std::atomic<bool>& listening, const std::atomic<bool>& done) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+// A kernel TCP listener on any address's `port` (SO_REUSEADDR, `flags` added to the socket's
+// type), or -1.
+int kernel_listener(std::uint16_t port, int backlog, int flags) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+  if (listener < 0) return -1;
   const int one = 1;
   ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in address{};
   address.sin_family = AF_INET;
-  address.sin_port = htons(kEchoPort);
-  if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || ::listen(listener, 128) != 0) {
+  address.sin_port = htons(port);
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || ::listen(listener, backlog) != 0) {
     ::close(listener);
     return -1;
   }
+  return listener;
+}
+
+// A kernel server (run in the peer namespace) that echoes the first byte of every connection and
+// holds them all open until `done`; returns how many bytes it echoed.
+int kernel_echo_first_bytes(std::atomic<bool>& listening, const std::atomic<bool>& done) {
+  const int listener = kernel_listener(kEchoPort, 128, 0);
+  if (listener < 0) return -1;
   listening = true;
   std::vector<pollfd> polled{{listener, POLLIN, 0}};
   int echoed = 0;
@@ -112,16 +121,8 @@ int kernel_echo_first_bytes(std::atomic<bool>& listening, const std::atomic<bool
 // A kernel server (run in the peer namespace) that accepts every connection on `port` and holds it
 // open, reading nothing, until `done`; returns how many it accepted.
 int kernel_hold_connections(std::uint16_t port, std::atomic<bool>& listening, const std::atomic<bool>& done) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  const int one = 1;
-  ::setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(port);
-  if (::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || ::listen(listener, 4096) != 0) {
-    ::close(listener);
-    return -1;
-  }
+  const int listener = kernel_listener(port, 4096, SOCK_NONBLOCK);
+  if (listener < 0) return -1;
   listening = true;
   std::vector<int> held;
   const auto deadline = std::chrono::steady_clock::now() + 120s;

@@ -28,9 +28,10 @@ EngineSettings test_settings() {
 // A client and a server host on a clean link, both engines reporting to `recorder`.
 struct Pair {
   explicit Pair(TransitionRecorder* recorder = nullptr, EngineSettings settings = test_settings(),
-                LinkConfig link = LinkConfig{}, std::size_t server_ring_bytes = 256 * 1024)
+                LinkConfig link = LinkConfig{}, std::size_t server_ring_bytes = 256 * 1024,
+                std::size_t client_ring_bytes = 256 * 1024)
       : network(1, link),
-        client(network, kClient, settings, 0),
+        client(network, kClient, settings, 0, client_ring_bytes),
         server(network, kServer, settings, 0, server_ring_bytes) {
     if (recorder != nullptr) {
       set_transition_observer(client.engine(), recorder);
@@ -990,36 +991,19 @@ TEST(Api, CloseWithUnreadDataResets) {
 
 // --- private memory follows the connections in use ------------------------------------------
 
-// Two hosts sized like a replica (16,384 slots) with small rings, the server listening.
-struct WidePair {
+// Two hosts sized like a replica (16,384 slots) with small rings.
+struct WidePair : Pair {
   static EngineSettings wide_settings() {
     EngineSettings settings = test_settings();
     settings.max_connections = 16384;
     return settings;
   }
-  WidePair()
-      : network(1, LinkConfig{}),
-        client(network, kClient, wide_settings(), 0, 4096),
-        server(network, kServer, wide_settings(), 0, 4096) {
-    server.engine().listen(0, kPort, 16, {}).value();
-    server.accept_auto_shutdown = false;
-  }
-  // Connects from `port` and runs until both ends are established.
+  WidePair() : Pair(nullptr, wide_settings(), LinkConfig{}, 4096, 4096) {}
+  // Pair::open, nullptr unless both ends are established.
   Endpoint* open(std::uint16_t port) {
-    Endpoint* e = client.connect(kServer, port, kPort);
-    if (e == nullptr) return nullptr;
-    e->auto_shutdown = false;
-    e->send_pattern = server.accept_pattern_base;
-    e->receive_pattern = server.accept_pattern_base + 1;
-    const std::size_t index = server.endpoints().size();
-    network.run([&] { return e->established && server.endpoints().size() > index && server.endpoints()[index]->established; },
-                network.now() + 10 * kSecond);
-    return e->established ? e : nullptr;
+    Endpoint* e = Pair::open(port);
+    return e != nullptr && e->established ? e : nullptr;
   }
-
-  Network network;
-  Host client;
-  Host server;
 };
 
 TEST(Memory, AnEngineHoldsOnlyTheChunksOfConnectionsItUsed) {
