@@ -55,6 +55,16 @@ class ComponentHost {
   // once the supervisor is gone), and the eventfd the stack writes while this process sleeps.
   int lease_fd() const { return lease_.get(); }
   int wake_fd() const { return wake_.get(); }
+  // Calls `visit` with each descriptor this host keeps open (its lease, eventfds, regions; -1 for
+  // one it has not).
+  template <class Visit>
+  void for_each_descriptor(Visit visit) const {
+    for (const int fd : {control_.fd(), bells_region_.fd(), state_.fd(), lease_.get(), wake_.get()}) visit(fd);
+    if (pool_) visit(pool_->region().fd());
+    for (const SharedRegion& region : channel_regions_) visit(region.fd());
+    for (const SharedRegion& region : regions_) visit(region.fd());
+    for (const UniqueFd& fd : peer_wake_fds_) visit(fd.get());
+  }
   // Before sleeping on wake_fd(): raises the doorbell's eventfd flag (with the fence the protocol
   // needs). The caller must then look at its inputs once more before it sleeps.
   void arm_wake();

@@ -10,6 +10,7 @@
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -848,7 +849,19 @@ FLOTILLA_EXPORT int shutdown(int fd, int how) {
   return 0;
 }
 
+namespace {
+
+// Whether `fd` is the library's own: the program never opened it, so for the program it is not open.
+bool library_descriptor(int fd) {
+  if (!marked_library(fd)) return false;
+  Lock lock(Runtime::get().mutex());
+  return Runtime::get().library_descriptor(fd);
+}
+
+}  // namespace
+
 FLOTILLA_EXPORT int close(int fd) {
+  if (library_descriptor(fd)) return fail_with(EBADF);
   if (fd_kind(fd) == FdKind::kernel) return REAL(close)(fd);
   if (is_file(fd)) return close_file(fd);
   Lock lock(Runtime::get().mutex());
@@ -865,23 +878,48 @@ FLOTILLA_EXPORT long syscall(long number, ...) {
   long values[6];
   for (long& value : values) value = va_arg(arguments, long);  // as many as the kernel takes
   va_end(arguments);
-  if (number == SYS_close && fd_kind(static_cast<int>(values[0])) != FdKind::kernel) {
+  if (number == SYS_close && (fd_kind(static_cast<int>(values[0])) != FdKind::kernel ||
+                              marked_library(static_cast<int>(values[0])))) {
     return close(static_cast<int>(values[0]));
+  }
+  if (number == SYS_close_range) {
+    return close_range(static_cast<unsigned int>(values[0]), static_cast<unsigned int>(values[1]),
+                       static_cast<int>(values[2]));
   }
   return REAL(syscall)(number, values[0], values[1], values[2], values[3], values[4], values[5]);
 }
 
 FLOTILLA_EXPORT int close_range(unsigned int first, unsigned int last, int flags) {
+  if (first > last) return fail_with(EINVAL);
   if ((flags & CLOSE_RANGE_CLOEXEC) == 0) forget_files_in(first, last);
   Lock lock(Runtime::get().mutex());
-  const int closed = REAL(close_range)(first, last, flags);
+  Runtime& runtime = Runtime::get();
+  // The range in pieces around the library's own descriptors, which stay open (and CLOEXEC).
+  const unsigned int end = std::min<unsigned int>(last, kMaxFds - 1);
+  unsigned int from = first;
+  int closed = 0;
+  for (unsigned int fd = first; fd <= end && closed == 0; ++fd) {
+    if (!marked_library(static_cast<int>(fd)) || !runtime.library_descriptor(static_cast<int>(fd))) continue;
+    if (fd > from) closed = REAL(close_range)(from, fd - 1, flags);
+    from = fd + 1;
+  }
+  if (closed == 0 && from <= last) closed = REAL(close_range)(from, last, flags);
   if (closed == 0 && (flags & CLOSE_RANGE_CLOEXEC) == 0) {
-    const unsigned int end = std::min<unsigned int>(last, kMaxFds - 1);
     for (unsigned int fd = first; fd <= end; ++fd) {
-      if (fd_kind(static_cast<int>(fd)) != FdKind::kernel) Runtime::get().forget(static_cast<int>(fd));
+      if (fd_kind(static_cast<int>(fd)) != FdKind::kernel) runtime.forget(static_cast<int>(fd));
     }
   }
   return closed;
+}
+
+// The C library's closefrom calls its close_range inside it, past this library: it comes here.
+FLOTILLA_EXPORT void closefrom(int lowest) {
+  const unsigned int first = static_cast<unsigned int>(std::max(lowest, 0));
+  if (close_range(first, ~0u, 0) == 0) return;
+  // A kernel without close_range: each number up to the limit, as the C library falls back.
+  rlimit limit{};
+  const rlim_t top = ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? std::min<rlim_t>(limit.rlim_cur, kMaxFds) : 1024;
+  for (rlim_t fd = first; fd < top; ++fd) (void)close(static_cast<int>(fd));
 }
 
 FLOTILLA_EXPORT int dup(int fd) {

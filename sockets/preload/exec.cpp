@@ -582,6 +582,7 @@ std::size_t Runtime::take_record(std::string_view record, std::span<const int> r
     if (std::find(tokens.begin(), tokens.end(), received[i]) == tokens.end()) REAL(close)(received[i]);
   }
   handed_tokens_.insert(handed_tokens_.end(), tokens.begin(), tokens.end());
+  mark_library_descriptors();
   // Listeners are joined at once, while their proof holds: the old image's lease (then let go),
   // the parent that forked this image (an nginx master upgrading its binary, which quits once
   // the new master runs; the new master's own workers and reloads then join through its members),

@@ -27,6 +27,7 @@
 namespace flotilla::preload {
 
 std::atomic<FdKind> g_fd_kind[kMaxFds];
+std::atomic<bool> g_library_fd[kMaxFds];
 
 std::string control_socket_path() {
   static const std::string first = [] {
@@ -117,6 +118,7 @@ bool Runtime::ensure_stack(bool adopt_parent) {
       lease_retry_.allow_now();
       host_ = std::move(leased.value());
       tcp_ = std::move(attached.value());
+      mark_library_descriptors();
       attach_datagrams(udp_channel);
       register_counters();
       down_ = false;
@@ -350,6 +352,38 @@ void Runtime::install(int fd, std::shared_ptr<Socket> socket) {
   ++socket->fd_refs;
   sockets_[static_cast<std::size_t>(fd)] = std::move(socket);
   g_fd_kind[fd].store(FdKind::tcp, std::memory_order_relaxed);
+}
+
+namespace {
+
+// Calls `visit` with each descriptor the library holds: its seats' (the lease and the one parked
+// at a fork) and the fork tokens.
+template <class Visit>
+void for_each_library_descriptor(const ComponentHost* host, const ComponentHost* parked, int fork_token,
+                                 int inherited_token, const std::vector<int>& handed_tokens, Visit visit) {
+  for (const ComponentHost* seat : {host, parked}) {
+    if (seat != nullptr) seat->for_each_descriptor(visit);
+  }
+  visit(fork_token);
+  visit(inherited_token);
+  for (const int token : handed_tokens) visit(token);
+}
+
+}  // namespace
+
+void Runtime::mark_library_descriptors() {
+  for_each_library_descriptor(host_.get(), parked_.host.get(), fork_token_, inherited_token_, handed_tokens_,
+                              [](int fd) {
+                                if (fd >= 0 && fd < kMaxFds) g_library_fd[fd].store(true, std::memory_order_relaxed);
+                              });
+}
+
+bool Runtime::library_descriptor(int fd) {
+  bool held = false;
+  for_each_library_descriptor(host_.get(), parked_.host.get(), fork_token_, inherited_token_, handed_tokens_,
+                              [&](int own) { held = held || own == fd; });
+  if (!held && fd >= 0 && fd < kMaxFds) g_library_fd[fd].store(false, std::memory_order_relaxed);
+  return held;
 }
 
 void Runtime::forget(int fd) {
@@ -715,6 +749,7 @@ void Runtime::prepare_fork() {
   }
   fork_token_ = child_end;
   fork_serial_ = fork;
+  mark_library_descriptors();
 }
 
 void Runtime::end_fork_in_parent() {
@@ -781,6 +816,7 @@ bool Runtime::adopt_parked(bool from_living_parent) {
   lease_ = parked_.lease;
   parked_ = Parked{};
   register_counters();
+  mark_library_descriptors();
   return true;
 }
 

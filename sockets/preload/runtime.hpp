@@ -193,6 +193,16 @@ inline FdKind fd_kind(int fd) {
 }
 inline bool is_socket(int fd) { return fd_kind(fd) == FdKind::tcp; }
 
+// The library's own descriptors (its lease's, the fork tokens), marked so that a program closing
+// descriptors it never opened (closefrom, close_range, a loop over /proc/self/fd: sshd closes all
+// above 5 as it starts) finds them closed, as it would without the library, instead of ending the
+// lease. A mark may outlive its descriptor: the close that meets one asks
+// Runtime::library_descriptor, which clears it when the library no longer holds that number.
+extern std::atomic<bool> g_library_fd[kMaxFds];
+inline bool marked_library(int fd) {
+  return fd >= 0 && fd < kMaxFds && g_library_fd[fd].load(std::memory_order_relaxed);
+}
+
 // Recursive: a signal handler that longjmps out of a call (iperf3 does, on SIGINT) leaves the lock
 // taken, and the same thread then calls in again; a plain mutex would deadlock it.
 using LibraryMutex = std::recursive_mutex;
@@ -273,6 +283,10 @@ class Runtime {
   void forget(int fd);
   // Closes the Flotilla side of a socket whose last descriptor went.
   void release(Socket& socket);
+  // Marks every descriptor the library holds now (g_library_fd): after it made or took one.
+  void mark_library_descriptors();
+  // Whether the library holds `fd` now; a mark it does not hold is cleared. Under the lock.
+  bool library_descriptor(int fd);
 
   // Readiness of a socket as poll bits (POLLIN/POLLOUT/POLLERR/POLLHUP/POLLRDHUP). Under the lock.
   std::uint32_t ready_events(Socket& socket);

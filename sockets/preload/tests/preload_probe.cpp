@@ -33,6 +33,7 @@
 //                                 the thread that got it echoes and arms again; "ok shared-set"
 //                                 once every connection ended
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
+//   preload_probe closefrom-exec FD                      (the closefrom scenario's new program)
 //   preload_probe handed EVENTFD RECORD                  (what a hand-over record of exec gave)
 //   preload_probe received CHANNEL                       (one message with SCM_RIGHTS on CHANNEL,
 //                                 into room for one descriptor: what the library made of it)
@@ -616,6 +617,35 @@ void scenario_exec(const char* ip, int port, const char* self) {
   if (good && still && unchanged) passed(name);
 }
 
+// A program closing every descriptor it did not open (closefrom, close_range, a loop of closes:
+// daemons as they start; sshd re-executes itself per connection and then closes all above 5)
+// leaves the library's own alone: the connection, and one inherited over fork and exec, work on.
+void scenario_closefrom(const char* ip, int port, const char* self) {
+  const char* name = "closefrom";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  closefrom(fd + 1);
+  bool good = check(echo_round_trip(fd, pattern(1000, 4)), name, "I/O after closefrom");
+  good = good && check(close_range(fd + 1, ~0u, 0) == 0, name, "close_range");
+  for (int other = fd + 1; other < 1024; ++other) (void)close(other);
+  good = good && check(echo_round_trip(fd, pattern(1000, 6)), name, "I/O after closing every number");
+  // Inherited over fork and exec, the parent's copy closed at once (sshd's connection).
+  const int inherited = connect_blocking(ip, port);
+  good = good && check(inherited >= 0 && fcntl(inherited, F_SETFD, 0) == 0, name, "a connection to hand on");
+  const pid_t child = fork();
+  if (child == 0) {
+    const std::string number = std::to_string(inherited);
+    execl(self, self, "closefrom-exec", number.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(inherited);
+  int status = 0;
+  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "the exec'd child closes all but its connection and echoes through it");
+  close(fd);
+  if (good) passed(name);
+}
+
 // redis-benchmark's shape: many connections in one level-triggered epoll set, all writable at
 // once, the first readable too (the test's echo server serves one connection at a time). Every call reports each ready socket exactly once, and a small
 // `room` takes turns, so no socket is starved (with 10 interests, one pass once skipped 4 of them).
@@ -683,6 +713,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_udp_batch(ip, port);
   scenario_threads(ip, port);
   scenario_exec(ip, port, self);
+  scenario_closefrom(ip, port, self);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
@@ -1132,6 +1163,12 @@ int main(int argc, char** argv) {
   }
   if (mode == "shared-set" && argc == 4) return run_shared_set(std::atoi(argv[2]), std::atoi(argv[3]));
   if (mode == "stack-down" && argc == 5) return run_stack_down(std::string(argv[2]) == "epoll", std::atoi(argv[3]), argv[4]);
+  if (mode == "closefrom-exec" && argc == 3) {
+    // Run by the closefrom scenario: closes everything above its inherited connection, then uses it.
+    const int inherited = std::atoi(argv[2]);
+    closefrom(inherited + 1);
+    return echo_round_trip(inherited, pattern(3000, 7)) && close(inherited) == 0 ? 0 : 1;
+  }
   if (mode == "fds" && argc == 4) {
     // Run by the exec scenario: argv[2] must be closed, argv[3] open.
     const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
