@@ -5,11 +5,13 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <linux/seccomp.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 #include <cstdarg>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <random>
 
@@ -882,6 +885,10 @@ FLOTILLA_EXPORT long syscall(long number, ...) {
                               marked_library(static_cast<int>(values[0])))) {
     return close(static_cast<int>(values[0]));
   }
+  if (number == SYS_seccomp && static_cast<unsigned int>(values[0]) == SECCOMP_SET_MODE_FILTER) {
+    Lock lock(Runtime::get().mutex());
+    Runtime::get().settle_before_sandbox();
+  }
   if (number == SYS_close_range) {
     return close_range(static_cast<unsigned int>(values[0]), static_cast<unsigned int>(values[1]),
                        static_cast<int>(values[2]));
@@ -910,6 +917,63 @@ FLOTILLA_EXPORT int close_range(unsigned int first, unsigned int last, int flags
     }
   }
   return closed;
+}
+
+// prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER) confines the process (sshd's sandbox): what the
+// library needs system calls for is done first (Runtime::settle_before_sandbox).
+FLOTILLA_EXPORT int prctl(int option, ...) {
+  va_list arguments;
+  va_start(arguments, option);
+  unsigned long values[4];
+  for (unsigned long& value : values) value = va_arg(arguments, unsigned long);
+  va_end(arguments);
+  if (option == PR_SET_SECCOMP && values[0] == SECCOMP_MODE_FILTER) {
+    Lock lock(Runtime::get().mutex());
+    Runtime::get().settle_before_sandbox();
+  }
+  return REAL(prctl)(option, values[0], values[1], values[2], values[3]);
+}
+
+namespace {
+
+// Whether `limit` (a rlimit or rlimit64: the same layout here) lowers the descriptor limit below
+// what it is now: a confinement (sshd sets it to 1 before its seccomp filter). Raising it (nginx,
+// redis) takes nothing over. A null `limit` is the kernel's to refuse.
+bool lowers_descriptor_limit(int resource, const void* limit) {
+  static_assert(sizeof(rlimit) == sizeof(rlimit64));
+  rlimit64 wanted{};
+  rlimit64 now{};
+  if (resource != RLIMIT_NOFILE || limit == nullptr) return false;
+  std::memcpy(&wanted, limit, sizeof(wanted));
+  return ::getrlimit64(RLIMIT_NOFILE, &now) == 0 && wanted.rlim_cur < now.rlim_cur;
+}
+
+void settle_if_confined(int resource, const void* limit) {
+  if (!lowers_descriptor_limit(resource, limit)) return;
+  Lock lock(Runtime::get().mutex());
+  Runtime::get().settle_before_sandbox();
+}
+
+// After a successful set: the limit poll_in_turns works within (a sandbox may forbid asking).
+int remember_descriptor_limit(int result, int resource, const void* limit) {
+  if (result == 0 && resource == RLIMIT_NOFILE && limit != nullptr) {
+    rlimit64 set{};
+    std::memcpy(&set, limit, sizeof(set));
+    g_descriptor_limit_set.store(set.rlim_cur, std::memory_order_relaxed);
+  }
+  return result;
+}
+
+}  // namespace
+
+FLOTILLA_EXPORT int setrlimit(__rlimit_resource_t resource, const rlimit* limit) {
+  settle_if_confined(resource, limit);
+  return remember_descriptor_limit(REAL(setrlimit)(resource, limit), resource, limit);
+}
+
+FLOTILLA_EXPORT int setrlimit64(__rlimit_resource_t resource, const rlimit64* limit) {
+  settle_if_confined(resource, limit);
+  return remember_descriptor_limit(REAL(setrlimit64)(resource, limit), resource, limit);
 }
 
 // The C library's closefrom calls its close_range inside it, past this library: it comes here.

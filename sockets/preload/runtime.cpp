@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@ namespace flotilla::preload {
 
 std::atomic<FdKind> g_fd_kind[kMaxFds];
 std::atomic<bool> g_library_fd[kMaxFds];
+std::atomic<rlim_t> g_descriptor_limit_set{RLIM_INFINITY};
 
 std::string control_socket_path() {
   static const std::string first = [] {
@@ -602,6 +604,14 @@ Runtime::Sleeper& Runtime::this_thread_sleeper() {
   return sleeper;
 }
 
+void Runtime::settle_before_sandbox() {
+  for (std::size_t fd = 0; fd < sockets_.size(); ++fd) {
+    const std::shared_ptr<Socket> socket = sockets_[fd];
+    if (socket != nullptr && (socket->handed != nullptr || socket->epoch != epoch_)) (void)owns(*socket);
+  }
+  (void)thread_nudge_fd();
+}
+
 int Runtime::thread_nudge_fd() {
   // One made before a fork is shared with the parent (a read would take the parent's nudge): a
   // child makes its own.
@@ -610,6 +620,41 @@ int Runtime::thread_nudge_fd() {
   t_nudge.process = owner_;
   return t_nudge.fd;
 }
+
+namespace {
+
+// ppoll over more descriptors than RLIMIT_NOFILE allows fails with EINVAL: a process that lowered
+// it (sshd's sandboxed child keeps 1) is polled in turns of as many as it may, and sleeps on the
+// stack's wake-up (the second last entry) in slices of at most 10 ms in between. Returns what
+// ppoll would have, or -1 with errno when the limit is not the reason.
+int poll_in_turns(std::vector<pollfd>& all, int timeout_ms, const sigset_t* mask) {
+  // As the program set it through us (a sandbox may forbid asking the kernel), else the kernel's.
+  rlimit limit{g_descriptor_limit_set.load(std::memory_order_relaxed), 0};
+  if ((limit.rlim_cur == RLIM_INFINITY && ::getrlimit(RLIMIT_NOFILE, &limit) != 0) || limit.rlim_cur >= all.size()) {
+    errno = EINVAL;
+    return -1;
+  }
+  const std::size_t room = limit.rlim_cur;
+  constexpr std::uint64_t kSliceNs = 10'000'000;
+  const std::uint64_t until = timeout_ms < 0 ? 0 : monotonic_ns() + static_cast<std::uint64_t>(timeout_ms) * 1'000'000;
+  for (;;) {
+    int ready = 0;
+    const timespec now_only{};
+    for (std::size_t at = 0; room > 0 && at < all.size(); at += room) {
+      const int found = REAL(ppoll)(&all[at], std::min(room, all.size() - at), &now_only, mask);
+      if (found < 0) return -1;
+      ready += found;
+    }
+    const std::uint64_t now = monotonic_ns();
+    if (ready > 0 || (until != 0 && now >= until) || timeout_ms == 0) return ready;
+    const std::uint64_t slice = until == 0 ? kSliceNs : std::min(kSliceNs, until - now);
+    const timespec wait{0, static_cast<long>(slice)};
+    pollfd& wake = all[all.size() - 2];
+    if (REAL(ppoll)(room > 0 ? &wake : nullptr, room > 0 ? 1 : 0, &wait, mask) < 0) return -1;
+  }
+}
+
+}  // namespace
 
 int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeout_ms, const sigset_t* mask,
                              const StackMarks& marks, WakeReason& reason) {
@@ -624,7 +669,8 @@ int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeo
     limit = timespec{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1'000'000};
     limit_pointer = &limit;
   }
-  const int ready = REAL(ppoll)(all.data(), all.size(), limit_pointer, mask);
+  int ready = REAL(ppoll)(all.data(), all.size(), limit_pointer, mask);
+  if (ready < 0 && errno == EINVAL) ready = poll_in_turns(all, timeout_ms, mask);
   if (ready < 0) return -1;
   int theirs = 0;
   for (std::size_t i = 0; i < kernel_count; ++i) {

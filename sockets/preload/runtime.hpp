@@ -29,6 +29,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -199,6 +200,8 @@ inline bool is_socket(int fd) { return fd_kind(fd) == FdKind::tcp; }
 // lease. A mark may outlive its descriptor: the close that meets one asks
 // Runtime::library_descriptor, which clears it when the library no longer holds that number.
 extern std::atomic<bool> g_library_fd[kMaxFds];
+// The descriptor limit the program last set through setrlimit (RLIM_INFINITY: never set).
+extern std::atomic<rlim_t> g_descriptor_limit_set;
 inline bool marked_library(int fd) {
   return fd >= 0 && fd < kMaxFds && g_library_fd[fd].load(std::memory_order_relaxed);
 }
@@ -283,6 +286,10 @@ class Runtime {
   void forget(int fd);
   // Closes the Flotilla side of a socket whose last descriptor went.
   void release(Socket& socket);
+  // Before the program confines itself with seccomp (sshd's pre-authentication child): takes over
+  // every socket it inherited and makes this thread's nudge now, as both need system calls a
+  // sandbox forbids (a lease's socket, eventfd). Under the lock.
+  void settle_before_sandbox();
   // Marks every descriptor the library holds now (g_library_fd): after it made or took one.
   void mark_library_descriptors();
   // Whether the library holds `fd` now; a mark it does not hold is cleared. Under the lock.

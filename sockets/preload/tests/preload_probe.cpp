@@ -43,21 +43,30 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <initializer_list>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -646,6 +655,47 @@ void scenario_closefrom(const char* ip, int port, const char* self) {
   if (good) passed(name);
 }
 
+// Confines this process as sshd's pre-authentication sandbox does: one descriptor at most
+// (RLIMIT_NOFILE 1: a poll of more fails with EINVAL), then prctl(PR_SET_NO_NEW_PRIVS) and a
+// seccomp filter allowing the system calls sshd allows (others kill it with SIGSYS).
+bool confine_like_sshd() {
+  const rlimit one{1, 1};
+  if (setrlimit(RLIMIT_NOFILE, &one) != 0) return false;
+  const std::initializer_list<long> allowed = {
+      SYS_read, SYS_write, SYS_readv, SYS_writev, SYS_close, SYS_exit, SYS_exit_group, SYS_futex, SYS_poll,
+      SYS_ppoll, SYS_select, SYS_pselect6, SYS_clock_gettime, SYS_clock_nanosleep, SYS_nanosleep,
+      SYS_gettimeofday, SYS_getpid, SYS_gettid, SYS_getrandom, SYS_brk, SYS_mmap, SYS_munmap, SYS_mremap,
+      SYS_madvise, SYS_mprotect, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_restart_syscall, SYS_shutdown};
+  std::vector<sock_filter> program = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr))};
+  for (const long number : allowed) {
+    program.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(number), 0, 1));
+    program.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  }
+  program.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
+  const sock_fprog filter{static_cast<unsigned short>(program.size()), program.data()};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &filter) == 0;
+}
+
+// A fork child that confines itself with seccomp before it first uses the connection it inherited
+// (sshd's pre-authentication child): it takes the connection over before the sandbox closes.
+void scenario_sandbox(const char* ip, int port) {
+  const char* name = "sandbox";
+  const int fd = connect_blocking(ip, port);
+  bool good = check(fd >= 0 && echo_round_trip(fd, pattern(500, 8)), name, "the parent's echo");
+  const pid_t child = fork();
+  if (child == 0) _exit(confine_like_sshd() && echo_round_trip(fd, pattern(3000, 9)) ? 0 : 1);
+  int status = 0;
+  good = good && check(waitpid(child, &status, 0) == child, name, "waitpid");
+  good = good && check(!WIFSIGNALED(status), name, "the sandboxed child was not killed (SIGSYS: a forbidden call)");
+  good = good && check(WIFEXITED(status) && WEXITSTATUS(status) == 0, name, "the sandboxed child echoes");
+  close(fd);
+  if (good) passed(name);
+}
+
 // redis-benchmark's shape: many connections in one level-triggered epoll set, all writable at
 // once, the first readable too (the test's echo server serves one connection at a time). Every call reports each ready socket exactly once, and a small
 // `room` takes turns, so no socket is starved (with 10 interests, one pass once skipped 4 of them).
@@ -714,6 +764,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_threads(ip, port);
   scenario_exec(ip, port, self);
   scenario_closefrom(ip, port, self);
+  scenario_sandbox(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
