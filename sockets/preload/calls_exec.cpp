@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sockets/preload/calls.hpp"
+#include "sockets/preload/files.hpp"
 #include "sockets/preload/real_calls.hpp"
 
 extern char** environ;
@@ -85,7 +86,10 @@ std::vector<char*> list_arguments(const char* first, va_list& arguments) {
 
 }  // namespace
 
-__attribute__((constructor)) void take_sockets_handed_over() { Runtime::get().take_handoff(); }
+__attribute__((constructor)) void take_sockets_handed_over() {
+  Runtime::get().take_handoff();
+  for (int fd = 0; fd <= 2; ++fd) standard_stream_follows(fd);  // a socket handed over as stdin or stdout
+}
 
 }  // namespace flotilla::preload
 

@@ -378,6 +378,24 @@ int cookie_seek(void* cookie, off64_t* position, int whence) {
 }
 int cookie_close(void* cookie) { return close_file(static_cast<int>(reinterpret_cast<std::intptr_t>(cookie))); }
 
+// stdio streams of Flotilla sockets at 0, 1 and 2 (an inetd-style child's stdin and stdout): the
+// C library's own streams write with its internal write, which would reach the kernel's eventfd
+// under the socket's number (EINVAL), so they go through the interposed calls instead.
+ssize_t socket_cookie_read(void* cookie, char* buffer, std::size_t length) {
+  return ::read(static_cast<int>(reinterpret_cast<std::intptr_t>(cookie)), buffer, length);
+}
+ssize_t socket_cookie_write(void* cookie, const char* buffer, std::size_t length) {
+  const ssize_t put = ::write(static_cast<int>(reinterpret_cast<std::intptr_t>(cookie)), buffer, length);
+  return put < 0 ? 0 : put;  // stdio takes 0 as the error
+}
+
+FILE* socket_stream(int fd, const char* mode) {
+  FILE* stream = ::fopencookie(reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)), mode,
+                               cookie_io_functions_t{socket_cookie_read, socket_cookie_write, nullptr, nullptr});
+  if (stream != nullptr) stream->_fileno = fd;
+  return stream;
+}
+
 FILE* file_stream(int fd, const char* mode) {
   FILE* stream = ::fopencookie(reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)), mode,
                                cookie_io_functions_t{cookie_read, cookie_write, cookie_seek, cookie_close});
@@ -401,9 +419,11 @@ int open_flags_of(const char* mode) {
   return flags;
 }
 
-// stdin, stdout and stderr: the C library's, and the fleet streams made for 0, 1 and 2.
+// stdin, stdout and stderr: the C library's, and the streams made for a fleet descriptor or a
+// socket at 0, 1 and 2 (with what each was made for).
 FILE* g_kernel_streams[3] = {nullptr, nullptr, nullptr};
 FILE* g_fleet_streams[3] = {nullptr, nullptr, nullptr};
+bool g_streams_of_socket[3] = {false, false, false};
 
 FILE*& standard_stream(int fd) { return fd == 0 ? stdin : fd == 1 ? stdout : stderr; }
 
@@ -422,7 +442,6 @@ void adopt_inherited_cwd() {
 }
 
 __attribute__((constructor)) void adopt_inherited_files() {
-  for (int fd = 0; fd <= 2; ++fd) g_kernel_streams[fd] = standard_stream(fd);
   files().adopt_inherited();
   for (int fd = 0; fd <= 2; ++fd) standard_stream_follows(fd);
   adopt_inherited_cwd();
@@ -435,17 +454,21 @@ void standard_stream_flush(int fd) {
 }
 
 void standard_stream_follows(int fd) {
-  if (fd < 0 || fd > 2 || g_kernel_streams[fd] == nullptr) return;
+  if (fd < 0 || fd > 2) return;
   FILE*& stream = standard_stream(fd);
-  if (!is_file(fd)) {
+  // The first call comes before any stream was replaced (the constructors call it).
+  if (g_kernel_streams[fd] == nullptr) g_kernel_streams[fd] = stream;
+  const bool socket = is_socket(fd);
+  if (!is_file(fd) && !socket) {
     if (stream == g_fleet_streams[fd]) stream = g_kernel_streams[fd];
     return;
   }
-  if (stream == g_fleet_streams[fd] && stream != nullptr) return;
-  FILE* made = file_stream(fd, fd == 0 ? "r" : "w");
+  if (stream == g_fleet_streams[fd] && stream != nullptr && g_streams_of_socket[fd] == socket) return;
+  FILE* made = socket ? socket_stream(fd, fd == 0 ? "r" : "w") : file_stream(fd, fd == 0 ? "r" : "w");
   if (made == nullptr) return;
   if (fd == 2) ::setvbuf(made, nullptr, _IONBF, 0);
   g_fleet_streams[fd] = made;
+  g_streams_of_socket[fd] = socket;
   stream = made;
 }
 

@@ -1000,9 +1000,11 @@ FLOTILLA_EXPORT int dup3(int fd, int target, int flags) {
     if (const int copy = dup_file(fd, target, flags, false); copy != kNotFile) return copy;
   }
   if (fd_kind(fd) == FdKind::kernel && fd_kind(target) == FdKind::kernel) return REAL(dup3)(fd, target, flags);
+  standard_stream_flush(target);
   Lock lock(Runtime::get().mutex());
   const int copy = REAL(dup3)(fd, target, flags);
   if (copy >= 0) share_descriptor(fd, copy);
+  standard_stream_follows(target);
   return copy;
 }
 
@@ -1011,9 +1013,11 @@ FLOTILLA_EXPORT int dup2(int fd, int target) {
     if (const int copy = dup_file(fd, target, 0, true); copy != kNotFile) return copy;
   }
   if (fd_kind(fd) == FdKind::kernel && fd_kind(target) == FdKind::kernel) return REAL(dup2)(fd, target);
+  standard_stream_flush(target);
   Lock lock(Runtime::get().mutex());
   const int copy = REAL(dup2)(fd, target);
   if (copy >= 0 && copy != fd) share_descriptor(fd, copy);
+  standard_stream_follows(target);
   return copy;
 }
 

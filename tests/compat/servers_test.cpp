@@ -17,7 +17,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <thread>
@@ -355,6 +357,59 @@ TEST_F(Compat, AForkingServerWhoseChildrenExitAtOnceLosesNoByte) {
   echo_rounds(kPort, 3);
   EXPECT_TRUE(server.running()) << tail(server.output());
   EXPECT_EQ(server.output().find("Traceback"), std::string::npos) << tail(server.output());
+}
+
+// git daemon forks per connection and execs `git daemon --serve`, which runs git upload-pack
+// (another fork and exec) on the connection as stdin and stdout; upload-pack writes through stdio
+// too, which the C library does with its internal write (on Flotilla it said "fflush error:
+// Invalid argument" and every clone failed). Three clones one after the other, then two at once,
+// each checked file by file against the repository.
+TEST_F(Compat, GitDaemonServesClonesThroughItsExecutedHelpers) {
+  ASSERT_TRUE(start_apps({"git"}, 16));  // each clone is served by two processes with a seat each
+  constexpr std::uint16_t kPort = 9418;
+  const std::filesystem::path source = folder_ / "source";
+  std::filesystem::create_directories(source);
+  for (int i = 0; i < 40; ++i) {
+    std::ofstream(source / ("file" + std::to_string(i))) << std::string(5000 + i * 97, static_cast<char>('a' + i % 26));
+  }
+  const std::string git = "git -c user.name=flotilla -c user.email=test@flotilla -c init.defaultBranch=main ";
+  const CommandOutcome made = run_shell("cd " + source.string() + " && " + git + "init -q && " + git + "add . && " +
+                                        git + "commit -q -m tree && " + git + "clone -q --bare . " +
+                                        (folder_ / "repo.git").string() + " 2>&1");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  Program daemon(app_command({"git", "daemon", "--reuseaddr", "--export-all", "--base-path=" + folder_.string(),
+                              "--port=" + std::to_string(kPort), "--listen=0.0.0.0", folder_.string()}),
+                 file("git-daemon.log"));
+  ASSERT_TRUE(wait_for_port(daemon, app_address(), kPort)) << tail(daemon.output());
+  auto clone = [&](const std::string& name) {
+    const std::filesystem::path target = folder_ / name;
+    std::vector<std::string> argv =
+        peer_command({"git", "clone", "-q", "git://" + app_address() + ":" + std::to_string(kPort) + "/repo.git",
+                      target.string()});
+    std::string line;
+    for (const std::string& word : argv) line += word + " ";
+    const CommandOutcome cloned = run_shell("timeout 60 " + line + " 2>&1");
+    if (cloned.exit_code != 0) return name + ": " + cloned.output;
+    for (int i = 0; i < 40; ++i) {
+      const std::string file_name = "file" + std::to_string(i);
+      std::ifstream copy(target / file_name), original(source / file_name);
+      const std::string got((std::istreambuf_iterator<char>(copy)), std::istreambuf_iterator<char>());
+      const std::string want((std::istreambuf_iterator<char>(original)), std::istreambuf_iterator<char>());
+      if (got != want) return name + ": " + file_name + " differs";
+    }
+    return std::string();
+  };
+  for (const char* name : {"clone1", "clone2", "clone3"}) EXPECT_EQ(clone(name), "");
+  std::string first, second;
+  std::thread other([&] { second = clone("clone5"); });
+  first = clone("clone4");
+  other.join();
+  EXPECT_EQ(first, "");
+  EXPECT_EQ(second, "");
+  EXPECT_TRUE(daemon.running()) << tail(daemon.output());
+  // (wait_for_port's probe connection closes without a request: "the remote end hung up", as on Linux.)
+  EXPECT_EQ(daemon.output().find("error"), std::string::npos) << tail(daemon.output());
+  EXPECT_EQ(daemon.output().find("flotilla:"), std::string::npos) << "[" << daemon.output() << "]";
 }
 
 TEST_F(Compat, RedisServesTwoThousandClients) { serve_redis_clients(2000, 20000); }
