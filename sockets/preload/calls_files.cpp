@@ -389,9 +389,12 @@ ssize_t socket_cookie_write(void* cookie, const char* buffer, std::size_t length
   return put < 0 ? 0 : put;  // stdio takes 0 as the error
 }
 
+int socket_cookie_close(void* cookie) { return ::close(static_cast<int>(reinterpret_cast<std::intptr_t>(cookie))); }
+
 FILE* socket_stream(int fd, const char* mode) {
   FILE* stream = ::fopencookie(reinterpret_cast<void*>(static_cast<std::intptr_t>(fd)), mode,
-                               cookie_io_functions_t{socket_cookie_read, socket_cookie_write, nullptr, nullptr});
+                               cookie_io_functions_t{socket_cookie_read, socket_cookie_write, nullptr,
+                                                     socket_cookie_close});
   if (stream != nullptr) stream->_fileno = fd;
   return stream;
 }
@@ -959,6 +962,7 @@ FLOTILLA_EXPORT FILE* fopen64(const char* path, const char* mode) {
   return fopen(path, mode);
 }
 FLOTILLA_EXPORT FILE* fdopen(int fd, const char* mode) {
+  if (is_socket(fd)) return socket_stream(fd, mode);
   if (!is_file(fd)) return REAL(fdopen)(fd, mode);
   return file_stream(fd, mode);
 }

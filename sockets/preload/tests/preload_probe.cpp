@@ -655,6 +655,33 @@ void scenario_closefrom(const char* ip, int port, const char* self) {
   if (good) passed(name);
 }
 
+// stdio on a socket: streams from fdopen, and stdout once the socket is put at 1 with dup2 (the C
+// library writes those with its internal write, past the interposed one).
+void scenario_stdio(const char* ip, int port) {
+  const char* name = "stdio";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  FILE* out = fdopen(dup(fd), "w");
+  FILE* in = fdopen(fd, "r");
+  bool good = check(out != nullptr && in != nullptr, name, "fdopen");
+  char line[64] = {};
+  good = good && check(std::fprintf(out, "hello %d\n", 42) > 0 && std::fflush(out) == 0, name, "fprintf and fflush");
+  good = good && check(std::fgets(line, sizeof(line), in) != nullptr && std::strcmp(line, "hello 42\n") == 0, name,
+                       "fgets reads the echo");
+  const int saved = dup(1);
+  std::fflush(stdout);
+  good = good && check(dup2(fileno(in), 1) == 1, name, "dup2 onto stdout");
+  const bool printed = std::printf("via stdout\n") > 0 && std::fflush(stdout) == 0;
+  (void)dup2(saved, 1);
+  close(saved);
+  good = good && check(printed, name, "printf to a socket at 1");
+  good = good && check(std::fgets(line, sizeof(line), in) != nullptr && std::strcmp(line, "via stdout\n") == 0, name,
+                       "the echo of what stdout wrote");
+  if (out != nullptr) std::fclose(out);
+  if (in != nullptr) std::fclose(in);
+  if (good) passed(name);
+}
+
 // Confines this process as sshd's pre-authentication sandbox does: one descriptor at most
 // (RLIMIT_NOFILE 1: a poll of more fails with EINVAL), then prctl(PR_SET_NO_NEW_PRIVS) and a
 // seccomp filter allowing the system calls sshd allows (others kill it with SIGSYS).
@@ -765,6 +792,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_exec(ip, port, self);
   scenario_closefrom(ip, port, self);
   scenario_sandbox(ip, port);
+  scenario_stdio(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
