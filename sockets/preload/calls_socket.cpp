@@ -318,8 +318,6 @@ int read_timeout(const void* value, socklen_t length, int& timeout_ms) {
   return 0;
 }
 
-constexpr int kMinimumMss = 88;     // Linux's TCP_MIN_MSS
-constexpr int kMaximumMss = 32767;  // MAX_TCP_WINDOW
 constexpr std::size_t kCongestionNameBytes = 16;  // TCP_CA_NAME_MAX
 constexpr int kDefaultMss = 536;  // TCP_MSS_DEFAULT: what Linux answers before a connection
 constexpr int kUdpHeadersBytes = 28;
@@ -581,7 +579,7 @@ int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
     std::uint16_t port = 0;
     if (!read_address(address, length, ip, port)) return -1;
     if (!loopback(ip) || socket->id >= 0) {
-      if (socket->id < 0 && Runtime::get().open_datagram(lock, *socket, 0) != 0) return -1;
+      if (socket->id < 0 && Runtime::get().open_datagram(&lock, *socket, 0) != 0) return -1;
       socket->peer_address = ip;
       socket->peer_port = port;
       socket->state = Socket::State::connected;
@@ -721,7 +719,7 @@ FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
     if (socket->udp() && !loopback(ip)) {
       if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
       socket->bound_address = ip;
-      return Runtime::get().open_datagram(lock, *socket, port);
+      return Runtime::get().open_datagram(&lock, *socket, port);
     }
     if (!loopback(ip)) {
       // Port 0 gets its port now, as on Linux, so getsockname tells it before listen or connect.

@@ -273,7 +273,7 @@ bool DatagramQueue::push(std::uint32_t address, std::uint16_t port, std::uint32_
   return true;
 }
 
-int Runtime::open_datagram(Lock& lock, Socket& socket, std::uint16_t port) {
+int Runtime::open_datagram(Lock* lock, Socket& socket, std::uint16_t port) {
   if (udp_ == nullptr) return fail_with(EPROTONOSUPPORT);
   if (socket.id >= 0) return fail_with(EINVAL);
   auto opened = udp_->open(port);
@@ -289,7 +289,12 @@ int Runtime::open_datagram(Lock& lock, Socket& socket, std::uint16_t port) {
     if (answered()) break;
     const int left = remaining_ms(deadline);
     if (left == 0) return fail_with(ETIMEDOUT);
-    if (sleep(lock, answered, nullptr, 0, left) < 0) return -1;
+    if (lock == nullptr) {
+      constexpr useconds_t kLookUs = 1000;
+      ::usleep(kLookUs);
+    } else if (sleep(*lock, answered, nullptr, 0, left) < 0) {
+      return -1;
+    }
   }
   if (socket.udp_error != 0) {
     datagram_sockets_[opened.value()] = nullptr;

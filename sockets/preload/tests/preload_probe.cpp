@@ -1177,8 +1177,14 @@ int main(int argc, char** argv) {
     socklen_t length = sizeof(local);
     const bool socket = getsockname(std::atoi(argv[2]), reinterpret_cast<sockaddr*>(&local), &length) == 0;
     const bool record_closed = fcntl(std::atoi(argv[3]), F_GETFD) == -1 && errno == EBADF;
-    std::printf("inherit=%s record=%s socket=%s\n", getenv("FLOTILLA_INHERIT") != nullptr ? "set" : "unset",
-                record_closed ? "closed" : "open", socket ? "flotilla" : "kernel");
+    int type = 0;
+    int tos = 0;
+    socklen_t size = sizeof(int);
+    (void)getsockopt(std::atoi(argv[2]), SOL_SOCKET, SO_TYPE, &type, &size);
+    size = sizeof(int);
+    (void)getsockopt(std::atoi(argv[2]), IPPROTO_IP, IP_TOS, &tos, &size);
+    std::printf("inherit=%s record=%s socket=%s type=%d tos=%d\n", getenv("FLOTILLA_INHERIT") != nullptr ? "set" : "unset",
+                record_closed ? "closed" : "open", socket ? "flotilla" : "kernel", type, tos);
     return 0;
   }
   std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless | wake-one epoll|blocking PORT WORKERS | shared-set PORT CONNECTIONS\n");
