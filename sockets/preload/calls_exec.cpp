@@ -168,19 +168,20 @@ std::mutex g_piped_mutex;
 std::vector<PipedChild> g_piped;
 
 FILE* open_piped(const char* command, const char* mode) {
-  // "r" or "w", then (a C library extension) "e": the caller's end gets FD_CLOEXEC.
-  const bool reading = mode != nullptr && mode[0] == 'r';
-  if (mode == nullptr || (mode[0] != 'r' && mode[0] != 'w')) {
+  // One of "r" and "w", and (a C library extension) "e": the caller's end gets FD_CLOEXEC; in any
+  // order, as the C library reads it.
+  bool reading = false;
+  bool writing = false;
+  bool close_on_exec = false;
+  for (const char* flag = mode; flag != nullptr && *flag != '\0'; ++flag) {
+    reading = reading || *flag == 'r';
+    writing = writing || *flag == 'w';
+    close_on_exec = close_on_exec || *flag == 'e';
+    if (*flag != 'r' && *flag != 'w' && *flag != 'e') reading = writing = true;  // refused below
+  }
+  if (reading == writing) {
     errno = EINVAL;
     return nullptr;
-  }
-  bool close_on_exec = false;
-  for (const char* flag = mode + 1; *flag != '\0'; ++flag) {
-    if (*flag != 'e') {
-      errno = EINVAL;
-      return nullptr;
-    }
-    close_on_exec = true;
   }
   int ends[2];
   if (::pipe2(ends, O_CLOEXEC) != 0) return nullptr;

@@ -131,6 +131,25 @@ TEST(PreloadDown, AMalformedExecRecordLeavesBareDescriptors) {
   EXPECT_NE(other.find("socket=kernel"), std::string::npos) << other;
 }
 
+// system(), popen() and pclose() are the library's (so that the shells inherit its sockets) and
+// behave as the C library's: the probe says the same of both.
+TEST(PreloadDown, SystemAndPopenAreTheLibrarysAndBehaveAsTheCLibrarys) {
+  const auto [libc_code, libc] = run_shell(probe_path() + " shells 2>&1");
+  const auto [code, output] = run_shell("env LD_PRELOAD=" + library_path() +
+                                        " FLOTILLA_SOCKET=/nonexistent/flotilla.sock " + probe_path() + " shells 2>&1");
+  EXPECT_EQ(libc_code, 0) << libc;
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(libc.find("system from libc"), std::string::npos) << libc;
+  EXPECT_NE(output.find("system from flotilla"), std::string::npos) << output;
+  const auto after_first = [](const std::string& text) { return text.substr(std::min(text.size(), text.find('\n') + 1)); };
+  EXPECT_EQ(after_first(output), after_first(libc));
+  // The answers the comparison relies on (the C library's, here).
+  for (const char* answer : {"system(NULL)=1", "system(exit 3)=768", "system(kill parent)=1024",
+                             "signalled=1 signal=2", "pclose w=1792", "popen r: from-the-shell", "cloexec=1"}) {
+    EXPECT_NE(libc.find(answer), std::string::npos) << answer << "\n" << libc;
+  }
+}
+
 TEST(PreloadDown, AnInheritVariableNamingAnotherFileIsLeftAlone) {
   // The variable names a regular file of the program's (the probe's binary): not read, not closed.
   const int placeholder = ::eventfd(0, 0);
