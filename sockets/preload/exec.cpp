@@ -309,12 +309,7 @@ std::string Runtime::describe_sockets(const NamedSockets& named, bool in_place, 
   constexpr std::uint64_t kSettleNs = 3'000'000'000;
   constexpr useconds_t kLookUs = 1000;
   const std::uint64_t settle_until = monotonic_ns() + kSettleNs;
-  // A vfork child runs in its parent's memory and on its parent's lease: it hands over only what
-  // needs nothing of either (sockets handed to this image and not taken, fresh ones, listeners,
-  // UDP sockets); this process's connections, which a pin would need, stay bare eventfds.
-  const bool vfork_child = in_vfork_child();
   for (const auto& [socket, names] : named) {
-    if (vfork_child) break;
     if (socket->udp() || socket->state != Socket::State::connecting || !ours(*socket)) continue;
     for (;;) {
       pump();
@@ -328,7 +323,7 @@ std::string Runtime::describe_sockets(const NamedSockets& named, bool in_place, 
   const bool own_connections = std::any_of(named.begin(), named.end(), [&](const auto& entry) {
     return !entry.first->udp() && entry.first->state == Socket::State::connected && ours(*entry.first);
   });
-  if (own_connections && !vfork_child) {
+  if (own_connections) {
     prepare_fork();
     handoff.pinned = fork_serial_ != 0;
   }
@@ -397,7 +392,7 @@ std::string Runtime::describe_sockets(const NamedSockets& named, bool in_place, 
       // A connect that failed leaves a socket that may connect again, as on Linux.
       append(line, static_cast<std::uint64_t>(HandedKind::fresh));
       append_options(line, *socket);
-    } else if (socket->state == Socket::State::connecting && !vfork_child) {
+    } else if (socket->state == Socket::State::connecting) {
       append(line, static_cast<std::uint64_t>(HandedKind::lost));
       append_options(line, *socket);
       std::fprintf(stderr, "flotilla: a connection still connecting after %llu s cannot be handed over; the receiver's "
@@ -415,8 +410,9 @@ std::string Runtime::describe_sockets(const NamedSockets& named, bool in_place, 
 }
 
 bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
-  // A vfork child (a shell's way to run a command) changes nothing of its parent's: the parent
-  // goes on with its sockets, so the exec is not in place for them (describe_sockets).
+  // A vfork child (a shell's way to run a command) runs in its parent's memory, on its parent's
+  // lease, the parent's thread stopped: it pins and describes as the parent would, and the parent
+  // goes on with its sockets, so the exec is not in place for them.
   if (in_vfork_child()) in_place = false;
   // The lease ends with this image: the datagrams it sent must leave the channel first, as a
   // kernel's send was done when it returned (a bounded wait).
@@ -466,6 +462,14 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
                          "gets bare descriptors\n", std::strerror(errno));
     end_handoff(handoff);
     return false;
+  }
+  // A vfork child made the fork's token in its own descriptor table, which the new image keeps:
+  // the parent's memory forgets it (the parent goes on as after a spawn whose child holds it).
+  if (in_vfork_child() && handoff.pinned) {
+    handoff.token = fork_token_;
+    fork_token_ = -1;
+    fork_serial_ = 0;
+    handoff.pinned = false;
   }
   return true;
 }

@@ -459,8 +459,8 @@ class Runtime {
   // Under the lock.
   bool hand_over(ExecHandoff& handoff, bool in_place);
   // A vfork child (or a raw clone, or a fork the C library did not announce) runs here: its
-  // memory may be its parent's, which must not change (hand_over, and the exec wrappers give the
-  // lock back before the exec).
+  // memory may be its parent's (hand_over leaves it as a spawn would, and the exec wrappers give
+  // the lock back before the exec).
   bool in_vfork_child() const { return ::getpid() != owner_; }
   // After an exec that failed, or a spawn (whose child has its copies): this process's state as
   // before hand_over; pins the exec made go as those of a child that exited. Under the lock.

@@ -6,6 +6,8 @@
 //                     start, which prints them ("rights"). The lines must match.
 //   system PORT       inetd-style through system(): each connection is echoed by
 //                     `exec cat <&N >&N`; prints "system status S" when the status is not 0.
+//   vfork PORT        the same through vfork() and an exec in the child of `sh -c 'exec cat <&N >&N'`
+//                     (the child runs in the server's memory; the connection is the server's own).
 //   popen PORT        the same through popen(): "r" (`cat <&N >&N && echo done`, the server reads
 //                     "done") and "w" (the server writes an exit code the shell reads, pclose
 //                     returns it) in turn; prints "popen: ..." on a fault.
@@ -306,38 +308,61 @@ int accept_next(int listener) {
   }
 }
 
-int system_server(int port) {
+// Serves each connection on `port`, one at a time: `hand_on` gives it to a shell and returns once
+// the shell ended; then the server's copy closes.
+template <class HandOn>
+int serve_through(int port, HandOn&& hand_on) {
   const int listener = listen_on(port);
   if (listener < 0) return fail("listen");
-  std::printf("system(NULL) %d\n", ::system(nullptr));
   std::printf("serving\n");
   std::fflush(stdout);
-  for (;;) {
+  for (bool odd = false;; odd = !odd) {
     const int connection = accept_next(listener);
     if (connection < 0) return fail("accept");
-    const std::string command = "exec cat <&" + std::to_string(connection) + " >&" + std::to_string(connection);
-    const int status = ::system(command.c_str());
-    if (status != 0) std::printf("system status %d\n", status);
+    if (!hand_on(connection, odd)) return 1;
     std::fflush(stdout);
     ::close(connection);
   }
 }
 
+std::string echo_command(int connection) {
+  return "exec cat <&" + std::to_string(connection) + " >&" + std::to_string(connection);
+}
+
+int system_server(int port) {
+  std::printf("system(NULL) %d\n", ::system(nullptr));
+  return serve_through(port, [](int connection, bool) {
+    const int status = ::system(echo_command(connection).c_str());
+    if (status != 0) std::printf("system status %d\n", status);
+    return true;
+  });
+}
+
+int vfork_server(int port) {
+  return serve_through(port, [](int connection, bool) {
+    const std::string command = echo_command(connection);
+    const pid_t child = ::vfork();
+    if (child == 0) {
+      ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    if (child < 0) return fail("vfork") == 0;
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (status != 0) std::printf("vfork status %d\n", status);
+    return true;
+  });
+}
+
 int popen_server(int port) {
-  const int listener = listen_on(port);
-  if (listener < 0) return fail("listen");
-  std::printf("serving\n");
-  std::fflush(stdout);
-  for (bool reading = true;; reading = !reading) {
-    const int connection = accept_next(listener);
-    if (connection < 0) return fail("accept");
+  return serve_through(port, [](int connection, bool writing) {
     const std::string fd = std::to_string(connection);
-    const std::string command = reading ? "cat <&" + fd + " >&" + fd + " && echo done"
-                                        : "read code; cat <&" + fd + " >&" + fd + "; exit $code";
-    FILE* stream = ::popen(command.c_str(), reading ? "r" : "w");
-    if (stream == nullptr) return fail("popen");
-    ::close(connection);
-    if (reading) {
+    const std::string command = writing ? "read code; cat <&" + fd + " >&" + fd + "; exit $code"
+                                        : "cat <&" + fd + " >&" + fd + " && echo done";
+    FILE* stream = ::popen(command.c_str(), writing ? "w" : "r");
+    if (stream == nullptr) return fail("popen") == 0;
+    if (!writing) {
       char line[64] = {};
       if (std::fgets(line, sizeof(line), stream) == nullptr || std::string(line) != "done\n") {
         std::printf("popen: the shell said \"%s\", not done\n", line);
@@ -349,8 +374,8 @@ int popen_server(int port) {
       const int status = ::pclose(stream);
       if (!WIFEXITED(status) || WEXITSTATUS(status) != 7) std::printf("popen: pclose of \"w\" gave %d, not exit 7\n", status);
     }
-    std::fflush(stdout);
-  }
+    return true;
+  });
 }
 
 // --- UDP ---
@@ -505,11 +530,12 @@ int main(int argc, char** argv) {
   if (mode == "options-exec" && argc == 7) return options_after_exec(argv);
   if (mode == "system" && argc == 3) return system_server(std::atoi(argv[2]));
   if (mode == "popen" && argc == 3) return popen_server(std::atoi(argv[2]));
+  if (mode == "vfork" && argc == 3) return vfork_server(std::atoi(argv[2]));
   if (mode == "udp" && (argc == 3 || argc == 5)) return udp_server(argv, argc);
   if (mode == "udp-pass" && argc == 3) return udp_pass_server(std::atoi(argv[2]));
   if (mode == "connecting" && argc == 5) return connecting_probe(argv[2], std::atoi(argv[3]), argv[4], argv[0]);
   if (mode == "connected" && argc == 3) return finish_connecting(std::atoi(argv[2]));
-  std::fprintf(stderr, "usage: flotilla-handoff-probe options PEER | system PORT | popen PORT | udp PORT | "
+  std::fprintf(stderr, "usage: flotilla-handoff-probe options PEER | system PORT | vfork PORT | popen PORT | udp PORT | "
                        "udp-pass PORT | connecting ADDRESS PORT exec|rights\n");
   return 2;
 }

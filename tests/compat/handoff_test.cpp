@@ -203,6 +203,27 @@ class HandoffProbe : public EchoServersTest {
     });
   }
 
+  // The probe's `mode` serving each connection through a shell on `port`: `rounds` of 10
+  // connections echo, the server still runs and said neither `fault` nor anything else went
+  // wrong. Its output.
+  std::string run_shell_server(const std::string& mode, std::uint16_t port, int rounds, const std::string& fault) {
+    if (!start_apps({"sh", "cat"})) {
+      ADD_FAILURE() << "the stack did not start";
+      return {};
+    }
+    Program server(probe({mode, std::to_string(port)}), file(mode + ".log"));
+    if (!wait_for_port(server, app_address(), port)) {
+      ADD_FAILURE() << tail(server.output());
+      return {};
+    }
+    echo_rounds(port, rounds);
+    EXPECT_TRUE(server.running()) << tail(server.output());
+    const std::string output = server.output();
+    EXPECT_EQ(output.find(fault), std::string::npos) << tail(output);
+    expect_quiet(output);
+    return output;
+  }
+
   // The probe's UDP `mode` on `port`, once it says it serves.
   std::unique_ptr<Program> start_udp_probe(const std::string& mode, std::uint16_t port) {
     if (!start_apps({})) return nullptr;
@@ -251,29 +272,23 @@ TEST_F(HandoffProbe, OptionsGoOnAcrossExecAndScmRights) {
 // inetd's way through system(): each connection is echoed by `exec cat <&N >&N`, which the shell
 // system() starts inherits (50 connections, 10 at a time, 64 KiB each, served one by one).
 TEST_F(HandoffProbe, AServerEchoesEachConnectionThroughSystem) {
-  ASSERT_TRUE(start_apps({"sh", "cat"}));
-  constexpr std::uint16_t kPort = 7011;
-  Program server(probe({"system", std::to_string(kPort)}), file("system.log"));
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
-  echo_rounds(kPort, 5);
-  EXPECT_TRUE(server.running()) << tail(server.output());
-  EXPECT_NE(server.output().find("system(NULL) 1"), std::string::npos) << tail(server.output());
-  EXPECT_EQ(server.output().find("system status"), std::string::npos) << tail(server.output());
-  expect_quiet(server.output());
+  const std::string output = run_shell_server("system", 7011, 5, "system status");
+  EXPECT_NE(output.find("system(NULL) 1"), std::string::npos) << tail(output);
   expect_replica_counts(50, 0);
 }
 
+// The same through vfork() (a shell's way, and some servers'): the child, running in the server's
+// memory, execs the shell with the server's own connection, which it pins as a fork would.
+TEST_F(HandoffProbe, AServerEchoesEachConnectionThroughAVforkedShell) {
+  (void)run_shell_server("vfork", 7016, 3, "vfork status");
+  expect_replica_counts(30, 0);
+}
+
 // The same through popen(), "r" and "w" in turn: the shell echoes the connection it inherited and
-// talks to the server over the pipe; pclose returns that shell's status.
+// talks to the server over the pipe; pclose returns that shell's status. (dash runs `cat` of
+// `cat ... && echo done` in a vfork child.)
 TEST_F(HandoffProbe, AServerEchoesEachConnectionThroughPopen) {
-  ASSERT_TRUE(start_apps({"sh", "cat"}));
-  constexpr std::uint16_t kPort = 7012;
-  Program server(probe({"popen", std::to_string(kPort)}), file("popen.log"));
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
-  echo_rounds(kPort, 3);
-  EXPECT_TRUE(server.running()) << tail(server.output());
-  EXPECT_EQ(server.output().find("popen:"), std::string::npos) << tail(server.output());
-  expect_quiet(server.output());
+  (void)run_shell_server("popen", 7012, 3, "popen:");
 }
 
 // A UDP server that execs itself with its socket keeps answering on the same port, with the
