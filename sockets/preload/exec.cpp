@@ -339,9 +339,10 @@ std::string Runtime::describe_sockets(const NamedSockets& named, bool in_place, 
       const bool opened = (socket->handed != nullptr && socket->handed->datagram) ||
                           (socket->handed == nullptr && (ours(*socket) || parked(*socket)));
       if (opened) {
+        // Taken at load only when its port frees with this image (an inherited one is the parent's).
         append(line, static_cast<std::uint64_t>(HandedKind::datagram));
         append_options(line, *socket);
-        append(line, std::uint64_t{in_place});
+        append(line, std::uint64_t{in_place && ours(*socket)});
       } else if (socket->id < 0 && socket->handed == nullptr && socket->state != Socket::State::released) {
         append(line, static_cast<std::uint64_t>(HandedKind::fresh));
         append_options(line, *socket);

@@ -288,7 +288,13 @@ int Runtime::open_datagram(Lock* lock, Socket& socket, std::uint16_t port) {
     pump();
     if (answered()) break;
     const int left = remaining_ms(deadline);
-    if (left == 0) return fail_with(ETIMEDOUT);
+    if (left == 0) {
+      // No answer: the socket forgets the id, and the UDP server closes it if it opens it late.
+      datagram_sockets_[opened.value()] = nullptr;
+      (void)udp_->close(opened.value());
+      socket.id = -1;
+      return fail_with(ETIMEDOUT);
+    }
     if (lock == nullptr) {
       constexpr useconds_t kLookUs = 1000;
       ::usleep(kLookUs);
