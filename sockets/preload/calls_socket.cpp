@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <mutex>
 #include <random>
+#include <utility>
 
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/files.hpp"
@@ -222,6 +223,10 @@ int connect_locked(Lock& lock, Socket& socket, std::uint32_t address, std::uint1
     case Socket::State::released:
       return fail_with(EBADF);
     case Socket::State::fresh: {
+      if (std::exchange(socket.handed_failed, false)) {
+        const int error = std::exchange(socket.handed_error, 0);
+        return fail_with(error != 0 ? error : ECONNABORTED);
+      }
       sockets::SocketOptions options = open_options(socket);
       options.local_port = socket.bound ? socket.bound_port : 0;
       auto connection = runtime.tcp().connect(address, port, options);
@@ -455,6 +460,7 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
       case SO_ERROR: {
         int error = socket.error_reported ? 0 : runtime.socket_error(socket);
         if (error != 0) socket.error_reported = true;
+        if (socket.handed_error != 0 && socket.state == Socket::State::fresh) error = std::exchange(socket.handed_error, 0);
         return int_option(value, length, error);
       }
       case SO_TYPE: return int_option(value, length, socket.udp() ? SOCK_DGRAM : SOCK_STREAM);

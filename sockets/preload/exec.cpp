@@ -50,6 +50,7 @@ constexpr std::string_view kRightsRecordTarget = "/memfd:flotilla-rights ";
 constexpr std::size_t kMaxRightsPerMessage = 253;  // SCM_MAX_FD
 constexpr std::size_t kMaxRecordBytes = 8u << 20;
 constexpr std::uint64_t kMaxCount = 1u << 16;
+constexpr int kMaxErrno = 4095;
 enum class HandedKind : std::uint8_t { fresh = 0, listener = 1, connection = 2, datagram = 3, lost = 4 };
 
 void append(std::string& line, std::uint64_t value) {
@@ -57,8 +58,9 @@ void append(std::string& line, std::uint64_t value) {
   line += std::to_string(value);
 }
 
-// The options and local state of a socket, in the record's order.
-void append_options(std::string& line, const Socket& socket) {
+// The options and local state of a socket, in the record's order; `error` the one SO_ERROR has
+// still to say.
+void append_options(std::string& line, const Socket& socket, int error = 0) {
   for (const std::uint64_t value :
        {std::uint64_t{socket.nonblocking}, std::uint64_t{socket.bound}, std::uint64_t{socket.bound_address},
         std::uint64_t{socket.bound_port}, std::uint64_t{socket.port_picked_at_bind}, std::uint64_t{socket.read_shut},
@@ -71,7 +73,7 @@ void append_options(std::string& line, const Socket& socket) {
         static_cast<std::uint64_t>(std::int64_t{socket.send_timeout_ms} + 1),
         std::uint64_t{socket.udp()}, static_cast<std::uint64_t>(socket.user_mss), std::uint64_t{socket.tcp_newreno},
         std::uint64_t{socket.packet_info}, std::uint64_t{socket.peer_address}, std::uint64_t{socket.peer_port},
-        std::uint64_t{socket.kept.size()}}) {
+        static_cast<std::uint64_t>(std::max(error != 0 ? error : socket.handed_error, 0)), std::uint64_t{socket.kept.size()}}) {
     append(line, value);
   }
   for (const int value : socket.kept) append(line, static_cast<std::uint32_t>(value));
@@ -160,10 +162,11 @@ bool read_options(Fields& fields, Socket& socket) {
   std::size_t kept = 0;
   if (!(fields.flag(udp) && fields.next(socket.user_mss, kMaximumMss) && fields.flag(socket.tcp_newreno) &&
         fields.flag(socket.packet_info) && fields.next(socket.peer_address) && fields.next(socket.peer_port) &&
-        fields.next(kept, socket.kept.size()))) {
+        fields.next(socket.handed_error, kMaxErrno) && fields.next(kept, socket.kept.size()))) {
     return false;
   }
   if (socket.user_mss != 0 && socket.user_mss < kMinimumMss) return false;
+  socket.handed_failed = socket.handed_error != 0;
   if (udp) {
     socket.protocol = Socket::Protocol::udp;
     socket.datagrams = std::make_shared<DatagramQueue>();
@@ -390,9 +393,10 @@ std::string Runtime::describe_sockets(const NamedSockets& named, bool in_place, 
       append_connection(line, fork, *connection);
     } else if (socket->state == Socket::State::fresh ||
                (socket->state == Socket::State::connecting && ours(*socket) && tcp_->error(socket->id) != 0)) {
-      // A connect that failed leaves a socket that may connect again, as on Linux.
+      // A connect that failed leaves a socket that may connect again, as on Linux, its error to say.
+      const bool failed = socket->state == Socket::State::connecting && !socket->error_reported;
       append(line, static_cast<std::uint64_t>(HandedKind::fresh));
-      append_options(line, *socket);
+      append_options(line, *socket, failed ? tcp_->error(socket->id) : 0);
     } else if (socket->state == Socket::State::connecting) {
       append(line, static_cast<std::uint64_t>(HandedKind::lost));
       append_options(line, *socket);
@@ -651,7 +655,8 @@ std::size_t Runtime::take_record(std::string_view record, std::span<const int> r
     // Each kind is of one protocol, and a UDP socket has a peer only once open.
     const bool udp_kind = kind == static_cast<std::uint8_t>(HandedKind::datagram);
     malformed = malformed || (kind != static_cast<std::uint8_t>(HandedKind::fresh) && udp_kind != socket->udp()) ||
-                (socket->udp() && !udp_kind && socket->peer_port != 0);
+                (socket->udp() && !udp_kind && socket->peer_port != 0) ||
+                (socket->handed_error != 0 && (socket->udp() || kind != static_cast<std::uint8_t>(HandedKind::fresh)));
     if (!malformed && kind == static_cast<std::uint8_t>(HandedKind::listener)) {
       handed->listener.emplace();
       malformed = !read_listener(fields, *handed->listener);

@@ -420,7 +420,8 @@ std::uint32_t Runtime::ready_events(Socket& socket) {
   }
   switch (socket.state) {
     case Socket::State::fresh:
-      return POLLOUT | POLLHUP;  // what Linux says of a TCP socket never connected
+      // What Linux says of a TCP socket never connected (or whose connect failed).
+      return POLLOUT | POLLHUP | (socket.handed_error != 0 ? POLLERR : 0);
     case Socket::State::released:
       return POLLNVAL;
     case Socket::State::listening:

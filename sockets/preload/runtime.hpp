@@ -114,6 +114,11 @@ struct Socket {
   bool read_shut = false;
   bool write_shut = false;
   bool error_reported = false;  // SO_ERROR (or a failed connect) said it already
+  // A connect that failed before exec or SCM_RIGHTS handed the socket over, not reported yet:
+  // poll says POLLERR and SO_ERROR says it, once. The next connect fails as Linux's does (with
+  // that error, or ECONNABORTED once it was said), and the one after that connects.
+  int handed_error = 0;
+  bool handed_failed = false;
   std::uint64_t stalls = 0;     // EAGAINs: an edge-triggered epoll reports the next readiness again
   // Options (kept so getsockopt answers what setsockopt said, and sent once a connection exists).
   bool reuse_address = false;

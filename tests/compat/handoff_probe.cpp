@@ -16,10 +16,12 @@
 //   udp-pass PORT     answers the first datagram ("primary PAYLOAD"), then passes its socket to
 //                     a worker with SCM_RIGHTS and closes its copy; the worker answers the rest
 //                     ("worker PAYLOAD").
-//   connecting ADDRESS PORT exec|rights
+//   connecting ADDRESS PORT exec|rights [CLOSED_PORT]
 //                     starts a non-blocking connect and at once execs itself (or passes the socket
 //                     to a child and closes its copy); the new image (the child) waits until it is
 //                     writable, checks SO_ERROR, sends "hello\n" and prints the line it gets back.
+//                     With CLOSED_PORT the first connect goes there: the new image prints the
+//                     refusal SO_ERROR says (then 0), and connects the same socket to PORT.
 // Faults print "flotilla-handoff-probe: ..." on stderr.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -468,12 +470,33 @@ int udp_pass_server(int port) {
 
 // --- a connection still connecting ---
 
-int finish_connecting(int fd) {
+// SO_ERROR of `fd` once it is writable (-1 on a fault).
+int settled_error(int fd) {
   pollfd look{fd, POLLOUT, 0};
-  if (::poll(&look, 1, 10000) != 1) return fail("poll the connecting socket");
+  if (::poll(&look, 1, 10000) != 1) return fail("poll the connecting socket") * -1;
   int error = 0;
   socklen_t length = sizeof(error);
-  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return fail("SO_ERROR");
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) return fail("SO_ERROR") * -1;
+  return error;
+}
+
+// The connect handed over settles; when it was refused (`again` names where to connect then), it
+// says so once and the socket connects again.
+int finish_connecting(int fd, const char* again_ip = nullptr, int again_port = 0) {
+  int error = settled_error(fd);
+  if (again_ip != nullptr) {
+    std::printf("first connect: %s, then %d\n", std::strerror(error), settled_error(fd));
+    // Linux's first connect after a failed one says ECONNABORTED (the error was said), the next
+    // one connects.
+    const sockaddr_in to = address_of(again_ip, again_port);
+    const int first = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) == 0 ? 0 : errno;
+    std::printf("reconnect: %s\n", std::strerror(first));
+    if (first != 0 && first != EINPROGRESS &&
+        ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0 && errno != EINPROGRESS) {
+      return fail("connect again");
+    }
+    error = settled_error(fd);
+  }
   if (error != 0) {
     errno = error;
     return fail("the connect");
@@ -489,7 +512,7 @@ int finish_connecting(int fd) {
   return ::close(fd) == 0 ? 0 : fail("close");
 }
 
-int connecting_probe(const char* ip, int port, const std::string& how, const char* self) {
+int connecting_probe(const char* ip, int port, const std::string& how, const char* self, int closed_port) {
   int channel[2] = {-1, -1};
   pid_t child = -1;
   if (how == "rights") {
@@ -501,18 +524,23 @@ int connecting_probe(const char* ip, int port, const std::string& how, const cha
       ::close(channel[0]);
       int fd = -1;
       if (receive_descriptors(channel[1], &fd, 1) != 1) ::_exit(fail("receive the socket"));
-      ::_exit(finish_connecting(fd));
+      ::_exit(closed_port != 0 ? finish_connecting(fd, ip, port) : finish_connecting(fd));
     }
     ::close(channel[1]);
   }
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-  const sockaddr_in to = address_of(ip, port);
+  const sockaddr_in to = address_of(ip, closed_port != 0 ? closed_port : port);
   if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) == 0 || errno != EINPROGRESS) {
     return fail("a connect still in progress");
   }
   if (how == "exec") {
     const std::string fd_text = std::to_string(fd);
-    ::execl("/proc/self/exe", self, "connected", fd_text.c_str(), static_cast<char*>(nullptr));
+    const std::string port_text = std::to_string(port);
+    if (closed_port != 0) {
+      ::execl("/proc/self/exe", self, "connected", fd_text.c_str(), ip, port_text.c_str(), static_cast<char*>(nullptr));
+    } else {
+      ::execl("/proc/self/exe", self, "connected", fd_text.c_str(), static_cast<char*>(nullptr));
+    }
     return fail("exec itself");
   }
   if (!pass_descriptors(channel[0], &fd, 1)) return fail("pass the socket");
@@ -533,9 +561,12 @@ int main(int argc, char** argv) {
   if (mode == "vfork" && argc == 3) return vfork_server(std::atoi(argv[2]));
   if (mode == "udp" && (argc == 3 || argc == 5)) return udp_server(argv, argc);
   if (mode == "udp-pass" && argc == 3) return udp_pass_server(std::atoi(argv[2]));
-  if (mode == "connecting" && argc == 5) return connecting_probe(argv[2], std::atoi(argv[3]), argv[4], argv[0]);
+  if (mode == "connecting" && (argc == 5 || argc == 6)) {
+    return connecting_probe(argv[2], std::atoi(argv[3]), argv[4], argv[0], argc == 6 ? std::atoi(argv[5]) : 0);
+  }
   if (mode == "connected" && argc == 3) return finish_connecting(std::atoi(argv[2]));
+  if (mode == "connected" && argc == 5) return finish_connecting(std::atoi(argv[2]), argv[3], std::atoi(argv[4]));
   std::fprintf(stderr, "usage: flotilla-handoff-probe options PEER | system PORT | vfork PORT | popen PORT | udp PORT | "
-                       "udp-pass PORT | connecting ADDRESS PORT exec|rights\n");
+                       "udp-pass PORT | connecting ADDRESS PORT exec|rights [CLOSED_PORT]\n");
   return 2;
 }

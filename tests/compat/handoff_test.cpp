@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -21,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "tests/apps/apps_fixture.hpp"
@@ -324,9 +326,12 @@ TEST_F(HandoffProbe, AUdpSocketPassedToAWorkerIsAnsweredThere) {
 
 // A TCP connection still connecting when the program execs (or passes it and closes its copy)
 // goes on: the new image (the receiver) sees it become writable, SO_ERROR 0, and talks over it.
-class HandoffConnecting : public HandoffProbe, public ::testing::WithParamInterface<const char*> {};
+// Refused (a closed port first): the new image's SO_ERROR says so once, and the socket connects
+// again.
+class HandoffConnecting : public HandoffProbe, public ::testing::WithParamInterface<std::tuple<const char*, bool>> {};
 
 TEST_P(HandoffConnecting, AConnectionStillConnectingGoesOn) {
+  const auto [how, refused_first] = GetParam();
   ASSERT_TRUE(start_apps({}));
   constexpr std::uint16_t kPort = 7015;
   const std::string address = peer_address();
@@ -360,7 +365,9 @@ TEST_P(HandoffConnecting, AConnectionStillConnectingGoesOn) {
     (void)::write(connection, answer.data(), answer.size());
     ::close(connection);
   });
-  Program program(probe({"connecting", address, std::to_string(kPort), GetParam()}), file("connecting.log"));
+  std::vector<std::string> arguments{"connecting", address, std::to_string(kPort), how};
+  if (refused_first) arguments.push_back(std::to_string(kPort + 1));  // nothing listens there
+  Program program(probe(arguments), file("connecting.log"));
   const auto status = program.wait(30s);
   server.join();
   ::close(listener);
@@ -369,10 +376,16 @@ TEST_P(HandoffConnecting, AConnectionStillConnectingGoesOn) {
   EXPECT_EQ(*status, 0) << tail(output);
   EXPECT_EQ(heard, "hello");
   EXPECT_NE(output.find("reply: echo hello"), std::string::npos) << tail(output);
+  if (refused_first) {
+    EXPECT_NE(output.find("first connect: " + std::string(std::strerror(ECONNREFUSED)) + ", then 0"), std::string::npos)
+        << tail(output);
+    EXPECT_NE(output.find("reconnect: " + std::string(std::strerror(ECONNABORTED))), std::string::npos) << tail(output);
+  }
   expect_quiet(output);
 }
 
-INSTANTIATE_TEST_SUITE_P(Handoff, HandoffConnecting, ::testing::Values("exec", "rights"));
+INSTANTIATE_TEST_SUITE_P(Handoff, HandoffConnecting,
+                         ::testing::Combine(::testing::Values("exec", "rights"), ::testing::Bool()));
 
 }  // namespace
 }  // namespace flotilla::testing

@@ -83,10 +83,11 @@ std::string run_handed(const std::string& record) {
 
 // A fresh socket's options: nonblocking, bound, address, port, port picked, the two shuts, reuse
 // address and port, keepalive, nodelay, cork, keepalive timing, linger, buffers, timeouts, UDP,
-// TCP_MAXSEG, reno, IP_PKTINFO, peer address and port, how many kept options follow (none).
-constexpr const char* kFreshOptions = "0 0 0 0 0 0 0 0 0 0 0 0 7200 75 9 0 0 1048576 1048576 0 0 0 0 0 0 0 0 0";
+// TCP_MAXSEG, reno, IP_PKTINFO, peer address and port, the error of a failed connect, how many
+// kept options follow (none).
+constexpr const char* kFreshOptions = "0 0 0 0 0 0 0 0 0 0 0 0 7200 75 9 0 0 1048576 1048576 0 0 0 0 0 0 0 0 0 0";
 // The same up to the kept options, for a UDP socket, then the kept table up to IP_TOS (0x10).
-constexpr const char* kUdpWithTos = "0 0 0 0 0 0 0 0 0 0 0 0 7200 75 9 0 0 1048576 1048576 0 0 1 0 0 0 0 0 "
+constexpr const char* kUdpWithTos = "0 0 0 0 0 0 0 0 0 0 0 0 7200 75 9 0 0 1048576 1048576 0 0 1 0 0 0 0 0 0 "
                                     "13 0 0 0 0 0 0 0 0 0 0 1 1 16";
 
 TEST(PreloadDown, AnExecRecordIsTakenAndDropped) {
@@ -113,16 +114,20 @@ TEST(PreloadDown, AMalformedExecRecordLeavesBareDescriptors) {
   // A flag of 2, a missing field, a number past 64 bits, an unknown line, a listener with no
   // port; a TCP_MAXSEG below Linux's least, more kept options than the table has, a kept flag of
   // 2, IP_TOS past 255, a read-only option (SO_SNDLOWAT) set, a UDP socket as a listener, a
-  // datagram kind with no bound port, a fresh UDP socket with a peer.
+  // datagram kind with no bound port, a fresh UDP socket with a peer, a UDP socket with the error
+  // of a failed connect, a field too many, an error past errno's range.
   for (const std::string& socket_line :
        {std::string("socket 1 EVENTFD 0 2") + (kFreshOptions + 1), std::string("socket 1 EVENTFD 0 0"),
         std::string("socket 1 EVENTFD 0 ") + kFreshOptions + " 99999999999999999999999",
         std::string("listen 1 EVENTFD"), std::string("socket 1 EVENTFD 1 ") + kFreshOptions + " 0 0 0 0 0",
-        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 13", " 1 50 0 0 0 0 13"),
+        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 0 13", " 1 50 0 0 0 0 0 13"),
         "socket 1 EVENTFD 0 " + with(" 13 ", " 99 "), "socket 1 EVENTFD 0 " + with(" 13 0 ", " 13 2 "),
         "socket 1 EVENTFD 0 " + with(" 1 1 16", " 1 1 256"), "socket 1 EVENTFD 0 " + with(" 1 1 16", " 1 2 16"),
         "socket 1 EVENTFD 1 " + udp + " 0 0 0 0 0", "socket 1 EVENTFD 3 " + udp + " 0",
-        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 13", " 1 0 0 0 167772161 53 13")}) {
+        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 0 13", " 1 0 0 0 167772161 53 0 13"),
+        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 0 13", " 1 0 0 0 0 0 111 13"),
+        std::string("socket 1 EVENTFD 0 ") + kFreshOptions + " 0",
+        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 0 13", " 0 0 0 0 0 0 4096 13")}) {
     const std::string output = run_handed("flotilla-exec 2\n" + socket_line + "\n");
     EXPECT_NE(output.find("inherit=unset record=closed socket=kernel"), std::string::npos) << socket_line << "\n" << output;
     EXPECT_EQ(count_of(output, "malformed"), 1u) << socket_line << "\n" << output;
