@@ -162,6 +162,7 @@ int run_system(const char* command) {
 // descriptors (POSIX), and pclose waits for its stream's child only.
 struct PipedChild {
   FILE* stream;
+  int fd;  // the stream's descriptor (the stream itself may be gone: fclose'd, not pclose'd)
   pid_t pid;
 };
 std::mutex g_piped_mutex;
@@ -194,8 +195,11 @@ FILE* open_piped(const char* command, const char* mode) {
   // dup2 onto itself clears FD_CLOEXEC (POSIX 2017, the C library since 2.29).
   int failed = ::posix_spawn_file_actions_adddup2(&actions, theirs, target);
   for (const PipedChild& other : g_piped) {
-    const int fd = ::fileno(other.stream);
-    if (failed == 0 && fd >= 0 && fd != target) failed = ::posix_spawn_file_actions_addclose(&actions, fd);
+    // (A stream fclose'd instead of pclose'd is still listed: a descriptor no longer open would
+    // fail the spawn.)
+    if (failed == 0 && other.fd != target && ::fcntl(other.fd, F_GETFD) >= 0) {
+      failed = ::posix_spawn_file_actions_addclose(&actions, other.fd);
+    }
   }
   pid_t pid = 0;
   if (failed == 0) failed = spawn_shell(pid, command, &actions, nullptr);
@@ -213,7 +217,7 @@ FILE* open_piped(const char* command, const char* mode) {
     errno = failed;
     return nullptr;
   }
-  g_piped.push_back({stream, pid});
+  g_piped.push_back({stream, ours, pid});
   return stream;
 }
 
