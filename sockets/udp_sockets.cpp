@@ -53,6 +53,11 @@ bool UdpSockets::readable(std::uint32_t socket) const {
   return slot->delivered.load(std::memory_order_acquire) > entry->consumed;
 }
 
+bool UdpSockets::all_taken() {
+  const auto room = channel_.out.room();
+  return !room || room.value() == channel_.out.capacity();  // a corrupt index: nothing to wait for
+}
+
 bool UdpSockets::exposed(std::uint32_t socket) const {
   const LocalSocket* entry = local(socket);
   const ExposedSocket* slot = entry != nullptr ? exposed(*entry) : nullptr;

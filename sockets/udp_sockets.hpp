@@ -63,6 +63,9 @@ class UdpSockets {
   bool readable(std::uint32_t socket) const;
   // Whether anything from the UDP server waits.
   bool readable() const { return from_udp_->has_input(); }
+  // Whether the UDP server took every message sent to it (a datagram still in the channel is lost
+  // when this application's lease ends, at an exec for one).
+  bool all_taken();
   // Whether the UDP server exposes `socket`'s state to this application (readiness by loads).
   bool exposed(std::uint32_t socket) const;
   // Datagrams the UDP server dropped for `socket` because this application's channel was full;

@@ -15,7 +15,7 @@ namespace {
 int ensure_open(Lock& lock, Socket& socket) {
   if (Runtime::get().gone(socket)) return fail_with(ENETDOWN);
   if (socket.id >= 0) return 0;
-  return Runtime::get().open_datagram(lock, socket, 0);
+  return Runtime::get().open_datagram(&lock, socket, 0);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <utility>
 
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/files.hpp"
@@ -226,6 +227,10 @@ int connect_locked(Lock& lock, Socket& socket, std::uint32_t address, std::uint1
     case Socket::State::released:
       return fail_with(EBADF);
     case Socket::State::fresh: {
+      if (std::exchange(socket.handed_failed, false)) {
+        const int error = std::exchange(socket.handed_error, 0);
+        return fail_with(error != 0 ? error : ECONNABORTED);
+      }
       sockets::SocketOptions options = open_options(socket);
       options.local_port = socket.bound ? socket.bound_port : 0;
       auto connection = runtime.tcp().connect(address, port, options);
@@ -322,8 +327,6 @@ int read_timeout(const void* value, socklen_t length, int& timeout_ms) {
   return 0;
 }
 
-constexpr int kMinimumMss = 88;     // Linux's TCP_MIN_MSS
-constexpr int kMaximumMss = 32767;  // MAX_TCP_WINDOW
 constexpr std::size_t kCongestionNameBytes = 16;  // TCP_CA_NAME_MAX
 constexpr int kDefaultMss = 536;  // TCP_MSS_DEFAULT: what Linux answers before a connection
 constexpr int kUdpHeadersBytes = 28;
@@ -461,6 +464,7 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
       case SO_ERROR: {
         int error = socket.error_reported ? 0 : runtime.socket_error(socket);
         if (error != 0) socket.error_reported = true;
+        if (socket.handed_error != 0 && socket.state == Socket::State::fresh) error = std::exchange(socket.handed_error, 0);
         return int_option(value, length, error);
       }
       case SO_TYPE: return int_option(value, length, socket.udp() ? SOCK_DGRAM : SOCK_STREAM);
@@ -585,7 +589,7 @@ int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
     std::uint16_t port = 0;
     if (!read_address(address, length, ip, port)) return -1;
     if (!loopback(ip) || socket->id >= 0) {
-      if (socket->id < 0 && Runtime::get().open_datagram(lock, *socket, 0) != 0) return -1;
+      if (socket->id < 0 && Runtime::get().open_datagram(&lock, *socket, 0) != 0) return -1;
       socket->peer_address = ip;
       socket->peer_port = port;
       socket->state = Socket::State::connected;
@@ -725,7 +729,7 @@ FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
     if (socket->udp() && !loopback(ip)) {
       if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
       socket->bound_address = ip;
-      return Runtime::get().open_datagram(lock, *socket, port);
+      return Runtime::get().open_datagram(&lock, *socket, port);
     }
     if (!loopback(ip)) {
       // Port 0 gets its port now, as on Linux, so getsockname tells it before listen or connect.

@@ -8,7 +8,11 @@
 //   lease FD                       the old image's lease, holding its listeners' members
 //   socket N FD... KIND FIELDS...  one socket and the N descriptors naming it
 // KIND: 0 fresh (FIELDS: the options only), 1 listener (then its ListenerShare), 2 connection
-// (then its fork serial and ConnectionShare). A message's record starts `flotilla-rights 1 P`
+// (then its fork serial and ConnectionShare), 3 datagram (a UDP socket open at the UDP server:
+// then whether the sender is gone, an exec in place, so the port is taken at load), 4 lost (a
+// connection the sender could not settle: its calls fail with EBADF). The options are every
+// value getsockopt reads back (append_options), the kept table's last (a count, then each value
+// as a 32-bit pattern). A message's record starts `flotilla-rights 2 P`
 // and names positions in the message's descriptors instead: the program's P first, then the
 // tokens, then the record itself; it has no lease line. Either comes from another process
 // (possibly not ours): every number is range-checked, and a descriptor is taken only when it is
@@ -36,25 +40,27 @@ namespace flotilla::preload {
 
 namespace {
 
-constexpr std::string_view kHeader = "flotilla-exec 1";
+constexpr std::string_view kHeader = "flotilla-exec 2";
 constexpr const char* kRecordName = "flotilla-exec";
 constexpr std::string_view kRecordTarget = "/memfd:flotilla-exec ";  // what /proc/self/fd shows
 // A message's record: the header then how many of the passed descriptors are the program's.
-constexpr std::string_view kRightsHeader = "flotilla-rights 1";
+constexpr std::string_view kRightsHeader = "flotilla-rights 2";
 constexpr const char* kRightsRecordName = "flotilla-rights";
 constexpr std::string_view kRightsRecordTarget = "/memfd:flotilla-rights ";
 constexpr std::size_t kMaxRightsPerMessage = 253;  // SCM_MAX_FD
 constexpr std::size_t kMaxRecordBytes = 8u << 20;
 constexpr std::uint64_t kMaxCount = 1u << 16;
-enum class HandedKind : std::uint8_t { fresh = 0, listener = 1, connection = 2 };
+constexpr int kMaxErrno = 4095;
+enum class HandedKind : std::uint8_t { fresh = 0, listener = 1, connection = 2, datagram = 3, lost = 4 };
 
 void append(std::string& line, std::uint64_t value) {
   line += ' ';
   line += std::to_string(value);
 }
 
-// The options and local state of a socket, in the record's order.
-void append_options(std::string& line, const Socket& socket) {
+// The options and local state of a socket, in the record's order; `error` the one SO_ERROR has
+// still to say.
+void append_options(std::string& line, const Socket& socket, int error = 0) {
   for (const std::uint64_t value :
        {std::uint64_t{socket.nonblocking}, std::uint64_t{socket.bound}, std::uint64_t{socket.bound_address},
         std::uint64_t{socket.bound_port}, std::uint64_t{socket.port_picked_at_bind}, std::uint64_t{socket.read_shut},
@@ -63,9 +69,14 @@ void append_options(std::string& line, const Socket& socket) {
         std::uint64_t{socket.keep_idle_s}, std::uint64_t{socket.keep_interval_s}, std::uint64_t{socket.keep_count},
         std::uint64_t(socket.linger_option.l_onoff != 0), static_cast<std::uint64_t>(std::max(socket.linger_option.l_linger, 0)),
         static_cast<std::uint64_t>(std::max(socket.receive_buffer, 0)), static_cast<std::uint64_t>(std::max(socket.send_buffer, 0)),
-        static_cast<std::uint64_t>(socket.receive_timeout_ms + 1), static_cast<std::uint64_t>(socket.send_timeout_ms + 1)}) {
+        static_cast<std::uint64_t>(std::int64_t{socket.receive_timeout_ms} + 1),
+        static_cast<std::uint64_t>(std::int64_t{socket.send_timeout_ms} + 1),
+        std::uint64_t{socket.udp()}, static_cast<std::uint64_t>(socket.user_mss), std::uint64_t{socket.tcp_newreno},
+        std::uint64_t{socket.packet_info}, std::uint64_t{socket.peer_address}, std::uint64_t{socket.peer_port},
+        static_cast<std::uint64_t>(std::max(error != 0 ? error : socket.handed_error, 0)), std::uint64_t{socket.kept.size()}}) {
     append(line, value);
   }
+  for (const int value : socket.kept) append(line, static_cast<std::uint32_t>(value));
 }
 
 void append_listener(std::string& line, const sockets::ListenerShare& share) {
@@ -140,13 +151,38 @@ bool read_options(Fields& fields, Socket& socket) {
         fields.flag(socket.keepalive) && fields.flag(socket.no_delay) && fields.flag(socket.cork) &&
         fields.next(socket.keep_idle_s) && fields.next(socket.keep_interval_s) && fields.next(socket.keep_count) &&
         fields.flag(linger_on) && fields.next(linger_s, kMaxInt) && fields.next(socket.receive_buffer, kMaxInt) &&
-        fields.next(socket.send_buffer, kMaxInt) && fields.next(receive_timeout, kMaxInt) &&
-        fields.next(send_timeout, kMaxInt))) {
+        fields.next(socket.send_buffer, kMaxInt) && fields.next(receive_timeout, kMaxInt + 1) &&
+        fields.next(send_timeout, kMaxInt + 1))) {
     return false;
   }
   socket.linger_option = linger{linger_on ? 1 : 0, static_cast<int>(linger_s)};
-  socket.receive_timeout_ms = static_cast<int>(receive_timeout) - 1;
-  socket.send_timeout_ms = static_cast<int>(send_timeout) - 1;
+  socket.receive_timeout_ms = static_cast<int>(static_cast<std::int64_t>(receive_timeout) - 1);
+  socket.send_timeout_ms = static_cast<int>(static_cast<std::int64_t>(send_timeout) - 1);
+  bool udp = false;
+  std::size_t kept = 0;
+  if (!(fields.flag(udp) && fields.next(socket.user_mss, kMaximumMss) && fields.flag(socket.tcp_newreno) &&
+        fields.flag(socket.packet_info) && fields.next(socket.peer_address) && fields.next(socket.peer_port) &&
+        fields.next(socket.handed_error, kMaxErrno) && fields.next(kept, socket.kept.size()))) {
+    return false;
+  }
+  if (socket.user_mss != 0 && socket.user_mss < kMinimumMss) return false;
+  socket.handed_failed = socket.handed_error != 0;
+  if (udp) {
+    socket.protocol = Socket::Protocol::udp;
+    socket.datagrams = std::make_shared<DatagramQueue>();
+  }
+  // A record of a library with fewer kept options leaves the rest at their initial values; each
+  // value must be one setsockopt could have left (what Linux keeps for it).
+  for (std::size_t i = 0; i < kept; ++i) {
+    std::uint32_t pattern = 0;
+    if (!fields.next(pattern)) return false;
+    const int value = static_cast<int>(pattern);
+    const KeptOption& option = kKeptOptions[i];
+    int error = 0;
+    const bool settable = option.rule != KeptRule::read_only && option.rule != KeptRule::not_supported;
+    if (settable ? kept_value(option, value, error) != value || error != 0 : value != option.initial) return false;
+    socket.kept[i] = value;
+  }
   return true;
 }
 
@@ -261,8 +297,8 @@ bool read_record_file(int fd, std::string_view target, std::string& record) {
 
 }  // namespace
 
-std::string Runtime::describe_sockets(const NamedSockets& named, ExecHandoff& handoff, std::vector<int>& tokens,
-                                      bool& own_listener) {
+std::string Runtime::describe_sockets(const NamedSockets& named, bool in_place, ExecHandoff& handoff,
+                                      std::vector<int>& tokens, bool& own_listener) {
   const bool ours_live = host_ != nullptr && tcp_ != nullptr && !stack_down() && still_owner();
   auto ours = [&](const Socket& socket) {
     return ours_live && socket.handed == nullptr && socket.epoch == epoch_ && !gone(socket) && socket.id >= 0;
@@ -271,6 +307,21 @@ std::string Runtime::describe_sockets(const NamedSockets& named, ExecHandoff& ha
     return parked_.tcp != nullptr && socket.handed == nullptr && socket.epoch == parked_.epoch &&
            socket.epoch != epoch_ && socket.id >= 0;
   };
+  // A connection still connecting goes on once it settles (the replicas move only an open one):
+  // a bounded wait, as a SYN answered at all is answered within it.
+  constexpr std::uint64_t kSettleNs = 3'000'000'000;
+  constexpr useconds_t kLookUs = 1000;
+  const std::uint64_t settle_until = monotonic_ns() + kSettleNs;
+  for (const auto& [socket, names] : named) {
+    if (socket->udp() || socket->state != Socket::State::connecting || !ours(*socket)) continue;
+    for (;;) {
+      pump();
+      if (tcp_->connected(socket->id)) socket->state = Socket::State::connected;
+      if (socket->state == Socket::State::connected || tcp_->error(socket->id) != 0) break;
+      if (monotonic_ns() >= settle_until) break;
+      ::usleep(kLookUs);
+    }
+  }
   // This process's connections are pinned as for a fork, with a token the receiver holds.
   const bool own_connections = std::any_of(named.begin(), named.end(), [&](const auto& entry) {
     return !entry.first->udp() && entry.first->state == Socket::State::connected && ours(*entry.first);
@@ -282,10 +333,29 @@ std::string Runtime::describe_sockets(const NamedSockets& named, ExecHandoff& ha
   std::string sockets_text;
   own_listener = false;
   for (const auto& [socket, names] : named) {
-    if (socket->udp()) continue;
     std::string line = "socket";
     append(line, names.size());
     for (const int name : names) append(line, static_cast<std::uint64_t>(name));
+    if (socket->udp()) {
+      // Open at the UDP server (here, inherited, or handed over and not taken yet): the receiver
+      // opens it again on its port once this process's copy is gone.
+      const bool opened = (socket->handed != nullptr && socket->handed->datagram) ||
+                          (socket->handed == nullptr && (ours(*socket) || parked(*socket)));
+      if (opened) {
+        // Taken at load only when its port frees with this image (an inherited one is the parent's).
+        append(line, static_cast<std::uint64_t>(HandedKind::datagram));
+        append_options(line, *socket);
+        append(line, std::uint64_t{in_place && ours(*socket)});
+      } else if (socket->id < 0 && socket->handed == nullptr && socket->state != Socket::State::released) {
+        append(line, static_cast<std::uint64_t>(HandedKind::fresh));
+        append_options(line, *socket);
+      } else {
+        continue;
+      }
+      sockets_text += line;
+      sockets_text += '\n';
+      continue;
+    }
     std::optional<sockets::ListenerShare> listener;
     std::optional<sockets::ConnectionShare> connection;
     std::uint64_t fork = 0;
@@ -321,11 +391,19 @@ std::string Runtime::describe_sockets(const NamedSockets& named, ExecHandoff& ha
       append(line, static_cast<std::uint64_t>(HandedKind::connection));
       append_options(line, *socket);
       append_connection(line, fork, *connection);
-    } else if (socket->state == Socket::State::fresh) {
+    } else if (socket->state == Socket::State::fresh ||
+               (socket->state == Socket::State::connecting && ours(*socket) && tcp_->error(socket->id) != 0)) {
+      // A connect that failed leaves a socket that may connect again, as on Linux, its error to say.
+      const bool failed = socket->state == Socket::State::connecting && !socket->error_reported;
       append(line, static_cast<std::uint64_t>(HandedKind::fresh));
+      append_options(line, *socket, failed ? tcp_->error(socket->id) : 0);
+    } else if (socket->state == Socket::State::connecting) {
+      append(line, static_cast<std::uint64_t>(HandedKind::lost));
       append_options(line, *socket);
+      std::fprintf(stderr, "flotilla: a connection still connecting after %llu s cannot be handed over; the receiver's "
+                           "calls on it fail with EBADF\n", static_cast<unsigned long long>(kSettleNs / 1'000'000'000));
     } else {
-      continue;  // connecting, failed, or not provable: the receiver finds a bare eventfd
+      continue;  // released, or not provable: the receiver finds a bare eventfd
     }
     sockets_text += line;
     sockets_text += '\n';
@@ -337,8 +415,18 @@ std::string Runtime::describe_sockets(const NamedSockets& named, ExecHandoff& ha
 }
 
 bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
-  // A vfork child (or a raw clone) shares this memory with its parent: it hands nothing over.
-  if (::getpid() != owner_) return false;
+  // A vfork child (a shell's way to run a command) runs in its parent's memory, on its parent's
+  // lease, the parent's thread stopped: it pins and describes as the parent would, and the parent
+  // goes on with its sockets, so the exec is not in place for them.
+  if (in_vfork_child()) in_place = false;
+  // The lease ends with this image: the datagrams it sent must leave the channel first, as a
+  // kernel's send was done when it returned (a bounded wait).
+  if (in_place && udp_ != nullptr && !stack_down() && still_owner()) {
+    constexpr std::uint64_t kSentNs = 1'000'000'000;
+    constexpr useconds_t kLookUs = 500;
+    const std::uint64_t until = monotonic_ns() + kSentNs;
+    while (!udp_->all_taken() && monotonic_ns() < until) ::usleep(kLookUs);
+  }
   // The sockets the new image keeps, each with its descriptors.
   NamedSockets kept;
   for (std::size_t fd = 0; fd < sockets_.size(); ++fd) {
@@ -353,7 +441,7 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
   if (kept.empty()) return false;
   std::vector<int> tokens;
   bool own_listener = false;
-  const std::string sockets_text = describe_sockets(kept, handoff, tokens, own_listener);
+  const std::string sockets_text = describe_sockets(kept, in_place, handoff, tokens, own_listener);
   std::string record(kHeader);
   record += '\n';
   for (const int token : tokens) {
@@ -380,6 +468,14 @@ bool Runtime::hand_over(ExecHandoff& handoff, bool in_place) {
     end_handoff(handoff);
     return false;
   }
+  // A vfork child made the fork's token in its own descriptor table, which the new image keeps:
+  // the parent's memory forgets it (the parent goes on as after a spawn whose child holds it).
+  if (in_vfork_child() && handoff.pinned) {
+    handoff.token = fork_token_;
+    fork_token_ = -1;
+    fork_serial_ = 0;
+    handoff.pinned = false;
+  }
   return true;
 }
 
@@ -400,7 +496,7 @@ bool Runtime::hand_over_rights(std::span<const int> rights, ExecHandoff& handoff
   if (passed.empty()) return false;
   std::vector<int> tokens;
   bool own_listener = false;
-  const std::string sockets_text = describe_sockets(passed, handoff, tokens, own_listener);
+  const std::string sockets_text = describe_sockets(passed, false, handoff, tokens, own_listener);
   if (sockets_text.empty() || tokens.size() + 1 > kMaxRightsExtra ||
       rights.size() + tokens.size() + 1 > kMaxRightsPerMessage) {
     end_handoff(handoff);
@@ -494,7 +590,7 @@ std::size_t Runtime::take_record(std::string_view record, std::span<const int> r
   std::size_t program = received.size();
   std::vector<int> leases;
   std::vector<int> tokens;
-  std::vector<std::shared_ptr<Socket>> listeners;
+  std::vector<std::shared_ptr<Socket>> taken_at_load;  // listeners, and UDP sockets whose sender is gone
   std::vector<std::shared_ptr<Socket>> passed_bound;
   std::string_view rest(record);
   bool first = true;
@@ -553,8 +649,14 @@ std::size_t Runtime::take_record(std::string_view record, std::span<const int> r
     std::uint8_t kind = 0;
     auto socket = std::make_shared<Socket>();
     auto handed = std::make_shared<Handed>();
-    malformed = malformed || !fields.next(kind, static_cast<std::uint8_t>(HandedKind::connection)) ||
+    bool at_load = false;
+    malformed = malformed || !fields.next(kind, static_cast<std::uint8_t>(HandedKind::lost)) ||
                 !read_options(fields, *socket);
+    // Each kind is of one protocol, and a UDP socket has a peer only once open.
+    const bool udp_kind = kind == static_cast<std::uint8_t>(HandedKind::datagram);
+    malformed = malformed || (kind != static_cast<std::uint8_t>(HandedKind::fresh) && udp_kind != socket->udp()) ||
+                (socket->udp() && !udp_kind && socket->peer_port != 0) ||
+                (socket->handed_error != 0 && (socket->udp() || kind != static_cast<std::uint8_t>(HandedKind::fresh)));
     if (!malformed && kind == static_cast<std::uint8_t>(HandedKind::listener)) {
       handed->listener.emplace();
       malformed = !read_listener(fields, *handed->listener);
@@ -563,14 +665,21 @@ std::size_t Runtime::take_record(std::string_view record, std::span<const int> r
       handed->connection.emplace();
       malformed = !read_connection(fields, handed->fork, *handed->connection);
       socket->state = Socket::State::connected;
+    } else if (!malformed && udp_kind) {
+      handed->datagram = true;
+      malformed = !fields.flag(at_load) || !socket->bound || socket->bound_port == 0;
+      socket->state = socket->peer_port != 0 ? Socket::State::connected : Socket::State::fresh;
+    } else if (!malformed && kind == static_cast<std::uint8_t>(HandedKind::lost)) {
+      socket->state = Socket::State::released;
     }
     malformed = malformed || !fields.done();
     if (malformed || fds.empty()) continue;
     socket->epoch = 0;  // no epoch of this image's: owns() takes it first
-    socket->port_shared = message && socket->state == Socket::State::fresh && socket->bound;
-    socket->handed = std::move(handed);
-    if (socket->handed->connection) ++handed_connections_;
-    if (socket->handed->listener) listeners.push_back(socket);
+    socket->port_shared = message && !socket->udp() && socket->state == Socket::State::fresh && socket->bound;
+    if (handed->connection) ++handed_connections_;
+    if (handed->listener || at_load) taken_at_load.push_back(socket);
+    // A lost socket is nobody's (owns() is false: its calls fail with EBADF).
+    if (socket->state != Socket::State::released) socket->handed = std::move(handed);
     for (const int fd : fds) install(fd, socket);
   }
   if (malformed) {
@@ -587,10 +696,15 @@ std::size_t Runtime::take_record(std::string_view record, std::span<const int> r
   // the parent that forked this image (an nginx master upgrading its binary, which quits once
   // the new master runs; the new master's own workers and reloads then join through its members),
   // or the sender of the message, which keeps its own.
-  for (const auto& listener : listeners) {
-    if (listener->handed != nullptr) (void)take_handed(*listener);
+  for (const auto& socket : taken_at_load) {
+    if (socket->handed != nullptr && !socket->udp()) (void)take_handed(*socket);
   }
   for (const int fd : leases) REAL(close)(fd);
+  // A UDP socket of an image exec'd in place opens on its port at once (free once the old image's
+  // lease ended), so that few datagrams find it closed.
+  for (const auto& socket : taken_at_load) {
+    if (socket->handed != nullptr && socket->udp()) (void)take_handed(*socket);
+  }
   if (handed_connections_ == 0) handed_connection_settled();
   return program;
 }
@@ -607,6 +721,8 @@ bool Runtime::take_handed(Socket& socket) {
       const auto claimed = tcp_->claim(*handed->connection, handed->fork);
       if (claimed) socket.id = claimed.value();
       taken = claimed && await_opened(socket.id, false);
+    } else if (handed->datagram) {
+      taken = reopen_datagram(socket);
     } else {
       taken = true;
     }
@@ -617,14 +733,32 @@ bool Runtime::take_handed(Socket& socket) {
   if (!taken) {
     if (!said_claim_refused_) {
       said_claim_refused_ = true;
-      std::fprintf(stderr, "flotilla: cannot take over a socket handed over by exec; its calls fail with EBADF\n");
+      std::fprintf(stderr, "flotilla: cannot take over a socket handed over by exec or SCM_RIGHTS (a UDP socket: its "
+                           "port stays the sender's while the sender keeps its copy); its calls fail with EBADF\n");
     }
-    if (socket.id >= 0 && tcp_ != nullptr) (void)tcp_->close(socket.id);
+    if (socket.id >= 0 && tcp_ != nullptr && !socket.udp()) (void)tcp_->close(socket.id);
     socket.id = -1;
     socket.state = Socket::State::released;
     return false;
   }
   return still_owner();
+}
+
+bool Runtime::reopen_datagram(Socket& socket) {
+  // The port is the sender's until its copy closes: the old image's lease ends a moment after the
+  // exec, a process passing the socket closes its copy after the send.
+  constexpr std::uint64_t kPortWaitNs = 2'000'000'000;
+  constexpr useconds_t kLookUs = 5000;
+  const std::uint64_t until = monotonic_ns() + kPortWaitNs;
+  for (;;) {
+    socket.id = -1;
+    socket.udp_answered = false;
+    socket.udp_error = 0;
+    if (open_datagram(nullptr, socket, socket.bound_port) == 0) return true;
+    socket.udp_error = 0;
+    if (errno != EADDRINUSE || monotonic_ns() >= until) return false;
+    ::usleep(kLookUs);
+  }
 }
 
 bool Runtime::await_opened(int id, bool listener) {

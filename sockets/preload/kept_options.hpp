@@ -15,6 +15,10 @@
 
 namespace flotilla::preload {
 
+// TCP_MAXSEG: what setsockopt takes besides 0 (none), as Linux checks it.
+inline constexpr int kMinimumMss = 88;     // Linux's TCP_MIN_MSS
+inline constexpr int kMaximumMss = 32767;  // MAX_TCP_WINDOW
+
 // How a value set is kept.
 enum class KeptRule : unsigned char {
   flag,            // any int; kept as 0 or 1

@@ -277,7 +277,7 @@ bool DatagramQueue::push(std::uint32_t address, std::uint16_t port, std::uint32_
   return true;
 }
 
-int Runtime::open_datagram(Lock& lock, Socket& socket, std::uint16_t port) {
+int Runtime::open_datagram(Lock* lock, Socket& socket, std::uint16_t port) {
   if (udp_ == nullptr) return fail_with(EPROTONOSUPPORT);
   if (socket.id >= 0) return fail_with(EINVAL);
   auto opened = udp_->open(port);
@@ -292,8 +292,19 @@ int Runtime::open_datagram(Lock& lock, Socket& socket, std::uint16_t port) {
     pump();
     if (answered()) break;
     const int left = remaining_ms(deadline);
-    if (left == 0) return fail_with(ETIMEDOUT);
-    if (sleep(lock, answered, nullptr, 0, left) < 0) return -1;
+    if (left == 0) {
+      // No answer: the socket forgets the id, and the UDP server closes it if it opens it late.
+      datagram_sockets_[opened.value()] = nullptr;
+      (void)udp_->close(opened.value());
+      socket.id = -1;
+      return fail_with(ETIMEDOUT);
+    }
+    if (lock == nullptr) {
+      constexpr useconds_t kLookUs = 1000;
+      ::usleep(kLookUs);
+    } else if (sleep(*lock, answered, nullptr, 0, left) < 0) {
+      return -1;
+    }
   }
   if (socket.udp_error != 0) {
     datagram_sockets_[opened.value()] = nullptr;
@@ -445,7 +456,8 @@ std::uint32_t Runtime::ready_events(Socket& socket) {
   }
   switch (socket.state) {
     case Socket::State::fresh:
-      return POLLOUT | POLLHUP;  // what Linux says of a TCP socket never connected
+      // What Linux says of a TCP socket never connected (or whose connect failed).
+      return POLLOUT | POLLHUP | (socket.handed_error != 0 ? POLLERR : 0);
     case Socket::State::released:
       return POLLNVAL;
     case Socket::State::listening:

@@ -89,6 +89,7 @@ struct Handed {
   std::optional<sockets::ListenerShare> listener;
   std::optional<sockets::ConnectionShare> connection;
   std::uint64_t fork = 0;  // a connection: the fork serial that pinned it
+  bool datagram = false;  // a UDP socket open at the sender: opened again on its bound port
 };
 
 // One Flotilla socket: what Linux keeps in an open file description (shared by dups).
@@ -114,6 +115,11 @@ struct Socket {
   bool read_shut = false;
   bool write_shut = false;
   bool error_reported = false;  // SO_ERROR (or a failed connect) said it already
+  // A connect that failed before exec or SCM_RIGHTS handed the socket over, not reported yet:
+  // poll says POLLERR and SO_ERROR says it, once. The next connect fails as Linux's does (with
+  // that error, or ECONNABORTED once it was said), and the one after that connects.
+  int handed_error = 0;
+  bool handed_failed = false;
   std::uint64_t stalls = 0;     // EAGAINs: an edge-triggered epoll reports the next readiness again
   // Options (kept so getsockopt answers what setsockopt said, and sent once a connection exists).
   bool reuse_address = false;
@@ -253,8 +259,10 @@ class Runtime {
   sockets::TcpSockets& tcp() { return *tcp_; }
   // nullptr when the slot has no channel to the UDP server.
   sockets::UdpSockets* udp() { return udp_.get(); }
-  // Asks the UDP server for a socket bound to `port` and waits for its answer. 0, or -1 with errno.
-  int open_datagram(Lock& lock, Socket& socket, std::uint16_t port);
+  // Asks the UDP server for a socket bound to `port` and waits for its answer (asleep, or, without
+  // `lock`, the lock held while the answer comes: a socket taken over as the image loads). 0, or
+  // -1 with errno.
+  int open_datagram(Lock* lock, Socket& socket, std::uint16_t port);
   // Arrivals so far (bytes for TCP, datagrams for UDP): an edge-triggered epoll reports new ones.
   std::uint64_t arrivals(Socket& socket);
   PreloadCounters& counters() { return counters_; }
@@ -476,6 +484,10 @@ class Runtime {
   // own: their members must outlive the old image). false when there is nothing to hand over.
   // Under the lock.
   bool hand_over(ExecHandoff& handoff, bool in_place);
+  // A vfork child (or a raw clone, or a fork the C library did not announce) runs here: its
+  // memory may be its parent's (hand_over leaves it as a spawn would, and the exec wrappers give
+  // the lock back before the exec).
+  bool in_vfork_child() const { return ::getpid() != owner_; }
   // After an exec that failed, or a spawn (whose child has its copies): this process's state as
   // before hand_over; pins the exec made go as those of a child that exited. Under the lock.
   void end_handoff(ExecHandoff& handoff);
@@ -516,8 +528,9 @@ class Runtime {
   // The record's lines for `named`; pins this process's connections among them (handoff.pinned)
   // and adds the tokens their proofs need to `tokens`. `own_listener`: a listener of this
   // process's own is among them (its members live while the lease does).
-  std::string describe_sockets(const NamedSockets& named, ExecHandoff& handoff, std::vector<int>& tokens,
-                               bool& own_listener);
+  // `in_place`: an exec, after which this image is gone (its UDP ports are taken at load).
+  std::string describe_sockets(const NamedSockets& named, bool in_place, ExecHandoff& handoff,
+                               std::vector<int>& tokens, bool& own_listener);
   // Installs the sockets `record` names (an exec's: `received` empty; else a message's, whose
   // descriptors those are, the record itself left out). Returns how many of `received` are the
   // program's; the tokens after them are kept or closed. Under the lock.
@@ -542,6 +555,9 @@ class Runtime {
   // Waits (a bounded while, the lock held) for the replicas' answer to the join or claim that made
   // `id`: whether it is open.
   bool await_opened(int id, bool listener);
+  // A UDP socket handed over: opens it on its port (bound_port), waiting a bounded while for the
+  // sender's copy to close. Under the lock.
+  bool reopen_datagram(Socket& socket);
   // One handed-over connection taken or closed: with the last, the tokens that pinned them close.
   void handed_connection_settled();
   void register_counters();

@@ -35,12 +35,15 @@
 //   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
 //   preload_probe closefrom-exec FD                      (the closefrom scenario's new program)
 //   preload_probe handed EVENTFD RECORD                  (what a hand-over record of exec gave)
+//   preload_probe shells                                 system(), popen() and pclose(): what each
+//                                 returns, with which errno and signals, and which library gave them
 //   preload_probe received CHANNEL                       (one message with SCM_RIGHTS on CHANNEL,
 //                                 into room for one descriptor: what the library made of it)
 #include <arpa/inet.h>
 #include <algorithm>
 #include <array>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -1287,14 +1290,56 @@ int main(int argc, char** argv) {
                 socket ? "flotilla" : "kernel", open_count() - before - static_cast<int>(named));
     return 0;
   }
+  if (mode == "shells" && argc == 2) {
+    // The C library's documented behaviour, which the preload library's own versions must have.
+    Dl_info from{};
+    const bool found = dladdr(reinterpret_cast<void*>(&system), &from) != 0 && from.dli_fname != nullptr;
+    std::printf("system from %s\n", found && std::strstr(from.dli_fname, "flotilla-preload") != nullptr ? "flotilla" : "libc");
+    std::printf("system(NULL)=%d\n", system(nullptr));
+    std::printf("system(exit 3)=%d\n", system("exit 3"));
+    // SIGINT and SIGQUIT are ignored in the caller while it waits (else the shell's kill ends it),
+    // and at their default in the shell; SIGCHLD is blocked meanwhile, and all is put back after.
+    std::printf("system(kill parent)=%d\n", system("kill -INT $PPID; kill -QUIT $PPID; exit 4"));
+    const int killed = system("kill -INT $$");
+    std::printf("system(kill itself) signalled=%d signal=%d\n", WIFSIGNALED(killed) ? 1 : 0, WTERMSIG(killed));
+    std::printf("system(blocked) %s\n", system("grep -q '^SigBlk:.*0$' /proc/self/status || exit 9") == 0 ? "same mask" : "other mask");
+    struct sigaction interrupt {};
+    sigaction(SIGINT, nullptr, &interrupt);
+    sigset_t mask;
+    sigprocmask(SIG_SETMASK, nullptr, &mask);
+    std::printf("after system: SIGINT %s, SIGCHLD %s\n", interrupt.sa_handler == SIG_DFL ? "default" : "changed",
+                sigismember(&mask, SIGCHLD) ? "blocked" : "unblocked");
+    FILE* reading = popen("echo from-the-shell", "r");
+    char line[64] = {};
+    const bool read_line = reading != nullptr && fgets(line, sizeof(line), reading) != nullptr;
+    std::printf("popen r: %s", read_line ? line : "(nothing)\n");
+    std::printf("pclose r=%d\n", reading != nullptr ? pclose(reading) : -2);
+    FILE* writing = popen("read word; [ \"$word\" = seven ] && exit 7; exit 1", "we");
+    const int flags = writing != nullptr ? fcntl(fileno(writing), F_GETFD) : -1;
+    std::printf("popen we: cloexec=%d\n", flags >= 0 && (flags & FD_CLOEXEC) != 0 ? 1 : 0);
+    if (writing != nullptr) fputs("seven\n", writing);
+    std::printf("pclose w=%d\n", writing != nullptr ? pclose(writing) : -2);
+    for (const char* refused : {"x", "rw"}) {
+      errno = 0;
+      const bool opened = popen("true", refused) != nullptr;
+      std::printf("popen(%s)=%s errno=%s\n", refused, opened ? "stream" : "null", errno == EINVAL ? "EINVAL" : "other");
+    }
+    return 0;
+  }
   if (mode == "handed" && argc == 4) {
     // Run with a hand-over record of exec made by the test: what the library made of it.
     sockaddr_in local{};
     socklen_t length = sizeof(local);
     const bool socket = getsockname(std::atoi(argv[2]), reinterpret_cast<sockaddr*>(&local), &length) == 0;
     const bool record_closed = fcntl(std::atoi(argv[3]), F_GETFD) == -1 && errno == EBADF;
-    std::printf("inherit=%s record=%s socket=%s\n", getenv("FLOTILLA_INHERIT") != nullptr ? "set" : "unset",
-                record_closed ? "closed" : "open", socket ? "flotilla" : "kernel");
+    int type = 0;
+    int tos = 0;
+    socklen_t size = sizeof(int);
+    (void)getsockopt(std::atoi(argv[2]), SOL_SOCKET, SO_TYPE, &type, &size);
+    size = sizeof(int);
+    (void)getsockopt(std::atoi(argv[2]), IPPROTO_IP, IP_TOS, &tos, &size);
+    std::printf("inherit=%s record=%s socket=%s type=%d tos=%d\n", getenv("FLOTILLA_INHERIT") != nullptr ? "set" : "unset",
+                record_closed ? "closed" : "open", socket ? "flotilla" : "kernel", type, tos);
     return 0;
   }
   std::fprintf(stderr, "usage: preload_probe client ADDRESS ECHO_PORT CLOSED_PORT [DONE_FILE] | server PORT | down | kernel | daemon ADDRESS PORT FILE | outlive ADDRESS PORT | limits PORT READY_FILE | seatless | wake-one epoll|blocking PORT WORKERS | shared-set PORT CONNECTIONS\n");

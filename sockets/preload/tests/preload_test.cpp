@@ -82,27 +82,77 @@ std::string run_handed(const std::string& record) {
 }
 
 // A fresh socket's options: nonblocking, bound, address, port, port picked, the two shuts, reuse
-// address and port, keepalive, nodelay, cork, keepalive timing, linger, buffers, timeouts.
-constexpr const char* kFreshOptions = "0 0 0 0 0 0 0 0 0 0 0 0 7200 75 9 0 0 1048576 1048576 0 0";
+// address and port, keepalive, nodelay, cork, keepalive timing, linger, buffers, timeouts, UDP,
+// TCP_MAXSEG, reno, IP_PKTINFO, peer address and port, the error of a failed connect, how many
+// kept options follow (none).
+constexpr const char* kFreshOptions = "0 0 0 0 0 0 0 0 0 0 0 0 7200 75 9 0 0 1048576 1048576 0 0 0 0 0 0 0 0 0 0";
+// The same up to the kept options, for a UDP socket, then the kept table up to IP_TOS (0x10).
+constexpr const char* kUdpWithTos = "0 0 0 0 0 0 0 0 0 0 0 0 7200 75 9 0 0 1048576 1048576 0 0 1 0 0 0 0 0 0 "
+                                    "13 0 0 0 0 0 0 0 0 0 0 1 1 16";
 
 TEST(PreloadDown, AnExecRecordIsTakenAndDropped) {
-  const std::string output = run_handed(std::string("flotilla-exec 1\nsocket 1 EVENTFD 0 ") + kFreshOptions + "\n");
+  const std::string output = run_handed(std::string("flotilla-exec 2\nsocket 1 EVENTFD 0 ") + kFreshOptions + "\n");
   EXPECT_NE(output.find("inherit=unset record=closed socket=flotilla"), std::string::npos) << output;
   EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;
 }
 
+// The options travel with a socket: a UDP one, with IP_TOS set, reads them back.
+TEST(PreloadDown, AnExecRecordsOptionsAreReadBack) {
+  const std::string output = run_handed(std::string("flotilla-exec 2\nsocket 1 EVENTFD 0 ") + kUdpWithTos + "\n");
+  EXPECT_NE(output.find("socket=flotilla type=2 tos=16"), std::string::npos) << output;
+  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;
+}
+
 TEST(PreloadDown, AMalformedExecRecordLeavesBareDescriptors) {
-  // A flag of 2, a missing field, a number past 64 bits, an unknown line, another header.
+  // The UDP line of the test above with one value changed at a time.
+  const std::string udp(kUdpWithTos);
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string line = udp;
+    const std::size_t at = line.find(from);
+    return at == std::string::npos ? std::string("(not found)") : line.replace(at, from.size(), to);
+  };
+  // A flag of 2, a missing field, a number past 64 bits, an unknown line, a listener with no
+  // port; a TCP_MAXSEG below Linux's least, more kept options than the table has, a kept flag of
+  // 2, IP_TOS past 255, a read-only option (SO_SNDLOWAT) set, a UDP socket as a listener, a
+  // datagram kind with no bound port, a fresh UDP socket with a peer, a UDP socket with the error
+  // of a failed connect, a field too many, an error past errno's range.
   for (const std::string& socket_line :
        {std::string("socket 1 EVENTFD 0 2") + (kFreshOptions + 1), std::string("socket 1 EVENTFD 0 0"),
         std::string("socket 1 EVENTFD 0 ") + kFreshOptions + " 99999999999999999999999",
-        std::string("listen 1 EVENTFD"), std::string("socket 1 EVENTFD 1 ") + kFreshOptions + " 0 0 0 0 0"}) {
-    const std::string output = run_handed("flotilla-exec 1\n" + socket_line + "\n");
+        std::string("listen 1 EVENTFD"), std::string("socket 1 EVENTFD 1 ") + kFreshOptions + " 0 0 0 0 0",
+        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 0 13", " 1 50 0 0 0 0 0 13"),
+        "socket 1 EVENTFD 0 " + with(" 13 ", " 99 "), "socket 1 EVENTFD 0 " + with(" 13 0 ", " 13 2 "),
+        "socket 1 EVENTFD 0 " + with(" 1 1 16", " 1 1 256"), "socket 1 EVENTFD 0 " + with(" 1 1 16", " 1 2 16"),
+        "socket 1 EVENTFD 1 " + udp + " 0 0 0 0 0", "socket 1 EVENTFD 3 " + udp + " 0",
+        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 0 13", " 1 0 0 0 167772161 53 0 13"),
+        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 0 13", " 1 0 0 0 0 0 111 13"),
+        std::string("socket 1 EVENTFD 0 ") + kFreshOptions + " 0",
+        "socket 1 EVENTFD 0 " + with(" 1 0 0 0 0 0 0 13", " 0 0 0 0 0 0 4096 13")}) {
+    const std::string output = run_handed("flotilla-exec 2\n" + socket_line + "\n");
     EXPECT_NE(output.find("inherit=unset record=closed socket=kernel"), std::string::npos) << socket_line << "\n" << output;
     EXPECT_EQ(count_of(output, "malformed"), 1u) << socket_line << "\n" << output;
   }
-  const std::string other = run_handed(std::string("flotilla-exec 2\nsocket 1 EVENTFD 0 ") + kFreshOptions + "\n");
+  const std::string other = run_handed(std::string("flotilla-exec 1\nsocket 1 EVENTFD 0 ") + kFreshOptions + "\n");
   EXPECT_NE(other.find("socket=kernel"), std::string::npos) << other;
+}
+
+// system(), popen() and pclose() are the library's (so that the shells inherit its sockets) and
+// behave as the C library's: the probe says the same of both.
+TEST(PreloadDown, SystemAndPopenAreTheLibrarysAndBehaveAsTheCLibrarys) {
+  const auto [libc_code, libc] = run_shell(probe_path() + " shells 2>&1");
+  const auto [code, output] = run_shell("env LD_PRELOAD=" + library_path() +
+                                        " FLOTILLA_SOCKET=/nonexistent/flotilla.sock " + probe_path() + " shells 2>&1");
+  EXPECT_EQ(libc_code, 0) << libc;
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(libc.find("system from libc"), std::string::npos) << libc;
+  EXPECT_NE(output.find("system from flotilla"), std::string::npos) << output;
+  const auto after_first = [](const std::string& text) { return text.substr(std::min(text.size(), text.find('\n') + 1)); };
+  EXPECT_EQ(after_first(output), after_first(libc));
+  // The answers the comparison relies on (the C library's, here).
+  for (const char* answer : {"system(NULL)=1", "system(exit 3)=768", "system(kill parent)=1024",
+                             "signalled=1 signal=2", "pclose w=1792", "popen r: from-the-shell", "cloexec=1"}) {
+    EXPECT_NE(libc.find(answer), std::string::npos) << answer << "\n" << libc;
+  }
 }
 
 TEST(PreloadDown, AnInheritVariableNamingAnotherFileIsLeftAlone) {
@@ -118,7 +168,7 @@ TEST(PreloadDown, AnInheritVariableNamingAnotherFileIsLeftAlone) {
 
 TEST(PreloadDown, AnExecRecordNamingNoEventfdIsIgnored) {
   // Descriptor 0 is not an eventfd, 999999 is not open: neither becomes a socket.
-  const std::string output = run_handed(std::string("flotilla-exec 1\nsocket 2 0 999999 0 ") + kFreshOptions + "\n");
+  const std::string output = run_handed(std::string("flotilla-exec 2\nsocket 2 0 999999 0 ") + kFreshOptions + "\n");
   EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;
   EXPECT_NE(output.find("socket=kernel"), std::string::npos) << output;
 }
@@ -164,7 +214,7 @@ int placeholder() { return ::eventfd(0, EFD_CLOEXEC); }
 
 TEST(PreloadDown, AMessagesRecordIsTakenOffAndItsSocketInstalled) {
   const std::string fresh = std::string("socket 1 0 0 ") + kFreshOptions + "\n";
-  const std::string alone = run_received({placeholder(), rights_record("flotilla-rights 1 1\n" + fresh)});
+  const std::string alone = run_received({placeholder(), rights_record("flotilla-rights 2 1\n" + fresh)});
   EXPECT_NE(alone.find("received=1 truncated=0 socket=flotilla extra=0"), std::string::npos) << alone;
   EXPECT_EQ(alone.find("flotilla: "), std::string::npos) << alone;
   // With a token after the program's descriptor: taken off too (and closed, nothing to claim).
@@ -172,7 +222,7 @@ TEST(PreloadDown, AMessagesRecordIsTakenOffAndItsSocketInstalled) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, token), 0);
   ::close(token[1]);
   const std::string tokened =
-      run_received({placeholder(), token[0], rights_record("flotilla-rights 1 1\ntoken 1\n" + fresh)});
+      run_received({placeholder(), token[0], rights_record("flotilla-rights 2 1\ntoken 1\n" + fresh)});
   EXPECT_NE(tokened.find("received=1 truncated=0 socket=flotilla extra=0"), std::string::npos) << tokened;
   EXPECT_EQ(tokened.find("flotilla: "), std::string::npos) << tokened;
 }
@@ -181,11 +231,11 @@ TEST(PreloadDown, AMalformedMessageRecordLeavesBareDescriptors) {
   // More program descriptors than passed, a position past the program's, a missing field, a
   // token naming the program's descriptor, another header.
   for (const std::string& record :
-       {std::string("flotilla-rights 1 5\nsocket 1 0 0 ") + kFreshOptions,
-        std::string("flotilla-rights 1 1\nsocket 1 1 0 ") + kFreshOptions,
-        std::string("flotilla-rights 1 1\nsocket 1 0 0 0"),
-        std::string("flotilla-rights 1 1\ntoken 0\nsocket 1 0 0 ") + kFreshOptions,
-        std::string("flotilla-rights 2 1\nsocket 1 0 0 ") + kFreshOptions}) {
+       {std::string("flotilla-rights 2 5\nsocket 1 0 0 ") + kFreshOptions,
+        std::string("flotilla-rights 2 1\nsocket 1 1 0 ") + kFreshOptions,
+        std::string("flotilla-rights 2 1\nsocket 1 0 0 0"),
+        std::string("flotilla-rights 2 1\ntoken 0\nsocket 1 0 0 ") + kFreshOptions,
+        std::string("flotilla-rights 1 1\nsocket 1 0 0 ") + kFreshOptions}) {
     const std::string output = run_received({placeholder(), rights_record(record + "\n")});
     EXPECT_NE(output.find("received=1 truncated=0 socket=kernel extra=0"), std::string::npos) << record << "\n" << output;
     EXPECT_EQ(count_of(output, "malformed"), 1u) << record << "\n" << output;
