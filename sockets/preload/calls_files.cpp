@@ -205,18 +205,17 @@ int set_times(const std::string& path, const timespec* times, bool follow) {
   return with_client([&](fs::Client& client) {
     timespec now{};
     ::clock_gettime(CLOCK_REALTIME, &now);
-    fs::FileStat current;
-    const bool omits = times != nullptr && (times[0].tv_nsec == UTIME_OMIT || times[1].tv_nsec == UTIME_OMIT);
-    if (omits) {
-      const int found = follow ? client.stat(path, current) : client.lstat(path, current);
-      if (found != 0) return found;
+    if (times != nullptr && times[0].tv_nsec == UTIME_OMIT && times[1].tv_nsec == UTIME_OMIT) {
+      fs::FileStat current;  // as Linux: nothing changes, but the file must be there
+      return follow ? client.stat(path, current) : client.lstat(path, current);
     }
-    auto pick = [&](int i, std::uint64_t kept) {
+    // An omitted time is left to the server (kTimeOmit): no stat first (tar's futimens omits atime).
+    auto pick = [&](int i) {
       if (times == nullptr || times[i].tv_nsec == UTIME_NOW) return nanoseconds(now);
-      if (times[i].tv_nsec == UTIME_OMIT) return kept;
+      if (times[i].tv_nsec == UTIME_OMIT) return fs::kTimeOmit;
       return nanoseconds(times[i]);
     };
-    return client.utimens(path, pick(0, current.atime_ns), pick(1, current.mtime_ns), follow);
+    return client.utimens(path, pick(0), pick(1), follow);
   });
 }
 
