@@ -21,6 +21,7 @@ constexpr std::uint64_t kFirstGrowthBytes = 64 << 10;
 // A description with no descriptor at a server (a directory opened by name); servers number
 // theirs from 1.
 constexpr std::uint64_t kNoServerDescriptor = 0;
+constexpr std::size_t kMaxKeptAttributes = 1 << 16;
 
 bool writes(std::uint32_t flags) { return (flags & O_ACCMODE) != O_RDONLY; }
 bool reads(std::uint32_t flags) { return (flags & O_ACCMODE) != O_WRONLY; }
@@ -165,7 +166,7 @@ int Client::lookup(const DirRef& directory, std::string_view name, Found& out, F
     auto record = stat_of(reply);
     if (record && record->inode == out.inode) {
       fill_file_stat(*record, *stat);
-      attributes_[out.inode] = *stat;  // the server counts this client among their holders
+      keep_attributes(*stat);
     }
   }
   lookups_[std::move(key)] = CachedLookup{out, server};
@@ -635,6 +636,13 @@ int Client::publish_writes(InodeNumber inode) {
   return 0;
 }
 
+void Client::keep_attributes(const FileStat& stat) {
+  // Forgetting is always safe (the server's later invalidations find nothing), so a walk over a
+  // huge tree keeps the memory bounded by starting over.
+  if (attributes_.size() >= kMaxKeptAttributes) attributes_.clear();
+  attributes_[stat.inode] = stat;
+}
+
 bool Client::cached_stat(InodeNumber inode, FileStat& out) {
   drain_notices();
   auto kept = attributes_.find(inode);
@@ -654,7 +662,7 @@ int Client::stat_inode(InodeNumber inode, FileStat& out) {
   auto stat = stat_of(reply);
   if (!stat || stat->inode != inode) return -EIO;
   fill_file_stat(*stat, out);
-  attributes_[inode] = out;  // the server counts this client among their holders
+  keep_attributes(out);
   return 0;
 }
 
@@ -929,7 +937,9 @@ int Client::list(const DirRef& directory, std::vector<DirEntry>& out) {
         if (stat == nullptr) return;
         // The server counts this client among the name's lookers and the inode's holders.
         lookups_[{directory.inode, std::string(name)}] = CachedLookup{Found{inode, type}, cursors[i].server};
-        fill_file_stat(*stat, attributes_[inode]);
+        FileStat kept;
+        fill_file_stat(*stat, kept);
+        keep_attributes(kept);
       });
       if (!parsed) return -EIO;
       if ((reply.flags & kEnd) != 0) continue;

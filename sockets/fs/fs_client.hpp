@@ -210,6 +210,8 @@ class Client {
   int stat_inode(InodeNumber inode, FileStat& out);
   // The kept attributes of `inode`, after draining invalidations; false when none are kept.
   bool cached_stat(InodeNumber inode, FileStat& out);
+  // Keeps what the inode's home server gave (it counts this client among the holders now).
+  void keep_attributes(const FileStat& stat);
   // Publishes (FLUSH) what this client's descriptors of `inode` wrote and have not published.
   int publish_writes(InodeNumber inode);
   int release(std::shared_ptr<Description>& d);
