@@ -27,7 +27,10 @@
 //   rmdir_abort   inode: unmark (the home server also unlocks)
 //   dirent        inode, name = the last name seen ("" first) -> reply payload = as many entries
 //                 as fit (put_dirent, read with for_each_dirent), in name order; flags kEnd
-//                 when no further entry is left here
+//                 when no further entry is left here. An entry naming a directory this server
+//                 holds carries its attributes (type word kWithStat): a walker's lstat of each
+//                 subdirectory is then answered by the listing (the client becomes one of the
+//                 name's lookers and the inode's attribute holders, as after a RESOLVE with stat)
 //   add_map       inode, name, arg0 = target inode, arg1 = type, flags kReplace (rename) ->
 //                 reply arg0 = the inode the entry named before (0: none), flags kLinkDropped
 //                 when this server is that inode's home and dropped its link itself. flags
@@ -45,12 +48,15 @@
 //   open          flags kByInode: inode; else inode = directory and name. arg0 = open flags,
 //                 arg1 = mode -> reply inode, arg0 = descriptor, arg1 = size, arg2 = type; or,
 //                 when the entry names an inode of another server, flags kByInode and no
-//                 descriptor: open it there
+//                 descriptor: open it there. An open for writing of an empty file with no
+//                 blocks gives it its first block, whose id (u32) is the reply's payload: a
+//                 small file is written without a BLOCKS
 //   dup           arg0 = descriptor, arg1 = the holder's offset, arg2 = the new holder (a child):
 //                 the descriptor is now shared and its offset lives here
 //   lseek         arg0 = descriptor, arg1 = offset, arg2 = whence -> reply arg0 = offset
 //   close         arg0 = descriptor; flags kAll: every descriptor and lock of the sender (the
-//                 supervisor's notice that a client died is logged as this)
+//                 supervisor's notice that a client died is logged as this); flags kPublish:
+//                 first what a FLUSH with arg0 = arg2 does (a writer's close is one message)
 //   create        arg0 = mode, arg1 = type -> reply inode (unlinked until an add_map names it)
 //   destroy       inode: drop one link (the entry was removed at another server)
 //   read, write   arg0 = descriptor, arg1 = length -> reply arg0 = offset to use, arg1 = length
@@ -61,11 +67,17 @@
 //                 reply arg0 = blocks the file has, arg1 = size, payload = block ids (u32)
 //   flush         inode, arg0 = the writer's end of file, arg1 = mtime (ns; 0: the server's now)
 //   chmod         inode, arg0 = mode;  chown: arg0 = uid, arg1 = gid
-//   fstat         inode -> reply payload = StatRecord
-//   utimens       inode, arg0 = atime, arg1 = mtime (ns; kTimeOmit leaves one as it is)
+//   fstat         inode -> reply payload = StatRecord; the client becomes one of the inode's
+//                 attribute holders (so does a resolve with kResolveWithStat that carries them)
+//   utimens       inode, arg0 = atime, arg1 = mtime (ns; kTimeOmit leaves one as it is); flags
+//                 kPublish: first what a FLUSH with arg0 = arg2 does (the writer's end), in the
+//                 same step
 // A request sent to a server that does not hold its inode or entry is answered -ESTALE.
 // Server to client: reply (request echoed, status 0 or -errno) and invalidate (inode = directory,
-// name; flags kAll: forget everything learned from server arg0).
+// name; flags kAll: forget everything learned from server arg0; flags kAttributes, no name: the
+// attributes of `inode` changed). A server sends an invalidation before the reply to the change,
+// to every holder but none twice (it forgets them), so a client that drains its ring before each
+// cached use never uses a stale lookup or stale attributes.
 #pragma once
 
 #include <algorithm>
@@ -133,18 +145,21 @@ inline constexpr std::uint8_t kDirOk = 64;       // rm_map of a directory's entr
 inline constexpr std::uint8_t kMoveEntry = 4;          // add_map
 inline constexpr std::uint8_t kSourceDistributed = 8;  // add_map with kMoveEntry
 inline constexpr std::uint8_t kLinkDropped = 128;  // rm_map reply
+inline constexpr std::uint8_t kAttributes = 1;  // invalidate: an inode's attributes, no name
+inline constexpr std::uint8_t kPublish = 1;     // utimens, close: publish the writer's end (arg2) too
 // Request arguments (arg0)
 inline constexpr std::uint64_t kResolveWithStat = 1;  // resolve
 inline constexpr std::uint64_t kRemoveAtHome = 1;     // rmdir_lock
 inline constexpr std::uint64_t kRemoveEntry = 2;      // rmdir_lock with kRemoveAtHome, and its reply
 
 // A type word (add_map arg1, resolve/dirent reply arg1): FileType in the low byte, kDistributed
-// in bit 8.
+// in bit 8; in a dirent record, kWithStat (bit 9) says the entry's attributes follow its name.
 constexpr std::uint64_t type_word(FileType type, bool distributed) {
   return static_cast<std::uint64_t>(type) | (distributed ? 0x100u : 0u);
 }
 constexpr FileType type_of_word(std::uint64_t word) { return static_cast<FileType>(word & 0xff); }
 constexpr bool distributed_of_word(std::uint64_t word) { return (word & 0x100u) != 0; }
+inline constexpr std::uint64_t kWithStat = 0x200;
 
 struct FsMessage {
   std::uint64_t request = 0;  // the client's request number, echoed in the reply
@@ -189,12 +204,19 @@ Result<FsMessage> decode(std::span<const std::byte> bytes);
 // A reply to `request` with `status` (0 or -errno).
 FsMessage reply_to(const FsMessage& request, int status);
 
-// ---- DIRENT's records: inode (8 bytes), type word (2), name length (1), name ----
+struct StatRecord;
+
+// ---- DIRENT's records: inode (8 bytes), type word (2), name length (1), name, and with
+// kWithStat the attributes (kDirentStatBytes: a StatRecord without its inode) ----
 inline constexpr std::size_t kDirentHeaderBytes = 11;
-// Appends one entry to a dirent reply; false (and nothing added) when it does not fit.
-bool put_dirent(FsMessage& reply, std::string_view name, InodeNumber inode, std::uint64_t type);
-// Calls visit(name, inode, type word) for each entry of a dirent reply; false when the payload is
-// malformed (a record past the end, a bad name or type), after visiting the entries before it.
+inline constexpr std::size_t kDirentStatBytes = 56;
+// Appends one entry (with its attributes when `stat` is given) to a dirent reply; false (and
+// nothing added) when it does not fit.
+bool put_dirent(FsMessage& reply, std::string_view name, InodeNumber inode, std::uint64_t type,
+                const StatRecord* stat = nullptr);
+// Calls visit(name, inode, type word without kWithStat, const StatRecord* or null) for each entry
+// of a dirent reply; false when the payload is malformed (a record past the end, a bad name or
+// type), after visiting the entries before it.
 template <class Visit>
 bool for_each_dirent(const FsMessage& reply, Visit&& visit);
 
@@ -212,6 +234,7 @@ struct StatRecord {
   std::uint32_t gid = 0;
 };
 inline constexpr std::size_t kStatBytes = 64;
+static_assert(kStatBytes == sizeof(InodeNumber) + kDirentStatBytes);
 void put_stat(FsMessage& reply, const StatRecord& stat);
 Result<StatRecord> stat_of(const FsMessage& reply);
 
@@ -277,7 +300,7 @@ inline bool carries_name(const FsMessage& message) {
     case FsOp::rmdir_lock:
       return (message.arg0 & kRemoveEntry) != 0;
     case FsOp::invalidate:
-      return (message.flags & kAll) == 0;
+      return (message.flags & (kAll | kAttributes)) == 0;
     default:
       return false;
   }
@@ -356,6 +379,7 @@ inline bool well_formed(const FsMessage& message) {
   if (message.op == FsOp::add_map) {
     const FileType type = type_of_word(message.arg1);
     if (type == FileType::none || static_cast<std::uint8_t>(type) > kLastFileType) return false;
+    if ((message.arg1 & ~type_word(FileType::none, true) & ~std::uint64_t{0xff}) != 0) return false;
     if (message.arg0 == 0) return false;
     const auto source = message.extra();
     if ((message.flags & kMoveEntry) != 0) {
@@ -428,17 +452,48 @@ inline FsMessage reply_to(const FsMessage& request, int status) {
   return reply;
 }
 
+namespace fs_detail {
+
+// A StatRecord but its inode, as FSTAT's record and a dirent record with kWithStat carry it.
+inline void put_attributes(std::span<std::byte> out, std::size_t& at, const StatRecord& stat) {
+  put(out, at, stat.size);
+  put(out, at, stat.blocks);
+  put(out, at, stat.atime_ns);
+  put(out, at, stat.mtime_ns);
+  put(out, at, stat.ctime_ns);
+  put(out, at, stat.mode);
+  put(out, at, stat.nlink);
+  put(out, at, stat.uid);
+  put(out, at, stat.gid);
+}
+
+inline void get_attributes(std::span<const std::byte> in, std::size_t& at, StatRecord& stat) {
+  stat.size = get<std::uint64_t>(in, at);
+  stat.blocks = get<std::uint64_t>(in, at);
+  stat.atime_ns = get<std::uint64_t>(in, at);
+  stat.mtime_ns = get<std::uint64_t>(in, at);
+  stat.ctime_ns = get<std::uint64_t>(in, at);
+  stat.mode = get<std::uint32_t>(in, at);
+  stat.nlink = get<std::uint32_t>(in, at);
+  stat.uid = get<std::uint32_t>(in, at);
+  stat.gid = get<std::uint32_t>(in, at);
+}
+
+}  // namespace fs_detail
+
 inline bool put_dirent(FsMessage& reply, std::string_view name, InodeNumber inode,
-                       std::uint64_t type) {
-  const std::size_t need = kDirentHeaderBytes + name.size();
+                       std::uint64_t type, const StatRecord* stat) {
+  const std::size_t need = kDirentHeaderBytes + name.size() + (stat != nullptr ? kDirentStatBytes : 0);
   if (name.size() > kMaxNameBytes || reply.payload_length + need > kMaxPayload) return false;
   auto out = std::as_writable_bytes(std::span(reply.payload));
   std::size_t at = reply.payload_length;
   fs_detail::put(out, at, inode);
-  fs_detail::put(out, at, static_cast<std::uint16_t>(type));
+  fs_detail::put(out, at, static_cast<std::uint16_t>((type & ~kWithStat) | (stat != nullptr ? kWithStat : 0)));
   fs_detail::put(out, at, static_cast<std::uint8_t>(name.size()));
   std::memcpy(out.data() + at, name.data(), name.size());
-  reply.payload_length = static_cast<std::uint16_t>(at + name.size());
+  at += name.size();
+  if (stat != nullptr) fs_detail::put_attributes(out, at, *stat);
+  reply.payload_length = static_cast<std::uint16_t>(at);
   return true;
 }
 
@@ -460,7 +515,14 @@ bool for_each_dirent(const FsMessage& reply, Visit&& visit) {
         static_cast<std::uint8_t>(kind) > kLastFileType) {
       return false;
     }
-    visit(name, inode, static_cast<std::uint64_t>(type));
+    std::optional<StatRecord> stat;
+    if ((type & kWithStat) != 0) {
+      if (in.size() - at < kDirentStatBytes) return false;
+      stat.emplace();
+      stat->inode = inode;
+      fs_detail::get_attributes(in, at, *stat);
+    }
+    visit(name, inode, static_cast<std::uint64_t>(type & ~kWithStat), stat ? &*stat : nullptr);
   }
   return true;
 }
@@ -470,15 +532,7 @@ inline void put_stat(FsMessage& reply, const StatRecord& stat) {
   std::size_t at = 0;
   const std::span<std::byte> out(bytes);
   fs_detail::put(out, at, stat.inode);
-  fs_detail::put(out, at, stat.size);
-  fs_detail::put(out, at, stat.blocks);
-  fs_detail::put(out, at, stat.atime_ns);
-  fs_detail::put(out, at, stat.mtime_ns);
-  fs_detail::put(out, at, stat.ctime_ns);
-  fs_detail::put(out, at, stat.mode);
-  fs_detail::put(out, at, stat.nlink);
-  fs_detail::put(out, at, stat.uid);
-  fs_detail::put(out, at, stat.gid);
+  fs_detail::put_attributes(out, at, stat);
   reply.name_length = 0;
   std::memcpy(reply.payload.data(), bytes.data(), bytes.size());
   reply.payload_length = kStatBytes;
@@ -492,15 +546,7 @@ inline Result<StatRecord> stat_of(const FsMessage& reply) {
   StatRecord stat;
   std::size_t at = 0;
   stat.inode = fs_detail::get<std::uint64_t>(in, at);
-  stat.size = fs_detail::get<std::uint64_t>(in, at);
-  stat.blocks = fs_detail::get<std::uint64_t>(in, at);
-  stat.atime_ns = fs_detail::get<std::uint64_t>(in, at);
-  stat.mtime_ns = fs_detail::get<std::uint64_t>(in, at);
-  stat.ctime_ns = fs_detail::get<std::uint64_t>(in, at);
-  stat.mode = fs_detail::get<std::uint32_t>(in, at);
-  stat.nlink = fs_detail::get<std::uint32_t>(in, at);
-  stat.uid = fs_detail::get<std::uint32_t>(in, at);
-  stat.gid = fs_detail::get<std::uint32_t>(in, at);
+  fs_detail::get_attributes(in, at, stat);
   return stat;
 }
 

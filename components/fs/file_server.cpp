@@ -150,6 +150,7 @@ Status FileServer::replay_record(std::span<const std::byte> record) {
   NullOutputs none;
   const FsMessage reply = execute(*request, now, none);
   remember_reply(*request, reply);
+  changed_.clear();  // nobody holds attributes of a server that is starting
   return {};
 }
 
@@ -443,6 +444,7 @@ void FileServer::run(const FsMessage& request, std::uint64_t now_ns, ServerOutpu
   }
   const FsMessage reply = execute(request, now_ns, out);
   if (logged) remember_reply(request, reply);
+  invalidate_changed(out);
   out.send(request.client, reply);
   const bool releases = request.op == FsOp::rmdir_commit || request.op == FsOp::rmdir_abort ||
                         (request.op == FsOp::close && (request.flags & kAll) != 0);
@@ -587,6 +589,7 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs& out) {
         if (has_entries()) return reply_to(request, -ENOTEMPTY);
         removed_.insert(directory);
         inode->second.nlink = 0;
+        note_changed(directory);
         maybe_free(directory);
         FsMessage reply = reply_to(request, 0);
         if ((request.arg0 & kRemoveEntry) != 0 && remove_entry_of(request, directory, out)) {
@@ -611,6 +614,7 @@ FsMessage FileServer::do_rmdir(const FsMessage& request, ServerOutputs& out) {
         auto inode = inodes_.find(directory);
         if (inode != inodes_.end()) {
           inode->second.nlink = 0;
+          note_changed(directory);
           maybe_free(directory);
         }
       }
@@ -638,11 +642,23 @@ bool FileServer::remove_entry_of(const FsMessage& request, InodeNumber directory
   return true;
 }
 
-FsMessage FileServer::do_dirent(const FsMessage& request) const {
+FsMessage FileServer::do_dirent(const FsMessage& request) {
   FsMessage reply = reply_to(request, 0);
   auto it = entries_.upper_bound(EntryKey(request.inode, std::string(request.name())));
   for (; it != entries_.end() && it->first.first == request.inode; ++it) {
-    if (!put_dirent(reply, it->first.second, it->second.inode, it->second.type)) return reply;
+    // A subdirectory held here comes with its attributes: a walker (find, os.walk) stats each
+    // one it descends into, and the listing answers that. A file's attributes would cost more
+    // listing messages than the stats they save for a plain `ls` or readdir.
+    auto inode = type_of_word(it->second.type) == FileType::directory ? inodes_.find(it->second.inode)
+                                                                       : inodes_.end();
+    if (inode == inodes_.end()) {
+      if (!put_dirent(reply, it->first.second, it->second.inode, it->second.type)) return reply;
+      continue;
+    }
+    const StatRecord stat = stat_record(it->second.inode, inode->second);
+    if (!put_dirent(reply, it->first.second, it->second.inode, it->second.type, &stat)) return reply;
+    remember_looker(it->first, request.client);
+    remember_attribute_holder(it->second.inode, request.client);
   }
   reply.flags = kEnd;
   return reply;
@@ -727,7 +743,10 @@ FsMessage FileServer::do_resolve(const FsMessage& request) {
   // stat in one message: the inode's attributes come along when this server is its home.
   if (request.arg0 == kResolveWithStat) {
     auto inode = inodes_.find(reply.inode);
-    if (inode != inodes_.end()) put_stat(reply, stat_record(reply.inode, inode->second));
+    if (inode != inodes_.end()) {
+      put_stat(reply, stat_record(reply.inode, inode->second));
+      remember_attribute_holder(reply.inode, request.client);
+    }
   }
   remember_looker(std::move(key), request.client);
   return reply;
@@ -737,6 +756,34 @@ void FileServer::remember_looker(EntryKey key, ClientId client) {
   if (replaying_) return;
   auto& lookers = lookers_[std::move(key)];
   if (std::find(lookers.begin(), lookers.end(), client) == lookers.end()) lookers.push_back(client);
+}
+
+void FileServer::remember_attribute_holder(InodeNumber inode, ClientId client) {
+  if (replaying_) return;
+  auto& holders = attribute_holders_[inode];
+  if (std::find(holders.begin(), holders.end(), client) == holders.end()) holders.push_back(client);
+}
+
+void FileServer::note_changed(InodeNumber inode) {
+  if (attribute_holders_.contains(inode)) changed_.push_back(inode);
+}
+
+void FileServer::invalidate_changed(ServerOutputs& out) {
+  for (InodeNumber inode : changed_) {
+    auto holders = attribute_holders_.find(inode);
+    if (holders == attribute_holders_.end()) continue;  // told already
+    FsMessage message;
+    message.op = FsOp::invalidate;
+    message.flags = kAttributes;
+    message.inode = inode;
+    for (ClientId client : holders->second) {
+      message.client = client;
+      out.send(client, message);
+      ++stats_.invalidations;
+    }
+    attribute_holders_.erase(holders);
+  }
+  changed_.clear();
 }
 
 FsMessage FileServer::do_symlink(const FsMessage& request, std::uint64_t now) {
@@ -795,7 +842,13 @@ FsMessage FileServer::do_open(const FsMessage& request, std::uint64_t now) {
   if ((flags & O_TRUNC) != 0 && writes(flags) && inode.type == FileType::regular) {
     resize(inode, 0, inode.opens > 0);
     inode.mtime = inode.ctime = now;
+    note_changed(number);
   }
+  // An empty file opened for writing gets its first block now: a small file (tar's) is then
+  // written with no BLOCKS. A full cache leaves it for the first write to ask.
+  const bool first_block = writes(flags) && inode.type == FileType::regular && inode.blocks.empty() &&
+                           allocate_up_to(inode, kBlockBytes) == 0;
+  if (first_block) note_changed(number);
   const std::uint64_t id = next_descriptor_++;
   Descriptor descriptor;
   descriptor.inode = number;
@@ -808,6 +861,7 @@ FsMessage FileServer::do_open(const FsMessage& request, std::uint64_t now) {
   reply.arg0 = id;
   reply.arg1 = inode.size;
   reply.arg2 = type_word(inode.type, inode.distributed);
+  if (first_block) reply.set_extra(std::span(reinterpret_cast<const char*>(inode.blocks.data()), sizeof(BlockId)));
   return reply;
 }
 
@@ -837,10 +891,14 @@ FsMessage FileServer::do_descriptor_op(const FsMessage& request, std::uint64_t n
       if (descriptor.holders.size() == 1) descriptor.offset = request.arg1;
       descriptor.holders.push_back(static_cast<ClientId>(request.arg2));
       return reply;
-    case FsOp::close:
+    case FsOp::close: {
+      // What the closing writer published goes first; the descriptor closes whatever it says.
+      const int published = (request.flags & kPublish) != 0 ? publish(inode, request.arg2, 0, now) : 0;
+      if ((request.flags & kPublish) != 0) note_changed(descriptor.inode);
       descriptor.holders.erase(holder);
       if (descriptor.holders.empty()) close_descriptor(request.arg0);
-      return reply;
+      return published != 0 ? reply_to(request, published) : reply;
+    }
     case FsOp::lseek: {
       const auto offset = static_cast<std::int64_t>(request.arg1);
       std::int64_t base = 0;
@@ -878,6 +936,7 @@ FsMessage FileServer::do_descriptor_op(const FsMessage& request, std::uint64_t n
       if (int error = allocate_up_to(inode, end); error != 0) return reply_to(request, error);
       inode.size = std::max(inode.size, end);
       inode.mtime = inode.ctime = now;
+      note_changed(descriptor.inode);
       descriptor.offset = end;
       reply.arg0 = start;
       reply.arg1 = request.arg1;
@@ -895,6 +954,9 @@ FsMessage FileServer::do_inode_op(const FsMessage& request, std::uint64_t now) {
   if (found == inodes_.end()) return reply_to(request, -ENOENT);
   Inode& inode = found->second;
   FsMessage reply = reply_to(request, 0);
+  if (request.op != FsOp::fstat && request.op != FsOp::readlink && request.op != FsOp::blocks) {
+    note_changed(request.inode);  // each of the others may change what FSTAT answers
+  }
   switch (request.op) {
     case FsOp::destroy:
       if (inode.type == FileType::directory) return reply_to(request, -EISDIR);
@@ -917,9 +979,11 @@ FsMessage FileServer::do_inode_op(const FsMessage& request, std::uint64_t now) {
     case FsOp::blocks: {
       if (inode.type != FileType::regular) return reply_to(request, -EINVAL);
       if (request.arg1 > kMaxFileBytes) return reply_to(request, -EFBIG);
+      const std::size_t held = inode.blocks.size();
       if (int error = allocate_up_to(inode, request.arg1); error != 0) {
         return reply_to(request, error);
       }
+      if (inode.blocks.size() != held) note_changed(request.inode);  // st_blocks
       reply.arg0 = inode.blocks.size();
       reply.arg1 = inode.size;
       if (request.arg0 < inode.blocks.size()) {
@@ -931,15 +995,9 @@ FsMessage FileServer::do_inode_op(const FsMessage& request, std::uint64_t now) {
       return reply;
     }
     case FsOp::flush:
-      if (inode.type != FileType::regular) return reply;
-      if (request.arg0 > kMaxFileBytes) return reply_to(request, -EFBIG);
-      if (request.arg0 > inode.size) {
-        if (int error = allocate_up_to(inode, request.arg0); error != 0) {
-          return reply_to(request, error);
-        }
-        inode.size = request.arg0;
+      if (int error = publish(inode, request.arg0, request.arg1, now); error != 0) {
+        return reply_to(request, error);
       }
-      inode.mtime = request.arg1 != 0 ? request.arg1 : now;
       return reply;
     case FsOp::chmod:
       inode.mode = (inode.mode & S_IFMT) | static_cast<std::uint32_t>(request.arg0 & 07777);
@@ -951,12 +1009,16 @@ FsMessage FileServer::do_inode_op(const FsMessage& request, std::uint64_t now) {
       inode.ctime = now;
       return reply;
     case FsOp::utimens:
+      if ((request.flags & kPublish) != 0) {
+        if (int error = publish(inode, request.arg2, 0, now); error != 0) return reply_to(request, error);
+      }
       if (request.arg0 != kTimeOmit) inode.atime = request.arg0;
       if (request.arg1 != kTimeOmit) inode.mtime = request.arg1;
       inode.ctime = now;
       return reply;
     case FsOp::fstat:
       put_stat(reply, stat_record(request.inode, inode));
+      remember_attribute_holder(request.inode, request.client);
       return reply;
     default:
       return reply_to(request, -EINVAL);
@@ -978,10 +1040,22 @@ StatRecord FileServer::stat_record(InodeNumber number, const Inode& inode) {
   return stat;
 }
 
+int FileServer::publish(Inode& inode, std::uint64_t end, std::uint64_t mtime, std::uint64_t now) {
+  if (inode.type != FileType::regular) return 0;
+  if (end > kMaxFileBytes) return -EFBIG;
+  if (end > inode.size) {
+    if (int error = allocate_up_to(inode, end); error != 0) return error;
+    inode.size = end;
+  }
+  inode.mtime = mtime != 0 ? mtime : now;
+  return 0;
+}
+
 void FileServer::drop_link(InodeNumber number) {
   auto found = inodes_.find(number);
   if (found == inodes_.end()) return;
   if (found->second.nlink > 0) --found->second.nlink;
+  note_changed(number);
   maybe_free(number);
 }
 
@@ -1059,6 +1133,7 @@ void FileServer::close_descriptor(std::uint64_t id) {
   if (inode == inodes_.end()) return;
   if (inode->second.opens > 0) --inode->second.opens;
   if (inode->second.opens == 0) {
+    note_changed(number);  // st_blocks, when blocks taken ahead go back
     release_blocks(inode->second.retired);
     // What clients took ahead of the end while they wrote (Client::fetch_blocks) goes back.
     Inode& file = inode->second;

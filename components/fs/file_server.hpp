@@ -10,7 +10,9 @@
 //   - rmdir's three phases: a per-directory lock at the home server, marks, and the set of
 //     directories removed here (creates into them fail with ENOENT). A client that dies mid-way
 //     loses its lock and its marks (client_gone), so held creates go ahead;
-//   - who looked each name up, so rename, unlink and rmdir can invalidate their caches.
+//   - who looked each name up, so rename, unlink and rmdir can invalidate their caches, and who
+//     was given each inode's attributes (FSTAT, a RESOLVE with stat, a listing), so any change to
+//     them is invalidated before it is answered.
 //
 // Crash safety: every request that changes anything is logged (StateLog) before it runs, and runs
 // deterministically, so replaying the log over the last checkpoint rebuilds exactly the tables the
@@ -142,11 +144,16 @@ class FileServer {
   // rmdir's own entry, named by a kRemoveEntry rmdir_lock: removed when this server holds it and
   // it still names `directory`.
   bool remove_entry_of(const FsMessage& request, InodeNumber directory, ServerOutputs& out);
-  FsMessage do_dirent(const FsMessage& request) const;
+  FsMessage do_dirent(const FsMessage& request);
   FsMessage do_add_map(const FsMessage& request, std::uint64_t now, ServerOutputs& out);
   FsMessage do_rm_map(const FsMessage& request, std::uint64_t now, ServerOutputs& out);
   // `client` hears of the next change to `key` (an invalidation): it may keep what it learned.
   void remember_looker(EntryKey key, ClientId client);
+  // The same for an inode's attributes, which `client` was given.
+  void remember_attribute_holder(InodeNumber inode, ClientId client);
+  // The attributes of `inode` changed (or it is gone): its holders are told before the reply.
+  void note_changed(InodeNumber inode);
+  void invalidate_changed(ServerOutputs& out);
   FsMessage do_resolve(const FsMessage& request);
   FsMessage do_symlink(const FsMessage& request, std::uint64_t now);
   FsMessage do_open(const FsMessage& request, std::uint64_t now);
@@ -156,6 +163,8 @@ class FileServer {
 
   Result<InodeNumber> new_inode(FileType type, std::uint32_t mode, std::uint64_t now);
   bool creates_into(const FsMessage& request, InodeNumber& directory) const;
+  // FLUSH: the size grows to the writer's `end`, mtime is `mtime` (0: now). 0 or -errno.
+  int publish(Inode& inode, std::uint64_t end, std::uint64_t mtime, std::uint64_t now);
   void drop_link(InodeNumber inode);
   void maybe_free(InodeNumber inode);
   void release_blocks(std::vector<BlockId>& blocks);
@@ -185,6 +194,8 @@ class FileServer {
 
   // Not checkpointed (see the file comment).
   std::map<EntryKey, std::vector<ClientId>> lookers_;
+  std::map<InodeNumber, std::vector<ClientId>> attribute_holders_;
+  std::vector<InodeNumber> changed_;  // by the request being run
   std::deque<FsMessage> held_;  // creates into marked directories, rmdir locks queued
   std::map<ClientId, FsAssembler> assemblers_;
   ServerStats stats_;

@@ -21,6 +21,7 @@ constexpr std::uint64_t kFirstGrowthBytes = 64 << 10;
 // A description with no descriptor at a server (a directory opened by name); servers number
 // theirs from 1.
 constexpr std::uint64_t kNoServerDescriptor = 0;
+constexpr std::size_t kMaxKeptAttributes = 1 << 16;
 
 bool writes(std::uint32_t flags) { return (flags & O_ACCMODE) != O_RDONLY; }
 bool reads(std::uint32_t flags) { return (flags & O_ACCMODE) != O_WRONLY; }
@@ -133,6 +134,9 @@ void Client::drain_notices() {
     if (notice.op != FsOp::invalidate) continue;
     if ((notice.flags & kAll) != 0) {
       std::erase_if(lookups_, [&](const auto& entry) { return entry.second.server == notice.arg0; });
+      std::erase_if(attributes_, [&](const auto& entry) { return home_of(entry.first) == notice.arg0; });
+    } else if ((notice.flags & kAttributes) != 0) {
+      attributes_.erase(notice.inode);
     } else {
       lookups_.erase({notice.inode, std::string(notice.name())});
     }
@@ -146,6 +150,7 @@ int Client::lookup(const DirRef& directory, std::string_view name, Found& out, F
   if (auto cached = lookups_.find(key); cached != lookups_.end()) {
     ++cache_hits_;
     out = cached->second.found;
+    if (stat != nullptr) (void)cached_stat(out.inode, *stat);
     return 0;
   }
   const ServerIndex server =
@@ -159,7 +164,10 @@ int Client::lookup(const DirRef& directory, std::string_view name, Found& out, F
   out = Found{reply.inode, reply.arg1};
   if (stat != nullptr && reply.payload_length != 0) {
     auto record = stat_of(reply);
-    if (record && record->inode == out.inode) fill_file_stat(*record, *stat);
+    if (record && record->inode == out.inode) {
+      fill_file_stat(*record, *stat);
+      keep_attributes(*stat);
+    }
   }
   lookups_[std::move(key)] = CachedLookup{out, server};
   return 0;
@@ -263,8 +271,15 @@ Client::Description* Client::description(int fd) {
   return fds_[static_cast<std::size_t>(fd)].get();
 }
 
-int Client::describe(const Found& found, int flags, std::uint64_t descriptor, std::uint64_t size) {
+int Client::describe(const Found& found, int flags, std::uint64_t descriptor, std::uint64_t size,
+                     std::span<const char> first_blocks) {
   auto d = std::make_shared<Description>();
+  for (std::size_t at = 0; at + sizeof(BlockId) <= first_blocks.size(); at += sizeof(BlockId)) {
+    BlockId id;
+    std::memcpy(&id, first_blocks.data() + at, sizeof(id));
+    if (cache_.block(id).empty()) return -EIO;
+    d->blocks.push_back(id);
+  }
   d->inode = found.inode;
   d->server_descriptor = descriptor;
   d->flags = static_cast<std::uint32_t>(flags);
@@ -350,7 +365,7 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
       if (error != 0) return error;
       reply = opened;
     }
-    return describe(Found{reply.inode, reply.arg2}, flags, reply.arg0, reply.arg1);
+    return describe(Found{reply.inode, reply.arg2}, flags, reply.arg0, reply.arg1, reply.extra());
   }
   return -ELOOP;
 }
@@ -547,20 +562,29 @@ int Client::flush(Description& d) {
 }
 
 int Client::release(std::shared_ptr<Description>& d) {
-  const int flushed = flush(*d);
   if (d->server_descriptor == kNoServerDescriptor) {
+    const int flushed = flush(*d);
     d.reset();
     return flushed;
   }
-  // Nothing waits for the close: what it published went with the FLUSH, and this client's next
-  // request to that server is run after it.
   FsMessage message = request(FsOp::close, d->inode);
   message.arg0 = d->server_descriptor;
+  if (d->dirty) {
+    // What this descriptor wrote is published by the close itself (close-to-open), which is then
+    // waited for: one message where a FLUSH and a CLOSE were two.
+    message.flags = kPublish;
+    message.arg2 = d->written_end;
+    const int closed = call_status(home_of(d->inode), message);
+    d.reset();
+    return closed;
+  }
+  // Nothing waits for the close of a descriptor with nothing to publish: this client's next
+  // request to that server is run after it.
   message.client = transport_->client();
   message.request = next_request_++;
   const bool posted = transport_->post(home_of(d->inode), message).ok();
   d.reset();
-  return flushed != 0 ? flushed : posted ? 0 : -EIO;
+  return posted ? 0 : -EIO;
 }
 
 int Client::close(int fd) {
@@ -612,15 +636,33 @@ int Client::publish_writes(InodeNumber inode) {
   return 0;
 }
 
+void Client::keep_attributes(const FileStat& stat) {
+  // Forgetting is always safe (the server's later invalidations find nothing), so a walk over a
+  // huge tree keeps the memory bounded by starting over.
+  if (attributes_.size() >= kMaxKeptAttributes) attributes_.clear();
+  attributes_[stat.inode] = stat;
+}
+
+bool Client::cached_stat(InodeNumber inode, FileStat& out) {
+  drain_notices();
+  auto kept = attributes_.find(inode);
+  if (kept == attributes_.end()) return false;
+  ++attribute_hits_;
+  out = kept->second;
+  return true;
+}
+
 int Client::stat_inode(InodeNumber inode, FileStat& out) {
   // What this client wrote and has not published yet is part of what it sees.
   if (int error = publish_writes(inode); error != 0) return error;
+  if (cached_stat(inode, out)) return 0;
   FsMessage message = request(FsOp::fstat, inode);
   FsMessage reply;
   if (int error = call_status(home_of(inode), message, &reply); error != 0) return error;
   auto stat = stat_of(reply);
-  if (!stat) return -EIO;
+  if (!stat || stat->inode != inode) return -EIO;
   fill_file_stat(*stat, out);
+  keep_attributes(out);
   return 0;
 }
 
@@ -889,9 +931,15 @@ int Client::list(const DirRef& directory, std::vector<DirEntry>& out) {
       if (reply.status != 0) return reply.status;
       std::string last;
       const bool parsed = for_each_dirent(reply, [&](std::string_view name, InodeNumber inode,
-                                                     std::uint64_t type) {
+                                                     std::uint64_t type, const StatRecord* stat) {
         out.push_back(DirEntry{std::string(name), inode, type_of_word(type)});
         last = name;
+        if (stat == nullptr) return;
+        // The server counts this client among the name's lookers and the inode's holders.
+        lookups_[{directory.inode, std::string(name)}] = CachedLookup{Found{inode, type}, cursors[i].server};
+        FileStat kept;
+        fill_file_stat(*stat, kept);
+        keep_attributes(kept);
       });
       if (!parsed) return -EIO;
       if ((reply.flags & kEnd) != 0) continue;
@@ -931,12 +979,24 @@ int Client::chown(std::string_view path, std::uint32_t uid, std::uint32_t gid, b
 int Client::utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns, bool follow) {
   Found found;
   if (int error = resolve(path, follow, found); error != 0) return error;
-  // Published later, this client's writes would stamp their own mtime over the one set here.
-  if (int error = publish_writes(found.inode); error != 0) return error;
+  // Published later, this client's writes would stamp their own mtime over the one set here: they
+  // are published first, in the same message (tar writes a file, then sets its times).
   FsMessage message = request(FsOp::utimens, found.inode);
   message.arg0 = atime_ns;
   message.arg1 = mtime_ns;
-  return call_status(home_of(found.inode), message);
+  std::vector<Description*> published;
+  for (const auto& d : fds_) {
+    if (d == nullptr || d->inode != found.inode || !d->dirty) continue;
+    message.flags = kPublish;
+    message.arg2 = std::max(message.arg2, d->written_end);
+    published.push_back(d.get());
+  }
+  if (int error = call_status(home_of(found.inode), message); error != 0) return error;
+  for (Description* d : published) {
+    d->size = std::max(d->size, d->written_end);
+    d->dirty = false;
+  }
+  return 0;
 }
 
 int Client::symlink(std::string_view target, std::string_view path) {
@@ -994,7 +1054,7 @@ int Client::open_inode(InodeNumber inode, int flags) {
   message.arg0 = static_cast<std::uint32_t>(flags) & ~static_cast<std::uint32_t>(O_CREAT | O_EXCL | O_TRUNC);
   FsMessage reply;
   if (int error = call_status(home_of(inode), message, &reply); error != 0) return error;
-  return describe(Found{reply.inode, reply.arg2}, flags, reply.arg0, reply.arg1);
+  return describe(Found{reply.inode, reply.arg2}, flags, reply.arg0, reply.arg1, reply.extra());
 }
 
 int Client::describe_fd(int fd, SharedDescriptor& out) const {

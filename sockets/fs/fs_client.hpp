@@ -9,6 +9,10 @@
 //   that looked a name up when it is renamed, unlinked or removed; the client drains those before
 //   every cached lookup, so it never uses a stale one. A server's restart notice drops everything
 //   learned from that server.
+// - Attributes are cached per inode the same way: what an FSTAT, a RESOLVE with stat or a listing
+//   (a subdirectory's) gave is kept until the inode's home server says it changed, which it does
+//   before it answers the change. So a stat after a listing, and a stat or fstat of a file
+//   nobody changed since, costs no message.
 // - open is one message in the common case: the server holding the entry creates the inode,
 //   the entry and the descriptor together. A file renamed to another server is opened at its
 //   home after the entry's server names it.
@@ -149,6 +153,7 @@ class Client {
   int refresh(int fd, std::uint64_t at_least = 0);
 
   std::uint64_t cached_lookups() const { return cache_hits_; }
+  std::uint64_t cached_attributes() const { return attribute_hits_; }
   std::size_t open_descriptors() const;
 
  private:
@@ -194,13 +199,19 @@ class Client {
   int resolve(std::string_view path, bool follow_last, Found& out, FileStat* stat = nullptr);
   int stat_path(std::string_view path, bool follow_last, FileStat& out);
   int list(const DirRef& directory, std::vector<DirEntry>& out);
-  int describe(const Found& found, int flags, std::uint64_t descriptor, std::uint64_t size);
+  // `first_blocks`: the block ids (u32) an OPEN's reply carried.
+  int describe(const Found& found, int flags, std::uint64_t descriptor, std::uint64_t size,
+               std::span<const char> first_blocks = {});
   Description* description(int fd);
   int flush(Description& d);
   int fetch_blocks(Description& d, std::uint64_t end, bool grow);
   int copy(Description& d, std::uint64_t offset, std::span<std::byte> out,
            std::span<const std::byte> in);
   int stat_inode(InodeNumber inode, FileStat& out);
+  // The kept attributes of `inode`, after draining invalidations; false when none are kept.
+  bool cached_stat(InodeNumber inode, FileStat& out);
+  // Keeps what the inode's home server gave (it counts this client among the holders now).
+  void keep_attributes(const FileStat& stat);
   // Publishes (FLUSH) what this client's descriptors of `inode` wrote and have not published.
   int publish_writes(InodeNumber inode);
   int release(std::shared_ptr<Description>& d);
@@ -214,8 +225,10 @@ class Client {
   std::uint64_t next_request_ = 1;
   std::vector<std::shared_ptr<Description>> fds_;
   std::map<std::pair<InodeNumber, std::string>, CachedLookup> lookups_;
+  std::map<InodeNumber, FileStat> attributes_;  // from each inode's home server
   std::vector<FsMessage> notices_;
   std::uint64_t cache_hits_ = 0;
+  std::uint64_t attribute_hits_ = 0;
 };
 
 }  // namespace flotilla::fs

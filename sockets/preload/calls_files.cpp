@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <set>
 
@@ -205,18 +206,17 @@ int set_times(const std::string& path, const timespec* times, bool follow) {
   return with_client([&](fs::Client& client) {
     timespec now{};
     ::clock_gettime(CLOCK_REALTIME, &now);
-    fs::FileStat current;
-    const bool omits = times != nullptr && (times[0].tv_nsec == UTIME_OMIT || times[1].tv_nsec == UTIME_OMIT);
-    if (omits) {
-      const int found = follow ? client.stat(path, current) : client.lstat(path, current);
-      if (found != 0) return found;
+    if (times != nullptr && times[0].tv_nsec == UTIME_OMIT && times[1].tv_nsec == UTIME_OMIT) {
+      fs::FileStat current;  // as Linux: nothing changes, but the file must be there
+      return follow ? client.stat(path, current) : client.lstat(path, current);
     }
-    auto pick = [&](int i, std::uint64_t kept) {
+    // An omitted time is left to the server (kTimeOmit): no stat first (tar's futimens omits atime).
+    auto pick = [&](int i) {
       if (times == nullptr || times[i].tv_nsec == UTIME_NOW) return nanoseconds(now);
-      if (times[i].tv_nsec == UTIME_OMIT) return kept;
+      if (times[i].tv_nsec == UTIME_OMIT) return fs::kTimeOmit;
       return nanoseconds(times[i]);
     };
-    return client.utimens(path, pick(0, current.atime_ns), pick(1, current.mtime_ns), follow);
+    return client.utimens(path, pick(0), pick(1), follow);
   });
 }
 
@@ -298,8 +298,18 @@ ssize_t pwrite_file(int fd, const void* buffer, std::size_t length, std::int64_t
 
 // Directory streams of fleet directories. A DIR* the C library made is never one of these: the
 // set says which are ours, and a program with none of them open pays one load.
+//
+// opendir makes no kernel descriptor until dirfd() asks for one: a walker (find, os.walk) opens,
+// lists and closes every directory, and a descriptor of the table costs an open(2), an lseek and
+// a lock at the open, and a close(2) and a lock test at the close; the listing needs only the
+// client's own descriptor of the directory (which costs no message: Client::openat).
 struct FleetDirectory {
-  int fd = -1;
+  int fd = -1;  // the kernel descriptor: fdopendir's, or made for dirfd()
+  // Without one: the client's descriptor, the client generation it belongs to, and the path that
+  // opens it again in a forked child.
+  int client_fd = -1;
+  std::uint64_t generation = 0;
+  std::string path;
   std::vector<fs::DirEntry> entries;
   bool listed = false;
   std::size_t next = 0;
@@ -336,15 +346,43 @@ unsigned char dirent_type(fs::FileType type) {
   return type == fs::FileType::directory ? DT_DIR : type == fs::FileType::symlink ? DT_LNK : DT_REG;
 }
 
+// Under the Files lock: the client descriptor of a stream with no kernel descriptor, opened again
+// by its path when it belongs to another client generation (a forked child's). -errno on failure.
+int stream_client_fd(FleetDirectory& directory) {
+  fs::Client* client = files().client();
+  if (client == nullptr) return -errno;
+  if (directory.client_fd >= 0 && directory.generation == files().generation()) return directory.client_fd;
+  const int opened = client->open(directory.path, O_RDONLY | O_DIRECTORY);
+  if (opened < 0) return opened;
+  directory.client_fd = opened;
+  directory.generation = files().generation();
+  return opened;
+}
+
+// Lists the directory, "." and ".." first, as the kernel does.
+int list_into(fs::Client& client, int client_fd, std::vector<fs::DirEntry>& out) {
+  fs::SharedDescriptor described;
+  if (int error = client.describe_fd(client_fd, described); error != 0) return error;
+  out.push_back(fs::DirEntry{".", described.inode, fs::FileType::directory});
+  out.push_back(fs::DirEntry{"..", described.inode, fs::FileType::directory});
+  return client.readdir_fd(client_fd, out);
+}
+
 dirent64* next_entry(FleetDirectory& directory) {
   Lock lock(files().mutex());
   if (!directory.listed) {
     directory.entries.clear();
-    const int listed = with_file(directory.fd, [&](fs::Client& client, int client_fd, OpenFile& file) {
-      directory.entries.push_back(fs::DirEntry{".", file.state->inode, fs::FileType::directory});
-      directory.entries.push_back(fs::DirEntry{"..", file.state->inode, fs::FileType::directory});
-      return client.readdir_fd(client_fd, directory.entries);
-    });
+    int listed = 0;
+    if (directory.fd >= 0) {
+      listed = with_file(directory.fd, [&](fs::Client& client, int client_fd, OpenFile&) {
+        return list_into(client, client_fd, directory.entries);
+      });
+    } else {
+      listed = with_client([&](fs::Client& client) {
+        const int client_fd = stream_client_fd(directory);
+        return client_fd < 0 ? client_fd : list_into(client, client_fd, directory.entries);
+      });
+    }
     if (listed != 0) return nullptr;
     directory.listed = true;
     directory.next = 0;
@@ -847,11 +885,14 @@ FLOTILLA_EXPORT char* getcwd(char* buffer, size_t size) {
 FLOTILLA_EXPORT DIR* opendir(const char* path) {
   std::string fleet;
   if (!fleet_path(AT_FDCWD, path, fleet)) return REAL(opendir)(path);
-  const int fd = open_fleet(fleet, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-  if (fd < 0) return nullptr;
-  DIR* stream = open_directory_stream(fd);
-  if (stream == nullptr) close_file(fd);
-  return stream;
+  auto directory = std::make_unique<FleetDirectory>();
+  directory->path = fleet;
+  Lock lock(files().mutex());
+  const int client_fd = with_client([&](fs::Client&) { return stream_client_fd(*directory); });
+  if (client_fd < 0) return nullptr;
+  g_directories.insert(directory.get());
+  g_open_directories.fetch_add(1, std::memory_order_relaxed);
+  return reinterpret_cast<DIR*>(directory.release());
 }
 FLOTILLA_EXPORT DIR* fdopendir(int fd) {
   if (!is_file(fd)) return REAL(fdopendir)(fd);
@@ -876,13 +917,30 @@ FLOTILLA_EXPORT int closedir(DIR* stream) {
     g_directories.erase(directory);
     g_open_directories.fetch_sub(1, std::memory_order_relaxed);
   }
-  const int closed = close_file(directory->fd);
+  int closed = 0;
+  if (directory->fd >= 0) {
+    closed = close_file(directory->fd);
+  } else {
+    Lock lock(files().mutex());
+    if (directory->client_fd >= 0 && directory->generation == files().generation()) {
+      closed = with_client([&](fs::Client& client) { return client.close(directory->client_fd); });
+    }
+  }
   delete directory;
   return closed;
 }
 FLOTILLA_EXPORT int dirfd(DIR* stream) {
   FleetDirectory* directory = fleet_directory(stream);
   if (directory == nullptr) return REAL(dirfd)(stream);
+  Lock lock(files().mutex());
+  if (directory->fd < 0) {  // made now: the program asked for a descriptor
+    const int client_fd = with_client([&](fs::Client&) { return stream_client_fd(*directory); });
+    if (client_fd < 0) return -1;
+    const int fd = files().install(client_fd, directory->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    directory->fd = fd;
+    directory->client_fd = -1;  // the descriptor's now
+  }
   return directory->fd;
 }
 FLOTILLA_EXPORT void rewinddir(DIR* stream) {

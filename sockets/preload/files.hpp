@@ -154,6 +154,9 @@ class Files {
   // The descriptor `file` has at this process's client (opening its inode on first use): >= 0,
   // or -errno.
   int client_fd(OpenFile& file);
+  // Grows when this process's client is a new one (a fork, a new lease): client descriptors
+  // made under an older generation mean nothing to it.
+  std::uint64_t generation() const { return generation_; }
   // A new kernel descriptor for client descriptor `client_fd`, opened by `path` with `flags`.
   int install(int client_fd, const std::string& path, int flags);
   // `to` (a new number from the kernel) names what `from` names.

@@ -1,10 +1,12 @@
 #include "components/fs/file_server.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <random>
 #include <vector>
@@ -339,6 +341,94 @@ TEST(FileServer, RenameAndUnlinkInvalidateLookers) {
   ASSERT_EQ(fleet.call(0, rmdir).status, 0);
   ASSERT_EQ(fleet.other.size(), 1u);
   EXPECT_EQ(fleet.other[0].to, 3u);
+}
+
+// Whoever was given an inode's attributes (FSTAT, a RESOLVE with stat, a listing of its parent)
+// hears of their change before the change is answered, once; a read changes nothing.
+TEST(FileServer, AttributeChangesInvalidateTheirHoldersBeforeTheReply) {
+  Fleet fleet(1);
+  const FsMessage opened = fleet.call(0, open_create(kRootInode, "f", false));  // client 1
+  ASSERT_EQ(opened.status, 0);
+  FsMessage made = by_name(FsOp::mkdir, kRootInode, "d", false);
+  made.arg0 = 0755;
+  const InodeNumber d = fleet.call(0, made).inode;
+  FsMessage fstat = on_inode(FsOp::fstat, opened.inode);
+  fstat.client = 3;
+  ASSERT_EQ(fleet.call(0, fstat).status, 0);
+  FsMessage listing = on_inode(FsOp::dirent, kRootInode);
+  listing.client = 5;
+  const FsMessage listed = fleet.call(0, listing);
+  ASSERT_EQ(listed.status, 0);
+  int with_stat = 0;
+  ASSERT_TRUE(for_each_dirent(listed, [&](std::string_view name, InodeNumber inode, std::uint64_t,
+                                          const StatRecord* stat) {
+    if (stat == nullptr) return;
+    ++with_stat;
+    EXPECT_EQ(name, "d");  // a subdirectory's attributes come along, a file's do not
+    EXPECT_EQ(inode, d);
+    EXPECT_EQ(stat->mode, static_cast<std::uint32_t>(S_IFDIR | 0755));
+  }));
+  EXPECT_EQ(with_stat, 1);
+  ASSERT_EQ(fleet.call(0, on_inode(FsOp::fstat, opened.inode)).status, 0);  // a read tells nobody
+  EXPECT_TRUE(fleet.other.empty());
+
+  FsMessage chmod = on_inode(FsOp::chmod, opened.inode);
+  chmod.client = 7;
+  chmod.request = 100;
+  chmod.arg0 = 0600;
+  Collect out;
+  fleet.server(0).handle(7, chmod, 5000, out);
+  ASSERT_EQ(out.sent.size(), 3u);  // clients 3 and 1 (its FSTAT above), then the reply
+  std::vector<ClientId> told;
+  for (std::size_t i = 0; i + 1 < out.sent.size(); ++i) {
+    EXPECT_EQ(out.sent[i].message.op, FsOp::invalidate);
+    EXPECT_EQ(out.sent[i].message.flags, kAttributes);
+    EXPECT_EQ(out.sent[i].message.inode, opened.inode);
+    told.push_back(out.sent[i].to);
+  }
+  std::sort(told.begin(), told.end());
+  EXPECT_EQ(told, (std::vector<ClientId>{1, 3}));
+  EXPECT_EQ(out.sent.back().message.op, FsOp::reply);
+  chmod.request = 101;  // nobody holds them any more
+  Collect again;
+  fleet.server(0).handle(7, chmod, 5001, again);
+  EXPECT_EQ(again.sent.size(), 1u);
+
+  FsMessage chmod_d = on_inode(FsOp::chmod, d);
+  chmod_d.client = 9;  // client 7's numbers ran ahead of the fleet's
+  chmod_d.arg0 = 0700;
+  ASSERT_EQ(fleet.call(0, chmod_d).status, 0);
+  ASSERT_EQ(fleet.other.size(), 1u);  // the listing's client
+  EXPECT_EQ(fleet.other[0].to, 5u);
+  EXPECT_EQ(fleet.other[0].message.flags, kAttributes);
+}
+
+// An empty file opened for writing comes with its first block; one opened for reading does not.
+TEST(FileServer, AnOpenForWritingOfAnEmptyFileGivesItsFirstBlock) {
+  Fleet fleet(1);
+  const std::uint32_t free_at_start = fleet.server(0).free_blocks();
+  const FsMessage opened = fleet.call(0, open_create(kRootInode, "f", false));
+  ASSERT_EQ(opened.status, 0);
+  ASSERT_EQ(opened.extra().size(), sizeof(BlockId));
+  EXPECT_EQ(fleet.server(0).free_blocks(), free_at_start - 1);
+  BlockId first;
+  std::memcpy(&first, opened.extra().data(), sizeof(first));
+  const FsMessage listed = fleet.call(0, on_inode(FsOp::blocks, opened.inode));
+  ASSERT_EQ(listed.status, 0);
+  ASSERT_EQ(listed.extra().size(), sizeof(BlockId));
+  BlockId held;
+  std::memcpy(&held, listed.extra().data(), sizeof(held));
+  EXPECT_EQ(held, first);
+  FsMessage reading = open_create(kRootInode, "g", false);
+  reading.arg0 = O_CREAT | O_RDONLY;
+  const FsMessage read_only = fleet.call(0, reading);
+  ASSERT_EQ(read_only.status, 0);
+  EXPECT_TRUE(read_only.extra().empty());
+  // Left empty, the file gives the block back with its last close.
+  FsMessage close = on_inode(FsOp::close, opened.inode);
+  close.arg0 = opened.arg0;
+  ASSERT_EQ(fleet.call(0, close).status, 0);
+  EXPECT_EQ(fleet.server(0).free_blocks(), free_at_start);
 }
 
 TEST(FileServer, UnlinkedFileLivesUntilLastCloseAndBlocksWaitForIt) {

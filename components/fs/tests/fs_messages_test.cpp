@@ -4,6 +4,7 @@
 
 #include <random>
 #include <string>
+#include <vector>
 
 namespace flotilla::fs {
 namespace {
@@ -91,7 +92,8 @@ TEST(FsMessages, DirentRepliesPackEntriesUntilFull) {
   auto back = round_trip(reply);
   ASSERT_TRUE(back);
   int seen = 0;
-  EXPECT_TRUE(for_each_dirent(*back, [&](std::string_view name, InodeNumber inode, std::uint64_t type) {
+  EXPECT_TRUE(for_each_dirent(*back, [&](std::string_view name, InodeNumber inode, std::uint64_t type, const StatRecord* stat) {
+    EXPECT_EQ(stat, nullptr);
     EXPECT_EQ(name, "entry-" + std::to_string(seen));
     EXPECT_EQ(inode, make_inode(1, 10 + seen));
     EXPECT_EQ(type_of_word(type), FileType::regular);
@@ -101,10 +103,43 @@ TEST(FsMessages, DirentRepliesPackEntriesUntilFull) {
   // A record cut short, or naming "..", is malformed.
   FsMessage cut = *back;
   cut.payload_length = static_cast<std::uint16_t>(cut.payload_length - 1);
-  EXPECT_FALSE(for_each_dirent(cut, [](auto, auto, auto) {}));
+  EXPECT_FALSE(for_each_dirent(cut, [](auto, auto, auto, auto) {}));
   FsMessage dots = reply_to(named(FsOp::dirent, "x"), 0);
   ASSERT_TRUE(put_dirent(dots, "..", make_inode(0, 5), type_word(FileType::directory, false)));
-  EXPECT_FALSE(for_each_dirent(dots, [](auto, auto, auto) {}));
+  EXPECT_FALSE(for_each_dirent(dots, [](auto, auto, auto, auto) {}));
+}
+
+// A subdirectory's record may carry its attributes (kWithStat); a record whose attributes are cut
+// short is malformed.
+TEST(FsMessages, DirentRecordsCarryAttributesWhenGiven) {
+  FsMessage reply = reply_to(named(FsOp::dirent, "x"), 0);
+  const StatRecord stat{make_inode(1, 7), 4096, 8, 11, 22, 33, 040750, 2, 1000, 100};
+  ASSERT_TRUE(put_dirent(reply, "sub", make_inode(1, 7), type_word(FileType::directory, true), &stat));
+  ASSERT_TRUE(put_dirent(reply, "file", make_inode(1, 8), type_word(FileType::regular, false)));
+  EXPECT_EQ(reply.payload_length, 2 * kDirentHeaderBytes + 3 + 4 + kDirentStatBytes);
+  auto back = round_trip(reply);
+  ASSERT_TRUE(back);
+  std::vector<std::string> names;
+  EXPECT_TRUE(for_each_dirent(*back, [&](std::string_view name, InodeNumber inode, std::uint64_t type,
+                                         const StatRecord* attributes) {
+    names.emplace_back(name);
+    EXPECT_EQ(type & kWithStat, 0u);  // the marker stays in the record
+    if (name == "sub") {
+      EXPECT_TRUE(distributed_of_word(type));
+      ASSERT_NE(attributes, nullptr);
+      EXPECT_EQ(attributes->inode, inode);
+      EXPECT_EQ(attributes->mode, 040750u);
+      EXPECT_EQ(attributes->mtime_ns, 22u);
+      EXPECT_EQ(attributes->gid, 100u);
+    } else {
+      EXPECT_EQ(attributes, nullptr);
+    }
+  }));
+  EXPECT_EQ(names, (std::vector<std::string>{"sub", "file"}));
+  FsMessage cut = reply_to(named(FsOp::dirent, "x"), 0);
+  ASSERT_TRUE(put_dirent(cut, "sub", make_inode(1, 7), type_word(FileType::directory, false), &stat));
+  cut.payload_length = static_cast<std::uint16_t>(cut.payload_length - 1);
+  EXPECT_FALSE(for_each_dirent(cut, [](auto, auto, auto, auto) {}));
 }
 
 TEST(FsMessages, BadNamesAreRefused) {

@@ -17,6 +17,15 @@ constexpr std::uint64_t kSeeds = 10000;
 constexpr std::uint64_t kSeeds = 150;
 #endif
 
+// A fleet of one server, whose request count is every message of a call.
+SimOptions one_server() {
+  SimOptions options;
+  options.servers = 1;
+  return options;
+}
+
+std::uint64_t requests_at(FleetSim& sim, ServerIndex server) { return sim.server(server).stats().requests; }
+
 // Two names in the root whose entries live on different servers.
 std::pair<std::string, std::string> names_on_two_servers(std::uint16_t servers) {
   for (int i = 0;; ++i) {
@@ -112,9 +121,7 @@ TEST(Fleet, StatSeesTheLatestSizeWhetherItsLookupWasCachedOrNot) {
 }
 
 TEST(Fleet, StatAndRmdirTakeOneMessageWhenOneServerHoldsEverything) {
-  SimOptions options;
-  options.servers = 1;
-  FleetSim sim(options);
+  FleetSim sim(one_server());
   ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
     Client& b = sim.client(1);
     ASSERT_EQ(a.mkdir("/d", 0755), 0);
@@ -125,7 +132,7 @@ TEST(Fleet, StatAndRmdirTakeOneMessageWhenOneServerHoldsEverything) {
     FileStat st;
     ASSERT_EQ(b.stat("/d", st), 0);  // b caches /d
     ASSERT_EQ(b.stat("/d/e", st), 0);  // and /d/e
-    auto requests = [&] { return sim.server(0).stats().requests; };
+    auto requests = [&] { return requests_at(sim, 0); };
     std::uint64_t before = requests();
     ASSERT_EQ(b.stat("/d/e/f", st), 0);  // resolve, with the attributes
     EXPECT_EQ(requests() - before, 1u);
@@ -145,25 +152,134 @@ TEST(Fleet, StatAndRmdirTakeOneMessageWhenOneServerHoldsEverything) {
   }));
 }
 
-// Hare's writes benchmark: a file written in ten pieces of 4 KiB takes one BLOCKS, besides its
-// OPEN, its FLUSH at close and the CLOSE.
+// Hare's writes benchmark: a file written in ten pieces of 4 KiB takes one BLOCKS (the OPEN brought
+// the first block), besides its OPEN and the CLOSE that publishes what was written (it took a
+// FLUSH and a CLOSE).
 TEST(Fleet, TenWritesOf4KiBTakeOneBlocksMessage) {
-  SimOptions options;
-  options.servers = 1;
-  FleetSim sim(options);
+  FleetSim sim(one_server());
   ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
     const std::vector<std::byte> block(kBlockBytes, std::byte{7});
-    auto requests = [&] { return sim.server(0).stats().requests; };
+    auto requests = [&] { return requests_at(sim, 0); };
     const std::uint64_t before = requests();
     const int fd = a.open("/written", O_CREAT | O_WRONLY | O_TRUNC);
     ASSERT_GE(fd, 0);
     for (int i = 0; i < 10; ++i) ASSERT_EQ(a.write(fd, block), static_cast<ssize_t>(block.size()));
     ASSERT_EQ(a.close(fd), 0);
-    EXPECT_EQ(requests() - before, 4u);
+    EXPECT_EQ(requests() - before, 3u);
     FileStat st;
     ASSERT_EQ(a.stat("/written", st), 0);
     EXPECT_EQ(st.size, 10 * kBlockBytes);
     EXPECT_EQ(st.blocks * 512, 10 * kBlockBytes);  // what was taken past the end went back at close
+  }));
+}
+
+// The attribute cache: a stat or fstat of a file nobody changed is answered by the client, and a
+// change by another client is seen at once (its server invalidated the kept attributes before it
+// answered the change).
+TEST(Fleet, KeptAttributesAreUsedUntilAnotherClientChangesThem) {
+  FleetSim sim(one_server());
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    Client& b = sim.client(1);
+    auto requests = [&] { return requests_at(sim, 0); };
+    ASSERT_EQ(FleetApi(a).spit("f", "first"), 0);
+    FileStat st;
+    ASSERT_EQ(a.stat("/f", st), 0);
+    EXPECT_EQ(st.mode & 07777, 0644u);
+    std::uint64_t before = requests();
+    ASSERT_EQ(a.stat("/f", st), 0);
+    ASSERT_EQ(a.lstat("/f", st), 0);
+    EXPECT_EQ(requests() - before, 0u);  // kept
+
+    ASSERT_EQ(b.chmod("/f", 0600), 0);
+    before = requests();
+    ASSERT_EQ(a.stat("/f", st), 0);
+    EXPECT_EQ(st.mode & 07777, 0600u);
+    EXPECT_EQ(requests() - before, 1u);  // asked again, once
+
+    const int fd = a.open("/f", O_RDONLY);
+    ASSERT_GE(fd, 0);
+    before = requests();
+    ASSERT_EQ(a.fstat(fd, st), 0);
+    EXPECT_EQ(requests() - before, 0u);
+    EXPECT_EQ(st.size, 5u);
+    ASSERT_EQ(FleetApi(b).spit("f", "second, longer"), 0);
+    ASSERT_EQ(a.fstat(fd, st), 0);
+    EXPECT_EQ(st.size, 14u);
+    ASSERT_EQ(b.utimens("/f", kTimeOmit, 12345), 0);
+    ASSERT_EQ(a.fstat(fd, st), 0);
+    EXPECT_EQ(st.mtime_ns, 12345u);
+    ASSERT_EQ(b.chown("/f", 7, 8), 0);
+    ASSERT_EQ(a.stat("/f", st), 0);
+    EXPECT_EQ(st.uid, 7u);
+    EXPECT_EQ(st.gid, 8u);
+    ASSERT_EQ(b.unlink("/f"), 0);
+    ASSERT_EQ(a.fstat(fd, st), 0);  // an orphan, still open here
+    EXPECT_EQ(st.nlink, 0u);
+    EXPECT_EQ(a.stat("/f", st), -ENOENT);
+    ASSERT_EQ(a.close(fd), 0);
+    EXPECT_GT(a.cached_attributes(), 0u);
+  }));
+}
+
+// Hare's pfind sparse: a walker lists a directory and lstats each subdirectory before it lists
+// that one. The listing brought the subdirectories' attributes and lookups, so the lstats cost
+// nothing and each subdirectory costs its one DIRENT.
+TEST(Fleet, AWalkersStatsOfSubdirectoriesComeWithTheListing) {
+  FleetSim sim(one_server());
+  constexpr int kDirectories = 40;
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    ASSERT_EQ(a.mkdir("/w", 0755), 0);
+    for (int i = 0; i < kDirectories; ++i) {
+      const std::string d = "/w/d" + std::to_string(i);
+      ASSERT_EQ(a.mkdir(d, 0750), 0);
+      ASSERT_EQ(FleetApi(a).spit(d.substr(1) + "/f", "x"), 0);
+    }
+  }));
+  ASSERT_TRUE(sim.run_one(1, [&](Client& walker) {  // knows nothing of the tree yet
+    auto requests = [&] { return requests_at(sim, 0); };
+    std::vector<DirEntry> top;
+    ASSERT_EQ(walker.readdir("/w", top), 0);
+    ASSERT_EQ(top.size(), static_cast<std::size_t>(kDirectories));
+    const std::uint64_t before = requests();
+    for (const DirEntry& e : top) {
+      FileStat st;
+      ASSERT_EQ(walker.lstat("/w/" + e.name, st), 0);
+      EXPECT_EQ(st.type, FileType::directory);
+      EXPECT_EQ(st.mode, static_cast<std::uint32_t>(S_IFDIR | 0750));
+      EXPECT_EQ(st.inode, e.inode);
+      std::vector<DirEntry> inside;
+      ASSERT_EQ(walker.readdir("/w/" + e.name, inside), 0);
+      ASSERT_EQ(inside.size(), 1u);
+    }
+    EXPECT_EQ(requests() - before, static_cast<std::uint64_t>(kDirectories));  // one DIRENT each
+  }));
+}
+
+// tar's calls for each file it extracts: open (O_EXCL), a write, futimens (atime omitted), fchown,
+// fchmod, close. The open brings the first block and the times carry the write's end: 5 messages
+// (4 waited for), where it took 7 (OPEN, BLOCKS, FLUSH, UTIMENS, CHOWN, CHMOD, CLOSE).
+TEST(Fleet, AnExtractedFileTakesFiveMessages) {
+  FleetSim sim(one_server());
+  ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+    auto requests = [&] { return requests_at(sim, 0); };
+    const std::vector<std::byte> data(1000, std::byte{'t'});
+    const std::uint64_t before = requests();
+    const int fd = a.open("/x", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(a.write(fd, data), static_cast<ssize_t>(data.size()));
+    ASSERT_EQ(a.utimens("/x", kTimeOmit, 1'700'000'000'000'000'000), 0);
+    ASSERT_EQ(a.chown("/x", 0, 0), 0);
+    ASSERT_EQ(a.chmod("/x", 0644), 0);
+    ASSERT_EQ(a.close(fd), 0);
+    EXPECT_EQ(requests() - before, 5u);
+    FileStat st;
+    ASSERT_EQ(sim.client(1).stat("/x", st), 0);
+    EXPECT_EQ(st.size, data.size());
+    EXPECT_EQ(st.mtime_ns, 1'700'000'000'000'000'000u);  // set after the write was published
+    EXPECT_EQ(st.mode & 07777, 0644u);
+    std::string back;
+    ASSERT_EQ(FleetApi(sim.client(1)).slurp("x", back), 0);
+    EXPECT_EQ(back, std::string(1000, 't'));
   }));
 }
 

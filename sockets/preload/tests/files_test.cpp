@@ -166,6 +166,25 @@ TEST_F(PreloadFiles, ReaddirListsEveryEntryOnce) {
               "ls -a DIR/many | sort | uniq -d; ls DIR/many | wc -l");
 }
 
+// A walker's opendir (Python's scandir of a path) makes no kernel descriptor on the fleet: the
+// library lists through the client alone until dirfd() asks for one. On tmpfs the C library's
+// opendir holds one, which shows the probe sees it.
+TEST_F(PreloadFiles, OpendirHoldsNoKernelDescriptorUntilAskedFor) {
+  const std::string probe =
+      "mkdir DIR/walked && : > DIR/walked/f && python3 -c \"import os\n"
+      "os.stat('DIR/walked')\n"  // the process's first fleet call leases its seat (descriptors)
+      "before = len(os.listdir('/proc/self/fd'))\n"
+      "stream = os.scandir('DIR/walked')\n"
+      "print(len(os.listdir('/proc/self/fd')) - before, [e.name for e in stream])\n"
+      "stream.close()\"";
+  const CommandOutcome tmpfs = on_tmpfs(probe);
+  const CommandOutcome fleet = on_fleet(probe);
+  ASSERT_EQ(tmpfs.exit_code, 0) << tmpfs.output;
+  ASSERT_EQ(fleet.exit_code, 0) << fleet.output;
+  EXPECT_EQ(tmpfs.output, "1 ['f']\n");
+  EXPECT_EQ(fleet.output, "0 ['f']\n");
+}
+
 // The library keeps the umask it last saw set: a change in the middle of a process still counts.
 TEST_F(PreloadFiles, CreatesFollowTheUmaskAsItChanges) {
   expect_same("umask 077; : > DIR/private; mkdir DIR/private_dir; umask 022; : > DIR/public; "
