@@ -485,6 +485,11 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
         *length = size;
         return 0;
       }
+      case SO_BINDTODEVICE:
+        // Bound to no device, as Linux answers it: no name (sshd asks, for its routing domain).
+        if (length == nullptr) return fail_with(EFAULT);
+        *length = 0;
+        return 0;
       default: return get_kept(socket, level, name, value, length);
     }
   }

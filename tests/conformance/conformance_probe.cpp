@@ -11,6 +11,7 @@
 // Every socket is non-blocking, so no call can hang; a state that needs the peer waits at most 3 s.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -238,6 +239,13 @@ std::vector<Call> calls() {
          return "0 value=" + std::to_string(value);
        }},
       {"get-so-acceptconn", [](int fd) { return get_int_option(fd, SOL_SOCKET, SO_ACCEPTCONN, false); }},
+      {"get-so-bindtodevice",
+       [](int fd) {
+         char device[IFNAMSIZ] = {};
+         socklen_t length = sizeof(device);
+         if (::getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, &length) != 0) return "-1 " + errno_name(errno);
+         return "0 length=" + std::to_string(length);
+       }},
       {"get-tcp-nodelay", [](int fd) { return get_int_option(fd, IPPROTO_TCP, TCP_NODELAY, false); }},
       {"set-tcp-nodelay", [](int fd) { return set_int_option(fd, IPPROTO_TCP, TCP_NODELAY); }},
       {"set-so-keepalive", [](int fd) { return set_int_option(fd, SOL_SOCKET, SO_KEEPALIVE); }},
