@@ -312,7 +312,6 @@ void ReplicaServer::restore_app(std::size_t app) {
         valid = group.address == state.listen_address && group.port == state.listen_port;
         if (valid) {
           group.reuse_port = group.reuse_port || state.reuse_port;
-          group.ever_active = group.ever_active || state.active;
           group.members.push_back(Place{static_cast<std::uint32_t>(app), page, state.generation});
         }
       }
@@ -841,7 +840,7 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
       answer(listener ? ENOBUFS : (listener.error().code == Errc::exhausted ? ENOBUFS : EADDRINUSE), 0, 0, 0);
       return;
     }
-    listeners_[listener.value()] = Group{{}, open.local_address, open.local_port, reuse_port, 0};
+    listeners_[listener.value()] = Group{{}, open.local_address, open.local_port, reuse_port};
     add_member(app, *index, listener.value(), open.socket, open.options, backlog);
     return;
   }
@@ -947,10 +946,7 @@ void ReplicaServer::on_activate(std::size_t app, const stack::TcpPageBody& activ
   if (page->active) return;
   page->active = true;
   store_page(app, activate.page);
-  if (page->listener < listeners_.size()) {
-    listeners_[page->listener].ever_active = true;
-    place_held(page->listener);
-  }
+  place_held(page->listener);
 }
 
 std::uint32_t ReplicaServer::accept_queue_of(const Place& place) const {
@@ -1536,19 +1532,6 @@ std::uint32_t ReplicaServer::connection_room(ListenerId listener) {
     if (!app_seen_before) room += pages_left(apps_[members[i].app]);
   }
   return room;
-}
-
-// A group of several members none of which accepts holds connections back until one does: a
-// master and workers that have not started accepting yet (apache2 and nginx at start), or whose
-// accepting members have all left (a reload; the master never accepts). A lone member that never
-// accepted is placed connections as before: a program may listen, connect to itself and accept
-// only then.
-bool ReplicaServer::accepting(ListenerId listener) {
-  if (listener >= listeners_.size()) return true;
-  const Group& group = listeners_[listener];
-  if (!group.ever_active && group.members.size() <= 1) return true;
-  return std::any_of(group.members.begin(), group.members.end(),
-                     [&](const Place& member) { return apps_[member.app].pages[member.page].active; });
 }
 
 std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, ConnectionHandle connection,

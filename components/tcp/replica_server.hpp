@@ -136,7 +136,6 @@ class ReplicaServer final : public EngineHost {
   std::optional<StreamRings> rings_for_restored(ConnectionHandle connection, const FourTuple& tuple,
                                                 ListenerId listener) override;
   std::uint32_t connection_room(ListenerId listener) override;
-  bool accepting(ListenerId listener) override;
   std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
                                        const FourTuple& tuple) override;
   bool claim_flow(const FourTuple& tuple) override;
@@ -211,7 +210,6 @@ class ReplicaServer final : public EngineHost {
     std::uint32_t address = 0;
     std::uint16_t port = 0;
     bool reuse_port = false;
-    bool ever_active = false;  // a member has taken connections: members that never do are parents
     std::uint32_t next = 0;  // where the round robin among equal queues starts
     // A connection became established with a member that does not accept while another does:
     // poll() moves it (not from inside the engine's call).

@@ -101,7 +101,7 @@ class WebServers : public AppsTest {
   void print_group_counters() const {
     if (side_ != Side::flotilla) return;
     std::map<std::string, std::uint64_t> sums = summed_counters("tcp");
-    for (const char* name : {"syns_held_back", "group_held", "group_held_announced", "group_moved_to_acceptor",
+    for (const char* name : {"group_held", "group_held_announced", "group_moved_to_acceptor",
                              "group_moved_on_leave", "group_reset_on_leave"}) {
       std::printf("%s %llu\n", name, static_cast<unsigned long long>(sums[name]));
     }
