@@ -575,6 +575,9 @@ Result<int> TcpSockets::accept(int listener) {
   Socket* entry = find(listener, Kind::listener);
   if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp accept: not a listener"};
   if (entry->local_error != 0) return failure(*entry);
+  // A call to accept shows this process accepts: the replicas hold the connections they place
+  // with a listener until then.
+  activate(listener);
   if (entry->accept_queue.empty()) return Error{Errc::would_block, 0, "tcp accept: no connection waiting"};
   const int connection = entry->accept_queue.front();
   entry->accept_queue.pop_front();

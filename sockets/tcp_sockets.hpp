@@ -249,6 +249,7 @@ class TcpSockets {
   Result<int> listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog,
                      const SocketOptions& options = {});
   // A connection established on any replica's part of `listener`; Errc::would_block when none.
+  // Activates the listener (activate()).
   Result<int> accept(int listener);
   // What another process needs to join `listener` (join()); nothing until every replica answered
   // its listen, or for an id that is not a listener.

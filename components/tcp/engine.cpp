@@ -139,7 +139,6 @@ struct Listener {
   X(syn_queue_expired)                  \
   X(accept_queue_overflow)              \
   X(refused_by_host)                    \
-  X(syns_held_back)                     \
   X(claim_failed)                       \
   X(transmit_failed)                    \
   X(nagle_holds)                        \
@@ -1319,10 +1318,6 @@ void TcpEngine::on_listen_segment(ListenerId id, const FourTuple& tuple, const I
   if (!in.has(wire::kTcpSyn)) return;
   if (l.accept_queue >= l.backlog) {
     counters_.accept_queue_overflow->add();
-    return;
-  }
-  if (!host_.accepting(id)) {
-    counters_.syns_held_back->add();
     return;
   }
   if (l.syn_queue >= l.backlog || out_of_slots() ||

@@ -159,9 +159,6 @@ class EngineHost {
   // hold half of it, SYNs are answered with cookies, which hold nothing: a SYN flood cannot take
   // every socket of the application and shut out the clients that complete their handshake.
   virtual std::uint32_t connection_room(ListenerId) { return std::numeric_limits<std::uint32_t>::max(); }
-  // false: nobody takes `listener`'s connections for now (a server between its old workers and its
-  // new ones); the engine drops the SYN, as for a full accept queue, and the client sends it again.
-  virtual bool accepting(ListenerId) { return true; }
   // Engine::create with RestorePolicy::resume: the rings of `connection`, carried on from a
   // previous incarnation, built at the positions the shared ring indices hold now. nullopt: the
   // host no longer has them; the engine resets the connection.

@@ -48,6 +48,9 @@ constexpr std::uint8_t kSlotAnnounced = 1 << 2;
 constexpr std::uint8_t kSlotUnanswered = 1 << 3;
 constexpr std::uint8_t kSlotActive = 1 << 4;     // a listener member whose process accepts
 constexpr std::uint8_t kSlotReusePort = 1 << 5;  // a listener member of a group made with SO_REUSEPORT
+// A passive connection held for a member that does not accept yet (clear in layout 4's entries
+// before it, which meant the same: nothing was held then).
+constexpr std::uint8_t kSlotHeld = 1 << 6;
 // SlotEntry::options bits (the options that are not numbers; the application sends its options
 // again to a recovered replica).
 constexpr std::uint8_t kSlotNodelay = 1 << 0;
@@ -171,6 +174,9 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
     for (std::size_t app = 0; app < apps.size(); ++app) {
       if (server->apps_[app].restored) server->finish_restore(app, now_ns);
     }
+    // Held connections stay held; those the predecessor left with a member that does not accept
+    // while another does (it died before it moved them) go now.
+    for (ListenerId id = 0; id < server->listeners_.size(); ++id) server->place_held(id);
     server->announce(stack::TcpReplicaMode::recovered);
   }
   return server;
@@ -266,6 +272,7 @@ void ReplicaServer::restore_app(std::size_t app) {
     state.app_closed = (slot.flags & kSlotAppClosed) != 0;
     state.engine_released = (slot.flags & kSlotEngineReleased) != 0;
     state.announced = (slot.flags & kSlotAnnounced) != 0;
+    state.held = connection && (slot.flags & kSlotHeld) != 0;
     state.unanswered = (slot.flags & kSlotUnanswered) != 0;
     state.generation = slot.generation;
     state.connection = ConnectionHandle{slot.connection_index, slot.connection_generation};
@@ -305,7 +312,6 @@ void ReplicaServer::restore_app(std::size_t app) {
         valid = group.address == state.listen_address && group.port == state.listen_port;
         if (valid) {
           group.reuse_port = group.reuse_port || state.reuse_port;
-          group.ever_active = group.ever_active || state.active;
           group.members.push_back(Place{static_cast<std::uint32_t>(app), page, state.generation});
         }
       }
@@ -359,6 +365,7 @@ void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
       continue;
     }
     if (state.engine_released && state.pins == 0 && (state.app_closed || !state.announced || state.unanswered)) {
+      if (state.held) forget_held(app, page);
       free_page(app, page);
       continue;
     }
@@ -411,11 +418,7 @@ void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
         listener.accept_taken, listener.accept_announced);
     if (state.accept_order < taken) continue;
     const auto info = engine_->info(state.connection);
-    const auto& control = entry.region.page(page)->control;
-    send_accepted(static_cast<std::uint32_t>(app), state.listener_page, page,
-                  info ? info->tuple
-                       : FourTuple{control.local_address, control.remote_address, control.local_port,
-                                   control.remote_port});
+    send_accepted(static_cast<std::uint32_t>(app), state.listener_page, page, info ? info->tuple : page_tuple(app, page));
   }
   for (std::uint32_t page = 0; page < pages; ++page) {
     const SocketPage& state = entry.pages[page];
@@ -433,7 +436,8 @@ void ReplicaServer::store_page(std::size_t app, std::uint32_t page) {
                                            (state.announced ? kSlotAnnounced : 0) |
                                            (state.unanswered ? kSlotUnanswered : 0) |
                                            (state.active ? kSlotActive : 0) |
-                                           (state.reuse_port ? kSlotReusePort : 0));
+                                           (state.reuse_port ? kSlotReusePort : 0) |
+                                           (state.held ? kSlotHeld : 0));
     slot.options = static_cast<std::uint8_t>((state.options.nodelay ? kSlotNodelay : 0) |
                                              (state.options.cork ? kSlotCork : 0) |
                                              (state.options.keepalive ? kSlotKeepalive : 0) |
@@ -619,6 +623,13 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
     worked = true;
   }
   if (!waiting_claims_.empty()) serve_waiting_claims(now_ns);
+  if (held_to_place_) {
+    held_to_place_ = false;
+    for (ListenerId id = 0; id < listeners_.size(); ++id) {
+      if (listeners_[id].held_to_place) place_held(id);
+    }
+    worked = true;
+  }
   return worked;
 }
 
@@ -829,7 +840,7 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
       answer(listener ? ENOBUFS : (listener.error().code == Errc::exhausted ? ENOBUFS : EADDRINUSE), 0, 0, 0);
       return;
     }
-    listeners_[listener.value()] = Group{{}, open.local_address, open.local_port, reuse_port, 0};
+    listeners_[listener.value()] = Group{{}, open.local_address, open.local_port, reuse_port};
     add_member(app, *index, listener.value(), open.socket, open.options, backlog);
     return;
   }
@@ -934,8 +945,8 @@ void ReplicaServer::on_activate(std::size_t app, const stack::TcpPageBody& activ
   }
   if (page->active) return;
   page->active = true;
-  if (page->listener < listeners_.size()) listeners_[page->listener].ever_active = true;
   store_page(app, activate.page);
+  place_held(page->listener);
 }
 
 std::uint32_t ReplicaServer::accept_queue_of(const Place& place) const {
@@ -980,12 +991,11 @@ void ReplicaServer::leave_group(std::size_t app, std::uint32_t page, std::uint64
     Group& group = listeners_[id];
     std::erase_if(group.members, [&](const Place& member) { return member.app == app && member.page == page; });
     counters_.group_leaves->add();
+    group.next = 0;
+    hand_over_queue(app, page, now_ns);
     if (group.members.empty()) {
       engine_->close_listener(id);
       group = Group{};
-    } else {
-      group.next = 0;
-      hand_over_queue(app, page, now_ns);
     }
   }
   free_page(app, page);
@@ -998,70 +1008,148 @@ void ReplicaServer::hand_over_queue(std::size_t app, std::uint32_t page, std::ui
       std::clamp(apps_[app].region.page(page)->control.accepted.load(std::memory_order_acquire), member.accept_taken,
                  member.accept_announced);
   // The connections placed with it that its process has not accepted: announced ones in the order
-  // its queue holds them, then those still in the handshake.
+  // its queue holds them, then held ones, then those still in the handshake.
   std::vector<std::uint32_t> queued;
   // Announced ones the engine's accept queue forgets: those its process accepted without a kick
   // served yet (its lease ended), and those that stay (over, closed, or not moved).
   std::uint32_t forgotten = taken - member.accept_taken;
-  auto& pages = apps_[app].pages;
+  const auto& pages = apps_[app].pages;
   for (std::uint32_t other = 0; other < pages.size(); ++other) {
     const SocketPage& connection = pages[other];
-    if (connection.kind != PageKind::connection || connection.listener != id || connection.listener_page != page) {
+    if (connection.kind != PageKind::connection || connection.listener != id || connection.listener_page != page ||
+        !connection.announced || static_cast<std::int32_t>(connection.accept_order - taken) < 0) {
       continue;
     }
-    const bool announced_untaken =
-        connection.announced && static_cast<std::int32_t>(connection.accept_order - taken) >= 0;
-    if (connection.announced && !announced_untaken) continue;
     if (connection.engine_released || connection.app_closed || connection.pins != 0) {
-      if (announced_untaken) ++forgotten;
+      ++forgotten;
       continue;
     }
     queued.push_back(other);
   }
   std::stable_sort(queued.begin(), queued.end(), [&](std::uint32_t a, std::uint32_t b) {
-    const SocketPage& first = pages[a];
-    const SocketPage& second = pages[b];
-    if (first.announced != second.announced) return first.announced;
-    return static_cast<std::int32_t>(first.accept_order - second.accept_order) < 0;
+    return static_cast<std::int32_t>(pages[a].accept_order - pages[b].accept_order) < 0;
   });
+  const std::vector<std::uint32_t> unannounced = unannounced_of(app, page, id);
+  queued.insert(queued.end(), unannounced.begin(), unannounced.end());
   for (const std::uint32_t from : queued) {
     const bool announced = apps_[app].pages[from].announced;
-    // Another member that accepts, as a new connection would pick it; none: they are lost.
-    const auto target = pick_member(id);
-    const bool takes = target && apps_[target->app].pages[target->page].active;
-    MovedConnection moved{EAGAIN};
-    if (takes) {
-      SocketPage role;
-      role.listener = id;
-      role.listener_page = target->page;
-      role.announced = announced;
-      role.accept_order = apps_[target->app].pages[target->page].accept_announced;
-      moved = move_connection(app, from, target->app, role, 0);
+    const bool in_accept_queue = announced || apps_[app].pages[from].held;
+    switch (move_in_group(app, from, id)) {
+      case Handover::moved:
+        counters_.group_moved_on_leave->add();
+        continue;
+      case Handover::over:
+        if (in_accept_queue) ++forgotten;
+        continue;
+      case Handover::not_moved:
+        break;
     }
-    if (moved.error == 0 && moved.live) {
-      counters_.group_moved_on_leave->add();
-      if (!announced) continue;  // announced there once established (on_accept_ready)
-      const auto& control = apps_[target->app].region.page(moved.page)->control;
-      announce_queued(*target, moved.page,
-                      FourTuple{control.local_address, control.remote_address, control.local_port, control.remote_port});
-      continue;
-    }
-    if (moved.error == 0) {
-      // Over while it moved: nobody is told of it.
-      if (announced) ++forgotten;
-      free_page(target->app, moved.page);
-      continue;
-    }
-    // Not moved: its application closes an announced one with its accept queue, and one still in
-    // the handshake would have nobody to accept it.
-    if (announced) {
-      ++forgotten;
-    } else {
-      counters_.group_reset_on_leave->add();
-      engine_->abort(apps_[app].pages[from].connection, now_ns);
-    }
+    // Its application closes an announced one with its accept queue; one held or in the handshake
+    // would have nobody to accept it: reset, as Linux resets a closed listener's queue.
+    if (in_accept_queue) ++forgotten;
+    if (announced) continue;
+    counters_.group_reset_on_leave->add();
+    SocketPage& connection = apps_[app].pages[from];
+    connection.held = false;  // counted in `forgotten`
+    store_page(app, from);
+    engine_->abort(connection.connection, now_ns);
   }
   if (forgotten > 0) engine_->accepted(id, forgotten);
+}
+
+std::vector<std::uint32_t> ReplicaServer::unannounced_of(std::size_t app, std::uint32_t member,
+                                                         ListenerId listener) const {
+  std::vector<std::uint32_t> found;
+  const auto& pages = apps_[app].pages;
+  for (std::uint32_t page = 0; page < pages.size(); ++page) {
+    const SocketPage& connection = pages[page];
+    if (connection.kind == PageKind::connection && connection.listener == listener &&
+        connection.listener_page == member && !connection.announced && !connection.engine_released) {
+      found.push_back(page);
+    }
+  }
+  std::stable_sort(found.begin(), found.end(), [&](std::uint32_t a, std::uint32_t b) {
+    if (pages[a].held != pages[b].held) return pages[a].held;
+    return static_cast<std::int32_t>(pages[a].accept_order - pages[b].accept_order) < 0;
+  });
+  return found;
+}
+
+std::uint32_t ReplicaServer::next_held_order(const Place& member) const {
+  const SocketPage& listener = apps_[member.app].pages[member.page];
+  std::uint32_t order = listener.accept_announced;
+  for (const SocketPage& other : apps_[member.app].pages) {
+    if (other.kind == PageKind::connection && other.held && other.listener == listener.listener &&
+        other.listener_page == member.page && static_cast<std::int32_t>(other.accept_order - order) >= 0) {
+      order = other.accept_order + 1;
+    }
+  }
+  return order;
+}
+
+void ReplicaServer::place_held(ListenerId id) {
+  if (id >= listeners_.size()) return;
+  Group& group = listeners_[id];
+  group.held_to_place = false;
+  const auto accepts = [&](const Place& member) { return apps_[member.app].pages[member.page].active; };
+  if (std::none_of(group.members.begin(), group.members.end(), accepts)) return;
+  const std::vector<Place> members = group.members;  // moves leave membership alone; a copy all the same
+  for (const Place& member : members) {
+    const bool active = accepts(member);
+    for (const std::uint32_t from : unannounced_of(member.app, member.page, id)) {
+      SocketPage& connection = apps_[member.app].pages[from];
+      if (!active) {
+        const bool held = connection.held;
+        const Handover handover = move_in_group(member.app, from, id);
+        if (handover == Handover::moved) counters_.group_moved_to_acceptor->add();
+        if (handover == Handover::over && held) engine_->accepted(id, 1);
+        continue;
+      }
+      if (!connection.held) continue;  // in the handshake: announced once established
+      connection.held = false;
+      connection.announced = true;
+      connection.accept_order = apps_[member.app].pages[member.page].accept_announced;
+      store_page(member.app, from);
+      counters_.group_held_announced->add();
+      announce_queued(member, from, page_tuple(member.app, from));
+    }
+  }
+}
+
+ReplicaServer::Handover ReplicaServer::move_in_group(std::size_t app, std::uint32_t from, ListenerId id) {
+  const auto target = pick_member(id);
+  if (!target) return Handover::not_moved;
+  const SocketPage& connection = apps_[app].pages[from];
+  const bool established = connection.announced || connection.held;
+  const SocketPage& member = apps_[target->app].pages[target->page];
+  SocketPage role;
+  role.listener = id;
+  role.listener_page = target->page;
+  role.announced = member.active && established;
+  role.held = !member.active && established;
+  role.accept_order = member.active ? member.accept_announced : next_held_order(*target);
+  const MovedConnection moved = move_connection(app, from, target->app, role, 0);
+  if (moved.error != 0) return Handover::not_moved;
+  if (!moved.live) {
+    free_page(target->app, moved.page);
+    return Handover::over;
+  }
+  if (role.announced) announce_queued(*target, moved.page, page_tuple(target->app, moved.page));
+  return Handover::moved;
+}
+
+void ReplicaServer::forget_held(std::size_t app, std::uint32_t page) {
+  SocketPage& connection = apps_[app].pages[page];
+  connection.held = false;
+  store_page(app, page);
+  if (connection.listener < listeners_.size() && !listeners_[connection.listener].members.empty()) {
+    engine_->accepted(connection.listener, 1);
+  }
+}
+
+FourTuple ReplicaServer::page_tuple(std::size_t app, std::uint32_t page) const {
+  const auto& control = apps_[app].region.page(page)->control;
+  return FourTuple{control.local_address, control.remote_address, control.local_port, control.remote_port};
 }
 
 void ReplicaServer::on_kick(std::size_t app, const stack::TcpPageBody& kick, std::uint64_t now_ns) {
@@ -1344,6 +1432,7 @@ ReplicaServer::MovedConnection ReplicaServer::move_connection(std::size_t home, 
   page.options = old.options;
   page.engine_released = old.engine_released;
   page.announced = role.announced;
+  page.held = role.held;
   page.unanswered = role.unanswered;
   page.listener = role.listener;
   page.listener_page = role.listener_page;
@@ -1445,19 +1534,6 @@ std::uint32_t ReplicaServer::connection_room(ListenerId listener) {
   return room;
 }
 
-// A group of several members none of which accepts holds connections back until one does: a
-// master and workers that have not started accepting yet (apache2 and nginx at start), or whose
-// accepting members have all left (a reload; the master never accepts). A lone member that never
-// accepted is placed connections as before: a program may listen, connect to itself and accept
-// only then.
-bool ReplicaServer::accepting(ListenerId listener) {
-  if (listener >= listeners_.size()) return true;
-  const Group& group = listeners_[listener];
-  if (!group.ever_active && group.members.size() <= 1) return true;
-  return std::any_of(group.members.begin(), group.members.end(),
-                     [&](const Place& member) { return apps_[member.app].pages[member.page].active; });
-}
-
 std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, ConnectionHandle connection,
                                                     const FourTuple& tuple) {
   if (listener >= listeners_.size() || connection.index >= connections_.size()) return std::nullopt;
@@ -1491,6 +1567,21 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
   if (page.listener_page >= apps_[owner.app].pages.size()) return;
   SocketPage& listener_page = apps_[owner.app].pages[owner.page];
   if (listener_page.kind != PageKind::listener || listener_page.listener != listener) return;
+  if (!listener_page.active) {
+    // Its process has not shown it accepts, and may never (a server's master): the connection
+    // waits here, unannounced, for the first member that does (place_held).
+    page.held = true;
+    page.accept_order = next_held_order(owner);
+    store_page(place->app, place->page);
+    counters_.group_held->add();
+    Group& group = listeners_[listener];
+    if (std::any_of(group.members.begin(), group.members.end(),
+                    [&](const Place& member) { return apps_[member.app].pages[member.page].active; })) {
+      group.held_to_place = true;
+      held_to_place_ = true;
+    }
+    return;
+  }
   page.announced = true;
   page.accept_order = listener_page.accept_announced;
   store_page(place->app, place->page);
@@ -1565,9 +1656,13 @@ void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events,
     if ((events & kEventFailed) == 0 && control.status.load(std::memory_order_relaxed) != TcpSocketStatus::closed) {
       control.status.store(TcpSocketStatus::closed, std::memory_order_release);
     }
-    // Gone before the application heard of it (a passive connection reset in the handshake), or
-    // after the application let go: nobody will ask for the page again.
+    // Gone before the application heard of it (a passive connection reset in the handshake or
+    // while held), or after the application let go: nobody will ask for the page again.
     if ((page.app_closed && page.pins == 0) || !page.announced) {
+      if (page.held) {
+        if (!engine_) return;  // the restoring engine dropped it: finish_restore lets it go
+        forget_held(app, index);
+      }
       free_page(app, index);
       return;
     }

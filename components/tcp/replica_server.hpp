@@ -28,14 +28,24 @@
 // process accepts) with the shortest accept queue under its backlog, round robin on ties; while no
 // member is active, the oldest. The page is taken in that member's region. A member leaves when
 // its page is closed or its application's lease ends; the engine listener closes with the last.
-// The connections placed with a leaving member that its process has not accepted, in the handshake
-// or announced, move to another active member (as another process sharing a Linux accept queue
-// takes them): their pages are copied into that member's region (move_connection, as a fork's
-// claim), the announced ones are announced there, and the old pages read as closed until the
-// leaving process lets go of them. With no active member left they are lost: those in the
-// handshake are reset, the announced ones are its process's to close with its accept queue. Members live in the slot table too (each member page's
-// entry names its listener, address, port, backlog, active and reuseport bits), so a restarted
-// replica rebuilds its groups.
+// A member whose process has not shown it accepts (a master that never will, or a lone program
+// that connects to itself before it accepts) is not told of its connections: once established they
+// are held at the replica, unannounced, until a member accepts. When it does itself, its held ones
+// are announced to it in the order they were established; when another member does, the held ones
+// and those still in the handshake move there (place_held), so a master's process never hears of
+// a connection it would strand.
+// The connections placed with a leaving member that its process has not accepted, in the handshake,
+// held or announced, move to another active member (as another process sharing a Linux accept
+// queue takes them): their pages are copied into that member's region (move_connection, as a
+// fork's claim), the established ones are announced there, and the old pages read as closed until
+// the leaving process lets go of them. With no active member left, they wait with the oldest
+// member that stays, held, as in a Linux accept queue that another process keeps open (a reload's
+// old workers leaving before its new ones accept). With no member left, the held ones and those
+// in the handshake are reset, and the announced ones are the leaving process's to close with its
+// accept queue. Members live in
+// the slot table too (each member page's entry names its listener, address, port, backlog, active
+// and reuseport bits; a held connection's entry its held bit), so a restarted replica rebuilds its
+// groups and keeps what it held.
 //
 // Connections shared over fork (issue 14): a process about to fork pins its connection pages
 // (kTcpForkHoldKind, fork serial F); up to kForkSlots forks per application are pinned at once,
@@ -56,6 +66,7 @@
 #include <vector>
 
 #include "components/formats/stack_messages.hpp"
+#include "components/tcp/connection.hpp"
 #include "components/tcp/engine.hpp"
 #include "dataplane/buffer_pool.hpp"
 #include "dataplane/counters.hpp"
@@ -125,7 +136,6 @@ class ReplicaServer final : public EngineHost {
   std::optional<StreamRings> rings_for_restored(ConnectionHandle connection, const FourTuple& tuple,
                                                 ListenerId listener) override;
   std::uint32_t connection_room(ListenerId listener) override;
-  bool accepting(ListenerId listener) override;
   std::optional<StreamRings> rings_for(ListenerId listener, ConnectionHandle connection,
                                        const FourTuple& tuple) override;
   bool claim_flow(const FourTuple& tuple) override;
@@ -142,19 +152,23 @@ class ReplicaServer final : public EngineHost {
     bool app_closed = false;       // the application closed or aborted it
     bool engine_released = false;  // the engine no longer touches its rings
     bool announced = false;        // the application knows the page (passive: once accept-ready)
+    // A passive connection established while its member had not shown it accepts: it waits here,
+    // unannounced and in the engine's accept queue, for that member or another to accept.
+    bool held = false;
     // An open's answer that has not reached the application's ring yet (it waits in the outbox):
     // a successor aborts the page, since the application asks again.
     bool unanswered = false;
     std::uint32_t generation = 0;
     ConnectionHandle connection;
-    ListenerId listener = 0;
+    ListenerId listener = kNoListener;  // a passive connection's, or a listener page's group
     ConnectionOptions options;        // as the application set them
     // A listener: connections announced to the application, and how many of them it has taken
     // (the last value of the page's `accepted` word this replica believed).
     std::uint32_t accept_announced = 0;
     std::uint32_t accept_taken = 0;
     // An announced passive connection: its place in its listener's accept queue (the listener's
-    // accept_announced before it), so a successor knows which are still queued.
+    // accept_announced before it), so a successor knows which are still queued. A held one: the
+    // place it will take, in the order its member's held connections were established.
     std::uint32_t accept_order = 0;
     // A passive connection: the member (a listener page of the same region) it was placed with.
     std::uint32_t listener_page = 0;
@@ -196,8 +210,10 @@ class ReplicaServer final : public EngineHost {
     std::uint32_t address = 0;
     std::uint16_t port = 0;
     bool reuse_port = false;
-    bool ever_active = false;  // a member has taken connections: members that never do are parents
     std::uint32_t next = 0;  // where the round robin among equal queues starts
+    // A connection became established with a member that does not accept while another does:
+    // poll() moves it (not from inside the engine's call).
+    bool held_to_place = false;
   };
 
   ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSettings& settings, ReplicaOutputs& outputs,
@@ -273,6 +289,26 @@ class ReplicaServer final : public EngineHost {
   void hand_over_queue(std::size_t app, std::uint32_t page, std::uint64_t now_ns);
   // Tells `member`'s application of the connection on `page` (queued at accept_announced).
   void announce_queued(const Place& member, std::uint32_t page, const FourTuple& tuple);
+  // The connections of `app` placed with its member page `member` of `listener` and not announced:
+  // held ones first, in the order they were established, then those in the handshake.
+  std::vector<std::uint32_t> unannounced_of(std::size_t app, std::uint32_t member, ListenerId listener) const;
+  // Connections placed with members of `listener` that do not accept go to the ones that do: an
+  // active member's held connections are announced to it, in order; an inactive member's, and
+  // those still in the handshake, move to active members (move_to_acceptor).
+  void place_held(ListenerId listener);
+  enum class Handover { moved, over, not_moved };
+  // Moves the unaccepted connection on page `from` of `app`, placed with a member of `listener`
+  // that will not take it, to the member a new connection would go to: when that one accepts, an
+  // established connection is announced there; when none does, it waits there, held (or in the
+  // handshake). over: it ended while it moved (nobody is told); not_moved: no member to take it,
+  // or no page left.
+  Handover move_in_group(std::size_t app, std::uint32_t from, ListenerId listener);
+  // Where the next connection held for `member` goes in its order.
+  std::uint32_t next_held_order(const Place& member) const;
+  // A held connection leaves its listener's accept queue unannounced (its page goes).
+  void forget_held(std::size_t app, std::uint32_t page);
+  // The addresses and ports the replica wrote on page `page` of `app`.
+  FourTuple page_tuple(std::size_t app, std::uint32_t page) const;
   // The member a new connection of `listener` goes to.
   std::optional<Place> pick_member(ListenerId listener);
   // Connections announced to the member at `place` and not taken by its application yet.
@@ -325,6 +361,7 @@ class ReplicaServer final : public EngineHost {
   std::uint32_t next_generation_;
   std::uint64_t incarnation_;
   std::uint32_t next_port_ = 0;
+  bool held_to_place_ = false;  // some group's held_to_place is set
 
   // The replica's own counters, beside the engine's, each registered under its field's name.
 #define FLOTILLA_TCP_REPLICA_COUNTERS(X) \
@@ -345,6 +382,9 @@ class ReplicaServer final : public EngineHost {
   X(group_leaves)                        \
   X(group_reset_on_leave)                \
   X(group_moved_on_leave)                \
+  X(group_held)                          \
+  X(group_held_announced)                \
+  X(group_moved_to_acceptor)             \
   X(fork_holds)                          \
   X(fork_holds_refused)                  \
   X(claims)                              \

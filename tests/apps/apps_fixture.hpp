@@ -160,16 +160,23 @@ class AppsTest : public StackTest {
         server.running();
   }
 
+  // The counters of the stack's components whose names start with `prefix` ("app": the seats,
+  // "tcp": the replicas), summed by name.
+  std::map<std::string, std::uint64_t> summed_counters(const std::string& prefix) const {
+    std::map<std::string, std::uint64_t> sums;
+    for (const auto& [component, counters] : stack_.all_counters()) {
+      if (component.rfind(prefix, 0) != 0) continue;
+      for (const auto& [name, value] : counters) sums[name] += value;
+    }
+    return sums;
+  }
+
   // On Flotilla, the program under test must have gone through an application seat: the preload
   // library's counters there (summed over the slots) show its reads and writes, and how many were
   // served without a system call.
   void expect_served_by_flotilla() const {
     if (side_ != Side::flotilla) return;
-    std::map<std::string, std::uint64_t> sums;
-    for (const auto& [component, counters] : stack_.all_counters()) {
-      if (component.rfind("app", 0) != 0) continue;
-      for (const auto& [name, value] : counters) sums[name] += value;
-    }
+    std::map<std::string, std::uint64_t> sums = summed_counters("app");
     EXPECT_GT(sums["io_calls"], 0u) << "no application seat counted a read or write: did the program run on Flotilla?";
     std::printf("preload: %llu of %llu reads/writes and %llu of %llu readiness checks without a system call\n",
                 static_cast<unsigned long long>(sums["io_no_syscall"]), static_cast<unsigned long long>(sums["io_calls"]),
