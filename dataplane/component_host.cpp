@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "dataplane/clock.hpp"
+#include "dataplane/crash.hpp"
 #include "dataplane/fd_passing.hpp"
 #include "dataplane/control_address.hpp"
 
@@ -249,7 +250,7 @@ bool ComponentHost::poll_faults() {
     case Fault::none:
       return false;
     case Fault::crash:
-      ::raise(SIGSEGV);
+      crash_by_sigsegv();
       return true;
     case Fault::abort:
       std::abort();

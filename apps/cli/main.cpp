@@ -22,6 +22,7 @@
 #include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
 #include "recovery/control_socket.hpp"
+#include "sockets/preload/sanitizer_runtime.hpp"
 
 using namespace flotilla;
 using namespace flotilla::recovery;
@@ -281,10 +282,17 @@ std::string preload_library() {
 int cmd_run(const std::vector<std::string>& command) {
   if (command.empty()) die("run: no command given; usage: flotilla run -- COMMAND [ARGS...]", 2);
   if (!running()) die("the stack is not running (no supervisor at " + g_socket + "); start it with 'flotilla up'");
-  const std::string library = preload_library();
+  const std::string library = preload::preload_list(preload_library());
   const char* before = std::getenv("LD_PRELOAD");
   const std::string preload = before != nullptr && *before != '\0' ? library + ":" + before : library;
   ::setenv("LD_PRELOAD", preload.c_str(), 1);
+  if (!preload::sanitizer_runtime().empty()) {
+    // A sanitized build: the runtime now runs inside programs built without it (redis, python),
+    // whose own allocations left at exit are theirs, not leaks of ours.
+    const char* options = std::getenv("ASAN_OPTIONS");
+    const std::string checks = options != nullptr && *options != '\0' ? std::string(options) + ":detect_leaks=0" : "detect_leaks=0";
+    ::setenv("ASAN_OPTIONS", checks.c_str(), 1);
+  }
   ::setenv("FLOTILLA_SOCKET", std::filesystem::absolute(g_socket).c_str(), 1);
   // The fleet's prefix as the running stack's configuration says ([files] prefix).
   std::string refusal;

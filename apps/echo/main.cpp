@@ -12,6 +12,7 @@
 
 #include "dataplane/clock.hpp"
 #include "dataplane/component_host.hpp"
+#include "dataplane/crash.hpp"
 #include "apps/echo/echo_protocol.hpp"
 
 namespace flotilla::recovery::echo {
@@ -167,7 +168,7 @@ int main(int argc, char** argv) {
   app.add_option("--report", report, "At start, put this text in the supervisor's event log (tests)");
   app.add_option("--report-times", report_times, "How many times to send --report")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
-  if (role == "crash-at-start") ::raise(SIGSEGV);
+  if (role == "crash-at-start") flotilla::crash_by_sigsegv();
   auto host = flotilla::ComponentHost::attach(flotilla::WaitPolicy::shared_core());
   if (!host) {
     std::fprintf(stderr, "echo %s: %s\n", role.c_str(), host.error().message().c_str());

@@ -5,6 +5,7 @@
 // rule text; a list it cannot use (a count beyond FLOTILLA_XDP_MAX_RULES) is refused.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -43,7 +44,8 @@ inline std::uint64_t publish_xdp_block_list(XdpBlockList& list, std::span<const 
   std::atomic_thread_fence(std::memory_order_release);
   const std::size_t count = rules.size() < FLOTILLA_XDP_MAX_RULES ? rules.size() : FLOTILLA_XDP_MAX_RULES;
   list.count = static_cast<std::uint32_t>(count);
-  std::memcpy(list.rules, rules.data(), count * sizeof(flotilla_xdp_block_rule));
+  // Not memcpy: an empty span may hold a null pointer, which memcpy must never be given.
+  std::copy_n(rules.data(), count, list.rules);
   list.sequence.store(writing + 1, std::memory_order_release);
   return writing + 1;
 }

@@ -10,6 +10,7 @@
 #include "components/tcp/connection.hpp"
 #include "components/tcp/connection_table.hpp"
 #include "components/wire/ipv4.hpp"
+#include "dataplane/crash.hpp"
 
 namespace flotilla::tcp {
 namespace {
@@ -1604,7 +1605,7 @@ void ReplicaServer::crash_if_test_port(const Place& place) {
   // connection is the one the table names as in flight. A restored connection's events come
   // again at the restart, so it crashes there too.
   if (control.local_port == settings_.test_crash_port || control.remote_port == settings_.test_crash_port) {
-    ::raise(SIGSEGV);
+    crash_by_sigsegv();
   }
 }
 

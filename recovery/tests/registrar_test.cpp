@@ -68,7 +68,7 @@ class RegistrarTest : public ::testing::Test {
 };
 
 TEST_F(RegistrarTest, TheRoleMakesANameServerWhateverItsBinaryIsCalled) {
-  start(true);
+  ASSERT_NO_FATAL_FAILURE(start(true));
   ASSERT_TRUE(registrar->has_name_fleet());
   ASSERT_TRUE(run_until(*supervisor, [&] { return registrar->pending_registrations() == 0; }));
   // Every component the supervisor started, through the lowest-id serving server; not the seat.
@@ -93,7 +93,7 @@ TEST_F(RegistrarTest, TheRoleMakesANameServerWhateverItsBinaryIsCalled) {
 }
 
 TEST_F(RegistrarTest, WithoutARoleANameServerBinaryIsAPlainComponent) {
-  start(false);
+  ASSERT_NO_FATAL_FAILURE(start(false));
   supervisor->run_for(300ms);
   EXPECT_FALSE(registrar->has_name_fleet());
   EXPECT_EQ(supervisor->log().count(EventKind::registered), 0u);
@@ -111,7 +111,7 @@ TEST_F(RegistrarTest, WithoutARoleANameServerBinaryIsAPlainComponent) {
 }
 
 TEST_F(RegistrarTest, ARestartedComponentIsRegisteredAtItsNewIncarnation) {
-  start(true);
+  ASSERT_NO_FATAL_FAILURE(start(true));
   ASSERT_TRUE(run_until(*supervisor, [&] { return registrar->pending_registrations() == 0; }));
   ASSERT_TRUE(supervisor->inject("server", Fault::crash));
   ASSERT_TRUE(run_until(*supervisor, [&] { return registered("server") == 2; }));
@@ -125,7 +125,7 @@ TEST_F(RegistrarTest, ARestartedComponentIsRegisteredAtItsNewIncarnation) {
 }
 
 TEST_F(RegistrarTest, AFleetJoinedNoticeThatDoesNotAddUpIsCounted) {
-  start(true);
+  ASSERT_NO_FATAL_FAILURE(start(true));
   const auto notice = [](ComponentId member, std::uint64_t incarnation) {
     return Message::make(kFleetJoinedKind, FleetNotice{member, kNoComponent, incarnation});
   };

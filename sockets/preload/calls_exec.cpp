@@ -21,6 +21,7 @@
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/files.hpp"
 #include "sockets/preload/real_calls.hpp"
+#include "sockets/preload/sanitizer_runtime.hpp"
 
 extern char** environ;
 
@@ -70,7 +71,8 @@ int with_handoff(char* const* envp, bool in_place, Call&& call) {
   const std::string library = library_path();
   if (!library.empty() && preload_variable.find(library) == std::string::npos) {
     const bool empty = preload_variable.size() == kPreloadVariable.size();
-    preload_variable.insert(kPreloadVariable.size(), empty ? library : library + ":");
+    const std::string loaded = preload_list(library);
+    preload_variable.insert(kPreloadVariable.size(), empty ? loaded : loaded + ":");
   }
   environment.push_back(preload_variable.data());
   std::string socket_variable = std::string(kSocketVariable) + control_socket_path();

@@ -325,6 +325,10 @@ std::uint64_t Runtime::arrivals(Socket& socket) {
 bool Runtime::restart_after_signal() {
   bool any = false;
   for (int signal = 1; signal < NSIG; ++signal) {
+    // A fault signal comes to the thread that faults, never to one asleep in a call: the flags of
+    // a crash handler (redis's, the sanitizers' runtime's) say nothing about restarting.
+    const bool fault = signal == SIGSEGV || signal == SIGBUS || signal == SIGFPE || signal == SIGILL || signal == SIGSYS;
+    if (fault) continue;
     struct sigaction action {};
     if (::sigaction(signal, nullptr, &action) != 0) continue;
     const bool handled = (action.sa_flags & SA_SIGINFO) != 0 ||

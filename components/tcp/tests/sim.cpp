@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 
 #include "components/tcp/algorithms/seq.hpp"
 #include "components/tcp/connection_table.hpp"
@@ -401,7 +400,7 @@ std::vector<std::byte> craft_segment(const FourTuple& tuple, std::uint32_t seq, 
   const std::size_t options_length = wire::emit_tcp_options(option_bytes, options);
   const std::size_t header_length = wire::tcp_header_length(options_length);
   std::vector<std::byte> out(header_length + payload.size());
-  std::memcpy(out.data() + header_length, payload.data(), payload.size());
+  std::copy(payload.begin(), payload.end(), out.begin() + static_cast<std::ptrdiff_t>(header_length));
   const wire::TcpHeader header{.source_port = tuple.local_port,
                                .destination_port = tuple.remote_port,
                                .sequence = seq,

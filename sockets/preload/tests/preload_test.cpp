@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "sockets/preload/sanitizer_runtime.hpp"
 #include "tests/support/stack_harness.hpp"
 
 namespace flotilla::testing {
@@ -42,7 +43,8 @@ const bool g_build_root_known = [] {
 }();
 
 std::string probe_path() { return build_root() + "/sockets/preload/tests/preload-probe"; }
-std::string library_path() { return build_root() + "/sockets/libflotilla-preload.so"; }
+// What LD_PRELOAD names: the library (after the sanitizer runtime in a sanitized build).
+std::string library_path() { return preload::preload_list(build_root() + "/sockets/libflotilla-preload.so"); }
 
 std::size_t count_of(const std::string& text, const std::string& word) {
   std::size_t count = 0;
