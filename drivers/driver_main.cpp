@@ -152,10 +152,11 @@ struct DriverProgram {
 
   // Opening an AF_XDP port loads and attaches an XDP program (CAP_BPF, CAP_PERFMON for the
   // verifier's pointer rules, CAP_NET_ADMIN) and binds an XDP socket (CAP_NET_RAW); without
-  // CAP_NET_RAW or CAP_PERFMON the open fails (tried), CAP_IPC_LOCK it does not need. Only these are
-  // kept while a sandboxed driver sets up, none once it runs.
+  // CAP_NET_RAW or CAP_PERFMON the open fails (tried); its UMEM is locked memory, and with another
+  // stack's on the machine (the same user's) beyond RLIMIT_MEMLOCK without CAP_IPC_LOCK (ENOBUFS).
+  // Only these are kept while a sandboxed driver sets up, none once it runs.
   static std::span<const int> setup_capabilities() {
-    static constexpr int kSetup[] = {CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON};
+    static constexpr int kSetup[] = {CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON, CAP_IPC_LOCK};
     return kSetup;
   }
 

@@ -72,6 +72,26 @@ class Sandbox : public ::testing::Test {
   RunningStack stack_;
 };
 
+// Two stacks on one machine: the second driver's UMEM is locked memory of the same user, beyond
+// RLIMIT_MEMLOCK with the first's, so the driver keeps CAP_IPC_LOCK while it sets up (without it
+// the second driver died at every start with ENOBUFS from xsk_umem__create). Both pass traffic.
+TEST_F(Sandbox, ASecondStackBesideTheFirstServesToo) {
+  StackNames other = unique_names();
+  for (std::string* name : {&other.peer_namespace, &other.stack_interface, &other.peer_interface}) *name += "2";
+  other.stack_address = "10.80.0.2";
+  other.peer_address = "10.80.0.1";
+  RunningStack second;
+  ASSERT_EQ(second.start(other, stack_config(other, "pass all")), "");
+  for (const StackNames* stack : {&names_, &other}) {
+    EXPECT_TRUE(wait_for([&] {
+      return in_namespace(stack->peer_namespace, [&] {
+        return run_shell("ping -c 1 -W 1 " + stack->stack_address + " > /dev/null 2>&1").exit_code == 0;
+      });
+    }, std::chrono::seconds(10))) << stack->stack_address;
+  }
+  second.stop();
+}
+
 TEST_F(Sandbox, ComponentsRunWithoutCapabilitiesUnderAFilter) {
   const auto pids = stack_.pids();
   for (const char* name : {"driver", "pf", "ip", "udp", "tcp0", "tcp1", "name0", "name1", "fs0"}) {
