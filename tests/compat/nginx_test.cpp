@@ -102,6 +102,17 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
   }
 
   // nginx under `flotilla run` (or in the kernel's namespace) with the config write_config made.
+  // nginx installed, the stack (or the kernel side) up with wrk, and the configuration written.
+  ::testing::AssertionResult prepare(const Case& setting) {
+    if (!std::filesystem::exists(kNginx)) {
+      return ::testing::AssertionFailure() << kNginx << " is not installed (./dev installs its Debian package)";
+    }
+    ::testing::AssertionResult started = start_apps({"wrk"}, kSeats);
+    if (!started) return started;
+    write_config(setting);
+    return ::testing::AssertionSuccess();
+  }
+
   Program start_nginx() const {
     return Program(app_command({kNginx, "-p", folder_.string(), "-c", file("nginx.conf").string(), "-e",
                                 file("error.log").string()}),
@@ -195,9 +206,7 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
 TEST_P(Nginx, EveryWorkerServesAndAReloadKeepsServing) {
   const Case setting = GetParam();
   if (side_ != Side::flotilla && setting.daemon) GTEST_SKIP() << "the daemon case is Flotilla's (lease adoption)";
-  ASSERT_TRUE(std::filesystem::exists(kNginx)) << kNginx << " is not installed (./dev installs its Debian package)";
-  ASSERT_TRUE(start_apps({"wrk"}, kSeats));
-  write_config(setting);
+  ASSERT_TRUE(prepare(setting));
   Program server = start_nginx();
   const auto server_up = [&] { return server.running() || setting.daemon; };
   ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server_up(); }, 15s))
@@ -232,9 +241,7 @@ class NginxUpgrade : public Nginx {};
 
 TEST_P(NginxUpgrade, ABinaryUpgradeKeepsServing) {
   const Case setting = GetParam();
-  ASSERT_TRUE(std::filesystem::exists(kNginx)) << kNginx << " is not installed (./dev installs its Debian package)";
-  ASSERT_TRUE(start_apps({"wrk"}, kSeats));
-  write_config(setting);
+  ASSERT_TRUE(prepare(setting));
   Program server = start_nginx();
   ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers; }, 15s)) << said(server);
   ASSERT_TRUE(wait_for([&] { return in_namespace(names_.peer_namespace, [&] { return port_open(app_address(), kPort); }); },
@@ -264,9 +271,7 @@ class NginxReloadUnderLoad : public Nginx {};
 
 TEST_P(NginxReloadUnderLoad, AReloadWhileWrkRunsLosesNoRequest) {
   const Case setting = GetParam();
-  ASSERT_TRUE(std::filesystem::exists(kNginx)) << kNginx << " is not installed (./dev installs its Debian package)";
-  ASSERT_TRUE(start_apps({"wrk"}, kSeats));
-  write_config(setting);
+  ASSERT_TRUE(prepare(setting));
   Program server = start_nginx();
   ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server.running(); }, 15s))
       << said(server);
