@@ -911,15 +911,17 @@ FLOTILLA_EXPORT int close_range(unsigned int first, unsigned int last, int flags
   Lock lock(Runtime::get().mutex());
   Runtime& runtime = Runtime::get();
   // The range in pieces around the library's own descriptors, which stay open (and CLOEXEC).
-  const unsigned int end = std::min<unsigned int>(last, kMaxFds - 1);
   unsigned int from = first;
   int closed = 0;
-  for (unsigned int fd = first; fd <= end && closed == 0; ++fd) {
-    if (!marked_library(static_cast<int>(fd)) || !runtime.library_descriptor(static_cast<int>(fd))) continue;
+  for (const int own : runtime.library_descriptors()) {
+    const auto fd = static_cast<unsigned int>(own);
+    if (closed != 0 || fd > last) break;
+    if (fd < from) continue;
     if (fd > from) closed = REAL(close_range)(from, fd - 1, flags);
     from = fd + 1;
   }
   if (closed == 0 && from <= last) closed = REAL(close_range)(from, last, flags);
+  const unsigned int end = std::min<unsigned int>(last, kMaxFds - 1);
   if (closed == 0 && (flags & CLOSE_RANGE_CLOEXEC) == 0) {
     for (unsigned int fd = first; fd <= end; ++fd) {
       if (fd_kind(static_cast<int>(fd)) != FdKind::kernel) runtime.forget(static_cast<int>(fd));

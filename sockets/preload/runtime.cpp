@@ -395,6 +395,17 @@ void Runtime::mark_library_descriptors() {
                               });
 }
 
+std::vector<int> Runtime::library_descriptors() const {
+  std::vector<int> held;
+  for_each_library_descriptor(host_.get(), parked_.host.get(), fork_token_, inherited_token_, handed_tokens_,
+                              [&](int fd) {
+                                if (fd >= 0) held.push_back(fd);
+                              });
+  std::sort(held.begin(), held.end());
+  held.erase(std::unique(held.begin(), held.end()), held.end());
+  return held;
+}
+
 bool Runtime::library_descriptor(int fd) {
   bool held = false;
   for_each_library_descriptor(host_.get(), parked_.host.get(), fork_token_, inherited_token_, handed_tokens_,

@@ -302,6 +302,8 @@ class Runtime {
   void mark_library_descriptors();
   // Whether the library holds `fd` now; a mark it does not hold is cleared. Under the lock.
   bool library_descriptor(int fd);
+  // The descriptors the library holds now, in ascending order. Under the lock.
+  std::vector<int> library_descriptors() const;
 
   // Readiness of a socket as poll bits (POLLIN/POLLOUT/POLLERR/POLLHUP/POLLRDHUP). Under the lock.
   std::uint32_t ready_events(Socket& socket);
