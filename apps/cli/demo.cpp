@@ -45,8 +45,9 @@ void bring_down(const DemoOptions& options) {
 }
 
 struct Sample {
-  double at;  // seconds since the stream started
-  double gbps;
+  double at;     // seconds since the stream started, when the counters were read
+  double gbps;   // over the time since the sample before
+  double bytes;  // acknowledged since the sample before
 };
 
 struct LoggedEvent {
@@ -548,15 +549,18 @@ int run_demo(const DemoOptions& options) {
       std::this_thread::sleep_until(std::min(Clock::now() + std::chrono::milliseconds(kFineIntervalMs), sample_due));
     }
     std::this_thread::sleep_until(sample_due);
+    auto counters_reply = recovery::control_request(options.socket, "counters", &refusal);
+    // The count is as of the reply, which a supervisor busy with a restart may give late: the rate
+    // is over the time between replies, and a missed reply widens the next sample's span.
     const auto now = Clock::now();
+    if (!counters_reply) continue;
     const double interval = std::chrono::duration<double>(now - last_sample).count();
     last_sample = now;
-    auto counters_reply = recovery::control_request(options.socket, "counters", &refusal);
-    if (!counters_reply) continue;
     const auto table = recovery::parse_counters(counters_reply.value());
     std::map<std::string, std::uint64_t> each;
     const std::uint64_t bytes = replica_counter(table, "bytes_acked", &each);
-    if (!first) samples.push_back(Sample{elapsed(), static_cast<double>(bytes - std::min(bytes, last_bytes)) * 8 / interval / 1e9});
+    const double moved = static_cast<double>(bytes - std::min(bytes, last_bytes));
+    if (!first) samples.push_back(Sample{elapsed(), moved * 8 / interval / 1e9, moved});
     first = false;
     last_bytes = bytes;
     last_each = each;
@@ -663,10 +667,7 @@ int run_demo(const DemoOptions& options) {
   }
 
   double sampled_bytes = 0;
-  for (std::size_t i = 0; i < samples.size(); ++i) {
-    const double interval = samples[i].at - (i == 0 ? 0 : samples[i - 1].at);
-    sampled_bytes += samples[i].gbps * 1e9 / 8 * interval;
-  }
+  for (const Sample& sample : samples) sampled_bytes += sample.bytes;
 
   std::printf("\n%-10s %12s %12s %10s %10s %10s %9s %9s %9s\n", "component", "detect ms", "recover ms", "base Gb/s",
               "dip Gb/s", "back ms", "moved ms", "10ms back", "survived");
