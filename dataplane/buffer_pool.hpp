@@ -79,6 +79,7 @@ class BufferPool {
   std::uint32_t buffer_size() const { return buffer_size_; }
   std::uint32_t buffer_count() const { return buffer_count_; }
   const SharedRegion& region() const { return region_; }
+  SharedRegion& region() { return region_; }
   // Every buffer's bytes, back to back, page aligned: buffer i starts at i * buffer_size(). A
   // device that reads and writes the pool directly (the AF_XDP UMEM) registers this span.
   std::span<std::byte> data_area() const {

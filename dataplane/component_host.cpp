@@ -157,6 +157,32 @@ Result<std::unique_ptr<ComponentHost>> ComponentHost::lease(const std::string& s
   return lease_over(std::move(connection.value()));
 }
 
+bool ComponentHost::renumber(int from, int copy) {
+  const auto take = [&](UniqueFd& held) {
+    if (held.get() != from) return false;
+    (void)held.release();
+    held = UniqueFd(copy);
+    return true;
+  };
+  const auto take_region = [&](SharedRegion& region) {
+    if (region.fd() != from) return false;
+    (void)region.replace_descriptor(UniqueFd(copy)).release();
+    return true;
+  };
+  if (take_region(control_) || take_region(bells_region_) || take_region(state_) || take(lease_) || take(wake_)) return true;
+  if (pool_ && take_region(pool_->region())) return true;
+  for (SharedRegion& region : channel_regions_) {
+    if (take_region(region)) return true;
+  }
+  for (SharedRegion& region : regions_) {
+    if (take_region(region)) return true;
+  }
+  for (UniqueFd& fd : peer_wake_fds_) {
+    if (take(fd)) return true;
+  }
+  return false;
+}
+
 Result<std::unique_ptr<ComponentHost>> ComponentHost::lease_through(int inherited_lease_fd) {
   // The supervisor answers on a connection of our own (the pair's other end), never on the
   // inherited one, whose readiness its first holder reads as the end of its lease.

@@ -65,6 +65,10 @@ class ComponentHost {
     for (const SharedRegion& region : regions_) visit(region.fd());
     for (const UniqueFd& fd : peer_wake_fds_) visit(fd.get());
   }
+  // Holds descriptor `copy` (a copy of `from`, which it holds) in place of `from`, and lets go of
+  // `from` without closing it: a program is about to put a descriptor of its own at that number
+  // (dup2). False, and nothing changed, when it does not hold `from`.
+  bool renumber(int from, int copy);
   // Before sleeping on wake_fd(): raises the doorbell's eventfd flag (with the fence the protocol
   // needs). The caller must then look at its inputs once more before it sleeps.
   void arm_wake();

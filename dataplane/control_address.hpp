@@ -26,4 +26,13 @@ inline std::string descriptor_table_path(const std::string& socket_path) { retur
 // supervisor listens there.
 Result<UniqueFd> connect_control(const std::string& path);
 
+// `flotilla run` hands its program a connection to the supervisor, open across exec, and names its
+// descriptor in this variable: the grant. The control socket is for root (or the supervisor's
+// user) alone; through the grant the program and every process it starts lease seats whatever
+// user they become (runuser, su, a server dropping root) and wherever they chroot.
+inline constexpr const char* kGrantVariable = "FLOTILLA_GRANT_FD";
+// The lowest number the library's descriptors and the grant take: below it are the numbers
+// programs name themselves (a shell's `exec 3<file`, a daemon reopening 0, 1 and 2).
+inline constexpr int kLibraryDescriptorsFrom = 64;
+
 }  // namespace flotilla

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <span>
 #include <string_view>
+#include <utility>
 
 #include "dataplane/result.hpp"
 #include "dataplane/unique_fd.hpp"
@@ -42,6 +43,8 @@ class SharedRegion {
   std::size_t size() const { return size_; }
   std::span<std::byte> bytes() const { return {base_, size_}; }
   int fd() const { return fd_.get(); }
+  // The same memory known by another descriptor (a copy of this one); gives back the old one.
+  UniqueFd replace_descriptor(UniqueFd copy) { return std::exchange(fd_, std::move(copy)); }
   Access access() const { return access_; }
 
   // A new descriptor to the same memory that can only be mapped read-only: what the supervisor

@@ -202,9 +202,11 @@ void ControlServer::serve(Supervisor& supervisor, Registrar& registrar, Applicat
       take_fork_token(supervisor, client, request, received->fds);
       continue;
     }
-    if (client.permitted && !client.leased.empty() && words_of(request) == std::vector<std::string>{"lease-through"}) {
-      // A process that inherited this lease (a fork child, maybe another user by now) asks for a
-      // seat of its own, to be answered on the connection it passed.
+    if (client.permitted && words_of(request) == std::vector<std::string>{"lease-through"}) {
+      // A process that inherited this connection asks for a seat of its own, to be answered on the
+      // connection it passed: a fork child of a lease holder, or a program `flotilla run` granted
+      // the stack to (its grant, a connection that never leases). Either may be another user by
+      // now (nginx's workers, postgres under runuser): whoever holds the connection was given it.
       if (auto handed = handed_connection(received->fds)) through.push_back(std::move(*handed));
       continue;
     }

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "apps/cli/demo.hpp"
+#include "dataplane/control_address.hpp"
 #include "recovery/config.hpp"
 #include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
@@ -294,6 +295,12 @@ int cmd_run(const std::vector<std::string>& command) {
     ::setenv("ASAN_OPTIONS", checks.c_str(), 1);
   }
   ::setenv("FLOTILLA_SOCKET", std::filesystem::absolute(g_socket).c_str(), 1);
+  // The grant, above the numbers programs name themselves.
+  if (auto grant = connect_control(g_socket)) {
+    int fd = ::fcntl(grant->get(), F_DUPFD, kLibraryDescriptorsFrom);
+    if (fd < 0) fd = grant->release();  // a low descriptor limit: where it is
+    if (fd >= 0 && ::fcntl(fd, F_SETFD, 0) == 0) ::setenv(kGrantVariable, std::to_string(fd).c_str(), 1);
+  }
   // The fleet's prefix as the running stack's configuration says ([files] prefix).
   std::string refusal;
   if (auto prefix = control_request(g_socket, "files-prefix", &refusal); prefix && !prefix->empty()) {

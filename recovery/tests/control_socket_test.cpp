@@ -298,30 +298,28 @@ TEST_F(ControlSocketTwoSeats, ALeaseHolderGetsAnotherSeatThroughItsLease) {
   EXPECT_EQ(status_of(path_, second_name), "leased");
 }
 
-// Only a lease's holder may ask through it, and only with a connection to answer on.
-TEST_F(ControlSocketTwoSeats, ALeaseThroughRequestWithoutALeaseOrAConnectionIsIgnored) {
-  auto bare = connect_control(path_);
-  ASSERT_TRUE(bare) << bare.error().message();
-  int ends[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ends), 0);
-  UniqueFd ours(ends[0]), theirs(ends[1]);
-  const int passed[1] = {theirs.get()};
+// A permitted connection that holds no lease (the grant `flotilla run` hands its program) leases
+// through itself, answered on the connection it passed; a request passing anything other than a
+// seqpacket socket gets nothing.
+TEST_F(ControlSocketTwoSeats, ALeaseThroughRequestNeedsAConnectionToAnswerOn) {
+  auto grant = connect_control(path_);
+  ASSERT_TRUE(grant) << grant.error().message();
   static constexpr char kRequest[] = "lease-through";
-  ASSERT_TRUE(send_fds(bare->get(), std::as_bytes(std::span(kRequest, sizeof(kRequest) - 1)), passed));
-  theirs.reset();
-  // Dropped: the supervisor closes the passed end (our end then reads EOF) and answers nothing.
-  pollfd answer{ours.get(), POLLIN, 0};
-  ASSERT_EQ(::poll(&answer, 1, 10'000), 1);
-  char reply[64];
-  EXPECT_EQ(::recv(ours.get(), reply, sizeof(reply), MSG_DONTWAIT), 0) << "a connection that holds no lease was answered";
-  // A holder passing something other than a seqpacket socket gets nothing either.
-  auto holder = ComponentHost::lease(path_);
-  ASSERT_TRUE(holder) << holder.error().message();
   UniqueFd not_a_socket(::eventfd(0, EFD_CLOEXEC));
   const int wrong[1] = {not_a_socket.get()};
-  ASSERT_TRUE(send_fds((*holder)->lease_fd(), std::as_bytes(std::span(kRequest, sizeof(kRequest) - 1)), wrong));
+  ASSERT_TRUE(send_fds(grant->get(), std::as_bytes(std::span(kRequest, sizeof(kRequest) - 1)), wrong));
+  EXPECT_EQ(status_of(path_, "app0"), "idle");
+  auto through = ComponentHost::lease_through(grant->get());
+  ASSERT_TRUE(through) << through.error().message();
+  EXPECT_EQ(status_of(path_, std::string((*through)->name())), "leased");
+  // The grant stays a grant: a second program of the tree gets a seat of its own through it.
+  auto second = ComponentHost::lease_through(grant->get());
+  ASSERT_TRUE(second) << second.error().message();
+  EXPECT_NE((*second)->name(), (*through)->name());
+  // A holder passing something other than a seqpacket socket gets nothing either.
+  ASSERT_TRUE(send_fds((*second)->lease_fd(), std::as_bytes(std::span(kRequest, sizeof(kRequest) - 1)), wrong));
   EXPECT_EQ(status_of(path_, "app0"), "leased");
-  EXPECT_EQ(status_of(path_, "app1"), "idle");
+  EXPECT_EQ(status_of(path_, "app1"), "leased");
 }
 
 // The file fleet's descriptor table beside the socket belongs to this stack: it goes with it.

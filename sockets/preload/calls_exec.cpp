@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/control_address.hpp"
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/files.hpp"
 #include "sockets/preload/real_calls.hpp"
@@ -46,18 +47,33 @@ template <class Call>
 int with_handoff(char* const* envp, bool in_place, Call&& call) {
   Runtime& runtime = Runtime::get();
   Lock lock(runtime.mutex());
+  // The grant as this process holds it now: a dup2 onto its number may have moved it.
+  const std::string grant_prefix = std::string(flotilla::kGrantVariable) + "=";
+  const int grant = runtime.grant();
+  std::string grant_variable = grant_prefix + std::to_string(grant);
+  const auto grant_entry = [&](const char* entry) { return std::strncmp(entry, grant_prefix.data(), grant_prefix.size()) == 0; };
+  std::vector<char*> environment;
   Runtime::ExecHandoff handoff;
   if (!runtime.hand_over(handoff, in_place)) {
     lock.unlock();
-    return call(envp);
+    bool stale = false;
+    for (char* const* entry = envp; entry != nullptr && *entry != nullptr; ++entry) {
+      stale = stale || (grant_entry(*entry) && (grant < 0 || grant_variable != *entry));
+    }
+    if (!stale) return call(envp);
+    for (char* const* entry = envp; *entry != nullptr; ++entry) {
+      if (!grant_entry(*entry)) environment.push_back(*entry);
+    }
+    if (grant >= 0) environment.push_back(grant_variable.data());
+    environment.push_back(nullptr);
+    return call(environment.data());
   }
   std::string variable(kInheritVariable);
   variable += std::to_string(handoff.record);
-  std::vector<char*> environment;
   char* preload = nullptr;
   bool names_stack = false;
   for (char* const* entry = envp; entry != nullptr && *entry != nullptr; ++entry) {
-    if (std::strncmp(*entry, kInheritVariable.data(), kInheritVariable.size()) == 0) continue;
+    if (std::strncmp(*entry, kInheritVariable.data(), kInheritVariable.size()) == 0 || grant_entry(*entry)) continue;
     if (std::strncmp(*entry, kPreloadVariable.data(), kPreloadVariable.size()) == 0) {
       preload = *entry;
       continue;
@@ -77,6 +93,7 @@ int with_handoff(char* const* envp, bool in_place, Call&& call) {
   environment.push_back(preload_variable.data());
   std::string socket_variable = std::string(kSocketVariable) + control_socket_path();
   if (!names_stack) environment.push_back(socket_variable.data());
+  if (grant >= 0) environment.push_back(grant_variable.data());
   environment.push_back(variable.data());
   environment.push_back(nullptr);
   // A vfork child's lock is its parent's thread's, which an exec would leave taken.

@@ -4,6 +4,7 @@
 #undef _FILE_OFFSET_BITS
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/close_range.h>
 #include <linux/seccomp.h>
 #include <linux/sockios.h>
@@ -17,7 +18,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdarg>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -152,6 +152,25 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
 int pick_ephemeral_port() {
   static std::minstd_rand random(static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(::time(nullptr)));
   return 32768 + static_cast<int>(random() % 28000);
+}
+
+// Whether this process may bind `port` as Linux decides it: a port below the kernel's
+// ip_unprivileged_port_start needs CAP_NET_BIND_SERVICE (a server that dropped root through its
+// grant keeps the stack, not the low ports).
+bool may_bind_port(std::uint16_t port) {
+  static const int unprivileged_start = [] {
+    int start = 1024;
+    if (FILE* file = std::fopen("/proc/sys/net/ipv4/ip_unprivileged_port_start", "re"); file != nullptr) {
+      if (std::fscanf(file, "%d", &start) != 1) start = 1024;
+      std::fclose(file);
+    }
+    return start;
+  }();
+  if (port == 0 || port >= unprivileged_start) return true;
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3]{};
+  if (::syscall(SYS_capget, &header, data) != 0) return true;  // unknown: the stack decides as before
+  return (data[CAP_NET_BIND_SERVICE / 32].effective & (1u << (CAP_NET_BIND_SERVICE % 32))) != 0;
 }
 
 // The options a connection is opened with (a connect, or a listener's connections).
@@ -727,6 +746,7 @@ FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
   std::uint32_t ip = 0;
   std::uint16_t port = 0;
   if (!read_address(address, length, ip, port)) return -1;
+  if (!loopback(ip) && !may_bind_port(port)) return fail_with(EACCES);
   {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
@@ -870,6 +890,18 @@ bool library_descriptor(int fd) {
   return Runtime::get().library_descriptor(fd);
 }
 
+// Before the program puts a copy of `fd` at `target` (dup2, dup3): `fd` must be the program's,
+// and a number the library holds at `target` moves out of the way, the program never having
+// opened it. False with errno when the dup fails.
+bool make_room_for_dup(int fd, int target) {
+  if (library_descriptor(fd)) return fail_with(EBADF), false;
+  if (!marked_library(target)) return true;
+  if (REAL(fcntl)(fd, F_GETFD) < 0) return false;  // EBADF, before anything moves
+  Lock lock(Runtime::get().mutex());
+  if (!Runtime::get().vacate(target)) return fail_with(EMFILE), false;
+  return true;
+}
+
 }  // namespace
 
 FLOTILLA_EXPORT int close(int fd) {
@@ -1007,6 +1039,7 @@ FLOTILLA_EXPORT int dup(int fd) {
 }
 
 FLOTILLA_EXPORT int dup3(int fd, int target, int flags) {
+  if (!make_room_for_dup(fd, target)) return -1;
   if (is_file(fd) || is_file(target)) {
     if (const int copy = dup_file(fd, target, flags, false); copy != kNotFile) return copy;
   }
@@ -1020,6 +1053,7 @@ FLOTILLA_EXPORT int dup3(int fd, int target, int flags) {
 }
 
 FLOTILLA_EXPORT int dup2(int fd, int target) {
+  if (!make_room_for_dup(fd, target)) return -1;
   if (is_file(fd) || is_file(target)) {
     if (const int copy = dup_file(fd, target, 0, true); copy != kNotFile) return copy;
   }

@@ -31,6 +31,34 @@ std::atomic<FdKind> g_fd_kind[kMaxFds];
 std::atomic<bool> g_library_fd[kMaxFds];
 std::atomic<rlim_t> g_descriptor_limit_set{RLIM_INFINITY};
 
+namespace {
+
+// The grant `flotilla run` handed this process tree (kGrantVariable), when the number it names is
+// still a unix seqpacket socket: a program may have reused the number, or inherited the variable
+// from elsewhere. -1 without one.
+int inherited_grant() {
+  const char* named = std::getenv(kGrantVariable);
+  if (named == nullptr || *named == '\0') return -1;
+  char* end = nullptr;
+  const long fd = std::strtol(named, &end, 10);
+  if (*end != '\0' || fd < 0 || fd >= kMaxFds) return -1;
+  int type = 0;
+  int domain = 0;
+  socklen_t length = sizeof(type);
+  if (REAL(getsockopt)(static_cast<int>(fd), SOL_SOCKET, SO_TYPE, &type, &length) != 0 || type != SOCK_SEQPACKET) return -1;
+  length = sizeof(domain);
+  if (REAL(getsockopt)(static_cast<int>(fd), SOL_SOCKET, SO_DOMAIN, &domain, &length) != 0 || domain != AF_UNIX) return -1;
+  return static_cast<int>(fd);
+}
+
+// Out of the program's reach from the start: daemons close every descriptor they did not open
+// before they first touch a socket.
+__attribute__((constructor)) void mark_inherited_grant() {
+  if (const int grant = inherited_grant(); grant >= 0) g_library_fd[grant].store(true, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 std::string control_socket_path() {
   static const std::string first = [] {
     const char* path = std::getenv("FLOTILLA_SOCKET");
@@ -51,11 +79,10 @@ bool LeaseRetry::due() {
 }
 
 LowDescriptorsHeld::LowDescriptorsHeld() {
-  constexpr int kLowDescriptors = 64;
   for (;;) {
     const int fd = REAL(open)("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
-    if (fd >= kLowDescriptors) {
+    if (fd >= kLibraryDescriptorsFrom) {
       REAL(close)(fd);
       return;
     }
@@ -73,6 +100,8 @@ Runtime& Runtime::get() {
     auto* made = new Runtime();
     ::pthread_atfork([] { Runtime::get().before_fork(); }, [] { Runtime::get().after_fork_parent(); },
                      [] { Runtime::get().after_fork_child(); });
+    made->grant_ = inherited_grant();
+    made->mark_library_descriptors();
     made->counters_ = PreloadCounters{&made->unregistered_, &made->unregistered_, &made->unregistered_,
                                       &made->unregistered_, &made->unregistered_, &made->unregistered_,
                                       &made->unregistered_};
@@ -101,6 +130,10 @@ bool Runtime::ensure_stack(bool adopt_parent) {
     if (parked_.host != nullptr && parked_.host->lease_fd() >= 0) {
       auto through = ComponentHost::lease_through(parked_.host->lease_fd());
       if (through || through.error().code != Errc::closed) return through;
+    }
+    if (grant_ >= 0) {
+      auto granted = ComponentHost::lease_through(grant_);
+      if (granted || granted.error().code != Errc::closed) return granted;
     }
     return ComponentHost::lease(path);
   }();
@@ -374,13 +407,14 @@ void Runtime::install(int fd, std::shared_ptr<Socket> socket) {
 namespace {
 
 // Calls `visit` with each descriptor the library holds: its seats' (the lease and the one parked
-// at a fork) and the fork tokens.
+// at a fork), the grant and the fork tokens.
 template <class Visit>
-void for_each_library_descriptor(const ComponentHost* host, const ComponentHost* parked, int fork_token,
+void for_each_library_descriptor(const ComponentHost* host, const ComponentHost* parked, int grant, int fork_token,
                                  int inherited_token, const std::vector<int>& handed_tokens, Visit visit) {
   for (const ComponentHost* seat : {host, parked}) {
     if (seat != nullptr) seat->for_each_descriptor(visit);
   }
+  visit(grant);
   visit(fork_token);
   visit(inherited_token);
   for (const int token : handed_tokens) visit(token);
@@ -389,7 +423,7 @@ void for_each_library_descriptor(const ComponentHost* host, const ComponentHost*
 }  // namespace
 
 void Runtime::mark_library_descriptors() {
-  for_each_library_descriptor(host_.get(), parked_.host.get(), fork_token_, inherited_token_, handed_tokens_,
+  for_each_library_descriptor(host_.get(), parked_.host.get(), grant_, fork_token_, inherited_token_, handed_tokens_,
                               [](int fd) {
                                 if (fd >= 0 && fd < kMaxFds) g_library_fd[fd].store(true, std::memory_order_relaxed);
                               });
@@ -397,7 +431,7 @@ void Runtime::mark_library_descriptors() {
 
 std::vector<int> Runtime::library_descriptors() const {
   std::vector<int> held;
-  for_each_library_descriptor(host_.get(), parked_.host.get(), fork_token_, inherited_token_, handed_tokens_,
+  for_each_library_descriptor(host_.get(), parked_.host.get(), grant_, fork_token_, inherited_token_, handed_tokens_,
                               [&](int fd) {
                                 if (fd >= 0) held.push_back(fd);
                               });
@@ -406,9 +440,27 @@ std::vector<int> Runtime::library_descriptors() const {
   return held;
 }
 
+bool Runtime::vacate(int fd) {
+  if (!library_descriptor(fd)) return true;
+  const int flags = REAL(fcntl)(fd, F_GETFD);
+  const int copy = REAL(fcntl)(fd, (flags & FD_CLOEXEC) != 0 ? F_DUPFD_CLOEXEC : F_DUPFD, kLibraryDescriptorsFrom);
+  if (copy < 0) return false;
+  bool moved = false;
+  for (ComponentHost* seat : {host_.get(), parked_.host.get()}) moved = moved || (seat != nullptr && seat->renumber(fd, copy));
+  for (int* own : {&grant_, &fork_token_, &inherited_token_}) {
+    if (!moved && *own == fd) *own = copy, moved = true;
+  }
+  for (int& token : handed_tokens_) {
+    if (!moved && token == fd) token = copy, moved = true;
+  }
+  if (copy < kMaxFds) g_library_fd[copy].store(true, std::memory_order_relaxed);
+  (void)library_descriptor(fd);  // unmarks it
+  return true;
+}
+
 bool Runtime::library_descriptor(int fd) {
   bool held = false;
-  for_each_library_descriptor(host_.get(), parked_.host.get(), fork_token_, inherited_token_, handed_tokens_,
+  for_each_library_descriptor(host_.get(), parked_.host.get(), grant_, fork_token_, inherited_token_, handed_tokens_,
                               [&](int own) { held = held || own == fd; });
   if (!held && fd >= 0 && fd < kMaxFds) g_library_fd[fd].store(false, std::memory_order_relaxed);
   return held;

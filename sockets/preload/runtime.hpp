@@ -490,6 +490,12 @@ class Runtime {
   // memory may be its parent's (hand_over leaves it as a spawn would, and the exec wrappers give
   // the lock back before the exec).
   bool in_vfork_child() const { return ::getpid() != owner_; }
+  // Before the program puts a descriptor of its own at number `fd` (dup2, dup3): when the library
+  // holds that number, moves its descriptor to another and lets go of `fd` unclosed (the dup
+  // replaces it at once). False when no number is left for the move. Under the lock.
+  bool vacate(int fd);
+  // The grant `flotilla run` handed the process tree (kGrantVariable); -1 without one.
+  int grant() const { return grant_; }
   // After an exec that failed, or a spawn (whose child has its copies): this process's state as
   // before hand_over; pins the exec made go as those of a child that exited. Under the lock.
   void end_handoff(ExecHandoff& handoff);
@@ -621,6 +627,7 @@ class Runtime {
   bool said_claim_refused_ = false;
   // A fork child: the token of the fork that pinned its parent's connections (-1: none).
   int inherited_token_ = -1;
+  int grant_ = -1;  // the grant `flotilla run` handed the process tree (kGrantVariable), -1: none
   // Handed over by exec: the tokens pinning the connections not taken yet, and how many those are.
   std::vector<int> handed_tokens_;
   int handed_connections_ = 0;
@@ -635,7 +642,7 @@ class Runtime {
 std::string control_socket_path();
 
 
-// Holds every free descriptor below 64 while it lives. A seat is leased under one, so that the
+// Holds every free descriptor below kLibraryDescriptorsFrom (64) while it lives. A seat is leased under one, so that the
 // seat's own descriptors land above the low numbers programs name themselves (a shell's
 // `exec 3<file` is a dup2 onto 3, which would close the seat's descriptor there).
 class LowDescriptorsHeld {

@@ -46,6 +46,17 @@ struct CommandOutcome {
   std::string output;
 };
 
+// `argv` as words of a shell command line, each quoted whatever it holds.
+inline std::string shell_words(const std::vector<std::string>& argv) {
+  std::string line;
+  for (const std::string& word : argv) {
+    line += line.empty() ? "'" : " '";
+    for (const char c : word) line += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    line += '\'';
+  }
+  return line;
+}
+
 // Runs a shell command line; its output is stdout (add 2>&1 for stderr too).
 inline CommandOutcome run_shell(const std::string& command) {
   FILE* pipe = ::popen(command.c_str(), "r");
