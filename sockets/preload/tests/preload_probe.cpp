@@ -730,6 +730,54 @@ void scenario_sandbox(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// sshd's shape: a connection shared over fork is every holder's to use, and lives until the last
+// one lets go. A child uses it and exits, then the parent does; then both take turns while both live.
+void scenario_fork_holders(const char* ip, int port) {
+  const char* name = "fork-holders";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  bool good = check(echo_round_trip(fd, pattern(700, 2)), name, "the parent's echo before the fork");
+  pid_t child = fork();
+  if (child == 0) {
+    signal(SIGALRM, SIG_DFL);  // a child stuck in a read ends
+    alarm(20);
+    _exit(echo_round_trip(fd, pattern(5000, 4)) ? 0 : 1);
+  }
+  int status = 0;
+  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "the child's echo");
+  good = good && check(echo_round_trip(fd, pattern(3000, 6)), name, "the parent's echo after its child exited");
+  int to_parent[2] = {-1, -1};
+  int to_child[2] = {-1, -1};
+  good = good && check(pipe(to_parent) == 0 && pipe(to_child) == 0, name, "pipes");
+  child = good ? fork() : -1;
+  if (child == 0) {
+    signal(SIGALRM, SIG_DFL);
+    alarm(20);
+    char token = 0;
+    const bool fine = echo_round_trip(fd, pattern(2000, 7)) && write(to_parent[1], "1", 1) == 1 &&
+                      read(to_child[0], &token, 1) == 1 && echo_round_trip(fd, pattern(1500, 11));
+    close(fd);
+    _exit(fine ? 0 : 1);
+  }
+  char token = 0;
+  good = good && check(read(to_parent[0], &token, 1) == 1, name, "the child's first turn");
+  good = good && check(echo_round_trip(fd, pattern(2500, 13)), name, "the parent's turn while its child lives");
+  good = good && check(write(to_child[1], "2", 1) == 1, name, "passing the turn back");
+  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "the child's second turn");
+  good = good && check(echo_round_trip(fd, pattern(100, 17)), name, "the parent's echo after its child closed");
+  // The last holder's shutdown reaches the peer, which then closes: EOF here.
+  char byte = 0;
+  good = good && check(shutdown(fd, SHUT_WR) == 0, name, "shutdown");
+  good = good && check(read(fd, &byte, 1) == 0, name, "EOF after the peer saw the shutdown");
+  for (const int end : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) {
+    if (end >= 0) close(end);
+  }
+  close(fd);
+  if (good) passed(name);
+}
+
 // redis-benchmark's shape: many connections in one level-triggered epoll set, all writable at
 // once, the first readable too (the test's echo server serves one connection at a time). Every call reports each ready socket exactly once, and a small
 // `room` takes turns, so no socket is starved (with 10 interests, one pass once skipped 4 of them).
@@ -799,6 +847,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_exec(ip, port, self);
   scenario_closefrom(ip, port, self);
   scenario_sandbox(ip, port);
+  scenario_fork_holders(ip, port);
   scenario_stdio(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
