@@ -7,6 +7,8 @@
 //                                 with DONE_FILE: then creates it and waits for SIGINT
 //   preload_probe server PORT                            accept one connection, echo it, then a
 //                                                        second through epoll (edge-triggered)
+//   preload_probe fork-holders-server PORT               accept one connection; a fork child echoes
+//                                 the first KiB and exits, the parent echoes the second, says "bye"
 //   preload_probe down                                   socket() with no stack behind it
 //   preload_probe kernel                                 kernel descriptors only, passed through
 //   preload_probe daemon|daemon-wait ADDRESS ECHO_PORT RESULT_FILE   daemon(3), or fork with the
@@ -861,6 +863,41 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
 
 // Serves one connection with blocking calls (echo until EOF), then one through edge-triggered
 // epoll with a non-blocking listener (accept4) and connection.
+// The server side of holders: accepts one connection, forks a child that echoes the client's first
+// KiB and exits, then echoes the second KiB itself, writes "bye" and closes.
+int run_fork_holders_server(int port) {
+  const char* name = "fork-holders-server";
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  const sockaddr_in any = address_of("0.0.0.0", port);
+  const int one = 1;
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (!check(listener >= 0 && bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0 &&
+                 listen(listener, 4) == 0, name, "listen")) {
+    return 1;
+  }
+  const int connection = accept(listener, nullptr, nullptr);
+  if (!check(connection >= 0, name, "accept")) return 1;
+  const auto echo_kib = [connection] {
+    char buffer[1024];
+    return read_exactly(connection, buffer, sizeof(buffer)) && write(connection, buffer, sizeof(buffer)) == 1024;
+  };
+  const pid_t child = fork();
+  if (child == 0) {
+    signal(SIGALRM, SIG_DFL);  // a child stuck in a read ends
+    alarm(20);
+    _exit(echo_kib() ? 0 : 1);
+  }
+  int status = 0;
+  bool good = check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                    "the child's echo");
+  good = good && check(echo_kib(), name, "the parent's echo after its child exited");
+  good = good && check(write(connection, "bye", 3) == 3, name, "bye");
+  close(connection);
+  close(listener);
+  if (good) passed(name);
+  return good ? 0 : 1;
+}
+
 int run_server(int port) {
   const char* name = "server";
   const int listener = socket(AF_INET, SOCK_STREAM, 0);
@@ -1284,6 +1321,7 @@ int main(int argc, char** argv) {
     return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc == 6 ? argv[5] : nullptr, argv[0]);
   }
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
+  if (mode == "fork-holders-server" && argc == 3) return run_fork_holders_server(std::atoi(argv[2]));
   if (mode == "down") return run_down();
   if (mode == "kernel") return run_kernel();
   if ((mode == "daemon" || mode == "daemon-wait") && argc == 5) {
