@@ -178,6 +178,15 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
       std::sort(group.members.begin(), group.members.end(),
                 [](const Place& a, const Place& b) { return a.generation < b.generation; });
     }
+    // Before any page is finished: a carrier's close must find its holders.
+    for (const App& entry : server->apps_) {
+      for (const SocketPage& page : entry.pages) {
+        if (!page.holder) continue;
+        if (const auto carrier = server->carrier_of(page.connection)) {
+          server->apps_[carrier->app].pages[carrier->page].moved = true;
+        }
+      }
+    }
     for (std::size_t app = 0; app < apps.size(); ++app) {
       if (server->apps_[app].restored) server->finish_restore(app, now_ns);
     }
@@ -1234,7 +1243,7 @@ void ReplicaServer::serve_requests(std::size_t app, std::uint32_t index, std::ui
     store_page(app, kick.page);
     return;
   }
-  if (closing && holder_pages_ != 0 && holder_of(connection, false)) {
+  if (closing && held_elsewhere(*page)) {
     // Another process holds it still (SO_LINGER's abort, too, is the last holder's only).
     page->app_closed = true;
     store_page(app, kick.page);
@@ -1317,7 +1326,7 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     SocketPage& page = entry.pages[i];
     if (page.kind != PageKind::connection || page.holder) continue;
-    const bool shared = holder_pages_ != 0 && holder_of(page.connection, false).has_value();
+    const bool shared = held_elsewhere(page);
     if (page.engine_released && page.pins == 0 && !shared) continue;
     const bool closed_before = page.app_closed;
     page.app_closed = true;
@@ -1334,7 +1343,7 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
     const SocketPage& page = entry.pages[i];
     // A carrier kept for a holder's page that a fork pins stays too.
     const bool closing = page.kind == PageKind::connection &&
-                         (!page.engine_released || (holder_pages_ != 0 && holder_of(page.connection, false)));
+                         (!page.engine_released || held_elsewhere(page));
     if (page.kind != PageKind::free && page.pins == 0 && !closing) free_page(app, i);
   }
   entry.outbox.clear();
@@ -1526,6 +1535,7 @@ bool ReplicaServer::copy_connection(std::size_t home, std::uint32_t from_page, s
   page.engine_released = old.engine_released;
   if (page.holder) --holder_pages_;
   page.holder = false;
+  page.moved = true;
   bool live = !old.engine_released;
   if (live) {
     live = engine_->rebind_rings(page.connection,
@@ -1615,6 +1625,10 @@ std::optional<ReplicaServer::Place> ReplicaServer::carrier_of(ConnectionHandle c
     }
   }
   return std::nullopt;
+}
+
+bool ReplicaServer::held_elsewhere(const SocketPage& page) const {
+  return page.moved && holder_of(page.connection, false).has_value();
 }
 
 std::optional<ReplicaServer::Place> ReplicaServer::holder_of(ConnectionHandle connection, bool open_only) const {
@@ -1715,7 +1729,7 @@ void ReplicaServer::unpinned(std::size_t app, std::uint32_t index, std::uint64_t
     const ConnectionHandle connection = page.connection;
     free_page(app, index);
     holder_let_go(connection, now_ns);
-  } else if (holder_pages_ != 0 && holder_of(page.connection, false)) {
+  } else if (held_elsewhere(page)) {
     carrier_let_go(app, index, now_ns);
   } else if (page.engine_released) {
     free_page(app, index);
@@ -1892,8 +1906,8 @@ void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events,
     }
     // Gone before the application heard of it (a passive connection reset in the handshake or
     // while held), or after the application let go: nobody will ask for the page again.
-    const bool held_elsewhere = holder_pages_ != 0 && holder_of(connection, false).has_value();
-    if ((page.app_closed && page.pins == 0 && !held_elsewhere) || !page.announced) {
+    const bool shared = held_elsewhere(page);
+    if ((page.app_closed && page.pins == 0 && !shared) || !page.announced) {
       if (page.held) {
         if (!engine_) return;  // the restoring engine dropped it: finish_restore lets it go
         forget_held(app, index);

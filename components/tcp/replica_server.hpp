@@ -198,6 +198,10 @@ class ReplicaServer final : public EngineHost {
     // A connection page of a holder: another page carries `connection` (the engine's rings are
     // there); this one waits, its generation word at 0, until its application asks for it back.
     bool holder = false;
+    // A connection page filled by a move between pages (a claim, a carry): only such a carrier may
+    // have holders, so a close of any other looks for none. Not stored: a restart sets it again
+    // from the holders' pages.
+    bool moved = false;
   };
   struct SlotEntry;
   struct ForkSlot;
@@ -293,6 +297,8 @@ class ReplicaServer final : public EngineHost {
   std::optional<Place> carrier_of(ConnectionHandle connection) const;
   // A holder's page of `connection`: one whose application has not closed it (`open_only`), or any.
   std::optional<Place> holder_of(ConnectionHandle connection, bool open_only) const;
+  // Whether a holder's page names the connection carried by `page`.
+  bool held_elsewhere(const SocketPage& page) const;
   // A holder asks for the connection of its page.
   void on_carry(std::size_t app, const stack::TcpPageBody& carry, std::uint64_t now_ns);
   // Moves the connection carried at `carrier` into the holder's page `holder`, and tells its
