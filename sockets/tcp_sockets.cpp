@@ -607,12 +607,49 @@ void TcpSockets::fail(Socket& socket, int error) {
   if (socket.local_error == 0) socket.local_error = error;
 }
 
+bool TcpSockets::held_elsewhere(const Socket& socket) {
+  return socket.header != nullptr && shared(socket) &&
+         socket.header->control.generation.load(std::memory_order_acquire) == 0;
+}
+
+bool TcpSockets::carrying(Socket& socket) {
+  if (socket.header == nullptr || !shared(socket)) return true;
+  TcpSocketPageHeader& header = *socket.header;
+  if (header.control.generation.load(std::memory_order_acquire) == 0) return false;
+  // Back from another carrier: its streams moved on, and the replica set the positions (this
+  // process alone writes the send tail and the receive head while it carries).
+  if (header.send.tail.load(std::memory_order_relaxed) != socket.send_ring.tail() ||
+      header.receive.head.load(std::memory_order_relaxed) != socket.receive_ring.head()) {
+    const TcpRegion& region = replicas_[socket.replica].region;
+    socket.send_ring = ByteRingProducer(&header.send, region.send_bytes(socket.page),
+                                        header.send.tail.load(std::memory_order_acquire));
+    socket.receive_ring = ByteRingConsumer(&header.receive, region.receive_bytes(socket.page),
+                                           header.receive.head.load(std::memory_order_acquire));
+  }
+  socket.carry_asked = false;
+  if (socket.pending_requests != 0) {
+    request(socket.replica, socket.page, socket.generation, socket.pending_requests);
+    socket.pending_requests = 0;
+  }
+  return true;
+}
+
+void TcpSockets::ask_carry(Socket& socket) {
+  if (socket.carry_asked) return;
+  socket.carry_asked = send_or_defer(socket.replica, Message::make(stack::kTcpCarryKind,
+                                                                   stack::TcpPageBody{socket.page, socket.generation}));
+}
+
 Result<std::size_t> TcpSockets::send(int socket, std::span<const std::byte> bytes) {
   Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp send: not a connection"};
   if (entry->local_error != 0) return failure(*entry);
   if (entry->write_shut) return Error{Errc::closed, EPIPE, "tcp send: writing was shut down"};
   if (entry->header == nullptr) return Error{Errc::would_block, 0, "tcp send: still connecting"};
+  if (!carrying(*entry)) {
+    ask_carry(*entry);
+    return Error{Errc::would_block, 0, "tcp send: another process holding the connection carries it"};
+  }
   const TcpSocketStatus status = status_of(*entry->header);
   if (status == TcpSocketStatus::closed) {
     Error error = failure(*entry);
@@ -647,6 +684,10 @@ Result<std::size_t> TcpSockets::receive(int socket, std::span<std::byte> out, st
   if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp recv: not a connection"};
   if (entry->local_error != 0) return failure(*entry);
   if (entry->header == nullptr) return Error{Errc::would_block, 0, "tcp recv: still connecting"};
+  if (!carrying(*entry)) {
+    ask_carry(*entry);
+    return Error{Errc::would_block, 0, "tcp recv: another process holding the connection carries it"};
+  }
   // Flags before the ring: the replica publishes the last bytes before it raises kTcpPeerClosed,
   // so an empty ring after a raised flag really is the end.
   const std::uint32_t flags = entry->header->control.flags.load(std::memory_order_acquire);
@@ -684,6 +725,10 @@ Status TcpSockets::shutdown_write(int socket) {
   if (entry->local_error != 0) return {};
   if (entry->header == nullptr) {
     entry->pending_requests |= kTcpRequestShutdownWrite;
+  } else if (!carrying(*entry)) {
+    // Asked of the connection once it is here (carrying()).
+    entry->pending_requests |= kTcpRequestShutdownWrite;
+    ask_carry(*entry);
   } else {
     request(entry->replica, entry->page, entry->generation, kTcpRequestShutdownWrite);
   }
@@ -700,7 +745,8 @@ void TcpSockets::close_connection(int socket, std::uint32_t bits) {
   } else if (entry.header != nullptr) {
     // After a fork the close must come after the fork's hold: a message, not request bits (which
     // a kick already on its way would carry before the hold).
-    const bool released = entry.forked &&
+    // A shared one's page may be a holder's, whose generation word a kick could not name.
+    const bool released = shared(entry) &&
                           send_or_defer(entry.replica, Message::make(stack::kTcpReleaseKind,
                                                                      stack::TcpReleaseBody{entry.page, entry.generation, bits, 0}));
     if (!released) request(entry.replica, entry.page, entry.generation, bits);
@@ -771,7 +817,7 @@ bool TcpSockets::readable(int socket) {
   Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr) return false;
   if (entry->local_error != 0) return true;
-  if (entry->header == nullptr) return false;
+  if (entry->header == nullptr || !carrying(*entry)) return false;
   const std::uint32_t flags = entry->header->control.flags.load(std::memory_order_acquire);
   const TcpSocketStatus status = status_of(*entry->header);
   return entry->receive_ring.readable() > 0 || entry->receive_ring.corrupt() || (flags & kTcpPeerClosed) != 0 ||
@@ -782,7 +828,7 @@ bool TcpSockets::writable(int socket) {
   Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr) return false;
   if (entry->local_error != 0 || entry->write_shut) return true;  // send() reports why
-  if (entry->header == nullptr) return false;
+  if (entry->header == nullptr || !carrying(*entry)) return false;
   switch (status_of(*entry->header)) {
     case TcpSocketStatus::connected:
       return entry->send_ring.free_space() > 0 || entry->send_ring.corrupt() ||
@@ -813,7 +859,7 @@ bool TcpSockets::listening(int socket) const {
 
 bool TcpSockets::eof(int socket) {
   Socket* entry = find(socket, Kind::connection);
-  if (entry == nullptr || entry->header == nullptr || entry->local_error != 0) return false;
+  if (entry == nullptr || entry->header == nullptr || entry->local_error != 0 || !carrying(*entry)) return false;
   const std::uint32_t flags = entry->header->control.flags.load(std::memory_order_acquire);
   return (flags & kTcpPeerClosed) != 0 && entry->receive_ring.readable() == 0 && !entry->receive_ring.corrupt();
 }
@@ -823,21 +869,21 @@ int TcpSockets::error(int socket) const {
   if (entry == nullptr) entry = find(socket, Kind::listener);
   if (entry == nullptr) return 0;
   if (entry->local_error != 0) return entry->local_error;
-  if (entry->header == nullptr || status_of(*entry->header) != TcpSocketStatus::closed) return 0;
+  if (entry->header == nullptr || held_elsewhere(*entry) || status_of(*entry->header) != TcpSocketStatus::closed) return 0;
   const std::int32_t code = entry->header->control.error.load(std::memory_order_acquire);
   return code == 0 ? 0 : checked_errno(code);
 }
 
 std::size_t TcpSockets::unacknowledged(int socket) {
   Socket* entry = find(socket, Kind::connection);
-  if (entry == nullptr || entry->header == nullptr) return 0;
+  if (entry == nullptr || entry->header == nullptr || !carrying(*entry)) return 0;
   const std::size_t space = entry->send_ring.free_space();
   return entry->send_ring.corrupt() ? 0 : entry->send_ring.capacity() - space;
 }
 
 std::size_t TcpSockets::received_bytes(int socket) {
   Socket* entry = find(socket, Kind::connection);
-  if (entry == nullptr || entry->header == nullptr || entry->receive_ring.corrupt()) return 0;
+  if (entry == nullptr || entry->header == nullptr || !carrying(*entry) || entry->receive_ring.corrupt()) return 0;
   return entry->receive_ring.readable();
 }
 
@@ -878,11 +924,13 @@ void TcpSockets::disown(Replica& link, std::uint32_t page) {
   if (page < link.page_owner.size()) link.page_owner[page] = 0;
 }
 
-TcpSocketPageHeader* TcpSockets::claimable_page(std::size_t replica, std::uint32_t page, std::uint32_t generation) {
+TcpSocketPageHeader* TcpSockets::claimable_page(std::size_t replica, std::uint32_t page, std::uint32_t generation,
+                                                bool holder_ok) {
   Replica& link = replicas_[replica];
   TcpSocketPageHeader* header = link.region.page(page);
   if (header == nullptr || owner_of(link, page) >= 0) return nullptr;
-  if (header->control.generation.load(std::memory_order_acquire) != generation) return nullptr;
+  const std::uint32_t word = header->control.generation.load(std::memory_order_acquire);
+  if (word != generation && !(holder_ok && word == 0)) return nullptr;
   if (status_of(*header) == TcpSocketStatus::free) return nullptr;  // not handed out at all
   return header;
 }
@@ -986,7 +1034,9 @@ bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body
     }
     return true;
   }
-  if (!ensure_region(replica) || claimable_page(replica, body.page, body.generation) == nullptr) {
+  // A claimed connection's page may be a holder's already (its parent asked for it back).
+  const bool holder_ok = connection && entry->claim_fork != 0;
+  if (!ensure_region(replica) || claimable_page(replica, body.page, body.generation, holder_ok) == nullptr) {
     ++bad_messages_;
     if (connection) {
       entry->ticket = 0;
@@ -1192,7 +1242,9 @@ void TcpSockets::resume_sockets(std::size_t replica) {
     Socket& entry = sockets_[index];
     if (entry.kind == Kind::connection && !entry.placing && entry.replica == replica) {
       if (entry.header != nullptr) {
-        if (page_survived(replica, entry.page, entry.generation)) {
+        // A holder's page survives with its word at 0.
+        const bool holding = held_elsewhere(entry) && status_of(*entry.header) != TcpSocketStatus::free;
+        if (holding || page_survived(replica, entry.page, entry.generation)) {
           kept.push_back(id);
           continue;
         }
@@ -1234,7 +1286,8 @@ void TcpSockets::resume_sockets(std::size_t replica) {
   for (const Message& message : waiting) {
     // Opens and joins are asked again below (reopen, relisten), with new tickets.
     if (message.kind == stack::kTcpOpenKind || message.kind == stack::kTcpJoinKind) continue;
-    if (message.kind == stack::kTcpForkHoldKind || message.kind == stack::kTcpClaimKind) {
+    if (message.kind == stack::kTcpForkHoldKind || message.kind == stack::kTcpClaimKind ||
+        message.kind == stack::kTcpCarryKind) {
       (void)link.outbox.push(message);  // about the whole region, or a page of another's
       continue;
     }

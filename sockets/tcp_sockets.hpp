@@ -265,6 +265,10 @@ class TcpSockets {
   // Fork: in the moment before it, every replica that holds a connection of ours pins them with
   // `fork` (kTcpForkHoldKind), and each connection open now is closed from then on by a message
   // ordered after that hold. Whether any hold was sent.
+  // A connection a child claimed stays ours to hold (replica_server.hpp, holders): while another
+  // process carries it, its send, recv and shutdown_write ask for it back (kTcpCarryKind) and
+  // would block until it is here, and it is neither readable nor writable. A carrier that lets go
+  // hands it back to a holder, which its event says.
   bool hold_for_fork(std::uint64_t fork);
   // Whether any connection has a page (what a fork would pin).
   bool holds_connections() const;
@@ -409,6 +413,8 @@ class TcpSockets {
     std::uint32_t claimed_page = 0;
     std::uint32_t claimed_generation = 0;
     std::uint64_t claim_fork = 0;
+    // A holder's page (another process carries the connection): its kTcpCarryKind is on its way.
+    bool carry_asked = false;
     // A listener.
     std::vector<ListenerPart> parts;  // by replica
     std::deque<int> accept_queue;
@@ -440,14 +446,26 @@ class TcpSockets {
   [[nodiscard]] bool send_options(std::size_t replica, std::uint32_t page, std::uint32_t generation,
                                   std::span<const std::pair<stack::TcpOption, std::uint32_t>> options);
   bool ensure_region(std::size_t replica);
-  // The page named by a message, when it exists, is not ours yet, and carries that generation.
-  TcpSocketPageHeader* claimable_page(std::size_t replica, std::uint32_t page, std::uint32_t generation);
+  // The page named by a message, when it exists, is not ours yet, and carries that generation (or,
+  // `holder_ok`, reads as a holder's).
+  TcpSocketPageHeader* claimable_page(std::size_t replica, std::uint32_t page, std::uint32_t generation,
+                                      bool holder_ok = false);
   // The socket holding `page` of the link's region, -1 for none; and forgetting it.
   static int owner_of(const Replica& link, std::uint32_t page);
   static void disown(Replica& link, std::uint32_t page);
   // Records the page as `socket`'s and resets the words this side writes.
   void claim_page(std::size_t replica, std::uint32_t page, int socket);
   void adopt_connection(int socket, std::size_t replica, std::uint32_t page, std::uint32_t generation);
+  // A connection other processes may hold too (forked, or claimed): another of them may carry it.
+  static bool shared(const Socket& socket) { return socket.forked || socket.claim_fork != 0; }
+  // Another process holding the connection carries it now: its page's generation word reads 0.
+  static bool held_elsewhere(const Socket& socket);
+  // Whether this process carries the connection, so that its rings may be used. One that came back
+  // takes its rings' positions from the page again (another process moved the streams on).
+  bool carrying(Socket& socket);
+  // Asks the replica for the connection while another process carries it (once until it comes);
+  // the calls meanwhile would block.
+  void ask_carry(Socket& socket);
   // Counts a message that failed its checks; false, for the handlers to return.
   bool refuse() {
     ++bad_messages_;

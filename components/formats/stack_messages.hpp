@@ -66,6 +66,7 @@ inline constexpr MessageKind kTcpForkHoldKind = stack_kind(21);
 inline constexpr MessageKind kTcpClaimKind = stack_kind(22);
 inline constexpr MessageKind kTcpReleaseKind = stack_kind(23);
 inline constexpr MessageKind kTcpForkEndedKind = stack_kind(24);
+inline constexpr MessageKind kTcpCarryKind = stack_kind(25);
 
 // Bytes a transport leaves free in front of its header, so IP can put the IPv4 and Ethernet headers
 // in the same buffer without copying.
@@ -344,6 +345,14 @@ struct TcpReleaseBody {
   std::uint32_t requests;
   std::uint32_t reserved;
 };
+
+// Holders: a claim leaves the parent's page in place as a holder's page (its generation word reads
+// 0 while another page carries the connection), so that every process holding a descriptor of the
+// connection may use it, and it ends with the last one's close.
+// app -> tcpN (kTcpCarryKind, a TcpPageBody): the sender holds the connection of its page (page and
+// generation as the replica handed them out) and wants to use it. The replica moves the connection
+// there from the page that carries it, at the same stream positions and generation, and sends an
+// event. A carrier that lets go while holders remain hands the connection back the same way.
 
 // supervisor -> tcpN, on the control ring: every process that inherited `fork` closed its token
 // or exited. Its remaining pins go; a connection left with no holder is closed as Linux would.

@@ -26,7 +26,10 @@
 //     a shutdown means everything arrived;
 //   - an event follows every change a waiting application needs: status, error, flags, new bytes
 //     in the receive ring, room freed in the send ring;
-//   - close is kTcpRequestClose; abort is kTcpRequestAbort | kTcpRequestClose.
+//   - close is kTcpRequestClose; abort is kTcpRequestAbort | kTcpRequestClose;
+//   - a connection page of ours whose generation word reads 0 is a holder's: another process
+//     holding the connection carries it (replica_server.hpp, holders); the rings are left alone
+//     until the word reads the page's generation again, with the rings' positions set anew.
 #pragma once
 
 #include <atomic>

@@ -52,6 +52,8 @@ constexpr std::uint8_t kSlotReusePort = 1 << 5;  // a listener member of a group
 // A passive connection held for a member that does not accept yet (clear in layout 4's entries
 // before it, which meant the same: nothing was held then).
 constexpr std::uint8_t kSlotHeld = 1 << 6;
+// A holder's page (SocketPage::holder; clear in layout 4's entries before it: no holders then).
+constexpr std::uint8_t kSlotHolder = 1 << 7;
 // SlotEntry::options bits (the options that are not numbers; the application sends its options
 // again to a recovered replica).
 constexpr std::uint8_t kSlotNodelay = 1 << 0;
@@ -60,6 +62,10 @@ constexpr std::uint8_t kSlotKeepalive = 1 << 2;
 constexpr std::uint8_t kSlotNewReno = 1 << 3;
 
 constexpr std::size_t align64(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// What a holder's page's generation word reads while another page carries its connection (no page
+// is handed out with it): its library then leaves the rings alone.
+constexpr std::uint32_t kHolderGeneration = 0;
 
 // The socket pages a region of an application holds (as TcpRegion::format makes them).
 std::uint32_t pages_in(std::span<const std::byte> region, std::size_t ring_bytes) {
@@ -172,6 +178,15 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
       std::sort(group.members.begin(), group.members.end(),
                 [](const Place& a, const Place& b) { return a.generation < b.generation; });
     }
+    // Before any page is finished: a carrier's close must find its holders.
+    for (const App& entry : server->apps_) {
+      for (const SocketPage& page : entry.pages) {
+        if (!page.holder) continue;
+        if (const auto carrier = server->carrier_of(page.connection)) {
+          server->apps_[carrier->app].pages[carrier->page].moved = true;
+        }
+      }
+    }
     for (std::size_t app = 0; app < apps.size(); ++app) {
       if (server->apps_[app].restored) server->finish_restore(app, now_ns);
     }
@@ -274,6 +289,7 @@ void ReplicaServer::restore_app(std::size_t app) {
     state.engine_released = (slot.flags & kSlotEngineReleased) != 0;
     state.announced = (slot.flags & kSlotAnnounced) != 0;
     state.held = connection && (slot.flags & kSlotHeld) != 0;
+    state.holder = connection && (slot.flags & kSlotHolder) != 0;
     state.unanswered = (slot.flags & kSlotUnanswered) != 0;
     state.generation = slot.generation;
     state.connection = ConnectionHandle{slot.connection_index, slot.connection_generation};
@@ -298,8 +314,9 @@ void ReplicaServer::restore_app(std::size_t app) {
     }
     // What a page must be to be carried on: a known kind, a generation the application can match,
     // a connection or listener this engine can have, and no other page claiming the same one.
+    const std::uint32_t word = state.holder ? kHolderGeneration : state.generation;
     bool valid = (connection || listener) && state.generation != 0 &&
-                 entry.region.page(page)->control.generation.load(std::memory_order_acquire) == state.generation;
+                 entry.region.page(page)->control.generation.load(std::memory_order_acquire) == word;
     if (valid && listener) {
       // Every member of a group names the same address and port.
       valid = state.listener < listeners_.size() && state.accept_taken <= state.accept_announced &&
@@ -316,6 +333,8 @@ void ReplicaServer::restore_app(std::size_t app) {
           group.members.push_back(Place{static_cast<std::uint32_t>(app), page, state.generation});
         }
       }
+    } else if (valid && state.holder) {
+      ++holder_pages_;  // its carrier is looked for once the engine is back (finish_restore)
     } else if (valid && !state.engine_released) {
       valid = state.connection.index < connections_.size() && connections_[state.connection.index].app == UINT32_MAX &&
               (state.listener == kNoListener || state.listener < listeners_.size());
@@ -348,6 +367,23 @@ void ReplicaServer::finish_restore(std::size_t app, std::uint64_t now_ns) {
   for (std::uint32_t page = 0; page < pages; ++page) {
     SocketPage& state = entry.pages[page];
     if (state.kind != PageKind::connection) continue;
+    if (state.holder) {
+      if (carrier_of(state.connection)) continue;
+      // Nobody carries its connection any more: its application sees it reset.
+      if (state.app_closed && state.pins == 0) {
+        free_page(app, page);
+        continue;
+      }
+      state.holder = false;
+      --holder_pages_;
+      state.engine_released = true;
+      auto& control = entry.region.page(page)->control;
+      control.error.store(ECONNRESET, std::memory_order_relaxed);
+      control.status.store(TcpSocketStatus::closed, std::memory_order_relaxed);
+      control.generation.store(state.generation, std::memory_order_release);
+      store_page(app, page);
+      continue;
+    }
     if (!state.engine_released && !engine_->info(state.connection)) {
       // The engine did not carry it on (torn, poisoned, or unanswered): the application sees it
       // reset, unless it never heard of it.
@@ -438,7 +474,8 @@ void ReplicaServer::store_page(std::size_t app, std::uint32_t page) {
                                            (state.unanswered ? kSlotUnanswered : 0) |
                                            (state.active ? kSlotActive : 0) |
                                            (state.reuse_port ? kSlotReusePort : 0) |
-                                           (state.held ? kSlotHeld : 0));
+                                           (state.held ? kSlotHeld : 0) |
+                                           (state.holder ? kSlotHolder : 0));
     slot.options = static_cast<std::uint8_t>((state.options.nodelay ? kSlotNodelay : 0) |
                                              (state.options.cork ? kSlotCork : 0) |
                                              (state.options.keepalive ? kSlotKeepalive : 0) |
@@ -704,6 +741,7 @@ void ReplicaServer::fit_outbox(App& entry) {
 
 void ReplicaServer::free_page(std::size_t app, std::uint32_t page) {
   App& entry = apps_[app];
+  if (entry.pages[page].holder) --holder_pages_;
   entry.pages[page] = SocketPage{};
   // The application's view first: a successor that finds the slot still live frees it again, but
   // one that found it free with the page still live could hand it out under a socket it kept.
@@ -784,6 +822,8 @@ void ReplicaServer::on_app_message(std::size_t app, const Message& message, std:
     on_fork_hold(app, message.read<stack::TcpForkHoldBody>(), now_ns);
   } else if (message.kind == stack::kTcpClaimKind) {
     on_claim(app, message.read<stack::TcpClaimBody>(), now_ns);
+  } else if (message.kind == stack::kTcpCarryKind) {
+    on_carry(app, message.read<stack::TcpPageBody>(), now_ns);
   } else {
     counters_.bad_app_messages->add();
   }
@@ -1186,10 +1226,28 @@ void ReplicaServer::serve_requests(std::size_t app, std::uint32_t index, std::ui
   }
   const ConnectionHandle connection = page->connection;
   const bool closing = (requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0;
+  if (page->holder) {
+    // Its rings are idle: only its application letting go counts.
+    if (!closing) return;
+    page->app_closed = true;
+    store_page(app, kick.page);
+    if (page->pins == 0) {
+      free_page(app, kick.page);
+      holder_let_go(connection, now_ns);
+    }
+    return;
+  }
   if (closing && page->pins != 0) {
     // A fork child may still hold it: the connection stays, untouched, until claimed or unpinned.
     page->app_closed = true;
     store_page(app, kick.page);
+    return;
+  }
+  if (closing && held_elsewhere(*page)) {
+    // Another process holds it still (SO_LINGER's abort, too, is the last holder's only).
+    page->app_closed = true;
+    store_page(app, kick.page);
+    carrier_let_go(app, kick.page, now_ns);
     return;
   }
   if (page->engine_released) {
@@ -1224,7 +1282,8 @@ void ReplicaServer::serve_requests(std::size_t app, std::uint32_t index, std::ui
 
 void ReplicaServer::on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns) {
   SocketPage* page = checked_page(app, option.page, option.generation);
-  if (page == nullptr || page->kind != PageKind::connection || page->engine_released) return;
+  // A holder's page carries no connection to set: the carrier's options stay.
+  if (page == nullptr || page->kind != PageKind::connection || page->engine_released || page->holder) return;
   ConnectionOptions& options = page->options;
   const bool on = option.value != 0;
   switch (option.option) {
@@ -1248,21 +1307,43 @@ void ReplicaServer::on_app_restarted(std::size_t app, std::uint64_t now_ns) {
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     if (entry.pages[i].kind == PageKind::listener) leave_group(app, i, now_ns);
   }
+  // Its holder's pages go first, so that none of its carriers hands a connection back to it.
+  std::vector<ConnectionHandle> let_go;
+  for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
+    SocketPage& page = entry.pages[i];
+    if (page.kind != PageKind::connection || !page.holder) continue;
+    page.app_closed = true;
+    store_page(app, i);
+    if (page.pins != 0) continue;
+    let_go.push_back(page.connection);
+    free_page(app, i);
+  }
   // The process is gone, and Linux closes a dead process's connections as close() would: what it
   // wrote still goes, then a FIN, or a RST when it left bytes unread. Such a page stays until the
   // engine releases the connection (its send ring is still being read). A pinned connection
-  // outlives its application's lease: a fork child may still claim it.
+  // outlives its application's lease: a fork child may still claim it. One that other processes
+  // hold goes back to one of them.
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     SocketPage& page = entry.pages[i];
-    if (page.kind != PageKind::connection || (page.engine_released && page.pins == 0)) continue;
+    if (page.kind != PageKind::connection || page.holder) continue;
+    const bool shared = held_elsewhere(page);
+    if (page.engine_released && page.pins == 0 && !shared) continue;
     const bool closed_before = page.app_closed;
     page.app_closed = true;
     store_page(app, i);
-    if (page.pins == 0 && !closed_before) engine_->close(page.connection, now_ns);
+    if (page.pins != 0 || closed_before) continue;
+    if (shared) {
+      carrier_let_go(app, i, now_ns);
+    } else {
+      engine_->close(page.connection, now_ns);
+    }
   }
+  for (const ConnectionHandle connection : let_go) holder_let_go(connection, now_ns);
   for (std::uint32_t i = 0; i < entry.pages.size(); ++i) {
     const SocketPage& page = entry.pages[i];
-    const bool closing = page.kind == PageKind::connection && !page.engine_released;
+    // A carrier kept for a holder's page that a fork pins stays too.
+    const bool closing = page.kind == PageKind::connection &&
+                         (!page.engine_released || held_elsewhere(page));
     if (page.kind != PageKind::free && page.pins == 0 && !closing) free_page(app, i);
   }
   entry.outbox.clear();
@@ -1374,12 +1455,30 @@ bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim,
     break;
   }
   if (home == apps_.size()) return false;
+  const std::uint64_t pin = std::uint64_t{1} << slot;
+  // A holder's page proves the claim; the connection comes from the page that carries it.
+  Place from{static_cast<std::uint32_t>(home), claim.page, claim.generation};
+  if (apps_[home].pages[claim.page].holder) {
+    const auto carrier = carrier_of(apps_[home].pages[claim.page].connection);
+    if (!carrier) return answer(EBADF, 0, 0, 0);
+    from = *carrier;
+  }
   SocketPage role;
   role.announced = true;
   role.unanswered = true;
   role.listener = kNoListener;
-  const MovedConnection moved = move_connection(home, claim.page, app, role, std::uint64_t{1} << slot);
+  // The parent keeps holding what it has not closed; a seat claiming from itself (an image after
+  // exec on the same seat) lets go of its old page.
+  const bool keep_holder = from.app != app;
+  const bool from_proof = from.app == home && from.page == claim.page;
+  const MovedConnection moved = move_connection(from.app, from.page, app, role, from_proof ? pin : 0, keep_holder);
   if (moved.error != 0) return answer(moved.error, 0, 0, 0);
+  if (!from_proof) {
+    SocketPage& proof = apps_[home].pages[claim.page];
+    proof.pins &= ~pin;
+    store_page(home, claim.page);
+    if (proof.app_closed && proof.pins == 0) free_page(home, claim.page);
+  }
   counters_.claims->add();
   free_fork_slot_if_unused(home, slot);
   const SocketPage& page = apps_[app].pages[moved.page];
@@ -1393,28 +1492,29 @@ bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim,
   return true;
 }
 
-ReplicaServer::MovedConnection ReplicaServer::move_connection(std::size_t home, std::uint32_t from_page,
-                                                              std::size_t app, const SocketPage& role,
-                                                              std::uint64_t pin) {
+std::optional<std::array<std::uint64_t, 4>> ReplicaServer::ring_positions(std::size_t app, std::uint32_t page) const {
+  const formats::TcpSocketPageHeader* header = apps_[app].region.page(page);
+  // The send tail and the receive head are its application's word: checked.
+  const std::array<std::uint64_t, 4> positions{
+      header->send.head.load(std::memory_order_acquire), header->send.tail.load(std::memory_order_acquire),
+      header->receive.head.load(std::memory_order_acquire), header->receive.tail.load(std::memory_order_acquire)};
+  const std::size_t ring = settings_.ring_bytes;
+  if (positions[1] < positions[0] || positions[1] - positions[0] > ring || positions[3] < positions[2] ||
+      positions[3] - positions[2] > ring) {
+    return std::nullopt;
+  }
+  return positions;
+}
+
+bool ReplicaServer::copy_connection(std::size_t home, std::uint32_t from_page, std::size_t app, std::uint32_t to_page,
+                                    const std::array<std::uint64_t, 4>& positions) {
+  const auto [send_head, send_tail, receive_head, receive_tail] = positions;
   const formats::TcpRegion& from_region = apps_[home].region;
   formats::TcpSocketPageHeader* from = from_region.page(from_page);
-  // The old page's indices (its send tail, its receive head) are its application's word: checked.
-  const std::uint64_t send_head = from->send.head.load(std::memory_order_acquire);
-  const std::uint64_t send_tail = from->send.tail.load(std::memory_order_acquire);
-  const std::uint64_t receive_head = from->receive.head.load(std::memory_order_acquire);
-  const std::uint64_t receive_tail = from->receive.tail.load(std::memory_order_acquire);
-  const std::size_t ring = settings_.ring_bytes;
-  if (send_tail < send_head || send_tail - send_head > ring || receive_tail < receive_head ||
-      receive_tail - receive_head > ring) {
-    return MovedConnection{EBADF};
-  }
-  const auto index = take_page(app, PageKind::connection);
-  if (!index) return MovedConnection{EMFILE};
-  SocketPage& old = apps_[home].pages[from_page];
   const formats::TcpRegion& region = apps_[app].region;
-  formats::TcpSocketPageHeader* to = region.page(*index);
-  copy_stream(region.send_bytes(*index), from_region.send_bytes(from_page), send_head, send_tail);
-  copy_stream(region.receive_bytes(*index), from_region.receive_bytes(from_page), receive_head, receive_tail);
+  formats::TcpSocketPageHeader* to = region.page(to_page);
+  copy_stream(region.send_bytes(to_page), from_region.send_bytes(from_page), send_head, send_tail);
+  copy_stream(region.receive_bytes(to_page), from_region.receive_bytes(from_page), receive_head, receive_tail);
   to->send.head.store(send_head, std::memory_order_relaxed);
   to->send.tail.store(send_tail, std::memory_order_relaxed);
   to->receive.head.store(receive_head, std::memory_order_relaxed);
@@ -1428,47 +1528,188 @@ ReplicaServer::MovedConnection ReplicaServer::move_connection(std::size_t home, 
   control.flags.store(old_control.flags.load(std::memory_order_acquire) & formats::kTcpPeerClosed,
                       std::memory_order_relaxed);
   control.error.store(old_control.error.load(std::memory_order_acquire), std::memory_order_relaxed);
-  SocketPage& page = apps_[app].pages[*index];
+  const SocketPage& old = apps_[home].pages[from_page];
+  SocketPage& page = apps_[app].pages[to_page];
   page.connection = old.connection;
   page.options = old.options;
   page.engine_released = old.engine_released;
-  page.announced = role.announced;
-  page.held = role.held;
-  page.unanswered = role.unanswered;
-  page.listener = role.listener;
-  page.listener_page = role.listener_page;
-  page.accept_order = role.accept_order;
-  store_page(app, *index);
-  const ConnectionHandle connection = old.connection;
+  if (page.holder) --holder_pages_;
+  page.holder = false;
+  page.moved = true;
   bool live = !old.engine_released;
   if (live) {
-    live = engine_->rebind_rings(connection,
-                                 StreamRings{formats::ByteRingConsumer(&to->send, region.send_bytes(*index), send_head),
-                                             formats::ByteRingProducer(&to->receive, region.receive_bytes(*index),
+    live = engine_->rebind_rings(page.connection,
+                                 StreamRings{formats::ByteRingConsumer(&to->send, region.send_bytes(to_page), send_head),
+                                             formats::ByteRingProducer(&to->receive, region.receive_bytes(to_page),
                                                                        receive_tail)});
     if (live) {
-      connections_[connection.index] = Place{static_cast<std::uint32_t>(app), *index, page.generation};
+      connections_[page.connection.index] = Place{static_cast<std::uint32_t>(app), to_page, page.generation};
     } else {
       page.engine_released = true;
       control.error.store(ECONNRESET, std::memory_order_relaxed);
     }
   }
   const TcpSocketStatus status = live ? old_control.status.load(std::memory_order_acquire) : TcpSocketStatus::closed;
-  control.status.store(status, std::memory_order_release);
+  control.status.store(status, std::memory_order_relaxed);
+  // Last: a holder's library takes its page back once the word reads its generation again, and
+  // then reads the rings' positions.
+  control.generation.store(page.generation, std::memory_order_release);
+  return live;
+}
+
+ReplicaServer::MovedConnection ReplicaServer::move_connection(std::size_t home, std::uint32_t from_page,
+                                                              std::size_t app, const SocketPage& role,
+                                                              std::uint64_t pin, bool keep_holder) {
+  const auto positions = ring_positions(home, from_page);
+  if (!positions) return MovedConnection{EBADF};
+  const auto index = take_page(app, PageKind::connection);
+  if (!index) return MovedConnection{EMFILE};
+  SocketPage& page = apps_[app].pages[*index];
+  page.announced = role.announced;
+  page.held = role.held;
+  page.unanswered = role.unanswered;
+  page.listener = role.listener;
+  page.listener_page = role.listener_page;
+  page.accept_order = role.accept_order;
+  const bool live = copy_connection(home, from_page, app, *index, *positions);
+  store_page(app, *index);
+  SocketPage& old = apps_[home].pages[from_page];
+  old.pins &= ~pin;
+  if (keep_holder) {
+    leave_carrier(home, from_page);
+    return MovedConnection{0, *index, live};
+  }
   // The old page no longer carries the connection: it goes once its application let go of it (or
   // never knew it), else that application finds it closed.
-  old.pins &= ~pin;
   old.engine_released = true;
   old.connection = ConnectionHandle{};
   if ((old.app_closed && old.pins == 0) || !old.announced) {
     free_page(home, from_page);
   } else {
+    formats::TcpSocketPageHeader* from = apps_[home].region.page(from_page);
     from->control.error.store(EBADF, std::memory_order_relaxed);
     from->control.status.store(TcpSocketStatus::closed, std::memory_order_release);
     store_page(home, from_page);
   }
-  store_page(app, *index);
   return MovedConnection{0, *index, live};
+}
+
+void ReplicaServer::leave_carrier(std::size_t home, std::uint32_t page) {
+  SocketPage& old = apps_[home].pages[page];
+  if (!old.announced || (old.app_closed && old.pins == 0)) {
+    free_page(home, page);
+    return;
+  }
+  old.holder = true;
+  ++holder_pages_;
+  old.engine_released = false;
+  old.held = false;
+  old.listener = kNoListener;
+  formats::TcpSocketPageHeader* header = apps_[home].region.page(page);
+  header->control.generation.store(kHolderGeneration, std::memory_order_release);
+  store_page(home, page);
+  // The bytes went with the connection; the positions stay, for the library to compare.
+  discard_memory(apps_[home].region.send_bytes(page));
+  discard_memory(apps_[home].region.receive_bytes(page));
+}
+
+std::optional<ReplicaServer::Place> ReplicaServer::carrier_of(ConnectionHandle connection) const {
+  if (const Place* place = place_of(connection)) return *place;
+  for (std::uint32_t app = 0; app < apps_.size(); ++app) {
+    const auto& pages = apps_[app].pages;
+    for (std::uint32_t page = 0; page < pages.size(); ++page) {
+      const SocketPage& state = pages[page];
+      if (state.kind == PageKind::connection && !state.holder && state.connection == connection) {
+        return Place{app, page, state.generation};
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+bool ReplicaServer::held_elsewhere(const SocketPage& page) const {
+  return page.moved && holder_of(page.connection, false).has_value();
+}
+
+std::optional<ReplicaServer::Place> ReplicaServer::holder_of(ConnectionHandle connection, bool open_only) const {
+  if (holder_pages_ == 0) return std::nullopt;
+  for (std::uint32_t app = 0; app < apps_.size(); ++app) {
+    const auto& pages = apps_[app].pages;
+    for (std::uint32_t page = 0; page < pages.size(); ++page) {
+      const SocketPage& state = pages[page];
+      if (state.kind == PageKind::connection && state.holder && state.connection == connection &&
+          (!open_only || !state.app_closed)) {
+        return Place{app, page, state.generation};
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+void ReplicaServer::on_carry(std::size_t app, const stack::TcpPageBody& carry, std::uint64_t now_ns) {
+  SocketPage* page = checked_page(app, carry.page, carry.generation);
+  if (page == nullptr) return;
+  if (page->kind != PageKind::connection) {
+    counters_.bad_app_messages->add();
+    return;
+  }
+  // It carries the connection already (handed back before this request came).
+  if (!page->holder) return;
+  const Place holder{static_cast<std::uint32_t>(app), carry.page, carry.generation};
+  const auto carrier = carrier_of(page->connection);
+  if (carrier && carry_to(holder, *carrier, now_ns)) return;
+  // Nobody carries it (or its carrier's rings are impossible): its application sees it reset.
+  page->holder = false;
+  --holder_pages_;
+  page->engine_released = true;
+  page->connection = ConnectionHandle{};
+  auto& control = apps_[app].region.page(carry.page)->control;
+  control.error.store(ECONNRESET, std::memory_order_relaxed);
+  control.status.store(TcpSocketStatus::closed, std::memory_order_relaxed);
+  control.generation.store(page->generation, std::memory_order_release);
+  store_page(app, carry.page);
+  notify(app, carry.page);
+}
+
+bool ReplicaServer::carry_to(const Place& holder, const Place& carrier, std::uint64_t now_ns) {
+  const auto positions = ring_positions(carrier.app, carrier.page);
+  if (!positions) return false;
+  const bool live = copy_connection(carrier.app, carrier.page, holder.app, holder.page, *positions);
+  store_page(holder.app, holder.page);
+  leave_carrier(carrier.app, carrier.page);
+  counters_.carries->add();
+  const SocketPage& page = apps_[holder.app].pages[holder.page];
+  if (live) {
+    engine_->on_send_ready(page.connection, now_ns);
+    engine_->on_receive_consumed(page.connection, now_ns);
+    publish_info(holder.app, holder.page, page.connection);
+  }
+  notify(holder.app, holder.page);
+  return true;
+}
+
+void ReplicaServer::carrier_let_go(std::size_t app, std::uint32_t page, std::uint64_t now_ns) {
+  const SocketPage& state = apps_[app].pages[page];
+  const ConnectionHandle connection = state.connection;
+  if (const auto holder = holder_of(connection, true)) {
+    counters_.returns_to_holders->add();
+    if (carry_to(*holder, Place{static_cast<std::uint32_t>(app), page, state.generation}, now_ns)) return;
+  }
+  // A closed holder's page that a fork pins: a child may still claim the connection from it.
+  if (holder_of(connection, false)) return;
+  if (state.engine_released) {
+    free_page(app, page);
+  } else {
+    engine_->close(connection, now_ns);
+  }
+}
+
+void ReplicaServer::holder_let_go(ConnectionHandle connection, std::uint64_t now_ns) {
+  const auto carrier = carrier_of(connection);
+  if (!carrier) return;
+  const SocketPage& state = apps_[carrier->app].pages[carrier->page];
+  // Kept for holders only: its application closed it and no fork pins it.
+  if (state.app_closed && state.pins == 0) carrier_let_go(carrier->app, carrier->page, now_ns);
 }
 
 void ReplicaServer::free_fork_slot_if_unused(std::size_t app, std::size_t slot) {
@@ -1484,7 +1725,13 @@ void ReplicaServer::free_fork_slot_if_unused(std::size_t app, std::size_t slot) 
 void ReplicaServer::unpinned(std::size_t app, std::uint32_t index, std::uint64_t now_ns) {
   SocketPage& page = apps_[app].pages[index];
   if (page.kind != PageKind::connection || page.pins != 0 || !page.app_closed) return;
-  if (page.engine_released) {
+  if (page.holder) {
+    const ConnectionHandle connection = page.connection;
+    free_page(app, index);
+    holder_let_go(connection, now_ns);
+  } else if (held_elsewhere(page)) {
+    carrier_let_go(app, index, now_ns);
+  } else if (page.engine_released) {
     free_page(app, index);
   } else {
     // The last holder closed it: FIN after what is queued, or RST when unread data remains.
@@ -1659,7 +1906,8 @@ void ReplicaServer::on_events(ConnectionHandle connection, std::uint32_t events,
     }
     // Gone before the application heard of it (a passive connection reset in the handshake or
     // while held), or after the application let go: nobody will ask for the page again.
-    if ((page.app_closed && page.pins == 0) || !page.announced) {
+    const bool shared = held_elsewhere(page);
+    if ((page.app_closed && page.pins == 0 && !shared) || !page.announced) {
       if (page.held) {
         if (!engine_) return;  // the restoring engine dropped it: finish_restore lets it go
         forget_held(app, index);

@@ -54,13 +54,28 @@
 // (kTcpClaimKind: the parent's page, generation and F as proof): the replica copies the page's
 // unread and unacknowledged bytes into a page of the child's region at the same stream positions,
 // points the engine's connection at it (Engine::rebind_rings) and answers with the new page; the
-// parent's page is freed once it closed it, else it reads as closed (EBADF). When every process
+// parent's page is freed once it closed it, else it turns holder (below). When every process
 // that inherited F is gone, the supervisor says so (kTcpForkEndedKind, on_control): F's pins go,
 // and a connection that nobody holds any more is closed. Pins and forks are in the slot table too.
+//
+// Holders (issue 14): every process that holds a descriptor of a connection may use it, and the
+// connection lives until the last one lets go, as on Linux. One page carries the connection (its
+// rings are the engine's: one producer per side, so one process at a time); the other seats that
+// hold it keep a holder's page, whose generation word reads 0 while it does not carry. A claim
+// leaves the parent's page a holder's page when the parent has not closed it (instead of closing it
+// for good). A holder that uses the connection asks for it (kTcpCarryKind): it moves into the
+// holder's own page, at its generation, the old carrier's page turning holder in turn (its
+// library sees the word go to 0). A carrier that closes, or whose seat ends, hands the connection
+// back the same way to a holder that has not closed it (an event tells that library); a closed
+// holder's page that a fork still pins keeps the connection open; with no holder left it closes.
+// A holder's page closes or ends like any page. The holder bit is in the slot entry, so a
+// restarted replica keeps the set.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -180,6 +195,13 @@ class ReplicaServer final : public EngineHost {
     std::uint16_t listen_port = 0;
     // A connection: bit k set while fork App::forks[k] of the same application pins it.
     std::uint64_t pins = 0;
+    // A connection page of a holder: another page carries `connection` (the engine's rings are
+    // there); this one waits, its generation word at 0, until its application asks for it back.
+    bool holder = false;
+    // A connection page filled by a move between pages (a claim, a carry): only such a carrier may
+    // have holders, so a close of any other looks for none. Not stored: a restart sets it again
+    // from the holders' pages.
+    bool moved = false;
   };
   struct SlotEntry;
   struct ForkSlot;
@@ -257,8 +279,36 @@ class ReplicaServer final : public EngineHost {
   // engine's connection at the copy, and clears `pin` from the old page, which goes at once when
   // its application let go of it or never heard of it, and otherwise reads as closed (EBADF) until
   // it lets go. The caller sets the new page's role and stores it.
+  // With `keep_holder`, the old page turns holder instead when its application still holds it.
   MovedConnection move_connection(std::size_t home, std::uint32_t from_page, std::size_t app, const SocketPage& role,
-                                  std::uint64_t pin);
+                                  std::uint64_t pin, bool keep_holder = false);
+  // The ring positions of page `page` of `app`, checked (its application wrote two of them): send
+  // head and tail, receive head and tail. Nothing when they are impossible.
+  std::optional<std::array<std::uint64_t, 4>> ring_positions(std::size_t app, std::uint32_t page) const;
+  // Copies the connection carried by page `from_page` of `home` into page `to_page` of `app` (taken
+  // already) at `positions`, and points the engine's connection at it. Whether the engine still
+  // carries the connection.
+  bool copy_connection(std::size_t home, std::uint32_t from_page, std::size_t app, std::uint32_t to_page,
+                       const std::array<std::uint64_t, 4>& positions);
+  // Page `page` of `home` no longer carries its connection: a holder's page when its application
+  // still holds it, else freed.
+  void leave_carrier(std::size_t home, std::uint32_t page);
+  // The page that carries `connection`, engine-live or over.
+  std::optional<Place> carrier_of(ConnectionHandle connection) const;
+  // A holder's page of `connection`: one whose application has not closed it (`open_only`), or any.
+  std::optional<Place> holder_of(ConnectionHandle connection, bool open_only) const;
+  // Whether a holder's page names the connection carried by `page`.
+  bool held_elsewhere(const SocketPage& page) const;
+  // A holder asks for the connection of its page.
+  void on_carry(std::size_t app, const stack::TcpPageBody& carry, std::uint64_t now_ns);
+  // Moves the connection carried at `carrier` into the holder's page `holder`, and tells its
+  // application. False when it could not (impossible ring positions).
+  bool carry_to(const Place& holder, const Place& carrier, std::uint64_t now_ns);
+  // The carrier page `page` of `app` let go (closed, its seat ended, its pins went): the connection
+  // goes to an open holder, stays while a pinned one may still be claimed, else closes.
+  void carrier_let_go(std::size_t app, std::uint32_t page, std::uint64_t now_ns);
+  // A holder's page let go of `connection`: the carrier closes it when it was only kept for holders.
+  void holder_let_go(ConnectionHandle connection, std::uint64_t now_ns);
   // Claims that came before their fork's hold (the child's channel was read before the parent's):
   // served when a hold comes, refused (EBADF) after kClaimWaitNs.
   struct WaitingClaim {
@@ -362,6 +412,8 @@ class ReplicaServer final : public EngineHost {
   std::uint64_t incarnation_;
   std::uint32_t next_port_ = 0;
   bool held_to_place_ = false;  // some group's held_to_place is set
+  // Holder's pages in every region: while none, closes look for no holder.
+  std::size_t holder_pages_ = 0;
 
   // The replica's own counters, beside the engine's, each registered under its field's name.
 #define FLOTILLA_TCP_REPLICA_COUNTERS(X) \
@@ -388,7 +440,9 @@ class ReplicaServer final : public EngineHost {
   X(fork_holds)                          \
   X(fork_holds_refused)                  \
   X(claims)                              \
-  X(claims_refused)
+  X(claims_refused)                      \
+  X(carries)                             \
+  X(returns_to_holders)
 
   struct Counters {
     FLOTILLA_NAMED_COUNTERS(FLOTILLA_TCP_REPLICA_COUNTERS)

@@ -2,8 +2,10 @@
 // (replica_loopback.hpp): a process pins its connections before it forks, a close of a pinned
 // connection leaves it open, a fork child claims one into its own seat with every unread and
 // unsent byte, and once every process of a fork is gone its pins go and a connection nobody holds
-// is closed.
+// is closed. A parent that did not close its copy holds the connection still: it may use it again,
+// the carrier's exit or close hands it back, and the last holder's close ends it.
 #include <cerrno>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -63,7 +65,17 @@ class ForkClaims : public ::testing::Test {
                           1'000'000'000);
   }
 
+  // The parent forks, pinning its connections, and the child claims the server's: the child's socket.
+  int fork_and_claim() {
+    if (!parent().hold_for_fork(kFork)) return -1;
+    share_ = parent().share_connection(server_);
+    if (!share_) return -1;
+    auto claimed = child().claim(*share_, kFork);
+    return claimed ? claimed.value() : -1;
+  }
+
   ReplicaLoopback net_;
+  std::optional<ConnectionShare> share_;
   int listener_ = -1;
   int client_ = -1;
   int server_ = -1;
@@ -164,6 +176,96 @@ TEST_F(ForkClaims, PinsOutliveTheParentsLeaseAndAReplicaCrash) {
   EXPECT_EQ(receive(child(), claimed.value(), 6), "queued");
   send_all(child(), claimed.value(), "answer");
   EXPECT_EQ(receive(client_side(), client_, 6), "answer");
+}
+
+// Holders: the parent that did not close its copy holds the connection still.
+TEST_F(ForkClaims, AParentUsesTheConnectionAfterTheChildThatClaimedItExits) {
+  send_all(client_side(), client_, "request");
+  const int mine = fork_and_claim();
+  ASSERT_GE(mine, 0);
+  EXPECT_EQ(receive(child(), mine, 7), "request");
+  send_all(child(), mine, "from the child ");
+  EXPECT_EQ(receive(client_side(), client_, 15), "from the child ");
+  // The child carries it: the parent's copy shows nothing of its bytes meanwhile.
+  send_all(client_side(), client_, "later");
+  net_.pump();
+  EXPECT_FALSE(parent().readable(server_));
+  EXPECT_EQ(parent().error(server_), 0);
+  net_.restart_app(1);  // the child exits
+  net_.fork_ended(kFork);
+  EXPECT_FALSE(client_sees_end()) << "the child's exit ended a connection its parent holds";
+  EXPECT_EQ(total("returns_to_holders"), 1u);
+  EXPECT_EQ(receive(parent(), server_, 5), "later");
+  send_all(parent(), server_, "from the parent");
+  EXPECT_EQ(receive(client_side(), client_, 15), "from the parent");
+  // The parent is the last holder: its close ends the connection, in order.
+  ASSERT_TRUE(parent().close(server_).ok());
+  EXPECT_TRUE(client_sees_end());
+  EXPECT_EQ(client_side().error(client_), 0);
+}
+
+TEST_F(ForkClaims, AParentAndItsLiveChildTakeTurnsCarryingTheConnection) {
+  const int mine = fork_and_claim();
+  ASSERT_GE(mine, 0);
+  send_all(child(), mine, "one ");
+  EXPECT_EQ(receive(client_side(), client_, 4), "one ");
+  send_all(parent(), server_, "two ");  // asks for it back
+  EXPECT_EQ(receive(client_side(), client_, 4), "two ");
+  EXPECT_FALSE(child().writable(mine));
+  send_all(child(), mine, "three ");
+  EXPECT_EQ(receive(client_side(), client_, 6), "three ");
+  send_all(client_side(), client_, "four");
+  EXPECT_EQ(receive(child(), mine, 4), "four");
+  send_all(client_side(), client_, "five");
+  EXPECT_EQ(receive(parent(), server_, 4), "five");
+  EXPECT_GE(total("carries"), 3u);
+  // The child lets go first: the connection goes back to the parent, which closes it last.
+  ASSERT_TRUE(child().close(mine).ok());
+  EXPECT_FALSE(client_sees_end());
+  send_all(parent(), server_, "six");
+  EXPECT_EQ(receive(client_side(), client_, 3), "six");
+  ASSERT_TRUE(parent().close(server_).ok());
+  EXPECT_TRUE(client_sees_end());
+  EXPECT_EQ(client_side().error(client_), 0);
+}
+
+TEST_F(ForkClaims, AHolderThatClosesFirstLeavesTheCarrierTheLastHolder) {
+  const int mine = fork_and_claim();
+  ASSERT_GE(mine, 0);
+  send_all(child(), mine, "x");
+  EXPECT_EQ(receive(client_side(), client_, 1), "x");
+  ASSERT_TRUE(parent().close(server_).ok());
+  EXPECT_FALSE(client_sees_end());
+  ASSERT_TRUE(child().close(mine).ok());
+  EXPECT_TRUE(client_sees_end());
+}
+
+TEST_F(ForkClaims, TheHoldersOfAConnectionSurviveAReplicaCrash) {
+  const int mine = fork_and_claim();
+  ASSERT_GE(mine, 0);
+  send_all(child(), mine, "before ");
+  EXPECT_EQ(receive(client_side(), client_, 7), "before ");
+  net_.crash(share_->replica);
+  EXPECT_EQ(parent().error(server_), 0);
+  send_all(parent(), server_, "after");
+  EXPECT_EQ(receive(client_side(), client_, 5), "after");
+  // The parent carries it now, the child holds it: the child's close leaves it open.
+  ASSERT_TRUE(child().close(mine).ok());
+  EXPECT_FALSE(client_sees_end());
+  ASSERT_TRUE(parent().close(server_).ok());
+  EXPECT_TRUE(client_sees_end());
+}
+
+TEST_F(ForkClaims, ACarryNamingACarrierOrAStalePageChangesNothing) {
+  const auto share = parent().share_connection(server_);
+  ASSERT_TRUE(share.has_value());
+  // The parent carries it: a carry changes nothing; one naming a wrong generation is stale.
+  net_.send_raw(share->replica, Message::make(stack::kTcpCarryKind, stack::TcpPageBody{share->page, share->generation}));
+  net_.send_raw(share->replica, Message::make(stack::kTcpCarryKind, stack::TcpPageBody{share->page, share->generation + 7}));
+  net_.pump();
+  EXPECT_EQ(total("carries"), 0u);
+  send_all(parent(), server_, "fine");
+  EXPECT_EQ(receive(client_side(), client_, 4), "fine");
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // The compatibility suite: Debian's servers that nobody tuned for Flotilla, each run unmodified
 // under `flotilla run` and checked against kernel clients in the peer namespace (issue 14):
 // memcached's threads, an idle threaded server, a fork-per-connection server, redis with 2,000
-// clients, two programs on one stack, and a server whose stack goes down under it. Each case takes
+// clients, two programs on one stack, a server whose stack goes down under it, git daemon and sshd. Each case takes
 // seconds. The fixture, and FLOTILLA_APPS_TEST_SIDE=kernel (the same cases on kernel sockets):
 // tests/apps/apps_fixture.hpp.
 //
@@ -410,6 +410,41 @@ TEST_F(Compat, GitDaemonServesClonesThroughItsExecutedHelpers) {
   // (wait_for_port's probe connection closes without a request: "the remote end hung up", as on Linux.)
   EXPECT_EQ(daemon.output().find("error"), std::string::npos) << tail(daemon.output());
   EXPECT_EQ(daemon.output().find("flotilla:"), std::string::npos) << "[" << daemon.output() << "]";
+}
+
+// sshd shares its connection over fork (issue 14's holders): the process it re-executes for the
+// connection forks a pre-authentication child, confined with seccomp, that does the key exchange
+// and the public-key authentication and exits; the monitor, its parent, then carries on with the
+// connection for a root login's session. A command run over ssh answers through it.
+TEST_F(Compat, SshdRunsACommandForAPublicKeyLogin) {
+  if (!std::filesystem::exists("/usr/sbin/sshd") || !on_path("ssh") || !on_path("ssh-keygen")) {
+    GTEST_SKIP() << "sshd or ssh is not installed (./dev installs openssh-server and openssh-client)";
+  }
+  ASSERT_TRUE(start_apps({}, 16));
+  constexpr std::uint16_t kPort = 2222;
+  const std::string folder = folder_.string();
+  const CommandOutcome keys = run_shell("ssh-keygen -q -t ed25519 -N '' -f " + folder + "/host_key && ssh-keygen -q " +
+                                        "-t ed25519 -N '' -f " + folder + "/client_key && cp " + folder +
+                                        "/client_key.pub " + folder + "/authorized_keys 2>&1");
+  ASSERT_EQ(keys.exit_code, 0) << keys.output;
+  std::filesystem::create_directories("/run/sshd");  // its privilege separation directory
+  std::ofstream(file("sshd_config")) << "Port " << kPort << "\nListenAddress 0.0.0.0\nHostKey " << folder
+                                     << "/host_key\nPidFile none\nUsePAM no\nStrictModes no\nAuthorizedKeysFile "
+                                     << folder << "/authorized_keys\nPasswordAuthentication no\n"
+                                     << "KbdInteractiveAuthentication no\n";
+  Program sshd(app_command({"/usr/sbin/sshd", "-D", "-e", "-f", folder + "/sshd_config"}), file("sshd.log"));
+  ASSERT_TRUE(wait_for_port(sshd, app_address(), kPort)) << tail(sshd.output());
+  std::string line = "timeout 60 ";
+  for (const std::string& word :
+       peer_command({"ssh", "-p", std::to_string(kPort), "-i", folder + "/client_key", "-o", "StrictHostKeyChecking=no",
+                     "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-o",
+                     "ConnectTimeout=20", "root@" + app_address(), "echo", "hello"})) {
+    line += word + " ";
+  }
+  const CommandOutcome logged = run_shell(line + "2>&1");
+  EXPECT_EQ(logged.exit_code, 0) << logged.output << "\nsshd: " << tail(sshd.output());
+  EXPECT_EQ(logged.output, "hello\n") << tail(sshd.output());
+  EXPECT_TRUE(sshd.running()) << tail(sshd.output());
 }
 
 TEST_F(Compat, RedisServesTwoThousandClients) { serve_redis_clients(2000, 20000); }

@@ -7,6 +7,8 @@
 //                                 with DONE_FILE: then creates it and waits for SIGINT
 //   preload_probe server PORT                            accept one connection, echo it, then a
 //                                                        second through epoll (edge-triggered)
+//   preload_probe fork-holders-server PORT               accept one connection; a fork child echoes
+//                                 the first KiB and exits, the parent echoes the second, says "bye"
 //   preload_probe down                                   socket() with no stack behind it
 //   preload_probe kernel                                 kernel descriptors only, passed through
 //   preload_probe daemon|daemon-wait ADDRESS ECHO_PORT RESULT_FILE   daemon(3), or fork with the
@@ -730,6 +732,54 @@ void scenario_sandbox(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// sshd's shape: a connection shared over fork is every holder's to use, and lives until the last
+// one lets go. A child uses it and exits, then the parent does; then both take turns while both live.
+void scenario_fork_holders(const char* ip, int port) {
+  const char* name = "fork-holders";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  bool good = check(echo_round_trip(fd, pattern(700, 2)), name, "the parent's echo before the fork");
+  pid_t child = fork();
+  if (child == 0) {
+    signal(SIGALRM, SIG_DFL);  // a child stuck in a read ends
+    alarm(20);
+    _exit(echo_round_trip(fd, pattern(5000, 4)) ? 0 : 1);
+  }
+  int status = 0;
+  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "the child's echo");
+  good = good && check(echo_round_trip(fd, pattern(3000, 6)), name, "the parent's echo after its child exited");
+  int to_parent[2] = {-1, -1};
+  int to_child[2] = {-1, -1};
+  good = good && check(pipe(to_parent) == 0 && pipe(to_child) == 0, name, "pipes");
+  child = good ? fork() : -1;
+  if (child == 0) {
+    signal(SIGALRM, SIG_DFL);
+    alarm(20);
+    char token = 0;
+    const bool fine = echo_round_trip(fd, pattern(2000, 7)) && write(to_parent[1], "1", 1) == 1 &&
+                      read(to_child[0], &token, 1) == 1 && echo_round_trip(fd, pattern(1500, 11));
+    close(fd);
+    _exit(fine ? 0 : 1);
+  }
+  char token = 0;
+  good = good && check(read(to_parent[0], &token, 1) == 1, name, "the child's first turn");
+  good = good && check(echo_round_trip(fd, pattern(2500, 13)), name, "the parent's turn while its child lives");
+  good = good && check(write(to_child[1], "2", 1) == 1, name, "passing the turn back");
+  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                       "the child's second turn");
+  good = good && check(echo_round_trip(fd, pattern(100, 17)), name, "the parent's echo after its child closed");
+  // The last holder's shutdown reaches the peer, which then closes: EOF here.
+  char byte = 0;
+  good = good && check(shutdown(fd, SHUT_WR) == 0, name, "shutdown");
+  good = good && check(read(fd, &byte, 1) == 0, name, "EOF after the peer saw the shutdown");
+  for (const int end : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) {
+    if (end >= 0) close(end);
+  }
+  close(fd);
+  if (good) passed(name);
+}
+
 // redis-benchmark's shape: many connections in one level-triggered epoll set, all writable at
 // once, the first readable too (the test's echo server serves one connection at a time). Every call reports each ready socket exactly once, and a small
 // `room` takes turns, so no socket is starved (with 10 interests, one pass once skipped 4 of them).
@@ -799,6 +849,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_exec(ip, port, self);
   scenario_closefrom(ip, port, self);
   scenario_sandbox(ip, port);
+  scenario_fork_holders(ip, port);
   scenario_stdio(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
@@ -812,6 +863,41 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
 
 // Serves one connection with blocking calls (echo until EOF), then one through edge-triggered
 // epoll with a non-blocking listener (accept4) and connection.
+// The server side of holders: accepts one connection, forks a child that echoes the client's first
+// KiB and exits, then echoes the second KiB itself, writes "bye" and closes.
+int run_fork_holders_server(int port) {
+  const char* name = "fork-holders-server";
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  const sockaddr_in any = address_of("0.0.0.0", port);
+  const int one = 1;
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (!check(listener >= 0 && bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0 &&
+                 listen(listener, 4) == 0, name, "listen")) {
+    return 1;
+  }
+  const int connection = accept(listener, nullptr, nullptr);
+  if (!check(connection >= 0, name, "accept")) return 1;
+  const auto echo_kib = [connection] {
+    char buffer[1024];
+    return read_exactly(connection, buffer, sizeof(buffer)) && write(connection, buffer, sizeof(buffer)) == 1024;
+  };
+  const pid_t child = fork();
+  if (child == 0) {
+    signal(SIGALRM, SIG_DFL);  // a child stuck in a read ends
+    alarm(20);
+    _exit(echo_kib() ? 0 : 1);
+  }
+  int status = 0;
+  bool good = check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+                    "the child's echo");
+  good = good && check(echo_kib(), name, "the parent's echo after its child exited");
+  good = good && check(write(connection, "bye", 3) == 3, name, "bye");
+  close(connection);
+  close(listener);
+  if (good) passed(name);
+  return good ? 0 : 1;
+}
+
 int run_server(int port) {
   const char* name = "server";
   const int listener = socket(AF_INET, SOCK_STREAM, 0);
@@ -1235,6 +1321,7 @@ int main(int argc, char** argv) {
     return run_client(argv[2], std::atoi(argv[3]), std::atoi(argv[4]), argc == 6 ? argv[5] : nullptr, argv[0]);
   }
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
+  if (mode == "fork-holders-server" && argc == 3) return run_fork_holders_server(std::atoi(argv[2]));
   if (mode == "down") return run_down();
   if (mode == "kernel") return run_kernel();
   if ((mode == "daemon" || mode == "daemon-wait") && argc == 5) {

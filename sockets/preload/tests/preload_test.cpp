@@ -370,7 +370,7 @@ TEST_F(PreloadStack, ClientScenariosAgainstAKernelPeer) {
   const std::string output = probe.finish(true);
   std::filesystem::remove(done_file);
   EXPECT_TRUE(counted) << output;
-  for (const char* scenario : {"blocking-echo", "nonblocking-refused", "mixed-readiness", "epoll-fairness", "dup-fork", "eintr", "sendfile", "udp", "udp-batch", "threads", "exec", "closefrom", "sandbox", "stdio"}) {
+  for (const char* scenario : {"blocking-echo", "nonblocking-refused", "mixed-readiness", "epoll-fairness", "dup-fork", "eintr", "sendfile", "udp", "udp-batch", "threads", "exec", "closefrom", "sandbox", "fork-holders", "stdio"}) {
     EXPECT_NE(output.find(std::string("ok ") + scenario + "\n"), std::string::npos) << scenario << "\n" << output;
   }
   EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
@@ -432,6 +432,48 @@ TEST_F(PreloadStack, ServerScenariosWithAKernelClient) {
   ASSERT_GE(tcp0, 0);
   ASSERT_GE(tcp1, 0);
   EXPECT_EQ(tcp0 + tcp1, 0) << "a replica held segments back for Nagle on a TCP_NODELAY connection";
+}
+
+// Holders, server side: the connection a forked child served and left goes on with the parent, and
+// the peer sees its end only at the parent's close, after every byte.
+TEST_F(PreloadStack, AConnectionOutlivesTheForkedChildThatServedItFirst) {
+  BackgroundCommand probe(run_argv({probe_path(), "fork-holders-server", std::to_string(kProbeServerPort)}));
+  const std::string received = in_namespace(names_.peer_namespace, [&]() -> std::string {
+    int fd = -1;
+    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+      fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in target{};
+      target.sin_family = AF_INET;
+      target.sin_port = htons(kProbeServerPort);
+      ::inet_pton(AF_INET, names_.stack_address.c_str(), &target.sin_addr);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
+        ::close(fd);
+        fd = -1;
+        std::this_thread::sleep_for(100ms);
+      }
+    }
+    if (fd < 0) return "connect failed";
+    timeval limit{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+    std::string got;
+    char buffer[4096];
+    // Each KiB goes once the one before came back: the first to the child, the second to the parent.
+    for (const char letter : {'c', 'p'}) {
+      const std::string kib(1024, letter);
+      if (::write(fd, kib.data(), kib.size()) != 1024) break;
+      const std::size_t want = got.size() + 1024;
+      for (ssize_t n = 1; got.size() < want && n > 0;) {
+        n = ::read(fd, buffer, want - got.size());
+        if (n > 0) got.append(buffer, static_cast<std::size_t>(n));
+      }
+    }
+    for (ssize_t n; (n = ::read(fd, buffer, sizeof(buffer))) > 0;) got.append(buffer, static_cast<std::size_t>(n));
+    ::close(fd);
+    return got;
+  });
+  const std::string output = probe.finish(false);
+  EXPECT_EQ(received, std::string(1024, 'c') + std::string(1024, 'p') + "bye") << output;
+  EXPECT_NE(output.find("ok fork-holders-server"), std::string::npos) << output;
 }
 
 // A daemon keeps using the socket it connected before it forked: daemon(3) (the parent exits at
