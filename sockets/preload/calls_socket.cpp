@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/sched.h>
 #include <linux/close_range.h>
 #include <linux/seccomp.h>
 #include <linux/sockios.h>
@@ -916,6 +917,28 @@ FLOTILLA_EXPORT int close(int fd) {
 // The generic entry to the kernel. libuv (Node) closes descriptors with syscall(SYS_close, fd),
 // around close(): that one is followed, or the Flotilla socket would outlive its descriptor (and
 // the next one given that number would be taken for it). Every other call goes on unchanged.
+namespace {
+
+// Whether a raw fork, clone or clone3 makes a new process (a fork: its own memory, not a thread): vsftpd
+// forks its sessions with syscall(SYS_clone, CLONE_NEWPID | ...), which the C library's fork
+// handlers never see.
+bool clone_forks(long number, const long* values) {
+  std::uint64_t flags = 0;
+  if (number == SYS_fork) return true;
+  if (number == SYS_clone) {
+    flags = static_cast<std::uint64_t>(values[0]);
+  } else if (number == SYS_clone3) {
+    const auto* arguments = reinterpret_cast<const clone_args*>(values[0]);
+    if (arguments == nullptr || static_cast<std::size_t>(values[1]) < sizeof(std::uint64_t)) return false;
+    flags = arguments->flags;
+  } else {
+    return false;
+  }
+  return (flags & (CLONE_VM | CLONE_THREAD)) == 0;
+}
+
+}  // namespace
+
 FLOTILLA_EXPORT long syscall(long number, ...) {
   va_list arguments;
   va_start(arguments, number);
@@ -933,6 +956,20 @@ FLOTILLA_EXPORT long syscall(long number, ...) {
   if (number == SYS_close_range) {
     return close_range(static_cast<unsigned int>(values[0]), static_cast<unsigned int>(values[1]),
                        static_cast<int>(values[2]));
+  }
+  if (clone_forks(number, values)) {
+    // What fork's handlers do (pthread_atfork): the child must know it is not its parent.
+    Runtime& runtime = Runtime::get();
+    runtime.before_fork();
+    const long child = REAL(syscall)(number, values[0], values[1], values[2], values[3], values[4], values[5]);
+    const int error = errno;
+    if (child == 0) {
+      runtime.after_fork_child();
+    } else {
+      runtime.after_fork_parent();
+    }
+    errno = error;
+    return child;
   }
   return REAL(syscall)(number, values[0], values[1], values[2], values[3], values[4], values[5]);
 }

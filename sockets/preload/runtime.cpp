@@ -804,7 +804,8 @@ bool process_gone(pid_t pid) {
   char path[64];
   std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
   FILE* stat = std::fopen(path, "re");
-  if (stat == nullptr) return true;
+  // No /proc here (a chroot, as vsftpd's session makes): it lives, as kill said.
+  if (stat == nullptr) return false;
   char state = 0;
   const int read = std::fscanf(stat, "%*d (%*[^)]) %c", &state);
   std::fclose(stat);

@@ -780,6 +780,34 @@ void scenario_fork_holders(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// vsftpd's way of forking, a raw clone system call: the C library's fork handlers never run, yet the
+// child must know it is not its parent. Its close of an inherited copy leaves the parent's
+// connection open; its use of the connection takes it over until it exits.
+void scenario_raw_clone(const char* ip, int port) {
+  const char* name = "raw-clone";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  bool good = check(echo_round_trip(fd, pattern(600, 3)), name, "the parent's echo before the clone");
+  const auto cloned_child = [&](bool (*work)(int)) {
+    const long child = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (child == 0) {
+      signal(SIGALRM, SIG_DFL);
+      alarm(20);
+      _exit(work(fd) ? 0 : 1);
+    }
+    int status = 0;
+    return child > 0 && waitpid(static_cast<pid_t>(child), &status, 0) == child && WIFEXITED(status) &&
+           WEXITSTATUS(status) == 0;
+  };
+  good = good && check(cloned_child([](int own) { return close(own) == 0; }), name, "the child closes its copy");
+  good = good && check(echo_round_trip(fd, pattern(2000, 5)), name, "the parent's echo after the child's close");
+  good = good && check(cloned_child([](int own) { return echo_round_trip(own, pattern(1500, 7)); }), name,
+                       "the child's echo");
+  good = good && check(echo_round_trip(fd, pattern(900, 9)), name, "the parent's echo after the child's");
+  close(fd);
+  if (good) passed(name);
+}
+
 // redis-benchmark's shape: many connections in one level-triggered epoll set, all writable at
 // once, the first readable too (the test's echo server serves one connection at a time). Every call reports each ready socket exactly once, and a small
 // `room` takes turns, so no socket is starved (with 10 interests, one pass once skipped 4 of them).
@@ -850,6 +878,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_closefrom(ip, port, self);
   scenario_sandbox(ip, port);
   scenario_fork_holders(ip, port);
+  scenario_raw_clone(ip, port);
   scenario_stdio(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
