@@ -338,6 +338,7 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
     if (parent.distributed) message.flags |= kDistributed;
     message.arg0 = static_cast<std::uint32_t>(flags);
     message.arg1 = mode;
+    message.arg2 = expected_write_bytes_;
     const ServerIndex server =
         entry_server(parent.inode, parent.distributed, name, transport_->servers());
     int error = call_status(server, message, &reply);
@@ -359,6 +360,7 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
       FsMessage by_inode = request(FsOp::open, reply.inode);
       by_inode.flags = kByInode;
       by_inode.arg0 = static_cast<std::uint32_t>(flags) & ~static_cast<std::uint32_t>(O_CREAT | O_EXCL);
+      by_inode.arg2 = expected_write_bytes_;
       FsMessage opened;
       error = call_status(home_of(reply.inode), by_inode, &opened);
       if (error == -ENOENT) continue;  // the entry changed between the two steps: look again
@@ -562,6 +564,9 @@ int Client::flush(Description& d) {
 }
 
 int Client::release(std::shared_ptr<Description>& d) {
+  // The next file opened for writing is expected to grow as far as this one did (its OPEN then
+  // brings the blocks, none after a file left empty): programs write many files alike.
+  if (writes(d->flags) && d->type == FileType::regular) expected_write_bytes_ = d->written_end;
   if (d->server_descriptor == kNoServerDescriptor) {
     const int flushed = flush(*d);
     d.reset();

@@ -223,6 +223,8 @@ class Client {
   BlockCache cache_;
   ClientOptions options_;
   std::uint64_t next_request_ = 1;
+  // How far the last file opened for writing here grew; a first file is taken for a small one.
+  std::uint64_t expected_write_bytes_ = kBlockBytes;
   std::vector<std::shared_ptr<Description>> fds_;
   std::map<std::pair<InodeNumber, std::string>, CachedLookup> lookups_;
   std::map<InodeNumber, FileStat> attributes_;  // from each inode's home server
