@@ -291,9 +291,9 @@ TEST(Fleet, AnExtractedFileTakesFiveMessages) {
     const int fd = a.open("/x", O_WRONLY | O_CREAT | O_EXCL, 0600);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(a.write(fd, data), static_cast<ssize_t>(data.size()));
-    ASSERT_EQ(a.utimens("/x", kTimeOmit, 1'700'000'000'000'000'000), 0);
-    ASSERT_EQ(a.chown("/x", 0, 0), 0);
-    ASSERT_EQ(a.chmod("/x", 0644), 0);
+    ASSERT_EQ(a.futimens(fd, kTimeOmit, 1'700'000'000'000'000'000), 0);
+    ASSERT_EQ(a.fchown(fd, 0, 0), 0);
+    ASSERT_EQ(a.fchmod(fd, 0644), 0);
     ASSERT_EQ(a.close(fd), 0);
     EXPECT_EQ(requests() - before, 5u);
     FileStat st;
@@ -305,6 +305,44 @@ TEST(Fleet, AnExtractedFileTakesFiveMessages) {
     ASSERT_EQ(FleetApi(sim.client(1)).slurp("x", back), 0);
     EXPECT_EQ(back, std::string(1000, 't'));
   }));
+}
+
+// fchmod, fchown and futimens change the file the descriptor names wherever it went: renamed, or
+// unlinked and open only here (as Linux; by the path it was opened by they would miss it).
+TEST(Fleet, DescriptorCallsReachTheFileAfterARenameOrAnUnlink) {
+  for (const std::uint16_t servers : {1, 3}) {
+    SimOptions options;
+    options.servers = servers;
+    FleetSim sim(options);
+    ASSERT_TRUE(sim.run_one(0, [&](Client& a) {
+      Client& b = sim.client(1);
+      const std::vector<std::byte> data(10, std::byte{'r'});
+      const int fd = a.open("/before", O_WRONLY | O_CREAT | O_EXCL, 0600);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ(a.write(fd, data), static_cast<ssize_t>(data.size()));
+      ASSERT_EQ(b.rename("/before", "/after"), 0);
+      ASSERT_EQ(a.fchmod(fd, 0640), 0);
+      ASSERT_EQ(a.fchown(fd, 5, 6), 0);
+      ASSERT_EQ(a.futimens(fd, 11, 22), 0);
+      EXPECT_EQ(a.chmod("/before", 0600), -ENOENT);
+      FileStat st;
+      ASSERT_EQ(b.stat("/after", st), 0);
+      EXPECT_EQ(st.mode & 07777, 0640u);
+      EXPECT_EQ(st.uid, 5u);
+      EXPECT_EQ(st.gid, 6u);
+      EXPECT_EQ(st.atime_ns, 11u);
+      EXPECT_EQ(st.mtime_ns, 22u);
+      EXPECT_EQ(st.size, data.size());  // futimens published the write first
+
+      ASSERT_EQ(b.unlink("/after"), 0);
+      ASSERT_EQ(a.fchmod(fd, 0604), 0);
+      ASSERT_EQ(a.fstat(fd, st), 0);
+      EXPECT_EQ(st.mode & 07777, 0604u);
+      EXPECT_EQ(st.nlink, 0u);
+      ASSERT_EQ(a.close(fd), 0);
+      EXPECT_EQ(a.fchmod(fd, 0600), -EBADF);
+    }));
+  }
 }
 
 TEST(Fleet, StaleLookupUnderConcurrentRenames) {
