@@ -46,11 +46,12 @@
 //   symlink       inode, name, then the target in the payload -> reply inode
 //   readlink      inode -> reply payload = the target
 //   open          flags kByInode: inode; else inode = directory and name. arg0 = open flags,
-//                 arg1 = mode -> reply inode, arg0 = descriptor, arg1 = size, arg2 = type; or,
-//                 when the entry names an inode of another server, flags kByInode and no
-//                 descriptor: open it there. An open for writing of an empty file with no
-//                 blocks gives it its first block, whose id (u32) is the reply's payload: a
-//                 small file is written without a BLOCKS
+//                 arg1 = mode, arg2 = bytes the client expects to write -> reply inode, arg0 =
+//                 descriptor, arg1 = size, arg2 = type; or, when the entry names an inode of
+//                 another server, flags kByInode and no descriptor: open it there. An open for
+//                 writing of an empty file with no blocks gives it blocks for arg2 bytes (at
+//                 most kOpenGrantBytes; one when the cache is short of them), whose ids (u32)
+//                 are the reply's payload: a file written as far as expected needs no BLOCKS
 //   dup           arg0 = descriptor, arg1 = the holder's offset, arg2 = the new holder (a child):
 //                 the descriptor is now shared and its offset lives here
 //   lseek         arg0 = descriptor, arg1 = offset, arg2 = whence -> reply arg0 = offset
@@ -119,6 +120,8 @@ inline constexpr std::size_t kMaxNameBytes = 255;
 inline constexpr std::size_t kMaxTargetBytes = 255;  // a symlink's target
 inline constexpr std::size_t kMaxPayload = 512;
 inline constexpr std::uint64_t kTimeOmit = ~0ull;
+// The most an OPEN for writing of an empty file allocates ahead (its reply lists 16 block ids).
+inline constexpr std::uint64_t kOpenGrantBytes = 64 << 10;
 
 enum class FsOp : std::uint8_t {
   none = 0,

@@ -844,10 +844,15 @@ FsMessage FileServer::do_open(const FsMessage& request, std::uint64_t now) {
     inode.mtime = inode.ctime = now;
     note_changed(number);
   }
-  // An empty file opened for writing gets its first block now: a small file (tar's) is then
-  // written with no BLOCKS. A full cache leaves it for the first write to ask.
-  const bool first_block = writes(flags) && inode.type == FileType::regular && inode.blocks.empty() &&
-                           allocate_up_to(inode, kBlockBytes) == 0;
+  // An empty file opened for writing gets its first blocks now, for as many bytes as the client
+  // expects to write (arg2: what its last file grew to): a stream of like files (tar's small
+  // ones, Hare's 10 x 4 KiB) is written with no BLOCKS, and a create left empty takes none. A
+  // cache too full for them gives one block; a full cache leaves it for the first write to ask.
+  bool first_block = false;
+  const std::uint64_t expected = std::min(request.arg2, kOpenGrantBytes);
+  if (writes(flags) && inode.type == FileType::regular && inode.blocks.empty() && expected > 0) {
+    first_block = allocate_up_to(inode, expected) == 0 || allocate_up_to(inode, kBlockBytes) == 0;
+  }
   if (first_block) note_changed(number);
   const std::uint64_t id = next_descriptor_++;
   Descriptor descriptor;
@@ -861,7 +866,9 @@ FsMessage FileServer::do_open(const FsMessage& request, std::uint64_t now) {
   reply.arg0 = id;
   reply.arg1 = inode.size;
   reply.arg2 = type_word(inode.type, inode.distributed);
-  if (first_block) reply.set_extra(std::span(reinterpret_cast<const char*>(inode.blocks.data()), sizeof(BlockId)));
+  if (first_block) {
+    reply.set_extra(std::span(reinterpret_cast<const char*>(inode.blocks.data()), inode.blocks.size() * sizeof(BlockId)));
+  }
   return reply;
 }
 

@@ -338,6 +338,7 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
     if (parent.distributed) message.flags |= kDistributed;
     message.arg0 = static_cast<std::uint32_t>(flags);
     message.arg1 = mode;
+    message.arg2 = expected_write_bytes_;
     const ServerIndex server =
         entry_server(parent.inode, parent.distributed, name, transport_->servers());
     int error = call_status(server, message, &reply);
@@ -359,6 +360,7 @@ int Client::openat(int directory, std::string_view path, int flags, std::uint32_
       FsMessage by_inode = request(FsOp::open, reply.inode);
       by_inode.flags = kByInode;
       by_inode.arg0 = static_cast<std::uint32_t>(flags) & ~static_cast<std::uint32_t>(O_CREAT | O_EXCL);
+      by_inode.arg2 = expected_write_bytes_;
       FsMessage opened;
       error = call_status(home_of(reply.inode), by_inode, &opened);
       if (error == -ENOENT) continue;  // the entry changed between the two steps: look again
@@ -562,6 +564,9 @@ int Client::flush(Description& d) {
 }
 
 int Client::release(std::shared_ptr<Description>& d) {
+  // The next file opened for writing is expected to grow as far as this one did (its OPEN then
+  // brings the blocks, none after a file left empty): programs write many files alike.
+  if (writes(d->flags) && d->type == FileType::regular) expected_write_bytes_ = d->written_end;
   if (d->server_descriptor == kNoServerDescriptor) {
     const int flushed = flush(*d);
     d.reset();
@@ -959,39 +964,70 @@ int Client::truncate(std::string_view path, std::uint64_t size) {
   return call_status(home_of(found.inode), message);
 }
 
-int Client::chmod(std::string_view path, std::uint32_t mode) {
+template <class Change>
+int Client::on_path(std::string_view path, bool follow, Change change) {
   Found found;
-  if (int error = resolve(path, true, found); error != 0) return error;
-  FsMessage message = request(FsOp::chmod, found.inode);
+  if (int error = resolve(path, follow, found); error != 0) return error;
+  return change(found.inode);
+}
+
+template <class Change>
+int Client::on_fd(int fd, Change change) {
+  const Description* d = description(fd);
+  return d == nullptr ? -EBADF : change(d->inode);
+}
+
+int Client::chmod(std::string_view path, std::uint32_t mode) {
+  return on_path(path, true, [&](InodeNumber inode) { return chmod_inode(inode, mode); });
+}
+
+int Client::fchmod(int fd, std::uint32_t mode) {
+  return on_fd(fd, [&](InodeNumber inode) { return chmod_inode(inode, mode); });
+}
+
+int Client::chmod_inode(InodeNumber inode, std::uint32_t mode) {
+  FsMessage message = request(FsOp::chmod, inode);
   message.arg0 = mode;
-  return call_status(home_of(found.inode), message);
+  return call_status(home_of(inode), message);
 }
 
 int Client::chown(std::string_view path, std::uint32_t uid, std::uint32_t gid, bool follow) {
-  Found found;
-  if (int error = resolve(path, follow, found); error != 0) return error;
-  FsMessage message = request(FsOp::chown, found.inode);
+  return on_path(path, follow, [&](InodeNumber inode) { return chown_inode(inode, uid, gid); });
+}
+
+int Client::fchown(int fd, std::uint32_t uid, std::uint32_t gid) {
+  return on_fd(fd, [&](InodeNumber inode) { return chown_inode(inode, uid, gid); });
+}
+
+int Client::chown_inode(InodeNumber inode, std::uint32_t uid, std::uint32_t gid) {
+  FsMessage message = request(FsOp::chown, inode);
   message.arg0 = uid;
   message.arg1 = gid;
-  return call_status(home_of(found.inode), message);
+  return call_status(home_of(inode), message);
 }
 
 int Client::utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns, bool follow) {
-  Found found;
-  if (int error = resolve(path, follow, found); error != 0) return error;
+  return on_path(path, follow, [&](InodeNumber inode) { return utimens_inode(inode, atime_ns, mtime_ns); });
+}
+
+int Client::futimens(int fd, std::uint64_t atime_ns, std::uint64_t mtime_ns) {
+  return on_fd(fd, [&](InodeNumber inode) { return utimens_inode(inode, atime_ns, mtime_ns); });
+}
+
+int Client::utimens_inode(InodeNumber inode, std::uint64_t atime_ns, std::uint64_t mtime_ns) {
   // Published later, this client's writes would stamp their own mtime over the one set here: they
   // are published first, in the same message (tar writes a file, then sets its times).
-  FsMessage message = request(FsOp::utimens, found.inode);
+  FsMessage message = request(FsOp::utimens, inode);
   message.arg0 = atime_ns;
   message.arg1 = mtime_ns;
   std::vector<Description*> published;
   for (const auto& d : fds_) {
-    if (d == nullptr || d->inode != found.inode || !d->dirty) continue;
+    if (d == nullptr || d->inode != inode || !d->dirty) continue;
     message.flags = kPublish;
     message.arg2 = std::max(message.arg2, d->written_end);
     published.push_back(d.get());
   }
-  if (int error = call_status(home_of(found.inode), message); error != 0) return error;
+  if (int error = call_status(home_of(inode), message); error != 0) return error;
   for (Description* d : published) {
     d->size = std::max(d->size, d->written_end);
     d->dirty = false;

@@ -136,6 +136,11 @@ class Client {
   // `follow` false: a symlink that `path` ends in is changed itself (lchown, AT_SYMLINK_NOFOLLOW).
   int chown(std::string_view path, std::uint32_t uid, std::uint32_t gid, bool follow = true);
   int utimens(std::string_view path, std::uint64_t atime_ns, std::uint64_t mtime_ns, bool follow = true);
+  // The same for the file descriptor `fd` names, wherever it is now (renamed, unlinked): its
+  // inode, with no lookup.
+  int fchmod(int fd, std::uint32_t mode);
+  int fchown(int fd, std::uint32_t uid, std::uint32_t gid);
+  int futimens(int fd, std::uint64_t atime_ns, std::uint64_t mtime_ns);
   int symlink(std::string_view target, std::string_view path);
   int readlink(std::string_view path, std::string& out);
 
@@ -208,6 +213,14 @@ class Client {
   int copy(Description& d, std::uint64_t offset, std::span<std::byte> out,
            std::span<const std::byte> in);
   int stat_inode(InodeNumber inode, FileStat& out);
+  // `change(inode)` for the inode `path` names, or descriptor `fd` (-EBADF when none).
+  template <class Change>
+  int on_path(std::string_view path, bool follow, Change change);
+  template <class Change>
+  int on_fd(int fd, Change change);
+  int chmod_inode(InodeNumber inode, std::uint32_t mode);
+  int chown_inode(InodeNumber inode, std::uint32_t uid, std::uint32_t gid);
+  int utimens_inode(InodeNumber inode, std::uint64_t atime_ns, std::uint64_t mtime_ns);
   // The kept attributes of `inode`, after draining invalidations; false when none are kept.
   bool cached_stat(InodeNumber inode, FileStat& out);
   // Keeps what the inode's home server gave (it counts this client among the holders now).
@@ -223,6 +236,8 @@ class Client {
   BlockCache cache_;
   ClientOptions options_;
   std::uint64_t next_request_ = 1;
+  // How far the last file opened for writing here grew; a first file is taken for a small one.
+  std::uint64_t expected_write_bytes_ = kBlockBytes;
   std::vector<std::shared_ptr<Description>> fds_;
   std::map<std::pair<InodeNumber, std::string>, CachedLookup> lookups_;
   std::map<InodeNumber, FileStat> attributes_;  // from each inode's home server

@@ -403,11 +403,14 @@ TEST(FileServer, AttributeChangesInvalidateTheirHoldersBeforeTheReply) {
   EXPECT_EQ(fleet.other[0].message.flags, kAttributes);
 }
 
-// An empty file opened for writing comes with its first block; one opened for reading does not.
+// An empty file opened for writing comes with its first block when the client expects to write
+// (arg2); one opened for reading does not, nor one the client expects to leave empty.
 TEST(FileServer, AnOpenForWritingOfAnEmptyFileGivesItsFirstBlock) {
   Fleet fleet(1);
   const std::uint32_t free_at_start = fleet.server(0).free_blocks();
-  const FsMessage opened = fleet.call(0, open_create(kRootInode, "f", false));
+  FsMessage writing = open_create(kRootInode, "f", false);
+  writing.arg2 = 100;
+  const FsMessage opened = fleet.call(0, writing);
   ASSERT_EQ(opened.status, 0);
   ASSERT_EQ(opened.extra().size(), sizeof(BlockId));
   EXPECT_EQ(fleet.server(0).free_blocks(), free_at_start - 1);
@@ -421,13 +424,52 @@ TEST(FileServer, AnOpenForWritingOfAnEmptyFileGivesItsFirstBlock) {
   EXPECT_EQ(held, first);
   FsMessage reading = open_create(kRootInode, "g", false);
   reading.arg0 = O_CREAT | O_RDONLY;
+  reading.arg2 = 100;
   const FsMessage read_only = fleet.call(0, reading);
   ASSERT_EQ(read_only.status, 0);
   EXPECT_TRUE(read_only.extra().empty());
+  const FsMessage left_empty = fleet.call(0, open_create(kRootInode, "h", false));
+  ASSERT_EQ(left_empty.status, 0);
+  EXPECT_TRUE(left_empty.extra().empty());
+  EXPECT_EQ(fleet.server(0).free_blocks(), free_at_start - 1);
   // Left empty, the file gives the block back with its last close.
   FsMessage close = on_inode(FsOp::close, opened.inode);
   close.arg0 = opened.arg0;
   ASSERT_EQ(fleet.call(0, close).status, 0);
+  EXPECT_EQ(fleet.server(0).free_blocks(), free_at_start);
+}
+
+// An OPEN that says how far the client expects to write brings that many blocks (at most
+// kOpenGrantBytes' worth), or one when the cache has no room for them; what is not written goes
+// back at the last close.
+TEST(FileServer, AnOpenBringsTheBlocksTheClientExpectsToWrite) {
+  Fleet fleet(1, 256 * 1024, 32);
+  const std::uint32_t free_at_start = fleet.server(0).free_blocks();
+  FsMessage expecting = open_create(kRootInode, "f", false);
+  expecting.arg2 = 10 * kBlockBytes;
+  const FsMessage opened = fleet.call(0, expecting);
+  ASSERT_EQ(opened.status, 0);
+  EXPECT_EQ(opened.extra().size(), 10 * sizeof(BlockId));
+  EXPECT_EQ(fleet.server(0).free_blocks(), free_at_start - 10);
+
+  FsMessage greedy = open_create(kRootInode, "g", false);
+  greedy.arg2 = 1 << 30;
+  const FsMessage capped = fleet.call(0, greedy);
+  ASSERT_EQ(capped.status, 0);
+  EXPECT_EQ(capped.extra().size(), kOpenGrantBytes / kBlockBytes * sizeof(BlockId));
+  ASSERT_LT(fleet.server(0).free_blocks(), kOpenGrantBytes / kBlockBytes);
+
+  FsMessage crowded = open_create(kRootInode, "h", false);
+  crowded.arg2 = kOpenGrantBytes;
+  const FsMessage one = fleet.call(0, crowded);
+  ASSERT_EQ(one.status, 0);
+  EXPECT_EQ(one.extra().size(), sizeof(BlockId));
+
+  for (const FsMessage* open : {&opened, &capped, &one}) {
+    FsMessage close = on_inode(FsOp::close, open->inode);
+    close.arg0 = open->arg0;
+    ASSERT_EQ(fleet.call(0, close).status, 0);
+  }
   EXPECT_EQ(fleet.server(0).free_blocks(), free_at_start);
 }
 
