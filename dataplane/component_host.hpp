@@ -65,6 +65,13 @@ class ComponentHost {
     for (const SharedRegion& region : regions_) visit(region.fd());
     for (const UniqueFd& fd : peer_wake_fds_) visit(fd.get());
   }
+  // The address space its shared regions take in this process (most of it sparse).
+  std::size_t mapped_bytes() const {
+    std::size_t bytes = control_.size() + bells_region_.size() + state_.size() + (pool_ ? pool_->region().size() : 0);
+    for (const SharedRegion& region : channel_regions_) bytes += region.size();
+    for (const SharedRegion& region : regions_) bytes += region.size();
+    return bytes;
+  }
   // Holds descriptor `copy` (a copy of `from`, which it holds) in place of `from`, and lets go of
   // `from` without closing it: a program is about to put a descriptor of its own at that number
   // (dup2). False, and nothing changed, when it does not hold `from`.

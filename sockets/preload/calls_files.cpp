@@ -201,22 +201,33 @@ int unlink_fleet(const std::string& path, bool directory) {
   return with_client([&](fs::Client& client) { return directory ? client.rmdir(path) : client.unlink(path); });
 }
 
-// times[0] and [1] as utimensat takes them (null: now; UTIME_NOW, UTIME_OMIT).
+// times[0] and [1] as utimensat takes them (null: now; UTIME_NOW, UTIME_OMIT), in nanoseconds for
+// the servers; an omitted time is left to the server (kTimeOmit): no stat first (tar's futimens
+// omits atime).
+struct FleetTimes {
+  std::uint64_t access_ns;
+  std::uint64_t modify_ns;
+  bool none() const { return access_ns == fs::kTimeOmit && modify_ns == fs::kTimeOmit; }
+};
+FleetTimes fleet_times(const timespec* times) {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const auto pick = [&](int i) {
+    if (times == nullptr || times[i].tv_nsec == UTIME_NOW) return nanoseconds(now);
+    if (times[i].tv_nsec == UTIME_OMIT) return fs::kTimeOmit;
+    return nanoseconds(times[i]);
+  };
+  return {pick(0), pick(1)};
+}
+
 int set_times(const std::string& path, const timespec* times, bool follow) {
   return with_client([&](fs::Client& client) {
-    timespec now{};
-    ::clock_gettime(CLOCK_REALTIME, &now);
-    if (times != nullptr && times[0].tv_nsec == UTIME_OMIT && times[1].tv_nsec == UTIME_OMIT) {
+    const FleetTimes wanted = fleet_times(times);
+    if (wanted.none()) {
       fs::FileStat current;  // as Linux: nothing changes, but the file must be there
       return follow ? client.stat(path, current) : client.lstat(path, current);
     }
-    // An omitted time is left to the server (kTimeOmit): no stat first (tar's futimens omits atime).
-    auto pick = [&](int i) {
-      if (times == nullptr || times[i].tv_nsec == UTIME_NOW) return nanoseconds(now);
-      if (times[i].tv_nsec == UTIME_OMIT) return fs::kTimeOmit;
-      return nanoseconds(times[i]);
-    };
-    return client.utimens(path, pick(0), pick(1), follow);
+    return client.utimens(path, wanted.access_ns, wanted.modify_ns, follow);
   });
 }
 
@@ -784,11 +795,10 @@ FLOTILLA_EXPORT int fchmodat(int directory, const char* path, mode_t mode, int f
   });
 }
 FLOTILLA_EXPORT int chmod(const char* path, mode_t mode) { return fchmodat(AT_FDCWD, path, mode, 0); }
+// By descriptor, the descriptor's file wherever its path went since (renamed, unlinked), as on Linux.
 FLOTILLA_EXPORT int fchmod(int fd, mode_t mode) {
-  std::string path;
   if (!is_file(fd)) return REAL(fchmod)(fd, mode);
-  if (!path_of(fd, path)) return fail_with(EBADF);
-  return with_client([&](fs::Client& client) { return client.chmod(path, mode & 07777); });
+  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) { return client.fchmod(client_fd, mode & 07777); });
 }
 FLOTILLA_EXPORT int fchownat(int directory, const char* path, uid_t uid, gid_t gid, int flags) {
   if ((flags & AT_EMPTY_PATH) != 0 && path[0] == '\0' && is_file(directory)) {
@@ -804,9 +814,14 @@ FLOTILLA_EXPORT int lchown(const char* path, uid_t uid, gid_t gid) {
 }
 FLOTILLA_EXPORT int fchown(int fd, uid_t uid, gid_t gid) {
   if (!is_file(fd)) return REAL(fchown)(fd, uid, gid);
-  std::string path;
-  if (!path_of(fd, path)) return fail_with(EBADF);
-  return change_owner(path, uid, gid, true);
+  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) {
+    fs::FileStat current;
+    if (uid == static_cast<uid_t>(-1) || gid == static_cast<gid_t>(-1)) {
+      if (const int found = client.fstat(client_fd, current); found != 0) return found;
+    }
+    return client.fchown(client_fd, uid == static_cast<uid_t>(-1) ? current.uid : uid,
+                         gid == static_cast<gid_t>(-1) ? current.gid : gid);
+  });
 }
 FLOTILLA_EXPORT int utimensat(int directory, const char* path, const timespec times[2], int flags) {
   std::string fleet;
@@ -815,9 +830,11 @@ FLOTILLA_EXPORT int utimensat(int directory, const char* path, const timespec ti
 }
 FLOTILLA_EXPORT int futimens(int fd, const timespec times[2]) {
   if (!is_file(fd)) return REAL(futimens)(fd, times);
-  std::string path;
-  if (!path_of(fd, path)) return fail_with(EBADF);
-  return set_times(path, times, true);
+  return with_file(fd, [&](fs::Client& client, int client_fd, OpenFile&) {
+    const FleetTimes wanted = fleet_times(times);
+    fs::FileStat current;  // nothing to change: the descriptor must still be good
+    return wanted.none() ? client.fstat(client_fd, current) : client.futimens(client_fd, wanted.access_ns, wanted.modify_ns);
+  });
 }
 FLOTILLA_EXPORT int utime(const char* path, const utimbuf* times) {
   std::string fleet;

@@ -1044,17 +1044,65 @@ int remember_descriptor_limit(int result, int resource, const void* limit) {
   return result;
 }
 
+// RLIMIT_AS as the program means it: its own memory. On Linux socket memory is the kernel's; here
+// it is mapped into the process, and a seat's regions reserve tens of GiB of sparse address space
+// (vsftpd limits itself to 200 MB, and then failed every mmap). A limit the program sets is raised
+// by twice what the library maps (a fork child may lease a seat of its own), and reads back
+// without it. With nothing leased yet there is nothing to add: a seat leased under the limit later
+// may then not fit.
+std::atomic<rlim64_t> g_address_space_allowance{0};
+
+rlim64_t raised(rlim64_t value, rlim64_t allowance) {
+  if (value == RLIM64_INFINITY) return value;
+  return value > RLIM64_INFINITY - 1 - allowance ? RLIM64_INFINITY - 1 : value + allowance;
+}
+
+rlim64_t lowered(rlim64_t value, rlim64_t allowance) {
+  return value == RLIM64_INFINITY ? value : value - std::min(value, allowance);
+}
+
+// setrlimit for every resource: RLIMIT_AS with the allowance, RLIMIT_NOFILE settling first.
+int set_limit(int resource, const void* limit) {
+  settle_if_confined(resource, limit);
+  rlimit64 wanted{};
+  if (limit != nullptr) std::memcpy(&wanted, limit, sizeof(wanted));
+  if (resource == RLIMIT_AS && limit != nullptr) {
+    const rlim64_t allowance = [] {
+      Lock lock(Runtime::get().mutex());
+      return static_cast<rlim64_t>(2 * Runtime::get().mapped_bytes());
+    }();
+    wanted.rlim_cur = raised(wanted.rlim_cur, allowance);
+    wanted.rlim_max = raised(wanted.rlim_max, allowance);
+    const int result = REAL(setrlimit64)(RLIMIT_AS, &wanted);
+    if (result == 0) g_address_space_allowance.store(allowance, std::memory_order_relaxed);
+    return result;
+  }
+  return remember_descriptor_limit(REAL(setrlimit64)(static_cast<__rlimit_resource_t>(resource), limit != nullptr ? &wanted : nullptr), resource, limit);
+}
+
+// getrlimit for every resource: RLIMIT_AS without the allowance.
+int get_limit(int resource, void* limit) {
+  rlimit64 now{};
+  const int result = REAL(getrlimit64)(static_cast<__rlimit_resource_t>(resource), limit != nullptr ? &now : nullptr);
+  if (result != 0 || limit == nullptr) return result;
+  if (resource == RLIMIT_AS) {
+    const rlim64_t allowance = g_address_space_allowance.load(std::memory_order_relaxed);
+    now.rlim_cur = lowered(now.rlim_cur, allowance);
+    now.rlim_max = lowered(now.rlim_max, allowance);
+  }
+  std::memcpy(limit, &now, sizeof(now));
+  return result;
+}
+
 }  // namespace
 
-FLOTILLA_EXPORT int setrlimit(__rlimit_resource_t resource, const rlimit* limit) {
-  settle_if_confined(resource, limit);
-  return remember_descriptor_limit(REAL(setrlimit)(resource, limit), resource, limit);
-}
+FLOTILLA_EXPORT int setrlimit(__rlimit_resource_t resource, const rlimit* limit) { return set_limit(resource, limit); }
 
-FLOTILLA_EXPORT int setrlimit64(__rlimit_resource_t resource, const rlimit64* limit) {
-  settle_if_confined(resource, limit);
-  return remember_descriptor_limit(REAL(setrlimit64)(resource, limit), resource, limit);
-}
+FLOTILLA_EXPORT int setrlimit64(__rlimit_resource_t resource, const rlimit64* limit) { return set_limit(resource, limit); }
+
+FLOTILLA_EXPORT int getrlimit(__rlimit_resource_t resource, rlimit* limit) { return get_limit(resource, limit); }
+
+FLOTILLA_EXPORT int getrlimit64(__rlimit_resource_t resource, rlimit64* limit) { return get_limit(resource, limit); }
 
 // The C library's closefrom calls its close_range inside it, past this library: it comes here.
 FLOTILLA_EXPORT void closefrom(int lowest) {

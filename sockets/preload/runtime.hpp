@@ -490,6 +490,11 @@ class Runtime {
   // memory may be its parent's (hand_over leaves it as a spawn would, and the exec wrappers give
   // the lock back before the exec).
   bool in_vfork_child() const { return ::getpid() != owner_; }
+  // The address space the library's seats take in this process (the lease and one parked at a
+  // fork). Under the lock.
+  std::size_t mapped_bytes() const {
+    return (host_ != nullptr ? host_->mapped_bytes() : 0) + (parked_.host != nullptr ? parked_.host->mapped_bytes() : 0);
+  }
   // Before the program puts a descriptor of its own at number `fd` (dup2, dup3): when the library
   // holds that number, moves its descriptor to another and lets go of `fd` unclosed (the dup
   // replaces it at once). False when no number is left for the move. Under the lock.

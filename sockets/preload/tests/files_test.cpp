@@ -63,10 +63,8 @@ class PreloadFiles : public ::testing::Test {
     for (std::size_t at = script.find("DIR"); at != std::string::npos; at = script.find("DIR", at + directory.size())) {
       script.replace(at, 3, directory);
     }
-    std::string quoted;
-    for (const char c : script) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
     return shell("cd '" + (folder_ / "scratch").string() + "' && " + build_root() + "/apps/flotilla --socket '" +
-                 socket_ + "' run -- sh -c '" + quoted + "'");
+                 socket_ + "' run -- " + flotilla::testing::shell_words({"sh", "-c", script}));
   }
   // Every entry's path and type (and a symlink's target), then every regular file's checksum.
   std::string digest(const std::string& under, const std::string& tree) const {
@@ -189,6 +187,25 @@ TEST_F(PreloadFiles, OpendirHoldsNoKernelDescriptorUntilAskedFor) {
 TEST_F(PreloadFiles, CreatesFollowTheUmaskAsItChanges) {
   expect_same("umask 077; : > DIR/private; mkdir DIR/private_dir; umask 022; : > DIR/public; "
               "mkdir DIR/public_dir; stat -c \"%a %n\" DIR/private DIR/private_dir DIR/public DIR/public_dir | sed s,DIR,,");
+}
+
+// fchmod, fchown and futimens change the descriptor's file, wherever its name went since.
+TEST_F(PreloadFiles, DescriptorCallsFollowTheFileAcrossARenameAndAnUnlink) {
+  expect_same("python3 -c \"\n"
+              "import os\n"
+              "fd = os.open('DIR/a', os.O_CREAT | os.O_WRONLY, 0o600)\n"
+              "os.rename('DIR/a', 'DIR/b')\n"
+              "os.fchmod(fd, 0o640)\n"
+              "os.utime(fd, ns=(1000000000, 2000000000))\n"
+              "os.fchown(fd, -1, os.getgid())\n"
+              "st = os.stat('DIR/b')\n"
+              "print(oct(st.st_mode & 0o777), st.st_mtime_ns, st.st_gid == os.getgid())\n"
+              "os.unlink('DIR/b')\n"
+              "os.fchmod(fd, 0o604)\n"
+              "os.utime(fd, ns=(3000000000, 4000000000))\n"
+              "st = os.fstat(fd)\n"
+              "print(oct(st.st_mode & 0o777), st.st_mtime_ns, st.st_nlink)\n"
+              "\"");
 }
 
 TEST_F(PreloadFiles, ARenameIsAtomicForAConcurrentReader) {
