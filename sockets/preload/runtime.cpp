@@ -770,6 +770,10 @@ int Runtime::sleep_in_kernel(pollfd* kernel, std::size_t kernel_count, int timeo
 }
 
 void Runtime::after_fork_child() {
+  // The lock was taken by the parent's thread (before_fork); a recursive mutex knows its owner's
+  // thread id, which the child's thread does not have: a fresh one replaces it, first, as what
+  // follows may take it (a seat parked before, dropped now, closes its descriptors here).
+  new (&mutex_) LibraryMutex();
   // The parent's rings have one producer, the parent: the child parks the lease without touching
   // it and marks every socket it inherited as not its own, until the parent is gone (owns()).
   if (host_ != nullptr) {
@@ -791,9 +795,6 @@ void Runtime::after_fork_child() {
   ++epoch_;
   sleepers_ = 0;
   down_ = false;
-  // The lock was taken by the parent's thread (before_fork); a recursive mutex knows its owner's
-  // thread id, which the child's thread does not have: a fresh one replaces it.
-  new (&mutex_) LibraryMutex();
 }
 
 namespace {

@@ -57,6 +57,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/select.h>
@@ -808,6 +809,40 @@ void scenario_raw_clone(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// vsftpd limits its address space to 200 MB once it has a connection: what the program then maps
+// of its own, and a fork child that takes the connection over (a seat of its own), must fit. The
+// limit reads back as set. In a child of its own, so the limit stays there.
+void scenario_address_limit(const char* ip, int port) {
+  const char* name = "address-limit";
+  const pid_t confined = fork();
+  if (confined == 0) {
+    signal(SIGALRM, SIG_DFL);
+    alarm(30);
+    const int fd = connect_blocking(ip, port);
+    bool good = check(fd >= 0 && echo_round_trip(fd, pattern(500, 2)), name, "echo before the limit");
+    constexpr rlim_t kLimit = 200u << 20;
+    const rlimit wanted{kLimit, kLimit};
+    good = good && check(setrlimit(RLIMIT_AS, &wanted) == 0, name, "setrlimit(RLIMIT_AS, 200 MB)");
+    rlimit now{};
+    good = good && check(getrlimit(RLIMIT_AS, &now) == 0 && now.rlim_cur == kLimit && now.rlim_max == kLimit, name,
+                         "the limit reads back as set");
+    void* own = mmap(nullptr, 32u << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    good = good && check(own != MAP_FAILED, name, "32 MB of the program's own under the limit");
+    const pid_t child = good ? fork() : -1;
+    if (child == 0) _exit(echo_round_trip(fd, pattern(2000, 4)) ? 0 : 1);
+    int status = 0;
+    good = good && check(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                         name, "a fork child's echo under the limit");
+    good = good && check(echo_round_trip(fd, pattern(700, 6)), name, "the echo after the child's");
+    _exit(good ? 0 : 1);
+  }
+  int status = 0;
+  if (check(confined > 0 && waitpid(confined, &status, 0) == confined && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            name, "the confined process")) {
+    passed(name);
+  }
+}
+
 // redis-benchmark's shape: many connections in one level-triggered epoll set, all writable at
 // once, the first readable too (the test's echo server serves one connection at a time). Every call reports each ready socket exactly once, and a small
 // `room` takes turns, so no socket is starved (with 10 interests, one pass once skipped 4 of them).
@@ -879,6 +914,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_sandbox(ip, port);
   scenario_fork_holders(ip, port);
   scenario_raw_clone(ip, port);
+  scenario_address_limit(ip, port);
   scenario_stdio(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
