@@ -1293,6 +1293,15 @@ void TcpSockets::resume_sockets(std::size_t replica) {
     }
     const auto body = message.read<stack::TcpPageBody>();  // a kick's, activate's, release's or option's first words
     const TcpSocketPageHeader* header = link.region.page(body.page);
+    if (message.kind == stack::kTcpReleaseKind) {
+      // A close after a fork: no longer this library's page (it let go of it at the close), but the
+      // new incarnation, which kept the page, must hear of it, or it holds the connection forever.
+      const std::uint32_t word = header != nullptr ? header->control.generation.load(std::memory_order_acquire) : 0;
+      if (header != nullptr && status_of(*header) != TcpSocketStatus::free && (word == body.generation || word == 0)) {
+        (void)link.outbox.push(message);
+      }
+      continue;
+    }
     if (header == nullptr || owner_of(link, body.page) < 0 || !page_survived(replica, body.page, body.generation)) {
       continue;
     }

@@ -167,6 +167,9 @@ class ReplicaLoopback {
       replica->server->on_control(Message::make(stack::kTcpForkEndedKind, stack::TcpForkEndedBody{fork}), now_ns_);
     }
   }
+  // Whether application `app`'s channels take messages (false: as full rings, its library keeps
+  // them in its outbox).
+  void set_room(std::size_t app, bool room) { full_[app] = !room; }
   // A message to `replica` as if the application had sent it, whatever it says.
   void send_raw(std::size_t replica, const Message& message, std::size_t app = 0) {
     replicas_[replica]->to_replica[app].push_back(message);
@@ -282,6 +285,7 @@ class ReplicaLoopback {
     Links(ReplicaLoopback& net, std::size_t app) : net_(net), app_(app) {}
     std::size_t replica_count() const override { return net_.replicas_.size(); }
     Result<std::size_t> send(std::size_t replica, std::span<const Message> messages) override {
+      if (net_.full_[app_]) return std::size_t{0};
       auto& queue = net_.replicas_[replica]->to_replica[app_];
       queue.insert(queue.end(), messages.begin(), messages.end());
       return messages.size();
@@ -356,6 +360,7 @@ class ReplicaLoopback {
   std::unique_ptr<BufferPool> pool_;
   std::vector<std::unique_ptr<Replica>> replicas_;
   std::vector<std::unique_ptr<TcpSockets>> sockets_;  // by application
+  std::map<std::size_t, bool> full_;                  // by application: set_room(app, false)
   std::vector<std::pair<std::size_t, stack::TransportPacketBody>> wire_;  // segments IP has yet to deliver
   std::map<FlowKey, std::size_t> flows_;                                   // flow -> the replica that claimed it
   std::uint64_t now_ns_ = 1'000'000'000;

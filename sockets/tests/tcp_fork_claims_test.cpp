@@ -256,6 +256,24 @@ TEST_F(ForkClaims, TheHoldersOfAConnectionSurviveAReplicaCrash) {
   EXPECT_TRUE(client_sees_end());
 }
 
+// A holder's close still waiting in its outbox (the channel full) when the replica restarts is
+// told to the new incarnation: the carrier's close then ends the connection.
+TEST_F(ForkClaims, AHoldersCloseWaitingAtAReplicaCrashStillCounts) {
+  const int mine = fork_and_claim();
+  ASSERT_GE(mine, 0);
+  send_all(child(), mine, "x");
+  EXPECT_EQ(receive(client_side(), client_, 1), "x");
+  net_.set_room(0, false);
+  ASSERT_TRUE(parent().close(server_).ok());
+  net_.crash(share_->replica);
+  net_.pump();
+  net_.set_room(0, true);
+  net_.pump();
+  EXPECT_FALSE(client_sees_end());
+  ASSERT_TRUE(child().close(mine).ok());
+  EXPECT_TRUE(client_sees_end());
+}
+
 TEST_F(ForkClaims, ACarryNamingACarrierOrAStalePageChangesNothing) {
   const auto share = parent().share_connection(server_);
   ASSERT_TRUE(share.has_value());
