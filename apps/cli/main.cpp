@@ -394,6 +394,9 @@ int main(int argc, char** argv) {
       "run", "Run an unmodified program on Flotilla's sockets: flotilla run -- COMMAND [ARGS...] "
              "(its AF_INET sockets go to the stack, and its paths under the configuration's [files] prefix to "
              "the file fleet, through libflotilla-preload.so)");
+  run->footer("A program that becomes another user keeps the stack: flotilla run -- runuser -u postgres -- "
+              "postgres -D DIR (the connection flotilla run hands it, FLOTILLA_GRANT_FD, leases its seats). Ports "
+              "below 1024 then need CAP_NET_BIND_SERVICE, as on Linux.");
   run->add_option("COMMAND", command, "The program and its arguments, after --")->required();
   std::string mount_directory;
   auto* mount = app.add_subcommand(
