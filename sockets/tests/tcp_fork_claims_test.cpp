@@ -59,6 +59,11 @@ class ForkClaims : public ::testing::Test {
     }, 2'000'000'000);
     return got;
   }
+  // `text` sent on `from_socket` arrives whole on `to_socket`.
+  void expect_carried(TcpSockets& from, int from_socket, TcpSockets& to, int to_socket, std::string_view text) {
+    send_all(from, from_socket, text);
+    EXPECT_EQ(receive(to, to_socket, text.size()), text);
+  }
   // Whether the client saw its connection end (EOF or an error) within a simulated second.
   bool client_sees_end() {
     return net_.run_until([&] { return client_side().eof(client_) || client_side().error(client_) != 0; },
@@ -143,8 +148,7 @@ TEST_F(ForkClaims, AClaimWithoutItsForksPinIsRefused) {
   ASSERT_TRUE(net_.run_until([&] { return child().error(late.value()) != 0; }));
   EXPECT_EQ(child().error(late.value()), EBADF);
   EXPECT_FALSE(client_sees_end());
-  send_all(parent(), server_, "still here");
-  EXPECT_EQ(receive(client_side(), client_, 10), "still here");
+  expect_carried(parent(), server_, client_side(), client_, "still here");
 }
 
 TEST_F(ForkClaims, AClaimThatComesBeforeItsForksHoldWaitsForIt) {
@@ -156,8 +160,7 @@ TEST_F(ForkClaims, AClaimThatComesBeforeItsForksHoldWaitsForIt) {
   EXPECT_EQ(child().error(claimed.value()), 0);
   ASSERT_TRUE(parent().hold_for_fork(kFork));
   ASSERT_TRUE(parent().close(server_).ok());
-  send_all(child(), claimed.value(), "late");
-  EXPECT_EQ(receive(client_side(), client_, 4), "late");
+  expect_carried(child(), claimed.value(), client_side(), client_, "late");
   EXPECT_EQ(total("claims"), 1u);
   EXPECT_EQ(total("claims_refused"), 0u);
 }
@@ -174,8 +177,7 @@ TEST_F(ForkClaims, PinsOutliveTheParentsLeaseAndAReplicaCrash) {
   auto claimed = child().claim(*share, kFork);
   ASSERT_TRUE(claimed.ok());
   EXPECT_EQ(receive(child(), claimed.value(), 6), "queued");
-  send_all(child(), claimed.value(), "answer");
-  EXPECT_EQ(receive(client_side(), client_, 6), "answer");
+  expect_carried(child(), claimed.value(), client_side(), client_, "answer");
 }
 
 // Holders: the parent that did not close its copy holds the connection still.
@@ -184,8 +186,7 @@ TEST_F(ForkClaims, AParentUsesTheConnectionAfterTheChildThatClaimedItExits) {
   const int mine = fork_and_claim();
   ASSERT_GE(mine, 0);
   EXPECT_EQ(receive(child(), mine, 7), "request");
-  send_all(child(), mine, "from the child ");
-  EXPECT_EQ(receive(client_side(), client_, 15), "from the child ");
+  expect_carried(child(), mine, client_side(), client_, "from the child ");
   // The child carries it: the parent's copy shows nothing of its bytes meanwhile.
   send_all(client_side(), client_, "later");
   net_.pump();
@@ -196,8 +197,7 @@ TEST_F(ForkClaims, AParentUsesTheConnectionAfterTheChildThatClaimedItExits) {
   EXPECT_FALSE(client_sees_end()) << "the child's exit ended a connection its parent holds";
   EXPECT_EQ(total("returns_to_holders"), 1u);
   EXPECT_EQ(receive(parent(), server_, 5), "later");
-  send_all(parent(), server_, "from the parent");
-  EXPECT_EQ(receive(client_side(), client_, 15), "from the parent");
+  expect_carried(parent(), server_, client_side(), client_, "from the parent");
   // The parent is the last holder: its close ends the connection, in order.
   ASSERT_TRUE(parent().close(server_).ok());
   EXPECT_TRUE(client_sees_end());
@@ -207,23 +207,17 @@ TEST_F(ForkClaims, AParentUsesTheConnectionAfterTheChildThatClaimedItExits) {
 TEST_F(ForkClaims, AParentAndItsLiveChildTakeTurnsCarryingTheConnection) {
   const int mine = fork_and_claim();
   ASSERT_GE(mine, 0);
-  send_all(child(), mine, "one ");
-  EXPECT_EQ(receive(client_side(), client_, 4), "one ");
-  send_all(parent(), server_, "two ");  // asks for it back
-  EXPECT_EQ(receive(client_side(), client_, 4), "two ");
+  expect_carried(child(), mine, client_side(), client_, "one ");
+  expect_carried(parent(), server_, client_side(), client_, "two ");  // asks for it back
   EXPECT_FALSE(child().writable(mine));
-  send_all(child(), mine, "three ");
-  EXPECT_EQ(receive(client_side(), client_, 6), "three ");
-  send_all(client_side(), client_, "four");
-  EXPECT_EQ(receive(child(), mine, 4), "four");
-  send_all(client_side(), client_, "five");
-  EXPECT_EQ(receive(parent(), server_, 4), "five");
+  expect_carried(child(), mine, client_side(), client_, "three ");
+  expect_carried(client_side(), client_, child(), mine, "four");
+  expect_carried(client_side(), client_, parent(), server_, "five");
   EXPECT_GE(total("carries"), 3u);
   // The child lets go first: the connection goes back to the parent, which closes it last.
   ASSERT_TRUE(child().close(mine).ok());
   EXPECT_FALSE(client_sees_end());
-  send_all(parent(), server_, "six");
-  EXPECT_EQ(receive(client_side(), client_, 3), "six");
+  expect_carried(parent(), server_, client_side(), client_, "six");
   ASSERT_TRUE(parent().close(server_).ok());
   EXPECT_TRUE(client_sees_end());
   EXPECT_EQ(client_side().error(client_), 0);
@@ -232,8 +226,7 @@ TEST_F(ForkClaims, AParentAndItsLiveChildTakeTurnsCarryingTheConnection) {
 TEST_F(ForkClaims, AHolderThatClosesFirstLeavesTheCarrierTheLastHolder) {
   const int mine = fork_and_claim();
   ASSERT_GE(mine, 0);
-  send_all(child(), mine, "x");
-  EXPECT_EQ(receive(client_side(), client_, 1), "x");
+  expect_carried(child(), mine, client_side(), client_, "x");
   ASSERT_TRUE(parent().close(server_).ok());
   EXPECT_FALSE(client_sees_end());
   ASSERT_TRUE(child().close(mine).ok());
@@ -243,12 +236,10 @@ TEST_F(ForkClaims, AHolderThatClosesFirstLeavesTheCarrierTheLastHolder) {
 TEST_F(ForkClaims, TheHoldersOfAConnectionSurviveAReplicaCrash) {
   const int mine = fork_and_claim();
   ASSERT_GE(mine, 0);
-  send_all(child(), mine, "before ");
-  EXPECT_EQ(receive(client_side(), client_, 7), "before ");
+  expect_carried(child(), mine, client_side(), client_, "before ");
   net_.crash(share_->replica);
   EXPECT_EQ(parent().error(server_), 0);
-  send_all(parent(), server_, "after");
-  EXPECT_EQ(receive(client_side(), client_, 5), "after");
+  expect_carried(parent(), server_, client_side(), client_, "after");
   // The parent carries it now, the child holds it: the child's close leaves it open.
   ASSERT_TRUE(child().close(mine).ok());
   EXPECT_FALSE(client_sees_end());
@@ -261,8 +252,7 @@ TEST_F(ForkClaims, TheHoldersOfAConnectionSurviveAReplicaCrash) {
 TEST_F(ForkClaims, AHoldersCloseWaitingAtAReplicaCrashStillCounts) {
   const int mine = fork_and_claim();
   ASSERT_GE(mine, 0);
-  send_all(child(), mine, "x");
-  EXPECT_EQ(receive(client_side(), client_, 1), "x");
+  expect_carried(child(), mine, client_side(), client_, "x");
   net_.set_room(0, false);
   ASSERT_TRUE(parent().close(server_).ok());
   net_.crash(share_->replica);
@@ -282,8 +272,7 @@ TEST_F(ForkClaims, ACarryNamingACarrierOrAStalePageChangesNothing) {
   net_.send_raw(share->replica, Message::make(stack::kTcpCarryKind, stack::TcpPageBody{share->page, share->generation + 7}));
   net_.pump();
   EXPECT_EQ(total("carries"), 0u);
-  send_all(parent(), server_, "fine");
-  EXPECT_EQ(receive(client_side(), client_, 4), "fine");
+  expect_carried(parent(), server_, client_side(), client_, "fine");
 }
 
 }  // namespace

@@ -98,6 +98,18 @@ void passed(const char* scenario) {
   std::fflush(stdout);
 }
 
+// Whether fork child `child` exited with status 0 (reaps it).
+bool exited_cleanly(pid_t child) {
+  int status = 0;
+  return child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// In a fork child: a call stuck for good (a read nobody answers) ends the child, not the run.
+void end_if_stuck(unsigned seconds) {
+  signal(SIGALRM, SIG_DFL);
+  alarm(seconds);
+}
+
 sockaddr_in address_of(const char* ip, int port) {
   sockaddr_in address{};
   address.sin_family = AF_INET;
@@ -330,8 +342,7 @@ void scenario_dup_fork(const char* ip, int port) {
   // A child closes its inherited copy and exits; the parent's socket lives on.
   const pid_t child = fork();
   if (child == 0) _exit(close(target) == 0 ? 0 : 1);
-  int status = 0;
-  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+  good = good && check(exited_cleanly(child), name,
                        "child closes its copy");
   good = good && check(echo_round_trip(target, pattern(2000, 5)), name, "parent I/O after the child closed");
   // A child that opens a socket of its own (its own lease).
@@ -341,7 +352,7 @@ void scenario_dup_fork(const char* ip, int port) {
     const bool fine = own >= 0 && echo_round_trip(own, pattern(500, 9));
     _exit(fine ? 0 : 1);
   }
-  good = good && check(waitpid(second, &status, 0) == second && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+  good = good && check(exited_cleanly(second), name,
                        "child opens and uses its own socket");
   good = good && check(echo_round_trip(target, pattern(100, 1)), name, "parent I/O after the second child");
   close(target);
@@ -617,8 +628,7 @@ void scenario_exec(const char* ip, int port, const char* self) {
     execl(self, self, "fds", gone.c_str(), kept.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
-  int status = 0;
-  const bool good = check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+  const bool good = check(exited_cleanly(child), name,
                           "after exec: the CLOEXEC socket is closed, the other open");
   // The parent's sockets are untouched.
   const bool still = check(echo_round_trip(closing, pattern(1000, 2)), name, "parent I/O after the child's exec");
@@ -658,8 +668,7 @@ void scenario_closefrom(const char* ip, int port, const char* self) {
     _exit(127);
   }
   close(inherited);
-  int status = 0;
-  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+  good = good && check(exited_cleanly(child), name,
                        "the exec'd child closes all but its connection and echoes through it");
   close(fd);
   if (good) passed(name);
@@ -742,12 +751,10 @@ void scenario_fork_holders(const char* ip, int port) {
   bool good = check(echo_round_trip(fd, pattern(700, 2)), name, "the parent's echo before the fork");
   pid_t child = fork();
   if (child == 0) {
-    signal(SIGALRM, SIG_DFL);  // a child stuck in a read ends
-    alarm(20);
+    end_if_stuck(20);
     _exit(echo_round_trip(fd, pattern(5000, 4)) ? 0 : 1);
   }
-  int status = 0;
-  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+  good = good && check(exited_cleanly(child), name,
                        "the child's echo");
   good = good && check(echo_round_trip(fd, pattern(3000, 6)), name, "the parent's echo after its child exited");
   int to_parent[2] = {-1, -1};
@@ -755,8 +762,7 @@ void scenario_fork_holders(const char* ip, int port) {
   good = good && check(pipe(to_parent) == 0 && pipe(to_child) == 0, name, "pipes");
   child = good ? fork() : -1;
   if (child == 0) {
-    signal(SIGALRM, SIG_DFL);
-    alarm(20);
+    end_if_stuck(20);
     char token = 0;
     const bool fine = echo_round_trip(fd, pattern(2000, 7)) && write(to_parent[1], "1", 1) == 1 &&
                       read(to_child[0], &token, 1) == 1 && echo_round_trip(fd, pattern(1500, 11));
@@ -767,7 +773,7 @@ void scenario_fork_holders(const char* ip, int port) {
   good = good && check(read(to_parent[0], &token, 1) == 1, name, "the child's first turn");
   good = good && check(echo_round_trip(fd, pattern(2500, 13)), name, "the parent's turn while its child lives");
   good = good && check(write(to_child[1], "2", 1) == 1, name, "passing the turn back");
-  good = good && check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+  good = good && check(exited_cleanly(child), name,
                        "the child's second turn");
   good = good && check(echo_round_trip(fd, pattern(100, 17)), name, "the parent's echo after its child closed");
   // The last holder's shutdown reaches the peer, which then closes: EOF here.
@@ -792,13 +798,10 @@ void scenario_raw_clone(const char* ip, int port) {
   const auto cloned_child = [&](bool (*work)(int)) {
     const long child = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
     if (child == 0) {
-      signal(SIGALRM, SIG_DFL);
-      alarm(20);
+      end_if_stuck(20);
       _exit(work(fd) ? 0 : 1);
     }
-    int status = 0;
-    return child > 0 && waitpid(static_cast<pid_t>(child), &status, 0) == child && WIFEXITED(status) &&
-           WEXITSTATUS(status) == 0;
+    return exited_cleanly(static_cast<pid_t>(child));
   };
   good = good && check(cloned_child([](int own) { return close(own) == 0; }), name, "the child closes its copy");
   good = good && check(echo_round_trip(fd, pattern(2000, 5)), name, "the parent's echo after the child's close");
@@ -816,8 +819,7 @@ void scenario_address_limit(const char* ip, int port) {
   const char* name = "address-limit";
   const pid_t confined = fork();
   if (confined == 0) {
-    signal(SIGALRM, SIG_DFL);
-    alarm(30);
+    end_if_stuck(30);
     const int fd = connect_blocking(ip, port);
     bool good = check(fd >= 0 && echo_round_trip(fd, pattern(500, 2)), name, "echo before the limit");
     constexpr rlim_t kLimit = 200u << 20;
@@ -830,14 +832,12 @@ void scenario_address_limit(const char* ip, int port) {
     good = good && check(own != MAP_FAILED, name, "32 MB of the program's own under the limit");
     const pid_t child = good ? fork() : -1;
     if (child == 0) _exit(echo_round_trip(fd, pattern(2000, 4)) ? 0 : 1);
-    int status = 0;
-    good = good && check(child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+    good = good && check(exited_cleanly(child),
                          name, "a fork child's echo under the limit");
     good = good && check(echo_round_trip(fd, pattern(700, 6)), name, "the echo after the child's");
     _exit(good ? 0 : 1);
   }
-  int status = 0;
-  if (check(confined > 0 && waitpid(confined, &status, 0) == confined && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+  if (check(exited_cleanly(confined),
             name, "the confined process")) {
     passed(name);
   }
@@ -948,12 +948,10 @@ int run_fork_holders_server(int port) {
   };
   const pid_t child = fork();
   if (child == 0) {
-    signal(SIGALRM, SIG_DFL);  // a child stuck in a read ends
-    alarm(20);
+    end_if_stuck(20);
     _exit(echo_kib() ? 0 : 1);
   }
-  int status = 0;
-  bool good = check(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0, name,
+  bool good = check(exited_cleanly(child), name,
                     "the child's echo");
   good = good && check(echo_kib(), name, "the parent's echo after its child exited");
   good = good && check(write(connection, "bye", 3) == 3, name, "bye");
