@@ -404,37 +404,30 @@ void Runtime::install(int fd, std::shared_ptr<Socket> socket) {
   g_fd_kind[fd].store(FdKind::tcp, std::memory_order_relaxed);
 }
 
-namespace {
-
 // Calls `visit` with each descriptor the library holds: its seats' (the lease and the one parked
 // at a fork), the grant and the fork tokens.
 template <class Visit>
-void for_each_library_descriptor(const ComponentHost* host, const ComponentHost* parked, int grant, int fork_token,
-                                 int inherited_token, const std::vector<int>& handed_tokens, Visit visit) {
-  for (const ComponentHost* seat : {host, parked}) {
+void Runtime::for_each_own_descriptor(Visit visit) const {
+  for (const ComponentHost* seat : {host_.get(), parked_.host.get()}) {
     if (seat != nullptr) seat->for_each_descriptor(visit);
   }
-  visit(grant);
-  visit(fork_token);
-  visit(inherited_token);
-  for (const int token : handed_tokens) visit(token);
+  visit(grant_);
+  visit(fork_token_);
+  visit(inherited_token_);
+  for (const int token : handed_tokens_) visit(token);
 }
 
-}  // namespace
-
 void Runtime::mark_library_descriptors() {
-  for_each_library_descriptor(host_.get(), parked_.host.get(), grant_, fork_token_, inherited_token_, handed_tokens_,
-                              [](int fd) {
-                                if (fd >= 0 && fd < kMaxFds) g_library_fd[fd].store(true, std::memory_order_relaxed);
-                              });
+  for_each_own_descriptor([](int fd) {
+    if (fd >= 0 && fd < kMaxFds) g_library_fd[fd].store(true, std::memory_order_relaxed);
+  });
 }
 
 std::vector<int> Runtime::library_descriptors() const {
   std::vector<int> held;
-  for_each_library_descriptor(host_.get(), parked_.host.get(), grant_, fork_token_, inherited_token_, handed_tokens_,
-                              [&](int fd) {
-                                if (fd >= 0) held.push_back(fd);
-                              });
+  for_each_own_descriptor([&](int fd) {
+    if (fd >= 0) held.push_back(fd);
+  });
   std::sort(held.begin(), held.end());
   held.erase(std::unique(held.begin(), held.end()), held.end());
   return held;
@@ -453,6 +446,10 @@ bool Runtime::vacate(int fd) {
   for (int& token : handed_tokens_) {
     if (!moved && token == fd) token = copy, moved = true;
   }
+  if (!moved) {
+    REAL(close)(copy);
+    return false;
+  }
   if (copy < kMaxFds) g_library_fd[copy].store(true, std::memory_order_relaxed);
   (void)library_descriptor(fd);  // unmarks it
   return true;
@@ -460,8 +457,7 @@ bool Runtime::vacate(int fd) {
 
 bool Runtime::library_descriptor(int fd) {
   bool held = false;
-  for_each_library_descriptor(host_.get(), parked_.host.get(), grant_, fork_token_, inherited_token_, handed_tokens_,
-                              [&](int own) { held = held || own == fd; });
+  for_each_own_descriptor([&](int own) { held = held || own == fd; });
   if (!held && fd >= 0 && fd < kMaxFds) g_library_fd[fd].store(false, std::memory_order_relaxed);
   return held;
 }

@@ -536,6 +536,9 @@ class Runtime {
   void appoint_leader();
   bool can_lead();
   void attach_datagrams(const std::string& channel);
+  // Calls `visit` with each descriptor the library holds (runtime.cpp).
+  template <class Visit>
+  void for_each_own_descriptor(Visit visit) const;
   // Sockets and the numbers a record names each by (descriptors, or positions in a message).
   using NamedSockets = std::vector<std::pair<Socket*, std::vector<int>>>;
   // The record's lines for `named`; pins this process's connections among them (handoff.pinned)
