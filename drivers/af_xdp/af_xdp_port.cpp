@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -156,26 +158,33 @@ Status AfXdpPort::create_socket() {
   socket_config.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD;  // our program, our map
   socket_config.xdp_flags = attach_flags(attach_);
 
+  // The queue may still be bound by the socket of a driver that was just killed: the kernel lets go
+  // of it a moment after the process is gone (EBUSY until then), so a restart waits up to a second.
+  constexpr int kBusyAttempts = 100;
+  constexpr auto kBusyPause = std::chrono::milliseconds(10);
   int result = 0;
-  for (const bool zero_copy : {true, false}) {
-    if (zero_copy && !options_.zero_copy) continue;
-    result = xsk_umem__create(&umem_, area.data(), area.size(), &fill_, &completion_, &umem_config);
-    if (result < 0) {
+  for (int attempt = 0; attempt == 0 || (result == -EBUSY && attempt < kBusyAttempts); ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(kBusyPause);
+    for (const bool zero_copy : {true, false}) {
+      if (zero_copy && !options_.zero_copy) continue;
+      result = xsk_umem__create(&umem_, area.data(), area.size(), &fill_, &completion_, &umem_config);
+      if (result < 0) {
+        umem_ = nullptr;
+        return libbpf_error(result, "af_xdp: xsk_umem__create");
+      }
+      socket_config.bind_flags =
+          static_cast<__u16>(XDP_USE_NEED_WAKEUP | (zero_copy ? XDP_ZEROCOPY : XDP_COPY));
+      result = xsk_socket__create(&socket_, options_.interface.c_str(), options_.queue, umem_, &rx_,
+                                  &tx_, &socket_config);
+      if (result == 0) {
+        zero_copy_ = zero_copy;
+        break;
+      }
+      // A refused bind leaves the UMEM unused; start again from a fresh one.
+      socket_ = nullptr;
+      (void)xsk_umem__delete(umem_);
       umem_ = nullptr;
-      return libbpf_error(result, "af_xdp: xsk_umem__create");
     }
-    socket_config.bind_flags =
-        static_cast<__u16>(XDP_USE_NEED_WAKEUP | (zero_copy ? XDP_ZEROCOPY : XDP_COPY));
-    result = xsk_socket__create(&socket_, options_.interface.c_str(), options_.queue, umem_, &rx_,
-                                &tx_, &socket_config);
-    if (result == 0) {
-      zero_copy_ = zero_copy;
-      break;
-    }
-    // A refused bind leaves the UMEM unused; start again from a fresh one.
-    socket_ = nullptr;
-    (void)xsk_umem__delete(umem_);
-    umem_ = nullptr;
   }
   if (result < 0) return libbpf_error(result, "af_xdp: xsk_socket__create");
   if (int map_result = xsk_socket__update_xskmap(socket_, xsks_map_fd_); map_result < 0) {
