@@ -616,6 +616,8 @@ bool TcpSockets::carrying(Socket& socket) {
   if (socket.header == nullptr || !shared(socket)) return true;
   TcpSocketPageHeader& header = *socket.header;
   if (header.control.generation.load(std::memory_order_acquire) == 0) return false;
+  // Revoked: the replica is moving it to another holder once this process is outside its rings.
+  if (header.control.revoked.load(std::memory_order_seq_cst) != 0) return false;
   // Back from another carrier: its streams moved on, and the replica set the positions (this
   // process alone writes the send tail and the receive head while it carries).
   if (header.send.tail.load(std::memory_order_relaxed) != socket.send_ring.tail() ||
@@ -640,9 +642,33 @@ void TcpSockets::ask_carry(Socket& socket) {
                                                                    stack::TcpPageBody{socket.page, socket.generation}));
 }
 
+namespace {
+
+// Marks the process inside the rings of a connection other processes hold, from before it checks
+// that it carries the connection to after its last ring index store: the replica moves such a
+// connection only while the mark is down (ReplicaServer::outside_rings). A connection nobody else
+// holds needs no mark.
+class RingUse {
+ public:
+  RingUse(TcpSocketPageHeader* header, bool shared) : mark_(header != nullptr && shared ? &header->control.in_use : nullptr) {
+    if (mark_ != nullptr) mark_->store(1, std::memory_order_seq_cst);
+  }
+  ~RingUse() {
+    if (mark_ != nullptr) mark_->store(0, std::memory_order_release);
+  }
+  RingUse(const RingUse&) = delete;
+  RingUse& operator=(const RingUse&) = delete;
+
+ private:
+  std::atomic<std::uint32_t>* mark_;
+};
+
+}  // namespace
+
 Result<std::size_t> TcpSockets::send(int socket, std::span<const std::byte> bytes) {
   Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp send: not a connection"};
+  const RingUse use(entry->header, shared(*entry));
   if (entry->local_error != 0) return failure(*entry);
   if (entry->write_shut) return Error{Errc::closed, EPIPE, "tcp send: writing was shut down"};
   if (entry->header == nullptr) return Error{Errc::would_block, 0, "tcp send: still connecting"};
@@ -682,6 +708,7 @@ Result<std::size_t> TcpSockets::peek(int socket, std::span<std::byte> out, std::
 Result<std::size_t> TcpSockets::receive(int socket, std::span<std::byte> out, std::size_t offset, bool consume) {
   Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp recv: not a connection"};
+  const RingUse use(entry->header, shared(*entry));
   if (entry->local_error != 0) return failure(*entry);
   if (entry->header == nullptr) return Error{Errc::would_block, 0, "tcp recv: still connecting"};
   if (!carrying(*entry)) {
@@ -1125,6 +1152,9 @@ bool TcpSockets::on_event(std::size_t replica, const stack::TcpPageBody& body) {
   }
   // Cleared before the state words are read, so a change after this point sends a new event.
   header->control.event_pending.exchange(0, std::memory_order_acq_rel);
+  // A holder's page: whatever the replica did with its ask (moved the connection here, or let a
+  // stale revoke go), its next use looks again and asks again if need be.
+  if (entry->kind == Kind::connection) sockets_[static_cast<std::size_t>(owner)].carry_asked = false;
   return true;
 }
 
@@ -1245,6 +1275,7 @@ void TcpSockets::resume_sockets(std::size_t replica) {
         // A holder's page survives with its word at 0.
         const bool holding = held_elsewhere(entry) && status_of(*entry.header) != TcpSocketStatus::free;
         if (holding || page_survived(replica, entry.page, entry.generation)) {
+          entry.carry_asked = false;  // an ask the old incarnation had not served is lost with it
           kept.push_back(id);
           continue;
         }

@@ -82,7 +82,12 @@ struct alignas(64) TcpSocketControl {
   std::uint32_t remote_address;
   std::uint16_t local_port;
   std::uint16_t remote_port;
-  std::uint32_t reserved0[7];
+  // Set when the replica is about to move the connection to another holder's page (a carry, a
+  // fork child's claim): the application then leaves the rings alone and asks for it back. The
+  // replica moves it once `in_use` reads 0 after this was set (both sequentially consistent, so
+  // the two sides cannot both miss each other).
+  std::atomic<std::uint32_t> revoked;
+  std::uint32_t reserved0[6];
   // Written by the application.
   alignas(64) std::atomic<std::uint32_t> requests;
   std::atomic<std::uint32_t> kick_pending;  // set by the application, cleared by the replica
@@ -90,7 +95,10 @@ struct alignas(64) TcpSocketControl {
   // count, so kicks may coalesce). The replica zeroes it when it hands the page out, and counts its
   // accept queue down by the growth it sees (clamped to what it has announced).
   std::atomic<std::uint32_t> accepted;
-  std::uint32_t reserved1[13];
+  // 1 while the application is inside a ring operation of a connection other processes hold
+  // (set before it checks `generation` and `revoked`, cleared after its last index store).
+  std::atomic<std::uint32_t> in_use;
+  std::uint32_t reserved1[12];
   // Written by the replica: what TCP_INFO reports (best effort, relaxed).
   alignas(64) std::atomic<std::uint32_t> tcp_state;  // tcp::TcpState
   std::atomic<std::uint32_t> rtt_us;

@@ -344,6 +344,8 @@ void ReplicaServer::restore_app(std::size_t app) {
       drop(page);
       continue;
     }
+    // A move the old incarnation was waiting to make is gone with it: its asker asks again.
+    entry.region.page(page)->control.revoked.store(0, std::memory_order_relaxed);
     counters_.slots_restored->add();
   }
   entry.free_pages.clear();
@@ -661,6 +663,7 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
     worked = true;
   }
   if (!waiting_claims_.empty()) serve_waiting_claims(now_ns);
+  if (!pending_carries_.empty()) serve_pending_carries(now_ns);
   if (held_to_place_) {
     held_to_place_ = false;
     for (ListenerId id = 0; id < listeners_.size(); ++id) {
@@ -717,6 +720,8 @@ std::optional<std::uint32_t> ReplicaServer::take_page(std::size_t app, PageKind 
   control.requests.store(0, std::memory_order_relaxed);
   control.kick_pending.store(0, std::memory_order_relaxed);
   control.accepted.store(0, std::memory_order_relaxed);
+  control.in_use.store(0, std::memory_order_relaxed);
+  control.revoked.store(0, std::memory_order_relaxed);
   // The application's ring indices too: a fresh socket starts both streams at 0.
   header->send.tail.store(0, std::memory_order_relaxed);
   header->receive.head.store(0, std::memory_order_relaxed);
@@ -1470,6 +1475,11 @@ bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim,
   // The parent keeps holding what it has not closed; a seat claiming from itself (an image after
   // exec on the same seat) lets go of its old page.
   const bool keep_holder = from.app != app;
+  // A parent still using the connection finishes its ring operation first (the claim waits).
+  if (keep_holder && !outside_rings(from)) {
+    counters_.carries_waited->add();
+    return false;
+  }
   const bool from_proof = from.app == home && from.page == claim.page;
   const MovedConnection moved = move_connection(from.app, from.page, app, role, from_proof ? pin : 0, keep_holder);
   if (moved.error != 0) return answer(moved.error, 0, 0, 0);
@@ -1551,6 +1561,7 @@ bool ReplicaServer::copy_connection(std::size_t home, std::uint32_t from_page, s
   }
   const TcpSocketStatus status = live ? old_control.status.load(std::memory_order_acquire) : TcpSocketStatus::closed;
   control.status.store(status, std::memory_order_relaxed);
+  control.revoked.store(0, std::memory_order_relaxed);
   // Last: a holder's library takes its page back once the word reads its generation again, and
   // then reads the rings' positions.
   control.generation.store(page.generation, std::memory_order_release);
@@ -1607,6 +1618,7 @@ void ReplicaServer::leave_carrier(std::size_t home, std::uint32_t page) {
   old.listener = kNoListener;
   formats::TcpSocketPageHeader* header = apps_[home].region.page(page);
   header->control.generation.store(kHolderGeneration, std::memory_order_release);
+  header->control.revoked.store(0, std::memory_order_relaxed);
   store_page(home, page);
   // The bytes went with the connection; the positions stay, for the library to compare.
   discard_memory(apps_[home].region.send_bytes(page));
@@ -1653,22 +1665,80 @@ void ReplicaServer::on_carry(std::size_t app, const stack::TcpPageBody& carry, s
     counters_.bad_app_messages->add();
     return;
   }
-  // It carries the connection already (handed back before this request came).
-  if (!page->holder) return;
-  const Place holder{static_cast<std::uint32_t>(app), carry.page, carry.generation};
-  const auto carrier = carrier_of(page->connection);
-  if (carrier && carry_to(holder, *carrier, now_ns)) return;
+  const Place asker{static_cast<std::uint32_t>(app), carry.page, carry.generation};
+  const bool queued = std::any_of(pending_carries_.begin(), pending_carries_.end(), [&](const PendingCarry& pending) {
+    return pending.holder.app == asker.app && pending.holder.page == asker.page;
+  });
+  // A carrier asks when it found itself revoked (its page turns holder once the move it waits for
+  // is done, then its turn comes) or when it was handed the connection back before this came.
+  if (!queued && pending_carries_.size() >= kPendingCarries) {
+    // Its library asks again after this event.
+    counters_.carries_refused->add();
+    notify(app, carry.page);
+    return;
+  }
+  if (!queued) pending_carries_.push_back(PendingCarry{asker, page->connection});
+  serve_pending_carries(now_ns);
+}
+
+void ReplicaServer::serve_pending_carries(std::uint64_t now_ns) {
+  for (std::size_t index = 0; index < pending_carries_.size();) {
+    const PendingCarry pending = pending_carries_[index];
+    const auto earlier = pending_carries_.begin() + static_cast<std::ptrdiff_t>(index);
+    const bool behind = std::any_of(pending_carries_.begin(), earlier, [&](const PendingCarry& other) {
+      return other.connection == pending.connection;
+    });
+    const auto outcome = behind ? CarryOutcome::waits : try_carry(pending, now_ns);
+    if (outcome == CarryOutcome::waits) {
+      ++index;
+      continue;
+    }
+    pending_carries_.erase(earlier);
+  }
+}
+
+ReplicaServer::CarryOutcome ReplicaServer::try_carry(const PendingCarry& pending, std::uint64_t now_ns) {
+  const Place& holder = pending.holder;
+  if (holder.app >= apps_.size() || holder.page >= apps_[holder.app].pages.size()) return CarryOutcome::dropped;
+  SocketPage& page = apps_[holder.app].pages[holder.page];
+  if (page.kind != PageKind::connection || page.generation != holder.generation || page.connection != pending.connection) {
+    return CarryOutcome::dropped;
+  }
+  auto& control = apps_[holder.app].region.page(holder.page)->control;
+  if (!page.holder) {
+    // It carries the connection. Revoked, it waits for the move that revoked it (a claim's);
+    // with none under way the mark is stale and goes, and its library looks again.
+    if (control.revoked.load(std::memory_order_relaxed) == 0) return CarryOutcome::dropped;
+    if (!waiting_claims_.empty()) return CarryOutcome::waits;
+    control.revoked.store(0, std::memory_order_release);
+    notify(holder.app, holder.page);
+    return CarryOutcome::dropped;
+  }
+  const auto carrier = carrier_of(page.connection);
+  if (carrier && !outside_rings(*carrier)) {
+    counters_.carries_waited->add();
+    return CarryOutcome::waits;
+  }
+  if (carrier && carry_to(holder, *carrier, now_ns)) return CarryOutcome::carried;
   // Nobody carries it (or its carrier's rings are impossible): its application sees it reset.
-  page->holder = false;
+  page.holder = false;
   --holder_pages_;
-  page->engine_released = true;
-  page->connection = ConnectionHandle{};
-  auto& control = apps_[app].region.page(carry.page)->control;
+  page.engine_released = true;
+  page.connection = ConnectionHandle{};
   control.error.store(ECONNRESET, std::memory_order_relaxed);
   control.status.store(TcpSocketStatus::closed, std::memory_order_relaxed);
-  control.generation.store(page->generation, std::memory_order_release);
-  store_page(app, carry.page);
-  notify(app, carry.page);
+  control.generation.store(page.generation, std::memory_order_release);
+  store_page(holder.app, holder.page);
+  notify(holder.app, holder.page);
+  return CarryOutcome::dropped;
+}
+
+bool ReplicaServer::outside_rings(const Place& carrier) {
+  // A process that closed its page (or whose lease ended) no longer touches its rings.
+  if (apps_[carrier.app].pages[carrier.page].app_closed) return true;
+  auto& control = apps_[carrier.app].region.page(carrier.page)->control;
+  control.revoked.store(1, std::memory_order_seq_cst);
+  return control.in_use.load(std::memory_order_seq_cst) == 0;
 }
 
 bool ReplicaServer::carry_to(const Place& holder, const Place& carrier, std::uint64_t now_ns) {

@@ -299,8 +299,21 @@ class ReplicaServer final : public EngineHost {
   std::optional<Place> holder_of(ConnectionHandle connection, bool open_only) const;
   // Whether a holder's page names the connection carried by `page`.
   bool held_elsewhere(const SocketPage& page) const;
-  // A holder asks for the connection of its page.
+  // A holder asks for the connection of its page. The asks wait in order, one move per connection
+  // at a time, each until the carrier's process is outside its rings (a byte it writes or reads
+  // while the rings are copied would be lost or read twice).
   void on_carry(std::size_t app, const stack::TcpPageBody& carry, std::uint64_t now_ns);
+  struct PendingCarry {
+    Place holder;  // the asking page
+    ConnectionHandle connection;
+  };
+  enum class CarryOutcome { carried, waits, dropped };
+  static constexpr std::size_t kPendingCarries = 4096;
+  void serve_pending_carries(std::uint64_t now_ns);
+  CarryOutcome try_carry(const PendingCarry& pending, std::uint64_t now_ns);
+  // Revokes the carrier's page and whether its process is outside its rings now (a process that
+  // closed the page, or whose lease ended, is).
+  bool outside_rings(const Place& carrier);
   // Moves the connection carried at `carrier` into the holder's page `holder`, and tells its
   // application. False when it could not (impossible ring positions).
   bool carry_to(const Place& holder, const Place& carrier, std::uint64_t now_ns);
@@ -401,6 +414,7 @@ class ReplicaServer final : public EngineHost {
   std::vector<Place> connections_;  // by ConnectionHandle::index
   std::vector<Group> listeners_;    // by ListenerId
   std::vector<WaitingClaim> waiting_claims_;
+  std::vector<PendingCarry> pending_carries_;
   // The forks the supervisor said ended lately: a hold that comes after that word pins nothing.
   std::uint64_t ended_forks_[kForkSlots] = {};
   std::size_t next_ended_ = 0;
@@ -442,6 +456,8 @@ class ReplicaServer final : public EngineHost {
   X(claims)                              \
   X(claims_refused)                      \
   X(carries)                             \
+  X(carries_waited)                      \
+  X(carries_refused)                     \
   X(returns_to_holders)
 
   struct Counters {

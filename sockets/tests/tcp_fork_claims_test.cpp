@@ -79,6 +79,40 @@ class ForkClaims : public ::testing::Test {
     return claimed ? claimed.value() : -1;
   }
 
+  // The page of `socket` of application `app`, as its process sees it.
+  formats::TcpSocketPageHeader* page_of(std::size_t app, int socket) {
+    const auto share = net_.sockets(app).share_connection(socket);
+    if (!share) return nullptr;
+    return net_.region(share->replica, app).page(share->page);
+  }
+  // What a process interrupted inside its send does when it goes on: `text` lands in the send ring
+  // of the page it was carrying, and it leaves the rings.
+  void finish_interrupted_send(std::size_t app, int socket, std::string_view text) {
+    const auto share = net_.sockets(app).share_connection(socket);
+    ASSERT_TRUE(share.has_value());
+    formats::TcpRegion region = net_.region(share->replica, app);
+    formats::TcpSocketPageHeader* page = region.page(share->page);
+    ASSERT_NE(page, nullptr);
+    formats::ByteRingProducer ring(&page->send, region.send_bytes(share->page), page->send.tail.load());
+    ASSERT_EQ(ring.write(std::as_bytes(std::span(text))), text.size());
+    page->control.in_use.store(0);
+  }
+
+  // The child carries the connection (after one send of its own) and is interrupted inside a send;
+  // then the parent's send asks for the connection. The child's socket, or -1.
+  int child_interrupted_while_parent_asks() {
+    const int mine = fork_and_claim();
+    if (mine < 0) return -1;
+    expect_carried(child(), mine, client_side(), client_, "one ");
+    formats::TcpSocketPageHeader* carrier = page_of(1, mine);
+    if (carrier == nullptr) return -1;
+    carrier->control.in_use.store(1);
+    const std::string_view two = "two";
+    EXPECT_FALSE(parent().send(server_, std::as_bytes(std::span(two))).ok());
+    net_.pump();
+    return mine;
+  }
+
   ReplicaLoopback net_;
   std::optional<ConnectionShare> share_;
   int listener_ = -1;
@@ -273,6 +307,46 @@ TEST_F(ForkClaims, ACarryNamingACarrierOrAStalePageChangesNothing) {
   net_.pump();
   EXPECT_EQ(total("carries"), 0u);
   expect_carried(parent(), server_, client_side(), client_, "fine");
+}
+
+// A holder's ask waits while the carrier's process is inside a ring operation: what that operation
+// writes is carried along, not lost with the old page.
+TEST_F(ForkClaims, ACarryWaitsUntilTheCarrierIsOutsideItsRings) {
+  const int mine = child_interrupted_while_parent_asks();
+  ASSERT_GE(mine, 0);
+  EXPECT_EQ(total("carries"), 0u) << "moved while the carrier was inside its rings";
+  EXPECT_GE(total("carries_waited"), 1u);
+  finish_interrupted_send(1, mine, "mid ");
+  send_all(parent(), server_, "two");
+  EXPECT_EQ(receive(client_side(), client_, 7), "mid two");
+  // The child, revoked and then a holder, gets it back when it uses it again.
+  expect_carried(child(), mine, client_side(), client_, "three");
+}
+
+// A fork child's claim waits the same way for a parent still inside its rings.
+TEST_F(ForkClaims, AClaimWaitsUntilTheParentIsOutsideItsRings) {
+  expect_carried(parent(), server_, client_side(), client_, "one ");
+  formats::TcpSocketPageHeader* carrier = page_of(0, server_);
+  ASSERT_NE(carrier, nullptr);
+  carrier->control.in_use.store(1);  // the parent is inside a send
+  const int mine = fork_and_claim();
+  ASSERT_GE(mine, 0);
+  net_.pump();
+  EXPECT_EQ(total("claims"), 0u) << "claimed while the parent was inside its rings";
+  finish_interrupted_send(0, server_, "mid ");
+  send_all(child(), mine, "two");
+  EXPECT_EQ(receive(client_side(), client_, 7), "mid two");
+  EXPECT_EQ(total("claims"), 1u);
+}
+
+// A carrier whose process died inside its rings never leaves them: its lease's end hands the
+// connection to the holder that waits.
+TEST_F(ForkClaims, ACarrierThatDiedInsideItsRingsHandsTheConnectionOver) {
+  ASSERT_GE(child_interrupted_while_parent_asks(), 0);
+  net_.restart_app(1);
+  send_all(parent(), server_, "two");
+  EXPECT_EQ(receive(client_side(), client_, 3), "two");
+  EXPECT_FALSE(client_sees_end());
 }
 
 }  // namespace

@@ -787,6 +787,99 @@ void scenario_fork_holders(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// Holders at the same instant: a parent and its child write one connection at once, then read it
+// at once. Every byte each wrote comes back once (the connection moves between them on every
+// turn, and a move must not drop what a write or a read was doing), and every byte received is
+// read by exactly one of them.
+void scenario_fork_concurrent(const char* ip, int port) {
+  const char* name = "fork-concurrent";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  constexpr std::size_t kEach = 48 * 1024;  // each side's bytes a round: the echo's buffers hold both
+  constexpr std::size_t kPiece = 512;
+  constexpr int kRounds = 8;
+  const auto write_letters = [&](char letter) {
+    const std::string piece(kPiece, letter);
+    for (std::size_t sent = 0; sent < kEach;) {
+      const ssize_t n = write(fd, piece.data(), std::min(kPiece, kEach - sent));
+      if (n <= 0) return false;
+      sent += static_cast<std::size_t>(n);
+    }
+    return true;
+  };
+  // Reads what comes until none came for 300 ms: the bytes read and their sum.
+  const auto read_while_coming = [&]() {
+    std::pair<std::uint64_t, std::uint64_t> seen{0, 0};
+    char buffer[700];
+    for (int idle_ms = 0; idle_ms < 300;) {
+      const ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+      if (n <= 0) {
+        usleep(1000);
+        ++idle_ms;
+        continue;
+      }
+      idle_ms = 0;
+      seen.first += static_cast<std::uint64_t>(n);
+      for (ssize_t i = 0; i < n; ++i) seen.second += static_cast<unsigned char>(buffer[i]);
+    }
+    return seen;
+  };
+  bool good = true;
+  for (int round = 0; round < kRounds && good; ++round) {
+    int go[2] = {-1, -1};
+    int report[2] = {-1, -1};
+    good = check(pipe(go) == 0 && pipe(report) == 0, name, "pipes");
+    const bool reads = round % 2 == 1;
+    std::uint64_t sent_sum = 0;
+    if (good && reads) {
+      // Both read what one write of the parent brings back.
+      const std::vector<char> bytes = pattern(2 * kEach, static_cast<unsigned>(round));
+      for (const char byte : bytes) sent_sum += static_cast<unsigned char>(byte);
+      good = check(write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()), name, "the write both read");
+    }
+    const pid_t child = good ? fork() : -1;
+    if (child == 0) {
+      end_if_stuck(20);
+      char token = 0;
+      bool fine = read(go[0], &token, 1) == 1;
+      std::pair<std::uint64_t, std::uint64_t> seen{0, 0};
+      if (reads) {
+        seen = read_while_coming();
+      } else {
+        fine = fine && write_letters('c');
+      }
+      fine = fine && write(report[1], &seen, sizeof(seen)) == static_cast<ssize_t>(sizeof(seen));
+      _exit(fine ? 0 : 1);
+    }
+    good = good && check(child > 0 && write(go[1], "g", 1) == 1, name, "fork");
+    std::pair<std::uint64_t, std::uint64_t> mine{0, 0};
+    if (good && reads) {
+      mine = read_while_coming();
+    } else if (good) {
+      good = check(write_letters('p'), name, "the parent's writes beside its child's");
+    }
+    std::pair<std::uint64_t, std::uint64_t> theirs{0, 0};
+    good = good && check(read(report[0], &theirs, sizeof(theirs)) == static_cast<ssize_t>(sizeof(theirs)), name,
+                         "the child's report");
+    good = good && check(exited_cleanly(child), name, "the child's turn");
+    if (good && reads) {
+      good = check(mine.first + theirs.first == 2 * kEach, name, "every byte received was read once") &&
+             check(mine.second + theirs.second == sent_sum, name, "the bytes read are the bytes sent");
+    } else if (good) {
+      // The parent alone now: the echo of both sides' writes, each byte once.
+      std::vector<char> back(2 * kEach);
+      good = check(read_exactly(fd, back.data(), back.size()), name, "the echo of both writers");
+      const auto count = [&](char letter) { return static_cast<std::size_t>(std::count(back.begin(), back.end(), letter)); };
+      good = good && check(count('p') == kEach && count('c') == kEach, name, "each writer's bytes came back once");
+    }
+    for (const int end : {go[0], go[1], report[0], report[1]}) {
+      if (end >= 0) close(end);
+    }
+  }
+  close(fd);
+  if (good) passed(name);
+}
+
 // vsftpd's way of forking, a raw clone system call: the C library's fork handlers never run, yet the
 // child must know it is not its parent. Its close of an inherited copy leaves the parent's
 // connection open; its use of the connection takes it over until it exits.
@@ -913,6 +1006,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_closefrom(ip, port, self);
   scenario_sandbox(ip, port);
   scenario_fork_holders(ip, port);
+  scenario_fork_concurrent(ip, port);
   scenario_raw_clone(ip, port);
   scenario_address_limit(ip, port);
   scenario_stdio(ip, port);
