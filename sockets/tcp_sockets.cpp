@@ -612,6 +612,11 @@ bool TcpSockets::held_elsewhere(const Socket& socket) {
          socket.header->control.generation.load(std::memory_order_acquire) == 0;
 }
 
+bool TcpSockets::holder_offers(const Socket& socket, std::uint32_t readiness) {
+  return held_elsewhere(socket) &&
+         (socket.header->control.holder_ready.load(std::memory_order_acquire) & readiness) != 0;
+}
+
 bool TcpSockets::carrying(Socket& socket) {
   if (socket.header == nullptr || !shared(socket)) return true;
   TcpSocketPageHeader& header = *socket.header;
@@ -844,7 +849,9 @@ bool TcpSockets::readable(int socket) {
   Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr) return false;
   if (entry->local_error != 0) return true;
-  if (entry->header == nullptr || !carrying(*entry)) return false;
+  if (entry->header == nullptr) return false;
+  // A holder sees what the carrier's page offers; its read then asks for the connection.
+  if (!carrying(*entry)) return holder_offers(*entry, kTcpHolderReadable);
   const std::uint32_t flags = entry->header->control.flags.load(std::memory_order_acquire);
   const TcpSocketStatus status = status_of(*entry->header);
   return entry->receive_ring.readable() > 0 || entry->receive_ring.corrupt() || (flags & kTcpPeerClosed) != 0 ||
@@ -855,7 +862,8 @@ bool TcpSockets::writable(int socket) {
   Socket* entry = find(socket, Kind::connection);
   if (entry == nullptr) return false;
   if (entry->local_error != 0 || entry->write_shut) return true;  // send() reports why
-  if (entry->header == nullptr || !carrying(*entry)) return false;
+  if (entry->header == nullptr) return false;
+  if (!carrying(*entry)) return holder_offers(*entry, kTcpHolderWritable);
   switch (status_of(*entry->header)) {
     case TcpSocketStatus::connected:
       return entry->send_ring.free_space() > 0 || entry->send_ring.corrupt() ||

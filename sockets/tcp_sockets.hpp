@@ -78,6 +78,8 @@ using formats::TcpSocketStatus;
 using formats::tcp_region_name;
 using formats::kTcpPeerClosed;
 using formats::kTcpWriteClosed;
+using formats::kTcpHolderReadable;
+using formats::kTcpHolderWritable;
 using formats::kTcpRequestSend;
 using formats::kTcpRequestWindow;
 using formats::kTcpRequestShutdownWrite;
@@ -458,6 +460,8 @@ class TcpSockets {
   void adopt_connection(int socket, std::size_t replica, std::uint32_t page, std::uint32_t generation);
   // A connection other processes may hold too (forked, or claimed): another of them may carry it.
   static bool shared(const Socket& socket) { return socket.forked || socket.claim_fork != 0; }
+  // Whether a holder's page says the carrier's page offers `readiness` (kTcpHolderReadable, ...).
+  static bool holder_offers(const Socket& socket, std::uint32_t readiness);
   // Another process holding the connection carries it now: its page's generation word reads 0.
   static bool held_elsewhere(const Socket& socket);
   // Whether this process carries the connection, so that its rings may be used. One that came back

@@ -62,6 +62,11 @@ enum class TcpSocketStatus : std::uint32_t {
 inline constexpr std::uint32_t kTcpPeerClosed = 1;   // FIN received: after the ring drains, EOF
 inline constexpr std::uint32_t kTcpWriteClosed = 2;  // our FIN is queued: writes fail with EPIPE
 
+// Bits of TcpSocketControl::holder_ready: on a holder's page (another process's page carries the
+// connection), what the carrier's page offered a poller when the replica last told it.
+inline constexpr std::uint32_t kTcpHolderReadable = 1;
+inline constexpr std::uint32_t kTcpHolderWritable = 2;
+
 // Bits of TcpSocketControl::requests (set by the application).
 inline constexpr std::uint32_t kTcpRequestSend = 1;          // new bytes in the send ring
 inline constexpr std::uint32_t kTcpRequestWindow = 2;        // bytes consumed from the receive ring
@@ -87,7 +92,8 @@ struct alignas(64) TcpSocketControl {
   // replica moves it once `in_use` reads 0 after this was set (both sequentially consistent, so
   // the two sides cannot both miss each other).
   std::atomic<std::uint32_t> revoked;
-  std::uint32_t reserved0[6];
+  std::atomic<std::uint32_t> holder_ready;  // kTcpHolderReadable, kTcpHolderWritable
+  std::uint32_t reserved0[5];
   // Written by the application.
   alignas(64) std::atomic<std::uint32_t> requests;
   std::atomic<std::uint32_t> kick_pending;  // set by the application, cleared by the replica

@@ -768,10 +768,46 @@ StreamRings ReplicaServer::rings_of(std::size_t app, std::uint32_t page) {
 }
 
 void ReplicaServer::notify(std::size_t app, std::uint32_t page) {
+  const SocketPage& state = apps_[app].pages[page];
+  if (state.moved && !state.holder && holder_pages_ != 0) {
+    tell_holders(Place{static_cast<std::uint32_t>(app), page, state.generation});
+  }
   auto& control = apps_[app].region.page(page)->control;
   if (control.event_pending.exchange(1, std::memory_order_seq_cst) != 0) return;
   send_app(app, Message::make(stack::kTcpEventKind,
                               stack::TcpPageBody{page, apps_[app].pages[page].generation}));
+}
+
+void ReplicaServer::tell_holders(const Place& carrier) {
+  const ConnectionHandle connection = apps_[carrier.app].pages[carrier.page].connection;
+  const std::uint32_t ready = holder_readiness(carrier);
+  for (std::uint32_t app = 0; app < apps_.size(); ++app) {
+    const auto& pages = apps_[app].pages;
+    for (std::uint32_t page = 0; page < pages.size(); ++page) {
+      const SocketPage& state = pages[page];
+      if (state.kind != PageKind::connection || !state.holder || state.app_closed || state.connection != connection) {
+        continue;
+      }
+      // Only what it gained wakes a poller; what it lost is seen at its next look.
+      const std::uint32_t before = apps_[app].region.page(page)->control.holder_ready.exchange(ready, std::memory_order_acq_rel);
+      if ((ready & ~before) != 0) notify(app, page);
+    }
+  }
+}
+
+std::uint32_t ReplicaServer::holder_readiness(const Place& carrier) const {
+  const formats::TcpSocketPageHeader* header = apps_[carrier.app].region.page(carrier.page);
+  const auto status = header->control.status.load(std::memory_order_acquire);
+  if (status == TcpSocketStatus::closed) return formats::kTcpHolderReadable | formats::kTcpHolderWritable;
+  std::uint32_t ready = 0;
+  // The carrier's own words are untrusted, but a wrong answer costs its holders a wake-up only.
+  const bool peer_closed = (header->control.flags.load(std::memory_order_acquire) & formats::kTcpPeerClosed) != 0;
+  if (peer_closed || header->receive.tail.load(std::memory_order_acquire) != header->receive.head.load(std::memory_order_acquire)) {
+    ready |= formats::kTcpHolderReadable;
+  }
+  const std::uint64_t queued = header->send.tail.load(std::memory_order_acquire) - header->send.head.load(std::memory_order_acquire);
+  if (status == TcpSocketStatus::connected && queued < settings_.ring_bytes) ready |= formats::kTcpHolderWritable;
+  return ready;
 }
 
 void ReplicaServer::publish_info(std::size_t app, std::uint32_t page, ConnectionHandle connection) {
@@ -1281,6 +1317,8 @@ void ReplicaServer::serve_requests(std::size_t app, std::uint32_t index, std::ui
       free_page(app, kick.page);
     } else if (!after.app_closed) {
       publish_info(app, kick.page, connection);
+      // What the carrier read or wrote changes what its holders' pollers see.
+      if (after.moved && holder_pages_ != 0) tell_holders(Place{static_cast<std::uint32_t>(app), kick.page, kick.generation});
     }
   }
 }
@@ -1562,6 +1600,7 @@ bool ReplicaServer::copy_connection(std::size_t home, std::uint32_t from_page, s
   const TcpSocketStatus status = live ? old_control.status.load(std::memory_order_acquire) : TcpSocketStatus::closed;
   control.status.store(status, std::memory_order_relaxed);
   control.revoked.store(0, std::memory_order_relaxed);
+  control.holder_ready.store(0, std::memory_order_relaxed);
   // Last: a holder's library takes its page back once the word reads its generation again, and
   // then reads the rings' positions.
   control.generation.store(page.generation, std::memory_order_release);
@@ -1754,6 +1793,7 @@ bool ReplicaServer::carry_to(const Place& holder, const Place& carrier, std::uin
     engine_->on_receive_consumed(page.connection, now_ns);
     publish_info(holder.app, holder.page, page.connection);
   }
+  // The page that carried it is a holder's now: its process may be polling.
   notify(holder.app, holder.page);
   return true;
 }

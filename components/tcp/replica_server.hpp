@@ -388,6 +388,11 @@ class ReplicaServer final : public EngineHost {
   void free_page(std::size_t app, std::uint32_t page);
   StreamRings rings_of(std::size_t app, std::uint32_t page);
   void notify(std::size_t app, std::uint32_t page);
+  // A poller holding a connection that another process carries sees what the carrier's page offers
+  // (as every Linux process polling one socket does): each holder's page gets the carrier's
+  // readiness, and an event when it gained any. Only a moved connection can have holders.
+  void tell_holders(const Place& carrier);
+  std::uint32_t holder_readiness(const Place& carrier) const;
   void publish_info(std::size_t app, std::uint32_t page, ConnectionHandle connection);
   void send_app(std::size_t app, const Message& message);
   // An open's answer reached the application's ring.

@@ -787,6 +787,33 @@ void scenario_fork_holders(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// A holder's poll: a child writes (so it carries the connection) and then idles, alive, while the
+// echo comes back; the parent, polling its copy, wakes for it and reads it.
+bool holder_poll_wakes(int fd, const char* name) {
+  int idle[2] = {-1, -1};
+  if (!check(pipe(idle) == 0, name, "pipe")) return false;
+  const std::vector<char> bytes = pattern(300, 5);
+  const pid_t child = fork();
+  if (child == 0) {
+    end_if_stuck(20);
+    char token = 0;
+    const bool fine = write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()) &&
+                      read(idle[0], &token, 1) == 1;
+    _exit(fine ? 0 : 1);
+  }
+  pollfd interest{fd, POLLIN, 0};
+  bool good = check(child > 0, name, "fork") &&
+              check(poll(&interest, 1, 5000) == 1 && (interest.revents & POLLIN) != 0, name,
+                    "a holder's poll wakes for bytes its idle child carries");
+  std::vector<char> back(bytes.size());
+  good = good && check(read_exactly(fd, back.data(), back.size()) && back == bytes, name, "the holder reads them");
+  good = check(child > 0 && write(idle[1], "d", 1) == 1, name, "ending the idle child") && good;
+  good = check(exited_cleanly(child), name, "the idle child") && good;
+  close(idle[0]);
+  close(idle[1]);
+  return good;
+}
+
 // Holders at the same instant: a parent and its child write one connection at once, then read it
 // at once. Every byte each wrote comes back once (the connection moves between them on every
 // turn, and a move must not drop what a write or a read was doing), and every byte received is
@@ -824,7 +851,7 @@ void scenario_fork_concurrent(const char* ip, int port) {
     }
     return seen;
   };
-  bool good = true;
+  bool good = holder_poll_wakes(fd, name);
   for (int round = 0; round < kRounds && good; ++round) {
     int go[2] = {-1, -1};
     int report[2] = {-1, -1};
