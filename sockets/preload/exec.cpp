@@ -20,6 +20,7 @@
 #include "sockets/preload/runtime.hpp"
 
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -231,9 +232,28 @@ std::string descriptor_target(int fd) {
   return length > 0 ? std::string(target, static_cast<std::size_t>(length)) : std::string();
 }
 
+// Whether /proc is out of sight (a chroot without it: vsftpd's session).
+bool proc_unseen() { return ::access("/proc/self/fd", F_OK) != 0; }
+
+// Whether `fd` is an anonymous inode, as an eventfd is, told by its inode where no /proc is to be
+// seen (a chroot): every eventfd shares one with the other anonymous kinds.
+bool is_anonymous_inode(int fd) {
+  const int probe = ::eventfd(0, EFD_CLOEXEC);
+  if (probe < 0) return false;
+  struct stat theirs {};
+  struct stat ours {};
+  const bool same = ::fstat(fd, &theirs) == 0 && ::fstat(probe, &ours) == 0 && theirs.st_dev == ours.st_dev &&
+                    theirs.st_ino == ours.st_ino;
+  REAL(close)(probe);
+  return same;
+}
+
 // Whether `fd` is still what the image before left there: an eventfd the library knows nothing of.
 bool is_untaken_eventfd(int fd) {
-  return fd >= 0 && fd < kMaxFds && fd_kind(fd) == FdKind::kernel && descriptor_target(fd) == "anon_inode:[eventfd]";
+  if (fd < 0 || fd >= kMaxFds || fd_kind(fd) != FdKind::kernel) return false;
+  const std::string seen = descriptor_target(fd);
+  if (!seen.empty()) return seen == "anon_inode:[eventfd]";
+  return proc_unseen() && is_anonymous_inode(fd);
 }
 
 bool is_socket_descriptor(int fd) {
@@ -275,13 +295,18 @@ int write_record_file(const char* name, const std::string& record, bool for_exec
 }
 
 // The record in `fd` when it is a memfd of ours whose /proc/self/fd target starts with `target`
-// (a descriptor that is something else is left alone: false).
-bool read_record_file(int fd, std::string_view target, std::string& record) {
+// or, where no /proc is to be seen (a chroot: vsftpd's session), a memfd whose text starts with
+// `header` (a descriptor that is something else is left alone: false).
+bool read_record_file(int fd, std::string_view target, std::string_view header, std::string& record) {
   struct stat status {};
-  if (fd < 0 || descriptor_target(fd).rfind(target, 0) != 0 || ::fstat(fd, &status) != 0 ||
-      !S_ISREG(status.st_mode) || status.st_size < 0 || static_cast<std::uint64_t>(status.st_size) > kMaxRecordBytes) {
+  if (fd < 0 || ::fstat(fd, &status) != 0 || !S_ISREG(status.st_mode) || status.st_size < 0 ||
+      static_cast<std::uint64_t>(status.st_size) > kMaxRecordBytes) {
     return false;
   }
+  const std::string seen = descriptor_target(fd);
+  const bool named = !seen.empty() && seen.rfind(target, 0) == 0;
+  const bool unseen = seen.empty() && proc_unseen() && REAL(fcntl)(fd, F_GET_SEALS) >= 0;
+  if (!named && !unseen) return false;
   record.resize(static_cast<std::size_t>(status.st_size));
   std::size_t read_bytes = 0;
   while (read_bytes < record.size()) {
@@ -292,7 +317,7 @@ bool read_record_file(int fd, std::string_view target, std::string& record) {
     read_bytes += static_cast<std::size_t>(got);
   }
   record.resize(read_bytes);
-  return true;
+  return named || std::string_view(record).starts_with(header);
 }
 
 }  // namespace
@@ -557,7 +582,7 @@ void Runtime::take_handoff() {
   }
   // Only a memfd of ours: a number the program kept in its environment by chance is left alone.
   std::string record;
-  if (!read_record_file(record_fd, kRecordTarget, record)) return;
+  if (!read_record_file(record_fd, kRecordTarget, kHeader, record)) return;
   REAL(close)(record_fd);
   Lock lock(mutex_);
   (void)take_record(record, {});
@@ -567,7 +592,7 @@ std::size_t Runtime::take_rights(std::span<const int> received, bool peek) {
   if (received.empty()) return 0;
   const int record_fd = received.back();
   std::string record;
-  if (!read_record_file(record_fd, kRightsRecordTarget, record)) return received.size();
+  if (!read_record_file(record_fd, kRightsRecordTarget, kRightsHeader, record)) return received.size();
   REAL(close)(record_fd);
   const std::span<const int> rest = received.first(received.size() - 1);
   std::size_t kept = rest.size();

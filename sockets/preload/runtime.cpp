@@ -726,6 +726,12 @@ int poll_in_turns(std::vector<pollfd>& all, int timeout_ms, const sigset_t* mask
     const timespec wait{0, static_cast<long>(slice)};
     pollfd& wake = all[all.size() - 2];
     if (REAL(ppoll)(room > 0 ? &wake : nullptr, room > 0 ? 1 : 0, &wait, mask) < 0) return -1;
+    if (room == 0) {
+      // No descriptor may be polled (vsftpd's pre-login child keeps none): each slice is taken
+      // for a wake-up, so the caller looks at the rings.
+      wake.revents = POLLIN;
+      return 0;
+    }
   }
 }
 
@@ -776,6 +782,8 @@ void Runtime::after_fork_child() {
     parked_ = Parked{std::move(host_), std::move(tcp_),  std::move(udp_),
                      std::move(datagram_sockets_), epoch_, lease_, owner_, ownership_,
                      ownership_ != nullptr ? ownership_->uses.load() : 0, fork_serial_};
+    // The parent's own proofs went with the seat it parked before (claimed before the fork).
+    if (inherited_token_ >= 0) REAL(close)(inherited_token_);
     inherited_token_ = fork_token_;
   }
   // The fork's token stays open (close-on-exec) while this process lives: it holds the pins (an
@@ -841,6 +849,29 @@ bool Runtime::claim_inherited(Socket& socket, const sockets::ConnectionShare& sh
   socket.epoch = epoch_;
   socket.lease = lease_;
   return true;
+}
+
+void Runtime::claim_before_fork() {
+  if (down_) return;
+  for (const auto& socket : sockets_) {
+    if (socket == nullptr || socket->udp()) continue;
+    if (socket->handed != nullptr) {
+      if (socket->handed->connection) (void)take_handed(*socket);
+      continue;
+    }
+    if (socket->state != Socket::State::connected || socket->id < 0) continue;
+    if (socket->epoch != epoch_) {
+      if (parked_.fork == 0 || parked_.tcp == nullptr || socket->epoch != parked_.epoch) continue;
+      const auto share = parked_.tcp->share_connection(socket->id);
+      if (!share || !claim_inherited(*socket, *share)) continue;
+    }
+    // The pin this fork makes covers only what the replicas answered for: a claim made earlier
+    // (vsftpd's session process uses the connection before it forks) may still wait for its answer.
+    if (socket->lease == lease_ && tcp_ != nullptr && !tcp_->share_connection(socket->id) &&
+        tcp_->error(socket->id) == 0 && still_owner()) {
+      (void)await_opened(socket->id, false);
+    }
+  }
 }
 
 void Runtime::prepare_fork() {

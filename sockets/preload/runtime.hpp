@@ -463,6 +463,7 @@ class Runtime {
   // pthread_atfork hooks.
   void before_fork() {
     mutex_.lock();
+    claim_before_fork();
     prepare_fork();
   }
   void after_fork_parent() {
@@ -555,6 +556,11 @@ class Runtime {
   // Before a fork: the fork's token goes to the supervisor, then every replica pins the
   // connections of this process's seat with the fork's serial.
   void prepare_fork();
+  // Before a fork: the connections this process inherited (over fork or handed over) and never
+  // used are claimed, so the child's proof is this process's own pin. A claim uses up the pin it
+  // proves with: a second child claiming with the grandparent's proof (vsftpd's post-login child,
+  // after its pre-login sibling claimed) would find none.
+  void claim_before_fork();
   // The parent's copy of the fork's token: the child's now.
   void end_fork_in_parent();
   // A connection inherited from the parent whose lease is parked and which pinned it at the fork:

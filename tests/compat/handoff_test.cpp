@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -144,6 +145,16 @@ TEST_F(Handoff, NodeClusterSharedHandleEveryWorkerServes) {
 TEST_F(Handoff, APreforkServerPassingConnectionsEchoesFiftyConnections) {
   run_pass_server(7006, {}, 5);
   expect_replica_counts(50, 0);
+}
+
+// The same server with workers that changed their root to an empty folder (vsftpd's session
+// child gets its data connections so): no /proc to tell the record and the sockets by.
+TEST_F(Handoff, ConnectionsPassedToChrootedWorkersEchoFiftyConnections) {
+  const std::string empty = "/tmp/flotilla-pass-server-root-" + std::to_string(::getpid());
+  std::filesystem::create_directories(empty);
+  run_pass_server(7008, {"--chroot", empty}, 5);
+  expect_replica_counts(50, 0);
+  std::filesystem::remove(empty);
 }
 
 // The same server passing its listener to both workers (keeping its own, as a server handing its

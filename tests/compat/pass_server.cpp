@@ -5,7 +5,8 @@
 // sized for exactly one (as such servers do), echoes the connection until the peer closes, and
 // prints "worker N served" for each. With --pass-listener the server passes its listener instead
 // (keeping its own copy, as a server handing its listeners to its successor does) and each worker
-// accepts on it. Once it listens the server prints "serving".
+// accepts on it. With --chroot DIR each worker first changes its root to DIR (an empty folder: no
+// /proc there, as in vsftpd's session child). Once it listens the server prints "serving".
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -107,12 +108,24 @@ int serve_passed(int worker, int channel, bool listener_passed) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool pass_listener = argc == 4 && std::strcmp(argv[3], "--pass-listener") == 0;
-  if (argc < 3 || (argc == 4 && !pass_listener) || argc > 4 || std::atoi(argv[1]) <= 0) {
-    std::fprintf(stderr, "usage: flotilla-pass-server PORT WORKERS [--pass-listener]\n"
+  bool pass_listener = false;
+  const char* new_root = nullptr;
+  bool understood = argc >= 3 && std::atoi(argv[1]) > 0;
+  for (int at = 3; understood && at < argc; ++at) {
+    if (std::strcmp(argv[at], "--pass-listener") == 0) {
+      pass_listener = true;
+    } else if (std::strcmp(argv[at], "--chroot") == 0 && at + 1 < argc) {
+      new_root = argv[++at];
+    } else {
+      understood = false;
+    }
+  }
+  if (!understood) {
+    std::fprintf(stderr, "usage: flotilla-pass-server PORT WORKERS [--pass-listener] [--chroot DIR]\n"
                          "Accepts on 0.0.0.0:PORT and passes each connection to one of WORKERS worker processes\n"
                          "over a unix socket (SCM_RIGHTS); the workers echo. --pass-listener: passes the listener\n"
-                         "to every worker instead, and the workers accept on it.\n");
+                         "to every worker instead, and the workers accept on it. --chroot: the workers change\n"
+                         "their root to DIR first.\n");
     return 2;
   }
   const int workers = std::atoi(argv[2]);
@@ -129,6 +142,7 @@ int main(int argc, char** argv) {
     if (child == 0) {
       ::close(ends[0]);
       for (const int other : channels) ::close(other);
+      if (new_root != nullptr && (::chroot(new_root) != 0 || ::chdir("/") != 0)) return fail("chroot");
       return serve_passed(worker, ends[1], pass_listener);
     }
     ::close(ends[1]);

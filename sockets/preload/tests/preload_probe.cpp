@@ -932,6 +932,41 @@ void scenario_raw_clone(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// vsftpd's session: the process holding the connection forks one that never touches it, and
+// closes its copy; that one forks a child that uses the connection (with RLIMIT_NOFILE 0) and
+// exits, then makes a socket of its own (a seat of its own) and clones another child that uses it.
+// Each grandchild's claim needs a proof its sibling's claim did not use up; the middle process
+// keeps the connection.
+void scenario_grandchildren(const char* ip, int port) {
+  const char* name = "grandchildren";
+  const int fd = connect_blocking(ip, port);
+  if (!check(fd >= 0, name, "connect")) return;
+  bool good = check(echo_round_trip(fd, pattern(800, 3)), name, "the echo before the fork");
+  const pid_t middle = good ? fork() : -1;
+  if (middle == 0) {
+    end_if_stuck(30);
+    const pid_t first = fork();
+    if (first == 0) {
+      // As vsftpd's pre-login child: no descriptor at all may be opened, nor polled.
+      end_if_stuck(20);
+      const rlimit none{0, 0};
+      _exit(setrlimit(RLIMIT_NOFILE, &none) == 0 && echo_round_trip(fd, pattern(1200, 5)) ? 0 : 1);
+    }
+    bool fine = check(exited_cleanly(first), name, "the first grandchild's echo");
+    const int own = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    fine = fine && check(own >= 0, name, "the middle process's own socket");
+    const long second = fine ? syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0) : -1;
+    if (second == 0) _exit(echo_round_trip(fd, pattern(3000, 7)) ? 0 : 1);
+    fine = fine && check(exited_cleanly(static_cast<pid_t>(second)), name, "the cloned grandchild's echo");
+    fine = fine && check(echo_round_trip(fd, pattern(500, 9)), name, "the middle process's echo after both");
+    if (own >= 0) close(own);
+    _exit(fine ? 0 : 1);
+  }
+  close(fd);
+  good = good && check(exited_cleanly(middle), name, "the middle process");
+  if (good) passed(name);
+}
+
 // vsftpd limits its address space to 200 MB once it has a connection: what the program then maps
 // of its own, and a fork child that takes the connection over (a seat of its own), must fit. The
 // limit reads back as set. In a child of its own, so the limit stays there.
@@ -1035,6 +1070,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_fork_holders(ip, port);
   scenario_fork_concurrent(ip, port);
   scenario_raw_clone(ip, port);
+  scenario_grandchildren(ip, port);
   scenario_address_limit(ip, port);
   scenario_stdio(ip, port);
   if (done_file != nullptr) {
