@@ -363,10 +363,12 @@ std::string ControlServer::handle(Supervisor& supervisor, Registrar& registrar, 
   if (verb == "counters" && words.size() == 1) return "ok\n" + counters_text(supervisor);
   if (verb == "files-prefix" && words.size() == 1) return "ok\n" + supervisor.config().files_prefix + "\n";
   if (verb == "stack-interface" && words.size() == 1) {
-    // The kernel interface the driver uses: a datagram's IP_PKTINFO names it (empty: none, memwire).
+    // The kernel interface the driver uses (a datagram's IP_PKTINFO names it; empty: none,
+    // memwire), then the stack's address on it (what a program listing its interfaces finds there).
     const SupervisorConfig& config = supervisor.config();
     const bool kernel_interface = config.has_network && config.network.driver != "memwire";
-    return "ok\n" + (kernel_interface ? config.network.stack_interface : std::string()) + "\n";
+    if (!kernel_interface) return "ok\n\n";
+    return "ok\n" + config.network.stack_interface + "\n" + config.network.stack_address + "\n";
   }
   if (verb == "events" && words.size() == 2) {
     std::uint64_t from = 0;

@@ -23,6 +23,7 @@
 #include "recovery/default_config.hpp"
 #include "recovery/embedded_network.hpp"
 #include "recovery/control_socket.hpp"
+#include "sockets/preload/interfaces.hpp"
 #include "sockets/preload/sanitizer_runtime.hpp"
 
 using namespace flotilla;
@@ -306,10 +307,14 @@ int cmd_run(const std::vector<std::string>& command) {
   if (auto prefix = control_request(g_socket, "files-prefix", &refusal); prefix && !prefix->empty()) {
     ::setenv("FLOTILLA_FILES_PREFIX", prefix->substr(0, prefix->find('\n')).c_str(), 1);
   }
-  // The kernel's index of the interface the stack drives: what IP_PKTINFO reports as a datagram's.
-  if (auto name = control_request(g_socket, "stack-interface", &refusal); name && !name->empty()) {
-    const unsigned index = ::if_nametoindex(name->substr(0, name->find('\n')).c_str());
-    if (index != 0) ::setenv("FLOTILLA_INTERFACE_INDEX", std::to_string(index).c_str(), 1);
+  // The kernel's index of the interface the stack drives (what IP_PKTINFO reports as a datagram's)
+  // and the stack's address there (what the program's list of its interfaces shows on it).
+  if (auto reply = control_request(g_socket, "stack-interface", &refusal); reply && !reply->empty()) {
+    const std::size_t end = reply->find('\n');
+    const unsigned index = ::if_nametoindex(reply->substr(0, end).c_str());
+    if (index != 0) ::setenv(preload::kInterfaceIndexVariable, std::to_string(index).c_str(), 1);
+    const std::string address = end == std::string::npos ? std::string() : reply->substr(end + 1, reply->find('\n', end + 1) - end - 1);
+    if (index != 0 && !address.empty()) ::setenv(preload::kInterfaceAddressVariable, address.c_str(), 1);
   }
   std::vector<char*> argv;
   for (const auto& word : command) argv.push_back(const_cast<char*>(word.c_str()));

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "sockets/preload/calls.hpp"
+#include "sockets/preload/interfaces.hpp"
 #include "sockets/preload/files.hpp"
 #include "sockets/preload/real_calls.hpp"
 
@@ -421,6 +422,7 @@ FLOTILLA_EXPORT ssize_t writev(int fd, const iovec* vectors, int count) {
 }
 
 FLOTILLA_EXPORT ssize_t recv(int fd, void* buffer, size_t length, int flags) {
+  if (is_watched_netlink(fd)) return recvfrom(fd, buffer, length, flags, nullptr, nullptr);
   if (!is_socket(fd)) return REAL(recv)(fd, buffer, length, flags);
   return receive_one(fd, buffer, length, flags);
 }
@@ -432,6 +434,17 @@ FLOTILLA_EXPORT ssize_t __recv_chk(int fd, void* buffer, size_t length, size_t b
 
 FLOTILLA_EXPORT ssize_t recvfrom(int fd, void* buffer, size_t length, int flags, sockaddr* address,
                                  socklen_t* address_length) {
+  if (is_watched_netlink(fd)) {
+    iovec vector{buffer, length};
+    msghdr message{};
+    message.msg_name = address;
+    message.msg_namelen = address_length != nullptr ? *address_length : 0;
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    const ssize_t got = receive_netlink(fd, &message, flags);
+    if (got >= 0 && address_length != nullptr) *address_length = message.msg_namelen;
+    return got;
+  }
   if (!is_socket(fd)) return REAL(recvfrom)(fd, buffer, length, flags, address, address_length);
   return receive_one(fd, buffer, length, flags, Origin{address, address_length, nullptr});
 }
@@ -443,6 +456,7 @@ FLOTILLA_EXPORT ssize_t __recvfrom_chk(int fd, void* buffer, size_t length, size
 }
 
 FLOTILLA_EXPORT ssize_t recvmsg(int fd, msghdr* message, int flags) {
+  if (is_watched_netlink(fd)) return receive_netlink(fd, message, flags);
   if (!is_socket(fd)) {
     if (message == nullptr || message->msg_control == nullptr || message->msg_controllen == 0) {
       return REAL(recvmsg)(fd, message, flags);
@@ -461,18 +475,29 @@ FLOTILLA_EXPORT ssize_t recvmsg(int fd, msghdr* message, int flags) {
 }
 
 FLOTILLA_EXPORT ssize_t send(int fd, const void* buffer, size_t length, int flags) {
-  if (!is_socket(fd)) return REAL(send)(fd, buffer, length, flags);
+  if (!is_socket(fd)) {
+    note_netlink_request(fd, buffer, length);
+    return REAL(send)(fd, buffer, length, flags);
+  }
   return transmit_one(fd, buffer, length, flags);
 }
 
 FLOTILLA_EXPORT ssize_t sendto(int fd, const void* buffer, size_t length, int flags, const sockaddr* address,
                                socklen_t address_length) {
-  if (!is_socket(fd)) return REAL(sendto)(fd, buffer, length, flags, address, address_length);
+  if (!is_socket(fd)) {
+    note_netlink_request(fd, buffer, length);
+    return REAL(sendto)(fd, buffer, length, flags, address, address_length);
+  }
   return transmit_one(fd, buffer, length, flags, address, address_length);  // TCP ignores it, as Linux does
 }
 
 FLOTILLA_EXPORT ssize_t sendmsg(int fd, const msghdr* message, int flags) {
   if (!is_socket(fd)) {
+    if (message != nullptr) {
+      for (std::size_t i = 0; i < message->msg_iovlen; ++i) {
+        note_netlink_request(fd, message->msg_iov[i].iov_base, message->msg_iov[i].iov_len);
+      }
+    }
     if (message == nullptr || !passes_flotilla_socket(*message)) return REAL(sendmsg)(fd, message, flags);
     return send_passing(fd, *message, flags);
   }

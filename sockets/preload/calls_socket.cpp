@@ -28,6 +28,7 @@
 
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/files.hpp"
+#include "sockets/preload/interfaces.hpp"
 #include "sockets/preload/real_calls.hpp"
 
 namespace flotilla::preload {
@@ -477,6 +478,34 @@ int set_tcp_level(Socket& socket, int name, const void* value, socklen_t length)
   }
 }
 
+// IP_PKTOPTIONS (a stream's): IP_PKTINFO when asked for, naming the connection's local address as
+// Linux does, with the index of the multicast interface (none set: 0).
+int packet_options(Socket& socket, void* value, socklen_t* length) {
+  if (socket.udp()) return fail_with(ENOPROTOOPT);
+  if (length == nullptr || (value == nullptr && *length != 0)) return fail_with(EFAULT);
+  msghdr message{};
+  message.msg_control = value;
+  message.msg_controllen = *length;
+  const socklen_t room = *length;
+  *length = 0;
+  if (!socket.packet_info || room < CMSG_SPACE(sizeof(in_pktinfo))) return 0;
+  Runtime& runtime = Runtime::get();
+  std::uint32_t local = socket.bound_address;
+  if (socket.id >= 0 && runtime.owns(socket) && socket.state == Socket::State::connected) {
+    local = runtime.tcp().endpoints(socket.id).local_address;
+  }
+  cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = IPPROTO_IP;
+  header->cmsg_type = IP_PKTINFO;
+  header->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+  in_pktinfo info{};
+  info.ipi_spec_dst.s_addr = htonl(local);
+  info.ipi_addr.s_addr = htonl(local);
+  std::memcpy(CMSG_DATA(header), &info, sizeof(info));
+  *length = static_cast<socklen_t>(CMSG_SPACE(sizeof(in_pktinfo)));
+  return 0;
+}
+
 int get_option(Socket& socket, int level, int name, void* value, socklen_t* length) {
   Runtime& runtime = Runtime::get();
   if (level == SOL_SOCKET) {
@@ -516,6 +545,7 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
   if (level == IPPROTO_IP) {
     switch (name) {
       case IP_PKTINFO: return int_option(value, length, socket.packet_info);
+      case IP_PKTOPTIONS: return packet_options(socket, value, length);
       case IP_MTU: {
         // The path MTU once there is a path (Linux: ENOTCONN before).
         if (socket.udp()) {
@@ -714,7 +744,11 @@ using flotilla::Errc;
 
 FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
   const int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (domain != AF_INET || (kind != SOCK_STREAM && kind != SOCK_DGRAM)) return REAL(socket)(domain, type, protocol);
+  if (domain != AF_INET || (kind != SOCK_STREAM && kind != SOCK_DGRAM)) {
+    const int fd = REAL(socket)(domain, type, protocol);
+    if (fd >= 0) watch_netlink(fd, domain, protocol);
+    return fd;
+  }
   const bool datagram = kind == SOCK_DGRAM;
   if (protocol != 0 && protocol != (datagram ? IPPROTO_UDP : IPPROTO_TCP)) return fail_with(EPROTONOSUPPORT);
   Runtime& runtime = Runtime::get();
@@ -907,7 +941,10 @@ bool make_room_for_dup(int fd, int target) {
 
 FLOTILLA_EXPORT int close(int fd) {
   if (library_descriptor(fd)) return fail_with(EBADF);
-  if (fd_kind(fd) == FdKind::kernel) return REAL(close)(fd);
+  if (fd_kind(fd) == FdKind::kernel) {
+    forget_netlink(fd);
+    return REAL(close)(fd);
+  }
   if (is_file(fd)) return close_file(fd);
   Lock lock(Runtime::get().mutex());
   Runtime::get().forget(fd);

@@ -23,6 +23,7 @@
 #include "dataplane/clock.hpp"
 #include "dataplane/control_address.hpp"
 #include "dataplane/fd_passing.hpp"
+#include "sockets/preload/interfaces.hpp"
 #include "sockets/preload/real_calls.hpp"
 
 namespace flotilla::preload {
@@ -285,7 +286,7 @@ void Runtime::attach_datagrams(const std::string& channel) {
 
 int Runtime::interface_index() {
   static const int index = [] {
-    const char* text = std::getenv("FLOTILLA_INTERFACE_INDEX");
+    const char* text = std::getenv(kInterfaceIndexVariable);
     if (text == nullptr) return 0;
     char* end = nullptr;
     const long number = std::strtol(text, &end, 10);

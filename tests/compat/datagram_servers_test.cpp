@@ -1,7 +1,9 @@
 // The compatibility suite's datagram servers: Debian's dnsmasq, unmodified under `flotilla run`,
 // answering DNS queries over UDP from a kernel client in the peer namespace. dnsmasq listens on the
 // wildcard address, asks for IP_PKTINFO to learn where each query was sent and on which interface,
-// and answers with sendmsg carrying IP_PKTINFO: the control messages Linux gives and takes.
+// and answers with sendmsg carrying IP_PKTINFO: the control messages Linux gives and takes. Over
+// TCP it forks a child per connection, and serves one only when the connection's local address is
+// one of its interfaces' (its own netlink dump of addresses, which must show the stack's).
 // FLOTILLA_APPS_TEST_SIDE=kernel runs the same case on kernel sockets (tests/apps/apps_fixture.hpp).
 #include <gtest/gtest.h>
 
@@ -9,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <array>
@@ -55,6 +58,63 @@ std::string dns_answer(const std::vector<std::uint8_t>& reply, std::size_t lengt
 
 class DatagramServers : public AppsTest {
  protected:
+  std::vector<std::string> dnsmasq_command() {
+    return app_command({"dnsmasq", "--keep-in-foreground", "--log-facility=-", "--port=" + std::to_string(kDnsPort),
+                        "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=root",
+                        "--pid-file=" + file("dnsmasq.pid").string(), "--address=/test.flotilla/10.1.2.3"});
+  }
+  // dnsmasq answers `count` queries for names of its test domain, over TCP or UDP, and keeps running.
+  void expect_answers(bool over_tcp, int count) {
+    ASSERT_TRUE(start_apps({"dnsmasq"}));
+    Program server(dnsmasq_command(), file("dnsmasq.log"));
+    // dnsmasq is up once it answers.
+    ASSERT_TRUE(wait_for([&] { return !server.running() || ask("up.test.flotilla", 1).has_value(); }, 15s));
+    ASSERT_TRUE(server.running()) << tail(server.output());
+    int answered = 0;
+    for (int query = 0; query < count; ++query) {
+      const auto id = static_cast<std::uint16_t>(100 + query);
+      const std::string name = "host" + std::to_string(id) + ".test.flotilla";
+      const auto answer = over_tcp ? std::optional<std::string>(ask_over_tcp(name, id)) : ask(name, id);
+      if (answer == "10.1.2.3") ++answered;
+    }
+    EXPECT_EQ(answered, count) << tail(server.output());
+    EXPECT_TRUE(server.running()) << tail(server.output());
+    expect_served_by_flotilla();
+  }
+  // The same query over TCP (two length bytes first), on a connection of its own; "" when no
+  // answer came within 2 s.
+  std::string ask_over_tcp(const std::string& name, std::uint16_t id) {
+    return in_namespace(names_.peer_namespace, [&]() -> std::string {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) return "";
+      const timeval limit{2, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
+      sockaddr_in server{};
+      server.sin_family = AF_INET;
+      server.sin_port = htons(kDnsPort);
+      ::inet_pton(AF_INET, app_address().c_str(), &server.sin_addr);
+      std::vector<std::uint8_t> query = dns_query(id, name);
+      query.insert(query.begin(), {static_cast<std::uint8_t>(query.size() >> 8), static_cast<std::uint8_t>(query.size())});
+      std::vector<std::uint8_t> reply(2 + 65535);
+      std::size_t got = 0;
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&server), sizeof(server)) == 0 &&
+          ::send(fd, query.data(), query.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(query.size())) {
+        for (;;) {
+          const std::size_t wanted = got < 2 ? 2 : 2 + ((std::size_t{reply[0]} << 8) | reply[1]);
+          if (got >= wanted) break;
+          const ssize_t n = ::recv(fd, reply.data() + got, wanted - got, 0);
+          if (n <= 0) break;
+          got += static_cast<std::size_t>(n);
+        }
+      }
+      ::close(fd);
+      if (got < 2) return "";
+      const std::vector<std::uint8_t> message(reply.begin() + 2, reply.begin() + static_cast<std::ptrdiff_t>(got));
+      return dns_answer(message, message.size(), id);
+    });
+  }
+
   // Sends a query for `name` from the peer namespace and waits up to 1 s for its answer.
   std::optional<std::string> ask(const std::string& name, std::uint16_t id) {
     return in_namespace(names_.peer_namespace, [&]() -> std::optional<std::string> {
@@ -86,25 +146,11 @@ class DatagramServers : public AppsTest {
   }
 };
 
-TEST_F(DatagramServers, DnsmasqAnswersQueriesOverUdp) {
-  ASSERT_TRUE(start_apps({"dnsmasq"}));
-  Program server(app_command({"dnsmasq", "--keep-in-foreground", "--log-facility=-", "--port=" + std::to_string(kDnsPort),
-                              "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=root",
-                              "--pid-file=" + file("dnsmasq.pid").string(), "--address=/test.flotilla/10.1.2.3"}),
-                 file("dnsmasq.log"));
-  // dnsmasq is up once it answers.
-  ASSERT_TRUE(wait_for([&] { return !server.running() || ask("up.test.flotilla", 1).has_value(); }, 15s));
-  ASSERT_TRUE(server.running()) << tail(server.output());
-  int answered = 0;
-  for (std::uint16_t id = 100; id < 150; ++id) {
-    const std::string name = "host" + std::to_string(id) + ".test.flotilla";
-    const auto answer = ask(name, id);
-    if (answer == "10.1.2.3") ++answered;
-  }
-  EXPECT_EQ(answered, 50) << tail(server.output());
-  EXPECT_TRUE(server.running()) << tail(server.output());
-  expect_served_by_flotilla();
-}
+TEST_F(DatagramServers, DnsmasqAnswersQueriesOverUdp) { expect_answers(false, 50); }
+
+// Over TCP dnsmasq forks a child for each connection, and answers only a client that came in on one
+// of its interfaces' addresses.
+TEST_F(DatagramServers, DnsmasqAnswersQueriesOverTcp) { expect_answers(true, 30); }
 
 }  // namespace
 }  // namespace flotilla::testing

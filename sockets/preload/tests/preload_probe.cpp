@@ -48,6 +48,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -676,6 +680,90 @@ void scenario_closefrom(const char* ip, int port, const char* self) {
 
 // stdio on a socket: streams from fdopen, and stdout once the socket is put at 1 with dup2 (the C
 // library writes those with its internal write, past the interposed one).
+// The program's own addresses include the stack's, on the interface the stack drives (as a
+// program in a network namespace of its own finds them): getifaddrs, the netlink dump programs ask
+// the kernel for themselves (dnsmasq: peeking at each reply's size first), and a connection's
+// IP_PKTOPTIONS naming its local address.
+bool netlink_dump_lists(int index, in_addr expected) {
+  const int route = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (route < 0) return false;
+  struct {
+    nlmsghdr header;
+    ifaddrmsg body;
+  } request{};
+  request.header.nlmsg_len = sizeof(request);
+  request.header.nlmsg_type = RTM_GETADDR;
+  request.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  request.header.nlmsg_seq = 42;
+  request.body.ifa_family = AF_INET;
+  bool listed = false;
+  bool done = send(route, &request, sizeof(request), 0) != static_cast<ssize_t>(sizeof(request));
+  std::vector<char> buffer(16);
+  while (!done) {
+    iovec vector{buffer.data(), buffer.size()};
+    msghdr message{};
+    message.msg_iov = &vector;
+    message.msg_iovlen = 1;
+    const ssize_t size = recvmsg(route, &message, MSG_PEEK | MSG_TRUNC);
+    if (size <= 0) break;
+    buffer.resize(static_cast<std::size_t>(size));
+    ssize_t left = recv(route, buffer.data(), buffer.size(), 0);
+    if (left != size) break;
+    for (auto* header = reinterpret_cast<nlmsghdr*>(buffer.data()); NLMSG_OK(header, left); header = NLMSG_NEXT(header, left)) {
+      if (header->nlmsg_type == NLMSG_DONE || header->nlmsg_type == NLMSG_ERROR) done = true;
+      if (header->nlmsg_type != RTM_NEWADDR) continue;
+      const auto* address = static_cast<const ifaddrmsg*>(NLMSG_DATA(header));
+      int attributes_left = static_cast<int>(IFA_PAYLOAD(header));
+      for (auto* attribute = IFA_RTA(address); RTA_OK(attribute, attributes_left); attribute = RTA_NEXT(attribute, attributes_left)) {
+        if (attribute->rta_type == IFA_LOCAL && static_cast<int>(address->ifa_index) == index &&
+            std::memcmp(RTA_DATA(attribute), &expected, sizeof(expected)) == 0) {
+          listed = true;
+        }
+      }
+    }
+  }
+  close(route);
+  return done && listed;
+}
+
+void scenario_interfaces(const char* ip, int port) {
+  const char* name = "interfaces";
+  const char* index_text = std::getenv("FLOTILLA_INTERFACE_INDEX");
+  const char* address_text = std::getenv("FLOTILLA_INTERFACE_ADDRESS");
+  if (!check(index_text != nullptr && address_text != nullptr, name, "flotilla run names the stack's interface")) return;
+  const int index = std::atoi(index_text);
+  const std::string address(address_text, std::strcspn(address_text, "/"));
+  in_addr expected{};
+  if (!check(inet_pton(AF_INET, address.c_str(), &expected) == 1, name, "the stack's address")) return;
+  ifaddrs* list = nullptr;
+  bool good = check(getifaddrs(&list) == 0, name, "getifaddrs");
+  bool listed = false;
+  for (const ifaddrs* entry = list; good && entry != nullptr; entry = entry->ifa_next) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(entry->ifa_addr);
+    listed = listed || (in != nullptr && in->sin_family == AF_INET && in->sin_addr.s_addr == expected.s_addr &&
+                        static_cast<int>(if_nametoindex(entry->ifa_name)) == index);
+  }
+  if (list != nullptr) freeifaddrs(list);
+  good = good && check(listed, name, "getifaddrs lists the stack's address on its interface");
+  good = good && check(netlink_dump_lists(index, expected), name, "a netlink dump of addresses lists it");
+  const int fd = connect_blocking(ip, port);
+  good = good && check(fd >= 0, name, "connect");
+  const int on = 1;
+  good = good && check(setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &on, sizeof(on)) == 0, name, "IP_PKTINFO");
+  alignas(cmsghdr) char control[64] = {};
+  socklen_t length = sizeof(control);
+  good = good && check(getsockopt(fd, IPPROTO_IP, IP_PKTOPTIONS, control, &length) == 0, name, "IP_PKTOPTIONS");
+  msghdr options{};
+  options.msg_control = control;
+  options.msg_controllen = length;
+  const cmsghdr* header = good ? CMSG_FIRSTHDR(&options) : nullptr;
+  in_pktinfo info{};
+  if (header != nullptr && header->cmsg_type == IP_PKTINFO) std::memcpy(&info, CMSG_DATA(header), sizeof(info));
+  good = good && check(info.ipi_addr.s_addr == expected.s_addr, name, "IP_PKTOPTIONS names the connection's local address");
+  if (fd >= 0) close(fd);
+  if (good) passed(name);
+}
+
 void scenario_stdio(const char* ip, int port) {
   const char* name = "stdio";
   const int fd = connect_blocking(ip, port);
@@ -1073,6 +1161,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_grandchildren(ip, port);
   scenario_address_limit(ip, port);
   scenario_stdio(ip, port);
+  scenario_interfaces(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
