@@ -594,6 +594,17 @@ Result<int> TcpSockets::accept(int listener) {
   return connection;
 }
 
+bool TcpSockets::holds_connections(int listener) const {
+  const Socket* entry = find(listener, Kind::listener);
+  if (entry == nullptr) return false;
+  for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
+    const ListenerPart& part = entry->parts[replica];
+    const TcpSocketPageHeader* header = part.open ? replicas_[replica].region.page(part.page) : nullptr;
+    if (header != nullptr && header->control.holds_connections.load(std::memory_order_acquire) != 0) return true;
+  }
+  return false;
+}
+
 Error TcpSockets::failure(const Socket& socket) const {
   int code = socket.local_error;
   if (code == 0 && socket.header != nullptr) {

@@ -253,6 +253,9 @@ class TcpSockets {
   // A connection established on any replica's part of `listener`; Errc::would_block when none.
   // Activates the listener (activate()).
   Result<int> accept(int listener);
+  // Whether a replica holds connections for this listener that it announces once this process
+  // accepts (a first accept that came before any poll: they are on their way).
+  bool holds_connections(int listener) const;
   // What another process needs to join `listener` (join()); nothing until every replica answered
   // its listen, or for an id that is not a listener.
   std::optional<ListenerShare> share(int listener) const;

@@ -93,7 +93,10 @@ struct alignas(64) TcpSocketControl {
   // the two sides cannot both miss each other).
   std::atomic<std::uint32_t> revoked;
   std::atomic<std::uint32_t> holder_ready;  // kTcpHolderReadable, kTcpHolderWritable
-  std::uint32_t reserved0[5];
+  // Listener: 1 while the replica holds connections for this member until its process shows it
+  // accepts (they are announced once it does, and the word goes back to 0 with an event).
+  std::atomic<std::uint32_t> holds_connections;
+  std::uint32_t reserved0[4];
   // Written by the application.
   alignas(64) std::atomic<std::uint32_t> requests;
   std::atomic<std::uint32_t> kick_pending;  // set by the application, cleared by the replica

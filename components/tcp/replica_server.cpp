@@ -722,6 +722,8 @@ std::optional<std::uint32_t> ReplicaServer::take_page(std::size_t app, PageKind 
   control.accepted.store(0, std::memory_order_relaxed);
   control.in_use.store(0, std::memory_order_relaxed);
   control.revoked.store(0, std::memory_order_relaxed);
+  control.holder_ready.store(0, std::memory_order_relaxed);
+  control.holds_connections.store(0, std::memory_order_relaxed);
   // The application's ring indices too: a fresh socket starts both streams at 0.
   header->send.tail.store(0, std::memory_order_relaxed);
   header->receive.head.store(0, std::memory_order_relaxed);
@@ -1029,6 +1031,9 @@ void ReplicaServer::on_activate(std::size_t app, const stack::TcpPageBody& activ
   page->active = true;
   store_page(app, activate.page);
   place_held(page->listener);
+  // Its library may be waiting in a first accept for what was held: the announcements came first.
+  auto& control = apps_[app].region.page(activate.page)->control;
+  if (control.holds_connections.exchange(0, std::memory_order_acq_rel) != 0) notify(app, activate.page);
 }
 
 std::uint32_t ReplicaServer::accept_queue_of(const Place& place) const {
@@ -1931,6 +1936,7 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
     page.held = true;
     page.accept_order = next_held_order(owner);
     store_page(place->app, place->page);
+    apps_[owner.app].region.page(owner.page)->control.holds_connections.store(1, std::memory_order_release);
     counters_.group_held->add();
     Group& group = listeners_[listener];
     if (std::any_of(group.members.begin(), group.members.end(),

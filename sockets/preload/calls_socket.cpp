@@ -99,6 +99,9 @@ int fail_after_down(Lock& lock, Socket& socket, std::uint64_t deadline) {
 
 namespace {
 
+// How long a non-blocking first accept waits for the connections a replica held (a round trip).
+constexpr int kHeldAnnounceMs = 200;
+
 int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   auto [lock, listener] = enter(fd);
   if (listener == nullptr) return -1;
@@ -106,6 +109,8 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   if (listener->udp()) return fail_with(EOPNOTSUPP);
   if (listener->state != Socket::State::listening || !Runtime::get().owns(*listener)) return fail_with(EINVAL);
   if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return fail_with(EINVAL);
+  // Read before this call shows the replicas it accepts: they announce what they held then.
+  bool held = runtime.tcp().holds_connections(listener->id);
   runtime.accepting(*listener);
   const std::uint64_t deadline = deadline_after(listener->receive_timeout_ms);
   int connection = -1;
@@ -120,6 +125,12 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
     if (!pumped) {
       runtime.pump();
       pumped = true;
+      continue;
+    }
+    if (listener->nonblocking && std::exchange(held, false)) {
+      // The first accept, before any poll: connections the replicas held until now are being
+      // announced (Linux would have them in the accept queue already).
+      if (wait_for(lock, *listener, POLLIN, kHeldAnnounceMs) < 0) return -1;
       continue;
     }
     if (listener->nonblocking) {

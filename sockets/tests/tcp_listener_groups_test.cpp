@@ -146,6 +146,7 @@ TEST_F(ListenerGroups, AProgramThatConnectsToItselfBeforeItAcceptsGetsTheConnect
   (void)net_.run_until([] { return false; }, 10'000'000);
   EXPECT_EQ(total("group_held"), 1u);
   EXPECT_FALSE(sockets.acceptable(home));  // held until it shows it accepts
+  EXPECT_TRUE(sockets.holds_connections(home)) << "a first accept cannot know one is on its way";
   int server = -1;
   ASSERT_TRUE(net_.run_until([&] {
     if (auto accepted = sockets.accept(home)) server = accepted.value();
@@ -154,6 +155,7 @@ TEST_F(ListenerGroups, AProgramThatConnectsToItselfBeforeItAcceptsGetsTheConnect
   EXPECT_EQ(read_exactly(sockets, server, 5), "hello");
   EXPECT_EQ(total("group_held_announced"), 1u);
   EXPECT_FALSE(sockets.accept(home).ok());
+  EXPECT_FALSE(sockets.holds_connections(home));
 }
 
 // Held connections are in the slot table: after both replicas crash, they are still held, and the

@@ -764,6 +764,37 @@ void scenario_interfaces(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// A first accept that comes before any poll, non-blocking, gets the connection already there (a
+// replica holds a listener's connections until its process shows it accepts; Linux has them in the
+// accept queue): a program connects to its own listener, then accepts.
+void scenario_accept_first(const char* ip, int port) {
+  const char* name = "accept-first";
+  const int outward = connect_blocking(ip, port);  // the stack's address is this one's local one
+  sockaddr_in local{};
+  socklen_t length = sizeof(local);
+  bool good = check(outward >= 0 && getsockname(outward, reinterpret_cast<sockaddr*>(&local), &length) == 0, name,
+                    "the stack's address");
+  if (outward >= 0) close(outward);
+  local.sin_port = 0;
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  good = good && check(bind(listener, reinterpret_cast<sockaddr*>(&local), sizeof(local)) == 0 && listen(listener, 8) == 0,
+                       name, "listen");
+  length = sizeof(local);
+  good = good && check(getsockname(listener, reinterpret_cast<sockaddr*>(&local), &length) == 0, name, "its port");
+  const int client = good ? socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) : -1;
+  good = good && check(connect(client, reinterpret_cast<sockaddr*>(&local), sizeof(local)) == 0, name,
+                       "connect to its own listener");
+  const int accepted = good ? accept4(listener, nullptr, nullptr, SOCK_CLOEXEC) : -1;
+  good = good && check(accepted >= 0, name, "a non-blocking accept before any poll gets the connection");
+  good = good && check(write(client, "a", 1) == 1, name, "write");
+  char byte = 0;
+  good = good && check(read(accepted, &byte, 1) == 1 && byte == 'a', name, "the accepted end reads it");
+  for (const int fd : {accepted, client, listener}) {
+    if (fd >= 0) close(fd);
+  }
+  if (good) passed(name);
+}
+
 void scenario_stdio(const char* ip, int port) {
   const char* name = "stdio";
   const int fd = connect_blocking(ip, port);
@@ -1162,6 +1193,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_address_limit(ip, port);
   scenario_stdio(ip, port);
   scenario_interfaces(ip, port);
+  scenario_accept_first(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
