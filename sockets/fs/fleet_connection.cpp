@@ -6,6 +6,7 @@
 #include <chrono>
 #include <charconv>
 #include <optional>
+#include <utility>
 
 namespace flotilla::fs {
 namespace {
@@ -78,6 +79,10 @@ Result<std::unique_ptr<FleetConnection>> FleetConnection::lease(const std::strin
 
 bool FleetConnection::wait() {
   if (gone_) return false;
+  if (waiting_work_ != nullptr) {
+    void (*work)(void*) = std::exchange(waiting_work_, nullptr);
+    work(waiting_context_);
+  }
   const auto yield_until = std::chrono::steady_clock::now() + kYieldBudget;
   do {
     for (const FsChannel& channel : channels_) {

@@ -31,6 +31,12 @@ class FleetConnection {
   std::string_view seat() const { return host_->name(); }
   bool stack_gone() const { return gone_; }
   const BlockCache& cache() const { return cache_; }
+  // Work the next wait for a server does once, before it gives its core away, so that it runs
+  // while the server answers (the preload makes a new descriptor's kernel side there); null: none.
+  void while_waiting(void (*work)(void*), void* context) {
+    waiting_work_ = work;
+    waiting_context_ = context;
+  }
 
  private:
   FleetConnection() = default;
@@ -45,6 +51,8 @@ class FleetConnection {
   std::unique_ptr<ChannelTransport> transport_;
   std::unique_ptr<Client> client_;
   bool gone_ = false;
+  void (*waiting_work_)(void*) = nullptr;
+  void* waiting_context_ = nullptr;
 };
 
 }  // namespace flotilla::fs

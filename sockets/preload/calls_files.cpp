@@ -137,8 +137,12 @@ int open_fleet(const std::string& path, int flags, mode_t mode) {
   Lock lock(files().mutex());
   fs::Client* client = files().client();
   if (client == nullptr) return -1;
+  files().prepare_while_waiting(flags);
   const int client_fd = client->open(path, flags & kept, created);
-  if (client_fd < 0) return fail_with(-client_fd);
+  if (client_fd < 0) {
+    files().discard_prepared();
+    return fail_with(-client_fd);
+  }
   const int fd = files().install(client_fd, path, flags);
   if (fd < 0) {
     const int error = errno;

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "dataplane/clock.hpp"
 #include "dataplane/control_address.hpp"
@@ -99,7 +100,7 @@ bool DescriptorTable::held(std::size_t slot) const {
 }
 
 int DescriptorTable::make(int flags, std::size_t& slot) {
-  const std::uint64_t mine = made_by(::getpid());
+  const std::uint64_t mine = made_by(g_pid);
   bool claimed = false;
   for (int pass = 0; pass < 2 && !claimed; ++pass) {
     for (std::size_t looked = 0; looked < kSlots; ++looked) {
@@ -355,21 +356,63 @@ DescriptorTable* Files::descriptions() {
   return &descriptions_;
 }
 
+void Files::prepare_while_waiting(int flags) {
+  prepared_ = Prepared{.wanted = true, .flags = flags};
+  if (connection_ != nullptr) connection_->while_waiting(&Files::make_prepared, this);
+}
+
+void Files::make_prepared(void* context) {
+  // An open(2), an lseek and a lock of the table: a tmpfs create's time, spent while the server runs
+  // the open instead of after it.
+  Files& files = *static_cast<Files*>(context);
+  Prepared& prepared = files.prepared_;
+  if (!prepared.wanted || prepared.made) return;
+  prepared.made = true;
+  DescriptorTable* table = files.descriptions();
+  prepared.fd = table == nullptr ? -errno : table->make(prepared.flags, prepared.slot);
+}
+
+void Files::give_back(int fd, std::size_t slot) {
+  REAL(close)(fd);
+  descriptions_.release_if_unheld(slot);
+}
+
+void Files::discard_prepared() {
+  if (connection_ != nullptr) connection_->while_waiting(nullptr, nullptr);
+  if (prepared_.made && prepared_.fd >= 0) give_back(prepared_.fd, prepared_.slot);
+  prepared_ = Prepared{};
+}
+
+int Files::take_descriptor(int flags, std::size_t& slot) {
+  if (connection_ != nullptr) connection_->while_waiting(nullptr, nullptr);
+  const Prepared prepared = std::exchange(prepared_, Prepared{});
+  if (prepared.made) {
+    slot = prepared.slot;
+    return prepared.fd;
+  }
+  DescriptorTable* table = descriptions();
+  if (table == nullptr) return -errno;
+  return table->make(flags, slot);
+}
+
 int Files::install(int client_fd, const std::string& path, int flags) {
   fs::SharedDescriptor described;
-  if (int error = connection_->client().describe_fd(client_fd, described); error != 0) return fail_with(-error);
-  if (path.size() >= sizeof(SharedState::path)) return fail_with(ENAMETOOLONG);
-  DescriptorTable* table = descriptions();
-  if (table == nullptr) return -1;
+  if (int error = connection_->client().describe_fd(client_fd, described); error != 0) {
+    discard_prepared();
+    return fail_with(-error);
+  }
+  if (path.size() >= sizeof(SharedState::path)) {
+    discard_prepared();
+    return fail_with(ENAMETOOLONG);
+  }
   std::size_t slot = 0;
-  const int fd = table->make(flags, slot);
+  const int fd = take_descriptor(flags, slot);
   if (fd < 0) return fail_with(-fd);
   if (fd >= kMaxFds) {
-    REAL(close)(fd);
-    table->release_if_unheld(slot);
+    give_back(fd, slot);
     return fail_with(EMFILE);
   }
-  SharedState& state = table->at(slot);
+  SharedState& state = descriptions_.at(slot);
   state.inode = described.inode;
   state.flags = static_cast<std::uint32_t>(flags) & (O_ACCMODE | O_APPEND);
   state.type = static_cast<std::uint8_t>(described.type);

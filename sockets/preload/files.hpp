@@ -157,6 +157,11 @@ class Files {
   // Grows when this process's client is a new one (a fork, a new lease): client descriptors
   // made under an older generation mean nothing to it.
   std::uint64_t generation() const { return generation_; }
+  // The kernel side of the descriptor the next install() gives (O_CLOEXEC from `flags`) is made
+  // while the client waits for the server's answer to the open that follows; an open that failed
+  // gives it back with discard_prepared().
+  void prepare_while_waiting(int flags);
+  void discard_prepared();
   // A new kernel descriptor for client descriptor `client_fd`, opened by `path` with `flags`.
   int install(int client_fd, const std::string& path, int flags);
   // `to` (a new number from the kernel) names what `from` names.
@@ -176,6 +181,20 @@ class Files {
   bool attach(int fd, std::vector<std::shared_ptr<OpenFile>>& seen);
   // The descriptor table, opened on first use; null (errno set) when it cannot be.
   DescriptorTable* descriptions();
+  // A descriptor of the table and its slot: the prepared one if there is one, else a new one.
+  int take_descriptor(int flags, std::size_t& slot);
+  // Closes a descriptor of the table nobody was given, and frees its slot.
+  void give_back(int fd, std::size_t slot);
+  static void make_prepared(void* files);
+
+  // What prepare_while_waiting asked for and, once made, the descriptor (or -errno) and its slot.
+  struct Prepared {
+    bool wanted = false;
+    bool made = false;
+    int flags = 0;
+    int fd = -1;
+    std::size_t slot = 0;
+  };
 
   mutable LibraryMutex mutex_;
   std::string cwd_;
@@ -185,6 +204,7 @@ class Files {
   std::uint64_t generation_ = 1;
   LeaseRetry lease_retry_{ENOENT};  // what fleet paths say while no seat is leased
   bool complained_ = false;
+  Prepared prepared_;
 };
 
 // `error` (a negative errno from the fleet) as it goes back to the program; the first ENOSPC says

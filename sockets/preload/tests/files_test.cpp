@@ -183,6 +183,33 @@ TEST_F(PreloadFiles, OpendirHoldsNoKernelDescriptorUntilAskedFor) {
   EXPECT_EQ(fleet.output, "0 ['f']\n");
 }
 
+// A fleet open's kernel descriptor is made while the server answers: an open the server refuses
+// leaves none behind, and the next open still gets the lowest free number. `elsewhere` is made by
+// another process, so this one's refusal comes from the server, not from names it knows; the
+// refusals are repeated so that some of them surely wait for the server.
+TEST_F(PreloadFiles, RefusedOpensLeaveNoDescriptorAndNumbersStayLowest) {
+  expect_same(": > DIR/elsewhere && python3 -c \"\n"
+              "import errno, os\n"
+              "os.close(os.open('DIR/a', os.O_CREAT | os.O_WRONLY, 0o644))\n"
+              "lowest = os.open('/dev/null', os.O_RDONLY)\n"
+              "os.close(lowest)\n"
+              "refused = set()\n"
+              "for path, flags in [('DIR/missing', os.O_RDONLY), ('DIR/a', os.O_CREAT | os.O_EXCL | os.O_WRONLY),\n"
+              "                    ('DIR/elsewhere', os.O_CREAT | os.O_EXCL | os.O_WRONLY),\n"
+              "                    ('DIR/none/x', os.O_CREAT | os.O_WRONLY), ('DIR/a/x', os.O_RDONLY)] * 50:\n"
+              "    try:\n"
+              "        os.open(path, flags, 0o644)\n"
+              "    except OSError as error:\n"
+              "        refused.add(errno.errorcode[error.errno])\n"
+              "print(sorted(refused))\n"
+              "fd = os.open('DIR/b', os.O_CREAT | os.O_WRONLY, 0o644)\n"
+              "other = os.open('DIR/a', os.O_RDONLY)\n"
+              "print(fd == lowest, other == lowest + 1)\n"
+              "os.close(fd)\n"
+              "os.close(other)\n"
+              "print(os.open('DIR/b', os.O_RDONLY) == lowest)\"");
+}
+
 // The library keeps the umask it last saw set: a change in the middle of a process still counts.
 TEST_F(PreloadFiles, CreatesFollowTheUmaskAsItChanges) {
   expect_same("umask 077; : > DIR/private; mkdir DIR/private_dir; umask 022; : > DIR/public; "
