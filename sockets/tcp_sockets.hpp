@@ -253,8 +253,8 @@ class TcpSockets {
   // A connection established on any replica's part of `listener`; Errc::would_block when none.
   // Activates the listener (activate()).
   Result<int> accept(int listener);
-  // Whether a replica holds connections for this listener that it announces once this process
-  // accepts (a first accept that came before any poll: they are on their way).
+  // Whether a replica placed connections with this listener before this process showed it accepts
+  // (held, or still in the handshake): a first accept that came before any poll finds them soon.
   bool holds_connections(int listener) const;
   // What another process needs to join `listener` (join()); nothing until every replica answered
   // its listen, or for an id that is not a listener.

@@ -93,8 +93,8 @@ struct alignas(64) TcpSocketControl {
   // the two sides cannot both miss each other).
   std::atomic<std::uint32_t> revoked;
   std::atomic<std::uint32_t> holder_ready;  // kTcpHolderReadable, kTcpHolderWritable
-  // Listener: 1 while the replica holds connections for this member until its process shows it
-  // accepts (they are announced once it does, and the word goes back to 0 with an event).
+  // Listener: 1 once the replica placed a connection with this member (in the handshake, or held
+  // established) before its process showed it accepts; back to 0, with an event, once it does.
   std::atomic<std::uint32_t> holds_connections;
   std::uint32_t reserved0[4];
   // Written by the application.

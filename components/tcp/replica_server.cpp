@@ -1918,6 +1918,11 @@ std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, Connect
   control.local_port = tuple.local_port;
   control.remote_port = tuple.remote_port;
   control.status.store(TcpSocketStatus::connecting, std::memory_order_release);
+  // A member that has not shown it accepts gets it held once established: its first accept may
+  // come before that (a program that connects to its own listener, then accepts).
+  if (!apps_[owner.app].pages[owner.page].active) {
+    apps_[owner.app].region.page(owner.page)->control.holds_connections.store(1, std::memory_order_release);
+  }
   return rings_of(owner.app, *index);
 }
 

@@ -18,9 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "components/wire/address.hpp"
 #include "dataplane/control_address.hpp"
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/files.hpp"
+#include "sockets/preload/interfaces.hpp"
 #include "sockets/preload/real_calls.hpp"
 #include "sockets/preload/sanitizer_runtime.hpp"
 
@@ -72,6 +74,8 @@ int with_handoff(char* const* envp, bool in_place, Call&& call) {
   variable += std::to_string(handoff.record);
   char* preload = nullptr;
   bool names_stack = false;
+  bool names_interface = false;
+  const std::string index_prefix = std::string(kInterfaceIndexVariable) + "=";
   for (char* const* entry = envp; entry != nullptr && *entry != nullptr; ++entry) {
     if (std::strncmp(*entry, kInheritVariable.data(), kInheritVariable.size()) == 0 || grant_entry(*entry)) continue;
     if (std::strncmp(*entry, kPreloadVariable.data(), kPreloadVariable.size()) == 0) {
@@ -79,6 +83,7 @@ int with_handoff(char* const* envp, bool in_place, Call&& call) {
       continue;
     }
     names_stack = names_stack || std::strncmp(*entry, kSocketVariable.data(), kSocketVariable.size()) == 0;
+    names_interface = names_interface || std::strncmp(*entry, index_prefix.data(), index_prefix.size()) == 0;
     environment.push_back(*entry);
   }
   // Only an image that loads this library can take the sockets: a program that cleared its
@@ -93,6 +98,17 @@ int with_handoff(char* const* envp, bool in_place, Call&& call) {
   environment.push_back(preload_variable.data());
   std::string socket_variable = std::string(kSocketVariable) + control_socket_path();
   if (!names_stack) environment.push_back(socket_variable.data());
+  // And the stack's interface, which the new image's sockets report (IP_PKTINFO, getifaddrs).
+  const auto stack = stack_interface();
+  std::string index_variable;
+  std::string address_variable;
+  if (!names_interface && stack) {
+    index_variable = index_prefix + std::to_string(stack->index);
+    address_variable = std::string(kInterfaceAddressVariable) + "=" +
+                       wire::format_cidr(wire::Ipv4Cidr{stack->address, stack->prefix_length});
+    environment.push_back(index_variable.data());
+    environment.push_back(address_variable.data());
+  }
   if (grant >= 0) environment.push_back(grant_variable.data());
   environment.push_back(variable.data());
   environment.push_back(nullptr);

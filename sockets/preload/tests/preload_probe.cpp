@@ -34,7 +34,7 @@
 //                                 threads wait in it, each connection an EPOLLONESHOT interest that
 //                                 the thread that got it echoes and arms again; "ok shared-set"
 //                                 once every connection ended
-//   preload_probe fds CLOSED OPEN                        (the exec scenario's new program)
+//   preload_probe fds CLOSED OPEN interface|none         (the exec scenario's new program)
 //   preload_probe closefrom-exec FD                      (the closefrom scenario's new program)
 //   preload_probe handed EVENTFD RECORD                  (what a hand-over record of exec gave)
 //   preload_probe shells                                 system(), popen() and pclose(): what each
@@ -629,11 +629,14 @@ void scenario_exec(const char* ip, int port, const char* self) {
   const pid_t child = fork();
   if (child == 0) {
     const std::string gone = std::to_string(closing), kept = std::to_string(staying);
-    execl(self, self, "fds", gone.c_str(), kept.c_str(), static_cast<char*>(nullptr));
+    const char* interface = std::getenv("FLOTILLA_INTERFACE_INDEX") != nullptr ? "interface" : "none";
+    // An environment cleared as nginx clears it: the library passes on what the new image needs.
+    char* const environment[] = {const_cast<char*>("TZ=UTC"), nullptr};
+    execle(self, self, "fds", gone.c_str(), kept.c_str(), interface, static_cast<char*>(nullptr), environment);
     _exit(127);
   }
   const bool good = check(exited_cleanly(child), name,
-                          "after exec: the CLOEXEC socket is closed, the other open");
+                          "after exec: the CLOEXEC socket is closed, the other open, the stack's interface named");
   // The parent's sockets are untouched.
   const bool still = check(echo_round_trip(closing, pattern(1000, 2)), name, "parent I/O after the child's exec");
   // An exec that fails leaves the caller as it was: its flags, its descriptors, its connection.
@@ -1683,11 +1686,14 @@ int main(int argc, char** argv) {
     closefrom(inherited + 1);
     return echo_round_trip(inherited, pattern(3000, 7)) && close(inherited) == 0 ? 0 : 1;
   }
-  if (mode == "fds" && argc == 4) {
-    // Run by the exec scenario: argv[2] must be closed, argv[3] open.
+  if (mode == "fds" && argc == 5) {
+    // Run by the exec scenario: argv[2] must be closed, argv[3] open, and with argv[4]
+    // "interface" the stack's interface still named.
     const bool gone = fcntl(std::atoi(argv[2]), F_GETFD) == -1 && errno == EBADF;
     const bool kept = fcntl(std::atoi(argv[3]), F_GETFD) >= 0;
-    return gone && kept ? 0 : 1;
+    const bool named = std::string_view(argv[4]) != "interface" ||
+                       (std::getenv("FLOTILLA_INTERFACE_INDEX") != nullptr && std::getenv("FLOTILLA_INTERFACE_ADDRESS") != nullptr);
+    return gone && kept && named ? 0 : 1;
   }
   if (mode == "received" && argc == 3) {
     // One message from the test, into a control buffer with room for one descriptor: how many
