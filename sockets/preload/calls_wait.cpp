@@ -378,10 +378,16 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
   auto found = std::find_if(set->interests.begin(), set->interests.end(), [&](const EpollSet::Interest& interest) {
     return interest.fd == fd && interest.socket == socket;
   });
+  // What the interest reports at once wakes a thread asleep in the set, as on Linux: the data came
+  // while it was disarmed (EPOLLONESHOT) or not yet in the set, and no later event will tell.
+  const auto wake_if_ready = [&] {
+    if ((runtime.ready_events(*socket) & (event->events | EPOLLERR | EPOLLHUP)) != 0) runtime.wake_one_in_set(set->nudge);
+  };
   switch (operation) {
     case EPOLL_CTL_ADD:
       if (found != set->interests.end()) return fail_with(EEXIST);
       set->interests.push_back(EpollSet::Interest{fd, socket, event->events, event->data});
+      wake_if_ready();
       return 0;
     case EPOLL_CTL_MOD:
       if (found == set->interests.end()) return fail_with(ENOENT);
@@ -389,6 +395,7 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
       found->data = event->data;
       found->disabled = false;
       found->last_ready = 0;
+      wake_if_ready();
       return 0;
     case EPOLL_CTL_DEL:
       if (found == set->interests.end()) return fail_with(ENOENT);

@@ -633,6 +633,16 @@ void Runtime::nudge_taken(int fd) {
   appoint_leader();
 }
 
+void Runtime::wake_one_in_set(int fd) {
+  if (fd < 0 || sleepers_ == 0) return;
+  for (Sleeper* sleeper : asleep_) {
+    if (sleeper->nudge == fd) {
+      nudge(*sleeper);  // none when one of them is nudged already
+      return;
+    }
+  }
+}
+
 void Runtime::appoint_leader() {
   if (leader_ != nullptr || asleep_.empty() || !can_lead()) return;
   // A sleeper already nudged wakes anyway, and leads if it sleeps again; else the latest one.

@@ -444,6 +444,10 @@ class Runtime {
   // epoll_wait): the sleeper it was for stays asleep, and it may have been asked to lead, so
   // another one is. Under the lock.
   void nudge_taken(int fd);
+  // An interest of an epoll set (its eventfd `fd`) became ready by epoll_ctl (an ADD or MOD of a
+  // socket with data waiting: a thread pool rearming EPOLLONESHOT, a connection added after its
+  // first bytes came): as Linux's epoll_ctl does, one thread asleep in the set wakes. Under the lock.
+  void wake_one_in_set(int fd);
   // A new eventfd for an epoll set's nudges (-1 when none can be made).
   static int make_nudge_fd();
 

@@ -798,6 +798,51 @@ void scenario_accept_first(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// epoll_ctl of a socket with data waiting wakes a thread asleep in the set, as on Linux: a
+// connection added after its first bytes came, and an EPOLLONESHOT interest armed again (a
+// thread pool sharing one set). No later event would tell the sleeper.
+void scenario_epoll_ctl_wakes(const char* ip, int port) {
+  const char* name = "epoll-ctl-wakes";
+  const int idle = connect_blocking(ip, port);  // keeps the set the library's while nothing is ready
+  const int busy = connect_blocking(ip, port);
+  const int set = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event idle_interest{EPOLLIN, {.fd = idle}};
+  bool good = check(idle >= 0 && busy >= 0 && set >= 0 && epoll_ctl(set, EPOLL_CTL_ADD, idle, &idle_interest) == 0,
+                    name, "a set with an idle connection");
+  // The echo of one byte is waiting on `busy` (seen by poll), then `busy` enters the set (or is
+  // armed again) while another thread sleeps in it: that thread gets it.
+  const auto echo_waits = [&] {
+    pollfd interest{busy, POLLIN, 0};
+    return write(busy, "x", 1) == 1 && poll(&interest, 1, 5000) == 1;
+  };
+  const auto sleeper_gets_busy = [&](int operation, std::uint32_t events) {
+    std::atomic<int> got{-1};
+    std::thread sleeper([&] {
+      epoll_event ready{};
+      got = epoll_wait(set, &ready, 1, -1) == 1 ? ready.data.fd : -2;
+    });
+    usleep(100 * 1000);  // asleep by now
+    epoll_event interest{events, {.fd = busy}};
+    const bool changed = epoll_ctl(set, operation, busy, &interest) == 0;
+    // A sleeper nobody woke would sleep for good: after 3 s the idle connection's echo ends it.
+    for (int waited_ms = 0; got == -1 && waited_ms < 3000; waited_ms += 10) usleep(10 * 1000);
+    if (got == -1) (void)!write(idle, "y", 1);
+    sleeper.join();
+    char byte = 0;
+    return changed && got == busy && read(busy, &byte, 1) == 1;
+  };
+  good = good && check(echo_waits(), name, "the first echo");
+  good = good && check(sleeper_gets_busy(EPOLL_CTL_ADD, EPOLLIN | EPOLLONESHOT), name,
+                       "a sleeper wakes for a connection added with data waiting");
+  good = good && check(echo_waits(), name, "the second echo");
+  good = good && check(sleeper_gets_busy(EPOLL_CTL_MOD, EPOLLIN | EPOLLONESHOT), name,
+                       "a sleeper wakes for an EPOLLONESHOT interest armed again with data waiting");
+  for (const int fd : {set, busy, idle}) {
+    if (fd >= 0) close(fd);
+  }
+  if (good) passed(name);
+}
+
 void scenario_stdio(const char* ip, int port) {
   const char* name = "stdio";
   const int fd = connect_blocking(ip, port);
@@ -1197,6 +1242,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_stdio(ip, port);
   scenario_interfaces(ip, port);
   scenario_accept_first(ip, port);
+  scenario_epoll_ctl_wakes(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
