@@ -6,6 +6,7 @@
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 
 #include <array>
 #include <atomic>
@@ -202,6 +203,63 @@ ssize_t receive_netlink(int fd, msghdr* message, int flags) {
   const std::size_t copied = scatter(*message, datagram.data(), length);
   if (copied < length) message->msg_flags |= MSG_TRUNC;
   return static_cast<ssize_t>((flags & MSG_TRUNC) != 0 ? length : copied);
+}
+
+int kernel_interface_ioctl(int fd, unsigned long request, void* argument) {
+  if (!is_socket(fd)) return REAL(ioctl)(fd, request, argument);
+  const int kernel = REAL(socket)(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (kernel < 0) return -1;
+  const int answered = REAL(ioctl)(kernel, request, argument);
+  const int error = errno;
+  REAL(close)(kernel);
+  errno = error;
+  return answered;
+}
+
+std::optional<int> interface_ioctl(int fd, unsigned long request, void* argument) {
+  if (request != SIOCGIFCONF && request != SIOCGIFADDR && request != SIOCGIFNETMASK && request != SIOCGIFBRDADDR) {
+    return std::nullopt;
+  }
+  const auto stack = stack_interface();
+  char name[IF_NAMESIZE] = {};
+  if (!stack || argument == nullptr || ::if_indextoname(static_cast<unsigned>(stack->index), name) == nullptr) {
+    return std::nullopt;
+  }
+  const wire::Ipv4Cidr cidr{stack->address, stack->prefix_length};
+  const auto ipv4_into = [](sockaddr& out, std::uint32_t address) {
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    in.sin_addr.s_addr = htonl(address);
+    std::memcpy(&out, &in, sizeof(in));
+  };
+  if (request != SIOCGIFCONF) {
+    auto* asked = static_cast<ifreq*>(argument);
+    if (std::strncmp(asked->ifr_name, name, IF_NAMESIZE) != 0) return std::nullopt;
+    const std::uint32_t value = request == SIOCGIFADDR      ? stack->address
+                                : request == SIOCGIFNETMASK ? cidr.mask()
+                                                            : cidr.broadcast();
+    ipv4_into(asked->ifr_addr, value);
+    return 0;
+  }
+  // The kernel's list of interfaces with IPv4 addresses, then the stack's (or the room it needs).
+  auto* list = static_cast<ifconf*>(argument);
+  const int room = list->ifc_len;
+  if (kernel_interface_ioctl(fd, request, argument) != 0) return -1;
+  if (list->ifc_buf == nullptr) {
+    list->ifc_len += static_cast<int>(sizeof(ifreq));
+    return 0;
+  }
+  const auto entries = static_cast<std::size_t>(list->ifc_len) / sizeof(ifreq);
+  for (std::size_t i = 0; i < entries; ++i) {
+    if (std::strncmp(list->ifc_req[i].ifr_name, name, IF_NAMESIZE) == 0) return 0;  // the kernel named it
+  }
+  if (room - list->ifc_len < static_cast<int>(sizeof(ifreq))) return 0;
+  ifreq& added = list->ifc_req[entries];
+  added = ifreq{};
+  std::memcpy(added.ifr_name, name, sizeof(name));
+  ipv4_into(added.ifr_addr, stack->address);
+  list->ifc_len += static_cast<int>(sizeof(ifreq));
+  return 0;
 }
 
 }  // namespace flotilla::preload

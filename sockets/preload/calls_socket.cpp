@@ -1220,6 +1220,7 @@ FLOTILLA_EXPORT int ioctl(int fd, unsigned long request, ...) {
   va_start(arguments, request);
   void* argument = va_arg(arguments, void*);
   va_end(arguments);
+  if (const auto answered = interface_ioctl(fd, request, argument)) return *answered;
   // FD_CLOEXEC is the placeholder's (what exec hands over reads it).
   if (!is_socket(fd) || request == FIOCLEX || request == FIONCLEX) return REAL(ioctl)(fd, request, argument);
   auto [lock, socket] = enter(fd);
@@ -1249,16 +1250,9 @@ FLOTILLA_EXPORT int ioctl(int fd, unsigned long request, ...) {
     case SIOCGIFMTU:
     case SIOCGIFHWADDR:
     case SIOCGIFINDEX:
-    case SIOCGIFNAME: {
+    case SIOCGIFNAME:
       // Questions about the host's interfaces, which any socket may ask: the kernel answers them.
-      const int kernel = REAL(socket)(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-      if (kernel < 0) return -1;
-      const int answered = REAL(ioctl)(kernel, request, argument);
-      const int error = errno;
-      REAL(close)(kernel);
-      errno = error;
-      return answered;
-    }
+      return kernel_interface_ioctl(fd, request, argument);
     case SIOCOUTQ:
       if (value == nullptr) return fail_with(EFAULT);
       if (socket->state == Socket::State::listening) return fail_with(EINVAL);

@@ -5,6 +5,8 @@
 // (dnsmasq) or listens on each address it has (named) finds its own addresses there.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <optional>
 
@@ -30,5 +32,13 @@ bool is_watched_netlink(int fd);
 void note_netlink_request(int fd, const void* bytes, std::size_t length);
 // recvmsg on a watched socket: the kernel's reply, with the stack's address before the dump's end.
 ssize_t receive_netlink(int fd, struct msghdr* message, int flags);
+
+// The interface ioctls a program asks on any socket (SIOCGIFCONF, SIOCGIFADDR, SIOCGIFNETMASK,
+// SIOCGIFBRDADDR): the stack's address on its interface; nothing for every other request or name
+// (the kernel answers those).
+std::optional<int> interface_ioctl(int fd, unsigned long request, void* argument);
+// An interface ioctl as the kernel answers it: on `fd`, or, for a Flotilla socket (an eventfd to
+// the kernel), on a kernel socket of its own.
+int kernel_interface_ioctl(int fd, unsigned long request, void* argument);
 
 }  // namespace flotilla::preload

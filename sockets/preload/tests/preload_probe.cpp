@@ -749,6 +749,26 @@ void scenario_interfaces(const char* ip, int port) {
   if (list != nullptr) freeifaddrs(list);
   good = good && check(listed, name, "getifaddrs lists the stack's address on its interface");
   good = good && check(netlink_dump_lists(index, expected), name, "a netlink dump of addresses lists it");
+  // The interface ioctls, asked on a socket (a Flotilla UDP one: the kernel's answer, and the stack's).
+  const int asker = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ifreq request{};
+  const bool named = asker >= 0 && if_indextoname(static_cast<unsigned>(index), request.ifr_name) != nullptr;
+  sockaddr_in answer{};
+  if (named && ioctl(asker, SIOCGIFADDR, &request) == 0) std::memcpy(&answer, &request.ifr_addr, sizeof(answer));
+  good = good && check(answer.sin_addr.s_addr == expected.s_addr, name, "SIOCGIFADDR names the stack's address");
+  std::vector<ifreq> entries(64);
+  ifconf configured{};
+  configured.ifc_len = static_cast<int>(entries.size() * sizeof(ifreq));
+  configured.ifc_req = entries.data();
+  bool found = false;
+  if (asker >= 0 && ioctl(asker, SIOCGIFCONF, &configured) == 0) {
+    for (std::size_t i = 0; i < static_cast<std::size_t>(configured.ifc_len) / sizeof(ifreq); ++i) {
+      std::memcpy(&answer, &entries[i].ifr_addr, sizeof(answer));
+      found = found || answer.sin_addr.s_addr == expected.s_addr;
+    }
+  }
+  good = good && check(found, name, "SIOCGIFCONF lists it");
+  if (asker >= 0) close(asker);
   const int fd = connect_blocking(ip, port);
   good = good && check(fd >= 0, name, "connect");
   const int on = 1;
