@@ -109,6 +109,25 @@ MemcachedOutcome memcached_pairs(const std::string& address, std::uint16_t port,
 
 class Compat : public EchoServersTest {
  protected:
+  // `argv` run in the peer namespace for at most `seconds`, its standard input from `input` (a
+  // file's path, "" for none), its output and errors together.
+  CommandOutcome run_in_peer(const std::vector<std::string>& argv, int seconds, const std::string& input = "") {
+    return run_shell("timeout " + std::to_string(seconds) + " " + shell_words(peer_command(argv)) +
+                     (input.empty() ? "" : " < " + input) + " 2>&1");
+  }
+  // `fetch(name)` ("" when it went well, else why) three times one after the other, then twice at
+  // once: a server that forks per connection, serving clients in turn and side by side.
+  template <class Fetch>
+  void expect_fetched_in_turn_and_at_once(Fetch&& fetch, const std::string& prefix) {
+    for (int i = 1; i <= 3; ++i) EXPECT_EQ(fetch(prefix + std::to_string(i)), "");
+    std::string first, second;
+    std::thread other([&] { second = fetch(prefix + "5"); });
+    first = fetch(prefix + "4");
+    other.join();
+    EXPECT_EQ(first, "");
+    EXPECT_EQ(second, "");
+  }
+
   // redis with thousands of clients at once, on the default limits: a program's sockets per replica
   // (limits.tcp_sockets_per_seat, 16,384) are sparse memory, so nothing is raised but the number of
   // descriptors (prlimit on both sides, as an administrator would raise ulimit -n).
@@ -383,12 +402,8 @@ TEST_F(Compat, GitDaemonServesClonesThroughItsExecutedHelpers) {
   ASSERT_TRUE(wait_for_port(daemon, app_address(), kPort)) << tail(daemon.output());
   auto clone = [&](const std::string& name) {
     const std::filesystem::path target = folder_ / name;
-    std::vector<std::string> argv =
-        peer_command({"git", "clone", "-q", "git://" + app_address() + ":" + std::to_string(kPort) + "/repo.git",
-                      target.string()});
-    std::string line;
-    for (const std::string& word : argv) line += word + " ";
-    const CommandOutcome cloned = run_shell("timeout 60 " + line + " 2>&1");
+    const CommandOutcome cloned = run_in_peer(
+        {"git", "clone", "-q", "git://" + app_address() + ":" + std::to_string(kPort) + "/repo.git", target.string()}, 60);
     if (cloned.exit_code != 0) return name + ": " + cloned.output;
     for (int i = 0; i < 40; ++i) {
       const std::string file_name = "file" + std::to_string(i);
@@ -399,17 +414,70 @@ TEST_F(Compat, GitDaemonServesClonesThroughItsExecutedHelpers) {
     }
     return std::string();
   };
-  for (const char* name : {"clone1", "clone2", "clone3"}) EXPECT_EQ(clone(name), "");
-  std::string first, second;
-  std::thread other([&] { second = clone("clone5"); });
-  first = clone("clone4");
-  other.join();
-  EXPECT_EQ(first, "");
-  EXPECT_EQ(second, "");
+  expect_fetched_in_turn_and_at_once(clone, "clone");
   EXPECT_TRUE(daemon.running()) << tail(daemon.output());
   // (wait_for_port's probe connection closes without a request: "the remote end hung up", as on Linux.)
   EXPECT_EQ(daemon.output().find("error"), std::string::npos) << tail(daemon.output());
   EXPECT_EQ(daemon.output().find("flotilla:"), std::string::npos) << "[" << daemon.output() << "]";
+}
+
+// rsync's daemon forks a child per connection, which chroots into the module and drops to nobody
+// before it sends the tree: three syncs one after the other, then two at once, each compared file
+// by file (a 2 MB file among 30 small ones).
+TEST_F(Compat, RsyncDaemonServesAChrootedModule) {
+  ASSERT_TRUE(start_apps({"rsync"}, 16));
+  constexpr std::uint16_t kPort = 8730;
+  const std::filesystem::path module = folder_ / "module";
+  std::filesystem::create_directories(module);
+  ASSERT_EQ(run_shell("head -c 2000000 /dev/urandom > " + (module / "big.bin").string()).exit_code, 0);
+  for (int i = 0; i < 30; ++i) std::ofstream(module / ("file" + std::to_string(i))) << "file " << i << "\n";
+  // The module must be readable by nobody (the test's folder is root's alone).
+  std::filesystem::permissions(folder_, std::filesystem::perms::others_exec | std::filesystem::perms::group_exec,
+                               std::filesystem::perm_options::add);
+  std::ofstream(file("rsyncd.conf")) << "port = " << kPort << "\naddress = " << app_address()
+                                     << "\nuse chroot = yes\nuid = nobody\ngid = nogroup\nlog file = "
+                                     << file("rsyncd.log").string() << "\n[data]\n  path = " << module.string()
+                                     << "\n  read only = yes\n";
+  Program daemon(app_command({"rsync", "--daemon", "--no-detach", "--config=" + file("rsyncd.conf").string()}),
+                 file("rsync.out"));
+  ASSERT_TRUE(wait_for_port(daemon, app_address(), kPort)) << tail(daemon.output());
+  auto sync = [&](const std::string& name) {
+    const std::filesystem::path target = folder_ / name;
+    const CommandOutcome synced = run_in_peer(
+        {"rsync", "-a", "rsync://" + app_address() + ":" + std::to_string(kPort) + "/data/", target.string() + "/"}, 60);
+    if (synced.exit_code != 0) return name + ": " + synced.output;
+    const CommandOutcome compared = run_shell("diff -r " + module.string() + " " + target.string() + " 2>&1");
+    return compared.exit_code == 0 ? std::string() : name + ": " + compared.output;
+  };
+  expect_fetched_in_turn_and_at_once(sync, "sync");
+  EXPECT_TRUE(daemon.running()) << tail(daemon.output());
+}
+
+// mosquitto, a single-threaded MQTT broker: a subscriber gets every one of 300 messages a
+// publisher sends at QoS 1, in order.
+TEST_F(Compat, MosquittoRelaysEveryMessageToASubscriber) {
+  ASSERT_TRUE(start_apps({"mosquitto", "mosquitto_sub", "mosquitto_pub"}));
+  constexpr std::uint16_t kPort = 1883;
+  std::ofstream(file("mosquitto.conf")) << "listener " << kPort << " " << app_address()
+                                        << "\nallow_anonymous true\nlog_type all\nlog_dest stderr\n";
+  Program broker(app_command({"mosquitto", "-c", file("mosquitto.conf").string()}), file("mosquitto.out"));
+  ASSERT_TRUE(wait_for_port(broker, app_address(), kPort)) << tail(broker.output());
+  const std::string port = std::to_string(kPort);
+  Program subscriber(peer_command({"mosquitto_sub", "-h", app_address(), "-p", port, "-t", "flotilla/test", "-q", "1",
+                                   "-C", "300", "-W", "30"}),
+                     file("subscriber.out"));
+  // The broker logs (log_type all) when it acknowledged the subscription.
+  ASSERT_TRUE(wait_for([&] { return broker.output().find("Sending SUBACK") != std::string::npos; }, 15s))
+      << tail(broker.output());
+  std::string expected;
+  for (int i = 0; i < 300; ++i) expected += "message " + std::to_string(i) + "\n";
+  std::ofstream(file("messages")) << expected;
+  const CommandOutcome published = run_in_peer(
+      {"mosquitto_pub", "-h", app_address(), "-p", port, "-t", "flotilla/test", "-q", "1", "-l"}, 30, file("messages").string());
+  EXPECT_EQ(published.exit_code, 0) << published.output;
+  EXPECT_TRUE(wait_for([&] { return !subscriber.running(); }, 30s));
+  EXPECT_EQ(subscriber.output(), expected);
+  EXPECT_TRUE(broker.running()) << tail(broker.output());
 }
 
 // sshd shares its connection over fork (issue 14's holders): the process it re-executes for the
