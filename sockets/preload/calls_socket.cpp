@@ -26,6 +26,7 @@
 #include <random>
 #include <utility>
 
+#include "components/wire/address.hpp"
 #include "sockets/preload/calls.hpp"
 #include "sockets/preload/files.hpp"
 #include "sockets/preload/interfaces.hpp"
@@ -38,6 +39,16 @@ namespace {
 constexpr int kListenAnswerMs = 2000;  // how long listen() waits for every replica's answer
 
 bool loopback(std::uint32_t address) { return (address >> 24) == 127; }
+
+// Whether a bind to `address` is the stack's: the wildcard, the stack's address (its subnet's
+// broadcast and multicast groups too), or, with no interface named, any address not loopback.
+// Another host address is the kernel's (named binds each address its interfaces have).
+bool binds_on_stack(std::uint32_t address) {
+  if (loopback(address)) return false;
+  const auto stack = stack_interface();
+  if (address == 0 || !stack || address == stack->address || wire::is_multicast_ipv4(address)) return true;
+  return address == wire::Ipv4Cidr{stack->address, stack->prefix_length}.broadcast();
+}
 
 // A socket bound or connected to the loopback network belongs to the kernel: Flotilla has no
 // loopback. Swaps a kernel socket in under the same number (only for a socket not yet used and
@@ -792,17 +803,18 @@ FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
   std::uint32_t ip = 0;
   std::uint16_t port = 0;
   if (!read_address(address, length, ip, port)) return -1;
-  if (!loopback(ip) && !may_bind_port(port)) return fail_with(EACCES);
+  const bool on_stack = binds_on_stack(ip);
+  if (on_stack && !may_bind_port(port)) return fail_with(EACCES);
   {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
     if (socket->bound || socket->state != Socket::State::fresh) return fail_with(EINVAL);
-    if (socket->udp() && !loopback(ip)) {
+    if (socket->udp() && on_stack) {
       if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
       socket->bound_address = ip;
       return Runtime::get().open_datagram(&lock, *socket, port);
     }
-    if (!loopback(ip)) {
+    if (on_stack) {
       // Port 0 gets its port now, as on Linux, so getsockname tells it before listen or connect.
       socket->bound = true;
       socket->bound_address = ip;
@@ -1004,6 +1016,15 @@ FLOTILLA_EXPORT long syscall(long number, ...) {
   if (number == SYS_close_range) {
     return close_range(static_cast<unsigned int>(values[0]), static_cast<unsigned int>(values[1]),
                        static_cast<int>(values[2]));
+  }
+  // libuv reads and writes datagrams in batches with the kernel's calls themselves.
+  if (number == SYS_recvmmsg && is_socket(static_cast<int>(values[0]))) {
+    return recvmmsg(static_cast<int>(values[0]), reinterpret_cast<mmsghdr*>(values[1]),
+                    static_cast<unsigned int>(values[2]), static_cast<int>(values[3]), reinterpret_cast<timespec*>(values[4]));
+  }
+  if (number == SYS_sendmmsg && is_socket(static_cast<int>(values[0]))) {
+    return sendmmsg(static_cast<int>(values[0]), reinterpret_cast<mmsghdr*>(values[1]),
+                    static_cast<unsigned int>(values[2]), static_cast<int>(values[3]));
   }
   if (clone_forks(number, values)) {
     // What fork's handlers do (pthread_atfork): the child must know it is not its parent.

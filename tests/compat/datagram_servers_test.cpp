@@ -3,7 +3,9 @@
 // wildcard address, asks for IP_PKTINFO to learn where each query was sent and on which interface,
 // and answers with sendmsg carrying IP_PKTINFO: the control messages Linux gives and takes. Over
 // TCP it forks a child per connection, and serves one only when the connection's local address is
-// one of its interfaces' (its own netlink dump of addresses, which must show the stack's).
+// one of its interfaces' (its own netlink dump of addresses, which must show the stack's). BIND's
+// named binds every address its interfaces have (getifaddrs): the stack's on Flotilla, the others
+// on the kernel.
 // FLOTILLA_APPS_TEST_SIDE=kernel runs the same case on kernel sockets (tests/apps/apps_fixture.hpp).
 #include <gtest/gtest.h>
 
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <fstream>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -63,21 +66,36 @@ class DatagramServers : public AppsTest {
                         "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=root",
                         "--pid-file=" + file("dnsmasq.pid").string(), "--address=/test.flotilla/10.1.2.3"});
   }
-  // dnsmasq answers `count` queries for names of its test domain, over TCP or UDP, and keeps running.
-  void expect_answers(bool over_tcp, int count) {
-    ASSERT_TRUE(start_apps({"dnsmasq"}));
-    Program server(dnsmasq_command(), file("dnsmasq.log"));
-    // dnsmasq is up once it answers.
+  // BIND's named with two worker threads, authoritative for the test domain (every name in it is
+  // 10.1.2.3), listening on every address of every interface it finds (the stack's among them).
+  std::vector<std::string> named_command() {
+    const std::string folder = folder_.string();
+    std::ofstream(file("zone")) << "$TTL 300\n@ IN SOA ns.test.flotilla. admin.test.flotilla. 1 3600 600 86400 300\n"
+                                << "@ IN NS ns.test.flotilla.\nns IN A 10.1.2.3\n* IN A 10.1.2.3\n";
+    std::ofstream(file("named.conf")) << "options {\n  directory \"" << folder << "\";\n  listen-on port " << kDnsPort
+                                      << " { any; };\n  listen-on-v6 { none; };\n  recursion no;\n  pid-file \""
+                                      << folder << "/named.pid\";\n  session-keyfile \"" << folder
+                                      << "/session.key\";\n  managed-keys-directory \"" << folder
+                                      << "\";\n  allow-query { any; };\n};\nzone \"test.flotilla\" { type master; file \""
+                                      << file("zone").string() << "\"; };\n";
+    return app_command({"named", "-g", "-u", "root", "-n", "2", "-c", file("named.conf").string()});
+  }
+  // `program` (dnsmasq or named) answers `over_udp` queries for names of the test domain over UDP,
+  // then `over_tcp` over TCP (each on a connection of its own), and keeps running.
+  void expect_answers(const std::string& program, int over_udp, int over_tcp) {
+    ASSERT_TRUE(start_apps({program}));
+    Program server(program == "named" ? named_command() : dnsmasq_command(), file(program + ".log"));
+    // The server is up once it answers.
     ASSERT_TRUE(wait_for([&] { return !server.running() || ask("up.test.flotilla", 1).has_value(); }, 15s));
     ASSERT_TRUE(server.running()) << tail(server.output());
     int answered = 0;
-    for (int query = 0; query < count; ++query) {
+    for (int query = 0; query < over_udp + over_tcp; ++query) {
       const auto id = static_cast<std::uint16_t>(100 + query);
       const std::string name = "host" + std::to_string(id) + ".test.flotilla";
-      const auto answer = over_tcp ? std::optional<std::string>(ask_over_tcp(name, id)) : ask(name, id);
+      const auto answer = query >= over_udp ? std::optional<std::string>(ask_over_tcp(name, id)) : ask(name, id);
       if (answer == "10.1.2.3") ++answered;
     }
-    EXPECT_EQ(answered, count) << tail(server.output());
+    EXPECT_EQ(answered, over_udp + over_tcp) << tail(server.output());
     EXPECT_TRUE(server.running()) << tail(server.output());
     expect_served_by_flotilla();
   }
@@ -146,11 +164,16 @@ class DatagramServers : public AppsTest {
   }
 };
 
-TEST_F(DatagramServers, DnsmasqAnswersQueriesOverUdp) { expect_answers(false, 50); }
+TEST_F(DatagramServers, DnsmasqAnswersQueriesOverUdp) { expect_answers("dnsmasq", 50, 0); }
 
 // Over TCP dnsmasq forks a child for each connection, and answers only a client that came in on one
 // of its interfaces' addresses.
-TEST_F(DatagramServers, DnsmasqAnswersQueriesOverTcp) { expect_answers(true, 30); }
+TEST_F(DatagramServers, DnsmasqAnswersQueriesOverTcp) { expect_answers("dnsmasq", 0, 30); }
+
+// named finds its interfaces' addresses (getifaddrs) and binds each: the kernel's on kernel
+// sockets, the stack's on Flotilla's; its threads read datagrams in batches with the kernel's
+// recvmmsg by number (libuv), and serve TCP too.
+TEST_F(DatagramServers, NamedAnswersQueriesOverUdpAndTcp) { expect_answers("named", 30, 20); }
 
 }  // namespace
 }  // namespace flotilla::testing

@@ -526,6 +526,18 @@ void scenario_udp_batch(const char* ip, int port) {
     good = check(in[i].msg_len == std::strlen(words[i]) && std::memcmp(buffers[i].data(), words[i], in[i].msg_len) == 0,
                  name, "recvmmsg: the datagrams in order");
   }
+  // The same through the kernel's calls by number (libuv's way).
+  good = good && check(syscall(SYS_sendmmsg, fd, out.data(), 3, 0) == 3, name, "syscall(SYS_sendmmsg) sends three");
+  received = 0;
+  while (good && received < 3) {
+    const long got = syscall(SYS_recvmmsg, fd, in.data() + received, 3 - received, MSG_WAITFORONE, nullptr);
+    good = check(got >= 1, name, "syscall(SYS_recvmmsg) returns at least one");
+    received += static_cast<int>(std::max(got, 0L));
+  }
+  for (std::size_t i = 0; good && i < 3; ++i) {
+    good = check(in[i].msg_len == std::strlen(words[i]) && std::memcmp(buffers[i].data(), words[i], in[i].msg_len) == 0,
+                 name, "syscall(SYS_recvmmsg): the datagrams in order");
+  }
   const int one = 1;
   good = good && check(setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one)) == 0, name, "IP_PKTINFO");
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(in_pktinfo))];
@@ -769,6 +781,28 @@ void scenario_interfaces(const char* ip, int port) {
   }
   good = good && check(found, name, "SIOCGIFCONF lists it");
   if (asker >= 0) close(asker);
+  // Another address of this host is the kernel's: a listener bound there is a kernel one.
+  in_addr host{};
+  if (getifaddrs(&list) == 0) {
+    for (const ifaddrs* entry = list; entry != nullptr && host.s_addr == 0; entry = entry->ifa_next) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(entry->ifa_addr);
+      if (in != nullptr && in->sin_family == AF_INET && in->sin_addr.s_addr != expected.s_addr &&
+          (ntohl(in->sin_addr.s_addr) >> 24) != 127) {
+        host = in->sin_addr;
+      }
+    }
+    freeifaddrs(list);
+  }
+  if (host.s_addr != 0) {
+    const int kernel_listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_addr = host;
+    good = good && check(bind(kernel_listener, reinterpret_cast<sockaddr*>(&at), sizeof(at)) == 0 &&
+                             listen(kernel_listener, 4) == 0,
+                         name, "a listener on another address of the host (the kernel's)");
+    if (kernel_listener >= 0) close(kernel_listener);
+  }
   const int fd = connect_blocking(ip, port);
   good = good && check(fd >= 0, name, "connect");
   const int on = 1;
