@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -33,6 +34,23 @@ std::optional<StackInterface> stack_interface() {
     return StackInterface{index, cidr->address, cidr->prefix_length};
   }();
   return named;
+}
+
+bool kernel_host_address(std::uint32_t address) {
+  const auto stack = stack_interface();
+  if (!stack || address == 0 || address == stack->address) return false;
+  static const std::vector<std::uint32_t> addresses = [] {
+    std::vector<std::uint32_t> found;
+    ifaddrs* list = nullptr;
+    if (REAL(getifaddrs)(&list) != 0) return found;
+    for (const ifaddrs* entry = list; entry != nullptr; entry = entry->ifa_next) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(entry->ifa_addr);
+      if (in != nullptr && in->sin_family == AF_INET) found.push_back(ntohl(in->sin_addr.s_addr));
+    }
+    REAL(freeifaddrs)(list);
+    return found;
+  }();
+  return std::find(addresses.begin(), addresses.end(), address) != addresses.end();
 }
 
 namespace {

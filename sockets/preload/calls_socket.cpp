@@ -665,7 +665,7 @@ int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
     std::uint32_t ip = 0;
     std::uint16_t port = 0;
     if (!read_address(address, length, ip, port)) return -1;
-    if (!loopback(ip) || socket->id >= 0) {
+    if ((!loopback(ip) && !kernel_host_address(ip)) || socket->id >= 0) {
       if (socket->id < 0 && Runtime::get().open_datagram(&lock, *socket, 0) != 0) return -1;
       socket->peer_address = ip;
       socket->peer_port = port;
@@ -860,8 +860,10 @@ FLOTILLA_EXPORT int connect(int fd, const sockaddr* address, socklen_t length) {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
     if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
-    // 0.0.0.0 means this host, as on Linux: the kernel's loopback too.
-    if ((!loopback(ip) && ip != 0) || socket->state != Socket::State::fresh) {
+    // 0.0.0.0 means this host, as on Linux: the kernel's loopback too; so is another address of
+    // the host's kernel (not for a socket bound on the stack).
+    const bool kernel_peer = loopback(ip) || ip == 0 || (!socket->bound && kernel_host_address(ip));
+    if (!kernel_peer || socket->state != Socket::State::fresh) {
       if (ip == 0 || port == 0) return fail_with(ECONNREFUSED);
       return connect_locked(lock, *socket, ip, port);
     }

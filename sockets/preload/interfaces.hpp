@@ -23,6 +23,10 @@ struct StackInterface {
 // What `flotilla run` said (read once); nothing when it named no interface or no valid address.
 std::optional<StackInterface> stack_interface();
 
+// Whether `address` is one of the kernel's own addresses other than the stack's (this host's eth0,
+// say): a connection to it is the kernel's, as on Linux. Read once; false with no stack interface.
+bool kernel_host_address(std::uint32_t address);
+
 // Netlink: a NETLINK_ROUTE socket's requests and replies (calls_interfaces.cpp). `watch_netlink`
 // notes a new kernel socket; a request that dumps IPv4 addresses marks the socket so that the
 // dump's end brings the stack's address first.
