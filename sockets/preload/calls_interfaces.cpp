@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <utility>
 #include <vector>
 
 #include "components/wire/address.hpp"
@@ -244,11 +245,10 @@ std::optional<int> interface_ioctl(int fd, unsigned long request, void* argument
     return std::nullopt;
   }
   const wire::Ipv4Cidr cidr{stack->address, stack->prefix_length};
+  // An ifreq's address has room for a sockaddr_in.
   const auto ipv4_into = [](sockaddr& out, std::uint32_t address) {
-    sockaddr_in in{};
-    in.sin_family = AF_INET;
-    in.sin_addr.s_addr = htonl(address);
-    std::memcpy(&out, &in, sizeof(in));
+    socklen_t room = sizeof(sockaddr_in);
+    copy_address_out(&out, &room, address, 0);
   };
   if (request != SIOCGIFCONF) {
     auto* asked = static_cast<ifreq*>(argument);
@@ -304,13 +304,6 @@ AddedAddress* added_of(ifaddrs* entry) {
   return added;
 }
 
-sockaddr_in ipv4(std::uint32_t address) {
-  sockaddr_in out{};
-  out.sin_family = AF_INET;
-  out.sin_addr.s_addr = htonl(address);
-  return out;
-}
-
 }  // namespace
 
 FLOTILLA_EXPORT int getifaddrs(ifaddrs** list) {
@@ -335,9 +328,11 @@ FLOTILLA_EXPORT int getifaddrs(ifaddrs** list) {
   if (added == nullptr) return result;
   const flotilla::wire::Ipv4Cidr cidr{stack->address, stack->prefix_length};
   std::memcpy(added->name, name, sizeof(name));
-  added->address = ipv4(stack->address);
-  added->netmask = ipv4(cidr.mask());
-  added->broadcast = ipv4(cidr.broadcast());
+  for (const auto& [out, address] : {std::pair{&added->address, stack->address}, std::pair{&added->netmask, cidr.mask()},
+                                     std::pair{&added->broadcast, cidr.broadcast()}}) {
+    socklen_t room = sizeof(sockaddr_in);
+    copy_address_out(reinterpret_cast<sockaddr*>(out), &room, address, 0);
+  }
   added->mark = AddedAddress::kMark;
   added->entry.ifa_name = added->name;
   added->entry.ifa_flags = flags;

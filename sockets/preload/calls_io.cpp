@@ -422,8 +422,10 @@ FLOTILLA_EXPORT ssize_t writev(int fd, const iovec* vectors, int count) {
 }
 
 FLOTILLA_EXPORT ssize_t recv(int fd, void* buffer, size_t length, int flags) {
-  if (is_watched_netlink(fd)) return recvfrom(fd, buffer, length, flags, nullptr, nullptr);
-  if (!is_socket(fd)) return REAL(recv)(fd, buffer, length, flags);
+  if (!is_socket(fd)) {
+    if (is_watched_netlink(fd)) return recvfrom(fd, buffer, length, flags, nullptr, nullptr);
+    return REAL(recv)(fd, buffer, length, flags);
+  }
   return receive_one(fd, buffer, length, flags);
 }
 
@@ -434,7 +436,7 @@ FLOTILLA_EXPORT ssize_t __recv_chk(int fd, void* buffer, size_t length, size_t b
 
 FLOTILLA_EXPORT ssize_t recvfrom(int fd, void* buffer, size_t length, int flags, sockaddr* address,
                                  socklen_t* address_length) {
-  if (is_watched_netlink(fd)) {
+  if (!is_socket(fd) && is_watched_netlink(fd)) {
     iovec vector{buffer, length};
     msghdr message{};
     message.msg_name = address;
@@ -456,8 +458,8 @@ FLOTILLA_EXPORT ssize_t __recvfrom_chk(int fd, void* buffer, size_t length, size
 }
 
 FLOTILLA_EXPORT ssize_t recvmsg(int fd, msghdr* message, int flags) {
-  if (is_watched_netlink(fd)) return receive_netlink(fd, message, flags);
   if (!is_socket(fd)) {
+    if (is_watched_netlink(fd)) return receive_netlink(fd, message, flags);
     if (message == nullptr || message->msg_control == nullptr || message->msg_controllen == 0) {
       return REAL(recvmsg)(fd, message, flags);
     }

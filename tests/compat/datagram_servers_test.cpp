@@ -80,11 +80,13 @@ class DatagramServers : public AppsTest {
                                       << file("zone").string() << "\"; };\n";
     return app_command({"named", "-g", "-u", "root", "-n", "2", "-c", file("named.conf").string()});
   }
-  // `program` (dnsmasq or named) answers `over_udp` queries for names of the test domain over UDP,
-  // then `over_tcp` over TCP (each on a connection of its own), and keeps running.
-  void expect_answers(const std::string& program, int over_udp, int over_tcp) {
+  // The server `command` starts (`program`, made once the test's folder exists) answers `over_udp`
+  // queries for names of the test domain over UDP, then `over_tcp` over TCP (each on a connection
+  // of its own), and keeps running.
+  template <class Command>
+  void expect_answers(const std::string& program, Command&& command, int over_udp, int over_tcp) {
     ASSERT_TRUE(start_apps({program}));
-    Program server(program == "named" ? named_command() : dnsmasq_command(), file(program + ".log"));
+    Program server(command(), file(program + ".log"));
     // The server is up once it answers.
     ASSERT_TRUE(wait_for([&] { return !server.running() || ask("up.test.flotilla", 1).has_value(); }, 15s));
     ASSERT_TRUE(server.running()) << tail(server.output());
@@ -164,16 +166,22 @@ class DatagramServers : public AppsTest {
   }
 };
 
-TEST_F(DatagramServers, DnsmasqAnswersQueriesOverUdp) { expect_answers("dnsmasq", 50, 0); }
+TEST_F(DatagramServers, DnsmasqAnswersQueriesOverUdp) {
+  expect_answers("dnsmasq", [this] { return dnsmasq_command(); }, 50, 0);
+}
 
 // Over TCP dnsmasq forks a child for each connection, and answers only a client that came in on one
 // of its interfaces' addresses.
-TEST_F(DatagramServers, DnsmasqAnswersQueriesOverTcp) { expect_answers("dnsmasq", 0, 30); }
+TEST_F(DatagramServers, DnsmasqAnswersQueriesOverTcp) {
+  expect_answers("dnsmasq", [this] { return dnsmasq_command(); }, 0, 30);
+}
 
 // named finds its interfaces' addresses (getifaddrs) and binds each: the kernel's on kernel
 // sockets, the stack's on Flotilla's; its threads read datagrams in batches with the kernel's
 // recvmmsg by number (libuv), and serve TCP too.
-TEST_F(DatagramServers, NamedAnswersQueriesOverUdpAndTcp) { expect_answers("named", 30, 20); }
+TEST_F(DatagramServers, NamedAnswersQueriesOverUdpAndTcp) {
+  expect_answers("named", [this] { return named_command(); }, 30, 20);
+}
 
 }  // namespace
 }  // namespace flotilla::testing
