@@ -1217,12 +1217,20 @@ ReplicaServer::Handover ReplicaServer::move_in_group(std::size_t app, std::uint3
   role.accept_order = member.active ? member.accept_announced : next_held_order(*target);
   const MovedConnection moved = move_connection(app, from, target->app, role, 0);
   if (moved.error != 0) return Handover::not_moved;
+  note_placed(*target);
   if (!moved.live) {
     free_page(target->app, moved.page);
     return Handover::over;
   }
   if (role.announced) announce_queued(*target, moved.page, page_tuple(target->app, moved.page));
   return Handover::moved;
+}
+
+void ReplicaServer::note_placed(const Place& member) {
+  // A member that has not shown it accepts gets its connections held once established; its first
+  // accept may come before its process ever polled (a program that connects to its own listener).
+  if (apps_[member.app].pages[member.page].active) return;
+  apps_[member.app].region.page(member.page)->control.holds_connections.store(1, std::memory_order_release);
 }
 
 void ReplicaServer::forget_held(std::size_t app, std::uint32_t page) {
@@ -1918,11 +1926,7 @@ std::optional<StreamRings> ReplicaServer::rings_for(ListenerId listener, Connect
   control.local_port = tuple.local_port;
   control.remote_port = tuple.remote_port;
   control.status.store(TcpSocketStatus::connecting, std::memory_order_release);
-  // A member that has not shown it accepts gets it held once established: its first accept may
-  // come before that (a program that connects to its own listener, then accepts).
-  if (!apps_[owner.app].pages[owner.page].active) {
-    apps_[owner.app].region.page(owner.page)->control.holds_connections.store(1, std::memory_order_release);
-  }
+  note_placed(owner);
   return rings_of(owner.app, *index);
 }
 
@@ -1941,7 +1945,6 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
     page.held = true;
     page.accept_order = next_held_order(owner);
     store_page(place->app, place->page);
-    apps_[owner.app].region.page(owner.page)->control.holds_connections.store(1, std::memory_order_release);
     counters_.group_held->add();
     Group& group = listeners_[listener];
     if (std::any_of(group.members.begin(), group.members.end(),

@@ -261,6 +261,9 @@ class ReplicaServer final : public EngineHost {
   void on_option(std::size_t app, const stack::TcpOptionBody& option, std::uint64_t now_ns);
   void on_join(std::size_t app, const stack::TcpJoinBody& join);
   void on_activate(std::size_t app, const stack::TcpPageBody& activate);
+  // A connection was placed with listener `member` (at its SYN, or moved there): an inactive
+  // member's page says so (TcpSocketControl::holds_connections).
+  void note_placed(const Place& member);
   // The requests of a kick (or a release), read from the page's word or carried by the message.
   void serve_requests(std::size_t app, std::uint32_t page, std::uint32_t generation, std::uint32_t requests,
                       std::uint64_t now_ns);
