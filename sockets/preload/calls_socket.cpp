@@ -1001,6 +1001,50 @@ bool clone_forks(long number, const long* values) {
 
 }  // namespace
 
+namespace {
+
+// A socket call made by number on a Flotilla socket (libuv reads and writes datagrams in batches
+// with the kernel's calls themselves): the library's own call, as if made through the C library.
+std::optional<long> socket_call_by_number(long number, const long* values) {
+  const auto fd = static_cast<int>(values[0]);
+  if (!is_socket(fd)) return std::nullopt;
+  const auto pointer = [&](int at) { return reinterpret_cast<void*>(values[at]); };
+  const auto size = [&](int at) { return static_cast<std::size_t>(values[at]); };
+  const auto flags = [&](int at) { return static_cast<int>(values[at]); };
+  auto* address = static_cast<sockaddr*>(pointer(1));
+  auto* length = static_cast<socklen_t*>(pointer(2));
+  switch (number) {
+    case SYS_read: return read(fd, pointer(1), size(2));
+    case SYS_write: return write(fd, pointer(1), size(2));
+    case SYS_recvfrom:
+      return recvfrom(fd, pointer(1), size(2), flags(3), static_cast<sockaddr*>(pointer(4)),
+                      static_cast<socklen_t*>(pointer(5)));
+    case SYS_sendto:
+      return sendto(fd, pointer(1), size(2), flags(3), static_cast<const sockaddr*>(pointer(4)),
+                    static_cast<socklen_t>(values[5]));
+    case SYS_recvmsg: return recvmsg(fd, static_cast<msghdr*>(pointer(1)), flags(2));
+    case SYS_sendmsg: return sendmsg(fd, static_cast<const msghdr*>(pointer(1)), flags(2));
+    case SYS_recvmmsg:
+      return recvmmsg(fd, static_cast<mmsghdr*>(pointer(1)), static_cast<unsigned int>(values[2]), flags(3),
+                      static_cast<timespec*>(pointer(4)));
+    case SYS_sendmmsg: return sendmmsg(fd, static_cast<mmsghdr*>(pointer(1)), static_cast<unsigned int>(values[2]), flags(3));
+    case SYS_accept4: return accept4(fd, address, length, flags(3));
+    case SYS_accept: return accept(fd, address, length);
+    case SYS_connect: return connect(fd, address, static_cast<socklen_t>(values[2]));
+    case SYS_bind: return bind(fd, address, static_cast<socklen_t>(values[2]));
+    case SYS_listen: return listen(fd, flags(1));
+    case SYS_shutdown: return shutdown(fd, flags(1));
+    case SYS_getsockname: return getsockname(fd, address, length);
+    case SYS_getpeername: return getpeername(fd, address, length);
+    case SYS_setsockopt:
+      return setsockopt(fd, flags(1), flags(2), pointer(3), static_cast<socklen_t>(values[4]));
+    case SYS_getsockopt: return getsockopt(fd, flags(1), flags(2), pointer(3), static_cast<socklen_t*>(pointer(4)));
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
+
 FLOTILLA_EXPORT long syscall(long number, ...) {
   va_list arguments;
   va_start(arguments, number);
@@ -1019,15 +1063,7 @@ FLOTILLA_EXPORT long syscall(long number, ...) {
     return close_range(static_cast<unsigned int>(values[0]), static_cast<unsigned int>(values[1]),
                        static_cast<int>(values[2]));
   }
-  // libuv reads and writes datagrams in batches with the kernel's calls themselves.
-  if (number == SYS_recvmmsg && is_socket(static_cast<int>(values[0]))) {
-    return recvmmsg(static_cast<int>(values[0]), reinterpret_cast<mmsghdr*>(values[1]),
-                    static_cast<unsigned int>(values[2]), static_cast<int>(values[3]), reinterpret_cast<timespec*>(values[4]));
-  }
-  if (number == SYS_sendmmsg && is_socket(static_cast<int>(values[0]))) {
-    return sendmmsg(static_cast<int>(values[0]), reinterpret_cast<mmsghdr*>(values[1]),
-                    static_cast<unsigned int>(values[2]), static_cast<int>(values[3]));
-  }
+  if (const auto done = socket_call_by_number(number, values)) return *done;
   if (clone_forks(number, values)) {
     // What fork's handlers do (pthread_atfork): the child must know it is not its parent.
     Runtime& runtime = Runtime::get();

@@ -862,6 +862,10 @@ void scenario_accept_first(const char* ip, int port) {
   good = good && check(write(client, "a", 1) == 1, name, "write");
   char byte = 0;
   good = good && check(read(accepted, &byte, 1) == 1 && byte == 'a', name, "the accepted end reads it");
+  // The same by number, as programs that make the kernel's calls themselves do.
+  good = good && check(syscall(SYS_write, client, "b", 1) == 1, name, "syscall(SYS_write)");
+  good = good && check(syscall(SYS_recvfrom, accepted, &byte, 1, 0, nullptr, nullptr) == 1 && byte == 'b', name,
+                       "syscall(SYS_recvfrom) reads it");
   for (const int fd : {accepted, client, listener}) {
     if (fd >= 0) close(fd);
   }
