@@ -185,7 +185,7 @@ std::uint32_t reportable(Runtime& runtime, EpollSet::Interest& interest, bool no
   const std::uint64_t received = runtime.arrivals(socket);
   std::uint32_t fresh = ready & ~interest.last_ready;
   if (socket.stalls != interest.last_stalls) fresh = ready;
-  if ((ready & EPOLLIN) != 0 && received != interest.last_received) fresh |= EPOLLIN;
+  if ((ready & (EPOLLIN | EPOLLRDNORM)) != 0 && received != interest.last_received) fresh |= ready & (EPOLLIN | EPOLLRDNORM);
   if (note) {
     interest.last_ready = ready;
     interest.last_stalls = socket.stalls;
@@ -350,7 +350,7 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
   if (socket == nullptr) return fail_with(EBADF);
   if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
   if (epfd == fd) return fail_with(EINVAL);
-  if (operation != EPOLL_CTL_DEL && event != nullptr && (event->events & EPOLLIN) != 0) runtime.accepting(*socket);
+  if (operation != EPOLL_CTL_DEL && event != nullptr && (event->events & (EPOLLIN | EPOLLRDNORM)) != 0) runtime.accepting(*socket);
   if (operation != EPOLL_CTL_DEL && event == nullptr) return fail_with(EFAULT);
   auto set = runtime.epoll_at(epfd);
   if (set == nullptr) {

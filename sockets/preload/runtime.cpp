@@ -507,7 +507,17 @@ int Runtime::past_limit(int error) {
   return error;
 }
 
+// Linux's socket poll reports POLLRDNORM with POLLIN and POLLWRNORM with POLLOUT (and a datagram
+// socket POLLWRBAND too); a program may wait for those bits alone (varnish's connect polls for
+// POLLWRNORM).
 std::uint32_t Runtime::ready_events(Socket& socket) {
+  std::uint32_t events = transport_events(socket);
+  if ((events & POLLIN) != 0) events |= POLLRDNORM;
+  if ((events & POLLOUT) != 0) events |= POLLWRNORM | (socket.udp() ? POLLWRBAND : 0);
+  return events;
+}
+
+std::uint32_t Runtime::transport_events(Socket& socket) {
   constexpr std::uint32_t kBroken = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP;
   if (!owns(socket)) return kBroken;
   // A stack that went down: a listener and a UDP socket get nothing more (they stop being ready,

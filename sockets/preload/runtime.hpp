@@ -305,7 +305,8 @@ class Runtime {
   // The descriptors the library holds now, in ascending order. Under the lock.
   std::vector<int> library_descriptors() const;
 
-  // Readiness of a socket as poll bits (POLLIN/POLLOUT/POLLERR/POLLHUP/POLLRDHUP). Under the lock.
+  // Readiness of a socket as poll bits (POLLIN/POLLRDNORM, POLLOUT/POLLWRNORM, POLLERR/POLLHUP/
+  // POLLRDHUP), as Linux reports them. Under the lock.
   std::uint32_t ready_events(Socket& socket);
   // The socket's errno (0 when none), the stack being gone included.
   int socket_error(Socket& socket);
@@ -541,6 +542,8 @@ class Runtime {
   void appoint_leader();
   bool can_lead();
   void attach_datagrams(const std::string& channel);
+  // ready_events without the NORM and BAND bits.
+  std::uint32_t transport_events(Socket& socket);
   // Calls `visit` with each descriptor the library holds (runtime.cpp).
   template <class Visit>
   void for_each_own_descriptor(Visit visit) const;

@@ -5,7 +5,9 @@
 //     listener, a request the moment the port opens (the master's listener alone, which never
 //     accepts, is placed it), and a graceful restart (SIGUSR1) whose new children serve;
 //   - haproxy with two threads proxying to a kernel server in the peer namespace (Flotilla as the
-//     client side too).
+//     client side too);
+//   - varnish caching a kernel server in the peer namespace: its backend connections are made as
+//     varnish makes them (FIONBIO, then a poll for POLLWRNORM alone).
 // FLOTILLA_APPS_TEST_SIDE=kernel runs the same cases on kernel sockets (tests/apps/apps_fixture.hpp).
 #include <gtest/gtest.h>
 
@@ -75,13 +77,15 @@ class WebServers : public AppsTest {
   }
 
   // `rounds` fetches of each document from the peer namespace, each compared with what was written.
-  int fetches_intact(const std::string& address, std::uint16_t port, int rounds) {
+  // `query`: each round asks for other URLs (a cache in front of the server misses each time).
+  int fetches_intact(const std::string& address, std::uint16_t port, int rounds, bool query = false) {
     return in_namespace(names_.peer_namespace, [&] {
       int intact = 0;
       for (int round = 0; round < rounds; ++round) {
+        const std::string suffix = query ? "?round=" + std::to_string(round) : "";
         for (const auto& [path, expected] : {std::pair<std::string, const std::string*>{"/index.html", &page_},
                                              std::pair<std::string, const std::string*>{"/blob", &blob_}}) {
-          const Fetched fetched = http_get(address, port, path);
+          const Fetched fetched = http_get(address, port, path + suffix);
           if (fetched.problem.empty() && fetched.body == *expected) {
             ++intact;
           } else {
@@ -95,6 +99,26 @@ class WebServers : public AppsTest {
   }
 
   const std::filesystem::path& folder() const { return folder_; }
+
+  // Two seconds of wrk (8 connections) on the page: every answer a 2xx.
+  void expect_wrk_served(std::uint16_t port) const {
+    const auto load = run_wrk({"-t2", "-c8", "-d2s", "http://" + app_address() + ":" + std::to_string(port) + "/index.html"});
+    EXPECT_EQ(load.status.value_or(-1), 0);
+    EXPECT_GT(load.requests, 0u);
+    EXPECT_EQ(load.text.find("Non-2xx"), std::string::npos) << load.text;
+  }
+
+  // A kernel HTTP server of the documents in the peer namespace, for the proxies to reach.
+  Program start_backend(std::uint16_t port) {
+    return Program(peer_command({"python3", "-m", "http.server", std::to_string(port), "--bind", peer_address(),
+                                 "--directory", file("htdocs").string()}),
+                   file("backend.log"));
+  }
+  bool backend_listens(Program& backend, std::uint16_t port) {
+    return wait_for([&] {
+      return !backend.running() || in_namespace(names_.peer_namespace, [&] { return port_open(peer_address(), port); });
+    }, 15s) && backend.running();
+  }
 
   // The TCP replicas' listener-group counters, summed: what became of the connections placed with
   // members that left or did not accept.
@@ -136,10 +160,7 @@ TEST_F(WebServers, ApacheEventMpmServesAsWwwDataAndRestartsGracefully) {
   EXPECT_EQ(first.body, page_);
   ASSERT_TRUE(server.running()) << tail(server.output());
   EXPECT_EQ(fetches_intact(app_address(), kPort, 10), 20);
-  const auto load = run_wrk({"-t2", "-c8", "-d2s", "http://" + app_address() + ":" + std::to_string(kPort) + "/index.html"});
-  EXPECT_EQ(load.status.value_or(-1), 0);
-  EXPECT_GT(load.requests, 0u);
-  EXPECT_EQ(load.text.find("Non-2xx"), std::string::npos) << load.text;
+  expect_wrk_served(kPort);
 
   // A graceful restart: the old children stop accepting and leave while the new ones start; the
   // requests in between wait for the new ones.
@@ -173,13 +194,8 @@ TEST_F(WebServers, HaproxyWithTwoThreadsProxiesToAKernelServer) {
   make_documents();
   constexpr std::uint16_t kFrontPort = 8004;
   constexpr std::uint16_t kBackendPort = 9000;
-  Program backend(peer_command({"python3", "-m", "http.server", std::to_string(kBackendPort), "--bind", peer_address(),
-                               "--directory", file("htdocs").string()}),
-                  file("backend.log"));
-  ASSERT_TRUE(wait_for([&] {
-    return !backend.running() ||
-           in_namespace(names_.peer_namespace, [&] { return port_open(peer_address(), kBackendPort); });
-  }, 15s));
+  Program backend = start_backend(kBackendPort);
+  ASSERT_TRUE(backend_listens(backend, kBackendPort));
   std::ofstream(file("haproxy.cfg")) << "global\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n"
                                         "  timeout client 30s\n  timeout server 30s\nfrontend web\n  bind "
                                      << app_address() << ":" << kFrontPort
@@ -188,11 +204,28 @@ TEST_F(WebServers, HaproxyWithTwoThreadsProxiesToAKernelServer) {
   Program server(app_command({"haproxy", "-db", "-f", file("haproxy.cfg").string()}), file("haproxy.log"));
   ASSERT_TRUE(wait_for_port(server, app_address(), kFrontPort)) << tail(server.output());
   EXPECT_EQ(fetches_intact(app_address(), kFrontPort, 10), 20);
-  const auto load =
-      run_wrk({"-t2", "-c8", "-d2s", "http://" + app_address() + ":" + std::to_string(kFrontPort) + "/index.html"});
-  EXPECT_EQ(load.status.value_or(-1), 0);
-  EXPECT_GT(load.requests, 0u);
-  EXPECT_EQ(load.text.find("Non-2xx"), std::string::npos) << load.text;
+  expect_wrk_served(kFrontPort);
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  expect_served_by_flotilla();
+}
+
+TEST_F(WebServers, VarnishCachesAKernelServer) {
+  ASSERT_TRUE(start_apps({"varnishd", "python3"}));
+  make_documents();
+  constexpr std::uint16_t kFrontPort = 8005;
+  constexpr std::uint16_t kBackendPort = 9001;
+  Program backend = start_backend(kBackendPort);
+  ASSERT_TRUE(backend_listens(backend, kBackendPort));
+  std::filesystem::create_directories(file("varnish"));
+  Program server(app_command({"varnishd", "-F", "-n", file("varnish").string(), "-a",
+                              app_address() + ":" + std::to_string(kFrontPort), "-b",
+                              peer_address() + ":" + std::to_string(kBackendPort), "-s", "malloc,32m", "-T", "none"}),
+                 file("varnish.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kFrontPort)) << tail(server.output());
+  // Every round misses the cache (its own URLs), so each fetch is a backend connection's.
+  EXPECT_EQ(fetches_intact(app_address(), kFrontPort, 5, true), 10) << tail(server.output());
+  EXPECT_EQ(fetches_intact(app_address(), kFrontPort, 5), 10);
+  expect_wrk_served(kFrontPort);
   EXPECT_TRUE(server.running()) << tail(server.output());
   expect_served_by_flotilla();
 }

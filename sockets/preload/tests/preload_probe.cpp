@@ -917,6 +917,45 @@ void scenario_epoll_ctl_wakes(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// The NORM and BAND bits Linux's socket poll sets beside POLLIN and POLLOUT, asked for alone:
+// varnish connects to its backend as here (FIONBIO, then a poll for POLLWRNORM) and took a
+// connection that never reported them for a timeout.
+void scenario_norm_bits(const char* ip, int port) {
+  const char* name = "norm-bits";
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  bool good = check(fd >= 0 && ioctl(fd, FIONBIO, &one) == 0, name, "a socket made non-blocking with FIONBIO");
+  const sockaddr_in address = address_of(ip, port);
+  const int connected = good ? connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) : -1;
+  good = good && check(connected == 0 || errno == EINPROGRESS, name, "connect");
+  pollfd writable{fd, POLLWRNORM, 0};
+  good = good && check(poll(&writable, 1, 5000) == 1 && writable.revents == POLLWRNORM, name,
+                       "a poll for POLLWRNORM alone sees the connection made");
+  int error = -1;
+  socklen_t length = sizeof(error);
+  good = good && check(getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) == 0 && error == 0, name, "SO_ERROR");
+  good = good && check(write(fd, "n", 1) == 1, name, "write");
+  pollfd readable{fd, POLLRDNORM, 0};
+  good = good && check(poll(&readable, 1, 5000) == 1 && readable.revents == POLLRDNORM, name,
+                       "a poll for POLLRDNORM alone sees the echo");
+  const int set = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event interest{EPOLLRDNORM | EPOLLWRNORM, {.fd = fd}};
+  epoll_event got{};
+  good = good && check(set >= 0 && epoll_ctl(set, EPOLL_CTL_ADD, fd, &interest) == 0 && epoll_wait(set, &got, 1, 1000) == 1 &&
+                           got.events == (EPOLLRDNORM | EPOLLWRNORM),
+                       name, "epoll reports EPOLLRDNORM and EPOLLWRNORM");
+  char byte = 0;
+  good = good && check(read(fd, &byte, 1) == 1 && byte == 'n', name, "read the echo");
+  const int datagram = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  pollfd sendable{datagram, POLLWRNORM | POLLWRBAND, 0};
+  good = good && check(datagram >= 0 && poll(&sendable, 1, 1000) == 1 && sendable.revents == (POLLWRNORM | POLLWRBAND),
+                       name, "a UDP socket reports POLLWRNORM and POLLWRBAND");
+  for (const int open_fd : {set, datagram, fd}) {
+    if (open_fd >= 0) close(open_fd);
+  }
+  if (good) passed(name);
+}
+
 void scenario_stdio(const char* ip, int port) {
   const char* name = "stdio";
   const int fd = connect_blocking(ip, port);
@@ -1317,6 +1356,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_interfaces(ip, port);
   scenario_accept_first(ip, port);
   scenario_epoll_ctl_wakes(ip, port);
+  scenario_norm_bits(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
