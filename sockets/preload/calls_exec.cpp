@@ -42,9 +42,12 @@ std::string library_path() {
   return info.dli_fname;
 }
 
-// `call(envp)` with the hand-over record named in the environment it passes on (`in_place`: an
-// exec, else a spawn); the record, pins and descriptor flags are undone when it returns (an exec
-// that failed, or a spawn whose child has its copies).
+// `call(envp)` with what the new image needs to run on Flotilla in the environment it passes on:
+// this library preloaded, where the stack is, the stack's interface and the grant, also when the
+// program cleared its environment (nginx keeps TZ alone; postfix keeps a list of its own), and,
+// when sockets go with it, the hand-over record (`in_place`: an exec, else a spawn). The record,
+// pins and descriptor flags are undone when it returns (an exec that failed, or a spawn whose
+// child has its copies).
 template <class Call>
 int with_handoff(char* const* envp, bool in_place, Call&& call) {
   Runtime& runtime = Runtime::get();
@@ -53,41 +56,27 @@ int with_handoff(char* const* envp, bool in_place, Call&& call) {
   const std::string grant_prefix = std::string(flotilla::kGrantVariable) + "=";
   const int grant = runtime.grant();
   std::string grant_variable = grant_prefix + std::to_string(grant);
-  const auto grant_entry = [&](const char* entry) { return std::strncmp(entry, grant_prefix.data(), grant_prefix.size()) == 0; };
-  std::vector<char*> environment;
   Runtime::ExecHandoff handoff;
-  if (!runtime.hand_over(handoff, in_place)) {
-    lock.unlock();
-    bool stale = false;
-    for (char* const* entry = envp; entry != nullptr && *entry != nullptr; ++entry) {
-      stale = stale || (grant_entry(*entry) && (grant < 0 || grant_variable != *entry));
-    }
-    if (!stale) return call(envp);
-    for (char* const* entry = envp; *entry != nullptr; ++entry) {
-      if (!grant_entry(*entry)) environment.push_back(*entry);
-    }
-    if (grant >= 0) environment.push_back(grant_variable.data());
-    environment.push_back(nullptr);
-    return call(environment.data());
-  }
-  std::string variable(kInheritVariable);
-  variable += std::to_string(handoff.record);
+  const bool handing_over = runtime.hand_over(handoff, in_place);
+  if (!handing_over) lock.unlock();
+  std::vector<char*> environment;
   char* preload = nullptr;
   bool names_stack = false;
   bool names_interface = false;
   const std::string index_prefix = std::string(kInterfaceIndexVariable) + "=";
+  const auto starts_with = [](const char* entry, std::string_view prefix) {
+    return std::strncmp(entry, prefix.data(), prefix.size()) == 0;
+  };
   for (char* const* entry = envp; entry != nullptr && *entry != nullptr; ++entry) {
-    if (std::strncmp(*entry, kInheritVariable.data(), kInheritVariable.size()) == 0 || grant_entry(*entry)) continue;
-    if (std::strncmp(*entry, kPreloadVariable.data(), kPreloadVariable.size()) == 0) {
+    if (starts_with(*entry, kInheritVariable) || starts_with(*entry, grant_prefix)) continue;
+    if (starts_with(*entry, kPreloadVariable)) {
       preload = *entry;
       continue;
     }
-    names_stack = names_stack || std::strncmp(*entry, kSocketVariable.data(), kSocketVariable.size()) == 0;
-    names_interface = names_interface || std::strncmp(*entry, index_prefix.data(), index_prefix.size()) == 0;
+    names_stack = names_stack || starts_with(*entry, kSocketVariable);
+    names_interface = names_interface || starts_with(*entry, index_prefix);
     environment.push_back(*entry);
   }
-  // Only an image that loads this library can take the sockets: a program that cleared its
-  // environment (nginx keeps TZ alone) still passes it on, and where the stack is.
   std::string preload_variable = preload != nullptr ? preload : std::string(kPreloadVariable);
   const std::string library = library_path();
   if (!library.empty() && preload_variable.find(library) == std::string::npos) {
@@ -110,8 +99,10 @@ int with_handoff(char* const* envp, bool in_place, Call&& call) {
     environment.push_back(address_variable.data());
   }
   if (grant >= 0) environment.push_back(grant_variable.data());
-  environment.push_back(variable.data());
+  std::string inherit_variable = std::string(kInheritVariable) + std::to_string(handoff.record);
+  if (handing_over) environment.push_back(inherit_variable.data());
   environment.push_back(nullptr);
+  if (!handing_over) return call(environment.data());
   // A vfork child's lock is its parent's thread's, which an exec would leave taken.
   if (runtime.in_vfork_child()) lock.unlock();
   const int result = call(environment.data());

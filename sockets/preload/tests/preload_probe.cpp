@@ -35,6 +35,7 @@
 //                                 the thread that got it echoes and arms again; "ok shared-set"
 //                                 once every connection ended
 //   preload_probe fds CLOSED OPEN interface|none         (the exec scenario's new program)
+//   preload_probe on-stack IP PORT                       (the exec scenario's new program, its environment cleared)
 //   preload_probe closefrom-exec FD                      (the closefrom scenario's new program)
 //   preload_probe handed EVENTFD RECORD                  (what a hand-over record of exec gave)
 //   preload_probe shells                                 system(), popen() and pclose(): what each
@@ -80,6 +81,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -647,8 +650,21 @@ void scenario_exec(const char* ip, int port, const char* self) {
     execle(self, self, "fds", gone.c_str(), kept.c_str(), interface, static_cast<char*>(nullptr), environment);
     _exit(127);
   }
-  const bool good = check(exited_cleanly(child), name,
-                          "after exec: the CLOEXEC socket is closed, the other open, the stack's interface named");
+  bool good = check(exited_cleanly(child), name,
+                    "after exec: the CLOEXEC socket is closed, the other open, the stack's interface named");
+  // No socket to hand over (closed first), and an environment cleared as postfix clears it (it
+  // keeps a list of its own): the new image still runs on the stack.
+  const pid_t scrubbed = fork();
+  if (scrubbed == 0) {
+    closefrom(3);
+    const std::string port_text = std::to_string(port);
+    char* const environment[] = {const_cast<char*>("TZ=UTC"), nullptr};
+    execle(self, self, "on-stack", ip, port_text.c_str(), static_cast<char*>(nullptr), environment);
+    _exit(127);
+  }
+  good = check(exited_cleanly(scrubbed), name,
+               "after an exec with no socket and a cleared environment: the library loaded, a connection echoes") &&
+         good;
   // The parent's sockets are untouched.
   const bool still = check(echo_round_trip(closing, pattern(1000, 2)), name, "parent I/O after the child's exec");
   // An exec that fails leaves the caller as it was: its flags, its descriptors, its connection.
@@ -1854,6 +1870,15 @@ int main(int argc, char** argv) {
     const bool named = std::string_view(argv[4]) != "interface" ||
                        (std::getenv("FLOTILLA_INTERFACE_INDEX") != nullptr && std::getenv("FLOTILLA_INTERFACE_ADDRESS") != nullptr);
     return gone && kept && named ? 0 : 1;
+  }
+  if (mode == "on-stack" && argc == 4) {
+    // Run by the exec scenario: this image loaded the library (it connects only then: on the
+    // kernel the stack's peer is not reachable), and a connection to argv[2]:argv[3] echoes.
+    std::ifstream maps("/proc/self/maps");
+    const std::string mapped((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
+    if (mapped.find("libflotilla-preload") == std::string::npos) return 1;
+    const int fd = connect_blocking(argv[2], std::atoi(argv[3]));
+    return fd >= 0 && echo_round_trip(fd, pattern(1000, 9)) ? 0 : 1;
   }
   if (mode == "received" && argc == 3) {
     // One message from the test, into a control buffer with room for one descriptor: how many
