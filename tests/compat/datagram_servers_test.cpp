@@ -224,7 +224,9 @@ TEST_F(DatagramServers, NamedAnswersQueriesOverUdpAndTcp) {
 }
 
 // unbound's two threads each bind the DNS port with SO_REUSEPORT; each query comes from a socket
-// of its own (a new source port), and the stack spreads the clients over both threads' sockets.
+// of its own (a new source port), and the stack spreads the clients over both threads' sockets. On
+// Flotilla the UDP server is then crashed: its successor keeps the group, and both threads go on
+// taking queries.
 TEST_F(DatagramServers, UnboundThreadsShareItsPortWithReusePort) {
   ASSERT_TRUE(on_path("unbound-control")) << "unbound-control is not installed (./dev installs unbound)";
   expect_answers("unbound", [this] { return unbound_command(); }, 60, 0, [this] {
@@ -236,6 +238,25 @@ TEST_F(DatagramServers, UnboundThreadsShareItsPortWithReusePort) {
     EXPECT_GE(queries[0] + queries[1], 61u);  // the first, which found it up, and 60 more
     std::printf("unbound: thread0 took %llu queries, thread1 %llu\n", static_cast<unsigned long long>(queries[0]),
                 static_cast<unsigned long long>(queries[1]));
+    if (side_ != Side::flotilla) return;
+
+    ASSERT_EQ(cli("inject udp crash").exit_code, 0);
+    ASSERT_TRUE(wait_for([&] { return events().find("udp#2") != std::string::npos; }, 10s)) << events();
+    // Datagrams sent while the successor claims the ports again may be lost: wait for one answer.
+    ASSERT_TRUE(wait_for([&] { return ask("again.test.flotilla", 1).has_value(); }, 10s)) << events();
+    int answered = 0;
+    for (int query = 0; query < 40; ++query) {
+      const auto id = static_cast<std::uint16_t>(1000 + query);
+      if (ask("after" + std::to_string(id) + ".test.flotilla", id) == "10.1.2.3") ++answered;
+    }
+    EXPECT_EQ(answered, 40);
+    const auto later = unbound_thread_queries(output);
+    ASSERT_EQ(later.size(), 2u) << tail(output);
+    EXPECT_GT(later[0], queries[0]) << "thread 0 took no query after the UDP server's restart";
+    EXPECT_GT(later[1], queries[1]) << "thread 1 took no query after the UDP server's restart";
+    std::printf("after the UDP server's restart: thread0 took %llu more, thread1 %llu\n",
+                static_cast<unsigned long long>(later[0] - queries[0]),
+                static_cast<unsigned long long>(later[1] - queries[1]));
   });
 }
 
