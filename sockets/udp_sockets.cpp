@@ -70,11 +70,12 @@ std::uint64_t UdpSockets::dropped(std::uint32_t socket) const {
   return slot != nullptr && slot->socket == socket ? slot->dropped.load(std::memory_order_acquire) : 0;
 }
 
-Result<std::uint32_t> UdpSockets::open(std::uint16_t local_port) {
+Result<std::uint32_t> UdpSockets::open(std::uint16_t local_port, bool reuse_port) {
   const std::uint32_t socket = next_socket_++;
   sockets_.resize(socket);
+  const std::uint8_t options = reuse_port ? stack::kSocketOpenReusePort : 0;
   const Message message =
-      Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{socket, local_port, wire::kProtocolUdp, 0});
+      Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{socket, local_port, wire::kProtocolUdp, options});
   auto sent = host_.send(channel_, std::span(&message, 1));
   if (!sent) return sent.error();
   if (sent.value() != 1) return Error{Errc::exhausted, 0, "udp sockets: channel full"};

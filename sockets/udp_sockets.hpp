@@ -50,9 +50,10 @@ class UdpSockets {
   void on_datagram(DatagramHandler handler) { datagram_handler_ = std::move(handler); }
   void on_status(StatusHandler handler) { status_handler_ = std::move(handler); }
 
-  // Asks for a socket bound to `local_port` (0: any). Returns the socket id; the outcome comes to
-  // on_status.
-  Result<std::uint32_t> open(std::uint16_t local_port);
+  // Asks for a socket bound to `local_port` (0: any); with `reuse_port` (SO_REUSEPORT) it shares
+  // the port with the sockets there that all asked for it too. Returns the socket id; the outcome
+  // comes to on_status.
+  Result<std::uint32_t> open(std::uint16_t local_port, bool reuse_port = false);
   Status close(std::uint32_t socket);
   // Errc::exhausted when no buffer or no ring room is free right now: retry later.
   // Errc::invalid_argument before the socket's status said it is bound.

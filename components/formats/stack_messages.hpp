@@ -138,8 +138,13 @@ struct SocketOpenBody {
   std::uint32_t socket;
   std::uint16_t local_port;
   std::uint8_t protocol;
-  std::uint8_t reserved;
+  std::uint8_t options;  // kSocketOpen* bits
 };
+
+// open: SO_REUSEPORT. The socket shares local_port with the sockets bound there that all opened
+// with this bit (the UDP server's port groups, components/udp/udp_server.hpp); otherwise
+// EADDRINUSE as before.
+inline constexpr std::uint8_t kSocketOpenReusePort = 1;
 
 struct SocketStatusBody {
   std::uint32_t socket;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <new>
 
 #include "components/wire/ipv4.hpp"
 #include "components/wire/udp.hpp"
@@ -12,6 +13,16 @@ namespace {
 
 std::atomic_ref<std::uint32_t> state_word(SocketEntry& entry) {
   return std::atomic_ref<std::uint32_t>(entry.state);
+}
+
+// Which member of a port group a client's datagrams go to: a fixed mix of its address and port (no
+// seed, so the choice survives a restart of this server), reduced over the members.
+std::size_t flow_choice(std::uint32_t remote_address, std::uint16_t remote_port, std::size_t members) {
+  std::uint64_t mixed = (std::uint64_t{remote_address} << 16 | remote_port) * 0x9e3779b97f4a7c15ull;
+  mixed ^= mixed >> 29;
+  mixed *= 0xbf58476d1ce4e5b9ull;
+  mixed ^= mixed >> 32;
+  return static_cast<std::size_t>(mixed % members);
 }
 
 }  // namespace
@@ -53,10 +64,10 @@ Result<std::unique_ptr<UdpServer>> UdpServer::create(BufferPool& pool, Component
   if (header->magic == UdpStateHeader::kMagic && header->version == UdpStateHeader::kVersion &&
       header->capacity == capacity) {
     server->restored_ = true;
-    for (std::size_t i = 0; i < capacity; ++i) {
-      SocketEntry& entry = server->sockets_[i];
-      if (state_word(entry).load(std::memory_order_acquire) == 1) {
-        server->port_index_[entry.local_port] = static_cast<std::uint16_t>(i + 1);
+    // In table order, so each group's members are ascending as they were before the restart.
+    for (SocketEntry& entry : server->sockets_) {
+      if (state_word(entry).load(std::memory_order_acquire) == 1 && !server->join_group(entry)) {
+        return Error{Errc::exhausted, 0, "udp: no memory for the port groups"};
       }
     }
     return server;
@@ -71,12 +82,59 @@ Result<std::unique_ptr<UdpServer>> UdpServer::create(BufferPool& pool, Component
   return server;
 }
 
-SocketEntry* UdpServer::find_port(std::uint16_t port) {
-  const std::uint16_t slot = port_index_[port];
-  if (slot == 0) return nullptr;
-  SocketEntry& entry = sockets_[slot - 1u];
-  const bool bound = state_word(entry).load(std::memory_order_acquire) == 1 && entry.local_port == port;
-  return bound ? &entry : nullptr;
+std::span<const std::uint16_t> UdpServer::members_of(std::uint16_t port) const {
+  const std::uint16_t group = port_index_[port];
+  if (group == 0) return {};
+  return groups_[group - 1u];
+}
+
+SocketEntry* UdpServer::receiver(std::uint16_t port, std::uint32_t remote_address, std::uint16_t remote_port) {
+  const auto members = members_of(port);
+  if (members.empty()) return nullptr;
+  const std::uint16_t index =
+      members.size() == 1 ? members[0] : members[flow_choice(remote_address, remote_port, members.size())];
+  return &sockets_[index];
+}
+
+SocketEntry* UdpServer::member(std::uint16_t port, ComponentId app, std::uint32_t socket) {
+  for (const std::uint16_t index : members_of(port)) {
+    SocketEntry& entry = sockets_[index];
+    if (entry.app == app && entry.socket == socket) return &entry;
+  }
+  return nullptr;
+}
+
+bool UdpServer::join_group(const SocketEntry& entry) {
+  const auto index = static_cast<std::uint16_t>(&entry - sockets_.data());
+  std::uint16_t& group = port_index_[entry.local_port];
+  try {
+    if (group == 0) {
+      const auto unused = std::find_if(groups_.begin(), groups_.end(), [](const auto& members) { return members.empty(); });
+      if (unused == groups_.end()) {
+        groups_.emplace_back();
+        group = static_cast<std::uint16_t>(groups_.size());
+      } else {
+        group = static_cast<std::uint16_t>(unused - groups_.begin() + 1);
+      }
+    }
+    auto& members = groups_[group - 1u];
+    members.insert(std::upper_bound(members.begin(), members.end(), index), index);
+  } catch (const std::bad_alloc&) {
+    if (members_of(entry.local_port).empty()) group = 0;
+    return false;
+  }
+  return true;
+}
+
+bool UdpServer::leave_group(const SocketEntry& entry) {
+  const auto index = static_cast<std::uint16_t>(&entry - sockets_.data());
+  std::uint16_t& group = port_index_[entry.local_port];
+  if (group == 0) return true;
+  auto& members = groups_[group - 1u];
+  members.erase(std::remove(members.begin(), members.end(), index), members.end());
+  if (!members.empty()) return false;
+  group = 0;
+  return true;
 }
 
 SocketEntry* UdpServer::find_socket(ComponentId app, std::uint32_t socket) {
@@ -100,7 +158,7 @@ std::uint16_t UdpServer::pick_ephemeral() {
   for (std::uint32_t tries = 0; tries < 65536 - kEphemeralFirst; ++tries) {
     std::uint16_t port = header_->next_ephemeral;
     header_->next_ephemeral = port == 65535 ? kEphemeralFirst : static_cast<std::uint16_t>(port + 1);
-    if (find_port(port) == nullptr) return port;
+    if (port_index_[port] == 0) return port;
   }
   return 0;
 }
@@ -120,10 +178,15 @@ void UdpServer::drop(const BufferHandle& handle, NamedCounter* reason) {
 
 void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
   stack::SocketStatusBody status{open.socket, 0, 0, 0};
-  if (open.protocol != wire::kProtocolUdp || find_socket(app, open.socket) != nullptr) {
+  const bool reuse_port = (open.options & stack::kSocketOpenReusePort) != 0;
+  const auto sharers = open.local_port != 0 ? members_of(open.local_port) : std::span<const std::uint16_t>{};
+  // Every member of a group opened with SO_REUSEPORT, so its first tells whether it may grow.
+  const bool joins = !sharers.empty() && reuse_port && (sockets_[sharers[0]].flags & SocketEntry::kReusePort) != 0;
+  if (open.protocol != wire::kProtocolUdp || (open.options & ~stack::kSocketOpenReusePort) != 0 ||
+      find_socket(app, open.socket) != nullptr) {
     counters_.bad_request->add();
     status.error = EINVAL;
-  } else if (open.local_port != 0 && find_port(open.local_port) != nullptr) {
+  } else if (!sharers.empty() && !joins) {
     counters_.port_in_use->add();
     status.error = EADDRINUSE;
   } else if (SocketEntry* entry = free_entry(); entry == nullptr) {
@@ -133,22 +196,29 @@ void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
     const std::uint16_t port = open.local_port != 0 ? open.local_port : pick_ephemeral();
     if (port == 0) {
       status.error = EADDRINUSE;
-    } else if (!outputs_->bind_port(
-                   stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::claim, port})) {
+    } else if (!joins && !outputs_->bind_port(
+                             stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::claim, port})) {
       // IP never heard of the port, so it would deliver nothing to it: fail the open (the
-      // application may retry) rather than bind a deaf socket.
+      // application may retry) rather than bind a deaf socket. A group's first member made the
+      // claim for all.
       counters_.ip_queue_full->add();
       status.error = EAGAIN;
     } else {
       entry->socket = open.socket;
       entry->app = app;
       entry->local_port = port;
-      state_word(*entry).store(1, std::memory_order_release);
-      port_index_[port] = static_cast<std::uint16_t>(entry - sockets_.data() + 1);
-      status.local_port = port;
-      expose(*entry);
-      if (exposed_slot(*entry) != nullptr) {
-        status.exposed_slot = static_cast<std::uint16_t>(entry - sockets_.data() + 1);
+      entry->flags = reuse_port ? SocketEntry::kReusePort : 0;
+      if (!join_group(*entry)) {
+        if (!joins) outputs_->bind_port(stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::release, port});
+        counters_.sockets_full->add();
+        status.error = ENOBUFS;
+      } else {
+        state_word(*entry).store(1, std::memory_order_release);
+        status.local_port = port;
+        expose(*entry);
+        if (exposed_slot(*entry) != nullptr) {
+          status.exposed_slot = static_cast<std::uint16_t>(entry - sockets_.data() + 1);
+        }
       }
     }
   }
@@ -182,9 +252,9 @@ void UdpServer::expose_all() {
 void UdpServer::release(SocketEntry& entry) {
   const std::uint16_t port = entry.local_port;
   if (formats::ExposedSocket* slot = exposed_slot(entry)) slot->bound.store(0, std::memory_order_release);
-  port_index_[port] = 0;
+  const bool last = leave_group(entry);
   state_word(entry).store(0, std::memory_order_release);
-  outputs_->bind_port(stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::release, port});
+  if (last) outputs_->bind_port(stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::release, port});
 }
 
 void UdpServer::on_close(ComponentId app, const stack::SocketCloseBody& close) {
@@ -203,10 +273,10 @@ void UdpServer::on_app_restarted(ComponentId app) {
 }
 
 void UdpServer::claim_all() {
-  for (SocketEntry& entry : sockets_) {
-    if (state_word(entry).load(std::memory_order_acquire) != 1) continue;
+  for (const auto& members : groups_) {
+    if (members.empty()) continue;
     outputs_->bind_port(
-        stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::claim, entry.local_port});
+        stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::claim, sockets_[members[0]].local_port});
   }
 }
 
@@ -214,8 +284,7 @@ void UdpServer::on_app_datagram(ComponentId app, const stack::SocketDatagramBody
   const BufferHandle& payload = datagram.payload;
   auto bytes = pool_->bytes(self_, payload);
   if (!bytes) return;  // counted by the pool; not ours to free
-  SocketEntry* entry = find_port(datagram.local_port);
-  if (entry != nullptr && (entry->app != app || entry->socket != datagram.socket)) entry = nullptr;
+  SocketEntry* entry = member(datagram.local_port, app, datagram.socket);
   if (entry == nullptr || payload.offset < kHeadersBefore || payload.length > 65507 ||
       datagram.remote_address == 0 || datagram.remote_port == 0) {
     drop(payload, counters_.bad_request);
@@ -253,7 +322,7 @@ void UdpServer::on_ip_packet(const stack::TransportPacketBody& packet) {
     return;
   }
   counters_.datagrams_in->add();
-  SocketEntry* entry = find_port(datagram->destination_port());
+  SocketEntry* entry = receiver(datagram->destination_port(), packet.remote_address, datagram->source_port());
   if (entry == nullptr) {
     drop(packet.segment, counters_.no_socket);
     return;

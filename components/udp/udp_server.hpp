@@ -3,6 +3,15 @@
 // way out. The socket table lives in the state store, so a restarted UDP server still knows every
 // socket and claims its ports again; applications notice nothing but the datagrams lost meanwhile.
 //
+// Sockets that all asked for SO_REUSEPORT share a port, as on Linux: a port group whose members
+// each get the datagrams of some clients, chosen by a hash of the client's address and port, so a
+// client stays with one member while the group is unchanged (and across a restart of this server:
+// the hash has no seed and the members keep their table order). Linux lets only sockets of one
+// user share a port; here that user is the stack's: every application leased its slot through the
+// supervisor's control socket, which admits only the supervisor's own user and root (SO_PEERCRED,
+// recovery/control_socket.cpp), so any two applications of one stack may share a port, as the TCP
+// replicas' listener groups let them.
+//
 // Kept apart from the channels (UdpComponent, udp_component.hpp, wires it to them) so tests can
 // drive it with plain calls.
 #pragma once
@@ -36,16 +45,17 @@ class UdpOutputs {
 };
 
 struct SocketEntry {
+  static constexpr std::uint16_t kReusePort = 1;  // opened with SO_REUSEPORT: may share its port
   std::uint32_t state;  // 0 free, 1 bound; published last with a release store
   std::uint32_t socket;
   ComponentId app;
   std::uint16_t local_port;
-  std::uint16_t reserved;
+  std::uint16_t flags;  // kReusePort
 };
 
 struct UdpStateHeader {
   static constexpr std::uint64_t kMagic = 0x6574617453706455ull;  // "UdpState"
-  static constexpr std::uint32_t kVersion = 1;
+  static constexpr std::uint32_t kVersion = 2;  // 2: SocketEntry::flags
   std::uint64_t magic;
   std::uint32_t version;
   std::uint32_t capacity;
@@ -82,10 +92,19 @@ class UdpServer {
  private:
   UdpServer(BufferPool& pool, ComponentId self, std::uint32_t local_address, UdpOutputs& outputs,
             NamedCounterTable& counters);
-  SocketEntry* find_port(std::uint16_t port);
+  // The sockets bound to `port`, in table order (empty: none).
+  std::span<const std::uint16_t> members_of(std::uint16_t port) const;
+  // The member of `port`'s group that gets a datagram from remote_address:remote_port, or nullptr.
+  SocketEntry* receiver(std::uint16_t port, std::uint32_t remote_address, std::uint16_t remote_port);
+  // `app`'s `socket` when it is bound to `port`, or nullptr.
+  SocketEntry* member(std::uint16_t port, ComponentId app, std::uint32_t socket);
   SocketEntry* find_socket(ComponentId app, std::uint32_t socket);
   SocketEntry* free_entry();
   std::uint16_t pick_ephemeral();
+  // Adds the bound entry to its port's group; false when no memory was left for it.
+  bool join_group(const SocketEntry& entry);
+  // Takes the entry out of its port's group; true when it was the last member.
+  bool leave_group(const SocketEntry& entry);
   void release(SocketEntry& entry);
   // The entry's slot in its application's exposed table, or nullptr.
   formats::ExposedSocket* exposed_slot(const SocketEntry& entry);
@@ -98,9 +117,11 @@ class UdpServer {
   UdpOutputs* outputs_;
   UdpStateHeader* header_ = nullptr;
   std::span<SocketEntry> sockets_;
-  // Private index from local port to 1 + the entry bound to it (0: none), rebuilt from the state
-  // store at create, so finding a datagram's socket is one load, not a scan of the table.
+  // Private index from local port to 1 + its group in groups_ (0: none), and the groups' members
+  // (entry indexes, ascending), rebuilt from the state store at create, so finding a datagram's
+  // socket is a few loads, not a scan of the table. A group without members is free for reuse.
   std::vector<std::uint16_t> port_index_ = std::vector<std::uint16_t>(65536, 0);
+  std::vector<std::vector<std::uint16_t>> groups_;
   bool restored_ = false;
 
   struct Counters {

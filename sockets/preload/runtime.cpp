@@ -314,7 +314,7 @@ bool DatagramQueue::push(std::uint32_t address, std::uint16_t port, std::uint32_
 int Runtime::open_datagram(Lock* lock, Socket& socket, std::uint16_t port) {
   if (udp_ == nullptr) return fail_with(EPROTONOSUPPORT);
   if (socket.id >= 0) return fail_with(EINVAL);
-  auto opened = udp_->open(port);
+  auto opened = udp_->open(port, socket.reuse_port);
   if (!opened) return fail_with(opened.error().code == Errc::exhausted ? ENOBUFS : EIO);
   socket.id = static_cast<int>(opened.value());
   if (datagram_sockets_.size() <= opened.value()) datagram_sockets_.resize(opened.value() + 1);

@@ -259,9 +259,9 @@ class Runtime {
   sockets::TcpSockets& tcp() { return *tcp_; }
   // nullptr when the slot has no channel to the UDP server.
   sockets::UdpSockets* udp() { return udp_.get(); }
-  // Asks the UDP server for a socket bound to `port` and waits for its answer (asleep, or, without
-  // `lock`, the lock held while the answer comes: a socket taken over as the image loads). 0, or
-  // -1 with errno.
+  // Asks the UDP server for a socket bound to `port` (shared with others that set SO_REUSEPORT
+  // when this one did) and waits for its answer (asleep, or, without `lock`, the lock held while
+  // the answer comes: a socket taken over as the image loads). 0, or -1 with errno.
   int open_datagram(Lock* lock, Socket& socket, std::uint16_t port);
   // Arrivals so far (bytes for TCP, datagrams for UDP): an edge-triggered epoll reports new ones.
   std::uint64_t arrivals(Socket& socket);

@@ -5,7 +5,8 @@
 // TCP it forks a child per connection, and serves one only when the connection's local address is
 // one of its interfaces' (its own netlink dump of addresses, which must show the stack's). BIND's
 // named binds every address its interfaces have (getifaddrs): the stack's on Flotilla, the others
-// on the kernel.
+// on the kernel. unbound runs two threads, each with a socket of its own on the DNS port
+// (SO_REUSEPORT): the clients spread over both.
 // FLOTILLA_APPS_TEST_SIDE=kernel runs the same case on kernel sockets (tests/apps/apps_fixture.hpp).
 #include <gtest/gtest.h>
 
@@ -19,7 +20,9 @@
 #include <array>
 #include <fstream>
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -80,11 +83,47 @@ class DatagramServers : public AppsTest {
                                       << file("zone").string() << "\"; };\n";
     return app_command({"named", "-g", "-u", "root", "-n", "2", "-c", file("named.conf").string()});
   }
+  // unbound with two threads, each reading a socket of its own on the DNS port (SO_REUSEPORT),
+  // answering every name of the test domain with 10.1.2.3 from a local zone (no upstream), and a
+  // control socket for unbound-control.
+  std::vector<std::string> unbound_command() {
+    const std::string folder = folder_.string();
+    std::ofstream(file("unbound.conf")) << "server:\n  verbosity: 1\n  interface: " << app_address()
+                                        << "\n  port: " << kDnsPort
+                                        << "\n  num-threads: 2\n  so-reuseport: yes\n  do-daemonize: no\n"
+                                        << "  username: \"\"\n  chroot: \"\"\n  directory: \"" << folder
+                                        << "\"\n  pidfile: \"" << folder << "/unbound.pid\"\n"
+                                        << "  use-syslog: no\n  logfile: \"\"\n  do-ip6: no\n  do-tcp: no\n"
+                                        << "  access-control: 0.0.0.0/0 allow\n  module-config: \"iterator\"\n"
+                                        << "  local-zone: \"test.flotilla.\" redirect\n"
+                                        << "  local-data: \"test.flotilla. 300 IN A 10.1.2.3\"\n"
+                                        << "remote-control:\n  control-enable: yes\n  control-interface: \"" << folder
+                                        << "/unbound.ctl\"\n";
+    return app_command({"unbound", "-d", "-c", file("unbound.conf").string()});
+  }
+  // The queries each of unbound's threads took, from `unbound-control stats_noreset`
+  // (thread0.num.queries=...); empty when it did not answer. `output`: what it said.
+  std::vector<std::uint64_t> unbound_thread_queries(std::string& output) {
+    Program control({"unbound-control", "-c", file("unbound.conf").string(), "stats_noreset"},
+                    file("unbound-control.log"));
+    std::vector<std::uint64_t> queries;
+    const auto status = control.wait(10s);
+    output = control.output();
+    if (status != 0) return queries;
+    std::istringstream lines(output);
+    for (std::string line; std::getline(lines, line);) {
+      const std::string prefix = "thread" + std::to_string(queries.size()) + ".num.queries=";
+      if (line.rfind(prefix, 0) == 0) queries.push_back(std::stoull(line.substr(prefix.size())));
+    }
+    return queries;
+  }
+
   // The server `command` starts (`program`, made once the test's folder exists) answers `over_udp`
   // queries for names of the test domain over UDP, then `over_tcp` over TCP (each on a connection
-  // of its own), and keeps running.
+  // of its own), and keeps running; `while_running` then looks at it further.
   template <class Command>
-  void expect_answers(const std::string& program, Command&& command, int over_udp, int over_tcp) {
+  void expect_answers(const std::string& program, Command&& command, int over_udp, int over_tcp,
+                      const std::function<void()>& while_running = {}) {
     ASSERT_TRUE(start_apps({program}));
     Program server(command(), file(program + ".log"));
     // The server is up once it answers.
@@ -99,6 +138,7 @@ class DatagramServers : public AppsTest {
     }
     EXPECT_EQ(answered, over_udp + over_tcp) << tail(server.output());
     EXPECT_TRUE(server.running()) << tail(server.output());
+    if (while_running) while_running();
     expect_served_by_flotilla();
   }
   // The same query over TCP (two length bytes first), on a connection of its own; "" when no
@@ -181,6 +221,43 @@ TEST_F(DatagramServers, DnsmasqAnswersQueriesOverTcp) {
 // recvmmsg by number (libuv), and serve TCP too.
 TEST_F(DatagramServers, NamedAnswersQueriesOverUdpAndTcp) {
   expect_answers("named", [this] { return named_command(); }, 30, 20);
+}
+
+// unbound's two threads each bind the DNS port with SO_REUSEPORT; each query comes from a socket
+// of its own (a new source port), and the stack spreads the clients over both threads' sockets. On
+// Flotilla the UDP server is then crashed: its successor keeps the group, and both threads go on
+// taking queries.
+TEST_F(DatagramServers, UnboundThreadsShareItsPortWithReusePort) {
+  ASSERT_TRUE(on_path("unbound-control")) << "unbound-control is not installed (./dev installs unbound)";
+  expect_answers("unbound", [this] { return unbound_command(); }, 60, 0, [this] {
+    std::string output;
+    const auto queries = unbound_thread_queries(output);
+    ASSERT_EQ(queries.size(), 2u) << "unbound-control gave no per-thread counts: " << tail(output);
+    EXPECT_GT(queries[0], 0u) << "thread 0 took no query";
+    EXPECT_GT(queries[1], 0u) << "thread 1 took no query";
+    EXPECT_GE(queries[0] + queries[1], 61u);  // the first, which found it up, and 60 more
+    std::printf("unbound: thread0 took %llu queries, thread1 %llu\n", static_cast<unsigned long long>(queries[0]),
+                static_cast<unsigned long long>(queries[1]));
+    if (side_ != Side::flotilla) return;
+
+    ASSERT_EQ(cli("inject udp crash").exit_code, 0);
+    ASSERT_TRUE(wait_for([&] { return events().find("udp#2") != std::string::npos; }, 10s)) << events();
+    // Datagrams sent while the successor claims the ports again may be lost: wait for one answer.
+    ASSERT_TRUE(wait_for([&] { return ask("again.test.flotilla", 1).has_value(); }, 10s)) << events();
+    int answered = 0;
+    for (int query = 0; query < 40; ++query) {
+      const auto id = static_cast<std::uint16_t>(1000 + query);
+      if (ask("after" + std::to_string(id) + ".test.flotilla", id) == "10.1.2.3") ++answered;
+    }
+    EXPECT_EQ(answered, 40);
+    const auto later = unbound_thread_queries(output);
+    ASSERT_EQ(later.size(), 2u) << tail(output);
+    EXPECT_GT(later[0], queries[0]) << "thread 0 took no query after the UDP server's restart";
+    EXPECT_GT(later[1], queries[1]) << "thread 1 took no query after the UDP server's restart";
+    std::printf("after the UDP server's restart: thread0 took %llu more, thread1 %llu\n",
+                static_cast<unsigned long long>(later[0] - queries[0]),
+                static_cast<unsigned long long>(later[1] - queries[1]));
+  });
 }
 
 }  // namespace

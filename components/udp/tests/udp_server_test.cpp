@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "dataplane/tests/test_memory.hpp"
@@ -59,6 +60,8 @@ struct ToIp {
   stack::TransportPacketBody body;
   Bytes segment;
 };
+// Who got a datagram: the application and its socket ({kNoComponent, 0}: nobody).
+using Receiver = std::pair<ComponentId, std::uint32_t>;
 struct StatusToApp {
   ComponentId app;
   stack::SocketStatusBody body;
@@ -145,11 +148,21 @@ class UdpServerTest : public ::testing::Test {
     server_ = std::move(created).value();
   }
 
+  // The server stops and starts again on the same state store; the claims it made before are
+  // forgotten, so what follows shows only its new ones.
+  void restart_server() {
+    server_.reset();
+    outputs_.bindings.clear();
+    start_server();
+    ASSERT_NE(server_, nullptr);
+    EXPECT_TRUE(server_->restored());
+  }
+
   // Opens a socket and returns the status it got.
   stack::SocketStatusBody open(ComponentId app, std::uint32_t socket, std::uint16_t port,
-                               std::uint8_t protocol = wire::kProtocolUdp) {
+                               std::uint8_t protocol = wire::kProtocolUdp, std::uint8_t options = 0) {
     const std::size_t before = outputs_.statuses.size();
-    server_->on_open(app, stack::SocketOpenBody{socket, port, protocol, 0});
+    server_->on_open(app, stack::SocketOpenBody{socket, port, protocol, options});
     EXPECT_EQ(outputs_.statuses.size(), before + 1) << "every open is answered";
     if (outputs_.statuses.size() != before + 1) return {};
     EXPECT_EQ(outputs_.statuses.back().app, app);
@@ -169,11 +182,16 @@ class UdpServerTest : public ::testing::Test {
     return handle;
   }
 
+  stack::SocketStatusBody open_sharing(ComponentId app, std::uint32_t socket, std::uint16_t port) {
+    return open(app, socket, port, wire::kProtocolUdp, stack::kSocketOpenReusePort);
+  }
+
   // A segment from IP, as it delivers one (handle at the UDP header).
-  BufferHandle from_ip(std::span<const std::byte> segment, std::uint16_t local_port) {
+  BufferHandle from_ip(std::span<const std::byte> segment, std::uint16_t local_port,
+                       std::uint32_t remote_address = kPeerAddress) {
     const BufferHandle handle = give_to_udp(kIp, segment, kSegmentOffset);
     server_->on_ip_packet(stack::TransportPacketBody{.segment = handle,
-                                                     .remote_address = kPeerAddress,
+                                                     .remote_address = remote_address,
                                                      .local_address = kOurAddress,
                                                      .remote_port = 4000,
                                                      .local_port = local_port,
@@ -203,6 +221,29 @@ class UdpServerTest : public ::testing::Test {
                                                             .remote_port = remote_port,
                                                             .local_port = local_port.value_or(bound_port(app, socket))});
     return handle;
+  }
+
+  static std::vector<std::uint16_t> many_sources() {
+    std::vector<std::uint16_t> sources;
+    for (std::uint16_t port = 40000; port < 40064; ++port) sources.push_back(port);
+    return sources;
+  }
+
+  // Sends one datagram to `port` from each of `sources` (peer ports; by default 64 of them) and
+  // returns who got each, in order.
+  std::vector<Receiver> receivers(std::uint16_t port, const std::vector<std::uint16_t>& sources = many_sources()) {
+    std::vector<Receiver> out;
+    for (const std::uint16_t source : sources) {
+      const std::size_t before = outputs_.to_app_datagrams.size();
+      from_ip(udp_datagram(source, port, pattern(8, static_cast<std::uint8_t>(source))), port);
+      if (outputs_.to_app_datagrams.size() == before + 1) {
+        EXPECT_EQ(outputs_.to_app_datagrams.back().body.remote_port, source);
+        out.emplace_back(outputs_.to_app_datagrams.back().app, outputs_.to_app_datagrams.back().body.socket);
+      } else {
+        out.emplace_back(kNoComponent, 0);
+      }
+    }
+    return out;
   }
 
   std::uint64_t count(std::string_view name) const {
@@ -306,6 +347,108 @@ TEST_F(UdpServerTest, CloseReleasesThePort) {
   server_->on_close(kAppA, {1});
   EXPECT_EQ(count("bad_request"), 2u);
   EXPECT_EQ(open(kAppB, 9, 5000).error, 0);  // free for anyone now
+}
+
+// ---- SO_REUSEPORT: port groups ----
+
+TEST_F(UdpServerTest, ReusePortSocketsShareAPortAndEachClientStaysWithOne) {
+  ASSERT_EQ(open_sharing(kAppA, 1, 5300).error, 0);
+  ASSERT_EQ(open_sharing(kAppB, 2, 5300).error, 0);  // another application of the stack
+  ASSERT_EQ(outputs_.bindings.size(), 1u) << "the group's first member claims the port for all";
+  expect_binding(0, stack::BindingChange::claim, 5300);
+  EXPECT_EQ(server_->open_sockets(), 2u);
+
+  const auto first = receivers(5300);
+  const auto again = receivers(5300);
+  EXPECT_EQ(first, again) << "a client moved to another member while the group was unchanged";
+  const auto to_a = std::count(first.begin(), first.end(), Receiver{kAppA, 1});
+  const auto to_b = std::count(first.begin(), first.end(), Receiver{kAppB, 2});
+  EXPECT_GT(to_a, 0) << "one member got no client";
+  EXPECT_GT(to_b, 0) << "one member got no client";
+  EXPECT_EQ(static_cast<std::size_t>(to_a + to_b), first.size());
+  // A client at another address finds a member too (no checksum: the helper sums for the peer's).
+  const std::size_t before = outputs_.to_app_datagrams.size();
+  Bytes unchecked = udp_datagram(40000, 5300, pattern(8, 1));
+  wire::store_be16(unchecked, 6, 0);
+  from_ip(unchecked, 5300, kPeerAddress + 1);
+  EXPECT_EQ(outputs_.to_app_datagrams.size(), before + 1);
+
+  // Each member sends from the shared port; a member's socket named by another app is refused.
+  from_app(kAppA, 1, pattern(10, 1));
+  from_app(kAppB, 2, pattern(10, 2));
+  ASSERT_EQ(outputs_.to_ip_packets.size(), 2u);
+  EXPECT_EQ(outputs_.to_ip_packets[0].body.local_port, 5300);
+  EXPECT_EQ(outputs_.to_ip_packets[1].body.local_port, 5300);
+  from_app(kAppA, 2, pattern(10, 3), 4000, stack::kHeadroom + 8, 5300);
+  EXPECT_EQ(count("bad_request"), 1u);
+}
+
+TEST_F(UdpServerTest, ReusePortGroupRefusesSocketsThatDidNotAskForIt) {
+  ASSERT_EQ(open_sharing(kAppA, 1, 5300).error, 0);
+  EXPECT_EQ(open(kAppA, 2, 5300).error, EADDRINUSE);  // no SO_REUSEPORT
+  ASSERT_EQ(open(kAppB, 1, 5301).error, 0);
+  EXPECT_EQ(open_sharing(kAppA, 3, 5301).error, EADDRINUSE);  // the one there did not ask for it
+  EXPECT_EQ(count("port_in_use"), 2u);
+  EXPECT_EQ(open(kAppA, 4, 5302, wire::kProtocolUdp, 0x80).error, EINVAL);  // an unknown option
+  EXPECT_EQ(count("bad_request"), 1u);
+  EXPECT_EQ(server_->open_sockets(), 2u);
+  EXPECT_EQ(outputs_.bindings.size(), 2u);
+  // An ephemeral port is not shared with a group, whatever the socket asked.
+  const auto ephemeral = open_sharing(kAppA, 5, 0);
+  ASSERT_EQ(ephemeral.error, 0);
+  EXPECT_NE(ephemeral.local_port, 5300);
+  EXPECT_NE(ephemeral.local_port, 5301);
+}
+
+TEST_F(UdpServerTest, AMemberLeavingKeepsTheOthersAndTheLastReleasesThePort) {
+  ASSERT_EQ(open_sharing(kAppA, 1, 5300).error, 0);
+  ASSERT_EQ(open_sharing(kAppA, 2, 5300).error, 0);
+  ASSERT_EQ(open_sharing(kAppB, 3, 5300).error, 0);
+  const auto before = receivers(5300);
+
+  server_->on_close(kAppA, {1});
+  EXPECT_EQ(outputs_.bindings.size(), 1u) << "a member's close released the group's port";
+  const auto after_close = receivers(5300);
+  for (const auto& receiver : after_close) {
+    EXPECT_NE(receiver, (Receiver{kAppA, 1})) << "the closed member still receives";
+    EXPECT_NE(receiver.first, kNoComponent) << "a datagram found no member";
+  }
+  EXPECT_GT(std::count(after_close.begin(), after_close.end(), Receiver{kAppA, 2}), 0);
+  EXPECT_GT(std::count(after_close.begin(), after_close.end(), Receiver{kAppB, 3}), 0);
+  EXPECT_NE(before, after_close) << "the closed member's clients went nowhere else";
+
+  server_->on_app_restarted(kAppB);  // removes only B's member
+  EXPECT_EQ(outputs_.bindings.size(), 1u);
+  for (const auto& receiver : receivers(5300)) {
+    EXPECT_EQ(receiver, (Receiver{kAppA, 2}));
+  }
+  EXPECT_EQ(open(kAppB, 4, 5300).error, EADDRINUSE) << "the group's port was given away";
+
+  server_->on_close(kAppA, {2});
+  ASSERT_EQ(outputs_.bindings.size(), 2u);
+  expect_binding(1, stack::BindingChange::release, 5300);
+  EXPECT_EQ(server_->open_sockets(), 0u);
+  EXPECT_EQ(receivers(5300, {40000}).front().first, kNoComponent);
+  EXPECT_EQ(open(kAppB, 5, 5300).error, 0) << "the port is free again, for a socket without SO_REUSEPORT too";
+}
+
+TEST_F(UdpServerTest, ServerRestartRebuildsThePortGroups) {
+  ASSERT_EQ(open_sharing(kAppA, 1, 5300).error, 0);
+  ASSERT_EQ(open(kAppA, 9, 5400).error, 0);
+  ASSERT_EQ(open_sharing(kAppB, 2, 5300).error, 0);
+  const auto before = receivers(5300);
+  restart_server();
+  EXPECT_EQ(server_->open_sockets(), 3u);
+  server_->claim_all();
+  ASSERT_EQ(outputs_.bindings.size(), 2u) << "one claim for each port, not for each member";
+  EXPECT_EQ(receivers(5300), before) << "a client moved to another member across the restart";
+  EXPECT_EQ(open(kAppB, 3, 5300).error, EADDRINUSE);
+  ASSERT_EQ(open_sharing(kAppB, 4, 5300).error, 0) << "the group still takes members";
+  server_->on_close(kAppA, {1});
+  server_->on_close(kAppB, {2});
+  server_->on_close(kAppB, {4});
+  ASSERT_EQ(outputs_.bindings.size(), 3u);
+  expect_binding(2, stack::BindingChange::release, 5300);
 }
 
 // ---- datagrams from IP ----
@@ -506,12 +649,7 @@ TEST_F(UdpServerTest, ServerRestartKeepsSocketsAndClaimsThemAgain) {
   ASSERT_EQ(ephemeral.error, 0);
   ASSERT_EQ(open(kAppA, 2, 5001).error, 0);
   server_->on_close(kAppA, {2});
-  server_.reset();
-  outputs_.bindings.clear();
-
-  start_server();
-  ASSERT_NE(server_, nullptr);
-  EXPECT_TRUE(server_->restored());
+  restart_server();
   EXPECT_EQ(server_->open_sockets(), 2u);
   server_->claim_all();
   ASSERT_EQ(outputs_.bindings.size(), 2u);
