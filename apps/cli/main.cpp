@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "apps/cli/demo.hpp"
+#include "apps/cli/program_image.hpp"
 #include "dataplane/control_address.hpp"
 #include "recovery/config.hpp"
 #include "recovery/default_config.hpp"
@@ -283,6 +284,12 @@ std::string preload_library() {
 
 int cmd_run(const std::vector<std::string>& command) {
   if (command.empty()) die("run: no command given; usage: flotilla run -- COMMAND [ARGS...]", 2);
+  if (const auto image = cli::find_command(command[0])) {
+    const std::string bypass = cli::library_bypass(*image);
+    if (!bypass.empty()) {
+      std::fprintf(stderr, "flotilla: run: %s %s; its sockets stay the kernel's\n", command[0].c_str(), bypass.c_str());
+    }
+  }
   if (!running()) die("the stack is not running (no supervisor at " + g_socket + "); start it with 'flotilla up'");
   const std::string library = preload::preload_list(preload_library());
   const char* before = std::getenv("LD_PRELOAD");
@@ -401,7 +408,8 @@ int main(int argc, char** argv) {
              "the file fleet, through libflotilla-preload.so)");
   run->footer("A program that becomes another user keeps the stack: flotilla run -- runuser -u postgres -- "
               "postgres -D DIR (the connection flotilla run hands it, FLOTILLA_GRANT_FD, leases its seats). Ports "
-              "below 1024 then need CAP_NET_BIND_SERVICE, as on Linux.");
+              "below 1024 then need CAP_NET_BIND_SERVICE, as on Linux. A static, Go or 32-bit program cannot load the "
+              "library: it runs on the kernel's sockets, and flotilla run says so first.");
   run->add_option("COMMAND", command, "The program and its arguments, after --")->required();
   std::string mount_directory;
   auto* mount = app.add_subcommand(

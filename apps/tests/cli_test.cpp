@@ -1,5 +1,6 @@
 // The `flotilla` command line against a real supervisor: every command once, bad arguments, a bad
 // configuration file, and the stack not running.
+#include <elf.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -7,11 +8,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -95,6 +99,69 @@ TEST_F(Cli, EveryCommandHasHelp) {
   }
   EXPECT_NE(run("").exit_code, 0);  // a command is required
   EXPECT_NE(run("launch").exit_code, 0);
+}
+
+// The smallest ELF image of `elf_class` whose program headers are `segments` (type, then the
+// note's owner for a PT_NOTE, "" for none), written to `path` as an executable.
+void write_image(const std::filesystem::path& path, unsigned char elf_class,
+                 const std::vector<std::pair<std::uint32_t, std::string>>& segments) {
+  std::string bytes(sizeof(Elf64_Ehdr) + segments.size() * sizeof(Elf64_Phdr), '\0');
+  Elf64_Ehdr header{};
+  std::memcpy(header.e_ident, ELFMAG, SELFMAG);
+  header.e_ident[EI_CLASS] = elf_class;
+  header.e_ident[EI_DATA] = ELFDATA2LSB;
+  header.e_ident[EI_VERSION] = EV_CURRENT;
+  header.e_type = ET_EXEC;
+  header.e_machine = EM_X86_64;
+  header.e_phoff = sizeof(Elf64_Ehdr);
+  header.e_phentsize = sizeof(Elf64_Phdr);
+  header.e_phnum = static_cast<std::uint16_t>(segments.size());
+  std::memcpy(bytes.data(), &header, sizeof(header));
+  for (std::size_t i = 0; i < segments.size(); ++i) {
+    Elf64_Phdr segment{};
+    segment.p_type = segments[i].first;
+    if (segment.p_type == PT_NOTE) {
+      // Owner, NUL, padded to 4; then a 4-byte descriptor.
+      std::string owner = segments[i].second + '\0';
+      owner.resize((owner.size() + 3) & ~std::size_t{3}, '\0');
+      Elf64_Nhdr note{static_cast<Elf64_Word>(segments[i].second.size() + 1), 4, 4};
+      segment.p_offset = bytes.size();
+      bytes.append(reinterpret_cast<const char*>(&note), sizeof(note));
+      bytes += owner;
+      bytes.append("abcd");
+      segment.p_filesz = bytes.size() - segment.p_offset;
+    }
+    std::memcpy(bytes.data() + sizeof(Elf64_Ehdr) + i * sizeof(Elf64_Phdr), &segment, sizeof(segment));
+  }
+  std::ofstream(path, std::ios::binary) << bytes;
+  std::filesystem::permissions(path, std::filesystem::perms::owner_all);
+}
+
+TEST_F(Cli, RunSaysWhenTheLibraryCannotReachAProgramsSockets) {
+  const char* static_program = std::getenv("FLOTILLA_STATIC_PROGRAM");
+  ASSERT_NE(static_program, nullptr);
+  write_image(folder_ / "go-program", ELFCLASS64, {{PT_INTERP, ""}, {PT_NOTE, "GNU"}, {PT_NOTE, "Go"}});
+  write_image(folder_ / "old-program", ELFCLASS32, {});
+  write_image(folder_ / "dynamic-program", ELFCLASS64, {{PT_INTERP, ""}, {PT_NOTE, "GNU"}});
+  std::ofstream(folder_ / "script") << "#!/bin/sh\nexit 0\n";
+  std::filesystem::permissions(folder_ / "script", std::filesystem::perms::owner_all);
+  const std::string bypass = "its sockets stay the kernel's";
+  for (const auto& [program, why] : std::vector<std::pair<std::string, std::string>>{
+           {static_program, "is statically linked"},
+           {(folder_ / "go-program").string(), "is a Go program"},
+           {(folder_ / "old-program").string(), "is a 32-bit program"},
+           {(folder_ / "dynamic-program").string(), ""},
+           {(folder_ / "script").string(), ""},
+           {"true", ""}}) {
+    // The stack is not running, so nothing starts: what it says of the program comes first.
+    const Outcome outcome = run("run -- " + program);
+    EXPECT_EQ(outcome.exit_code, 1) << program << ": " << outcome.output;
+    EXPECT_TRUE(contains(outcome.output, "the stack is not running")) << program << ": " << outcome.output;
+    EXPECT_EQ(contains(outcome.output, bypass), !why.empty()) << program << ": " << outcome.output;
+    if (!why.empty()) {
+      EXPECT_TRUE(contains(outcome.output, why)) << program << ": " << outcome.output;
+    }
+  }
 }
 
 TEST_F(Cli, BadConfigFileIsRefusedNamingItsLine) {
