@@ -65,10 +65,20 @@ inline constexpr ssize_t kRetry = -2;
 ssize_t when_stuck(Lock& lock, Socket& socket, Progress& progress, std::uint32_t events, bool nonblocking,
                    std::size_t done);
 
-// Copies an IPv4 address out the way the kernel does: truncated to *length, which gets the full size.
-void copy_address_out(sockaddr* out, socklen_t* length, std::uint32_t address, std::uint16_t port);
-// Reads an AF_INET address; false (errno set) when it is not one.
-bool read_address(const sockaddr* in, socklen_t length, std::uint32_t& address, std::uint16_t& port);
+// Copies an IPv4 address out the way the kernel does for a socket of `family`: a sockaddr_in, or
+// for AF_INET6 a sockaddr_in6 with the IPv4-mapped address (:: for 0.0.0.0), truncated to
+// *length, which gets the full size.
+void copy_address_out(sockaddr* out, socklen_t* length, int family, std::uint32_t address, std::uint16_t port);
+// An address a call names for a socket of `family`: IPv4 (`ipv6` false), or on an AF_INET6 socket
+// an IPv6 address that is not IPv4-mapped (`ipv6` true: only the kernel reaches it; :: reads as
+// 0.0.0.0, the wildcard).
+struct CallAddress {
+  std::uint32_t ip = 0;
+  std::uint16_t port = 0;
+  bool ipv6 = false;
+};
+// Reads the address as Linux's socket of `family` would take it; false (errno set) when it cannot.
+bool read_address(const sockaddr* in, socklen_t length, int family, CallAddress& out);
 
 // A new descriptor holding a fresh number for a Flotilla socket (an eventfd).
 int reserve_fd(bool cloexec);

@@ -39,7 +39,7 @@ ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int c
         copied += piece;
       }
       const std::size_t length = entry.length;
-      copy_address_out(origin.address, origin.length, entry.address, entry.port);
+      copy_address_out(origin.address, origin.length, socket.family, entry.address, entry.port);
       if (origin.message_flags != nullptr) *origin.message_flags = copied < length ? MSG_TRUNC : 0;
       origin.destination = entry.destination;
       origin.packet_info = socket.packet_info;
@@ -62,7 +62,12 @@ ssize_t send_datagram(Lock& lock, Socket& socket, const iovec* vectors, int coun
   }
   std::uint32_t address = socket.peer_address;
   std::uint16_t port = socket.peer_port;
-  if (to != nullptr && !read_address(to, to_length, address, port)) return -1;
+  if (to != nullptr) {
+    CallAddress named;
+    if (!read_address(to, to_length, socket.family, named)) return -1;
+    address = named.ip;
+    port = named.port;
+  }
   if (port == 0) return fail_with(socket.peer_port == 0 && to == nullptr ? EDESTADDRREQ : EINVAL);
   if (ensure_open(lock, socket) != 0) return -1;
   sockets::UdpSockets& udp = *runtime.udp();

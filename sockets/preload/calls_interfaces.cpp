@@ -248,7 +248,7 @@ std::optional<int> interface_ioctl(int fd, unsigned long request, void* argument
   // An ifreq's address has room for a sockaddr_in.
   const auto ipv4_into = [](sockaddr& out, std::uint32_t address) {
     socklen_t room = sizeof(sockaddr_in);
-    copy_address_out(&out, &room, address, 0);
+    copy_address_out(&out, &room, AF_INET, address, 0);
   };
   if (request != SIOCGIFCONF) {
     auto* asked = static_cast<ifreq*>(argument);
@@ -331,7 +331,7 @@ FLOTILLA_EXPORT int getifaddrs(ifaddrs** list) {
   for (const auto& [out, address] : {std::pair{&added->address, stack->address}, std::pair{&added->netmask, cidr.mask()},
                                      std::pair{&added->broadcast, cidr.broadcast()}}) {
     socklen_t room = sizeof(sockaddr_in);
-    copy_address_out(reinterpret_cast<sockaddr*>(out), &room, address, 0);
+    copy_address_out(reinterpret_cast<sockaddr*>(out), &room, AF_INET, address, 0);
   }
   added->mark = AddedAddress::kMark;
   added->entry.ifa_name = added->name;

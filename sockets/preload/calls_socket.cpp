@@ -56,9 +56,11 @@ bool binds_on_stack(std::uint32_t address) {
 bool move_to_kernel(int fd, Socket& socket) {
   if (socket.state != Socket::State::fresh || socket.fd_refs != 1 || socket.id >= 0) return false;
   const int type = socket.udp() ? SOCK_DGRAM : SOCK_STREAM;
-  const int kernel = REAL(socket)(AF_INET, type | (socket.nonblocking ? SOCK_NONBLOCK : 0), 0);
+  const int kernel = REAL(socket)(socket.family, type | (socket.nonblocking ? SOCK_NONBLOCK : 0), 0);
   if (kernel < 0) return false;
   const int one = 1;
+  const int zero = 0;
+  if (socket.family == AF_INET6) (void)REAL(setsockopt)(kernel, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
   if (socket.reuse_address) (void)REAL(setsockopt)(kernel, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (socket.reuse_port) (void)REAL(setsockopt)(kernel, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (socket.no_delay) (void)REAL(setsockopt)(kernel, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -169,7 +171,7 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   socket->error_reported = false;
   runtime.install(new_fd, socket);
   const flotilla::sockets::TcpEndpoints ends = runtime.tcp().endpoints(connection);
-  copy_address_out(address, length, ends.remote_address, ends.remote_port);
+  copy_address_out(address, length, socket->family, ends.remote_address, ends.remote_port);
   return new_fd;
 }
 
@@ -539,7 +541,7 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
         return int_option(value, length, error);
       }
       case SO_TYPE: return int_option(value, length, socket.udp() ? SOCK_DGRAM : SOCK_STREAM);
-      case SO_DOMAIN: return int_option(value, length, AF_INET);
+      case SO_DOMAIN: return int_option(value, length, socket.family);
       case SO_PROTOCOL: return int_option(value, length, socket.udp() ? IPPROTO_UDP : IPPROTO_TCP);
       case SO_ACCEPTCONN: return int_option(value, length, socket.state == Socket::State::listening);
       case SO_REUSEADDR: return int_option(value, length, socket.reuse_address);
@@ -583,6 +585,8 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
       default: return get_kept(socket, level, name, value, length);
     }
   }
+  // A dual-stack socket: IPV6_V6ONLY is off (one that turned it on went to the kernel).
+  if (level == IPPROTO_IPV6 && socket.family == AF_INET6 && name == IPV6_V6ONLY) return int_option(value, length, 0);
   if (level == IPPROTO_TCP && socket.udp()) return fail_with(EOPNOTSUPP);  // Linux's answer
   if (level == IPPROTO_TCP) {
     switch (name) {
@@ -662,9 +666,10 @@ int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
       socket->state = Socket::State::fresh;
       return 0;
     }
-    std::uint32_t ip = 0;
-    std::uint16_t port = 0;
-    if (!read_address(address, length, ip, port)) return -1;
+    CallAddress named;
+    if (!read_address(address, length, socket->family, named)) return -1;
+    const std::uint32_t ip = named.ip;
+    const std::uint16_t port = named.port;
     if ((!loopback(ip) && !kernel_host_address(ip)) || socket->id >= 0) {
       if (socket->id < 0 && Runtime::get().open_datagram(&lock, *socket, 0) != 0) return -1;
       socket->peer_address = ip;
@@ -720,8 +725,22 @@ ssize_t when_stuck(Lock& lock, Socket& socket, Progress& progress, std::uint32_t
   return waited == 0 ? fail_with(EAGAIN) : -1;
 }
 
-void copy_address_out(sockaddr* out, socklen_t* length, std::uint32_t address, std::uint16_t port) {
+void copy_address_out(sockaddr* out, socklen_t* length, int family, std::uint32_t address, std::uint16_t port) {
   if (out == nullptr || length == nullptr) return;
+  if (family == AF_INET6) {
+    sockaddr_in6 in6{};
+    in6.sin6_family = AF_INET6;
+    in6.sin6_port = htons(port);
+    if (address != 0) {
+      in6.sin6_addr.s6_addr[10] = 0xff;
+      in6.sin6_addr.s6_addr[11] = 0xff;
+      const std::uint32_t network = htonl(address);
+      std::memcpy(&in6.sin6_addr.s6_addr[12], &network, sizeof(network));
+    }
+    std::memcpy(out, &in6, std::min<std::size_t>(*length, sizeof(in6)));
+    *length = sizeof(in6);
+    return;
+  }
   sockaddr_in in{};
   in.sin_family = AF_INET;
   in.sin_port = htons(port);
@@ -730,19 +749,34 @@ void copy_address_out(sockaddr* out, socklen_t* length, std::uint32_t address, s
   *length = sizeof(in);
 }
 
-bool read_address(const sockaddr* in, socklen_t length, std::uint32_t& address, std::uint16_t& port) {
-  if (in == nullptr || length < static_cast<socklen_t>(sizeof(sockaddr_in))) {
+bool read_address(const sockaddr* in, socklen_t length, int family, CallAddress& out) {
+  out = CallAddress{};
+  const socklen_t needed = family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (in == nullptr || length < needed) {
     errno = EINVAL;
     return false;
   }
-  sockaddr_in ipv4{};
-  std::memcpy(&ipv4, in, sizeof(ipv4));
-  if (ipv4.sin_family != AF_INET) {
+  if (in->sa_family != family) {
     errno = EAFNOSUPPORT;
     return false;
   }
-  address = ntohl(ipv4.sin_addr.s_addr);
-  port = ntohs(ipv4.sin_port);
+  if (family == AF_INET) {
+    sockaddr_in ipv4{};
+    std::memcpy(&ipv4, in, sizeof(ipv4));
+    out.ip = ntohl(ipv4.sin_addr.s_addr);
+    out.port = ntohs(ipv4.sin_port);
+    return true;
+  }
+  sockaddr_in6 ipv6{};
+  std::memcpy(&ipv6, in, sizeof(ipv6));
+  out.port = ntohs(ipv6.sin6_port);
+  if (IN6_IS_ADDR_V4MAPPED(&ipv6.sin6_addr)) {
+    std::uint32_t network = 0;
+    std::memcpy(&network, &ipv6.sin6_addr.s6_addr[12], sizeof(network));
+    out.ip = ntohl(network);
+  } else {
+    out.ipv6 = !IN6_IS_ADDR_UNSPECIFIED(&ipv6.sin6_addr);
+  }
   return true;
 }
 
@@ -766,7 +800,10 @@ using flotilla::Errc;
 
 FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
   const int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (domain != AF_INET || (kind != SOCK_STREAM && kind != SOCK_DGRAM)) {
+  // A TCP socket of AF_INET6 is dual-stack until told otherwise (IPV6_V6ONLY): it reaches the
+  // stack's IPv4 peers. AF_INET6 datagram sockets stay the kernel's.
+  const bool dual_stack = domain == AF_INET6 && kind == SOCK_STREAM;
+  if ((domain != AF_INET && !dual_stack) || (kind != SOCK_STREAM && kind != SOCK_DGRAM)) {
     const int fd = REAL(socket)(domain, type, protocol);
     if (fd >= 0) watch_netlink(fd, domain, protocol);
     return fd;
@@ -790,6 +827,7 @@ FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
   socket->epoch = runtime.epoch();
   socket->lease = runtime.lease();
   socket->nonblocking = (type & SOCK_NONBLOCK) != 0;
+  socket->family = domain;
   if (datagram) {
     socket->protocol = Socket::Protocol::udp;
     socket->datagrams = std::make_shared<DatagramQueue>();
@@ -800,14 +838,15 @@ FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
 
 FLOTILLA_EXPORT int bind(int fd, const sockaddr* address, socklen_t length) {
   if (!is_socket(fd)) return REAL(bind)(fd, address, length);
-  std::uint32_t ip = 0;
-  std::uint16_t port = 0;
-  if (!read_address(address, length, ip, port)) return -1;
-  const bool on_stack = binds_on_stack(ip);
-  if (on_stack && !may_bind_port(port)) return fail_with(EACCES);
   {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
+    CallAddress named;
+    if (!read_address(address, length, socket->family, named)) return -1;
+    const std::uint32_t ip = named.ip;
+    const std::uint16_t port = named.port;
+    const bool on_stack = !named.ipv6 && binds_on_stack(ip);
+    if (on_stack && !may_bind_port(port)) return fail_with(EACCES);
     if (socket->bound || socket->state != Socket::State::fresh) return fail_with(EINVAL);
     if (socket->udp() && on_stack) {
       if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
@@ -853,16 +892,18 @@ FLOTILLA_EXPORT int accept(int fd, sockaddr* address, socklen_t* length) {
 FLOTILLA_EXPORT int connect(int fd, const sockaddr* address, socklen_t length) {
   if (!is_socket(fd)) return REAL(connect)(fd, address, length);
   if (const int done = connect_datagram(fd, address, length); done != kNotDatagram) return done;
-  std::uint32_t ip = 0;
-  std::uint16_t port = 0;
-  if (!read_address(address, length, ip, port)) return -1;
   {
     auto [lock, socket] = enter(fd);
     if (socket == nullptr) return -1;
     if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
-    // 0.0.0.0 means this host, as on Linux: the kernel's loopback too; so is another address of
-    // the host's kernel (not for a socket bound on the stack).
-    const bool kernel_peer = loopback(ip) || ip == 0 || (!socket->bound && kernel_host_address(ip));
+    CallAddress named;
+    if (!read_address(address, length, socket->family, named)) return -1;
+    const std::uint32_t ip = named.ip;
+    const std::uint16_t port = named.port;
+    // 0.0.0.0 (and ::) means this host, as on Linux: the kernel's loopback too; so is another
+    // address of the host's kernel (not for a socket bound on the stack), and any IPv6 peer.
+    const bool kernel_peer =
+        named.ipv6 || loopback(ip) || ip == 0 || (!socket->bound && kernel_host_address(ip));
     if (!kernel_peer || socket->state != Socket::State::fresh) {
       if (ip == 0 || port == 0) return fail_with(ECONNREFUSED);
       return connect_locked(lock, *socket, ip, port);
@@ -886,7 +927,7 @@ FLOTILLA_EXPORT int getsockname(int fd, sockaddr* address, socklen_t* length) {
     if (ends.local_address != 0) ip = ends.local_address;
     if (ends.local_port != 0) port = ends.local_port;
   }
-  copy_address_out(address, length, ip, port);
+  copy_address_out(address, length, socket->family, ip, port);
   return 0;
 }
 
@@ -899,7 +940,7 @@ FLOTILLA_EXPORT int getpeername(int fd, sockaddr* address, socklen_t* length) {
   if (socket->udp()) {
     if (socket->peer_port == 0) return fail_with(ENOTCONN);
     if (address == nullptr || length == nullptr) return fail_with(EFAULT);
-    copy_address_out(address, length, socket->peer_address, socket->peer_port);
+    copy_address_out(address, length, socket->family, socket->peer_address, socket->peer_port);
     return 0;
   }
   if (socket->state == Socket::State::connecting && runtime.tcp().connected(socket->id)) {
@@ -908,7 +949,7 @@ FLOTILLA_EXPORT int getpeername(int fd, sockaddr* address, socklen_t* length) {
   if (socket->state != Socket::State::connected) return fail_with(ENOTCONN);
   if (address == nullptr || length == nullptr) return fail_with(EFAULT);
   const flotilla::sockets::TcpEndpoints ends = runtime.tcp().endpoints(socket->id);
-  copy_address_out(address, length, ends.remote_address, ends.remote_port);
+  copy_address_out(address, length, socket->family, ends.remote_address, ends.remote_port);
   return 0;
 }
 
@@ -1329,6 +1370,15 @@ FLOTILLA_EXPORT int setsockopt(int fd, int level, int name, const void* value, s
   if (level == SOL_SOCKET) return set_socket_level(*socket, name, value, length);
   if (level == IPPROTO_IP) return set_ip_level(*socket, name, value, length);
   if (level == IPPROTO_TCP && !socket->udp()) return set_tcp_level(*socket, name, value, length);
+  if (level == IPPROTO_IPV6 && socket->family == AF_INET6 && name == IPV6_V6ONLY) {
+    int number = 0;
+    if (read_int(value, length, number) != 0) return -1;
+    if (number == 0) return 0;
+    // IPv6 only: nothing of it is the stack's, so the kernel's socket takes its place now.
+    if (!move_to_kernel(fd, *socket)) return fail_with(EINVAL);
+    lock.unlock();
+    return REAL(setsockopt)(fd, level, name, value, length);
+  }
   return fail_with(ENOPROTOOPT);
 }
 

@@ -7,7 +7,8 @@
 //   token FD                       a fork token pinning connections below (kept open until taken)
 //   lease FD                       the old image's lease, holding its listeners' members
 //   socket N FD... KIND FIELDS...  one socket and the N descriptors naming it
-// KIND: 0 fresh (FIELDS: the options only), 1 listener (then its ListenerShare), 2 connection
+// KIND: 0 fresh (FIELDS: the options only; among them the transport: 1 for UDP, plus 2 for an
+// AF_INET6 socket), 1 listener (then its ListenerShare), 2 connection
 // (then its fork serial and ConnectionShare), 3 datagram (a UDP socket open at the UDP server:
 // then whether the sender is gone, an exec in place, so the port is taken at load), 4 lost (a
 // connection the sender could not settle: its calls fail with EBADF). The options are every
@@ -72,7 +73,7 @@ void append_options(std::string& line, const Socket& socket, int error = 0) {
         static_cast<std::uint64_t>(std::max(socket.receive_buffer, 0)), static_cast<std::uint64_t>(std::max(socket.send_buffer, 0)),
         static_cast<std::uint64_t>(std::int64_t{socket.receive_timeout_ms} + 1),
         static_cast<std::uint64_t>(std::int64_t{socket.send_timeout_ms} + 1),
-        std::uint64_t{socket.udp()}, static_cast<std::uint64_t>(socket.user_mss), std::uint64_t{socket.tcp_newreno},
+        std::uint64_t{socket.udp()} | (socket.family == AF_INET6 ? 2u : 0u), static_cast<std::uint64_t>(socket.user_mss), std::uint64_t{socket.tcp_newreno},
         std::uint64_t{socket.packet_info}, std::uint64_t{socket.peer_address}, std::uint64_t{socket.peer_port},
         static_cast<std::uint64_t>(std::max(error != 0 ? error : socket.handed_error, 0)), std::uint64_t{socket.kept.size()}}) {
     append(line, value);
@@ -159,15 +160,18 @@ bool read_options(Fields& fields, Socket& socket) {
   socket.linger_option = linger{linger_on ? 1 : 0, static_cast<int>(linger_s)};
   socket.receive_timeout_ms = static_cast<int>(static_cast<std::int64_t>(receive_timeout) - 1);
   socket.send_timeout_ms = static_cast<int>(static_cast<std::int64_t>(send_timeout) - 1);
-  bool udp = false;
+  std::uint8_t transport = 0;
   std::size_t kept = 0;
-  if (!(fields.flag(udp) && fields.next(socket.user_mss, kMaximumMss) && fields.flag(socket.tcp_newreno) &&
+  if (!(fields.next(transport, 3) && fields.next(socket.user_mss, kMaximumMss) && fields.flag(socket.tcp_newreno) &&
         fields.flag(socket.packet_info) && fields.next(socket.peer_address) && fields.next(socket.peer_port) &&
         fields.next(socket.handed_error, kMaxErrno) && fields.next(kept, socket.kept.size()))) {
     return false;
   }
   if (socket.user_mss != 0 && socket.user_mss < kMinimumMss) return false;
   socket.handed_failed = socket.handed_error != 0;
+  const bool udp = (transport & 1) != 0;
+  socket.family = (transport & 2) != 0 ? AF_INET6 : AF_INET;
+  if (udp && socket.family == AF_INET6) return false;  // the library keeps no AF_INET6 datagram socket
   if (udp) {
     socket.protocol = Socket::Protocol::udp;
     socket.datagrams = std::make_shared<DatagramQueue>();

@@ -7,7 +7,9 @@
 //   - haproxy with two threads proxying to a kernel server in the peer namespace (Flotilla as the
 //     client side too);
 //   - varnish caching a kernel server in the peer namespace: its backend connections are made as
-//     varnish makes them (FIONBIO, then a poll for POLLWRNORM alone).
+//     varnish makes them (FIONBIO, then a poll for POLLWRNORM alone);
+//   - Python's http.server on a dual-stack socket ([::], IPV6_V6ONLY off), as Java's servers and
+//     programs that listen on :: make theirs: IPv4 clients of the stack reach it.
 // FLOTILLA_APPS_TEST_SIDE=kernel runs the same cases on kernel sockets (tests/apps/apps_fixture.hpp).
 #include <gtest/gtest.h>
 
@@ -226,6 +228,21 @@ TEST_F(WebServers, VarnishCachesAKernelServer) {
   EXPECT_EQ(fetches_intact(app_address(), kFrontPort, 5, true), 10) << tail(server.output());
   EXPECT_EQ(fetches_intact(app_address(), kFrontPort, 5), 10);
   expect_wrk_served(kFrontPort);
+  EXPECT_TRUE(server.running()) << tail(server.output());
+  expect_served_by_flotilla();
+}
+
+TEST_F(WebServers, PythonHttpServerOnADualStackSocketServesIpv4Clients) {
+  ASSERT_TRUE(start_apps({"python3"}));
+  make_documents();
+  constexpr std::uint16_t kPort = 8006;
+  Program server(app_command({"python3", "-m", "http.server", std::to_string(kPort), "--bind", "::", "--directory",
+                              file("htdocs").string()}),
+                 file("http-server.log"));
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << tail(server.output());
+  EXPECT_EQ(fetches_intact(app_address(), kPort, 5), 10) << tail(server.output());
+  // It names its clients by their IPv4-mapped addresses, as Linux's dual-stack socket does.
+  EXPECT_NE(server.output().find("::ffff:" + peer_address()), std::string::npos) << tail(server.output());
   EXPECT_TRUE(server.running()) << tail(server.output());
   expect_served_by_flotilla();
 }

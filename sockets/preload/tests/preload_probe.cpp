@@ -933,6 +933,92 @@ void scenario_epoll_ctl_wakes(const char* ip, int port) {
   if (good) passed(name);
 }
 
+// Whether `fd` is a socket of the kernel's (a Flotilla socket is an eventfd to the kernel).
+bool kernel_socket(int fd) {
+  char target[64] = {};
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  return readlink(link.c_str(), target, sizeof(target) - 1) > 0 && std::strncmp(target, "socket:", 7) == 0;
+}
+
+// ip:port as an IPv4-mapped AF_INET6 address.
+sockaddr_in6 mapped_address_of(const char* ip, int port) {
+  sockaddr_in6 address{};
+  address.sin6_family = AF_INET6;
+  address.sin6_port = htons(static_cast<std::uint16_t>(port));
+  inet_pton(AF_INET6, ("::ffff:" + std::string(ip)).c_str(), &address.sin6_addr);
+  return address;
+}
+
+// An AF_INET6 TCP socket is dual-stack, as on Linux (Java's and Python's servers make theirs so):
+// it reaches the stack's IPv4 peers, named by IPv4-mapped addresses; one told IPV6_V6ONLY, or
+// bound or connected to an IPv6 address, is the kernel's.
+void scenario_dual_stack(const char* ip, int port) {
+  const char* name = "dual-stack";
+  const int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int domain = 0;
+  int v6only = -1;
+  socklen_t size = sizeof(int);
+  bool good = check(fd >= 0 && getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &size) == 0 && domain == AF_INET6, name,
+                    "SO_DOMAIN is AF_INET6");
+  size = sizeof(int);
+  good = good && check(getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &size) == 0 && v6only == 0, name,
+                       "IPV6_V6ONLY is off");
+  const sockaddr_in6 peer = mapped_address_of(ip, port);
+  good = good && check(connect(fd, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 0 && !kernel_socket(fd),
+                       name, "connect to an IPv4-mapped peer on the stack");
+  good = good && check(echo_round_trip(fd, pattern(3000, 11)), name, "the echo");
+  sockaddr_in6 named{};
+  socklen_t length = sizeof(named);
+  good = good && check(getpeername(fd, reinterpret_cast<sockaddr*>(&named), &length) == 0 && length == sizeof(named) &&
+                           named.sin6_family == AF_INET6 && std::memcmp(&named.sin6_addr, &peer.sin6_addr, 16) == 0 &&
+                           named.sin6_port == peer.sin6_port,
+                       name, "getpeername names the mapped peer");
+  length = sizeof(named);
+  good = good && check(getsockname(fd, reinterpret_cast<sockaddr*>(&named), &length) == 0 && named.sin6_family == AF_INET6 &&
+                           IN6_IS_ADDR_V4MAPPED(&named.sin6_addr) && named.sin6_port != 0,
+                       name, "getsockname names the stack's mapped address");
+  // A listener on :: takes an IPv4 connection from the stack and names its peer mapped.
+  const int listener = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in6 any{};
+  any.sin6_family = AF_INET6;
+  good = good && check(listener >= 0 && bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0 &&
+                           listen(listener, 4) == 0 && !kernel_socket(listener),
+                       name, "a listener on [::]:0 on the stack");
+  sockaddr_in6 bound{};
+  length = sizeof(bound);
+  good = good && check(getsockname(listener, reinterpret_cast<sockaddr*>(&bound), &length) == 0 &&
+                           bound.sin6_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&bound.sin6_addr) && bound.sin6_port != 0,
+                       name, "the listener is named [::]:PORT");
+  char local[INET_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET, &named.sin6_addr.s6_addr[12], local, sizeof(local));
+  const int client = connect_blocking(local, ntohs(bound.sin6_port));
+  sockaddr_in6 accepted_peer{};
+  length = sizeof(accepted_peer);
+  const int accepted = good && client >= 0 ? accept(listener, reinterpret_cast<sockaddr*>(&accepted_peer), &length) : -1;
+  good = good && check(accepted >= 0 && length == sizeof(accepted_peer) && accepted_peer.sin6_family == AF_INET6 &&
+                           IN6_IS_ADDR_V4MAPPED(&accepted_peer.sin6_addr),
+                       name, "accept names an IPv4 client by its mapped address");
+  good = good && check(write(client, "d", 1) == 1, name, "the client writes");
+  char byte = 0;
+  good = good && check(read(accepted, &byte, 1) == 1 && byte == 'd', name, "the accepted connection reads it");
+  // IPv6 only, or an IPv6 address: the kernel's.
+  const int only = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int on = 1;
+  good = good && check(only >= 0 && setsockopt(only, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == 0 && kernel_socket(only),
+                       name, "IPV6_V6ONLY makes it the kernel's");
+  const int loopback6 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in6 local6{};
+  local6.sin6_family = AF_INET6;
+  local6.sin6_addr = in6addr_loopback;
+  good = good && check(loopback6 >= 0 && bind(loopback6, reinterpret_cast<const sockaddr*>(&local6), sizeof(local6)) == 0 &&
+                           kernel_socket(loopback6),
+                       name, "a bind to ::1 is the kernel's");
+  for (const int open_fd : {loopback6, only, accepted, client, listener, fd}) {
+    if (open_fd >= 0) close(open_fd);
+  }
+  if (good) passed(name);
+}
+
 // The NORM and BAND bits Linux's socket poll sets beside POLLIN and POLLOUT, asked for alone:
 // varnish connects to its backend as here (FIONBIO, then a poll for POLLWRNORM) and took a
 // connection that never reported them for a timeout.
@@ -1373,6 +1459,7 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
   scenario_accept_first(ip, port);
   scenario_epoll_ctl_wakes(ip, port);
   scenario_norm_bits(ip, port);
+  scenario_dual_stack(ip, port);
   if (done_file != nullptr) {
     // The slot's counters are shown while it is leased: the test reads them, then stops us.
     const int marker = open(done_file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);

@@ -370,7 +370,7 @@ TEST_F(PreloadStack, ClientScenariosAgainstAKernelPeer) {
   const std::string output = probe.finish(true);
   std::filesystem::remove(done_file);
   EXPECT_TRUE(counted) << output;
-  for (const char* scenario : {"blocking-echo", "nonblocking-refused", "mixed-readiness", "epoll-fairness", "dup-fork", "eintr", "sendfile", "udp", "udp-batch", "threads", "exec", "closefrom", "sandbox", "fork-holders", "fork-concurrent", "raw-clone", "grandchildren", "address-limit", "stdio", "interfaces", "accept-first", "epoll-ctl-wakes", "norm-bits"}) {
+  for (const char* scenario : {"blocking-echo", "nonblocking-refused", "mixed-readiness", "epoll-fairness", "dup-fork", "eintr", "sendfile", "udp", "udp-batch", "threads", "exec", "closefrom", "sandbox", "fork-holders", "fork-concurrent", "raw-clone", "grandchildren", "address-limit", "stdio", "interfaces", "accept-first", "epoll-ctl-wakes", "norm-bits", "dual-stack"}) {
     EXPECT_NE(output.find(std::string("ok ") + scenario + "\n"), std::string::npos) << scenario << "\n" << output;
   }
   EXPECT_EQ(output.find("FAIL"), std::string::npos) << output;
