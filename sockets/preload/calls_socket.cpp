@@ -751,7 +751,9 @@ void copy_address_out(sockaddr* out, socklen_t* length, int family, std::uint32_
 
 bool read_address(const sockaddr* in, socklen_t length, int family, CallAddress& out) {
   out = CallAddress{};
-  const socklen_t needed = family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  // Linux takes an AF_INET6 address without its scope id (RFC 2133's 24 bytes) too.
+  constexpr socklen_t kRfc2133Bytes = 24;
+  const socklen_t needed = family == AF_INET6 ? kRfc2133Bytes : sizeof(sockaddr_in);
   if (in == nullptr || length < needed) {
     errno = EINVAL;
     return false;
@@ -768,7 +770,7 @@ bool read_address(const sockaddr* in, socklen_t length, int family, CallAddress&
     return true;
   }
   sockaddr_in6 ipv6{};
-  std::memcpy(&ipv6, in, sizeof(ipv6));
+  std::memcpy(&ipv6, in, std::min<std::size_t>(length, sizeof(ipv6)));
   out.port = ntohs(ipv6.sin6_port);
   if (IN6_IS_ADDR_V4MAPPED(&ipv6.sin6_addr)) {
     std::uint32_t network = 0;
