@@ -11,7 +11,7 @@ run in a peer namespace and reach either
             up with `flotilla up` (10.79.0.2, over the veth pair Flotilla's driver takes).
 
 It measures lighttpd and nginx requests/s (wrk, a 1 KiB file, 64 connections; nginx with
---nginx-workers worker processes), redis-benchmark SET and GET operations/s, memcached operations/s
+--nginx-workers worker processes, with keep-alive and again with a connection per request), redis-benchmark SET and GET operations/s, memcached operations/s
 (memcaslap, 8 connections, 90% gets, with -t 4 threads), iperf3 Gbit/s both ways, and in a separate pass (strace slows a program down a lot)
 the system calls per request of lighttpd under wrk and of redis under redis-benchmark, counted on
 the server by `strace -c -f -p PID` (which calls, and how many are not on files; it slows the server down several times, so
@@ -330,10 +330,11 @@ class Bench:
 
     # -- clients ---------------------------------------------------------------------------------
 
-    def wrk(self, side, seconds, log_name, port=LIGHTTPD_PORT):
+    def wrk(self, side, seconds, log_name, port=LIGHTTPD_PORT, connection_per_request=False):
         url = f"http://{self.server_address(side)}:{port}/small.bin"
-        client = self.start(self.in_peer(["wrk", "-c", "64", "-t", "2", "-d", f"{seconds}s", "--timeout", "2s", url]),
-                            log_name)
+        close = ["-H", "Connection: close"] if connection_per_request else []
+        client = self.start(self.in_peer(["wrk", "-c", "64", "-t", "2", "-d", f"{seconds}s", "--timeout", "2s"] + close +
+                                         [url]), log_name)
         status = self.finish(client, seconds + 60)
         text = self.output(client)
         rate = re.search(r"Requests/sec:\s+([0-9.]+)", text)
@@ -494,21 +495,26 @@ class Bench:
             for side, runs in measured.items()})
 
     def bench_nginx(self, results):
-        say(f"==> nginx, {self.options.nginx_workers} workers: wrk -c 64 -t 2, 1 KiB file")
-        measured = {}
+        say(f"==> nginx, {self.options.nginx_workers} workers: wrk -c 64 -t 2, 1 KiB file, keep-alive and a "
+            "connection per request")
 
-        def measure(side, run):
-            figures = self.wrk(side, self.options.seconds, f"wrk-nginx-{side}-{run}.log", NGINX_PORT)
-            say(f"      {figures['requests_per_second']:.0f} req/s, {figures['socket_errors']} socket errors, "
-                f"{figures['non_2xx']} non-2xx")
-            if figures["socket_errors"] or figures["non_2xx"]:
-                raise RuntimeError(f"{figures['socket_errors']} socket errors, {figures['non_2xx']} non-2xx answers")
-            measured.setdefault(side, []).append(figures)
-            return figures["requests_per_second"]
+        def measure_with(connection_per_request):
+            def measure(side, run):
+                kind = "close" if connection_per_request else "keepalive"
+                figures = self.wrk(side, self.options.seconds, f"wrk-nginx-{kind}-{side}-{run}.log", NGINX_PORT,
+                                   connection_per_request)
+                say(f"      {figures['requests_per_second']:.0f} req/s, {figures['socket_errors']} socket errors, "
+                    f"{figures['non_2xx']} non-2xx")
+                if figures["socket_errors"] or figures["non_2xx"]:
+                    raise RuntimeError(f"{figures['socket_errors']} socket errors, {figures['non_2xx']} non-2xx answers")
+                return figures["requests_per_second"]
+            return measure
 
         with self.serving("nginx", self.start_nginx) as failed:
-            figures, errors = self.runs("nginx", measure)
+            figures, errors = self.runs("nginx", measure_with(False))
+            close_figures, close_errors = self.runs("nginx, a connection per request", measure_with(True))
         results["nginx_requests_per_second"] = summarize(figures, {**failed, **errors})
+        results["nginx_close_requests_per_second"] = summarize(close_figures, {**failed, **close_errors})
 
     def bench_memcached(self, results):
         say("==> memcached -t 4: memcaslap -c 8 -T 2, 64-byte values, 90% gets")
@@ -617,6 +623,7 @@ def summarize(figures, errors, extra=None):
 ROWS = [
     ("lighttpd_requests_per_second", "lighttpd 1 KiB, wrk -c 64 (req/s)", "{:.0f}"),
     ("nginx_requests_per_second", "nginx 1 KiB, wrk -c 64 (req/s)", "{:.0f}"),
+    ("nginx_close_requests_per_second", "  the same, a connection per request (req/s)", "{:.0f}"),
     ("memcached_ops_per_second", "memcached -t 4, memcaslap -c 8 (ops/s)", "{:.0f}"),
     ("redis_set_per_second", "redis SET, -c 50 (ops/s)", "{:.0f}"),
     ("redis_get_per_second", "redis GET, -c 50 (ops/s)", "{:.0f}"),
