@@ -703,6 +703,36 @@ TEST_F(TcpSocketsTest, AKickOwedWhenTheReplicaDiedIsSentToTheNewIncarnation) {
   EXPECT_FALSE(sockets_->flush());
 }
 
+// A recovered replica keeps thousands of connections (nginx's 10,000 keep-alive connections, each
+// with TCP_NODELAY): their options go again, more than the outbox holds. The ones that find no room
+// are owed, not failed: the connection goes on, and they follow once there is room.
+TEST_F(TcpSocketsTest, KeptConnectionsWhoseOptionsFindNoRoomAtARecoveryGoOnAndGetThemLater) {
+  std::uint32_t page = 0;
+  const int kept = establish(0, page);
+  ASSERT_TRUE(sockets_->set_option(kept, stack::TcpOption::nodelay, 1).ok());
+  replica(0).drain();
+  ASSERT_TRUE(sockets_->pin_replica(0));
+  fill_outbox(*sockets_, *sides_[0]);  // the opens asked again at the recovery fill it once more
+
+  replica(0).recover(2);
+  EXPECT_EQ(sockets_->error(kept), 0);
+  EXPECT_TRUE(sockets_->connected(kept));
+  ASSERT_TRUE(sockets_->send(kept, pattern(8, 1)).ok());
+
+  sides_[0]->room = 4 * TcpSockets::kOutboxMessages;
+  EXPECT_TRUE(sockets_->flush());
+  const std::vector<Message> sent = replica(0).drain();
+  const auto options = of_kind(sent, stack::kTcpOptionKind);
+  ASSERT_EQ(options.size(), 1u);
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().page, page);
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().generation, replica(0).generation(page));
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().option, stack::TcpOption::nodelay);
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().value, 1u);
+  EXPECT_EQ(of_kind(sent, stack::kTcpKickKind).size(), 1u);
+  EXPECT_EQ(replica(0).send_ring(page).readable(), 8u);
+  EXPECT_FALSE(sockets_->flush()) << "nothing is owed any more";
+}
+
 TEST_F(TcpSocketsTest, AfterARecoveryOnlyTheConnectionsWhosePagesChangedFail) {
   std::uint32_t page_a = 0, page_b = 0, page_c = 0;
   const int a = establish(0, page_a);
@@ -784,6 +814,31 @@ TEST_F(TcpSocketsListenTest, ARecoveringReplicaKeepsTheListenerAndItsQueue) {
   auto next = sockets_->accept(listener.id);
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(sockets_->endpoints(next.value()).remote_port, 40002);
+}
+
+// A burst of accepted connections while the channel is backed up: each takes its listener's
+// options, and the ones that find no room wait for it; no connection fails for it.
+TEST_F(TcpSocketsListenTest, AnAcceptedConnectionWhoseOptionsFindNoRoomIsServedAndGetsThemLater) {
+  const Listener listener = listen_on_both();
+  ASSERT_TRUE(sockets_->set_option(listener.id, stack::TcpOption::nodelay, 1).ok());
+  replica(0).drain();
+  ASSERT_TRUE(sockets_->pin_replica(0));
+  fill_outbox(*sockets_, *sides_[0]);
+  const std::uint32_t page = replica(0).accept_one(listener.pages[0], 40001);
+
+  auto accepted = sockets_->accept(listener.id);
+  ASSERT_TRUE(accepted.ok());
+  EXPECT_EQ(sockets_->error(accepted.value()), 0);
+  EXPECT_TRUE(sockets_->connected(accepted.value()));
+  ASSERT_TRUE(sockets_->send(accepted.value(), pattern(8, 1)).ok());
+
+  sides_[0]->room = 4 * TcpSockets::kOutboxMessages;
+  EXPECT_TRUE(sockets_->flush());
+  const auto options = of_kind(replica(0).drain(), stack::kTcpOptionKind);
+  ASSERT_EQ(options.size(), 1u);
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().page, page);
+  EXPECT_EQ(options[0].read<stack::TcpOptionBody>().option, stack::TcpOption::nodelay);
+  EXPECT_FALSE(sockets_->flush()) << "nothing is owed any more";
 }
 
 TEST_F(TcpSocketsListenTest, AFreshAnnounceLosesEverythingOnThatReplicaAsBefore) {
