@@ -253,8 +253,9 @@ bool TcpSockets::flush() {
       return count ? count.value() : 0;
     });
     sent_any |= sent > 0;
-    if (link.kicks_owed && !link.outbox.full()) sent_any |= kick_owed_pages(replica);
+    // Options first: a write's kick owed after them then finds them applied.
     if (link.options_owed && !link.outbox.full()) sent_any |= send_owed_options(replica);
+    if (link.kicks_owed && !link.outbox.full()) sent_any |= kick_owed_pages(replica);
   }
   return sent_any;
 }
@@ -282,7 +283,10 @@ bool TcpSockets::send_owed_options(std::size_t replica) {
 
 void TcpSockets::send_or_owe_options(int socket) {
   Socket& entry = sockets_[static_cast<std::size_t>(socket)];
-  if (send_options(entry.replica, entry.page, entry.generation, entry.options)) return;
+  if (!send_options(entry.replica, entry.page, entry.generation, entry.options)) owe_options(entry);
+}
+
+void TcpSockets::owe_options(Socket& entry) {
   entry.options_owed = true;
   replicas_[entry.replica].options_owed = true;
 }
@@ -854,13 +858,13 @@ Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value)
   if (!known_option(option)) return Error{Errc::invalid_argument, 0, "tcp set_option: unknown option"};
   if (Socket* entry = find(socket, Kind::connection)) {
     if (entry->local_error != 0) return failure(*entry);
-    if (entry->header != nullptr) {
-      const std::pair<TcpOption, std::uint32_t> one{option, value};
-      if (!send_options(entry->replica, entry->page, entry->generation, std::span(&one, 1))) {
-        return Error{Errc::exhausted, ENOBUFS, "tcp set_option: the channel to the replica is backed up"};
-      }
-    }
     remember_option(entry->options, option, value);
+    const std::pair<TcpOption, std::uint32_t> one{option, value};
+    // Without room it goes once there is: Linux never refuses a connection's option for want of
+    // buffers (nginx closes a keep-alive connection whose TCP_NODELAY fails).
+    if (entry->header != nullptr && !send_options(entry->replica, entry->page, entry->generation, std::span(&one, 1))) {
+      owe_options(*entry);
+    }
     return {};
   }
   Socket* entry = find(socket, Kind::listener);
