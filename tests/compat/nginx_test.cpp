@@ -87,6 +87,8 @@ HeldConnectionsOutcome hold_connections_and_ask(const std::string& address, std:
     ::close(fds[static_cast<std::size_t>(index)]);
     fds[static_cast<std::size_t>(index)] = -1;
   };
+  // `call` failed on connection `index`, with errno saying why.
+  const auto drop_after = [&](int index, const char* call) { drop(index, std::string(call) + ": " + std::strerror(errno)); };
   sockaddr_in to{};
   to.sin_family = AF_INET;
   to.sin_port = htons(port);
@@ -105,11 +107,11 @@ HeldConnectionsOutcome hold_connections_and_ask(const std::string& address, std:
       }
       fds[static_cast<std::size_t>(next)] = fd;
       if (::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0 && errno != EINPROGRESS) {
-        drop(next, std::string("connect: ") + std::strerror(errno));
+        drop_after(next, "connect");
         continue;
       }
       if (!watch(next, EPOLLOUT)) {
-        drop(next, std::string("epoll_ctl: ") + std::strerror(errno));
+        drop_after(next, "epoll_ctl");
         continue;
       }
       ++in_flight;
@@ -142,11 +144,11 @@ HeldConnectionsOutcome hold_connections_and_ask(const std::string& address, std:
       if (fd < 0) continue;
       replies[static_cast<std::size_t>(index)].clear();
       if (::send(fd, kRequest.data(), kRequest.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(kRequest.size())) {
-        drop(index, std::string("send: ") + std::strerror(errno));
+        drop_after(index, "send");
         continue;
       }
       if (!watch(index, EPOLLIN)) {
-        drop(index, std::string("epoll_ctl: ") + std::strerror(errno));
+        drop_after(index, "epoll_ctl");
         continue;
       }
       ++waiting;
