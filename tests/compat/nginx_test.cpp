@@ -77,12 +77,6 @@ HeldConnectionsOutcome hold_connections_and_ask(const std::string& address, std:
     return outcome;
   }
   std::vector<int> fds(static_cast<std::size_t>(count), -1);
-  const auto watch = [&](int index, std::uint32_t events) {
-    epoll_event event{};
-    event.events = events;
-    event.data.u32 = static_cast<std::uint32_t>(index);
-    return ::epoll_ctl(poller, EPOLL_CTL_ADD, fds[static_cast<std::size_t>(index)], &event) == 0;
-  };
   const auto unwatch = [&](int index) { (void)::epoll_ctl(poller, EPOLL_CTL_DEL, fds[static_cast<std::size_t>(index)], nullptr); };
   const auto drop = [&](int index, const std::string& why) {
     ++outcome.failures[why];
@@ -92,6 +86,15 @@ HeldConnectionsOutcome hold_connections_and_ask(const std::string& address, std:
   };
   // `call` failed on connection `index`, with errno saying why.
   const auto drop_after = [&](int index, const char* call) { drop(index, std::string(call) + ": " + std::strerror(errno)); };
+  // Watches connection `index` for `events`; false, the connection dropped, when epoll refuses.
+  const auto watch = [&](int index, std::uint32_t events) {
+    epoll_event event{};
+    event.events = events;
+    event.data.u32 = static_cast<std::uint32_t>(index);
+    if (::epoll_ctl(poller, EPOLL_CTL_ADD, fds[static_cast<std::size_t>(index)], &event) == 0) return true;
+    drop_after(index, "epoll_ctl");
+    return false;
+  };
   sockaddr_in to{};
   to.sin_family = AF_INET;
   to.sin_port = htons(port);
@@ -113,11 +116,7 @@ HeldConnectionsOutcome hold_connections_and_ask(const std::string& address, std:
         drop_after(next, "connect");
         continue;
       }
-      if (!watch(next, EPOLLOUT)) {
-        drop_after(next, "epoll_ctl");
-        continue;
-      }
-      ++in_flight;
+      if (watch(next, EPOLLOUT)) ++in_flight;
     }
     const int ready = ::epoll_wait(poller, events.data(), static_cast<int>(events.size()), 100);
     for (int e = 0; e < ready; ++e) {
@@ -151,11 +150,7 @@ HeldConnectionsOutcome hold_connections_and_ask(const std::string& address, std:
         drop_after(index, "send");
         continue;
       }
-      if (!watch(index, EPOLLIN)) {
-        drop_after(index, "epoll_ctl");
-        continue;
-      }
-      ++waiting;
+      if (watch(index, EPOLLIN)) ++waiting;
     }
     while (waiting > 0 && !past_deadline()) {
       const int ready = ::epoll_wait(poller, events.data(), static_cast<int>(events.size()), 100);
