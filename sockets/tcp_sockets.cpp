@@ -253,9 +253,42 @@ bool TcpSockets::flush() {
       return count ? count.value() : 0;
     });
     sent_any |= sent > 0;
+    // Options first: a write's kick owed after them then finds them applied.
+    if (link.options_owed && !link.outbox.full()) sent_any |= send_owed_options(replica);
     if (link.kicks_owed && !link.outbox.full()) sent_any |= kick_owed_pages(replica);
   }
   return sent_any;
+}
+
+bool TcpSockets::send_owed_options(std::size_t replica) {
+  Replica& link = replicas_[replica];
+  link.options_owed = false;
+  bool sent = false;
+  for (Socket& entry : sockets_) {
+    if (!entry.options_owed || entry.kind != Kind::connection || entry.replica != replica) continue;
+    if (entry.header == nullptr || entry.local_error != 0) {
+      entry.options_owed = false;  // the page is gone: nobody to tell
+      continue;
+    }
+    // All of them again if only some found room: each is the latest value, so a repeat is harmless.
+    if (!send_options(replica, entry.page, entry.generation, entry.options)) {
+      link.options_owed = true;
+      break;
+    }
+    entry.options_owed = false;
+    sent = true;
+  }
+  return sent;
+}
+
+void TcpSockets::send_or_owe_options(int socket) {
+  Socket& entry = sockets_[static_cast<std::size_t>(socket)];
+  if (!send_options(entry.replica, entry.page, entry.generation, entry.options)) owe_options(entry);
+}
+
+void TcpSockets::owe_options(Socket& entry) {
+  entry.options_owed = true;
+  replicas_[entry.replica].options_owed = true;
 }
 
 bool TcpSockets::kick_owed_pages(std::size_t replica) {
@@ -825,13 +858,13 @@ Status TcpSockets::set_option(int socket, TcpOption option, std::uint32_t value)
   if (!known_option(option)) return Error{Errc::invalid_argument, 0, "tcp set_option: unknown option"};
   if (Socket* entry = find(socket, Kind::connection)) {
     if (entry->local_error != 0) return failure(*entry);
-    if (entry->header != nullptr) {
-      const std::pair<TcpOption, std::uint32_t> one{option, value};
-      if (!send_options(entry->replica, entry->page, entry->generation, std::span(&one, 1))) {
-        return Error{Errc::exhausted, ENOBUFS, "tcp set_option: the channel to the replica is backed up"};
-      }
-    }
     remember_option(entry->options, option, value);
+    const std::pair<TcpOption, std::uint32_t> one{option, value};
+    // Without room it goes once there is: Linux never refuses a connection's option for want of
+    // buffers (nginx closes a keep-alive connection whose TCP_NODELAY fails).
+    if (entry->header != nullptr && !send_options(entry->replica, entry->page, entry->generation, std::span(&one, 1))) {
+      owe_options(*entry);
+    }
     return {};
   }
   Socket* entry = find(socket, Kind::listener);
@@ -1010,7 +1043,7 @@ void TcpSockets::adopt_connection(int socket, std::size_t replica, std::uint32_t
   entry.receive_ring = ByteRingConsumer(&header->receive, link.region.receive_bytes(page),
                                         header->receive.head.load(std::memory_order_acquire));
   claim_page(replica, page, socket);
-  if (!send_options(replica, page, generation, entry.options)) fail(entry, ENOBUFS);
+  send_or_owe_options(socket);
   if (entry.pending_requests != 0) {
     request(replica, page, generation, entry.pending_requests);
     entry.pending_requests = 0;
@@ -1264,6 +1297,7 @@ void TcpSockets::lose_sockets(std::size_t replica) {
   link.page_owner.clear();
   link.outbox.clear();
   link.kicks_owed = false;
+  link.options_owed = false;
   link.closed_listeners.clear();
   (void)ensure_region(replica);
   for (std::size_t id = 0; id < sockets_.size(); ++id) {
@@ -1369,16 +1403,13 @@ void TcpSockets::resume_sockets(std::size_t replica) {
     if (!send_listen(id, replica)) fail_listener(id, ENOBUFS);
   }
   for (const int id : kept) {
-    Socket& entry = sockets_[static_cast<std::size_t>(id)];
-    const bool listener = entry.kind == Kind::listener;
-    const std::uint32_t page = listener ? entry.parts[replica].page : entry.page;
-    const std::uint32_t generation = listener ? entry.parts[replica].generation : entry.generation;
-    if (send_options(replica, page, generation, entry.options)) continue;
-    if (listener) {
-      fail_listener(id, ENOBUFS);
-    } else {
-      fail(entry, ENOBUFS);
+    const Socket& entry = sockets_[static_cast<std::size_t>(id)];
+    if (entry.kind != Kind::listener) {
+      send_or_owe_options(id);
+      continue;
     }
+    const ListenerPart& part = entry.parts[replica];
+    if (!send_options(replica, part.page, part.generation, entry.options)) fail_listener(id, ENOBUFS);
   }
   (void)kick_owed_pages(replica);
 }

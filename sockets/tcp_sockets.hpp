@@ -348,8 +348,9 @@ class TcpSockets {
   std::uint64_t stale_messages() const { return stale_messages_; }
   // Messages waiting for room in a channel.
   std::size_t deferred_messages() const;
-  // Messages that found a channel and its outbox full: their call failed with ENOBUFS (an open, an
-  // option), or their kick is owed and goes out once the outbox drains.
+  // Messages that found a channel and its outbox full: their call failed with ENOBUFS (an open, a
+  // listener's option), or their kick or connection's options are owed and go out once the outbox
+  // drains.
   std::uint64_t outbox_overflows() const { return outbox_overflows_; }
   // How many messages may wait for room in one replica's channel.
   static constexpr std::size_t kOutboxMessages = 1024;
@@ -366,6 +367,8 @@ class TcpSockets {
     MessageOutbox outbox{kOutboxMessages};  // what the channel had no room for, oldest first
     // A kick found the outbox full: some page has requests and no kick on its way.
     bool kicks_owed = false;
+    // Some connection's options found the outbox full (Socket::options_owed).
+    bool options_owed = false;
     // Opens whose socket was closed (or failed) before the answer came: a page the answer hands
     // us is given back. Kept across a restart, since the new incarnation may answer an open that
     // was still in the channel.
@@ -401,6 +404,11 @@ class TcpSockets {
     // recovery.
     std::vector<std::pair<stack::TcpOption, std::uint32_t>> options;
     std::uint8_t open_options = 0;  // stack::kTcpOpen* bits the socket (a listener: its connections) starts with
+    // A connection's options that found the outbox full (set by the program, or sent when its page
+    // came: accepted, connected, kept by a recovery): they go out once there is room. Options are
+    // hints to the replica (which gave a new connection its listener's and keeps a recovered
+    // one's), so the connection goes on meanwhile.
+    bool options_owed = false;
     // A connection.
     std::uint32_t ticket = 0;  // the open in flight; 0 once answered
     std::uint32_t replica = 0;
@@ -447,6 +455,11 @@ class TcpSockets {
   void request(std::size_t replica, std::uint32_t page, std::uint32_t generation, std::uint32_t bits);
   // Kicks every page of the replica that has requests but no kick pending. True when it kicked any.
   bool kick_owed_pages(std::size_t replica);
+  // Sends the options owed (Socket::options_owed) to `replica` while there is room.
+  bool send_owed_options(std::size_t replica);
+  // The options of connection `socket`, now it has a page: sent, or owed when there is no room.
+  void send_or_owe_options(int socket);
+  void owe_options(Socket& entry);
   // False when an option found no room (the rest are not sent either).
   [[nodiscard]] bool send_options(std::size_t replica, std::uint32_t page, std::uint32_t generation,
                                   std::span<const std::pair<stack::TcpOption, std::uint32_t>> options);

@@ -9,13 +9,17 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -41,7 +45,149 @@ struct Case {
   bool reuseport;
   bool daemon;
   bool as_nobody = false;  // workers switch to the user nobody, as nginx's packaged configuration does
+  int worker_connections = 1024;
+  bool crash_replica_between_rounds = false;  // tcp0 crashes while the connections are held
 };
+
+// What `count` keep-alive connections held open at once saw over `rounds` rounds of one request
+// on each.
+struct HeldConnectionsOutcome {
+  int connected = 0;
+  std::vector<int> answered;               // per round: replies that were nginx's 200 with its body
+  std::map<std::string, int> failures;     // what went wrong, counted by kind
+  std::chrono::duration<double> connecting{0};
+  std::vector<std::chrono::duration<double>> rounds;
+};
+
+// Opens `count` kernel connections to address:port from the calling thread's namespace (at most
+// kConnectsInFlight in the handshake at a time, so the ramp stays under nginx's listen backlog),
+// holds them all, then `rounds` times sends one request on every one and reads every reply, with
+// `between_rounds` called before each round but the first. A connection that fails is closed and
+// counted; all of it ends by `limit`.
+HeldConnectionsOutcome hold_connections_and_ask(const std::string& address, std::uint16_t port, int count, int rounds,
+                                                std::chrono::seconds limit, const std::function<void()>& between_rounds) {
+  constexpr int kConnectsInFlight = 400;
+  constexpr std::string_view kRequest = "GET / HTTP/1.1\r\nHost: flotilla\r\n\r\n";
+  HeldConnectionsOutcome outcome;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  const auto past_deadline = [&] { return std::chrono::steady_clock::now() >= deadline; };
+  const int poller = ::epoll_create1(EPOLL_CLOEXEC);
+  if (poller < 0) {
+    ++outcome.failures[std::string("epoll_create1: ") + std::strerror(errno)];
+    return outcome;
+  }
+  std::vector<int> fds(static_cast<std::size_t>(count), -1);
+  const auto unwatch = [&](int index) { (void)::epoll_ctl(poller, EPOLL_CTL_DEL, fds[static_cast<std::size_t>(index)], nullptr); };
+  const auto drop = [&](int index, const std::string& why) {
+    ++outcome.failures[why];
+    unwatch(index);
+    ::close(fds[static_cast<std::size_t>(index)]);
+    fds[static_cast<std::size_t>(index)] = -1;
+  };
+  // `call` failed on connection `index`, with errno saying why.
+  const auto drop_after = [&](int index, const char* call) { drop(index, std::string(call) + ": " + std::strerror(errno)); };
+  // Watches connection `index` for `events`; false, the connection dropped, when epoll refuses.
+  const auto watch = [&](int index, std::uint32_t events) {
+    epoll_event event{};
+    event.events = events;
+    event.data.u32 = static_cast<std::uint32_t>(index);
+    if (::epoll_ctl(poller, EPOLL_CTL_ADD, fds[static_cast<std::size_t>(index)], &event) == 0) return true;
+    drop_after(index, "epoll_ctl");
+    return false;
+  };
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port);
+  ::inet_pton(AF_INET, address.c_str(), &to.sin_addr);
+  std::vector<epoll_event> events(512);
+
+  const auto connecting_since = std::chrono::steady_clock::now();
+  int next = 0;
+  int in_flight = 0;
+  while ((next < count || in_flight > 0) && !past_deadline()) {
+    for (; next < count && in_flight < kConnectsInFlight; ++next) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (fd < 0) {
+        ++outcome.failures[std::string("socket: ") + std::strerror(errno)];
+        continue;
+      }
+      fds[static_cast<std::size_t>(next)] = fd;
+      if (::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0 && errno != EINPROGRESS) {
+        drop_after(next, "connect");
+        continue;
+      }
+      if (watch(next, EPOLLOUT)) ++in_flight;
+    }
+    const int ready = ::epoll_wait(poller, events.data(), static_cast<int>(events.size()), 100);
+    for (int e = 0; e < ready; ++e) {
+      const int index = static_cast<int>(events[static_cast<std::size_t>(e)].data.u32);
+      --in_flight;
+      int error = 0;
+      socklen_t length = sizeof(error);
+      (void)::getsockopt(fds[static_cast<std::size_t>(index)], SOL_SOCKET, SO_ERROR, &error, &length);
+      if (error != 0) {
+        drop(index, std::string("connect: ") + std::strerror(error));
+        continue;
+      }
+      unwatch(index);
+      ++outcome.connected;
+    }
+  }
+  if (in_flight > 0) outcome.failures["connect: not established in time"] += in_flight;
+  outcome.connecting = std::chrono::steady_clock::now() - connecting_since;
+
+  std::vector<std::string> replies(static_cast<std::size_t>(count));
+  for (int round = 0; round < rounds; ++round) {
+    if (round > 0) between_rounds();
+    const auto round_since = std::chrono::steady_clock::now();
+    int answered = 0;
+    int waiting = 0;
+    for (int index = 0; index < count; ++index) {
+      const int fd = fds[static_cast<std::size_t>(index)];
+      if (fd < 0) continue;
+      replies[static_cast<std::size_t>(index)].clear();
+      if (::send(fd, kRequest.data(), kRequest.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(kRequest.size())) {
+        drop_after(index, "send");
+        continue;
+      }
+      if (watch(index, EPOLLIN)) ++waiting;
+    }
+    while (waiting > 0 && !past_deadline()) {
+      const int ready = ::epoll_wait(poller, events.data(), static_cast<int>(events.size()), 100);
+      for (int e = 0; e < ready; ++e) {
+        const int index = static_cast<int>(events[static_cast<std::size_t>(e)].data.u32);
+        std::string& reply = replies[static_cast<std::size_t>(index)];
+        char buffer[1024];
+        const ssize_t got = ::recv(fds[static_cast<std::size_t>(index)], buffer, sizeof(buffer), 0);
+        if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (got <= 0) {
+          drop(index, got == 0 ? "closed by the server" : std::string("recv: ") + std::strerror(errno));
+          --waiting;
+          continue;
+        }
+        reply.append(buffer, static_cast<std::size_t>(got));
+        // nginx's reply: a 200 whose body is "served\n" (Content-Length 7).
+        const std::size_t head_end = reply.find("\r\n\r\n");
+        if (head_end == std::string::npos || reply.size() < head_end + 4 + 7) continue;
+        --waiting;
+        if (reply.rfind("HTTP/1.1 200 ", 0) != 0 || reply.compare(head_end + 4, std::string::npos, "served\n") != 0) {
+          drop(index, "a wrong reply: " + reply.substr(0, 40));
+          continue;
+        }
+        unwatch(index);
+        ++answered;
+      }
+    }
+    if (waiting > 0) outcome.failures["no reply in time"] += waiting;
+    outcome.answered.push_back(answered);
+    outcome.rounds.push_back(std::chrono::steady_clock::now() - round_since);
+  }
+  for (const int fd : fds) {
+    if (fd >= 0) ::close(fd);
+  }
+  ::close(poller);
+  return outcome;
+}
 
 class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
  protected:
@@ -59,9 +205,13 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
         << "daemon " << (setting.daemon ? "on" : "off") << ";\n"
         << "master_process on;\n"
         << "worker_processes " << setting.workers << ";\n"
+        // Room for every connection and nginx's own files.
+        << (setting.worker_connections > 1024
+                ? "worker_rlimit_nofile " + std::to_string(setting.worker_connections + 1024) + ";\n"
+                : "")
         << "pid " << file("nginx.pid").string() << ";\n"
         << "error_log " << file("error.log").string() << " notice;\n"
-        << "events { worker_connections 1024; }\n"
+        << "events { worker_connections " << setting.worker_connections << "; }\n"
         << "http {\n"
         << "  log_format served '$pid $status';\n"
         << "  access_log " << file("access.log").string() << " served;\n"
@@ -308,6 +458,80 @@ TEST_P(NginxReloadUnderLoad, AReloadWhileWrkRunsLosesNoRequest) {
   expect_clean_error_log();
   expect_served_by_flotilla();
 }
+
+// 10,000 connections at once (issue 14's c10k): 2 workers sharing the listener, or each with its
+// own (reuseport), hold 10,000 keep-alive connections from the peer namespace; every connection
+// gets an answer to a request, twice, every worker serves some, and nothing fails; in the third
+// case tcp0 crashes between the two rounds. 10-20 s each, so in the suite `slow`
+// (compat-nginx-c10k).
+class NginxTenThousand : public Nginx {};
+
+TEST_P(NginxTenThousand, TwoWorkersHoldTenThousandConnectionsAndAnswerEach) {
+  constexpr int kConnections = 10000;
+  constexpr int kRounds = 2;
+  const Case setting = GetParam();
+  if (setting.crash_replica_between_rounds && side_ != Side::flotilla) GTEST_SKIP() << "a replica crash is Flotilla's";
+  // This process holds every client connection: its soft limit goes up to the hard one.
+  rlimit files{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &files), 0);
+  if (files.rlim_max < static_cast<rlim_t>(setting.worker_connections + 1024) ||
+      files.rlim_max < static_cast<rlim_t>(kConnections + 256)) {
+    GTEST_SKIP() << "the hard limit of open files (" << files.rlim_max << ") is below what 10,000 connections need";
+  }
+  files.rlim_cur = files.rlim_max;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &files), 0);
+  ASSERT_TRUE(prepare(setting));
+  Program server = start_nginx();
+  ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server.running(); }, 15s))
+      << said(server);
+  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << said(server);
+  const std::set<pid_t> serving = workers();
+  const std::size_t from = access_log_bytes();
+
+  // Issue 15 under c10k: the held connections, each with TCP_NODELAY set by nginx, survive their
+  // replica's crash.
+  bool crashed = true;
+  const auto between_rounds = [&] {
+    if (!setting.crash_replica_between_rounds) return;
+    crashed = cli("inject tcp0 crash").exit_code == 0 &&
+              wait_for([&] { return events().find("tcp0#2") != std::string::npos; }, 10s);
+  };
+  const HeldConnectionsOutcome outcome = in_namespace(names_.peer_namespace, [&] {
+    return hold_connections_and_ask(app_address(), kPort, kConnections, kRounds, 150s, between_rounds);
+  });
+  EXPECT_TRUE(crashed) << "tcp0 was not crashed and restarted\n" << events();
+  std::printf("%d connections held in %.1f s", outcome.connected, outcome.connecting.count());
+  for (std::size_t round = 0; round < outcome.rounds.size(); ++round) {
+    std::printf("; round %zu: %d answered in %.1f s", round + 1, outcome.answered[round], outcome.rounds[round].count());
+  }
+  std::printf("\n");
+  EXPECT_EQ(outcome.connected, kConnections);
+  ASSERT_EQ(outcome.answered.size(), static_cast<std::size_t>(kRounds));
+  for (const int answered : outcome.answered) EXPECT_EQ(answered, kConnections);
+  for (const auto& [why, count] : outcome.failures) ADD_FAILURE() << count << " connections: " << why;
+
+  // nginx logged every request, each served by one of its workers, and each worker served some.
+  const auto served = served_since(from);
+  int logged = 0;
+  for (const auto& [pid, count] : served) {
+    std::printf("worker %d served %d requests\n", static_cast<int>(pid), count);
+    EXPECT_TRUE(serving.contains(pid)) << "pid " << pid << " served, not one of the workers";
+    logged += count;
+  }
+  EXPECT_EQ(logged, kConnections * kRounds);
+  for (const pid_t pid : serving) EXPECT_GT(served.contains(pid) ? served.at(pid) : 0, 0) << "worker " << pid;
+  EXPECT_TRUE(server.running()) << said(server);
+  expect_clean_error_log();
+  expect_served_by_flotilla();
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, NginxTenThousand,
+                         ::testing::Values(Case{2, false, false, false, 10240}, Case{2, true, false, false, 10240},
+                                           Case{2, false, false, false, 10240, true}),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(info.param.reuseport ? "2WorkersReuseport" : "2Workers") +
+                                  (info.param.crash_replica_between_rounds ? "ThroughAReplicaCrash" : "");
+                         });
 
 INSTANTIATE_TEST_SUITE_P(Workers, Nginx,
                          ::testing::Values(Case{2, false, false}, Case{4, false, false}, Case{2, true, false},
