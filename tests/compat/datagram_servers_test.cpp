@@ -295,7 +295,8 @@ TEST_F(DatagramServers, UnboundThreadsShareItsPortWithReusePort) {
 // iperf2's UDP server: on a client's first datagram its listener connects to the client and serves
 // it, and a new listener binds the same port with SO_REUSEADDR for the next clients. Each client,
 // one after another and then two at once, gets the server's report of what it received; the
-// server keeps running.
+// server keeps running. On Flotilla the UDP server then crashes while a client sends, and that
+// client still gets its report.
 TEST_F(DatagramServers, IperfServesUdpClientsOneAfterAnotherAndTwoAtOnce) {
   ASSERT_TRUE(start_apps({"iperf"}));
   Program server(app_command({"iperf", "-s", "-u", "-p", std::to_string(kIperfPort)}), file("iperf-server.log"));
@@ -333,6 +334,25 @@ TEST_F(DatagramServers, IperfServesUdpClientsOneAfterAnotherAndTwoAtOnce) {
   expect_report(second, "client5");
   EXPECT_TRUE(server.running()) << tail(server.output());
   expect_served_by_flotilla();
+  if (side_ != Side::flotilla) return;
+
+  // The UDP server crashes while a client sends: its successor still knows which socket is
+  // connected to that client (the state store), so the rest of the client's datagrams and its
+  // last one reach the socket serving it, not the new listener.
+  std::this_thread::sleep_for(1s);  // iperf's pause between clients, as above
+  const auto client_lines = [&] {
+    const std::string output = server.output();
+    std::size_t lines = 0;
+    for (auto at = output.find("connected with"); at != std::string::npos; at = output.find("connected with", at + 1)) ++lines;
+    return lines;
+  };
+  Program during({peer_command({"iperf", "-c", app_address(), "-u", "-p", std::to_string(kIperfPort), "-b", "20M", "-t", "3"})},
+                 file("client6.log"));
+  ASSERT_TRUE(wait_for([&] { return client_lines() >= 6; }, 10s)) << tail(server.output());
+  ASSERT_EQ(cli("inject udp crash").exit_code, 0);
+  ASSERT_TRUE(wait_for([&] { return events().find("udp#2") != std::string::npos; }, 10s)) << events();
+  expect_report(during, "client6 (the UDP server crashed meanwhile)");
+  EXPECT_TRUE(server.running()) << tail(server.output());
 }
 
 }  // namespace
