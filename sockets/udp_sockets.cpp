@@ -70,10 +70,11 @@ std::uint64_t UdpSockets::dropped(std::uint32_t socket) const {
   return slot != nullptr && slot->socket == socket ? slot->dropped.load(std::memory_order_acquire) : 0;
 }
 
-Result<std::uint32_t> UdpSockets::open(std::uint16_t local_port, bool reuse_port) {
+Result<std::uint32_t> UdpSockets::open(std::uint16_t local_port, PortSharing sharing) {
   const std::uint32_t socket = next_socket_++;
   sockets_.resize(socket);
-  const std::uint8_t options = reuse_port ? stack::kSocketOpenReusePort : 0;
+  const auto options = static_cast<std::uint8_t>((sharing.reuse_port ? stack::kSocketOpenReusePort : 0) |
+                                                 (sharing.reuse_address ? stack::kSocketOpenReuseAddress : 0));
   const Message message =
       Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{socket, local_port, wire::kProtocolUdp, options});
   auto sent = host_.send(channel_, std::span(&message, 1));
@@ -84,6 +85,19 @@ Result<std::uint32_t> UdpSockets::open(std::uint16_t local_port, bool reuse_port
 
 Status UdpSockets::close(std::uint32_t socket) {
   const Message message = Message::make(stack::kSocketCloseKind, stack::SocketCloseBody{socket});
+  auto sent = host_.send(channel_, std::span(&message, 1));
+  if (!sent) return sent.error();
+  if (sent.value() != 1) return Error{Errc::exhausted, 0, "udp sockets: channel full"};
+  return {};
+}
+
+Status UdpSockets::connect(std::uint32_t socket, std::uint32_t address, std::uint16_t port) {
+  const LocalSocket* entry = local(socket);
+  if (entry == nullptr || entry->local_port == 0) {
+    return Error{Errc::invalid_argument, 0, "udp sockets: socket not bound (wait for its status)"};
+  }
+  const Message message = Message::make(stack::kSocketConnectKind,
+                                        stack::SocketConnectBody{socket, address, port, entry->local_port});
   auto sent = host_.send(channel_, std::span(&message, 1));
   if (!sent) return sent.error();
   if (sent.value() != 1) return Error{Errc::exhausted, 0, "udp sockets: channel full"};

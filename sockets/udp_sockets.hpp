@@ -35,6 +35,12 @@ struct Datagram {
   std::uint32_t local_address = 0;     // the destination the datagram carried (host order)
 };
 
+// What a socket shares its port with: sockets that set SO_REUSEPORT too, or SO_REUSEADDR too.
+struct PortSharing {
+  bool reuse_port = false;
+  bool reuse_address = false;
+};
+
 class UdpSockets {
  public:
   using DatagramHandler = std::function<void(const Datagram&)>;
@@ -50,11 +56,15 @@ class UdpSockets {
   void on_datagram(DatagramHandler handler) { datagram_handler_ = std::move(handler); }
   void on_status(StatusHandler handler) { status_handler_ = std::move(handler); }
 
-  // Asks for a socket bound to `local_port` (0: any); with `reuse_port` (SO_REUSEPORT) it shares
-  // the port with the sockets there that all asked for it too. Returns the socket id; the outcome
-  // comes to on_status.
-  Result<std::uint32_t> open(std::uint16_t local_port, bool reuse_port = false);
+  // Asks for a socket bound to `local_port` (0: any), sharing it as `sharing` says. Returns the
+  // socket id; the outcome comes to on_status.
+  Result<std::uint32_t> open(std::uint16_t local_port, PortSharing sharing = {});
   Status close(std::uint32_t socket);
+  // Tells the UDP server the socket's peer (connect(2)), or that it has none (address and port 0):
+  // it then gets the peer's datagrams before the other sockets of its port, and no one else's.
+  // Errc::invalid_argument before the socket's status said it is bound; Errc::exhausted when the
+  // channel is full right now: retry later.
+  Status connect(std::uint32_t socket, std::uint32_t address, std::uint16_t port);
   // Errc::exhausted when no buffer or no ring room is free right now: retry later.
   // Errc::invalid_argument before the socket's status said it is bound.
   Status send_to(std::uint32_t socket, std::uint32_t address, std::uint16_t port,

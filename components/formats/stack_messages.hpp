@@ -67,6 +67,7 @@ inline constexpr MessageKind kTcpClaimKind = stack_kind(22);
 inline constexpr MessageKind kTcpReleaseKind = stack_kind(23);
 inline constexpr MessageKind kTcpForkEndedKind = stack_kind(24);
 inline constexpr MessageKind kTcpCarryKind = stack_kind(25);
+inline constexpr MessageKind kSocketConnectKind = stack_kind(26);
 
 // Bytes a transport leaves free in front of its header, so IP can put the IPv4 and Ethernet headers
 // in the same buffer without copying.
@@ -133,7 +134,7 @@ struct PortBindingBody {
 // error that closed the socket; error is 0 or an errno value. datagram: payload only; on the way
 // out at least kHeadroom + 8 bytes precede it in the buffer, and local_port is the socket's bound
 // port (the status said which), so the UDP server finds the socket without a search. close:
-// release the socket.
+// release the socket. connect: the socket's peer (connect(2)), or none (remote_port 0); no answer.
 struct SocketOpenBody {
   std::uint32_t socket;
   std::uint16_t local_port;
@@ -145,6 +146,9 @@ struct SocketOpenBody {
 // with this bit (the UDP server's port groups, components/udp/udp_server.hpp); otherwise
 // EADDRINUSE as before.
 inline constexpr std::uint8_t kSocketOpenReusePort = 1;
+// open: SO_REUSEADDR. Sockets that all set it share a port too; as on Linux, two sockets may share
+// one when both set SO_REUSEADDR or both SO_REUSEPORT.
+inline constexpr std::uint8_t kSocketOpenReuseAddress = 2;
 
 struct SocketStatusBody {
   std::uint32_t socket;
@@ -164,6 +168,15 @@ struct SocketDatagramBody {
 
 struct SocketCloseBody {
   std::uint32_t socket;
+};
+
+// app -> udp. From then on the socket takes datagrams from remote_address:remote_port only, and
+// takes them before the unconnected sockets sharing its port do.
+struct SocketConnectBody {
+  std::uint32_t socket;
+  std::uint32_t remote_address;  // 0 with remote_port 0: no peer any more (AF_UNSPEC)
+  std::uint16_t remote_port;
+  std::uint16_t local_port;  // the socket's bound port, as in a datagram
 };
 
 // tcpN -> ip: the sender owns (claim) or no longer owns (release) exactly this TCP flow.
@@ -378,6 +391,7 @@ static_assert(sizeof(TcpAcceptedBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpOptionBody) <= Message::kBodyBytes);
 static_assert(sizeof(TcpAnnounceBody) <= Message::kBodyBytes);
 static_assert(sizeof(SocketDatagramBody) <= Message::kBodyBytes);
+static_assert(sizeof(SocketConnectBody) <= Message::kBodyBytes);
 static_assert(sizeof(LinkInfoBody) <= Message::kBodyBytes);
 static_assert(sizeof(VerdictRequestBody) <= Message::kBodyBytes);
 static_assert(sizeof(VerdictBody) <= Message::kBodyBytes);

@@ -45,6 +45,8 @@ void UdpComponent::on_message(std::size_t channel, const Message& message, std::
     server_->on_open(app, message.read<stack::SocketOpenBody>());
   } else if (message.kind == stack::kSocketCloseKind) {
     server_->on_close(app, message.read<stack::SocketCloseBody>());
+  } else if (message.kind == stack::kSocketConnectKind) {
+    server_->on_connect(app, message.read<stack::SocketConnectBody>());
   } else {
     malformed_.add();
   }

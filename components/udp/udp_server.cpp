@@ -76,6 +76,8 @@ Result<std::unique_ptr<UdpServer>> UdpServer::create(BufferPool& pool, Component
   header->version = UdpStateHeader::kVersion;
   header->capacity = static_cast<std::uint32_t>(capacity);
   header->next_ephemeral = kEphemeralFirst;
+  header->reserved = 0;
+  header->next_bind_order = 0;
   for (SocketEntry& entry : server->sockets_) state_word(entry).store(0, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   header->magic = UdpStateHeader::kMagic;
@@ -91,9 +93,41 @@ std::span<const std::uint16_t> UdpServer::members_of(std::uint16_t port) const {
 SocketEntry* UdpServer::receiver(std::uint16_t port, std::uint32_t remote_address, std::uint16_t remote_port) {
   const auto members = members_of(port);
   if (members.empty()) return nullptr;
-  const std::uint16_t index =
-      members.size() == 1 ? members[0] : members[flow_choice(remote_address, remote_port, members.size())];
-  return &sockets_[index];
+  if (members.size() == 1) {
+    SocketEntry& only = sockets_[members[0]];
+    const bool elsewhere = only.remote_port != 0 && (only.remote_address != remote_address || only.remote_port != remote_port);
+    return elsewhere ? nullptr : &only;
+  }
+  SocketEntry* newest = nullptr;
+  std::size_t hashed = 0;
+  for (const std::uint16_t index : members) {
+    SocketEntry& entry = sockets_[index];
+    if (entry.remote_port != 0) {
+      if (entry.remote_address == remote_address && entry.remote_port == remote_port) return &entry;
+    } else if ((entry.flags & SocketEntry::kReusePort) != 0) {
+      ++hashed;
+    } else if (newest == nullptr || static_cast<std::int32_t>(entry.bind_order - newest->bind_order) > 0) {
+      newest = &entry;
+    }
+  }
+  if (hashed == 0) return newest;
+  // The unconnected SO_REUSEPORT members in table order, as the hash chose among them.
+  std::size_t chosen = flow_choice(remote_address, remote_port, hashed);
+  for (const std::uint16_t index : members) {
+    SocketEntry& entry = sockets_[index];
+    if (entry.remote_port != 0 || (entry.flags & SocketEntry::kReusePort) == 0) continue;
+    if (chosen-- == 0) return &entry;
+  }
+  return nullptr;
+}
+
+bool UdpServer::may_share(std::uint16_t port, std::uint16_t flags) const {
+  // Linux's rule (udp_lib_lport_inuse): two sockets share a port when both set SO_REUSEADDR or
+  // both SO_REUSEPORT.
+  for (const std::uint16_t index : members_of(port)) {
+    if ((sockets_[index].flags & flags) == 0) return false;
+  }
+  return true;
 }
 
 SocketEntry* UdpServer::member(std::uint16_t port, ComponentId app, std::uint32_t socket) {
@@ -178,11 +212,13 @@ void UdpServer::drop(const BufferHandle& handle, NamedCounter* reason) {
 
 void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
   stack::SocketStatusBody status{open.socket, 0, 0, 0};
-  const bool reuse_port = (open.options & stack::kSocketOpenReusePort) != 0;
+  const std::uint16_t flags =
+      ((open.options & stack::kSocketOpenReusePort) != 0 ? SocketEntry::kReusePort : 0) |
+      ((open.options & stack::kSocketOpenReuseAddress) != 0 ? SocketEntry::kReuseAddress : 0);
   const auto sharers = open.local_port != 0 ? members_of(open.local_port) : std::span<const std::uint16_t>{};
-  // Every member of a group opened with SO_REUSEPORT, so its first tells whether it may grow.
-  const bool joins = !sharers.empty() && reuse_port && (sockets_[sharers[0]].flags & SocketEntry::kReusePort) != 0;
-  if (open.protocol != wire::kProtocolUdp || (open.options & ~stack::kSocketOpenReusePort) != 0 ||
+  const bool joins = !sharers.empty() && may_share(open.local_port, flags);
+  constexpr std::uint8_t kKnownOptions = stack::kSocketOpenReusePort | stack::kSocketOpenReuseAddress;
+  if (open.protocol != wire::kProtocolUdp || (open.options & ~kKnownOptions) != 0 ||
       find_socket(app, open.socket) != nullptr) {
     counters_.bad_request->add();
     status.error = EINVAL;
@@ -207,7 +243,11 @@ void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
       entry->socket = open.socket;
       entry->app = app;
       entry->local_port = port;
-      entry->flags = reuse_port ? SocketEntry::kReusePort : 0;
+      entry->flags = flags;
+      entry->remote_address = 0;
+      entry->remote_port = 0;
+      entry->reserved = 0;
+      entry->bind_order = header_->next_bind_order++;
       if (!join_group(*entry)) {
         if (!joins) outputs_->bind_port(stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::release, port});
         counters_.sockets_full->add();
@@ -264,6 +304,17 @@ void UdpServer::on_close(ComponentId app, const stack::SocketCloseBody& close) {
     return;
   }
   release(*entry);
+}
+
+void UdpServer::on_connect(ComponentId app, const stack::SocketConnectBody& connect) {
+  SocketEntry* entry = member(connect.local_port, app, connect.socket);
+  if (entry == nullptr || (connect.remote_address == 0) != (connect.remote_port == 0)) {
+    counters_.bad_request->add();
+    return;
+  }
+  // Only this server reads the peer (and a successor after a restart, from the state store).
+  entry->remote_address = connect.remote_address;
+  entry->remote_port = connect.remote_port;
 }
 
 void UdpServer::on_app_restarted(ComponentId app) {

@@ -12,6 +12,11 @@
 // recovery/control_socket.cpp), so any two applications of one stack may share a port, as the TCP
 // replicas' listener groups let them.
 //
+// Sockets that all set SO_REUSEADDR share a port too (iperf2's UDP server binds a new listener for
+// each client next to the one it connected to the last). A connected socket (the application sent
+// its peer) takes its peer's datagrams before any other member and no one else's; the unconnected
+// members take the rest: the SO_REUSEPORT ones by the hash, else the one bound last, as on Linux.
+//
 // Kept apart from the channels (UdpComponent, udp_component.hpp, wires it to them) so tests can
 // drive it with plain calls.
 #pragma once
@@ -45,22 +50,28 @@ class UdpOutputs {
 };
 
 struct SocketEntry {
-  static constexpr std::uint16_t kReusePort = 1;  // opened with SO_REUSEPORT: may share its port
+  static constexpr std::uint16_t kReusePort = 1;     // opened with SO_REUSEPORT
+  static constexpr std::uint16_t kReuseAddress = 2;  // opened with SO_REUSEADDR
   std::uint32_t state;  // 0 free, 1 bound; published last with a release store
   std::uint32_t socket;
   ComponentId app;
   std::uint16_t local_port;
-  std::uint16_t flags;  // kReusePort
+  std::uint16_t flags;  // kReusePort, kReuseAddress
+  std::uint32_t remote_address;  // the peer of a connected socket
+  std::uint16_t remote_port;     // 0: not connected
+  std::uint16_t reserved;
+  std::uint32_t bind_order;  // from UdpStateHeader::next_bind_order: the newest is the largest
 };
 
 struct UdpStateHeader {
   static constexpr std::uint64_t kMagic = 0x6574617453706455ull;  // "UdpState"
-  static constexpr std::uint32_t kVersion = 2;  // 2: SocketEntry::flags
+  static constexpr std::uint32_t kVersion = 3;  // 2: SocketEntry::flags; 3: its peer and bind order
   std::uint64_t magic;
   std::uint32_t version;
   std::uint32_t capacity;
   std::uint16_t next_ephemeral;
-  std::uint16_t reserved[3];
+  std::uint16_t reserved;
+  std::uint32_t next_bind_order;
 };
 
 class UdpServer {
@@ -77,6 +88,7 @@ class UdpServer {
 
   void on_open(ComponentId app, const stack::SocketOpenBody& open);
   void on_close(ComponentId app, const stack::SocketCloseBody& close);
+  void on_connect(ComponentId app, const stack::SocketConnectBody& connect);
   void on_app_datagram(ComponentId app, const stack::SocketDatagramBody& datagram);
   void on_ip_packet(const stack::TransportPacketBody& packet);
   // The application restarted: its sockets are gone.
@@ -96,6 +108,8 @@ class UdpServer {
   std::span<const std::uint16_t> members_of(std::uint16_t port) const;
   // The member of `port`'s group that gets a datagram from remote_address:remote_port, or nullptr.
   SocketEntry* receiver(std::uint16_t port, std::uint32_t remote_address, std::uint16_t remote_port);
+  // Whether a socket opened with `flags` may share `port` with every socket bound there.
+  bool may_share(std::uint16_t port, std::uint16_t flags) const;
   // `app`'s `socket` when it is bound to `port`, or nullptr.
   SocketEntry* member(std::uint16_t port, ComponentId app, std::uint32_t socket);
   SocketEntry* find_socket(ComponentId app, std::uint32_t socket);

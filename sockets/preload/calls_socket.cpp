@@ -661,10 +661,12 @@ int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
     if (!socket->udp()) return kNotDatagram;
     if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
     if (address != nullptr && length >= static_cast<socklen_t>(sizeof(sa_family_t)) && address->sa_family == AF_UNSPEC) {
+      const bool had_peer = socket->peer_port != 0;
       socket->peer_address = 0;
       socket->peer_port = 0;
       socket->state = Socket::State::fresh;
-      return 0;
+      // The UDP server then gives it datagrams from anyone again.
+      return had_peer && socket->id >= 0 ? Runtime::get().send_peer(&lock, *socket) : 0;
     }
     CallAddress named;
     if (!read_address(address, length, socket->family, named)) return -1;
@@ -672,8 +674,17 @@ int connect_datagram(int fd, const sockaddr* address, socklen_t length) {
     const std::uint16_t port = named.port;
     if ((!loopback(ip) && !kernel_host_address(ip)) || socket->id >= 0) {
       if (socket->id < 0 && Runtime::get().open_datagram(&lock, *socket, 0) != 0) return -1;
+      const std::uint32_t old_address = socket->peer_address;
+      const std::uint16_t old_port = socket->peer_port;
       socket->peer_address = ip;
       socket->peer_port = port;
+      // The UDP server learns the peer too: the socket takes the peer's datagrams before the other
+      // sockets sharing its port.
+      if (Runtime::get().send_peer(&lock, *socket) != 0) {
+        socket->peer_address = old_address;
+        socket->peer_port = old_port;
+        return -1;
+      }
       socket->state = Socket::State::connected;
       return 0;
     }

@@ -783,7 +783,7 @@ bool Runtime::reopen_datagram(Socket& socket) {
     socket.id = -1;
     socket.udp_answered = false;
     socket.udp_error = 0;
-    if (open_datagram(nullptr, socket, socket.bound_port) == 0) return true;
+    if (open_datagram(nullptr, socket, socket.bound_port) == 0) return socket.peer_port == 0 || send_peer(nullptr, socket) == 0;
     socket.udp_error = 0;
     if (errno != EADDRINUSE || monotonic_ns() >= until) return false;
     ::usleep(kLookUs);

@@ -314,7 +314,7 @@ bool DatagramQueue::push(std::uint32_t address, std::uint16_t port, std::uint32_
 int Runtime::open_datagram(Lock* lock, Socket& socket, std::uint16_t port) {
   if (udp_ == nullptr) return fail_with(EPROTONOSUPPORT);
   if (socket.id >= 0) return fail_with(EINVAL);
-  auto opened = udp_->open(port, socket.reuse_port);
+  auto opened = udp_->open(port, {.reuse_port = socket.reuse_port, .reuse_address = socket.reuse_address});
   if (!opened) return fail_with(opened.error().code == Errc::exhausted ? ENOBUFS : EIO);
   socket.id = static_cast<int>(opened.value());
   if (datagram_sockets_.size() <= opened.value()) datagram_sockets_.resize(opened.value() + 1);
@@ -348,6 +348,26 @@ int Runtime::open_datagram(Lock* lock, Socket& socket, std::uint16_t port) {
   }
   socket.bound = true;
   return 0;
+}
+
+int Runtime::send_peer(Lock* lock, Socket& socket) {
+  if (udp_ == nullptr || socket.id < 0) return fail_with(EINVAL);
+  constexpr int kRoomMs = 2000;
+  const std::uint64_t deadline = deadline_after(kRoomMs);
+  for (;;) {
+    auto sent = udp_->connect(static_cast<std::uint32_t>(socket.id), socket.peer_address, socket.peer_port);
+    if (sent) return 0;
+    if (sent.error().code != Errc::exhausted) return fail_with(EINVAL);
+    pump();
+    const int left = remaining_ms(deadline);
+    if (left == 0) return fail_with(ENOBUFS);
+    constexpr int kRetryMs = 1;
+    if (lock == nullptr) {
+      ::usleep(kRetryMs * 1000);
+    } else if (sleep(*lock, [] { return false; }, nullptr, 0, std::min(left, kRetryMs)) < 0) {
+      return -1;
+    }
+  }
 }
 
 std::uint64_t Runtime::arrivals(Socket& socket) {

@@ -266,6 +266,10 @@ class Runtime {
   // when this one did) and waits for its answer (asleep, or, without `lock`, the lock held while
   // the answer comes: a socket taken over as the image loads). 0, or -1 with errno.
   int open_datagram(Lock* lock, Socket& socket, std::uint16_t port);
+  // Tells the UDP server the opened socket's peer (peer_address:peer_port; none when the port is
+  // 0), waiting while its channel is full (asleep, or without `lock` in short naps). 0, or -1
+  // with errno.
+  int send_peer(Lock* lock, Socket& socket);
   // Arrivals so far (bytes for TCP, datagrams for UDP): an edge-triggered epoll reports new ones.
   std::uint64_t arrivals(Socket& socket);
   PreloadCounters& counters() { return counters_; }

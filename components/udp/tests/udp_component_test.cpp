@@ -100,6 +100,18 @@ TEST_F(UdpComponentTest, RestartsOfIpAndOfAnApplicationReachTheServer) {
   EXPECT_EQ(released[0].local_port, 9);
 }
 
+TEST_F(UdpComponentTest, ConnectsReachTheServerAsTheirChannelsApplication) {
+  open(kAppChannel, 1, 7);
+  (void)fixture_.loop.poll_once();
+  const stack::SocketConnectBody connect{1, 0x0a4d0001, 40000, 7};
+  ASSERT_TRUE(fixture_.channels.send_from_peer(kAppChannel, Message::make(stack::kSocketConnectKind, connect)));
+  // The same socket named on the other application's channel is not that application's.
+  ASSERT_TRUE(fixture_.channels.send_from_peer(kOtherAppChannel, Message::make(stack::kSocketConnectKind, connect)));
+  (void)fixture_.loop.poll_once();
+  EXPECT_EQ(fixture_.counter("bad_request"), 1u);
+  EXPECT_EQ(fixture_.counter("malformed_messages"), 0u);
+}
+
 TEST_F(UdpComponentTest, CountsKindsThatDoNotBelongOnAChannel) {
   ASSERT_TRUE(fixture_.channels.send_from_peer(kIpChannel, Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{})));
   ASSERT_TRUE(fixture_.channels.send_from_peer(kAppChannel, Message::make(stack::kTransportPacketKind,

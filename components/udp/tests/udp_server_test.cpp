@@ -186,6 +186,16 @@ class UdpServerTest : public ::testing::Test {
     return open(app, socket, port, wire::kProtocolUdp, stack::kSocketOpenReusePort);
   }
 
+  stack::SocketStatusBody open_reusing(ComponentId app, std::uint32_t socket, std::uint16_t port) {
+    return open(app, socket, port, wire::kProtocolUdp, stack::kSocketOpenReuseAddress);
+  }
+
+  // The application's socket on `port` takes datagrams from kPeerAddress:remote_port only (0: from
+  // anyone again).
+  void connect(ComponentId app, std::uint32_t socket, std::uint16_t port, std::uint16_t remote_port) {
+    server_->on_connect(app, stack::SocketConnectBody{socket, remote_port != 0 ? kPeerAddress : 0, remote_port, port});
+  }
+
   // A segment from IP, as it delivers one (handle at the UDP header).
   BufferHandle from_ip(std::span<const std::byte> segment, std::uint16_t local_port,
                        std::uint32_t remote_address = kPeerAddress) {
@@ -449,6 +459,97 @@ TEST_F(UdpServerTest, ServerRestartRebuildsThePortGroups) {
   server_->on_close(kAppB, {4});
   ASSERT_EQ(outputs_.bindings.size(), 3u);
   expect_binding(2, stack::BindingChange::release, 5300);
+}
+
+TEST_F(UdpServerTest, ReuseAddressSocketsShareAPortAndTheNewestUnconnectedTakesNewClients) {
+  ASSERT_EQ(open_reusing(kAppA, 1, 5500).error, 0);
+  ASSERT_EQ(open_reusing(kAppB, 2, 5500).error, 0);
+  ASSERT_EQ(outputs_.bindings.size(), 1u) << "the port's first socket claims it for all";
+  for (const auto& receiver : receivers(5500)) EXPECT_EQ(receiver, (Receiver{kAppB, 2})) << "not the newest";
+  // iperf2's shape: the listener connects to its client and a new listener binds the port.
+  connect(kAppB, 2, 5500, 40000);
+  ASSERT_EQ(open_reusing(kAppA, 3, 5500).error, 0);
+  const auto after = receivers(5500);
+  EXPECT_EQ(after.front(), (Receiver{kAppB, 2})) << "the connected socket lost its peer's datagrams";
+  for (std::size_t i = 1; i < after.size(); ++i) {
+    EXPECT_EQ(after[i], (Receiver{kAppA, 3})) << "a new client did not reach the newest listener";
+  }
+  server_->on_close(kAppA, {3});
+  const auto older = receivers(5500, {40000, 40001});
+  EXPECT_EQ(older[0], (Receiver{kAppB, 2}));
+  EXPECT_EQ(older[1], (Receiver{kAppA, 1})) << "with the newest gone, the one bound before it";
+  EXPECT_EQ(outputs_.bindings.size(), 1u);
+}
+
+TEST_F(UdpServerTest, ConnectedSocketTakesItsPeerOnlyUntilItDisconnects) {
+  ASSERT_EQ(open(kAppA, 1, 5600).error, 0);
+  connect(kAppA, 1, 5600, 40000);
+  EXPECT_EQ(receivers(5600, {40000, 40001}), (std::vector<Receiver>{{kAppA, 1}, {kNoComponent, 0}}));
+  const std::size_t before = outputs_.to_app_datagrams.size();
+  Bytes unchecked = udp_datagram(40000, 5600, pattern(8, 1));  // the peer's port, another host
+  wire::store_be16(unchecked, 6, 0);  // no checksum: the helper sums for the peer's address
+  from_ip(unchecked, 5600, kPeerAddress + 1);
+  EXPECT_EQ(outputs_.to_app_datagrams.size(), before);
+  EXPECT_EQ(count("no_socket"), 2u);
+  connect(kAppA, 1, 5600, 0);  // AF_UNSPEC
+  EXPECT_EQ(receivers(5600, {40000, 40001}), (std::vector<Receiver>{{kAppA, 1}, {kAppA, 1}}));
+  EXPECT_EQ(count("bad_request"), 0u);
+}
+
+TEST_F(UdpServerTest, ConnectedMemberOfAReusePortGroupTakesItsPeerAndTheHashSharesTheRest) {
+  ASSERT_EQ(open_sharing(kAppA, 1, 5300).error, 0);
+  ASSERT_EQ(open_sharing(kAppA, 2, 5300).error, 0);
+  ASSERT_EQ(open_sharing(kAppB, 3, 5300).error, 0);
+  connect(kAppA, 2, 5300, 40005);
+  const auto got = receivers(5300);
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (i == 5) {
+      EXPECT_EQ(got[i], (Receiver{kAppA, 2}));
+    } else {
+      EXPECT_NE(got[i], (Receiver{kAppA, 2})) << "the connected member took another client";
+      EXPECT_NE(got[i].first, kNoComponent) << "a client found no unconnected member";
+    }
+  }
+  EXPECT_GT(std::count(got.begin(), got.end(), Receiver{kAppA, 1}), 0);
+  EXPECT_GT(std::count(got.begin(), got.end(), Receiver{kAppB, 3}), 0);
+}
+
+TEST_F(UdpServerTest, ReuseAddressAndReusePortShareOnlyAsOnLinux) {
+  ASSERT_EQ(open_reusing(kAppA, 1, 5700).error, 0);
+  EXPECT_EQ(open(kAppA, 2, 5700).error, EADDRINUSE);          // neither flag
+  EXPECT_EQ(open_sharing(kAppA, 3, 5700).error, EADDRINUSE);  // SO_REUSEPORT only: shares neither
+  const std::uint8_t both = stack::kSocketOpenReuseAddress | stack::kSocketOpenReusePort;
+  ASSERT_EQ(open(kAppA, 4, 5700, wire::kProtocolUdp, both).error, 0);  // SO_REUSEADDR with the first
+  EXPECT_EQ(open_sharing(kAppA, 5, 5700).error, EADDRINUSE) << "shares SO_REUSEPORT with one, nothing with the first";
+  ASSERT_EQ(open(kAppB, 1, 5701).error, 0);
+  EXPECT_EQ(open_reusing(kAppB, 2, 5701).error, EADDRINUSE) << "the one there did not set SO_REUSEADDR";
+  EXPECT_EQ(count("port_in_use"), 4u);
+  EXPECT_EQ(server_->open_sockets(), 3u);
+}
+
+TEST_F(UdpServerTest, BadConnectsAreCountedAndChangeNothing) {
+  ASSERT_EQ(open(kAppA, 1, 5800).error, 0);
+  server_->on_connect(kAppA, stack::SocketConnectBody{2, kPeerAddress, 40000, 5800});  // no such socket
+  server_->on_connect(kAppB, stack::SocketConnectBody{1, kPeerAddress, 40000, 5800});  // another app's
+  server_->on_connect(kAppA, stack::SocketConnectBody{1, kPeerAddress, 40000, 5801});  // not its port
+  server_->on_connect(kAppA, stack::SocketConnectBody{1, 0, 40000, 5800});             // no address
+  server_->on_connect(kAppA, stack::SocketConnectBody{1, kPeerAddress, 0, 5800});      // no port
+  EXPECT_EQ(count("bad_request"), 5u);
+  EXPECT_EQ(receivers(5800, {40000, 40001}), (std::vector<Receiver>{{kAppA, 1}, {kAppA, 1}}));
+}
+
+TEST_F(UdpServerTest, ServerRestartKeepsConnectedSocketsAndWhichIsNewest) {
+  ASSERT_EQ(open_reusing(kAppA, 1, 5500).error, 0);
+  ASSERT_EQ(open_reusing(kAppA, 2, 5500).error, 0);
+  ASSERT_EQ(open_reusing(kAppA, 3, 5500).error, 0);
+  connect(kAppA, 3, 5500, 40000);
+  connect(kAppA, 1, 5500, 40001);
+  const auto before = receivers(5500, {40000, 40001, 40002});
+  EXPECT_EQ(before, (std::vector<Receiver>{{kAppA, 3}, {kAppA, 1}, {kAppA, 2}}));
+  restart_server();
+  EXPECT_EQ(receivers(5500, {40000, 40001, 40002}), before);
+  ASSERT_EQ(open_reusing(kAppB, 1, 5500).error, 0);
+  EXPECT_EQ(receivers(5500, {40002}).front(), (Receiver{kAppB, 1})) << "a socket bound after the restart is the newest";
 }
 
 // ---- datagrams from IP ----
