@@ -382,7 +382,9 @@ int set_kept(Socket& socket, int level, int name, const void* value, socklen_t l
   const int index = kept_option_index(level, name);
   if (index < 0) return fail_with(ENOPROTOOPT);
   const KeptOption& option = kKeptOptions[static_cast<std::size_t>(index)];
-  if (option.tcp_only && socket.udp()) return fail_with(ENOPROTOOPT);
+  if ((option.tcp_only && socket.udp()) || (option.ipv6_socket_only && socket.family != AF_INET6)) {
+    return fail_with(ENOPROTOOPT);
+  }
   if (option.rule == KeptRule::not_supported) return fail_with(EOPNOTSUPP);
   if (option.datagram_only_set && !socket.udp()) return fail_with(EINVAL);
   int number = 0;
@@ -398,7 +400,9 @@ int get_kept(const Socket& socket, int level, int name, void* value, socklen_t* 
   const int index = kept_option_index(level, name);
   if (index < 0) return fail_with(ENOPROTOOPT);
   const KeptOption& option = kKeptOptions[static_cast<std::size_t>(index)];
-  if (option.tcp_only && socket.udp()) return fail_with(ENOPROTOOPT);
+  if ((option.tcp_only && socket.udp()) || (option.ipv6_socket_only && socket.family != AF_INET6)) {
+    return fail_with(ENOPROTOOPT);
+  }
   if (option.rule == KeptRule::not_supported) return fail_with(EOPNOTSUPP);
   return int_option(value, length, socket.kept[static_cast<std::size_t>(index)]);
 }
@@ -587,6 +591,7 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
   }
   // A dual-stack socket: IPV6_V6ONLY is off (one that turned it on went to the kernel).
   if (level == IPPROTO_IPV6 && socket.family == AF_INET6 && name == IPV6_V6ONLY) return int_option(value, length, 0);
+  if (level == IPPROTO_IPV6) return get_kept(socket, level, name, value, length);
   if (level == IPPROTO_TCP && socket.udp()) return fail_with(EOPNOTSUPP);  // Linux's answer
   if (level == IPPROTO_TCP) {
     switch (name) {
@@ -813,10 +818,9 @@ using flotilla::Errc;
 
 FLOTILLA_EXPORT int socket(int domain, int type, int protocol) {
   const int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-  // A TCP socket of AF_INET6 is dual-stack until told otherwise (IPV6_V6ONLY): it reaches the
-  // stack's IPv4 peers. AF_INET6 datagram sockets stay the kernel's.
-  const bool dual_stack = domain == AF_INET6 && kind == SOCK_STREAM;
-  if ((domain != AF_INET && !dual_stack) || (kind != SOCK_STREAM && kind != SOCK_DGRAM)) {
+  // A socket of AF_INET6 is dual-stack until told otherwise (IPV6_V6ONLY): it reaches the stack's
+  // IPv4 peers.
+  if ((domain != AF_INET && domain != AF_INET6) || (kind != SOCK_STREAM && kind != SOCK_DGRAM)) {
     const int fd = REAL(socket)(domain, type, protocol);
     if (fd >= 0) watch_netlink(fd, domain, protocol);
     return fd;
@@ -1392,6 +1396,7 @@ FLOTILLA_EXPORT int setsockopt(int fd, int level, int name, const void* value, s
     lock.unlock();
     return REAL(setsockopt)(fd, level, name, value, length);
   }
+  if (level == IPPROTO_IPV6) return set_kept(*socket, level, name, value, length);
   return fail_with(ENOPROTOOPT);
 }
 

@@ -171,7 +171,6 @@ bool read_options(Fields& fields, Socket& socket) {
   socket.handed_failed = socket.handed_error != 0;
   const bool udp = (transport & 1) != 0;
   socket.family = (transport & 2) != 0 ? AF_INET6 : AF_INET;
-  if (udp && socket.family == AF_INET6) return false;  // the library keeps no AF_INET6 datagram socket
   if (udp) {
     socket.protocol = Socket::Protocol::udp;
     socket.datagrams = std::make_shared<DatagramQueue>();

@@ -42,6 +42,7 @@ struct KeptOption {
   int reset = 0;
   bool tcp_only = false;  // UDP sockets answer ENOPROTOOPT, as Linux's UDP does for TCP options
   bool datagram_only_set = false;  // setsockopt on a TCP socket fails with EINVAL (multicast)
+  bool ipv6_socket_only = false;   // an AF_INET socket answers ENOPROTOOPT, as Linux's does
 };
 
 inline constexpr auto kKeptOptions = std::to_array<KeptOption>({
@@ -76,6 +77,12 @@ inline constexpr auto kKeptOptions = std::to_array<KeptOption>({
     {IPPROTO_TCP, TCP_LINGER2, KeptRule::linger2, 60, INT_MIN, INT_MAX, 0, true},
     {IPPROTO_TCP, TCP_FASTOPEN, KeptRule::fastopen_queue, 0, INT_MIN, INT_MAX, 0, true},
     {IPPROTO_TCP, TCP_NOTSENT_LOWAT, KeptRule::ranged, 0, INT_MIN, INT_MAX, 0, true},
+    // A dual-stack socket's IPv6 hints (Java sets IPV6_MULTICAST_HOPS on every datagram socket).
+    {IPPROTO_IPV6, IPV6_UNICAST_HOPS, KeptRule::ranged_or_reset, 64, 0, 255, -1, false, false, true},
+    {IPPROTO_IPV6, IPV6_MULTICAST_HOPS, KeptRule::ranged_or_reset, 1, 0, 255, -1, false, true, true},
+    {IPPROTO_IPV6, IPV6_MULTICAST_LOOP, KeptRule::flag, 1, INT_MIN, INT_MAX, 0, false, false, true},
+    {IPPROTO_IPV6, IPV6_MULTICAST_ALL, KeptRule::flag, 1, INT_MIN, INT_MAX, 0, false, false, true},
+    {IPPROTO_IPV6, IPV6_TCLASS, KeptRule::ranged_or_reset, 0, 0, 255, -1, false, false, true},
 });
 
 // The values of one socket, in the table's order.

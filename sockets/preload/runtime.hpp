@@ -97,7 +97,7 @@ struct Socket {
   enum class State : std::uint8_t { fresh, connecting, connected, listening, released };
   enum class Protocol : std::uint8_t { tcp, udp };
   Protocol protocol = Protocol::tcp;
-  // AF_INET6: a dual-stack TCP socket (IPV6_V6ONLY off), whose IPv4 peers the calls name by
+  // AF_INET6: a dual-stack socket (IPV6_V6ONLY off), whose IPv4 peers the calls name by
   // IPv4-mapped addresses (::ffff:a.b.c.d); one bound or connected to an IPv6 address is the kernel's.
   int family = AF_INET;
   State state = State::fresh;  // UDP: fresh, then connected once it has a default peer

@@ -1013,7 +1013,35 @@ void scenario_dual_stack(const char* ip, int port) {
   good = good && check(loopback6 >= 0 && bind(loopback6, reinterpret_cast<const sockaddr*>(&local6), sizeof(local6)) == 0 &&
                            kernel_socket(loopback6),
                        name, "a bind to ::1 is the kernel's");
-  for (const int open_fd : {loopback6, only, accepted, client, listener, fd}) {
+  // A datagram socket too: the echo comes from the mapped peer, connected or not. Java sets
+  // IPV6_MULTICAST_HOPS on each (an AF_INET socket does not know it).
+  const int datagram = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const int hops = 1;
+  const int ipv4 = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  good = good && check(setsockopt(datagram, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) == 0 &&
+                           setsockopt(ipv4, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof(hops)) == -1 && errno == ENOPROTOOPT,
+                       name, "IPV6_MULTICAST_HOPS: kept on AF_INET6, ENOPROTOOPT on AF_INET");
+  if (ipv4 >= 0) close(ipv4);
+  good = good && check(datagram >= 0 && sendto(datagram, "six", 3, 0, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 3 &&
+                           !kernel_socket(datagram),
+                       name, "sendto an IPv4-mapped peer from an AF_INET6 datagram socket");
+  char echo[16] = {};
+  sockaddr_in6 source{};
+  length = sizeof(source);
+  pollfd echoed{datagram, POLLIN, 0};
+  good = good && check(poll(&echoed, 1, 5000) == 1 &&
+                           recvfrom(datagram, echo, sizeof(echo), 0, reinterpret_cast<sockaddr*>(&source), &length) == 3 &&
+                           std::memcmp(echo, "six", 3) == 0 && length == sizeof(source) && source.sin6_family == AF_INET6 &&
+                           std::memcmp(&source.sin6_addr, &peer.sin6_addr, 16) == 0 && source.sin6_port == peer.sin6_port,
+                       name, "recvfrom names the echo's source mapped");
+  good = good && check(connect(datagram, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 0 && send(datagram, "x", 1, 0) == 1 &&
+                           poll(&echoed, 1, 5000) == 1 && recv(datagram, echo, sizeof(echo), 0) == 1,
+                       name, "a connected datagram socket's echo");
+  length = sizeof(named);
+  good = good && check(getpeername(datagram, reinterpret_cast<sockaddr*>(&named), &length) == 0 && named.sin6_family == AF_INET6 &&
+                           std::memcmp(&named.sin6_addr, &peer.sin6_addr, 16) == 0,
+                       name, "getpeername of the datagram socket");
+  for (const int open_fd : {datagram, loopback6, only, accepted, client, listener, fd}) {
     if (open_fd >= 0) close(open_fd);
   }
   if (good) passed(name);
