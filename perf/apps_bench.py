@@ -72,6 +72,29 @@ def say(text):
     print(text, flush=True)
 
 
+class CpuSample:
+    """/proc/stat's machine-wide counters, for steal and background load."""
+
+    def __init__(self):
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:9]]
+        self.total = sum(fields)
+        self.idle = fields[3] + fields[4]
+        self.steal = fields[7]
+
+    def steal_percent(self, later):
+        return 100.0 * (later.steal - self.steal) / max(later.total - self.total, 1)
+
+    def busy_percent(self, later):
+        return 100.0 * (later.total - self.total - (later.idle - self.idle)) / max(later.total - self.total, 1)
+
+
+def background_percent(window=0.5):
+    before = CpuSample()
+    time.sleep(window)
+    return before.busy_percent(CpuSample())
+
+
 def default_build_dir():
     given = os.environ.get("FLOTILLA_BUILD_ROOT")
     if given:
@@ -96,6 +119,8 @@ class Bench:
         self.made_kernel_ns = False
         self.sides = list(options.sides)
         self.skipped = {}  # side -> why it was not measured
+        # Each throughput run's steal (the host's) and the background load just before it.
+        self.loads = []
         self.stack_settings = []  # `flotilla up --set` values (perf/latency_bench.py's placements)
 
     # -- processes -------------------------------------------------------------------------------
@@ -451,7 +476,12 @@ class Bench:
                     continue
                 say(f"    {what}: {side}, run {run + 1}/{self.options.runs}")
                 try:
+                    background = background_percent()
+                    before = CpuSample()
                     figures[side].append(measure(side, run))
+                    steal = before.steal_percent(CpuSample())
+                    self.loads.append({"what": what, "side": side, "steal": steal, "background": background})
+                    say(f"      steal {steal:.1f}%, background {background:.0f}% before the run")
                 except (RuntimeError, subprocess.TimeoutExpired) as error:
                     if side == "kernel":
                         raise
@@ -714,11 +744,17 @@ def run_and_report(program, bench, options, table_of, footnote):
         "options": {k: v for k, v in vars(options).items()},
         "skipped_sides": bench.skipped,
         "results": results,
+        "loads": bench.loads,
     }
     with open(options.json, "w") as file:
         json.dump(report, file, indent=2)
     say("")
     say(table_of(results))
+    if bench.loads:
+        steals = [load["steal"] for load in bench.loads]
+        backgrounds = [load["background"] for load in bench.loads]
+        say(f"(over the {len(bench.loads)} throughput runs: steal at most {max(steals):.1f}%, background load just "
+            f"before a run median {statistics.median(backgrounds):.0f}%, at most {max(backgrounds):.0f}%)")
     say(footnote)
     return status
 

@@ -48,29 +48,6 @@ def say(text):
     print(text, flush=True)
 
 
-class CpuSample:
-    """/proc/stat's machine-wide counters, for steal and background load."""
-
-    def __init__(self):
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:9]]
-        self.total = sum(fields)
-        self.idle = fields[3] + fields[4]
-        self.steal = fields[7]
-
-    def steal_percent(self, later):
-        return 100.0 * (later.steal - self.steal) / max(later.total - self.total, 1)
-
-    def busy_percent(self, later):
-        return 100.0 * (later.total - self.total - (later.idle - self.idle)) / max(later.total - self.total, 1)
-
-
-def background_percent(window=0.5):
-    before = CpuSample()
-    time.sleep(window)
-    return before.busy_percent(CpuSample())
-
-
 class LatencyBench(apps_bench.Bench):
     def __init__(self, options):
         super().__init__(options)
@@ -165,13 +142,13 @@ class LatencyBench(apps_bench.Bench):
                 for side in self.sides:
                     if side in failed:
                         continue
-                    background = background_percent()
+                    background = apps_bench.background_percent()
                     before_counters = self.counters() if side == "flotilla" else None
-                    before = CpuSample()
+                    before = apps_bench.CpuSample()
                     figures = attempt(side, run)
                     if figures is None:
                         continue
-                    figures["steal"] = before.steal_percent(CpuSample())
+                    figures["steal"] = before.steal_percent(apps_bench.CpuSample())
                     figures["background"] = background
                     if before_counters is not None:
                         figures["wakes"] = self.wakes_per_request(before_counters, self.counters(), figures["requests"])
