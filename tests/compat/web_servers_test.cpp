@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -110,16 +111,18 @@ class WebServers : public AppsTest {
     EXPECT_EQ(load.text.find("Non-2xx"), std::string::npos) << load.text;
   }
 
-  // A kernel HTTP server of the documents in the peer namespace, for the proxies to reach.
-  Program start_backend(std::uint16_t port) {
-    return Program(peer_command({"python3", "-m", "http.server", std::to_string(port), "--bind", peer_address(),
-                                 "--directory", file("htdocs").string()}),
-                   file("backend.log"));
-  }
-  bool backend_listens(Program& backend, std::uint16_t port) {
-    return wait_for([&] {
-      return !backend.running() || in_namespace(names_.peer_namespace, [&] { return port_open(peer_address(), port); });
-    }, 15s) && backend.running();
+  // The documents, and a kernel HTTP server of them in the peer namespace for the proxies to
+  // reach: null when it did not start listening.
+  std::unique_ptr<Program> serve_documents_from_peer(std::uint16_t port) {
+    make_documents();
+    auto backend = std::make_unique<Program>(
+        peer_command({"python3", "-m", "http.server", std::to_string(port), "--bind", peer_address(), "--directory",
+                      file("htdocs").string()}),
+        file("backend.log"));
+    const bool listening = wait_for([&] {
+      return !backend->running() || in_namespace(names_.peer_namespace, [&] { return port_open(peer_address(), port); });
+    }, 15s) && backend->running();
+    return listening ? std::move(backend) : nullptr;
   }
 
   // The TCP replicas' listener-group counters, summed: what became of the connections placed with
@@ -193,11 +196,10 @@ TEST_F(WebServers, ApacheEventMpmServesAsWwwDataAndRestartsGracefully) {
 
 TEST_F(WebServers, HaproxyWithTwoThreadsProxiesToAKernelServer) {
   ASSERT_TRUE(start_apps({"haproxy", "python3"}));
-  make_documents();
   constexpr std::uint16_t kFrontPort = 8004;
   constexpr std::uint16_t kBackendPort = 9000;
-  Program backend = start_backend(kBackendPort);
-  ASSERT_TRUE(backend_listens(backend, kBackendPort));
+  const auto backend = serve_documents_from_peer(kBackendPort);
+  ASSERT_NE(backend, nullptr);
   std::ofstream(file("haproxy.cfg")) << "global\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 5s\n"
                                         "  timeout client 30s\n  timeout server 30s\nfrontend web\n  bind "
                                      << app_address() << ":" << kFrontPort
@@ -213,11 +215,10 @@ TEST_F(WebServers, HaproxyWithTwoThreadsProxiesToAKernelServer) {
 
 TEST_F(WebServers, VarnishCachesAKernelServer) {
   ASSERT_TRUE(start_apps({"varnishd", "python3"}));
-  make_documents();
   constexpr std::uint16_t kFrontPort = 8005;
   constexpr std::uint16_t kBackendPort = 9001;
-  Program backend = start_backend(kBackendPort);
-  ASSERT_TRUE(backend_listens(backend, kBackendPort));
+  const auto backend = serve_documents_from_peer(kBackendPort);
+  ASSERT_NE(backend, nullptr);
   std::filesystem::create_directories(file("varnish"));
   Program server(app_command({"varnishd", "-F", "-n", file("varnish").string(), "-a",
                               app_address() + ":" + std::to_string(kFrontPort), "-b",
