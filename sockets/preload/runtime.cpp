@@ -333,12 +333,7 @@ int Runtime::open_datagram(Lock* lock, Socket& socket, std::uint16_t port) {
       socket.id = -1;
       return fail_with(ETIMEDOUT);
     }
-    if (lock == nullptr) {
-      constexpr useconds_t kLookUs = 1000;
-      ::usleep(kLookUs);
-    } else if (sleep(*lock, answered, nullptr, 0, left) < 0) {
-      return -1;
-    }
+    if (pause_for_udp(lock, answered, left) < 0) return -1;
   }
   if (socket.udp_error != 0) {
     datagram_sockets_[opened.value()] = nullptr;
@@ -362,11 +357,7 @@ int Runtime::send_peer(Lock* lock, Socket& socket) {
     const int left = remaining_ms(deadline);
     if (left == 0) return fail_with(ENOBUFS);
     constexpr int kRetryMs = 1;
-    if (lock == nullptr) {
-      ::usleep(kRetryMs * 1000);
-    } else if (sleep(*lock, [] { return false; }, nullptr, 0, std::min(left, kRetryMs)) < 0) {
-      return -1;
-    }
+    if (pause_for_udp(lock, [] { return false; }, std::min(left, kRetryMs)) < 0) return -1;
   }
 }
 

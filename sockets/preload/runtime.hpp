@@ -270,6 +270,15 @@ class Runtime {
   // 0), waiting while its channel is full (asleep, or without `lock` in short naps). 0, or -1
   // with errno.
   int send_peer(Lock* lock, Socket& socket);
+  // One pause of a wait for the UDP server (open_datagram, send_peer): asleep until `done` or
+  // `timeout_ms` with `lock`, else a nap of a millisecond with the lock held. 0, or -1 with errno.
+  template <class Done>
+  int pause_for_udp(Lock* lock, Done&& done, int timeout_ms) {
+    if (lock != nullptr) return sleep(*lock, done, nullptr, 0, timeout_ms) < 0 ? -1 : 0;
+    constexpr useconds_t kNapUs = 1000;
+    ::usleep(kNapUs);
+    return 0;
+  }
   // Arrivals so far (bytes for TCP, datagrams for UDP): an edge-triggered epoll reports new ones.
   std::uint64_t arrivals(Socket& socket);
   PreloadCounters& counters() { return counters_; }
