@@ -5,6 +5,7 @@
 
 #include "components/name/channel_transport.hpp"
 #include "components/name/name_client.hpp"
+#include "sockets/program_nonce.hpp"
 
 namespace flotilla::sockets {
 namespace {
@@ -150,7 +151,7 @@ Result<std::unique_ptr<TcpSockets>> TcpSockets::attach(ComponentHost& host,
 }
 
 TcpSockets::TcpSockets(std::unique_ptr<TcpReplicaLinks> links)
-    : links_(std::move(links)), replicas_(links_->replica_count()) {
+    : links_(std::move(links)), replicas_(links_->replica_count()), nonce_(program_nonce()) {
   for (std::size_t replica = 0; replica < replicas_.size(); ++replica) {
     replicas_[replica].incarnation = links_->incarnation(replica);
     (void)ensure_region(replica);
@@ -351,6 +352,7 @@ bool TcpSockets::send_listen(int listener, std::size_t replica) {
     join.local_port = entry.endpoints.local_port;
     join.home_page = entry.home[replica].first;
     join.home_generation = entry.home[replica].second;
+    join.nonce = nonce_;
     if (send_or_defer(replica, Message::make(stack::kTcpJoinKind, join))) return true;
     part.ticket = 0;
     return false;
@@ -362,6 +364,7 @@ bool TcpSockets::send_listen(int listener, std::size_t replica) {
   body.local_address = entry.endpoints.local_address;
   body.local_port = entry.endpoints.local_port;
   body.options = entry.open_options;
+  body.nonce = nonce_;
   if (send_or_defer(replica, Message::make(stack::kTcpOpenKind, body))) return true;
   part.ticket = 0;
   return false;
@@ -459,7 +462,7 @@ Result<int> TcpSockets::claim(const ConnectionShare& share, std::uint64_t fork) 
 bool TcpSockets::send_claim(int socket) {
   Socket& entry = sockets_[static_cast<std::size_t>(socket)];
   entry.ticket = next_ticket(socket);
-  const stack::TcpClaimBody body{entry.ticket, entry.claimed_page, entry.claimed_generation, 0, entry.claim_fork};
+  const stack::TcpClaimBody body{entry.ticket, entry.claimed_page, entry.claimed_generation, nonce_, entry.claim_fork};
   if (send_or_defer(entry.replica, Message::make(stack::kTcpClaimKind, body))) return true;
   entry.ticket = 0;
   return false;
@@ -481,6 +484,7 @@ bool TcpSockets::send_connect(int socket, std::size_t replica) {
   body.remote_address = entry.endpoints.remote_address;
   body.remote_port = entry.endpoints.remote_port;
   body.local_port = entry.endpoints.local_port;  // what connect() asked for, until the answer
+  body.nonce = nonce_;
   if (send_or_defer(replica, Message::make(stack::kTcpOpenKind, body))) return true;
   entry.ticket = 0;
   return false;
@@ -1086,6 +1090,11 @@ void TcpSockets::fail_listener(int listener, int error) {
 }
 
 bool TcpSockets::on_opened(std::size_t replica, const stack::TcpOpenedBody& body) {
+  if (body.nonce != nonce_) {
+    // Meant for the program that held this seat before (its ticket may be one of ours).
+    ++stale_messages_;
+    return false;
+  }
   const int id = static_cast<int>(body.socket & 0xffff);
   Socket* entry = static_cast<std::size_t>(id) < sockets_.size() ? &sockets_[static_cast<std::size_t>(id)] : nullptr;
   const bool connection = entry != nullptr && entry->kind == Kind::connection && entry->ticket != 0 &&

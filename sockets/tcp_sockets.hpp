@@ -537,6 +537,8 @@ class TcpSockets {
   ReadyHandler ready_handler_;
   std::uint64_t bad_messages_ = 0;
   std::uint64_t stale_messages_ = 0;
+  // Sent with every open, join and claim and echoed in its answer (program_nonce.hpp).
+  std::uint32_t nonce_;
   std::uint64_t outbox_overflows_ = 0;
   // The name fleet, when used.
   std::unique_ptr<TcpNameLink> name_link_;

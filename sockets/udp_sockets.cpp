@@ -76,7 +76,7 @@ Result<std::uint32_t> UdpSockets::open(std::uint16_t local_port, PortSharing sha
   const auto options = static_cast<std::uint8_t>((sharing.reuse_port ? stack::kSocketOpenReusePort : 0) |
                                                  (sharing.reuse_address ? stack::kSocketOpenReuseAddress : 0));
   const Message message =
-      Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{socket, local_port, wire::kProtocolUdp, options});
+      Message::make(stack::kSocketOpenKind, stack::SocketOpenBody{socket, local_port, wire::kProtocolUdp, options, nonce_});
   auto sent = host_.send(channel_, std::span(&message, 1));
   if (!sent) return sent.error();
   if (sent.value() != 1) return Error{Errc::exhausted, 0, "udp sockets: channel full"};
@@ -133,6 +133,12 @@ void UdpSockets::on_messages(std::span<const Message> messages) {
   for (const Message& message : messages) {
     if (message.kind == stack::kSocketDatagramKind) {
       const auto body = message.read<stack::SocketDatagramBody>();
+      if (body.nonce != nonce_) {
+        ++stale_;
+        (void)host_.pool().free(host_.id(), body.payload);
+        host_.served();
+        continue;
+      }
       auto bytes = host_.pool().bytes(host_.id(), body.payload);
       if (!bytes) {
         ++refused_;
@@ -148,6 +154,10 @@ void UdpSockets::on_messages(std::span<const Message> messages) {
       host_.served();
     } else if (message.kind == stack::kSocketStatusKind) {
       const auto body = message.read<stack::SocketStatusBody>();
+      if (body.nonce != nonce_) {
+        ++stale_;
+        continue;
+      }
       if (body.socket >= 1 && body.socket <= sockets_.size()) {
         sockets_[body.socket - 1] = body.error == 0 ? LocalSocket{.exposed_slot = body.exposed_slot, .local_port = body.local_port, .consumed = 0} : LocalSocket{};
       }

@@ -17,6 +17,7 @@
 #include "dataplane/result.hpp"
 #include "dataplane/component_host.hpp"
 #include "components/formats/exposed_sockets.hpp"
+#include "sockets/program_nonce.hpp"
 
 namespace flotilla::sockets {
 
@@ -85,10 +86,12 @@ class UdpSockets {
 
   std::uint64_t received() const { return received_; }
   std::uint64_t refused() const { return refused_; }
+  // Statuses and datagrams meant for the program that held this seat before (program_nonce.hpp).
+  std::uint64_t stale() const { return stale_; }
 
  private:
   UdpSockets(ComponentHost& host, ChannelEnd& channel, ComponentId udp)
-      : host_(host), channel_(channel), udp_(udp), from_udp_(&channel.in) {}
+      : host_(host), channel_(channel), udp_(udp), from_udp_(&channel.in), nonce_(program_nonce()) {}
   void on_messages(std::span<const Message> messages);
 
   struct LocalSocket {
@@ -110,6 +113,8 @@ class UdpSockets {
   StatusHandler status_handler_;
   std::uint64_t received_ = 0;
   std::uint64_t refused_ = 0;  // messages from UDP that failed their checks
+  std::uint64_t stale_ = 0;
+  std::uint32_t nonce_;  // sent with every open (program_nonce.hpp)
 };
 
 }  // namespace flotilla::sockets

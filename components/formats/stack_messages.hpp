@@ -135,11 +135,14 @@ struct PortBindingBody {
 // out at least kHeadroom + 8 bytes precede it in the buffer, and local_port is the socket's bound
 // port (the status said which), so the UDP server finds the socket without a search. close:
 // release the socket. connect: the socket's peer (connect(2)), or none (remote_port 0); no answer.
+// `nonce` is the opening program's (sockets/program_nonce.hpp): the socket's status and datagrams
+// carry it back, so a program on a seat another one left takes none of that one's.
 struct SocketOpenBody {
   std::uint32_t socket;
   std::uint16_t local_port;
   std::uint8_t protocol;
   std::uint8_t options;  // kSocketOpen* bits
+  std::uint32_t nonce;
 };
 
 // open: SO_REUSEPORT. The socket shares local_port with the sockets bound there that all opened
@@ -155,6 +158,7 @@ struct SocketStatusBody {
   std::int32_t error;
   std::uint16_t local_port;
   std::uint16_t exposed_slot;  // 1 + the socket's page in the exposed table (sockets/); 0: none
+  std::uint32_t nonce;  // the opener's (SocketOpenBody)
 };
 
 struct SocketDatagramBody {
@@ -164,6 +168,7 @@ struct SocketDatagramBody {
   std::uint16_t remote_port;
   std::uint16_t local_port;
   std::uint32_t local_address = 0;  // udp -> app: where the datagram was sent (IP_PKTINFO); app -> udp: unused
+  std::uint32_t nonce = 0;          // udp -> app: the socket's opener's (SocketOpenBody); app -> udp: unused
 };
 
 struct SocketCloseBody {
@@ -246,7 +251,8 @@ inline constexpr std::uint8_t kTcpOpenRejoin = 16;
 
 // app -> tcpN. connect: to remote_address:remote_port from local_port (0: the replica picks).
 // listen: on local_address (0: any):local_port, sent to every replica. `socket` is the
-// application's id, echoed in the answer.
+// application's id (its ticket) and `nonce` the asking program's (sockets/program_nonce.hpp), both
+// echoed in the answer.
 struct TcpOpenBody {
   std::uint32_t socket;
   TcpOpenOperation operation;
@@ -256,6 +262,7 @@ struct TcpOpenBody {
   std::uint32_t remote_address;
   std::uint16_t local_port;
   std::uint16_t remote_port;
+  std::uint32_t nonce;
 };
 
 // app -> tcpN: listener groups. A replica keeps one listener per address:port and a list of
@@ -275,6 +282,7 @@ struct TcpJoinBody {
   std::uint16_t reserved2;
   std::uint32_t home_page;
   std::uint32_t home_generation;
+  std::uint32_t nonce;  // as TcpOpenBody's
 };
 
 // app -> tcpN (kTcpActivateKind, a TcpPageBody naming a listener page): the process accepts on
@@ -291,6 +299,7 @@ struct TcpOpenedBody {
   std::uint32_t generation;
   std::uint16_t local_port;
   std::uint16_t reserved;
+  std::uint32_t nonce;  // the asker's (TcpOpenBody)
 };
 
 // tcpN -> app: a connection on the listener `listener_page` is established and waits in `page`.
@@ -350,7 +359,7 @@ struct TcpClaimBody {
   std::uint32_t socket;
   std::uint32_t page;
   std::uint32_t generation;
-  std::uint32_t reserved;
+  std::uint32_t nonce;  // as TcpOpenBody's
   std::uint64_t fork;
 };
 

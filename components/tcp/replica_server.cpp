@@ -664,6 +664,7 @@ bool ReplicaServer::poll(std::uint64_t now_ns) {
   }
   if (!waiting_claims_.empty()) serve_waiting_claims(now_ns);
   if (!pending_carries_.empty()) serve_pending_carries(now_ns);
+  move_retry_ns_ = waiting_claims_.empty() && pending_carries_.empty() ? UINT64_MAX : now_ns + kMoveRetryNs;
   if (held_to_place_) {
     held_to_place_ = false;
     for (ListenerId id = 0; id < listeners_.size(); ++id) {
@@ -889,7 +890,7 @@ std::uint16_t ReplicaServer::pick_local_port() {
 void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std::uint64_t now_ns) {
   auto answer = [&](int error, std::uint32_t page, std::uint32_t generation, std::uint16_t port) {
     send_app(app, Message::make(stack::kTcpOpenedKind,
-                                stack::TcpOpenedBody{open.socket, error, page, generation, port, 0}));
+                                stack::TcpOpenedBody{open.socket, error, page, generation, port, 0, open.nonce}));
   };
   const bool local_ok = open.local_address == 0 || open.local_address == settings_.address;
   if (!local_ok) {
@@ -915,7 +916,7 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
     }
     if (existing) {
       counters_.group_joins->add();
-      add_member(app, *index, *existing, open.socket, open.options, backlog);
+      add_member(app, *index, *existing, open.socket, open.nonce, open.options, backlog);
       return;
     }
     auto listener = engine_->listen(open.local_address, open.local_port, backlog, options_from(open.options));
@@ -925,7 +926,7 @@ void ReplicaServer::on_open(std::size_t app, const stack::TcpOpenBody& open, std
       return;
     }
     listeners_[listener.value()] = Group{{}, open.local_address, open.local_port, reuse_port};
-    add_member(app, *index, listener.value(), open.socket, open.options, backlog);
+    add_member(app, *index, listener.value(), open.socket, open.nonce, open.options, backlog);
     return;
   }
   if (open.operation != stack::TcpOpenOperation::connect || open.remote_address == 0 || open.remote_port == 0) {
@@ -979,7 +980,7 @@ std::optional<ListenerId> ReplicaServer::find_group(std::uint32_t address, std::
 }
 
 void ReplicaServer::add_member(std::size_t app, std::uint32_t index, ListenerId listener, std::uint32_t socket,
-                               std::uint8_t options, std::uint16_t backlog) {
+                               std::uint32_t nonce, std::uint8_t options, std::uint16_t backlog) {
   Group& group = listeners_[listener];
   SocketPage& page = apps_[app].pages[index];
   page.listener = listener;
@@ -997,13 +998,13 @@ void ReplicaServer::add_member(std::size_t app, std::uint32_t index, ListenerId 
   control.local_port = group.port;
   control.status.store(TcpSocketStatus::listening, std::memory_order_release);
   send_app(app, Message::make(stack::kTcpOpenedKind,
-                              stack::TcpOpenedBody{socket, 0, index, page.generation, group.port, 0}));
+                              stack::TcpOpenedBody{socket, 0, index, page.generation, group.port, 0, nonce}));
 }
 
 void ReplicaServer::on_join(std::size_t app, const stack::TcpJoinBody& join) {
   const auto refuse = [&](int error) {
     counters_.group_joins_refused->add();
-    send_app(app, Message::make(stack::kTcpOpenedKind, stack::TcpOpenedBody{join.socket, error, 0, 0, 0, 0}));
+    send_app(app, Message::make(stack::kTcpOpenedKind, stack::TcpOpenedBody{join.socket, error, 0, 0, 0, 0, join.nonce}));
   };
   // The proof: the page and generation of a member of the group at that address and port, in any
   // application's region (generations are unique in a replica's life).
@@ -1017,7 +1018,7 @@ void ReplicaServer::on_join(std::size_t app, const stack::TcpJoinBody& join) {
   const auto index = take_page(app, PageKind::listener);
   if (!index) return refuse(EMFILE);
   counters_.group_joins->add();
-  add_member(app, *index, *id, join.socket, join.options, join.backlog == 0 ? 128 : join.backlog);
+  add_member(app, *index, *id, join.socket, join.nonce, join.options, join.backlog == 0 ? 128 : join.backlog);
 }
 
 void ReplicaServer::on_activate(std::size_t app, const stack::TcpPageBody& activate) {
@@ -1464,7 +1465,7 @@ void copy_stream(std::span<std::byte> to, std::span<const std::byte> from, std::
 
 void ReplicaServer::refuse_claim(std::size_t app, const stack::TcpClaimBody& claim, int error) {
   counters_.claims_refused->add();
-  send_app(app, Message::make(stack::kTcpOpenedKind, stack::TcpOpenedBody{claim.socket, error, 0, 0, 0, 0}));
+  send_app(app, Message::make(stack::kTcpOpenedKind, stack::TcpOpenedBody{claim.socket, error, 0, 0, 0, 0, claim.nonce}));
 }
 
 void ReplicaServer::on_claim(std::size_t app, const stack::TcpClaimBody& claim, std::uint64_t now_ns) {
@@ -1490,7 +1491,7 @@ bool ReplicaServer::try_claim(std::size_t app, const stack::TcpClaimBody& claim,
       return true;
     }
     send_app(app, Message::make(stack::kTcpOpenedKind,
-                                stack::TcpOpenedBody{claim.socket, error, page, generation, port, 0}));
+                                stack::TcpOpenedBody{claim.socket, error, page, generation, port, 0, claim.nonce}));
     return true;
   };
   // The proof: a connection page with that generation (unique in this replica's life), in any

@@ -72,6 +72,7 @@
 // restarted replica keeps the set.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <memory>
@@ -142,7 +143,9 @@ class ReplicaServer final : public EngineHost {
   void on_app_restarted(std::size_t app, std::uint64_t now_ns);
   // Timers and outboxes. Returns whether it did anything.
   bool poll(std::uint64_t now_ns);
-  std::uint64_t next_deadline_ns() const { return engine_->next_deadline_ns(); }
+  // The engine's next timer, or sooner while a move waits for a process to leave its rings (the
+  // process says nothing when it does).
+  std::uint64_t next_deadline_ns() const { return std::min(engine_->next_deadline_ns(), move_retry_ns_); }
   std::size_t connection_count() const { return engine_->connection_count(); }
 
   // EngineHost.
@@ -344,9 +347,9 @@ class ReplicaServer final : public EngineHost {
   // The group listening on exactly address:port, if any.
   std::optional<ListenerId> find_group(std::uint32_t address, std::uint16_t port) const;
   // Makes page `index` of `app` (taken as a listener page) a member of `listener` and answers
-  // the open or join `socket` with it.
+  // the open or join `socket` (of the asker `nonce`) with it.
   void add_member(std::size_t app, std::uint32_t index, ListenerId listener, std::uint32_t socket,
-                  std::uint8_t options, std::uint16_t backlog);
+                  std::uint32_t nonce, std::uint8_t options, std::uint16_t backlog);
   // The listener page `page` of `app` leaves its group (and is freed); the engine listener closes
   // when it was the last member.
   void leave_group(std::size_t app, std::uint32_t page, std::uint64_t now_ns);
@@ -423,6 +426,9 @@ class ReplicaServer final : public EngineHost {
   std::vector<Group> listeners_;    // by ListenerId
   std::vector<WaitingClaim> waiting_claims_;
   std::vector<PendingCarry> pending_carries_;
+  // When poll() next tries the waiting claims and carries (UINT64_MAX: none waits).
+  std::uint64_t move_retry_ns_ = UINT64_MAX;
+  static constexpr std::uint64_t kMoveRetryNs = 1'000'000;
   // The forks the supervisor said ended lately: a hold that comes after that word pins nothing.
   std::uint64_t ended_forks_[kForkSlots] = {};
   std::size_t next_ended_ = 0;

@@ -211,7 +211,7 @@ void UdpServer::drop(const BufferHandle& handle, NamedCounter* reason) {
 }
 
 void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
-  stack::SocketStatusBody status{open.socket, 0, 0, 0};
+  stack::SocketStatusBody status{open.socket, 0, 0, 0, open.nonce};
   const std::uint16_t flags =
       ((open.options & stack::kSocketOpenReusePort) != 0 ? SocketEntry::kReusePort : 0) |
       ((open.options & stack::kSocketOpenReuseAddress) != 0 ? SocketEntry::kReuseAddress : 0);
@@ -248,6 +248,7 @@ void UdpServer::on_open(ComponentId app, const stack::SocketOpenBody& open) {
       entry->remote_port = 0;
       entry->reserved = 0;
       entry->bind_order = header_->next_bind_order++;
+      entry->nonce = open.nonce;
       if (!join_group(*entry)) {
         if (!joins) outputs_->bind_port(stack::PortBindingBody{wire::kProtocolUdp, stack::BindingChange::release, port});
         counters_.sockets_full->add();
@@ -386,7 +387,8 @@ void UdpServer::on_ip_packet(const stack::TransportPacketBody& packet) {
                                        .remote_address = packet.remote_address,
                                        .remote_port = datagram->source_port(),
                                        .local_port = entry->local_port,
-                                       .local_address = packet.local_address};
+                                       .local_address = packet.local_address,
+                                       .nonce = entry->nonce};
   formats::ExposedSocket* slot = exposed_slot(*entry);
   if (outputs_->to_app(entry->app, body)) {
     if (slot != nullptr) formats::bump(slot->delivered);  // after the message: readable means it is there

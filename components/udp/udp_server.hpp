@@ -61,11 +61,12 @@ struct SocketEntry {
   std::uint16_t remote_port;     // 0: not connected
   std::uint16_t reserved;
   std::uint32_t bind_order;  // from UdpStateHeader::next_bind_order: the newest is the largest
+  std::uint32_t nonce;       // its opener's (SocketOpenBody), in its status and datagrams
 };
 
 struct UdpStateHeader {
   static constexpr std::uint64_t kMagic = 0x6574617453706455ull;  // "UdpState"
-  static constexpr std::uint32_t kVersion = 3;  // 2: SocketEntry::flags; 3: its peer and bind order
+  static constexpr std::uint32_t kVersion = 4;  // 2: SocketEntry::flags; 3: its peer and bind order; 4: nonce
   std::uint64_t magic;
   std::uint32_t version;
   std::uint32_t capacity;

@@ -114,7 +114,8 @@ class FakeReplica {
                                           : 0;
     deliver(Message::make(stack::kTcpOpenedKind,
                           TcpOpenedBody{open.socket, error, page, error == 0 ? generation(page) : 0,
-                                        static_cast<std::uint16_t>(open.local_port != 0 ? open.local_port : 40000 + page), 0}));
+                                        static_cast<std::uint16_t>(open.local_port != 0 ? open.local_port : 40000 + page), 0,
+                                        open.nonce}));
     return page;
   }
   // A connection established on `listener`, announced to the application.

@@ -326,6 +326,23 @@ TEST_F(ForkClaims, ACarryWaitsUntilTheCarrierIsOutsideItsRings) {
   expect_carried(child(), mine, client_side(), client_, "three");
 }
 
+// A process leaving its rings says nothing: a move that waits for it wakes its replica itself,
+// which then moves the connection with no further message.
+TEST_F(ForkClaims, AWaitingCarryWakesItsReplicaWithoutAnotherMessage) {
+  const int mine = child_interrupted_while_parent_asks();
+  ASSERT_GE(mine, 0);
+  const auto share = child().share_connection(mine);
+  ASSERT_TRUE(share.has_value());
+  tcp::ReplicaServer& replica = net_.server(share->replica);
+  EXPECT_LE(replica.next_deadline_ns(), net_.now_ns() + 1'000'000) << "the waiting carry sleeps until a message";
+  const std::uint64_t carries = total("carries");
+  page_of(1, mine)->control.in_use.store(0);
+  (void)replica.poll(replica.next_deadline_ns());
+  EXPECT_EQ(total("carries"), carries + 1);
+  send_all(parent(), server_, "two");
+  EXPECT_EQ(receive(client_side(), client_, 3), "two");
+}
+
 // A fork child's claim waits the same way for a parent still inside its rings.
 TEST_F(ForkClaims, AClaimWaitsUntilTheParentIsOutsideItsRings) {
   expect_carried(parent(), server_, client_side(), client_, "one ");

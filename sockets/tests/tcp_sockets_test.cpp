@@ -522,9 +522,28 @@ TEST_F(TcpSocketsLateRegionTest, AnOpenAnsweredWithoutARegionFails) {
   auto id = sockets_->connect(kPeer, 5001);
   ASSERT_TRUE(id.ok());
   const TcpOpenBody open = replica(0).take_open();
-  replica(0).deliver(Message::make(stack::kTcpOpenedKind, TcpOpenedBody{open.socket, 0, 0, 1, 1234, 0}));
+  replica(0).deliver(Message::make(stack::kTcpOpenedKind, TcpOpenedBody{open.socket, 0, 0, 1, 1234, 0, open.nonce}));
   EXPECT_EQ(sockets_->error(id.value()), EPROTO);
   EXPECT_EQ(sockets_->bad_messages(), 1u);
+}
+
+// A program that leases a seat another one left may find that one's answers still in the seat's
+// ring, with the tickets it uses itself (both count from the same start): they are not its own.
+TEST_F(TcpSocketsTest, AnAnswerMeantForTheSeatsEarlierProgramIsNotTaken) {
+  auto id = sockets_->connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  const TcpOpenBody open = replica(0).take_open();
+  EXPECT_NE(open.nonce, 0u);
+  TcpOpenBody earlier = open;
+  earlier.nonce = open.nonce + 1;
+  (void)replica(0).answer_open(earlier);
+  EXPECT_EQ(sockets_->error(id.value()), 0);
+  EXPECT_EQ(sockets_->stale_messages(), 1u);
+  const std::uint32_t page = replica(0).answer_open(open);
+  replica(0).set_status(page, TcpSocketStatus::connected);
+  replica(0).event(page);
+  EXPECT_TRUE(sockets_->connected(id.value()));
+  EXPECT_EQ(sockets_->bad_messages(), 0u);
 }
 
 TEST_F(TcpSocketsTest, AnswersNamingBadPagesAreRefused) {
@@ -533,13 +552,13 @@ TEST_F(TcpSocketsTest, AnswersNamingBadPagesAreRefused) {
   ASSERT_EQ(opens.size(), 2u);
   const std::uint32_t page = replica(0).answer_open(opens[0].read<TcpOpenBody>());
   // The second answer names the page the first one already has.
+  const TcpOpenBody second = opens[1].read<TcpOpenBody>();
   replica(0).deliver(Message::make(stack::kTcpOpenedKind,
-                                   TcpOpenedBody{opens[1].read<TcpOpenBody>().socket, 0, page,
-                                                 replica(0).generation(page), 1, 0}));
+                                   TcpOpenedBody{second.socket, 0, page, replica(0).generation(page), 1, 0, second.nonce}));
   EXPECT_EQ(sockets_->error(c), EPROTO);
   // Out of range, and a generation the page does not have.
   const TcpOpenBody open_b = replica(1).take_open();
-  replica(1).deliver(Message::make(stack::kTcpOpenedKind, TcpOpenedBody{open_b.socket, 0, 1000, 1, 1, 0}));
+  replica(1).deliver(Message::make(stack::kTcpOpenedKind, TcpOpenedBody{open_b.socket, 0, 1000, 1, 1, 0, open_b.nonce}));
   EXPECT_EQ(sockets_->error(b), EPROTO);
   EXPECT_EQ(sockets_->bad_messages(), 2u);
   EXPECT_EQ(sockets_->error(a), 0);

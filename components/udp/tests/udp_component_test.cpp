@@ -41,7 +41,7 @@ class UdpComponentTest : public ::testing::Test {
 
   void open(std::size_t channel, std::uint32_t socket, std::uint16_t port) {
     ASSERT_TRUE(fixture_.channels.send_from_peer(channel, Message::make(stack::kSocketOpenKind,
-                                                                stack::SocketOpenBody{socket, port, 17, 0})));
+                                                                stack::SocketOpenBody{socket, port, 17, 0, 0})));
   }
   std::vector<stack::PortBindingBody> bindings() {
     std::vector<stack::PortBindingBody> out;

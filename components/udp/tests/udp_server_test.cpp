@@ -162,7 +162,7 @@ class UdpServerTest : public ::testing::Test {
   stack::SocketStatusBody open(ComponentId app, std::uint32_t socket, std::uint16_t port,
                                std::uint8_t protocol = wire::kProtocolUdp, std::uint8_t options = 0) {
     const std::size_t before = outputs_.statuses.size();
-    server_->on_open(app, stack::SocketOpenBody{socket, port, protocol, options});
+    server_->on_open(app, stack::SocketOpenBody{socket, port, protocol, options, 0});
     EXPECT_EQ(outputs_.statuses.size(), before + 1) << "every open is answered";
     if (outputs_.statuses.size() != before + 1) return {};
     EXPECT_EQ(outputs_.statuses.back().app, app);
@@ -718,6 +718,25 @@ TEST_F(UdpServerTest, IpThatCannotTakeADatagramLosesIt) {
 }
 
 // ---- restarts ----
+
+// A program on a seat another one left uses the same socket ids: the opener's nonce comes back
+// with the socket's status and every datagram for it, from the state store too after a restart.
+TEST_F(UdpServerTest, StatusAndDatagramsCarryTheOpenersNonce) {
+  server_->on_open(kAppA, stack::SocketOpenBody{1, 5000, wire::kProtocolUdp, 0, 77});
+  ASSERT_EQ(outputs_.statuses.size(), 1u);
+  EXPECT_EQ(outputs_.statuses.back().body.nonce, 77u);
+  from_ip(udp_datagram(4000, 5000, pattern(4, 1)), 5000);
+  restart_server();
+  from_ip(udp_datagram(4000, 5000, pattern(4, 2)), 5000);
+  server_->on_app_restarted(kAppA);
+  server_->on_open(kAppA, stack::SocketOpenBody{1, 5000, wire::kProtocolUdp, 0, 78});
+  EXPECT_EQ(outputs_.statuses.back().body.nonce, 78u);
+  from_ip(udp_datagram(4000, 5000, pattern(4, 3)), 5000);
+  ASSERT_EQ(outputs_.to_app_datagrams.size(), 3u);
+  EXPECT_EQ(outputs_.to_app_datagrams[0].body.nonce, 77u);
+  EXPECT_EQ(outputs_.to_app_datagrams[1].body.nonce, 77u);
+  EXPECT_EQ(outputs_.to_app_datagrams[2].body.nonce, 78u);
+}
 
 TEST_F(UdpServerTest, AppRestartReleasesOnlyItsPorts) {
   ASSERT_EQ(open(kAppA, 1, 5000).error, 0);

@@ -1244,18 +1244,23 @@ void scenario_fork_concurrent(const char* ip, int port) {
     }
     return true;
   };
-  // Reads what comes until none came for 300 ms: the bytes read and their sum.
-  const auto read_while_coming = [&]() {
+  // Both readers count into one shared total: each reads until the two together have read what
+  // was sent, or until 20 s passed (a byte lost leaves the total short), and says what it read and
+  // the bytes' sum.
+  auto* const read_total = static_cast<std::atomic<std::uint64_t>*>(
+      mmap(nullptr, sizeof(std::atomic<std::uint64_t>), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  if (!check(read_total != MAP_FAILED, name, "shared memory")) return;
+  const auto read_share = [&]() {
     std::pair<std::uint64_t, std::uint64_t> seen{0, 0};
     char buffer[700];
-    for (int idle_ms = 0; idle_ms < 300;) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (read_total->load() < 2 * kEach && std::chrono::steady_clock::now() < deadline) {
       const ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
       if (n <= 0) {
         usleep(1000);
-        ++idle_ms;
         continue;
       }
-      idle_ms = 0;
+      read_total->fetch_add(static_cast<std::uint64_t>(n));
       seen.first += static_cast<std::uint64_t>(n);
       for (ssize_t i = 0; i < n; ++i) seen.second += static_cast<unsigned char>(buffer[i]);
     }
@@ -1268,6 +1273,7 @@ void scenario_fork_concurrent(const char* ip, int port) {
     good = check(pipe(go) == 0 && pipe(report) == 0, name, "pipes");
     const bool reads = round % 2 == 1;
     std::uint64_t sent_sum = 0;
+    read_total->store(0);
     if (good && reads) {
       // Both read what one write of the parent brings back.
       const std::vector<char> bytes = pattern(2 * kEach, static_cast<unsigned>(round));
@@ -1281,7 +1287,7 @@ void scenario_fork_concurrent(const char* ip, int port) {
       bool fine = read(go[0], &token, 1) == 1;
       std::pair<std::uint64_t, std::uint64_t> seen{0, 0};
       if (reads) {
-        seen = read_while_coming();
+        seen = read_share();
       } else {
         fine = fine && write_letters('c');
       }
@@ -1289,9 +1295,14 @@ void scenario_fork_concurrent(const char* ip, int port) {
       _exit(fine ? 0 : 1);
     }
     good = good && check(child > 0 && write(go[1], "g", 1) == 1, name, "fork");
+    // The child's ends are its own: a child that dies leaves the parent an EOF, not a wait.
+    for (int* end : {&go[0], &report[1]}) {
+      if (*end >= 0) close(*end);
+      *end = -1;
+    }
     std::pair<std::uint64_t, std::uint64_t> mine{0, 0};
     if (good && reads) {
-      mine = read_while_coming();
+      mine = read_share();
     } else if (good) {
       good = check(write_letters('p'), name, "the parent's writes beside its child's");
     }
@@ -1300,8 +1311,15 @@ void scenario_fork_concurrent(const char* ip, int port) {
                          "the child's report");
     good = good && check(exited_cleanly(child), name, "the child's turn");
     if (good && reads) {
+      if (mine.first + theirs.first != 2 * kEach) {
+        std::printf("fork-concurrent: round %d: the parent read %llu bytes and its child %llu of %zu\n", round,
+                    static_cast<unsigned long long>(mine.first), static_cast<unsigned long long>(theirs.first), 2 * kEach);
+      }
       good = check(mine.first + theirs.first == 2 * kEach, name, "every byte received was read once") &&
              check(mine.second + theirs.second == sent_sum, name, "the bytes read are the bytes sent");
+      // Nothing beyond them: a byte read twice would have left one unread or come again.
+      char extra = 0;
+      good = good && check(recv(fd, &extra, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN, name, "no byte after the ones sent");
     } else if (good) {
       // The parent alone now: the echo of both sides' writes, each byte once.
       std::vector<char> back(2 * kEach);
@@ -1313,6 +1331,7 @@ void scenario_fork_concurrent(const char* ip, int port) {
       if (end >= 0) close(end);
     }
   }
+  munmap(read_total, sizeof(std::atomic<std::uint64_t>));
   close(fd);
   if (good) passed(name);
 }
