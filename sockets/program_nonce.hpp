@@ -1,7 +1,9 @@
 // A number a socket layer picks once, when it attaches to its seat, and sends with what it asks
 // of a server, which echoes it in what it sends back: a program on a seat another program left
 // takes none of the messages meant for that one, which may still wait in the seat's rings with
-// the same socket ids and tickets (every program counts them from the same start).
+// the same socket ids and tickets (every program counts them from the same start). Only equality
+// is asked of it; the file fleet's client, whose servers need its request numbers to grow across
+// a seat's programs, starts them from the seat's incarnation instead (fleet_connection.cpp).
 #pragma once
 
 #include <unistd.h>

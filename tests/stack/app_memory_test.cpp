@@ -4,7 +4,8 @@
 // through the native API, then scribbles over that socket's page (ring indices, request words, the
 // state words the replica writes) and floods the replica with garbage messages. The connection may
 // fail (EIO, ECONNRESET) but no replica may die, and a new connection from the same application
-// must then carry its bytes intact. Root: skipped without.
+// must then carry its bytes intact. A seat's next program takes none of what the servers sent the
+// one before it. Root: skipped without.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -29,6 +30,7 @@
 #include "dataplane/component_host.hpp"
 #include "recovery/default_config.hpp"
 #include "sockets/tcp_sockets.hpp"
+#include "sockets/udp_sockets.hpp"
 #include "tests/stack/stack_fixture.hpp"
 #include "tests/support/kernel_tcp.hpp"
 
@@ -169,6 +171,13 @@ class AppMemory : public StackTest {
     return true;
   }
 
+  // Sends one byte on `socket` and reads it back from an echo.
+  bool echo_one_byte(ComponentHost& host, sockets::TcpSockets& tcp, int socket, std::byte byte) {
+    if (!pump_until(host, [&] { return tcp.send(socket, std::span(&byte, 1)).ok(); })) return false;
+    std::byte back{};
+    return pump_until(host, [&] { return tcp.recv(socket, std::span(&back, 1)).ok(); }) && back == byte;
+  }
+
   // Sends `bytes` of the pattern on `socket`, pumping as the ring fills.
   bool send_pattern(ComponentHost& host, sockets::TcpSockets& tcp, int socket, std::uint64_t bytes) {
     std::vector<std::byte> chunk(64 * 1024);
@@ -297,6 +306,106 @@ TEST_F(AppMemory, ScribbledSocketPagesCostTheApplicationItsSocketNotAReplica) {
 // kIdleSeatBytes per seat (formatting every socket page and populating every channel, as the stack
 // did with four seats, costs over 800 KiB per seat). Then 64 programs hold a seat each at once,
 // every one moves a byte through the stack and back, and the 65th is refused.
+// A seat outlives its programs, and what the servers sent one may still wait in its channels when
+// the next leases it: that one counts its socket ids and tickets from the same start. The first
+// program opens a UDP socket and a TCP connection and leaves with both answers unread (a status,
+// then a datagram, and the open's answer); the next, on the same seat, opens the same ids and
+// must get only its own answers: its socket's port, no datagram of the first's, a connection.
+TEST_F(AppMemory, ASeatsNextProgramTakesNoneOfItsPredecessorsAnswers) {
+  ASSERT_TRUE(start("pass all", recovery::app_seats_config(1)));
+  std::atomic<bool> listening{false};
+  std::atomic<bool> done{false};
+  auto echo = std::async(std::launch::async, [&] {
+    return in_namespace(names_.peer_namespace, [&] { return kernel_echo_first_bytes(listening, done); });
+  });
+  ASSERT_TRUE(wait_for([&] { return listening.load(); }, 10s));
+  const int sender = in_namespace(names_.peer_namespace, [] { return ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); });
+  ASSERT_GE(sender, 0);
+  const auto send_datagram = [&](std::uint16_t port, std::string_view text) {
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(port);
+    ::inet_pton(AF_INET, names_.stack_address.c_str(), &to.sin_addr);
+    return ::sendto(sender, text.data(), text.size(), 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) ==
+           static_cast<ssize_t>(text.size());
+  };
+  const std::uint32_t peer = ntohl(::inet_addr(names_.peer_address.c_str()));
+  constexpr std::uint16_t kFirstPort = 5301;
+  constexpr std::uint16_t kNextPort = 5302;
+  const auto udp_channel = [](ComponentHost& host) -> std::string {
+    for (std::size_t c = 0; c < host.channel_count(); ++c) {
+      if (host.channel_name(c).starts_with("udp")) return std::string(host.channel_name(c));
+    }
+    return {};
+  };
+
+  // The first program: its UDP socket bound (it saw the status), a datagram for it and the
+  // status of a second open left unread, and a connect whose answer it never reads.
+  ComponentId seat = kNoComponent;
+  {
+    auto leased = ComponentHost::lease(stack_.socket_path());
+    ASSERT_TRUE(leased) << leased.error().message();
+    ComponentHost& host = **leased;
+    seat = host.id();
+    auto udp = sockets::UdpSockets::attach(host, udp_channel(host));
+    ASSERT_TRUE(udp) << udp.error().message();
+    auto tcp = sockets::TcpSockets::attach(host, kFirstSeatChannels);
+    ASSERT_TRUE(tcp) << tcp.error().message();
+    ASSERT_TRUE((*tcp)->pin_replica(0));  // both programs' connects to one replica, one ring
+    int bound = 0;
+    (*udp)->on_status([&](std::uint32_t, int error, std::uint16_t) { bound += error == 0 ? 1 : 0; });
+    ASSERT_TRUE((*udp)->open(kFirstPort).ok());
+    ASSERT_TRUE(pump_until(host, [&] { return bound == 1; }));
+    ASSERT_TRUE(send_datagram(kFirstPort, "for the first program"));
+    ASSERT_TRUE(wait_for([&] { return (*udp)->readable(); }, 5s));
+    ASSERT_TRUE((*udp)->open(kFirstPort + 10).ok());
+    ASSERT_TRUE((*tcp)->connect(peer, kEchoPort).ok());
+    (void)(*tcp)->flush();
+    std::this_thread::sleep_for(300ms);  // the answers arrive; nobody reads them
+  }
+
+  std::unique_ptr<ComponentHost> next;
+  ASSERT_TRUE(wait_for([&] {
+    auto leased = ComponentHost::lease(stack_.socket_path());
+    if (leased) next = std::move(leased).value();
+    return next != nullptr;
+  }, 10s)) << "the seat never came back";
+  ASSERT_EQ(next->id(), seat) << "not the same seat: nothing to show";
+  auto udp = sockets::UdpSockets::attach(*next, udp_channel(*next));
+  ASSERT_TRUE(udp) << udp.error().message();
+  auto tcp = sockets::TcpSockets::attach(*next, kFirstSeatChannels);
+  ASSERT_TRUE(tcp) << tcp.error().message();
+  ASSERT_TRUE((*tcp)->pin_replica(0));
+  std::vector<std::pair<std::uint32_t, std::uint16_t>> statuses;
+  std::vector<std::string> received;
+  (*udp)->on_status([&](std::uint32_t socket, int error, std::uint16_t port) {
+    if (error == 0) statuses.emplace_back(socket, port);
+  });
+  (*udp)->on_datagram([&](const sockets::Datagram& datagram) {
+    received.emplace_back(reinterpret_cast<const char*>(datagram.payload.data()), datagram.payload.size());
+  });
+  auto socket = (*udp)->open(kNextPort);
+  ASSERT_TRUE(socket.ok());
+  auto connection = (*tcp)->connect(peer, kEchoPort);
+  ASSERT_TRUE(connection.ok());
+  ASSERT_TRUE(pump_until(*next, [&] {
+    return !statuses.empty() && ((*tcp)->connected(*connection) || (*tcp)->error(*connection) != 0);
+  }));
+  EXPECT_EQ(statuses.front(), std::make_pair(*socket, kNextPort)) << "took the first program's status";
+  EXPECT_TRUE((*tcp)->connected(*connection)) << "error " << (*tcp)->error(*connection);
+  ASSERT_TRUE(send_datagram(kNextPort, "for the next program"));
+  ASSERT_TRUE(pump_until(*next, [&] { return !received.empty(); }, 5s));
+  EXPECT_EQ(received, std::vector<std::string>{"for the next program"});
+  // The connection is the next program's own: its byte comes back.
+  const std::byte byte{'x'};
+  ASSERT_TRUE(echo_one_byte(*next, **tcp, *connection, byte));
+  EXPECT_GE((*udp)->stale(), 1u) << "no UDP message was left to refuse: the test shows nothing";
+  EXPECT_GE((*tcp)->stale_messages(), 1u) << "no TCP answer was left to refuse: the test shows nothing";
+  ::close(sender);
+  done = true;
+  echo.wait();
+}
+
 TEST_F(AppMemory, SixtyFourSeatsCostTheirHeadersIdleAndServeAtOnce) {
   constexpr int kSeats = 64;
   constexpr std::uint64_t kIdleSeatBytes = 64 * 1024;
