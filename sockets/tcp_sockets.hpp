@@ -544,7 +544,8 @@ class TcpSockets {
   std::unique_ptr<TcpNameLink> name_link_;
   TcpNamePeers name_peers_;
   std::deque<Lookup> lookups_;  // oldest first: deadlines only grow
-  std::uint64_t next_cookie_ = 1;
+  // Counts on from the nonce: a lookup's reply meant for the seat's earlier program is not ours.
+  std::uint64_t next_cookie_ = static_cast<std::uint64_t>(nonce_) << 32 | 1;
   TcpPlacementStats placement_;
 };
 

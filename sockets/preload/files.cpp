@@ -304,10 +304,10 @@ void Files::set_cwd(std::string path) {
 fs::Client* Files::client() {
   if (connection_ != nullptr && !connection_->stack_gone()) return &connection_->client();
   if (!lease_retry_.due()) return nullptr;
-  auto leased = [] {
+  auto leased = lease_when_a_seat_frees([] {
     const LowDescriptorsHeld held;
     return fs::FleetConnection::lease(control_socket_path());
-  }();
+  });
   if (leased) {
     // Descriptors opened under an earlier lease open their inode again under this one.
     if (connection_ != nullptr) ++generation_;

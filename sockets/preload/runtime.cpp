@@ -124,7 +124,7 @@ bool Runtime::ensure_stack(bool adopt_parent) {
   if (!lease_retry_.due()) return false;
   lease_retry_.failed(ENETDOWN);
   const std::string path = control_socket_path();
-  auto leased = [&] {
+  auto leased = lease_when_a_seat_frees([&] {
     const LowDescriptorsHeld held;
     // A fork child asks through the lease it inherited: it may be another user by now (nginx's
     // workers), or in another root directory, where the control socket is out of its reach.
@@ -137,7 +137,7 @@ bool Runtime::ensure_stack(bool adopt_parent) {
       if (granted || granted.error().code != Errc::closed) return granted;
     }
     return ComponentHost::lease(path);
-  }();
+  });
   std::string why;
   if (leased) {
     std::vector<std::string> channels;

@@ -32,6 +32,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -692,6 +693,23 @@ class LowDescriptorsHeld {
  private:
   std::vector<int> held_;
 };
+
+// Asks for a lease (`ask`, one try) until one is given, or it fails otherwise than "every seat is
+// leased", or two seconds passed: a seat comes back when the program holding it exits, and a
+// shell's commands, or the children of a forking server, lease one each, one just after the
+// other's exit (the supervisor may not have seen that exit yet) or a few at once.
+template <class Ask>
+auto lease_when_a_seat_frees(Ask&& ask) -> decltype(ask()) {
+  constexpr std::uint64_t kWaitNs = 2'000'000'000;
+  const std::uint64_t until = monotonic_ns() + kWaitNs;
+  auto leased = ask();
+  for (useconds_t pause_us = 1000; !leased && leased.error().code == Errc::exhausted && monotonic_ns() < until;
+       pause_us = std::min<useconds_t>(pause_us * 2, 50'000)) {
+    ::usleep(pause_us);
+    leased = ask();
+  }
+  return leased;
+}
 
 // Sets errno and returns -1, the shape of every failing call.
 inline int fail_with(int error) {

@@ -181,6 +181,22 @@ TEST_F(TcpPlacementTest, TimeoutsExpireOldestFirstAndAskToBeWokenForTheNext) {
   EXPECT_EQ(*server_.wake_at, server_.now_ms + 50);
 }
 
+// The seat's earlier program counted its cookies from the same low number: its late reply is not
+// taken for ours.
+TEST_F(TcpPlacementTest, AReplyToTheSeatsEarlierProgramDoesNotPlace) {
+  auto id = sockets().connect(kPeer, 5001);
+  ASSERT_TRUE(id.ok());
+  const name::NameMessage lookup = last_lookup();
+  EXPECT_NE(lookup.cookie >> 32, 0u) << "cookies count from 1, as every program's would";
+  name::NameMessage earlier = reply_to(lookup, kReplicaComponents[1]);
+  earlier.cookie = lookup.cookie ^ (std::uint64_t{1} << 40);
+  sockets().handle_name_reply(earlier);
+  EXPECT_EQ(opens_at(0) + opens_at(1), 0u);
+  EXPECT_EQ(sockets().pending_lookups(), 1u);
+  sockets().handle_name_reply(reply_to(lookup, kReplicaComponents[1]));
+  EXPECT_EQ(sockets().replica_of(id.value()), 1u);
+}
+
 TEST_F(TcpPlacementTest, AnswersThatFailTheChecksAreCountedAndIgnored) {
   auto id = sockets().connect(kPeer, 5001);
   ASSERT_TRUE(id.ok());

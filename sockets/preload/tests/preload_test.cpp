@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/component_host.hpp"
 #include "sockets/preload/sanitizer_runtime.hpp"
 #include "tests/support/stack_harness.hpp"
 
@@ -753,6 +754,25 @@ TEST(PreloadLimits, PastALimitTheCallFailsWithLinuxErrnoAndOneLine) {
   EXPECT_NE(seatless_output.find("ok seatless"), std::string::npos) << seatless_output;
   EXPECT_EQ(count_of(seatless_output, "flotilla: "), 1u) << seatless_output;
   EXPECT_NE(seatless_output.find("limits.app_seats"), std::string::npos) << seatless_output;
+}
+
+// Seats come back when their programs exit: a program that finds every seat leased waits a while
+// for one (a shell's next command, a forking server's next child) rather than failing at once.
+TEST(PreloadLimits, AProgramGetsTheSeatAnExitingProgramGivesBack) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, AF_XDP)";
+  const StackNames names = unique_names();
+  RunningStack stack;
+  ASSERT_EQ(stack.start(names, stack_config(names, "pass all", "\n[limits]\napp_seats = 1\n")), "");
+  auto held = ComponentHost::lease(stack.socket_path());
+  ASSERT_TRUE(held) << held.error().message();
+  BackgroundCommand waiting({build_root() + "/apps/flotilla", "--socket", stack.socket_path(), "run", "--", "python3", "-c",
+                             "import socket; socket.socket(); print('got a socket')"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // it asked, and found the seat leased
+  held->reset();
+  const std::string output = waiting.finish();
+  stack.stop();
+  EXPECT_NE(output.find("got a socket"), std::string::npos) << output;
+  EXPECT_EQ(output.find("flotilla: "), std::string::npos) << output;
 }
 
 }  // namespace
