@@ -69,7 +69,6 @@ std::string control_socket_path() {
 }
 
 bool LeaseRetry::due() {
-  constexpr std::uint64_t kEveryNs = 1'000'000'000;
   const std::uint64_t now = monotonic_ns();
   if (now < next_ns_) {
     errno = error_;

@@ -228,13 +228,18 @@ class LeaseRetry {
   explicit LeaseRetry(int error) : error_(error) {}
   // Whether to ask now (the next try is then a second away); false sets errno.
   bool due();
-  // The failure calls report until the next try.
-  void failed(int error) { error_ = error; }
+  // The failure calls report until the next try, a second from now (an ask may take a while:
+  // lease_when_a_seat_frees).
+  void failed(int error) {
+    error_ = error;
+    next_ns_ = monotonic_ns() + kEveryNs;
+  }
   // The next call may ask at once (a lease made, or a fork child's first use).
   void allow_now() { next_ns_ = 0; }
   int error() const { return error_; }
 
  private:
+  static constexpr std::uint64_t kEveryNs = 1'000'000'000;
   std::uint64_t next_ns_ = 0;
   int error_;
 };
