@@ -90,6 +90,7 @@ struct Origin {
   int* message_flags = nullptr;  // MSG_TRUNC when the datagram was longer than the buffers
   std::uint32_t destination = 0;  // out: where the datagram was sent (host order)
   bool packet_info = false;       // out: the socket asked for IP_PKTINFO
+  bool packet_info6 = false;      // out: the socket asked for IPV6_RECVPKTINFO
 };
 
 // UDP reads and writes (calls_datagram.cpp), with the lock held.

@@ -43,6 +43,7 @@ ssize_t receive_datagram(Lock& lock, Socket& socket, const iovec* vectors, int c
       if (origin.message_flags != nullptr) *origin.message_flags = copied < length ? MSG_TRUNC : 0;
       origin.destination = entry.destination;
       origin.packet_info = socket.packet_info;
+      origin.packet_info6 = socket.packet_info6;
       if ((flags & MSG_PEEK) == 0) queue.pop();
       if (!progress.slept) runtime.counters().io_no_syscall->add();
       return static_cast<ssize_t>((flags & MSG_TRUNC) != 0 ? length : copied);

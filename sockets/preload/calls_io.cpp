@@ -177,26 +177,41 @@ ssize_t receive_one(int fd, void* buffer, std::size_t length, int flags, Origin 
   return receive(fd, &vector, 1, flags, origin);
 }
 
-// The control messages Linux would add to a datagram's receive: IP_PKTINFO when asked for. Too
-// little room sets MSG_CTRUNC, as Linux does.
+// The control messages Linux would add to a datagram's receive, in its order: IPV6_PKTINFO (an
+// AF_INET6 socket's, naming the IPv4-mapped destination) and IP_PKTINFO when asked for. What finds
+// too little room is left out with MSG_CTRUNC, as Linux does.
 void write_control(msghdr& message, const Origin& origin) {
   const std::size_t room = message.msg_control != nullptr ? message.msg_controllen : 0;
   message.msg_controllen = 0;
-  if (!origin.packet_info) return;
-  if (room < CMSG_SPACE(sizeof(in_pktinfo))) {
-    message.msg_flags |= MSG_CTRUNC;
-    return;
+  const int index = Runtime::get().interface_index();
+  const auto add = [&](int level, int type, const void* data, std::size_t size) {
+    if (room - message.msg_controllen < CMSG_SPACE(size)) {
+      message.msg_flags |= MSG_CTRUNC;
+      return;
+    }
+    auto* header = reinterpret_cast<cmsghdr*>(static_cast<char*>(message.msg_control) + message.msg_controllen);
+    header->cmsg_level = level;
+    header->cmsg_type = type;
+    header->cmsg_len = CMSG_LEN(size);
+    std::memcpy(CMSG_DATA(header), data, size);
+    message.msg_controllen += CMSG_SPACE(size);
+  };
+  if (origin.packet_info6) {
+    in6_pktinfo info{};
+    info.ipi6_ifindex = static_cast<unsigned>(index);
+    info.ipi6_addr.s6_addr[10] = 0xff;
+    info.ipi6_addr.s6_addr[11] = 0xff;
+    const std::uint32_t destination = htonl(origin.destination);
+    std::memcpy(&info.ipi6_addr.s6_addr[12], &destination, sizeof(destination));
+    add(IPPROTO_IPV6, IPV6_PKTINFO, &info, sizeof(info));
   }
-  message.msg_controllen = CMSG_SPACE(sizeof(in_pktinfo));
-  cmsghdr* header = CMSG_FIRSTHDR(&message);
-  header->cmsg_level = IPPROTO_IP;
-  header->cmsg_type = IP_PKTINFO;
-  header->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
-  in_pktinfo info{};
-  info.ipi_ifindex = Runtime::get().interface_index();
-  info.ipi_spec_dst.s_addr = htonl(origin.destination);
-  info.ipi_addr.s_addr = htonl(origin.destination);
-  std::memcpy(CMSG_DATA(header), &info, sizeof(info));
+  if (origin.packet_info) {
+    in_pktinfo info{};
+    info.ipi_ifindex = index;
+    info.ipi_spec_dst.s_addr = htonl(origin.destination);
+    info.ipi_addr.s_addr = htonl(origin.destination);
+    add(IPPROTO_IP, IP_PKTINFO, &info, sizeof(info));
+  }
 }
 
 // Linux's check of a datagram send's control messages: what Flotilla can honour (IP_PKTINFO with
@@ -211,6 +226,15 @@ int check_control(const msghdr& message) {
         header->cmsg_len > message.msg_controllen - (reinterpret_cast<const char*>(header) -
                                                      static_cast<const char*>(message.msg_control))) {
       return fail_with(EINVAL);
+    }
+    if (header->cmsg_level == IPPROTO_IPV6) {
+      // A dual-stack socket's: its own source (IPV6_PKTINFO) and hints, as for IPv4.
+      const bool fits = header->cmsg_type == IPV6_PKTINFO ? header->cmsg_len == CMSG_LEN(sizeof(in6_pktinfo))
+                        : header->cmsg_type == IPV6_TCLASS || header->cmsg_type == IPV6_HOPLIMIT
+                            ? header->cmsg_len == CMSG_LEN(sizeof(int))
+                            : false;
+      if (!fits) return fail_with(EINVAL);
+      continue;
     }
     if (header->cmsg_level != IPPROTO_IP) return fail_with(EINVAL);
     switch (header->cmsg_type) {

@@ -591,6 +591,9 @@ int get_option(Socket& socket, int level, int name, void* value, socklen_t* leng
   }
   // A dual-stack socket: IPV6_V6ONLY is off (one that turned it on went to the kernel).
   if (level == IPPROTO_IPV6 && socket.family == AF_INET6 && name == IPV6_V6ONLY) return int_option(value, length, 0);
+  if (level == IPPROTO_IPV6 && socket.family == AF_INET6 && name == IPV6_RECVPKTINFO) {
+    return int_option(value, length, socket.packet_info6);
+  }
   if (level == IPPROTO_IPV6) return get_kept(socket, level, name, value, length);
   if (level == IPPROTO_TCP && socket.udp()) return fail_with(EOPNOTSUPP);  // Linux's answer
   if (level == IPPROTO_TCP) {
@@ -1395,6 +1398,12 @@ FLOTILLA_EXPORT int setsockopt(int fd, int level, int name, const void* value, s
     if (!move_to_kernel(fd, *socket)) return fail_with(EINVAL);
     lock.unlock();
     return REAL(setsockopt)(fd, level, name, value, length);
+  }
+  if (level == IPPROTO_IPV6 && socket->family == AF_INET6 && name == IPV6_RECVPKTINFO) {
+    int number = 0;
+    if (read_int(value, length, number) != 0) return -1;
+    socket->packet_info6 = number != 0;
+    return 0;
   }
   if (level == IPPROTO_IPV6) return set_kept(*socket, level, name, value, length);
   return fail_with(ENOPROTOOPT);

@@ -74,7 +74,7 @@ void append_options(std::string& line, const Socket& socket, int error = 0) {
         static_cast<std::uint64_t>(std::int64_t{socket.receive_timeout_ms} + 1),
         static_cast<std::uint64_t>(std::int64_t{socket.send_timeout_ms} + 1),
         std::uint64_t{socket.udp()} | (socket.family == AF_INET6 ? 2u : 0u), static_cast<std::uint64_t>(socket.user_mss), std::uint64_t{socket.tcp_newreno},
-        std::uint64_t{socket.packet_info}, std::uint64_t{socket.peer_address}, std::uint64_t{socket.peer_port},
+        std::uint64_t{socket.packet_info} | (socket.packet_info6 ? 2u : 0u), std::uint64_t{socket.peer_address}, std::uint64_t{socket.peer_port},
         static_cast<std::uint64_t>(std::max(error != 0 ? error : socket.handed_error, 0)), std::uint64_t{socket.kept.size()}}) {
     append(line, value);
   }
@@ -161,9 +161,10 @@ bool read_options(Fields& fields, Socket& socket) {
   socket.receive_timeout_ms = static_cast<int>(static_cast<std::int64_t>(receive_timeout) - 1);
   socket.send_timeout_ms = static_cast<int>(static_cast<std::int64_t>(send_timeout) - 1);
   std::uint8_t transport = 0;
+  std::uint8_t packet_info = 0;  // bit 0 IP_PKTINFO, bit 1 IPV6_RECVPKTINFO
   std::size_t kept = 0;
   if (!(fields.next(transport, 3) && fields.next(socket.user_mss, kMaximumMss) && fields.flag(socket.tcp_newreno) &&
-        fields.flag(socket.packet_info) && fields.next(socket.peer_address) && fields.next(socket.peer_port) &&
+        fields.next(packet_info, 3) && fields.next(socket.peer_address) && fields.next(socket.peer_port) &&
         fields.next(socket.handed_error, kMaxErrno) && fields.next(kept, socket.kept.size()))) {
     return false;
   }
@@ -171,6 +172,9 @@ bool read_options(Fields& fields, Socket& socket) {
   socket.handed_failed = socket.handed_error != 0;
   const bool udp = (transport & 1) != 0;
   socket.family = (transport & 2) != 0 ? AF_INET6 : AF_INET;
+  if ((packet_info & 2) != 0 && socket.family != AF_INET6) return false;
+  socket.packet_info = (packet_info & 1) != 0;
+  socket.packet_info6 = (packet_info & 2) != 0;
   if (udp) {
     socket.protocol = Socket::Protocol::udp;
     socket.datagrams = std::make_shared<DatagramQueue>();

@@ -142,6 +142,7 @@ struct Socket {
   int user_mss = 0;            // TCP_MAXSEG as set (0: none); what getsockopt says until connected
   bool tcp_newreno = false;    // TCP_CONGESTION "reno" (else "cubic"), chosen before the connection opens
   bool packet_info = false;    // IP_PKTINFO: receives say each datagram's destination (UDP)
+  bool packet_info6 = false;   // IPV6_RECVPKTINFO (AF_INET6): the same, as an IPv4-mapped address
   KeptValues kept = initial_kept_values();
   // UDP.
   std::shared_ptr<DatagramQueue> datagrams;  // shared_ptr: accept() copies a (TCP) listener

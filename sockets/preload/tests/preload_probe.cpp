@@ -1037,6 +1037,37 @@ void scenario_dual_stack(const char* ip, int port) {
   good = good && check(connect(datagram, reinterpret_cast<const sockaddr*>(&peer), sizeof(peer)) == 0 && send(datagram, "x", 1, 0) == 1 &&
                            poll(&echoed, 1, 5000) == 1 && recv(datagram, echo, sizeof(echo), 0) == 1,
                        name, "a connected datagram socket's echo");
+  // IPV6_RECVPKTINFO: each datagram says where it went, as the mapped IPv4 address (dnsmasq and
+  // unbound answer from the address a query came to).
+  int asked = 1;
+  socklen_t asked_length = sizeof(asked);
+  good = good && check(setsockopt(datagram, IPPROTO_IPV6, IPV6_RECVPKTINFO, &asked, sizeof(asked)) == 0 &&
+                           getsockopt(datagram, IPPROTO_IPV6, IPV6_RECVPKTINFO, &asked, &asked_length) == 0 && asked == 1,
+                       name, "IPV6_RECVPKTINFO set and read back");
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(in6_pktinfo))] = {};
+  iovec piece{echo, sizeof(echo)};
+  msghdr message{};
+  message.msg_iov = &piece;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof(control);
+  good = good && check(send(datagram, "y", 1, 0) == 1 && poll(&echoed, 1, 5000) == 1 && recvmsg(datagram, &message, 0) == 1,
+                       name, "recvmsg of an echo");
+  const cmsghdr* header = good ? CMSG_FIRSTHDR(&message) : nullptr;
+  in6_pktinfo where{};
+  if (header != nullptr && header->cmsg_level == IPPROTO_IPV6 && header->cmsg_type == IPV6_PKTINFO &&
+      header->cmsg_len == CMSG_LEN(sizeof(where))) {
+    std::memcpy(&where, CMSG_DATA(header), sizeof(where));
+  }
+  good = good && check(IN6_IS_ADDR_V4MAPPED(&where.ipi6_addr) && where.ipi6_addr.s6_addr32[3] != 0 &&
+                           (message.msg_flags & MSG_CTRUNC) == 0,
+                       name, "IPV6_PKTINFO names the mapped destination");
+  // No room for it: MSG_CTRUNC, as Linux says.
+  message.msg_control = control;
+  message.msg_controllen = sizeof(cmsghdr);
+  good = good && check(send(datagram, "z", 1, 0) == 1 && poll(&echoed, 1, 5000) == 1 && recvmsg(datagram, &message, 0) == 1 &&
+                           (message.msg_flags & MSG_CTRUNC) != 0,
+                       name, "MSG_CTRUNC when the control buffer is too small");
   length = sizeof(named);
   good = good && check(getpeername(datagram, reinterpret_cast<sockaddr*>(&named), &length) == 0 && named.sin6_family == AF_INET6 &&
                            std::memcmp(&named.sin6_addr, &peer.sin6_addr, 16) == 0,
