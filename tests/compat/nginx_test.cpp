@@ -269,6 +269,15 @@ class Nginx : public AppsTest, public ::testing::WithParamInterface<Case> {
                    file("nginx.log"));
   }
 
+  // Whether `server` (not daemonized) came up with `count` workers and listens.
+  ::testing::AssertionResult serving_with(Program& server, int count) {
+    if (!wait_for([&] { return static_cast<int>(workers().size()) == count || !server.running(); }, 15s) ||
+        !wait_for_port(server, app_address(), kPort)) {
+      return ::testing::AssertionFailure() << workers().size() << " workers\n" << said(server);
+    }
+    return ::testing::AssertionSuccess();
+  }
+
   // SIGHUP to the master: `count` new workers, none of `before`, must take over and serve.
   void reload_and_expect_new_workers_serve(const std::set<pid_t>& before, int count, const Program& server) {
     ASSERT_EQ(::kill(master(), SIGHUP), 0);
@@ -423,9 +432,7 @@ TEST_P(NginxReloadUnderLoad, AReloadWhileWrkRunsLosesNoRequest) {
   const Case setting = GetParam();
   ASSERT_TRUE(prepare(setting));
   Program server = start_nginx();
-  ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server.running(); }, 15s))
-      << said(server);
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << said(server);
+  ASSERT_TRUE(serving_with(server, setting.workers));
   const std::set<pid_t> first = workers();
   const std::size_t from = access_log_bytes();
   WrkReport report;
@@ -482,9 +489,7 @@ TEST_P(NginxTenThousand, TwoWorkersHoldTenThousandConnectionsAndAnswerEach) {
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &files), 0);
   ASSERT_TRUE(prepare(setting));
   Program server = start_nginx();
-  ASSERT_TRUE(wait_for([&] { return static_cast<int>(workers().size()) == setting.workers || !server.running(); }, 15s))
-      << said(server);
-  ASSERT_TRUE(wait_for_port(server, app_address(), kPort)) << said(server);
+  ASSERT_TRUE(serving_with(server, setting.workers));
   const std::set<pid_t> serving = workers();
   const std::size_t from = access_log_bytes();
 
