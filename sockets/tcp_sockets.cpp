@@ -608,6 +608,11 @@ void TcpSockets::activate(int listener) {
   }
 }
 
+bool TcpSockets::active(int listener) const {
+  const Socket* entry = find(listener, Kind::listener);
+  return entry != nullptr && entry->active;
+}
+
 Result<int> TcpSockets::accept(int listener) {
   Socket* entry = find(listener, Kind::listener);
   if (entry == nullptr) return Error{Errc::invalid_argument, 0, "tcp accept: not a listener"};
@@ -615,7 +620,12 @@ Result<int> TcpSockets::accept(int listener) {
   // A call to accept shows this process accepts: the replicas hold the connections they place
   // with a listener until then.
   activate(listener);
-  if (entry->accept_queue.empty()) return Error{Errc::would_block, 0, "tcp accept: no connection waiting"};
+  if (entry->accept_queue.empty()) {
+    // The group holds connections for whichever process accepts first: ask for one (once until
+    // the replicas answer).
+    if (!taking(listener)) (void)take(listener);
+    return Error{Errc::would_block, 0, "tcp accept: no connection waiting"};
+  }
   const int connection = entry->accept_queue.front();
   entry->accept_queue.pop_front();
   Socket& accepted = sockets_[static_cast<std::size_t>(connection)];
@@ -640,6 +650,54 @@ bool TcpSockets::holds_connections(int listener) const {
     if (header != nullptr && header->control.holds_connections.load(std::memory_order_acquire) != 0) return true;
   }
   return false;
+}
+
+bool TcpSockets::take(int listener) {
+  Socket* entry = find(listener, Kind::listener);
+  if (entry == nullptr) return false;
+  bool asked = false;
+  for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
+    const ListenerPart& part = entry->parts[replica];
+    TcpSocketPageHeader* header = part.open ? replicas_[replica].region.page(part.page) : nullptr;
+    if (header == nullptr || header->control.holds_connections.load(std::memory_order_acquire) == 0) continue;
+    auto& control = header->control;
+    control.takes_asked.store(control.takes_asked.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    request(replica, part.page, part.generation, kTcpRequestTake);
+    asked = true;
+  }
+  return asked;
+}
+
+bool TcpSockets::taking(int listener) const {
+  const Socket* entry = find(listener, Kind::listener);
+  if (entry == nullptr) return false;
+  for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
+    const ListenerPart& part = entry->parts[replica];
+    const TcpSocketPageHeader* header = part.open ? replicas_[replica].region.page(part.page) : nullptr;
+    if (header != nullptr && header->control.takes_asked.load(std::memory_order_acquire) !=
+                                 header->control.takes_served.load(std::memory_order_acquire)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool TcpSockets::queued(int listener) const {
+  const Socket* entry = find(listener, Kind::listener);
+  return entry != nullptr && !entry->accept_queue.empty();
+}
+
+void TcpSockets::waiting_to_accept(int listener, bool waiting) {
+  Socket* entry = find(listener, Kind::listener);
+  if (entry == nullptr || (!waiting && entry->accept_waiters == 0)) return;
+  const std::uint32_t before = entry->accept_waiters;
+  entry->accept_waiters = waiting ? before + 1 : before - 1;
+  if ((before == 0) == (entry->accept_waiters == 0)) return;
+  for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
+    const ListenerPart& part = entry->parts[replica];
+    TcpSocketPageHeader* header = part.open ? replicas_[replica].region.page(part.page) : nullptr;
+    if (header != nullptr) header->control.accept_waiting.store(waiting ? 1 : 0, std::memory_order_release);
+  }
 }
 
 Error TcpSockets::failure(const Socket& socket) const {
@@ -925,7 +983,7 @@ bool TcpSockets::writable(int socket) {
 
 bool TcpSockets::acceptable(int socket) const {
   const Socket* entry = find(socket, Kind::listener);
-  return entry != nullptr && (!entry->accept_queue.empty() || entry->local_error != 0);
+  return entry != nullptr && (!entry->accept_queue.empty() || entry->local_error != 0 || holds_connections(socket));
 }
 
 bool TcpSockets::connected(int socket) const {

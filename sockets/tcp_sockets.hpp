@@ -86,6 +86,7 @@ using formats::kTcpRequestShutdownWrite;
 using formats::kTcpRequestClose;
 using formats::kTcpRequestAbort;
 using formats::kTcpRequestAccepted;
+using formats::kTcpRequestTake;
 
 // How TcpSockets reaches its replicas, one index per replica. In a component these are the host's
 // channels and regions (TcpSockets::attach); tests give plain memory and a fake replica.
@@ -251,11 +252,26 @@ class TcpSockets {
   Result<int> listen(std::uint32_t address, std::uint16_t port, std::uint16_t backlog,
                      const SocketOptions& options = {});
   // A connection established on any replica's part of `listener`; Errc::would_block when none.
-  // Activates the listener (activate()).
+  // Activates the listener (activate()). With none queued here while the group holds some, asks
+  // for one (take()) unless a take is still unanswered: taking() says whether to wait for it.
   Result<int> accept(int listener);
-  // Whether a replica placed connections with this listener before this process showed it accepts
-  // (held, or still in the handshake): a first accept that came before any poll finds them soon.
+  // Whether a replica holds connections for this listener's group, unannounced (placed with a
+  // member whose process does not accept, or, where processes share the listener, with one not
+  // waiting to accept), or placed one in the handshake with it before this process accepted. The
+  // listener is readable then; an accept takes one (take()).
   bool holds_connections(int listener) const;
+  // Asked by accept() when nothing is queued here while the group holds connections: each replica
+  // holding some announces one to this process (moving it from another process's region if need
+  // be). Whether any take was asked for.
+  bool take(int listener);
+  // Whether a take of `listener` has not been served yet (its announcement may still come).
+  bool taking(int listener) const;
+  // Whether an accept of `listener` would return a connection now.
+  bool queued(int listener) const;
+  // A thread of this process starts (true) or stops (false) sleeping until `listener` is readable:
+  // where processes share a listener, new connections go to a waiting one first. Nested calls
+  // (threads) count.
+  void waiting_to_accept(int listener, bool waiting);
   // What another process needs to join `listener` (join()); nothing until every replica answered
   // its listen, or for an id that is not a listener.
   std::optional<ListenerShare> share(int listener) const;
@@ -266,6 +282,8 @@ class TcpSockets {
   // This process accepts on `listener`: the replicas may place new connections with it (once per
   // listener; a part that opens later is activated when it opens).
   void activate(int listener);
+  // Whether activate() was called for `listener`.
+  bool active(int listener) const;
 
   // Fork: in the moment before it, every replica that holds a connection of ours pins them with
   // `fork` (kTcpForkHoldKind), and each connection open now is closed from then on by a message
@@ -435,6 +453,7 @@ class TcpSockets {
     // A listener that joined a group (join): by replica, the member it proved it inherited.
     std::vector<std::pair<std::uint32_t, std::uint32_t>> home;
     bool active = false;  // activate() was called
+    std::uint32_t accept_waiters = 0;  // threads inside waiting_to_accept(true)
   };
 
   Socket* find(int socket, Kind kind);

@@ -74,6 +74,10 @@ inline constexpr std::uint32_t kTcpRequestShutdownWrite = 4; // send FIN after t
 inline constexpr std::uint32_t kTcpRequestClose = 8;         // the application is done with the socket
 inline constexpr std::uint32_t kTcpRequestAbort = 16;        // close with RST (SO_LINGER 0)
 inline constexpr std::uint32_t kTcpRequestAccepted = 32;     // listener: `accepted` grew
+// Listener: an accept found this process's queue empty while the group holds connections; the
+// replica announces one of them here (moving it from another member's region if need be), then
+// copies `takes_asked` to `takes_served`.
+inline constexpr std::uint32_t kTcpRequestTake = 64;
 
 struct alignas(64) TcpSocketControl {
   // Written by the replica.
@@ -93,10 +97,15 @@ struct alignas(64) TcpSocketControl {
   // the two sides cannot both miss each other).
   std::atomic<std::uint32_t> revoked;
   std::atomic<std::uint32_t> holder_ready;  // kTcpHolderReadable, kTcpHolderWritable
-  // Listener: 1 once the replica placed a connection with this member (in the handshake, or held
-  // established) before its process showed it accepts; back to 0, with an event, once it does.
+  // Listener: 1 while the group holds established connections unannounced (placed with a member
+  // whose process does not accept, or, where processes share the listener, with one not waiting
+  // to accept), or once the replica placed a connection in the handshake with this member before
+  // its process accepted. Any member's accept takes one (kTcpRequestTake); an event comes each time
+  // the group starts holding.
   std::atomic<std::uint32_t> holds_connections;
-  std::uint32_t reserved0[4];
+  // Listener: the `takes_asked` value of the last take the replica served.
+  std::atomic<std::uint32_t> takes_served;
+  std::uint32_t reserved0[3];
   // Written by the application.
   alignas(64) std::atomic<std::uint32_t> requests;
   std::atomic<std::uint32_t> kick_pending;  // set by the application, cleared by the replica
@@ -107,7 +116,13 @@ struct alignas(64) TcpSocketControl {
   // 1 while the application is inside a ring operation of a connection other processes hold
   // (set before it checks `generation` and `revoked`, cleared after its last index store).
   std::atomic<std::uint32_t> in_use;
-  std::uint32_t reserved1[12];
+  // Listener: a running count of the takes its application asked for (kTcpRequestTake).
+  std::atomic<std::uint32_t> takes_asked;
+  // Listener: non-zero while a thread of the application sleeps in a call that waits for this
+  // listener to be readable (accept, poll, select, epoll): where processes share a listener, a new
+  // connection goes to such a member first.
+  std::atomic<std::uint32_t> accept_waiting;
+  std::uint32_t reserved1[10];
   // Written by the replica: what TCP_INFO reports (best effort, relaxed).
   alignas(64) std::atomic<std::uint32_t> tcp_state;  // tcp::TcpState
   std::atomic<std::uint32_t> rtt_us;

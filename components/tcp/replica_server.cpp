@@ -192,6 +192,7 @@ Result<std::unique_ptr<ReplicaServer>> ReplicaServer::create(BufferPool& pool, C
     }
     // Held connections stay held; those the predecessor left with a member that does not accept
     // while another does (it died before it moved them) go now.
+    server->count_held();
     for (ListenerId id = 0; id < server->listeners_.size(); ++id) server->place_held(id);
     server->announce(stack::TcpReplicaMode::recovered);
   }
@@ -725,6 +726,9 @@ std::optional<std::uint32_t> ReplicaServer::take_page(std::size_t app, PageKind 
   control.revoked.store(0, std::memory_order_relaxed);
   control.holder_ready.store(0, std::memory_order_relaxed);
   control.holds_connections.store(0, std::memory_order_relaxed);
+  control.takes_served.store(0, std::memory_order_relaxed);
+  control.takes_asked.store(0, std::memory_order_relaxed);
+  control.accept_waiting.store(0, std::memory_order_relaxed);
   // The application's ring indices too: a fresh socket starts both streams at 0.
   header->send.tail.store(0, std::memory_order_relaxed);
   header->receive.head.store(0, std::memory_order_relaxed);
@@ -750,6 +754,7 @@ void ReplicaServer::fit_outbox(App& entry) {
 void ReplicaServer::free_page(std::size_t app, std::uint32_t page) {
   App& entry = apps_[app];
   if (entry.pages[page].holder) --holder_pages_;
+  set_held(app, page, false);
   entry.pages[page] = SocketPage{};
   // The application's view first: a successor that finds the slot still live frees it again, but
   // one that found it free with the page still live could hand it out under a socket it kept.
@@ -997,6 +1002,7 @@ void ReplicaServer::add_member(std::size_t app, std::uint32_t index, ListenerId 
   control.local_address = settings_.address;
   control.local_port = group.port;
   control.status.store(TcpSocketStatus::listening, std::memory_order_release);
+  control.holds_connections.store(listeners_[listener].held > 0 ? 1 : 0, std::memory_order_release);
   send_app(app, Message::make(stack::kTcpOpenedKind,
                               stack::TcpOpenedBody{socket, 0, index, page.generation, group.port, 0, nonce}));
 }
@@ -1032,9 +1038,11 @@ void ReplicaServer::on_activate(std::size_t app, const stack::TcpPageBody& activ
   page->active = true;
   store_page(app, activate.page);
   place_held(page->listener);
-  // Its library may be waiting in a first accept for what was held: the announcements came first.
+  // What note_placed said of connections in the handshake is over: the page says what the group
+  // holds now (a take of its library follows, where processes share the queue).
+  const std::uint32_t word = listeners_[page->listener].held > 0 ? 1 : 0;
   auto& control = apps_[app].region.page(activate.page)->control;
-  if (control.holds_connections.exchange(0, std::memory_order_acq_rel) != 0) notify(app, activate.page);
+  if (control.holds_connections.exchange(word, std::memory_order_acq_rel) != word) notify(app, activate.page);
 }
 
 std::uint32_t ReplicaServer::accept_queue_of(const Place& place) const {
@@ -1053,6 +1061,8 @@ std::optional<ReplicaServer::Place> ReplicaServer::pick_member(ListenerId listen
   std::size_t best = count;
   std::uint32_t best_queue = 0;
   bool best_under = false;
+  bool best_waiting = false;
+  const bool shared = shared_queue(group);
   for (std::size_t step = 0; step < count; ++step) {
     const std::size_t at = (group.next + step) % count;
     const Place& member = group.members[at];
@@ -1060,11 +1070,17 @@ std::optional<ReplicaServer::Place> ReplicaServer::pick_member(ListenerId listen
     if (!page.active) continue;
     const std::uint32_t queue = accept_queue_of(member);
     const bool under = queue < page.backlog;
-    // Under its backlog first, then the shortest queue; the first found wins a tie.
-    if (best == count || (under && !best_under) || (under == best_under && queue < best_queue)) {
+    const bool waiting = shared && queue == 0 && waiting_to_accept(member);
+    // Waiting to accept with nothing queued first (where members share the queue), then under its
+    // backlog, then the shortest queue; the first found wins a tie.
+    const bool better = best == count || (waiting != best_waiting ? waiting
+                                          : under != best_under   ? under
+                                                                  : queue < best_queue);
+    if (better) {
       best = at;
       best_queue = queue;
       best_under = under;
+      best_waiting = waiting;
     }
   }
   if (best == count) return group.members.front();
@@ -1138,7 +1154,7 @@ void ReplicaServer::hand_over_queue(std::size_t app, std::uint32_t page, std::ui
     if (announced) continue;
     counters_.group_reset_on_leave->add();
     SocketPage& connection = apps_[app].pages[from];
-    connection.held = false;  // counted in `forgotten`
+    set_held(app, from, false);  // counted in `forgotten`
     store_page(app, from);
     engine_->abort(connection.connection, now_ns);
   }
@@ -1179,6 +1195,8 @@ void ReplicaServer::place_held(ListenerId id) {
   if (id >= listeners_.size()) return;
   Group& group = listeners_[id];
   group.held_to_place = false;
+  // Processes sharing the queue take held connections themselves, whichever accepts first.
+  if (shared_queue(group)) return;
   const auto accepts = [&](const Place& member) { return apps_[member.app].pages[member.page].active; };
   if (std::none_of(group.members.begin(), group.members.end(), accepts)) return;
   const std::vector<Place> members = group.members;  // moves leave membership alone; a copy all the same
@@ -1194,7 +1212,7 @@ void ReplicaServer::place_held(ListenerId id) {
         continue;
       }
       if (!connection.held) continue;  // in the handshake: announced once established
-      connection.held = false;
+      set_held(member.app, from, false);
       connection.announced = true;
       connection.accept_order = apps_[member.app].pages[member.page].accept_announced;
       store_page(member.app, from);
@@ -1234,9 +1252,110 @@ void ReplicaServer::note_placed(const Place& member) {
   apps_[member.app].region.page(member.page)->control.holds_connections.store(1, std::memory_order_release);
 }
 
+void ReplicaServer::set_held(std::size_t app, std::uint32_t page, bool held) {
+  SocketPage& connection = apps_[app].pages[page];
+  if (connection.held == held) return;
+  connection.held = held;
+  if (connection.listener >= listeners_.size()) return;
+  Group& group = listeners_[connection.listener];
+  auto& pages = apps_[app].pages;
+  if (connection.listener_page < pages.size() && pages[connection.listener_page].kind == PageKind::listener &&
+      pages[connection.listener_page].listener == connection.listener) {
+    std::uint32_t& here = pages[connection.listener_page].held_here;
+    here = held ? here + 1 : (here == 0 ? 0 : here - 1);
+  }
+  if (held) {
+    if (group.held++ == 0) publish_held(connection.listener, true);
+  } else if (group.held > 0 && --group.held == 0) {
+    publish_held(connection.listener, false);
+  }
+}
+
+void ReplicaServer::publish_held(ListenerId listener, bool wake) {
+  const Group& group = listeners_[listener];
+  const std::uint32_t word = group.held > 0 ? 1 : 0;
+  for (const Place& member : group.members) {
+    apps_[member.app].region.page(member.page)->control.holds_connections.store(word, std::memory_order_release);
+    if (wake) notify(member.app, member.page);
+  }
+}
+
+void ReplicaServer::count_held() {
+  for (Group& group : listeners_) group.held = 0;
+  for (App& entry : apps_) {
+    for (SocketPage& page : entry.pages) page.held_here = 0;
+  }
+  for (App& entry : apps_) {
+    for (const SocketPage& page : entry.pages) {
+      if (page.kind != PageKind::connection || !page.held || page.listener >= listeners_.size()) continue;
+      ++listeners_[page.listener].held;
+      if (page.listener_page < entry.pages.size() && entry.pages[page.listener_page].kind == PageKind::listener) {
+        ++entry.pages[page.listener_page].held_here;
+      }
+    }
+  }
+  for (ListenerId id = 0; id < listeners_.size(); ++id) {
+    if (listeners_[id].held > 0) publish_held(id, true);
+  }
+}
+
+bool ReplicaServer::shared_queue(const Group& group) const { return group.members.size() > 1; }
+
+bool ReplicaServer::waiting_to_accept(const Place& member) const {
+  return apps_[member.app].region.page(member.page)->control.accept_waiting.load(std::memory_order_acquire) != 0;
+}
+
+void ReplicaServer::serve_take(const Place& member) {
+  const ListenerId id = apps_[member.app].pages[member.page].listener;
+  if (id >= listeners_.size() || listeners_[id].held == 0) {
+    counters_.group_takes_empty->add();
+    return;
+  }
+  // Its own held connections first (no move), then the other members' in the group's order.
+  std::vector<Place> sources{member};
+  for (const Place& other : listeners_[id].members) {
+    if (other.app != member.app || other.page != member.page) sources.push_back(other);
+  }
+  for (const Place& source : sources) {
+    if (apps_[source.app].pages[source.page].held_here == 0) continue;
+    for (const std::uint32_t from : unannounced_of(source.app, source.page, id)) {
+      if (!apps_[source.app].pages[from].held) break;  // held ones come first
+      if (source.app == member.app && source.page == member.page) {
+        SocketPage& connection = apps_[member.app].pages[from];
+        set_held(member.app, from, false);
+        connection.announced = true;
+        connection.accept_order = apps_[member.app].pages[member.page].accept_announced;
+        store_page(member.app, from);
+        announce_queued(member, from, page_tuple(member.app, from));
+        counters_.group_takes->add();
+        return;
+      }
+      SocketPage role;
+      role.listener = id;
+      role.listener_page = member.page;
+      role.announced = true;
+      role.accept_order = apps_[member.app].pages[member.page].accept_announced;
+      const MovedConnection moved = move_connection(source.app, from, member.app, role, 0);
+      if (moved.error != 0) {
+        counters_.group_takes_empty->add();
+        return;  // no page left in the asker's region: the connection stays held
+      }
+      if (!moved.live) {
+        free_page(member.app, moved.page);
+        engine_->accepted(id, 1);  // it ended while held: it leaves the engine's accept queue
+        continue;
+      }
+      announce_queued(member, moved.page, page_tuple(member.app, moved.page));
+      counters_.group_takes->add();
+      return;
+    }
+  }
+  counters_.group_takes_empty->add();
+}
+
 void ReplicaServer::forget_held(std::size_t app, std::uint32_t page) {
   SocketPage& connection = apps_[app].pages[page];
-  connection.held = false;
+  set_held(app, page, false);
   store_page(app, page);
   if (connection.listener < listeners_.size() && !listeners_[connection.listener].members.empty()) {
     engine_->accepted(connection.listener, 1);
@@ -1275,6 +1394,15 @@ void ReplicaServer::serve_requests(std::size_t app, std::uint32_t index, std::ui
         engine_->accepted(page->listener, growth);
         control.accept_ready.store(waiting - growth, std::memory_order_release);
       }
+    }
+    if ((requests & formats::kTcpRequestTake) != 0) {
+      // A take shows its process accepts, as an activate does.
+      if (!page->active) {
+        page->active = true;
+        store_page(app, kick.page);
+      }
+      serve_take(Place{static_cast<std::uint32_t>(app), index, generation});
+      control.takes_served.store(control.takes_asked.load(std::memory_order_acquire), std::memory_order_release);
     }
     if ((requests & (formats::kTcpRequestClose | formats::kTcpRequestAbort)) != 0) leave_group(app, kick.page, now_ns);
     return;
@@ -1630,10 +1758,10 @@ ReplicaServer::MovedConnection ReplicaServer::move_connection(std::size_t home, 
   if (!index) return MovedConnection{EMFILE};
   SocketPage& page = apps_[app].pages[*index];
   page.announced = role.announced;
-  page.held = role.held;
   page.unanswered = role.unanswered;
   page.listener = role.listener;
   page.listener_page = role.listener_page;
+  set_held(app, *index, role.held);
   page.accept_order = role.accept_order;
   const bool live = copy_connection(home, from_page, app, *index, *positions);
   store_page(app, *index);
@@ -1667,7 +1795,7 @@ void ReplicaServer::leave_carrier(std::size_t home, std::uint32_t page) {
   old.holder = true;
   ++holder_pages_;
   old.engine_released = false;
-  old.held = false;
+  set_held(home, page, false);
   old.listener = kNoListener;
   formats::TcpSocketPageHeader* header = apps_[home].region.page(page);
   header->control.generation.store(kHolderGeneration, std::memory_order_release);
@@ -1940,14 +2068,18 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
   if (page.listener_page >= apps_[owner.app].pages.size()) return;
   SocketPage& listener_page = apps_[owner.app].pages[owner.page];
   if (listener_page.kind != PageKind::listener || listener_page.listener != listener) return;
-  if (!listener_page.active) {
-    // Its process has not shown it accepts, and may never (a server's master): the connection
-    // waits here, unannounced, for the first member that does (place_held).
-    page.held = true;
+  Group& group = listeners_[listener];
+  if (!listener_page.active ||
+      (shared_queue(group) && (!waiting_to_accept(owner) || accept_queue_of(owner) != 0))) {
+    // Its process has not shown it accepts, and may never (a server's master), or, sharing the
+    // queue, is not waiting for one (busy with a client), or has one to take already (it may
+    // serve that one while another member waits: postfix's smtpd processes take turns waiting
+    // under a lock): the connection waits here, unannounced, for the first member that accepts
+    // (a take, or place_held).
     page.accept_order = next_held_order(owner);
+    set_held(place->app, place->page, true);
     store_page(place->app, place->page);
     counters_.group_held->add();
-    Group& group = listeners_[listener];
     if (std::any_of(group.members.begin(), group.members.end(),
                     [&](const Place& member) { return apps_[member.app].pages[member.page].active; })) {
       group.held_to_place = true;

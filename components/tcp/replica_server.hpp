@@ -188,6 +188,8 @@ class ReplicaServer final : public EngineHost {
     // accept_announced before it), so a successor knows which are still queued. A held one: the
     // place it will take, in the order its member's held connections were established.
     std::uint32_t accept_order = 0;
+    // A listener page: how many connections placed with it are held.
+    std::uint32_t held_here = 0;
     // A passive connection: the member (a listener page of the same region) it was placed with.
     std::uint32_t listener_page = 0;
     // A listener page: a member of the group listeners_[listener].
@@ -239,6 +241,8 @@ class ReplicaServer final : public EngineHost {
     // A connection became established with a member that does not accept while another does:
     // poll() moves it (not from inside the engine's call).
     bool held_to_place = false;
+    // Connections held with any member (TcpSocketControl::holds_connections says whether any).
+    std::uint32_t held = 0;
   };
 
   ReplicaServer(BufferPool& pool, ComponentId self, const ReplicaSettings& settings, ReplicaOutputs& outputs,
@@ -267,6 +271,25 @@ class ReplicaServer final : public EngineHost {
   // A connection was placed with listener `member` (at its SYN, or moved there): an inactive
   // member's page says so (TcpSocketControl::holds_connections).
   void note_placed(const Place& member);
+  // Sets a connection page's `held`, keeping its group's and member's counts; the members' pages
+  // say when the group starts or stops holding.
+  void set_held(std::size_t app, std::uint32_t page, bool held);
+  // Writes whether `listener`'s group holds connections to every member's page; with `wake`, each
+  // member also gets an event (a poller of any of them may take one).
+  void publish_held(ListenerId listener, bool wake);
+  // After a restart: the groups' and members' held counts from the pages, published with an event.
+  void count_held();
+  // Members share one accept queue, as processes sharing a Linux listener do: whichever accepts
+  // first takes the connection. The replica pushes a connection only to an accepting member
+  // waiting to accept with nothing queued, and holds the rest for a take. SO_REUSEPORT members too: their processes
+  // (nginx's workers, postfix's master and its smtpd, which inherits the master's socket) may
+  // never accept on some of them, and a connection held for the group strands nowhere.
+  bool shared_queue(const Group& group) const;
+  // Whether the member's process sleeps waiting for its listener (TcpSocketControl::accept_waiting).
+  bool waiting_to_accept(const Place& member) const;
+  // A take by `member` (its accept found its queue empty): one connection the group holds is
+  // announced to it, its own first, else another member's moved into its region.
+  void serve_take(const Place& member);
   // The requests of a kick (or a release), read from the page's word or carried by the message.
   void serve_requests(std::size_t app, std::uint32_t page, std::uint32_t generation, std::uint32_t requests,
                       std::uint64_t now_ns);
@@ -465,6 +488,8 @@ class ReplicaServer final : public EngineHost {
   X(group_held)                          \
   X(group_held_announced)                \
   X(group_moved_to_acceptor)             \
+  X(group_takes)                         \
+  X(group_takes_empty)                   \
   X(fork_holds)                          \
   X(fork_holds_refused)                  \
   X(claims)                              \

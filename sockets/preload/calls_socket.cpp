@@ -112,8 +112,25 @@ int fail_after_down(Lock& lock, Socket& socket, std::uint64_t deadline) {
 
 namespace {
 
-// How long a non-blocking first accept waits for the connections a replica held (a round trip).
-constexpr int kHeldAnnounceMs = 200;
+// How long an accept waits for a take's answer (a round trip to the replicas).
+constexpr int kTakeAnswerMs = 200;
+
+// Sleeps until the take asked for `listener` is answered or something is queued there, for at most
+// kTakeAnswerMs. -1 with errno when interrupted.
+int wait_for_take(Lock& lock, Socket& listener) {
+  Runtime& runtime = Runtime::get();
+  const std::uint64_t deadline = deadline_after(kTakeAnswerMs);
+  auto answered = [&] {
+    return runtime.gone(listener) || !runtime.tcp().taking(listener.id) || runtime.tcp().queued(listener.id);
+  };
+  for (;;) {
+    runtime.pump();
+    if (answered()) return 0;
+    const int left = remaining_ms(deadline);
+    if (left == 0) return 0;
+    if (runtime.sleep(lock, answered, nullptr, 0, left) < 0) return -1;
+  }
+}
 
 int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   auto [lock, listener] = enter(fd);
@@ -122,12 +139,13 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
   if (listener->udp()) return fail_with(EOPNOTSUPP);
   if (listener->state != Socket::State::listening || !Runtime::get().owns(*listener)) return fail_with(EINVAL);
   if ((flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) != 0) return fail_with(EINVAL);
-  // Read before this call shows the replicas it accepts: they announce what they held then.
-  bool held = runtime.tcp().holds_connections(listener->id);
+  // A first accept may come while a connection placed here is still in the handshake (a program
+  // that connects to itself, then accepts): it is announced once established.
+  bool first_held = !runtime.tcp().active(listener->id) && runtime.tcp().holds_connections(listener->id);
   runtime.accepting(*listener);
   const std::uint64_t deadline = deadline_after(listener->receive_timeout_ms);
   int connection = -1;
-  for (bool pumped = false;;) {
+  for (bool pumped = false, took = false;;) {
     if (runtime.gone(*listener)) return fail_after_down(lock, *listener, deadline);
     auto accepted = runtime.tcp().accept(listener->id);
     if (accepted) {
@@ -140,10 +158,15 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
       pumped = true;
       continue;
     }
-    if (listener->nonblocking && std::exchange(held, false)) {
-      // The first accept, before any poll: connections the replicas held until now are being
-      // announced (Linux would have them in the accept queue already).
-      if (wait_for(lock, *listener, POLLIN, kHeldAnnounceMs) < 0) return -1;
+    if (!took && runtime.tcp().taking(listener->id)) {
+      // The group holds connections (Linux would have them in the shared accept queue): one is
+      // announced here, unless another process took it first.
+      took = true;
+      if (wait_for_take(lock, *listener) < 0) return -1;
+      continue;
+    }
+    if (listener->nonblocking && std::exchange(first_held, false)) {
+      if (wait_for(lock, *listener, POLLIN, kTakeAnswerMs) < 0) return -1;
       continue;
     }
     if (listener->nonblocking) {
@@ -153,6 +176,7 @@ int accept_common(int fd, sockaddr* address, socklen_t* length, int flags) {
     const int waited = wait_for(lock, *listener, POLLIN, remaining_ms(deadline));
     if (waited < 0) return -1;
     if (waited == 0) return fail_with(EAGAIN);
+    took = false;
   }
   runtime.counters().io_calls->add();
   runtime.counters().io_no_syscall->add();
@@ -716,6 +740,8 @@ int wait_for(Lock& lock, Socket& socket, std::uint32_t events, int timeout_ms) {
     if (ready()) return 1;
     const int left = remaining_ms(deadline);
     if (left == 0) return 0;
+    Runtime::AcceptWaits waits(runtime);
+    waits.add(socket, events);
     if (runtime.sleep(lock, ready, nullptr, 0, left) < 0) {
       // Linux restarts a socket call a SA_RESTART handler interrupted (without a timeout set).
       if (errno == EINTR && timeout_ms < 0 && Runtime::restart_after_signal()) continue;

@@ -107,8 +107,17 @@ int poll_mixed(pollfd* fds, nfds_t count, int timeout_ms, const sigset_t* mask) 
   for (;;) {
     for (pollfd& entry : kernel) entry.revents = 0;
     bool waited = false;
-    const int slept = runtime.sleep(lock, [&] { return look() > 0; }, peek, kernel.data(), kernel.size(),
-                                    remaining_ms(deadline), mask, &waited);
+    int slept = 0;
+    {
+      Runtime::AcceptWaits waits(runtime);
+      for (nfds_t i = 0; i < count; ++i) {
+        if (const auto socket = is_socket(fds[i].fd) ? runtime.socket_at(fds[i].fd) : nullptr; socket != nullptr) {
+          waits.add(*socket, static_cast<std::uint16_t>(fds[i].events));
+        }
+      }
+      slept = runtime.sleep(lock, [&] { return look() > 0; }, peek, kernel.data(), kernel.size(),
+                            remaining_ms(deadline), mask, &waited);
+    }
     if (slept < 0) return -1;
     ours = look();
     if (!waited && !kernel.empty()) return kernel_now(ours);  // ready before sleeping: look at theirs now
@@ -328,6 +337,10 @@ int epoll_mixed(int epfd, epoll_event* events, int room, int timeout_ms, const s
   for (;;) {
     int theirs = 0;
     bool ours = false;
+    Runtime::AcceptWaits waits(runtime);
+    for (const EpollSet::Interest& interest : watched.interests) {
+      if (!interest.disabled) waits.add(*interest.socket, interest.events);
+    }
     const int slept = runtime.sleep_with(
         lock, [&] { return ours = (filled = collect(epfd, watched, events, room)) > 0; },
         [watched = &watched] { return any_reportable(*watched); }, watched.nudge,
@@ -350,7 +363,6 @@ int epoll_control(int epfd, int operation, int fd, epoll_event* event) {
   if (socket == nullptr) return fail_with(EBADF);
   if (!Runtime::get().owns(*socket)) return fail_with(EBADF);
   if (epfd == fd) return fail_with(EINVAL);
-  if (operation != EPOLL_CTL_DEL && event != nullptr && (event->events & (EPOLLIN | EPOLLRDNORM)) != 0) runtime.accepting(*socket);
   if (operation != EPOLL_CTL_DEL && event == nullptr) return fail_with(EFAULT);
   auto set = runtime.epoll_at(epfd);
   if (set == nullptr) {

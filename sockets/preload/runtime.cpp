@@ -546,7 +546,6 @@ std::uint32_t Runtime::transport_events(Socket& socket) {
       return POLLNVAL;
     case Socket::State::listening:
       if (tcp_->error(socket.id) != 0) return POLLERR;
-      accepting(socket);
       return tcp_->acceptable(socket.id) ? POLLIN : 0;
     case Socket::State::connecting:
     case Socket::State::connected:

@@ -295,13 +295,38 @@ class Runtime {
   // from a parent that is gone or has not used the lease since the fork (then the lease is adopted,
   // and the parent backs off). Under the lock.
   bool owns(Socket& socket);
-  // The program shows it accepts on `socket` (a listener it owns: poll, select, epoll, accept): the
-  // replicas may place new connections with this process from now on.
+  // The program accepts on `socket` (a listener it owns): the replicas may place new connections
+  // with this process from now on. A poll does not count: a server's master may poll a listener
+  // its children accept on (postfix), and the group's readiness wakes them all.
   void accepting(Socket& socket) {
     if (socket.state == Socket::State::listening && !socket.udp() && socket.id >= 0 && !gone(socket)) {
       tcp_->activate(socket.id);
     }
   }
+  // The listeners a thread is about to sleep on until they are readable, marked waiting to accept
+  // (TcpSockets::waiting_to_accept) while it exists. Made and destroyed under the lock.
+  class AcceptWaits {
+   public:
+    explicit AcceptWaits(Runtime& runtime) : runtime_(runtime) {}
+    AcceptWaits(const AcceptWaits&) = delete;
+    AcceptWaits& operator=(const AcceptWaits&) = delete;
+    // Marks `socket` when it is a listener of ours and `events` include readability.
+    void add(const Socket& socket, std::uint32_t events) {
+      if (socket.state != Socket::State::listening || socket.udp() || socket.id < 0 || runtime_.tcp_ == nullptr ||
+          (events & (POLLIN | POLLRDNORM)) == 0) {
+        return;
+      }
+      runtime_.tcp_->waiting_to_accept(socket.id, true);
+      listeners_.push_back(socket.id);
+    }
+    ~AcceptWaits() {
+      for (const int id : listeners_) runtime_.tcp_->waiting_to_accept(id, false);
+    }
+
+   private:
+    Runtime& runtime_;
+    std::vector<int> listeners_;
+  };
   // The same without adopting: for closing an inherited socket, which must leave the parent's alone.
   bool holds(Socket& socket) { return socket.epoch == epoch_ && still_owner(); }
   // Handles the stack's pending messages (no system call when none). Under the lock.

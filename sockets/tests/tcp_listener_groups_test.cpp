@@ -1,8 +1,10 @@
 // Listener groups (issue 14), through TcpSockets and the real replicas (replica_loopback.hpp) with
-// several applications: processes that inherited a listener join its group, a member gets new
-// connections once its process accepts (activate), each connection goes to the active member with
-// the shortest accept queue, round robin on ties, and a member that leaves takes nothing with it
-// from the others: the connections queued at it go to another member.
+// several applications: processes that inherited a listener join its group and share one accept
+// queue, as on Linux. A member gets new connections once its process accepts (activate); each goes
+// to an accepting member waiting to accept, with the shortest accept queue, round robin on ties;
+// one that comes while no member waits is held for whichever accepts first (a take), and every
+// member reads readable meanwhile. A member that leaves takes nothing with it from the others: the
+// connections queued at it go to another member.
 #include <cerrno>
 #include <cstdlib>
 #include <set>
@@ -61,12 +63,14 @@ class ListenerGroups : public ::testing::Test {
     return spread.clients;
   }
   // Application 0 listens on kPort and never accepts (a master): `count` clients_with_requests
-  // come, and are held. Returns the listener and the clients.
+  // come, and are held, unannounced; its poll sees the listener readable (postfix's master forks
+  // a server when it does). Returns the listener and the clients.
   std::pair<int, std::vector<int>> held_by_a_lone_master(int count) {
     const int home = net_.listen_on_every_replica(kPort);
     std::vector<int> clients = clients_with_requests(count);
     EXPECT_EQ(total("group_held"), static_cast<std::uint64_t>(count));
-    EXPECT_FALSE(net_.sockets(0).acceptable(home));
+    EXPECT_TRUE(net_.sockets(0).acceptable(home));
+    EXPECT_FALSE(net_.sockets(0).queued(home));
     return {home, std::move(clients)};
   }
   // Application `server` accepts one connection on `listener` for each of `clients`
@@ -123,15 +127,17 @@ class ListenerGroups : public ::testing::Test {
 TEST_F(ListenerGroups, ConnectionsPlacedWithALoneMasterGoToTheFirstWorkerThatAccepts) {
   const auto [home, clients] = held_by_a_lone_master(4);
   ASSERT_EQ(clients.size(), 4u);
-  // A worker joins, not accepting yet: still nobody to take them.
+  // A worker joins, not accepting yet: nothing moves, but its poll sees them too.
   const int worker = net_.join_listener(1, 0, home, /*active=*/false);
   ASSERT_GE(worker, 0);
   (void)net_.run_until([] { return false; }, 10'000'000);
-  EXPECT_FALSE(net_.sockets(1).acceptable(worker));
-  net_.sockets(1).activate(worker);
+  EXPECT_TRUE(net_.sockets(1).acceptable(worker));
+  EXPECT_FALSE(net_.sockets(1).queued(worker));
+  EXPECT_EQ(total("group_takes"), 0u);
   expect_served(1, worker, clients);
-  EXPECT_EQ(total("group_moved_to_acceptor"), 4u);
+  EXPECT_EQ(total("group_takes"), 4u);  // each accept took one from the master's region
   EXPECT_FALSE(net_.sockets(0).acceptable(home));
+  EXPECT_FALSE(net_.sockets(1).acceptable(worker));
 }
 
 // A program that listens, connects to itself and only then accepts (no other process shares the
@@ -145,8 +151,9 @@ TEST_F(ListenerGroups, AProgramThatConnectsToItselfBeforeItAcceptsGetsTheConnect
   write_all(sockets, client.value(), "hello");
   (void)net_.run_until([] { return false; }, 10'000'000);
   EXPECT_EQ(total("group_held"), 1u);
-  EXPECT_FALSE(sockets.acceptable(home));  // held until it shows it accepts
-  EXPECT_TRUE(sockets.holds_connections(home)) << "a first accept cannot know one is on its way";
+  EXPECT_TRUE(sockets.acceptable(home));  // held until it accepts, and readable meanwhile
+  EXPECT_FALSE(sockets.queued(home));
+  EXPECT_TRUE(sockets.holds_connections(home));
   int server = -1;
   ASSERT_TRUE(net_.run_until([&] {
     if (auto accepted = sockets.accept(home)) server = accepted.value();
@@ -167,7 +174,8 @@ TEST_F(ListenerGroups, HeldConnectionsSurviveAReplicaCrash) {
   net_.crash(1);
   (void)net_.run_until([] { return false; }, 10'000'000);
   EXPECT_EQ(net_.counter(0, "slots_dropped") + net_.counter(1, "slots_dropped"), 0u);
-  EXPECT_FALSE(net_.sockets(0).acceptable(home));
+  EXPECT_TRUE(net_.sockets(0).acceptable(home));
+  EXPECT_FALSE(net_.sockets(0).queued(home));
   const int worker = net_.join_listener(1, 0, home);
   ASSERT_GE(worker, 0);
   expect_served(1, worker, clients);
@@ -219,7 +227,11 @@ TEST_F(ListenerGroups, JoinedWorkersShareNewConnectionsAndTheOpenerThatNeverAcce
   ASSERT_GE(first, 0);
   ASSERT_GE(second, 0);
   EXPECT_EQ(total("group_joins"), 4u);  // two workers on two replicas
+  // Both sleep waiting to accept (in accept, poll or epoll): each connection is pushed to one.
+  net_.sockets(1).waiting_to_accept(first, true);
+  net_.sockets(2).waiting_to_accept(second, true);
   const auto spread = net_.connect_many(0, kPort, 16, {{1, first}, {2, second}});
+  EXPECT_EQ(total("group_held"), 0u);
   EXPECT_EQ(spread.per_app[1] + spread.per_app[2], 16);
   // Round robin on equal queues, per replica: at most one apart on each.
   EXPECT_LE(std::abs(spread.per_app[1] - spread.per_app[2]), 2);
@@ -232,12 +244,14 @@ TEST_F(ListenerGroups, WhileNoMemberAcceptsConnectionsWaitAndAnActiveMemberTakes
   const int worker = net_.join_listener(1, 0, home, /*active=*/false);
   ASSERT_GE(worker, 0);
   // Nobody said it accepts (a master whose workers are starting): the connections are established
-  // and held, and neither process is told of them ...
+  // and held, neither process is told of them, and both see the listener readable ...
   const auto waiting = net_.connect_many(0, kPort, 4, {});
   for (const int client : waiting.clients) EXPECT_TRUE(net_.sockets(0).connected(client));
   EXPECT_EQ(total("group_held"), 4u);
-  EXPECT_FALSE(net_.sockets(0).acceptable(home));
-  EXPECT_FALSE(net_.sockets(1).acceptable(worker));
+  EXPECT_TRUE(net_.sockets(0).acceptable(home));
+  EXPECT_TRUE(net_.sockets(1).acceptable(worker));
+  EXPECT_FALSE(net_.sockets(0).queued(home));
+  EXPECT_FALSE(net_.sockets(1).queued(worker));
   // ... until a member accepts: then every connection is its.
   net_.sockets(1).activate(worker);
   int accepted = 0;
@@ -245,16 +259,68 @@ TEST_F(ListenerGroups, WhileNoMemberAcceptsConnectionsWaitAndAnActiveMemberTakes
     while (net_.sockets(1).accept(worker).ok()) ++accepted;
     return accepted == 4;
   }));
-  EXPECT_EQ(total("group_moved_to_acceptor"), 4u);
+  EXPECT_EQ(total("group_takes"), 4u);
+  net_.sockets(1).waiting_to_accept(worker, true);
   auto after = net_.connect_many(0, kPort, 6, {{1, worker}});
   EXPECT_EQ(after.per_app[1], 6);
   EXPECT_FALSE(net_.sockets(0).acceptable(home));
+}
+
+// Prefork workers that serve one client at a time (gunicorn's sync workers, apache's prefork,
+// postfix's smtpd processes, which take turns waiting under a lock): a connection goes to a worker
+// asleep waiting to accept with nothing queued, not to one busy with a client; one that comes
+// while no worker waits with an empty queue is held, every worker's poll sees it, and the first
+// to accept takes it, while the other's accept finds nothing and is answered at once.
+TEST_F(ListenerGroups, AConnectionGoesToAWorkerWaitingToAcceptOrToTheFirstThatAccepts) {
+  const int home = net_.listen_on_every_replica(kPort);
+  const int first = net_.join_listener(1, 0, home);
+  const int second = net_.join_listener(2, 0, home);
+  // Worker 1 waits and takes nothing yet; worker 2 is busy. Worker 1 gets one per replica; the
+  // rest are held, since it has one to take already.
+  net_.sockets(1).waiting_to_accept(first, true);
+  auto pushed = net_.connect_many(0, kPort, 4, {});
+  ASSERT_EQ(pushed.clients.size(), 4u);
+  EXPECT_TRUE(net_.sockets(1).queued(first));
+  EXPECT_GE(total("group_held"), 2u);
+  EXPECT_TRUE(net_.sockets(2).acceptable(second));
+  int taken = 0;
+  ASSERT_TRUE(net_.run_until([&] {
+    while (net_.sockets(1).accept(first)) ++taken;
+    return taken == 4;
+  }));
+  EXPECT_EQ(total("group_takes"), total("group_held"));
+  EXPECT_FALSE(net_.sockets(2).acceptable(second));
+  // Now both are busy: the next connection is held, and both see it.
+  net_.sockets(1).waiting_to_accept(first, false);
+  const std::vector<int> clients = clients_with_requests(1);
+  ASSERT_EQ(clients.size(), 1u);
+  const std::uint64_t held_before = total("group_held") - 1;
+  const std::uint64_t takes_before = total("group_takes");
+  EXPECT_TRUE(net_.sockets(1).acceptable(first));
+  EXPECT_TRUE(net_.sockets(2).acceptable(second));
+  // Both come back to accept at once: each asks for it, one gets it, request intact, and the
+  // other's take is answered with nothing.
+  EXPECT_FALSE(net_.sockets(2).accept(second).ok());
+  EXPECT_FALSE(net_.sockets(1).accept(first).ok());
+  EXPECT_TRUE(net_.sockets(1).taking(first));
+  EXPECT_TRUE(net_.sockets(2).taking(second));
+  ASSERT_TRUE(net_.run_until([&] { return !net_.sockets(1).taking(first) && !net_.sockets(2).taking(second); }));
+  EXPECT_EQ(total("group_held"), held_before + 1);
+  EXPECT_EQ(total("group_takes"), takes_before + 1);
+  EXPECT_EQ(total("group_takes_empty"), 1u);
+  EXPECT_NE(net_.sockets(1).queued(first), net_.sockets(2).queued(second));
+  const bool second_won = net_.sockets(2).queued(second);
+  expect_served(second_won ? 2 : 1, second_won ? second : first, clients);
+  EXPECT_FALSE(net_.sockets(1).acceptable(first));
+  EXPECT_FALSE(net_.sockets(2).acceptable(second));
 }
 
 TEST_F(ListenerGroups, ANewConnectionGoesToTheMemberWithTheShortestQueue) {
   const int home = net_.listen_on_every_replica(kPort);
   const int slow = net_.join_listener(1, 0, home);
   const int quick = net_.join_listener(2, 0, home);
+  net_.sockets(1).waiting_to_accept(slow, true);
+  net_.sockets(2).waiting_to_accept(quick, true);
   // Worker 1 takes nothing, so its queue grows with what it gets; worker 2 takes each at once.
   const auto spread = net_.connect_many(0, kPort, 12, {{2, quick}});
   int waiting = 0;
@@ -270,6 +336,7 @@ TEST_F(ListenerGroups, AMemberThatLeavesGetsNothingMoreAndTheLastToLeaveClosesTh
   const int first = net_.join_listener(1, 0, home);
   const int second = net_.join_listener(2, 0, home);
   ASSERT_TRUE(net_.sockets(2).close(second).ok());
+  net_.sockets(1).waiting_to_accept(first, true);
   auto spread = net_.connect_many(0, kPort, 6, {{1, first}});
   EXPECT_EQ(spread.per_app[1], 6);
   EXPECT_EQ(total("group_leaves"), 2u);
@@ -283,7 +350,7 @@ TEST_F(ListenerGroups, AMemberThatLeavesGetsNothingMoreAndTheLastToLeaveClosesTh
   ASSERT_TRUE(net_.run_until([&] { return net_.sockets(0).connected(held.value()); }));
   (void)net_.run_until([] { return false; }, 10'000'000);
   EXPECT_EQ(total("group_held"), 1u);
-  EXPECT_FALSE(net_.sockets(0).acceptable(home));
+  EXPECT_FALSE(net_.sockets(0).queued(home));
   // The opener starts accepting: the held connection is its.
   net_.sockets(0).activate(home);
   spread = net_.connect_many(0, kPort, 2, {{0, home}});
@@ -329,6 +396,8 @@ TEST_F(ListenerGroups, ListensWithReusePortShareTheAddressAndOneWithoutIsRefused
   EXPECT_EQ(net_.sockets(0).error(plain), EADDRINUSE);
   net_.sockets(1).activate(first);
   net_.sockets(2).activate(second);
+  net_.sockets(1).waiting_to_accept(first, true);
+  net_.sockets(2).waiting_to_accept(second, true);
   const auto spread = net_.connect_many(0, kPort, 8, {{1, first}, {2, second}});
   EXPECT_EQ(spread.per_app[1] + spread.per_app[2], 8);
   EXPECT_GE(spread.per_app[1], 2);

@@ -155,6 +155,9 @@ TEST(TcpReplicaRecoveryGroups, AListenerGroupIsRebuiltAfterACrash) {
   const int second = net.join_listener(2, 0, home);
   ASSERT_GE(first, 0);
   ASSERT_GE(second, 0);
+  // Both sleep waiting to accept, which their pages say across the crash.
+  net.sockets(1).waiting_to_accept(first, true);
+  net.sockets(2).waiting_to_accept(second, true);
   // One connection waits in worker 1's queue across the crash.
   const auto waiting = net.connect_many(0, kGroupPort, 1, {});
   net.crash(0);
