@@ -9,6 +9,11 @@
 //                                                        second through epoll (edge-triggered)
 //   preload_probe fork-holders-server PORT               accept one connection; a fork child echoes
 //                                 the first KiB and exits, the parent echoes the second, says "bye"
+//   preload_probe prefork PORT                           postfix's and gunicorn's shape: the parent
+//                                 polls the listener and never accepts; two forked workers take
+//                                 turns (a POSIX lock) waiting in poll and accept, and serve one
+//                                 client at a time: "ping" is answered "pong", "hold" with "held",
+//                                 then "done" once the client sends "done". On SIGINT: "ok prefork"
 //   preload_probe down                                   socket() with no stack behind it
 //   preload_probe kernel                                 kernel descriptors only, passed through
 //   preload_probe daemon|daemon-wait ADDRESS ECHO_PORT RESULT_FILE   daemon(3), or fork with the
@@ -1552,6 +1557,80 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
 // epoll with a non-blocking listener (accept4) and connection.
 // The server side of holders: accepts one connection, forks a child that echoes the client's first
 // KiB and exits, then echoes the second KiB itself, writes "bye" and closes.
+// One client of a prefork worker: a line, answered as the prefork mode says.
+void serve_prefork_client(int connection) {
+  char line[16] = {};
+  const auto read_line = [&] {
+    std::size_t filled = 0;
+    while (filled + 1 < sizeof(line)) {
+      const ssize_t got = read(connection, line + filled, 1);
+      if (got <= 0) return false;
+      if (line[filled] == '\n') break;
+      ++filled;
+    }
+    line[filled] = '\0';
+    return true;
+  };
+  if (!read_line()) return;
+  if (std::strcmp(line, "ping") == 0) {
+    (void)!write(connection, "pong\n", 5);
+  } else if (std::strcmp(line, "hold") == 0 && write(connection, "held\n", 5) == 5 && read_line() &&
+             std::strcmp(line, "done") == 0) {
+    (void)!write(connection, "done\n", 5);
+  }
+}
+
+std::atomic<bool> prefork_stop{false};
+
+int run_prefork(int port) {
+  const char* name = "prefork";
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  const sockaddr_in any = address_of("0.0.0.0", port);
+  const int one = 1;
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (!check(listener >= 0 && bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0 &&
+                 listen(listener, 16) == 0, name, "listen")) {
+    return 1;
+  }
+  FILE* lock_file = std::tmpfile();
+  if (!check(lock_file != nullptr, name, "tmpfile")) return 1;
+  const int lock = fileno(lock_file);
+  struct sigaction stop {};
+  stop.sa_handler = [](int) { prefork_stop = true; };
+  sigaction(SIGINT, &stop, nullptr);
+  pid_t workers[2] = {-1, -1};
+  for (pid_t& worker : workers) {
+    worker = fork();
+    if (worker != 0) continue;
+    signal(SIGINT, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (;;) {
+      flock turn{};
+      turn.l_type = F_WRLCK;
+      turn.l_whence = SEEK_SET;
+      if (fcntl(lock, F_SETLKW, &turn) != 0) continue;
+      pollfd entry{listener, POLLIN, 0};
+      const int ready = poll(&entry, 1, -1);
+      const int connection = ready == 1 ? accept(listener, nullptr, nullptr) : -1;
+      turn.l_type = F_UNLCK;
+      (void)fcntl(lock, F_SETLK, &turn);
+      if (connection < 0) continue;
+      serve_prefork_client(connection);
+      close(connection);
+    }
+  }
+  if (!check(workers[0] > 0 && workers[1] > 0, name, "fork")) return 1;
+  // As postfix's master does while no worker is free: it looks, and leaves the accept to them.
+  while (!prefork_stop) {
+    pollfd entry{listener, POLLIN, 0};
+    (void)poll(&entry, 1, 100);
+  }
+  for (const pid_t worker : workers) kill(worker, SIGKILL);
+  for (const pid_t worker : workers) waitpid(worker, nullptr, 0);
+  passed(name);
+  return 0;
+}
+
 int run_fork_holders_server(int port) {
   const char* name = "fork-holders-server";
   const int listener = socket(AF_INET, SOCK_STREAM, 0);
@@ -2007,6 +2086,7 @@ int main(int argc, char** argv) {
   }
   if (mode == "server" && argc == 3) return run_server(std::atoi(argv[2]));
   if (mode == "fork-holders-server" && argc == 3) return run_fork_holders_server(std::atoi(argv[2]));
+  if (mode == "prefork" && argc == 3) return run_prefork(std::atoi(argv[2]));
   if (mode == "down") return run_down();
   if (mode == "kernel") return run_kernel();
   if ((mode == "daemon" || mode == "daemon-wait") && argc == 5) {

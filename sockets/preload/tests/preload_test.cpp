@@ -337,6 +337,26 @@ class KernelEcho {
   std::thread thread_;
 };
 
+// A connection to the probe's server at `address` (retried while it starts), reads timing out
+// after 10 s; -1 when none was made.
+int connect_to_probe(const std::string& address) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in target{};
+    target.sin_family = AF_INET;
+    target.sin_port = htons(kProbeServerPort);
+    ::inet_pton(AF_INET, address.c_str(), &target.sin_addr);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) == 0) {
+      timeval limit{10, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+      return fd;
+    }
+    ::close(fd);
+    std::this_thread::sleep_for(100ms);
+  }
+  return -1;
+}
+
 class PreloadStack : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -440,22 +460,8 @@ TEST_F(PreloadStack, ServerScenariosWithAKernelClient) {
 TEST_F(PreloadStack, AConnectionOutlivesTheForkedChildThatServedItFirst) {
   BackgroundCommand probe(run_argv({probe_path(), "fork-holders-server", std::to_string(kProbeServerPort)}));
   const std::string received = in_namespace(names_.peer_namespace, [&]() -> std::string {
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
-      fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      sockaddr_in target{};
-      target.sin_family = AF_INET;
-      target.sin_port = htons(kProbeServerPort);
-      ::inet_pton(AF_INET, names_.stack_address.c_str(), &target.sin_addr);
-      if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) != 0) {
-        ::close(fd);
-        fd = -1;
-        std::this_thread::sleep_for(100ms);
-      }
-    }
+    const int fd = connect_to_probe(names_.stack_address);
     if (fd < 0) return "connect failed";
-    timeval limit{10, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
     std::string got;
     char buffer[4096];
     // Each KiB goes once the one before came back: the first to the child, the second to the parent.
@@ -475,6 +481,40 @@ TEST_F(PreloadStack, AConnectionOutlivesTheForkedChildThatServedItFirst) {
   const std::string output = probe.finish(false);
   EXPECT_EQ(received, std::string(1024, 'c') + std::string(1024, 'p') + "bye") << output;
   EXPECT_NE(output.find("ok fork-holders-server"), std::string::npos) << output;
+}
+
+// Processes sharing a listener share its accept queue, as on Linux. The probe's parent polls the
+// listener and never accepts (postfix's master); its two workers take turns waiting in poll and
+// accept and serve one client at a time (postfix's smtpd, gunicorn's sync workers). While one
+// worker holds a client, every other client is the idle worker's at once: none waits for the busy
+// worker, and none is stranded with the parent (before the shared queue, the parent's poll made it
+// an accepting member and the connections placed with it were never served).
+TEST_F(PreloadStack, PreforkWorkersShareTheListenersQueue) {
+  BackgroundCommand probe(run_argv({probe_path(), "prefork", std::to_string(kProbeServerPort)}));
+  const std::string outcome = in_namespace(names_.peer_namespace, [&]() -> std::string {
+    const auto line_of = [](int fd) {
+      std::string line;
+      char letter = 0;
+      while (line.size() < 16 && ::read(fd, &letter, 1) == 1 && letter != '\n') line.push_back(letter);
+      return line;
+    };
+    const int held = connect_to_probe(names_.stack_address);
+    if (held < 0 || ::write(held, "hold\n", 5) != 5 || line_of(held) != "held") return "the held client was not served";
+    std::string failures;
+    for (int i = 0; i < 6; ++i) {
+      // A client left with the busy worker or the parent would wait past the 10 s limit.
+      const int fd = connect_to_probe(names_.stack_address);
+      if (fd < 0 || ::write(fd, "ping\n", 5) != 5 || line_of(fd) != "pong") failures += " ping " + std::to_string(i);
+      if (fd >= 0) ::close(fd);
+    }
+    if (::write(held, "done\n", 5) != 5 || line_of(held) != "done") failures += " done";
+    ::close(held);
+    return failures;
+  });
+  const std::string output = probe.finish(true);
+  EXPECT_EQ(outcome, "") << output;
+  EXPECT_NE(output.find("ok prefork"), std::string::npos) << output;
+  EXPECT_GE(stack_.counter("tcp0", "group_takes") + stack_.counter("tcp1", "group_takes"), 1);
 }
 
 // A daemon keeps using the socket it connected before it forked: daemon(3) (the parent exits at
@@ -586,26 +626,6 @@ TEST_F(PreloadStack, StackDownUnderAWaitingServerThenBack) {
 // thousand kernel waits per request at 100% CPU.
 // The same with the worker in blocking reads (a poll-style sleep) beside the listener's epoll_wait.
 class PreloadThreads : public PreloadStack, public ::testing::WithParamInterface<const char*> {};
-
-// A connection to the probe's server at `address` (retried while it starts), reads timing out
-// after 10 s; -1 when none was made.
-int connect_to_probe(const std::string& address) {
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in target{};
-    target.sin_family = AF_INET;
-    target.sin_port = htons(kProbeServerPort);
-    ::inet_pton(AF_INET, address.c_str(), &target.sin_addr);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&target), sizeof(target)) == 0) {
-      timeval limit{10, 0};
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
-      return fd;
-    }
-    ::close(fd);
-    std::this_thread::sleep_for(100ms);
-  }
-  return -1;
-}
 
 // `count` connections to the probe's server; fewer when one could not be made.
 std::vector<int> connect_many(const std::string& address, int count) {
