@@ -470,7 +470,31 @@ bool TcpSockets::send_claim(int socket) {
 
 bool TcpSockets::place(Lookup& lookup, std::size_t replica) {
   sockets_[static_cast<std::size_t>(lookup.socket)].placing = false;
-  return send_connect(lookup.socket, replica);
+  return send_connect(lookup.socket, with_room(replica, lookup.socket));
+}
+
+std::size_t TcpSockets::with_room(std::size_t replica, int placing) const {
+  const auto capacity = [&](std::size_t at) {
+    return replicas_[at].region.valid() ? replicas_[at].region.page_count() : SIZE_MAX;
+  };
+  // Pinned (a test's choice), or fewer sockets than its pages: it has room whatever they are.
+  if (pinned_replica_ || open_count_ <= capacity(replica)) return replica;
+  std::vector<std::size_t> used(replicas_.size(), 0);
+  for (std::size_t id = 0; id < sockets_.size(); ++id) {
+    const Socket& entry = sockets_[id];
+    if (entry.kind == Kind::listener) {
+      for (std::size_t& count : used) ++count;  // a listener has a page on every replica
+    } else if (entry.kind == Kind::connection && !entry.placing && static_cast<int>(id) != placing &&
+               entry.replica < used.size()) {
+      ++used[entry.replica];
+    }
+  }
+  if (used[replica] < capacity(replica)) return replica;
+  std::size_t best = replica;
+  for (std::size_t at = 0; at < replicas_.size(); ++at) {
+    if (used[at] < capacity(at) && (best == replica || used[at] < used[best])) best = at;
+  }
+  return best;
 }
 
 bool TcpSockets::send_connect(int socket, std::size_t replica) {

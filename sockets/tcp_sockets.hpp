@@ -464,6 +464,10 @@ class TcpSockets {
   std::uint32_t next_ticket(int socket);
   // Sends now or parks the message in the replica's outbox; false when both are full.
   [[nodiscard]] bool send_or_defer(std::size_t replica, const Message& message);
+  // `replica` for a new connection (socket `placing`), unless this program's sockets there fill
+  // its region while another replica has room: then the one with the fewest (a connection that
+  // gets no page fails with EMFILE where another replica could carry it).
+  std::size_t with_room(std::size_t replica, int placing) const;
   // A listener on every replica: a plain listen when `listener` has no members, else a join of
   // their group.
   Result<int> open_listener(const ListenerShare& listener);

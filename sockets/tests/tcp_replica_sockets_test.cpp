@@ -185,6 +185,45 @@ TEST_F(TcpReplicaSockets, ClosedConnectionsGiveTheirPagesBack) {
   EXPECT_EQ(net_.counter(0, "bad_app_messages") + net_.counter(1, "bad_app_messages"), 0u);
 }
 
+// A connect whose pick names a replica where the program's sockets fill every page goes to a
+// replica with room (a fleet's weighted pick, or retries after refusals, may put more on one
+// replica than its region holds); EMFILE comes only when every replica is full.
+TEST(TcpReplicaRoom, AConnectGoesToAReplicaWithRoomWhenItsPickIsFull) {
+  ReplicaLoopback net(LoopbackSettings{.replicas = 2, .pages = 4, .ring_bytes = 1u << 14, .apps = 1});
+  TcpSockets& tcp = net.sockets(0);
+  const auto refused = [&](int socket) {
+    return net.run_until([&] { return tcp.error(socket) != 0; }) && tcp.error(socket) == ECONNREFUSED;
+  };
+  std::vector<int> kept;
+  for (int i = 0; i < 8; ++i) {  // round robin: four on each, every page taken, none let go
+    auto client = tcp.connect(kStackAddress, 5999);
+    ASSERT_TRUE(client.ok());
+    ASSERT_TRUE(refused(client.value())) << "connection " << i;
+    kept.push_back(client.value());
+  }
+  // Two of replica 1's go; the next pick is replica 0, which is full.
+  int closed = 0;
+  for (const int socket : kept) {
+    if (closed < 2 && tcp.replica_of(socket) == 1u) {
+      ASSERT_TRUE(tcp.close(socket).ok());
+      ++closed;
+    }
+  }
+  net.pump();
+  for (int i = 0; i < 2; ++i) {
+    auto client = tcp.connect(kStackAddress, 5999);
+    ASSERT_TRUE(client.ok());
+    EXPECT_TRUE(refused(client.value())) << "it got no page: " << tcp.error(client.value());
+    EXPECT_EQ(tcp.replica_of(client.value()), 1u);
+  }
+  EXPECT_EQ(net.counter(0, "pages_exhausted") + net.counter(1, "pages_exhausted"), 0u);
+  // Every replica full: the connect fails as Linux's would past a limit.
+  auto past = tcp.connect(kStackAddress, 5999);
+  ASSERT_TRUE(past.ok());
+  ASSERT_TRUE(net.run_until([&] { return tcp.error(past.value()) != 0; }));
+  EXPECT_EQ(tcp.error(past.value()), EMFILE);
+}
+
 // The replica treats the application's messages as untrusted: a page out of range, one it never
 // handed out, or an unknown kind is counted and dropped, and the application's connections go on.
 TEST_F(TcpReplicaSockets, TheReplicaCountsAndDropsMessagesNamingNoPageOfTheApplication) {

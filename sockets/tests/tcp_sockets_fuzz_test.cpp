@@ -55,11 +55,10 @@ class Fuzzer {
     const TcpPlacementStats& placement = stack_.sockets->placement_stats();
     if (name_placement_) {
       EXPECT_EQ(placement.by_name + placement.by_fallback + lookups_dropped(), server_.received.size() + placement.unsent);
-      // The run did exercise both ways.
       EXPECT_GT(placement.by_name, 0u);
-      EXPECT_GT(placement.timeouts, 0u);
     }
   }
+  std::uint64_t lookup_timeouts() const { return stack_.sockets->placement_stats().timeouts; }
 
  private:
   // Mostly a socket the application holds, sometimes any number at all.
@@ -262,14 +261,20 @@ class Fuzzer {
 };
 
 void fuzz(bool name_placement) {
+  std::uint64_t timeouts = 0;
   for (int seed = 1; seed <= kSeeds; ++seed) {
     SCOPED_TRACE(::testing::Message() << "seed " << seed);
     Fuzzer fuzzer(static_cast<std::uint64_t>(seed), name_placement);
     fuzzer.run();
+    timeouts += fuzzer.lookup_timeouts();
     if (::testing::Test::HasFailure()) {
       std::fprintf(stderr, "failing seed: %d\n", seed);
       return;
     }
+  }
+  // The runs did exercise lookups that timed out, not only answered ones.
+  if (name_placement) {
+    EXPECT_GT(timeouts, 0u);
   }
 }
 
