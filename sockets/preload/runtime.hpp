@@ -320,6 +320,7 @@ class Runtime {
       listeners_.push_back(socket.id);
     }
     ~AcceptWaits() {
+      if (runtime_.tcp_ == nullptr) return;  // the stack went away during the sleep
       for (const int id : listeners_) runtime_.tcp_->waiting_to_accept(id, false);
     }
 
