@@ -665,12 +665,16 @@ Result<int> TcpSockets::accept(int listener) {
   return connection;
 }
 
+TcpSocketPageHeader* TcpSockets::part_page(const Socket& listener, std::size_t replica) const {
+  const ListenerPart& part = listener.parts[replica];
+  return part.open ? replicas_[replica].region.page(part.page) : nullptr;
+}
+
 bool TcpSockets::holds_connections(int listener) const {
   const Socket* entry = find(listener, Kind::listener);
   if (entry == nullptr) return false;
   for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
-    const ListenerPart& part = entry->parts[replica];
-    const TcpSocketPageHeader* header = part.open ? replicas_[replica].region.page(part.page) : nullptr;
+    const TcpSocketPageHeader* header = part_page(*entry, replica);
     if (header != nullptr && header->control.holds_connections.load(std::memory_order_acquire) != 0) return true;
   }
   return false;
@@ -679,25 +683,25 @@ bool TcpSockets::holds_connections(int listener) const {
 bool TcpSockets::take(int listener) {
   Socket* entry = find(listener, Kind::listener);
   if (entry == nullptr) return false;
-  bool asked = false;
+  // One replica only: an accept returns one connection, and a second taken would wait here behind
+  // the client this process serves next while another process waits for one.
   for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
-    const ListenerPart& part = entry->parts[replica];
-    TcpSocketPageHeader* header = part.open ? replicas_[replica].region.page(part.page) : nullptr;
+    TcpSocketPageHeader* header = part_page(*entry, replica);
     if (header == nullptr || header->control.holds_connections.load(std::memory_order_acquire) == 0) continue;
     auto& control = header->control;
     control.takes_asked.store(control.takes_asked.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+    const ListenerPart& part = entry->parts[replica];
     request(replica, part.page, part.generation, kTcpRequestTake);
-    asked = true;
+    return true;
   }
-  return asked;
+  return false;
 }
 
 bool TcpSockets::taking(int listener) const {
   const Socket* entry = find(listener, Kind::listener);
   if (entry == nullptr) return false;
   for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
-    const ListenerPart& part = entry->parts[replica];
-    const TcpSocketPageHeader* header = part.open ? replicas_[replica].region.page(part.page) : nullptr;
+    const TcpSocketPageHeader* header = part_page(*entry, replica);
     if (header != nullptr && header->control.takes_asked.load(std::memory_order_acquire) !=
                                  header->control.takes_served.load(std::memory_order_acquire)) {
       return true;
@@ -718,9 +722,9 @@ void TcpSockets::waiting_to_accept(int listener, bool waiting) {
   entry->accept_waiters = waiting ? before + 1 : before - 1;
   if ((before == 0) == (entry->accept_waiters == 0)) return;
   for (std::size_t replica = 0; replica < entry->parts.size(); ++replica) {
-    const ListenerPart& part = entry->parts[replica];
-    TcpSocketPageHeader* header = part.open ? replicas_[replica].region.page(part.page) : nullptr;
-    if (header != nullptr) header->control.accept_waiting.store(waiting ? 1 : 0, std::memory_order_release);
+    if (TcpSocketPageHeader* header = part_page(*entry, replica); header != nullptr) {
+      header->control.accept_waiting.store(waiting ? 1 : 0, std::memory_order_release);
+    }
   }
 }
 

@@ -260,10 +260,6 @@ class TcpSockets {
   // waiting to accept), or placed one in the handshake with it before this process accepted. The
   // listener is readable then; an accept takes one (take()).
   bool holds_connections(int listener) const;
-  // Asked by accept() when nothing is queued here while the group holds connections: each replica
-  // holding some announces one to this process (moving it from another process's region if need
-  // be). Whether any take was asked for.
-  bool take(int listener);
   // Whether a take of `listener` has not been served yet (its announcement may still come).
   bool taking(int listener) const;
   // Whether an accept of `listener` would return a connection now.
@@ -457,6 +453,12 @@ class TcpSockets {
   };
 
   Socket* find(int socket, Kind kind);
+  // The page of `listener`'s part on `replica`, once that part is open.
+  TcpSocketPageHeader* part_page(const Socket& listener, std::size_t replica) const;
+  // Asked by accept() when nothing is queued here while the group holds connections: the first
+  // replica holding some announces one to this process (moving it from another process's region
+  // if need be). Whether a take was asked for.
+  bool take(int listener);
   Result<std::size_t> receive(int socket, std::span<std::byte> out, std::size_t offset, bool consume);
   const Socket* find(int socket, Kind kind) const;
   int allocate();

@@ -1307,16 +1307,18 @@ bool ReplicaServer::waiting_to_accept(const Place& member) const {
 
 void ReplicaServer::serve_take(const Place& member) {
   const ListenerId id = apps_[member.app].pages[member.page].listener;
-  if (id >= listeners_.size() || listeners_[id].held == 0) {
+  // One queued here since the take was asked (announced while it was on its way) is what the
+  // accept returns: a second would wait behind the client it serves while another member waits.
+  if (id >= listeners_.size() || listeners_[id].held == 0 || accept_queue_of(member) != 0) {
     counters_.group_takes_empty->add();
     return;
   }
-  // Its own held connections first (no move), then the other members' in the group's order.
-  std::vector<Place> sources{member};
-  for (const Place& other : listeners_[id].members) {
-    if (other.app != member.app || other.page != member.page) sources.push_back(other);
-  }
-  for (const Place& source : sources) {
+  // Its own held connections first (no move), then the other members' in the group's order (-1:
+  // the asker; a move leaves membership alone).
+  const auto& members = listeners_[id].members;
+  for (std::ptrdiff_t at = -1; at < static_cast<std::ptrdiff_t>(members.size()); ++at) {
+    const Place source = at < 0 ? member : members[static_cast<std::size_t>(at)];
+    if (at >= 0 && source.app == member.app && source.page == member.page) continue;
     if (apps_[source.app].pages[source.page].held_here == 0) continue;
     for (const std::uint32_t from : unannounced_of(source.app, source.page, id)) {
       if (!apps_[source.app].pages[from].held) break;  // held ones come first
@@ -2080,8 +2082,8 @@ void ReplicaServer::on_accept_ready(ListenerId listener, ConnectionHandle connec
     set_held(place->app, place->page, true);
     store_page(place->app, place->page);
     counters_.group_held->add();
-    if (std::any_of(group.members.begin(), group.members.end(),
-                    [&](const Place& member) { return apps_[member.app].pages[member.page].active; })) {
+    if (!shared_queue(group) && std::any_of(group.members.begin(), group.members.end(),
+                                             [&](const Place& member) { return apps_[member.app].pages[member.page].active; })) {
       group.held_to_place = true;
       held_to_place_ = true;
     }

@@ -1557,6 +1557,20 @@ int run_client(const char* ip, int port, int closed_port, const char* done_file,
 // epoll with a non-blocking listener (accept4) and connection.
 // The server side of holders: accepts one connection, forks a child that echoes the client's first
 // KiB and exits, then echoes the second KiB itself, writes "bye" and closes.
+// A listener on any address, port `port`; -1 with errno when none.
+int listen_any(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  const sockaddr_in address = address_of("0.0.0.0", port);
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 || listen(fd, 8) != 0) {
+    const int error = errno;
+    close(fd);
+    errno = error;
+    return -1;
+  }
+  return fd;
+}
+
 // One client of a prefork worker: a line, answered as the prefork mode says.
 void serve_prefork_client(int connection) {
   char line[16] = {};
@@ -1584,14 +1598,8 @@ std::atomic<bool> prefork_stop{false};
 
 int run_prefork(int port) {
   const char* name = "prefork";
-  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-  const sockaddr_in any = address_of("0.0.0.0", port);
-  const int one = 1;
-  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (!check(listener >= 0 && bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0 &&
-                 listen(listener, 16) == 0, name, "listen")) {
-    return 1;
-  }
+  const int listener = listen_any(port);
+  if (!check(listener >= 0 && fcntl(listener, F_SETFL, O_NONBLOCK) == 0, name, "listen")) return 1;
   FILE* lock_file = std::tmpfile();
   if (!check(lock_file != nullptr, name, "tmpfile")) return 1;
   const int lock = fileno(lock_file);
@@ -1633,14 +1641,8 @@ int run_prefork(int port) {
 
 int run_fork_holders_server(int port) {
   const char* name = "fork-holders-server";
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  const sockaddr_in any = address_of("0.0.0.0", port);
-  const int one = 1;
-  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (!check(listener >= 0 && bind(listener, reinterpret_cast<const sockaddr*>(&any), sizeof(any)) == 0 &&
-                 listen(listener, 4) == 0, name, "listen")) {
-    return 1;
-  }
+  const int listener = listen_any(port);
+  if (!check(listener >= 0, name, "listen")) return 1;
   const int connection = accept(listener, nullptr, nullptr);
   if (!check(connection >= 0, name, "accept")) return 1;
   const auto echo_kib = [connection] {
@@ -1842,18 +1844,6 @@ void write_state(const char* file, const std::string& state) {
 
 volatile sig_atomic_t g_back = 0;
 
-int listen_any(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  const sockaddr_in address = address_of("0.0.0.0", port);
-  if (bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 || listen(fd, 8) != 0) {
-    const int error = errno;
-    close(fd);
-    errno = error;
-    return -1;
-  }
-  return fd;
-}
 
 // Run with [limits] tcp_sockets_per_seat = 2: two listeners take every page of both replicas.
 int run_limits(int port, const char* ready_file) {
